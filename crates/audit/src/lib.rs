@@ -163,7 +163,9 @@ fn put_opt_hash(out: &mut Vec<u8>, h: Option<Digest32>) {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ChainBreak {
-    #[error("record {seq}: expected sequence number {expected} (a record is missing or reordered)")]
+    #[error(
+        "record {seq}: expected sequence number {expected} (a record is missing or reordered)"
+    )]
     Gap { seq: u64, expected: u64 },
     #[error("record {seq}: prev_hash does not match the leaf hash of record {prev} (an earlier record was changed or removed)")]
     PrevMismatch { seq: u64, prev: u64 },

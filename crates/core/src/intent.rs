@@ -131,7 +131,11 @@ impl Intent {
         put_str(&mut out, "chain", self.chain.as_str())?;
         put_str(&mut out, "asset.symbol", self.asset.symbol.as_str())?;
         out.push(self.asset.decimals);
-        put_str(&mut out, "asset.contract", self.asset.contract.as_ref().map_or("", |c| c.as_str()))?;
+        put_str(
+            &mut out,
+            "asset.contract",
+            self.asset.contract.as_ref().map_or("", |c| c.as_str()),
+        )?;
         put_str(&mut out, "source_wallet", self.source_wallet.as_str())?;
         put_str(&mut out, "destination", self.destination.as_str())?;
         out.extend_from_slice(&self.amount.base_units().to_be_bytes());
@@ -149,7 +153,8 @@ impl Intent {
         if version != INTENT_VERSION {
             return Err(IntentError::UnsupportedVersion(version));
         }
-        let invalid = |field: &'static str, reason: String| IntentError::InvalidField { field, reason };
+        let invalid =
+            |field: &'static str, reason: String| IntentError::InvalidField { field, reason };
         let chain = ChainId::parse(r.str()?).map_err(|e| invalid("chain", e.to_string()))?;
         let symbol =
             AssetSymbol::parse(r.str()?).map_err(|e| invalid("asset.symbol", e.to_string()))?;
@@ -163,8 +168,10 @@ impl Intent {
         };
         let source_wallet = WalletId::parse(r.str()?)?;
         let destination = canonical_address(&chain, r.str()?, "destination")?;
-        let amount = Amount::from_base_units(r.u128()?).map_err(|e| invalid("amount", e.to_string()))?;
-        let fee_cap = Amount::from_base_units(r.u128()?).map_err(|e| invalid("fee_cap", e.to_string()))?;
+        let amount =
+            Amount::from_base_units(r.u128()?).map_err(|e| invalid("amount", e.to_string()))?;
+        let fee_cap =
+            Amount::from_base_units(r.u128()?).map_err(|e| invalid("fee_cap", e.to_string()))?;
         let expires_at = Timestamp::from_unix_ms(r.i64()?);
         let request_id = Uuid::from_bytes(r.array16()?);
         if r.pos != bytes.len() {
@@ -197,11 +204,18 @@ pub fn hash_encoded(encoding: &[u8]) -> IntentHash {
     IntentHash(h.finalize().into())
 }
 
-fn canonical_address(chain: &ChainId, text: &str, field: &'static str) -> Result<Address, IntentError> {
+fn canonical_address(
+    chain: &ChainId,
+    text: &str,
+    field: &'static str,
+) -> Result<Address, IntentError> {
     let a = Address::parse(chain, text)
         .map_err(|e| IntentError::InvalidField { field, reason: e.to_string() })?;
     if a.as_str() != text {
-        return Err(IntentError::InvalidField { field, reason: "address is not in canonical form".into() });
+        return Err(IntentError::InvalidField {
+            field,
+            reason: "address is not in canonical form".into(),
+        });
     }
     Ok(a)
 }
@@ -248,9 +262,7 @@ impl<'a> Reader<'a> {
         if len > MAX_FIELD_LEN {
             return Err(IntentError::FieldTooLong("string"));
         }
-        std::str::from_utf8(self.take(len)?).map_err(|_| IntentError::InvalidField {
-            field: "string",
-            reason: "not UTF-8".into(),
-        })
+        std::str::from_utf8(self.take(len)?)
+            .map_err(|_| IntentError::InvalidField { field: "string", reason: "not UTF-8".into() })
     }
 }

@@ -222,28 +222,68 @@ impl JournalEntry {
     }
 
     /// Journal entries for the ledger flows.
-    pub fn deposit(id: Uuid, customer: Uuid, asset: &AssetSymbol, amount: Amount) -> Result<Self, LedgerError> {
+    pub fn deposit(
+        id: Uuid,
+        customer: Uuid,
+        asset: &AssetSymbol,
+        amount: Amount,
+    ) -> Result<Self, LedgerError> {
         JournalEntry::new(
             id,
             EntryKind::Deposit,
             vec![
                 Posting { account: AccountRef::custody(asset), side: Side::Debit, amount },
-                Posting { account: AccountRef::available(customer, asset), side: Side::Credit, amount },
+                Posting {
+                    account: AccountRef::available(customer, asset),
+                    side: Side::Credit,
+                    amount,
+                },
             ],
         )
     }
-    pub fn reserve(id: Uuid, customer: Uuid, asset: &AssetSymbol, amount: Amount) -> Result<Self, LedgerError> {
-        Self::transfer(id, EntryKind::WithdrawalReserve, AccountRef::available(customer, asset), AccountRef::pending(customer, asset), amount)
+    pub fn reserve(
+        id: Uuid,
+        customer: Uuid,
+        asset: &AssetSymbol,
+        amount: Amount,
+    ) -> Result<Self, LedgerError> {
+        Self::transfer(
+            id,
+            EntryKind::WithdrawalReserve,
+            AccountRef::available(customer, asset),
+            AccountRef::pending(customer, asset),
+            amount,
+        )
     }
-    pub fn release(id: Uuid, customer: Uuid, asset: &AssetSymbol, amount: Amount) -> Result<Self, LedgerError> {
-        Self::transfer(id, EntryKind::WithdrawalRelease, AccountRef::pending(customer, asset), AccountRef::available(customer, asset), amount)
+    pub fn release(
+        id: Uuid,
+        customer: Uuid,
+        asset: &AssetSymbol,
+        amount: Amount,
+    ) -> Result<Self, LedgerError> {
+        Self::transfer(
+            id,
+            EntryKind::WithdrawalRelease,
+            AccountRef::pending(customer, asset),
+            AccountRef::available(customer, asset),
+            amount,
+        )
     }
-    pub fn settle(id: Uuid, customer: Uuid, asset: &AssetSymbol, amount: Amount) -> Result<Self, LedgerError> {
+    pub fn settle(
+        id: Uuid,
+        customer: Uuid,
+        asset: &AssetSymbol,
+        amount: Amount,
+    ) -> Result<Self, LedgerError> {
         JournalEntry::new(
             id,
             EntryKind::WithdrawalSettle,
             vec![
-                Posting { account: AccountRef::pending(customer, asset), side: Side::Debit, amount },
+                Posting {
+                    account: AccountRef::pending(customer, asset),
+                    side: Side::Debit,
+                    amount,
+                },
                 Posting { account: AccountRef::custody(asset), side: Side::Credit, amount },
             ],
         )
@@ -284,11 +324,18 @@ mod tests {
             EntryKind::Deposit,
             vec![
                 Posting { account: AccountRef::custody(&eth()), side: Side::Debit, amount: amt(5) },
-                Posting { account: AccountRef::available(c, &eth()), side: Side::Credit, amount: amt(4) },
+                Posting {
+                    account: AccountRef::available(c, &eth()),
+                    side: Side::Credit,
+                    amount: amt(4),
+                },
             ],
         );
         assert_eq!(e, Err(LedgerError::Unbalanced(eth())));
-        assert_eq!(JournalEntry::deposit(Uuid::nil(), c, &eth(), Amount::ZERO), Err(LedgerError::ZeroPosting));
+        assert_eq!(
+            JournalEntry::deposit(Uuid::nil(), c, &eth(), Amount::ZERO),
+            Err(LedgerError::ZeroPosting)
+        );
     }
 
     #[test]
@@ -296,7 +343,10 @@ mod tests {
         let c = Uuid::from_u128(1);
         let e = JournalEntry::reserve(Uuid::nil(), c, &eth(), amt(10)).unwrap();
         let debit = e.postings().first().unwrap();
-        assert!(matches!(apply_posting(amt(9), debit), Err(LedgerError::InsufficientBalance { .. })));
+        assert!(matches!(
+            apply_posting(amt(9), debit),
+            Err(LedgerError::InsufficientBalance { .. })
+        ));
         assert_eq!(apply_posting(amt(10), debit).unwrap(), Amount::ZERO);
     }
 

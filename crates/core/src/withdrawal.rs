@@ -2,7 +2,9 @@
 //! lifecycle a withdrawal moves through.
 
 use serde::{Deserialize, Serialize};
-use strongroom_units::{Address, AddressError, Amount, AmountError, Asset, AssetRegistry, RegistryError};
+use strongroom_units::{
+    Address, AddressError, Amount, AmountError, Asset, AssetRegistry, RegistryError,
+};
 use uuid::Uuid;
 
 use crate::env::Timestamp;
@@ -184,7 +186,14 @@ mod tests {
     const DEST: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
 
     fn plan(r: &WithdrawalRequest) -> Result<PlannedWithdrawal, RequestError> {
-        plan_withdrawal(&AssetRegistry::dev(), &WithdrawalRules::default(), r, Uuid::from_u128(1), Uuid::from_u128(2), Timestamp::from_unix_ms(1_000))
+        plan_withdrawal(
+            &AssetRegistry::dev(),
+            &WithdrawalRules::default(),
+            r,
+            Uuid::from_u128(1),
+            Uuid::from_u128(2),
+            Timestamp::from_unix_ms(1_000),
+        )
     }
 
     #[test]
@@ -202,7 +211,10 @@ mod tests {
         assert!(matches!(plan(&req("0", DEST)), Err(RequestError::ZeroAmount)));
         assert!(matches!(plan(&req("0.00000001", DEST)), Err(RequestError::BelowMinimum { .. })));
         assert!(matches!(plan(&req("-1", DEST)), Err(RequestError::Amount(AmountError::Negative))));
-        assert!(matches!(plan(&req("1", "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD")), Err(RequestError::Destination(_))));
+        assert!(matches!(
+            plan(&req("1", "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD")),
+            Err(RequestError::Destination(_))
+        ));
         let mut r = req("1", DEST);
         r.asset = "XRP".into();
         assert!(matches!(plan(&r), Err(RequestError::UnknownAsset(_))));

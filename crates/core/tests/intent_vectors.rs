@@ -35,36 +35,45 @@ const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/intent-v1
 
 fn intents() -> Vec<(&'static str, serde_json::Value)> {
     vec![
-        ("native ETH on anvil", serde_json::json!({
-            "chain": "eip155:31337",
-            "asset": {"symbol": "ETH", "decimals": 18, "contract": null},
-            "source_wallet": "hot-eth-1",
-            "destination": {"family": "ethereum", "canonical": "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"},
-            "amount": "100000000000000000",
-            "fee_cap": "21000000000000000",
-            "expires_at": 1767225600000i64,
-            "request_id": "5f1c7d3e-8a2b-4c6d-9e0f-1a2b3c4d5e6f"
-        })),
-        ("ERC-20 USDC on mainnet, contract named", serde_json::json!({
-            "chain": "eip155:1",
-            "asset": {"symbol": "USDC", "decimals": 6, "contract": {"family": "ethereum", "canonical": "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"}},
-            "source_wallet": "hot-eth-1",
-            "destination": {"family": "ethereum", "canonical": "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359"},
-            "amount": "2500000000",
-            "fee_cap": "5000000000000000",
-            "expires_at": 1767225600000i64,
-            "request_id": "00000000-0000-4000-8000-000000000001"
-        })),
-        ("BTC to a P2TR address, largest amount", serde_json::json!({
-            "chain": "bip122:000000000019d6689c085ae165831e93",
-            "asset": {"symbol": "BTC", "decimals": 8, "contract": null},
-            "source_wallet": "cold-btc-vault",
-            "destination": {"family": "bitcoin", "canonical": "bc1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqzk5jj0"},
-            "amount": "99999999999999999999999999999999999999",
-            "fee_cap": "100000",
-            "expires_at": -1i64,
-            "request_id": "ffffffff-ffff-4fff-bfff-ffffffffffff"
-        })),
+        (
+            "native ETH on anvil",
+            serde_json::json!({
+                "chain": "eip155:31337",
+                "asset": {"symbol": "ETH", "decimals": 18, "contract": null},
+                "source_wallet": "hot-eth-1",
+                "destination": {"family": "ethereum", "canonical": "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"},
+                "amount": "100000000000000000",
+                "fee_cap": "21000000000000000",
+                "expires_at": 1767225600000i64,
+                "request_id": "5f1c7d3e-8a2b-4c6d-9e0f-1a2b3c4d5e6f"
+            }),
+        ),
+        (
+            "ERC-20 USDC on mainnet, contract named",
+            serde_json::json!({
+                "chain": "eip155:1",
+                "asset": {"symbol": "USDC", "decimals": 6, "contract": {"family": "ethereum", "canonical": "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"}},
+                "source_wallet": "hot-eth-1",
+                "destination": {"family": "ethereum", "canonical": "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359"},
+                "amount": "2500000000",
+                "fee_cap": "5000000000000000",
+                "expires_at": 1767225600000i64,
+                "request_id": "00000000-0000-4000-8000-000000000001"
+            }),
+        ),
+        (
+            "BTC to a P2TR address, largest amount",
+            serde_json::json!({
+                "chain": "bip122:000000000019d6689c085ae165831e93",
+                "asset": {"symbol": "BTC", "decimals": 8, "contract": null},
+                "source_wallet": "cold-btc-vault",
+                "destination": {"family": "bitcoin", "canonical": "bc1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqzk5jj0"},
+                "amount": "99999999999999999999999999999999999999",
+                "fee_cap": "100000",
+                "expires_at": -1i64,
+                "request_id": "ffffffff-ffff-4fff-bfff-ffffffffffff"
+            }),
+        ),
     ]
 }
 
@@ -94,10 +103,26 @@ fn build() -> File {
         &hex::encode("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed"),
     );
     let invalid = vec![
-        Invalid { description: "trailing byte".into(), encoding_hex: hex::encode(trailing), error: IntentError::TrailingBytes(1).to_string() },
-        Invalid { description: "unknown version".into(), encoding_hex: hex::encode(v2), error: IntentError::UnsupportedVersion(2).to_string() },
-        Invalid { description: "truncated".into(), encoding_hex: hex::encode(truncated), error: IntentError::Truncated.to_string() },
-        Invalid { description: "non-canonical destination".into(), encoding_hex: lower, error: "intent field destination is invalid: address is not in canonical form".into() },
+        Invalid {
+            description: "trailing byte".into(),
+            encoding_hex: hex::encode(trailing),
+            error: IntentError::TrailingBytes(1).to_string(),
+        },
+        Invalid {
+            description: "unknown version".into(),
+            encoding_hex: hex::encode(v2),
+            error: IntentError::UnsupportedVersion(2).to_string(),
+        },
+        Invalid {
+            description: "truncated".into(),
+            encoding_hex: hex::encode(truncated),
+            error: IntentError::Truncated.to_string(),
+        },
+        Invalid {
+            description: "non-canonical destination".into(),
+            encoding_hex: lower,
+            error: "intent field destination is invalid: address is not in canonical form".into(),
+        },
     ];
     File {
         format: "strongroom intent v1: see crates/core/src/intent.rs and docs/adr/0002-intent-encoding.md".into(),
@@ -133,14 +158,30 @@ fn every_field_changes_the_hash() {
     let base: Intent = serde_json::from_value(intents()[1].1.clone()).unwrap();
     let h = base.hash().unwrap();
     let mut variants = Vec::new();
-    let mut i = base.clone(); i.amount = strongroom_units::Amount::from_base_units(2500000001).unwrap(); variants.push(i);
-    let mut i = base.clone(); i.fee_cap = strongroom_units::Amount::from_base_units(1).unwrap(); variants.push(i);
-    let mut i = base.clone(); i.expires_at = strongroom_core::Timestamp::from_unix_ms(1); variants.push(i);
-    let mut i = base.clone(); i.request_id = uuid::Uuid::nil(); variants.push(i);
-    let mut i = base.clone(); i.asset.decimals = 18; variants.push(i);
-    let mut i = base.clone(); i.asset.contract = None; variants.push(i);
-    let mut i = base.clone(); i.chain = strongroom_units::ChainId::parse("eip155:10").unwrap(); variants.push(i);
-    let mut i = base.clone(); i.source_wallet = strongroom_core::WalletId::parse("hot-eth-2").unwrap(); variants.push(i);
+    let mut i = base.clone();
+    i.amount = strongroom_units::Amount::from_base_units(2500000001).unwrap();
+    variants.push(i);
+    let mut i = base.clone();
+    i.fee_cap = strongroom_units::Amount::from_base_units(1).unwrap();
+    variants.push(i);
+    let mut i = base.clone();
+    i.expires_at = strongroom_core::Timestamp::from_unix_ms(1);
+    variants.push(i);
+    let mut i = base.clone();
+    i.request_id = uuid::Uuid::nil();
+    variants.push(i);
+    let mut i = base.clone();
+    i.asset.decimals = 18;
+    variants.push(i);
+    let mut i = base.clone();
+    i.asset.contract = None;
+    variants.push(i);
+    let mut i = base.clone();
+    i.chain = strongroom_units::ChainId::parse("eip155:10").unwrap();
+    variants.push(i);
+    let mut i = base.clone();
+    i.source_wallet = strongroom_core::WalletId::parse("hot-eth-2").unwrap();
+    variants.push(i);
     for v in variants {
         assert_ne!(v.hash().unwrap(), h, "{v:?}");
     }

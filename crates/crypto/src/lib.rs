@@ -61,9 +61,14 @@ pub fn generate_token(env: &dyn Env) -> NewToken {
 
 /// The token's id, read from its text without checking the secret.
 pub fn token_id(token: &str) -> Result<&str, TokenError> {
-    let rest = token.strip_prefix(TOKEN_PREFIX).and_then(|r| r.strip_prefix('_')).ok_or(TokenError::Malformed)?;
+    let rest = token
+        .strip_prefix(TOKEN_PREFIX)
+        .and_then(|r| r.strip_prefix('_'))
+        .ok_or(TokenError::Malformed)?;
     let (id, secret) = rest.split_once('_').ok_or(TokenError::Malformed)?;
-    let hex_of = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    let hex_of = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
     if hex_of(id, 16) && hex_of(secret, 64) {
         Ok(id)
     } else {
@@ -96,7 +101,10 @@ mod tests {
         let t = generate_token(&env);
         assert_eq!(token_id(t.token.expose_secret()).unwrap(), t.id);
         assert!(token_matches(&t.token, &t.hash));
-        assert!(!token_matches(&SecretString::new(format!("{}0", t.token.expose_secret())), &t.hash));
+        assert!(!token_matches(
+            &SecretString::new(format!("{}0", t.token.expose_secret())),
+            &t.hash
+        ));
         let debug = format!("{t:?}");
         assert!(!debug.contains(t.token.expose_secret()), "{debug}");
         assert!(debug.contains("<redacted>"));
@@ -106,7 +114,13 @@ mod tests {
 
     #[test]
     fn malformed_tokens_are_refused() {
-        for bad in ["", "srt_", "srt_abc_def", "Bearer x", &format!("srt_{}_{}", "A".repeat(16), "0".repeat(64))] {
+        for bad in [
+            "",
+            "srt_",
+            "srt_abc_def",
+            "Bearer x",
+            &format!("srt_{}_{}", "A".repeat(16), "0".repeat(64)),
+        ] {
             assert_eq!(token_id(bad), Err(TokenError::Malformed), "{bad}");
         }
     }

@@ -123,8 +123,8 @@ fn parse_ethereum(text: &str) -> Result<String, AddressError> {
 }
 
 fn parse_bitcoin(chain: &ChainId, text: &str) -> Result<String, AddressError> {
-    let (hrp, _version, _program) = bech32::segwit::decode(text)
-        .map_err(|e| AddressError::BitcoinFormat(e.to_string()))?;
+    let (hrp, _version, _program) =
+        bech32::segwit::decode(text).map_err(|e| AddressError::BitcoinFormat(e.to_string()))?;
     let expected = match chain.as_str() {
         BITCOIN_MAINNET => "bc",
         BITCOIN_TESTNET => "tb",
@@ -164,7 +164,10 @@ mod tests {
             let parsed = Address::parse(&eth(), v).unwrap();
             // All-caps and all-lower vectors normalise to the checksum form of the same bytes.
             assert_eq!(parsed.as_str().to_ascii_lowercase(), v.to_ascii_lowercase());
-            if v.get(2..).is_some_and(|h| h.bytes().any(|b| b.is_ascii_lowercase()) && h.bytes().any(|b| b.is_ascii_uppercase())) {
+            if v.get(2..).is_some_and(|h| {
+                h.bytes().any(|b| b.is_ascii_lowercase())
+                    && h.bytes().any(|b| b.is_ascii_uppercase())
+            }) {
                 assert_eq!(parsed.as_str(), v);
             }
         }
@@ -176,14 +179,19 @@ mod tests {
         let bad = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD";
         assert_eq!(Address::parse(&eth(), bad), Err(AddressError::EthereumChecksum));
         assert_eq!(Address::parse(&eth(), "0x1234"), Err(AddressError::EthereumFormat));
-        assert_eq!(Address::parse(&eth(), "5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"), Err(AddressError::EthereumFormat));
+        assert_eq!(
+            Address::parse(&eth(), "5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"),
+            Err(AddressError::EthereumFormat)
+        );
     }
 
     #[test]
     fn deserializing_validates() {
-        let ok = r#"{"family":"ethereum","canonical":"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"}"#;
+        let ok =
+            r#"{"family":"ethereum","canonical":"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"}"#;
         assert!(serde_json::from_str::<Address>(ok).is_ok());
-        let lower = r#"{"family":"ethereum","canonical":"0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed"}"#;
+        let lower =
+            r#"{"family":"ethereum","canonical":"0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed"}"#;
         assert!(serde_json::from_str::<Address>(lower).is_err());
         let junk = r#"{"family":"bitcoin","canonical":"bc1qnotanaddress"}"#;
         assert!(serde_json::from_str::<Address>(junk).is_err());
@@ -194,9 +202,17 @@ mod tests {
         let main = ChainId::parse(BITCOIN_MAINNET).unwrap();
         // BIP-173 valid P2WPKH and BIP-350 valid P2TR.
         assert!(Address::parse(&main, "BC1QW508D6QEJXTDG4Y5R3ZARVARY0C5XW7KV8F3T4").is_ok());
-        assert!(Address::parse(&main, "bc1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqzk5jj0").is_ok());
+        assert!(Address::parse(
+            &main,
+            "bc1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqzk5jj0"
+        )
+        .is_ok());
         // BIP-350: a v1 address encoded with bech32 (not bech32m) is invalid.
-        assert!(Address::parse(&main, "bc1pw508d6qejxtdg4y5r3zarvary0c5xw7kw508d6qejxtdg4y5r3zarvary0c5xw7k7grplx").is_err());
+        assert!(Address::parse(
+            &main,
+            "bc1pw508d6qejxtdg4y5r3zarvary0c5xw7kw508d6qejxtdg4y5r3zarvary0c5xw7k7grplx"
+        )
+        .is_err());
         // Wrong network.
         assert!(matches!(
             Address::parse(&main, "tb1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3q0sl5k7"),

@@ -219,8 +219,14 @@ mod tests {
         let max = Amount::MAX.format_decimal(18).unwrap();
         assert_eq!(Amount::parse_decimal(&max, 18).unwrap(), Amount::MAX);
         assert_eq!(Amount::parse_decimal("100000000000000000000", 18), Err(AmountError::Overflow));
-        assert_eq!(Amount::MAX.checked_add(Amount::from_base_units(1).unwrap()), Err(AmountError::Overflow));
-        assert_eq!(Amount::ZERO.checked_sub(Amount::from_base_units(1).unwrap()), Err(AmountError::Underflow));
+        assert_eq!(
+            Amount::MAX.checked_add(Amount::from_base_units(1).unwrap()),
+            Err(AmountError::Overflow)
+        );
+        assert_eq!(
+            Amount::ZERO.checked_sub(Amount::from_base_units(1).unwrap()),
+            Err(AmountError::Underflow)
+        );
         assert_eq!(Amount::from_base_units(u128::MAX), Err(AmountError::Overflow));
     }
 

@@ -221,7 +221,8 @@ impl AssetRegistry {
     }
 
     fn asset_from_spec(spec: &AssetSpec) -> Result<Asset, RegistryError> {
-        let invalid = |reason: String| RegistryError::Invalid { symbol: spec.symbol.clone(), reason };
+        let invalid =
+            |reason: String| RegistryError::Invalid { symbol: spec.symbol.clone(), reason };
         let symbol = AssetSymbol::parse(&spec.symbol)?;
         let chain = ChainId::parse(&spec.chain).map_err(|e| invalid(e.to_string()))?;
         if spec.decimals > MAX_DECIMALS {

@@ -1,0 +1,1109 @@
+//! The SQL backends. One implementation over sqlx's `Any` driver; what differs between
+//! SQLite and PostgreSQL (migrations, connection settings, how a writer takes the lock) is
+//! decided by [`Backend`]. See `docs/adr/0001-storage.md`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use strongroom_audit::{state_hash, AuditRecord, Change, Digest32};
+use strongroom_core::intent::Intent;
+use strongroom_core::ledger::{apply_posting, AccountRef, Bucket, JournalEntry};
+use strongroom_core::withdrawal::{PlannedWithdrawal, Withdrawal, WithdrawalState};
+use strongroom_core::Timestamp;
+use strongroom_units::{Amount, AssetSymbol};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+use uuid::Uuid;
+
+use crate::types::*;
+use crate::{Faults, Result, Store, StoreError};
+
+/// Which database a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Result<Backend> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StoreError::UnsupportedUrl(url.chars().take(32).collect()))
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// The store over a SQL database.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+    /// SQLite has one writer at a time; queueing writers here, rather than in SQLite's busy
+    /// handler, keeps latency fair and avoids lock-upgrade failures.
+    write_lock: Arc<Mutex<()>>,
+    faults: Arc<Faults>,
+}
+
+/// Settings for [`SqlStore::connect`].
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub max_connections: u32,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions { max_connections: 16 }
+    }
+}
+
+impl SqlStore {
+    /// Connect to `url` (`sqlite://PATH?mode=rwc` or `postgres://…`). Does not migrate.
+    pub async fn connect(url: &str, options: ConnectOptions) -> Result<SqlStore> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let mut pool = AnyPoolOptions::new().max_connections(options.max_connections.max(1));
+        if backend == Backend::Sqlite {
+            pool = pool.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the writer; FULL sync because a custody
+                    // ledger must not lose a committed write on power loss.
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = FULL").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool.connect(url).await?;
+        Ok(SqlStore {
+            pool,
+            backend,
+            write_lock: Arc::new(Mutex::new(())),
+            faults: Arc::new(Faults::default()),
+        })
+    }
+
+    /// Apply pending migrations for this backend.
+    pub async fn migrate(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    /// The fault injector (tests only arm it).
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// The underlying pool, for tests that play an attacker editing rows by hand.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn begin_write(&self) -> Result<WriteTx> {
+        let guard = match self.backend {
+            Backend::Sqlite => Some(self.write_lock.clone().lock_owned().await),
+            Backend::Postgres => None,
+        };
+        let mut tx = self.pool.begin().await?;
+        let head_sql = match self.backend {
+            // A no-op write takes SQLite's write lock now (like BEGIN IMMEDIATE), so every
+            // read in this transaction sees the latest committed state.
+            Backend::Sqlite => {
+                sqlx::query("UPDATE audit_head SET id = id WHERE id = 1").execute(&mut *tx).await?;
+                "SELECT seq, leaf_hash FROM audit_head WHERE id = 1"
+            }
+            Backend::Postgres => "SELECT seq, leaf_hash FROM audit_head WHERE id = 1 FOR UPDATE",
+        };
+        let row = sqlx::query(head_sql).fetch_one(&mut *tx).await?;
+        let head_seq: i64 = row.try_get("seq")?;
+        let head_leaf = digest(&row.try_get::<String, _>("leaf_hash")?)?;
+        Ok(WriteTx {
+            tx,
+            _guard: guard,
+            head_seq,
+            head_leaf,
+            changes: Vec::new(),
+            faults: self.faults.clone(),
+        })
+    }
+}
+
+/// One write in progress: a transaction holding the audit head, the entity changes it made,
+/// and at the end one audit record and the idempotency row, committed together.
+struct WriteTx {
+    tx: Transaction<'static, Any>,
+    _guard: Option<OwnedMutexGuard<()>>,
+    head_seq: i64,
+    head_leaf: Digest32,
+    changes: Vec<Change>,
+    faults: Arc<Faults>,
+}
+
+impl WriteTx {
+    fn fault(&self, point: &'static str) -> Result<()> {
+        self.faults.check(point)
+    }
+
+    /// The stored result of an earlier request with the same key, if any.
+    async fn replayed<T: DeserializeOwned>(
+        &mut self,
+        idem: Option<&Idempotency>,
+    ) -> Result<Option<T>> {
+        let Some(idem) = idem else { return Ok(None) };
+        let row = sqlx::query(
+            "SELECT request_hash, response FROM idempotency_keys WHERE principal = $1 AND key = $2",
+        )
+        .bind(&idem.principal)
+        .bind(&idem.key)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let hash: String = row.try_get("request_hash")?;
+        if hash != idem.request_hash {
+            return Err(StoreError::IdempotencyConflict);
+        }
+        let response: String = row.try_get("response")?;
+        serde_json::from_str(&response)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("idempotency response: {e}")))
+    }
+
+    fn record(&mut self, entity: String, before: Option<Digest32>, after: Option<Digest32>) {
+        self.changes.push(change(entity, before, after));
+    }
+
+    async fn account(&mut self, key: &str) -> Result<Option<AccountRow>> {
+        let row = sqlx::query("SELECT key, customer_id, asset, bucket, balance, version, updated_at_ms FROM accounts WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.map(|r| AccountRow::from_row(&r)).transpose()
+    }
+
+    /// Apply a journal entry: update each account (refusing negative balances), store the
+    /// entry and its postings, and note every change for the audit record.
+    async fn apply_entry(
+        &mut self,
+        entry: &JournalEntry,
+        reference: &str,
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut postings = Vec::with_capacity(entry.postings().len());
+        for (n, p) in entry.postings().iter().enumerate() {
+            let key = p.account.key();
+            let before = self.account(&key).await?;
+            let balance = match &before {
+                Some(row) => row.balance()?,
+                None => Amount::ZERO,
+            };
+            let after_balance = apply_posting(balance, p)?;
+            let after = AccountRow {
+                key: key.clone(),
+                customer_id: match &p.account {
+                    AccountRef::Customer { customer_id, .. } => Some(customer_id.to_string()),
+                    AccountRef::Custody { .. } => None,
+                },
+                asset: p.account.asset().to_string(),
+                bucket: bucket_name(&p.account).into(),
+                balance: after_balance.to_string(),
+                version: before.as_ref().map_or(1, |b| b.version + 1),
+                updated_at_ms: now.unix_ms(),
+            };
+            if before.is_some() {
+                sqlx::query("UPDATE accounts SET balance = $1, version = $2, updated_at_ms = $3 WHERE key = $4")
+                    .bind(&after.balance)
+                    .bind(after.version)
+                    .bind(after.updated_at_ms)
+                    .bind(&after.key)
+                    .execute(&mut *self.tx)
+                    .await?;
+            } else {
+                sqlx::query("INSERT INTO accounts (key, customer_id, asset, bucket, balance, version, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                    .bind(&after.key)
+                    .bind(&after.customer_id)
+                    .bind(&after.asset)
+                    .bind(&after.bucket)
+                    .bind(&after.balance)
+                    .bind(after.version)
+                    .bind(after.updated_at_ms)
+                    .execute(&mut *self.tx)
+                    .await?;
+            }
+            let before_hash = before.as_ref().map(AccountRow::hash).transpose()?;
+            self.record(format!("account/{key}"), before_hash, Some(after.hash()?));
+            postings.push(PostingRow {
+                n: i64::try_from(n).map_err(|_| StoreError::Corrupt("posting index".into()))?,
+                account_key: key,
+                asset: p.account.asset().to_string(),
+                side: p.side.as_str().into(),
+                amount: p.amount.to_string(),
+                balance_after: after_balance.to_string(),
+            });
+        }
+        let row = EntryRow {
+            id: entry.id().to_string(),
+            kind: entry.kind().as_str().into(),
+            reference: reference.into(),
+            created_at_ms: now.unix_ms(),
+            postings,
+        };
+        sqlx::query("INSERT INTO journal_entries (id, kind, reference, created_at_ms) VALUES ($1, $2, $3, $4)")
+            .bind(&row.id)
+            .bind(&row.kind)
+            .bind(&row.reference)
+            .bind(row.created_at_ms)
+            .execute(&mut *self.tx)
+            .await?;
+        for p in &row.postings {
+            sqlx::query("INSERT INTO postings (entry_id, n, account_key, asset, side, amount, balance_after) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                .bind(&row.id)
+                .bind(p.n)
+                .bind(&p.account_key)
+                .bind(&p.asset)
+                .bind(&p.side)
+                .bind(&p.amount)
+                .bind(&p.balance_after)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        self.record(format!("entry/{}", row.id), None, Some(row.hash()?));
+        Ok(())
+    }
+
+    /// Append the audit record, save the idempotent response, and commit.
+    async fn commit<T: Serialize>(
+        mut self,
+        ctx: &WriteCtx,
+        action: &str,
+        subject: String,
+        mut detail: serde_json::Value,
+        idem: Option<&Idempotency>,
+        result: &T,
+    ) -> Result<()> {
+        if let (Some(rid), Some(obj)) = (&ctx.request_id, detail.as_object_mut()) {
+            obj.insert("request_id".into(), serde_json::Value::String(rid.clone()));
+        }
+        let seq = self.head_seq + 1;
+        let record = AuditRecord {
+            seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt("audit seq".into()))?,
+            at_ms: ctx.now.unix_ms(),
+            actor: ctx.actor.clone(),
+            action: action.into(),
+            subject,
+            changes: std::mem::take(&mut self.changes),
+            detail: detail.to_string(),
+            prev_hash: self.head_leaf,
+        };
+        let leaf = record.leaf_hash().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let changes = serde_json::to_string(&record.changes)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query("INSERT INTO audit_log (seq, at_ms, actor, action, subject, changes, detail, prev_hash, leaf_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            .bind(seq)
+            .bind(record.at_ms)
+            .bind(&record.actor)
+            .bind(&record.action)
+            .bind(&record.subject)
+            .bind(&changes)
+            .bind(&record.detail)
+            .bind(record.prev_hash.to_hex())
+            .bind(leaf.to_hex())
+            .execute(&mut *self.tx)
+            .await?;
+        self.fault("audit.after_append")?;
+        sqlx::query("UPDATE audit_head SET seq = $1, leaf_hash = $2 WHERE id = 1")
+            .bind(seq)
+            .bind(leaf.to_hex())
+            .execute(&mut *self.tx)
+            .await?;
+        if let Some(idem) = idem {
+            let response =
+                serde_json::to_string(result).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            sqlx::query("INSERT INTO idempotency_keys (principal, key, request_hash, response, created_at_ms) VALUES ($1, $2, $3, $4, $5)")
+                .bind(&idem.principal)
+                .bind(&idem.key)
+                .bind(&idem.request_hash)
+                .bind(&response)
+                .bind(ctx.now.unix_ms())
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn bucket_name(account: &AccountRef) -> &'static str {
+    match account {
+        AccountRef::Customer { bucket: Bucket::Available, .. } => "available",
+        AccountRef::Customer { bucket: Bucket::Pending, .. } => "pending",
+        AccountRef::Custody { .. } => "custody",
+    }
+}
+
+fn digest(hex: &str) -> Result<Digest32> {
+    Digest32::from_hex(hex).map_err(|_| StoreError::Corrupt(format!("bad hash {hex:?}")))
+}
+
+fn uuid(text: &str) -> Result<Uuid> {
+    Uuid::parse_str(text).map_err(|_| StoreError::Corrupt(format!("bad uuid {text:?}")))
+}
+
+fn amount(text: &str) -> Result<Amount> {
+    text.parse().map_err(|_| StoreError::Corrupt(format!("bad amount {text:?}")))
+}
+
+fn symbol(text: &str) -> Result<AssetSymbol> {
+    AssetSymbol::parse(text).map_err(|_| StoreError::Corrupt(format!("bad asset {text:?}")))
+}
+
+fn hash_of<T: Serialize>(row: &T) -> Result<Digest32> {
+    state_hash(row).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+// Rows exactly as stored. The audit log records the state hash of these, and
+// `verify_audit` recomputes it from the live tables, so any hand edit shows.
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct AccountRow {
+    key: String,
+    customer_id: Option<String>,
+    asset: String,
+    bucket: String,
+    balance: String,
+    version: i64,
+    updated_at_ms: i64,
+}
+
+impl AccountRow {
+    fn from_row(r: &AnyRow) -> Result<Self> {
+        Ok(AccountRow {
+            key: r.try_get("key")?,
+            customer_id: r.try_get("customer_id")?,
+            asset: r.try_get("asset")?,
+            bucket: r.try_get("bucket")?,
+            balance: r.try_get("balance")?,
+            version: r.try_get("version")?,
+            updated_at_ms: r.try_get("updated_at_ms")?,
+        })
+    }
+    fn balance(&self) -> Result<Amount> {
+        amount(&self.balance)
+    }
+    fn hash(&self) -> Result<Digest32> {
+        hash_of(self)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct PostingRow {
+    n: i64,
+    account_key: String,
+    asset: String,
+    side: String,
+    amount: String,
+    balance_after: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct EntryRow {
+    id: String,
+    kind: String,
+    reference: String,
+    created_at_ms: i64,
+    postings: Vec<PostingRow>,
+}
+
+impl EntryRow {
+    fn hash(&self) -> Result<Digest32> {
+        hash_of(self)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct CustomerRow {
+    id: String,
+    external_id: String,
+    created_at_ms: i64,
+}
+
+impl CustomerRow {
+    fn from_row(r: &AnyRow) -> Result<Self> {
+        Ok(CustomerRow {
+            id: r.try_get("id")?,
+            external_id: r.try_get("external_id")?,
+            created_at_ms: r.try_get("created_at_ms")?,
+        })
+    }
+    fn to_domain(&self) -> Result<Customer> {
+        Ok(Customer {
+            id: uuid(&self.id)?,
+            external_id: self.external_id.clone(),
+            created_at: Timestamp::from_unix_ms(self.created_at_ms),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct WithdrawalRow {
+    id: String,
+    customer_id: String,
+    asset: String,
+    destination: String,
+    amount: String,
+    intent: String,
+    intent_hash: String,
+    state: String,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+const WITHDRAWAL_COLUMNS: &str = "id, customer_id, asset, destination, amount, intent, intent_hash, state, created_at_ms, updated_at_ms";
+
+impl WithdrawalRow {
+    fn from_row(r: &AnyRow) -> Result<Self> {
+        Ok(WithdrawalRow {
+            id: r.try_get("id")?,
+            customer_id: r.try_get("customer_id")?,
+            asset: r.try_get("asset")?,
+            destination: r.try_get("destination")?,
+            amount: r.try_get("amount")?,
+            intent: r.try_get("intent")?,
+            intent_hash: r.try_get("intent_hash")?,
+            state: r.try_get("state")?,
+            created_at_ms: r.try_get("created_at_ms")?,
+            updated_at_ms: r.try_get("updated_at_ms")?,
+        })
+    }
+    fn from_domain(w: &Withdrawal) -> Result<Self> {
+        Ok(WithdrawalRow {
+            id: w.id.to_string(),
+            customer_id: w.customer_id.to_string(),
+            asset: w.intent.asset.symbol.to_string(),
+            destination: w.intent.destination.to_string(),
+            amount: w.intent.amount.to_string(),
+            intent: serde_json::to_string(&w.intent)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            intent_hash: w.intent_hash.clone(),
+            state: w.state.as_str().into(),
+            created_at_ms: w.created_at.unix_ms(),
+            updated_at_ms: w.updated_at.unix_ms(),
+        })
+    }
+    fn to_domain(&self) -> Result<Withdrawal> {
+        let intent: Intent = serde_json::from_str(&self.intent)
+            .map_err(|e| StoreError::Corrupt(format!("withdrawal {} intent: {e}", self.id)))?;
+        // The intent is the truth; its hash and the columns copied out of it for queries
+        // must agree with it.
+        let hash = intent.hash().map_err(|e| StoreError::Corrupt(e.to_string()))?.to_hex();
+        if hash != self.intent_hash
+            || intent.amount.to_string() != self.amount
+            || intent.destination.as_str() != self.destination
+        {
+            return Err(StoreError::Corrupt(format!(
+                "withdrawal {} does not match its intent",
+                self.id
+            )));
+        }
+        Ok(Withdrawal {
+            id: uuid(&self.id)?,
+            customer_id: uuid(&self.customer_id)?,
+            intent,
+            intent_hash: self.intent_hash.clone(),
+            state: WithdrawalState::parse(&self.state)
+                .ok_or_else(|| StoreError::Corrupt(format!("bad state {:?}", self.state)))?,
+            created_at: Timestamp::from_unix_ms(self.created_at_ms),
+            updated_at: Timestamp::from_unix_ms(self.updated_at_ms),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct DepositRow {
+    id: String,
+    customer_id: String,
+    asset: String,
+    amount: String,
+    reference: String,
+    entry_id: String,
+    created_at_ms: i64,
+}
+
+impl DepositRow {
+    fn from_row(r: &AnyRow) -> Result<Self> {
+        Ok(DepositRow {
+            id: r.try_get("id")?,
+            customer_id: r.try_get("customer_id")?,
+            asset: r.try_get("asset")?,
+            amount: r.try_get("amount")?,
+            reference: r.try_get("reference")?,
+            entry_id: r.try_get("entry_id")?,
+            created_at_ms: r.try_get("created_at_ms")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct TokenRow {
+    id: String,
+    name: String,
+    role: String,
+    token_hash: String,
+    created_at_ms: i64,
+    revoked_at_ms: Option<i64>,
+}
+
+impl TokenRow {
+    fn from_row(r: &AnyRow) -> Result<Self> {
+        Ok(TokenRow {
+            id: r.try_get("id")?,
+            name: r.try_get("name")?,
+            role: r.try_get("role")?,
+            token_hash: r.try_get("token_hash")?,
+            created_at_ms: r.try_get("created_at_ms")?,
+            revoked_at_ms: r.try_get("revoked_at_ms")?,
+        })
+    }
+    fn to_domain(&self) -> Result<ApiTokenRecord> {
+        Ok(ApiTokenRecord {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            role: Role::parse(&self.role)
+                .ok_or_else(|| StoreError::Corrupt(format!("bad role {:?}", self.role)))?,
+            token_hash: self.token_hash.clone(),
+            created_at: Timestamp::from_unix_ms(self.created_at_ms),
+            revoked_at: self.revoked_at_ms.map(Timestamp::from_unix_ms),
+        })
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn create_customer(
+        &self,
+        ctx: &WriteCtx,
+        idem: Option<&Idempotency>,
+        new: NewCustomer,
+    ) -> Result<Customer> {
+        let mut w = self.begin_write().await?;
+        if let Some(done) = w.replayed(idem).await? {
+            return Ok(done);
+        }
+        let row = CustomerRow {
+            id: new.id.to_string(),
+            external_id: new.external_id.clone(),
+            created_at_ms: ctx.now.unix_ms(),
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO customers (id, external_id, created_at_ms) VALUES ($1, $2, $3)",
+        )
+        .bind(&row.id)
+        .bind(&row.external_id)
+        .bind(row.created_at_ms)
+        .execute(&mut *w.tx)
+        .await;
+        if let Err(e) = inserted {
+            return Err(if is_unique_violation(&e) {
+                StoreError::Conflict(format!(
+                    "a customer with external_id {:?} already exists",
+                    new.external_id
+                ))
+            } else {
+                e.into()
+            });
+        }
+        w.fault("customer.after_insert")?;
+        w.record(format!("customer/{}", row.id), None, Some(hash_of(&row)?));
+        let customer = row.to_domain()?;
+        let detail = serde_json::json!({ "external_id": new.external_id });
+        w.commit(ctx, "customer.created", format!("customer/{}", row.id), detail, idem, &customer)
+            .await?;
+        Ok(customer)
+    }
+
+    async fn get_customer(&self, id: Uuid) -> Result<Customer> {
+        let row = sqlx::query("SELECT id, external_id, created_at_ms FROM customers WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound { entity: "customer", id: id.to_string() })?;
+        CustomerRow::from_row(&row)?.to_domain()
+    }
+
+    async fn credit_deposit(
+        &self,
+        ctx: &WriteCtx,
+        idem: Option<&Idempotency>,
+        new: NewDeposit,
+    ) -> Result<Deposit> {
+        let mut w = self.begin_write().await?;
+        if let Some(done) = w.replayed(idem).await? {
+            return Ok(done);
+        }
+        require_customer(&mut w, new.customer_id).await?;
+        let dup = sqlx::query("SELECT id FROM deposits WHERE asset = $1 AND reference = $2")
+            .bind(new.asset.as_str())
+            .bind(&new.reference)
+            .fetch_optional(&mut *w.tx)
+            .await?;
+        if dup.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "deposit {} of {} was already credited",
+                new.reference, new.asset
+            )));
+        }
+        let entry = JournalEntry::deposit(new.entry_id, new.customer_id, &new.asset, new.amount)?;
+        let subject = format!("deposit/{}", new.id);
+        w.apply_entry(&entry, &subject, ctx.now).await?;
+        w.fault("deposit.after_postings")?;
+        let row = DepositRow {
+            id: new.id.to_string(),
+            customer_id: new.customer_id.to_string(),
+            asset: new.asset.to_string(),
+            amount: new.amount.to_string(),
+            reference: new.reference.clone(),
+            entry_id: new.entry_id.to_string(),
+            created_at_ms: ctx.now.unix_ms(),
+        };
+        sqlx::query("INSERT INTO deposits (id, customer_id, asset, amount, reference, entry_id, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(&row.id)
+            .bind(&row.customer_id)
+            .bind(&row.asset)
+            .bind(&row.amount)
+            .bind(&row.reference)
+            .bind(&row.entry_id)
+            .bind(row.created_at_ms)
+            .execute(&mut *w.tx)
+            .await?;
+        w.record(subject.clone(), None, Some(hash_of(&row)?));
+        let deposit = Deposit {
+            id: new.id,
+            customer_id: new.customer_id,
+            asset: new.asset.clone(),
+            amount: new.amount,
+            reference: new.reference.clone(),
+            entry_id: new.entry_id,
+            created_at: ctx.now,
+        };
+        let detail = serde_json::json!({ "customer_id": new.customer_id, "asset": new.asset, "amount": new.amount, "reference": new.reference });
+        w.commit(ctx, "deposit.credited", subject, detail, idem, &deposit).await?;
+        Ok(deposit)
+    }
+
+    async fn request_withdrawal(
+        &self,
+        ctx: &WriteCtx,
+        idem: Option<&Idempotency>,
+        planned: PlannedWithdrawal,
+    ) -> Result<Withdrawal> {
+        let mut w = self.begin_write().await?;
+        if let Some(done) = w.replayed(idem).await? {
+            return Ok(done);
+        }
+        let wd = &planned.withdrawal;
+        require_customer(&mut w, wd.customer_id).await?;
+        let subject = format!("withdrawal/{}", wd.id);
+        w.apply_entry(&planned.reservation, &subject, ctx.now).await?;
+        w.fault("withdrawal.after_reserve")?;
+        let row = WithdrawalRow::from_domain(wd)?;
+        sqlx::query(&format!("INSERT INTO withdrawals ({WITHDRAWAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
+            .bind(&row.id)
+            .bind(&row.customer_id)
+            .bind(&row.asset)
+            .bind(&row.destination)
+            .bind(&row.amount)
+            .bind(&row.intent)
+            .bind(&row.intent_hash)
+            .bind(&row.state)
+            .bind(row.created_at_ms)
+            .bind(row.updated_at_ms)
+            .execute(&mut *w.tx)
+            .await?;
+        w.fault("withdrawal.after_insert")?;
+        w.record(subject.clone(), None, Some(hash_of(&row)?));
+        let detail = serde_json::json!({
+            "customer_id": wd.customer_id, "asset": wd.intent.asset.symbol, "amount": wd.intent.amount,
+            "destination": wd.intent.destination.as_str(), "intent_hash": wd.intent_hash,
+        });
+        w.commit(ctx, "withdrawal.requested", subject, detail, idem, wd).await?;
+        Ok(wd.clone())
+    }
+
+    async fn transition_withdrawal(
+        &self,
+        ctx: &WriteCtx,
+        idem: Option<&Idempotency>,
+        id: Uuid,
+        to: WithdrawalState,
+        entry_id: Uuid,
+    ) -> Result<Withdrawal> {
+        let mut w = self.begin_write().await?;
+        if let Some(done) = w.replayed(idem).await? {
+            return Ok(done);
+        }
+        let row =
+            sqlx::query(&format!("SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals WHERE id = $1"))
+                .bind(id.to_string())
+                .fetch_optional(&mut *w.tx)
+                .await?
+                .ok_or(StoreError::NotFound { entity: "withdrawal", id: id.to_string() })?;
+        let before = WithdrawalRow::from_row(&row)?;
+        let mut wd = before.to_domain()?;
+        if !wd.state.can_become(to) {
+            return Err(StoreError::InvalidTransition { from: wd.state.as_str(), to: to.as_str() });
+        }
+        let (c, asset, amt) = (wd.customer_id, wd.intent.asset.symbol.clone(), wd.intent.amount);
+        let entry = match to {
+            WithdrawalState::Cancelled => JournalEntry::release(entry_id, c, &asset, amt)?,
+            WithdrawalState::Settled => JournalEntry::settle(entry_id, c, &asset, amt)?,
+            WithdrawalState::Reserved => {
+                return Err(StoreError::InvalidTransition {
+                    from: wd.state.as_str(),
+                    to: to.as_str(),
+                })
+            }
+        };
+        let subject = format!("withdrawal/{id}");
+        w.apply_entry(&entry, &subject, ctx.now).await?;
+        let from = wd.state;
+        wd.state = to;
+        wd.updated_at = ctx.now;
+        let after = WithdrawalRow::from_domain(&wd)?;
+        sqlx::query("UPDATE withdrawals SET state = $1, updated_at_ms = $2 WHERE id = $3")
+            .bind(&after.state)
+            .bind(after.updated_at_ms)
+            .bind(&after.id)
+            .execute(&mut *w.tx)
+            .await?;
+        w.fault("withdrawal.after_transition")?;
+        w.record(subject.clone(), Some(hash_of(&before)?), Some(hash_of(&after)?));
+        let detail = serde_json::json!({ "from": from.as_str(), "to": to.as_str() });
+        w.commit(ctx, &format!("withdrawal.{}", to.as_str()), subject, detail, idem, &wd).await?;
+        Ok(wd)
+    }
+
+    async fn get_withdrawal(&self, id: Uuid) -> Result<Withdrawal> {
+        let row =
+            sqlx::query(&format!("SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals WHERE id = $1"))
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or(StoreError::NotFound { entity: "withdrawal", id: id.to_string() })?;
+        WithdrawalRow::from_row(&row)?.to_domain()
+    }
+
+    async fn list_withdrawals(&self, filter: &WithdrawalFilter) -> Result<Vec<Withdrawal>> {
+        let sql = format!(
+            "SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals \
+             WHERE (CAST($1 AS TEXT) IS NULL OR customer_id = $1) AND (CAST($2 AS TEXT) IS NULL OR state = $2) \
+             ORDER BY created_at_ms DESC, id LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(filter.customer_id.map(|c| c.to_string()))
+            .bind(filter.state.map(|s| s.as_str().to_string()))
+            .bind(i64::from(filter.limit.clamp(1, 1000)))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| WithdrawalRow::from_row(r)?.to_domain()).collect()
+    }
+
+    async fn balances(&self, customer_id: Uuid) -> Result<Vec<Balance>> {
+        self.get_customer(customer_id).await?;
+        let rows = sqlx::query(
+            "SELECT asset, bucket, balance FROM accounts WHERE customer_id = $1 ORDER BY asset",
+        )
+        .bind(customer_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<Balance> = Vec::new();
+        for r in rows {
+            let asset = symbol(&r.try_get::<String, _>("asset")?)?;
+            let bucket: String = r.try_get("bucket")?;
+            let value = amount(&r.try_get::<String, _>("balance")?)?;
+            let idx = match out.iter().position(|b| b.asset == asset) {
+                Some(i) => i,
+                None => {
+                    out.push(Balance { asset, available: Amount::ZERO, pending: Amount::ZERO });
+                    out.len() - 1
+                }
+            };
+            if let Some(b) = out.get_mut(idx) {
+                match bucket.as_str() {
+                    "available" => b.available = value,
+                    "pending" => b.pending = value,
+                    other => {
+                        return Err(StoreError::Corrupt(format!(
+                            "customer account in bucket {other}"
+                        )))
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ledger_lines(&self, customer_id: Uuid, limit: u32) -> Result<Vec<LedgerLine>> {
+        self.get_customer(customer_id).await?;
+        let rows = sqlx::query(
+            "SELECT p.entry_id, e.kind, e.reference, p.account_key, p.asset, p.side, p.amount, p.balance_after, e.created_at_ms \
+             FROM postings p JOIN journal_entries e ON e.id = p.entry_id JOIN accounts a ON a.key = p.account_key \
+             WHERE a.customer_id = $1 ORDER BY e.created_at_ms DESC, p.entry_id, p.n LIMIT $2",
+        )
+        .bind(customer_id.to_string())
+        .bind(i64::from(limit.clamp(1, 1000)))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LedgerLine {
+                    entry_id: uuid(&r.try_get::<String, _>("entry_id")?)?,
+                    kind: r.try_get("kind")?,
+                    reference: r.try_get("reference")?,
+                    account: r.try_get("account_key")?,
+                    asset: symbol(&r.try_get::<String, _>("asset")?)?,
+                    side: r.try_get("side")?,
+                    amount: amount(&r.try_get::<String, _>("amount")?)?,
+                    balance_after: amount(&r.try_get::<String, _>("balance_after")?)?,
+                    created_at: Timestamp::from_unix_ms(r.try_get("created_at_ms")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn custody_totals(&self) -> Result<Vec<CustodyTotal>> {
+        let rows = sqlx::query("SELECT asset, bucket, balance FROM accounts ORDER BY asset")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out: Vec<CustodyTotal> = Vec::new();
+        for r in rows {
+            let asset = symbol(&r.try_get::<String, _>("asset")?)?;
+            let bucket: String = r.try_get("bucket")?;
+            let value = amount(&r.try_get::<String, _>("balance")?)?;
+            if out.last().map(|t| &t.asset) != Some(&asset) {
+                out.push(CustodyTotal {
+                    asset: asset.clone(),
+                    custody: Amount::ZERO,
+                    customers: Amount::ZERO,
+                });
+            }
+            if let Some(t) = out.last_mut() {
+                let overflow = |_| StoreError::Corrupt("balance total overflows".into());
+                if bucket == "custody" {
+                    t.custody = t.custody.checked_add(value).map_err(overflow)?;
+                } else {
+                    t.customers = t.customers.checked_add(value).map_err(overflow)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn create_token(&self, ctx: &WriteCtx, token: NewApiToken) -> Result<ApiTokenRecord> {
+        let mut w = self.begin_write().await?;
+        let row = TokenRow {
+            id: token.id.clone(),
+            name: token.name.clone(),
+            role: token.role.as_str().into(),
+            token_hash: token.token_hash.clone(),
+            created_at_ms: ctx.now.unix_ms(),
+            revoked_at_ms: None,
+        };
+        sqlx::query("INSERT INTO api_tokens (id, name, role, token_hash, created_at_ms) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&row.id)
+            .bind(&row.name)
+            .bind(&row.role)
+            .bind(&row.token_hash)
+            .bind(row.created_at_ms)
+            .execute(&mut *w.tx)
+            .await?;
+        let subject = format!("token/{}", row.id);
+        w.record(subject.clone(), None, Some(hash_of(&row)?));
+        let record = row.to_domain()?;
+        let detail = serde_json::json!({ "name": token.name, "role": token.role });
+        w.commit(ctx, "token.created", subject, detail, None, &()).await?;
+        Ok(record)
+    }
+
+    async fn get_token(&self, id: &str) -> Result<ApiTokenRecord> {
+        let row = sqlx::query("SELECT id, name, role, token_hash, created_at_ms, revoked_at_ms FROM api_tokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { entity: "token", id: id.chars().take(32).collect() })?;
+        TokenRow::from_row(&row)?.to_domain()
+    }
+
+    async fn revoke_token(&self, ctx: &WriteCtx, id: &str) -> Result<ApiTokenRecord> {
+        let mut w = self.begin_write().await?;
+        let row = sqlx::query("SELECT id, name, role, token_hash, created_at_ms, revoked_at_ms FROM api_tokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *w.tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { entity: "token", id: id.chars().take(32).collect() })?;
+        let before = TokenRow::from_row(&row)?;
+        let mut after = before.clone();
+        after.revoked_at_ms = Some(before.revoked_at_ms.unwrap_or(ctx.now.unix_ms()));
+        sqlx::query("UPDATE api_tokens SET revoked_at_ms = $1 WHERE id = $2")
+            .bind(after.revoked_at_ms)
+            .bind(id)
+            .execute(&mut *w.tx)
+            .await?;
+        let subject = format!("token/{id}");
+        w.record(subject.clone(), Some(hash_of(&before)?), Some(hash_of(&after)?));
+        w.commit(ctx, "token.revoked", subject, serde_json::json!({}), None, &()).await?;
+        after.to_domain()
+    }
+
+    async fn audit_page(&self, after: u64, limit: u32) -> Result<Vec<StoredAuditRecord>> {
+        let after = i64::try_from(after).map_err(|_| StoreError::Corrupt("seq".into()))?;
+        let rows = sqlx::query("SELECT seq, at_ms, actor, action, subject, changes, detail, prev_hash, leaf_hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(after)
+            .bind(i64::from(limit.clamp(1, 10_000)))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let seq: i64 = r.try_get("seq")?;
+                let changes: String = r.try_get("changes")?;
+                Ok(StoredAuditRecord {
+                    record: AuditRecord {
+                        seq: u64::try_from(seq)
+                            .map_err(|_| StoreError::Corrupt(format!("audit seq {seq}")))?,
+                        at_ms: r.try_get("at_ms")?,
+                        actor: r.try_get("actor")?,
+                        action: r.try_get("action")?,
+                        subject: r.try_get("subject")?,
+                        changes: serde_json::from_str(&changes).map_err(|e| {
+                            StoreError::Corrupt(format!("audit record {seq} changes: {e}"))
+                        })?,
+                        detail: r.try_get("detail")?,
+                        prev_hash: digest(&r.try_get::<String, _>("prev_hash")?)?,
+                    },
+                    leaf_hash: digest(&r.try_get::<String, _>("leaf_hash")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn entity_states(&self) -> Result<Vec<(String, Digest32)>> {
+        let mut out = Vec::new();
+        for r in sqlx::query("SELECT id, external_id, created_at_ms FROM customers")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let row = CustomerRow::from_row(&r)?;
+            out.push((format!("customer/{}", row.id), hash_of(&row)?));
+        }
+        for r in sqlx::query(
+            "SELECT key, customer_id, asset, bucket, balance, version, updated_at_ms FROM accounts",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let row = AccountRow::from_row(&r)?;
+            out.push((format!("account/{}", row.key), row.hash()?));
+        }
+        for r in sqlx::query(&format!("SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals"))
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let row = WithdrawalRow::from_row(&r)?;
+            out.push((format!("withdrawal/{}", row.id), hash_of(&row)?));
+        }
+        for r in sqlx::query("SELECT id, customer_id, asset, amount, reference, entry_id, created_at_ms FROM deposits").fetch_all(&self.pool).await? {
+            let row = DepositRow::from_row(&r)?;
+            out.push((format!("deposit/{}", row.id), hash_of(&row)?));
+        }
+        for r in sqlx::query(
+            "SELECT id, name, role, token_hash, created_at_ms, revoked_at_ms FROM api_tokens",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let row = TokenRow::from_row(&r)?;
+            out.push((format!("token/{}", row.id), hash_of(&row)?));
+        }
+        let entries = sqlx::query(
+            "SELECT id, kind, reference, created_at_ms FROM journal_entries ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let postings = sqlx::query("SELECT entry_id, n, account_key, asset, side, amount, balance_after FROM postings ORDER BY entry_id, n").fetch_all(&self.pool).await?;
+        let mut postings = postings.iter().peekable();
+        for r in entries {
+            let id: String = r.try_get("id")?;
+            let mut row = EntryRow {
+                id: id.clone(),
+                kind: r.try_get("kind")?,
+                reference: r.try_get("reference")?,
+                created_at_ms: r.try_get("created_at_ms")?,
+                postings: Vec::new(),
+            };
+            while let Some(p) = postings.peek() {
+                let entry_id: String = p.try_get("entry_id")?;
+                if entry_id < id {
+                    // A posting whose entry does not exist: report it as its own entity.
+                    out.push((format!("posting/{entry_id}"), Digest32::ZERO));
+                    postings.next();
+                    continue;
+                }
+                if entry_id != id {
+                    break;
+                }
+                row.postings.push(PostingRow {
+                    n: p.try_get("n")?,
+                    account_key: p.try_get("account_key")?,
+                    asset: p.try_get("asset")?,
+                    side: p.try_get("side")?,
+                    amount: p.try_get("amount")?,
+                    balance_after: p.try_get("balance_after")?,
+                });
+                postings.next();
+            }
+            out.push((format!("entry/{}", row.id), row.hash()?));
+        }
+        for p in postings {
+            let entry_id: String = p.try_get("entry_id")?;
+            out.push((format!("posting/{entry_id}"), Digest32::ZERO));
+        }
+        Ok(out)
+    }
+}
+
+async fn require_customer(w: &mut WriteTx, id: Uuid) -> Result<()> {
+    let found = sqlx::query("SELECT id FROM customers WHERE id = $1")
+        .bind(id.to_string())
+        .fetch_optional(&mut *w.tx)
+        .await?;
+    if found.is_none() {
+        return Err(StoreError::NotFound { entity: "customer", id: id.to_string() });
+    }
+    Ok(())
+}

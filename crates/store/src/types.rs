@@ -1,0 +1,155 @@
+//! What goes in and out of the store.
+
+use serde::{Deserialize, Serialize};
+use strongroom_audit::{Change, Digest32};
+use strongroom_core::Timestamp;
+use strongroom_units::{Amount, AssetSymbol};
+use uuid::Uuid;
+
+/// Who is acting and when, for the audit record.
+#[derive(Debug, Clone)]
+pub struct WriteCtx {
+    /// `token:<id>`, `cli`, `system`.
+    pub actor: String,
+    pub now: Timestamp,
+    /// The API request id, recorded in the audit detail.
+    pub request_id: Option<String>,
+}
+
+/// An idempotency key, scoped to the principal that used it, and a hash of the request.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub principal: String,
+    pub key: String,
+    pub request_hash: String,
+}
+
+/// Longest accepted idempotency key.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewCustomer {
+    pub id: Uuid,
+    pub external_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    pub id: Uuid,
+    pub external_id: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewDeposit {
+    pub id: Uuid,
+    pub entry_id: Uuid,
+    pub customer_id: Uuid,
+    pub asset: AssetSymbol,
+    pub amount: Amount,
+    /// The chain reference (transaction id and output), unique per asset.
+    pub reference: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deposit {
+    pub id: Uuid,
+    pub customer_id: Uuid,
+    pub asset: AssetSymbol,
+    pub amount: Amount,
+    pub reference: String,
+    pub entry_id: Uuid,
+    pub created_at: Timestamp,
+}
+
+/// A customer's balance of one asset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    pub asset: AssetSymbol,
+    pub available: Amount,
+    pub pending: Amount,
+}
+
+/// One posting on one of a customer's accounts, with the entry it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerLine {
+    pub entry_id: Uuid,
+    pub kind: String,
+    pub reference: String,
+    pub account: String,
+    pub asset: AssetSymbol,
+    pub side: String,
+    pub amount: Amount,
+    pub balance_after: Amount,
+    pub created_at: Timestamp,
+}
+
+/// Custody vs. the sum of what customers own, per asset. Equal in a sound ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustodyTotal {
+    pub asset: AssetSymbol,
+    pub custody: Amount,
+    pub customers: Amount,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct WithdrawalFilter {
+    pub customer_id: Option<Uuid>,
+    pub state: Option<strongroom_core::withdrawal::WithdrawalState>,
+    pub limit: u32,
+}
+
+/// What an API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything, including crediting deposits and managing tokens.
+    Operator,
+    /// The exchange's backend: customers, balances, withdrawals.
+    Service,
+    /// Read-only access.
+    Auditor,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Service => "service",
+            Role::Auditor => "auditor",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Role> {
+        [Role::Operator, Role::Service, Role::Auditor].into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewApiToken {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// The token's hash; the store never sees the token.
+    pub token_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiTokenRecord {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub token_hash: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// An audit record as stored, with the leaf hash written beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAuditRecord {
+    pub record: strongroom_audit::AuditRecord,
+    pub leaf_hash: Digest32,
+}
+
+pub(crate) fn change(entity: String, before: Option<Digest32>, after: Option<Digest32>) -> Change {
+    Change { entity, before, after }
+}

@@ -1,0 +1,619 @@
+//! The storage conformance suite. Every test runs against every backend: SQLite (a file in a
+//! temporary folder) and PostgreSQL (a fresh database per test on the server named by
+//! `STRONGROOM_TEST_POSTGRES_URL`). Without that variable the PostgreSQL half is skipped and
+//! says so, unless `STRONGROOM_REQUIRE_POSTGRES=1` (set by CI), which makes it fail instead.
+#![allow(clippy::disallowed_methods)]
+
+use std::sync::Arc;
+
+use sqlx::Executor;
+use strongroom_core::ledger::JournalEntry;
+use strongroom_core::withdrawal::{
+    plan_withdrawal, WithdrawalRequest, WithdrawalRules, WithdrawalState,
+};
+use strongroom_core::{Env, FixedEnv, Timestamp};
+use strongroom_store::faults::POINTS;
+use strongroom_store::verify::MismatchKind;
+use strongroom_store::*;
+use strongroom_units::{Amount, AssetRegistry, AssetSymbol};
+use uuid::Uuid;
+
+const DEST: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+
+struct Harness {
+    store: Arc<SqlStore>,
+    _dir: Option<tempfile::TempDir>,
+    pg_drop: Option<(String, String)>,
+}
+
+impl Harness {
+    async fn sqlite() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("strongroom.db").display());
+        let store = SqlStore::connect(&url, Default::default()).await.unwrap();
+        store.migrate().await.unwrap();
+        Harness { store: Arc::new(store), _dir: Some(dir), pg_drop: None }
+    }
+
+    async fn postgres(test: &str) -> Option<Harness> {
+        let Ok(base) = std::env::var("STRONGROOM_TEST_POSTGRES_URL") else {
+            if std::env::var("STRONGROOM_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+                panic!("STRONGROOM_REQUIRE_POSTGRES=1 but STRONGROOM_TEST_POSTGRES_URL is not set");
+            }
+            eprintln!(
+                "SKIPPED postgres conformance test {test}: STRONGROOM_TEST_POSTGRES_URL is not set"
+            );
+            return None;
+        };
+        sqlx::any::install_default_drivers();
+        let name = format!("sr_test_{}", Uuid::new_v4().simple());
+        let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
+            .await
+            .expect("connect to PostgreSQL");
+        admin.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
+        let url = replace_db(&base, &name);
+        let store = SqlStore::connect(&url, Default::default()).await.unwrap();
+        store.migrate().await.unwrap();
+        eprintln!("postgres conformance test {test} on database {name}");
+        Some(Harness { store: Arc::new(store), _dir: None, pg_drop: Some((base, name)) })
+    }
+
+    async fn finish(self) {
+        self.store.close().await;
+        if let Some((base, name)) = self.pg_drop {
+            let mut admin =
+                <sqlx::AnyConnection as sqlx::Connection>::connect(&base).await.unwrap();
+            admin
+                .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                .await
+                .unwrap();
+        }
+    }
+}
+
+fn replace_db(url: &str, db: &str) -> String {
+    let (before_query, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = before_query.find("://").map_or(0, |i| i + 3);
+    let base = match before_query[scheme_end..].find('/') {
+        Some(i) => &before_query[..scheme_end + i],
+        None => before_query,
+    };
+    format!("{base}/{db}{query}")
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let h = super::Harness::sqlite().await;
+                super::$name(h.store.clone()).await;
+                h.finish().await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(h) = super::Harness::postgres(stringify!($name)).await {
+                    super::$name(h.store.clone()).await;
+                    h.finish().await;
+                }
+            })*
+        }
+    };
+}
+
+conformance!(
+    customers_are_created_once,
+    deposits_credit_available_once,
+    withdrawal_reserves_atomically,
+    overdraft_is_refused_and_writes_nothing,
+    idempotency_keys_replay_or_conflict,
+    cancel_releases_and_settle_leaves_custody,
+    injected_faults_leave_no_partial_write,
+    audit_chain_verifies_and_catches_tampering,
+    concurrent_withdrawals_never_overdraw,
+    audit_log_is_append_only,
+    tokens_are_created_and_revoked,
+);
+
+fn env() -> FixedEnv {
+    FixedEnv::new(Timestamp::from_unix_ms(1_767_225_600_000), 42)
+}
+
+fn ctx(now: Timestamp) -> WriteCtx {
+    WriteCtx { actor: "test".into(), now, request_id: Some("req-1".into()) }
+}
+
+fn eth() -> AssetSymbol {
+    AssetSymbol::parse("ETH").unwrap()
+}
+
+fn wei(n: u128) -> Amount {
+    Amount::from_base_units(n).unwrap()
+}
+
+async fn customer(store: &SqlStore, ext: &str) -> Uuid {
+    let id = Uuid::new_v4();
+    store
+        .create_customer(&ctx(env().now()), None, NewCustomer { id, external_id: ext.into() })
+        .await
+        .unwrap();
+    id
+}
+
+async fn deposit(store: &SqlStore, customer_id: Uuid, amount: u128) -> Deposit {
+    let new = NewDeposit {
+        id: Uuid::new_v4(),
+        entry_id: Uuid::new_v4(),
+        customer_id,
+        asset: eth(),
+        amount: wei(amount),
+        reference: format!("0x{}", Uuid::new_v4().simple()),
+    };
+    store.credit_deposit(&ctx(env().now()), None, new).await.unwrap()
+}
+
+fn plan(customer_id: Uuid, amount: &str) -> strongroom_core::withdrawal::PlannedWithdrawal {
+    let req = WithdrawalRequest {
+        customer_id,
+        asset: "ETH".into(),
+        destination: DEST.into(),
+        amount: amount.into(),
+    };
+    plan_withdrawal(
+        &AssetRegistry::dev(),
+        &WithdrawalRules::default(),
+        &req,
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        env().now(),
+    )
+    .unwrap()
+}
+
+fn idem(key: &str, hash: &str) -> Idempotency {
+    Idempotency { principal: "token:t1".into(), key: key.into(), request_hash: hash.into() }
+}
+
+async fn balance(store: &SqlStore, c: Uuid) -> (u128, u128) {
+    let b = store.balances(c).await.unwrap();
+    let eth = b.iter().find(|b| b.asset == eth());
+    eth.map_or((0, 0), |b| (b.available.base_units(), b.pending.base_units()))
+}
+
+async fn audit_len(store: &SqlStore) -> usize {
+    store.audit_page(0, 10_000).await.unwrap().len()
+}
+
+async fn assert_intact(store: &SqlStore) {
+    let report = verify_audit(store).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    for t in store.custody_totals().await.unwrap() {
+        assert_eq!(t.custody, t.customers, "double entry broken for {}", t.asset);
+    }
+}
+
+async fn customers_are_created_once(store: Arc<SqlStore>) {
+    let c = customer(&store, "user-1").await;
+    assert_eq!(store.get_customer(c).await.unwrap().external_id, "user-1");
+    let again = store
+        .create_customer(
+            &ctx(env().now()),
+            None,
+            NewCustomer { id: Uuid::new_v4(), external_id: "user-1".into() },
+        )
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert!(matches!(store.get_customer(Uuid::new_v4()).await, Err(StoreError::NotFound { .. })));
+    assert_eq!(audit_len(&store).await, 1);
+    assert_intact(&store).await;
+}
+
+async fn deposits_credit_available_once(store: Arc<SqlStore>) {
+    let c = customer(&store, "u").await;
+    let d = deposit(&store, c, 1_000).await;
+    assert_eq!(balance(&store, c).await, (1_000, 0));
+    let dup = NewDeposit {
+        id: Uuid::new_v4(),
+        entry_id: Uuid::new_v4(),
+        customer_id: c,
+        asset: eth(),
+        amount: wei(1_000),
+        reference: d.reference.clone(),
+    };
+    let r = store.credit_deposit(&ctx(env().now()), None, dup).await;
+    assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
+    let ghost = NewDeposit {
+        id: Uuid::new_v4(),
+        entry_id: Uuid::new_v4(),
+        customer_id: Uuid::new_v4(),
+        asset: eth(),
+        amount: wei(1),
+        reference: "x".into(),
+    };
+    assert!(matches!(
+        store.credit_deposit(&ctx(env().now()), None, ghost).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(balance(&store, c).await, (1_000, 0));
+    let lines = store.ledger_lines(c, 10).await.unwrap();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].kind, "deposit");
+    assert_eq!(lines[0].balance_after, wei(1_000));
+    assert_intact(&store).await;
+}
+
+async fn withdrawal_reserves_atomically(store: Arc<SqlStore>) {
+    let c = customer(&store, "u").await;
+    deposit(&store, c, 10u128.pow(18)).await;
+    let p = plan(c, "0.25");
+    let w = store.request_withdrawal(&ctx(env().now()), None, p.clone()).await.unwrap();
+    assert_eq!(w.state, WithdrawalState::Reserved);
+    assert_eq!(balance(&store, c).await, (75 * 10u128.pow(16), 25 * 10u128.pow(16)));
+    let got = store.get_withdrawal(w.id).await.unwrap();
+    assert_eq!(got, w);
+    assert_eq!(got.intent.hash().unwrap().to_hex(), got.intent_hash);
+    let listed = store
+        .list_withdrawals(&WithdrawalFilter {
+            customer_id: Some(c),
+            state: Some(WithdrawalState::Reserved),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed, vec![w.clone()]);
+    let none = store
+        .list_withdrawals(&WithdrawalFilter {
+            customer_id: Some(c),
+            state: Some(WithdrawalState::Settled),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    assert_eq!(
+        store
+            .list_withdrawals(&WithdrawalFilter { limit: 10, ..Default::default() })
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_intact(&store).await;
+}
+
+async fn overdraft_is_refused_and_writes_nothing(store: Arc<SqlStore>) {
+    let c = customer(&store, "u").await;
+    deposit(&store, c, 10u128.pow(17)).await;
+    let before = audit_len(&store).await;
+    let r =
+        store.request_withdrawal(&ctx(env().now()), Some(&idem("k", "h")), plan(c, "0.2")).await;
+    assert!(
+        matches!(
+            r,
+            Err(StoreError::Ledger(
+                strongroom_core::ledger::LedgerError::InsufficientBalance { .. }
+            ))
+        ),
+        "{r:?}"
+    );
+    assert_eq!(balance(&store, c).await, (10u128.pow(17), 0));
+    assert_eq!(audit_len(&store).await, before);
+    assert!(store
+        .list_withdrawals(&WithdrawalFilter { limit: 10, ..Default::default() })
+        .await
+        .unwrap()
+        .is_empty());
+    // The failed request did not consume its idempotency key.
+    deposit(&store, c, 10u128.pow(17)).await;
+    store
+        .request_withdrawal(&ctx(env().now()), Some(&idem("k", "h")), plan(c, "0.2"))
+        .await
+        .unwrap();
+    assert_intact(&store).await;
+}
+
+async fn idempotency_keys_replay_or_conflict(store: Arc<SqlStore>) {
+    let c = customer(&store, "u").await;
+    deposit(&store, c, 10u128.pow(18)).await;
+    let first = store
+        .request_withdrawal(&ctx(env().now()), Some(&idem("k1", "hash-a")), plan(c, "0.1"))
+        .await
+        .unwrap();
+    // A retry with the same key and body gets the first withdrawal, and nothing moves again.
+    let retry = store
+        .request_withdrawal(&ctx(env().now()), Some(&idem("k1", "hash-a")), plan(c, "0.1"))
+        .await
+        .unwrap();
+    assert_eq!(retry, first);
+    assert_eq!(balance(&store, c).await, (9 * 10u128.pow(17), 10u128.pow(17)));
+    // The same key with a different body is a conflict.
+    let other = store
+        .request_withdrawal(&ctx(env().now()), Some(&idem("k1", "hash-b")), plan(c, "0.3"))
+        .await;
+    assert!(matches!(other, Err(StoreError::IdempotencyConflict)), "{other:?}");
+    // Keys are scoped per principal.
+    let mut foreign = idem("k1", "hash-b");
+    foreign.principal = "token:t2".into();
+    store.request_withdrawal(&ctx(env().now()), Some(&foreign), plan(c, "0.3")).await.unwrap();
+    assert_eq!(balance(&store, c).await, (6 * 10u128.pow(17), 4 * 10u128.pow(17)));
+    assert_intact(&store).await;
+}
+
+async fn cancel_releases_and_settle_leaves_custody(store: Arc<SqlStore>) {
+    let c = customer(&store, "u").await;
+    deposit(&store, c, 10u128.pow(18)).await;
+    let a = store.request_withdrawal(&ctx(env().now()), None, plan(c, "0.1")).await.unwrap();
+    let b = store.request_withdrawal(&ctx(env().now()), None, plan(c, "0.2")).await.unwrap();
+    let cancelled = store
+        .transition_withdrawal(
+            &ctx(env().now()),
+            None,
+            a.id,
+            WithdrawalState::Cancelled,
+            Uuid::new_v4(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(cancelled.state, WithdrawalState::Cancelled);
+    store
+        .transition_withdrawal(
+            &ctx(env().now()),
+            None,
+            b.id,
+            WithdrawalState::Settled,
+            Uuid::new_v4(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(balance(&store, c).await, (8 * 10u128.pow(17), 0));
+    let totals = store.custody_totals().await.unwrap();
+    assert_eq!(totals[0].custody, wei(8 * 10u128.pow(17)));
+    let again = store
+        .transition_withdrawal(
+            &ctx(env().now()),
+            None,
+            a.id,
+            WithdrawalState::Settled,
+            Uuid::new_v4(),
+        )
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::InvalidTransition { from: "cancelled", to: "settled" })),
+        "{again:?}"
+    );
+    assert_eq!(balance(&store, c).await, (8 * 10u128.pow(17), 0));
+    assert_intact(&store).await;
+}
+
+/// Snapshot of everything a write could touch.
+async fn snapshot(
+    store: &SqlStore,
+) -> (Vec<StoredAuditRecord>, Vec<(String, strongroom_audit::Digest32)>) {
+    let mut states = store.entity_states().await.unwrap();
+    states.sort();
+    (store.audit_page(0, 10_000).await.unwrap(), states)
+}
+
+/// Run one command that passes the fault points listed beside it.
+async fn run_command(
+    store: &SqlStore,
+    which: usize,
+    c: Uuid,
+    w: Uuid,
+    tag: &str,
+) -> Result<(), StoreError> {
+    let now = ctx(env().now());
+    match which {
+        0 => store
+            .create_customer(
+                &now,
+                Some(&idem(&format!("c-{tag}"), "h")),
+                NewCustomer { id: Uuid::new_v4(), external_id: format!("x-{tag}") },
+            )
+            .await
+            .map(|_| ()),
+        1 => store
+            .credit_deposit(
+                &now,
+                None,
+                NewDeposit {
+                    id: Uuid::new_v4(),
+                    entry_id: Uuid::new_v4(),
+                    customer_id: c,
+                    asset: eth(),
+                    amount: wei(5),
+                    reference: format!("r-{tag}"),
+                },
+            )
+            .await
+            .map(|_| ()),
+        2 => store
+            .request_withdrawal(&now, Some(&idem(&format!("w-{tag}"), "h")), plan(c, "0.01"))
+            .await
+            .map(|_| ()),
+        _ => store
+            .transition_withdrawal(&now, None, w, WithdrawalState::Cancelled, Uuid::new_v4())
+            .await
+            .map(|_| ()),
+    }
+}
+
+const COMMAND_POINTS: [&[&str]; 4] = [
+    &["customer.after_insert", "audit.after_append"],
+    &["deposit.after_postings", "audit.after_append"],
+    &["withdrawal.after_reserve", "withdrawal.after_insert", "audit.after_append"],
+    &["withdrawal.after_transition", "audit.after_append"],
+];
+
+async fn injected_faults_leave_no_partial_write(store: Arc<SqlStore>) {
+    let c = customer(&store, "u").await;
+    deposit(&store, c, 10u128.pow(18)).await;
+    let mut covered = std::collections::HashSet::new();
+    for (which, points) in COMMAND_POINTS.iter().enumerate() {
+        for point in points.iter() {
+            covered.insert(*point);
+            // A fresh reserved withdrawal for the cancel command to act on.
+            let w = store
+                .request_withdrawal(&ctx(env().now()), None, plan(c, "0.01"))
+                .await
+                .unwrap()
+                .id;
+            let tag = format!("{which}-{point}");
+            let before = snapshot(&store).await;
+            store.faults().arm(point).unwrap();
+            let r = run_command(&store, which, c, w, &tag).await;
+            assert!(
+                matches!(r, Err(StoreError::InjectedFault(p)) if p == *point),
+                "command {which} at {point}: {r:?}"
+            );
+            assert_eq!(
+                snapshot(&store).await,
+                before,
+                "partial write by command {which} at {point}"
+            );
+            assert_intact(&store).await;
+            // The fault fired once; the same command now succeeds, and its idempotency key
+            // was never consumed by the failed attempt.
+            run_command(&store, which, c, w, &tag).await.unwrap();
+            assert_intact(&store).await;
+        }
+    }
+    assert_eq!(covered.len(), POINTS.len(), "every fault point is exercised");
+}
+
+async fn audit_chain_verifies_and_catches_tampering(store: Arc<SqlStore>) {
+    let c = customer(&store, "u").await;
+    deposit(&store, c, 10u128.pow(18)).await;
+    let w = store.request_withdrawal(&ctx(env().now()), None, plan(c, "0.1")).await.unwrap();
+    let report = verify_audit(store.as_ref()).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.records, 3);
+
+    // 1. A balance edited by hand.
+    let key = format!("customer/{c}/ETH/available");
+    store
+        .pool()
+        .execute(
+            format!("UPDATE accounts SET balance = '999000000000000000000' WHERE key = '{key}'")
+                .as_str(),
+        )
+        .await
+        .unwrap();
+    let report = verify_audit(store.as_ref()).await.unwrap();
+    assert_eq!(
+        report.mismatches,
+        vec![verify::StateMismatch {
+            entity: format!("account/{key}"),
+            kind: MismatchKind::Edited
+        }]
+    );
+
+    // 2. A withdrawal row inserted by hand.
+    store.pool().execute(format!(
+        "INSERT INTO withdrawals (id, customer_id, asset, destination, amount, intent, intent_hash, state, created_at_ms, updated_at_ms) \
+         SELECT 'forged', customer_id, asset, destination, amount, intent, intent_hash, state, created_at_ms, updated_at_ms FROM withdrawals WHERE id = '{}'", w.id).as_str()).await.unwrap();
+    let report = verify_audit(store.as_ref()).await.unwrap();
+    assert!(
+        report.mismatches.contains(&verify::StateMismatch {
+            entity: "withdrawal/forged".into(),
+            kind: MismatchKind::NotAudited
+        }),
+        "{report:?}"
+    );
+
+    // 3. An audit record edited by someone who first disabled the append-only trigger.
+    match store.backend() {
+        Backend::Sqlite => store.pool().execute("DROP TRIGGER audit_log_no_update").await.unwrap(),
+        Backend::Postgres => store
+            .pool()
+            .execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only")
+            .await
+            .unwrap(),
+    };
+    store.pool().execute("UPDATE audit_log SET actor = 'mallory' WHERE seq = 2").await.unwrap();
+    let report = verify_audit(store.as_ref()).await.unwrap();
+    assert_eq!(report.chain_break, Some(strongroom_audit::ChainBreak::LeafMismatch { seq: 2 }));
+    assert_eq!(report.records, 1);
+}
+
+async fn concurrent_withdrawals_never_overdraw(store: Arc<SqlStore>) {
+    let c = customer(&store, "u").await;
+    deposit(&store, c, 10 * 10u128.pow(15)).await;
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .request_withdrawal(
+                    &ctx(env().now()),
+                    Some(&idem(&format!("k{}", i % 12), "h")),
+                    plan(c, "0.001"),
+                )
+                .await
+        }));
+    }
+    let mut ok = 0;
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(w) => {
+                ok += 1;
+                ids.insert(w.id);
+            }
+            Err(StoreError::Ledger(_)) => {}
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    // 12 distinct keys, each used twice: at most 10 distinct withdrawals fit the balance,
+    // and each key's retry returns its first withdrawal.
+    assert_eq!(ids.len(), 10, "distinct withdrawals");
+    assert!(ok >= 10);
+    assert_eq!(balance(&store, c).await, (0, 10 * 10u128.pow(15)));
+    assert_intact(&store).await;
+}
+
+async fn audit_log_is_append_only(store: Arc<SqlStore>) {
+    customer(&store, "u").await;
+    assert!(store.pool().execute("UPDATE audit_log SET actor = 'x'").await.is_err());
+    assert!(store.pool().execute("DELETE FROM audit_log").await.is_err());
+    assert_eq!(audit_len(&store).await, 1);
+}
+
+async fn tokens_are_created_and_revoked(store: Arc<SqlStore>) {
+    let t = store
+        .create_token(
+            &ctx(env().now()),
+            NewApiToken {
+                id: "00aa".into(),
+                name: "backend".into(),
+                role: Role::Service,
+                token_hash: "ab".repeat(32),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.get_token("00aa").await.unwrap(), t);
+    let r = store.revoke_token(&ctx(Timestamp::from_unix_ms(5)), "00aa").await.unwrap();
+    assert_eq!(r.revoked_at, Some(Timestamp::from_unix_ms(5)));
+    assert!(matches!(store.get_token("nope").await, Err(StoreError::NotFound { .. })));
+    assert_intact(&store).await;
+}
+
+#[test]
+fn the_postgres_url_gets_a_fresh_database_name() {
+    assert_eq!(
+        replace_db("postgres://u@h:5432/postgres?sslmode=disable", "x"),
+        "postgres://u@h:5432/x?sslmode=disable"
+    );
+    assert_eq!(replace_db("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
+}
+
+#[test]
+fn journal_entries_from_core_balance() {
+    assert!(JournalEntry::deposit(Uuid::nil(), Uuid::nil(), &eth(), wei(1)).is_ok());
+}
