@@ -1,1 +1,442 @@
-fn main() {}
+//! `strongroom`: the command-line entry point. A thin main: it parses arguments, reads
+//! configuration and wires the library crates together.
+#![forbid(unsafe_code)]
+// A command-line program talks to its user on stdout and stderr.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod bench;
+mod config;
+mod sysenv;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use strongroom_core::withdrawal::WithdrawalRules;
+use strongroom_core::Env;
+use strongroom_crypto::generate_token;
+use strongroom_server::{pki::DevPki, tls, AppState};
+use strongroom_store::{verify::MismatchKind, NewApiToken, Role, SqlStore, Store, WriteCtx};
+use strongroom_units::AssetRegistry;
+
+use crate::config::{Config, LogFormat};
+use crate::sysenv::SystemEnv;
+
+/// Default data folder of `strongroom dev`, relative to the working directory.
+const DEV_DATA_DIR: &str = ".strongroom/dev";
+
+#[derive(Debug, Parser)]
+#[command(name = "strongroom", version, about = "Self-hosted custody security platform")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run everything on this machine: SQLite in a data folder, a dev CA, an operator token,
+    /// and the HTTPS API.
+    Dev {
+        #[arg(long, default_value = DEV_DATA_DIR)]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: std::net::SocketAddr,
+    },
+    /// Run the API server from a configuration file (PostgreSQL via `database_url`).
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Apply database migrations.
+    Migrate(DbArgs),
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Benchmarks (see README, Performance).
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain and compare every row with its last audited state. Exit 0 when
+    /// intact, 1 when tampering is found.
+    Verify(DbArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it once.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Revoke a token by id (the part after `srt_`).
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| format!("role must be operator, service or auditor, not {s:?}"))
+}
+
+/// Which database a command works on: `--database-url`, else the config's, else the dev
+/// data folder's SQLite file.
+#[derive(Debug, Clone, Args)]
+struct DbArgs {
+    #[arg(long, conflicts_with = "database_url")]
+    config: Option<PathBuf>,
+    #[arg(long, env = "STRONGROOM_DATABASE_URL")]
+    database_url: Option<String>,
+    #[arg(long, default_value = DEV_DATA_DIR)]
+    data_dir: PathBuf,
+}
+
+impl DbArgs {
+    fn url(&self) -> anyhow::Result<String> {
+        if let Some(url) = &self.database_url {
+            return Ok(url.clone());
+        }
+        if let Some(path) = &self.config {
+            return Ok(Config::load(path)?.database_url);
+        }
+        let db = self.data_dir.join("strongroom.db");
+        if !db.exists() {
+            anyhow::bail!(
+                "no database at {}: pass --database-url or --config, or run `strongroom dev` first",
+                db.display()
+            );
+        }
+        Ok(Config::sqlite_url(&absolute(&self.data_dir)?))
+    }
+
+    async fn open(&self) -> anyhow::Result<SqlStore> {
+        let url = self.url()?;
+        let store = SqlStore::connect(&url, Default::default())
+            .await
+            .with_context(|| format!("connecting to {}", redact_url(&url)))?;
+        store.migrate().await.context("migrating")?;
+        Ok(store)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_format = match cli.command {
+        Command::Dev { .. } => LogFormat::Pretty,
+        _ => LogFormat::Json,
+    };
+    init_logging(cli.log_format.unwrap_or(default_format));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("STRONGROOM_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn,rustls=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Pretty => builder.compact().init(),
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Dev { data_dir, listen } => dev(&data_dir, listen).await,
+        Command::Serve { config } => serve(Config::load(&config)?).await,
+        Command::Migrate(db) => {
+            db.open().await?;
+            println!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit { command: AuditCommand::Verify(db) } => {
+            audit_verify(&db.open().await?).await
+        }
+        Command::Token { command } => token(command).await,
+        Command::Bench { command } => bench::run(command).await,
+    }
+}
+
+fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
+}
+
+/// Hide a password in a database URL before printing it.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:****{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+struct Started {
+    running: tls::Running,
+    ca: Option<PathBuf>,
+}
+
+async fn start(
+    config: &Config,
+    store: Arc<SqlStore>,
+    env: Arc<SystemEnv>,
+) -> anyhow::Result<Started> {
+    let (cert, key, ca) = match (&config.tls.cert, &config.tls.key) {
+        (Some(c), Some(k)) => (c.clone(), k.clone(), None),
+        _ => {
+            let pki = DevPki::in_dir(&config.data_dir.join("tls"));
+            let hosts = vec!["localhost".to_string()];
+            if pki.ensure(&hosts, env.now())? {
+                tracing::info!(ca = %pki.ca_cert.display(), "created development CA and server certificate");
+            }
+            (pki.server_cert, pki.server_key, Some(pki.ca_cert))
+        }
+    };
+    let tls_config = tls::server_config(&cert, &key)?;
+    let registry = AssetRegistry::from_specs(&config.assets).context("[[assets]]")?;
+    let rules =
+        WithdrawalRules { intent_ttl_ms: i64::from(config.withdrawals.intent_ttl_secs) * 1000 };
+    let state = AppState::new(store, env, registry, rules);
+    let (app, _) = strongroom_server::app(state);
+    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
+        format!("cannot listen on {} (is another server running? pass --listen)", config.listen)
+    })?;
+    let running = tls::serve(listener, tls_config, app)?;
+    Ok(Started { running, ca })
+}
+
+async fn wait_for_signal(running: tls::Running) {
+    let stop = running.shutdown_handle();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        let _ = stop.send(true);
+                        return;
+                    }
+                };
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+    running.wait().await;
+}
+
+async fn dev(data_dir: &Path, listen: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let data_dir = absolute(data_dir)?;
+    let config = Config {
+        listen,
+        database_url: Config::sqlite_url(&data_dir),
+        data_dir: data_dir.clone(),
+        tls: Default::default(),
+        max_db_connections: 8,
+        assets: strongroom_units::chain::dev_specs(),
+        withdrawals: Default::default(),
+    };
+    let env = Arc::new(SystemEnv::new());
+    let store = SqlStore::connect(
+        &config.database_url,
+        strongroom_store::sql_options(config.max_db_connections),
+    )
+    .await?;
+    store.migrate().await?;
+    let store = Arc::new(store);
+
+    // A fresh operator token each start, written beside the database for scripts.
+    let token = generate_token(env.as_ref());
+    let ctx = WriteCtx { actor: "cli:dev".into(), now: env.now(), request_id: None };
+    store
+        .create_token(
+            &ctx,
+            NewApiToken {
+                id: token.id.clone(),
+                name: "dev-operator".into(),
+                role: Role::Operator,
+                token_hash: token.hash.clone(),
+            },
+        )
+        .await?;
+    let token_path = data_dir.join("operator.token");
+    write_secret(&token_path, token.token.expose_secret())?;
+
+    let started = start(&config, store, env).await?;
+    let url = format!("https://{}", started.running.addr);
+    let ca = started.ca.map(|p| p.display().to_string()).unwrap_or_default();
+    println!("Strongroom dev server is running.");
+    println!();
+    println!("  URL:            {url}");
+    println!("  CA certificate: {ca}");
+    println!("  Operator token: {}", token.token.expose_secret());
+    println!("  (also in {}; a new token is made at every start)", token_path.display());
+    println!("  Database:       {}", config.database_url);
+    println!("  OpenAPI:        {url}/v1/openapi.json");
+    println!();
+    println!("Try:");
+    println!("  curl --cacert {ca} {url}/v1/health");
+    println!(
+        "  curl --cacert {ca} -H \"Authorization: Bearer $(cat {})\" {url}/v1/assets",
+        token_path.display()
+    );
+    println!();
+    println!("Stop with Ctrl-C. Data stays in {}.", data_dir.display());
+    wait_for_signal(started.running).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path).with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")?;
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let env = Arc::new(SystemEnv::new());
+    let store = SqlStore::connect(
+        &config.database_url,
+        strongroom_store::sql_options(config.max_db_connections),
+    )
+    .await
+    .with_context(|| format!("connecting to {}", redact_url(&config.database_url)))?;
+    store.migrate().await.context("migrating")?;
+    let started = start(&config, Arc::new(store), env).await?;
+    tracing::info!(addr = %started.running.addr, database = %redact_url(&config.database_url), "serving HTTPS (TLS 1.3 only)");
+    wait_for_signal(started.running).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit_verify(store: &SqlStore) -> anyhow::Result<ExitCode> {
+    let report = strongroom_store::verify_audit(store).await?;
+    if let Some(b) = &report.chain_break {
+        println!("AUDIT LOG BROKEN at record {}: {b}", b.seq());
+        println!(
+            "{} records before it verified; last good head {}",
+            report.records,
+            report.head.to_hex()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    if report.mismatch_count > 0 {
+        println!(
+            "AUDIT CHAIN INTACT ({} records) BUT {} ROWS DIFFER FROM THEIR AUDITED STATE:",
+            report.records, report.mismatch_count
+        );
+        for m in &report.mismatches {
+            let what = match m.kind {
+                MismatchKind::Edited => "changed outside Strongroom",
+                MismatchKind::NotAudited => "exists but was never audited (inserted by hand?)",
+                MismatchKind::Missing => "audited but missing (deleted by hand?)",
+            };
+            println!("  {}: {what}", m.entity);
+        }
+        return Ok(ExitCode::from(1));
+    }
+    println!(
+        "audit log intact: {} records, head {}; every row matches its audited state",
+        report.records,
+        report.head.to_hex()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
+    let env = SystemEnv::new();
+    let ctx = WriteCtx { actor: "cli".into(), now: env.now(), request_id: None };
+    match command {
+        TokenCommand::Create { name, role, db } => {
+            let store = db.open().await?;
+            let t = generate_token(&env);
+            store
+                .create_token(
+                    &ctx,
+                    NewApiToken { id: t.id.clone(), name, role, token_hash: t.hash.clone() },
+                )
+                .await?;
+            println!("{}", t.token.expose_secret());
+            eprintln!("token {} ({}) created; it is shown only once", t.id, role.as_str());
+        }
+        TokenCommand::Revoke { id, db } => {
+            let store = db.open().await?;
+            store.revoke_token(&ctx, &id).await?;
+            println!("token {id} revoked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:****@h/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite:///x.db"), "sqlite:///x.db");
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/strongroom.example.toml");
+        let c = Config::load(Path::new(path)).unwrap();
+        assert!(c.database_url.starts_with("postgres://"));
+        AssetRegistry::from_specs(&c.assets).unwrap();
+    }
+}

@@ -42,6 +42,8 @@ impl fmt::Display for Timestamp {
 /// The outside world's clock and entropy.
 pub trait Env: Send + Sync + 'static {
     fn now(&self) -> Timestamp;
+    /// A monotonic clock from an arbitrary origin, for measuring durations.
+    fn monotonic(&self) -> std::time::Duration;
     /// Fill `buf` with cryptographically secure random bytes.
     fn fill_random(&self, buf: &mut [u8]);
 }
@@ -81,6 +83,9 @@ impl FixedEnv {
 impl Env for FixedEnv {
     fn now(&self) -> Timestamp {
         Timestamp(self.now.load(std::sync::atomic::Ordering::SeqCst))
+    }
+    fn monotonic(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::try_from(self.now().unix_ms()).unwrap_or(0))
     }
     fn fill_random(&self, buf: &mut [u8]) {
         use sha2::{Digest, Sha256};

@@ -1,1 +1,223 @@
+//! The HTTPS API server.
+//!
+//! HTTPS only, TLS 1.3 only ([`tls`]); API tokens ([`auth`]); one error type with stable
+//! codes ([`error`]); request ids, structured logs and Prometheus metrics (the `observe`
+//! middleware); and an OpenAPI document generated from the route table ([`api`]).
+//!
+//! This crate turns HTTP into calls on `strongroom_store::Store` and pure `core`
+//! functions. It holds no business rule of its own beyond input validation and roles, and
+//! it reads time and randomness only through `Env`.
 #![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod metrics;
+pub mod pki;
+pub mod tls;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use strongroom_core::withdrawal::WithdrawalRules;
+use strongroom_core::{new_id, Env};
+use strongroom_store::Store;
+use strongroom_units::AssetRegistry;
+use tracing::Instrument;
+
+use crate::error::{ApiError, ErrorBody, ErrorDetail, ErrorInfo};
+use crate::metrics::{CodeLabels, HttpLabels, Metrics, RouteLabels};
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn Store>,
+    env: Arc<dyn EnvDebug>,
+    registry: AssetRegistry,
+    rules: WithdrawalRules,
+    metrics: Metrics,
+}
+
+/// `Env` with `Debug`, so the state can derive it.
+pub trait EnvDebug: Env + std::fmt::Debug {}
+impl<T: Env + std::fmt::Debug> EnvDebug for T {}
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        env: Arc<dyn EnvDebug>,
+        registry: AssetRegistry,
+        rules: WithdrawalRules,
+    ) -> Self {
+        AppState(Arc::new(Inner { store, env, registry, rules, metrics: Metrics::default() }))
+    }
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.0.store
+    }
+    pub fn env(&self) -> Arc<dyn Env> {
+        let env: Arc<dyn EnvDebug> = self.0.env.clone();
+        Arc::new(EnvRef(env))
+    }
+    pub fn registry(&self) -> &AssetRegistry {
+        &self.0.registry
+    }
+    pub fn rules(&self) -> &WithdrawalRules {
+        &self.0.rules
+    }
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+}
+
+struct EnvRef(Arc<dyn EnvDebug>);
+impl Env for EnvRef {
+    fn now(&self) -> strongroom_core::Timestamp {
+        self.0.now()
+    }
+    fn monotonic(&self) -> std::time::Duration {
+        self.0.monotonic()
+    }
+    fn fill_random(&self, buf: &mut [u8]) {
+        self.0.fill_random(buf)
+    }
+}
+
+/// The request's id: the caller's `X-Request-Id` when it is sane, otherwise a fresh one.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<RequestId>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("request id missing"))
+    }
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+fn sane_request_id(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    let ok = (1..=64).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    ok.then(|| s.to_owned())
+}
+
+/// Request ids, one structured log line per request, metrics, security headers, and the
+/// request id inside error bodies. Errors are logged here, once.
+async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let start = state.0.env.monotonic();
+    let rid = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(sane_request_id)
+        .unwrap_or_else(|| new_id(state.env().as_ref()).to_string());
+    req.extensions_mut().insert(RequestId(rid.clone()));
+    let method = req.method().as_str().to_owned();
+    let route =
+        req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
+    let span = tracing::info_span!("request", request_id = %rid, method = %method, route = %route, principal = tracing::field::Empty);
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let elapsed = state.0.env.monotonic().saturating_sub(start);
+    let status = resp.status();
+
+    if let Some(info) = resp.extensions_mut().remove::<ErrorInfo>() {
+        let _enter = span.enter();
+        match &info.internal {
+            Some(detail) if status.is_server_error() => {
+                tracing::error!(code = info.code, detail = %detail, "request failed")
+            }
+            Some(detail) => tracing::warn!(code = info.code, detail = %detail, "request refused"),
+            None => tracing::info!(code = info.code, message = %info.message, "request refused"),
+        }
+        state.metrics().errors.get_or_create(&CodeLabels { code: info.code.into() }).inc();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: info.code.into(),
+                message: info.message,
+                request_id: Some(rid.clone()),
+            },
+        };
+        let headers = std::mem::take(resp.headers_mut());
+        resp = (status, Json(body)).into_response();
+        for (k, v) in headers.iter() {
+            if k != axum::http::header::CONTENT_LENGTH {
+                resp.headers_mut().insert(k.clone(), v.clone());
+            }
+        }
+    }
+    {
+        let _enter = span.enter();
+        tracing::info!(
+            status = status.as_u16(),
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&rid) {
+        h.insert(REQUEST_ID, v);
+    }
+    h.insert("strict-transport-security", HeaderValue::from_static("max-age=31536000"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("cache-control", HeaderValue::from_static("no-store"));
+    state
+        .metrics()
+        .http_requests
+        .get_or_create(&HttpLabels {
+            method: method.clone(),
+            route: route.clone(),
+            status: status.as_u16(),
+        })
+        .inc();
+    state
+        .metrics()
+        .http_duration
+        .get_or_create(&RouteLabels { method, route })
+        .observe(elapsed.as_secs_f64());
+    resp
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("route_not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
+
+/// The whole application: API routes, `/v1/openapi.json`, fallbacks and middleware.
+pub fn app(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, mut openapi) = api::routes().split_for_parts();
+    openapi.info.version = env!("CARGO_PKG_VERSION").into();
+    let doc = Arc::new(openapi.clone());
+    let router = router
+        .route(
+            "/v1/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state);
+    (router, openapi)
+}

@@ -21,7 +21,12 @@ pub mod types;
 pub mod verify;
 
 pub use faults::Faults;
-pub use sql::{Backend, SqlStore};
+pub use sql::{Backend, ConnectOptions, SqlStore};
+
+/// Connection options with a pool of `max_connections`.
+pub fn sql_options(max_connections: u32) -> ConnectOptions {
+    ConnectOptions { max_connections }
+}
 pub use types::*;
 pub use verify::{verify_audit, AuditReport};
 
@@ -38,8 +43,10 @@ pub enum StoreError {
     NotFound { entity: &'static str, id: String },
     #[error("idempotency key was already used with a different request")]
     IdempotencyConflict,
-    #[error("{0}")]
-    Conflict(String),
+    #[error("a customer with external_id {0:?} already exists")]
+    CustomerExists(String),
+    #[error("deposit {reference} of {asset} was already credited")]
+    DepositAlreadyCredited { asset: String, reference: String },
     #[error(transparent)]
     Ledger(#[from] strongroom_core::ledger::LedgerError),
     #[error("withdrawal is {from}; it cannot become {to}")]
@@ -62,6 +69,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
     fn backend(&self) -> Backend;
+    /// A cheap round trip to the database, for health checks.
+    async fn ping(&self) -> Result<()>;
 
     async fn create_customer(
         &self,

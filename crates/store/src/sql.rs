@@ -606,6 +606,11 @@ impl Store for SqlStore {
         self.backend
     }
 
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").fetch_one(&self.pool).await?;
+        Ok(())
+    }
+
     async fn create_customer(
         &self,
         ctx: &WriteCtx,
@@ -631,10 +636,7 @@ impl Store for SqlStore {
         .await;
         if let Err(e) = inserted {
             return Err(if is_unique_violation(&e) {
-                StoreError::Conflict(format!(
-                    "a customer with external_id {:?} already exists",
-                    new.external_id
-                ))
+                StoreError::CustomerExists(new.external_id.clone())
             } else {
                 e.into()
             });
@@ -674,10 +676,10 @@ impl Store for SqlStore {
             .fetch_optional(&mut *w.tx)
             .await?;
         if dup.is_some() {
-            return Err(StoreError::Conflict(format!(
-                "deposit {} of {} was already credited",
-                new.reference, new.asset
-            )));
+            return Err(StoreError::DepositAlreadyCredited {
+                asset: new.asset.to_string(),
+                reference: new.reference.clone(),
+            });
         }
         let entry = JournalEntry::deposit(new.entry_id, new.customer_id, &new.asset, new.amount)?;
         let subject = format!("deposit/{}", new.id);

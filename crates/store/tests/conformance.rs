@@ -207,7 +207,7 @@ async fn customers_are_created_once(store: Arc<SqlStore>) {
             NewCustomer { id: Uuid::new_v4(), external_id: "user-1".into() },
         )
         .await;
-    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert!(matches!(again, Err(StoreError::CustomerExists(_))), "{again:?}");
     assert!(matches!(store.get_customer(Uuid::new_v4()).await, Err(StoreError::NotFound { .. })));
     assert_eq!(audit_len(&store).await, 1);
     assert_intact(&store).await;
@@ -226,7 +226,7 @@ async fn deposits_credit_available_once(store: Arc<SqlStore>) {
         reference: d.reference.clone(),
     };
     let r = store.credit_deposit(&ctx(env().now()), None, dup).await;
-    assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
+    assert!(matches!(r, Err(StoreError::DepositAlreadyCredited { .. })), "{r:?}");
     let ghost = NewDeposit {
         id: Uuid::new_v4(),
         entry_id: Uuid::new_v4(),
@@ -490,6 +490,7 @@ async fn audit_chain_verifies_and_catches_tampering(store: Arc<SqlStore>) {
     let c = customer(&store, "u").await;
     deposit(&store, c, 10u128.pow(18)).await;
     let w = store.request_withdrawal(&ctx(env().now()), None, plan(c, "0.1")).await.unwrap();
+    store.ping().await.unwrap();
     let report = verify_audit(store.as_ref()).await.unwrap();
     assert!(report.is_intact(), "{report:?}");
     assert_eq!(report.records, 3);

@@ -1,0 +1,263 @@
+//! `strongroom bench ingest`: withdrawal-request ingestion over HTTPS on PostgreSQL,
+//! measured beside `pgbench`'s TPC-B-like run on the same server in the same run.
+//!
+//! Each ingested request is the real path: TLS 1.3, token check, JSON validation, intent
+//! hashing, then one PostgreSQL transaction holding the reservation, the withdrawal, the
+//! journal entry, the audit record and the idempotency key.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Subcommand;
+use sqlx::Executor;
+use strongroom_core::withdrawal::WithdrawalRules;
+use strongroom_core::{new_id, Env};
+use strongroom_crypto::generate_token;
+use strongroom_server::{pki::DevPki, tls, AppState};
+use strongroom_store::{NewApiToken, NewCustomer, NewDeposit, Role, SqlStore, Store, WriteCtx};
+use strongroom_units::{Amount, AssetRegistry, AssetSymbol};
+
+use crate::sysenv::SystemEnv;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Withdrawal ingestion vs. pgbench TPC-B on the same PostgreSQL server.
+    Ingest {
+        /// A PostgreSQL server URL whose user may create databases; the benchmark makes and
+        /// drops its own databases there.
+        #[arg(long, env = "STRONGROOM_BENCH_POSTGRES_URL")]
+        postgres_url: String,
+        /// Concurrent clients, for both runs.
+        #[arg(long, default_value_t = 8)]
+        clients: u32,
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+        /// Skip pgbench (for a quick look).
+        #[arg(long)]
+        no_pgbench: bool,
+        /// Write the figures as JSON here too.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+}
+
+pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        BenchCommand::Ingest { postgres_url, clients, seconds, no_pgbench, json } => {
+            let ingest = ingest(&postgres_url, clients, seconds).await?;
+            println!("withdrawal ingestion: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({} requests, {} errors, {clients} clients, {seconds} s)",
+                ingest.tps, ingest.p50_ms, ingest.p99_ms, ingest.ok, ingest.errors);
+            let pg = if no_pgbench {
+                None
+            } else {
+                Some(pgbench(&postgres_url, clients, seconds).await?)
+            };
+            if let Some(pg) = &pg {
+                println!("pgbench TPC-B (scale 1, {clients} clients): {:.0} tps, average latency {:.2} ms", pg.tps, pg.latency_avg_ms);
+                println!(
+                    "ratio ingest/pgbench: {:.2} (aim >= 0.50); ingest p99 {:.2} ms (aim < 20 ms)",
+                    ingest.tps / pg.tps,
+                    ingest.p99_ms
+                );
+            }
+            if let Some(path) = json {
+                let doc = serde_json::json!({
+                    "clients": clients, "seconds": seconds,
+                    "ingest": { "tps": ingest.tps, "p50_ms": ingest.p50_ms, "p99_ms": ingest.p99_ms, "ok": ingest.ok, "errors": ingest.errors },
+                    "pgbench": pg.as_ref().map(|p| serde_json::json!({ "tps": p.tps, "latency_avg_ms": p.latency_avg_ms })),
+                    "ratio": pg.as_ref().map(|p| ingest.tps / p.tps),
+                });
+                std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
+            }
+            Ok(if ingest.errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}
+
+struct IngestResult {
+    tps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    ok: u64,
+    errors: u64,
+}
+
+struct PgbenchResult {
+    tps: f64,
+    latency_avg_ms: f64,
+}
+
+fn with_db(url: &str, db: &str) -> String {
+    let (head, query) = match url.split_once('?') {
+        Some((h, q)) => (h, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = head.find("://").map_or(0, |i| i + 3);
+    let base = match head[scheme_end..].find('/') {
+        Some(i) => &head[..scheme_end + i],
+        None => head,
+    };
+    format!("{base}/{db}{query}")
+}
+
+async fn fresh_db(url: &str, name: &str) -> anyhow::Result<String> {
+    sqlx::any::install_default_drivers();
+    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(url)
+        .await
+        .context("connecting to PostgreSQL")?;
+    admin.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await?;
+    admin.execute(format!("CREATE DATABASE {name}").as_str()).await?;
+    Ok(with_db(url, name))
+}
+
+async fn ingest(url: &str, clients: u32, seconds: u64) -> anyhow::Result<IngestResult> {
+    let env = Arc::new(SystemEnv::new());
+    let db_url = fresh_db(url, "strongroom_bench_ingest").await?;
+    let store = Arc::new(
+        SqlStore::connect(&db_url, strongroom_store::sql_options(clients.max(4) * 2)).await?,
+    );
+    store.migrate().await?;
+
+    let ctx = WriteCtx { actor: "bench".into(), now: env.now(), request_id: None };
+    let token = generate_token(env.as_ref());
+    store
+        .create_token(
+            &ctx,
+            NewApiToken {
+                id: token.id.clone(),
+                name: "bench".into(),
+                role: Role::Service,
+                token_hash: token.hash.clone(),
+            },
+        )
+        .await?;
+    let eth = AssetSymbol::parse("ETH")?;
+    let mut customers = Vec::new();
+    for i in 0..clients {
+        let id = new_id(env.as_ref());
+        store
+            .create_customer(&ctx, None, NewCustomer { id, external_id: format!("bench-{i}") })
+            .await?;
+        let amount = Amount::from_base_units(10u128.pow(30))?;
+        store
+            .credit_deposit(
+                &ctx,
+                None,
+                NewDeposit {
+                    id: new_id(env.as_ref()),
+                    entry_id: new_id(env.as_ref()),
+                    customer_id: id,
+                    asset: eth.clone(),
+                    amount,
+                    reference: format!("bench-{i}"),
+                },
+            )
+            .await?;
+        customers.push(id);
+    }
+
+    let dir = tempfile::tempdir()?;
+    let pki = DevPki::in_dir(dir.path());
+    pki.ensure(&["localhost".into()], env.now())?;
+    let tls_config = tls::server_config(&pki.server_cert, &pki.server_key)?;
+    let state =
+        AppState::new(store.clone(), env.clone(), AssetRegistry::dev(), WithdrawalRules::default());
+    let (app, _) = strongroom_server::app(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let running = tls::serve(listener, tls_config, app)?;
+    let base = format!("https://localhost:{}", running.addr.port());
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca_cert)?)?;
+
+    let measure_from = env.monotonic() + Duration::from_secs(2);
+    let until = measure_from + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for (i, customer) in customers.into_iter().enumerate() {
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca.clone())
+            .min_tls_version(reqwest::tls::Version::TLS_1_3)
+            .resolve("localhost", running.addr)
+            .build()?;
+        let env = env.clone();
+        let url = format!("{base}/v1/withdrawals");
+        let auth = format!("Bearer {}", token.token.expose_secret());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0u64;
+            let mut n = 0u64;
+            loop {
+                let t0 = env.monotonic();
+                if t0 >= until {
+                    break;
+                }
+                n += 1;
+                let body = serde_json::json!({ "customer_id": customer, "asset": "ETH", "destination": "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed", "amount": "0.001" });
+                let r = client.post(&url).header("authorization", &auth).header("idempotency-key", format!("bench-{i}-{n}")).json(&body).send().await;
+                let ok = matches!(&r, Ok(resp) if resp.status() == reqwest::StatusCode::CREATED);
+                let t1 = env.monotonic();
+                if t0 >= measure_from && t1 <= until {
+                    if ok {
+                        latencies.push(t1.saturating_sub(t0));
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await?;
+        all.extend(l);
+        errors += e;
+    }
+    running.shutdown().await;
+    store.close().await;
+    all.sort();
+    let pct = |p: f64| -> f64 {
+        let idx = ((all.len() as f64 - 1.0) * p).round() as usize;
+        all.get(idx).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    Ok(IngestResult {
+        tps: all.len() as f64 / seconds as f64,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        ok: all.len() as u64,
+        errors,
+    })
+}
+
+async fn pgbench(url: &str, clients: u32, seconds: u64) -> anyhow::Result<PgbenchResult> {
+    let db_url = fresh_db(url, "strongroom_bench_pgbench").await?;
+    let init = tokio::process::Command::new("pgbench")
+        .args(["-i", "-s", "1", "-q", &db_url])
+        .output()
+        .await
+        .context("running pgbench (install postgresql-contrib or postgresql-client)")?;
+    if !init.status.success() {
+        anyhow::bail!("pgbench -i failed: {}", String::from_utf8_lossy(&init.stderr));
+    }
+    let jobs = clients.min(2).to_string();
+    let out = tokio::process::Command::new("pgbench")
+        .args(["-c", &clients.to_string(), "-j", &jobs, "-T", &seconds.to_string(), &db_url])
+        .output()
+        .await?;
+    if !out.status.success() {
+        anyhow::bail!("pgbench failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let number_after = |prefix: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+    };
+    let tps = number_after("tps = ").context("no tps in pgbench output")?;
+    let latency_avg_ms = number_after("latency average = ").unwrap_or(0.0);
+    Ok(PgbenchResult { tps, latency_avg_ms })
+}

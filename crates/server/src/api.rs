@@ -1,0 +1,667 @@
+//! Routes, request and response bodies, and the OpenAPI document built from the same route
+//! table, so the document cannot drift from what is served.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::Json;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use strongroom_core::new_id;
+use strongroom_core::withdrawal::{
+    plan_withdrawal, Withdrawal, WithdrawalRequest, WithdrawalState,
+};
+use strongroom_store::{
+    Balance, Customer, Deposit, Idempotency, LedgerLine, NewCustomer, NewDeposit, Role,
+    WithdrawalFilter, WriteCtx, MAX_IDEMPOTENCY_KEY_LEN,
+};
+use strongroom_units::Amount;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::auth::Principal;
+use crate::error::{amount_error, ApiError, ErrorBody};
+use crate::{AppState, RequestId};
+
+const WRITERS: &[Role] = &[Role::Operator, Role::Service];
+const READERS: &[Role] = &[Role::Operator, Role::Service, Role::Auditor];
+const OPERATORS: &[Role] = &[Role::Operator];
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Strongroom API",
+        description = "Custody ledger, deposits and withdrawals. All amounts are strings of integer base units (wei, satoshi) unless a field says `_decimal`. Every POST needs an `Idempotency-Key` header.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "system", description = "Health, metrics, this document"),
+        (name = "customers", description = "Customer accounts, balances and ledger"),
+        (name = "deposits", description = "Crediting deposits (operators only)"),
+        (name = "withdrawals", description = "Withdrawal requests and their lifecycle"),
+    )
+)]
+#[derive(Debug)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("srt_<id>_<secret>")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Every route, with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(metrics))
+        .routes(routes!(list_assets))
+        .routes(routes!(create_customer))
+        .routes(routes!(get_customer))
+        .routes(routes!(get_balances))
+        .routes(routes!(get_ledger))
+        .routes(routes!(credit_deposit))
+        .routes(routes!(list_withdrawals, create_withdrawal))
+        .routes(routes!(get_withdrawal))
+        .routes(routes!(cancel_withdrawal))
+}
+
+// ---------- bodies ----------
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthView {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+    #[schema(example = "sqlite")]
+    pub database: &'static str,
+    pub version: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AssetView {
+    pub symbol: String,
+    /// CAIP-2 chain id.
+    pub chain: String,
+    pub decimals: u8,
+    pub contract: Option<String>,
+    pub min_withdrawal: String,
+    pub min_withdrawal_decimal: String,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCustomer {
+    /// The exchange's own id for this customer; unique.
+    #[schema(example = "user-42")]
+    pub external_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CustomerView {
+    pub id: Uuid,
+    pub external_id: String,
+    pub created_at_ms: i64,
+}
+
+impl From<Customer> for CustomerView {
+    fn from(c: Customer) -> Self {
+        CustomerView { id: c.id, external_id: c.external_id, created_at_ms: c.created_at.unix_ms() }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BalanceView {
+    pub asset: String,
+    /// Base units.
+    pub available: String,
+    /// Base units reserved by withdrawals in flight.
+    pub pending: String,
+    pub available_decimal: String,
+    pub pending_decimal: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LedgerLineView {
+    pub entry_id: Uuid,
+    pub kind: String,
+    pub reference: String,
+    pub account: String,
+    pub asset: String,
+    pub side: String,
+    pub amount: String,
+    pub balance_after: String,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreditDeposit {
+    pub customer_id: Uuid,
+    #[schema(example = "ETH")]
+    pub asset: String,
+    /// Decimal amount in the asset's units.
+    #[schema(example = "1.5")]
+    pub amount: String,
+    /// Chain reference (transaction id and output); each is credited once per asset.
+    #[schema(example = "0x5e1f…:0")]
+    pub reference: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DepositView {
+    pub id: Uuid,
+    pub customer_id: Uuid,
+    pub asset: String,
+    pub amount: String,
+    pub reference: String,
+    pub created_at_ms: i64,
+}
+
+impl From<Deposit> for DepositView {
+    fn from(d: Deposit) -> Self {
+        DepositView {
+            id: d.id,
+            customer_id: d.customer_id,
+            asset: d.asset.to_string(),
+            amount: d.amount.to_string(),
+            reference: d.reference,
+            created_at_ms: d.created_at.unix_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWithdrawal {
+    pub customer_id: Uuid,
+    #[schema(example = "ETH")]
+    pub asset: String,
+    #[schema(example = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed")]
+    pub destination: String,
+    /// Decimal amount in the asset's units: "0.1" ETH is 10^17 wei.
+    #[schema(example = "0.1")]
+    pub amount: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WithdrawalView {
+    pub id: Uuid,
+    pub customer_id: Uuid,
+    #[schema(example = "reserved")]
+    pub state: String,
+    pub asset: String,
+    pub chain: String,
+    pub source_wallet: String,
+    pub destination: String,
+    /// Base units.
+    pub amount: String,
+    pub amount_decimal: String,
+    /// Most the network fee may be, in base units of the chain's fee asset.
+    pub fee_cap: String,
+    pub expires_at_ms: i64,
+    /// Hex SHA-256 tagged hash of the canonical intent: what approvers sign.
+    pub intent_hash: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+impl From<&Withdrawal> for WithdrawalView {
+    fn from(w: &Withdrawal) -> Self {
+        let i = &w.intent;
+        WithdrawalView {
+            id: w.id,
+            customer_id: w.customer_id,
+            state: w.state.as_str().into(),
+            asset: i.asset.symbol.to_string(),
+            chain: i.chain.to_string(),
+            source_wallet: i.source_wallet.as_str().into(),
+            destination: i.destination.to_string(),
+            amount: i.amount.to_string(),
+            amount_decimal: i.amount.format_decimal(i.asset.decimals).unwrap_or_default(),
+            fee_cap: i.fee_cap.to_string(),
+            expires_at_ms: i.expires_at.unix_ms(),
+            intent_hash: w.intent_hash.clone(),
+            created_at_ms: w.created_at.unix_ms(),
+            updated_at_ms: w.updated_at.unix_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListWithdrawalsQuery {
+    pub customer_id: Option<Uuid>,
+    /// `reserved`, `cancelled` or `settled`.
+    pub state: Option<String>,
+    /// 1 to 1000; default 100.
+    pub limit: Option<u32>,
+}
+
+/// No fields.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmptyBody {}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LimitQuery {
+    /// 1 to 1000; default 100.
+    pub limit: Option<u32>,
+}
+
+// ---------- helpers ----------
+
+fn path_id(p: Result<Path<Uuid>, PathRejection>) -> Result<Uuid, ApiError> {
+    p.map(|Path(id)| id)
+        .map_err(|e| ApiError::bad_request("invalid_id", format!("path id: {}", e.body_text())))
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t).map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+}
+
+/// What every POST carries: a JSON body and an idempotency key scoped to the caller.
+struct WriteRequest<T> {
+    body: T,
+    idem: Idempotency,
+}
+
+fn write_request<T: DeserializeOwned>(
+    principal: &Principal,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<WriteRequest<T>, ApiError> {
+    if let Some(ct) = headers.get(axum::http::header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or_default();
+        if !ct.starts_with("application/json") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send Content-Type: application/json",
+            ));
+        }
+    }
+    let key = headers
+        .get("idempotency-key")
+        .ok_or_else(|| ApiError::bad_request("idempotency_key_required", "every POST needs an Idempotency-Key header"))?
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| ApiError::bad_request("idempotency_key_invalid", format!("Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters")))?;
+    let bytes = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("bodies are limited to {MAX_BODY_BYTES} bytes"),
+            )
+        } else {
+            ApiError::bad_request("invalid_body", e.body_text())
+        }
+    })?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request("malformed_json", format!("body is not valid JSON: {e}"))
+    })?;
+    // The request hash covers the parsed body (object keys sorted), so whitespace and key
+    // order do not make a retry look different.
+    let mut h = Sha256::new();
+    h.update(method.as_str());
+    h.update([0]);
+    h.update(path);
+    h.update([0]);
+    h.update(value.to_string());
+    let request_hash = hex::encode(h.finalize());
+    let body: T = serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+    Ok(WriteRequest {
+        body,
+        idem: Idempotency { principal: principal.actor(), key: key.to_owned(), request_hash },
+    })
+}
+
+fn ctx(state: &AppState, principal: &Principal, rid: &RequestId) -> WriteCtx {
+    WriteCtx { actor: principal.actor(), now: state.env().now(), request_id: Some(rid.0.clone()) }
+}
+
+fn balance_view(state: &AppState, b: Balance) -> BalanceView {
+    let decimals = state.registry().get(b.asset.as_str()).map(|a| a.decimals).unwrap_or(0);
+    let fmt = |a: Amount| a.format_decimal(decimals).unwrap_or_default();
+    BalanceView {
+        asset: b.asset.to_string(),
+        available: b.available.to_string(),
+        pending: b.pending.to_string(),
+        available_decimal: fmt(b.available),
+        pending_decimal: fmt(b.pending),
+    }
+}
+
+// ---------- handlers ----------
+
+/// Liveness and database reachability.
+#[utoipa::path(get, path = "/v1/health", tag = "system",
+    responses((status = 200, body = HealthView), (status = 503, body = ErrorBody)))]
+async fn health(State(state): State<AppState>) -> Result<Json<HealthView>, ApiError> {
+    state.store().ping().await.map_err(|e| ApiError::unavailable(e.to_string()))?;
+    Ok(Json(HealthView {
+        status: "ok",
+        database: state.store().backend().name(),
+        version: env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+/// Prometheus metrics (text format). Needs a token of any role.
+#[utoipa::path(get, path = "/metrics", tag = "system", security(("token" = [])),
+    responses((status = 200, content_type = "text/plain", body = String), (status = 401, body = ErrorBody)))]
+async fn metrics(
+    State(state): State<AppState>,
+    _p: Principal,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics().render(),
+    )
+}
+
+/// The assets this deployment handles.
+#[utoipa::path(get, path = "/v1/assets", tag = "system", security(("token" = [])),
+    responses((status = 200, body = Vec<AssetView>), (status = 401, body = ErrorBody)))]
+async fn list_assets(
+    State(state): State<AppState>,
+    p: Principal,
+) -> Result<Json<Vec<AssetView>>, ApiError> {
+    p.require(READERS)?;
+    let assets = state
+        .registry()
+        .iter()
+        .map(|a| AssetView {
+            symbol: a.symbol.to_string(),
+            chain: a.chain.to_string(),
+            decimals: a.decimals,
+            contract: a.contract.as_ref().map(|c| c.to_string()),
+            min_withdrawal: a.min_withdrawal.to_string(),
+            min_withdrawal_decimal: a.min_withdrawal.format_decimal(a.decimals).unwrap_or_default(),
+        })
+        .collect();
+    Ok(Json(assets))
+}
+
+/// Create a customer account.
+#[utoipa::path(post, path = "/v1/customers", tag = "customers", security(("token" = [])),
+    params(("Idempotency-Key" = String, Header, description = "Unique per request; a retry with the same key returns the first result")),
+    request_body = CreateCustomer,
+    responses((status = 201, body = CustomerView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_customer(
+    State(state): State<AppState>,
+    p: Principal,
+    rid: RequestId,
+    method: Method,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<CustomerView>), ApiError> {
+    p.require(WRITERS)?;
+    let req: WriteRequest<CreateCustomer> =
+        write_request(&p, &method, "/v1/customers", &headers, body)?;
+    let ext = req.body.external_id.trim();
+    if ext.is_empty() || ext.len() > 128 || ext != req.body.external_id {
+        return Err(ApiError::bad_request(
+            "invalid_external_id",
+            "external_id must be 1-128 characters without surrounding spaces",
+        ));
+    }
+    let new = NewCustomer { id: new_id(state.env().as_ref()), external_id: req.body.external_id };
+    let c = state.store().create_customer(&ctx(&state, &p, &rid), Some(&req.idem), new).await?;
+    Ok((StatusCode::CREATED, Json(c.into())))
+}
+
+/// Get a customer.
+#[utoipa::path(get, path = "/v1/customers/{id}", tag = "customers", security(("token" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = CustomerView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_customer(
+    State(state): State<AppState>,
+    p: Principal,
+    id: Result<Path<Uuid>, PathRejection>,
+) -> Result<Json<CustomerView>, ApiError> {
+    p.require(READERS)?;
+    Ok(Json(state.store().get_customer(path_id(id)?).await?.into()))
+}
+
+/// A customer's balances per asset.
+#[utoipa::path(get, path = "/v1/customers/{id}/balances", tag = "customers", security(("token" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Vec<BalanceView>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_balances(
+    State(state): State<AppState>,
+    p: Principal,
+    id: Result<Path<Uuid>, PathRejection>,
+) -> Result<Json<Vec<BalanceView>>, ApiError> {
+    p.require(READERS)?;
+    let balances = state.store().balances(path_id(id)?).await?;
+    Ok(Json(balances.into_iter().map(|b| balance_view(&state, b)).collect()))
+}
+
+/// A customer's ledger postings, newest first.
+#[utoipa::path(get, path = "/v1/customers/{id}/ledger", tag = "customers", security(("token" = [])),
+    params(("id" = Uuid, Path), LimitQuery),
+    responses((status = 200, body = Vec<LedgerLineView>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_ledger(
+    State(state): State<AppState>,
+    p: Principal,
+    id: Result<Path<Uuid>, PathRejection>,
+    q: Result<Query<LimitQuery>, QueryRejection>,
+) -> Result<Json<Vec<LedgerLineView>>, ApiError> {
+    p.require(READERS)?;
+    let id = path_id(id)?;
+    let limit = query(q)?.limit.unwrap_or(100);
+    let lines: Vec<LedgerLine> = state.store().ledger_lines(id, limit).await?;
+    Ok(Json(
+        lines
+            .into_iter()
+            .map(|l| LedgerLineView {
+                entry_id: l.entry_id,
+                kind: l.kind,
+                reference: l.reference,
+                account: l.account,
+                asset: l.asset.to_string(),
+                side: l.side,
+                amount: l.amount.to_string(),
+                balance_after: l.balance_after.to_string(),
+                created_at_ms: l.created_at.unix_ms(),
+            })
+            .collect(),
+    ))
+}
+
+/// Credit a confirmed deposit to a customer. Operators only, until chain watchers credit
+/// deposits themselves.
+#[utoipa::path(post, path = "/v1/deposits", tag = "deposits", security(("token" = [])),
+    params(("Idempotency-Key" = String, Header)),
+    request_body = CreditDeposit,
+    responses((status = 201, body = DepositView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn credit_deposit(
+    State(state): State<AppState>,
+    p: Principal,
+    rid: RequestId,
+    method: Method,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<DepositView>), ApiError> {
+    p.require(OPERATORS)?;
+    let req: WriteRequest<CreditDeposit> =
+        write_request(&p, &method, "/v1/deposits", &headers, body)?;
+    let asset = state
+        .registry()
+        .get(&req.body.asset)
+        .map_err(|e| ApiError::bad_request("unknown_asset", e.to_string()))?;
+    let amount = asset.parse_amount(&req.body.amount).map_err(|e| amount_error(&e))?;
+    if amount.is_zero() {
+        return Err(ApiError::bad_request("zero_amount", "amount must be above zero"));
+    }
+    let reference = req.body.reference.trim();
+    if reference.is_empty() || reference.len() > 200 {
+        return Err(ApiError::bad_request(
+            "invalid_reference",
+            "reference must be 1-200 characters",
+        ));
+    }
+    let env = state.env();
+    let new = NewDeposit {
+        id: new_id(env.as_ref()),
+        entry_id: new_id(env.as_ref()),
+        customer_id: req.body.customer_id,
+        asset: asset.symbol.clone(),
+        amount,
+        reference: reference.to_owned(),
+    };
+    let d = state.store().credit_deposit(&ctx(&state, &p, &rid), Some(&req.idem), new).await?;
+    state
+        .metrics()
+        .deposits_credited
+        .get_or_create(&crate::metrics::AssetLabels { asset: d.asset.to_string() })
+        .inc();
+    Ok((StatusCode::CREATED, Json(d.into())))
+}
+
+/// Request a withdrawal. Validates the amount and destination, builds the intent, and
+/// reserves the funds (available -> pending) in the same transaction as the record.
+#[utoipa::path(post, path = "/v1/withdrawals", tag = "withdrawals", security(("token" = [])),
+    params(("Idempotency-Key" = String, Header)),
+    request_body = CreateWithdrawal,
+    responses((status = 201, body = WithdrawalView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_withdrawal(
+    State(state): State<AppState>,
+    p: Principal,
+    rid: RequestId,
+    method: Method,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<WithdrawalView>), ApiError> {
+    p.require(WRITERS)?;
+    let req: WriteRequest<CreateWithdrawal> =
+        write_request(&p, &method, "/v1/withdrawals", &headers, body)?;
+    let env = state.env();
+    let request = WithdrawalRequest {
+        customer_id: req.body.customer_id,
+        asset: req.body.asset,
+        destination: req.body.destination,
+        amount: req.body.amount,
+    };
+    let planned = plan_withdrawal(
+        state.registry(),
+        state.rules(),
+        &request,
+        new_id(env.as_ref()),
+        new_id(env.as_ref()),
+        env.now(),
+    )?;
+    let w =
+        state.store().request_withdrawal(&ctx(&state, &p, &rid), Some(&req.idem), planned).await?;
+    state
+        .metrics()
+        .withdrawals_requested
+        .get_or_create(&crate::metrics::AssetLabels { asset: w.intent.asset.symbol.to_string() })
+        .inc();
+    Ok((StatusCode::CREATED, Json((&w).into())))
+}
+
+/// List withdrawals, newest first.
+#[utoipa::path(get, path = "/v1/withdrawals", tag = "withdrawals", security(("token" = [])),
+    params(ListWithdrawalsQuery),
+    responses((status = 200, body = Vec<WithdrawalView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn list_withdrawals(
+    State(state): State<AppState>,
+    p: Principal,
+    q: Result<Query<ListWithdrawalsQuery>, QueryRejection>,
+) -> Result<Json<Vec<WithdrawalView>>, ApiError> {
+    p.require(READERS)?;
+    let q = query(q)?;
+    let state_filter = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(WithdrawalState::parse(s).ok_or_else(|| {
+            ApiError::bad_request("invalid_query", format!("unknown state {s:?}"))
+        })?),
+    };
+    let filter = WithdrawalFilter {
+        customer_id: q.customer_id,
+        state: state_filter,
+        limit: q.limit.unwrap_or(100),
+    };
+    let list = state.store().list_withdrawals(&filter).await?;
+    Ok(Json(list.iter().map(WithdrawalView::from).collect()))
+}
+
+/// Get a withdrawal.
+#[utoipa::path(get, path = "/v1/withdrawals/{id}", tag = "withdrawals", security(("token" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = WithdrawalView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_withdrawal(
+    State(state): State<AppState>,
+    p: Principal,
+    id: Result<Path<Uuid>, PathRejection>,
+) -> Result<Json<WithdrawalView>, ApiError> {
+    p.require(READERS)?;
+    Ok(Json((&state.store().get_withdrawal(path_id(id)?).await?).into()))
+}
+
+/// Cancel a reserved withdrawal: its funds return to available.
+#[utoipa::path(post, path = "/v1/withdrawals/{id}/cancel", tag = "withdrawals", security(("token" = [])),
+    params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)),
+    request_body(content = EmptyBody, description = "Optional: no body, or `{}`"),
+    responses((status = 200, body = WithdrawalView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn cancel_withdrawal(
+    State(state): State<AppState>,
+    p: Principal,
+    rid: RequestId,
+    id: Result<Path<Uuid>, PathRejection>,
+    method: Method,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<WithdrawalView>, ApiError> {
+    p.require(WRITERS)?;
+    let id = path_id(id)?;
+    // The body is optional here; an empty one counts as `{}`.
+    let body = match body {
+        Ok(b) if b.is_empty() => Ok(Bytes::from_static(b"{}")),
+        other => other,
+    };
+    let req: WriteRequest<EmptyBody> =
+        write_request(&p, &method, &format!("/v1/withdrawals/{id}/cancel"), &headers, body)?;
+    let w = state
+        .store()
+        .transition_withdrawal(
+            &ctx(&state, &p, &rid),
+            Some(&req.idem),
+            id,
+            WithdrawalState::Cancelled,
+            new_id(state.env().as_ref()),
+        )
+        .await?;
+    Ok(Json((&w).into()))
+}
