@@ -1,0 +1,607 @@
+//! The API over real HTTPS against a real database: TLS versions, authentication and
+//! roles for every documented route, the withdrawal flow, and every kind of bad input.
+//! One test binary, per the house style.
+#![allow(clippy::disallowed_methods)]
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use strongroom_core::withdrawal::WithdrawalRules;
+use strongroom_core::{Env, Timestamp};
+use strongroom_crypto::generate_token;
+use strongroom_server::{pki::DevPki, tls, AppState};
+use strongroom_store::{NewApiToken, Role, SqlStore, Store, WriteCtx};
+use strongroom_units::AssetRegistry;
+
+const DEST: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+
+/// The real clock and OS randomness (tests may read them; library crates may not).
+#[derive(Debug)]
+struct TestEnv(std::time::Instant);
+impl Env for TestEnv {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_unix_ms(
+            SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+        )
+    }
+    fn monotonic(&self) -> std::time::Duration {
+        self.0.elapsed()
+    }
+    fn fill_random(&self, buf: &mut [u8]) {
+        getrandom(buf)
+    }
+}
+
+fn getrandom(buf: &mut [u8]) {
+    let mut f = std::fs::File::open("/dev/urandom").unwrap();
+    std::io::Read::read_exact(&mut f, buf).unwrap();
+}
+
+/// Every log line of this test binary, to check that no secret is ever logged.
+fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter("debug")
+            .with_writer(move || LogWriter(writer.clone()))
+            .try_init();
+        buf
+    })
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Server {
+    base: String,
+    client: reqwest::Client,
+    ca_pem: Vec<u8>,
+    addr: std::net::SocketAddr,
+    tokens: Vec<(Role, String)>,
+    store: Arc<SqlStore>,
+    running: Option<tls::Running>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start(database_url: Option<String>) -> Server {
+        logs();
+        let env = Arc::new(TestEnv(std::time::Instant::now()));
+        let dir = tempfile::tempdir().unwrap();
+        let url = database_url
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display()));
+        let store = Arc::new(SqlStore::connect(&url, Default::default()).await.unwrap());
+        store.migrate().await.unwrap();
+        let ctx = WriteCtx { actor: "test".into(), now: env.now(), request_id: None };
+        let mut tokens = Vec::new();
+        for role in [Role::Operator, Role::Service, Role::Auditor] {
+            let t = generate_token(env.as_ref());
+            store
+                .create_token(
+                    &ctx,
+                    NewApiToken {
+                        id: t.id.clone(),
+                        name: role.as_str().into(),
+                        role,
+                        token_hash: t.hash.clone(),
+                    },
+                )
+                .await
+                .unwrap();
+            tokens.push((role, t.token.expose_secret().to_owned()));
+        }
+        let pki = DevPki::in_dir(&dir.path().join("tls"));
+        assert!(pki.ensure(&["localhost".into()], env.now()).unwrap());
+        assert!(
+            !pki.ensure(&["localhost".into()], env.now()).unwrap(),
+            "second start reuses the PKI"
+        );
+        let config = tls::server_config(&pki.server_cert, &pki.server_key).unwrap();
+        let state =
+            AppState::new(store.clone(), env, AssetRegistry::dev(), WithdrawalRules::default());
+        let (app, _) = strongroom_server::app(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let running = tls::serve(listener, config, app).unwrap();
+        let ca_pem = std::fs::read(&pki.ca_cert).unwrap();
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca_pem).unwrap())
+            .resolve("localhost", running.addr)
+            .build()
+            .unwrap();
+        Server {
+            base: format!("https://localhost:{}", running.addr.port()),
+            client,
+            ca_pem,
+            addr: running.addr,
+            tokens,
+            store,
+            running: Some(running),
+            _dir: dir,
+        }
+    }
+
+    fn token(&self, role: Role) -> &str {
+        &self.tokens.iter().find(|(r, _)| *r == role).unwrap().1
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        role: Option<Role>,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+        let mut req = self.client.request(method.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(role) = role {
+            req = req.bearer_auth(self.token(role));
+        }
+        if let Some(key) = key {
+            req = req.header("idempotency-key", key);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value, headers)
+    }
+
+    async fn post(&self, path: &str, key: &str, body: Value) -> (StatusCode, Value) {
+        let (s, v, _) = self.call("POST", path, Some(Role::Operator), Some(key), Some(body)).await;
+        (s, v)
+    }
+
+    async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+        self.store.close().await;
+    }
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<no code>")
+}
+
+async fn tls_handshake(
+    addr: std::net::SocketAddr,
+    ca_pem: &[u8],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<(), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.map(|_| ()).map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_tls13_clients_are_served() {
+    let s = Server::start(None).await;
+    tls_handshake(s.addr, &s.ca_pem, &[&rustls::version::TLS13]).await.unwrap();
+    let refused = tls_handshake(s.addr, &s.ca_pem, &[&rustls::version::TLS12]).await;
+    let err = refused.expect_err("a TLS 1.2 client must be refused");
+    assert!(
+        err.to_lowercase().contains("protocolversion")
+            || err.to_lowercase().contains("protocol version"),
+        "{err}"
+    );
+    // Plain HTTP on the TLS port gets nothing.
+    let plain = reqwest::Client::new().get(format!("http://{}/v1/health", s.addr)).send().await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+    let (st, body, _) = s.call("GET", "/v1/health", None, None, None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(body["database"], "sqlite");
+    s.stop().await;
+}
+
+/// Every operation in the served OpenAPI document refuses anonymous callers and wrong
+/// roles. New routes join this test automatically.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_route_enforces_authentication_and_roles() {
+    let s = Server::start(None).await;
+    let (st, doc, _) = s.call("GET", "/v1/openapi.json", None, None, None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(doc["openapi"].as_str().unwrap().chars().next(), Some('3'));
+    let public = ["/v1/health"];
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        let concrete = path.replace("{id}", "00000000-0000-4000-8000-000000000000");
+        for (method, op) in ops.as_object().unwrap() {
+            let m = method.to_uppercase();
+            let body = (m == "POST").then(|| json!({}));
+            let (st, v, headers) = s.call(&m, &concrete, None, Some("k"), body.clone()).await;
+            if public.contains(&path.as_str()) {
+                assert!(op.get("security").is_none(), "{path} is public and documented as such");
+                continue;
+            }
+            assert!(op.get("security").is_some(), "{m} {path} must document its security");
+            assert_eq!(st, StatusCode::UNAUTHORIZED, "anonymous {m} {path}");
+            assert_eq!(code(&v), "unauthorized");
+            assert_eq!(headers.get("www-authenticate").unwrap(), "Bearer");
+            // A syntactically valid but unknown token, and a garbage one.
+            for bad in ["srt_0000000000000000_0000000000000000000000000000000000000000000000000000000000000000", "nonsense"] {
+                let r = s.client.request(m.parse().unwrap(), format!("{}{concrete}", s.base)).bearer_auth(bad).send().await.unwrap();
+                assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{m} {path} with token {bad}");
+            }
+            if m == "POST" {
+                let (st, v, _) =
+                    s.call(&m, &concrete, Some(Role::Auditor), Some("k"), body.clone()).await;
+                assert_eq!(st, StatusCode::FORBIDDEN, "auditor {m} {path}");
+                assert_eq!(code(&v), "forbidden");
+            }
+            if path == "/v1/deposits" {
+                let (st, _, _) = s.call(&m, &concrete, Some(Role::Service), Some("k"), body).await;
+                assert_eq!(st, StatusCode::FORBIDDEN, "service may not credit deposits");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 11, "only {checked} operations checked");
+    // Revoked tokens stop working at once.
+    let ctx = WriteCtx { actor: "test".into(), now: Timestamp::from_unix_ms(1), request_id: None };
+    let id = strongroom_crypto::token_id(s.token(Role::Auditor)).unwrap().to_owned();
+    let (st, _, _) = s.call("GET", "/v1/assets", Some(Role::Auditor), None, None).await;
+    assert_eq!(st, StatusCode::OK);
+    s.store.revoke_token(&ctx, &id).await.unwrap();
+    let (st, _, _) = s.call("GET", "/v1/assets", Some(Role::Auditor), None, None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    s.stop().await;
+}
+
+async fn withdrawal_flow(s: &Server) {
+    let (st, c) = s.post("/v1/customers", "c1", json!({"external_id": "alice"})).await;
+    assert_eq!(st, StatusCode::CREATED, "{c}");
+    let cid = c["id"].as_str().unwrap().to_owned();
+    let (st, d) = s
+        .post(
+            "/v1/deposits",
+            "d1",
+            json!({"customer_id": cid, "asset": "ETH", "amount": "1.5", "reference": "0xfeed:0"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{d}");
+    assert_eq!(d["amount"], "1500000000000000000");
+
+    let req = json!({"customer_id": cid, "asset": "ETH", "destination": DEST, "amount": "0.1"});
+    let (st, w) = s.post("/v1/withdrawals", "w1", req.clone()).await;
+    assert_eq!(st, StatusCode::CREATED, "{w}");
+    assert_eq!(w["amount"], "100000000000000000");
+    assert_eq!(w["state"], "reserved");
+    assert_eq!(w["intent_hash"].as_str().unwrap().len(), 64);
+    // Retried with the same key: the same withdrawal, nothing reserved twice.
+    let (st, again) = s.post("/v1/withdrawals", "w1", req).await;
+    assert_eq!(st, StatusCode::CREATED);
+    assert_eq!(again["id"], w["id"]);
+
+    let (_, b, _) = s
+        .call("GET", &format!("/v1/customers/{cid}/balances"), Some(Role::Auditor), None, None)
+        .await;
+    assert_eq!(
+        b,
+        json!([{"asset": "ETH", "available": "1400000000000000000", "pending": "100000000000000000", "available_decimal": "1.4", "pending_decimal": "0.1"}])
+    );
+    let (_, lines, _) = s
+        .call(
+            "GET",
+            &format!("/v1/customers/{cid}/ledger?limit=10"),
+            Some(Role::Service),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        lines.as_array().unwrap().len(),
+        3,
+        "deposit credit + reservation debit and credit: {lines}"
+    );
+    let wid = w["id"].as_str().unwrap();
+    let (st, got, _) =
+        s.call("GET", &format!("/v1/withdrawals/{wid}"), Some(Role::Auditor), None, None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(got, w);
+    let (_, list, _) = s
+        .call(
+            "GET",
+            &format!("/v1/withdrawals?customer_id={cid}&state=reserved"),
+            Some(Role::Auditor),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    let (st, cancelled, _) = s
+        .call(
+            "POST",
+            &format!("/v1/withdrawals/{wid}/cancel"),
+            Some(Role::Service),
+            Some("x1"),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["state"], "cancelled");
+    let (st, v, _) = s
+        .call(
+            "POST",
+            &format!("/v1/withdrawals/{wid}/cancel"),
+            Some(Role::Service),
+            Some("x2"),
+            None,
+        )
+        .await;
+    assert_eq!((st, code(&v)), (StatusCode::CONFLICT, "invalid_transition"));
+    let (_, b, _) = s
+        .call("GET", &format!("/v1/customers/{cid}/balances"), Some(Role::Auditor), None, None)
+        .await;
+    assert_eq!(b[0]["available"], "1500000000000000000");
+    assert_eq!(b[0]["pending"], "0");
+    let report = strongroom_store::verify_audit(s.store.as_ref()).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.records, 3 + 4, "3 tokens, customer, deposit, withdrawal, cancel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawal_flow_on_sqlite() {
+    let s = Server::start(None).await;
+    withdrawal_flow(&s).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawal_flow_on_postgres() {
+    let Ok(base) = std::env::var("STRONGROOM_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var("STRONGROOM_REQUIRE_POSTGRES").map_or(true, |v| v != "1"),
+            "PostgreSQL required but not configured"
+        );
+        eprintln!("SKIPPED withdrawal_flow_on_postgres: STRONGROOM_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    use sqlx::Executor;
+    sqlx::any::install_default_drivers();
+    let name = format!("sr_api_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&base).await.unwrap();
+    admin.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
+    let url = match base.rsplit_once('/') {
+        Some((head, _)) if head.contains("://") && head.len() > head.find("://").unwrap() + 3 => {
+            format!("{head}/{name}")
+        }
+        _ => format!("{base}/{name}"),
+    };
+    let s = Server::start(Some(url)).await;
+    let (_, h, _) = s.call("GET", "/v1/health", None, None, None).await;
+    assert_eq!(h["database"], "postgres");
+    eprintln!("withdrawal_flow_on_postgres on database {name}");
+    withdrawal_flow(&s).await;
+    s.stop().await;
+    admin.execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_stable_code_and_writes_nothing() {
+    let s = Server::start(None).await;
+    let (_, c) = s.post("/v1/customers", "c1", json!({"external_id": "bob"})).await;
+    let cid = c["id"].as_str().unwrap().to_owned();
+    s.post(
+        "/v1/deposits",
+        "d1",
+        json!({"customer_id": cid, "asset": "ETH", "amount": "1", "reference": "r1"}),
+    )
+    .await;
+    let audit_before = s.store.audit_page(0, 1000).await.unwrap().len();
+
+    let w = |amount: &str, dest: &str, asset: &str| json!({"customer_id": cid, "asset": asset, "destination": dest, "amount": amount});
+    let cases: Vec<(&str, Value, StatusCode, &str)> = vec![
+        ("unknown asset", w("1", DEST, "DOGE"), StatusCode::BAD_REQUEST, "unknown_asset"),
+        ("negative", w("-1", DEST, "ETH"), StatusCode::BAD_REQUEST, "negative_amount"),
+        (
+            "overflow",
+            w("1000000000000000000000000000000000000000", DEST, "ETH"),
+            StatusCode::BAD_REQUEST,
+            "amount_out_of_range",
+        ),
+        (
+            "too many decimals",
+            w("0.0000000000000000001", DEST, "ETH"),
+            StatusCode::BAD_REQUEST,
+            "amount_too_precise",
+        ),
+        (
+            "sub-satoshi",
+            w("0.0000000001", "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080", "BTC"),
+            StatusCode::BAD_REQUEST,
+            "amount_too_precise",
+        ),
+        ("not a number", w("1e3", DEST, "ETH"), StatusCode::BAD_REQUEST, "invalid_amount"),
+        ("zero", w("0", DEST, "ETH"), StatusCode::BAD_REQUEST, "zero_amount"),
+        ("dust", w("0.00000001", DEST, "ETH"), StatusCode::BAD_REQUEST, "below_minimum"),
+        (
+            "bad checksum",
+            w("0.1", "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD", "ETH"),
+            StatusCode::BAD_REQUEST,
+            "invalid_destination",
+        ),
+        (
+            "btc address for eth",
+            w("0.1", "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080", "ETH"),
+            StatusCode::BAD_REQUEST,
+            "invalid_destination",
+        ),
+        (
+            "above available",
+            w("2", DEST, "ETH"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "insufficient_funds",
+        ),
+        (
+            "unknown field",
+            json!({"customer_id": cid, "asset": "ETH", "destination": DEST, "amount": "1", "memo": "x"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            "amount as number",
+            json!({"customer_id": cid, "asset": "ETH", "destination": DEST, "amount": 1}),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            "unknown customer",
+            json!({"customer_id": "00000000-0000-4000-8000-000000000000", "asset": "ETH", "destination": DEST, "amount": "0.1"}),
+            StatusCode::NOT_FOUND,
+            "customer_not_found",
+        ),
+    ];
+    for (i, (what, body, status, expected)) in cases.into_iter().enumerate() {
+        let (st, v) = s.post("/v1/withdrawals", &format!("bad-{i}"), body).await;
+        assert_eq!((st, code(&v)), (status, expected), "{what}: {v}");
+        assert!(v["error"]["request_id"].as_str().is_some_and(|r| !r.is_empty()), "{what}");
+    }
+
+    // Malformed JSON, wrong media type, no key, a huge body.
+    let raw = |body: &'static str, ct: &'static str, key: Option<&'static str>| {
+        let mut r = s
+            .client
+            .post(format!("{}/v1/withdrawals", s.base))
+            .bearer_auth(s.token(Role::Operator))
+            .header("content-type", ct)
+            .body(body);
+        if let Some(k) = key {
+            r = r.header("idempotency-key", k);
+        }
+        r
+    };
+    let r = raw("{\"customer_id\":", "application/json", Some("m1")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(code(&r.json().await.unwrap()), "malformed_json");
+    let r = raw("{}", "text/plain", Some("m2")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let r = raw("{}", "application/json", None).send().await.unwrap();
+    assert_eq!(code(&r.json().await.unwrap()), "idempotency_key_required");
+    let huge: &'static str =
+        Box::leak(format!("{{\"x\":\"{}\"}}", "a".repeat(100_000)).into_boxed_str());
+    let r = raw(huge, "application/json", Some("m3")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(code(&r.json().await.unwrap()), "payload_too_large");
+
+    // The same key with a different body.
+    let ok = w("0.1", DEST, "ETH");
+    assert_eq!(s.post("/v1/withdrawals", "k", ok.clone()).await.0, StatusCode::CREATED);
+    let (st, v) = s.post("/v1/withdrawals", "k", w("0.2", DEST, "ETH")).await;
+    assert_eq!((st, code(&v)), (StatusCode::CONFLICT, "idempotency_conflict"));
+    // Key order and whitespace do not make a retry "different".
+    let r = raw(Box::leak(format!("{{ \"amount\": \"0.1\", \"destination\": \"{DEST}\", \"asset\": \"ETH\", \"customer_id\": \"{cid}\" }}").into_boxed_str()), "application/json", Some("k")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // Nothing but the one good withdrawal was written.
+    assert_eq!(s.store.audit_page(0, 1000).await.unwrap().len(), audit_before + 1);
+    let (_, b, _) = s
+        .call("GET", &format!("/v1/customers/{cid}/balances"), Some(Role::Auditor), None, None)
+        .await;
+    assert_eq!(b[0]["available"], "900000000000000000");
+
+    // Routing errors are JSON too.
+    let (st, v, _) =
+        s.call("GET", "/v1/withdrawals/not-a-uuid", Some(Role::Auditor), None, None).await;
+    assert_eq!((st, code(&v)), (StatusCode::BAD_REQUEST, "invalid_id"));
+    let (st, v, _) = s.call("GET", "/v1/nope", Some(Role::Auditor), None, None).await;
+    assert_eq!((st, code(&v)), (StatusCode::NOT_FOUND, "route_not_found"));
+    let (st, v, _) = s.call("DELETE", "/v1/withdrawals", Some(Role::Auditor), None, None).await;
+    assert_eq!((st, code(&v)), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
+    let (st, v, _) =
+        s.call("GET", "/v1/withdrawals?limit=abc", Some(Role::Auditor), None, None).await;
+    assert_eq!((st, code(&v)), (StatusCode::BAD_REQUEST, "invalid_query"));
+    let (st, v) = s
+        .post(
+            "/v1/deposits",
+            "dup",
+            json!({"customer_id": cid, "asset": "ETH", "amount": "1", "reference": "r1"}),
+        )
+        .await;
+    assert_eq!((st, code(&v)), (StatusCode::CONFLICT, "deposit_already_credited"));
+    let (st, v) = s.post("/v1/customers", "c2", json!({"external_id": "bob"})).await;
+    assert_eq!((st, code(&v)), (StatusCode::CONFLICT, "customer_exists"));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_metrics_and_logs() {
+    let s = Server::start(None).await;
+    let r = s
+        .client
+        .get(format!("{}/v1/withdrawals/x", s.base))
+        .bearer_auth(s.token(Role::Auditor))
+        .header("x-request-id", "trace-abc.123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers().get("x-request-id").unwrap(), "trace-abc.123");
+    assert_eq!(r.headers().get("strict-transport-security").unwrap(), "max-age=31536000");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["request_id"], "trace-abc.123");
+    // An unsafe request id is replaced, not echoed.
+    let r = s
+        .client
+        .get(format!("{}/v1/health", s.base))
+        .header("x-request-id", "a b\"<script>")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.headers().get("x-request-id").unwrap(), "a b\"<script>");
+
+    let (st, text, headers) = s.call("GET", "/metrics", Some(Role::Auditor), None, None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(headers
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let text = text.as_str().unwrap();
+    assert!(text.contains("strongroom_http_requests_total{method=\"GET\",route=\"/v1/withdrawals/{id}\",status=\"400\"} 1"), "{text}");
+    assert!(text.contains("strongroom_api_errors_total{code=\"invalid_id\"} 1"), "{text}");
+    assert!(text.contains("strongroom_http_request_duration_seconds_bucket"));
+
+    // No token ever reaches the log, although every request above was logged.
+    let logged = String::from_utf8(logs().lock().unwrap().clone()).unwrap();
+    assert!(
+        logged.contains("\"request_id\":\"trace-abc.123\""),
+        "requests are logged as JSON with their id"
+    );
+    for (_, token) in &s.tokens {
+        let secret = token.rsplit('_').next().unwrap();
+        assert!(!logged.contains(secret), "a token secret was logged");
+    }
+    s.stop().await;
+}
