@@ -1,5 +1,14 @@
 //! The `strongroom` binary as a user runs it: `dev` comes up, curl talks TLS 1.3 to it and
 //! is refused at TLS 1.2, and `audit verify` notices a row edited in the database.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::print_stdout,
+    clippy::print_stderr
+)] // Test code.
+#![allow(clippy::disallowed_methods)] // A test of a real process waits on the real clock.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

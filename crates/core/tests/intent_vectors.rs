@@ -4,6 +4,14 @@
 //! (an approver's device, a signer in another language) must produce the same bytes. Run
 //! with `STRONGROOM_WRITE_VECTORS=1` to rewrite the file after a deliberate format change,
 //! which must also bump the intent version.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::print_stdout,
+    clippy::print_stderr
+)] // Test code.
 
 use serde::{Deserialize, Serialize};
 use strongroom_core::intent::{hash_encoded, Intent, IntentError};

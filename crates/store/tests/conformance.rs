@@ -3,6 +3,14 @@
 //! `STRONGROOM_TEST_POSTGRES_URL`). Without that variable the PostgreSQL half is skipped and
 //! says so, unless `STRONGROOM_REQUIRE_POSTGRES=1` (set by CI), which makes it fail instead.
 #![allow(clippy::disallowed_methods)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::print_stdout,
+    clippy::print_stderr
+)] // Test code.
 
 use std::sync::Arc;
 
