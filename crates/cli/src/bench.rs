@@ -89,19 +89,6 @@ struct PgbenchResult {
     latency_avg_ms: f64,
 }
 
-fn with_db(url: &str, db: &str) -> String {
-    let (head, query) = match url.split_once('?') {
-        Some((h, q)) => (h, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let scheme_end = head.find("://").map_or(0, |i| i + 3);
-    let base = match head[scheme_end..].find('/') {
-        Some(i) => &head[..scheme_end + i],
-        None => head,
-    };
-    format!("{base}/{db}{query}")
-}
-
 async fn fresh_db(url: &str, name: &str) -> anyhow::Result<String> {
     sqlx::any::install_default_drivers();
     let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(url)
@@ -109,7 +96,7 @@ async fn fresh_db(url: &str, name: &str) -> anyhow::Result<String> {
         .context("connecting to PostgreSQL")?;
     admin.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await?;
     admin.execute(format!("CREATE DATABASE {name}").as_str()).await?;
-    Ok(with_db(url, name))
+    Ok(strongroom_store::with_database(url, name))
 }
 
 async fn ingest(url: &str, clients: u32, seconds: u64) -> anyhow::Result<IngestResult> {

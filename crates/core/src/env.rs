@@ -40,7 +40,7 @@ impl fmt::Display for Timestamp {
 }
 
 /// The outside world's clock and entropy.
-pub trait Env: Send + Sync + 'static {
+pub trait Env: Send + Sync + std::fmt::Debug + 'static {
     fn now(&self) -> Timestamp;
     /// A monotonic clock from an arbitrary origin, for measuring durations.
     fn monotonic(&self) -> std::time::Duration;

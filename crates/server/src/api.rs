@@ -1,10 +1,9 @@
 //! Routes, request and response bodies, and the OpenAPI document built from the same route
 //! table, so the document cannot drift from what is served.
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::StatusCode;
 use axum::Json;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -278,69 +277,92 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(t)| t).map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }
 
-/// What every POST carries: a JSON body and an idempotency key scoped to the caller.
-struct WriteRequest<T> {
-    body: T,
-    idem: Idempotency,
+/// A request body that changes state, and the roles that may send it. Checked before the
+/// body is parsed, so a caller without the role learns nothing about the body's shape.
+pub trait WriteBody: DeserializeOwned + Send {
+    const ROLES: &'static [Role];
 }
 
-fn write_request<T: DeserializeOwned>(
-    principal: &Principal,
-    method: &Method,
-    path: &str,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<WriteRequest<T>, ApiError> {
-    if let Some(ct) = headers.get(axum::http::header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or_default();
-        if !ct.starts_with("application/json") {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send Content-Type: application/json",
-            ));
+impl WriteBody for CreateCustomer {
+    const ROLES: &'static [Role] = WRITERS;
+}
+impl WriteBody for CreditDeposit {
+    const ROLES: &'static [Role] = OPERATORS;
+}
+impl WriteBody for CreateWithdrawal {
+    const ROLES: &'static [Role] = WRITERS;
+}
+impl WriteBody for EmptyBody {
+    const ROLES: &'static [Role] = WRITERS;
+}
+
+/// What every POST carries: an authorised caller, an idempotency key scoped to that caller,
+/// and a JSON body (an empty body counts as `{}`).
+#[derive(Debug)]
+pub struct Write<T> {
+    body: T,
+    idem: Idempotency,
+    ctx: WriteCtx,
+}
+
+impl<T: WriteBody> FromRequest<AppState> for Write<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let (mut parts, body) = req.into_parts();
+        let principal = Principal::from_request_parts(&mut parts, state).await?;
+        principal.require(T::ROLES)?;
+        let RequestId(rid) = RequestId::from_request_parts(&mut parts, state).await?;
+        let headers = &parts.headers;
+        if let Some(ct) = headers.get(axum::http::header::CONTENT_TYPE) {
+            if !ct.to_str().unwrap_or_default().starts_with("application/json") {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "send Content-Type: application/json",
+                ));
+            }
         }
-    }
-    let key = headers
-        .get("idempotency-key")
-        .ok_or_else(|| ApiError::bad_request("idempotency_key_required", "every POST needs an Idempotency-Key header"))?
-        .to_str()
-        .ok()
-        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic()))
-        .ok_or_else(|| ApiError::bad_request("idempotency_key_invalid", format!("Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters")))?;
-    let bytes = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        let key = headers
+            .get("idempotency-key")
+            .ok_or_else(|| ApiError::bad_request("idempotency_key_required", "every POST needs an Idempotency-Key header"))?
+            .to_str()
+            .ok()
+            .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic()))
+            .ok_or_else(|| ApiError::bad_request("idempotency_key_invalid", format!("Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters")))?
+            .to_owned();
+        let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 format!("bodies are limited to {MAX_BODY_BYTES} bytes"),
             )
-        } else {
-            ApiError::bad_request("invalid_body", e.body_text())
-        }
-    })?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request("malformed_json", format!("body is not valid JSON: {e}"))
-    })?;
-    // The request hash covers the parsed body (object keys sorted), so whitespace and key
-    // order do not make a retry look different.
-    let mut h = Sha256::new();
-    h.update(method.as_str());
-    h.update([0]);
-    h.update(path);
-    h.update([0]);
-    h.update(value.to_string());
-    let request_hash = hex::encode(h.finalize());
-    let body: T = serde_json::from_value(value)
-        .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
-    Ok(WriteRequest {
-        body,
-        idem: Idempotency { principal: principal.actor(), key: key.to_owned(), request_hash },
-    })
-}
-
-fn ctx(state: &AppState, principal: &Principal, rid: &RequestId) -> WriteCtx {
-    WriteCtx { actor: principal.actor(), now: state.env().now(), request_id: Some(rid.0.clone()) }
+        })?;
+        let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+            ApiError::bad_request("malformed_json", format!("body is not valid JSON: {e}"))
+        })?;
+        // The request hash covers the parsed body (object keys sorted), so whitespace and key
+        // order do not make a retry look different.
+        let mut h = Sha256::new();
+        h.update(parts.method.as_str());
+        h.update([0]);
+        h.update(parts.uri.path());
+        h.update([0]);
+        h.update(value.to_string());
+        let request_hash = hex::encode(h.finalize());
+        let body: T = serde_json::from_value(value)
+            .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+        Ok(Write {
+            body,
+            idem: Idempotency { principal: principal.actor(), key, request_hash },
+            ctx: WriteCtx {
+                actor: principal.actor(),
+                now: state.env().now(),
+                request_id: Some(rid),
+            },
+        })
+    }
 }
 
 fn balance_view(state: &AppState, b: Balance) -> BalanceView {
@@ -416,15 +438,8 @@ async fn list_assets(
         (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_customer(
     State(state): State<AppState>,
-    p: Principal,
-    rid: RequestId,
-    method: Method,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    req: Write<CreateCustomer>,
 ) -> Result<(StatusCode, Json<CustomerView>), ApiError> {
-    p.require(WRITERS)?;
-    let req: WriteRequest<CreateCustomer> =
-        write_request(&p, &method, "/v1/customers", &headers, body)?;
     let ext = req.body.external_id.trim();
     if ext.is_empty() || ext.len() > 128 || ext != req.body.external_id {
         return Err(ApiError::bad_request(
@@ -432,8 +447,8 @@ async fn create_customer(
             "external_id must be 1-128 characters without surrounding spaces",
         ));
     }
-    let new = NewCustomer { id: new_id(state.env().as_ref()), external_id: req.body.external_id };
-    let c = state.store().create_customer(&ctx(&state, &p, &rid), Some(&req.idem), new).await?;
+    let new = NewCustomer { id: new_id(state.env()), external_id: req.body.external_id };
+    let c = state.store().create_customer(&req.ctx, Some(&req.idem), new).await?;
     Ok((StatusCode::CREATED, Json(c.into())))
 }
 
@@ -505,15 +520,8 @@ async fn get_ledger(
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn credit_deposit(
     State(state): State<AppState>,
-    p: Principal,
-    rid: RequestId,
-    method: Method,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    req: Write<CreditDeposit>,
 ) -> Result<(StatusCode, Json<DepositView>), ApiError> {
-    p.require(OPERATORS)?;
-    let req: WriteRequest<CreditDeposit> =
-        write_request(&p, &method, "/v1/deposits", &headers, body)?;
     let asset = state
         .registry()
         .get(&req.body.asset)
@@ -531,14 +539,14 @@ async fn credit_deposit(
     }
     let env = state.env();
     let new = NewDeposit {
-        id: new_id(env.as_ref()),
-        entry_id: new_id(env.as_ref()),
+        id: new_id(env),
+        entry_id: new_id(env),
         customer_id: req.body.customer_id,
         asset: asset.symbol.clone(),
         amount,
         reference: reference.to_owned(),
     };
-    let d = state.store().credit_deposit(&ctx(&state, &p, &rid), Some(&req.idem), new).await?;
+    let d = state.store().credit_deposit(&req.ctx, Some(&req.idem), new).await?;
     state
         .metrics()
         .deposits_credited
@@ -556,15 +564,8 @@ async fn credit_deposit(
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn create_withdrawal(
     State(state): State<AppState>,
-    p: Principal,
-    rid: RequestId,
-    method: Method,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    req: Write<CreateWithdrawal>,
 ) -> Result<(StatusCode, Json<WithdrawalView>), ApiError> {
-    p.require(WRITERS)?;
-    let req: WriteRequest<CreateWithdrawal> =
-        write_request(&p, &method, "/v1/withdrawals", &headers, body)?;
     let env = state.env();
     let request = WithdrawalRequest {
         customer_id: req.body.customer_id,
@@ -576,12 +577,11 @@ async fn create_withdrawal(
         state.registry(),
         state.rules(),
         &request,
-        new_id(env.as_ref()),
-        new_id(env.as_ref()),
+        new_id(env),
+        new_id(env),
         env.now(),
     )?;
-    let w =
-        state.store().request_withdrawal(&ctx(&state, &p, &rid), Some(&req.idem), planned).await?;
+    let w = state.store().request_withdrawal(&req.ctx, Some(&req.idem), planned).await?;
     state
         .metrics()
         .withdrawals_requested
@@ -637,30 +637,18 @@ async fn get_withdrawal(
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn cancel_withdrawal(
     State(state): State<AppState>,
-    p: Principal,
-    rid: RequestId,
     id: Result<Path<Uuid>, PathRejection>,
-    method: Method,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    req: Write<EmptyBody>,
 ) -> Result<Json<WithdrawalView>, ApiError> {
-    p.require(WRITERS)?;
     let id = path_id(id)?;
-    // The body is optional here; an empty one counts as `{}`.
-    let body = match body {
-        Ok(b) if b.is_empty() => Ok(Bytes::from_static(b"{}")),
-        other => other,
-    };
-    let req: WriteRequest<EmptyBody> =
-        write_request(&p, &method, &format!("/v1/withdrawals/{id}/cancel"), &headers, body)?;
     let w = state
         .store()
         .transition_withdrawal(
-            &ctx(&state, &p, &rid),
+            &req.ctx,
             Some(&req.idem),
             id,
             WithdrawalState::Cancelled,
-            new_id(state.env().as_ref()),
+            new_id(state.env()),
         )
         .await?;
     Ok(Json((&w).into()))

@@ -40,20 +40,16 @@ pub struct AppState(Arc<Inner>);
 #[derive(Debug)]
 struct Inner {
     store: Arc<dyn Store>,
-    env: Arc<dyn EnvDebug>,
+    env: Arc<dyn Env>,
     registry: AssetRegistry,
     rules: WithdrawalRules,
     metrics: Metrics,
 }
 
-/// `Env` with `Debug`, so the state can derive it.
-pub trait EnvDebug: Env + std::fmt::Debug {}
-impl<T: Env + std::fmt::Debug> EnvDebug for T {}
-
 impl AppState {
     pub fn new(
         store: Arc<dyn Store>,
-        env: Arc<dyn EnvDebug>,
+        env: Arc<dyn Env>,
         registry: AssetRegistry,
         rules: WithdrawalRules,
     ) -> Self {
@@ -62,9 +58,8 @@ impl AppState {
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.0.store
     }
-    pub fn env(&self) -> Arc<dyn Env> {
-        let env: Arc<dyn EnvDebug> = self.0.env.clone();
-        Arc::new(EnvRef(env))
+    pub fn env(&self) -> &dyn Env {
+        self.0.env.as_ref()
     }
     pub fn registry(&self) -> &AssetRegistry {
         &self.0.registry
@@ -74,19 +69,6 @@ impl AppState {
     }
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
-    }
-}
-
-struct EnvRef(Arc<dyn EnvDebug>);
-impl Env for EnvRef {
-    fn now(&self) -> strongroom_core::Timestamp {
-        self.0.now()
-    }
-    fn monotonic(&self) -> std::time::Duration {
-        self.0.monotonic()
-    }
-    fn fill_random(&self, buf: &mut [u8]) {
-        self.0.fill_random(buf)
     }
 }
 
@@ -122,7 +104,7 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
         .headers()
         .get(REQUEST_ID)
         .and_then(sane_request_id)
-        .unwrap_or_else(|| new_id(state.env().as_ref()).to_string());
+        .unwrap_or_else(|| new_id(state.env()).to_string());
     req.extensions_mut().insert(RequestId(rid.clone()));
     let method = req.method().as_str().to_owned();
     let route =

@@ -401,12 +401,7 @@ async fn withdrawal_flow_on_postgres() {
     let name = format!("sr_api_{}", uuid::Uuid::new_v4().simple());
     let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&base).await.unwrap();
     admin.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
-    let url = match base.rsplit_once('/') {
-        Some((head, _)) if head.contains("://") && head.len() > head.find("://").unwrap() + 3 => {
-            format!("{head}/{name}")
-        }
-        _ => format!("{base}/{name}"),
-    };
+    let url = strongroom_store::with_database(&base, &name);
     let s = Server::start(Some(url)).await;
     let (_, h, _) = s.call("GET", "/v1/health", None, None, None).await;
     assert_eq!(h["database"], "postgres");

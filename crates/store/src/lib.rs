@@ -21,7 +21,7 @@ pub mod types;
 pub mod verify;
 
 pub use faults::Faults;
-pub use sql::{Backend, ConnectOptions, SqlStore};
+pub use sql::{with_database, Backend, ConnectOptions, SqlStore};
 
 /// Connection options with a pool of `max_connections`.
 pub fn sql_options(max_connections: u32) -> ConnectOptions {

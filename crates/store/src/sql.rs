@@ -27,6 +27,21 @@ pub enum Backend {
     Postgres,
 }
 
+/// `url` with its database name replaced by `database` (query string kept). Tests and the
+/// benchmark use it to make throwaway databases on one PostgreSQL server.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (head, query) = match url.split_once('?') {
+        Some((h, q)) => (h, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let authority_start = head.find("://").map_or(0, |i| i + 3);
+    let base = match head.get(authority_start..).and_then(|rest| rest.find('/')) {
+        Some(i) => head.get(..authority_start + i).unwrap_or(head),
+        None => head,
+    };
+    format!("{base}/{database}{query}")
+}
+
 impl Backend {
     pub fn from_url(url: &str) -> Result<Backend> {
         if url.starts_with("sqlite:") {

@@ -59,7 +59,7 @@ impl Harness {
             .await
             .expect("connect to PostgreSQL");
         admin.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
-        let url = replace_db(&base, &name);
+        let url = with_database(&base, &name);
         let store = SqlStore::connect(&url, Default::default()).await.unwrap();
         store.migrate().await.unwrap();
         eprintln!("postgres conformance test {test} on database {name}");
@@ -77,19 +77,6 @@ impl Harness {
                 .unwrap();
         }
     }
-}
-
-fn replace_db(url: &str, db: &str) -> String {
-    let (before_query, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let scheme_end = before_query.find("://").map_or(0, |i| i + 3);
-    let base = match before_query[scheme_end..].find('/') {
-        Some(i) => &before_query[..scheme_end + i],
-        None => before_query,
-    };
-    format!("{base}/{db}{query}")
 }
 
 macro_rules! conformance {
@@ -616,10 +603,10 @@ async fn tokens_are_created_and_revoked(store: Arc<SqlStore>) {
 #[test]
 fn the_postgres_url_gets_a_fresh_database_name() {
     assert_eq!(
-        replace_db("postgres://u@h:5432/postgres?sslmode=disable", "x"),
+        with_database("postgres://u@h:5432/postgres?sslmode=disable", "x"),
         "postgres://u@h:5432/x?sslmode=disable"
     );
-    assert_eq!(replace_db("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
+    assert_eq!(with_database("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
 }
 
 #[test]
