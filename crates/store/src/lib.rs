@@ -43,6 +43,10 @@ pub enum StoreError {
     NotFound { entity: &'static str, id: String },
     #[error("idempotency key was already used with a different request")]
     IdempotencyConflict,
+    /// Another request with the same idempotency key committed first; the store resolves
+    /// this itself by returning that request's result, so callers never see it.
+    #[error("a concurrent request with the same idempotency key won")]
+    IdempotencyRace,
     #[error("a customer with external_id {0:?} already exists")]
     CustomerExists(String),
     #[error("deposit {reference} of {asset} was already credited")]

@@ -2,6 +2,7 @@
 //! SQLite and PostgreSQL (migrations, connection settings, how a writer takes the lock) is
 //! decided by [`Backend`]. See `docs/adr/0001-storage.md`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -134,42 +135,94 @@ impl SqlStore {
         self.pool.close().await;
     }
 
+    /// Start a write. On SQLite this takes the database's write lock at once (one writer at
+    /// a time, queued in-process); on PostgreSQL writers run concurrently, locking the rows
+    /// they touch, and meet only at the audit head when they commit.
     async fn begin_write(&self) -> Result<WriteTx> {
         let guard = match self.backend {
             Backend::Sqlite => Some(self.write_lock.clone().lock_owned().await),
             Backend::Postgres => None,
         };
         let mut tx = self.pool.begin().await?;
-        let head_sql = match self.backend {
+        if self.backend == Backend::Sqlite {
             // A no-op write takes SQLite's write lock now (like BEGIN IMMEDIATE), so every
             // read in this transaction sees the latest committed state.
-            Backend::Sqlite => {
-                sqlx::query("UPDATE audit_head SET id = id WHERE id = 1").execute(&mut *tx).await?;
-                "SELECT seq, leaf_hash FROM audit_head WHERE id = 1"
-            }
-            Backend::Postgres => "SELECT seq, leaf_hash FROM audit_head WHERE id = 1 FOR UPDATE",
-        };
-        let row = sqlx::query(head_sql).fetch_one(&mut *tx).await?;
-        let head_seq: i64 = row.try_get("seq")?;
-        let head_leaf = digest(&row.try_get::<String, _>("leaf_hash")?)?;
+            sqlx::query("UPDATE audit_head SET id = id WHERE id = 1").execute(&mut *tx).await?;
+        }
         Ok(WriteTx {
             tx,
             _guard: guard,
-            head_seq,
-            head_leaf,
+            backend: self.backend,
             changes: Vec::new(),
             faults: self.faults.clone(),
         })
     }
+
+    /// The stored result for an idempotency key that another request has completed.
+    async fn completed<T: DeserializeOwned>(&self, idem: &Idempotency) -> Result<Option<T>> {
+        let row = sqlx::query(
+            "SELECT request_hash, response FROM idempotency_keys WHERE principal = $1 AND key = $2",
+        )
+        .bind(&idem.principal)
+        .bind(&idem.key)
+        .fetch_optional(&self.pool)
+        .await?;
+        decode_idempotent(row, idem)
+    }
+
+    /// When a keyed write fails, the key may have been completed meanwhile by a concurrent
+    /// request with the same key (that is why this one lost a race): answer as a retry would.
+    async fn settle<T: DeserializeOwned>(
+        &self,
+        result: Result<T>,
+        idem: Option<&Idempotency>,
+    ) -> Result<T> {
+        match (result, idem) {
+            (Err(e), Some(idem)) if !matches!(e, StoreError::InjectedFault(_)) => {
+                match self.completed(idem).await? {
+                    Some(done) => Ok(done),
+                    None => Err(match e {
+                        StoreError::IdempotencyRace => {
+                            StoreError::Corrupt("idempotency race without a winner".into())
+                        }
+                        other => other,
+                    }),
+                }
+            }
+            (result, _) => result,
+        }
+    }
 }
 
-/// One write in progress: a transaction holding the audit head, the entity changes it made,
-/// and at the end one audit record and the idempotency row, committed together.
+fn for_update(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => " FOR UPDATE",
+        // SQLite writers already hold the database write lock.
+        Backend::Sqlite => "",
+    }
+}
+
+fn decode_idempotent<T: DeserializeOwned>(
+    row: Option<AnyRow>,
+    idem: &Idempotency,
+) -> Result<Option<T>> {
+    let Some(row) = row else { return Ok(None) };
+    let hash: String = row.try_get("request_hash")?;
+    if hash != idem.request_hash {
+        return Err(StoreError::IdempotencyConflict);
+    }
+    let response: String = row.try_get("response")?;
+    serde_json::from_str(&response)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt(format!("idempotency response: {e}")))
+}
+
+/// One write in progress: a transaction, the entity changes it made, and at the end the
+/// idempotency row and one audit record, committed together.
 struct WriteTx {
     tx: Transaction<'static, Any>,
     _guard: Option<OwnedMutexGuard<()>>,
-    head_seq: i64,
-    head_leaf: Digest32,
+    backend: Backend,
     changes: Vec<Change>,
     faults: Arc<Faults>,
 }
@@ -192,27 +245,46 @@ impl WriteTx {
         .bind(&idem.key)
         .fetch_optional(&mut *self.tx)
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let hash: String = row.try_get("request_hash")?;
-        if hash != idem.request_hash {
-            return Err(StoreError::IdempotencyConflict);
-        }
-        let response: String = row.try_get("response")?;
-        serde_json::from_str(&response)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt(format!("idempotency response: {e}")))
+        decode_idempotent(row, idem)
     }
 
     fn record(&mut self, entity: String, before: Option<Digest32>, after: Option<Digest32>) {
         self.changes.push(change(entity, before, after));
     }
 
-    async fn account(&mut self, key: &str) -> Result<Option<AccountRow>> {
-        let row = sqlx::query("SELECT key, customer_id, asset, bucket, balance, version, updated_at_ms FROM accounts WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&mut *self.tx)
-            .await?;
-        row.map(|r| AccountRow::from_row(&r)).transpose()
+    /// Lock the entry's accounts, creating missing ones (version 0, "never existed"), in
+    /// key order, so that two writers touching the same accounts cannot deadlock.
+    async fn lock_accounts(
+        &mut self,
+        entry: &JournalEntry,
+        now: Timestamp,
+    ) -> Result<BTreeMap<String, AccountRow>> {
+        let mut keys: Vec<(String, &AccountRef)> =
+            entry.postings().iter().map(|p| (p.account.key(), &p.account)).collect();
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        keys.dedup_by(|a, b| a.0 == b.0);
+        for (key, account) in &keys {
+            sqlx::query("INSERT INTO accounts (key, customer_id, asset, bucket, balance, version, updated_at_ms) VALUES ($1, $2, $3, $4, '0', 0, $5) ON CONFLICT (key) DO NOTHING")
+                .bind(key)
+                .bind(customer_of(account))
+                .bind(account.asset().to_string())
+                .bind(bucket_name(account))
+                .bind(now.unix_ms())
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        let placeholders: Vec<String> = (1..=keys.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT key, customer_id, asset, bucket, balance, version, updated_at_ms FROM accounts WHERE key IN ({}) ORDER BY key{}",
+            placeholders.join(", "),
+            for_update(self.backend)
+        );
+        let mut q = sqlx::query(&sql);
+        for (key, _) in &keys {
+            q = q.bind(key);
+        }
+        let rows = q.fetch_all(&mut *self.tx).await?;
+        rows.iter().map(|r| AccountRow::from_row(r).map(|a| (a.key.clone(), a))).collect()
     }
 
     /// Apply a journal entry: update each account (refusing negative balances), store the
@@ -223,49 +295,23 @@ impl WriteTx {
         reference: &str,
         now: Timestamp,
     ) -> Result<()> {
+        let mut accounts = self.lock_accounts(entry, now).await?;
+        let mut before_hashes: BTreeMap<String, Option<Digest32>> = BTreeMap::new();
         let mut postings = Vec::with_capacity(entry.postings().len());
         for (n, p) in entry.postings().iter().enumerate() {
             let key = p.account.key();
-            let before = self.account(&key).await?;
-            let balance = match &before {
-                Some(row) => row.balance()?,
-                None => Amount::ZERO,
-            };
-            let after_balance = apply_posting(balance, p)?;
-            let after = AccountRow {
-                key: key.clone(),
-                customer_id: match &p.account {
-                    AccountRef::Customer { customer_id, .. } => Some(customer_id.to_string()),
-                    AccountRef::Custody { .. } => None,
-                },
-                asset: p.account.asset().to_string(),
-                bucket: bucket_name(&p.account).into(),
-                balance: after_balance.to_string(),
-                version: before.as_ref().map_or(1, |b| b.version + 1),
-                updated_at_ms: now.unix_ms(),
-            };
-            if before.is_some() {
-                sqlx::query("UPDATE accounts SET balance = $1, version = $2, updated_at_ms = $3 WHERE key = $4")
-                    .bind(&after.balance)
-                    .bind(after.version)
-                    .bind(after.updated_at_ms)
-                    .bind(&after.key)
-                    .execute(&mut *self.tx)
-                    .await?;
-            } else {
-                sqlx::query("INSERT INTO accounts (key, customer_id, asset, bucket, balance, version, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-                    .bind(&after.key)
-                    .bind(&after.customer_id)
-                    .bind(&after.asset)
-                    .bind(&after.bucket)
-                    .bind(&after.balance)
-                    .bind(after.version)
-                    .bind(after.updated_at_ms)
-                    .execute(&mut *self.tx)
-                    .await?;
+            let account = accounts
+                .get_mut(&key)
+                .ok_or_else(|| StoreError::Corrupt(format!("account {key} vanished")))?;
+            if !before_hashes.contains_key(&key) {
+                // Version 0 is the placeholder made by lock_accounts: "did not exist".
+                let before = if account.version == 0 { None } else { Some(account.hash()?) };
+                before_hashes.insert(key.clone(), before);
             }
-            let before_hash = before.as_ref().map(AccountRow::hash).transpose()?;
-            self.record(format!("account/{key}"), before_hash, Some(after.hash()?));
+            let after_balance = apply_posting(account.balance()?, p)?;
+            account.balance = after_balance.to_string();
+            account.version += 1;
+            account.updated_at_ms = now.unix_ms();
             postings.push(PostingRow {
                 n: i64::try_from(n).map_err(|_| StoreError::Corrupt("posting index".into()))?,
                 account_key: key,
@@ -274,6 +320,19 @@ impl WriteTx {
                 amount: p.amount.to_string(),
                 balance_after: after_balance.to_string(),
             });
+        }
+        for (key, before) in before_hashes {
+            let Some(after) = accounts.get(&key) else { continue };
+            sqlx::query(
+                "UPDATE accounts SET balance = $1, version = $2, updated_at_ms = $3 WHERE key = $4",
+            )
+            .bind(&after.balance)
+            .bind(after.version)
+            .bind(after.updated_at_ms)
+            .bind(&after.key)
+            .execute(&mut *self.tx)
+            .await?;
+            self.record(format!("account/{key}"), before, Some(after.hash()?));
         }
         let row = EntryRow {
             id: entry.id().to_string(),
@@ -289,18 +348,34 @@ impl WriteTx {
             .bind(row.created_at_ms)
             .execute(&mut *self.tx)
             .await?;
+        let values: Vec<String> = (0..row.postings.len())
+            .map(|i| {
+                let b = i * 7;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7
+                )
+            })
+            .collect();
+        let sql = format!("INSERT INTO postings (entry_id, n, account_key, asset, side, amount, balance_after) VALUES {}", values.join(", "));
+        let mut q = sqlx::query(&sql);
         for p in &row.postings {
-            sqlx::query("INSERT INTO postings (entry_id, n, account_key, asset, side, amount, balance_after) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            q = q
                 .bind(&row.id)
                 .bind(p.n)
                 .bind(&p.account_key)
                 .bind(&p.asset)
                 .bind(&p.side)
                 .bind(&p.amount)
-                .bind(&p.balance_after)
-                .execute(&mut *self.tx)
-                .await?;
+                .bind(&p.balance_after);
         }
+        q.execute(&mut *self.tx).await?;
         self.record(format!("entry/{}", row.id), None, Some(row.hash()?));
         Ok(())
     }
@@ -318,7 +393,34 @@ impl WriteTx {
         if let (Some(rid), Some(obj)) = (&ctx.request_id, detail.as_object_mut()) {
             obj.insert("request_id".into(), serde_json::Value::String(rid.clone()));
         }
-        let seq = self.head_seq + 1;
+        if let Some(idem) = idem {
+            let response =
+                serde_json::to_string(result).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let inserted = sqlx::query("INSERT INTO idempotency_keys (principal, key, request_hash, response, created_at_ms) VALUES ($1, $2, $3, $4, $5)")
+                .bind(&idem.principal)
+                .bind(&idem.key)
+                .bind(&idem.request_hash)
+                .bind(&response)
+                .bind(ctx.now.unix_ms())
+                .execute(&mut *self.tx)
+                .await;
+            match inserted {
+                Err(e) if is_unique_violation(&e) => return Err(StoreError::IdempotencyRace),
+                other => {
+                    other?;
+                }
+            }
+        }
+        // The serialised part: take the audit head, append, move the head, commit.
+        let head_sql = format!(
+            "SELECT seq, leaf_hash FROM audit_head WHERE id = 1{}",
+            for_update(self.backend)
+        );
+        let head = sqlx::query(&head_sql).fetch_one(&mut *self.tx).await?;
+        let head_seq: i64 = head.try_get("seq")?;
+        let head_leaf = digest(&head.try_get::<String, _>("leaf_hash")?)?;
+        let seq = head_seq + 1;
+
         let record = AuditRecord {
             seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt("audit seq".into()))?,
             at_ms: ctx.now.unix_ms(),
@@ -327,7 +429,7 @@ impl WriteTx {
             subject,
             changes: std::mem::take(&mut self.changes),
             detail: detail.to_string(),
-            prev_hash: self.head_leaf,
+            prev_hash: head_leaf,
         };
         let leaf = record.leaf_hash().map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let changes = serde_json::to_string(&record.changes)
@@ -350,20 +452,15 @@ impl WriteTx {
             .bind(leaf.to_hex())
             .execute(&mut *self.tx)
             .await?;
-        if let Some(idem) = idem {
-            let response =
-                serde_json::to_string(result).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            sqlx::query("INSERT INTO idempotency_keys (principal, key, request_hash, response, created_at_ms) VALUES ($1, $2, $3, $4, $5)")
-                .bind(&idem.principal)
-                .bind(&idem.key)
-                .bind(&idem.request_hash)
-                .bind(&response)
-                .bind(ctx.now.unix_ms())
-                .execute(&mut *self.tx)
-                .await?;
-        }
         self.tx.commit().await?;
         Ok(())
+    }
+}
+
+fn customer_of(account: &AccountRef) -> Option<String> {
+    match account {
+        AccountRef::Customer { customer_id, .. } => Some(customer_id.to_string()),
+        AccountRef::Custody { .. } => None,
     }
 }
 
@@ -632,37 +729,8 @@ impl Store for SqlStore {
         idem: Option<&Idempotency>,
         new: NewCustomer,
     ) -> Result<Customer> {
-        let mut w = self.begin_write().await?;
-        if let Some(done) = w.replayed(idem).await? {
-            return Ok(done);
-        }
-        let row = CustomerRow {
-            id: new.id.to_string(),
-            external_id: new.external_id.clone(),
-            created_at_ms: ctx.now.unix_ms(),
-        };
-        let inserted = sqlx::query(
-            "INSERT INTO customers (id, external_id, created_at_ms) VALUES ($1, $2, $3)",
-        )
-        .bind(&row.id)
-        .bind(&row.external_id)
-        .bind(row.created_at_ms)
-        .execute(&mut *w.tx)
-        .await;
-        if let Err(e) = inserted {
-            return Err(if is_unique_violation(&e) {
-                StoreError::CustomerExists(new.external_id.clone())
-            } else {
-                e.into()
-            });
-        }
-        w.fault("customer.after_insert")?;
-        w.record(format!("customer/{}", row.id), None, Some(hash_of(&row)?));
-        let customer = row.to_domain()?;
-        let detail = serde_json::json!({ "external_id": new.external_id });
-        w.commit(ctx, "customer.created", format!("customer/{}", row.id), detail, idem, &customer)
-            .await?;
-        Ok(customer)
+        let result = self.create_customer_once(ctx, idem, new).await;
+        self.settle(result, idem).await
     }
 
     async fn get_customer(&self, id: Uuid) -> Result<Customer> {
@@ -680,58 +748,8 @@ impl Store for SqlStore {
         idem: Option<&Idempotency>,
         new: NewDeposit,
     ) -> Result<Deposit> {
-        let mut w = self.begin_write().await?;
-        if let Some(done) = w.replayed(idem).await? {
-            return Ok(done);
-        }
-        require_customer(&mut w, new.customer_id).await?;
-        let dup = sqlx::query("SELECT id FROM deposits WHERE asset = $1 AND reference = $2")
-            .bind(new.asset.as_str())
-            .bind(&new.reference)
-            .fetch_optional(&mut *w.tx)
-            .await?;
-        if dup.is_some() {
-            return Err(StoreError::DepositAlreadyCredited {
-                asset: new.asset.to_string(),
-                reference: new.reference.clone(),
-            });
-        }
-        let entry = JournalEntry::deposit(new.entry_id, new.customer_id, &new.asset, new.amount)?;
-        let subject = format!("deposit/{}", new.id);
-        w.apply_entry(&entry, &subject, ctx.now).await?;
-        w.fault("deposit.after_postings")?;
-        let row = DepositRow {
-            id: new.id.to_string(),
-            customer_id: new.customer_id.to_string(),
-            asset: new.asset.to_string(),
-            amount: new.amount.to_string(),
-            reference: new.reference.clone(),
-            entry_id: new.entry_id.to_string(),
-            created_at_ms: ctx.now.unix_ms(),
-        };
-        sqlx::query("INSERT INTO deposits (id, customer_id, asset, amount, reference, entry_id, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-            .bind(&row.id)
-            .bind(&row.customer_id)
-            .bind(&row.asset)
-            .bind(&row.amount)
-            .bind(&row.reference)
-            .bind(&row.entry_id)
-            .bind(row.created_at_ms)
-            .execute(&mut *w.tx)
-            .await?;
-        w.record(subject.clone(), None, Some(hash_of(&row)?));
-        let deposit = Deposit {
-            id: new.id,
-            customer_id: new.customer_id,
-            asset: new.asset.clone(),
-            amount: new.amount,
-            reference: new.reference.clone(),
-            entry_id: new.entry_id,
-            created_at: ctx.now,
-        };
-        let detail = serde_json::json!({ "customer_id": new.customer_id, "asset": new.asset, "amount": new.amount, "reference": new.reference });
-        w.commit(ctx, "deposit.credited", subject, detail, idem, &deposit).await?;
-        Ok(deposit)
+        let result = self.credit_deposit_once(ctx, idem, new).await;
+        self.settle(result, idem).await
     }
 
     async fn request_withdrawal(
@@ -740,37 +758,8 @@ impl Store for SqlStore {
         idem: Option<&Idempotency>,
         planned: PlannedWithdrawal,
     ) -> Result<Withdrawal> {
-        let mut w = self.begin_write().await?;
-        if let Some(done) = w.replayed(idem).await? {
-            return Ok(done);
-        }
-        let wd = &planned.withdrawal;
-        require_customer(&mut w, wd.customer_id).await?;
-        let subject = format!("withdrawal/{}", wd.id);
-        w.apply_entry(&planned.reservation, &subject, ctx.now).await?;
-        w.fault("withdrawal.after_reserve")?;
-        let row = WithdrawalRow::from_domain(wd)?;
-        sqlx::query(&format!("INSERT INTO withdrawals ({WITHDRAWAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
-            .bind(&row.id)
-            .bind(&row.customer_id)
-            .bind(&row.asset)
-            .bind(&row.destination)
-            .bind(&row.amount)
-            .bind(&row.intent)
-            .bind(&row.intent_hash)
-            .bind(&row.state)
-            .bind(row.created_at_ms)
-            .bind(row.updated_at_ms)
-            .execute(&mut *w.tx)
-            .await?;
-        w.fault("withdrawal.after_insert")?;
-        w.record(subject.clone(), None, Some(hash_of(&row)?));
-        let detail = serde_json::json!({
-            "customer_id": wd.customer_id, "asset": wd.intent.asset.symbol, "amount": wd.intent.amount,
-            "destination": wd.intent.destination.as_str(), "intent_hash": wd.intent_hash,
-        });
-        w.commit(ctx, "withdrawal.requested", subject, detail, idem, wd).await?;
-        Ok(wd.clone())
+        let result = self.request_withdrawal_once(ctx, idem, planned).await;
+        self.settle(result, idem).await
     }
 
     async fn transition_withdrawal(
@@ -781,49 +770,8 @@ impl Store for SqlStore {
         to: WithdrawalState,
         entry_id: Uuid,
     ) -> Result<Withdrawal> {
-        let mut w = self.begin_write().await?;
-        if let Some(done) = w.replayed(idem).await? {
-            return Ok(done);
-        }
-        let row =
-            sqlx::query(&format!("SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals WHERE id = $1"))
-                .bind(id.to_string())
-                .fetch_optional(&mut *w.tx)
-                .await?
-                .ok_or(StoreError::NotFound { entity: "withdrawal", id: id.to_string() })?;
-        let before = WithdrawalRow::from_row(&row)?;
-        let mut wd = before.to_domain()?;
-        if !wd.state.can_become(to) {
-            return Err(StoreError::InvalidTransition { from: wd.state.as_str(), to: to.as_str() });
-        }
-        let (c, asset, amt) = (wd.customer_id, wd.intent.asset.symbol.clone(), wd.intent.amount);
-        let entry = match to {
-            WithdrawalState::Cancelled => JournalEntry::release(entry_id, c, &asset, amt)?,
-            WithdrawalState::Settled => JournalEntry::settle(entry_id, c, &asset, amt)?,
-            WithdrawalState::Reserved => {
-                return Err(StoreError::InvalidTransition {
-                    from: wd.state.as_str(),
-                    to: to.as_str(),
-                })
-            }
-        };
-        let subject = format!("withdrawal/{id}");
-        w.apply_entry(&entry, &subject, ctx.now).await?;
-        let from = wd.state;
-        wd.state = to;
-        wd.updated_at = ctx.now;
-        let after = WithdrawalRow::from_domain(&wd)?;
-        sqlx::query("UPDATE withdrawals SET state = $1, updated_at_ms = $2 WHERE id = $3")
-            .bind(&after.state)
-            .bind(after.updated_at_ms)
-            .bind(&after.id)
-            .execute(&mut *w.tx)
-            .await?;
-        w.fault("withdrawal.after_transition")?;
-        w.record(subject.clone(), Some(hash_of(&before)?), Some(hash_of(&after)?));
-        let detail = serde_json::json!({ "from": from.as_str(), "to": to.as_str() });
-        w.commit(ctx, &format!("withdrawal.{}", to.as_str()), subject, detail, idem, &wd).await?;
-        Ok(wd)
+        let result = self.transition_withdrawal_once(ctx, idem, id, to, entry_id).await;
+        self.settle(result, idem).await
     }
 
     async fn get_withdrawal(&self, id: Uuid) -> Result<Withdrawal> {
@@ -979,7 +927,7 @@ impl Store for SqlStore {
 
     async fn revoke_token(&self, ctx: &WriteCtx, id: &str) -> Result<ApiTokenRecord> {
         let mut w = self.begin_write().await?;
-        let row = sqlx::query("SELECT id, name, role, token_hash, created_at_ms, revoked_at_ms FROM api_tokens WHERE id = $1")
+        let row = sqlx::query(&format!("SELECT id, name, role, token_hash, created_at_ms, revoked_at_ms FROM api_tokens WHERE id = $1{}", for_update(self.backend)))
             .bind(id)
             .fetch_optional(&mut *w.tx)
             .await?
@@ -1123,4 +1071,215 @@ async fn require_customer(w: &mut WriteTx, id: Uuid) -> Result<()> {
         return Err(StoreError::NotFound { entity: "customer", id: id.to_string() });
     }
     Ok(())
+}
+
+impl SqlStore {
+    async fn create_customer_once(
+        &self,
+        ctx: &WriteCtx,
+        idem: Option<&Idempotency>,
+        new: NewCustomer,
+    ) -> Result<Customer> {
+        let mut w = self.begin_write().await?;
+        if let Some(done) = w.replayed(idem).await? {
+            return Ok(done);
+        }
+        let row = CustomerRow {
+            id: new.id.to_string(),
+            external_id: new.external_id.clone(),
+            created_at_ms: ctx.now.unix_ms(),
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO customers (id, external_id, created_at_ms) VALUES ($1, $2, $3)",
+        )
+        .bind(&row.id)
+        .bind(&row.external_id)
+        .bind(row.created_at_ms)
+        .execute(&mut *w.tx)
+        .await;
+        if let Err(e) = inserted {
+            return Err(if is_unique_violation(&e) {
+                StoreError::CustomerExists(new.external_id.clone())
+            } else {
+                e.into()
+            });
+        }
+        w.fault("customer.after_insert")?;
+        w.record(format!("customer/{}", row.id), None, Some(hash_of(&row)?));
+        let customer = row.to_domain()?;
+        let detail = serde_json::json!({ "external_id": new.external_id });
+        w.commit(ctx, "customer.created", format!("customer/{}", row.id), detail, idem, &customer)
+            .await?;
+        Ok(customer)
+    }
+}
+
+impl SqlStore {
+    async fn credit_deposit_once(
+        &self,
+        ctx: &WriteCtx,
+        idem: Option<&Idempotency>,
+        new: NewDeposit,
+    ) -> Result<Deposit> {
+        let mut w = self.begin_write().await?;
+        if let Some(done) = w.replayed(idem).await? {
+            return Ok(done);
+        }
+        require_customer(&mut w, new.customer_id).await?;
+        let dup = sqlx::query("SELECT id FROM deposits WHERE asset = $1 AND reference = $2")
+            .bind(new.asset.as_str())
+            .bind(&new.reference)
+            .fetch_optional(&mut *w.tx)
+            .await?;
+        if dup.is_some() {
+            return Err(StoreError::DepositAlreadyCredited {
+                asset: new.asset.to_string(),
+                reference: new.reference.clone(),
+            });
+        }
+        let entry = JournalEntry::deposit(new.entry_id, new.customer_id, &new.asset, new.amount)?;
+        let subject = format!("deposit/{}", new.id);
+        w.apply_entry(&entry, &subject, ctx.now).await?;
+        w.fault("deposit.after_postings")?;
+        let row = DepositRow {
+            id: new.id.to_string(),
+            customer_id: new.customer_id.to_string(),
+            asset: new.asset.to_string(),
+            amount: new.amount.to_string(),
+            reference: new.reference.clone(),
+            entry_id: new.entry_id.to_string(),
+            created_at_ms: ctx.now.unix_ms(),
+        };
+        sqlx::query("INSERT INTO deposits (id, customer_id, asset, amount, reference, entry_id, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(&row.id)
+            .bind(&row.customer_id)
+            .bind(&row.asset)
+            .bind(&row.amount)
+            .bind(&row.reference)
+            .bind(&row.entry_id)
+            .bind(row.created_at_ms)
+            .execute(&mut *w.tx)
+            .await
+            .map_err(|e| {
+                // A concurrent credit of the same (asset, reference) committed first.
+                if is_unique_violation(&e) {
+                    StoreError::DepositAlreadyCredited { asset: new.asset.to_string(), reference: new.reference.clone() }
+                } else {
+                    e.into()
+                }
+            })?;
+        w.record(subject.clone(), None, Some(hash_of(&row)?));
+        let deposit = Deposit {
+            id: new.id,
+            customer_id: new.customer_id,
+            asset: new.asset.clone(),
+            amount: new.amount,
+            reference: new.reference.clone(),
+            entry_id: new.entry_id,
+            created_at: ctx.now,
+        };
+        let detail = serde_json::json!({ "customer_id": new.customer_id, "asset": new.asset, "amount": new.amount, "reference": new.reference });
+        w.commit(ctx, "deposit.credited", subject, detail, idem, &deposit).await?;
+        Ok(deposit)
+    }
+}
+
+impl SqlStore {
+    async fn request_withdrawal_once(
+        &self,
+        ctx: &WriteCtx,
+        idem: Option<&Idempotency>,
+        planned: PlannedWithdrawal,
+    ) -> Result<Withdrawal> {
+        let mut w = self.begin_write().await?;
+        if let Some(done) = w.replayed(idem).await? {
+            return Ok(done);
+        }
+        let wd = &planned.withdrawal;
+        require_customer(&mut w, wd.customer_id).await?;
+        let subject = format!("withdrawal/{}", wd.id);
+        w.apply_entry(&planned.reservation, &subject, ctx.now).await?;
+        w.fault("withdrawal.after_reserve")?;
+        let row = WithdrawalRow::from_domain(wd)?;
+        sqlx::query(&format!("INSERT INTO withdrawals ({WITHDRAWAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
+            .bind(&row.id)
+            .bind(&row.customer_id)
+            .bind(&row.asset)
+            .bind(&row.destination)
+            .bind(&row.amount)
+            .bind(&row.intent)
+            .bind(&row.intent_hash)
+            .bind(&row.state)
+            .bind(row.created_at_ms)
+            .bind(row.updated_at_ms)
+            .execute(&mut *w.tx)
+            .await?;
+        w.fault("withdrawal.after_insert")?;
+        w.record(subject.clone(), None, Some(hash_of(&row)?));
+        let detail = serde_json::json!({
+            "customer_id": wd.customer_id, "asset": wd.intent.asset.symbol, "amount": wd.intent.amount,
+            "destination": wd.intent.destination.as_str(), "intent_hash": wd.intent_hash,
+        });
+        w.commit(ctx, "withdrawal.requested", subject, detail, idem, wd).await?;
+        Ok(wd.clone())
+    }
+}
+
+impl SqlStore {
+    async fn transition_withdrawal_once(
+        &self,
+        ctx: &WriteCtx,
+        idem: Option<&Idempotency>,
+        id: Uuid,
+        to: WithdrawalState,
+        entry_id: Uuid,
+    ) -> Result<Withdrawal> {
+        let mut w = self.begin_write().await?;
+        if let Some(done) = w.replayed(idem).await? {
+            return Ok(done);
+        }
+        // Lock the row: two concurrent transitions must not both see the old state.
+        let sql = format!(
+            "SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals WHERE id = $1{}",
+            for_update(self.backend)
+        );
+        let row = sqlx::query(&sql)
+            .bind(id.to_string())
+            .fetch_optional(&mut *w.tx)
+            .await?
+            .ok_or(StoreError::NotFound { entity: "withdrawal", id: id.to_string() })?;
+        let before = WithdrawalRow::from_row(&row)?;
+        let mut wd = before.to_domain()?;
+        if !wd.state.can_become(to) {
+            return Err(StoreError::InvalidTransition { from: wd.state.as_str(), to: to.as_str() });
+        }
+        let (c, asset, amt) = (wd.customer_id, wd.intent.asset.symbol.clone(), wd.intent.amount);
+        let entry = match to {
+            WithdrawalState::Cancelled => JournalEntry::release(entry_id, c, &asset, amt)?,
+            WithdrawalState::Settled => JournalEntry::settle(entry_id, c, &asset, amt)?,
+            WithdrawalState::Reserved => {
+                return Err(StoreError::InvalidTransition {
+                    from: wd.state.as_str(),
+                    to: to.as_str(),
+                })
+            }
+        };
+        let subject = format!("withdrawal/{id}");
+        w.apply_entry(&entry, &subject, ctx.now).await?;
+        let from = wd.state;
+        wd.state = to;
+        wd.updated_at = ctx.now;
+        let after = WithdrawalRow::from_domain(&wd)?;
+        sqlx::query("UPDATE withdrawals SET state = $1, updated_at_ms = $2 WHERE id = $3")
+            .bind(&after.state)
+            .bind(after.updated_at_ms)
+            .bind(&after.id)
+            .execute(&mut *w.tx)
+            .await?;
+        w.fault("withdrawal.after_transition")?;
+        w.record(subject.clone(), Some(hash_of(&before)?), Some(hash_of(&after)?));
+        let detail = serde_json::json!({ "from": from.as_str(), "to": to.as_str() });
+        w.commit(ctx, &format!("withdrawal.{}", to.as_str()), subject, detail, idem, &wd).await?;
+        Ok(wd)
+    }
 }

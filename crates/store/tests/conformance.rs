@@ -111,6 +111,7 @@ conformance!(
     injected_faults_leave_no_partial_write,
     audit_chain_verifies_and_catches_tampering,
     concurrent_withdrawals_never_overdraw,
+    concurrent_mixed_writes_stay_consistent,
     audit_log_is_append_only,
     tokens_are_created_and_revoked,
 );
@@ -570,6 +571,87 @@ async fn concurrent_withdrawals_never_overdraw(store: Arc<SqlStore>) {
     assert_eq!(ids.len(), 10, "distinct withdrawals");
     assert!(ok >= 10);
     assert_eq!(balance(&store, c).await, (0, 10 * 10u128.pow(15)));
+    assert_intact(&store).await;
+}
+
+/// Writers that touch the same rows in different orders (reserve: available then pending;
+/// cancel: pending then available; deposit: custody and available) neither deadlock nor
+/// double-apply.
+async fn concurrent_mixed_writes_stay_consistent(store: Arc<SqlStore>) {
+    let c = customer(&store, "u").await;
+    deposit(&store, c, 10u128.pow(18)).await;
+    let mut reserved = Vec::new();
+    for _ in 0..6 {
+        reserved.push(
+            store.request_withdrawal(&ctx(env().now()), None, plan(c, "0.01")).await.unwrap().id,
+        );
+    }
+    let mut tasks = Vec::new();
+    for (i, w) in reserved.iter().enumerate() {
+        for _ in 0..2 {
+            // Each withdrawal cancelled twice at once: exactly one may succeed.
+            let (store, w) = (store.clone(), *w);
+            tasks.push(tokio::spawn(async move {
+                store
+                    .transition_withdrawal(
+                        &ctx(env().now()),
+                        None,
+                        w,
+                        WithdrawalState::Cancelled,
+                        Uuid::new_v4(),
+                    )
+                    .await
+                    .map(|_| "cancel")
+            }));
+        }
+        let store2 = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store2
+                .request_withdrawal(&ctx(env().now()), None, plan(c, "0.01"))
+                .await
+                .map(|_| "reserve")
+        }));
+        let store3 = store.clone();
+        let reference = format!("same-{}", i % 2);
+        tasks.push(tokio::spawn(async move {
+            let new = NewDeposit {
+                id: Uuid::new_v4(),
+                entry_id: Uuid::new_v4(),
+                customer_id: c,
+                asset: eth(),
+                amount: wei(1),
+                reference,
+            };
+            store3.credit_deposit(&ctx(env().now()), None, new).await.map(|_| "deposit")
+        }));
+    }
+    let mut counts = std::collections::HashMap::new();
+    for t in tasks {
+        match tokio::time::timeout(std::time::Duration::from_secs(30), t)
+            .await
+            .expect("no deadlock")
+            .unwrap()
+        {
+            Ok(kind) => *counts.entry(kind).or_insert(0) += 1,
+            Err(StoreError::InvalidTransition { .. }) => {
+                *counts.entry("cancel refused").or_insert(0) += 1
+            }
+            Err(StoreError::DepositAlreadyCredited { .. }) => {
+                *counts.entry("deposit refused").or_insert(0) += 1
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(counts.get("cancel"), Some(&6), "{counts:?}");
+    assert_eq!(counts.get("cancel refused"), Some(&6), "{counts:?}");
+    assert_eq!(counts.get("reserve"), Some(&6), "{counts:?}");
+    assert_eq!(counts.get("deposit"), Some(&2), "one credit per reference: {counts:?}");
+    assert_eq!(counts.get("deposit refused"), Some(&4), "{counts:?}");
+    // 1 ETH + 2 wei deposited; six 0.01 reservations remain pending.
+    assert_eq!(
+        balance(&store, c).await,
+        (10u128.pow(18) + 2 - 6 * 10u128.pow(16), 6 * 10u128.pow(16))
+    );
     assert_intact(&store).await;
 }
 
