@@ -1,0 +1,6 @@
+-- The head follows the log: appending a record moves it, in the same statement, so the two
+-- can never disagree and a writer needs one round trip less.
+CREATE TRIGGER audit_head_follows AFTER INSERT ON audit_log
+BEGIN
+    UPDATE audit_head SET seq = NEW.seq, leaf_hash = NEW.leaf_hash WHERE id = 1;
+END;
