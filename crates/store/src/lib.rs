@@ -55,6 +55,10 @@ pub enum StoreError {
     Ledger(#[from] strongroom_core::ledger::LedgerError),
     #[error("withdrawal is {from}; it cannot become {to}")]
     InvalidTransition { from: &'static str, to: &'static str },
+    /// A database constraint refused a write; commands translate the ones they expect
+    /// (a duplicate customer, deposit or idempotency key) into their own variants.
+    #[error("{} constraint on table {table:?} refused the write", if *unique { "a unique" } else { "a foreign-key" })]
+    Constraint { table: String, unique: bool },
     #[error("injected fault at {0}")]
     InjectedFault(&'static str),
     #[error("stored data is corrupt: {0}")]
@@ -68,6 +72,16 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl StoreError {
+    /// Replace a unique violation on `table` with the error `meaning` gives.
+    pub(crate) fn on_unique(self, table: &str, meaning: impl FnOnce() -> StoreError) -> StoreError {
+        match self {
+            StoreError::Constraint { table: t, unique: true } if t == table => meaning(),
+            other => other,
+        }
+    }
+}
 
 /// Everything the API and the CLI need from storage.
 #[async_trait]

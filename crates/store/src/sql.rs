@@ -160,6 +160,7 @@ impl SqlStore {
             backend: self.backend,
             commit_lock: self.commit_lock.clone(),
             changes: Vec::new(),
+            queued: Vec::new(),
             faults: self.faults.clone(),
         })
     }
@@ -231,10 +232,121 @@ struct WriteTx {
     backend: Backend,
     commit_lock: Arc<Mutex<()>>,
     changes: Vec<Change>,
+    /// PostgreSQL: entity writes waiting to go out as one statement at commit.
+    queued: Vec<(String, Vec<Val>)>,
     faults: Arc<Faults>,
 }
 
+/// A value bound to a queued statement.
+#[derive(Debug, Clone)]
+enum Val {
+    Text(String),
+    Int(i64),
+    OptInt(Option<i64>),
+}
+
+fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    vals: &'q [Val],
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    for v in vals {
+        q = match v {
+            Val::Text(t) => q.bind(t.as_str()),
+            Val::Int(i) => q.bind(*i),
+            Val::OptInt(i) => q.bind(*i),
+        };
+    }
+    q
+}
+
+/// `$n` becomes `$(n + offset)`, to join statements numbered from 1 into one.
+fn renumber(sql: &str, offset: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '$' {
+            out.push(c);
+            continue;
+        }
+        let mut digits = String::new();
+        while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+            digits.push(*d);
+            chars.next();
+        }
+        match digits.parse::<usize>() {
+            Ok(n) => out.push_str(&format!("${}", n + offset)),
+            Err(_) => {
+                out.push('$');
+                out.push_str(&digits);
+            }
+        }
+    }
+    out
+}
+
+/// Turn a constraint violation into `StoreError::Constraint` naming its table, so a
+/// command can say what it means ("customer exists") wherever the statement ran.
+fn constraint_error(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        let unique = db.is_unique_violation();
+        if unique || db.is_foreign_key_violation() {
+            // PostgreSQL names the table; SQLite says "UNIQUE constraint failed: table.col".
+            let table = db.table().map(str::to_owned).or_else(|| {
+                db.message()
+                    .split_once("failed: ")
+                    .and_then(|(_, rest)| rest.split('.').next())
+                    .map(str::to_owned)
+            });
+            return StoreError::Constraint { table: table.unwrap_or_default(), unique };
+        }
+    }
+    e.into()
+}
+
 impl WriteTx {
+    /// A statement that changes entities. SQLite runs it now; PostgreSQL queues it and
+    /// sends every queued statement as one (data-modifying CTEs) at commit, which saves a
+    /// round trip per statement while the transaction holds its row locks.
+    async fn write(&mut self, sql: String, vals: Vec<Val>) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => {
+                bind_all(sqlx::query(&sql), &vals)
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(constraint_error)?;
+            }
+            Backend::Postgres => self.queued.push((sql, vals)),
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        let queued = std::mem::take(&mut self.queued);
+        let last = queued.len().saturating_sub(1);
+        let mut sql = String::new();
+        let mut vals: Vec<Val> = Vec::new();
+        for (i, (stmt, v)) in queued.into_iter().enumerate() {
+            let stmt = renumber(&stmt, vals.len());
+            if i < last {
+                sql.push_str(if i == 0 { "WITH " } else { ", " });
+                sql.push_str(&format!("w{i} AS ({stmt} RETURNING 1)"));
+            } else {
+                if i > 0 {
+                    sql.push(' ');
+                }
+                sql.push_str(&stmt);
+            }
+            vals.extend(v);
+        }
+        if !sql.is_empty() {
+            bind_all(sqlx::query(&sql), &vals)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(constraint_error)?;
+        }
+        Ok(())
+    }
+
     fn fault(&self, point: &'static str) -> Result<()> {
         self.faults.check(point)
     }
@@ -356,11 +468,16 @@ impl WriteTx {
         sql.truncate(sql.len() - 2);
         let keys: Vec<String> = (0..changed.len()).map(|i| format!("${}", i * 4 + 1)).collect();
         sql.push_str(&format!(" WHERE key IN ({})", keys.join(", ")));
-        let mut q = sqlx::query(&sql);
+        let mut vals = Vec::with_capacity(changed.len() * 4);
         for a in &changed {
-            q = q.bind(&a.key).bind(&a.balance).bind(a.version).bind(a.updated_at_ms);
+            vals.extend([
+                Val::Text(a.key.clone()),
+                Val::Text(a.balance.clone()),
+                Val::Int(a.version),
+                Val::Int(a.updated_at_ms),
+            ]);
         }
-        q.execute(&mut *self.tx).await?;
+        self.write(sql, vals).await?;
         for (key, before) in before_hashes {
             if let Some(after) = accounts.get(&key) {
                 self.record(format!("account/{key}"), before, Some(after.hash()?));
@@ -373,13 +490,11 @@ impl WriteTx {
             created_at_ms: now.unix_ms(),
             postings,
         };
-        sqlx::query("INSERT INTO journal_entries (id, kind, reference, created_at_ms) VALUES ($1, $2, $3, $4)")
-            .bind(&row.id)
-            .bind(&row.kind)
-            .bind(&row.reference)
-            .bind(row.created_at_ms)
-            .execute(&mut *self.tx)
-            .await?;
+        self.write(
+            "INSERT INTO journal_entries (id, kind, reference, created_at_ms) VALUES ($1, $2, $3, $4)".into(),
+            vec![Val::Text(row.id.clone()), Val::Text(row.kind.clone()), Val::Text(row.reference.clone()), Val::Int(row.created_at_ms)],
+        )
+        .await?;
         let values: Vec<String> = (0..row.postings.len())
             .map(|i| {
                 let b = i * 7;
@@ -396,18 +511,19 @@ impl WriteTx {
             })
             .collect();
         let sql = format!("INSERT INTO postings (entry_id, n, account_key, asset, side, amount, balance_after) VALUES {}", values.join(", "));
-        let mut q = sqlx::query(&sql);
+        let mut vals = Vec::with_capacity(row.postings.len() * 7);
         for p in &row.postings {
-            q = q
-                .bind(&row.id)
-                .bind(p.n)
-                .bind(&p.account_key)
-                .bind(&p.asset)
-                .bind(&p.side)
-                .bind(&p.amount)
-                .bind(&p.balance_after);
+            vals.extend([
+                Val::Text(row.id.clone()),
+                Val::Int(p.n),
+                Val::Text(p.account_key.clone()),
+                Val::Text(p.asset.clone()),
+                Val::Text(p.side.clone()),
+                Val::Text(p.amount.clone()),
+                Val::Text(p.balance_after.clone()),
+            ]);
         }
-        q.execute(&mut *self.tx).await?;
+        self.write(sql, vals).await?;
         self.record(format!("entry/{}", row.id), None, Some(row.hash()?));
         Ok(())
     }
@@ -428,21 +544,22 @@ impl WriteTx {
         if let Some(idem) = idem {
             let response =
                 serde_json::to_string(result).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let inserted = sqlx::query("INSERT INTO idempotency_keys (principal, key, request_hash, response, created_at_ms) VALUES ($1, $2, $3, $4, $5)")
-                .bind(&idem.principal)
-                .bind(&idem.key)
-                .bind(&idem.request_hash)
-                .bind(&response)
-                .bind(ctx.now.unix_ms())
-                .execute(&mut *self.tx)
-                .await;
-            match inserted {
-                Err(e) if is_unique_violation(&e) => return Err(StoreError::IdempotencyRace),
-                other => {
-                    other?;
-                }
-            }
+            self.write(
+                "INSERT INTO idempotency_keys (principal, key, request_hash, response, created_at_ms) VALUES ($1, $2, $3, $4, $5)".into(),
+                vec![
+                    Val::Text(idem.principal.clone()),
+                    Val::Text(idem.key.clone()),
+                    Val::Text(idem.request_hash.clone()),
+                    Val::Text(response),
+                    Val::Int(ctx.now.unix_ms()),
+                ],
+            )
+            .await
+            .map_err(|e| e.on_unique("idempotency_keys", || StoreError::IdempotencyRace))?;
         }
+        self.flush()
+            .await
+            .map_err(|e| e.on_unique("idempotency_keys", || StoreError::IdempotencyRace))?;
         // The serialised part: take the audit head, append (the head follows), commit.
         let _commit_turn = match self.backend {
             Backend::Postgres => Some(self.commit_lock.clone().lock_owned().await),
@@ -744,10 +861,6 @@ fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_foreign_key_violation())
 }
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
 #[async_trait]
 impl Store for SqlStore {
     fn backend(&self) -> Backend {
@@ -936,14 +1049,17 @@ impl Store for SqlStore {
             created_at_ms: ctx.now.unix_ms(),
             revoked_at_ms: None,
         };
-        sqlx::query("INSERT INTO api_tokens (id, name, role, token_hash, created_at_ms) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&row.id)
-            .bind(&row.name)
-            .bind(&row.role)
-            .bind(&row.token_hash)
-            .bind(row.created_at_ms)
-            .execute(&mut *w.tx)
-            .await?;
+        w.write(
+            "INSERT INTO api_tokens (id, name, role, token_hash, created_at_ms) VALUES ($1, $2, $3, $4, $5)".into(),
+            vec![
+                Val::Text(row.id.clone()),
+                Val::Text(row.name.clone()),
+                Val::Text(row.role.clone()),
+                Val::Text(row.token_hash.clone()),
+                Val::Int(row.created_at_ms),
+            ],
+        )
+        .await?;
         let subject = format!("token/{}", row.id);
         w.record(subject.clone(), None, Some(hash_of(&row)?));
         let record = row.to_domain()?;
@@ -971,11 +1087,11 @@ impl Store for SqlStore {
         let before = TokenRow::from_row(&row)?;
         let mut after = before.clone();
         after.revoked_at_ms = Some(before.revoked_at_ms.unwrap_or(ctx.now.unix_ms()));
-        sqlx::query("UPDATE api_tokens SET revoked_at_ms = $1 WHERE id = $2")
-            .bind(after.revoked_at_ms)
-            .bind(id)
-            .execute(&mut *w.tx)
-            .await?;
+        w.write(
+            "UPDATE api_tokens SET revoked_at_ms = $1 WHERE id = $2".into(),
+            vec![Val::OptInt(after.revoked_at_ms), Val::Text(id.to_owned())],
+        )
+        .await?;
         let subject = format!("token/{id}");
         w.record(subject.clone(), Some(hash_of(&before)?), Some(hash_of(&after)?));
         w.commit(ctx, "token.revoked", subject, serde_json::json!({}), None, &()).await?;
@@ -1111,27 +1227,24 @@ impl SqlStore {
             external_id: new.external_id.clone(),
             created_at_ms: ctx.now.unix_ms(),
         };
-        let inserted = sqlx::query(
-            "INSERT INTO customers (id, external_id, created_at_ms) VALUES ($1, $2, $3)",
+        let exists = || StoreError::CustomerExists(new.external_id.clone());
+        w.write(
+            "INSERT INTO customers (id, external_id, created_at_ms) VALUES ($1, $2, $3)".into(),
+            vec![
+                Val::Text(row.id.clone()),
+                Val::Text(row.external_id.clone()),
+                Val::Int(row.created_at_ms),
+            ],
         )
-        .bind(&row.id)
-        .bind(&row.external_id)
-        .bind(row.created_at_ms)
-        .execute(&mut *w.tx)
-        .await;
-        if let Err(e) = inserted {
-            return Err(if is_unique_violation(&e) {
-                StoreError::CustomerExists(new.external_id.clone())
-            } else {
-                e.into()
-            });
-        }
+        .await
+        .map_err(|e| e.on_unique("customers", exists))?;
         w.fault("customer.after_insert")?;
         w.record(format!("customer/{}", row.id), None, Some(hash_of(&row)?));
         let customer = row.to_domain()?;
         let detail = serde_json::json!({ "external_id": new.external_id });
         w.commit(ctx, "customer.created", format!("customer/{}", row.id), detail, idem, &customer)
-            .await?;
+            .await
+            .map_err(|e| e.on_unique("customers", exists))?;
         Ok(customer)
     }
 }
@@ -1144,17 +1257,11 @@ impl SqlStore {
         new: NewDeposit,
     ) -> Result<Deposit> {
         let mut w = self.begin_write().await?;
-        let dup = sqlx::query("SELECT id FROM deposits WHERE asset = $1 AND reference = $2")
-            .bind(new.asset.as_str())
-            .bind(&new.reference)
-            .fetch_optional(&mut *w.tx)
-            .await?;
-        if dup.is_some() {
-            return Err(StoreError::DepositAlreadyCredited {
-                asset: new.asset.to_string(),
-                reference: new.reference.clone(),
-            });
-        }
+        // UNIQUE (asset, reference) is what refuses a second credit, wherever it is caught.
+        let credited = || StoreError::DepositAlreadyCredited {
+            asset: new.asset.to_string(),
+            reference: new.reference.clone(),
+        };
         let entry = JournalEntry::deposit(new.entry_id, new.customer_id, &new.asset, new.amount)?;
         let subject = format!("deposit/{}", new.id);
         w.apply_entry(&entry, &subject, ctx.now).await?;
@@ -1168,24 +1275,20 @@ impl SqlStore {
             entry_id: new.entry_id.to_string(),
             created_at_ms: ctx.now.unix_ms(),
         };
-        sqlx::query("INSERT INTO deposits (id, customer_id, asset, amount, reference, entry_id, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-            .bind(&row.id)
-            .bind(&row.customer_id)
-            .bind(&row.asset)
-            .bind(&row.amount)
-            .bind(&row.reference)
-            .bind(&row.entry_id)
-            .bind(row.created_at_ms)
-            .execute(&mut *w.tx)
-            .await
-            .map_err(|e| {
-                // A concurrent credit of the same (asset, reference) committed first.
-                if is_unique_violation(&e) {
-                    StoreError::DepositAlreadyCredited { asset: new.asset.to_string(), reference: new.reference.clone() }
-                } else {
-                    e.into()
-                }
-            })?;
+        w.write(
+            "INSERT INTO deposits (id, customer_id, asset, amount, reference, entry_id, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)".into(),
+            vec![
+                Val::Text(row.id.clone()),
+                Val::Text(row.customer_id.clone()),
+                Val::Text(row.asset.clone()),
+                Val::Text(row.amount.clone()),
+                Val::Text(row.reference.clone()),
+                Val::Text(row.entry_id.clone()),
+                Val::Int(row.created_at_ms),
+            ],
+        )
+        .await
+        .map_err(|e| e.on_unique("deposits", credited))?;
         w.record(subject.clone(), None, Some(hash_of(&row)?));
         let deposit = Deposit {
             id: new.id,
@@ -1197,7 +1300,9 @@ impl SqlStore {
             created_at: ctx.now,
         };
         let detail = serde_json::json!({ "customer_id": new.customer_id, "asset": new.asset, "amount": new.amount, "reference": new.reference });
-        w.commit(ctx, "deposit.credited", subject, detail, idem, &deposit).await?;
+        w.commit(ctx, "deposit.credited", subject, detail, idem, &deposit)
+            .await
+            .map_err(|e| e.on_unique("deposits", credited))?;
         Ok(deposit)
     }
 }
@@ -1215,19 +1320,22 @@ impl SqlStore {
         w.apply_entry(&planned.reservation, &subject, ctx.now).await?;
         w.fault("withdrawal.after_reserve")?;
         let row = WithdrawalRow::from_domain(wd)?;
-        sqlx::query(&format!("INSERT INTO withdrawals ({WITHDRAWAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
-            .bind(&row.id)
-            .bind(&row.customer_id)
-            .bind(&row.asset)
-            .bind(&row.destination)
-            .bind(&row.amount)
-            .bind(&row.intent)
-            .bind(&row.intent_hash)
-            .bind(&row.state)
-            .bind(row.created_at_ms)
-            .bind(row.updated_at_ms)
-            .execute(&mut *w.tx)
-            .await?;
+        w.write(
+            format!("INSERT INTO withdrawals ({WITHDRAWAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
+            vec![
+                Val::Text(row.id.clone()),
+                Val::Text(row.customer_id.clone()),
+                Val::Text(row.asset.clone()),
+                Val::Text(row.destination.clone()),
+                Val::Text(row.amount.clone()),
+                Val::Text(row.intent.clone()),
+                Val::Text(row.intent_hash.clone()),
+                Val::Text(row.state.clone()),
+                Val::Int(row.created_at_ms),
+                Val::Int(row.updated_at_ms),
+            ],
+        )
+        .await?;
         w.fault("withdrawal.after_insert")?;
         w.record(subject.clone(), None, Some(hash_of(&row)?));
         let detail = serde_json::json!({
@@ -1281,16 +1389,43 @@ impl SqlStore {
         wd.state = to;
         wd.updated_at = ctx.now;
         let after = WithdrawalRow::from_domain(&wd)?;
-        sqlx::query("UPDATE withdrawals SET state = $1, updated_at_ms = $2 WHERE id = $3")
-            .bind(&after.state)
-            .bind(after.updated_at_ms)
-            .bind(&after.id)
-            .execute(&mut *w.tx)
-            .await?;
+        w.write(
+            "UPDATE withdrawals SET state = $1, updated_at_ms = $2 WHERE id = $3".into(),
+            vec![
+                Val::Text(after.state.clone()),
+                Val::Int(after.updated_at_ms),
+                Val::Text(after.id.clone()),
+            ],
+        )
+        .await?;
         w.fault("withdrawal.after_transition")?;
         w.record(subject.clone(), Some(hash_of(&before)?), Some(hash_of(&after)?));
         let detail = serde_json::json!({ "from": from.as_str(), "to": to.as_str() });
         w.commit(ctx, &format!("withdrawal.{}", to.as_str()), subject, detail, idem, &wd).await?;
         Ok(wd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_renumbered_for_joining() {
+        assert_eq!(
+            renumber("INSERT INTO t (a, b) VALUES ($1, $2)", 3),
+            "INSERT INTO t (a, b) VALUES ($4, $5)"
+        );
+        assert_eq!(renumber("x = $10 AND y = $9", 1), "x = $11 AND y = $10");
+        assert_eq!(renumber("no params", 5), "no params");
+    }
+
+    #[test]
+    fn database_urls_get_a_new_database_name() {
+        assert_eq!(
+            with_database("postgres://u@h:5432/postgres?sslmode=disable", "x"),
+            "postgres://u@h:5432/x?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
     }
 }
