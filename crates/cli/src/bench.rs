@@ -34,10 +34,11 @@ pub enum BenchCommand {
         clients: u32,
         #[arg(long, default_value_t = 15)]
         seconds: u64,
-        /// Connections for the paced run. More than `clients`, so that one slow response
-        /// does not hold back the requests scheduled after it on the same connection.
-        #[arg(long, default_value_t = 32)]
-        paced_clients: u32,
+        /// Connections for the paced run (default: `clients`). Latency is counted from each
+        /// request's scheduled time, so a slow response that delays the next request on its
+        /// connection is charged in full.
+        #[arg(long)]
+        paced_clients: Option<u32>,
         /// Skip pgbench (for a quick look).
         #[arg(long)]
         no_pgbench: bool,
@@ -50,6 +51,7 @@ pub enum BenchCommand {
 pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     let BenchCommand::Ingest { postgres_url, clients, seconds, paced_clients, no_pgbench, json } =
         command;
+    let paced_clients = paced_clients.unwrap_or(clients);
     let pg = if no_pgbench { None } else { Some(pgbench(&postgres_url, clients, seconds).await?) };
     if let Some(pg) = &pg {
         println!("pgbench TPC-B (scale 1, {clients} clients, {seconds} s): {:.0} tps, average latency {:.2} ms", pg.tps, pg.latency_avg_ms);
