@@ -39,6 +39,10 @@ pub enum BenchCommand {
         /// connection is charged in full.
         #[arg(long)]
         paced_clients: Option<u32>,
+        /// Load generator for the saturated run: `builtin` (Rust clients in this process) or
+        /// `wrk` (a separate C process, as pgbench's client is).
+        #[arg(long, value_enum, default_value = "builtin")]
+        load: Load,
         /// Skip pgbench (for a quick look).
         #[arg(long)]
         no_pgbench: bool,
@@ -48,17 +52,33 @@ pub enum BenchCommand {
     },
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Load {
+    Builtin,
+    Wrk,
+}
+
 pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
-    let BenchCommand::Ingest { postgres_url, clients, seconds, paced_clients, no_pgbench, json } =
-        command;
+    let BenchCommand::Ingest {
+        postgres_url,
+        clients,
+        seconds,
+        paced_clients,
+        load,
+        no_pgbench,
+        json,
+    } = command;
     let paced_clients = paced_clients.unwrap_or(clients);
     let pg = if no_pgbench { None } else { Some(pgbench(&postgres_url, clients, seconds).await?) };
     if let Some(pg) = &pg {
         println!("pgbench TPC-B (scale 1, {clients} clients, {seconds} s): {:.0} tps, average latency {:.2} ms", pg.tps, pg.latency_avg_ms);
     }
-    let saturated = ingest(&postgres_url, clients, seconds, None).await?;
+    let saturated = match load {
+        Load::Builtin => ingest(&postgres_url, clients, seconds, None).await?,
+        Load::Wrk => ingest_wrk(&postgres_url, clients, seconds).await?,
+    };
     println!(
-        "withdrawal ingestion, saturated: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({} requests, {} errors, {clients} clients)",
+        "withdrawal ingestion, saturated ({load:?} load): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({} requests, {} errors, {clients} clients)",
         saturated.tps, saturated.p50_ms, saturated.p99_ms, saturated.ok, saturated.errors
     );
     // Latency at the target load: half of pgbench's rate, offered at a fixed pace.
@@ -84,6 +104,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         let doc = serde_json::json!({
             "clients": clients,
             "paced_clients": paced_clients,
+            "load": format!("{load:?}"),
             "seconds": seconds,
             "pgbench": pg.as_ref().map(|p| serde_json::json!({ "tps": p.tps, "latency_avg_ms": p.latency_avg_ms })),
             "saturated": saturated.to_json(),
@@ -110,6 +131,86 @@ impl IngestResult {
     }
 }
 
+const WRK_SCRIPT: &str = r#"
+-- Unique idempotency key per request; customers round-robin.
+local counter = 0
+local id = 0
+function setup(thread)
+  id = id + 1
+  thread:set("tid", id)
+end
+request = function()
+  counter = counter + 1
+  local c = customers[(counter % #customers) + 1]
+  local body = '{"customer_id":"' .. c .. '","asset":"ETH","destination":"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed","amount":"0.001"}'
+  wrk.headers["Idempotency-Key"] = "wrk-" .. tid .. "-" .. counter
+  return wrk.format("POST", "/v1/withdrawals", wrk.headers, body)
+end
+"#;
+
+/// The same ingestion driven by `wrk` (a C load generator, like pgbench's client) from its
+/// own process, so the server's share of the 2 cores is not also spent on the clients.
+async fn ingest_wrk(url: &str, clients: u32, seconds: u64) -> anyhow::Result<IngestResult> {
+    let f = fixture(url, clients).await?;
+    let customers: Vec<String> = f.customers.iter().map(|c| format!("\"{c}\"")).collect();
+    let script = format!("customers = {{{}}}\n{WRK_SCRIPT}", customers.join(", "));
+    let script_path = f._dir.path().join("withdrawals.lua");
+    std::fs::write(&script_path, script)?;
+    let run = |secs: u64| {
+        tokio::process::Command::new("wrk")
+            .args([
+                "-t",
+                "2",
+                "-c",
+                &clients.to_string(),
+                "-d",
+                &format!("{secs}s"),
+                "--latency",
+                "-s",
+            ])
+            .arg(&script_path)
+            .args([
+                "-H",
+                &format!("Authorization: {}", f.auth),
+                "-H",
+                "Content-Type: application/json",
+            ])
+            .arg(format!("https://127.0.0.1:{}/v1/withdrawals", f.running.addr.port()))
+            .output()
+    };
+    run(2).await.context("running wrk (apt-get install wrk)")?;
+    let out = run(seconds).await?;
+    f.stop().await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        anyhow::bail!("wrk failed: {}{}", text, String::from_utf8_lossy(&out.stderr));
+    }
+    let ms = |v: &str| -> Option<f64> {
+        let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
+        let n: f64 = num.parse().ok()?;
+        Some(match unit {
+            "us" => n / 1000.0,
+            "ms" => n,
+            "s" => n * 1000.0,
+            _ => return None,
+        })
+    };
+    let field =
+        |prefix: &str| text.lines().find_map(|l| l.trim().strip_prefix(prefix)).map(str::trim);
+    let tps: f64 = field("Requests/sec:")
+        .and_then(|v| v.parse().ok())
+        .context("no Requests/sec in wrk output")?;
+    let p50 = field("50%").and_then(ms).unwrap_or(0.0);
+    let p99 = field("99%").and_then(ms).unwrap_or(0.0);
+    let errors: u64 = field("Non-2xx or 3xx responses:").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let total: u64 = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .unwrap_or(0);
+    Ok(IngestResult { tps, p50_ms: p50, p99_ms: p99, ok: total.saturating_sub(errors), errors })
+}
+
 struct PgbenchResult {
     tps: f64,
     latency_avg_ms: f64,
@@ -125,15 +226,20 @@ async fn fresh_db(url: &str, name: &str) -> anyhow::Result<String> {
     Ok(strongroom_store::with_database(url, name))
 }
 
-/// Drive `POST /v1/withdrawals` from `clients` connections for `seconds` after a 2 s
-/// warm-up: flat out when `rate` is `None`, otherwise at `rate` requests per second in all,
-/// with latency counted from each request's scheduled time (no coordinated omission).
-async fn ingest(
-    url: &str,
-    clients: u32,
-    seconds: u64,
-    rate: Option<f64>,
-) -> anyhow::Result<IngestResult> {
+/// A fresh database with one service token and `clients` funded customers, served over
+/// HTTPS by an in-process server.
+struct Fixture {
+    env: Arc<SystemEnv>,
+    store: Arc<SqlStore>,
+    running: tls::Running,
+    base: String,
+    ca_pem: Vec<u8>,
+    auth: String,
+    customers: Vec<uuid::Uuid>,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture(url: &str, clients: u32) -> anyhow::Result<Fixture> {
     let env = Arc::new(SystemEnv::new());
     let db_url = fresh_db(url, "strongroom_bench_ingest").await?;
     let store = Arc::new(
@@ -189,22 +295,46 @@ async fn ingest(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let running = tls::serve(listener, tls_config, app)?;
     let base = format!("https://localhost:{}", running.addr.port());
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca_cert)?)?;
 
+    let ca_pem = std::fs::read(&pki.ca_cert)?;
+    let auth = format!("Bearer {}", token.token.expose_secret());
+    Ok(Fixture { env, store, running, base, ca_pem, auth, customers, _dir: dir })
+}
+
+impl Fixture {
+    async fn stop(self) {
+        self.running.shutdown().await;
+        self.store.close().await;
+    }
+}
+
+/// Drive `POST /v1/withdrawals` from `clients` connections for `seconds` after a 2 s
+/// warm-up: flat out when `rate` is `None`, otherwise at `rate` requests per second in all,
+/// with latency counted from each request's scheduled time (no coordinated omission).
+async fn ingest(
+    url: &str,
+    clients: u32,
+    seconds: u64,
+    rate: Option<f64>,
+) -> anyhow::Result<IngestResult> {
+    let f = fixture(url, clients).await?;
+    let env = f.env.clone();
+    let ca = reqwest::Certificate::from_pem(&f.ca_pem)?;
+    let base = f.base.clone();
     let measure_from = env.monotonic() + Duration::from_secs(2);
     let until = measure_from + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
-    for (i, customer) in customers.into_iter().enumerate() {
+    for (i, customer) in f.customers.iter().copied().enumerate() {
         let client = reqwest::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
             .add_root_certificate(ca.clone())
             .min_tls_version(reqwest::tls::Version::TLS_1_3)
-            .resolve("localhost", running.addr)
+            .resolve("localhost", f.running.addr)
             .build()?;
         let env = env.clone();
         let url = format!("{base}/v1/withdrawals");
-        let auth = format!("Bearer {}", token.token.expose_secret());
+        let auth = f.auth.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0u64;
@@ -251,8 +381,7 @@ async fn ingest(
         all.extend(l);
         errors += e;
     }
-    running.shutdown().await;
-    store.close().await;
+    f.stop().await;
     all.sort();
     let pct = |p: f64| -> f64 {
         let idx = ((all.len() as f64 - 1.0) * p).round() as usize;
