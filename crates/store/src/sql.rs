@@ -15,7 +15,7 @@ use strongroom_core::ledger::{apply_posting, AccountRef, Bucket, JournalEntry};
 use strongroom_core::withdrawal::{PlannedWithdrawal, Withdrawal, WithdrawalState};
 use strongroom_core::Timestamp;
 use strongroom_units::{Amount, AssetSymbol};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{mpsc, oneshot, Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
 use crate::types::*;
@@ -74,7 +74,12 @@ pub struct SqlStore {
     /// machine). The row lock still orders writers across processes.
     commit_lock: Arc<Mutex<()>>,
     faults: Arc<Faults>,
+    /// The group-commit writer; `None` only inside the writer task itself.
+    batcher: Option<mpsc::Sender<Pending>>,
 }
+
+/// Most commands one group commit carries.
+pub const MAX_BATCH: usize = 64;
 
 /// Settings for [`SqlStore::connect`].
 #[derive(Debug, Clone)]
@@ -114,7 +119,9 @@ impl SqlStore {
             write_lock: Arc::new(Mutex::new(())),
             commit_lock: Arc::new(Mutex::new(())),
             faults: Arc::new(Faults::default()),
-        })
+            batcher: None,
+        }
+        .with_batcher())
     }
 
     /// Apply pending migrations for this backend.
@@ -528,29 +535,26 @@ impl WriteTx {
         Ok(())
     }
 
-    /// Append the audit record, save the idempotent response, and commit.
-    async fn commit<T: Serialize>(
-        mut self,
+    /// Finish one command inside this transaction: record its idempotency key and response,
+    /// send its queued statements, and hand back its audit record, still unchained.
+    async fn finish_job(
+        &mut self,
         ctx: &WriteCtx,
-        action: &str,
-        subject: String,
-        mut detail: serde_json::Value,
         idem: Option<&Idempotency>,
-        result: &T,
-    ) -> Result<()> {
+        staged: Staged,
+    ) -> Result<Draft> {
+        let mut detail = staged.detail;
         if let (Some(rid), Some(obj)) = (&ctx.request_id, detail.as_object_mut()) {
             obj.insert("request_id".into(), serde_json::Value::String(rid.clone()));
         }
         if let Some(idem) = idem {
-            let response =
-                serde_json::to_string(result).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             self.write(
                 "INSERT INTO idempotency_keys (principal, key, request_hash, response, created_at_ms) VALUES ($1, $2, $3, $4, $5)".into(),
                 vec![
                     Val::Text(idem.principal.clone()),
                     Val::Text(idem.key.clone()),
                     Val::Text(idem.request_hash.clone()),
-                    Val::Text(response),
+                    Val::Text(staged.result.to_string()),
                     Val::Int(ctx.now.unix_ms()),
                 ],
             )
@@ -560,6 +564,18 @@ impl WriteTx {
         self.flush()
             .await
             .map_err(|e| e.on_unique("idempotency_keys", || StoreError::IdempotencyRace))?;
+        Ok(Draft {
+            at_ms: ctx.now.unix_ms(),
+            actor: ctx.actor.clone(),
+            action: staged.action,
+            subject: staged.subject,
+            changes: std::mem::take(&mut self.changes),
+            detail: detail.to_string(),
+        })
+    }
+
+    /// Chain the drafts onto the audit head, append them, and commit.
+    async fn append_and_commit(mut self, drafts: Vec<Draft>) -> Result<()> {
         // The serialised part: take the audit head, append (the head follows), commit.
         let _commit_turn = match self.backend {
             Backend::Postgres => Some(self.commit_lock.clone().lock_owned().await),
@@ -570,40 +586,224 @@ impl WriteTx {
             for_update(self.backend)
         );
         let head = sqlx::query(&head_sql).fetch_one(&mut *self.tx).await?;
-        let head_seq: i64 = head.try_get("seq")?;
-        let head_leaf = digest(&head.try_get::<String, _>("leaf_hash")?)?;
-        let seq = head_seq + 1;
-
-        let record = AuditRecord {
-            seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt("audit seq".into()))?,
-            at_ms: ctx.now.unix_ms(),
-            actor: ctx.actor.clone(),
-            action: action.into(),
-            subject,
-            changes: std::mem::take(&mut self.changes),
-            detail: detail.to_string(),
-            prev_hash: head_leaf,
-        };
-        let leaf = record.leaf_hash().map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let changes = serde_json::to_string(&record.changes)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query("INSERT INTO audit_log (seq, at_ms, actor, action, subject, changes, detail, prev_hash, leaf_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-            .bind(seq)
-            .bind(record.at_ms)
-            .bind(&record.actor)
-            .bind(&record.action)
-            .bind(&record.subject)
-            .bind(&changes)
-            .bind(&record.detail)
-            .bind(record.prev_hash.to_hex())
-            .bind(leaf.to_hex())
-            .execute(&mut *self.tx)
-            .await?;
+        let mut seq: i64 = head.try_get("seq")?;
+        let mut prev = digest(&head.try_get::<String, _>("leaf_hash")?)?;
+        let mut vals = Vec::with_capacity(drafts.len() * 9);
+        let mut rows = Vec::with_capacity(drafts.len());
+        for d in drafts {
+            seq += 1;
+            let record = AuditRecord {
+                seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt("audit seq".into()))?,
+                at_ms: d.at_ms,
+                actor: d.actor,
+                action: d.action,
+                subject: d.subject,
+                changes: d.changes,
+                detail: d.detail,
+                prev_hash: prev,
+            };
+            let leaf = record.leaf_hash().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let changes = serde_json::to_string(&record.changes)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let b = rows.len() * 9;
+            rows.push(format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                b + 8,
+                b + 9
+            ));
+            vals.extend([
+                Val::Int(seq),
+                Val::Int(record.at_ms),
+                Val::Text(record.actor),
+                Val::Text(record.action),
+                Val::Text(record.subject),
+                Val::Text(changes),
+                Val::Text(record.detail),
+                Val::Text(record.prev_hash.to_hex()),
+                Val::Text(leaf.to_hex()),
+            ]);
+            prev = leaf;
+        }
+        let sql = format!(
+            "INSERT INTO audit_log (seq, at_ms, actor, action, subject, changes, detail, prev_hash, leaf_hash) VALUES {}",
+            rows.join(", ")
+        );
+        bind_all(sqlx::query(&sql), &vals).execute(&mut *self.tx).await?;
         // The audit_head row follows by trigger (migration 0002).
         self.fault("audit.after_append")?;
         self.tx.commit().await?;
         Ok(())
     }
+
+    /// One command, committed alone (used for the rarer, unbatched commands).
+    async fn commit<T: Serialize>(
+        mut self,
+        ctx: &WriteCtx,
+        action: &str,
+        subject: String,
+        detail: serde_json::Value,
+        idem: Option<&Idempotency>,
+        result: &T,
+    ) -> Result<()> {
+        let result =
+            serde_json::to_value(result).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let draft = self
+            .finish_job(ctx, idem, Staged { action: action.into(), subject, detail, result })
+            .await?;
+        self.append_and_commit(vec![draft]).await
+    }
+}
+
+/// What a command leaves for its audit record and its caller.
+#[derive(Debug)]
+struct Staged {
+    action: String,
+    subject: String,
+    detail: serde_json::Value,
+    result: serde_json::Value,
+}
+
+/// An audit record before it is chained.
+#[derive(Debug)]
+struct Draft {
+    at_ms: i64,
+    actor: String,
+    action: String,
+    subject: String,
+    changes: Vec<Change>,
+    detail: String,
+}
+
+type BoxFut<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// A command's work inside a write transaction. Re-runnable: a batch that fails is rolled
+/// back and its commands run again one by one.
+type Job =
+    Arc<dyn for<'a> Fn(&'a mut WriteTx, &'a WriteCtx) -> BoxFut<'a, Result<Staged>> + Send + Sync>;
+
+fn job<F>(f: F) -> Job
+where
+    F: for<'a> Fn(&'a mut WriteTx, &'a WriteCtx) -> BoxFut<'a, Result<Staged>>
+        + Send
+        + Sync
+        + 'static,
+{
+    Arc::new(f)
+}
+
+/// A command waiting for the group-commit writer.
+struct Pending {
+    job: Job,
+    ctx: WriteCtx,
+    idem: Option<Idempotency>,
+    reply: oneshot::Sender<Result<serde_json::Value>>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").field("ctx", &self.ctx).finish_non_exhaustive()
+    }
+}
+
+impl SqlStore {
+    fn with_batcher(mut self) -> Self {
+        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(batch_loop(self.clone(), rx));
+        self.batcher = Some(tx);
+        self
+    }
+
+    /// Run a command through the group-commit writer and wait for its result.
+    async fn submit(
+        &self,
+        ctx: &WriteCtx,
+        idem: Option<&Idempotency>,
+        job: Job,
+    ) -> Result<serde_json::Value> {
+        let batcher =
+            self.batcher.as_ref().ok_or_else(|| StoreError::Corrupt("no writer".into()))?;
+        let (reply, wait) = oneshot::channel();
+        batcher
+            .send(Pending { job, ctx: ctx.clone(), idem: idem.cloned(), reply })
+            .await
+            .map_err(|_| StoreError::Corrupt("the writer has stopped".into()))?;
+        wait.await.map_err(|_| StoreError::Corrupt("the writer dropped a command".into()))?
+    }
+
+    /// Run `batch` in one transaction. On failure, which command failed (None: the commit).
+    async fn run_batch(
+        &self,
+        batch: &[Pending],
+    ) -> Result<Vec<serde_json::Value>, (Option<usize>, StoreError)> {
+        let mut w = self.begin_write().await.map_err(|e| (None, e))?;
+        let mut drafts = Vec::with_capacity(batch.len());
+        let mut results = Vec::with_capacity(batch.len());
+        for (i, p) in batch.iter().enumerate() {
+            let staged = (p.job)(&mut w, &p.ctx).await.map_err(|e| (Some(i), e))?;
+            results.push(staged.result.clone());
+            drafts.push(
+                w.finish_job(&p.ctx, p.idem.as_ref(), staged).await.map_err(|e| (Some(i), e))?,
+            );
+        }
+        w.append_and_commit(drafts).await.map_err(|e| (None, e))?;
+        Ok(results)
+    }
+}
+
+/// The group-commit writer: takes every command waiting (up to [`MAX_BATCH`]) and commits
+/// them in one transaction, with one audit-head lock and one WAL flush. If any fails, the
+/// batch is rolled back and each command runs again alone, which gives the same results as
+/// running them one after another.
+async fn batch_loop(store: SqlStore, mut rx: mpsc::Receiver<Pending>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        match store.run_batch(&batch).await {
+            Ok(results) => {
+                for (p, r) in batch.into_iter().zip(results) {
+                    let _ = p.reply.send(Ok(r));
+                }
+            }
+            Err((_, e)) if batch.len() == 1 => {
+                if let Some(p) = batch.into_iter().next() {
+                    let _ = p.reply.send(Err(e));
+                }
+            }
+            Err((failed, e)) => {
+                // An injected fault is one-shot: give it to the command that met it (or the
+                // first one, when it was met at commit) instead of running that one again.
+                let mut fault =
+                    matches!(e, StoreError::InjectedFault(_)).then_some((failed.unwrap_or(0), e));
+                for (i, p) in batch.into_iter().enumerate() {
+                    let result = match fault.take_if(|(at, _)| *at == i) {
+                        Some((_, e)) => Err(e),
+                        None => store
+                            .run_batch(std::slice::from_ref(&p))
+                            .await
+                            .map(|mut r| r.remove(0))
+                            .map_err(|(_, e)| e),
+                    };
+                    let _ = p.reply.send(result);
+                }
+            }
+        }
+    }
+}
+
+fn from_json<T: DeserializeOwned>(v: serde_json::Value) -> Result<T> {
+    serde_json::from_value(v).map_err(|e| StoreError::Corrupt(format!("command result: {e}")))
 }
 
 fn customer_of(account: &AccountRef) -> Option<String> {
@@ -878,8 +1078,15 @@ impl Store for SqlStore {
         idem: Option<&Idempotency>,
         new: NewCustomer,
     ) -> Result<Customer> {
-        let result = self.create_customer_once(ctx, idem, new).await;
-        self.settle(result, idem).await
+        let external_id = new.external_id.clone();
+        let exists = move || StoreError::CustomerExists(external_id);
+        let job = job(move |w, ctx| {
+            let new = new.clone();
+            Box::pin(async move { stage_customer(w, ctx, new).await })
+        });
+        let result =
+            self.submit(ctx, idem, job).await.map_err(|e| e.on_unique("customers", exists));
+        self.settle(result.and_then(from_json), idem).await
     }
 
     async fn get_customer(&self, id: Uuid) -> Result<Customer> {
@@ -897,8 +1104,15 @@ impl Store for SqlStore {
         idem: Option<&Idempotency>,
         new: NewDeposit,
     ) -> Result<Deposit> {
-        let result = self.credit_deposit_once(ctx, idem, new).await;
-        self.settle(result, idem).await
+        let (asset, reference) = (new.asset.to_string(), new.reference.clone());
+        let credited = move || StoreError::DepositAlreadyCredited { asset, reference };
+        let job = job(move |w, ctx| {
+            let new = new.clone();
+            Box::pin(async move { stage_deposit(w, ctx, new).await })
+        });
+        let result =
+            self.submit(ctx, idem, job).await.map_err(|e| e.on_unique("deposits", credited));
+        self.settle(result.and_then(from_json), idem).await
     }
 
     async fn request_withdrawal(
@@ -907,8 +1121,12 @@ impl Store for SqlStore {
         idem: Option<&Idempotency>,
         planned: PlannedWithdrawal,
     ) -> Result<Withdrawal> {
-        let result = self.request_withdrawal_once(ctx, idem, planned).await;
-        self.settle(result, idem).await
+        let job = job(move |w, ctx| {
+            let planned = planned.clone();
+            Box::pin(async move { stage_withdrawal(w, ctx, planned).await })
+        });
+        let result = self.submit(ctx, idem, job).await;
+        self.settle(result.and_then(from_json), idem).await
     }
 
     async fn transition_withdrawal(
@@ -919,8 +1137,11 @@ impl Store for SqlStore {
         to: WithdrawalState,
         entry_id: Uuid,
     ) -> Result<Withdrawal> {
-        let result = self.transition_withdrawal_once(ctx, idem, id, to, entry_id).await;
-        self.settle(result, idem).await
+        let job = job(move |w, ctx| {
+            Box::pin(async move { stage_transition(w, ctx, id, to, entry_id).await })
+        });
+        let result = self.submit(ctx, idem, job).await;
+        self.settle(result.and_then(from_json), idem).await
     }
 
     async fn get_withdrawal(&self, id: Uuid) -> Result<Withdrawal> {
@@ -1214,196 +1435,177 @@ impl Store for SqlStore {
     }
 }
 
-impl SqlStore {
-    async fn create_customer_once(
-        &self,
-        ctx: &WriteCtx,
-        idem: Option<&Idempotency>,
-        new: NewCustomer,
-    ) -> Result<Customer> {
-        let mut w = self.begin_write().await?;
-        let row = CustomerRow {
-            id: new.id.to_string(),
-            external_id: new.external_id.clone(),
-            created_at_ms: ctx.now.unix_ms(),
-        };
-        let exists = || StoreError::CustomerExists(new.external_id.clone());
-        w.write(
-            "INSERT INTO customers (id, external_id, created_at_ms) VALUES ($1, $2, $3)".into(),
-            vec![
-                Val::Text(row.id.clone()),
-                Val::Text(row.external_id.clone()),
-                Val::Int(row.created_at_ms),
-            ],
-        )
-        .await
-        .map_err(|e| e.on_unique("customers", exists))?;
-        w.fault("customer.after_insert")?;
-        w.record(format!("customer/{}", row.id), None, Some(hash_of(&row)?));
-        let customer = row.to_domain()?;
-        let detail = serde_json::json!({ "external_id": new.external_id });
-        w.commit(ctx, "customer.created", format!("customer/{}", row.id), detail, idem, &customer)
-            .await
-            .map_err(|e| e.on_unique("customers", exists))?;
-        Ok(customer)
-    }
+// The keyed commands, as work inside a write transaction. Each leaves its writes queued or
+// done, its entity changes noted on the transaction, and returns its audit fields and result.
+
+async fn stage_customer(w: &mut WriteTx, ctx: &WriteCtx, new: NewCustomer) -> Result<Staged> {
+    let row = CustomerRow {
+        id: new.id.to_string(),
+        external_id: new.external_id.clone(),
+        created_at_ms: ctx.now.unix_ms(),
+    };
+    w.write(
+        "INSERT INTO customers (id, external_id, created_at_ms) VALUES ($1, $2, $3)".into(),
+        vec![
+            Val::Text(row.id.clone()),
+            Val::Text(row.external_id.clone()),
+            Val::Int(row.created_at_ms),
+        ],
+    )
+    .await?;
+    w.fault("customer.after_insert")?;
+    w.record(format!("customer/{}", row.id), None, Some(hash_of(&row)?));
+    Ok(Staged {
+        action: "customer.created".into(),
+        subject: format!("customer/{}", row.id),
+        detail: serde_json::json!({ "external_id": new.external_id }),
+        result: to_json(&row.to_domain()?)?,
+    })
 }
 
-impl SqlStore {
-    async fn credit_deposit_once(
-        &self,
-        ctx: &WriteCtx,
-        idem: Option<&Idempotency>,
-        new: NewDeposit,
-    ) -> Result<Deposit> {
-        let mut w = self.begin_write().await?;
-        // UNIQUE (asset, reference) is what refuses a second credit, wherever it is caught.
-        let credited = || StoreError::DepositAlreadyCredited {
-            asset: new.asset.to_string(),
-            reference: new.reference.clone(),
-        };
-        let entry = JournalEntry::deposit(new.entry_id, new.customer_id, &new.asset, new.amount)?;
-        let subject = format!("deposit/{}", new.id);
-        w.apply_entry(&entry, &subject, ctx.now).await?;
-        w.fault("deposit.after_postings")?;
-        let row = DepositRow {
-            id: new.id.to_string(),
-            customer_id: new.customer_id.to_string(),
-            asset: new.asset.to_string(),
-            amount: new.amount.to_string(),
-            reference: new.reference.clone(),
-            entry_id: new.entry_id.to_string(),
-            created_at_ms: ctx.now.unix_ms(),
-        };
-        w.write(
-            "INSERT INTO deposits (id, customer_id, asset, amount, reference, entry_id, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)".into(),
-            vec![
-                Val::Text(row.id.clone()),
-                Val::Text(row.customer_id.clone()),
-                Val::Text(row.asset.clone()),
-                Val::Text(row.amount.clone()),
-                Val::Text(row.reference.clone()),
-                Val::Text(row.entry_id.clone()),
-                Val::Int(row.created_at_ms),
-            ],
-        )
-        .await
-        .map_err(|e| e.on_unique("deposits", credited))?;
-        w.record(subject.clone(), None, Some(hash_of(&row)?));
-        let deposit = Deposit {
-            id: new.id,
-            customer_id: new.customer_id,
-            asset: new.asset.clone(),
-            amount: new.amount,
-            reference: new.reference.clone(),
-            entry_id: new.entry_id,
-            created_at: ctx.now,
-        };
-        let detail = serde_json::json!({ "customer_id": new.customer_id, "asset": new.asset, "amount": new.amount, "reference": new.reference });
-        w.commit(ctx, "deposit.credited", subject, detail, idem, &deposit)
-            .await
-            .map_err(|e| e.on_unique("deposits", credited))?;
-        Ok(deposit)
-    }
+async fn stage_deposit(w: &mut WriteTx, ctx: &WriteCtx, new: NewDeposit) -> Result<Staged> {
+    // UNIQUE (asset, reference) is what refuses a second credit, wherever it is caught.
+    let entry = JournalEntry::deposit(new.entry_id, new.customer_id, &new.asset, new.amount)?;
+    let subject = format!("deposit/{}", new.id);
+    w.apply_entry(&entry, &subject, ctx.now).await?;
+    w.fault("deposit.after_postings")?;
+    let row = DepositRow {
+        id: new.id.to_string(),
+        customer_id: new.customer_id.to_string(),
+        asset: new.asset.to_string(),
+        amount: new.amount.to_string(),
+        reference: new.reference.clone(),
+        entry_id: new.entry_id.to_string(),
+        created_at_ms: ctx.now.unix_ms(),
+    };
+    w.write(
+        "INSERT INTO deposits (id, customer_id, asset, amount, reference, entry_id, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)".into(),
+        vec![
+            Val::Text(row.id.clone()),
+            Val::Text(row.customer_id.clone()),
+            Val::Text(row.asset.clone()),
+            Val::Text(row.amount.clone()),
+            Val::Text(row.reference.clone()),
+            Val::Text(row.entry_id.clone()),
+            Val::Int(row.created_at_ms),
+        ],
+    )
+    .await?;
+    w.record(subject.clone(), None, Some(hash_of(&row)?));
+    let deposit = Deposit {
+        id: new.id,
+        customer_id: new.customer_id,
+        asset: new.asset.clone(),
+        amount: new.amount,
+        reference: new.reference.clone(),
+        entry_id: new.entry_id,
+        created_at: ctx.now,
+    };
+    Ok(Staged {
+        action: "deposit.credited".into(),
+        subject,
+        detail: serde_json::json!({ "customer_id": new.customer_id, "asset": new.asset, "amount": new.amount, "reference": new.reference }),
+        result: to_json(&deposit)?,
+    })
 }
 
-impl SqlStore {
-    async fn request_withdrawal_once(
-        &self,
-        ctx: &WriteCtx,
-        idem: Option<&Idempotency>,
-        planned: PlannedWithdrawal,
-    ) -> Result<Withdrawal> {
-        let mut w = self.begin_write().await?;
-        let wd = &planned.withdrawal;
-        let subject = format!("withdrawal/{}", wd.id);
-        w.apply_entry(&planned.reservation, &subject, ctx.now).await?;
-        w.fault("withdrawal.after_reserve")?;
-        let row = WithdrawalRow::from_domain(wd)?;
-        w.write(
-            format!("INSERT INTO withdrawals ({WITHDRAWAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
-            vec![
-                Val::Text(row.id.clone()),
-                Val::Text(row.customer_id.clone()),
-                Val::Text(row.asset.clone()),
-                Val::Text(row.destination.clone()),
-                Val::Text(row.amount.clone()),
-                Val::Text(row.intent.clone()),
-                Val::Text(row.intent_hash.clone()),
-                Val::Text(row.state.clone()),
-                Val::Int(row.created_at_ms),
-                Val::Int(row.updated_at_ms),
-            ],
-        )
-        .await?;
-        w.fault("withdrawal.after_insert")?;
-        w.record(subject.clone(), None, Some(hash_of(&row)?));
-        let detail = serde_json::json!({
+async fn stage_withdrawal(
+    w: &mut WriteTx,
+    ctx: &WriteCtx,
+    planned: PlannedWithdrawal,
+) -> Result<Staged> {
+    let wd = &planned.withdrawal;
+    let subject = format!("withdrawal/{}", wd.id);
+    w.apply_entry(&planned.reservation, &subject, ctx.now).await?;
+    w.fault("withdrawal.after_reserve")?;
+    let row = WithdrawalRow::from_domain(wd)?;
+    w.write(
+        format!("INSERT INTO withdrawals ({WITHDRAWAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
+        vec![
+            Val::Text(row.id.clone()),
+            Val::Text(row.customer_id.clone()),
+            Val::Text(row.asset.clone()),
+            Val::Text(row.destination.clone()),
+            Val::Text(row.amount.clone()),
+            Val::Text(row.intent.clone()),
+            Val::Text(row.intent_hash.clone()),
+            Val::Text(row.state.clone()),
+            Val::Int(row.created_at_ms),
+            Val::Int(row.updated_at_ms),
+        ],
+    )
+    .await?;
+    w.fault("withdrawal.after_insert")?;
+    w.record(subject.clone(), None, Some(hash_of(&row)?));
+    Ok(Staged {
+        action: "withdrawal.requested".into(),
+        subject,
+        detail: serde_json::json!({
             "customer_id": wd.customer_id, "asset": wd.intent.asset.symbol, "amount": wd.intent.amount,
             "destination": wd.intent.destination.as_str(), "intent_hash": wd.intent_hash,
-        });
-        w.commit(ctx, "withdrawal.requested", subject, detail, idem, wd).await?;
-        Ok(wd.clone())
-    }
+        }),
+        result: to_json(wd)?,
+    })
 }
 
-impl SqlStore {
-    async fn transition_withdrawal_once(
-        &self,
-        ctx: &WriteCtx,
-        idem: Option<&Idempotency>,
-        id: Uuid,
-        to: WithdrawalState,
-        entry_id: Uuid,
-    ) -> Result<Withdrawal> {
-        let mut w = self.begin_write().await?;
-        // Lock the row: two concurrent transitions must not both see the old state.
-        let sql = format!(
-            "SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals WHERE id = $1{}",
-            for_update(self.backend)
-        );
-        let row = sqlx::query(&sql)
-            .bind(id.to_string())
-            .fetch_optional(&mut *w.tx)
-            .await?
-            .ok_or(StoreError::NotFound { entity: "withdrawal", id: id.to_string() })?;
-        let before = WithdrawalRow::from_row(&row)?;
-        let mut wd = before.to_domain()?;
-        if !wd.state.can_become(to) {
-            return Err(StoreError::InvalidTransition { from: wd.state.as_str(), to: to.as_str() });
-        }
-        let (c, asset, amt) = (wd.customer_id, wd.intent.asset.symbol.clone(), wd.intent.amount);
-        let entry = match to {
-            WithdrawalState::Cancelled => JournalEntry::release(entry_id, c, &asset, amt)?,
-            WithdrawalState::Settled => JournalEntry::settle(entry_id, c, &asset, amt)?,
-            WithdrawalState::Reserved => {
-                return Err(StoreError::InvalidTransition {
-                    from: wd.state.as_str(),
-                    to: to.as_str(),
-                })
-            }
-        };
-        let subject = format!("withdrawal/{id}");
-        w.apply_entry(&entry, &subject, ctx.now).await?;
-        let from = wd.state;
-        wd.state = to;
-        wd.updated_at = ctx.now;
-        let after = WithdrawalRow::from_domain(&wd)?;
-        w.write(
-            "UPDATE withdrawals SET state = $1, updated_at_ms = $2 WHERE id = $3".into(),
-            vec![
-                Val::Text(after.state.clone()),
-                Val::Int(after.updated_at_ms),
-                Val::Text(after.id.clone()),
-            ],
-        )
-        .await?;
-        w.fault("withdrawal.after_transition")?;
-        w.record(subject.clone(), Some(hash_of(&before)?), Some(hash_of(&after)?));
-        let detail = serde_json::json!({ "from": from.as_str(), "to": to.as_str() });
-        w.commit(ctx, &format!("withdrawal.{}", to.as_str()), subject, detail, idem, &wd).await?;
-        Ok(wd)
+async fn stage_transition(
+    w: &mut WriteTx,
+    ctx: &WriteCtx,
+    id: Uuid,
+    to: WithdrawalState,
+    entry_id: Uuid,
+) -> Result<Staged> {
+    // Lock the row: two concurrent transitions must not both see the old state. Statements
+    // queued by earlier commands of the same batch are already sent, so this sees them.
+    let sql = format!(
+        "SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals WHERE id = $1{}",
+        for_update(w.backend)
+    );
+    let row = sqlx::query(&sql)
+        .bind(id.to_string())
+        .fetch_optional(&mut *w.tx)
+        .await?
+        .ok_or(StoreError::NotFound { entity: "withdrawal", id: id.to_string() })?;
+    let before = WithdrawalRow::from_row(&row)?;
+    let mut wd = before.to_domain()?;
+    if !wd.state.can_become(to) {
+        return Err(StoreError::InvalidTransition { from: wd.state.as_str(), to: to.as_str() });
     }
+    let (c, asset, amt) = (wd.customer_id, wd.intent.asset.symbol.clone(), wd.intent.amount);
+    let entry = match to {
+        WithdrawalState::Cancelled => JournalEntry::release(entry_id, c, &asset, amt)?,
+        WithdrawalState::Settled => JournalEntry::settle(entry_id, c, &asset, amt)?,
+        WithdrawalState::Reserved => {
+            return Err(StoreError::InvalidTransition { from: wd.state.as_str(), to: to.as_str() })
+        }
+    };
+    let subject = format!("withdrawal/{id}");
+    w.apply_entry(&entry, &subject, ctx.now).await?;
+    let from = wd.state;
+    wd.state = to;
+    wd.updated_at = ctx.now;
+    let after = WithdrawalRow::from_domain(&wd)?;
+    w.write(
+        "UPDATE withdrawals SET state = $1, updated_at_ms = $2 WHERE id = $3".into(),
+        vec![
+            Val::Text(after.state.clone()),
+            Val::Int(after.updated_at_ms),
+            Val::Text(after.id.clone()),
+        ],
+    )
+    .await?;
+    w.fault("withdrawal.after_transition")?;
+    w.record(subject.clone(), Some(hash_of(&before)?), Some(hash_of(&after)?));
+    Ok(Staged {
+        action: format!("withdrawal.{}", to.as_str()),
+        subject,
+        detail: serde_json::json!({ "from": from.as_str(), "to": to.as_str() }),
+        result: to_json(&wd)?,
+    })
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 #[cfg(test)]

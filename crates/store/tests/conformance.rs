@@ -112,6 +112,7 @@ conformance!(
     audit_chain_verifies_and_catches_tampering,
     concurrent_withdrawals_never_overdraw,
     concurrent_mixed_writes_stay_consistent,
+    a_failure_inside_a_group_commit_fails_only_its_command,
     audit_log_is_append_only,
     tokens_are_created_and_revoked,
 );
@@ -651,6 +652,51 @@ async fn concurrent_mixed_writes_stay_consistent(store: Arc<SqlStore>) {
     assert_eq!(
         balance(&store, c).await,
         (10u128.pow(18) + 2 - 6 * 10u128.pow(16), 6 * 10u128.pow(16))
+    );
+    assert_intact(&store).await;
+}
+
+/// Concurrent commands are committed in groups; when one of them fails (here, an injected
+/// fault between its statements), it alone fails and the others commit as if run one by one.
+async fn a_failure_inside_a_group_commit_fails_only_its_command(store: Arc<SqlStore>) {
+    let c = customer(&store, "u").await;
+    deposit(&store, c, 10u128.pow(18)).await;
+    store.faults().arm("withdrawal.after_insert").unwrap();
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .request_withdrawal(
+                        &ctx(env().now()),
+                        Some(&idem(&format!("g{i}"), "h")),
+                        plan(c, "0.01"),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut faults = 0;
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(StoreError::InjectedFault("withdrawal.after_insert")) => faults += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!((ok, faults), (15, 1));
+    assert_eq!(
+        balance(&store, c).await,
+        (10u128.pow(18) - 15 * 10u128.pow(16), 15 * 10u128.pow(16))
+    );
+    assert_eq!(
+        store
+            .list_withdrawals(&WithdrawalFilter { limit: 100, ..Default::default() })
+            .await
+            .unwrap()
+            .len(),
+        15
     );
     assert_intact(&store).await;
 }
