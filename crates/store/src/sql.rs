@@ -363,7 +363,7 @@ impl WriteTx {
     }
 
     /// Lock the entry's accounts in key order (so two writers touching the same accounts
-    /// cannot deadlock), creating missing ones first as version-0 placeholders that mean
+    /// cannot deadlock), creating missing ones first as empty version-0 rows that mean
     /// "did not exist". An account for an unknown customer fails its foreign key.
     async fn lock_accounts(
         &mut self,
@@ -406,10 +406,10 @@ impl WriteTx {
         keys: impl Iterator<Item = &'k String>,
     ) -> Result<BTreeMap<String, AccountRow>> {
         let keys: Vec<&String> = keys.collect();
-        let placeholders: Vec<String> = (1..=keys.len()).map(|i| format!("${i}")).collect();
+        let params: Vec<String> = (1..=keys.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT key, customer_id, asset, bucket, balance, version, updated_at_ms FROM accounts WHERE key IN ({}) ORDER BY key{}",
-            placeholders.join(", "),
+            params.join(", "),
             for_update(self.backend)
         );
         let mut q = sqlx::query(&sql);
@@ -417,7 +417,7 @@ impl WriteTx {
             q = q.bind(key);
         }
         let rows = q.fetch_all(&mut *self.tx).await?;
-        rows.iter().map(|r| AccountRow::from_row(r).map(|a| (a.key.clone(), a))).collect()
+        rows.iter().map(|r| row_of::<AccountRow>(r).map(|a| (a.key.clone(), a))).collect()
     }
 
     /// Apply a journal entry: update each account (refusing negative balances), store the
@@ -437,7 +437,7 @@ impl WriteTx {
                 .get_mut(&key)
                 .ok_or_else(|| StoreError::Corrupt(format!("account {key} vanished")))?;
             if !before_hashes.contains_key(&key) {
-                // Version 0 is the placeholder made by lock_accounts: "did not exist".
+                // Version 0 is the empty row made by lock_accounts: "did not exist".
                 let before = if account.version == 0 { None } else { Some(account.hash()?) };
                 before_hashes.insert(key.clone(), before);
             }
@@ -802,6 +802,10 @@ async fn batch_loop(store: SqlStore, mut rx: mpsc::Receiver<Pending>) {
     }
 }
 
+fn row_of<T: for<'r> sqlx::FromRow<'r, AnyRow>>(row: &AnyRow) -> Result<T> {
+    Ok(T::from_row(row)?)
+}
+
 fn from_json<T: DeserializeOwned>(v: serde_json::Value) -> Result<T> {
     serde_json::from_value(v).map_err(|e| StoreError::Corrupt(format!("command result: {e}")))
 }
@@ -844,7 +848,7 @@ fn hash_of<T: Serialize>(row: &T) -> Result<Digest32> {
 // Rows exactly as stored. The audit log records the state hash of these, and
 // `verify_audit` recomputes it from the live tables, so any hand edit shows.
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub(crate) struct AccountRow {
     key: String,
     customer_id: Option<String>,
@@ -856,17 +860,6 @@ pub(crate) struct AccountRow {
 }
 
 impl AccountRow {
-    fn from_row(r: &AnyRow) -> Result<Self> {
-        Ok(AccountRow {
-            key: r.try_get("key")?,
-            customer_id: r.try_get("customer_id")?,
-            asset: r.try_get("asset")?,
-            bucket: r.try_get("bucket")?,
-            balance: r.try_get("balance")?,
-            version: r.try_get("version")?,
-            updated_at_ms: r.try_get("updated_at_ms")?,
-        })
-    }
     fn balance(&self) -> Result<Amount> {
         amount(&self.balance)
     }
@@ -900,7 +893,7 @@ impl EntryRow {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 struct CustomerRow {
     id: String,
     external_id: String,
@@ -908,13 +901,6 @@ struct CustomerRow {
 }
 
 impl CustomerRow {
-    fn from_row(r: &AnyRow) -> Result<Self> {
-        Ok(CustomerRow {
-            id: r.try_get("id")?,
-            external_id: r.try_get("external_id")?,
-            created_at_ms: r.try_get("created_at_ms")?,
-        })
-    }
     fn to_domain(&self) -> Result<Customer> {
         Ok(Customer {
             id: uuid(&self.id)?,
@@ -924,7 +910,7 @@ impl CustomerRow {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 struct WithdrawalRow {
     id: String,
     customer_id: String,
@@ -941,20 +927,6 @@ struct WithdrawalRow {
 const WITHDRAWAL_COLUMNS: &str = "id, customer_id, asset, destination, amount, intent, intent_hash, state, created_at_ms, updated_at_ms";
 
 impl WithdrawalRow {
-    fn from_row(r: &AnyRow) -> Result<Self> {
-        Ok(WithdrawalRow {
-            id: r.try_get("id")?,
-            customer_id: r.try_get("customer_id")?,
-            asset: r.try_get("asset")?,
-            destination: r.try_get("destination")?,
-            amount: r.try_get("amount")?,
-            intent: r.try_get("intent")?,
-            intent_hash: r.try_get("intent_hash")?,
-            state: r.try_get("state")?,
-            created_at_ms: r.try_get("created_at_ms")?,
-            updated_at_ms: r.try_get("updated_at_ms")?,
-        })
-    }
     fn from_domain(w: &Withdrawal) -> Result<Self> {
         Ok(WithdrawalRow {
             id: w.id.to_string(),
@@ -998,7 +970,7 @@ impl WithdrawalRow {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 struct DepositRow {
     id: String,
     customer_id: String,
@@ -1009,21 +981,7 @@ struct DepositRow {
     created_at_ms: i64,
 }
 
-impl DepositRow {
-    fn from_row(r: &AnyRow) -> Result<Self> {
-        Ok(DepositRow {
-            id: r.try_get("id")?,
-            customer_id: r.try_get("customer_id")?,
-            asset: r.try_get("asset")?,
-            amount: r.try_get("amount")?,
-            reference: r.try_get("reference")?,
-            entry_id: r.try_get("entry_id")?,
-            created_at_ms: r.try_get("created_at_ms")?,
-        })
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 struct TokenRow {
     id: String,
     name: String,
@@ -1034,16 +992,6 @@ struct TokenRow {
 }
 
 impl TokenRow {
-    fn from_row(r: &AnyRow) -> Result<Self> {
-        Ok(TokenRow {
-            id: r.try_get("id")?,
-            name: r.try_get("name")?,
-            role: r.try_get("role")?,
-            token_hash: r.try_get("token_hash")?,
-            created_at_ms: r.try_get("created_at_ms")?,
-            revoked_at_ms: r.try_get("revoked_at_ms")?,
-        })
-    }
     fn to_domain(&self) -> Result<ApiTokenRecord> {
         Ok(ApiTokenRecord {
             id: self.id.clone(),
@@ -1095,7 +1043,7 @@ impl Store for SqlStore {
             .fetch_optional(&self.pool)
             .await?
             .ok_or(StoreError::NotFound { entity: "customer", id: id.to_string() })?;
-        CustomerRow::from_row(&row)?.to_domain()
+        row_of::<CustomerRow>(&row)?.to_domain()
     }
 
     async fn credit_deposit(
@@ -1151,7 +1099,7 @@ impl Store for SqlStore {
                 .fetch_optional(&self.pool)
                 .await?
                 .ok_or(StoreError::NotFound { entity: "withdrawal", id: id.to_string() })?;
-        WithdrawalRow::from_row(&row)?.to_domain()
+        row_of::<WithdrawalRow>(&row)?.to_domain()
     }
 
     async fn list_withdrawals(&self, filter: &WithdrawalFilter) -> Result<Vec<Withdrawal>> {
@@ -1166,7 +1114,7 @@ impl Store for SqlStore {
             .bind(i64::from(filter.limit.clamp(1, 1000)))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|r| WithdrawalRow::from_row(r)?.to_domain()).collect()
+        rows.iter().map(|r| row_of::<WithdrawalRow>(r)?.to_domain()).collect()
     }
 
     async fn balances(&self, customer_id: Uuid) -> Result<Vec<Balance>> {
@@ -1295,7 +1243,7 @@ impl Store for SqlStore {
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| StoreError::NotFound { entity: "token", id: id.chars().take(32).collect() })?;
-        TokenRow::from_row(&row)?.to_domain()
+        row_of::<TokenRow>(&row)?.to_domain()
     }
 
     async fn revoke_token(&self, ctx: &WriteCtx, id: &str) -> Result<ApiTokenRecord> {
@@ -1305,7 +1253,7 @@ impl Store for SqlStore {
             .fetch_optional(&mut *w.tx)
             .await?
             .ok_or_else(|| StoreError::NotFound { entity: "token", id: id.chars().take(32).collect() })?;
-        let before = TokenRow::from_row(&row)?;
+        let before = row_of::<TokenRow>(&row)?;
         let mut after = before.clone();
         after.revoked_at_ms = Some(before.revoked_at_ms.unwrap_or(ctx.now.unix_ms()));
         w.write(
@@ -1356,7 +1304,7 @@ impl Store for SqlStore {
             .fetch_all(&self.pool)
             .await?
         {
-            let row = CustomerRow::from_row(&r)?;
+            let row = row_of::<CustomerRow>(&r)?;
             out.push((format!("customer/{}", row.id), hash_of(&row)?));
         }
         for r in sqlx::query(
@@ -1365,18 +1313,18 @@ impl Store for SqlStore {
         .fetch_all(&self.pool)
         .await?
         {
-            let row = AccountRow::from_row(&r)?;
+            let row = row_of::<AccountRow>(&r)?;
             out.push((format!("account/{}", row.key), row.hash()?));
         }
         for r in sqlx::query(&format!("SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals"))
             .fetch_all(&self.pool)
             .await?
         {
-            let row = WithdrawalRow::from_row(&r)?;
+            let row = row_of::<WithdrawalRow>(&r)?;
             out.push((format!("withdrawal/{}", row.id), hash_of(&row)?));
         }
         for r in sqlx::query("SELECT id, customer_id, asset, amount, reference, entry_id, created_at_ms FROM deposits").fetch_all(&self.pool).await? {
-            let row = DepositRow::from_row(&r)?;
+            let row = row_of::<DepositRow>(&r)?;
             out.push((format!("deposit/{}", row.id), hash_of(&row)?));
         }
         for r in sqlx::query(
@@ -1385,7 +1333,7 @@ impl Store for SqlStore {
         .fetch_all(&self.pool)
         .await?
         {
-            let row = TokenRow::from_row(&r)?;
+            let row = row_of::<TokenRow>(&r)?;
             out.push((format!("token/{}", row.id), hash_of(&row)?));
         }
         let entries = sqlx::query(
@@ -1566,7 +1514,7 @@ async fn stage_transition(
         .fetch_optional(&mut *w.tx)
         .await?
         .ok_or(StoreError::NotFound { entity: "withdrawal", id: id.to_string() })?;
-    let before = WithdrawalRow::from_row(&row)?;
+    let before = row_of::<WithdrawalRow>(&row)?;
     let mut wd = before.to_domain()?;
     if !wd.state.can_become(to) {
         return Err(StoreError::InvalidTransition { from: wd.state.as_str(), to: to.as_str() });
@@ -1613,7 +1561,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn placeholders_are_renumbered_for_joining() {
+    fn parameters_are_renumbered_for_joining() {
         assert_eq!(
             renumber("INSERT INTO t (a, b) VALUES ($1, $2)", 3),
             "INSERT INTO t (a, b) VALUES ($4, $5)"
