@@ -216,19 +216,31 @@ struct PgbenchResult {
     latency_avg_ms: f64,
 }
 
-async fn fresh_db(url: &str, name: &str) -> anyhow::Result<String> {
+/// A new database named for this process, so that two benchmarks on one server never
+/// share (or drop) each other's. Returns its name and URL.
+async fn fresh_db(url: &str, kind: &str) -> anyhow::Result<(String, String)> {
     sqlx::any::install_default_drivers();
+    let name = format!("strongroom_bench_{kind}_{}", std::process::id());
     let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(url)
         .await
         .context("connecting to PostgreSQL")?;
     admin.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await?;
     admin.execute(format!("CREATE DATABASE {name}").as_str()).await?;
-    Ok(strongroom_store::with_database(url, name))
+    let db_url = strongroom_store::with_database(url, &name);
+    Ok((name, db_url))
+}
+
+async fn drop_db(url: &str, name: &str) -> anyhow::Result<()> {
+    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(url).await?;
+    admin.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await?;
+    Ok(())
 }
 
 /// A fresh database with one service token and `clients` funded customers, served over
 /// HTTPS by an in-process server.
 struct Fixture {
+    server_url: String,
+    db_name: String,
     env: Arc<SystemEnv>,
     store: Arc<SqlStore>,
     running: tls::Running,
@@ -241,7 +253,7 @@ struct Fixture {
 
 async fn fixture(url: &str, clients: u32) -> anyhow::Result<Fixture> {
     let env = Arc::new(SystemEnv::new());
-    let db_url = fresh_db(url, "strongroom_bench_ingest").await?;
+    let (db_name, db_url) = fresh_db(url, "ingest").await?;
     let store = Arc::new(
         SqlStore::connect(&db_url, strongroom_store::sql_options(clients.max(4) * 2)).await?,
     );
@@ -298,13 +310,27 @@ async fn fixture(url: &str, clients: u32) -> anyhow::Result<Fixture> {
 
     let ca_pem = std::fs::read(&pki.ca_cert)?;
     let auth = format!("Bearer {}", token.token.expose_secret());
-    Ok(Fixture { env, store, running, base, ca_pem, auth, customers, _dir: dir })
+    Ok(Fixture {
+        server_url: url.to_owned(),
+        db_name,
+        env,
+        store,
+        running,
+        base,
+        ca_pem,
+        auth,
+        customers,
+        _dir: dir,
+    })
 }
 
 impl Fixture {
     async fn stop(self) {
         self.running.shutdown().await;
         self.store.close().await;
+        if let Err(e) = drop_db(&self.server_url, &self.db_name).await {
+            tracing::warn!(error = %e, database = %self.db_name, "could not drop the benchmark database");
+        }
     }
 }
 
@@ -397,7 +423,7 @@ async fn ingest(
 }
 
 async fn pgbench(url: &str, clients: u32, seconds: u64) -> anyhow::Result<PgbenchResult> {
-    let db_url = fresh_db(url, "strongroom_bench_pgbench").await?;
+    let (db_name, db_url) = fresh_db(url, "pgbench").await?;
     let init = tokio::process::Command::new("pgbench")
         .args(["-i", "-s", "1", "-q", &db_url])
         .output()
@@ -414,6 +440,7 @@ async fn pgbench(url: &str, clients: u32, seconds: u64) -> anyhow::Result<Pgbenc
     if !out.status.success() {
         anyhow::bail!("pgbench failed: {}", String::from_utf8_lossy(&out.stderr));
     }
+    drop_db(url, &db_name).await?;
     let text = String::from_utf8_lossy(&out.stdout);
     let number_after = |prefix: &str| -> Option<f64> {
         text.lines()
