@@ -174,3 +174,103 @@ fn bad_arguments_get_clear_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("run `strongroom dev` first"));
 }
+
+/// The production path: `migrate`, `token create` and `serve --config` against PostgreSQL.
+#[test]
+fn serve_with_a_config_file_on_postgres() {
+    let Ok(base) = std::env::var("STRONGROOM_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var("STRONGROOM_REQUIRE_POSTGRES").map_or(true, |v| v != "1"),
+            "PostgreSQL required but STRONGROOM_TEST_POSTGRES_URL is not set"
+        );
+        println!(
+            "SKIPPED serve_with_a_config_file_on_postgres: STRONGROOM_TEST_POSTGRES_URL is not set"
+        );
+        return;
+    };
+    let db = format!("sr_cli_{}", std::process::id());
+    let psql = |sql: &str| {
+        Command::new("psql").args([base.as_str(), "-qAtc", sql]).status().map(|s| s.success())
+    };
+    if psql(&format!("CREATE DATABASE {db}")).ok() != Some(true) {
+        println!("SKIPPED serve_with_a_config_file_on_postgres: psql is not available");
+        assert!(
+            std::env::var("STRONGROOM_REQUIRE_POSTGRES").map_or(true, |v| v != "1"),
+            "psql needed"
+        );
+        return;
+    }
+    let url = strongroom_store::with_database(&base, &db);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("strongroom.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"{url}\"\ndata_dir = \"{}\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+
+    let migrated = Command::new(BIN).args(["migrate", "--config", cfg]).output().unwrap();
+    assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
+    let made = Command::new(BIN)
+        .args(["token", "create", "--name", "ops", "--role", "operator", "--config", cfg])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let token = String::from_utf8_lossy(&made.stdout).trim().to_owned();
+
+    let mut server = Command::new(BIN)
+        .args(["serve", "--config", cfg])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ca = dir.path().join("tls/ca.pem");
+    let health = format!("https://127.0.0.1:{port}/v1/health");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut answer = None;
+    while Instant::now() < deadline {
+        if let Some((true, out)) = curl(&["--tlsv1.3", "--cacert", ca.to_str().unwrap(), &health]) {
+            answer = Some(out);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let customers = curl(&[
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        "-H",
+        "Idempotency-Key: k1",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        "{\"external_id\":\"dora\"}",
+        &format!("https://127.0.0.1:{port}/v1/customers"),
+    ]);
+    let _ = server.kill();
+    let mut log = String::new();
+    if let Some(mut stderr) = server.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut log);
+    }
+    let _ = server.wait();
+    let verified = Command::new(BIN).args(["audit", "verify", "--config", cfg]).output().unwrap();
+    psql(&format!("DROP DATABASE {db} WITH (FORCE)")).unwrap();
+
+    let answer = answer.unwrap_or_else(|| panic!("serve never answered; log:\n{log}"));
+    assert!(answer.contains("\"database\":\"postgres\""), "{answer}");
+    let (ok, body) = customers.unwrap();
+    assert!(ok && body.contains("\"external_id\":\"dora\""), "{body}");
+    // Logs are JSON lines, and the token never appears in them.
+    let first =
+        log.lines().find(|l| l.contains("serving HTTPS")).unwrap_or_else(|| panic!("{log}"));
+    assert!(serde_json::from_str::<serde_json::Value>(first).is_ok(), "{first}");
+    assert!(!log.contains(token.rsplit('_').next().unwrap()), "token secret in the log");
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
+    assert!(String::from_utf8_lossy(&verified.stdout).contains("audit log intact: 2 records"));
+}
