@@ -1,9 +1,11 @@
-//! Secret types and API tokens.
+//! Secret types, API tokens, and sealing at rest (AES-256-GCM envelope encryption, [`seal`]).
 //!
 //! Secrets are their own types: zeroized on drop, `Debug` prints `<redacted>`, and there is
 //! no `Serialize`. The only way to the bytes is a call named `expose_secret`, which is easy
 //! to find in review. Randomness comes from the caller's [`Env`].
 #![forbid(unsafe_code)]
+
+pub mod seal;
 
 use sha2::{Digest, Sha256};
 use strongroom_core::Env;
