@@ -63,7 +63,9 @@ impl SoftwareKek {
         let mut h = Sha256::new();
         h.update(b"strongroom/kek-id/v1\0");
         h.update(key.as_ref());
-        let id = format!("soft-{}", hex::encode(&h.finalize()[..8]));
+        let digest = h.finalize();
+        let id =
+            format!("soft-{}", hex::encode(digest.iter().take(8).copied().collect::<Vec<u8>>()));
         SoftwareKek { id, key }
     }
 
