@@ -327,6 +327,21 @@ impl WriteTx {
         Ok(())
     }
 
+    /// `INSERT INTO table (columns) VALUES ($1, …)`, with one value per column.
+    async fn insert(&mut self, table: &str, columns: &[&str], vals: Vec<Val>) -> Result<()> {
+        if columns.len() != vals.len() {
+            return Err(StoreError::Corrupt(format!(
+                "insert into {table}: {} columns, {} values",
+                columns.len(),
+                vals.len()
+            )));
+        }
+        let params: Vec<String> = (1..=vals.len()).map(|i| format!("${i}")).collect();
+        let sql =
+            format!("INSERT INTO {table} ({}) VALUES ({})", columns.join(", "), params.join(", "));
+        self.write(sql, vals).await
+    }
+
     async fn flush(&mut self) -> Result<()> {
         let queued = std::mem::take(&mut self.queued);
         let last = queued.len().saturating_sub(1);
@@ -497,9 +512,15 @@ impl WriteTx {
             created_at_ms: now.unix_ms(),
             postings,
         };
-        self.write(
-            "INSERT INTO journal_entries (id, kind, reference, created_at_ms) VALUES ($1, $2, $3, $4)".into(),
-            vec![Val::Text(row.id.clone()), Val::Text(row.kind.clone()), Val::Text(row.reference.clone()), Val::Int(row.created_at_ms)],
+        self.insert(
+            "journal_entries",
+            &["id", "kind", "reference", "created_at_ms"],
+            vec![
+                Val::Text(row.id.clone()),
+                Val::Text(row.kind.clone()),
+                Val::Text(row.reference.clone()),
+                Val::Int(row.created_at_ms),
+            ],
         )
         .await?;
         let values: Vec<String> = (0..row.postings.len())
@@ -548,8 +569,9 @@ impl WriteTx {
             obj.insert("request_id".into(), serde_json::Value::String(rid.clone()));
         }
         if let Some(idem) = idem {
-            self.write(
-                "INSERT INTO idempotency_keys (principal, key, request_hash, response, created_at_ms) VALUES ($1, $2, $3, $4, $5)".into(),
+            self.insert(
+                "idempotency_keys",
+                &["principal", "key", "request_hash", "response", "created_at_ms"],
                 vec![
                     Val::Text(idem.principal.clone()),
                     Val::Text(idem.key.clone()),
@@ -924,6 +946,19 @@ struct WithdrawalRow {
     updated_at_ms: i64,
 }
 
+const WITHDRAWAL_COLUMN_LIST: [&str; 10] = [
+    "id",
+    "customer_id",
+    "asset",
+    "destination",
+    "amount",
+    "intent",
+    "intent_hash",
+    "state",
+    "created_at_ms",
+    "updated_at_ms",
+];
+
 const WITHDRAWAL_COLUMNS: &str = "id, customer_id, asset, destination, amount, intent, intent_hash, state, created_at_ms, updated_at_ms";
 
 impl WithdrawalRow {
@@ -1218,8 +1253,9 @@ impl Store for SqlStore {
             created_at_ms: ctx.now.unix_ms(),
             revoked_at_ms: None,
         };
-        w.write(
-            "INSERT INTO api_tokens (id, name, role, token_hash, created_at_ms) VALUES ($1, $2, $3, $4, $5)".into(),
+        w.insert(
+            "api_tokens",
+            &["id", "name", "role", "token_hash", "created_at_ms"],
             vec![
                 Val::Text(row.id.clone()),
                 Val::Text(row.name.clone()),
@@ -1392,8 +1428,9 @@ async fn stage_customer(w: &mut WriteTx, ctx: &WriteCtx, new: NewCustomer) -> Re
         external_id: new.external_id.clone(),
         created_at_ms: ctx.now.unix_ms(),
     };
-    w.write(
-        "INSERT INTO customers (id, external_id, created_at_ms) VALUES ($1, $2, $3)".into(),
+    w.insert(
+        "customers",
+        &["id", "external_id", "created_at_ms"],
         vec![
             Val::Text(row.id.clone()),
             Val::Text(row.external_id.clone()),
@@ -1426,8 +1463,9 @@ async fn stage_deposit(w: &mut WriteTx, ctx: &WriteCtx, new: NewDeposit) -> Resu
         entry_id: new.entry_id.to_string(),
         created_at_ms: ctx.now.unix_ms(),
     };
-    w.write(
-        "INSERT INTO deposits (id, customer_id, asset, amount, reference, entry_id, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)".into(),
+    w.insert(
+        "deposits",
+        &["id", "customer_id", "asset", "amount", "reference", "entry_id", "created_at_ms"],
         vec![
             Val::Text(row.id.clone()),
             Val::Text(row.customer_id.clone()),
@@ -1467,8 +1505,9 @@ async fn stage_withdrawal(
     w.apply_entry(&planned.reservation, &subject, ctx.now).await?;
     w.fault("withdrawal.after_reserve")?;
     let row = WithdrawalRow::from_domain(wd)?;
-    w.write(
-        format!("INSERT INTO withdrawals ({WITHDRAWAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
+    w.insert(
+        "withdrawals",
+        &WITHDRAWAL_COLUMN_LIST,
         vec![
             Val::Text(row.id.clone()),
             Val::Text(row.customer_id.clone()),
@@ -1568,6 +1607,11 @@ mod tests {
         );
         assert_eq!(renumber("x = $10 AND y = $9", 1), "x = $11 AND y = $10");
         assert_eq!(renumber("no params", 5), "no params");
+    }
+
+    #[test]
+    fn withdrawal_column_list_and_string_agree() {
+        assert_eq!(WITHDRAWAL_COLUMNS, WITHDRAWAL_COLUMN_LIST.join(", "));
     }
 
     #[test]
