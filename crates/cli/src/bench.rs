@@ -19,7 +19,7 @@ use strongroom_server::{pki::DevPki, tls, AppState};
 use strongroom_store::{NewApiToken, NewCustomer, NewDeposit, Role, SqlStore, Store, WriteCtx};
 use strongroom_units::{Amount, AssetRegistry, AssetSymbol};
 
-use crate::sysenv::SystemEnv;
+use strongroom_core::SystemEnv;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {

@@ -6,7 +6,6 @@
 
 mod bench;
 mod config;
-mod sysenv;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,7 +21,7 @@ use strongroom_store::{verify::MismatchKind, NewApiToken, Role, SqlStore, Store,
 use strongroom_units::AssetRegistry;
 
 use crate::config::{Config, LogFormat};
-use crate::sysenv::SystemEnv;
+use strongroom_core::SystemEnv;
 
 /// Default data folder of `strongroom dev`, relative to the working directory.
 const DEV_DATA_DIR: &str = ".strongroom/dev";

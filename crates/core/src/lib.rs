@@ -8,7 +8,11 @@
 pub mod env;
 pub mod intent;
 pub mod ledger;
+#[cfg(feature = "system")]
+pub mod sysenv;
 pub mod withdrawal;
 
 pub use env::{new_id, Env, FixedEnv, Timestamp};
 pub use intent::{Intent, IntentAsset, IntentError, IntentHash, WalletId};
+#[cfg(feature = "system")]
+pub use sysenv::SystemEnv;

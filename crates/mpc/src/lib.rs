@@ -4,7 +4,8 @@
 //!
 //! Implemented so far: FROST (RFC 9591) distributed key generation and two-round signing,
 //! generic over the ciphersuite, used with secp256k1-Taproot (BIP-340) and Ed25519.
-//! CGGMP21 threshold ECDSA comes next.
+//! Threshold ECDSA on secp256k1 with CGGMP21 ([`ecdsa`]): auxiliary info, key generation,
+//! presignatures, and non-interactive signing from a presignature with BIP-32 child keys.
 //!
 //! Every message travels in an [`Envelope`] that names its execution, round, sender and
 //! recipient. A state machine refuses an envelope from another execution, a wrong round, an
@@ -12,6 +13,7 @@
 //! another.
 #![forbid(unsafe_code)]
 
+pub mod ecdsa;
 pub mod frost;
 
 use sha2::{Digest, Sha256};

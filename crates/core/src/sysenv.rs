@@ -3,7 +3,7 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use strongroom_core::{Env, Timestamp};
+use crate::{Env, Timestamp};
 
 #[derive(Debug)]
 pub struct SystemEnv {
@@ -12,6 +12,7 @@ pub struct SystemEnv {
 
 #[allow(clippy::disallowed_methods)] // This is the one place that reads the real clock.
 impl SystemEnv {
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         SystemEnv { start: Instant::now() }
     }
