@@ -83,6 +83,34 @@ impl<C: Ciphersuite> std::fmt::Debug for KeyShare<C> {
 }
 
 impl<C: Ciphersuite> KeyShare<C> {
+    /// Serialize for sealing (the result holds the secret share).
+    pub fn to_bytes(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, MpcError> {
+        #[derive(serde::Serialize)]
+        #[serde(bound = "")]
+        struct RawRef<'a, C: Ciphersuite> {
+            me: u16,
+            key_package: &'a KeyPackage<C>,
+            public: &'a PublicKeyPackage<C>,
+        }
+        let raw = RawRef { me: self.me, key_package: &self.key_package, public: &self.public };
+        serde_json::to_vec(&raw)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|e| MpcError::Parameters(e.to_string()))
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, MpcError> {
+        #[derive(serde::Deserialize)]
+        #[serde(bound = "")]
+        struct Raw<C: Ciphersuite> {
+            me: u16,
+            key_package: KeyPackage<C>,
+            public: PublicKeyPackage<C>,
+        }
+        let raw: Raw<C> =
+            serde_json::from_slice(bytes).map_err(|e| MpcError::Parameters(e.to_string()))?;
+        Ok(KeyShare { me: raw.me, key_package: raw.key_package, public: raw.public })
+    }
+
     /// The group's public key, serialized as the ciphersuite defines (x-only 32 bytes for
     /// Taproot, 32 bytes for Ed25519).
     pub fn group_key(&self) -> Result<Vec<u8>, MpcError> {
@@ -90,7 +118,8 @@ impl<C: Ciphersuite> KeyShare<C> {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(bound = "")]
 pub enum DkgPayload<C: Ciphersuite> {
     Round1(round1::Package<C>),
     Round2(round2::Package<C>),
@@ -230,7 +259,8 @@ impl<C: Ciphersuite> Dkg<C> {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(bound = "")]
 pub enum SignPayload<C: Ciphersuite> {
     Commitments(SigningCommitments<C>),
     Share(SignatureShare<C>),

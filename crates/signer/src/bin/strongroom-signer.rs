@@ -1,0 +1,28 @@
+//! `strongroom-signer --config node.toml`: run one MPC signer node.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Parser;
+use strongroom_core::SystemEnv;
+use strongroom_signer::{Config, Node};
+
+#[derive(Parser, Debug)]
+#[command(name = "strongroom-signer", version, about = "Strongroom MPC signer node")]
+struct Args {
+    /// The node's configuration file (TOML).
+    #[arg(long, env = "STRONGROOM_SIGNER_CONFIG")]
+    config: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    strongroom_signer::node::init_logging();
+    let text = std::fs::read_to_string(&args.config)?;
+    let cfg: Config = toml::from_str(&text)?;
+    let node = Node::new(cfg, Arc::new(SystemEnv::new()))?;
+    node.start().await?;
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}

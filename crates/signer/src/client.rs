@@ -1,0 +1,433 @@
+//! The orchestrator's side: one pinned mTLS 1.3 connection per node, requests matched to
+//! replies by id. The orchestrator coordinates (who signs, which presignature, which
+//! execution id) but never sees a share: ECDSA partial signatures and FROST signatures are
+//! all it receives, and it checks every result against the group key before returning it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use strongroom_mpc::{ecdsa, ExecutionId};
+use tokio::io::BufReader;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio_rustls::TlsConnector;
+
+use crate::tls::{self, Credentials};
+use crate::wire::{
+    self, eid_hex, Control, Frame, KeyInfo, NodeStatus, Refusal, Reply, Request, Scheme,
+    SignRequest,
+};
+
+/// Where a node is and which certificate it must present.
+#[derive(Debug, Clone)]
+pub struct NodeAddr {
+    pub id: u16,
+    pub addr: SocketAddr,
+    pub cert_sha256: String,
+}
+
+type Waiters = Arc<std::sync::Mutex<BTreeMap<u64, oneshot::Sender<Result<Reply, Refusal>>>>>;
+
+struct Conn {
+    tx: mpsc::UnboundedSender<Frame>,
+    waiters: Waiters,
+}
+
+pub struct Orchestrator {
+    nodes: BTreeMap<u16, NodeAddr>,
+    creds: Credentials,
+    conns: Mutex<BTreeMap<u16, Conn>>,
+    next: AtomicU64,
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator").field("nodes", &self.nodes.keys()).finish_non_exhaustive()
+    }
+}
+
+fn unreachable(node: u16, m: impl std::fmt::Display) -> Refusal {
+    Refusal { node, code: "unreachable".into(), message: m.to_string(), culprits: vec![node] }
+}
+
+/// A finished signature, checked against the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    pub signature: Vec<u8>,
+    pub public_key: Vec<u8>,
+    /// The digest (ECDSA) or message (FROST) that was signed, as the nodes derived it.
+    pub signed_bytes: Vec<u8>,
+    pub signers: Vec<u16>,
+}
+
+impl Orchestrator {
+    pub fn new(nodes: Vec<NodeAddr>, creds: Credentials) -> Self {
+        Orchestrator {
+            nodes: nodes.into_iter().map(|n| (n.id, n)).collect(),
+            creds,
+            conns: Mutex::new(BTreeMap::new()),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    pub fn node_ids(&self) -> Vec<u16> {
+        self.nodes.keys().copied().collect()
+    }
+
+    async fn connect(&self, node: &NodeAddr) -> anyhow::Result<Conn> {
+        let config = tls::client_config(&self.creds, &node.cert_sha256.to_lowercase())?;
+        let tcp =
+            tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(node.addr)).await??;
+        tcp.set_nodelay(true)?;
+        let stream = tokio::time::timeout(
+            Duration::from_secs(5),
+            TlsConnector::from(Arc::new(config)).connect(tls::server_name(), tcp),
+        )
+        .await??;
+        let (rd, mut wr) = tokio::io::split(stream);
+        let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
+        let waiters: Waiters = Arc::default();
+        tokio::spawn(async move {
+            while let Some(f) = rx.recv().await {
+                if wire::write_frame(&mut wr, &f).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let w = waiters.clone();
+        let id = node.id;
+        tokio::spawn(async move {
+            let mut rd = BufReader::new(rd);
+            while let Ok(Some(body)) = wire::read_frame(&mut rd).await {
+                if let Ok(Frame::Control(Control::Response { id, body })) = Frame::decode(&body) {
+                    if let Some(waiter) = w.lock().ok().and_then(|mut m| m.remove(&id)) {
+                        let _ = waiter.send(body);
+                    }
+                }
+            }
+            // Connection gone: fail whatever still waits.
+            if let Ok(mut m) = w.lock() {
+                for (_, waiter) in std::mem::take(&mut *m) {
+                    let _ = waiter.send(Err(unreachable(id, "connection closed")));
+                }
+            }
+        });
+        Ok(Conn { tx, waiters })
+    }
+
+    /// Send one request to one node and wait for its reply.
+    pub async fn request(
+        &self,
+        node: u16,
+        body: Request,
+        timeout: Duration,
+    ) -> Result<Reply, Refusal> {
+        let addr = self.nodes.get(&node).ok_or_else(|| unreachable(node, "unknown node"))?.clone();
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut conns = self.conns.lock().await;
+            let healthy = conns.get(&node).is_some_and(|c| !c.tx.is_closed());
+            if !healthy {
+                let c = self.connect(&addr).await.map_err(|e| unreachable(node, e))?;
+                conns.insert(node, c);
+            }
+            let conn = conns.get(&node).ok_or_else(|| unreachable(node, "no connection"))?;
+            conn.waiters.lock().map_err(|_| unreachable(node, "lock"))?.insert(id, tx);
+            if conn.tx.send(Frame::Control(Control::Request { id, body })).is_err() {
+                conns.remove(&node);
+                return Err(unreachable(node, "connection closed"));
+            }
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(unreachable(node, "connection closed")),
+            Err(_) => Err(Refusal {
+                node,
+                code: "timeout".into(),
+                message: format!("no reply within {} ms", timeout.as_millis()),
+                culprits: vec![node],
+            }),
+        }
+    }
+
+    /// Send the same kind of request to several nodes at once; all replies, in node order.
+    async fn fan_out(
+        &self,
+        nodes: &[u16],
+        make: impl Fn(u16) -> Request,
+        timeout: Duration,
+    ) -> Vec<(u16, Result<Reply, Refusal>)> {
+        let futs = nodes.iter().map(|n| {
+            let req = make(*n);
+            async move { (*n, self.request(*n, req, timeout).await) }
+        });
+        futures_join_all(futs).await
+    }
+
+    /// The first failure, after telling the other nodes to leave the session.
+    async fn first_failure(
+        &self,
+        eid: &ExecutionId,
+        replies: &[(u16, Result<Reply, Refusal>)],
+    ) -> Option<Refusal> {
+        let failure = replies.iter().find_map(|(_, r)| r.as_ref().err().cloned())?;
+        // Prefer a node's own refusal or a culprit over the knock-on aborts it caused.
+        let failure = replies
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().err())
+            .find(|r| r.code != "aborted")
+            .cloned()
+            .unwrap_or(failure);
+        for (n, r) in replies {
+            if r.is_ok() {
+                continue;
+            }
+            let _ = self
+                .request(
+                    *n,
+                    Request::Abort { eid: eid_hex(eid), reason: failure.to_string() },
+                    Duration::from_secs(2),
+                )
+                .await;
+        }
+        Some(failure)
+    }
+
+    pub async fn status(&self, node: u16) -> Result<NodeStatus, Refusal> {
+        match self.request(node, Request::Status, Duration::from_secs(5)).await? {
+            Reply::Status(s) => Ok(s),
+            other => Err(unexpected(node, &other)),
+        }
+    }
+
+    /// Nodes that answer a status request now.
+    pub async fn live_nodes(&self) -> Vec<u16> {
+        let ids = self.node_ids();
+        let replies = self.fan_out(&ids, |_| Request::Status, Duration::from_secs(2)).await;
+        replies.into_iter().filter(|(_, r)| r.is_ok()).map(|(n, _)| n).collect()
+    }
+
+    pub async fn aux_info(&self, eid: ExecutionId, parties: &[u16]) -> Result<(), Refusal> {
+        let p = parties.to_vec();
+        let replies = self
+            .fan_out(
+                parties,
+                |_| Request::AuxInfo { eid: eid_hex(&eid), parties: p.clone() },
+                Duration::from_secs(900),
+            )
+            .await;
+        match self.first_failure(&eid, &replies).await {
+            Some(f) => Err(f),
+            None => Ok(()),
+        }
+    }
+
+    pub async fn keygen(
+        &self,
+        eid: ExecutionId,
+        key_id: &str,
+        scheme: Scheme,
+        parties: &[u16],
+        threshold: u16,
+    ) -> Result<KeyInfo, Refusal> {
+        let p = parties.to_vec();
+        let replies = self
+            .fan_out(
+                parties,
+                |_| Request::Keygen {
+                    eid: eid_hex(&eid),
+                    key_id: key_id.to_string(),
+                    scheme,
+                    parties: p.clone(),
+                    threshold,
+                },
+                Duration::from_secs(60),
+            )
+            .await;
+        if let Some(f) = self.first_failure(&eid, &replies).await {
+            return Err(f);
+        }
+        let mut infos = replies.into_iter().filter_map(|(n, r)| match r {
+            Ok(Reply::Key(k)) => Some((n, k)),
+            _ => None,
+        });
+        let (n0, first) = infos.next().ok_or_else(|| unreachable(0, "no key info"))?;
+        for (n, k) in infos {
+            if k != first {
+                return Err(Refusal {
+                    node: n,
+                    code: "culprit".into(),
+                    message: format!("node {n} reports another public key than node {n0}"),
+                    culprits: vec![n],
+                });
+            }
+        }
+        Ok(first)
+    }
+
+    /// Make one presignature for `signers`; returns its id.
+    pub async fn presign(
+        &self,
+        eid: ExecutionId,
+        key_id: &str,
+        signers: &[u16],
+    ) -> Result<String, Refusal> {
+        let s = signers.to_vec();
+        let replies = self
+            .fan_out(
+                signers,
+                |_| Request::Presign {
+                    eid: eid_hex(&eid),
+                    key_id: key_id.to_string(),
+                    signers: s.clone(),
+                },
+                Duration::from_secs(120),
+            )
+            .await;
+        if let Some(f) = self.first_failure(&eid, &replies).await {
+            return Err(f);
+        }
+        Ok(eid_hex(&eid))
+    }
+
+    /// Sign with `signers`. ECDSA uses (and burns) the presignature `presignature`, which
+    /// all signers must hold; FROST runs its two rounds among the signers.
+    pub async fn sign(
+        &self,
+        eid: ExecutionId,
+        key: &KeyInfo,
+        signers: &[u16],
+        presignature: Option<&str>,
+        request: &SignRequest,
+    ) -> Result<Signed, Refusal> {
+        let s = signers.to_vec();
+        let replies = self
+            .fan_out(
+                signers,
+                |_| Request::Sign {
+                    eid: eid_hex(&eid),
+                    key_id: key.key_id.clone(),
+                    signers: s.clone(),
+                    presignature: presignature.map(String::from),
+                    request: request.clone(),
+                },
+                Duration::from_secs(30),
+            )
+            .await;
+        if let Some(f) = self.first_failure(&eid, &replies).await {
+            return Err(f);
+        }
+        let bad = |n: u16, m: &str| Refusal {
+            node: n,
+            code: "culprit".into(),
+            message: m.into(),
+            culprits: vec![n],
+        };
+        match key.scheme {
+            Scheme::Ecdsa => {
+                let mut partials = Vec::new();
+                let mut agreed: Option<(String, String)> = None;
+                for (n, r) in replies {
+                    let Ok(Reply::Partial { partial, public_key, digest }) = r else {
+                        return Err(bad(n, "expected a partial signature"));
+                    };
+                    if agreed.get_or_insert((public_key.clone(), digest.clone()))
+                        != &(public_key, digest)
+                    {
+                        return Err(bad(n, "signers disagree on the key or the digest"));
+                    }
+                    let bytes = hex::decode(partial).map_err(|_| bad(n, "partial is not hex"))?;
+                    partials
+                        .push(ecdsa::decode_partial(&bytes).map_err(|e| bad(n, &e.to_string()))?);
+                }
+                let (pk, digest) = agreed.ok_or_else(|| unreachable(0, "no replies"))?;
+                let pk_bytes = hex::decode(&pk).ok().and_then(|b| <[u8; 33]>::try_from(b).ok());
+                let digest_bytes =
+                    hex::decode(&digest).ok().and_then(|b| <[u8; 32]>::try_from(b).ok());
+                let (Some(pk_bytes), Some(digest_bytes)) = (pk_bytes, digest_bytes) else {
+                    return Err(bad(0, "malformed key or digest"));
+                };
+                if request.path.is_empty() && pk != key.public_key {
+                    return Err(bad(0, "signers used another key"));
+                }
+                let sig =
+                    ecdsa::combine(&partials, &pk_bytes, &digest_bytes).map_err(|e| Refusal {
+                        node: 0,
+                        code: "culprit".into(),
+                        message: e.to_string(),
+                        culprits: vec![],
+                    })?;
+                Ok(Signed {
+                    signature: sig.to_vec(),
+                    public_key: pk_bytes.to_vec(),
+                    signed_bytes: digest_bytes.to_vec(),
+                    signers: signers.to_vec(),
+                })
+            }
+            Scheme::FrostTaproot | Scheme::FrostEd25519 => {
+                let mut agreed: Option<(String, String, String)> = None;
+                for (n, r) in replies {
+                    let Ok(Reply::Signature { signature, public_key, message }) = r else {
+                        return Err(bad(n, "expected a signature"));
+                    };
+                    let mine = (signature, public_key, message);
+                    if agreed.get_or_insert(mine.clone()) != &mine {
+                        return Err(bad(n, "signers produced different signatures"));
+                    }
+                }
+                let (sig, pk, msg) = agreed.ok_or_else(|| unreachable(0, "no replies"))?;
+                if pk != key.public_key {
+                    return Err(bad(0, "signers used another key"));
+                }
+                let h = |s: &str| hex::decode(s).map_err(|_| bad(0, "not hex"));
+                Ok(Signed {
+                    signature: h(&sig)?,
+                    public_key: h(&pk)?,
+                    signed_bytes: h(&msg)?,
+                    signers: signers.to_vec(),
+                })
+            }
+        }
+    }
+}
+
+fn unexpected(node: u16, r: &Reply) -> Refusal {
+    Refusal {
+        node,
+        code: "internal".into(),
+        message: format!("unexpected reply {r:?}"),
+        culprits: vec![],
+    }
+}
+
+/// Await all futures concurrently, outputs in input order.
+async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    join_vec(futs.map(Box::pin).collect()).await
+}
+
+async fn join_vec<F: std::future::Future + Unpin>(mut futs: Vec<F>) -> Vec<F::Output> {
+    use std::pin::Pin;
+    use std::task::Poll;
+    let mut outs: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(move |cx| {
+        let mut pending = false;
+        for (f, o) in futs.iter_mut().zip(outs.iter_mut()) {
+            if o.is_none() {
+                match Pin::new(f).poll(cx) {
+                    Poll::Ready(v) => *o = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(outs.iter_mut().filter_map(Option::take).collect())
+        }
+    })
+    .await
+}

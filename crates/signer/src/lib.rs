@@ -1,0 +1,21 @@
+//! The MPC signer node (`strongroom-signer`) and the orchestrator client that drives a
+//! group of them.
+//!
+//! Each node holds one share of every threshold key, sealed on its own disk
+//! ([`vault`]), and talks to its peers and to orchestrators only over mutual TLS 1.3 with
+//! pinned certificates ([`tls`]), in length-prefixed frames ([`wire`]). Before it joins
+//! a signing session a node decodes the transaction itself and runs its own checks
+//! ([`check`]); a refusal ends the session for everyone. No node, no orchestrator and no
+//! database ever holds a whole key.
+#![forbid(unsafe_code)]
+
+pub mod check;
+pub mod client;
+pub mod cluster;
+pub mod node;
+pub mod tls;
+pub mod vault;
+pub mod wire;
+
+pub use client::{NodeAddr, Orchestrator, Signed};
+pub use node::{Config, Node, PeerConfig, Timeouts};

@@ -1,0 +1,1016 @@
+//! One signer node: a TLS listener for peers and orchestrators, one outbound link per peer,
+//! and one OS thread per protocol session (the sans-IO state machines are CPU-bound and
+//! not `Send`; the thread owns the session and is fed through a channel).
+//!
+//! Message routing: a frame from a peer is delivered to the session with its execution id.
+//! A frame for a session that has not started here yet is held briefly (peers start at
+//! slightly different times); a frame for a session that already ended is a replay and is
+//! refused and logged. The sender written in a frame must be the node its TLS certificate
+//! pins, or the frame is dropped and the connection closed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{mpsc as stdmpsc, Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use strongroom_core::{Env, Intent};
+use strongroom_mpc::frost::{self, Ed25519, Secp256k1Taproot};
+use strongroom_mpc::{ecdsa, EnvRng, Envelope, ExecutionId, MpcError};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::check::{self, CheckContext, PreSignCheck, TxMatchesIntent};
+use crate::tls::{self, Credentials, Identity, Pins};
+use crate::vault::{Vault, VaultError};
+use crate::wire::{
+    self, eid_hex, parse_eid, Control, Frame, KeyInfo, NodeStatus, Proto, Refusal, Reply, Request,
+    Scheme, SignRequest,
+};
+
+/// A node's configuration file (TOML).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node's party number, 1..=n.
+    pub id: u16,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The other nodes, with the SHA-256 of their certificates.
+    pub peers: Vec<PeerConfig>,
+    /// Certificate SHA-256s of the orchestrators allowed to send requests.
+    pub orchestrators: Vec<String>,
+    /// The key-encryption key: a file holding 64 hex characters…
+    #[serde(default)]
+    pub kek_file: Option<PathBuf>,
+    /// …or the name of an environment variable holding them.
+    #[serde(default)]
+    pub kek_env: Option<String>,
+    /// Accept `raw-message` signing requests (development only).
+    #[serde(default)]
+    pub allow_raw_messages: bool,
+    /// TEST ONLY: load pregenerated Paillier primes (a JSON list, one per node) instead of
+    /// generating them. Committed test primes are public: never use this for real keys.
+    #[serde(default)]
+    pub test_primes_file: Option<PathBuf>,
+    /// Sets of primes to keep ready for auxiliary info (generated in the background).
+    #[serde(default = "one")]
+    pub primes_pool: usize,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+fn one() -> usize {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PeerConfig {
+    pub id: u16,
+    pub addr: SocketAddr,
+    pub cert_sha256: String,
+}
+
+/// How long each kind of session may take before the node gives up on missing peers.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct Timeouts {
+    pub aux_ms: u64,
+    pub keygen_ms: u64,
+    pub presign_ms: u64,
+    pub sign_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { aux_ms: 600_000, keygen_ms: 30_000, presign_ms: 60_000, sign_ms: 10_000 }
+    }
+}
+
+/// What a session thread receives.
+enum Inbound {
+    Msg(Envelope<Vec<u8>>),
+    Abort { from: u16, reason: String },
+}
+
+/// Held messages for sessions not started yet: at most this many sessions, this many each.
+const MAX_PENDING_SESSIONS: usize = 256;
+const MAX_PENDING_MESSAGES: usize = 256;
+/// Ended sessions remembered for replay detection.
+const MAX_FINISHED: usize = 100_000;
+
+#[derive(Default)]
+struct Routing {
+    sessions: HashMap<ExecutionId, stdmpsc::Sender<Inbound>>,
+    pending: HashMap<ExecutionId, Vec<Inbound>>,
+    finished: HashSet<ExecutionId>,
+    finished_order: VecDeque<ExecutionId>,
+}
+
+pub struct Node {
+    cfg: Config,
+    env: Arc<dyn Env + Send + Sync>,
+    vault: Vault,
+    creds: Credentials,
+    routing: Mutex<Routing>,
+    links: Mutex<HashMap<u16, mpsc::UnboundedSender<Frame>>>,
+    checks: Vec<Box<dyn PreSignCheck>>,
+    /// Serializes uses of the prime pool.
+    primes_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.cfg.id).finish_non_exhaustive()
+    }
+}
+
+fn refusal(node: u16, code: &str, message: impl Into<String>) -> Refusal {
+    Refusal { node, code: code.into(), message: message.into(), culprits: vec![] }
+}
+
+fn from_mpc(node: u16, e: MpcError) -> Refusal {
+    match e {
+        MpcError::Misbehaved { culprits, reason } => {
+            Refusal { node, code: "culprit".into(), message: reason, culprits }
+        }
+        MpcError::Parameters(m) => refusal(node, "bad-request", m),
+        other => refusal(node, "culprit", other.to_string()),
+    }
+}
+
+fn from_vault(node: u16, e: VaultError) -> Refusal {
+    match e {
+        VaultError::NotFound(m) => refusal(node, "not-found", m),
+        VaultError::Invalid(m) => refusal(node, "bad-request", m),
+        other => refusal(node, "internal", other.to_string()),
+    }
+}
+
+/// Load the KEK named by the config.
+pub fn load_kek(
+    cfg: &Config,
+) -> anyhow::Result<Box<dyn strongroom_crypto::seal::KeyEncryptionKey>> {
+    use strongroom_crypto::seal::SoftwareKek;
+    match (&cfg.kek_file, &cfg.kek_env) {
+        (Some(p), None) => Ok(Box::new(SoftwareKek::from_file(p)?)),
+        (None, Some(v)) => Ok(Box::new(SoftwareKek::from_env_var(v)?)),
+        _ => anyhow::bail!("set exactly one of kek_file and kek_env"),
+    }
+}
+
+impl Node {
+    pub fn new(cfg: Config, env: Arc<dyn Env + Send + Sync>) -> anyhow::Result<Arc<Node>> {
+        anyhow::ensure!(cfg.id >= 1, "node id must be at least 1");
+        let kek = load_kek(&cfg)?;
+        let vault = Vault::open(&cfg.data_dir, cfg.id, kek)?;
+        let creds = Credentials::load(&cfg.cert, &cfg.key)?;
+        let node = Arc::new(Node {
+            cfg,
+            env,
+            vault,
+            creds,
+            routing: Mutex::new(Routing::default()),
+            links: Mutex::new(HashMap::new()),
+            checks: vec![Box::new(TxMatchesIntent)],
+            primes_lock: Mutex::new(()),
+        });
+        node.load_test_primes()?;
+        Ok(node)
+    }
+
+    pub fn id(&self) -> u16 {
+        self.cfg.id
+    }
+
+    fn load_test_primes(&self) -> anyhow::Result<()> {
+        let Some(path) = &self.cfg.test_primes_file else { return Ok(()) };
+        if self.vault.has_aux() || self.vault.primes_count() > 0 {
+            return Ok(());
+        }
+        let all: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(path)?)?;
+        let mine = all.get(usize::from(self.cfg.id - 1)).ok_or_else(|| {
+            anyhow::anyhow!("{}: no primes for node {}", path.display(), self.cfg.id)
+        })?;
+        tracing::warn!(
+            node = self.cfg.id,
+            "using TEST-ONLY pregenerated primes; never for real keys"
+        );
+        self.vault.put_primes("test", &serde_json::to_vec(mine)?, self.env.as_ref())?;
+        Ok(())
+    }
+
+    /// Keep `primes_pool` sets of primes ready, generating them on a background thread.
+    fn spawn_prime_generator(self: &Arc<Self>) {
+        let node = self.clone();
+        std::thread::spawn(move || loop {
+            if node.vault.has_aux() || node.vault.primes_count() >= node.cfg.primes_pool {
+                return;
+            }
+            tracing::info!(node = node.cfg.id, "generating Paillier primes (takes a while)");
+            let mut rng = EnvRng(node.env.as_ref());
+            let primes = ecdsa::generate_primes(&mut rng);
+            let json = match serde_json::to_vec(&primes) {
+                Ok(j) => zeroize::Zeroizing::new(j),
+                Err(_) => return,
+            };
+            let mut id = [0u8; 8];
+            node.env.fill_random(&mut id);
+            if let Err(e) = node.vault.put_primes(&hex::encode(id), &json, node.env.as_ref()) {
+                tracing::error!(error = %e, "could not store primes");
+                return;
+            }
+            tracing::info!(node = node.cfg.id, "primes ready");
+        });
+    }
+
+    fn pins(&self) -> Pins {
+        let mut pins = Pins::new();
+        for p in &self.cfg.peers {
+            pins.insert(p.cert_sha256.to_lowercase(), Identity::Node(p.id));
+        }
+        for o in &self.cfg.orchestrators {
+            pins.insert(o.to_lowercase(), Identity::Orchestrator);
+        }
+        pins
+    }
+
+    /// Bind and serve until the process ends. Returns the bound address once listening.
+    pub async fn start(self: &Arc<Self>) -> anyhow::Result<SocketAddr> {
+        let pins = self.pins();
+        let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(&self.creds, pins.clone())?));
+        let listener = TcpListener::bind(self.cfg.listen).await?;
+        let addr = listener.local_addr()?;
+        self.spawn_prime_generator();
+        let node = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, peer_addr)) = listener.accept().await else { continue };
+                let _ = tcp.set_nodelay(true);
+                let node = node.clone();
+                let acceptor = acceptor.clone();
+                let pins = pins.clone();
+                tokio::spawn(async move {
+                    let tls =
+                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                            .await
+                        {
+                            Ok(Ok(t)) => t,
+                            Ok(Err(e)) => {
+                                tracing::warn!(%peer_addr, error = %e, "TLS handshake refused");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                    let who = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(|c| pins.get(&tls::fingerprint(c)).copied());
+                    let Some(who) = who else { return };
+                    node.serve_connection(tls, who).await;
+                });
+            }
+        });
+        tracing::info!(node = self.cfg.id, %addr, "signer node listening (mTLS 1.3, pinned)");
+        Ok(addr)
+    }
+
+    async fn serve_connection(
+        self: Arc<Self>,
+        tls: tokio_rustls::server::TlsStream<TcpStream>,
+        who: Identity,
+    ) {
+        let (rd, mut wr) = tokio::io::split(tls);
+        let mut rd = BufReader::new(rd);
+        let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<Frame>();
+        let writer = tokio::spawn(async move {
+            while let Some(f) = reply_rx.recv().await {
+                if wire::write_frame(&mut wr, &f).await.is_err() {
+                    break;
+                }
+            }
+            let _ = wr.shutdown().await;
+        });
+        loop {
+            let body = match wire::read_frame(&mut rd).await {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(node = self.cfg.id, peer = ?who, error = %e, "bad frame; closing");
+                    break;
+                }
+            };
+            let frame = match Frame::decode(&body) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(node = self.cfg.id, peer = ?who, error = %e, "undecodable frame; closing");
+                    break;
+                }
+            };
+            match (who, frame) {
+                (Identity::Orchestrator, Frame::Control(Control::Request { id, body })) => {
+                    let node = self.clone();
+                    let tx = reply_tx.clone();
+                    tokio::spawn(async move {
+                        let body = node.handle(body).await;
+                        let _ = tx.send(Frame::Control(Control::Response { id, body }));
+                    });
+                }
+                (Identity::Node(peer), Frame::Mpc { envelope, .. }) => {
+                    if envelope.from != peer {
+                        tracing::warn!(
+                            node = self.cfg.id,
+                            peer,
+                            claimed = envelope.from,
+                            "frame claims another sender; closing"
+                        );
+                        break;
+                    }
+                    self.route(envelope.eid, Inbound::Msg(envelope));
+                }
+                (Identity::Node(peer), Frame::Abort { eid, from, reason }) => {
+                    if from != peer {
+                        break;
+                    }
+                    self.route(eid, Inbound::Abort { from, reason });
+                }
+                (who, _) => {
+                    tracing::warn!(node = self.cfg.id, peer = ?who, "frame not allowed from this party; closing");
+                    break;
+                }
+            }
+        }
+        drop(reply_tx);
+        let _ = writer.await;
+    }
+
+    fn route(&self, eid: ExecutionId, msg: Inbound) {
+        let Ok(mut r) = self.routing.lock() else { return };
+        if let Some(tx) = r.sessions.get(&eid) {
+            let _ = tx.send(msg);
+            return;
+        }
+        if r.finished.contains(&eid) {
+            let from = match &msg {
+                Inbound::Msg(e) => e.from,
+                Inbound::Abort { from, .. } => *from,
+            };
+            tracing::warn!(node = self.cfg.id, from, eid = %eid_hex(&eid),
+                "message for an ended session refused (replay or straggler)");
+            return;
+        }
+        if !r.pending.contains_key(&eid) && r.pending.len() >= MAX_PENDING_SESSIONS {
+            tracing::warn!(node = self.cfg.id, "too many pending sessions; message dropped");
+            return;
+        }
+        let q = r.pending.entry(eid).or_default();
+        if q.len() < MAX_PENDING_MESSAGES {
+            q.push(msg);
+        }
+    }
+
+    /// Register a session and get its inbox (with anything that arrived early).
+    fn open_session(&self, eid: ExecutionId) -> Result<stdmpsc::Receiver<Inbound>, Refusal> {
+        let mut r = self.routing.lock().map_err(|_| refusal(self.cfg.id, "internal", "lock"))?;
+        if r.finished.contains(&eid) || r.sessions.contains_key(&eid) {
+            return Err(refusal(self.cfg.id, "bad-request", "execution id already used"));
+        }
+        let (tx, rx) = stdmpsc::channel();
+        for m in r.pending.remove(&eid).unwrap_or_default() {
+            let _ = tx.send(m);
+        }
+        r.sessions.insert(eid, tx);
+        Ok(rx)
+    }
+
+    fn close_session(&self, eid: ExecutionId) {
+        if let Ok(mut r) = self.routing.lock() {
+            r.sessions.remove(&eid);
+            r.pending.remove(&eid);
+            if r.finished.insert(eid) {
+                r.finished_order.push_back(eid);
+            }
+            while r.finished_order.len() > MAX_FINISHED {
+                if let Some(old) = r.finished_order.pop_front() {
+                    r.finished.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn peer(&self, id: u16) -> Option<&PeerConfig> {
+        self.cfg.peers.iter().find(|p| p.id == id)
+    }
+
+    /// Queue a frame for a peer, opening the link if needed.
+    fn send(self: &Arc<Self>, to: u16, frame: Frame) {
+        let Ok(mut links) = self.links.lock() else { return };
+        if let Some(tx) = links.get(&to) {
+            if tx.send(frame.clone()).is_ok() {
+                return;
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(frame);
+        links.insert(to, tx);
+        let node = self.clone();
+        tokio::spawn(async move { node.link(to, rx).await });
+    }
+
+    /// The outbound link to one peer: connect, write frames; reconnect on failure.
+    async fn link(self: Arc<Self>, to: u16, mut rx: mpsc::UnboundedReceiver<Frame>) {
+        let Some(peer) = self.peer(to).cloned() else {
+            tracing::warn!(node = self.cfg.id, to, "no such peer");
+            return;
+        };
+        let mut conn: Option<tokio::io::WriteHalf<tokio_rustls::client::TlsStream<TcpStream>>> =
+            None;
+        while let Some(frame) = rx.recv().await {
+            for attempt in 0..2 {
+                if conn.is_none() {
+                    match self.connect(&peer).await {
+                        Ok(c) => conn = Some(c),
+                        Err(e) => {
+                            tracing::warn!(node = self.cfg.id, to, error = %e, "peer unreachable");
+                            break;
+                        }
+                    }
+                }
+                let Some(w) = conn.as_mut() else { break };
+                match wire::write_frame(w, &frame).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        conn = None;
+                        if attempt == 1 {
+                            tracing::warn!(node = self.cfg.id, to, error = %e, "send failed");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn connect(
+        &self,
+        peer: &PeerConfig,
+    ) -> anyhow::Result<tokio::io::WriteHalf<tokio_rustls::client::TlsStream<TcpStream>>> {
+        let config = tls::client_config(&self.creds, &peer.cert_sha256.to_lowercase())?;
+        let tcp =
+            tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(peer.addr)).await??;
+        tcp.set_nodelay(true)?;
+        let tls = tokio::time::timeout(
+            Duration::from_secs(5),
+            TlsConnector::from(Arc::new(config)).connect(tls::server_name(), tcp),
+        )
+        .await??;
+        let (rd, wr) = tokio::io::split(tls);
+        // Peers never answer on this connection; drain it so the TLS session stays healthy.
+        tokio::spawn(async move {
+            let mut rd = BufReader::new(rd);
+            while let Ok(Some(_)) = wire::read_frame(&mut rd).await {}
+        });
+        Ok(wr)
+    }
+
+    // --- requests --------------------------------------------------------------------
+
+    pub async fn handle(self: &Arc<Self>, req: Request) -> Result<Reply, Refusal> {
+        let me = self.cfg.id;
+        match req {
+            Request::Status => Ok(Reply::Status(NodeStatus {
+                node: me,
+                aux_ready: self.vault.has_aux(),
+                primes_ready: self.vault.primes_count(),
+                keys: self.vault.keys(),
+                presignatures: self.vault.presigs(),
+            })),
+            Request::Abort { eid, reason } => {
+                let eid = parse_eid(&eid).map_err(|m| refusal(me, "bad-request", m))?;
+                self.route(eid, Inbound::Abort { from: 0, reason });
+                self.close_session(eid);
+                Ok(Reply::Aborted)
+            }
+            Request::AuxInfo { eid, parties } => {
+                let eid = parse_eid(&eid).map_err(|m| refusal(me, "bad-request", m))?;
+                self.blocking(move |node| node.run_aux(eid, parties)).await
+            }
+            Request::Keygen { eid, key_id, scheme, parties, threshold } => {
+                let eid = parse_eid(&eid).map_err(|m| refusal(me, "bad-request", m))?;
+                crate::vault::check_name(&key_id).map_err(|e| from_vault(me, e))?;
+                self.blocking(move |node| node.run_keygen(eid, key_id, scheme, parties, threshold))
+                    .await
+            }
+            Request::Presign { eid, key_id, signers } => {
+                let eid = parse_eid(&eid).map_err(|m| refusal(me, "bad-request", m))?;
+                self.blocking(move |node| node.run_presign(eid, key_id, signers)).await
+            }
+            Request::Sign { eid, key_id, signers, presignature, request } => {
+                let eid = parse_eid(&eid).map_err(|m| refusal(me, "bad-request", m))?;
+                self.blocking(move |node| {
+                    node.run_sign(eid, key_id, signers, presignature, request)
+                })
+                .await
+            }
+        }
+    }
+
+    async fn blocking<F>(self: &Arc<Self>, f: F) -> Result<Reply, Refusal>
+    where
+        F: FnOnce(&Arc<Node>) -> Result<Reply, Refusal> + Send + 'static,
+    {
+        let node = self.clone();
+        let handle = tokio::runtime::Handle::current();
+        let me = self.cfg.id;
+        tokio::task::spawn_blocking(move || {
+            let _guard = handle.enter();
+            f(&node)
+        })
+        .await
+        .map_err(|e| refusal(me, "internal", e.to_string()))?
+    }
+
+    /// Drive one session on this thread until it finishes, fails, or times out. On failure
+    /// every other party is told to stop.
+    fn drive<O>(
+        self: &Arc<Self>,
+        eid: ExecutionId,
+        proto: Proto,
+        others: &[u16],
+        timeout_ms: u64,
+        rx: &stdmpsc::Receiver<Inbound>,
+        mut step: impl FnMut(
+            Option<Envelope<Vec<u8>>>,
+        ) -> Result<(Vec<Envelope<Vec<u8>>>, Option<O>), MpcError>,
+    ) -> Result<O, Refusal> {
+        let me = self.cfg.id;
+        let deadline = self.env.monotonic() + Duration::from_millis(timeout_ms);
+        let mut heard: BTreeMap<u16, usize> = others.iter().map(|p| (*p, 0)).collect();
+        let result = (|| {
+            let mut input = None;
+            loop {
+                let (out, output) = match step(input.take()) {
+                    Ok(x) => x,
+                    // A duplicate or a message from elsewhere is refused; the session goes on.
+                    Err(
+                        e @ (MpcError::Duplicate { .. }
+                        | MpcError::WrongExecution { .. }
+                        | MpcError::NotForMe { .. }),
+                    ) => {
+                        tracing::warn!(node = me, eid = %eid_hex(&eid), error = %e, "message refused");
+                        (vec![], None)
+                    }
+                    Err(e) => return Err(from_mpc(me, e)),
+                };
+                for env in out {
+                    let targets: Vec<u16> = match env.to {
+                        Some(t) => vec![t],
+                        None => others.to_vec(),
+                    };
+                    for t in targets {
+                        self.send(t, Frame::Mpc { proto, envelope: env.clone() });
+                    }
+                }
+                if let Some(o) = output {
+                    return Ok(o);
+                }
+                let now = self.env.monotonic();
+                let left = deadline.checked_sub(now).unwrap_or_default();
+                match rx.recv_timeout(left) {
+                    Ok(Inbound::Msg(env)) => {
+                        if let Some(n) = heard.get_mut(&env.from) {
+                            *n += 1;
+                        }
+                        input = Some(env);
+                    }
+                    Ok(Inbound::Abort { from, reason }) => {
+                        return Err(Refusal {
+                            node: me,
+                            code: "aborted".into(),
+                            message: if from == 0 {
+                                format!("orchestrator ended the session: {reason}")
+                            } else {
+                                format!("node {from} left the session: {reason}")
+                            },
+                            culprits: vec![],
+                        });
+                    }
+                    Err(_) => {
+                        let most = heard.values().copied().max().unwrap_or(0);
+                        let slow: Vec<u16> = heard
+                            .iter()
+                            .filter(|(_, n)| **n < most.max(1))
+                            .map(|(p, _)| *p)
+                            .collect();
+                        return Err(Refusal {
+                            node: me,
+                            code: "timeout".into(),
+                            message: format!(
+                                "timed out after {timeout_ms} ms waiting for nodes {slow:?}"
+                            ),
+                            culprits: slow,
+                        });
+                    }
+                }
+            }
+        })();
+        if let Err(r) = &result {
+            tracing::warn!(node = me, eid = %eid_hex(&eid), code = %r.code, culprits = ?r.culprits,
+                reason = %r.message, "session failed");
+            for p in others {
+                self.send(
+                    *p,
+                    Frame::Abort { eid, from: me, reason: format!("{}: {}", r.code, r.message) },
+                );
+            }
+        }
+        self.close_session(eid);
+        result
+    }
+
+    fn others(&self, parties: &[u16]) -> Result<Vec<u16>, Refusal> {
+        let me = self.cfg.id;
+        if !parties.contains(&me) {
+            return Err(refusal(me, "bad-request", format!("node {me} is not in {parties:?}")));
+        }
+        let others: Vec<u16> = parties.iter().copied().filter(|p| *p != me).collect();
+        for p in &others {
+            if self.peer(*p).is_none() {
+                return Err(refusal(
+                    me,
+                    "bad-request",
+                    format!("node {p} is not a configured peer"),
+                ));
+            }
+        }
+        Ok(others)
+    }
+
+    fn run_aux(self: &Arc<Self>, eid: ExecutionId, parties: Vec<u16>) -> Result<Reply, Refusal> {
+        let me = self.cfg.id;
+        if self.vault.has_aux() {
+            return Ok(Reply::AuxReady);
+        }
+        let set = ecdsa::Parties::new(parties.iter().copied()).map_err(|e| from_mpc(me, e))?;
+        let others = self.others(set.numbers())?;
+        let rx = self.open_session(eid)?;
+        let primes = {
+            let _g = self.primes_lock.lock().map_err(|_| refusal(me, "internal", "lock"))?;
+            match self.vault.take_primes() {
+                Ok(json) => serde_json::from_slice::<ecdsa::Primes>(&json)
+                    .map_err(|e| refusal(me, "internal", e.to_string()))?,
+                Err(VaultError::NotFound(_)) => {
+                    tracing::info!(node = me, "no primes ready: generating now");
+                    ecdsa::generate_primes(&mut EnvRng(self.env.as_ref()))
+                }
+                Err(e) => return Err(from_vault(me, e)),
+            }
+        };
+        let mut rng = EnvRng(self.env.as_ref());
+        let mut session =
+            ecdsa::aux_info(&eid, me, &set, primes, &mut rng).map_err(|e| from_mpc(me, e))?;
+        let aux = self.drive(eid, Proto::Ecdsa, &others, self.cfg.timeouts.aux_ms, &rx, |m| {
+            session.step(m).map(|p| (p.outgoing, p.output))
+        })?;
+        let json = zeroize::Zeroizing::new(
+            serde_json::to_vec(&aux).map_err(|e| refusal(me, "internal", e.to_string()))?,
+        );
+        self.vault.put_aux(&json, self.env.as_ref()).map_err(|e| from_vault(me, e))?;
+        tracing::info!(node = me, "auxiliary info ready");
+        Ok(Reply::AuxReady)
+    }
+
+    fn run_keygen(
+        self: &Arc<Self>,
+        eid: ExecutionId,
+        key_id: String,
+        scheme: Scheme,
+        parties: Vec<u16>,
+        threshold: u16,
+    ) -> Result<Reply, Refusal> {
+        let me = self.cfg.id;
+        if let Ok(info) = self.vault.key_info(&key_id) {
+            return Err(refusal(me, "bad-request", format!("key {} already exists", info.key_id)));
+        }
+        let set = ecdsa::Parties::new(parties.iter().copied()).map_err(|e| from_mpc(me, e))?;
+        let others = self.others(set.numbers())?;
+        let n = u16::try_from(set.numbers().len()).map_err(|_| refusal(me, "bad-request", "n"))?;
+        if set.numbers() != (1..=n).collect::<Vec<_>>().as_slice() {
+            return Err(refusal(me, "bad-request", "key parties must be nodes 1..=n"));
+        }
+        let rx = self.open_session(eid)?;
+        let timeout = self.cfg.timeouts.keygen_ms;
+        let (info, share) = match scheme {
+            Scheme::Ecdsa => {
+                let aux_json = self.vault.aux().map_err(|_| {
+                    self.close_session(eid);
+                    refusal(me, "not-found", "auxiliary info is not ready: run aux info first")
+                })?;
+                let aux: ecdsa::AuxInfo = serde_json::from_slice(&aux_json)
+                    .map_err(|e| refusal(me, "internal", e.to_string()))?;
+                let mut rng = EnvRng(self.env.as_ref());
+                let mut session = ecdsa::keygen(&eid, me, &set, threshold, &mut rng)
+                    .map_err(|e| from_mpc(me, e))?;
+                let incomplete = self.drive(eid, Proto::Ecdsa, &others, timeout, &rx, |m| {
+                    session.step(m).map(|p| (p.outgoing, p.output))
+                })?;
+                let key = ecdsa::complete(incomplete, aux).map_err(|e| from_mpc(me, e))?;
+                let public = ecdsa::public_key(&key, &[]).map_err(|e| from_mpc(me, e))?;
+                let chain = key.extended_public_key().map(|x| hex::encode(x.chain_code));
+                let share = zeroize::Zeroizing::new(
+                    serde_json::to_vec(&key).map_err(|e| refusal(me, "internal", e.to_string()))?,
+                );
+                let info = KeyInfo {
+                    key_id: key_id.clone(),
+                    scheme,
+                    threshold,
+                    parties: set.numbers().to_vec(),
+                    public_key: hex::encode(public),
+                    chain_code: chain,
+                };
+                (info, share)
+            }
+            Scheme::FrostTaproot => self.frost_keygen::<Secp256k1Taproot>(
+                eid, &key_id, scheme, n, threshold, &others, &rx,
+            )?,
+            Scheme::FrostEd25519 => {
+                self.frost_keygen::<Ed25519>(eid, &key_id, scheme, n, threshold, &others, &rx)?
+            }
+        };
+        self.vault.put_key(&info, &share, self.env.as_ref()).map_err(|e| from_vault(me, e))?;
+        tracing::info!(node = me, key = %key_id, scheme = ?scheme, public_key = %info.public_key, "key share stored (sealed)");
+        Ok(Reply::Key(info))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn frost_keygen<C: frost_core::Ciphersuite>(
+        self: &Arc<Self>,
+        eid: ExecutionId,
+        key_id: &str,
+        scheme: Scheme,
+        n: u16,
+        threshold: u16,
+        others: &[u16],
+        rx: &stdmpsc::Receiver<Inbound>,
+    ) -> Result<(KeyInfo, zeroize::Zeroizing<Vec<u8>>), Refusal> {
+        let me = self.cfg.id;
+        let (mut dkg, first) =
+            frost::Dkg::<C>::start(eid, me, n, threshold, EnvRng(self.env.as_ref()))
+                .map_err(|e| from_mpc(me, e))?;
+        let mut first = Some(first);
+        let share =
+            self.drive(eid, Proto::FrostDkg, others, self.cfg.timeouts.keygen_ms, rx, |m| {
+                if let Some(out) = first.take() {
+                    return Ok((encode_all(out)?, None));
+                }
+                let Some(env) = m else { return Ok((vec![], None)) };
+                let env = decode_env::<frost::DkgPayload<C>>(env)?;
+                match dkg.handle(env)? {
+                    frost::Step::Wait => Ok((vec![], None)),
+                    frost::Step::Send(out) => Ok((encode_all(out)?, None)),
+                    frost::Step::Finished(share) => Ok((vec![], Some(share))),
+                }
+            })?;
+        let public = public_key_bytes(scheme, share.group_key().map_err(|e| from_mpc(me, e))?);
+        let bytes = share.to_bytes().map_err(|e| from_mpc(me, e))?;
+        let mut parties: Vec<u16> = others.to_vec();
+        parties.push(me);
+        parties.sort_unstable();
+        let info = KeyInfo {
+            key_id: key_id.to_string(),
+            scheme,
+            threshold,
+            parties,
+            public_key: hex::encode(public),
+            chain_code: None,
+        };
+        Ok((info, bytes))
+    }
+
+    fn run_presign(
+        self: &Arc<Self>,
+        eid: ExecutionId,
+        key_id: String,
+        signers: Vec<u16>,
+    ) -> Result<Reply, Refusal> {
+        let me = self.cfg.id;
+        let (info, share) = self.vault.key_share(&key_id).map_err(|e| from_vault(me, e))?;
+        if info.scheme != Scheme::Ecdsa {
+            return Err(refusal(me, "bad-request", "presignatures are for ECDSA keys"));
+        }
+        let key: ecdsa::KeyShare =
+            serde_json::from_slice(&share).map_err(|e| refusal(me, "internal", e.to_string()))?;
+        drop(share);
+        let set = ecdsa::Parties::new(signers.iter().copied()).map_err(|e| from_mpc(me, e))?;
+        let others = self.others(set.numbers())?;
+        let rx = self.open_session(eid)?;
+        let mut rng = EnvRng(self.env.as_ref());
+        let mut session = match ecdsa::presign(&eid, me, &set, &key, &mut rng) {
+            Ok(s) => s,
+            Err(e) => {
+                self.close_session(eid);
+                return Err(from_mpc(me, e));
+            }
+        };
+        let presig =
+            self.drive(eid, Proto::Ecdsa, &others, self.cfg.timeouts.presign_ms, &rx, |m| {
+                session.step(m).map(|p| (p.outgoing, p.output))
+            })?;
+        let json = zeroize::Zeroizing::new(
+            serde_json::to_vec(&presig).map_err(|e| refusal(me, "internal", e.to_string()))?,
+        );
+        let id = eid_hex(&eid);
+        self.vault
+            .put_presig(&key_id, set.numbers(), &id, &json, self.env.as_ref())
+            .map_err(|e| from_vault(me, e))?;
+        Ok(Reply::Presigned { id })
+    }
+
+    /// Decode the transaction, run every check, and return what to sign.
+    fn precheck(&self, info: &KeyInfo, req: &SignRequest) -> Result<check::ToSign, Refusal> {
+        let me = self.cfg.id;
+        let refuse = |m: String| refusal(me, "refused", m);
+        let intent_bytes =
+            hex::decode(&req.intent).map_err(|e| refuse(format!("intent is not hex: {e}")))?;
+        let intent = Intent::decode(&intent_bytes).map_err(|e| refuse(format!("intent: {e}")))?;
+        if !req.path.is_empty() && info.scheme != Scheme::Ecdsa {
+            return Err(refuse("derivation paths are for ECDSA keys".into()));
+        }
+        let to_sign =
+            check::decode(info.scheme, req, self.cfg.allow_raw_messages).map_err(refuse)?;
+        let ctx = CheckContext {
+            node: me,
+            key: info,
+            intent: &intent,
+            request: req,
+            tx: &to_sign.decoded,
+            now: self.env.now(),
+        };
+        for c in &self.checks {
+            c.check(&ctx).map_err(|m| refuse(format!("{}: {m}", c.name())))?;
+        }
+        Ok(to_sign)
+    }
+
+    fn run_sign(
+        self: &Arc<Self>,
+        eid: ExecutionId,
+        key_id: String,
+        signers: Vec<u16>,
+        presignature: Option<String>,
+        req: SignRequest,
+    ) -> Result<Reply, Refusal> {
+        let me = self.cfg.id;
+        let info = self.vault.key_info(&key_id).map_err(|e| from_vault(me, e))?;
+        let checked = self.precheck(&info, &req);
+        let to_sign = match checked {
+            Ok(t) => t,
+            Err(r) => {
+                tracing::warn!(node = me, key = %key_id, reason = %r.message, "signing refused");
+                // Tell the other signers at once: the session cannot complete without us.
+                for p in signers.iter().filter(|p| **p != me && self.peer(**p).is_some()) {
+                    let reason = format!("refused: {}", r.message);
+                    self.send(*p, Frame::Abort { eid, from: me, reason });
+                }
+                self.close_session(eid);
+                return Err(r);
+            }
+        };
+        match info.scheme {
+            Scheme::Ecdsa => {
+                let id = presignature.ok_or_else(|| {
+                    refusal(me, "bad-request", "ECDSA signing needs a presignature id")
+                })?;
+                let digest = <[u8; 32]>::try_from(to_sign.bytes.as_slice())
+                    .map_err(|_| refusal(me, "internal", "digest is not 32 bytes"))?;
+                let set =
+                    ecdsa::Parties::new(signers.iter().copied()).map_err(|e| from_mpc(me, e))?;
+                self.others(set.numbers())?;
+                let (_, share) = self.vault.key_share(&key_id).map_err(|e| from_vault(me, e))?;
+                let key: ecdsa::KeyShare = serde_json::from_slice(&share)
+                    .map_err(|e| refusal(me, "internal", e.to_string()))?;
+                let claimed = self
+                    .vault
+                    .claim_presig(&key_id, set.numbers(), &id)
+                    .map_err(|e| from_vault(me, e))?;
+                let presig: ecdsa::Presignature = serde_json::from_slice(&claimed.plain)
+                    .map_err(|e| refusal(me, "internal", e.to_string()))?;
+                let partial = ecdsa::partial_sign(presig, &key, &req.path, &digest)
+                    .map_err(|e| from_mpc(me, e))?;
+                // The presignature is gone before the partial signature leaves the node.
+                claimed.consume().map_err(|e| from_vault(me, e))?;
+                let public = ecdsa::public_key(&key, &req.path).map_err(|e| from_mpc(me, e))?;
+                let partial = serde_json::to_vec(&partial)
+                    .map_err(|e| refusal(me, "internal", e.to_string()))?;
+                tracing::info!(node = me, key = %key_id, presignature = %id, "partial signature issued");
+                Ok(Reply::Partial {
+                    partial: hex::encode(partial),
+                    public_key: hex::encode(public),
+                    digest: hex::encode(digest),
+                })
+            }
+            Scheme::FrostTaproot => self.frost_sign::<Secp256k1Taproot>(
+                eid,
+                &key_id,
+                info.scheme,
+                signers,
+                &to_sign.bytes,
+            ),
+            Scheme::FrostEd25519 => {
+                self.frost_sign::<Ed25519>(eid, &key_id, info.scheme, signers, &to_sign.bytes)
+            }
+        }
+    }
+
+    fn frost_sign<C: frost_core::Ciphersuite>(
+        self: &Arc<Self>,
+        eid: ExecutionId,
+        key_id: &str,
+        scheme: Scheme,
+        signers: Vec<u16>,
+        message: &[u8],
+    ) -> Result<Reply, Refusal> {
+        let me = self.cfg.id;
+        let (_, bytes) = self.vault.key_share(key_id).map_err(|e| from_vault(me, e))?;
+        let share = frost::KeyShare::<C>::from_bytes(&bytes).map_err(|e| from_mpc(me, e))?;
+        drop(bytes);
+        let set: BTreeSet<u16> = signers.iter().copied().collect();
+        let others = self.others(&set.iter().copied().collect::<Vec<_>>())?;
+        let rx = self.open_session(eid)?;
+        let started = frost::Signer::start(eid, &share, set, message, EnvRng(self.env.as_ref()));
+        let (mut signer, first) = match started {
+            Ok(s) => s,
+            Err(e) => {
+                self.close_session(eid);
+                return Err(from_mpc(me, e));
+            }
+        };
+        let mut first = Some(first);
+        let sig =
+            self.drive(eid, Proto::FrostSign, &others, self.cfg.timeouts.sign_ms, &rx, |m| {
+                if let Some(out) = first.take() {
+                    return Ok((encode_all(out)?, None));
+                }
+                let Some(env) = m else { return Ok((vec![], None)) };
+                match signer.handle(decode_env::<frost::SignPayload<C>>(env)?)? {
+                    frost::Step::Wait => Ok((vec![], None)),
+                    frost::Step::Send(out) => Ok((encode_all(out)?, None)),
+                    frost::Step::Finished(sig) => Ok((vec![], Some(sig))),
+                }
+            })?;
+        let sig = sig.serialize().map_err(|e| refusal(me, "internal", e.to_string()))?;
+        let public = public_key_bytes(scheme, share.group_key().map_err(|e| from_mpc(me, e))?);
+        Ok(Reply::Signature {
+            signature: hex::encode(sig),
+            public_key: hex::encode(public),
+            message: hex::encode(message),
+        })
+    }
+}
+
+/// The form users see: x-only (BIP-340, the P2TR output key) for Taproot; as serialized
+/// otherwise.
+fn public_key_bytes(scheme: Scheme, key: Vec<u8>) -> Vec<u8> {
+    match scheme {
+        Scheme::FrostTaproot if key.len() == 33 => key.get(1..).map(<[u8]>::to_vec).unwrap_or(key),
+        _ => key,
+    }
+}
+
+fn encode_all<P: serde::Serialize>(
+    out: Vec<Envelope<P>>,
+) -> Result<Vec<Envelope<Vec<u8>>>, MpcError> {
+    out.into_iter()
+        .map(|e| {
+            let payload =
+                serde_json::to_vec(&e.payload).map_err(|x| MpcError::Parameters(x.to_string()))?;
+            Ok(Envelope { eid: e.eid, round: e.round, from: e.from, to: e.to, payload })
+        })
+        .collect()
+}
+
+fn decode_env<P: serde::de::DeserializeOwned>(
+    e: Envelope<Vec<u8>>,
+) -> Result<Envelope<P>, MpcError> {
+    let payload = serde_json::from_slice(&e.payload).map_err(|x| MpcError::Misbehaved {
+        culprits: vec![e.from],
+        reason: format!("undecodable message: {x}"),
+    })?;
+    Ok(Envelope { eid: e.eid, round: e.round, from: e.from, to: e.to, payload })
+}
+
+/// JSON logs on stderr, `RUST_LOG` to filter (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,348 @@
+//! A node's secrets on its own disk, each file sealed with AES-256-GCM under the node's
+//! key-encryption key (`strongroom_crypto::seal`). The associated data names the node, the
+//! kind of record and its slot, so a sealed file moved to another slot or node does not
+//! open. Nothing here goes to the shared database.
+//!
+//! Layout under the data folder:
+//! - `primes/N.sealed`: Paillier primes made ahead of time (consumed by aux info);
+//! - `aux.sealed`: this node's CGGMP21 auxiliary info;
+//! - `keys/ID.sealed` and `keys/ID.json`: a key share, and its public facts;
+//! - `presig/ID/SIGNERS/PID.sealed`: presignatures. Using one first renames it to
+//!   `PID.claimed` (atomic: of two concurrent users only one succeeds), then deletes it once
+//!   the partial signature is made. A `.claimed` file found at start is deleted unused.
+//!
+//! Every write goes to a temporary file, is synced, then renamed into place.
+
+use std::path::{Path, PathBuf};
+
+use strongroom_core::Env;
+use strongroom_crypto::seal::{self, KeyEncryptionKey};
+use zeroize::Zeroizing;
+
+use crate::wire::KeyInfo;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Seal { path: PathBuf, source: strongroom_crypto::seal::SealError },
+    #[error("{0}: not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VaultError + '_ {
+    move |source| VaultError::Io { path: path.to_path_buf(), source }
+}
+
+/// Names used in paths must be plain: no separators, no dots at the start.
+pub fn check_name(name: &str) -> Result<(), VaultError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(VaultError::Invalid(format!("bad name {name:?}: use letters, digits, - _ .")))
+    }
+}
+
+pub struct Vault {
+    dir: PathBuf,
+    node: u16,
+    kek: Box<dyn KeyEncryptionKey>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault").field("dir", &self.dir).field("kek", &self.kek.id()).finish()
+    }
+}
+
+impl Vault {
+    pub fn open(dir: &Path, node: u16, kek: Box<dyn KeyEncryptionKey>) -> Result<Self, VaultError> {
+        for sub in ["primes", "keys", "presig", "tmp"] {
+            let p = dir.join(sub);
+            std::fs::create_dir_all(&p).map_err(io(&p))?;
+        }
+        let vault = Vault { dir: dir.to_path_buf(), node, kek };
+        vault.drop_claimed(&dir.join("presig"))?;
+        Ok(vault)
+    }
+
+    /// Presignatures claimed before a crash are never used: delete them.
+    fn drop_claimed(&self, dir: &Path) -> Result<(), VaultError> {
+        let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                self.drop_claimed(&p)?;
+            } else if p.extension().is_some_and(|x| x == "claimed") {
+                std::fs::remove_file(&p).map_err(io(&p))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn aad(&self, kind: &str, slot: &str) -> Vec<u8> {
+        format!("strongroom/signer/v1\0node={}\0{kind}\0{slot}", self.node).into_bytes()
+    }
+
+    fn write_atomic(&self, path: &Path, bytes: &[u8], secret: bool) -> Result<(), VaultError> {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = self.dir.join("tmp").join(format!("{name}.tmp"));
+        crate::tls::write(&tmp, bytes, secret).map_err(io(&tmp))?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        std::fs::rename(&tmp, path).map_err(io(path))?;
+        if let Some(parent) = path.parent() {
+            if let Ok(d) = std::fs::File::open(parent) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+
+    fn put_sealed(
+        &self,
+        path: &Path,
+        kind: &str,
+        slot: &str,
+        plain: &[u8],
+        env: &dyn Env,
+    ) -> Result<(), VaultError> {
+        let sealed = seal::seal(self.kek.as_ref(), plain, &self.aad(kind, slot), env)
+            .map_err(|source| VaultError::Seal { path: path.to_path_buf(), source })?;
+        self.write_atomic(path, &sealed, true)
+    }
+
+    fn get_sealed(
+        &self,
+        path: &Path,
+        kind: &str,
+        slot: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        let sealed = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(VaultError::NotFound(format!("{kind} {slot}")))
+            }
+            Err(e) => return Err(VaultError::Io { path: path.to_path_buf(), source: e }),
+        };
+        seal::open(self.kek.as_ref(), &sealed, &self.aad(kind, slot))
+            .map_err(|source| VaultError::Seal { path: path.to_path_buf(), source })
+    }
+
+    // --- Paillier primes -------------------------------------------------------------
+
+    pub fn primes_count(&self) -> usize {
+        std::fs::read_dir(self.dir.join("primes"))
+            .map(|d| {
+                d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "sealed")).count()
+            })
+            .unwrap_or(0)
+    }
+
+    pub fn put_primes(&self, id: &str, json: &[u8], env: &dyn Env) -> Result<(), VaultError> {
+        check_name(id)?;
+        let path = self.dir.join("primes").join(format!("{id}.sealed"));
+        self.put_sealed(&path, "primes", id, json, env)
+    }
+
+    /// Take one set of primes out of the pool (deleting it: primes are used once).
+    pub fn take_primes(&self) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        let dir = self.dir.join("primes");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map_err(io(&dir))?
+            .flatten()
+            .filter_map(|e| {
+                e.file_name().to_str().and_then(|n| n.strip_suffix(".sealed")).map(String::from)
+            })
+            .collect();
+        names.sort();
+        let id = names.into_iter().next().ok_or_else(|| VaultError::NotFound("primes".into()))?;
+        let path = dir.join(format!("{id}.sealed"));
+        let plain = self.get_sealed(&path, "primes", &id)?;
+        std::fs::remove_file(&path).map_err(io(&path))?;
+        Ok(plain)
+    }
+
+    // --- auxiliary info ----------------------------------------------------------------
+
+    pub fn put_aux(&self, json: &[u8], env: &dyn Env) -> Result<(), VaultError> {
+        self.put_sealed(&self.dir.join("aux.sealed"), "aux", "", json, env)
+    }
+
+    pub fn aux(&self) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        self.get_sealed(&self.dir.join("aux.sealed"), "aux", "")
+    }
+
+    pub fn has_aux(&self) -> bool {
+        self.dir.join("aux.sealed").exists()
+    }
+
+    // --- key shares --------------------------------------------------------------------
+
+    pub fn put_key(&self, info: &KeyInfo, share: &[u8], env: &dyn Env) -> Result<(), VaultError> {
+        check_name(&info.key_id)?;
+        let dir = self.dir.join("keys");
+        let public =
+            serde_json::to_vec_pretty(info).map_err(|e| VaultError::Invalid(e.to_string()))?;
+        let sealed = dir.join(format!("{}.sealed", info.key_id));
+        if sealed.exists() {
+            return Err(VaultError::Invalid(format!("key {} already exists", info.key_id)));
+        }
+        // The public facts bind the share: both are written, the share last.
+        let aad_slot = format!("{}:{}", info.key_id, hex::encode(sha2_256(&public)));
+        self.write_atomic(&dir.join(format!("{}.json", info.key_id)), &public, false)?;
+        self.put_sealed(&sealed, "key", &aad_slot, share, env)
+    }
+
+    pub fn key_info(&self, key_id: &str) -> Result<KeyInfo, VaultError> {
+        check_name(key_id)?;
+        let path = self.dir.join("keys").join(format!("{key_id}.json"));
+        let bytes =
+            std::fs::read(&path).map_err(|_| VaultError::NotFound(format!("key {key_id}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| VaultError::Invalid(e.to_string()))
+    }
+
+    /// The share, opened only if its public facts are the ones it was sealed with.
+    pub fn key_share(&self, key_id: &str) -> Result<(KeyInfo, Zeroizing<Vec<u8>>), VaultError> {
+        check_name(key_id)?;
+        let dir = self.dir.join("keys");
+        let public_path = dir.join(format!("{key_id}.json"));
+        let public = std::fs::read(&public_path)
+            .map_err(|_| VaultError::NotFound(format!("key {key_id}")))?;
+        let info: KeyInfo =
+            serde_json::from_slice(&public).map_err(|e| VaultError::Invalid(e.to_string()))?;
+        let aad_slot = format!("{key_id}:{}", hex::encode(sha2_256(&public)));
+        let share = self.get_sealed(&dir.join(format!("{key_id}.sealed")), "key", &aad_slot)?;
+        Ok((info, share))
+    }
+
+    pub fn keys(&self) -> Vec<KeyInfo> {
+        let dir = self.dir.join("keys");
+        let mut out: Vec<KeyInfo> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    .filter_map(|e| std::fs::read(e.path()).ok())
+                    .filter_map(|b| serde_json::from_slice(&b).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+        out
+    }
+
+    // --- presignatures -----------------------------------------------------------------
+
+    fn presig_dir(&self, key_id: &str, signers: &[u16]) -> PathBuf {
+        let set: Vec<String> = signers.iter().map(u16::to_string).collect();
+        self.dir.join("presig").join(key_id).join(set.join("-"))
+    }
+
+    fn presig_slot(key_id: &str, signers: &[u16], id: &str) -> String {
+        format!("{key_id}/{signers:?}/{id}")
+    }
+
+    pub fn put_presig(
+        &self,
+        key_id: &str,
+        signers: &[u16],
+        id: &str,
+        json: &[u8],
+        env: &dyn Env,
+    ) -> Result<(), VaultError> {
+        check_name(key_id)?;
+        check_name(id)?;
+        let path = self.presig_dir(key_id, signers).join(format!("{id}.sealed"));
+        self.put_sealed(&path, "presig", &Self::presig_slot(key_id, signers, id), json, env)
+    }
+
+    /// Claim a presignature for one use. After this returns, no other caller can get it,
+    /// even if this process dies before [`Claimed::consume`].
+    pub fn claim_presig(
+        &self,
+        key_id: &str,
+        signers: &[u16],
+        id: &str,
+    ) -> Result<Claimed, VaultError> {
+        check_name(key_id)?;
+        check_name(id)?;
+        let dir = self.presig_dir(key_id, signers);
+        let from = dir.join(format!("{id}.sealed"));
+        let to = dir.join(format!("{id}.claimed"));
+        std::fs::rename(&from, &to).map_err(|_| {
+            VaultError::NotFound(format!("presignature {id} for {key_id} {signers:?}"))
+        })?;
+        let plain = self.get_sealed(&to, "presig", &Self::presig_slot(key_id, signers, id));
+        match plain {
+            Ok(plain) => Ok(Claimed { path: to, plain }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&to);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn presigs(&self) -> Vec<crate::wire::PoolEntry> {
+        let mut out = Vec::new();
+        let root = self.dir.join("presig");
+        for key in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            let key_id = key.file_name().to_string_lossy().into_owned();
+            for set in std::fs::read_dir(key.path()).into_iter().flatten().flatten() {
+                let signers: Vec<u16> = set
+                    .file_name()
+                    .to_string_lossy()
+                    .split('-')
+                    .filter_map(|s| s.parse().ok())
+                    .collect();
+                let mut ids: Vec<String> = std::fs::read_dir(set.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_str()
+                            .and_then(|n| n.strip_suffix(".sealed"))
+                            .map(String::from)
+                    })
+                    .collect();
+                ids.sort();
+                out.push(crate::wire::PoolEntry { key_id: key_id.clone(), signers, ids });
+            }
+        }
+        out.sort_by(|a, b| (&a.key_id, &a.signers).cmp(&(&b.key_id, &b.signers)));
+        out
+    }
+}
+
+/// A presignature taken out of the pool. Its file is gone for good once consumed.
+pub struct Claimed {
+    path: PathBuf,
+    pub plain: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Claimed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claimed").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl Claimed {
+    /// Delete the claimed file. Called after the partial signature is made and before it
+    /// leaves the node.
+    pub fn consume(self) -> Result<(), VaultError> {
+        std::fs::remove_file(&self.path).map_err(io(&self.path))
+    }
+}
+
+fn sha2_256(b: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).into()
+}

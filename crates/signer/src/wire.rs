@@ -1,0 +1,319 @@
+//! The signer protocol's frames. Every frame is a 4-byte big-endian length and a body whose
+//! first byte is its kind:
+//!
+//! - `1` control: JSON [`Control`] (orchestrator requests and node replies);
+//! - `2` MPC message: `proto u8 | eid [32] | round u8 | from u16 | to u16 (0 = all) | payload`;
+//! - `3` abort: `eid [32] | from u16 | reason (UTF-8)`, sent by a node that leaves a session
+//!   so its peers stop at once instead of timing out.
+//!
+//! The sender of an MPC or abort frame must be the node the TLS connection authenticated;
+//! a frame claiming another sender is refused and blamed on the connection's node.
+
+use serde::{Deserialize, Serialize};
+use strongroom_mpc::{Envelope, ExecutionId};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Largest frame accepted (cggmp21 aux-info messages are a few hundred kilobytes).
+pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+}
+
+/// Which protocol an MPC frame belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Proto {
+    Ecdsa = 1,
+    FrostDkg = 2,
+    FrostSign = 3,
+}
+
+impl Proto {
+    fn from_u8(b: u8) -> Option<Proto> {
+        match b {
+            1 => Some(Proto::Ecdsa),
+            2 => Some(Proto::FrostDkg),
+            3 => Some(Proto::FrostSign),
+            _ => None,
+        }
+    }
+}
+
+/// The signature schemes a node holds keys for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scheme {
+    /// Threshold ECDSA on secp256k1 (CGGMP21), with BIP-32 child keys.
+    Ecdsa,
+    /// FROST BIP-340 Schnorr on secp256k1; the group key is the Taproot output key.
+    FrostTaproot,
+    /// FROST Ed25519.
+    FrostEd25519,
+}
+
+/// What the transaction bytes in a signing request are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TxFormat {
+    /// An unsigned EIP-1559 Ethereum transaction (`0x02 || rlp([...])`).
+    Eip1559,
+    /// Raw bytes to sign as they are (ECDSA signs their SHA-256). Only nodes configured
+    /// with `allow_raw_messages` (development) accept it.
+    RawMessage,
+}
+
+/// Everything a node needs to decide, on its own, whether to sign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignRequest {
+    /// The canonical intent encoding (hex), as approved.
+    pub intent: String,
+    pub format: TxFormat,
+    /// The unsigned transaction (hex).
+    pub tx: String,
+    /// Non-hardened BIP-32 path of the signing key below the master key (ECDSA only).
+    #[serde(default)]
+    pub path: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    Status,
+    /// CGGMP21 auxiliary info for this node group (once per group).
+    AuxInfo {
+        eid: String,
+        parties: Vec<u16>,
+    },
+    Keygen {
+        eid: String,
+        key_id: String,
+        scheme: Scheme,
+        parties: Vec<u16>,
+        threshold: u16,
+    },
+    /// Make one ECDSA presignature for `key_id` with exactly these signers.
+    Presign {
+        eid: String,
+        key_id: String,
+        signers: Vec<u16>,
+    },
+    /// Sign. ECDSA consumes the named presignature and returns a partial signature; FROST
+    /// runs its two rounds with the other signers and returns the signature.
+    Sign {
+        eid: String,
+        key_id: String,
+        signers: Vec<u16>,
+        #[serde(default)]
+        presignature: Option<String>,
+        request: SignRequest,
+    },
+    /// Leave a session (another signer refused or failed).
+    Abort {
+        eid: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    pub key_id: String,
+    pub scheme: Scheme,
+    pub threshold: u16,
+    pub parties: Vec<u16>,
+    /// Group public key (hex): 33-byte compressed for ECDSA, 32-byte x-only for Taproot,
+    /// 32 bytes for Ed25519.
+    pub public_key: String,
+    /// BIP-32 chain code (hex), ECDSA only.
+    #[serde(default)]
+    pub chain_code: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolEntry {
+    pub key_id: String,
+    pub signers: Vec<u16>,
+    pub ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node: u16,
+    pub aux_ready: bool,
+    pub primes_ready: usize,
+    pub keys: Vec<KeyInfo>,
+    pub presignatures: Vec<PoolEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Reply {
+    Status(NodeStatus),
+    AuxReady,
+    Key(KeyInfo),
+    Presigned {
+        id: String,
+    },
+    /// ECDSA partial signature (JSON, hex) and the child public key it is for.
+    Partial {
+        partial: String,
+        public_key: String,
+        digest: String,
+    },
+    /// FROST signature (hex) with the message it signs.
+    Signature {
+        signature: String,
+        public_key: String,
+        message: String,
+    },
+    Aborted,
+}
+
+/// Why a node did not do what it was asked. `code` is stable: `refused` (its own checks
+/// said no), `culprit` (a peer misbehaved: see `culprits`), `timeout`, `unreachable`,
+/// `bad-request`, `not-found`, `internal`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("node {node}: {code}: {message}")]
+pub struct Refusal {
+    pub node: u16,
+    pub code: String,
+    pub message: String,
+    #[serde(default)]
+    pub culprits: Vec<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Control {
+    Request { id: u64, body: Request },
+    Response { id: u64, body: Result<Reply, Refusal> },
+}
+
+/// One decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Control(Control),
+    Mpc { proto: Proto, envelope: Envelope<Vec<u8>> },
+    Abort { eid: ExecutionId, from: u16, reason: String },
+}
+
+impl Frame {
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        let mut body = Vec::new();
+        match self {
+            Frame::Control(c) => {
+                body.push(1);
+                serde_json::to_writer(&mut body, c)
+                    .map_err(|e| WireError::Malformed(e.to_string()))?;
+            }
+            Frame::Mpc { proto, envelope } => {
+                body.push(2);
+                body.push(*proto as u8);
+                body.extend_from_slice(&envelope.eid.0);
+                body.push(envelope.round);
+                body.extend_from_slice(&envelope.from.to_be_bytes());
+                body.extend_from_slice(&envelope.to.unwrap_or(0).to_be_bytes());
+                body.extend_from_slice(&envelope.payload);
+            }
+            Frame::Abort { eid, from, reason } => {
+                body.push(3);
+                body.extend_from_slice(&eid.0);
+                body.extend_from_slice(&from.to_be_bytes());
+                body.extend_from_slice(reason.as_bytes());
+            }
+        }
+        if body.len() > MAX_FRAME {
+            return Err(WireError::TooLarge(body.len()));
+        }
+        let len = u32::try_from(body.len()).map_err(|_| WireError::TooLarge(body.len()))?;
+        let mut out = Vec::with_capacity(body.len() + 4);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    pub fn decode(body: &[u8]) -> Result<Frame, WireError> {
+        let bad = |m: &str| WireError::Malformed(m.to_string());
+        let (&kind, rest) = body.split_first().ok_or_else(|| bad("empty frame"))?;
+        match kind {
+            1 => serde_json::from_slice(rest)
+                .map(Frame::Control)
+                .map_err(|e| WireError::Malformed(format!("control: {e}"))),
+            2 => {
+                let (&proto, rest) = rest.split_first().ok_or_else(|| bad("short MPC frame"))?;
+                let proto = Proto::from_u8(proto).ok_or_else(|| bad("unknown protocol"))?;
+                let (eid, rest) = split::<32>(rest).ok_or_else(|| bad("short MPC frame"))?;
+                let (round, rest) = split::<1>(rest).ok_or_else(|| bad("short MPC frame"))?;
+                let (from, rest) = split::<2>(rest).ok_or_else(|| bad("short MPC frame"))?;
+                let (to, payload) = split::<2>(rest).ok_or_else(|| bad("short MPC frame"))?;
+                let to = u16::from_be_bytes(to);
+                Ok(Frame::Mpc {
+                    proto,
+                    envelope: Envelope {
+                        eid: ExecutionId(eid),
+                        round: u8::from_be_bytes(round),
+                        from: u16::from_be_bytes(from),
+                        to: (to != 0).then_some(to),
+                        payload: payload.to_vec(),
+                    },
+                })
+            }
+            3 => {
+                let (eid, rest) = split::<32>(rest).ok_or_else(|| bad("short abort frame"))?;
+                let (from, reason) = split::<2>(rest).ok_or_else(|| bad("short abort frame"))?;
+                Ok(Frame::Abort {
+                    eid: ExecutionId(eid),
+                    from: u16::from_be_bytes(from),
+                    reason: String::from_utf8_lossy(reason).into_owned(),
+                })
+            }
+            k => Err(WireError::Malformed(format!("unknown frame kind {k}"))),
+        }
+    }
+}
+
+fn split<const N: usize>(b: &[u8]) -> Option<([u8; N], &[u8])> {
+    let head = b.get(..N)?;
+    let tail = b.get(N..)?;
+    Some((<[u8; N]>::try_from(head).ok()?, tail))
+}
+
+/// Read one frame's body. `Ok(None)` at a clean end of stream.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8>>, WireError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(WireError::TooLarge(len));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    Ok(Some(body))
+}
+
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, f: &Frame) -> Result<(), WireError> {
+    w.write_all(&f.encode()?).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+pub fn eid_hex(eid: &ExecutionId) -> String {
+    hex::encode(eid.0)
+}
+
+pub fn parse_eid(s: &str) -> Result<ExecutionId, String> {
+    let b = hex::decode(s).map_err(|e| format!("execution id: {e}"))?;
+    <[u8; 32]>::try_from(b.as_slice())
+        .map(ExecutionId)
+        .map_err(|_| "execution id must be 32 bytes".to_string())
+}

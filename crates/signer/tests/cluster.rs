@@ -1,0 +1,378 @@
+//! Three `strongroom-signer` processes on loopback, driven by the orchestrator client over
+//! pinned mutual TLS 1.3: auxiliary info, 2-of-3 ECDSA / FROST-Taproot / FROST-Ed25519 key
+//! generation, signing checked by libsecp256k1, k256's BIP-340 and ed25519-dalek; a node's
+//! own refusal; presignatures used once; a killed node; a node sending garbage; a replayed
+//! message; and no share in plain text on disk or in the logs.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // Test code.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha3::Digest;
+use strongroom_core::{Env, Intent, IntentAsset, SystemEnv, Timestamp, WalletId};
+use strongroom_mpc::ExecutionId;
+use strongroom_signer::check::{encode_eip1559, Eip1559};
+use strongroom_signer::cluster::{self, Cluster, Options};
+use strongroom_signer::tls::{self, Credentials};
+use strongroom_signer::wire::{self, Frame, Refusal, Request, Scheme, SignRequest, TxFormat};
+use strongroom_signer::Orchestrator;
+use strongroom_units::{Address, Amount, AssetSymbol, ChainId};
+use tokio::net::TcpStream;
+
+struct Proc {
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn start(config: &Path, log: &Path) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_strongroom-signer"))
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    Proc { child }
+}
+
+fn primes_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../mpc/tests/fixtures/test-primes.json")
+}
+
+fn eid(tag: &str) -> ExecutionId {
+    let mut r = [0u8; 16];
+    SystemEnv::new().fill_random(&mut r);
+    ExecutionId::derive(tag, &r, b"")
+}
+
+fn intent(to: &str, amount: u128, expires_ms: i64) -> Intent {
+    let chain = ChainId::parse("eip155:31337").unwrap();
+    Intent {
+        destination: Address::parse(&chain, to).unwrap(),
+        chain,
+        asset: IntentAsset {
+            symbol: AssetSymbol::parse("ETH").unwrap(),
+            decimals: 18,
+            contract: None,
+        },
+        source_wallet: WalletId::parse("hot-eth-1").unwrap(),
+        amount: Amount::from_base_units(amount).unwrap(),
+        fee_cap: Amount::from_base_units(21_000 * 50_000_000_000).unwrap(),
+        expires_at: Timestamp::from_unix_ms(expires_ms),
+        request_id: uuid::Uuid::from_u128(7),
+    }
+}
+
+const ALICE: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+
+fn eth_tx(value: u128) -> Vec<u8> {
+    let to: [u8; 20] = hex::decode(&ALICE[2..]).unwrap().try_into().unwrap();
+    encode_eip1559(&Eip1559 {
+        chain_id: 31337,
+        nonce: 0,
+        max_priority_fee_per_gas: 1_000_000_000,
+        max_fee_per_gas: 50_000_000_000,
+        gas_limit: 21_000,
+        to,
+        value,
+        data: vec![],
+    })
+}
+
+fn eth_request(value: u128, path: Vec<u32>) -> SignRequest {
+    let far = SystemEnv::new().now().unix_ms() + 3_600_000;
+    SignRequest {
+        intent: hex::encode(intent(ALICE, 1_000_000_000_000_000, far).encode().unwrap()),
+        format: TxFormat::Eip1559,
+        tx: hex::encode(eth_tx(value)),
+        path,
+    }
+}
+
+fn raw_request(msg: &[u8]) -> SignRequest {
+    let far = SystemEnv::new().now().unix_ms() + 3_600_000;
+    SignRequest {
+        intent: hex::encode(intent(ALICE, 1, far).encode().unwrap()),
+        format: TxFormat::RawMessage,
+        tx: hex::encode(msg),
+        path: vec![],
+    }
+}
+
+fn verify_ecdsa(pk: &[u8], digest: &[u8], sig: &[u8]) {
+    let pk = secp256k1::PublicKey::from_slice(pk).unwrap();
+    let msg = secp256k1::Message::from_digest(digest.try_into().unwrap());
+    let sig = secp256k1::ecdsa::Signature::from_compact(sig).unwrap();
+    secp256k1::SECP256K1.verify_ecdsa(&msg, &sig, &pk).unwrap();
+}
+
+/// BIP-340 by libsecp256k1 (32-byte messages, as a Taproot sighash is) and by k256.
+fn verify_bip340(pk: &[u8], msg: &[u8], sig: &[u8]) {
+    let xonly = secp256k1::XOnlyPublicKey::from_slice(pk).unwrap();
+    let m = secp256k1::Message::from_digest(msg.try_into().unwrap());
+    let s = secp256k1::schnorr::Signature::from_slice(sig).unwrap();
+    secp256k1::SECP256K1.verify_schnorr(&s, &m, &xonly).unwrap();
+    let vk = k256::schnorr::VerifyingKey::from_bytes(pk).unwrap();
+    let sig = k256::schnorr::Signature::try_from(sig).unwrap();
+    vk.verify_raw(msg, &sig).unwrap();
+}
+
+fn verify_ed25519(pk: &[u8], msg: &[u8], sig: &[u8]) {
+    use ed25519_dalek::Verifier;
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(pk.try_into().unwrap()).unwrap();
+    let sig = ed25519_dalek::Signature::from_slice(sig).unwrap();
+    vk.verify(msg, &sig).unwrap();
+}
+
+async fn wait_live(o: &Orchestrator, want: usize) {
+    for _ in 0..200 {
+        if o.live_nodes().await.len() >= want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nodes did not come up");
+}
+
+/// A client holding node `id`'s certificate: what a compromised node could send.
+async fn impersonate(
+    cluster: &Cluster,
+    id: u16,
+    target: u16,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let certs = cluster.dir.join("certs");
+    let creds = Credentials::load(
+        &certs.join(format!("signer-{id}.pem")),
+        &certs.join(format!("signer-{id}-key.pem")),
+    )
+    .unwrap();
+    let t = cluster.nodes.iter().find(|n| n.id == target).unwrap();
+    let config = tls::client_config(&creds, &t.cert_sha256).unwrap();
+    let tcp = TcpStream::connect(t.addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(tls::server_name(), tcp)
+        .await
+        .unwrap()
+}
+
+fn read_logs(dir: &Path) -> String {
+    (1..=3)
+        .map(|i| std::fs::read_to_string(dir.join(format!("signer-{i}.log"))).unwrap_or_default())
+        .collect()
+}
+
+/// Every file below `dir` that is not public (certificates, configs, public key facts)
+/// must be sealed: the seal format starts with its version byte and is not readable text.
+fn assert_all_sealed(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            assert_all_sealed(&p);
+            continue;
+        }
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name.ends_with(".sealed") {
+            let b = std::fs::read(&p).unwrap();
+            assert_eq!(b[0], strongroom_crypto::seal::SEAL_VERSION, "{name}");
+            let text = String::from_utf8_lossy(&b);
+            for marker in ["signing_share", "key_package", "\"x\"", "\"k\"", "\"chi\"", "\"p\""] {
+                assert!(!text.contains(marker), "{name} holds plain {marker}");
+            }
+        } else if name.ends_with(".json") {
+            let text = std::fs::read_to_string(&p).unwrap();
+            for marker in ["signing_share", "key_package", "secret", "\"x\""] {
+                assert!(!text.contains(marker), "{name} holds {marker}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_signer_processes_sign_over_mtls_and_survive_faults() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = SystemEnv::new();
+    let ca = tmp.path().join("ca.pem");
+    let ca_key = tmp.path().join("ca-key.pem");
+    cluster::ensure_ca(&ca, &ca_key, env.now()).unwrap();
+    let opts = Options {
+        n: 3,
+        addrs: (0..3).map(|_| free_addr()).collect(),
+        allow_raw_messages: true,
+        test_primes_file: Some(primes_fixture()),
+    };
+    let cl = cluster::prepare(&tmp.path().join("signers"), &ca, &ca_key, &opts, &env).unwrap();
+    let log = |i: u16| tmp.path().join(format!("signer-{i}.log"));
+    let mut procs: Vec<Option<Proc>> =
+        cl.configs.iter().zip(1u16..).map(|(c, i)| Some(start(c, &log(i)))).collect();
+    let orch = Orchestrator::new(cl.nodes.clone(), cl.orchestrator_credentials().unwrap());
+    wait_live(&orch, 3).await;
+
+    // A client without a pinned certificate is refused at the handshake.
+    {
+        let stranger_dir = tmp.path().join("stranger");
+        let pin = tls::issue(&ca, &ca_key, &stranger_dir, "stranger", env.now()).unwrap();
+        assert!(!pin.is_empty());
+        let creds = Credentials::load(
+            &stranger_dir.join("stranger.pem"),
+            &stranger_dir.join("stranger-key.pem"),
+        )
+        .unwrap();
+        let stranger = Orchestrator::new(cl.nodes.clone(), creds);
+        let err = stranger.status(1).await.unwrap_err();
+        assert!(err.code == "unreachable" || err.code == "timeout", "{err:?}");
+    }
+
+    // Key generation.
+    orch.aux_info(eid("aux"), &[1, 2, 3]).await.unwrap();
+    let ecdsa_key =
+        orch.keygen(eid("kg"), "hot-eth-1", Scheme::Ecdsa, &[1, 2, 3], 2).await.unwrap();
+    let tr_key =
+        orch.keygen(eid("kg"), "hot-btc-1", Scheme::FrostTaproot, &[1, 2, 3], 2).await.unwrap();
+    let ed_key =
+        orch.keygen(eid("kg"), "hot-sol-1", Scheme::FrostEd25519, &[1, 2, 3], 2).await.unwrap();
+    assert_eq!(hex::decode(&ecdsa_key.public_key).unwrap().len(), 33);
+    assert_eq!(hex::decode(&tr_key.public_key).unwrap().len(), 32);
+
+    // ECDSA: presign, sign an Ethereum transaction that matches its intent.
+    let p = orch.presign(eid("ps"), "hot-eth-1", &[1, 2]).await.unwrap();
+    let req = eth_request(1_000_000_000_000_000, vec![]);
+    let signed = orch.sign(eid("sign"), &ecdsa_key, &[1, 2], Some(&p), &req).await.unwrap();
+    let digest = sha3::Keccak256::digest(eth_tx(1_000_000_000_000_000));
+    assert_eq!(signed.signed_bytes, digest.to_vec(), "nodes sign keccak256 of the transaction");
+    verify_ecdsa(&signed.public_key, &signed.signed_bytes, &signed.signature);
+
+    // The presignature is gone on both nodes: a second use is refused.
+    let again = orch.sign(eid("sign"), &ecdsa_key, &[1, 2], Some(&p), &req).await.unwrap_err();
+    assert_eq!(again.code, "not-found", "{again:?}");
+
+    // A child key (BIP-32 path) signs too, with the child public key.
+    let p = orch.presign(eid("ps"), "hot-eth-1", &[2, 3]).await.unwrap();
+    let child = eth_request(1_000_000_000_000_000, vec![0, 5]);
+    let signed = orch.sign(eid("sign"), &ecdsa_key, &[2, 3], Some(&p), &child).await.unwrap();
+    assert_ne!(hex::encode(&signed.public_key), ecdsa_key.public_key);
+    verify_ecdsa(&signed.public_key, &signed.signed_bytes, &signed.signature);
+
+    // A transaction paying another amount than the intent: every node refuses on its own.
+    let p = orch.presign(eid("ps"), "hot-eth-1", &[1, 3]).await.unwrap();
+    let bad = eth_request(2_000_000_000_000_000, vec![]);
+    let refused = orch.sign(eid("sign"), &ecdsa_key, &[1, 3], Some(&p), &bad).await.unwrap_err();
+    assert_eq!(refused.code, "refused", "{refused:?}");
+    assert!(refused.message.contains("tx-matches-intent"), "{refused:?}");
+    // An expired intent too.
+    let mut expired = req.clone();
+    expired.intent = hex::encode(intent(ALICE, 1_000_000_000_000_000, 1).encode().unwrap());
+    let refused =
+        orch.sign(eid("sign"), &ecdsa_key, &[1, 3], Some(&p), &expired).await.unwrap_err();
+    assert!(refused.message.contains("expired"), "{refused:?}");
+
+    // FROST Taproot and Ed25519 over the network.
+    // A 32-byte stand-in for a Taproot sighash (raw messages are allowed in this cluster).
+    let msg: [u8; 32] = sha3::Keccak256::digest(b"taproot sighash stand-in").into();
+    let msg = &msg;
+    let s = orch.sign(eid("frost"), &tr_key, &[1, 3], None, &raw_request(msg)).await.unwrap();
+    verify_bip340(&s.public_key, msg, &s.signature);
+    let s = orch.sign(eid("frost"), &ed_key, &[2, 3], None, &raw_request(msg)).await.unwrap();
+    verify_ed25519(&s.public_key, msg, &s.signature);
+
+    // Kill node 3: nodes 1 and 2 still sign; a quorum that needs node 3 fails cleanly.
+    let p12 = orch.presign(eid("ps"), "hot-eth-1", &[1, 2]).await.unwrap();
+    procs[2] = None;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(orch.live_nodes().await, vec![1, 2]);
+    let signed = orch.sign(eid("sign"), &ecdsa_key, &[1, 2], Some(&p12), &req).await.unwrap();
+    verify_ecdsa(&signed.public_key, &signed.signed_bytes, &signed.signature);
+    let s = orch.sign(eid("frost"), &tr_key, &[1, 2], None, &raw_request(msg)).await.unwrap();
+    verify_bip340(&s.public_key, msg, &s.signature);
+    let down =
+        orch.sign(eid("frost"), &tr_key, &[1, 3], None, &raw_request(msg)).await.unwrap_err();
+    assert!(down.culprits.contains(&3), "{down:?}");
+
+    // Node 3 "compromised": its certificate, our frames. Garbage in a live session ends it
+    // and names node 3.
+    let e = eid("garbage");
+    let o = &orch;
+    let sign1 = async move {
+        o.request(
+            1,
+            Request::Sign {
+                eid: wire::eid_hex(&e),
+                key_id: "hot-btc-1".into(),
+                signers: vec![1, 3],
+                presignature: None,
+                request: raw_request(b"x"),
+            },
+            Duration::from_secs(20),
+        )
+        .await
+    };
+    let rogue = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut s = impersonate(&cl, 3, 1).await;
+        let env = strongroom_mpc::Envelope {
+            eid: e,
+            round: 1,
+            from: 3,
+            to: None,
+            payload: b"\x00garbage".to_vec(),
+        };
+        wire::write_frame(
+            &mut s,
+            &Frame::Mpc { proto: wire::Proto::FrostSign, envelope: env.clone() },
+        )
+        .await
+        .unwrap();
+        // Replays of the same frame after the session ended are refused.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        wire::write_frame(&mut s, &Frame::Mpc { proto: wire::Proto::FrostSign, envelope: env })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s
+    };
+    let (r, _s) = tokio::join!(sign1, rogue);
+    let r: Refusal = r.unwrap_err();
+    assert_eq!(r.code, "culprit", "{r:?}");
+    assert_eq!(r.culprits, vec![3], "{r:?}");
+
+    // A frame that claims to come from node 2 over node 3's connection is dropped.
+    {
+        let mut s = impersonate(&cl, 3, 1).await;
+        let env = strongroom_mpc::Envelope {
+            eid: eid("x"),
+            round: 1,
+            from: 2,
+            to: None,
+            payload: vec![],
+        };
+        wire::write_frame(&mut s, &Frame::Mpc { proto: wire::Proto::FrostSign, envelope: env })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Stop the rest, then look at what is on disk and in the logs.
+    drop(procs);
+    let logs = read_logs(tmp.path());
+    assert!(logs.contains("message for an ended session refused"), "replay not logged");
+    assert!(logs.contains("frame claims another sender"), "spoofed sender not logged");
+    for marker in ["signing_share", "key_package", "\"chi\"", "BEGIN PRIVATE KEY"] {
+        assert!(!logs.contains(marker), "logs contain {marker}");
+    }
+    assert_all_sealed(&cl.dir);
+    let sealed_keys = std::fs::read_dir(cl.dir.join("signer-1/data/keys")).unwrap().count();
+    assert_eq!(sealed_keys, 6, "three keys: a sealed share and public facts each");
+}
