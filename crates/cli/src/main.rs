@@ -6,6 +6,7 @@
 
 mod bench;
 mod config;
+mod signers;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,7 +25,7 @@ use crate::config::{Config, LogFormat};
 use strongroom_core::SystemEnv;
 
 /// Default data folder of `strongroom dev`, relative to the working directory.
-const DEV_DATA_DIR: &str = ".strongroom/dev";
+pub(crate) const DEV_DATA_DIR: &str = ".strongroom/dev";
 
 #[derive(Debug, Parser)]
 #[command(name = "strongroom", version, about = "Self-hosted custody security platform")]
@@ -45,6 +46,29 @@ enum Command {
         data_dir: PathBuf,
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: std::net::SocketAddr,
+        /// First of the three signer nodes' ports (loopback).
+        #[arg(long, default_value_t = 7101)]
+        signer_base_port: u16,
+        /// Do not start the signer nodes.
+        #[arg(long)]
+        no_signers: bool,
+        /// TEST ONLY: pregenerated Paillier primes for the signer nodes (public, never for
+        /// real keys).
+        #[arg(long, hide = true)]
+        test_primes: Option<PathBuf>,
+    },
+    /// Run one MPC signer node (what `strongroom-signer` runs).
+    Signer {
+        #[arg(long)]
+        config: PathBuf,
+        /// Exit when standard input closes (used by `strongroom dev` for its children).
+        #[arg(long, hide = true)]
+        exit_with_stdin: bool,
+    },
+    /// Talk to the signer nodes as the orchestrator.
+    Mpc {
+        #[command(subcommand)]
+        command: signers::MpcCommand,
     },
     /// Run the API server from a configuration file (PostgreSQL via `database_url`).
     Serve {
@@ -176,7 +200,12 @@ fn init_logging(format: LogFormat) {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Dev { data_dir, listen } => dev(&data_dir, listen).await,
+        Command::Dev { data_dir, listen, signer_base_port, no_signers, test_primes } => {
+            let signers = (!no_signers).then_some((signer_base_port, test_primes));
+            dev(&data_dir, listen, signers).await
+        }
+        Command::Signer { config, exit_with_stdin } => run_signer(&config, exit_with_stdin).await,
+        Command::Mpc { command } => signers::mpc(command).await,
         Command::Serve { config } => serve(Config::load(&config)?).await,
         Command::Migrate(db) => {
             db.open().await?;
@@ -191,7 +220,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
     std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
 }
 
@@ -268,7 +297,30 @@ async fn wait_for_signal(running: tls::Running) {
     running.wait().await;
 }
 
-async fn dev(data_dir: &Path, listen: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
+async fn run_signer(config: &Path, exit_with_stdin: bool) -> anyhow::Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let cfg: strongroom_signer::Config = toml::from_str(&text)?;
+    let node = strongroom_signer::Node::new(cfg, Arc::new(SystemEnv::new()))?;
+    node.start().await?;
+    if exit_with_stdin {
+        tokio::task::spawn_blocking(|| {
+            use std::io::Read;
+            let mut buf = [0u8; 64];
+            while matches!(std::io::stdin().read(&mut buf), Ok(n) if n > 0) {}
+        })
+        .await?;
+    } else {
+        tokio::signal::ctrl_c().await?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dev(
+    data_dir: &Path,
+    listen: std::net::SocketAddr,
+    signer_opts: Option<(u16, Option<PathBuf>)>,
+) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let data_dir = absolute(data_dir)?;
@@ -308,6 +360,16 @@ async fn dev(data_dir: &Path, listen: std::net::SocketAddr) -> anyhow::Result<Ex
     write_secret(&token_path, token.token.expose_secret())?;
 
     let started = start(&config, store, env).await?;
+    let signers = match signer_opts {
+        Some((port, primes)) => {
+            let pki = DevPki::in_dir(&config.data_dir.join("tls"));
+            Some(
+                signers::start_dev_signers(&data_dir, &pki.ca_cert, &pki.ca_key, port, primes)
+                    .await?,
+            )
+        }
+        None => None,
+    };
     let url = format!("https://{}", started.running.addr);
     let ca = started.ca.map(|p| p.display().to_string()).unwrap_or_default();
     println!("Strongroom dev server is running.");
@@ -318,6 +380,12 @@ async fn dev(data_dir: &Path, listen: std::net::SocketAddr) -> anyhow::Result<Ex
     println!("  (also in {}; a new token is made at every start)", token_path.display());
     println!("  Database:       {}", config.database_url);
     println!("  OpenAPI:        {url}/v1/openapi.json");
+    if let Some(s) = &signers {
+        println!("  Signer nodes:   3 (2-of-3), logs in {}", data_dir.join("signers").display());
+        for k in &s.keys {
+            println!("  Key {:<10}  {:?} {}", k.key_id, k.scheme, k.public_key);
+        }
+    }
     println!();
     println!("Try:");
     println!("  curl --cacert {ca} {url}/v1/health");
@@ -326,8 +394,15 @@ async fn dev(data_dir: &Path, listen: std::net::SocketAddr) -> anyhow::Result<Ex
         token_path.display()
     );
     println!();
+    if signers.is_some() {
+        println!("  strongroom mpc sign --key hot-btc-1 --message-hex $(printf hello | sha256sum | cut -c1-64)");
+    }
+    println!();
     println!("Stop with Ctrl-C. Data stays in {}.", data_dir.display());
     wait_for_signal(started.running).await;
+    if let Some(s) = signers {
+        s.stop().await;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -34,6 +34,22 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A base port with the two after it free too (for the three signer nodes).
+fn free_port_run() -> u16 {
+    loop {
+        let base = free_port();
+        if base < 65000
+            && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
+        {
+            return base;
+        }
+    }
+}
+
+fn primes_fixture() -> String {
+    format!("{}/../mpc/tests/fixtures/test-primes.json", env!("CARGO_MANIFEST_DIR"))
+}
+
 fn start_dev(data_dir: &std::path::Path) -> Dev {
     let port = free_port();
     let mut child = Command::new(BIN)
@@ -43,6 +59,10 @@ fn start_dev(data_dir: &std::path::Path) -> Dev {
             data_dir.to_str().unwrap(),
             "--listen",
             &format!("127.0.0.1:{port}"),
+            "--signer-base-port",
+            &free_port_run().to_string(),
+            "--test-primes",
+            &primes_fixture(),
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -56,7 +76,7 @@ fn start_dev(data_dir: &std::path::Path) -> Dev {
         }
     });
     let (mut url, mut ca, mut token) = (None, None, None);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(240);
     while url.is_none() || ca.is_none() || token.is_none() {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -231,7 +251,7 @@ fn serve_with_a_config_file_on_postgres() {
         .unwrap();
     let ca = dir.path().join("tls/ca.pem");
     let health = format!("https://127.0.0.1:{port}/v1/health");
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(240);
     let mut answer = None;
     while Instant::now() < deadline {
         if let Some((true, out)) = curl(&["--tlsv1.3", "--cacert", ca.to_str().unwrap(), &health]) {
@@ -273,4 +293,60 @@ fn serve_with_a_config_file_on_postgres() {
     assert!(!log.contains(token.rsplit('_').next().unwrap()), "token secret in the log");
     assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
     assert!(String::from_utf8_lossy(&verified.stdout).contains("audit log intact: 2 records"));
+}
+
+/// `strongroom dev` brings up three signer processes with a 2-of-3 ECDSA and a 2-of-3
+/// FROST-Taproot key; `strongroom mpc sign` gets signatures from them that independent
+/// verifiers accept, also after one node is killed.
+#[test]
+fn dev_signers_produce_threshold_signatures_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let dev = start_dev(&data);
+    let sign = |key: &str, msg: &[u8; 32], signers: &str| {
+        let out = Command::new(BIN)
+            .args(["mpc", "sign", "--data-dir", data.to_str().unwrap(), "--key", key])
+            .args(["--message-hex", &hex::encode(msg), "--signers", signers])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let h = |f: &str| hex::decode(v[f].as_str().unwrap()).unwrap();
+        (h("public_key"), h("signed"), h("signature"))
+    };
+    let msg = [7u8; 32];
+    for signers in ["1,2", "2,3"] {
+        let (pk, signed, sig) = sign("hot-btc-1", &msg, signers);
+        assert_eq!(signed, msg);
+        let vk = k256::schnorr::VerifyingKey::from_bytes(&pk).unwrap();
+        vk.verify_raw(&msg, &k256::schnorr::Signature::try_from(sig.as_slice()).unwrap()).unwrap();
+
+        let (pk, digest, sig) = sign("hot-eth-1", &msg, signers);
+        use k256::ecdsa::signature::hazmat::PrehashVerifier;
+        let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(&pk).unwrap();
+        let sig = k256::ecdsa::Signature::from_slice(&sig).unwrap();
+        vk.verify_prehash(&digest, &sig).unwrap();
+        use sha2::Digest;
+        assert_eq!(digest, sha2::Sha256::digest(msg).to_vec());
+    }
+
+    // Kill node 3: nodes 1 and 2 still sign.
+    let pid = std::fs::read_dir(data.join("signers")).unwrap().count();
+    assert!(pid > 0);
+    let killed = Command::new("pkill")
+        .args(["-f", &format!("{}/signers/signer-3/signer.toml", data.display())])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let (pk, _, sig) = sign("hot-btc-1", &msg, "1,2");
+    let vk = k256::schnorr::VerifyingKey::from_bytes(&pk).unwrap();
+    vk.verify_raw(&msg, &k256::schnorr::Signature::try_from(sig.as_slice()).unwrap()).unwrap();
+
+    // No share in the database: the only key material the API server's database holds is
+    // none; the dev folder's plain files are certificates, configs, logs and public facts.
+    let db = std::fs::read(data.join("strongroom.db")).unwrap();
+    let db = String::from_utf8_lossy(&db);
+    assert!(!db.contains("key_package") && !db.contains("signing_share"));
+    drop(dev);
 }

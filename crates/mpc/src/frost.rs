@@ -363,6 +363,11 @@ impl<'k, C: Ciphersuite> Signer<'k, C> {
             }
             SignPayload::Share(s) => {
                 check(&env, self.eid, self.me, &self.signers, 2)?;
+                // A share that arrives before this party has all commitments is not taken
+                // (the caller may offer it again once round 1 is done).
+                if self.package.is_none() {
+                    return Err(MpcError::WrongRound { from: env.from, expected: 1, got: 2 });
+                }
                 if self.shares.insert(ident(env.from)?, s).is_some() {
                     return Err(MpcError::Duplicate { from: env.from, round: 2 });
                 }

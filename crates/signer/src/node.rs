@@ -552,9 +552,13 @@ impl Node {
         let deadline = self.env.monotonic() + Duration::from_millis(timeout_ms);
         let mut heard: BTreeMap<u16, usize> = others.iter().map(|p| (*p, 0)).collect();
         let result = (|| {
-            let mut input = None;
+            let mut input: Option<Envelope<Vec<u8>>> = None;
+            // Messages for a later round than the party is in (peers run ahead): kept and
+            // fed again after every step until they fit.
+            let mut deferred: Vec<Envelope<Vec<u8>>> = Vec::new();
             loop {
-                let (out, output) = match step(input.take()) {
+                let kept = input.clone();
+                let (mut out, mut output) = match step(input.take()) {
                     Ok(x) => x,
                     // A duplicate or a message from elsewhere is refused; the session goes on.
                     Err(
@@ -565,8 +569,33 @@ impl Node {
                         tracing::warn!(node = me, eid = %eid_hex(&eid), error = %e, "message refused");
                         (vec![], None)
                     }
+                    Err(MpcError::WrongRound { expected, got, .. }) if got > expected => {
+                        deferred.extend(kept);
+                        (vec![], None)
+                    }
                     Err(e) => return Err(from_mpc(me, e)),
                 };
+                let mut progressed = !out.is_empty();
+                while progressed && output.is_none() && !deferred.is_empty() {
+                    progressed = false;
+                    for env in std::mem::take(&mut deferred) {
+                        if output.is_some() {
+                            deferred.push(env);
+                            continue;
+                        }
+                        match step(Some(env.clone())) {
+                            Ok((more, o)) => {
+                                progressed = true;
+                                out.extend(more);
+                                output = o;
+                            }
+                            Err(MpcError::WrongRound { expected, got, .. }) if got > expected => {
+                                deferred.push(env)
+                            }
+                            Err(e) => return Err(from_mpc(me, e)),
+                        }
+                    }
+                }
                 for env in out {
                     let targets: Vec<u16> = match env.to {
                         Some(t) => vec![t],

@@ -1,0 +1,281 @@
+//! The dev stack's three signer nodes: start them as child processes of `strongroom dev`
+//! (this same binary, `strongroom signer --config …`), and on first start run auxiliary
+//! info and key generation for one ECDSA and one FROST-Taproot 2-of-3 key. Also the
+//! `strongroom mpc` commands, which talk to those nodes as the orchestrator.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Subcommand;
+use serde::{Deserialize, Serialize};
+use strongroom_core::{Env, SystemEnv};
+use strongroom_mpc::ExecutionId;
+use strongroom_signer::cluster::{self, Cluster, Options};
+use strongroom_signer::tls::Credentials;
+use strongroom_signer::wire::{KeyInfo, Scheme, SignRequest, TxFormat};
+use strongroom_signer::{NodeAddr, Orchestrator};
+
+/// The dev keys made on first start.
+pub const DEV_KEYS: [(&str, Scheme); 2] =
+    [("hot-eth-1", Scheme::Ecdsa), ("hot-btc-1", Scheme::FrostTaproot)];
+
+/// What `strongroom mpc` needs to find the nodes (written by `strongroom dev`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClusterFile {
+    pub nodes: Vec<(u16, SocketAddr, String)>,
+    pub orchestrator_cert: PathBuf,
+    pub orchestrator_key: PathBuf,
+}
+
+impl ClusterFile {
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join("signers").join("cluster.json")
+    }
+
+    pub fn orchestrator(&self) -> anyhow::Result<Orchestrator> {
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|(id, addr, pin)| NodeAddr { id: *id, addr: *addr, cert_sha256: pin.clone() })
+            .collect();
+        let creds = Credentials::load(&self.orchestrator_cert, &self.orchestrator_key)?;
+        Ok(Orchestrator::new(nodes, creds))
+    }
+
+    pub fn load(data_dir: &Path) -> anyhow::Result<Self> {
+        let p = Self::path(data_dir);
+        let text = std::fs::read_to_string(&p)
+            .with_context(|| format!("{}: run `strongroom dev` first", p.display()))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+}
+
+/// Running signer processes; killed when dropped.
+#[derive(Debug)]
+pub struct Signers {
+    children: Vec<tokio::process::Child>,
+    pub keys: Vec<KeyInfo>,
+}
+
+fn eid(env: &dyn Env, kind: &str) -> ExecutionId {
+    let mut r = [0u8; 16];
+    env.fill_random(&mut r);
+    ExecutionId::derive(kind, &r, b"")
+}
+
+/// Start three signer nodes for the dev stack and make sure the dev keys exist.
+pub async fn start_dev_signers(
+    data_dir: &Path,
+    ca_cert: &Path,
+    ca_key: &Path,
+    base_port: u16,
+    test_primes: Option<PathBuf>,
+) -> anyhow::Result<Signers> {
+    let env = SystemEnv::new();
+    let addrs: Vec<SocketAddr> =
+        (0..3u16).map(|i| SocketAddr::from(([127, 0, 0, 1], base_port + i))).collect();
+    let opts = Options { n: 3, addrs, allow_raw_messages: true, test_primes_file: test_primes };
+    let dir = data_dir.join("signers");
+    let cl: Cluster = cluster::prepare(&dir, ca_cert, ca_key, &opts, &env)?;
+    let file = ClusterFile {
+        nodes: cl.nodes.iter().map(|n| (n.id, n.addr, n.cert_sha256.clone())).collect(),
+        orchestrator_cert: cl.orchestrator_cert.clone(),
+        orchestrator_key: cl.orchestrator_key.clone(),
+    };
+    std::fs::write(ClusterFile::path(data_dir), serde_json::to_vec_pretty(&file)?)?;
+
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    for (config, node) in cl.configs.iter().zip(&cl.nodes) {
+        let log = dir.join(format!("signer-{}.log", node.id));
+        let child = tokio::process::Command::new(&exe)
+            .arg("signer")
+            .arg("--config")
+            .arg(config)
+            .arg("--exit-with-stdin")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting signer {}", node.id))?;
+        children.push(child);
+    }
+    let orch = file.orchestrator()?;
+    for _ in 0..200 {
+        if orch.live_nodes().await.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::ensure!(
+        orch.live_nodes().await.len() == 3,
+        "signer nodes did not start (see {})",
+        dir.display()
+    );
+    let keys = ensure_keys(&orch, &env).await?;
+    Ok(Signers { children, keys })
+}
+
+fn progress(label: &str, done: usize, total: usize, secs: u64) {
+    let width = 24;
+    let filled = (done * width).checked_div(total).unwrap_or(width).min(width);
+    let bar: String = "#".repeat(filled) + &"-".repeat(width - filled);
+    eprint!("\r  {label:<34} [{bar}] {done}/{total}  {secs:>3}s ");
+    let _ = std::io::stderr().flush();
+}
+
+async fn ensure_keys(orch: &Orchestrator, env: &SystemEnv) -> anyhow::Result<Vec<KeyInfo>> {
+    let status = orch.status(1).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let missing: Vec<_> =
+        DEV_KEYS.iter().filter(|(id, _)| !status.keys.iter().any(|k| k.key_id == *id)).collect();
+    if !status.aux_ready {
+        eprintln!("First start: preparing threshold keys (2-of-3) on the three signer nodes.");
+        let start = env.monotonic();
+        // Each node finds its Paillier primes in the background; wait for all three.
+        loop {
+            let mut ready = 0;
+            for n in 1..=3 {
+                if let Ok(s) = orch.status(n).await {
+                    ready += usize::from(s.primes_ready > 0 || s.aux_ready);
+                }
+            }
+            progress("Paillier primes (per node)", ready, 3, (env.monotonic() - start).as_secs());
+            if ready == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        eprintln!();
+        let aux = orch.aux_info(eid(env, "aux"), &[1, 2, 3]);
+        tokio::pin!(aux);
+        let started = env.monotonic();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                r = &mut aux => { r.map_err(|e| anyhow::anyhow!("auxiliary info: {e}"))?; break; }
+                _ = tick.tick() => progress("Auxiliary info (ZK proofs)", 0, 1, (env.monotonic() - started).as_secs()),
+            }
+        }
+        progress("Auxiliary info (ZK proofs)", 1, 1, (env.monotonic() - started).as_secs());
+        eprintln!();
+    }
+    for (id, scheme) in missing {
+        orch.keygen(eid(env, "keygen"), id, *scheme, &[1, 2, 3], 2)
+            .await
+            .map_err(|e| anyhow::anyhow!("key generation for {id}: {e}"))?;
+        eprintln!("  Key {id} ({scheme:?}) generated across nodes 1, 2, 3.");
+    }
+    let status = orch.status(1).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(status.keys)
+}
+
+impl Signers {
+    pub async fn stop(mut self) {
+        for c in &mut self.children {
+            let _ = c.kill().await;
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MpcCommand {
+    /// Each node's keys, presignature pool and readiness.
+    Status {
+        #[arg(long, default_value = crate::DEV_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Sign a raw message with a dev key (the dev nodes accept raw messages; production
+    /// nodes sign only transactions they can decode and match to an approved intent).
+    Sign {
+        #[arg(long, default_value = crate::DEV_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Key id, e.g. hot-eth-1 (ECDSA) or hot-btc-1 (FROST Taproot).
+        #[arg(long)]
+        key: String,
+        /// Message in hex (ECDSA signs its SHA-256; FROST signs it as is).
+        #[arg(long)]
+        message_hex: String,
+        /// Which nodes sign, e.g. 1,2 (default: the first two that answer).
+        #[arg(long, value_delimiter = ',')]
+        signers: Vec<u16>,
+    },
+}
+
+pub async fn mpc(cmd: MpcCommand) -> anyhow::Result<std::process::ExitCode> {
+    let env = SystemEnv::new();
+    match cmd {
+        MpcCommand::Status { data_dir } => {
+            let orch = ClusterFile::load(&crate::absolute(&data_dir)?)?.orchestrator()?;
+            for n in orch.node_ids() {
+                match orch.status(n).await {
+                    Ok(s) => println!("{}", serde_json::to_string(&s)?),
+                    Err(e) => println!("{{\"node\":{n},\"error\":{:?}}}", e.to_string()),
+                }
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        MpcCommand::Sign { data_dir, key, message_hex, signers } => {
+            let orch = ClusterFile::load(&crate::absolute(&data_dir)?)?.orchestrator()?;
+            let live = orch.live_nodes().await;
+            let signers =
+                if signers.is_empty() { live.iter().copied().take(2).collect() } else { signers };
+            let first = *signers.first().context("no live signer nodes")?;
+            let status = orch.status(first).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let info = status.keys.into_iter().find(|k| k.key_id == key).context("no such key")?;
+            // Raw messages still carry an intent; a dev intent that expires in a minute.
+            let chain = strongroom_units::ChainId::parse("eip155:31337")?;
+            let intent = strongroom_core::Intent {
+                destination: strongroom_units::Address::parse(
+                    &chain,
+                    "0x0000000000000000000000000000000000000001",
+                )?,
+                chain,
+                asset: strongroom_core::IntentAsset {
+                    symbol: strongroom_units::AssetSymbol::parse("ETH")?,
+                    decimals: 18,
+                    contract: None,
+                },
+                source_wallet: strongroom_core::WalletId::parse(&key)?,
+                amount: strongroom_units::Amount::ZERO,
+                fee_cap: strongroom_units::Amount::ZERO,
+                expires_at: env.now().plus_ms(60_000),
+                request_id: strongroom_core::new_id(&env),
+            };
+            let req = SignRequest {
+                intent: hex::encode(intent.encode()?),
+                format: TxFormat::RawMessage,
+                tx: message_hex,
+                path: vec![],
+            };
+            let presig = if info.scheme == Scheme::Ecdsa {
+                Some(
+                    orch.presign(eid(&env, "presign"), &key, &signers)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("presignature: {e}"))?,
+                )
+            } else {
+                None
+            };
+            let signed = orch
+                .sign(eid(&env, "sign"), &info, &signers, presig.as_deref(), &req)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "key": key,
+                    "scheme": info.scheme,
+                    "signers": signed.signers,
+                    "public_key": hex::encode(&signed.public_key),
+                    "signed": hex::encode(&signed.signed_bytes),
+                    "signature": hex::encode(&signed.signature),
+                })
+            );
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+    }
+}
