@@ -50,6 +50,19 @@ pub enum BenchCommand {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// Threshold signing: presignature CPU networked vs in process vs libsecp256k1, online
+    /// ECDSA and FROST signing latency over mTLS.
+    Mpc {
+        #[arg(long, default_value_t = 10)]
+        presignatures: usize,
+        #[arg(long, default_value_t = 200)]
+        signatures: usize,
+        /// TEST-ONLY primes for the benchmark's auxiliary info.
+        #[arg(long, default_value = "crates/mpc/tests/fixtures/test-primes.json")]
+        primes: std::path::PathBuf,
+        #[arg(long, default_value_t = 7201)]
+        base_port: u16,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -59,6 +72,10 @@ pub enum Load {
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
+    if let BenchCommand::Mpc { presignatures, signatures, primes, base_port } = command {
+        crate::bench_mpc::run(presignatures, signatures, primes, base_port).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let BenchCommand::Ingest {
         postgres_url,
         clients,
@@ -67,7 +84,10 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         load,
         no_pgbench,
         json,
-    } = command;
+    } = command
+    else {
+        return Ok(ExitCode::SUCCESS);
+    };
     let paced_clients = paced_clients.unwrap_or(clients);
     let pg = if no_pgbench { None } else { Some(pgbench(&postgres_url, clients, seconds).await?) };
     if let Some(pg) = &pg {

@@ -5,6 +5,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod bench_mpc;
 mod config;
 mod signers;
 
@@ -363,10 +364,7 @@ async fn dev(
     let signers = match signer_opts {
         Some((port, primes)) => {
             let pki = DevPki::in_dir(&config.data_dir.join("tls"));
-            Some(
-                signers::start_dev_signers(&data_dir, &pki.ca_cert, &pki.ca_key, port, primes)
-                    .await?,
-            )
+            Some(signers::start_cluster(&data_dir, &pki.ca_cert, &pki.ca_key, port, primes).await?)
         }
         None => None,
     };

@@ -66,8 +66,9 @@ fn eid(env: &dyn Env, kind: &str) -> ExecutionId {
     ExecutionId::derive(kind, &r, b"")
 }
 
-/// Start three signer nodes for the dev stack and make sure the dev keys exist.
-pub async fn start_dev_signers(
+/// Start three signer nodes (their files under `DATA/signers`) and make sure the dev keys
+/// exist.
+pub async fn start_cluster(
     data_dir: &Path,
     ca_cert: &Path,
     ca_key: &Path,
@@ -174,6 +175,11 @@ async fn ensure_keys(orch: &Orchestrator, env: &SystemEnv) -> anyhow::Result<Vec
 }
 
 impl Signers {
+    /// Process ids of the nodes, in node order.
+    pub fn pids(&self) -> Vec<String> {
+        self.children.iter().filter_map(|c| c.id()).map(|p| p.to_string()).collect()
+    }
+
     pub async fn stop(mut self) {
         for c in &mut self.children {
             let _ = c.kill().await;
