@@ -119,24 +119,7 @@ pub async fn run(
         );
     }
     let req = |msg: &[u8]| -> anyhow::Result<SignRequest> {
-        let chain = strongroom_units::ChainId::parse("eip155:31337")?;
-        let intent = strongroom_core::Intent {
-            destination: strongroom_units::Address::parse(
-                &chain,
-                "0x0000000000000000000000000000000000000001",
-            )?,
-            chain,
-            asset: strongroom_core::IntentAsset {
-                symbol: strongroom_units::AssetSymbol::parse("ETH")?,
-                decimals: 18,
-                contract: None,
-            },
-            source_wallet: strongroom_core::WalletId::parse("hot-eth-1")?,
-            amount: strongroom_units::Amount::ZERO,
-            fee_cap: strongroom_units::Amount::ZERO,
-            expires_at: env.now().plus_ms(600_000),
-            request_id: strongroom_core::new_id(&env),
-        };
+        let intent = crate::signers::dev_intent(&env, "hot-eth-1", 600_000)?;
         Ok(SignRequest {
             intent: hex::encode(intent.encode()?),
             format: TxFormat::RawMessage,

@@ -187,6 +187,32 @@ impl Signers {
     }
 }
 
+/// The intent a dev raw-message request carries: nothing moves (amount and fee cap zero).
+pub fn dev_intent(
+    env: &dyn Env,
+    wallet: &str,
+    ttl_ms: i64,
+) -> anyhow::Result<strongroom_core::Intent> {
+    let chain = strongroom_units::ChainId::parse("eip155:31337")?;
+    Ok(strongroom_core::Intent {
+        destination: strongroom_units::Address::parse(
+            &chain,
+            "0x0000000000000000000000000000000000000001",
+        )?,
+        chain,
+        asset: strongroom_core::IntentAsset {
+            symbol: strongroom_units::AssetSymbol::parse("ETH")?,
+            decimals: 18,
+            contract: None,
+        },
+        source_wallet: strongroom_core::WalletId::parse(wallet)?,
+        amount: strongroom_units::Amount::ZERO,
+        fee_cap: strongroom_units::Amount::ZERO,
+        expires_at: env.now().plus_ms(ttl_ms),
+        request_id: strongroom_core::new_id(env),
+    })
+}
+
 #[derive(Debug, Subcommand)]
 pub enum MpcCommand {
     /// Each node's keys, presignature pool and readiness.
@@ -233,24 +259,7 @@ pub async fn mpc(cmd: MpcCommand) -> anyhow::Result<std::process::ExitCode> {
             let status = orch.status(first).await.map_err(|e| anyhow::anyhow!("{e}"))?;
             let info = status.keys.into_iter().find(|k| k.key_id == key).context("no such key")?;
             // Raw messages still carry an intent; a dev intent that expires in a minute.
-            let chain = strongroom_units::ChainId::parse("eip155:31337")?;
-            let intent = strongroom_core::Intent {
-                destination: strongroom_units::Address::parse(
-                    &chain,
-                    "0x0000000000000000000000000000000000000001",
-                )?,
-                chain,
-                asset: strongroom_core::IntentAsset {
-                    symbol: strongroom_units::AssetSymbol::parse("ETH")?,
-                    decimals: 18,
-                    contract: None,
-                },
-                source_wallet: strongroom_core::WalletId::parse(&key)?,
-                amount: strongroom_units::Amount::ZERO,
-                fee_cap: strongroom_units::Amount::ZERO,
-                expires_at: env.now().plus_ms(60_000),
-                request_id: strongroom_core::new_id(&env),
-            };
+            let intent = dev_intent(&env, &key, 60_000)?;
             let req = SignRequest {
                 intent: hex::encode(intent.encode()?),
                 format: TxFormat::RawMessage,

@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use strongroom_mpc::{ecdsa, ExecutionId};
 use tokio::io::BufReader;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Mutex};
-use tokio_rustls::TlsConnector;
 
 use crate::tls::{self, Credentials};
 use crate::wire::{
@@ -78,15 +76,7 @@ impl Orchestrator {
     }
 
     async fn connect(&self, node: &NodeAddr) -> anyhow::Result<Conn> {
-        let config = tls::client_config(&self.creds, &node.cert_sha256.to_lowercase())?;
-        let tcp =
-            tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(node.addr)).await??;
-        tcp.set_nodelay(true)?;
-        let stream = tokio::time::timeout(
-            Duration::from_secs(5),
-            TlsConnector::from(Arc::new(config)).connect(tls::server_name(), tcp),
-        )
-        .await??;
+        let stream = tls::connect(&self.creds, &node.cert_sha256, node.addr).await?;
         let (rd, mut wr) = tokio::io::split(stream);
         let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
         let waiters: Waiters = Arc::default();

@@ -21,7 +21,7 @@ use strongroom_mpc::{ecdsa, EnvRng, Envelope, ExecutionId, MpcError};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsAcceptor;
 
 use crate::check::{self, CheckContext, PreSignCheck, TxMatchesIntent};
 use crate::tls::{self, Credentials, Identity, Pins};
@@ -460,15 +460,7 @@ impl Node {
         &self,
         peer: &PeerConfig,
     ) -> anyhow::Result<tokio::io::WriteHalf<tokio_rustls::client::TlsStream<TcpStream>>> {
-        let config = tls::client_config(&self.creds, &peer.cert_sha256.to_lowercase())?;
-        let tcp =
-            tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(peer.addr)).await??;
-        tcp.set_nodelay(true)?;
-        let tls = tokio::time::timeout(
-            Duration::from_secs(5),
-            TlsConnector::from(Arc::new(config)).connect(tls::server_name(), tcp),
-        )
-        .await??;
+        let tls = tls::connect(&self.creds, &peer.cert_sha256, peer.addr).await?;
         let (rd, wr) = tokio::io::split(tls);
         // Peers never answer on this connection; drain it so the TLS session stays healthy.
         tokio::spawn(async move {

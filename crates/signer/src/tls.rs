@@ -179,6 +179,23 @@ pub fn client_config(
         .with_client_auth_cert(creds.certs.clone(), creds.key())?)
 }
 
+/// Connect to `addr` over TCP (3 s) and TLS 1.3 (5 s), presenting `creds` and accepting
+/// only the certificate pinned by `pin`.
+pub async fn connect(
+    creds: &Credentials,
+    pin: &str,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use std::time::Duration;
+    let config = client_config(creds, &pin.to_lowercase())?;
+    let tcp = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
+        .await??;
+    tcp.set_nodelay(true)?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    Ok(tokio::time::timeout(Duration::from_secs(5), connector.connect(server_name(), tcp))
+        .await??)
+}
+
 /// The name a client puts in its SNI; trust comes from the pin, not from this name.
 pub fn server_name() -> ServerName<'static> {
     ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into())
