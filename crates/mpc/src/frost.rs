@@ -149,12 +149,24 @@ enum DkgStage<C: Ciphersuite> {
     Over,
 }
 
-/// One party's distributed key generation.
+/// Fresh key generation, or a refresh of an existing key's shares.
+enum Mode<C: Ciphersuite> {
+    Fresh,
+    /// Every party adds a sharing of zero: same group key, new shares; old shares (and any
+    /// copy an attacker took) stop combining with the new ones.
+    Refresh {
+        key: Box<KeyPackage<C>>,
+        public: Box<PublicKeyPackage<C>>,
+    },
+}
+
+/// One party's distributed key generation (or share refresh).
 pub struct Dkg<C: Ciphersuite> {
     eid: ExecutionId,
     me: u16,
     parties: BTreeSet<u16>,
     stage: DkgStage<C>,
+    mode: Mode<C>,
 }
 
 impl<C: Ciphersuite> std::fmt::Debug for Dkg<C> {
@@ -181,7 +193,48 @@ impl<C: Ciphersuite> Dkg<C> {
         let out =
             Envelope { eid, round: 1, from: me, to: None, payload: DkgPayload::Round1(package) };
         Ok((
-            Dkg { eid, me, parties, stage: DkgStage::Round1 { secret, got: BTreeMap::new() } },
+            Dkg {
+                eid,
+                me,
+                parties,
+                stage: DkgStage::Round1 { secret, got: BTreeMap::new() },
+                mode: Mode::Fresh,
+            },
+            vec![out],
+        ))
+    }
+
+    /// Start refreshing `old` among all `n` parties of its key (same threshold, same group
+    /// key, fresh shares). Every party must take part.
+    pub fn start_refresh(
+        eid: ExecutionId,
+        old: &KeyShare<C>,
+        n: u16,
+        rng: impl rand_core::RngCore + rand_core::CryptoRng,
+    ) -> Result<(Self, Outbox<DkgPayload<C>>), MpcError> {
+        let me = old.me;
+        let t = *old.key_package.min_signers();
+        if t < 2 || t > n || !(1..=n).contains(&me) {
+            return Err(MpcError::Parameters(format!("party {me} of a {t}-of-{n} key")));
+        }
+        let parties: BTreeSet<u16> = (1..=n).collect();
+        let (secret, package) =
+            frost_core::keys::refresh::refresh_dkg_part1::<C, _>(ident(me)?, n, t, rng)
+                .map_err(|e| misbehaved(e, &parties))?;
+        let out =
+            Envelope { eid, round: 1, from: me, to: None, payload: DkgPayload::Round1(package) };
+        let mode = Mode::Refresh {
+            key: Box::new(old.key_package.clone()),
+            public: Box::new(old.public.clone()),
+        };
+        Ok((
+            Dkg {
+                eid,
+                me,
+                parties,
+                stage: DkgStage::Round1 { secret, got: BTreeMap::new() },
+                mode,
+            },
             vec![out],
         ))
     }
@@ -233,8 +286,13 @@ impl<C: Ciphersuite> Dkg<C> {
         // Every package of this round is in: move to the next part. A failure ends the DKG.
         match std::mem::replace(&mut self.stage, DkgStage::Over) {
             DkgStage::Round1 { secret, got } => {
-                let (secret, packages) =
-                    dkg::part2(secret, &got).map_err(|e| misbehaved(e, &self.parties))?;
+                let (secret, packages) = match self.mode {
+                    Mode::Fresh => dkg::part2(secret, &got),
+                    Mode::Refresh { .. } => {
+                        frost_core::keys::refresh::refresh_dkg_part2(secret, &got)
+                    }
+                }
+                .map_err(|e| misbehaved(e, &self.parties))?;
                 let mut out = Vec::with_capacity(packages.len());
                 for (id, package) in packages {
                     let to = self.parties.iter().copied().find(|p| ident::<C>(*p).ok() == Some(id));
@@ -250,8 +308,25 @@ impl<C: Ciphersuite> Dkg<C> {
                 Ok(Step::Send(out))
             }
             DkgStage::Round2 { secret, round1, got } => {
-                let (key_package, public) =
-                    dkg::part3(&secret, &round1, &got).map_err(|e| misbehaved(e, &self.parties))?;
+                let (key_package, public) = match &self.mode {
+                    Mode::Fresh => dkg::part3(&secret, &round1, &got),
+                    Mode::Refresh { key, public } => frost_core::keys::refresh::refresh_dkg_shares(
+                        &secret,
+                        &round1,
+                        &got,
+                        (**public).clone(),
+                        (**key).clone(),
+                    ),
+                }
+                .map_err(|e| misbehaved(e, &self.parties))?;
+                if let Mode::Refresh { public: old, .. } = &self.mode {
+                    if old.verifying_key() != public.verifying_key() {
+                        return Err(MpcError::Misbehaved {
+                            culprits: vec![],
+                            reason: "refresh changed the group key".into(),
+                        });
+                    }
+                }
                 Ok(Step::Finished(KeyShare { me: self.me, key_package, public }))
             }
             DkgStage::Over => Err(MpcError::Finished),
@@ -381,6 +456,229 @@ impl<'k, C: Ciphersuite> Signer<'k, C> {
                 frost_core::aggregate(package, &self.shares, &self.key.public)
                     .map(Step::Finished)
                     .map_err(|e| misbehaved(e, &self.signers))
+            }
+        }
+    }
+}
+
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[serde(bound = "")]
+pub enum RepairPayload<C: Ciphersuite> {
+    /// Helper to helper: one share of the helper's Lagrange-weighted contribution.
+    Delta(frost_core::keys::repairable::Delta<C>),
+    /// Helper to the party being repaired: the sum of the deltas it received, with the
+    /// group's public key package (public).
+    Sigma { sigma: frost_core::keys::repairable::Sigma<C>, public: PublicKeyPackage<C> },
+}
+
+impl<C: Ciphersuite> std::fmt::Debug for RepairPayload<C> {
+    /// Deltas and sigmas are secret-derived: only the kind is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RepairPayload::Delta(_) => f.write_str("Delta(<redacted>)"),
+            RepairPayload::Sigma { .. } => f.write_str("Sigma(<redacted>)"),
+        }
+    }
+}
+
+/// How a repair ended for this party.
+#[derive(Debug)]
+pub enum Repaired<C: Ciphersuite> {
+    /// A helper: sent its part; holds nothing new.
+    Helped,
+    /// The party that lost its share: here it is again, checked against the group's public
+    /// verifying share for this party.
+    Restored(KeyShare<C>),
+}
+
+/// Repairable threshold scheme (RTS): `t` helpers rebuild a lost share for another party
+/// without any of them learning it. Round 1: helpers exchange deltas; round 2: each helper
+/// sends the sum of what it received to the party being repaired.
+pub struct Repair<'k, C: Ciphersuite> {
+    eid: ExecutionId,
+    me: u16,
+    helpers: BTreeSet<u16>,
+    lost: u16,
+    key: Option<&'k KeyShare<C>>,
+    deltas: BTreeMap<u16, frost_core::keys::repairable::Delta<C>>,
+    sigmas: BTreeMap<u16, frost_core::keys::repairable::Sigma<C>>,
+    public: Option<PublicKeyPackage<C>>,
+    done: bool,
+}
+
+impl<C: Ciphersuite> std::fmt::Debug for Repair<'_, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repair")
+            .field("eid", &self.eid)
+            .field("me", &self.me)
+            .field("lost", &self.lost)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'k, C: Ciphersuite> Repair<'k, C> {
+    /// Start as a helper holding `key`. Returns one delta for every other helper.
+    pub fn start_helper(
+        eid: ExecutionId,
+        key: &'k KeyShare<C>,
+        helpers: BTreeSet<u16>,
+        lost: u16,
+        mut rng: impl rand_core::RngCore + rand_core::CryptoRng,
+    ) -> Result<(Self, Outbox<RepairPayload<C>>), MpcError> {
+        if helpers.contains(&lost) || !helpers.contains(&key.me) {
+            return Err(MpcError::Parameters(format!(
+                "helpers {helpers:?} must include {} and not {lost}",
+                key.me
+            )));
+        }
+        let ids: Vec<Identifier<C>> =
+            helpers.iter().map(|h| ident(*h)).collect::<Result<_, _>>()?;
+        let deltas = frost_core::keys::repairable::repair_share_part1(
+            &ids,
+            &key.key_package,
+            &mut rng,
+            ident(lost)?,
+        )
+        .map_err(|e| misbehaved(e, &helpers))?;
+        let mut me = Repair {
+            eid,
+            me: key.me,
+            helpers: helpers.clone(),
+            lost,
+            key: Some(key),
+            deltas: BTreeMap::new(),
+            sigmas: BTreeMap::new(),
+            public: Some(key.public.clone()),
+            done: false,
+        };
+        let mut out = Vec::new();
+        for h in &helpers {
+            let d = *deltas
+                .get(&ident(*h)?)
+                .ok_or_else(|| MpcError::Parameters("missing delta".into()))?;
+            if *h == key.me {
+                me.deltas.insert(*h, d);
+            } else {
+                out.push(Envelope {
+                    eid,
+                    round: 1,
+                    from: key.me,
+                    to: Some(*h),
+                    payload: RepairPayload::Delta(d),
+                });
+            }
+        }
+        Ok((me, out))
+    }
+
+    /// Start as the party whose share is being rebuilt.
+    pub fn start_lost(eid: ExecutionId, me: u16, helpers: BTreeSet<u16>) -> Result<Self, MpcError> {
+        if helpers.contains(&me) || helpers.len() < 2 {
+            return Err(MpcError::Parameters(format!("helpers {helpers:?} for party {me}")));
+        }
+        Ok(Repair {
+            eid,
+            me,
+            helpers,
+            lost: me,
+            key: None,
+            deltas: BTreeMap::new(),
+            sigmas: BTreeMap::new(),
+            public: None,
+            done: false,
+        })
+    }
+
+    /// True once a helper has sent its sigma (it has nothing more to do).
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    pub fn handle(
+        &mut self,
+        env: Envelope<RepairPayload<C>>,
+    ) -> Result<Step<RepairPayload<C>, Repaired<C>>, MpcError> {
+        if self.done {
+            return Err(MpcError::Finished);
+        }
+        let Envelope { eid, round, from, to, payload } = env;
+        let head = Envelope { eid, round, from, to, payload: () };
+        let env = &head;
+        match payload {
+            RepairPayload::Delta(d) => {
+                if self.key.is_none() {
+                    return Err(MpcError::WrongRound { from: env.from, expected: 2, got: 1 });
+                }
+                check(env, self.eid, self.me, &self.helpers, 1)?;
+                if env.to.is_none() {
+                    return Err(MpcError::Misbehaved {
+                        culprits: vec![env.from],
+                        reason: "delta sent as a broadcast".into(),
+                    });
+                }
+                if self.deltas.insert(env.from, d).is_some() {
+                    return Err(MpcError::Duplicate { from: env.from, round: 1 });
+                }
+                if self.deltas.len() < self.helpers.len() {
+                    return Ok(Step::Wait);
+                }
+                let deltas: Vec<_> = self.deltas.values().copied().collect();
+                let sigma = frost_core::keys::repairable::repair_share_part2(&deltas);
+                let public =
+                    self.public.clone().ok_or_else(|| MpcError::Parameters("no public".into()))?;
+                self.done = true;
+                Ok(Step::Send(vec![Envelope {
+                    eid: self.eid,
+                    round: 2,
+                    from: self.me,
+                    to: Some(self.lost),
+                    payload: RepairPayload::Sigma { sigma, public },
+                }]))
+            }
+            RepairPayload::Sigma { sigma, public } => {
+                if self.key.is_some() {
+                    return Err(MpcError::NotForMe { to: self.lost });
+                }
+                check(env, self.eid, self.me, &self.helpers, 2)?;
+                match &self.public {
+                    None => self.public = Some(public),
+                    Some(p) if *p == public => {}
+                    Some(_) => {
+                        return Err(MpcError::Misbehaved {
+                            culprits: vec![env.from],
+                            reason: "helpers disagree on the group's public keys".into(),
+                        })
+                    }
+                }
+                if self.sigmas.insert(env.from, sigma).is_some() {
+                    return Err(MpcError::Duplicate { from: env.from, round: 2 });
+                }
+                if self.sigmas.len() < self.helpers.len() {
+                    return Ok(Step::Wait);
+                }
+                let public =
+                    self.public.clone().ok_or_else(|| MpcError::Parameters("no public".into()))?;
+                let sigmas: Vec<_> = self.sigmas.values().copied().collect();
+                let key_package = frost_core::keys::repairable::repair_share_part3(
+                    &sigmas,
+                    ident(self.me)?,
+                    &public,
+                )
+                .map_err(|e| misbehaved(e, &self.helpers))?;
+                // The rebuilt share must match the group's record of this party's share.
+                let expected = public.verifying_shares().get(&ident(self.me)?);
+                if expected != Some(key_package.verifying_share()) {
+                    return Err(MpcError::Misbehaved {
+                        culprits: vec![],
+                        reason: "rebuilt share does not match this party's verifying share".into(),
+                    });
+                }
+                self.done = true;
+                Ok(Step::Finished(Repaired::Restored(KeyShare {
+                    me: self.me,
+                    key_package,
+                    public,
+                })))
             }
         }
     }

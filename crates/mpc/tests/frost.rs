@@ -7,7 +7,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use frost_core::Ciphersuite;
 use strongroom_core::{FixedEnv, Timestamp};
-use strongroom_mpc::frost::{Dkg, Ed25519, KeyShare, Secp256k1Taproot, SignPayload, Signer, Step};
+use strongroom_mpc::frost::{
+    Dkg, DkgPayload, Ed25519, KeyShare, Repair, Repaired, Secp256k1Taproot, SignPayload, Signer,
+    Step,
+};
+use strongroom_mpc::Envelope;
 use strongroom_mpc::{EnvRng, ExecutionId, MpcError};
 
 fn env(seed: u64) -> FixedEnv {
@@ -171,4 +175,149 @@ fn key_shares_never_print_their_secret() {
     assert!(printed.contains("<redacted>"));
     let secret = shares[0].key_package.signing_share().serialize();
     assert!(!printed.contains(&format!("{secret:?}")));
+}
+
+/// Run DKG-shaped sessions (fresh or refresh) to the end, delivering in order.
+fn run_dkg<C: Ciphersuite>(
+    mut parties: BTreeMap<u16, Dkg<C>>,
+    mut queue: VecDeque<Envelope<DkgPayload<C>>>,
+) -> Result<Vec<KeyShare<C>>, MpcError> {
+    let ids: Vec<u16> = parties.keys().copied().collect();
+    let mut done = BTreeMap::new();
+    while let Some(msg) = queue.pop_front() {
+        let to: Vec<u16> = match msg.to {
+            Some(to) => vec![to],
+            None => ids.iter().copied().filter(|p| *p != msg.from).collect(),
+        };
+        for p in to {
+            match parties.get_mut(&p).unwrap().handle(msg.clone())? {
+                Step::Wait => {}
+                Step::Send(out) => queue.extend(out),
+                Step::Finished(share) => {
+                    done.insert(p, share);
+                }
+            }
+        }
+    }
+    Ok(done.into_values().collect())
+}
+
+fn secret_bytes<C: Ciphersuite>(k: &KeyShare<C>) -> Vec<u8> {
+    k.key_package.signing_share().serialize()
+}
+
+#[test]
+fn refresh_keeps_the_key_and_retires_old_shares() {
+    let old = dkg::<Secp256k1Taproot>(3, 2, 11);
+    let e = env(12);
+    let eid = ExecutionId::derive("refresh", b"hot-btc-1", b"");
+    let mut parties = BTreeMap::new();
+    let mut queue = VecDeque::new();
+    for s in &old {
+        let (p, out) = Dkg::start_refresh(eid, s, 3, EnvRng(&e)).unwrap();
+        parties.insert(s.me, p);
+        queue.extend(out);
+    }
+    let new = run_dkg(parties, queue).unwrap();
+    assert_eq!(new.len(), 3);
+    for (o, n) in old.iter().zip(&new) {
+        assert_eq!(o.group_key().unwrap(), n.group_key().unwrap(), "same group key");
+        assert_ne!(secret_bytes(o), secret_bytes(n), "new share");
+    }
+    let group = new[0].group_key().unwrap();
+    let key = k256::schnorr::VerifyingKey::from_bytes(&group[group.len() - 32..]).unwrap();
+    let sig = sign(&new, &[1, 3], b"after refresh", 13).unwrap();
+    key.verify_raw(b"after refresh", &k256::schnorr::Signature::try_from(sig.as_slice()).unwrap())
+        .unwrap();
+    // An old share does not sign with a new one: the stolen-share window is closed.
+    let mixed = vec![
+        KeyShare::<Secp256k1Taproot>::from_bytes(&old[0].to_bytes().unwrap()).unwrap(),
+        KeyShare::<Secp256k1Taproot>::from_bytes(&new[2].to_bytes().unwrap()).unwrap(),
+    ];
+    assert!(sign(&mixed, &[1, 3], b"mixed", 14).is_err());
+}
+
+#[test]
+fn two_helpers_rebuild_a_lost_share_without_learning_it() {
+    let shares = dkg::<Ed25519>(3, 2, 21);
+    let e = env(22);
+    let eid = ExecutionId::derive("repair", b"node-2", b"");
+    let helpers: BTreeSet<u16> = [1, 3].into();
+    let mut lost = Repair::<Ed25519>::start_lost(eid, 2, helpers.clone()).unwrap();
+    let mut h1 = Repair::start_helper(eid, &shares[0], helpers.clone(), 2, EnvRng(&e)).unwrap();
+    let mut h3 = Repair::start_helper(eid, &shares[2], helpers.clone(), 2, EnvRng(&e)).unwrap();
+    let mut queue: VecDeque<_> = h1.1.drain(..).chain(h3.1.drain(..)).collect();
+    let mut restored = None;
+    while let Some(msg) = queue.pop_front() {
+        let step = match msg.to {
+            Some(1) => h1.0.handle(msg).unwrap(),
+            Some(3) => h3.0.handle(msg).unwrap(),
+            Some(2) => lost.handle(msg).unwrap(),
+            other => panic!("unexpected recipient {other:?}"),
+        };
+        match step {
+            Step::Wait => {}
+            Step::Send(out) => queue.extend(out),
+            Step::Finished(Repaired::Restored(k)) => restored = Some(k),
+            Step::Finished(Repaired::Helped) => {}
+        }
+    }
+    assert!(h1.0.is_done() && h3.0.is_done());
+    let restored = restored.expect("party 2 got its share back");
+    assert_eq!(secret_bytes(&restored), secret_bytes(&shares[1]), "the same share");
+    let both =
+        vec![KeyShare::<Ed25519>::from_bytes(&shares[0].to_bytes().unwrap()).unwrap(), restored];
+    let sig = sign(&both, &[1, 2], b"after repair", 23).unwrap();
+    let group: [u8; 32] = shares[0].group_key().unwrap().try_into().unwrap();
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&group).unwrap();
+    key.verify_strict(
+        b"after repair",
+        &ed25519_dalek::Signature::from_bytes(&sig.try_into().unwrap()),
+    )
+    .unwrap();
+    // A helper set that includes the lost party, or a single helper, is refused.
+    assert!(Repair::<Ed25519>::start_lost(eid, 2, [2, 3].into()).is_err());
+    assert!(Repair::<Ed25519>::start_lost(eid, 2, [3].into()).is_err());
+}
+
+#[test]
+fn a_round_two_message_that_comes_early_is_refused_without_harm() {
+    let e = env(31);
+    let eid = ExecutionId::derive("dkg", b"ooo", b"");
+    let mut parties = BTreeMap::new();
+    let mut round1 = Vec::new();
+    for me in 1..=3u16 {
+        let (p, out) = Dkg::<Secp256k1Taproot>::start(eid, me, 3, 2, EnvRng(&e)).unwrap();
+        parties.insert(me, p);
+        round1.extend(out);
+    }
+    // Parties 1 and 2 finish round 1 (they hear from everyone); party 3 hears only from 1.
+    let mut round2 = Vec::new();
+    for msg in &round1 {
+        for p in [1u16, 2] {
+            if p != msg.from {
+                if let Step::Send(out) = parties.get_mut(&p).unwrap().handle(msg.clone()).unwrap() {
+                    round2.extend(out);
+                }
+            }
+        }
+    }
+    let p3 = parties.get_mut(&3).unwrap();
+    assert!(matches!(p3.handle(round1[0].clone()).unwrap(), Step::Wait));
+    let early = round2.iter().find(|m| m.to == Some(3)).unwrap().clone();
+    assert!(matches!(
+        p3.handle(early.clone()),
+        Err(MpcError::WrongRound { expected: 1, got: 2, .. })
+    ));
+    // Round 1 completes; the early message is accepted when offered again.
+    let Step::Send(out3) = p3.handle(round1[1].clone()).unwrap() else { panic!("round 2") };
+    round2.extend(out3);
+    let mut done = 0;
+    for msg in round2 {
+        let to = msg.to.unwrap();
+        if let Step::Finished(_) = parties.get_mut(&to).unwrap().handle(msg).unwrap() {
+            done += 1;
+        }
+    }
+    assert_eq!(done, 3, "every party finishes, party 3 included");
 }

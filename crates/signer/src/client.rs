@@ -259,6 +259,73 @@ impl Orchestrator {
         Ok(first)
     }
 
+    /// Refresh a FROST key's shares on all its nodes, then commit everywhere; if any node
+    /// fails, every node discards its new share and keeps the old one.
+    pub async fn refresh(&self, eid: ExecutionId, key: &KeyInfo) -> Result<(), Refusal> {
+        let replies = self
+            .fan_out(
+                &key.parties,
+                |_| Request::Refresh { eid: eid_hex(&eid), key_id: key.key_id.clone() },
+                Duration::from_secs(60),
+            )
+            .await;
+        let failure = self.first_failure(&eid, &replies).await;
+        let finish = if failure.is_some() {
+            Request::DiscardRefresh { key_id: key.key_id.clone() }
+        } else {
+            Request::CommitRefresh { key_id: key.key_id.clone() }
+        };
+        let done = self.fan_out(&key.parties, |_| finish.clone(), Duration::from_secs(10)).await;
+        if let Some(f) = failure {
+            return Err(f);
+        }
+        match done.into_iter().find_map(|(_, r)| r.err()) {
+            Some(f) => Err(f),
+            None => Ok(()),
+        }
+    }
+
+    /// Rebuild node `lost`'s share of a FROST key from `helpers` (at least the threshold).
+    pub async fn repair(
+        &self,
+        eid: ExecutionId,
+        key: &KeyInfo,
+        helpers: &[u16],
+        lost: u16,
+    ) -> Result<KeyInfo, Refusal> {
+        let mut nodes = helpers.to_vec();
+        nodes.push(lost);
+        let replies = self
+            .fan_out(
+                &nodes,
+                |_| Request::Repair {
+                    eid: eid_hex(&eid),
+                    key_id: key.key_id.clone(),
+                    scheme: key.scheme,
+                    helpers: helpers.to_vec(),
+                    lost,
+                },
+                Duration::from_secs(60),
+            )
+            .await;
+        if let Some(f) = self.first_failure(&eid, &replies).await {
+            return Err(f);
+        }
+        let restored = replies.into_iter().find_map(|(n, r)| match r {
+            Ok(Reply::KeyUpdated(k)) if n == lost => Some(k),
+            _ => None,
+        });
+        match restored {
+            Some(k) if k.public_key == key.public_key => Ok(k),
+            _ => Err(Refusal {
+                node: lost,
+                code: "culprit".into(),
+                message: "the repaired share is not for this key".into(),
+                culprits: vec![],
+            }),
+        }
+    }
+
     /// Make one presignature for `signers`; returns its id.
     pub async fn presign(
         &self,

@@ -429,10 +429,21 @@ impl Node {
             tracing::warn!(node = self.cfg.id, to, "no such peer");
             return;
         };
-        let mut conn: Option<tokio::io::WriteHalf<tokio_rustls::client::TlsStream<TcpStream>>> =
-            None;
+        type Link = (
+            tokio::io::WriteHalf<tokio_rustls::client::TlsStream<TcpStream>>,
+            Arc<std::sync::atomic::AtomicBool>,
+        );
+        let mut conn: Option<Link> = None;
         while let Some(frame) = rx.recv().await {
             for attempt in 0..2 {
+                // A connection the peer closed (it restarted, say) is not written to: a write
+                // into a dead socket can "succeed" and the frame would be lost.
+                if conn
+                    .as_ref()
+                    .is_some_and(|(_, open)| !open.load(std::sync::atomic::Ordering::Acquire))
+                {
+                    conn = None;
+                }
                 if conn.is_none() {
                     match self.connect(&peer).await {
                         Ok(c) => conn = Some(c),
@@ -442,7 +453,7 @@ impl Node {
                         }
                     }
                 }
-                let Some(w) = conn.as_mut() else { break };
+                let Some((w, _)) = conn.as_mut() else { break };
                 match wire::write_frame(w, &frame).await {
                     Ok(()) => break,
                     Err(e) => {
@@ -459,15 +470,21 @@ impl Node {
     async fn connect(
         &self,
         peer: &PeerConfig,
-    ) -> anyhow::Result<tokio::io::WriteHalf<tokio_rustls::client::TlsStream<TcpStream>>> {
+    ) -> anyhow::Result<(
+        tokio::io::WriteHalf<tokio_rustls::client::TlsStream<TcpStream>>,
+        Arc<std::sync::atomic::AtomicBool>,
+    )> {
         let tls = tls::connect(&self.creds, &peer.cert_sha256, peer.addr).await?;
         let (rd, wr) = tokio::io::split(tls);
-        // Peers never answer on this connection; drain it so the TLS session stays healthy.
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = open.clone();
+        // Peers never answer on this connection; reading it tells when the peer closes it.
         tokio::spawn(async move {
             let mut rd = BufReader::new(rd);
             while let Ok(Some(_)) = wire::read_frame(&mut rd).await {}
+            flag.store(false, std::sync::atomic::Ordering::Release);
         });
-        Ok(wr)
+        Ok((wr, open))
     }
 
     // --- requests --------------------------------------------------------------------
@@ -501,6 +518,40 @@ impl Node {
             Request::Presign { eid, key_id, signers } => {
                 let eid = parse_eid(&eid).map_err(|m| refusal(me, "bad-request", m))?;
                 self.blocking(move |node| node.run_presign(eid, key_id, signers)).await
+            }
+            Request::Refresh { eid, key_id } => {
+                let eid = parse_eid(&eid).map_err(|m| refusal(me, "bad-request", m))?;
+                self.blocking(move |node| node.run_refresh(eid, key_id)).await
+            }
+            Request::CommitRefresh { key_id } => {
+                let committed =
+                    self.vault.commit_next_share(&key_id).map_err(|e| from_vault(me, e))?;
+                if committed {
+                    tracing::info!(node = me, key = %key_id, "refreshed share is now current; old share destroyed");
+                }
+                Ok(Reply::Done)
+            }
+            Request::DiscardRefresh { key_id } => {
+                self.vault.discard_next_share(&key_id).map_err(|e| from_vault(me, e))?;
+                Ok(Reply::Done)
+            }
+            Request::Repair { eid, key_id, scheme, helpers, lost } => {
+                let eid = parse_eid(&eid).map_err(|m| refusal(me, "bad-request", m))?;
+                crate::vault::check_name(&key_id).map_err(|e| from_vault(me, e))?;
+                self.blocking(move |node| match scheme {
+                    Scheme::FrostTaproot => {
+                        node.run_repair::<Secp256k1Taproot>(eid, key_id, scheme, helpers, lost)
+                    }
+                    Scheme::FrostEd25519 => {
+                        node.run_repair::<Ed25519>(eid, key_id, scheme, helpers, lost)
+                    }
+                    Scheme::Ecdsa => Err(refusal(
+                        node.id(),
+                        "bad-request",
+                        "repair is for FROST keys (cggmp21 0.6 has no t-of-n repair or refresh)",
+                    )),
+                })
+                .await
             }
             Request::Sign { eid, key_id, signers, presignature, request } => {
                 let eid = parse_eid(&eid).map_err(|m| refusal(me, "bad-request", m))?;
@@ -850,6 +901,158 @@ impl Node {
             .put_presig(&key_id, set.numbers(), &id, &json, self.env.as_ref())
             .map_err(|e| from_vault(me, e))?;
         Ok(Reply::Presigned { id })
+    }
+
+    fn run_refresh(self: &Arc<Self>, eid: ExecutionId, key_id: String) -> Result<Reply, Refusal> {
+        let me = self.cfg.id;
+        let (info, bytes) = self.vault.key_share(&key_id).map_err(|e| from_vault(me, e))?;
+        let others = self.others(&info.parties)?;
+        let n = u16::try_from(info.parties.len()).map_err(|_| refusal(me, "bad-request", "n"))?;
+        match info.scheme {
+            Scheme::FrostTaproot => self.frost_refresh::<Secp256k1Taproot>(eid, &info, &bytes, n, &others),
+            Scheme::FrostEd25519 => self.frost_refresh::<Ed25519>(eid, &info, &bytes, n, &others),
+            Scheme::Ecdsa => Err(refusal(
+                me,
+                "bad-request",
+                "cggmp21 0.6 cannot refresh t-of-n ECDSA keys: generate a new key and move the funds",
+            )),
+        }
+    }
+
+    fn frost_refresh<C: frost_core::Ciphersuite>(
+        self: &Arc<Self>,
+        eid: ExecutionId,
+        info: &KeyInfo,
+        bytes: &[u8],
+        n: u16,
+        others: &[u16],
+    ) -> Result<Reply, Refusal> {
+        let me = self.cfg.id;
+        let old = frost::KeyShare::<C>::from_bytes(bytes).map_err(|e| from_mpc(me, e))?;
+        let rx = self.open_session(eid)?;
+        let (mut dkg, first) =
+            match frost::Dkg::<C>::start_refresh(eid, &old, n, EnvRng(self.env.as_ref())) {
+                Ok(x) => x,
+                Err(e) => {
+                    self.close_session(eid);
+                    return Err(from_mpc(me, e));
+                }
+            };
+        let mut first = Some(first);
+        let new =
+            self.drive(eid, Proto::FrostDkg, others, self.cfg.timeouts.keygen_ms, &rx, |m| {
+                if let Some(out) = first.take() {
+                    return Ok((encode_all(out)?, None));
+                }
+                let Some(env) = m else { return Ok((vec![], None)) };
+                match dkg.handle(decode_env::<frost::DkgPayload<C>>(env)?)? {
+                    frost::Step::Wait => Ok((vec![], None)),
+                    frost::Step::Send(out) => Ok((encode_all(out)?, None)),
+                    frost::Step::Finished(share) => Ok((vec![], Some(share))),
+                }
+            })?;
+        let public = public_key_bytes(info.scheme, new.group_key().map_err(|e| from_mpc(me, e))?);
+        if hex::encode(&public) != info.public_key {
+            return Err(refusal(me, "culprit", "refresh produced another group key"));
+        }
+        let share = new.to_bytes().map_err(|e| from_mpc(me, e))?;
+        self.vault
+            .put_next_share(&info.key_id, &share, self.env.as_ref())
+            .map_err(|e| from_vault(me, e))?;
+        tracing::info!(node = me, key = %info.key_id, "refreshed share sealed; waiting for commit");
+        Ok(Reply::KeyUpdated(info.clone()))
+    }
+
+    fn run_repair<C: frost_core::Ciphersuite>(
+        self: &Arc<Self>,
+        eid: ExecutionId,
+        key_id: String,
+        scheme: Scheme,
+        helpers: Vec<u16>,
+        lost: u16,
+    ) -> Result<Reply, Refusal> {
+        let me = self.cfg.id;
+        let helper_set: BTreeSet<u16> = helpers.iter().copied().collect();
+        let mut everyone: Vec<u16> = helper_set.iter().copied().collect();
+        everyone.push(lost);
+        let others = self.others(&everyone)?;
+        if me == lost {
+            if self.vault.key_info(&key_id).is_ok() {
+                return Err(refusal(
+                    me,
+                    "bad-request",
+                    format!("key {key_id} is present here; remove it before a repair"),
+                ));
+            }
+            let rx = self.open_session(eid)?;
+            let mut repair =
+                frost::Repair::<C>::start_lost(eid, me, helper_set).map_err(|e| from_mpc(me, e))?;
+            let restored =
+                self.drive(eid, Proto::FrostDkg, &others, self.cfg.timeouts.keygen_ms, &rx, |m| {
+                    let Some(env) = m else { return Ok((vec![], None)) };
+                    match repair.handle(decode_env::<frost::RepairPayload<C>>(env)?)? {
+                        frost::Step::Finished(frost::Repaired::Restored(k)) => {
+                            Ok((vec![], Some(k)))
+                        }
+                        _ => Ok((vec![], None)),
+                    }
+                })?;
+            let public =
+                public_key_bytes(scheme, restored.group_key().map_err(|e| from_mpc(me, e))?);
+            let mut parties: Vec<u16> = Vec::new();
+            for id in restored.public.verifying_shares().keys() {
+                if let Some(p) = (1..=10u16)
+                    .find(|p| frost_core::Identifier::<C>::try_from(*p).ok().as_ref() == Some(id))
+                {
+                    parties.push(p);
+                }
+            }
+            let info = KeyInfo {
+                key_id: key_id.clone(),
+                scheme,
+                threshold: *restored.key_package.min_signers(),
+                parties,
+                public_key: hex::encode(public),
+                chain_code: None,
+            };
+            let share = restored.to_bytes().map_err(|e| from_mpc(me, e))?;
+            self.vault.put_key(&info, &share, self.env.as_ref()).map_err(|e| from_vault(me, e))?;
+            tracing::info!(node = me, key = %key_id, "share repaired and sealed");
+            Ok(Reply::KeyUpdated(info))
+        } else {
+            let (info, bytes) = self.vault.key_share(&key_id).map_err(|e| from_vault(me, e))?;
+            let share = frost::KeyShare::<C>::from_bytes(&bytes).map_err(|e| from_mpc(me, e))?;
+            drop(bytes);
+            let rx = self.open_session(eid)?;
+            let started = frost::Repair::start_helper(
+                eid,
+                &share,
+                helper_set,
+                lost,
+                EnvRng(self.env.as_ref()),
+            );
+            let (mut repair, first) = match started {
+                Ok(x) => x,
+                Err(e) => {
+                    self.close_session(eid);
+                    return Err(from_mpc(me, e));
+                }
+            };
+            let mut first = Some(first);
+            self.drive(eid, Proto::FrostDkg, &others, self.cfg.timeouts.keygen_ms, &rx, |m| {
+                if let Some(out) = first.take() {
+                    return Ok((encode_all(out)?, None));
+                }
+                let Some(env) = m else { return Ok((vec![], None)) };
+                let out = match repair.handle(decode_env::<frost::RepairPayload<C>>(env)?)? {
+                    frost::Step::Send(out) => encode_all(out)?,
+                    _ => vec![],
+                };
+                Ok((out, repair.is_done().then_some(())))
+            })?;
+            tracing::info!(node = me, key = %key_id, lost, "helped repair a lost share");
+            Ok(Reply::KeyUpdated(info))
+        }
     }
 
     /// Decode the transaction, run every check, and return what to sign.

@@ -202,6 +202,45 @@ impl Vault {
         self.put_sealed(&sealed, "key", &aad_slot, share, env)
     }
 
+    /// Keep a refreshed share beside the current one (`ID.next.sealed`).
+    pub fn put_next_share(
+        &self,
+        key_id: &str,
+        share: &[u8],
+        env: &dyn Env,
+    ) -> Result<(), VaultError> {
+        check_name(key_id)?;
+        let public_path = self.dir.join("keys").join(format!("{key_id}.json"));
+        let public = std::fs::read(&public_path)
+            .map_err(|_| VaultError::NotFound(format!("key {key_id}")))?;
+        let slot = format!("{key_id}:{}", hex::encode(sha2_256(&public)));
+        let path = self.dir.join("keys").join(format!("{key_id}.next.sealed"));
+        self.put_sealed(&path, "key", &slot, share, env)
+    }
+
+    /// Make the refreshed share current (a rename: atomic). `Ok(false)` if there was none.
+    pub fn commit_next_share(&self, key_id: &str) -> Result<bool, VaultError> {
+        check_name(key_id)?;
+        let dir = self.dir.join("keys");
+        let next = dir.join(format!("{key_id}.next.sealed"));
+        if !next.exists() {
+            return Ok(false);
+        }
+        let current = dir.join(format!("{key_id}.sealed"));
+        std::fs::rename(&next, &current).map_err(io(&current))?;
+        Ok(true)
+    }
+
+    pub fn discard_next_share(&self, key_id: &str) -> Result<(), VaultError> {
+        check_name(key_id)?;
+        let next = self.dir.join("keys").join(format!("{key_id}.next.sealed"));
+        match std::fs::remove_file(&next) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(VaultError::Io { path: next, source: e }),
+        }
+    }
+
     pub fn key_info(&self, key_id: &str) -> Result<KeyInfo, VaultError> {
         check_name(key_id)?;
         let path = self.dir.join("keys").join(format!("{key_id}.json"));
@@ -230,6 +269,7 @@ impl Vault {
             .map(|d| {
                 d.flatten()
                     .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
                     .filter_map(|e| std::fs::read(e.path()).ok())
                     .filter_map(|b| serde_json::from_slice(&b).ok())
                     .collect()

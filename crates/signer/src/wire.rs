@@ -119,6 +119,29 @@ pub enum Request {
         eid: String,
         reason: String,
     },
+    /// Refresh a FROST key's shares among all its parties (same group key). The new share
+    /// is kept beside the old one until [`Request::CommitRefresh`].
+    Refresh {
+        eid: String,
+        key_id: String,
+    },
+    /// Make the refreshed share the current one and destroy the old one. Idempotent.
+    CommitRefresh {
+        key_id: String,
+    },
+    /// Drop a refreshed share that did not commit everywhere.
+    DiscardRefresh {
+        key_id: String,
+    },
+    /// Rebuild node `lost`'s share of a FROST key with the help of `helpers` (at least the
+    /// threshold). Sent to the helpers and to the node being repaired.
+    Repair {
+        eid: String,
+        key_id: String,
+        scheme: Scheme,
+        helpers: Vec<u16>,
+        lost: u16,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +196,9 @@ pub enum Reply {
         message: String,
     },
     Aborted,
+    /// A refresh or repair step finished; `key` is this node's view of the key after it.
+    KeyUpdated(KeyInfo),
+    Done,
 }
 
 /// Why a node did not do what it was asked. `code` is stable: `refused` (its own checks

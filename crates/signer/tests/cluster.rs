@@ -288,6 +288,18 @@ async fn three_signer_processes_sign_over_mtls_and_survive_faults() {
     let s = orch.sign(eid("frost"), &ed_key, &[2, 3], None, &raw_request(msg)).await.unwrap();
     verify_ed25519(&s.public_key, msg, &s.signature);
 
+    // Refresh the Taproot key's shares: same key, new shares, still signs.
+    let before = std::fs::read(cl.dir.join("signer-1/data/keys/hot-btc-1.sealed")).unwrap();
+    orch.refresh(eid("refresh"), &tr_key).await.unwrap();
+    let after = std::fs::read(cl.dir.join("signer-1/data/keys/hot-btc-1.sealed")).unwrap();
+    assert_ne!(before, after, "share replaced");
+    assert!(!cl.dir.join("signer-1/data/keys/hot-btc-1.next.sealed").exists());
+    let s = orch.sign(eid("frost"), &tr_key, &[2, 3], None, &raw_request(msg)).await.unwrap();
+    verify_bip340(&s.public_key, msg, &s.signature);
+    // ECDSA keys cannot be refreshed with cggmp21 0.6: a clear refusal, nothing changes.
+    let no = orch.refresh(eid("refresh"), &ecdsa_key).await.unwrap_err();
+    assert_eq!(no.code, "bad-request", "{no:?}");
+
     // Kill node 3: nodes 1 and 2 still sign; a quorum that needs node 3 fails cleanly.
     let p12 = orch.presign(eid("ps"), "hot-eth-1", &[1, 2]).await.unwrap();
     procs[2] = None;
@@ -363,6 +375,17 @@ async fn three_signer_processes_sign_over_mtls_and_survive_faults() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // Node 3's disk loses the Ed25519 share; nodes 1 and 2 rebuild it for node 3.
+    for f in ["hot-sol-1.sealed", "hot-sol-1.json"] {
+        std::fs::remove_file(cl.dir.join("signer-3/data/keys").join(f)).unwrap();
+    }
+    procs[2] = Some(start(&cl.configs[2], &log(33)));
+    wait_live(&orch, 3).await;
+    let repaired = orch.repair(eid("repair"), &ed_key, &[1, 2], 3).await.unwrap();
+    assert_eq!(repaired.public_key, ed_key.public_key);
+    let s = orch.sign(eid("frost"), &ed_key, &[1, 3], None, &raw_request(msg)).await.unwrap();
+    verify_ed25519(&s.public_key, msg, &s.signature);
 
     // Stop the rest, then look at what is on disk and in the logs.
     drop(procs);
