@@ -100,6 +100,8 @@ enum AuditCommand {
     /// Walk the hash chain and compare every row with its last audited state. Exit 0 when
     /// intact, 1 when tampering is found.
     Verify(DbArgs),
+    /// Check a signer node's own audit log (`DATA/audit.jsonl` in the node's data folder).
+    VerifyNode { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -215,6 +217,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Audit { command: AuditCommand::Verify(db) } => {
             audit_verify(&db.open().await?).await
+        }
+        Command::Audit { command: AuditCommand::VerifyNode { file } } => {
+            match strongroom_signer::nodelog::verify(&file) {
+                Ok((count, head)) => {
+                    println!("node audit log intact: {count} records, head {}", head.to_hex());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    println!("node audit log BROKEN: {e:#}");
+                    Ok(ExitCode::from(1))
+                }
+            }
         }
         Command::Token { command } => token(command).await,
         Command::Bench { command } => bench::run(command).await,

@@ -158,6 +158,46 @@ impl Orchestrator {
         futures_join_all(futs).await
     }
 
+    /// [`fan_out`](Self::fan_out) for one protocol session: as soon as one node fails, the
+    /// others are told to leave the session, so nobody waits out a timeout for a node that
+    /// is down or has refused.
+    async fn fan_out_session(
+        &self,
+        eid: &ExecutionId,
+        nodes: &[u16],
+        make: impl Fn(u16) -> Request,
+        timeout: Duration,
+    ) -> Vec<(u16, Result<Reply, Refusal>)> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(u16, Refusal)>();
+        let futs: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                let req = make(*n);
+                let tx = tx.clone();
+                async move {
+                    let r = self.request(*n, req, timeout).await;
+                    if let Err(e) = &r {
+                        let _ = tx.send((*n, e.clone()));
+                    }
+                    (*n, r)
+                }
+            })
+            .collect();
+        drop(tx);
+        let aborter = async {
+            if let Some((failed, why)) = rx.recv().await {
+                let others = nodes.iter().copied().filter(|o| *o != failed);
+                let aborts = others.map(|o| {
+                    let req = Request::Abort { eid: eid_hex(eid), reason: why.to_string() };
+                    async move { self.request(o, req, Duration::from_secs(2)).await }
+                });
+                futures_join_all(aborts).await;
+            }
+        };
+        let (replies, ()) = tokio::join!(futures_join_all(futs.into_iter()), aborter);
+        replies
+    }
+
     /// The first failure, after telling the other nodes to leave the session.
     async fn first_failure(
         &self,
@@ -204,7 +244,8 @@ impl Orchestrator {
     pub async fn aux_info(&self, eid: ExecutionId, parties: &[u16]) -> Result<(), Refusal> {
         let p = parties.to_vec();
         let replies = self
-            .fan_out(
+            .fan_out_session(
+                &eid,
                 parties,
                 |_| Request::AuxInfo { eid: eid_hex(&eid), parties: p.clone() },
                 Duration::from_secs(900),
@@ -226,7 +267,8 @@ impl Orchestrator {
     ) -> Result<KeyInfo, Refusal> {
         let p = parties.to_vec();
         let replies = self
-            .fan_out(
+            .fan_out_session(
+                &eid,
                 parties,
                 |_| Request::Keygen {
                     eid: eid_hex(&eid),
@@ -263,7 +305,8 @@ impl Orchestrator {
     /// fails, every node discards its new share and keeps the old one.
     pub async fn refresh(&self, eid: ExecutionId, key: &KeyInfo) -> Result<(), Refusal> {
         let replies = self
-            .fan_out(
+            .fan_out_session(
+                &eid,
                 &key.parties,
                 |_| Request::Refresh { eid: eid_hex(&eid), key_id: key.key_id.clone() },
                 Duration::from_secs(60),
@@ -296,7 +339,8 @@ impl Orchestrator {
         let mut nodes = helpers.to_vec();
         nodes.push(lost);
         let replies = self
-            .fan_out(
+            .fan_out_session(
+                &eid,
                 &nodes,
                 |_| Request::Repair {
                     eid: eid_hex(&eid),
@@ -335,7 +379,8 @@ impl Orchestrator {
     ) -> Result<String, Refusal> {
         let s = signers.to_vec();
         let replies = self
-            .fan_out(
+            .fan_out_session(
+                &eid,
                 signers,
                 |_| Request::Presign {
                     eid: eid_hex(&eid),
@@ -363,7 +408,8 @@ impl Orchestrator {
     ) -> Result<Signed, Refusal> {
         let s = signers.to_vec();
         let replies = self
-            .fan_out(
+            .fan_out_session(
+                &eid,
                 signers,
                 |_| Request::Sign {
                     eid: eid_hex(&eid),

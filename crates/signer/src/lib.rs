@@ -13,6 +13,7 @@ pub mod check;
 pub mod client;
 pub mod cluster;
 pub mod node;
+pub mod nodelog;
 pub mod tls;
 pub mod vault;
 pub mod wire;

@@ -119,6 +119,7 @@ pub struct Node {
     routing: Mutex<Routing>,
     links: Mutex<HashMap<u16, mpsc::UnboundedSender<Frame>>>,
     checks: Vec<Box<dyn PreSignCheck>>,
+    log: crate::nodelog::NodeLog,
     /// Serializes uses of the prime pool.
     primes_lock: Mutex<()>,
 }
@@ -168,6 +169,7 @@ impl Node {
         anyhow::ensure!(cfg.id >= 1, "node id must be at least 1");
         let kek = load_kek(&cfg)?;
         let vault = Vault::open(&cfg.data_dir, cfg.id, kek)?;
+        let log = crate::nodelog::NodeLog::open(&cfg.data_dir.join("audit.jsonl"), cfg.id)?;
         let creds = Credentials::load(&cfg.cert, &cfg.key)?;
         let node = Arc::new(Node {
             cfg,
@@ -177,6 +179,7 @@ impl Node {
             routing: Mutex::new(Routing::default()),
             links: Mutex::new(HashMap::new()),
             checks: vec![Box::new(TxMatchesIntent)],
+            log,
             primes_lock: Mutex::new(()),
         });
         node.load_test_primes()?;
@@ -185,6 +188,15 @@ impl Node {
 
     pub fn id(&self) -> u16 {
         self.cfg.id
+    }
+
+    /// Append to this node's own audit log. A failure to record is logged loudly; the
+    /// caller decides whether the action may stand without it.
+    fn audit(&self, action: &str, subject: &str, detail: serde_json::Value) -> Result<(), Refusal> {
+        self.log.append(self.env.now().unix_ms(), action, subject, detail).map_err(|e| {
+            tracing::error!(node = self.cfg.id, error = %e, action, "could not write the node audit log");
+            refusal(self.cfg.id, "internal", format!("audit log: {e}"))
+        })
     }
 
     fn load_test_primes(&self) -> anyhow::Result<()> {
@@ -363,6 +375,8 @@ impl Node {
             };
             tracing::warn!(node = self.cfg.id, from, eid = %eid_hex(&eid),
                 "message for an ended session refused (replay or straggler)");
+            let _ = self.audit("message.refused", &format!("node/{from}"),
+                serde_json::json!({"eid": eid_hex(&eid), "from": from, "reason": "session already ended"}));
             return;
         }
         if !r.pending.contains_key(&eid) && r.pending.len() >= MAX_PENDING_SESSIONS {
@@ -527,6 +541,7 @@ impl Node {
                 let committed =
                     self.vault.commit_next_share(&key_id).map_err(|e| from_vault(me, e))?;
                 if committed {
+                    self.audit("key.refreshed", &format!("key/{key_id}"), serde_json::json!({}))?;
                     tracing::info!(node = me, key = %key_id, "refreshed share is now current; old share destroyed");
                 }
                 Ok(Reply::Done)
@@ -692,6 +707,11 @@ impl Node {
             }
         })();
         if let Err(r) = &result {
+            let _ = self.audit(
+                "session.failed",
+                &format!("session/{}", eid_hex(&eid)),
+                serde_json::json!({"proto": proto, "code": r.code, "culprits": r.culprits, "reason": r.message}),
+            );
             tracing::warn!(node = me, eid = %eid_hex(&eid), code = %r.code, culprits = ?r.culprits,
                 reason = %r.message, "session failed");
             for p in others {
@@ -753,6 +773,11 @@ impl Node {
             serde_json::to_vec(&aux).map_err(|e| refusal(me, "internal", e.to_string()))?,
         );
         self.vault.put_aux(&json, self.env.as_ref()).map_err(|e| from_vault(me, e))?;
+        self.audit(
+            "aux.ready",
+            "aux",
+            serde_json::json!({"eid": eid_hex(&eid), "parties": parties}),
+        )?;
         tracing::info!(node = me, "auxiliary info ready");
         Ok(Reply::AuxReady)
     }
@@ -815,6 +840,13 @@ impl Node {
             }
         };
         self.vault.put_key(&info, &share, self.env.as_ref()).map_err(|e| from_vault(me, e))?;
+        self.audit(
+            "key.generated",
+            &format!("key/{key_id}"),
+            serde_json::json!({
+            "eid": eid_hex(&eid), "scheme": scheme, "threshold": threshold,
+            "parties": info.parties, "public_key": info.public_key}),
+        )?;
         tracing::info!(node = me, key = %key_id, scheme = ?scheme, public_key = %info.public_key, "key share stored (sealed)");
         Ok(Reply::Key(info))
     }
@@ -900,6 +932,11 @@ impl Node {
         self.vault
             .put_presig(&key_id, set.numbers(), &id, &json, self.env.as_ref())
             .map_err(|e| from_vault(me, e))?;
+        self.audit(
+            "presignature.made",
+            &format!("key/{key_id}"),
+            serde_json::json!({"id": id, "signers": set.numbers()}),
+        )?;
         Ok(Reply::Presigned { id })
     }
 
@@ -959,6 +996,11 @@ impl Node {
         self.vault
             .put_next_share(&info.key_id, &share, self.env.as_ref())
             .map_err(|e| from_vault(me, e))?;
+        self.audit(
+            "key.refresh.prepared",
+            &format!("key/{}", info.key_id),
+            serde_json::json!({"eid": eid_hex(&eid)}),
+        )?;
         tracing::info!(node = me, key = %info.key_id, "refreshed share sealed; waiting for commit");
         Ok(Reply::KeyUpdated(info.clone()))
     }
@@ -1017,6 +1059,12 @@ impl Node {
             };
             let share = restored.to_bytes().map_err(|e| from_mpc(me, e))?;
             self.vault.put_key(&info, &share, self.env.as_ref()).map_err(|e| from_vault(me, e))?;
+            self.audit(
+                "key.repaired",
+                &format!("key/{key_id}"),
+                serde_json::json!({
+                "eid": eid_hex(&eid), "helpers": helpers, "public_key": info.public_key}),
+            )?;
             tracing::info!(node = me, key = %key_id, "share repaired and sealed");
             Ok(Reply::KeyUpdated(info))
         } else {
@@ -1050,6 +1098,12 @@ impl Node {
                 };
                 Ok((out, repair.is_done().then_some(())))
             })?;
+            self.audit(
+                "key.repair.helped",
+                &format!("key/{key_id}"),
+                serde_json::json!({
+                "eid": eid_hex(&eid), "helpers": helpers, "lost": lost}),
+            )?;
             tracing::info!(node = me, key = %key_id, lost, "helped repair a lost share");
             Ok(Reply::KeyUpdated(info))
         }
@@ -1096,6 +1150,13 @@ impl Node {
             Ok(t) => t,
             Err(r) => {
                 tracing::warn!(node = me, key = %key_id, reason = %r.message, "signing refused");
+                let _ = self.audit(
+                    "sign.refused",
+                    &format!("key/{key_id}"),
+                    serde_json::json!({
+                    "eid": eid_hex(&eid), "signers": signers, "reason": r.message,
+                    "intent": intent_hash(&req.intent)}),
+                );
                 // Tell the other signers at once: the session cannot complete without us.
                 for p in signers.iter().filter(|p| **p != me && self.peer(**p).is_some()) {
                     let reason = format!("refused: {}", r.message);
@@ -1126,8 +1187,17 @@ impl Node {
                     .map_err(|e| refusal(me, "internal", e.to_string()))?;
                 let partial = ecdsa::partial_sign(presig, &key, &req.path, &digest)
                     .map_err(|e| from_mpc(me, e))?;
-                // The presignature is gone before the partial signature leaves the node.
+                // The presignature is gone, and the signing recorded, before the partial
+                // signature leaves the node.
                 claimed.consume().map_err(|e| from_vault(me, e))?;
+                self.audit(
+                    "signature.partial",
+                    &format!("key/{key_id}"),
+                    serde_json::json!({
+                    "eid": eid_hex(&eid), "presignature": id, "signers": signers,
+                    "path": req.path, "digest": hex::encode(digest),
+                    "intent": intent_hash(&req.intent)}),
+                )?;
                 let public = ecdsa::public_key(&key, &req.path).map_err(|e| from_mpc(me, e))?;
                 let partial = serde_json::to_vec(&partial)
                     .map_err(|e| refusal(me, "internal", e.to_string()))?;
@@ -1188,6 +1258,12 @@ impl Node {
                 }
             })?;
         let sig = sig.serialize().map_err(|e| refusal(me, "internal", e.to_string()))?;
+        self.audit(
+            "signature.made",
+            &format!("key/{key_id}"),
+            serde_json::json!({
+            "eid": eid_hex(&eid), "scheme": scheme, "message": hex::encode(message)}),
+        )?;
         let public = public_key_bytes(scheme, share.group_key().map_err(|e| from_mpc(me, e))?);
         Ok(Reply::Signature {
             signature: hex::encode(sig),
@@ -1195,6 +1271,16 @@ impl Node {
             message: hex::encode(message),
         })
     }
+}
+
+/// The intent's hash (hex), or a note that it did not decode.
+fn intent_hash(intent_hex: &str) -> String {
+    hex::decode(intent_hex)
+        .ok()
+        .and_then(|b| Intent::decode(&b).ok())
+        .and_then(|i| i.hash().ok())
+        .map(|h| h.to_hex())
+        .unwrap_or_else(|| "undecodable".into())
 }
 
 /// The form users see: x-only (BIP-340, the P2TR output key) for Taproot; as serialized

@@ -396,6 +396,30 @@ async fn three_signer_processes_sign_over_mtls_and_survive_faults() {
         assert!(!logs.contains(marker), "logs contain {marker}");
     }
     assert_all_sealed(&cl.dir);
+
+    // Each node's own audit log verifies and records what happened, culprits included.
+    let node1 = cl.dir.join("signer-1/data/audit.jsonl");
+    let (count, _) = strongroom_signer::nodelog::verify(&node1).unwrap();
+    assert!(count > 10, "{count} records");
+    let text = std::fs::read_to_string(&node1).unwrap();
+    for action in [
+        "key.generated",
+        "presignature.made",
+        "signature.partial",
+        "sign.refused",
+        "signature.made",
+        "session.failed",
+        "message.refused",
+        "key.refreshed",
+        "key.repair.helped",
+    ] {
+        assert!(text.contains(&format!("\"action\":\"{action}\"")), "no {action} in node 1's log");
+    }
+    assert!(text.contains("\\\"culprits\\\":[3]"), "culprit 3 not recorded");
+    // Editing a record breaks the chain.
+    let edited = text.replacen("sign.refused", "sign.allowed", 1);
+    std::fs::write(&node1, edited).unwrap();
+    assert!(strongroom_signer::nodelog::verify(&node1).is_err());
     let sealed_keys = std::fs::read_dir(cl.dir.join("signer-1/data/keys")).unwrap().count();
     assert_eq!(sealed_keys, 6, "three keys: a sealed share and public facts each");
 }
