@@ -59,9 +59,15 @@ pub async fn run(
     let ca = tmp.path().join("ca.pem");
     let ca_key = tmp.path().join("ca-key.pem");
     strongroom_signer::cluster::ensure_ca(&ca, &ca_key, env.now())?;
-    let signers =
-        crate::signers::start_cluster(tmp.path(), &ca, &ca_key, base_port, Some(primes.clone()))
-            .await?;
+    let signers = crate::signers::start_cluster(
+        tmp.path(),
+        &ca,
+        &ca_key,
+        base_port,
+        Some(primes.clone()),
+        None,
+    )
+    .await?;
     let orch = crate::signers::ClusterFile::load(tmp.path())?.orchestrator()?;
     let pids: Vec<String> = signers.pids();
     let status = orch.status(1).await.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -79,7 +85,9 @@ pub async fn run(
         .ok_or_else(|| anyhow::anyhow!("no key"))?;
 
     // --- in process: the same protocol with both parties here -----------------------------
-    let inproc = in_process_presign_cpu(presigs, &primes)?;
+    let inproc = in_process_presign_cpu(presigs, &primes, ecdsa::AuxOptions::default())?;
+    let plain = ecdsa::AuxOptions { multiexp_tables: false, crt: false };
+    let inproc_plain = in_process_presign_cpu(presigs, &primes, plain)?;
 
     // --- networked ----------------------------------------------------------------------------
     let before: Vec<u64> = pids.iter().take(2).map(|p| cpu_ticks(p)).collect::<Result<_, _>>()?;
@@ -148,7 +156,8 @@ pub async fn run(
     signers.stop().await;
 
     println!("MPC benchmark (2-of-3, secp256k1), {presigs} presignatures, {signs} signatures");
-    println!("  presignature CPU per signer, in process:   {:.3} s", inproc);
+    println!("  presignature CPU per signer, in process, no precomputation: {:.3} s", inproc_plain);
+    println!("  presignature CPU per signer, in process:   {:.3} s   (precomputed tables + CRT: {:.2}x less)", inproc, inproc_plain / inproc);
     println!(
         "  presignature CPU per signer, networked:    {:.3} s   ratio networked/in-process = {:.2}",
         networked,
@@ -174,7 +183,11 @@ pub async fn run(
 }
 
 /// CPU seconds per party for one 2-of-3 presignature with both parties in this process.
-fn in_process_presign_cpu(n: usize, primes: &Path) -> anyhow::Result<f64> {
+fn in_process_presign_cpu(
+    n: usize,
+    primes: &Path,
+    options: ecdsa::AuxOptions,
+) -> anyhow::Result<f64> {
     use rand_core::OsRng;
     let all: Vec<ecdsa::Primes> = serde_json::from_slice(&std::fs::read(primes)?)?;
     let parties = ecdsa::Parties::new([1, 2, 3])?;
@@ -184,7 +197,7 @@ fn in_process_presign_cpu(n: usize, primes: &Path) -> anyhow::Result<f64> {
         .iter_mut()
         .zip(all)
         .zip(1u16..)
-        .map(|((rng, p), me)| ecdsa::aux_info(&eid_aux, me, &parties, p, rng))
+        .map(|((rng, p), me)| ecdsa::aux_info(&eid_aux, me, &parties, p, options, rng))
         .collect::<Result<Vec<_>, _>>()?;
     let aux = ecdsa::run_local(sessions).map_err(|(p, e)| anyhow::anyhow!("party {p}: {e}"))?;
     let eid_kg = ExecutionId::derive("bench-kg", b"", b"");

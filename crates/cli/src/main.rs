@@ -378,7 +378,10 @@ async fn dev(
     let signers = match signer_opts {
         Some((port, primes)) => {
             let pki = DevPki::in_dir(&config.data_dir.join("tls"));
-            Some(signers::start_cluster(&data_dir, &pki.ca_cert, &pki.ca_key, port, primes).await?)
+            Some(
+                signers::start_cluster(&data_dir, &pki.ca_cert, &pki.ca_key, port, primes, Some(2))
+                    .await?,
+            )
         }
         None => None,
     };

@@ -57,7 +57,30 @@ impl ClusterFile {
 #[derive(Debug)]
 pub struct Signers {
     children: Vec<tokio::process::Child>,
+    refill: Option<tokio::task::JoinHandle<()>>,
     pub keys: Vec<KeyInfo>,
+}
+
+/// Keep `target` presignatures of `hot-eth-1` ready for every pair of live nodes.
+fn spawn_refill(orch: Orchestrator, target: usize) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let env = SystemEnv::new();
+        loop {
+            let live = orch.live_nodes().await;
+            for (i, a) in live.iter().enumerate() {
+                for b in live.iter().skip(i + 1) {
+                    match orch.fill_pool(&env, "hot-eth-1", &[*a, *b], target, 1).await {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            tracing::info!(signers = ?[a, b], made = n, "presignature pool refilled")
+                        }
+                        Err(e) => tracing::warn!(error = %e, "presignature refill failed"),
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    })
 }
 
 fn eid(env: &dyn Env, kind: &str) -> ExecutionId {
@@ -74,6 +97,7 @@ pub async fn start_cluster(
     ca_key: &Path,
     base_port: u16,
     test_primes: Option<PathBuf>,
+    refill: Option<usize>,
 ) -> anyhow::Result<Signers> {
     let env = SystemEnv::new();
     let addrs: Vec<SocketAddr> =
@@ -118,7 +142,11 @@ pub async fn start_cluster(
         dir.display()
     );
     let keys = ensure_keys(&orch, &env).await?;
-    Ok(Signers { children, keys })
+    let refill = match refill {
+        Some(target) => Some(spawn_refill(file.orchestrator()?, target)),
+        None => None,
+    };
+    Ok(Signers { children, refill, keys })
 }
 
 fn progress(label: &str, done: usize, total: usize, secs: u64) {
@@ -181,6 +209,9 @@ impl Signers {
     }
 
     pub async fn stop(mut self) {
+        if let Some(r) = self.refill.take() {
+            r.abort();
+        }
         for c in &mut self.children {
             let _ = c.kill().await;
         }
@@ -266,17 +297,8 @@ pub async fn mpc(cmd: MpcCommand) -> anyhow::Result<std::process::ExitCode> {
                 tx: message_hex,
                 path: vec![],
             };
-            let presig = if info.scheme == Scheme::Ecdsa {
-                Some(
-                    orch.presign(eid(&env, "presign"), &key, &signers)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("presignature: {e}"))?,
-                )
-            } else {
-                None
-            };
             let signed = orch
-                .sign(eid(&env, "sign"), &info, &signers, presig.as_deref(), &req)
+                .sign_pooled(&env, &info, &signers, &req)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!(

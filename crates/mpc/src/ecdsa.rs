@@ -348,6 +348,21 @@ fn check_member(me: u16, parties: &Parties) -> Result<u16, MpcError> {
         .ok_or_else(|| MpcError::Parameters(format!("party {me} is not in {:?}", parties.numbers)))
 }
 
+/// Precomputations stored with the auxiliary info that make every later presignature
+/// cheaper (cggmp21's multi-exponentiation tables and CRT parameters). Both default to on;
+/// the CRT parameters are as secret as the Paillier key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuxOptions {
+    pub multiexp_tables: bool,
+    pub crt: bool,
+}
+
+impl Default for AuxOptions {
+    fn default() -> Self {
+        AuxOptions { multiexp_tables: true, crt: true }
+    }
+}
+
 /// Auxiliary info generation (Paillier keys and ring-Pedersen parameters, with proofs) among
 /// all parties of a key group. Run once per group; reusable across keys.
 pub fn aux_info<'a, R: RngCore + CryptoRng>(
@@ -355,10 +370,13 @@ pub fn aux_info<'a, R: RngCore + CryptoRng>(
     me: u16,
     parties: &'a Parties,
     primes: Primes,
+    options: AuxOptions,
     rng: &'a mut R,
 ) -> Result<Session<'a, AuxInfo>, MpcError> {
     let i = check_member(me, parties)?;
     let sm = cggmp21::aux_info_gen(cggmp21::ExecutionId::new(&eid.0), i, parties.len(), primes)
+        .precompute_multiexp_tables(options.multiexp_tables)
+        .precompute_crt(options.crt)
         .into_state_machine(rng);
     Ok(Session::new(*eid, me, parties, Box::new(Typed(sm))))
 }

@@ -32,7 +32,9 @@ fn keys() -> &'static Vec<KeyShare> {
             .iter_mut()
             .zip(test_primes())
             .zip(1u16..)
-            .map(|((rng, primes), me)| ecdsa::aux_info(&eid, me, &parties, primes, rng).unwrap())
+            .map(|((rng, primes), me)| {
+                ecdsa::aux_info(&eid, me, &parties, primes, Default::default(), rng).unwrap()
+            })
             .collect();
         let aux = ecdsa::run_local(sessions).unwrap();
 

@@ -370,6 +370,81 @@ impl Orchestrator {
         }
     }
 
+    /// Presignature ids that every one of `signers` holds for `key_id`.
+    pub async fn pool(&self, key_id: &str, signers: &[u16]) -> Result<Vec<String>, Refusal> {
+        let mut set = signers.to_vec();
+        set.sort_unstable();
+        let mut common: Option<std::collections::BTreeSet<String>> = None;
+        for n in &set {
+            let status = self.status(*n).await?;
+            let ids: std::collections::BTreeSet<String> = status
+                .presignatures
+                .into_iter()
+                .filter(|e| e.key_id == key_id && e.signers == set)
+                .flat_map(|e| e.ids)
+                .collect();
+            common = Some(match common {
+                None => ids,
+                Some(c) => c.intersection(&ids).cloned().collect(),
+            });
+        }
+        Ok(common.unwrap_or_default().into_iter().collect())
+    }
+
+    /// Top the pool of presignatures for `key_id` and `signers` up to `target`, running up
+    /// to `parallel` presignature sessions at once. Returns how many it made.
+    pub async fn fill_pool(
+        &self,
+        env: &dyn strongroom_core::Env,
+        key_id: &str,
+        signers: &[u16],
+        target: usize,
+        parallel: usize,
+    ) -> Result<usize, Refusal> {
+        let have = self.pool(key_id, signers).await?.len();
+        let mut made = 0;
+        while have + made < target {
+            let batch = (target - have - made).min(parallel.max(1));
+            let runs = (0..batch).map(|_| {
+                let mut r = [0u8; 16];
+                env.fill_random(&mut r);
+                let eid = ExecutionId::derive("presign", &r, key_id.as_bytes());
+                async move { self.presign(eid, key_id, signers).await }
+            });
+            for r in futures_join_all(runs).await {
+                r?;
+                made += 1;
+            }
+        }
+        Ok(made)
+    }
+
+    /// Sign, taking an ECDSA presignature from the pool (or making one if the pool is
+    /// empty).
+    pub async fn sign_pooled(
+        &self,
+        env: &dyn strongroom_core::Env,
+        key: &KeyInfo,
+        signers: &[u16],
+        request: &SignRequest,
+    ) -> Result<Signed, Refusal> {
+        let mut r = [0u8; 16];
+        env.fill_random(&mut r);
+        let eid = ExecutionId::derive("sign", &r, request.tx.as_bytes());
+        if key.scheme != Scheme::Ecdsa {
+            return self.sign(eid, key, signers, None, request).await;
+        }
+        let id = match self.pool(&key.key_id, signers).await?.into_iter().next() {
+            Some(id) => id,
+            None => {
+                env.fill_random(&mut r);
+                let peid = ExecutionId::derive("presign", &r, key.key_id.as_bytes());
+                self.presign(peid, &key.key_id, signers).await?
+            }
+        };
+        self.sign(eid, key, signers, Some(&id), request).await
+    }
+
     /// Make one presignature for `signers`; returns its id.
     pub async fn presign(
         &self,

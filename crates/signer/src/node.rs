@@ -764,8 +764,8 @@ impl Node {
             }
         };
         let mut rng = EnvRng(self.env.as_ref());
-        let mut session =
-            ecdsa::aux_info(&eid, me, &set, primes, &mut rng).map_err(|e| from_mpc(me, e))?;
+        let mut session = ecdsa::aux_info(&eid, me, &set, primes, Default::default(), &mut rng)
+            .map_err(|e| from_mpc(me, e))?;
         let aux = self.drive(eid, Proto::Ecdsa, &others, self.cfg.timeouts.aux_ms, &rx, |m| {
             session.step(m).map(|p| (p.outgoing, p.output))
         })?;
