@@ -459,21 +459,67 @@ fn digest_scalar(digest: &[u8; 32]) -> cggmp21::DataToSign<Secp256k1> {
     cggmp21::DataToSign::from_scalar(Scalar::from_be_bytes_mod_order(digest))
 }
 
-/// Consume a presignature to sign a 32-byte digest with the child key at `path`.
+/// A threshold key's public half: the group public key and its BIP-32 chain code. Enough to
+/// derive every child public key (deposit addresses) and to issue partial signatures from
+/// presignatures: no share is needed for either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MasterPublic {
+    pub public_key: [u8; 33],
+    pub chain_code: [u8; 32],
+}
+
+impl MasterPublic {
+    pub fn of(key: &KeyShare) -> Result<Self, MpcError> {
+        let epub = key
+            .extended_public_key()
+            .ok_or_else(|| MpcError::Parameters("key has no HD chain code".into()))?;
+        Ok(MasterPublic { public_key: public_key(key, &[])?, chain_code: epub.chain_code })
+    }
+
+    fn epub(&self) -> Result<cggmp21::hd_wallet::ExtendedPublicKey<Secp256k1>, MpcError> {
+        let point = Point::<Secp256k1>::from_bytes(self.public_key)
+            .map_err(|_| MpcError::Parameters("bad public key".into()))?;
+        Ok(cggmp21::hd_wallet::ExtendedPublicKey { public_key: point, chain_code: self.chain_code })
+    }
+
+    /// The child public key at a non-hardened `path` (empty: the master key).
+    pub fn derive(&self, path: &[u32]) -> Result<[u8; 33], MpcError> {
+        if path.is_empty() {
+            return Ok(self.public_key);
+        }
+        let child = cggmp21::hd_wallet::slip10::derive_child_public_key_with_path(
+            &self.epub()?,
+            self::path(path)?,
+        );
+        let bytes = child.public_key.to_bytes(true);
+        <[u8; 33]>::try_from(bytes.as_bytes())
+            .map_err(|_| MpcError::Parameters("public key is not 33 bytes".into()))
+    }
+
+    /// The 65-byte uncompressed form of the child key at `path` (for Ethereum addresses).
+    pub fn derive_uncompressed(&self, path: &[u32]) -> Result<[u8; 65], MpcError> {
+        let compressed = self.derive(path)?;
+        let point = Point::<Secp256k1>::from_bytes(compressed)
+            .map_err(|_| MpcError::Parameters("bad public key".into()))?;
+        let bytes = point.to_bytes(false);
+        <[u8; 65]>::try_from(bytes.as_bytes())
+            .map_err(|_| MpcError::Parameters("public key is not 65 bytes".into()))
+    }
+}
+
+/// Consume a presignature to sign a 32-byte digest with the child key at `path` of `master`
+/// (the key the presignature was made for).
 pub fn partial_sign(
     presignature: Presignature,
-    key: &KeyShare,
+    master: &MasterPublic,
     path: &[u32],
     digest: &[u8; 32],
 ) -> Result<PartialSignature, MpcError> {
     let presignature = if path.is_empty() {
         presignature
     } else {
-        let epub = key
-            .extended_public_key()
-            .ok_or_else(|| MpcError::Parameters("key has no HD chain code".into()))?;
         presignature
-            .set_derivation_path(epub, self::path(path)?)
+            .set_derivation_path(master.epub()?, self::path(path)?)
             .map_err(|e| MpcError::Parameters(e.to_string()))?
     };
     Ok(presignature.issue_partial_signature(digest_scalar(digest)))

@@ -95,7 +95,10 @@ fn sign(signers: &[u16], presigs: Vec<ecdsa::Presignature>, path: &[u32], msg: &
     let partials: Vec<_> = presigs
         .into_iter()
         .zip(signers)
-        .map(|(p, me)| ecdsa::partial_sign(p, &keys[usize::from(*me) - 1], path, &digest).unwrap())
+        .map(|(p, me)| {
+            let master = ecdsa::MasterPublic::of(&keys[usize::from(*me) - 1]).unwrap();
+            ecdsa::partial_sign(p, &master, path, &digest).unwrap()
+        })
         .collect();
     let public = ecdsa::public_key(&keys[0], path).unwrap();
     let sig = ecdsa::combine(&partials, &public, &digest).unwrap();
@@ -129,6 +132,9 @@ fn child_keys_follow_bip32_and_sign() {
         let child = ecdsa::public_key(&keys[0], &path).unwrap();
         assert_ne!(child, master);
         assert_eq!(child, ckd_pub(master, epub.chain_code, &path), "path {path:?}");
+        // The public half alone derives the same child (no share needed for addresses).
+        let public = ecdsa::MasterPublic { public_key: master, chain_code: epub.chain_code };
+        assert_eq!(public.derive(&path).unwrap(), child);
         let presigs = presign(&[1, 3], format!("child-{path:?}").as_bytes());
         sign(&[1, 3], presigs, &path, b"customer deposit sweep");
     }
@@ -143,7 +149,10 @@ fn a_signature_for_another_message_or_key_does_not_verify() {
     let partials: Vec<_> = presigs
         .into_iter()
         .zip([2u16, 3])
-        .map(|(p, me)| ecdsa::partial_sign(p, &keys[usize::from(me) - 1], &[], &digest).unwrap())
+        .map(|(p, me)| {
+            let master = ecdsa::MasterPublic::of(&keys[usize::from(me) - 1]).unwrap();
+            ecdsa::partial_sign(p, &master, &[], &digest).unwrap()
+        })
         .collect();
     let wrong: [u8; 32] = Sha256::digest(b"pay mallory").into();
     let public = ecdsa::public_key(&keys[0], &[]).unwrap();
@@ -153,8 +162,9 @@ fn a_signature_for_another_message_or_key_does_not_verify() {
     // A signer that sends a partial signature from another presignature spoils the result.
     let mut partials = partials;
     let other = presign(&[2, 3], b"other-2");
+    let master = ecdsa::MasterPublic::of(&keys[1]).unwrap();
     let stray =
-        ecdsa::partial_sign(other.into_iter().next().unwrap(), &keys[1], &[], &digest).unwrap();
+        ecdsa::partial_sign(other.into_iter().next().unwrap(), &master, &[], &digest).unwrap();
     partials[0] = stray;
     assert!(ecdsa::combine(&partials, &public, &digest).is_err());
 }

@@ -1176,16 +1176,16 @@ impl Node {
                 let set =
                     ecdsa::Parties::new(signers.iter().copied()).map_err(|e| from_mpc(me, e))?;
                 self.others(set.numbers())?;
-                let (_, share) = self.vault.key_share(&key_id).map_err(|e| from_vault(me, e))?;
-                let key: ecdsa::KeyShare = serde_json::from_slice(&share)
-                    .map_err(|e| refusal(me, "internal", e.to_string()))?;
+                // Issuing a partial signature needs the presignature and the key's public
+                // half only: the share itself stays sealed.
+                let master = master_public(&info).map_err(|m| refusal(me, "internal", m))?;
                 let claimed = self
                     .vault
                     .claim_presig(&key_id, set.numbers(), &id)
                     .map_err(|e| from_vault(me, e))?;
                 let presig: ecdsa::Presignature = serde_json::from_slice(&claimed.plain)
                     .map_err(|e| refusal(me, "internal", e.to_string()))?;
-                let partial = ecdsa::partial_sign(presig, &key, &req.path, &digest)
+                let partial = ecdsa::partial_sign(presig, &master, &req.path, &digest)
                     .map_err(|e| from_mpc(me, e))?;
                 // The presignature is gone, and the signing recorded, before the partial
                 // signature leaves the node.
@@ -1198,7 +1198,7 @@ impl Node {
                     "path": req.path, "digest": hex::encode(digest),
                     "intent": intent_hash(&req.intent)}),
                 )?;
-                let public = ecdsa::public_key(&key, &req.path).map_err(|e| from_mpc(me, e))?;
+                let public = master.derive(&req.path).map_err(|e| from_mpc(me, e))?;
                 let partial = serde_json::to_vec(&partial)
                     .map_err(|e| refusal(me, "internal", e.to_string()))?;
                 tracing::info!(node = me, key = %key_id, presignature = %id, "partial signature issued");
@@ -1271,6 +1271,17 @@ impl Node {
             message: hex::encode(message),
         })
     }
+}
+
+/// An ECDSA key's public half from its stored facts.
+fn master_public(info: &KeyInfo) -> Result<ecdsa::MasterPublic, String> {
+    let pk = hex::decode(&info.public_key).map_err(|e| e.to_string())?;
+    let cc = hex::decode(info.chain_code.as_deref().ok_or("no chain code")?)
+        .map_err(|e| e.to_string())?;
+    Ok(ecdsa::MasterPublic {
+        public_key: <[u8; 33]>::try_from(pk.as_slice()).map_err(|_| "public key length")?,
+        chain_code: <[u8; 32]>::try_from(cc.as_slice()).map_err(|_| "chain code length")?,
+    })
 }
 
 /// The intent's hash (hex), or a note that it did not decode.
