@@ -325,3 +325,147 @@ pub fn encode_eip1559(tx: &Eip1559) -> Vec<u8> {
     out.extend_from_slice(&body);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tx() -> Eip1559 {
+        Eip1559 {
+            chain_id: 1,
+            nonce: 9,
+            max_priority_fee_per_gas: 2_000_000_000,
+            max_fee_per_gas: 100_000_000_000,
+            gas_limit: 21_000,
+            to: [0x35; 20],
+            value: 1_000_000_000_000_000_000,
+            data: vec![],
+        }
+    }
+
+    #[test]
+    fn eip1559_round_trips_and_matches_a_hand_encoding() {
+        let t = tx();
+        let enc = encode_eip1559(&t);
+        assert_eq!(decode_eip1559(&enc).unwrap(), t);
+        // 0x02 || rlp([1, 9, 2 gwei, 100 gwei, 21000, 0x35…, 1 ether, "", []]), by hand.
+        let mut body =
+            vec![0x01, 0x09, 0x84, 0x77, 0x35, 0x94, 0x00, 0x85, 0x17, 0x48, 0x76, 0xe8, 0x00];
+        body.extend([0x82, 0x52, 0x08, 0x94]);
+        body.extend([0x35; 20]);
+        body.extend([0x88, 0x0d, 0xe0, 0xb6, 0xb3, 0xa7, 0x64, 0x00, 0x00, 0x80, 0xc0]);
+        let mut want = vec![0x02, 0xc0 + body.len() as u8];
+        want.extend(body);
+        assert_eq!(enc, want);
+        // Long data uses the long-string form and still round-trips.
+        let long = Eip1559 { data: vec![7; 100], ..tx() };
+        assert_eq!(decode_eip1559(&encode_eip1559(&long)).unwrap(), long);
+    }
+
+    #[test]
+    fn malformed_and_non_canonical_transactions_are_refused() {
+        let good = encode_eip1559(&tx());
+        assert!(decode_eip1559(&[]).is_err());
+        let mut legacy = good.clone();
+        legacy[0] = 0x01;
+        assert!(decode_eip1559(&legacy).unwrap_err().contains("not EIP-1559"));
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(decode_eip1559(&trailing).is_err());
+        assert!(decode_eip1559(&good[..good.len() - 1]).is_err(), "truncated");
+        // Contract creation (empty `to`) and a non-empty access list.
+        let mut create = encode_eip1559(&tx());
+        let at = create.windows(3).position(|w| w == [0x94, 0x35, 0x35]).unwrap();
+        create.splice(at..at + 21, [0x80]);
+        create[1] -= 20;
+        assert!(decode_eip1559(&create).unwrap_err().contains("contract creation"));
+        // A one-byte value below 0x80 written as a string is not canonical.
+        assert!(item(&[0x81, 0x05]).is_err());
+        // A long-form length for a short item is not canonical.
+        assert!(item(&[0xb8, 0x01, 0xff]).is_err());
+    }
+
+    fn intent(contract: Option<&str>) -> Intent {
+        use strongroom_units::{Address, Amount, AssetSymbol, ChainId};
+        let chain = ChainId::parse("eip155:1").unwrap();
+        Intent {
+            destination: Address::parse(&chain, "0x3535353535353535353535353535353535353535")
+                .unwrap(),
+            asset: strongroom_core::IntentAsset {
+                symbol: AssetSymbol::parse(if contract.is_some() { "USDC" } else { "ETH" })
+                    .unwrap(),
+                decimals: 18,
+                contract: contract.map(|c| Address::parse(&chain, c).unwrap()),
+            },
+            chain,
+            source_wallet: strongroom_core::WalletId::parse("hot-eth-1").unwrap(),
+            amount: Amount::from_base_units(1_000_000_000_000_000_000).unwrap(),
+            fee_cap: Amount::from_base_units(21_000 * 100_000_000_000).unwrap(),
+            expires_at: Timestamp::from_unix_ms(1_000),
+            request_id: uuid::Uuid::from_u128(1),
+        }
+    }
+
+    fn run(intent: &Intent, tx: Eip1559, now: i64) -> Result<(), String> {
+        let key = KeyInfo {
+            key_id: "hot-eth-1".into(),
+            scheme: Scheme::Ecdsa,
+            threshold: 2,
+            parties: vec![1, 2, 3],
+            public_key: String::new(),
+            chain_code: None,
+        };
+        let request = SignRequest {
+            intent: hex::encode(intent.encode().unwrap()),
+            format: TxFormat::Eip1559,
+            tx: hex::encode(encode_eip1559(&tx)),
+            path: vec![],
+        };
+        let decoded = decode(Scheme::Ecdsa, &request, false)?;
+        TxMatchesIntent.check(&CheckContext {
+            node: 1,
+            key: &key,
+            intent,
+            request: &request,
+            tx: &decoded.decoded,
+            now: Timestamp::from_unix_ms(now),
+        })
+    }
+
+    #[test]
+    fn the_transaction_must_do_exactly_what_the_intent_says() {
+        let i = intent(None);
+        assert_eq!(run(&i, tx(), 0), Ok(()));
+        assert!(run(&i, tx(), 1_000).unwrap_err().contains("expired"));
+        assert!(run(&i, Eip1559 { chain_id: 5, ..tx() }, 0).unwrap_err().contains("chain"));
+        assert!(run(&i, Eip1559 { to: [0x36; 20], ..tx() }, 0).unwrap_err().contains("pays"));
+        assert!(run(&i, Eip1559 { value: 1, ..tx() }, 0).unwrap_err().contains("value"));
+        assert!(run(&i, Eip1559 { data: vec![1], ..tx() }, 0).unwrap_err().contains("call data"));
+        let greedy = Eip1559 { gas_limit: 21_001, ..tx() };
+        assert!(run(&i, greedy, 0).unwrap_err().contains("fee cap"));
+        // A token transfer: transfer(destination, amount) on the intent's contract, no value.
+        let usdc = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48";
+        let t = intent(Some(usdc));
+        let mut data = vec![0xa9, 0x05, 0x9c, 0xbb];
+        data.extend([0u8; 12]);
+        data.extend([0x35; 20]);
+        data.extend([0u8; 16]);
+        data.extend(1_000_000_000_000_000_000u128.to_be_bytes());
+        let contract: [u8; 20] = hex::decode(&usdc[2..]).unwrap().try_into().unwrap();
+        let call = Eip1559 { to: contract, value: 0, data: data.clone(), ..tx() };
+        assert_eq!(run(&t, call.clone(), 0), Ok(()));
+        let mut other = data;
+        other[35] ^= 1;
+        assert!(run(&t, Eip1559 { data: other, ..call.clone() }, 0).is_err());
+        assert!(run(&t, Eip1559 { value: 1, ..call }, 0).is_err());
+        // Raw messages only where allowed.
+        let raw = SignRequest {
+            format: TxFormat::RawMessage,
+            tx: "00".into(),
+            intent: String::new(),
+            path: vec![],
+        };
+        assert!(decode(Scheme::Ecdsa, &raw, false).unwrap_err().contains("allow_raw_messages"));
+        assert_eq!(decode(Scheme::FrostTaproot, &raw, true).unwrap().bytes, vec![0]);
+    }
+}

@@ -386,3 +386,75 @@ fn sha2_256(b: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(b).into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strongroom_core::{FixedEnv, Timestamp};
+    use strongroom_crypto::seal::SoftwareKek;
+
+    fn vault(dir: &Path, node: u16) -> Vault {
+        Vault::open(dir, node, Box::new(SoftwareKek::from_bytes([node as u8; 32]))).unwrap()
+    }
+
+    #[test]
+    fn a_presignature_is_claimed_once_and_a_crash_leaves_it_unused() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = FixedEnv::new(Timestamp::from_unix_ms(0), 1);
+        let v = vault(dir.path(), 1);
+        v.put_presig("k", &[1, 2], "p1", b"secret-presig", &env).unwrap();
+        v.put_presig("k", &[1, 2], "p2", b"other", &env).unwrap();
+        assert_eq!(v.presigs()[0].ids, vec!["p1".to_string(), "p2".to_string()]);
+        let c = v.claim_presig("k", &[1, 2], "p1").unwrap();
+        assert_eq!(c.plain.as_slice(), b"secret-presig");
+        assert!(matches!(v.claim_presig("k", &[1, 2], "p1"), Err(VaultError::NotFound(_))));
+        assert!(matches!(v.claim_presig("k", &[1, 3], "p2"), Err(VaultError::NotFound(_))));
+        c.consume().unwrap();
+        // Claimed but not consumed (a crash): gone after restart, never handed out again.
+        let _lost = v.claim_presig("k", &[1, 2], "p2").unwrap();
+        drop(v);
+        let v = vault(dir.path(), 1);
+        assert!(v.presigs()[0].ids.is_empty());
+        assert!(v.claim_presig("k", &[1, 2], "p2").is_err());
+    }
+
+    #[test]
+    fn sealed_records_do_not_open_in_another_slot_or_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = FixedEnv::new(Timestamp::from_unix_ms(0), 2);
+        let v = vault(dir.path(), 1);
+        v.put_presig("k", &[1, 2], "a", b"A", &env).unwrap();
+        let from = dir.path().join("presig/k/1-2/a.sealed");
+        std::fs::copy(&from, dir.path().join("presig/k/1-2/b.sealed")).unwrap();
+        assert!(matches!(v.claim_presig("k", &[1, 2], "b"), Err(VaultError::Seal { .. })));
+        // The same files under another node's KEK do not open either.
+        let other = vault(dir.path(), 2);
+        assert!(other.claim_presig("k", &[1, 2], "a").is_err());
+        assert!(check_name("../etc").is_err() && check_name(".hidden").is_err());
+        assert!(check_name("hot-eth-1").is_ok());
+    }
+
+    #[test]
+    fn refreshed_shares_commit_or_discard() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = FixedEnv::new(Timestamp::from_unix_ms(0), 3);
+        let v = vault(dir.path(), 1);
+        let info = KeyInfo {
+            key_id: "k".into(),
+            scheme: crate::wire::Scheme::FrostEd25519,
+            threshold: 2,
+            parties: vec![1, 2, 3],
+            public_key: "00".into(),
+            chain_code: None,
+        };
+        v.put_key(&info, b"old", &env).unwrap();
+        assert!(v.put_key(&info, b"again", &env).is_err(), "a key is never overwritten");
+        v.put_next_share("k", b"new", &env).unwrap();
+        assert_eq!(v.key_share("k").unwrap().1.as_slice(), b"old", "old until committed");
+        v.discard_next_share("k").unwrap();
+        assert!(!v.commit_next_share("k").unwrap(), "nothing to commit");
+        v.put_next_share("k", b"new", &env).unwrap();
+        assert!(v.commit_next_share("k").unwrap());
+        assert_eq!(v.key_share("k").unwrap().1.as_slice(), b"new");
+    }
+}

@@ -343,3 +343,47 @@ pub fn parse_eid(s: &str) -> Result<ExecutionId, String> {
         .map(ExecutionId)
         .map_err(|_| "execution id must be 32 bytes".to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_bad_ones_are_named() {
+        let env = Envelope {
+            eid: ExecutionId([9; 32]),
+            round: 3,
+            from: 2,
+            to: Some(1),
+            payload: b"payload".to_vec(),
+        };
+        for f in [
+            Frame::Mpc { proto: Proto::FrostSign, envelope: env.clone() },
+            Frame::Mpc { proto: Proto::Ecdsa, envelope: Envelope { to: None, ..env.clone() } },
+            Frame::Abort { eid: env.eid, from: 3, reason: "refused: no".into() },
+            Frame::Control(Control::Request { id: 7, body: Request::Status }),
+        ] {
+            let bytes = f.encode().unwrap();
+            assert_eq!(
+                u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize,
+                bytes.len() - 4
+            );
+            assert_eq!(Frame::decode(&bytes[4..]).unwrap(), f);
+        }
+        assert!(Frame::decode(&[]).is_err());
+        assert!(Frame::decode(&[9]).unwrap_err().to_string().contains("unknown frame kind"));
+        assert!(Frame::decode(&[2, 1, 0, 0]).unwrap_err().to_string().contains("short"));
+        assert!(Frame::decode(&[2, 99]).unwrap_err().to_string().contains("unknown protocol"));
+        assert!(Frame::decode(b"\x01{not json").is_err());
+    }
+
+    #[tokio::test]
+    async fn oversized_frames_are_refused_before_reading_them() {
+        let mut data = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
+        data.extend([0u8; 16]);
+        let mut r = data.as_slice();
+        assert!(matches!(read_frame(&mut r).await, Err(WireError::TooLarge(_))));
+        let mut empty: &[u8] = &[];
+        assert!(read_frame(&mut empty).await.unwrap().is_none(), "clean end of stream");
+    }
+}
