@@ -85,9 +85,11 @@ pub async fn run(
         .ok_or_else(|| anyhow::anyhow!("no key"))?;
 
     // --- in process: the same protocol with both parties here -----------------------------
-    let inproc = in_process_presign_cpu(presigs, &primes, ecdsa::AuxOptions::default())?;
+    let inproc = in_process_presign_cpu(presigs, &primes, ecdsa::AuxOptions::default(), true)?;
+    let inproc_driver =
+        in_process_presign_cpu(presigs, &primes, ecdsa::AuxOptions::default(), false)?;
     let plain = ecdsa::AuxOptions { multiexp_tables: false, crt: false };
-    let inproc_plain = in_process_presign_cpu(presigs, &primes, plain)?;
+    let inproc_plain = in_process_presign_cpu(presigs, &primes, plain, true)?;
 
     // --- networked ----------------------------------------------------------------------------
     let before: Vec<u64> = pids.iter().take(2).map(|p| cpu_ticks(p)).collect::<Result<_, _>>()?;
@@ -156,8 +158,15 @@ pub async fn run(
     signers.stop().await;
 
     println!("MPC benchmark (2-of-3, secp256k1), {presigs} presignatures, {signs} signatures");
-    println!("  presignature CPU per signer, in process, no precomputation: {:.3} s", inproc_plain);
-    println!("  presignature CPU per signer, in process:   {:.3} s   (precomputed tables + CRT: {:.2}x less)", inproc, inproc_plain / inproc);
+    println!(
+        "  presignature CPU per signer, in process (round_based sim), no precomputation: {:.3} s",
+        inproc_plain
+    );
+    println!("  presignature CPU per signer, in process (round_based sim): {:.3} s   (precomputed tables + CRT: {:.2}x less)", inproc, inproc_plain / inproc);
+    println!(
+        "  presignature CPU per signer, in process (our Session driver): {:.3} s",
+        inproc_driver
+    );
     println!(
         "  presignature CPU per signer, networked:    {:.3} s   ratio networked/in-process = {:.2}",
         networked,
@@ -182,11 +191,13 @@ pub async fn run(
     Ok(())
 }
 
-/// CPU seconds per party for one 2-of-3 presignature with both parties in this process.
+/// CPU seconds per party for one 2-of-3 presignature with both parties in this process,
+/// under round_based's simulator (`simulator`) or our own `Session` driver.
 fn in_process_presign_cpu(
     n: usize,
     primes: &Path,
     options: ecdsa::AuxOptions,
+    simulator: bool,
 ) -> anyhow::Result<f64> {
     use rand_core::OsRng;
     let all: Vec<ecdsa::Primes> = serde_json::from_slice(&std::fs::read(primes)?)?;
@@ -211,6 +222,17 @@ fn in_process_presign_cpu(
     let keys: Vec<ecdsa::KeyShare> =
         inc.into_iter().zip(aux).map(|(i, a)| ecdsa::complete(i, a)).collect::<Result<_, _>>()?;
     let set = ecdsa::Parties::new([1, 2])?;
+    if simulator {
+        let pair: Vec<&ecdsa::KeyShare> = keys.iter().take(2).collect();
+        let start = cpu_ticks("self")?;
+        for i in 0..n {
+            let e = ExecutionId::derive("bench-sim", &i.to_be_bytes(), b"");
+            let mut rngs = [OsRng, OsRng];
+            ecdsa::presign_simulated(&e, &set, &pair, &mut rngs)?;
+        }
+        let ticks = cpu_ticks("self")? - start;
+        return Ok(ticks as f64 / TICKS / 2.0 / n as f64);
+    }
     let start = cpu_ticks("self")?;
     for i in 0..n {
         let e = ExecutionId::derive("bench-ps", &i.to_be_bytes(), b"");

@@ -582,3 +582,25 @@ pub fn run_local<O>(mut sessions: Vec<Session<'_, O>>) -> Result<Vec<O>, (u16, M
         .map(|(o, s)| o.ok_or((s.me, MpcError::Parameters("protocol did not finish".into()))))
         .collect()
 }
+
+/// Presignature generation for every signer in one process under `round_based`'s own
+/// simulator (the upstream reference harness): the benchmark's in-process baseline.
+#[cfg(feature = "sim")]
+pub fn presign_simulated(
+    eid: &ExecutionId,
+    signers: &Parties,
+    keys: &[&KeyShare],
+    rngs: &mut [rand_core::OsRng],
+) -> Result<Vec<Presignature>, MpcError> {
+    let mut sim = round_based::sim::Simulation::empty();
+    for ((i, key), rng) in (0u16..).zip(keys).zip(rngs.iter_mut()) {
+        let sm = cggmp21::signing(cggmp21::ExecutionId::new(&eid.0), i, &signers.at_keygen, key)
+            .generate_presignature_sync(rng);
+        sim.add_party(sm);
+    }
+    let out = sim.run().map_err(|e| MpcError::Parameters(e.to_string()))?;
+    out.into_vec()
+        .into_iter()
+        .map(|r| r.map_err(|e| MpcError::Parameters(error_chain(&e))))
+        .collect()
+}
