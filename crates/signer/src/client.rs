@@ -205,12 +205,14 @@ impl Orchestrator {
         replies: &[(u16, Result<Reply, Refusal>)],
     ) -> Option<Refusal> {
         let failure = replies.iter().find_map(|(_, r)| r.as_ref().err().cloned())?;
-        // Prefer a node's own refusal or a culprit over the knock-on aborts it caused.
-        let failure = replies
+        // Prefer the cause over its knock-on effects: a failure that names culprits, then
+        // any failure other than an abort the orchestrator itself sent.
+        let errors: Vec<&Refusal> = replies.iter().filter_map(|(_, r)| r.as_ref().err()).collect();
+        let failure = errors
             .iter()
-            .filter_map(|(_, r)| r.as_ref().err())
-            .find(|r| r.code != "aborted")
-            .cloned()
+            .find(|r| !r.culprits.is_empty() && r.code != "aborted")
+            .or_else(|| errors.iter().find(|r| r.code != "aborted"))
+            .map(|r| (*r).clone())
             .unwrap_or(failure);
         for (n, r) in replies {
             if r.is_ok() {

@@ -109,6 +109,9 @@ struct Routing {
     pending: HashMap<ExecutionId, Vec<Inbound>>,
     finished: HashSet<ExecutionId>,
     finished_order: VecDeque<ExecutionId>,
+    /// Why the orchestrator ended a session (it may do so before the request that would
+    /// have started it here arrives).
+    aborted: HashMap<ExecutionId, String>,
 }
 
 pub struct Node {
@@ -392,6 +395,10 @@ impl Node {
     /// Register a session and get its inbox (with anything that arrived early).
     fn open_session(&self, eid: ExecutionId) -> Result<stdmpsc::Receiver<Inbound>, Refusal> {
         let mut r = self.routing.lock().map_err(|_| refusal(self.cfg.id, "internal", "lock"))?;
+        if let Some(reason) = r.aborted.get(&eid) {
+            let message = format!("orchestrator ended the session: {reason}");
+            return Err(refusal(self.cfg.id, "aborted", message));
+        }
         if r.finished.contains(&eid) || r.sessions.contains_key(&eid) {
             return Err(refusal(self.cfg.id, "bad-request", "execution id already used"));
         }
@@ -413,6 +420,7 @@ impl Node {
             while r.finished_order.len() > MAX_FINISHED {
                 if let Some(old) = r.finished_order.pop_front() {
                     r.finished.remove(&old);
+                    r.aborted.remove(&old);
                 }
             }
         }
@@ -515,6 +523,9 @@ impl Node {
             })),
             Request::Abort { eid, reason } => {
                 let eid = parse_eid(&eid).map_err(|m| refusal(me, "bad-request", m))?;
+                if let Ok(mut r) = self.routing.lock() {
+                    r.aborted.insert(eid, reason.clone());
+                }
                 self.route(eid, Inbound::Abort { from: 0, reason });
                 self.close_session(eid);
                 Ok(Reply::Aborted)

@@ -4,6 +4,7 @@
 //! own refusal; presignatures used once; a killed node; a node sending garbage; a replayed
 //! message; and no share in plain text on disk or in the logs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // Test code.
+#![allow(clippy::disallowed_methods)] // Tests time fault handling with the real clock.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -311,18 +312,29 @@ async fn three_signer_processes_sign_over_mtls_and_survive_faults() {
     let no = orch.refresh(eid("refresh"), &ecdsa_key).await.unwrap_err();
     assert_eq!(no.code, "bad-request", "{no:?}");
 
-    // Kill node 3: nodes 1 and 2 still sign; a quorum that needs node 3 fails cleanly.
+    // Kill node 3 in the middle of a presignature session with node 1: the session ends
+    // for node 1 at once (not at its timeout), naming node 3; nodes 1 and 2 still sign.
     let p12 = orch.presign(eid("ps"), "hot-eth-1", &[1, 2]).await.unwrap();
-    procs[2] = None;
+    let t0 = std::time::Instant::now();
+    let node3 = procs[2].take();
+    let (mid, ()) = tokio::join!(orch.presign(eid("ps"), "hot-eth-1", &[1, 3]), async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        drop(node3);
+    });
+    let mid = mid.unwrap_err();
+    assert!(mid.culprits.contains(&3), "{mid:?}");
+    assert!(t0.elapsed() < Duration::from_secs(10), "ended by the abort, not a timeout");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(orch.live_nodes().await, vec![1, 2]);
     let signed = orch.sign(eid("sign"), &ecdsa_key, &[1, 2], Some(&p12), &req).await.unwrap();
     verify_ecdsa(&signed.public_key, &signed.signed_bytes, &signed.signature);
     let s = orch.sign(eid("frost"), &tr_key, &[1, 2], None, &raw_request(msg)).await.unwrap();
     verify_bip340(&s.public_key, msg, &s.signature);
+    let t1 = std::time::Instant::now();
     let down =
         orch.sign(eid("frost"), &tr_key, &[1, 3], None, &raw_request(msg)).await.unwrap_err();
     assert!(down.culprits.contains(&3), "{down:?}");
+    assert!(t1.elapsed() < Duration::from_secs(5), "node 1 was told at once, not left to time out");
 
     // Node 3 "compromised": its certificate, our frames. Garbage in a live session ends it
     // and names node 3.
