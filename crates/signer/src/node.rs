@@ -613,9 +613,7 @@ impl Node {
         others: &[u16],
         timeout_ms: u64,
         rx: &stdmpsc::Receiver<Inbound>,
-        mut step: impl FnMut(
-            Option<Envelope<Vec<u8>>>,
-        ) -> Result<(Vec<Envelope<Vec<u8>>>, Option<O>), MpcError>,
+        mut step: impl FnMut(Option<Wire>) -> Stepped<O>,
     ) -> Result<O, Refusal> {
         let me = self.cfg.id;
         let deadline = self.env.monotonic() + Duration::from_millis(timeout_ms);
@@ -877,20 +875,9 @@ impl Node {
         let (mut dkg, first) =
             frost::Dkg::<C>::start(eid, me, n, threshold, EnvRng(self.env.as_ref()))
                 .map_err(|e| from_mpc(me, e))?;
-        let mut first = Some(first);
+        let stepper = frost_stepper(first, |e| dkg.handle(e));
         let share =
-            self.drive(eid, Proto::FrostDkg, others, self.cfg.timeouts.keygen_ms, rx, |m| {
-                if let Some(out) = first.take() {
-                    return Ok((encode_all(out)?, None));
-                }
-                let Some(env) = m else { return Ok((vec![], None)) };
-                let env = decode_env::<frost::DkgPayload<C>>(env)?;
-                match dkg.handle(env)? {
-                    frost::Step::Wait => Ok((vec![], None)),
-                    frost::Step::Send(out) => Ok((encode_all(out)?, None)),
-                    frost::Step::Finished(share) => Ok((vec![], Some(share))),
-                }
-            })?;
+            self.drive(eid, Proto::FrostDkg, others, self.cfg.timeouts.keygen_ms, rx, stepper)?;
         let public = public_key_bytes(scheme, share.group_key().map_err(|e| from_mpc(me, e))?);
         let bytes = share.to_bytes().map_err(|e| from_mpc(me, e))?;
         let mut parties: Vec<u16> = others.to_vec();
@@ -986,19 +973,9 @@ impl Node {
                     return Err(from_mpc(me, e));
                 }
             };
-        let mut first = Some(first);
+        let stepper = frost_stepper(first, |e| dkg.handle(e));
         let new =
-            self.drive(eid, Proto::FrostDkg, others, self.cfg.timeouts.keygen_ms, &rx, |m| {
-                if let Some(out) = first.take() {
-                    return Ok((encode_all(out)?, None));
-                }
-                let Some(env) = m else { return Ok((vec![], None)) };
-                match dkg.handle(decode_env::<frost::DkgPayload<C>>(env)?)? {
-                    frost::Step::Wait => Ok((vec![], None)),
-                    frost::Step::Send(out) => Ok((encode_all(out)?, None)),
-                    frost::Step::Finished(share) => Ok((vec![], Some(share))),
-                }
-            })?;
+            self.drive(eid, Proto::FrostDkg, others, self.cfg.timeouts.keygen_ms, &rx, stepper)?;
         let public = public_key_bytes(info.scheme, new.group_key().map_err(|e| from_mpc(me, e))?);
         if hex::encode(&public) != info.public_key {
             return Err(refusal(me, "culprit", "refresh produced another group key"));
@@ -1255,19 +1232,9 @@ impl Node {
                 return Err(from_mpc(me, e));
             }
         };
-        let mut first = Some(first);
+        let stepper = frost_stepper(first, |e| signer.handle(e));
         let sig =
-            self.drive(eid, Proto::FrostSign, &others, self.cfg.timeouts.sign_ms, &rx, |m| {
-                if let Some(out) = first.take() {
-                    return Ok((encode_all(out)?, None));
-                }
-                let Some(env) = m else { return Ok((vec![], None)) };
-                match signer.handle(decode_env::<frost::SignPayload<C>>(env)?)? {
-                    frost::Step::Wait => Ok((vec![], None)),
-                    frost::Step::Send(out) => Ok((encode_all(out)?, None)),
-                    frost::Step::Finished(sig) => Ok((vec![], Some(sig))),
-                }
-            })?;
+            self.drive(eid, Proto::FrostSign, &others, self.cfg.timeouts.sign_ms, &rx, stepper)?;
         let sig = sig.serialize().map_err(|e| refusal(me, "internal", e.to_string()))?;
         self.audit(
             "signature.made",
@@ -1311,6 +1278,35 @@ fn public_key_bytes(scheme: Scheme, key: Vec<u8>) -> Vec<u8> {
     match scheme {
         Scheme::FrostTaproot if key.len() == 33 => key.get(1..).map(<[u8]>::to_vec).unwrap_or(key),
         _ => key,
+    }
+}
+
+/// An MPC message as it travels: the payload already encoded.
+type Wire = Envelope<Vec<u8>>;
+/// What one step of a session gives [`Node::drive`]: messages to send, and the output once
+/// the protocol finished.
+type Stepped<T> = Result<(Vec<Wire>, Option<T>), MpcError>;
+
+/// Adapt a typed FROST state machine (its first outbox and its `handle`) to the byte
+/// interface [`Node::drive`] runs.
+fn frost_stepper<P, T>(
+    first: Vec<Envelope<P>>,
+    mut handle: impl FnMut(Envelope<P>) -> Result<frost::Step<P, T>, MpcError>,
+) -> impl FnMut(Option<Wire>) -> Stepped<T>
+where
+    P: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let mut first = Some(first);
+    move |m| {
+        if let Some(out) = first.take() {
+            return Ok((encode_all(out)?, None));
+        }
+        let Some(env) = m else { return Ok((vec![], None)) };
+        match handle(decode_env::<P>(env)?)? {
+            frost::Step::Wait => Ok((vec![], None)),
+            frost::Step::Send(out) => Ok((encode_all(out)?, None)),
+            frost::Step::Finished(t) => Ok((vec![], Some(t))),
+        }
     }
 }
 
