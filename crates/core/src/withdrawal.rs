@@ -18,29 +18,61 @@ use crate::ledger::{JournalEntry, LedgerError};
 pub enum WithdrawalState {
     /// Funds reserved (available -> pending); waiting for approvals and signing.
     Reserved,
+    /// The unsigned transaction is built and stored with its nonce; the network fee is
+    /// reserved from the treasury. From here on the withdrawal can only go forward.
+    Built,
+    /// The signed transaction is stored (before it is ever broadcast).
+    Signed,
+    /// The stored transaction was handed to the network.
+    Broadcast,
     /// Released back to available before anything was signed.
     Cancelled,
     /// Funds left custody; the ledger is final.
     Settled,
+    /// The transaction was mined but reverted: the customer's funds are released, the fee
+    /// it burned is paid from the treasury.
+    Failed,
 }
 
 impl WithdrawalState {
+    const ALL: [WithdrawalState; 7] = [
+        Self::Reserved,
+        Self::Built,
+        Self::Signed,
+        Self::Broadcast,
+        Self::Cancelled,
+        Self::Settled,
+        Self::Failed,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             WithdrawalState::Reserved => "reserved",
+            WithdrawalState::Built => "built",
+            WithdrawalState::Signed => "signed",
+            WithdrawalState::Broadcast => "broadcast",
             WithdrawalState::Cancelled => "cancelled",
             WithdrawalState::Settled => "settled",
+            WithdrawalState::Failed => "failed",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Reserved, Self::Cancelled, Self::Settled].into_iter().find(|k| k.as_str() == s)
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
+    /// The lifecycle: reserved → built → signed → broadcast → settled | failed, or
+    /// reserved → cancelled. Reserved → settled is an off-chain settlement (operator).
     pub fn can_become(self, next: WithdrawalState) -> bool {
+        use WithdrawalState::*;
         matches!(
             (self, next),
-            (WithdrawalState::Reserved, WithdrawalState::Cancelled)
-                | (WithdrawalState::Reserved, WithdrawalState::Settled)
+            (Reserved, Cancelled | Built | Settled)
+                | (Built, Signed)
+                | (Signed, Broadcast)
+                | (Broadcast, Settled | Failed)
         )
+    }
+    /// Nothing more will happen to it.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Cancelled | Self::Settled | Self::Failed)
     }
 }
 
@@ -228,5 +260,20 @@ mod tests {
         assert!(!Cancelled.can_become(Reserved));
         assert!(!Settled.can_become(Cancelled));
         assert!(!Reserved.can_become(Reserved));
+        // Once built (a nonce is spent), a withdrawal can only go forward.
+        assert!(Reserved.can_become(Built) && Built.can_become(Signed));
+        assert!(Signed.can_become(Broadcast) && Broadcast.can_become(Settled));
+        assert!(Broadcast.can_become(Failed));
+        for s in [Built, Signed, Broadcast] {
+            assert!(!s.can_become(Cancelled), "{s:?}");
+            assert!(!s.is_final());
+        }
+        assert!(!Signed.can_become(Built), "a signed withdrawal is never rebuilt");
+        for s in WithdrawalState::ALL {
+            assert_eq!(WithdrawalState::parse(s.as_str()), Some(s));
+            if s.is_final() {
+                assert!(WithdrawalState::ALL.iter().all(|n| !s.can_become(*n)));
+            }
+        }
     }
 }

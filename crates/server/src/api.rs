@@ -248,7 +248,7 @@ impl From<&Withdrawal> for WithdrawalView {
 #[into_params(parameter_in = Query)]
 pub struct ListWithdrawalsQuery {
     pub customer_id: Option<Uuid>,
-    /// `reserved`, `cancelled` or `settled`.
+    /// `reserved`, `built`, `signed`, `broadcast`, `settled`, `failed` or `cancelled`.
     pub state: Option<String>,
     /// 1 to 1000; default 100.
     pub limit: Option<u32>,

@@ -13,9 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sha3::Digest;
+use strongroom_chain::TxCodec;
+use strongroom_chain_ethereum::{EthCodec, EthParams};
 use strongroom_core::{Env, Intent, IntentAsset, SystemEnv, Timestamp, WalletId};
 use strongroom_mpc::ExecutionId;
-use strongroom_signer::check::{encode_eip1559, Eip1559};
 use strongroom_signer::cluster::{self, Cluster, Options};
 use strongroom_signer::tls::{self, Credentials};
 use strongroom_signer::wire::{self, Frame, Refusal, Request, Scheme, SignRequest, TxFormat};
@@ -81,17 +82,14 @@ fn intent(to: &str, amount: u128, expires_ms: i64) -> Intent {
 const ALICE: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
 
 fn eth_tx(value: u128) -> Vec<u8> {
-    let to: [u8; 20] = hex::decode(&ALICE[2..]).unwrap().try_into().unwrap();
-    encode_eip1559(&Eip1559 {
-        chain_id: 31337,
+    let i = intent(ALICE, value, 0);
+    let params = EthParams {
         nonce: 0,
-        max_priority_fee_per_gas: 1_000_000_000,
-        max_fee_per_gas: 50_000_000_000,
         gas_limit: 21_000,
-        to,
-        value,
-        data: vec![],
-    })
+        max_fee_per_gas: 50_000_000_000,
+        max_priority_fee_per_gas: 1_000_000_000,
+    };
+    EthCodec::new(i.chain.clone()).unwrap().build(&i, &params).unwrap()
 }
 
 fn eth_request(value: u128, path: Vec<u32>) -> SignRequest {

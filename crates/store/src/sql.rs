@@ -1562,7 +1562,12 @@ async fn stage_transition(
     let entry = match to {
         WithdrawalState::Cancelled => JournalEntry::release(entry_id, c, &asset, amt)?,
         WithdrawalState::Settled => JournalEntry::settle(entry_id, c, &asset, amt)?,
-        WithdrawalState::Reserved => {
+        // The chain states have their own commands, which store the transaction with them.
+        WithdrawalState::Reserved
+        | WithdrawalState::Built
+        | WithdrawalState::Signed
+        | WithdrawalState::Broadcast
+        | WithdrawalState::Failed => {
             return Err(StoreError::InvalidTransition { from: wd.state.as_str(), to: to.as_str() })
         }
     };
