@@ -115,6 +115,12 @@ pub enum EntryKind {
     WithdrawalReserve,
     WithdrawalRelease,
     WithdrawalSettle,
+    /// The most a withdrawal's transaction may burn in fees, set aside from the treasury.
+    FeeReserve,
+    /// What was set aside and not burned, back to the treasury.
+    FeeRelease,
+    /// The fee the network took: out of custody.
+    FeePaid,
 }
 
 impl EntryKind {
@@ -124,12 +130,23 @@ impl EntryKind {
             EntryKind::WithdrawalReserve => "withdrawal_reserve",
             EntryKind::WithdrawalRelease => "withdrawal_release",
             EntryKind::WithdrawalSettle => "withdrawal_settle",
+            EntryKind::FeeReserve => "fee_reserve",
+            EntryKind::FeeRelease => "fee_release",
+            EntryKind::FeePaid => "fee_paid",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Deposit, Self::WithdrawalReserve, Self::WithdrawalRelease, Self::WithdrawalSettle]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            Self::Deposit,
+            Self::WithdrawalReserve,
+            Self::WithdrawalRelease,
+            Self::WithdrawalSettle,
+            Self::FeeReserve,
+            Self::FeeRelease,
+            Self::FeePaid,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 
@@ -287,6 +304,43 @@ impl JournalEntry {
                 Posting { account: AccountRef::custody(asset), side: Side::Credit, amount },
             ],
         )
+    }
+}
+
+/// The treasury: the platform's own funds in custody (gas money, transfers into a hot
+/// wallet that belong to no customer), kept as a system customer. Network fees are reserved
+/// from and paid out of it, so custody always equals the sum of all customer balances,
+/// the treasury's included.
+pub const TREASURY_CUSTOMER: Uuid = Uuid::from_u128(0x7472_6561_7375_7279_0000_0000_0000_0001);
+/// The treasury customer's external id.
+pub const TREASURY_EXTERNAL_ID: &str = "system:treasury";
+
+impl JournalEntry {
+    /// Set aside `amount` of the fee asset from the treasury for one transaction.
+    pub fn fee_reserve(id: Uuid, asset: &AssetSymbol, amount: Amount) -> Result<Self, LedgerError> {
+        Self::transfer(
+            id,
+            EntryKind::FeeReserve,
+            AccountRef::available(TREASURY_CUSTOMER, asset),
+            AccountRef::pending(TREASURY_CUSTOMER, asset),
+            amount,
+        )
+    }
+    /// Return the unburned part of a fee reservation.
+    pub fn fee_release(id: Uuid, asset: &AssetSymbol, amount: Amount) -> Result<Self, LedgerError> {
+        Self::transfer(
+            id,
+            EntryKind::FeeRelease,
+            AccountRef::pending(TREASURY_CUSTOMER, asset),
+            AccountRef::available(TREASURY_CUSTOMER, asset),
+            amount,
+        )
+    }
+    /// The fee the network burned, out of the reservation and out of custody.
+    pub fn fee_paid(id: Uuid, asset: &AssetSymbol, amount: Amount) -> Result<Self, LedgerError> {
+        let mut e = Self::settle(id, TREASURY_CUSTOMER, asset, amount)?;
+        e.kind = EntryKind::FeePaid;
+        Ok(e)
     }
 }
 

@@ -14,6 +14,10 @@ pub const POINTS: &[&str] = &[
     "withdrawal.after_reserve",
     "withdrawal.after_insert",
     "withdrawal.after_transition",
+    "withdrawal.after_fee_reserve",
+    "withdrawal.after_build",
+    "withdrawal.after_signed",
+    "withdrawal.after_conclude_entries",
     "audit.after_append",
 ];
 

@@ -61,6 +61,10 @@ pub enum StoreError {
     Constraint { table: String, unique: bool },
     #[error("injected fault at {0}")]
     InjectedFault(&'static str),
+    /// A command's own precondition failed (a transaction that cannot be built, a fee above
+    /// its reservation); nothing was written.
+    #[error("{0}")]
+    Refused(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
@@ -124,6 +128,32 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         to: WithdrawalState,
         entry_id: Uuid,
     ) -> Result<Withdrawal>;
+    /// Reserved → built, atomically: allocate the wallet's next nonce, build the unsigned
+    /// transaction for it, store both, and reserve the fee from the treasury. Called again
+    /// for a withdrawal already built, it returns the stored transaction unchanged.
+    async fn build_withdrawal(&self, ctx: &WriteCtx, build: BuildWithdrawal) -> Result<ChainTx>;
+    /// Built → signed: store the signed transaction. If one is stored already it stays and
+    /// is returned: a withdrawal never has two signed transactions.
+    async fn record_signed(
+        &self,
+        ctx: &WriteCtx,
+        id: Uuid,
+        signed: strongroom_chain::SignedTx,
+    ) -> Result<ChainTx>;
+    /// Signed → broadcast. Idempotent.
+    async fn record_broadcast(&self, ctx: &WriteCtx, id: Uuid) -> Result<ChainTx>;
+    /// Broadcast → settled or failed, with the ledger: the customer's pending funds leave
+    /// custody (or return, if the transaction reverted); the fee burned leaves custody from
+    /// the treasury's reservation; the rest of the reservation returns.
+    async fn conclude_withdrawal(
+        &self,
+        ctx: &WriteCtx,
+        id: Uuid,
+        conclusion: Conclusion,
+    ) -> Result<ChainTx>;
+    async fn chain_tx(&self, withdrawal_id: Uuid) -> Result<Option<ChainTx>>;
+    /// The treasury's customer row (see `core::ledger::TREASURY_CUSTOMER`); made on first use.
+    async fn ensure_treasury(&self, ctx: &WriteCtx) -> Result<Customer>;
     async fn get_withdrawal(&self, id: Uuid) -> Result<Withdrawal>;
     async fn list_withdrawals(&self, filter: &WithdrawalFilter) -> Result<Vec<Withdrawal>>;
 

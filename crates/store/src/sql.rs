@@ -21,6 +21,8 @@ use uuid::Uuid;
 use crate::types::*;
 use crate::{Faults, Result, Store, StoreError};
 
+mod chain;
+
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -250,6 +252,7 @@ enum Val {
     Text(String),
     Int(i64),
     OptInt(Option<i64>),
+    OptText(Option<String>),
 }
 
 fn bind_all<'q>(
@@ -261,6 +264,7 @@ fn bind_all<'q>(
             Val::Text(t) => q.bind(t.as_str()),
             Val::Int(i) => q.bind(*i),
             Val::OptInt(i) => q.bind(*i),
+            Val::OptText(t) => q.bind(t.as_deref()),
         };
     }
     q
@@ -1127,6 +1131,64 @@ impl Store for SqlStore {
         self.settle(result.and_then(from_json), idem).await
     }
 
+    async fn build_withdrawal(&self, ctx: &WriteCtx, build: BuildWithdrawal) -> Result<ChainTx> {
+        let id = build.withdrawal_id;
+        if let Some(tx) = chain::read_chain_tx(&self.pool, self.backend, id).await? {
+            return Ok(tx);
+        }
+        let job = job(move |w, ctx| {
+            let build = build.clone();
+            Box::pin(async move { chain::stage_build(w, ctx, build).await })
+        });
+        self.chain_command(ctx, id, job, |_, _| true).await
+    }
+
+    async fn record_signed(
+        &self,
+        ctx: &WriteCtx,
+        id: Uuid,
+        signed: strongroom_chain::SignedTx,
+    ) -> Result<ChainTx> {
+        let job = job(move |w, ctx| {
+            let signed = signed.clone();
+            Box::pin(async move { chain::stage_signed(w, ctx, id, signed).await })
+        });
+        self.chain_command(ctx, id, job, |tx, _| tx.signed.is_some()).await
+    }
+
+    async fn record_broadcast(&self, ctx: &WriteCtx, id: Uuid) -> Result<ChainTx> {
+        let job =
+            job(move |w, ctx| Box::pin(async move { chain::stage_broadcast(w, ctx, id).await }));
+        self.chain_command(ctx, id, job, |_, state| {
+            matches!(
+                state,
+                WithdrawalState::Broadcast | WithdrawalState::Settled | WithdrawalState::Failed
+            )
+        })
+        .await
+    }
+
+    async fn conclude_withdrawal(
+        &self,
+        ctx: &WriteCtx,
+        id: Uuid,
+        conclusion: Conclusion,
+    ) -> Result<ChainTx> {
+        let job = job(move |w, ctx| {
+            let c = conclusion.clone();
+            Box::pin(async move { chain::stage_conclude(w, ctx, id, c).await })
+        });
+        self.chain_command(ctx, id, job, |_, state| state.is_final()).await
+    }
+
+    async fn chain_tx(&self, withdrawal_id: Uuid) -> Result<Option<ChainTx>> {
+        chain::read_chain_tx(&self.pool, self.backend, withdrawal_id).await
+    }
+
+    async fn ensure_treasury(&self, ctx: &WriteCtx) -> Result<Customer> {
+        self.ensure_treasury_row(ctx).await
+    }
+
     async fn get_withdrawal(&self, id: Uuid) -> Result<Withdrawal> {
         let row =
             sqlx::query(&format!("SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals WHERE id = $1"))
@@ -1415,6 +1477,7 @@ impl Store for SqlStore {
             let entry_id: String = p.try_get("entry_id")?;
             out.push((format!("posting/{entry_id}"), Digest32::ZERO));
         }
+        self.chain_entity_states(&mut out).await?;
         Ok(out)
     }
 }
@@ -1542,20 +1605,10 @@ async fn stage_transition(
     to: WithdrawalState,
     entry_id: Uuid,
 ) -> Result<Staged> {
-    // Lock the row: two concurrent transitions must not both see the old state. Statements
-    // queued by earlier commands of the same batch are already sent, so this sees them.
-    let sql = format!(
-        "SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals WHERE id = $1{}",
-        for_update(w.backend)
-    );
-    let row = sqlx::query(&sql)
-        .bind(id.to_string())
-        .fetch_optional(&mut *w.tx)
-        .await?
-        .ok_or(StoreError::NotFound { entity: "withdrawal", id: id.to_string() })?;
-    let before = row_of::<WithdrawalRow>(&row)?;
-    let mut wd = before.to_domain()?;
-    if !wd.state.can_become(to) {
+    let (before, mut wd) = lock_withdrawal(w, id).await?;
+    if !wd.state.can_become(to)
+        || (to == WithdrawalState::Settled && wd.state != WithdrawalState::Reserved)
+    {
         return Err(StoreError::InvalidTransition { from: wd.state.as_str(), to: to.as_str() });
     }
     let (c, asset, amt) = (wd.customer_id, wd.intent.asset.symbol.clone(), wd.intent.amount);
@@ -1574,9 +1627,45 @@ async fn stage_transition(
     let subject = format!("withdrawal/{id}");
     w.apply_entry(&entry, &subject, ctx.now).await?;
     let from = wd.state;
+    set_state(w, ctx, &before, &mut wd, to).await?;
+    w.fault("withdrawal.after_transition")?;
+    Ok(Staged {
+        action: format!("withdrawal.{}", to.as_str()),
+        subject,
+        detail: serde_json::json!({ "from": from.as_str(), "to": to.as_str() }),
+        result: to_json(&wd)?,
+    })
+}
+
+/// Lock a withdrawal's row: two concurrent commands must not both see the old state.
+/// Statements queued by earlier commands of the same batch are already sent, so this sees
+/// them.
+async fn lock_withdrawal(w: &mut WriteTx, id: Uuid) -> Result<(WithdrawalRow, Withdrawal)> {
+    let sql = format!(
+        "SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals WHERE id = $1{}",
+        for_update(w.backend)
+    );
+    let row = sqlx::query(&sql)
+        .bind(id.to_string())
+        .fetch_optional(&mut *w.tx)
+        .await?
+        .ok_or(StoreError::NotFound { entity: "withdrawal", id: id.to_string() })?;
+    let before = row_of::<WithdrawalRow>(&row)?;
+    let wd = before.to_domain()?;
+    Ok((before, wd))
+}
+
+/// Write a withdrawal's new state and note the change for the audit record.
+async fn set_state(
+    w: &mut WriteTx,
+    ctx: &WriteCtx,
+    before: &WithdrawalRow,
+    wd: &mut Withdrawal,
+    to: WithdrawalState,
+) -> Result<()> {
     wd.state = to;
     wd.updated_at = ctx.now;
-    let after = WithdrawalRow::from_domain(&wd)?;
+    let after = WithdrawalRow::from_domain(wd)?;
     w.write(
         "UPDATE withdrawals SET state = $1, updated_at_ms = $2 WHERE id = $3".into(),
         vec![
@@ -1586,14 +1675,8 @@ async fn stage_transition(
         ],
     )
     .await?;
-    w.fault("withdrawal.after_transition")?;
-    w.record(subject.clone(), Some(hash_of(&before)?), Some(hash_of(&after)?));
-    Ok(Staged {
-        action: format!("withdrawal.{}", to.as_str()),
-        subject,
-        detail: serde_json::json!({ "from": from.as_str(), "to": to.as_str() }),
-        result: to_json(&wd)?,
-    })
+    w.record(format!("withdrawal/{}", after.id), Some(hash_of(before)?), Some(hash_of(&after)?));
+    Ok(())
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<serde_json::Value> {

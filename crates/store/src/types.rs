@@ -153,3 +153,66 @@ pub struct StoredAuditRecord {
 pub(crate) fn change(entity: String, before: Option<Digest32>, after: Option<Digest32>) -> Change {
     Change { entity, before, after }
 }
+
+/// A withdrawal's transaction on its chain, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainTx {
+    pub withdrawal_id: Uuid,
+    pub chain: strongroom_units::ChainId,
+    pub wallet: String,
+    pub nonce: u64,
+    /// The unsigned transaction, hex.
+    pub unsigned_tx: String,
+    /// The chain's fee asset, and how much of it the treasury set aside for this transaction.
+    pub fee_asset: AssetSymbol,
+    pub fee_reserved: Amount,
+    /// Written once, before the first broadcast.
+    pub signed: Option<strongroom_chain::SignedTx>,
+    /// The block that included it, once the withdrawal is settled or failed.
+    pub block: Option<strongroom_chain::BlockRef>,
+    pub fee_paid: Option<Amount>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Builds the unsigned transaction for the nonce the store allocates. Pure, and may run
+/// more than once (a batch that fails is replayed).
+pub type TxBuilder = std::sync::Arc<dyn Fn(u64) -> Result<Vec<u8>, String> + Send + Sync>;
+
+/// Reserved → built: what the store needs to allocate a nonce and store the transaction.
+#[derive(Clone)]
+pub struct BuildWithdrawal {
+    pub withdrawal_id: Uuid,
+    pub chain: strongroom_units::ChainId,
+    pub wallet: String,
+    /// The lowest nonce the chain would accept now (the node's pending count): the store
+    /// never allocates below it, nor below what it allocated before.
+    pub nonce_floor: u64,
+    pub fee_asset: AssetSymbol,
+    /// The most the transaction may burn in fees, reserved from the treasury.
+    pub fee_reserve: Amount,
+    pub fee_entry_id: Uuid,
+    pub build: TxBuilder,
+}
+
+impl std::fmt::Debug for BuildWithdrawal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildWithdrawal")
+            .field("withdrawal_id", &self.withdrawal_id)
+            .field("wallet", &self.wallet)
+            .field("nonce_floor", &self.nonce_floor)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Broadcast → settled or failed: how the transaction ended on chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conclusion {
+    /// The transaction succeeded (settled) or reverted (failed: the customer's funds return).
+    pub success: bool,
+    pub block: strongroom_chain::BlockRef,
+    pub fee_paid: Amount,
+    /// Ids for the entries: the customer's settle or release, the fee paid, the unburned
+    /// fee released.
+    pub entry_ids: [Uuid; 3],
+}

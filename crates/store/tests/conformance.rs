@@ -115,6 +115,8 @@ conformance!(
     a_failure_inside_a_group_commit_fails_only_its_command,
     audit_log_is_append_only,
     tokens_are_created_and_revoked,
+    chain_withdrawals_take_each_nonce_once_and_keep_one_signed_tx,
+    concurrent_builds_take_distinct_contiguous_nonces,
 );
 
 fn env() -> FixedEnv {
@@ -433,23 +435,78 @@ async fn run_command(
             .request_withdrawal(&now, Some(&idem(&format!("w-{tag}"), "h")), plan(c, "0.01"))
             .await
             .map(|_| ()),
-        _ => store
+        3 => store
             .transition_withdrawal(&now, None, w, WithdrawalState::Cancelled, Uuid::new_v4())
             .await
             .map(|_| ()),
+        4 => store.build_withdrawal(&now, build(w, 0)).await.map(|_| ()),
+        5 => store.record_signed(&now, w, signed_tx(w, 1)).await.map(|_| ()),
+        _ => store.conclude_withdrawal(&now, w, conclusion(true, 21_000)).await.map(|_| ()),
     }
 }
 
-const COMMAND_POINTS: [&[&str]; 4] = [
+const COMMAND_POINTS: [&[&str]; 7] = [
     &["customer.after_insert", "audit.after_append"],
     &["deposit.after_postings", "audit.after_append"],
     &["withdrawal.after_reserve", "withdrawal.after_insert", "audit.after_append"],
     &["withdrawal.after_transition", "audit.after_append"],
+    &["withdrawal.after_fee_reserve", "withdrawal.after_build", "audit.after_append"],
+    &["withdrawal.after_signed", "audit.after_append"],
+    &["withdrawal.after_conclude_entries", "audit.after_append"],
 ];
+
+/// The state command `which` starts from: reserved, or further along the chain path.
+async fn prepare(store: &SqlStore, which: usize, w: Uuid) {
+    let now = ctx(env().now());
+    if which >= 5 {
+        store.build_withdrawal(&now, build(w, 0)).await.unwrap();
+    }
+    if which >= 6 {
+        store.record_signed(&now, w, signed_tx(w, 1)).await.unwrap();
+        store.record_broadcast(&now, w).await.unwrap();
+    }
+}
+
+/// Enough ETH in the treasury to reserve fees for many withdrawals.
+async fn fund_treasury(store: &SqlStore) {
+    store.ensure_treasury(&ctx(env().now())).await.unwrap();
+    deposit(store, strongroom_core::ledger::TREASURY_CUSTOMER, 10u128.pow(18)).await;
+}
+
+const FEE_CAP: u128 = 21_000 * 1_000_000_000_000;
+
+/// A build of withdrawal `w` (paid from hot-eth-1 on the dev chain). The "transaction" is a
+/// stand-in that records its nonce: the store keeps bytes, it does not read them.
+fn build(w: Uuid, floor: u64) -> BuildWithdrawal {
+    BuildWithdrawal {
+        withdrawal_id: w,
+        chain: strongroom_units::ChainId::parse("eip155:31337").unwrap(),
+        wallet: "hot-eth-1".into(),
+        nonce_floor: floor,
+        fee_asset: eth(),
+        fee_reserve: wei(FEE_CAP),
+        fee_entry_id: Uuid::new_v4(),
+        build: Arc::new(|nonce| Ok(format!("tx-with-nonce-{nonce}").into_bytes())),
+    }
+}
+
+fn signed_tx(w: Uuid, version: u8) -> strongroom_chain::SignedTx {
+    strongroom_chain::SignedTx { raw: vec![version; 8], txid: format!("0x{}{version}", w.simple()) }
+}
+
+fn conclusion(success: bool, fee: u128) -> Conclusion {
+    Conclusion {
+        success,
+        block: strongroom_chain::BlockRef { number: 7, hash: "0xb7".into() },
+        fee_paid: wei(fee),
+        entry_ids: [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()],
+    }
+}
 
 async fn injected_faults_leave_no_partial_write(store: Arc<SqlStore>) {
     let c = customer(&store, "u").await;
     deposit(&store, c, 10u128.pow(18)).await;
+    fund_treasury(&store).await;
     let mut covered = std::collections::HashSet::new();
     for (which, points) in COMMAND_POINTS.iter().enumerate() {
         for point in points.iter() {
@@ -460,6 +517,7 @@ async fn injected_faults_leave_no_partial_write(store: Arc<SqlStore>) {
                 .await
                 .unwrap()
                 .id;
+            prepare(&store, which, w).await;
             let tag = format!("{which}-{point}");
             let before = snapshot(&store).await;
             store.faults().arm(point).unwrap();
@@ -481,6 +539,145 @@ async fn injected_faults_leave_no_partial_write(store: Arc<SqlStore>) {
         }
     }
     assert_eq!(covered.len(), POINTS.len(), "every fault point is exercised");
+}
+
+async fn chain_withdrawals_take_each_nonce_once_and_keep_one_signed_tx(store: Arc<SqlStore>) {
+    let now = ctx(env().now());
+    let c = customer(&store, "u").await;
+    deposit(&store, c, 10u128.pow(18)).await;
+    let new = |amount: &'static str| {
+        let store = store.clone();
+        async move {
+            store.request_withdrawal(&ctx(env().now()), None, plan(c, amount)).await.unwrap().id
+        }
+    };
+    let (w1, w2, w3) = (new("0.1").await, new("0.2").await, new("0.05").await);
+
+    // No treasury money for the fee: refused, and nothing is spent (not even the nonce).
+    let before = snapshot(&store).await;
+    assert!(store.build_withdrawal(&now, build(w1, 5)).await.is_err());
+    assert_eq!(snapshot(&store).await, before);
+    fund_treasury(&store).await;
+
+    // Nonces: the chain's floor, then the next; a repeated build returns the stored one.
+    let t1 = store.build_withdrawal(&now, build(w1, 5)).await.unwrap();
+    let t2 = store.build_withdrawal(&now, build(w2, 0)).await.unwrap();
+    assert_eq!((t1.nonce, t2.nonce), (5, 6));
+    assert_eq!(hex::decode(&t1.unsigned_tx).unwrap(), b"tx-with-nonce-5");
+    let records = audit_len(&store).await;
+    assert_eq!(store.build_withdrawal(&now, build(w1, 9)).await.unwrap(), t1);
+    assert_eq!(audit_len(&store).await, records, "a repeated build writes nothing");
+    // The chain is ahead of us (someone else used the wallet): we follow it, never reuse.
+    assert_eq!(store.build_withdrawal(&now, build(w3, 10)).await.unwrap().nonce, 10);
+    assert_eq!(store.get_withdrawal(w1).await.unwrap().state, WithdrawalState::Built);
+    let treasury = balance(&store, strongroom_core::ledger::TREASURY_CUSTOMER).await;
+    assert_eq!(treasury, (10u128.pow(18) - 3 * FEE_CAP, 3 * FEE_CAP));
+
+    // A builder that fails, another wallet, a built withdrawal cancelled: refused.
+    let w4 = new("0.01").await;
+    let mut bad = build(w4, 0);
+    bad.build = Arc::new(|_| Err("fee above the cap".into()));
+    assert!(
+        matches!(store.build_withdrawal(&now, bad).await, Err(StoreError::Refused(m)) if m.contains("fee above"))
+    );
+    let mut other = build(w4, 0);
+    other.wallet = "hot-eth-2".into();
+    assert!(matches!(store.build_withdrawal(&now, other).await, Err(StoreError::Refused(_))));
+    assert!(matches!(
+        store
+            .transition_withdrawal(&now, None, w1, WithdrawalState::Cancelled, Uuid::new_v4())
+            .await,
+        Err(StoreError::InvalidTransition { .. })
+    ));
+    assert!(matches!(
+        store.transition_withdrawal(&now, None, w1, WithdrawalState::Settled, Uuid::new_v4()).await,
+        Err(StoreError::InvalidTransition { .. })
+    ));
+
+    // One signed transaction per withdrawal: a second one is ignored and the first returned.
+    let s1 = store.record_signed(&now, w1, signed_tx(w1, 1)).await.unwrap();
+    assert_eq!(s1.signed, Some(signed_tx(w1, 1)));
+    let again = store.record_signed(&now, w1, signed_tx(w1, 2)).await.unwrap();
+    assert_eq!(again.signed, Some(signed_tx(w1, 1)), "the first signed transaction stays");
+    // Not before it is built.
+    assert!(store.record_signed(&now, w4, signed_tx(w4, 1)).await.is_err());
+    assert!(store.record_broadcast(&now, w2).await.is_err(), "not signed yet");
+
+    store.record_broadcast(&now, w1).await.unwrap();
+    store.record_broadcast(&now, w1).await.unwrap();
+    assert_eq!(store.get_withdrawal(w1).await.unwrap().state, WithdrawalState::Broadcast);
+
+    // Settled: the customer's pending leaves custody; the treasury pays the fee burned and
+    // gets the rest of its reservation back.
+    assert!(matches!(
+        store.conclude_withdrawal(&now, w1, conclusion(true, FEE_CAP + 1)).await,
+        Err(StoreError::Refused(_))
+    ));
+    let fee = 21_000 * 1_234_567;
+    let done = store.conclude_withdrawal(&now, w1, conclusion(true, fee)).await.unwrap();
+    assert_eq!((done.fee_paid, done.block.as_ref().map(|b| b.number)), (Some(wei(fee)), Some(7)));
+    assert_eq!(store.get_withdrawal(w1).await.unwrap().state, WithdrawalState::Settled);
+    assert_eq!(
+        store.conclude_withdrawal(&now, w1, conclusion(true, 5)).await.unwrap(),
+        done,
+        "once"
+    );
+    assert_eq!(balance(&store, c).await, (64 * 10u128.pow(16), 26 * 10u128.pow(16)));
+    let treasury = balance(&store, strongroom_core::ledger::TREASURY_CUSTOMER).await;
+    assert_eq!(treasury, (10u128.pow(18) - 2 * FEE_CAP - fee, 2 * FEE_CAP));
+
+    // Reverted: the customer's funds return; the fee is still paid.
+    store.record_signed(&now, w2, signed_tx(w2, 1)).await.unwrap();
+    store.record_broadcast(&now, w2).await.unwrap();
+    store.conclude_withdrawal(&now, w2, conclusion(false, fee)).await.unwrap();
+    assert_eq!(store.get_withdrawal(w2).await.unwrap().state, WithdrawalState::Failed);
+    assert_eq!(balance(&store, c).await, (84 * 10u128.pow(16), 6 * 10u128.pow(16)));
+    assert_intact(&store).await;
+
+    // A signed transaction swapped in the database is caught by the audit check.
+    store
+        .pool()
+        .execute(
+            format!("UPDATE chain_txs SET signed_tx = 'ff' WHERE withdrawal_id = '{w1}'").as_str(),
+        )
+        .await
+        .unwrap();
+    let report = verify_audit(&*store).await.unwrap();
+    assert!(report.mismatches.iter().any(|m| m.entity == format!("chain_tx/{w1}")), "{report:?}");
+}
+
+async fn concurrent_builds_take_distinct_contiguous_nonces(store: Arc<SqlStore>) {
+    let c = customer(&store, "u").await;
+    deposit(&store, c, 10u128.pow(18)).await;
+    fund_treasury(&store).await;
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(
+            store.request_withdrawal(&ctx(env().now()), None, plan(c, "0.01")).await.unwrap().id,
+        );
+    }
+    // Every withdrawal built twice at once, by racing workers.
+    let mut tasks = Vec::new();
+    for (i, w) in ids.iter().chain(ids.iter()).enumerate() {
+        let (store, w) = (store.clone(), *w);
+        tasks.push(tokio::spawn(async move {
+            store.build_withdrawal(&ctx(env().now()), build(w, (i % 2) as u64)).await.unwrap()
+        }));
+    }
+    let mut by_withdrawal = std::collections::BTreeMap::new();
+    for t in tasks {
+        let tx = t.await.unwrap();
+        if let Some(prev) = by_withdrawal.insert(tx.withdrawal_id, tx.nonce) {
+            assert_eq!(prev, tx.nonce, "one withdrawal, one nonce");
+        }
+    }
+    // The first build may see a chain floor of 0 or 1; from there, one each, no gaps.
+    let mut nonces: Vec<u64> = by_withdrawal.values().copied().collect();
+    nonces.sort();
+    let first = nonces[0];
+    assert!(first <= 1);
+    assert_eq!(nonces, (first..first + 12).collect::<Vec<u64>>(), "distinct, none skipped");
+    assert_intact(&store).await;
 }
 
 async fn audit_chain_verifies_and_catches_tampering(store: Arc<SqlStore>) {
