@@ -276,6 +276,15 @@ impl TxCodec for EthCodec {
     }
 }
 
+/// The call data of `transfer(destination, amount)`, e.g. to estimate its gas.
+pub fn transfer_calldata(destination: &Address, amount: Amount) -> Result<Vec<u8>, ChainError> {
+    let call = IERC20::transferCall {
+        to: eth_address(destination)?,
+        amount: U256::from(amount.base_units()),
+    };
+    Ok(call.abi_encode())
+}
+
 /// Parse one of our (EIP-55) addresses into alloy's type.
 pub fn eth_address(a: &Address) -> Result<EthAddress, ChainError> {
     a.as_str()

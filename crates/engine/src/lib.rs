@@ -1,0 +1,352 @@
+//! Durable workflows. Each step reads the stored state, does one thing, and stores the
+//! result before the next step starts, so a crash anywhere resumes from the last stored
+//! state and repeats nothing that matters:
+//!
+//! ```text
+//! reserved ──build──▶ built ──sign──▶ signed ──send──▶ broadcast ──confirm──▶ settled | failed
+//!   (nonce + unsigned tx     (signed tx stored      (resent from the        (ledger final,
+//!    + fee reserve, one       before it is ever      store whenever the      fee paid from
+//!    commit)                  sent)                  node lost it)           the treasury)
+//! ```
+//!
+//! A withdrawal has exactly one stored unsigned transaction (one nonce), and exactly one
+//! stored signed transaction: if the signers are asked twice (a crash between signing and
+//! storing), the store keeps the first and the engine sends only what is stored.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use strongroom_chain::{ChainClient, ChainError, ClientError, TxCodec, TxStatus};
+use strongroom_chain_ethereum::rpc::EthRpc;
+use strongroom_chain_ethereum::{transfer_calldata, EthParams, NATIVE_TRANSFER_GAS};
+use strongroom_core::withdrawal::{Withdrawal, WithdrawalState};
+use strongroom_core::{new_id, Env, Intent, WalletId};
+use strongroom_store::{
+    BuildWithdrawal, Conclusion, Store, StoreError, WithdrawalFilter, WriteCtx,
+};
+use strongroom_units::{Address, Amount, AssetSymbol, ChainId};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+pub mod reconcile;
+
+/// Why a threshold signature was not made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SignError {
+    pub message: String,
+    /// Signers were unreachable or busy (try again), rather than refusing.
+    pub retryable: bool,
+}
+
+/// The signer nodes, as the engine sees them. The engine never holds a key: it hands the
+/// intent and the unsigned transaction over and gets a signature back, which it checks by
+/// attaching it (the chain codec refuses a signature that is not the wallet's).
+#[async_trait]
+pub trait TxSigner: Send + Sync {
+    /// The wallet key's public half (SEC1, compressed).
+    async fn public_key(&self, wallet: &WalletId) -> Result<Vec<u8>, SignError>;
+    /// A 64-byte `r || s` ECDSA signature (low s) over the transaction's signing digest,
+    /// made by signer nodes that each decoded `unsigned` and checked it against `intent`.
+    async fn sign(
+        &self,
+        wallet: &WalletId,
+        intent: &Intent,
+        unsigned: &[u8],
+    ) -> Result<Vec<u8>, SignError>;
+}
+
+/// Where a test may stop the engine, as if the process died there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopPoint {
+    /// The signed transaction is stored; nothing was sent.
+    AfterSigned,
+    /// The transaction was sent; the store does not know yet.
+    AfterSend,
+}
+
+impl StopPoint {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "signed" => Some(StopPoint::AfterSigned),
+            "sent" => Some(StopPoint::AfterSend),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EthConfig {
+    pub chain: ChainId,
+    /// The chain's native coin, in which fees are paid (and reserved from the treasury).
+    pub fee_asset: AssetSymbol,
+    /// Blocks on top of (and including) the one with the transaction before it is final.
+    pub confirmations: u64,
+    pub stop_at: Option<StopPoint>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error("node: {0}")]
+    Node(#[from] ClientError),
+    #[error("signers: {0}")]
+    Sign(#[from] SignError),
+    #[error("stopped at {0:?} (test stop point)")]
+    Stopped(StopPoint),
+}
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// The withdrawal moved to this state.
+    Moved(WithdrawalState),
+    /// Nothing to do until the chain moves (or the fee drops): why.
+    Waiting(String),
+    /// Final, or not this engine's chain.
+    Idle,
+}
+
+/// Drives Ethereum withdrawals.
+pub struct EthWithdrawals {
+    store: Arc<dyn Store>,
+    rpc: EthRpc,
+    signer: Arc<dyn TxSigner>,
+    env: Arc<dyn Env>,
+    cfg: EthConfig,
+    keys: Mutex<HashMap<WalletId, (Vec<u8>, Address)>>,
+}
+
+impl std::fmt::Debug for EthWithdrawals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EthWithdrawals").field("chain", &self.cfg.chain).finish_non_exhaustive()
+    }
+}
+
+impl EthWithdrawals {
+    pub fn new(
+        store: Arc<dyn Store>,
+        rpc: EthRpc,
+        signer: Arc<dyn TxSigner>,
+        env: Arc<dyn Env>,
+        cfg: EthConfig,
+    ) -> Self {
+        EthWithdrawals { store, rpc, signer, env, cfg, keys: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn rpc(&self) -> &EthRpc {
+        &self.rpc
+    }
+
+    fn ctx(&self) -> WriteCtx {
+        WriteCtx { actor: "engine".into(), now: self.env.now(), request_id: None }
+    }
+
+    /// A wallet's key and address (asked of the signers once).
+    pub async fn wallet(&self, wallet: &WalletId) -> Result<(Vec<u8>, Address), EngineError> {
+        let mut keys = self.keys.lock().await;
+        if let Some(k) = keys.get(wallet) {
+            return Ok(k.clone());
+        }
+        let pk = self.signer.public_key(wallet).await?;
+        let address = self.rpc.codec().address_of(&pk)?;
+        keys.insert(wallet.clone(), (pk.clone(), address.clone()));
+        Ok((pk, address))
+    }
+
+    /// Take every unfinished withdrawal on this chain as far as it can go now. Returns how
+    /// many moved; errors are logged per withdrawal and retried on the next pass.
+    pub async fn run_once(&self) -> Result<usize, EngineError> {
+        let mut moved = 0;
+        for state in [
+            WithdrawalState::Broadcast,
+            WithdrawalState::Signed,
+            WithdrawalState::Built,
+            WithdrawalState::Reserved,
+        ] {
+            let list = self
+                .store
+                .list_withdrawals(&WithdrawalFilter {
+                    customer_id: None,
+                    state: Some(state),
+                    limit: 1000,
+                })
+                .await?;
+            for w in list.into_iter().filter(|w| w.intent.chain == self.cfg.chain) {
+                match self.drive(w.id).await {
+                    Ok(n) => moved += n,
+                    Err(e @ EngineError::Stopped(_)) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(withdrawal = %w.id, error = %e, "withdrawal step failed; will retry")
+                    }
+                }
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Step one withdrawal until it waits or is final; returns how many steps it moved.
+    pub async fn drive(&self, id: Uuid) -> Result<usize, EngineError> {
+        let mut moved = 0;
+        loop {
+            let w = self.store.get_withdrawal(id).await?;
+            match self.step(&w).await? {
+                Step::Moved(to) => {
+                    tracing::info!(withdrawal = %id, state = to.as_str(), "withdrawal moved");
+                    moved += 1;
+                }
+                Step::Waiting(why) => {
+                    tracing::debug!(withdrawal = %id, why, "withdrawal waits");
+                    return Ok(moved);
+                }
+                Step::Idle => return Ok(moved),
+            }
+        }
+    }
+
+    /// One step from the stored state.
+    pub async fn step(&self, w: &Withdrawal) -> Result<Step, EngineError> {
+        if w.intent.chain != self.cfg.chain || w.state.is_final() {
+            return Ok(Step::Idle);
+        }
+        match w.state {
+            WithdrawalState::Reserved => self.build(w).await,
+            WithdrawalState::Built => self.sign(w).await,
+            WithdrawalState::Signed => self.send(w).await,
+            WithdrawalState::Broadcast => self.confirm(w).await,
+            WithdrawalState::Cancelled | WithdrawalState::Settled | WithdrawalState::Failed => {
+                Ok(Step::Idle)
+            }
+        }
+    }
+
+    async fn build(&self, w: &Withdrawal) -> Result<Step, EngineError> {
+        let intent = &w.intent;
+        let (_, from) = self.wallet(&intent.source_wallet).await?;
+        let gas_limit = match &intent.asset.contract {
+            None => NATIVE_TRANSFER_GAS,
+            Some(token) => {
+                let data = transfer_calldata(&intent.destination, intent.amount)?;
+                let estimate = self.rpc.estimate_gas(&from, token, 0, &data).await?;
+                // A margin over the estimate: state may change before inclusion.
+                estimate.saturating_add(estimate / 5)
+            }
+        };
+        let quote = self.rpc.fee_quote().await?;
+        let cap = intent.fee_cap.base_units();
+        let wanted =
+            quote.base_fee_per_gas.saturating_mul(2).saturating_add(quote.max_priority_fee_per_gas);
+        // Pay at most the intent's cap; below the current base fee the transaction would
+        // not be mined, so wait for fees to fall instead.
+        let max_fee_per_gas = wanted.min(cap / u128::from(gas_limit.max(1)));
+        if max_fee_per_gas
+            < quote.base_fee_per_gas.saturating_add(quote.max_priority_fee_per_gas.min(1))
+        {
+            return Ok(Step::Waiting(format!(
+                "network fee (base {} wei/gas) is above the intent's cap of {cap} wei for {gas_limit} gas",
+                quote.base_fee_per_gas
+            )));
+        }
+        let params = EthParams {
+            nonce: 0,
+            gas_limit,
+            max_fee_per_gas,
+            max_priority_fee_per_gas: quote.max_priority_fee_per_gas.min(max_fee_per_gas),
+        };
+        let fee_reserve = params
+            .max_fee()
+            .and_then(|f| Amount::from_base_units(f).ok())
+            .ok_or_else(|| ChainError::Build("fee overflows".into()))?;
+        let codec = self.rpc.codec().clone();
+        let planned = intent.clone();
+        let build = BuildWithdrawal {
+            withdrawal_id: w.id,
+            chain: intent.chain.clone(),
+            wallet: intent.source_wallet.as_str().to_owned(),
+            nonce_floor: self.rpc.nonce(&from, true).await?,
+            fee_asset: self.cfg.fee_asset.clone(),
+            fee_reserve,
+            fee_entry_id: new_id(self.env.as_ref()),
+            build: Arc::new(move |nonce| {
+                codec.build(&planned, &EthParams { nonce, ..params }).map_err(|e| e.to_string())
+            }),
+        };
+        let tx = self.store.build_withdrawal(&self.ctx(), build).await?;
+        tracing::info!(withdrawal = %w.id, nonce = tx.nonce, "transaction built");
+        Ok(Step::Moved(WithdrawalState::Built))
+    }
+
+    async fn sign(&self, w: &Withdrawal) -> Result<Step, EngineError> {
+        let stored = self.store.chain_tx(w.id).await?.ok_or_else(|| {
+            StoreError::Corrupt(format!("withdrawal {} is built but has no transaction", w.id))
+        })?;
+        let unsigned = hex::decode(&stored.unsigned_tx)
+            .map_err(|_| StoreError::Corrupt("unsigned tx is not hex".into()))?;
+        let (pk, _) = self.wallet(&w.intent.source_wallet).await?;
+        let signature = self.signer.sign(&w.intent.source_wallet, &w.intent, &unsigned).await?;
+        // Attaching checks the signature is the wallet's over this transaction.
+        let signed = self.rpc.codec().attach(&unsigned, &pk, &[signature])?;
+        let kept = self.store.record_signed(&self.ctx(), w.id, signed).await?;
+        tracing::info!(withdrawal = %w.id, txid = ?kept.signed.as_ref().map(|s| &s.txid), "signed transaction stored");
+        if self.cfg.stop_at == Some(StopPoint::AfterSigned) {
+            return Err(EngineError::Stopped(StopPoint::AfterSigned));
+        }
+        Ok(Step::Moved(WithdrawalState::Signed))
+    }
+
+    async fn send(&self, w: &Withdrawal) -> Result<Step, EngineError> {
+        let signed = self.stored_signed(w).await?;
+        self.rpc.broadcast(&signed).await?;
+        if self.cfg.stop_at == Some(StopPoint::AfterSend) {
+            return Err(EngineError::Stopped(StopPoint::AfterSend));
+        }
+        self.store.record_broadcast(&self.ctx(), w.id).await?;
+        Ok(Step::Moved(WithdrawalState::Broadcast))
+    }
+
+    async fn confirm(&self, w: &Withdrawal) -> Result<Step, EngineError> {
+        let signed = self.stored_signed(w).await?;
+        match self.rpc.status(&signed.txid).await? {
+            // The node lost it (restart, reorg, eviction): send the stored one again.
+            TxStatus::Unknown => {
+                self.rpc.broadcast(&signed).await?;
+                Ok(Step::Waiting("resent: the node did not know the transaction".into()))
+            }
+            TxStatus::Pending => Ok(Step::Waiting("in the mempool".into())),
+            TxStatus::Included { confirmations, .. } if confirmations < self.cfg.confirmations => {
+                Ok(Step::Waiting(format!(
+                    "{confirmations} of {} confirmations",
+                    self.cfg.confirmations
+                )))
+            }
+            TxStatus::Included { block, success, fee_paid, .. } => {
+                let env = self.env.as_ref();
+                let conclusion = Conclusion {
+                    success,
+                    block,
+                    fee_paid,
+                    entry_ids: [new_id(env), new_id(env), new_id(env)],
+                };
+                self.store.conclude_withdrawal(&self.ctx(), w.id, conclusion).await?;
+                Ok(Step::Moved(if success {
+                    WithdrawalState::Settled
+                } else {
+                    WithdrawalState::Failed
+                }))
+            }
+        }
+    }
+
+    async fn stored_signed(
+        &self,
+        w: &Withdrawal,
+    ) -> Result<strongroom_chain::SignedTx, EngineError> {
+        self.store.chain_tx(w.id).await?.and_then(|t| t.signed).ok_or_else(|| {
+            StoreError::Corrupt(format!("withdrawal {} has no signed transaction", w.id)).into()
+        })
+    }
+}

@@ -1,0 +1,61 @@
+//! Reconciliation: what the ledger says custody holds, per asset, against what the chain
+//! says our addresses hold. Any difference is reported, to the base unit.
+
+use serde::Serialize;
+use strongroom_chain::ChainClient;
+use strongroom_core::withdrawal::WithdrawalState;
+use strongroom_store::{Store, WithdrawalFilter};
+use strongroom_units::{Address, Amount, AssetSymbol};
+
+use crate::EngineError;
+
+/// One asset's comparison.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Holding {
+    pub asset: AssetSymbol,
+    /// Custody in the ledger (what customers and the treasury are owed).
+    pub ledger: Amount,
+    /// The sum over our addresses on chain.
+    pub chain: Amount,
+    /// Withdrawals sent but not yet settled: while any exist, the two may differ by them.
+    pub in_flight: usize,
+}
+
+impl Holding {
+    pub fn matches(&self) -> bool {
+        self.ledger == self.chain
+    }
+}
+
+/// Compare ledger custody with on-chain balances for `assets` (symbol and token contract,
+/// `None` for the native coin) held at `addresses`.
+pub async fn reconcile(
+    store: &dyn Store,
+    client: &dyn ChainClient,
+    assets: &[(AssetSymbol, Option<Address>)],
+    addresses: &[Address],
+) -> Result<Vec<Holding>, EngineError> {
+    let totals = store.custody_totals().await?;
+    let mut in_flight_by_asset: Vec<AssetSymbol> = Vec::new();
+    for state in [WithdrawalState::Built, WithdrawalState::Signed, WithdrawalState::Broadcast] {
+        let f = WithdrawalFilter { customer_id: None, state: Some(state), limit: 1000 };
+        in_flight_by_asset
+            .extend(store.list_withdrawals(&f).await?.into_iter().map(|w| w.intent.asset.symbol));
+    }
+    let mut out = Vec::new();
+    for (asset, contract) in assets {
+        let ledger = totals.iter().find(|t| &t.asset == asset).map_or(Amount::ZERO, |t| t.custody);
+        let mut chain = Amount::ZERO;
+        for a in addresses {
+            let b = client.balance(a, contract.as_ref()).await?;
+            chain = chain.checked_add(b).map_err(|e| {
+                EngineError::Chain(strongroom_chain::ChainError::Decode(e.to_string()))
+            })?;
+        }
+        // A token withdrawal also burns the native coin for gas.
+        let in_flight =
+            in_flight_by_asset.iter().filter(|s| *s == asset || contract.is_none()).count();
+        out.push(Holding { asset: asset.clone(), ledger, chain, in_flight });
+    }
+    Ok(out)
+}

@@ -1,0 +1,356 @@
+//! Ethereum withdrawals through the engine against a real node (anvil), signed here by one
+//! local key so the engine's own behaviour is under test (the threshold signer processes
+//! are exercised end to end in the CLI's tests): build, sign, store, send, confirm, settle;
+//! a stop after signing or after sending resumes without a second transaction; a withdrawal
+//! whose block is rolled back is sent again and settles once; fees above the cap wait.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::print_stderr
+)] // Test code.
+#![allow(clippy::disallowed_methods)]
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use k256::ecdsa::SigningKey;
+use serde_json::json;
+use strongroom_chain::{check_movement, ChainClient, TxCodec};
+use strongroom_chain_ethereum::anvil::{self, Anvil};
+use strongroom_chain_ethereum::rpc::{EthRpc, Retry};
+use strongroom_chain_ethereum::EthCodec;
+use strongroom_core::ledger::TREASURY_CUSTOMER;
+use strongroom_core::withdrawal::{
+    plan_withdrawal, WithdrawalRequest, WithdrawalRules, WithdrawalState,
+};
+use strongroom_core::{new_id, Env, Intent, SystemEnv, WalletId};
+use strongroom_engine::reconcile::reconcile;
+use strongroom_engine::{
+    EngineError, EthConfig, EthWithdrawals, SignError, Step, StopPoint, TxSigner,
+};
+use strongroom_store::{NewCustomer, NewDeposit, SqlStore, Store, WriteCtx};
+use strongroom_units::{Address, Amount, AssetRegistry, AssetSymbol, ChainId};
+use uuid::Uuid;
+
+const DEST: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+const ETH: u128 = 1_000_000_000_000_000_000;
+
+/// One key, checking like a signer node would: the transaction must match the intent.
+struct KeySigner {
+    key: SigningKey,
+    codec: EthCodec,
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl TxSigner for KeySigner {
+    async fn public_key(&self, _: &WalletId) -> Result<Vec<u8>, SignError> {
+        Ok(self.key.verifying_key().to_encoded_point(true).as_bytes().to_vec())
+    }
+    async fn sign(
+        &self,
+        _: &WalletId,
+        intent: &Intent,
+        unsigned: &[u8],
+    ) -> Result<Vec<u8>, SignError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let refuse = |m: String| SignError { message: m, retryable: false };
+        let m = self.codec.decode(unsigned).map_err(|e| refuse(e.to_string()))?;
+        check_movement(&m, intent).map_err(|e| refuse(e.to_string()))?;
+        let digest = self.codec.digests(unsigned).map_err(|e| refuse(e.to_string()))?[0];
+        let (sig, _) = self.key.sign_prehash_recoverable(&digest).unwrap();
+        Ok(sig.normalize_s().unwrap_or(sig).to_bytes().to_vec())
+    }
+}
+
+struct World {
+    node: Anvil,
+    store: Arc<SqlStore>,
+    signer: Arc<KeySigner>,
+    env: Arc<SystemEnv>,
+    hot: Address,
+    customer: Uuid,
+    _dir: tempfile::TempDir,
+}
+
+fn chain() -> ChainId {
+    ChainId::parse("eip155:31337").unwrap()
+}
+
+fn ctx(env: &dyn Env) -> WriteCtx {
+    WriteCtx { actor: "test".into(), now: env.now(), request_id: None }
+}
+
+impl World {
+    async fn new() -> Option<World> {
+        let node =
+            anvil::for_tests(Path::new(env!("CARGO_MANIFEST_DIR")), 31337, &[]).await.unwrap();
+        let Some(node) = node else {
+            eprintln!("skipped: no anvil (scripts/install-eth-tools)");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+        let store = SqlStore::connect(&url, Default::default()).await.unwrap();
+        store.migrate().await.unwrap();
+        let store = Arc::new(store);
+        let env = Arc::new(SystemEnv::new());
+        let codec = EthCodec::new(chain()).unwrap();
+        let key = SigningKey::from_slice(&[0x42; 32]).unwrap();
+        let hot = codec.address_of(key.verifying_key().to_encoded_point(true).as_bytes()).unwrap();
+        let signer = Arc::new(KeySigner { key, codec, calls: AtomicUsize::new(0) });
+
+        // The hot wallet holds a customer's 2 ETH and the treasury's 0.5 ETH for gas; the
+        // ledger says the same.
+        let c = ctx(env.as_ref());
+        let customer = new_id(env.as_ref());
+        store
+            .create_customer(&c, None, NewCustomer { id: customer, external_id: "alice".into() })
+            .await
+            .unwrap();
+        store.ensure_treasury(&c).await.unwrap();
+        for (who, amount, reference) in
+            [(customer, 2 * ETH, "seed-1"), (TREASURY_CUSTOMER, ETH / 2, "seed-2")]
+        {
+            let d = NewDeposit {
+                id: new_id(env.as_ref()),
+                entry_id: new_id(env.as_ref()),
+                customer_id: who,
+                asset: AssetSymbol::parse("ETH").unwrap(),
+                amount: Amount::from_base_units(amount).unwrap(),
+                reference: reference.into(),
+            };
+            store.credit_deposit(&c, None, d).await.unwrap();
+        }
+        let w = World { node, store, signer, env, hot, customer, _dir: dir };
+        w.rpc()
+            .call("anvil_setBalance", json!([w.hot.as_str(), format!("{:#x}", 5 * ETH / 2)]))
+            .await
+            .unwrap();
+        Some(w)
+    }
+
+    fn rpc(&self) -> EthRpc {
+        EthRpc::new(&self.node.url, chain(), Retry::default()).unwrap()
+    }
+
+    fn engine(&self, stop_at: Option<StopPoint>) -> EthWithdrawals {
+        let cfg = EthConfig {
+            chain: chain(),
+            fee_asset: AssetSymbol::parse("ETH").unwrap(),
+            confirmations: 3,
+            stop_at,
+        };
+        EthWithdrawals::new(
+            self.store.clone(),
+            self.rpc(),
+            self.signer.clone(),
+            self.env.clone(),
+            cfg,
+        )
+    }
+
+    async fn withdraw(&self, amount: &str) -> Uuid {
+        let req = WithdrawalRequest {
+            customer_id: self.customer,
+            asset: "ETH".into(),
+            destination: DEST.into(),
+            amount: amount.into(),
+        };
+        let env = self.env.as_ref();
+        let planned = plan_withdrawal(
+            &AssetRegistry::dev(),
+            &WithdrawalRules::default(),
+            &req,
+            new_id(env),
+            new_id(env),
+            env.now(),
+        )
+        .unwrap();
+        self.store.request_withdrawal(&ctx(env), None, planned).await.unwrap().id
+    }
+
+    async fn state(&self, id: Uuid) -> WithdrawalState {
+        self.store.get_withdrawal(id).await.unwrap().state
+    }
+
+    async fn mine(&self, n: u64) {
+        self.rpc().call("anvil_mine", json!([format!("{n:#x}")])).await.unwrap();
+    }
+
+    /// Drive until the engine waits for confirmations (anvil mines each transaction a
+    /// moment after accepting it).
+    async fn drive_until_broadcast_seen(&self, engine: &EthWithdrawals, id: Uuid) {
+        for _ in 0..100 {
+            engine.drive(id).await.unwrap();
+            let tx = self.store.chain_tx(id).await.unwrap().unwrap();
+            if let Some(s) = &tx.signed {
+                if matches!(
+                    self.rpc().status(&s.txid).await.unwrap(),
+                    strongroom_chain::TxStatus::Included { .. }
+                ) {
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("never included");
+    }
+
+    async fn ledger_matches_chain(&self) {
+        let eth = AssetSymbol::parse("ETH").unwrap();
+        let report = reconcile(
+            self.store.as_ref(),
+            &self.rpc(),
+            &[(eth, None)],
+            std::slice::from_ref(&self.hot),
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.len(), 1);
+        assert!(report[0].matches(), "ledger and chain differ: {report:?}");
+        assert_eq!(report[0].in_flight, 0);
+    }
+}
+
+#[tokio::test]
+async fn a_withdrawal_is_built_signed_sent_confirmed_and_settled_to_the_wei() {
+    let Some(w) = World::new().await else { return };
+    w.ledger_matches_chain().await;
+    let engine = w.engine(None);
+    let id = w.withdraw("0.25").await;
+    w.drive_until_broadcast_seen(&engine, id).await;
+    assert_eq!(w.state(id).await, WithdrawalState::Broadcast, "waits for confirmations");
+    assert!(
+        matches!(engine.step(&w.store.get_withdrawal(id).await.unwrap()).await.unwrap(), Step::Waiting(m) if m.contains("of 3 confirmations"))
+    );
+    w.mine(2).await;
+    engine.drive(id).await.unwrap();
+    assert_eq!(w.state(id).await, WithdrawalState::Settled);
+
+    let rpc = w.rpc();
+    let dest = Address::parse(&chain(), DEST).unwrap();
+    assert_eq!(rpc.balance(&dest, None).await.unwrap().base_units(), ETH / 4);
+    let tx = w.store.chain_tx(id).await.unwrap().unwrap();
+    let fee = tx.fee_paid.unwrap().base_units();
+    assert!(fee > 0 && fee <= tx.fee_reserved.base_units());
+    // The customer paid the amount; the treasury paid the gas; custody matches the chain.
+    let bal = |c: Uuid| {
+        let store = w.store.clone();
+        async move {
+            store
+                .balances(c)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|b| b.asset.as_str() == "ETH")
+                .map(|b| (b.available.base_units(), b.pending.base_units()))
+        }
+    };
+    assert_eq!(bal(w.customer).await, Some((2 * ETH - ETH / 4, 0)));
+    assert_eq!(bal(TREASURY_CUSTOMER).await, Some((ETH / 2 - fee, 0)));
+    w.ledger_matches_chain().await;
+    assert_eq!(w.signer.calls.load(Ordering::SeqCst), 1);
+    assert!(strongroom_store::verify::verify_audit(w.store.as_ref()).await.unwrap().is_intact());
+}
+
+#[tokio::test]
+async fn a_stop_after_signing_or_after_sending_resumes_without_a_second_transaction() {
+    let Some(w) = World::new().await else { return };
+    let rpc = w.rpc();
+    for stop in [StopPoint::AfterSigned, StopPoint::AfterSend] {
+        let id = w.withdraw("0.1").await;
+        let nonce_before = rpc.nonce(&w.hot, false).await.unwrap();
+        let err = w.engine(Some(stop)).drive(id).await.unwrap_err();
+        assert!(matches!(err, EngineError::Stopped(p) if p == stop), "{err}");
+        assert_eq!(
+            w.state(id).await,
+            WithdrawalState::Signed,
+            "the store knows it is signed, not that it was sent"
+        );
+        let stored = w.store.chain_tx(id).await.unwrap().unwrap().signed.unwrap();
+
+        // A new engine (the restarted process) picks it up from the store.
+        let engine = w.engine(None);
+        w.drive_until_broadcast_seen(&engine, id).await;
+        w.mine(3).await;
+        engine.run_once().await.unwrap();
+        assert_eq!(w.state(id).await, WithdrawalState::Settled);
+        // Exactly one transaction left the hot wallet, and it is the stored one.
+        assert_eq!(rpc.nonce(&w.hot, false).await.unwrap(), nonce_before + 1);
+        assert!(matches!(
+            rpc.status(&stored.txid).await.unwrap(),
+            strongroom_chain::TxStatus::Included { success: true, .. }
+        ));
+    }
+    assert_eq!(
+        w.signer.calls.load(Ordering::SeqCst),
+        2,
+        "the signers were asked once per withdrawal"
+    );
+    w.ledger_matches_chain().await;
+}
+
+#[tokio::test]
+async fn a_rolled_back_withdrawal_is_sent_again_and_settles_once() {
+    let Some(w) = World::new().await else { return };
+    let rpc = w.rpc();
+    let engine = w.engine(None);
+    let id = w.withdraw("0.3").await;
+    w.drive_until_broadcast_seen(&engine, id).await;
+    let txid = w.store.chain_tx(id).await.unwrap().unwrap().signed.unwrap().txid;
+    // The block with the withdrawal is rolled back; anvil forgets the transaction.
+    rpc.call("anvil_rollback", json!([1])).await.unwrap();
+    rpc.call("anvil_dropAllTransactions", json!([])).await.unwrap();
+    assert_eq!(rpc.status(&txid).await.unwrap(), strongroom_chain::TxStatus::Unknown);
+    // The engine notices and sends the stored transaction again; it settles once.
+    w.drive_until_broadcast_seen(&engine, id).await;
+    w.mine(3).await;
+    engine.drive(id).await.unwrap();
+    assert_eq!(w.state(id).await, WithdrawalState::Settled);
+    assert_eq!(rpc.nonce(&w.hot, false).await.unwrap(), 1);
+    assert_eq!(w.signer.calls.load(Ordering::SeqCst), 1, "resending needs no new signature");
+    w.ledger_matches_chain().await;
+}
+
+#[tokio::test]
+async fn fees_above_the_cap_wait_and_a_dead_node_changes_nothing() {
+    let Some(w) = World::new().await else { return };
+    let rpc = w.rpc();
+    // Base fee 2,000 gwei: 21,000 gas costs more than the dev cap (21,000 × 1,000 gwei).
+    rpc.call("anvil_setNextBlockBaseFeePerGas", json!(["0x1d1a94a2000"])).await.unwrap();
+    w.mine(1).await;
+    let id = w.withdraw("0.1").await;
+    let engine = w.engine(None);
+    let step = engine.step(&w.store.get_withdrawal(id).await.unwrap()).await.unwrap();
+    assert!(matches!(&step, Step::Waiting(m) if m.contains("above the intent's cap")), "{step:?}");
+    assert_eq!(w.state(id).await, WithdrawalState::Reserved);
+    assert!(w.store.chain_tx(id).await.unwrap().is_none(), "no nonce spent, no fee reserved");
+
+    // The node goes away: the step fails with a clear error and the withdrawal is as it was.
+    let cfg = EthConfig {
+        chain: chain(),
+        fee_asset: AssetSymbol::parse("ETH").unwrap(),
+        confirmations: 3,
+        stop_at: None,
+    };
+    let quick = Retry {
+        attempts: 2,
+        first_delay: std::time::Duration::from_millis(10),
+        timeout: std::time::Duration::from_secs(1),
+    };
+    let dead = EthWithdrawals::new(
+        w.store.clone(),
+        EthRpc::new("http://127.0.0.1:9", chain(), quick).unwrap(),
+        w.signer.clone(),
+        w.env.clone(),
+        cfg,
+    );
+    let err = dead.drive(id).await.unwrap_err();
+    assert!(matches!(&err, EngineError::Node(e) if e.retryable), "{err}");
+    assert_eq!(w.state(id).await, WithdrawalState::Reserved);
+}
