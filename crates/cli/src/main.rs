@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_mpc;
+mod chain;
 mod config;
 mod signers;
 
@@ -57,6 +58,22 @@ enum Command {
         /// real keys).
         #[arg(long, hide = true)]
         test_primes: Option<PathBuf>,
+        /// An Ethereum node's JSON-RPC URL (chain id 31337). Default: start anvil from the
+        /// project's install (scripts/install-eth-tools), if there is one.
+        #[arg(long)]
+        eth_rpc: Option<String>,
+        /// Run without a chain (no withdrawal engine).
+        #[arg(long)]
+        no_chain: bool,
+        /// Confirmations before a withdrawal is settled.
+        #[arg(long, default_value_t = 2)]
+        confirmations: u64,
+    },
+    /// Compare ledger custody with on-chain balances (the dev chain's hot wallet); exits 1
+    /// on any difference.
+    Reconcile {
+        #[arg(long, default_value = DEV_DATA_DIR)]
+        data_dir: PathBuf,
     },
     /// Run one MPC signer node (what `strongroom-signer` runs).
     Signer {
@@ -203,9 +220,26 @@ fn init_logging(format: LogFormat) {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Dev { data_dir, listen, signer_base_port, no_signers, test_primes } => {
+        Command::Dev {
+            data_dir,
+            listen,
+            signer_base_port,
+            no_signers,
+            test_primes,
+            eth_rpc,
+            no_chain,
+            confirmations,
+        } => {
             let signers = (!no_signers).then_some((signer_base_port, test_primes));
-            dev(&data_dir, listen, signers).await
+            let chain = (!no_chain && !no_signers).then_some((eth_rpc, confirmations));
+            dev(&data_dir, listen, signers, chain).await
+        }
+        Command::Reconcile { data_dir } => {
+            let data_dir = absolute(&data_dir)?;
+            let store =
+                SqlStore::connect(&Config::sqlite_url(&data_dir), strongroom_store::sql_options(2))
+                    .await?;
+            chain::reconcile_command(&data_dir, &store).await
         }
         Command::Signer { config, exit_with_stdin } => run_signer(&config, exit_with_stdin).await,
         Command::Mpc { command } => signers::mpc(command).await,
@@ -335,6 +369,7 @@ async fn dev(
     data_dir: &Path,
     listen: std::net::SocketAddr,
     signer_opts: Option<(u16, Option<PathBuf>)>,
+    chain_opts: Option<(Option<String>, u64)>,
 ) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -374,7 +409,7 @@ async fn dev(
     let token_path = data_dir.join("operator.token");
     write_secret(&token_path, token.token.expose_secret())?;
 
-    let started = start(&config, store, env).await?;
+    let started = start(&config, store.clone(), env).await?;
     let signers = match signer_opts {
         Some((port, primes)) => {
             let pki = DevPki::in_dir(&config.data_dir.join("tls"));
@@ -384,6 +419,13 @@ async fn dev(
             )
         }
         None => None,
+    };
+    let chain = match (&signers, chain_opts) {
+        (Some(_), Some((rpc, confirmations))) => {
+            let orch = signers::ClusterFile::load(&data_dir)?.orchestrator()?;
+            chain::start_dev_chain(&data_dir, store.clone(), orch, rpc, confirmations).await?
+        }
+        _ => None,
     };
     let url = format!("https://{}", started.running.addr);
     let ca = started.ca.map(|p| p.display().to_string()).unwrap_or_default();
@@ -401,6 +443,10 @@ async fn dev(
             println!("  Key {:<10}  {:?} {}", k.key_id, k.scheme, k.public_key);
         }
     }
+    if let Some(c) = &chain {
+        println!("  Ethereum:       {} (chain {})", c.rpc_url, chain::DEV_CHAIN);
+        println!("  Hot wallet:     hot-eth-1 {}", c.hot_wallet.as_str());
+    }
     println!();
     println!("Try:");
     println!("  curl --cacert {ca} {url}/v1/health");
@@ -415,6 +461,9 @@ async fn dev(
     println!();
     println!("Stop with Ctrl-C. Data stays in {}.", data_dir.display());
     wait_for_signal(started.running).await;
+    if let Some(c) = chain {
+        c.stop();
+    }
     if let Some(s) = signers {
         s.stop().await;
     }

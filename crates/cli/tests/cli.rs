@@ -51,8 +51,13 @@ fn primes_fixture() -> String {
 }
 
 fn start_dev(data_dir: &std::path::Path) -> Dev {
+    start_dev_with(data_dir, &[], &[])
+}
+
+fn start_dev_with(data_dir: &std::path::Path, extra: &[&str], envs: &[(&str, &str)]) -> Dev {
     let port = free_port();
     let mut child = Command::new(BIN)
+        .envs(envs.iter().copied())
         .args([
             "dev",
             "--data-dir",
@@ -64,6 +69,7 @@ fn start_dev(data_dir: &std::path::Path) -> Dev {
             "--test-primes",
             &primes_fixture(),
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -348,5 +354,183 @@ fn dev_signers_produce_threshold_signatures_from_the_cli() {
     let db = std::fs::read(data.join("strongroom.db")).unwrap();
     let db = String::from_utf8_lossy(&db);
     assert!(!db.contains("key_package") && !db.contains("signing_share"));
+    drop(dev);
+}
+
+/// A real Ethereum node for a test, or None when anvil is not installed (an error under
+/// STRONGROOM_REQUIRE_ANVIL=1, as in CI).
+struct TestChain {
+    child: Child,
+    url: String,
+}
+
+impl Drop for TestChain {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_anvil(extra: &[&str]) -> Option<TestChain> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let Some(bin) = strongroom_chain_ethereum::anvil::find(root) else {
+        assert!(
+            std::env::var_os("STRONGROOM_REQUIRE_ANVIL").is_none(),
+            "STRONGROOM_REQUIRE_ANVIL is set but anvil is not installed"
+        );
+        println!("SKIPPED: no anvil (scripts/install-eth-tools)");
+        return None;
+    };
+    let mut child = Command::new(bin)
+        .args(["--host", "127.0.0.1", "--port", "0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines.next().expect("anvil printed where it listens").unwrap();
+        if let Some(addr) = line.trim().strip_prefix("Listening on ") {
+            break format!("http://{addr}");
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Some(TestChain { child, url })
+}
+
+fn rpc(url: &str, method: &str, params: serde_json::Value) -> serde_json::Value {
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let (ok, out) =
+        curl(&["-X", "POST", "-H", "Content-Type: application/json", "-d", &body.to_string(), url])
+            .unwrap();
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v.get("error").is_none(), "{method}: {v}");
+    v["result"].clone()
+}
+
+fn api(dev: &Dev, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+    let auth = format!("Authorization: Bearer {}", dev.token);
+    let url = format!("{}{path}", dev.url);
+    let key = format!("Idempotency-Key: k-{}", uuid_like());
+    let mut args = vec!["--cacert", &dev.ca, "-X", method, "-H", &auth, "-H", &key];
+    let text;
+    if let Some(b) = &body {
+        text = b.to_string();
+        args.extend(["-H", "Content-Type: application/json", "-d", &text]);
+    }
+    args.push(&url);
+    let (ok, out) = curl(&args).unwrap();
+    assert!(ok, "{out}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+/// The end-to-end run: `strongroom dev` on a real Ethereum node; a customer's ETH
+/// arrives in the hot wallet and is credited; a withdrawal is signed 2-of-3 by the signer
+/// processes, stored, and then the orchestrator dies (abort, as a kill would) before it
+/// broadcasts. After a restart exactly one transaction is on chain, the withdrawal settles,
+/// and the ledger reconciles with the chain to the wei.
+#[test]
+fn dev_withdraws_eth_signed_by_the_signer_processes_and_survives_a_crash_before_broadcast() {
+    let Some(chain) = start_anvil(&["--block-time", "1"]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let rpc_args = ["--eth-rpc", chain.url.as_str(), "--confirmations", "2"];
+    let mut dev = start_dev_with(&data, &rpc_args, &[("STRONGROOM_TEST_STOP_AFTER", "signed")]);
+    let chain_file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("chain.json")).unwrap()).unwrap();
+    let hot = chain_file["wallets"][0][1].as_str().unwrap().to_owned();
+
+    // A customer sends 1 ETH from their own wallet (an anvil account) to us; the operator
+    // credits it.
+    let customer =
+        api(&dev, "POST", "/v1/customers", Some(serde_json::json!({"external_id": "erin"})));
+    let customer_id = customer["id"].as_str().unwrap().to_owned();
+    let from =
+        rpc(&chain.url, "eth_accounts", serde_json::json!([]))[0].as_str().unwrap().to_owned();
+    let sent = rpc(
+        &chain.url,
+        "eth_sendTransaction",
+        serde_json::json!([{"from": from, "to": hot, "value": "0xde0b6b3a7640000"}]),
+    );
+    api(
+        &dev,
+        "POST",
+        "/v1/deposits",
+        Some(serde_json::json!({
+            "customer_id": customer_id, "asset": "ETH", "amount": "1", "reference": format!("{}:0", sent.as_str().unwrap()),
+        })),
+    );
+
+    // The withdrawal: signed by two signer processes, stored, then the process dies.
+    let dest = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+    let w = api(
+        &dev,
+        "POST",
+        "/v1/withdrawals",
+        Some(serde_json::json!({
+            "customer_id": customer_id, "asset": "ETH", "destination": dest, "amount": "0.25",
+        })),
+    );
+    let id = w["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(s) = dev.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the engine never reached the stop point");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success(), "dev died at the stop point: {status:?}");
+    let nonce =
+        |tag: &str| rpc(&chain.url, "eth_getTransactionCount", serde_json::json!([hot, tag]));
+    assert_eq!(nonce("pending"), "0x0", "nothing was broadcast before the crash");
+    std::thread::sleep(Duration::from_millis(500)); // the signer children see stdin close
+
+    // Restart: the stored transaction is sent, confirmed, settled.
+    let dev = start_dev_with(&data, &rpc_args, &[]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let w = api(&dev, "GET", &format!("/v1/withdrawals/{id}"), None);
+        if w["state"] == "settled" {
+            break w;
+        }
+        assert!(Instant::now() < deadline, "not settled: {w}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(nonce("latest"), "0x1", "exactly one transaction left the hot wallet");
+    let txid = done["transaction"]["txid"].as_str().unwrap();
+    let tx = rpc(&chain.url, "eth_getTransactionByHash", serde_json::json!([txid]));
+    assert_eq!(tx["from"].as_str().unwrap().to_lowercase(), hot.to_lowercase());
+    assert_eq!(tx["to"].as_str().unwrap().to_lowercase(), dest.to_lowercase());
+    assert_eq!(tx["value"], "0x3782dace9d90000");
+    let got = rpc(&chain.url, "eth_getBalance", serde_json::json!([dest, "latest"]));
+    assert_eq!(got, "0x3782dace9d90000", "0.25 ETH arrived");
+    let balances = api(&dev, "GET", &format!("/v1/customers/{customer_id}/balances"), None);
+    assert!(balances.to_string().contains("750000000000000000"), "{balances}");
+
+    let out = Command::new(BIN)
+        .args(["reconcile", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("match"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(BIN)
+        .args(["audit", "verify", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     drop(dev);
 }

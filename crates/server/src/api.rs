@@ -220,6 +220,33 @@ pub struct WithdrawalView {
     pub intent_hash: String,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// The transaction on chain, once built (single-withdrawal reads only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<TransactionView>,
+}
+
+/// A withdrawal's transaction.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TransactionView {
+    pub nonce: u64,
+    /// Set once signed (before it is ever broadcast).
+    pub txid: Option<String>,
+    pub block_number: Option<u64>,
+    pub block_hash: Option<String>,
+    /// Base units of the chain's fee asset, once final.
+    pub fee_paid: Option<String>,
+}
+
+impl From<&strongroom_store::ChainTx> for TransactionView {
+    fn from(t: &strongroom_store::ChainTx) -> Self {
+        TransactionView {
+            nonce: t.nonce,
+            txid: t.signed.as_ref().map(|s| s.txid.clone()),
+            block_number: t.block.as_ref().map(|b| b.number),
+            block_hash: t.block.as_ref().map(|b| b.hash.clone()),
+            fee_paid: t.fee_paid.map(|f| f.to_string()),
+        }
+    }
 }
 
 impl From<&Withdrawal> for WithdrawalView {
@@ -240,6 +267,7 @@ impl From<&Withdrawal> for WithdrawalView {
             intent_hash: w.intent_hash.clone(),
             created_at_ms: w.created_at.unix_ms(),
             updated_at_ms: w.updated_at.unix_ms(),
+            transaction: None,
         }
     }
 }
@@ -626,7 +654,10 @@ async fn get_withdrawal(
     id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Json<WithdrawalView>, ApiError> {
     p.require(READERS)?;
-    Ok(Json((&state.store().get_withdrawal(path_id(id)?).await?).into()))
+    let id = path_id(id)?;
+    let mut view: WithdrawalView = (&state.store().get_withdrawal(id).await?).into();
+    view.transaction = state.store().chain_tx(id).await?.as_ref().map(TransactionView::from);
+    Ok(Json(view))
 }
 
 /// Cancel a reserved withdrawal: its funds return to available.

@@ -1,0 +1,297 @@
+//! The dev stack's Ethereum side: anvil (started from the project's pinned install, or a
+//! node named with `--eth-rpc`), the hot wallet funded for gas from a dev faucet that the
+//! ledger records as treasury money, the withdrawal engine driving withdrawals through the
+//! signer nodes, and `strongroom reconcile`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use strongroom_chain::ChainClient;
+use strongroom_chain_ethereum::anvil::{self, Anvil};
+use strongroom_chain_ethereum::rpc::{EthRpc, Retry};
+use strongroom_core::ledger::TREASURY_CUSTOMER;
+use strongroom_core::{new_id, Env, Intent, SystemEnv, WalletId};
+use strongroom_engine::{EngineError, EthConfig, EthWithdrawals, SignError, StopPoint, TxSigner};
+use strongroom_signer::wire::{KeyInfo, SignRequest, TxFormat};
+use strongroom_signer::Orchestrator;
+use strongroom_store::{NewDeposit, SqlStore, Store, WriteCtx};
+use strongroom_units::{Address, Amount, AssetSymbol, ChainId};
+
+/// The dev chain's id (anvil's default).
+pub const DEV_CHAIN: &str = "eip155:31337";
+/// What the dev faucet gives the treasury on first start, in wei (100 ETH).
+const DEV_FAUCET_WEI: u128 = 100 * 1_000_000_000_000_000_000;
+
+/// The signer nodes as the engine's `TxSigner`: two live nodes that hold the wallet's key
+/// each decode the transaction and check it against the intent, then sign from a
+/// presignature.
+pub struct OrchestratorSigner {
+    orch: Orchestrator,
+    env: SystemEnv,
+}
+
+impl std::fmt::Debug for OrchestratorSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrchestratorSigner").finish_non_exhaustive()
+    }
+}
+
+impl OrchestratorSigner {
+    pub fn new(orch: Orchestrator) -> Self {
+        OrchestratorSigner { orch, env: SystemEnv::new() }
+    }
+
+    async fn key(&self, wallet: &WalletId) -> Result<(KeyInfo, Vec<u16>), SignError> {
+        let live = self.orch.live_nodes().await;
+        let mut holders = Vec::new();
+        let mut info = None;
+        for n in live {
+            if let Ok(s) = self.orch.status(n).await {
+                if let Some(k) = s.keys.into_iter().find(|k| k.key_id == wallet.as_str()) {
+                    holders.push(n);
+                    info.get_or_insert(k);
+                }
+            }
+        }
+        let info = info.ok_or_else(|| SignError {
+            message: format!("no live signer node holds a key for wallet {}", wallet.as_str()),
+            retryable: true,
+        })?;
+        if holders.len() < usize::from(info.threshold) {
+            return Err(SignError {
+                message: format!(
+                    "only {} of the {} signer nodes needed for {} are up",
+                    holders.len(),
+                    info.threshold,
+                    wallet.as_str()
+                ),
+                retryable: true,
+            });
+        }
+        holders.truncate(usize::from(info.threshold));
+        Ok((info, holders))
+    }
+}
+
+#[async_trait]
+impl TxSigner for OrchestratorSigner {
+    async fn public_key(&self, wallet: &WalletId) -> Result<Vec<u8>, SignError> {
+        let (info, _) = self.key(wallet).await?;
+        hex::decode(&info.public_key).map_err(|_| SignError {
+            message: "malformed key from signers".into(),
+            retryable: false,
+        })
+    }
+
+    async fn sign(
+        &self,
+        wallet: &WalletId,
+        intent: &Intent,
+        unsigned: &[u8],
+    ) -> Result<Vec<u8>, SignError> {
+        let (info, signers) = self.key(wallet).await?;
+        let request = SignRequest {
+            intent: hex::encode(
+                intent
+                    .encode()
+                    .map_err(|e| SignError { message: e.to_string(), retryable: false })?,
+            ),
+            format: TxFormat::Eip1559,
+            tx: hex::encode(unsigned),
+            path: vec![],
+        };
+        let signed =
+            self.orch.sign_pooled(&self.env, &info, &signers, &request).await.map_err(|r| {
+                SignError {
+                    message: format!("node {} ({}): {}", r.node, r.code, r.message),
+                    retryable: matches!(r.code.as_str(), "unreachable" | "timeout"),
+                }
+            })?;
+        Ok(signed.signature)
+    }
+}
+
+/// Where the dev chain is, for `strongroom reconcile` and scripts (`DATA/chain.json`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChainFile {
+    pub rpc_url: String,
+    pub chain: String,
+    pub wallets: Vec<(String, String)>,
+}
+
+impl ChainFile {
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join("chain.json")
+    }
+    pub fn load(data_dir: &Path) -> anyhow::Result<Self> {
+        let p = Self::path(data_dir);
+        let text = std::fs::read_to_string(&p)
+            .with_context(|| format!("{}: run `strongroom dev` with a chain first", p.display()))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+}
+
+/// The running dev chain and engine.
+#[derive(Debug)]
+pub struct DevChain {
+    _anvil: Option<Anvil>,
+    engine: tokio::task::JoinHandle<()>,
+    pub rpc_url: String,
+    pub hot_wallet: Address,
+}
+
+impl DevChain {
+    pub fn stop(self) {
+        self.engine.abort();
+    }
+}
+
+/// Start (or connect to) the dev chain, fund the hot wallet once, and run the engine.
+pub async fn start_dev_chain(
+    data_dir: &Path,
+    store: Arc<SqlStore>,
+    orch: Orchestrator,
+    rpc_url: Option<String>,
+    confirmations: u64,
+) -> anyhow::Result<Option<DevChain>> {
+    let chain = ChainId::parse(DEV_CHAIN)?;
+    let (node, url) = match rpc_url {
+        Some(url) => (None, url),
+        None => {
+            let root = std::env::current_dir()?;
+            let exe_dir =
+                std::env::current_exe()?.parent().map(Path::to_path_buf).unwrap_or_default();
+            let Some(bin) = anvil::find(&root).or_else(|| anvil::find(&exe_dir)) else {
+                eprintln!("  No Ethereum node: run scripts/install-eth-tools (anvil) or pass --eth-rpc URL.");
+                return Ok(None);
+            };
+            let state_dir = data_dir.join("anvil");
+            std::fs::create_dir_all(&state_dir)?;
+            let state = state_dir.join("state.json");
+            let state = state.to_str().context("data folder path is not UTF-8")?;
+            // One block a second so confirmations come; state saved every second.
+            let args = ["--block-time", "1", "--state", state, "--state-interval", "1"];
+            let a = Anvil::start(&bin, 31337, &args).await.context("starting anvil")?;
+            let url = a.url.clone();
+            (Some(a), url)
+        }
+    };
+    let rpc =
+        EthRpc::new(&url, chain.clone(), Retry::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    rpc.check_chain().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    let signer: Arc<dyn TxSigner> = Arc::new(OrchestratorSigner::new(orch));
+    let env: Arc<dyn Env> = Arc::new(SystemEnv::new());
+    let stop_at = match std::env::var("STRONGROOM_TEST_STOP_AFTER") {
+        Ok(v) => Some(StopPoint::parse(&v).context("STRONGROOM_TEST_STOP_AFTER: signed or sent")?),
+        Err(_) => None,
+    };
+    let cfg = EthConfig {
+        chain: chain.clone(),
+        fee_asset: AssetSymbol::parse("ETH")?,
+        confirmations,
+        stop_at,
+    };
+    let engine = EthWithdrawals::new(store.clone(), rpc.clone(), signer, env.clone(), cfg);
+    let wallet = WalletId::parse("hot-eth-1")?;
+    let (_, hot) =
+        engine.wallet(&wallet).await.map_err(|e| anyhow::anyhow!("hot wallet key: {e}"))?;
+    fund_treasury(store.as_ref(), &rpc, env.as_ref(), &hot).await?;
+    let file = ChainFile {
+        rpc_url: url.clone(),
+        chain: chain.as_str().into(),
+        wallets: vec![(wallet.as_str().into(), hot.as_str().into())],
+    };
+    std::fs::write(ChainFile::path(data_dir), serde_json::to_vec_pretty(&file)?)?;
+
+    let engine = tokio::spawn(async move {
+        loop {
+            match engine.run_once().await {
+                Ok(_) => {}
+                Err(EngineError::Stopped(p)) => {
+                    // A test asked for a crash here: die like a killed process would.
+                    eprintln!("engine: stopping at {p:?} as STRONGROOM_TEST_STOP_AFTER asks");
+                    std::process::abort();
+                }
+                Err(e) => tracing::warn!(error = %e, "engine pass failed"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    Ok(Some(DevChain { _anvil: node, engine, rpc_url: url, hot_wallet: hot }))
+}
+
+/// On first start, a dev faucet puts 100 ETH of gas money in the hot wallet, and the
+/// ledger records it as the treasury's, so custody and chain agree from the start.
+async fn fund_treasury(
+    store: &dyn Store,
+    rpc: &EthRpc,
+    env: &dyn Env,
+    hot: &Address,
+) -> anyhow::Result<()> {
+    let ctx = WriteCtx { actor: "cli:dev".into(), now: env.now(), request_id: None };
+    store.ensure_treasury(&ctx).await?;
+    let eth = AssetSymbol::parse("ETH")?;
+    let funded = store.balances(TREASURY_CUSTOMER).await?.iter().any(|b| b.asset == eth);
+    if funded {
+        return Ok(());
+    }
+    let have = rpc.balance(hot, None).await.map_err(|e| anyhow::anyhow!("{e}"))?.base_units();
+    let want = have.checked_add(DEV_FAUCET_WEI).context("balance overflow")?;
+    rpc.call("anvil_setBalance", json!([hot.as_str(), format!("{want:#x}")]))
+        .await
+        .map_err(|e| anyhow::anyhow!("dev faucet (anvil_setBalance): {e}"))?;
+    let deposit = NewDeposit {
+        id: new_id(env),
+        entry_id: new_id(env),
+        customer_id: TREASURY_CUSTOMER,
+        asset: eth,
+        amount: Amount::from_base_units(DEV_FAUCET_WEI)?,
+        reference: format!("dev-faucet:{}", hot.as_str()),
+    };
+    store.credit_deposit(&ctx, None, deposit).await?;
+    Ok(())
+}
+
+/// `strongroom reconcile`: ledger custody against the chain, per asset; exit 1 on any
+/// difference.
+pub async fn reconcile_command(
+    data_dir: &Path,
+    store: &dyn Store,
+) -> anyhow::Result<std::process::ExitCode> {
+    let file = ChainFile::load(data_dir)?;
+    let chain = ChainId::parse(&file.chain)?;
+    let rpc = EthRpc::new(&file.rpc_url, chain.clone(), Retry::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let addresses = file
+        .wallets
+        .iter()
+        .map(|(_, a)| Address::parse(&chain, a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let assets = vec![(AssetSymbol::parse("ETH")?, None)];
+    let report = strongroom_engine::reconcile::reconcile(store, &rpc, &assets, &addresses)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut ok = true;
+    for h in &report {
+        let verdict = if h.matches() { "match" } else { "DIFFERENT" };
+        ok &= h.matches();
+        println!(
+            "{:<6} ledger {:>30}  chain {:>30}  {verdict}{}",
+            h.asset.as_str(),
+            h.ledger.base_units(),
+            h.chain.base_units(),
+            if h.in_flight > 0 {
+                format!(" ({} withdrawals in flight)", h.in_flight)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(if ok { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
+}
