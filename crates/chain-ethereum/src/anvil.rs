@@ -90,3 +90,82 @@ pub async fn for_tests(
         }
     }
 }
+
+/// The test ERC-20 (`tools/eth/contracts/TestToken.sol`), built by `scripts/build-test-token`.
+pub const TEST_TOKEN_JSON: &str = include_str!("../fixtures/TestToken.json");
+
+alloy_sol_types::sol! {
+    function mint(address to, uint256 value) external;
+}
+
+/// Deploy the test ERC-20 from `from` (an account the node unlocks, e.g. anvil's first)
+/// and return its address.
+pub async fn deploy_test_token(
+    rpc: &crate::rpc::EthRpc,
+    from: &str,
+    name: &str,
+    symbol: &str,
+    decimals: u8,
+) -> Result<strongroom_units::Address, strongroom_chain::ClientError> {
+    use alloy_sol_types::SolValue;
+    let fail = |m: String| strongroom_chain::ClientError { message: m, retryable: false };
+    let artifact: serde_json::Value =
+        serde_json::from_str(TEST_TOKEN_JSON).map_err(|e| fail(format!("token artifact: {e}")))?;
+    let code = artifact.get("bytecode").and_then(|b| b.as_str()).unwrap_or_default();
+    // A uint8 is ABI-encoded as one 32-byte word, like a uint256 of the same value.
+    let args = (name.to_owned(), symbol.to_owned(), alloy_primitives::U256::from(decimals))
+        .abi_encode_params();
+    let data = format!("{code}{}", hex::encode(args));
+    let receipt =
+        send_and_wait(rpc, serde_json::json!({"from": from, "data": data, "gas": "0x200000"}))
+            .await?;
+    let created = receipt.get("contractAddress").and_then(|a| a.as_str()).unwrap_or_default();
+    let a: alloy_primitives::Address =
+        created.parse().map_err(|_| fail(format!("no contract address in {receipt}")))?;
+    use strongroom_chain::TxCodec;
+    strongroom_units::Address::parse(rpc.codec().chain(), &a.to_checksum(None))
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// Mint `value` base units of the test token to `to` (only its deployer may).
+pub async fn mint_test_token(
+    rpc: &crate::rpc::EthRpc,
+    from: &str,
+    token: &strongroom_units::Address,
+    to: &strongroom_units::Address,
+    value: u128,
+) -> Result<String, strongroom_chain::ClientError> {
+    use alloy_sol_types::SolCall;
+    let to = crate::eth_address(to)
+        .map_err(|e| strongroom_chain::ClientError { message: e.to_string(), retryable: false })?;
+    let data = mintCall { to, value: alloy_primitives::U256::from(value) }.abi_encode();
+    let call = serde_json::json!({"from": from, "to": token.as_str(), "data": format!("0x{}", hex::encode(data)), "gas": "0x100000"});
+    let receipt = send_and_wait(rpc, call).await?;
+    Ok(receipt.get("transactionHash").and_then(|h| h.as_str()).unwrap_or_default().to_owned())
+}
+
+/// `eth_sendTransaction` from an unlocked account, then wait (up to 10 s) for its receipt;
+/// a reverted transaction is an error.
+pub async fn send_and_wait(
+    rpc: &crate::rpc::EthRpc,
+    tx: serde_json::Value,
+) -> Result<serde_json::Value, strongroom_chain::ClientError> {
+    let hash = rpc.call("eth_sendTransaction", serde_json::json!([tx])).await?;
+    for _ in 0..200 {
+        let r = rpc.call("eth_getTransactionReceipt", serde_json::json!([hash])).await?;
+        if !r.is_null() {
+            if r.get("status").and_then(|s| s.as_str()) != Some("0x1") {
+                return Err(strongroom_chain::ClientError {
+                    message: format!("transaction {hash} reverted"),
+                    retryable: false,
+                });
+            }
+            return Ok(r);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(strongroom_chain::ClientError {
+        message: format!("transaction {hash} was not mined in 10 s"),
+        retryable: true,
+    })
+}
