@@ -27,26 +27,35 @@ pub fn find(root: &Path) -> Option<PathBuf> {
     })
 }
 
-/// A running anvil. Killed when dropped.
+/// A running anvil. Stopped when dropped, and also when this process dies, however it
+/// dies: anvil runs under a small `sh` watcher that kills it once our end of its stdin
+/// closes (a killed parent leaves no orphaned node behind).
 #[derive(Debug)]
 pub struct Anvil {
     child: Child,
+    watch: Option<tokio::process::ChildStdin>,
     pub url: String,
     pub chain_id: u64,
 }
+
+/// Runs anvil ("$0" with "$@") in the background, waits for stdin to close, then stops it.
+const WATCHER: &str = r#""$0" "$@" </dev/null & a=$!; read -r _; kill "$a" 2>/dev/null; wait "$a""#;
 
 impl Anvil {
     /// Start `binary` on a free loopback port with `chain_id` and any `extra` arguments
     /// (`--no-mining`, `--state FILE`, …) and wait until it listens.
     pub async fn start(binary: &Path, chain_id: u64, extra: &[&str]) -> std::io::Result<Anvil> {
-        let mut child = Command::new(binary)
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHER)
+            .arg(binary)
             .args(["--host", "127.0.0.1", "--port", "0", "--chain-id", &chain_id.to_string()])
             .args(extra)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
             .spawn()?;
+        let watch = child.stdin.take();
         let stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout"))?;
         let mut lines = BufReader::new(stdout).lines();
         let listening = async {
@@ -57,17 +66,27 @@ impl Anvil {
             }
             Err(std::io::Error::other("anvil exited before it listened"))
         };
-        let addr = tokio::time::timeout(Duration::from_secs(20), listening)
-            .await
-            .map_err(|_| std::io::Error::other("anvil did not start within 20 s"))??;
+        let addr = match tokio::time::timeout(Duration::from_secs(20), listening).await {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(std::io::Error::other("anvil did not start within 20 s")),
+        };
         // Keep draining its output so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Anvil { child, url: format!("http://{addr}"), chain_id })
+        Ok(Anvil { child, watch, url: format!("http://{addr}"), chain_id })
     }
 
-    /// Stop the node now.
+    /// Stop the node and wait until it has exited.
     pub async fn stop(mut self) {
-        let _ = self.child.kill().await;
+        self.watch.take();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        // Closing the watcher's stdin makes it stop anvil.
+        self.watch.take();
     }
 }
 

@@ -121,6 +121,8 @@ pub enum EntryKind {
     FeeRelease,
     /// The fee the network took: out of custody.
     FeePaid,
+    /// A credited deposit whose transaction was reorganised off the chain: taken back.
+    DepositReversal,
 }
 
 impl EntryKind {
@@ -133,6 +135,7 @@ impl EntryKind {
             EntryKind::FeeReserve => "fee_reserve",
             EntryKind::FeeRelease => "fee_release",
             EntryKind::FeePaid => "fee_paid",
+            EntryKind::DepositReversal => "deposit_reversal",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -144,6 +147,7 @@ impl EntryKind {
             Self::FeeReserve,
             Self::FeeRelease,
             Self::FeePaid,
+            Self::DepositReversal,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -325,6 +329,24 @@ impl JournalEntry {
             AccountRef::pending(TREASURY_CUSTOMER, asset),
             amount,
         )
+    }
+    /// Take back a credited deposit that is no longer on the chain: the customer's available
+    /// balance and custody both shrink (refused, like any posting, if it would go negative).
+    pub fn deposit_reversal(
+        id: Uuid,
+        customer: Uuid,
+        asset: &AssetSymbol,
+        amount: Amount,
+    ) -> Result<Self, LedgerError> {
+        let mut e = Self::deposit(id, customer, asset, amount)?;
+        e.kind = EntryKind::DepositReversal;
+        for p in &mut e.postings {
+            p.side = match p.side {
+                Side::Debit => Side::Credit,
+                Side::Credit => Side::Debit,
+            };
+        }
+        Ok(e)
     }
     /// Return the unburned part of a fee reservation.
     pub fn fee_release(id: Uuid, asset: &AssetSymbol, amount: Amount) -> Result<Self, LedgerError> {

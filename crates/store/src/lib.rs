@@ -152,6 +152,60 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         conclusion: Conclusion,
     ) -> Result<ChainTx>;
     async fn chain_tx(&self, withdrawal_id: Uuid) -> Result<Option<ChainTx>>;
+    /// The customer's deposit address on `chain`, made (index allocated, address derived)
+    /// on first request; the same one after that.
+    async fn deposit_address(
+        &self,
+        ctx: &WriteCtx,
+        new: NewDepositAddress,
+    ) -> Result<DepositAddress>;
+    async fn deposit_addresses(
+        &self,
+        chain: &strongroom_units::ChainId,
+    ) -> Result<Vec<DepositAddress>>;
+    /// The next block the watcher reads on `chain`, if it has started.
+    async fn chain_cursor(&self, chain: &strongroom_units::ChainId) -> Result<Option<u64>>;
+    /// The blocks the watcher read most recently, highest first.
+    async fn recent_blocks(
+        &self,
+        chain: &strongroom_units::ChainId,
+        limit: u32,
+    ) -> Result<Vec<strongroom_chain::BlockRef>>;
+    /// Store what a watcher pass read and move the cursor, in one commit. A transfer seen
+    /// again (re-included after a reorganisation) gets its new block.
+    async fn record_scan(&self, ctx: &WriteCtx, batch: ScanBatch) -> Result<()>;
+    /// A reorganisation from block `fork` on: forget those blocks, move the cursor back, and
+    /// mark the transfers in them orphaned until they are seen again or resolved.
+    async fn rewind_chain(
+        &self,
+        ctx: &WriteCtx,
+        chain: &strongroom_units::ChainId,
+        fork: u64,
+    ) -> Result<()>;
+    async fn chain_deposits(
+        &self,
+        chain: &strongroom_units::ChainId,
+        state: Option<ChainDepositState>,
+    ) -> Result<Vec<ChainDeposit>>;
+    /// Credit a seen transfer to its customer's ledger (once).
+    async fn credit_chain_deposit(
+        &self,
+        ctx: &WriteCtx,
+        chain: &strongroom_units::ChainId,
+        txid: &str,
+        log_index: u64,
+        ids: [Uuid; 2],
+    ) -> Result<ChainDeposit>;
+    /// An orphaned transfer that the chain no longer has: dropped if never credited; else
+    /// its credit is reversed, or held (and alerted) if the customer no longer has it.
+    async fn resolve_orphan(
+        &self,
+        ctx: &WriteCtx,
+        chain: &strongroom_units::ChainId,
+        txid: &str,
+        log_index: u64,
+        entry_id: Uuid,
+    ) -> Result<ChainDeposit>;
     /// The treasury's customer row (see `core::ledger::TREASURY_CUSTOMER`); made on first use.
     async fn ensure_treasury(&self, ctx: &WriteCtx) -> Result<Customer>;
     async fn get_withdrawal(&self, id: Uuid) -> Result<Withdrawal>;

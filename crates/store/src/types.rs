@@ -216,3 +216,103 @@ pub struct Conclusion {
     /// fee released.
     pub entry_ids: [Uuid; 3],
 }
+
+/// Derives the address at a path index (pure; may run more than once).
+pub type AddressDeriver = std::sync::Arc<dyn Fn(u32) -> Result<String, String> + Send + Sync>;
+
+/// A request for a customer's deposit address on a chain.
+#[derive(Clone)]
+pub struct NewDepositAddress {
+    pub chain: strongroom_units::ChainId,
+    pub wallet: String,
+    pub customer_id: Uuid,
+    pub derive: AddressDeriver,
+}
+
+impl std::fmt::Debug for NewDepositAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewDepositAddress")
+            .field("chain", &self.chain)
+            .field("customer_id", &self.customer_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A customer's deposit address: the hot wallet key's child at `[0, path_index]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DepositAddress {
+    pub chain: strongroom_units::ChainId,
+    pub customer_id: Uuid,
+    pub wallet: String,
+    pub path_index: u32,
+    pub address: String,
+    pub created_at: Timestamp,
+}
+
+/// A transfer into one of our addresses, as the watcher saw it in a block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenTransfer {
+    pub txid: String,
+    pub log_index: u64,
+    pub to_address: String,
+    /// Whose it is: the address's customer, or the treasury for a hot wallet.
+    pub customer_id: Uuid,
+    pub asset: AssetSymbol,
+    pub amount: Amount,
+    pub block: strongroom_chain::BlockRef,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChainDepositState {
+    /// In a block on the canonical chain.
+    Seen,
+    /// Its block was reorganised away; it may come back in another.
+    Orphaned,
+    /// Gone from the chain before it was credited.
+    Dropped,
+    /// Gone from the chain after it was credited; the credit was taken back.
+    Reversed,
+    /// Gone from the chain after it was credited, and the credit could not be taken back
+    /// (the customer no longer has it): an alert for the security team.
+    Held,
+}
+
+impl ChainDepositState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Seen => "seen",
+            Self::Orphaned => "orphaned",
+            Self::Dropped => "dropped",
+            Self::Reversed => "reversed",
+            Self::Held => "held",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Seen, Self::Orphaned, Self::Dropped, Self::Reversed, Self::Held]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// A watched transfer as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainDeposit {
+    pub chain: strongroom_units::ChainId,
+    pub transfer: SeenTransfer,
+    pub state: ChainDepositState,
+    /// Set once credited to the ledger.
+    pub deposit_id: Option<Uuid>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// What one pass of the watcher read: the blocks (with their hashes) and the transfers in
+/// them; the cursor moves to `next_block`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanBatch {
+    pub chain: strongroom_units::ChainId,
+    pub blocks: Vec<strongroom_chain::BlockRef>,
+    pub transfers: Vec<SeenTransfer>,
+    pub next_block: u64,
+}

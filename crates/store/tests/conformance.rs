@@ -117,6 +117,7 @@ conformance!(
     tokens_are_created_and_revoked,
     chain_withdrawals_take_each_nonce_once_and_keep_one_signed_tx,
     concurrent_builds_take_distinct_contiguous_nonces,
+    watched_deposits_are_credited_once_and_reorganised_ones_reversed_or_held,
 );
 
 fn env() -> FixedEnv {
@@ -677,6 +678,148 @@ async fn concurrent_builds_take_distinct_contiguous_nonces(store: Arc<SqlStore>)
     let first = nonces[0];
     assert!(first <= 1);
     assert_eq!(nonces, (first..first + 12).collect::<Vec<u64>>(), "distinct, none skipped");
+    assert_intact(&store).await;
+}
+
+/// 0.001 ETH in wei.
+const MILLI: u128 = 1_000_000_000_000_000;
+
+fn dev_chain() -> strongroom_units::ChainId {
+    strongroom_units::ChainId::parse("eip155:31337").unwrap()
+}
+
+fn seen(txid: &str, customer_id: Uuid, amount: u128, block: u64) -> SeenTransfer {
+    SeenTransfer {
+        txid: txid.into(),
+        log_index: 0,
+        to_address: format!("addr-of-{customer_id}"),
+        customer_id,
+        asset: eth(),
+        amount: wei(amount),
+        block: strongroom_chain::BlockRef { number: block, hash: format!("0xb{block}") },
+    }
+}
+
+fn blocks(from: u64, to: u64, fork: &str) -> Vec<strongroom_chain::BlockRef> {
+    (from..=to)
+        .map(|n| strongroom_chain::BlockRef { number: n, hash: format!("0xb{n}{fork}") })
+        .collect()
+}
+
+async fn watched_deposits_are_credited_once_and_reorganised_ones_reversed_or_held(
+    store: Arc<SqlStore>,
+) {
+    let now = ctx(env().now());
+    let chain = dev_chain();
+    let (alice, bob) = (customer(&store, "alice").await, customer(&store, "bob").await);
+
+    // Deposit addresses: one per customer, at successive indices, stable.
+    let derive: AddressDeriver = Arc::new(|i| Ok(format!("0xaddress{i}")));
+    let new_address = |c: Uuid| NewDepositAddress {
+        chain: chain.clone(),
+        wallet: "hot-eth-1".into(),
+        customer_id: c,
+        derive: derive.clone(),
+    };
+    let a = store.deposit_address(&now, new_address(alice)).await.unwrap();
+    let b = store.deposit_address(&now, new_address(bob)).await.unwrap();
+    assert_eq!((a.path_index, b.path_index), (0, 1));
+    assert_eq!(store.deposit_address(&now, new_address(alice)).await.unwrap(), a);
+    assert_eq!(store.deposit_addresses(&chain).await.unwrap().len(), 2);
+
+    // A scan of blocks 1..=3 finds three transfers.
+    assert_eq!(store.chain_cursor(&chain).await.unwrap(), None);
+    let batch = ScanBatch {
+        chain: chain.clone(),
+        blocks: blocks(1, 3, ""),
+        transfers: vec![
+            seen("0xt1", alice, 1000 * MILLI, 1),
+            seen("0xt2", bob, 500 * MILLI, 2),
+            seen("0xt3", alice, 7 * MILLI, 3),
+        ],
+        next_block: 4,
+    };
+    store.record_scan(&now, batch.clone()).await.unwrap();
+    assert_eq!(store.chain_cursor(&chain).await.unwrap(), Some(4));
+    assert_eq!(
+        store.recent_blocks(&chain, 2).await.unwrap(),
+        blocks(2, 3, "").into_iter().rev().collect::<Vec<_>>()
+    );
+    // Reading the same blocks again changes nothing; a different hash at a height is refused.
+    store.record_scan(&now, batch).await.unwrap();
+    assert_eq!(store.chain_deposits(&chain, None).await.unwrap().len(), 3);
+    let clash = ScanBatch {
+        chain: chain.clone(),
+        blocks: blocks(3, 3, "x"),
+        transfers: vec![],
+        next_block: 4,
+    };
+    assert!(matches!(store.record_scan(&now, clash).await, Err(StoreError::Refused(_))));
+
+    // Credited once each.
+    for t in ["0xt1", "0xt2", "0xt3"] {
+        let d = store
+            .credit_chain_deposit(&now, &chain, t, 0, [Uuid::new_v4(), Uuid::new_v4()])
+            .await
+            .unwrap();
+        assert!(d.deposit_id.is_some());
+        let again = store
+            .credit_chain_deposit(&now, &chain, t, 0, [Uuid::new_v4(), Uuid::new_v4()])
+            .await
+            .unwrap();
+        assert_eq!(again.deposit_id, d.deposit_id, "credited once");
+    }
+    assert_eq!(balance(&store, alice).await, (1007 * MILLI, 0));
+    assert_eq!(balance(&store, bob).await, (500 * MILLI, 0));
+    // Blocks 2 and 3 are reorganised away; t3 comes back in block 5, t2 never does.
+    store.rewind_chain(&now, &chain, 2).await.unwrap();
+    assert_eq!(store.chain_cursor(&chain).await.unwrap(), Some(2));
+    let orphans = store.chain_deposits(&chain, Some(ChainDepositState::Orphaned)).await.unwrap();
+    assert_eq!(orphans.len(), 2);
+    let rescan = ScanBatch {
+        chain: chain.clone(),
+        blocks: blocks(2, 5, "r"),
+        transfers: vec![seen("0xt3", alice, 7 * MILLI, 5)],
+        next_block: 6,
+    };
+    store.record_scan(&now, rescan).await.unwrap();
+    let t3 = store
+        .chain_deposits(&chain, Some(ChainDepositState::Seen))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.transfer.txid == "0xt3")
+        .unwrap();
+    assert_eq!(t3.transfer.block.number, 5, "re-included: new block, credit kept");
+    assert!(t3.deposit_id.is_some());
+
+    // t2 is gone for good. Bob still has it: the credit is reversed.
+    let r = store.resolve_orphan(&now, &chain, "0xt2", 0, Uuid::new_v4()).await.unwrap();
+    assert_eq!(r.state, ChainDepositState::Reversed);
+    assert_eq!(balance(&store, bob).await, (0, 0));
+    assert!(store.resolve_orphan(&now, &chain, "0xt2", 0, Uuid::new_v4()).await.is_err(), "once");
+
+    // t1 is reorganised away after Alice spent it: held, an alert, no negative balance.
+    store.rewind_chain(&now, &chain, 1).await.unwrap();
+    store.request_withdrawal(&now, None, plan(alice, "0.5")).await.unwrap();
+    let r = store.resolve_orphan(&now, &chain, "0xt1", 0, Uuid::new_v4()).await.unwrap();
+    assert_eq!(r.state, ChainDepositState::Held);
+    assert_eq!(balance(&store, alice).await, (507 * MILLI, 500 * MILLI), "nothing taken");
+    let alerts = store.audit_page(0, 10_000).await.unwrap();
+    assert!(alerts.iter().any(|a| a.record.action == "alert.deposit_reorganised_after_use"));
+    // A transfer seen but never credited and then gone is just dropped.
+    let late = ScanBatch {
+        chain: chain.clone(),
+        blocks: blocks(1, 6, "z"),
+        transfers: vec![seen("0xt4", alice, 9 * MILLI, 6)],
+        next_block: 7,
+    };
+    store.record_scan(&now, late).await.unwrap();
+    store.rewind_chain(&now, &chain, 6).await.unwrap();
+    assert_eq!(
+        store.resolve_orphan(&now, &chain, "0xt4", 0, Uuid::new_v4()).await.unwrap().state,
+        ChainDepositState::Dropped
+    );
     assert_intact(&store).await;
 }
 
