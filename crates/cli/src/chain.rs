@@ -17,6 +17,7 @@ use strongroom_chain_ethereum::rpc::{EthRpc, Retry};
 use strongroom_core::ledger::TREASURY_CUSTOMER;
 use strongroom_core::{new_id, Env, Intent, SystemEnv, WalletId};
 use strongroom_engine::{EngineError, EthConfig, EthWithdrawals, SignError, StopPoint, TxSigner};
+use strongroom_mpc::ecdsa::MasterPublic;
 use strongroom_signer::wire::{KeyInfo, SignRequest, TxFormat};
 use strongroom_signer::Orchestrator;
 use strongroom_store::{NewDeposit, SqlStore, Store, WriteCtx};
@@ -86,6 +87,25 @@ impl TxSigner for OrchestratorSigner {
             message: "malformed key from signers".into(),
             retryable: false,
         })
+    }
+
+    async fn master(&self, wallet: &WalletId) -> Result<MasterPublic, SignError> {
+        let (info, _) = self.key(wallet).await?;
+        let bad = |what: &str| SignError {
+            message: format!("signers report a malformed {what}"),
+            retryable: false,
+        };
+        let public_key = hex::decode(&info.public_key)
+            .ok()
+            .and_then(|b| <[u8; 33]>::try_from(b).ok())
+            .ok_or_else(|| bad("public key"))?;
+        let chain_code = info
+            .chain_code
+            .as_deref()
+            .and_then(|c| hex::decode(c).ok())
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| bad("chain code"))?;
+        Ok(MasterPublic { public_key, chain_code })
     }
 
     async fn sign(

@@ -29,6 +29,7 @@ use strongroom_units::{Address, Amount, AssetSymbol, ChainId};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
+pub mod deposits;
 pub mod reconcile;
 
 /// Why a threshold signature was not made.
@@ -47,6 +48,12 @@ pub struct SignError {
 pub trait TxSigner: Send + Sync {
     /// The wallet key's public half (SEC1, compressed).
     async fn public_key(&self, wallet: &WalletId) -> Result<Vec<u8>, SignError>;
+    /// The wallet key's public half and BIP-32 chain code, from which deposit addresses
+    /// (non-hardened children) are derived without the signers.
+    async fn master(
+        &self,
+        wallet: &WalletId,
+    ) -> Result<strongroom_mpc::ecdsa::MasterPublic, SignError>;
     /// A 64-byte `r || s` ECDSA signature (low s) over the transaction's signing digest,
     /// made by signer nodes that each decoded `unsigned` and checked it against `intent`.
     async fn sign(

@@ -1,8 +1,14 @@
-//! Ethereum withdrawals through the engine against a real node (anvil), signed here by one
-//! local key so the engine's own behaviour is under test (the threshold signer processes
-//! are exercised end to end in the CLI's tests): build, sign, store, send, confirm, settle;
-//! a stop after signing or after sending resumes without a second transaction; a withdrawal
-//! whose block is rolled back is sent again and settles once; fees above the cap wait.
+//! The engine on Ethereum against a real node (anvil), signed here by one local key so the
+//! engine's own behaviour is under test (the threshold signer processes are exercised end to
+//! end in the CLI's tests).
+//!
+//! Withdrawals: build, sign, store, send, confirm, settle; a stop after signing or after
+//! sending resumes without a second transaction; a withdrawal whose block is rolled back is
+//! sent again and settles once; fees above the cap wait.
+//!
+//! Deposits: ETH and an ERC-20 into a customer's derived address are credited after N
+//! confirmations, once; money into the hot wallet is the treasury's; a credited deposit that
+//! a reorganisation (`anvil_reorg`) removes is reversed; ledger and chain reconcile.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -28,6 +34,7 @@ use strongroom_core::withdrawal::{
     plan_withdrawal, WithdrawalRequest, WithdrawalRules, WithdrawalState,
 };
 use strongroom_core::{new_id, Env, Intent, SystemEnv, WalletId};
+use strongroom_engine::deposits::{deposit_address, DepositWatcher, WatchConfig};
 use strongroom_engine::reconcile::reconcile;
 use strongroom_engine::{
     EngineError, EthConfig, EthWithdrawals, SignError, Step, StopPoint, TxSigner,
@@ -50,6 +57,13 @@ struct KeySigner {
 impl TxSigner for KeySigner {
     async fn public_key(&self, _: &WalletId) -> Result<Vec<u8>, SignError> {
         Ok(self.key.verifying_key().to_encoded_point(true).as_bytes().to_vec())
+    }
+    async fn master(&self, _: &WalletId) -> Result<strongroom_mpc::ecdsa::MasterPublic, SignError> {
+        let pk = self.key.verifying_key().to_encoded_point(true);
+        Ok(strongroom_mpc::ecdsa::MasterPublic {
+            public_key: pk.as_bytes().try_into().unwrap(),
+            chain_code: [7; 32],
+        })
     }
     async fn sign(
         &self,
@@ -353,4 +367,156 @@ async fn fees_above_the_cap_wait_and_a_dead_node_changes_nothing() {
     let err = dead.drive(id).await.unwrap_err();
     assert!(matches!(&err, EngineError::Node(e) if e.retryable), "{err}");
     assert_eq!(w.state(id).await, WithdrawalState::Reserved);
+}
+
+const USDT_DECIMALS: u8 = 6;
+
+async fn watcher(w: &World, tokens: Vec<(AssetSymbol, Address)>) -> DepositWatcher {
+    let cfg = WatchConfig {
+        chain: chain(),
+        confirmations: 3,
+        native: AssetSymbol::parse("ETH").unwrap(),
+        tokens,
+        hot_wallets: vec![w.hot.clone()],
+        start_block: 0,
+        max_blocks: 50,
+        reorg_window: 64,
+    };
+    DepositWatcher::new(w.store.clone(), Arc::new(w.rpc()), w.env.clone(), cfg)
+}
+
+async fn funded_account(w: &World) -> String {
+    w.rpc().call("eth_accounts", json!([])).await.unwrap()[0].as_str().unwrap().to_owned()
+}
+
+async fn send_eth(w: &World, from: &str, to: &Address, wei: u128) -> String {
+    let tx = json!({"from": from, "to": to.as_str(), "value": format!("{wei:#x}")});
+    let r = anvil::send_and_wait(&w.rpc(), tx).await.unwrap();
+    r["transactionHash"].as_str().unwrap().to_owned()
+}
+
+async fn eth_balance(w: &World, c: Uuid, asset: &str) -> u128 {
+    w.store
+        .balances(c)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|b| b.asset.as_str() == asset)
+        .map_or(0, |b| b.available.base_units())
+}
+
+#[tokio::test]
+async fn deposits_of_eth_and_an_erc20_are_credited_after_confirmations_and_a_reorg_reverses_one() {
+    let Some(w) = World::new().await else { return };
+    let rpc = w.rpc();
+    let from = funded_account(&w).await;
+    let usdt = AssetSymbol::parse("USDT").unwrap();
+    let token = anvil::deploy_test_token(&rpc, &from, "Tether USD (test)", "USDT", USDT_DECIMALS)
+        .await
+        .unwrap();
+    anvil::mint_test_token(
+        &rpc,
+        &from,
+        &token,
+        &Address::parse(&chain(), &checksum(&from)).unwrap(),
+        1_000_000_000,
+    )
+    .await
+    .unwrap();
+
+    // Alice's address: a child of the hot wallet key, the same on every request.
+    let c = w.store.as_ref();
+    let address = deposit_address(
+        c,
+        w.signer.as_ref(),
+        w.env.as_ref(),
+        &chain(),
+        &WalletId::parse("hot-eth-1").unwrap(),
+        w.customer,
+    )
+    .await
+    .unwrap();
+    let again = deposit_address(
+        c,
+        w.signer.as_ref(),
+        w.env.as_ref(),
+        &chain(),
+        &WalletId::parse("hot-eth-1").unwrap(),
+        w.customer,
+    )
+    .await
+    .unwrap();
+    assert_eq!(address, again);
+    let alice_addr = Address::parse(&chain(), &address.address).unwrap();
+    assert_ne!(alice_addr, w.hot);
+    // It really is the key's child at [0, index]: derived independently here with k256.
+    let child = strongroom_mpc::ecdsa::MasterPublic {
+        public_key: w
+            .signer
+            .key
+            .verifying_key()
+            .to_encoded_point(true)
+            .as_bytes()
+            .try_into()
+            .unwrap(),
+        chain_code: [7; 32],
+    }
+    .derive(&strongroom_engine::deposits::deposit_path(address.path_index))
+    .unwrap();
+    assert_eq!(EthCodec::new(chain()).unwrap().address_of(&child).unwrap(), alice_addr);
+
+    let watch = watcher(&w, vec![(usdt.clone(), token.clone())]).await;
+    let before = eth_balance(&w, w.customer, "ETH").await;
+    let eth_tx = send_eth(&w, &from, &alice_addr, ETH / 10).await;
+    let transfer = strongroom_chain_ethereum::transfer_calldata(
+        &alice_addr,
+        Amount::from_base_units(250_000_000).unwrap(),
+    )
+    .unwrap();
+    anvil::send_and_wait(
+        &rpc,
+        json!({"from": from, "to": token.as_str(), "data": format!("0x{}", hex::encode(transfer))}),
+    )
+    .await
+    .unwrap();
+    send_eth(&w, &from, &w.hot, ETH / 20).await;
+
+    // Seen, not yet deep enough.
+    let r = watch.run_once().await.unwrap();
+    assert_eq!((r.seen, r.credited), (3, 1), "{r:?}"); // only the oldest is 3 blocks deep
+    w.mine(2).await;
+    let r = watch.run_once().await.unwrap();
+    assert_eq!(r.credited, 2, "{r:?}");
+    assert_eq!(watch.run_once().await.unwrap().credited, 0, "credited once");
+    assert_eq!(eth_balance(&w, w.customer, "ETH").await, before + ETH / 10);
+    assert_eq!(eth_balance(&w, w.customer, "USDT").await, 250_000_000);
+    assert_eq!(eth_balance(&w, TREASURY_CUSTOMER, "ETH").await, ETH / 2 + ETH / 20);
+    let deposits = w.store.chain_deposits(&chain(), None).await.unwrap();
+    assert!(deposits.iter().any(|d| d.transfer.txid == eth_tx && d.deposit_id.is_some()));
+
+    // Ledger and chain agree per asset over the hot wallet and the deposit address.
+    let assets = [(AssetSymbol::parse("ETH").unwrap(), None), (usdt.clone(), Some(token.clone()))];
+    let report = reconcile(c, &rpc, &assets, &[w.hot.clone(), alice_addr.clone()]).await.unwrap();
+    assert!(report.iter().all(|h| h.matches()), "{report:?}");
+
+    // A 0.2 ETH deposit is credited, then a reorganisation replaces the last 4 blocks with
+    // empty ones: the deposit is gone from the chain, so its credit is reversed.
+    send_eth(&w, &from, &alice_addr, ETH / 5).await;
+    w.mine(2).await;
+    assert_eq!(watch.run_once().await.unwrap().credited, 1);
+    assert_eq!(eth_balance(&w, w.customer, "ETH").await, before + ETH / 10 + ETH / 5);
+    rpc.call("anvil_reorg", json!([4, []])).await.unwrap();
+    let r = watch.run_once().await.unwrap();
+    assert!(r.reorganised_from.is_some(), "{r:?}");
+    assert_eq!(r.reversed, 1, "{r:?}");
+    assert_eq!(eth_balance(&w, w.customer, "ETH").await, before + ETH / 10);
+    let report = reconcile(c, &rpc, &assets, &[w.hot.clone(), alice_addr]).await.unwrap();
+    assert!(report.iter().all(|h| h.matches()), "{report:?}");
+    assert!(strongroom_store::verify::verify_audit(c).await.unwrap().is_intact());
+}
+
+fn checksum(lower: &str) -> String {
+    strongroom_units::address::eip55_checksum(
+        lower.trim_start_matches("0x").to_lowercase().as_str(),
+    )
 }

@@ -1,0 +1,293 @@
+//! Deposits: each customer's address (a non-hardened BIP-32 child of the hot wallet's
+//! threshold key, so no new key and no signer round trip), and the watcher that reads the
+//! chain block by block, notices reorganisations by block hash, credits transfers after N
+//! confirmations and takes back credits whose transactions left the chain.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use strongroom_chain::{BlockRef, ChainClient, TxCodec, TxStatus};
+use strongroom_chain_ethereum::EthCodec;
+use strongroom_core::ledger::TREASURY_CUSTOMER;
+use strongroom_core::{new_id, Env, WalletId};
+use strongroom_mpc::ecdsa::MasterPublic;
+use strongroom_store::{
+    AddressDeriver, ChainDepositState, DepositAddress, NewDepositAddress, ScanBatch, SeenTransfer,
+    Store, WriteCtx,
+};
+use strongroom_units::{Address, AssetSymbol, ChainId};
+use uuid::Uuid;
+
+use crate::{EngineError, SignError, TxSigner};
+
+/// The BIP-32 path of customer address `index` below the wallet key: `[0, index]`
+/// (non-hardened, so the online side derives it from the public key alone).
+pub fn deposit_path(index: u32) -> [u32; 2] {
+    [0, index]
+}
+
+/// Derives Ethereum deposit addresses from a wallet's public key and chain code.
+pub fn eth_deriver(master: MasterPublic, chain: ChainId) -> Result<AddressDeriver, EngineError> {
+    let codec = EthCodec::new(chain)?;
+    Ok(Arc::new(move |index| {
+        let child = master.derive(&deposit_path(index)).map_err(|e| e.to_string())?;
+        codec.address_of(&child).map(|a| a.as_str().to_owned()).map_err(|e| e.to_string())
+    }))
+}
+
+/// The customer's deposit address on `chain`, derived from `wallet`'s key (made once).
+pub async fn deposit_address(
+    store: &dyn Store,
+    signer: &dyn TxSigner,
+    env: &dyn Env,
+    chain: &ChainId,
+    wallet: &WalletId,
+    customer_id: Uuid,
+) -> Result<DepositAddress, EngineError> {
+    let master = signer.master(wallet).await?;
+    let new = NewDepositAddress {
+        chain: chain.clone(),
+        wallet: wallet.as_str().to_owned(),
+        customer_id,
+        derive: eth_deriver(master, chain.clone())?,
+    };
+    let ctx = WriteCtx { actor: "engine".into(), now: env.now(), request_id: None };
+    Ok(store.deposit_address(&ctx, new).await?)
+}
+
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    pub chain: ChainId,
+    /// Blocks on top of (and including) the deposit's before it is credited.
+    pub confirmations: u64,
+    /// The chain's native coin.
+    pub native: AssetSymbol,
+    /// Tokens to watch: symbol and contract.
+    pub tokens: Vec<(AssetSymbol, Address)>,
+    /// Our hot wallets: transfers into them are the treasury's.
+    pub hot_wallets: Vec<Address>,
+    /// Where to start on a fresh database.
+    pub start_block: u64,
+    /// Most blocks read per pass.
+    pub max_blocks: u64,
+    /// How far back block hashes are compared to find a reorganisation.
+    pub reorg_window: u32,
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchReport {
+    pub reorganised_from: Option<u64>,
+    pub blocks: usize,
+    pub seen: usize,
+    pub credited: usize,
+    pub reversed: usize,
+    pub held: usize,
+    pub dropped: usize,
+}
+
+pub struct DepositWatcher {
+    store: Arc<dyn Store>,
+    client: Arc<dyn ChainClient>,
+    env: Arc<dyn Env>,
+    cfg: WatchConfig,
+}
+
+impl std::fmt::Debug for DepositWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DepositWatcher").field("chain", &self.cfg.chain).finish_non_exhaustive()
+    }
+}
+
+impl DepositWatcher {
+    pub fn new(
+        store: Arc<dyn Store>,
+        client: Arc<dyn ChainClient>,
+        env: Arc<dyn Env>,
+        cfg: WatchConfig,
+    ) -> Self {
+        DepositWatcher { store, client, env, cfg }
+    }
+
+    fn ctx(&self) -> WriteCtx {
+        WriteCtx { actor: "watcher".into(), now: self.env.now(), request_id: None }
+    }
+
+    /// One pass: reorganisation check, read new blocks, resolve orphans, credit what is
+    /// deep enough.
+    pub async fn run_once(&self) -> Result<WatchReport, EngineError> {
+        let mut report = WatchReport::default();
+        let chain = &self.cfg.chain;
+        if let Some(fork) = self.find_fork().await? {
+            tracing::warn!(
+                chain = chain.as_str(),
+                fork,
+                "chain reorganisation: rewinding the deposit watcher"
+            );
+            self.store.rewind_chain(&self.ctx(), chain, fork).await?;
+            report.reorganised_from = Some(fork);
+        }
+        self.scan(&mut report).await?;
+        self.resolve_orphans(&mut report).await?;
+        self.credit(&mut report).await?;
+        Ok(report)
+    }
+
+    /// The lowest stored block whose hash the chain no longer has, if any.
+    async fn find_fork(&self) -> Result<Option<u64>, EngineError> {
+        let recent = self.store.recent_blocks(&self.cfg.chain, self.cfg.reorg_window).await?;
+        let mut fork = None;
+        for b in recent {
+            match self.client.block(b.number).await? {
+                Some(now) if now.hash == b.hash => break,
+                _ => fork = Some(b.number),
+            }
+        }
+        Ok(fork)
+    }
+
+    async fn scan(&self, report: &mut WatchReport) -> Result<(), EngineError> {
+        let chain = &self.cfg.chain;
+        let from = self.store.chain_cursor(chain).await?.unwrap_or(self.cfg.start_block);
+        let head = self.client.head().await?;
+        if from > head.number {
+            return Ok(());
+        }
+        let to = head.number.min(from.saturating_add(self.cfg.max_blocks.max(1) - 1));
+        let mut blocks = Vec::new();
+        for n in from..=to {
+            match self.client.block(n).await? {
+                Some(b) => blocks.push(b),
+                None => break,
+            }
+        }
+        let Some(last) = blocks.last() else { return Ok(()) };
+        let to = last.number;
+
+        // Whose each address is.
+        let mut owners: HashMap<String, Uuid> = HashMap::new();
+        for a in self.store.deposit_addresses(chain).await? {
+            owners.insert(a.address.to_lowercase(), a.customer_id);
+        }
+        for h in &self.cfg.hot_wallets {
+            owners.insert(h.as_str().to_lowercase(), TREASURY_CUSTOMER);
+        }
+        let mut addresses = Vec::new();
+        for a in owners.keys() {
+            if let Ok(parsed) = Address::parse(chain, &checksum_of(a)) {
+                addresses.push(parsed);
+            }
+        }
+        let contracts: Vec<Address> = self.cfg.tokens.iter().map(|(_, c)| c.clone()).collect();
+        let incoming = self.client.incoming(from, to, &addresses, &contracts).await?;
+
+        let by_number: HashMap<u64, &BlockRef> = blocks.iter().map(|b| (b.number, b)).collect();
+        let mut transfers = Vec::new();
+        for t in incoming {
+            // A block that changed between the two reads: try again next pass.
+            if by_number.get(&t.block.number).map(|b| &b.hash) != Some(&t.block.hash) {
+                tracing::info!(
+                    block = t.block.number,
+                    "block changed while reading; will read again"
+                );
+                return Ok(());
+            }
+            let Some(customer_id) = owners.get(&t.to.as_str().to_lowercase()).copied() else {
+                continue;
+            };
+            let asset = match &t.contract {
+                None => self.cfg.native.clone(),
+                Some(c) => match self.cfg.tokens.iter().find(|(_, tc)| tc == c) {
+                    Some((symbol, _)) => symbol.clone(),
+                    None => continue,
+                },
+            };
+            transfers.push(SeenTransfer {
+                txid: t.txid,
+                log_index: t.index,
+                to_address: t.to.as_str().to_owned(),
+                customer_id,
+                asset,
+                amount: t.amount,
+                block: t.block,
+            });
+        }
+        report.blocks = blocks.len();
+        report.seen = transfers.len();
+        let batch =
+            ScanBatch { chain: chain.clone(), blocks, transfers, next_block: to.saturating_add(1) };
+        self.store.record_scan(&self.ctx(), batch).await?;
+        Ok(())
+    }
+
+    async fn resolve_orphans(&self, report: &mut WatchReport) -> Result<(), EngineError> {
+        let chain = &self.cfg.chain;
+        for d in self.store.chain_deposits(chain, Some(ChainDepositState::Orphaned)).await? {
+            // Back in the mempool or in a block the scan has not reached: wait for it.
+            if self.client.status(&d.transfer.txid).await? != TxStatus::Unknown {
+                continue;
+            }
+            let t = &d.transfer;
+            let done = self
+                .store
+                .resolve_orphan(&self.ctx(), chain, &t.txid, t.log_index, new_id(self.env.as_ref()))
+                .await?;
+            match done.state {
+                ChainDepositState::Reversed => {
+                    report.reversed += 1;
+                    tracing::error!(txid = %t.txid, customer = %t.customer_id, amount = %t.amount, asset = %t.asset,
+                        "ALERT: a credited deposit was reorganised off the chain; its credit was reversed");
+                }
+                ChainDepositState::Held => {
+                    report.held += 1;
+                    tracing::error!(txid = %t.txid, customer = %t.customer_id, amount = %t.amount, asset = %t.asset,
+                        "ALERT: a credited deposit was reorganised off the chain after the customer used it; held for the security team");
+                }
+                _ => report.dropped += 1,
+            }
+        }
+        Ok(())
+    }
+
+    async fn credit(&self, report: &mut WatchReport) -> Result<(), EngineError> {
+        let chain = &self.cfg.chain;
+        let head = self.client.head().await?;
+        for d in self.store.chain_deposits(chain, Some(ChainDepositState::Seen)).await? {
+            let t = &d.transfer;
+            let depth = head.number.saturating_add(1).saturating_sub(t.block.number);
+            if d.deposit_id.is_some() || depth < self.cfg.confirmations {
+                continue;
+            }
+            // Still in the canonical chain at that height? Otherwise the next pass rewinds.
+            if self.client.block(t.block.number).await?.map(|b| b.hash)
+                != Some(t.block.hash.clone())
+            {
+                continue;
+            }
+            let env = self.env.as_ref();
+            self.store
+                .credit_chain_deposit(
+                    &self.ctx(),
+                    chain,
+                    &t.txid,
+                    t.log_index,
+                    [new_id(env), new_id(env)],
+                )
+                .await?;
+            tracing::info!(txid = %t.txid, customer = %t.customer_id, amount = %t.amount, asset = %t.asset, "deposit credited");
+            report.credited += 1;
+        }
+        Ok(())
+    }
+}
+
+/// A lower-cased Ethereum address back in its EIP-55 form.
+fn checksum_of(lower: &str) -> String {
+    strongroom_units::address::eip55_checksum(lower.trim_start_matches("0x"))
+}
+
+impl From<strongroom_mpc::MpcError> for SignError {
+    fn from(e: strongroom_mpc::MpcError) -> Self {
+        SignError { message: e.to_string(), retryable: false }
+    }
+}
