@@ -16,6 +16,7 @@ use strongroom_chain_ethereum::anvil::{self, Anvil};
 use strongroom_chain_ethereum::rpc::{EthRpc, Retry};
 use strongroom_core::ledger::TREASURY_CUSTOMER;
 use strongroom_core::{new_id, Env, Intent, SystemEnv, WalletId};
+use strongroom_engine::deposits::{DepositWatcher, WatchConfig};
 use strongroom_engine::{EngineError, EthConfig, EthWithdrawals, SignError, StopPoint, TxSigner};
 use strongroom_mpc::ecdsa::MasterPublic;
 use strongroom_signer::wire::{KeyInfo, SignRequest, TxFormat};
@@ -161,6 +162,8 @@ impl ChainFile {
 pub struct DevChain {
     _anvil: Option<Anvil>,
     engine: tokio::task::JoinHandle<()>,
+    watcher: tokio::task::JoinHandle<()>,
+    reconciler: tokio::task::JoinHandle<()>,
     pub rpc_url: String,
     pub hot_wallet: Address,
 }
@@ -168,6 +171,8 @@ pub struct DevChain {
 impl DevChain {
     pub fn stop(self) {
         self.engine.abort();
+        self.watcher.abort();
+        self.reconciler.abort();
     }
 }
 
@@ -178,6 +183,7 @@ pub async fn start_dev_chain(
     orch: Orchestrator,
     rpc_url: Option<String>,
     confirmations: u64,
+    api: &strongroom_server::AppState,
 ) -> anyhow::Result<Option<DevChain>> {
     let chain = ChainId::parse(DEV_CHAIN)?;
     let (node, url) = match rpc_url {
@@ -205,7 +211,7 @@ pub async fn start_dev_chain(
         EthRpc::new(&url, chain.clone(), Retry::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
     rpc.check_chain().await.map_err(|e| anyhow::anyhow!("{e}"))?;
 
-    let signer: Arc<dyn TxSigner> = Arc::new(OrchestratorSigner::new(orch));
+    let signer = Arc::new(OrchestratorSigner::new(orch));
     let env: Arc<dyn Env> = Arc::new(SystemEnv::new());
     let stop_at = match std::env::var("STRONGROOM_TEST_STOP_AFTER") {
         Ok(v) => Some(StopPoint::parse(&v).context("STRONGROOM_TEST_STOP_AFTER: signed or sent")?),
@@ -217,17 +223,61 @@ pub async fn start_dev_chain(
         confirmations,
         stop_at,
     };
-    let engine = EthWithdrawals::new(store.clone(), rpc.clone(), signer, env.clone(), cfg);
+    let engine = EthWithdrawals::new(store.clone(), rpc.clone(), signer.clone(), env.clone(), cfg);
     let wallet = WalletId::parse("hot-eth-1")?;
     let (_, hot) =
         engine.wallet(&wallet).await.map_err(|e| anyhow::anyhow!("hot wallet key: {e}"))?;
     fund_treasury(store.as_ref(), &rpc, env.as_ref(), &hot).await?;
+    deploy_dev_token(&rpc).await;
+
+    // Deposit addresses through the API; the watcher credits what arrives in them.
+    let registry = strongroom_units::AssetRegistry::dev();
+    api.set_deposit_addresses(Arc::new(DevAddresses {
+        store: store.clone(),
+        signer: signer.clone(),
+        env: env.clone(),
+        chain: chain.clone(),
+        wallet: wallet.clone(),
+    }));
+    let tokens: Vec<(AssetSymbol, Address)> = registry
+        .iter()
+        .filter(|a| a.chain == chain)
+        .filter_map(|a| a.contract.clone().map(|c| (a.symbol.clone(), c)))
+        .collect();
+    let watch = WatchConfig {
+        chain: chain.clone(),
+        confirmations,
+        native: AssetSymbol::parse("ETH")?,
+        tokens,
+        hot_wallets: vec![hot.clone()],
+        start_block: 0,
+        max_blocks: 200,
+        reorg_window: 64,
+    };
+    let watcher = DepositWatcher::new(store.clone(), Arc::new(rpc.clone()), env.clone(), watch);
+    let watcher = tokio::spawn(async move {
+        loop {
+            match watcher.run_once().await {
+                Ok(r) if r.credited + r.reversed + r.held + r.dropped > 0 => tracing::info!(
+                    credited = r.credited,
+                    reversed = r.reversed,
+                    held = r.held,
+                    dropped = r.dropped,
+                    "deposit watcher"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "deposit watcher pass failed"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
     let file = ChainFile {
         rpc_url: url.clone(),
         chain: chain.as_str().into(),
         wallets: vec![(wallet.as_str().into(), hot.as_str().into())],
     };
     std::fs::write(ChainFile::path(data_dir), serde_json::to_vec_pretty(&file)?)?;
+    let reconciler = spawn_reconcile(store.clone(), rpc.clone(), chain.clone(), file);
 
     let engine = tokio::spawn(async move {
         loop {
@@ -243,7 +293,87 @@ pub async fn start_dev_chain(
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     });
-    Ok(Some(DevChain { _anvil: node, engine, rpc_url: url, hot_wallet: hot }))
+    Ok(Some(DevChain { _anvil: node, engine, watcher, reconciler, rpc_url: url, hot_wallet: hot }))
+}
+
+/// Customers' deposit addresses on the dev chain, for the API.
+#[derive(Debug)]
+struct DevAddresses {
+    store: Arc<SqlStore>,
+    signer: Arc<OrchestratorSigner>,
+    env: Arc<dyn Env>,
+    chain: ChainId,
+    wallet: WalletId,
+}
+
+#[async_trait]
+impl strongroom_server::DepositAddresses for DevAddresses {
+    async fn deposit_address(
+        &self,
+        customer_id: uuid::Uuid,
+        asset: &strongroom_units::Asset,
+    ) -> Result<strongroom_store::DepositAddress, String> {
+        if asset.chain != self.chain {
+            return Err(format!(
+                "{} is on {}, which this server does not watch",
+                asset.symbol, asset.chain
+            ));
+        }
+        strongroom_engine::deposits::deposit_address(
+            self.store.as_ref(),
+            self.signer.as_ref(),
+            self.env.as_ref(),
+            &self.chain,
+            &self.wallet,
+            customer_id,
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// Deploy the dev test ERC-20 (USDT, 6 decimals) where the dev asset list expects it: the
+/// first contract of anvil's first account. Minting to anvil's accounts lets developers
+/// "deposit" it. Skipped, with a note, when that account has been used already.
+async fn deploy_dev_token(rpc: &EthRpc) {
+    let result: anyhow::Result<()> = async {
+        let expected = strongroom_units::chain::DEV_TOKEN_CONTRACT;
+        let code = rpc
+            .call("eth_getCode", json!([expected, "latest"]))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if code.as_str().is_some_and(|c| c.len() > 2) {
+            return Ok(());
+        }
+        let accounts =
+            rpc.call("eth_accounts", json!([])).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let from = accounts
+            .get(0)
+            .and_then(|a| a.as_str())
+            .context("the node has no unlocked account")?
+            .to_owned();
+        let token = anvil::deploy_test_token(rpc, &from, "Tether USD (Strongroom test)", "USDT", 6)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        anyhow::ensure!(
+            token.as_str() == expected,
+            "the test token landed at {} instead of {expected}",
+            token.as_str()
+        );
+        let chain = ChainId::parse(DEV_CHAIN)?;
+        for a in accounts.as_array().into_iter().flatten().filter_map(|a| a.as_str()) {
+            let checksummed = strongroom_units::address::eip55_checksum(a.trim_start_matches("0x"));
+            let to = Address::parse(&chain, &checksummed)?;
+            anvil::mint_test_token(rpc, &from, &token, &to, 1_000_000 * 1_000_000)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        eprintln!("  No dev USDT token: {e:#}");
+    }
 }
 
 /// On first start, a dev faucet puts 100 ETH of gas money in the hot wallet, and the
@@ -278,8 +408,8 @@ async fn fund_treasury(
     Ok(())
 }
 
-/// `strongroom reconcile`: ledger custody against the chain, per asset; exit 1 on any
-/// difference.
+/// `strongroom reconcile`: ledger custody against the chain, per asset, over the hot wallet
+/// and every deposit address; exit 1 on any difference.
 pub async fn reconcile_command(
     data_dir: &Path,
     store: &dyn Store,
@@ -288,30 +418,72 @@ pub async fn reconcile_command(
     let chain = ChainId::parse(&file.chain)?;
     let rpc = EthRpc::new(&file.rpc_url, chain.clone(), Retry::default())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let addresses = file
-        .wallets
-        .iter()
-        .map(|(_, a)| Address::parse(&chain, a))
-        .collect::<Result<Vec<_>, _>>()?;
-    let assets = vec![(AssetSymbol::parse("ETH")?, None)];
-    let report = strongroom_engine::reconcile::reconcile(store, &rpc, &assets, &addresses)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let report = reconcile_chain(store, &rpc, &chain, &file).await?;
     let mut ok = true;
     for h in &report {
         let verdict = if h.matches() { "match" } else { "DIFFERENT" };
         ok &= h.matches();
+        let moving = if h.settled() {
+            String::new()
+        } else {
+            format!(
+                " ({} withdrawals in flight, {} deposits awaiting confirmations)",
+                h.in_flight, h.uncredited_deposits
+            )
+        };
         println!(
-            "{:<6} ledger {:>30}  chain {:>30}  {verdict}{}",
+            "{:<6} ledger {:>30}  chain {:>30}  {verdict}{moving}",
             h.asset.as_str(),
             h.ledger.base_units(),
             h.chain.base_units(),
-            if h.in_flight > 0 {
-                format!(" ({} withdrawals in flight)", h.in_flight)
-            } else {
-                String::new()
-            }
         );
     }
     Ok(if ok { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
+}
+
+/// Reconcile the dev chain's assets over its hot wallets and deposit addresses.
+async fn reconcile_chain(
+    store: &dyn Store,
+    rpc: &EthRpc,
+    chain: &ChainId,
+    file: &ChainFile,
+) -> anyhow::Result<Vec<strongroom_engine::reconcile::Holding>> {
+    let mut addresses = file
+        .wallets
+        .iter()
+        .map(|(_, a)| Address::parse(chain, a))
+        .collect::<Result<Vec<_>, _>>()?;
+    for d in store.deposit_addresses(chain).await? {
+        addresses.push(Address::parse(chain, &d.address)?);
+    }
+    let assets: Vec<(AssetSymbol, Option<Address>)> = strongroom_units::AssetRegistry::dev()
+        .iter()
+        .filter(|a| &a.chain == chain)
+        .map(|a| (a.symbol.clone(), a.contract.clone()))
+        .collect();
+    strongroom_engine::reconcile::reconcile(store, rpc, chain, &assets, &addresses)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Every 30 s, reconcile; a difference while nothing is in motion is logged as an alert.
+fn spawn_reconcile(
+    store: Arc<SqlStore>,
+    rpc: EthRpc,
+    chain: ChainId,
+    file: ChainFile,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            match reconcile_chain(store.as_ref(), &rpc, &chain, &file).await {
+                Ok(report) => {
+                    for h in report.iter().filter(|h| h.settled() && !h.matches()) {
+                        tracing::error!(asset = %h.asset, ledger = %h.ledger, chain = %h.chain, "ALERT: ledger and chain differ");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reconciliation failed"),
+            }
+        }
+    })
 }

@@ -290,6 +290,7 @@ fn redact_url(url: &str) -> String {
 struct Started {
     running: tls::Running,
     ca: Option<PathBuf>,
+    state: AppState,
 }
 
 async fn start(
@@ -313,12 +314,12 @@ async fn start(
     let rules =
         WithdrawalRules { intent_ttl_ms: i64::from(config.withdrawals.intent_ttl_secs) * 1000 };
     let state = AppState::new(store, env, registry, rules);
-    let (app, _) = strongroom_server::app(state);
+    let (app, _) = strongroom_server::app(state.clone());
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
         format!("cannot listen on {} (is another server running? pass --listen)", config.listen)
     })?;
     let running = tls::serve(listener, tls_config, app)?;
-    Ok(Started { running, ca })
+    Ok(Started { running, ca, state })
 }
 
 async fn wait_for_signal(running: tls::Running) {
@@ -423,7 +424,15 @@ async fn dev(
     let chain = match (&signers, chain_opts) {
         (Some(_), Some((rpc, confirmations))) => {
             let orch = signers::ClusterFile::load(&data_dir)?.orchestrator()?;
-            chain::start_dev_chain(&data_dir, store.clone(), orch, rpc, confirmations).await?
+            chain::start_dev_chain(
+                &data_dir,
+                store.clone(),
+                orch,
+                rpc,
+                confirmations,
+                &started.state,
+            )
+            .await?
         }
         _ => None,
     };

@@ -434,10 +434,11 @@ fn uuid_like() -> String {
 }
 
 /// The end-to-end run: `strongroom dev` on a real Ethereum node; a customer's ETH
-/// arrives in the hot wallet and is credited; a withdrawal is signed 2-of-3 by the signer
-/// processes, stored, and then the orchestrator dies (abort, as a kill would) before it
-/// broadcasts. After a restart exactly one transaction is on chain, the withdrawal settles,
-/// and the ledger reconciles with the chain to the wei.
+/// and ERC-20 deposits into their derived address are credited after confirmations; a
+/// withdrawal is signed 2-of-3 by the signer processes, stored, and then the orchestrator
+/// dies (abort, as a kill would) before it broadcasts. After a restart exactly one
+/// transaction is on chain, the withdrawal settles, and the ledger reconciles with the chain
+/// to the wei for ETH and the token.
 #[test]
 fn dev_withdraws_eth_signed_by_the_signer_processes_and_survives_a_crash_before_broadcast() {
     let Some(chain) = start_anvil(&["--block-time", "1"]) else { return };
@@ -449,26 +450,51 @@ fn dev_withdraws_eth_signed_by_the_signer_processes_and_survives_a_crash_before_
         serde_json::from_slice(&std::fs::read(data.join("chain.json")).unwrap()).unwrap();
     let hot = chain_file["wallets"][0][1].as_str().unwrap().to_owned();
 
-    // A customer sends 1 ETH from their own wallet (an anvil account) to us; the operator
-    // credits it.
+    // A customer asks for a deposit address and sends 1 ETH and 250 USDT (the dev test
+    // token) to it from their own wallet (an anvil account). The watcher credits both after
+    // the confirmations.
     let customer =
         api(&dev, "POST", "/v1/customers", Some(serde_json::json!({"external_id": "erin"})));
     let customer_id = customer["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/customers/{customer_id}/deposit-address");
+    let address = api(&dev, "POST", &path, Some(serde_json::json!({"asset": "ETH"})));
+    let deposit_to = address["address"].as_str().unwrap().to_owned();
+    assert_ne!(deposit_to.to_lowercase(), hot.to_lowercase());
+    assert_eq!(
+        api(&dev, "POST", &path, Some(serde_json::json!({"asset": "USDT"})))["address"],
+        deposit_to.as_str()
+    );
     let from =
-        rpc(&chain.url, "eth_accounts", serde_json::json!([]))[0].as_str().unwrap().to_owned();
-    let sent = rpc(
+        rpc(&chain.url, "eth_accounts", serde_json::json!([]))[1].as_str().unwrap().to_owned();
+    rpc(
         &chain.url,
         "eth_sendTransaction",
-        serde_json::json!([{"from": from, "to": hot, "value": "0xde0b6b3a7640000"}]),
+        serde_json::json!([{"from": from, "to": deposit_to, "value": "0xde0b6b3a7640000"}]),
     );
-    api(
-        &dev,
-        "POST",
-        "/v1/deposits",
-        Some(serde_json::json!({
-            "customer_id": customer_id, "asset": "ETH", "amount": "1", "reference": format!("{}:0", sent.as_str().unwrap()),
-        })),
+    // transfer(deposit_to, 250_000_000) on the dev token.
+    let calldata = format!(
+        "0xa9059cbb{:0>64}{:064x}",
+        deposit_to.trim_start_matches("0x").to_lowercase(),
+        250_000_000u64
     );
+    let token = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
+    rpc(
+        &chain.url,
+        "eth_sendTransaction",
+        serde_json::json!([{"from": from, "to": token, "data": calldata}]),
+    );
+    let balances = format!("/v1/customers/{customer_id}/balances");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let b = api(&dev, "GET", &balances, None).to_string();
+        if b.contains("\"available\":\"1000000000000000000\"")
+            && b.contains("\"available\":\"250000000\"")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "deposits not credited: {b}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
 
     // The withdrawal: signed by two signer processes, stored, then the process dies.
     let dest = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
@@ -514,8 +540,8 @@ fn dev_withdraws_eth_signed_by_the_signer_processes_and_survives_a_crash_before_
     assert_eq!(tx["value"], "0x3782dace9d90000");
     let got = rpc(&chain.url, "eth_getBalance", serde_json::json!([dest, "latest"]));
     assert_eq!(got, "0x3782dace9d90000", "0.25 ETH arrived");
-    let balances = api(&dev, "GET", &format!("/v1/customers/{customer_id}/balances"), None);
-    assert!(balances.to_string().contains("750000000000000000"), "{balances}");
+    let after = api(&dev, "GET", &balances, None);
+    assert!(after.to_string().contains("750000000000000000"), "{after}");
 
     let out = Command::new(BIN)
         .args(["reconcile", "--data-dir", data.to_str().unwrap()])

@@ -214,9 +214,9 @@ impl DepositWatcher {
         }
         report.blocks = blocks.len();
         report.seen = transfers.len();
-        let batch =
-            ScanBatch { chain: chain.clone(), blocks, transfers, next_block: to.saturating_add(1) };
-        self.store.record_scan(&self.ctx(), batch).await?;
+        for batch in batches(chain, blocks, transfers, to.saturating_add(1)) {
+            self.store.record_scan(&self.ctx(), batch).await?;
+        }
         Ok(())
     }
 
@@ -281,6 +281,56 @@ impl DepositWatcher {
     }
 }
 
+/// Most transfers stored in one commit (an audit record holds at most 32 changes: these and
+/// the cursor).
+pub const MAX_TRANSFERS_PER_COMMIT: usize = 30;
+
+/// Split what a pass read into commits of at most [`MAX_TRANSFERS_PER_COMMIT`] transfers.
+/// Each commit moves the cursor only past blocks whose transfers are all stored (a block
+/// with more than that many is stored in several commits that leave the cursor on it).
+fn batches(
+    chain: &ChainId,
+    blocks: Vec<BlockRef>,
+    mut transfers: Vec<SeenTransfer>,
+    next_block: u64,
+) -> Vec<ScanBatch> {
+    transfers.sort_by_key(|t| (t.block.number, t.log_index));
+    let mut out = Vec::new();
+    let mut pending: Vec<SeenTransfer> = Vec::new();
+    let mut from = 0;
+    for (i, b) in blocks.iter().enumerate() {
+        let mut here: Vec<SeenTransfer> =
+            transfers.iter().filter(|t| t.block.number == b.number).cloned().collect();
+        if pending.len() + here.len() > MAX_TRANSFERS_PER_COMMIT && !pending.is_empty() {
+            out.push(ScanBatch {
+                chain: chain.clone(),
+                blocks: blocks.get(from..i).unwrap_or_default().to_vec(),
+                transfers: std::mem::take(&mut pending),
+                next_block: b.number,
+            });
+            from = i;
+        }
+        while here.len() > MAX_TRANSFERS_PER_COMMIT {
+            let rest = here.split_off(MAX_TRANSFERS_PER_COMMIT);
+            out.push(ScanBatch {
+                chain: chain.clone(),
+                blocks: blocks.get(from..=i).unwrap_or_default().to_vec(),
+                transfers: here,
+                next_block: b.number,
+            });
+            here = rest;
+        }
+        pending.extend(here);
+    }
+    out.push(ScanBatch {
+        chain: chain.clone(),
+        blocks: blocks.get(from..).unwrap_or_default().to_vec(),
+        transfers: pending,
+        next_block,
+    });
+    out
+}
+
 /// A lower-cased Ethereum address back in its EIP-55 form.
 fn checksum_of(lower: &str) -> String {
     strongroom_units::address::eip55_checksum(lower.trim_start_matches("0x"))
@@ -289,5 +339,45 @@ fn checksum_of(lower: &str) -> String {
 impl From<strongroom_mpc::MpcError> for SignError {
     fn from(e: strongroom_mpc::MpcError) -> Self {
         SignError { message: e.to_string(), retryable: false }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(block: u64, i: u64) -> SeenTransfer {
+        SeenTransfer {
+            txid: format!("0x{block}-{i}"),
+            log_index: i,
+            to_address: "a".into(),
+            customer_id: Uuid::nil(),
+            asset: AssetSymbol::parse("ETH").unwrap(),
+            amount: strongroom_units::Amount::from_base_units(1).unwrap(),
+            block: BlockRef { number: block, hash: format!("0x{block}") },
+        }
+    }
+
+    #[test]
+    fn scans_are_split_into_commits_that_fit_an_audit_record() {
+        let chain = ChainId::parse("eip155:1").unwrap();
+        let blocks: Vec<BlockRef> =
+            (10..15).map(|n| BlockRef { number: n, hash: format!("0x{n}") }).collect();
+        // Block 11 holds 70 transfers, block 13 holds 5.
+        let mut transfers: Vec<SeenTransfer> = (0..70).map(|i| t(11, i)).collect();
+        transfers.extend((0..5).map(|i| t(13, i)));
+        let out = batches(&chain, blocks, transfers.clone(), 15);
+        assert!(out.iter().all(|b| b.transfers.len() <= MAX_TRANSFERS_PER_COMMIT));
+        let mut all: Vec<_> = out.iter().flat_map(|b| b.transfers.clone()).collect();
+        all.sort_by_key(|t| (t.block.number, t.log_index));
+        assert_eq!(all, transfers, "every transfer exactly once");
+        // The cursor never passes a block whose transfers are not all stored.
+        let nexts: Vec<u64> = out.iter().map(|b| b.next_block).collect();
+        assert_eq!(nexts, vec![11, 11, 15]);
+        assert!(out.windows(2).all(|w| w[0].next_block <= w[1].next_block));
+        // Few transfers: one commit.
+        let one =
+            batches(&chain, vec![BlockRef { number: 1, hash: "0x1".into() }], vec![t(1, 0)], 2);
+        assert_eq!(one.len(), 1);
     }
 }

@@ -4,8 +4,8 @@
 use serde::Serialize;
 use strongroom_chain::ChainClient;
 use strongroom_core::withdrawal::WithdrawalState;
-use strongroom_store::{Store, WithdrawalFilter};
-use strongroom_units::{Address, Amount, AssetSymbol};
+use strongroom_store::{ChainDepositState, Store, WithdrawalFilter};
+use strongroom_units::{Address, Amount, AssetSymbol, ChainId};
 
 use crate::EngineError;
 
@@ -19,22 +19,36 @@ pub struct Holding {
     pub chain: Amount,
     /// Withdrawals sent but not yet settled: while any exist, the two may differ by them.
     pub in_flight: usize,
+    /// Deposits on chain not yet credited (too few confirmations): likewise.
+    pub uncredited_deposits: usize,
 }
 
 impl Holding {
     pub fn matches(&self) -> bool {
         self.ledger == self.chain
     }
+    /// Nothing is in motion, so any difference is real.
+    pub fn settled(&self) -> bool {
+        self.in_flight == 0 && self.uncredited_deposits == 0
+    }
 }
 
 /// Compare ledger custody with on-chain balances for `assets` (symbol and token contract,
-/// `None` for the native coin) held at `addresses`.
+/// `None` for the native coin) held at `addresses` on `chain`.
 pub async fn reconcile(
     store: &dyn Store,
     client: &dyn ChainClient,
+    chain: &ChainId,
     assets: &[(AssetSymbol, Option<Address>)],
     addresses: &[Address],
 ) -> Result<Vec<Holding>, EngineError> {
+    let uncredited: Vec<AssetSymbol> = store
+        .chain_deposits(chain, Some(ChainDepositState::Seen))
+        .await?
+        .into_iter()
+        .filter(|d| d.deposit_id.is_none())
+        .map(|d| d.transfer.asset)
+        .collect();
     let totals = store.custody_totals().await?;
     let mut in_flight_by_asset: Vec<AssetSymbol> = Vec::new();
     for state in [WithdrawalState::Built, WithdrawalState::Signed, WithdrawalState::Broadcast] {
@@ -45,17 +59,24 @@ pub async fn reconcile(
     let mut out = Vec::new();
     for (asset, contract) in assets {
         let ledger = totals.iter().find(|t| &t.asset == asset).map_or(Amount::ZERO, |t| t.custody);
-        let mut chain = Amount::ZERO;
+        let mut on_chain = Amount::ZERO;
         for a in addresses {
             let b = client.balance(a, contract.as_ref()).await?;
-            chain = chain.checked_add(b).map_err(|e| {
+            on_chain = on_chain.checked_add(b).map_err(|e| {
                 EngineError::Chain(strongroom_chain::ChainError::Decode(e.to_string()))
             })?;
         }
         // A token withdrawal also burns the native coin for gas.
         let in_flight =
             in_flight_by_asset.iter().filter(|s| *s == asset || contract.is_none()).count();
-        out.push(Holding { asset: asset.clone(), ledger, chain, in_flight });
+        let uncredited_deposits = uncredited.iter().filter(|s| *s == asset).count();
+        out.push(Holding {
+            asset: asset.clone(),
+            ledger,
+            chain: on_chain,
+            in_flight,
+            uncredited_deposits,
+        });
     }
     Ok(out)
 }

@@ -220,6 +220,7 @@ impl World {
         let report = reconcile(
             self.store.as_ref(),
             &self.rpc(),
+            &chain(),
             &[(eth, None)],
             std::slice::from_ref(&self.hot),
         )
@@ -496,7 +497,8 @@ async fn deposits_of_eth_and_an_erc20_are_credited_after_confirmations_and_a_reo
 
     // Ledger and chain agree per asset over the hot wallet and the deposit address.
     let assets = [(AssetSymbol::parse("ETH").unwrap(), None), (usdt.clone(), Some(token.clone()))];
-    let report = reconcile(c, &rpc, &assets, &[w.hot.clone(), alice_addr.clone()]).await.unwrap();
+    let report =
+        reconcile(c, &rpc, &chain(), &assets, &[w.hot.clone(), alice_addr.clone()]).await.unwrap();
     assert!(report.iter().all(|h| h.matches()), "{report:?}");
 
     // A 0.2 ETH deposit is credited, then a reorganisation replaces the last 4 blocks with
@@ -510,7 +512,7 @@ async fn deposits_of_eth_and_an_erc20_are_credited_after_confirmations_and_a_reo
     assert!(r.reorganised_from.is_some(), "{r:?}");
     assert_eq!(r.reversed, 1, "{r:?}");
     assert_eq!(eth_balance(&w, w.customer, "ETH").await, before + ETH / 10);
-    let report = reconcile(c, &rpc, &assets, &[w.hot.clone(), alice_addr]).await.unwrap();
+    let report = reconcile(c, &rpc, &chain(), &assets, &[w.hot.clone(), alice_addr]).await.unwrap();
     assert!(report.iter().all(|h| h.matches()), "{report:?}");
     assert!(strongroom_store::verify::verify_audit(c).await.unwrap().is_intact());
 }

@@ -76,6 +76,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create_customer))
         .routes(routes!(get_customer))
         .routes(routes!(get_balances))
+        .routes(routes!(create_deposit_address))
         .routes(routes!(get_ledger))
         .routes(routes!(credit_deposit))
         .routes(routes!(list_withdrawals, create_withdrawal))
@@ -314,6 +315,9 @@ pub trait WriteBody: DeserializeOwned + Send {
 impl WriteBody for CreateCustomer {
     const ROLES: &'static [Role] = WRITERS;
 }
+impl WriteBody for RequestDepositAddress {
+    const ROLES: &'static [Role] = WRITERS;
+}
 impl WriteBody for CreditDeposit {
     const ROLES: &'static [Role] = OPERATORS;
 }
@@ -478,6 +482,61 @@ async fn create_customer(
     let new = NewCustomer { id: new_id(state.env()), external_id: req.body.external_id };
     let c = state.store().create_customer(&req.ctx, Some(&req.idem), new).await?;
     Ok((StatusCode::CREATED, Json(c.into())))
+}
+
+/// Which asset a deposit address is for.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct RequestDepositAddress {
+    #[schema(example = "ETH")]
+    pub asset: String,
+}
+
+/// A customer's deposit address on a chain (one per chain: ETH and tokens share it).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DepositAddressView {
+    pub customer_id: Uuid,
+    pub chain: String,
+    pub address: String,
+    /// The hot wallet whose key it derives from, and the BIP-32 path below that key.
+    pub wallet: String,
+    pub path: String,
+    pub created_at_ms: i64,
+}
+
+/// The customer's deposit address for an asset's chain, made on first request. Transfers
+/// into it are credited after the chain's confirmations.
+#[utoipa::path(post, path = "/v1/customers/{id}/deposit-address", tag = "customers", security(("token" = [])),
+    params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)),
+    request_body = RequestDepositAddress,
+    responses((status = 200, body = DepositAddressView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn create_deposit_address(
+    State(state): State<AppState>,
+    id: Result<Path<Uuid>, PathRejection>,
+    req: Write<RequestDepositAddress>,
+) -> Result<Json<DepositAddressView>, ApiError> {
+    let id = path_id(id)?;
+    let asset = state
+        .registry()
+        .get(&req.body.asset)
+        .map_err(|e| ApiError::bad_request("unknown_asset", e.to_string()))?;
+    state.store().get_customer(id).await?;
+    let provider = state.deposit_addresses().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_chain",
+            "no chain is connected to this server",
+        )
+    })?;
+    let a = provider.deposit_address(id, asset).await.map_err(ApiError::unavailable)?;
+    Ok(Json(DepositAddressView {
+        customer_id: a.customer_id,
+        chain: a.chain.to_string(),
+        address: a.address,
+        wallet: a.wallet,
+        path: format!("m/0/{}", a.path_index),
+        created_at_ms: a.created_at.unix_ms(),
+    }))
 }
 
 /// Get a customer.

@@ -44,6 +44,21 @@ struct Inner {
     registry: AssetRegistry,
     rules: WithdrawalRules,
     metrics: Metrics,
+    /// Set once a chain is connected (the dev stack sets it after its signers are up).
+    deposit_addresses: std::sync::OnceLock<Arc<dyn DepositAddresses>>,
+}
+
+/// Makes customers' deposit addresses. The API server holds no key and talks to no chain:
+/// whoever runs it (the CLI) provides this, deriving addresses from the hot wallet's public
+/// key as the signer nodes report it.
+#[async_trait::async_trait]
+pub trait DepositAddresses: Send + Sync + std::fmt::Debug {
+    /// The customer's address for `asset`'s chain, made on first request.
+    async fn deposit_address(
+        &self,
+        customer_id: uuid::Uuid,
+        asset: &strongroom_units::Asset,
+    ) -> Result<strongroom_store::DepositAddress, String>;
 }
 
 impl AppState {
@@ -53,7 +68,21 @@ impl AppState {
         registry: AssetRegistry,
         rules: WithdrawalRules,
     ) -> Self {
-        AppState(Arc::new(Inner { store, env, registry, rules, metrics: Metrics::default() }))
+        AppState(Arc::new(Inner {
+            store,
+            env,
+            registry,
+            rules,
+            metrics: Metrics::default(),
+            deposit_addresses: std::sync::OnceLock::new(),
+        }))
+    }
+    /// Connect deposit address creation (once).
+    pub fn set_deposit_addresses(&self, provider: Arc<dyn DepositAddresses>) {
+        let _ = self.0.deposit_addresses.set(provider);
+    }
+    pub fn deposit_addresses(&self) -> Option<&Arc<dyn DepositAddresses>> {
+        self.0.deposit_addresses.get()
     }
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.0.store

@@ -266,6 +266,9 @@ impl AssetRegistry {
     }
 }
 
+/// Where `strongroom dev` deploys its test ERC-20 on anvil.
+pub const DEV_TOKEN_CONTRACT: &str = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
+
 /// The development asset list, also used as the default configuration.
 pub fn dev_specs() -> Vec<AssetSpec> {
     vec![
@@ -277,6 +280,17 @@ pub fn dev_specs() -> Vec<AssetSpec> {
             min_withdrawal: "0.0001".into(),
             // 21,000 gas at up to 1,000 gwei.
             fee_cap: "21000000000000000".into(),
+        },
+        AssetSpec {
+            symbol: "USDT".into(),
+            chain: "eip155:31337".into(),
+            decimals: 6,
+            // The test ERC-20 that `strongroom dev` deploys: the first contract anvil's first
+            // account creates (CREATE address of that account at nonce 0).
+            contract: Some(DEV_TOKEN_CONTRACT.into()),
+            min_withdrawal: "1".into(),
+            // 100,000 gas at up to 1,000 gwei.
+            fee_cap: "100000000000000000".into(),
         },
         AssetSpec {
             symbol: "BTC".into(),

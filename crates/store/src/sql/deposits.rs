@@ -198,15 +198,10 @@ async fn set_cursor(w: &mut WriteTx, ctx: &WriteCtx, chain: &str, next: i64) -> 
 }
 
 /// Delete the chain's stored blocks matching `condition` (on `number`, parameter $2).
+/// Block hashes are the watcher's memory of what it read, not custody state: they are not
+/// audited row by row (a scan commits with one record), and an edited hash can only make
+/// the watcher rewind and read again, since every credit re-checks its block on chain.
 async fn delete_blocks(w: &mut WriteTx, chain: &str, condition: &str, bound: i64) -> Result<()> {
-    let sql = format!(
-        "SELECT chain, number, hash FROM chain_blocks WHERE chain = $1 AND number {condition} $2"
-    );
-    let rows = sqlx::query(&sql).bind(chain).bind(bound).fetch_all(&mut *w.tx).await?;
-    for r in rows {
-        let row = row_of::<BlockRow>(&r)?;
-        w.record(format!("block/{}/{}", row.chain, row.number), Some(hash_of(&row)?), None);
-    }
     w.write(
         format!("DELETE FROM chain_blocks WHERE chain = $1 AND number {condition} $2"),
         vec![Val::Text(chain.to_owned()), Val::Int(bound)],
@@ -287,14 +282,12 @@ pub(super) async fn stage_scan(
                 )))
             }
             None => {
-                let row = BlockRow { chain: chain.clone(), number, hash: b.hash.clone() };
                 w.insert(
                     "chain_blocks",
                     &["chain", "number", "hash"],
-                    vec![Val::Text(chain.clone()), Val::Int(number), Val::Text(row.hash.clone())],
+                    vec![Val::Text(chain.clone()), Val::Int(number), Val::Text(b.hash.clone())],
                 )
                 .await?;
-                w.record(format!("block/{chain}/{number}"), None, Some(hash_of(&row)?));
             }
         }
     }
@@ -622,13 +615,6 @@ impl SqlStore {
         {
             let row = row_of::<CursorRow>(&r)?;
             out.push((format!("cursor/{}", row.chain), hash_of(&row)?));
-        }
-        for r in sqlx::query("SELECT chain, number, hash FROM chain_blocks")
-            .fetch_all(&self.pool)
-            .await?
-        {
-            let row = row_of::<BlockRow>(&r)?;
-            out.push((format!("block/{}/{}", row.chain, row.number), hash_of(&row)?));
         }
         Ok(())
     }
