@@ -17,6 +17,7 @@ use strongroom_chain_ethereum::rpc::{EthRpc, Retry};
 use strongroom_core::ledger::TREASURY_CUSTOMER;
 use strongroom_core::{new_id, Env, Intent, SystemEnv, WalletId};
 use strongroom_engine::deposits::{DepositWatcher, WatchConfig};
+use strongroom_engine::sweeps::{SweepConfig, Sweeper};
 use strongroom_engine::{EngineError, EthConfig, EthWithdrawals, SignError, StopPoint, TxSigner};
 use strongroom_mpc::ecdsa::MasterPublic;
 use strongroom_signer::wire::{KeyInfo, SignRequest, TxFormat};
@@ -112,6 +113,7 @@ impl TxSigner for OrchestratorSigner {
     async fn sign(
         &self,
         wallet: &WalletId,
+        path: &[u32],
         intent: &Intent,
         unsigned: &[u8],
     ) -> Result<Vec<u8>, SignError> {
@@ -124,7 +126,7 @@ impl TxSigner for OrchestratorSigner {
             ),
             format: TxFormat::Eip1559,
             tx: hex::encode(unsigned),
-            path: vec![],
+            path: path.to_vec(),
         };
         let signed =
             self.orch.sign_pooled(&self.env, &info, &signers, &request).await.map_err(|r| {
@@ -254,9 +256,27 @@ pub async fn start_dev_chain(
         max_blocks: 200,
         reorg_window: 64,
     };
+    let sweep_cfg = SweepConfig {
+        chain: chain.clone(),
+        wallet: wallet.clone(),
+        hot: hot.clone(),
+        native: (AssetSymbol::parse("ETH")?, 18),
+        tokens: registry
+            .iter()
+            .filter(|a| a.chain == chain)
+            .filter_map(|a| a.contract.clone().map(|c| (a.symbol.clone(), a.decimals, c)))
+            .collect(),
+        min_native: 1_000_000_000_000_000,
+        token_gas: 100_000,
+        ttl_ms: 3_600_000,
+    };
+    let sweeper = Sweeper::new(store.clone(), rpc.clone(), env.clone(), sweep_cfg);
     let watcher = DepositWatcher::new(store.clone(), Arc::new(rpc.clone()), env.clone(), watch);
     let watcher = tokio::spawn(async move {
         loop {
+            if let Err(e) = sweeper.plan().await {
+                tracing::warn!(error = %e, "sweep planning failed");
+            }
             match watcher.run_once().await {
                 Ok(r) if r.credited + r.reversed + r.held + r.dropped > 0 => tracing::info!(
                     credited = r.credited,

@@ -192,6 +192,10 @@ impl DepositWatcher {
                 );
                 return Ok(());
             }
+            // A movement between our own addresses (a sweep or a gas top-up) is no deposit.
+            if t.from.as_ref().is_some_and(|f| owners.contains_key(&f.as_str().to_lowercase())) {
+                continue;
+            }
             let Some(customer_id) = owners.get(&t.to.as_str().to_lowercase()).copied() else {
                 continue;
             };

@@ -23,7 +23,7 @@ use strongroom_chain_ethereum::{transfer_calldata, EthParams, NATIVE_TRANSFER_GA
 use strongroom_core::withdrawal::{Withdrawal, WithdrawalState};
 use strongroom_core::{new_id, Env, Intent, WalletId};
 use strongroom_store::{
-    BuildWithdrawal, Conclusion, Store, StoreError, WithdrawalFilter, WriteCtx,
+    account_name, BuildTx, Conclusion, Store, StoreError, Sweep, WithdrawalFilter, WriteCtx,
 };
 use strongroom_units::{Address, Amount, AssetSymbol, ChainId};
 use tokio::sync::Mutex;
@@ -31,6 +31,7 @@ use uuid::Uuid;
 
 pub mod deposits;
 pub mod reconcile;
+pub mod sweeps;
 
 /// Why a threshold signature was not made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,17 +55,19 @@ pub trait TxSigner: Send + Sync {
         &self,
         wallet: &WalletId,
     ) -> Result<strongroom_mpc::ecdsa::MasterPublic, SignError>;
-    /// A 64-byte `r || s` ECDSA signature (low s) over the transaction's signing digest,
-    /// made by signer nodes that each decoded `unsigned` and checked it against `intent`.
+    /// A 64-byte `r || s` ECDSA signature (low s) over the transaction's signing digest by
+    /// the wallet key's child at `path` (empty: the key itself), made by signer nodes that
+    /// each decoded `unsigned` and checked it against `intent`.
     async fn sign(
         &self,
         wallet: &WalletId,
+        path: &[u32],
         intent: &Intent,
         unsigned: &[u8],
     ) -> Result<Vec<u8>, SignError>;
 }
 
-/// Where a test may stop the engine, as if the process died there.
+/// Where a test may stop the engine on a withdrawal, as if the process died there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopPoint {
     /// The signed transaction is stored; nothing was sent.
@@ -118,14 +121,60 @@ pub enum Step {
     Idle,
 }
 
-/// Drives Ethereum withdrawals.
+/// A withdrawal or a sweep, as the engine drives it: both take the same path on chain.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: Uuid,
+    pub intent: Intent,
+    /// The child key that sends (empty: the wallet's own key).
+    pub path: Vec<u32>,
+    pub state: WithdrawalState,
+    /// A customer's withdrawal (not a movement between our own addresses).
+    pub withdrawal: bool,
+}
+
+impl From<&Withdrawal> for Job {
+    fn from(w: &Withdrawal) -> Self {
+        Job {
+            id: w.id,
+            intent: w.intent.clone(),
+            path: Vec::new(),
+            state: w.state,
+            withdrawal: true,
+        }
+    }
+}
+
+impl From<&Sweep> for Job {
+    fn from(s: &Sweep) -> Self {
+        Job {
+            id: s.id,
+            intent: s.intent.clone(),
+            path: s.path.clone(),
+            state: s.state,
+            withdrawal: false,
+        }
+    }
+}
+
+impl Job {
+    /// The sending account, as the store keeps its nonces.
+    pub fn account(&self) -> String {
+        account_name(self.intent.source_wallet.as_str(), &self.path)
+    }
+}
+
+/// A wallet key or one of its children: wallet and path.
+type KeyName = (WalletId, Vec<u32>);
+
+/// Drives Ethereum withdrawals and sweeps.
 pub struct EthWithdrawals {
     store: Arc<dyn Store>,
     rpc: EthRpc,
     signer: Arc<dyn TxSigner>,
     env: Arc<dyn Env>,
     cfg: EthConfig,
-    keys: Mutex<HashMap<WalletId, (Vec<u8>, Address)>>,
+    keys: Mutex<HashMap<KeyName, (Vec<u8>, Address)>>,
 }
 
 impl std::fmt::Debug for EthWithdrawals {
@@ -155,20 +204,53 @@ impl EthWithdrawals {
 
     /// A wallet's key and address (asked of the signers once).
     pub async fn wallet(&self, wallet: &WalletId) -> Result<(Vec<u8>, Address), EngineError> {
+        self.key_at(wallet, &[]).await
+    }
+
+    /// The public key and address of the wallet key's child at `path` (empty: the key).
+    pub async fn key_at(
+        &self,
+        wallet: &WalletId,
+        path: &[u32],
+    ) -> Result<(Vec<u8>, Address), EngineError> {
         let mut keys = self.keys.lock().await;
-        if let Some(k) = keys.get(wallet) {
+        let name = (wallet.clone(), path.to_vec());
+        if let Some(k) = keys.get(&name) {
             return Ok(k.clone());
         }
-        let pk = self.signer.public_key(wallet).await?;
+        let pk = if path.is_empty() {
+            self.signer.public_key(wallet).await?
+        } else {
+            let master = self.signer.master(wallet).await?;
+            master.derive(path).map_err(SignError::from)?.to_vec()
+        };
         let address = self.rpc.codec().address_of(&pk)?;
-        keys.insert(wallet.clone(), (pk.clone(), address.clone()));
+        keys.insert(name, (pk.clone(), address.clone()));
         Ok((pk, address))
     }
 
-    /// Take every unfinished withdrawal on this chain as far as it can go now. Returns how
-    /// many moved; errors are logged per withdrawal and retried on the next pass.
+    /// The withdrawal or sweep with this id.
+    pub async fn load(&self, id: Uuid) -> Result<Job, EngineError> {
+        match self.store.get_withdrawal(id).await {
+            Ok(w) => Ok(Job::from(&w)),
+            Err(StoreError::NotFound { .. }) => Ok(Job::from(&self.store.get_sweep(id).await?)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Take every unfinished withdrawal and sweep on this chain as far as it can go now.
+    /// Returns how many steps moved; errors are logged per job and retried on the next pass.
     pub async fn run_once(&self) -> Result<usize, EngineError> {
         let mut moved = 0;
+        for sweep in self.store.list_sweeps(&self.cfg.chain, true).await? {
+            match self.drive(sweep.id).await {
+                Ok(n) => moved += n,
+                Err(e @ EngineError::Stopped(_)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(sweep = %sweep.id, error = %e, "sweep step failed; will retry")
+                }
+            }
+        }
         for state in [
             WithdrawalState::Broadcast,
             WithdrawalState::Signed,
@@ -196,12 +278,13 @@ impl EthWithdrawals {
         Ok(moved)
     }
 
-    /// Step one withdrawal until it waits or is final; returns how many steps it moved.
+    /// Step one withdrawal or sweep until it waits or is final; returns how many steps it
+    /// moved.
     pub async fn drive(&self, id: Uuid) -> Result<usize, EngineError> {
         let mut moved = 0;
         loop {
-            let w = self.store.get_withdrawal(id).await?;
-            match self.step(&w).await? {
+            let job = self.load(id).await?;
+            match self.step(&job).await? {
                 Step::Moved(to) => {
                     tracing::info!(withdrawal = %id, state = to.as_str(), "withdrawal moved");
                     moved += 1;
@@ -216,7 +299,7 @@ impl EthWithdrawals {
     }
 
     /// One step from the stored state.
-    pub async fn step(&self, w: &Withdrawal) -> Result<Step, EngineError> {
+    pub async fn step(&self, w: &Job) -> Result<Step, EngineError> {
         if w.intent.chain != self.cfg.chain || w.state.is_final() {
             return Ok(Step::Idle);
         }
@@ -231,9 +314,9 @@ impl EthWithdrawals {
         }
     }
 
-    async fn build(&self, w: &Withdrawal) -> Result<Step, EngineError> {
+    async fn build(&self, w: &Job) -> Result<Step, EngineError> {
         let intent = &w.intent;
-        let (_, from) = self.wallet(&intent.source_wallet).await?;
+        let (_, from) = self.key_at(&intent.source_wallet, &w.path).await?;
         let gas_limit = match &intent.asset.contract {
             None => NATIVE_TRANSFER_GAS,
             Some(token) => {
@@ -270,10 +353,10 @@ impl EthWithdrawals {
             .ok_or_else(|| ChainError::Build("fee overflows".into()))?;
         let codec = self.rpc.codec().clone();
         let planned = intent.clone();
-        let build = BuildWithdrawal {
-            withdrawal_id: w.id,
+        let build = BuildTx {
+            owner_id: w.id,
             chain: intent.chain.clone(),
-            wallet: intent.source_wallet.as_str().to_owned(),
+            wallet: w.account(),
             nonce_floor: self.rpc.nonce(&from, true).await?,
             fee_asset: self.cfg.fee_asset.clone(),
             fee_reserve,
@@ -282,40 +365,41 @@ impl EthWithdrawals {
                 codec.build(&planned, &EthParams { nonce, ..params }).map_err(|e| e.to_string())
             }),
         };
-        let tx = self.store.build_withdrawal(&self.ctx(), build).await?;
+        let tx = self.store.build_tx(&self.ctx(), build).await?;
         tracing::info!(withdrawal = %w.id, nonce = tx.nonce, "transaction built");
         Ok(Step::Moved(WithdrawalState::Built))
     }
 
-    async fn sign(&self, w: &Withdrawal) -> Result<Step, EngineError> {
+    async fn sign(&self, w: &Job) -> Result<Step, EngineError> {
         let stored = self.store.chain_tx(w.id).await?.ok_or_else(|| {
             StoreError::Corrupt(format!("withdrawal {} is built but has no transaction", w.id))
         })?;
         let unsigned = hex::decode(&stored.unsigned_tx)
             .map_err(|_| StoreError::Corrupt("unsigned tx is not hex".into()))?;
-        let (pk, _) = self.wallet(&w.intent.source_wallet).await?;
-        let signature = self.signer.sign(&w.intent.source_wallet, &w.intent, &unsigned).await?;
+        let (pk, _) = self.key_at(&w.intent.source_wallet, &w.path).await?;
+        let signature =
+            self.signer.sign(&w.intent.source_wallet, &w.path, &w.intent, &unsigned).await?;
         // Attaching checks the signature is the wallet's over this transaction.
         let signed = self.rpc.codec().attach(&unsigned, &pk, &[signature])?;
         let kept = self.store.record_signed(&self.ctx(), w.id, signed).await?;
         tracing::info!(withdrawal = %w.id, txid = ?kept.signed.as_ref().map(|s| &s.txid), "signed transaction stored");
-        if self.cfg.stop_at == Some(StopPoint::AfterSigned) {
+        if w.withdrawal && self.cfg.stop_at == Some(StopPoint::AfterSigned) {
             return Err(EngineError::Stopped(StopPoint::AfterSigned));
         }
         Ok(Step::Moved(WithdrawalState::Signed))
     }
 
-    async fn send(&self, w: &Withdrawal) -> Result<Step, EngineError> {
+    async fn send(&self, w: &Job) -> Result<Step, EngineError> {
         let signed = self.stored_signed(w).await?;
         self.rpc.broadcast(&signed).await?;
-        if self.cfg.stop_at == Some(StopPoint::AfterSend) {
+        if w.withdrawal && self.cfg.stop_at == Some(StopPoint::AfterSend) {
             return Err(EngineError::Stopped(StopPoint::AfterSend));
         }
         self.store.record_broadcast(&self.ctx(), w.id).await?;
         Ok(Step::Moved(WithdrawalState::Broadcast))
     }
 
-    async fn confirm(&self, w: &Withdrawal) -> Result<Step, EngineError> {
+    async fn confirm(&self, w: &Job) -> Result<Step, EngineError> {
         let signed = self.stored_signed(w).await?;
         match self.rpc.status(&signed.txid).await? {
             // The node lost it (restart, reorg, eviction): send the stored one again.
@@ -338,7 +422,7 @@ impl EthWithdrawals {
                     fee_paid,
                     entry_ids: [new_id(env), new_id(env), new_id(env)],
                 };
-                self.store.conclude_withdrawal(&self.ctx(), w.id, conclusion).await?;
+                self.store.conclude_tx(&self.ctx(), w.id, conclusion).await?;
                 Ok(Step::Moved(if success {
                     WithdrawalState::Settled
                 } else {
@@ -348,10 +432,7 @@ impl EthWithdrawals {
         }
     }
 
-    async fn stored_signed(
-        &self,
-        w: &Withdrawal,
-    ) -> Result<strongroom_chain::SignedTx, EngineError> {
+    async fn stored_signed(&self, w: &Job) -> Result<strongroom_chain::SignedTx, EngineError> {
         self.store.chain_tx(w.id).await?.and_then(|t| t.signed).ok_or_else(|| {
             StoreError::Corrupt(format!("withdrawal {} has no signed transaction", w.id)).into()
         })

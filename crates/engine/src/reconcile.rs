@@ -17,7 +17,7 @@ pub struct Holding {
     pub ledger: Amount,
     /// The sum over our addresses on chain.
     pub chain: Amount,
-    /// Withdrawals sent but not yet settled: while any exist, the two may differ by them.
+    /// Withdrawals and sweeps under way: while any exist, the two may differ by them.
     pub in_flight: usize,
     /// Deposits on chain not yet credited (too few confirmations): likewise.
     pub uncredited_deposits: usize,
@@ -55,6 +55,12 @@ pub async fn reconcile(
         let f = WithdrawalFilter { customer_id: None, state: Some(state), limit: 1000 };
         in_flight_by_asset
             .extend(store.list_withdrawals(&f).await?.into_iter().map(|w| w.intent.asset.symbol));
+    }
+    // Sweeps under way: a fee may have left the chain before the ledger concludes them.
+    for sw in store.list_sweeps(chain, true).await? {
+        if sw.state != WithdrawalState::Reserved {
+            in_flight_by_asset.push(sw.intent.asset.symbol);
+        }
     }
     let mut out = Vec::new();
     for (asset, contract) in assets {

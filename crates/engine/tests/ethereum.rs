@@ -36,10 +36,11 @@ use strongroom_core::withdrawal::{
 use strongroom_core::{new_id, Env, Intent, SystemEnv, WalletId};
 use strongroom_engine::deposits::{deposit_address, DepositWatcher, WatchConfig};
 use strongroom_engine::reconcile::reconcile;
+use strongroom_engine::sweeps::{SweepConfig, Sweeper};
 use strongroom_engine::{
-    EngineError, EthConfig, EthWithdrawals, SignError, Step, StopPoint, TxSigner,
+    EngineError, EthConfig, EthWithdrawals, Job, SignError, Step, StopPoint, TxSigner,
 };
-use strongroom_store::{NewCustomer, NewDeposit, SqlStore, Store, WriteCtx};
+use strongroom_store::{NewCustomer, NewDeposit, SqlStore, Store, SweepKind, WriteCtx};
 use strongroom_units::{Address, Amount, AssetRegistry, AssetSymbol, ChainId};
 use uuid::Uuid;
 
@@ -68,6 +69,7 @@ impl TxSigner for KeySigner {
     async fn sign(
         &self,
         _: &WalletId,
+        path: &[u32],
         intent: &Intent,
         unsigned: &[u8],
     ) -> Result<Vec<u8>, SignError> {
@@ -76,9 +78,31 @@ impl TxSigner for KeySigner {
         let m = self.codec.decode(unsigned).map_err(|e| refuse(e.to_string()))?;
         check_movement(&m, intent).map_err(|e| refuse(e.to_string()))?;
         let digest = self.codec.digests(unsigned).map_err(|e| refuse(e.to_string()))?[0];
-        let (sig, _) = self.key.sign_prehash_recoverable(&digest).unwrap();
+        let (sig, _) = child_key(&self.key, path).sign_prehash_recoverable(&digest).unwrap();
         Ok(sig.normalize_s().unwrap_or(sig).to_bytes().to_vec())
     }
+}
+
+/// BIP-32 private child derivation (non-hardened) from the test key and chain code [7; 32]:
+/// the private side of what the engine derives from the public key.
+fn child_key(master: &SigningKey, path: &[u32]) -> SigningKey {
+    use hmac::{Hmac, Mac};
+    use k256::elliptic_curve::PrimeField;
+    let mut key = *master.as_nonzero_scalar().as_ref();
+    let mut chain_code = [7u8; 32];
+    for index in path {
+        let public = k256::ProjectivePoint::GENERATOR * key;
+        let compressed =
+            k256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&public.to_affine(), true);
+        let mut mac = Hmac::<sha2::Sha512>::new_from_slice(&chain_code).unwrap();
+        mac.update(compressed.as_bytes());
+        mac.update(&index.to_be_bytes());
+        let i = mac.finalize().into_bytes();
+        let tweak = k256::Scalar::from_repr(*k256::FieldBytes::from_slice(&i[..32])).unwrap();
+        key += tweak;
+        chain_code.copy_from_slice(&i[32..]);
+    }
+    SigningKey::from_bytes(&key.to_bytes()).unwrap()
 }
 
 struct World {
@@ -241,7 +265,7 @@ async fn a_withdrawal_is_built_signed_sent_confirmed_and_settled_to_the_wei() {
     w.drive_until_broadcast_seen(&engine, id).await;
     assert_eq!(w.state(id).await, WithdrawalState::Broadcast, "waits for confirmations");
     assert!(
-        matches!(engine.step(&w.store.get_withdrawal(id).await.unwrap()).await.unwrap(), Step::Waiting(m) if m.contains("of 3 confirmations"))
+        matches!(engine.step(&Job::from(&w.store.get_withdrawal(id).await.unwrap())).await.unwrap(), Step::Waiting(m) if m.contains("of 3 confirmations"))
     );
     w.mine(2).await;
     engine.drive(id).await.unwrap();
@@ -341,7 +365,7 @@ async fn fees_above_the_cap_wait_and_a_dead_node_changes_nothing() {
     w.mine(1).await;
     let id = w.withdraw("0.1").await;
     let engine = w.engine(None);
-    let step = engine.step(&w.store.get_withdrawal(id).await.unwrap()).await.unwrap();
+    let step = engine.step(&Job::from(&w.store.get_withdrawal(id).await.unwrap())).await.unwrap();
     assert!(matches!(&step, Step::Waiting(m) if m.contains("above the intent's cap")), "{step:?}");
     assert_eq!(w.state(id).await, WithdrawalState::Reserved);
     assert!(w.store.chain_tx(id).await.unwrap().is_none(), "no nonce spent, no fee reserved");
@@ -521,4 +545,113 @@ fn checksum(lower: &str) -> String {
     strongroom_units::address::eip55_checksum(
         lower.trim_start_matches("0x").to_lowercase().as_str(),
     )
+}
+
+/// Consolidation: Alice's address holds ETH and USDT, Bob's only USDT. The sweeper moves
+/// the tokens (Bob's after a gas top-up from the hot wallet) and then the ETH into the hot
+/// wallet, each signed by the deposit address's own child key. Customers' balances do not
+/// move, the watcher credits none of these internal transfers, only fees leave custody, and
+/// ledger and chain still agree to the base unit.
+#[tokio::test]
+async fn deposit_addresses_are_swept_into_the_hot_wallet_with_gas_top_ups() {
+    let Some(w) = World::new().await else { return };
+    let rpc = w.rpc();
+    let from = funded_account(&w).await;
+    let usdt = AssetSymbol::parse("USDT").unwrap();
+    let token = anvil::deploy_test_token(&rpc, &from, "Tether USD (test)", "USDT", USDT_DECIMALS)
+        .await
+        .unwrap();
+    let funder = Address::parse(&chain(), &checksum(&from)).unwrap();
+    anvil::mint_test_token(&rpc, &from, &token, &funder, 1_000_000_000).await.unwrap();
+    let wallet = WalletId::parse("hot-eth-1").unwrap();
+    let c = w.store.as_ref();
+    let bob = new_id(w.env.as_ref());
+    c.create_customer(
+        &ctx(w.env.as_ref()),
+        None,
+        NewCustomer { id: bob, external_id: "bob".into() },
+    )
+    .await
+    .unwrap();
+    let mut addrs = Vec::new();
+    for who in [w.customer, bob] {
+        let a = deposit_address(c, w.signer.as_ref(), w.env.as_ref(), &chain(), &wallet, who)
+            .await
+            .unwrap();
+        addrs.push(Address::parse(&chain(), &a.address).unwrap());
+    }
+    let (alice_addr, bob_addr) = (addrs[0].clone(), addrs[1].clone());
+    let send_token = |to: &Address, amount: u128| {
+        let data = strongroom_chain_ethereum::transfer_calldata(
+            to,
+            Amount::from_base_units(amount).unwrap(),
+        )
+        .unwrap();
+        json!({"from": from, "to": token.as_str(), "data": format!("0x{}", hex::encode(data))})
+    };
+    send_eth(&w, &from, &alice_addr, ETH / 10).await;
+    anvil::send_and_wait(&rpc, send_token(&alice_addr, 250_000_000)).await.unwrap();
+    anvil::send_and_wait(&rpc, send_token(&bob_addr, 100_000_000)).await.unwrap();
+    let watch = watcher(&w, vec![(usdt.clone(), token.clone())]).await;
+    w.mine(3).await;
+    assert_eq!(watch.run_once().await.unwrap().credited, 3);
+    let balances = |who: Uuid| {
+        let w = &w;
+        async move { (eth_balance(w, who, "ETH").await, eth_balance(w, who, "USDT").await) }
+    };
+    let alice_before = balances(w.customer).await;
+    let treasury_before = eth_balance(&w, TREASURY_CUSTOMER, "ETH").await;
+
+    let cfg = SweepConfig {
+        chain: chain(),
+        wallet: wallet.clone(),
+        hot: w.hot.clone(),
+        native: (AssetSymbol::parse("ETH").unwrap(), 18),
+        tokens: vec![(usdt.clone(), USDT_DECIMALS, token.clone())],
+        min_native: ETH / 1000,
+        token_gas: 100_000,
+        ttl_ms: 3_600_000,
+    };
+    let sweeper = Sweeper::new(w.store.clone(), rpc.clone(), w.env.clone(), cfg);
+    let engine = w.engine(None);
+    let mut kinds = Vec::new();
+    for _ in 0..30 {
+        for s in sweeper.plan().await.unwrap() {
+            kinds.push((s.kind, s.intent.asset.symbol.to_string(), s.from_address.clone()));
+        }
+        engine.run_once().await.unwrap();
+        w.mine(1).await;
+        engine.run_once().await.unwrap();
+        watch.run_once().await.unwrap();
+        let open = w.store.list_sweeps(&chain(), true).await.unwrap();
+        let usdt_left = rpc.balance(&alice_addr, Some(&token)).await.unwrap().base_units()
+            + rpc.balance(&bob_addr, Some(&token)).await.unwrap().base_units();
+        let eth_left = rpc.balance(&alice_addr, None).await.unwrap().base_units();
+        if open.is_empty() && usdt_left == 0 && eth_left < ETH / 1000 {
+            break;
+        }
+    }
+    // Alice: USDT, then ETH; Bob: a top-up from the hot wallet, then USDT.
+    let alice = alice_addr.as_str().to_owned();
+    let bob_s = bob_addr.as_str().to_owned();
+    let hot = w.hot.as_str().to_owned();
+    assert!(kinds.contains(&(SweepKind::Sweep, "USDT".into(), alice.clone())), "{kinds:?}");
+    assert!(kinds.contains(&(SweepKind::Sweep, "ETH".into(), alice)), "{kinds:?}");
+    assert!(kinds.contains(&(SweepKind::TopUp, "ETH".into(), hot)), "{kinds:?}");
+    assert!(kinds.contains(&(SweepKind::Sweep, "USDT".into(), bob_s)), "{kinds:?}");
+    assert_eq!(rpc.balance(&w.hot, Some(&token)).await.unwrap().base_units(), 350_000_000);
+    assert!(rpc.balance(&alice_addr, None).await.unwrap().base_units() < ETH / 1000, "ETH swept");
+
+    // Nothing internal was credited; customers' balances did not move; only fees left.
+    assert_eq!(balances(w.customer).await, alice_before);
+    assert_eq!(balances(bob).await, (0, 100_000_000));
+    let sweeps = w.store.list_sweeps(&chain(), false).await.unwrap();
+    assert!(sweeps.len() >= 4 && sweeps.iter().all(|s| s.state == WithdrawalState::Settled));
+    assert!(eth_balance(&w, TREASURY_CUSTOMER, "ETH").await < treasury_before);
+    let assets = [(AssetSymbol::parse("ETH").unwrap(), None), (usdt, Some(token))];
+    let report = reconcile(c, &rpc, &chain(), &assets, &[w.hot.clone(), alice_addr, bob_addr])
+        .await
+        .unwrap();
+    assert!(report.iter().all(|h| h.matches() && h.settled()), "{report:?}");
+    assert!(strongroom_store::verify::verify_audit(c).await.unwrap().is_intact());
 }

@@ -10,7 +10,7 @@
 //! further checks.
 
 use sha3::{Digest, Keccak256};
-use strongroom_chain::check_movement;
+use strongroom_chain::{check_movement, TxCodec};
 use strongroom_chain_ethereum::{EthCodec, ParsedTx};
 use strongroom_core::{Intent, Timestamp};
 
@@ -104,6 +104,21 @@ impl PreSignCheck for TxMatchesIntent {
                         ctx.key.key_id
                     ));
                 }
+                if !ctx.request.path.is_empty() {
+                    // A child key holds a customer's deposits: it may pay only its own
+                    // wallet (a sweep), never anyone else.
+                    let master = hex::decode(&ctx.key.public_key)
+                        .map_err(|_| "this node's key has a malformed public key".to_string())?;
+                    let codec = EthCodec::new(intent.chain.clone()).map_err(|e| e.to_string())?;
+                    let own = codec.address_of(&master).map_err(|e| e.to_string())?;
+                    if tx.movement.destination != own {
+                        return Err(format!(
+                            "a child key (deposit address) may pay only the wallet's own address {}, not {}",
+                            own.as_str(),
+                            tx.movement.destination.as_str()
+                        ));
+                    }
+                }
                 check_movement(&tx.movement, intent).map_err(|e| e.to_string())
             }
         }
@@ -153,19 +168,35 @@ mod tests {
     /// Run the check as node 1 holding `key_id`: `approved` is the intent in the request,
     /// `tx` the transaction that came with it.
     fn run(key_id: &str, approved: &Intent, tx: Vec<u8>, now: i64) -> Result<(), String> {
+        run_at(key_id, &[], approved, tx, now)
+    }
+
+    /// The node's key: a fixed secp256k1 key.
+    fn master_key() -> Vec<u8> {
+        let sk = k256::ecdsa::SigningKey::from_slice(&[3; 32]).unwrap();
+        sk.verifying_key().to_encoded_point(true).as_bytes().to_vec()
+    }
+
+    fn run_at(
+        key_id: &str,
+        path: &[u32],
+        approved: &Intent,
+        tx: Vec<u8>,
+        now: i64,
+    ) -> Result<(), String> {
         let key = KeyInfo {
             key_id: key_id.into(),
             scheme: Scheme::Ecdsa,
             threshold: 2,
             parties: vec![1, 2, 3],
-            public_key: String::new(),
+            public_key: hex::encode(master_key()),
             chain_code: None,
         };
         let request = SignRequest {
             intent: hex::encode(approved.encode().unwrap()),
             format: TxFormat::Eip1559,
             tx: hex::encode(tx),
-            path: vec![],
+            path: path.to_vec(),
         };
         let decoded = decode(Scheme::Ecdsa, &request, false)?;
         assert_eq!(decoded.bytes, Keccak256::digest(hex::decode(&request.tx).unwrap()).to_vec());
@@ -231,6 +262,20 @@ mod tests {
         }
         // Garbage is refused by the decoder before any check runs.
         assert!(run("hot-eth-1", &intent(None, 1), vec![0x02, 0xc0], 0).is_err());
+    }
+
+    #[test]
+    fn a_deposit_address_key_pays_only_its_own_wallet() {
+        let mut sweep = intent(None, 10u128.pow(17));
+        let codec = EthCodec::new(sweep.chain.clone()).unwrap();
+        sweep.destination = codec.address_of(&master_key()).unwrap();
+        assert_eq!(run_at("hot-eth-1", &[0, 4], &sweep, build(&sweep, &PARAMS), 0), Ok(()));
+        // The same transfer anywhere else, from a child key: refused, whatever the intent.
+        let elsewhere = intent(None, 10u128.pow(17));
+        let err = run_at("hot-eth-1", &[0, 4], &elsewhere, build(&elsewhere, &PARAMS), 0);
+        assert!(err.unwrap_err().contains("may pay only the wallet's own address"));
+        // The wallet key itself pays anyone the intent names.
+        assert_eq!(run("hot-eth-1", &elsewhere, build(&elsewhere, &PARAMS), 0), Ok(()));
     }
 
     #[test]

@@ -82,7 +82,11 @@ fn intent(to: &str, amount: u128, expires_ms: i64) -> Intent {
 const ALICE: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
 
 fn eth_tx(value: u128) -> Vec<u8> {
-    let i = intent(ALICE, value, 0);
+    eth_tx_to(ALICE, value)
+}
+
+fn eth_tx_to(to: &str, value: u128) -> Vec<u8> {
+    let i = intent(to, value, 0);
     let params = EthParams {
         nonce: 0,
         gas_limit: 21_000,
@@ -93,11 +97,15 @@ fn eth_tx(value: u128) -> Vec<u8> {
 }
 
 fn eth_request(value: u128, path: Vec<u32>) -> SignRequest {
+    eth_request_to(ALICE, value, path)
+}
+
+fn eth_request_to(to: &str, value: u128, path: Vec<u32>) -> SignRequest {
     let far = SystemEnv::new().now().unix_ms() + 3_600_000;
     SignRequest {
-        intent: hex::encode(intent(ALICE, 1_000_000_000_000_000, far).encode().unwrap()),
+        intent: hex::encode(intent(to, 1_000_000_000_000_000, far).encode().unwrap()),
         format: TxFormat::Eip1559,
-        tx: hex::encode(eth_tx(value)),
+        tx: hex::encode(eth_tx_to(to, value)),
         path,
     }
 }
@@ -259,9 +267,24 @@ async fn three_signer_processes_sign_over_mtls_and_survive_faults() {
     let again = orch.sign(eid("sign"), &ecdsa_key, &[1, 2], Some(&p), &req).await.unwrap_err();
     assert_eq!(again.code, "not-found", "{again:?}");
 
-    // A child key (BIP-32 path) signs too, with the child public key.
+    // A child key (BIP-32 path: a deposit address) signs too, with the child public key,
+    // but only a sweep into the wallet's own address; paying anyone else is refused.
     let p = orch.presign(eid("ps"), "hot-eth-1", &[2, 3]).await.unwrap();
-    let child = eth_request(1_000_000_000_000_000, vec![0, 5]);
+    let refused = orch
+        .sign(
+            eid("sign"),
+            &ecdsa_key,
+            &[2, 3],
+            Some(&p),
+            &eth_request(1_000_000_000_000_000, vec![0, 5]),
+        )
+        .await
+        .unwrap_err();
+    assert!(refused.message.contains("may pay only the wallet's own address"), "{refused:?}");
+    let codec = EthCodec::new(ChainId::parse("eip155:31337").unwrap()).unwrap();
+    let own = codec.address_of(&hex::decode(&ecdsa_key.public_key).unwrap()).unwrap();
+    let p = orch.presign(eid("ps"), "hot-eth-1", &[2, 3]).await.unwrap();
+    let child = eth_request_to(own.as_str(), 1_000_000_000_000_000, vec![0, 5]);
     let signed = orch.sign(eid("sign"), &ecdsa_key, &[2, 3], Some(&p), &child).await.unwrap();
     assert_ne!(hex::encode(&signed.public_key), ecdsa_key.public_key);
     verify_ecdsa(&signed.public_key, &signed.signed_bytes, &signed.signature);

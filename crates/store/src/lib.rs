@@ -128,10 +128,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         to: WithdrawalState,
         entry_id: Uuid,
     ) -> Result<Withdrawal>;
-    /// Reserved → built, atomically: allocate the wallet's next nonce, build the unsigned
-    /// transaction for it, store both, and reserve the fee from the treasury. Called again
-    /// for a withdrawal already built, it returns the stored transaction unchanged.
-    async fn build_withdrawal(&self, ctx: &WriteCtx, build: BuildWithdrawal) -> Result<ChainTx>;
+    /// Reserved → built, atomically, for a withdrawal or a sweep: allocate the sending
+    /// account's next nonce, build the unsigned transaction for it, store both, and reserve
+    /// the fee from the treasury. Called again once built, it returns the stored
+    /// transaction unchanged.
+    async fn build_tx(&self, ctx: &WriteCtx, build: BuildTx) -> Result<ChainTx>;
     /// Built → signed: store the signed transaction. If one is stored already it stays and
     /// is returned: a withdrawal never has two signed transactions.
     async fn record_signed(
@@ -142,16 +143,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<ChainTx>;
     /// Signed → broadcast. Idempotent.
     async fn record_broadcast(&self, ctx: &WriteCtx, id: Uuid) -> Result<ChainTx>;
-    /// Broadcast → settled or failed, with the ledger: the customer's pending funds leave
-    /// custody (or return, if the transaction reverted); the fee burned leaves custody from
-    /// the treasury's reservation; the rest of the reservation returns.
-    async fn conclude_withdrawal(
+    /// Broadcast → settled or failed, with the ledger: for a withdrawal, the customer's
+    /// pending funds leave custody (or return, if the transaction reverted); for any, the fee
+    /// burned leaves custody from the treasury's reservation and the rest of it returns.
+    async fn conclude_tx(
         &self,
         ctx: &WriteCtx,
         id: Uuid,
         conclusion: Conclusion,
     ) -> Result<ChainTx>;
-    async fn chain_tx(&self, withdrawal_id: Uuid) -> Result<Option<ChainTx>>;
+    async fn chain_tx(&self, owner_id: Uuid) -> Result<Option<ChainTx>>;
     /// The customer's deposit address on `chain`, made (index allocated, address derived)
     /// on first request; the same one after that.
     async fn deposit_address(
@@ -206,6 +207,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         log_index: u64,
         entry_id: Uuid,
     ) -> Result<ChainDeposit>;
+    /// Store a planned sweep or top-up (state reserved).
+    async fn create_sweep(&self, ctx: &WriteCtx, sweep: Sweep) -> Result<Sweep>;
+    async fn get_sweep(&self, id: Uuid) -> Result<Sweep>;
+    /// Sweeps on `chain`; with `open`, only those not yet final.
+    async fn list_sweeps(
+        &self,
+        chain: &strongroom_units::ChainId,
+        open: bool,
+    ) -> Result<Vec<Sweep>>;
     /// The treasury's customer row (see `core::ledger::TREASURY_CUSTOMER`); made on first use.
     async fn ensure_treasury(&self, ctx: &WriteCtx) -> Result<Customer>;
     async fn get_withdrawal(&self, id: Uuid) -> Result<Withdrawal>;

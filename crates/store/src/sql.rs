@@ -23,6 +23,7 @@ use crate::{Faults, Result, Store, StoreError};
 
 mod chain;
 mod deposits;
+mod sweeps;
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1132,8 +1133,8 @@ impl Store for SqlStore {
         self.settle(result.and_then(from_json), idem).await
     }
 
-    async fn build_withdrawal(&self, ctx: &WriteCtx, build: BuildWithdrawal) -> Result<ChainTx> {
-        let id = build.withdrawal_id;
+    async fn build_tx(&self, ctx: &WriteCtx, build: BuildTx) -> Result<ChainTx> {
+        let id = build.owner_id;
         if let Some(tx) = chain::read_chain_tx(&self.pool, self.backend, id).await? {
             return Ok(tx);
         }
@@ -1169,7 +1170,7 @@ impl Store for SqlStore {
         .await
     }
 
-    async fn conclude_withdrawal(
+    async fn conclude_tx(
         &self,
         ctx: &WriteCtx,
         id: Uuid,
@@ -1182,8 +1183,8 @@ impl Store for SqlStore {
         self.chain_command(ctx, id, job, |_, state| state.is_final()).await
     }
 
-    async fn chain_tx(&self, withdrawal_id: Uuid) -> Result<Option<ChainTx>> {
-        chain::read_chain_tx(&self.pool, self.backend, withdrawal_id).await
+    async fn chain_tx(&self, owner_id: Uuid) -> Result<Option<ChainTx>> {
+        chain::read_chain_tx(&self.pool, self.backend, owner_id).await
     }
 
     async fn deposit_address(
@@ -1303,6 +1304,26 @@ impl Store for SqlStore {
             )
         });
         self.submit(ctx, None, job).await.and_then(from_json)
+    }
+
+    async fn create_sweep(&self, ctx: &WriteCtx, sweep: Sweep) -> Result<Sweep> {
+        let job = job(move |w, ctx| {
+            let sweep = sweep.clone();
+            Box::pin(async move { sweeps::stage_create(w, ctx, sweep).await })
+        });
+        self.submit(ctx, None, job).await.and_then(from_json)
+    }
+
+    async fn get_sweep(&self, id: Uuid) -> Result<Sweep> {
+        self.read_sweep(id).await
+    }
+
+    async fn list_sweeps(
+        &self,
+        chain: &strongroom_units::ChainId,
+        open: bool,
+    ) -> Result<Vec<Sweep>> {
+        self.read_sweeps(chain, open).await
     }
 
     async fn ensure_treasury(&self, ctx: &WriteCtx) -> Result<Customer> {
@@ -1599,6 +1620,7 @@ impl Store for SqlStore {
         }
         self.chain_entity_states(&mut out).await?;
         self.deposit_entity_states(&mut out).await?;
+        self.sweep_entity_states(&mut out).await?;
         Ok(out)
     }
 }

@@ -154,10 +154,10 @@ pub(crate) fn change(entity: String, before: Option<Digest32>, after: Option<Dig
     Change { entity, before, after }
 }
 
-/// A withdrawal's transaction on its chain, as stored.
+/// A withdrawal's or a sweep's transaction on its chain, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainTx {
-    pub withdrawal_id: Uuid,
+    pub owner_id: Uuid,
     pub chain: strongroom_units::ChainId,
     pub wallet: String,
     pub nonce: u64,
@@ -179,11 +179,14 @@ pub struct ChainTx {
 /// more than once (a batch that fails is replayed).
 pub type TxBuilder = std::sync::Arc<dyn Fn(u64) -> Result<Vec<u8>, String> + Send + Sync>;
 
-/// Reserved → built: what the store needs to allocate a nonce and store the transaction.
+/// Reserved → built: what the store needs to allocate a nonce and store the transaction of
+/// a withdrawal or a sweep (`owner_id`).
 #[derive(Clone)]
-pub struct BuildWithdrawal {
-    pub withdrawal_id: Uuid,
+pub struct BuildTx {
+    pub owner_id: Uuid,
     pub chain: strongroom_units::ChainId,
+    /// The sending account, whose nonces these are: the wallet id for its own key
+    /// (`hot-eth-1`), or wallet id and path for a child key (`hot-eth-1/0/3`).
     pub wallet: String,
     /// The lowest nonce the chain would accept now (the node's pending count): the store
     /// never allocates below it, nor below what it allocated before.
@@ -195,10 +198,10 @@ pub struct BuildWithdrawal {
     pub build: TxBuilder,
 }
 
-impl std::fmt::Debug for BuildWithdrawal {
+impl std::fmt::Debug for BuildTx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BuildWithdrawal")
-            .field("withdrawal_id", &self.withdrawal_id)
+        f.debug_struct("BuildTx")
+            .field("owner_id", &self.owner_id)
             .field("wallet", &self.wallet)
             .field("nonce_floor", &self.nonce_floor)
             .finish_non_exhaustive()
@@ -315,4 +318,58 @@ pub struct ScanBatch {
     pub blocks: Vec<strongroom_chain::BlockRef>,
     pub transfers: Vec<SeenTransfer>,
     pub next_block: u64,
+}
+
+/// What a sweep does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SweepKind {
+    /// Everything at a deposit address to the hot wallet.
+    Sweep,
+    /// Gas money from the hot wallet to a deposit address that holds tokens.
+    TopUp,
+}
+
+impl SweepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SweepKind::Sweep => "sweep",
+            SweepKind::TopUp => "top_up",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [SweepKind::Sweep, SweepKind::TopUp].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A movement between our own addresses. Its intent says what moves (the source wallet is
+/// the key's wallet; `path` selects the child key that sends, empty for the key itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sweep {
+    pub id: Uuid,
+    pub kind: SweepKind,
+    pub path: Vec<u32>,
+    pub from_address: String,
+    pub intent: strongroom_core::Intent,
+    /// The same lifecycle as a withdrawal's, from reserved (planned) to settled or failed.
+    pub state: strongroom_core::withdrawal::WithdrawalState,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Sweep {
+    /// The sending account, as nonces are kept (see [`BuildTx::wallet`]).
+    pub fn account(&self) -> String {
+        account_name(self.intent.source_wallet.as_str(), &self.path)
+    }
+}
+
+/// `wallet` for the key itself, `wallet/i/j` for its child at path `[i, j]`.
+pub fn account_name(wallet: &str, path: &[u32]) -> String {
+    let mut s = wallet.to_owned();
+    for p in path {
+        s.push('/');
+        s.push_str(&p.to_string());
+    }
+    s
 }

@@ -118,6 +118,7 @@ conformance!(
     chain_withdrawals_take_each_nonce_once_and_keep_one_signed_tx,
     concurrent_builds_take_distinct_contiguous_nonces,
     watched_deposits_are_credited_once_and_reorganised_ones_reversed_or_held,
+    sweeps_share_the_chain_path_and_move_nothing_but_the_fee,
 );
 
 fn env() -> FixedEnv {
@@ -440,9 +441,9 @@ async fn run_command(
             .transition_withdrawal(&now, None, w, WithdrawalState::Cancelled, Uuid::new_v4())
             .await
             .map(|_| ()),
-        4 => store.build_withdrawal(&now, build(w, 0)).await.map(|_| ()),
+        4 => store.build_tx(&now, build(w, 0)).await.map(|_| ()),
         5 => store.record_signed(&now, w, signed_tx(w, 1)).await.map(|_| ()),
-        _ => store.conclude_withdrawal(&now, w, conclusion(true, 21_000)).await.map(|_| ()),
+        _ => store.conclude_tx(&now, w, conclusion(true, 21_000)).await.map(|_| ()),
     }
 }
 
@@ -460,7 +461,7 @@ const COMMAND_POINTS: [&[&str]; 7] = [
 async fn prepare(store: &SqlStore, which: usize, w: Uuid) {
     let now = ctx(env().now());
     if which >= 5 {
-        store.build_withdrawal(&now, build(w, 0)).await.unwrap();
+        store.build_tx(&now, build(w, 0)).await.unwrap();
     }
     if which >= 6 {
         store.record_signed(&now, w, signed_tx(w, 1)).await.unwrap();
@@ -478,9 +479,9 @@ const FEE_CAP: u128 = 21_000 * 1_000_000_000_000;
 
 /// A build of withdrawal `w` (paid from hot-eth-1 on the dev chain). The "transaction" is a
 /// stand-in that records its nonce: the store keeps bytes, it does not read them.
-fn build(w: Uuid, floor: u64) -> BuildWithdrawal {
-    BuildWithdrawal {
-        withdrawal_id: w,
+fn build(w: Uuid, floor: u64) -> BuildTx {
+    BuildTx {
+        owner_id: w,
         chain: strongroom_units::ChainId::parse("eip155:31337").unwrap(),
         wallet: "hot-eth-1".into(),
         nonce_floor: floor,
@@ -556,20 +557,20 @@ async fn chain_withdrawals_take_each_nonce_once_and_keep_one_signed_tx(store: Ar
 
     // No treasury money for the fee: refused, and nothing is spent (not even the nonce).
     let before = snapshot(&store).await;
-    assert!(store.build_withdrawal(&now, build(w1, 5)).await.is_err());
+    assert!(store.build_tx(&now, build(w1, 5)).await.is_err());
     assert_eq!(snapshot(&store).await, before);
     fund_treasury(&store).await;
 
     // Nonces: the chain's floor, then the next; a repeated build returns the stored one.
-    let t1 = store.build_withdrawal(&now, build(w1, 5)).await.unwrap();
-    let t2 = store.build_withdrawal(&now, build(w2, 0)).await.unwrap();
+    let t1 = store.build_tx(&now, build(w1, 5)).await.unwrap();
+    let t2 = store.build_tx(&now, build(w2, 0)).await.unwrap();
     assert_eq!((t1.nonce, t2.nonce), (5, 6));
     assert_eq!(hex::decode(&t1.unsigned_tx).unwrap(), b"tx-with-nonce-5");
     let records = audit_len(&store).await;
-    assert_eq!(store.build_withdrawal(&now, build(w1, 9)).await.unwrap(), t1);
+    assert_eq!(store.build_tx(&now, build(w1, 9)).await.unwrap(), t1);
     assert_eq!(audit_len(&store).await, records, "a repeated build writes nothing");
     // The chain is ahead of us (someone else used the wallet): we follow it, never reuse.
-    assert_eq!(store.build_withdrawal(&now, build(w3, 10)).await.unwrap().nonce, 10);
+    assert_eq!(store.build_tx(&now, build(w3, 10)).await.unwrap().nonce, 10);
     assert_eq!(store.get_withdrawal(w1).await.unwrap().state, WithdrawalState::Built);
     let treasury = balance(&store, strongroom_core::ledger::TREASURY_CUSTOMER).await;
     assert_eq!(treasury, (10u128.pow(18) - 3 * FEE_CAP, 3 * FEE_CAP));
@@ -579,11 +580,11 @@ async fn chain_withdrawals_take_each_nonce_once_and_keep_one_signed_tx(store: Ar
     let mut bad = build(w4, 0);
     bad.build = Arc::new(|_| Err("fee above the cap".into()));
     assert!(
-        matches!(store.build_withdrawal(&now, bad).await, Err(StoreError::Refused(m)) if m.contains("fee above"))
+        matches!(store.build_tx(&now, bad).await, Err(StoreError::Refused(m)) if m.contains("fee above"))
     );
     let mut other = build(w4, 0);
     other.wallet = "hot-eth-2".into();
-    assert!(matches!(store.build_withdrawal(&now, other).await, Err(StoreError::Refused(_))));
+    assert!(matches!(store.build_tx(&now, other).await, Err(StoreError::Refused(_))));
     assert!(matches!(
         store
             .transition_withdrawal(&now, None, w1, WithdrawalState::Cancelled, Uuid::new_v4())
@@ -611,18 +612,14 @@ async fn chain_withdrawals_take_each_nonce_once_and_keep_one_signed_tx(store: Ar
     // Settled: the customer's pending leaves custody; the treasury pays the fee burned and
     // gets the rest of its reservation back.
     assert!(matches!(
-        store.conclude_withdrawal(&now, w1, conclusion(true, FEE_CAP + 1)).await,
+        store.conclude_tx(&now, w1, conclusion(true, FEE_CAP + 1)).await,
         Err(StoreError::Refused(_))
     ));
     let fee = 21_000 * 1_234_567;
-    let done = store.conclude_withdrawal(&now, w1, conclusion(true, fee)).await.unwrap();
+    let done = store.conclude_tx(&now, w1, conclusion(true, fee)).await.unwrap();
     assert_eq!((done.fee_paid, done.block.as_ref().map(|b| b.number)), (Some(wei(fee)), Some(7)));
     assert_eq!(store.get_withdrawal(w1).await.unwrap().state, WithdrawalState::Settled);
-    assert_eq!(
-        store.conclude_withdrawal(&now, w1, conclusion(true, 5)).await.unwrap(),
-        done,
-        "once"
-    );
+    assert_eq!(store.conclude_tx(&now, w1, conclusion(true, 5)).await.unwrap(), done, "once");
     assert_eq!(balance(&store, c).await, (64 * 10u128.pow(16), 26 * 10u128.pow(16)));
     let treasury = balance(&store, strongroom_core::ledger::TREASURY_CUSTOMER).await;
     assert_eq!(treasury, (10u128.pow(18) - 2 * FEE_CAP - fee, 2 * FEE_CAP));
@@ -630,7 +627,7 @@ async fn chain_withdrawals_take_each_nonce_once_and_keep_one_signed_tx(store: Ar
     // Reverted: the customer's funds return; the fee is still paid.
     store.record_signed(&now, w2, signed_tx(w2, 1)).await.unwrap();
     store.record_broadcast(&now, w2).await.unwrap();
-    store.conclude_withdrawal(&now, w2, conclusion(false, fee)).await.unwrap();
+    store.conclude_tx(&now, w2, conclusion(false, fee)).await.unwrap();
     assert_eq!(store.get_withdrawal(w2).await.unwrap().state, WithdrawalState::Failed);
     assert_eq!(balance(&store, c).await, (84 * 10u128.pow(16), 6 * 10u128.pow(16)));
     assert_intact(&store).await;
@@ -638,9 +635,7 @@ async fn chain_withdrawals_take_each_nonce_once_and_keep_one_signed_tx(store: Ar
     // A signed transaction swapped in the database is caught by the audit check.
     store
         .pool()
-        .execute(
-            format!("UPDATE chain_txs SET signed_tx = 'ff' WHERE withdrawal_id = '{w1}'").as_str(),
-        )
+        .execute(format!("UPDATE chain_txs SET signed_tx = 'ff' WHERE owner_id = '{w1}'").as_str())
         .await
         .unwrap();
     let report = verify_audit(&*store).await.unwrap();
@@ -662,13 +657,13 @@ async fn concurrent_builds_take_distinct_contiguous_nonces(store: Arc<SqlStore>)
     for (i, w) in ids.iter().chain(ids.iter()).enumerate() {
         let (store, w) = (store.clone(), *w);
         tasks.push(tokio::spawn(async move {
-            store.build_withdrawal(&ctx(env().now()), build(w, (i % 2) as u64)).await.unwrap()
+            store.build_tx(&ctx(env().now()), build(w, (i % 2) as u64)).await.unwrap()
         }));
     }
     let mut by_withdrawal = std::collections::BTreeMap::new();
     for t in tasks {
         let tx = t.await.unwrap();
-        if let Some(prev) = by_withdrawal.insert(tx.withdrawal_id, tx.nonce) {
+        if let Some(prev) = by_withdrawal.insert(tx.owner_id, tx.nonce) {
             assert_eq!(prev, tx.nonce, "one withdrawal, one nonce");
         }
     }
@@ -820,6 +815,47 @@ async fn watched_deposits_are_credited_once_and_reorganised_ones_reversed_or_hel
         store.resolve_orphan(&now, &chain, "0xt4", 0, Uuid::new_v4()).await.unwrap().state,
         ChainDepositState::Dropped
     );
+    assert_intact(&store).await;
+}
+
+async fn sweeps_share_the_chain_path_and_move_nothing_but_the_fee(store: Arc<SqlStore>) {
+    let now = ctx(env().now());
+    let c = customer(&store, "u").await;
+    deposit(&store, c, 10u128.pow(18)).await;
+    fund_treasury(&store).await;
+    let totals = store.custody_totals().await.unwrap();
+    let mut intent = plan(c, "0.5").withdrawal.intent;
+    let id = Uuid::new_v4();
+    intent.request_id = id;
+    let sweep = Sweep {
+        id,
+        kind: SweepKind::Sweep,
+        path: vec![0, 3],
+        from_address: "0xfrom".into(),
+        intent,
+        state: WithdrawalState::Reserved,
+        created_at: env().now(),
+        updated_at: env().now(),
+    };
+    assert_eq!(sweep.account(), "hot-eth-1/0/3");
+    store.create_sweep(&now, sweep.clone()).await.unwrap();
+    assert_eq!(store.list_sweeps(&dev_chain(), true).await.unwrap(), vec![sweep.clone()]);
+    // Its nonces are the child account's, not the wallet's.
+    let mut b = build(id, 4);
+    assert!(matches!(store.build_tx(&now, b.clone()).await, Err(StoreError::Refused(_))));
+    b.wallet = sweep.account();
+    assert_eq!(store.build_tx(&now, b).await.unwrap().nonce, 4);
+    store.record_signed(&now, id, signed_tx(id, 1)).await.unwrap();
+    store.record_broadcast(&now, id).await.unwrap();
+    store.conclude_tx(&now, id, conclusion(true, 21_000)).await.unwrap();
+    assert_eq!(store.get_sweep(id).await.unwrap().state, WithdrawalState::Settled);
+    assert!(store.list_sweeps(&dev_chain(), true).await.unwrap().is_empty());
+    // The customer's balance did not move; custody dropped by the fee only.
+    assert_eq!(balance(&store, c).await, (10u128.pow(18), 0));
+    let after = store.custody_totals().await.unwrap();
+    let eth_before = totals.iter().find(|t| t.asset == eth()).unwrap().custody.base_units();
+    let eth_after = after.iter().find(|t| t.asset == eth()).unwrap().custody.base_units();
+    assert_eq!(eth_before - eth_after, 21_000);
     assert_intact(&store).await;
 }
 

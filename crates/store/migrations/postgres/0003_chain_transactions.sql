@@ -10,10 +10,10 @@ CREATE TABLE wallet_nonces (
     PRIMARY KEY (chain, wallet)
 );
 
--- One transaction per withdrawal. The signed transaction is written once, before it is
+-- One transaction per withdrawal or sweep (owner_id is its id). The signed transaction is written once, before it is
 -- ever broadcast; (chain, wallet, nonce) is unique, so two withdrawals can never share one.
 CREATE TABLE chain_txs (
-    withdrawal_id TEXT PRIMARY KEY REFERENCES withdrawals(id),
+    owner_id TEXT PRIMARY KEY,
     chain TEXT NOT NULL,
     wallet TEXT NOT NULL,
     nonce BIGINT NOT NULL,

@@ -6,10 +6,11 @@ use strongroom_chain::{BlockRef, SignedTx};
 use strongroom_core::ledger::{JournalEntry, TREASURY_CUSTOMER, TREASURY_EXTERNAL_ID};
 use strongroom_units::ChainId;
 
+use super::sweeps::{self, SweepRow};
 use super::*;
 
 pub(super) const CHAIN_TX_COLUMN_LIST: [&str; 14] = [
-    "withdrawal_id",
+    "owner_id",
     "chain",
     "wallet",
     "nonce",
@@ -27,7 +28,7 @@ pub(super) const CHAIN_TX_COLUMN_LIST: [&str; 14] = [
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub(super) struct ChainTxRow {
-    withdrawal_id: String,
+    owner_id: String,
     chain: String,
     wallet: String,
     nonce: i64,
@@ -46,7 +47,7 @@ pub(super) struct ChainTxRow {
 impl ChainTxRow {
     fn to_domain(&self) -> Result<ChainTx> {
         let corrupt =
-            |what: &str| StoreError::Corrupt(format!("chain tx {}: {what}", self.withdrawal_id));
+            |what: &str| StoreError::Corrupt(format!("chain tx {}: {what}", self.owner_id));
         let signed = match (&self.signed_tx, &self.txid) {
             (Some(raw), Some(txid)) => Some(SignedTx {
                 raw: hex::decode(raw).map_err(|_| corrupt("signed_tx is not hex"))?,
@@ -64,7 +65,7 @@ impl ChainTxRow {
             _ => return Err(corrupt("block number and hash disagree")),
         };
         Ok(ChainTx {
-            withdrawal_id: uuid(&self.withdrawal_id)?,
+            owner_id: uuid(&self.owner_id)?,
             chain: ChainId::parse(&self.chain).map_err(|_| corrupt("chain"))?,
             wallet: self.wallet.clone(),
             nonce: u64::try_from(self.nonce).map_err(|_| corrupt("nonce"))?,
@@ -82,7 +83,7 @@ impl ChainTxRow {
     fn values(&self) -> Vec<Val> {
         let opt = |v: &Option<String>| Val::OptText(v.clone());
         vec![
-            Val::Text(self.withdrawal_id.clone()),
+            Val::Text(self.owner_id.clone()),
             Val::Text(self.chain.clone()),
             Val::Text(self.wallet.clone()),
             Val::Int(self.nonce),
@@ -110,7 +111,7 @@ pub(super) struct NonceRow {
 
 fn chain_tx_sql(backend: Backend, lock: bool) -> String {
     format!(
-        "SELECT {} FROM chain_txs WHERE withdrawal_id = $1{}",
+        "SELECT {} FROM chain_txs WHERE owner_id = $1{}",
         CHAIN_TX_COLUMN_LIST.join(", "),
         if lock { for_update(backend) } else { "" }
     )
@@ -140,7 +141,7 @@ async fn lock_chain_tx(w: &mut WriteTx, id: Uuid) -> Result<ChainTxRow> {
 /// Rewrite a chain_txs row and note the change.
 async fn update_chain_tx(w: &mut WriteTx, before: &ChainTxRow, after: &ChainTxRow) -> Result<()> {
     w.write(
-        "UPDATE chain_txs SET signed_tx = $1, txid = $2, block_number = $3, block_hash = $4, fee_paid = $5, updated_at_ms = $6 WHERE withdrawal_id = $7".into(),
+        "UPDATE chain_txs SET signed_tx = $1, txid = $2, block_number = $3, block_hash = $4, fee_paid = $5, updated_at_ms = $6 WHERE owner_id = $7".into(),
         vec![
             Val::OptText(after.signed_tx.clone()),
             Val::OptText(after.txid.clone()),
@@ -148,36 +149,96 @@ async fn update_chain_tx(w: &mut WriteTx, before: &ChainTxRow, after: &ChainTxRo
             Val::OptText(after.block_hash.clone()),
             Val::OptText(after.fee_paid.clone()),
             Val::Int(after.updated_at_ms),
-            Val::Text(after.withdrawal_id.clone()),
+            Val::Text(after.owner_id.clone()),
         ],
     )
     .await?;
-    w.record(
-        format!("chain_tx/{}", after.withdrawal_id),
-        Some(hash_of(before)?),
-        Some(hash_of(after)?),
-    );
+    w.record(format!("chain_tx/{}", after.owner_id), Some(hash_of(before)?), Some(hash_of(after)?));
     Ok(())
 }
 
-fn refuse_state(wd: &Withdrawal, to: WithdrawalState) -> StoreError {
-    StoreError::InvalidTransition { from: wd.state.as_str(), to: to.as_str() }
+/// The withdrawal or sweep a chain transaction belongs to, locked for this write.
+enum Owner {
+    Withdrawal(WithdrawalRow, Withdrawal),
+    Sweep(SweepRow, Sweep),
 }
 
-pub(super) async fn stage_build(
-    w: &mut WriteTx,
-    ctx: &WriteCtx,
-    b: BuildWithdrawal,
-) -> Result<Staged> {
-    let (before, mut wd) = lock_withdrawal(w, b.withdrawal_id).await?;
-    if wd.state != WithdrawalState::Reserved {
-        return Err(refuse_state(&wd, WithdrawalState::Built));
+impl Owner {
+    fn state(&self) -> WithdrawalState {
+        match self {
+            Owner::Withdrawal(_, w) => w.state,
+            Owner::Sweep(_, s) => s.state,
+        }
     }
-    if wd.intent.chain != b.chain || wd.intent.source_wallet.as_str() != b.wallet {
+    fn intent(&self) -> &strongroom_core::Intent {
+        match self {
+            Owner::Withdrawal(_, w) => &w.intent,
+            Owner::Sweep(_, s) => &s.intent,
+        }
+    }
+    /// The sending account whose nonces the transaction uses.
+    fn account(&self) -> String {
+        match self {
+            Owner::Withdrawal(_, w) => w.intent.source_wallet.as_str().to_owned(),
+            Owner::Sweep(_, s) => s.account(),
+        }
+    }
+    /// `withdrawal` or `sweep`: the audit subject's and actions' prefix.
+    fn kind(&self) -> &'static str {
+        match self {
+            Owner::Withdrawal(..) => "withdrawal",
+            Owner::Sweep(..) => "sweep",
+        }
+    }
+    fn subject(&self, id: Uuid) -> String {
+        format!("{}/{id}", self.kind())
+    }
+    fn refuse(&self, to: WithdrawalState) -> StoreError {
+        StoreError::InvalidTransition { from: self.state().as_str(), to: to.as_str() }
+    }
+    async fn set_state(
+        &mut self,
+        w: &mut WriteTx,
+        ctx: &WriteCtx,
+        to: WithdrawalState,
+    ) -> Result<()> {
+        match self {
+            Owner::Withdrawal(before, wd) => set_state(w, ctx, before, wd, to).await,
+            Owner::Sweep(before, sweep) => {
+                sweeps::set_sweep_state(w, ctx, before, to).await?;
+                sweep.state = to;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Lock the withdrawal or sweep with this id.
+async fn lock_owner(w: &mut WriteTx, id: Uuid) -> Result<Owner> {
+    match lock_withdrawal(w, id).await {
+        Ok((row, wd)) => Ok(Owner::Withdrawal(row, wd)),
+        Err(StoreError::NotFound { .. }) => match sweeps::lock_sweep(w, id).await? {
+            Some(row) => {
+                let sweep = row.to_domain()?;
+                Ok(Owner::Sweep(row, sweep))
+            }
+            None => Err(StoreError::NotFound { entity: "withdrawal or sweep", id: id.to_string() }),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+pub(super) async fn stage_build(w: &mut WriteTx, ctx: &WriteCtx, b: BuildTx) -> Result<Staged> {
+    let mut owner = lock_owner(w, b.owner_id).await?;
+    if owner.state() != WithdrawalState::Reserved {
+        return Err(owner.refuse(WithdrawalState::Built));
+    }
+    if owner.intent().chain != b.chain || owner.account() != b.wallet {
         return Err(StoreError::Refused(format!(
-            "withdrawal pays from {} on {}, not {} on {}",
-            wd.intent.source_wallet.as_str(),
-            wd.intent.chain.as_str(),
+            "{} pays from {} on {}, not {} on {}",
+            owner.kind(),
+            owner.account(),
+            owner.intent().chain.as_str(),
             b.wallet,
             b.chain.as_str()
         )));
@@ -240,7 +301,7 @@ pub(super) async fn stage_build(
         existing.as_ref().map(hash_of).transpose()?,
         Some(hash_of(&after_nonce)?),
     );
-    let subject = format!("withdrawal/{}", b.withdrawal_id);
+    let subject = owner.subject(b.owner_id);
     // The fee, set aside from the treasury (which must hold enough of the fee asset).
     if !b.fee_reserve.is_zero() {
         let entry = JournalEntry::fee_reserve(b.fee_entry_id, &b.fee_asset, b.fee_reserve)?;
@@ -248,7 +309,7 @@ pub(super) async fn stage_build(
     }
     w.fault("withdrawal.after_fee_reserve")?;
     let row = ChainTxRow {
-        withdrawal_id: b.withdrawal_id.to_string(),
+        owner_id: b.owner_id.to_string(),
         chain: b.chain.as_str().to_owned(),
         wallet: b.wallet.clone(),
         nonce,
@@ -264,11 +325,11 @@ pub(super) async fn stage_build(
         updated_at_ms: ctx.now.unix_ms(),
     };
     w.insert("chain_txs", &CHAIN_TX_COLUMN_LIST, row.values()).await?;
-    w.record(format!("chain_tx/{}", row.withdrawal_id), None, Some(hash_of(&row)?));
-    set_state(w, ctx, &before, &mut wd, WithdrawalState::Built).await?;
+    w.record(format!("chain_tx/{}", row.owner_id), None, Some(hash_of(&row)?));
+    owner.set_state(w, ctx, WithdrawalState::Built).await?;
     w.fault("withdrawal.after_build")?;
     Ok(Staged {
-        action: "withdrawal.built".into(),
+        action: format!("{}.built", owner.kind()),
         subject,
         detail: serde_json::json!({
             "chain": row.chain, "wallet": row.wallet, "nonce": nonce,
@@ -284,9 +345,9 @@ pub(super) async fn stage_signed(
     id: Uuid,
     signed: SignedTx,
 ) -> Result<Staged> {
-    let (before, mut wd) = lock_withdrawal(w, id).await?;
-    if wd.state != WithdrawalState::Built {
-        return Err(refuse_state(&wd, WithdrawalState::Signed));
+    let mut owner = lock_owner(w, id).await?;
+    if owner.state() != WithdrawalState::Built {
+        return Err(owner.refuse(WithdrawalState::Signed));
     }
     let old = lock_chain_tx(w, id).await?;
     let mut new = old.clone();
@@ -294,26 +355,26 @@ pub(super) async fn stage_signed(
     new.txid = Some(signed.txid.clone());
     new.updated_at_ms = ctx.now.unix_ms();
     update_chain_tx(w, &old, &new).await?;
-    set_state(w, ctx, &before, &mut wd, WithdrawalState::Signed).await?;
+    owner.set_state(w, ctx, WithdrawalState::Signed).await?;
     w.fault("withdrawal.after_signed")?;
     Ok(Staged {
-        action: "withdrawal.signed".into(),
-        subject: format!("withdrawal/{id}"),
+        action: format!("{}.signed", owner.kind()),
+        subject: owner.subject(id),
         detail: serde_json::json!({ "txid": signed.txid, "nonce": old.nonce }),
         result: to_json(&new.to_domain()?)?,
     })
 }
 
 pub(super) async fn stage_broadcast(w: &mut WriteTx, ctx: &WriteCtx, id: Uuid) -> Result<Staged> {
-    let (before, mut wd) = lock_withdrawal(w, id).await?;
-    if wd.state != WithdrawalState::Signed {
-        return Err(refuse_state(&wd, WithdrawalState::Broadcast));
+    let mut owner = lock_owner(w, id).await?;
+    if owner.state() != WithdrawalState::Signed {
+        return Err(owner.refuse(WithdrawalState::Broadcast));
     }
     let tx = lock_chain_tx(w, id).await?;
-    set_state(w, ctx, &before, &mut wd, WithdrawalState::Broadcast).await?;
+    owner.set_state(w, ctx, WithdrawalState::Broadcast).await?;
     Ok(Staged {
-        action: "withdrawal.broadcast".into(),
-        subject: format!("withdrawal/{id}"),
+        action: format!("{}.broadcast", owner.kind()),
+        subject: owner.subject(id),
         detail: serde_json::json!({ "txid": tx.txid }),
         result: to_json(&tx.to_domain()?)?,
     })
@@ -325,10 +386,10 @@ pub(super) async fn stage_conclude(
     id: Uuid,
     c: Conclusion,
 ) -> Result<Staged> {
-    let (before, mut wd) = lock_withdrawal(w, id).await?;
+    let mut owner = lock_owner(w, id).await?;
     let to = if c.success { WithdrawalState::Settled } else { WithdrawalState::Failed };
-    if wd.state != WithdrawalState::Broadcast {
-        return Err(refuse_state(&wd, to));
+    if owner.state() != WithdrawalState::Broadcast {
+        return Err(owner.refuse(to));
     }
     let old = lock_chain_tx(w, id).await?;
     let reserved = amount(&old.fee_reserved)?;
@@ -336,17 +397,21 @@ pub(super) async fn stage_conclude(
     let unburned = reserved.checked_sub(c.fee_paid).map_err(|_| {
         StoreError::Refused(format!("fee paid {} exceeds the {} reserved", c.fee_paid, reserved))
     })?;
-    let subject = format!("withdrawal/{id}");
-    let (customer, asset, amt) = (wd.customer_id, wd.intent.asset.symbol.clone(), wd.intent.amount);
+    let subject = owner.subject(id);
     let [customer_entry, fee_entry, release_entry] = c.entry_ids;
-    let entry = if c.success {
-        JournalEntry::settle(customer_entry, customer, &asset, amt)?
-    } else {
-        JournalEntry::release(customer_entry, customer, &asset, amt)?
-    };
+    // A withdrawal's funds leave custody (or return to the customer); a sweep's stay ours.
+    if let Owner::Withdrawal(_, wd) = &owner {
+        let (customer, asset, amt) =
+            (wd.customer_id, wd.intent.asset.symbol.clone(), wd.intent.amount);
+        let entry = if c.success {
+            JournalEntry::settle(customer_entry, customer, &asset, amt)?
+        } else {
+            JournalEntry::release(customer_entry, customer, &asset, amt)?
+        };
+        w.apply_entry(&entry, &subject, ctx.now).await?;
+    }
     // The entries share accounts (custody, the treasury's pending): each must read what the
     // one before wrote, so on PostgreSQL the queued writes go out in between.
-    w.apply_entry(&entry, &subject, ctx.now).await?;
     if !c.fee_paid.is_zero() {
         w.flush().await?;
         w.apply_entry(
@@ -375,9 +440,9 @@ pub(super) async fn stage_conclude(
     new.fee_paid = Some(c.fee_paid.to_string());
     new.updated_at_ms = ctx.now.unix_ms();
     update_chain_tx(w, &old, &new).await?;
-    set_state(w, ctx, &before, &mut wd, to).await?;
+    owner.set_state(w, ctx, to).await?;
     Ok(Staged {
-        action: format!("withdrawal.{}", to.as_str()),
+        action: format!("{}.{}", owner.kind(), to.as_str()),
         subject,
         detail: serde_json::json!({
             "txid": old.txid, "block": c.block.number, "block_hash": c.block.hash,
@@ -388,7 +453,7 @@ pub(super) async fn stage_conclude(
 }
 
 impl SqlStore {
-    /// Run a chain command; if it lost a race (the withdrawal moved on), answer with the
+    /// Run a chain command; if it lost a race (its owner moved on), answer with the
     /// stored transaction when it already satisfies the caller.
     pub(super) async fn chain_command(
         &self,
@@ -432,7 +497,7 @@ impl SqlStore {
         let sql = format!("SELECT {} FROM chain_txs", CHAIN_TX_COLUMN_LIST.join(", "));
         for r in sqlx::query(&sql).fetch_all(&self.pool).await? {
             let row = row_of::<ChainTxRow>(&r)?;
-            out.push((format!("chain_tx/{}", row.withdrawal_id), hash_of(&row)?));
+            out.push((format!("chain_tx/{}", row.owner_id), hash_of(&row)?));
         }
         for r in sqlx::query("SELECT chain, wallet, next_nonce, updated_at_ms FROM wallet_nonces")
             .fetch_all(&self.pool)

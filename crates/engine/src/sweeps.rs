@@ -1,0 +1,182 @@
+//! Consolidation: money at customers' deposit addresses moves to the hot wallet, so the
+//! hot wallet can pay withdrawals (and, later, the treasury can move it cold).
+//!
+//! Per deposit address, one movement at a time: first each token (after a gas top-up from
+//! the hot wallet when the address has too little ETH), then the ETH itself, less the most
+//! its own transfer can cost. Sweeps are internal: custody does not change, only the fee
+//! leaves it, paid from the treasury. The engine drives them like withdrawals; signer nodes
+//! let a deposit address's key pay only the wallet's own address.
+
+use std::sync::Arc;
+
+use strongroom_chain::ChainClient;
+use strongroom_chain_ethereum::rpc::EthRpc;
+use strongroom_chain_ethereum::NATIVE_TRANSFER_GAS;
+use strongroom_core::withdrawal::WithdrawalState;
+use strongroom_core::{new_id, Env, Intent, IntentAsset, WalletId};
+use strongroom_store::{Store, Sweep, SweepKind, WriteCtx};
+use strongroom_units::{Address, Amount, AssetSymbol, ChainId};
+
+use crate::deposits::deposit_path;
+use crate::EngineError;
+
+#[derive(Debug, Clone)]
+pub struct SweepConfig {
+    pub chain: ChainId,
+    pub wallet: WalletId,
+    /// The wallet key's own address, where sweeps go.
+    pub hot: Address,
+    /// The native coin (symbol, decimals).
+    pub native: (AssetSymbol, u8),
+    /// Tokens to sweep: symbol, decimals, contract.
+    pub tokens: Vec<(AssetSymbol, u8, Address)>,
+    /// ETH below this (in wei, after the fee) is left where it is.
+    pub min_native: u128,
+    /// Gas a token transfer is given (and topped up for).
+    pub token_gas: u64,
+    /// How long a planned sweep's intent stays valid.
+    pub ttl_ms: i64,
+}
+
+#[derive(Debug)]
+pub struct Sweeper {
+    store: Arc<dyn Store>,
+    rpc: EthRpc,
+    env: Arc<dyn Env>,
+    cfg: SweepConfig,
+}
+
+impl Sweeper {
+    pub fn new(store: Arc<dyn Store>, rpc: EthRpc, env: Arc<dyn Env>, cfg: SweepConfig) -> Self {
+        Sweeper { store, rpc, env, cfg }
+    }
+
+    /// Plan the next movement for every deposit address that has none open. Returns the
+    /// sweeps and top-ups planned (the engine carries them out).
+    pub async fn plan(&self) -> Result<Vec<Sweep>, EngineError> {
+        let chain = &self.cfg.chain;
+        let open = self.store.list_sweeps(chain, true).await?;
+        let busy = |a: &str| {
+            open.iter().any(|s| {
+                s.from_address.eq_ignore_ascii_case(a)
+                    || s.intent.destination.as_str().eq_ignore_ascii_case(a)
+            })
+        };
+        let quote = self.rpc.fee_quote().await?;
+        let fee_per_gas =
+            quote.base_fee_per_gas.saturating_mul(2).saturating_add(quote.max_priority_fee_per_gas);
+        let mut planned = Vec::new();
+        for d in self.store.deposit_addresses(chain).await? {
+            if d.wallet != self.cfg.wallet.as_str() || busy(&d.address) {
+                continue;
+            }
+            let address = Address::parse(chain, &d.address).map_err(|e| {
+                EngineError::Store(strongroom_store::StoreError::Corrupt(e.to_string()))
+            })?;
+            let path = deposit_path(d.path_index).to_vec();
+            let eth = self.rpc.balance(&address, None).await?.base_units();
+            let token_fee = u128::from(self.cfg.token_gas).saturating_mul(fee_per_gas);
+            let mut next = None;
+            for (symbol, decimals, contract) in &self.cfg.tokens {
+                let held = self.rpc.balance(&address, Some(contract)).await?;
+                if held.is_zero() {
+                    continue;
+                }
+                next = Some(if eth < token_fee {
+                    // Gas first: from the hot wallet, exactly what the token transfer may cost.
+                    let top_up = Amount::from_base_units(token_fee - eth).map_err(amount_error)?;
+                    let fee_cap = fee(NATIVE_TRANSFER_GAS, fee_per_gas)?;
+                    let native = (self.cfg.native.0.clone(), self.cfg.native.1, None);
+                    self.sweep(
+                        SweepKind::TopUp,
+                        Vec::new(),
+                        &self.cfg.hot,
+                        &address,
+                        native,
+                        top_up,
+                        fee_cap,
+                    )?
+                } else {
+                    let asset = (symbol.clone(), *decimals, Some(contract.clone()));
+                    let fee_cap = fee(self.cfg.token_gas, fee_per_gas)?;
+                    self.sweep(
+                        SweepKind::Sweep,
+                        path.clone(),
+                        &address,
+                        &self.cfg.hot,
+                        asset,
+                        held,
+                        fee_cap,
+                    )?
+                });
+                break;
+            }
+            if next.is_none() {
+                let cap = u128::from(NATIVE_TRANSFER_GAS).saturating_mul(fee_per_gas);
+                let amount = eth.saturating_sub(cap);
+                if amount >= self.cfg.min_native.max(1) {
+                    let native = (self.cfg.native.0.clone(), self.cfg.native.1, None);
+                    let amount = Amount::from_base_units(amount).map_err(amount_error)?;
+                    let fee_cap = fee(NATIVE_TRANSFER_GAS, fee_per_gas)?;
+                    next = Some(self.sweep(
+                        SweepKind::Sweep,
+                        path,
+                        &address,
+                        &self.cfg.hot,
+                        native,
+                        amount,
+                        fee_cap,
+                    )?);
+                }
+            }
+            if let Some(s) = next {
+                let ctx =
+                    WriteCtx { actor: "sweeper".into(), now: self.env.now(), request_id: None };
+                planned.push(self.store.create_sweep(&ctx, s).await?);
+            }
+        }
+        Ok(planned)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sweep(
+        &self,
+        kind: SweepKind,
+        path: Vec<u32>,
+        from: &Address,
+        to: &Address,
+        (symbol, decimals, contract): (AssetSymbol, u8, Option<Address>),
+        amount: Amount,
+        fee_cap: Amount,
+    ) -> Result<Sweep, EngineError> {
+        let id = new_id(self.env.as_ref());
+        let now = self.env.now();
+        Ok(Sweep {
+            id,
+            kind,
+            path,
+            from_address: from.as_str().to_owned(),
+            intent: Intent {
+                chain: self.cfg.chain.clone(),
+                asset: IntentAsset { symbol, decimals, contract },
+                source_wallet: self.cfg.wallet.clone(),
+                destination: to.clone(),
+                amount,
+                fee_cap,
+                expires_at: now.plus_ms(self.cfg.ttl_ms),
+                request_id: id,
+            },
+            state: WithdrawalState::Reserved,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+}
+
+fn fee(gas: u64, per_gas: u128) -> Result<Amount, EngineError> {
+    Amount::from_base_units(u128::from(gas).saturating_mul(per_gas)).map_err(amount_error)
+}
+
+fn amount_error(e: strongroom_units::AmountError) -> EngineError {
+    EngineError::Chain(strongroom_chain::ChainError::Build(e.to_string()))
+}
