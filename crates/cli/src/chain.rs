@@ -235,6 +235,7 @@ pub async fn start_dev_chain(
     // Deposit addresses through the API; the watcher credits what arrives in them.
     let registry = strongroom_units::AssetRegistry::dev();
     api.set_deposit_addresses(Arc::new(DevAddresses {
+        hot: hot.clone(),
         store: store.clone(),
         signer: signer.clone(),
         env: env.clone(),
@@ -319,6 +320,7 @@ pub async fn start_dev_chain(
 /// Customers' deposit addresses on the dev chain, for the API.
 #[derive(Debug)]
 struct DevAddresses {
+    hot: Address,
     store: Arc<SqlStore>,
     signer: Arc<OrchestratorSigner>,
     env: Arc<dyn Env>,
@@ -328,6 +330,10 @@ struct DevAddresses {
 
 #[async_trait]
 impl strongroom_server::DepositAddresses for DevAddresses {
+    fn is_hot_wallet(&self, address: &Address) -> bool {
+        address == &self.hot
+    }
+
     async fn deposit_address(
         &self,
         customer_id: uuid::Uuid,

@@ -496,6 +496,21 @@ fn dev_withdraws_eth_signed_by_the_signer_processes_and_survives_a_crash_before_
         std::thread::sleep(Duration::from_millis(250));
     }
 
+    // Withdrawals to our own addresses are refused, and nothing is reserved.
+    for own in [deposit_to.as_str(), hot.as_str()] {
+        let refused = api(
+            &dev,
+            "POST",
+            "/v1/withdrawals",
+            Some(serde_json::json!({
+                "customer_id": customer_id, "asset": "ETH", "destination": own, "amount": "0.1",
+            })),
+        );
+        assert_eq!(refused["error"]["code"], "own_address", "{refused}");
+    }
+    let b = api(&dev, "GET", &balances, None).to_string();
+    assert!(b.contains("\"pending\":\"0\""), "{b}");
+
     // The withdrawal: signed by two signer processes, stored, then the process dies.
     let dest = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
     let w = api(

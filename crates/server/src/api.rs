@@ -668,6 +668,17 @@ async fn create_withdrawal(
         new_id(env),
         env.now(),
     )?;
+    // Paying one of our own addresses would move nothing for the customer but a fee.
+    let dest = &planned.withdrawal.intent.destination;
+    let own_deposit =
+        state.store().find_deposit_address(&planned.withdrawal.intent.chain, dest.as_str()).await?;
+    let own_hot = state.deposit_addresses().is_some_and(|p| p.is_hot_wallet(dest));
+    if own_deposit.is_some() || own_hot {
+        return Err(ApiError::bad_request(
+            "own_address",
+            "the destination is one of this platform's own addresses (a deposit address or a hot wallet)",
+        ));
+    }
     let w = state.store().request_withdrawal(&req.ctx, Some(&req.idem), planned).await?;
     state
         .metrics()

@@ -59,6 +59,8 @@ pub trait DepositAddresses: Send + Sync + std::fmt::Debug {
         customer_id: uuid::Uuid,
         asset: &strongroom_units::Asset,
     ) -> Result<strongroom_store::DepositAddress, String>;
+    /// Whether `address` is one of our hot wallets (withdrawals to it are refused).
+    fn is_hot_wallet(&self, address: &strongroom_units::Address) -> bool;
 }
 
 impl AppState {

@@ -164,6 +164,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         chain: &strongroom_units::ChainId,
     ) -> Result<Vec<DepositAddress>>;
+    /// The deposit address `address` on `chain` (compared case-insensitively), if it is one.
+    async fn find_deposit_address(
+        &self,
+        chain: &strongroom_units::ChainId,
+        address: &str,
+    ) -> Result<Option<DepositAddress>>;
     /// The next block the watcher reads on `chain`, if it has started.
     async fn chain_cursor(&self, chain: &strongroom_units::ChainId) -> Result<Option<u64>>;
     /// The blocks the watcher read most recently, highest first.

@@ -1221,6 +1221,14 @@ impl Store for SqlStore {
         self.read_deposit_addresses(chain).await
     }
 
+    async fn find_deposit_address(
+        &self,
+        chain: &strongroom_units::ChainId,
+        address: &str,
+    ) -> Result<Option<DepositAddress>> {
+        self.read_deposit_address_by_address(chain, address).await
+    }
+
     async fn chain_cursor(&self, chain: &strongroom_units::ChainId) -> Result<Option<u64>> {
         self.read_cursor(chain).await
     }

@@ -509,6 +509,19 @@ impl SqlStore {
         row.map(|r| row_of::<DepositAddressRow>(&r)?.to_domain()).transpose()
     }
 
+    pub(super) async fn read_deposit_address_by_address(
+        &self,
+        chain: &ChainId,
+        address: &str,
+    ) -> Result<Option<DepositAddress>> {
+        let sql = format!(
+            "SELECT {ADDRESS_COLUMNS} FROM deposit_addresses WHERE chain = $1 AND LOWER(address) = LOWER($2)"
+        );
+        let row =
+            sqlx::query(&sql).bind(chain.as_str()).bind(address).fetch_optional(&self.pool).await?;
+        row.map(|r| row_of::<DepositAddressRow>(&r)?.to_domain()).transpose()
+    }
+
     pub(super) async fn read_deposit_addresses(
         &self,
         chain: &ChainId,
