@@ -69,22 +69,31 @@ fn public_key(seed: u8) -> Vec<u8> {
         .to_vec()
 }
 
-#[test]
-fn passes_the_chain_conformance_suite() {
-    let codec = EthCodec::new(chain()).unwrap();
-    let (sign, sign_other) = (signer(1), signer(2));
-    let fixture = CodecFixture {
-        intents: vec![intent(None, 10u128.pow(17)), intent(Some(TOKEN), 2_500_000)],
+/// The conformance fixture: `intents` signed by key 1, key 2 as the foreign signer.
+fn fixture<'a>(
+    intents: Vec<Intent>,
+    sign: &'a dyn Fn(&[u8; 32]) -> Vec<u8>,
+    sign_other: &'a dyn Fn(&[u8; 32]) -> Vec<u8>,
+) -> CodecFixture<'a, EthParams> {
+    CodecFixture {
+        intents,
         params: params(),
         over_cap: EthParams { gas_limit: 21_000 * 100_000, ..params() },
         other_address: addr(OTHER),
         other_contract: addr(OTHER_TOKEN),
         other_chain: ChainId::parse("eip155:1").unwrap(),
         public_key: public_key(1),
-        sign: &sign,
-        sign_other: &sign_other,
-    };
-    if let Err(failed) = codec_suite(&codec, &fixture) {
+        sign,
+        sign_other,
+    }
+}
+
+#[test]
+fn passes_the_chain_conformance_suite() {
+    let codec = EthCodec::new(chain()).unwrap();
+    let (sign, sign_other) = (signer(1), signer(2));
+    let intents = vec![intent(None, 10u128.pow(17)), intent(Some(TOKEN), 2_500_000)];
+    if let Err(failed) = codec_suite(&codec, &fixture(intents, &sign, &sign_other)) {
         panic!("conformance failures:\n  {}", failed.join("\n  "));
     }
 }
@@ -276,17 +285,7 @@ fn a_decoder_that_hides_the_fee_fails_the_suite() {
         }
     }
     let (sign, sign_other) = (signer(1), signer(2));
-    let fixture = CodecFixture {
-        intents: vec![intent(None, 1_000)],
-        params: params(),
-        over_cap: EthParams { gas_limit: 21_000 * 100_000, ..params() },
-        other_address: addr(OTHER),
-        other_contract: addr(OTHER_TOKEN),
-        other_chain: ChainId::parse("eip155:1").unwrap(),
-        public_key: public_key(1),
-        sign: &sign,
-        sign_other: &sign_other,
-    };
+    let fixture = fixture(vec![intent(None, 1_000)], &sign, &sign_other);
     let failed = codec_suite(&HidesFee(EthCodec::new(chain()).unwrap()), &fixture).unwrap_err();
     assert_eq!(failed, vec!["intent 0: a different fee cap is refused".to_string()]);
 }

@@ -451,27 +451,11 @@ async fn deposits_of_eth_and_an_erc20_are_credited_after_confirmations_and_a_reo
 
     // Alice's address: a child of the hot wallet key, the same on every request.
     let c = w.store.as_ref();
-    let address = deposit_address(
-        c,
-        w.signer.as_ref(),
-        w.env.as_ref(),
-        &chain(),
-        &WalletId::parse("hot-eth-1").unwrap(),
-        w.customer,
-    )
-    .await
-    .unwrap();
-    let again = deposit_address(
-        c,
-        w.signer.as_ref(),
-        w.env.as_ref(),
-        &chain(),
-        &WalletId::parse("hot-eth-1").unwrap(),
-        w.customer,
-    )
-    .await
-    .unwrap();
-    assert_eq!(address, again);
+    let (wallet, dev_chain) = (WalletId::parse("hot-eth-1").unwrap(), chain());
+    let ask =
+        || deposit_address(c, w.signer.as_ref(), w.env.as_ref(), &dev_chain, &wallet, w.customer);
+    let address = ask().await.unwrap();
+    assert_eq!(ask().await.unwrap(), address);
     let alice_addr = Address::parse(&chain(), &address.address).unwrap();
     assert_ne!(alice_addr, w.hot);
     // It really is the key's child at [0, index]: derived independently here with k256.
