@@ -1,0 +1,418 @@
+//! The governance log: a pinned genesis (the first members and the quorum), then entries,
+//! each linked to the one before by hash and signed by the members the change needs.
+//! [`replay`] checks all of it and returns the state in force; nothing else is trusted.
+//!
+//! Who must sign:
+//! - a freeze: one security officer or admin (it takes effect at once);
+//! - removing a whitelist entry, or cancelling a pending one: one admin (at once);
+//! - everything else (policy, members, quorum, unfreeze, adding a whitelist entry): a
+//!   quorum of distinct admins. A new whitelist entry becomes usable only after the
+//!   genesis's whitelist delay (the time-lock); until then it can be cancelled.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use strongroom_core::Timestamp;
+
+use crate::policy::{Policy, PolicyError};
+use crate::{tagged_hash, Role};
+
+pub const GENESIS_TAG: &str = "strongroom/governance/genesis/v1";
+pub const ENTRY_TAG: &str = "strongroom/governance/entry/v1";
+
+/// A member as written in the log: id, Ed25519 public key (hex), roles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSpec {
+    pub id: String,
+    pub public_key: String,
+    pub roles: Vec<Role>,
+}
+
+/// A member with a parsed key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: String,
+    pub key: VerifyingKey,
+    pub roles: Vec<Role>,
+}
+
+impl Member {
+    fn parse(spec: &MemberSpec) -> Result<Member, GovError> {
+        let bytes: [u8; 32] = hex::decode(&spec.public_key)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| GovError::BadKey(spec.id.clone()))?;
+        let key =
+            VerifyingKey::from_bytes(&bytes).map_err(|_| GovError::BadKey(spec.id.clone()))?;
+        Ok(Member { id: spec.id.clone(), key, roles: spec.roles.clone() })
+    }
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+}
+
+/// Made once at setup; its hash is pinned in every signer's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Genesis {
+    pub members: Vec<MemberSpec>,
+    /// Distinct admins needed for a change.
+    pub quorum: u8,
+    /// How long a new whitelist entry waits before it is usable.
+    pub whitelist_delay_ms: i64,
+    pub created_at: Timestamp,
+}
+
+impl Genesis {
+    pub fn hash(&self) -> Result<[u8; 32], GovError> {
+        Ok(tagged_hash(GENESIS_TAG, &canonical(self)?))
+    }
+}
+
+/// Whose whitelist an entry is on.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum WhitelistScope {
+    /// Our own wallets (hot ↔ cold).
+    Internal { chain: String },
+    /// A customer's withdrawal whitelist.
+    Customer { customer_id: String, chain: String },
+}
+
+/// What a freeze stops.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FreezeScope {
+    Global,
+    Asset { asset: String },
+    Wallet { wallet: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Change {
+    SetPolicy {
+        policy: Policy,
+    },
+    AddMember {
+        member: MemberSpec,
+    },
+    RemoveMember {
+        id: String,
+    },
+    SetQuorum {
+        quorum: u8,
+    },
+    WhitelistAdd {
+        scope: WhitelistScope,
+        address: String,
+        label: String,
+    },
+    WhitelistRemove {
+        scope: WhitelistScope,
+        address: String,
+    },
+    /// Cancel a whitelist addition still in its time-lock.
+    CancelPending {
+        seq: u64,
+    },
+    Freeze {
+        scope: FreezeScope,
+    },
+    Unfreeze {
+        scope: FreezeScope,
+    },
+}
+
+/// One member's signature on an entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signoff {
+    pub member: String,
+    pub signature: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub seq: u64,
+    /// Hex hash of the entry before (the genesis for seq 1).
+    pub prev: String,
+    pub at: Timestamp,
+    pub change: Change,
+    pub signoffs: Vec<Signoff>,
+}
+
+/// The part of an entry that is signed and linked.
+#[derive(Serialize)]
+struct Signed<'a> {
+    seq: u64,
+    prev: &'a str,
+    at: Timestamp,
+    change: &'a Change,
+}
+
+impl Entry {
+    /// The hash members sign, and the next entry's `prev`.
+    pub fn hash(&self) -> Result<[u8; 32], GovError> {
+        let s = Signed { seq: self.seq, prev: &self.prev, at: self.at, change: &self.change };
+        Ok(tagged_hash(ENTRY_TAG, &canonical(&s)?))
+    }
+
+    /// Add `member`'s signature.
+    pub fn sign(&mut self, member: &str, key: &ed25519_dalek::SigningKey) -> Result<(), GovError> {
+        use ed25519_dalek::Signer;
+        let sig = key.sign(&self.hash()?);
+        self.signoffs
+            .push(Signoff { member: member.to_owned(), signature: hex::encode(sig.to_bytes()) });
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GovError {
+    #[error("the genesis does not match the pinned hash")]
+    WrongGenesis,
+    #[error("member {0} has a malformed public key")]
+    BadKey(String),
+    #[error("entry {seq}: {reason}")]
+    Entry { seq: u64, reason: String },
+    #[error("cannot encode: {0}")]
+    Encoding(String),
+}
+
+/// A whitelist entry in force or waiting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhitelistEntry {
+    pub scope: WhitelistScope,
+    pub address: String,
+    pub label: String,
+    pub seq: u64,
+    pub usable_from: Timestamp,
+}
+
+/// Whether an address may be paid as whitelisted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listed {
+    Usable,
+    /// On the list, but its time-lock ends at this time.
+    Pending(Timestamp),
+    No,
+}
+
+/// The governance state in force after the last entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    pub members: BTreeMap<String, Member>,
+    pub quorum: u8,
+    pub whitelist_delay_ms: i64,
+    pub policy: Option<Policy>,
+    pub whitelist: Vec<WhitelistEntry>,
+    pub freezes: BTreeSet<FreezeScope>,
+    /// Hex hash of the last entry (or the genesis): the next entry's `prev`.
+    pub head: String,
+    pub seq: u64,
+    pub at: Timestamp,
+}
+
+impl State {
+    /// Whether `address` (compared case-insensitively) is whitelisted in `scope` at `now`.
+    pub fn listed(&self, scope: &WhitelistScope, address: &str, now: Timestamp) -> Listed {
+        match self
+            .whitelist
+            .iter()
+            .find(|w| &w.scope == scope && w.address.eq_ignore_ascii_case(address))
+        {
+            Some(w) if w.usable_from <= now => Listed::Usable,
+            Some(w) => Listed::Pending(w.usable_from),
+            None => Listed::No,
+        }
+    }
+
+    /// The freeze that stops a movement of `asset` from `wallet`, if any.
+    pub fn frozen(&self, asset: &str, wallet: &str) -> Option<&FreezeScope> {
+        self.freezes.iter().find(|f| match f {
+            FreezeScope::Global => true,
+            FreezeScope::Asset { asset: a } => a == asset,
+            FreezeScope::Wallet { wallet: w } => w == wallet,
+        })
+    }
+
+    /// A fresh unsigned entry for `change` on top of this state.
+    pub fn propose(&self, change: Change, at: Timestamp) -> Entry {
+        Entry { seq: self.seq + 1, prev: self.head.clone(), at, change, signoffs: Vec::new() }
+    }
+}
+
+/// Verify the genesis against the pinned hash and every entry in order; the state at the end.
+pub fn replay(
+    genesis: &Genesis,
+    pinned: &str,
+    entries: &[Entry],
+    now: Timestamp,
+) -> Result<State, GovError> {
+    let head = hex::encode(genesis.hash()?);
+    if !head.eq_ignore_ascii_case(pinned) {
+        return Err(GovError::WrongGenesis);
+    }
+    let mut state = State {
+        members: BTreeMap::new(),
+        quorum: genesis.quorum,
+        whitelist_delay_ms: genesis.whitelist_delay_ms,
+        policy: None,
+        whitelist: Vec::new(),
+        freezes: BTreeSet::new(),
+        head,
+        seq: 0,
+        at: genesis.created_at,
+    };
+    for m in &genesis.members {
+        state.members.insert(m.id.clone(), Member::parse(m)?);
+    }
+    check_quorum(&state, 0)?;
+    for e in entries {
+        apply(&mut state, e, now)?;
+    }
+    Ok(state)
+}
+
+fn check_quorum(state: &State, seq: u64) -> Result<(), GovError> {
+    let admins = state.members.values().filter(|m| m.has(Role::Admin)).count();
+    if state.quorum == 0 || usize::from(state.quorum) > admins {
+        return Err(GovError::Entry {
+            seq,
+            reason: format!("a quorum of {} with {admins} admins", state.quorum),
+        });
+    }
+    Ok(())
+}
+
+fn apply(state: &mut State, e: &Entry, now: Timestamp) -> Result<(), GovError> {
+    let fail = |reason: String| GovError::Entry { seq: e.seq, reason };
+    if e.seq != state.seq + 1 {
+        return Err(fail(format!("expected entry {}", state.seq + 1)));
+    }
+    if e.prev != state.head {
+        return Err(fail(
+            "does not link to the entry before (edited, inserted or reordered)".into(),
+        ));
+    }
+    if e.at < state.at || e.at > now {
+        return Err(fail("its time is before the entry before, or in the future".into()));
+    }
+    // Who signed, validly and once each.
+    let hash = e.hash()?;
+    let mut signers: BTreeSet<&str> = BTreeSet::new();
+    for s in &e.signoffs {
+        let m = state
+            .members
+            .get(&s.member)
+            .ok_or_else(|| fail(format!("{} is not a member", s.member)))?;
+        let sig: [u8; 64] = hex::decode(&s.signature)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| fail(format!("{}'s signature is malformed", s.member)))?;
+        m.key
+            .verify(&hash, &Signature::from_bytes(&sig))
+            .map_err(|_| fail(format!("{}'s signature does not verify", s.member)))?;
+        signers.insert(m.id.as_str());
+    }
+    let count = |role: Role| {
+        signers.iter().filter(|id| state.members.get(**id).is_some_and(|m| m.has(role))).count()
+    };
+    let (admins, officers) = (count(Role::Admin), count(Role::SecurityOfficer));
+    let quorum = usize::from(state.quorum);
+    let needs_quorum = || {
+        if admins >= quorum {
+            Ok(())
+        } else {
+            Err(fail(format!("needs {quorum} distinct admins, has {admins}")))
+        }
+    };
+    let needs_one_admin = || if admins >= 1 { Ok(()) } else { Err(fail("needs an admin".into())) };
+    match &e.change {
+        Change::Freeze { scope } => {
+            if admins + officers == 0 {
+                return Err(fail("needs a security officer or an admin".into()));
+            }
+            state.freezes.insert(scope.clone());
+        }
+        Change::Unfreeze { scope } => {
+            needs_quorum()?;
+            state.freezes.remove(scope);
+        }
+        Change::SetPolicy { policy } => {
+            needs_quorum()?;
+            policy.validate().map_err(|e: PolicyError| fail(e.to_string()))?;
+            if state.policy.as_ref().is_some_and(|p| policy.version <= p.version) {
+                return Err(fail("a policy's version must increase".into()));
+            }
+            state.policy = Some(policy.clone());
+        }
+        Change::AddMember { member } => {
+            needs_quorum()?;
+            if state.members.contains_key(&member.id) {
+                return Err(fail(format!("{} is already a member", member.id)));
+            }
+            state.members.insert(member.id.clone(), Member::parse(member)?);
+        }
+        Change::RemoveMember { id } => {
+            needs_quorum()?;
+            state.members.remove(id).ok_or_else(|| fail(format!("{id} is not a member")))?;
+            check_quorum(state, e.seq)?;
+        }
+        Change::SetQuorum { quorum } => {
+            needs_quorum()?;
+            state.quorum = *quorum;
+            check_quorum(state, e.seq)?;
+        }
+        Change::WhitelistAdd { scope, address, label } => {
+            needs_quorum()?;
+            if state
+                .whitelist
+                .iter()
+                .any(|w| &w.scope == scope && w.address.eq_ignore_ascii_case(address))
+            {
+                return Err(fail(format!("{address} is already on that whitelist")));
+            }
+            state.whitelist.push(WhitelistEntry {
+                scope: scope.clone(),
+                address: address.clone(),
+                label: label.clone(),
+                seq: e.seq,
+                usable_from: e.at.plus_ms(state.whitelist_delay_ms),
+            });
+        }
+        Change::WhitelistRemove { scope, address } => {
+            needs_one_admin()?;
+            let before = state.whitelist.len();
+            state
+                .whitelist
+                .retain(|w| !(&w.scope == scope && w.address.eq_ignore_ascii_case(address)));
+            if state.whitelist.len() == before {
+                return Err(fail(format!("{address} is not on that whitelist")));
+            }
+        }
+        Change::CancelPending { seq } => {
+            needs_one_admin()?;
+            let pending =
+                state.whitelist.iter().position(|w| w.seq == *seq && w.usable_from > e.at);
+            let at = pending.ok_or_else(|| {
+                fail(format!("entry {seq} is no whitelist addition still in its time-lock"))
+            })?;
+            state.whitelist.remove(at);
+        }
+    }
+    state.seq = e.seq;
+    state.head = hex::encode(hash);
+    state.at = e.at;
+    Ok(())
+}
+
+/// Serde JSON of a value whose fields are in declaration order: one encoding per value.
+fn canonical<T: Serialize>(v: &T) -> Result<Vec<u8>, GovError> {
+    serde_json::to_vec(v).map_err(|e| GovError::Encoding(e.to_string()))
+}

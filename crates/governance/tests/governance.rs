@@ -1,0 +1,419 @@
+//! Governance attacks that must fail, and the single-actor property. Each test builds a
+//! real log with real Ed25519 keys and replays it as a signer node would.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // Test code.
+
+use ed25519_dalek::SigningKey;
+use proptest::prelude::*;
+use strongroom_core::{Intent, IntentAsset, Timestamp, WalletId};
+use strongroom_governance::approval::Approval;
+use strongroom_governance::log::{
+    replay, Change, Entry, FreezeScope, Genesis, GovError, Listed, MemberSpec, State,
+    WhitelistScope,
+};
+use strongroom_governance::policy::{
+    evaluate, Decision, Destination, Outcome, Policy, Request, Tier, VelocityLimit,
+};
+use strongroom_governance::Role;
+use strongroom_units::{Address, Amount, AssetSymbol, ChainId};
+
+const ETH: u128 = 1_000_000_000_000_000_000;
+const DAY_MS: i64 = 86_400_000;
+const T0: i64 = 1_800_000_000_000;
+
+fn key(n: u8) -> SigningKey {
+    SigningKey::from_bytes(&[n; 32])
+}
+
+fn spec(id: &str, n: u8, roles: &[Role]) -> MemberSpec {
+    MemberSpec {
+        id: id.into(),
+        public_key: hex::encode(key(n).verifying_key().to_bytes()),
+        roles: roles.to_vec(),
+    }
+}
+
+/// Three admins (quorum 2), a security officer, two approvers, an operator.
+fn genesis() -> Genesis {
+    Genesis {
+        members: vec![
+            spec("ada", 1, &[Role::Admin]),
+            spec("bob", 2, &[Role::Admin]),
+            spec("cy", 3, &[Role::Admin]),
+            spec("sec", 4, &[Role::SecurityOfficer]),
+            spec("ann", 5, &[Role::Approver]),
+            spec("ben", 6, &[Role::Approver]),
+            spec("ops", 7, &[Role::Operator, Role::Approver]),
+        ],
+        quorum: 2,
+        whitelist_delay_ms: DAY_MS,
+        created_at: Timestamp::from_unix_ms(T0),
+    }
+}
+
+fn member_key(id: &str) -> SigningKey {
+    let n = match id {
+        "ada" => 1,
+        "bob" => 2,
+        "cy" => 3,
+        "sec" => 4,
+        "ann" => 5,
+        "ben" => 6,
+        _ => 7,
+    };
+    key(n)
+}
+
+/// A log of `changes`, each signed by the members named beside it, one minute apart.
+fn log_of(changes: Vec<(Change, Vec<&str>)>) -> Vec<Entry> {
+    let g = genesis();
+    let pinned = hex::encode(g.hash().unwrap());
+    let mut entries: Vec<Entry> = Vec::new();
+    for (i, (change, signers)) in changes.into_iter().enumerate() {
+        let state = replay(&g, &pinned, &entries, Timestamp::from_unix_ms(i64::MAX)).unwrap();
+        let mut e = state.propose(change, Timestamp::from_unix_ms(T0 + 60_000 * (i as i64 + 1)));
+        for s in signers {
+            e.sign(s, &member_key(s)).unwrap();
+        }
+        entries.push(e);
+    }
+    entries
+}
+
+fn state_at(entries: &[Entry], now: i64) -> Result<State, GovError> {
+    let g = genesis();
+    replay(&g, &hex::encode(g.hash().unwrap()), entries, Timestamp::from_unix_ms(now))
+}
+
+const POLICY: &str = r#"
+version = 1
+
+[[rules]]
+name = "small-hot"
+when = { tier = "hot", max_amount = "1000000000000000000" }
+action = { kind = "allow" }
+
+[[rules]]
+name = "medium-two-approvers"
+when = { max_amount = "100000000000000000000" }
+action = { kind = "approvals", count = 2, roles = ["approver"] }
+
+[[rules]]
+name = "everything-else"
+action = { kind = "block", reason = "above 100 ETH: move it from cold storage" }
+
+[[velocity]]
+name = "hot-eth-daily"
+wallet = "hot-eth-1"
+asset = "ETH"
+period_secs = 86400
+max_amount = "10000000000000000000"
+"#;
+
+fn chain() -> ChainId {
+    ChainId::parse("eip155:1").unwrap()
+}
+
+fn intent(amount: u128, request: u128) -> Intent {
+    Intent {
+        chain: chain(),
+        asset: IntentAsset {
+            symbol: AssetSymbol::parse("ETH").unwrap(),
+            decimals: 18,
+            contract: None,
+        },
+        source_wallet: WalletId::parse("hot-eth-1").unwrap(),
+        destination: Address::parse(&chain(), "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed")
+            .unwrap(),
+        amount: Amount::from_base_units(amount).unwrap(),
+        fee_cap: Amount::from_base_units(10u128.pow(16)).unwrap(),
+        expires_at: Timestamp::from_unix_ms(T0 + DAY_MS),
+        request_id: uuid::Uuid::from_u128(request),
+    }
+}
+
+fn approve(who: &str, i: &Intent, version: u64, expires: i64) -> Approval {
+    Approval::sign(
+        who,
+        &member_key(who),
+        &i.hash().unwrap(),
+        version,
+        Timestamp::from_unix_ms(expires),
+    )
+}
+
+fn decide(
+    state: &State,
+    i: &Intent,
+    initiator: &str,
+    approvals: &[Approval],
+    moved: u128,
+) -> Decision {
+    let policy = state.policy.as_ref().unwrap();
+    let req = Request {
+        intent: i,
+        intent_hash: i.hash().unwrap(),
+        tier: Tier::Hot,
+        destination: Destination::External,
+        initiator,
+        initiator_role: Role::Operator,
+    };
+    let moved = move |_: &VelocityLimit| Amount::from_base_units(moved).unwrap();
+    evaluate(
+        policy,
+        &state.members,
+        &req,
+        approvals,
+        &moved,
+        Timestamp::from_unix_ms(T0 + 3_600_000),
+    )
+}
+
+fn with_policy() -> State {
+    let p = Policy::from_toml(POLICY).unwrap();
+    state_at(&log_of(vec![(Change::SetPolicy { policy: p }, vec!["ada", "bob"])]), T0 + DAY_MS)
+        .unwrap()
+}
+
+#[test]
+fn a_large_withdrawal_waits_for_two_distinct_valid_approvals() {
+    let s = with_policy();
+    let small = intent(ETH / 2, 1);
+    assert_eq!(
+        decide(&s, &small, "ops", &[], 0),
+        Decision { outcome: Outcome::Allow, rule: "small-hot".into(), version: 1 }
+    );
+
+    let big = intent(5 * ETH, 2);
+    let later = T0 + 2 * 3_600_000;
+    let wait = decide(&s, &big, "ops", &[approve("ann", &big, 1, later)], 0);
+    assert!(matches!(wait.outcome, Outcome::Wait { have: 1, need: 2, .. }), "{wait:?}");
+    assert_eq!(wait.rule, "medium-two-approvers");
+    let ok = decide(
+        &s,
+        &big,
+        "ops",
+        &[approve("ann", &big, 1, later), approve("ben", &big, 1, later)],
+        0,
+    );
+    assert!(ok.allowed(), "{ok:?}");
+
+    // Above the top tier (from a wallet without a velocity limit, so the tier decides).
+    let mut huge = intent(500 * ETH, 3);
+    huge.source_wallet = WalletId::parse("hot-eth-2").unwrap();
+    let all = ["ann", "ben", "ada"].map(|a| approve(a, &huge, 1, later));
+    assert!(
+        matches!(decide(&s, &huge, "ops", &all, 0).outcome, Outcome::Block(r) if r.contains("cold storage"))
+    );
+}
+
+#[test]
+fn approvals_that_must_not_count_do_not() {
+    let s = with_policy();
+    let big = intent(5 * ETH, 2);
+    let later = T0 + 2 * 3_600_000;
+    let ann = approve("ann", &big, 1, later);
+    let not_counted = |approvals: Vec<Approval>, initiator: &str| match decide(
+        &s, &big, initiator, &approvals, 0,
+    )
+    .outcome
+    {
+        Outcome::Wait { have, not_counted, .. } => (have, not_counted.join("; ")),
+        other => panic!("should wait: {other:?}"),
+    };
+    // Replayed from another request.
+    let other = intent(5 * ETH, 99);
+    let (have, why) = not_counted(vec![ann.clone(), approve("ben", &other, 1, later)], "ops");
+    assert_eq!(have, 1);
+    assert!(why.contains("not for this intent"), "{why}");
+    // Expired.
+    let (have, why) = not_counted(vec![ann.clone(), approve("ben", &big, 1, T0 + 60_000)], "ops");
+    assert_eq!((have, why.contains("expired")), (1, true), "{why}");
+    // The initiator approving their own request.
+    let (have, why) = not_counted(vec![ann.clone(), approve("ben", &big, 1, later)], "ben");
+    assert_eq!((have, why.contains("initiator")), (1, true), "{why}");
+    // Two approvals from the same person.
+    let (have, why) = not_counted(vec![ann.clone(), approve("ann", &big, 1, later + 1)], "ops");
+    assert_eq!((have, why.contains("already counted")), (1, true), "{why}");
+    // Under another policy version.
+    let (have, why) = not_counted(vec![ann.clone(), approve("ben", &big, 2, later)], "ops");
+    assert_eq!((have, why.contains("policy version")), (1, true), "{why}");
+    // Signed by someone else's key under ben's name, or by a non-approver.
+    let mut forged = approve("ann", &big, 1, later);
+    forged.approver = "ben".into();
+    let (have, why) = not_counted(vec![ann.clone(), forged], "ops");
+    assert_eq!((have, why.contains("does not verify")), (1, true), "{why}");
+    let (have, why) = not_counted(vec![ann, approve("ada", &big, 1, later)], "ops");
+    assert_eq!((have, why.contains("lacks the role")), (1, true), "{why}");
+}
+
+#[test]
+fn velocity_limits_block_whatever_the_approvals() {
+    let s = with_policy();
+    let i = intent(ETH / 2, 1);
+    let d = decide(&s, &i, "ops", &[], 10 * ETH - ETH / 4);
+    assert_eq!(d.rule, "hot-eth-daily");
+    assert!(matches!(d.outcome, Outcome::Block(r) if r.contains("velocity limit")));
+}
+
+#[test]
+fn policies_that_could_leave_a_request_undecided_are_refused() {
+    let no_default = POLICY.replace(
+        "name = \"everything-else\"\naction",
+        "name = \"everything-else\"\nwhen = { tier = \"cold\" }\naction",
+    );
+    assert!(Policy::from_toml(&no_default)
+        .unwrap_err()
+        .to_string()
+        .contains("must match everything"));
+    let zero = POLICY.replace("count = 2", "count = 0");
+    assert_ne!(zero, POLICY);
+    assert!(Policy::from_toml(&zero).is_err());
+    assert!(Policy::from_toml("version = 1\nrules = []").is_err());
+    let typo = POLICY.replace("max_amount = \"1000000000000000000\"", "maxamount = \"1\"");
+    assert!(Policy::from_toml(&typo).is_err(), "unknown fields are refused");
+}
+
+#[test]
+fn the_log_refuses_edits_insertions_missing_quorums_and_strangers() {
+    let p = Policy::from_toml(POLICY).unwrap();
+    let good = log_of(vec![(Change::SetPolicy { policy: p.clone() }, vec!["ada", "bob"])]);
+    state_at(&good, T0 + DAY_MS).unwrap();
+
+    // A policy row edited after signing (the database is not the truth).
+    let mut edited = good.clone();
+    if let Change::SetPolicy { policy } = &mut edited[0].change {
+        policy.rules[0].when.max_amount = Some(Amount::from_base_units(1_000 * ETH).unwrap());
+    }
+    assert!(
+        matches!(state_at(&edited, T0 + DAY_MS), Err(GovError::Entry { seq: 1, ref reason }) if reason.contains("does not verify"))
+    );
+
+    // One admin, or one admin twice, is not a quorum; approvers are not admins.
+    for signers in [vec!["ada"], vec!["ada", "ada"], vec!["ada", "ann"]] {
+        let one = log_of(vec![(Change::SetPolicy { policy: p.clone() }, signers.clone())]);
+        let err = state_at(&one, T0 + DAY_MS).unwrap_err();
+        assert!(err.to_string().contains("needs 2 distinct admins"), "{signers:?}: {err}");
+    }
+
+    // An entry slipped in with a made-up link, or out of order.
+    let mut inserted = good.clone();
+    let mut rogue = state_at(&good, T0 + DAY_MS)
+        .unwrap()
+        .propose(Change::SetQuorum { quorum: 1 }, Timestamp::from_unix_ms(T0 + 120_000));
+    rogue.prev = "00".repeat(32);
+    rogue.sign("ada", &member_key("ada")).unwrap();
+    rogue.sign("bob", &member_key("bob")).unwrap();
+    inserted.push(rogue);
+    assert!(state_at(&inserted, T0 + DAY_MS).unwrap_err().to_string().contains("does not link"));
+
+    // Another genesis than the pinned one.
+    let mut g = genesis();
+    g.quorum = 1;
+    assert_eq!(
+        replay(&g, &hex::encode(genesis().hash().unwrap()), &good, Timestamp::from_unix_ms(T0)),
+        Err(GovError::WrongGenesis)
+    );
+
+    // A signer who is not a member.
+    let mut stranger = state_at(&[], T0)
+        .unwrap()
+        .propose(Change::Freeze { scope: FreezeScope::Global }, Timestamp::from_unix_ms(T0 + 1));
+    stranger.sign("mallory", &key(66)).unwrap();
+    assert!(state_at(&[stranger], T0 + 1).unwrap_err().to_string().contains("not a member"));
+}
+
+#[test]
+fn a_whitelist_entry_is_usable_only_after_its_time_lock_and_can_be_cancelled() {
+    let scope = WhitelistScope::Internal { chain: "eip155:1".into() };
+    let cold = "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB";
+    let add =
+        Change::WhitelistAdd { scope: scope.clone(), address: cold.into(), label: "cold-1".into() };
+    let log = log_of(vec![(add.clone(), vec!["ada", "cy"])]);
+    let added_at = T0 + 60_000;
+    let s = state_at(&log, T0 + DAY_MS * 2).unwrap();
+    assert_eq!(
+        s.listed(&scope, cold, Timestamp::from_unix_ms(added_at + 1)),
+        Listed::Pending(Timestamp::from_unix_ms(added_at + DAY_MS))
+    );
+    assert_eq!(
+        s.listed(&scope, &cold.to_lowercase(), Timestamp::from_unix_ms(added_at + DAY_MS)),
+        Listed::Usable
+    );
+    assert_eq!(
+        s.listed(
+            &WhitelistScope::Internal { chain: "eip155:5".into() },
+            cold,
+            Timestamp::from_unix_ms(added_at + DAY_MS)
+        ),
+        Listed::No
+    );
+    // Cancelled inside its time-lock by one admin: gone.
+    let cancelled = log_of(vec![
+        (add.clone(), vec!["ada", "cy"]),
+        (Change::CancelPending { seq: 1 }, vec!["bob"]),
+    ]);
+    let s = state_at(&cancelled, T0 + DAY_MS * 2).unwrap();
+    assert_eq!(s.listed(&scope, cold, Timestamp::from_unix_ms(added_at + DAY_MS)), Listed::No);
+    // One admin cannot add alone.
+    let alone = log_of(vec![(add, vec!["ada"])]);
+    assert!(state_at(&alone, T0 + DAY_MS).is_err());
+}
+
+#[test]
+fn one_officer_freezes_at_once_and_only_a_quorum_unfreezes() {
+    let scope = FreezeScope::Asset { asset: "ETH".into() };
+    let frozen = log_of(vec![(Change::Freeze { scope: scope.clone() }, vec!["sec"])]);
+    let s = state_at(&frozen, T0 + DAY_MS).unwrap();
+    assert_eq!(s.frozen("ETH", "hot-eth-1"), Some(&scope));
+    assert_eq!(s.frozen("BTC", "hot-btc-1"), None);
+    let one = log_of(vec![
+        (Change::Freeze { scope: scope.clone() }, vec!["sec"]),
+        (Change::Unfreeze { scope: scope.clone() }, vec!["ada"]),
+    ]);
+    assert!(state_at(&one, T0 + DAY_MS)
+        .unwrap_err()
+        .to_string()
+        .contains("needs 2 distinct admins"));
+    let two = log_of(vec![
+        (Change::Freeze { scope: scope.clone() }, vec!["sec"]),
+        (Change::Unfreeze { scope }, vec!["ada", "bob"]),
+    ]);
+    assert_eq!(state_at(&two, T0 + DAY_MS).unwrap().frozen("ETH", "hot-eth-1"), None);
+    // An approver cannot freeze (nor an operator): only officers and admins.
+    let by_approver = log_of(vec![(Change::Freeze { scope: FreezeScope::Global }, vec!["ann"])]);
+    assert!(state_at(&by_approver, T0 + DAY_MS).is_err());
+}
+
+proptest! {
+    /// No sequence of requests by one actor (who is also an approver and signs whatever
+    /// approvals it likes, replays included) moves more than the single-actor limit: each
+    /// allowed request is within the no-approval tier, and together they stay within the
+    /// velocity limit.
+    #[test]
+    fn one_actor_never_moves_more_than_the_single_actor_limit(
+        steps in proptest::collection::vec((1u128..=20 * ETH, 0usize..4, any::<bool>()), 1..40)
+    ) {
+        let s = with_policy();
+        let later = T0 + 2 * 3_600_000;
+        let mut moved = 0u128;
+        let mut seen: Vec<Approval> = Vec::new();
+        for (n, (amount, how, replay)) in steps.into_iter().enumerate() {
+            let i = intent(amount, n as u128);
+            let fresh: Vec<Approval> =
+                (0..how).map(|k| approve("ops", &i, 1, later + k as i64)).collect();
+            let mut approvals = fresh.clone();
+            if replay {
+                // Every approval this actor ever made, for other requests too.
+                approvals.extend(seen.iter().cloned());
+            }
+            seen.extend(fresh);
+
+            let d = decide(&s, &i, "ops", &approvals, moved);
+            if d.allowed() {
+                prop_assert!(amount <= ETH, "allowed {amount} beyond the single-actor tier by {}", d.rule);
+                moved += amount;
+            }
+            prop_assert!(moved <= 10 * ETH);
+        }
+    }
+}
