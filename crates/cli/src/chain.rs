@@ -50,35 +50,55 @@ impl OrchestratorSigner {
     }
 
     async fn key(&self, wallet: &WalletId) -> Result<(KeyInfo, Vec<u16>), SignError> {
-        let live = self.orch.live_nodes().await;
-        let mut holders = Vec::new();
-        let mut info = None;
-        for n in live {
+        let mut reports = Vec::new();
+        for n in self.orch.live_nodes().await {
             if let Ok(s) = self.orch.status(n).await {
                 if let Some(k) = s.keys.into_iter().find(|k| k.key_id == wallet.as_str()) {
-                    holders.push(n);
-                    info.get_or_insert(k);
+                    reports.push((n, k));
                 }
             }
         }
-        let info = info.ok_or_else(|| SignError {
-            message: format!("no live signer node holds a key for wallet {}", wallet.as_str()),
-            retryable: true,
-        })?;
-        if holders.len() < usize::from(info.threshold) {
-            return Err(SignError {
-                message: format!(
-                    "only {} of the {} signer nodes needed for {} are up",
-                    holders.len(),
-                    info.threshold,
-                    wallet.as_str()
-                ),
-                retryable: true,
-            });
-        }
-        holders.truncate(usize::from(info.threshold));
-        Ok((info, holders))
+        agreed_key(wallet, reports)
     }
+}
+
+/// The key the live nodes hold for `wallet`, and a threshold of them to sign. Every node
+/// must report the same public key and chain code: one node lying about them would
+/// otherwise redirect deposit addresses.
+fn agreed_key(
+    wallet: &WalletId,
+    reports: Vec<(u16, KeyInfo)>,
+) -> Result<(KeyInfo, Vec<u16>), SignError> {
+    let (first_node, info) = reports.first().cloned().ok_or_else(|| SignError {
+        message: format!("no live signer node holds a key for wallet {}", wallet.as_str()),
+        retryable: true,
+    })?;
+    if let Some((n, _)) = reports
+        .iter()
+        .find(|(_, k)| (&k.public_key, &k.chain_code) != (&info.public_key, &info.chain_code))
+    {
+        return Err(SignError {
+            message: format!(
+                "signer node {n} reports another key for {} than node {first_node}: refusing to use either",
+                wallet.as_str()
+            ),
+            retryable: false,
+        });
+    }
+    let mut holders: Vec<u16> = reports.iter().map(|(n, _)| *n).collect();
+    if holders.len() < usize::from(info.threshold) {
+        return Err(SignError {
+            message: format!(
+                "only {} of the {} signer nodes needed for {} are up",
+                holders.len(),
+                info.threshold,
+                wallet.as_str()
+            ),
+            retryable: true,
+        });
+    }
+    holders.truncate(usize::from(info.threshold));
+    Ok((info, holders))
 }
 
 #[async_trait]
@@ -512,4 +532,36 @@ fn spawn_reconcile(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strongroom_signer::wire::Scheme;
+
+    fn info(pk: &str, cc: &str) -> KeyInfo {
+        KeyInfo {
+            key_id: "hot-eth-1".into(),
+            scheme: Scheme::Ecdsa,
+            threshold: 2,
+            parties: vec![1, 2, 3],
+            public_key: pk.into(),
+            chain_code: Some(cc.into()),
+        }
+    }
+
+    #[test]
+    fn nodes_must_agree_on_the_key_and_chain_code() {
+        let w = WalletId::parse("hot-eth-1").unwrap();
+        let (k, signers) =
+            agreed_key(&w, vec![(1, info("02aa", "cc")), (3, info("02aa", "cc"))]).unwrap();
+        assert_eq!((k.public_key.as_str(), signers), ("02aa", vec![1, 3]));
+        // One node reporting another chain code (which would move every deposit address).
+        let e = agreed_key(&w, vec![(1, info("02aa", "cc")), (2, info("02aa", "dd"))]).unwrap_err();
+        assert!(!e.retryable && e.message.contains("node 2 reports another key"), "{e}");
+        // Too few nodes up: retry later.
+        let e = agreed_key(&w, vec![(1, info("02aa", "cc"))]).unwrap_err();
+        assert!(e.retryable && e.message.contains("only 1 of the 2"), "{e}");
+        assert!(agreed_key(&w, vec![]).unwrap_err().retryable);
+    }
 }
