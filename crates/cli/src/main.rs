@@ -8,6 +8,7 @@ mod bench;
 mod bench_mpc;
 mod chain;
 mod config;
+mod governance;
 mod signers;
 
 use std::path::{Path, PathBuf};
@@ -68,6 +69,11 @@ enum Command {
         /// Confirmations before a withdrawal is settled.
         #[arg(long, default_value_t = 2)]
         confirmations: u64,
+    },
+    /// The governance log (members, quorum, policy, whitelists, freezes), on files.
+    Governance {
+        #[command(subcommand)]
+        command: governance::GovernanceCommand,
     },
     /// Compare ledger custody with on-chain balances (the dev chain's hot wallet); exits 1
     /// on any difference.
@@ -234,6 +240,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let chain = (!no_chain && !no_signers).then_some((eth_rpc, confirmations));
             dev(&data_dir, listen, signers, chain).await
         }
+        Command::Governance { command } => governance::run(command),
         Command::Reconcile { data_dir } => {
             let data_dir = absolute(&data_dir)?;
             let store =
@@ -479,7 +486,7 @@ async fn dev(
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

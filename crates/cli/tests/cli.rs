@@ -591,3 +591,97 @@ fn dev_withdraws_eth_signed_by_the_signer_processes_and_survives_a_crash_before_
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     drop(dev);
 }
+
+/// An admin quorum set up and used with `strongroom governance`: keys, a 2-of-3 genesis, a
+/// policy with amount tiers that needs two admins, a time-locked whitelist entry, a freeze
+/// by one security officer; a hand-edited log no longer verifies.
+#[test]
+fn governance_quorum_policy_whitelist_and_freeze_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let gov = dir.path().join("gov");
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).arg("governance").args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let g = gov.to_str().unwrap();
+    let mut members = Vec::new();
+    for (id, roles) in
+        [("ada", "admin"), ("bob", "admin"), ("cy", "admin"), ("sec", "security_officer")]
+    {
+        let key = dir.path().join(format!("{id}.key"));
+        let (ok, out) = run(&["keygen", "--out", key.to_str().unwrap()]);
+        assert!(ok, "{out}");
+        members.push(format!("{id}:{}:{roles}", out.trim()));
+    }
+    let key = |id: &str| dir.path().join(format!("{id}.key")).to_str().unwrap().to_owned();
+    let mut init = vec!["init", "--dir", g, "--quorum", "2"];
+    for m in &members {
+        init.extend(["--member", m.as_str()]);
+    }
+    let (ok, out) = run(&init);
+    assert!(ok && out.contains("signer nodes pin"), "{out}");
+
+    // A policy with tiers: one admin's signature is not enough; two are.
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        r#"
+version = 1
+[[rules]]
+name = "small"
+when = { max_amount = "1000000000000000000" }
+action = { kind = "allow" }
+[[rules]]
+name = "large"
+action = { kind = "approvals", count = 2, roles = ["approver"] }
+"#,
+    )
+    .unwrap();
+    assert!(run(&["propose", "--dir", g, "policy", "--file", policy.to_str().unwrap()]).0);
+    assert!(run(&["sign", "--dir", g, "--member", "ada", "--key", &key("ada")]).0);
+    let (ok, out) = run(&["sign", "--dir", g, "--member", "bob", "--key", &key("ada")]);
+    assert!(!ok && out.contains("not bob's"), "{out}");
+    let (ok, out) = run(&["commit", "--dir", g]);
+    assert!(!ok && out.contains("needs 2 distinct admins"), "{out}");
+    assert!(run(&["sign", "--dir", g, "--member", "bob", "--key", &key("bob")]).0);
+    assert!(run(&["commit", "--dir", g]).0);
+
+    // A whitelist entry waits out its time-lock; a security officer freezes alone.
+    let add = [
+        "propose",
+        "--dir",
+        g,
+        "whitelist-add",
+        "--scope",
+        "internal",
+        "--chain",
+        "eip155:1",
+        "--address",
+        "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB",
+        "--label",
+        "cold-1",
+    ];
+    assert!(run(&add).0);
+    assert!(run(&["sign", "--dir", g, "--member", "cy", "--key", &key("cy")]).0);
+    assert!(run(&["sign", "--dir", g, "--member", "ada", "--key", &key("ada")]).0);
+    assert!(run(&["commit", "--dir", g]).0);
+    assert!(run(&["propose", "--dir", g, "freeze", "--scope", "asset:ETH"]).0);
+    assert!(run(&["sign", "--dir", g, "--member", "sec", "--key", &key("sec")]).0);
+    assert!(run(&["commit", "--dir", g]).0);
+    let (ok, out) = run(&["show", "--dir", g]);
+    assert!(ok, "{out}");
+    assert!(out.contains("entries: 3") && out.contains("policy: version 1, 2 rules"), "{out}");
+    assert!(out.contains("cold-1): usable from"), "the time-lock has not ended: {out}");
+    assert!(out.contains("frozen: Asset"), "{out}");
+
+    // Someone edits the log file: lowers the quorum in the stored policy entry.
+    let log = gov.join("log.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::write(&log, text.replacen("\"count\":2", "\"count\":1", 1)).unwrap();
+    let (ok, out) = run(&["show", "--dir", g]);
+    assert!(!ok && out.contains("does not verify"), "{out}");
+}
