@@ -135,6 +135,7 @@ pub async fn run(
             format: TxFormat::RawMessage,
             tx: hex::encode(msg),
             path: vec![],
+            ..Default::default()
         })
     };
     let mut online = Vec::new();

@@ -147,6 +147,7 @@ impl TxSigner for OrchestratorSigner {
             format: TxFormat::Eip1559,
             tx: hex::encode(unsigned),
             path: path.to_vec(),
+            ..Default::default()
         };
         let signed =
             self.orch.sign_pooled(&self.env, &info, &signers, &request).await.map_err(|r| {

@@ -296,6 +296,7 @@ pub async fn mpc(cmd: MpcCommand) -> anyhow::Result<std::process::ExitCode> {
                 format: TxFormat::RawMessage,
                 tx: message_hex,
                 path: vec![],
+                ..Default::default()
             };
             let signed = orch
                 .sign_pooled(&env, &info, &signers, &req)

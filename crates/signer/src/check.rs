@@ -197,6 +197,7 @@ mod tests {
             format: TxFormat::Eip1559,
             tx: hex::encode(tx),
             path: path.to_vec(),
+            ..Default::default()
         };
         let decoded = decode(Scheme::Ecdsa, &request, false)?;
         assert_eq!(decoded.bytes, Keccak256::digest(hex::decode(&request.tx).unwrap()).to_vec());
@@ -285,6 +286,7 @@ mod tests {
             tx: "00".into(),
             intent: String::new(),
             path: vec![],
+            ..Default::default()
         };
         assert!(decode(Scheme::Ecdsa, &raw, false).unwrap_err().contains("allow_raw_messages"));
         assert_eq!(decode(Scheme::FrostTaproot, &raw, true).unwrap().bytes, vec![0]);

@@ -5,13 +5,15 @@
 //! ([`vault`]), and talks to its peers and to orchestrators only over mutual TLS 1.3 with
 //! pinned certificates ([`tls`]), in length-prefixed frames ([`wire`]). Before it joins
 //! a signing session a node decodes the transaction itself and runs its own checks
-//! ([`check`]); a refusal ends the session for everyone. No node, no orchestrator and no
+//! ([`check`]), governance among them when the node pins a governance genesis
+//! ([`governance`]); a refusal ends the session for everyone. No node, no orchestrator and no
 //! database ever holds a whole key.
 #![forbid(unsafe_code)]
 
 pub mod check;
 pub mod client;
 pub mod cluster;
+pub mod governance;
 pub mod node;
 pub mod nodelog;
 pub mod tls;

@@ -63,6 +63,13 @@ pub struct Config {
     pub primes_pool: usize,
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// The governance genesis (JSON) and its hash, pinned: with both set the node signs only
+    /// what the policy in force allows, with valid approvals, no freeze, and whitelist
+    /// time-locks respected.
+    #[serde(default)]
+    pub governance_genesis: Option<PathBuf>,
+    #[serde(default)]
+    pub governance_pin: Option<String>,
 }
 
 fn one() -> usize {
@@ -122,6 +129,7 @@ pub struct Node {
     routing: Mutex<Routing>,
     links: Mutex<HashMap<u16, mpsc::UnboundedSender<Frame>>>,
     checks: Vec<Box<dyn PreSignCheck>>,
+    governance: Option<Arc<crate::governance::NodeGovernance>>,
     log: crate::nodelog::NodeLog,
     /// Serializes uses of the prime pool.
     primes_lock: Mutex<()>,
@@ -174,6 +182,20 @@ impl Node {
         let vault = Vault::open(&cfg.data_dir, cfg.id, kek)?;
         let log = crate::nodelog::NodeLog::open(&cfg.data_dir.join("audit.jsonl"), cfg.id)?;
         let creds = Credentials::load(&cfg.cert, &cfg.key)?;
+        let governance = match (&cfg.governance_genesis, &cfg.governance_pin) {
+            (Some(g), Some(pin)) => Some(Arc::new(crate::governance::NodeGovernance::open(
+                g,
+                pin,
+                &cfg.data_dir,
+                env.now(),
+            )?)),
+            (None, None) => None,
+            _ => anyhow::bail!("set both governance_genesis and governance_pin, or neither"),
+        };
+        let mut checks: Vec<Box<dyn PreSignCheck>> = vec![Box::new(TxMatchesIntent)];
+        if let Some(gov) = &governance {
+            checks.push(Box::new(crate::governance::GovernanceCheck { gov: gov.clone() }));
+        }
         let node = Arc::new(Node {
             cfg,
             env,
@@ -181,7 +203,8 @@ impl Node {
             creds,
             routing: Mutex::new(Routing::default()),
             links: Mutex::new(HashMap::new()),
-            checks: vec![Box::new(TxMatchesIntent)],
+            checks,
+            governance,
             log,
             primes_lock: Mutex::new(()),
         });
@@ -1109,6 +1132,9 @@ impl Node {
         }
         let to_sign =
             check::decode(info.scheme, req, self.cfg.allow_raw_messages).map_err(refuse)?;
+        if let Some(gov) = &self.governance {
+            gov.extend(&req.governance, self.env.now()).map_err(refuse)?;
+        }
         let ctx = CheckContext {
             node: me,
             key: info,

@@ -59,10 +59,11 @@ pub enum Scheme {
 }
 
 /// What the transaction bytes in a signing request are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TxFormat {
     /// An unsigned EIP-1559 Ethereum transaction (`0x02 || rlp([...])`).
+    #[default]
     Eip1559,
     /// Raw bytes to sign as they are (ECDSA signs their SHA-256). Only nodes configured
     /// with `allow_raw_messages` (development) accept it.
@@ -70,7 +71,7 @@ pub enum TxFormat {
 }
 
 /// Everything a node needs to decide, on its own, whether to sign.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct SignRequest {
     /// The canonical intent encoding (hex), as approved.
     pub intent: String,
@@ -80,6 +81,20 @@ pub struct SignRequest {
     /// Non-hardened BIP-32 path of the signing key below the master key (ECDSA only).
     #[serde(default)]
     pub path: Vec<u32>,
+    /// Signed approvals of the intent (nodes with governance verify them themselves).
+    #[serde(default)]
+    pub approvals: Vec<strongroom_governance::approval::Approval>,
+    /// Who asked for the movement, and as what.
+    #[serde(default)]
+    pub initiator: Option<String>,
+    #[serde(default)]
+    pub initiator_role: Option<strongroom_governance::Role>,
+    /// The customer whose withdrawal this is (for the customer's whitelist).
+    #[serde(default)]
+    pub customer_id: Option<String>,
+    /// Governance log entries; a node appends those it lacks after verifying all of them.
+    #[serde(default)]
+    pub governance: Vec<strongroom_governance::log::Entry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,8 +236,10 @@ pub enum Control {
     Response { id: u64, body: Result<Reply, Refusal> },
 }
 
-/// One decoded frame.
+/// One decoded frame. (A control frame is the largest; frames are built once and moved
+/// into a channel, so boxing it would buy nothing.)
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Frame {
     Control(Control),
     Mpc { proto: Proto, envelope: Envelope<Vec<u8>> },

@@ -107,6 +107,7 @@ fn eth_request_to(to: &str, value: u128, path: Vec<u32>) -> SignRequest {
         format: TxFormat::Eip1559,
         tx: hex::encode(eth_tx_to(to, value)),
         path,
+        ..Default::default()
     }
 }
 
@@ -117,6 +118,7 @@ fn raw_request(msg: &[u8]) -> SignRequest {
         format: TxFormat::RawMessage,
         tx: hex::encode(msg),
         path: vec![],
+        ..Default::default()
     }
 }
 
