@@ -469,3 +469,169 @@ async fn three_signer_processes_sign_over_mtls_and_survive_faults() {
     let sealed_keys = std::fs::read_dir(cl.dir.join("signer-1/data/keys")).unwrap().count();
     assert_eq!(sealed_keys, 6, "three keys: a sealed share and public facts each");
 }
+
+mod governance_attack {
+    use ed25519_dalek::SigningKey;
+    use strongroom_governance::approval::Approval;
+    use strongroom_governance::log::{replay, Change, Entry, Genesis, MemberSpec};
+    use strongroom_governance::policy::Policy;
+    use strongroom_governance::Role;
+
+    use super::*;
+
+    const ETH: u128 = 1_000_000_000_000_000_000;
+
+    fn key(n: u8) -> SigningKey {
+        SigningKey::from_bytes(&[n; 32])
+    }
+
+    fn genesis(now: i64) -> Genesis {
+        let m = |id: &str, n: u8, r: Role| MemberSpec {
+            id: id.into(),
+            public_key: hex::encode(key(n).verifying_key().to_bytes()),
+            roles: vec![r],
+        };
+        Genesis {
+            members: vec![
+                m("ada", 1, Role::Admin),
+                m("bob", 2, Role::Admin),
+                m("ann", 3, Role::Approver),
+                m("amy", 4, Role::Approver),
+            ],
+            quorum: 2,
+            whitelist_delay_ms: 86_400_000,
+            created_at: Timestamp::from_unix_ms(now - 60_000),
+        }
+    }
+
+    /// Entry 1: up to 1 ETH free, above that two approvers; signed by both admins.
+    fn policy_log(g: &Genesis, now: i64) -> Vec<Entry> {
+        let policy = Policy::from_toml(
+            r#"
+version = 1
+[[rules]]
+name = "small"
+when = { max_amount = "1000000000000000000" }
+action = { kind = "allow" }
+[[rules]]
+name = "large"
+action = { kind = "approvals", count = 2, roles = ["approver"] }
+"#,
+        )
+        .unwrap();
+        let state =
+            replay(g, &hex::encode(g.hash().unwrap()), &[], Timestamp::from_unix_ms(now)).unwrap();
+        let mut e =
+            state.propose(Change::SetPolicy { policy }, Timestamp::from_unix_ms(now - 30_000));
+        e.sign("ada", &key(1)).unwrap();
+        e.sign("bob", &key(2)).unwrap();
+        vec![e]
+    }
+
+    fn request(value: u128, approvals: Vec<Approval>, log: &[Entry]) -> SignRequest {
+        let far = SystemEnv::new().now().unix_ms() + 3_600_000;
+        let i = intent(ALICE, value, far);
+        SignRequest {
+            intent: hex::encode(i.encode().unwrap()),
+            format: TxFormat::Eip1559,
+            tx: hex::encode(eth_tx_to_with(&i)),
+            approvals,
+            initiator: Some("ops".into()),
+            governance: log.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn eth_tx_to_with(i: &Intent) -> Vec<u8> {
+        let params = EthParams {
+            nonce: 0,
+            gas_limit: 21_000,
+            max_fee_per_gas: 50_000_000_000,
+            max_priority_fee_per_gas: 1_000_000_000,
+        };
+        EthCodec::new(i.chain.clone()).unwrap().build(i, &params).unwrap()
+    }
+
+    /// A compromised orchestrator and one compromised signer node (here: a node with no
+    /// governance at all, which signs whatever it is asked) try to sign a 5 ETH withdrawal
+    /// nobody approved. The honest node refuses, so no signature exists; its audit log says
+    /// why. With two approvers' signatures the same pair signs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_compromised_node_and_the_orchestrator_cannot_sign_an_unapproved_withdrawal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let env = SystemEnv::new();
+        let now = env.now().unix_ms();
+        let ca = tmp.path().join("ca.pem");
+        let ca_key = tmp.path().join("ca-key.pem");
+        cluster::ensure_ca(&ca, &ca_key, env.now()).unwrap();
+        let opts = Options {
+            n: 3,
+            addrs: (0..3).map(|_| free_addr()).collect(),
+            allow_raw_messages: false,
+            test_primes_file: Some(primes_fixture()),
+        };
+        let cl = cluster::prepare(&tmp.path().join("signers"), &ca, &ca_key, &opts, &env).unwrap();
+        // Node 1 pins the governance genesis; node 2 (the compromised one) does not.
+        let g = genesis(now);
+        let genesis_file = tmp.path().join("genesis.json");
+        std::fs::write(&genesis_file, serde_json::to_vec(&g).unwrap()).unwrap();
+        let config = std::fs::read_to_string(&cl.configs[0]).unwrap();
+        let at = config.find("\n[").map_or(config.len(), |i| i + 1);
+        let lines = format!(
+            "governance_genesis = {:?}\ngovernance_pin = \"{}\"\n",
+            genesis_file,
+            hex::encode(g.hash().unwrap())
+        );
+        std::fs::write(&cl.configs[0], format!("{}{lines}{}", &config[..at], &config[at..]))
+            .unwrap();
+
+        let log = |i: u16| tmp.path().join(format!("signer-{i}.log"));
+        let _procs: Vec<Proc> =
+            cl.configs.iter().zip(1u16..).map(|(c, i)| start(c, &log(i))).collect();
+        let orch = Orchestrator::new(cl.nodes.clone(), cl.orchestrator_credentials().unwrap());
+        wait_live(&orch, 3).await;
+        orch.aux_info(eid("aux"), &[1, 2, 3]).await.unwrap();
+        let key_info =
+            orch.keygen(eid("kg"), "hot-eth-1", Scheme::Ecdsa, &[1, 2, 3], 2).await.unwrap();
+        let entries = policy_log(&g, now);
+
+        // No approvals: node 1 refuses, and with it the session; no signature anywhere.
+        let p = orch.presign(eid("ps"), "hot-eth-1", &[1, 2]).await.unwrap();
+        let unapproved = request(5 * ETH, vec![], &entries);
+        let err =
+            orch.sign(eid("sign"), &key_info, &[1, 2], Some(&p), &unapproved).await.unwrap_err();
+        assert_eq!(err.node, 1, "{err:?}");
+        assert!(err.message.contains("rule large: 0 of 2 approvals"), "{err:?}");
+        let audit =
+            std::fs::read_to_string(cl.configs[0].parent().unwrap().join("data/audit.jsonl"))
+                .unwrap();
+        assert!(audit.contains("sign.refused") && audit.contains("0 of 2 approvals"), "{audit}");
+
+        // The orchestrator forges approvals (its own key, an approver's name) or replays
+        // them from another request: still refused.
+        let i = intent(ALICE, 5 * ETH, SystemEnv::new().now().unix_ms() + 3_600_000);
+        let hash_of = |r: &SignRequest| {
+            Intent::decode(&hex::decode(&r.intent).unwrap()).unwrap().hash().unwrap()
+        };
+        let expires = Timestamp::from_unix_ms(now + 3_600_000);
+        let mut forged = Approval::sign("ann", &key(66), &i.hash().unwrap(), 1, expires);
+        forged.intent_hash = hash_of(&unapproved).to_hex();
+        let other = intent(ALICE, 4 * ETH, 1);
+        let replayed = Approval::sign("amy", &key(4), &other.hash().unwrap(), 1, expires);
+        let p = orch.presign(eid("ps"), "hot-eth-1", &[1, 2]).await.unwrap();
+        let bad = request(5 * ETH, vec![forged, replayed], &entries);
+        let err = orch.sign(eid("sign"), &key_info, &[1, 2], Some(&p), &bad).await.unwrap_err();
+        assert!(err.message.contains("0 of 2 approvals"), "{err:?}");
+
+        // Two real approvals of this very intent: the same pair signs.
+        let p = orch.presign(eid("ps"), "hot-eth-1", &[1, 2]).await.unwrap();
+        let mut ok = request(5 * ETH, vec![], &entries);
+        let h = hash_of(&ok);
+        ok.approvals = vec![
+            Approval::sign("ann", &key(3), &h, 1, expires),
+            Approval::sign("amy", &key(4), &h, 1, expires),
+        ];
+        let signed = orch.sign(eid("sign"), &key_info, &[1, 2], Some(&p), &ok).await.unwrap();
+        verify_ecdsa(&signed.public_key, &signed.signed_bytes, &signed.signature);
+    }
+}
