@@ -82,6 +82,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_withdrawals, create_withdrawal))
         .routes(routes!(get_withdrawal))
         .routes(routes!(cancel_withdrawal))
+        .routes(routes!(submit_approval))
 }
 
 // ---------- bodies ----------
@@ -316,6 +317,9 @@ impl WriteBody for CreateCustomer {
     const ROLES: &'static [Role] = WRITERS;
 }
 impl WriteBody for RequestDepositAddress {
+    const ROLES: &'static [Role] = WRITERS;
+}
+impl WriteBody for SubmitApproval {
     const ROLES: &'static [Role] = WRITERS;
 }
 impl WriteBody for CreditDeposit {
@@ -728,6 +732,86 @@ async fn get_withdrawal(
     let mut view: WithdrawalView = (&state.store().get_withdrawal(id).await?).into();
     view.transaction = state.store().chain_tx(id).await?.as_ref().map(TransactionView::from);
     Ok(Json(view))
+}
+
+/// An approver's signed approval of a withdrawal, made on the approver's own device.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct SubmitApproval {
+    /// The approver's member id in the governance log.
+    pub approver: String,
+    /// The withdrawal's `intent_hash`, as signed.
+    pub intent_hash: String,
+    pub policy_version: u64,
+    pub expires_at_ms: i64,
+    /// Hex Ed25519 signature over the approval message (see `governance::approval`).
+    pub signature: String,
+}
+
+/// An approval as kept (not yet verified: the engine and the signer nodes verify).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ApprovalView {
+    pub approver: String,
+    pub policy_version: u64,
+    pub expires_at_ms: i64,
+}
+
+/// Submit an approval. The server checks its form and that it names this withdrawal's
+/// intent; whether it counts (a member, the right role, not the initiator, a valid
+/// signature) is decided by the engine and, again, by every signer node.
+#[utoipa::path(post, path = "/v1/withdrawals/{id}/approvals", tag = "withdrawals", security(("token" = [])),
+    params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)),
+    request_body = SubmitApproval,
+    responses((status = 200, body = Vec<ApprovalView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn submit_approval(
+    State(state): State<AppState>,
+    id: Result<Path<Uuid>, PathRejection>,
+    req: Write<SubmitApproval>,
+) -> Result<Json<Vec<ApprovalView>>, ApiError> {
+    let id = path_id(id)?;
+    let b = req.body;
+    let valid_id = !b.approver.is_empty()
+        && b.approver.len() <= 64
+        && b.approver.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
+    if !valid_id {
+        return Err(ApiError::bad_request(
+            "invalid_approver",
+            "approver must be 1-64 letters, digits, - or _",
+        ));
+    }
+    if b.signature.len() != 128 || hex::decode(&b.signature).is_err() {
+        return Err(ApiError::bad_request(
+            "invalid_signature",
+            "signature must be 64 bytes of hex",
+        ));
+    }
+    if b.expires_at_ms <= state.env().now().unix_ms() {
+        return Err(ApiError::bad_request("approval_expired", "the approval has expired"));
+    }
+    let w = state.store().get_withdrawal(id).await?;
+    if b.intent_hash != w.intent_hash {
+        return Err(ApiError::bad_request(
+            "approval_mismatch",
+            "the approval is for another intent than this withdrawal's",
+        ));
+    }
+    let approval = strongroom_governance::approval::Approval {
+        approver: b.approver,
+        intent_hash: b.intent_hash,
+        policy_version: b.policy_version,
+        expires_at: strongroom_core::Timestamp::from_unix_ms(b.expires_at_ms),
+        signature: b.signature.to_lowercase(),
+    };
+    let all = state.store().add_approval(&req.ctx, id, approval).await?;
+    Ok(Json(
+        all.into_iter()
+            .map(|a| ApprovalView {
+                approver: a.approver,
+                policy_version: a.policy_version,
+                expires_at_ms: a.expires_at.unix_ms(),
+            })
+            .collect(),
+    ))
 }
 
 /// Cancel a reserved withdrawal: its funds return to available.

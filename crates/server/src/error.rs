@@ -159,6 +159,9 @@ impl From<StoreError> for ApiError {
                 "insufficient_funds",
                 "the available balance is lower than the amount",
             ),
+            StoreError::Refused(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "refused", e.to_string())
+            }
             StoreError::Database(sqlx_err) if is_connectivity(sqlx_err) => {
                 ApiError::unavailable(e.to_string())
             }

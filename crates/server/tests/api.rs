@@ -348,6 +348,38 @@ async fn withdrawal_flow(s: &Server) {
         .await;
     assert_eq!(list.as_array().unwrap().len(), 1);
 
+    // Approvals are kept as submitted (one per approver) when they name this intent; the
+    // engine and the signer nodes verify them.
+    let intent_hash = w["intent_hash"].as_str().unwrap().to_owned();
+    let hash = strongroom_core::IntentHash(hex::decode(&intent_hash).unwrap().try_into().unwrap());
+    let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let soon = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64 + 3_600_000;
+    let submit = |expires: i64, intent_hash: String, tag: &'static str| {
+        let a = strongroom_governance::approval::Approval::sign(
+            "ann",
+            &key,
+            &hash,
+            1,
+            Timestamp::from_unix_ms(expires),
+        );
+        let body = json!({
+            "approver": "ann", "intent_hash": intent_hash, "policy_version": 1,
+            "expires_at_ms": expires, "signature": a.signature,
+        });
+        let path = format!("/v1/withdrawals/{wid}/approvals");
+        async move { s.call("POST", &path, Some(Role::Service), Some(tag), Some(body)).await }
+    };
+    let (st, list, _) = submit(soon, intent_hash.clone(), "a1").await;
+    assert_eq!(st, StatusCode::OK, "{list}");
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let (st, list, _) = submit(soon + 1, intent_hash.clone(), "a2").await;
+    assert_eq!((st, list.as_array().unwrap().len()), (StatusCode::OK, 1), "replaced: {list}");
+    assert_eq!(list[0]["expires_at_ms"], soon + 1);
+    let (st, v, _) = submit(soon, "00".repeat(32), "a3").await;
+    assert_eq!((st, code(&v)), (StatusCode::BAD_REQUEST, "approval_mismatch"));
+    let (st, v, _) = submit(1_000, intent_hash.clone(), "a4").await;
+    assert_eq!((st, code(&v)), (StatusCode::BAD_REQUEST, "approval_expired"));
+
     let (st, cancelled, _) = s
         .call(
             "POST",
@@ -376,7 +408,11 @@ async fn withdrawal_flow(s: &Server) {
     assert_eq!(b[0]["pending"], "0");
     let report = strongroom_store::verify_audit(s.store.as_ref()).await.unwrap();
     assert!(report.is_intact(), "{report:?}");
-    assert_eq!(report.records, 3 + 4, "3 tokens, customer, deposit, withdrawal, cancel");
+    assert_eq!(
+        report.records,
+        3 + 6,
+        "3 tokens, customer, deposit, withdrawal, 2 approvals, cancel"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

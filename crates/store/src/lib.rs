@@ -213,6 +213,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         log_index: u64,
         entry_id: Uuid,
     ) -> Result<ChainDeposit>;
+    /// Keep an approver's signed approval of a withdrawal (replacing that approver's earlier
+    /// one) and return all of them. The store does not vouch for approvals: whoever uses
+    /// them verifies them against the governance log.
+    async fn add_approval(
+        &self,
+        ctx: &WriteCtx,
+        withdrawal_id: Uuid,
+        approval: strongroom_governance::approval::Approval,
+    ) -> Result<Vec<strongroom_governance::approval::Approval>>;
+    async fn approvals(
+        &self,
+        withdrawal_id: Uuid,
+    ) -> Result<Vec<strongroom_governance::approval::Approval>>;
     /// Store a planned sweep or top-up (state reserved).
     async fn create_sweep(&self, ctx: &WriteCtx, sweep: Sweep) -> Result<Sweep>;
     async fn get_sweep(&self, id: Uuid) -> Result<Sweep>;

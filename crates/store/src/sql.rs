@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::types::*;
 use crate::{Faults, Result, Store, StoreError};
 
+mod approvals;
 mod chain;
 mod deposits;
 mod sweeps;
@@ -1314,6 +1315,27 @@ impl Store for SqlStore {
         self.submit(ctx, None, job).await.and_then(from_json)
     }
 
+    async fn add_approval(
+        &self,
+        ctx: &WriteCtx,
+        withdrawal_id: Uuid,
+        approval: strongroom_governance::approval::Approval,
+    ) -> Result<Vec<strongroom_governance::approval::Approval>> {
+        let job = job(move |w, ctx| {
+            let a = approval.clone();
+            Box::pin(async move { approvals::stage_add(w, ctx, withdrawal_id, a).await })
+        });
+        self.submit(ctx, None, job).await?;
+        self.read_approvals(withdrawal_id).await
+    }
+
+    async fn approvals(
+        &self,
+        withdrawal_id: Uuid,
+    ) -> Result<Vec<strongroom_governance::approval::Approval>> {
+        self.read_approvals(withdrawal_id).await
+    }
+
     async fn create_sweep(&self, ctx: &WriteCtx, sweep: Sweep) -> Result<Sweep> {
         let job = job(move |w, ctx| {
             let sweep = sweep.clone();
@@ -1629,6 +1651,7 @@ impl Store for SqlStore {
         self.chain_entity_states(&mut out).await?;
         self.deposit_entity_states(&mut out).await?;
         self.sweep_entity_states(&mut out).await?;
+        self.approval_entity_states(&mut out).await?;
         Ok(out)
     }
 }
