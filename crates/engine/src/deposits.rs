@@ -18,7 +18,7 @@ use strongroom_store::{
 use strongroom_units::{Address, AssetSymbol, ChainId};
 use uuid::Uuid;
 
-use crate::{EngineError, SignError, TxSigner};
+use crate::{EngineError, TxSigner};
 
 /// The BIP-32 path of customer address `index` below the wallet key: `[0, index]`
 /// (non-hardened, so the online side derives it from the public key alone).
@@ -164,20 +164,17 @@ impl DepositWatcher {
         let Some(last) = blocks.last() else { return Ok(()) };
         let to = last.number;
 
-        // Whose each address is.
-        let mut owners: HashMap<String, Uuid> = HashMap::new();
+        // Whose each address is (addresses are canonical, so they compare as they are).
+        let mut owners: HashMap<Address, Uuid> = HashMap::new();
         for a in self.store.deposit_addresses(chain).await? {
-            owners.insert(a.address.to_lowercase(), a.customer_id);
+            let address = Address::parse(chain, &a.address)
+                .map_err(|e| strongroom_store::StoreError::Corrupt(e.to_string()))?;
+            owners.insert(address, a.customer_id);
         }
         for h in &self.cfg.hot_wallets {
-            owners.insert(h.as_str().to_lowercase(), TREASURY_CUSTOMER);
+            owners.insert(h.clone(), TREASURY_CUSTOMER);
         }
-        let mut addresses = Vec::new();
-        for a in owners.keys() {
-            if let Ok(parsed) = Address::parse(chain, &checksum_of(a)) {
-                addresses.push(parsed);
-            }
-        }
+        let addresses: Vec<Address> = owners.keys().cloned().collect();
         let contracts: Vec<Address> = self.cfg.tokens.iter().map(|(_, c)| c.clone()).collect();
         let incoming = self.client.incoming(from, to, &addresses, &contracts).await?;
 
@@ -193,10 +190,10 @@ impl DepositWatcher {
                 return Ok(());
             }
             // A movement between our own addresses (a sweep or a gas top-up) is no deposit.
-            if t.from.as_ref().is_some_and(|f| owners.contains_key(&f.as_str().to_lowercase())) {
+            if t.from.as_ref().is_some_and(|f| owners.contains_key(f)) {
                 continue;
             }
-            let Some(customer_id) = owners.get(&t.to.as_str().to_lowercase()).copied() else {
+            let Some(customer_id) = owners.get(&t.to).copied() else {
                 continue;
             };
             let asset = match &t.contract {
@@ -256,10 +253,10 @@ impl DepositWatcher {
     async fn credit(&self, report: &mut WatchReport) -> Result<(), EngineError> {
         let chain = &self.cfg.chain;
         let head = self.client.head().await?;
-        for d in self.store.chain_deposits(chain, Some(ChainDepositState::Seen)).await? {
+        for d in self.store.uncredited_deposits(chain).await? {
             let t = &d.transfer;
             let depth = head.number.saturating_add(1).saturating_sub(t.block.number);
-            if d.deposit_id.is_some() || depth < self.cfg.confirmations {
+            if depth < self.cfg.confirmations {
                 continue;
             }
             // Still in the canonical chain at that height? Otherwise the next pass rewinds.
@@ -333,17 +330,6 @@ fn batches(
         next_block,
     });
     out
-}
-
-/// A lower-cased Ethereum address back in its EIP-55 form.
-fn checksum_of(lower: &str) -> String {
-    strongroom_units::address::eip55_checksum(lower.trim_start_matches("0x"))
-}
-
-impl From<strongroom_mpc::MpcError> for SignError {
-    fn from(e: strongroom_mpc::MpcError) -> Self {
-        SignError { message: e.to_string(), retryable: false }
-    }
 }
 
 #[cfg(test)]

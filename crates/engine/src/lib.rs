@@ -42,6 +42,12 @@ pub struct SignError {
     pub retryable: bool,
 }
 
+impl From<strongroom_mpc::MpcError> for SignError {
+    fn from(e: strongroom_mpc::MpcError) -> Self {
+        SignError { message: e.to_string(), retryable: false }
+    }
+}
+
 /// The signer nodes, as the engine sees them. The engine never holds a key: it hands the
 /// intent and the unsigned transaction over and gets a signature back, which it checks by
 /// attaching it (the chain codec refuses a signature that is not the wallet's).

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use strongroom_chain::ChainClient;
 use strongroom_core::withdrawal::WithdrawalState;
-use strongroom_store::{ChainDepositState, Store, WithdrawalFilter};
+use strongroom_store::{Store, WithdrawalFilter};
 use strongroom_units::{Address, Amount, AssetSymbol, ChainId};
 
 use crate::EngineError;
@@ -42,13 +42,8 @@ pub async fn reconcile(
     assets: &[(AssetSymbol, Option<Address>)],
     addresses: &[Address],
 ) -> Result<Vec<Holding>, EngineError> {
-    let uncredited: Vec<AssetSymbol> = store
-        .chain_deposits(chain, Some(ChainDepositState::Seen))
-        .await?
-        .into_iter()
-        .filter(|d| d.deposit_id.is_none())
-        .map(|d| d.transfer.asset)
-        .collect();
+    let uncredited: Vec<AssetSymbol> =
+        store.uncredited_deposits(chain).await?.into_iter().map(|d| d.transfer.asset).collect();
     let totals = store.custody_totals().await?;
     let mut in_flight_by_asset: Vec<AssetSymbol> = Vec::new();
     for state in [WithdrawalState::Built, WithdrawalState::Signed, WithdrawalState::Broadcast] {

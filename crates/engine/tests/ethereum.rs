@@ -430,24 +430,24 @@ async fn eth_balance(w: &World, c: Uuid, asset: &str) -> u128 {
         .map_or(0, |b| b.available.base_units())
 }
 
+/// The test USDT, deployed by `from`, with 1,000 USDT minted to `from`.
+async fn test_usdt(w: &World, from: &str) -> Address {
+    let rpc = w.rpc();
+    let token = anvil::deploy_test_token(&rpc, from, "Tether USD (test)", "USDT", USDT_DECIMALS)
+        .await
+        .unwrap();
+    let funder = Address::parse(&chain(), &checksum(from)).unwrap();
+    anvil::mint_test_token(&rpc, from, &token, &funder, 1_000_000_000).await.unwrap();
+    token
+}
+
 #[tokio::test]
 async fn deposits_of_eth_and_an_erc20_are_credited_after_confirmations_and_a_reorg_reverses_one() {
     let Some(w) = World::new().await else { return };
     let rpc = w.rpc();
     let from = funded_account(&w).await;
     let usdt = AssetSymbol::parse("USDT").unwrap();
-    let token = anvil::deploy_test_token(&rpc, &from, "Tether USD (test)", "USDT", USDT_DECIMALS)
-        .await
-        .unwrap();
-    anvil::mint_test_token(
-        &rpc,
-        &from,
-        &token,
-        &Address::parse(&chain(), &checksum(&from)).unwrap(),
-        1_000_000_000,
-    )
-    .await
-    .unwrap();
+    let token = test_usdt(&w, &from).await;
 
     // Alice's address: a child of the hot wallet key, the same on every request.
     let c = w.store.as_ref();
@@ -542,11 +542,7 @@ async fn deposit_addresses_are_swept_into_the_hot_wallet_with_gas_top_ups() {
     let rpc = w.rpc();
     let from = funded_account(&w).await;
     let usdt = AssetSymbol::parse("USDT").unwrap();
-    let token = anvil::deploy_test_token(&rpc, &from, "Tether USD (test)", "USDT", USDT_DECIMALS)
-        .await
-        .unwrap();
-    let funder = Address::parse(&chain(), &checksum(&from)).unwrap();
-    anvil::mint_test_token(&rpc, &from, &token, &funder, 1_000_000_000).await.unwrap();
+    let token = test_usdt(&w, &from).await;
     let wallet = WalletId::parse("hot-eth-1").unwrap();
     let c = w.store.as_ref();
     let bob = new_id(w.env.as_ref());

@@ -195,8 +195,8 @@ impl PreSignCheck for GovernanceCheck {
             initiator: req.initiator.as_deref().unwrap_or(""),
             initiator_role: req.initiator_role.unwrap_or(Role::Operator),
         };
-        let signed = inner.signed.clone();
-        let moved = |l: &VelocityLimit| NodeGovernance::moved(&signed, l, ctx.now);
+        let signed = &inner.signed;
+        let moved = |l: &VelocityLimit| NodeGovernance::moved(signed, l, ctx.now);
         let d = evaluate(policy, &state.members, &request, &req.approvals, &moved, ctx.now);
         match d.outcome {
             Outcome::Allow => {}

@@ -147,6 +147,23 @@ fn verify_ed25519(pk: &[u8], msg: &[u8], sig: &[u8]) {
     vk.verify(msg, &sig).unwrap();
 }
 
+/// A dev CA and three nodes' configs and certificates under `dir` (test primes); the CA's
+/// certificate and key paths.
+fn prepare(dir: &Path, allow_raw_messages: bool) -> (Cluster, PathBuf, PathBuf) {
+    let env = SystemEnv::new();
+    let ca = dir.join("ca.pem");
+    let ca_key = dir.join("ca-key.pem");
+    cluster::ensure_ca(&ca, &ca_key, env.now()).unwrap();
+    let opts = Options {
+        n: 3,
+        addrs: (0..3).map(|_| free_addr()).collect(),
+        allow_raw_messages,
+        test_primes_file: Some(primes_fixture()),
+    };
+    let cl = cluster::prepare(&dir.join("signers"), &ca, &ca_key, &opts, &env).unwrap();
+    (cl, ca, ca_key)
+}
+
 async fn wait_live(o: &Orchestrator, want: usize) {
     for _ in 0..200 {
         if o.live_nodes().await.len() >= want {
@@ -215,16 +232,7 @@ fn assert_all_sealed(dir: &Path) {
 async fn three_signer_processes_sign_over_mtls_and_survive_faults() {
     let tmp = tempfile::tempdir().unwrap();
     let env = SystemEnv::new();
-    let ca = tmp.path().join("ca.pem");
-    let ca_key = tmp.path().join("ca-key.pem");
-    cluster::ensure_ca(&ca, &ca_key, env.now()).unwrap();
-    let opts = Options {
-        n: 3,
-        addrs: (0..3).map(|_| free_addr()).collect(),
-        allow_raw_messages: true,
-        test_primes_file: Some(primes_fixture()),
-    };
-    let cl = cluster::prepare(&tmp.path().join("signers"), &ca, &ca_key, &opts, &env).unwrap();
+    let (cl, ca, ca_key) = prepare(tmp.path(), true);
     let log = |i: u16| tmp.path().join(format!("signer-{i}.log"));
     let mut procs: Vec<Option<Proc>> =
         cl.configs.iter().zip(1u16..).map(|(c, i)| Some(start(c, &log(i)))).collect();
@@ -559,18 +567,8 @@ action = { kind = "approvals", count = 2, roles = ["approver"] }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_compromised_node_and_the_orchestrator_cannot_sign_an_unapproved_withdrawal() {
         let tmp = tempfile::tempdir().unwrap();
-        let env = SystemEnv::new();
-        let now = env.now().unix_ms();
-        let ca = tmp.path().join("ca.pem");
-        let ca_key = tmp.path().join("ca-key.pem");
-        cluster::ensure_ca(&ca, &ca_key, env.now()).unwrap();
-        let opts = Options {
-            n: 3,
-            addrs: (0..3).map(|_| free_addr()).collect(),
-            allow_raw_messages: false,
-            test_primes_file: Some(primes_fixture()),
-        };
-        let cl = cluster::prepare(&tmp.path().join("signers"), &ca, &ca_key, &opts, &env).unwrap();
+        let now = SystemEnv::new().now().unix_ms();
+        let (cl, _, _) = prepare(tmp.path(), false);
         // Node 1 pins the governance genesis; node 2 (the compromised one) does not.
         let g = genesis(now);
         let genesis_file = tmp.path().join("genesis.json");

@@ -194,6 +194,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         chain: &strongroom_units::ChainId,
         state: Option<ChainDepositState>,
     ) -> Result<Vec<ChainDeposit>>;
+    /// Transfers seen in canonical blocks and not credited yet.
+    async fn uncredited_deposits(
+        &self,
+        chain: &strongroom_units::ChainId,
+    ) -> Result<Vec<ChainDeposit>>;
     /// Credit a seen transfer to its customer's ledger (once).
     async fn credit_chain_deposit(
         &self,

@@ -1269,7 +1269,14 @@ impl Store for SqlStore {
         chain: &strongroom_units::ChainId,
         state: Option<ChainDepositState>,
     ) -> Result<Vec<ChainDeposit>> {
-        self.read_chain_deposits(chain, state).await
+        self.read_chain_deposits(chain, state, false).await
+    }
+
+    async fn uncredited_deposits(
+        &self,
+        chain: &strongroom_units::ChainId,
+    ) -> Result<Vec<ChainDeposit>> {
+        self.read_chain_deposits(chain, Some(ChainDepositState::Seen), true).await
     }
 
     async fn credit_chain_deposit(

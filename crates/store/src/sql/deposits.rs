@@ -563,14 +563,19 @@ impl SqlStore {
             .collect()
     }
 
+    /// Watched transfers on `chain` in `state` (any when `None`); with `uncredited`, only
+    /// those not credited yet (the watcher's working set, which stays small while credited
+    /// history grows).
     pub(super) async fn read_chain_deposits(
         &self,
         chain: &ChainId,
         state: Option<ChainDepositState>,
+        uncredited: bool,
     ) -> Result<Vec<ChainDeposit>> {
         let sql = format!(
-            "SELECT {} FROM chain_deposits WHERE chain = $1 AND (CAST($2 AS TEXT) IS NULL OR state = $2) ORDER BY block_number, txid, log_index",
-            DEPOSIT_COLUMN_LIST.join(", ")
+            "SELECT {} FROM chain_deposits WHERE chain = $1 AND (CAST($2 AS TEXT) IS NULL OR state = $2){} ORDER BY block_number, txid, log_index",
+            DEPOSIT_COLUMN_LIST.join(", "),
+            if uncredited { " AND deposit_id IS NULL" } else { "" }
         );
         let rows = sqlx::query(&sql)
             .bind(chain.as_str())
