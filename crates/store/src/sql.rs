@@ -22,6 +22,7 @@ use crate::types::*;
 use crate::{Faults, Result, Store, StoreError};
 
 mod approvals;
+mod governance;
 mod chain;
 mod deposits;
 mod sweeps;
@@ -1343,6 +1344,23 @@ impl Store for SqlStore {
         self.read_approvals(withdrawal_id).await
     }
 
+    async fn governance(&self) -> Result<GovernanceRecord> {
+        self.read_governance().await
+    }
+
+    async fn write_governance(
+        &self,
+        ctx: &WriteCtx,
+        op: GovernanceWrite,
+    ) -> Result<GovernanceRecord> {
+        let job = job(move |w, ctx| {
+            let op = op.clone();
+            Box::pin(async move { governance::stage(w, ctx, op).await })
+        });
+        self.submit(ctx, None, job).await?;
+        self.read_governance().await
+    }
+
     async fn create_sweep(&self, ctx: &WriteCtx, sweep: Sweep) -> Result<Sweep> {
         let job = job(move |w, ctx| {
             let sweep = sweep.clone();
@@ -1659,6 +1677,7 @@ impl Store for SqlStore {
         self.deposit_entity_states(&mut out).await?;
         self.sweep_entity_states(&mut out).await?;
         self.approval_entity_states(&mut out).await?;
+        self.governance_entity_states(&mut out).await?;
         Ok(out)
     }
 }

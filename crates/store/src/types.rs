@@ -373,3 +373,31 @@ pub fn account_name(wallet: &str, path: &[u32]) -> String {
     }
     s
 }
+
+/// The governance log as the online side keeps it. The store checks order only (one
+/// genesis, entries numbered from 1 with no gap, one open proposal); the server replays it
+/// to show it, and every signer node verifies all of it against its own pinned genesis.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GovernanceRecord {
+    /// The genesis and its hash (hex), once installed.
+    pub genesis: Option<(String, strongroom_governance::log::Genesis)>,
+    pub entries: Vec<strongroom_governance::log::Entry>,
+    /// The one change waiting for signatures.
+    pub proposal: Option<strongroom_governance::log::Entry>,
+}
+
+/// One write to the governance record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GovernanceWrite {
+    /// Install the genesis. Installing the same one again changes nothing; another one is
+    /// refused.
+    Genesis { pin: String, genesis: strongroom_governance::log::Genesis },
+    /// Open a proposal: refused while another is open or if it is not the next entry.
+    Propose(strongroom_governance::log::Entry),
+    /// Replace the open proposal (with more signatures), if it is still `expected`.
+    Update { expected: strongroom_governance::log::Entry, entry: strongroom_governance::log::Entry },
+    /// Append the open proposal, as now signed, to the log, if it is still `expected`.
+    Commit { expected: strongroom_governance::log::Entry, entry: strongroom_governance::log::Entry },
+    /// Drop the open proposal numbered `seq`.
+    Withdraw { seq: u64 },
+}

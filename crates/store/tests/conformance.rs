@@ -119,6 +119,7 @@ conformance!(
     concurrent_builds_take_distinct_contiguous_nonces,
     watched_deposits_are_credited_once_and_reorganised_ones_reversed_or_held,
     sweeps_share_the_chain_path_and_move_nothing_but_the_fee,
+    the_governance_log_keeps_order_one_proposal_and_one_genesis,
 );
 
 fn env() -> FixedEnv {
@@ -1075,6 +1076,71 @@ async fn a_failure_inside_a_group_commit_fails_only_its_command(store: Arc<SqlSt
         15
     );
     assert_intact(&store).await;
+}
+
+async fn the_governance_log_keeps_order_one_proposal_and_one_genesis(store: Arc<SqlStore>) {
+    use strongroom_governance::log::{Change, FreezeScope, Genesis, MemberSpec};
+    let genesis = |quorum| Genesis {
+        members: vec![MemberSpec {
+            id: "ada".into(),
+            public_key: "11".repeat(32),
+            roles: vec![strongroom_governance::Role::Admin],
+        }],
+        quorum,
+        whitelist_delay_ms: 1000,
+        created_at: Timestamp::from_unix_ms(1),
+    };
+    let c = ctx(env().now());
+    assert_eq!(store.governance().await.unwrap(), GovernanceRecord::default());
+    let g = GovernanceWrite::Genesis { pin: "aa".into(), genesis: genesis(1) };
+    store.write_governance(&c, g.clone()).await.unwrap();
+    // The same genesis again is a no-op; another is refused.
+    store.write_governance(&c, g).await.unwrap();
+    let other = GovernanceWrite::Genesis { pin: "bb".into(), genesis: genesis(2) };
+    assert!(matches!(store.write_governance(&c, other).await, Err(StoreError::Refused(_))));
+
+    let entry = |seq: u64, signed: usize| strongroom_governance::log::Entry {
+        seq,
+        prev: "00".into(),
+        at: Timestamp::from_unix_ms(2),
+        change: Change::Freeze { scope: FreezeScope::Global },
+        signoffs: (0..signed)
+            .map(|i| strongroom_governance::log::Signoff {
+                member: format!("m{i}"),
+                signature: "ff".into(),
+            })
+            .collect(),
+    };
+    // Only the next number, only one open proposal.
+    let refused = store.write_governance(&c, GovernanceWrite::Propose(entry(2, 0))).await;
+    assert!(matches!(refused, Err(StoreError::Refused(_))), "{refused:?}");
+    store.write_governance(&c, GovernanceWrite::Propose(entry(1, 0))).await.unwrap();
+    let second = store.write_governance(&c, GovernanceWrite::Propose(entry(1, 0))).await;
+    assert!(matches!(second, Err(StoreError::Refused(_))));
+    // An update must name the proposal as it is now (no lost signatures).
+    let update = GovernanceWrite::Update { expected: entry(1, 0), entry: entry(1, 1) };
+    store.write_governance(&c, update.clone()).await.unwrap();
+    assert!(matches!(store.write_governance(&c, update).await, Err(StoreError::Refused(_))));
+    let r = store
+        .write_governance(&c, GovernanceWrite::Commit { expected: entry(1, 1), entry: entry(1, 2) })
+        .await
+        .unwrap();
+    assert_eq!(r.entries, vec![entry(1, 2)]);
+    assert_eq!(r.proposal, None);
+    // A withdrawn proposal is gone; withdrawing nothing is "not found".
+    store.write_governance(&c, GovernanceWrite::Propose(entry(2, 0))).await.unwrap();
+    store.write_governance(&c, GovernanceWrite::Withdraw { seq: 2 }).await.unwrap();
+    assert!(matches!(
+        store.write_governance(&c, GovernanceWrite::Withdraw { seq: 2 }).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let r = store.governance().await.unwrap();
+    assert_eq!((r.genesis.map(|g| g.0), r.entries.len(), r.proposal), (Some("aa".into()), 1, None));
+    assert_intact(&store).await;
+    // An entry edited straight in the database is caught by the audit check.
+    store.pool().execute("UPDATE governance_entries SET entry = REPLACE(entry, 'global', 'wallet')").await.unwrap();
+    let report = verify_audit(&*store).await.unwrap();
+    assert!(!report.is_intact(), "{report:?}");
 }
 
 async fn audit_log_is_append_only(store: Arc<SqlStore>) {
