@@ -10,10 +10,13 @@
 //! - [`log`]: the hash-linked, signed log of changes (members, quorum, policy, whitelist,
 //!   freezes) from a pinned genesis. [`log::replay`] verifies every link and every quorum and
 //!   yields the state in force; a row written straight into a database changes nothing.
+//! - [`gate`]: the one pre-signing decision (freezes, whitelists and time-locks, policy),
+//!   made by every signer node and, to hold back and explain, by the engine and the API.
 //!
 //! Pure: no clock (time is passed in), no I/O, no randomness.
 
 pub mod approval;
+pub mod gate;
 pub mod log;
 pub mod policy;
 

@@ -26,7 +26,7 @@ use crate::error::{amount_error, ApiError, ErrorBody};
 use crate::{AppState, RequestId};
 
 const WRITERS: &[Role] = &[Role::Operator, Role::Service];
-const READERS: &[Role] = &[Role::Operator, Role::Service, Role::Auditor];
+pub(crate) const READERS: &[Role] = &[Role::Operator, Role::Service, Role::Auditor];
 const OPERATORS: &[Role] = &[Role::Operator];
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -44,6 +44,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
         (name = "customers", description = "Customer accounts, balances and ledger"),
         (name = "deposits", description = "Crediting deposits (operators only)"),
         (name = "withdrawals", description = "Withdrawal requests and their lifecycle"),
+        (name = "governance", description = "The governance log: members, quorum, policy, whitelists, freezes"),
     )
 )]
 #[derive(Debug)]
@@ -83,6 +84,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_withdrawal))
         .routes(routes!(cancel_withdrawal))
         .routes(routes!(submit_approval))
+        .routes(routes!(crate::governance::get_governance))
+        .routes(routes!(crate::governance::install_genesis))
+        .routes(routes!(crate::governance::propose))
+        .routes(routes!(crate::governance::add_signoff))
+        .routes(routes!(crate::governance::withdraw_proposal))
 }
 
 // ---------- bodies ----------
@@ -225,6 +231,9 @@ pub struct WithdrawalView {
     /// The transaction on chain, once built (single-withdrawal reads only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transaction: Option<TransactionView>,
+    /// While it waits to be signed under governance: what the policy decides now, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::governance::PolicyStatus>,
 }
 
 /// A withdrawal's transaction.
@@ -270,6 +279,7 @@ impl From<&Withdrawal> for WithdrawalView {
             created_at_ms: w.created_at.unix_ms(),
             updated_at_ms: w.updated_at.unix_ms(),
             transaction: None,
+            policy: None,
         }
     }
 }
@@ -336,9 +346,9 @@ impl WriteBody for EmptyBody {
 /// and a JSON body (an empty body counts as `{}`).
 #[derive(Debug)]
 pub struct Write<T> {
-    body: T,
-    idem: Idempotency,
-    ctx: WriteCtx,
+    pub(crate) body: T,
+    pub(crate) idem: Idempotency,
+    pub(crate) ctx: WriteCtx,
 }
 
 impl<T: WriteBody> FromRequest<AppState> for Write<T> {
@@ -729,8 +739,10 @@ async fn get_withdrawal(
 ) -> Result<Json<WithdrawalView>, ApiError> {
     p.require(READERS)?;
     let id = path_id(id)?;
-    let mut view: WithdrawalView = (&state.store().get_withdrawal(id).await?).into();
+    let w = state.store().get_withdrawal(id).await?;
+    let mut view: WithdrawalView = (&w).into();
     view.transaction = state.store().chain_tx(id).await?.as_ref().map(TransactionView::from);
+    view.policy = crate::governance::policy_status(&state, &w).await?;
     Ok(Json(view))
 }
 

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod governance;
 pub mod metrics;
 pub mod pki;
 pub mod tls;

@@ -267,6 +267,11 @@ async fn every_documented_route_enforces_authentication_and_roles() {
                 assert_eq!(st, StatusCode::FORBIDDEN, "auditor {m} {path}");
                 assert_eq!(code(&v), "forbidden");
             }
+            if path.starts_with("/v1/governance") && m == "POST" {
+                let (st, _, _) =
+                    s.call(&m, &concrete, Some(Role::Service), Some("k"), body.clone()).await;
+                assert_eq!(st, StatusCode::FORBIDDEN, "service may not change governance");
+            }
             if path == "/v1/deposits" {
                 let (st, _, _) = s.call(&m, &concrete, Some(Role::Service), Some("k"), body).await;
                 assert_eq!(st, StatusCode::FORBIDDEN, "service may not credit deposits");
@@ -642,5 +647,201 @@ async fn request_ids_metrics_and_logs() {
         let secret = token.rsplit('_').next().unwrap();
         assert!(!logged.contains(secret), "a token secret was logged");
     }
+    s.stop().await;
+}
+
+fn gov_key(n: u8) -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[n; 32])
+}
+
+/// Sign the open proposal as `member`, recomputing its hash from the entry as a member's
+/// own tool does.
+async fn sign_proposal(
+    s: &Server,
+    gov: &Value,
+    member: &str,
+    n: u8,
+    key: &str,
+) -> (StatusCode, Value) {
+    use ed25519_dalek::Signer;
+    let p = &gov["proposal"];
+    let entry: strongroom_governance::log::Entry =
+        serde_json::from_value(p["entry"].clone()).unwrap();
+    let hash = entry.hash().unwrap();
+    assert_eq!(hex::encode(hash), p["hash"].as_str().unwrap());
+    let sig = hex::encode(gov_key(n).sign(&hash).to_bytes());
+    let path = format!("/v1/governance/proposals/{}/signoffs", entry.seq);
+    s.post(&path, key, json!({"member": member, "signature": sig})).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn governance_changes_need_their_quorum_and_withdrawals_show_why_they_wait() {
+    use strongroom_governance::log::{Genesis, MemberSpec};
+    use strongroom_governance::Role as G;
+    let s = Server::start(None).await;
+    let (st, v, _) = s.call("GET", "/v1/governance", Some(Role::Auditor), None, None).await;
+    assert_eq!((st, v["installed"].as_bool()), (StatusCode::OK, Some(false)));
+    let (st, v) = s
+        .post(
+            "/v1/governance/proposals",
+            "p0",
+            json!({"change": {"change": "freeze", "scope": {"kind": "global"}}}),
+        )
+        .await;
+    assert_eq!((st, code(&v)), (StatusCode::CONFLICT, "governance_not_installed"));
+
+    let member = |id: &str, n: u8, role: G| MemberSpec {
+        id: id.into(),
+        public_key: hex::encode(gov_key(n).verifying_key().to_bytes()),
+        roles: vec![role],
+    };
+    let genesis = Genesis {
+        members: vec![
+            member("ada", 1, G::Admin),
+            member("bob", 2, G::Admin),
+            member("cy", 3, G::Admin),
+            member("ann", 4, G::Approver),
+            member("sec", 5, G::SecurityOfficer),
+        ],
+        quorum: 2,
+        whitelist_delay_ms: 3_600_000,
+        created_at: Timestamp::from_unix_ms(1_000),
+    };
+    let pin = hex::encode(genesis.hash().unwrap());
+    let (st, v) = s
+        .post("/v1/governance/genesis", "g0", json!({"genesis": genesis, "pin": "00".repeat(32)}))
+        .await;
+    assert_eq!(
+        (st, code(&v)),
+        (StatusCode::BAD_REQUEST, "invalid_genesis"),
+        "a hash that is not the genesis's"
+    );
+    let (st, v) =
+        s.post("/v1/governance/genesis", "g1", json!({"genesis": genesis, "pin": pin})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!((v["quorum"].as_u64(), v["members"].as_array().unwrap().len()), (Some(2), 5));
+
+    let policy = json!({"version": 1, "rules": [
+        {"name": "small", "when": {"max_amount": "100000000000000000"}, "action": {"kind": "allow"}},
+        {"name": "large", "action": {"kind": "approvals", "count": 1, "roles": ["approver"]}},
+    ]});
+    let (st, v) = s
+        .post(
+            "/v1/governance/proposals",
+            "p1",
+            json!({"change": {"change": "set_policy", "policy": {"version": 1, "rules": []}}}),
+        )
+        .await;
+    assert_eq!((st, code(&v)), (StatusCode::BAD_REQUEST, "invalid_change"), "{v}");
+    let (st, v) = s
+        .post(
+            "/v1/governance/proposals",
+            "p2",
+            json!({"change": {"change": "set_policy", "policy": policy}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["seq"], 1);
+    let (st, v) = s
+        .post(
+            "/v1/governance/proposals",
+            "p3",
+            json!({"change": {"change": "freeze", "scope": {"kind": "global"}}}),
+        )
+        .await;
+    assert_eq!((st, code(&v)), (StatusCode::CONFLICT, "proposal_open"));
+    let (_, gov, _) = s.call("GET", "/v1/governance", Some(Role::Auditor), None, None).await;
+    // A signature by the wrong key, or by a stranger, is refused at once.
+    let (st, v) = sign_proposal(&s, &gov, "ada", 2, "s0").await;
+    assert_eq!((st, code(&v)), (StatusCode::BAD_REQUEST, "invalid_signature"));
+    let (st, v) = sign_proposal(&s, &gov, "eve", 9, "s1").await;
+    assert_eq!((st, code(&v)), (StatusCode::BAD_REQUEST, "unknown_member"));
+    let (st, v) = sign_proposal(&s, &gov, "ada", 1, "s2").await;
+    assert_eq!((st, v["committed"].as_bool()), (StatusCode::OK, Some(false)), "{v}");
+    assert_eq!(v["governance"]["proposal"]["missing"], "entry 1: needs 2 distinct admins, has 1");
+    // The same admin twice is still one.
+    let (_, gov, _) = s.call("GET", "/v1/governance", Some(Role::Auditor), None, None).await;
+    let (_, v) = sign_proposal(&s, &gov, "ada", 1, "s3").await;
+    assert_eq!(v["committed"].as_bool(), Some(false));
+    let (_, v) = sign_proposal(&s, &gov, "bob", 2, "s4").await;
+    assert_eq!(v["committed"].as_bool(), Some(true), "{v}");
+    assert_eq!(v["governance"]["policy"]["version"], 1);
+    assert!(v["governance"]["proposal"].is_null());
+
+    // A whitelist entry waits out its time-lock; a proposal can be withdrawn.
+    let (st, v) = s.post("/v1/governance/proposals", "p4", json!({"change": {"change": "whitelist_add",
+        "scope": {"kind": "internal", "chain": "eip155:31337"}, "address": "not-an-address", "label": "cold"}})).await;
+    assert_eq!((st, code(&v)), (StatusCode::BAD_REQUEST, "invalid_change"));
+    let (st, _) = s
+        .post(
+            "/v1/governance/proposals",
+            "p5",
+            json!({"change": {"change": "whitelist_add",
+        "scope": {"kind": "internal", "chain": "eip155:31337"}, "address": DEST, "label": "cold"}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (_, gov, _) = s.call("GET", "/v1/governance", Some(Role::Auditor), None, None).await;
+    sign_proposal(&s, &gov, "cy", 3, "s5").await;
+    let (_, v) = sign_proposal(&s, &gov, "bob", 2, "s6").await;
+    let wl = &v["governance"]["whitelist"][0];
+    assert_eq!((wl["address"].as_str(), wl["usable"].as_bool()), (Some(DEST), Some(false)), "{v}");
+    let (st, _) = s
+        .post(
+            "/v1/governance/proposals",
+            "p6",
+            json!({"change": {"change": "set_quorum", "quorum": 3}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, v) = s.post("/v1/governance/proposals/3/withdraw", "w1", json!({})).await;
+    assert_eq!(
+        (st, v["proposal"].is_null(), v["quorum"].as_u64()),
+        (StatusCode::OK, true, Some(2))
+    );
+
+    // A withdrawal above the small tier says what it waits for.
+    let (_, c) = s.post("/v1/customers", "c1", json!({"external_id": "alice"})).await;
+    let cid = c["id"].as_str().unwrap().to_owned();
+    s.post(
+        "/v1/deposits",
+        "d1",
+        json!({"customer_id": cid, "asset": "ETH", "amount": "2", "reference": "0xfeed:0"}),
+    )
+    .await;
+    let (st, w) = s.post("/v1/withdrawals", "wd1", json!({"customer_id": cid, "asset": "ETH", "destination": "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB", "amount": "1"})).await;
+    assert_eq!(st, StatusCode::CREATED, "{w}");
+    let wid = w["id"].as_str().unwrap();
+    let (_, w, _) =
+        s.call("GET", &format!("/v1/withdrawals/{wid}"), Some(Role::Auditor), None, None).await;
+    assert_eq!(w["policy"]["outcome"], "wait", "{w}");
+    assert_eq!(
+        (w["policy"]["rule"].as_str(), w["policy"]["approvals_needed"].as_u64()),
+        (Some("large"), Some(1))
+    );
+    assert_eq!(w["policy"]["explanation"], "policy v1 rule large: 0 of 1 approvals");
+    let intent_hash = strongroom_core::IntentHash(
+        hex::decode(w["intent_hash"].as_str().unwrap()).unwrap().try_into().unwrap(),
+    );
+    let expires = TestEnv(std::time::Instant::now()).now().plus_ms(600_000);
+    let a = strongroom_governance::approval::Approval::sign(
+        "ann",
+        &gov_key(4),
+        &intent_hash,
+        1,
+        expires,
+    );
+    let (st, v) = s.post(&format!("/v1/withdrawals/{wid}/approvals"), "a1", json!({"approver": "ann",
+        "intent_hash": a.intent_hash, "policy_version": 1, "expires_at_ms": expires.unix_ms(), "signature": a.signature})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (_, w, _) =
+        s.call("GET", &format!("/v1/withdrawals/{wid}"), Some(Role::Auditor), None, None).await;
+    assert_eq!(w["policy"]["outcome"], "allow", "{w}");
+
+    // An entry edited in the database no longer verifies, and the server says so.
+    use sqlx::Executor;
+    s.store.pool().execute("UPDATE governance_entries SET entry = REPLACE(entry, '\"count\":1', '\"count\":0') WHERE seq = 1").await.unwrap();
+    let (st, v, _) = s.call("GET", "/v1/governance", Some(Role::Auditor), None, None).await;
+    assert_eq!((st, code(&v)), (StatusCode::INTERNAL_SERVER_ERROR, "governance_invalid"), "{v}");
     s.stop().await;
 }

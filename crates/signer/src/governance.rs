@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use strongroom_core::Timestamp;
-use strongroom_governance::log::{replay, Entry, Genesis, Listed, State, WhitelistScope};
-use strongroom_governance::policy::{evaluate, Destination, Outcome, Request, Tier, VelocityLimit};
+use strongroom_governance::gate::{decide, Subject};
+use strongroom_governance::log::{replay, Entry, Genesis, State};
+use strongroom_governance::policy::{Tier, VelocityLimit};
 use strongroom_governance::Role;
 use strongroom_units::Amount;
 
@@ -149,71 +150,26 @@ impl PreSignCheck for GovernanceCheck {
             return Err("only decoded transactions are signed under governance".into());
         };
         let mut inner = self.gov.lock()?;
-        let state = &inner.state;
         let intent = ctx.intent;
         let (asset, wallet) = (intent.asset.symbol.as_str(), intent.source_wallet.as_str());
-        if let Some(f) = state.frozen(asset, wallet) {
-            return Err(format!("frozen by governance ({f:?})"));
-        }
-        let policy = state.policy.as_ref().ok_or("no policy is in force: nothing may be signed")?;
         let req = &ctx.request;
-        let chain = intent.chain.as_str().to_owned();
-        let dest = tx.movement.destination.as_str();
         let master = hex::decode(&ctx.key.public_key).map_err(|_| "malformed key".to_string())?;
         let own = strongroom_chain_ethereum::EthCodec::new(intent.chain.clone())
             .and_then(|c| strongroom_chain::TxCodec::address_of(&c, &master))
             .map_err(|e| e.to_string())?;
-        let destination = if tx.movement.destination == own {
-            Destination::Internal
-        } else {
-            match state.listed(&WhitelistScope::Internal { chain: chain.clone() }, dest, ctx.now) {
-                Listed::Usable => Destination::Internal,
-                Listed::Pending(from) => {
-                    return Err(format!(
-                    "{dest} is on the internal whitelist but usable only from {} ms (time-lock)",
-                    from.unix_ms()
-                ))
-                }
-                Listed::No => match &req.customer_id {
-                    Some(c) => {
-                        let scope = WhitelistScope::Customer { customer_id: c.clone(), chain };
-                        match state.listed(&scope, dest, ctx.now) {
-                            Listed::Usable => Destination::CustomerWhitelisted,
-                            _ => Destination::External,
-                        }
-                    }
-                    None => Destination::External,
-                },
-            }
-        };
-        let intent_hash = intent.hash().map_err(|e| e.to_string())?;
-        let request = Request {
+        let subject = Subject {
             intent,
-            intent_hash,
             tier: Tier::Hot,
-            destination,
+            own_destination: tx.movement.destination == own,
+            customer_id: req.customer_id.as_deref(),
             initiator: req.initiator.as_deref().unwrap_or(""),
             initiator_role: req.initiator_role.unwrap_or(Role::Operator),
         };
         let signed = &inner.signed;
         let moved = |l: &VelocityLimit| NodeGovernance::moved(signed, l, ctx.now);
-        let d = evaluate(policy, &state.members, &request, &req.approvals, &moved, ctx.now);
-        match d.outcome {
-            Outcome::Allow => {}
-            Outcome::Wait { have, need, not_counted } => {
-                let why = if not_counted.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (not counted: {})", not_counted.join("; "))
-                };
-                return Err(format!(
-                    "policy v{} rule {}: {have} of {need} approvals{why}",
-                    d.version, d.rule
-                ));
-            }
-            Outcome::Block(reason) => {
-                return Err(format!("policy v{} rule {}: {reason}", d.version, d.rule))
-            }
+        let d = decide(&inner.state, &subject, &req.approvals, &moved, ctx.now);
+        if !d.allowed() {
+            return Err(d.explain());
         }
         // Counted before the signature leaves: a refused session afterwards only makes the
         // node stricter, never looser.
@@ -237,7 +193,7 @@ mod tests {
     use strongroom_chain_ethereum::{EthCodec, EthParams};
     use strongroom_core::{Intent, IntentAsset, WalletId};
     use strongroom_governance::approval::Approval;
-    use strongroom_governance::log::{Change, FreezeScope, MemberSpec};
+    use strongroom_governance::log::{Change, FreezeScope, MemberSpec, WhitelistScope};
     use strongroom_governance::policy::Policy;
     use strongroom_units::{Address, AssetSymbol, ChainId};
 

@@ -234,8 +234,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The governance log as kept here (see [`GovernanceRecord`]).
     async fn governance(&self) -> Result<GovernanceRecord>;
     /// Change the governance record (one audited write) and return it as it now is.
-    async fn write_governance(&self, ctx: &WriteCtx, op: GovernanceWrite)
-        -> Result<GovernanceRecord>;
+    async fn write_governance(
+        &self,
+        ctx: &WriteCtx,
+        op: GovernanceWrite,
+    ) -> Result<GovernanceRecord>;
     /// Store a planned sweep or top-up (state reserved).
     async fn create_sweep(&self, ctx: &WriteCtx, sweep: Sweep) -> Result<Sweep>;
     async fn get_sweep(&self, id: Uuid) -> Result<Sweep>;

@@ -22,9 +22,9 @@ use crate::types::*;
 use crate::{Faults, Result, Store, StoreError};
 
 mod approvals;
-mod governance;
 mod chain;
 mod deposits;
+mod governance;
 mod sweeps;
 
 /// Which database a store talks to.

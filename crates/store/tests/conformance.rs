@@ -1138,7 +1138,11 @@ async fn the_governance_log_keeps_order_one_proposal_and_one_genesis(store: Arc<
     assert_eq!((r.genesis.map(|g| g.0), r.entries.len(), r.proposal), (Some("aa".into()), 1, None));
     assert_intact(&store).await;
     // An entry edited straight in the database is caught by the audit check.
-    store.pool().execute("UPDATE governance_entries SET entry = REPLACE(entry, 'global', 'wallet')").await.unwrap();
+    store
+        .pool()
+        .execute("UPDATE governance_entries SET entry = REPLACE(entry, 'global', 'wallet')")
+        .await
+        .unwrap();
     let report = verify_audit(&*store).await.unwrap();
     assert!(!report.is_intact(), "{report:?}");
 }

@@ -61,7 +61,10 @@ async fn expect_open(w: &mut WriteTx, expected: &Entry) -> Result<ProposalRow> {
         Some(_) => Err(StoreError::Refused(
             "the proposal changed meanwhile (another signature or proposal came first)".into(),
         )),
-        None => Err(StoreError::NotFound { entity: "governance proposal", id: expected.seq.to_string() }),
+        None => Err(StoreError::NotFound {
+            entity: "governance proposal",
+            id: expected.seq.to_string(),
+        }),
     }
 }
 
@@ -86,18 +89,28 @@ pub(super) async fn stage(w: &mut WriteTx, ctx: &WriteCtx, op: GovernanceWrite) 
                 .transpose()?;
             if let Some(b) = before {
                 if b.pin == pin {
-                    return Ok(staged("genesis_confirmed", "governance/genesis".into(), serde_json::json!({ "pin": pin })));
+                    return Ok(staged(
+                        "genesis_confirmed",
+                        "governance/genesis".into(),
+                        serde_json::json!({ "pin": pin }),
+                    ));
                 }
                 return Err(StoreError::Refused(format!(
                     "another governance genesis ({}) is installed; it cannot be replaced",
                     b.pin
                 )));
             }
-            let row = GenesisRow { pin: pin.clone(), genesis: to_text(&genesis)?, created_at_ms: now };
+            let row =
+                GenesisRow { pin: pin.clone(), genesis: to_text(&genesis)?, created_at_ms: now };
             w.insert(
                 "governance_genesis",
                 &["id", "pin", "genesis", "created_at_ms"],
-                vec![Val::Int(1), Val::Text(row.pin.clone()), Val::Text(row.genesis.clone()), Val::Int(now)],
+                vec![
+                    Val::Int(1),
+                    Val::Text(row.pin.clone()),
+                    Val::Text(row.genesis.clone()),
+                    Val::Int(now),
+                ],
             )
             .await?;
             w.record("governance/genesis".into(), None, Some(hash_of(&row)?));
@@ -146,7 +159,11 @@ pub(super) async fn stage(w: &mut WriteTx, ctx: &WriteCtx, op: GovernanceWrite) 
             .await?;
             w.record("governance/proposal".into(), Some(hash_of(&before)?), Some(hash_of(&row)?));
             let signers: Vec<&str> = entry.signoffs.iter().map(|s| s.member.as_str()).collect();
-            Ok(staged("signed", format!("governance/entry/{}", entry.seq), serde_json::json!({ "signed_by": signers })))
+            Ok(staged(
+                "signed",
+                format!("governance/entry/{}", entry.seq),
+                serde_json::json!({ "signed_by": signers }),
+            ))
         }
         GovernanceWrite::Commit { expected, entry } => {
             let before = expect_open(w, &expected).await?;
@@ -157,7 +174,8 @@ pub(super) async fn stage(w: &mut WriteTx, ctx: &WriteCtx, op: GovernanceWrite) 
                     entry.seq
                 )));
             }
-            let row = EntryRow { seq: seq_i64(entry.seq)?, entry: to_text(&entry)?, created_at_ms: now };
+            let row =
+                EntryRow { seq: seq_i64(entry.seq)?, entry: to_text(&entry)?, created_at_ms: now };
             w.write("DELETE FROM governance_proposal WHERE id = 1".into(), vec![]).await?;
             w.insert(
                 "governance_entries",
@@ -176,8 +194,12 @@ pub(super) async fn stage(w: &mut WriteTx, ctx: &WriteCtx, op: GovernanceWrite) 
         }
         GovernanceWrite::Withdraw { seq } => {
             let open = locked_proposal(w).await?;
-            let Some(before) = open.filter(|r| entry_of(&r.entry).is_ok_and(|e| e.seq == seq)) else {
-                return Err(StoreError::NotFound { entity: "governance proposal", id: seq.to_string() });
+            let Some(before) = open.filter(|r| entry_of(&r.entry).is_ok_and(|e| e.seq == seq))
+            else {
+                return Err(StoreError::NotFound {
+                    entity: "governance proposal",
+                    id: seq.to_string(),
+                });
             };
             w.write("DELETE FROM governance_proposal WHERE id = 1".into(), vec![]).await?;
             w.record("governance/proposal".into(), Some(hash_of(&before)?), None);
@@ -188,32 +210,38 @@ pub(super) async fn stage(w: &mut WriteTx, ctx: &WriteCtx, op: GovernanceWrite) 
 
 impl SqlStore {
     pub(super) async fn read_governance(&self) -> Result<GovernanceRecord> {
-        let genesis = sqlx::query("SELECT pin, genesis, created_at_ms FROM governance_genesis WHERE id = 1")
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| -> Result<(String, Genesis)> {
-                let row = row_of::<GenesisRow>(&r)?;
-                let g = serde_json::from_str(&row.genesis)
-                    .map_err(|e| StoreError::Corrupt(format!("governance genesis: {e}")))?;
-                Ok((row.pin, g))
-            })
-            .transpose()?;
+        let genesis =
+            sqlx::query("SELECT pin, genesis, created_at_ms FROM governance_genesis WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| -> Result<(String, Genesis)> {
+                    let row = row_of::<GenesisRow>(&r)?;
+                    let g = serde_json::from_str(&row.genesis)
+                        .map_err(|e| StoreError::Corrupt(format!("governance genesis: {e}")))?;
+                    Ok((row.pin, g))
+                })
+                .transpose()?;
         let mut entries = Vec::new();
-        for r in sqlx::query("SELECT seq, entry, created_at_ms FROM governance_entries ORDER BY seq")
-            .fetch_all(&self.pool)
-            .await?
+        for r in
+            sqlx::query("SELECT seq, entry, created_at_ms FROM governance_entries ORDER BY seq")
+                .fetch_all(&self.pool)
+                .await?
         {
             entries.push(entry_of(&row_of::<EntryRow>(&r)?.entry)?);
         }
-        let proposal = sqlx::query("SELECT entry, created_at_ms FROM governance_proposal WHERE id = 1")
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| row_of::<ProposalRow>(&r).and_then(|p| entry_of(&p.entry)))
-            .transpose()?;
+        let proposal =
+            sqlx::query("SELECT entry, created_at_ms FROM governance_proposal WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| row_of::<ProposalRow>(&r).and_then(|p| entry_of(&p.entry)))
+                .transpose()?;
         Ok(GovernanceRecord { genesis, entries, proposal })
     }
 
-    pub(super) async fn governance_entity_states(&self, out: &mut Vec<(String, Digest32)>) -> Result<()> {
+    pub(super) async fn governance_entity_states(
+        &self,
+        out: &mut Vec<(String, Digest32)>,
+    ) -> Result<()> {
         if let Some(r) = sqlx::query("SELECT pin, genesis, created_at_ms FROM governance_genesis")
             .fetch_optional(&self.pool)
             .await?

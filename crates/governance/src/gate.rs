@@ -1,0 +1,135 @@
+//! The whole pre-signing decision on one movement, from the governance state: freezes first,
+//! then where the money goes (our own wallet, a whitelist entry in force or still in its
+//! time-lock, anywhere else), then the policy with its velocity limits and approvals.
+//!
+//! Signer nodes decide with it before they sign; the engine and the API use the same
+//! function to hold back (and explain) what the signers would refuse. Only the signers'
+//! decision counts.
+
+use strongroom_core::{Intent, Timestamp};
+use strongroom_units::Amount;
+
+use crate::approval::Approval;
+use crate::log::{Listed, State, WhitelistScope};
+use crate::policy::{evaluate, Decision, Destination, Outcome, Request, Tier, VelocityLimit};
+use crate::Role;
+
+/// The movement as the gate sees it.
+#[derive(Debug, Clone)]
+pub struct Subject<'a> {
+    pub intent: &'a Intent,
+    pub tier: Tier,
+    /// The destination is the paying wallet's own address (a deposit address sweeping home).
+    pub own_destination: bool,
+    /// Whose withdrawal it is, for the customer whitelist.
+    pub customer_id: Option<&'a str>,
+    /// The member who asked for it (empty: not a member, e.g. the exchange's backend).
+    pub initiator: &'a str,
+    pub initiator_role: Role,
+}
+
+/// Where `s` pays, by the whitelists in force at `now`; an address still in its
+/// time-lock is an error that says until when.
+pub fn destination(state: &State, s: &Subject<'_>, now: Timestamp) -> Result<Destination, String> {
+    if s.own_destination {
+        return Ok(Destination::Internal);
+    }
+    let chain = s.intent.chain.as_str().to_owned();
+    let dest = s.intent.destination.as_str();
+    match state.listed(&WhitelistScope::Internal { chain: chain.clone() }, dest, now) {
+        Listed::Usable => return Ok(Destination::Internal),
+        Listed::Pending(from) => {
+            return Err(format!(
+                "{dest} is on the internal whitelist but its time-lock runs until {} ms",
+                from.unix_ms()
+            ))
+        }
+        Listed::No => {}
+    }
+    if let Some(c) = s.customer_id {
+        let scope = WhitelistScope::Customer { customer_id: c.to_owned(), chain };
+        match state.listed(&scope, dest, now) {
+            Listed::Usable => return Ok(Destination::CustomerWhitelisted),
+            Listed::Pending(from) => {
+                return Err(format!(
+                    "{dest} is on the customer's whitelist but its time-lock runs until {} ms",
+                    from.unix_ms()
+                ))
+            }
+            Listed::No => {}
+        }
+    }
+    Ok(Destination::External)
+}
+
+/// Decide `s` under the state in force: a frozen scope, a missing policy or a destination in
+/// its time-lock block (rule `freeze`, `policy` or `whitelist`); otherwise the policy decides.
+pub fn decide(
+    state: &State,
+    s: &Subject<'_>,
+    approvals: &[Approval],
+    moved: &dyn Fn(&VelocityLimit) -> Amount,
+    now: Timestamp,
+) -> Decision {
+    let version = state.policy.as_ref().map_or(0, |p| p.version);
+    let block = |rule: &str, why: String| Decision {
+        outcome: Outcome::Block(why),
+        rule: rule.to_owned(),
+        version,
+    };
+    let intent = s.intent;
+    if let Some(f) = state.frozen(intent.asset.symbol.as_str(), intent.source_wallet.as_str()) {
+        return block("freeze", format!("frozen by governance ({})", freeze_name(f)));
+    }
+    let Some(policy) = &state.policy else {
+        return block("policy", "no policy is in force: nothing may be signed".into());
+    };
+    let destination = match destination(state, s, now) {
+        Ok(d) => d,
+        Err(why) => return block("whitelist", why),
+    };
+    let intent_hash = match intent.hash() {
+        Ok(h) => h,
+        Err(e) => return block("intent", e.to_string()),
+    };
+    let req = Request {
+        intent,
+        intent_hash,
+        tier: s.tier,
+        destination,
+        initiator: s.initiator,
+        initiator_role: s.initiator_role,
+    };
+    evaluate(policy, &state.members, &req, approvals, moved, now)
+}
+
+fn freeze_name(f: &crate::log::FreezeScope) -> String {
+    match f {
+        crate::log::FreezeScope::Global => "global".into(),
+        crate::log::FreezeScope::Asset { asset } => format!("asset {asset}"),
+        crate::log::FreezeScope::Wallet { wallet } => format!("wallet {wallet}"),
+    }
+}
+
+impl Decision {
+    /// One line for people: what decided, and what is missing.
+    pub fn explain(&self) -> String {
+        let by = if self.rule.is_empty() {
+            format!("policy v{}", self.version)
+        } else {
+            format!("policy v{} rule {}", self.version, self.rule)
+        };
+        match &self.outcome {
+            Outcome::Allow => format!("{by}: allowed"),
+            Outcome::Wait { have, need, not_counted } => {
+                let why = if not_counted.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (not counted: {})", not_counted.join("; "))
+                };
+                format!("{by}: {have} of {need} approvals{why}")
+            }
+            Outcome::Block(reason) => format!("{by}: {reason}"),
+        }
+    }
+}
