@@ -66,6 +66,7 @@ pub async fn run(
         base_port,
         Some(primes.clone()),
         None,
+        None,
     )
     .await?;
     let orch = crate::signers::ClusterFile::load(tmp.path())?.orchestrator()?;

@@ -18,7 +18,9 @@ use strongroom_core::ledger::TREASURY_CUSTOMER;
 use strongroom_core::{new_id, Env, Intent, SystemEnv, WalletId};
 use strongroom_engine::deposits::{DepositWatcher, WatchConfig};
 use strongroom_engine::sweeps::{SweepConfig, Sweeper};
-use strongroom_engine::{EngineError, EthConfig, EthWithdrawals, SignError, StopPoint, TxSigner};
+use strongroom_engine::{
+    EngineError, EthConfig, EthWithdrawals, SignAuth, SignError, StopPoint, TxSigner,
+};
 use strongroom_mpc::ecdsa::MasterPublic;
 use strongroom_signer::wire::{KeyInfo, SignRequest, TxFormat};
 use strongroom_signer::Orchestrator;
@@ -136,6 +138,7 @@ impl TxSigner for OrchestratorSigner {
         path: &[u32],
         intent: &Intent,
         unsigned: &[u8],
+        auth: &SignAuth,
     ) -> Result<Vec<u8>, SignError> {
         let (info, signers) = self.key(wallet).await?;
         let request = SignRequest {
@@ -147,6 +150,9 @@ impl TxSigner for OrchestratorSigner {
             format: TxFormat::Eip1559,
             tx: hex::encode(unsigned),
             path: path.to_vec(),
+            approvals: auth.approvals.clone(),
+            customer_id: auth.customer_id.clone(),
+            governance: auth.governance.clone(),
             ..Default::default()
         };
         let signed =

@@ -1,7 +1,10 @@
-//! `strongroom governance`: the governance log on files, for admins to set up and change it
-//! with their own keys: make a key, write the genesis (members, quorum, whitelist time-lock),
-//! propose a change, sign it, commit it once enough members signed, and show the state a
-//! signer node would derive. Every command that reads the log replays and verifies all of it.
+//! `strongroom governance`: the governance log, for admins to set up and change it with
+//! their own keys: make a key, write the genesis (members, quorum, whitelist time-lock),
+//! install it in the server, propose a change, sign it, and show the state a signer node
+//! would derive. With `--dir` the log lives in files (offline); with `--api` on the server,
+//! which appends a change once enough members signed it. Every command that reads the log
+//! replays and verifies all of it, and `sign` shows what it signs and hashes it itself.
+//! `strongroom withdrawal approve` signs an approval of a withdrawal the same way.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +17,8 @@ use strongroom_governance::log::{
 };
 use strongroom_governance::policy::Policy;
 use strongroom_governance::Role;
+
+use crate::client::{at, ApiArgs};
 
 #[derive(Debug, Subcommand)]
 pub enum GovernanceCommand {
@@ -35,32 +40,86 @@ pub enum GovernanceCommand {
         /// How long a new whitelist entry waits before it can be used.
         #[arg(long, default_value_t = 24)]
         whitelist_delay_hours: i64,
+        /// The time-lock in seconds instead (for trials and tests).
+        #[arg(long, conflicts_with = "whitelist_delay_hours")]
+        whitelist_delay_secs: Option<i64>,
     },
-    /// Propose a change (one pending at a time), to be signed and committed.
-    Propose {
+    /// Install the genesis written by `init` in the server (`--api`). The signer nodes pin
+    /// the same hash in their own configuration (`strongroom dev --governance DIR`).
+    Install {
         #[arg(long)]
         dir: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Propose a change (one pending at a time), to be signed.
+    Propose {
+        /// Keep the log in this folder instead of the server.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        api: ApiArgs,
         #[command(subcommand)]
         change: ProposeCommand,
     },
-    /// Sign the pending change with a member's key.
+    /// Sign the pending change with a member's key (on the server, the change is appended
+    /// to the log once the signatures are enough).
     Sign {
         #[arg(long)]
-        dir: PathBuf,
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        api: ApiArgs,
         #[arg(long)]
         member: String,
         #[arg(long)]
         key: PathBuf,
+        /// The genesis hash to verify the server's log against (default: trust on sight).
+        #[arg(long)]
+        pin: Option<String>,
+        /// Sign without asking.
+        #[arg(long)]
+        yes: bool,
     },
-    /// Append the pending change to the log, if its signatures are enough.
+    /// Append the pending change to the log, if its signatures are enough (files only).
     Commit {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Drop the pending change (server only).
+    Withdraw {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Verify the whole log and print the state in force.
     Show {
         #[arg(long)]
-        dir: PathBuf,
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The genesis hash to verify the server's log against.
+        #[arg(long)]
+        pin: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WithdrawalCommand {
+    /// Approve a withdrawal: decode its intent, show it, hash it here, sign the approval
+    /// with the approver's key and submit it.
+    Approve {
+        /// The withdrawal's id.
+        id: uuid::Uuid,
+        #[arg(long)]
+        member: String,
+        #[arg(long)]
+        key: PathBuf,
+        /// How long the approval stays valid.
+        #[arg(long, default_value_t = 60)]
+        expires_in_minutes: i64,
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        api: ApiArgs,
     },
 }
 
@@ -111,6 +170,10 @@ pub enum ProposeCommand {
     },
     RemoveMember {
         id: String,
+    },
+    /// Cancel a whitelist addition still in its time-lock (the entry number that added it).
+    CancelPending {
+        seq: u64,
     },
 }
 
@@ -196,7 +259,103 @@ fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
     Ok(SigningKey::from_bytes(&secret))
 }
 
-pub fn run(cmd: GovernanceCommand) -> anyhow::Result<std::process::ExitCode> {
+fn change_of(change: ProposeCommand) -> anyhow::Result<Change> {
+    Ok(match change {
+        ProposeCommand::Policy { file } => Change::SetPolicy {
+            policy: Policy::from_toml(
+                &std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?,
+            )?,
+        },
+        ProposeCommand::WhitelistAdd { scope, chain, address, label } => {
+            let scope = whitelist_scope(&scope, &chain)?;
+            let address = strongroom_units::Address::parse(
+                &strongroom_units::ChainId::parse(&chain)?,
+                &address,
+            )?;
+            Change::WhitelistAdd { scope, address: address.as_str().to_owned(), label }
+        }
+        ProposeCommand::WhitelistRemove { scope, chain, address } => {
+            Change::WhitelistRemove { scope: whitelist_scope(&scope, &chain)?, address }
+        }
+        ProposeCommand::Freeze { scope } => Change::Freeze { scope: freeze_scope(&scope)? },
+        ProposeCommand::Unfreeze { scope } => Change::Unfreeze { scope: freeze_scope(&scope)? },
+        ProposeCommand::SetQuorum { quorum } => Change::SetQuorum { quorum },
+        ProposeCommand::AddMember { member: m } => Change::AddMember { member: member(&m)? },
+        ProposeCommand::RemoveMember { id } => Change::RemoveMember { id },
+        ProposeCommand::CancelPending { seq } => Change::CancelPending { seq },
+    })
+}
+
+/// The server's log, verified here: the genesis against `pin` (when given) and every entry.
+async fn load_api(
+    api: &crate::client::Api,
+    pin: Option<&str>,
+    env: &dyn Env,
+) -> anyhow::Result<(State, serde_json::Value)> {
+    let v = api.get("/v1/governance").await?;
+    anyhow::ensure!(
+        at(&v, "/installed").as_bool() == Some(true),
+        "no governance genesis is installed on the server (`governance install`)"
+    );
+    let genesis: Genesis = serde_json::from_value(at(&v, "/genesis").clone())?;
+    let entries: Vec<Entry> = serde_json::from_value(at(&v, "/entries").clone())?;
+    let server_pin = at(&v, "/pin").as_str().unwrap_or_default().to_owned();
+    if let Some(p) = pin {
+        anyhow::ensure!(
+            p.eq_ignore_ascii_case(&server_pin),
+            "the server's governance genesis is {server_pin}, not the pinned {p}"
+        );
+    }
+    let state = replay(&genesis, &server_pin, &entries, env.now())
+        .context("the server's governance log does not verify")?;
+    Ok((state, v))
+}
+
+/// Ask on the terminal, unless `yes`.
+fn confirm(yes: bool, question: &str) -> anyhow::Result<bool> {
+    if yes {
+        return Ok(true);
+    }
+    eprint!("{question} [y/N] ");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+}
+
+/// How far from now a proposal's time may be when a member signs it. The time-lock of a
+/// whitelist entry runs from that time, so an old one would shorten it.
+const MAX_PROPOSAL_AGE_MS: i64 = 3_600_000;
+
+fn print_state(state: &State, now: strongroom_core::Timestamp) {
+    println!("entries: {} (head {})", state.seq, state.head);
+    println!("quorum: {} admins", state.quorum);
+    for m in state.members.values() {
+        println!("member {}: {:?}", m.id, m.roles);
+    }
+    match &state.policy {
+        Some(p) => println!(
+            "policy: version {}, {} rules, {} velocity limits",
+            p.version,
+            p.rules.len(),
+            p.velocity.len()
+        ),
+        None => println!("policy: none"),
+    }
+    for w in &state.whitelist {
+        let when = if w.usable_from <= now {
+            "usable".to_owned()
+        } else {
+            format!("usable from {} ms", w.usable_from.unix_ms())
+        };
+        println!("whitelist {:?} {} ({}): {when}", w.scope, w.address, w.label);
+    }
+    for fz in &state.freezes {
+        println!("frozen: {fz:?}");
+    }
+}
+
+pub async fn run(cmd: GovernanceCommand) -> anyhow::Result<std::process::ExitCode> {
     let env = SystemEnv::new();
     match cmd {
         GovernanceCommand::Keygen { out } => {
@@ -206,19 +365,27 @@ pub fn run(cmd: GovernanceCommand) -> anyhow::Result<std::process::ExitCode> {
             crate::write_secret(&out, &hex::encode(secret.as_ref()))?;
             println!("{}", hex::encode(key.verifying_key().to_bytes()));
         }
-        GovernanceCommand::Init { dir, members, quorum, whitelist_delay_hours } => {
+        GovernanceCommand::Init {
+            dir,
+            members,
+            quorum,
+            whitelist_delay_hours,
+            whitelist_delay_secs,
+        } => {
             let f = files(&dir);
             anyhow::ensure!(
                 !f.genesis.exists(),
                 "{} exists: a genesis is made once",
                 f.genesis.display()
             );
+            let delay_ms = match whitelist_delay_secs {
+                Some(secs) => secs.checked_mul(1000),
+                None => whitelist_delay_hours.checked_mul(3_600_000),
+            };
             let genesis = Genesis {
                 members: members.iter().map(|m| member(m)).collect::<anyhow::Result<_>>()?,
                 quorum,
-                whitelist_delay_ms: whitelist_delay_hours
-                    .checked_mul(3_600_000)
-                    .context("delay too long")?,
+                whitelist_delay_ms: delay_ms.context("delay too long")?,
                 created_at: env.now(),
             };
             let pin = hex::encode(genesis.hash()?);
@@ -229,7 +396,26 @@ pub fn run(cmd: GovernanceCommand) -> anyhow::Result<std::process::ExitCode> {
             std::fs::write(&f.pin, format!("{pin}\n"))?;
             println!("genesis written; signer nodes pin {pin}");
         }
-        GovernanceCommand::Propose { dir, change } => {
+        GovernanceCommand::Install { dir, api } => {
+            let f = files(&dir);
+            let genesis: Genesis = serde_json::from_slice(&std::fs::read(&f.genesis)?)?;
+            let pin = std::fs::read_to_string(&f.pin)?.trim().to_owned();
+            replay(&genesis, &pin, &[], env.now()).context("the genesis does not match its pin")?;
+            let v = api
+                .connect()?
+                .post(
+                    "/v1/governance/genesis",
+                    &serde_json::json!({ "genesis": genesis, "pin": pin }),
+                )
+                .await?;
+            println!(
+                "genesis {} installed: {} members, quorum {}",
+                pin,
+                at(&v, "/members").as_array().map_or(0, Vec::len),
+                at(&v, "/quorum")
+            );
+        }
+        GovernanceCommand::Propose { dir: Some(dir), change, .. } => {
             let (state, _) = load(&dir, &env)?;
             let f = files(&dir);
             anyhow::ensure!(
@@ -237,36 +423,23 @@ pub fn run(cmd: GovernanceCommand) -> anyhow::Result<std::process::ExitCode> {
                 "a change is already pending ({})",
                 f.pending.display()
             );
-            let change = match change {
-                ProposeCommand::Policy { file } => Change::SetPolicy {
-                    policy: Policy::from_toml(&std::fs::read_to_string(file)?)?,
-                },
-                ProposeCommand::WhitelistAdd { scope, chain, address, label } => {
-                    let scope = whitelist_scope(&scope, &chain)?;
-                    let address = strongroom_units::Address::parse(
-                        &strongroom_units::ChainId::parse(&chain)?,
-                        &address,
-                    )?;
-                    Change::WhitelistAdd { scope, address: address.as_str().to_owned(), label }
-                }
-                ProposeCommand::WhitelistRemove { scope, chain, address } => {
-                    Change::WhitelistRemove { scope: whitelist_scope(&scope, &chain)?, address }
-                }
-                ProposeCommand::Freeze { scope } => Change::Freeze { scope: freeze_scope(&scope)? },
-                ProposeCommand::Unfreeze { scope } => {
-                    Change::Unfreeze { scope: freeze_scope(&scope)? }
-                }
-                ProposeCommand::SetQuorum { quorum } => Change::SetQuorum { quorum },
-                ProposeCommand::AddMember { member: m } => {
-                    Change::AddMember { member: member(&m)? }
-                }
-                ProposeCommand::RemoveMember { id } => Change::RemoveMember { id },
-            };
-            let entry = state.propose(change, env.now());
+            let entry = state.propose(change_of(change)?, env.now());
             std::fs::write(&f.pending, serde_json::to_vec_pretty(&entry)?)?;
             println!("proposed entry {}; hash {}", entry.seq, hex::encode(entry.hash()?));
         }
-        GovernanceCommand::Sign { dir, member, key } => {
+        GovernanceCommand::Propose { dir: None, api, change } => {
+            let change = change_of(change)?;
+            let v = api
+                .connect()?
+                .post("/v1/governance/proposals", &serde_json::json!({ "change": change }))
+                .await?;
+            println!(
+                "proposed entry {}; hash {}",
+                at(&v, "/seq"),
+                at(&v, "/hash").as_str().unwrap_or_default()
+            );
+        }
+        GovernanceCommand::Sign { dir: Some(dir), member, key, .. } => {
             let (state, _) = load(&dir, &env)?;
             let f = files(&dir);
             let mut entry: Entry =
@@ -282,6 +455,50 @@ pub fn run(cmd: GovernanceCommand) -> anyhow::Result<std::process::ExitCode> {
             entry.sign(&member, &key)?;
             std::fs::write(&f.pending, serde_json::to_vec_pretty(&entry)?)?;
             println!("{member} signed entry {} ({} signatures)", entry.seq, entry.signoffs.len());
+        }
+        GovernanceCommand::Sign { dir: None, api, member, key, pin, yes } => {
+            let api = api.connect()?;
+            let (state, v) = load_api(&api, pin.as_deref(), &env).await?;
+            let entry: Entry = serde_json::from_value(at(&v, "/proposal/entry").clone())
+                .context("nothing is pending on the server")?;
+            // What is signed is what this tool computes, never what the server says.
+            anyhow::ensure!(
+                entry.seq == state.seq + 1 && entry.prev == state.head,
+                "the proposal does not follow the verified log"
+            );
+            let now = env.now().unix_ms();
+            let age = now.saturating_sub(entry.at.unix_ms());
+            anyhow::ensure!(
+                (-300_000..=MAX_PROPOSAL_AGE_MS).contains(&age),
+                "the proposal is dated {} ms from now; re-propose it (an old date would shorten a whitelist time-lock)",
+                -age
+            );
+            let key = read_key(&key)?;
+            let m =
+                state.members.get(&member).with_context(|| format!("{member} is not a member"))?;
+            anyhow::ensure!(m.key == key.verifying_key(), "that key is not {member}'s");
+            let hash = entry.hash()?;
+            println!("entry {} (after {}):", entry.seq, entry.prev);
+            println!("{}", serde_json::to_string_pretty(&entry.change)?);
+            println!("hash {}", hex::encode(hash));
+            if !confirm(yes, "sign this change?")? {
+                println!("not signed");
+                return Ok(std::process::ExitCode::FAILURE);
+            }
+            use ed25519_dalek::Signer;
+            let sig = key.sign(&hash);
+            let r = api
+                .post(
+                    &format!("/v1/governance/proposals/{}/signoffs", entry.seq),
+                    &serde_json::json!({ "member": member, "signature": hex::encode(sig.to_bytes()) }),
+                )
+                .await?;
+            if at(&r, "/committed").as_bool() == Some(true) {
+                println!("{member} signed entry {}: committed", entry.seq);
+            } else {
+                let missing = at(&r, "/governance/proposal/missing").as_str().unwrap_or_default();
+                println!("{member} signed entry {}: waiting ({missing})", entry.seq);
+            }
         }
         GovernanceCommand::Commit { dir } => {
             let (_, mut entries) = load(&dir, &env)?;
@@ -301,34 +518,134 @@ pub fn run(cmd: GovernanceCommand) -> anyhow::Result<std::process::ExitCode> {
             std::fs::remove_file(&f.pending)?;
             println!("committed entry {}", entries.len());
         }
-        GovernanceCommand::Show { dir } => {
+        GovernanceCommand::Withdraw { api } => {
+            let api = api.connect()?;
+            let v = api.get("/v1/governance").await?;
+            let seq = at(&v, "/proposal/seq").as_u64().context("nothing is pending")?;
+            api.post(&format!("/v1/governance/proposals/{seq}/withdraw"), &serde_json::json!({}))
+                .await?;
+            println!("withdrew entry {seq}");
+        }
+        GovernanceCommand::Show { dir: Some(dir), .. } => {
             let (state, _) = load(&dir, &env)?;
-            println!("entries: {} (head {})", state.seq, state.head);
-            println!("quorum: {} admins", state.quorum);
-            for m in state.members.values() {
-                println!("member {}: {:?}", m.id, m.roles);
-            }
-            match &state.policy {
-                Some(p) => println!(
-                    "policy: version {}, {} rules, {} velocity limits",
-                    p.version,
-                    p.rules.len(),
-                    p.velocity.len()
-                ),
-                None => println!("policy: none"),
-            }
-            for w in &state.whitelist {
-                let when = if w.usable_from <= env.now() {
-                    "usable".to_owned()
-                } else {
-                    format!("usable from {} ms", w.usable_from.unix_ms())
-                };
-                println!("whitelist {:?} {} ({}): {when}", w.scope, w.address, w.label);
-            }
-            for fz in &state.freezes {
-                println!("frozen: {fz:?}");
+            print_state(&state, env.now());
+        }
+        GovernanceCommand::Show { dir: None, api, pin } => {
+            let (state, v) = load_api(&api.connect()?, pin.as_deref(), &env).await?;
+            print_state(&state, env.now());
+            if let Some(seq) = at(&v, "/proposal/seq").as_u64() {
+                let missing = at(&v, "/proposal/missing").as_str().unwrap_or_default();
+                println!("pending: entry {seq} ({missing})");
             }
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `strongroom withdrawal …`.
+pub async fn withdrawal(cmd: WithdrawalCommand) -> anyhow::Result<std::process::ExitCode> {
+    let env = SystemEnv::new();
+    match cmd {
+        WithdrawalCommand::Approve { id, member, key, expires_in_minutes, yes, api } => {
+            let api = api.connect()?;
+            let w = api.get(&format!("/v1/withdrawals/{id}")).await?;
+            let encoded = hex::decode(at(&w, "/intent").as_str().unwrap_or_default())
+                .context("the server sent no intent")?;
+            let intent = strongroom_core::Intent::decode(&encoded)?;
+            let hash = intent.hash()?;
+            anyhow::ensure!(
+                at(&w, "/intent_hash").as_str() == Some(hash.to_hex().as_str()),
+                "the server's intent hash is not the hash of its intent: refusing"
+            );
+            let (state, _) = load_api(&api, None, &env).await?;
+            let policy = state.policy.as_ref().context("no policy is in force")?;
+            println!("withdrawal {id}");
+            println!(
+                "  {} {} ({} base units) on {} from {} to {}",
+                intent.amount.format_decimal(intent.asset.decimals).unwrap_or_default(),
+                intent.asset.symbol,
+                intent.amount,
+                intent.chain,
+                intent.source_wallet.as_str(),
+                intent.destination,
+            );
+            println!(
+                "  network fee at most {} base units; intent hash {}",
+                intent.fee_cap,
+                hash.to_hex()
+            );
+            if !confirm(yes, "approve this withdrawal?")? {
+                println!("not approved");
+                return Ok(std::process::ExitCode::FAILURE);
+            }
+            let key = read_key(&key)?;
+            let expires = env.now().plus_ms(expires_in_minutes.saturating_mul(60_000));
+            let a = strongroom_governance::approval::Approval::sign(
+                &member,
+                &key,
+                &hash,
+                policy.version,
+                expires,
+            );
+            api.post(
+                &format!("/v1/withdrawals/{id}/approvals"),
+                &serde_json::json!({
+                    "approver": member, "intent_hash": a.intent_hash, "policy_version": a.policy_version,
+                    "expires_at_ms": expires.unix_ms(), "signature": a.signature,
+                }),
+            )
+            .await?;
+            let w = api.get(&format!("/v1/withdrawals/{id}")).await?;
+            let now =
+                at(&w, "/policy/explanation").as_str().unwrap_or("no longer waiting for approval");
+            println!("{member} approved under policy v{}; now: {now}", policy.version);
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The genesis the dev stack's signer nodes pin: `DATA/governance/genesis.{json,pin}`, copied
+/// there from `from` (a folder made by `governance init`) on first use. A dev stack never
+/// changes its pin: another genesis later is refused.
+pub fn dev_pin(
+    data_dir: &Path,
+    from: Option<&Path>,
+) -> anyhow::Result<Option<(PathBuf, String, Genesis)>> {
+    let here = files(&data_dir.join("governance"));
+    let read = |f: &Files| -> anyhow::Result<(Genesis, String)> {
+        let genesis: Genesis = serde_json::from_slice(
+            &std::fs::read(&f.genesis)
+                .with_context(|| format!("reading {}", f.genesis.display()))?,
+        )?;
+        let pin = std::fs::read_to_string(&f.pin)
+            .with_context(|| format!("reading {}", f.pin.display()))?
+            .trim()
+            .to_lowercase();
+        anyhow::ensure!(
+            hex::encode(genesis.hash()?) == pin,
+            "{} does not hash to {}",
+            f.genesis.display(),
+            f.pin.display()
+        );
+        Ok((genesis, pin))
+    };
+    let pinned = if here.pin.exists() { Some(read(&here)?) } else { None };
+    match (from, pinned) {
+        (None, None) => Ok(None),
+        (None, Some((g, pin))) => Ok(Some((here.genesis, pin, g))),
+        (Some(dir), pinned) => {
+            let (g, pin) = read(&files(dir))?;
+            if let Some((_, old)) = pinned {
+                anyhow::ensure!(
+                    old == pin,
+                    "this dev stack's signer nodes pin governance genesis {old}; it cannot change to {pin}"
+                );
+            } else {
+                std::fs::create_dir_all(data_dir.join("governance"))?;
+                std::fs::write(&here.genesis, serde_json::to_vec_pretty(&g)?)?;
+                std::fs::write(&here.pin, format!("{pin}\n"))?;
+            }
+            Ok(Some((here.genesis, pin, g)))
+        }
+    }
 }

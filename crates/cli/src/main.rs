@@ -7,6 +7,7 @@
 mod bench;
 mod bench_mpc;
 mod chain;
+mod client;
 mod config;
 mod governance;
 mod signers;
@@ -69,11 +70,21 @@ enum Command {
         /// Confirmations before a withdrawal is settled.
         #[arg(long, default_value_t = 2)]
         confirmations: u64,
+        /// Put the signer nodes under governance: the folder `strongroom governance init`
+        /// wrote. Its genesis is pinned by the nodes (for good: later starts keep it) and
+        /// installed in the database.
+        #[arg(long)]
+        governance: Option<PathBuf>,
     },
     /// The governance log (members, quorum, policy, whitelists, freezes), on files.
     Governance {
         #[command(subcommand)]
         command: governance::GovernanceCommand,
+    },
+    /// Withdrawals, as an approver: `approve` signs an approval on this machine.
+    Withdrawal {
+        #[command(subcommand)]
+        command: governance::WithdrawalCommand,
     },
     /// Compare ledger custody with on-chain balances (the dev chain's hot wallet); exits 1
     /// on any difference.
@@ -235,12 +246,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             eth_rpc,
             no_chain,
             confirmations,
+            governance,
         } => {
             let signers = (!no_signers).then_some((signer_base_port, test_primes));
             let chain = (!no_chain && !no_signers).then_some((eth_rpc, confirmations));
-            dev(&data_dir, listen, signers, chain).await
+            dev(&data_dir, listen, signers, chain, governance.as_deref()).await
         }
-        Command::Governance { command } => governance::run(command),
+        Command::Governance { command } => governance::run(command).await,
+        Command::Withdrawal { command } => governance::withdrawal(command).await,
         Command::Reconcile { data_dir } => {
             let data_dir = absolute(&data_dir)?;
             let store =
@@ -378,6 +391,7 @@ async fn dev(
     listen: std::net::SocketAddr,
     signer_opts: Option<(u16, Option<PathBuf>)>,
     chain_opts: Option<(Option<String>, u64)>,
+    governance_dir: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -417,13 +431,35 @@ async fn dev(
     let token_path = data_dir.join("operator.token");
     write_secret(&token_path, token.token.expose_secret())?;
 
+    let governance = governance::dev_pin(&data_dir, governance_dir)?;
+    if let Some((_, pin, genesis)) = &governance {
+        store
+            .write_governance(
+                &ctx,
+                strongroom_store::GovernanceWrite::Genesis {
+                    pin: pin.clone(),
+                    genesis: genesis.clone(),
+                },
+            )
+            .await
+            .context("installing the governance genesis")?;
+    }
+    let governed = governance.is_some();
     let started = start(&config, store.clone(), env).await?;
     let signers = match signer_opts {
         Some((port, primes)) => {
             let pki = DevPki::in_dir(&config.data_dir.join("tls"));
             Some(
-                signers::start_cluster(&data_dir, &pki.ca_cert, &pki.ca_key, port, primes, Some(2))
-                    .await?,
+                signers::start_cluster(
+                    &data_dir,
+                    &pki.ca_cert,
+                    &pki.ca_key,
+                    port,
+                    primes,
+                    Some(2),
+                    governance.map(|(file, pin, _)| (file, pin)),
+                )
+                .await?,
             )
         }
         None => None,
@@ -471,7 +507,13 @@ async fn dev(
         token_path.display()
     );
     println!();
-    if signers.is_some() {
+    if governed {
+        println!(
+            "  Governance:     signer nodes pin the genesis in {}",
+            data_dir.join("governance").display()
+        );
+    }
+    if signers.is_some() && !governed {
         println!("  strongroom mpc sign --key hot-btc-1 --message-hex $(printf hello | sha256sum | cut -c1-64)");
     }
     println!();

@@ -98,11 +98,18 @@ pub async fn start_cluster(
     base_port: u16,
     test_primes: Option<PathBuf>,
     refill: Option<usize>,
+    governance: Option<(PathBuf, String)>,
 ) -> anyhow::Result<Signers> {
     let env = SystemEnv::new();
     let addrs: Vec<SocketAddr> =
         (0..3u16).map(|i| SocketAddr::from(([127, 0, 0, 1], base_port + i))).collect();
-    let opts = Options { n: 3, addrs, allow_raw_messages: true, test_primes_file: test_primes };
+    let opts = Options {
+        n: 3,
+        addrs,
+        allow_raw_messages: true,
+        test_primes_file: test_primes,
+        governance,
+    };
     let dir = data_dir.join("signers");
     let cl: Cluster = cluster::prepare(&dir, ca_cert, ca_key, &opts, &env)?;
     let file = ClusterFile {

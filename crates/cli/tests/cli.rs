@@ -685,3 +685,218 @@ action = { kind = "approvals", count = 2, roles = ["approver"] }
     let (ok, out) = run(&["show", "--dir", g]);
     assert!(!ok && out.contains("does not verify"), "{out}");
 }
+
+/// Issue 5's end to end run, as a new user does it: admins make their keys and a 2-of-3
+/// genesis, `strongroom dev --governance` pins it in the signer nodes, a policy with amount
+/// tiers and a whitelist entry are proposed and signed through the API with the CLI. A small
+/// withdrawal signs at once; a large one waits (the API says why) and no transaction is
+/// built until two approvers sign it with `strongroom withdrawal approve`; then the signer
+/// processes sign it and it settles. A security officer freezes alone, and a withdrawal
+/// then waits for the freeze.
+#[test]
+fn dev_governed_withdrawals_wait_for_two_approvals_and_a_freeze() {
+    let Some(chain) = start_anvil(&["--block-time", "1"]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let gov = dir.path().join("gov");
+    let data = dir.path().join("dev");
+    let key = |id: &str| dir.path().join(format!("{id}.key")).to_str().unwrap().to_owned();
+    let cli = |args: &[&str], envs: &[(&str, String)]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let mut members = Vec::new();
+    for (id, role) in [
+        ("ada", "admin"),
+        ("bob", "admin"),
+        ("cy", "admin"),
+        ("ann", "approver"),
+        ("al", "approver"),
+        ("sec", "security_officer"),
+    ] {
+        let (ok, out) = cli(&["governance", "keygen", "--out", &key(id)], &[]);
+        assert!(ok, "{out}");
+        members.push(format!("{id}:{}:{role}", out.trim()));
+    }
+    let g = gov.to_str().unwrap();
+    let mut init =
+        vec!["governance", "init", "--dir", g, "--quorum", "2", "--whitelist-delay-secs", "6"];
+    for m in &members {
+        init.extend(["--member", m.as_str()]);
+    }
+    let (ok, out) = cli(&init, &[]);
+    assert!(ok, "{out}");
+    let pin = std::fs::read_to_string(gov.join("genesis.pin")).unwrap().trim().to_owned();
+
+    let rpc_args = ["--eth-rpc", chain.url.as_str(), "--confirmations", "1", "--governance", g];
+    let dev = start_dev_with(&data, &rpc_args, &[]);
+    let envs = vec![
+        ("STRONGROOM_ADDR", dev.url.clone()),
+        ("STRONGROOM_CACERT", dev.ca.clone()),
+        ("STRONGROOM_TOKEN_FILE", data.join("operator.token").to_str().unwrap().to_owned()),
+    ];
+    let run = |args: &[&str]| cli(args, &envs);
+    let (ok, out) = run(&["governance", "install", "--dir", g]);
+    assert!(ok, "installing the same genesis again is harmless: {out}");
+
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        r#"
+version = 1
+[[rules]]
+name = "internal"
+when = { destinations = ["internal"] }
+action = { kind = "allow" }
+[[rules]]
+name = "small-eth"
+when = { assets = ["ETH"], max_amount = "100000000000000000" }
+action = { kind = "allow" }
+[[rules]]
+name = "large-eth"
+when = { assets = ["ETH"] }
+action = { kind = "approvals", count = 2, roles = ["approver"] }
+[[rules]]
+name = "other"
+action = { kind = "block", reason = "no rule for this asset" }
+[[velocity]]
+name = "eth-daily"
+asset = "ETH"
+period_secs = 86400
+max_amount = "5000000000000000000"
+"#,
+    )
+    .unwrap();
+    let sign = |who: &str| {
+        run(&["governance", "sign", "--member", who, "--key", &key(who), "--pin", &pin, "--yes"])
+    };
+    let (ok, out) = run(&["governance", "propose", "policy", "--file", policy.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let (ok, out) = sign("ada");
+    assert!(ok && out.contains("waiting (entry 1: needs 2 distinct admins, has 1)"), "{out}");
+    let (ok, out) = sign("ann");
+    assert!(ok && out.contains("has 1"), "an approver's signature is no admin's: {out}");
+    let (ok, out) = sign("bob");
+    assert!(ok && out.contains("committed"), "{out}");
+    let cold = "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB";
+    let (ok, out) = run(&[
+        "governance",
+        "propose",
+        "whitelist-add",
+        "--scope",
+        "internal",
+        "--chain",
+        "eip155:31337",
+        "--address",
+        cold,
+        "--label",
+        "cold-1",
+    ]);
+    assert!(ok, "{out}");
+    assert!(sign("cy").0);
+    assert!(sign("ada").1.contains("committed"));
+    let (ok, out) = run(&["governance", "show", "--pin", &pin]);
+    assert!(ok && out.contains("policy: version 1, 4 rules"), "{out}");
+    assert!(out.contains("cold-1): usable from"), "in its time-lock: {out}");
+
+    // A customer with 2 ETH on the ledger (the dev faucet's ETH is in the hot wallet).
+    let c = api(&dev, "POST", "/v1/customers", Some(serde_json::json!({"external_id": "gus"})));
+    let cid = c["id"].as_str().unwrap().to_owned();
+    api(
+        &dev,
+        "POST",
+        "/v1/deposits",
+        Some(serde_json::json!({
+        "customer_id": cid, "asset": "ETH", "amount": "2", "reference": "0xfeed:1"})),
+    );
+    let dest = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+    let withdraw = |amount: &str| {
+        let w = api(
+            &dev,
+            "POST",
+            "/v1/withdrawals",
+            Some(serde_json::json!({
+            "customer_id": cid, "asset": "ETH", "destination": dest, "amount": amount})),
+        );
+        w["id"].as_str().unwrap_or_else(|| panic!("{w}")).to_owned()
+    };
+    let wait_state = |id: &str, state: &str, secs: u64| {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let w = api(&dev, "GET", &format!("/v1/withdrawals/{id}"), None);
+            if w["state"] == state {
+                return w;
+            }
+            assert!(Instant::now() < deadline, "not {state}: {w}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+
+    // Small: the policy allows it, the signer nodes sign it.
+    let small = withdraw("0.05");
+    wait_state(&small, "settled", 120);
+
+    // Large: it waits, says why, and nothing is built (no nonce spent).
+    let large = withdraw("0.5");
+    std::thread::sleep(Duration::from_secs(3));
+    let w = wait_state(&large, "reserved", 1);
+    assert_eq!(w["policy"]["explanation"], "policy v1 rule large-eth: 0 of 2 approvals", "{w}");
+    assert!(w.get("transaction").is_none(), "{w}");
+    let approve = |who: &str| {
+        run(&["withdrawal", "approve", &large, "--member", who, "--key", &key(who), "--yes"])
+    };
+    let (ok, out) = approve("ann");
+    assert!(ok && out.contains("1 of 2 approvals"), "{out}");
+    let (ok, out) = approve("ann");
+    assert!(ok && out.contains("1 of 2 approvals"), "one approval per person: {out}");
+    let (ok, out) = approve("al");
+    assert!(ok, "{out}");
+    let done = wait_state(&large, "settled", 120);
+    let txid = done["transaction"]["txid"].as_str().unwrap();
+    let tx = rpc(&chain.url, "eth_getTransactionByHash", serde_json::json!([txid]));
+    assert_eq!(tx["value"], "0x6f05b59d3b20000", "0.5 ETH");
+
+    // The signer nodes pin the genesis and keep their own verified copy of the log, which
+    // reached them with the signing requests.
+    for n in 1..=3 {
+        let config =
+            std::fs::read_to_string(data.join(format!("signers/signer-{n}/signer.toml"))).unwrap();
+        assert!(config.contains(&format!("governance_pin = \"{pin}\"")), "{config}");
+    }
+    let copies = (1..=3)
+        .filter_map(|n| {
+            std::fs::read_to_string(data.join(format!("signers/signer-{n}/data/governance.jsonl")))
+                .ok()
+        })
+        .filter(|log| log.lines().count() == 2)
+        .count();
+    assert!(copies >= 2, "the two signing nodes hold the log (policy, whitelist)");
+
+    // One security officer freezes ETH at once; the next withdrawal waits for the freeze.
+    let (ok, out) = run(&["governance", "propose", "freeze", "--scope", "asset:ETH"]);
+    assert!(ok, "{out}");
+    assert!(sign("sec").1.contains("committed"));
+    let frozen = withdraw("0.01");
+    std::thread::sleep(Duration::from_secs(3));
+    let w = wait_state(&frozen, "reserved", 1);
+    assert!(
+        w["policy"]["explanation"].as_str().unwrap().contains("frozen by governance (asset ETH)"),
+        "{w}"
+    );
+
+    // The time-lock has run out by now.
+    let (ok, out) = run(&["governance", "show", "--pin", &pin]);
+    assert!(ok && out.contains("cold-1): usable") && !out.contains("usable from"), "{out}");
+    let audit = Command::new(BIN)
+        .args(["audit", "verify", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stdout));
+    drop(dev);
+}

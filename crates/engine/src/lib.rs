@@ -70,7 +70,18 @@ pub trait TxSigner: Send + Sync {
         path: &[u32],
         intent: &Intent,
         unsigned: &[u8],
+        auth: &SignAuth,
     ) -> Result<Vec<u8>, SignError>;
+}
+
+/// What the signer nodes need, beyond the transaction, to decide under governance: the
+/// approvals submitted for the intent, the governance log (nodes append what they lack
+/// after verifying all of it) and whose withdrawal it is. Nodes trust none of it blindly.
+#[derive(Debug, Clone, Default)]
+pub struct SignAuth {
+    pub approvals: Vec<strongroom_governance::approval::Approval>,
+    pub governance: Vec<strongroom_governance::log::Entry>,
+    pub customer_id: Option<String>,
 }
 
 /// Where a test may stop the engine on a withdrawal, as if the process died there.
@@ -137,6 +148,8 @@ pub struct Job {
     pub state: WithdrawalState,
     /// A customer's withdrawal (not a movement between our own addresses).
     pub withdrawal: bool,
+    /// Whose withdrawal it is (None for sweeps).
+    pub customer_id: Option<Uuid>,
 }
 
 impl From<&Withdrawal> for Job {
@@ -147,6 +160,7 @@ impl From<&Withdrawal> for Job {
             path: Vec::new(),
             state: w.state,
             withdrawal: true,
+            customer_id: Some(w.customer_id),
         }
     }
 }
@@ -159,6 +173,7 @@ impl From<&Sweep> for Job {
             path: s.path.clone(),
             state: s.state,
             withdrawal: false,
+            customer_id: None,
         }
     }
 }
@@ -320,7 +335,51 @@ impl EthWithdrawals {
         }
     }
 
+    /// What the signers will be given with `w`, or why they would refuse it now. With a
+    /// governance genesis installed, the same gate the signer nodes run decides (without
+    /// their velocity counts, which only they keep): a withdrawal the policy holds back
+    /// waits here, before a nonce is spent on it.
+    pub async fn authorize(&self, w: &Job) -> Result<Result<SignAuth, String>, EngineError> {
+        let customer_id = w.customer_id.map(|c| c.to_string());
+        let rec = self.store.governance().await?;
+        let Some((pin, genesis)) = &rec.genesis else {
+            return Ok(Ok(SignAuth { customer_id, ..SignAuth::default() }));
+        };
+        let now = self.env.now();
+        let state = match strongroom_governance::log::replay(genesis, pin, &rec.entries, now) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(alert = true, error = %e, "the stored governance log does not verify");
+                return Ok(Err(format!("the stored governance log does not verify: {e}")));
+            }
+        };
+        let approvals = if w.withdrawal { self.store.approvals(w.id).await? } else { Vec::new() };
+        let own = if w.path.is_empty() {
+            false
+        } else {
+            let (_, home) = self.wallet(&w.intent.source_wallet).await?;
+            home == w.intent.destination
+        };
+        let subject = strongroom_governance::gate::Subject {
+            intent: &w.intent,
+            tier: strongroom_governance::policy::Tier::Hot,
+            own_destination: own,
+            customer_id: customer_id.as_deref(),
+            initiator: "",
+            initiator_role: strongroom_governance::Role::Operator,
+        };
+        let zero = |_: &strongroom_governance::policy::VelocityLimit| Amount::ZERO;
+        let d = strongroom_governance::gate::decide(&state, &subject, &approvals, &zero, now);
+        if !d.allowed() {
+            return Ok(Err(d.explain()));
+        }
+        Ok(Ok(SignAuth { approvals, governance: rec.entries, customer_id }))
+    }
+
     async fn build(&self, w: &Job) -> Result<Step, EngineError> {
+        if let Err(why) = self.authorize(w).await? {
+            return Ok(Step::Waiting(why));
+        }
         let intent = &w.intent;
         let (_, from) = self.key_at(&intent.source_wallet, &w.path).await?;
         let gas_limit = match &intent.asset.contract {
@@ -383,8 +442,14 @@ impl EthWithdrawals {
         let unsigned = hex::decode(&stored.unsigned_tx)
             .map_err(|_| StoreError::Corrupt("unsigned tx is not hex".into()))?;
         let (pk, _) = self.key_at(&w.intent.source_wallet, &w.path).await?;
+        // Approvals may have expired or a freeze come in since the build: ask the nodes
+        // anyway only when the gate lets it through (they decide again themselves).
+        let auth = match self.authorize(w).await? {
+            Ok(a) => a,
+            Err(why) => return Ok(Step::Waiting(why)),
+        };
         let signature =
-            self.signer.sign(&w.intent.source_wallet, &w.path, &w.intent, &unsigned).await?;
+            self.signer.sign(&w.intent.source_wallet, &w.path, &w.intent, &unsigned, &auth).await?;
         // Attaching checks the signature is the wallet's over this transaction.
         let signed = self.rpc.codec().attach(&unsigned, &pk, &[signature])?;
         let kept = self.store.record_signed(&self.ctx(), w.id, signed).await?;

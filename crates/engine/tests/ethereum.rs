@@ -72,6 +72,7 @@ impl TxSigner for KeySigner {
         path: &[u32],
         intent: &Intent,
         unsigned: &[u8],
+        _: &strongroom_engine::SignAuth,
     ) -> Result<Vec<u8>, SignError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let refuse = |m: String| SignError { message: m, retryable: false };

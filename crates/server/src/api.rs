@@ -226,6 +226,9 @@ pub struct WithdrawalView {
     pub expires_at_ms: i64,
     /// Hex SHA-256 tagged hash of the canonical intent: what approvers sign.
     pub intent_hash: String,
+    /// The canonical intent encoding (hex), so an approver's own tool can decode what it
+    /// approves and hash it itself instead of trusting `intent_hash` and the fields above.
+    pub intent: String,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     /// The transaction on chain, once built (single-withdrawal reads only).
@@ -276,6 +279,7 @@ impl From<&Withdrawal> for WithdrawalView {
             fee_cap: i.fee_cap.to_string(),
             expires_at_ms: i.expires_at.unix_ms(),
             intent_hash: w.intent_hash.clone(),
+            intent: i.encode().map(hex::encode).unwrap_or_default(),
             created_at_ms: w.created_at.unix_ms(),
             updated_at_ms: w.updated_at.unix_ms(),
             transaction: None,

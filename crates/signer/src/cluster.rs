@@ -35,6 +35,8 @@ pub struct Options {
     pub allow_raw_messages: bool,
     /// TEST ONLY primes (see `node::Config::test_primes_file`).
     pub test_primes_file: Option<PathBuf>,
+    /// The governance genesis file and the hash every node pins (None: ungoverned nodes).
+    pub governance: Option<(PathBuf, String)>,
 }
 
 /// Create a CA (if `ca_cert`/`ca_key` do not exist yet) with the dev CA's name.
@@ -97,6 +99,9 @@ pub fn prepare(
         toml.push_str(&format!("kek_file = {kek:?}\n"));
         toml.push_str(&format!("orchestrators = [\"{orch_pin}\"]\n"));
         toml.push_str(&format!("allow_raw_messages = {}\n", opts.allow_raw_messages));
+        if let Some((genesis, pin)) = &opts.governance {
+            toml.push_str(&format!("governance_genesis = {genesis:?}\ngovernance_pin = {pin:?}\n"));
+        }
         if let Some(p) = &opts.test_primes_file {
             toml.push_str(&format!("test_primes_file = {p:?}\n"));
         }

@@ -159,6 +159,7 @@ fn prepare(dir: &Path, allow_raw_messages: bool) -> (Cluster, PathBuf, PathBuf) 
         addrs: (0..3).map(|_| free_addr()).collect(),
         allow_raw_messages,
         test_primes_file: Some(primes_fixture()),
+        governance: None,
     };
     let cl = cluster::prepare(&dir.join("signers"), &ca, &ca_key, &opts, &env).unwrap();
     (cl, ca, ca_key)
