@@ -769,7 +769,7 @@ action = { kind = "block", reason = "no rule for this asset" }
 name = "eth-daily"
 asset = "ETH"
 period_secs = 86400
-max_amount = "5000000000000000000"
+max_amount = "600000000000000000"
 "#,
     )
     .unwrap();
@@ -862,6 +862,17 @@ max_amount = "5000000000000000000"
     let tx = rpc(&chain.url, "eth_getTransactionByHash", serde_json::json!([txid]));
     assert_eq!(tx["value"], "0x6f05b59d3b20000", "0.5 ETH");
 
+    // 0.55 ETH left today; the daily limit is 0.6: a 0.08 ETH withdrawal, small enough for
+    // no approvals, waits for the velocity limit (and takes no nonce).
+    let over = withdraw("0.08");
+    std::thread::sleep(Duration::from_secs(3));
+    let w = wait_state(&over, "reserved", 1);
+    let why = w["policy"]["explanation"].as_str().unwrap_or_default();
+    assert!(why.contains("velocity limit eth-daily"), "{w}");
+    assert!(w.get("transaction").is_none(), "{w}");
+    let cancelled = api(&dev, "POST", &format!("/v1/withdrawals/{over}/cancel"), None);
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+
     // The signer nodes pin the genesis and keep their own verified copy of the log, which
     // reached them with the signing requests.
     for n in 1..=3 {
@@ -889,6 +900,35 @@ max_amount = "5000000000000000000"
         w["policy"]["explanation"].as_str().unwrap().contains("frozen by governance (asset ETH)"),
         "{w}"
     );
+
+    // A compromised orchestrator asking the nodes straight for a signature over a bare
+    // digest (no transaction to decode) is refused by the nodes, and each says why in its
+    // own audit log.
+    let digest = "11".repeat(32);
+    let (ok, out) = cli(
+        &[
+            "mpc",
+            "sign",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--key",
+            "hot-eth-1",
+            "--message-hex",
+            &digest,
+        ],
+        &[],
+    );
+    assert!(!ok && out.contains("only decoded transactions are signed under governance"), "{out}");
+    let refusals = (1..=3)
+        .filter_map(|n| {
+            std::fs::read_to_string(data.join(format!("signers/signer-{n}/data/audit.jsonl"))).ok()
+        })
+        .filter(|log| {
+            log.contains("sign.refused")
+                && log.contains("only decoded transactions are signed under governance")
+        })
+        .count();
+    assert!(refusals >= 1, "the refusal is in a node's audit log");
 
     // The time-lock has run out by now.
     let (ok, out) = run(&["governance", "show", "--pin", &pin]);

@@ -340,40 +340,35 @@ impl EthWithdrawals {
     /// their velocity counts, which only they keep): a withdrawal the policy holds back
     /// waits here, before a nonce is spent on it.
     pub async fn authorize(&self, w: &Job) -> Result<Result<SignAuth, String>, EngineError> {
+        use strongroom_store::gate::{gate, Gate, Movement};
         let customer_id = w.customer_id.map(|c| c.to_string());
-        let rec = self.store.governance().await?;
-        let Some((pin, genesis)) = &rec.genesis else {
-            return Ok(Ok(SignAuth { customer_id, ..SignAuth::default() }));
-        };
-        let now = self.env.now();
-        let state = match strongroom_governance::log::replay(genesis, pin, &rec.entries, now) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(alert = true, error = %e, "the stored governance log does not verify");
-                return Ok(Err(format!("the stored governance log does not verify: {e}")));
-            }
-        };
-        let approvals = if w.withdrawal { self.store.approvals(w.id).await? } else { Vec::new() };
         let own = if w.path.is_empty() {
             false
         } else {
             let (_, home) = self.wallet(&w.intent.source_wallet).await?;
             home == w.intent.destination
         };
-        let subject = strongroom_governance::gate::Subject {
+        let m = Movement {
+            id: w.id,
             intent: &w.intent,
-            tier: strongroom_governance::policy::Tier::Hot,
+            customer_id: w.customer_id,
             own_destination: own,
-            customer_id: customer_id.as_deref(),
-            initiator: "",
-            initiator_role: strongroom_governance::Role::Operator,
         };
-        let zero = |_: &strongroom_governance::policy::VelocityLimit| Amount::ZERO;
-        let d = strongroom_governance::gate::decide(&state, &subject, &approvals, &zero, now);
-        if !d.allowed() {
-            return Ok(Err(d.explain()));
+        match gate(self.store.as_ref(), &m, self.env.now()).await? {
+            Gate::Ungoverned => Ok(Ok(SignAuth { customer_id, ..SignAuth::default() })),
+            Gate::Invalid(why) => {
+                tracing::error!(
+                    alert = true,
+                    why,
+                    "nothing is signed while the governance log does not verify"
+                );
+                Ok(Err(why))
+            }
+            Gate::Decided { decision, .. } if !decision.allowed() => Ok(Err(decision.explain())),
+            Gate::Decided { approvals, entries, .. } => {
+                Ok(Ok(SignAuth { approvals, governance: entries, customer_id }))
+            }
         }
-        Ok(Ok(SignAuth { approvals, governance: rec.entries, customer_id }))
     }
 
     async fn build(&self, w: &Job) -> Result<Step, EngineError> {

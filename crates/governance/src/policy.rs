@@ -72,6 +72,8 @@ pub struct Rule {
 }
 
 /// At most `max_amount` of `asset` leaves `wallet` (every wallet when absent) per period.
+/// Movements to internal destinations (our own wallets) stay in custody: they neither count
+/// nor are limited.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VelocityLimit {
@@ -207,7 +209,8 @@ pub fn evaluate(
     let decide =
         |outcome, rule: &str| Decision { outcome, rule: rule.to_owned(), version: policy.version };
     let intent = req.intent;
-    for v in &policy.velocity {
+    let leaves = req.destination != Destination::Internal;
+    for v in policy.velocity.iter().filter(|_| leaves) {
         let applies = v.asset == intent.asset.symbol.as_str()
             && v.wallet.as_deref().is_none_or(|w| w == intent.source_wallet.as_str());
         if !applies {

@@ -256,6 +256,27 @@ fn velocity_limits_block_whatever_the_approvals() {
 }
 
 #[test]
+fn movements_into_our_own_wallets_neither_count_nor_hit_velocity_limits() {
+    let s = with_policy();
+    let i = intent(ETH / 2, 77);
+    let req = |destination| Request {
+        intent: &i,
+        intent_hash: i.hash().unwrap(),
+        tier: Tier::Hot,
+        destination,
+        initiator: "ops",
+        initiator_role: Role::Operator,
+    };
+    let spent = |_: &VelocityLimit| Amount::from_base_units(10 * ETH).unwrap();
+    let now = Timestamp::from_unix_ms(T0 + 3_600_000);
+    let p = s.policy.as_ref().unwrap();
+    let out = evaluate(p, &s.members, &req(Destination::External), &[], &spent, now);
+    assert_eq!(out.rule, "hot-eth-daily", "{out:?}");
+    let home = evaluate(p, &s.members, &req(Destination::Internal), &[], &spent, now);
+    assert!(home.allowed(), "{home:?}");
+}
+
+#[test]
 fn policies_that_could_leave_a_request_undecided_are_refused() {
     let no_default = POLICY.replace(
         "name = \"everything-else\"\naction",
@@ -415,5 +436,46 @@ proptest! {
             }
             prop_assert!(moved <= 10 * ETH);
         }
+    }
+}
+
+proptest! {
+    /// One admin alone (or any one member) cannot change governance in a way that loosens
+    /// it: a laxer policy, a new member, a lower quorum, an unfreeze or a whitelist entry
+    /// signed by one person does not replay; only a freeze, which tightens, takes one.
+    #[test]
+    fn one_member_alone_cannot_loosen_governance(who in 0usize..7, kind in 0usize..6) {
+        let id = ["ada", "bob", "cy", "sec", "ann", "ben", "ops"][who];
+        let lax = Policy::from_toml(
+            "version = 2\n[[rules]]\nname = \"all\"\naction = { kind = \"allow\" }\n",
+        )
+        .unwrap();
+        let change = match kind {
+            0 => Change::SetPolicy { policy: lax },
+            1 => Change::AddMember { member: spec("eve", 9, &[Role::Admin, Role::Approver]) },
+            2 => Change::SetQuorum { quorum: 1 },
+            3 => Change::Unfreeze { scope: FreezeScope::Global },
+            4 => Change::WhitelistAdd {
+                scope: WhitelistScope::Internal { chain: "eip155:1".into() },
+                address: "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB".into(),
+                label: "mine".into(),
+            },
+            _ => Change::RemoveMember { id: "ada".into() },
+        };
+        let mut changes = vec![(
+            Change::SetPolicy { policy: Policy::from_toml(POLICY).unwrap() },
+            vec!["ada", "bob"],
+        )];
+        if kind == 3 {
+            changes.push((Change::Freeze { scope: FreezeScope::Global }, vec!["sec"]));
+        }
+        changes.push((change, vec![id]));
+        let log = log_of(changes);
+        prop_assert!(state_at(&log, T0 + 2 * DAY_MS).is_err(), "{id} alone changed governance");
+        // The same change signed twice by the same person is still one person.
+        let mut twice = log.clone();
+        let last = twice.last_mut().unwrap();
+        last.sign(id, &member_key(id)).unwrap();
+        prop_assert!(state_at(&twice, T0 + 2 * DAY_MS).is_err());
     }
 }

@@ -11,9 +11,8 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use strongroom_core::withdrawal::{Withdrawal, WithdrawalState};
 use strongroom_core::Timestamp;
-use strongroom_governance::gate::{decide, Subject};
 use strongroom_governance::log::{replay, Change, Entry, Genesis, Signoff, State as GovState};
-use strongroom_governance::policy::{Outcome, Tier};
+use strongroom_governance::policy::Outcome;
 use strongroom_store::{GovernanceRecord, GovernanceWrite, Role};
 use utoipa::ToSchema;
 
@@ -404,7 +403,8 @@ pub struct PolicyStatus {
 }
 
 /// The decision for a withdrawal still waiting to be signed (None: no governance, or past
-/// signing). The server cannot see the signer nodes' velocity counts: they may still refuse.
+/// signing). Velocity is estimated from stored withdrawals; the signer nodes count their own
+/// and may still refuse.
 pub(crate) async fn policy_status(
     state: &AppState,
     w: &Withdrawal,
@@ -412,21 +412,18 @@ pub(crate) async fn policy_status(
     if w.state != WithdrawalState::Reserved {
         return Ok(None);
     }
-    let now = state.env().now();
-    let rec = state.store().governance().await?;
-    let Some(gov) = state_of(&rec, now)? else { return Ok(None) };
-    let approvals = state.store().approvals(w.id).await?;
-    let customer = w.customer_id.to_string();
-    let subject = Subject {
+    use strongroom_store::gate::{gate, Gate, Movement};
+    let m = Movement {
+        id: w.id,
         intent: &w.intent,
-        tier: Tier::Hot,
+        customer_id: Some(w.customer_id),
         own_destination: false,
-        customer_id: Some(&customer),
-        initiator: "",
-        initiator_role: strongroom_governance::Role::Operator,
     };
-    let zero = |_: &strongroom_governance::policy::VelocityLimit| strongroom_units::Amount::ZERO;
-    let d = decide(&gov, &subject, &approvals, &zero, now);
+    let d = match gate(state.store().as_ref(), &m, state.env().now()).await? {
+        Gate::Ungoverned => return Ok(None),
+        Gate::Invalid(why) => return Err(invalid(why)),
+        Gate::Decided { decision, .. } => decision,
+    };
     let (outcome, have, need) = match &d.outcome {
         Outcome::Allow => ("allow", 0, 0),
         Outcome::Wait { have, need, .. } => ("wait", *have, *need),

@@ -838,8 +838,47 @@ async fn governance_changes_need_their_quorum_and_withdrawals_show_why_they_wait
         s.call("GET", &format!("/v1/withdrawals/{wid}"), Some(Role::Auditor), None, None).await;
     assert_eq!(w["policy"]["outcome"], "allow", "{w}");
 
-    // An entry edited in the database no longer verifies, and the server says so.
+    // A whitelist entry inserted straight into the database (no admin signed it) makes the
+    // log fail to verify: nothing trusts it, and the server says so.
     use sqlx::Executor;
+    let (_, now_gov, _) = s.call("GET", "/v1/governance", Some(Role::Auditor), None, None).await;
+    let last: strongroom_governance::log::Entry =
+        serde_json::from_value(now_gov["entries"][1].clone()).unwrap();
+    let forged = strongroom_governance::log::Entry {
+        seq: 3,
+        prev: hex::encode(last.hash().unwrap()),
+        at: TestEnv(std::time::Instant::now()).now(),
+        change: strongroom_governance::log::Change::WhitelistAdd {
+            scope: strongroom_governance::log::WhitelistScope::Internal {
+                chain: "eip155:31337".into(),
+            },
+            address: "0x0000000000000000000000000000000000000bad".into(),
+            label: "attacker".into(),
+        },
+        signoffs: vec![],
+    };
+    let row = serde_json::to_string(&forged).unwrap().replace('\'', "''");
+    s.store
+        .pool()
+        .execute(
+            format!(
+                "INSERT INTO governance_entries (seq, entry, created_at_ms) VALUES (3, '{row}', 0)"
+            )
+            .as_str(),
+        )
+        .await
+        .unwrap();
+    let (st, v, _) = s.call("GET", "/v1/governance", Some(Role::Auditor), None, None).await;
+    assert_eq!((st, code(&v)), (StatusCode::INTERNAL_SERVER_ERROR, "governance_invalid"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("entry 3: needs 2 distinct admins, has 0"),
+        "{v}"
+    );
+    s.store.pool().execute("DELETE FROM governance_entries WHERE seq = 3").await.unwrap();
+    let (st, _, _) = s.call("GET", "/v1/governance", Some(Role::Auditor), None, None).await;
+    assert_eq!(st, StatusCode::OK);
+
+    // An entry edited in the database no longer verifies, and the server says so.
     s.store.pool().execute("UPDATE governance_entries SET entry = REPLACE(entry, '\"count\":1', '\"count\":0') WHERE seq = 1").await.unwrap();
     let (st, v, _) = s.call("GET", "/v1/governance", Some(Role::Auditor), None, None).await;
     assert_eq!((st, code(&v)), (StatusCode::INTERNAL_SERVER_ERROR, "governance_invalid"), "{v}");

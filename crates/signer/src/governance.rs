@@ -171,6 +171,12 @@ impl PreSignCheck for GovernanceCheck {
         if !d.allowed() {
             return Err(d.explain());
         }
+        // What stays in custody (sweeps home, whitelisted internal transfers) does not count.
+        let internal = strongroom_governance::gate::destination(&inner.state, &subject, ctx.now)
+            == Ok(strongroom_governance::policy::Destination::Internal);
+        if internal {
+            return Ok(());
+        }
         // Counted before the signature leaves: a refused session afterwards only makes the
         // node stricter, never looser.
         let s = Signed {

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod faults;
+pub mod gate;
 mod sql;
 pub mod types;
 pub mod verify;
