@@ -233,6 +233,19 @@ mod tests {
             assert!(run("hot-eth-1", &approved, build(&other, &PARAMS), 0)
                 .unwrap_err()
                 .contains("amount"));
+            // Paid to another address than the approved one: for a token, the calldata's
+            // recipient differs while the transaction's `to` (the token) is the same.
+            other = approved.clone();
+            other.destination = strongroom_units::Address::parse(
+                &approved.chain,
+                "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB",
+            )
+            .unwrap();
+            let redirected = build(&other, &PARAMS);
+            assert_ne!(redirected, build(&approved, &PARAMS));
+            assert!(run("hot-eth-1", &approved, redirected, 0)
+                .unwrap_err()
+                .contains("destination"));
             other = approved.clone();
             other.asset.contract = match &approved.asset.contract {
                 Some(_) => None,
