@@ -10,6 +10,7 @@ mod chain;
 mod client;
 mod config;
 mod governance;
+mod risk;
 mod signers;
 
 use std::path::{Path, PathBuf};
@@ -85,6 +86,11 @@ enum Command {
     Withdrawal {
         #[command(subcommand)]
         command: governance::WithdrawalCommand,
+    },
+    /// The risk models offline (`eval`: progressive validation over a labelled CSV).
+    Risk {
+        #[command(subcommand)]
+        command: risk::RiskCommand,
     },
     /// Compare ledger custody with on-chain balances (the dev chain's hot wallet); exits 1
     /// on any difference.
@@ -254,6 +260,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Governance { command } => governance::run(command).await,
         Command::Withdrawal { command } => governance::withdrawal(command).await,
+        Command::Risk { command } => risk::run(command),
         Command::Reconcile { data_dir } => {
             let data_dir = absolute(&data_dir)?;
             let store =

@@ -940,3 +940,38 @@ max_amount = "600000000000000000"
     assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stdout));
     drop(dev);
 }
+
+/// `strongroom risk eval` on a labelled CSV: the AUCs, and a clear message for a column that
+/// is not numeric.
+#[test]
+fn risk_eval_reports_auc_and_names_a_bad_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.csv");
+    let mut text = String::from("id,amount_ratio,new_device,label\n");
+    for i in 0..400u32 {
+        let bad = i % 10 == 0;
+        let ratio = if bad { 8.0 + f64::from(i % 7) } else { 1.0 + f64::from(i % 5) / 10.0 };
+        text.push_str(&format!("u{i},{ratio},{},{}\n", u8::from(bad), u8::from(bad)));
+    }
+    std::fs::write(&file, &text).unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["risk", "eval", file.to_str().unwrap(), "--label-column", "label"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (ok, out) = run(&[]);
+    assert!(!ok && out.contains("row 2, column \"id\": \"u0\" is not a number"), "{out}");
+    let (ok, out) = run(&["--skip-column", "id", "--limit", "300"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("300 rows (30 positive), 2 features: amount_ratio, new_device"), "{out}");
+    let auc: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("ROC AUC "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(auc > 0.9, "an easy stream: {out}");
+}
