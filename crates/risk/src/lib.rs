@@ -11,13 +11,22 @@
 //! - [`eval`]: progressive validation over a labelled CSV: score each row with every model,
 //!   then let them learn from it (the supervised model sees the label only after scoring).
 //!
+//! - [`lists`]: sanctions and scam address lists, normalised per chain.
+//! - [`profile`]: each customer's bounded history and the features of a withdrawal.
+//! - [`rules`]: declarative versioned rules with scores, hard actions and shadow mode.
+//! - [`engine`]: the decision (allow, review, block) with its reasons.
+//!
 //! Scores are `f64`: they are probabilities and ranks, never money. Pure apart from reading
 //! the CSV given to [`eval`]; randomness comes from a seed.
 
+pub mod engine;
 pub mod eval;
 pub mod ftrl;
 pub mod hst;
+pub mod lists;
 pub mod metrics;
+pub mod profile;
+pub mod rules;
 pub mod scale;
 
 /// SplitMix64: a small seeded generator, so models are reproducible.

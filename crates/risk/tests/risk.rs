@@ -106,3 +106,117 @@ fn progressive_validation_on_shuttle_beats_loda() {
     let best = r.best().unwrap();
     assert!(best.roc_auc > 0.96, "river's LODA reaches about 0.96: {best:?}");
 }
+
+mod engine {
+    use strongroom_risk::engine::{Decision, RiskEngine};
+    use strongroom_risk::lists::{ListKind, Lists};
+    use strongroom_risk::profile::{Activity, WithdrawalEvent};
+    use strongroom_risk::rules::{RuleError, RuleSet, DEFAULT_RULES};
+
+    const ETH: u128 = 1_000_000_000_000_000_000;
+    const USUAL: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+    const OFAC: &str = "0x8589427373D6D84E98730D7795D8f6f8731FDA16"; // on the OFAC SDN list
+
+    fn ev(at_min: i64, amount: u128, destination: &str, device: &str) -> WithdrawalEvent {
+        WithdrawalEvent {
+            customer: "c1".into(),
+            at_ms: 1_800_000_000_000 + at_min * 60_000,
+            asset: "ETH".into(),
+            amount,
+            destination: destination.into(),
+            device: Some(device.into()),
+            ip: Some("203.0.113.7".into()),
+        }
+    }
+
+    fn engine_with_history() -> RiskEngine {
+        let mut e = RiskEngine::new(RuleSet::from_toml(DEFAULT_RULES).unwrap());
+        for i in 0..20 {
+            let w = ev(i * 600, ETH / 10 + (i as u128) * ETH / 1000, USUAL, "phone-1");
+            e.record(&w);
+        }
+        e
+    }
+
+    #[test]
+    fn a_listed_destination_is_blocked_however_it_is_written() {
+        let mut lists = Lists::default();
+        lists.add_lines(ListKind::Sanctions, "sanctioned_addresses_ETH.txt", &format!("# OFAC\n{OFAC}\n"));
+        let e = engine_with_history();
+        let a = e.assess(&ev(20_000, ETH / 10, &OFAC.to_lowercase(), "phone-1"), &lists);
+        assert_eq!(a.decision, Decision::Block, "{a:?}");
+        assert_eq!(a.reasons[0].source, "list:sanctions");
+        assert!(a.reasons[0].detail.contains("sanctioned_addresses_ETH.txt"), "{a:?}");
+    }
+
+    #[test]
+    fn ten_times_the_usual_to_a_new_address_from_a_new_device_is_paused_with_reasons() {
+        let e = engine_with_history();
+        let lists = Lists::default();
+        let usual = e.assess(&ev(20_000, ETH / 10, USUAL, "phone-1"), &lists);
+        assert_eq!(usual.decision, Decision::Allow, "{usual:?}");
+        let odd = e.assess(&ev(20_000, 2 * ETH, "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB", "laptop-9"), &lists);
+        assert_eq!(odd.decision, Decision::Review, "{odd:?}");
+        let sources: Vec<&str> = odd.reasons.iter().map(|r| r.source.as_str()).collect();
+        assert!(sources.contains(&"rule:unusual-amount-to-a-new-address-from-a-new-device"), "{sources:?}");
+        assert!(odd.reasons.iter().any(|r| r.detail.contains("amount_vs_median = ")), "{odd:?}");
+        // Large alone scores but does not pause; just after a security change it does.
+        let large = e.assess(&ev(20_000, 2 * ETH, USUAL, "phone-1"), &lists);
+        assert_eq!((large.decision, large.score), (Decision::Allow, 30), "{large:?}");
+        let mut e = e;
+        e.record_activity("c1", &Activity::SecurityChange, 1_800_000_000_000 + 19_990 * 60_000);
+        let after = e.assess(&ev(20_000, 2 * ETH, USUAL, "phone-1"), &lists);
+        assert_eq!((after.decision, after.score), (Decision::Review, 60), "{after:?}");
+    }
+
+    #[test]
+    fn shadow_rules_record_without_acting_and_bad_rules_are_refused() {
+        let e = engine_with_history();
+        let lists = Lists::default();
+        let mut burst = e.assess(&ev(20_000, ETH / 10, USUAL, "phone-1"), &lists);
+        let mut e = e;
+        for k in 0..6 {
+            e.record(&ev(20_000 + k, ETH / 10, USUAL, "phone-1"));
+            burst = e.assess(&ev(20_007, ETH / 10, USUAL, "phone-1"), &lists);
+        }
+        assert_eq!(burst.decision, Decision::Allow, "{burst:?}");
+        assert!(burst.shadow.iter().any(|r| r.source == "rule:burst"), "{burst:?}");
+        let bad = "version = 1\nreview_at = 50\nblock_at = 100\n[[rules]]\nname = \"x\"\nall = [{ feature = \"shoe_size\", at_least = 1.0 }]\nscore = 5\n";
+        assert!(matches!(RuleSet::from_toml(bad), Err(RuleError::UnknownFeature { .. })));
+        let inert = "version = 1\nreview_at = 50\nblock_at = 100\n[[rules]]\nname = \"x\"\nall = [{ feature = \"count_1h\", at_least = 1.0 }]\n";
+        assert!(matches!(RuleSet::from_toml(inert), Err(RuleError::NoEffect(_))));
+    }
+
+    #[test]
+    fn profiles_stay_bounded() {
+        let mut e = RiskEngine::new(RuleSet::from_toml(DEFAULT_RULES).unwrap());
+        for i in 0..300 {
+            e.record(&ev(i, ETH / 10, &format!("0x{:040x}", i + 1), "phone-1"));
+        }
+        // The first destination was forgotten (256 kept), the last is remembered.
+        let lists = Lists::default();
+        let first = e.assess(&ev(400, ETH / 10, &format!("0x{:040x}", 1), "phone-1"), &lists);
+        let last = e.assess(&ev(400, ETH / 10, &format!("0x{:040x}", 300), "phone-1"), &lists);
+        let new_dest = |a: &strongroom_risk::engine::Assessment| a.features.iter().find(|(n, _)| n == "new_destination").unwrap().1;
+        assert_eq!((new_dest(&first), new_dest(&last)), (1.0, 0.0));
+        assert!(e.max_bytes_per_customer() < 64 * 1024, "{}", e.max_bytes_per_customer());
+    }
+
+    #[test]
+    fn the_real_ofac_and_scam_lists_load() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
+        let Ok(ofac) = std::fs::read_to_string(dir.join("ofac-sanctioned-addresses/sanctioned_addresses_ETH.txt")) else {
+            println!("SKIPPED: no ../shared/data");
+            return;
+        };
+        let mut lists = Lists::default();
+        let n = lists.add_lines(ListKind::Sanctions, "sanctioned_addresses_ETH.txt", &ofac);
+        assert!(n >= 100, "{n}");
+        let scams = std::fs::read_to_string(dir.join("forta-labels/labels/1/phishing_scams.csv")).unwrap();
+        assert!(lists.add_csv(ListKind::Scam, "phishing_scams.csv", &scams).unwrap() > 1000);
+        let first = ofac.lines().next().unwrap();
+        assert_eq!(lists.check(&first.to_lowercase()).unwrap().kind, ListKind::Sanctions);
+        assert_eq!(lists.check("0x000000000532b45f47779fce440748893b257865").unwrap().label, "Fake_Phishing3901");
+        assert!(lists.check(USUAL).is_none());
+    }
+}
