@@ -213,6 +213,7 @@ pub async fn start_dev_chain(
     rpc_url: Option<String>,
     confirmations: u64,
     api: &strongroom_server::AppState,
+    require_risk: bool,
 ) -> anyhow::Result<Option<DevChain>> {
     let chain = ChainId::parse(DEV_CHAIN)?;
     let (node, url) = match rpc_url {
@@ -251,6 +252,7 @@ pub async fn start_dev_chain(
         fee_asset: AssetSymbol::parse("ETH")?,
         confirmations,
         stop_at,
+        require_risk,
     };
     let engine = EthWithdrawals::new(store.clone(), rpc.clone(), signer.clone(), env.clone(), cfg);
     let wallet = WalletId::parse("hot-eth-1")?;

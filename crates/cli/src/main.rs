@@ -76,6 +76,19 @@ enum Command {
         /// installed in the database.
         #[arg(long)]
         governance: Option<PathBuf>,
+        /// A folder of sanctions and scam address lists for the risk engine (`*.txt`, one
+        /// address a line; `*.csv` with an `address` column), reloaded when it changes.
+        #[arg(long)]
+        risk_lists: Option<PathBuf>,
+        /// The risk rule set (TOML); built-in defaults otherwise.
+        #[arg(long)]
+        risk_rules: Option<PathBuf>,
+        /// The security team's webhook for risk alerts (signed with HMAC-SHA256).
+        #[arg(long, requires = "risk_webhook_secret")]
+        risk_webhook: Option<String>,
+        /// The file holding the webhook's HMAC secret.
+        #[arg(long, requires = "risk_webhook")]
+        risk_webhook_secret: Option<PathBuf>,
     },
     /// The governance log (members, quorum, policy, whitelists, freezes), on files.
     Governance {
@@ -253,10 +266,19 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             no_chain,
             confirmations,
             governance,
+            risk_lists,
+            risk_rules,
+            risk_webhook,
+            risk_webhook_secret,
         } => {
             let signers = (!no_signers).then_some((signer_base_port, test_primes));
             let chain = (!no_chain && !no_signers).then_some((eth_rpc, confirmations));
-            dev(&data_dir, listen, signers, chain, governance.as_deref()).await
+            let risk = risk::RiskOptions {
+                lists: risk_lists,
+                rules: risk_rules,
+                webhook: risk_webhook.zip(risk_webhook_secret),
+            };
+            dev(&data_dir, listen, signers, chain, governance.as_deref(), risk).await
         }
         Command::Governance { command } => governance::run(command).await,
         Command::Withdrawal { command } => governance::withdrawal(command).await,
@@ -399,6 +421,7 @@ async fn dev(
     signer_opts: Option<(u16, Option<PathBuf>)>,
     chain_opts: Option<(Option<String>, u64)>,
     governance_dir: Option<&Path>,
+    risk_opts: risk::RiskOptions,
 ) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -453,6 +476,9 @@ async fn dev(
     }
     let governed = governance.is_some();
     let started = start(&config, store.clone(), env).await?;
+    // The risk engine: screens destinations at the API and assesses every withdrawal before
+    // the engine may build it.
+    let risk_worker = risk::start_worker(store.clone(), risk_opts, &started.state).await?;
     let signers = match signer_opts {
         Some((port, primes)) => {
             let pki = DevPki::in_dir(&config.data_dir.join("tls"));
@@ -481,6 +507,7 @@ async fn dev(
                 rpc,
                 confirmations,
                 &started.state,
+                true,
             )
             .await?
         }
@@ -526,6 +553,7 @@ async fn dev(
     println!();
     println!("Stop with Ctrl-C. Data stays in {}.", data_dir.display());
     wait_for_signal(started.running).await;
+    risk_worker.abort();
     if let Some(c) = chain {
         c.stop();
     }

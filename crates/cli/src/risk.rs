@@ -65,3 +65,428 @@ pub fn run(cmd: RiskCommand) -> anyhow::Result<std::process::ExitCode> {
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
+
+// ---------- the risk worker of the dev stack ----------
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use strongroom_core::withdrawal::{Withdrawal, WithdrawalState};
+use strongroom_core::{Env, SystemEnv};
+use strongroom_risk::engine::{Assessment, Decision, RiskEngine};
+use strongroom_risk::lists::{ListKind, Lists};
+use strongroom_risk::profile::{Activity, WithdrawalEvent};
+use strongroom_risk::rules::{RuleSet, DEFAULT_RULES};
+use strongroom_store::{RiskReview, RiskState, SqlStore, Store, WithdrawalFilter, WriteCtx};
+use uuid::Uuid;
+
+use crate::client::at;
+
+/// Where the risk worker gets its lists and rules, and where it sends alerts.
+#[derive(Debug, Clone, Default)]
+pub struct RiskOptions {
+    /// A folder of lists: `*.txt` one address a line (sanctions when the name says
+    /// "sanction", else scam), `*.csv` with an `address` column (scam). Reloaded when a file
+    /// changes.
+    pub lists: Option<PathBuf>,
+    /// A rule set (TOML); the default rules otherwise.
+    pub rules: Option<PathBuf>,
+    /// The security team's webhook and the file holding its HMAC secret.
+    pub webhook: Option<(String, PathBuf)>,
+}
+
+/// Load every list in `dir`.
+pub fn load_lists(dir: &std::path::Path) -> anyhow::Result<Lists> {
+    let mut lists = Lists::default();
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    names.sort();
+    for path in names {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+        if ext != "txt" && ext != "csv" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        match ext {
+            "txt" => {
+                let kind = if name.to_lowercase().contains("sanction") {
+                    ListKind::Sanctions
+                } else {
+                    ListKind::Scam
+                };
+                lists.add_lines(kind, &name, &text);
+            }
+            _ => {
+                lists.add_csv(ListKind::Scam, &name, &text)?;
+            }
+        }
+    }
+    Ok(lists)
+}
+
+/// The newest modification time among the folder's files (to notice changes).
+fn stamp(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok()?.metadata().ok()?.modified().ok()).max()
+}
+
+/// Signed webhooks to the security team.
+#[derive(Clone)]
+pub struct Alerts {
+    webhook: Option<(String, Arc<zeroize::Zeroizing<Vec<u8>>>)>,
+    client: reqwest::Client,
+}
+
+impl std::fmt::Debug for Alerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alerts").field("webhook", &self.webhook.as_ref().map(|w| &w.0)).finish()
+    }
+}
+
+impl Alerts {
+    pub fn new(webhook: Option<(String, PathBuf)>) -> anyhow::Result<Self> {
+        let webhook = match webhook {
+            Some((url, secret)) => {
+                let s = std::fs::read(&secret)
+                    .with_context(|| format!("reading {}", secret.display()))?;
+                let trimmed = String::from_utf8_lossy(&s).trim().as_bytes().to_vec();
+                Some((url, Arc::new(zeroize::Zeroizing::new(trimmed))))
+            }
+            None => None,
+        };
+        let client =
+            reqwest::Client::builder().use_rustls_tls().timeout(Duration::from_secs(10)).build()?;
+        Ok(Alerts { webhook, client })
+    }
+
+    /// Log the alert and post it to the webhook, signed: header
+    /// `X-Strongroom-Signature: t=<unix ms>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+    pub fn send(&self, kind: &str, detail: serde_json::Value) {
+        let body = serde_json::json!({ "kind": kind, "detail": detail }).to_string();
+        tracing::warn!(alert = true, kind, detail = %body, "security alert");
+        let Some((url, secret)) = self.webhook.clone() else { return };
+        let client = self.client.clone();
+        let t = SystemEnv::new().now().unix_ms();
+        tokio::spawn(async move {
+            use hmac::{Hmac, Mac};
+            let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret.as_slice()) else {
+                return;
+            };
+            mac.update(format!("{t}.{body}").as_bytes());
+            let sig = hex::encode(mac.finalize().into_bytes());
+            for attempt in 0..5u64 {
+                let sent = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("x-strongroom-signature", format!("t={t},v1={sig}"))
+                    .body(body.clone())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().is_success() => return,
+                    Ok(r) => tracing::warn!(status = %r.status(), "webhook refused the alert"),
+                    Err(e) => tracing::warn!(error = %e, "webhook unreachable"),
+                }
+                tokio::time::sleep(Duration::from_millis(500 * (attempt + 1))).await;
+            }
+        });
+    }
+}
+
+/// Screens destinations at the API with the current lists.
+#[derive(Debug)]
+pub struct ListScreen {
+    lists: Arc<RwLock<Arc<Lists>>>,
+    alerts: Alerts,
+}
+
+impl strongroom_server::DestinationScreen for ListScreen {
+    fn screen(&self, customer_id: Uuid, chain: &str, address: &str) -> Option<String> {
+        let lists = self.lists.read().ok()?.clone();
+        let hit = lists.check(address)?;
+        let why = format!("the destination is on the {} list {}", hit.kind.as_str(), hit.source);
+        self.alerts.send(
+            "withdrawal_blocked",
+            serde_json::json!({ "customer_id": customer_id, "chain": chain, "destination": address,
+                "reason": why, "label": hit.label }),
+        );
+        Some(why)
+    }
+}
+
+fn assessment_json(a: &Assessment) -> serde_json::Value {
+    let reasons = |r: &[strongroom_risk::engine::Reason]| -> Vec<serde_json::Value> {
+        r.iter()
+            .map(|r| serde_json::json!({ "source": r.source, "detail": r.detail, "points": r.points }))
+            .collect()
+    };
+    serde_json::json!({
+        "reasons": reasons(&a.reasons),
+        "shadow": reasons(&a.shadow),
+        "features": a.features.iter().map(|(n, v)| serde_json::json!({ "name": n, "value": v })).collect::<Vec<_>>(),
+        "rules_version": a.rules_version,
+    })
+}
+
+fn features_of(review: &RiskReview) -> Vec<f64> {
+    at(&review.assessment, "/features")
+        .as_array()
+        .map(|f| f.iter().map(|x| at(x, "/value").as_f64().unwrap_or(0.0)).collect())
+        .unwrap_or_default()
+}
+
+struct Worker {
+    store: Arc<SqlStore>,
+    engine: RiskEngine,
+    lists: Arc<RwLock<Arc<Lists>>>,
+    alerts: Alerts,
+    /// Device and IP a withdrawal was requested from.
+    contexts: HashMap<Uuid, (Option<String>, Option<String>)>,
+    last_event_ms: i64,
+    learned: HashSet<Uuid>,
+    env: SystemEnv,
+}
+
+impl Worker {
+    fn event(&self, w: &Withdrawal) -> WithdrawalEvent {
+        let (device, ip) = self.contexts.get(&w.id).cloned().unwrap_or((None, None));
+        WithdrawalEvent {
+            customer: w.customer_id.to_string(),
+            at_ms: w.created_at.unix_ms(),
+            asset: w.intent.asset.symbol.to_string(),
+            amount: w.intent.amount.base_units(),
+            destination: w.intent.destination.as_str().to_owned(),
+            device,
+            ip,
+        }
+    }
+
+    fn ctx(&self) -> WriteCtx {
+        WriteCtx { actor: "risk".into(), now: self.env.now(), request_id: None }
+    }
+
+    async fn events(&mut self) -> anyhow::Result<()> {
+        loop {
+            let batch = self.store.risk_events(self.last_event_ms, 1000).await?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            for e in batch {
+                self.last_event_ms = self.last_event_ms.max(e.at.unix_ms());
+                let s = |k: &str| at(&e.data, &format!("/{k}")).as_str().map(str::to_owned);
+                match e.kind.as_str() {
+                    "withdrawal_context" => {
+                        if let Some(id) = s("withdrawal_id").and_then(|i| Uuid::parse_str(&i).ok())
+                        {
+                            self.contexts.insert(id, (s("device_id"), s("ip")));
+                        }
+                    }
+                    "login" => self.engine.record_activity(
+                        &e.customer_id.to_string(),
+                        &Activity::Login { device: s("device_id"), ip: s("ip") },
+                        e.at.unix_ms(),
+                    ),
+                    "security_change" => self.engine.record_activity(
+                        &e.customer_id.to_string(),
+                        &Activity::SecurityChange,
+                        e.at.unix_ms(),
+                    ),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// What already happened: past withdrawals are the customers' usual; analysts'
+    /// decisions teach the model.
+    async fn replay(&mut self) -> anyhow::Result<()> {
+        self.events().await?;
+        let mut past = Vec::new();
+        for st in [
+            WithdrawalState::Built,
+            WithdrawalState::Signed,
+            WithdrawalState::Broadcast,
+            WithdrawalState::Settled,
+        ] {
+            past.extend(
+                self.store
+                    .list_withdrawals(&WithdrawalFilter {
+                        customer_id: None,
+                        state: Some(st),
+                        limit: 1000,
+                    })
+                    .await?,
+            );
+        }
+        past.sort_by_key(|w| w.created_at);
+        for w in &past {
+            let ev = self.event(w);
+            self.engine.record(&ev);
+        }
+        self.learn().await
+    }
+
+    async fn learn(&mut self) -> anyhow::Result<()> {
+        for st in [RiskState::Released, RiskState::Rejected] {
+            for r in self.store.list_risk_reviews(Some(st), 1000).await? {
+                if self.learned.insert(r.withdrawal_id) {
+                    self.engine.feedback(&features_of(&r), st == RiskState::Rejected);
+                    if st == RiskState::Released {
+                        let w = self.store.get_withdrawal(r.withdrawal_id).await?;
+                        let ev = self.event(&w);
+                        self.engine.record(&ev);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn pass(&mut self) -> anyhow::Result<()> {
+        self.events().await?;
+        let lists = self.lists.read().map_err(|_| anyhow::anyhow!("lists poisoned"))?.clone();
+        let reserved = self
+            .store
+            .list_withdrawals(&WithdrawalFilter {
+                customer_id: None,
+                state: Some(WithdrawalState::Reserved),
+                limit: 1000,
+            })
+            .await?;
+        for w in reserved {
+            if self.store.risk_review(w.id).await?.is_some() {
+                continue;
+            }
+            let ev = self.event(&w);
+            let a = self.engine.assess(&ev, &lists);
+            let state = match a.decision {
+                Decision::Allow => RiskState::Cleared,
+                Decision::Review => RiskState::Open,
+                Decision::Block => RiskState::Blocked,
+            };
+            let now = self.env.now();
+            let review = RiskReview {
+                withdrawal_id: w.id,
+                customer_id: w.customer_id,
+                decision: a.decision.as_str().into(),
+                state,
+                score: a.score,
+                assessment: assessment_json(&a),
+                assignee: None,
+                notes: Vec::new(),
+                decided_by: None,
+                created_at: now,
+                updated_at: now,
+            };
+            let kept = self.store.assess_withdrawal(&self.ctx(), review).await?;
+            let detail = serde_json::json!({
+                "withdrawal_id": w.id, "customer_id": w.customer_id, "asset": ev.asset,
+                "amount": w.intent.amount.to_string(), "destination": ev.destination,
+                "score": kept.score, "reasons": at(&kept.assessment, "/reasons"),
+            });
+            match kept.state {
+                RiskState::Cleared => self.engine.record(&ev),
+                RiskState::Open => self.alerts.send("withdrawal_paused", detail),
+                RiskState::Blocked => self.alerts.send("withdrawal_blocked", detail),
+                _ => {}
+            }
+        }
+        // Rejected or blocked withdrawals still reserved are cancelled (funds released).
+        for st in [RiskState::Rejected, RiskState::Blocked] {
+            for r in self.store.list_risk_reviews(Some(st), 1000).await? {
+                let w = self.store.get_withdrawal(r.withdrawal_id).await?;
+                if w.state == WithdrawalState::Reserved {
+                    let entry = strongroom_core::new_id(&self.env);
+                    match self
+                        .store
+                        .transition_withdrawal(
+                            &self.ctx(),
+                            None,
+                            w.id,
+                            WithdrawalState::Cancelled,
+                            entry,
+                        )
+                        .await
+                    {
+                        Ok(_) | Err(strongroom_store::StoreError::InvalidTransition { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        self.learn().await
+    }
+}
+
+/// Start the risk worker and connect destination screening to the API.
+pub async fn start_worker(
+    store: Arc<SqlStore>,
+    opts: RiskOptions,
+    api: &strongroom_server::AppState,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let rules = match &opts.rules {
+        Some(f) => RuleSet::from_toml(
+            &std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+        )?,
+        None => RuleSet::from_toml(DEFAULT_RULES)?,
+    };
+    let lists = match &opts.lists {
+        Some(dir) => load_lists(dir)?,
+        None => Lists::default(),
+    };
+    tracing::info!(
+        addresses = lists.len(),
+        rules = rules.rules.len(),
+        version = rules.version,
+        "risk engine"
+    );
+    let lists = Arc::new(RwLock::new(Arc::new(lists)));
+    let alerts = Alerts::new(opts.webhook.clone())?;
+    api.set_destination_screen(Arc::new(ListScreen {
+        lists: lists.clone(),
+        alerts: alerts.clone(),
+    }));
+    let mut worker = Worker {
+        store,
+        engine: RiskEngine::new(rules),
+        lists: lists.clone(),
+        alerts,
+        contexts: HashMap::new(),
+        last_event_ms: 0,
+        learned: HashSet::new(),
+        env: SystemEnv::new(),
+    };
+    worker.replay().await?;
+    let dir = opts.lists.clone();
+    Ok(tokio::spawn(async move {
+        let mut seen = dir.as_deref().and_then(stamp);
+        let mut ticks = 0u64;
+        loop {
+            // Lists reload without a restart when a file in their folder changes.
+            ticks += 1;
+            if let (Some(d), true) = (&dir, ticks % 10 == 0) {
+                let now = stamp(d);
+                if now != seen {
+                    match load_lists(d) {
+                        Ok(l) => {
+                            tracing::info!(addresses = l.len(), "risk lists reloaded");
+                            if let Ok(mut w) = lists.write() {
+                                *w = Arc::new(l);
+                            }
+                            seen = now;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "risk lists not reloaded"),
+                    }
+                }
+            }
+            if let Err(e) = worker.pass().await {
+                tracing::warn!(error = %e, "risk pass failed; will retry");
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }))
+}

@@ -960,18 +960,252 @@ fn risk_eval_reports_auc_and_names_a_bad_column() {
             .args(extra)
             .output()
             .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
     };
     let (ok, out) = run(&[]);
     assert!(!ok && out.contains("row 2, column \"id\": \"u0\" is not a number"), "{out}");
     let (ok, out) = run(&["--skip-column", "id", "--limit", "300"]);
     assert!(ok, "{out}");
     assert!(out.contains("300 rows (30 positive), 2 features: amount_ratio, new_device"), "{out}");
-    let auc: f64 = out
-        .lines()
-        .find_map(|l| l.strip_prefix("ROC AUC "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let auc: f64 = out.lines().find_map(|l| l.strip_prefix("ROC AUC ")).unwrap().parse().unwrap();
     assert!(auc > 0.9, "an easy stream: {out}");
+}
+
+/// A webhook receiver for tests: every request's signature header and body.
+struct Hook {
+    url: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+fn webhook() -> Hook {
+    use std::io::{Read, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/alerts", listener.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Headers, then Content-Length bytes of body.
+            let (head, body) = loop {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break (String::new(), String::new());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let head = text[..end].to_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    if buf.len() >= end + 4 + len {
+                        break (
+                            head,
+                            String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned(),
+                        );
+                    }
+                }
+            };
+            let sig = head
+                .lines()
+                .find_map(|l| l.strip_prefix("x-strongroom-signature:"))
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            sink.lock().unwrap().push((sig, body));
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    Hook { url, got }
+}
+
+/// Issue 6's run: the dev stack with a sanctions list and the security team's webhook. A
+/// withdrawal to an OFAC-listed address is refused and alerted; after a few usual
+/// withdrawals, one of 20 times the usual amount to a new address from a new device is
+/// paused, sits in the review queue with its reasons, and is signed and sent only after an
+/// analyst releases it; a rejected one is cancelled and its funds return.
+#[test]
+fn dev_risk_blocks_listed_addresses_and_pauses_unusual_withdrawals_for_review() {
+    use hmac::{Hmac, Mac};
+    let Some(chain) = start_anvil(&["--block-time", "1"]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let lists = dir.path().join("lists");
+    std::fs::create_dir_all(&lists).unwrap();
+    let listed = "0x8589427373D6D84E98730D7795D8f6f8731FDA16";
+    std::fs::write(lists.join("sanctioned_addresses_ETH.txt"), format!("{listed}\n")).unwrap();
+    let secret = dir.path().join("webhook.secret");
+    std::fs::write(&secret, "s3cret-for-tests").unwrap();
+    let hook = webhook();
+    let args = [
+        "--eth-rpc",
+        chain.url.as_str(),
+        "--confirmations",
+        "1",
+        "--risk-lists",
+        lists.to_str().unwrap(),
+        "--risk-webhook",
+        hook.url.as_str(),
+        "--risk-webhook-secret",
+        secret.to_str().unwrap(),
+    ];
+    let dev = start_dev_with(&data, &args, &[]);
+    let c = api(&dev, "POST", "/v1/customers", Some(serde_json::json!({"external_id": "rita"})));
+    let cid = c["id"].as_str().unwrap().to_owned();
+    api(
+        &dev,
+        "POST",
+        "/v1/deposits",
+        Some(serde_json::json!({
+        "customer_id": cid, "asset": "ETH", "amount": "10", "reference": "0xfeed:2"})),
+    );
+    let withdraw = |amount: &str, to: &str, device: &str| {
+        api(
+            &dev,
+            "POST",
+            "/v1/withdrawals",
+            Some(serde_json::json!({
+            "customer_id": cid, "asset": "ETH", "destination": to, "amount": amount,
+            "device_id": device, "ip": "203.0.113.7"})),
+        )
+    };
+    let wait = |id: &str, what: &dyn Fn(&serde_json::Value) -> bool, secs: u64| {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let w = api(&dev, "GET", &format!("/v1/withdrawals/{id}"), None);
+            if what(&w) {
+                return w;
+            }
+            assert!(Instant::now() < deadline, "{w}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let alerts = |kind: &str| {
+        hook.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, b)| b.contains(&format!("\"kind\":\"{kind}\"")))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+
+    // A listed address (written in lower case): refused, nothing reserved, alerted.
+    let refused = withdraw("0.1", &listed.to_lowercase(), "phone-1");
+    assert_eq!(refused["error"]["code"], "destination_listed", "{refused}");
+    assert!(refused["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("sanctions list sanctioned_addresses_ETH.txt"));
+    let b = api(&dev, "GET", &format!("/v1/customers/{cid}/balances"), None).to_string();
+    assert!(b.contains("\"pending\":\"0\""), "{b}");
+
+    // Usual withdrawals: cleared and sent.
+    let usual = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+    for _ in 0..3 {
+        let w = withdraw("0.1", usual, "phone-1");
+        let id = w["id"].as_str().unwrap().to_owned();
+        let w = wait(&id, &|w| w["risk"]["state"].is_string(), 30);
+        assert_eq!(w["risk"]["state"], "cleared", "{w}");
+    }
+
+    // 20 times the usual, to a new address, from a new device: paused with its reasons.
+    let odd = withdraw("2", "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB", "laptop-9");
+    let id = odd["id"].as_str().unwrap().to_owned();
+    let w = wait(&id, &|w| w["risk"]["state"].is_string(), 30);
+    assert_eq!(
+        (w["risk"]["state"].as_str(), w["risk"]["decision"].as_str()),
+        (Some("open"), Some("review")),
+        "{w}"
+    );
+    let reasons = w["risk"]["assessment"]["reasons"].to_string();
+    assert!(
+        reasons.contains("rule:unusual-amount-to-a-new-address-from-a-new-device"),
+        "{reasons}"
+    );
+    assert!(reasons.contains("amount_vs_median = 20.00"), "{reasons}");
+    let queue = api(&dev, "GET", "/v1/risk/reviews?state=open", None);
+    assert!(queue.as_array().unwrap().iter().any(|r| r["withdrawal_id"] == id.as_str()), "{queue}");
+    std::thread::sleep(Duration::from_secs(2));
+    let w = wait(&id, &|_| true, 1);
+    assert_eq!(w["state"], "reserved", "paused: nothing built while in review: {w}");
+    assert!(w.get("transaction").is_none(), "{w}");
+
+    // An analyst takes it, notes, releases: it is signed, sent and settled.
+    let path = format!("/v1/risk/reviews/{id}");
+    api(
+        &dev,
+        "POST",
+        &format!("{path}/assign"),
+        Some(serde_json::json!({"assignee": "analyst-1"})),
+    );
+    api(
+        &dev,
+        "POST",
+        &format!("{path}/notes"),
+        Some(serde_json::json!({"text": "called the customer"})),
+    );
+    let r = api(
+        &dev,
+        "POST",
+        &format!("{path}/release"),
+        Some(serde_json::json!({"text": "confirmed by phone"})),
+    );
+    assert_eq!(
+        (r["state"].as_str(), r["assignee"].as_str()),
+        (Some("released"), Some("analyst-1")),
+        "{r}"
+    );
+    assert_eq!(r["notes"].as_array().unwrap().len(), 2);
+    let done = wait(&id, &|w| w["state"] == "settled", 120);
+    let txid = done["transaction"]["txid"].as_str().unwrap();
+    let tx = rpc(&chain.url, "eth_getTransactionByHash", serde_json::json!([txid]));
+    assert_eq!(tx["value"], "0x1bc16d674ec80000", "2 ETH");
+    let again = api(&dev, "POST", &format!("{path}/release"), Some(serde_json::json!({})));
+    assert_eq!(again["error"]["code"], "invalid_transition", "{again}");
+
+    // Another odd one, rejected: cancelled, its 3 ETH back to available.
+    let before = api(&dev, "GET", &format!("/v1/customers/{cid}/balances"), None);
+    let odd = withdraw("3", "0x1111111111111111111111111111111111111111", "laptop-10");
+    let id2 = odd["id"].as_str().unwrap().to_owned();
+    wait(&id2, &|w| w["risk"]["state"] == "open", 30);
+    let r = api(
+        &dev,
+        "POST",
+        &format!("/v1/risk/reviews/{id2}/reject"),
+        Some(serde_json::json!({"text": "account takeover"})),
+    );
+    assert_eq!(r["state"], "rejected", "{r}");
+    wait(&id2, &|w| w["state"] == "cancelled", 30);
+    let after = api(&dev, "GET", &format!("/v1/customers/{cid}/balances"), None);
+    assert_eq!(before[0]["available"], after[0]["available"], "{before} {after}");
+
+    // The security team got signed alerts for the block and both pauses.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alerts("withdrawal_paused").len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(alerts("withdrawal_blocked").len(), 1);
+    assert_eq!(alerts("withdrawal_paused").len(), 2);
+    for (sig, body) in hook.got.lock().unwrap().iter() {
+        let (t, v1) = sig.split_once(",v1=").unwrap();
+        let t = t.strip_prefix("t=").unwrap();
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"s3cret-for-tests").unwrap();
+        mac.update(format!("{t}.{body}").as_bytes());
+        assert_eq!(hex::encode(mac.finalize().into_bytes()), v1, "{body}");
+    }
+    let out = Command::new(BIN)
+        .args(["audit", "verify", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }

@@ -111,6 +111,9 @@ pub struct EthConfig {
     /// Blocks on top of (and including) the one with the transaction before it is final.
     pub confirmations: u64,
     pub stop_at: Option<StopPoint>,
+    /// Customer withdrawals wait for the risk engine: built only once their review is
+    /// cleared or released.
+    pub require_risk: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -372,6 +375,15 @@ impl EthWithdrawals {
     }
 
     async fn build(&self, w: &Job) -> Result<Step, EngineError> {
+        if w.withdrawal && self.cfg.require_risk {
+            match self.store.risk_review(w.id).await? {
+                None => return Ok(Step::Waiting("awaiting the risk assessment".into())),
+                Some(r) if !r.state.may_proceed() => {
+                    return Ok(Step::Waiting(format!("risk review is {}", r.state.as_str())))
+                }
+                Some(_) => {}
+            }
+        }
         if let Err(why) = self.authorize(w).await? {
             return Ok(Step::Waiting(why));
         }

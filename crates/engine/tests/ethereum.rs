@@ -183,6 +183,7 @@ impl World {
             fee_asset: AssetSymbol::parse("ETH").unwrap(),
             confirmations: 3,
             stop_at,
+            require_risk: false,
         };
         EthWithdrawals::new(
             self.store.clone(),
@@ -377,6 +378,7 @@ async fn fees_above_the_cap_wait_and_a_dead_node_changes_nothing() {
         fee_asset: AssetSymbol::parse("ETH").unwrap(),
         confirmations: 3,
         stop_at: None,
+        require_risk: false,
     };
     let quick = Retry {
         attempts: 2,

@@ -71,7 +71,10 @@ impl RiskEngine {
             bounds: Bounds::default(),
             profiles: HashMap::new(),
             scaler: MinMax::new(FEATURES.len()),
-            hst: HalfSpaceTrees::new(FEATURES.len(), &HstConfig { window: 64, ..HstConfig::default() }),
+            hst: HalfSpaceTrees::new(
+                FEATURES.len(),
+                &HstConfig { window: 64, ..HstConfig::default() },
+            ),
             ftrl: Ftrl::new(&names, FtrlConfig::default()),
             labels: 0,
         }
@@ -95,7 +98,8 @@ impl RiskEngine {
         let mut shadow = Vec::new();
         let mut hard: Option<Hard> = None;
         if let Some(hit) = lists.check(&ev.destination) {
-            let label = if hit.label.is_empty() { String::new() } else { format!(" ({})", hit.label) };
+            let label =
+                if hit.label.is_empty() { String::new() } else { format!(" ({})", hit.label) };
             reasons.push(Reason {
                 source: format!("list:{}", hit.kind.as_str()),
                 detail: format!("{} is on {}{label}", ev.destination, hit.source),
@@ -147,11 +151,15 @@ impl RiskEngine {
                 .collect();
             reasons.push(Reason {
                 source: "model:ftrl".into(),
-                detail: format!("like withdrawals analysts rejected: p = {p:.2} ({})", why.join(", ")),
+                detail: format!(
+                    "like withdrawals analysts rejected: p = {p:.2} ({})",
+                    why.join(", ")
+                ),
                 points: (p * 50.0).round() as u32,
             });
         }
-        let score: u32 = reasons.iter().map(|r| r.points).sum::<u32>().min(self.rules.block_at.max(100));
+        let score: u32 =
+            reasons.iter().map(|r| r.points).sum::<u32>().min(self.rules.block_at.max(100));
         let decision = match hard {
             Some(Hard::Block) => Decision::Block,
             _ if score >= self.rules.block_at => Decision::Block,
@@ -159,7 +167,14 @@ impl RiskEngine {
             _ if score >= self.rules.review_at => Decision::Review,
             _ => Decision::Allow,
         };
-        Assessment { decision, score, reasons, shadow, features: named, rules_version: self.rules.version }
+        Assessment {
+            decision,
+            score,
+            reasons,
+            shadow,
+            features: named,
+            rules_version: self.rules.version,
+        }
     }
 
     /// Learn `ev` as having happened (after it was assessed).

@@ -69,7 +69,10 @@ impl Lists {
     pub fn add_lines(&mut self, kind: ListKind, source: &str, text: &str) -> usize {
         let mut n = 0;
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            self.insert(normalize(line), ListHit { kind, source: source.to_owned(), label: String::new() });
+            self.insert(
+                normalize(line),
+                ListHit { kind, source: source.to_owned(), label: String::new() },
+            );
             n += 1;
         }
         n
@@ -77,7 +80,12 @@ impl Lists {
 
     /// Add a CSV list whose address column is `address` or `banned_address` (a label from
     /// `etherscan_tag`, `wallet_tag` or `label` when present).
-    pub fn add_csv(&mut self, kind: ListKind, source: &str, text: &str) -> Result<usize, ListError> {
+    pub fn add_csv(
+        &mut self,
+        kind: ListKind,
+        source: &str,
+        text: &str,
+    ) -> Result<usize, ListError> {
         let err = |reason: String| ListError { list: source.to_owned(), reason };
         let mut r = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
         let headers: Vec<String> =

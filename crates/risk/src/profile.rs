@@ -80,7 +80,8 @@ impl Profile {
     /// The features of `ev` against what was usual before it.
     pub fn features(&self, ev: &WithdrawalEvent) -> Vec<f64> {
         let history = self.withdrawals.get(&ev.asset);
-        let mut amounts: Vec<u128> = history.map(|h| h.iter().map(|(_, a)| *a).collect()).unwrap_or_default();
+        let mut amounts: Vec<u128> =
+            history.map(|h| h.iter().map(|(_, a)| *a).collect()).unwrap_or_default();
         amounts.sort_unstable();
         let median = amounts.get(amounts.len() / 2).copied().unwrap_or(0);
         // A ratio of two amounts: a feature, not money.
@@ -92,9 +93,9 @@ impl Profile {
                 .filter(|(at, _)| *at > ev.at_ms.saturating_sub(ms) && *at <= ev.at_ms)
                 .count() as f64
         };
-        let hours = self
-            .security_change_ms
-            .map_or(720.0, |t| ((ev.at_ms.saturating_sub(t)) as f64 / 3_600_000.0).clamp(0.0, 720.0));
+        let hours = self.security_change_ms.map_or(720.0, |t| {
+            ((ev.at_ms.saturating_sub(t)) as f64 / 3_600_000.0).clamp(0.0, 720.0)
+        });
         vec![
             ratio,
             f64::from(u8::from(amounts.is_empty())),
@@ -119,7 +120,11 @@ impl Profile {
             h.pop_front();
         }
         remember(&mut self.destinations, &ev.destination, b.destinations);
-        self.record_activity(&Activity::Login { device: ev.device.clone(), ip: ev.ip.clone() }, ev.at_ms, b);
+        self.record_activity(
+            &Activity::Login { device: ev.device.clone(), ip: ev.ip.clone() },
+            ev.at_ms,
+            b,
+        );
     }
 
     pub fn record_activity(&mut self, a: &Activity, at_ms: i64, b: &Bounds) {

@@ -141,7 +141,11 @@ mod engine {
     #[test]
     fn a_listed_destination_is_blocked_however_it_is_written() {
         let mut lists = Lists::default();
-        lists.add_lines(ListKind::Sanctions, "sanctioned_addresses_ETH.txt", &format!("# OFAC\n{OFAC}\n"));
+        lists.add_lines(
+            ListKind::Sanctions,
+            "sanctioned_addresses_ETH.txt",
+            &format!("# OFAC\n{OFAC}\n"),
+        );
         let e = engine_with_history();
         let a = e.assess(&ev(20_000, ETH / 10, &OFAC.to_lowercase(), "phone-1"), &lists);
         assert_eq!(a.decision, Decision::Block, "{a:?}");
@@ -155,10 +159,16 @@ mod engine {
         let lists = Lists::default();
         let usual = e.assess(&ev(20_000, ETH / 10, USUAL, "phone-1"), &lists);
         assert_eq!(usual.decision, Decision::Allow, "{usual:?}");
-        let odd = e.assess(&ev(20_000, 2 * ETH, "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB", "laptop-9"), &lists);
+        let odd = e.assess(
+            &ev(20_000, 2 * ETH, "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB", "laptop-9"),
+            &lists,
+        );
         assert_eq!(odd.decision, Decision::Review, "{odd:?}");
         let sources: Vec<&str> = odd.reasons.iter().map(|r| r.source.as_str()).collect();
-        assert!(sources.contains(&"rule:unusual-amount-to-a-new-address-from-a-new-device"), "{sources:?}");
+        assert!(
+            sources.contains(&"rule:unusual-amount-to-a-new-address-from-a-new-device"),
+            "{sources:?}"
+        );
         assert!(odd.reasons.iter().any(|r| r.detail.contains("amount_vs_median = ")), "{odd:?}");
         // Large alone scores but does not pause; just after a security change it does.
         let large = e.assess(&ev(20_000, 2 * ETH, USUAL, "phone-1"), &lists);
@@ -197,7 +207,9 @@ mod engine {
         let lists = Lists::default();
         let first = e.assess(&ev(400, ETH / 10, &format!("0x{:040x}", 1), "phone-1"), &lists);
         let last = e.assess(&ev(400, ETH / 10, &format!("0x{:040x}", 300), "phone-1"), &lists);
-        let new_dest = |a: &strongroom_risk::engine::Assessment| a.features.iter().find(|(n, _)| n == "new_destination").unwrap().1;
+        let new_dest = |a: &strongroom_risk::engine::Assessment| {
+            a.features.iter().find(|(n, _)| n == "new_destination").unwrap().1
+        };
         assert_eq!((new_dest(&first), new_dest(&last)), (1.0, 0.0));
         assert!(e.max_bytes_per_customer() < 64 * 1024, "{}", e.max_bytes_per_customer());
     }
@@ -205,18 +217,24 @@ mod engine {
     #[test]
     fn the_real_ofac_and_scam_lists_load() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-        let Ok(ofac) = std::fs::read_to_string(dir.join("ofac-sanctioned-addresses/sanctioned_addresses_ETH.txt")) else {
+        let Ok(ofac) = std::fs::read_to_string(
+            dir.join("ofac-sanctioned-addresses/sanctioned_addresses_ETH.txt"),
+        ) else {
             println!("SKIPPED: no ../shared/data");
             return;
         };
         let mut lists = Lists::default();
         let n = lists.add_lines(ListKind::Sanctions, "sanctioned_addresses_ETH.txt", &ofac);
         assert!(n >= 100, "{n}");
-        let scams = std::fs::read_to_string(dir.join("forta-labels/labels/1/phishing_scams.csv")).unwrap();
+        let scams =
+            std::fs::read_to_string(dir.join("forta-labels/labels/1/phishing_scams.csv")).unwrap();
         assert!(lists.add_csv(ListKind::Scam, "phishing_scams.csv", &scams).unwrap() > 1000);
         let first = ofac.lines().next().unwrap();
         assert_eq!(lists.check(&first.to_lowercase()).unwrap().kind, ListKind::Sanctions);
-        assert_eq!(lists.check("0x000000000532b45f47779fce440748893b257865").unwrap().label, "Fake_Phishing3901");
+        assert_eq!(
+            lists.check("0x000000000532b45f47779fce440748893b257865").unwrap().label,
+            "Fake_Phishing3901"
+        );
         assert!(lists.check(USUAL).is_none());
     }
 }

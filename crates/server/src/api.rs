@@ -25,9 +25,9 @@ use crate::auth::Principal;
 use crate::error::{amount_error, ApiError, ErrorBody};
 use crate::{AppState, RequestId};
 
-const WRITERS: &[Role] = &[Role::Operator, Role::Service];
+pub(crate) const WRITERS: &[Role] = &[Role::Operator, Role::Service];
 pub(crate) const READERS: &[Role] = &[Role::Operator, Role::Service, Role::Auditor];
-const OPERATORS: &[Role] = &[Role::Operator];
+pub(crate) const OPERATORS: &[Role] = &[Role::Operator];
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -44,6 +44,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
         (name = "customers", description = "Customer accounts, balances and ledger"),
         (name = "deposits", description = "Crediting deposits (operators only)"),
         (name = "withdrawals", description = "Withdrawal requests and their lifecycle"),
+        (name = "risk", description = "Risk events and the review queue of paused withdrawals"),
         (name = "governance", description = "The governance log: members, quorum, policy, whitelists, freezes"),
     )
 )]
@@ -84,6 +85,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_withdrawal))
         .routes(routes!(cancel_withdrawal))
         .routes(routes!(submit_approval))
+        .routes(routes!(crate::risk::add_event))
+        .routes(routes!(crate::risk::list_reviews))
+        .routes(routes!(crate::risk::get_review))
+        .routes(routes!(crate::risk::assign))
+        .routes(routes!(crate::risk::note))
+        .routes(routes!(crate::risk::release))
+        .routes(routes!(crate::risk::reject))
         .routes(routes!(crate::governance::get_governance))
         .routes(routes!(crate::governance::install_genesis))
         .routes(routes!(crate::governance::propose))
@@ -206,6 +214,12 @@ pub struct CreateWithdrawal {
     /// Decimal amount in the asset's units: "0.1" ETH is 10^17 wei.
     #[schema(example = "0.1")]
     pub amount: String,
+    /// The customer's device the request came from (for the risk engine).
+    #[serde(default)]
+    pub device_id: Option<String>,
+    /// The customer's IP address the request came from (for the risk engine).
+    #[serde(default)]
+    pub ip: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -237,6 +251,9 @@ pub struct WithdrawalView {
     /// While it waits to be signed under governance: what the policy decides now, and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<crate::governance::PolicyStatus>,
+    /// The risk engine's decision and its review, once assessed (single-withdrawal reads).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub risk: Option<crate::risk::ReviewView>,
 }
 
 /// A withdrawal's transaction.
@@ -284,6 +301,7 @@ impl From<&Withdrawal> for WithdrawalView {
             updated_at_ms: w.updated_at.unix_ms(),
             transaction: None,
             policy: None,
+            risk: None,
         }
     }
 }
@@ -312,7 +330,7 @@ pub struct LimitQuery {
 
 // ---------- helpers ----------
 
-fn path_id(p: Result<Path<Uuid>, PathRejection>) -> Result<Uuid, ApiError> {
+pub(crate) fn path_id(p: Result<Path<Uuid>, PathRejection>) -> Result<Uuid, ApiError> {
     p.map(|Path(id)| id)
         .map_err(|e| ApiError::bad_request("invalid_id", format!("path id: {}", e.body_text())))
 }
@@ -697,7 +715,28 @@ async fn create_withdrawal(
             "the destination is one of this platform's own addresses (a deposit address or a hot wallet)",
         ));
     }
+    if let Some(screen) = state.destination_screen() {
+        let intent = &planned.withdrawal.intent;
+        if let Some(why) =
+            screen.screen(planned.withdrawal.customer_id, intent.chain.as_str(), dest.as_str())
+        {
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "destination_listed", why));
+        }
+    }
+    let (device_id, ip) = (req.body.device_id.clone(), req.body.ip.clone());
     let w = state.store().request_withdrawal(&req.ctx, Some(&req.idem), planned).await?;
+    // The device and address it came from, for the risk engine (one that arrives without
+    // them is treated as coming from an unknown device).
+    if device_id.is_some() || ip.is_some() {
+        let event = strongroom_store::RiskEvent {
+            id: new_id(env),
+            customer_id: w.customer_id,
+            kind: "withdrawal_context".into(),
+            at: env.now(),
+            data: serde_json::json!({ "withdrawal_id": w.id, "device_id": device_id, "ip": ip }),
+        };
+        state.store().add_risk_event(&req.ctx, event).await?;
+    }
     state
         .metrics()
         .withdrawals_requested
@@ -747,6 +786,7 @@ async fn get_withdrawal(
     let mut view: WithdrawalView = (&w).into();
     view.transaction = state.store().chain_tx(id).await?.as_ref().map(TransactionView::from);
     view.policy = crate::governance::policy_status(&state, &w).await?;
+    view.risk = state.store().risk_review(id).await?.map(crate::risk::ReviewView::from);
     Ok(Json(view))
 }
 

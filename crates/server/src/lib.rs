@@ -15,6 +15,7 @@ pub mod error;
 pub mod governance;
 pub mod metrics;
 pub mod pki;
+pub mod risk;
 pub mod tls;
 
 use std::sync::Arc;
@@ -47,6 +48,14 @@ struct Inner {
     metrics: Metrics,
     /// Set once a chain is connected (the dev stack sets it after its signers are up).
     deposit_addresses: std::sync::OnceLock<Arc<dyn DepositAddresses>>,
+    screen: std::sync::OnceLock<Arc<dyn DestinationScreen>>,
+}
+
+/// Screens withdrawal destinations against sanctions and scam lists before anything is
+/// reserved (whoever runs the server provides it; the risk engine screens again later).
+pub trait DestinationScreen: Send + Sync + std::fmt::Debug {
+    /// Why `address` on `chain` must not be paid, if it must not; alerting is the screen's.
+    fn screen(&self, customer_id: uuid::Uuid, chain: &str, address: &str) -> Option<String>;
 }
 
 /// Makes customers' deposit addresses. The API server holds no key and talks to no chain:
@@ -78,6 +87,7 @@ impl AppState {
             rules,
             metrics: Metrics::default(),
             deposit_addresses: std::sync::OnceLock::new(),
+            screen: std::sync::OnceLock::new(),
         }))
     }
     /// Connect deposit address creation (once).
@@ -86,6 +96,13 @@ impl AppState {
     }
     pub fn deposit_addresses(&self) -> Option<&Arc<dyn DepositAddresses>> {
         self.0.deposit_addresses.get()
+    }
+    /// Connect destination screening (once).
+    pub fn set_destination_screen(&self, screen: Arc<dyn DestinationScreen>) {
+        let _ = self.0.screen.set(screen);
+    }
+    pub fn destination_screen(&self) -> Option<&Arc<dyn DestinationScreen>> {
+        self.0.screen.get()
     }
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.0.store

@@ -232,6 +232,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         withdrawal_id: Uuid,
     ) -> Result<Vec<strongroom_governance::approval::Approval>>;
+    /// Store the risk engine's assessment of a withdrawal (once; a repeat returns the first).
+    async fn assess_withdrawal(&self, ctx: &WriteCtx, review: RiskReview) -> Result<RiskReview>;
+    /// An analyst's action on a withdrawal's review (release and reject only while open).
+    async fn review_withdrawal(
+        &self,
+        ctx: &WriteCtx,
+        id: Uuid,
+        action: ReviewAction,
+    ) -> Result<RiskReview>;
+    async fn risk_review(&self, id: Uuid) -> Result<Option<RiskReview>>;
+    /// Reviews, oldest first; with `state`, only those.
+    async fn list_risk_reviews(
+        &self,
+        state: Option<RiskState>,
+        limit: u32,
+    ) -> Result<Vec<RiskReview>>;
+    async fn add_risk_event(&self, ctx: &WriteCtx, event: RiskEvent) -> Result<RiskEvent>;
+    /// Risk events after `after_ms`, in time order, at most `limit`.
+    async fn risk_events(&self, after_ms: i64, limit: u32) -> Result<Vec<RiskEvent>>;
     /// The governance log as kept here (see [`GovernanceRecord`]).
     async fn governance(&self) -> Result<GovernanceRecord>;
     /// Change the governance record (one audited write) and return it as it now is.

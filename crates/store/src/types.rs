@@ -401,3 +401,87 @@ pub enum GovernanceWrite {
     /// Drop the open proposal numbered `seq`.
     Withdraw { seq: u64 },
 }
+
+/// Where a withdrawal stands with the risk engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RiskState {
+    /// Allowed by the assessment.
+    Cleared,
+    /// Paused, in the review queue.
+    Open,
+    /// An analyst let it proceed.
+    Released,
+    /// An analyst refused it (it is cancelled).
+    Rejected,
+    /// Blocked by the assessment (a listed address, a block rule; it is cancelled).
+    Blocked,
+}
+
+impl RiskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RiskState::Cleared => "cleared",
+            RiskState::Open => "open",
+            RiskState::Released => "released",
+            RiskState::Rejected => "rejected",
+            RiskState::Blocked => "blocked",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Cleared, Self::Open, Self::Released, Self::Rejected, Self::Blocked]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+    }
+    /// Signing may go ahead.
+    pub fn may_proceed(self) -> bool {
+        matches!(self, RiskState::Cleared | RiskState::Released)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewNote {
+    pub by: String,
+    pub at_ms: i64,
+    pub text: String,
+}
+
+/// The risk engine's decision on a withdrawal and the review that follows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RiskReview {
+    pub withdrawal_id: Uuid,
+    pub customer_id: Uuid,
+    /// `allow`, `review` or `block`, as assessed.
+    pub decision: String,
+    pub state: RiskState,
+    pub score: u32,
+    /// Reasons, shadow reasons, features and rules version (the engine's JSON).
+    pub assessment: serde_json::Value,
+    pub assignee: Option<String>,
+    pub notes: Vec<ReviewNote>,
+    pub decided_by: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// An analyst's action on a review.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReviewAction {
+    Assign(String),
+    Note(String),
+    /// Only from `open`.
+    Release(Option<String>),
+    /// Only from `open`.
+    Reject(Option<String>),
+}
+
+/// An event the risk engine learns from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RiskEvent {
+    pub id: Uuid,
+    pub customer_id: Uuid,
+    /// `login`, `security_change`, `withdrawal_context`, `trade`, `deposit`.
+    pub kind: String,
+    pub at: Timestamp,
+    pub data: serde_json::Value,
+}

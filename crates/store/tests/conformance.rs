@@ -120,6 +120,7 @@ conformance!(
     watched_deposits_are_credited_once_and_reorganised_ones_reversed_or_held,
     sweeps_share_the_chain_path_and_move_nothing_but_the_fee,
     the_governance_log_keeps_order_one_proposal_and_one_genesis,
+    risk_reviews_are_assessed_once_and_decided_once,
 );
 
 fn env() -> FixedEnv {
@@ -1145,6 +1146,66 @@ async fn the_governance_log_keeps_order_one_proposal_and_one_genesis(store: Arc<
         .unwrap();
     let report = verify_audit(&*store).await.unwrap();
     assert!(!report.is_intact(), "{report:?}");
+}
+
+async fn risk_reviews_are_assessed_once_and_decided_once(store: Arc<SqlStore>) {
+    let c = customer(&store, "u").await;
+    deposit(&store, c, 10u128.pow(18)).await;
+    let w = store.request_withdrawal(&ctx(env().now()), None, plan(c, "0.5")).await.unwrap();
+    let review = |state: RiskState, score: u32| RiskReview {
+        withdrawal_id: w.id,
+        customer_id: c,
+        decision: "review".into(),
+        state,
+        score,
+        assessment: serde_json::json!({"reasons": [{"source": "rule:x", "detail": "d", "points": 60}]}),
+        assignee: None,
+        notes: vec![],
+        decided_by: None,
+        created_at: Timestamp::from_unix_ms(0),
+        updated_at: Timestamp::from_unix_ms(0),
+    };
+    assert_eq!(store.risk_review(w.id).await.unwrap(), None);
+    let first =
+        store.assess_withdrawal(&ctx(env().now()), review(RiskState::Open, 60)).await.unwrap();
+    // A second assessment changes nothing.
+    let again =
+        store.assess_withdrawal(&ctx(env().now()), review(RiskState::Cleared, 1)).await.unwrap();
+    assert_eq!((again.state, again.score), (RiskState::Open, 60));
+    assert_eq!(store.list_risk_reviews(Some(RiskState::Open), 10).await.unwrap(), vec![first]);
+    let r = store
+        .review_withdrawal(&ctx(env().now()), w.id, ReviewAction::Assign("ana".into()))
+        .await
+        .unwrap();
+    assert_eq!(r.assignee.as_deref(), Some("ana"));
+    let r = store
+        .review_withdrawal(&ctx(env().now()), w.id, ReviewAction::Release(Some("ok".into())))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.state, r.decided_by.as_deref(), r.notes.len()),
+        (RiskState::Released, Some("test"), 1)
+    );
+    let twice = store.review_withdrawal(&ctx(env().now()), w.id, ReviewAction::Reject(None)).await;
+    assert!(matches!(twice, Err(StoreError::InvalidTransition { .. })), "{twice:?}");
+    let missing = store
+        .review_withdrawal(&ctx(env().now()), Uuid::new_v4(), ReviewAction::Note("x".into()))
+        .await;
+    assert!(matches!(missing, Err(StoreError::NotFound { .. })));
+    let e = RiskEvent {
+        id: Uuid::new_v4(),
+        customer_id: c,
+        kind: "login".into(),
+        at: Timestamp::from_unix_ms(5),
+        data: serde_json::json!({"device_id": "d1"}),
+    };
+    store.add_risk_event(&ctx(env().now()), e.clone()).await.unwrap();
+    assert_eq!(store.risk_events(0, 10).await.unwrap(), vec![e]);
+    assert!(store.risk_events(5, 10).await.unwrap().is_empty());
+    assert_intact(&store).await;
+    // A review released by hand in the database is caught by the audit check.
+    store.pool().execute("UPDATE risk_reviews SET state = 'cleared'").await.unwrap();
+    assert!(!verify_audit(&*store).await.unwrap().is_intact());
 }
 
 async fn audit_log_is_append_only(store: Arc<SqlStore>) {

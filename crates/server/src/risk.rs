@@ -1,0 +1,277 @@
+//! Risk over the API: events the risk engine learns from, and the review queue of paused
+//! withdrawals (assign, note, release, reject). The engine itself runs beside the server
+//! (the CLI's risk worker); a withdrawal is signed only once its review is cleared or
+//! released.
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use strongroom_core::new_id;
+use strongroom_store::{ReviewAction, RiskEvent, RiskReview, RiskState, Role};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::api::{path_id, Write, WriteBody, OPERATORS, READERS, WRITERS};
+use crate::auth::Principal;
+use crate::error::{ApiError, ErrorBody};
+use crate::AppState;
+
+/// A withdrawal's risk decision and review.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReviewView {
+    pub withdrawal_id: Uuid,
+    pub customer_id: Uuid,
+    /// `allow`, `review` or `block`, as assessed.
+    pub decision: String,
+    /// `cleared`, `open`, `released`, `rejected` or `blocked`.
+    pub state: String,
+    pub score: u32,
+    /// Reasons (source, detail, points), shadow reasons, the features and the rules version.
+    #[schema(value_type = Object)]
+    pub assessment: serde_json::Value,
+    pub assignee: Option<String>,
+    #[schema(value_type = Vec<Object>)]
+    pub notes: Vec<serde_json::Value>,
+    pub decided_by: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+impl From<RiskReview> for ReviewView {
+    fn from(r: RiskReview) -> Self {
+        ReviewView {
+            withdrawal_id: r.withdrawal_id,
+            customer_id: r.customer_id,
+            decision: r.decision,
+            state: r.state.as_str().into(),
+            score: r.score,
+            assessment: r.assessment,
+            assignee: r.assignee,
+            notes: r.notes.iter().map(|n| serde_json::to_value(n).unwrap_or_default()).collect(),
+            decided_by: r.decided_by,
+            created_at_ms: r.created_at.unix_ms(),
+            updated_at_ms: r.updated_at.unix_ms(),
+        }
+    }
+}
+
+const KINDS: &[&str] = &["login", "security_change", "trade", "deposit"];
+
+/// Something the customer did that the risk engine should know.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRiskEvent {
+    pub customer_id: Uuid,
+    /// `login`, `security_change`, `trade` or `deposit`.
+    pub kind: String,
+    pub device_id: Option<String>,
+    pub ip: Option<String>,
+}
+
+impl WriteBody for NewRiskEvent {
+    const ROLES: &'static [Role] = WRITERS;
+}
+
+fn bounded(what: &'static str, v: &Option<String>) -> Result<(), ApiError> {
+    if v.as_ref().is_some_and(|s| s.is_empty() || s.len() > 128) {
+        return Err(ApiError::bad_request(
+            "invalid_event",
+            format!("{what} must be 1-128 characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Record an event (a login, a security change…) for the risk engine.
+#[utoipa::path(post, path = "/v1/risk/events", tag = "risk", security(("token" = [])),
+    params(("Idempotency-Key" = String, Header)), request_body = NewRiskEvent,
+    responses((status = 201, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn add_event(
+    State(state): State<AppState>,
+    req: Write<NewRiskEvent>,
+) -> Result<(axum::http::StatusCode, Json<serde_json::Value>), ApiError> {
+    let b = req.body;
+    if !KINDS.contains(&b.kind.as_str()) {
+        return Err(ApiError::bad_request(
+            "invalid_event",
+            format!("kind must be one of {}", KINDS.join(", ")),
+        ));
+    }
+    bounded("device_id", &b.device_id)?;
+    bounded("ip", &b.ip)?;
+    state.store().get_customer(b.customer_id).await?;
+    let ev = RiskEvent {
+        id: new_id(state.env()),
+        customer_id: b.customer_id,
+        kind: b.kind,
+        at: req.ctx.now,
+        data: serde_json::json!({ "device_id": b.device_id, "ip": b.ip }),
+    };
+    let ev = state.store().add_risk_event(&req.ctx, ev).await?;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(serde_json::json!({ "id": ev.id, "at_ms": ev.at.unix_ms() })),
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReviewQuery {
+    /// `open` (the queue), `cleared`, `released`, `rejected` or `blocked`.
+    pub state: Option<String>,
+    /// 1 to 1000; default 100.
+    pub limit: Option<u32>,
+}
+
+/// The review queue (`?state=open`), oldest first.
+#[utoipa::path(get, path = "/v1/risk/reviews", tag = "risk", security(("token" = [])), params(ReviewQuery),
+    responses((status = 200, body = Vec<ReviewView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(crate) async fn list_reviews(
+    State(state): State<AppState>,
+    p: Principal,
+    q: Result<Query<ReviewQuery>, QueryRejection>,
+) -> Result<Json<Vec<ReviewView>>, ApiError> {
+    p.require(READERS)?;
+    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let st = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(RiskState::parse(s).ok_or_else(|| {
+            ApiError::bad_request("invalid_query", format!("unknown state {s:?}"))
+        })?),
+    };
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("invalid_query", "limit must be 1 to 1000"));
+    }
+    let list = state.store().list_risk_reviews(st, limit).await?;
+    Ok(Json(list.into_iter().map(ReviewView::from).collect()))
+}
+
+fn not_assessed(id: Uuid) -> ApiError {
+    ApiError::not_found("review_not_found", format!("withdrawal {id} has no risk assessment"))
+}
+
+/// One withdrawal's review, with its reasons.
+#[utoipa::path(get, path = "/v1/risk/reviews/{id}", tag = "risk", security(("token" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = ReviewView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_review(
+    State(state): State<AppState>,
+    p: Principal,
+    id: Result<Path<Uuid>, PathRejection>,
+) -> Result<Json<ReviewView>, ApiError> {
+    p.require(READERS)?;
+    let id = path_id(id)?;
+    let r = state.store().risk_review(id).await?.ok_or_else(|| not_assessed(id))?;
+    Ok(Json(r.into()))
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Assign {
+    pub assignee: String,
+}
+impl WriteBody for Assign {
+    const ROLES: &'static [Role] = OPERATORS;
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Note {
+    #[serde(default)]
+    pub text: Option<String>,
+}
+impl WriteBody for Note {
+    const ROLES: &'static [Role] = OPERATORS;
+}
+
+async fn act(
+    state: &AppState,
+    id: Uuid,
+    req: &Write<impl WriteBody>,
+    action: ReviewAction,
+) -> Result<Json<ReviewView>, ApiError> {
+    if let ReviewAction::Assign(t) | ReviewAction::Note(t) = &action {
+        if t.is_empty() || t.len() > 2000 {
+            return Err(ApiError::bad_request("invalid_body", "1 to 2000 characters"));
+        }
+    }
+    state.store().risk_review(id).await?.ok_or_else(|| not_assessed(id))?;
+    let r = state.store().review_withdrawal(&req.ctx, id, action).await?;
+    Ok(Json(r.into()))
+}
+
+/// Assign a review to an analyst.
+#[utoipa::path(post, path = "/v1/risk/reviews/{id}/assign", tag = "risk", security(("token" = [])),
+    params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), request_body = Assign,
+    responses((status = 200, body = ReviewView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn assign(
+    State(state): State<AppState>,
+    id: Result<Path<Uuid>, PathRejection>,
+    req: Write<Assign>,
+) -> Result<Json<ReviewView>, ApiError> {
+    let id = path_id(id)?;
+    let who = req.body.assignee.clone();
+    act(&state, id, &req, ReviewAction::Assign(who)).await
+}
+
+/// Add a note to a review.
+#[utoipa::path(post, path = "/v1/risk/reviews/{id}/notes", tag = "risk", security(("token" = [])),
+    params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), request_body = Note,
+    responses((status = 200, body = ReviewView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn note(
+    State(state): State<AppState>,
+    id: Result<Path<Uuid>, PathRejection>,
+    req: Write<Note>,
+) -> Result<Json<ReviewView>, ApiError> {
+    let id = path_id(id)?;
+    let text = req.body.text.clone().unwrap_or_default();
+    act(&state, id, &req, ReviewAction::Note(text)).await
+}
+
+/// Release a paused withdrawal: it goes on to signing. The decision teaches the model.
+#[utoipa::path(post, path = "/v1/risk/reviews/{id}/release", tag = "risk", security(("token" = [])),
+    params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), request_body = Note,
+    responses((status = 200, body = ReviewView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn release(
+    State(state): State<AppState>,
+    id: Result<Path<Uuid>, PathRejection>,
+    req: Write<Note>,
+) -> Result<Json<ReviewView>, ApiError> {
+    let id = path_id(id)?;
+    let text = req.body.text.clone();
+    act(&state, id, &req, ReviewAction::Release(text)).await
+}
+
+/// Reject a paused withdrawal: it is cancelled and its funds return to the customer. The
+/// decision teaches the model.
+#[utoipa::path(post, path = "/v1/risk/reviews/{id}/reject", tag = "risk", security(("token" = [])),
+    params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), request_body = Note,
+    responses((status = 200, body = ReviewView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn reject(
+    State(state): State<AppState>,
+    id: Result<Path<Uuid>, PathRejection>,
+    req: Write<Note>,
+) -> Result<Json<ReviewView>, ApiError> {
+    let id = path_id(id)?;
+    let text = req.body.text.clone();
+    let r = act(&state, id, &req, ReviewAction::Reject(text)).await?;
+    // Cancel at once; the risk worker also cancels any rejected withdrawal still reserved.
+    let env = state.env();
+    match state
+        .store()
+        .transition_withdrawal(
+            &req.ctx,
+            None,
+            id,
+            strongroom_core::withdrawal::WithdrawalState::Cancelled,
+            new_id(env),
+        )
+        .await
+    {
+        Ok(_) | Err(strongroom_store::StoreError::InvalidTransition { .. }) => Ok(r),
+        Err(e) => Err(e.into()),
+    }
+}

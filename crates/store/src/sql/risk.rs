@@ -1,0 +1,298 @@
+//! The risk engine's reviews and the events it learns from.
+
+use super::*;
+
+const REVIEW_COLUMNS: &str = "withdrawal_id, customer_id, decision, state, score, assessment, assignee, notes, decided_by, created_at_ms, updated_at_ms";
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+struct ReviewRow {
+    withdrawal_id: String,
+    customer_id: String,
+    decision: String,
+    state: String,
+    score: i64,
+    assessment: String,
+    assignee: Option<String>,
+    notes: String,
+    decided_by: Option<String>,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+fn text<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl ReviewRow {
+    fn from_domain(r: &RiskReview) -> Result<Self> {
+        Ok(ReviewRow {
+            withdrawal_id: r.withdrawal_id.to_string(),
+            customer_id: r.customer_id.to_string(),
+            decision: r.decision.clone(),
+            state: r.state.as_str().to_owned(),
+            score: i64::from(r.score),
+            assessment: text(&r.assessment)?,
+            assignee: r.assignee.clone(),
+            notes: text(&r.notes)?,
+            decided_by: r.decided_by.clone(),
+            created_at_ms: r.created_at.unix_ms(),
+            updated_at_ms: r.updated_at.unix_ms(),
+        })
+    }
+
+    fn to_domain(&self) -> Result<RiskReview> {
+        let corrupt =
+            |w: &str| StoreError::Corrupt(format!("risk review {}: {w}", self.withdrawal_id));
+        Ok(RiskReview {
+            withdrawal_id: uuid(&self.withdrawal_id)?,
+            customer_id: uuid(&self.customer_id)?,
+            decision: self.decision.clone(),
+            state: RiskState::parse(&self.state).ok_or_else(|| corrupt("state"))?,
+            score: u32::try_from(self.score).map_err(|_| corrupt("score"))?,
+            assessment: serde_json::from_str(&self.assessment)
+                .map_err(|_| corrupt("assessment"))?,
+            assignee: self.assignee.clone(),
+            notes: serde_json::from_str(&self.notes).map_err(|_| corrupt("notes"))?,
+            decided_by: self.decided_by.clone(),
+            created_at: Timestamp::from_unix_ms(self.created_at_ms),
+            updated_at: Timestamp::from_unix_ms(self.updated_at_ms),
+        })
+    }
+
+    fn entity(&self) -> String {
+        format!("risk_review/{}", self.withdrawal_id)
+    }
+
+    fn values(&self) -> Vec<Val> {
+        vec![
+            Val::Text(self.withdrawal_id.clone()),
+            Val::Text(self.customer_id.clone()),
+            Val::Text(self.decision.clone()),
+            Val::Text(self.state.clone()),
+            Val::Int(self.score),
+            Val::Text(self.assessment.clone()),
+            Val::OptText(self.assignee.clone()),
+            Val::Text(self.notes.clone()),
+            Val::OptText(self.decided_by.clone()),
+            Val::Int(self.created_at_ms),
+            Val::Int(self.updated_at_ms),
+        ]
+    }
+}
+
+async fn locked(w: &mut WriteTx, id: Uuid) -> Result<Option<ReviewRow>> {
+    let sql = format!(
+        "SELECT {REVIEW_COLUMNS} FROM risk_reviews WHERE withdrawal_id = $1{}",
+        for_update(w.backend)
+    );
+    let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&mut *w.tx).await?;
+    row.map(|r| row_of::<ReviewRow>(&r)).transpose()
+}
+
+/// The assessment, once per withdrawal: a second one returns the first unchanged.
+pub(super) async fn stage_assess(
+    w: &mut WriteTx,
+    ctx: &WriteCtx,
+    review: RiskReview,
+) -> Result<Staged> {
+    let id = review.withdrawal_id;
+    if let Some(existing) = locked(w, id).await? {
+        return Ok(Staged {
+            action: "risk.assessment_repeated".into(),
+            subject: format!("withdrawal/{id}"),
+            detail: serde_json::Value::Null,
+            result: serde_json::to_value(existing.to_domain()?)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        });
+    }
+    let (_, wd) = lock_withdrawal(w, id).await?;
+    if wd.customer_id != review.customer_id {
+        return Err(StoreError::Refused("the assessment names another customer".into()));
+    }
+    let mut review = review;
+    review.created_at = ctx.now;
+    review.updated_at = ctx.now;
+    let row = ReviewRow::from_domain(&review)?;
+    let cols: Vec<&str> = REVIEW_COLUMNS.split(", ").collect();
+    w.insert("risk_reviews", &cols, row.values()).await?;
+    w.record(row.entity(), None, Some(hash_of(&row)?));
+    Ok(Staged {
+        action: format!("risk.{}", review.decision),
+        subject: format!("withdrawal/{id}"),
+        detail: serde_json::json!({ "score": review.score, "state": review.state.as_str(), "assessment": review.assessment }),
+        result: serde_json::to_value(&review).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+    })
+}
+
+pub(super) async fn stage_review(
+    w: &mut WriteTx,
+    ctx: &WriteCtx,
+    id: Uuid,
+    action: ReviewAction,
+) -> Result<Staged> {
+    let before = locked(w, id)
+        .await?
+        .ok_or(StoreError::NotFound { entity: "risk review", id: id.to_string() })?;
+    let mut r = before.to_domain()?;
+    let note = |r: &mut RiskReview, text: Option<String>| {
+        if let Some(t) = text.filter(|t| !t.is_empty()) {
+            r.notes.push(ReviewNote { by: ctx.actor.clone(), at_ms: ctx.now.unix_ms(), text: t });
+        }
+    };
+    let verb = match action {
+        ReviewAction::Assign(who) => {
+            r.assignee = Some(who);
+            "assigned"
+        }
+        ReviewAction::Note(t) => {
+            note(&mut r, Some(t));
+            "noted"
+        }
+        ReviewAction::Release(t) | ReviewAction::Reject(t) if r.state != RiskState::Open => {
+            let _ = t;
+            return Err(StoreError::InvalidTransition { from: r.state.as_str(), to: "decided" });
+        }
+        ReviewAction::Release(t) => {
+            note(&mut r, t);
+            r.state = RiskState::Released;
+            r.decided_by = Some(ctx.actor.clone());
+            "released"
+        }
+        ReviewAction::Reject(t) => {
+            note(&mut r, t);
+            r.state = RiskState::Rejected;
+            r.decided_by = Some(ctx.actor.clone());
+            "rejected"
+        }
+    };
+    r.updated_at = ctx.now;
+    let after = ReviewRow::from_domain(&r)?;
+    w.write(
+        "UPDATE risk_reviews SET state = $1, assignee = $2, notes = $3, decided_by = $4, updated_at_ms = $5 WHERE withdrawal_id = $6".into(),
+        vec![
+            Val::Text(after.state.clone()),
+            Val::OptText(after.assignee.clone()),
+            Val::Text(after.notes.clone()),
+            Val::OptText(after.decided_by.clone()),
+            Val::Int(after.updated_at_ms),
+            Val::Text(after.withdrawal_id.clone()),
+        ],
+    )
+    .await?;
+    w.record(after.entity(), Some(hash_of(&before)?), Some(hash_of(&after)?));
+    Ok(Staged {
+        action: format!("risk.review_{verb}"),
+        subject: format!("withdrawal/{id}"),
+        detail: serde_json::json!({ "state": r.state.as_str(), "assignee": r.assignee }),
+        result: serde_json::to_value(&r).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+    })
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+struct EventRow {
+    id: String,
+    customer_id: String,
+    kind: String,
+    at_ms: i64,
+    data: String,
+}
+
+pub(super) async fn stage_event(w: &mut WriteTx, _ctx: &WriteCtx, ev: RiskEvent) -> Result<Staged> {
+    let row = EventRow {
+        id: ev.id.to_string(),
+        customer_id: ev.customer_id.to_string(),
+        kind: ev.kind.clone(),
+        at_ms: ev.at.unix_ms(),
+        data: text(&ev.data)?,
+    };
+    w.insert(
+        "risk_events",
+        &["id", "customer_id", "kind", "at_ms", "data"],
+        vec![
+            Val::Text(row.id.clone()),
+            Val::Text(row.customer_id.clone()),
+            Val::Text(row.kind.clone()),
+            Val::Int(row.at_ms),
+            Val::Text(row.data.clone()),
+        ],
+    )
+    .await?;
+    w.record(format!("risk_event/{}", row.id), None, Some(hash_of(&row)?));
+    Ok(Staged {
+        action: format!("risk.event_{}", ev.kind),
+        subject: format!("customer/{}", ev.customer_id),
+        detail: serde_json::Value::Null,
+        result: serde_json::to_value(&ev).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+    })
+}
+
+impl SqlStore {
+    pub(super) async fn read_risk_review(&self, id: Uuid) -> Result<Option<RiskReview>> {
+        let sql = format!("SELECT {REVIEW_COLUMNS} FROM risk_reviews WHERE withdrawal_id = $1");
+        let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&self.pool).await?;
+        row.map(|r| row_of::<ReviewRow>(&r).and_then(|r| r.to_domain())).transpose()
+    }
+
+    pub(super) async fn read_risk_reviews(
+        &self,
+        state: Option<RiskState>,
+        limit: u32,
+    ) -> Result<Vec<RiskReview>> {
+        let rows = match state {
+            Some(s) => {
+                let sql = format!("SELECT {REVIEW_COLUMNS} FROM risk_reviews WHERE state = $1 ORDER BY created_at_ms, withdrawal_id LIMIT $2");
+                sqlx::query(&sql)
+                    .bind(s.as_str())
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                let sql = format!("SELECT {REVIEW_COLUMNS} FROM risk_reviews ORDER BY created_at_ms, withdrawal_id LIMIT $1");
+                sqlx::query(&sql).bind(i64::from(limit)).fetch_all(&self.pool).await?
+            }
+        };
+        rows.iter().map(|r| row_of::<ReviewRow>(r).and_then(|r| r.to_domain())).collect()
+    }
+
+    pub(super) async fn read_risk_events(
+        &self,
+        after_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<RiskEvent>> {
+        let rows = sqlx::query("SELECT id, customer_id, kind, at_ms, data FROM risk_events WHERE at_ms > $1 ORDER BY at_ms, id LIMIT $2")
+            .bind(after_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let row = row_of::<EventRow>(r)?;
+                Ok(RiskEvent {
+                    id: uuid(&row.id)?,
+                    customer_id: uuid(&row.customer_id)?,
+                    kind: row.kind,
+                    at: Timestamp::from_unix_ms(row.at_ms),
+                    data: serde_json::from_str(&row.data)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn risk_entity_states(&self, out: &mut Vec<(String, Digest32)>) -> Result<()> {
+        let sql = format!("SELECT {REVIEW_COLUMNS} FROM risk_reviews");
+        for r in sqlx::query(&sql).fetch_all(&self.pool).await? {
+            let row = row_of::<ReviewRow>(&r)?;
+            out.push((row.entity(), hash_of(&row)?));
+        }
+        for r in sqlx::query("SELECT id, customer_id, kind, at_ms, data FROM risk_events")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let row = row_of::<EventRow>(&r)?;
+            out.push((format!("risk_event/{}", row.id), hash_of(&row)?));
+        }
+        Ok(())
+    }
+}
