@@ -63,6 +63,14 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 7201)]
         base_port: u16,
     },
+    /// Risk scoring in process: assess and learn per withdrawal event, the full engine vs
+    /// the same engine with lists and rules only; events/s and latency per event.
+    Risk {
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        #[arg(long, default_value_t = 10_000)]
+        customers: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -72,6 +80,10 @@ pub enum Load {
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
+    if let BenchCommand::Risk { events, customers } = command {
+        crate::risk::bench(events, customers);
+        return Ok(ExitCode::SUCCESS);
+    }
     if let BenchCommand::Mpc { presignatures, signatures, primes, base_port } = command {
         crate::bench_mpc::run(presignatures, signatures, primes, base_port).await?;
         return Ok(ExitCode::SUCCESS);

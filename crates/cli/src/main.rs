@@ -10,6 +10,7 @@ mod chain;
 mod client;
 mod config;
 mod governance;
+mod mail;
 mod risk;
 mod signers;
 
@@ -89,6 +90,17 @@ enum Command {
         /// The file holding the webhook's HMAC secret.
         #[arg(long, requires = "risk_webhook")]
         risk_webhook_secret: Option<PathBuf>,
+        /// An SMTP relay (`host:port`) for the security team's alert e-mail.
+        #[arg(long, requires = "alert_email_to")]
+        alert_smtp: Option<String>,
+        /// Who gets alert e-mail (repeatable).
+        #[arg(long)]
+        alert_email_to: Vec<String>,
+        #[arg(long, default_value = "strongroom@localhost")]
+        alert_email_from: String,
+        /// Upgrade the SMTP connection with STARTTLS, trusting this CA certificate (PEM).
+        #[arg(long)]
+        alert_smtp_ca: Option<PathBuf>,
     },
     /// The governance log (members, quorum, policy, whitelists, freezes), on files.
     Governance {
@@ -270,6 +282,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             risk_rules,
             risk_webhook,
             risk_webhook_secret,
+            alert_smtp,
+            alert_email_to,
+            alert_email_from,
+            alert_smtp_ca,
         } => {
             let signers = (!no_signers).then_some((signer_base_port, test_primes));
             let chain = (!no_chain && !no_signers).then_some((eth_rpc, confirmations));
@@ -277,6 +293,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 lists: risk_lists,
                 rules: risk_rules,
                 webhook: risk_webhook.zip(risk_webhook_secret),
+                mail: alert_smtp.map(|relay| {
+                    let smtp =
+                        mail::Smtp { relay, from: alert_email_from, starttls_ca: alert_smtp_ca };
+                    (smtp, alert_email_to)
+                }),
             };
             dev(&data_dir, listen, signers, chain, governance.as_deref(), risk).await
         }

@@ -94,6 +94,8 @@ pub struct RiskOptions {
     pub rules: Option<PathBuf>,
     /// The security team's webhook and the file holding its HMAC secret.
     pub webhook: Option<(String, PathBuf)>,
+    /// The security team's e-mail: the relay and the recipients.
+    pub mail: Option<(crate::mail::Smtp, Vec<String>)>,
 }
 
 /// Load every list in `dir`.
@@ -138,6 +140,7 @@ fn stamp(dir: &std::path::Path) -> Option<std::time::SystemTime> {
 #[derive(Clone)]
 pub struct Alerts {
     webhook: Option<(String, Arc<zeroize::Zeroizing<Vec<u8>>>)>,
+    mail: Option<(crate::mail::Smtp, Vec<String>)>,
     client: reqwest::Client,
 }
 
@@ -148,7 +151,10 @@ impl std::fmt::Debug for Alerts {
 }
 
 impl Alerts {
-    pub fn new(webhook: Option<(String, PathBuf)>) -> anyhow::Result<Self> {
+    pub fn new(
+        webhook: Option<(String, PathBuf)>,
+        mail: Option<(crate::mail::Smtp, Vec<String>)>,
+    ) -> anyhow::Result<Self> {
         let webhook = match webhook {
             Some((url, secret)) => {
                 let s = std::fs::read(&secret)
@@ -160,7 +166,7 @@ impl Alerts {
         };
         let client =
             reqwest::Client::builder().use_rustls_tls().timeout(Duration::from_secs(10)).build()?;
-        Ok(Alerts { webhook, client })
+        Ok(Alerts { webhook, mail, client })
     }
 
     /// Log the alert and post it to the webhook, signed: header
@@ -168,6 +174,24 @@ impl Alerts {
     pub fn send(&self, kind: &str, detail: serde_json::Value) {
         let body = serde_json::json!({ "kind": kind, "detail": detail }).to_string();
         tracing::warn!(alert = true, kind, detail = %body, "security alert");
+        if let Some((smtp, to)) = self.mail.clone() {
+            let subject = format!("[Strongroom] {}", kind.replace('_', " "));
+            let text = format!(
+                "Strongroom security alert: {kind}\n\n{}\n",
+                serde_json::to_string_pretty(&detail).unwrap_or_default()
+            );
+            tokio::spawn(async move {
+                for attempt in 0..5u64 {
+                    match smtp.send(&to, &subject, &text).await {
+                        Ok(()) => return,
+                        Err(e) => {
+                            tracing::warn!(error = %format!("{e:#}"), "alert e-mail not sent")
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(500 * (attempt + 1))).await;
+                }
+            });
+        }
         let Some((url, secret)) = self.webhook.clone() else { return };
         let client = self.client.clone();
         let t = SystemEnv::new().now().unix_ms();
@@ -445,7 +469,7 @@ pub async fn start_worker(
         "risk engine"
     );
     let lists = Arc::new(RwLock::new(Arc::new(lists)));
-    let alerts = Alerts::new(opts.webhook.clone())?;
+    let alerts = Alerts::new(opts.webhook.clone(), opts.mail.clone())?;
     api.set_destination_screen(Arc::new(ListScreen {
         lists: lists.clone(),
         alerts: alerts.clone(),
@@ -489,4 +513,103 @@ pub async fn start_worker(
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }))
+}
+
+/// `strongroom bench risk`: events/s and latency of assess + learn in one thread.
+pub fn bench(events: usize, customers: usize) {
+    use strongroom_risk::Rng;
+    let env = SystemEnv::new();
+    let mut lists = Lists::default();
+    let listed: String = (0..10_000u64)
+        .map(|i| format!("0x{:040x}\n", i.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+        .collect();
+    lists.add_lines(ListKind::Sanctions, "synthetic", &listed);
+    let run = |models: bool| -> (f64, Vec<u64>, usize) {
+        let mut engine = match RuleSet::from_toml(DEFAULT_RULES) {
+            Ok(r) => RiskEngine::new(r),
+            Err(_) => return (0.0, vec![], 0),
+        };
+        engine.set_models(models);
+        let mut rng = Rng::new(11);
+        let customers = customers.max(1);
+        let mut make = |i: usize| {
+            let c = rng.below(customers);
+            let new_dest = rng.unit() < 0.05;
+            WithdrawalEvent {
+                customer: format!("customer-{c}"),
+                at_ms: 1_800_000_000_000 + i as i64 * 50,
+                asset: "ETH".into(),
+                amount: (c as u128 % 10 + 1)
+                    * 10u128.pow(17)
+                    * (1 + u128::from(rng.unit() < 0.01) * 20),
+                destination: if new_dest {
+                    format!("0x{:040x}", rng.next_u64())
+                } else {
+                    format!("0x{:040x}", c * 8 + rng.below(5))
+                },
+                device: Some(format!("device-{}", c * 4 + usize::from(rng.unit() < 0.02))),
+                ip: Some(format!("10.0.{}.{}", c % 250, c % 200)),
+            }
+        };
+        // Warm up: every customer has a history; the supervised model has labels.
+        for i in 0..customers * 5 {
+            let ev = make(i);
+            engine.record(&ev);
+        }
+        for k in 0..20 {
+            engine.feedback(&[20.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 720.0, 1.0], k % 2 == 0);
+        }
+        let stream: Vec<WithdrawalEvent> = (0..events).map(|i| make(customers * 5 + i)).collect();
+        let mut lat = Vec::with_capacity(stream.len());
+        let mut paused = 0;
+        let start = env.monotonic();
+        for ev in &stream {
+            let t = env.monotonic();
+            let a = engine.assess(ev, &lists);
+            if a.decision != Decision::Allow {
+                paused += 1;
+            } else {
+                engine.record(ev);
+            }
+            lat.push(
+                u64::try_from(env.monotonic().saturating_sub(t).as_nanos()).unwrap_or(u64::MAX),
+            );
+        }
+        let secs = env.monotonic().saturating_sub(start).as_secs_f64().max(1e-9);
+        lat.sort_unstable();
+        (stream.len() as f64 / secs, lat, paused)
+    };
+    let pct = |l: &[u64], p: f64| {
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).copied().unwrap_or(0)
+            as f64
+            / 1000.0
+    };
+    let (base_rate, base_lat, _) = run(false);
+    let (rate, lat, paused) = run(true);
+    println!("risk scoring in one thread: {events} withdrawal events over {customers} customers (assess + learn each)");
+    println!(
+        "  lists + rules only (baseline): {:>9.0} events/s  p50 {:>6.2} µs  p99 {:>6.2} µs",
+        base_rate,
+        pct(&base_lat, 0.5),
+        pct(&base_lat, 0.99)
+    );
+    println!(
+        "  full engine (with models):     {:>9.0} events/s  p50 {:>6.2} µs  p99 {:>6.2} µs",
+        rate,
+        pct(&lat, 0.5),
+        pct(&lat, 0.99)
+    );
+    println!(
+        "  full ÷ baseline throughput: {:.2}; paused or blocked: {paused}",
+        rate / base_rate.max(1e-9)
+    );
+    let per_customer =
+        RiskEngine::new(RuleSet::from_toml(DEFAULT_RULES).unwrap_or_else(|_| RuleSet {
+            version: 0,
+            review_at: 1,
+            block_at: 1,
+            rules: vec![],
+        }))
+        .max_bytes_per_customer();
+    println!("  memory per customer: at most {per_customer} bytes (bounded histories)");
 }

@@ -975,6 +975,61 @@ fn risk_eval_reports_auc_and_names_a_bad_column() {
     assert!(auc > 0.9, "an easy stream: {out}");
 }
 
+/// A real SMTP server (Python's aiosmtpd, Debian's python3-aiosmtpd) writing what it
+/// receives to a maildir; None when it is not installed (an error under
+/// STRONGROOM_REQUIRE_SMTP=1, as in CI).
+struct SmtpServer {
+    child: Child,
+    addr: String,
+    maildir: std::path::PathBuf,
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SmtpServer {
+    fn start(maildir: &std::path::Path) -> Option<SmtpServer> {
+        let python = "/usr/bin/python3";
+        let ok = Command::new(python)
+            .args(["-c", "import aiosmtpd"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            assert!(
+                std::env::var_os("STRONGROOM_REQUIRE_SMTP").is_none(),
+                "STRONGROOM_REQUIRE_SMTP is set but aiosmtpd is not installed"
+            );
+            println!("SKIPPED e-mail: no aiosmtpd (apt-get install python3-aiosmtpd)");
+            return None;
+        }
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mailbox = maildir.to_str().unwrap();
+        let child = Command::new(python)
+            .args(["-m", "aiosmtpd", "-n", "-l", &addr, "-c", "aiosmtpd.handlers.Mailbox", mailbox])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "aiosmtpd did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(SmtpServer { child, addr, maildir: maildir.to_path_buf() })
+    }
+
+    fn messages(&self) -> Vec<String> {
+        std::fs::read_dir(self.maildir.join("new"))
+            .map(|d| d.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok()).collect())
+            .unwrap_or_default()
+    }
+}
+
 /// A webhook receiver for tests: every request's signature header and body.
 struct Hook {
     url: String,
@@ -1046,7 +1101,8 @@ fn dev_risk_blocks_listed_addresses_and_pauses_unusual_withdrawals_for_review() 
     let secret = dir.path().join("webhook.secret");
     std::fs::write(&secret, "s3cret-for-tests").unwrap();
     let hook = webhook();
-    let args = [
+    let smtp = SmtpServer::start(&dir.path().join("maildir"));
+    let mut args = vec![
         "--eth-rpc",
         chain.url.as_str(),
         "--confirmations",
@@ -1058,6 +1114,14 @@ fn dev_risk_blocks_listed_addresses_and_pauses_unusual_withdrawals_for_review() 
         "--risk-webhook-secret",
         secret.to_str().unwrap(),
     ];
+    if let Some(s) = &smtp {
+        args.extend([
+            "--alert-smtp",
+            s.addr.as_str(),
+            "--alert-email-to",
+            "security@exchange.example",
+        ]);
+    }
     let dev = start_dev_with(&data, &args, &[]);
     let c = api(&dev, "POST", "/v1/customers", Some(serde_json::json!({"external_id": "rita"})));
     let cid = c["id"].as_str().unwrap().to_owned();
@@ -1202,6 +1266,24 @@ fn dev_risk_blocks_listed_addresses_and_pauses_unusual_withdrawals_for_review() 
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"s3cret-for-tests").unwrap();
         mac.update(format!("{t}.{body}").as_bytes());
         assert_eq!(hex::encode(mac.finalize().into_bytes()), v1, "{body}");
+    }
+    // And the same alerts by e-mail, through a real SMTP server.
+    if let Some(s) = &smtp {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while s.messages().len() < 3 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mail = s.messages();
+        assert_eq!(mail.len(), 3, "{mail:?}");
+        assert!(mail.iter().all(|m| m.contains("To: security@exchange.example")), "{mail:?}");
+        let paused = mail.iter().filter(|m| m.contains("Subject: [Strongroom] withdrawal paused"));
+        assert_eq!(paused.count(), 2, "{mail:?}");
+        let blocked: Vec<&String> = mail
+            .iter()
+            .filter(|m| m.contains("Subject: [Strongroom] withdrawal blocked"))
+            .collect();
+        assert_eq!(blocked.len(), 1);
+        assert!(blocked[0].contains("sanctioned_addresses_ETH.txt"), "{}", blocked[0]);
     }
     let out = Command::new(BIN)
         .args(["audit", "verify", "--data-dir", data.to_str().unwrap()])

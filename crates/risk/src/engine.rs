@@ -45,7 +45,7 @@ pub struct Assessment {
     /// What shadow rules would have added (recorded, not applied).
     pub shadow: Vec<Reason>,
     /// The features, by name, as scored.
-    pub features: Vec<(String, f64)>,
+    pub features: Vec<(&'static str, f64)>,
     pub rules_version: u64,
 }
 
@@ -61,6 +61,7 @@ pub struct RiskEngine {
     hst: HalfSpaceTrees,
     ftrl: Ftrl,
     labels: usize,
+    models: bool,
 }
 
 impl RiskEngine {
@@ -77,7 +78,13 @@ impl RiskEngine {
             ),
             ftrl: Ftrl::new(&names, FtrlConfig::default()),
             labels: 0,
+            models: true,
         }
+    }
+
+    /// Turn the models off (lists and rules only): the baseline of `strongroom bench risk`.
+    pub fn set_models(&mut self, on: bool) {
+        self.models = on;
     }
 
     pub fn rules(&self) -> &RuleSet {
@@ -89,11 +96,18 @@ impl RiskEngine {
         self.rules = rules;
     }
 
+    fn features(&self, ev: &WithdrawalEvent) -> Vec<f64> {
+        match self.profiles.get(&ev.customer) {
+            Some(p) => p.features(ev),
+            None => Profile::default().features(ev),
+        }
+    }
+
     /// Decide `ev` (nothing is learned: see [`RiskEngine::record`]).
     pub fn assess(&self, ev: &WithdrawalEvent, lists: &Lists) -> Assessment {
-        let features = self.profiles.get(&ev.customer).cloned().unwrap_or_default().features(ev);
-        let named: Vec<(String, f64)> =
-            FEATURES.iter().map(|f| (*f).to_owned()).zip(features.iter().copied()).collect();
+        let features = self.features(ev);
+        let named: Vec<(&'static str, f64)> =
+            FEATURES.iter().copied().zip(features.iter().copied()).collect();
         let mut reasons = Vec::new();
         let mut shadow = Vec::new();
         let mut hard: Option<Hard> = None;
@@ -133,7 +147,7 @@ impl RiskEngine {
             reasons.push(reason);
         }
         let scaled = self.scaler.transform(&features);
-        let anomaly = self.hst.score(&scaled);
+        let anomaly = if self.models { self.hst.score(&scaled) } else { 0.0 };
         if anomaly >= 0.8 {
             reasons.push(Reason {
                 source: "model:half-space-trees".into(),
@@ -141,8 +155,11 @@ impl RiskEngine {
                 points: (anomaly * 30.0).round() as u32,
             });
         }
-        if self.labels >= MIN_LABELS {
-            let p = self.ftrl.predict(&scaled);
+        let p =
+            if self.models && self.labels >= MIN_LABELS { self.ftrl.predict(&scaled) } else { 0.0 };
+        // Only what is more likely bad than not counts: p = 0.5 adds nothing, p = 1 adds 50.
+        let points = ((p - 0.5).max(0.0) * 100.0).round() as u32;
+        if points > 0 {
             let why: Vec<String> = self
                 .ftrl
                 .explain(&scaled, 3)
@@ -155,7 +172,7 @@ impl RiskEngine {
                     "like withdrawals analysts rejected: p = {p:.2} ({})",
                     why.join(", ")
                 ),
-                points: (p * 50.0).round() as u32,
+                points,
             });
         }
         let score: u32 =
@@ -179,10 +196,12 @@ impl RiskEngine {
 
     /// Learn `ev` as having happened (after it was assessed).
     pub fn record(&mut self, ev: &WithdrawalEvent) {
-        let features = self.profiles.get(&ev.customer).cloned().unwrap_or_default().features(ev);
+        let features = self.features(ev);
         self.scaler.learn(&features);
-        let scaled = self.scaler.transform(&features);
-        self.hst.learn(&scaled);
+        if self.models {
+            let scaled = self.scaler.transform(&features);
+            self.hst.learn(&scaled);
+        }
         let bounds = self.bounds;
         self.profiles.entry(ev.customer.clone()).or_default().record_withdrawal(ev, &bounds);
     }

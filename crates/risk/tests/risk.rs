@@ -208,7 +208,7 @@ mod engine {
         let first = e.assess(&ev(400, ETH / 10, &format!("0x{:040x}", 1), "phone-1"), &lists);
         let last = e.assess(&ev(400, ETH / 10, &format!("0x{:040x}", 300), "phone-1"), &lists);
         let new_dest = |a: &strongroom_risk::engine::Assessment| {
-            a.features.iter().find(|(n, _)| n == "new_destination").unwrap().1
+            a.features.iter().find(|(n, _)| *n == "new_destination").unwrap().1
         };
         assert_eq!((new_dest(&first), new_dest(&last)), (1.0, 0.0));
         assert!(e.max_bytes_per_customer() < 64 * 1024, "{}", e.max_bytes_per_customer());
