@@ -195,7 +195,7 @@ fn parse_role(s: &str) -> Result<Role, String> {
 /// Which database a command works on: `--database-url`, else the config's, else the dev
 /// data folder's SQLite file.
 #[derive(Debug, Clone, Args)]
-struct DbArgs {
+pub(crate) struct DbArgs {
     #[arg(long, conflicts_with = "database_url")]
     config: Option<PathBuf>,
     #[arg(long, env = "STRONGROOM_DATABASE_URL")]
@@ -205,7 +205,7 @@ struct DbArgs {
 }
 
 impl DbArgs {
-    fn url(&self) -> anyhow::Result<String> {
+    pub(crate) fn url(&self) -> anyhow::Result<String> {
         if let Some(url) = &self.database_url {
             return Ok(url.clone());
         }
@@ -222,7 +222,7 @@ impl DbArgs {
         Ok(Config::sqlite_url(&absolute(&self.data_dir)?))
     }
 
-    async fn open(&self) -> anyhow::Result<SqlStore> {
+    pub(crate) async fn open(&self) -> anyhow::Result<SqlStore> {
         let url = self.url()?;
         let store = SqlStore::connect(&url, Default::default())
             .await
@@ -303,7 +303,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Governance { command } => governance::run(command).await,
         Command::Withdrawal { command } => governance::withdrawal(command).await,
-        Command::Risk { command } => risk::run(command),
+        Command::Risk { command } => risk::run(command).await,
         Command::Reconcile { data_dir } => {
             let data_dir = absolute(&data_dir)?;
             let store =

@@ -22,10 +22,45 @@ pub enum RiskCommand {
         #[arg(long = "skip-column")]
         skip: Vec<String>,
     },
+    /// Replay the stored withdrawals (and logins, security changes) through a candidate
+    /// rule set beside the current one, before publishing it: decisions of each, what
+    /// changes, how each agrees with analysts' decisions, what shadow rules would do.
+    Backtest {
+        /// The candidate rule set (TOML).
+        #[arg(long)]
+        rules: PathBuf,
+        /// The rule set in force (default: the built-in rules).
+        #[arg(long)]
+        current: Option<PathBuf>,
+        /// The lists folder (as `dev --risk-lists`).
+        #[arg(long)]
+        lists: Option<PathBuf>,
+        #[command(flatten)]
+        db: crate::DbArgs,
+    },
 }
 
-pub fn run(cmd: RiskCommand) -> anyhow::Result<std::process::ExitCode> {
+pub async fn run(cmd: RiskCommand) -> anyhow::Result<std::process::ExitCode> {
     match cmd {
+        RiskCommand::Backtest { rules, current, lists, db } => {
+            let read = |p: &PathBuf| -> anyhow::Result<RuleSet> {
+                Ok(RuleSet::from_toml(
+                    &std::fs::read_to_string(p)
+                        .with_context(|| format!("reading {}", p.display()))?,
+                )?)
+            };
+            let candidate = read(&rules)?;
+            let current = match &current {
+                Some(p) => read(p)?,
+                None => RuleSet::from_toml(DEFAULT_RULES)?,
+            };
+            let lists = match &lists {
+                Some(d) => load_lists(d)?,
+                None => Lists::default(),
+            };
+            let store = db.open().await?;
+            backtest(&store, current, candidate, &lists).await?;
+        }
         RiskCommand::Eval { file, label_column, limit, skip } => {
             let input = std::fs::File::open(&file)
                 .with_context(|| format!("opening {}", file.display()))?;
@@ -612,4 +647,164 @@ pub fn bench(events: usize, customers: usize) {
         }))
         .max_bytes_per_customer();
     println!("  memory per customer: at most {per_customer} bytes (bounded histories)");
+}
+
+/// Replay what is stored through `current` and `candidate` side by side.
+async fn backtest(
+    store: &SqlStore,
+    current: RuleSet,
+    candidate: RuleSet,
+    lists: &Lists,
+) -> anyhow::Result<()> {
+    let events = store.risk_events(i64::MIN, 1_000_000).await?;
+    let mut withdrawals = Vec::new();
+    for st in [
+        WithdrawalState::Reserved,
+        WithdrawalState::Built,
+        WithdrawalState::Signed,
+        WithdrawalState::Broadcast,
+        WithdrawalState::Settled,
+        WithdrawalState::Failed,
+        WithdrawalState::Cancelled,
+    ] {
+        withdrawals.extend(
+            store
+                .list_withdrawals(&WithdrawalFilter {
+                    customer_id: None,
+                    state: Some(st),
+                    limit: 1000,
+                })
+                .await?,
+        );
+    }
+    withdrawals.sort_by_key(|w| (w.created_at, w.id));
+    let reviews: HashMap<Uuid, RiskReview> = store
+        .list_risk_reviews(None, 1000)
+        .await?
+        .into_iter()
+        .map(|r| (r.withdrawal_id, r))
+        .collect();
+    let (cur_version, cand_version) = (current.version, candidate.version);
+    let mut engines = [RiskEngine::new(current), RiskEngine::new(candidate)];
+    // The device and address each withdrawal came from (recorded just after it).
+    let contexts: HashMap<Uuid, (Option<String>, Option<String>)> = events
+        .iter()
+        .filter(|e| e.kind == "withdrawal_context")
+        .filter_map(|e| {
+            let s = |k: &str| at(&e.data, &format!("/{k}")).as_str().map(str::to_owned);
+            let id = Uuid::parse_str(&s("withdrawal_id")?).ok()?;
+            Some((id, (s("device_id"), s("ip"))))
+        })
+        .collect();
+    #[derive(Default)]
+    struct Tally {
+        allow: usize,
+        review: usize,
+        block: usize,
+        /// Flagged (review or block) among those analysts rejected, and released.
+        flagged_rejected: usize,
+        flagged_released: usize,
+    }
+    let (mut cur, mut cand) = (Tally::default(), Tally::default());
+    let (mut rejected, mut released) = (0usize, 0usize);
+    let mut changed = Vec::new();
+    let mut shadow: HashMap<String, usize> = HashMap::new();
+    let mut ev_iter = events.iter().peekable();
+    let [cur_engine, cand_engine] = &mut engines;
+    for w in &withdrawals {
+        while let Some(e) = ev_iter.next_if(|e| e.at <= w.created_at) {
+            let s = |k: &str| at(&e.data, &format!("/{k}")).as_str().map(str::to_owned);
+            let c = e.customer_id.to_string();
+            for engine in [&mut *cur_engine, &mut *cand_engine] {
+                match e.kind.as_str() {
+                    "login" => engine.record_activity(
+                        &c,
+                        &Activity::Login { device: s("device_id"), ip: s("ip") },
+                        e.at.unix_ms(),
+                    ),
+                    "security_change" => {
+                        engine.record_activity(&c, &Activity::SecurityChange, e.at.unix_ms())
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let (device, ip) = contexts.get(&w.id).cloned().unwrap_or((None, None));
+        let ev = WithdrawalEvent {
+            customer: w.customer_id.to_string(),
+            at_ms: w.created_at.unix_ms(),
+            asset: w.intent.asset.symbol.to_string(),
+            amount: w.intent.amount.base_units(),
+            destination: w.intent.destination.as_str().to_owned(),
+            device,
+            ip,
+        };
+        let (a, b) = (cur_engine.assess(&ev, lists), cand_engine.assess(&ev, lists));
+        let outcome = reviews.get(&w.id).map(|r| r.state);
+        for (t, x) in [(&mut cur, &a), (&mut cand, &b)] {
+            match x.decision {
+                Decision::Allow => t.allow += 1,
+                Decision::Review => t.review += 1,
+                Decision::Block => t.block += 1,
+            }
+            let flagged = usize::from(x.decision != Decision::Allow);
+            match outcome {
+                Some(RiskState::Rejected) => t.flagged_rejected += flagged,
+                Some(RiskState::Released) => t.flagged_released += flagged,
+                _ => {}
+            }
+        }
+        match outcome {
+            Some(RiskState::Rejected) => rejected += 1,
+            Some(RiskState::Released) => released += 1,
+            _ => {}
+        }
+        for r in &b.shadow {
+            *shadow.entry(r.source.clone()).or_default() += 1;
+        }
+        if a.decision != b.decision {
+            changed.push((w.id, a.decision, b.decision));
+        }
+        // What actually went out is what is usual from now on.
+        let went_out =
+            matches!(outcome, None | Some(RiskState::Cleared) | Some(RiskState::Released))
+                && w.state != WithdrawalState::Cancelled;
+        if went_out {
+            cur_engine.record(&ev);
+            cand_engine.record(&ev);
+        }
+    }
+    println!(
+        "backtest over {} stored withdrawals ({} with an analyst's decision)",
+        withdrawals.len(),
+        rejected + released
+    );
+    println!("{:<22} {:>7} {:>7} {:>7}", "rules", "allow", "review", "block");
+    for (name, version, t) in [("current", cur_version, &cur), ("candidate", cand_version, &cand)] {
+        println!(
+            "{:<22} {:>7} {:>7} {:>7}",
+            format!("{name} v{version}"),
+            t.allow,
+            t.review,
+            t.block
+        );
+    }
+    println!("changed decisions: {}", changed.len());
+    for (id, from, to) in changed.iter().take(20) {
+        println!("  {id}: {} -> {}", from.as_str(), to.as_str());
+    }
+    println!(
+        "analysts rejected {rejected}: current flags {}, candidate flags {}",
+        cur.flagged_rejected, cand.flagged_rejected
+    );
+    println!(
+        "analysts released {released}: current flags {}, candidate flags {}",
+        cur.flagged_released, cand.flagged_released
+    );
+    let mut shadow: Vec<(String, usize)> = shadow.into_iter().collect();
+    shadow.sort();
+    for (rule, n) in shadow {
+        println!("shadow {rule}: would have fired {n} times");
+    }
+    Ok(())
 }

@@ -1285,6 +1285,48 @@ fn dev_risk_blocks_listed_addresses_and_pauses_unusual_withdrawals_for_review() 
         assert_eq!(blocked.len(), 1);
         assert!(blocked[0].contains("sanctioned_addresses_ETH.txt"), "{}", blocked[0]);
     }
+    // A stricter candidate rule set, backtested on what is stored before publishing it:
+    // every first payment to an address waits, so it would also have paused the first of the
+    // three usual withdrawals.
+    let stricter = dir.path().join("stricter.toml");
+    std::fs::write(
+        &stricter,
+        "version = 2\nreview_at = 50\nblock_at = 100\n[[rules]]\nname = \"new-destination\"\nall = [{ feature = \"new_destination\", at_least = 1.0 }]\naction = \"review\"\nscore = 50\n[[rules]]\nname = \"any-new-ip\"\nall = [{ feature = \"new_ip\", at_least = 1.0 }]\nscore = 1\nshadow = true\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "risk",
+            "backtest",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--rules",
+            stricter.to_str().unwrap(),
+        ])
+        .args(["--lists", lists.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("backtest over 5 stored withdrawals (2 with an analyst's decision)"),
+        "{text}"
+    );
+    assert!(text.contains("analysts rejected 1: current flags 1, candidate flags 1"), "{text}");
+    assert!(text.contains("shadow rule:any-new-ip: would have fired 1 times"), "{text}");
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(line("current v1"), "3 2 0", "{text}");
+    assert_eq!(line("candidate v2"), "2 3 0", "{text}");
+    assert!(text.contains("changed decisions: 1"), "{text}");
     let out = Command::new(BIN)
         .args(["audit", "verify", "--data-dir", data.to_str().unwrap()])
         .output()
