@@ -101,6 +101,10 @@ enum Command {
         /// Upgrade the SMTP connection with STARTTLS, trusting this CA certificate (PEM).
         #[arg(long)]
         alert_smtp_ca: Option<PathBuf>,
+        /// Also take risk events from this NATS server's JetStream (stream STRONGROOM_RISK,
+        /// subjects strongroom.risk.events.<kind>).
+        #[arg(long)]
+        nats: Option<String>,
     },
     /// The governance log (members, quorum, policy, whitelists, freezes), on files.
     Governance {
@@ -286,6 +290,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             alert_email_to,
             alert_email_from,
             alert_smtp_ca,
+            nats,
         } => {
             let signers = (!no_signers).then_some((signer_base_port, test_primes));
             let chain = (!no_chain && !no_signers).then_some((eth_rpc, confirmations));
@@ -298,6 +303,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                         mail::Smtp { relay, from: alert_email_from, starttls_ca: alert_smtp_ca };
                     (smtp, alert_email_to)
                 }),
+                nats,
             };
             dev(&data_dir, listen, signers, chain, governance.as_deref(), risk).await
         }

@@ -131,6 +131,8 @@ pub struct RiskOptions {
     pub webhook: Option<(String, PathBuf)>,
     /// The security team's e-mail: the relay and the recipients.
     pub mail: Option<(crate::mail::Smtp, Vec<String>)>,
+    /// A NATS server whose JetStream carries risk events.
+    pub nats: Option<String>,
 }
 
 /// Load every list in `dir`.
@@ -520,6 +522,7 @@ pub async fn start_worker(
         env: SystemEnv::new(),
     };
     worker.replay().await?;
+    let nats = opts.nats.clone().map(|url| start_nats_ingest(worker.store.clone(), url));
     let dir = opts.lists.clone();
     Ok(tokio::spawn(async move {
         let mut seen = dir.as_deref().and_then(stamp);
@@ -541,6 +544,9 @@ pub async fn start_worker(
                         Err(e) => tracing::warn!(error = %e, "risk lists not reloaded"),
                     }
                 }
+            }
+            if nats.as_ref().is_some_and(|n| n.is_finished()) {
+                tracing::error!("NATS ingestion ended");
             }
             if let Err(e) = worker.pass().await {
                 tracing::warn!(error = %e, "risk pass failed; will retry");
@@ -805,6 +811,98 @@ async fn backtest(
     shadow.sort();
     for (rule, n) in shadow {
         println!("shadow {rule}: would have fired {n} times");
+    }
+    Ok(())
+}
+
+/// The JetStream stream and subjects risk events arrive on, and the durable consumer that
+/// risk workers share (each message goes to one of them).
+pub const NATS_STREAM: &str = "STRONGROOM_RISK";
+pub const NATS_SUBJECTS: &str = "strongroom.risk.events.>";
+pub const NATS_CONSUMER: &str = "risk-workers";
+
+/// A risk event as published on NATS (subject `strongroom.risk.events.<kind>`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NatsEvent {
+    customer_id: Uuid,
+    kind: String,
+    device_id: Option<String>,
+    ip: Option<String>,
+}
+
+/// Take risk events from JetStream into the store (where the risk worker reads them). Each
+/// message is acknowledged only after it is stored; its id comes from its stream sequence,
+/// so a redelivered message is stored once.
+pub fn start_nats_ingest(store: Arc<SqlStore>, url: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = nats_ingest(store.as_ref(), &url).await {
+                tracing::warn!(error = %format!("{e:#}"), url, "NATS ingestion stopped; reconnecting");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+}
+
+async fn nats_ingest(store: &SqlStore, url: &str) -> anyhow::Result<()> {
+    use async_nats::jetstream::{self, consumer::pull, stream};
+    use futures_util::StreamExt;
+    let client = async_nats::connect(url).await.context("connecting to NATS")?;
+    let js = jetstream::new(client);
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: NATS_STREAM.into(),
+            subjects: vec![NATS_SUBJECTS.into()],
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("stream {NATS_STREAM}: {e}"))?;
+    let consumer = stream
+        .get_or_create_consumer(
+            NATS_CONSUMER,
+            pull::Config {
+                durable_name: Some(NATS_CONSUMER.into()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("consumer {NATS_CONSUMER}: {e}"))?;
+    tracing::info!(url, stream = NATS_STREAM, "taking risk events from NATS JetStream");
+    let mut messages = consumer.messages().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let env = SystemEnv::new();
+    while let Some(m) = messages.next().await {
+        let m = m.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let seq = m.info().map(|i| i.stream_sequence).map_err(|e| anyhow::anyhow!("{e}"))?;
+        match serde_json::from_slice::<NatsEvent>(&m.payload) {
+            Ok(e)
+                if ["login", "security_change", "trade", "deposit"].contains(&e.kind.as_str()) =>
+            {
+                use sha2::Digest;
+                let h = sha2::Sha256::digest(format!("{NATS_STREAM}/{seq}").as_bytes());
+                let id = Uuid::from_slice(h.get(..16).unwrap_or_default()).unwrap_or_default();
+                let ev = strongroom_store::RiskEvent {
+                    id,
+                    customer_id: e.customer_id,
+                    kind: e.kind,
+                    at: env.now(),
+                    data: serde_json::json!({ "device_id": e.device_id, "ip": e.ip, "nats_seq": seq }),
+                };
+                let ctx = WriteCtx { actor: "risk:nats".into(), now: env.now(), request_id: None };
+                match store.add_risk_event(&ctx, ev).await {
+                    Ok(_) | Err(strongroom_store::StoreError::Constraint { unique: true, .. }) => {}
+                    Err(strongroom_store::StoreError::Constraint { unique: false, .. }) => {
+                        tracing::warn!(seq, customer = %e.customer_id, "risk event for an unknown customer dropped");
+                    }
+                    // Not acknowledged: it comes again.
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(e) => tracing::warn!(seq, kind = e.kind, "risk event of an unknown kind dropped"),
+            Err(e) => tracing::warn!(seq, error = %e, "malformed risk event dropped"),
+        }
+        m.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
     }
     Ok(())
 }

@@ -1030,6 +1030,75 @@ impl SmtpServer {
     }
 }
 
+/// A NATS server with JetStream for a test (Debian's nats-server), or None when it is not
+/// installed (an error under STRONGROOM_REQUIRE_NATS=1, as in CI).
+struct Nats {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_nats(store_dir: &std::path::Path) -> Option<Nats> {
+    let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let Some(bin) = bin else {
+        assert!(
+            std::env::var_os("STRONGROOM_REQUIRE_NATS").is_none(),
+            "STRONGROOM_REQUIRE_NATS is set but nats-server is not installed"
+        );
+        println!("SKIPPED NATS: no nats-server (apt-get install nats-server)");
+        return None;
+    };
+    let port = free_port();
+    let child = Command::new(bin)
+        .args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-js",
+            "-sd",
+            store_dir.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some(Nats { child, url: format!("nats://127.0.0.1:{port}") })
+}
+
+/// Publish JSON on a JetStream subject and wait for the stream's acknowledgement.
+fn nats_publish(url: &str, subject: &str, body: serde_json::Value) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(url).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // The stream exists once the dev stack's ingestion has started.
+        loop {
+            if let Ok(ack) = js.publish(subject.to_owned(), body.to_string().into()).await {
+                if ack.await.is_ok() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "JetStream never acknowledged {subject}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+}
+
 /// A webhook receiver for tests: every request's signature header and body.
 struct Hook {
     url: String,
@@ -1122,6 +1191,10 @@ fn dev_risk_blocks_listed_addresses_and_pauses_unusual_withdrawals_for_review() 
             "security@exchange.example",
         ]);
     }
+    let nats = start_nats(&dir.path().join("nats"));
+    if let Some(n) = &nats {
+        args.extend(["--nats", n.url.as_str()]);
+    }
     let dev = start_dev_with(&data, &args, &[]);
     let c = api(&dev, "POST", "/v1/customers", Some(serde_json::json!({"external_id": "rita"})));
     let cid = c["id"].as_str().unwrap().to_owned();
@@ -1182,6 +1255,23 @@ fn dev_risk_blocks_listed_addresses_and_pauses_unusual_withdrawals_for_review() 
         assert_eq!(w["risk"]["state"], "cleared", "{w}");
     }
 
+    // A security change reported through NATS JetStream (as the exchange's backend would)
+    // reaches the engine: the next withdrawal counts it.
+    if let Some(n) = &nats {
+        let body = serde_json::json!({"customer_id": cid, "kind": "security_change"});
+        nats_publish(&n.url, "strongroom.risk.events.security_change", body);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let events = api(&dev, "GET", &format!("/v1/risk/events?customer_id={cid}"), None);
+            if events.to_string().contains("security_change") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{events}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        std::thread::sleep(Duration::from_millis(700)); // one worker pass
+    }
+
     // 20 times the usual, to a new address, from a new device: paused with its reasons.
     let odd = withdraw("2", "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB", "laptop-9");
     let id = odd["id"].as_str().unwrap().to_owned();
@@ -1197,6 +1287,9 @@ fn dev_risk_blocks_listed_addresses_and_pauses_unusual_withdrawals_for_review() 
         "{reasons}"
     );
     assert!(reasons.contains("amount_vs_median = 20.00"), "{reasons}");
+    if nats.is_some() {
+        assert!(reasons.contains("rule:soon-after-a-security-change"), "{reasons}");
+    }
     let queue = api(&dev, "GET", "/v1/risk/reviews?state=open", None);
     assert!(queue.as_array().unwrap().iter().any(|r| r["withdrawal_id"] == id.as_str()), "{queue}");
     std::thread::sleep(Duration::from_secs(2));

@@ -107,7 +107,8 @@ impl RuleSet {
 pub const DEFAULT_RULES: &str = r#"
 version = 1
 review_at = 50
-block_at = 100
+# Scores add up; only a pile of them blocks on its own (lists and block rules block at once).
+block_at = 150
 
 [[rules]]
 name = "unusual-amount-to-a-new-address-from-a-new-device"

@@ -85,7 +85,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_withdrawal))
         .routes(routes!(cancel_withdrawal))
         .routes(routes!(submit_approval))
-        .routes(routes!(crate::risk::add_event))
+        .routes(routes!(crate::risk::add_event, crate::risk::list_events))
         .routes(routes!(crate::risk::list_reviews))
         .routes(routes!(crate::risk::get_review))
         .routes(routes!(crate::risk::assign))

@@ -118,6 +118,33 @@ pub(crate) async fn add_event(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+pub struct EventQuery {
+    pub customer_id: Uuid,
+}
+
+/// A customer's recent risk events (from the API or NATS), oldest first.
+#[utoipa::path(get, path = "/v1/risk/events", tag = "risk", security(("token" = [])), params(EventQuery),
+    responses((status = 200, body = Vec<Object>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(crate) async fn list_events(
+    State(state): State<AppState>,
+    p: Principal,
+    q: Result<Query<EventQuery>, QueryRejection>,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    p.require(READERS)?;
+    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let since = state.env().now().unix_ms().saturating_sub(30 * 86_400_000);
+    let events = state.store().risk_events(since, 10_000).await?;
+    Ok(Json(
+        events
+            .into_iter()
+            .filter(|e| e.customer_id == q.customer_id)
+            .map(|e| serde_json::json!({ "id": e.id, "kind": e.kind, "at_ms": e.at.unix_ms(), "data": e.data }))
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReviewQuery {
     /// `open` (the queue), `cleared`, `released`, `rejected` or `blocked`.
     pub state: Option<String>,
