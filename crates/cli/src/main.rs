@@ -105,6 +105,9 @@ enum Command {
         /// subjects strongroom.risk.events.<kind>).
         #[arg(long)]
         nats: Option<String>,
+        /// IPv4 ranges → places for impossible travel (CSV `start_ip,end_ip,lat,lon,country`).
+        #[arg(long)]
+        risk_geo: Option<PathBuf>,
     },
     /// The governance log (members, quorum, policy, whitelists, freezes), on files.
     Governance {
@@ -291,6 +294,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             alert_email_from,
             alert_smtp_ca,
             nats,
+            risk_geo,
         } => {
             let signers = (!no_signers).then_some((signer_base_port, test_primes));
             let chain = (!no_chain && !no_signers).then_some((eth_rpc, confirmations));
@@ -304,6 +308,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     (smtp, alert_email_to)
                 }),
                 nats,
+                geo: risk_geo,
             };
             dev(&data_dir, listen, signers, chain, governance.as_deref(), risk).await
         }

@@ -35,6 +35,9 @@ pub enum RiskCommand {
         /// The lists folder (as `dev --risk-lists`).
         #[arg(long)]
         lists: Option<PathBuf>,
+        /// The geo table (as `dev --risk-geo`).
+        #[arg(long)]
+        geo: Option<PathBuf>,
         #[command(flatten)]
         db: crate::DbArgs,
     },
@@ -42,7 +45,7 @@ pub enum RiskCommand {
 
 pub async fn run(cmd: RiskCommand) -> anyhow::Result<std::process::ExitCode> {
     match cmd {
-        RiskCommand::Backtest { rules, current, lists, db } => {
+        RiskCommand::Backtest { rules, current, lists, geo, db } => {
             let read = |p: &PathBuf| -> anyhow::Result<RuleSet> {
                 Ok(RuleSet::from_toml(
                     &std::fs::read_to_string(p)
@@ -58,8 +61,9 @@ pub async fn run(cmd: RiskCommand) -> anyhow::Result<std::process::ExitCode> {
                 Some(d) => load_lists(d)?,
                 None => Lists::default(),
             };
+            let geo = geo.as_deref().map(load_geo).transpose()?;
             let store = db.open().await?;
-            backtest(&store, current, candidate, &lists).await?;
+            backtest(&store, current, candidate, &lists, geo).await?;
         }
         RiskCommand::Eval { file, label_column, limit, skip } => {
             let input = std::fs::File::open(&file)
@@ -133,6 +137,14 @@ pub struct RiskOptions {
     pub mail: Option<(crate::mail::Smtp, Vec<String>)>,
     /// A NATS server whose JetStream carries risk events.
     pub nats: Option<String>,
+    /// IPv4 ranges → places (`start_ip,end_ip,lat,lon,country`), for impossible travel.
+    pub geo: Option<PathBuf>,
+}
+
+fn load_geo(path: &std::path::Path) -> anyhow::Result<strongroom_risk::geo::GeoTable> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(strongroom_risk::geo::GeoTable::from_csv(&text)?)
 }
 
 /// Load every list in `dir`.
@@ -511,9 +523,13 @@ pub async fn start_worker(
         lists: lists.clone(),
         alerts: alerts.clone(),
     }));
+    let mut engine = RiskEngine::new(rules);
+    if let Some(g) = &opts.geo {
+        engine.set_geo(load_geo(g)?);
+    }
     let mut worker = Worker {
         store,
-        engine: RiskEngine::new(rules),
+        engine,
         lists: lists.clone(),
         alerts,
         contexts: HashMap::new(),
@@ -598,7 +614,11 @@ pub fn bench(events: usize, customers: usize) {
             engine.record(&ev);
         }
         for k in 0..20 {
-            engine.feedback(&[20.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 720.0, 1.0], k % 2 == 0);
+            let mut f = vec![0.0; strongroom_risk::profile::FEATURES.len()];
+            if let Some(x) = f.first_mut() {
+                *x = if k % 2 == 0 { 20.0 } else { 1.0 };
+            }
+            engine.feedback(&f, k % 2 == 0);
         }
         let stream: Vec<WithdrawalEvent> = (0..events).map(|i| make(customers * 5 + i)).collect();
         let mut lat = Vec::with_capacity(stream.len());
@@ -661,6 +681,7 @@ async fn backtest(
     current: RuleSet,
     candidate: RuleSet,
     lists: &Lists,
+    geo: Option<strongroom_risk::geo::GeoTable>,
 ) -> anyhow::Result<()> {
     let events = store.risk_events(i64::MIN, 1_000_000).await?;
     let mut withdrawals = Vec::new();
@@ -692,6 +713,11 @@ async fn backtest(
         .collect();
     let (cur_version, cand_version) = (current.version, candidate.version);
     let mut engines = [RiskEngine::new(current), RiskEngine::new(candidate)];
+    if let Some(g) = geo {
+        for e in &mut engines {
+            e.set_geo(g.clone());
+        }
+    }
     // The device and address each withdrawal came from (recorded just after it).
     let contexts: HashMap<Uuid, (Option<String>, Option<String>)> = events
         .iter()

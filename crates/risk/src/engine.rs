@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::ftrl::{Ftrl, FtrlConfig};
+use crate::geo::GeoTable;
 use crate::hst::{HalfSpaceTrees, HstConfig};
 use crate::lists::Lists;
 use crate::profile::{Activity, Bounds, Profile, WithdrawalEvent, FEATURES};
@@ -62,6 +63,7 @@ pub struct RiskEngine {
     ftrl: Ftrl,
     labels: usize,
     models: bool,
+    geo: Option<GeoTable>,
 }
 
 impl RiskEngine {
@@ -79,7 +81,13 @@ impl RiskEngine {
             ftrl: Ftrl::new(&names, FtrlConfig::default()),
             labels: 0,
             models: true,
+            geo: None,
         }
+    }
+
+    /// Place IP addresses with this table (impossible travel, new countries).
+    pub fn set_geo(&mut self, geo: GeoTable) {
+        self.geo = Some(geo);
     }
 
     /// Turn the models off (lists and rules only): the baseline of `strongroom bench risk`.
@@ -98,8 +106,8 @@ impl RiskEngine {
 
     fn features(&self, ev: &WithdrawalEvent) -> Vec<f64> {
         match self.profiles.get(&ev.customer) {
-            Some(p) => p.features(ev),
-            None => Profile::default().features(ev),
+            Some(p) => p.features(ev, self.geo.as_ref()),
+            None => Profile::default().features(ev, self.geo.as_ref()),
         }
     }
 
@@ -203,12 +211,17 @@ impl RiskEngine {
             self.hst.learn(&scaled);
         }
         let bounds = self.bounds;
-        self.profiles.entry(ev.customer.clone()).or_default().record_withdrawal(ev, &bounds);
+        let geo = self.geo.as_ref();
+        self.profiles.entry(ev.customer.clone()).or_default().record_withdrawal(ev, &bounds, geo);
     }
 
     pub fn record_activity(&mut self, customer: &str, a: &Activity, at_ms: i64) {
         let bounds = self.bounds;
-        self.profiles.entry(customer.to_owned()).or_default().record_activity(a, at_ms, &bounds);
+        let geo = self.geo.as_ref();
+        self.profiles
+            .entry(customer.to_owned())
+            .or_default()
+            .record_activity(a, at_ms, &bounds, geo);
     }
 
     /// An analyst's decision on an assessed withdrawal (`features` as assessed).

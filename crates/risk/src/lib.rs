@@ -12,6 +12,7 @@
 //!   then let them learn from it (the supervised model sees the label only after scoring).
 //!
 //! - [`lists`]: sanctions and scam address lists, normalised per chain.
+//! - [`geo`]: IPv4 ranges → places, for impossible travel.
 //! - [`profile`]: each customer's bounded history and the features of a withdrawal.
 //! - [`rules`]: declarative versioned rules with scores, hard actions and shadow mode.
 //! - [`engine`]: the decision (allow, review, block) with its reasons.
@@ -22,6 +23,7 @@
 pub mod engine;
 pub mod eval;
 pub mod ftrl;
+pub mod geo;
 pub mod hst;
 pub mod lists;
 pub mod metrics;

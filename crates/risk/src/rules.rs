@@ -131,6 +131,17 @@ all = [{ feature = "hours_since_security_change", below = 24.0 }]
 score = 30
 
 [[rules]]
+name = "impossible-travel"
+all = [{ feature = "travel_kmh", at_least = 1000.0 }]
+score = 40
+
+[[rules]]
+name = "new-country"
+all = [{ feature = "new_country", at_least = 1.0 }]
+score = 20
+shadow = true
+
+[[rules]]
 name = "burst"
 all = [{ feature = "count_1h", at_least = 5.0 }]
 score = 30

@@ -238,3 +238,87 @@ mod engine {
         assert!(lists.check(USUAL).is_none());
     }
 }
+
+mod travel {
+    use strongroom_risk::engine::{Decision, RiskEngine};
+    use strongroom_risk::geo::{distance_km, GeoTable};
+    use strongroom_risk::lists::Lists;
+    use strongroom_risk::profile::{Activity, Distinct, WithdrawalEvent};
+    use strongroom_risk::rules::{RuleSet, DEFAULT_RULES};
+
+    const TABLE: &str = "start_ip,end_ip,lat,lon,country
+# documentation ranges (RFC 5737), placed for the test
+192.0.2.0,192.0.2.255,48.8566,2.3522,FR
+198.51.100.0,198.51.100.255,-33.8688,151.2093,AU
+203.0.113.0,203.0.113.255,51.5074,-0.1278,GB
+";
+
+    #[test]
+    fn the_table_places_addresses_and_refuses_bad_lines() {
+        let g = GeoTable::from_csv(TABLE).unwrap();
+        assert_eq!(g.len(), 3);
+        let paris = g.locate("192.0.2.7").unwrap().clone();
+        let sydney = g.locate("198.51.100.200").unwrap().clone();
+        assert_eq!((paris.country.as_str(), sydney.country.as_str()), ("FR", "AU"));
+        assert!(g.locate("10.0.0.1").is_none() && g.locate("not-an-ip").is_none());
+        // Paris to Sydney is about 16,960 km; Paris to London about 344 km.
+        assert!((distance_km(&paris, &sydney) - 16_960.0).abs() < 50.0);
+        let london = g.locate("203.0.113.1").unwrap();
+        assert!((distance_km(&paris, london) - 344.0).abs() < 5.0);
+        assert!(GeoTable::from_csv("1.2.3.4,1.2.3.0,0,0,XX").is_err(), "a range that ends first");
+        assert!(GeoTable::from_csv("1.2.3.0,1.2.3.9,95,0,XX").is_err(), "latitude out of range");
+        assert!(
+            GeoTable::from_csv("1.2.3.0,1.2.3.9,0,0,XX\n1.2.3.5,1.2.3.20,0,0,YY").is_err(),
+            "overlap"
+        );
+    }
+
+    #[test]
+    fn a_withdrawal_from_the_other_side_of_the_world_minutes_after_a_login_is_paused() {
+        let mut e = RiskEngine::new(RuleSet::from_toml(DEFAULT_RULES).unwrap());
+        e.set_geo(GeoTable::from_csv(TABLE).unwrap());
+        let t0 = 1_800_000_000_000;
+        let ev = |minutes: i64, ip: &str, amount: u128| WithdrawalEvent {
+            customer: "c9".into(),
+            at_ms: t0 + minutes * 60_000,
+            asset: "ETH".into(),
+            amount,
+            destination: "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed".into(),
+            device: Some("phone".into()),
+            ip: Some(ip.into()),
+        };
+        for k in 0..5 {
+            e.record(&ev(k * 60, "192.0.2.10", 10u128.pow(17)));
+        }
+        let lists = Lists::default();
+        e.record_activity(
+            "c9",
+            &Activity::Login { device: Some("phone".into()), ip: Some("192.0.2.10".into()) },
+            t0 + 400 * 60_000,
+        );
+        // London an hour later: 344 km/h, fine. Sydney ten minutes later: impossible.
+        let london = e.assess(&ev(460, "203.0.113.9", 10u128.pow(17)), &lists);
+        assert_eq!(london.decision, Decision::Allow, "{london:?}");
+        let sydney = e.assess(&ev(410, "198.51.100.9", 11 * 10u128.pow(17)), &lists);
+        let sources: Vec<&str> = sydney.reasons.iter().map(|r| r.source.as_str()).collect();
+        assert!(sources.contains(&"rule:impossible-travel"), "{sydney:?}");
+        assert!(sydney.shadow.iter().any(|r| r.source == "rule:new-country"), "{sydney:?}");
+        assert_eq!(sydney.decision, Decision::Review, "30 (10x usual) + 40 (travel): {sydney:?}");
+    }
+
+    #[test]
+    fn distinct_devices_are_estimated_in_64_bytes() {
+        let mut d = Distinct::default();
+        assert_eq!(d.estimate(), 0.0);
+        for i in 0..3 {
+            d.add(&format!("device-{i}"));
+            d.add(&format!("device-{i}")); // repeats do not count
+        }
+        assert!((d.estimate() - 3.0).abs() < 0.5, "{}", d.estimate());
+        for i in 0..1000 {
+            d.add(&format!("device-{i}"));
+        }
+        assert!((d.estimate() - 1000.0).abs() < 300.0, "{}", d.estimate());
+        assert_eq!(std::mem::size_of::<Distinct>(), 64);
+    }
+}

@@ -1158,7 +1158,9 @@ async fn risk_reviews_are_assessed_once_and_decided_once(store: Arc<SqlStore>) {
         decision: "review".into(),
         state,
         score,
-        assessment: serde_json::json!({"reasons": [{"source": "rule:x", "detail": "d", "points": 60}]}),
+        // A float whose printed form need not survive a parse and print.
+        assessment: serde_json::json!({"reasons": [{"source": "rule:x", "detail": "d", "points": 60}],
+            "features": [{"name": "hours", "value": 0.00021194444444444445_f64}, {"name": "x", "value": 0.1 + 0.2}]}),
         assignee: None,
         notes: vec![],
         decided_by: None,

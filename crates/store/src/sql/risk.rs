@@ -166,7 +166,9 @@ pub(super) async fn stage_review(
         }
     };
     r.updated_at = ctx.now;
-    let after = ReviewRow::from_domain(&r)?;
+    // The assessment is not rewritten: keep its stored text byte for byte (a float read back
+    // and printed again need not be the same text).
+    let after = ReviewRow { assessment: before.assessment.clone(), ..ReviewRow::from_domain(&r)? };
     w.write(
         "UPDATE risk_reviews SET state = $1, assignee = $2, notes = $3, decided_by = $4, updated_at_ms = $5 WHERE withdrawal_id = $6".into(),
         vec![
