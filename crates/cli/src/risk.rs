@@ -318,24 +318,31 @@ struct Worker {
     lists: Arc<RwLock<Arc<Lists>>>,
     alerts: Alerts,
     /// Device and IP a withdrawal was requested from.
-    contexts: HashMap<Uuid, (Option<String>, Option<String>)>,
+    contexts: Contexts,
     last_event_ms: i64,
     learned: HashSet<Uuid>,
     env: SystemEnv,
 }
 
+type Contexts = HashMap<Uuid, (Option<String>, Option<String>)>;
+
+/// A stored withdrawal as the risk engine sees it, with the device and IP it came from.
+fn withdrawal_event(w: &Withdrawal, contexts: &Contexts) -> WithdrawalEvent {
+    let (device, ip) = contexts.get(&w.id).cloned().unwrap_or((None, None));
+    WithdrawalEvent {
+        customer: w.customer_id.to_string(),
+        at_ms: w.created_at.unix_ms(),
+        asset: w.intent.asset.symbol.to_string(),
+        amount: w.intent.amount.base_units(),
+        destination: w.intent.destination.as_str().to_owned(),
+        device,
+        ip,
+    }
+}
+
 impl Worker {
     fn event(&self, w: &Withdrawal) -> WithdrawalEvent {
-        let (device, ip) = self.contexts.get(&w.id).cloned().unwrap_or((None, None));
-        WithdrawalEvent {
-            customer: w.customer_id.to_string(),
-            at_ms: w.created_at.unix_ms(),
-            asset: w.intent.asset.symbol.to_string(),
-            amount: w.intent.amount.base_units(),
-            destination: w.intent.destination.as_str().to_owned(),
-            device,
-            ip,
-        }
+        withdrawal_event(w, &self.contexts)
     }
 
     fn ctx(&self) -> WriteCtx {
@@ -719,7 +726,7 @@ async fn backtest(
         }
     }
     // The device and address each withdrawal came from (recorded just after it).
-    let contexts: HashMap<Uuid, (Option<String>, Option<String>)> = events
+    let contexts: Contexts = events
         .iter()
         .filter(|e| e.kind == "withdrawal_context")
         .filter_map(|e| {
@@ -761,16 +768,7 @@ async fn backtest(
                 }
             }
         }
-        let (device, ip) = contexts.get(&w.id).cloned().unwrap_or((None, None));
-        let ev = WithdrawalEvent {
-            customer: w.customer_id.to_string(),
-            at_ms: w.created_at.unix_ms(),
-            asset: w.intent.asset.symbol.to_string(),
-            amount: w.intent.amount.base_units(),
-            destination: w.intent.destination.as_str().to_owned(),
-            device,
-            ip,
-        };
+        let ev = withdrawal_event(w, &contexts);
         let (a, b) = (cur_engine.assess(&ev, lists), cand_engine.assess(&ev, lists));
         let outcome = reviews.get(&w.id).map(|r| r.state);
         for (t, x) in [(&mut cur, &a), (&mut cand, &b)] {

@@ -427,6 +427,15 @@ fn api(dev: &Dev, method: &str, path: &str, body: Option<serde_json::Value>) -> 
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
+/// `strongroom audit verify` passes on the dev stack's database.
+fn assert_audit_intact(data: &std::path::Path) {
+    let out = Command::new(BIN)
+        .args(["audit", "verify", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
@@ -584,11 +593,7 @@ fn dev_withdraws_eth_signed_by_the_signer_processes_and_survives_a_crash_before_
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    let out = Command::new(BIN)
-        .args(["audit", "verify", "--data-dir", data.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_audit_intact(&data);
     drop(dev);
 }
 
@@ -933,11 +938,7 @@ max_amount = "600000000000000000"
     // The time-lock has run out by now.
     let (ok, out) = run(&["governance", "show", "--pin", &pin]);
     assert!(ok && out.contains("cold-1): usable") && !out.contains("usable from"), "{out}");
-    let audit = Command::new(BIN)
-        .args(["audit", "verify", "--data-dir", data.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stdout));
+    assert_audit_intact(&data);
     drop(dev);
 }
 
@@ -1420,9 +1421,5 @@ fn dev_risk_blocks_listed_addresses_and_pauses_unusual_withdrawals_for_review() 
     assert_eq!(line("current v1"), "3 2 0", "{text}");
     assert_eq!(line("candidate v2"), "2 3 0", "{text}");
     assert!(text.contains("changed decisions: 1"), "{text}");
-    let out = Command::new(BIN)
-        .args(["audit", "verify", "--data-dir", data.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_audit_intact(&data);
 }
