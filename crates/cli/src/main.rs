@@ -309,6 +309,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }),
                 nats,
                 geo: risk_geo,
+                personal_data: None,
             };
             dev(&data_dir, listen, signers, chain, governance.as_deref(), risk).await
         }
@@ -507,7 +508,25 @@ async fn dev(
             .context("installing the governance genesis")?;
     }
     let governed = governance.is_some();
+    // The personal-data key: STRONGROOM_PERSONAL_DATA_KEY (hex), or a key made on first start
+    // in DATA/personal-data.key (mode 0600).
+    let key_file = data_dir.join("personal-data.key");
+    let kek = match std::env::var("STRONGROOM_PERSONAL_DATA_KEY") {
+        Ok(_) => {
+            strongroom_crypto::seal::SoftwareKek::from_env_var("STRONGROOM_PERSONAL_DATA_KEY")?
+        }
+        Err(_) if key_file.exists() => strongroom_crypto::seal::SoftwareKek::from_file(&key_file)?,
+        Err(_) => {
+            let k = strongroom_crypto::seal::SoftwareKek::generate(env.as_ref());
+            write_secret(&key_file, &k.expose_hex())?;
+            k
+        }
+    };
+    let kek: Arc<dyn strongroom_crypto::seal::KeyEncryptionKey> = Arc::new(kek);
+    let mut risk_opts = risk_opts;
+    risk_opts.personal_data = Some(kek.clone());
     let started = start(&config, store.clone(), env).await?;
+    started.state.set_personal_data_key(kek);
     // The risk engine: screens destinations at the API and assesses every withdrawal before
     // the engine may build it.
     let risk_worker = risk::start_worker(store.clone(), risk_opts, &started.state).await?;

@@ -139,6 +139,8 @@ pub struct RiskOptions {
     pub nats: Option<String>,
     /// IPv4 ranges → places (`start_ip,end_ip,lat,lon,country`), for impossible travel.
     pub geo: Option<PathBuf>,
+    /// The key that opens customers' sealed contact details (for their alert e-mail).
+    pub personal_data: Option<Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>>,
 }
 
 fn load_geo(path: &std::path::Path) -> anyhow::Result<strongroom_risk::geo::GeoTable> {
@@ -191,6 +193,8 @@ pub struct Alerts {
     webhook: Option<(String, Arc<zeroize::Zeroizing<Vec<u8>>>)>,
     mail: Option<(crate::mail::Smtp, Vec<String>)>,
     client: reqwest::Client,
+    /// To e-mail customers: their sealed contacts and the key that opens them.
+    customers: Option<(Arc<SqlStore>, Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>)>,
 }
 
 impl std::fmt::Debug for Alerts {
@@ -215,7 +219,45 @@ impl Alerts {
         };
         let client =
             reqwest::Client::builder().use_rustls_tls().timeout(Duration::from_secs(10)).build()?;
-        Ok(Alerts { webhook, mail, client })
+        Ok(Alerts { webhook, mail, client, customers: None })
+    }
+
+    /// E-mail the customer (when they left an address), with their anti-phishing code first.
+    pub fn notify_customer(&self, customer_id: Uuid, subject: &str, text: &str) {
+        let (Some((smtp, _)), Some((store, kek))) = (self.mail.clone(), self.customers.clone())
+        else {
+            return;
+        };
+        let (subject, text) = (subject.to_owned(), text.to_owned());
+        tokio::spawn(async move {
+            let sealed = match store.customer_contact(customer_id).await {
+                Ok(Some(s)) => s,
+                Ok(None) => return,
+                Err(e) => return tracing::warn!(error = %e, "customer contact unreadable"),
+            };
+            let c = match strongroom_server::contact::open_contact(
+                kek.as_ref(),
+                customer_id,
+                &sealed,
+            ) {
+                Ok(c) => c,
+                Err(e) => {
+                    return tracing::error!(alert = true, error = %e, %customer_id, "a sealed contact does not open")
+                }
+            };
+            let code = match &c.anti_phishing_code {
+                Some(code) => format!("Your anti-phishing code: {code}\n\n"),
+                None => String::new(),
+            };
+            let body = format!("{code}{text}\n\nIf this was not you, contact support at once.\n");
+            for attempt in 0..5u64 {
+                match smtp.send(std::slice::from_ref(&c.email), &subject, &body).await {
+                    Ok(()) => return,
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "customer e-mail not sent"),
+                }
+                tokio::time::sleep(Duration::from_millis(500 * (attempt + 1))).await;
+            }
+        });
     }
 
     /// Log the alert and post it to the webhook, signed: header
@@ -282,6 +324,11 @@ impl strongroom_server::DestinationScreen for ListScreen {
         let lists = self.lists.read().ok()?.clone();
         let hit = lists.check(address)?;
         let why = format!("the destination is on the {} list {}", hit.kind.as_str(), hit.source);
+        self.alerts.notify_customer(
+            customer_id,
+            "Your withdrawal was refused",
+            &format!("A withdrawal to {address} was refused: that address is on a sanctions or scam list."),
+        );
         self.alerts.send(
             "withdrawal_blocked",
             serde_json::json!({ "customer_id": customer_id, "chain": chain, "destination": address,
@@ -468,10 +515,30 @@ impl Worker {
                 "amount": w.intent.amount.to_string(), "destination": ev.destination,
                 "score": kept.score, "reasons": at(&kept.assessment, "/reasons"),
             });
+            let what = format!(
+                "{} {} to {}",
+                w.intent.amount.format_decimal(w.intent.asset.decimals).unwrap_or_default(),
+                ev.asset,
+                ev.destination
+            );
             match kept.state {
                 RiskState::Cleared => self.engine.record(&ev),
-                RiskState::Open => self.alerts.send("withdrawal_paused", detail),
-                RiskState::Blocked => self.alerts.send("withdrawal_blocked", detail),
+                RiskState::Open => {
+                    self.alerts.notify_customer(
+                        w.customer_id,
+                        "Your withdrawal is on hold for a security review",
+                        &format!("Your withdrawal of {what} is on hold while our security team reviews it."),
+                    );
+                    self.alerts.send("withdrawal_paused", detail)
+                }
+                RiskState::Blocked => {
+                    self.alerts.notify_customer(
+                        w.customer_id,
+                        "Your withdrawal was refused",
+                        &format!("Your withdrawal of {what} was refused by our security checks."),
+                    );
+                    self.alerts.send("withdrawal_blocked", detail)
+                }
                 _ => {}
             }
         }
@@ -525,7 +592,10 @@ pub async fn start_worker(
         "risk engine"
     );
     let lists = Arc::new(RwLock::new(Arc::new(lists)));
-    let alerts = Alerts::new(opts.webhook.clone(), opts.mail.clone())?;
+    let mut alerts = Alerts::new(opts.webhook.clone(), opts.mail.clone())?;
+    if let Some(kek) = &opts.personal_data {
+        alerts.customers = Some((store.clone(), kek.clone()));
+    }
     api.set_destination_screen(Arc::new(ListScreen {
         lists: lists.clone(),
         alerts: alerts.clone(),

@@ -1199,6 +1199,16 @@ fn dev_risk_blocks_listed_addresses_and_pauses_unusual_withdrawals_for_review() 
     let dev = start_dev_with(&data, &args, &[]);
     let c = api(&dev, "POST", "/v1/customers", Some(serde_json::json!({"external_id": "rita"})));
     let cid = c["id"].as_str().unwrap().to_owned();
+    // The customer's alert e-mail and anti-phishing code (sealed at rest).
+    let contact = api(
+        &dev,
+        "POST",
+        &format!("/v1/customers/{cid}/contact"),
+        Some(
+            serde_json::json!({"email": "rita@customer.example", "anti_phishing_code": "blue-heron-42"}),
+        ),
+    );
+    assert_eq!(contact["email"], "r***@customer.example", "{contact}");
     api(
         &dev,
         "POST",
@@ -1364,11 +1374,24 @@ fn dev_risk_blocks_listed_addresses_and_pauses_unusual_withdrawals_for_review() 
     // And the same alerts by e-mail, through a real SMTP server.
     if let Some(s) = &smtp {
         let deadline = Instant::now() + Duration::from_secs(15);
-        while s.messages().len() < 3 && Instant::now() < deadline {
+        while s.messages().len() < 6 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
-        let mail = s.messages();
-        assert_eq!(mail.len(), 3, "{mail:?}");
+        let all = s.messages();
+        assert_eq!(all.len(), 6, "three to the security team, three to the customer: {all:?}");
+        // The customer's: the refusal and both holds, each with their anti-phishing code.
+        let (mine, mail): (Vec<String>, Vec<String>) =
+            all.into_iter().partition(|m| m.contains("To: rita@customer.example"));
+        assert_eq!(mine.len(), 3, "{mine:?}");
+        assert!(
+            mine.iter().all(|m| m.contains("Your anti-phishing code: blue-heron-42")),
+            "{mine:?}"
+        );
+        assert_eq!(mine.iter().filter(|m| m.contains("on hold for a security review")).count(), 2);
+        assert_eq!(
+            mine.iter().filter(|m| m.contains("Subject: Your withdrawal was refused")).count(),
+            1
+        );
         assert!(mail.iter().all(|m| m.contains("To: security@exchange.example")), "{mail:?}");
         let paused = mail.iter().filter(|m| m.contains("Subject: [Strongroom] withdrawal paused"));
         assert_eq!(paused.count(), 2, "{mail:?}");
@@ -1378,6 +1401,16 @@ fn dev_risk_blocks_listed_addresses_and_pauses_unusual_withdrawals_for_review() 
             .collect();
         assert_eq!(blocked.len(), 1);
         assert!(blocked[0].contains("sanctioned_addresses_ETH.txt"), "{}", blocked[0]);
+    }
+    // The database holds the contact sealed: neither the address nor the code is in it.
+    for file in ["strongroom.db", "strongroom.db-wal"] {
+        if let Ok(bytes) = std::fs::read(data.join(file)) {
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(
+                !text.contains("rita@customer.example") && !text.contains("blue-heron-42"),
+                "{file}"
+            );
+        }
     }
     // A stricter candidate rule set, backtested on what is stored before publishing it:
     // every first payment to an address waits, so it would also have paused the first of the

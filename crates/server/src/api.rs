@@ -79,6 +79,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_customer))
         .routes(routes!(get_balances))
         .routes(routes!(create_deposit_address))
+        .routes(routes!(crate::contact::set_contact))
         .routes(routes!(get_ledger))
         .routes(routes!(credit_deposit))
         .routes(routes!(list_withdrawals, create_withdrawal))

@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod contact;
 pub mod error;
 pub mod governance;
 pub mod metrics;
@@ -49,6 +50,7 @@ struct Inner {
     /// Set once a chain is connected (the dev stack sets it after its signers are up).
     deposit_addresses: std::sync::OnceLock<Arc<dyn DepositAddresses>>,
     screen: std::sync::OnceLock<Arc<dyn DestinationScreen>>,
+    personal_data: std::sync::OnceLock<Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>>,
 }
 
 /// Screens withdrawal destinations against sanctions and scam lists before anything is
@@ -88,6 +90,7 @@ impl AppState {
             metrics: Metrics::default(),
             deposit_addresses: std::sync::OnceLock::new(),
             screen: std::sync::OnceLock::new(),
+            personal_data: std::sync::OnceLock::new(),
         }))
     }
     /// Connect deposit address creation (once).
@@ -103,6 +106,13 @@ impl AppState {
     }
     pub fn destination_screen(&self) -> Option<&Arc<dyn DestinationScreen>> {
         self.0.screen.get()
+    }
+    /// The key that seals personal data (customers' contact details), once.
+    pub fn set_personal_data_key(&self, kek: Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>) {
+        let _ = self.0.personal_data.set(kek);
+    }
+    pub fn personal_data_key(&self) -> Option<&Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>> {
+        self.0.personal_data.get()
     }
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.0.store

@@ -241,6 +241,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         id: Uuid,
         action: ReviewAction,
     ) -> Result<RiskReview>;
+    /// Keep a customer's contact details, sealed by the caller (the store never sees them).
+    async fn set_customer_contact(
+        &self,
+        ctx: &WriteCtx,
+        customer_id: Uuid,
+        sealed: Vec<u8>,
+    ) -> Result<()>;
+    async fn customer_contact(&self, customer_id: Uuid) -> Result<Option<Vec<u8>>>;
     async fn risk_review(&self, id: Uuid) -> Result<Option<RiskReview>>;
     /// Reviews, oldest first; with `state`, only those.
     async fn list_risk_reviews(

@@ -1366,6 +1366,23 @@ impl Store for SqlStore {
         self.submit(ctx, None, job).await.and_then(from_json)
     }
 
+    async fn set_customer_contact(
+        &self,
+        ctx: &WriteCtx,
+        customer_id: Uuid,
+        sealed: Vec<u8>,
+    ) -> Result<()> {
+        let job = job(move |w, ctx| {
+            let s = sealed.clone();
+            Box::pin(async move { risk::stage_contact(w, ctx, customer_id, s).await })
+        });
+        self.submit(ctx, None, job).await.map(|_| ())
+    }
+
+    async fn customer_contact(&self, customer_id: Uuid) -> Result<Option<Vec<u8>>> {
+        self.read_contact(customer_id).await
+    }
+
     async fn risk_review(&self, id: Uuid) -> Result<Option<RiskReview>> {
         self.read_risk_review(id).await
     }
@@ -1725,6 +1742,7 @@ impl Store for SqlStore {
         self.approval_entity_states(&mut out).await?;
         self.governance_entity_states(&mut out).await?;
         self.risk_entity_states(&mut out).await?;
+        self.contact_entity_states(&mut out).await?;
         Ok(out)
     }
 }

@@ -298,3 +298,94 @@ impl SqlStore {
         Ok(())
     }
 }
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+struct ContactRow {
+    customer_id: String,
+    sealed: String,
+    updated_at_ms: i64,
+}
+
+/// Keep a customer's sealed contact details (replacing earlier ones).
+pub(super) async fn stage_contact(
+    w: &mut WriteTx,
+    ctx: &WriteCtx,
+    customer_id: Uuid,
+    sealed: Vec<u8>,
+) -> Result<Staged> {
+    let sql = format!(
+        "SELECT customer_id, sealed, updated_at_ms FROM customer_contacts WHERE customer_id = $1{}",
+        for_update(w.backend)
+    );
+    let before = sqlx::query(&sql)
+        .bind(customer_id.to_string())
+        .fetch_optional(&mut *w.tx)
+        .await?
+        .map(|r| row_of::<ContactRow>(&r))
+        .transpose()?;
+    let after = ContactRow {
+        customer_id: customer_id.to_string(),
+        sealed: hex::encode(&sealed),
+        updated_at_ms: ctx.now.unix_ms(),
+    };
+    if before.is_some() {
+        w.write(
+            "UPDATE customer_contacts SET sealed = $1, updated_at_ms = $2 WHERE customer_id = $3"
+                .into(),
+            vec![
+                Val::Text(after.sealed.clone()),
+                Val::Int(after.updated_at_ms),
+                Val::Text(after.customer_id.clone()),
+            ],
+        )
+        .await?;
+    } else {
+        w.insert(
+            "customer_contacts",
+            &["customer_id", "sealed", "updated_at_ms"],
+            vec![
+                Val::Text(after.customer_id.clone()),
+                Val::Text(after.sealed.clone()),
+                Val::Int(after.updated_at_ms),
+            ],
+        )
+        .await?;
+    }
+    let entity = format!("customer_contact/{customer_id}");
+    w.record(entity, before.as_ref().map(hash_of).transpose()?, Some(hash_of(&after)?));
+    Ok(Staged {
+        action: "customer.contact_set".into(),
+        subject: format!("customer/{customer_id}"),
+        detail: serde_json::Value::Null,
+        result: serde_json::Value::Null,
+    })
+}
+
+impl SqlStore {
+    pub(super) async fn read_contact(&self, customer_id: Uuid) -> Result<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT customer_id, sealed, updated_at_ms FROM customer_contacts WHERE customer_id = $1")
+            .bind(customer_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            let row = row_of::<ContactRow>(&r)?;
+            hex::decode(&row.sealed)
+                .map_err(|_| StoreError::Corrupt("sealed contact is not hex".into()))
+        })
+        .transpose()
+    }
+
+    pub(super) async fn contact_entity_states(
+        &self,
+        out: &mut Vec<(String, Digest32)>,
+    ) -> Result<()> {
+        for r in sqlx::query("SELECT customer_id, sealed, updated_at_ms FROM customer_contacts")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let row = row_of::<ContactRow>(&r)?;
+            out.push((format!("customer_contact/{}", row.customer_id), hash_of(&row)?));
+        }
+        Ok(())
+    }
+}

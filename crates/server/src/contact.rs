@@ -1,0 +1,132 @@
+//! A customer's contact details for alerts: the e-mail address and the anti-phishing code
+//! the customer chose (shown in every e-mail we send them, so a phishing mail without it
+//! stands out). Sealed with `crypto::seal` under the personal-data key and bound to the
+//! customer before they reach the store; opened only by whoever sends the e-mail.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use strongroom_crypto::seal::{open, seal, KeyEncryptionKey};
+use strongroom_store::Role;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::api::{path_id, Write, WriteBody, WRITERS};
+use crate::error::{ApiError, ErrorBody};
+use crate::AppState;
+
+/// What is sealed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    pub email: String,
+    pub anti_phishing_code: Option<String>,
+}
+
+impl std::fmt::Debug for Contact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Contact").finish_non_exhaustive()
+    }
+}
+
+fn aad(customer_id: Uuid) -> Vec<u8> {
+    format!("customer/{customer_id}/contact").into_bytes()
+}
+
+/// Seal `c` for `customer_id`.
+pub fn seal_contact(
+    kek: &dyn KeyEncryptionKey,
+    customer_id: Uuid,
+    c: &Contact,
+    env: &dyn strongroom_core::Env,
+) -> Result<Vec<u8>, String> {
+    let plain = zeroize::Zeroizing::new(serde_json::to_vec(c).map_err(|e| e.to_string())?);
+    seal(kek, &plain, &aad(customer_id), env).map_err(|e| e.to_string())
+}
+
+/// Open what [`seal_contact`] made for the same customer.
+pub fn open_contact(
+    kek: &dyn KeyEncryptionKey,
+    customer_id: Uuid,
+    sealed: &[u8],
+) -> Result<Contact, String> {
+    let plain = open(kek, sealed, &aad(customer_id)).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&plain).map_err(|e| e.to_string())
+}
+
+/// `c***@example.com`.
+pub fn mask_email(email: &str) -> String {
+    match email.split_once('@') {
+        Some((user, domain)) => {
+            format!("{}***@{domain}", user.chars().next().map(String::from).unwrap_or_default())
+        }
+        None => "***".into(),
+    }
+}
+
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetContact {
+    pub email: String,
+    /// A phrase of 4 to 32 characters shown in every e-mail to the customer.
+    pub anti_phishing_code: Option<String>,
+}
+
+impl std::fmt::Debug for SetContact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetContact").finish_non_exhaustive()
+    }
+}
+
+impl WriteBody for SetContact {
+    const ROLES: &'static [Role] = WRITERS;
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContactView {
+    /// Masked: the full address is never returned.
+    pub email: String,
+    pub anti_phishing_code_set: bool,
+}
+
+/// Set a customer's alert e-mail and anti-phishing code (sealed at rest).
+#[utoipa::path(post, path = "/v1/customers/{id}/contact", tag = "customers", security(("token" = [])),
+    params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), request_body = SetContact,
+    responses((status = 200, body = ContactView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn set_contact(
+    State(state): State<AppState>,
+    id: Result<Path<Uuid>, PathRejection>,
+    req: Write<SetContact>,
+) -> Result<Json<ContactView>, ApiError> {
+    let id = path_id(id)?;
+    let b = &req.body;
+    let email_ok = b.email.len() <= 254
+        && b.email.split_once('@').is_some_and(|(u, d)| !u.is_empty() && d.contains('.'))
+        && !b.email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !email_ok {
+        return Err(ApiError::bad_request("invalid_email", "not an e-mail address"));
+    }
+    if let Some(code) = &b.anti_phishing_code {
+        let n = code.chars().count();
+        if !(4..=32).contains(&n) || code.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "invalid_anti_phishing_code",
+                "the anti-phishing code is 4 to 32 printable characters",
+            ));
+        }
+    }
+    let kek = state.personal_data_key().ok_or_else(|| {
+        ApiError::unavailable("no personal-data key is configured: contact details cannot be kept")
+    })?;
+    state.store().get_customer(id).await?;
+    let contact =
+        Contact { email: b.email.clone(), anti_phishing_code: b.anti_phishing_code.clone() };
+    let sealed =
+        seal_contact(kek.as_ref(), id, &contact, state.env()).map_err(ApiError::internal)?;
+    state.store().set_customer_contact(&req.ctx, id, sealed).await?;
+    Ok(Json(ContactView {
+        email: mask_email(&contact.email),
+        anti_phishing_code_set: contact.anti_phishing_code.is_some(),
+    }))
+}
