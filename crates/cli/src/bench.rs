@@ -70,6 +70,11 @@ pub enum BenchCommand {
         events: usize,
         #[arg(long, default_value_t = 10_000)]
         customers: usize,
+        /// Also score over HTTPS (`POST /v1/risk/score`) from this many connections.
+        #[arg(long)]
+        http_clients: Option<u32>,
+        #[arg(long, default_value_t = 10)]
+        http_seconds: u64,
     },
 }
 
@@ -80,8 +85,11 @@ pub enum Load {
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
-    if let BenchCommand::Risk { events, customers } = command {
+    if let BenchCommand::Risk { events, customers, http_clients, http_seconds } = command {
         crate::risk::bench(events, customers);
+        if let Some(clients) = http_clients {
+            crate::risk::bench_http(clients, http_seconds, customers).await?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
     if let BenchCommand::Mpc { presignatures, signatures, primes, base_port } = command {

@@ -359,9 +359,64 @@ fn features_of(review: &RiskReview) -> Vec<f64> {
         .unwrap_or_default()
 }
 
+/// The engine shared by the worker and the API's scoring route.
+#[derive(Debug, Clone)]
+pub struct SharedEngine(Arc<std::sync::Mutex<RiskEngine>>);
+
+impl SharedEngine {
+    pub fn new(engine: RiskEngine) -> Self {
+        SharedEngine(Arc::new(std::sync::Mutex::new(engine)))
+    }
+    fn with<R>(&self, f: impl FnOnce(&mut RiskEngine) -> R) -> R {
+        let mut guard = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut guard)
+    }
+    pub fn assess(&self, ev: &WithdrawalEvent, lists: &Lists) -> Assessment {
+        self.with(|e| e.assess(ev, lists))
+    }
+    pub fn record(&self, ev: &WithdrawalEvent) {
+        self.with(|e| e.record(ev))
+    }
+    fn record_activity(&self, customer: &str, a: &Activity, at_ms: i64) {
+        self.with(|e| e.record_activity(customer, a, at_ms))
+    }
+    fn feedback(&self, features: &[f64], rejected: bool) {
+        self.with(|e| e.feedback(features, rejected))
+    }
+}
+
+/// `POST /v1/risk/score` on the shared engine and the current lists.
+#[derive(Debug)]
+pub struct EngineScorer {
+    pub engine: SharedEngine,
+    pub lists: Arc<RwLock<Arc<Lists>>>,
+}
+
+impl strongroom_server::RiskScorer for EngineScorer {
+    fn score(
+        &self,
+        i: &strongroom_server::ScoreInput,
+        now_ms: i64,
+    ) -> (String, u32, Vec<(String, String, u32)>) {
+        let lists = self.lists.read().map(|l| l.clone()).unwrap_or_default();
+        let ev = WithdrawalEvent {
+            customer: i.customer_id.to_string(),
+            at_ms: now_ms,
+            asset: i.asset.clone(),
+            amount: i.amount,
+            destination: i.destination.clone(),
+            device: i.device_id.clone(),
+            ip: i.ip.clone(),
+        };
+        let a = self.engine.assess(&ev, &lists);
+        let reasons = a.reasons.into_iter().map(|r| (r.source, r.detail, r.points)).collect();
+        (a.decision.as_str().to_owned(), a.score, reasons)
+    }
+}
+
 struct Worker {
     store: Arc<SqlStore>,
-    engine: RiskEngine,
+    engine: SharedEngine,
     lists: Arc<RwLock<Arc<Lists>>>,
     alerts: Alerts,
     /// Device and IP a withdrawal was requested from.
@@ -604,6 +659,8 @@ pub async fn start_worker(
     if let Some(g) = &opts.geo {
         engine.set_geo(load_geo(g)?);
     }
+    let engine = SharedEngine::new(engine);
+    api.set_risk_scorer(Arc::new(EngineScorer { engine: engine.clone(), lists: lists.clone() }));
     let mut worker = Worker {
         store,
         engine,
@@ -998,5 +1055,113 @@ async fn nats_ingest(store: &SqlStore, url: &str) -> anyhow::Result<()> {
         }
         m.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
     }
+    Ok(())
+}
+
+/// `strongroom bench risk --http-clients N`: `POST /v1/risk/score` over HTTPS (TLS 1.3) from
+/// N connections for `seconds`, on the same engine warmed the same way.
+pub async fn bench_http(clients: u32, seconds: u64, customers: usize) -> anyhow::Result<()> {
+    use strongroom_server::{pki::DevPki, tls, AppState};
+    use strongroom_store::{NewApiToken, Role};
+    let env = Arc::new(SystemEnv::new());
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
+    let store = Arc::new(SqlStore::connect(&url, strongroom_store::sql_options(4)).await?);
+    store.migrate().await?;
+    let ctx = WriteCtx { actor: "bench".into(), now: env.now(), request_id: None };
+    let token = strongroom_crypto::generate_token(env.as_ref());
+    let t = NewApiToken {
+        id: token.id.clone(),
+        name: "bench".into(),
+        role: Role::Service,
+        token_hash: token.hash.clone(),
+    };
+    store.create_token(&ctx, t).await?;
+    let mut engine = RiskEngine::new(RuleSet::from_toml(DEFAULT_RULES)?);
+    for i in 0..customers.max(1) * 5 {
+        let c = i % customers.max(1);
+        engine.record(&WithdrawalEvent {
+            customer: uuid::Uuid::from_u128(c as u128).to_string(),
+            at_ms: env.now().unix_ms() - 86_400_000 + i as i64,
+            asset: "ETH".into(),
+            amount: (c as u128 % 10 + 1) * 10u128.pow(17),
+            destination: format!("0x{:040x}", c * 8 + i % 5),
+            device: Some(format!("device-{c}")),
+            ip: Some("10.0.0.1".into()),
+        });
+    }
+    let state = AppState::new(
+        store.clone(),
+        env.clone(),
+        strongroom_units::AssetRegistry::dev(),
+        Default::default(),
+    );
+    let lists = Arc::new(RwLock::new(Arc::new(Lists::default())));
+    state.set_risk_scorer(Arc::new(EngineScorer { engine: SharedEngine::new(engine), lists }));
+    let pki = DevPki::in_dir(dir.path());
+    pki.ensure(&["localhost".into()], env.now())?;
+    let config = tls::server_config(&pki.server_cert, &pki.server_key)?;
+    let (app, _) = strongroom_server::app(state);
+    let running = tls::serve(tokio::net::TcpListener::bind("127.0.0.1:0").await?, config, app)?;
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca_cert)?)?;
+    let auth = format!("Bearer {}", token.token.expose_secret());
+    let base = format!("https://localhost:{}/v1/risk/score", running.addr.port());
+    let warm_until = env.monotonic() + Duration::from_secs(2);
+    let until = warm_until + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for k in 0..clients {
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca.clone())
+            .min_tls_version(reqwest::tls::Version::TLS_1_3)
+            .resolve("localhost", running.addr)
+            .build()?;
+        let (env, auth, base) = (env.clone(), auth.clone(), base.clone());
+        let customers = customers.max(1);
+        tasks.push(tokio::spawn(async move {
+            let (mut lat, mut errors, mut n) = (Vec::new(), 0u64, 0usize);
+            loop {
+                let t0 = env.monotonic();
+                if t0 >= until {
+                    break;
+                }
+                n += 1;
+                let c = (n * 7919 + k as usize) % customers;
+                let body = serde_json::json!({ "customer_id": uuid::Uuid::from_u128(c as u128), "asset": "ETH",
+                    "amount": "0.3", "destination": format!("0x{:040x}", c * 8 + n % 6), "device_id": format!("device-{c}") });
+                let r = client.post(&base).header("authorization", &auth).header("idempotency-key", format!("b-{k}-{n}")).json(&body).send().await;
+                let ok = matches!(&r, Ok(resp) if resp.status().is_success());
+                let t1 = env.monotonic();
+                if t0 >= warm_until && t1 <= until {
+                    if ok {
+                        lat.push(t1.saturating_sub(t0));
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let (mut all, mut errors) = (Vec::new(), 0u64);
+    for t in tasks {
+        let (l, e) = t.await?;
+        all.extend(l);
+        errors += e;
+    }
+    running.shutdown().await;
+    store.close().await;
+    all.sort();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 - 1.0).max(0.0) * p).round() as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    println!(
+        "  over HTTPS ({clients} connections, {seconds} s): {:>9.0} events/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {errors}",
+        all.len() as f64 / seconds.max(1) as f64,
+        pct(0.5),
+        pct(0.99)
+    );
     Ok(())
 }

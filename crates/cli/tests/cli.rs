@@ -1257,6 +1257,18 @@ fn dev_risk_blocks_listed_addresses_and_pauses_unusual_withdrawals_for_review() 
     let b = api(&dev, "GET", &format!("/v1/customers/{cid}/balances"), None).to_string();
     assert!(b.contains("\"pending\":\"0\""), "{b}");
 
+    // Scoring without storing: the listed address would be blocked, with its reason.
+    let scored = api(
+        &dev,
+        "POST",
+        "/v1/risk/score",
+        Some(
+            serde_json::json!({"customer_id": cid, "asset": "ETH", "amount": "0.1", "destination": listed}),
+        ),
+    );
+    assert_eq!(scored["decision"], "block", "{scored}");
+    assert_eq!(scored["reasons"][0]["source"], "list:sanctions", "{scored}");
+
     // Usual withdrawals: cleared and sent.
     let usual = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
     for _ in 0..3 {

@@ -51,7 +51,7 @@ pub enum Activity {
 }
 
 /// The features of a withdrawal, in [`FEATURES`] order.
-pub const FEATURES: [&str; 12] = [
+pub const FEATURES: [&str; 14] = [
     "amount_vs_median",
     "no_history",
     "count_1h",
@@ -61,6 +61,8 @@ pub const FEATURES: [&str; 12] = [
     "new_ip",
     "hours_since_security_change",
     "devices_seen",
+    "sum_24h_vs_median",
+    "amount_percentile",
     "travel_kmh",
     "new_country",
     "distinct_devices",
@@ -176,6 +178,21 @@ impl Profile {
                 .filter(|(at, _)| *at > ev.at_ms.saturating_sub(ms) && *at <= ev.at_ms)
                 .count() as f64
         };
+        // What left in the last 24 h in this asset, with this one, against the usual amount.
+        let sum_24h = history
+            .map(|h| {
+                h.iter()
+                    .filter(|(at, _)| *at > ev.at_ms.saturating_sub(86_400_000) && *at <= ev.at_ms)
+                    .fold(ev.amount, |acc, (_, a)| acc.saturating_add(*a))
+            })
+            .unwrap_or(ev.amount);
+        let sum_ratio = if median == 0 { 0.0 } else { sum_24h as f64 / median as f64 };
+        // Where the amount falls in the customer's own history (0: below all, 1: above all).
+        let percentile = if amounts.is_empty() {
+            0.0
+        } else {
+            amounts.partition_point(|a| *a < ev.amount) as f64 / amounts.len() as f64
+        };
         let hours = self.security_change_ms.map_or(720.0, |t| {
             ((ev.at_ms.saturating_sub(t)) as f64 / 3_600_000.0).clamp(0.0, 720.0)
         });
@@ -189,6 +206,8 @@ impl Profile {
             f64::from(u8::from(!known(&self.ips, ev.ip.as_deref()))),
             hours,
             self.devices.len() as f64,
+            sum_ratio,
+            percentile,
         ]
     }
 

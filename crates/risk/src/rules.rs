@@ -131,6 +131,11 @@ all = [{ feature = "hours_since_security_change", below = 24.0 }]
 score = 30
 
 [[rules]]
+name = "day-total-far-above-usual"
+all = [{ feature = "sum_24h_vs_median", at_least = 30.0 }]
+score = 20
+
+[[rules]]
 name = "impossible-travel"
 all = [{ feature = "travel_kmh", at_least = 1000.0 }]
 score = 40

@@ -170,6 +170,9 @@ mod engine {
             "{sources:?}"
         );
         assert!(odd.reasons.iter().any(|r| r.detail.contains("amount_vs_median = ")), "{odd:?}");
+        let feature = |name: &str| odd.features.iter().find(|(n, _)| *n == name).unwrap().1;
+        assert_eq!(feature("amount_percentile"), 1.0, "above every earlier amount");
+        assert!(feature("sum_24h_vs_median") >= feature("amount_vs_median"), "{odd:?}");
         // Large alone scores but does not pause; just after a security change it does.
         let large = e.assess(&ev(20_000, 2 * ETH, USUAL, "phone-1"), &lists);
         assert_eq!((large.decision, large.score), (Decision::Allow, 30), "{large:?}");

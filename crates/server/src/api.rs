@@ -88,6 +88,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(submit_approval))
         .routes(routes!(crate::risk::add_event, crate::risk::list_events))
         .routes(routes!(crate::risk::list_reviews))
+        .routes(routes!(crate::risk::score))
         .routes(routes!(crate::risk::get_review))
         .routes(routes!(crate::risk::assign))
         .routes(routes!(crate::risk::note))

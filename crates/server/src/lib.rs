@@ -51,6 +51,25 @@ struct Inner {
     deposit_addresses: std::sync::OnceLock<Arc<dyn DepositAddresses>>,
     screen: std::sync::OnceLock<Arc<dyn DestinationScreen>>,
     personal_data: std::sync::OnceLock<Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>>,
+    scorer: std::sync::OnceLock<Arc<dyn RiskScorer>>,
+}
+
+/// A would-be withdrawal for the risk engine to score, without storing anything.
+#[derive(Debug, Clone)]
+pub struct ScoreInput {
+    pub customer_id: uuid::Uuid,
+    pub asset: String,
+    /// Base units.
+    pub amount: u128,
+    pub destination: String,
+    pub device_id: Option<String>,
+    pub ip: Option<String>,
+}
+
+/// The risk engine as the API sees it (whoever runs it provides it).
+pub trait RiskScorer: Send + Sync + std::fmt::Debug {
+    /// Decision (`allow`, `review`, `block`), score, and reasons as (source, detail, points).
+    fn score(&self, input: &ScoreInput, now_ms: i64) -> (String, u32, Vec<(String, String, u32)>);
 }
 
 /// Screens withdrawal destinations against sanctions and scam lists before anything is
@@ -91,6 +110,7 @@ impl AppState {
             deposit_addresses: std::sync::OnceLock::new(),
             screen: std::sync::OnceLock::new(),
             personal_data: std::sync::OnceLock::new(),
+            scorer: std::sync::OnceLock::new(),
         }))
     }
     /// Connect deposit address creation (once).
@@ -113,6 +133,13 @@ impl AppState {
     }
     pub fn personal_data_key(&self) -> Option<&Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>> {
         self.0.personal_data.get()
+    }
+    /// Connect the risk engine for `POST /v1/risk/score` (once).
+    pub fn set_risk_scorer(&self, scorer: Arc<dyn RiskScorer>) {
+        let _ = self.0.scorer.set(scorer);
+    }
+    pub fn risk_scorer(&self) -> Option<&Arc<dyn RiskScorer>> {
+        self.0.scorer.get()
     }
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.0.store

@@ -302,3 +302,71 @@ pub(crate) async fn reject(
         Err(e) => Err(e.into()),
     }
 }
+
+/// A would-be withdrawal to score.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreRequest {
+    pub customer_id: Uuid,
+    #[schema(example = "ETH")]
+    pub asset: String,
+    /// Decimal amount in the asset's units.
+    pub amount: String,
+    pub destination: String,
+    pub device_id: Option<String>,
+    pub ip: Option<String>,
+}
+
+impl WriteBody for ScoreRequest {
+    const ROLES: &'static [Role] = WRITERS;
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ScoreView {
+    /// `allow`, `review` or `block`.
+    pub decision: String,
+    pub score: u32,
+    #[schema(value_type = Vec<Object>)]
+    pub reasons: Vec<serde_json::Value>,
+}
+
+/// Score a would-be withdrawal now, with its reasons, storing nothing (for the exchange's
+/// own flows, e.g. before it shows a confirmation screen). Withdrawals themselves are
+/// assessed when they are made.
+#[utoipa::path(post, path = "/v1/risk/score", tag = "risk", security(("token" = [])),
+    params(("Idempotency-Key" = String, Header)), request_body = ScoreRequest,
+    responses((status = 200, body = ScoreView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn score(
+    State(state): State<AppState>,
+    req: Write<ScoreRequest>,
+) -> Result<Json<ScoreView>, ApiError> {
+    let scorer =
+        state.risk_scorer().ok_or_else(|| ApiError::unavailable("no risk engine is running"))?;
+    let b = req.body;
+    bounded("device_id", &b.device_id)?;
+    bounded("ip", &b.ip)?;
+    let asset = state
+        .registry()
+        .get(&b.asset)
+        .map_err(|e| ApiError::bad_request("unknown_asset", e.to_string()))?;
+    let amount = strongroom_units::Amount::parse_decimal(&b.amount, asset.decimals)
+        .map_err(|e| crate::error::amount_error(&e))?;
+    let input = crate::ScoreInput {
+        customer_id: b.customer_id,
+        asset: asset.symbol.to_string(),
+        amount: amount.base_units(),
+        destination: b.destination,
+        device_id: b.device_id,
+        ip: b.ip,
+    };
+    let (decision, score, reasons) = scorer.score(&input, req.ctx.now.unix_ms());
+    Ok(Json(ScoreView {
+        decision,
+        score,
+        reasons: reasons
+            .into_iter()
+            .map(|(source, detail, points)| serde_json::json!({ "source": source, "detail": detail, "points": points }))
+            .collect(),
+    }))
+}
