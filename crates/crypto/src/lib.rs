@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod seal;
+pub mod totp;
 
 use sha2::{Digest, Sha256};
 use strongroom_core::Env;
