@@ -1,6 +1,6 @@
-//! A small SMTP client for alert e-mail (RFC 5321): EHLO, optional STARTTLS (rustls, TLS
-//! 1.2+ with the given CA or the platform's web roots... here: a given CA file), MAIL, RCPT,
-//! DATA with dot-stuffing, QUIT. Enough for a relay the operator runs; no authentication yet.
+//! A small SMTP client for alert e-mail (RFC 5321): EHLO, optional STARTTLS (rustls, trusting
+//! only the CA file given), MAIL, RCPT, DATA with dot-stuffing, QUIT. Enough for a relay the
+//! operator runs; no authentication yet.
 
 use std::path::PathBuf;
 

@@ -423,6 +423,8 @@ struct Worker {
     contexts: Contexts,
     last_event_ms: i64,
     learned: HashSet<Uuid>,
+    /// Rejected or blocked withdrawals already seen out of `reserved` (never read again).
+    closed: HashSet<Uuid>,
     env: SystemEnv,
 }
 
@@ -600,8 +602,13 @@ impl Worker {
         // Rejected or blocked withdrawals still reserved are cancelled (funds released).
         for st in [RiskState::Rejected, RiskState::Blocked] {
             for r in self.store.list_risk_reviews(Some(st), 1000).await? {
+                if self.closed.contains(&r.withdrawal_id) {
+                    continue;
+                }
                 let w = self.store.get_withdrawal(r.withdrawal_id).await?;
-                if w.state == WithdrawalState::Reserved {
+                if w.state != WithdrawalState::Reserved {
+                    self.closed.insert(w.id);
+                } else {
                     let entry = strongroom_core::new_id(&self.env);
                     match self
                         .store
@@ -669,6 +676,7 @@ pub async fn start_worker(
         contexts: HashMap::new(),
         last_event_ms: 0,
         learned: HashSet::new(),
+        closed: HashSet::new(),
         env: SystemEnv::new(),
     };
     worker.replay().await?;
