@@ -43,6 +43,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start; the size of `dev`'s flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run everything on this machine: SQLite in a data folder, a dev CA, an operator token,
@@ -108,6 +110,17 @@ enum Command {
         /// IPv4 ranges → places for impossible travel (CSV `start_ip,end_ip,lat,lon,country`).
         #[arg(long)]
         risk_geo: Option<PathBuf>,
+        /// Seconds withdrawals stay locked after a customer's password, 2FA, e-mail or
+        /// whitelist change.
+        #[arg(long, default_value_t = 86_400)]
+        withdrawal_lock_secs: u64,
+        /// Seconds before a new customer whitelist address (or whitelist-only mode turned
+        /// off) takes effect.
+        #[arg(long, default_value_t = 86_400)]
+        whitelist_delay_secs: u64,
+        /// The console's origin, for WebAuthn passkeys (default `https://localhost:<port>`).
+        #[arg(long)]
+        public_url: Option<String>,
     },
     /// The governance log (members, quorum, policy, whitelists, freezes), on files.
     Governance {
@@ -295,6 +308,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             alert_smtp_ca,
             nats,
             risk_geo,
+            withdrawal_lock_secs,
+            whitelist_delay_secs,
+            public_url,
         } => {
             let signers = (!no_signers).then_some((signer_base_port, test_primes));
             let chain = (!no_chain && !no_signers).then_some((eth_rpc, confirmations));
@@ -311,7 +327,21 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 geo: risk_geo,
                 personal_data: None,
             };
-            dev(&data_dir, listen, signers, chain, governance.as_deref(), risk).await
+            let origin =
+                public_url.unwrap_or_else(|| format!("https://localhost:{}", listen.port()));
+            let host = reqwest::Url::parse(&origin)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .ok_or_else(|| anyhow::anyhow!("--public-url {origin:?} is not an https URL"))?;
+            let secs = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
+            let accounts = strongroom_server::accounts::AccountRules {
+                withdrawal_lock_ms: secs(withdrawal_lock_secs),
+                whitelist_delay_ms: secs(whitelist_delay_secs),
+                rp_id: host,
+                rp_origin: origin,
+                ..Default::default()
+            };
+            dev(&data_dir, listen, signers, chain, governance.as_deref(), risk, accounts).await
         }
         Command::Governance { command } => governance::run(command).await,
         Command::Withdrawal { command } => governance::withdrawal(command).await,
@@ -455,6 +485,7 @@ async fn dev(
     chain_opts: Option<(Option<String>, u64)>,
     governance_dir: Option<&Path>,
     risk_opts: risk::RiskOptions,
+    accounts: strongroom_server::accounts::AccountRules,
 ) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -527,6 +558,9 @@ async fn dev(
     risk_opts.personal_data = Some(kek.clone());
     let started = start(&config, store.clone(), env).await?;
     started.state.set_personal_data_key(kek);
+    started.state.set_accounts(
+        strongroom_server::accounts::Accounts::new(accounts).map_err(anyhow::Error::msg)?,
+    );
     // The risk engine: screens destinations at the API and assesses every withdrawal before
     // the engine may build it.
     let risk_worker = risk::start_worker(store.clone(), risk_opts, &started.state).await?;

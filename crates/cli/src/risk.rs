@@ -312,6 +312,12 @@ impl Alerts {
     }
 }
 
+impl strongroom_server::accounts::Notifier for Alerts {
+    fn notify_customer(&self, customer_id: Uuid, subject: &str, text: &str) {
+        Alerts::notify_customer(self, customer_id, subject, text)
+    }
+}
+
 /// Screens destinations at the API with the current lists.
 #[derive(Debug)]
 pub struct ListScreen {
@@ -658,6 +664,7 @@ pub async fn start_worker(
     if let Some(kek) = &opts.personal_data {
         alerts.customers = Some((store.clone(), kek.clone()));
     }
+    api.set_notifier(Arc::new(alerts.clone()));
     api.set_destination_screen(Arc::new(ListScreen {
         lists: lists.clone(),
         alerts: alerts.clone(),

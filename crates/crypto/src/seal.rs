@@ -42,6 +42,10 @@ pub trait KeyEncryptionKey: Send + Sync + std::fmt::Debug {
     fn id(&self) -> &str;
     fn wrap(&self, dek: &[u8; 32], aad: &[u8], env: &dyn Env) -> Result<Vec<u8>, SealError>;
     fn unwrap_dek(&self, wrapped: &[u8], aad: &[u8]) -> Result<Zeroizing<[u8; 32]>, SealError>;
+    /// A keyed hash of `value` (HMAC-SHA256 under a key derived from this one for
+    /// `purpose`), to find a sealed record by a value without storing the value: a stolen
+    /// database cannot test guesses against it.
+    fn blind_index(&self, purpose: &str, value: &[u8]) -> String;
 }
 
 /// A KEK held in this process's memory (zeroized on drop, never printed).
@@ -119,6 +123,22 @@ impl KeyEncryptionKey for SoftwareKek {
         let mut out = nonce.to_vec();
         out.extend(aead_encrypt(&self.key, &nonce, &aad, dek)?);
         Ok(out)
+    }
+
+    fn blind_index(&self, purpose: &str, value: &[u8]) -> String {
+        use hmac::{Hmac, Mac};
+        let derive = |key: &[u8], data: &[u8]| {
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+                .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+            mac.update(data);
+            let out: [u8; 32] = mac.finalize().into_bytes().into();
+            out
+        };
+        let sub = Zeroizing::new(derive(
+            self.key.as_ref(),
+            format!("strongroom/blind-index/v1\0{purpose}").as_bytes(),
+        ));
+        hex::encode(derive(sub.as_ref(), value))
     }
 
     fn unwrap_dek(&self, wrapped: &[u8], aad: &[u8]) -> Result<Zeroizing<[u8; 32]>, SealError> {
@@ -270,6 +290,18 @@ mod tests {
 
     fn env() -> FixedEnv {
         FixedEnv::new(Timestamp::from_unix_ms(0), 99)
+    }
+
+    #[test]
+    fn a_blind_index_depends_on_the_key_the_purpose_and_the_value() {
+        let e = env();
+        let (a, b) = (SoftwareKek::generate(&e), SoftwareKek::generate(&e));
+        let i = a.blind_index("email", b"ann@example.com");
+        assert_eq!(i, a.blind_index("email", b"ann@example.com"));
+        assert_eq!(i.len(), 64);
+        assert_ne!(i, a.blind_index("email", b"bob@example.com"));
+        assert_ne!(i, a.blind_index("phone", b"ann@example.com"));
+        assert_ne!(i, b.blind_index("email", b"ann@example.com"));
     }
 
     #[test]

@@ -99,6 +99,27 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::governance::propose))
         .routes(routes!(crate::governance::add_signoff))
         .routes(routes!(crate::governance::withdraw_proposal))
+        .routes(routes!(crate::accounts::register))
+        .routes(routes!(crate::accounts::login))
+        .routes(routes!(crate::accounts::passkey_options))
+        .routes(routes!(crate::accounts::passkey_login))
+        .routes(routes!(crate::accounts::logout))
+        .routes(routes!(crate::accounts::me))
+        .routes(routes!(crate::accounts::change_password))
+        .routes(routes!(crate::accounts::totp_start))
+        .routes(routes!(crate::accounts::totp_confirm))
+        .routes(routes!(crate::accounts::totp_disable))
+        .routes(routes!(crate::accounts::passkey_register_options))
+        .routes(routes!(crate::accounts::passkey_register, crate::accounts::passkeys))
+        .routes(routes!(crate::accounts::devices))
+        .routes(routes!(crate::accounts::revoke_device))
+        .routes(routes!(crate::accounts::sessions))
+        .routes(routes!(crate::accounts::revoke_session))
+        .routes(routes!(crate::accounts::set_anti_phishing))
+        .routes(routes!(crate::accounts::whitelist, crate::accounts::add_whitelist))
+        .routes(routes!(crate::accounts::remove_whitelist))
+        .routes(routes!(crate::accounts::whitelist_mode))
+        .routes(routes!(me_withdrawal))
 }
 
 // ---------- bodies ----------
@@ -345,6 +366,8 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
 /// body is parsed, so a caller without the role learns nothing about the body's shape.
 pub trait WriteBody: DeserializeOwned + Send {
     const ROLES: &'static [Role];
+    /// Whether a signed-in customer may send it (for themselves).
+    const CUSTOMERS: bool = false;
 }
 
 impl WriteBody for CreateCustomer {
@@ -373,6 +396,9 @@ pub struct Write<T> {
     pub(crate) body: T,
     pub(crate) idem: Idempotency,
     pub(crate) ctx: WriteCtx,
+    pub principal: Principal,
+    /// The TCP peer.
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 impl<T: WriteBody> FromRequest<AppState> for Write<T> {
@@ -380,8 +406,10 @@ impl<T: WriteBody> FromRequest<AppState> for Write<T> {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         let (mut parts, body) = req.into_parts();
-        let principal = Principal::from_request_parts(&mut parts, state).await?;
-        principal.require(T::ROLES)?;
+        let principal = crate::auth::authenticate(&mut parts, state).await?;
+        if !(T::CUSTOMERS && principal.customer.is_some()) {
+            principal.require(T::ROLES)?;
+        }
         let RequestId(rid) = RequestId::from_request_parts(&mut parts, state).await?;
         let headers = &parts.headers;
         if let Some(ct) = headers.get(axum::http::header::CONTENT_TYPE) {
@@ -425,6 +453,8 @@ impl<T: WriteBody> FromRequest<AppState> for Write<T> {
             .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
         Ok(Write {
             body,
+            client_ip: parts.extensions.get::<crate::tls::PeerAddr>().map(|p| p.0.ip()),
+            principal: principal.clone(),
             idem: Idempotency { principal: principal.actor(), key, request_hash },
             ctx: WriteCtx {
                 actor: principal.actor(),
@@ -691,6 +721,68 @@ async fn create_withdrawal(
     State(state): State<AppState>,
     req: Write<CreateWithdrawal>,
 ) -> Result<(StatusCode, Json<WithdrawalView>), ApiError> {
+    let w = place_withdrawal(&state, req).await?;
+    Ok((StatusCode::CREATED, Json((&w).into())))
+}
+
+/// A signed-in customer's withdrawal request.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MyWithdrawal {
+    #[schema(example = "ETH")]
+    pub asset: String,
+    pub destination: String,
+    /// Decimal amount in the asset's units.
+    #[schema(example = "0.1")]
+    pub amount: String,
+    /// The id the login returned for this device.
+    #[serde(default)]
+    pub device_id: Option<String>,
+}
+
+impl WriteBody for MyWithdrawal {
+    const ROLES: &'static [Role] = &[];
+    const CUSTOMERS: bool = true;
+}
+
+/// Request a withdrawal from the signed-in customer's own balance: the same checks as
+/// `POST /v1/withdrawals`, with the customer's withdrawal lock and whitelist.
+#[utoipa::path(post, path = "/v1/me/withdrawals", tag = "accounts", security(("token" = [])),
+    params(("Idempotency-Key" = String, Header)),
+    request_body = MyWithdrawal,
+    responses((status = 201, body = WithdrawalView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn me_withdrawal(
+    State(state): State<AppState>,
+    req: Write<MyWithdrawal>,
+) -> Result<(StatusCode, Json<WithdrawalView>), ApiError> {
+    let customer_id = req
+        .principal
+        .customer
+        .ok_or_else(|| ApiError::forbidden("only a signed-in customer may do this"))?;
+    let body = CreateWithdrawal {
+        customer_id,
+        asset: req.body.asset,
+        destination: req.body.destination,
+        amount: req.body.amount,
+        device_id: req.body.device_id,
+        ip: req.client_ip.map(|i| i.to_string()),
+    };
+    let req = Write {
+        body,
+        idem: req.idem,
+        ctx: req.ctx,
+        principal: req.principal,
+        client_ip: req.client_ip,
+    };
+    let w = place_withdrawal(&state, req).await?;
+    Ok((StatusCode::CREATED, Json((&w).into())))
+}
+
+async fn place_withdrawal(
+    state: &AppState,
+    req: Write<CreateWithdrawal>,
+) -> Result<strongroom_core::withdrawal::Withdrawal, ApiError> {
     let env = state.env();
     let request = WithdrawalRequest {
         customer_id: req.body.customer_id,
@@ -725,6 +817,13 @@ async fn create_withdrawal(
             return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "destination_listed", why));
         }
     }
+    crate::accounts::check_withdrawal(
+        state,
+        planned.withdrawal.customer_id,
+        planned.withdrawal.intent.chain.as_str(),
+        dest.as_str(),
+    )
+    .await?;
     let (device_id, ip) = (req.body.device_id.clone(), req.body.ip.clone());
     let w = state.store().request_withdrawal(&req.ctx, Some(&req.idem), planned).await?;
     // The device and address it came from, for the risk engine (one that arrives without
@@ -744,7 +843,7 @@ async fn create_withdrawal(
         .withdrawals_requested
         .get_or_create(&crate::metrics::AssetLabels { asset: w.intent.asset.symbol.to_string() })
         .inc();
-    Ok((StatusCode::CREATED, Json((&w).into())))
+    Ok(w)
 }
 
 /// List withdrawals, newest first.

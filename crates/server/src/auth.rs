@@ -1,4 +1,4 @@
-//! API-token authentication. A request carries `Authorization: Bearer srt_<id>_<secret>`;
+//! Authentication: API tokens, and customers' sessions ([`crate::accounts`]). A request carries `Authorization: Bearer srt_<id>_<secret>`;
 //! the server looks the token up by id and compares hashes in constant time. Tokens are
 //! stored hashed; a revoked or unknown token is refused the same way as a wrong one.
 
@@ -10,58 +10,112 @@ use strongroom_store::{Role, StoreError};
 use crate::error::ApiError;
 use crate::AppState;
 
-/// Who is calling.
+/// Who is calling: an API token with a role, or a signed-in customer (a session).
 #[derive(Debug, Clone)]
 pub struct Principal {
+    /// The API token's or the session's id.
     pub token_id: String,
-    pub role: Role,
+    /// The API token's role; `None` for a customer's session.
+    pub role: Option<Role>,
+    /// The signed-in customer, for a session.
+    pub customer: Option<uuid::Uuid>,
+    /// The account a session belongs to.
+    pub account: Option<String>,
 }
 
 impl Principal {
-    /// `token:<id>`: the actor in audit records and the idempotency scope.
+    /// `token:<id>` or `account:<id>`: the actor in audit records and the idempotency scope.
     pub fn actor(&self) -> String {
-        format!("token:{}", self.token_id)
+        match &self.account {
+            Some(a) => format!("account:{a}"),
+            None => format!("token:{}", self.token_id),
+        }
     }
 
+    /// Refuse unless this is an API token with one of `allowed`.
     pub fn require(&self, allowed: &[Role]) -> Result<(), ApiError> {
-        if allowed.contains(&self.role) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!("role {} may not do this", self.role.as_str())))
+        match self.role {
+            Some(r) if allowed.contains(&r) => Ok(()),
+            Some(r) => Err(ApiError::forbidden(format!("role {} may not do this", r.as_str()))),
+            None => Err(ApiError::forbidden("a customer session may not do this")),
         }
     }
 }
 
 const BAD_TOKEN: &str = "missing, malformed, unknown or revoked API token";
 
-impl FromRequestParts<AppState> for Principal {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ApiError::unauthorized(BAD_TOKEN))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .map(|t| SecretString::new(t.trim().to_owned()))
-            .ok_or_else(|| ApiError::unauthorized(BAD_TOKEN))?;
+/// Whoever the request's credentials name: an API token or a customer's session.
+pub(crate) async fn authenticate(
+    parts: &mut Parts,
+    state: &AppState,
+) -> Result<Principal, ApiError> {
+    {
+        // The Authorization header, else the console's session cookie.
+        let token = match parts.headers.get(axum::http::header::AUTHORIZATION) {
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .map(|t| SecretString::new(t.trim().to_owned()))
+                .ok_or_else(|| ApiError::unauthorized(BAD_TOKEN))?,
+            None => crate::accounts::cookie_token(&parts.headers)
+                .ok_or_else(|| ApiError::unauthorized(BAD_TOKEN))?,
+        };
         let id = token_id(token.expose_secret())
             .map_err(|_| ApiError::unauthorized(BAD_TOKEN))?
             .to_owned();
         let record = match state.store().get_token(&id).await {
             Ok(r) => r,
-            Err(StoreError::NotFound { .. }) => return Err(ApiError::unauthorized(BAD_TOKEN)),
+            Err(StoreError::NotFound { .. }) => {
+                // Not an API token: a customer's session, or nothing.
+                let p = crate::accounts::session_principal(state, &id, &token)
+                    .await?
+                    .ok_or_else(|| ApiError::unauthorized(BAD_TOKEN))?;
+                tracing::Span::current().record("principal", p.actor().as_str());
+                return Ok(p);
+            }
             Err(e) => return Err(e.into()),
         };
         if record.revoked_at.is_some() || !token_matches(&token, &record.token_hash) {
             return Err(ApiError::unauthorized(BAD_TOKEN));
         }
         tracing::Span::current().record("principal", record.id.as_str());
-        Ok(Principal { token_id: record.id, role: record.role })
+        Ok(Principal {
+            token_id: record.id,
+            role: Some(record.role),
+            customer: None,
+            account: None,
+        })
+    }
+}
+
+/// An API token (operators, services, auditors). A customer's session is refused here, so a
+/// handler that takes a `Principal` can never be reached by a customer, even one that forgot
+/// to check a role.
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let p = authenticate(parts, state).await?;
+        if p.role.is_none() {
+            return Err(ApiError::forbidden("a customer session may not do this"));
+        }
+        Ok(p)
+    }
+}
+
+/// A signed-in customer (a session); API tokens are refused.
+#[derive(Debug, Clone)]
+pub struct Customer(pub Principal);
+
+impl FromRequestParts<AppState> for Customer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let p = authenticate(parts, state).await?;
+        if p.customer.is_none() {
+            return Err(ApiError::forbidden("only a signed-in customer may do this"));
+        }
+        Ok(Customer(p))
     }
 }

@@ -159,6 +159,11 @@ impl From<StoreError> for ApiError {
                 "insufficient_funds",
                 "the available balance is lower than the amount",
             ),
+            StoreError::Stale { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "another request changed this at the same time; try again",
+            ),
             StoreError::Refused(_) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "refused", e.to_string())
             }

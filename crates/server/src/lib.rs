@@ -9,6 +9,7 @@
 //! it reads time and randomness only through `Env`.
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod contact;
@@ -52,6 +53,8 @@ struct Inner {
     screen: std::sync::OnceLock<Arc<dyn DestinationScreen>>,
     personal_data: std::sync::OnceLock<Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>>,
     scorer: std::sync::OnceLock<Arc<dyn RiskScorer>>,
+    accounts: std::sync::OnceLock<Arc<accounts::Accounts>>,
+    notifier: std::sync::OnceLock<Arc<dyn accounts::Notifier>>,
 }
 
 /// A would-be withdrawal for the risk engine to score, without storing anything.
@@ -111,6 +114,8 @@ impl AppState {
             screen: std::sync::OnceLock::new(),
             personal_data: std::sync::OnceLock::new(),
             scorer: std::sync::OnceLock::new(),
+            accounts: std::sync::OnceLock::new(),
+            notifier: std::sync::OnceLock::new(),
         }))
     }
     /// Connect deposit address creation (once).
@@ -140,6 +145,25 @@ impl AppState {
     }
     pub fn risk_scorer(&self) -> Option<&Arc<dyn RiskScorer>> {
         self.0.scorer.get()
+    }
+    /// Account settings (once; the defaults otherwise).
+    pub fn set_accounts(&self, accounts: accounts::Accounts) {
+        let _ = self.0.accounts.set(Arc::new(accounts));
+    }
+    pub fn accounts(&self) -> &accounts::Accounts {
+        self.0.accounts.get_or_init(|| {
+            Arc::new(
+                accounts::Accounts::new(accounts::AccountRules::default())
+                    .unwrap_or_else(|e| unreachable!("the default relying party is valid: {e}")),
+            )
+        })
+    }
+    /// Connect customer e-mail (once).
+    pub fn set_notifier(&self, n: Arc<dyn accounts::Notifier>) {
+        let _ = self.0.notifier.set(n);
+    }
+    pub fn notifier(&self) -> Option<&Arc<dyn accounts::Notifier>> {
+        self.0.notifier.get()
     }
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.0.store

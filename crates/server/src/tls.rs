@@ -58,6 +58,10 @@ pub fn server_config(cert_path: &Path, key_path: &Path) -> Result<rustls::Server
     Ok(config)
 }
 
+/// The TCP peer of a request (an extension on every request).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
 /// A running HTTPS server.
 #[derive(Debug)]
 pub struct Running {
@@ -129,6 +133,10 @@ pub fn serve(
                         return;
                     }
                 };
+                let app = tower::ServiceExt::map_request(app, move |mut r: http::Request<hyper::body::Incoming>| {
+                    r.extensions_mut().insert(PeerAddr(peer));
+                    r
+                });
                 let service = TowerToHyperService::new(app);
                 let builder = Builder::new(TokioExecutor::new());
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use strongroom_core::withdrawal::WithdrawalRules;
 use strongroom_core::{Env, Timestamp};
 use strongroom_crypto::generate_token;
+use strongroom_server::accounts::{AccountRules, Accounts, Notifier};
 use strongroom_server::{pki::DevPki, tls, AppState};
 use strongroom_store::{NewApiToken, Role, SqlStore, Store, WriteCtx};
 use strongroom_units::AssetRegistry;
@@ -73,6 +74,17 @@ impl std::io::Write for LogWriter {
     }
 }
 
+/// Customer e-mail, kept for the test to read.
+#[derive(Debug)]
+struct Mailbox(Arc<Mutex<Vec<(uuid::Uuid, String, String)>>>);
+impl Notifier for Mailbox {
+    fn notify_customer(&self, customer_id: uuid::Uuid, subject: &str, text: &str) {
+        self.0.lock().unwrap().push((customer_id, subject.into(), text.into()));
+    }
+}
+
+const LOCK_MS: i64 = 2_000;
+
 struct Server {
     base: String,
     client: reqwest::Client,
@@ -80,6 +92,9 @@ struct Server {
     addr: std::net::SocketAddr,
     tokens: Vec<(Role, String)>,
     store: Arc<SqlStore>,
+    /// E-mails to customers: (customer, subject, text).
+    mails: Arc<Mutex<Vec<(uuid::Uuid, String, String)>>>,
+    db: std::path::PathBuf,
     running: Option<tls::Running>,
     _dir: tempfile::TempDir,
 }
@@ -118,10 +133,26 @@ impl Server {
             "second start reuses the PKI"
         );
         let config = tls::server_config(&pki.server_cert, &pki.server_key).unwrap();
+        let kek = strongroom_crypto::seal::SoftwareKek::generate(env.as_ref());
         let state =
             AppState::new(store.clone(), env, AssetRegistry::dev(), WithdrawalRules::default());
-        let (app, _) = strongroom_server::app(state);
+        state.set_personal_data_key(Arc::new(kek));
+        let mails = Arc::new(Mutex::new(Vec::new()));
+        state.set_notifier(Arc::new(Mailbox(mails.clone())));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Short locks so a test can wait them out.
+        state.set_accounts(
+            Accounts::new(AccountRules {
+                withdrawal_lock_ms: LOCK_MS,
+                whitelist_delay_ms: LOCK_MS,
+                rp_id: "localhost".into(),
+                rp_origin: format!("https://localhost:{port}"),
+                ..Default::default()
+            })
+            .unwrap(),
+        );
+        let (app, _) = strongroom_server::app(state);
         let running = tls::serve(listener, config, app).unwrap();
         let ca_pem = std::fs::read(&pki.ca_cert).unwrap();
         let client = reqwest::Client::builder()
@@ -138,6 +169,8 @@ impl Server {
             addr: running.addr,
             tokens,
             store,
+            mails,
+            db: dir.path().join("s.db"),
             running: Some(running),
             _dir: dir,
         }
@@ -171,6 +204,29 @@ impl Server {
         let text = resp.text().await.unwrap();
         let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, value, headers)
+    }
+
+    /// A call with a customer's session token.
+    async fn session(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+        let mut req = self
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("idempotency-key", format!("k-{}", uuid::Uuid::new_v4()));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)), headers)
     }
 
     async fn post(&self, path: &str, key: &str, body: Value) -> (StatusCode, Value) {
@@ -240,7 +296,25 @@ async fn every_documented_route_enforces_authentication_and_roles() {
     let (st, doc, _) = s.call("GET", "/v1/openapi.json", None, None, None).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(doc["openapi"].as_str().unwrap().chars().next(), Some('3'));
-    let public = ["/v1/health"];
+    let public = [
+        "/v1/health",
+        "/v1/auth/register",
+        "/v1/auth/login",
+        "/v1/auth/passkey/options",
+        "/v1/auth/passkey/login",
+    ];
+    // A signed-in customer: refused everywhere but their own routes.
+    let (st, reg, _) = s
+        .call(
+            "POST",
+            "/v1/auth/register",
+            None,
+            None,
+            Some(json!({"email": "matrix@example.com", "password": "a long enough password"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{reg}");
+    let customer = reg["token"].as_str().unwrap().to_owned();
     let mut checked = 0;
     for (path, ops) in doc["paths"].as_object().unwrap() {
         let concrete = path.replace("{id}", "00000000-0000-4000-8000-000000000000");
@@ -261,7 +335,19 @@ async fn every_documented_route_enforces_authentication_and_roles() {
                 let r = s.client.request(m.parse().unwrap(), format!("{}{concrete}", s.base)).bearer_auth(bad).send().await.unwrap();
                 assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{m} {path} with token {bad}");
             }
-            if m == "POST" {
+            let own = path.starts_with("/v1/me") || path == "/v1/auth/logout";
+            if !own {
+                let (st, v, _) = s.session(&m, &concrete, &customer, body.clone()).await;
+                assert_eq!(st, StatusCode::FORBIDDEN, "customer {m} {path}: {v}");
+                assert_eq!(code(&v), "forbidden");
+            } else if !path.contains('{') && m == "GET" {
+                let (st, v, _) = s.session(&m, &concrete, &customer, None).await;
+                assert_eq!(st, StatusCode::OK, "customer {m} {path}: {v}");
+                // Operators' tokens are not customers.
+                let (st, _, _) = s.call(&m, &concrete, Some(Role::Operator), None, None).await;
+                assert_eq!(st, StatusCode::FORBIDDEN, "operator {m} {path}");
+            }
+            if m == "POST" && !own {
                 let (st, v, _) =
                     s.call(&m, &concrete, Some(Role::Auditor), Some("k"), body.clone()).await;
                 assert_eq!(st, StatusCode::FORBIDDEN, "auditor {m} {path}");
@@ -882,5 +968,425 @@ async fn governance_changes_need_their_quorum_and_withdrawals_show_why_they_wait
     s.store.pool().execute("UPDATE governance_entries SET entry = REPLACE(entry, '\"count\":1', '\"count\":0') WHERE seq = 1").await.unwrap();
     let (st, v, _) = s.call("GET", "/v1/governance", Some(Role::Auditor), None, None).await;
     assert_eq!((st, code(&v)), (StatusCode::INTERNAL_SERVER_ERROR, "governance_invalid"), "{v}");
+    s.stop().await;
+}
+
+#[path = "support/authenticator.rs"]
+mod authenticator;
+
+fn totp_now(secret_b32: &str, offset_s: i64) -> String {
+    let key = base32_decode(secret_b32);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64 + offset_s;
+    strongroom_crypto::totp::Totp::default().code(&key, now as u64)
+}
+
+fn base32_decode(s: &str) -> Vec<u8> {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut bits, mut acc, mut out) = (0u32, 0u32, Vec::new());
+    for c in s.bytes() {
+        let v = A.iter().position(|&x| x == c).unwrap() as u32;
+        acc = (acc << 5) | v;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+impl Server {
+    async fn login(&self, body: Value) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+        self.call("POST", "/v1/auth/login", None, None, Some(body)).await
+    }
+    fn mails_to(&self, customer: &str) -> Vec<(String, String)> {
+        let id: uuid::Uuid = customer.parse().unwrap();
+        let m = self.mails.lock().unwrap();
+        m.iter().filter(|(c, _, _)| *c == id).map(|(_, s, t)| (s.clone(), t.clone())).collect()
+    }
+}
+
+/// The "Done when", over HTTPS: register; TOTP with recovery codes; a passkey
+/// (registered and used by a software authenticator with real P-256 signatures); devices
+/// and sessions listed and revoked; a new-device login alert; the anti-phishing code; a
+/// whitelist address usable only after its delay; a withdrawal right after a password change
+/// refused with its reason; and the database holding none of it in the clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_secures_their_account_and_withdrawals_wait_out_the_locks() {
+    let s = Server::start(None).await;
+    let email = "Ann.Custody@Example.com";
+    let password = "correct horse battery staple";
+    // Bad input first.
+    for (body, want) in [
+        (json!({"email": "not-an-email", "password": password}), "invalid_email"),
+        (json!({"email": email, "password": "short"}), "weak_password"),
+        (json!({"email": email}), "invalid_body"),
+    ] {
+        let (st, v, _) = s.call("POST", "/v1/auth/register", None, None, Some(body)).await;
+        assert_eq!((st, code(&v)), (StatusCode::BAD_REQUEST, want), "{v}");
+    }
+    let (st, reg, headers) = s
+        .call(
+            "POST",
+            "/v1/auth/register",
+            None,
+            None,
+            Some(json!({"email": email, "password": password, "device_name": "ann's laptop"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{reg}");
+    let cookie = headers.get("set-cookie").unwrap().to_str().unwrap().to_owned();
+    for flag in ["sr_session=", "Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    let customer = reg["customer_id"].as_str().unwrap().to_owned();
+    let laptop = reg["device_id"].as_str().unwrap().to_owned();
+    let token = reg["token"].as_str().unwrap().to_owned();
+    let (st, v, _) = s
+        .call(
+            "POST",
+            "/v1/auth/register",
+            None,
+            None,
+            Some(json!({"email": email.to_lowercase(), "password": password})),
+        )
+        .await;
+    assert_eq!((st, code(&v)), (StatusCode::CONFLICT, "account_exists"));
+    // The console's cookie works like the bearer token.
+    let r = s
+        .client
+        .get(format!("{}/v1/me", s.base))
+        .header("cookie", cookie.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let me: Value = r.json().await.unwrap();
+    assert_eq!(me["email"], "a***@example.com");
+    assert_eq!(me["totp_enabled"], false);
+
+    // TOTP: a wrong first code is refused; the right one turns it on and returns ten
+    // recovery codes; a code already used is refused; a recovery code works once.
+    let (st, setup, _) = s.session("POST", "/v1/me/totp", &token, None).await;
+    assert_eq!(st, StatusCode::OK, "{setup}");
+    let secret = setup["secret"].as_str().unwrap().to_owned();
+    assert!(setup["otpauth_uri"].as_str().unwrap().starts_with("otpauth://totp/Strongroom:"));
+    let (st, _, _) =
+        s.session("POST", "/v1/me/totp/confirm", &token, Some(json!({"code": "000000"}))).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let first = totp_now(&secret, 0);
+    let (st, rc, _) =
+        s.session("POST", "/v1/me/totp/confirm", &token, Some(json!({"code": first}))).await;
+    assert_eq!(st, StatusCode::OK, "{rc}");
+    let recovery: Vec<String> = serde_json::from_value(rc["recovery_codes"].clone()).unwrap();
+    assert_eq!(recovery.len(), 10);
+    let (st, v, _) = s.login(json!({"email": email, "password": password})).await;
+    assert_eq!((st, code(&v)), (StatusCode::UNAUTHORIZED, "second_factor_required"));
+    let (st, v, _) =
+        s.login(json!({"email": email, "password": password, "totp_code": first})).await;
+    assert_eq!((st, code(&v)), (StatusCode::UNAUTHORIZED, "invalid_second_factor"), "a used step");
+    let next = totp_now(&secret, 30);
+    let (st, v, _) = s
+        .login(
+            json!({"email": email, "password": password, "totp_code": next, "device_id": laptop}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["new_device"], false, "the laptop is known");
+    let (st, v, _) = s
+        .login(json!({"email": email, "password": password, "recovery_code": recovery[3], "device_id": laptop}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, _, _) =
+        s.login(json!({"email": email, "password": password, "recovery_code": recovery[3]})).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "a recovery code works once");
+
+    // A passkey: registered through the WebAuthn ceremony, then used to sign in.
+    let mut key = authenticator::SoftAuthenticator::new(&s.base);
+    let (st, opts, _) = s.session("POST", "/v1/me/passkeys/options", &token, None).await;
+    assert_eq!(st, StatusCode::OK, "{opts}");
+    let cred = key.create(&opts["options"]);
+    let (st, pk, _) = s
+        .session(
+            "POST",
+            "/v1/me/passkeys",
+            &token,
+            Some(
+                json!({"ceremony_id": opts["ceremony_id"], "credential": cred, "name": "yubikey"}),
+            ),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{pk}");
+    let (st, v, _) = s
+        .session(
+            "POST",
+            "/v1/me/passkeys",
+            &token,
+            Some(json!({"ceremony_id": opts["ceremony_id"], "credential": cred})),
+        )
+        .await;
+    assert_eq!((st, code(&v)), (StatusCode::BAD_REQUEST, "ceremony_invalid"), "single use");
+    let passkey_login = |ceremony: Value, credential: Value| json!({"ceremony_id": ceremony, "credential": credential, "device_name": "ann's phone"});
+    let (_, opts, _) =
+        s.call("POST", "/v1/auth/passkey/options", None, None, Some(json!({"email": email}))).await;
+    // An authenticator with another key is refused, and the ceremony is used up.
+    let mut stranger = authenticator::SoftAuthenticator::new(&s.base);
+    let forged = stranger.get(&opts["options"]);
+    let forged = json!({"id": cred["id"], "rawId": cred["rawId"], "type": "public-key", "response": forged["response"], "extensions": {}});
+    let (st, v, _) = s
+        .call(
+            "POST",
+            "/v1/auth/passkey/login",
+            None,
+            None,
+            Some(passkey_login(opts["ceremony_id"].clone(), forged)),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+    let (_, opts, _) =
+        s.call("POST", "/v1/auth/passkey/options", None, None, Some(json!({"email": email}))).await;
+    let assertion = key.get(&opts["options"]);
+    let (st, phone, _) = s
+        .call(
+            "POST",
+            "/v1/auth/passkey/login",
+            None,
+            None,
+            Some(passkey_login(opts["ceremony_id"].clone(), assertion.clone())),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{phone}");
+    assert_eq!(phone["new_device"], true);
+    let (st, _, _) = s
+        .call(
+            "POST",
+            "/v1/auth/passkey/login",
+            None,
+            None,
+            Some(passkey_login(opts["ceremony_id"].clone(), assertion)),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "an assertion is not replayed");
+    // The new device got a login alert; the known laptop did not.
+    let mails = s.mails_to(&customer);
+    let alerts: Vec<_> = mails.iter().filter(|(subj, _)| subj.contains("New sign-in")).collect();
+    assert_eq!(alerts.len(), 1, "{mails:?}");
+    assert!(alerts[0].1.contains("ann's phone"));
+
+    // Devices and sessions: listed, and the phone revoked (its session ends with it).
+    let (_, devices, _) = s.session("GET", "/v1/me/devices", &token, None).await;
+    let devices = devices.as_array().unwrap().clone();
+    assert_eq!(devices.len(), 2, "{devices:?}");
+    let phone_dev = devices.iter().find(|d| d["name"] == "ann's phone").unwrap();
+    assert_eq!(phone_dev["last_ip"], "127.0.0.1");
+    let (_, sessions, _) = s.session("GET", "/v1/me/sessions", &token, None).await;
+    assert!(sessions.as_array().unwrap().iter().any(|x| x["via"] == "passkey"));
+    let phone_token = phone["token"].as_str().unwrap();
+    let (st, _, _) = s.session("GET", "/v1/me", phone_token, None).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _, _) = s
+        .session(
+            "DELETE",
+            &format!("/v1/me/devices/{}", phone_dev["id"].as_str().unwrap()),
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _, _) = s.session("GET", "/v1/me", phone_token, None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "the revoked device's session ended");
+
+    // Another customer cannot reach Ann's devices, sessions or whitelist entries.
+    let (_, bob, _) = s
+        .call(
+            "POST",
+            "/v1/auth/register",
+            None,
+            None,
+            Some(json!({"email": "bob@example.com", "password": password})),
+        )
+        .await;
+    let bob = bob["token"].as_str().unwrap().to_owned();
+    let laptop_path = format!("/v1/me/devices/{laptop}");
+    let (st, _, _) = s.session("DELETE", &laptop_path, &bob, None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let ann_session = strongroom_crypto::token_id(&token).unwrap().to_owned();
+    let (st, _, _) =
+        s.session("DELETE", &format!("/v1/me/sessions/{ann_session}"), &bob, None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+
+    // The anti-phishing code.
+    let (st, v, _) = s
+        .session(
+            "POST",
+            "/v1/me/anti-phishing-code",
+            &token,
+            Some(json!({"anti_phishing_code": "ab"})),
+        )
+        .await;
+    assert_eq!((st, code(&v)), (StatusCode::BAD_REQUEST, "invalid_anti_phishing_code"));
+    let (st, _, _) = s
+        .session(
+            "POST",
+            "/v1/me/anti-phishing-code",
+            &token,
+            Some(json!({"anti_phishing_code": "blue-otter-42"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+
+    // Funds, whitelist-only mode, and a new address that is not usable yet.
+    let (st, _) = s
+        .post(
+            "/v1/deposits",
+            "ann-d1",
+            json!({"customer_id": customer, "asset": "ETH", "amount": "1", "reference": "0xann:0"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (st, _, _) =
+        s.session("POST", "/v1/me/whitelist/mode", &token, Some(json!({"enabled": true}))).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, entry, _) = s
+        .session(
+            "POST",
+            "/v1/me/whitelist",
+            &token,
+            Some(json!({"asset": "ETH", "address": DEST.to_lowercase(), "label": "cold"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{entry}");
+    assert_eq!(entry["usable"], false);
+    let (st, v, _) = s
+        .session(
+            "DELETE",
+            &format!("/v1/me/whitelist/{}", entry["id"].as_str().unwrap()),
+            &bob,
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    // A password change: other sessions end, and withdrawals lock with the reason.
+    let (st, v, _) = s
+        .session("POST", "/v1/me/password", &token, Some(json!({"current_password": password, "new_password": "an even longer new passphrase", "recovery_code": recovery[5]})))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["last_security_change"], "password");
+    assert!(v["withdrawals_locked_until"].is_string());
+    let withdraw = json!({"asset": "ETH", "destination": DEST, "amount": "0.1"});
+    let (st, v, _) = s.session("POST", "/v1/me/withdrawals", &token, Some(withdraw.clone())).await;
+    assert_eq!((st, code(&v)), (StatusCode::FORBIDDEN, "withdrawal_locked"), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("password"), "{v}");
+    // The exchange's backend cannot go around it either.
+    let (st, v) = s
+        .post(
+            "/v1/withdrawals",
+            "ann-w1",
+            json!({"customer_id": customer, "asset": "ETH", "destination": DEST, "amount": "0.1"}),
+        )
+        .await;
+    assert_eq!((st, code(&v)), (StatusCode::FORBIDDEN, "withdrawal_locked"));
+    assert!(s
+        .mails_to(&customer)
+        .iter()
+        .any(|(subj, t)| subj.contains("Security change") && t.contains("password")));
+    // After the lock and the whitelist delay: only the whitelisted address is paid.
+    tokio::time::sleep(std::time::Duration::from_millis(LOCK_MS as u64 + 300)).await;
+    let (_, list, _) = s.session("GET", "/v1/me/whitelist", &token, None).await;
+    assert_eq!(list[0]["usable"], true);
+    let other = json!({"asset": "ETH", "destination": "0x00000000000000000000000000000000000000aa", "amount": "0.1"});
+    let (st, v, _) = s.session("POST", "/v1/me/withdrawals", &token, Some(other)).await;
+    assert_eq!((st, code(&v)), (StatusCode::FORBIDDEN, "destination_not_whitelisted"), "{v}");
+    let (st, w, _) = s.session("POST", "/v1/me/withdrawals", &token, Some(withdraw)).await;
+    assert_eq!(st, StatusCode::CREATED, "{w}");
+    assert_eq!(w["customer_id"], customer.as_str());
+    // Turning whitelist-only off needs a code and waits again.
+    let (st, _, _) =
+        s.session("POST", "/v1/me/whitelist/mode", &token, Some(json!({"enabled": false}))).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, v, _) = s
+        .session(
+            "POST",
+            "/v1/me/whitelist/mode",
+            &token,
+            Some(json!({"enabled": false, "recovery_code": recovery[6]})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["whitelist_only"], true);
+    assert!(v["whitelist_off_at"].is_string());
+
+    // The database holds none of it in the clear: not the e-mail address, device name, IP
+    // address, TOTP seed, recovery codes, passwords or session tokens.
+    use sqlx::Executor;
+    s.store.pool().execute("PRAGMA wal_checkpoint(FULL)").await.unwrap();
+    let mut dump = std::fs::read(&s.db).unwrap();
+    dump.extend(std::fs::read(s.db.with_extension("db-wal")).unwrap_or_default());
+    let dump = String::from_utf8_lossy(&dump).to_lowercase();
+    let seed_hex = hex::encode(base32_decode(&secret));
+    for secret_text in [
+        email.to_lowercase().as_str(),
+        "ann.custody",
+        "bob@example.com",
+        "ann's phone",
+        "ann's laptop",
+        &secret.to_lowercase(),
+        &seed_hex,
+        &recovery[0],
+        &recovery[3],
+        password,
+        "even longer new",
+        &token[4..],
+        &phone_token[4..],
+        "blue-otter-42",
+    ] {
+        assert!(!dump.contains(secret_text), "the database holds {secret_text:?} in the clear");
+    }
+    let audit = strongroom_store::verify_audit(s.store.as_ref()).await.unwrap();
+    assert!(audit.chain_break.is_none() && audit.mismatches.is_empty(), "{audit:?}");
+    s.stop().await;
+}
+
+/// Guessing passwords or codes locks the account (even for the right password, until the
+/// lock ends), and one IP address guessing across accounts is slowed down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brute_force_hits_the_account_and_ip_limits() {
+    let s = Server::start(None).await;
+    let password = "correct horse battery staple";
+    let (st, _, _) = s
+        .call(
+            "POST",
+            "/v1/auth/register",
+            None,
+            None,
+            Some(json!({"email": "cy@example.com", "password": password})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    for i in 0..5 {
+        let (st, v, _) = s
+            .login(json!({"email": "cy@example.com", "password": format!("guess number {i}")}))
+            .await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+        assert_eq!(v["error"]["message"], "wrong e-mail address or password");
+    }
+    let (st, v, _) = s.login(json!({"email": "cy@example.com", "password": password})).await;
+    assert_eq!((st, code(&v)), (StatusCode::LOCKED, "account_locked"), "{v}");
+    assert!(s.mails.lock().unwrap().iter().any(|(_, subj, _)| subj.contains("locked")));
+    // Unknown accounts answer like wrong passwords; the IP's failures add up to a wait.
+    let mut limited = false;
+    for i in 0..30 {
+        let (st, v, _) =
+            s.login(json!({"email": format!("nobody{i}@example.com"), "password": password})).await;
+        if st == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(code(&v), "too_many_attempts");
+            limited = true;
+            break;
+        }
+        assert_eq!(st, StatusCode::UNAUTHORIZED);
+        assert_eq!(v["error"]["message"], "wrong e-mail address or password");
+    }
+    assert!(limited, "20 failures from one address are limited");
     s.stop().await;
 }

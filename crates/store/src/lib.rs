@@ -60,6 +60,10 @@ pub enum StoreError {
     /// (a duplicate customer, deposit or idempotency key) into their own variants.
     #[error("{} constraint on table {table:?} refused the write", if *unique { "a unique" } else { "a foreign-key" })]
     Constraint { table: String, unique: bool },
+    /// A compare-and-swap write found the record changed (or present, or gone) since it
+    /// was read; nothing was written. Read again and retry.
+    #[error("{entity} changed concurrently; nothing was written")]
+    Stale { entity: String },
     #[error("injected fault at {0}")]
     InjectedFault(&'static str),
     /// A command's own precondition failed (a transaction that cannot be built, a fee above
@@ -249,6 +253,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         sealed: Vec<u8>,
     ) -> Result<()>;
     async fn customer_contact(&self, customer_id: Uuid) -> Result<Option<Vec<u8>>>;
+    /// An account-security record (see [`AuthRecord`]).
+    async fn auth_record(&self, kind: &str, id: &str) -> Result<Option<AuthRecord>>;
+    /// The record of `kind` whose unique lookup key is `lookup`.
+    async fn auth_record_by_lookup(&self, kind: &str, lookup: &str) -> Result<Option<AuthRecord>>;
+    /// The records of `kind` that `owner` has, by id.
+    async fn auth_records(&self, kind: &str, owner: &str) -> Result<Vec<AuthRecord>>;
+    /// Apply `writes` in one audited commit (action `action` on `subject`), all or none. A
+    /// record that changed since it was read fails the batch with [`StoreError::Stale`]; a
+    /// taken lookup key with [`StoreError::Constraint`] on `auth_records`.
+    async fn write_auth(
+        &self,
+        ctx: &WriteCtx,
+        action: &str,
+        subject: &str,
+        writes: Vec<AuthWrite>,
+    ) -> Result<Vec<AuthRecord>>;
     async fn risk_review(&self, id: Uuid) -> Result<Option<RiskReview>>;
     /// Reviews, oldest first; with `state`, only those.
     async fn list_risk_reviews(

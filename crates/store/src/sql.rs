@@ -22,6 +22,7 @@ use crate::types::*;
 use crate::{Faults, Result, Store, StoreError};
 
 mod approvals;
+mod auth;
 mod chain;
 mod deposits;
 mod governance;
@@ -1383,6 +1384,33 @@ impl Store for SqlStore {
         self.read_contact(customer_id).await
     }
 
+    async fn auth_record(&self, kind: &str, id: &str) -> Result<Option<AuthRecord>> {
+        self.read_auth(kind, id).await
+    }
+
+    async fn auth_record_by_lookup(&self, kind: &str, lookup: &str) -> Result<Option<AuthRecord>> {
+        self.read_auth_by_lookup(kind, lookup).await
+    }
+
+    async fn auth_records(&self, kind: &str, owner: &str) -> Result<Vec<AuthRecord>> {
+        self.read_auth_owned(kind, owner).await
+    }
+
+    async fn write_auth(
+        &self,
+        ctx: &WriteCtx,
+        action: &str,
+        subject: &str,
+        writes: Vec<AuthWrite>,
+    ) -> Result<Vec<AuthRecord>> {
+        let (action, subject) = (action.to_owned(), subject.to_owned());
+        let job = job(move |w, ctx| {
+            let (a, s, ws) = (action.clone(), subject.clone(), writes.clone());
+            Box::pin(async move { auth::stage_write(w, ctx, a, s, ws).await })
+        });
+        self.submit(ctx, None, job).await.and_then(from_json)
+    }
+
     async fn risk_review(&self, id: Uuid) -> Result<Option<RiskReview>> {
         self.read_risk_review(id).await
     }
@@ -1743,6 +1771,7 @@ impl Store for SqlStore {
         self.governance_entity_states(&mut out).await?;
         self.risk_entity_states(&mut out).await?;
         self.contact_entity_states(&mut out).await?;
+        self.auth_entity_states(&mut out).await?;
         Ok(out)
     }
 }

@@ -485,3 +485,72 @@ pub struct RiskEvent {
     pub at: Timestamp,
     pub data: serde_json::Value,
 }
+
+/// One account-security record (see migration 0010): `kind` names what it is (`account`,
+/// `session`, `device`, …), `owner` the account it belongs to, and `lookup` an optional
+/// unique key within its kind (a blind index, never plaintext). The store does not read
+/// bodies: the server owns their meaning and seals what is secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuthRecord {
+    pub kind: String,
+    pub id: String,
+    pub owner: String,
+    pub lookup: Option<String>,
+    pub body: serde_json::Value,
+    /// 1 when made; +1 on every write.
+    pub version: i64,
+    pub updated_at_ms: i64,
+}
+
+/// What a write expects to find, so concurrent changes cannot overwrite each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// The record must not exist yet.
+    Absent,
+    /// The record must be at this version.
+    Version(i64),
+}
+
+/// One change in an [`Store::write_auth`] batch: `body: None` deletes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthWrite {
+    pub kind: String,
+    pub id: String,
+    pub owner: String,
+    pub lookup: Option<String>,
+    pub body: Option<serde_json::Value>,
+    pub expect: Expect,
+}
+
+impl AuthWrite {
+    /// Make a new record.
+    pub fn create(kind: &str, id: &str, owner: &str, body: serde_json::Value) -> Self {
+        AuthWrite {
+            kind: kind.into(),
+            id: id.into(),
+            owner: owner.into(),
+            lookup: None,
+            body: Some(body),
+            expect: Expect::Absent,
+        }
+    }
+    /// Replace `record`'s body, if nobody changed it since it was read.
+    pub fn update(record: &AuthRecord, body: serde_json::Value) -> Self {
+        AuthWrite {
+            kind: record.kind.clone(),
+            id: record.id.clone(),
+            owner: record.owner.clone(),
+            lookup: record.lookup.clone(),
+            body: Some(body),
+            expect: Expect::Version(record.version),
+        }
+    }
+    /// Delete `record`, if nobody changed it since it was read.
+    pub fn delete(record: &AuthRecord) -> Self {
+        AuthWrite { body: None, ..Self::update(record, serde_json::Value::Null) }
+    }
+    pub fn with_lookup(mut self, lookup: impl Into<String>) -> Self {
+        self.lookup = Some(lookup.into());
+        self
+    }
+}

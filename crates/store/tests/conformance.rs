@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use serde_json::json;
 use sqlx::Executor;
 use strongroom_core::ledger::JournalEntry;
 use strongroom_core::withdrawal::{
@@ -115,6 +116,7 @@ conformance!(
     a_failure_inside_a_group_commit_fails_only_its_command,
     audit_log_is_append_only,
     tokens_are_created_and_revoked,
+    auth_records_are_compare_and_swap_and_all_or_nothing,
     chain_withdrawals_take_each_nonce_once_and_keep_one_signed_tx,
     concurrent_builds_take_distinct_contiguous_nonces,
     watched_deposits_are_credited_once_and_reorganised_ones_reversed_or_held,
@@ -1234,6 +1236,51 @@ async fn tokens_are_created_and_revoked(store: Arc<SqlStore>) {
     let r = store.revoke_token(&ctx(Timestamp::from_unix_ms(5)), "00aa").await.unwrap();
     assert_eq!(r.revoked_at, Some(Timestamp::from_unix_ms(5)));
     assert!(matches!(store.get_token("nope").await, Err(StoreError::NotFound { .. })));
+    assert_intact(&store).await;
+}
+
+async fn auth_records_are_compare_and_swap_and_all_or_nothing(store: Arc<SqlStore>) {
+    let c = ctx(env().now());
+    let acct = AuthWrite::create("account", "a1", "a1", json!({"n": 1})).with_lookup("idx-ann");
+    let made =
+        store.write_auth(&c, "account.registered", "account/a1", vec![acct.clone()]).await.unwrap();
+    assert_eq!(made.len(), 1);
+    assert_eq!(made[0].version, 1);
+    assert_eq!(store.auth_record_by_lookup("account", "idx-ann").await.unwrap().unwrap(), made[0]);
+    // Creating it again, or another record with the same lookup key, is refused.
+    assert!(matches!(
+        store.write_auth(&c, "x", "x", vec![acct]).await,
+        Err(StoreError::Stale { .. })
+    ));
+    let twin = AuthWrite::create("account", "a2", "a2", json!({})).with_lookup("idx-ann");
+    assert!(matches!(
+        store.write_auth(&c, "x", "x", vec![twin]).await,
+        Err(StoreError::Constraint { unique: true, .. })
+    ));
+    // An update from a stale read fails, and takes the whole batch with it.
+    let a = store.auth_record("account", "a1").await.unwrap().unwrap();
+    let s1 = AuthWrite::create("session", "s1", "a1", json!({"t": 1}));
+    store
+        .write_auth(&c, "x", "x", vec![AuthWrite::update(&a, json!({"n": 2})), s1.clone()])
+        .await
+        .unwrap();
+    let before = audit_len(&store).await;
+    let s2 = AuthWrite::create("session", "s2", "a1", json!({"t": 2}));
+    assert!(matches!(
+        store.write_auth(&c, "x", "x", vec![s2, AuthWrite::update(&a, json!({"n": 3}))]).await,
+        Err(StoreError::Stale { .. })
+    ));
+    assert!(store.auth_record("session", "s2").await.unwrap().is_none(), "all or nothing");
+    assert_eq!(audit_len(&store).await, before);
+    let a = store.auth_record("account", "a1").await.unwrap().unwrap();
+    assert_eq!((a.version, a.body.clone()), (2, json!({"n": 2})));
+    assert_eq!(store.auth_records("session", "a1").await.unwrap().len(), 1);
+    let s = store.auth_record("session", "s1").await.unwrap().unwrap();
+    store
+        .write_auth(&c, "session.revoked", "account/a1", vec![AuthWrite::delete(&s)])
+        .await
+        .unwrap();
+    assert!(store.auth_records("session", "a1").await.unwrap().is_empty());
     assert_intact(&store).await;
 }
 
