@@ -1468,3 +1468,243 @@ fn dev_risk_blocks_listed_addresses_and_pauses_unusual_withdrawals_for_review() 
     assert!(text.contains("changed decisions: 1"), "{text}");
     assert_audit_intact(&data);
 }
+
+#[path = "../../server/tests/support/authenticator.rs"]
+mod authenticator;
+
+/// A call as a customer (or anyone): status and JSON body.
+fn call(
+    dev: &Dev,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let url = format!("{}{path}", dev.url);
+    let key = format!("Idempotency-Key: k-{}", uuid_like());
+    let mut args = vec!["--cacert", &dev.ca, "-X", method, "-H", &key, "-w", "\n%{http_code}"];
+    let auth;
+    if let Some(t) = bearer {
+        auth = format!("Authorization: Bearer {t}");
+        args.extend(["-H", &auth]);
+    }
+    let text;
+    if let Some(b) = &body {
+        text = b.to_string();
+        args.extend(["-H", "Content-Type: application/json", "-d", &text]);
+    }
+    args.push(&url);
+    let (ok, out) = curl(&args).unwrap();
+    assert!(ok, "{out}");
+    let (json, status) = out.trim_end().rsplit_once('\n').unwrap_or(("", out.trim()));
+    (status.parse().unwrap(), serde_json::from_str(json).unwrap_or(serde_json::Value::Null))
+}
+
+/// Issue 7's "Done when" through the real binary and a real SMTP server: a new customer
+/// registers, turns on TOTP and a passkey, sets an anti-phishing code, gets a login alert
+/// e-mail (headed by the code) for a new device, lists and revokes devices, adds a whitelist
+/// address that becomes usable only after its delay, and a withdrawal right after a password
+/// change is refused with the reason.
+#[test]
+fn dev_customer_account_security_from_registration_to_a_locked_withdrawal() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(smtp) = SmtpServer::start(&dir.path().join("maildir")) else { return };
+    let data = dir.path().join("dev");
+    let dev = start_dev_with(
+        &data,
+        &[
+            "--no-signers",
+            "--alert-smtp",
+            smtp.addr.as_str(),
+            "--alert-email-to",
+            "security@exchange.example",
+            "--withdrawal-lock-secs",
+            "3",
+            "--whitelist-delay-secs",
+            "3",
+        ],
+        &[],
+    );
+    let port = dev.url.rsplit(':').next().unwrap().trim_end_matches('/').to_owned();
+    let origin = format!("https://localhost:{port}");
+    let email = "dora@customer.example";
+    let password = "a passphrase of some length";
+    let (st, reg) = call(
+        &dev,
+        "POST",
+        "/v1/auth/register",
+        None,
+        Some(
+            serde_json::json!({"email": email, "password": password, "device_name": "dora's laptop"}),
+        ),
+    );
+    assert_eq!(st, 201, "{reg}");
+    let token = reg["token"].as_str().unwrap().to_owned();
+    let cid = reg["customer_id"].as_str().unwrap().to_owned();
+    let laptop = reg["device_id"].as_str().unwrap().to_owned();
+
+    // TOTP on, with the secret an authenticator app would scan.
+    let (_, setup) = call(&dev, "POST", "/v1/me/totp", Some(&token), None);
+    let seed = {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+        let (mut bits, mut acc, mut out) = (0u32, 0u32, Vec::new());
+        for c in setup["secret"].as_str().unwrap().bytes() {
+            acc = (acc << 5) | A.iter().position(|&x| x == c).unwrap() as u32;
+            bits += 5;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+                acc &= (1 << bits) - 1;
+            }
+        }
+        out
+    };
+    let code_at = |offset: u64| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        strongroom_crypto::totp::Totp::default().code(&seed, now.as_secs() + offset)
+    };
+    let (st, rc) = call(
+        &dev,
+        "POST",
+        "/v1/me/totp/confirm",
+        Some(&token),
+        Some(serde_json::json!({"code": code_at(0)})),
+    );
+    assert_eq!(st, 200, "{rc}");
+    let recovery = rc["recovery_codes"][0].as_str().unwrap().to_owned();
+
+    // A passkey, from a software authenticator with a real P-256 key.
+    let mut key = authenticator::SoftAuthenticator::new(&origin);
+    let (_, opts) = call(&dev, "POST", "/v1/me/passkeys/options", Some(&token), None);
+    let cred = key.create(&opts["options"]);
+    let (st, pk) = call(
+        &dev,
+        "POST",
+        "/v1/me/passkeys",
+        Some(&token),
+        Some(serde_json::json!({"ceremony_id": opts["ceremony_id"], "credential": cred})),
+    );
+    assert_eq!(st, 201, "{pk}");
+
+    // The anti-phishing code, then a sign-in from a new device with the passkey.
+    let (st, _) = call(
+        &dev,
+        "POST",
+        "/v1/me/anti-phishing-code",
+        Some(&token),
+        Some(serde_json::json!({"anti_phishing_code": "green-lynx-7"})),
+    );
+    assert_eq!(st, 204);
+    let (_, opts) = call(
+        &dev,
+        "POST",
+        "/v1/auth/passkey/options",
+        None,
+        Some(serde_json::json!({"email": email})),
+    );
+    let assertion = key.get(&opts["options"]);
+    let (st, tablet) = call(
+        &dev,
+        "POST",
+        "/v1/auth/passkey/login",
+        None,
+        Some(
+            serde_json::json!({"ceremony_id": opts["ceremony_id"], "credential": assertion, "device_name": "dora's tablet"}),
+        ),
+    );
+    assert_eq!(st, 200, "{tablet}");
+    assert_eq!(tablet["new_device"], true);
+    // The known laptop signs in with password and TOTP: no alert for it.
+    let (st, again) = call(
+        &dev,
+        "POST",
+        "/v1/auth/login",
+        None,
+        Some(
+            serde_json::json!({"email": email, "password": password, "totp_code": code_at(30), "device_id": laptop}),
+        ),
+    );
+    assert_eq!(st, 200, "{again}");
+    assert_eq!(again["new_device"], false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let alert = loop {
+        let found = smtp.messages().into_iter().find(|m| m.contains("New sign-in"));
+        if let Some(m) = found {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "no login alert e-mail: {:?}", smtp.messages());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(alert.contains(email), "{alert}");
+    assert!(alert.contains("Your anti-phishing code: green-lynx-7"), "{alert}");
+    assert!(alert.contains("dora's tablet"), "{alert}");
+    assert_eq!(smtp.messages().iter().filter(|m| m.contains("New sign-in")).count(), 1);
+
+    // Devices: both listed; the tablet revoked, and its session with it.
+    let (_, devices) = call(&dev, "GET", "/v1/me/devices", Some(&token), None);
+    assert_eq!(devices.as_array().unwrap().len(), 2, "{devices}");
+    let tablet_id = tablet["device_id"].as_str().unwrap();
+    let (st, _) = call(&dev, "DELETE", &format!("/v1/me/devices/{tablet_id}"), Some(&token), None);
+    assert_eq!(st, 204);
+    let (st, _) = call(&dev, "GET", "/v1/me", tablet["token"].as_str(), None);
+    assert_eq!(st, 401);
+
+    // Funds, whitelist-only mode, and an address usable only after the delay.
+    api(
+        &dev,
+        "POST",
+        "/v1/deposits",
+        Some(
+            serde_json::json!({"customer_id": cid, "asset": "ETH", "amount": "1", "reference": "0xd0:1"}),
+        ),
+    );
+    let (st, _) = call(
+        &dev,
+        "POST",
+        "/v1/me/whitelist/mode",
+        Some(&token),
+        Some(serde_json::json!({"enabled": true})),
+    );
+    assert_eq!(st, 200);
+    let dest = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+    let (st, entry) = call(
+        &dev,
+        "POST",
+        "/v1/me/whitelist",
+        Some(&token),
+        Some(serde_json::json!({"asset": "ETH", "address": dest})),
+    );
+    assert_eq!(st, 201, "{entry}");
+    assert_eq!(entry["usable"], false);
+    // A password change (with a recovery code as the second factor) locks withdrawals.
+    let (st, me) = call(
+        &dev,
+        "POST",
+        "/v1/me/password",
+        Some(&token),
+        Some(
+            serde_json::json!({"current_password": password, "new_password": "another long passphrase", "recovery_code": recovery}),
+        ),
+    );
+    assert_eq!(st, 200, "{me}");
+    let withdraw = serde_json::json!({"asset": "ETH", "destination": dest, "amount": "0.1"});
+    let (st, refused) =
+        call(&dev, "POST", "/v1/me/withdrawals", Some(&token), Some(withdraw.clone()));
+    assert_eq!(st, 403, "{refused}");
+    assert_eq!(refused["error"]["code"], "withdrawal_locked");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("withdrawals are locked until") && message.contains("password"),
+        "{message}"
+    );
+    std::thread::sleep(Duration::from_millis(3300));
+    let (st, w) = call(&dev, "POST", "/v1/me/withdrawals", Some(&token), Some(withdraw));
+    assert_eq!(st, 201, "{w}");
+    assert_eq!(w["state"], "reserved");
+    assert!(smtp
+        .messages()
+        .iter()
+        .any(|m| m.contains("Security change") && m.contains("green-lynx-7")));
+    drop(dev);
+    assert_audit_intact(&data);
+}
