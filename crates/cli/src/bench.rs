@@ -309,6 +309,7 @@ async fn fixture(url: &str, clients: u32) -> anyhow::Result<Fixture> {
                 name: "bench".into(),
                 role: Role::Service,
                 token_hash: token.hash.clone(),
+                restrictions: None,
             },
         )
         .await?;

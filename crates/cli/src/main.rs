@@ -197,6 +197,15 @@ enum TokenCommand {
         name: String,
         #[arg(long, value_parser = parse_role)]
         role: Role,
+        /// Limit the token to a resource (`withdrawals`, `customers:read`, …; repeatable).
+        #[arg(long)]
+        scope: Vec<String>,
+        /// Accept it only from this IP address or CIDR range (repeatable).
+        #[arg(long)]
+        allow_ip: Vec<String>,
+        /// Require every request to be signed (HMAC-SHA256); prints the signing key once.
+        #[arg(long)]
+        sign: bool,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -519,6 +528,7 @@ async fn dev(
                 name: "dev-operator".into(),
                 role: Role::Operator,
                 token_hash: token.hash.clone(),
+                restrictions: None,
             },
         )
         .await?;
@@ -541,18 +551,7 @@ async fn dev(
     let governed = governance.is_some();
     // The personal-data key: STRONGROOM_PERSONAL_DATA_KEY (hex), or a key made on first start
     // in DATA/personal-data.key (mode 0600).
-    let key_file = data_dir.join("personal-data.key");
-    let kek = match std::env::var("STRONGROOM_PERSONAL_DATA_KEY") {
-        Ok(_) => {
-            strongroom_crypto::seal::SoftwareKek::from_env_var("STRONGROOM_PERSONAL_DATA_KEY")?
-        }
-        Err(_) if key_file.exists() => strongroom_crypto::seal::SoftwareKek::from_file(&key_file)?,
-        Err(_) => {
-            let k = strongroom_crypto::seal::SoftwareKek::generate(env.as_ref());
-            write_secret(&key_file, &k.expose_hex())?;
-            k
-        }
-    };
+    let kek = personal_data_key(&data_dir, Some(env.as_ref()))?;
     let kek: Arc<dyn strongroom_crypto::seal::KeyEncryptionKey> = Arc::new(kek);
     let mut risk_opts = risk_opts;
     risk_opts.personal_data = Some(kek.clone());
@@ -712,21 +711,87 @@ async fn audit_verify(store: &SqlStore) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The key that seals personal data and secrets at rest: STRONGROOM_PERSONAL_DATA_KEY (64 hex
+/// digits), else DATA/personal-data.key; made there (mode 0600) when `make` gives randomness.
+fn personal_data_key(
+    data_dir: &Path,
+    make: Option<&dyn strongroom_core::Env>,
+) -> anyhow::Result<strongroom_crypto::seal::SoftwareKek> {
+    let key_file = data_dir.join("personal-data.key");
+    Ok(match (std::env::var("STRONGROOM_PERSONAL_DATA_KEY"), make) {
+        (Ok(_), _) => {
+            strongroom_crypto::seal::SoftwareKek::from_env_var("STRONGROOM_PERSONAL_DATA_KEY")?
+        }
+        (Err(_), _) if key_file.exists() => {
+            strongroom_crypto::seal::SoftwareKek::from_file(&key_file)?
+        }
+        (Err(_), Some(env)) => {
+            let k = strongroom_crypto::seal::SoftwareKek::generate(env);
+            write_secret(&key_file, &k.expose_hex())?;
+            k
+        }
+        (Err(_), None) => anyhow::bail!(
+            "no personal-data key: set STRONGROOM_PERSONAL_DATA_KEY or run `strongroom dev` in {}",
+            data_dir.display()
+        ),
+    })
+}
+
 async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
     let env = SystemEnv::new();
     let ctx = WriteCtx { actor: "cli".into(), now: env.now(), request_id: None };
     match command {
-        TokenCommand::Create { name, role, db } => {
+        TokenCommand::Create { name, role, scope, allow_ip, sign, db } => {
             let store = db.open().await?;
             let t = generate_token(&env);
+            let mut signing_key = None;
+            let sealed = if sign {
+                let kek = personal_data_key(&db.data_dir, None)?;
+                let mut key = zeroize::Zeroizing::new([0u8; 32]);
+                env.fill_random(key.as_mut());
+                let sealed =
+                    strongroom_server::clients::seal_signing_key(&kek, &t.id, key.as_ref(), &env)
+                        .map_err(anyhow::Error::msg)?;
+                signing_key = Some(zeroize::Zeroizing::new(hex::encode(key.as_ref())));
+                Some(sealed)
+            } else {
+                None
+            };
+            for rule in &allow_ip {
+                let addr = rule.split_once('/').map_or(rule.as_str(), |(a, _)| a);
+                if addr.parse::<std::net::IpAddr>().is_err() {
+                    anyhow::bail!("--allow-ip {rule:?} is not an IP address or CIDR range");
+                }
+            }
+            let restrictions = (!scope.is_empty() || !allow_ip.is_empty() || sign).then(|| {
+                strongroom_store::TokenRestrictions {
+                    scopes: (!scope.is_empty()).then_some(scope),
+                    allowed_ips: (!allow_ip.is_empty()).then_some(allow_ip),
+                    signing_key: sealed,
+                }
+            });
             store
                 .create_token(
                     &ctx,
-                    NewApiToken { id: t.id.clone(), name, role, token_hash: t.hash.clone() },
+                    NewApiToken {
+                        id: t.id.clone(),
+                        name,
+                        role,
+                        token_hash: t.hash.clone(),
+                        restrictions,
+                    },
                 )
                 .await?;
             println!("{}", t.token.expose_secret());
-            eprintln!("token {} ({}) created; it is shown only once", t.id, role.as_str());
+            if let Some(k) = &signing_key {
+                println!("{}", k.as_str());
+            }
+            eprintln!(
+                "token {} ({}) created; it is shown only once{}",
+                t.id,
+                role.as_str(),
+                if sign { " (second line: its request-signing key, also shown once)" } else { "" }
+            );
         }
         TokenCommand::Revoke { id, db } => {
             let store = db.open().await?;

@@ -1090,6 +1090,7 @@ pub async fn bench_http(clients: u32, seconds: u64, customers: usize) -> anyhow:
         name: "bench".into(),
         role: Role::Service,
         token_hash: token.hash.clone(),
+        restrictions: None,
     };
     store.create_token(&ctx, t).await?;
     let mut engine = RiskEngine::new(RuleSet::from_toml(DEFAULT_RULES)?);

@@ -79,6 +79,9 @@ pub(crate) async fn authenticate(
         if record.revoked_at.is_some() || !token_matches(&token, &record.token_hash) {
             return Err(ApiError::unauthorized(BAD_TOKEN));
         }
+        if let Some(r) = &record.restrictions {
+            crate::clients::check(state, parts, &record.id, r)?;
+        }
         tracing::Span::current().record("principal", record.id.as_str());
         Ok(Principal {
             token_id: record.id,

@@ -12,6 +12,7 @@
 pub mod accounts;
 pub mod api;
 pub mod auth;
+pub mod clients;
 pub mod contact;
 pub mod error;
 pub mod governance;
@@ -55,6 +56,7 @@ struct Inner {
     scorer: std::sync::OnceLock<Arc<dyn RiskScorer>>,
     accounts: std::sync::OnceLock<Arc<accounts::Accounts>>,
     notifier: std::sync::OnceLock<Arc<dyn accounts::Notifier>>,
+    nonces: clients::Nonces,
 }
 
 /// A would-be withdrawal for the risk engine to score, without storing anything.
@@ -116,6 +118,7 @@ impl AppState {
             scorer: std::sync::OnceLock::new(),
             accounts: std::sync::OnceLock::new(),
             notifier: std::sync::OnceLock::new(),
+            nonces: clients::Nonces::default(),
         }))
     }
     /// Connect deposit address creation (once).
@@ -164,6 +167,9 @@ impl AppState {
     }
     pub fn notifier(&self) -> Option<&Arc<dyn accounts::Notifier>> {
         self.0.notifier.get()
+    }
+    pub(crate) fn nonces(&self) -> &clients::Nonces {
+        &self.0.nonces
     }
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.0.store
@@ -309,6 +315,7 @@ pub fn app(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(clients::digest_body))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state);
     (router, openapi)

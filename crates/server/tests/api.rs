@@ -95,6 +95,7 @@ struct Server {
     /// E-mails to customers: (customer, subject, text).
     mails: Arc<Mutex<Vec<(uuid::Uuid, String, String)>>>,
     db: std::path::PathBuf,
+    kek: Arc<strongroom_crypto::seal::SoftwareKek>,
     running: Option<tls::Running>,
     _dir: tempfile::TempDir,
 }
@@ -120,6 +121,7 @@ impl Server {
                         name: role.as_str().into(),
                         role,
                         token_hash: t.hash.clone(),
+                        restrictions: None,
                     },
                 )
                 .await
@@ -133,10 +135,10 @@ impl Server {
             "second start reuses the PKI"
         );
         let config = tls::server_config(&pki.server_cert, &pki.server_key).unwrap();
-        let kek = strongroom_crypto::seal::SoftwareKek::generate(env.as_ref());
+        let kek = Arc::new(strongroom_crypto::seal::SoftwareKek::generate(env.as_ref()));
         let state =
             AppState::new(store.clone(), env, AssetRegistry::dev(), WithdrawalRules::default());
-        state.set_personal_data_key(Arc::new(kek));
+        state.set_personal_data_key(kek.clone());
         let mails = Arc::new(Mutex::new(Vec::new()));
         state.set_notifier(Arc::new(Mailbox(mails.clone())));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -170,6 +172,7 @@ impl Server {
             tokens,
             store,
             mails,
+            kek,
             db: dir.path().join("s.db"),
             running: Some(running),
             _dir: dir,
@@ -1388,5 +1391,168 @@ async fn brute_force_hits_the_account_and_ip_limits() {
         assert_eq!(v["error"]["message"], "wrong e-mail address or password");
     }
     assert!(limited, "20 failures from one address are limited");
+    s.stop().await;
+}
+
+/// API clients: a token limited to scopes, to an IP allow-list, and one that must sign its
+/// requests (HMAC over method, path, timestamp, nonce and body), with replays refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_client_tokens_keep_to_their_scopes_addresses_and_signatures() {
+    let s = Server::start(None).await;
+    let env = TestEnv(std::time::Instant::now());
+    let ctx = WriteCtx { actor: "test".into(), now: env.now(), request_id: None };
+    let make = |restrictions: strongroom_store::TokenRestrictions| {
+        let t = generate_token(&env);
+        (t, Some(restrictions))
+    };
+    let mut tokens = Vec::new();
+    let mut signing_key = [0u8; 32];
+    getrandom(&mut signing_key);
+    for r in [
+        strongroom_store::TokenRestrictions {
+            scopes: Some(vec!["customers:read".into(), "withdrawals".into()]),
+            ..Default::default()
+        },
+        strongroom_store::TokenRestrictions {
+            allowed_ips: Some(vec!["10.0.0.0/8".into()]),
+            ..Default::default()
+        },
+        strongroom_store::TokenRestrictions {
+            allowed_ips: Some(vec!["192.0.2.1".into(), "127.0.0.0/8".into()]),
+            ..Default::default()
+        },
+        strongroom_store::TokenRestrictions::default(),
+    ] {
+        let (t, mut restrictions) = make(r);
+        if restrictions.as_ref().is_some_and(|r| r == &Default::default()) {
+            restrictions = Some(strongroom_store::TokenRestrictions {
+                signing_key: Some(
+                    strongroom_server::clients::seal_signing_key(
+                        s.kek.as_ref(),
+                        &t.id,
+                        &signing_key,
+                        &env,
+                    )
+                    .unwrap(),
+                ),
+                ..Default::default()
+            });
+        }
+        s.store
+            .create_token(
+                &ctx,
+                NewApiToken {
+                    id: t.id.clone(),
+                    name: "backend".into(),
+                    role: Role::Service,
+                    token_hash: t.hash.clone(),
+                    restrictions,
+                },
+            )
+            .await
+            .unwrap();
+        tokens.push(t.token.expose_secret().to_owned());
+    }
+    let send = |token: &str, method: &str, path: &str, body: Option<Value>| {
+        let mut req = s
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", s.base))
+            .bearer_auth(token)
+            .header("idempotency-key", format!("k-{}", uuid::Uuid::new_v4()));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let st = r.status();
+            (st, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // Scopes: customers read-only, withdrawals read and write, nothing else.
+    let scoped = &tokens[0];
+    let (st, v) = send(scoped, "POST", "/v1/customers", Some(json!({"external_id": "x"}))).await;
+    assert_eq!((st, code(&v)), (StatusCode::FORBIDDEN, "scope_denied"), "{v}");
+    let (st, v) = send(scoped, "GET", "/v1/assets", None).await;
+    assert_eq!((st, code(&v)), (StatusCode::FORBIDDEN, "scope_denied"));
+    let (st, v) =
+        send(scoped, "GET", "/v1/customers/00000000-0000-4000-8000-000000000000", None).await;
+    assert_eq!((st, code(&v)), (StatusCode::NOT_FOUND, "customer_not_found"), "{v}");
+    let (st, v) = send(scoped, "GET", "/v1/withdrawals", None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v) = send(scoped, "POST", "/v1/withdrawals", Some(json!({}))).await;
+    assert_eq!((st, code(&v)), (StatusCode::BAD_REQUEST, "invalid_body"), "{v}");
+    // The IP allow-list.
+    let (st, v) = send(&tokens[1], "GET", "/v1/assets", None).await;
+    assert_eq!((st, code(&v)), (StatusCode::FORBIDDEN, "ip_not_allowed"));
+    let (st, _) = send(&tokens[2], "GET", "/v1/assets", None).await;
+    assert_eq!(st, StatusCode::OK);
+    // Signed requests.
+    let signer = &tokens[3];
+    let (st, v) = send(signer, "GET", "/v1/assets", None).await;
+    assert_eq!((st, code(&v)), (StatusCode::UNAUTHORIZED, "signature_required"));
+    let signed = |method: &str, path: &str, body: &str, ts: i64, nonce: &str, sign_path: &str| {
+        let sig = strongroom_server::clients::sign(
+            &signing_key,
+            method,
+            sign_path,
+            &ts.to_string(),
+            nonce,
+            body.as_bytes(),
+        );
+        let req = s
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", s.base))
+            .bearer_auth(signer)
+            .header("idempotency-key", format!("k-{nonce}"))
+            .header("x-strongroom-timestamp", ts.to_string())
+            .header("x-strongroom-nonce", nonce)
+            .header("x-strongroom-signature", sig)
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        async move {
+            let r = req.send().await.unwrap();
+            let st = r.status();
+            (st, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let now = env.now().unix_ms();
+    let body = r#"{"external_id":"signed-1"}"#;
+    let (st, v) =
+        signed("POST", "/v1/customers", body, now, "nonce-0000000001", "/v1/customers").await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let (st, v) =
+        signed("POST", "/v1/customers", body, now, "nonce-0000000001", "/v1/customers").await;
+    assert_eq!((st, code(&v)), (StatusCode::UNAUTHORIZED, "replayed"), "{v}");
+    // A body, path or time other than the signed one is refused.
+    let sig = strongroom_server::clients::sign(
+        &signing_key,
+        "POST",
+        "/v1/customers",
+        &now.to_string(),
+        "nonce-0000000002",
+        body.as_bytes(),
+    );
+    let r = s
+        .client
+        .post(format!("{}/v1/customers", s.base))
+        .bearer_auth(signer)
+        .header("idempotency-key", "k-tampered")
+        .header("x-strongroom-timestamp", now.to_string())
+        .header("x-strongroom-nonce", "nonce-0000000002")
+        .header("x-strongroom-signature", sig)
+        .header("content-type", "application/json")
+        .body(r#"{"external_id":"signed-2"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(code(&r.json::<Value>().await.unwrap()), "bad_signature");
+    let (st, v) = signed("GET", "/v1/assets", "", now, "nonce-0000000003", "/v1/withdrawals").await;
+    assert_eq!((st, code(&v)), (StatusCode::UNAUTHORIZED, "bad_signature"));
+    let (st, v) =
+        signed("GET", "/v1/assets", "", now - 600_000, "nonce-0000000004", "/v1/assets").await;
+    assert_eq!((st, code(&v)), (StatusCode::UNAUTHORIZED, "signature_expired"));
+    let (st, v) = signed("GET", "/v1/assets", "", now, "nonce-0000000005", "/v1/assets").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
     s.stop().await;
 }

@@ -1034,6 +1034,9 @@ struct TokenRow {
     token_hash: String,
     created_at_ms: i64,
     revoked_at_ms: Option<i64>,
+    /// Absent from the hash when NULL, so rows made before migration 0011 keep theirs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restrictions: Option<String>,
 }
 
 impl TokenRow {
@@ -1046,6 +1049,12 @@ impl TokenRow {
             token_hash: self.token_hash.clone(),
             created_at: Timestamp::from_unix_ms(self.created_at_ms),
             revoked_at: self.revoked_at_ms.map(Timestamp::from_unix_ms),
+            restrictions: self
+                .restrictions
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("token restrictions: {e}")))?,
         })
     }
 }
@@ -1601,16 +1610,23 @@ impl Store for SqlStore {
             token_hash: token.token_hash.clone(),
             created_at_ms: ctx.now.unix_ms(),
             revoked_at_ms: None,
+            restrictions: token
+                .restrictions
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         };
         w.insert(
             "api_tokens",
-            &["id", "name", "role", "token_hash", "created_at_ms"],
+            &["id", "name", "role", "token_hash", "created_at_ms", "restrictions"],
             vec![
                 Val::Text(row.id.clone()),
                 Val::Text(row.name.clone()),
                 Val::Text(row.role.clone()),
                 Val::Text(row.token_hash.clone()),
                 Val::Int(row.created_at_ms),
+                Val::OptText(row.restrictions.clone()),
             ],
         )
         .await?;
@@ -1623,7 +1639,7 @@ impl Store for SqlStore {
     }
 
     async fn get_token(&self, id: &str) -> Result<ApiTokenRecord> {
-        let row = sqlx::query("SELECT id, name, role, token_hash, created_at_ms, revoked_at_ms FROM api_tokens WHERE id = $1")
+        let row = sqlx::query("SELECT id, name, role, token_hash, created_at_ms, revoked_at_ms, restrictions FROM api_tokens WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -1633,7 +1649,7 @@ impl Store for SqlStore {
 
     async fn revoke_token(&self, ctx: &WriteCtx, id: &str) -> Result<ApiTokenRecord> {
         let mut w = self.begin_write().await?;
-        let row = sqlx::query(&format!("SELECT id, name, role, token_hash, created_at_ms, revoked_at_ms FROM api_tokens WHERE id = $1{}", for_update(self.backend)))
+        let row = sqlx::query(&format!("SELECT id, name, role, token_hash, created_at_ms, revoked_at_ms, restrictions FROM api_tokens WHERE id = $1{}", for_update(self.backend)))
             .bind(id)
             .fetch_optional(&mut *w.tx)
             .await?
@@ -1713,7 +1729,7 @@ impl Store for SqlStore {
             out.push((format!("deposit/{}", row.id), hash_of(&row)?));
         }
         for r in sqlx::query(
-            "SELECT id, name, role, token_hash, created_at_ms, revoked_at_ms FROM api_tokens",
+            "SELECT id, name, role, token_hash, created_at_ms, revoked_at_ms, restrictions FROM api_tokens",
         )
         .fetch_all(&self.pool)
         .await?

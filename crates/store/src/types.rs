@@ -131,6 +131,22 @@ pub struct NewApiToken {
     pub role: Role,
     /// The token's hash; the store never sees the token.
     pub token_hash: String,
+    pub restrictions: Option<TokenRestrictions>,
+}
+
+/// Limits on an API client's token beyond its role (the server enforces them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRestrictions {
+    /// Resources it may use: `withdrawals` (read and write) or `withdrawals:read`; `*` for
+    /// all. `None`: every resource its role allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// IP addresses or CIDR ranges it may call from. `None`: anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_ips: Option<Vec<String>>,
+    /// The request-signing key, sealed (hex): when set, every request must be signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +157,7 @@ pub struct ApiTokenRecord {
     pub token_hash: String,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+    pub restrictions: Option<TokenRestrictions>,
 }
 
 /// An audit record as stored, with the leaf hash written beside it.

@@ -1228,6 +1228,7 @@ async fn tokens_are_created_and_revoked(store: Arc<SqlStore>) {
                 name: "backend".into(),
                 role: Role::Service,
                 token_hash: "ab".repeat(32),
+                restrictions: None,
             },
         )
         .await

@@ -1,0 +1,288 @@
+//! API clients (the exchange's backend): what a token may do beyond its role. A token can
+//! carry scopes (the resources it may use), an IP allow-list, and a request-signing key; with
+//! a key, every request must be signed:
+//!
+//! ```text
+//! X-Strongroom-Timestamp: <unix ms>
+//! X-Strongroom-Nonce:     <16 to 64 of A-Z a-z 0-9 - _>
+//! X-Strongroom-Signature: v1=<hex HMAC-SHA256(key, "v1\n" METHOD "\n" PATH?QUERY "\n"
+//!                            TIMESTAMP "\n" NONCE "\n" hex(SHA-256(body)))>
+//! ```
+//!
+//! A request more than five minutes from the server's clock, or reusing a nonce, is refused:
+//! a captured request cannot be replayed, nor its body or path changed.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use strongroom_store::TokenRestrictions;
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+use crate::tls::PeerAddr;
+use crate::AppState;
+
+pub const TIMESTAMP: &str = "x-strongroom-timestamp";
+pub const NONCE: &str = "x-strongroom-nonce";
+pub const SIGNATURE: &str = "x-strongroom-signature";
+/// How far a signed request's timestamp may be from the server's clock.
+pub const SKEW_MS: i64 = 300_000;
+
+/// SHA-256 of a signed request's body (set by [`digest_body`]).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyDigest(pub [u8; 32]);
+
+/// Nonces seen in the last [`SKEW_MS`] per token (this process's memory).
+#[derive(Debug, Default)]
+pub struct Nonces(Mutex<HashMap<(String, String), i64>>);
+
+impl Nonces {
+    /// Record `nonce` for `token`; false if it was seen within the window.
+    fn fresh(&self, token: &str, nonce: &str, now_ms: i64) -> bool {
+        let Ok(mut map) = self.0.lock() else { return false };
+        if map.len() > 100_000 {
+            map.retain(|_, seen| now_ms.saturating_sub(*seen) <= 2 * SKEW_MS);
+        }
+        let key = (token.to_owned(), nonce.to_owned());
+        match map.get(&key) {
+            Some(seen) if now_ms.saturating_sub(*seen) <= 2 * SKEW_MS => false,
+            _ => {
+                map.insert(key, now_ms);
+                true
+            }
+        }
+    }
+}
+
+/// The string a client signs.
+pub fn signing_input(
+    method: &str,
+    path_and_query: &str,
+    timestamp: &str,
+    nonce: &str,
+    body_sha256: &[u8; 32],
+) -> String {
+    format!("v1\n{method}\n{path_and_query}\n{timestamp}\n{nonce}\n{}", hex::encode(body_sha256))
+}
+
+/// The `X-Strongroom-Signature` value for a request (for clients and tests).
+pub fn sign(
+    key: &[u8],
+    method: &str,
+    path_and_query: &str,
+    timestamp: &str,
+    nonce: &str,
+    body: &[u8],
+) -> String {
+    let digest: [u8; 32] = Sha256::digest(body).into();
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(signing_input(method, path_and_query, timestamp, nonce, &digest).as_bytes());
+    format!("v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Middleware: for a request that carries a signature, read its body (within the body limit)
+/// and keep its SHA-256 for the signature check.
+pub async fn digest_body(req: Request, next: Next) -> Response {
+    if !req.headers().contains_key(SIGNATURE) {
+        return next.run(req).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, crate::api::MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "body too large",
+            )
+            .into_response()
+        }
+    };
+    parts.extensions.insert(BodyDigest(Sha256::digest(&bytes).into()));
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await
+}
+
+/// Whether `ip` is `rule` (an address) or inside it (a CIDR range).
+fn ip_matches(ip: IpAddr, rule: &str) -> bool {
+    let (addr, bits) = match rule.split_once('/') {
+        Some((a, b)) => (a, b.parse::<u32>().ok()),
+        None => (rule, None),
+    };
+    let Ok(net) = addr.trim().parse::<IpAddr>() else { return false };
+    let ip = match (ip, net) {
+        (IpAddr::V6(v6), IpAddr::V4(_)) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        _ => ip,
+    };
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let bits = bits.unwrap_or(32).min(32);
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let bits = bits.unwrap_or(128).min(128);
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Check a valid token's restrictions against the request; `open` unseals the signing key.
+pub(crate) fn check(
+    state: &AppState,
+    parts: &Parts,
+    token_id: &str,
+    r: &TokenRestrictions,
+) -> Result<(), ApiError> {
+    if let Some(allowed) = &r.allowed_ips {
+        let ip = parts.extensions.get::<PeerAddr>().map(|p| p.0.ip());
+        if !ip.is_some_and(|ip| allowed.iter().any(|rule| ip_matches(ip, rule))) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "ip_not_allowed",
+                "this token may not be used from this IP address",
+            ));
+        }
+    }
+    if let Some(scopes) = &r.scopes {
+        let route = parts.extensions.get::<MatchedPath>().map(|m| m.as_str()).unwrap_or("");
+        let resource =
+            route.trim_start_matches('/').trim_start_matches("v1/").split('/').next().unwrap_or("");
+        let read =
+            parts.method == axum::http::Method::GET || parts.method == axum::http::Method::HEAD;
+        let ok = scopes.iter().any(|s| {
+            s == "*" || s == resource || (read && s.strip_suffix(":read") == Some(resource))
+        });
+        if !ok {
+            let action = if read { "read" } else { "write" };
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "scope_denied",
+                format!("this token's scopes do not allow {action} access to {resource}"),
+            ));
+        }
+    }
+    if let Some(sealed) = &r.signing_key {
+        verify_signature(state, parts, token_id, sealed)?;
+    }
+    Ok(())
+}
+
+fn verify_signature(
+    state: &AppState,
+    parts: &Parts,
+    token_id: &str,
+    sealed: &str,
+) -> Result<(), ApiError> {
+    let unsigned = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "signature_required",
+            format!("this token must sign its requests ({TIMESTAMP}, {NONCE}, {SIGNATURE})"),
+        )
+    };
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let (Some(ts), Some(nonce), Some(sig), Some(BodyDigest(digest))) =
+        (header(TIMESTAMP), header(NONCE), header(SIGNATURE), parts.extensions.get::<BodyDigest>())
+    else {
+        return Err(unsigned());
+    };
+    let now = state.env().now().unix_ms();
+    let when: i64 = ts.parse().map_err(|_| unsigned())?;
+    if now.saturating_sub(when).abs() > SKEW_MS {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "signature_expired",
+            "the request's timestamp is more than five minutes from the server's clock",
+        ));
+    }
+    if !(16..=64).contains(&nonce.len())
+        || !nonce.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(unsigned());
+    }
+    let kek = state.personal_data_key().ok_or_else(|| {
+        ApiError::unavailable("no secrets key is configured: signed requests cannot be checked")
+    })?;
+    let bytes =
+        hex::decode(sealed).map_err(|_| ApiError::internal("sealed signing key is not hex"))?;
+    let key = strongroom_crypto::seal::open(
+        kek.as_ref(),
+        &bytes,
+        format!("token/{token_id}/signing-key").as_bytes(),
+    )
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(&key).map_err(|_| ApiError::internal("hmac key"))?;
+    mac.update(signing_input(parts.method.as_str(), path, ts, nonce, digest).as_bytes());
+    let expected = format!("v1={}", hex::encode(mac.finalize().into_bytes()));
+    if !bool::from(expected.as_bytes().ct_eq(sig.as_bytes())) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            "the request's signature does not match",
+        ));
+    }
+    if !state.nonces().fresh(token_id, nonce, now) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "replayed",
+            "this nonce was used already: a request is accepted once",
+        ));
+    }
+    Ok(())
+}
+
+/// Seal a new signing key for `token_id` (what `TokenRestrictions::signing_key` holds).
+pub fn seal_signing_key(
+    kek: &dyn strongroom_crypto::seal::KeyEncryptionKey,
+    token_id: &str,
+    key: &[u8],
+    env: &dyn strongroom_core::Env,
+) -> Result<String, String> {
+    strongroom_crypto::seal::seal(kek, key, format!("token/{token_id}/signing-key").as_bytes(), env)
+        .map(hex::encode)
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn ip_rules_match_addresses_and_ranges() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(ip_matches(ip("10.1.2.3"), "10.1.2.3"));
+        assert!(ip_matches(ip("10.1.2.3"), "10.1.0.0/16"));
+        assert!(!ip_matches(ip("10.2.2.3"), "10.1.0.0/16"));
+        assert!(ip_matches(ip("::ffff:10.1.2.3"), "10.1.0.0/16"));
+        assert!(ip_matches(ip("2001:db8::1"), "2001:db8::/32"));
+        assert!(!ip_matches(ip("2001:db9::1"), "2001:db8::/32"));
+        assert!(ip_matches(ip("8.8.8.8"), "0.0.0.0/0"));
+        assert!(!ip_matches(ip("8.8.8.8"), "not an address"));
+    }
+
+    #[test]
+    fn a_nonce_is_accepted_once_per_token_within_the_window() {
+        let n = Nonces::default();
+        assert!(n.fresh("t1", "nonce-aaaaaaaaaaaa", 0));
+        assert!(!n.fresh("t1", "nonce-aaaaaaaaaaaa", 1000));
+        assert!(n.fresh("t2", "nonce-aaaaaaaaaaaa", 1000));
+        assert!(
+            n.fresh("t1", "nonce-aaaaaaaaaaaa", 3 * SKEW_MS),
+            "outside the window the timestamp check refuses it"
+        );
+    }
+}
