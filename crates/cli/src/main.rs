@@ -173,6 +173,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The key that seals personal data and secrets at rest.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Benchmarks (see README, Performance).
     Bench {
         #[command(subcommand)]
@@ -187,6 +192,15 @@ enum AuditCommand {
     Verify(DbArgs),
     /// Check a signer node's own audit log (`DATA/audit.jsonl` in the node's data folder).
     VerifyNode { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Make a new personal-data key and re-seal everything under it (contacts, e-mail
+    /// addresses and their index, TOTP seeds, devices, API signing keys). Run it with the
+    /// server stopped; if interrupted, run it again: it finishes with the same new key
+    /// (DATA/personal-data.key.next) and then replaces DATA/personal-data.key.
+    Rotate(DbArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -386,6 +400,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Token { command } => token(command).await,
+        Command::Keys { command: KeysCommand::Rotate(db) } => rotate_keys(db).await,
         Command::Bench { command } => bench::run(command).await,
     }
 }
@@ -735,6 +750,51 @@ fn personal_data_key(
             data_dir.display()
         ),
     })
+}
+
+async fn rotate_keys(db: DbArgs) -> anyhow::Result<ExitCode> {
+    use strongroom_crypto::seal::{KeyEncryptionKey, SoftwareKek};
+    let env = SystemEnv::new();
+    let data_dir = absolute(&db.data_dir)?;
+    let old = personal_data_key(&data_dir, None)?;
+    let next_file = data_dir.join("personal-data.key.next");
+    let new = if next_file.exists() {
+        SoftwareKek::from_file(&next_file)?
+    } else {
+        let k = SoftwareKek::generate(&env);
+        write_secret(&next_file, &k.expose_hex())?;
+        k
+    };
+    if old.id() == new.id() {
+        anyhow::bail!("{} holds the current key already", next_file.display());
+    }
+    let store = db.open().await?;
+    let r = strongroom_server::rotate::rotate(&store, &old, &new, &env)
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("re-sealing (nothing is lost: run `keys rotate` again to finish)")?;
+    println!(
+        "re-sealed under {}: {} contacts, {} accounts, {} devices, {} API signing keys ({} already were)",
+        new.id(),
+        r.contacts,
+        r.accounts,
+        r.devices,
+        r.tokens,
+        r.unchanged
+    );
+    if std::env::var_os("STRONGROOM_PERSONAL_DATA_KEY").is_some() {
+        println!(
+            "set STRONGROOM_PERSONAL_DATA_KEY to the key in {}, then delete that file",
+            next_file.display()
+        );
+    } else {
+        std::fs::rename(&next_file, data_dir.join("personal-data.key"))?;
+        println!(
+            "{} now holds the new key; the old one is gone",
+            data_dir.join("personal-data.key").display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {

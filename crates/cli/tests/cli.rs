@@ -1705,6 +1705,58 @@ fn dev_customer_account_security_from_registration_to_a_locked_withdrawal() {
         .messages()
         .iter()
         .any(|m| m.contains("Security change") && m.contains("green-lynx-7")));
+    let recovery2 = rc["recovery_codes"][1].as_str().unwrap().to_owned();
+    drop(dev);
+
+    // Key rotation with the server stopped: everything re-sealed, the old key gone, and the
+    // account still works after a restart (the e-mail index, devices, the contact).
+    let old_key = std::fs::read_to_string(data.join("personal-data.key")).unwrap();
+    let out = Command::new(BIN)
+        .args(["keys", "rotate", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("1 contacts, 1 accounts, 1 devices"), "{text}");
+    let new_key = std::fs::read_to_string(data.join("personal-data.key")).unwrap();
+    assert_ne!(old_key.trim(), new_key.trim());
+    assert!(!data.join("personal-data.key.next").exists());
+    let dev = start_dev_with(
+        &data,
+        &[
+            "--no-signers",
+            "--alert-smtp",
+            smtp.addr.as_str(),
+            "--alert-email-to",
+            "security@exchange.example",
+        ],
+        &[],
+    );
+    let (st, back) = call(
+        &dev,
+        "POST",
+        "/v1/auth/login",
+        None,
+        Some(serde_json::json!({"email": email, "password": "another long passphrase",
+            "recovery_code": recovery2, "device_name": "dora's new phone"})),
+    );
+    assert_eq!(st, 200, "{back}");
+    let token = back["token"].as_str().unwrap();
+    let (_, me) = call(&dev, "GET", "/v1/me", Some(token), None);
+    assert_eq!(me["email"], "d***@customer.example", "{me}");
+    let (_, devices) = call(&dev, "GET", "/v1/me/devices", Some(token), None);
+    let names: Vec<&str> =
+        devices.as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"dora's laptop") && names.contains(&"dora's new phone"), "{names:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !smtp
+        .messages()
+        .iter()
+        .any(|m| m.contains("dora's new phone") && m.contains("green-lynx-7"))
+    {
+        assert!(Instant::now() < deadline, "no login alert after the rotation");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     drop(dev);
     assert_audit_intact(&data);
 }

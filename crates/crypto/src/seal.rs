@@ -245,6 +245,11 @@ pub fn rewrap(
     seal(new, &plaintext, aad, env)
 }
 
+/// The id of the KEK that sealed `sealed` (to find records a rotation has not reached).
+pub fn sealed_by(sealed: &[u8]) -> Result<&str, SealError> {
+    Parsed::read(sealed).map(|p| p.kek_id)
+}
+
 struct Parsed<'a> {
     kek_id: &'a str,
     wrapped: &'a [u8],

@@ -19,6 +19,7 @@ pub mod governance;
 pub mod metrics;
 pub mod pki;
 pub mod risk;
+pub mod rotate;
 pub mod tls;
 
 use std::sync::Arc;

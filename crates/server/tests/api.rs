@@ -1554,5 +1554,15 @@ async fn api_client_tokens_keep_to_their_scopes_addresses_and_signatures() {
     assert_eq!((st, code(&v)), (StatusCode::UNAUTHORIZED, "signature_expired"));
     let (st, v) = signed("GET", "/v1/assets", "", now, "nonce-0000000005", "/v1/assets").await;
     assert_eq!(st, StatusCode::OK, "{v}");
+    // Key rotation re-seals the signing key once; a second run finds nothing to do.
+    let new = strongroom_crypto::seal::SoftwareKek::generate(&env);
+    let r = strongroom_server::rotate::rotate(s.store.as_ref(), s.kek.as_ref(), &new, &env)
+        .await
+        .unwrap();
+    assert_eq!(r.tokens, 1, "{r:?}");
+    let again = strongroom_server::rotate::rotate(s.store.as_ref(), s.kek.as_ref(), &new, &env)
+        .await
+        .unwrap();
+    assert_eq!((again.tokens, again.unchanged), (0, 1), "{again:?}");
     s.stop().await;
 }

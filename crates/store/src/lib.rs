@@ -259,6 +259,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn auth_record_by_lookup(&self, kind: &str, lookup: &str) -> Result<Option<AuthRecord>>;
     /// The records of `kind` that `owner` has, by id.
     async fn auth_records(&self, kind: &str, owner: &str) -> Result<Vec<AuthRecord>>;
+    /// Every record of `kind` (for key rotation).
+    async fn all_auth_records(&self, kind: &str) -> Result<Vec<AuthRecord>>;
+    /// Every customer's sealed contact (for key rotation).
+    async fn customer_contacts(&self) -> Result<Vec<(Uuid, Vec<u8>)>>;
     /// Apply `writes` in one audited commit (action `action` on `subject`), all or none. A
     /// record that changed since it was read fails the batch with [`StoreError::Stale`]; a
     /// taken lookup key with [`StoreError::Constraint`] on `auth_records`.
@@ -309,6 +313,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn create_token(&self, ctx: &WriteCtx, token: NewApiToken) -> Result<ApiTokenRecord>;
     async fn get_token(&self, id: &str) -> Result<ApiTokenRecord>;
     async fn revoke_token(&self, ctx: &WriteCtx, id: &str) -> Result<ApiTokenRecord>;
+    async fn list_tokens(&self) -> Result<Vec<ApiTokenRecord>>;
+    /// Replace a token's restrictions (key rotation re-seals its signing key).
+    async fn set_token_restrictions(
+        &self,
+        ctx: &WriteCtx,
+        id: &str,
+        restrictions: Option<TokenRestrictions>,
+    ) -> Result<ApiTokenRecord>;
 
     /// Audit records with `seq > after`, in order, at most `limit`.
     async fn audit_page(&self, after: u64, limit: u32) -> Result<Vec<StoredAuditRecord>>;

@@ -1405,6 +1405,14 @@ impl Store for SqlStore {
         self.read_auth_owned(kind, owner).await
     }
 
+    async fn all_auth_records(&self, kind: &str) -> Result<Vec<AuthRecord>> {
+        self.read_auth_kind(kind).await
+    }
+
+    async fn customer_contacts(&self) -> Result<Vec<(Uuid, Vec<u8>)>> {
+        self.read_contacts().await
+    }
+
     async fn write_auth(
         &self,
         ctx: &WriteCtx,
@@ -1665,6 +1673,45 @@ impl Store for SqlStore {
         let subject = format!("token/{id}");
         w.record(subject.clone(), Some(hash_of(&before)?), Some(hash_of(&after)?));
         w.commit(ctx, "token.revoked", subject, serde_json::json!({}), None, &()).await?;
+        after.to_domain()
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<ApiTokenRecord>> {
+        sqlx::query("SELECT id, name, role, token_hash, created_at_ms, revoked_at_ms, restrictions FROM api_tokens ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| row_of::<TokenRow>(r)?.to_domain())
+            .collect()
+    }
+
+    async fn set_token_restrictions(
+        &self,
+        ctx: &WriteCtx,
+        id: &str,
+        restrictions: Option<TokenRestrictions>,
+    ) -> Result<ApiTokenRecord> {
+        let mut w = self.begin_write().await?;
+        let row = sqlx::query(&format!("SELECT id, name, role, token_hash, created_at_ms, revoked_at_ms, restrictions FROM api_tokens WHERE id = $1{}", for_update(self.backend)))
+            .bind(id)
+            .fetch_optional(&mut *w.tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { entity: "token", id: id.chars().take(32).collect() })?;
+        let before = row_of::<TokenRow>(&row)?;
+        let mut after = before.clone();
+        after.restrictions = restrictions
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        w.write(
+            "UPDATE api_tokens SET restrictions = $1 WHERE id = $2".into(),
+            vec![Val::OptText(after.restrictions.clone()), Val::Text(id.to_owned())],
+        )
+        .await?;
+        let subject = format!("token/{id}");
+        w.record(subject.clone(), Some(hash_of(&before)?), Some(hash_of(&after)?));
+        w.commit(ctx, "token.restrictions_set", subject, serde_json::json!({}), None, &()).await?;
         after.to_domain()
     }
 

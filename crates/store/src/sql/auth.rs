@@ -155,6 +155,16 @@ impl SqlStore {
         .collect()
     }
 
+    pub(super) async fn read_auth_kind(&self, kind: &str) -> Result<Vec<AuthRecord>> {
+        sqlx::query(&format!("SELECT {COLUMNS} FROM auth_records WHERE kind = $1 ORDER BY id"))
+            .bind(kind)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| row_of::<AuthRow>(r)?.record())
+            .collect()
+    }
+
     pub(super) async fn auth_entity_states(&self, out: &mut Vec<(String, Digest32)>) -> Result<()> {
         for r in sqlx::query(&format!("SELECT {COLUMNS} FROM auth_records"))
             .fetch_all(&self.pool)

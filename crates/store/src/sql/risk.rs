@@ -375,6 +375,24 @@ impl SqlStore {
         .transpose()
     }
 
+    pub(super) async fn read_contacts(&self) -> Result<Vec<(Uuid, Vec<u8>)>> {
+        sqlx::query(
+            "SELECT customer_id, sealed, updated_at_ms FROM customer_contacts ORDER BY customer_id",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            let row = row_of::<ContactRow>(r)?;
+            let id = Uuid::parse_str(&row.customer_id)
+                .map_err(|_| StoreError::Corrupt("contact customer id".into()))?;
+            let sealed = hex::decode(&row.sealed)
+                .map_err(|_| StoreError::Corrupt("sealed contact is not hex".into()))?;
+            Ok((id, sealed))
+        })
+        .collect()
+    }
+
     pub(super) async fn contact_entity_states(
         &self,
         out: &mut Vec<(String, Digest32)>,
