@@ -1772,6 +1772,9 @@ pub async fn check_withdrawal(
 
 // ---------- key rotation ----------
 
+/// A field re-sealed (hex) and its plaintext.
+type Resealed = (String, zeroize::Zeroizing<Vec<u8>>);
+
 /// `sealed_hex` re-sealed under `new` (`None` when it already is).
 fn reseal_hex(
     old: &dyn KeyEncryptionKey,
@@ -1779,7 +1782,7 @@ fn reseal_hex(
     sealed_hex: &str,
     aad: &str,
     env: &dyn strongroom_core::Env,
-) -> Result<Option<(String, zeroize::Zeroizing<Vec<u8>>)>, String> {
+) -> Result<Option<Resealed>, String> {
     let bytes = hex::decode(sealed_hex).map_err(|_| format!("{aad}: not hex"))?;
     if strongroom_crypto::seal::sealed_by(&bytes).map_err(|e| format!("{aad}: {e}"))? == new.id() {
         return Ok(None);
