@@ -171,6 +171,14 @@ pub enum ProposeCommand {
     RemoveMember {
         id: String,
     },
+    /// Register the passkey a member approves withdrawals with: the JSON from
+    /// `GET /v1/me/passkeys/{id}/governance-key` (the member's console gives it).
+    SetPasskey {
+        #[arg(long)]
+        member: String,
+        #[arg(long)]
+        file: PathBuf,
+    },
     /// Cancel a whitelist addition still in its time-lock (the entry number that added it).
     CancelPending {
         seq: u64,
@@ -226,7 +234,7 @@ fn member(text: &str) -> anyhow::Result<MemberSpec> {
                 .with_context(|| format!("unknown role {r:?}"))
         })
         .collect::<anyhow::Result<Vec<Role>>>()?;
-    Ok(MemberSpec { id: id.to_owned(), public_key: key.to_lowercase(), roles })
+    Ok(MemberSpec { id: id.to_owned(), public_key: key.to_lowercase(), roles, passkey: None })
 }
 
 fn whitelist_scope(scope: &str, chain: &str) -> anyhow::Result<WhitelistScope> {
@@ -283,6 +291,15 @@ fn change_of(change: ProposeCommand) -> anyhow::Result<Change> {
         ProposeCommand::SetQuorum { quorum } => Change::SetQuorum { quorum },
         ProposeCommand::AddMember { member: m } => Change::AddMember { member: member(&m)? },
         ProposeCommand::RemoveMember { id } => Change::RemoveMember { id },
+        ProposeCommand::SetPasskey { member, file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let passkey: strongroom_governance::webauthn::PasskeySpec =
+                serde_json::from_str(&text).with_context(|| format!("{}", file.display()))?;
+            strongroom_governance::webauthn::Passkey::parse(&passkey)
+                .map_err(anyhow::Error::msg)?;
+            Change::SetPasskey { id: member, passkey }
+        }
         ProposeCommand::CancelPending { seq } => Change::CancelPending { seq },
     })
 }

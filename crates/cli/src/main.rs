@@ -173,6 +173,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Staff accounts (operators, approvers, analysts, admins, auditors) for the console.
+    Staff {
+        #[command(subcommand)]
+        command: StaffCommand,
+    },
     /// The key that seals personal data and secrets at rest.
     Keys {
         #[command(subcommand)]
@@ -192,6 +197,26 @@ enum AuditCommand {
     Verify(DbArgs),
     /// Check a signer node's own audit log (`DATA/audit.jsonl` in the node's data folder).
     VerifyNode { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+enum StaffCommand {
+    /// Add a staff account; it signs in at `/v1/auth/login` and should turn on TOTP or a
+    /// passkey at once (approving needs a 2FA sign-in).
+    Add {
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Approvers: the governance member they approve as.
+        #[arg(long)]
+        member: Option<String>,
+        /// A file holding the first password (read, then the file can go).
+        #[arg(long)]
+        password_file: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,7 +257,9 @@ enum TokenCommand {
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
-    Role::parse(s).ok_or_else(|| format!("role must be operator, service or auditor, not {s:?}"))
+    Role::parse(s).ok_or_else(|| {
+        format!("role must be operator, service, auditor, approver, analyst or admin, not {s:?}")
+    })
 }
 
 /// Which database a command works on: `--database-url`, else the config's, else the dev
@@ -401,6 +428,26 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Token { command } => token(command).await,
         Command::Keys { command: KeysCommand::Rotate(db) } => rotate_keys(db).await,
+        Command::Staff {
+            command: StaffCommand::Add { email, role, member, password_file, db },
+        } => {
+            let env = SystemEnv::new();
+            let text = zeroize::Zeroizing::new(
+                std::fs::read_to_string(&password_file)
+                    .with_context(|| format!("reading {}", password_file.display()))?,
+            );
+            let password =
+                strongroom_crypto::SecretString::new(text.trim_end_matches('\n').to_owned());
+            let kek = personal_data_key(&absolute(&db.data_dir)?, None)?;
+            let store = db.open().await?;
+            let id = strongroom_server::accounts::create_staff(
+                &store, &kek, &env, &email, &password, role, member,
+            )
+            .await
+            .map_err(anyhow::Error::msg)?;
+            println!("staff account {id} ({}) created for {email}", role.as_str());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench { command } => bench::run(command).await,
     }
 }

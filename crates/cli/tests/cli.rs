@@ -1721,6 +1721,26 @@ fn dev_customer_account_security_from_registration_to_a_locked_withdrawal() {
     let new_key = std::fs::read_to_string(data.join("personal-data.key")).unwrap();
     assert_ne!(old_key.trim(), new_key.trim());
     assert!(!data.join("personal-data.key.next").exists());
+    // A staff approver, added from the command line.
+    let pw_file = dir.path().join("staff.pw");
+    std::fs::write(&pw_file, "a staff passphrase here\n").unwrap();
+    let staff = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["staff", "add", "--email", "ops@exchange.example", "--role", "approver"])
+            .args([
+                "--password-file",
+                pw_file.to_str().unwrap(),
+                "--data-dir",
+                data.to_str().unwrap(),
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let no_member = staff(&[]);
+    assert!(!no_member.status.success());
+    assert!(String::from_utf8_lossy(&no_member.stderr).contains("--member"));
+    assert!(staff(&["--member", "ann"]).status.success());
     let dev = start_dev_with(
         &data,
         &[
@@ -1744,6 +1764,21 @@ fn dev_customer_account_security_from_registration_to_a_locked_withdrawal() {
     let token = back["token"].as_str().unwrap();
     let (_, me) = call(&dev, "GET", "/v1/me", Some(token), None);
     assert_eq!(me["email"], "d***@customer.example", "{me}");
+    let (st, ops) = call(
+        &dev,
+        "POST",
+        "/v1/auth/login",
+        None,
+        Some(
+            serde_json::json!({"email": "ops@exchange.example", "password": "a staff passphrase here"}),
+        ),
+    );
+    assert_eq!(st, 200, "{ops}");
+    let (_, ops_me) = call(&dev, "GET", "/v1/me", ops["token"].as_str(), None);
+    assert_eq!(
+        (ops_me["role"].as_str(), ops_me["member"].as_str()),
+        (Some("approver"), Some("ann"))
+    );
     let (_, devices) = call(&dev, "GET", "/v1/me/devices", Some(token), None);
     let names: Vec<&str> =
         devices.as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();

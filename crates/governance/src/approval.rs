@@ -17,8 +17,13 @@ pub struct Approval {
     pub intent_hash: String,
     pub policy_version: u64,
     pub expires_at: Timestamp,
-    /// Hex of the 64-byte Ed25519 signature over [`Approval::message`].
+    /// Hex of the 64-byte Ed25519 signature over [`Approval::message`] (empty when the
+    /// approval was made with a passkey).
     pub signature: String,
+    /// A passkey assertion whose challenge is [`Approval::message`], instead of the Ed25519
+    /// signature (see [`crate::webauthn`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webauthn: Option<crate::webauthn::Assertion>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,6 +37,8 @@ pub enum ApprovalError {
     Expired(String),
     #[error("approval by {0}: signature does not verify")]
     BadSignature(String),
+    #[error("approval by {0}: passkey assertion refused: {1}")]
+    BadPasskey(String, String),
     #[error("approval by {0}: not a known member")]
     UnknownApprover(String),
 }
@@ -62,13 +69,34 @@ impl Approval {
             policy_version,
             expires_at,
             signature: hex::encode(sig.to_bytes()),
+            webauthn: None,
         }
     }
 
-    /// Valid for this intent, this policy version, now, by this key.
+    /// An approval made with a passkey: `assertion` answers the challenge
+    /// [`Approval::message`] for these fields.
+    pub fn with_passkey(
+        approver: &str,
+        intent: &IntentHash,
+        policy_version: u64,
+        expires_at: Timestamp,
+        assertion: crate::webauthn::Assertion,
+    ) -> Approval {
+        Approval {
+            approver: approver.to_owned(),
+            intent_hash: intent.to_hex(),
+            policy_version,
+            expires_at,
+            signature: String::new(),
+            webauthn: Some(assertion),
+        }
+    }
+
+    /// Valid for this intent, this policy version, now, by this member (their Ed25519 key,
+    /// or their registered passkey for a passkey approval).
     pub fn verify(
         &self,
-        key: &VerifyingKey,
+        member: &crate::log::Member,
         intent: &IntentHash,
         policy_version: u64,
         now: Timestamp,
@@ -87,14 +115,20 @@ impl Approval {
         if self.expires_at <= now {
             return Err(ApprovalError::Expired(who()));
         }
+        let message = Self::message(intent, policy_version, self.expires_at);
+        if let Some(assertion) = &self.webauthn {
+            let passkey = member.passkey.as_ref().ok_or_else(|| {
+                ApprovalError::BadPasskey(self.approver.clone(), "no passkey is registered".into())
+            })?;
+            return crate::webauthn::verify(passkey, &message, assertion)
+                .map_err(|e| ApprovalError::BadPasskey(self.approver.clone(), e));
+        }
+        let key: &VerifyingKey = &member.key;
         let bytes: [u8; 64] = hex::decode(&self.signature)
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| ApprovalError::BadSignature(who()))?;
-        key.verify(
-            &Self::message(intent, policy_version, self.expires_at),
-            &Signature::from_bytes(&bytes),
-        )
-        .map_err(|_| ApprovalError::BadSignature(who()))
+        key.verify(&message, &Signature::from_bytes(&bytes))
+            .map_err(|_| ApprovalError::BadSignature(who()))
     }
 }

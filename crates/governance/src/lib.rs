@@ -19,6 +19,7 @@ pub mod approval;
 pub mod gate;
 pub mod log;
 pub mod policy;
+pub mod webauthn;
 
 /// `SHA-256(SHA-256(tag) || SHA-256(tag) || data)`: the BIP-340 tagged hash, so a hash of one
 /// kind of message can never be taken for another kind.

@@ -28,6 +28,10 @@ pub struct MemberSpec {
     pub id: String,
     pub public_key: String,
     pub roles: Vec<Role>,
+    /// A passkey the member approves withdrawals with (absent from the log's encoding when
+    /// there is none, so older logs keep their hashes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passkey: Option<crate::webauthn::PasskeySpec>,
 }
 
 /// A member with a parsed key.
@@ -36,6 +40,7 @@ pub struct Member {
     pub id: String,
     pub key: VerifyingKey,
     pub roles: Vec<Role>,
+    pub passkey: Option<crate::webauthn::Passkey>,
 }
 
 impl Member {
@@ -46,7 +51,13 @@ impl Member {
             .ok_or_else(|| GovError::BadKey(spec.id.clone()))?;
         let key =
             VerifyingKey::from_bytes(&bytes).map_err(|_| GovError::BadKey(spec.id.clone()))?;
-        Ok(Member { id: spec.id.clone(), key, roles: spec.roles.clone() })
+        let passkey = spec
+            .passkey
+            .as_ref()
+            .map(crate::webauthn::Passkey::parse)
+            .transpose()
+            .map_err(|_| GovError::BadKey(spec.id.clone()))?;
+        Ok(Member { id: spec.id.clone(), key, roles: spec.roles.clone(), passkey })
     }
     pub fn has(&self, role: Role) -> bool {
         self.roles.contains(&role)
@@ -101,6 +112,11 @@ pub enum Change {
     },
     RemoveMember {
         id: String,
+    },
+    /// Register (or replace) the passkey a member approves withdrawals with.
+    SetPasskey {
+        id: String,
+        passkey: crate::webauthn::PasskeySpec,
     },
     SetQuorum {
         quorum: u8,
@@ -363,6 +379,13 @@ fn apply(state: &mut State, e: &Entry, now: Timestamp) -> Result<(), GovError> {
             needs_quorum()?;
             state.members.remove(id).ok_or_else(|| fail(format!("{id} is not a member")))?;
             check_quorum(state, e.seq)?;
+        }
+        Change::SetPasskey { id, passkey } => {
+            needs_quorum()?;
+            let parsed = crate::webauthn::Passkey::parse(passkey).map_err(fail)?;
+            let m =
+                state.members.get_mut(id).ok_or_else(|| fail(format!("{id} is not a member")))?;
+            m.passkey = Some(parsed);
         }
         Change::SetQuorum { quorum } => {
             needs_quorum()?;

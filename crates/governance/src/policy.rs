@@ -252,7 +252,7 @@ pub fn evaluate(
                     not_counted.push(format!("{}: lacks the role this rule needs", a.approver));
                     continue;
                 }
-                if let Err(e) = a.verify(&m.key, &req.intent_hash, policy.version, now) {
+                if let Err(e) = a.verify(m, &req.intent_hash, policy.version, now) {
                     not_counted.push(e.to_string());
                     continue;
                 }

@@ -29,6 +29,7 @@ fn spec(id: &str, n: u8, roles: &[Role]) -> MemberSpec {
         id: id.into(),
         public_key: hex::encode(key(n).verifying_key().to_bytes()),
         roles: roles.to_vec(),
+        passkey: None,
     }
 }
 
@@ -477,5 +478,100 @@ proptest! {
         let last = twice.last_mut().unwrap();
         last.sign(id, &member_key(id)).unwrap();
         prop_assert!(state_at(&twice, T0 + 2 * DAY_MS).is_err());
+    }
+}
+
+#[path = "../../server/tests/support/authenticator.rs"]
+mod authenticator;
+
+/// A member's passkey in the log, and approvals made with it: they count for the exact
+/// approval they answer, from the member's origin and relying party, with the user verified
+/// by the authenticator, under the registered key, and for nothing else.
+#[test]
+fn a_passkey_approval_counts_only_for_its_challenge_origin_party_and_verified_user() {
+    use strongroom_governance::webauthn::{challenge_b64, Assertion, PasskeySpec};
+    let origin = "https://console.example";
+    let mut ann_key = authenticator::SoftAuthenticator::new(origin);
+    let spec = PasskeySpec {
+        rp_id: "console.example".into(),
+        origin: origin.into(),
+        credential_id: ann_key.credential_id_b64(),
+        public_key: hex::encode(ann_key.public_key_sec1()),
+    };
+    let p = Policy::from_toml(POLICY).unwrap();
+    // One admin cannot register a passkey for a member; the quorum can.
+    let one = log_of(vec![
+        (Change::SetPolicy { policy: p.clone() }, vec!["ada", "bob"]),
+        (Change::SetPasskey { id: "ann".into(), passkey: spec.clone() }, vec!["ada"]),
+    ]);
+    assert!(state_at(&one, T0 + DAY_MS).is_err());
+    let s = state_at(
+        &log_of(vec![
+            (Change::SetPolicy { policy: p }, vec!["ada", "bob"]),
+            (Change::SetPasskey { id: "ann".into(), passkey: spec }, vec!["ada", "bob"]),
+        ]),
+        T0 + DAY_MS,
+    )
+    .unwrap();
+    let big = intent(5 * ETH, 2);
+    let later = T0 + 2 * 3_600_000;
+    let with_key = |k: &mut authenticator::SoftAuthenticator,
+                    who: &str,
+                    signed_for: &Intent,
+                    claimed: &Intent,
+                    rp: &str| {
+        let msg = Approval::message(&signed_for.hash().unwrap(), 1, Timestamp::from_unix_ms(later));
+        let a = k.sign_assertion(rp, &serde_json::json!(challenge_b64(&msg)));
+        let r = &a["response"];
+        let text = |f: &str| r[f].as_str().unwrap().to_owned();
+        Approval::with_passkey(
+            who,
+            &claimed.hash().unwrap(),
+            1,
+            Timestamp::from_unix_ms(later),
+            Assertion {
+                authenticator_data: text("authenticatorData"),
+                client_data_json: text("clientDataJSON"),
+                signature: text("signature"),
+            },
+        )
+    };
+    let ben = approve("ben", &big, 1, later);
+    let good = with_key(&mut ann_key, "ann", &big, &big, "console.example");
+    let ok = decide(&s, &big, "ops", &[good.clone(), ben.clone()], 0);
+    assert!(ok.allowed(), "{ok:?}");
+    // The approval survives the trip through JSON (the API and the signer requests).
+    let back: Approval = serde_json::from_str(&serde_json::to_string(&good).unwrap()).unwrap();
+    assert!(decide(&s, &big, "ops", &[back, ben.clone()], 0).allowed());
+
+    let refused =
+        |a: Approval, want: &str| match decide(&s, &big, "ops", &[a, ben.clone()], 0).outcome {
+            Outcome::Wait { have: 1, not_counted, .. } => {
+                let why = not_counted.join("; ");
+                assert!(why.contains(want), "{why} should say {want}");
+            }
+            other => panic!("should wait: {other:?}"),
+        };
+    // Signed for another intent, and presented for this one.
+    let other = intent(5 * ETH, 77);
+    refused(with_key(&mut ann_key, "ann", &other, &big, "console.example"), "another challenge");
+    // From a phishing origin, or for another relying party.
+    ann_key.origin = "https://console.example.evil".into();
+    refused(with_key(&mut ann_key, "ann", &big, &big, "console.example"), "origin");
+    ann_key.origin = origin.into();
+    refused(with_key(&mut ann_key, "ann", &big, &big, "evil.example"), "relying party");
+    // Without user verification (no PIN or biometrics).
+    ann_key.user_verified = false;
+    refused(with_key(&mut ann_key, "ann", &big, &big, "console.example"), "UV");
+    ann_key.user_verified = true;
+    // Another authenticator's key, and a member with no passkey.
+    let mut stranger = authenticator::SoftAuthenticator::new(origin);
+    refused(with_key(&mut stranger, "ann", &big, &big, "console.example"), "does not verify");
+    let ben_pk = with_key(&mut stranger, "ben", &big, &big, "console.example");
+    match decide(&s, &big, "ops", &[good, ben_pk], 0).outcome {
+        Outcome::Wait { have: 1, not_counted, .. } => {
+            assert!(not_counted.join("; ").contains("no passkey is registered"))
+        }
+        other => panic!("should wait: {other:?}"),
     }
 }

@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use strongroom_core::new_id;
+use strongroom_core::{new_id, Timestamp};
 use strongroom_crypto::password::{
     burn_time, check_new, hash_password, hash_recovery_code, match_recovery_code, recovery_codes,
     verify_password,
@@ -43,7 +43,7 @@ use webauthn_rs::prelude::{
 };
 use webauthn_rs::{Webauthn, WebauthnBuilder};
 
-use crate::auth::{Customer, Principal};
+use crate::auth::{Customer, Principal, SignedIn};
 use crate::error::{ApiError, ErrorBody};
 use crate::tls::PeerAddr;
 use crate::{AppState, RequestId};
@@ -184,6 +184,13 @@ struct Account {
     #[serde(default)]
     passkeys: Vec<StoredPasskey>,
     created_at_ms: i64,
+    /// Staff: their role (`approver`, `analyst`, `admin`, `operator`, `auditor`); none for a
+    /// customer, whose `customer_id` is then a customer.
+    #[serde(default)]
+    role: Option<String>,
+    /// Staff: the governance member they approve as.
+    #[serde(default)]
+    member: Option<String>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -212,6 +219,9 @@ struct Session {
     expires_at_ms: i64,
     /// How the customer proved who they are (`password`, `password+totp`, `passkey`, …).
     via: String,
+    /// Staff sessions: the account's role.
+    #[serde(default)]
+    role: Option<String>,
 }
 
 /// `device/<id>`.
@@ -353,6 +363,14 @@ fn customer_of(p: &Principal) -> Result<Uuid, ApiError> {
     p.customer.ok_or_else(|| ApiError::forbidden("only a signed-in customer may do this"))
 }
 
+/// The signed-in account (a customer's or staff's).
+fn account_id(p: &Principal) -> Result<Uuid, ApiError> {
+    p.account
+        .as_deref()
+        .and_then(|a| Uuid::parse_str(a).ok())
+        .ok_or_else(|| ApiError::forbidden("only a signed-in account may do this"))
+}
+
 /// A JSON body for the account routes (no idempotency key: each write is compare-and-swap).
 #[derive(Debug)]
 pub struct Body<T>(pub T);
@@ -436,6 +454,9 @@ pub struct AccountView {
     /// Withdrawals are refused until then, after a security change.
     pub withdrawals_locked_until: Option<String>,
     pub last_security_change: Option<String>,
+    /// Staff: their role and the governance member they approve as.
+    pub role: Option<String>,
+    pub member: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -695,6 +716,7 @@ async fn open_session(
         created_at_ms: now,
         expires_at_ms: now.saturating_add(ttl),
         via: via.into(),
+        role: a.role.clone(),
     };
     writes.push(AuthWrite::create("session", &t.id, &owner, body(&s)?));
     let c = ctx(state, format!("account:{owner}"), &client.request_id);
@@ -738,10 +760,17 @@ pub(crate) async fn session_principal(
     {
         return Ok(None);
     }
+    let role = match &s.role {
+        Some(name) => Some(
+            strongroom_store::Role::parse(name)
+                .ok_or_else(|| ApiError::internal(format!("session with unknown role {name:?}")))?,
+        ),
+        None => None,
+    };
     Ok(Some(Principal {
         token_id: r.id,
-        role: None,
-        customer: Some(s.customer_id),
+        role,
+        customer: role.is_none().then_some(s.customer_id),
         account: Some(r.owner),
     }))
 }
@@ -883,6 +912,8 @@ pub(crate) async fn register(
         whitelist_off_at_ms: None,
         passkeys: Vec::new(),
         created_at_ms: env.now().unix_ms(),
+        role: None,
+        member: None,
     };
     let write = AuthWrite::create("account", &id.to_string(), &id.to_string(), body(&a)?)
         .with_lookup(index);
@@ -1082,10 +1113,10 @@ pub(crate) async fn passkey_login(
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(crate) async fn logout(
     State(state): State<AppState>,
-    Customer(p): Customer,
+    SignedIn(p): SignedIn,
     client: Client,
 ) -> Result<Response, ApiError> {
-    customer_of(&p)?;
+    account_id(&p)?;
     if let Some(r) = state.store().auth_record("session", &p.token_id).await? {
         let c = ctx(&state, p.actor(), &client.request_id);
         state
@@ -1120,6 +1151,8 @@ fn view(state: &AppState, id: &str, a: &Account) -> Result<AccountView, ApiError
         whitelist_off_at: a.whitelist_off_at_ms.map(at),
         withdrawals_locked_until: (until > now).then(|| at(until)),
         last_security_change: a.security_change.clone(),
+        role: a.role.clone(),
+        member: a.member.clone(),
     })
 }
 
@@ -1136,9 +1169,9 @@ fn lock_until(state: &AppState, a: &Account) -> i64 {
     responses((status = 200, body = AccountView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(crate) async fn me(
     State(state): State<AppState>,
-    Customer(p): Customer,
+    SignedIn(p): SignedIn,
 ) -> Result<Json<AccountView>, ApiError> {
-    let r = account_record(&state, customer_of(&p)?).await?;
+    let r = account_record(&state, account_id(&p)?).await?;
     Ok(Json(view(&state, &r.id, &account_of(&r)?)?))
 }
 
@@ -1147,11 +1180,11 @@ pub(crate) async fn me(
     responses((status = 200, body = AccountView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 423, body = ErrorBody)))]
 pub(crate) async fn change_password(
     State(state): State<AppState>,
-    Customer(p): Customer,
+    SignedIn(p): SignedIn,
     client: Client,
     Body(b): Body<ChangePassword>,
 ) -> Result<Json<AccountView>, ApiError> {
-    let r = account_record(&state, customer_of(&p)?).await?;
+    let r = account_record(&state, account_id(&p)?).await?;
     let mut a = account_of(&r)?;
     locked(&a, state.env().now().unix_ms())?;
     if !verify_password(&b.current_password, &a.password) {
@@ -1192,10 +1225,10 @@ pub(crate) async fn change_password(
     responses((status = 200, body = TotpSetup), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn totp_start(
     State(state): State<AppState>,
-    Customer(p): Customer,
+    SignedIn(p): SignedIn,
     client: Client,
 ) -> Result<Json<TotpSetup>, ApiError> {
-    let r = account_record(&state, customer_of(&p)?).await?;
+    let r = account_record(&state, account_id(&p)?).await?;
     let mut a = account_of(&r)?;
     if a.totp.as_ref().is_some_and(|t| t.enabled) {
         return Err(ApiError::new(
@@ -1237,11 +1270,11 @@ pub(crate) async fn totp_start(
     responses((status = 200, body = RecoveryCodes), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(crate) async fn totp_confirm(
     State(state): State<AppState>,
-    Customer(p): Customer,
+    SignedIn(p): SignedIn,
     client: Client,
     Body(b): Body<Code>,
 ) -> Result<Json<RecoveryCodes>, ApiError> {
-    let r = account_record(&state, customer_of(&p)?).await?;
+    let r = account_record(&state, account_id(&p)?).await?;
     let mut a = account_of(&r)?;
     let Some(t) = a.totp.clone().filter(|t| !t.enabled) else {
         return Err(ApiError::bad_request(
@@ -1283,11 +1316,11 @@ pub(crate) async fn totp_confirm(
     responses((status = 200, body = AccountView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(crate) async fn totp_disable(
     State(state): State<AppState>,
-    Customer(p): Customer,
+    SignedIn(p): SignedIn,
     client: Client,
     Body(b): Body<Code>,
 ) -> Result<Json<AccountView>, ApiError> {
-    let r = account_record(&state, customer_of(&p)?).await?;
+    let r = account_record(&state, account_id(&p)?).await?;
     let mut a = account_of(&r)?;
     if !a.totp.as_ref().is_some_and(|t| t.enabled) {
         return Err(ApiError::bad_request("totp_not_enabled", "TOTP is off"));
@@ -1321,10 +1354,10 @@ pub(crate) async fn totp_disable(
     responses((status = 200, body = CeremonyView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(crate) async fn passkey_register_options(
     State(state): State<AppState>,
-    Customer(p): Customer,
+    SignedIn(p): SignedIn,
     client: Client,
 ) -> Result<Json<CeremonyView>, ApiError> {
-    let r = account_record(&state, customer_of(&p)?).await?;
+    let r = account_record(&state, account_id(&p)?).await?;
     let a = account_of(&r)?;
     let email = open_hex(&state, &a.email, &format!("account/{}/email", r.id))?;
     let email = String::from_utf8_lossy(&email).into_owned();
@@ -1347,11 +1380,11 @@ pub(crate) async fn passkey_register_options(
     responses((status = 201, body = PasskeyView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(crate) async fn passkey_register(
     State(state): State<AppState>,
-    Customer(p): Customer,
+    SignedIn(p): SignedIn,
     client: Client,
     Body(b): Body<PasskeyAdd>,
 ) -> Result<(StatusCode, Json<PasskeyView>), ApiError> {
-    let customer = customer_of(&p)?;
+    let customer = account_id(&p)?;
     let (cer_rec, cer) = take_ceremony(&state, b.ceremony_id, Some(&customer.to_string())).await?;
     let st = cer
         .registration
@@ -1406,9 +1439,9 @@ pub(crate) async fn passkey_register(
     responses((status = 200, body = Vec<PasskeyView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(crate) async fn passkeys(
     State(state): State<AppState>,
-    Customer(p): Customer,
+    SignedIn(p): SignedIn,
 ) -> Result<Json<Vec<PasskeyView>>, ApiError> {
-    let a = account_of(&account_record(&state, customer_of(&p)?).await?)?;
+    let a = account_of(&account_record(&state, account_id(&p)?).await?)?;
     Ok(Json(
         a.passkeys
             .iter()
@@ -1422,9 +1455,9 @@ pub(crate) async fn passkeys(
     responses((status = 200, body = Vec<DeviceView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(crate) async fn devices(
     State(state): State<AppState>,
-    Customer(p): Customer,
+    SignedIn(p): SignedIn,
 ) -> Result<Json<Vec<DeviceView>>, ApiError> {
-    let owner = customer_of(&p)?.to_string();
+    let owner = account_id(&p)?.to_string();
     let current = match state.store().auth_record("session", &p.token_id).await? {
         Some(s) => Some(parse::<Session>(&s)?.device_id),
         None => None,
@@ -1452,12 +1485,12 @@ pub(crate) async fn devices(
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn revoke_device(
     State(state): State<AppState>,
-    Customer(p): Customer,
+    SignedIn(p): SignedIn,
     client: Client,
     id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let id = crate::api::path_id(id)?;
-    let owner = customer_of(&p)?.to_string();
+    let owner = account_id(&p)?.to_string();
     let d = state
         .store()
         .auth_record("device", &id.to_string())
@@ -1483,9 +1516,9 @@ pub(crate) async fn revoke_device(
     responses((status = 200, body = Vec<SessionInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(crate) async fn sessions(
     State(state): State<AppState>,
-    Customer(p): Customer,
+    SignedIn(p): SignedIn,
 ) -> Result<Json<Vec<SessionInfo>>, ApiError> {
-    let owner = customer_of(&p)?.to_string();
+    let owner = account_id(&p)?.to_string();
     let now = state.env().now().unix_ms();
     let mut out = Vec::new();
     for r in state.store().auth_records("session", &owner).await? {
@@ -1509,11 +1542,11 @@ pub(crate) async fn sessions(
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn revoke_session(
     State(state): State<AppState>,
-    Customer(p): Customer,
+    SignedIn(p): SignedIn,
     client: Client,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let owner = customer_of(&p)?.to_string();
+    let owner = account_id(&p)?.to_string();
     let s = state
         .store()
         .auth_record("session", &id)
@@ -1846,4 +1879,216 @@ pub(crate) fn reseal_record(
         }
         _ => Ok(None),
     }
+}
+
+// ---------- staff ----------
+
+/// Make a staff account (`strongroom staff add`): it signs in like a customer, with its
+/// role; an approver names the governance member they approve as.
+pub async fn create_staff(
+    store: &dyn strongroom_store::Store,
+    kek: &dyn KeyEncryptionKey,
+    env: &dyn strongroom_core::Env,
+    email: &str,
+    password: &SecretString,
+    role: strongroom_store::Role,
+    member: Option<String>,
+) -> Result<Uuid, String> {
+    let email =
+        normalize_email(email).map_err(|_| format!("{email:?} is not an e-mail address"))?;
+    check_new(password).map_err(|e| e.to_string())?;
+    if role == strongroom_store::Role::Approver && member.is_none() {
+        return Err("an approver needs --member: the governance member they approve as".into());
+    }
+    let id = new_id(env);
+    let a = Account {
+        customer_id: id,
+        email: hex::encode(
+            seal(kek, email.as_bytes(), format!("account/{id}/email").as_bytes(), env)
+                .map_err(|e| e.to_string())?,
+        ),
+        password: hash_password(password, env).map_err(|e| e.to_string())?,
+        totp: None,
+        recovery: Vec::new(),
+        failures: 0,
+        locked_until_ms: 0,
+        security_changed_at_ms: 0,
+        security_change: None,
+        whitelist_only: false,
+        whitelist_off_at_ms: None,
+        passkeys: Vec::new(),
+        created_at_ms: env.now().unix_ms(),
+        role: Some(role.as_str().into()),
+        member,
+    };
+    let ctx = WriteCtx { actor: "cli:staff".into(), now: env.now(), request_id: None };
+    let body = serde_json::to_value(&a).map_err(|e| e.to_string())?;
+    let write = AuthWrite::create("account", &id.to_string(), &id.to_string(), body)
+        .with_lookup(kek.blind_index("email", email.as_bytes()));
+    store.write_auth(&ctx, "staff.created", &format!("account/{id}"), vec![write]).await.map_err(
+        |e| match e {
+            StoreError::Constraint { unique: true, .. } => {
+                "an account with this e-mail address exists".to_string()
+            }
+            e => e.to_string(),
+        },
+    )?;
+    Ok(id)
+}
+
+/// A staff session may submit an approval only as its own governance member, and only when
+/// it signed in with a second factor (TOTP, a recovery code or a passkey).
+pub(crate) async fn check_staff_approval(
+    state: &AppState,
+    account: &str,
+    session: &str,
+    approver: &str,
+) -> Result<(), ApiError> {
+    let r = state
+        .store()
+        .auth_record("account", account)
+        .await?
+        .ok_or_else(|| ApiError::forbidden("no such account"))?;
+    let a = account_of(&r)?;
+    if a.member.as_deref() != Some(approver) {
+        return Err(ApiError::forbidden(format!(
+            "this account approves only as governance member {}",
+            a.member.as_deref().unwrap_or("(none)")
+        )));
+    }
+    let s: Session = match state.store().auth_record("session", session).await? {
+        Some(r) => parse(&r)?,
+        None => return Err(ApiError::unauthorized("session ended")),
+    };
+    if !(s.via.contains("totp") || s.via.contains("recovery") || s.via == "passkey") {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "two_factor_required",
+            "staff who approve must sign in with two-factor authentication (TOTP or a passkey)",
+        ));
+    }
+    Ok(())
+}
+
+/// What admins put in the governance log for a staff member's passkey
+/// (`SetPasskey`), so signer nodes can verify the approvals it makes.
+#[utoipa::path(get, path = "/v1/me/passkeys/{id}/governance-key", tag = "accounts", security(("token" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn passkey_governance_key(
+    State(state): State<AppState>,
+    SignedIn(p): SignedIn,
+    id: Result<Path<Uuid>, PathRejection>,
+) -> Result<Json<strongroom_governance::webauthn::PasskeySpec>, ApiError> {
+    let id = crate::api::path_id(id)?;
+    let a = account_of(&account_record(&state, account_id(&p)?).await?)?;
+    let k = a
+        .passkeys
+        .iter()
+        .find(|k| k.id == id)
+        .ok_or_else(|| ApiError::not_found("passkey_not_found", "no such passkey"))?;
+    use webauthn_rs::prelude::{COSEKeyType, ECDSACurve};
+    let key = k.passkey.get_public_key();
+    let COSEKeyType::EC_EC2(ec) = &key.key else {
+        return Err(ApiError::bad_request(
+            "unsupported_passkey",
+            "only P-256 (ES256) passkeys can approve",
+        ));
+    };
+    if ec.curve != ECDSACurve::SECP256R1 {
+        return Err(ApiError::bad_request(
+            "unsupported_passkey",
+            "only P-256 (ES256) passkeys can approve",
+        ));
+    }
+    let mut sec1 = vec![0x04u8];
+    sec1.extend_from_slice(ec.x.as_ref());
+    sec1.extend_from_slice(ec.y.as_ref());
+    let rules = &accounts(&state).rules;
+    use base64::Engine;
+    Ok(Json(strongroom_governance::webauthn::PasskeySpec {
+        rp_id: rules.rp_id.clone(),
+        origin: rules.rp_origin.clone(),
+        credential_id: base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(k.passkey.cred_id().as_ref()),
+        public_key: hex::encode(sec1),
+    }))
+}
+
+/// The options for approving a withdrawal with a passkey: the challenge is the approval's
+/// message (intent hash, policy version in force, expiry), so signer nodes verify the
+/// assertion themselves.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ApprovalChallenge {
+    pub approver: String,
+    pub intent_hash: String,
+    pub policy_version: u64,
+    pub expires_at_ms: i64,
+    /// For `navigator.credentials.get`.
+    #[schema(value_type = Object)]
+    pub options: serde_json::Value,
+}
+
+#[utoipa::path(get, path = "/v1/withdrawals/{id}/approval-challenge", tag = "withdrawals", security(("token" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, body = ApprovalChallenge), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn approval_challenge(
+    State(state): State<AppState>,
+    SignedIn(p): SignedIn,
+    id: Result<Path<Uuid>, PathRejection>,
+) -> Result<Json<ApprovalChallenge>, ApiError> {
+    let id = crate::api::path_id(id)?;
+    let a = account_of(&account_record(&state, account_id(&p)?).await?)?;
+    let member = a
+        .member
+        .clone()
+        .filter(|_| a.role.as_deref() == Some("approver"))
+        .ok_or_else(|| ApiError::forbidden("only a staff approver may approve"))?;
+    let w = state.store().get_withdrawal(id).await?;
+    let now = state.env().now();
+    let rec = state.store().governance().await?;
+    let gov = crate::governance::state_of(&rec, now)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "governance_not_installed",
+            "no governance is installed",
+        )
+    })?;
+    let policy_version = gov.policy.as_ref().map_or(0, |p| p.version);
+    let m = gov
+        .members
+        .get(&member)
+        .ok_or_else(|| ApiError::forbidden(format!("{member} is not a governance member")))?;
+    let passkey = m.passkey.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "no_passkey_in_governance",
+            format!(
+                "{member} has no passkey in the governance log (admins add it with set_passkey)"
+            ),
+        )
+    })?;
+    let hash_bytes: [u8; 32] = hex::decode(&w.intent_hash)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| ApiError::internal("intent hash"))?;
+    let intent = strongroom_core::IntentHash(hash_bytes);
+    let expires_at_ms = now.unix_ms().saturating_add(HOUR_MS);
+    let message = strongroom_governance::approval::Approval::message(
+        &intent,
+        policy_version,
+        Timestamp::from_unix_ms(expires_at_ms),
+    );
+    let options = serde_json::json!({ "publicKey": {
+        "challenge": strongroom_governance::webauthn::challenge_b64(&message),
+        "rpId": passkey.rp_id,
+        "allowCredentials": [{ "type": "public-key", "id": passkey.credential_id }],
+        "userVerification": "required",
+        "timeout": 300000,
+    }});
+    Ok(Json(ApprovalChallenge {
+        approver: member,
+        intent_hash: w.intent_hash,
+        policy_version,
+        expires_at_ms,
+        options,
+    }))
 }

@@ -26,7 +26,12 @@ use crate::error::{amount_error, ApiError, ErrorBody};
 use crate::{AppState, RequestId};
 
 pub(crate) const WRITERS: &[Role] = &[Role::Operator, Role::Service];
-pub(crate) const READERS: &[Role] = &[Role::Operator, Role::Service, Role::Auditor];
+pub(crate) const READERS: &[Role] =
+    &[Role::Operator, Role::Service, Role::Auditor, Role::Approver, Role::Analyst, Role::Admin];
+/// Who may submit approvals (staff approvers only as themselves, with 2FA).
+pub(crate) const APPROVERS: &[Role] = &[Role::Operator, Role::Service, Role::Approver];
+/// Who works the risk review queue.
+pub(crate) const ANALYSTS: &[Role] = &[Role::Operator, Role::Analyst];
 pub(crate) const OPERATORS: &[Role] = &[Role::Operator];
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -120,6 +125,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::accounts::remove_whitelist))
         .routes(routes!(crate::accounts::whitelist_mode))
         .routes(routes!(me_withdrawal))
+        .routes(routes!(crate::accounts::passkey_governance_key))
+        .routes(routes!(crate::accounts::approval_challenge))
 }
 
 // ---------- bodies ----------
@@ -377,7 +384,7 @@ impl WriteBody for RequestDepositAddress {
     const ROLES: &'static [Role] = WRITERS;
 }
 impl WriteBody for SubmitApproval {
-    const ROLES: &'static [Role] = WRITERS;
+    const ROLES: &'static [Role] = APPROVERS;
 }
 impl WriteBody for CreditDeposit {
     const ROLES: &'static [Role] = OPERATORS;
@@ -900,8 +907,15 @@ pub struct SubmitApproval {
     pub intent_hash: String,
     pub policy_version: u64,
     pub expires_at_ms: i64,
-    /// Hex Ed25519 signature over the approval message (see `governance::approval`).
+    /// Hex Ed25519 signature over the approval message (see `governance::approval`); empty
+    /// or absent for a passkey approval.
+    #[serde(default)]
     pub signature: String,
+    /// A passkey assertion whose challenge is the approval message, instead of `signature`
+    /// (`GET /v1/withdrawals/{id}/approval-challenge` gives the options).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub webauthn: Option<strongroom_governance::webauthn::Assertion>,
 }
 
 /// An approval as kept (not yet verified: the engine and the signer nodes verify).
@@ -936,11 +950,31 @@ async fn submit_approval(
             "approver must be 1-64 letters, digits, - or _",
         ));
     }
-    if b.signature.len() != 128 || hex::decode(&b.signature).is_err() {
-        return Err(ApiError::bad_request(
-            "invalid_signature",
-            "signature must be 64 bytes of hex",
-        ));
+    let ed25519_ok = b.signature.len() == 128 && hex::decode(&b.signature).is_ok();
+    match (&b.webauthn, ed25519_ok) {
+        (None, false) => {
+            return Err(ApiError::bad_request(
+                "invalid_signature",
+                "signature must be 64 bytes of hex (or send a passkey assertion as webauthn)",
+            ))
+        }
+        (Some(_), _) if !b.signature.is_empty() => {
+            return Err(ApiError::bad_request(
+                "invalid_signature",
+                "send either an Ed25519 signature or a passkey assertion, not both",
+            ))
+        }
+        _ => {}
+    }
+    // A staff member approves only as themselves, and only after signing in with 2FA.
+    if let Some(account) = &req.principal.account {
+        crate::accounts::check_staff_approval(
+            &state,
+            account,
+            &req.principal.token_id,
+            &b.approver,
+        )
+        .await?;
     }
     if b.expires_at_ms <= state.env().now().unix_ms() {
         return Err(ApiError::bad_request("approval_expired", "the approval has expired"));
@@ -958,6 +992,7 @@ async fn submit_approval(
         policy_version: b.policy_version,
         expires_at: strongroom_core::Timestamp::from_unix_ms(b.expires_at_ms),
         signature: b.signature.to_lowercase(),
+        webauthn: b.webauthn,
     };
     let all = state.store().add_approval(&req.ctx, id, approval).await?;
     Ok(Json(

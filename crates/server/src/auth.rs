@@ -122,3 +122,19 @@ impl FromRequestParts<AppState> for Customer {
         Ok(Customer(p))
     }
 }
+
+/// Anyone signed in with an account (a customer or staff); API tokens are refused.
+#[derive(Debug, Clone)]
+pub struct SignedIn(pub Principal);
+
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let p = authenticate(parts, state).await?;
+        if p.account.is_none() {
+            return Err(ApiError::forbidden("only a signed-in account may do this"));
+        }
+        Ok(SignedIn(p))
+    }
+}

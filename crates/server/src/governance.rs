@@ -21,7 +21,7 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
 
-const GOVERNORS: &[Role] = &[Role::Operator];
+const GOVERNORS: &[Role] = &[Role::Operator, Role::Admin];
 
 /// The state in force, replayed from the genesis by this server (signer nodes do the same
 /// on their own).
@@ -309,6 +309,9 @@ fn check_change(change: &Change) -> Result<(), ApiError> {
             let chain = strongroom_units::ChainId::parse(chain).map_err(|e| bad(e.to_string()))?;
             strongroom_units::Address::parse(&chain, address).map_err(|e| bad(e.to_string()))?;
             Ok(())
+        }
+        Change::SetPasskey { passkey, .. } => {
+            strongroom_governance::webauthn::Passkey::parse(passkey).map(|_| ()).map_err(bad)
         }
         _ => Ok(()),
     }

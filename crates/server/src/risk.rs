@@ -12,7 +12,7 @@ use strongroom_store::{ReviewAction, RiskEvent, RiskReview, RiskState, Role};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::api::{path_id, Write, WriteBody, OPERATORS, READERS, WRITERS};
+use crate::api::{path_id, Write, WriteBody, ANALYSTS, READERS, WRITERS};
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
@@ -201,7 +201,7 @@ pub struct Assign {
     pub assignee: String,
 }
 impl WriteBody for Assign {
-    const ROLES: &'static [Role] = OPERATORS;
+    const ROLES: &'static [Role] = ANALYSTS;
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema, Default)]
@@ -211,7 +211,7 @@ pub struct Note {
     pub text: Option<String>,
 }
 impl WriteBody for Note {
-    const ROLES: &'static [Role] = OPERATORS;
+    const ROLES: &'static [Role] = ANALYSTS;
 }
 
 async fn act(

@@ -783,6 +783,7 @@ async fn governance_changes_need_their_quorum_and_withdrawals_show_why_they_wait
         id: id.into(),
         public_key: hex::encode(gov_key(n).verifying_key().to_bytes()),
         roles: vec![role],
+        passkey: None,
     };
     let genesis = Genesis {
         members: vec![
@@ -1564,5 +1565,189 @@ async fn api_client_tokens_keep_to_their_scopes_addresses_and_signatures() {
         .await
         .unwrap();
     assert_eq!((again.tokens, again.unchanged), (0, 1), "{again:?}");
+    s.stop().await;
+}
+
+/// Staff accounts and passkey approvals: an approver signs in, registers a passkey, the
+/// admins put it in the governance log, and the approver approves a withdrawal with it — the
+/// assertion's challenge is the approval message, so the gate (and every signer node) checks
+/// it against the log. Approving needs a 2FA sign-in and only counts as oneself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staff_approver_approves_with_a_passkey_the_governance_log_holds() {
+    use strongroom_governance::log::{Genesis, MemberSpec};
+    use strongroom_governance::Role as G;
+    let s = Server::start(None).await;
+    let env = TestEnv(std::time::Instant::now());
+    let password = "staff passphrase long enough";
+    let pw = strongroom_crypto::SecretString::new(password.into());
+    strongroom_server::accounts::create_staff(
+        s.store.as_ref(),
+        s.kek.as_ref(),
+        &env,
+        "ann@ops.example",
+        &pw,
+        Role::Approver,
+        Some("ann".into()),
+    )
+    .await
+    .unwrap();
+    let err = strongroom_server::accounts::create_staff(
+        s.store.as_ref(),
+        s.kek.as_ref(),
+        &env,
+        "al@ops.example",
+        &pw,
+        Role::Approver,
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("--member"), "{err}");
+    // Governance: two admins, the approver ann; large withdrawals need one approver.
+    let member = |id: &str, n: u8, role: G| MemberSpec {
+        id: id.into(),
+        public_key: hex::encode(gov_key(n).verifying_key().to_bytes()),
+        roles: vec![role],
+        passkey: None,
+    };
+    let genesis = Genesis {
+        members: vec![
+            member("ada", 1, G::Admin),
+            member("bob", 2, G::Admin),
+            member("ann", 4, G::Approver),
+        ],
+        quorum: 2,
+        whitelist_delay_ms: 3_600_000,
+        created_at: Timestamp::from_unix_ms(1_000),
+    };
+    let pin = hex::encode(genesis.hash().unwrap());
+    let (st, v) =
+        s.post("/v1/governance/genesis", "sg", json!({"genesis": genesis, "pin": pin})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let policy = json!({"version": 1, "rules": [
+        {"name": "small", "when": {"max_amount": "100000000000000000"}, "action": {"kind": "allow"}},
+        {"name": "large", "action": {"kind": "approvals", "count": 1, "roles": ["approver"]}},
+    ]});
+    let govern = |change: Value, key: &'static str| {
+        let s = &s;
+        async move {
+            let (st, v) = s.post("/v1/governance/proposals", key, json!({"change": change})).await;
+            assert_eq!(st, StatusCode::OK, "{v}");
+            let (_, gov, _) =
+                s.call("GET", "/v1/governance", Some(Role::Auditor), None, None).await;
+            let (st, v) = sign_proposal(s, &gov, "ada", 1, &format!("{key}-ada")).await;
+            assert_eq!(st, StatusCode::OK, "{v}");
+            let (_, gov, _) =
+                s.call("GET", "/v1/governance", Some(Role::Auditor), None, None).await;
+            let (st, v) = sign_proposal(s, &gov, "bob", 2, &format!("{key}-bob")).await;
+            assert_eq!(st, StatusCode::OK, "{v}");
+        }
+    };
+    govern(json!({"change": "set_policy", "policy": policy}), "sp").await;
+
+    // The approver signs in (password only) and registers a passkey.
+    let (st, ann, _) = s.login(json!({"email": "ann@ops.example", "password": password})).await;
+    assert_eq!(st, StatusCode::OK, "{ann}");
+    let ann_pw = ann["token"].as_str().unwrap().to_owned();
+    let (_, me, _) = s.session("GET", "/v1/me", &ann_pw, None).await;
+    assert_eq!((me["role"].as_str(), me["member"].as_str()), (Some("approver"), Some("ann")));
+    let mut key = authenticator::SoftAuthenticator::new(&s.base);
+    let (_, opts, _) = s.session("POST", "/v1/me/passkeys/options", &ann_pw, None).await;
+    let cred = key.create(&opts["options"]);
+    let (st, pk, _) = s
+        .session(
+            "POST",
+            "/v1/me/passkeys",
+            &ann_pw,
+            Some(json!({"ceremony_id": opts["ceremony_id"], "credential": cred})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{pk}");
+    let (st, spec, _) = s
+        .session(
+            "GET",
+            &format!("/v1/me/passkeys/{}/governance-key", pk["id"].as_str().unwrap()),
+            &ann_pw,
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{spec}");
+    assert_eq!(spec["public_key"], hex::encode(key.public_key_sec1()));
+    // Staff are not customers, and have only their role's reach.
+    let (st, _, _) = s.session("GET", "/v1/me/whitelist", &ann_pw, None).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _, _) =
+        s.session("POST", "/v1/customers", &ann_pw, Some(json!({"external_id": "x"}))).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+
+    // A large withdrawal waits for an approver.
+    let (_, c) = s.post("/v1/customers", "sc", json!({"external_id": "staff-test"})).await;
+    let cid = c["id"].as_str().unwrap().to_owned();
+    s.post(
+        "/v1/deposits",
+        "sd",
+        json!({"customer_id": cid, "asset": "ETH", "amount": "1", "reference": "0xst:0"}),
+    )
+    .await;
+    let (st, w) = s
+        .post(
+            "/v1/withdrawals",
+            "sw",
+            json!({"customer_id": cid, "asset": "ETH", "destination": DEST, "amount": "0.5"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{w}");
+    let wid = w["id"].as_str().unwrap().to_owned();
+    let (st, v, _) =
+        s.session("GET", &format!("/v1/withdrawals/{wid}/approval-challenge"), &ann_pw, None).await;
+    assert_eq!((st, code(&v)), (StatusCode::CONFLICT, "no_passkey_in_governance"), "{v}");
+    // The admins put ann's passkey in the log.
+    govern(json!({"change": "set_passkey", "id": "ann", "passkey": spec}), "pk").await;
+
+    let (st, ch, _) =
+        s.session("GET", &format!("/v1/withdrawals/{wid}/approval-challenge"), &ann_pw, None).await;
+    assert_eq!(st, StatusCode::OK, "{ch}");
+    assert_eq!(ch["intent_hash"], w["intent_hash"]);
+    let assertion = key.get(&ch["options"]);
+    let r = &assertion["response"];
+    let body = |approver: &str| {
+        json!({"approver": approver, "intent_hash": ch["intent_hash"], "policy_version": ch["policy_version"],
+            "expires_at_ms": ch["expires_at_ms"], "webauthn": {
+                "authenticator_data": r["authenticatorData"], "client_data_json": r["clientDataJSON"],
+                "signature": r["signature"]}})
+    };
+    // Signed in with a password only: approving is refused.
+    let path = format!("/v1/withdrawals/{wid}/approvals");
+    let (st, v, _) = s.session("POST", &path, &ann_pw, Some(body("ann"))).await;
+    assert_eq!((st, code(&v)), (StatusCode::FORBIDDEN, "two_factor_required"), "{v}");
+    // Signed in with the passkey: only as herself, and then it counts.
+    let (_, opts, _) = s
+        .call(
+            "POST",
+            "/v1/auth/passkey/options",
+            None,
+            None,
+            Some(json!({"email": "ann@ops.example"})),
+        )
+        .await;
+    let login = key.get(&opts["options"]);
+    let (st, ann2, _) = s
+        .call(
+            "POST",
+            "/v1/auth/passkey/login",
+            None,
+            None,
+            Some(json!({"ceremony_id": opts["ceremony_id"], "credential": login})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{ann2}");
+    let ann_2fa = ann2["token"].as_str().unwrap().to_owned();
+    let (st, v, _) = s.session("POST", &path, &ann_2fa, Some(body("bob"))).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    let (st, v, _) = s.session("POST", &path, &ann_2fa, Some(body("ann"))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (_, w, _) =
+        s.call("GET", &format!("/v1/withdrawals/{wid}"), Some(Role::Auditor), None, None).await;
+    assert_eq!(w["policy"]["outcome"], "allow", "{w}");
     s.stop().await;
 }

@@ -250,6 +250,7 @@ max_amount = "10000000000000000000"
                     id: (*id).into(),
                     public_key: hex::encode(key(*n).verifying_key().to_bytes()),
                     roles: vec![*r],
+                    passkey: None,
                 })
                 .collect(),
             quorum: 2,

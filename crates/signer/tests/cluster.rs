@@ -499,6 +499,7 @@ mod governance_attack {
             id: id.into(),
             public_key: hex::encode(key(n).verifying_key().to_bytes()),
             roles: vec![r],
+            passkey: None,
         };
         Genesis {
             members: vec![

@@ -109,6 +109,12 @@ pub enum Role {
     Service,
     /// Read-only access.
     Auditor,
+    /// Staff who approve withdrawals (as their governance member, with 2FA).
+    Approver,
+    /// Staff who work the risk review queue.
+    Analyst,
+    /// Staff who propose and submit governance changes.
+    Admin,
 }
 
 impl Role {
@@ -117,10 +123,15 @@ impl Role {
             Role::Operator => "operator",
             Role::Service => "service",
             Role::Auditor => "auditor",
+            Role::Approver => "approver",
+            Role::Analyst => "analyst",
+            Role::Admin => "admin",
         }
     }
     pub fn parse(s: &str) -> Option<Role> {
-        [Role::Operator, Role::Service, Role::Auditor].into_iter().find(|r| r.as_str() == s)
+        [Role::Operator, Role::Service, Role::Auditor, Role::Approver, Role::Analyst, Role::Admin]
+            .into_iter()
+            .find(|r| r.as_str() == s)
     }
 }
 

@@ -1088,6 +1088,7 @@ async fn the_governance_log_keeps_order_one_proposal_and_one_genesis(store: Arc<
             id: "ada".into(),
             public_key: "11".repeat(32),
             roles: vec![strongroom_governance::Role::Admin],
+            passkey: None,
         }],
         quorum,
         whitelist_delay_ms: 1000,

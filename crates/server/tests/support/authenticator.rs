@@ -17,7 +17,10 @@ pub struct SoftAuthenticator {
     cred_id: Vec<u8>,
     user_handle: Vec<u8>,
     counter: u32,
-    origin: String,
+    /// The origin the "browser" puts in the client data (tests change it to attack).
+    pub origin: String,
+    /// Whether assertions claim user verification (UV).
+    pub user_verified: bool,
 }
 
 // Minimal CBOR (RFC 8949) for the attestation object and the COSE key.
@@ -77,7 +80,17 @@ impl SoftAuthenticator {
             user_handle: Vec::new(),
             counter: 0,
             origin: origin.into(),
+            user_verified: true,
         }
+    }
+
+    /// The credential's public key, SEC1 uncompressed.
+    pub fn public_key_sec1(&self) -> Vec<u8> {
+        self.key.verifying_key().to_encoded_point(false).as_bytes().to_vec()
+    }
+
+    pub fn credential_id_b64(&self) -> String {
+        B64.encode(&self.cred_id)
     }
 
     fn client_data(&self, kind: &str, challenge: &Value) -> Vec<u8> {
@@ -151,7 +164,7 @@ impl SoftAuthenticator {
         self.counter += 1;
         let client_data = self.client_data("webauthn.get", challenge);
         let mut auth = Sha256::digest(rp_id.as_bytes()).to_vec();
-        auth.push(0x01 | 0x04);
+        auth.push(if self.user_verified { 0x01 | 0x04 } else { 0x01 });
         auth.extend(self.counter.to_be_bytes());
         let mut signed = auth.clone();
         signed.extend(Sha256::digest(&client_data));
