@@ -63,7 +63,10 @@ pub async fn run(cmd: RiskCommand) -> anyhow::Result<std::process::ExitCode> {
             };
             let geo = geo.as_deref().map(load_geo).transpose()?;
             let store = db.open().await?;
-            backtest(&store, current, candidate, &lists, geo).await?;
+            // Opens the events' sealed IP addresses, when this machine has the key.
+            let kek = crate::personal_data_key(&db.data_dir, None).ok();
+            let kek = kek.as_ref().map(|k| k as &dyn strongroom_crypto::seal::KeyEncryptionKey);
+            backtest(&store, current, candidate, &lists, geo, kek).await?;
         }
         RiskCommand::Eval { file, label_column, limit, skip } => {
             let input = std::fs::File::open(&file)
@@ -432,6 +435,8 @@ struct Worker {
     /// Rejected or blocked withdrawals already seen out of `reserved` (never read again).
     closed: HashSet<Uuid>,
     env: SystemEnv,
+    /// Opens events' sealed IP addresses.
+    kek: Option<Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>>,
 }
 
 type Contexts = HashMap<Uuid, (Option<String>, Option<String>)>;
@@ -468,16 +473,18 @@ impl Worker {
             for e in batch {
                 self.last_event_ms = self.last_event_ms.max(e.at.unix_ms());
                 let s = |k: &str| at(&e.data, &format!("/{k}")).as_str().map(str::to_owned);
+                let ip =
+                    strongroom_server::risk::event_ip(self.kek.as_deref(), e.customer_id, &e.data);
                 match e.kind.as_str() {
                     "withdrawal_context" => {
                         if let Some(id) = s("withdrawal_id").and_then(|i| Uuid::parse_str(&i).ok())
                         {
-                            self.contexts.insert(id, (s("device_id"), s("ip")));
+                            self.contexts.insert(id, (s("device_id"), ip));
                         }
                     }
                     "login" => self.engine.record_activity(
                         &e.customer_id.to_string(),
-                        &Activity::Login { device: s("device_id"), ip: s("ip") },
+                        &Activity::Login { device: s("device_id"), ip },
                         e.at.unix_ms(),
                     ),
                     "security_change" => self.engine.record_activity(
@@ -685,9 +692,13 @@ pub async fn start_worker(
         learned: HashSet::new(),
         closed: HashSet::new(),
         env: SystemEnv::new(),
+        kek: opts.personal_data.clone(),
     };
     worker.replay().await?;
-    let nats = opts.nats.clone().map(|url| start_nats_ingest(worker.store.clone(), url));
+    let nats = opts
+        .nats
+        .clone()
+        .map(|url| start_nats_ingest(worker.store.clone(), url, opts.personal_data.clone()));
     let dir = opts.lists.clone();
     Ok(tokio::spawn(async move {
         let mut seen = dir.as_deref().and_then(stamp);
@@ -831,6 +842,7 @@ async fn backtest(
     candidate: RuleSet,
     lists: &Lists,
     geo: Option<strongroom_risk::geo::GeoTable>,
+    kek: Option<&dyn strongroom_crypto::seal::KeyEncryptionKey>,
 ) -> anyhow::Result<()> {
     let events = store.risk_events(i64::MIN, 1_000_000).await?;
     let mut withdrawals = Vec::new();
@@ -874,7 +886,8 @@ async fn backtest(
         .filter_map(|e| {
             let s = |k: &str| at(&e.data, &format!("/{k}")).as_str().map(str::to_owned);
             let id = Uuid::parse_str(&s("withdrawal_id")?).ok()?;
-            Some((id, (s("device_id"), s("ip"))))
+            let ip = strongroom_server::risk::event_ip(kek, e.customer_id, &e.data);
+            Some((id, (s("device_id"), ip)))
         })
         .collect();
     #[derive(Default)]
@@ -900,7 +913,10 @@ async fn backtest(
                 match e.kind.as_str() {
                     "login" => engine.record_activity(
                         &c,
-                        &Activity::Login { device: s("device_id"), ip: s("ip") },
+                        &Activity::Login {
+                            device: s("device_id"),
+                            ip: strongroom_server::risk::event_ip(kek, e.customer_id, &e.data),
+                        },
                         e.at.unix_ms(),
                     ),
                     "security_change" => {
@@ -1000,10 +1016,14 @@ struct NatsEvent {
 /// Take risk events from JetStream into the store (where the risk worker reads them). Each
 /// message is acknowledged only after it is stored; its id comes from its stream sequence,
 /// so a redelivered message is stored once.
-pub fn start_nats_ingest(store: Arc<SqlStore>, url: String) -> tokio::task::JoinHandle<()> {
+pub fn start_nats_ingest(
+    store: Arc<SqlStore>,
+    url: String,
+    kek: Option<Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            if let Err(e) = nats_ingest(store.as_ref(), &url).await {
+            if let Err(e) = nats_ingest(store.as_ref(), &url, kek.as_deref()).await {
                 tracing::warn!(error = %format!("{e:#}"), url, "NATS ingestion stopped; reconnecting");
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -1011,7 +1031,11 @@ pub fn start_nats_ingest(store: Arc<SqlStore>, url: String) -> tokio::task::Join
     })
 }
 
-async fn nats_ingest(store: &SqlStore, url: &str) -> anyhow::Result<()> {
+async fn nats_ingest(
+    store: &SqlStore,
+    url: &str,
+    kek: Option<&dyn strongroom_crypto::seal::KeyEncryptionKey>,
+) -> anyhow::Result<()> {
     use async_nats::jetstream::{self, consumer::pull, stream};
     use futures_util::StreamExt;
     let client = async_nats::connect(url).await.context("connecting to NATS")?;
@@ -1053,7 +1077,17 @@ async fn nats_ingest(store: &SqlStore, url: &str) -> anyhow::Result<()> {
                     customer_id: e.customer_id,
                     kind: e.kind,
                     at: env.now(),
-                    data: serde_json::json!({ "device_id": e.device_id, "ip": e.ip, "nats_seq": seq }),
+                    data: {
+                        let mut d = strongroom_server::risk::event_data(
+                            kek,
+                            &env,
+                            e.customer_id,
+                            e.device_id.as_deref(),
+                            e.ip.as_deref(),
+                        );
+                        d.insert("nats_seq".into(), seq.into());
+                        d.into()
+                    },
                 };
                 let ctx = WriteCtx { actor: "risk:nats".into(), now: env.now(), request_id: None };
                 match store.add_risk_event(&ctx, ev).await {

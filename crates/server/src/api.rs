@@ -841,7 +841,17 @@ async fn place_withdrawal(
             customer_id: w.customer_id,
             kind: "withdrawal_context".into(),
             at: env.now(),
-            data: serde_json::json!({ "withdrawal_id": w.id, "device_id": device_id, "ip": ip }),
+            data: {
+                let mut d = crate::risk::event_data(
+                    state.personal_data_key().map(|k| k.as_ref()),
+                    env,
+                    w.customer_id,
+                    device_id.as_deref(),
+                    ip.as_deref(),
+                );
+                d.insert("withdrawal_id".into(), w.id.to_string().into());
+                d.into()
+            },
         };
         state.store().add_risk_event(&req.ctx, event).await?;
     }

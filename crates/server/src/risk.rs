@@ -83,6 +83,60 @@ fn bounded(what: &'static str, v: &Option<String>) -> Result<(), ApiError> {
     Ok(())
 }
 
+fn ip_aad(customer: Uuid) -> String {
+    format!("risk_event/{customer}/ip")
+}
+
+/// A risk event's data: the device id, and the IP address sealed under the personal-data key
+/// (bound to the customer) as `ip_sealed` when a key is configured (`ip` otherwise); callers
+/// add their own fields.
+pub fn event_data(
+    kek: Option<&dyn strongroom_crypto::seal::KeyEncryptionKey>,
+    env: &dyn strongroom_core::Env,
+    customer: Uuid,
+    device_id: Option<&str>,
+    ip: Option<&str>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut data = serde_json::Map::new();
+    data.insert("device_id".into(), device_id.into());
+    match (ip, kek) {
+        (Some(ip), Some(kek)) => {
+            match strongroom_crypto::seal::seal(
+                kek,
+                ip.as_bytes(),
+                ip_aad(customer).as_bytes(),
+                env,
+            ) {
+                Ok(sealed) => {
+                    data.insert("ip_sealed".into(), hex::encode(sealed).into());
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "an event's IP address could not be sealed; dropped")
+                }
+            }
+        }
+        (ip, None) => {
+            data.insert("ip".into(), ip.into());
+        }
+        (None, Some(_)) => {}
+    }
+    data
+}
+
+/// The IP address of a risk event's data, opened if sealed.
+pub fn event_ip(
+    kek: Option<&dyn strongroom_crypto::seal::KeyEncryptionKey>,
+    customer: Uuid,
+    data: &serde_json::Value,
+) -> Option<String> {
+    if let Some(plain) = data.get("ip").and_then(|v| v.as_str()) {
+        return Some(plain.to_owned());
+    }
+    let sealed = hex::decode(data.get("ip_sealed")?.as_str()?).ok()?;
+    let plain = strongroom_crypto::seal::open(kek?, &sealed, ip_aad(customer).as_bytes()).ok()?;
+    String::from_utf8(plain.to_vec()).ok()
+}
+
 /// Record an event (a login, a security change…) for the risk engine.
 #[utoipa::path(post, path = "/v1/risk/events", tag = "risk", security(("token" = [])),
     params(("Idempotency-Key" = String, Header)), request_body = NewRiskEvent,
@@ -107,7 +161,14 @@ pub(crate) async fn add_event(
         customer_id: b.customer_id,
         kind: b.kind,
         at: req.ctx.now,
-        data: serde_json::json!({ "device_id": b.device_id, "ip": b.ip }),
+        data: event_data(
+            state.personal_data_key().map(|k| k.as_ref()),
+            state.env(),
+            b.customer_id,
+            b.device_id.as_deref(),
+            b.ip.as_deref(),
+        )
+        .into(),
     };
     let ev = state.store().add_risk_event(&req.ctx, ev).await?;
     Ok((
@@ -138,7 +199,14 @@ pub(crate) async fn list_events(
         events
             .into_iter()
             .filter(|e| e.customer_id == q.customer_id)
-            .map(|e| serde_json::json!({ "id": e.id, "kind": e.kind, "at_ms": e.at.unix_ms(), "data": e.data }))
+            .map(|mut e| {
+                let ip = event_ip(state.personal_data_key().map(|k| k.as_ref()), e.customer_id, &e.data);
+                if let Some(obj) = e.data.as_object_mut() {
+                    obj.remove("ip_sealed");
+                    obj.insert("ip".into(), ip.into());
+                }
+                serde_json::json!({ "id": e.id, "kind": e.kind, "at_ms": e.at.unix_ms(), "data": e.data })
+            })
             .collect(),
     ))
 }

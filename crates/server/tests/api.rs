@@ -1344,6 +1344,7 @@ async fn a_customer_secures_their_account_and_withdrawals_wait_out_the_locks() {
         &token[4..],
         &phone_token[4..],
         "blue-otter-42",
+        "127.0.0.1",
     ] {
         assert!(!dump.contains(secret_text), "the database holds {secret_text:?} in the clear");
     }
