@@ -1750,6 +1750,32 @@ pub(crate) async fn whitelist_mode(
     Ok(Json(view(&state, &r.id, &a)?))
 }
 
+/// A security change made outside the customer's own session (the exchange's backend
+/// changing their alert e-mail address): it starts the withdrawal lock too. Called before the
+/// change is written, so a failure leaves the lock on rather than the change unlocked.
+pub(crate) async fn external_security_change(
+    state: &AppState,
+    customer_id: Uuid,
+    what: &str,
+    ctx: &WriteCtx,
+) -> Result<(), ApiError> {
+    let Some(r) = state.store().auth_record("account", &customer_id.to_string()).await? else {
+        return Ok(());
+    };
+    let mut a = account_of(&r)?;
+    security_change(state, &mut a, what);
+    state
+        .store()
+        .write_auth(
+            ctx,
+            "account.security_change",
+            &format!("account/{}", r.id),
+            vec![AuthWrite::update(&r, body(&a)?)],
+        )
+        .await?;
+    Ok(())
+}
+
 /// Refuse a withdrawal the customer's own settings forbid: during the lock after a security
 /// change, or to an address not (yet) on their whitelist in whitelist-only mode. Customers
 /// without an account (made by the exchange's backend) have neither.

@@ -120,6 +120,16 @@ pub(crate) async fn set_contact(
         ApiError::unavailable("no personal-data key is configured: contact details cannot be kept")
     })?;
     state.store().get_customer(id).await?;
+    // A changed address is a security change for a customer with an account.
+    let changed = match state.store().customer_contact(id).await? {
+        Some(old) => {
+            open_contact(kek.as_ref(), id, &old).map(|c| c.email != b.email).unwrap_or(true)
+        }
+        None => false,
+    };
+    if changed {
+        crate::accounts::external_security_change(&state, id, "e-mail address", &req.ctx).await?;
+    }
     let contact =
         Contact { email: b.email.clone(), anti_phishing_code: b.anti_phishing_code.clone() };
     let sealed =

@@ -1752,3 +1752,79 @@ async fn a_staff_approver_approves_with_a_passkey_the_governance_log_holds() {
     assert_eq!(w["policy"]["outcome"], "allow", "{w}");
     s.stop().await;
 }
+
+/// Guessing TOTP codes (with the right password) locks the account like guessing passwords;
+/// the backend changing a customer's e-mail address locks their withdrawals and tells the
+/// customer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn totp_guessing_locks_and_an_email_change_locks_withdrawals() {
+    let s = Server::start(None).await;
+    let password = "correct horse battery staple";
+    let (_, reg, _) = s
+        .call(
+            "POST",
+            "/v1/auth/register",
+            None,
+            None,
+            Some(json!({"email": "eve@example.com", "password": password})),
+        )
+        .await;
+    let token = reg["token"].as_str().unwrap().to_owned();
+    let customer = reg["customer_id"].as_str().unwrap().to_owned();
+    let (_, setup, _) = s.session("POST", "/v1/me/totp", &token, None).await;
+    let secret = setup["secret"].as_str().unwrap().to_owned();
+    let (st, _, _) = s
+        .session("POST", "/v1/me/totp/confirm", &token, Some(json!({"code": totp_now(&secret, 0)})))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let right = totp_now(&secret, 30);
+    let wrong: Vec<String> = (0..5u32)
+        .map(|i| format!("{:06}", (right.parse::<u32>().unwrap() + 1 + i * 7919) % 1_000_000))
+        .collect();
+    for code in &wrong {
+        let (st, v, _) = s
+            .login(json!({"email": "eve@example.com", "password": password, "totp_code": code}))
+            .await;
+        assert_eq!((st, code_of(&v)), (StatusCode::UNAUTHORIZED, "invalid_second_factor".into()));
+    }
+    let (st, v, _) = s
+        .login(json!({"email": "eve@example.com", "password": password, "totp_code": right}))
+        .await;
+    assert_eq!((st, code_of(&v)), (StatusCode::LOCKED, "account_locked".into()), "{v}");
+
+    // The backend changes the alert address: withdrawals lock, and the customer is told.
+    let (st, _) = s
+        .post(
+            &format!("/v1/customers/{customer}/contact"),
+            "eve-c1",
+            json!({"email": "eve.new@example.com"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = s
+        .post(
+            "/v1/deposits",
+            "eve-d1",
+            json!({"customer_id": customer, "asset": "ETH", "amount": "1", "reference": "0xeve:0"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (st, v) = s
+        .post(
+            "/v1/withdrawals",
+            "eve-w1",
+            json!({"customer_id": customer, "asset": "ETH", "destination": DEST, "amount": "0.1"}),
+        )
+        .await;
+    assert_eq!((st, code(&v)), (StatusCode::FORBIDDEN, "withdrawal_locked"), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("e-mail address"), "{v}");
+    assert!(s
+        .mails_to(&customer)
+        .iter()
+        .any(|(subj, t)| subj.contains("Security change") && t.contains("e-mail address")));
+    s.stop().await;
+}
+
+fn code_of(v: &Value) -> String {
+    code(v).to_owned()
+}
