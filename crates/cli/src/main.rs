@@ -849,6 +849,12 @@ async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
     let ctx = WriteCtx { actor: "cli".into(), now: env.now(), request_id: None };
     match command {
         TokenCommand::Create { name, role, scope, allow_ip, sign, db } => {
+            for rule in &allow_ip {
+                let addr = rule.split_once('/').map_or(rule.as_str(), |(a, _)| a);
+                if addr.parse::<std::net::IpAddr>().is_err() {
+                    anyhow::bail!("--allow-ip {rule:?} is not an IP address or CIDR range");
+                }
+            }
             let store = db.open().await?;
             let t = generate_token(&env);
             let mut signing_key = None;
@@ -864,12 +870,6 @@ async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
             } else {
                 None
             };
-            for rule in &allow_ip {
-                let addr = rule.split_once('/').map_or(rule.as_str(), |(a, _)| a);
-                if addr.parse::<std::net::IpAddr>().is_err() {
-                    anyhow::bail!("--allow-ip {rule:?} is not an IP address or CIDR range");
-                }
-            }
             let restrictions = (!scope.is_empty() || !allow_ip.is_empty() || sign).then(|| {
                 strongroom_store::TokenRestrictions {
                     scopes: (!scope.is_empty()).then_some(scope),

@@ -189,9 +189,14 @@ fn bad_arguments_get_clear_errors() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("role must be operator, service or auditor")
-    );
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("role must be operator, service, auditor, approver, analyst or admin"));
+    let out = Command::new(BIN)
+        .args(["token", "create", "--name", "x", "--role", "service", "--allow-ip", "nowhere"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an IP address or CIDR range"));
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
         .args(["audit", "verify", "--data-dir", dir.path().to_str().unwrap()])
