@@ -111,7 +111,14 @@ impl Server {
         store.migrate().await.unwrap();
         let ctx = WriteCtx { actor: "test".into(), now: env.now(), request_id: None };
         let mut tokens = Vec::new();
-        for role in [Role::Operator, Role::Service, Role::Auditor] {
+        for role in [
+            Role::Operator,
+            Role::Service,
+            Role::Auditor,
+            Role::Approver,
+            Role::Analyst,
+            Role::Admin,
+        ] {
             let t = generate_token(env.as_ref());
             store
                 .create_token(
@@ -355,6 +362,27 @@ async fn every_documented_route_enforces_authentication_and_roles() {
                     s.call(&m, &concrete, Some(Role::Auditor), Some("k"), body.clone()).await;
                 assert_eq!(st, StatusCode::FORBIDDEN, "auditor {m} {path}");
                 assert_eq!(code(&v), "forbidden");
+            }
+            if m == "POST" && !own {
+                // Staff roles reach only their own kind of change.
+                let allowed: &[Role] = if path.starts_with("/v1/governance") {
+                    &[Role::Admin]
+                } else if path.starts_with("/v1/risk/reviews/") {
+                    &[Role::Analyst]
+                } else if path.ends_with("/approvals") {
+                    &[Role::Approver]
+                } else {
+                    &[]
+                };
+                for role in [Role::Approver, Role::Analyst, Role::Admin] {
+                    let (st, v, _) =
+                        s.call(&m, &concrete, Some(role), Some("k"), body.clone()).await;
+                    if allowed.contains(&role) {
+                        assert_ne!(st, StatusCode::FORBIDDEN, "{} {m} {path}: {v}", role.as_str());
+                    } else {
+                        assert_eq!(st, StatusCode::FORBIDDEN, "{} {m} {path}: {v}", role.as_str());
+                    }
+                }
             }
             if path.starts_with("/v1/governance") && m == "POST" {
                 let (st, _, _) =
