@@ -76,6 +76,13 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         http_seconds: u64,
     },
+    /// What a sign-in costs the server in one thread: an Argon2id password check at the
+    /// production parameters and a TOTP check, against a session-token check (SHA-256) as the
+    /// baseline, in the same run.
+    Login {
+        #[arg(long, default_value_t = 40)]
+        rounds: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -84,7 +91,63 @@ pub enum Load {
     Wrk,
 }
 
+/// `bench login`.
+fn login(rounds: usize) -> anyhow::Result<()> {
+    use strongroom_crypto::{password, totp::Totp, SecretString};
+    let env = SystemEnv::new();
+    let rounds = rounds.max(5);
+    let pw = SecretString::new("correct horse battery staple".into());
+    let phc = password::hash_password(&pw, &env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let token = generate_token(&env);
+    let seed = [7u8; 20];
+    let now = 1_800_000_000u64;
+    let code = Totp::default().code(&seed, now);
+    let time = |n: usize, f: &mut dyn FnMut() -> bool| -> anyhow::Result<Vec<f64>> {
+        let mut lat = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = env.monotonic();
+            anyhow::ensure!(f(), "a check that must pass failed");
+            lat.push(env.monotonic().saturating_sub(t).as_secs_f64() * 1e6);
+        }
+        lat.sort_by(f64::total_cmp);
+        Ok(lat)
+    };
+    let argon = time(rounds, &mut || password::verify_password(&pw, &phc))?;
+    let totp =
+        time(rounds * 1000, &mut || Totp::default().verify(&seed, &code, now, 1, None).is_some())?;
+    let tok =
+        time(rounds * 1000, &mut || strongroom_crypto::token_matches(&token.token, &token.hash))?;
+    let stat = |v: &[f64]| {
+        let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+        let p99 = v.get(v.len().saturating_mul(99) / 100).copied().unwrap_or(mean);
+        (mean, p99)
+    };
+    let (base, _) = stat(&tok);
+    println!(
+        "{:<44} {:>12} {:>12} {:>14}",
+        "check (one thread)", "mean µs", "p99 µs", "× token check"
+    );
+    for (name, v) in [
+        ("session token (SHA-256, baseline)", &tok),
+        ("TOTP code (HMAC-SHA1, window ±1)", &totp),
+        ("password (Argon2id m=19 MiB t=2 p=1)", &argon),
+    ] {
+        let (mean, p99) = stat(v);
+        println!("{name:<44} {mean:>12.2} {p99:>12.2} {:>14.0}", mean / base.max(1e-9));
+    }
+    let (argon_mean, _) = stat(&argon);
+    println!(
+        "password sign-ins per second per core: {:.0} (the per-IP and per-account limits cap guessing far below this)",
+        1e6 / argon_mean.max(1e-9)
+    );
+    Ok(())
+}
+
 pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
+    if let BenchCommand::Login { rounds } = command {
+        login(rounds)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if let BenchCommand::Risk { events, customers, http_clients, http_seconds } = command {
         crate::risk::bench(events, customers);
         if let Some(clients) = http_clients {

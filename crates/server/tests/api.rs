@@ -532,8 +532,8 @@ async fn withdrawal_flow(s: &Server) {
     assert!(report.is_intact(), "{report:?}");
     assert_eq!(
         report.records,
-        3 + 6,
-        "3 tokens, customer, deposit, withdrawal, 2 approvals, cancel"
+        6 + 6,
+        "6 tokens, customer, deposit, withdrawal, 2 approvals, cancel"
     );
 }
 
