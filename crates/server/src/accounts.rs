@@ -871,6 +871,58 @@ fn second_factor(
     }
 }
 
+/// A second factor (TOTP or recovery code) the account must give now; a wrong one counts as
+/// a failure.
+async fn require_code(
+    state: &AppState,
+    r: &AuthRecord,
+    a: &mut Account,
+    client: &Client,
+    totp_code: Option<&str>,
+    recovery_code: Option<&str>,
+) -> Result<(), ApiError> {
+    if second_factor(state, &r.id, a, totp_code, recovery_code)?.is_none() {
+        failed(state, r, account_of(r)?, client).await?;
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_second_factor",
+            "wrong, expired or already used code",
+        ));
+    }
+    Ok(())
+}
+
+/// The account's update as one audited write.
+async fn save(
+    state: &AppState,
+    p: &Principal,
+    client: &Client,
+    action: &str,
+    r: &AuthRecord,
+    a: &Account,
+) -> Result<(), ApiError> {
+    let c = ctx(state, p.actor(), &client.request_id);
+    let subject = format!("account/{}", r.id);
+    state.store().write_auth(&c, action, &subject, vec![AuthWrite::update(r, body(a)?)]).await?;
+    Ok(())
+}
+
+/// The record `kind/id` if `owner` has it (another owner's is "not found" too).
+async fn owned(
+    state: &AppState,
+    kind: &str,
+    id: &str,
+    owner: &str,
+    missing: (&'static str, &'static str),
+) -> Result<AuthRecord, ApiError> {
+    state
+        .store()
+        .auth_record(kind, id)
+        .await?
+        .filter(|r| r.owner == owner)
+        .ok_or_else(|| ApiError::not_found(missing.0, missing.1))
+}
+
 /// Register a customer account (and sign in).
 #[utoipa::path(post, path = "/v1/auth/register", tag = "accounts", request_body = Register,
     responses((status = 201, body = SessionView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -1191,16 +1243,8 @@ pub(crate) async fn change_password(
         failed(&state, &r, a, &client).await?;
         return Err(ApiError::unauthorized("the current password is wrong"));
     }
-    if second_factor(&state, &r.id, &mut a, b.totp_code.as_deref(), b.recovery_code.as_deref())?
-        .is_none()
-    {
-        failed(&state, &r, account_of(&r)?, &client).await?;
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_second_factor",
-            "wrong, expired or already used code",
-        ));
-    }
+    require_code(&state, &r, &mut a, &client, b.totp_code.as_deref(), b.recovery_code.as_deref())
+        .await?;
     check_new(&b.new_password)
         .map_err(|e| ApiError::bad_request("weak_password", e.to_string()))?;
     a.password = hash_password(&b.new_password, state.env())
@@ -1244,16 +1288,7 @@ pub(crate) async fn totp_start(
         enabled: false,
         last_step: None,
     });
-    let c = ctx(&state, p.actor(), &client.request_id);
-    state
-        .store()
-        .write_auth(
-            &c,
-            "account.totp_started",
-            &format!("account/{}", r.id),
-            vec![AuthWrite::update(&r, body(&a)?)],
-        )
-        .await?;
+    save(&state, &p, &client, "account.totp_started", &r, &a).await?;
     let email = open_hex(&state, &a.email, &format!("account/{}/email", r.id))?;
     Ok(Json(TotpSetup {
         secret: base32(seed.as_ref()),
@@ -1296,16 +1331,7 @@ pub(crate) async fn totp_confirm(
     let codes = recovery_codes(state.env());
     a.recovery = codes.iter().map(|c| hash_recovery_code(c.expose_secret())).collect();
     security_change(&state, &mut a, "two-factor authentication (TOTP on)");
-    let c = ctx(&state, p.actor(), &client.request_id);
-    state
-        .store()
-        .write_auth(
-            &c,
-            "account.totp_enabled",
-            &format!("account/{}", r.id),
-            vec![AuthWrite::update(&r, body(&a)?)],
-        )
-        .await?;
+    save(&state, &p, &client, "account.totp_enabled", &r, &a).await?;
     Ok(Json(RecoveryCodes {
         recovery_codes: codes.iter().map(|c| c.expose_secret().to_owned()).collect(),
     }))
@@ -1325,27 +1351,11 @@ pub(crate) async fn totp_disable(
     if !a.totp.as_ref().is_some_and(|t| t.enabled) {
         return Err(ApiError::bad_request("totp_not_enabled", "TOTP is off"));
     }
-    if second_factor(&state, &r.id, &mut a, Some(&b.code), None)?.is_none() {
-        failed(&state, &r, account_of(&r)?, &client).await?;
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_second_factor",
-            "wrong, expired or already used code",
-        ));
-    }
+    require_code(&state, &r, &mut a, &client, Some(&b.code), None).await?;
     a.totp = None;
     a.recovery.clear();
     security_change(&state, &mut a, "two-factor authentication (TOTP off)");
-    let c = ctx(&state, p.actor(), &client.request_id);
-    state
-        .store()
-        .write_auth(
-            &c,
-            "account.totp_disabled",
-            &format!("account/{}", r.id),
-            vec![AuthWrite::update(&r, body(&a)?)],
-        )
-        .await?;
+    save(&state, &p, &client, "account.totp_disabled", &r, &a).await?;
     Ok(Json(view(&state, &r.id, &a)?))
 }
 
@@ -1491,12 +1501,9 @@ pub(crate) async fn revoke_device(
 ) -> Result<StatusCode, ApiError> {
     let id = crate::api::path_id(id)?;
     let owner = account_id(&p)?.to_string();
-    let d = state
-        .store()
-        .auth_record("device", &id.to_string())
-        .await?
-        .filter(|r| r.owner == owner)
-        .ok_or_else(|| ApiError::not_found("device_not_found", "no such device"))?;
+    let d =
+        owned(&state, "device", &id.to_string(), &owner, ("device_not_found", "no such device"))
+            .await?;
     let mut writes = vec![AuthWrite::delete(&d)];
     for s in state.store().auth_records("session", &owner).await? {
         if parse::<Session>(&s)?.device_id == id {
@@ -1547,12 +1554,7 @@ pub(crate) async fn revoke_session(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let owner = account_id(&p)?.to_string();
-    let s = state
-        .store()
-        .auth_record("session", &id)
-        .await?
-        .filter(|r| r.owner == owner)
-        .ok_or_else(|| ApiError::not_found("session_not_found", "no such session"))?;
+    let s = owned(&state, "session", &id, &owner, ("session_not_found", "no such session")).await?;
     let c = ctx(&state, p.actor(), &client.request_id);
     state
         .store()
@@ -1684,14 +1686,14 @@ pub(crate) async fn remove_whitelist(
 ) -> Result<StatusCode, ApiError> {
     let id = crate::api::path_id(id)?;
     let owner = customer_of(&p)?.to_string();
-    let e = state
-        .store()
-        .auth_record("whitelist", &id.to_string())
-        .await?
-        .filter(|r| r.owner == owner)
-        .ok_or_else(|| {
-            ApiError::not_found("whitelist_entry_not_found", "no such whitelist entry")
-        })?;
+    let e = owned(
+        &state,
+        "whitelist",
+        &id.to_string(),
+        &owner,
+        ("whitelist_entry_not_found", "no such whitelist entry"),
+    )
+    .await?;
     let c = ctx(&state, p.actor(), &client.request_id);
     state
         .store()
@@ -1724,29 +1726,19 @@ pub(crate) async fn whitelist_mode(
         if !a.totp.as_ref().is_some_and(|t| t.enabled) {
             return Err(ApiError::forbidden("turning whitelist-only mode off needs two-factor authentication: turn TOTP on first"));
         }
-        if second_factor(&state, &r.id, &mut a, b.totp_code.as_deref(), b.recovery_code.as_deref())?
-            .is_none()
-        {
-            failed(&state, &r, account_of(&r)?, &client).await?;
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_second_factor",
-                "wrong, expired or already used code",
-            ));
-        }
+        require_code(
+            &state,
+            &r,
+            &mut a,
+            &client,
+            b.totp_code.as_deref(),
+            b.recovery_code.as_deref(),
+        )
+        .await?;
         a.whitelist_off_at_ms = Some(now.saturating_add(accounts(&state).rules.whitelist_delay_ms));
         security_change(&state, &mut a, "withdrawal whitelist mode");
     }
-    let c = ctx(&state, p.actor(), &client.request_id);
-    state
-        .store()
-        .write_auth(
-            &c,
-            "account.whitelist_mode",
-            &format!("account/{}", r.id),
-            vec![AuthWrite::update(&r, body(&a)?)],
-        )
-        .await?;
+    save(&state, &p, &client, "account.whitelist_mode", &r, &a).await?;
     Ok(Json(view(&state, &r.id, &a)?))
 }
 

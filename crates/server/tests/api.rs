@@ -767,6 +767,28 @@ async fn request_ids_metrics_and_logs() {
     s.stop().await;
 }
 
+/// A genesis of `members` (id, key seed, role), quorum 2, and its pin.
+fn gov_genesis(
+    members: &[(&str, u8, strongroom_governance::Role)],
+) -> (strongroom_governance::log::Genesis, String) {
+    let genesis = strongroom_governance::log::Genesis {
+        members: members
+            .iter()
+            .map(|(id, n, role)| strongroom_governance::log::MemberSpec {
+                id: (*id).into(),
+                public_key: hex::encode(gov_key(*n).verifying_key().to_bytes()),
+                roles: vec![*role],
+                passkey: None,
+            })
+            .collect(),
+        quorum: 2,
+        whitelist_delay_ms: 3_600_000,
+        created_at: Timestamp::from_unix_ms(1_000),
+    };
+    let pin = hex::encode(genesis.hash().unwrap());
+    (genesis, pin)
+}
+
 fn gov_key(n: u8) -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::from_bytes(&[n; 32])
 }
@@ -793,7 +815,6 @@ async fn sign_proposal(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn governance_changes_need_their_quorum_and_withdrawals_show_why_they_wait() {
-    use strongroom_governance::log::{Genesis, MemberSpec};
     use strongroom_governance::Role as G;
     let s = Server::start(None).await;
     let (st, v, _) = s.call("GET", "/v1/governance", Some(Role::Auditor), None, None).await;
@@ -807,25 +828,13 @@ async fn governance_changes_need_their_quorum_and_withdrawals_show_why_they_wait
         .await;
     assert_eq!((st, code(&v)), (StatusCode::CONFLICT, "governance_not_installed"));
 
-    let member = |id: &str, n: u8, role: G| MemberSpec {
-        id: id.into(),
-        public_key: hex::encode(gov_key(n).verifying_key().to_bytes()),
-        roles: vec![role],
-        passkey: None,
-    };
-    let genesis = Genesis {
-        members: vec![
-            member("ada", 1, G::Admin),
-            member("bob", 2, G::Admin),
-            member("cy", 3, G::Admin),
-            member("ann", 4, G::Approver),
-            member("sec", 5, G::SecurityOfficer),
-        ],
-        quorum: 2,
-        whitelist_delay_ms: 3_600_000,
-        created_at: Timestamp::from_unix_ms(1_000),
-    };
-    let pin = hex::encode(genesis.hash().unwrap());
+    let (genesis, pin) = gov_genesis(&[
+        ("ada", 1, G::Admin),
+        ("bob", 2, G::Admin),
+        ("cy", 3, G::Admin),
+        ("ann", 4, G::Approver),
+        ("sec", 5, G::SecurityOfficer),
+    ]);
     let (st, v) = s
         .post("/v1/governance/genesis", "g0", json!({"genesis": genesis, "pin": "00".repeat(32)}))
         .await;
@@ -1029,6 +1038,12 @@ fn base32_decode(s: &str) -> Vec<u8> {
 }
 
 impl Server {
+    async fn register(&self, email: &str, password: &str) -> Value {
+        let body = json!({"email": email, "password": password});
+        let (st, v, _) = self.call("POST", "/v1/auth/register", None, None, Some(body)).await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        v
+    }
     async fn login(&self, body: Value) -> (StatusCode, Value, reqwest::header::HeaderMap) {
         self.call("POST", "/v1/auth/login", None, None, Some(body)).await
     }
@@ -1230,15 +1245,7 @@ async fn a_customer_secures_their_account_and_withdrawals_wait_out_the_locks() {
     assert_eq!(st, StatusCode::UNAUTHORIZED, "the revoked device's session ended");
 
     // Another customer cannot reach Ann's devices, sessions or whitelist entries.
-    let (_, bob, _) = s
-        .call(
-            "POST",
-            "/v1/auth/register",
-            None,
-            None,
-            Some(json!({"email": "bob@example.com", "password": password})),
-        )
-        .await;
+    let bob = s.register("bob@example.com", password).await;
     let bob = bob["token"].as_str().unwrap().to_owned();
     let laptop_path = format!("/v1/me/devices/{laptop}");
     let (st, _, _) = s.session("DELETE", &laptop_path, &bob, None).await;
@@ -1387,16 +1394,7 @@ async fn a_customer_secures_their_account_and_withdrawals_wait_out_the_locks() {
 async fn brute_force_hits_the_account_and_ip_limits() {
     let s = Server::start(None).await;
     let password = "correct horse battery staple";
-    let (st, _, _) = s
-        .call(
-            "POST",
-            "/v1/auth/register",
-            None,
-            None,
-            Some(json!({"email": "cy@example.com", "password": password})),
-        )
-        .await;
-    assert_eq!(st, StatusCode::CREATED);
+    s.register("cy@example.com", password).await;
     for i in 0..5 {
         let (st, v, _) = s
             .login(json!({"email": "cy@example.com", "password": format!("guess number {i}")}))
@@ -1603,7 +1601,6 @@ async fn api_client_tokens_keep_to_their_scopes_addresses_and_signatures() {
 /// it against the log. Approving needs a 2FA sign-in and only counts as oneself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_staff_approver_approves_with_a_passkey_the_governance_log_holds() {
-    use strongroom_governance::log::{Genesis, MemberSpec};
     use strongroom_governance::Role as G;
     let s = Server::start(None).await;
     let env = TestEnv(std::time::Instant::now());
@@ -1633,23 +1630,8 @@ async fn a_staff_approver_approves_with_a_passkey_the_governance_log_holds() {
     .unwrap_err();
     assert!(err.contains("--member"), "{err}");
     // Governance: two admins, the approver ann; large withdrawals need one approver.
-    let member = |id: &str, n: u8, role: G| MemberSpec {
-        id: id.into(),
-        public_key: hex::encode(gov_key(n).verifying_key().to_bytes()),
-        roles: vec![role],
-        passkey: None,
-    };
-    let genesis = Genesis {
-        members: vec![
-            member("ada", 1, G::Admin),
-            member("bob", 2, G::Admin),
-            member("ann", 4, G::Approver),
-        ],
-        quorum: 2,
-        whitelist_delay_ms: 3_600_000,
-        created_at: Timestamp::from_unix_ms(1_000),
-    };
-    let pin = hex::encode(genesis.hash().unwrap());
+    let (genesis, pin) =
+        gov_genesis(&[("ada", 1, G::Admin), ("bob", 2, G::Admin), ("ann", 4, G::Approver)]);
     let (st, v) =
         s.post("/v1/governance/genesis", "sg", json!({"genesis": genesis, "pin": pin})).await;
     assert_eq!(st, StatusCode::OK, "{v}");
@@ -1788,15 +1770,7 @@ async fn a_staff_approver_approves_with_a_passkey_the_governance_log_holds() {
 async fn totp_guessing_locks_and_an_email_change_locks_withdrawals() {
     let s = Server::start(None).await;
     let password = "correct horse battery staple";
-    let (_, reg, _) = s
-        .call(
-            "POST",
-            "/v1/auth/register",
-            None,
-            None,
-            Some(json!({"email": "eve@example.com", "password": password})),
-        )
-        .await;
+    let reg = s.register("eve@example.com", password).await;
     let token = reg["token"].as_str().unwrap().to_owned();
     let customer = reg["customer_id"].as_str().unwrap().to_owned();
     let (_, setup, _) = s.session("POST", "/v1/me/totp", &token, None).await;
