@@ -19,8 +19,6 @@ use std::sync::Mutex;
 use axum::extract::{MatchedPath, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use strongroom_store::TokenRestrictions;
@@ -89,26 +87,18 @@ pub fn sign(
     format!("v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// Middleware: for a request that carries a signature, read its body (within the body limit)
-/// and keep its SHA-256 for the signature check.
-pub async fn digest_body(req: Request, next: Next) -> Response {
+/// For a request that carries a signature, read its body (within the body limit) and keep
+/// its SHA-256 for the signature check (called by the `observe` middleware).
+pub(crate) async fn digest_if_signed(req: Request) -> Result<Request, ApiError> {
     if !req.headers().contains_key(SIGNATURE) {
-        return next.run(req).await;
+        return Ok(req);
     }
     let (mut parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, crate::api::MAX_BODY_BYTES).await {
-        Ok(b) => b,
-        Err(_) => {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "body too large",
-            )
-            .into_response()
-        }
-    };
+    let bytes = axum::body::to_bytes(body, crate::api::MAX_BODY_BYTES).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "body too large")
+    })?;
     parts.extensions.insert(BodyDigest(Sha256::digest(&bytes).into()));
-    next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await
+    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
 }
 
 /// Whether `ip` is `rule` (an address) or inside it (a CIDR range).

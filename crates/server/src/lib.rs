@@ -227,7 +227,10 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
     let route =
         req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
     let span = tracing::info_span!("request", request_id = %rid, method = %method, route = %route, principal = tracing::field::Empty);
-    let mut resp = next.run(req).instrument(span.clone()).await;
+    let mut resp = match clients::digest_if_signed(req).await {
+        Ok(req) => next.run(req).instrument(span.clone()).await,
+        Err(e) => e.into_response(),
+    };
     let elapsed = state.0.env.monotonic().saturating_sub(start);
     let status = resp.status();
 
@@ -316,7 +319,6 @@ pub fn app(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(clients::digest_body))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state);
     (router, openapi)
