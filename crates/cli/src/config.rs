@@ -27,6 +27,42 @@ pub struct Config {
     pub assets: Vec<AssetSpec>,
     #[serde(default)]
     pub withdrawals: WithdrawalsConfig,
+    #[serde(default)]
+    pub accounts: AccountsConfig,
+}
+
+/// Customers' and staff's accounts (`[accounts]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountsConfig {
+    /// The console's origin (`https://…`): the WebAuthn relying party is its host. Default:
+    /// `https://localhost:<listen port>`.
+    pub public_url: Option<String>,
+    /// Seconds withdrawals stay locked after a security change (default 24 h).
+    pub withdrawal_lock_secs: Option<u64>,
+    /// Seconds before a new customer whitelist address is usable (default 24 h).
+    pub whitelist_delay_secs: Option<u64>,
+}
+
+impl AccountsConfig {
+    /// The rules these settings make, for a server listening on `port`.
+    pub fn rules(&self, port: u16) -> anyhow::Result<strongroom_server::accounts::AccountRules> {
+        let origin = self.public_url.clone().unwrap_or_else(|| format!("https://localhost:{port}"));
+        let host = reqwest::Url::parse(&origin)
+            .ok()
+            .filter(|u| u.scheme() == "https")
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .ok_or_else(|| anyhow::anyhow!("public URL {origin:?} is not an https URL"))?;
+        let ms = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let defaults = strongroom_server::accounts::AccountRules::default();
+        Ok(strongroom_server::accounts::AccountRules {
+            withdrawal_lock_ms: self.withdrawal_lock_secs.map_or(defaults.withdrawal_lock_ms, ms),
+            whitelist_delay_ms: self.whitelist_delay_secs.map_or(defaults.whitelist_delay_ms, ms),
+            rp_id: host,
+            rp_origin: origin,
+            ..defaults
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

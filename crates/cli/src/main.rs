@@ -377,20 +377,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 geo: risk_geo,
                 personal_data: None,
             };
-            let origin =
-                public_url.unwrap_or_else(|| format!("https://localhost:{}", listen.port()));
-            let host = reqwest::Url::parse(&origin)
-                .ok()
-                .and_then(|u| u.host_str().map(str::to_owned))
-                .ok_or_else(|| anyhow::anyhow!("--public-url {origin:?} is not an https URL"))?;
-            let secs = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
-            let accounts = strongroom_server::accounts::AccountRules {
-                withdrawal_lock_ms: secs(withdrawal_lock_secs),
-                whitelist_delay_ms: secs(whitelist_delay_secs),
-                rp_id: host,
-                rp_origin: origin,
-                ..Default::default()
-            };
+            let accounts = config::AccountsConfig {
+                public_url,
+                withdrawal_lock_secs: Some(withdrawal_lock_secs),
+                whitelist_delay_secs: Some(whitelist_delay_secs),
+            }
+            .rules(listen.port())?;
             dev(&data_dir, listen, signers, chain, governance.as_deref(), risk, accounts).await
         }
         Command::Governance { command } => governance::run(command).await,
@@ -569,6 +561,7 @@ async fn dev(
         max_db_connections: 8,
         assets: strongroom_units::chain::dev_specs(),
         withdrawals: Default::default(),
+        accounts: Default::default(),
     };
     let env = Arc::new(SystemEnv::new());
     let store = SqlStore::connect(
@@ -733,7 +726,15 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     .await
     .with_context(|| format!("connecting to {}", redact_url(&config.database_url)))?;
     store.migrate().await.context("migrating")?;
-    let started = start(&config, Arc::new(store), env).await?;
+    let started = start(&config, Arc::new(store), env.clone()).await?;
+    // Personal data and secrets at rest: STRONGROOM_PERSONAL_DATA_KEY, or DATA/personal-data.key
+    // (made there, mode 0600, on first start). Accounts and contacts need it.
+    let kek = personal_data_key(&config.data_dir, Some(env.as_ref()))?;
+    started.state.set_personal_data_key(Arc::new(kek));
+    started.state.set_accounts(
+        strongroom_server::accounts::Accounts::new(config.accounts.rules(config.listen.port())?)
+            .map_err(anyhow::Error::msg)?,
+    );
     tracing::info!(addr = %started.running.addr, database = %redact_url(&config.database_url), "serving HTTPS (TLS 1.3 only)");
     wait_for_signal(started.running).await;
     Ok(ExitCode::SUCCESS)
@@ -926,5 +927,15 @@ mod tests {
         let c = Config::load(Path::new(path)).unwrap();
         assert!(c.database_url.starts_with("postgres://"));
         AssetRegistry::from_specs(&c.assets).unwrap();
+        let rules = c.accounts.rules(c.listen.port()).unwrap();
+        assert_eq!(
+            (rules.rp_id.as_str(), rules.withdrawal_lock_ms),
+            ("custody.example.com", 86_400_000)
+        );
+        let plain = config::AccountsConfig {
+            public_url: Some("http://x.example".into()),
+            ..Default::default()
+        };
+        assert!(plain.rules(8443).is_err(), "WebAuthn needs an https origin");
     }
 }
