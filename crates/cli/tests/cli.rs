@@ -1550,20 +1550,7 @@ fn dev_customer_account_security_from_registration_to_a_locked_withdrawal() {
 
     // TOTP on, with the secret an authenticator app would scan.
     let (_, setup) = call(&dev, "POST", "/v1/me/totp", Some(&token), None);
-    let seed = {
-        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-        let (mut bits, mut acc, mut out) = (0u32, 0u32, Vec::new());
-        for c in setup["secret"].as_str().unwrap().bytes() {
-            acc = (acc << 5) | A.iter().position(|&x| x == c).unwrap() as u32;
-            bits += 5;
-            if bits >= 8 {
-                bits -= 8;
-                out.push((acc >> bits) as u8);
-                acc &= (1 << bits) - 1;
-            }
-        }
-        out
-    };
+    let seed = strongroom_crypto::totp::base32_decode(setup["secret"].as_str().unwrap()).unwrap();
     let code_at = |offset: u64| {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
         strongroom_crypto::totp::Totp::default().code(&seed, now.as_secs() + offset)

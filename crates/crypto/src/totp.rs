@@ -150,6 +150,24 @@ pub fn base32(data: &[u8]) -> String {
     out
 }
 
+/// Decode RFC 4648 base32 (padding, spaces and case ignored, as people type secrets);
+/// `None` for any other character.
+pub fn base32_decode(text: &str) -> Option<Vec<u8>> {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = Vec::new();
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for c in text.bytes().filter(|c| *c != b'=' && *c != b' ') {
+        let v = ALPHABET.iter().position(|a| *a == c.to_ascii_uppercase())?;
+        buffer = ((buffer << 5) | v as u32) & 0xFFFF;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,7 +236,13 @@ mod tests {
             ("foobar", "MZXW6YTBOI"),
         ] {
             assert_eq!(base32(plain.as_bytes()), want);
+            assert_eq!(base32_decode(want).unwrap(), plain.as_bytes());
+            assert_eq!(
+                base32_decode(&format!("{}==", want.to_lowercase())).unwrap(),
+                plain.as_bytes()
+            );
         }
+        assert_eq!(base32_decode("MZXW6!"), None);
         let uri = Totp::default().uri("Strongroom", "ana@example.com", b"12345678901234567890");
         assert_eq!(
             uri,

@@ -209,6 +209,36 @@ struct StoredPasskey {
     passkey: Passkey,
 }
 
+impl Account {
+    /// A new account: no second factor, no lock, no whitelist.
+    fn new(
+        id: Uuid,
+        email_sealed: String,
+        password_phc: String,
+        now_ms: i64,
+        role: Option<String>,
+        member: Option<String>,
+    ) -> Account {
+        Account {
+            customer_id: id,
+            email: email_sealed,
+            password: password_phc,
+            totp: None,
+            recovery: Vec::new(),
+            failures: 0,
+            locked_until_ms: 0,
+            security_changed_at_ms: 0,
+            security_change: None,
+            whitelist_only: false,
+            whitelist_off_at_ms: None,
+            passkeys: Vec::new(),
+            created_at_ms: now_ms,
+            role,
+            member,
+        }
+    }
+}
+
 /// `session/<token id>`.
 #[derive(Clone, Serialize, Deserialize)]
 struct Session {
@@ -378,20 +408,8 @@ pub struct Body<T>(pub T);
 impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
     async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
-        if let Some(ct) = req.headers().get(axum::http::header::CONTENT_TYPE) {
-            if !ct.to_str().unwrap_or_default().starts_with("application/json") {
-                return Err(ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
-                    "send Content-Type: application/json",
-                ));
-            }
-        }
-        let bytes = axum::body::to_bytes(req.into_body(), crate::api::MAX_BODY_BYTES)
-            .await
-            .map_err(|_| {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "body too large")
-            })?;
+        crate::api::require_json(req.headers())?;
+        let bytes = crate::api::body_bytes(req.into_body()).await?;
         let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
         serde_json::from_slice(bytes)
             .map(Body)
@@ -719,8 +737,7 @@ async fn open_session(
         role: a.role.clone(),
     };
     writes.push(AuthWrite::create("session", &t.id, &owner, body(&s)?));
-    let c = ctx(state, format!("account:{owner}"), &client.request_id);
-    state.store().write_auth(&c, "account.login", &format!("account/{owner}"), writes).await?;
+    commit(state, format!("account:{owner}"), client, "account.login", &owner, writes).await?;
     if known.is_none() && !registering {
         notify(
             state,
@@ -811,16 +828,15 @@ async fn failed(
             ),
         );
     }
-    let c = ctx(state, format!("account:{}", record.id), &client.request_id);
-    state
-        .store()
-        .write_auth(
-            &c,
-            "account.login_failed",
-            &format!("account/{}", record.id),
-            vec![AuthWrite::update(record, body(&a)?)],
-        )
-        .await?;
+    commit(
+        state,
+        format!("account:{}", record.id),
+        client,
+        "account.login_failed",
+        &record.id,
+        vec![AuthWrite::update(record, body(&a)?)],
+    )
+    .await?;
     Ok(())
 }
 
@@ -892,6 +908,19 @@ async fn require_code(
     Ok(())
 }
 
+/// `writes` as one audited write on `account` (`actor` is who asked).
+async fn commit(
+    state: &AppState,
+    actor: String,
+    client: &Client,
+    action: &str,
+    account: &str,
+    writes: Vec<AuthWrite>,
+) -> Result<Vec<AuthRecord>, ApiError> {
+    let c = ctx(state, actor, &client.request_id);
+    Ok(state.store().write_auth(&c, action, &format!("account/{account}"), writes).await?)
+}
+
 /// The account's update as one audited write.
 async fn save(
     state: &AppState,
@@ -901,9 +930,7 @@ async fn save(
     r: &AuthRecord,
     a: &Account,
 ) -> Result<(), ApiError> {
-    let c = ctx(state, p.actor(), &client.request_id);
-    let subject = format!("account/{}", r.id);
-    state.store().write_auth(&c, action, &subject, vec![AuthWrite::update(r, body(a)?)]).await?;
+    commit(state, p.actor(), client, action, &r.id, vec![AuthWrite::update(r, body(a)?)]).await?;
     Ok(())
 }
 
@@ -950,23 +977,14 @@ pub(crate) async fn register(
         .store()
         .create_customer(&c, None, NewCustomer { id, external_id: format!("self-registered:{id}") })
         .await?;
-    let a = Account {
-        customer_id: id,
-        email: seal_hex(&state, email.as_bytes(), &format!("account/{id}/email"))?,
+    let a = Account::new(
+        id,
+        seal_hex(&state, email.as_bytes(), &format!("account/{id}/email"))?,
         password,
-        totp: None,
-        recovery: Vec::new(),
-        failures: 0,
-        locked_until_ms: 0,
-        security_changed_at_ms: 0,
-        security_change: None,
-        whitelist_only: false,
-        whitelist_off_at_ms: None,
-        passkeys: Vec::new(),
-        created_at_ms: env.now().unix_ms(),
-        role: None,
-        member: None,
-    };
+        env.now().unix_ms(),
+        None,
+        None,
+    );
     let write = AuthWrite::create("account", &id.to_string(), &id.to_string(), body(&a)?)
         .with_lookup(index);
     let made = state
@@ -1136,16 +1154,15 @@ pub(crate) async fn passkey_login(
     let cred: PublicKeyCredential = serde_json::from_value(b.credential)
         .map_err(|e| ApiError::bad_request("invalid_credential", e.to_string()))?;
     // The ceremony is used up whatever the outcome.
-    let c = ctx(&state, format!("account:{}", record.id), &client.request_id);
-    state
-        .store()
-        .write_auth(
-            &c,
-            "account.webauthn_used",
-            &format!("account/{}", record.id),
-            vec![AuthWrite::delete(&cer_rec)],
-        )
-        .await?;
+    commit(
+        &state,
+        format!("account:{}", record.id),
+        &client,
+        "account.webauthn_used",
+        &record.id,
+        vec![AuthWrite::delete(&cer_rec)],
+    )
+    .await?;
     let result = match accounts(&state).webauthn.finish_passkey_authentication(&cred, &st) {
         Ok(r) => r,
         Err(e) => {
@@ -1170,15 +1187,7 @@ pub(crate) async fn logout(
 ) -> Result<Response, ApiError> {
     account_id(&p)?;
     if let Some(r) = state.store().auth_record("session", &p.token_id).await? {
-        let c = ctx(&state, p.actor(), &client.request_id);
-        state
-            .store()
-            .write_auth(
-                &c,
-                "account.logout",
-                &format!("account/{}", r.owner),
-                vec![AuthWrite::delete(&r)],
-            )
+        commit(&state, p.actor(), &client, "account.logout", &r.owner, vec![AuthWrite::delete(&r)])
             .await?;
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
@@ -1256,11 +1265,7 @@ pub(crate) async fn change_password(
             writes.push(AuthWrite::delete(&s));
         }
     }
-    let c = ctx(&state, p.actor(), &client.request_id);
-    state
-        .store()
-        .write_auth(&c, "account.password_changed", &format!("account/{}", r.id), writes)
-        .await?;
+    commit(&state, p.actor(), &client, "account.password_changed", &r.id, writes).await?;
     Ok(Json(view(&state, &r.id, &a)?))
 }
 
@@ -1510,11 +1515,7 @@ pub(crate) async fn revoke_device(
             writes.push(AuthWrite::delete(&s));
         }
     }
-    let c = ctx(&state, p.actor(), &client.request_id);
-    state
-        .store()
-        .write_auth(&c, "account.device_revoked", &format!("account/{owner}"), writes)
-        .await?;
+    commit(&state, p.actor(), &client, "account.device_revoked", &owner, writes).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1555,16 +1556,15 @@ pub(crate) async fn revoke_session(
 ) -> Result<StatusCode, ApiError> {
     let owner = account_id(&p)?.to_string();
     let s = owned(&state, "session", &id, &owner, ("session_not_found", "no such session")).await?;
-    let c = ctx(&state, p.actor(), &client.request_id);
-    state
-        .store()
-        .write_auth(
-            &c,
-            "account.session_revoked",
-            &format!("account/{owner}"),
-            vec![AuthWrite::delete(&s)],
-        )
-        .await?;
+    commit(
+        &state,
+        p.actor(),
+        &client,
+        "account.session_revoked",
+        &owner,
+        vec![AuthWrite::delete(&s)],
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1658,19 +1658,18 @@ pub(crate) async fn add_whitelist(
         usable_at_ms: now.saturating_add(accounts(&state).rules.whitelist_delay_ms),
     };
     security_change(&state, &mut a, "withdrawal whitelist");
-    let c = ctx(&state, p.actor(), &client.request_id);
-    let made = state
-        .store()
-        .write_auth(
-            &c,
-            "account.whitelist_added",
-            &format!("account/{}", r.id),
-            vec![
-                AuthWrite::create("whitelist", &id.to_string(), &r.id, body(&e)?),
-                AuthWrite::update(&r, body(&a)?),
-            ],
-        )
-        .await?;
+    let made = commit(
+        &state,
+        p.actor(),
+        &client,
+        "account.whitelist_added",
+        &r.id,
+        vec![
+            AuthWrite::create("whitelist", &id.to_string(), &r.id, body(&e)?),
+            AuthWrite::update(&r, body(&a)?),
+        ],
+    )
+    .await?;
     let rec = made.first().ok_or_else(|| ApiError::internal("no record"))?;
     Ok((StatusCode::CREATED, Json(entry_view(rec, now)?)))
 }
@@ -1694,16 +1693,15 @@ pub(crate) async fn remove_whitelist(
         ("whitelist_entry_not_found", "no such whitelist entry"),
     )
     .await?;
-    let c = ctx(&state, p.actor(), &client.request_id);
-    state
-        .store()
-        .write_auth(
-            &c,
-            "account.whitelist_removed",
-            &format!("account/{owner}"),
-            vec![AuthWrite::delete(&e)],
-        )
-        .await?;
+    commit(
+        &state,
+        p.actor(),
+        &client,
+        "account.whitelist_removed",
+        &owner,
+        vec![AuthWrite::delete(&e)],
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1919,26 +1917,17 @@ pub async fn create_staff(
         return Err("an approver needs --member: the governance member they approve as".into());
     }
     let id = new_id(env);
-    let a = Account {
-        customer_id: id,
-        email: hex::encode(
+    let a = Account::new(
+        id,
+        hex::encode(
             seal(kek, email.as_bytes(), format!("account/{id}/email").as_bytes(), env)
                 .map_err(|e| e.to_string())?,
         ),
-        password: hash_password(password, env).map_err(|e| e.to_string())?,
-        totp: None,
-        recovery: Vec::new(),
-        failures: 0,
-        locked_until_ms: 0,
-        security_changed_at_ms: 0,
-        security_change: None,
-        whitelist_only: false,
-        whitelist_off_at_ms: None,
-        passkeys: Vec::new(),
-        created_at_ms: env.now().unix_ms(),
-        role: Some(role.as_str().into()),
+        hash_password(password, env).map_err(|e| e.to_string())?,
+        env.now().unix_ms(),
+        Some(role.as_str().into()),
         member,
-    };
+    );
     let ctx = WriteCtx { actor: "cli:staff".into(), now: env.now(), request_id: None };
     let body = serde_json::to_value(&a).map_err(|e| e.to_string())?;
     let write = AuthWrite::create("account", &id.to_string(), &id.to_string(), body)

@@ -369,6 +369,31 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(t)| t).map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }
 
+/// Refuse a body that says it is not JSON (one without a content type is read as JSON).
+pub(crate) fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    match headers.get(axum::http::header::CONTENT_TYPE) {
+        Some(ct) if !ct.to_str().unwrap_or_default().starts_with("application/json") => {
+            Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send Content-Type: application/json",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A request's body, within [`MAX_BODY_BYTES`].
+pub(crate) async fn body_bytes(body: axum::body::Body) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("bodies are limited to {MAX_BODY_BYTES} bytes"),
+        )
+    })
+}
+
 /// A request body that changes state, and the roles that may send it. Checked before the
 /// body is parsed, so a caller without the role learns nothing about the body's shape.
 pub trait WriteBody: DeserializeOwned + Send {
@@ -419,15 +444,7 @@ impl<T: WriteBody> FromRequest<AppState> for Write<T> {
         }
         let RequestId(rid) = RequestId::from_request_parts(&mut parts, state).await?;
         let headers = &parts.headers;
-        if let Some(ct) = headers.get(axum::http::header::CONTENT_TYPE) {
-            if !ct.to_str().unwrap_or_default().starts_with("application/json") {
-                return Err(ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
-                    "send Content-Type: application/json",
-                ));
-            }
-        }
+        require_json(headers)?;
         let key = headers
             .get("idempotency-key")
             .ok_or_else(|| ApiError::bad_request("idempotency_key_required", "every POST needs an Idempotency-Key header"))?
@@ -436,13 +453,7 @@ impl<T: WriteBody> FromRequest<AppState> for Write<T> {
             .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic()))
             .ok_or_else(|| ApiError::bad_request("idempotency_key_invalid", format!("Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters")))?
             .to_owned();
-        let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("bodies are limited to {MAX_BODY_BYTES} bytes"),
-            )
-        })?;
+        let bytes = body_bytes(body).await?;
         let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
         let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
             ApiError::bad_request("malformed_json", format!("body is not valid JSON: {e}"))

@@ -60,15 +60,27 @@ impl Nonces {
     }
 }
 
-/// The string a client signs.
-pub fn signing_input(
+/// The `X-Strongroom-Signature` value for a request whose body hashes to `body_sha256`:
+/// `v1=` and the hex HMAC-SHA256 of
+/// `"v1\nMETHOD\nPATH?QUERY\nTIMESTAMP\nNONCE\nhex(body_sha256)"`.
+fn signature(
+    key: &[u8],
     method: &str,
     path_and_query: &str,
     timestamp: &str,
     nonce: &str,
     body_sha256: &[u8; 32],
 ) -> String {
-    format!("v1\n{method}\n{path_and_query}\n{timestamp}\n{nonce}\n{}", hex::encode(body_sha256))
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(
+        format!(
+            "v1\n{method}\n{path_and_query}\n{timestamp}\n{nonce}\n{}",
+            hex::encode(body_sha256)
+        )
+        .as_bytes(),
+    );
+    format!("v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// The `X-Strongroom-Signature` value for a request (for clients and tests).
@@ -80,11 +92,7 @@ pub fn sign(
     nonce: &str,
     body: &[u8],
 ) -> String {
-    let digest: [u8; 32] = Sha256::digest(body).into();
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-    mac.update(signing_input(method, path_and_query, timestamp, nonce, &digest).as_bytes());
-    format!("v1={}", hex::encode(mac.finalize().into_bytes()))
+    signature(key, method, path_and_query, timestamp, nonce, &Sha256::digest(body).into())
 }
 
 /// For a request that carries a signature, read its body (within the body limit) and keep
@@ -94,9 +102,7 @@ pub(crate) async fn digest_if_signed(req: Request) -> Result<Request, ApiError> 
         return Ok(req);
     }
     let (mut parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, crate::api::MAX_BODY_BYTES).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "body too large")
-    })?;
+    let bytes = crate::api::body_bytes(body).await?;
     parts.extensions.insert(BodyDigest(Sha256::digest(&bytes).into()));
     Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
 }
@@ -213,10 +219,7 @@ fn verify_signature(
     )
     .map_err(|e| ApiError::internal(e.to_string()))?;
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let mut mac =
-        <Hmac<Sha256> as Mac>::new_from_slice(&key).map_err(|_| ApiError::internal("hmac key"))?;
-    mac.update(signing_input(parts.method.as_str(), path, ts, nonce, digest).as_bytes());
-    let expected = format!("v1={}", hex::encode(mac.finalize().into_bytes()));
+    let expected = signature(&key, parts.method.as_str(), path, ts, nonce, digest);
     if !bool::from(expected.as_bytes().ct_eq(sig.as_bytes())) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,

@@ -1022,19 +1022,7 @@ fn totp_now(secret_b32: &str, offset_s: i64) -> String {
 }
 
 fn base32_decode(s: &str) -> Vec<u8> {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let (mut bits, mut acc, mut out) = (0u32, 0u32, Vec::new());
-    for c in s.bytes() {
-        let v = A.iter().position(|&x| x == c).unwrap() as u32;
-        acc = (acc << 5) | v;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
+    strongroom_crypto::totp::base32_decode(s).unwrap()
 }
 
 impl Server {
