@@ -5,6 +5,7 @@
 //! to find in review. Randomness comes from the caller's [`Env`].
 #![forbid(unsafe_code)]
 
+pub mod passphrase;
 pub mod password;
 pub mod seal;
 pub mod totp;

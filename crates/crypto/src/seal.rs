@@ -19,7 +19,7 @@ use strongroom_core::Env;
 use zeroize::Zeroizing;
 
 pub const SEAL_VERSION: u8 = 1;
-const NONCE_LEN: usize = 12;
+pub const NONCE_LEN: usize = 12;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -295,6 +295,34 @@ pub fn replay(
     Ok(state)
 }
 
+/// A signer's copy of the log, offered `offered` (the whole log, as a request or a signing
+/// bundle carries it): the entries it has must be identical, the rest must extend it so
+/// that everything replays. Returns the new entries (to store) and the state in force, or
+/// `None` when nothing is new (the signer's own state stands, with no replay). A
+/// shorter log changes nothing: what a signer once accepted (a freeze, a stricter policy)
+/// cannot be rolled back by showing it less.
+pub fn extend(
+    genesis: &Genesis,
+    pinned: &str,
+    have: &[Entry],
+    offered: &[Entry],
+    now: Timestamp,
+) -> Result<Option<(Vec<Entry>, State)>, String> {
+    for (i, e) in offered.iter().enumerate().take(have.len()) {
+        if have.get(i) != Some(e) {
+            return Err(format!("governance entry {} differs from this signer's copy", e.seq));
+        }
+    }
+    let new: Vec<Entry> = offered.iter().skip(have.len()).cloned().collect();
+    if new.is_empty() {
+        return Ok(None);
+    }
+    let all: Vec<Entry> = have.iter().chain(new.iter()).cloned().collect();
+    let state =
+        replay(genesis, pinned, &all, now).map_err(|e| format!("governance log refused: {e}"))?;
+    Ok(Some((new, state)))
+}
+
 fn check_quorum(state: &State, seq: u64) -> Result<(), GovError> {
     let admins = state.members.values().filter(|m| m.has(Role::Admin)).count();
     if state.quorum == 0 || usize::from(state.quorum) > admins {

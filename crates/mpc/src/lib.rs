@@ -17,7 +17,6 @@ pub mod ecdsa;
 pub mod frost;
 
 use sha2::{Digest, Sha256};
-use strongroom_core::Env;
 
 /// The id of one protocol run, derived from what it is for.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -78,33 +77,5 @@ pub enum MpcError {
     Finished,
 }
 
-/// `rand_core` 0.6 randomness drawn from an [`Env`].
-pub struct EnvRng<'a>(pub &'a dyn Env);
-
-impl std::fmt::Debug for EnvRng<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("EnvRng")
-    }
-}
-
-impl rand_core::RngCore for EnvRng<'_> {
-    fn next_u32(&mut self) -> u32 {
-        let mut b = [0u8; 4];
-        self.0.fill_random(&mut b);
-        u32::from_le_bytes(b)
-    }
-    fn next_u64(&mut self) -> u64 {
-        let mut b = [0u8; 8];
-        self.0.fill_random(&mut b);
-        u64::from_le_bytes(b)
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        self.0.fill_random(dest);
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
-        self.0.fill_random(dest);
-        Ok(())
-    }
-}
-
-impl rand_core::CryptoRng for EnvRng<'_> {}
+/// `rand_core` 0.6 randomness drawn from an [`Env`] (defined in `core`).
+pub use strongroom_core::env::EnvRng;

@@ -96,23 +96,19 @@ impl NodeGovernance {
     /// the node once accepted (a freeze, a stricter policy) cannot be rolled back.
     pub fn extend(&self, offered: &[Entry], now: Timestamp) -> Result<(), String> {
         let mut inner = self.lock()?;
-        let have = inner.entries.len();
-        for (i, e) in offered.iter().enumerate().take(have) {
-            if inner.entries.get(i) != Some(e) {
-                return Err(format!("governance entry {} differs from this node's copy", e.seq));
-            }
-        }
-        let new: Vec<Entry> = offered.iter().skip(have).cloned().collect();
-        if new.is_empty() {
+        let Some((new, state)) = strongroom_governance::log::extend(
+            &self.genesis,
+            &self.pin,
+            &inner.entries,
+            offered,
+            now,
+        )?
+        else {
             return Ok(());
-        }
-        let mut all = inner.entries.clone();
-        all.extend(new.iter().cloned());
-        let state = replay(&self.genesis, &self.pin, &all, now)
-            .map_err(|e| format!("governance log refused: {e}"))?;
+        };
         append_lines(&self.log_path, &new)
             .map_err(|e| format!("cannot store the governance log: {e}"))?;
-        inner.entries = all;
+        inner.entries.extend(new);
         inner.state = state;
         Ok(())
     }

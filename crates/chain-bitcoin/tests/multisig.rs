@@ -1,0 +1,303 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+//! A 2-of-3 P2WSH cold wallet end to end in one process: keys, descriptor, a funded
+//! watch-only wallet, a PSBT for an intent, the decoder's refusals, two signatures, and
+//! Bitcoin Core's consensus check on the result. Plus the BIP-32 and BIP-174 vectors.
+
+use std::str::FromStr;
+
+use bitcoin::absolute::LockTime;
+use bitcoin::bip32::{DerivationPath, Xpriv, Xpub};
+use bitcoin::secp256k1::Secp256k1;
+use bitcoin::transaction::Version;
+use bitcoin::{
+    Amount, Network, OutPoint, Psbt, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness,
+};
+use strongroom_chain_bitcoin::keys::ColdSecret;
+use strongroom_chain_bitcoin::psbt::{combine, decode, finalize, verify};
+use strongroom_chain_bitcoin::wallet::ColdWallet;
+use strongroom_chain_bitcoin::{BtcError, Keychain, Multisig};
+use strongroom_core::env::FixedEnv;
+use strongroom_core::{Intent, IntentAsset, Timestamp, WalletId};
+use strongroom_units::chain::BITCOIN_REGTEST;
+use strongroom_units::{Address, AssetSymbol, ChainId};
+
+const NET: Network = Network::Regtest;
+// A regtest address of nobody in this test (BIP-173's P2WPKH example key on regtest).
+const DEST: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+
+fn env(seed: u64) -> FixedEnv {
+    FixedEnv::new(Timestamp::from_unix_ms(1_800_000_000_000), seed)
+}
+
+fn intent(to: &str, sat: u128, fee_cap: u128) -> Intent {
+    let chain = ChainId::parse(BITCOIN_REGTEST).unwrap();
+    Intent {
+        destination: Address::parse(&chain, to).unwrap(),
+        asset: IntentAsset {
+            symbol: AssetSymbol::parse("BTC").unwrap(),
+            decimals: 8,
+            contract: None,
+        },
+        chain,
+        source_wallet: WalletId::parse("cold-btc-1").unwrap(),
+        amount: strongroom_units::Amount::from_base_units(sat).unwrap(),
+        fee_cap: strongroom_units::Amount::from_base_units(fee_cap).unwrap(),
+        expires_at: Timestamp::from_unix_ms(1_800_086_400_000),
+        request_id: uuid::Uuid::from_u128(7),
+    }
+}
+
+/// A transaction from outside paying `sat` to `to` (its own input is never checked).
+fn funding(to: &bitcoin::Address, sat: u64, n: u8) -> Transaction {
+    Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint {
+                txid: bitcoin::Txid::from_str(&format!("{n:02x}").repeat(32)).unwrap(),
+                vout: 0,
+            },
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut { value: Amount::from_sat(sat), script_pubkey: to.script_pubkey() }],
+    }
+}
+
+struct Setup {
+    secrets: Vec<ColdSecret>,
+    multisig: Multisig,
+    wallet: ColdWallet,
+}
+
+fn setup() -> Setup {
+    let secrets: Vec<ColdSecret> = (1..=3).map(|i| ColdSecret::generate(&env(i))).collect();
+    let keys: Vec<String> = secrets.iter().map(|s| s.account_key(NET).unwrap()).collect();
+    let multisig = Multisig::new(2, &keys, NET).unwrap();
+    let mut wallet = ColdWallet::new(&multisig).unwrap();
+    let a = wallet.next_address();
+    let b = wallet.next_address();
+    wallet.add_transaction(funding(&a, 150_000_000, 1), 1);
+    wallet.add_transaction(funding(&b, 30_000_000, 2), 2);
+    Setup { secrets, multisig, wallet }
+}
+
+#[test]
+fn two_of_three_signatures_make_a_transaction_bitcoin_core_accepts() {
+    let mut s = setup();
+    assert_eq!(s.wallet.balance_sat(), 180_000_000);
+    let i = intent(DEST, 160_000_000, 20_000);
+    let (psbt, decoded) = s.wallet.prepare(&i, 5, &env(9)).unwrap();
+    assert_eq!(decoded.amount_sat, 160_000_000);
+    assert_eq!(decoded.inputs.len(), 2, "coin selection needs both coins");
+    assert_eq!(decoded.change.len(), 1);
+    let total_in: u64 = decoded.inputs.iter().map(|(_, v)| v).sum();
+    assert_eq!(total_in, 160_000_000 + decoded.change[0].2 + decoded.fee_sat);
+    assert!(decoded.fee_sat > 0 && decoded.fee_sat <= 20_000);
+    let words = decoded.describe("BTC");
+    assert!(words.contains("1.60000000 BTC") && words.contains(DEST), "{words}");
+
+    // One signature is not enough to finalize.
+    let mut one = psbt.clone();
+    assert_eq!(s.secrets[0].sign(&mut one, NET).unwrap(), 2);
+    assert!(matches!(finalize(one.clone()), Err(BtcError::Finalize(_))));
+
+    let mut two = psbt.clone();
+    assert_eq!(s.secrets[2].sign(&mut two, NET).unwrap(), 2);
+    let tx = finalize(combine(psbt.clone(), vec![one, two]).unwrap()).unwrap();
+    assert_eq!(tx.output.iter().map(|o| o.value.to_sat()).sum::<u64>(), total_in - decoded.fee_sat);
+
+    // The consensus check is real: the same signatures on a changed transaction fail it.
+    let spent: std::collections::BTreeMap<OutPoint, TxOut> = psbt
+        .unsigned_tx
+        .input
+        .iter()
+        .zip(&psbt.inputs)
+        .map(|(i, p)| (i.previous_output, p.witness_utxo.clone().unwrap()))
+        .collect();
+    verify(&tx, &spent).unwrap();
+    let mut forged = tx.clone();
+    let pay = forged.output.iter_mut().find(|o| o.value.to_sat() == 160_000_000).unwrap();
+    pay.value = Amount::from_sat(160_000_001);
+    assert!(matches!(verify(&forged, &spent), Err(BtcError::Consensus(_))));
+    // A key outside the wallet signs nothing.
+    let stranger = ColdSecret::generate(&env(77));
+    let mut p = psbt;
+    assert!(matches!(stranger.sign(&mut p, NET), Err(BtcError::Sign(_))));
+}
+
+#[test]
+fn the_decoder_refuses_what_the_intent_does_not_name() {
+    let mut s = setup();
+    let i = intent(DEST, 50_000_000, 20_000);
+    let (psbt, _) = s.wallet.prepare(&i, 5, &env(9)).unwrap();
+    let refused = |p: &Psbt, i: &Intent| match decode(p, i, &s.multisig) {
+        Err(BtcError::Refused(why)) => why,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+
+    // An extra output to an attacker, paid out of the change.
+    let mut extra = psbt.clone();
+    let other_keys: Vec<String> =
+        (4..=6).map(|n| ColdSecret::generate(&env(n)).account_key(NET).unwrap()).collect();
+    let other_wallet = Multisig::new(2, &other_keys, NET).unwrap();
+    let attacker = other_wallet.address(Keychain::Receive, 0).unwrap();
+    let change =
+        extra.unsigned_tx.output.iter_mut().find(|o| o.value.to_sat() != 50_000_000).unwrap();
+    change.value = Amount::from_sat(change.value.to_sat() - 1_000_000);
+    extra.unsigned_tx.output.push(TxOut {
+        value: Amount::from_sat(1_000_000),
+        script_pubkey: attacker.script_pubkey(),
+    });
+    extra.outputs.push(Default::default());
+    assert!(refused(&extra, &i).contains("which the intent does not name"));
+
+    // Change redirected: the output keeps the PSBT's derivation claims, but the script is
+    // the attacker's; the signer derives the script itself.
+    let mut redirected = psbt.clone();
+    let n =
+        redirected.unsigned_tx.output.iter().position(|o| o.value.to_sat() != 50_000_000).unwrap();
+    redirected.unsigned_tx.output[n].script_pubkey = attacker.script_pubkey();
+    assert!(refused(&redirected, &i).contains("does not name"));
+
+    // Change to the wallet's *receive* keychain is not change.
+    let mut receive = psbt.clone();
+    let (spk, _) = s.multisig.scripts(Keychain::Receive, 5).unwrap();
+    receive.unsigned_tx.output[n].script_pubkey = spk;
+    assert!(refused(&receive, &i).contains("does not name"));
+
+    // Another amount, another destination.
+    assert!(refused(&psbt, &intent(DEST, 50_000_001, 20_000)).contains("does not name"));
+    let other = other_wallet.address(Keychain::Receive, 1).unwrap().to_string();
+    let other = other.as_str();
+    assert!(refused(&psbt, &intent(other, 50_000_000, 20_000)).contains("does not name"));
+
+    // A fee above the intent's cap.
+    assert!(refused(&psbt, &intent(DEST, 50_000_000, 10)).contains("above the intent's cap"));
+
+    // An input without its previous transaction (the segwit v0 fee attack).
+    let mut bare = psbt.clone();
+    bare.inputs[0].non_witness_utxo = None;
+    assert!(refused(&bare, &i).contains("previous transaction"));
+
+    // An input whose witness UTXO lies about the amount.
+    let mut lie = psbt.clone();
+    let mut u = lie.inputs[0].witness_utxo.clone().unwrap();
+    u.value = Amount::from_sat(u.value.to_sat() + 10_000_000);
+    lie.inputs[0].witness_utxo = Some(u);
+    assert!(refused(&lie, &i).contains("differs"));
+
+    // SIGHASH_NONE would let anyone rewrite the outputs.
+    let mut none = psbt.clone();
+    none.inputs[0].sighash_type =
+        Some(bitcoin::psbt::PsbtSighashType::from(bitcoin::sighash::EcdsaSighashType::None));
+    assert!(refused(&none, &i).contains("only ALL"));
+
+    // The same PSBT decoded against another wallet (a signer with another descriptor).
+    assert!(
+        matches!(decode(&psbt, &i, &other_wallet), Err(BtcError::Refused(w)) if w.contains("not a coin of this wallet"))
+    );
+
+    // The untouched PSBT decodes.
+    let d = decode(&psbt, &i, &s.multisig).unwrap();
+    assert_eq!(d.destination, DEST);
+}
+
+#[test]
+fn descriptors_round_trip_and_bad_key_sets_are_refused() {
+    let s = setup();
+    let text = s.multisig.descriptor();
+    assert!(
+        text.starts_with("wsh(sortedmulti(2,[")
+            && text.replace('\'', "h").contains("/48h/1h/0h/2h]tpub")
+            && text.contains("/<0;1>/*"),
+        "{text}"
+    );
+    assert!(text.contains('#'), "the descriptor carries its checksum: {text}");
+    let back = Multisig::from_descriptor(&text, NET).unwrap();
+    assert_eq!(back, s.multisig);
+    // A flipped checksum character is refused.
+    let mut bad = text.clone();
+    let last = bad.pop().unwrap();
+    bad.push(if last == 'q' { 'p' } else { 'q' });
+    assert!(Multisig::from_descriptor(&bad, NET).is_err());
+    let keys = s.multisig.keys().to_vec();
+    assert!(Multisig::new(4, &keys, NET).is_err(), "4 of 3");
+    assert!(Multisig::new(0, &keys, NET).is_err(), "0 of 3");
+    let twice = vec![keys[0].clone(), keys[0].clone(), keys[1].clone()];
+    assert!(Multisig::new(2, &twice, NET).is_err(), "a key twice");
+    let bare: String = keys[0].split(']').nth(1).unwrap().to_owned();
+    assert!(Multisig::new(2, &[bare, keys[1].clone(), keys[2].clone()], NET).is_err(), "no origin");
+    assert!(Multisig::new(2, &keys, Network::Bitcoin).is_err(), "test keys on mainnet");
+    // Receive and change addresses differ and are native segwit v0 script hashes.
+    let r = s.multisig.address(Keychain::Receive, 0).unwrap().to_string();
+    let c = s.multisig.address(Keychain::Change, 0).unwrap().to_string();
+    assert!(r.starts_with("bcrt1q") && r.len() == 64 && r != c);
+}
+
+#[derive(serde::Deserialize)]
+struct Bip32Doc {
+    vectors: Vec<Bip32Vector>,
+}
+#[derive(serde::Deserialize)]
+struct Bip32Vector {
+    seed: String,
+    derivations: Vec<Bip32Step>,
+}
+#[derive(serde::Deserialize)]
+struct Bip32Step {
+    path: String,
+    xprv: String,
+    xpub: String,
+}
+
+#[test]
+fn bip32_test_vectors() {
+    let doc: Bip32Doc = serde_json::from_str(include_str!("vectors/bip32.json")).unwrap();
+    let secp = Secp256k1::new();
+    let mut n = 0;
+    for v in doc.vectors {
+        let master =
+            Xpriv::new_master(bitcoin::NetworkKind::Main, &hex::decode(&v.seed).unwrap()).unwrap();
+        for step in v.derivations {
+            let path = DerivationPath::from_str(&step.path).unwrap();
+            let sk = master.derive_priv(&secp, &path).unwrap();
+            assert_eq!(sk.to_string(), step.xprv, "{}", step.path);
+            assert_eq!(Xpub::from_priv(&secp, &sk).to_string(), step.xpub, "{}", step.path);
+            n += 1;
+        }
+    }
+    assert_eq!(n, 14);
+}
+
+#[derive(serde::Deserialize)]
+struct Bip174Doc {
+    invalid: Vec<Bip174Vector>,
+    valid: Vec<Bip174Vector>,
+}
+#[derive(serde::Deserialize)]
+struct Bip174Vector {
+    name: String,
+    hex: String,
+    #[serde(default)]
+    error: String,
+}
+
+#[test]
+fn bip174_test_vectors() {
+    let doc: Bip174Doc = serde_json::from_str(include_str!("vectors/bip174.json")).unwrap();
+    assert!(doc.invalid.len() >= 4 && doc.valid.len() >= 6);
+    for v in &doc.invalid {
+        let err = Psbt::deserialize(&hex::decode(&v.hex).unwrap()).expect_err(&v.name);
+        assert!(format!("{err:?}").contains(&v.error), "{}: {err:?}", v.name);
+    }
+    for v in &doc.valid {
+        let bytes = hex::decode(&v.hex).unwrap();
+        let psbt = Psbt::deserialize(&bytes).unwrap_or_else(|e| panic!("{}: {e}", v.name));
+        assert_eq!(psbt.serialize(), bytes, "{} round-trips", v.name);
+        // Through base64, as bundles carry it.
+        let b64 = strongroom_chain_bitcoin::psbt::to_base64(&psbt);
+        assert_eq!(strongroom_chain_bitcoin::psbt::from_base64(&b64).unwrap(), psbt);
+    }
+}

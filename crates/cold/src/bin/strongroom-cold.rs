@@ -1,0 +1,211 @@
+//! `strongroom-cold`: the offline signer. It has no network code (its dependency tree holds
+//! no networking crate) and runs on a machine that never touches a network; bundles come and
+//! go as files.
+//!
+//! Key ceremony: `init` makes a key and seals it under a passphrase, `account-key` prints
+//! the only thing that leaves the machine, `descriptor` builds the k-of-n wallet from the
+//! holders' account keys, `install-wallet` records it, `backup` writes an encrypted backup.
+//! Signing: `sign` reads a bundle, checks it, shows it in plain words, asks for "yes", asks
+//! for the passphrase, signs and writes the bundle back.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use strongroom_chain_bitcoin::keys::ColdSecret;
+use strongroom_chain_bitcoin::Multisig;
+use strongroom_cold::bundle::Bundle;
+use strongroom_cold::home::{write_atomic, ColdHome};
+use strongroom_core::{Env, SystemEnv, WalletId};
+use strongroom_crypto::SecretString;
+use strongroom_governance::log::Genesis;
+use strongroom_units::ChainId;
+
+#[derive(Parser, Debug)]
+#[command(name = "strongroom-cold", version, about = "Strongroom offline signer (no network code)")]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Make this machine's cold key (or restore it from a backup) and seal it under a passphrase.
+    Init {
+        #[arg(long)]
+        home: PathBuf,
+        /// CAIP-2 chain, e.g. bip122:0f9188f13cb7b2c71f2a335e3a4fc328 (regtest).
+        #[arg(long)]
+        chain: String,
+        /// The governance genesis file, and its hash as pinned in every signer.
+        #[arg(long)]
+        genesis: PathBuf,
+        #[arg(long)]
+        pin: String,
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// Restore the key from this backup instead of making a new one.
+        #[arg(long)]
+        restore: Option<PathBuf>,
+        #[arg(long)]
+        backup_passphrase_file: Option<PathBuf>,
+    },
+    /// Print this key's account key with its origin (the only thing to copy off the machine).
+    AccountKey {
+        #[arg(long)]
+        home: PathBuf,
+    },
+    /// Build the k-of-n wallet descriptor from the key holders' account keys.
+    Descriptor {
+        #[arg(long)]
+        chain: String,
+        #[arg(long)]
+        threshold: usize,
+        #[arg(long = "key", required = true)]
+        keys: Vec<String>,
+    },
+    /// Install a wallet this key co-signs for.
+    InstallWallet {
+        #[arg(long)]
+        home: PathBuf,
+        #[arg(long)]
+        wallet: String,
+        #[arg(long)]
+        descriptor: String,
+    },
+    /// Write an encrypted backup of the key, under its own passphrase.
+    Backup {
+        #[arg(long)]
+        home: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        #[arg(long)]
+        backup_passphrase_file: Option<PathBuf>,
+    },
+    /// Check a signing bundle, show it, and sign it after confirmation.
+    Sign {
+        #[arg(long)]
+        home: PathBuf,
+        #[arg(long = "in")]
+        input: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+}
+
+fn read_line(prompt: &str) -> anyhow::Result<String> {
+    eprint!("{prompt}");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// A passphrase from a file (its first line) or typed at the prompt.
+fn passphrase(file: Option<&Path>, what: &str) -> anyhow::Result<SecretString> {
+    let text = match file {
+        Some(f) => {
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+        }
+        None => read_line(&format!("{what}: "))?,
+    };
+    Ok(SecretString::new(text.lines().next().unwrap_or_default().to_owned()))
+}
+
+fn chain(text: &str) -> anyhow::Result<(ChainId, strongroom_chain_bitcoin::bitcoin::Network)> {
+    let id = ChainId::parse(text)?;
+    let net = strongroom_chain_bitcoin::network(&id)?;
+    Ok((id, net))
+}
+
+fn run(cmd: Cmd, env: &dyn Env) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Init {
+            home,
+            chain: c,
+            genesis,
+            pin,
+            passphrase_file,
+            restore,
+            backup_passphrase_file,
+        } => {
+            let (id, _) = chain(&c)?;
+            let genesis: Genesis = serde_json::from_slice(&std::fs::read(&genesis)?)
+                .context("reading the governance genesis")?;
+            let secret = match restore {
+                Some(b) => ColdHome::open_backup(
+                    &std::fs::read_to_string(&b)?,
+                    &passphrase(backup_passphrase_file.as_deref(), "backup passphrase")?,
+                )?,
+                None => ColdSecret::generate(env),
+            };
+            let pass = passphrase(passphrase_file.as_deref(), "new passphrase for this key")?;
+            let h = ColdHome::create(&home, &secret, &pass, id, genesis, &pin, env)?;
+            println!("{}", h.config().account_key);
+        }
+        Cmd::AccountKey { home } => {
+            println!("{}", ColdHome::open(&home, env.now())?.config().account_key);
+        }
+        Cmd::Descriptor { chain: c, threshold, keys } => {
+            let (_, net) = chain(&c)?;
+            println!("{}", Multisig::new(threshold, &keys, net)?.descriptor());
+        }
+        Cmd::InstallWallet { home, wallet, descriptor } => {
+            let mut h = ColdHome::open(&home, env.now())?;
+            let m = h.install_wallet(WalletId::parse(&wallet)?, &descriptor)?;
+            println!(
+                "installed {wallet}: {}-of-{}, first receive address {}",
+                m.threshold(),
+                m.keys().len(),
+                m.address(strongroom_chain_bitcoin::Keychain::Receive, 0)?
+            );
+        }
+        Cmd::Backup { home, out, passphrase_file, backup_passphrase_file } => {
+            let h = ColdHome::open(&home, env.now())?;
+            let pass = passphrase(passphrase_file.as_deref(), "passphrase")?;
+            let backup_pass = passphrase(backup_passphrase_file.as_deref(), "backup passphrase")?;
+            let text = h.backup(&pass, &backup_pass, env)?;
+            write_atomic(&out, format!("{text}\n").as_bytes())?;
+            println!("backup of key {} written to {}", h.config().fingerprint, out.display());
+        }
+        Cmd::Sign { home, input, out, passphrase_file } => {
+            let mut h = ColdHome::open(&home, env.now())?;
+            let bundle = Bundle::from_json(&std::fs::read(&input)?)?;
+            let review = h.review(&bundle, env.now())?;
+            println!("{}", review.words);
+            let answer = read_line("Sign this with key? Type yes to sign: ")?;
+            if answer.trim() != "yes" {
+                bail!("not signed: the answer was not yes");
+            }
+            let pass = passphrase(passphrase_file.as_deref(), "passphrase")?;
+            let secret = h.unlock(&pass)?;
+            let signed = h.sign(&bundle, &review, &secret, env.now())?;
+            write_atomic(&out, &signed.to_json()?)?;
+            println!(
+                "signed with key {}; bundle written to {}",
+                h.config().fingerprint,
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let env = SystemEnv::new();
+    match run(args.cmd, &env) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strongroom-cold: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! The offline signer's home directory:
+//!
+//! - `home.json`: the chain, this key's fingerprint and account key, the governance genesis
+//!   and its pinned hash, and the wallets installed at the key ceremony (their descriptors);
+//! - `key.sealed`: the key's seed under the holder's passphrase (`crypto::passphrase`);
+//! - `governance.jsonl`: its own copy of the governance log;
+//! - `signed.jsonl`: what it signed, for velocity limits and so that one intent is never
+//!   signed as two different transactions.
+//!
+//! Nothing in a bundle is believed unless it checks out against these.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use strongroom_chain_bitcoin::keys::ColdSecret;
+use strongroom_chain_bitcoin::psbt::{decode, from_base64, to_base64, Decoded};
+use strongroom_chain_bitcoin::Multisig;
+use strongroom_core::{Env, Intent, Timestamp, WalletId};
+use strongroom_crypto::{passphrase, SecretString};
+use strongroom_governance::gate::{decide, Subject};
+use strongroom_governance::log::{extend, replay, Entry, Genesis, State};
+use strongroom_governance::policy::{Tier, VelocityLimit};
+use strongroom_units::{Amount, ChainId};
+
+use crate::bundle::{Bundle, Payload};
+use crate::ColdError;
+
+const KEY_LABEL: &str = "cold-key";
+const BACKUP_LABEL: &str = "cold-key-backup";
+
+/// A wallet this key co-signs for, as the key ceremony built it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstalledWallet {
+    pub id: WalletId,
+    pub chain: ChainId,
+    pub descriptor: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeConfig {
+    pub chain: ChainId,
+    pub fingerprint: String,
+    pub account_key: String,
+    pub genesis: Genesis,
+    pub pin: String,
+    #[serde(default)]
+    pub wallets: Vec<InstalledWallet>,
+}
+
+/// One signature given, as the journal keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Signed {
+    request_id: String,
+    intent_hash: String,
+    txid: String,
+    at_ms: i64,
+    wallet: String,
+    asset: String,
+    amount: Amount,
+}
+
+/// What the signer understood of a bundle, before it signs.
+#[derive(Debug, Clone)]
+pub struct Review {
+    pub decoded: Decoded,
+    /// The governance decision, explained.
+    pub decision: String,
+    /// All of it in plain words, for the person at the machine.
+    pub words: String,
+    txid: String,
+}
+
+#[derive(Debug)]
+pub struct ColdHome {
+    dir: PathBuf,
+    config: HomeConfig,
+    entries: Vec<Entry>,
+    state: State,
+    signed: Vec<Signed>,
+}
+
+fn read_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, ColdError> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    std::fs::read_to_string(path)?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l).map_err(|e| ColdError::Io(format!("{}: {e}", path.display())))
+        })
+        .collect()
+}
+
+fn append_lines<T: Serialize>(path: &Path, items: &[T]) -> Result<(), ColdError> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    for i in items {
+        let line = serde_json::to_string(i).map_err(|e| ColdError::Io(e.to_string()))?;
+        writeln!(f, "{line}")?;
+    }
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Write `bytes` to `path` through a temporary file and a rename, so a crash leaves the old
+/// file or the new one, never half of one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ColdError> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn network(chain: &ChainId) -> Result<strongroom_chain_bitcoin::bitcoin::Network, ColdError> {
+    Ok(strongroom_chain_bitcoin::network(chain)?)
+}
+
+impl ColdHome {
+    /// A new home in `dir` (which must not hold one) for `secret`, sealed under `pass`.
+    pub fn create(
+        dir: &Path,
+        secret: &ColdSecret,
+        pass: &SecretString,
+        chain: ChainId,
+        genesis: Genesis,
+        pin: &str,
+        env: &dyn Env,
+    ) -> Result<ColdHome, ColdError> {
+        if dir.join("home.json").exists() || dir.join("key.sealed").exists() {
+            return Err(ColdError::Refused(format!("{} already holds a cold key", dir.display())));
+        }
+        let state = replay(&genesis, pin, &[], env.now()).map_err(|e| {
+            ColdError::Refused(format!("the governance genesis does not match the pin: {e}"))
+        })?;
+        let net = network(&chain)?;
+        let config = HomeConfig {
+            chain,
+            fingerprint: secret.fingerprint(net)?,
+            account_key: secret.account_key(net)?,
+            genesis,
+            pin: pin.to_ascii_lowercase(),
+            wallets: Vec::new(),
+        };
+        std::fs::create_dir_all(dir)?;
+        let sealed = passphrase::seal(secret.expose_bytes(), pass, KEY_LABEL, env)?;
+        write_atomic(&dir.join("key.sealed"), sealed.as_bytes())?;
+        let home = ColdHome {
+            dir: dir.to_owned(),
+            config,
+            entries: Vec::new(),
+            state,
+            signed: Vec::new(),
+        };
+        home.save()?;
+        Ok(home)
+    }
+
+    /// Open the home in `dir`; its governance log must replay.
+    pub fn open(dir: &Path, now: Timestamp) -> Result<ColdHome, ColdError> {
+        let text = std::fs::read(dir.join("home.json")).map_err(|e| {
+            ColdError::Io(format!("{}: no cold key here ({e}); run init first", dir.display()))
+        })?;
+        let config: HomeConfig =
+            serde_json::from_slice(&text).map_err(|e| ColdError::Io(format!("home.json: {e}")))?;
+        let entries: Vec<Entry> = read_lines(&dir.join("governance.jsonl"))?;
+        let state = replay(&config.genesis, &config.pin, &entries, now).map_err(|e| {
+            ColdError::Refused(format!("this signer's governance log does not replay: {e}"))
+        })?;
+        let signed = read_lines(&dir.join("signed.jsonl"))?;
+        Ok(ColdHome { dir: dir.to_owned(), config, entries, state, signed })
+    }
+
+    fn save(&self) -> Result<(), ColdError> {
+        let mut text =
+            serde_json::to_vec_pretty(&self.config).map_err(|e| ColdError::Io(e.to_string()))?;
+        text.push(b'\n');
+        write_atomic(&self.dir.join("home.json"), &text)
+    }
+
+    pub fn config(&self) -> &HomeConfig {
+        &self.config
+    }
+
+    /// Install a wallet from the key ceremony: its descriptor must be valid for this
+    /// home's chain and must include this key.
+    pub fn install_wallet(
+        &mut self,
+        id: WalletId,
+        descriptor: &str,
+    ) -> Result<Multisig, ColdError> {
+        let multisig = Multisig::from_descriptor(descriptor, network(&self.config.chain)?)?;
+        if !multisig.keys().iter().any(|k| k == &self.config.account_key) {
+            return Err(ColdError::Refused(format!(
+                "the descriptor does not include this signer's key {}",
+                self.config.account_key
+            )));
+        }
+        let installed = InstalledWallet {
+            id: id.clone(),
+            chain: self.config.chain.clone(),
+            descriptor: multisig.descriptor(),
+        };
+        match self.config.wallets.iter_mut().find(|w| w.id == id) {
+            Some(w) if w.descriptor == installed.descriptor => return Ok(multisig),
+            Some(_) => {
+                return Err(ColdError::Refused(format!(
+                    "wallet {} is installed with another descriptor; a wallet's keys never change",
+                    id.as_str()
+                )))
+            }
+            None => self.config.wallets.push(installed),
+        }
+        self.save()?;
+        Ok(multisig)
+    }
+
+    /// The key, unsealed with `pass`.
+    pub fn unlock(&self, pass: &SecretString) -> Result<ColdSecret, ColdError> {
+        let sealed = std::fs::read_to_string(self.dir.join("key.sealed"))?;
+        let seed = passphrase::open(&sealed, pass, KEY_LABEL)?;
+        let secret = ColdSecret::from_bytes(&seed)?;
+        if secret.fingerprint(network(&self.config.chain)?)? != self.config.fingerprint {
+            return Err(ColdError::Refused(
+                "key.sealed holds another key than home.json names".into(),
+            ));
+        }
+        Ok(secret)
+    }
+
+    /// An encrypted backup of the key under its own passphrase, as strong as the primary.
+    pub fn backup(
+        &self,
+        pass: &SecretString,
+        backup_pass: &SecretString,
+        env: &dyn Env,
+    ) -> Result<String, ColdError> {
+        let secret = self.unlock(pass)?;
+        Ok(passphrase::seal(secret.expose_bytes(), backup_pass, BACKUP_LABEL, env)?)
+    }
+
+    /// The key in a backup made by [`ColdHome::backup`].
+    pub fn open_backup(text: &str, backup_pass: &SecretString) -> Result<ColdSecret, ColdError> {
+        let seed = passphrase::open(text, backup_pass, BACKUP_LABEL)?;
+        Ok(ColdSecret::from_bytes(&seed)?)
+    }
+
+    fn wallet(&self, id: &WalletId) -> Result<Multisig, ColdError> {
+        let w = self.config.wallets.iter().find(|w| &w.id == id).ok_or_else(|| {
+            ColdError::Refused(format!("this signer holds no key for wallet {}", id.as_str()))
+        })?;
+        Ok(Multisig::from_descriptor(&w.descriptor, network(&w.chain)?)?)
+    }
+
+    /// How much of `limit`'s asset this signer signed away within its period before `now`.
+    fn moved(&self, limit: &VelocityLimit, now: Timestamp) -> Amount {
+        let since = now.unix_ms().saturating_sub(
+            i64::try_from(limit.period_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+        );
+        self.signed
+            .iter()
+            .filter(|s| s.at_ms > since && s.asset == limit.asset)
+            .filter(|s| limit.wallet.as_deref().is_none_or(|w| w == s.wallet))
+            .fold(Amount::ZERO, |acc, s| acc.checked_add(s.amount).unwrap_or(acc))
+    }
+
+    /// Check `bundle` against this signer's own state: the governance log (extended only if
+    /// it replays from the pinned genesis), the policy's decision on the intent with the
+    /// bundle's approvals as a cold movement, the installed wallet, and the transaction
+    /// decoded back to exactly the intent.
+    pub fn review(&mut self, bundle: &Bundle, now: Timestamp) -> Result<Review, ColdError> {
+        let intent: &Intent = &bundle.intent;
+        if now >= intent.expires_at {
+            return Err(ColdError::Refused(format!(
+                "the intent expired at {} ms",
+                intent.expires_at.unix_ms()
+            )));
+        }
+        if intent.chain != self.config.chain {
+            return Err(ColdError::Refused(format!(
+                "the intent is for {}, this signer signs on {}",
+                intent.chain.as_str(),
+                self.config.chain.as_str()
+            )));
+        }
+        let wallet = self.wallet(&intent.source_wallet)?;
+
+        if let Some((new, state)) =
+            extend(&self.config.genesis, &self.config.pin, &self.entries, &bundle.governance, now)
+                .map_err(ColdError::Refused)?
+        {
+            append_lines(&self.dir.join("governance.jsonl"), &new)?;
+            self.entries.extend(new);
+            self.state = state;
+        }
+        let subject = Subject {
+            intent,
+            tier: Tier::Cold,
+            own_destination: false,
+            customer_id: None,
+            initiator: &bundle.initiator,
+            initiator_role: bundle.initiator_role,
+        };
+        let moved = |l: &VelocityLimit| self.moved(l, now);
+        let d = decide(&self.state, &subject, &bundle.approvals, &moved, now);
+        if !d.allowed() {
+            return Err(ColdError::Refused(format!("governance: {}", d.explain())));
+        }
+
+        let Payload::BitcoinPsbt { psbt } = &bundle.transaction;
+        let psbt = from_base64(psbt)?;
+        let decoded = decode(&psbt, intent, &wallet)?;
+        let txid = psbt.unsigned_tx.compute_txid().to_string();
+        let request = intent.request_id.to_string();
+        if let Some(s) = self.signed.iter().find(|s| s.request_id == request && s.txid != txid) {
+            return Err(ColdError::Refused(format!(
+                "request {request} was already signed as transaction {}; signing another would pay it twice",
+                s.txid
+            )));
+        }
+
+        let hash = intent.hash().map_err(|e| ColdError::Malformed(e.to_string()))?;
+        let approvers: Vec<&str> = bundle.approvals.iter().map(|a| a.approver.as_str()).collect();
+        let words = format!(
+            "Cold withdrawal from wallet {} ({}-of-{}, {})\n{}Intent {} (request {}), expires at {} ms\nGovernance: {}; approvals from {}\n",
+            intent.source_wallet.as_str(),
+            wallet.threshold(),
+            wallet.keys().len(),
+            intent.chain.as_str(),
+            decoded.describe(intent.asset.symbol.as_str()),
+            hash.to_hex(),
+            request,
+            intent.expires_at.unix_ms(),
+            d.explain(),
+            if approvers.is_empty() { "nobody".to_string() } else { approvers.join(", ") },
+        );
+        Ok(Review { decoded, decision: d.explain(), words, txid })
+    }
+
+    /// Sign the bundle [`ColdHome::review`] accepted, record it, and return the bundle with
+    /// this key's signatures added.
+    pub fn sign(
+        &mut self,
+        bundle: &Bundle,
+        review: &Review,
+        secret: &ColdSecret,
+        now: Timestamp,
+    ) -> Result<Bundle, ColdError> {
+        let Payload::BitcoinPsbt { psbt } = &bundle.transaction;
+        let mut psbt = from_base64(psbt)?;
+        if psbt.unsigned_tx.compute_txid().to_string() != review.txid {
+            return Err(ColdError::Refused("the bundle changed since it was reviewed".into()));
+        }
+        secret.sign(&mut psbt, network(&self.config.chain)?)?;
+        let intent = &bundle.intent;
+        let record = Signed {
+            request_id: intent.request_id.to_string(),
+            intent_hash: intent.hash().map_err(|e| ColdError::Malformed(e.to_string()))?.to_hex(),
+            txid: review.txid.clone(),
+            at_ms: now.unix_ms(),
+            wallet: intent.source_wallet.as_str().to_owned(),
+            asset: intent.asset.symbol.as_str().to_owned(),
+            amount: intent.amount,
+        };
+        // Recorded before the signature leaves this function: a crash afterwards only makes
+        // the signer stricter.
+        if !self.signed.iter().any(|s| s.txid == record.txid && s.request_id == record.request_id) {
+            append_lines(&self.dir.join("signed.jsonl"), std::slice::from_ref(&record))?;
+            self.signed.push(record);
+        }
+        let mut out = bundle.clone();
+        out.transaction = Payload::BitcoinPsbt { psbt: to_base64(&psbt) };
+        if !out.signed_by.contains(&self.config.fingerprint) {
+            out.signed_by.push(self.config.fingerprint.clone());
+        }
+        Ok(out)
+    }
+}
