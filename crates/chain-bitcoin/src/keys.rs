@@ -81,6 +81,19 @@ impl ColdSecret {
         Ok(format!("[{}/{origin}]{xpub}", master.fingerprint(&secp)))
     }
 
+    /// The Ethereum key at BIP-44's first account, `m/44'/60'/0'/0/0` (a Safe owner key
+    /// made from the same seed).
+    pub fn ethereum_key(&self) -> Result<Zeroizing<[u8; 32]>, BtcError> {
+        let secp = Secp256k1::new();
+        let path = DerivationPath::from_str("m/44'/60'/0'/0/0")
+            .map_err(|e| BtcError::Key(e.to_string()))?;
+        let key = self
+            .master(Network::Bitcoin)?
+            .derive_priv(&secp, &path)
+            .map_err(|e| BtcError::Key(e.to_string()))?;
+        Ok(Zeroizing::new(key.private_key.secret_bytes()))
+    }
+
     /// Sign every input of `psbt` whose BIP-32 derivations name this key (ECDSA, SIGHASH_ALL);
     /// returns how many inputs got a signature. A key that signs nothing is an error: it is
     /// not one of the wallet's keys.

@@ -188,3 +188,64 @@ pub async fn send_and_wait(
         retryable: true,
     })
 }
+
+/// Where `scripts/install-eth-tools` puts the Safe 1.4.1 build artifacts (npm
+/// `@safe-global/safe-contracts`), relative to the repository root.
+pub const SAFE_ARTIFACTS: &str =
+    "tools/eth/node_modules/@safe-global/safe-contracts/build/artifacts/contracts";
+
+fn safe_bytecode(root: &Path, file: &str) -> Result<String, strongroom_chain::ClientError> {
+    let fail = |m: String| strongroom_chain::ClientError { message: m, retryable: false };
+    let path = root
+        .ancestors()
+        .map(|d| d.join(SAFE_ARTIFACTS).join(file))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            fail(format!("no {file} under {SAFE_ARTIFACTS}: run scripts/install-eth-tools"))
+        })?;
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    let artifact: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    artifact
+        .get("bytecode")
+        .and_then(|b| b.as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| fail(format!("{}: no bytecode", path.display())))
+}
+
+/// Deploy a Safe 1.4.1 (the singleton, then a `SafeProxy` in front of it, then `setup`)
+/// from `from` (an unlocked account) with `owners` and `threshold`; its address.
+pub async fn deploy_safe(
+    rpc: &crate::rpc::EthRpc,
+    root: &Path,
+    from: &str,
+    owners: &[alloy_primitives::Address],
+    threshold: u64,
+) -> Result<alloy_primitives::Address, strongroom_chain::ClientError> {
+    use alloy_sol_types::SolValue;
+    let fail = |m: String| strongroom_chain::ClientError { message: m, retryable: false };
+    let created =
+        |r: serde_json::Value| -> Result<alloy_primitives::Address, strongroom_chain::ClientError> {
+            r.get("contractAddress")
+                .and_then(|a| a.as_str())
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(|| fail(format!("no contract address in {r}")))
+        };
+    let singleton = safe_bytecode(root, "Safe.sol/Safe.json")?;
+    let r = send_and_wait(
+        rpc,
+        serde_json::json!({"from": from, "data": singleton, "gas": "0x1000000"}),
+    )
+    .await?;
+    let singleton = created(r)?;
+    let proxy = safe_bytecode(root, "proxies/SafeProxy.sol/SafeProxy.json")?;
+    let data = format!("{proxy}{}", hex::encode(singleton.abi_encode()));
+    let r = send_and_wait(rpc, serde_json::json!({"from": from, "data": data, "gas": "0x200000"}))
+        .await?;
+    let safe = created(r)?;
+    let setup = crate::safe::setup_calldata(owners, threshold);
+    let call = serde_json::json!({"from": from, "to": safe.to_string(), "data": format!("0x{}", hex::encode(setup)), "gas": "0x200000"});
+    send_and_wait(rpc, call).await?;
+    Ok(safe)
+}

@@ -22,6 +22,7 @@ use strongroom_units::{Address, Amount, ChainId};
 pub mod anvil;
 #[cfg(feature = "rpc")]
 pub mod rpc;
+pub mod safe;
 
 sol! {
     /// The ERC-20 calls and event the adapter uses.

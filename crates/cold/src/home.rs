@@ -13,16 +13,19 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use strongroom_chain_bitcoin::keys::ColdSecret;
-use strongroom_chain_bitcoin::psbt::{decode, from_base64, to_base64, Decoded};
+use strongroom_chain_bitcoin::psbt::{decode, from_base64, to_base64};
 use strongroom_chain_bitcoin::Multisig;
+use strongroom_chain_ethereum::safe::{
+    address_of_key, check_safe_tx, safe_tx_hash, sign_hash, EthAddress,
+};
 use strongroom_core::{Env, Intent, Timestamp, WalletId};
 use strongroom_crypto::{passphrase, SecretString};
 use strongroom_governance::gate::{decide, Subject};
 use strongroom_governance::log::{extend, replay, Entry, Genesis, State};
 use strongroom_governance::policy::{Tier, VelocityLimit};
-use strongroom_units::{Amount, ChainId};
+use strongroom_units::{Amount, ChainFamily, ChainId};
 
-use crate::bundle::{Bundle, Payload};
+use crate::bundle::{Bundle, OwnerSignature, Payload};
 use crate::ColdError;
 
 const KEY_LABEL: &str = "cold-key";
@@ -30,11 +33,20 @@ const BACKUP_LABEL: &str = "cold-key-backup";
 
 /// A wallet this key co-signs for, as the key ceremony built it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct InstalledWallet {
     pub id: WalletId,
     pub chain: ChainId,
-    pub descriptor: String,
+    #[serde(flatten)]
+    pub kind: WalletKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WalletKind {
+    /// A k-of-n P2WSH multisig, as its multipath descriptor.
+    BitcoinMultisig { descriptor: String },
+    /// A Safe with its owners and threshold as deployed.
+    Safe { address: String, owners: Vec<String>, threshold: u8 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,7 +76,6 @@ struct Signed {
 /// What the signer understood of a bundle, before it signs.
 #[derive(Debug, Clone)]
 pub struct Review {
-    pub decoded: Decoded,
     /// The governance decision, explained.
     pub decision: String,
     /// All of it in plain words, for the person at the machine.
@@ -117,6 +128,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ColdError> {
     Ok(())
 }
 
+/// The Safe owner address of `secret` (BIP-44 `m/44'/60'/0'/0/0`).
+pub fn owner_address(secret: &ColdSecret) -> Result<EthAddress, ColdError> {
+    let key = secret.ethereum_key()?;
+    let key = k256::ecdsa::SigningKey::from_slice(key.as_ref())
+        .map_err(|e| ColdError::Refused(e.to_string()))?;
+    Ok(address_of_key(&key))
+}
+
 fn network(chain: &ChainId) -> Result<strongroom_chain_bitcoin::bitcoin::Network, ColdError> {
     Ok(strongroom_chain_bitcoin::network(chain)?)
 }
@@ -138,11 +157,20 @@ impl ColdHome {
         let state = replay(&genesis, pin, &[], env.now()).map_err(|e| {
             ColdError::Refused(format!("the governance genesis does not match the pin: {e}"))
         })?;
-        let net = network(&chain)?;
+        let (fingerprint, account_key) = match chain.family() {
+            ChainFamily::Bitcoin => {
+                let net = network(&chain)?;
+                (secret.fingerprint(net)?, secret.account_key(net)?)
+            }
+            ChainFamily::Ethereum => {
+                let owner = owner_address(secret)?;
+                (owner.to_string().to_ascii_lowercase(), owner.to_checksum(None))
+            }
+        };
         let config = HomeConfig {
             chain,
-            fingerprint: secret.fingerprint(net)?,
-            account_key: secret.account_key(net)?,
+            fingerprint,
+            account_key,
             genesis,
             pin: pin.to_ascii_lowercase(),
             wallets: Vec::new(),
@@ -194,6 +222,11 @@ impl ColdHome {
         id: WalletId,
         descriptor: &str,
     ) -> Result<Multisig, ColdError> {
+        if self.config.chain.family() != ChainFamily::Bitcoin {
+            return Err(ColdError::Refused(
+                "a Bitcoin wallet needs a key made for a Bitcoin chain".into(),
+            ));
+        }
         let multisig = Multisig::from_descriptor(descriptor, network(&self.config.chain)?)?;
         if !multisig.keys().iter().any(|k| k == &self.config.account_key) {
             return Err(ColdError::Refused(format!(
@@ -201,23 +234,69 @@ impl ColdHome {
                 self.config.account_key
             )));
         }
-        let installed = InstalledWallet {
-            id: id.clone(),
+        self.install(InstalledWallet {
+            id,
             chain: self.config.chain.clone(),
-            descriptor: multisig.descriptor(),
+            kind: WalletKind::BitcoinMultisig { descriptor: multisig.descriptor() },
+        })?;
+        Ok(multisig)
+    }
+
+    /// Install a Safe this key owns: `threshold` of `owners`, this key among them.
+    pub fn install_safe(
+        &mut self,
+        id: WalletId,
+        safe: &str,
+        owners: &[String],
+        threshold: u8,
+    ) -> Result<(), ColdError> {
+        if self.config.chain.family() != ChainFamily::Ethereum {
+            return Err(ColdError::Refused("a Safe needs a key made for an Ethereum chain".into()));
+        }
+        let parse = |a: &str| {
+            a.parse::<EthAddress>()
+                .map_err(|_| ColdError::Malformed(format!("{a:?} is not an address")))
         };
-        match self.config.wallets.iter_mut().find(|w| w.id == id) {
-            Some(w) if w.descriptor == installed.descriptor => return Ok(multisig),
+        let safe = parse(safe)?;
+        let mut list = owners.iter().map(|o| parse(o)).collect::<Result<Vec<_>, _>>()?;
+        list.sort();
+        list.dedup();
+        if list.len() != owners.len() || threshold == 0 || usize::from(threshold) > list.len() {
+            return Err(ColdError::Refused(format!(
+                "a {threshold}-of-{} Safe with distinct owners is not possible",
+                owners.len()
+            )));
+        }
+        let me = parse(&self.config.account_key)?;
+        if !list.contains(&me) {
+            return Err(ColdError::Refused(format!(
+                "this signer's key {} is not an owner of the Safe",
+                self.config.account_key
+            )));
+        }
+        self.install(InstalledWallet {
+            id,
+            chain: self.config.chain.clone(),
+            kind: WalletKind::Safe {
+                address: safe.to_checksum(None),
+                owners: list.iter().map(|o| o.to_checksum(None)).collect(),
+                threshold,
+            },
+        })
+    }
+
+    fn install(&mut self, wallet: InstalledWallet) -> Result<(), ColdError> {
+        match self.config.wallets.iter().find(|w| w.id == wallet.id) {
+            Some(w) if *w == wallet => return Ok(()),
             Some(_) => {
                 return Err(ColdError::Refused(format!(
-                    "wallet {} is installed with another descriptor; a wallet's keys never change",
-                    id.as_str()
+                    "wallet {} is installed with other keys; a wallet's keys never change here",
+                    wallet.id.as_str()
                 )))
             }
-            None => self.config.wallets.push(installed),
+            None => self.config.wallets.push(wallet),
         }
-        self.save()?;
-        Ok(multisig)
+        self.save()
     }
 
     /// The key, unsealed with `pass`.
@@ -225,7 +304,11 @@ impl ColdHome {
         let sealed = std::fs::read_to_string(self.dir.join("key.sealed"))?;
         let seed = passphrase::open(&sealed, pass, KEY_LABEL)?;
         let secret = ColdSecret::from_bytes(&seed)?;
-        if secret.fingerprint(network(&self.config.chain)?)? != self.config.fingerprint {
+        let fingerprint = match self.config.chain.family() {
+            ChainFamily::Bitcoin => secret.fingerprint(network(&self.config.chain)?)?,
+            ChainFamily::Ethereum => owner_address(&secret)?.to_string().to_ascii_lowercase(),
+        };
+        if fingerprint != self.config.fingerprint {
             return Err(ColdError::Refused(
                 "key.sealed holds another key than home.json names".into(),
             ));
@@ -250,11 +333,10 @@ impl ColdHome {
         Ok(ColdSecret::from_bytes(&seed)?)
     }
 
-    fn wallet(&self, id: &WalletId) -> Result<Multisig, ColdError> {
-        let w = self.config.wallets.iter().find(|w| &w.id == id).ok_or_else(|| {
+    fn wallet(&self, id: &WalletId) -> Result<InstalledWallet, ColdError> {
+        self.config.wallets.iter().find(|w| &w.id == id).cloned().ok_or_else(|| {
             ColdError::Refused(format!("this signer holds no key for wallet {}", id.as_str()))
-        })?;
-        Ok(Multisig::from_descriptor(&w.descriptor, network(&w.chain)?)?)
+        })
     }
 
     /// How much of `limit`'s asset this signer signed away within its period before `now`.
@@ -312,10 +394,61 @@ impl ColdHome {
             return Err(ColdError::Refused(format!("governance: {}", d.explain())));
         }
 
-        let Payload::BitcoinPsbt { psbt } = &bundle.transaction;
-        let psbt = from_base64(psbt)?;
-        let decoded = decode(&psbt, intent, &wallet)?;
-        let txid = psbt.unsigned_tx.compute_txid().to_string();
+        let (what, txid) = match (&wallet.kind, &bundle.transaction) {
+            (WalletKind::BitcoinMultisig { descriptor }, Payload::BitcoinPsbt { psbt }) => {
+                let multisig = Multisig::from_descriptor(descriptor, network(&wallet.chain)?)?;
+                let psbt = from_base64(psbt)?;
+                let decoded = decode(&psbt, intent, &multisig)?;
+                let head = format!(
+                    "Cold withdrawal from wallet {} ({}-of-{}, {})",
+                    intent.source_wallet.as_str(),
+                    multisig.threshold(),
+                    multisig.keys().len(),
+                    intent.chain.as_str()
+                );
+                (
+                    format!("{head}\n{}", decoded.describe(intent.asset.symbol.as_str())),
+                    psbt.unsigned_tx.compute_txid().to_string(),
+                )
+            }
+            (WalletKind::Safe { address, owners, threshold }, Payload::SafeTransaction(p)) => {
+                let (safe, tx) = p.parse()?;
+                if safe.to_checksum(None) != *address {
+                    return Err(ColdError::Refused(format!(
+                        "the bundle is for Safe {safe}, wallet {} is Safe {address}",
+                        intent.source_wallet.as_str()
+                    )));
+                }
+                check_safe_tx(&tx, safe, intent).map_err(|e| ColdError::Refused(e.to_string()))?;
+                let chain_id = intent
+                    .chain
+                    .eip155_id()
+                    .ok_or_else(|| ColdError::Refused("not an EIP-155 chain".into()))?;
+                let hash = safe_tx_hash(chain_id, safe, &tx);
+                let amount = intent
+                    .amount
+                    .format_decimal(intent.asset.decimals)
+                    .map_err(|e| ColdError::Malformed(e.to_string()))?;
+                let words = format!(
+                    "Cold withdrawal from wallet {} (Safe {address}, {threshold}-of-{}, {})\nSend {amount} {} ({} base units)\n  to {}\n  a plain call (no delegatecall), Safe nonce {}, gas paid by the executor\n  Safe transaction hash 0x{}\n",
+                    intent.source_wallet.as_str(),
+                    owners.len(),
+                    intent.chain.as_str(),
+                    intent.asset.symbol.as_str(),
+                    intent.amount.base_units(),
+                    intent.destination.as_str(),
+                    p.nonce,
+                    hex::encode(hash),
+                );
+                (words, format!("0x{}", hex::encode(hash)))
+            }
+            _ => {
+                return Err(ColdError::Refused(format!(
+                    "the bundle's transaction is not of wallet {}'s kind",
+                    intent.source_wallet.as_str()
+                )))
+            }
+        };
         let request = intent.request_id.to_string();
         if let Some(s) = self.signed.iter().find(|s| s.request_id == request && s.txid != txid) {
             return Err(ColdError::Refused(format!(
@@ -327,19 +460,14 @@ impl ColdHome {
         let hash = intent.hash().map_err(|e| ColdError::Malformed(e.to_string()))?;
         let approvers: Vec<&str> = bundle.approvals.iter().map(|a| a.approver.as_str()).collect();
         let words = format!(
-            "Cold withdrawal from wallet {} ({}-of-{}, {})\n{}Intent {} (request {}), expires at {} ms\nGovernance: {}; approvals from {}\n",
-            intent.source_wallet.as_str(),
-            wallet.threshold(),
-            wallet.keys().len(),
-            intent.chain.as_str(),
-            decoded.describe(intent.asset.symbol.as_str()),
+            "{what}Intent {} (request {}), expires at {} ms\nGovernance: {}; approvals from {}\n",
             hash.to_hex(),
             request,
             intent.expires_at.unix_ms(),
             d.explain(),
             if approvers.is_empty() { "nobody".to_string() } else { approvers.join(", ") },
         );
-        Ok(Review { decoded, decision: d.explain(), words, txid })
+        Ok(Review { decision: d.explain(), words, txid })
     }
 
     /// Sign the bundle [`ColdHome::review`] accepted, record it, and return the bundle with
@@ -351,12 +479,40 @@ impl ColdHome {
         secret: &ColdSecret,
         now: Timestamp,
     ) -> Result<Bundle, ColdError> {
-        let Payload::BitcoinPsbt { psbt } = &bundle.transaction;
-        let mut psbt = from_base64(psbt)?;
-        if psbt.unsigned_tx.compute_txid().to_string() != review.txid {
-            return Err(ColdError::Refused("the bundle changed since it was reviewed".into()));
-        }
-        secret.sign(&mut psbt, network(&self.config.chain)?)?;
+        let changed = || ColdError::Refused("the bundle changed since it was reviewed".into());
+        let transaction = match &bundle.transaction {
+            Payload::BitcoinPsbt { psbt } => {
+                let mut psbt = from_base64(psbt)?;
+                if psbt.unsigned_tx.compute_txid().to_string() != review.txid {
+                    return Err(changed());
+                }
+                secret.sign(&mut psbt, network(&self.config.chain)?)?;
+                Payload::BitcoinPsbt { psbt: to_base64(&psbt) }
+            }
+            Payload::SafeTransaction(p) => {
+                let hash: [u8; 32] = review
+                    .txid
+                    .strip_prefix("0x")
+                    .and_then(|h| hex::decode(h).ok())
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(changed)?;
+                let (safe, tx) = p.parse()?;
+                let chain_id = bundle.intent.chain.eip155_id().ok_or_else(changed)?;
+                if safe_tx_hash(chain_id, safe, &tx) != hash {
+                    return Err(changed());
+                }
+                let key = secret.ethereum_key()?;
+                let key = k256::ecdsa::SigningKey::from_slice(key.as_ref())
+                    .map_err(|e| ColdError::Refused(e.to_string()))?;
+                let sig = sign_hash(&hash, &key).map_err(|e| ColdError::Refused(e.to_string()))?;
+                let mut p = p.clone();
+                let owner = address_of_key(&key).to_checksum(None);
+                p.signatures.retain(|s| !s.owner.eq_ignore_ascii_case(&owner));
+                p.signatures
+                    .push(OwnerSignature { owner, signature: format!("0x{}", hex::encode(sig)) });
+                Payload::SafeTransaction(p)
+            }
+        };
         let intent = &bundle.intent;
         let record = Signed {
             request_id: intent.request_id.to_string(),
@@ -374,7 +530,7 @@ impl ColdHome {
             self.signed.push(record);
         }
         let mut out = bundle.clone();
-        out.transaction = Payload::BitcoinPsbt { psbt: to_base64(&psbt) };
+        out.transaction = transaction;
         if !out.signed_by.contains(&self.config.fingerprint) {
             out.signed_by.push(self.config.fingerprint.clone());
         }

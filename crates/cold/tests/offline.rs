@@ -9,11 +9,11 @@
 //! Network namespaces need root (`unshare --net`); under `STRONGROOM_REQUIRE_NETNS=1` (CI)
 //! their absence fails the test instead of skipping it.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod support;
 
-use ed25519_dalek::SigningKey;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
 use strongroom_chain_bitcoin::bitcoin::absolute::LockTime;
 use strongroom_chain_bitcoin::bitcoin::transaction::Version;
 use strongroom_chain_bitcoin::bitcoin::{
@@ -26,84 +26,11 @@ use strongroom_cold::bundle::{Bundle, Payload};
 use strongroom_cold::online::{finalize_bitcoin, prepare_bitcoin, Request};
 use strongroom_core::{Env, Intent, IntentAsset, SystemEnv, Timestamp, WalletId};
 use strongroom_governance::approval::Approval;
-use strongroom_governance::log::{replay, Change, Entry, Genesis, MemberSpec};
-use strongroom_governance::policy::Policy;
+use strongroom_governance::log::replay;
 use strongroom_governance::Role;
 use strongroom_units::chain::BITCOIN_REGTEST;
 use strongroom_units::{Address, AssetSymbol, ChainId};
-
-const BIN: &str = env!("CARGO_BIN_EXE_strongroom-cold");
-const POLICY: &str = r#"
-version = 1
-[[rules]]
-name = "cold-needs-two"
-when = { tier = "cold" }
-action = { kind = "approvals", count = 2, roles = ["approver"] }
-[[rules]]
-name = "nothing-else"
-action = { kind = "block", reason = "this test signs cold movements only" }
-"#;
-
-fn netns_available() -> bool {
-    let ok = Command::new("unshare").args(["--net", "true"]).status().is_ok_and(|s| s.success());
-    if !ok && std::env::var("STRONGROOM_REQUIRE_NETNS").is_ok_and(|v| v == "1") {
-        panic!("STRONGROOM_REQUIRE_NETNS=1 but `unshare --net` fails (it needs root)");
-    }
-    ok
-}
-
-fn key(n: u8) -> SigningKey {
-    SigningKey::from_bytes(&[n; 32])
-}
-
-const MEMBERS: [(&str, u8, Role); 5] = [
-    ("ada", 1, Role::Admin),
-    ("bob", 2, Role::Admin),
-    ("ann", 3, Role::Approver),
-    ("ops", 4, Role::Approver),
-    ("eve", 5, Role::Operator),
-];
-
-struct Gov {
-    genesis: Genesis,
-    pin: String,
-    log: Vec<Entry>,
-}
-
-fn governance(now: Timestamp) -> Gov {
-    let genesis = Genesis {
-        members: MEMBERS
-            .iter()
-            .map(|(id, n, r)| MemberSpec {
-                id: (*id).into(),
-                public_key: hex::encode(key(*n).verifying_key().to_bytes()),
-                roles: vec![*r],
-                passkey: None,
-            })
-            .collect(),
-        quorum: 2,
-        whitelist_delay_ms: 86_400_000,
-        created_at: Timestamp::from_unix_ms(now.unix_ms() - 60_000),
-    };
-    let pin = hex::encode(genesis.hash().unwrap());
-    let state = replay(&genesis, &pin, &[], now).unwrap();
-    let policy = Policy::from_toml(POLICY).unwrap();
-    let mut e = state
-        .propose(Change::SetPolicy { policy }, Timestamp::from_unix_ms(now.unix_ms() - 30_000));
-    e.sign("ada", &key(1)).unwrap();
-    e.sign("bob", &key(2)).unwrap();
-    Gov { genesis, pin, log: vec![e] }
-}
-
-fn approve(who: &str, n: u8, intent: &Intent, now: Timestamp) -> Approval {
-    Approval::sign(
-        who,
-        &key(n),
-        &intent.hash().unwrap(),
-        1,
-        Timestamp::from_unix_ms(now.unix_ms() + 3_600_000),
-    )
-}
+use support::{approve, cold, governance, netns_available, p, write_bundle};
 
 fn intent(dest: &str, sat: u128, request: u128, now: Timestamp) -> Intent {
     let chain = ChainId::parse(BITCOIN_REGTEST).unwrap();
@@ -138,46 +65,6 @@ fn funding(to: &bitcoin::Address, sat: u64, n: u8) -> Transaction {
         }],
         output: vec![TxOut { value: Amount::from_sat(sat), script_pubkey: to.script_pubkey() }],
     }
-}
-
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-/// Run `strongroom-cold args`, inside a fresh network namespace when `netns`, with `stdin`.
-/// In a namespace it first lists the network interfaces it can see, on one line.
-fn cold(netns: bool, args: &[&str], stdin: &str) -> Out {
-    let mut cmd = if netns {
-        let mut c = Command::new("unshare");
-        c.args(["--net", "--", "sh", "-c", "echo \"interfaces: $(awk -F: 'NR>2 {gsub(/ /, \"\", $1); printf \"%s \", $1}' /proc/self/net/dev)\"; exec \"$0\" \"$@\"", BIN]);
-        c
-    } else {
-        Command::new(BIN)
-    };
-    let mut child = cmd
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn write_bundle(path: &Path, b: &Bundle) {
-    std::fs::write(path, b.to_json().unwrap()).unwrap();
 }
 
 #[test]
@@ -400,7 +287,7 @@ fn a_two_of_three_cold_withdrawal_signed_offline_passes_bitcoin_core() {
     };
     // An extra output to an address the intent does not name, paid from the change.
     let mut extra = bundle.clone();
-    let Payload::BitcoinPsbt { psbt } = &bundle.transaction;
+    let Payload::BitcoinPsbt { psbt } = &bundle.transaction else { panic!("a PSBT bundle") };
     let mut ps = from_base64(psbt).unwrap();
     let thief = Multisig::new(1, &account_keys[..1], bitcoin::Network::Regtest)
         .unwrap()

@@ -4,7 +4,8 @@
 //!
 //! Key ceremony: `init` makes a key and seals it under a passphrase, `account-key` prints
 //! the only thing that leaves the machine, `descriptor` builds the k-of-n wallet from the
-//! holders' account keys, `install-wallet` records it, `backup` writes an encrypted backup.
+//! holders' account keys, `install-wallet` records it (`install-safe` for a Safe, whose owners
+//! are the keys' Ethereum addresses), `backup` writes an encrypted backup.
 //! Signing: `sign` reads a bundle, checks it, shows it in plain words, asks for "yes", asks
 //! for the passphrase, signs and writes the bundle back.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -76,6 +77,19 @@ enum Cmd {
         #[arg(long)]
         descriptor: String,
     },
+    /// Install a Safe this key owns (its address, all its owners, its threshold).
+    InstallSafe {
+        #[arg(long)]
+        home: PathBuf,
+        #[arg(long)]
+        wallet: String,
+        #[arg(long)]
+        safe: String,
+        #[arg(long = "owner", required = true)]
+        owners: Vec<String>,
+        #[arg(long)]
+        threshold: u8,
+    },
     /// Write an encrypted backup of the key, under its own passphrase.
     Backup {
         #[arg(long)]
@@ -119,12 +133,6 @@ fn passphrase(file: Option<&Path>, what: &str) -> anyhow::Result<SecretString> {
     Ok(SecretString::new(text.lines().next().unwrap_or_default().to_owned()))
 }
 
-fn chain(text: &str) -> anyhow::Result<(ChainId, strongroom_chain_bitcoin::bitcoin::Network)> {
-    let id = ChainId::parse(text)?;
-    let net = strongroom_chain_bitcoin::network(&id)?;
-    Ok((id, net))
-}
-
 fn run(cmd: Cmd, env: &dyn Env) -> anyhow::Result<()> {
     match cmd {
         Cmd::Init {
@@ -136,7 +144,7 @@ fn run(cmd: Cmd, env: &dyn Env) -> anyhow::Result<()> {
             restore,
             backup_passphrase_file,
         } => {
-            let (id, _) = chain(&c)?;
+            let id = ChainId::parse(&c)?;
             let genesis: Genesis = serde_json::from_slice(&std::fs::read(&genesis)?)
                 .context("reading the governance genesis")?;
             let secret = match restore {
@@ -154,7 +162,7 @@ fn run(cmd: Cmd, env: &dyn Env) -> anyhow::Result<()> {
             println!("{}", ColdHome::open(&home, env.now())?.config().account_key);
         }
         Cmd::Descriptor { chain: c, threshold, keys } => {
-            let (_, net) = chain(&c)?;
+            let net = strongroom_chain_bitcoin::network(&ChainId::parse(&c)?)?;
             println!("{}", Multisig::new(threshold, &keys, net)?.descriptor());
         }
         Cmd::InstallWallet { home, wallet, descriptor } => {
@@ -166,6 +174,11 @@ fn run(cmd: Cmd, env: &dyn Env) -> anyhow::Result<()> {
                 m.keys().len(),
                 m.address(strongroom_chain_bitcoin::Keychain::Receive, 0)?
             );
+        }
+        Cmd::InstallSafe { home, wallet, safe, owners, threshold } => {
+            let mut h = ColdHome::open(&home, env.now())?;
+            h.install_safe(WalletId::parse(&wallet)?, &safe, &owners, threshold)?;
+            println!("installed {wallet}: Safe {safe}, {threshold}-of-{}", owners.len());
         }
         Cmd::Backup { home, out, passphrase_file, backup_passphrase_file } => {
             let h = ColdHome::open(&home, env.now())?;

@@ -1,0 +1,313 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(clippy::disallowed_methods)]
+//! An Ethereum cold wallet end to end: three key holders make their keys offline, a 2-of-3
+//! Safe 1.4.1 (the npm artifacts) is deployed with their addresses on a real node (anvil),
+//! a quorum approves moving ETH, two `strongroom-cold` processes in network namespaces sign
+//! the Safe transaction, and `execTransaction` moves the ETH. A Bybit-style bundle — an
+//! innocent intent with a delegatecall behind it — and an owner change are refused by the
+//! offline signer even with valid approvals.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use alloy_sol_types::SolCall;
+use serde_json::json;
+use strongroom_chain::ChainClient;
+use strongroom_chain_ethereum::anvil::{self, deploy_safe, send_and_wait};
+use strongroom_chain_ethereum::rpc::{EthRpc, Retry};
+use strongroom_chain_ethereum::safe::{
+    get_transaction_hash_calldata, nonce_calldata, safe_tx_hash, transfer_tx, EthAddress, ISafe,
+    DELEGATECALL, U256,
+};
+use strongroom_cold::bundle::{Bundle, Payload, SafePayload};
+use strongroom_cold::online::{finalize_safe, prepare_safe, Request};
+use strongroom_core::{Env, Intent, IntentAsset, SystemEnv, Timestamp, WalletId};
+use strongroom_governance::approval::Approval;
+use strongroom_governance::log::replay;
+use strongroom_governance::policy::VelocityLimit;
+use strongroom_governance::Role;
+use strongroom_units::{Address, Amount, AssetSymbol, ChainId};
+use support::{approve, cold, governance, netns_available, p, write_bundle};
+
+const CHAIN: &str = "eip155:31337";
+const DEST: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+const ETH: u128 = 1_000_000_000_000_000_000;
+
+fn intent(wei: u128, request: u128, now: Timestamp) -> Intent {
+    let chain = ChainId::parse(CHAIN).unwrap();
+    Intent {
+        destination: Address::parse(&chain, DEST).unwrap(),
+        asset: IntentAsset {
+            symbol: AssetSymbol::parse("ETH").unwrap(),
+            decimals: 18,
+            contract: None,
+        },
+        chain,
+        source_wallet: WalletId::parse("cold-eth-1").unwrap(),
+        amount: Amount::from_base_units(wei).unwrap(),
+        fee_cap: Amount::from_base_units(10u128.pow(16)).unwrap(),
+        expires_at: Timestamp::from_unix_ms(now.unix_ms() + 86_400_000),
+        request_id: uuid::Uuid::from_u128(request),
+    }
+}
+
+async fn eth_call(rpc: &EthRpc, to: EthAddress, data: Vec<u8>) -> Vec<u8> {
+    let r = rpc
+        .call(
+            "eth_call",
+            json!([{"to": to.to_string(), "data": format!("0x{}", hex::encode(data))}, "latest"]),
+        )
+        .await
+        .unwrap();
+    hex::decode(r.as_str().unwrap().trim_start_matches("0x")).unwrap()
+}
+
+#[tokio::test]
+async fn a_two_of_three_safe_moves_eth_after_two_offline_signatures_and_refuses_a_delegatecall() {
+    if !netns_available() {
+        eprintln!(
+            "skipped: `unshare --net` is not available (STRONGROOM_REQUIRE_NETNS=1 fails instead)"
+        );
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let Some(node) = anvil::for_tests(root, 31337, &[]).await.unwrap() else { return };
+    let chain = ChainId::parse(CHAIN).unwrap();
+    let rpc = EthRpc::new(&node.url, chain.clone(), Retry::default()).unwrap();
+    let env = SystemEnv::new();
+    let now = env.now();
+    let dir = tempfile::tempdir().unwrap();
+    let gov = governance(now);
+    let genesis_file = dir.path().join("genesis.json");
+    std::fs::write(&genesis_file, serde_json::to_vec(&gov.genesis).unwrap()).unwrap();
+
+    // Key ceremony, offline: each holder's key gives an owner address.
+    let homes: Vec<PathBuf> = (1..=3).map(|i| dir.path().join(format!("owner-{i}"))).collect();
+    let passes: Vec<PathBuf> = (1..=3).map(|i| dir.path().join(format!("pass-{i}"))).collect();
+    let mut owners: Vec<String> = Vec::new();
+    for (i, (home, pass)) in homes.iter().zip(&passes).enumerate() {
+        std::fs::write(pass, format!("owner {i} passphrase, long enough\n")).unwrap();
+        let o = cold(
+            true,
+            &[
+                "init",
+                "--home",
+                p(home),
+                "--chain",
+                CHAIN,
+                "--genesis",
+                p(&genesis_file),
+                "--pin",
+                &gov.pin,
+                "--passphrase-file",
+                p(pass),
+            ],
+            "",
+        );
+        assert!(o.ok, "{}", o.stderr);
+        let owner = o.stdout.lines().nth(1).unwrap().to_owned();
+        assert!(owner.starts_with("0x") && owner.len() == 42, "{owner}");
+        owners.push(owner);
+    }
+    let owner_addrs: Vec<EthAddress> = owners.iter().map(|o| o.parse().unwrap()).collect();
+
+    // Online: deploy the Safe from the public addresses and fund it with 5 ETH.
+    let accounts = rpc.call("eth_accounts", json!([])).await.unwrap();
+    let from = accounts[0].as_str().unwrap().to_owned();
+    let safe = deploy_safe(&rpc, root, &from, &owner_addrs, 2).await.unwrap();
+    rpc.call("anvil_setBalance", json!([safe.to_string(), "0x4563918244f40000"])).await.unwrap();
+    let owners_on_chain = eth_call(&rpc, safe, ISafe::getOwnersCall {}.abi_encode()).await;
+    let owners_on_chain = ISafe::getOwnersCall::abi_decode_returns(&owners_on_chain).unwrap();
+    let mut sorted_chain = owners_on_chain.clone();
+    sorted_chain.sort();
+    let mut sorted_ours = owner_addrs.clone();
+    sorted_ours.sort();
+    assert_eq!(sorted_chain, sorted_ours);
+    let safe_text = safe.to_checksum(None);
+    for home in &homes {
+        let mut args = vec![
+            "install-safe",
+            "--home",
+            p(home),
+            "--wallet",
+            "cold-eth-1",
+            "--safe",
+            &safe_text,
+            "--threshold",
+            "2",
+        ];
+        for o in &owners {
+            args.extend(["--owner", o.as_str()]);
+        }
+        let o = cold(false, &args, "");
+        assert!(o.ok && o.stdout.contains("2-of-3"), "{} {}", o.stdout, o.stderr);
+    }
+
+    // The hash the signers compute is the one the deployed Safe computes.
+    let i = intent(3 * ETH / 2, 1, now);
+    let tx = transfer_tx(&i, 0).unwrap();
+    let theirs = eth_call(&rpc, safe, get_transaction_hash_calldata(&tx)).await;
+    assert_eq!(theirs, safe_tx_hash(31337, safe, &tx).to_vec());
+
+    let state = replay(&gov.genesis, &gov.pin, &gov.log, now).unwrap();
+    let moved = |_: &VelocityLimit| Amount::ZERO;
+    let request = |intent: &'static Intent, approvals: &'static [Approval]| Request {
+        intent,
+        initiator: "eve",
+        initiator_role: Role::Operator,
+        approvals,
+        log: &gov.log,
+        state: &state,
+        moved: &moved,
+    };
+    let leak = |a: Vec<Approval>| -> &'static [Approval] { Box::leak(a.into_boxed_slice()) };
+    let i: &'static Intent = Box::leak(Box::new(i));
+    let one = leak(vec![approve("ann", 3, i, now)]);
+    let two = leak(vec![approve("ann", 3, i, now), approve("ops", 4, i, now)]);
+    let err = prepare_safe(safe, 0, &request(i, one), &env).unwrap_err();
+    assert!(err.to_string().contains("1 of 2 approvals"), "{err}");
+    let bundle = prepare_safe(safe, 0, &request(i, two), &env).unwrap();
+    let bundle_file = dir.path().join("bundle.json");
+    write_bundle(&bundle_file, &bundle);
+
+    let mut signed = Vec::new();
+    for n in [1usize, 2] {
+        let out = dir.path().join(format!("signed-{n}.json"));
+        let o = cold(
+            true,
+            &[
+                "sign",
+                "--home",
+                p(&homes[n]),
+                "--in",
+                p(&bundle_file),
+                "--out",
+                p(&out),
+                "--passphrase-file",
+                p(&passes[n]),
+            ],
+            "yes\n",
+        );
+        assert!(o.ok, "{}\n{}", o.stdout, o.stderr);
+        assert!(o.stdout.starts_with("interfaces: lo \n"), "{}", o.stdout);
+        for words in [
+            "Cold withdrawal from wallet cold-eth-1 (Safe",
+            "2-of-3, eip155:31337",
+            "Send 1.5 ETH (1500000000000000000 base units)",
+            DEST,
+            "a plain call (no delegatecall), Safe nonce 0",
+            "policy v1 rule cold-needs-two: allowed",
+        ] {
+            assert!(o.stdout.contains(words), "{words:?} not shown in:\n{}", o.stdout);
+        }
+        signed.push(Bundle::from_json(&std::fs::read(&out).unwrap()).unwrap());
+    }
+    // One owner's signature is not enough; two are, and the Safe moves the ETH.
+    let err = finalize_safe(&signed[..1], &owner_addrs, 2).unwrap_err();
+    assert!(err.to_string().contains("1 of 2 owners"), "{err}");
+    let (to, data) = finalize_safe(&signed, &owner_addrs, 2).unwrap();
+    assert_eq!(to, safe);
+    let dest = Address::parse(&chain, DEST).unwrap();
+    let before = rpc.balance(&dest, None).await.unwrap().base_units();
+    let call = json!({"from": from, "to": safe.to_string(), "data": format!("0x{}", hex::encode(&data)), "gas": "0x100000"});
+    send_and_wait(&rpc, call).await.unwrap();
+    let after = rpc.balance(&dest, None).await.unwrap().base_units();
+    assert_eq!(after - before, 3 * ETH / 2);
+    let safe_addr = Address::parse(&chain, &safe_text).unwrap();
+    assert_eq!(rpc.balance(&safe_addr, None).await.unwrap().base_units(), 5 * ETH - 3 * ETH / 2);
+    assert_eq!(U256::from_be_slice(&eth_call(&rpc, safe, nonce_calldata()).await), U256::from(1));
+    // The same signatures cannot be replayed: the nonce moved on.
+    let call = json!({"from": from, "to": safe.to_string(), "data": format!("0x{}", hex::encode(&data)), "gas": "0x100000"});
+    assert!(send_and_wait(&rpc, call).await.is_err());
+
+    // Bybit: the approvers approved "send 0.001 ETH to DEST"; the bundle's Safe transaction
+    // is a delegatecall to another contract. The offline signer refuses it.
+    let small: &'static Intent = Box::leak(Box::new(intent(ETH / 1000, 2, now)));
+    let approvals = leak(vec![approve("ann", 3, small, now), approve("ops", 4, small, now)]);
+    let honest = prepare_safe(safe, 1, &request(small, approvals), &env).unwrap();
+    let Payload::SafeTransaction(honest_payload) = &honest.transaction else {
+        panic!("a Safe bundle")
+    };
+    let refused = |b: &Bundle, why: &str| {
+        let f = dir.path().join("evil.json");
+        let out = dir.path().join("never.json");
+        write_bundle(&f, b);
+        let o = cold(
+            true,
+            &[
+                "sign",
+                "--home",
+                p(&homes[0]),
+                "--in",
+                p(&f),
+                "--out",
+                p(&out),
+                "--passphrase-file",
+                p(&passes[0]),
+            ],
+            "yes\n",
+        );
+        assert!(!o.ok, "signed: {}", o.stdout);
+        assert!(o.stderr.contains(why), "expected {why:?}, got: {}", o.stderr);
+        assert!(!out.exists());
+    };
+    let attacker = EthAddress::repeat_byte(0x96);
+    let mut bybit = honest_payload.clone();
+    bybit.to = attacker.to_checksum(None);
+    bybit.value = "0".into();
+    bybit.operation = DELEGATECALL;
+    // `transfer(attacker, 0)` — the call data a wallet UI would show as a harmless transfer.
+    bybit.data = format!(
+        "0xa9059cbb{}{}",
+        hex::encode([0u8; 12]) + &hex::encode(attacker),
+        hex::encode([0u8; 32])
+    );
+    let mut evil = honest.clone();
+    evil.transaction = Payload::SafeTransaction(bybit);
+    refused(&evil, "DELEGATECALL");
+    // An owner swap dressed as the same approval.
+    let mut swap = honest_payload.clone();
+    swap.to = safe_text.clone();
+    swap.value = "0".into();
+    swap.data = format!(
+        "0x{}",
+        hex::encode(
+            ISafe::addOwnerWithThresholdCall { owner: attacker, _threshold: U256::from(1) }
+                .abi_encode()
+        )
+    );
+    let mut evil = honest.clone();
+    evil.transaction = Payload::SafeTransaction(swap);
+    refused(&evil, "calls the Safe itself: addOwnerWithThreshold");
+    // A gas refund to the executor, paid by the Safe.
+    let mut refund = honest_payload.clone();
+    refund.gas_price = "1000000000000".into();
+    refund.refund_receiver = attacker.to_checksum(None);
+    let mut evil = honest.clone();
+    evil.transaction = Payload::SafeTransaction(refund);
+    refused(&evil, "gas refund");
+    // More than approved.
+    let mut more = honest_payload.clone();
+    more.value = (ETH).to_string();
+    let mut evil = honest.clone();
+    evil.transaction = Payload::SafeTransaction(more);
+    refused(&evil, "value");
+    // Another Safe than the one installed.
+    let mut other = honest_payload.clone();
+    other.safe = attacker.to_checksum(None);
+    let mut evil = honest.clone();
+    evil.transaction = Payload::SafeTransaction(other);
+    refused(&evil, "is Safe");
+    // A forged signature in a returned bundle is caught online too.
+    let mut forged: SafePayload = match &signed[0].transaction {
+        Payload::SafeTransaction(p) => p.clone(),
+        _ => unreachable!(),
+    };
+    forged.signatures[0].owner = owners[0].clone();
+    let mut fb = signed[0].clone();
+    fb.transaction = Payload::SafeTransaction(forged);
+    let err = finalize_safe(&[fb, signed[1].clone()], &owner_addrs, 2).unwrap_err();
+    assert!(err.to_string().contains("is by"), "{err}");
+    node.stop().await;
+}

@@ -1,0 +1,129 @@
+#![allow(dead_code)]
+//! Shared by the cold tests: the governance they run under (admins, approvers, a policy
+//! that lets cold movements through with two approvals), approvals, and running the real
+//! `strongroom-cold` binary, in a network namespace with no interfaces when asked.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use ed25519_dalek::SigningKey;
+use strongroom_cold::bundle::Bundle;
+use strongroom_core::{Intent, Timestamp};
+use strongroom_governance::approval::Approval;
+use strongroom_governance::log::{replay, Change, Entry, Genesis, MemberSpec};
+use strongroom_governance::policy::Policy;
+use strongroom_governance::Role;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_strongroom-cold");
+const POLICY: &str = r#"
+version = 1
+[[rules]]
+name = "cold-needs-two"
+when = { tier = "cold" }
+action = { kind = "approvals", count = 2, roles = ["approver"] }
+[[rules]]
+name = "nothing-else"
+action = { kind = "block", reason = "this test signs cold movements only" }
+"#;
+
+pub fn netns_available() -> bool {
+    let ok = Command::new("unshare").args(["--net", "true"]).status().is_ok_and(|s| s.success());
+    if !ok && std::env::var("STRONGROOM_REQUIRE_NETNS").is_ok_and(|v| v == "1") {
+        panic!("STRONGROOM_REQUIRE_NETNS=1 but `unshare --net` fails (it needs root)");
+    }
+    ok
+}
+
+pub fn key(n: u8) -> SigningKey {
+    SigningKey::from_bytes(&[n; 32])
+}
+
+pub const MEMBERS: [(&str, u8, Role); 5] = [
+    ("ada", 1, Role::Admin),
+    ("bob", 2, Role::Admin),
+    ("ann", 3, Role::Approver),
+    ("ops", 4, Role::Approver),
+    ("eve", 5, Role::Operator),
+];
+
+pub struct Gov {
+    pub genesis: Genesis,
+    pub pin: String,
+    pub log: Vec<Entry>,
+}
+
+pub fn governance(now: Timestamp) -> Gov {
+    let genesis = Genesis {
+        members: MEMBERS
+            .iter()
+            .map(|(id, n, r)| MemberSpec {
+                id: (*id).into(),
+                public_key: hex::encode(key(*n).verifying_key().to_bytes()),
+                roles: vec![*r],
+                passkey: None,
+            })
+            .collect(),
+        quorum: 2,
+        whitelist_delay_ms: 86_400_000,
+        created_at: Timestamp::from_unix_ms(now.unix_ms() - 60_000),
+    };
+    let pin = hex::encode(genesis.hash().unwrap());
+    let state = replay(&genesis, &pin, &[], now).unwrap();
+    let policy = Policy::from_toml(POLICY).unwrap();
+    let mut e = state
+        .propose(Change::SetPolicy { policy }, Timestamp::from_unix_ms(now.unix_ms() - 30_000));
+    e.sign("ada", &key(1)).unwrap();
+    e.sign("bob", &key(2)).unwrap();
+    Gov { genesis, pin, log: vec![e] }
+}
+
+pub fn approve(who: &str, n: u8, intent: &Intent, now: Timestamp) -> Approval {
+    Approval::sign(
+        who,
+        &key(n),
+        &intent.hash().unwrap(),
+        1,
+        Timestamp::from_unix_ms(now.unix_ms() + 3_600_000),
+    )
+}
+
+pub struct Out {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run `strongroom-cold args`, inside a fresh network namespace when `netns`, with `stdin`.
+/// In a namespace it first lists the network interfaces it can see, on one line.
+pub fn cold(netns: bool, args: &[&str], stdin: &str) -> Out {
+    let mut cmd = if netns {
+        let mut c = Command::new("unshare");
+        c.args(["--net", "--", "sh", "-c", "echo \"interfaces: $(awk -F: 'NR>2 {gsub(/ /, \"\", $1); printf \"%s \", $1}' /proc/self/net/dev)\"; exec \"$0\" \"$@\"", BIN]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    let mut child = cmd
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    Out {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+pub fn write_bundle(path: &Path, b: &Bundle) {
+    std::fs::write(path, b.to_json().unwrap()).unwrap();
+}
