@@ -18,6 +18,7 @@ use strongroom_core::ledger::TREASURY_CUSTOMER;
 use strongroom_core::{new_id, Env, Intent, SystemEnv, WalletId};
 use strongroom_engine::deposits::{DepositWatcher, WatchConfig};
 use strongroom_engine::sweeps::{SweepConfig, Sweeper};
+use strongroom_engine::treasury::{Action, ColdRatio, Treasury, TreasuryConfig, Watermarks};
 use strongroom_engine::{
     EngineError, EthConfig, EthWithdrawals, SignAuth, SignError, StopPoint, TxSigner,
 };
@@ -195,6 +196,8 @@ pub struct DevChain {
     reconciler: tokio::task::JoinHandle<()>,
     pub rpc_url: String,
     pub hot_wallet: Address,
+    /// The dev cold wallet (a Safe), when the treasury runs.
+    pub cold_wallet: Option<String>,
 }
 
 impl DevChain {
@@ -206,6 +209,7 @@ impl DevChain {
 }
 
 /// Start (or connect to) the dev chain, fund the hot wallet once, and run the engine.
+#[allow(clippy::too_many_arguments)]
 pub async fn start_dev_chain(
     data_dir: &Path,
     store: Arc<SqlStore>,
@@ -214,6 +218,7 @@ pub async fn start_dev_chain(
     confirmations: u64,
     api: &strongroom_server::AppState,
     require_risk: bool,
+    treasury: Option<DevTreasury>,
 ) -> anyhow::Result<Option<DevChain>> {
     let chain = ChainId::parse(DEV_CHAIN)?;
     let (node, url) = match rpc_url {
@@ -300,12 +305,32 @@ pub async fn start_dev_chain(
         token_gas: 100_000,
         ttl_ms: 3_600_000,
     };
+    let treasury = match treasury {
+        Some(t) => {
+            match dev_treasury(data_dir, store.clone(), &rpc, env.clone(), &sweep_cfg, &t).await {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    eprintln!("  No dev cold wallet, so no treasury: {e:#}");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let cold_wallet = treasury.as_ref().map(|(_, cold)| cold.clone());
     let sweeper = Sweeper::new(store.clone(), rpc.clone(), env.clone(), sweep_cfg);
+    let state = api.clone();
     let watcher = DepositWatcher::new(store.clone(), Arc::new(rpc.clone()), env.clone(), watch);
     let watcher = tokio::spawn(async move {
         loop {
             if let Err(e) = sweeper.plan().await {
                 tracing::warn!(error = %e, "sweep planning failed");
+            }
+            if let Some((t, cold)) = &treasury {
+                match t.run_once().await {
+                    Ok(report) => state.record_treasury(cold, readings(report)),
+                    Err(e) => tracing::warn!(error = %e, "treasury pass failed"),
+                }
             }
             match watcher.run_once().await {
                 Ok(r) if r.credited + r.reversed + r.held + r.dropped > 0 => tracing::info!(
@@ -321,11 +346,11 @@ pub async fn start_dev_chain(
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     });
-    let file = ChainFile {
-        rpc_url: url.clone(),
-        chain: chain.as_str().into(),
-        wallets: vec![(wallet.as_str().into(), hot.as_str().into())],
-    };
+    let mut wallets = vec![(wallet.as_str().to_owned(), hot.as_str().to_owned())];
+    if let Some(cold) = &cold_wallet {
+        wallets.push(("cold-eth-1".into(), cold.clone()));
+    }
+    let file = ChainFile { rpc_url: url.clone(), chain: chain.as_str().into(), wallets };
     std::fs::write(ChainFile::path(data_dir), serde_json::to_vec_pretty(&file)?)?;
     let reconciler = spawn_reconcile(store.clone(), rpc.clone(), chain.clone(), file);
 
@@ -343,7 +368,148 @@ pub async fn start_dev_chain(
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     });
-    Ok(Some(DevChain { _anvil: node, engine, watcher, reconciler, rpc_url: url, hot_wallet: hot }))
+    Ok(Some(DevChain {
+        _anvil: node,
+        engine,
+        watcher,
+        reconciler,
+        rpc_url: url,
+        hot_wallet: hot,
+        cold_wallet,
+    }))
+}
+
+/// The dev treasury's settings: the hot wallet's ETH watermarks (decimal ETH) and the cold
+/// share asked for.
+#[derive(Debug, Clone)]
+pub struct DevTreasury {
+    pub low: String,
+    pub target: String,
+    pub high: String,
+    pub min_cold_bps: u32,
+}
+
+/// The dev cold wallet, as `DATA/cold/safe.json` records it.
+#[derive(Debug, Serialize, Deserialize)]
+struct DevSafe {
+    address: String,
+    owners: Vec<String>,
+    threshold: u8,
+}
+
+/// The dev cold wallet, made at first start: three owner keys, each sealed as a
+/// `strongroom-cold` backup under its own random passphrase (`DATA/cold/owner-N.backup` and
+/// `.passphrase`; `strongroom-cold init --restore` turns one into an offline signer's
+/// home), and a 2-of-3 Safe 1.4.1 with their addresses. Dev only: real cold keys are made
+/// on offline machines (`strongroom-cold init`) and only their addresses come online.
+async fn dev_cold_safe(data_dir: &Path, rpc: &EthRpc, env: &dyn Env) -> anyhow::Result<DevSafe> {
+    use strongroom_chain_bitcoin::keys::ColdSecret;
+    use strongroom_cold::home::{owner_address, write_atomic, ColdHome};
+    let dir = data_dir.join("cold");
+    let file = dir.join("safe.json");
+    if file.exists() {
+        return Ok(serde_json::from_slice(&std::fs::read(&file)?)?);
+    }
+    std::fs::create_dir_all(&dir)?;
+    let mut owners = Vec::new();
+    for n in 1..=3 {
+        let secret = ColdSecret::generate(env);
+        let mut pass = [0u8; 20];
+        env.fill_random(&mut pass);
+        let pass = strongroom_crypto::SecretString::new(hex::encode(pass));
+        let backup = ColdHome::seal_backup(&secret, &pass, env)?;
+        write_atomic(&dir.join(format!("owner-{n}.backup")), format!("{backup}\n").as_bytes())?;
+        let pass_file = dir.join(format!("owner-{n}.passphrase"));
+        write_atomic(&pass_file, format!("{}\n", pass.expose_secret()).as_bytes())?;
+        restrict(&pass_file)?;
+        owners.push(owner_address(&secret)?);
+    }
+    let accounts = rpc.call("eth_accounts", json!([])).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let from = accounts
+        .get(0)
+        .and_then(|a| a.as_str())
+        .context("the node unlocks no account to deploy the Safe from")?
+        .to_owned();
+    let root = std::env::current_dir()?;
+    let root = if root.ancestors().any(|d| d.join(anvil::SAFE_ARTIFACTS).is_dir()) {
+        root
+    } else {
+        std::env::current_exe()?.parent().map(Path::to_path_buf).unwrap_or_default()
+    };
+    let safe = anvil::deploy_safe(rpc, &root, &from, &owners, 2)
+        .await
+        .map_err(|e| anyhow::anyhow!("deploying the Safe: {e}"))?;
+    let record = DevSafe {
+        address: safe.to_checksum(None),
+        owners: owners.iter().map(|o| o.to_checksum(None)).collect(),
+        threshold: 2,
+    };
+    write_atomic(&file, &serde_json::to_vec_pretty(&record)?)?;
+    Ok(record)
+}
+
+#[cfg(unix)]
+fn restrict(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+#[cfg(not(unix))]
+fn restrict(_: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+async fn dev_treasury(
+    data_dir: &Path,
+    store: Arc<SqlStore>,
+    rpc: &EthRpc,
+    env: Arc<dyn Env>,
+    sweep: &SweepConfig,
+    t: &DevTreasury,
+) -> anyhow::Result<(Treasury, String)> {
+    let safe = dev_cold_safe(data_dir, rpc, env.as_ref()).await?;
+    let cold = Address::parse(&sweep.chain, &safe.address)?;
+    let eth = |s: &str| {
+        Amount::parse_decimal(s, 18).with_context(|| format!("{s:?} is not an ETH amount"))
+    };
+    let marks = Watermarks {
+        asset: AssetSymbol::parse("ETH")?,
+        decimals: 18,
+        contract: None,
+        low: eth(&t.low)?,
+        target: eth(&t.target)?,
+        high: eth(&t.high)?,
+        min_cold_bps: t.min_cold_bps,
+    };
+    let cfg = TreasuryConfig { sweep: sweep.clone(), cold, marks: vec![marks] };
+    let treasury =
+        Treasury::new(store, rpc.clone(), env, cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((treasury, safe.address))
+}
+
+/// A treasury pass as the API shows it.
+fn readings(report: Vec<ColdRatio>) -> Vec<strongroom_server::treasury::TreasuryReading> {
+    report
+        .into_iter()
+        .map(|r| {
+            let (action, amount) = match r.action {
+                Action::Hold => ("hold", None),
+                Action::Sweep { amount } => ("sweep", Some(amount.base_units())),
+                Action::SweepUnderWay => ("sweep_under_way", None),
+                Action::SweepFailed { .. } => ("sweep_failed", None),
+                Action::Refill { amount } => ("refill", Some(amount.base_units())),
+            };
+            strongroom_server::treasury::TreasuryReading {
+                asset: r.asset.as_str().to_owned(),
+                hot: r.hot.base_units(),
+                cold: r.cold.base_units(),
+                cold_bps: r.cold_bps,
+                min_cold_bps: r.min_cold_bps,
+                action: action.to_owned(),
+                action_amount: amount,
+                at_ms: r.at_ms,
+            }
+        })
+        .collect()
 }
 
 /// Customers' deposit addresses on the dev chain, for the API.

@@ -379,7 +379,7 @@ pub async fn run(cmd: GovernanceCommand) -> anyhow::Result<std::process::ExitCod
             let mut secret = zeroize::Zeroizing::new([0u8; 32]);
             env.fill_random(secret.as_mut());
             let key = SigningKey::from_bytes(&secret);
-            crate::write_secret(&out, &hex::encode(secret.as_ref()))?;
+            crate::write_secret(&out, &hex::encode(secret.as_slice()))?;
             println!("{}", hex::encode(key.verifying_key().to_bytes()));
         }
         GovernanceCommand::Init {

@@ -121,6 +121,23 @@ enum Command {
         /// The console's origin, for WebAuthn passkeys (default `https://localhost:<port>`).
         #[arg(long)]
         public_url: Option<String>,
+        /// Run the treasury: deploy a dev cold wallet (a 2-of-3 Safe whose owner keys are
+        /// made at first start, sealed in DATA/cold) and keep the hot wallet's ETH between
+        /// the watermarks below, sweeping the excess to cold.
+        #[arg(long)]
+        treasury: bool,
+        /// Below this much ETH in the hot wallet, a refill from cold is requested.
+        #[arg(long, default_value = "1")]
+        hot_eth_low: String,
+        /// What the hot wallet keeps after a sweep (ETH).
+        #[arg(long, default_value = "3")]
+        hot_eth_target: String,
+        /// Above this much ETH in the hot wallet, the excess is swept to cold.
+        #[arg(long, default_value = "5")]
+        hot_eth_high: String,
+        /// The least share of holdings to keep cold, in basis points (9500 = 95%).
+        #[arg(long, default_value_t = 9_500)]
+        min_cold_bps: u32,
     },
     /// The governance log (members, quorum, policy, whitelists, freezes), on files.
     Governance {
@@ -361,9 +378,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             withdrawal_lock_secs,
             whitelist_delay_secs,
             public_url,
+            treasury,
+            hot_eth_low,
+            hot_eth_target,
+            hot_eth_high,
+            min_cold_bps,
         } => {
             let signers = (!no_signers).then_some((signer_base_port, test_primes));
-            let chain = (!no_chain && !no_signers).then_some((eth_rpc, confirmations));
+            let treasury = treasury.then_some(chain::DevTreasury {
+                low: hot_eth_low,
+                target: hot_eth_target,
+                high: hot_eth_high,
+                min_cold_bps,
+            });
+            let chain = (!no_chain && !no_signers).then_some((eth_rpc, confirmations, treasury));
             let risk = risk::RiskOptions {
                 lists: risk_lists,
                 rules: risk_rules,
@@ -545,7 +573,7 @@ async fn dev(
     data_dir: &Path,
     listen: std::net::SocketAddr,
     signer_opts: Option<(u16, Option<PathBuf>)>,
-    chain_opts: Option<(Option<String>, u64)>,
+    chain_opts: Option<(Option<String>, u64, Option<chain::DevTreasury>)>,
     governance_dir: Option<&Path>,
     risk_opts: risk::RiskOptions,
     accounts: strongroom_server::accounts::AccountRules,
@@ -637,7 +665,7 @@ async fn dev(
         None => None,
     };
     let chain = match (&signers, chain_opts) {
-        (Some(_), Some((rpc, confirmations))) => {
+        (Some(_), Some((rpc, confirmations, treasury))) => {
             let orch = signers::ClusterFile::load(&data_dir)?.orchestrator()?;
             chain::start_dev_chain(
                 &data_dir,
@@ -647,6 +675,7 @@ async fn dev(
                 confirmations,
                 &started.state,
                 true,
+                treasury,
             )
             .await?
         }
@@ -671,6 +700,12 @@ async fn dev(
     if let Some(c) = &chain {
         println!("  Ethereum:       {} (chain {})", c.rpc_url, chain::DEV_CHAIN);
         println!("  Hot wallet:     hot-eth-1 {}", c.hot_wallet.as_str());
+        if let Some(cold) = &c.cold_wallet {
+            println!(
+                "  Cold wallet:    cold-eth-1 {cold} (2-of-3 Safe; dev owner keys sealed in {})",
+                data_dir.join("cold").display()
+            );
+        }
     }
     println!();
     println!("Try:");
@@ -866,7 +901,7 @@ async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
                 let sealed =
                     strongroom_server::clients::seal_signing_key(&kek, &t.id, key.as_ref(), &env)
                         .map_err(anyhow::Error::msg)?;
-                signing_key = Some(zeroize::Zeroizing::new(hex::encode(key.as_ref())));
+                signing_key = Some(zeroize::Zeroizing::new(hex::encode(key.as_slice())));
                 Some(sealed)
             } else {
                 None

@@ -1787,3 +1787,129 @@ fn dev_customer_account_security_from_registration_to_a_locked_withdrawal() {
     drop(dev);
     assert_audit_intact(&data);
 }
+
+/// The treasury through the real binary: `strongroom dev --treasury` deploys its cold wallet
+/// (a 2-of-3 Safe on the node), finds the hot wallet's 100 ETH above its 5 ETH high mark,
+/// sweeps down to the 3 ETH target through the signer processes, reports the cold share
+/// (API and Prometheus) at or above 95%, and the ledger still reconciles with hot + cold.
+#[test]
+fn dev_treasury_sweeps_the_hot_wallet_above_its_high_mark_to_cold() {
+    let Some(chain) = start_anvil(&["--block-time", "1"]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let args = [
+        "--eth-rpc",
+        chain.url.as_str(),
+        "--confirmations",
+        "1",
+        "--treasury",
+        "--hot-eth-low",
+        "1",
+        "--hot-eth-target",
+        "3",
+        "--hot-eth-high",
+        "5",
+    ];
+    let dev = start_dev_with(&data, &args, &[]);
+    let chain_file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("chain.json")).unwrap()).unwrap();
+    let hot = chain_file["wallets"][0][1].as_str().unwrap().to_owned();
+    assert_eq!(chain_file["wallets"][1][0], "cold-eth-1", "{chain_file}");
+    let cold = chain_file["wallets"][1][1].as_str().unwrap().to_owned();
+    // The cold wallet is a 2-of-3 Safe of the three dev owner keys, which sit sealed on disk.
+    let safe: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("cold/safe.json")).unwrap()).unwrap();
+    assert_eq!(safe["address"], cold.as_str());
+    let threshold = rpc(
+        &chain.url,
+        "eth_call",
+        serde_json::json!([{"to": cold, "data": "0xe75235b8"}, "latest"]),
+    );
+    assert_eq!(threshold, format!("0x{:064x}", 2), "getThreshold()");
+    for n in 1..=3 {
+        let backup = std::fs::read_to_string(data.join(format!("cold/owner-{n}.backup"))).unwrap();
+        assert!(
+            backup.starts_with("strongroom-sealed-v1:cold-key-backup:m=65536,t=3,p=4:"),
+            "{backup}"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join(format!("cold/owner-{n}.passphrase")))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "passphrase files are the owner's only");
+    }
+
+    let wei = |v: &serde_json::Value| {
+        u128::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+    };
+    let eth = 1_000_000_000_000_000_000u128;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let view = loop {
+        let v = api(&dev, "GET", "/v1/treasury", None);
+        let cold_balance =
+            wei(&rpc(&chain.url, "eth_getBalance", serde_json::json!([cold, "latest"])));
+        let a = &v["assets"][0];
+        if cold_balance == 97 * eth && a["cold"] == (97 * eth).to_string() && a["action"] == "hold"
+        {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not swept: cold holds {cold_balance} wei; treasury: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let a = &view["assets"][0];
+    assert_eq!(view["cold_address"], cold.as_str());
+    assert_eq!(a["asset"], "ETH");
+    assert_eq!(a["cold_decimal"], "97");
+    let hot_left = wei(&rpc(&chain.url, "eth_getBalance", serde_json::json!([hot, "latest"])));
+    assert!(
+        hot_left < 3 * eth && hot_left > 3 * eth - eth / 100,
+        "3 ETH less the sweep's fee stays hot: {hot_left}"
+    );
+    let bps = a["cold_bps"].as_u64().unwrap();
+    assert!((9_500..=10_000).contains(&bps), "{view}");
+    assert_eq!(a["min_cold_bps"], 9_500);
+    assert_eq!(a["meets_minimum"], true);
+    // Over time: the share before the sweep (0%) and after.
+    let history: Vec<u64> = view["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["cold_bps"].as_u64().unwrap())
+        .collect();
+    assert_eq!(history.first(), Some(&0), "{history:?}");
+    assert_eq!(history.last(), Some(&bps), "{history:?}");
+    // Prometheus shows the same share.
+    let (ok, metrics) = curl(&[
+        "--cacert",
+        &dev.ca,
+        "-H",
+        &format!("Authorization: Bearer {}", dev.token),
+        &format!("{}/metrics", dev.url),
+    ])
+    .unwrap();
+    assert!(ok, "{metrics}");
+    assert!(
+        metrics.contains(&format!("strongroom_cold_ratio_bps{{asset=\"ETH\"}} {bps}")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("strongroom_cold_ratio_min_bps{asset=\"ETH\"} 9500"), "{metrics}");
+    // Custody did not change: the ledger matches hot + cold + deposit addresses.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new(BIN)
+            .args(["reconcile", "--data-dir", data.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && text.contains("ETH") && !text.contains("in flight") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}{}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_audit_intact(&data);
+}

@@ -323,7 +323,16 @@ impl ColdHome {
         backup_pass: &SecretString,
         env: &dyn Env,
     ) -> Result<String, ColdError> {
-        let secret = self.unlock(pass)?;
+        ColdHome::seal_backup(&self.unlock(pass)?, backup_pass, env)
+    }
+
+    /// A backup of `secret` under `backup_pass`, as [`ColdHome::backup`] writes it (for keys
+    /// made elsewhere, e.g. the dev stack's cold keys, to be restored into a home).
+    pub fn seal_backup(
+        secret: &ColdSecret,
+        backup_pass: &SecretString,
+        env: &dyn Env,
+    ) -> Result<String, ColdError> {
         Ok(passphrase::seal(secret.expose_bytes(), backup_pass, BACKUP_LABEL, env)?)
     }
 

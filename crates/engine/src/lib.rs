@@ -32,6 +32,7 @@ use uuid::Uuid;
 pub mod deposits;
 pub mod reconcile;
 pub mod sweeps;
+pub mod treasury;
 
 /// Why a threshold signature was not made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -390,7 +391,18 @@ impl EthWithdrawals {
         let intent = &w.intent;
         let (_, from) = self.key_at(&intent.source_wallet, &w.path).await?;
         let gas_limit = match &intent.asset.contract {
-            None => NATIVE_TRANSFER_GAS,
+            // A plain transfer costs 21 000 gas, but paying a contract (a Safe's receive
+            // function) costs more: estimate, with the same margin as for tokens.
+            None => {
+                let value = intent.amount.base_units();
+                let estimate =
+                    self.rpc.estimate_gas(&from, &intent.destination, value, &[]).await?;
+                if estimate <= NATIVE_TRANSFER_GAS {
+                    NATIVE_TRANSFER_GAS
+                } else {
+                    estimate.saturating_add(estimate / 5)
+                }
+            }
             Some(token) => {
                 let data = transfer_calldata(&intent.destination, intent.amount)?;
                 let estimate = self.rpc.estimate_gas(&from, token, 0, &data).await?;

@@ -138,8 +138,9 @@ impl Sweeper {
         Ok(planned)
     }
 
+    /// A new sweep of `kind` (not yet stored).
     #[allow(clippy::too_many_arguments)]
-    fn sweep(
+    pub(crate) fn sweep(
         &self,
         kind: SweepKind,
         path: Vec<u32>,

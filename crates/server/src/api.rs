@@ -51,6 +51,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
         (name = "withdrawals", description = "Withdrawal requests and their lifecycle"),
         (name = "risk", description = "Risk events and the review queue of paused withdrawals"),
         (name = "governance", description = "The governance log: members, quorum, policy, whitelists, freezes"),
+        (name = "treasury", description = "Hot and cold balances, the cold share against its minimum, sweeps and refills"),
     )
 )]
 #[derive(Debug)]
@@ -100,6 +101,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::risk::release))
         .routes(routes!(crate::risk::reject))
         .routes(routes!(crate::governance::get_governance))
+        .routes(routes!(crate::treasury::get_treasury))
         .routes(routes!(crate::governance::install_genesis))
         .routes(routes!(crate::governance::propose))
         .routes(routes!(crate::governance::add_signoff))

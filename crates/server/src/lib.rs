@@ -21,6 +21,7 @@ pub mod pki;
 pub mod risk;
 pub mod rotate;
 pub mod tls;
+pub mod treasury;
 
 use std::sync::Arc;
 
@@ -58,6 +59,7 @@ struct Inner {
     accounts: std::sync::OnceLock<Arc<accounts::Accounts>>,
     notifier: std::sync::OnceLock<Arc<dyn accounts::Notifier>>,
     nonces: clients::Nonces,
+    treasury: std::sync::Mutex<treasury::TreasuryLog>,
 }
 
 /// A would-be withdrawal for the risk engine to score, without storing anything.
@@ -120,6 +122,7 @@ impl AppState {
             accounts: std::sync::OnceLock::new(),
             notifier: std::sync::OnceLock::new(),
             nonces: clients::Nonces::default(),
+            treasury: std::sync::Mutex::default(),
         }))
     }
     /// Connect deposit address creation (once).
@@ -186,6 +189,9 @@ impl AppState {
     }
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+    pub(crate) fn treasury_log(&self) -> &std::sync::Mutex<treasury::TreasuryLog> {
+        &self.0.treasury
     }
 }
 

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -42,6 +43,9 @@ pub struct Metrics {
     pub withdrawals_requested: Family<AssetLabels, Counter>,
     pub deposits_credited: Family<AssetLabels, Counter>,
     pub errors: Family<CodeLabels, Counter>,
+    /// The cold share of holdings per asset, in basis points, and the configured minimum.
+    pub cold_ratio_bps: Family<AssetLabels, Gauge>,
+    pub cold_ratio_min_bps: Family<AssetLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -76,6 +80,18 @@ impl Default for Metrics {
             deposits_credited.clone(),
         );
         registry.register("api_errors", "Error responses by stable code", errors.clone());
+        let cold_ratio_bps = Family::<AssetLabels, Gauge>::default();
+        let cold_ratio_min_bps = Family::<AssetLabels, Gauge>::default();
+        registry.register(
+            "cold_ratio_bps",
+            "Share of holdings in cold wallets, basis points (treasury pass)",
+            cold_ratio_bps.clone(),
+        );
+        registry.register(
+            "cold_ratio_min_bps",
+            "Configured minimum cold share, basis points",
+            cold_ratio_min_bps.clone(),
+        );
         Metrics {
             registry,
             http_requests,
@@ -83,6 +99,8 @@ impl Default for Metrics {
             withdrawals_requested,
             deposits_credited,
             errors,
+            cold_ratio_bps,
+            cold_ratio_min_bps,
         }
     }
 }

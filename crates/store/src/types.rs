@@ -356,6 +356,8 @@ pub enum SweepKind {
     Sweep,
     /// Gas money from the hot wallet to a deposit address that holds tokens.
     TopUp,
+    /// A hot wallet's balance above its high watermark to a whitelisted cold address.
+    ToCold,
 }
 
 impl SweepKind {
@@ -363,10 +365,13 @@ impl SweepKind {
         match self {
             SweepKind::Sweep => "sweep",
             SweepKind::TopUp => "top_up",
+            SweepKind::ToCold => "to_cold",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        [SweepKind::Sweep, SweepKind::TopUp].into_iter().find(|k| k.as_str() == s)
+        [SweepKind::Sweep, SweepKind::TopUp, SweepKind::ToCold]
+            .into_iter()
+            .find(|k| k.as_str() == s)
     }
 }
 

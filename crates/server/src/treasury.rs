@@ -1,0 +1,148 @@
+//! `GET /v1/treasury`: per asset, what the hot wallet and the cold wallet hold, the cold
+//! share in basis points against the configured minimum, what the last treasury pass did,
+//! and the share over time. Whoever runs the treasury (the CLI's engine loop) reports each
+//! pass with [`AppState::record_treasury`]; the same figures are Prometheus gauges
+//! (`strongroom_cold_ratio_bps`, `strongroom_cold_ratio_min_bps`).
+
+use std::collections::VecDeque;
+
+use axum::extract::State;
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::api::READERS;
+use crate::auth::Principal;
+use crate::error::{ApiError, ErrorBody};
+use crate::metrics::AssetLabels;
+use crate::AppState;
+
+/// How many points of history are kept (one per asset per change, or per minute).
+const HISTORY: usize = 2_000;
+
+/// One asset after one treasury pass, in base units.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreasuryReading {
+    pub asset: String,
+    pub hot: u128,
+    pub cold: u128,
+    pub cold_bps: u32,
+    pub min_cold_bps: u32,
+    /// `hold`, `sweep`, `sweep_under_way` or `refill`.
+    pub action: String,
+    /// What a sweep moves, or a refill asks for.
+    pub action_amount: Option<u128>,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TreasuryAsset {
+    pub asset: String,
+    /// Base units, as decimal strings (like every amount in this API).
+    pub hot: String,
+    pub cold: String,
+    pub hot_decimal: String,
+    pub cold_decimal: String,
+    /// The cold share of hot + cold, in basis points (9500 = 95%).
+    pub cold_bps: u32,
+    pub min_cold_bps: u32,
+    pub meets_minimum: bool,
+    pub action: String,
+    pub action_amount: Option<String>,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TreasuryPoint {
+    pub asset: String,
+    pub cold_bps: u32,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TreasuryView {
+    /// Where sweeps go; absent when no treasury runs.
+    pub cold_address: Option<String>,
+    pub assets: Vec<TreasuryAsset>,
+    /// The cold share over time, oldest first.
+    pub history: Vec<TreasuryPoint>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct TreasuryLog {
+    cold_address: Option<String>,
+    last: Vec<TreasuryReading>,
+    history: VecDeque<TreasuryPoint>,
+}
+
+impl AppState {
+    /// Record one treasury pass (the gauges follow).
+    pub fn record_treasury(&self, cold_address: &str, readings: Vec<TreasuryReading>) {
+        let m = self.metrics();
+        for r in &readings {
+            let labels = AssetLabels { asset: r.asset.clone() };
+            m.cold_ratio_bps.get_or_create(&labels).set(i64::from(r.cold_bps));
+            m.cold_ratio_min_bps.get_or_create(&labels).set(i64::from(r.min_cold_bps));
+        }
+        let Ok(mut log) = self.treasury_log().lock() else { return };
+        for r in &readings {
+            let last = log.history.iter().rev().find(|p| p.asset == r.asset);
+            let due = last.is_none_or(|p| p.cold_bps != r.cold_bps || r.at_ms - p.at_ms >= 60_000);
+            if due {
+                log.history.push_back(TreasuryPoint {
+                    asset: r.asset.clone(),
+                    cold_bps: r.cold_bps,
+                    at_ms: r.at_ms,
+                });
+            }
+        }
+        while log.history.len() > HISTORY {
+            log.history.pop_front();
+        }
+        log.cold_address = Some(cold_address.to_owned());
+        log.last = readings;
+    }
+}
+
+/// The treasury's last pass and the cold share over time.
+#[utoipa::path(get, path = "/v1/treasury", tag = "treasury", security(("token" = [])),
+    responses((status = 200, body = TreasuryView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(crate) async fn get_treasury(
+    State(state): State<AppState>,
+    p: Principal,
+) -> Result<Json<TreasuryView>, ApiError> {
+    p.require(READERS)?;
+    let log = state
+        .treasury_log()
+        .lock()
+        .map_err(|_| ApiError::internal("the treasury log is poisoned"))?;
+    let decimal = |asset: &str, v: u128| {
+        let decimals = state.registry().get(asset).map_or(0, |a| a.decimals);
+        strongroom_units::Amount::from_base_units(v)
+            .ok()
+            .and_then(|a| a.format_decimal(decimals).ok())
+            .unwrap_or_else(|| v.to_string())
+    };
+    let assets = log
+        .last
+        .iter()
+        .map(|r| TreasuryAsset {
+            asset: r.asset.clone(),
+            hot: r.hot.to_string(),
+            cold: r.cold.to_string(),
+            hot_decimal: decimal(&r.asset, r.hot),
+            cold_decimal: decimal(&r.asset, r.cold),
+            cold_bps: r.cold_bps,
+            min_cold_bps: r.min_cold_bps,
+            meets_minimum: r.cold_bps >= r.min_cold_bps,
+            action: r.action.clone(),
+            action_amount: r.action_amount.map(|a| a.to_string()),
+            at_ms: r.at_ms,
+        })
+        .collect();
+    Ok(Json(TreasuryView {
+        cold_address: log.cold_address.clone(),
+        assets,
+        history: log.history.iter().cloned().collect(),
+    }))
+}
