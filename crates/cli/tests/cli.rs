@@ -432,6 +432,17 @@ fn api(dev: &Dev, method: &str, path: &str, body: Option<serde_json::Value>) -> 
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
+/// `strongroom reconcile` on the dev stack: whether it passed, and what it printed.
+fn reconcile(data: &std::path::Path) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(["reconcile", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
 /// `strongroom audit verify` passes on the dev stack's database.
 fn assert_audit_intact(data: &std::path::Path) {
     let out = Command::new(BIN)
@@ -577,25 +588,13 @@ fn dev_withdraws_eth_signed_by_the_signer_processes_and_survives_a_crash_before_
     let balance_of = serde_json::json!({"to": token, "data": format!("0x70a08231{:0>64}", deposit_to.trim_start_matches("0x").to_lowercase())});
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let out = Command::new(BIN)
-            .args(["reconcile", "--data-dir", data.to_str().unwrap()])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (ok, text) = reconcile(&data);
         let left = rpc(&chain.url, "eth_call", serde_json::json!([balance_of, "latest"]));
         let swept = left == format!("0x{:064x}", 0);
-        if swept
-            && out.status.success()
-            && text.matches("match").count() == 2
-            && !text.contains("in flight")
-        {
+        if swept && ok && text.matches("match").count() == 2 && !text.contains("in flight") {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "swept: {swept}\n{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(Instant::now() < deadline, "swept: {swept}\n{text}");
         std::thread::sleep(Duration::from_millis(500));
     }
     assert_audit_intact(&data);
@@ -1900,15 +1899,11 @@ fn dev_treasury_sweeps_the_hot_wallet_above_its_high_mark_to_cold() {
     // Custody did not change: the ledger matches hot + cold + deposit addresses.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let out = Command::new(BIN)
-            .args(["reconcile", "--data-dir", data.to_str().unwrap()])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() && text.contains("ETH") && !text.contains("in flight") {
+        let (ok, text) = reconcile(&data);
+        if ok && text.contains("ETH") && !text.contains("in flight") {
             break;
         }
-        assert!(Instant::now() < deadline, "{text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(Instant::now() < deadline, "{text}");
         std::thread::sleep(Duration::from_millis(500));
     }
     assert_audit_intact(&data);

@@ -30,7 +30,10 @@ use strongroom_governance::log::replay;
 use strongroom_governance::Role;
 use strongroom_units::chain::BITCOIN_REGTEST;
 use strongroom_units::{Address, AssetSymbol, ChainId};
-use support::{approve, cold, governance, netns_available, p, write_bundle};
+use support::{
+    approve, cold, governance, init_offline, netns_available, p, refused_offline, sign_offline,
+    write_bundle,
+};
 
 fn intent(dest: &str, sat: u128, request: u128, now: Timestamp) -> Intent {
     let chain = ChainId::parse(BITCOIN_REGTEST).unwrap();
@@ -87,23 +90,7 @@ fn a_two_of_three_cold_withdrawal_signed_offline_passes_bitcoin_core() {
     let mut account_keys = Vec::new();
     for (i, (home, pass)) in homes.iter().zip(&passes).enumerate() {
         std::fs::write(pass, format!("holder {i} passphrase, long enough\n")).unwrap();
-        let o = cold(
-            true,
-            &[
-                "init",
-                "--home",
-                p(home),
-                "--chain",
-                BITCOIN_REGTEST,
-                "--genesis",
-                p(&genesis_file),
-                "--pin",
-                &gov.pin,
-                "--passphrase-file",
-                p(pass),
-            ],
-            "",
-        );
+        let o = init_offline(home, BITCOIN_REGTEST, &genesis_file, &gov.pin, pass);
         assert!(o.ok, "{}", o.stderr);
         assert!(
             o.stdout.starts_with("interfaces: lo \n"),
@@ -217,21 +204,7 @@ fn a_two_of_three_cold_withdrawal_signed_offline_passes_bitcoin_core() {
     let mut signed = Vec::new();
     for n in [0usize, 2] {
         let out = dir.path().join(format!("signed-{n}.json"));
-        let o = cold(
-            true,
-            &[
-                "sign",
-                "--home",
-                p(&homes[n]),
-                "--in",
-                p(&bundle_file),
-                "--out",
-                p(&out),
-                "--passphrase-file",
-                p(&passes[n]),
-            ],
-            "yes\n",
-        );
+        let o = sign_offline(&homes[n], &bundle_file, &out, &passes[n], "yes\n");
         assert!(o.ok, "{}\n{}", o.stdout, o.stderr);
         assert!(o.stdout.starts_with("interfaces: lo \n"), "{}", o.stdout);
         for words in [
@@ -263,27 +236,7 @@ fn a_two_of_three_cold_withdrawal_signed_offline_passes_bitcoin_core() {
 
     // Refusals, each offline; none writes a bundle.
     let refused = |home: &Path, pass: &Path, b: &Bundle, answer: &str, why: &str| {
-        let f = dir.path().join("tampered.json");
-        let out = dir.path().join("never.json");
-        write_bundle(&f, b);
-        let o = cold(
-            true,
-            &[
-                "sign",
-                "--home",
-                p(home),
-                "--in",
-                p(&f),
-                "--out",
-                p(&out),
-                "--passphrase-file",
-                p(pass),
-            ],
-            answer,
-        );
-        assert!(!o.ok, "signed: {}", o.stdout);
-        assert!(o.stderr.contains(why), "expected {why:?}, got: {}", o.stderr);
-        assert!(!out.exists());
+        refused_offline(dir.path(), home, pass, b, answer, why)
     };
     // An extra output to an address the intent does not name, paid from the change.
     let mut extra = bundle.clone();

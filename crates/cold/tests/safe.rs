@@ -28,7 +28,10 @@ use strongroom_governance::log::replay;
 use strongroom_governance::policy::VelocityLimit;
 use strongroom_governance::Role;
 use strongroom_units::{Address, Amount, AssetSymbol, ChainId};
-use support::{approve, cold, governance, netns_available, p, write_bundle};
+use support::{
+    approve, cold, governance, init_offline, netns_available, p, refused_offline, sign_offline,
+    write_bundle,
+};
 
 const CHAIN: &str = "eip155:31337";
 const DEST: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
@@ -88,23 +91,7 @@ async fn a_two_of_three_safe_moves_eth_after_two_offline_signatures_and_refuses_
     let mut owners: Vec<String> = Vec::new();
     for (i, (home, pass)) in homes.iter().zip(&passes).enumerate() {
         std::fs::write(pass, format!("owner {i} passphrase, long enough\n")).unwrap();
-        let o = cold(
-            true,
-            &[
-                "init",
-                "--home",
-                p(home),
-                "--chain",
-                CHAIN,
-                "--genesis",
-                p(&genesis_file),
-                "--pin",
-                &gov.pin,
-                "--passphrase-file",
-                p(pass),
-            ],
-            "",
-        );
+        let o = init_offline(home, CHAIN, &genesis_file, &gov.pin, pass);
         assert!(o.ok, "{}", o.stderr);
         let owner = o.stdout.lines().nth(1).unwrap().to_owned();
         assert!(owner.starts_with("0x") && owner.len() == 42, "{owner}");
@@ -174,21 +161,7 @@ async fn a_two_of_three_safe_moves_eth_after_two_offline_signatures_and_refuses_
     let mut signed = Vec::new();
     for n in [1usize, 2] {
         let out = dir.path().join(format!("signed-{n}.json"));
-        let o = cold(
-            true,
-            &[
-                "sign",
-                "--home",
-                p(&homes[n]),
-                "--in",
-                p(&bundle_file),
-                "--out",
-                p(&out),
-                "--passphrase-file",
-                p(&passes[n]),
-            ],
-            "yes\n",
-        );
+        let o = sign_offline(&homes[n], &bundle_file, &out, &passes[n], "yes\n");
         assert!(o.ok, "{}\n{}", o.stdout, o.stderr);
         assert!(o.stdout.starts_with("interfaces: lo \n"), "{}", o.stdout);
         for words in [
@@ -229,29 +202,8 @@ async fn a_two_of_three_safe_moves_eth_after_two_offline_signatures_and_refuses_
     let Payload::SafeTransaction(honest_payload) = &honest.transaction else {
         panic!("a Safe bundle")
     };
-    let refused = |b: &Bundle, why: &str| {
-        let f = dir.path().join("evil.json");
-        let out = dir.path().join("never.json");
-        write_bundle(&f, b);
-        let o = cold(
-            true,
-            &[
-                "sign",
-                "--home",
-                p(&homes[0]),
-                "--in",
-                p(&f),
-                "--out",
-                p(&out),
-                "--passphrase-file",
-                p(&passes[0]),
-            ],
-            "yes\n",
-        );
-        assert!(!o.ok, "signed: {}", o.stdout);
-        assert!(o.stderr.contains(why), "expected {why:?}, got: {}", o.stderr);
-        assert!(!out.exists());
-    };
+    let refused =
+        |b: &Bundle, why: &str| refused_offline(dir.path(), &homes[0], &passes[0], b, "yes\n", why);
     let attacker = EthAddress::repeat_byte(0x96);
     let mut bybit = honest_payload.clone();
     bybit.to = attacker.to_checksum(None);

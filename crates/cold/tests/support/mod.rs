@@ -127,3 +127,62 @@ pub fn p(path: &Path) -> &str {
 pub fn write_bundle(path: &Path, b: &Bundle) {
     std::fs::write(path, b.to_json().unwrap()).unwrap();
 }
+
+/// `strongroom-cold sign` in a network namespace, answering `answer` at the prompt.
+pub fn sign_offline(home: &Path, input: &Path, out: &Path, pass: &Path, answer: &str) -> Out {
+    cold(
+        true,
+        &[
+            "sign",
+            "--home",
+            p(home),
+            "--in",
+            p(input),
+            "--out",
+            p(out),
+            "--passphrase-file",
+            p(pass),
+        ],
+        answer,
+    )
+}
+
+/// `strongroom-cold init` in a network namespace.
+pub fn init_offline(home: &Path, chain: &str, genesis: &Path, pin: &str, pass: &Path) -> Out {
+    cold(
+        true,
+        &[
+            "init",
+            "--home",
+            p(home),
+            "--chain",
+            chain,
+            "--genesis",
+            p(genesis),
+            "--pin",
+            pin,
+            "--passphrase-file",
+            p(pass),
+        ],
+        "",
+    )
+}
+
+/// `bundle` offered to the signer at `home` (in a namespace, answering `answer`) is refused
+/// with a message containing `why`, and no signed bundle is written.
+pub fn refused_offline(
+    dir: &Path,
+    home: &Path,
+    pass: &Path,
+    bundle: &Bundle,
+    answer: &str,
+    why: &str,
+) {
+    let f = dir.join("offered.json");
+    let out = dir.join("never.json");
+    write_bundle(&f, bundle);
+    let o = sign_offline(home, &f, &out, pass, answer);
+    assert!(!o.ok, "signed: {}", o.stdout);
+    assert!(o.stderr.contains(why), "expected {why:?}, got: {}", o.stderr);
+    assert!(!out.exists());
+}
