@@ -17,6 +17,8 @@ use bitcoin::{Network, ScriptBuf};
 use strongroom_units::chain::{BITCOIN_MAINNET, BITCOIN_REGTEST, BITCOIN_TESTNET};
 use strongroom_units::ChainId;
 
+#[cfg(feature = "esplora")]
+pub mod esplora;
 pub mod keys;
 pub mod psbt;
 pub mod wallet;
@@ -46,6 +48,8 @@ pub enum BtcError {
     Finalize(String),
     #[error("Bitcoin Core's consensus check refused the transaction: {0}")]
     Consensus(String),
+    #[error("Bitcoin backend: {0}")]
+    Backend(String),
 }
 
 /// The Bitcoin network of a CAIP-2 chain id.

@@ -37,6 +37,15 @@ impl ColdWallet {
         self.wallet.reveal_next_address(KeychainKind::External).address
     }
 
+    /// Track the wallet's addresses of `keychain` up to `index` (found in use by a sync).
+    pub fn reveal_to(&mut self, keychain: Keychain, index: u32) {
+        let k = match keychain {
+            Keychain::Receive => KeychainKind::External,
+            Keychain::Change => KeychainKind::Internal,
+        };
+        let _ = self.wallet.reveal_addresses_to(k, index).count();
+    }
+
     /// A transaction seen on the network (unconfirmed, first seen at `seen_at` seconds); the
     /// wallet keeps what pays or spends its scripts.
     pub fn add_transaction(&mut self, tx: Transaction, seen_at: u64) {
