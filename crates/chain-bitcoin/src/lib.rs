@@ -19,6 +19,7 @@ use strongroom_units::ChainId;
 
 #[cfg(feature = "esplora")]
 pub mod esplora;
+pub mod hot;
 pub mod keys;
 pub mod psbt;
 pub mod wallet;

@@ -97,6 +97,74 @@ fn taproot_2_of_3_signatures_verify_with_bip340() {
     assert!(matches!(sign(&shares, &[1], message, 8), Err(MpcError::Parameters(_))));
 }
 
+/// A hot Bitcoin wallet on the FROST-Taproot key: coins paid to its P2TR address are spent
+/// by a 2-of-3 signature over the BIP-341 sighash, which libsecp256k1's BIP-340 verifier
+/// accepts for the output key (and libbitcoinconsensus finds nothing wrong with the rest);
+/// the same signature on a changed transaction, or another group's, is refused.
+#[test]
+fn a_frost_taproot_key_spend_passes_bitcoin_core() {
+    use strongroom_chain_bitcoin::bitcoin::{
+        absolute::LockTime, transaction::Version, Amount, Network, OutPoint, ScriptBuf, Sequence,
+        Transaction, TxIn, TxOut, Witness,
+    };
+    use strongroom_chain_bitcoin::hot::{
+        attach_key_spend, key_spend_sighash, p2tr_address, verify_key_spend,
+    };
+    let shares = dkg::<Secp256k1Taproot>(3, 2, 11);
+    let group = shares[0].group_key().unwrap();
+    let hot = p2tr_address(&group, Network::Regtest).unwrap();
+    assert!(hot.to_string().starts_with("bcrt1p"), "{hot}");
+    let funding = Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint::null(),
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut { value: Amount::from_sat(50_000), script_pubkey: hot.script_pubkey() }],
+    };
+    let prevout = OutPoint { txid: funding.compute_txid(), vout: 0 };
+    let elsewhere = p2tr_address(&[2u8; 32], Network::Regtest).unwrap();
+    let mut spend = Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: prevout,
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut {
+            value: Amount::from_sat(49_000),
+            script_pubkey: elsewhere.script_pubkey(),
+        }],
+    };
+    let spent = vec![funding.output[0].clone()];
+    let sighash = key_spend_sighash(&spend, 0, &spent).unwrap();
+    let sig = sign(&shares, &[1, 3], &sighash, 12).unwrap();
+    attach_key_spend(&mut spend, 0, &sig).unwrap();
+    let lookup = |op: &OutPoint| (*op == prevout).then(|| spent[0].clone());
+    spend.verify(lookup).unwrap();
+    verify_key_spend(&spend, 0, &spent).unwrap();
+    // The signature does not carry over to a changed transaction.
+    let mut changed = spend.clone();
+    changed.output[0].value = Amount::from_sat(49_001);
+    assert!(verify_key_spend(&changed, 0, &spent).is_err());
+    // Nor does another group's signature count for this key.
+    let others = dkg::<Secp256k1Taproot>(3, 2, 13);
+    let mut forged = spend.clone();
+    attach_key_spend(&mut forged, 0, &sign(&others, &[1, 2], &sighash, 14).unwrap()).unwrap();
+    assert!(verify_key_spend(&forged, 0, &spent).is_err());
+    // Each 2-of-3 subset signs for the same key.
+    for signers in [[1, 2], [2, 3]] {
+        let mut again = spend.clone();
+        attach_key_spend(&mut again, 0, &sign(&shares, &signers, &sighash, 15).unwrap()).unwrap();
+        verify_key_spend(&again, 0, &spent).unwrap();
+    }
+}
+
 #[test]
 fn ed25519_2_of_3_signatures_verify_with_dalek() {
     let shares = dkg::<Ed25519>(3, 2, 2);
