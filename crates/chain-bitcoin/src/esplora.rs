@@ -231,7 +231,7 @@ impl Esplora {
                     wallet.reveal_to(keychain, index);
                     for u in self.utxos(&address).await? {
                         let tx = self.transaction(&u.outpoint.txid).await?;
-                        wallet.add_transaction(tx, seen_at);
+                        wallet.add_transaction(tx, seen_at)?;
                         found += 1;
                     }
                 } else {

@@ -47,9 +47,17 @@ impl ColdWallet {
     }
 
     /// A transaction seen on the network (unconfirmed, first seen at `seen_at` seconds); the
-    /// wallet keeps what pays or spends its scripts.
-    pub fn add_transaction(&mut self, tx: Transaction, seen_at: u64) {
+    /// wallet keeps what pays or spends its scripts. A coinbase transaction is refused: it
+    /// cannot be unconfirmed (and bdk_chain would panic on one).
+    pub fn add_transaction(&mut self, tx: Transaction, seen_at: u64) -> Result<(), BtcError> {
+        if tx.is_coinbase() {
+            return Err(BtcError::Refused(format!(
+                "transaction {} is a coinbase: a cold wallet takes no mining rewards",
+                tx.compute_txid()
+            )));
+        }
         self.wallet.apply_unconfirmed_txs([(tx, seen_at)]);
+        Ok(())
     }
 
     /// The wallet's balance in satoshi.

@@ -78,14 +78,19 @@ fn setup() -> Setup {
     let mut wallet = ColdWallet::new(&multisig).unwrap();
     let a = wallet.next_address();
     let b = wallet.next_address();
-    wallet.add_transaction(funding(&a, 150_000_000, 1), 1);
-    wallet.add_transaction(funding(&b, 30_000_000, 2), 2);
+    wallet.add_transaction(funding(&a, 150_000_000, 1), 1).unwrap();
+    wallet.add_transaction(funding(&b, 30_000_000, 2), 2).unwrap();
     Setup { secrets, multisig, wallet }
 }
 
 #[test]
 fn two_of_three_signatures_make_a_transaction_bitcoin_core_accepts() {
     let mut s = setup();
+    assert_eq!(s.wallet.balance_sat(), 180_000_000);
+    // A "deposit" that is a coinbase (as a lying server might send) is refused, not a crash.
+    let mut coinbase = funding(&s.wallet.next_address(), 5_000_000_000, 3);
+    coinbase.input[0].previous_output = OutPoint::null();
+    assert!(matches!(s.wallet.add_transaction(coinbase, 3), Err(BtcError::Refused(_))));
     assert_eq!(s.wallet.balance_sat(), 180_000_000);
     let i = intent(DEST, 160_000_000, 20_000);
     let (psbt, decoded) = s.wallet.prepare(&i, 5, &env(9)).unwrap();

@@ -201,7 +201,7 @@ fn files(dir: &Path) -> Files {
     }
 }
 
-fn load(dir: &Path, env: &dyn Env) -> anyhow::Result<(State, Vec<Entry>)> {
+pub(crate) fn load(dir: &Path, env: &dyn Env) -> anyhow::Result<(State, Vec<Entry>)> {
     let f = files(dir);
     let genesis: Genesis = serde_json::from_slice(
         &std::fs::read(&f.genesis)
@@ -258,7 +258,7 @@ fn freeze_scope(scope: &str) -> anyhow::Result<FreezeScope> {
     })
 }
 
-fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
+pub(crate) fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
     let text = zeroize::Zeroizing::new(
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
     );
@@ -330,7 +330,7 @@ async fn load_api(
 }
 
 /// Ask on the terminal, unless `yes`.
-fn confirm(yes: bool, question: &str) -> anyhow::Result<bool> {
+pub(crate) fn confirm(yes: bool, question: &str) -> anyhow::Result<bool> {
     if yes {
         return Ok(true);
     }

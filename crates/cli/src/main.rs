@@ -8,6 +8,7 @@ mod bench;
 mod bench_mpc;
 mod chain;
 mod client;
+mod cold;
 mod config;
 mod governance;
 mod mail;
@@ -143,6 +144,12 @@ enum Command {
     Governance {
         #[command(subcommand)]
         command: governance::GovernanceCommand,
+    },
+    /// Cold withdrawals on files: intent, approvals, the signing bundle, and sending what the
+    /// offline signers returned.
+    Cold {
+        #[command(subcommand)]
+        command: cold::ColdCommand,
     },
     /// Withdrawals, as an approver: `approve` signs an approval on this machine.
     Withdrawal {
@@ -415,6 +422,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Governance { command } => governance::run(command).await,
         Command::Withdrawal { command } => governance::withdrawal(command).await,
+        Command::Cold { command } => cold::run(command).await,
         Command::Risk { command } => risk::run(command).await,
         Command::Reconcile { data_dir } => {
             let data_dir = absolute(&data_dir)?;

@@ -1908,3 +1908,228 @@ fn dev_treasury_sweeps_the_hot_wallet_above_its_high_mark_to_cold() {
     }
     assert_audit_intact(&data);
 }
+
+#[path = "../../chain-bitcoin/tests/support/esplora_server.rs"]
+mod esplora_server;
+
+/// A Bitcoin cold withdrawal as the operators do it, on files: governance with a policy
+/// that needs two approvers for cold movements, `strongroom cold intent`, two `cold approve`
+/// on the approvers' machines, `cold prepare` reading the wallet's coins from an Esplora
+/// server (refused with one approval), two offline signatures (the offline signer's library;
+/// the binary itself is tested in `crates/cold/tests`), and `cold send`, which the server
+/// accepts only if Bitcoin Core's consensus code verifies it.
+#[test]
+fn cold_bitcoin_withdrawal_from_intent_to_broadcast_through_the_cli() {
+    use strongroom_chain_bitcoin::bitcoin::{self, Network};
+    use strongroom_chain_bitcoin::keys::ColdSecret;
+    use strongroom_chain_bitcoin::{Keychain, Multisig};
+    use strongroom_cold::bundle::Bundle;
+    use strongroom_cold::home::ColdHome;
+    use strongroom_core::Env;
+
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("gov");
+    let gs = g.to_str().unwrap().to_owned();
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let key = |id: &str| dir.path().join(format!("{id}.key")).to_str().unwrap().to_owned();
+    let mut members = Vec::new();
+    for (id, role) in [
+        ("ada", "admin"),
+        ("bob", "admin"),
+        ("ann", "approver"),
+        ("al", "approver"),
+        ("eve", "operator"),
+    ] {
+        let (ok, out) = cli(&["governance", "keygen", "--out", &key(id)]);
+        assert!(ok, "{out}");
+        members.push(format!("{id}:{}:{role}", out.trim()));
+    }
+    let mut init = vec!["governance", "init", "--dir", gs.as_str(), "--quorum", "2"];
+    for m in &members {
+        init.extend(["--member", m.as_str()]);
+    }
+    assert!(cli(&init).0);
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "version = 1\n[[rules]]\nname = \"cold\"\nwhen = { tier = \"cold\" }\naction = { kind = \"approvals\", count = 2, roles = [\"approver\"] }\n[[rules]]\nname = \"rest\"\naction = { kind = \"block\", reason = \"cold only\" }\n").unwrap();
+    assert!(
+        cli(&["governance", "propose", "--dir", &gs, "policy", "--file", policy.to_str().unwrap()])
+            .0
+    );
+    for who in ["ada", "bob"] {
+        assert!(cli(&["governance", "sign", "--dir", &gs, "--member", who, "--key", &key(who)]).0);
+    }
+    let (ok, out) = cli(&["governance", "commit", "--dir", &gs]);
+    assert!(ok, "{out}");
+
+    // The wallet: three holders' keys (offline homes, made with the cold library here).
+    let env = strongroom_core::SystemEnv::new();
+    let genesis: strongroom_governance::log::Genesis =
+        serde_json::from_slice(&std::fs::read(g.join("genesis.json")).unwrap()).unwrap();
+    let pin = std::fs::read_to_string(g.join("genesis.pin")).unwrap().trim().to_owned();
+    let chain = strongroom_units::ChainId::parse(strongroom_units::chain::BITCOIN_REGTEST).unwrap();
+    let pass = strongroom_crypto::SecretString::new("a holder's long passphrase".into());
+    let mut homes = Vec::new();
+    for n in 0..3 {
+        let secret = ColdSecret::generate(&env);
+        let h = ColdHome::create(
+            &dir.path().join(format!("holder-{n}")),
+            &secret,
+            &pass,
+            chain.clone(),
+            genesis.clone(),
+            &pin,
+            &env,
+        )
+        .unwrap();
+        homes.push(h);
+    }
+    let keys: Vec<String> = homes.iter().map(|h| h.config().account_key.clone()).collect();
+    let descriptor = Multisig::new(2, &keys, Network::Regtest).unwrap().descriptor();
+    for h in &mut homes {
+        h.install_wallet(strongroom_core::WalletId::parse("cold-btc-1").unwrap(), &descriptor)
+            .unwrap();
+    }
+    let multisig = Multisig::from_descriptor(&descriptor, Network::Regtest).unwrap();
+
+    // An Esplora server that knows one 2 BTC deposit to the wallet.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let state: esplora_server::Shared = std::sync::Arc::default();
+    let deposit = bitcoin::Transaction {
+        version: bitcoin::transaction::Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![bitcoin::TxIn {
+            previous_output: bitcoin::OutPoint { txid: "11".repeat(32).parse().unwrap(), vout: 0 },
+            ..Default::default()
+        }],
+        output: vec![bitcoin::TxOut {
+            value: bitcoin::Amount::from_sat(200_000_000),
+            script_pubkey: multisig.address(Keychain::Receive, 0).unwrap().script_pubkey(),
+        }],
+    };
+    state.lock().unwrap().txs.insert(deposit.compute_txid(), (deposit, Some(100)));
+    let url = rt.block_on(esplora_server::serve(state.clone()));
+
+    let dest = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+    let f = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (ok, out) = cli(&[
+        "cold",
+        "intent",
+        "--chain",
+        chain.as_str(),
+        "--wallet",
+        "cold-btc-1",
+        "--to",
+        dest,
+        "--amount",
+        "1.25",
+        "--fee-cap",
+        "20000",
+        "--out",
+        &f("intent.json"),
+    ]);
+    assert!(ok && out.contains("1.25 BTC (125000000 base units)"), "{out}");
+    for who in ["ann", "al"] {
+        let (ok, out) = cli(&[
+            "cold",
+            "approve",
+            "--intent",
+            &f("intent.json"),
+            "--governance",
+            &gs,
+            "--member",
+            who,
+            "--key",
+            &key(who),
+            "--yes",
+            "--out",
+            &f(&format!("{who}.approval")),
+        ]);
+        assert!(ok && out.contains("approved under policy v1"), "{out}");
+    }
+    // Someone else's key under ann's name is refused.
+    let (ok, out) = cli(&[
+        "cold",
+        "approve",
+        "--intent",
+        &f("intent.json"),
+        "--governance",
+        &gs,
+        "--member",
+        "ann",
+        "--key",
+        &key("al"),
+        "--yes",
+        "--out",
+        &f("x.approval"),
+    ]);
+    assert!(!ok && out.contains("not ann's"), "{out}");
+
+    let prepare = |approvals: &[&str]| {
+        let (intent, out) = (f("intent.json"), f("bundle.json"));
+        let mut args = vec![
+            "cold",
+            "prepare",
+            "--intent",
+            &intent,
+            "--governance",
+            &gs,
+            "--initiator",
+            "eve",
+            "--esplora",
+            &url,
+            "--descriptor",
+            &descriptor,
+            "--out",
+            &out,
+        ];
+        let files: Vec<String> = approvals.iter().map(|a| f(&format!("{a}.approval"))).collect();
+        for a in &files {
+            args.extend(["--approval", a.as_str()]);
+        }
+        cli(&args)
+    };
+    let (ok, out) = prepare(&["ann"]);
+    assert!(!ok && out.contains("1 of 2 approvals"), "no bundle before the quorum: {out}");
+    assert!(!std::path::Path::new(&f("bundle.json")).exists());
+    let (ok, out) = prepare(&["ann", "al"]);
+    assert!(
+        ok && out.contains("1 coin(s) found; 5 sat/vB") && out.contains("Send 1.25000000 BTC"),
+        "{out}"
+    );
+
+    // Two holders sign offline.
+    let bundle = Bundle::from_json(&std::fs::read(f("bundle.json")).unwrap()).unwrap();
+    let mut signed = Vec::new();
+    for (n, h) in homes.iter_mut().enumerate().take(2) {
+        let review = h.review(&bundle, env.now()).unwrap();
+        assert!(review.words.contains("approvals from ann, al"), "{}", review.words);
+        let s = h.sign(&bundle, &review, &h.unlock(&pass).unwrap(), env.now()).unwrap();
+        let path = f(&format!("signed-{n}.json"));
+        std::fs::write(&path, s.to_json().unwrap()).unwrap();
+        signed.push(path);
+    }
+    let (ok, out) = cli(&["cold", "send", "--esplora", &url, "--bundle", &signed[0]]);
+    assert!(!ok && out.contains("finalize"), "one signature is not enough: {out}");
+    let (ok, out) =
+        cli(&["cold", "send", "--esplora", &url, "--bundle", &signed[0], "--bundle", &signed[1]]);
+    assert!(ok, "{out}");
+    let txid: bitcoin::Txid = out.trim().parse().unwrap();
+    let sent =
+        state.lock().unwrap().txs.get(&txid).cloned().expect("the server has the transaction");
+    let to = strongroom_chain_bitcoin::address(dest, Network::Regtest).unwrap();
+    assert!(sent
+        .0
+        .output
+        .iter()
+        .any(|o| o.script_pubkey == to.script_pubkey() && o.value.to_sat() == 125_000_000));
+    assert_eq!(sent.1, None, "in the mempool");
+    // Sending again is harmless.
+    let (ok, again) =
+        cli(&["cold", "send", "--esplora", &url, "--bundle", &signed[0], "--bundle", &signed[1]]);
+    assert!(ok && again.trim() == txid.to_string(), "{again}");
+}

@@ -171,9 +171,9 @@ fn a_two_of_three_cold_withdrawal_signed_offline_passes_bitcoin_core() {
     let mut wallet = ColdWallet::new(&multisig).unwrap();
     let a = wallet.next_address();
     assert_eq!(a, multisig.address(Keychain::Receive, 0).unwrap());
-    wallet.add_transaction(funding(&a, 150_000_000, 1), 1);
+    wallet.add_transaction(funding(&a, 150_000_000, 1), 1).unwrap();
     let b = wallet.next_address();
-    wallet.add_transaction(funding(&b, 30_000_000, 2), 2);
+    wallet.add_transaction(funding(&b, 30_000_000, 2), 2).unwrap();
 
     let dest = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
     let i = intent(dest, 160_000_000, 1, now);
