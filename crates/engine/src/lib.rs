@@ -394,13 +394,16 @@ impl EthWithdrawals {
             // A plain transfer costs 21 000 gas, but paying a contract (a Safe's receive
             // function) costs more: estimate, with the same margin as for tokens.
             None => {
+                // A destination that refuses the estimate (it reverts) gets the plain 21 000:
+                // the chain then fails it as it would have, and the withdrawal concludes.
                 let value = intent.amount.base_units();
-                let estimate =
-                    self.rpc.estimate_gas(&from, &intent.destination, value, &[]).await?;
-                if estimate <= NATIVE_TRANSFER_GAS {
-                    NATIVE_TRANSFER_GAS
-                } else {
-                    estimate.saturating_add(estimate / 5)
+                match self.rpc.estimate_gas(&from, &intent.destination, value, &[]).await {
+                    Ok(estimate) if estimate > NATIVE_TRANSFER_GAS => {
+                        estimate.saturating_add(estimate / 5)
+                    }
+                    Ok(_) => NATIVE_TRANSFER_GAS,
+                    Err(e) if !e.retryable => NATIVE_TRANSFER_GAS,
+                    Err(e) => return Err(e.into()),
                 }
             }
             Some(token) => {
