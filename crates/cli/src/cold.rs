@@ -3,17 +3,27 @@
 //! `prepare` builds the signing bundle (from the cold wallet's coins, read through Esplora)
 //! only once the governance log in force allows it with those approvals; the key holders sign
 //! it offline with `strongroom-cold sign`; `send` combines their bundles, finalizes, checks
-//! with Bitcoin Core's consensus code and broadcasts.
+//! with Bitcoin Core's consensus code and broadcasts. For a Safe, `prepare` reads the Safe's
+//! nonce from a node and `send` checks the owners' signatures against the Safe's current
+//! owners and threshold, then has an account the node unlocks execute it.
 
 use std::path::{Path, PathBuf};
 
+use alloy_sol_types::SolCall;
 use anyhow::Context;
 use clap::Subcommand;
 use strongroom_chain_bitcoin::esplora::Esplora;
 use strongroom_chain_bitcoin::wallet::ColdWallet;
 use strongroom_chain_bitcoin::Multisig;
-use strongroom_cold::bundle::Bundle;
-use strongroom_cold::online::{finalize_bitcoin, prepare_bitcoin, Request};
+use strongroom_chain_ethereum::anvil::send_and_wait;
+use strongroom_chain_ethereum::rpc::{EthRpc, Retry};
+use strongroom_chain_ethereum::safe::{
+    get_owners_calldata, nonce_calldata, EthAddress, ISafe, U256,
+};
+use strongroom_cold::bundle::{Bundle, Payload};
+use strongroom_cold::online::{
+    finalize_bitcoin, finalize_safe, prepare_bitcoin, prepare_safe, Request,
+};
 use strongroom_core::{new_id, Env, Intent, IntentAsset, SystemEnv, WalletId};
 use strongroom_governance::approval::Approval;
 use strongroom_governance::Role;
@@ -75,12 +85,18 @@ pub enum ColdCommand {
         initiator: String,
         #[arg(long = "approval")]
         approvals: Vec<PathBuf>,
-        /// An Esplora server's base URL.
-        #[arg(long)]
-        esplora: String,
-        /// The cold wallet's multipath descriptor (`strongroom-cold descriptor`).
-        #[arg(long)]
-        descriptor: String,
+        /// Bitcoin: an Esplora server's base URL.
+        #[arg(long, requires = "descriptor", conflicts_with_all = ["eth_rpc", "safe"])]
+        esplora: Option<String>,
+        /// Bitcoin: the cold wallet's multipath descriptor (`strongroom-cold descriptor`).
+        #[arg(long, requires = "esplora")]
+        descriptor: Option<String>,
+        /// Ethereum: a node's JSON-RPC URL (the Safe's nonce is read from it).
+        #[arg(long, requires = "safe")]
+        eth_rpc: Option<String>,
+        /// Ethereum: the cold wallet's Safe address.
+        #[arg(long, requires = "eth_rpc")]
+        safe: Option<String>,
         /// Aim for confirmation within this many blocks (the server's fee estimate).
         #[arg(long, default_value_t = 6)]
         fee_blocks: u16,
@@ -91,8 +107,16 @@ pub enum ColdCommand {
     Send {
         #[arg(long = "bundle", required = true)]
         bundles: Vec<PathBuf>,
+        /// Bitcoin: where to broadcast.
+        #[arg(long, conflicts_with = "eth_rpc")]
+        esplora: Option<String>,
+        /// Ethereum: the node that executes the Safe transaction.
+        #[arg(long, requires = "from")]
+        eth_rpc: Option<String>,
+        /// Ethereum: the account that sends `execTransaction` and pays its gas (one the node
+        /// unlocks; it moves nothing of the Safe's but what the owners signed).
         #[arg(long)]
-        esplora: String,
+        from: Option<String>,
     },
 }
 
@@ -107,6 +131,14 @@ fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result<()>
     bytes.push(b'\n');
     strongroom_cold::home::write_atomic(path, &bytes)?;
     Ok(())
+}
+
+/// `eth_call` of `data` on the Safe at `safe`: the returned bytes.
+async fn safe_call(rpc: &EthRpc, safe: EthAddress, data: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+    let call = serde_json::json!([{"to": safe.to_string(), "data": format!("0x{}", hex::encode(data))}, "latest"]);
+    let r = rpc.call("eth_call", call).await?;
+    let text = r.as_str().context("eth_call returned no data")?;
+    Ok(hex::decode(text.trim_start_matches("0x"))?)
 }
 
 fn describe(intent: &Intent) -> String {
@@ -182,6 +214,8 @@ pub async fn run(cmd: ColdCommand) -> anyhow::Result<std::process::ExitCode> {
             approvals,
             esplora,
             descriptor,
+            eth_rpc,
+            safe,
             fee_blocks,
             out,
         } => {
@@ -194,13 +228,6 @@ pub async fn run(cmd: ColdCommand) -> anyhow::Result<std::process::ExitCode> {
                 .get(&initiator)
                 .and_then(|m| m.roles.first().copied())
                 .unwrap_or(Role::Operator);
-            let network = strongroom_chain_bitcoin::network(&intent.chain)?;
-            let multisig = Multisig::from_descriptor(&descriptor, network)?;
-            let mut wallet = ColdWallet::new(&multisig)?;
-            let esplora = Esplora::new(&esplora)?;
-            let seen = u64::try_from(env.now().unix_ms() / 1000).unwrap_or_default();
-            let coins = esplora.sync(&mut wallet, 20, seen).await?;
-            let rate = esplora.fee_rate(fee_blocks).await?;
             let moved = |_: &strongroom_governance::policy::VelocityLimit| Amount::ZERO;
             let req = Request {
                 intent: &intent,
@@ -211,20 +238,77 @@ pub async fn run(cmd: ColdCommand) -> anyhow::Result<std::process::ExitCode> {
                 state: &state,
                 moved: &moved,
             };
-            let (bundle, decoded) = prepare_bitcoin(&mut wallet, &req, rate, &env)?;
+            let bundle = match (esplora, descriptor, eth_rpc, safe) {
+                (Some(esplora), Some(descriptor), None, None) => {
+                    let network = strongroom_chain_bitcoin::network(&intent.chain)?;
+                    let multisig = Multisig::from_descriptor(&descriptor, network)?;
+                    let mut wallet = ColdWallet::new(&multisig)?;
+                    let esplora = Esplora::new(&esplora)?;
+                    let seen = u64::try_from(env.now().unix_ms() / 1000).unwrap_or_default();
+                    let coins = esplora.sync(&mut wallet, 20, seen).await?;
+                    let rate = esplora.fee_rate(fee_blocks).await?;
+                    let (bundle, decoded) = prepare_bitcoin(&mut wallet, &req, rate, &env)?;
+                    println!("{coins} coin(s) found; {rate} sat/vB");
+                    print!("{}", decoded.describe(intent.asset.symbol.as_str()));
+                    bundle
+                }
+                (None, None, Some(url), Some(safe)) => {
+                    let rpc = EthRpc::new(&url, intent.chain.clone(), Retry::default())?;
+                    let safe: EthAddress = safe.parse().context("--safe is not an address")?;
+                    let nonce = safe_call(&rpc, safe, nonce_calldata()).await?;
+                    let nonce = u64::try_from(U256::from_be_slice(&nonce)).context("Safe nonce")?;
+                    let bundle = prepare_safe(safe, nonce, &req, &env)?;
+                    println!(
+                        "cold movement {} from Safe {safe} at nonce {nonce}",
+                        describe(&intent)
+                    );
+                    bundle
+                }
+                _ => anyhow::bail!(
+                    "give --esplora and --descriptor (Bitcoin) or --eth-rpc and --safe (a Safe)"
+                ),
+            };
             write_json(&out, &bundle)?;
-            println!("{} coin(s) found; {rate} sat/vB", coins);
-            print!("{}", decoded.describe(intent.asset.symbol.as_str()));
             println!("bundle written to {}: take it to the key holders", out.display());
         }
-        ColdCommand::Send { bundles, esplora } => {
+        ColdCommand::Send { bundles, esplora, eth_rpc, from } => {
             let bundles: Vec<Bundle> = bundles
                 .iter()
                 .map(|p| Bundle::from_json(&std::fs::read(p)?).map_err(anyhow::Error::from))
                 .collect::<anyhow::Result<_>>()?;
-            let tx = finalize_bitcoin(&bundles)?;
-            let txid = Esplora::new(&esplora)?.broadcast(&tx).await?;
-            println!("{txid}");
+            match (esplora, eth_rpc, from) {
+                (Some(esplora), None, _) => {
+                    let tx = finalize_bitcoin(&bundles)?;
+                    let txid = Esplora::new(&esplora)?.broadcast(&tx).await?;
+                    println!("{txid}");
+                }
+                (None, Some(url), Some(from)) => {
+                    let first = bundles.first().context("no bundles")?;
+                    let rpc = EthRpc::new(&url, first.intent.chain.clone(), Retry::default())?;
+                    let Payload::SafeTransaction(p) = &first.transaction else {
+                        anyhow::bail!("not a Safe bundle");
+                    };
+                    let (safe, _) = p.parse()?;
+                    // Owners and threshold as the Safe itself says now.
+                    let owners = ISafe::getOwnersCall::abi_decode_returns(
+                        &safe_call(&rpc, safe, get_owners_calldata()).await?,
+                    )?;
+                    let threshold = U256::from_be_slice(
+                        &safe_call(&rpc, safe, ISafe::getThresholdCall {}.abi_encode()).await?,
+                    );
+                    let threshold = usize::try_from(threshold).context("Safe threshold")?;
+                    let (safe, data) = finalize_safe(&bundles, &owners, threshold)?;
+                    let call = serde_json::json!({
+                        "from": from, "to": safe.to_string(),
+                        "data": format!("0x{}", hex::encode(data)), "gas": "0x100000",
+                    });
+                    let receipt = send_and_wait(&rpc, call).await?;
+                    let hash =
+                        receipt.get("transactionHash").and_then(|h| h.as_str()).unwrap_or_default();
+                    println!("{hash}");
+                }
+                _ => anyhow::bail!("give --esplora (Bitcoin) or --eth-rpc and --from (a Safe)"),
+            }
         }
     }
     Ok(std::process::ExitCode::SUCCESS)

@@ -1909,6 +1909,61 @@ fn dev_treasury_sweeps_the_hot_wallet_above_its_high_mark_to_cold() {
     assert_audit_intact(&data);
 }
 
+/// Run `strongroom` with `args`: whether it succeeded, and stdout then stderr.
+fn cli_run(args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// A governance folder in `dir` (`strongroom governance … --dir`): admins ada and bob
+/// (quorum 2), approvers ann and al, operator eve, and a policy that lets cold movements
+/// through with two approvals and blocks everything else. Key files are `dir/<id>.key`.
+fn cold_governance(dir: &std::path::Path) -> String {
+    let gs = dir.join("gov").to_str().unwrap().to_owned();
+    let key = |id: &str| dir.join(format!("{id}.key")).to_str().unwrap().to_owned();
+    let mut members = Vec::new();
+    for (id, role) in [
+        ("ada", "admin"),
+        ("bob", "admin"),
+        ("ann", "approver"),
+        ("al", "approver"),
+        ("eve", "operator"),
+    ] {
+        let (ok, out) = cli_run(&["governance", "keygen", "--out", &key(id)]);
+        assert!(ok, "{out}");
+        members.push(format!("{id}:{}:{role}", out.trim()));
+    }
+    let mut init = vec!["governance", "init", "--dir", gs.as_str(), "--quorum", "2"];
+    for m in &members {
+        init.extend(["--member", m.as_str()]);
+    }
+    assert!(cli_run(&init).0);
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, "version = 1\n[[rules]]\nname = \"cold\"\nwhen = { tier = \"cold\" }\naction = { kind = \"approvals\", count = 2, roles = [\"approver\"] }\n[[rules]]\nname = \"rest\"\naction = { kind = \"block\", reason = \"cold only\" }\n").unwrap();
+    assert!(
+        cli_run(&[
+            "governance",
+            "propose",
+            "--dir",
+            &gs,
+            "policy",
+            "--file",
+            policy.to_str().unwrap()
+        ])
+        .0
+    );
+    for who in ["ada", "bob"] {
+        assert!(
+            cli_run(&["governance", "sign", "--dir", &gs, "--member", who, "--key", &key(who)]).0
+        );
+    }
+    let (ok, out) = cli_run(&["governance", "commit", "--dir", &gs]);
+    assert!(ok, "{out}");
+    gs
+}
+
 #[path = "../../chain-bitcoin/tests/support/esplora_server.rs"]
 mod esplora_server;
 
@@ -1928,44 +1983,10 @@ fn cold_bitcoin_withdrawal_from_intent_to_broadcast_through_the_cli() {
     use strongroom_core::Env;
 
     let dir = tempfile::tempdir().unwrap();
-    let g = dir.path().join("gov");
-    let gs = g.to_str().unwrap().to_owned();
-    let cli = |args: &[&str]| {
-        let out = Command::new(BIN).args(args).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.success(), text)
-    };
+    let gs = cold_governance(dir.path());
+    let g = std::path::PathBuf::from(&gs);
+    let cli = cli_run;
     let key = |id: &str| dir.path().join(format!("{id}.key")).to_str().unwrap().to_owned();
-    let mut members = Vec::new();
-    for (id, role) in [
-        ("ada", "admin"),
-        ("bob", "admin"),
-        ("ann", "approver"),
-        ("al", "approver"),
-        ("eve", "operator"),
-    ] {
-        let (ok, out) = cli(&["governance", "keygen", "--out", &key(id)]);
-        assert!(ok, "{out}");
-        members.push(format!("{id}:{}:{role}", out.trim()));
-    }
-    let mut init = vec!["governance", "init", "--dir", gs.as_str(), "--quorum", "2"];
-    for m in &members {
-        init.extend(["--member", m.as_str()]);
-    }
-    assert!(cli(&init).0);
-    let policy = dir.path().join("policy.toml");
-    std::fs::write(&policy, "version = 1\n[[rules]]\nname = \"cold\"\nwhen = { tier = \"cold\" }\naction = { kind = \"approvals\", count = 2, roles = [\"approver\"] }\n[[rules]]\nname = \"rest\"\naction = { kind = \"block\", reason = \"cold only\" }\n").unwrap();
-    assert!(
-        cli(&["governance", "propose", "--dir", &gs, "policy", "--file", policy.to_str().unwrap()])
-            .0
-    );
-    for who in ["ada", "bob"] {
-        assert!(cli(&["governance", "sign", "--dir", &gs, "--member", who, "--key", &key(who)]).0);
-    }
-    let (ok, out) = cli(&["governance", "commit", "--dir", &gs]);
-    assert!(ok, "{out}");
-
     // The wallet: three holders' keys (offline homes, made with the cold library here).
     let env = strongroom_core::SystemEnv::new();
     let genesis: strongroom_governance::log::Genesis =
@@ -2132,4 +2153,201 @@ fn cold_bitcoin_withdrawal_from_intent_to_broadcast_through_the_cli() {
     let (ok, again) =
         cli(&["cold", "send", "--esplora", &url, "--bundle", &signed[0], "--bundle", &signed[1]]);
     assert!(ok && again.trim() == txid.to_string(), "{again}");
+}
+
+/// The same on Ethereum: a 2-of-3 Safe on a real node (anvil) with three offline owners;
+/// `cold intent`, two approvals, `cold prepare --eth-rpc --safe` (the nonce from the Safe),
+/// two offline signatures, and `cold send`, which checks them against the Safe's own owners
+/// and threshold and has it move the ETH.
+#[test]
+fn cold_safe_withdrawal_from_intent_to_execution_through_the_cli() {
+    use strongroom_chain_bitcoin::keys::ColdSecret;
+    use strongroom_cold::bundle::Bundle;
+    use strongroom_cold::home::ColdHome;
+    use strongroom_core::Env;
+
+    let Some(chain) = start_anvil(&[]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let gs = cold_governance(dir.path());
+    let key = |id: &str| dir.path().join(format!("{id}.key")).to_str().unwrap().to_owned();
+    let f = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let env = strongroom_core::SystemEnv::new();
+    let genesis: strongroom_governance::log::Genesis =
+        serde_json::from_slice(&std::fs::read(dir.path().join("gov/genesis.json")).unwrap())
+            .unwrap();
+    let pin =
+        std::fs::read_to_string(dir.path().join("gov/genesis.pin")).unwrap().trim().to_owned();
+    let eth = strongroom_units::ChainId::parse("eip155:31337").unwrap();
+    let pass = strongroom_crypto::SecretString::new("an owner's long passphrase".into());
+    let mut homes = Vec::new();
+    for n in 0..3 {
+        let h = ColdHome::create(
+            &dir.path().join(format!("owner-{n}")),
+            &ColdSecret::generate(&env),
+            &pass,
+            eth.clone(),
+            genesis.clone(),
+            &pin,
+            &env,
+        )
+        .unwrap();
+        homes.push(h);
+    }
+    let owners: Vec<String> = homes.iter().map(|h| h.config().account_key.clone()).collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let node =
+        strongroom_chain_ethereum::rpc::EthRpc::new(&chain.url, eth.clone(), Default::default())
+            .unwrap();
+    let from = rpc_accounts(&chain.url);
+    let owner_addrs: Vec<_> = owners.iter().map(|o| o.parse().unwrap()).collect();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let safe = rt
+        .block_on(strongroom_chain_ethereum::anvil::deploy_safe(
+            &node,
+            root,
+            &from,
+            &owner_addrs,
+            2,
+        ))
+        .unwrap();
+    let safe = safe.to_checksum(None);
+    rpc(&chain.url, "anvil_setBalance", serde_json::json!([safe, "0x1bc16d674ec80000"]));
+    for h in &mut homes {
+        h.install_safe(strongroom_core::WalletId::parse("cold-eth-1").unwrap(), &safe, &owners, 2)
+            .unwrap();
+    }
+
+    let dest = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+    let (ok, out) = cli_run(&[
+        "cold",
+        "intent",
+        "--chain",
+        "eip155:31337",
+        "--asset",
+        "ETH",
+        "--decimals",
+        "18",
+        "--wallet",
+        "cold-eth-1",
+        "--to",
+        dest,
+        "--amount",
+        "0.75",
+        "--fee-cap",
+        "10000000000000000",
+        "--out",
+        &f("intent.json"),
+    ]);
+    assert!(ok, "{out}");
+    for who in ["ann", "al"] {
+        let (ok, out) = cli_run(&[
+            "cold",
+            "approve",
+            "--intent",
+            &f("intent.json"),
+            "--governance",
+            &gs,
+            "--member",
+            who,
+            "--key",
+            &key(who),
+            "--yes",
+            "--out",
+            &f(&format!("{who}.approval")),
+        ]);
+        assert!(ok, "{out}");
+    }
+    let (ok, out) = cli_run(&[
+        "cold",
+        "prepare",
+        "--intent",
+        &f("intent.json"),
+        "--governance",
+        &gs,
+        "--initiator",
+        "eve",
+        "--approval",
+        &f("ann.approval"),
+        "--approval",
+        &f("al.approval"),
+        "--eth-rpc",
+        &chain.url,
+        "--safe",
+        &safe,
+        "--out",
+        &f("bundle.json"),
+    ]);
+    assert!(ok && out.contains("at nonce 0"), "{out}");
+    let (ok, out) = cli_run(&[
+        "cold",
+        "prepare",
+        "--intent",
+        &f("intent.json"),
+        "--governance",
+        &gs,
+        "--initiator",
+        "eve",
+        "--eth-rpc",
+        &chain.url,
+        "--out",
+        &f("x.json"),
+    ]);
+    assert!(!ok && out.contains("--safe"), "{out}");
+
+    let bundle = Bundle::from_json(&std::fs::read(f("bundle.json")).unwrap()).unwrap();
+    let mut signed = Vec::new();
+    for (n, h) in homes.iter_mut().enumerate().skip(1) {
+        let review = h.review(&bundle, env.now()).unwrap();
+        assert!(
+            review.words.contains("a plain call (no delegatecall), Safe nonce 0"),
+            "{}",
+            review.words
+        );
+        let s = h.sign(&bundle, &review, &h.unlock(&pass).unwrap(), env.now()).unwrap();
+        let path = f(&format!("signed-{n}.json"));
+        std::fs::write(&path, s.to_json().unwrap()).unwrap();
+        signed.push(path);
+    }
+    let (ok, out) = cli_run(&[
+        "cold",
+        "send",
+        "--eth-rpc",
+        &chain.url,
+        "--from",
+        &from,
+        "--bundle",
+        &signed[0],
+    ]);
+    assert!(!ok && out.contains("1 of 2 owners"), "{out}");
+    let balance = |a: &str| {
+        u128::from_str_radix(
+            rpc(&chain.url, "eth_getBalance", serde_json::json!([a, "latest"]))
+                .as_str()
+                .unwrap()
+                .trim_start_matches("0x"),
+            16,
+        )
+        .unwrap()
+    };
+    let before = balance(dest);
+    let (ok, out) = cli_run(&[
+        "cold",
+        "send",
+        "--eth-rpc",
+        &chain.url,
+        "--from",
+        &from,
+        "--bundle",
+        &signed[0],
+        "--bundle",
+        &signed[1],
+    ]);
+    assert!(ok && out.trim().starts_with("0x"), "{out}");
+    assert_eq!(balance(dest) - before, 750_000_000_000_000_000);
+    assert_eq!(balance(&safe), 2_000_000_000_000_000_000 - 750_000_000_000_000_000);
+}
+
+/// The node's first unlocked account.
+fn rpc_accounts(url: &str) -> String {
+    rpc(url, "eth_accounts", serde_json::json!([]))[0].as_str().unwrap().to_owned()
 }
