@@ -9,65 +9,30 @@
 #[path = "support/esplora_server.rs"]
 mod esplora_server;
 
-use std::str::FromStr;
 use std::sync::Arc;
 
-use bitcoin::absolute::LockTime;
-use bitcoin::transaction::Version;
-use bitcoin::{
-    Amount, Network, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness,
-};
+use bitcoin::{Amount, Network};
 use esplora_server::{serve, Shared};
+use fixtures::{funding, regtest_intent, DEST};
 use strongroom_chain_bitcoin::esplora::{Esplora, TxState};
 use strongroom_chain_bitcoin::keys::ColdSecret;
 use strongroom_chain_bitcoin::psbt::{combine, finalize};
 use strongroom_chain_bitcoin::wallet::ColdWallet;
 use strongroom_chain_bitcoin::{BtcError, Multisig};
 use strongroom_core::env::FixedEnv;
-use strongroom_core::{Intent, IntentAsset, Timestamp, WalletId};
-use strongroom_units::chain::BITCOIN_REGTEST;
-use strongroom_units::{Address, AssetSymbol, ChainId};
+use strongroom_core::{Intent, Timestamp};
+
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
+fn intent(sat: u128) -> Intent {
+    regtest_intent(DEST, sat, 50_000, 9, Timestamp::from_unix_ms(1_800_086_400_000))
+}
 
 const NET: Network = Network::Regtest;
-const DEST: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
 
 fn env(seed: u64) -> FixedEnv {
     FixedEnv::new(Timestamp::from_unix_ms(1_800_000_000_000), seed)
-}
-
-fn intent(sat: u128) -> Intent {
-    let chain = ChainId::parse(BITCOIN_REGTEST).unwrap();
-    Intent {
-        destination: Address::parse(&chain, DEST).unwrap(),
-        asset: IntentAsset {
-            symbol: AssetSymbol::parse("BTC").unwrap(),
-            decimals: 8,
-            contract: None,
-        },
-        chain,
-        source_wallet: WalletId::parse("cold-btc-1").unwrap(),
-        amount: strongroom_units::Amount::from_base_units(sat).unwrap(),
-        fee_cap: strongroom_units::Amount::from_base_units(50_000).unwrap(),
-        expires_at: Timestamp::from_unix_ms(1_800_086_400_000),
-        request_id: uuid::Uuid::from_u128(9),
-    }
-}
-
-fn funding(to: &bitcoin::Address, sat: u64, n: u8) -> Transaction {
-    Transaction {
-        version: Version::TWO,
-        lock_time: LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: OutPoint {
-                txid: Txid::from_str(&format!("{n:02x}").repeat(32)).unwrap(),
-                vout: 0,
-            },
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::MAX,
-            witness: Witness::new(),
-        }],
-        output: vec![TxOut { value: Amount::from_sat(sat), script_pubkey: to.script_pubkey() }],
-    }
 }
 
 #[tokio::test]

@@ -5,65 +5,30 @@
 
 use std::str::FromStr;
 
-use bitcoin::absolute::LockTime;
 use bitcoin::bip32::{DerivationPath, Xpriv, Xpub};
 use bitcoin::secp256k1::Secp256k1;
-use bitcoin::transaction::Version;
-use bitcoin::{
-    Amount, Network, OutPoint, Psbt, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness,
-};
+use bitcoin::{Amount, Network, OutPoint, Psbt, TxOut};
+use fixtures::{funding, regtest_intent, DEST};
 use strongroom_chain_bitcoin::keys::ColdSecret;
 use strongroom_chain_bitcoin::psbt::{combine, decode, finalize, verify};
 use strongroom_chain_bitcoin::wallet::ColdWallet;
 use strongroom_chain_bitcoin::{BtcError, Keychain, Multisig};
 use strongroom_core::env::FixedEnv;
-use strongroom_core::{Intent, IntentAsset, Timestamp, WalletId};
-use strongroom_units::chain::BITCOIN_REGTEST;
-use strongroom_units::{Address, AssetSymbol, ChainId};
+use strongroom_core::{Intent, Timestamp};
+
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
+fn intent(to: &str, sat: u128, fee_cap: u128) -> Intent {
+    regtest_intent(to, sat, fee_cap, 7, Timestamp::from_unix_ms(1_800_086_400_000))
+}
 
 const NET: Network = Network::Regtest;
-// A regtest address of nobody in this test (BIP-173's P2WPKH example key on regtest).
-const DEST: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
 
 fn env(seed: u64) -> FixedEnv {
     FixedEnv::new(Timestamp::from_unix_ms(1_800_000_000_000), seed)
 }
 
-fn intent(to: &str, sat: u128, fee_cap: u128) -> Intent {
-    let chain = ChainId::parse(BITCOIN_REGTEST).unwrap();
-    Intent {
-        destination: Address::parse(&chain, to).unwrap(),
-        asset: IntentAsset {
-            symbol: AssetSymbol::parse("BTC").unwrap(),
-            decimals: 8,
-            contract: None,
-        },
-        chain,
-        source_wallet: WalletId::parse("cold-btc-1").unwrap(),
-        amount: strongroom_units::Amount::from_base_units(sat).unwrap(),
-        fee_cap: strongroom_units::Amount::from_base_units(fee_cap).unwrap(),
-        expires_at: Timestamp::from_unix_ms(1_800_086_400_000),
-        request_id: uuid::Uuid::from_u128(7),
-    }
-}
-
-/// A transaction from outside paying `sat` to `to` (its own input is never checked).
-fn funding(to: &bitcoin::Address, sat: u64, n: u8) -> Transaction {
-    Transaction {
-        version: Version::TWO,
-        lock_time: LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: OutPoint {
-                txid: bitcoin::Txid::from_str(&format!("{n:02x}").repeat(32)).unwrap(),
-                vout: 0,
-            },
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::MAX,
-            witness: Witness::new(),
-        }],
-        output: vec![TxOut { value: Amount::from_sat(sat), script_pubkey: to.script_pubkey() }],
-    }
-}
 
 struct Setup {
     secrets: Vec<ColdSecret>,

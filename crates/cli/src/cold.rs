@@ -141,19 +141,6 @@ async fn safe_call(rpc: &EthRpc, safe: EthAddress, data: Vec<u8>) -> anyhow::Res
     Ok(hex::decode(text.trim_start_matches("0x"))?)
 }
 
-fn describe(intent: &Intent) -> String {
-    format!(
-        "{} {} ({} base units) on {} from {} to {}; network fee at most {} base units",
-        intent.amount.format_decimal(intent.asset.decimals).unwrap_or_default(),
-        intent.asset.symbol,
-        intent.amount,
-        intent.chain,
-        intent.source_wallet.as_str(),
-        intent.destination,
-        intent.fee_cap,
-    )
-}
-
 pub async fn run(cmd: ColdCommand) -> anyhow::Result<std::process::ExitCode> {
     let env = SystemEnv::new();
     match cmd {
@@ -184,7 +171,7 @@ pub async fn run(cmd: ColdCommand) -> anyhow::Result<std::process::ExitCode> {
                 request_id: new_id(&env),
             };
             write_json(&out, &intent)?;
-            println!("{}", describe(&intent));
+            println!("{}", crate::governance::describe_intent(&intent));
             println!("intent hash {}", intent.hash()?.to_hex());
         }
         ColdCommand::Approve { intent, governance, member, key, expires_in_minutes, yes, out } => {
@@ -196,7 +183,7 @@ pub async fn run(cmd: ColdCommand) -> anyhow::Result<std::process::ExitCode> {
             let key = crate::governance::read_key(&key)?;
             anyhow::ensure!(m.key == key.verifying_key(), "that key is not {member}'s");
             let hash = intent.hash()?;
-            println!("cold movement {}", describe(&intent));
+            println!("cold movement {}", crate::governance::describe_intent(&intent));
             println!("intent hash {}", hash.to_hex());
             if !crate::governance::confirm(yes, "approve this movement?")? {
                 println!("not approved");
@@ -260,7 +247,7 @@ pub async fn run(cmd: ColdCommand) -> anyhow::Result<std::process::ExitCode> {
                     let bundle = prepare_safe(safe, nonce, &req, &env)?;
                     println!(
                         "cold movement {} from Safe {safe} at nonce {nonce}",
-                        describe(&intent)
+                        crate::governance::describe_intent(&intent)
                     );
                     bundle
                 }

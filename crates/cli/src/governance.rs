@@ -201,6 +201,20 @@ fn files(dir: &Path) -> Files {
     }
 }
 
+/// An intent in one line, for the person about to approve it.
+pub(crate) fn describe_intent(intent: &strongroom_core::Intent) -> String {
+    format!(
+        "{} {} ({} base units) on {} from {} to {}; network fee at most {} base units",
+        intent.amount.format_decimal(intent.asset.decimals).unwrap_or_default(),
+        intent.asset.symbol,
+        intent.amount,
+        intent.chain,
+        intent.source_wallet.as_str(),
+        intent.destination,
+        intent.fee_cap,
+    )
+}
+
 pub(crate) fn load(dir: &Path, env: &dyn Env) -> anyhow::Result<(State, Vec<Entry>)> {
     let f = files(dir);
     let genesis: Genesis = serde_json::from_slice(
@@ -577,20 +591,8 @@ pub async fn withdrawal(cmd: WithdrawalCommand) -> anyhow::Result<std::process::
             let (state, _) = load_api(&api, None, &env).await?;
             let policy = state.policy.as_ref().context("no policy is in force")?;
             println!("withdrawal {id}");
-            println!(
-                "  {} {} ({} base units) on {} from {} to {}",
-                intent.amount.format_decimal(intent.asset.decimals).unwrap_or_default(),
-                intent.asset.symbol,
-                intent.amount,
-                intent.chain,
-                intent.source_wallet.as_str(),
-                intent.destination,
-            );
-            println!(
-                "  network fee at most {} base units; intent hash {}",
-                intent.fee_cap,
-                hash.to_hex()
-            );
+            println!("  {}", describe_intent(&intent));
+            println!("  intent hash {}", hash.to_hex());
             if !confirm(yes, "approve this withdrawal?")? {
                 println!("not approved");
                 return Ok(std::process::ExitCode::FAILURE);

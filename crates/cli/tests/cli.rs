@@ -1964,6 +1964,30 @@ fn cold_governance(dir: &std::path::Path) -> String {
     gs
 }
 
+/// Approvers ann and al each approve `dir/intent.json` with `strongroom cold approve`
+/// (their key files are in `dir`), writing `dir/<who>.approval`.
+fn cold_approvals(dir: &std::path::Path, governance: &str) {
+    let f = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    for who in ["ann", "al"] {
+        let (ok, out) = cli_run(&[
+            "cold",
+            "approve",
+            "--intent",
+            &f("intent.json"),
+            "--governance",
+            governance,
+            "--member",
+            who,
+            "--key",
+            &f(&format!("{who}.key")),
+            "--yes",
+            "--out",
+            &f(&format!("{who}.approval")),
+        ]);
+        assert!(ok && out.contains("approved under policy v1"), "{out}");
+    }
+}
+
 #[path = "../../chain-bitcoin/tests/support/esplora_server.rs"]
 mod esplora_server;
 
@@ -2054,24 +2078,7 @@ fn cold_bitcoin_withdrawal_from_intent_to_broadcast_through_the_cli() {
         &f("intent.json"),
     ]);
     assert!(ok && out.contains("1.25 BTC (125000000 base units)"), "{out}");
-    for who in ["ann", "al"] {
-        let (ok, out) = cli(&[
-            "cold",
-            "approve",
-            "--intent",
-            &f("intent.json"),
-            "--governance",
-            &gs,
-            "--member",
-            who,
-            "--key",
-            &key(who),
-            "--yes",
-            "--out",
-            &f(&format!("{who}.approval")),
-        ]);
-        assert!(ok && out.contains("approved under policy v1"), "{out}");
-    }
+    cold_approvals(dir.path(), &gs);
     // Someone else's key under ann's name is refused.
     let (ok, out) = cli(&[
         "cold",
@@ -2169,7 +2176,6 @@ fn cold_safe_withdrawal_from_intent_to_execution_through_the_cli() {
     let Some(chain) = start_anvil(&[]) else { return };
     let dir = tempfile::tempdir().unwrap();
     let gs = cold_governance(dir.path());
-    let key = |id: &str| dir.path().join(format!("{id}.key")).to_str().unwrap().to_owned();
     let f = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
     let env = strongroom_core::SystemEnv::new();
     let genesis: strongroom_governance::log::Genesis =
@@ -2239,24 +2245,7 @@ fn cold_safe_withdrawal_from_intent_to_execution_through_the_cli() {
         &f("intent.json"),
     ]);
     assert!(ok, "{out}");
-    for who in ["ann", "al"] {
-        let (ok, out) = cli_run(&[
-            "cold",
-            "approve",
-            "--intent",
-            &f("intent.json"),
-            "--governance",
-            &gs,
-            "--member",
-            who,
-            "--key",
-            &key(who),
-            "--yes",
-            "--out",
-            &f(&format!("{who}.approval")),
-        ]);
-        assert!(ok, "{out}");
-    }
+    cold_approvals(dir.path(), &gs);
     let (ok, out) = cli_run(&[
         "cold",
         "prepare",

@@ -14,60 +14,28 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use strongroom_chain_bitcoin::bitcoin::absolute::LockTime;
-use strongroom_chain_bitcoin::bitcoin::transaction::Version;
-use strongroom_chain_bitcoin::bitcoin::{
-    self, Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness,
-};
+use fixtures::{funding, regtest_intent};
+use strongroom_chain_bitcoin::bitcoin::{self, Amount, TxOut};
 use strongroom_chain_bitcoin::psbt::{from_base64, to_base64};
 use strongroom_chain_bitcoin::wallet::ColdWallet;
 use strongroom_chain_bitcoin::{Keychain, Multisig};
 use strongroom_cold::bundle::{Bundle, Payload};
 use strongroom_cold::online::{finalize_bitcoin, prepare_bitcoin, Request};
-use strongroom_core::{Env, Intent, IntentAsset, SystemEnv, Timestamp, WalletId};
+use strongroom_core::{Env, Intent, SystemEnv, Timestamp};
 use strongroom_governance::approval::Approval;
 use strongroom_governance::log::replay;
 use strongroom_governance::Role;
 use strongroom_units::chain::BITCOIN_REGTEST;
-use strongroom_units::{Address, AssetSymbol, ChainId};
 use support::{
     approve, cold, governance, init_offline, netns_available, p, refused_offline, sign_offline,
     write_bundle,
 };
 
-fn intent(dest: &str, sat: u128, request: u128, now: Timestamp) -> Intent {
-    let chain = ChainId::parse(BITCOIN_REGTEST).unwrap();
-    Intent {
-        destination: Address::parse(&chain, dest).unwrap(),
-        asset: IntentAsset {
-            symbol: AssetSymbol::parse("BTC").unwrap(),
-            decimals: 8,
-            contract: None,
-        },
-        chain,
-        source_wallet: WalletId::parse("cold-btc-1").unwrap(),
-        amount: strongroom_units::Amount::from_base_units(sat).unwrap(),
-        fee_cap: strongroom_units::Amount::from_base_units(50_000).unwrap(),
-        expires_at: Timestamp::from_unix_ms(now.unix_ms() + 86_400_000),
-        request_id: uuid::Uuid::from_u128(request),
-    }
-}
+#[path = "../../chain-bitcoin/tests/support/fixtures.rs"]
+mod fixtures;
 
-fn funding(to: &bitcoin::Address, sat: u64, n: u8) -> Transaction {
-    Transaction {
-        version: Version::TWO,
-        lock_time: LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: OutPoint {
-                txid: format!("{n:02x}").repeat(32).parse().unwrap(),
-                vout: 0,
-            },
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::MAX,
-            witness: Witness::new(),
-        }],
-        output: vec![TxOut { value: Amount::from_sat(sat), script_pubkey: to.script_pubkey() }],
-    }
+fn intent(dest: &str, sat: u128, request: u128, now: Timestamp) -> Intent {
+    regtest_intent(dest, sat, 50_000, request, now.plus_ms(86_400_000))
 }
 
 #[test]
