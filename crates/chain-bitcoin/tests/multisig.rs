@@ -29,7 +29,6 @@ fn env(seed: u64) -> FixedEnv {
     FixedEnv::new(Timestamp::from_unix_ms(1_800_000_000_000), seed)
 }
 
-
 struct Setup {
     secrets: Vec<ColdSecret>,
     multisig: Multisig,

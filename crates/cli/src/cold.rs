@@ -103,6 +103,23 @@ pub enum ColdCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Key ceremony, online half: deploy a Safe 1.4.1 (the pinned npm artifacts, from
+    /// `scripts/install-eth-tools`) whose owners are the key holders' addresses
+    /// (`strongroom-cold init --chain eip155:<id>` prints each), and print its address.
+    DeploySafe {
+        #[arg(long)]
+        eth_rpc: String,
+        /// CAIP-2 chain the node must be on.
+        #[arg(long, default_value = "eip155:31337")]
+        chain: String,
+        /// The account that deploys (one the node unlocks; it pays the gas).
+        #[arg(long)]
+        from: String,
+        #[arg(long = "owner", required = true)]
+        owners: Vec<String>,
+        #[arg(long)]
+        threshold: u64,
+    },
     /// Combine the key holders' signed bundles, finalize, check and broadcast.
     Send {
         #[arg(long = "bundle", required = true)]
@@ -257,6 +274,38 @@ pub async fn run(cmd: ColdCommand) -> anyhow::Result<std::process::ExitCode> {
             };
             write_json(&out, &bundle)?;
             println!("bundle written to {}: take it to the key holders", out.display());
+        }
+        ColdCommand::DeploySafe { eth_rpc, chain, from, owners, threshold } => {
+            let chain = ChainId::parse(&chain)?;
+            let rpc = EthRpc::new(&eth_rpc, chain, Retry::default())?;
+            rpc.check_chain().await?;
+            let mut list = owners
+                .iter()
+                .map(|o| {
+                    o.parse::<EthAddress>().with_context(|| format!("{o:?} is not an address"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            list.sort();
+            list.dedup();
+            anyhow::ensure!(
+                list.len() == owners.len()
+                    && threshold >= 1
+                    && usize::try_from(threshold).is_ok_and(|t| t <= list.len()),
+                "a {threshold}-of-{} Safe with distinct owners is not possible",
+                owners.len()
+            );
+            let root = std::env::current_dir()?;
+            let safe =
+                strongroom_chain_ethereum::anvil::deploy_safe(&rpc, &root, &from, &list, threshold)
+                    .await?;
+            // What the chain now says, not what was asked.
+            let on_chain = ISafe::getOwnersCall::abi_decode_returns(
+                &safe_call(&rpc, safe, get_owners_calldata()).await?,
+            )?;
+            let mut sorted = on_chain.clone();
+            sorted.sort();
+            anyhow::ensure!(sorted == list, "the deployed Safe reports other owners: {on_chain:?}");
+            println!("{}", safe.to_checksum(None));
         }
         ColdCommand::Send { bundles, esplora, eth_rpc, from } => {
             let bundles: Vec<Bundle> = bundles

@@ -2200,23 +2200,47 @@ fn cold_safe_withdrawal_from_intent_to_execution_through_the_cli() {
         homes.push(h);
     }
     let owners: Vec<String> = homes.iter().map(|h| h.config().account_key.clone()).collect();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let node =
-        strongroom_chain_ethereum::rpc::EthRpc::new(&chain.url, eth.clone(), Default::default())
-            .unwrap();
+    // The Safe, from the owners' addresses only.
     let from = rpc_accounts(&chain.url);
-    let owner_addrs: Vec<_> = owners.iter().map(|o| o.parse().unwrap()).collect();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let safe = rt
-        .block_on(strongroom_chain_ethereum::anvil::deploy_safe(
-            &node,
-            root,
-            &from,
-            &owner_addrs,
-            2,
-        ))
-        .unwrap();
-    let safe = safe.to_checksum(None);
+    let mut deploy = vec![
+        "cold",
+        "deploy-safe",
+        "--eth-rpc",
+        chain.url.as_str(),
+        "--from",
+        from.as_str(),
+        "--threshold",
+        "2",
+    ];
+    for o in &owners {
+        deploy.extend(["--owner", o.as_str()]);
+    }
+    let (ok, out) = cli_run(&deploy);
+    assert!(ok, "{out}");
+    let safe = out.trim().to_owned();
+    let threshold = rpc(
+        &chain.url,
+        "eth_call",
+        serde_json::json!([{"to": safe, "data": "0xe75235b8"}, "latest"]),
+    );
+    assert_eq!(threshold, format!("0x{:064x}", 2), "getThreshold()");
+    let (ok, out) = cli_run(&[
+        "cold",
+        "deploy-safe",
+        "--eth-rpc",
+        &chain.url,
+        "--from",
+        &from,
+        "--threshold",
+        "3",
+        "--owner",
+        &owners[0],
+        "--owner",
+        &owners[0],
+        "--owner",
+        &owners[1],
+    ]);
+    assert!(!ok && out.contains("distinct owners"), "{out}");
     rpc(&chain.url, "anvil_setBalance", serde_json::json!([safe, "0x1bc16d674ec80000"]));
     for h in &mut homes {
         h.install_safe(strongroom_core::WalletId::parse("cold-eth-1").unwrap(), &safe, &owners, 2)
