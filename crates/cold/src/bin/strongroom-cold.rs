@@ -122,14 +122,21 @@ fn read_line(prompt: &str) -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-/// A passphrase from a file (its first line) or typed at the prompt.
+/// A passphrase from a file (its first line), or typed at the prompt without echo when
+/// stdin is a terminal (a line of stdin otherwise).
 fn passphrase(file: Option<&Path>, what: &str) -> anyhow::Result<SecretString> {
-    let text = match file {
+    use std::io::IsTerminal;
+    let text = zeroize::Zeroizing::new(match file {
         Some(f) => {
             std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
         }
+        None if std::io::stdin().is_terminal() => {
+            eprint!("{what}: ");
+            std::io::stderr().flush()?;
+            rpassword::read_password()?
+        }
         None => read_line(&format!("{what}: "))?,
-    };
+    });
     Ok(SecretString::new(text.lines().next().unwrap_or_default().to_owned()))
 }
 
@@ -155,6 +162,12 @@ fn run(cmd: Cmd, env: &dyn Env) -> anyhow::Result<()> {
                 None => ColdSecret::generate(env),
             };
             let pass = passphrase(passphrase_file.as_deref(), "new passphrase for this key")?;
+            if passphrase_file.is_none() {
+                let again = passphrase(None, "the same passphrase again")?;
+                if again.expose_secret() != pass.expose_secret() {
+                    bail!("the two passphrases differ; nothing was written");
+                }
+            }
             let h = ColdHome::create(&home, &secret, &pass, id, genesis, &pin, env)?;
             println!("{}", h.config().account_key);
         }
