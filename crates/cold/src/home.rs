@@ -350,14 +350,8 @@ impl ColdHome {
 
     /// How much of `limit`'s asset this signer signed away within its period before `now`.
     fn moved(&self, limit: &VelocityLimit, now: Timestamp) -> Amount {
-        let since = now.unix_ms().saturating_sub(
-            i64::try_from(limit.period_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
-        );
-        self.signed
-            .iter()
-            .filter(|s| s.at_ms > since && s.asset == limit.asset)
-            .filter(|s| limit.wallet.as_deref().is_none_or(|w| w == s.wallet))
-            .fold(Amount::ZERO, |acc, s| acc.checked_add(s.amount).unwrap_or(acc))
+        let signed = self.signed.iter();
+        limit.moved(now, signed.map(|s| (s.at_ms, s.wallet.as_str(), s.asset.as_str(), s.amount)))
     }
 
     /// Check `bundle` against this signer's own state: the governance log (extended only if

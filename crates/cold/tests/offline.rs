@@ -11,7 +11,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use fixtures::{funding, regtest_intent};
@@ -27,8 +27,8 @@ use strongroom_governance::log::replay;
 use strongroom_governance::Role;
 use strongroom_units::chain::BITCOIN_REGTEST;
 use support::{
-    approve, cold, governance, init_offline, netns_available, p, refused_offline, sign_offline,
-    write_bundle,
+    approve, cold, governance, key_holders, netns_available, p, refused_offline, sign_showing,
+    write_bundle, Holders,
 };
 
 #[path = "../../chain-bitcoin/tests/support/fixtures.rs"]
@@ -49,28 +49,11 @@ fn a_two_of_three_cold_withdrawal_signed_offline_passes_bitcoin_core() {
     let now = env.now();
     let dir = tempfile::tempdir().unwrap();
     let gov = governance(now);
-    let genesis_file = dir.path().join("genesis.json");
-    std::fs::write(&genesis_file, serde_json::to_vec(&gov.genesis).unwrap()).unwrap();
-
     // Key ceremony: three holders, three offline homes, three passphrases.
-    let homes: Vec<PathBuf> = (1..=3).map(|i| dir.path().join(format!("holder-{i}"))).collect();
-    let passes: Vec<PathBuf> = (1..=3).map(|i| dir.path().join(format!("pass-{i}"))).collect();
-    let mut account_keys = Vec::new();
-    for (i, (home, pass)) in homes.iter().zip(&passes).enumerate() {
-        std::fs::write(pass, format!("holder {i} passphrase, long enough\n")).unwrap();
-        let o = init_offline(home, BITCOIN_REGTEST, &genesis_file, &gov.pin, pass);
-        assert!(o.ok, "{}", o.stderr);
-        assert!(
-            o.stdout.starts_with("interfaces: lo \n"),
-            "a namespace with loopback only: {}",
-            o.stdout
-        );
-        let k = o.stdout.lines().nth(1).unwrap().to_owned();
+    let Holders { genesis_file, homes, passes, keys: account_keys } =
+        key_holders(dir.path(), BITCOIN_REGTEST, &gov);
+    for k in &account_keys {
         assert!(k.starts_with('[') && k.contains("]tpub"), "{k}");
-        // The seed never appears in clear on disk.
-        let sealed = std::fs::read_to_string(home.join("key.sealed")).unwrap();
-        assert!(sealed.starts_with("strongroom-sealed-v1:cold-key:m=65536,t=3,p=4:"));
-        account_keys.push(k);
     }
     let mut args = vec!["descriptor", "--chain", BITCOIN_REGTEST, "--threshold", "2"];
     for k in &account_keys {
@@ -172,10 +155,7 @@ fn a_two_of_three_cold_withdrawal_signed_offline_passes_bitcoin_core() {
     let mut signed = Vec::new();
     for n in [0usize, 2] {
         let out = dir.path().join(format!("signed-{n}.json"));
-        let o = sign_offline(&homes[n], &bundle_file, &out, &passes[n], "yes\n");
-        assert!(o.ok, "{}\n{}", o.stdout, o.stderr);
-        assert!(o.stdout.starts_with("interfaces: lo \n"), "{}", o.stdout);
-        for words in [
+        let words = [
             "Cold withdrawal from wallet cold-btc-1 (2-of-3",
             "Send 1.60000000 BTC (160000000 sat)",
             dest,
@@ -183,12 +163,8 @@ fn a_two_of_three_cold_withdrawal_signed_offline_passes_bitcoin_core() {
             "back to this wallet",
             "policy v1 rule cold-needs-two: allowed",
             "approvals from ann, ops",
-        ] {
-            assert!(o.stdout.contains(words), "{words:?} not shown in:\n{}", o.stdout);
-        }
-        let b = Bundle::from_json(&std::fs::read(&out).unwrap()).unwrap();
-        assert_eq!(b.signed_by.len(), 1);
-        signed.push(b);
+        ];
+        signed.push(sign_showing(&homes[n], &bundle_file, &out, &passes[n], &words));
     }
     // One signature does not make a transaction; two do, and Bitcoin Core's consensus code
     // accepts every input (finalize_bitcoin runs libbitcoinconsensus).
@@ -260,13 +236,11 @@ fn a_two_of_three_cold_withdrawal_signed_offline_passes_bitcoin_core() {
         "",
     );
     assert!(o.ok, "{}", o.stderr);
-    let restored = dir.path().join("restored");
-    let o = cold(
-        true,
-        &[
+    let restore = |home: &Path, backup_pass: &Path| {
+        let args = [
             "init",
             "--home",
-            p(&restored),
+            p(home),
             "--chain",
             BITCOIN_REGTEST,
             "--genesis",
@@ -278,34 +252,15 @@ fn a_two_of_three_cold_withdrawal_signed_offline_passes_bitcoin_core() {
             "--restore",
             p(&backup),
             "--backup-passphrase-file",
-            p(&bp),
-        ],
-        "",
-    );
+            p(backup_pass),
+        ];
+        cold(true, &args, "")
+    };
+    let o = restore(&dir.path().join("restored"), &bp);
     assert!(o.ok, "{}", o.stderr);
     assert_eq!(o.stdout.lines().nth(1), Some(account_keys[0].as_str()));
     // A backup does not open with the key's own passphrase.
-    let o = cold(
-        false,
-        &[
-            "init",
-            "--home",
-            p(&dir.path().join("r2")),
-            "--chain",
-            BITCOIN_REGTEST,
-            "--genesis",
-            p(&genesis_file),
-            "--pin",
-            &gov.pin,
-            "--passphrase-file",
-            p(&passes[1]),
-            "--restore",
-            p(&backup),
-            "--backup-passphrase-file",
-            p(&passes[0]),
-        ],
-        "",
-    );
+    let o = restore(&dir.path().join("r2"), &passes[0]);
     assert!(!o.ok && o.stderr.contains("wrong passphrase"), "{}", o.stderr);
 }
 

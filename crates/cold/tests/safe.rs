@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use alloy_sol_types::SolCall;
 use serde_json::json;
@@ -29,8 +29,8 @@ use strongroom_governance::policy::VelocityLimit;
 use strongroom_governance::Role;
 use strongroom_units::{Address, Amount, AssetSymbol, ChainId};
 use support::{
-    approve, cold, governance, init_offline, netns_available, p, refused_offline, sign_offline,
-    write_bundle,
+    approve, cold, governance, key_holders, netns_available, p, refused_offline, sign_showing,
+    write_bundle, Holders,
 };
 
 const CHAIN: &str = "eip155:31337";
@@ -82,20 +82,10 @@ async fn a_two_of_three_safe_moves_eth_after_two_offline_signatures_and_refuses_
     let now = env.now();
     let dir = tempfile::tempdir().unwrap();
     let gov = governance(now);
-    let genesis_file = dir.path().join("genesis.json");
-    std::fs::write(&genesis_file, serde_json::to_vec(&gov.genesis).unwrap()).unwrap();
-
     // Key ceremony, offline: each holder's key gives an owner address.
-    let homes: Vec<PathBuf> = (1..=3).map(|i| dir.path().join(format!("owner-{i}"))).collect();
-    let passes: Vec<PathBuf> = (1..=3).map(|i| dir.path().join(format!("pass-{i}"))).collect();
-    let mut owners: Vec<String> = Vec::new();
-    for (i, (home, pass)) in homes.iter().zip(&passes).enumerate() {
-        std::fs::write(pass, format!("owner {i} passphrase, long enough\n")).unwrap();
-        let o = init_offline(home, CHAIN, &genesis_file, &gov.pin, pass);
-        assert!(o.ok, "{}", o.stderr);
-        let owner = o.stdout.lines().nth(1).unwrap().to_owned();
+    let Holders { homes, passes, keys: owners, .. } = key_holders(dir.path(), CHAIN, &gov);
+    for owner in &owners {
         assert!(owner.starts_with("0x") && owner.len() == 42, "{owner}");
-        owners.push(owner);
     }
     let owner_addrs: Vec<EthAddress> = owners.iter().map(|o| o.parse().unwrap()).collect();
 
@@ -161,20 +151,15 @@ async fn a_two_of_three_safe_moves_eth_after_two_offline_signatures_and_refuses_
     let mut signed = Vec::new();
     for n in [1usize, 2] {
         let out = dir.path().join(format!("signed-{n}.json"));
-        let o = sign_offline(&homes[n], &bundle_file, &out, &passes[n], "yes\n");
-        assert!(o.ok, "{}\n{}", o.stdout, o.stderr);
-        assert!(o.stdout.starts_with("interfaces: lo \n"), "{}", o.stdout);
-        for words in [
+        let words = [
             "Cold withdrawal from wallet cold-eth-1 (Safe",
             "2-of-3, eip155:31337",
             "Send 1.5 ETH (1500000000000000000 base units)",
             DEST,
             "a plain call (no delegatecall), Safe nonce 0",
             "policy v1 rule cold-needs-two: allowed",
-        ] {
-            assert!(o.stdout.contains(words), "{words:?} not shown in:\n{}", o.stdout);
-        }
-        signed.push(Bundle::from_json(&std::fs::read(&out).unwrap()).unwrap());
+        ];
+        signed.push(sign_showing(&homes[n], &bundle_file, &out, &passes[n], &words));
     }
     // One owner's signature is not enough; two are, and the Safe moves the ETH.
     let err = finalize_safe(&signed[..1], &owner_addrs, 2).unwrap_err();

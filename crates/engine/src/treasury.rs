@@ -185,16 +185,13 @@ impl Treasury {
             let mine: Vec<_> =
                 to_cold.iter().filter(|s| s.intent.asset.symbol == m.asset).collect();
             let sweeping = mine.iter().any(|s| !s.state.is_final());
+            // Back off only while the latest finished sweep is a failure.
             let failed_at = mine
                 .iter()
+                .filter(|s| s.state.is_final())
+                .max_by_key(|s| s.updated_at.unix_ms())
                 .filter(|s| s.state == WithdrawalState::Failed)
-                .map(|s| s.updated_at.unix_ms())
-                .max()
-                .filter(|f| {
-                    mine.iter()
-                        .filter(|s| s.state == WithdrawalState::Settled)
-                        .all(|s| s.updated_at.unix_ms() < *f)
-                });
+                .map(|s| s.updated_at.unix_ms());
             let action = decide(hot, m, sweeping, failed_at, now_ms);
             if let Action::Sweep { amount } = &action {
                 let quote = self.rpc.fee_quote().await?;

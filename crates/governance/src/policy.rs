@@ -84,6 +84,26 @@ pub struct VelocityLimit {
     pub max_amount: Amount,
 }
 
+impl VelocityLimit {
+    /// How much this limit's asset (and wallet, if it names one) moved within its period
+    /// before `now`, over `movements` given as (time in unix ms, wallet, asset, amount). The
+    /// one definition of the window, used by the signer nodes, the offline signer and the
+    /// online estimate alike.
+    pub fn moved<'a>(
+        &self,
+        now: Timestamp,
+        movements: impl IntoIterator<Item = (i64, &'a str, &'a str, Amount)>,
+    ) -> Amount {
+        let period = i64::try_from(self.period_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let since = now.unix_ms().saturating_sub(period);
+        movements
+            .into_iter()
+            .filter(|(at, _, asset, _)| *at > since && *asset == self.asset)
+            .filter(|(_, wallet, _, _)| self.wallet.as_deref().is_none_or(|w| w == *wallet))
+            .fold(Amount::ZERO, |acc, (_, _, _, amount)| acc.checked_add(amount).unwrap_or(acc))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {

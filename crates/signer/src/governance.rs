@@ -119,14 +119,10 @@ impl NodeGovernance {
 
     /// How much of `limit`'s asset this node signed away within its period before `now`.
     fn moved(signed: &[Signed], limit: &VelocityLimit, now: Timestamp) -> Amount {
-        let since = now.unix_ms().saturating_sub(
-            i64::try_from(limit.period_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
-        );
-        signed
-            .iter()
-            .filter(|s| s.at_ms > since && s.asset == limit.asset)
-            .filter(|s| limit.wallet.as_deref().is_none_or(|w| w == s.wallet))
-            .fold(Amount::ZERO, |acc, s| acc.checked_add(s.amount).unwrap_or(acc))
+        limit.moved(
+            now,
+            signed.iter().map(|s| (s.at_ms, s.wallet.as_str(), s.asset.as_str(), s.amount)),
+        )
     }
 }
 

@@ -11,7 +11,6 @@ use strongroom_governance::gate::{decide, Subject};
 use strongroom_governance::log::{replay, Entry};
 use strongroom_governance::policy::{Decision, Tier, VelocityLimit};
 use strongroom_governance::Role;
-use strongroom_units::Amount;
 use uuid::Uuid;
 
 use crate::{Store, StoreError, WithdrawalFilter};
@@ -70,14 +69,11 @@ pub async fn gate(store: &dyn Store, m: &Movement<'_>, now: Timestamp) -> Result
         }
     }
     let moved = |l: &VelocityLimit| {
-        let period = i64::try_from(l.period_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-        let since = now.unix_ms().saturating_sub(period);
-        recent
-            .iter()
-            .filter(|r| r.id != m.id && r.updated_at.unix_ms() > since)
-            .filter(|r| r.intent.asset.symbol.as_str() == l.asset)
-            .filter(|r| l.wallet.as_deref().is_none_or(|x| x == r.intent.source_wallet.as_str()))
-            .fold(Amount::ZERO, |acc, r| acc.checked_add(r.intent.amount).unwrap_or(acc))
+        let others = recent.iter().filter(|r| r.id != m.id).map(|r| {
+            let i = &r.intent;
+            (r.updated_at.unix_ms(), i.source_wallet.as_str(), i.asset.symbol.as_str(), i.amount)
+        });
+        l.moved(now, others)
     };
     let customer = m.customer_id.map(|c| c.to_string());
     let subject = Subject {

@@ -216,6 +216,23 @@ impl SqlStore {
     }
 }
 
+/// Every column of an API token row.
+const TOKEN_SELECT: &str =
+    "SELECT id, name, role, token_hash, created_at_ms, revoked_at_ms, restrictions FROM api_tokens";
+
+/// The token `id`, locked for this write.
+async fn lock_token(w: &mut WriteTx, id: &str) -> Result<TokenRow> {
+    let row = sqlx::query(&format!("{TOKEN_SELECT} WHERE id = $1{}", for_update(w.backend)))
+        .bind(id)
+        .fetch_optional(&mut *w.tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            entity: "token",
+            id: id.chars().take(32).collect(),
+        })?;
+    row_of::<TokenRow>(&row)
+}
+
 fn for_update(backend: Backend) -> &'static str {
     match backend {
         Backend::Postgres => " FOR UPDATE",
@@ -1647,22 +1664,20 @@ impl Store for SqlStore {
     }
 
     async fn get_token(&self, id: &str) -> Result<ApiTokenRecord> {
-        let row = sqlx::query("SELECT id, name, role, token_hash, created_at_ms, revoked_at_ms, restrictions FROM api_tokens WHERE id = $1")
+        let row = sqlx::query(&format!("{TOKEN_SELECT} WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or_else(|| StoreError::NotFound { entity: "token", id: id.chars().take(32).collect() })?;
+            .ok_or_else(|| StoreError::NotFound {
+                entity: "token",
+                id: id.chars().take(32).collect(),
+            })?;
         row_of::<TokenRow>(&row)?.to_domain()
     }
 
     async fn revoke_token(&self, ctx: &WriteCtx, id: &str) -> Result<ApiTokenRecord> {
         let mut w = self.begin_write().await?;
-        let row = sqlx::query(&format!("SELECT id, name, role, token_hash, created_at_ms, revoked_at_ms, restrictions FROM api_tokens WHERE id = $1{}", for_update(self.backend)))
-            .bind(id)
-            .fetch_optional(&mut *w.tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound { entity: "token", id: id.chars().take(32).collect() })?;
-        let before = row_of::<TokenRow>(&row)?;
+        let before = lock_token(&mut w, id).await?;
         let mut after = before.clone();
         after.revoked_at_ms = Some(before.revoked_at_ms.unwrap_or(ctx.now.unix_ms()));
         w.write(
@@ -1677,7 +1692,7 @@ impl Store for SqlStore {
     }
 
     async fn list_tokens(&self) -> Result<Vec<ApiTokenRecord>> {
-        sqlx::query("SELECT id, name, role, token_hash, created_at_ms, revoked_at_ms, restrictions FROM api_tokens ORDER BY id")
+        sqlx::query(&format!("{TOKEN_SELECT} ORDER BY id"))
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -1692,12 +1707,7 @@ impl Store for SqlStore {
         restrictions: Option<TokenRestrictions>,
     ) -> Result<ApiTokenRecord> {
         let mut w = self.begin_write().await?;
-        let row = sqlx::query(&format!("SELECT id, name, role, token_hash, created_at_ms, revoked_at_ms, restrictions FROM api_tokens WHERE id = $1{}", for_update(self.backend)))
-            .bind(id)
-            .fetch_optional(&mut *w.tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound { entity: "token", id: id.chars().take(32).collect() })?;
-        let before = row_of::<TokenRow>(&row)?;
+        let before = lock_token(&mut w, id).await?;
         let mut after = before.clone();
         after.restrictions = restrictions
             .as_ref()
@@ -1775,12 +1785,7 @@ impl Store for SqlStore {
             let row = row_of::<DepositRow>(&r)?;
             out.push((format!("deposit/{}", row.id), hash_of(&row)?));
         }
-        for r in sqlx::query(
-            "SELECT id, name, role, token_hash, created_at_ms, revoked_at_ms, restrictions FROM api_tokens",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        {
+        for r in sqlx::query(TOKEN_SELECT).fetch_all(&self.pool).await? {
             let row = row_of::<TokenRow>(&r)?;
             out.push((format!("token/{}", row.id), hash_of(&row)?));
         }

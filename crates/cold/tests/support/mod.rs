@@ -186,3 +186,52 @@ pub fn refused_offline(
     assert!(o.stderr.contains(why), "expected {why:?}, got: {}", o.stderr);
     assert!(!out.exists());
 }
+
+/// `strongroom-cold sign` of `bundle` at `home` in a network namespace, answering "yes": it
+/// must run with only a loopback interface, show each of `words`, and write a bundle signed
+/// by one more key, which is returned.
+pub fn sign_showing(home: &Path, bundle: &Path, out: &Path, pass: &Path, words: &[&str]) -> Bundle {
+    let o = sign_offline(home, bundle, out, pass, "yes\n");
+    assert!(o.ok, "{}\n{}", o.stdout, o.stderr);
+    assert!(o.stdout.starts_with("interfaces: lo \n"), "{}", o.stdout);
+    for w in words {
+        assert!(o.stdout.contains(w), "{w:?} not shown in:\n{}", o.stdout);
+    }
+    let signed = Bundle::from_json(&std::fs::read(out).unwrap()).unwrap();
+    let before = Bundle::from_json(&std::fs::read(bundle).unwrap()).unwrap();
+    assert_eq!(signed.signed_by.len(), before.signed_by.len() + 1);
+    signed
+}
+
+/// Three key holders, each with a passphrase file and an offline home made by
+/// `strongroom-cold init` in a network namespace (checked: loopback only, the seed on disk
+/// only sealed), under the genesis in `dir/genesis.json`.
+pub struct Holders {
+    pub genesis_file: std::path::PathBuf,
+    pub homes: Vec<std::path::PathBuf>,
+    pub passes: Vec<std::path::PathBuf>,
+    /// What each `init` printed: the account key (Bitcoin) or the owner address (Ethereum).
+    pub keys: Vec<String>,
+}
+
+pub fn key_holders(dir: &Path, chain: &str, gov: &Gov) -> Holders {
+    let genesis_file = dir.join("genesis.json");
+    std::fs::write(&genesis_file, serde_json::to_vec(&gov.genesis).unwrap()).unwrap();
+    let homes: Vec<_> = (1..=3).map(|i| dir.join(format!("holder-{i}"))).collect();
+    let passes: Vec<_> = (1..=3).map(|i| dir.join(format!("pass-{i}"))).collect();
+    let mut keys = Vec::new();
+    for (i, (home, pass)) in homes.iter().zip(&passes).enumerate() {
+        std::fs::write(pass, format!("holder {i} passphrase, long enough\n")).unwrap();
+        let o = init_offline(home, chain, &genesis_file, &gov.pin, pass);
+        assert!(o.ok, "{}", o.stderr);
+        assert!(
+            o.stdout.starts_with("interfaces: lo \n"),
+            "a namespace with loopback only: {}",
+            o.stdout
+        );
+        let sealed = std::fs::read_to_string(home.join("key.sealed")).unwrap();
+        assert!(sealed.starts_with("strongroom-sealed-v1:cold-key:m=65536,t=3,p=4:"));
+        keys.push(o.stdout.lines().nth(1).unwrap().to_owned());
+    }
+    Holders { genesis_file, homes, passes, keys }
+}
