@@ -129,19 +129,18 @@ pub async fn run(
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
         );
     }
-    let req = |msg: &[u8]| -> anyhow::Result<SignRequest> {
-        let intent = crate::signers::dev_intent(&env, "hot-eth-1", 600_000)?;
+    // Proofs of control: the one message kind nodes sign besides transactions (an
+    // ungoverned bench cluster signs them without a policy).
+    let req = |challenge: &[u8]| -> anyhow::Result<SignRequest> {
         Ok(SignRequest {
-            intent: hex::encode(intent.encode()?),
-            format: TxFormat::RawMessage,
-            tx: hex::encode(msg),
-            path: vec![],
+            format: TxFormat::ProofOfControl,
+            tx: hex::encode(challenge),
             ..Default::default()
         })
     };
     let mut online = Vec::new();
     for (i, id) in ids.iter().take(signs).enumerate() {
-        let r = req(&(i as u64).to_be_bytes())?;
+        let r = req(&(i as u128).to_be_bytes())?;
         let t = Instant::now();
         orch.sign(eid(&env, "s"), &key, &[1, 2], Some(id), &r)
             .await

@@ -72,7 +72,7 @@ fn agreed_key(
     wallet: &WalletId,
     reports: Vec<(u16, KeyInfo)>,
 ) -> Result<(KeyInfo, Vec<u16>), SignError> {
-    let (first_node, info) = reports.first().cloned().ok_or_else(|| SignError {
+    let (first_node, info) = reports.first().cloned().ok_or_else(|| SignError::Other {
         message: format!("no live signer node holds a key for wallet {}", wallet.as_str()),
         retryable: true,
     })?;
@@ -80,7 +80,7 @@ fn agreed_key(
         .iter()
         .find(|(_, k)| (&k.public_key, &k.chain_code) != (&info.public_key, &info.chain_code))
     {
-        return Err(SignError {
+        return Err(SignError::Other {
             message: format!(
                 "signer node {n} reports another key for {} than node {first_node}: refusing to use either",
                 wallet.as_str()
@@ -90,7 +90,7 @@ fn agreed_key(
     }
     let mut holders: Vec<u16> = reports.iter().map(|(n, _)| *n).collect();
     if holders.len() < usize::from(info.threshold) {
-        return Err(SignError {
+        return Err(SignError::Other {
             message: format!(
                 "only {} of the {} signer nodes needed for {} are up",
                 holders.len(),
@@ -108,18 +108,14 @@ fn agreed_key(
 impl TxSigner for OrchestratorSigner {
     async fn public_key(&self, wallet: &WalletId) -> Result<Vec<u8>, SignError> {
         let (info, _) = self.key(wallet).await?;
-        hex::decode(&info.public_key).map_err(|_| SignError {
-            message: "malformed key from signers".into(),
-            retryable: false,
-        })
+        hex::decode(&info.public_key)
+            .map_err(|_| SignError::other("malformed key from signers", false))
     }
 
     async fn master(&self, wallet: &WalletId) -> Result<MasterPublic, SignError> {
         let (info, _) = self.key(wallet).await?;
-        let bad = |what: &str| SignError {
-            message: format!("signers report a malformed {what}"),
-            retryable: false,
-        };
+        let bad =
+            |what: &str| SignError::other(format!("signers report a malformed {what}"), false);
         let public_key = hex::decode(&info.public_key)
             .ok()
             .and_then(|b| <[u8; 33]>::try_from(b).ok())
@@ -144,9 +140,7 @@ impl TxSigner for OrchestratorSigner {
         let (info, signers) = self.key(wallet).await?;
         let request = SignRequest {
             intent: hex::encode(
-                intent
-                    .encode()
-                    .map_err(|e| SignError { message: e.to_string(), retryable: false })?,
+                intent.encode().map_err(|e| SignError::other(e.to_string(), false))?,
             ),
             format: TxFormat::Eip1559,
             tx: hex::encode(unsigned),
@@ -156,13 +150,11 @@ impl TxSigner for OrchestratorSigner {
             governance: auth.governance.clone(),
             ..Default::default()
         };
-        let signed =
-            self.orch.sign_pooled(&self.env, &info, &signers, &request).await.map_err(|r| {
-                SignError {
-                    message: format!("node {} ({}): {}", r.node, r.code, r.message),
-                    retryable: matches!(r.code.as_str(), "unreachable" | "timeout"),
-                }
-            })?;
+        let signed = self
+            .orch
+            .sign_pooled(&self.env, &info, &signers, &request)
+            .await
+            .map_err(|r| SignError::Refused(Box::new(r)))?;
         Ok(signed.signature)
     }
 }
@@ -733,10 +725,10 @@ mod tests {
         assert_eq!((k.public_key.as_str(), signers), ("02aa", vec![1, 3]));
         // One node reporting another chain code (which would move every deposit address).
         let e = agreed_key(&w, vec![(1, info("02aa", "cc")), (2, info("02aa", "dd"))]).unwrap_err();
-        assert!(!e.retryable && e.message.contains("node 2 reports another key"), "{e}");
+        assert!(!e.retryable() && e.to_string().contains("node 2 reports another key"), "{e}");
         // Too few nodes up: retry later.
         let e = agreed_key(&w, vec![(1, info("02aa", "cc"))]).unwrap_err();
-        assert!(e.retryable && e.message.contains("only 1 of the 2"), "{e}");
-        assert!(agreed_key(&w, vec![]).unwrap_err().retryable);
+        assert!(e.retryable() && e.to_string().contains("only 1 of the 2"), "{e}");
+        assert!(agreed_key(&w, vec![]).unwrap_err().retryable());
     }
 }

@@ -800,10 +800,16 @@ async fn audit_verify(store: &SqlStore) -> anyhow::Result<ExitCode> {
             report.records, report.mismatch_count
         );
         for m in &report.mismatches {
-            let what = match m.kind {
-                MismatchKind::Edited => "changed outside Strongroom",
-                MismatchKind::NotAudited => "exists but was never audited (inserted by hand?)",
-                MismatchKind::Missing => "audited but missing (deleted by hand?)",
+            let what = match &m.kind {
+                MismatchKind::Edited => "changed outside Strongroom".to_owned(),
+                MismatchKind::NotAudited => {
+                    "exists but was never audited (inserted by hand?)".to_owned()
+                }
+                MismatchKind::Missing => "audited but missing (deleted by hand?)".to_owned(),
+                MismatchKind::Rewritten { seq } => format!(
+                    "audit record {seq} re-created it over a state it never left (deleted by \
+                     hand, then its key reused?)"
+                ),
             };
             println!("  {}: {what}", m.entity);
         }

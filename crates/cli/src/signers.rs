@@ -103,13 +103,7 @@ pub async fn start_cluster(
     let env = SystemEnv::new();
     let addrs: Vec<SocketAddr> =
         (0..3u16).map(|i| SocketAddr::from(([127, 0, 0, 1], base_port + i))).collect();
-    let opts = Options {
-        n: 3,
-        addrs,
-        allow_raw_messages: true,
-        test_primes_file: test_primes,
-        governance,
-    };
+    let opts = Options { n: 3, addrs, test_primes_file: test_primes, governance };
     let dir = data_dir.join("signers");
     let cl: Cluster = cluster::prepare(&dir, ca_cert, ca_key, &opts, &env)?;
     let file = ClusterFile {
@@ -226,31 +220,6 @@ impl Signers {
 }
 
 /// The intent a dev raw-message request carries: nothing moves (amount and fee cap zero).
-pub fn dev_intent(
-    env: &dyn Env,
-    wallet: &str,
-    ttl_ms: i64,
-) -> anyhow::Result<strongroom_core::Intent> {
-    let chain = strongroom_units::ChainId::parse("eip155:31337")?;
-    Ok(strongroom_core::Intent {
-        destination: strongroom_units::Address::parse(
-            &chain,
-            "0x0000000000000000000000000000000000000001",
-        )?,
-        chain,
-        asset: strongroom_core::IntentAsset {
-            symbol: strongroom_units::AssetSymbol::parse("ETH")?,
-            decimals: 18,
-            contract: None,
-        },
-        source_wallet: strongroom_core::WalletId::parse(wallet)?,
-        amount: strongroom_units::Amount::ZERO,
-        fee_cap: strongroom_units::Amount::ZERO,
-        expires_at: env.now().plus_ms(ttl_ms),
-        request_id: strongroom_core::new_id(env),
-    })
-}
-
 #[derive(Debug, Subcommand)]
 pub enum MpcCommand {
     /// Each node's keys, presignature pool and readiness.
@@ -258,17 +227,18 @@ pub enum MpcCommand {
         #[arg(long, default_value = crate::DEV_DATA_DIR)]
         data_dir: PathBuf,
     },
-    /// Sign a raw message with a dev key (the dev nodes accept raw messages; production
-    /// nodes sign only transactions they can decode and match to an approved intent).
-    Sign {
+    /// Prove control of a key: the nodes build a statement naming the key and your
+    /// challenge, and sign its tagged hash (nodes never sign bytes or digests a caller
+    /// supplies; under governance the policy must list `proof_of_control` in `messages`).
+    Prove {
         #[arg(long, default_value = crate::DEV_DATA_DIR)]
         data_dir: PathBuf,
         /// Key id, e.g. hot-eth-1 (ECDSA) or hot-btc-1 (FROST Taproot).
         #[arg(long)]
         key: String,
-        /// Message in hex (ECDSA signs its SHA-256; FROST signs it as is).
+        /// The verifier's challenge, 16 to 64 bytes in hex.
         #[arg(long)]
-        message_hex: String,
+        challenge: String,
         /// Which nodes sign, e.g. 1,2 (default: the first two that answer).
         #[arg(long, value_delimiter = ',')]
         signers: Vec<u16>,
@@ -288,7 +258,7 @@ pub async fn mpc(cmd: MpcCommand) -> anyhow::Result<std::process::ExitCode> {
             }
             Ok(std::process::ExitCode::SUCCESS)
         }
-        MpcCommand::Sign { data_dir, key, message_hex, signers } => {
+        MpcCommand::Prove { data_dir, key, challenge, signers } => {
             let orch = ClusterFile::load(&crate::absolute(&data_dir)?)?.orchestrator()?;
             let live = orch.live_nodes().await;
             let signers =
@@ -296,13 +266,10 @@ pub async fn mpc(cmd: MpcCommand) -> anyhow::Result<std::process::ExitCode> {
             let first = *signers.first().context("no live signer nodes")?;
             let status = orch.status(first).await.map_err(|e| anyhow::anyhow!("{e}"))?;
             let info = status.keys.into_iter().find(|k| k.key_id == key).context("no such key")?;
-            // Raw messages still carry an intent; a dev intent that expires in a minute.
-            let intent = dev_intent(&env, &key, 60_000)?;
+            let challenge_bytes = hex::decode(&challenge).context("the challenge is not hex")?;
             let req = SignRequest {
-                intent: hex::encode(intent.encode()?),
-                format: TxFormat::RawMessage,
-                tx: message_hex,
-                path: vec![],
+                format: TxFormat::ProofOfControl,
+                tx: challenge,
                 ..Default::default()
             };
             let signed = orch
@@ -316,6 +283,7 @@ pub async fn mpc(cmd: MpcCommand) -> anyhow::Result<std::process::ExitCode> {
                     "scheme": info.scheme,
                     "signers": signed.signers,
                     "public_key": hex::encode(&signed.public_key),
+                    "statement": strongroom_signer::check::proof_of_control(&info, &challenge_bytes),
                     "signed": hex::encode(&signed.signed_bytes),
                     "signature": hex::encode(&signed.signature),
                 })

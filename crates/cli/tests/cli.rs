@@ -307,38 +307,45 @@ fn serve_with_a_config_file_on_postgres() {
 }
 
 /// `strongroom dev` brings up three signer processes with a 2-of-3 ECDSA and a 2-of-3
-/// FROST-Taproot key; `strongroom mpc sign` gets signatures from them that independent
-/// verifiers accept, also after one node is killed.
+/// FROST-Taproot key; `strongroom mpc prove` gets proofs of control from them (a statement
+/// the nodes build, naming the key and the challenge) that independent verifiers accept,
+/// also after one node is killed.
 #[test]
 fn dev_signers_produce_threshold_signatures_from_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("dev");
     let dev = start_dev(&data);
-    let sign = |key: &str, msg: &[u8; 32], signers: &str| {
+    let challenge = [7u8; 32];
+    let sign = |key: &str, signers: &str| {
         let out = Command::new(BIN)
-            .args(["mpc", "sign", "--data-dir", data.to_str().unwrap(), "--key", key])
-            .args(["--message-hex", &hex::encode(msg), "--signers", signers])
+            .args(["mpc", "prove", "--data-dir", data.to_str().unwrap(), "--key", key])
+            .args(["--challenge", &hex::encode(challenge), "--signers", signers])
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let statement = v["statement"].as_str().unwrap().to_owned();
+        assert!(statement.contains(&format!("key: {key}")), "{statement}");
+        assert!(statement.contains(&hex::encode(challenge)), "{statement}");
+        // What was signed is the statement's tagged hash, recomputed here.
         let h = |f: &str| hex::decode(v[f].as_str().unwrap()).unwrap();
-        (h("public_key"), h("signed"), h("signature"))
+        let tagged = strongroom_governance::tagged_hash(
+            strongroom_signer::check::PROOF_OF_CONTROL_TAG,
+            statement.as_bytes(),
+        );
+        assert_eq!(h("signed"), tagged.to_vec());
+        (h("public_key"), tagged, h("signature"))
     };
-    let msg = [7u8; 32];
     for signers in ["1,2", "2,3"] {
-        let (pk, signed, sig) = sign("hot-btc-1", &msg, signers);
-        assert_eq!(signed, msg);
+        let (pk, msg, sig) = sign("hot-btc-1", signers);
         let vk = k256::schnorr::VerifyingKey::from_bytes(&pk).unwrap();
         vk.verify_raw(&msg, &k256::schnorr::Signature::try_from(sig.as_slice()).unwrap()).unwrap();
 
-        let (pk, digest, sig) = sign("hot-eth-1", &msg, signers);
+        let (pk, digest, sig) = sign("hot-eth-1", signers);
         use k256::ecdsa::signature::hazmat::PrehashVerifier;
         let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(&pk).unwrap();
         let sig = k256::ecdsa::Signature::from_slice(&sig).unwrap();
         vk.verify_prehash(&digest, &sig).unwrap();
-        use sha2::Digest;
-        assert_eq!(digest, sha2::Sha256::digest(msg).to_vec());
     }
 
     // Kill node 3: nodes 1 and 2 still sign.
@@ -350,7 +357,7 @@ fn dev_signers_produce_threshold_signatures_from_the_cli() {
         .unwrap();
     assert!(killed.success());
     std::thread::sleep(Duration::from_millis(300));
-    let (pk, _, sig) = sign("hot-btc-1", &msg, "1,2");
+    let (pk, msg, sig) = sign("hot-btc-1", "1,2");
     let vk = k256::schnorr::VerifyingKey::from_bytes(&pk).unwrap();
     vk.verify_raw(&msg, &k256::schnorr::Signature::try_from(sig.as_slice()).unwrap()).unwrap();
 
@@ -779,6 +786,10 @@ name = "eth-daily"
 asset = "ETH"
 period_secs = 86400
 max_amount = "600000000000000000"
+[[fees]]
+chain = "eip155:31337"
+fee_asset = "ETH"
+max_fee = "10000000000000000"
 "#,
     )
     .unwrap();
@@ -851,11 +862,49 @@ max_amount = "600000000000000000"
     let small = withdraw("0.05");
     wait_state(&small, "settled", 120);
 
+    // The nodes decide with the fee the built transaction can pay, which the online side
+    // cannot know before it builds. Under a policy whose fee ceiling is 1 wei the engine
+    // builds a withdrawal, every node refuses it, and the API shows the refusing node's
+    // typed reason; a policy with a sane ceiling lets the same transaction through.
+    let text = std::fs::read_to_string(&policy).unwrap();
+    let set_policy = |version: u64, max_fee: &str| {
+        let t = text
+            .replace("version = 1", &format!("version = {version}"))
+            .replace("max_fee = \"10000000000000000\"", &format!("max_fee = \"{max_fee}\""));
+        std::fs::write(&policy, t).unwrap();
+        let (ok, out) =
+            run(&["governance", "propose", "policy", "--file", policy.to_str().unwrap()]);
+        assert!(ok, "{out}");
+        assert!(sign("ada").0);
+        assert!(sign("bob").1.contains("committed"));
+    };
+    set_policy(2, "1");
+    let capped = withdraw("0.01");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let w = loop {
+        let w = api(&dev, "GET", &format!("/v1/withdrawals/{capped}"), None);
+        if !w["signer_refusal"].is_null() {
+            break w;
+        }
+        assert!(Instant::now() < deadline, "no signer refusal: {w}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(w["state"], "built", "{w}");
+    let why = &w["signer_refusal"]["reason"];
+    assert_eq!(
+        (why["code"].as_str(), why["block"]["kind"].as_str()),
+        (Some("blocked"), Some("fee_above_ceiling")),
+        "{w}"
+    );
+    set_policy(3, "10000000000000000");
+    let done = wait_state(&capped, "settled", 120);
+    assert!(done.get("signer_refusal").is_none(), "{done}");
+
     // Large: it waits, says why, and nothing is built (no nonce spent).
     let large = withdraw("0.5");
     std::thread::sleep(Duration::from_secs(3));
     let w = wait_state(&large, "reserved", 1);
-    assert_eq!(w["policy"]["explanation"], "policy v1 rule large-eth: 0 of 2 approvals", "{w}");
+    assert_eq!(w["policy"]["explanation"], "policy v3 rule large-eth: 0 of 2 approvals", "{w}");
     assert!(w.get("transaction").is_none(), "{w}");
     let approve = |who: &str| {
         run(&["withdrawal", "approve", &large, "--member", who, "--key", &key(who), "--yes"])
@@ -871,7 +920,7 @@ max_amount = "600000000000000000"
     let tx = rpc(&chain.url, "eth_getTransactionByHash", serde_json::json!([txid]));
     assert_eq!(tx["value"], "0x6f05b59d3b20000", "0.5 ETH");
 
-    // 0.55 ETH left today; the daily limit is 0.6: a 0.08 ETH withdrawal, small enough for
+    // 0.56 ETH left today; the daily limit is 0.6: a 0.08 ETH withdrawal, small enough for
     // no approvals, waits for the velocity limit (and takes no nonce).
     let over = withdraw("0.08");
     std::thread::sleep(Duration::from_secs(3));
@@ -894,9 +943,9 @@ max_amount = "600000000000000000"
             std::fs::read_to_string(data.join(format!("signers/signer-{n}/data/governance.jsonl")))
                 .ok()
         })
-        .filter(|log| log.lines().count() == 2)
+        .filter(|log| log.lines().count() == 4)
         .count();
-    assert!(copies >= 2, "the two signing nodes hold the log (policy, whitelist)");
+    assert!(copies >= 2, "the signing nodes hold the log (policies 1 to 3, whitelist)");
 
     // One security officer freezes ETH at once; the next withdrawal waits for the freeze.
     let (ok, out) = run(&["governance", "propose", "freeze", "--scope", "asset:ETH"]);
@@ -910,32 +959,28 @@ max_amount = "600000000000000000"
         "{w}"
     );
 
-    // A compromised orchestrator asking the nodes straight for a signature over a bare
-    // digest (no transaction to decode) is refused by the nodes, and each says why in its
-    // own audit log.
-    let digest = "11".repeat(32);
+    // A compromised orchestrator asking the nodes straight for a signature on anything but a
+    // transaction (here a proof of control, which the policy does not list) is refused by
+    // the nodes, and each says why in its own audit log.
     let (ok, out) = cli(
         &[
             "mpc",
-            "sign",
+            "prove",
             "--data-dir",
             data.to_str().unwrap(),
             "--key",
             "hot-eth-1",
-            "--message-hex",
-            &digest,
+            "--challenge",
+            &"11".repeat(32),
         ],
         &[],
     );
-    assert!(!ok && out.contains("only decoded transactions are signed under governance"), "{out}");
+    assert!(!ok && out.contains("does not let the signers sign proof_of_control"), "{out}");
     let refusals = (1..=3)
         .filter_map(|n| {
             std::fs::read_to_string(data.join(format!("signers/signer-{n}/data/audit.jsonl"))).ok()
         })
-        .filter(|log| {
-            log.contains("sign.refused")
-                && log.contains("only decoded transactions are signed under governance")
-        })
+        .filter(|log| log.contains("sign.refused") && log.contains("message_not_allowed"))
         .count();
     assert!(refusals >= 1, "the refusal is in a node's audit log");
 

@@ -375,9 +375,15 @@ impl ColdHome {
         }
         let wallet = self.wallet(&intent.source_wallet)?;
 
-        if let Some((new, state)) =
-            extend(&self.config.genesis, &self.config.pin, &self.entries, &bundle.governance, now)
-                .map_err(ColdError::Refused)?
+        if let Some((new, state)) = extend(
+            &self.config.genesis,
+            &self.config.pin,
+            &self.entries,
+            &bundle.governance,
+            now,
+            &|_| None,
+        )
+        .map_err(ColdError::Refused)?
         {
             append_lines(&self.dir.join("governance.jsonl"), &new)?;
             self.entries.extend(new);
@@ -390,6 +396,7 @@ impl ColdHome {
             customer_id: None,
             initiator: &bundle.initiator,
             initiator_role: bundle.initiator_role,
+            fee: None,
         };
         let moved = |l: &VelocityLimit| self.moved(l, now);
         let d = decide(&self.state, &subject, &bundle.approvals, &moved, now);

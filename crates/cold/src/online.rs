@@ -53,6 +53,7 @@ fn gate(req: &Request<'_>, env: &dyn Env) -> Result<(), ColdError> {
         customer_id: None,
         initiator: req.initiator,
         initiator_role: req.initiator_role,
+        fee: None,
     };
     let d = decide(req.state, &subject, req.approvals, req.moved, env.now());
     if !d.allowed() {

@@ -36,16 +36,34 @@ pub mod treasury;
 
 /// Why a threshold signature was not made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct SignError {
-    pub message: String,
+#[non_exhaustive]
+pub enum SignError {
+    /// A signer node refused, or the signing session failed: the node's typed refusal,
+    /// unchanged.
+    #[error("{0}")]
+    Refused(Box<strongroom_governance::refusal::Refusal>),
+    /// Something on this side of the nodes (finding the key, reading a reply).
+    #[error("{message}")]
+    Other { message: String, retryable: bool },
+}
+
+impl SignError {
+    pub fn other(message: impl Into<String>, retryable: bool) -> SignError {
+        SignError::Other { message: message.into(), retryable }
+    }
+
     /// Signers were unreachable or busy (try again), rather than refusing.
-    pub retryable: bool,
+    pub fn retryable(&self) -> bool {
+        match self {
+            SignError::Refused(r) => r.reason.retryable(),
+            SignError::Other { retryable, .. } => *retryable,
+        }
+    }
 }
 
 impl From<strongroom_mpc::MpcError> for SignError {
     fn from(e: strongroom_mpc::MpcError) -> Self {
-        SignError { message: e.to_string(), retryable: false }
+        SignError::other(e.to_string(), false)
     }
 }
 
@@ -470,8 +488,18 @@ impl EthWithdrawals {
             Ok(a) => a,
             Err(why) => return Ok(Step::Waiting(why)),
         };
-        let signature =
-            self.signer.sign(&w.intent.source_wallet, &w.path, &w.intent, &unsigned, &auth).await?;
+        let signature = match self
+            .signer
+            .sign(&w.intent.source_wallet, &w.path, &w.intent, &unsigned, &auth)
+            .await
+        {
+            Ok(s) => s,
+            Err(SignError::Refused(r)) if w.withdrawal && r.reason.is_decision() => {
+                self.note_refusal(w.id, &r).await?;
+                return Err(SignError::Refused(r).into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         // Attaching checks the signature is the wallet's over this transaction.
         let signed = self.rpc.codec().attach(&unsigned, &pk, &[signature])?;
         let kept = self.store.record_signed(&self.ctx(), w.id, signed).await?;
@@ -480,6 +508,28 @@ impl EthWithdrawals {
             return Err(EngineError::Stopped(StopPoint::AfterSigned));
         }
         Ok(Step::Moved(WithdrawalState::Signed))
+    }
+
+    /// Keep a node's refusal on the withdrawal for the API, unless it is the finding already
+    /// kept (the engine asks again on every pass; the audit log gets each finding once).
+    async fn note_refusal(
+        &self,
+        id: Uuid,
+        r: &strongroom_governance::refusal::Refusal,
+    ) -> Result<(), EngineError> {
+        use strongroom_governance::refusal::Reason;
+        let same = |k: &strongroom_governance::refusal::Refusal| {
+            k.node == r.node
+                && match (&k.reason, &r.reason) {
+                    // The node's clock moves on; the finding does not.
+                    (Reason::Expired { .. }, Reason::Expired { .. }) => true,
+                    (a, b) => a == b,
+                }
+        };
+        if !self.store.signer_refusal(id).await?.as_ref().is_some_and(same) {
+            self.store.note_signer_refusal(&self.ctx(), id, r).await?;
+        }
+        Ok(())
     }
 
     async fn send(&self, w: &Job) -> Result<Step, EngineError> {

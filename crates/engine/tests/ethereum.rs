@@ -75,7 +75,7 @@ impl TxSigner for KeySigner {
         _: &strongroom_engine::SignAuth,
     ) -> Result<Vec<u8>, SignError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        let refuse = |m: String| SignError { message: m, retryable: false };
+        let refuse = |m: String| SignError::other(m, false);
         let m = self.codec.decode(unsigned).map_err(|e| refuse(e.to_string()))?;
         check_movement(&m, intent).map_err(|e| refuse(e.to_string()))?;
         let digest = self.codec.digests(unsigned).map_err(|e| refuse(e.to_string()))?[0];

@@ -11,7 +11,9 @@ use strongroom_units::Amount;
 
 use crate::approval::Approval;
 use crate::log::{Listed, State, WhitelistScope};
-use crate::policy::{evaluate, Decision, Destination, Outcome, Request, Tier, VelocityLimit};
+use crate::policy::{
+    evaluate, Block, Decision, Destination, Outcome, Request, Tier, VelocityLimit,
+};
 use crate::Role;
 
 /// The movement as the gate sees it.
@@ -26,11 +28,19 @@ pub struct Subject<'a> {
     /// The member who asked for it (empty: not a member, e.g. the exchange's backend).
     pub initiator: &'a str,
     pub initiator_role: Role,
+    /// The transaction's maximum fee as a signer decoded it (`None` online, before a
+    /// transaction exists): bounded by the policy's fee ceiling and counted for velocity.
+    pub fee: Option<Amount>,
 }
 
 /// Where `s` pays, by the whitelists in force at `now`; an address still in its
-/// time-lock is an error that says until when.
-pub fn destination(state: &State, s: &Subject<'_>, now: Timestamp) -> Result<Destination, String> {
+/// time-lock is a [`Block::TimeLocked`] that says until when.
+pub fn destination(state: &State, s: &Subject<'_>, now: Timestamp) -> Result<Destination, Block> {
+    let locked = |list: &str, from: Timestamp| Block::TimeLocked {
+        list: list.to_owned(),
+        address: s.intent.destination.as_str().to_owned(),
+        until_ms: from.unix_ms(),
+    };
     if s.own_destination {
         return Ok(Destination::Internal);
     }
@@ -38,24 +48,14 @@ pub fn destination(state: &State, s: &Subject<'_>, now: Timestamp) -> Result<Des
     let dest = s.intent.destination.as_str();
     match state.listed(&WhitelistScope::Internal { chain: chain.clone() }, dest, now) {
         Listed::Usable => return Ok(Destination::Internal),
-        Listed::Pending(from) => {
-            return Err(format!(
-                "{dest} is on the internal whitelist but its time-lock runs until {} ms",
-                from.unix_ms()
-            ))
-        }
+        Listed::Pending(from) => return Err(locked("internal", from)),
         Listed::No => {}
     }
     if let Some(c) = s.customer_id {
         let scope = WhitelistScope::Customer { customer_id: c.to_owned(), chain };
         match state.listed(&scope, dest, now) {
             Listed::Usable => return Ok(Destination::CustomerWhitelisted),
-            Listed::Pending(from) => {
-                return Err(format!(
-                    "{dest} is on the customer's whitelist but its time-lock runs until {} ms",
-                    from.unix_ms()
-                ))
-            }
+            Listed::Pending(from) => return Err(locked("customer's", from)),
             Listed::No => {}
         }
     }
@@ -72,17 +72,17 @@ pub fn decide(
     now: Timestamp,
 ) -> Decision {
     let version = state.policy.as_ref().map_or(0, |p| p.version);
-    let block = |rule: &str, why: String| Decision {
+    let block = |rule: &str, why: Block| Decision {
         outcome: Outcome::Block(why),
         rule: rule.to_owned(),
         version,
     };
     let intent = s.intent;
     if let Some(f) = state.frozen(intent.asset.symbol.as_str(), intent.source_wallet.as_str()) {
-        return block("freeze", format!("frozen by governance ({})", freeze_name(f)));
+        return block("freeze", Block::Frozen { scope: f.clone() });
     }
     let Some(policy) = &state.policy else {
-        return block("policy", "no policy is in force: nothing may be signed".into());
+        return block("policy", Block::NoPolicy);
     };
     let destination = match destination(state, s, now) {
         Ok(d) => d,
@@ -90,7 +90,7 @@ pub fn decide(
     };
     let intent_hash = match intent.hash() {
         Ok(h) => h,
-        Err(e) => return block("intent", e.to_string()),
+        Err(e) => return block("intent", Block::Intent { detail: e.to_string() }),
     };
     let req = Request {
         intent,
@@ -99,16 +99,9 @@ pub fn decide(
         destination,
         initiator: s.initiator,
         initiator_role: s.initiator_role,
+        fee: s.fee,
     };
     evaluate(policy, &state.members, &req, approvals, moved, now)
-}
-
-fn freeze_name(f: &crate::log::FreezeScope) -> String {
-    match f {
-        crate::log::FreezeScope::Global => "global".into(),
-        crate::log::FreezeScope::Asset { asset } => format!("asset {asset}"),
-        crate::log::FreezeScope::Wallet { wallet } => format!("wallet {wallet}"),
-    }
 }
 
 impl Decision {

@@ -10,6 +10,7 @@
 //! - [`log`]: the hash-linked, signed log of changes (members, quorum, policy, whitelist,
 //!   freezes) from a pinned genesis. [`log::replay`] verifies every link and every quorum and
 //!   yields the state in force; a row written straight into a database changes nothing.
+//! - [`refusal`]: why a signer did not sign, typed from the node to the API.
 //! - [`gate`]: the one pre-signing decision (freezes, whitelists and time-locks, policy),
 //!   made by every signer node and, to hold back and explain, by the engine and the API.
 //!
@@ -19,6 +20,7 @@ pub mod approval;
 pub mod gate;
 pub mod log;
 pub mod policy;
+pub mod refusal;
 pub mod webauthn;
 
 /// `SHA-256(SHA-256(tag) || SHA-256(tag) || data)`: the BIP-340 tagged hash, so a hash of one

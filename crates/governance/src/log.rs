@@ -101,6 +101,16 @@ pub enum FreezeScope {
     Wallet { wallet: String },
 }
 
+impl std::fmt::Display for FreezeScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FreezeScope::Global => f.write_str("global"),
+            FreezeScope::Asset { asset } => write!(f, "asset {asset}"),
+            FreezeScope::Wallet { wallet } => write!(f, "wallet {wallet}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "change", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Change {
@@ -263,12 +273,32 @@ impl State {
     }
 }
 
+/// The smallest admin quorum a log may have: one admin alone never changes governance.
+pub const MIN_QUORUM: u8 = 2;
+
+/// When a signer first saw each entry (by sequence number), if it keeps track.
+pub type FirstSeen<'a> = &'a dyn Fn(u64) -> Option<Timestamp>;
+
 /// Verify the genesis against the pinned hash and every entry in order; the state at the end.
+/// Time-locks run from each entry's own time.
 pub fn replay(
     genesis: &Genesis,
     pinned: &str,
     entries: &[Entry],
     now: Timestamp,
+) -> Result<State, GovError> {
+    replay_seen(genesis, pinned, entries, now, &|_| None)
+}
+
+/// [`replay`] for a signer that records when it first saw each entry: a time-lock runs from
+/// the later of the entry's own time and that moment, so an entry back-dated by whoever
+/// proposed it cannot shorten its time-lock on this signer's clock.
+pub fn replay_seen(
+    genesis: &Genesis,
+    pinned: &str,
+    entries: &[Entry],
+    now: Timestamp,
+    seen: FirstSeen<'_>,
 ) -> Result<State, GovError> {
     let head = hex::encode(genesis.hash()?);
     if !head.eq_ignore_ascii_case(pinned) {
@@ -290,7 +320,7 @@ pub fn replay(
     }
     check_quorum(&state, 0)?;
     for e in entries {
-        apply(&mut state, e, now)?;
+        apply(&mut state, e, now, seen(e.seq))?;
     }
     Ok(state)
 }
@@ -307,6 +337,7 @@ pub fn extend(
     have: &[Entry],
     offered: &[Entry],
     now: Timestamp,
+    seen: FirstSeen<'_>,
 ) -> Result<Option<(Vec<Entry>, State)>, String> {
     for (i, e) in offered.iter().enumerate().take(have.len()) {
         if have.get(i) != Some(e) {
@@ -318,23 +349,34 @@ pub fn extend(
         return Ok(None);
     }
     let all: Vec<Entry> = have.iter().chain(new.iter()).cloned().collect();
-    let state =
-        replay(genesis, pinned, &all, now).map_err(|e| format!("governance log refused: {e}"))?;
+    let known = have.len() as u64;
+    // The entries new here are first seen now.
+    let seen = |seq: u64| if seq > known { Some(now) } else { seen(seq) };
+    let state = replay_seen(genesis, pinned, &all, now, &seen)
+        .map_err(|e| format!("governance log refused: {e}"))?;
     Ok(Some((new, state)))
 }
 
 fn check_quorum(state: &State, seq: u64) -> Result<(), GovError> {
     let admins = state.members.values().filter(|m| m.has(Role::Admin)).count();
-    if state.quorum == 0 || usize::from(state.quorum) > admins {
+    if state.quorum < MIN_QUORUM || usize::from(state.quorum) > admins {
         return Err(GovError::Entry {
             seq,
-            reason: format!("a quorum of {} with {admins} admins", state.quorum),
+            reason: format!(
+                "a quorum of {} with {admins} admins (the quorum must be at least {MIN_QUORUM} and at most the admins)",
+                state.quorum
+            ),
         });
     }
     Ok(())
 }
 
-fn apply(state: &mut State, e: &Entry, now: Timestamp) -> Result<(), GovError> {
+fn apply(
+    state: &mut State,
+    e: &Entry,
+    now: Timestamp,
+    first_seen: Option<Timestamp>,
+) -> Result<(), GovError> {
     let fail = |reason: String| GovError::Entry { seq: e.seq, reason };
     if e.seq != state.seq + 1 {
         return Err(fail(format!("expected entry {}", state.seq + 1)));
@@ -434,7 +476,9 @@ fn apply(state: &mut State, e: &Entry, now: Timestamp) -> Result<(), GovError> {
                 address: address.clone(),
                 label: label.clone(),
                 seq: e.seq,
-                usable_from: e.at.plus_ms(state.whitelist_delay_ms),
+                usable_from: first_seen
+                    .map_or(e.at, |seen| seen.max(e.at))
+                    .plus_ms(state.whitelist_delay_ms),
             });
         }
         Change::WhitelistRemove { scope, address } => {

@@ -104,6 +104,25 @@ impl VelocityLimit {
     }
 }
 
+/// The most one transaction may pay in fees on `chain`, in its fee asset's base units
+/// (`fee_asset`, the chain's native coin), when it moves one of `assets` (any asset when
+/// absent). The first entry that matches a movement applies; a movement whose fee no entry
+/// bounds is refused by the signers (fail closed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeeCeiling {
+    pub chain: String,
+    pub fee_asset: String,
+    #[serde(default)]
+    pub assets: Option<Vec<String>>,
+    pub max_fee: Amount,
+}
+
+/// An approval may not be made to last longer than this when the policy names no maximum.
+pub const DEFAULT_APPROVAL_LIFETIME_SECS: u64 = 86_400;
+/// Nor longer than this, whatever the policy says: a week-old "yes" is no approval.
+pub const MAX_APPROVAL_LIFETIME_SECS: u64 = 7 * 86_400;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
@@ -111,6 +130,46 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     #[serde(default)]
     pub velocity: Vec<VelocityLimit>,
+    /// Fee ceilings per chain (and asset moved).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fees: Vec<FeeCeiling>,
+    /// How far ahead of the signer's clock an approval may expire (default one day, at most
+    /// [`MAX_APPROVAL_LIFETIME_SECS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_approval_lifetime_secs: Option<u64>,
+    /// The message kinds (not transactions) the signers may sign; none unless listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<MessageKind>,
+}
+
+/// A message a signer node builds itself and signs (never a caller's bytes or digest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    /// "This key is ours": a statement naming the key and a verifier's challenge.
+    ProofOfControl,
+}
+
+impl std::fmt::Display for MessageKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MessageKind::ProofOfControl => f.write_str("proof_of_control"),
+        }
+    }
+}
+
+impl Policy {
+    /// The approval lifetime in force.
+    pub fn approval_lifetime_secs(&self) -> u64 {
+        self.max_approval_lifetime_secs.unwrap_or(DEFAULT_APPROVAL_LIFETIME_SECS)
+    }
+
+    /// The fee ceiling for moving `asset` on `chain`, if the policy names one.
+    pub fn fee_ceiling(&self, chain: &str, asset: &str) -> Option<&FeeCeiling> {
+        self.fees.iter().find(|f| {
+            f.chain == chain && f.assets.as_ref().is_none_or(|a| a.iter().any(|x| x == asset))
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,6 +191,8 @@ pub enum PolicyError {
     BadHours(String),
     #[error("velocity limit {0}: the period must be at least one second")]
     BadPeriod(String),
+    #[error("approvals may last at most {MAX_APPROVAL_LIFETIME_SECS} s, not {0} s")]
+    ApprovalLifetime(u64),
 }
 
 impl Policy {
@@ -166,6 +227,10 @@ impl Policy {
                 return Err(PolicyError::BadHours(r.name.clone()));
             }
         }
+        if self.max_approval_lifetime_secs.is_some_and(|l| l == 0 || l > MAX_APPROVAL_LIFETIME_SECS)
+        {
+            return Err(PolicyError::ApprovalLifetime(self.approval_lifetime_secs()));
+        }
         for v in &self.velocity {
             if v.period_secs == 0 {
                 return Err(PolicyError::BadPeriod(v.name.clone()));
@@ -188,6 +253,40 @@ pub struct Request<'a> {
     /// The member who asked for it, and as what.
     pub initiator: &'a str,
     pub initiator_role: Role,
+    /// The most the transaction can pay in fees, as a signer decoded it from the
+    /// transaction; `None` where no transaction exists yet (the online estimate), which
+    /// skips the fee ceiling and counts no fee.
+    pub fee: Option<Amount>,
+}
+
+/// Why the governance state stops a movement outright.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Block {
+    #[error("frozen by governance ({scope})")]
+    Frozen { scope: crate::log::FreezeScope },
+    #[error("no policy is in force: nothing may be signed")]
+    NoPolicy,
+    #[error("{address} is on the {list} whitelist but its time-lock runs until {until_ms} ms")]
+    TimeLocked { list: String, address: String, until_ms: i64 },
+    #[error("velocity limit {limit}: {max_amount} {asset} per {period_secs} s would be exceeded")]
+    Velocity { limit: String, asset: String, max_amount: Amount, period_secs: u64 },
+    #[error(
+        "no fee ceiling in the policy bounds {asset} on {chain}: fees are not signed unbounded"
+    )]
+    NoFeeCeiling { chain: String, asset: String },
+    #[error("the transaction may pay {fee} {fee_asset} in fees, above the ceiling of {ceiling}")]
+    FeeAboveCeiling { fee_asset: String, fee: Amount, ceiling: Amount },
+    /// The rule's own `block` action, with its governed reason.
+    #[error("{reason}")]
+    Rule { reason: String },
+    #[error("no rule matches")]
+    NoRuleMatches,
+    #[error("the policy does not let the signers sign {message} messages")]
+    MessageNotAllowed { message: MessageKind },
+    #[error("the intent cannot be hashed: {detail}")]
+    Intent { detail: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,7 +298,7 @@ pub enum Outcome {
         need: usize,
         not_counted: Vec<String>,
     },
-    Block(String),
+    Block(Block),
 }
 
 /// What the policy decided, and which rule (or velocity limit) of which version decided it.
@@ -229,30 +328,69 @@ pub fn evaluate(
     let decide =
         |outcome, rule: &str| Decision { outcome, rule: rule.to_owned(), version: policy.version };
     let intent = req.intent;
+    let asset = intent.asset.symbol.as_str();
+    // The fee is bounded by the policy, whatever the intent's own cap says, and the fee
+    // asset it is paid in counts against velocity even when the movement stays in custody:
+    // a drain through fees is still a drain.
+    let mut fee_spent: Option<(&str, Amount)> = None;
+    if let Some(fee) = req.fee {
+        let Some(ceiling) = policy.fee_ceiling(intent.chain.as_str(), asset) else {
+            return decide(
+                Outcome::Block(Block::NoFeeCeiling {
+                    chain: intent.chain.as_str().to_owned(),
+                    asset: asset.to_owned(),
+                }),
+                "fees",
+            );
+        };
+        if fee > ceiling.max_fee {
+            return decide(
+                Outcome::Block(Block::FeeAboveCeiling {
+                    fee_asset: ceiling.fee_asset.clone(),
+                    fee,
+                    ceiling: ceiling.max_fee,
+                }),
+                "fees",
+            );
+        }
+        fee_spent = Some((ceiling.fee_asset.as_str(), fee));
+    }
     let leaves = req.destination != Destination::Internal;
-    for v in policy.velocity.iter().filter(|_| leaves) {
-        let applies = v.asset == intent.asset.symbol.as_str()
-            && v.wallet.as_deref().is_none_or(|w| w == intent.source_wallet.as_str());
-        if !applies {
+    for v in &policy.velocity {
+        if v.wallet.as_deref().is_some_and(|w| w != intent.source_wallet.as_str()) {
             continue;
         }
-        let after = moved(v).checked_add(intent.amount);
+        let mut adds = Amount::ZERO;
+        if leaves && v.asset == asset {
+            adds = intent.amount;
+        }
+        if let Some((_, fee)) = fee_spent.filter(|(a, _)| *a == v.asset) {
+            adds = adds.checked_add(fee).unwrap_or(Amount::MAX);
+        }
+        if adds == Amount::ZERO {
+            continue;
+        }
+        let after = moved(v).checked_add(adds);
         if after.is_err() || after.is_ok_and(|a| a > v.max_amount) {
             return decide(
-                Outcome::Block(format!(
-                    "velocity limit {}: {} {} per {} s would be exceeded",
-                    v.name, v.max_amount, v.asset, v.period_secs
-                )),
+                Outcome::Block(Block::Velocity {
+                    limit: v.name.clone(),
+                    asset: v.asset.clone(),
+                    max_amount: v.max_amount,
+                    period_secs: v.period_secs,
+                }),
                 &v.name,
             );
         }
     }
     let Some(rule) = policy.rules.iter().find(|r| matches(&r.when, req, now)) else {
-        return decide(Outcome::Block("no rule matches".into()), "");
+        return decide(Outcome::Block(Block::NoRuleMatches), "");
     };
     match &rule.action {
         Action::Allow => decide(Outcome::Allow, &rule.name),
-        Action::Block { reason } => decide(Outcome::Block(reason.clone()), &rule.name),
+        Action::Block { reason } => {
+            decide(Outcome::Block(Block::Rule { reason: reason.clone() }), &rule.name)
+        }
         Action::Approvals { count, roles } => {
             let mut counted = BTreeSet::new();
             let mut not_counted = Vec::new();
@@ -274,6 +412,17 @@ pub fn evaluate(
                 }
                 if let Err(e) = a.verify(m, &req.intent_hash, policy.version, now) {
                     not_counted.push(e.to_string());
+                    continue;
+                }
+                let longest = policy.approval_lifetime_secs().saturating_mul(1000);
+                if a.expires_at.unix_ms().saturating_sub(now.unix_ms())
+                    > i64::try_from(longest).unwrap_or(i64::MAX)
+                {
+                    not_counted.push(format!(
+                        "{}: the approval lasts beyond the policy's {} s maximum",
+                        a.approver,
+                        policy.approval_lifetime_secs()
+                    ));
                     continue;
                 }
                 if !counted.insert(a.approver.as_str()) {

@@ -7,11 +7,12 @@ use proptest::prelude::*;
 use strongroom_core::{Intent, IntentAsset, Timestamp, WalletId};
 use strongroom_governance::approval::Approval;
 use strongroom_governance::log::{
-    replay, Change, Entry, FreezeScope, Genesis, GovError, Listed, MemberSpec, State,
+    replay, replay_seen, Change, Entry, FreezeScope, Genesis, GovError, Listed, MemberSpec, State,
     WhitelistScope,
 };
 use strongroom_governance::policy::{
-    evaluate, Decision, Destination, Outcome, Policy, Request, Tier, VelocityLimit,
+    evaluate, Block, Decision, Destination, Outcome, Policy, PolicyError, Request, Tier,
+    VelocityLimit,
 };
 use strongroom_governance::Role;
 use strongroom_units::{Address, Amount, AssetSymbol, ChainId};
@@ -149,14 +150,27 @@ fn decide(
     approvals: &[Approval],
     moved: u128,
 ) -> Decision {
+    decide_fee(state, i, Destination::External, None, initiator, approvals, moved)
+}
+
+fn decide_fee(
+    state: &State,
+    i: &Intent,
+    destination: Destination,
+    fee: Option<u128>,
+    initiator: &str,
+    approvals: &[Approval],
+    moved: u128,
+) -> Decision {
     let policy = state.policy.as_ref().unwrap();
     let req = Request {
         intent: i,
         intent_hash: i.hash().unwrap(),
         tier: Tier::Hot,
-        destination: Destination::External,
+        destination,
         initiator,
         initiator_role: Role::Operator,
+        fee: fee.map(|f| Amount::from_base_units(f).unwrap()),
     };
     let moved = move |_: &VelocityLimit| Amount::from_base_units(moved).unwrap();
     evaluate(
@@ -203,7 +217,7 @@ fn a_large_withdrawal_waits_for_two_distinct_valid_approvals() {
     huge.source_wallet = WalletId::parse("hot-eth-2").unwrap();
     let all = ["ann", "ben", "ada"].map(|a| approve(a, &huge, 1, later));
     assert!(
-        matches!(decide(&s, &huge, "ops", &all, 0).outcome, Outcome::Block(r) if r.contains("cold storage"))
+        matches!(decide(&s, &huge, "ops", &all, 0).outcome, Outcome::Block(Block::Rule { reason }) if reason.contains("cold storage"))
     );
 }
 
@@ -253,7 +267,10 @@ fn velocity_limits_block_whatever_the_approvals() {
     let i = intent(ETH / 2, 1);
     let d = decide(&s, &i, "ops", &[], 10 * ETH - ETH / 4);
     assert_eq!(d.rule, "hot-eth-daily");
-    assert!(matches!(d.outcome, Outcome::Block(r) if r.contains("velocity limit")));
+    assert!(
+        matches!(&d.outcome, Outcome::Block(Block::Velocity { limit, .. }) if limit == "hot-eth-daily"),
+        "{d:?}"
+    );
 }
 
 #[test]
@@ -267,6 +284,7 @@ fn movements_into_our_own_wallets_neither_count_nor_hit_velocity_limits() {
         destination,
         initiator: "ops",
         initiator_role: Role::Operator,
+        fee: None,
     };
     let spent = |_: &VelocityLimit| Amount::from_base_units(10 * ETH).unwrap();
     let now = Timestamp::from_unix_ms(T0 + 3_600_000);
@@ -574,4 +592,132 @@ fn a_passkey_approval_counts_only_for_its_challenge_origin_party_and_verified_us
         }
         other => panic!("should wait: {other:?}"),
     }
+}
+
+const FEES: &str = r#"
+[[fees]]
+chain = "eip155:1"
+fee_asset = "ETH"
+max_fee = "10000000000000000"
+"#;
+
+/// A 1-wei payment (or a sweep home) carrying a huge fee is a drain: the policy bounds every
+/// fee per chain, refuses fees it does not bound, and counts fees against velocity even for
+/// movements that stay in custody.
+#[test]
+fn fees_have_a_governed_ceiling_and_count_against_velocity() {
+    let without = with_policy();
+    let drain = intent(1, 5);
+    let fifty_eth = 50 * ETH;
+    // The online estimate has no transaction yet, so no fee: the rules decide.
+    assert!(decide_fee(&without, &drain, Destination::Internal, None, "ops", &[], 0).allowed());
+    // A signer knows the fee: no ceiling in the policy, nothing signed.
+    let d = decide_fee(&without, &drain, Destination::Internal, Some(fifty_eth), "ops", &[], 0);
+    assert!(
+        matches!(&d.outcome, Outcome::Block(Block::NoFeeCeiling { chain, asset })
+        if chain == "eip155:1" && asset == "ETH"),
+        "{d:?}"
+    );
+
+    let p = Policy::from_toml(&format!("{POLICY}{FEES}").replace("version = 1", "version = 2"))
+        .unwrap();
+    let log = log_of(vec![(Change::SetPolicy { policy: p }, vec!["ada", "bob"])]);
+    let s = state_at(&log, T0 + DAY_MS).unwrap();
+    for dest in [Destination::External, Destination::Internal] {
+        let d = decide_fee(&s, &drain, dest, Some(fifty_eth), "ops", &[], 0);
+        assert!(
+            matches!(&d.outcome, Outcome::Block(Block::FeeAboveCeiling { fee, ceiling, .. })
+            if fee.base_units() == fifty_eth && ceiling.base_units() == 10u128.pow(16)),
+            "{d:?}"
+        );
+        assert!(decide_fee(&s, &drain, dest, Some(10u128.pow(16)), "ops", &[], 0).allowed());
+    }
+    // Velocity: 9.995 ETH already moved today; a sweep home moves nothing out but its
+    // 0.01 ETH fee still counts, and tips the daily limit.
+    let moved = 10 * ETH - 5 * 10u128.pow(15);
+    let d = decide_fee(&s, &drain, Destination::Internal, Some(10u128.pow(16)), "ops", &[], moved);
+    assert!(matches!(&d.outcome, Outcome::Block(Block::Velocity { .. })), "{d:?}");
+    assert!(decide_fee(&s, &drain, Destination::Internal, Some(10u128.pow(15)), "ops", &[], moved)
+        .allowed());
+}
+
+#[test]
+fn approvals_may_not_outlive_the_policys_maximum() {
+    let s = with_policy();
+    let big = intent(5 * ETH, 2);
+    let now = T0 + 3_600_000;
+    let far = now + 3 * DAY_MS;
+    let d = decide(
+        &s,
+        &big,
+        "ops",
+        &[approve("ann", &big, 1, now + 60_000), approve("ben", &big, 1, far)],
+        0,
+    );
+    match d.outcome {
+        Outcome::Wait { have: 1, not_counted, .. } => {
+            assert!(
+                not_counted.join(";").contains("beyond the policy's 86400 s maximum"),
+                "{not_counted:?}"
+            )
+        }
+        other => panic!("a three-day approval counted: {other:?}"),
+    }
+    // The maximum is governed, within a hard bound.
+    let week = Policy::from_toml(&format!("max_approval_lifetime_secs = 691200\n{POLICY}"));
+    assert_eq!(week, Err(PolicyError::ApprovalLifetime(691_200)));
+    let longer = Policy::from_toml(
+        &format!("max_approval_lifetime_secs = 345600\n{POLICY}")
+            .replace("version = 1", "version = 2"),
+    )
+    .unwrap();
+    let log = log_of(vec![(Change::SetPolicy { policy: longer }, vec!["ada", "bob"])]);
+    let s = state_at(&log, T0 + DAY_MS).unwrap();
+    let ok =
+        decide(&s, &big, "ops", &[approve("ann", &big, 2, far), approve("ben", &big, 2, far)], 0);
+    assert!(ok.allowed(), "{ok:?}");
+}
+
+#[test]
+fn the_admin_quorum_never_drops_below_two() {
+    // Every admin signs the change to a quorum of one: refused all the same.
+    let log = log_of(vec![(Change::SetQuorum { quorum: 1 }, vec!["ada", "bob", "cy"])]);
+    let err = state_at(&log, T0 + DAY_MS).unwrap_err().to_string();
+    assert!(err.contains("at least 2"), "{err}");
+    // Nor can a genesis start with one.
+    let mut g = genesis();
+    g.quorum = 1;
+    let err = replay(&g, &hex::encode(g.hash().unwrap()), &[], Timestamp::from_unix_ms(T0));
+    assert!(err.unwrap_err().to_string().contains("at least 2"));
+    // Two stays possible.
+    let log = log_of(vec![
+        (Change::SetQuorum { quorum: 3 }, vec!["ada", "bob"]),
+        (Change::SetQuorum { quorum: 2 }, vec!["ada", "bob", "cy"]),
+    ]);
+    assert_eq!(state_at(&log, T0 + DAY_MS).unwrap().quorum, 2);
+}
+
+/// An entry back-dated by its proposers does not shorten its time-lock on a signer that
+/// records when it first saw it.
+#[test]
+fn a_back_dated_whitelist_entry_waits_from_when_the_signer_first_saw_it() {
+    let scope = WhitelistScope::Internal { chain: "eip155:1".into() };
+    let cold = "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB";
+    let log = log_of(vec![(
+        Change::WhitelistAdd { scope: scope.clone(), address: cold.into(), label: "cold".into() },
+        vec!["ada", "bob"],
+    )]);
+    let g = genesis();
+    let pin = hex::encode(g.hash().unwrap());
+    // Dated T0 + 1 min, but first seen a day later.
+    let seen_at = T0 + DAY_MS;
+    let now = Timestamp::from_unix_ms(T0 + DAY_MS + 120_000);
+    let naive = replay(&g, &pin, &log, now).unwrap();
+    assert_eq!(naive.listed(&scope, cold, now), Listed::Usable);
+    let seen = |seq: u64| (seq == 1).then(|| Timestamp::from_unix_ms(seen_at));
+    let node = replay_seen(&g, &pin, &log, now, &seen).unwrap();
+    assert_eq!(
+        node.listed(&scope, cold, now),
+        Listed::Pending(Timestamp::from_unix_ms(seen_at + DAY_MS))
+    );
 }

@@ -286,6 +286,12 @@ pub struct WithdrawalView {
     /// The risk engine's decision and its review, once assessed (single-withdrawal reads).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub risk: Option<crate::risk::ReviewView>,
+    /// Until it is signed: the signer nodes' latest refusal, as the refusing node gave it
+    /// (`node`, `reason` with its stable `code` from docs/adr/0010, `culprits`;
+    /// single-withdrawal reads).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub signer_refusal: Option<strongroom_governance::refusal::Refusal>,
 }
 
 /// A withdrawal's transaction.
@@ -334,6 +340,7 @@ impl From<&Withdrawal> for WithdrawalView {
             transaction: None,
             policy: None,
             risk: None,
+            signer_refusal: None,
         }
     }
 }
@@ -918,6 +925,9 @@ async fn get_withdrawal(
     view.transaction = state.store().chain_tx(id).await?.as_ref().map(TransactionView::from);
     view.policy = crate::governance::policy_status(&state, &w).await?;
     view.risk = state.store().risk_review(id).await?.map(crate::risk::ReviewView::from);
+    if matches!(w.state, WithdrawalState::Reserved | WithdrawalState::Built) {
+        view.signer_refusal = state.store().signer_refusal(id).await?;
+    }
     Ok(Json(view))
 }
 

@@ -1,26 +1,36 @@
 //! What a node checks before it joins a signing session. The node decodes the transaction
 //! itself, derives the bytes to sign from it (never taking a digest on trust), and runs
 //! every [`PreSignCheck`] on the decoded transaction and the approved intent. One "no"
-//! and the node refuses, saying why; the session ends for everyone.
+//! and the node refuses with a typed [`Reason`]; the session ends for everyone.
 //!
 //! Implemented now: the transaction must do exactly what the intent says (chain, asset,
 //! destination, amount, fee cap, expiry), read by the chain adapter's own decoder
 //! (`strongroom-chain-ethereum`, the same code the engine builds with), and be signed by the
-//! intent's source wallet. Approvals, whitelists, velocity limits and freezes plug in as
-//! further checks.
+//! intent's source wallet; governance ([`crate::governance`]) and the signing journal
+//! ([`crate::journal`]) come after. Besides transactions a node signs only messages it
+//! builds itself ([`proof_of_control`]); caller-supplied bytes are refused.
 
 use sha3::{Digest, Keccak256};
-use strongroom_chain::{check_movement, TxCodec};
+use strongroom_chain::{check_movement, ChainError, TxCodec};
 use strongroom_chain_ethereum::{EthCodec, ParsedTx};
 use strongroom_core::{Intent, Timestamp};
+use strongroom_governance::policy::MessageKind;
 
-use crate::wire::{KeyInfo, Scheme, SignRequest, TxFormat};
+use crate::wire::{KeyInfo, Reason, Scheme, SignRequest, TxFormat};
 
-/// The transaction as the node understood it.
+/// The tag of a proof-of-control statement's hash (BIP-340 tagged hash): no transaction
+/// digest and no other message kind can collide with it.
+pub const PROOF_OF_CONTROL_TAG: &str = "strongroom/proof-of-control/v1";
+
+/// What the request asks the node to sign, as the node understood it. (One per request,
+/// never stored in bulk: boxing the transaction would buy nothing.)
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Decoded {
-    Eip1559(ParsedTx),
-    Raw(Vec<u8>),
+    /// A transaction, decoded, for the intent it carries.
+    Eip1559 { tx: ParsedTx, intent: Intent },
+    /// A message the node built itself.
+    Message { kind: MessageKind, text: String },
 }
 
 /// What the node will sign: a 32-byte digest (ECDSA) or a message (FROST).
@@ -30,48 +40,88 @@ pub struct ToSign {
     pub bytes: Vec<u8>,
 }
 
-/// Everything a check may look at.
+/// Everything a transaction check may look at.
 #[derive(Debug)]
 pub struct CheckContext<'a> {
     pub node: u16,
     pub key: &'a KeyInfo,
     pub intent: &'a Intent,
     pub request: &'a SignRequest,
-    pub tx: &'a Decoded,
+    pub tx: &'a ParsedTx,
     pub now: Timestamp,
+    /// This node already signed this very transaction (the engine asking again after a
+    /// crash): every check runs again, but nothing is counted twice.
+    pub repeat: bool,
 }
 
-/// One of a node's own reasons to refuse.
+/// One of a node's own reasons to refuse a transaction.
 pub trait PreSignCheck: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &'static str;
-    fn check(&self, ctx: &CheckContext<'_>) -> Result<(), String>;
+    fn check(&self, ctx: &CheckContext<'_>) -> Result<(), Reason>;
 }
 
-/// Decode the request's transaction and work out the bytes this scheme signs.
-pub fn decode(scheme: Scheme, req: &SignRequest, allow_raw: bool) -> Result<ToSign, String> {
-    let tx = hex::decode(&req.tx).map_err(|e| format!("transaction is not hex: {e}"))?;
+fn undecodable(what: &str, detail: impl ToString) -> Reason {
+    Reason::Undecodable { what: what.to_owned(), detail: detail.to_string() }
+}
+
+/// A chain adapter's verdict as a refusal reason.
+pub fn from_chain(e: ChainError) -> Reason {
+    match e {
+        ChainError::Mismatch { field, tx, intent } => {
+            Reason::TxMismatch { field: field.to_owned(), tx, intent }
+        }
+        ChainError::FeeAboveCap { max_fee, cap } => Reason::FeeAboveIntentCap {
+            max_fee: strongroom_units::Amount::from_base_units(max_fee)
+                .unwrap_or(strongroom_units::Amount::MAX),
+            cap: strongroom_units::Amount::from_base_units(cap)
+                .unwrap_or(strongroom_units::Amount::MAX),
+        },
+        other => undecodable("transaction", other),
+    }
+}
+
+/// The statement a proof of control signs: built here, from the key the node holds and the
+/// verifier's challenge, never taken from the caller.
+pub fn proof_of_control(key: &KeyInfo, challenge: &[u8]) -> String {
+    format!(
+        "Strongroom proof of control\nkey: {}\npublic key: {}\nchallenge: {}\n",
+        key.key_id,
+        key.public_key,
+        hex::encode(challenge)
+    )
+}
+
+/// Decode the request and work out the bytes this scheme signs.
+pub fn decode(key: &KeyInfo, req: &SignRequest) -> Result<ToSign, Reason> {
+    let bytes = hex::decode(&req.tx).map_err(|e| undecodable("transaction", e))?;
     match req.format {
         TxFormat::Eip1559 => {
-            if scheme != Scheme::Ecdsa {
-                return Err("an Ethereum transaction needs an ECDSA key".into());
+            if key.scheme != Scheme::Ecdsa {
+                return Err(Reason::BadRequest {
+                    detail: "an Ethereum transaction needs an ECDSA key".into(),
+                });
             }
             let intent = intent_of(req)?;
-            let codec = EthCodec::new(intent.chain).map_err(|e| e.to_string())?;
-            let parsed = codec.parse(&tx).map_err(|e| e.to_string())?;
-            let digest = Keccak256::digest(&tx).to_vec();
-            Ok(ToSign { decoded: Decoded::Eip1559(parsed), bytes: digest })
+            let codec = EthCodec::new(intent.chain.clone()).map_err(from_chain)?;
+            let tx = codec.parse(&bytes).map_err(from_chain)?;
+            let digest = Keccak256::digest(&bytes).to_vec();
+            Ok(ToSign { decoded: Decoded::Eip1559 { tx, intent }, bytes: digest })
         }
-        TxFormat::RawMessage => {
-            if !allow_raw {
-                return Err(
-                    "raw messages are not accepted by this node (allow_raw_messages is off)".into(),
-                );
+        TxFormat::RawMessage => Err(Reason::RawSigning { format: "raw-message".into() }),
+        TxFormat::ProofOfControl => {
+            if !(16..=64).contains(&bytes.len()) || !req.path.is_empty() {
+                return Err(Reason::BadRequest {
+                    detail: "a proof of control takes a 16- to 64-byte challenge and no path"
+                        .into(),
+                });
             }
-            let bytes = match scheme {
-                Scheme::Ecdsa => sha2::Sha256::digest(&tx).to_vec(),
-                Scheme::FrostTaproot | Scheme::FrostEd25519 => tx.clone(),
-            };
-            Ok(ToSign { decoded: Decoded::Raw(tx), bytes })
+            let text = proof_of_control(key, &bytes);
+            let digest =
+                strongroom_governance::tagged_hash(PROOF_OF_CONTROL_TAG, text.as_bytes()).to_vec();
+            Ok(ToSign {
+                decoded: Decoded::Message { kind: MessageKind::ProofOfControl, text },
+                bytes: digest,
+            })
         }
     }
 }
@@ -85,50 +135,48 @@ impl PreSignCheck for TxMatchesIntent {
         "tx-matches-intent"
     }
 
-    fn check(&self, ctx: &CheckContext<'_>) -> Result<(), String> {
+    fn check(&self, ctx: &CheckContext<'_>) -> Result<(), Reason> {
         let intent = ctx.intent;
         if intent.expires_at <= ctx.now {
-            return Err(format!(
-                "intent expired at {} ms (now {} ms)",
-                intent.expires_at.unix_ms(),
-                ctx.now.unix_ms()
-            ));
+            return Err(Reason::Expired {
+                expires_at_ms: intent.expires_at.unix_ms(),
+                now_ms: ctx.now.unix_ms(),
+            });
         }
-        match ctx.tx {
-            Decoded::Raw(_) => Ok(()),
-            Decoded::Eip1559(tx) => {
-                if intent.source_wallet.as_str() != ctx.key.key_id {
-                    return Err(format!(
-                        "intent pays from wallet {} but the request signs with key {}",
-                        intent.source_wallet.as_str(),
-                        ctx.key.key_id
-                    ));
-                }
-                if !ctx.request.path.is_empty() {
-                    // A child key holds a customer's deposits: it may pay only its own
-                    // wallet (a sweep), never anyone else.
-                    let master = hex::decode(&ctx.key.public_key)
-                        .map_err(|_| "this node's key has a malformed public key".to_string())?;
-                    let codec = EthCodec::new(intent.chain.clone()).map_err(|e| e.to_string())?;
-                    let own = codec.address_of(&master).map_err(|e| e.to_string())?;
-                    if tx.movement.destination != own {
-                        return Err(format!(
-                            "a child key (deposit address) may pay only the wallet's own address {}, not {}",
-                            own.as_str(),
-                            tx.movement.destination.as_str()
-                        ));
-                    }
-                }
-                check_movement(&tx.movement, intent).map_err(|e| e.to_string())
+        if intent.source_wallet.as_str() != ctx.key.key_id {
+            return Err(Reason::WrongKey {
+                wallet: intent.source_wallet.as_str().to_owned(),
+                key: ctx.key.key_id.clone(),
+            });
+        }
+        if !ctx.request.path.is_empty() {
+            // A child key holds a customer's deposits: it may pay only its own wallet (a
+            // sweep), never anyone else.
+            let own = own_address(ctx.key, intent)?;
+            if ctx.tx.movement.destination != own {
+                return Err(Reason::ChildKeyPaysOut {
+                    own: own.as_str().to_owned(),
+                    destination: ctx.tx.movement.destination.as_str().to_owned(),
+                });
             }
         }
+        check_movement(&ctx.tx.movement, intent).map_err(from_chain)
     }
 }
 
+/// The wallet's own address on the intent's chain (the key itself, not a child).
+pub fn own_address(key: &KeyInfo, intent: &Intent) -> Result<strongroom_units::Address, Reason> {
+    let internal = |d: String| Reason::Internal { detail: d };
+    let master = hex::decode(&key.public_key)
+        .map_err(|_| internal("this node's key has a malformed public key".into()))?;
+    let codec = EthCodec::new(intent.chain.clone()).map_err(from_chain)?;
+    codec.address_of(&master).map_err(|e| internal(e.to_string()))
+}
+
 /// The intent a request carries.
-fn intent_of(req: &SignRequest) -> Result<Intent, String> {
-    let bytes = hex::decode(&req.intent).map_err(|e| format!("intent is not hex: {e}"))?;
-    Intent::decode(&bytes).map_err(|e| format!("intent: {e}"))
+fn intent_of(req: &SignRequest) -> Result<Intent, Reason> {
+    let bytes = hex::decode(&req.intent).map_err(|e| undecodable("intent", e))?;
+    Intent::decode(&bytes).map_err(|e| undecodable("intent", e))
 }
 
 #[cfg(test)]
@@ -167,7 +215,7 @@ mod tests {
 
     /// Run the check as node 1 holding `key_id`: `approved` is the intent in the request,
     /// `tx` the transaction that came with it.
-    fn run(key_id: &str, approved: &Intent, tx: Vec<u8>, now: i64) -> Result<(), String> {
+    fn run(key_id: &str, approved: &Intent, tx: Vec<u8>, now: i64) -> Result<(), Reason> {
         run_at(key_id, &[], approved, tx, now)
     }
 
@@ -183,7 +231,7 @@ mod tests {
         approved: &Intent,
         tx: Vec<u8>,
         now: i64,
-    ) -> Result<(), String> {
+    ) -> Result<(), Reason> {
         let key = KeyInfo {
             key_id: key_id.into(),
             scheme: Scheme::Ecdsa,
@@ -199,16 +247,23 @@ mod tests {
             path: path.to_vec(),
             ..Default::default()
         };
-        let decoded = decode(Scheme::Ecdsa, &request, false)?;
+        let decoded = decode(&key, &request)?;
         assert_eq!(decoded.bytes, Keccak256::digest(hex::decode(&request.tx).unwrap()).to_vec());
+        let Decoded::Eip1559 { tx, intent } = &decoded.decoded else { panic!("not a transaction") };
+        assert_eq!(intent, approved);
         TxMatchesIntent.check(&CheckContext {
             node: 1,
             key: &key,
             intent: approved,
             request: &request,
-            tx: &decoded.decoded,
+            tx,
             now: Timestamp::from_unix_ms(now),
+            repeat: false,
         })
+    }
+
+    fn mismatch(r: Result<(), Reason>, want: &str) -> bool {
+        matches!(r, Err(Reason::TxMismatch { field, .. }) if field == want)
     }
 
     fn build(i: &Intent, p: &EthParams) -> Vec<u8> {
@@ -220,19 +275,17 @@ mod tests {
         let usdc = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48";
         for approved in [intent(None, 10u128.pow(18)), intent(Some(usdc), 10u128.pow(18))] {
             assert_eq!(run("hot-eth-1", &approved, build(&approved, &PARAMS), 0), Ok(()));
-            assert!(run("hot-eth-1", &approved, build(&approved, &PARAMS), 1_000)
-                .unwrap_err()
-                .contains("expired"));
+            assert_eq!(
+                run("hot-eth-1", &approved, build(&approved, &PARAMS), 1_000),
+                Err(Reason::Expired { expires_at_ms: 1_000, now_ms: 1_000 })
+            );
             // Signed by another wallet's key.
-            assert!(run("hot-eth-2", &approved, build(&approved, &PARAMS), 0)
-                .unwrap_err()
-                .contains("wallet hot-eth-1"));
+            assert!(matches!(run("hot-eth-2", &approved, build(&approved, &PARAMS), 0),
+                Err(Reason::WrongKey { wallet, .. }) if wallet == "hot-eth-1"));
             // A transaction for a slightly different intent than the one approved.
             let mut other = approved.clone();
             other.amount = strongroom_units::Amount::from_base_units(1).unwrap();
-            assert!(run("hot-eth-1", &approved, build(&other, &PARAMS), 0)
-                .unwrap_err()
-                .contains("amount"));
+            assert!(mismatch(run("hot-eth-1", &approved, build(&other, &PARAMS), 0), "amount"));
             // Paid to another address than the approved one: for a token, the calldata's
             // recipient differs while the transaction's `to` (the token) is the same.
             other = approved.clone();
@@ -243,23 +296,20 @@ mod tests {
             .unwrap();
             let redirected = build(&other, &PARAMS);
             assert_ne!(redirected, build(&approved, &PARAMS));
-            assert!(run("hot-eth-1", &approved, redirected, 0)
-                .unwrap_err()
-                .contains("destination"));
+            assert!(mismatch(run("hot-eth-1", &approved, redirected, 0), "destination"));
             other = approved.clone();
             other.asset.contract = match &approved.asset.contract {
                 Some(_) => None,
                 None => Some(strongroom_units::Address::parse(&approved.chain, usdc).unwrap()),
             };
-            assert!(run("hot-eth-1", &approved, build(&other, &PARAMS), 0)
-                .unwrap_err()
-                .contains("asset"));
+            assert!(mismatch(run("hot-eth-1", &approved, build(&other, &PARAMS), 0), "asset"));
             other = approved.clone();
             other.fee_cap = strongroom_units::Amount::from_base_units(10u128.pow(17)).unwrap();
             let greedy = EthParams { gas_limit: 1_000_000, ..PARAMS };
-            assert!(run("hot-eth-1", &approved, build(&other, &greedy), 0)
-                .unwrap_err()
-                .contains("fee cap"));
+            assert!(matches!(
+                run("hot-eth-1", &approved, build(&other, &greedy), 0),
+                Err(Reason::FeeAboveIntentCap { .. })
+            ));
             // A transaction for another chain than the intent's.
             other = approved.clone();
             other.chain = strongroom_units::ChainId::parse("eip155:5").unwrap();
@@ -270,9 +320,7 @@ mod tests {
             other.destination =
                 strongroom_units::Address::parse(&other.chain, approved.destination.as_str())
                     .unwrap();
-            assert!(run("hot-eth-1", &approved, build(&other, &PARAMS), 0)
-                .unwrap_err()
-                .contains("chain id"));
+            assert!(mismatch(run("hot-eth-1", &approved, build(&other, &PARAMS), 0), "chain id"));
         }
         // Garbage is refused by the decoder before any check runs.
         assert!(run("hot-eth-1", &intent(None, 1), vec![0x02, 0xc0], 0).is_err());
@@ -287,21 +335,44 @@ mod tests {
         // The same transfer anywhere else, from a child key: refused, whatever the intent.
         let elsewhere = intent(None, 10u128.pow(17));
         let err = run_at("hot-eth-1", &[0, 4], &elsewhere, build(&elsewhere, &PARAMS), 0);
-        assert!(err.unwrap_err().contains("may pay only the wallet's own address"));
+        assert!(matches!(err, Err(Reason::ChildKeyPaysOut { .. })), "{err:?}");
         // The wallet key itself pays anyone the intent names.
         assert_eq!(run("hot-eth-1", &elsewhere, build(&elsewhere, &PARAMS), 0), Ok(()));
     }
 
     #[test]
-    fn raw_messages_only_where_allowed() {
-        let raw = SignRequest {
-            format: TxFormat::RawMessage,
-            tx: "00".into(),
-            intent: String::new(),
-            path: vec![],
+    fn caller_bytes_are_never_signed_and_proofs_of_control_are_built_here() {
+        let key = KeyInfo {
+            key_id: "hot-btc-1".into(),
+            scheme: Scheme::FrostTaproot,
+            threshold: 2,
+            parties: vec![1, 2, 3],
+            public_key: "aa".repeat(32),
+            chain_code: None,
+        };
+        let raw =
+            SignRequest { format: TxFormat::RawMessage, tx: "00".repeat(32), ..Default::default() };
+        assert_eq!(decode(&key, &raw), Err(Reason::RawSigning { format: "raw-message".into() }));
+        let challenge = [7u8; 32];
+        let proof = SignRequest {
+            format: TxFormat::ProofOfControl,
+            tx: hex::encode(challenge),
             ..Default::default()
         };
-        assert!(decode(Scheme::Ecdsa, &raw, false).unwrap_err().contains("allow_raw_messages"));
-        assert_eq!(decode(Scheme::FrostTaproot, &raw, true).unwrap().bytes, vec![0]);
+        let made = decode(&key, &proof).unwrap();
+        let Decoded::Message { text, .. } = &made.decoded else { panic!("{made:?}") };
+        assert!(
+            text.contains("key: hot-btc-1") && text.contains(&hex::encode(challenge)),
+            "{text}"
+        );
+        assert_eq!(
+            made.bytes,
+            strongroom_governance::tagged_hash(PROOF_OF_CONTROL_TAG, text.as_bytes()).to_vec()
+        );
+        // A challenge must be a challenge, not a 32-byte digest in disguise or a novel.
+        for bad in [vec![1u8; 8], vec![1u8; 65]] {
+            let r = SignRequest { tx: hex::encode(bad), ..proof.clone() };
+            assert!(matches!(decode(&key, &r), Err(Reason::BadRequest { .. })));
+        }
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::tls::{self, Credentials};
 use crate::wire::{
-    self, eid_hex, Control, Frame, KeyInfo, NodeStatus, Refusal, Reply, Request, Scheme,
+    self, eid_hex, Control, Frame, KeyInfo, NodeStatus, Reason, Refusal, Reply, Request, Scheme,
     SignRequest,
 };
 
@@ -48,7 +48,11 @@ impl std::fmt::Debug for Orchestrator {
 }
 
 fn unreachable(node: u16, m: impl std::fmt::Display) -> Refusal {
-    Refusal { node, code: "unreachable".into(), message: m.to_string(), culprits: vec![node] }
+    Refusal { node, reason: Reason::Unreachable { detail: m.to_string() }, culprits: vec![node] }
+}
+
+fn culprit(node: u16, detail: impl Into<String>) -> Refusal {
+    Refusal { node, reason: Reason::Culprit { detail: detail.into() }, culprits: vec![node] }
 }
 
 /// A finished signature, checked against the key.
@@ -137,8 +141,9 @@ impl Orchestrator {
             Ok(Err(_)) => Err(unreachable(node, "connection closed")),
             Err(_) => Err(Refusal {
                 node,
-                code: "timeout".into(),
-                message: format!("no reply within {} ms", timeout.as_millis()),
+                reason: Reason::Timeout {
+                    after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                },
                 culprits: vec![node],
             }),
         }
@@ -205,13 +210,15 @@ impl Orchestrator {
         replies: &[(u16, Result<Reply, Refusal>)],
     ) -> Option<Refusal> {
         let failure = replies.iter().find_map(|(_, r)| r.as_ref().err().cloned())?;
-        // Prefer the cause over its knock-on effects: a failure that names culprits, then
-        // any failure other than an abort the orchestrator itself sent.
+        // Prefer the cause over its knock-on effects: a node's own refusal, then a failure
+        // that names culprits, then any failure other than an abort.
         let errors: Vec<&Refusal> = replies.iter().filter_map(|(_, r)| r.as_ref().err()).collect();
+        let aborted = |r: &&&Refusal| matches!(r.reason, Reason::Aborted { .. });
         let failure = errors
             .iter()
-            .find(|r| !r.culprits.is_empty() && r.code != "aborted")
-            .or_else(|| errors.iter().find(|r| r.code != "aborted"))
+            .find(|r| r.reason.is_decision())
+            .or_else(|| errors.iter().find(|r| !r.culprits.is_empty() && !aborted(r)))
+            .or_else(|| errors.iter().find(|r| !aborted(r)))
             .map(|r| (*r).clone())
             .unwrap_or(failure);
         for (n, r) in replies {
@@ -292,12 +299,10 @@ impl Orchestrator {
         let (n0, first) = infos.next().ok_or_else(|| unreachable(0, "no key info"))?;
         for (n, k) in infos {
             if k != first {
-                return Err(Refusal {
-                    node: n,
-                    code: "culprit".into(),
-                    message: format!("node {n} reports another public key than node {n0}"),
-                    culprits: vec![n],
-                });
+                return Err(culprit(
+                    n,
+                    format!("node {n} reports another public key than node {n0}"),
+                ));
             }
         }
         Ok(first)
@@ -363,12 +368,10 @@ impl Orchestrator {
         });
         match restored {
             Some(k) if k.public_key == key.public_key => Ok(k),
-            _ => Err(Refusal {
-                node: lost,
-                code: "culprit".into(),
-                message: "the repaired share is not for this key".into(),
-                culprits: vec![],
-            }),
+            _ => Err(Refusal::new(
+                lost,
+                Reason::Culprit { detail: "the repaired share is not for this key".into() },
+            )),
         }
     }
 
@@ -501,12 +504,7 @@ impl Orchestrator {
         if let Some(f) = self.first_failure(&eid, &replies).await {
             return Err(f);
         }
-        let bad = |n: u16, m: &str| Refusal {
-            node: n,
-            code: "culprit".into(),
-            message: m.into(),
-            culprits: vec![n],
-        };
+        let bad = |n: u16, m: &str| culprit(n, m);
         match key.scheme {
             Scheme::Ecdsa => {
                 let mut partials = Vec::new();
@@ -534,13 +532,8 @@ impl Orchestrator {
                 if request.path.is_empty() && pk != key.public_key {
                     return Err(bad(0, "signers used another key"));
                 }
-                let sig =
-                    ecdsa::combine(&partials, &pk_bytes, &digest_bytes).map_err(|e| Refusal {
-                        node: 0,
-                        code: "culprit".into(),
-                        message: e.to_string(),
-                        culprits: vec![],
-                    })?;
+                let sig = ecdsa::combine(&partials, &pk_bytes, &digest_bytes)
+                    .map_err(|e| Refusal::new(0, Reason::Culprit { detail: e.to_string() }))?;
                 Ok(Signed {
                     signature: sig.to_vec(),
                     public_key: pk_bytes.to_vec(),
@@ -576,12 +569,7 @@ impl Orchestrator {
 }
 
 fn unexpected(node: u16, r: &Reply) -> Refusal {
-    Refusal {
-        node,
-        code: "internal".into(),
-        message: format!("unexpected reply {r:?}"),
-        culprits: vec![],
-    }
+    Refusal::new(node, Reason::Internal { detail: format!("unexpected reply {r:?}") })
 }
 
 /// Await all futures concurrently, outputs in input order.

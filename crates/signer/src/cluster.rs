@@ -32,10 +32,11 @@ impl Cluster {
 pub struct Options {
     pub n: u16,
     pub addrs: Vec<SocketAddr>,
-    pub allow_raw_messages: bool,
     /// TEST ONLY primes (see `node::Config::test_primes_file`).
     pub test_primes_file: Option<PathBuf>,
-    /// The governance genesis file and the hash every node pins (None: ungoverned nodes).
+    /// The governance genesis file and the hash every node pins. `None` writes
+    /// `insecure_no_governance = true` into every node's configuration: nodes that sign
+    /// whatever matches the orchestrator's intent, for development only.
     pub governance: Option<(PathBuf, String)>,
 }
 
@@ -98,9 +99,10 @@ pub fn prepare(
         toml.push_str(&format!("key = {:?}\n", certs.join(format!("signer-{}-key.pem", node.id))));
         toml.push_str(&format!("kek_file = {kek:?}\n"));
         toml.push_str(&format!("orchestrators = [\"{orch_pin}\"]\n"));
-        toml.push_str(&format!("allow_raw_messages = {}\n", opts.allow_raw_messages));
-        if let Some((genesis, pin)) = &opts.governance {
-            toml.push_str(&format!("governance_genesis = {genesis:?}\ngovernance_pin = {pin:?}\n"));
+        match &opts.governance {
+            Some((genesis, pin)) => toml
+                .push_str(&format!("governance_genesis = {genesis:?}\ngovernance_pin = {pin:?}\n")),
+            None => toml.push_str("insecure_no_governance = true\n"),
         }
         if let Some(p) = &opts.test_primes_file {
             toml.push_str(&format!("test_primes_file = {p:?}\n"));

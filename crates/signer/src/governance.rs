@@ -1,23 +1,27 @@
 //! The node's own view of governance. It pins the genesis hash in its configuration, keeps
 //! its own copy of the log (entries arrive with requests and are appended only after the
-//! whole log replays), never goes back to a shorter log, counts what it has itself signed
-//! for velocity limits, and before every signature evaluates the policy in force against
-//! the request's signed approvals. The orchestrator's word counts for nothing here.
+//! whole log replays), records when it first saw each entry (time-locks run on its own
+//! clock from then), never goes back to a shorter log, counts what it has itself signed
+//! (amounts leaving custody, and every fee) for velocity limits, and before every signature
+//! evaluates the policy in force against the request's signed approvals and the fee the
+//! decoded transaction can pay. The orchestrator's word counts for nothing here.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use strongroom_core::Timestamp;
 use strongroom_governance::gate::{decide, Subject};
-use strongroom_governance::log::{replay, Entry, Genesis, State};
-use strongroom_governance::policy::{Tier, VelocityLimit};
+use strongroom_governance::log::{replay_seen, Entry, Genesis, State};
+use strongroom_governance::policy::{Block, MessageKind, Tier, VelocityLimit};
 use strongroom_governance::Role;
 use strongroom_units::Amount;
 
-use crate::check::{CheckContext, Decoded, PreSignCheck};
+use crate::check::{own_address, CheckContext, PreSignCheck};
+use crate::wire::Reason;
 
-/// One amount this node signed, for velocity limits.
+/// One amount this node signed away, for velocity limits (a movement's amount, or a fee).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Signed {
     at_ms: i64,
@@ -26,9 +30,17 @@ struct Signed {
     amount: Amount,
 }
 
+/// When this node first saw a log entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Seen {
+    seq: u64,
+    at_ms: i64,
+}
+
 #[derive(Debug)]
 struct Inner {
     entries: Vec<Entry>,
+    seen: BTreeMap<u64, Timestamp>,
     state: State,
     signed: Vec<Signed>,
 }
@@ -38,6 +50,7 @@ pub struct NodeGovernance {
     genesis: Genesis,
     pin: String,
     log_path: PathBuf,
+    seen_path: PathBuf,
     velocity_path: PathBuf,
     inner: Mutex<Inner>,
 }
@@ -65,7 +78,8 @@ fn append_lines<T: Serialize>(path: &Path, items: &[T]) -> anyhow::Result<()> {
 
 impl NodeGovernance {
     /// Open with the genesis file and the pinned hash from the node's configuration; the
-    /// stored log must replay, or the node does not start.
+    /// stored log must replay, or the node does not start. An entry with no record of when
+    /// it was first seen (a log from before such records) counts as seen now.
     pub fn open(
         genesis_file: &Path,
         pin: &str,
@@ -74,47 +88,88 @@ impl NodeGovernance {
     ) -> anyhow::Result<Self> {
         let genesis: Genesis = serde_json::from_slice(&std::fs::read(genesis_file)?)?;
         let log_path = data_dir.join("governance.jsonl");
+        let seen_path = data_dir.join("governance-seen.jsonl");
         let velocity_path = data_dir.join("velocity.jsonl");
         let entries: Vec<Entry> = read_lines(&log_path)?;
-        let state = replay(&genesis, pin, &entries, now)?;
+        let mut seen: BTreeMap<u64, Timestamp> = read_lines::<Seen>(&seen_path)?
+            .into_iter()
+            .map(|s| (s.seq, Timestamp::from_unix_ms(s.at_ms)))
+            .collect();
+        let missing: Vec<Seen> = entries
+            .iter()
+            .filter(|e| !seen.contains_key(&e.seq))
+            .map(|e| Seen { seq: e.seq, at_ms: now.unix_ms() })
+            .collect();
+        append_lines(&seen_path, &missing)?;
+        seen.extend(missing.iter().map(|s| (s.seq, now)));
+        let state = replay_seen(&genesis, pin, &entries, now, &|q| seen.get(&q).copied())?;
         let signed = read_lines(&velocity_path)?;
         Ok(NodeGovernance {
             genesis,
             pin: pin.to_owned(),
             log_path,
+            seen_path,
             velocity_path,
-            inner: Mutex::new(Inner { entries, state, signed }),
+            inner: Mutex::new(Inner { entries, seen, state, signed }),
         })
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, String> {
-        self.inner.lock().map_err(|_| "governance state is poisoned".to_string())
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, Reason> {
+        self.inner
+            .lock()
+            .map_err(|_| Reason::Internal { detail: "governance state is poisoned".into() })
     }
 
     /// Take entries the request carries. Those the node has must be identical; the rest
     /// must extend its log so that the whole replays. A shorter log changes nothing: what
-    /// the node once accepted (a freeze, a stricter policy) cannot be rolled back.
-    pub fn extend(&self, offered: &[Entry], now: Timestamp) -> Result<(), String> {
+    /// the node once accepted (a freeze, a stricter policy) cannot be rolled back. New
+    /// entries are recorded as first seen now.
+    pub fn extend(&self, offered: &[Entry], now: Timestamp) -> Result<(), Reason> {
         let mut inner = self.lock()?;
+        let seen = inner.seen.clone();
         let Some((new, state)) = strongroom_governance::log::extend(
             &self.genesis,
             &self.pin,
             &inner.entries,
             offered,
             now,
-        )?
+            &|q| seen.get(&q).copied(),
+        )
+        .map_err(|detail| Reason::GovernanceLog { detail })?
         else {
             return Ok(());
         };
-        append_lines(&self.log_path, &new)
-            .map_err(|e| format!("cannot store the governance log: {e}"))?;
+        let stored = |e: anyhow::Error| Reason::Internal {
+            detail: format!("cannot store the governance log: {e}"),
+        };
+        let first: Vec<Seen> =
+            new.iter().map(|e| Seen { seq: e.seq, at_ms: now.unix_ms() }).collect();
+        append_lines(&self.seen_path, &first).map_err(stored)?;
+        append_lines(&self.log_path, &new).map_err(stored)?;
+        inner.seen.extend(first.iter().map(|s| (s.seq, now)));
         inner.entries.extend(new);
         inner.state = state;
         Ok(())
     }
 
-    pub fn state(&self) -> Result<State, String> {
+    pub fn state(&self) -> Result<State, Reason> {
         Ok(self.lock()?.state.clone())
+    }
+
+    /// Whether the policy in force lets the nodes sign messages of `kind`.
+    pub fn allows_message(&self, kind: MessageKind) -> Result<(), Reason> {
+        let inner = self.lock()?;
+        let (rule, version) =
+            ("messages".to_owned(), inner.state.policy.as_ref().map_or(0, |p| p.version));
+        match &inner.state.policy {
+            Some(p) if p.messages.contains(&kind) => Ok(()),
+            Some(_) => Err(Reason::Blocked {
+                rule,
+                version,
+                block: Block::MessageNotAllowed { message: kind },
+            }),
+            None => Err(Reason::Blocked { rule: "policy".into(), version, block: Block::NoPolicy }),
+        }
     }
 
     /// How much of `limit`'s asset this node signed away within its period before `now`.
@@ -126,7 +181,8 @@ impl NodeGovernance {
     }
 }
 
-/// The policy, whitelist and freeze check, for nodes configured with a governance genesis.
+/// The policy, whitelist, fee and freeze check, for nodes configured with a governance
+/// genesis.
 #[derive(Debug)]
 pub struct GovernanceCheck {
     pub gov: Arc<NodeGovernance>,
@@ -137,49 +193,61 @@ impl PreSignCheck for GovernanceCheck {
         "governance"
     }
 
-    fn check(&self, ctx: &CheckContext<'_>) -> Result<(), String> {
-        let Decoded::Eip1559(tx) = ctx.tx else {
-            return Err("only decoded transactions are signed under governance".into());
-        };
+    fn check(&self, ctx: &CheckContext<'_>) -> Result<(), Reason> {
         let mut inner = self.gov.lock()?;
         let intent = ctx.intent;
         let (asset, wallet) = (intent.asset.symbol.as_str(), intent.source_wallet.as_str());
         let req = &ctx.request;
-        let master = hex::decode(&ctx.key.public_key).map_err(|_| "malformed key".to_string())?;
-        let own = strongroom_chain_ethereum::EthCodec::new(intent.chain.clone())
-            .and_then(|c| strongroom_chain::TxCodec::address_of(&c, &master))
-            .map_err(|e| e.to_string())?;
+        let own = own_address(ctx.key, intent)?;
+        let fee = ctx.tx.movement.max_fee;
         let subject = Subject {
             intent,
             tier: Tier::Hot,
-            own_destination: tx.movement.destination == own,
+            own_destination: ctx.tx.movement.destination == own,
             customer_id: req.customer_id.as_deref(),
             initiator: req.initiator.as_deref().unwrap_or(""),
             initiator_role: req.initiator_role.unwrap_or(Role::Operator),
+            fee: Some(fee),
         };
         let signed = &inner.signed;
         let moved = |l: &VelocityLimit| NodeGovernance::moved(signed, l, ctx.now);
         let d = decide(&inner.state, &subject, &req.approvals, &moved, ctx.now);
-        if !d.allowed() {
-            return Err(d.explain());
-        }
-        // What stays in custody (sweeps home, whitelisted internal transfers) does not count.
-        let internal = strongroom_governance::gate::destination(&inner.state, &subject, ctx.now)
-            == Ok(strongroom_governance::policy::Destination::Internal);
-        if internal {
-            return Ok(());
+        if let Some(refused) = Reason::from_decision(&d) {
+            return Err(refused);
         }
         // Counted before the signature leaves: a refused session afterwards only makes the
-        // node stricter, never looser.
-        let s = Signed {
-            at_ms: ctx.now.unix_ms(),
-            wallet: wallet.to_owned(),
-            asset: asset.to_owned(),
-            amount: intent.amount,
-        };
-        append_lines(&self.gov.velocity_path, std::slice::from_ref(&s))
-            .map_err(|e| format!("cannot record for velocity limits: {e}"))?;
-        inner.signed.push(s);
+        // node stricter, never looser. What stays in custody (sweeps home, whitelisted
+        // internal transfers) counts only its fee.
+        let internal = strongroom_governance::gate::destination(&inner.state, &subject, ctx.now)
+            == Ok(strongroom_governance::policy::Destination::Internal);
+        if ctx.repeat {
+            return Ok(());
+        }
+        let at_ms = ctx.now.unix_ms();
+        let mut spent = Vec::new();
+        if !internal {
+            spent.push(Signed {
+                at_ms,
+                wallet: wallet.to_owned(),
+                asset: asset.to_owned(),
+                amount: intent.amount,
+            });
+        }
+        // The decision allowed a fee, so the policy names its ceiling and fee asset.
+        if let Some(c) =
+            inner.state.policy.as_ref().and_then(|p| p.fee_ceiling(intent.chain.as_str(), asset))
+        {
+            spent.push(Signed {
+                at_ms,
+                wallet: wallet.to_owned(),
+                asset: c.fee_asset.clone(),
+                amount: fee,
+            });
+        }
+        append_lines(&self.gov.velocity_path, &spent).map_err(|e| Reason::Internal {
+            detail: format!("cannot record for velocity limits: {e}"),
+        })?;
+        inner.signed.extend(spent);
         Ok(())
     }
 }
@@ -191,7 +259,7 @@ mod tests {
     use strongroom_chain_ethereum::{EthCodec, EthParams};
     use strongroom_core::{Intent, IntentAsset, WalletId};
     use strongroom_governance::approval::Approval;
-    use strongroom_governance::log::{Change, FreezeScope, MemberSpec, WhitelistScope};
+    use strongroom_governance::log::{replay, Change, FreezeScope, MemberSpec, WhitelistScope};
     use strongroom_governance::policy::Policy;
     use strongroom_units::{Address, AssetSymbol, ChainId};
 
@@ -212,6 +280,10 @@ action = { kind = "allow" }
 [[rules]]
 name = "large"
 action = { kind = "approvals", count = 2, roles = ["approver"] }
+[[fees]]
+chain = "eip155:1"
+fee_asset = "ETH"
+max_fee = "100000000000000000"
 [[velocity]]
 name = "daily"
 asset = "ETH"
@@ -321,7 +393,7 @@ max_amount = "10000000000000000000"
         i: &Intent,
         approvals: Vec<Approval>,
         now: i64,
-    ) -> Result<(), String> {
+    ) -> Result<(), Reason> {
         let p = EthParams {
             nonce: 0,
             gas_limit: 21_000,
@@ -341,14 +413,16 @@ max_amount = "10000000000000000000"
         };
         let now = Timestamp::from_unix_ms(now);
         n.gov.extend(&request.governance, now)?;
-        let decoded = check::decode(Scheme::Ecdsa, &request, false)?;
+        let decoded = check::decode(&n.key, &request)?;
+        let check::Decoded::Eip1559 { tx, .. } = &decoded.decoded else { panic!("{decoded:?}") };
         let ctx = CheckContext {
             node: 1,
             key: &n.key,
             intent: i,
             request: &request,
-            tx: &decoded.decoded,
+            tx,
             now,
+            repeat: false,
         };
         TxMatchesIntent.check(&ctx)?;
         GovernanceCheck { gov: n.gov.clone() }.check(&ctx)
@@ -381,13 +455,19 @@ max_amount = "10000000000000000000"
         let n = node();
         let now = T0 + 60_000;
         let small = intent(DEST, ETH / 2, 1);
-        assert!(decide(&n, &[], &small, vec![], now).unwrap_err().contains("no policy"));
+        assert!(matches!(
+            decide(&n, &[], &small, vec![], now),
+            Err(Reason::Blocked { block: Block::NoPolicy, .. })
+        ));
         let log = with_policy();
         decide(&n, &log, &small, vec![], now).unwrap();
 
         let big = intent(DEST, 5 * ETH, 2);
         let e = decide(&n, &log, &big, vec![], now).unwrap_err();
-        assert!(e.contains("rule large: 0 of 2 approvals"), "{e}");
+        assert!(
+            matches!(&e, Reason::Approvals { rule, have: 0, need: 2, .. } if rule == "large"),
+            "{e}"
+        );
         // The initiator's own approval and a second one by the same person do not count.
         let e = decide(
             &n,
@@ -396,7 +476,8 @@ max_amount = "10000000000000000000"
             vec![approve("ops", &big), approve("ann", &big), approve("ann", &big)],
             now,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("1 of 2") && e.contains("initiator") && e.contains("already counted"),
             "{e}"
@@ -404,7 +485,8 @@ max_amount = "10000000000000000000"
         // An approval made for another request does not count either.
         let other = intent(DEST, 5 * ETH, 3);
         let e = decide(&n, &log, &big, vec![approve("ann", &big), approve("amy", &other)], now)
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not for this intent"), "{e}");
         // Two other approvers: signed.
         decide(&n, &log, &big, vec![approve("ann", &big), approve("amy", &big)], now).unwrap();
@@ -416,9 +498,12 @@ max_amount = "10000000000000000000"
         let mut log = with_policy();
         grow(&mut log, vec![(Change::Freeze { scope: FreezeScope::Global }, &["sec"])]);
         let i = intent(DEST, ETH / 2, 1);
-        assert!(decide(&n, &log, &i, vec![], T0 + 60_000).unwrap_err().contains("frozen"));
+        let frozen = |r: Result<(), Reason>| {
+            matches!(r, Err(Reason::Blocked { block: Block::Frozen { .. }, .. }))
+        };
+        assert!(frozen(decide(&n, &log, &i, vec![], T0 + 60_000)));
         // A compromised orchestrator sends the log without the freeze: the node keeps its own.
-        assert!(decide(&n, &log[..1], &i, vec![], T0 + 60_000).unwrap_err().contains("frozen"));
+        assert!(frozen(decide(&n, &log[..1], &i, vec![], T0 + 60_000)));
         // After a restart too (the log is on the node's disk).
         let reopened = NodeGovernance::open(
             &n.dir.path().join("genesis.json"),
@@ -439,7 +524,7 @@ max_amount = "10000000000000000000"
                 Some(strongroom_units::Amount::from_base_units(1_000 * ETH).unwrap());
         }
         let e = decide(&n, &log, &intent(DEST, 5 * ETH, 1), vec![], T0 + 60_000).unwrap_err();
-        assert!(e.contains("governance log refused"), "{e}");
+        assert!(matches!(e, Reason::GovernanceLog { .. }), "{e}");
         assert!(n.gov.state().unwrap().policy.is_none());
         assert!(!n.dir.path().join("governance.jsonl").exists());
     }
@@ -458,7 +543,7 @@ max_amount = "10000000000000000000"
         );
         let i = intent(COLD, ETH / 2, 1);
         let e = decide(&n, &log, &i, vec![], T0 + 60_000).unwrap_err();
-        assert!(e.contains("time-lock"), "{e}");
+        assert!(matches!(e, Reason::Blocked { block: Block::TimeLocked { .. }, .. }), "{e}");
         decide(&n, &log, &i, vec![], T0 + 2 * 86_400_000).unwrap();
     }
 
@@ -466,11 +551,16 @@ max_amount = "10000000000000000000"
     fn the_node_counts_what_it_signed_against_velocity_limits() {
         let n = node();
         let log = with_policy();
-        for k in 0..10 {
+        // Nine ETH and nine fees: under the 10 ETH daily limit. One more ETH with its fee
+        // is over it.
+        for k in 0..9 {
             decide(&n, &log, &intent(DEST, ETH, k), vec![], T0 + 60_000 + k as i64).unwrap();
         }
-        let e = decide(&n, &log, &intent(DEST, 1, 99), vec![], T0 + 120_000).unwrap_err();
-        assert!(e.contains("velocity limit daily"), "{e}");
+        let e = decide(&n, &log, &intent(DEST, ETH, 99), vec![], T0 + 120_000).unwrap_err();
+        assert!(
+            matches!(&e, Reason::Blocked { block: Block::Velocity { limit, .. }, .. } if limit == "daily"),
+            "{e}"
+        );
         // A day later the window has moved on.
         decide(&n, &log, &intent(DEST, ETH, 100), vec![], T0 + 60_000 + 86_400_001 + 10).unwrap();
     }

@@ -27,8 +27,8 @@ use crate::check::{self, CheckContext, PreSignCheck, TxMatchesIntent};
 use crate::tls::{self, Credentials, Identity, Pins};
 use crate::vault::{Vault, VaultError};
 use crate::wire::{
-    self, eid_hex, parse_eid, Control, Frame, KeyInfo, NodeStatus, Proto, Refusal, Reply, Request,
-    Scheme, SignRequest,
+    self, eid_hex, parse_eid, Control, Frame, KeyInfo, NodeStatus, Proto, Reason, Refusal, Reply,
+    Request, Scheme, SignRequest,
 };
 
 /// A node's configuration file (TOML).
@@ -51,9 +51,11 @@ pub struct Config {
     /// …or the name of an environment variable holding them.
     #[serde(default)]
     pub kek_env: Option<String>,
-    /// Accept `raw-message` signing requests (development only).
+    /// Run with no governance genesis: the node then signs whatever matches the
+    /// orchestrator's own intent. For development only; the node says so loudly at start
+    /// and at every signature. Without it a node refuses to start unpinned.
     #[serde(default)]
-    pub allow_raw_messages: bool,
+    pub insecure_no_governance: bool,
     /// TEST ONLY: load pregenerated Paillier primes (a JSON list, one per node) instead of
     /// generating them. Committed test primes are public: never use this for real keys.
     #[serde(default)]
@@ -130,6 +132,7 @@ pub struct Node {
     links: Mutex<HashMap<u16, mpsc::UnboundedSender<Frame>>>,
     checks: Vec<Box<dyn PreSignCheck>>,
     governance: Option<Arc<crate::governance::NodeGovernance>>,
+    journal: crate::journal::Journal,
     log: crate::nodelog::NodeLog,
     /// Serializes uses of the prime pool.
     primes_lock: Mutex<()>,
@@ -141,25 +144,37 @@ impl std::fmt::Debug for Node {
     }
 }
 
-fn refusal(node: u16, code: &str, message: impl Into<String>) -> Refusal {
-    Refusal { node, code: code.into(), message: message.into(), culprits: vec![] }
+fn bad_request(node: u16, detail: impl Into<String>) -> Refusal {
+    Refusal::new(node, Reason::BadRequest { detail: detail.into() })
+}
+
+fn internal(node: u16, detail: impl Into<String>) -> Refusal {
+    Refusal::new(node, Reason::Internal { detail: detail.into() })
+}
+
+fn not_found(node: u16, what: impl Into<String>) -> Refusal {
+    Refusal::new(node, Reason::NotFound { what: what.into() })
+}
+
+fn culprit(node: u16, detail: impl Into<String>) -> Refusal {
+    Refusal::new(node, Reason::Culprit { detail: detail.into() })
 }
 
 fn from_mpc(node: u16, e: MpcError) -> Refusal {
     match e {
         MpcError::Misbehaved { culprits, reason } => {
-            Refusal { node, code: "culprit".into(), message: reason, culprits }
+            Refusal { node, reason: Reason::Culprit { detail: reason }, culprits }
         }
-        MpcError::Parameters(m) => refusal(node, "bad-request", m),
-        other => refusal(node, "culprit", other.to_string()),
+        MpcError::Parameters(m) => bad_request(node, m),
+        other => culprit(node, other.to_string()),
     }
 }
 
 fn from_vault(node: u16, e: VaultError) -> Refusal {
     match e {
-        VaultError::NotFound(m) => refusal(node, "not-found", m),
-        VaultError::Invalid(m) => refusal(node, "bad-request", m),
-        other => refusal(node, "internal", other.to_string()),
+        VaultError::NotFound(m) => not_found(node, m),
+        VaultError::Invalid(m) => bad_request(node, m),
+        other => internal(node, other.to_string()),
     }
 }
 
@@ -189,9 +204,26 @@ impl Node {
                 &cfg.data_dir,
                 env.now(),
             )?)),
-            (None, None) => None,
+            (None, None) if cfg.insecure_no_governance => {
+                tracing::warn!(
+                    node = cfg.id,
+                    "INSECURE: no governance genesis is pinned; this node signs whatever matches \
+                     the orchestrator's intent (insecure_no_governance = true, development only)"
+                );
+                None
+            }
+            (None, None) => anyhow::bail!(
+                "no governance genesis is pinned: a node without one would sign whatever the \
+                 orchestrator asks. Set governance_genesis and governance_pin (see `strongroom \
+                 governance init`), or insecure_no_governance = true for development"
+            ),
             _ => anyhow::bail!("set both governance_genesis and governance_pin, or neither"),
         };
+        anyhow::ensure!(
+            governance.is_none() || !cfg.insecure_no_governance,
+            "insecure_no_governance = true and a governance genesis: choose one"
+        );
+        let journal = crate::journal::Journal::open(&cfg.data_dir.join("journal.jsonl"), cfg.id)?;
         let mut checks: Vec<Box<dyn PreSignCheck>> = vec![Box::new(TxMatchesIntent)];
         if let Some(gov) = &governance {
             checks.push(Box::new(crate::governance::GovernanceCheck { gov: gov.clone() }));
@@ -205,6 +237,7 @@ impl Node {
             links: Mutex::new(HashMap::new()),
             checks,
             governance,
+            journal,
             log,
             primes_lock: Mutex::new(()),
         });
@@ -221,7 +254,7 @@ impl Node {
     fn audit(&self, action: &str, subject: &str, detail: serde_json::Value) -> Result<(), Refusal> {
         self.log.append(self.env.now().unix_ms(), action, subject, detail).map_err(|e| {
             tracing::error!(node = self.cfg.id, error = %e, action, "could not write the node audit log");
-            refusal(self.cfg.id, "internal", format!("audit log: {e}"))
+            internal(self.cfg.id, format!("audit log: {e}"))
         })
     }
 
@@ -417,13 +450,13 @@ impl Node {
 
     /// Register a session and get its inbox (with anything that arrived early).
     fn open_session(&self, eid: ExecutionId) -> Result<stdmpsc::Receiver<Inbound>, Refusal> {
-        let mut r = self.routing.lock().map_err(|_| refusal(self.cfg.id, "internal", "lock"))?;
+        let mut r = self.routing.lock().map_err(|_| internal(self.cfg.id, "lock"))?;
         if let Some(reason) = r.aborted.get(&eid) {
-            let message = format!("orchestrator ended the session: {reason}");
-            return Err(refusal(self.cfg.id, "aborted", message));
+            let detail = reason.clone();
+            return Err(Refusal::new(self.cfg.id, Reason::Aborted { by: 0, detail }));
         }
         if r.finished.contains(&eid) || r.sessions.contains_key(&eid) {
-            return Err(refusal(self.cfg.id, "bad-request", "execution id already used"));
+            return Err(bad_request(self.cfg.id, "execution id already used"));
         }
         let (tx, rx) = stdmpsc::channel();
         for m in r.pending.remove(&eid).unwrap_or_default() {
@@ -545,7 +578,7 @@ impl Node {
                 presignatures: self.vault.presigs(),
             })),
             Request::Abort { eid, reason } => {
-                let eid = parse_eid(&eid).map_err(|m| refusal(me, "bad-request", m))?;
+                let eid = parse_eid(&eid).map_err(|m| bad_request(me, m))?;
                 if let Ok(mut r) = self.routing.lock() {
                     r.aborted.insert(eid, reason.clone());
                 }
@@ -554,21 +587,21 @@ impl Node {
                 Ok(Reply::Aborted)
             }
             Request::AuxInfo { eid, parties } => {
-                let eid = parse_eid(&eid).map_err(|m| refusal(me, "bad-request", m))?;
+                let eid = parse_eid(&eid).map_err(|m| bad_request(me, m))?;
                 self.blocking(move |node| node.run_aux(eid, parties)).await
             }
             Request::Keygen { eid, key_id, scheme, parties, threshold } => {
-                let eid = parse_eid(&eid).map_err(|m| refusal(me, "bad-request", m))?;
+                let eid = parse_eid(&eid).map_err(|m| bad_request(me, m))?;
                 crate::vault::check_name(&key_id).map_err(|e| from_vault(me, e))?;
                 self.blocking(move |node| node.run_keygen(eid, key_id, scheme, parties, threshold))
                     .await
             }
             Request::Presign { eid, key_id, signers } => {
-                let eid = parse_eid(&eid).map_err(|m| refusal(me, "bad-request", m))?;
+                let eid = parse_eid(&eid).map_err(|m| bad_request(me, m))?;
                 self.blocking(move |node| node.run_presign(eid, key_id, signers)).await
             }
             Request::Refresh { eid, key_id } => {
-                let eid = parse_eid(&eid).map_err(|m| refusal(me, "bad-request", m))?;
+                let eid = parse_eid(&eid).map_err(|m| bad_request(me, m))?;
                 self.blocking(move |node| node.run_refresh(eid, key_id)).await
             }
             Request::CommitRefresh { key_id } => {
@@ -585,7 +618,7 @@ impl Node {
                 Ok(Reply::Done)
             }
             Request::Repair { eid, key_id, scheme, helpers, lost } => {
-                let eid = parse_eid(&eid).map_err(|m| refusal(me, "bad-request", m))?;
+                let eid = parse_eid(&eid).map_err(|m| bad_request(me, m))?;
                 crate::vault::check_name(&key_id).map_err(|e| from_vault(me, e))?;
                 self.blocking(move |node| match scheme {
                     Scheme::FrostTaproot => {
@@ -594,16 +627,15 @@ impl Node {
                     Scheme::FrostEd25519 => {
                         node.run_repair::<Ed25519>(eid, key_id, scheme, helpers, lost)
                     }
-                    Scheme::Ecdsa => Err(refusal(
+                    Scheme::Ecdsa => Err(bad_request(
                         node.id(),
-                        "bad-request",
                         "repair is for FROST keys (cggmp21 0.6 has no t-of-n repair or refresh)",
                     )),
                 })
                 .await
             }
             Request::Sign { eid, key_id, signers, presignature, request } => {
-                let eid = parse_eid(&eid).map_err(|m| refusal(me, "bad-request", m))?;
+                let eid = parse_eid(&eid).map_err(|m| bad_request(me, m))?;
                 self.blocking(move |node| {
                     node.run_sign(eid, key_id, signers, presignature, request)
                 })
@@ -624,7 +656,7 @@ impl Node {
             f(&node)
         })
         .await
-        .map_err(|e| refusal(me, "internal", e.to_string()))?
+        .map_err(|e| internal(me, e.to_string()))?
     }
 
     /// Drive one session on this thread until it finishes, fails, or times out. On failure
@@ -708,16 +740,7 @@ impl Node {
                         input = Some(env);
                     }
                     Ok(Inbound::Abort { from, reason }) => {
-                        return Err(Refusal {
-                            node: me,
-                            code: "aborted".into(),
-                            message: if from == 0 {
-                                format!("orchestrator ended the session: {reason}")
-                            } else {
-                                format!("node {from} left the session: {reason}")
-                            },
-                            culprits: vec![],
-                        });
+                        return Err(Refusal::new(me, Reason::Aborted { by: from, detail: reason }));
                     }
                     Err(_) => {
                         let most = heard.values().copied().max().unwrap_or(0);
@@ -728,10 +751,7 @@ impl Node {
                             .collect();
                         return Err(Refusal {
                             node: me,
-                            code: "timeout".into(),
-                            message: format!(
-                                "timed out after {timeout_ms} ms waiting for nodes {slow:?}"
-                            ),
+                            reason: Reason::Timeout { after_ms: timeout_ms },
                             culprits: slow,
                         });
                     }
@@ -742,15 +762,12 @@ impl Node {
             let _ = self.audit(
                 "session.failed",
                 &format!("session/{}", eid_hex(&eid)),
-                serde_json::json!({"proto": proto, "code": r.code, "culprits": r.culprits, "reason": r.message}),
+                serde_json::json!({"proto": proto, "refusal": r}),
             );
-            tracing::warn!(node = me, eid = %eid_hex(&eid), code = %r.code, culprits = ?r.culprits,
-                reason = %r.message, "session failed");
+            tracing::warn!(node = me, eid = %eid_hex(&eid), code = r.reason.code(),
+                culprits = ?r.culprits, reason = %r.reason, "session failed");
             for p in others {
-                self.send(
-                    *p,
-                    Frame::Abort { eid, from: me, reason: format!("{}: {}", r.code, r.message) },
-                );
+                self.send(*p, Frame::Abort { eid, from: me, reason: r.reason.to_string() });
             }
         }
         self.close_session(eid);
@@ -760,16 +777,12 @@ impl Node {
     fn others(&self, parties: &[u16]) -> Result<Vec<u16>, Refusal> {
         let me = self.cfg.id;
         if !parties.contains(&me) {
-            return Err(refusal(me, "bad-request", format!("node {me} is not in {parties:?}")));
+            return Err(bad_request(me, format!("node {me} is not in {parties:?}")));
         }
         let others: Vec<u16> = parties.iter().copied().filter(|p| *p != me).collect();
         for p in &others {
             if self.peer(*p).is_none() {
-                return Err(refusal(
-                    me,
-                    "bad-request",
-                    format!("node {p} is not a configured peer"),
-                ));
+                return Err(bad_request(me, format!("node {p} is not a configured peer")));
             }
         }
         Ok(others)
@@ -784,10 +797,10 @@ impl Node {
         let others = self.others(set.numbers())?;
         let rx = self.open_session(eid)?;
         let primes = {
-            let _g = self.primes_lock.lock().map_err(|_| refusal(me, "internal", "lock"))?;
+            let _g = self.primes_lock.lock().map_err(|_| internal(me, "lock"))?;
             match self.vault.take_primes() {
                 Ok(json) => serde_json::from_slice::<ecdsa::Primes>(&json)
-                    .map_err(|e| refusal(me, "internal", e.to_string()))?,
+                    .map_err(|e| internal(me, e.to_string()))?,
                 Err(VaultError::NotFound(_)) => {
                     tracing::info!(node = me, "no primes ready: generating now");
                     ecdsa::generate_primes(&mut EnvRng(self.env.as_ref()))
@@ -802,7 +815,7 @@ impl Node {
             session.step(m).map(|p| (p.outgoing, p.output))
         })?;
         let json = zeroize::Zeroizing::new(
-            serde_json::to_vec(&aux).map_err(|e| refusal(me, "internal", e.to_string()))?,
+            serde_json::to_vec(&aux).map_err(|e| internal(me, e.to_string()))?,
         );
         self.vault.put_aux(&json, self.env.as_ref()).map_err(|e| from_vault(me, e))?;
         self.audit(
@@ -824,13 +837,13 @@ impl Node {
     ) -> Result<Reply, Refusal> {
         let me = self.cfg.id;
         if let Ok(info) = self.vault.key_info(&key_id) {
-            return Err(refusal(me, "bad-request", format!("key {} already exists", info.key_id)));
+            return Err(bad_request(me, format!("key {} already exists", info.key_id)));
         }
         let set = ecdsa::Parties::new(parties.iter().copied()).map_err(|e| from_mpc(me, e))?;
         let others = self.others(set.numbers())?;
-        let n = u16::try_from(set.numbers().len()).map_err(|_| refusal(me, "bad-request", "n"))?;
+        let n = u16::try_from(set.numbers().len()).map_err(|_| bad_request(me, "n"))?;
         if set.numbers() != (1..=n).collect::<Vec<_>>().as_slice() {
-            return Err(refusal(me, "bad-request", "key parties must be nodes 1..=n"));
+            return Err(bad_request(me, "key parties must be nodes 1..=n"));
         }
         let rx = self.open_session(eid)?;
         let timeout = self.cfg.timeouts.keygen_ms;
@@ -838,10 +851,10 @@ impl Node {
             Scheme::Ecdsa => {
                 let aux_json = self.vault.aux().map_err(|_| {
                     self.close_session(eid);
-                    refusal(me, "not-found", "auxiliary info is not ready: run aux info first")
+                    not_found(me, "auxiliary info is not ready: run aux info first")
                 })?;
-                let aux: ecdsa::AuxInfo = serde_json::from_slice(&aux_json)
-                    .map_err(|e| refusal(me, "internal", e.to_string()))?;
+                let aux: ecdsa::AuxInfo =
+                    serde_json::from_slice(&aux_json).map_err(|e| internal(me, e.to_string()))?;
                 let mut rng = EnvRng(self.env.as_ref());
                 let mut session = ecdsa::keygen(&eid, me, &set, threshold, &mut rng)
                     .map_err(|e| from_mpc(me, e))?;
@@ -852,7 +865,7 @@ impl Node {
                 let public = ecdsa::public_key(&key, &[]).map_err(|e| from_mpc(me, e))?;
                 let chain = key.extended_public_key().map(|x| hex::encode(x.chain_code));
                 let share = zeroize::Zeroizing::new(
-                    serde_json::to_vec(&key).map_err(|e| refusal(me, "internal", e.to_string()))?,
+                    serde_json::to_vec(&key).map_err(|e| internal(me, e.to_string()))?,
                 );
                 let info = KeyInfo {
                     key_id: key_id.clone(),
@@ -926,10 +939,10 @@ impl Node {
         let me = self.cfg.id;
         let (info, share) = self.vault.key_share(&key_id).map_err(|e| from_vault(me, e))?;
         if info.scheme != Scheme::Ecdsa {
-            return Err(refusal(me, "bad-request", "presignatures are for ECDSA keys"));
+            return Err(bad_request(me, "presignatures are for ECDSA keys"));
         }
         let key: ecdsa::KeyShare =
-            serde_json::from_slice(&share).map_err(|e| refusal(me, "internal", e.to_string()))?;
+            serde_json::from_slice(&share).map_err(|e| internal(me, e.to_string()))?;
         drop(share);
         let set = ecdsa::Parties::new(signers.iter().copied()).map_err(|e| from_mpc(me, e))?;
         let others = self.others(set.numbers())?;
@@ -947,7 +960,7 @@ impl Node {
                 session.step(m).map(|p| (p.outgoing, p.output))
             })?;
         let json = zeroize::Zeroizing::new(
-            serde_json::to_vec(&presig).map_err(|e| refusal(me, "internal", e.to_string()))?,
+            serde_json::to_vec(&presig).map_err(|e| internal(me, e.to_string()))?,
         );
         let id = eid_hex(&eid);
         self.vault
@@ -965,14 +978,11 @@ impl Node {
         let me = self.cfg.id;
         let (info, bytes) = self.vault.key_share(&key_id).map_err(|e| from_vault(me, e))?;
         let others = self.others(&info.parties)?;
-        let n = u16::try_from(info.parties.len()).map_err(|_| refusal(me, "bad-request", "n"))?;
+        let n = u16::try_from(info.parties.len()).map_err(|_| bad_request(me, "n"))?;
         match info.scheme {
             Scheme::FrostTaproot => self.frost_refresh::<Secp256k1Taproot>(eid, &info, &bytes, n, &others),
             Scheme::FrostEd25519 => self.frost_refresh::<Ed25519>(eid, &info, &bytes, n, &others),
-            Scheme::Ecdsa => Err(refusal(
-                me,
-                "bad-request",
-                "cggmp21 0.6 cannot refresh t-of-n ECDSA keys: generate a new key and move the funds",
+            Scheme::Ecdsa => Err(bad_request(me, "cggmp21 0.6 cannot refresh t-of-n ECDSA keys: generate a new key and move the funds",
             )),
         }
     }
@@ -1001,7 +1011,7 @@ impl Node {
             self.drive(eid, Proto::FrostDkg, others, self.cfg.timeouts.keygen_ms, &rx, stepper)?;
         let public = public_key_bytes(info.scheme, new.group_key().map_err(|e| from_mpc(me, e))?);
         if hex::encode(&public) != info.public_key {
-            return Err(refusal(me, "culprit", "refresh produced another group key"));
+            return Err(culprit(me, "refresh produced another group key"));
         }
         let share = new.to_bytes().map_err(|e| from_mpc(me, e))?;
         self.vault
@@ -1031,9 +1041,8 @@ impl Node {
         let others = self.others(&everyone)?;
         if me == lost {
             if self.vault.key_info(&key_id).is_ok() {
-                return Err(refusal(
+                return Err(bad_request(
                     me,
-                    "bad-request",
                     format!("key {key_id} is present here; remove it before a repair"),
                 ));
             }
@@ -1120,31 +1129,42 @@ impl Node {
         }
     }
 
-    /// Decode the transaction, run every check, and return what to sign.
+    /// Decode the request, run every check, record the signing in the journal, and return
+    /// what to sign.
     fn precheck(&self, info: &KeyInfo, req: &SignRequest) -> Result<check::ToSign, Refusal> {
         let me = self.cfg.id;
-        let refuse = |m: String| refusal(me, "refused", m);
-        let intent_bytes =
-            hex::decode(&req.intent).map_err(|e| refuse(format!("intent is not hex: {e}")))?;
-        let intent = Intent::decode(&intent_bytes).map_err(|e| refuse(format!("intent: {e}")))?;
+        let refuse = |r: Reason| Refusal::new(me, r);
         if !req.path.is_empty() && info.scheme != Scheme::Ecdsa {
-            return Err(refuse("derivation paths are for ECDSA keys".into()));
+            return Err(bad_request(me, "derivation paths are for ECDSA keys"));
         }
-        let to_sign =
-            check::decode(info.scheme, req, self.cfg.allow_raw_messages).map_err(refuse)?;
+        let to_sign = check::decode(info, req).map_err(refuse)?;
+        let now = self.env.now();
         if let Some(gov) = &self.governance {
-            gov.extend(&req.governance, self.env.now()).map_err(refuse)?;
+            gov.extend(&req.governance, now).map_err(refuse)?;
         }
-        let ctx = CheckContext {
-            node: me,
-            key: info,
-            intent: &intent,
-            request: req,
-            tx: &to_sign.decoded,
-            now: self.env.now(),
-        };
-        for c in &self.checks {
-            c.check(&ctx).map_err(|m| refuse(format!("{}: {m}", c.name())))?;
+        match &to_sign.decoded {
+            check::Decoded::Message { kind, .. } => {
+                if let Some(gov) = &self.governance {
+                    gov.allows_message(*kind).map_err(refuse)?;
+                }
+            }
+            check::Decoded::Eip1559 { tx, intent } => {
+                let request_id = intent.request_id.to_string();
+                let repeat = self.journal.signed(&request_id, &to_sign.bytes).map_err(refuse)?;
+                let ctx =
+                    CheckContext { node: me, key: info, intent, request: req, tx, now, repeat };
+                for c in &self.checks {
+                    c.check(&ctx).map_err(refuse)?;
+                }
+                let hash = intent.hash().map_err(|e| internal(me, e.to_string()))?.to_hex();
+                self.journal
+                    .claim(&request_id, &hash, &to_sign.bytes, now.unix_ms())
+                    .map_err(refuse)?;
+                if self.governance.is_none() {
+                    tracing::warn!(node = me, intent = %hash,
+                        "INSECURE: signing with no governance (insecure_no_governance)");
+                }
+            }
         }
         Ok(to_sign)
     }
@@ -1163,17 +1183,18 @@ impl Node {
         let to_sign = match checked {
             Ok(t) => t,
             Err(r) => {
-                tracing::warn!(node = me, key = %key_id, reason = %r.message, "signing refused");
+                tracing::warn!(node = me, key = %key_id, code = r.reason.code(),
+                    reason = %r.reason, "signing refused");
                 let _ = self.audit(
                     "sign.refused",
                     &format!("key/{key_id}"),
                     serde_json::json!({
-                    "eid": eid_hex(&eid), "signers": signers, "reason": r.message,
+                    "eid": eid_hex(&eid), "signers": signers, "refusal": r,
                     "intent": intent_hash(&req.intent)}),
                 );
                 // Tell the other signers at once: the session cannot complete without us.
                 for p in signers.iter().filter(|p| **p != me && self.peer(**p).is_some()) {
-                    let reason = format!("refused: {}", r.message);
+                    let reason = format!("refused: {}", r.reason);
                     self.send(*p, Frame::Abort { eid, from: me, reason });
                 }
                 self.close_session(eid);
@@ -1182,23 +1203,22 @@ impl Node {
         };
         match info.scheme {
             Scheme::Ecdsa => {
-                let id = presignature.ok_or_else(|| {
-                    refusal(me, "bad-request", "ECDSA signing needs a presignature id")
-                })?;
+                let id = presignature
+                    .ok_or_else(|| bad_request(me, "ECDSA signing needs a presignature id"))?;
                 let digest = <[u8; 32]>::try_from(to_sign.bytes.as_slice())
-                    .map_err(|_| refusal(me, "internal", "digest is not 32 bytes"))?;
+                    .map_err(|_| internal(me, "digest is not 32 bytes"))?;
                 let set =
                     ecdsa::Parties::new(signers.iter().copied()).map_err(|e| from_mpc(me, e))?;
                 self.others(set.numbers())?;
                 // Issuing a partial signature needs the presignature and the key's public
                 // half only: the share itself stays sealed.
-                let master = master_public(&info).map_err(|m| refusal(me, "internal", m))?;
+                let master = master_public(&info).map_err(|m| internal(me, m))?;
                 let claimed = self
                     .vault
                     .claim_presig(&key_id, set.numbers(), &id)
                     .map_err(|e| from_vault(me, e))?;
                 let presig: ecdsa::Presignature = serde_json::from_slice(&claimed.plain)
-                    .map_err(|e| refusal(me, "internal", e.to_string()))?;
+                    .map_err(|e| internal(me, e.to_string()))?;
                 let partial = ecdsa::partial_sign(presig, &master, &req.path, &digest)
                     .map_err(|e| from_mpc(me, e))?;
                 // The presignature is gone, and the signing recorded, before the partial
@@ -1213,8 +1233,8 @@ impl Node {
                     "intent": intent_hash(&req.intent)}),
                 )?;
                 let public = master.derive(&req.path).map_err(|e| from_mpc(me, e))?;
-                let partial = serde_json::to_vec(&partial)
-                    .map_err(|e| refusal(me, "internal", e.to_string()))?;
+                let partial =
+                    serde_json::to_vec(&partial).map_err(|e| internal(me, e.to_string()))?;
                 tracing::info!(node = me, key = %key_id, presignature = %id, "partial signature issued");
                 Ok(Reply::Partial {
                     partial: hex::encode(partial),
@@ -1261,7 +1281,7 @@ impl Node {
         let stepper = frost_stepper(first, |e| signer.handle(e));
         let sig =
             self.drive(eid, Proto::FrostSign, &others, self.cfg.timeouts.sign_ms, &rx, stepper)?;
-        let sig = sig.serialize().map_err(|e| refusal(me, "internal", e.to_string()))?;
+        let sig = sig.serialize().map_err(|e| internal(me, e.to_string()))?;
         self.audit(
             "signature.made",
             &format!("key/{key_id}"),

@@ -32,15 +32,35 @@ pub struct NodeLog {
 
 /// Verify a node log; returns the number of records and the head hash.
 pub fn verify(path: &Path) -> anyhow::Result<(u64, Digest32)> {
-    let f = std::fs::File::open(path)?;
     let mut v = ChainVerifier::default();
+    read(path, |record, leaf| v.push(record, leaf).map_err(|e| anyhow::anyhow!("{e}")))?;
+    Ok((v.count(), v.head()))
+}
+
+/// Every record of a node log, after checking the whole chain.
+pub fn records(path: &Path) -> anyhow::Result<Vec<AuditRecord>> {
+    let mut v = ChainVerifier::default();
+    let mut all = Vec::new();
+    read(path, |record, leaf| {
+        v.push(record, leaf).map_err(|e| anyhow::anyhow!("{e}"))?;
+        all.push(record.clone());
+        Ok(())
+    })?;
+    Ok(all)
+}
+
+fn read(
+    path: &Path,
+    mut each: impl FnMut(&AuditRecord, Digest32) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let f = std::fs::File::open(path)?;
     for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
         let line = line?;
         let parsed: Line = serde_json::from_str(&line)
             .map_err(|e| anyhow::anyhow!("line {}: not an audit record: {e}", i + 1))?;
-        v.push(&parsed.record, parsed.leaf).map_err(|e| anyhow::anyhow!("{e}"))?;
+        each(&parsed.record, parsed.leaf)?;
     }
-    Ok((v.count(), v.head()))
+    Ok(())
 }
 
 impl NodeLog {

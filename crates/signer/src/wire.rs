@@ -65,9 +65,14 @@ pub enum TxFormat {
     /// An unsigned EIP-1559 Ethereum transaction (`0x02 || rlp([...])`).
     #[default]
     Eip1559,
-    /// Raw bytes to sign as they are (ECDSA signs their SHA-256). Only nodes configured
-    /// with `allow_raw_messages` (development) accept it.
+    /// Caller-supplied bytes or digest. Kept on the wire only so that a node can name it
+    /// when it refuses: no node signs bytes it did not decode or build itself.
     RawMessage,
+    /// A proof of control: `tx` is a verifier's challenge (hex, 16 to 64 bytes); the node
+    /// builds the statement itself ([`crate::check::proof_of_control`]) and signs its
+    /// tagged hash, which no transaction's digest can equal. Under governance, only when
+    /// the policy lists `proof_of_control` among its `messages`.
+    ProofOfControl,
 }
 
 /// Everything a node needs to decide, on its own, whether to sign.
@@ -216,18 +221,9 @@ pub enum Reply {
     Done,
 }
 
-/// Why a node did not do what it was asked. `code` is stable: `refused` (its own checks
-/// said no), `culprit` (a peer misbehaved: see `culprits`), `timeout`, `unreachable`,
-/// `bad-request`, `not-found`, `internal`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("node {node}: {code}: {message}")]
-pub struct Refusal {
-    pub node: u16,
-    pub code: String,
-    pub message: String,
-    #[serde(default)]
-    pub culprits: Vec<u16>,
-}
+/// Why a node did not do what it was asked: a typed [`Reason`], the node, and the parties
+/// at fault. The same type reaches the engine and the API.
+pub use strongroom_governance::refusal::{Reason, Refusal};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]

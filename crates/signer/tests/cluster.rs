@@ -19,7 +19,9 @@ use strongroom_core::{Env, Intent, IntentAsset, SystemEnv, Timestamp, WalletId};
 use strongroom_mpc::ExecutionId;
 use strongroom_signer::cluster::{self, Cluster, Options};
 use strongroom_signer::tls::{self, Credentials};
-use strongroom_signer::wire::{self, Frame, Refusal, Request, Scheme, SignRequest, TxFormat};
+use strongroom_signer::wire::{
+    self, Frame, KeyInfo, Reason, Refusal, Request, Scheme, SignRequest, TxFormat,
+};
 use strongroom_signer::Orchestrator;
 use strongroom_units::{Address, Amount, AssetSymbol, ChainId};
 use tokio::net::TcpStream;
@@ -75,8 +77,15 @@ fn intent(to: &str, amount: u128, expires_ms: i64) -> Intent {
         amount: Amount::from_base_units(amount).unwrap(),
         fee_cap: Amount::from_base_units(21_000 * 50_000_000_000).unwrap(),
         expires_at: Timestamp::from_unix_ms(expires_ms),
-        request_id: uuid::Uuid::from_u128(7),
+        request_id: fresh_id(),
     }
+}
+
+/// A new request id: each intent is signed at most once by the nodes' journals.
+fn fresh_id() -> uuid::Uuid {
+    let mut r = [0u8; 16];
+    SystemEnv::new().fill_random(&mut r);
+    uuid::Uuid::from_bytes(r)
 }
 
 const ALICE: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
@@ -111,15 +120,21 @@ fn eth_request_to(to: &str, value: u128, path: Vec<u32>) -> SignRequest {
     }
 }
 
-fn raw_request(msg: &[u8]) -> SignRequest {
-    let far = SystemEnv::new().now().unix_ms() + 3_600_000;
+/// A proof of control with `challenge`: the one kind of message nodes sign.
+fn proof_request(challenge: &[u8]) -> SignRequest {
     SignRequest {
-        intent: hex::encode(intent(ALICE, 1, far).encode().unwrap()),
-        format: TxFormat::RawMessage,
-        tx: hex::encode(msg),
-        path: vec![],
+        format: TxFormat::ProofOfControl,
+        tx: hex::encode(challenge),
         ..Default::default()
     }
+}
+
+/// The 32 bytes a proof of control for `key` and `challenge` signs, computed here.
+fn proof_digest(key: &KeyInfo, challenge: &[u8]) -> [u8; 32] {
+    strongroom_governance::tagged_hash(
+        strongroom_signer::check::PROOF_OF_CONTROL_TAG,
+        strongroom_signer::check::proof_of_control(key, challenge).as_bytes(),
+    )
 }
 
 fn verify_ecdsa(pk: &[u8], digest: &[u8], sig: &[u8]) {
@@ -149,7 +164,7 @@ fn verify_ed25519(pk: &[u8], msg: &[u8], sig: &[u8]) {
 
 /// A dev CA and three nodes' configs and certificates under `dir` (test primes); the CA's
 /// certificate and key paths.
-fn prepare(dir: &Path, allow_raw_messages: bool) -> (Cluster, PathBuf, PathBuf) {
+fn prepare(dir: &Path, governance: Option<(PathBuf, String)>) -> (Cluster, PathBuf, PathBuf) {
     let env = SystemEnv::new();
     let ca = dir.join("ca.pem");
     let ca_key = dir.join("ca-key.pem");
@@ -157,9 +172,8 @@ fn prepare(dir: &Path, allow_raw_messages: bool) -> (Cluster, PathBuf, PathBuf) 
     let opts = Options {
         n: 3,
         addrs: (0..3).map(|_| free_addr()).collect(),
-        allow_raw_messages,
         test_primes_file: Some(primes_fixture()),
-        governance: None,
+        governance,
     };
     let cl = cluster::prepare(&dir.join("signers"), &ca, &ca_key, &opts, &env).unwrap();
     (cl, ca, ca_key)
@@ -233,7 +247,7 @@ fn assert_all_sealed(dir: &Path) {
 async fn three_signer_processes_sign_over_mtls_and_survive_faults() {
     let tmp = tempfile::tempdir().unwrap();
     let env = SystemEnv::new();
-    let (cl, ca, ca_key) = prepare(tmp.path(), true);
+    let (cl, ca, ca_key) = prepare(tmp.path(), None);
     let log = |i: u16| tmp.path().join(format!("signer-{i}.log"));
     let mut procs: Vec<Option<Proc>> =
         cl.configs.iter().zip(1u16..).map(|(c, i)| Some(start(c, &log(i)))).collect();
@@ -252,7 +266,10 @@ async fn three_signer_processes_sign_over_mtls_and_survive_faults() {
         .unwrap();
         let stranger = Orchestrator::new(cl.nodes.clone(), creds);
         let err = stranger.status(1).await.unwrap_err();
-        assert!(err.code == "unreachable" || err.code == "timeout", "{err:?}");
+        assert!(
+            matches!(err.reason, Reason::Unreachable { .. } | Reason::Timeout { .. }),
+            "{err:?}"
+        );
     }
 
     // Key generation.
@@ -276,7 +293,7 @@ async fn three_signer_processes_sign_over_mtls_and_survive_faults() {
 
     // The presignature is gone on both nodes: a second use is refused.
     let again = orch.sign(eid("sign"), &ecdsa_key, &[1, 2], Some(&p), &req).await.unwrap_err();
-    assert_eq!(again.code, "not-found", "{again:?}");
+    assert!(matches!(again.reason, Reason::NotFound { .. }), "{again:?}");
 
     // A child key (BIP-32 path: a deposit address) signs too, with the child public key,
     // but only a sweep into the wallet's own address; paying anyone else is refused.
@@ -291,7 +308,7 @@ async fn three_signer_processes_sign_over_mtls_and_survive_faults() {
         )
         .await
         .unwrap_err();
-    assert!(refused.message.contains("may pay only the wallet's own address"), "{refused:?}");
+    assert!(matches!(refused.reason, Reason::ChildKeyPaysOut { .. }), "{refused:?}");
     let codec = EthCodec::new(ChainId::parse("eip155:31337").unwrap()).unwrap();
     let own = codec.address_of(&hex::decode(&ecdsa_key.public_key).unwrap()).unwrap();
     let p = orch.presign(eid("ps"), "hot-eth-1", &[2, 3]).await.unwrap();
@@ -314,23 +331,35 @@ async fn three_signer_processes_sign_over_mtls_and_survive_faults() {
     let p = orch.presign(eid("ps"), "hot-eth-1", &[1, 3]).await.unwrap();
     let bad = eth_request(2_000_000_000_000_000, vec![]);
     let refused = orch.sign(eid("sign"), &ecdsa_key, &[1, 3], Some(&p), &bad).await.unwrap_err();
-    assert_eq!(refused.code, "refused", "{refused:?}");
-    assert!(refused.message.contains("tx-matches-intent"), "{refused:?}");
+    assert!(
+        matches!(&refused.reason, Reason::TxMismatch { field, .. } if field == "amount"),
+        "{refused:?}"
+    );
     // An expired intent too.
     let mut expired = req.clone();
     expired.intent = hex::encode(intent(ALICE, 1_000_000_000_000_000, 1).encode().unwrap());
     let refused =
         orch.sign(eid("sign"), &ecdsa_key, &[1, 3], Some(&p), &expired).await.unwrap_err();
-    assert!(refused.message.contains("expired"), "{refused:?}");
+    assert!(matches!(refused.reason, Reason::Expired { .. }), "{refused:?}");
 
-    // FROST Taproot and Ed25519 over the network.
-    // A 32-byte stand-in for a Taproot sighash (raw messages are allowed in this cluster).
-    let msg: [u8; 32] = sha3::Keccak256::digest(b"taproot sighash stand-in").into();
-    let msg = &msg;
-    let s = orch.sign(eid("frost"), &tr_key, &[1, 3], None, &raw_request(msg)).await.unwrap();
-    verify_bip340(&s.public_key, msg, &s.signature);
-    let s = orch.sign(eid("frost"), &ed_key, &[2, 3], None, &raw_request(msg)).await.unwrap();
-    verify_ed25519(&s.public_key, msg, &s.signature);
+    // FROST Taproot and Ed25519 over the network, on proofs of control (the nodes build
+    // the statement; the signed bytes are its tagged hash, recomputed here).
+    let challenge = [0x5au8; 32];
+    let s =
+        orch.sign(eid("frost"), &tr_key, &[1, 3], None, &proof_request(&challenge)).await.unwrap();
+    assert_eq!(s.signed_bytes, proof_digest(&tr_key, &challenge));
+    verify_bip340(&s.public_key, &s.signed_bytes, &s.signature);
+    let s =
+        orch.sign(eid("frost"), &ed_key, &[2, 3], None, &proof_request(&challenge)).await.unwrap();
+    assert_eq!(s.signed_bytes, proof_digest(&ed_key, &challenge));
+    verify_ed25519(&s.public_key, &s.signed_bytes, &s.signature);
+    // Bytes of the caller's choosing are never signed, whatever the key.
+    for key in [&tr_key, &ecdsa_key] {
+        let mut raw = proof_request(&challenge);
+        raw.format = TxFormat::RawMessage;
+        let refused = orch.sign(eid("raw"), key, &[1, 3], None, &raw).await.unwrap_err();
+        assert!(matches!(refused.reason, Reason::RawSigning { .. }), "{refused:?}");
+    }
 
     // Refresh the Taproot key's shares: same key, new shares, still signs.
     let before = std::fs::read(cl.dir.join("signer-1/data/keys/hot-btc-1.sealed")).unwrap();
@@ -338,11 +367,12 @@ async fn three_signer_processes_sign_over_mtls_and_survive_faults() {
     let after = std::fs::read(cl.dir.join("signer-1/data/keys/hot-btc-1.sealed")).unwrap();
     assert_ne!(before, after, "share replaced");
     assert!(!cl.dir.join("signer-1/data/keys/hot-btc-1.next.sealed").exists());
-    let s = orch.sign(eid("frost"), &tr_key, &[2, 3], None, &raw_request(msg)).await.unwrap();
-    verify_bip340(&s.public_key, msg, &s.signature);
+    let s =
+        orch.sign(eid("frost"), &tr_key, &[2, 3], None, &proof_request(&challenge)).await.unwrap();
+    verify_bip340(&s.public_key, &s.signed_bytes, &s.signature);
     // ECDSA keys cannot be refreshed with cggmp21 0.6: a clear refusal, nothing changes.
     let no = orch.refresh(eid("refresh"), &ecdsa_key).await.unwrap_err();
-    assert_eq!(no.code, "bad-request", "{no:?}");
+    assert!(matches!(no.reason, Reason::BadRequest { .. }), "{no:?}");
 
     // Kill node 3 in the middle of a presignature session with node 1: the session ends
     // for node 1 at once (not at its timeout), naming node 3; nodes 1 and 2 still sign.
@@ -360,11 +390,14 @@ async fn three_signer_processes_sign_over_mtls_and_survive_faults() {
     assert_eq!(orch.live_nodes().await, vec![1, 2]);
     let signed = orch.sign(eid("sign"), &ecdsa_key, &[1, 2], Some(&p12), &req).await.unwrap();
     verify_ecdsa(&signed.public_key, &signed.signed_bytes, &signed.signature);
-    let s = orch.sign(eid("frost"), &tr_key, &[1, 2], None, &raw_request(msg)).await.unwrap();
-    verify_bip340(&s.public_key, msg, &s.signature);
+    let s =
+        orch.sign(eid("frost"), &tr_key, &[1, 2], None, &proof_request(&challenge)).await.unwrap();
+    verify_bip340(&s.public_key, &s.signed_bytes, &s.signature);
     let t1 = std::time::Instant::now();
-    let down =
-        orch.sign(eid("frost"), &tr_key, &[1, 3], None, &raw_request(msg)).await.unwrap_err();
+    let down = orch
+        .sign(eid("frost"), &tr_key, &[1, 3], None, &proof_request(&challenge))
+        .await
+        .unwrap_err();
     assert!(down.culprits.contains(&3), "{down:?}");
     assert!(t1.elapsed() < Duration::from_secs(5), "node 1 was told at once, not left to time out");
 
@@ -380,7 +413,7 @@ async fn three_signer_processes_sign_over_mtls_and_survive_faults() {
                 key_id: "hot-btc-1".into(),
                 signers: vec![1, 3],
                 presignature: None,
-                request: raw_request(b"x"),
+                request: proof_request(&[0x78; 16]),
             },
             Duration::from_secs(20),
         )
@@ -412,7 +445,7 @@ async fn three_signer_processes_sign_over_mtls_and_survive_faults() {
     };
     let (r, _s) = tokio::join!(sign1, rogue);
     let r: Refusal = r.unwrap_err();
-    assert_eq!(r.code, "culprit", "{r:?}");
+    assert!(matches!(r.reason, Reason::Culprit { .. }), "{r:?}");
     assert_eq!(r.culprits, vec![3], "{r:?}");
 
     // A frame that claims to come from node 2 over node 3's connection is dropped.
@@ -439,8 +472,9 @@ async fn three_signer_processes_sign_over_mtls_and_survive_faults() {
     wait_live(&orch, 3).await;
     let repaired = orch.repair(eid("repair"), &ed_key, &[1, 2], 3).await.unwrap();
     assert_eq!(repaired.public_key, ed_key.public_key);
-    let s = orch.sign(eid("frost"), &ed_key, &[1, 3], None, &raw_request(msg)).await.unwrap();
-    verify_ed25519(&s.public_key, msg, &s.signature);
+    let s =
+        orch.sign(eid("frost"), &ed_key, &[1, 3], None, &proof_request(&challenge)).await.unwrap();
+    verify_ed25519(&s.public_key, &s.signed_bytes, &s.signature);
 
     // Stop the rest, then look at what is on disk and in the logs.
     drop(procs);
@@ -526,6 +560,10 @@ action = { kind = "allow" }
 [[rules]]
 name = "large"
 action = { kind = "approvals", count = 2, roles = ["approver"] }
+[[fees]]
+chain = "eip155:31337"
+fee_asset = "ETH"
+max_fee = "2000000000000000"
 "#,
         )
         .unwrap();
@@ -570,12 +608,14 @@ action = { kind = "approvals", count = 2, roles = ["approver"] }
     async fn one_compromised_node_and_the_orchestrator_cannot_sign_an_unapproved_withdrawal() {
         let tmp = tempfile::tempdir().unwrap();
         let now = SystemEnv::new().now().unix_ms();
-        let (cl, _, _) = prepare(tmp.path(), false);
+        let (cl, _, _) = prepare(tmp.path(), None);
         // Node 1 pins the governance genesis; node 2 (the compromised one) does not.
         let g = genesis(now);
         let genesis_file = tmp.path().join("genesis.json");
         std::fs::write(&genesis_file, serde_json::to_vec(&g).unwrap()).unwrap();
-        let config = std::fs::read_to_string(&cl.configs[0]).unwrap();
+        let config = std::fs::read_to_string(&cl.configs[0])
+            .unwrap()
+            .replace("insecure_no_governance = true\n", "");
         let at = config.find("\n[").map_or(config.len(), |i| i + 1);
         let lines = format!(
             "governance_genesis = {:?}\ngovernance_pin = \"{}\"\n",
@@ -601,11 +641,17 @@ action = { kind = "approvals", count = 2, roles = ["approver"] }
         let err =
             orch.sign(eid("sign"), &key_info, &[1, 2], Some(&p), &unapproved).await.unwrap_err();
         assert_eq!(err.node, 1, "{err:?}");
-        assert!(err.message.contains("rule large: 0 of 2 approvals"), "{err:?}");
+        assert!(
+            matches!(&err.reason, Reason::Approvals { rule, have: 0, need: 2, .. } if rule == "large"),
+            "{err:?}"
+        );
         let audit =
             std::fs::read_to_string(cl.configs[0].parent().unwrap().join("data/audit.jsonl"))
                 .unwrap();
-        assert!(audit.contains("sign.refused") && audit.contains("0 of 2 approvals"), "{audit}");
+        assert!(
+            audit.contains("sign.refused") && audit.contains(r#"\"code\":\"approvals\""#),
+            "{audit}"
+        );
 
         // The orchestrator forges approvals (its own key, an approver's name) or replays
         // them from another request: still refused.
@@ -621,7 +667,7 @@ action = { kind = "approvals", count = 2, roles = ["approver"] }
         let p = orch.presign(eid("ps"), "hot-eth-1", &[1, 2]).await.unwrap();
         let bad = request(5 * ETH, vec![forged, replayed], &entries);
         let err = orch.sign(eid("sign"), &key_info, &[1, 2], Some(&p), &bad).await.unwrap_err();
-        assert!(err.message.contains("0 of 2 approvals"), "{err:?}");
+        assert!(matches!(err.reason, Reason::Approvals { have: 0, need: 2, .. }), "{err:?}");
 
         // Two real approvals of this very intent: the same pair signs.
         let p = orch.presign(eid("ps"), "hot-eth-1", &[1, 2]).await.unwrap();
@@ -633,5 +679,296 @@ action = { kind = "approvals", count = 2, roles = ["approver"] }
         ];
         let signed = orch.sign(eid("sign"), &key_info, &[1, 2], Some(&p), &ok).await.unwrap();
         verify_ecdsa(&signed.public_key, &signed.signed_bytes, &signed.signature);
+    }
+}
+
+/// Issue "Signers decide (1)": what every node checks by itself, played by an attacker who
+/// holds the orchestrator's certificate and speaks the wire protocol to real node
+/// processes: fee drains, one intent signed twice, raw digests, weak governance. Each is
+/// refused with a typed reason in the node's own audit log, and the honest path still signs.
+mod signers_decide {
+    use ed25519_dalek::SigningKey;
+    use strongroom_governance::approval::Approval;
+    use strongroom_governance::log::{replay, Change, Entry, Genesis, MemberSpec, WhitelistScope};
+    use strongroom_governance::policy::{Block, Policy};
+    use strongroom_governance::Role;
+
+    use super::*;
+
+    const ETH: u128 = 1_000_000_000_000_000_000;
+    const DAY: i64 = 86_400_000;
+    const BOB: &str = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC";
+    const CAROL: &str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906";
+
+    fn key(n: u8) -> SigningKey {
+        SigningKey::from_bytes(&[n; 32])
+    }
+
+    fn genesis(now: i64) -> Genesis {
+        let m = |id: &str, n: u8, r: Role| MemberSpec {
+            id: id.into(),
+            public_key: hex::encode(key(n).verifying_key().to_bytes()),
+            roles: vec![r],
+            passkey: None,
+        };
+        Genesis {
+            members: vec![
+                m("ada", 1, Role::Admin),
+                m("bob", 2, Role::Admin),
+                m("ann", 3, Role::Approver),
+                m("amy", 4, Role::Approver),
+            ],
+            quorum: 2,
+            whitelist_delay_ms: DAY,
+            created_at: Timestamp::from_unix_ms(now - 3 * DAY),
+        }
+    }
+
+    fn policy(version: u64, messages: bool) -> Policy {
+        Policy::from_toml(&format!(
+            r#"
+version = {version}
+{}
+[[rules]]
+name = "small"
+when = {{ max_amount = "1000000000000000000" }}
+action = {{ kind = "allow" }}
+[[rules]]
+name = "large"
+action = {{ kind = "approvals", count = 2, roles = ["approver"] }}
+[[fees]]
+chain = "eip155:31337"
+fee_asset = "ETH"
+max_fee = "2000000000000000"
+[[velocity]]
+name = "daily"
+asset = "ETH"
+period_secs = 86400
+max_amount = "10000000000000000000"
+"#,
+            if messages { "messages = [\"proof_of_control\"]" } else { "" }
+        ))
+        .unwrap()
+    }
+
+    /// `log` grown by `change`, dated `at`, signed by the admins named.
+    fn grow(g: &Genesis, log: &mut Vec<Entry>, change: Change, at: i64, by: &[(&str, u8)]) {
+        let state =
+            replay(g, &hex::encode(g.hash().unwrap()), log, Timestamp::from_unix_ms(i64::MAX))
+                .unwrap();
+        let mut e = state.propose(change, Timestamp::from_unix_ms(at));
+        for (who, n) in by {
+            e.sign(who, &key(*n)).unwrap();
+        }
+        log.push(e);
+    }
+
+    const ADMINS: &[(&str, u8)] = &[("ada", 1), ("bob", 2)];
+
+    fn tx(i: &Intent, nonce: u64, max_fee_per_gas: u128) -> Vec<u8> {
+        let params = EthParams {
+            nonce,
+            gas_limit: 21_000,
+            max_fee_per_gas,
+            max_priority_fee_per_gas: max_fee_per_gas,
+        };
+        EthCodec::new(i.chain.clone()).unwrap().build(i, &params).unwrap()
+    }
+
+    fn request(i: &Intent, tx: Vec<u8>, log: &[Entry], approvals: Vec<Approval>) -> SignRequest {
+        SignRequest {
+            intent: hex::encode(i.encode().unwrap()),
+            format: TxFormat::Eip1559,
+            tx: hex::encode(tx),
+            approvals,
+            governance: log.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn audit_of(cl: &Cluster, node: u16) -> String {
+        let path = cl.dir.join(format!("signer-{node}/data/audit.jsonl"));
+        strongroom_signer::nodelog::verify(&path).unwrap();
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    /// A node with no pinned genesis does not start, unless told loudly that it is
+    /// insecure.
+    #[test]
+    fn a_node_without_governance_refuses_to_start() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (cl, _, _) = prepare(tmp.path(), None);
+        let config = std::fs::read_to_string(&cl.configs[0]).unwrap();
+        assert!(config.contains("insecure_no_governance = true"), "{config}");
+        std::fs::write(&cl.configs[0], config.replace("insecure_no_governance = true\n", ""))
+            .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_strongroom-signer"))
+            .arg("--config")
+            .arg(&cl.configs[0])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no governance genesis is pinned"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_refuse_fee_drains_double_signing_raw_digests_and_weak_governance() {
+        let tmp = tempfile::tempdir().unwrap();
+        let now = SystemEnv::new().now().unix_ms();
+        let g = genesis(now);
+        let genesis_file = tmp.path().join("genesis.json");
+        std::fs::write(&genesis_file, serde_json::to_vec(&g).unwrap()).unwrap();
+        let pin = hex::encode(g.hash().unwrap());
+        let (cl, _, _) = prepare(tmp.path(), Some((genesis_file, pin)));
+        let log = |i: u16| tmp.path().join(format!("signer-{i}.log"));
+        let mut procs: Vec<Proc> =
+            cl.configs.iter().zip(1u16..).map(|(c, i)| start(c, &log(i))).collect();
+        let orch = Orchestrator::new(cl.nodes.clone(), cl.orchestrator_credentials().unwrap());
+        wait_live(&orch, 3).await;
+        orch.aux_info(eid("aux"), &[1, 2, 3]).await.unwrap();
+        let k = orch.keygen(eid("kg"), "hot-eth-1", Scheme::Ecdsa, &[1, 2, 3], 2).await.unwrap();
+        let own = EthCodec::new(ChainId::parse("eip155:31337").unwrap())
+            .unwrap()
+            .address_of(&hex::decode(&k.public_key).unwrap())
+            .unwrap();
+        let mut gov = Vec::new();
+        grow(&g, &mut gov, Change::SetPolicy { policy: policy(1, false) }, now - 2 * DAY, ADMINS);
+        let far = now + 3_600_000;
+        let (o, kk) = (&orch, &k);
+        let sign = move |pair: [u16; 2], req: SignRequest| async move {
+            let p = o.presign(eid("ps"), "hot-eth-1", &pair).await.unwrap();
+            o.sign(eid("sign"), kk, &pair, Some(&p), &req).await
+        };
+
+        // 2. A fee drain: 1 wei to the hot wallet itself, with 50 ETH of fees, the
+        // intent's own cap raised to match. Every node refuses: the policy's ceiling.
+        let mut drain = intent(own.as_str(), 1, far);
+        drain.fee_cap = Amount::from_base_units(50 * ETH).unwrap();
+        let greedy = 50 * ETH / 21_000;
+        let r =
+            sign([1, 2], request(&drain, tx(&drain, 0, greedy), &gov, vec![])).await.unwrap_err();
+        assert!(
+            matches!(&r.reason, Reason::Blocked { block: Block::FeeAboveCeiling { ceiling, .. }, .. }
+                if ceiling.base_units() == 2_000_000_000_000_000),
+            "{r:?}"
+        );
+        // The same payment with a fee under the ceiling signs.
+        let honest = intent(BOB, ETH / 2, far);
+        let first = tx(&honest, 0, 50_000_000_000);
+        let signed = sign([1, 2], request(&honest, first.clone(), &gov, vec![])).await.unwrap();
+        verify_ecdsa(&signed.public_key, &signed.signed_bytes, &signed.signature);
+
+        // 3. The same approved intent again at nonce 1, then 2, through every pair: each
+        // pair shares a node that already signed it.
+        for (nonce, pair) in [(1, [1, 2]), (2, [2, 3]), (3, [1, 3])] {
+            let again = request(&honest, tx(&honest, nonce, 50_000_000_000), &gov, vec![]);
+            let r = sign(pair, again).await.unwrap_err();
+            assert!(
+                matches!(&r.reason, Reason::AlreadySigned { request_id, .. }
+                    if *request_id == honest.request_id.to_string()),
+                "{pair:?}: {r:?}"
+            );
+        }
+        // After a restart of every node the journal still holds; the very same transaction
+        // (the engine asking again after a crash) still signs, and is the same transaction.
+        drop(procs);
+        procs = cl.configs.iter().zip(1u16..).map(|(c, i)| start(c, &log(10 + i))).collect();
+        wait_live(&orch, 3).await;
+        let r = sign([1, 3], request(&honest, tx(&honest, 5, 50_000_000_000), &gov, vec![]))
+            .await
+            .unwrap_err();
+        assert!(matches!(r.reason, Reason::AlreadySigned { .. }), "{r:?}");
+        let repeat = sign([1, 2], request(&honest, first.clone(), &gov, vec![])).await.unwrap();
+        assert_eq!(repeat.signed_bytes, signed.signed_bytes);
+        // Node 3 never signed the honest transaction, but it issued its share for the
+        // nonce-2 one its partner refused: that is now the only transaction it signs for
+        // this intent. Any two pairs share a node, so no two transactions can both be
+        // signed.
+        let r = sign([1, 3], request(&honest, first, &gov, vec![])).await.unwrap_err();
+        assert!(matches!(&r.reason, Reason::AlreadySigned { .. }) && r.node == 3, "{r:?}");
+
+        // 7. A caller's digest is never signed; a proof of control only once the policy
+        // lists it.
+        let mut raw = proof_request(&[1; 32]);
+        raw.format = TxFormat::RawMessage;
+        raw.governance = gov.clone();
+        let r = sign([1, 2], raw).await.unwrap_err();
+        assert!(matches!(r.reason, Reason::RawSigning { .. }), "{r:?}");
+        let mut proof = proof_request(&[2; 32]);
+        proof.governance = gov.clone();
+        let r = sign([1, 2], proof.clone()).await.unwrap_err();
+        assert!(
+            matches!(r.reason, Reason::Blocked { block: Block::MessageNotAllowed { .. }, .. }),
+            "{r:?}"
+        );
+
+        // 5. Weak governance. A quorum of one, signed by both admins: the log is refused.
+        let mut weak = gov.clone();
+        grow(&g, &mut weak, Change::SetQuorum { quorum: 1 }, now - DAY, ADMINS);
+        let r = sign([2, 3], request(&intent(BOB, 1, far), tx(&honest, 9, 1), &weak, vec![]))
+            .await
+            .unwrap_err();
+        assert!(matches!(r.reason, Reason::GovernanceLog { .. }), "{r:?}");
+        // Policy 2 lists proofs of control, and a whitelist entry is back-dated by more
+        // than its one-day time-lock: on the nodes' clocks it starts now.
+        grow(
+            &g,
+            &mut gov,
+            Change::SetPolicy { policy: policy(2, true) },
+            now - DAY - 60_000,
+            ADMINS,
+        );
+        let scope = WhitelistScope::Internal { chain: "eip155:31337".into() };
+        let add = Change::WhitelistAdd { scope, address: CAROL.into(), label: "cold".into() };
+        grow(&g, &mut gov, add, now - DAY - 30_000, ADMINS);
+        proof.governance = gov.clone();
+        let s = sign([1, 2], proof).await.unwrap();
+        assert_eq!(s.signed_bytes, proof_digest(&k, &[2; 32]));
+        verify_ecdsa(&s.public_key, &s.signed_bytes, &s.signature);
+        // 5 ETH to the "cold wallet" without approvals, as if its time-lock had run out.
+        let to_carol = intent(CAROL, 5 * ETH, far);
+        let r =
+            sign([2, 3], request(&to_carol, tx(&to_carol, 0, 1), &gov, vec![])).await.unwrap_err();
+        assert!(
+            matches!(&r.reason, Reason::Blocked { block: Block::TimeLocked { until_ms, .. }, .. }
+                if *until_ms >= now + DAY),
+            "{r:?}"
+        );
+        // Approvals that last three days do not count; approvals of a day do.
+        let big = intent(BOB, 2 * ETH, far);
+        let h = big.hash().unwrap();
+        let lasting = |ms: i64| {
+            let at = Timestamp::from_unix_ms(SystemEnv::new().now().unix_ms() + ms);
+            vec![
+                Approval::sign("ann", &key(3), &h, 2, at),
+                Approval::sign("amy", &key(4), &h, 2, at),
+            ]
+        };
+        let r =
+            sign([1, 3], request(&big, tx(&big, 0, 1), &gov, lasting(3 * DAY))).await.unwrap_err();
+        assert!(
+            matches!(&r.reason, Reason::Approvals { have: 0, not_counted, .. }
+                if not_counted.iter().all(|n| n.contains("beyond the policy's"))),
+            "{r:?}"
+        );
+        let s = sign([1, 3], request(&big, tx(&big, 0, 1), &gov, lasting(DAY / 2))).await.unwrap();
+        verify_ecdsa(&s.public_key, &s.signed_bytes, &s.signature);
+
+        // Every refusal is in the refusing node's own audit log, with its code.
+        drop(procs);
+        let audit = audit_of(&cl, 1) + &audit_of(&cl, 2) + &audit_of(&cl, 3);
+        for code in ["blocked", "already_signed", "raw_signing", "governance_log", "approvals"] {
+            assert!(
+                audit.contains(&format!(r#"\"code\":\"{code}\""#)),
+                "no {code} in the audit logs"
+            );
+        }
+        for kind in ["fee_above_ceiling", "message_not_allowed", "time_locked"] {
+            assert!(
+                audit.contains(&format!(r#"\"kind\":\"{kind}\""#)),
+                "no {kind} in the audit logs"
+            );
+        }
     }
 }

@@ -84,6 +84,7 @@ pub async fn gate(store: &dyn Store, m: &Movement<'_>, now: Timestamp) -> Result
         // Requests through the API carry no member identity yet (docs/adr/0007).
         initiator: "",
         initiator_role: Role::Operator,
+        fee: None,
     };
     let decision = decide(&state, &subject, &approvals, &moved, now);
     Ok(Gate::Decided { decision, approvals, entries: rec.entries })

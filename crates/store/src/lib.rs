@@ -236,6 +236,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         withdrawal_id: Uuid,
     ) -> Result<Vec<strongroom_governance::approval::Approval>>;
+    /// Keep the signer nodes' latest refusal of a withdrawal (replacing an earlier one), as the
+    /// node sent it, for the API to show. Nothing decides on it.
+    async fn note_signer_refusal(
+        &self,
+        ctx: &WriteCtx,
+        withdrawal_id: Uuid,
+        refusal: &strongroom_governance::refusal::Refusal,
+    ) -> Result<()>;
+    async fn signer_refusal(
+        &self,
+        withdrawal_id: Uuid,
+    ) -> Result<Option<strongroom_governance::refusal::Refusal>>;
     /// Store the risk engine's assessment of a withdrawal (once; a repeat returns the first).
     async fn assess_withdrawal(&self, ctx: &WriteCtx, review: RiskReview) -> Result<RiskReview>;
     /// An analyst's action on a withdrawal's review (release and reject only while open).

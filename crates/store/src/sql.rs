@@ -26,6 +26,7 @@ mod auth;
 mod chain;
 mod deposits;
 mod governance;
+mod refusals;
 mod risk;
 mod sweeps;
 
@@ -1372,6 +1373,27 @@ impl Store for SqlStore {
         self.read_approvals(withdrawal_id).await
     }
 
+    async fn note_signer_refusal(
+        &self,
+        ctx: &WriteCtx,
+        withdrawal_id: Uuid,
+        refusal: &strongroom_governance::refusal::Refusal,
+    ) -> Result<()> {
+        let refusal = refusal.clone();
+        let job = job(move |w, ctx| {
+            let r = refusal.clone();
+            Box::pin(async move { refusals::stage_note(w, ctx, withdrawal_id, r).await })
+        });
+        self.submit(ctx, None, job).await.map(|_| ())
+    }
+
+    async fn signer_refusal(
+        &self,
+        withdrawal_id: Uuid,
+    ) -> Result<Option<strongroom_governance::refusal::Refusal>> {
+        self.read_signer_refusal(withdrawal_id).await
+    }
+
     async fn assess_withdrawal(&self, ctx: &WriteCtx, review: RiskReview) -> Result<RiskReview> {
         let job = job(move |w, ctx| {
             let r = review.clone();
@@ -1836,6 +1858,7 @@ impl Store for SqlStore {
         self.deposit_entity_states(&mut out).await?;
         self.sweep_entity_states(&mut out).await?;
         self.approval_entity_states(&mut out).await?;
+        self.refusal_entity_states(&mut out).await?;
         self.governance_entity_states(&mut out).await?;
         self.risk_entity_states(&mut out).await?;
         self.contact_entity_states(&mut out).await?;

@@ -4,7 +4,11 @@
 //! Two kinds of tampering are found:
 //! - an edited, deleted or reordered audit record breaks the hash chain ([`ChainBreak`]);
 //! - a row edited, inserted or deleted outside Strongroom no longer matches the state hash
-//!   the last audit record for it wrote ([`StateMismatch`]).
+//!   the last audit record for it wrote ([`StateMismatch`]);
+//! - a row deleted outside Strongroom whose key a later write reused (a governance entry's
+//!   sequence number, say) shows as a record that changes the entity from another state than
+//!   the one the log last gave it ([`MismatchKind::Rewritten`]): every change must start
+//!   where the one before it ended.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +28,9 @@ pub enum MismatchKind {
     NotAudited,
     /// The audit log says the row exists, but it does not.
     Missing,
+    /// Audit record `seq` changed the row from another state than the log last gave it:
+    /// it was deleted or edited outside Strongroom in between (and its key reused).
+    Rewritten { seq: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +76,7 @@ pub async fn verify_audit(store: &dyn Store) -> Result<AuditReport> {
 async fn verify_pass(store: &dyn Store) -> Result<(AuditReport, u64)> {
     let mut verifier = ChainVerifier::default();
     let mut audited: BTreeMap<String, Option<Digest32>> = BTreeMap::new();
+    let mut rewritten: Vec<(String, u64)> = Vec::new();
     let mut after = 0u64;
     let mut chain_break = None;
     'pages: loop {
@@ -81,7 +89,12 @@ async fn verify_pass(store: &dyn Store) -> Result<(AuditReport, u64)> {
                 break 'pages;
             }
             for c in &stored.record.changes {
-                audited.insert(c.entity.clone(), c.after);
+                let prior = audited.insert(c.entity.clone(), c.after);
+                if let Some(Some(was)) = prior {
+                    if c.before != Some(was) {
+                        rewritten.push((c.entity.clone(), stored.record.seq));
+                    }
+                }
             }
         }
     }
@@ -96,6 +109,9 @@ async fn verify_pass(store: &dyn Store) -> Result<(AuditReport, u64)> {
     // States are compared only against an intact chain: after a break nothing in the log
     // can be trusted, and the break is the finding.
     if chain_break.is_none() {
+        for (entity, seq) in rewritten {
+            note(entity, MismatchKind::Rewritten { seq });
+        }
         for (entity, hash) in store.entity_states().await? {
             match audited.remove(&entity) {
                 Some(Some(expected)) if expected == hash => {}

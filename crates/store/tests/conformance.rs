@@ -1142,6 +1142,25 @@ async fn the_governance_log_keeps_order_one_proposal_and_one_genesis(store: Arc<
     let r = store.governance().await.unwrap();
     assert_eq!((r.genesis.map(|g| g.0), r.entries.len(), r.proposal), (Some("aa".into()), 1, None));
     assert_intact(&store).await;
+    // A committed freeze deleted straight from the database, and its number reused by the
+    // next entry: every row matches its last audit record, but the log shows entry 1
+    // created over a state it never left.
+    store.pool().execute("DELETE FROM governance_entries WHERE seq = 1").await.unwrap();
+    let mut unfreeze = entry(1, 2);
+    unfreeze.change = Change::Unfreeze { scope: FreezeScope::Global };
+    let mut open = unfreeze.clone();
+    open.signoffs.clear();
+    store.write_governance(&c, GovernanceWrite::Propose(open.clone())).await.unwrap();
+    store
+        .write_governance(&c, GovernanceWrite::Commit { expected: open, entry: unfreeze })
+        .await
+        .unwrap();
+    let report = verify_audit(&*store).await.unwrap();
+    assert!(
+        matches!(report.mismatches.as_slice(), [verify::StateMismatch { entity, kind: MismatchKind::Rewritten { .. } }]
+            if entity == "governance/entry/1"),
+        "{report:?}"
+    );
     // An entry edited straight in the database is caught by the audit check.
     store
         .pool()
