@@ -43,6 +43,11 @@ pub enum GovernanceCommand {
         /// The time-lock in seconds instead (for trials and tests).
         #[arg(long, conflicts_with = "whitelist_delay_hours")]
         whitelist_delay_secs: Option<i64>,
+        /// An asset the signers may move, usable at once: `CHAIN:SYMBOL:DECIMALS[:CONTRACT]`,
+        /// e.g. `eip155:1:ETH:18` or `eip155:1:USDT:6:0xdAC1…`. Signers refuse any asset the
+        /// registry does not name.
+        #[arg(long = "asset")]
+        assets: Vec<String>,
     },
     /// Install the genesis written by `init` in the server (`--api`). The signer nodes pin
     /// the same hash in their own configuration (`strongroom dev --governance DIR`).
@@ -183,6 +188,31 @@ pub enum ProposeCommand {
     CancelPending {
         seq: u64,
     },
+    /// Register an asset the signers may move (usable after the time-lock).
+    AssetAdd {
+        /// `CHAIN:SYMBOL:DECIMALS[:CONTRACT]`, as for `init --asset`.
+        asset: String,
+    },
+    /// Take an asset off the registry (at once; one admin suffices).
+    AssetRemove {
+        #[arg(long)]
+        chain: String,
+        #[arg(long)]
+        symbol: String,
+    },
+    /// Credit a customer without chain evidence (a correction): once committed, an
+    /// operator credits it with `POST /v1/deposits` and `"adjustment": ENTRY`.
+    LedgerCredit {
+        #[arg(long)]
+        customer: uuid::Uuid,
+        #[arg(long)]
+        asset: String,
+        /// In base units (wei, satoshi).
+        #[arg(long)]
+        amount: String,
+        #[arg(long)]
+        reference: String,
+    },
 }
 
 struct Files {
@@ -251,6 +281,29 @@ fn member(text: &str) -> anyhow::Result<MemberSpec> {
     Ok(MemberSpec { id: id.to_owned(), public_key: key.to_lowercase(), roles, passkey: None })
 }
 
+/// `CHAIN:SYMBOL:DECIMALS[:CONTRACT]`, the chain a CAIP-2 id (`namespace:reference`); the
+/// contract is checked (and written canonically) for the chain.
+fn asset(text: &str) -> anyhow::Result<strongroom_governance::log::AssetSpec> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let [ns, reference, symbol, decimals, contract @ ..] = parts.as_slice() else {
+        anyhow::bail!("asset {text:?}: expected CHAIN:SYMBOL:DECIMALS[:CONTRACT]");
+    };
+    anyhow::ensure!(contract.len() <= 1, "asset {text:?}: too many parts");
+    let chain = strongroom_units::ChainId::parse(&format!("{ns}:{reference}"))?;
+    let symbol = strongroom_units::AssetSymbol::parse(symbol)?;
+    let decimals: u8 = decimals.parse().with_context(|| format!("asset {text:?}: decimals"))?;
+    let contract = contract
+        .first()
+        .map(|c| strongroom_units::Address::parse(&chain, c).map(|a| a.as_str().to_owned()))
+        .transpose()?;
+    Ok(strongroom_governance::log::AssetSpec {
+        chain: chain.as_str().to_owned(),
+        symbol: symbol.as_str().to_owned(),
+        decimals,
+        contract,
+    })
+}
+
 fn whitelist_scope(scope: &str, chain: &str) -> anyhow::Result<WhitelistScope> {
     strongroom_units::ChainId::parse(chain)?;
     Ok(match scope.split_once(':') {
@@ -315,6 +368,21 @@ fn change_of(change: ProposeCommand) -> anyhow::Result<Change> {
             Change::SetPasskey { id: member, passkey }
         }
         ProposeCommand::CancelPending { seq } => Change::CancelPending { seq },
+        ProposeCommand::AssetAdd { asset: a } => Change::AssetAdd { asset: asset(&a)? },
+        ProposeCommand::LedgerCredit { customer, asset, amount, reference } => {
+            Change::LedgerCredit {
+                customer_id: customer.to_string(),
+                asset: strongroom_units::AssetSymbol::parse(&asset)?.as_str().to_owned(),
+                amount: strongroom_units::Amount::from_base_units(
+                    amount.parse().with_context(|| format!("amount {amount:?}: base units"))?,
+                )?,
+                reference,
+            }
+        }
+        ProposeCommand::AssetRemove { chain, symbol } => {
+            strongroom_units::ChainId::parse(&chain)?;
+            Change::AssetRemove { chain, symbol }
+        }
     })
 }
 
@@ -381,6 +449,18 @@ fn print_state(state: &State, now: strongroom_core::Timestamp) {
         };
         println!("whitelist {:?} {} ({}): {when}", w.scope, w.address, w.label);
     }
+    for a in &state.assets {
+        let when = if a.usable_from <= now {
+            "usable".to_owned()
+        } else {
+            format!("usable from {} ms", a.usable_from.unix_ms())
+        };
+        let contract = a.spec.contract.as_deref().unwrap_or("native");
+        println!(
+            "asset {} on {} ({contract}, {} decimals): {when}",
+            a.spec.symbol, a.spec.chain, a.spec.decimals
+        );
+    }
     for fz in &state.freezes {
         println!("frozen: {fz:?}");
     }
@@ -402,6 +482,7 @@ pub async fn run(cmd: GovernanceCommand) -> anyhow::Result<std::process::ExitCod
             quorum,
             whitelist_delay_hours,
             whitelist_delay_secs,
+            assets,
         } => {
             let f = files(&dir);
             anyhow::ensure!(
@@ -418,6 +499,7 @@ pub async fn run(cmd: GovernanceCommand) -> anyhow::Result<std::process::ExitCod
                 quorum,
                 whitelist_delay_ms: delay_ms.context("delay too long")?,
                 created_at: env.now(),
+                assets: assets.iter().map(|a| asset(a)).collect::<anyhow::Result<_>>()?,
             };
             let pin = hex::encode(genesis.hash()?);
             // Refuse a genesis that would not replay (a quorum above the admins, a bad key).
@@ -590,8 +672,17 @@ pub async fn withdrawal(cmd: WithdrawalCommand) -> anyhow::Result<std::process::
             );
             let (state, _) = load_api(&api, None, &env).await?;
             let policy = state.policy.as_ref().context("no policy is in force")?;
+            // What moves is what the registry names at the intent's contract; a contract it
+            // does not name, or names otherwise, is not approved.
+            strongroom_governance::gate::asset(&state, &intent, env.now())
+                .map_err(|why| anyhow::anyhow!("refusing to approve: {why}"))?;
             println!("withdrawal {id}");
             println!("  {}", describe_intent(&intent));
+            println!(
+                "  asset {} as the governance registry names it on {}",
+                intent.asset.symbol.as_str(),
+                intent.chain.as_str()
+            );
             println!("  intent hash {}", hash.to_hex());
             if !confirm(yes, "approve this withdrawal?")? {
                 println!("not approved");
@@ -667,4 +758,103 @@ pub fn dev_pin(
             Ok(Some((here.genesis, pin, g)))
         }
     }
+}
+
+/// The members of the dev genesis and their roles.
+const DEV_MEMBERS: [(&str, Role); 6] = [
+    ("ada", Role::Admin),
+    ("bob", Role::Admin),
+    ("cy", Role::Admin),
+    ("ann", Role::Approver),
+    ("al", Role::Approver),
+    ("sec", Role::SecurityOfficer),
+];
+
+/// The dev genesis's starter policy: moves within custody and up to 100 units (in base
+/// units: 100 ETH) sign at once, larger ones need two approvers; fees up to 0.1 ETH; proofs
+/// of control allowed.
+pub const DEV_POLICY: &str = r#"
+version = 1
+messages = ["proof_of_control"]
+[[rules]]
+name = "internal"
+when = { destinations = ["internal"] }
+action = { kind = "allow" }
+[[rules]]
+name = "up-to-100"
+when = { max_amount = "100000000000000000000" }
+action = { kind = "allow" }
+[[rules]]
+name = "larger"
+action = { kind = "approvals", count = 2, roles = ["approver"] }
+[[fees]]
+chain = "eip155:31337"
+fee_asset = "ETH"
+max_fee = "100000000000000000"
+"#;
+
+/// Where the dev genesis keeps its members' keys (dev only: whoever reads the folder holds
+/// every governance key, so the dev stack governs itself).
+pub fn dev_keys(data_dir: &Path) -> PathBuf {
+    data_dir.join("governance").join("keys")
+}
+
+/// On a dev stack with no governance yet: make the dev genesis (members ada, bob and cy
+/// admins with a quorum of two, ann and al approvers, sec a security officer; ETH and the dev
+/// USDT registered) with its keys in [`dev_keys`], and the starter policy signed by two
+/// admins. Returns the entries to install; nothing when a genesis is pinned already.
+pub fn make_dev_genesis(data_dir: &Path, env: &dyn Env) -> anyhow::Result<Vec<Entry>> {
+    let here = files(&data_dir.join("governance"));
+    if here.pin.exists() {
+        return Ok(Vec::new());
+    }
+    let keys = dev_keys(data_dir);
+    std::fs::create_dir_all(&keys)?;
+    let mut members = Vec::new();
+    let mut signers = Vec::new();
+    for (id, role) in DEV_MEMBERS {
+        let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+        env.fill_random(secret.as_mut());
+        let key = SigningKey::from_bytes(&secret);
+        crate::write_secret(&keys.join(format!("{id}.key")), &hex::encode(secret.as_slice()))?;
+        let public = hex::encode(key.verifying_key().to_bytes());
+        std::fs::write(keys.join(format!("{id}.pub")), format!("{public}\n"))?;
+        members.push(MemberSpec {
+            id: id.into(),
+            public_key: public,
+            roles: vec![role],
+            passkey: None,
+        });
+        signers.push((id, key));
+    }
+    let chain = crate::chain::DEV_CHAIN.to_owned();
+    let asset =
+        |symbol: &str, decimals, contract: Option<&str>| strongroom_governance::log::AssetSpec {
+            chain: chain.clone(),
+            symbol: symbol.into(),
+            decimals,
+            contract: contract.map(str::to_owned),
+        };
+    let now = env.now();
+    let genesis = Genesis {
+        members,
+        quorum: 2,
+        whitelist_delay_ms: 86_400_000,
+        created_at: now,
+        assets: vec![
+            asset("ETH", 18, None),
+            asset("USDT", 6, Some(strongroom_units::chain::DEV_TOKEN_CONTRACT)),
+        ],
+    };
+    let pin = hex::encode(genesis.hash()?);
+    let state = replay(&genesis, &pin, &[], now)?;
+    let mut entry =
+        state.propose(Change::SetPolicy { policy: Policy::from_toml(DEV_POLICY)? }, now);
+    for (id, key) in signers.iter().filter(|(id, _)| ["ada", "bob"].contains(id)) {
+        entry.sign(id, key)?;
+    }
+    replay(&genesis, &pin, std::slice::from_ref(&entry), now)?;
+    std::fs::write(&here.genesis, serde_json::to_vec_pretty(&genesis)?)?;
+    std::fs::write(&here.pin, format!("{pin}\n"))?;
+    Ok(vec![entry])
 }

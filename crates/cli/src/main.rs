@@ -626,6 +626,14 @@ async fn dev(
     let token_path = data_dir.join("operator.token");
     write_secret(&token_path, token.token.expose_secret())?;
 
+    // Without `--governance`, a dev stack governs itself: a dev genesis whose members' keys
+    // it keeps (DATA/governance/keys), with a starter policy, so the nodes decide from the
+    // first start.
+    let starter = match governance_dir {
+        None => governance::make_dev_genesis(&data_dir, env.as_ref())?,
+        Some(_) => Vec::new(),
+    };
+    let self_governed = governance::dev_keys(&data_dir).is_dir();
     let governance = governance::dev_pin(&data_dir, governance_dir)?;
     if let Some((_, pin, genesis)) = &governance {
         store
@@ -638,6 +646,20 @@ async fn dev(
             )
             .await
             .context("installing the governance genesis")?;
+        for entry in starter {
+            let mut open = entry.clone();
+            open.signoffs.clear();
+            store
+                .write_governance(&ctx, strongroom_store::GovernanceWrite::Propose(open.clone()))
+                .await?;
+            store
+                .write_governance(
+                    &ctx,
+                    strongroom_store::GovernanceWrite::Commit { expected: open, entry },
+                )
+                .await
+                .context("installing the dev starter policy")?;
+        }
     }
     let governed = governance.is_some();
     // The personal-data key: STRONGROOM_PERSONAL_DATA_KEY (hex), or a key made on first start
@@ -647,6 +669,12 @@ async fn dev(
     let mut risk_opts = risk_opts;
     risk_opts.personal_data = Some(kek.clone());
     let started = start(&config, store.clone(), env).await?;
+    if self_governed {
+        // The dev genesis's keys are all on this machine, so a quorum-signed credit would
+        // prove nothing: operators may credit customers by hand here. A genesis of your own
+        // (`--governance`) turns that off.
+        started.state.set_hand_credits(strongroom_server::HandCredits::Always);
+    }
     started.state.set_personal_data_key(kek);
     started.state.set_accounts(
         strongroom_server::accounts::Accounts::new(accounts).map_err(anyhow::Error::msg)?,
@@ -729,8 +757,14 @@ async fn dev(
             data_dir.join("governance").display()
         );
     }
-    if signers.is_some() && !governed {
-        println!("  strongroom mpc sign --key hot-btc-1 --message-hex $(printf hello | sha256sum | cut -c1-64)");
+    if self_governed {
+        println!(
+            "  (the dev genesis: admins ada, bob, cy (quorum 2), approvers ann, al, security officer sec; keys in {})",
+            governance::dev_keys(&data_dir).display()
+        );
+    }
+    if signers.is_some() {
+        println!("  strongroom mpc prove --key hot-btc-1 --challenge $(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n')");
     }
     println!();
     println!("Stop with Ctrl-C. Data stays in {}.", data_dir.display());

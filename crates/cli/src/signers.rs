@@ -259,7 +259,18 @@ pub async fn mpc(cmd: MpcCommand) -> anyhow::Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
         MpcCommand::Prove { data_dir, key, challenge, signers } => {
-            let orch = ClusterFile::load(&crate::absolute(&data_dir)?)?.orchestrator()?;
+            let data_dir = crate::absolute(&data_dir)?;
+            let orch = ClusterFile::load(&data_dir)?.orchestrator()?;
+            // Nodes learn the governance log with requests: carry the stored one (each node
+            // verifies it against its pin and keeps what extends its own copy).
+            let governance = {
+                use strongroom_store::Store;
+                let url = crate::config::Config::sqlite_url(&data_dir);
+                let store =
+                    strongroom_store::SqlStore::connect(&url, strongroom_store::sql_options(1))
+                        .await?;
+                store.governance().await?.entries
+            };
             let live = orch.live_nodes().await;
             let signers =
                 if signers.is_empty() { live.iter().copied().take(2).collect() } else { signers };
@@ -270,6 +281,7 @@ pub async fn mpc(cmd: MpcCommand) -> anyhow::Result<std::process::ExitCode> {
             let req = SignRequest {
                 format: TxFormat::ProofOfControl,
                 tx: challenge,
+                governance,
                 ..Default::default()
             };
             let signed = orch

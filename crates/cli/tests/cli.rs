@@ -361,6 +361,53 @@ fn dev_signers_produce_threshold_signatures_from_the_cli() {
     let vk = k256::schnorr::VerifyingKey::from_bytes(&pk).unwrap();
     vk.verify_raw(&msg, &k256::schnorr::Signature::try_from(sig.as_slice()).unwrap()).unwrap();
 
+    // The dev stack governs itself (the README's walkthrough): the nodes pin the dev
+    // genesis, whose starter policy is in force, and a change signed with the dev admins'
+    // keys is committed through the API.
+    let pin = std::fs::read_to_string(data.join("governance/genesis.pin")).unwrap();
+    let pin = pin.trim();
+    let config = std::fs::read_to_string(data.join("signers/signer-1/signer.toml")).unwrap();
+    assert!(config.contains(&format!("governance_pin = \"{pin}\"")), "{config}");
+    assert!(!config.contains("insecure_no_governance"), "{config}");
+    let envs = [
+        ("STRONGROOM_ADDR", dev.url.clone()),
+        ("STRONGROOM_CACERT", dev.ca.clone()),
+        ("STRONGROOM_TOKEN_FILE", data.join("operator.token").to_str().unwrap().to_owned()),
+    ];
+    let gov = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).envs(envs.iter().cloned()).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, out) = gov(&["governance", "show", "--pin", pin]);
+    assert!(ok && out.contains("policy: version 1, 3 rules") && out.contains("quorum: 2"), "{out}");
+    assert!(out.contains("asset USDT on eip155:31337"), "{out}");
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "version = 2\n[[rules]]\nname = \"all\"\naction = { kind = \"approvals\", count = 2, roles = [\"approver\"] }\n\
+         [[fees]]\nchain = \"eip155:31337\"\nfee_asset = \"ETH\"\nmax_fee = \"10000000000000000\"\n",
+    )
+    .unwrap();
+    assert!(gov(&["governance", "propose", "policy", "--file", policy.to_str().unwrap()]).0);
+    let key =
+        |who: &str| data.join(format!("governance/keys/{who}.key")).to_str().unwrap().to_owned();
+    for (who, then) in [("ada", "waiting"), ("bob", "committed")] {
+        let (ok, out) = gov(&[
+            "governance",
+            "sign",
+            "--member",
+            who,
+            "--key",
+            &key(who),
+            "--pin",
+            pin,
+            "--yes",
+        ]);
+        assert!(ok && out.contains(then), "{who}: {out}");
+    }
+
     // No share in the database: the only key material the API server's database holds is
     // none; the dev folder's plain files are certificates, configs, logs and public facts.
     let db = std::fs::read(data.join("strongroom.db")).unwrap();
@@ -634,7 +681,7 @@ fn governance_quorum_policy_whitelist_and_freeze_from_the_cli() {
         members.push(format!("{id}:{}:{roles}", out.trim()));
     }
     let key = |id: &str| dir.path().join(format!("{id}.key")).to_str().unwrap().to_owned();
-    let mut init = vec!["init", "--dir", g, "--quorum", "2"];
+    let mut init = vec!["init", "--dir", g, "--quorum", "2", "--asset", "eip155:1:ETH:18"];
     for m in &members {
         init.extend(["--member", m.as_str()]);
     }
@@ -688,9 +735,20 @@ action = { kind = "approvals", count = 2, roles = ["approver"] }
     assert!(run(&["propose", "--dir", g, "freeze", "--scope", "asset:ETH"]).0);
     assert!(run(&["sign", "--dir", g, "--member", "sec", "--key", &key("sec")]).0);
     assert!(run(&["commit", "--dir", g]).0);
+    // A token joins the asset registry by quorum, and waits out the time-lock too.
+    let usdt = "eip155:1:USDT:6:0xdac17f958d2ee523a2206206994597c13d831ec7";
+    assert!(run(&["propose", "--dir", g, "asset-add", usdt]).0);
+    assert!(run(&["sign", "--dir", g, "--member", "ada", "--key", &key("ada")]).0);
+    assert!(run(&["sign", "--dir", g, "--member", "cy", "--key", &key("cy")]).0);
+    assert!(run(&["commit", "--dir", g]).0);
     let (ok, out) = run(&["show", "--dir", g]);
     assert!(ok, "{out}");
-    assert!(out.contains("entries: 3") && out.contains("policy: version 1, 2 rules"), "{out}");
+    assert!(out.contains("entries: 4") && out.contains("policy: version 1, 2 rules"), "{out}");
+    assert!(out.contains("asset ETH on eip155:1 (native, 18 decimals): usable"), "{out}");
+    assert!(
+        out.contains("asset USDT on eip155:1 (0xdAC17F958D2ee523a2206206994597C13D831ec7, 6 decimals): usable from"),
+        "{out}"
+    );
     assert!(out.contains("cold-1): usable from"), "the time-lock has not ended: {out}");
     assert!(out.contains("frozen: Asset"), "{out}");
 
@@ -743,6 +801,7 @@ fn dev_governed_withdrawals_wait_for_two_approvals_and_a_freeze() {
     let g = gov.to_str().unwrap();
     let mut init =
         vec!["governance", "init", "--dir", g, "--quorum", "2", "--whitelist-delay-secs", "6"];
+    init.extend(["--asset", "eip155:31337:ETH:18"]);
     for m in &members {
         init.extend(["--member", m.as_str()]);
     }
@@ -825,16 +884,34 @@ max_fee = "10000000000000000"
     assert!(ok && out.contains("policy: version 1, 4 rules"), "{out}");
     assert!(out.contains("cold-1): usable from"), "in its time-lock: {out}");
 
-    // A customer with 2 ETH on the ledger (the dev faucet's ETH is in the hot wallet).
+    // A customer with 2 ETH on the ledger (the dev faucet's ETH is in the hot wallet). Under
+    // governance a credit with no chain evidence needs the admin quorum's signatures.
     let c = api(&dev, "POST", "/v1/customers", Some(serde_json::json!({"external_id": "gus"})));
     let cid = c["id"].as_str().unwrap().to_owned();
-    api(
-        &dev,
-        "POST",
-        "/v1/deposits",
-        Some(serde_json::json!({
-        "customer_id": cid, "asset": "ETH", "amount": "2", "reference": "0xfeed:1"})),
-    );
+    let credit = serde_json::json!({
+        "customer_id": cid, "asset": "ETH", "amount": "2", "reference": "dev faucet"});
+    let refused = api(&dev, "POST", "/v1/deposits", Some(credit.clone()));
+    assert_eq!(refused["error"]["code"], "credit_not_governed", "{refused}");
+    let (ok, out) = run(&[
+        "governance",
+        "propose",
+        "ledger-credit",
+        "--customer",
+        &cid,
+        "--asset",
+        "ETH",
+        "--amount",
+        "2000000000000000000",
+        "--reference",
+        "dev faucet",
+    ]);
+    assert!(ok, "{out}");
+    assert!(sign("ada").0);
+    assert!(sign("bob").1.contains("committed"));
+    let mut governed = credit;
+    governed["adjustment"] = serde_json::json!(3);
+    let d = api(&dev, "POST", "/v1/deposits", Some(governed));
+    assert_eq!(d["reference"], "governance:3", "{d}");
     let dest = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
     let withdraw = |amount: &str| {
         let w = api(
@@ -943,9 +1020,9 @@ max_fee = "10000000000000000"
             std::fs::read_to_string(data.join(format!("signers/signer-{n}/data/governance.jsonl")))
                 .ok()
         })
-        .filter(|log| log.lines().count() == 4)
+        .filter(|log| log.lines().count() == 5)
         .count();
-    assert!(copies >= 2, "the signing nodes hold the log (policies 1 to 3, whitelist)");
+    assert!(copies >= 2, "the signing nodes hold the log (policies 1 to 3, whitelist, credit)");
 
     // One security officer freezes ETH at once; the next withdrawal waits for the freeze.
     let (ok, out) = run(&["governance", "propose", "freeze", "--scope", "asset:ETH"]);
@@ -1981,6 +2058,8 @@ fn cold_governance(dir: &std::path::Path) -> String {
         members.push(format!("{id}:{}:{role}", out.trim()));
     }
     let mut init = vec!["governance", "init", "--dir", gs.as_str(), "--quorum", "2"];
+    init.extend(["--asset", "bip122:0f9188f13cb7b2c71f2a335e3a4fc328:BTC:8"]);
+    init.extend(["--asset", "eip155:31337:ETH:18"]);
     for m in &members {
         init.extend(["--member", m.as_str()]);
     }

@@ -203,6 +203,15 @@ fn a_two_of_three_cold_withdrawal_signed_offline_passes_bitcoin_core() {
     let mut fewer = bundle.clone();
     fewer.approvals.truncate(1);
     refused(&homes[1], &passes[1], &fewer, "yes\n", "1 of 2 approvals");
+    // The asset relabelled: approvers were shown (and signed) "XBT", but the registry the
+    // signer pins names the regtest chain's coin BTC.
+    let mut relabelled = bundle.clone();
+    relabelled.intent.asset.symbol = strongroom_units::AssetSymbol::parse("XBT").unwrap();
+    relabelled.approvals = vec![
+        approve("ann", 3, &relabelled.intent, now),
+        approve("ops", 4, &relabelled.intent, now),
+    ];
+    refused(&homes[1], &passes[1], &relabelled, "yes\n", "registered as BTC");
     // A governance log that does not chain to the pinned genesis.
     let mut forged = bundle.clone();
     forged.governance[0].signoffs.pop();

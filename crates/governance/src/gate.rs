@@ -10,7 +10,7 @@ use strongroom_core::{Intent, Timestamp};
 use strongroom_units::Amount;
 
 use crate::approval::Approval;
-use crate::log::{Listed, State, WhitelistScope};
+use crate::log::{AssetLookup, Listed, State, WhitelistScope};
 use crate::policy::{
     evaluate, Block, Decision, Destination, Outcome, Request, Tier, VelocityLimit,
 };
@@ -62,6 +62,34 @@ pub fn destination(state: &State, s: &Subject<'_>, now: Timestamp) -> Result<Des
     Ok(Destination::External)
 }
 
+/// The intent's asset checked against the registry: registered at its contract, out of its
+/// time-lock, under the symbol and decimals the intent claims.
+pub fn asset(state: &State, intent: &strongroom_core::Intent, now: Timestamp) -> Result<(), Block> {
+    let chain = intent.chain.as_str();
+    let contract = intent.asset.contract.as_ref().map(|c| c.as_str());
+    match state.asset(chain, contract, now) {
+        AssetLookup::Unknown => Err(Block::UnknownAsset {
+            chain: chain.to_owned(),
+            contract: contract.map(str::to_owned),
+        }),
+        AssetLookup::Pending(spec, from) => {
+            Err(Block::AssetTimeLocked { symbol: spec.symbol.clone(), until_ms: from.unix_ms() })
+        }
+        AssetLookup::Usable(spec) => {
+            let claimed = intent.asset.symbol.as_str();
+            if spec.symbol != claimed || spec.decimals != intent.asset.decimals {
+                return Err(Block::AssetMislabelled {
+                    registered: spec.symbol.clone(),
+                    registered_decimals: spec.decimals,
+                    claimed: claimed.to_owned(),
+                    claimed_decimals: intent.asset.decimals,
+                });
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Decide `s` under the state in force: a frozen scope, a missing policy or a destination in
 /// its time-lock block (rule `freeze`, `policy` or `whitelist`); otherwise the policy decides.
 pub fn decide(
@@ -78,6 +106,12 @@ pub fn decide(
         version,
     };
     let intent = s.intent;
+    // What moves is named by the registry, from the contract the transaction moves (a
+    // signer has checked that it is the intent's), never by the symbol a request gives it:
+    // the freezes, rules and limits below then apply to the real asset.
+    if let Err(why) = asset(state, intent, now) {
+        return block("assets", why);
+    }
     if let Some(f) = state.frozen(intent.asset.symbol.as_str(), intent.source_wallet.as_str()) {
         return block("freeze", Block::Frozen { scope: f.clone() });
     }

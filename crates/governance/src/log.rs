@@ -4,10 +4,12 @@
 //!
 //! Who must sign:
 //! - a freeze: one security officer or admin (it takes effect at once);
-//! - removing a whitelist entry, or cancelling a pending one: one admin (at once);
-//! - everything else (policy, members, quorum, unfreeze, adding a whitelist entry): a
-//!   quorum of distinct admins. A new whitelist entry becomes usable only after the
-//!   genesis's whitelist delay (the time-lock); until then it can be cancelled.
+//! - removing a whitelist entry or an asset, or cancelling a pending whitelist entry: one
+//!   admin (at once);
+//! - everything else (policy, members, quorum, unfreeze, adding a whitelist entry or an
+//!   asset, a ledger credit without chain evidence): a quorum of distinct admins. A new
+//!   whitelist entry or asset becomes usable only after the genesis's delay (the time-lock);
+//!   until then a whitelist entry can be cancelled.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -64,6 +66,33 @@ impl Member {
     }
 }
 
+/// One asset the signers may move: which contract on which chain carries which symbol and
+/// decimals. Signers resolve what a transaction moves from its decoded contract through this
+/// registry, never from the name a request gives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetSpec {
+    /// CAIP-2 chain id, e.g. `eip155:1`.
+    pub chain: String,
+    pub symbol: String,
+    pub decimals: u8,
+    /// The token contract; absent for the chain's native coin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract: Option<String>,
+}
+
+impl AssetSpec {
+    /// Whether this entry is the asset at `contract` (`None`: the native coin) on `chain`.
+    pub fn is(&self, chain: &str, contract: Option<&str>) -> bool {
+        self.chain == chain
+            && match (&self.contract, contract) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+                _ => false,
+            }
+    }
+}
+
 /// Made once at setup; its hash is pinned in every signer's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,9 +100,13 @@ pub struct Genesis {
     pub members: Vec<MemberSpec>,
     /// Distinct admins needed for a change.
     pub quorum: u8,
-    /// How long a new whitelist entry waits before it is usable.
+    /// How long a new whitelist entry (or asset) waits before it is usable.
     pub whitelist_delay_ms: i64,
     pub created_at: Timestamp,
+    /// The first assets (usable at once; absent from the encoding when there are none, so
+    /// older genesis files keep their hashes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assets: Vec<AssetSpec>,
 }
 
 impl Genesis {
@@ -143,6 +176,23 @@ pub enum Change {
     /// Cancel a whitelist addition still in its time-lock.
     CancelPending {
         seq: u64,
+    },
+    /// Register an asset (usable after the time-lock).
+    AssetAdd {
+        asset: AssetSpec,
+    },
+    /// Take an asset off the registry (at once: the signers stop moving it).
+    AssetRemove {
+        chain: String,
+        symbol: String,
+    },
+    /// Credit a customer without chain evidence (a correction the watcher cannot make):
+    /// the API credits it once, against this entry.
+    LedgerCredit {
+        customer_id: String,
+        asset: String,
+        amount: strongroom_units::Amount,
+        reference: String,
     },
     Freeze {
         scope: FreezeScope,
@@ -220,6 +270,22 @@ pub struct WhitelistEntry {
     pub usable_from: Timestamp,
 }
 
+/// A registered asset and when it becomes usable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredAsset {
+    pub spec: AssetSpec,
+    pub usable_from: Timestamp,
+}
+
+/// What the registry says of the asset at a contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssetLookup<'a> {
+    Usable(&'a AssetSpec),
+    /// Registered, but its time-lock ends at this time.
+    Pending(&'a AssetSpec, Timestamp),
+    Unknown,
+}
+
 /// Whether an address may be paid as whitelisted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listed {
@@ -238,6 +304,8 @@ pub struct State {
     pub policy: Option<Policy>,
     pub whitelist: Vec<WhitelistEntry>,
     pub freezes: BTreeSet<FreezeScope>,
+    /// The asset registry.
+    pub assets: Vec<RegisteredAsset>,
     /// Hex hash of the last entry (or the genesis): the next entry's `prev`.
     pub head: String,
     pub seq: u64,
@@ -255,6 +323,15 @@ impl State {
             Some(w) if w.usable_from <= now => Listed::Usable,
             Some(w) => Listed::Pending(w.usable_from),
             None => Listed::No,
+        }
+    }
+
+    /// The registered asset at `contract` (`None`: the native coin) on `chain`, at `now`.
+    pub fn asset(&self, chain: &str, contract: Option<&str>, now: Timestamp) -> AssetLookup<'_> {
+        match self.assets.iter().find(|a| a.spec.is(chain, contract)) {
+            Some(a) if a.usable_from <= now => AssetLookup::Usable(&a.spec),
+            Some(a) => AssetLookup::Pending(&a.spec, a.usable_from),
+            None => AssetLookup::Unknown,
         }
     }
 
@@ -311,12 +388,17 @@ pub fn replay_seen(
         policy: None,
         whitelist: Vec::new(),
         freezes: BTreeSet::new(),
+        assets: Vec::new(),
         head,
         seq: 0,
         at: genesis.created_at,
     };
     for m in &genesis.members {
         state.members.insert(m.id.clone(), Member::parse(m)?);
+    }
+    for a in &genesis.assets {
+        register(&mut state, a, genesis.created_at)
+            .map_err(|reason| GovError::Entry { seq: 0, reason })?;
     }
     check_quorum(&state, 0)?;
     for e in entries {
@@ -500,10 +582,49 @@ fn apply(
             })?;
             state.whitelist.remove(at);
         }
+        Change::AssetAdd { asset } => {
+            needs_quorum()?;
+            let from = first_seen.map_or(e.at, |seen| seen.max(e.at));
+            register(state, asset, from.plus_ms(state.whitelist_delay_ms)).map_err(fail)?;
+        }
+        Change::LedgerCredit { customer_id, asset, amount, reference } => {
+            needs_quorum()?;
+            if customer_id.is_empty() || asset.is_empty() || amount.is_zero() {
+                return Err(fail("a credit names a customer, an asset and an amount".into()));
+            }
+            if reference.trim().is_empty() || reference.len() > 200 {
+                return Err(fail("a credit's reference must be 1-200 characters".into()));
+            }
+        }
+        Change::AssetRemove { chain, symbol } => {
+            needs_one_admin()?;
+            let before = state.assets.len();
+            state.assets.retain(|a| !(&a.spec.chain == chain && &a.spec.symbol == symbol));
+            if state.assets.len() == before {
+                return Err(fail(format!("{symbol} on {chain} is not registered")));
+            }
+        }
     }
     state.seq = e.seq;
     state.head = hex::encode(hash);
     state.at = e.at;
+    Ok(())
+}
+
+/// Add `a` to the registry, usable from `from`: one entry per symbol and per contract on a
+/// chain, so a contract can never answer to two names.
+fn register(state: &mut State, a: &AssetSpec, from: Timestamp) -> Result<(), String> {
+    if a.symbol.is_empty() || a.chain.is_empty() || a.decimals > 38 {
+        return Err(format!("asset {:?} on {:?} is malformed", a.symbol, a.chain));
+    }
+    let taken = state.assets.iter().any(|r| {
+        r.spec.chain == a.chain
+            && (r.spec.symbol == a.symbol || r.spec.is(&a.chain, a.contract.as_deref()))
+    });
+    if taken {
+        return Err(format!("{} on {} (or its contract) is already registered", a.symbol, a.chain));
+    }
+    state.assets.push(RegisteredAsset { spec: a.clone(), usable_from: from });
     Ok(())
 }
 

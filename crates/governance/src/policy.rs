@@ -283,6 +283,17 @@ pub enum Block {
     Rule { reason: String },
     #[error("no rule matches")]
     NoRuleMatches,
+    #[error("the asset registry names no asset at {} on {chain}", contract.as_deref().unwrap_or("the native coin"))]
+    UnknownAsset { chain: String, contract: Option<String> },
+    #[error("the contract the transaction moves is registered as {registered} ({registered_decimals} decimals), not {claimed} ({claimed_decimals} decimals)")]
+    AssetMislabelled {
+        registered: String,
+        registered_decimals: u8,
+        claimed: String,
+        claimed_decimals: u8,
+    },
+    #[error("{symbol} is registered, but its time-lock runs until {until_ms} ms")]
+    AssetTimeLocked { symbol: String, until_ms: i64 },
     #[error("the policy does not let the signers sign {message} messages")]
     MessageNotAllowed { message: MessageKind },
     #[error("the intent cannot be hashed: {detail}")]

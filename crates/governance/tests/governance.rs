@@ -49,6 +49,12 @@ fn genesis() -> Genesis {
         quorum: 2,
         whitelist_delay_ms: DAY_MS,
         created_at: Timestamp::from_unix_ms(T0),
+        assets: vec![strongroom_governance::log::AssetSpec {
+            chain: "eip155:1".into(),
+            symbol: "ETH".into(),
+            decimals: 18,
+            contract: None,
+        }],
     }
 }
 
@@ -720,4 +726,77 @@ fn a_back_dated_whitelist_entry_waits_from_when_the_signer_first_saw_it() {
         node.listed(&scope, cold, now),
         Listed::Pending(Timestamp::from_unix_ms(seen_at + DAY_MS))
     );
+}
+
+/// What moves is named by the signed registry from the contract, not by the request: a
+/// token relabelled as ETH, an unregistered contract and an asset still in its time-lock are
+/// all stopped; a contract cannot be registered under two names; one admin can take an
+/// asset off the registry at once.
+#[test]
+fn the_asset_registry_names_what_moves() {
+    use strongroom_governance::gate;
+    use strongroom_governance::log::AssetSpec;
+    let usdt = "0xdAC17F958D2ee523a2206206994597C13D831ec7";
+    let spec = |symbol: &str, decimals: u8, contract: Option<&str>| AssetSpec {
+        chain: "eip155:1".into(),
+        symbol: symbol.into(),
+        decimals,
+        contract: contract.map(str::to_owned),
+    };
+    let log =
+        log_of(vec![(Change::AssetAdd { asset: spec("USDT", 6, Some(usdt)) }, vec!["ada", "bob"])]);
+    let token = |symbol: &str, decimals: u8| {
+        let mut i = intent(1_000_000, 1);
+        i.asset = IntentAsset {
+            symbol: AssetSymbol::parse(symbol).unwrap(),
+            decimals,
+            contract: Some(Address::parse(&chain(), usdt).unwrap()),
+        };
+        i
+    };
+    // ETH comes from the genesis and is usable at once.
+    let s = state_at(&log, T0 + 120_000).unwrap();
+    let now = |ms: i64| Timestamp::from_unix_ms(ms);
+    assert_eq!(gate::asset(&s, &intent(ETH, 1), now(T0 + 120_000)), Ok(()));
+    // USDT waits out the time-lock.
+    assert!(matches!(
+        gate::asset(&s, &token("USDT", 6), now(T0 + 120_000)),
+        Err(Block::AssetTimeLocked { symbol, .. }) if symbol == "USDT"
+    ));
+    let s = state_at(&log, T0 + 2 * DAY_MS).unwrap();
+    let later = now(T0 + 2 * DAY_MS);
+    assert_eq!(gate::asset(&s, &token("USDT", 6), later), Ok(()));
+    // The USDT contract under the name ETH (so ETH's rules, limits and freeze would apply).
+    assert!(matches!(
+        gate::asset(&s, &token("ETH", 18), later),
+        Err(Block::AssetMislabelled { registered, claimed, .. }) if registered == "USDT" && claimed == "ETH"
+    ));
+    assert!(matches!(
+        gate::asset(&s, &token("USDT", 18), later),
+        Err(Block::AssetMislabelled { .. })
+    ));
+    // A contract nobody registered.
+    let mut other = token("USDT", 6);
+    other.asset.contract =
+        Some(Address::parse(&chain(), "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48").unwrap());
+    assert!(matches!(gate::asset(&s, &other, later), Err(Block::UnknownAsset { .. })));
+    // One contract, two names: refused. Removal by one admin: at once.
+    let twice = log_of(vec![
+        (Change::AssetAdd { asset: spec("USDT", 6, Some(usdt)) }, vec!["ada", "bob"]),
+        (
+            Change::AssetAdd { asset: spec("USD", 6, Some(&usdt.to_lowercase())) },
+            vec!["ada", "bob"],
+        ),
+    ]);
+    assert!(state_at(&twice, T0 + DAY_MS).unwrap_err().to_string().contains("already registered"));
+    let removed = log_of(vec![
+        (Change::AssetAdd { asset: spec("USDT", 6, Some(usdt)) }, vec!["ada", "bob"]),
+        (Change::AssetRemove { chain: "eip155:1".into(), symbol: "USDT".into() }, vec!["cy"]),
+    ]);
+    let s = state_at(&removed, T0 + 2 * DAY_MS).unwrap();
+    assert!(matches!(gate::asset(&s, &token("USDT", 6), later), Err(Block::UnknownAsset { .. })));
+    // Adding one needs the quorum.
+    let alone =
+        log_of(vec![(Change::AssetAdd { asset: spec("USDT", 6, Some(usdt)) }, vec!["ada"])]);
+    assert!(state_at(&alone, T0 + DAY_MS).is_err());
 }

@@ -210,6 +210,10 @@ pub struct CreditDeposit {
     /// Chain reference (transaction id and output); each is credited once per asset.
     #[schema(example = "0x5e1f…:0")]
     pub reference: String,
+    /// The governance entry (its number) in which an admin quorum signed this very credit.
+    /// Under governance a credit without chain evidence needs one; it is credited once.
+    #[serde(default)]
+    pub adjustment: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -693,8 +697,9 @@ async fn get_ledger(
     ))
 }
 
-/// Credit a confirmed deposit to a customer. Operators only, until chain watchers credit
-/// deposits themselves.
+/// Credit a customer without chain evidence (the deposit watcher credits what it sees on
+/// chain). Under governance only a credit an admin quorum signed (`adjustment`: its entry);
+/// without governance only where the server was started to allow it (development).
 #[utoipa::path(post, path = "/v1/deposits", tag = "deposits", security(("token" = [])),
     params(("Idempotency-Key" = String, Header)),
     request_body = CreditDeposit,
@@ -719,6 +724,15 @@ async fn credit_deposit(
             "reference must be 1-200 characters",
         ));
     }
+    let reference = crate::governance::authorize_credit(
+        &state,
+        req.body.customer_id,
+        asset.symbol.as_str(),
+        amount,
+        reference,
+        req.body.adjustment,
+    )
+    .await?;
     let env = state.env();
     let new = NewDeposit {
         id: new_id(env),
@@ -726,7 +740,7 @@ async fn credit_deposit(
         customer_id: req.body.customer_id,
         asset: asset.symbol.clone(),
         amount,
-        reference: reference.to_owned(),
+        reference,
     };
     let d = state.store().credit_deposit(&req.ctx, Some(&req.idem), new).await?;
     state

@@ -408,6 +408,55 @@ pub struct PolicyStatus {
 /// The decision for a withdrawal still waiting to be signed (None: no governance, or past
 /// signing). Velocity is estimated from stored withdrawals; the signer nodes count their own
 /// and may still refuse.
+/// Whether a credit without chain evidence may be made, and under which reference. Under
+/// governance it must match a committed `ledger_credit` entry, whose number becomes its
+/// reference (`governance:SEQ`), so it is credited once. By hand, under the caller's
+/// reference, only where the runner allowed it ([`crate::HandCredits`]: tests, the dev stack).
+pub(crate) async fn authorize_credit(
+    state: &AppState,
+    customer_id: uuid::Uuid,
+    asset: &str,
+    amount: strongroom_units::Amount,
+    reference: &str,
+    adjustment: Option<u64>,
+) -> Result<String, ApiError> {
+    let not_governed = |m: String| ApiError::new(StatusCode::FORBIDDEN, "credit_not_governed", m);
+    let rec = state.store().governance().await?;
+    let governed = state_of(&rec, state.env().now())?.is_some();
+    let Some(seq) = adjustment else {
+        let by_hand = match state.hand_credits() {
+            crate::HandCredits::Never => false,
+            crate::HandCredits::WithoutGovernance => !governed,
+            crate::HandCredits::Always => true,
+        };
+        if by_hand {
+            tracing::warn!(%customer_id, asset, %amount, reference,
+                "INSECURE: crediting without chain evidence or a governance quorum (development)");
+            return Ok(reference.to_owned());
+        }
+        return Err(not_governed(
+            "a credit without chain evidence needs a ledger credit signed by the admin quorum \
+             (`strongroom governance propose ledger-credit`); send its entry as `adjustment`"
+                .into(),
+        ));
+    };
+    let entry = rec.entries.iter().find(|e| e.seq == seq);
+    let Some(Change::LedgerCredit { customer_id: c, asset: a, amount: m, reference: r }) =
+        entry.map(|e| &e.change)
+    else {
+        return Err(not_governed(format!("governance entry {seq} is no committed ledger credit")));
+    };
+    if *c != customer_id.to_string() || a != asset || *m != amount || r != reference {
+        return Err(ApiError::bad_request(
+            "adjustment_mismatch",
+            format!(
+                "governance entry {seq} credits {m} {a} to {c} as {r:?}, not {amount} {asset} to {customer_id} as {reference:?}"
+            ),
+        ));
+    }
+    Ok(format!("governance:{seq}"))
+}
+
 pub(crate) async fn policy_status(
     state: &AppState,
     w: &Withdrawal,

@@ -60,6 +60,22 @@ struct Inner {
     notifier: std::sync::OnceLock<Arc<dyn accounts::Notifier>>,
     nonces: clients::Nonces,
     treasury: std::sync::Mutex<treasury::TreasuryLog>,
+    /// Credits without chain evidence or a governance quorum (development only).
+    hand_credits: std::sync::OnceLock<HandCredits>,
+}
+
+/// When operators may credit customers with neither chain evidence nor a quorum-signed
+/// ledger credit (`POST /v1/deposits` without `adjustment`). INSECURE unless `Never`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HandCredits {
+    /// Production: never.
+    #[default]
+    Never,
+    /// While no governance genesis is installed (tests that fund customers by hand).
+    WithoutGovernance,
+    /// Always: whoever runs the server holds every governance key anyway (the dev stack's
+    /// own genesis), so a quorum's signature would prove nothing.
+    Always,
 }
 
 /// A would-be withdrawal for the risk engine to score, without storing anything.
@@ -123,7 +139,18 @@ impl AppState {
             notifier: std::sync::OnceLock::new(),
             nonces: clients::Nonces::default(),
             treasury: std::sync::Mutex::default(),
+            hand_credits: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// INSECURE, for development and tests: let operators credit customers by hand
+    /// (once; the default is [`HandCredits::Never`]).
+    pub fn set_hand_credits(&self, h: HandCredits) {
+        let _ = self.0.hand_credits.set(h);
+    }
+
+    pub(crate) fn hand_credits(&self) -> HandCredits {
+        self.0.hand_credits.get().copied().unwrap_or_default()
     }
     /// Connect deposit address creation (once).
     pub fn set_deposit_addresses(&self, provider: Arc<dyn DepositAddresses>) {

@@ -145,6 +145,8 @@ impl Server {
         let kek = Arc::new(strongroom_crypto::seal::SoftwareKek::generate(env.as_ref()));
         let state =
             AppState::new(store.clone(), env, AssetRegistry::dev(), WithdrawalRules::default());
+        // Most tests fund customers by hand; governance still needs quorum-signed credits.
+        state.set_hand_credits(strongroom_server::HandCredits::WithoutGovernance);
         state.set_personal_data_key(kek.clone());
         let mails = Arc::new(Mutex::new(Vec::new()));
         state.set_notifier(Arc::new(Mailbox(mails.clone())));
@@ -784,6 +786,12 @@ fn gov_genesis(
         quorum: 2,
         whitelist_delay_ms: 3_600_000,
         created_at: Timestamp::from_unix_ms(1_000),
+        assets: vec![strongroom_governance::log::AssetSpec {
+            chain: "eip155:31337".into(),
+            symbol: "ETH".into(),
+            decimals: 18,
+            contract: None,
+        }],
     };
     let pin = hex::encode(genesis.hash().unwrap());
     (genesis, pin)
@@ -927,15 +935,42 @@ async fn governance_changes_need_their_quorum_and_withdrawals_show_why_they_wait
         (StatusCode::OK, true, Some(2))
     );
 
-    // A withdrawal above the small tier says what it waits for.
+    // Under governance an operator cannot credit a customer with no chain evidence: only a
+    // ledger credit the admin quorum signed, once, exactly as signed.
     let (_, c) = s.post("/v1/customers", "c1", json!({"external_id": "alice"})).await;
     let cid = c["id"].as_str().unwrap().to_owned();
-    s.post(
-        "/v1/deposits",
-        "d1",
-        json!({"customer_id": cid, "asset": "ETH", "amount": "2", "reference": "0xfeed:0"}),
-    )
-    .await;
+    let credit =
+        json!({"customer_id": cid, "asset": "ETH", "amount": "2", "reference": "missed 0xfeed:0"});
+    let (st, v) = s.post("/v1/deposits", "d0", credit.clone()).await;
+    assert_eq!((st, code(&v)), (StatusCode::FORBIDDEN, "credit_not_governed"), "{v}");
+    let (st, v) = s
+        .post(
+            "/v1/governance/proposals",
+            "p7",
+            json!({"change": {"change": "ledger_credit", "customer_id": cid, "asset": "ETH",
+                "amount": "2000000000000000000", "reference": "missed 0xfeed:0"}}),
+        )
+        .await;
+    assert_eq!((st, v["seq"].as_u64()), (StatusCode::OK, Some(3)), "{v}");
+    let (_, gov, _) = s.call("GET", "/v1/governance", Some(Role::Auditor), None, None).await;
+    let (st, v) = sign_proposal(&s, &gov, "ada", 1, "s7").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let mut with = credit.clone();
+    with["adjustment"] = json!(3);
+    let (st, v) = s.post("/v1/deposits", "d1", with.clone()).await;
+    assert_eq!((st, code(&v)), (StatusCode::FORBIDDEN, "credit_not_governed"), "one admin: {v}");
+    sign_proposal(&s, &gov, "bob", 2, "s8").await;
+    let mut more = with.clone();
+    more["amount"] = json!("20");
+    let (st, v) = s.post("/v1/deposits", "d2", more).await;
+    assert_eq!((st, code(&v)), (StatusCode::BAD_REQUEST, "adjustment_mismatch"), "{v}");
+    let (st, v) = s.post("/v1/deposits", "d3", with.clone()).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(v["reference"], "governance:3", "{v}");
+    let (st, v) = s.post("/v1/deposits", "d4", with).await;
+    assert_eq!((st, code(&v)), (StatusCode::CONFLICT, "deposit_already_credited"), "{v}");
+
+    // A withdrawal above the small tier says what it waits for.
     let (st, w) = s.post("/v1/withdrawals", "wd1", json!({"customer_id": cid, "asset": "ETH", "destination": "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB", "amount": "1"})).await;
     assert_eq!(st, StatusCode::CREATED, "{w}");
     let wid = w["id"].as_str().unwrap();
@@ -970,9 +1005,9 @@ async fn governance_changes_need_their_quorum_and_withdrawals_show_why_they_wait
     use sqlx::Executor;
     let (_, now_gov, _) = s.call("GET", "/v1/governance", Some(Role::Auditor), None, None).await;
     let last: strongroom_governance::log::Entry =
-        serde_json::from_value(now_gov["entries"][1].clone()).unwrap();
+        serde_json::from_value(now_gov["entries"][2].clone()).unwrap();
     let forged = strongroom_governance::log::Entry {
-        seq: 3,
+        seq: 4,
         prev: hex::encode(last.hash().unwrap()),
         at: TestEnv(std::time::Instant::now()).now(),
         change: strongroom_governance::log::Change::WhitelistAdd {
@@ -989,7 +1024,7 @@ async fn governance_changes_need_their_quorum_and_withdrawals_show_why_they_wait
         .pool()
         .execute(
             format!(
-                "INSERT INTO governance_entries (seq, entry, created_at_ms) VALUES (3, '{row}', 0)"
+                "INSERT INTO governance_entries (seq, entry, created_at_ms) VALUES (4, '{row}', 0)"
             )
             .as_str(),
         )
@@ -998,10 +1033,10 @@ async fn governance_changes_need_their_quorum_and_withdrawals_show_why_they_wait
     let (st, v, _) = s.call("GET", "/v1/governance", Some(Role::Auditor), None, None).await;
     assert_eq!((st, code(&v)), (StatusCode::INTERNAL_SERVER_ERROR, "governance_invalid"), "{v}");
     assert!(
-        v["error"]["message"].as_str().unwrap().contains("entry 3: needs 2 distinct admins, has 0"),
+        v["error"]["message"].as_str().unwrap().contains("entry 4: needs 2 distinct admins, has 0"),
         "{v}"
     );
-    s.store.pool().execute("DELETE FROM governance_entries WHERE seq = 3").await.unwrap();
+    s.store.pool().execute("DELETE FROM governance_entries WHERE seq = 4").await.unwrap();
     let (st, _, _) = s.call("GET", "/v1/governance", Some(Role::Auditor), None, None).await;
     assert_eq!(st, StatusCode::OK);
 
@@ -1682,12 +1717,22 @@ async fn a_staff_approver_approves_with_a_passkey_the_governance_log_holds() {
     // A large withdrawal waits for an approver.
     let (_, c) = s.post("/v1/customers", "sc", json!({"external_id": "staff-test"})).await;
     let cid = c["id"].as_str().unwrap().to_owned();
-    s.post(
-        "/v1/deposits",
-        "sd",
-        json!({"customer_id": cid, "asset": "ETH", "amount": "1", "reference": "0xst:0"}),
+    // Under governance a credit with no chain evidence is the admin quorum's (entry 2).
+    govern(
+        json!({"change": "ledger_credit", "customer_id": cid, "asset": "ETH",
+            "amount": "1000000000000000000", "reference": "0xst:0"}),
+        "lc",
     )
     .await;
+    let (st, d) = s
+        .post(
+            "/v1/deposits",
+            "sd",
+            json!({"customer_id": cid, "asset": "ETH", "amount": "1", "reference": "0xst:0",
+                "adjustment": 2}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{d}");
     let (st, w) = s
         .post(
             "/v1/withdrawals",

@@ -320,6 +320,12 @@ max_amount = "10000000000000000000"
             quorum: 2,
             whitelist_delay_ms: 86_400_000,
             created_at: Timestamp::from_unix_ms(T0),
+            assets: vec![strongroom_governance::log::AssetSpec {
+                chain: "eip155:1".into(),
+                symbol: "ETH".into(),
+                decimals: 18,
+                contract: None,
+            }],
         }
     }
 

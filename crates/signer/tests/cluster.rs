@@ -524,11 +524,12 @@ mod governance_attack {
 
     const ETH: u128 = 1_000_000_000_000_000_000;
 
-    fn key(n: u8) -> SigningKey {
+    pub(super) fn key(n: u8) -> SigningKey {
         SigningKey::from_bytes(&[n; 32])
     }
 
-    fn genesis(now: i64) -> Genesis {
+    /// Admins ada and bob (quorum 2), approvers ann and amy; ETH on the test chain.
+    pub(super) fn genesis(now: i64) -> Genesis {
         let m = |id: &str, n: u8, r: Role| MemberSpec {
             id: id.into(),
             public_key: hex::encode(key(n).verifying_key().to_bytes()),
@@ -545,6 +546,12 @@ mod governance_attack {
             quorum: 2,
             whitelist_delay_ms: 86_400_000,
             created_at: Timestamp::from_unix_ms(now - 60_000),
+            assets: vec![strongroom_governance::log::AssetSpec {
+                chain: "eip155:31337".into(),
+                symbol: "ETH".into(),
+                decimals: 18,
+                contract: None,
+            }],
         }
     }
 
@@ -687,41 +694,30 @@ max_fee = "2000000000000000"
 /// processes: fee drains, one intent signed twice, raw digests, weak governance. Each is
 /// refused with a typed reason in the node's own audit log, and the honest path still signs.
 mod signers_decide {
-    use ed25519_dalek::SigningKey;
     use strongroom_governance::approval::Approval;
-    use strongroom_governance::log::{replay, Change, Entry, Genesis, MemberSpec, WhitelistScope};
+    use strongroom_governance::log::{replay, Change, Entry, Genesis, WhitelistScope};
     use strongroom_governance::policy::{Block, Policy};
-    use strongroom_governance::Role;
 
+    use super::governance_attack::key;
     use super::*;
 
     const ETH: u128 = 1_000_000_000_000_000_000;
     const DAY: i64 = 86_400_000;
     const BOB: &str = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC";
     const CAROL: &str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906";
-
-    fn key(n: u8) -> SigningKey {
-        SigningKey::from_bytes(&[n; 32])
-    }
+    /// The registered token (as the dev chain's first contract would be).
+    const USDT: &str = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
 
     fn genesis(now: i64) -> Genesis {
-        let m = |id: &str, n: u8, r: Role| MemberSpec {
-            id: id.into(),
-            public_key: hex::encode(key(n).verifying_key().to_bytes()),
-            roles: vec![r],
-            passkey: None,
-        };
-        Genesis {
-            members: vec![
-                m("ada", 1, Role::Admin),
-                m("bob", 2, Role::Admin),
-                m("ann", 3, Role::Approver),
-                m("amy", 4, Role::Approver),
-            ],
-            quorum: 2,
-            whitelist_delay_ms: DAY,
-            created_at: Timestamp::from_unix_ms(now - 3 * DAY),
-        }
+        let mut g = governance_attack::genesis(now);
+        g.created_at = Timestamp::from_unix_ms(now - 3 * DAY);
+        g.assets.push(strongroom_governance::log::AssetSpec {
+            chain: "eip155:31337".into(),
+            symbol: "USDT".into(),
+            decimals: 6,
+            contract: Some(USDT.into()),
+        });
+        g
     }
 
     fn policy(version: u64, messages: bool) -> Policy {
@@ -859,6 +855,38 @@ max_amount = "10000000000000000000"
         let signed = sign([1, 2], request(&honest, first.clone(), &gov, vec![])).await.unwrap();
         verify_ecdsa(&signed.public_key, &signed.signed_bytes, &signed.signature);
 
+        // 1. Asset relabelling: the registered USDT contract under the name ETH, and a
+        // contract nobody registered. The registry in the genesis names what moves.
+        let token = |symbol: &str, decimals: u8, contract: &str| {
+            let mut i = intent(BOB, 1_000_000, far);
+            let chain = i.chain.clone();
+            i.asset = IntentAsset {
+                symbol: AssetSymbol::parse(symbol).unwrap(),
+                decimals,
+                contract: Some(Address::parse(&chain, contract).unwrap()),
+            };
+            i
+        };
+        let relabelled = token("ETH", 18, USDT);
+        let r = sign([2, 3], request(&relabelled, tx(&relabelled, 0, 1), &gov, vec![]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&r.reason, Reason::Blocked { block: Block::AssetMislabelled { registered, .. }, .. }
+                if registered == "USDT"),
+            "{r:?}"
+        );
+        let stranger = token("USDT", 6, CAROL);
+        let r =
+            sign([2, 3], request(&stranger, tx(&stranger, 0, 1), &gov, vec![])).await.unwrap_err();
+        assert!(
+            matches!(r.reason, Reason::Blocked { block: Block::UnknownAsset { .. }, .. }),
+            "{r:?}"
+        );
+        let usdt = token("USDT", 6, USDT);
+        let s = sign([2, 3], request(&usdt, tx(&usdt, 0, 1), &gov, vec![])).await.unwrap();
+        verify_ecdsa(&s.public_key, &s.signed_bytes, &s.signature);
+
         // 3. The same approved intent again at nonce 1, then 2, through every pair: each
         // pair shares a node that already signed it.
         for (nonce, pair) in [(1, [1, 2]), (2, [2, 3]), (3, [1, 3])] {
@@ -964,7 +992,13 @@ max_amount = "10000000000000000000"
                 "no {code} in the audit logs"
             );
         }
-        for kind in ["fee_above_ceiling", "message_not_allowed", "time_locked"] {
+        for kind in [
+            "fee_above_ceiling",
+            "message_not_allowed",
+            "time_locked",
+            "asset_mislabelled",
+            "unknown_asset",
+        ] {
             assert!(
                 audit.contains(&format!(r#"\"kind\":\"{kind}\""#)),
                 "no {kind} in the audit logs"

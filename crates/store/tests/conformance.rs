@@ -1094,6 +1094,7 @@ async fn the_governance_log_keeps_order_one_proposal_and_one_genesis(store: Arc<
         quorum,
         whitelist_delay_ms: 1000,
         created_at: Timestamp::from_unix_ms(1),
+        assets: vec![],
     };
     let c = ctx(env().now());
     assert_eq!(store.governance().await.unwrap(), GovernanceRecord::default());

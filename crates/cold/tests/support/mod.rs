@@ -67,6 +67,20 @@ pub fn governance(now: Timestamp) -> Gov {
         quorum: 2,
         whitelist_delay_ms: 86_400_000,
         created_at: Timestamp::from_unix_ms(now.unix_ms() - 60_000),
+        assets: vec![
+            strongroom_governance::log::AssetSpec {
+                chain: "bip122:0f9188f13cb7b2c71f2a335e3a4fc328".into(),
+                symbol: "BTC".into(),
+                decimals: 8,
+                contract: None,
+            },
+            strongroom_governance::log::AssetSpec {
+                chain: "eip155:31337".into(),
+                symbol: "ETH".into(),
+                decimals: 18,
+                contract: None,
+            },
+        ],
     };
     let pin = hex::encode(genesis.hash().unwrap());
     let state = replay(&genesis, &pin, &[], now).unwrap();
