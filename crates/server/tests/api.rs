@@ -102,6 +102,14 @@ struct Server {
 
 impl Server {
     async fn start(database_url: Option<String>) -> Server {
+        // Most tests fund customers by hand; governance still needs quorum-signed credits.
+        Server::start_with(database_url, strongroom_server::HandCredits::WithoutGovernance).await
+    }
+
+    async fn start_with(
+        database_url: Option<String>,
+        hand: strongroom_server::HandCredits,
+    ) -> Server {
         logs();
         let env = Arc::new(TestEnv(std::time::Instant::now()));
         let dir = tempfile::tempdir().unwrap();
@@ -145,8 +153,7 @@ impl Server {
         let kek = Arc::new(strongroom_crypto::seal::SoftwareKek::generate(env.as_ref()));
         let state =
             AppState::new(store.clone(), env, AssetRegistry::dev(), WithdrawalRules::default());
-        // Most tests fund customers by hand; governance still needs quorum-signed credits.
-        state.set_hand_credits(strongroom_server::HandCredits::WithoutGovernance);
+        state.set_hand_credits(hand);
         state.set_personal_data_key(kek.clone());
         let mails = Arc::new(Mutex::new(Vec::new()));
         state.set_notifier(Arc::new(Mailbox(mails.clone())));
@@ -543,6 +550,29 @@ async fn withdrawal_flow(s: &Server) {
 async fn withdrawal_flow_on_sqlite() {
     let s = Server::start(None).await;
     withdrawal_flow(&s).await;
+    s.stop().await;
+}
+
+/// A production server (no hand credits) credits nothing without chain evidence, even with
+/// no governance installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_production_server_credits_nothing_by_hand() {
+    let s = Server::start_with(None, strongroom_server::HandCredits::Never).await;
+    let (_, c) = s.post("/v1/customers", "c", json!({"external_id": "eve"})).await;
+    let credit =
+        json!({"customer_id": c["id"], "asset": "ETH", "amount": "5", "reference": "0xfake:0"});
+    let (st, v) = s.post("/v1/deposits", "d", credit).await;
+    assert_eq!((st, code(&v)), (StatusCode::FORBIDDEN, "credit_not_governed"), "{v}");
+    let (_, b, _) = s
+        .call(
+            "GET",
+            &format!("/v1/customers/{}/balances", c["id"].as_str().unwrap()),
+            Some(Role::Auditor),
+            None,
+            None,
+        )
+        .await;
+    assert!(b.as_array().unwrap().iter().all(|x| x["available"] == "0"), "{b}");
     s.stop().await;
 }
 
