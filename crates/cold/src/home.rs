@@ -3,7 +3,9 @@
 //! - `home.json`: the chain, this key's fingerprint and account key, the governance genesis
 //!   and its pinned hash, and the wallets installed at the key ceremony (their descriptors);
 //! - `key.sealed`: the key's seed under the holder's passphrase (`crypto::passphrase`);
-//! - `governance.jsonl`: its own copy of the governance log;
+//! - `governance.jsonl`: its own copy of the governance log, and `governance-seen.jsonl`:
+//!   when it first saw each entry (time-locks run from then, so a back-dated entry cannot
+//!   shorten one);
 //! - `signed.jsonl`: what it signed, for velocity limits and so that one intent is never
 //!   signed as two different transactions.
 //!
@@ -21,7 +23,7 @@ use strongroom_chain_ethereum::safe::{
 use strongroom_core::{Env, Intent, Timestamp, WalletId};
 use strongroom_crypto::{passphrase, SecretString};
 use strongroom_governance::gate::{decide, Subject};
-use strongroom_governance::log::{extend, replay, Entry, Genesis, State};
+use strongroom_governance::log::{extend, replay, replay_seen, Entry, Genesis, SeenRecord, State};
 use strongroom_governance::policy::{Tier, VelocityLimit};
 use strongroom_units::{Amount, ChainFamily, ChainId};
 
@@ -88,6 +90,8 @@ pub struct ColdHome {
     dir: PathBuf,
     config: HomeConfig,
     entries: Vec<Entry>,
+    /// When this signer first saw each entry.
+    seen: std::collections::BTreeMap<u64, Timestamp>,
     state: State,
     signed: Vec<Signed>,
 }
@@ -104,6 +108,9 @@ fn read_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, Col
         })
         .collect()
 }
+
+/// When this signer first saw each governance entry.
+const SEEN: &str = "governance-seen.jsonl";
 
 fn append_lines<T: Serialize>(path: &Path, items: &[T]) -> Result<(), ColdError> {
     use std::io::Write;
@@ -182,6 +189,7 @@ impl ColdHome {
             dir: dir.to_owned(),
             config,
             entries: Vec::new(),
+            seen: std::collections::BTreeMap::new(),
             state,
             signed: Vec::new(),
         };
@@ -197,11 +205,26 @@ impl ColdHome {
         let config: HomeConfig =
             serde_json::from_slice(&text).map_err(|e| ColdError::Io(format!("home.json: {e}")))?;
         let entries: Vec<Entry> = read_lines(&dir.join("governance.jsonl"))?;
-        let state = replay(&config.genesis, &config.pin, &entries, now).map_err(|e| {
-            ColdError::Refused(format!("this signer's governance log does not replay: {e}"))
-        })?;
+        // An entry with no record (a home from before such records) counts as seen now.
+        let mut seen: std::collections::BTreeMap<u64, Timestamp> =
+            read_lines::<SeenRecord>(&dir.join(SEEN))?
+                .into_iter()
+                .map(|s| (s.seq, Timestamp::from_unix_ms(s.at_ms)))
+                .collect();
+        let missing: Vec<SeenRecord> = entries
+            .iter()
+            .filter(|e| !seen.contains_key(&e.seq))
+            .map(|e| SeenRecord { seq: e.seq, at_ms: now.unix_ms() })
+            .collect();
+        append_lines(&dir.join(SEEN), &missing)?;
+        seen.extend(missing.iter().map(|s| (s.seq, now)));
+        let state =
+            replay_seen(&config.genesis, &config.pin, &entries, now, &|q| seen.get(&q).copied())
+                .map_err(|e| {
+                    ColdError::Refused(format!("this signer's governance log does not replay: {e}"))
+                })?;
         let signed = read_lines(&dir.join("signed.jsonl"))?;
-        Ok(ColdHome { dir: dir.to_owned(), config, entries, state, signed })
+        Ok(ColdHome { dir: dir.to_owned(), config, entries, seen, state, signed })
     }
 
     fn save(&self) -> Result<(), ColdError> {
@@ -381,11 +404,15 @@ impl ColdHome {
             &self.entries,
             &bundle.governance,
             now,
-            &|_| None,
+            &|q| self.seen.get(&q).copied(),
         )
         .map_err(ColdError::Refused)?
         {
+            let first: Vec<SeenRecord> =
+                new.iter().map(|e| SeenRecord { seq: e.seq, at_ms: now.unix_ms() }).collect();
+            append_lines(&self.dir.join(SEEN), &first)?;
             append_lines(&self.dir.join("governance.jsonl"), &new)?;
+            self.seen.extend(first.iter().map(|s| (s.seq, now)));
             self.entries.extend(new);
             self.state = state;
         }

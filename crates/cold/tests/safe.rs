@@ -248,3 +248,91 @@ async fn a_two_of_three_safe_moves_eth_after_two_offline_signatures_and_refuses_
     assert!(err.to_string().contains("is by"), "{err}");
     node.stop().await;
 }
+
+/// A whitelist entry back-dated by its proposers looks usable to the online side, which
+/// makes the bundle; the offline signer runs the time-lock from when it first saw the entry
+/// and refuses until it has run out on its own clock.
+#[test]
+fn the_offline_signer_runs_time_locks_from_when_it_first_saw_the_entry() {
+    use strongroom_governance::log::{Change, Genesis, MemberSpec, WhitelistScope};
+    use strongroom_governance::policy::Policy;
+    const DAY: i64 = 86_400_000;
+    let now = SystemEnv::new().now();
+    let at = |ms: i64| Timestamp::from_unix_ms(now.unix_ms() + ms);
+    let env = strongroom_core::FixedEnv::new(now, 7);
+    let member = |id: &str, n: u8, role: Role| MemberSpec {
+        id: id.into(),
+        public_key: hex::encode(support::key(n).verifying_key().to_bytes()),
+        roles: vec![role],
+        passkey: None,
+    };
+    let genesis = Genesis {
+        members: vec![member("ada", 1, Role::Admin), member("bob", 2, Role::Admin)],
+        quorum: 2,
+        whitelist_delay_ms: DAY,
+        created_at: at(-3 * DAY),
+        assets: vec![strongroom_governance::log::AssetSpec {
+            chain: CHAIN.into(),
+            symbol: "ETH".into(),
+            decimals: 18,
+            contract: None,
+        }],
+    };
+    let pin = hex::encode(genesis.hash().unwrap());
+    let policy = Policy::from_toml(
+        "version = 1\n[[rules]]\nname = \"to-our-own\"\nwhen = { tier = \"cold\", destinations = [\"internal\"] }\naction = { kind = \"allow\" }\n[[rules]]\nname = \"rest\"\naction = { kind = \"block\", reason = \"cold moves only to our own wallets\" }\n",
+    )
+    .unwrap();
+    let scope = WhitelistScope::Internal { chain: CHAIN.into() };
+    let mut log = Vec::new();
+    for (change, when) in [
+        (Change::SetPolicy { policy }, -3 * DAY + 60_000),
+        (Change::WhitelistAdd { scope, address: DEST.into(), label: "hot".into() }, -2 * DAY),
+    ] {
+        let state = replay(&genesis, &pin, &log, now).unwrap();
+        let mut e = state.propose(change, at(when));
+        e.sign("ada", &support::key(1)).unwrap();
+        e.sign("bob", &support::key(2)).unwrap();
+        log.push(e);
+    }
+    // Online, by the entries' own times, the address is usable: the bundle is made.
+    let state = replay(&genesis, &pin, &log, now).unwrap();
+    let mut i = intent(ETH, 9, now);
+    i.expires_at = at(3 * DAY);
+    let moved = |_: &VelocityLimit| Amount::ZERO;
+    let req = Request {
+        intent: &i,
+        initiator: "eve",
+        initiator_role: Role::Operator,
+        approvals: &[],
+        log: &log,
+        state: &state,
+        moved: &moved,
+    };
+    let safe: EthAddress = "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB".parse().unwrap();
+    let bundle = prepare_safe(safe, 0, &req, &env).unwrap();
+
+    // Offline, the signer sees the entry for the first time now.
+    let dir = tempfile::tempdir().unwrap();
+    let secret = strongroom_chain_bitcoin::keys::ColdSecret::generate(&env);
+    let pass = strongroom_crypto::SecretString::new("a passphrase for the test".into());
+    let home = dir.path().join("home");
+    let chain = ChainId::parse(CHAIN).unwrap();
+    let mut h =
+        strongroom_cold::home::ColdHome::create(&home, &secret, &pass, chain, genesis, &pin, &env)
+            .unwrap();
+    let mine = strongroom_cold::home::owner_address(&secret).unwrap().to_checksum(None);
+    let owners = [mine, DEST.into(), "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC".into()];
+    h.install_safe(WalletId::parse("cold-eth-1").unwrap(), &safe.to_checksum(None), &owners, 2)
+        .unwrap();
+    let err = h.review(&bundle, now).unwrap_err().to_string();
+    assert!(err.contains("time-lock runs until"), "{err}");
+    // Reopened, it remembers when it first saw the entry: still refused an hour later.
+    let mut h = strongroom_cold::home::ColdHome::open(&home, at(3_600_000)).unwrap();
+    let err = h.review(&bundle, at(3_600_000)).unwrap_err().to_string();
+    assert!(err.contains("time-lock runs until"), "{err}");
+    // A day later on its own clock, the same bundle passes the governance check.
+    let mut h = strongroom_cold::home::ColdHome::open(&home, at(DAY + 60_000)).unwrap();
+    let review = h.review(&bundle, at(DAY + 60_000)).unwrap();
+    assert!(review.decision.contains("to-our-own"), "{}", review.decision);
+}

@@ -356,6 +356,14 @@ pub const MIN_QUORUM: u8 = 2;
 /// When a signer first saw each entry (by sequence number), if it keeps track.
 pub type FirstSeen<'a> = &'a dyn Fn(u64) -> Option<Timestamp>;
 
+/// One line of a signer's record of when it first saw an entry (the MPC nodes and the
+/// offline signer keep one beside their copy of the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenRecord {
+    pub seq: u64,
+    pub at_ms: i64,
+}
+
 /// Verify the genesis against the pinned hash and every entry in order; the state at the end.
 /// Time-locks run from each entry's own time.
 pub fn replay(

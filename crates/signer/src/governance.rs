@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use strongroom_core::Timestamp;
 use strongroom_governance::gate::{decide, Subject};
-use strongroom_governance::log::{replay_seen, Entry, Genesis, State};
+use strongroom_governance::log::{replay_seen, Entry, Genesis, SeenRecord as Seen, State};
 use strongroom_governance::policy::{Block, MessageKind, Tier, VelocityLimit};
 use strongroom_governance::Role;
 use strongroom_units::Amount;
@@ -28,13 +28,6 @@ struct Signed {
     wallet: String,
     asset: String,
     amount: Amount,
-}
-
-/// When this node first saw a log entry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Seen {
-    seq: u64,
-    at_ms: i64,
 }
 
 #[derive(Debug)]
