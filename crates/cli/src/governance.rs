@@ -160,6 +160,10 @@ pub enum ProposeCommand {
     Freeze {
         #[arg(long)]
         scope: String,
+        /// Time-boxed: the freeze ends by itself after this many minutes, and nobody, not
+        /// even the admin quorum, can lift it before (at most 90 days).
+        #[arg(long)]
+        for_minutes: Option<i64>,
     },
     /// Lift a freeze: needs the quorum.
     Unfreeze {
@@ -334,7 +338,7 @@ pub(crate) fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
     Ok(SigningKey::from_bytes(&secret))
 }
 
-fn change_of(change: ProposeCommand) -> anyhow::Result<Change> {
+fn change_of(change: ProposeCommand, now: strongroom_core::Timestamp) -> anyhow::Result<Change> {
     Ok(match change {
         ProposeCommand::Policy { file } => Change::SetPolicy {
             policy: Policy::from_toml(
@@ -353,7 +357,13 @@ fn change_of(change: ProposeCommand) -> anyhow::Result<Change> {
         ProposeCommand::WhitelistRemove { scope, chain, address } => {
             Change::WhitelistRemove { scope: whitelist_scope(&scope, &chain)?, address }
         }
-        ProposeCommand::Freeze { scope } => Change::Freeze { scope: freeze_scope(&scope)? },
+        ProposeCommand::Freeze { scope, for_minutes: None } => {
+            Change::Freeze { scope: freeze_scope(&scope)? }
+        }
+        ProposeCommand::Freeze { scope, for_minutes: Some(m) } => Change::FreezeUntil {
+            scope: freeze_scope(&scope)?,
+            until: now.plus_ms(m.checked_mul(60_000).context("--for-minutes is too long")?),
+        },
         ProposeCommand::Unfreeze { scope } => Change::Unfreeze { scope: freeze_scope(&scope)? },
         ProposeCommand::SetQuorum { quorum } => Change::SetQuorum { quorum },
         ProposeCommand::AddMember { member: m } => Change::AddMember { member: member(&m)? },
@@ -464,6 +474,9 @@ fn print_state(state: &State, now: strongroom_core::Timestamp) {
     for fz in &state.freezes {
         println!("frozen: {fz:?}");
     }
+    for (fz, until) in state.frozen_until.iter().filter(|(_, u)| **u > now) {
+        println!("frozen: {fz:?} until {} ms (cannot be lifted before)", until.unix_ms());
+    }
 }
 
 pub async fn run(cmd: GovernanceCommand) -> anyhow::Result<std::process::ExitCode> {
@@ -536,12 +549,12 @@ pub async fn run(cmd: GovernanceCommand) -> anyhow::Result<std::process::ExitCod
                 "a change is already pending ({})",
                 f.pending.display()
             );
-            let entry = state.propose(change_of(change)?, env.now());
+            let entry = state.propose(change_of(change, env.now())?, env.now());
             std::fs::write(&f.pending, serde_json::to_vec_pretty(&entry)?)?;
             println!("proposed entry {}; hash {}", entry.seq, hex::encode(entry.hash()?));
         }
         GovernanceCommand::Propose { dir: None, api, change } => {
-            let change = change_of(change)?;
+            let change = change_of(change, env.now())?;
             let v = api
                 .connect()?
                 .post("/v1/governance/proposals", &serde_json::json!({ "change": change }))

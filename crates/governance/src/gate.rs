@@ -112,8 +112,10 @@ pub fn decide(
     if let Err(why) = asset(state, intent, now) {
         return block("assets", why);
     }
-    if let Some(f) = state.frozen(intent.asset.symbol.as_str(), intent.source_wallet.as_str()) {
-        return block("freeze", Block::Frozen { scope: f.clone() });
+    let (asset, wallet) = (intent.asset.symbol.as_str(), intent.source_wallet.as_str());
+    if let Some(f) = state.frozen(asset, wallet, now) {
+        let until_ms = f.until.map(|u| u.unix_ms());
+        return block("freeze", Block::Frozen { scope: f.scope, until_ms });
     }
     let Some(policy) = &state.policy else {
         return block("policy", Block::NoPolicy);

@@ -3,7 +3,8 @@
 //! [`replay`] checks all of it and returns the state in force; nothing else is trusted.
 //!
 //! Who must sign:
-//! - a freeze: one security officer or admin (it takes effect at once);
+//! - a freeze: one security officer or admin (it takes effect at once); a time-boxed one
+//!   cannot be lifted before its end, even by the quorum;
 //! - removing a whitelist entry or an asset, or cancelling a pending whitelist entry: one
 //!   admin (at once);
 //! - everything else (policy, members, quorum, unfreeze, adding a whitelist entry or an
@@ -197,6 +198,12 @@ pub enum Change {
     Freeze {
         scope: FreezeScope,
     },
+    /// Freeze until a set time: nobody, not even the admin quorum, can lift it before then
+    /// (it ends by itself). One security officer or admin suffices, as for a freeze.
+    FreezeUntil {
+        scope: FreezeScope,
+        until: Timestamp,
+    },
     Unfreeze {
         scope: FreezeScope,
     },
@@ -286,6 +293,16 @@ pub enum AssetLookup<'a> {
     Unknown,
 }
 
+/// A freeze in force: its scope, and its end if it is time-boxed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frozen {
+    pub scope: FreezeScope,
+    pub until: Option<Timestamp>,
+}
+
+/// The longest a time-boxed freeze may be set for (it cannot be lifted early).
+pub const MAX_FREEZE_MS: i64 = 90 * 86_400_000;
+
 /// Whether an address may be paid as whitelisted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listed {
@@ -304,6 +321,8 @@ pub struct State {
     pub policy: Option<Policy>,
     pub whitelist: Vec<WhitelistEntry>,
     pub freezes: BTreeSet<FreezeScope>,
+    /// Time-boxed freezes and when each ends.
+    pub frozen_until: BTreeMap<FreezeScope, Timestamp>,
     /// The asset registry.
     pub assets: Vec<RegisteredAsset>,
     /// Hex hash of the last entry (or the genesis): the next entry's `prev`.
@@ -336,12 +355,19 @@ impl State {
     }
 
     /// The freeze that stops a movement of `asset` from `wallet`, if any.
-    pub fn frozen(&self, asset: &str, wallet: &str) -> Option<&FreezeScope> {
-        self.freezes.iter().find(|f| match f {
+    pub fn frozen(&self, asset: &str, wallet: &str, now: Timestamp) -> Option<Frozen> {
+        let covers = |f: &FreezeScope| match f {
             FreezeScope::Global => true,
             FreezeScope::Asset { asset: a } => a == asset,
             FreezeScope::Wallet { wallet: w } => w == wallet,
-        })
+        };
+        if let Some(f) = self.freezes.iter().find(|f| covers(f)) {
+            return Some(Frozen { scope: f.clone(), until: None });
+        }
+        self.frozen_until
+            .iter()
+            .find(|(f, until)| covers(f) && **until > now)
+            .map(|(f, until)| Frozen { scope: f.clone(), until: Some(*until) })
     }
 
     /// A fresh unsigned entry for `change` on top of this state.
@@ -396,6 +422,7 @@ pub fn replay_seen(
         policy: None,
         whitelist: Vec::new(),
         freezes: BTreeSet::new(),
+        frozen_until: BTreeMap::new(),
         assets: Vec::new(),
         head,
         seq: 0,
@@ -516,8 +543,29 @@ fn apply(
             }
             state.freezes.insert(scope.clone());
         }
+        Change::FreezeUntil { scope, until } => {
+            if admins + officers == 0 {
+                return Err(fail("needs a security officer or an admin".into()));
+            }
+            if *until <= e.at || until.unix_ms() - e.at.unix_ms() > MAX_FREEZE_MS {
+                return Err(fail(format!(
+                    "a time-boxed freeze ends after its entry and within {} days",
+                    MAX_FREEZE_MS / 86_400_000
+                )));
+            }
+            // A freeze only tightens: a later end wins.
+            let end = state.frozen_until.entry(scope.clone()).or_insert(*until);
+            *end = (*end).max(*until);
+        }
         Change::Unfreeze { scope } => {
             needs_quorum()?;
+            if let Some(until) = state.frozen_until.get(scope).filter(|u| **u > e.at) {
+                return Err(fail(format!(
+                    "{scope} is frozen until {} ms: a time-boxed freeze cannot be lifted before its end, even by the quorum",
+                    until.unix_ms()
+                )));
+            }
+            state.frozen_until.remove(scope);
             state.freezes.remove(scope);
         }
         Change::SetPolicy { policy } => {

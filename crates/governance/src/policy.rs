@@ -264,8 +264,12 @@ pub struct Request<'a> {
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Block {
-    #[error("frozen by governance ({scope})")]
-    Frozen { scope: crate::log::FreezeScope },
+    #[error("frozen by governance ({scope}){}", until_ms.map(|u| format!(" until {u} ms")).unwrap_or_default())]
+    Frozen {
+        scope: crate::log::FreezeScope,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until_ms: Option<i64>,
+    },
     #[error("no policy is in force: nothing may be signed")]
     NoPolicy,
     #[error("{address} is on the {list} whitelist but its time-lock runs until {until_ms} ms")]

@@ -410,8 +410,9 @@ fn one_officer_freezes_at_once_and_only_a_quorum_unfreezes() {
     let scope = FreezeScope::Asset { asset: "ETH".into() };
     let frozen = log_of(vec![(Change::Freeze { scope: scope.clone() }, vec!["sec"])]);
     let s = state_at(&frozen, T0 + DAY_MS).unwrap();
-    assert_eq!(s.frozen("ETH", "hot-eth-1"), Some(&scope));
-    assert_eq!(s.frozen("BTC", "hot-btc-1"), None);
+    let now = Timestamp::from_unix_ms(T0 + DAY_MS);
+    assert_eq!(s.frozen("ETH", "hot-eth-1", now).map(|f| f.scope), Some(scope.clone()));
+    assert_eq!(s.frozen("BTC", "hot-btc-1", now), None);
     let one = log_of(vec![
         (Change::Freeze { scope: scope.clone() }, vec!["sec"]),
         (Change::Unfreeze { scope: scope.clone() }, vec!["ada"]),
@@ -424,7 +425,14 @@ fn one_officer_freezes_at_once_and_only_a_quorum_unfreezes() {
         (Change::Freeze { scope: scope.clone() }, vec!["sec"]),
         (Change::Unfreeze { scope }, vec!["ada", "bob"]),
     ]);
-    assert_eq!(state_at(&two, T0 + DAY_MS).unwrap().frozen("ETH", "hot-eth-1"), None);
+    assert_eq!(
+        state_at(&two, T0 + DAY_MS).unwrap().frozen(
+            "ETH",
+            "hot-eth-1",
+            Timestamp::from_unix_ms(T0 + DAY_MS)
+        ),
+        None
+    );
     // An approver cannot freeze (nor an operator): only officers and admins.
     let by_approver = log_of(vec![(Change::Freeze { scope: FreezeScope::Global }, vec!["ann"])]);
     assert!(state_at(&by_approver, T0 + DAY_MS).is_err());
@@ -799,4 +807,30 @@ fn the_asset_registry_names_what_moves() {
     let alone =
         log_of(vec![(Change::AssetAdd { asset: spec("USDT", 6, Some(usdt)) }, vec!["ada"])]);
     assert!(state_at(&alone, T0 + DAY_MS).is_err());
+}
+
+/// A time-boxed freeze holds until its end whoever signs an unfreeze, and then ends by itself.
+#[test]
+fn a_time_boxed_freeze_cannot_be_lifted_before_its_end() {
+    let until = Timestamp::from_unix_ms(T0 + DAY_MS);
+    let boxed = Change::FreezeUntil { scope: FreezeScope::Global, until };
+    let log = log_of(vec![(boxed.clone(), vec!["sec"])]);
+    let s = state_at(&log, T0 + 120_000).unwrap();
+    let at = |ms: i64| Timestamp::from_unix_ms(ms);
+    let f = s.frozen("ETH", "hot-eth-1", at(T0 + 120_000)).unwrap();
+    assert_eq!((f.scope, f.until), (FreezeScope::Global, Some(until)));
+    // Every admin signs an unfreeze an hour in: refused.
+    let early = log_of(vec![
+        (boxed.clone(), vec!["sec"]),
+        (Change::Unfreeze { scope: FreezeScope::Global }, vec!["ada", "bob", "cy"]),
+    ]);
+    let err = state_at(&early, T0 + 2 * DAY_MS).unwrap_err().to_string();
+    assert!(err.contains("cannot be lifted before its end"), "{err}");
+    // At its end it is over, with nothing to sign.
+    assert_eq!(s.frozen("ETH", "hot-eth-1", until), None);
+    // A freeze for ever, or for longer than 90 days, is not a time-boxed one.
+    let forever = Change::FreezeUntil { scope: FreezeScope::Global, until: at(T0 + 200 * DAY_MS) };
+    assert!(state_at(&log_of(vec![(forever, vec!["sec"])]), T0 + DAY_MS).is_err());
+    // One approver cannot set one either.
+    assert!(state_at(&log_of(vec![(boxed, vec!["ann"])]), T0 + DAY_MS).is_err());
 }

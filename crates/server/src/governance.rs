@@ -42,6 +42,9 @@ pub struct GovernanceView {
     pub whitelist: Vec<WhitelistView>,
     #[schema(value_type = Vec<Object>)]
     pub freezes: Vec<serde_json::Value>,
+    /// Time-boxed freezes still in force, each with its end (they cannot be lifted early).
+    #[schema(value_type = Vec<Object>)]
+    pub frozen_until: Vec<serde_json::Value>,
     pub proposal: Option<ProposalView>,
     /// The genesis and every entry, for anyone to verify (`strongroom governance verify`).
     #[schema(value_type = Option<Object>)]
@@ -178,6 +181,7 @@ fn view(rec: &GovernanceRecord, now: Timestamp) -> Result<GovernanceView, ApiErr
             policy: None,
             whitelist: vec![],
             freezes: vec![],
+            frozen_until: vec![],
             proposal: None,
             genesis: None,
             entries: vec![],
@@ -226,6 +230,12 @@ fn view(rec: &GovernanceRecord, now: Timestamp) -> Result<GovernanceView, ApiErr
             })
             .collect(),
         freezes: state.freezes.iter().map(to_json).collect(),
+        frozen_until: state
+            .frozen_until
+            .iter()
+            .filter(|(_, until)| **until > now)
+            .map(|(scope, until)| serde_json::json!({"scope": scope, "until_ms": until.unix_ms()}))
+            .collect(),
         proposal,
         genesis: rec.genesis.as_ref().map(|g| to_json(&g.1)),
         entries: rec.entries.iter().map(to_json).collect(),

@@ -511,7 +511,8 @@ max_amount = "10000000000000000000"
             Timestamp::from_unix_ms(T0 + 60_000),
         )
         .unwrap();
-        assert!(reopened.state().unwrap().frozen("ETH", "hot-eth-1").is_some());
+        let now = Timestamp::from_unix_ms(T0 + 60_000);
+        assert!(reopened.state().unwrap().frozen("ETH", "hot-eth-1", now).is_some());
     }
 
     #[test]

@@ -983,6 +983,30 @@ max_amount = "10000000000000000000"
         let s = sign([1, 3], request(&big, tx(&big, 0, 1), &gov, lasting(DAY / 2))).await.unwrap();
         verify_ecdsa(&s.public_key, &s.signed_bytes, &s.signature);
 
+        // A time-boxed freeze (issue "Signers decide (2)"): one admin freezes ETH for a few
+        // seconds. The nodes refuse; an unfreeze signed by the whole quorum is a log they
+        // refuse; when the time is up they sign again, with nothing lifted.
+        let real_now = SystemEnv::new().now().unix_ms();
+        let until = Timestamp::from_unix_ms(real_now + 6_000);
+        let scope = strongroom_governance::log::FreezeScope::Asset { asset: "ETH".into() };
+        let boxed = Change::FreezeUntil { scope: scope.clone(), until };
+        grow(&g, &mut gov, boxed, real_now, &[("ada", 1)]);
+        let small = intent(BOB, ETH / 10, far);
+        let r = sign([1, 2], request(&small, tx(&small, 0, 1), &gov, vec![])).await.unwrap_err();
+        assert!(
+            matches!(&r.reason, Reason::Blocked { block: Block::Frozen { until_ms: Some(u), .. }, .. }
+                if *u == until.unix_ms()),
+            "{r:?}"
+        );
+        let mut lifted = gov.clone();
+        grow(&g, &mut lifted, Change::Unfreeze { scope }, real_now + 1, ADMINS);
+        let r = sign([2, 3], request(&small, tx(&small, 0, 1), &lifted, vec![])).await.unwrap_err();
+        assert!(matches!(r.reason, Reason::GovernanceLog { .. }), "{r:?}");
+        let wait = until.unix_ms() - SystemEnv::new().now().unix_ms() + 500;
+        tokio::time::sleep(Duration::from_millis(u64::try_from(wait.max(0)).unwrap())).await;
+        let s = sign([1, 2], request(&small, tx(&small, 0, 1), &gov, vec![])).await.unwrap();
+        verify_ecdsa(&s.public_key, &s.signed_bytes, &s.signature);
+
         // Every refusal is in the refusing node's own audit log, with its code.
         drop(procs);
         let audit = audit_of(&cl, 1) + &audit_of(&cl, 2) + &audit_of(&cl, 3);
