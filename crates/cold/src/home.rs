@@ -23,7 +23,9 @@ use strongroom_chain_ethereum::safe::{
 use strongroom_core::{Env, Intent, Timestamp, WalletId};
 use strongroom_crypto::{passphrase, SecretString};
 use strongroom_governance::gate::{decide, Subject};
-use strongroom_governance::log::{extend, replay, replay_seen, Entry, Genesis, SeenRecord, State};
+use strongroom_governance::log::{
+    extend, first_seen, replay, replay_seen, Entry, Genesis, SeenRecord, State,
+};
 use strongroom_governance::policy::{Tier, VelocityLimit};
 use strongroom_units::{Amount, ChainFamily, ChainId};
 
@@ -205,19 +207,8 @@ impl ColdHome {
         let config: HomeConfig =
             serde_json::from_slice(&text).map_err(|e| ColdError::Io(format!("home.json: {e}")))?;
         let entries: Vec<Entry> = read_lines(&dir.join("governance.jsonl"))?;
-        // An entry with no record (a home from before such records) counts as seen now.
-        let mut seen: std::collections::BTreeMap<u64, Timestamp> =
-            read_lines::<SeenRecord>(&dir.join(SEEN))?
-                .into_iter()
-                .map(|s| (s.seq, Timestamp::from_unix_ms(s.at_ms)))
-                .collect();
-        let missing: Vec<SeenRecord> = entries
-            .iter()
-            .filter(|e| !seen.contains_key(&e.seq))
-            .map(|e| SeenRecord { seq: e.seq, at_ms: now.unix_ms() })
-            .collect();
+        let (seen, missing) = first_seen(&entries, read_lines(&dir.join(SEEN))?, now);
         append_lines(&dir.join(SEEN), &missing)?;
-        seen.extend(missing.iter().map(|s| (s.seq, now)));
         let state =
             replay_seen(&config.genesis, &config.pin, &entries, now, &|q| seen.get(&q).copied())
                 .map_err(|e| {
@@ -408,8 +399,7 @@ impl ColdHome {
         )
         .map_err(ColdError::Refused)?
         {
-            let first: Vec<SeenRecord> =
-                new.iter().map(|e| SeenRecord { seq: e.seq, at_ms: now.unix_ms() }).collect();
+            let first = SeenRecord::now(&new, now);
             append_lines(&self.dir.join(SEEN), &first)?;
             append_lines(&self.dir.join("governance.jsonl"), &new)?;
             self.seen.extend(first.iter().map(|s| (s.seq, now)));

@@ -390,6 +390,30 @@ pub struct SeenRecord {
     pub at_ms: i64,
 }
 
+impl SeenRecord {
+    /// Records saying `entries` were first seen `now`.
+    pub fn now(entries: &[Entry], now: Timestamp) -> Vec<SeenRecord> {
+        entries.iter().map(|e| SeenRecord { seq: e.seq, at_ms: now.unix_ms() }).collect()
+    }
+}
+
+/// A signer's first-seen map from its stored `records`. An entry with no record (a log kept
+/// before such records) counts as seen `now`: its time-lock may run longer, never shorter.
+/// Returns the map and the records to append for those entries.
+pub fn first_seen(
+    entries: &[Entry],
+    records: Vec<SeenRecord>,
+    now: Timestamp,
+) -> (BTreeMap<u64, Timestamp>, Vec<SeenRecord>) {
+    let mut seen: BTreeMap<u64, Timestamp> =
+        records.into_iter().map(|s| (s.seq, Timestamp::from_unix_ms(s.at_ms))).collect();
+    let unrecorded: Vec<Entry> =
+        entries.iter().filter(|e| !seen.contains_key(&e.seq)).cloned().collect();
+    let missing = SeenRecord::now(&unrecorded, now);
+    seen.extend(missing.iter().map(|s| (s.seq, now)));
+    (seen, missing)
+}
+
 /// Verify the genesis against the pinned hash and every entry in order; the state at the end.
 /// Time-locks run from each entry's own time.
 pub fn replay(

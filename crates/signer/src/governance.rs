@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use strongroom_core::Timestamp;
 use strongroom_governance::gate::{decide, Subject};
-use strongroom_governance::log::{replay_seen, Entry, Genesis, SeenRecord as Seen, State};
+use strongroom_governance::log::{first_seen, replay_seen, Entry, Genesis, SeenRecord, State};
 use strongroom_governance::policy::{Block, MessageKind, Tier, VelocityLimit};
 use strongroom_governance::Role;
 use strongroom_units::Amount;
@@ -84,17 +84,8 @@ impl NodeGovernance {
         let seen_path = data_dir.join("governance-seen.jsonl");
         let velocity_path = data_dir.join("velocity.jsonl");
         let entries: Vec<Entry> = read_lines(&log_path)?;
-        let mut seen: BTreeMap<u64, Timestamp> = read_lines::<Seen>(&seen_path)?
-            .into_iter()
-            .map(|s| (s.seq, Timestamp::from_unix_ms(s.at_ms)))
-            .collect();
-        let missing: Vec<Seen> = entries
-            .iter()
-            .filter(|e| !seen.contains_key(&e.seq))
-            .map(|e| Seen { seq: e.seq, at_ms: now.unix_ms() })
-            .collect();
+        let (seen, missing) = first_seen(&entries, read_lines(&seen_path)?, now);
         append_lines(&seen_path, &missing)?;
-        seen.extend(missing.iter().map(|s| (s.seq, now)));
         let state = replay_seen(&genesis, pin, &entries, now, &|q| seen.get(&q).copied())?;
         let signed = read_lines(&velocity_path)?;
         Ok(NodeGovernance {
@@ -135,8 +126,7 @@ impl NodeGovernance {
         let stored = |e: anyhow::Error| Reason::Internal {
             detail: format!("cannot store the governance log: {e}"),
         };
-        let first: Vec<Seen> =
-            new.iter().map(|e| Seen { seq: e.seq, at_ms: now.unix_ms() }).collect();
+        let first = SeenRecord::now(&new, now);
         append_lines(&self.seen_path, &first).map_err(stored)?;
         append_lines(&self.log_path, &new).map_err(stored)?;
         inner.seen.extend(first.iter().map(|s| (s.seq, now)));
