@@ -95,6 +95,31 @@ pub enum GovernanceCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Push the log straight to the signer nodes, past the orchestrator: a freeze or a
+    /// stricter policy reaches the nodes even when the online side withholds it. Each node
+    /// verifies every entry against its pinned genesis, tells its peers, and prints its head.
+    Push {
+        /// The log in this folder (default: the server's, from `--api`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The genesis hash to verify the log against before pushing it.
+        #[arg(long)]
+        pin: Option<String>,
+        /// A node: `ID@HOST:PORT#CERT_SHA256` (repeat for each). Default: the nodes of the
+        /// development cluster under `--data-dir`, with its pusher certificate.
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+        /// The client certificate and key the nodes pin as a pusher (`pushers` in their
+        /// configuration).
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        #[arg(long, default_value = crate::DEV_DATA_DIR)]
+        data_dir: PathBuf,
+    },
     /// Verify the whole log and print the state in force.
     Show {
         #[arg(long)]
@@ -651,6 +676,30 @@ pub async fn run(cmd: GovernanceCommand) -> anyhow::Result<std::process::ExitCod
             api.post(&format!("/v1/governance/proposals/{seq}/withdraw"), &serde_json::json!({}))
                 .await?;
             println!("withdrew entry {seq}");
+        }
+        GovernanceCommand::Push { dir, api, pin, nodes, cert, key, data_dir } => {
+            let entries = match dir {
+                Some(dir) => load(&dir, &env)?.1,
+                None => {
+                    let (_, v) = load_api(&api.connect()?, pin.as_deref(), &env).await?;
+                    serde_json::from_value(at(&v, "/entries").clone())?
+                }
+            };
+            let client = crate::signers::pusher(&crate::absolute(&data_dir)?, &nodes, cert, key)?;
+            let mut failed = false;
+            let pushed = client.push_governance(&entries, std::time::Duration::from_secs(10)).await;
+            for (node, r) in pushed {
+                match r {
+                    Ok(head) => println!("node {node}: {} entries, head {}", head.seq, head.hash),
+                    Err(e) => {
+                        failed = true;
+                        println!("node {node}: refused: {e}");
+                    }
+                }
+            }
+            if failed {
+                return Ok(std::process::ExitCode::FAILURE);
+            }
         }
         GovernanceCommand::Show { dir: Some(dir), .. } => {
             let (state, _) = load(&dir, &env)?;

@@ -28,6 +28,10 @@ pub struct ClusterFile {
     pub nodes: Vec<(u16, SocketAddr, String)>,
     pub orchestrator_cert: PathBuf,
     pub orchestrator_key: PathBuf,
+    #[serde(default)]
+    pub pusher_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub pusher_key: Option<PathBuf>,
 }
 
 impl ClusterFile {
@@ -51,6 +55,50 @@ impl ClusterFile {
             .with_context(|| format!("{}: run `strongroom dev` first", p.display()))?;
         Ok(serde_json::from_str(&text)?)
     }
+}
+
+/// A client for pushing governance to nodes: the `nodes` given as `ID@HOST:PORT#PIN` with
+/// the pusher certificate `cert`/`key`, or else the development cluster under `data_dir`.
+pub fn pusher(
+    data_dir: &Path,
+    nodes: &[String],
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> anyhow::Result<Orchestrator> {
+    if nodes.is_empty() {
+        let file = ClusterFile::load(data_dir)?;
+        let (cert, key) = match (cert, key, file.pusher_cert, file.pusher_key) {
+            (Some(c), Some(k), _, _) | (None, None, Some(c), Some(k)) => (c, k),
+            _ => anyhow::bail!(
+                "the development cluster has no pusher certificate (restart `strongroom dev`), \
+                 or give --cert and --key"
+            ),
+        };
+        let addrs = file
+            .nodes
+            .iter()
+            .map(|(id, addr, pin)| NodeAddr { id: *id, addr: *addr, cert_sha256: pin.clone() })
+            .collect();
+        return Ok(Orchestrator::new(addrs, Credentials::load(&cert, &key)?));
+    }
+    let addrs = nodes.iter().map(|n| parse_node(n)).collect::<anyhow::Result<Vec<_>>>()?;
+    let (Some(cert), Some(key)) = (cert, key) else {
+        anyhow::bail!("--node needs --cert and --key: the certificate the nodes pin as a pusher")
+    };
+    Ok(Orchestrator::new(addrs, Credentials::load(&cert, &key)?))
+}
+
+/// `ID@HOST:PORT#CERT_SHA256`.
+fn parse_node(s: &str) -> anyhow::Result<NodeAddr> {
+    let bad = || anyhow::anyhow!("{s:?}: a node is ID@HOST:PORT#CERT_SHA256");
+    let (id, rest) = s.split_once('@').ok_or_else(bad)?;
+    let (addr, pin) = rest.split_once('#').ok_or_else(bad)?;
+    let pin = pin.to_lowercase();
+    anyhow::ensure!(
+        pin.len() == 64 && pin.chars().all(|c| c.is_ascii_hexdigit()),
+        "{s:?}: the pin is the certificate's SHA-256 in hex (64 characters)"
+    );
+    Ok(NodeAddr { id: id.parse().map_err(|_| bad())?, addr: addr.parse()?, cert_sha256: pin })
 }
 
 /// Running signer processes; killed when dropped.
@@ -110,6 +158,8 @@ pub async fn start_cluster(
         nodes: cl.nodes.iter().map(|n| (n.id, n.addr, n.cert_sha256.clone())).collect(),
         orchestrator_cert: cl.orchestrator_cert.clone(),
         orchestrator_key: cl.orchestrator_key.clone(),
+        pusher_cert: Some(cl.pusher_cert.clone()),
+        pusher_key: Some(cl.pusher_key.clone()),
     };
     std::fs::write(ClusterFile::path(data_dir), serde_json::to_vec_pretty(&file)?)?;
 

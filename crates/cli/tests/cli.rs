@@ -912,6 +912,13 @@ max_fee = "10000000000000000"
     governed["adjustment"] = serde_json::json!(3);
     let d = api(&dev, "POST", "/v1/deposits", Some(governed));
     assert_eq!(d["reference"], "governance:3", "{d}");
+    // A member pushes the log straight to the signer nodes (past the orchestrator, which
+    // would otherwise be the only one to hand it to them); each verifies all of it.
+    let d = data.to_str().unwrap();
+    let (ok, out) = run(&["governance", "push", "--pin", &pin, "--data-dir", d]);
+    assert!(ok && (1..=3).all(|n| out.contains(&format!("node {n}: 3 entries"))), "{out}");
+    let (ok, out) = run(&["governance", "push", "--data-dir", d, "--node", "1@127.0.0.1:1"]);
+    assert!(!ok && out.contains("ID@HOST:PORT#CERT_SHA256"), "{out}");
     let dest = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
     let withdraw = |amount: &str| {
         let w = api(

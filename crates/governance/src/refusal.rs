@@ -62,6 +62,12 @@ pub enum Reason {
     /// This node already signed a different transaction for the same intent.
     #[error("intent {request_id} was already signed as a transaction with digest {signed}; signing another ({offered}) would pay it twice")]
     AlreadySigned { request_id: String, signed: String, offered: String },
+    /// The node could not hear from enough of its peers over the node mesh to know what the
+    /// group signed and which governance is newest (it needs `need` peers; it reached
+    /// `reached`). Every set of signers shares a node with the nodes it heard from only when
+    /// it hears from at least as many peers as there are nodes outside a signing set.
+    #[error("heard from peers {reached:?} over the node mesh but needs {need} to know what the group signed")]
+    MeshIncomplete { reached: Vec<u16>, need: usize },
     /// A peer broke the protocol (see the refusal's culprits).
     #[error("a peer misbehaved: {detail}")]
     Culprit { detail: String },
@@ -104,6 +110,7 @@ impl Reason {
         "blocked",
         "approvals",
         "already_signed",
+        "mesh_incomplete",
         "culprit",
         "aborted",
         "timeout",
@@ -127,6 +134,7 @@ impl Reason {
             Reason::Blocked { .. } => "blocked",
             Reason::Approvals { .. } => "approvals",
             Reason::AlreadySigned { .. } => "already_signed",
+            Reason::MeshIncomplete { .. } => "mesh_incomplete",
             Reason::Culprit { .. } => "culprit",
             Reason::Aborted { .. } => "aborted",
             Reason::Timeout { .. } => "timeout",
@@ -143,6 +151,7 @@ impl Reason {
         !matches!(
             self,
             Reason::Culprit { .. }
+                | Reason::MeshIncomplete { .. }
                 | Reason::Aborted { .. }
                 | Reason::Timeout { .. }
                 | Reason::Unreachable { .. }
@@ -155,7 +164,10 @@ impl Reason {
     /// Trying again later may succeed without anything changing (nodes down or slow, or
     /// approvals still being collected).
     pub fn retryable(&self) -> bool {
-        matches!(self, Reason::Timeout { .. } | Reason::Unreachable { .. })
+        matches!(
+            self,
+            Reason::Timeout { .. } | Reason::Unreachable { .. } | Reason::MeshIncomplete { .. }
+        )
     }
 
     /// The policy's decision as a refusal reason; `None` when it allows.
@@ -204,6 +216,7 @@ mod tests {
                 signed: "a".into(),
                 offered: "b".into(),
             },
+            Reason::MeshIncomplete { reached: vec![2], need: 2 },
             Reason::Culprit { detail: "x".into() },
             Reason::Aborted { by: 0, detail: "x".into() },
             Reason::Timeout { after_ms: 1 },

@@ -48,6 +48,8 @@ pub struct CheckContext<'a> {
     pub intent: &'a Intent,
     pub request: &'a SignRequest,
     pub tx: &'a ParsedTx,
+    /// What the node will sign for it (the transaction's signing digest).
+    pub digest: &'a [u8],
     pub now: Timestamp,
     /// This node already signed this very transaction (the engine asking again after a
     /// crash): every check runs again, but nothing is counted twice.
@@ -257,6 +259,7 @@ mod tests {
             intent: approved,
             request: &request,
             tx,
+            digest: &decoded.bytes,
             now: Timestamp::from_unix_ms(now),
             repeat: false,
         })

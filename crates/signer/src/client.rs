@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::tls::{self, Credentials};
 use crate::wire::{
-    self, eid_hex, Control, Frame, KeyInfo, NodeStatus, Reason, Refusal, Reply, Request, Scheme,
-    SignRequest,
+    self, eid_hex, Control, Frame, Head, KeyInfo, NodeStatus, Reason, Refusal, Reply, Request,
+    Scheme, SignRequest,
 };
 
 /// Where a node is and which certificate it must present.
@@ -234,6 +234,29 @@ impl Orchestrator {
                 .await;
         }
         Some(failure)
+    }
+
+    /// Push governance entries to every node directly: what a member's client does
+    /// (`strongroom governance push`), so that no orchestrator can keep a freeze or a
+    /// stricter policy from the nodes. Each node's head after it, or its refusal.
+    pub async fn push_governance(
+        &self,
+        entries: &[strongroom_governance::log::Entry],
+        timeout: Duration,
+    ) -> Vec<(u16, Result<Head, Refusal>)> {
+        let nodes = self.node_ids();
+        let make = |_| Request::Push { entries: entries.to_vec() };
+        self.fan_out(&nodes, make, timeout)
+            .await
+            .into_iter()
+            .map(|(n, r)| {
+                let head = r.and_then(|reply| match reply {
+                    Reply::Head(h) => Ok(h),
+                    other => Err(unexpected(n, &other)),
+                });
+                (n, head)
+            })
+            .collect()
     }
 
     pub async fn status(&self, node: u16) -> Result<NodeStatus, Refusal> {
@@ -573,7 +596,9 @@ fn unexpected(node: u16, r: &Reply) -> Refusal {
 }
 
 /// Await all futures concurrently, outputs in input order.
-async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+pub(crate) async fn futures_join_all<F: std::future::Future>(
+    futs: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
     join_vec(futs.map(Box::pin).collect()).await
 }
 

@@ -19,11 +19,18 @@ pub struct Cluster {
     pub configs: Vec<PathBuf>,
     pub orchestrator_cert: PathBuf,
     pub orchestrator_key: PathBuf,
+    /// A members' client certificate every node pins as a pusher (`governance push`).
+    pub pusher_cert: PathBuf,
+    pub pusher_key: PathBuf,
 }
 
 impl Cluster {
     pub fn orchestrator_credentials(&self) -> anyhow::Result<Credentials> {
         Credentials::load(&self.orchestrator_cert, &self.orchestrator_key)
+    }
+
+    pub fn pusher_credentials(&self) -> anyhow::Result<Credentials> {
+        Credentials::load(&self.pusher_cert, &self.pusher_key)
     }
 }
 
@@ -77,6 +84,7 @@ pub fn prepare(
     let now = env.now();
     let certs = dir.join("certs");
     let orch_pin = tls::issue(ca_cert, ca_key, &certs, "orchestrator", now)?;
+    let pusher_pin = tls::issue(ca_cert, ca_key, &certs, "pusher", now)?;
     let mut nodes = Vec::new();
     for (i, addr) in (1..=opts.n).zip(&opts.addrs) {
         let pin = tls::issue(ca_cert, ca_key, &certs, &format!("signer-{i}"), now)?;
@@ -99,6 +107,7 @@ pub fn prepare(
         toml.push_str(&format!("key = {:?}\n", certs.join(format!("signer-{}-key.pem", node.id))));
         toml.push_str(&format!("kek_file = {kek:?}\n"));
         toml.push_str(&format!("orchestrators = [\"{orch_pin}\"]\n"));
+        toml.push_str(&format!("pushers = [\"{pusher_pin}\"]\n"));
         match &opts.governance {
             Some((genesis, pin)) => toml
                 .push_str(&format!("governance_genesis = {genesis:?}\ngovernance_pin = {pin:?}\n")),
@@ -123,5 +132,7 @@ pub fn prepare(
         configs,
         orchestrator_cert: certs.join("orchestrator.pem"),
         orchestrator_key: certs.join("orchestrator-key.pem"),
+        pusher_cert: certs.join("pusher.pem"),
+        pusher_key: certs.join("pusher-key.pem"),
     })
 }

@@ -1,10 +1,11 @@
 //! The node's own view of governance. It pins the genesis hash in its configuration, keeps
-//! its own copy of the log (entries arrive with requests and are appended only after the
-//! whole log replays), records when it first saw each entry (time-locks run on its own
-//! clock from then), never goes back to a shorter log, counts what it has itself signed
-//! (amounts leaving custody, and every fee) for velocity limits, and before every signature
-//! evaluates the policy in force against the request's signed approvals and the fee the
-//! decoded transaction can pay. The orchestrator's word counts for nothing here.
+//! its own copy of the log (entries arrive with requests, from members' pushes and from
+//! peers over the node mesh, and are appended only after the whole log replays), records
+//! when it first saw each entry (time-locks run on its own clock from then), never goes
+//! back to a shorter log, counts what the group signed (amounts leaving custody, and every
+//! fee: its own records and those its peers sent it) for velocity limits, and before every
+//! signature evaluates the policy in force against the request's signed approvals and the
+//! fee the decoded transaction can pay. The orchestrator's word counts for nothing here.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,27 +20,58 @@ use strongroom_governance::Role;
 use strongroom_units::Amount;
 
 use crate::check::{own_address, CheckContext, PreSignCheck};
-use crate::wire::Reason;
+use crate::wire::{Head, Reason};
 
-/// One amount this node signed away, for velocity limits (a movement's amount, or a fee).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Signed {
-    at_ms: i64,
-    wallet: String,
-    asset: String,
-    amount: Amount,
+/// What a velocity record counts: the amount a movement takes out of custody, or its fee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpentKind {
+    #[default]
+    Amount,
+    Fee,
 }
+
+/// One amount a node signed away, for velocity limits. Each node numbers its own records
+/// (`origin`, `seq`) and sends them to its peers over the mesh; the same intent signed by
+/// two nodes is two records with one `request_id`, counted once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spent {
+    /// The node that signed (0 in records written before nodes exchanged them: this node).
+    #[serde(default)]
+    pub origin: u16,
+    #[serde(default)]
+    pub seq: u64,
+    #[serde(default)]
+    pub request_id: Option<String>,
+    #[serde(default)]
+    pub kind: SpentKind,
+    /// The digest of the transaction signed for the intent (hex), so that no node signs
+    /// another one for it once any node signed one.
+    #[serde(default)]
+    pub digest: Option<String>,
+    pub at_ms: i64,
+    pub wallet: String,
+    pub asset: String,
+    pub amount: Amount,
+}
+
+/// Most records one peer may send in one exchange (the rest come in the next).
+pub const MAX_RECORDS_PER_EXCHANGE: usize = 10_000;
 
 #[derive(Debug)]
 struct Inner {
     entries: Vec<Entry>,
     seen: BTreeMap<u64, Timestamp>,
     state: State,
-    signed: Vec<Signed>,
+    /// Every record this node knows of: its own and its peers'.
+    signed: Vec<Spent>,
+    /// Per origin, the next sequence number expected (this node's own: the next to write).
+    next: BTreeMap<u16, u64>,
 }
 
 #[derive(Debug)]
 pub struct NodeGovernance {
+    node: u16,
     genesis: Genesis,
     pin: String,
     log_path: PathBuf,
@@ -74,6 +106,7 @@ impl NodeGovernance {
     /// stored log must replay, or the node does not start. An entry with no record of when
     /// it was first seen (a log from before such records) counts as seen now.
     pub fn open(
+        node: u16,
         genesis_file: &Path,
         pin: &str,
         data_dir: &Path,
@@ -87,14 +120,23 @@ impl NodeGovernance {
         let (seen, missing) = first_seen(&entries, read_lines(&seen_path)?, now);
         append_lines(&seen_path, &missing)?;
         let state = replay_seen(&genesis, pin, &entries, now, &|q| seen.get(&q).copied())?;
-        let signed = read_lines(&velocity_path)?;
+        let mut signed: Vec<Spent> = read_lines(&velocity_path)?;
+        let mut next = BTreeMap::new();
+        for r in &mut signed {
+            if r.origin == 0 {
+                r.origin = node;
+            }
+            let n = next.entry(r.origin).or_insert(0u64);
+            *n = (*n).max(r.seq.saturating_add(1));
+        }
         Ok(NodeGovernance {
+            node,
             genesis,
             pin: pin.to_owned(),
             log_path,
             seen_path,
             velocity_path,
-            inner: Mutex::new(Inner { entries, seen, state, signed }),
+            inner: Mutex::new(Inner { entries, seen, state, signed, next }),
         })
     }
 
@@ -135,6 +177,113 @@ impl NodeGovernance {
         Ok(())
     }
 
+    /// Take entries a peer sent: those after `after` entries of the peer's log (which must
+    /// be this node's own first `after`). Returns whether the log grew.
+    pub fn extend_after(
+        &self,
+        after: u64,
+        entries: &[Entry],
+        now: Timestamp,
+    ) -> Result<bool, Reason> {
+        let before = self.head()?.seq;
+        let have = {
+            let inner = self.lock()?;
+            let after = usize::try_from(after).unwrap_or(usize::MAX);
+            match inner.entries.get(..after) {
+                Some(prefix) => prefix.to_vec(),
+                None => {
+                    return Err(Reason::GovernanceLog {
+                        detail: format!(
+                            "offered entries after {after}, but this node has {}",
+                            inner.entries.len()
+                        ),
+                    })
+                }
+            }
+        };
+        let offered: Vec<Entry> = have.into_iter().chain(entries.iter().cloned()).collect();
+        self.extend(&offered, now)?;
+        Ok(self.head()?.seq > before)
+    }
+
+    /// The newest entry this node verified: how many it holds and the hash of the last (the
+    /// genesis hash when none).
+    pub fn head(&self) -> Result<Head, Reason> {
+        let inner = self.lock()?;
+        Ok(Head { seq: inner.state.seq, hash: inner.state.head.clone() })
+    }
+
+    /// The entries after the first `seq` (what a peer with `seq` entries lacks).
+    pub fn entries_after(&self, seq: u64) -> Result<Vec<Entry>, Reason> {
+        let inner = self.lock()?;
+        let from = usize::try_from(seq).unwrap_or(usize::MAX);
+        Ok(inner.entries.get(from..).map(<[Entry]>::to_vec).unwrap_or_default())
+    }
+
+    /// This node's own velocity records from sequence number `since` on (at most
+    /// [`MAX_RECORDS_PER_EXCHANGE`]).
+    pub fn own_records(&self, since: u64) -> Result<Vec<Spent>, Reason> {
+        let inner = self.lock()?;
+        Ok(inner
+            .signed
+            .iter()
+            .filter(|r| r.origin == self.node && r.seq >= since)
+            .take(MAX_RECORDS_PER_EXCHANGE)
+            .cloned()
+            .collect())
+    }
+
+    /// Whether another node (as its records say) signed a transaction other than `digest` for
+    /// intent `request_id`: then signing this one could pay the intent twice. A node's own
+    /// journal stops that among the sets it belongs to; this stops it among sets that share
+    /// no node (groups where the threshold is at most half the parties).
+    pub fn signed_elsewhere(&self, request_id: &str, digest: &[u8]) -> Result<(), Reason> {
+        let inner = self.lock()?;
+        let offered = hex::encode(digest);
+        let other = inner.signed.iter().find(|r| {
+            r.request_id.as_deref() == Some(request_id)
+                && r.digest.as_deref().is_some_and(|d| d != offered)
+        });
+        match other.and_then(|r| r.digest.clone()) {
+            Some(signed) => {
+                Err(Reason::AlreadySigned { request_id: request_id.to_owned(), signed, offered })
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The next sequence number of `peer`'s records this node lacks.
+    pub fn cursor(&self, peer: u16) -> Result<u64, Reason> {
+        Ok(self.lock()?.next.get(&peer).copied().unwrap_or(0))
+    }
+
+    /// Keep the records `peer` sent about its own signatures (those it numbered in order
+    /// from where this node's copy ends; anything else is dropped). A peer can only make
+    /// this node stricter: records count against limits, never for them. Returns how many
+    /// were new.
+    pub fn merge(&self, peer: u16, records: Vec<Spent>) -> Result<usize, Reason> {
+        let mut inner = self.lock()?;
+        let mut next = inner.next.get(&peer).copied().unwrap_or(0);
+        let mut fresh = Vec::new();
+        for r in records {
+            if r.origin != peer || r.seq != next {
+                continue;
+            }
+            next = next.saturating_add(1);
+            fresh.push(r);
+        }
+        if fresh.is_empty() {
+            return Ok(0);
+        }
+        append_lines(&self.velocity_path, &fresh).map_err(|e| Reason::Internal {
+            detail: format!("cannot record a peer's velocity records: {e}"),
+        })?;
+        inner.next.insert(peer, next);
+        let n = fresh.len();
+        inner.signed.extend(fresh);
+        Ok(n)
+    }
+
     pub fn state(&self) -> Result<State, Reason> {
         Ok(self.lock()?.state.clone())
     }
@@ -155,11 +304,30 @@ impl NodeGovernance {
         }
     }
 
-    /// How much of `limit`'s asset this node signed away within its period before `now`.
-    fn moved(signed: &[Signed], limit: &VelocityLimit, now: Timestamp) -> Amount {
+    /// How much of `limit`'s asset the group signed away within its period before `now`, as
+    /// far as this node knows, leaving out `current` (the request being decided, which the
+    /// policy adds itself). Records of one intent from several nodes count once.
+    fn moved(signed: &[Spent], limit: &VelocityLimit, now: Timestamp, current: &str) -> Amount {
+        let mut by_intent: BTreeMap<(&str, SpentKind), &Spent> = BTreeMap::new();
+        let mut loose = Vec::new();
+        for s in signed {
+            match s.request_id.as_deref() {
+                Some(id) if id == current => {}
+                Some(id) => {
+                    let e = by_intent.entry((id, s.kind)).or_insert(s);
+                    if s.amount > e.amount {
+                        *e = s;
+                    }
+                }
+                None => loose.push(s),
+            }
+        }
         limit.moved(
             now,
-            signed.iter().map(|s| (s.at_ms, s.wallet.as_str(), s.asset.as_str(), s.amount)),
+            by_intent
+                .into_values()
+                .chain(loose)
+                .map(|s| (s.at_ms, s.wallet.as_str(), s.asset.as_str(), s.amount)),
         )
     }
 }
@@ -192,8 +360,9 @@ impl PreSignCheck for GovernanceCheck {
             initiator_role: req.initiator_role.unwrap_or(Role::Operator),
             fee: Some(fee),
         };
+        let current = intent.request_id.to_string();
         let signed = &inner.signed;
-        let moved = |l: &VelocityLimit| NodeGovernance::moved(signed, l, ctx.now);
+        let moved = |l: &VelocityLimit| NodeGovernance::moved(signed, l, ctx.now, &current);
         let d = decide(&inner.state, &subject, &req.approvals, &moved, ctx.now);
         if let Some(refused) = Reason::from_decision(&d) {
             return Err(refused);
@@ -206,30 +375,37 @@ impl PreSignCheck for GovernanceCheck {
         if ctx.repeat {
             return Ok(());
         }
-        let at_ms = ctx.now.unix_ms();
-        let mut spent = Vec::new();
-        if !internal {
-            spent.push(Signed {
-                at_ms,
+        let me = self.gov.node;
+        let mut seq = inner.next.get(&me).copied().unwrap_or(0);
+        let mut record = |kind: SpentKind, asset: &str, amount: Amount| {
+            let r = Spent {
+                origin: me,
+                seq,
+                request_id: Some(current.clone()),
+                kind,
+                digest: Some(hex::encode(ctx.digest)),
+                at_ms: ctx.now.unix_ms(),
                 wallet: wallet.to_owned(),
                 asset: asset.to_owned(),
-                amount: intent.amount,
-            });
+                amount,
+            };
+            seq += 1;
+            r
+        };
+        let mut spent = Vec::new();
+        if !internal {
+            spent.push(record(SpentKind::Amount, asset, intent.amount));
         }
         // The decision allowed a fee, so the policy names its ceiling and fee asset.
         if let Some(c) =
             inner.state.policy.as_ref().and_then(|p| p.fee_ceiling(intent.chain.as_str(), asset))
         {
-            spent.push(Signed {
-                at_ms,
-                wallet: wallet.to_owned(),
-                asset: c.fee_asset.clone(),
-                amount: fee,
-            });
+            spent.push(record(SpentKind::Fee, &c.fee_asset, fee));
         }
         append_lines(&self.gov.velocity_path, &spent).map_err(|e| Reason::Internal {
             detail: format!("cannot record for velocity limits: {e}"),
         })?;
+        inner.next.insert(me, seq);
         inner.signed.extend(spent);
         Ok(())
     }
@@ -344,7 +520,7 @@ max_amount = "10000000000000000000"
         std::fs::write(&path, serde_json::to_vec(&g).unwrap()).unwrap();
         let pin = hex::encode(g.hash().unwrap());
         let gov =
-            NodeGovernance::open(&path, &pin, dir.path(), Timestamp::from_unix_ms(T0)).unwrap();
+            NodeGovernance::open(1, &path, &pin, dir.path(), Timestamp::from_unix_ms(T0)).unwrap();
         let pk = k256::ecdsa::SigningKey::from_slice(&[9; 32]).unwrap();
         let key = KeyInfo {
             key_id: "hot-eth-1".into(),
@@ -410,6 +586,7 @@ max_amount = "10000000000000000000"
             intent: i,
             request: &request,
             tx,
+            digest: &decoded.bytes,
             now,
             repeat: false,
         };
@@ -495,6 +672,7 @@ max_amount = "10000000000000000000"
         assert!(frozen(decide(&n, &log[..1], &i, vec![], T0 + 60_000)));
         // After a restart too (the log is on the node's disk).
         let reopened = NodeGovernance::open(
+            1,
             &n.dir.path().join("genesis.json"),
             &hex::encode(genesis().hash().unwrap()),
             n.dir.path(),
@@ -553,5 +731,68 @@ max_amount = "10000000000000000000"
         );
         // A day later the window has moved on.
         decide(&n, &log, &intent(DEST, ETH, 100), vec![], T0 + 60_000 + 86_400_001 + 10).unwrap();
+    }
+
+    /// A peer's records as the mesh delivers them: `(request id, amount)` from seq 0 on.
+    fn from_peer(peer: u16, items: &[(u128, u128)]) -> Vec<Spent> {
+        items
+            .iter()
+            .zip(0u64..)
+            .map(|((id, amount), seq)| Spent {
+                origin: peer,
+                seq,
+                request_id: Some(uuid::Uuid::from_u128(*id).to_string()),
+                kind: SpentKind::Amount,
+                digest: Some(hex::encode([*id as u8; 32])),
+                at_ms: T0 + 60_000,
+                wallet: "hot-eth-1".into(),
+                asset: "ETH".into(),
+                amount: Amount::from_base_units(*amount).unwrap(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn what_peers_signed_counts_once_per_intent_and_only_as_they_numbered_it() {
+        let n = node();
+        let log = with_policy();
+        for k in 0..4 {
+            decide(&n, &log, &intent(DEST, ETH, k), vec![], T0 + 60_000 + k as i64).unwrap();
+        }
+        assert_eq!(n.gov.own_records(0).unwrap().len(), 8, "an amount and a fee each");
+        assert_eq!(n.gov.own_records(6).unwrap().len(), 2);
+        // Peer 2 co-signed intents 0 and 1 with this node and signed five others.
+        let peer = from_peer(
+            2,
+            &[(0, ETH), (1, ETH), (10, ETH), (11, ETH), (12, ETH), (13, ETH), (14, ETH)],
+        );
+        // Out of order, or claiming another node's records: dropped.
+        assert_eq!(n.gov.merge(2, peer[1..].to_vec()).unwrap(), 0);
+        assert_eq!(n.gov.merge(3, peer.clone()).unwrap(), 0);
+        assert_eq!(n.gov.cursor(2).unwrap(), 0);
+        assert_eq!(n.gov.merge(2, peer.clone()).unwrap(), 7);
+        assert_eq!(n.gov.merge(2, peer).unwrap(), 0, "nothing new the second time");
+        assert_eq!(n.gov.cursor(2).unwrap(), 7);
+        // 9 distinct ETH and the fees: 0.9 more fits under 10 ETH (it would not if the two
+        // shared intents counted twice); 0.2 after it does not.
+        decide(&n, &log, &intent(DEST, 9 * ETH / 10, 20), vec![], T0 + 70_000).unwrap();
+        let e = decide(&n, &log, &intent(DEST, ETH / 5, 21), vec![], T0 + 70_001).unwrap_err();
+        assert!(matches!(e, Reason::Blocked { block: Block::Velocity { .. }, .. }), "{e}");
+        // The records survive a restart, peers' included.
+        let reopened = NodeGovernance::open(
+            1,
+            &n.dir.path().join("genesis.json"),
+            &hex::encode(genesis().hash().unwrap()),
+            n.dir.path(),
+            Timestamp::from_unix_ms(T0 + 80_000),
+        )
+        .unwrap();
+        assert_eq!(reopened.cursor(2).unwrap(), 7);
+        assert_eq!(reopened.cursor(1).unwrap(), 10);
+        // Another node signed intent 10 as one transaction: no node signs another for it.
+        let id = uuid::Uuid::from_u128(10).to_string();
+        reopened.signed_elsewhere(&id, &[10; 32]).unwrap();
+        let e = reopened.signed_elsewhere(&id, &[11; 32]).unwrap_err();
+        assert!(matches!(e, Reason::AlreadySigned { .. }), "{e}");
     }
 }

@@ -19,6 +19,7 @@ pub mod client;
 pub mod cluster;
 pub mod governance;
 pub mod journal;
+pub mod mesh;
 pub mod node;
 pub mod nodelog;
 pub mod tls;

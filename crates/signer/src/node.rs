@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
 use crate::check::{self, CheckContext, PreSignCheck, TxMatchesIntent};
+use crate::mesh::{Exchange, Mesh};
 use crate::tls::{self, Credentials, Identity, Pins};
 use crate::vault::{Vault, VaultError};
 use crate::wire::{
@@ -72,10 +73,32 @@ pub struct Config {
     pub governance_genesis: Option<PathBuf>,
     #[serde(default)]
     pub governance_pin: Option<String>,
+    /// Certificate SHA-256s of members' clients that may push governance entries to this
+    /// node directly (`strongroom governance push`), past the orchestrator. They can do
+    /// nothing else.
+    #[serde(default)]
+    pub pushers: Vec<String>,
+    #[serde(default)]
+    pub mesh: MeshConfig,
 }
 
 fn one() -> usize {
     1
+}
+
+/// How often a node exchanges governance heads and velocity records with every peer, and
+/// how long it waits for one.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshConfig {
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig { interval_ms: 2_000, timeout_ms: 2_000 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -132,6 +155,7 @@ pub struct Node {
     links: Mutex<HashMap<u16, mpsc::UnboundedSender<Frame>>>,
     checks: Vec<Box<dyn PreSignCheck>>,
     governance: Option<Arc<crate::governance::NodeGovernance>>,
+    mesh: Option<Arc<Mesh>>,
     journal: crate::journal::Journal,
     log: crate::nodelog::NodeLog,
     /// Serializes uses of the prime pool.
@@ -199,6 +223,7 @@ impl Node {
         let creds = Credentials::load(&cfg.cert, &cfg.key)?;
         let governance = match (&cfg.governance_genesis, &cfg.governance_pin) {
             (Some(g), Some(pin)) => Some(Arc::new(crate::governance::NodeGovernance::open(
+                cfg.id,
                 g,
                 pin,
                 &cfg.data_dir,
@@ -228,6 +253,17 @@ impl Node {
         if let Some(gov) = &governance {
             checks.push(Box::new(crate::governance::GovernanceCheck { gov: gov.clone() }));
         }
+        let mesh = match &governance {
+            Some(gov) => Some(Arc::new(Mesh::new(
+                cfg.id,
+                cfg.peers.clone(),
+                Credentials::load(&cfg.cert, &cfg.key)?,
+                gov.clone(),
+                env.clone(),
+                Duration::from_millis(cfg.mesh.timeout_ms),
+            ))),
+            None => None,
+        };
         let node = Arc::new(Node {
             cfg,
             env,
@@ -237,6 +273,7 @@ impl Node {
             links: Mutex::new(HashMap::new()),
             checks,
             governance,
+            mesh,
             journal,
             log,
             primes_lock: Mutex::new(()),
@@ -307,7 +344,60 @@ impl Node {
         for o in &self.cfg.orchestrators {
             pins.insert(o.to_lowercase(), Identity::Orchestrator);
         }
+        // A pusher's certificate never stands for a node or an orchestrator.
+        for p in &self.cfg.pushers {
+            pins.entry(p.to_lowercase()).or_insert(Identity::Pusher);
+        }
         pins
+    }
+
+    /// Exchange heads and records with every peer now and then, so that a freeze pushed to
+    /// one node reaches all of them within seconds whatever the orchestrator does.
+    fn spawn_mesh(self: &Arc<Self>) {
+        let Some(mesh) = self.mesh.clone() else { return };
+        let node = self.clone();
+        let every = Duration::from_millis(self.cfg.mesh.interval_ms.max(100));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let exchanges = mesh.exchange_all(None).await;
+                node.note_exchanges(&exchanges);
+            }
+        });
+    }
+
+    /// Log what an exchange brought; audit new governance and refused entries.
+    fn note_exchanges(&self, exchanges: &[Exchange]) {
+        let me = self.cfg.id;
+        for x in exchanges {
+            match x {
+                Exchange::Heard { peer, peer_head, grew, records } => {
+                    if *grew {
+                        let head = self.mesh.as_ref().and_then(|m| m.governance().head().ok());
+                        tracing::info!(node = me, peer, ?head, "governance learnt from a peer");
+                        let _ = self.audit(
+                            "governance.learnt",
+                            &format!("node/{peer}"),
+                            serde_json::json!({"from": peer, "head": head, "peer_head": peer_head}),
+                        );
+                    }
+                    if *records > 0 {
+                        tracing::debug!(node = me, peer, records, "velocity records from a peer");
+                    }
+                }
+                Exchange::Refused { peer, reason } => {
+                    tracing::warn!(node = me, peer, %reason, "a peer's governance entries refused");
+                    let _ = self.audit(
+                        "mesh.refused",
+                        &format!("node/{peer}"),
+                        serde_json::json!({"from": peer, "refusal": Refusal::new(me, reason.clone())}),
+                    );
+                }
+                Exchange::Unreachable { peer, detail } => {
+                    tracing::debug!(node = me, peer, %detail, "peer unreachable over the mesh");
+                }
+            }
+        }
     }
 
     /// Bind and serve until the process ends. Returns the bound address once listening.
@@ -317,6 +407,7 @@ impl Node {
         let listener = TcpListener::bind(self.cfg.listen).await?;
         let addr = listener.local_addr()?;
         self.spawn_prime_generator();
+        self.spawn_mesh();
         let node = self.clone();
         tokio::spawn(async move {
             loop {
@@ -390,6 +481,19 @@ impl Node {
                     let tx = reply_tx.clone();
                     tokio::spawn(async move {
                         let body = node.handle(body).await;
+                        let _ = tx.send(Frame::Control(Control::Response { id, body }));
+                    });
+                }
+                // Peers and pushers get a typed answer to anything they send, and may ask
+                // for nothing beyond their part.
+                (
+                    Identity::Node(_) | Identity::Pusher,
+                    Frame::Control(Control::Request { id, body }),
+                ) => {
+                    let node = self.clone();
+                    let tx = reply_tx.clone();
+                    tokio::spawn(async move {
+                        let body = node.handle_limited(who, body).await;
                         let _ = tx.send(Frame::Control(Control::Response { id, body }));
                     });
                 }
@@ -567,6 +671,52 @@ impl Node {
 
     // --- requests --------------------------------------------------------------------
 
+    /// What a peer node (the mesh exchange) or a pusher (a push, the status) may ask.
+    async fn handle_limited(
+        self: &Arc<Self>,
+        who: Identity,
+        req: Request,
+    ) -> Result<Reply, Refusal> {
+        let me = self.cfg.id;
+        match (who, req) {
+            (Identity::Node(peer), Request::Mesh { head, since }) => {
+                let mesh = self
+                    .mesh
+                    .clone()
+                    .ok_or_else(|| bad_request(me, "this node has no governance to exchange"))?;
+                let state = mesh.answer(&head, since).map_err(|r| Refusal::new(me, r))?;
+                // The asker knows more: learn it now rather than at the next round.
+                if head.seq > state.head.seq {
+                    if let Some(p) = self.peer(peer).cloned() {
+                        let node = self.clone();
+                        tokio::spawn(async move {
+                            let x = mesh.exchange(&p).await;
+                            node.note_exchanges(&[x]);
+                        });
+                    }
+                }
+                Ok(Reply::Mesh(state))
+            }
+            (Identity::Pusher, req @ (Request::Push { .. } | Request::Status)) => {
+                self.handle(req).await
+            }
+            (who, req) => {
+                let op = serde_json::to_value(&req)
+                    .ok()
+                    .and_then(|v| v.get("op").and_then(|o| o.as_str()).map(str::to_owned))
+                    .unwrap_or_default();
+                let r = bad_request(me, format!("{who:?} may not send a {op} request"));
+                tracing::warn!(node = me, peer = ?who, op, "request not allowed from this party");
+                let _ = self.audit(
+                    "request.refused",
+                    &format!("{who:?}").to_lowercase(),
+                    serde_json::json!({"op": op, "refusal": r}),
+                );
+                Err(r)
+            }
+        }
+    }
+
     pub async fn handle(self: &Arc<Self>, req: Request) -> Result<Reply, Refusal> {
         let me = self.cfg.id;
         match req {
@@ -576,7 +726,45 @@ impl Node {
                 primes_ready: self.vault.primes_count(),
                 keys: self.vault.keys(),
                 presignatures: self.vault.presigs(),
+                governance: self.governance.as_ref().and_then(|g| g.head().ok()),
             })),
+            Request::Push { entries } => {
+                let gov = self
+                    .governance
+                    .clone()
+                    .ok_or_else(|| bad_request(me, "this node has no governance genesis"))?;
+                let before = gov.head().map_err(|r| Refusal::new(me, r))?;
+                if let Err(reason) = gov.extend(&entries, self.env.now()) {
+                    let r = Refusal::new(me, reason);
+                    let _ = self.audit(
+                        "governance.push_refused",
+                        "governance",
+                        serde_json::json!({"entries": entries.len(), "refusal": r}),
+                    );
+                    return Err(r);
+                }
+                let head = gov.head().map_err(|r| Refusal::new(me, r))?;
+                if head != before {
+                    self.audit(
+                        "governance.pushed",
+                        "governance",
+                        serde_json::json!({"before": before, "head": head}),
+                    )?;
+                    tracing::info!(node = me, seq = head.seq, "governance entries pushed");
+                    // Tell the peers now: each one's answer makes it ask back for the rest.
+                    if let Some(mesh) = self.mesh.clone() {
+                        let node = self.clone();
+                        tokio::spawn(async move {
+                            let x = mesh.exchange_all(None).await;
+                            node.note_exchanges(&x);
+                        });
+                    }
+                }
+                Ok(Reply::Head(head))
+            }
+            Request::Mesh { .. } => {
+                Err(bad_request(me, "mesh exchanges are between signer nodes only"))
+            }
             Request::Abort { eid, reason } => {
                 let eid = parse_eid(&eid).map_err(|m| bad_request(me, m))?;
                 if let Ok(mut r) = self.routing.lock() {
@@ -1138,6 +1326,21 @@ impl Node {
             return Err(bad_request(me, "derivation paths are for ECDSA keys"));
         }
         let to_sign = check::decode(info, req).map_err(refuse)?;
+        if let Some(mesh) = &self.mesh {
+            // Hear from the peers first: the newest governance any of them verified, and
+            // what the group signed. Too few answers and the node cannot know either.
+            let exchanges =
+                tokio::runtime::Handle::current().block_on(mesh.exchange_all(Some(&info.parties)));
+            self.note_exchanges(&exchanges);
+            let reached = Mesh::reached(&exchanges);
+            let need = Mesh::needed(&info.parties, info.threshold);
+            if reached.len() < need {
+                return Err(refuse(Reason::MeshIncomplete {
+                    reached: reached.into_iter().collect(),
+                    need,
+                }));
+            }
+        }
         let now = self.env.now();
         if let Some(gov) = &self.governance {
             gov.extend(&req.governance, now).map_err(refuse)?;
@@ -1151,8 +1354,19 @@ impl Node {
             check::Decoded::Eip1559 { tx, intent } => {
                 let request_id = intent.request_id.to_string();
                 let repeat = self.journal.signed(&request_id, &to_sign.bytes).map_err(refuse)?;
-                let ctx =
-                    CheckContext { node: me, key: info, intent, request: req, tx, now, repeat };
+                if let Some(gov) = &self.governance {
+                    gov.signed_elsewhere(&request_id, &to_sign.bytes).map_err(refuse)?;
+                }
+                let ctx = CheckContext {
+                    node: me,
+                    key: info,
+                    intent,
+                    request: req,
+                    tx,
+                    digest: &to_sign.bytes,
+                    now,
+                    repeat,
+                };
                 for c in &self.checks {
                     c.check(&ctx).map_err(refuse)?;
                 }

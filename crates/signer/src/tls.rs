@@ -23,6 +23,8 @@ use sha2::{Digest, Sha256};
 pub enum Identity {
     Node(u16),
     Orchestrator,
+    /// A member's client that may push governance entries (and read status), nothing else.
+    Pusher,
 }
 
 /// SHA-256 of a certificate's DER, lower-case hex: the pin.

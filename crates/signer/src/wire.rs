@@ -153,6 +153,20 @@ pub enum Request {
     DiscardRefresh {
         key_id: String,
     },
+    /// A member pushes signed governance entries (the whole log, or any prefix of it longer
+    /// than the node's) straight to the node, past the orchestrator. Allowed from the
+    /// orchestrator and from the pinned pushers; the node verifies every entry against its
+    /// pinned genesis and tells its peers. Answered with the node's head.
+    Push {
+        entries: Vec<strongroom_governance::log::Entry>,
+    },
+    /// Node to node, over the mesh only: the asker's governance head, and the sequence
+    /// number of the answerer's own velocity records the asker has up to. Answered with
+    /// [`Reply::Mesh`].
+    Mesh {
+        head: Head,
+        since: u64,
+    },
     /// Rebuild node `lost`'s share of a FROST key with the help of `helpers` (at least the
     /// threshold). Sent to the helpers and to the node being repaired.
     Repair {
@@ -185,6 +199,25 @@ pub struct PoolEntry {
     pub ids: Vec<String>,
 }
 
+/// The newest governance entry a node has verified: how many entries its log holds, and the
+/// hash of the last one (the genesis hash when it holds none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// A node's answer over the mesh: its head, the entries the asker lacks (when its log is
+/// longer), and its own velocity records from the asker's cursor on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshState {
+    pub head: Head,
+    #[serde(default)]
+    pub entries: Vec<strongroom_governance::log::Entry>,
+    #[serde(default)]
+    pub records: Vec<crate::governance::Spent>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub node: u16,
@@ -192,6 +225,9 @@ pub struct NodeStatus {
     pub primes_ready: usize,
     pub keys: Vec<KeyInfo>,
     pub presignatures: Vec<PoolEntry>,
+    /// The node's governance head (none on a node without governance).
+    #[serde(default)]
+    pub governance: Option<Head>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,6 +255,9 @@ pub enum Reply {
     /// A refresh or repair step finished; `key` is this node's view of the key after it.
     KeyUpdated(KeyInfo),
     Done,
+    /// The node's governance head after a push.
+    Head(Head),
+    Mesh(MeshState),
 }
 
 /// Why a node did not do what it was asked: a typed [`Reason`], the node, and the parties

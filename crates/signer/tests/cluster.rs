@@ -616,21 +616,22 @@ max_fee = "2000000000000000"
         let tmp = tempfile::tempdir().unwrap();
         let now = SystemEnv::new().now().unix_ms();
         let (cl, _, _) = prepare(tmp.path(), None);
-        // Node 1 pins the governance genesis; node 2 (the compromised one) does not.
+        // Nodes 1 and 3 pin the governance genesis; node 2 (the compromised one) does not.
+        // (Node 1 hears from node 3 over the mesh before it signs.)
         let g = genesis(now);
         let genesis_file = tmp.path().join("genesis.json");
         std::fs::write(&genesis_file, serde_json::to_vec(&g).unwrap()).unwrap();
-        let config = std::fs::read_to_string(&cl.configs[0])
-            .unwrap()
-            .replace("insecure_no_governance = true\n", "");
-        let at = config.find("\n[").map_or(config.len(), |i| i + 1);
-        let lines = format!(
-            "governance_genesis = {:?}\ngovernance_pin = \"{}\"\n",
-            genesis_file,
-            hex::encode(g.hash().unwrap())
-        );
-        std::fs::write(&cl.configs[0], format!("{}{lines}{}", &config[..at], &config[at..]))
-            .unwrap();
+        for c in [&cl.configs[0], &cl.configs[2]] {
+            let config =
+                std::fs::read_to_string(c).unwrap().replace("insecure_no_governance = true\n", "");
+            let at = config.find("\n[").map_or(config.len(), |i| i + 1);
+            let lines = format!(
+                "governance_genesis = {:?}\ngovernance_pin = \"{}\"\n",
+                genesis_file,
+                hex::encode(g.hash().unwrap())
+            );
+            std::fs::write(c, format!("{}{lines}{}", &config[..at], &config[at..])).unwrap();
+        }
 
         let log = |i: u16| tmp.path().join(format!("signer-{i}.log"));
         let _procs: Vec<Proc> =
@@ -721,6 +722,11 @@ mod signers_decide {
     }
 
     fn policy(version: u64, messages: bool) -> Policy {
+        policy_limited(version, messages, 10 * ETH)
+    }
+
+    /// [`policy`] with a daily ETH limit of `daily` wei.
+    fn policy_limited(version: u64, messages: bool, daily: u128) -> Policy {
         Policy::from_toml(&format!(
             r#"
 version = {version}
@@ -740,7 +746,7 @@ max_fee = "2000000000000000"
 name = "daily"
 asset = "ETH"
 period_secs = 86400
-max_amount = "10000000000000000000"
+max_amount = "{daily}"
 "#,
             if messages { "messages = [\"proof_of_control\"]" } else { "" }
         ))
@@ -909,12 +915,11 @@ max_amount = "10000000000000000000"
         assert!(matches!(r.reason, Reason::AlreadySigned { .. }), "{r:?}");
         let repeat = sign([1, 2], request(&honest, first.clone(), &gov, vec![])).await.unwrap();
         assert_eq!(repeat.signed_bytes, signed.signed_bytes);
-        // Node 3 never signed the honest transaction, but it issued its share for the
-        // nonce-2 one its partner refused: that is now the only transaction it signs for
-        // this intent. Any two pairs share a node, so no two transactions can both be
-        // signed.
-        let r = sign([1, 3], request(&honest, first, &gov, vec![])).await.unwrap_err();
-        assert!(matches!(&r.reason, Reason::AlreadySigned { .. }) && r.node == 3, "{r:?}");
+        // Node 3 never signed anything for this intent: the records its peers sent over the
+        // mesh named the transaction the group signed, so it refused the nonce-2 one before
+        // taking it into its journal. It co-signs that very transaction, and no other.
+        let again = sign([1, 3], request(&honest, first, &gov, vec![])).await.unwrap();
+        assert_eq!(again.signed_bytes, signed.signed_bytes);
 
         // 7. A caller's digest is never signed; a proof of control only once the policy
         // lists it.
@@ -1027,6 +1032,158 @@ max_amount = "10000000000000000000"
                 audit.contains(&format!(r#"\"kind\":\"{kind}\""#)),
                 "no {kind} in the audit logs"
             );
+        }
+    }
+
+    /// Issue "Signers decide (2)", points 1 and 5: the node mesh. An orchestrator that
+    /// rotates signing pairs cannot get past a velocity limit, and one that never forwards
+    /// a freeze cannot keep it from the nodes: a member pushes it to one node, and every
+    /// node refuses at once. Pushers and peers can do nothing else.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_share_velocity_and_governance_over_their_mesh() {
+        let tmp = tempfile::tempdir().unwrap();
+        let now = SystemEnv::new().now().unix_ms();
+        let g = genesis(now);
+        let genesis_file = tmp.path().join("genesis.json");
+        std::fs::write(&genesis_file, serde_json::to_vec(&g).unwrap()).unwrap();
+        let pin = hex::encode(g.hash().unwrap());
+        let (cl, _, _) = prepare(tmp.path(), Some((genesis_file, pin)));
+        let log = |i: u16| tmp.path().join(format!("signer-{i}.log"));
+        let procs: Vec<Proc> =
+            cl.configs.iter().zip(1u16..).map(|(c, i)| start(c, &log(i))).collect();
+        let orch = Orchestrator::new(cl.nodes.clone(), cl.orchestrator_credentials().unwrap());
+        wait_live(&orch, 3).await;
+        orch.aux_info(eid("aux"), &[1, 2, 3]).await.unwrap();
+        let k = orch.keygen(eid("kg"), "hot-eth-1", Scheme::Ecdsa, &[1, 2, 3], 2).await.unwrap();
+        let mut gov = Vec::new();
+        let limited = policy_limited(1, false, 3 * ETH);
+        grow(&g, &mut gov, Change::SetPolicy { policy: limited }, now - 2 * DAY, ADMINS);
+        let far = now + 3_600_000;
+        let (o, kk) = (&orch, &k);
+        let sign = move |pair: [u16; 2], req: SignRequest| async move {
+            let p = o.presign(eid("ps"), "hot-eth-1", &pair).await.unwrap();
+            o.sign(eid("sign"), kk, &pair, Some(&p), &req).await
+        };
+
+        // Point 5. A daily limit of 3 ETH, 0.9 ETH at a time, each pair in turn. Counting
+        // only what it signed itself, each node would allow a fourth (1.8 + 0.9 ETH on
+        // its own count; 3.6 ETH in all, 1.2 times the limit, and 1.5 times with more
+        // rounds). Counting what the group signed, the fourth is refused, by either pair.
+        let point_nine = 9 * ETH / 10;
+        for pair in [[1, 2], [2, 3], [1, 3]] {
+            let i = intent(BOB, point_nine, far);
+            let s = sign(pair, request(&i, tx(&i, 0, 1), &gov, vec![])).await.unwrap();
+            verify_ecdsa(&s.public_key, &s.signed_bytes, &s.signature);
+        }
+        for pair in [[1, 2], [2, 3], [3, 1]] {
+            let i = intent(BOB, point_nine, far);
+            let r = sign(pair, request(&i, tx(&i, 0, 1), &gov, vec![])).await.unwrap_err();
+            assert!(
+                matches!(&r.reason, Reason::Blocked { block: Block::Velocity { limit, .. }, .. }
+                    if limit == "daily"),
+                "{pair:?}: {r:?}"
+            );
+        }
+        // What stays within the limit still signs (0.2 ETH is left, less the fees).
+        let i = intent(BOB, ETH / 10, far);
+        let s = sign([2, 3], request(&i, tx(&i, 0, 1), &gov, vec![])).await.unwrap();
+        verify_ecdsa(&s.public_key, &s.signed_bytes, &s.signature);
+
+        // Point 1. A USDT payment signs; then a security officer's freeze is pushed to node
+        // 3 alone, and the orchestrator keeps sending the log without it, to the pair that
+        // never saw it. Both nodes ask their peers before they sign, learn the freeze from
+        // node 3, and refuse.
+        let usdt = |to: &str| {
+            let mut i = intent(to, 1_000_000, far);
+            let chain = i.chain.clone();
+            i.asset = IntentAsset {
+                symbol: AssetSymbol::parse("USDT").unwrap(),
+                decimals: 6,
+                contract: Some(Address::parse(&chain, USDT).unwrap()),
+            };
+            i
+        };
+        let paid = usdt(BOB);
+        let s = sign([1, 2], request(&paid, tx(&paid, 0, 1), &gov, vec![])).await.unwrap();
+        verify_ecdsa(&s.public_key, &s.signed_bytes, &s.signature);
+        let mut frozen = gov.clone();
+        let scope = strongroom_governance::log::FreezeScope::Global;
+        grow(&g, &mut frozen, Change::Freeze { scope }, now, &[("ada", 1)]);
+        let node3: Vec<_> = cl.nodes.iter().filter(|n| n.id == 3).cloned().collect();
+        let member = Orchestrator::new(node3, cl.pusher_credentials().unwrap());
+        let pushed = member.push_governance(&frozen, Duration::from_secs(5)).await;
+        let head = match &pushed[..] {
+            [(3, Ok(h))] => h.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(head.seq, 2);
+        let withheld = usdt(CAROL);
+        let r =
+            sign([1, 2], request(&withheld, tx(&withheld, 0, 1), &gov, vec![])).await.unwrap_err();
+        assert!(
+            matches!(&r.reason, Reason::Blocked { block: Block::Frozen { .. }, .. })
+                && [1, 2].contains(&r.node),
+            "{r:?}"
+        );
+        // The background exchange carries it everywhere within seconds, with no signing.
+        for _ in 0..100 {
+            let mut heads = Vec::new();
+            for n in 1..=3 {
+                heads.push(orch.status(n).await.unwrap().governance.unwrap());
+            }
+            if heads.iter().all(|h| *h == head) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for n in 1..=3 {
+            assert_eq!(orch.status(n).await.unwrap().governance.unwrap(), head, "node {n}");
+        }
+
+        // A tampered push is refused, and changes nothing.
+        let mut forged = frozen.clone();
+        forged[1].change =
+            Change::Unfreeze { scope: strongroom_governance::log::FreezeScope::Global };
+        let r = member.push_governance(&forged, Duration::from_secs(5)).await;
+        assert!(
+            matches!(&r[..], [(3, Err(Refusal { reason: Reason::GovernanceLog { .. }, .. }))]),
+            "{r:?}"
+        );
+        // A pusher may not ask for a signature, nor a peer push or sign: typed refusals.
+        let sign_req = Request::Sign {
+            eid: wire::eid_hex(&eid("x")),
+            key_id: "hot-eth-1".into(),
+            signers: vec![1, 3],
+            presignature: None,
+            request: request(&withheld, tx(&withheld, 0, 1), &gov, vec![]),
+        };
+        let r = member.request(3, sign_req.clone(), Duration::from_secs(5)).await.unwrap_err();
+        assert!(
+            matches!(&r.reason, Reason::BadRequest { detail } if detail.contains("Pusher")),
+            "{r:?}"
+        );
+        let mut as_node2 = impersonate(&cl, 2, 1).await;
+        let frame = |id, body| Frame::Control(wire::Control::Request { id, body });
+        wire::write_frame(&mut as_node2, &frame(7, sign_req)).await.unwrap();
+        let push = Request::Push { entries: frozen.clone() };
+        wire::write_frame(&mut as_node2, &frame(8, push)).await.unwrap();
+        for _ in 0..2 {
+            let body = wire::read_frame(&mut as_node2).await.unwrap().unwrap();
+            let Frame::Control(wire::Control::Response { body: Err(r), .. }) =
+                Frame::decode(&body).unwrap()
+            else {
+                panic!("{body:?}")
+            };
+            assert!(matches!(r.reason, Reason::BadRequest { .. }), "{r:?}");
+        }
+
+        drop(procs);
+        let (a1, a2, a3) = (audit_of(&cl, 1), audit_of(&cl, 2), audit_of(&cl, 3));
+        assert!(a3.contains("governance.pushed") && a3.contains("governance.push_refused"));
+        assert!(a1.contains("governance.learnt") && a2.contains("governance.learnt"));
+        assert!(a1.contains("request.refused"), "the peer's sign request is audited");
+        for a in [&a1, &a2, &a3] {
+            assert!(a.contains(r#"\"kind\":\"velocity\""#));
         }
     }
 }
