@@ -129,7 +129,8 @@ impl SafePayload {
 pub struct Bundle {
     pub format: String,
     pub intent: Intent,
-    /// The member who asked for the movement, and as which role.
+    /// The member who asked for the movement, and as which role (informational: the offline
+    /// signer takes the member's roles from its own copy of the log).
     pub initiator: String,
     pub initiator_role: Role,
     pub approvals: Vec<Approval>,

@@ -26,7 +26,7 @@ use strongroom_governance::gate::{decide, Subject};
 use strongroom_governance::log::{
     extend, first_seen, replay, replay_seen, Entry, Genesis, SeenRecord, State,
 };
-use strongroom_governance::policy::{Tier, VelocityLimit};
+use strongroom_governance::policy::{Initiator, Tier, VelocityLimit};
 use strongroom_units::{Amount, ChainFamily, ChainId};
 
 use crate::bundle::{Bundle, OwnerSignature, Payload};
@@ -411,8 +411,8 @@ impl ColdHome {
             tier: Tier::Cold,
             own_destination: false,
             customer_id: None,
-            initiator: &bundle.initiator,
-            initiator_role: bundle.initiator_role,
+            // Roles are the log's: the bundle's `initiator_role` is the online side's word.
+            initiator: Initiator::claimed(&bundle.initiator, &self.state.members),
             fee: None,
         };
         let moved = |l: &VelocityLimit| self.moved(l, now);

@@ -13,7 +13,7 @@ use strongroom_core::{Env, Intent};
 use strongroom_governance::approval::Approval;
 use strongroom_governance::gate::{decide, Subject};
 use strongroom_governance::log::{Entry, State};
-use strongroom_governance::policy::{Tier, VelocityLimit};
+use strongroom_governance::policy::{Initiator, Tier, VelocityLimit};
 use strongroom_governance::Role;
 use strongroom_units::Amount;
 
@@ -51,8 +51,7 @@ fn gate(req: &Request<'_>, env: &dyn Env) -> Result<(), ColdError> {
         tier: Tier::Cold,
         own_destination: false,
         customer_id: None,
-        initiator: req.initiator,
-        initiator_role: req.initiator_role,
+        initiator: Initiator::claimed(req.initiator, &req.state.members),
         fee: None,
     };
     let d = decide(req.state, &subject, req.approvals, req.moved, env.now());

@@ -12,9 +12,8 @@ use strongroom_units::Amount;
 use crate::approval::Approval;
 use crate::log::{AssetLookup, Listed, State, WhitelistScope};
 use crate::policy::{
-    evaluate, Block, Decision, Destination, Outcome, Request, Tier, VelocityLimit,
+    evaluate, Block, Decision, Destination, Initiator, Outcome, Request, Tier, VelocityLimit,
 };
-use crate::Role;
 
 /// The movement as the gate sees it.
 #[derive(Debug, Clone)]
@@ -25,9 +24,8 @@ pub struct Subject<'a> {
     pub own_destination: bool,
     /// Whose withdrawal it is, for the customer whitelist.
     pub customer_id: Option<&'a str>,
-    /// The member who asked for it (empty: not a member, e.g. the exchange's backend).
-    pub initiator: &'a str,
-    pub initiator_role: Role,
+    /// Who asked for it (roles from the log).
+    pub initiator: Initiator<'a>,
     /// The transaction's maximum fee as a signer decoded it (`None` online, before a
     /// transaction exists): bounded by the policy's fee ceiling and counted for velocity.
     pub fee: Option<Amount>,
@@ -134,7 +132,6 @@ pub fn decide(
         tier: s.tier,
         destination,
         initiator: s.initiator,
-        initiator_role: s.initiator_role,
         fee: s.fee,
     };
     evaluate(policy, &state.members, &req, approvals, moved, now)

@@ -3,6 +3,9 @@
 //! - [`approval`]: an approver's Ed25519 signature over an intent hash, the policy version
 //!   and an expiry. Nothing trusts the API's word that an approval is valid: each check
 //!   verifies the signature against the approver's key from the governance log.
+//! - [`initiation`]: the initiator's signature over what they asked for (the exchange's
+//!   backend or a staff member, a member the log names); signers take the initiator's roles
+//!   from the log, never from the request.
 //! - [`policy`]: ordered typed rules (wallet tier, asset, amount range, destination
 //!   category, initiator role, time window) with an action (allow, require approvals, block)
 //!   and velocity limits; [`policy::evaluate`] is pure and names the rule and version that
@@ -18,6 +21,7 @@
 
 pub mod approval;
 pub mod gate;
+pub mod initiation;
 pub mod log;
 pub mod policy;
 pub mod refusal;

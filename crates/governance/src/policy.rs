@@ -140,6 +140,11 @@ pub struct Policy {
     /// The message kinds (not transactions) the signers may sign; none unless listed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub messages: Vec<MessageKind>,
+    /// Signers sign only movements whose initiator signed the request themselves
+    /// ([`crate::initiation`]): the exchange's backend with its API client key, or a staff
+    /// member, a member of the log with the operator's role. Off by default for now.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_initiation: bool,
 }
 
 /// A message a signer node builds itself and signs (never a caller's bytes or digest).
@@ -243,6 +248,49 @@ impl Policy {
     }
 }
 
+/// Who asked for a movement, as far as the decider knows it. Roles are always the
+/// governance log's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initiator<'a> {
+    /// Proven by the initiator's signature over what they asked
+    /// ([`crate::initiation::Initiation`], checked by a signer).
+    Attested { member: &'a str, roles: &'a [Role] },
+    /// Named by the online side, unproven: counts for keeping the initiator's own approval
+    /// out, but under `require_initiation` a signer refuses it.
+    Claimed { member: &'a str, roles: &'a [Role] },
+    /// Nobody is named.
+    Unknown,
+    /// The online estimate, made before the signers check who asked: the requirement is
+    /// theirs to enforce.
+    NotChecked,
+}
+
+impl<'a> Initiator<'a> {
+    /// `member` as named by the online side, with their roles from `members` (none if they
+    /// are not a member; `Unknown` if `member` is empty).
+    pub fn claimed(member: &'a str, members: &'a BTreeMap<String, Member>) -> Initiator<'a> {
+        if member.is_empty() {
+            return Initiator::Unknown;
+        }
+        let roles = members.get(member).map_or(&[][..], |m| m.roles.as_slice());
+        Initiator::Claimed { member, roles }
+    }
+
+    fn member(&self) -> Option<&'a str> {
+        match self {
+            Initiator::Attested { member, .. } | Initiator::Claimed { member, .. } => Some(member),
+            _ => None,
+        }
+    }
+
+    fn roles(&self) -> &'a [Role] {
+        match self {
+            Initiator::Attested { roles, .. } | Initiator::Claimed { roles, .. } => roles,
+            _ => &[],
+        }
+    }
+}
+
 /// A withdrawal (or internal transfer) as the policy sees it.
 #[derive(Debug, Clone)]
 pub struct Request<'a> {
@@ -250,9 +298,8 @@ pub struct Request<'a> {
     pub intent_hash: IntentHash,
     pub tier: Tier,
     pub destination: Destination,
-    /// The member who asked for it, and as what.
-    pub initiator: &'a str,
-    pub initiator_role: Role,
+    /// Who asked for it.
+    pub initiator: Initiator<'a>,
     /// The most the transaction can pay in fees, as a signer decoded it from the
     /// transaction; `None` where no transaction exists yet (the online estimate), which
     /// skips the fee ceiling and counts no fee.
@@ -302,6 +349,10 @@ pub enum Block {
     MessageNotAllowed { message: MessageKind },
     #[error("the intent cannot be hashed: {detail}")]
     Intent { detail: String },
+    /// The policy requires a signed initiation and the request has none (`claimed`: the
+    /// member the online side named instead, if any).
+    #[error("the policy requires the initiator's own signature on the request{}", claimed.as_deref().map(|c| format!(" ({c} is only named, not proven)")).unwrap_or_default())]
+    Unattested { claimed: Option<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -344,6 +395,12 @@ pub fn evaluate(
         |outcome, rule: &str| Decision { outcome, rule: rule.to_owned(), version: policy.version };
     let intent = req.intent;
     let asset = intent.asset.symbol.as_str();
+    if policy.require_initiation
+        && !matches!(req.initiator, Initiator::Attested { .. } | Initiator::NotChecked)
+    {
+        let claimed = req.initiator.member().map(str::to_owned);
+        return decide(Outcome::Block(Block::Unattested { claimed }), "require_initiation");
+    }
     // The fee is bounded by the policy, whatever the intent's own cap says, and the fee
     // asset it is paid in counts against velocity even when the movement stays in custody:
     // a drain through fees is still a drain.
@@ -414,7 +471,7 @@ pub fn evaluate(
                     not_counted.push(format!("{}: not a member", a.approver));
                     continue;
                 };
-                if a.approver == req.initiator {
+                if req.initiator.member() == Some(a.approver.as_str()) {
                     not_counted.push(format!(
                         "{}: the initiator never approves their own request",
                         a.approver
@@ -463,7 +520,9 @@ fn matches(c: &Conditions, req: &Request<'_>, now: Timestamp) -> bool {
         && c.min_amount.is_none_or(|m| amount >= m)
         && c.max_amount.is_none_or(|m| amount <= m)
         && c.destinations.as_ref().is_none_or(|d| d.contains(&req.destination))
-        && c.initiator_roles.as_ref().is_none_or(|r| r.contains(&req.initiator_role))
+        && c.initiator_roles
+            .as_ref()
+            .is_none_or(|r| req.initiator.roles().iter().any(|role| r.contains(role)))
         && c.utc_hours.is_none_or(|[from, to]| {
             let hour = u8::try_from(now.unix_ms().rem_euclid(86_400_000) / 3_600_000).unwrap_or(0);
             if from <= to {

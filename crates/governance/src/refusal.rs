@@ -53,6 +53,10 @@ pub enum Reason {
     /// The governance log offered does not extend the node's own.
     #[error("governance log refused: {detail}")]
     GovernanceLog { detail: String },
+    /// The request's signed initiation does not stand (bad signature, not an initiator, or
+    /// the intent says something other than what the initiator asked).
+    #[error("initiation refused: {error}")]
+    Initiation { error: crate::initiation::InitiationError },
     /// The governance state in force stops it outright.
     #[error("policy v{version} rule {rule}: {block}")]
     Blocked { rule: String, version: u64, block: Block },
@@ -107,6 +111,7 @@ impl Reason {
         "child_key_pays_out",
         "raw_signing",
         "governance_log",
+        "initiation",
         "blocked",
         "approvals",
         "already_signed",
@@ -131,6 +136,7 @@ impl Reason {
             Reason::ChildKeyPaysOut { .. } => "child_key_pays_out",
             Reason::RawSigning { .. } => "raw_signing",
             Reason::GovernanceLog { .. } => "governance_log",
+            Reason::Initiation { .. } => "initiation",
             Reason::Blocked { .. } => "blocked",
             Reason::Approvals { .. } => "approvals",
             Reason::AlreadySigned { .. } => "already_signed",
@@ -203,6 +209,9 @@ mod tests {
             Reason::ChildKeyPaysOut { own: "a".into(), destination: "b".into() },
             Reason::RawSigning { format: "raw-message".into() },
             Reason::GovernanceLog { detail: "x".into() },
+            Reason::Initiation {
+                error: crate::initiation::InitiationError::UnknownMember { initiator: "x".into() },
+            },
             Reason::Blocked { rule: "r".into(), version: 1, block: Block::NoPolicy },
             Reason::Approvals {
                 rule: "r".into(),

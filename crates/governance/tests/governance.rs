@@ -11,7 +11,7 @@ use strongroom_governance::log::{
     WhitelistScope,
 };
 use strongroom_governance::policy::{
-    evaluate, Block, Decision, Destination, Outcome, Policy, PolicyError, Request, Tier,
+    evaluate, Block, Decision, Destination, Initiator, Outcome, Policy, PolicyError, Request, Tier,
     VelocityLimit,
 };
 use strongroom_governance::Role;
@@ -174,8 +174,7 @@ fn decide_fee(
         intent_hash: i.hash().unwrap(),
         tier: Tier::Hot,
         destination,
-        initiator,
-        initiator_role: Role::Operator,
+        initiator: Initiator::Claimed { member: initiator, roles: &[Role::Operator] },
         fee: fee.map(|f| Amount::from_base_units(f).unwrap()),
     };
     let moved = move |_: &VelocityLimit| Amount::from_base_units(moved).unwrap();
@@ -288,8 +287,7 @@ fn movements_into_our_own_wallets_neither_count_nor_hit_velocity_limits() {
         intent_hash: i.hash().unwrap(),
         tier: Tier::Hot,
         destination,
-        initiator: "ops",
-        initiator_role: Role::Operator,
+        initiator: Initiator::Claimed { member: "ops", roles: &[Role::Operator] },
         fee: None,
     };
     let spent = |_: &VelocityLimit| Amount::from_base_units(10 * ETH).unwrap();
@@ -833,4 +831,54 @@ fn a_time_boxed_freeze_cannot_be_lifted_before_its_end() {
     assert!(state_at(&log_of(vec![(forever, vec!["sec"])]), T0 + DAY_MS).is_err());
     // One approver cannot set one either.
     assert!(state_at(&log_of(vec![(boxed, vec!["ann"])]), T0 + DAY_MS).is_err());
+}
+
+/// Issue "Signers decide (2)", point 2: under `require_initiation` only a proven initiator
+/// passes; whatever the caller says, roles are the log's, and a policy written before the
+/// field hashes as it did.
+#[test]
+fn an_initiator_must_be_proven_when_the_policy_says_so_and_roles_come_from_the_log() {
+    let text = POLICY.replace(
+        "when = { tier = \"hot\", max_amount = \"1000000000000000000\" }",
+        "when = { tier = \"hot\", max_amount = \"1000000000000000000\", initiator_roles = [\"operator\"] }",
+    );
+    let strict = Policy::from_toml(&format!("require_initiation = true\n{text}")).unwrap();
+    let lax = Policy::from_toml(&text).unwrap();
+    let old = Policy::from_toml(POLICY).unwrap();
+    assert!(!serde_json::to_string(&old).unwrap().contains("require_initiation"));
+    let s = with_policy();
+    let i = intent(ETH / 2, 501);
+    let now = Timestamp::from_unix_ms(T0 + 3_600_000);
+    let spent = |_: &VelocityLimit| Amount::ZERO;
+    let roles = s.members.get("ops").unwrap().roles.clone();
+    let run = |p: &Policy, initiator: Initiator<'_>| {
+        let req = Request {
+            intent: &i,
+            intent_hash: i.hash().unwrap(),
+            tier: Tier::Hot,
+            destination: Destination::External,
+            initiator,
+            fee: None,
+        };
+        evaluate(p, &s.members, &req, &[], &spent, now).outcome
+    };
+    let attested = Initiator::Attested { member: "ops", roles: &roles };
+    assert_eq!(run(&strict, attested), Outcome::Allow);
+    // The online estimate leaves the proof to the signers (and knows no roles).
+    assert!(matches!(run(&strict, Initiator::NotChecked), Outcome::Wait { .. }));
+    for unproven in [Initiator::claimed("ops", &s.members), Initiator::Unknown] {
+        assert!(
+            matches!(run(&strict, unproven), Outcome::Block(Block::Unattested { .. })),
+            "{unproven:?}"
+        );
+    }
+    // Without the requirement a named operator matches; a name that is no member, or an
+    // approver, does not: the roles are the log's.
+    assert_eq!(run(&lax, Initiator::claimed("ops", &s.members)), Outcome::Allow);
+    for name in ["eve", "ann"] {
+        assert!(
+            matches!(run(&lax, Initiator::claimed(name, &s.members)), Outcome::Wait { .. }),
+            "{name}"
+        );
+    }
 }

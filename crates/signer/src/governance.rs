@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use strongroom_core::Timestamp;
 use strongroom_governance::gate::{decide, Subject};
+use strongroom_governance::initiation::InitiationError;
 use strongroom_governance::log::{first_seen, replay_seen, Entry, Genesis, SeenRecord, State};
-use strongroom_governance::policy::{Block, MessageKind, Tier, VelocityLimit};
-use strongroom_governance::Role;
+use strongroom_governance::policy::{Block, Initiator, MessageKind, Tier, VelocityLimit};
 use strongroom_units::Amount;
 
 use crate::check::{own_address, CheckContext, PreSignCheck};
@@ -351,13 +351,33 @@ impl PreSignCheck for GovernanceCheck {
         let req = &ctx.request;
         let own = own_address(ctx.key, intent)?;
         let fee = ctx.tx.movement.max_fee;
+        // Who asked, from the initiator's own signature and the log; never the request's word.
+        let (initiator, customer_id) = match &req.initiation {
+            Some(init) => {
+                let member = init
+                    .verify(&inner.state, intent)
+                    .map_err(|error| Reason::Initiation { error })?;
+                let signed = init.requested.customer_id.as_deref();
+                if req.customer_id.is_some() && req.customer_id.as_deref() != signed {
+                    return Err(Reason::Initiation {
+                        error: InitiationError::Mismatch {
+                            initiator: init.initiator.clone(),
+                            field: "customer_id".into(),
+                            requested: signed.unwrap_or("none").to_owned(),
+                            intent: req.customer_id.clone().unwrap_or_default(),
+                        },
+                    });
+                }
+                (Initiator::Attested { member: &member.id, roles: &member.roles }, signed)
+            }
+            None => (Initiator::Unknown, req.customer_id.as_deref()),
+        };
         let subject = Subject {
             intent,
             tier: Tier::Hot,
             own_destination: ctx.tx.movement.destination == own,
-            customer_id: req.customer_id.as_deref(),
-            initiator: req.initiator.as_deref().unwrap_or(""),
-            initiator_role: req.initiator_role.unwrap_or(Role::Operator),
+            customer_id,
+            initiator,
             fee: Some(fee),
         };
         let current = intent.request_id.to_string();
@@ -418,9 +438,12 @@ mod tests {
     use strongroom_chain_ethereum::{EthCodec, EthParams};
     use strongroom_core::{Intent, IntentAsset, WalletId};
     use strongroom_governance::approval::Approval;
+    use strongroom_governance::initiation::{Initiation, Requested};
     use strongroom_governance::log::{replay, Change, FreezeScope, MemberSpec, WhitelistScope};
     use strongroom_governance::policy::Policy;
     use strongroom_units::{Address, AssetSymbol, ChainId};
+
+    use strongroom_governance::Role;
 
     use super::*;
     use crate::check::{self, TxMatchesIntent};
@@ -454,14 +477,15 @@ max_amount = "10000000000000000000"
         SigningKey::from_bytes(&[n; 32])
     }
 
-    fn ids() -> [(&'static str, u8, Role); 6] {
+    fn ids() -> [(&'static str, u8, &'static [Role]); 6] {
         [
-            ("amy", 6, Role::Approver),
-            ("ada", 1, Role::Admin),
-            ("bob", 2, Role::Admin),
-            ("sec", 3, Role::SecurityOfficer),
-            ("ann", 4, Role::Approver),
-            ("ops", 5, Role::Approver),
+            ("amy", 6, &[Role::Approver]),
+            ("ada", 1, &[Role::Admin]),
+            ("bob", 2, &[Role::Admin]),
+            ("sec", 3, &[Role::SecurityOfficer]),
+            ("ann", 4, &[Role::Approver]),
+            // An operator who is also an approver.
+            ("ops", 5, &[Role::Approver, Role::Operator]),
         ]
     }
 
@@ -472,7 +496,7 @@ max_amount = "10000000000000000000"
                 .map(|(id, n, r)| MemberSpec {
                     id: (*id).into(),
                     public_key: hex::encode(key(*n).verifying_key().to_bytes()),
-                    roles: vec![*r],
+                    roles: r.to_vec(),
                     passkey: None,
                 })
                 .collect(),
@@ -571,8 +595,9 @@ max_amount = "10000000000000000000"
             format: TxFormat::Eip1559,
             tx: hex::encode(tx),
             approvals,
-            initiator: Some("ops".into()),
-            initiator_role: Some(Role::Operator),
+            initiation: Some(Box::new(
+                Initiation::sign("ops", &signer_of("ops"), Requested::of(i, None)).unwrap(),
+            )),
             governance: log.to_vec(),
             ..Default::default()
         };

@@ -89,12 +89,12 @@ pub struct SignRequest {
     /// Signed approvals of the intent (nodes with governance verify them themselves).
     #[serde(default)]
     pub approvals: Vec<strongroom_governance::approval::Approval>,
-    /// Who asked for the movement, and as what.
+    /// Who asked for the movement, proven: the initiator's signature over what they asked
+    /// (the node checks it against the intent, and takes their roles from the log).
     #[serde(default)]
-    pub initiator: Option<String>,
-    #[serde(default)]
-    pub initiator_role: Option<strongroom_governance::Role>,
-    /// The customer whose withdrawal this is (for the customer's whitelist).
+    pub initiation: Option<Box<strongroom_governance::initiation::Initiation>>,
+    /// The customer whose withdrawal this is (for the customer's whitelist); when the
+    /// initiation names one, it must be this one.
     #[serde(default)]
     pub customer_id: Option<String>,
     /// Governance log entries; a node appends those it lacks after verifying all of them.

@@ -591,7 +591,6 @@ max_fee = "2000000000000000"
             format: TxFormat::Eip1559,
             tx: hex::encode(eth_tx_to_with(&i)),
             approvals,
-            initiator: Some("ops".into()),
             governance: log.to_vec(),
             ..Default::default()
         }
@@ -1184,6 +1183,172 @@ max_amount = "{daily}"
         assert!(a1.contains("request.refused"), "the peer's sign request is audited");
         for a in [&a1, &a2, &a3] {
             assert!(a.contains(r#"\"kind\":\"velocity\""#));
+        }
+    }
+
+    /// Issue "Signers decide (2)", points 2 and 4: who asked, proven. The exchange's backend
+    /// signs each withdrawal request with its API client key (a member of the log with the
+    /// operator's role); a staff operator signs their own. Nodes check the signature against
+    /// the intent and take the initiator's roles from the log: an intent edited after the
+    /// exchange signed it, a request replayed for another intent, or a request with no
+    /// signature is refused, and an operator who is also an approver never counts as an
+    /// approver of their own request.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_take_who_asked_from_a_signed_request_and_roles_from_the_log() {
+        use strongroom_governance::initiation::{Initiation, InitiationError, Requested};
+        use strongroom_governance::log::MemberSpec;
+        use strongroom_governance::Role;
+
+        let tmp = tempfile::tempdir().unwrap();
+        let now = SystemEnv::new().now().unix_ms();
+        let mut g = genesis(now);
+        let member = |id: &str, n: u8, roles: Vec<Role>| MemberSpec {
+            id: id.into(),
+            public_key: hex::encode(key(n).verifying_key().to_bytes()),
+            roles,
+            passkey: None,
+        };
+        g.members.push(member("exchange", 5, vec![Role::Operator]));
+        g.members.push(member("ops", 6, vec![Role::Operator, Role::Approver]));
+        let genesis_file = tmp.path().join("genesis.json");
+        std::fs::write(&genesis_file, serde_json::to_vec(&g).unwrap()).unwrap();
+        let pin = hex::encode(g.hash().unwrap());
+        let (cl, _, _) = prepare(tmp.path(), Some((genesis_file, pin)));
+        let log = |i: u16| tmp.path().join(format!("signer-{i}.log"));
+        let procs: Vec<Proc> =
+            cl.configs.iter().zip(1u16..).map(|(c, i)| start(c, &log(i))).collect();
+        let orch = Orchestrator::new(cl.nodes.clone(), cl.orchestrator_credentials().unwrap());
+        wait_live(&orch, 3).await;
+        orch.aux_info(eid("aux"), &[1, 2, 3]).await.unwrap();
+        let k = orch.keygen(eid("kg"), "hot-eth-1", Scheme::Ecdsa, &[1, 2, 3], 2).await.unwrap();
+        let policy = Policy::from_toml(
+            r#"
+version = 1
+require_initiation = true
+[[rules]]
+name = "small"
+when = { max_amount = "1000000000000000000", initiator_roles = ["operator"] }
+action = { kind = "allow" }
+[[rules]]
+name = "large"
+action = { kind = "approvals", count = 2, roles = ["approver"] }
+[[fees]]
+chain = "eip155:31337"
+fee_asset = "ETH"
+max_fee = "2000000000000000"
+"#,
+        )
+        .unwrap();
+        let mut gov = Vec::new();
+        grow(&g, &mut gov, Change::SetPolicy { policy }, now - 2 * DAY, ADMINS);
+        let far = now + 3_600_000;
+        let (o, kk) = (&orch, &k);
+        let sign = move |pair: [u16; 2], req: SignRequest| async move {
+            let p = o.presign(eid("ps"), "hot-eth-1", &pair).await.unwrap();
+            o.sign(eid("sign"), kk, &pair, Some(&p), &req).await
+        };
+        let signed_by = |who: &str, n: u8, i: &Intent, customer: Option<&str>| {
+            Initiation::sign(who, &key(n), Requested::of(i, customer.map(str::to_owned))).unwrap()
+        };
+        let with = |i: &Intent, init: Option<Initiation>, approvals: Vec<Approval>| {
+            let mut r = request(i, tx(i, 0, 1), &gov, approvals);
+            r.initiation = init.map(Box::new);
+            r.customer_id = Some("c-1".into());
+            r
+        };
+        let mismatch = |r: &Refusal, want: &str| {
+            matches!(&r.reason, Reason::Initiation { error: InitiationError::Mismatch { field, .. } }
+                if field == want)
+        };
+
+        // Point 4. The exchange's backend asks for 0.5 ETH to Bob for customer c-1 and signs
+        // the request.
+        let asked = intent(BOB, ETH / 2, far);
+        let exchange = signed_by("exchange", 5, &asked, Some("c-1"));
+        // The withdrawal edited in the database after the exchange signed it, before it is
+        // built: another destination, another amount, another customer. Refused, naming the
+        // field.
+        let mut to_carol = asked.clone();
+        to_carol.destination = Address::parse(&asked.chain, CAROL).unwrap();
+        let r = sign([2, 3], with(&to_carol, Some(exchange.clone()), vec![])).await.unwrap_err();
+        assert!(mismatch(&r, "destination"), "{r:?}");
+        let mut more = asked.clone();
+        more.amount = Amount::from_base_units(9 * ETH / 10).unwrap();
+        let r = sign([1, 3], with(&more, Some(exchange.clone()), vec![])).await.unwrap_err();
+        assert!(mismatch(&r, "amount"), "{r:?}");
+        let mut other_customer = with(&asked, Some(exchange.clone()), vec![]);
+        other_customer.customer_id = Some("c-2".into());
+        let r = sign([1, 3], other_customer).await.unwrap_err();
+        assert!(mismatch(&r, "customer_id"), "{r:?}");
+        // As the exchange asked: signed.
+        let s = sign([1, 2], with(&asked, Some(exchange.clone()), vec![])).await.unwrap();
+        verify_ecdsa(&s.public_key, &s.signed_bytes, &s.signature);
+        // The signed request replayed for a second withdrawal (a new intent).
+        let mut again = asked.clone();
+        again.request_id = fresh_id();
+        let r = sign([2, 3], with(&again, Some(exchange.clone()), vec![])).await.unwrap_err();
+        assert!(mismatch(&r, "request_id"), "{r:?}");
+        // No signature at all, or one the orchestrator made up in the exchange's name.
+        let fresh = intent(BOB, ETH / 2, far);
+        let r = sign([1, 2], with(&fresh, None, vec![])).await.unwrap_err();
+        assert!(
+            matches!(&r.reason, Reason::Blocked { block: Block::Unattested { claimed: None }, .. }),
+            "{r:?}"
+        );
+        let forged = signed_by("exchange", 66, &fresh, Some("c-1"));
+        let r = sign([1, 2], with(&fresh, Some(forged), vec![])).await.unwrap_err();
+        assert!(
+            matches!(&r.reason, Reason::Initiation { error: InitiationError::BadSignature { .. } }),
+            "{r:?}"
+        );
+        // An approver's key cannot initiate: the log says ann is no operator.
+        let by_ann = signed_by("ann", 3, &fresh, Some("c-1"));
+        let r = sign([2, 3], with(&fresh, Some(by_ann), vec![])).await.unwrap_err();
+        assert!(
+            matches!(
+                &r.reason,
+                Reason::Initiation { error: InitiationError::NotAnInitiator { .. } }
+            ),
+            "{r:?}"
+        );
+
+        // Point 2. ops is an operator and an approver. They ask for 5 ETH and approve it
+        // themselves with ann: one approval counts, not two.
+        let big = intent(BOB, 5 * ETH, far);
+        let h = big.hash().unwrap();
+        let until = Timestamp::from_unix_ms(SystemEnv::new().now().unix_ms() + DAY / 2);
+        let approve = |who: &str, n: u8| Approval::sign(who, &key(n), &h, 1, until);
+        let by_ops = signed_by("ops", 6, &big, Some("c-1"));
+        let self_approved =
+            with(&big, Some(by_ops.clone()), vec![approve("ops", 6), approve("ann", 3)]);
+        let r = sign([1, 2], self_approved).await.unwrap_err();
+        assert!(
+            matches!(&r.reason, Reason::Approvals { have: 1, need: 2, not_counted, .. }
+                if not_counted.iter().any(|n| n.contains("initiator"))),
+            "{r:?}"
+        );
+        // The orchestrator drops ops' signature so that ops would not be the initiator:
+        // the policy requires one.
+        let stripped = with(&big, None, vec![approve("ops", 6), approve("ann", 3)]);
+        let r = sign([2, 3], stripped).await.unwrap_err();
+        assert!(
+            matches!(&r.reason, Reason::Blocked { block: Block::Unattested { .. }, .. }),
+            "{r:?}"
+        );
+        // Two approvers other than ops: signed.
+        let honest = with(&big, Some(by_ops), vec![approve("ann", 3), approve("amy", 4)]);
+        let s = sign([1, 3], honest).await.unwrap();
+        verify_ecdsa(&s.public_key, &s.signed_bytes, &s.signature);
+
+        drop(procs);
+        let audit = audit_of(&cl, 1) + &audit_of(&cl, 2) + &audit_of(&cl, 3);
+        for needle in [
+            r#"\"code\":\"initiation\""#,
+            r#"\"problem\":\"mismatch\""#,
+            r#"\"problem\":\"bad_signature\""#,
+            r#"\"kind\":\"unattested\""#,
+        ] {
+            assert!(audit.contains(needle), "no {needle} in the audit logs");
         }
     }
 }

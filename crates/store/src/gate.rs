@@ -10,7 +10,6 @@ use strongroom_governance::approval::Approval;
 use strongroom_governance::gate::{decide, Subject};
 use strongroom_governance::log::{replay, Entry};
 use strongroom_governance::policy::{Decision, Tier, VelocityLimit};
-use strongroom_governance::Role;
 use uuid::Uuid;
 
 use crate::{Store, StoreError, WithdrawalFilter};
@@ -81,9 +80,9 @@ pub async fn gate(store: &dyn Store, m: &Movement<'_>, now: Timestamp) -> Result
         tier: Tier::Hot,
         own_destination: m.own_destination,
         customer_id: customer.as_deref(),
-        // Requests through the API carry no member identity yet (docs/adr/0007).
-        initiator: "",
-        initiator_role: Role::Operator,
+        // The signers check who asked (an initiation, when the policy requires one); the
+        // online estimate leaves that to them.
+        initiator: strongroom_governance::policy::Initiator::NotChecked,
         fee: None,
     };
     let decision = decide(&state, &subject, &approvals, &moved, now);
