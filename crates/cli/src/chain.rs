@@ -147,8 +147,8 @@ impl TxSigner for OrchestratorSigner {
             path: path.to_vec(),
             approvals: auth.approvals.clone(),
             customer_id: auth.customer_id.clone(),
+            initiation: auth.initiation.clone().map(Box::new),
             governance: auth.governance.clone(),
-            ..Default::default()
         };
         let signed = self
             .orch

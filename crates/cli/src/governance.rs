@@ -134,6 +134,38 @@ pub enum GovernanceCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum WithdrawalCommand {
+    /// Ask for a withdrawal as the exchange's backend (or a staff operator) does: sign the
+    /// request with a governance member's key (the operator's role) and send it with the
+    /// signature. The signer nodes check the withdrawal's intent against it, so a withdrawal
+    /// edited after it was signed is refused (`docs/adr/0010-signers-decide.md`).
+    Initiate {
+        #[arg(long)]
+        customer: uuid::Uuid,
+        /// The asset's symbol, as the governance registry names it (e.g. ETH).
+        #[arg(long)]
+        asset: String,
+        #[arg(long)]
+        destination: String,
+        /// Decimal amount in the asset's units (e.g. 0.1).
+        #[arg(long)]
+        amount: String,
+        /// The initiating member (e.g. the exchange's API client) and their key.
+        #[arg(long)]
+        member: String,
+        #[arg(long)]
+        key: PathBuf,
+        /// The request id, which becomes the withdrawal's id (default: a new one).
+        #[arg(long)]
+        request_id: Option<uuid::Uuid>,
+        /// The genesis hash to verify the server's log against.
+        #[arg(long)]
+        pin: Option<String>,
+        /// Print the signed request (JSON) instead of sending it.
+        #[arg(long)]
+        print: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Approve a withdrawal: decode its intent, show it, hash it here, sign the approval
     /// with the approver's key and submit it.
     Approve {
@@ -721,6 +753,60 @@ pub async fn run(cmd: GovernanceCommand) -> anyhow::Result<std::process::ExitCod
 pub async fn withdrawal(cmd: WithdrawalCommand) -> anyhow::Result<std::process::ExitCode> {
     let env = SystemEnv::new();
     match cmd {
+        WithdrawalCommand::Initiate {
+            customer,
+            asset,
+            destination,
+            amount,
+            member,
+            key,
+            request_id,
+            pin,
+            print,
+            api,
+        } => {
+            use strongroom_governance::initiation::{Initiation, Requested};
+            let api = api.connect()?;
+            let (state, _) = load_api(&api, pin.as_deref(), &env).await?;
+            let mut named = state.assets.iter().filter(|a| a.spec.symbol == asset);
+            let spec = match (named.next(), named.next()) {
+                (Some(a), None) => a.spec.clone(),
+                (None, _) => anyhow::bail!("the governance registry names no asset {asset}"),
+                (Some(_), Some(_)) => {
+                    anyhow::bail!("the registry names {asset} on several chains: not supported yet")
+                }
+            };
+            let base = strongroom_units::Amount::parse_decimal(&amount, spec.decimals)
+                .map_err(|e| anyhow::anyhow!("amount {amount:?}: {e}"))?;
+            let request_id = match request_id {
+                Some(id) => id,
+                None => {
+                    let mut b = [0u8; 16];
+                    env.fill_random(&mut b);
+                    uuid::Builder::from_random_bytes(b).into_uuid()
+                }
+            };
+            let requested = Requested {
+                request_id,
+                chain: spec.chain.clone(),
+                asset: spec.symbol.clone(),
+                contract: spec.contract.clone(),
+                destination: destination.clone(),
+                amount: base,
+                customer_id: Some(customer.to_string()),
+            };
+            let initiation = Initiation::sign(&member, &read_key(&key)?, requested)?;
+            if print {
+                println!("{}", serde_json::to_string_pretty(&initiation)?);
+                return Ok(std::process::ExitCode::SUCCESS);
+            }
+            let body = serde_json::json!({
+                "customer_id": customer, "asset": asset, "destination": destination,
+                "amount": amount, "initiation": initiation,
+            });
+            let w = api.post("/v1/withdrawals", &body).await?;
+            println!("{}", serde_json::to_string(&w)?);
+        }
         WithdrawalCommand::Approve { id, member, key, expires_in_minutes, yes, api } => {
             let api = api.connect()?;
             let w = api.get(&format!("/v1/withdrawals/{id}")).await?;
@@ -823,13 +909,15 @@ pub fn dev_pin(
 }
 
 /// The members of the dev genesis and their roles.
-const DEV_MEMBERS: [(&str, Role); 6] = [
+const DEV_MEMBERS: [(&str, Role); 7] = [
     ("ada", Role::Admin),
     ("bob", Role::Admin),
     ("cy", Role::Admin),
     ("ann", Role::Approver),
     ("al", Role::Approver),
     ("sec", Role::SecurityOfficer),
+    // The exchange's backend: its API client key signs withdrawal requests.
+    ("exchange", Role::Operator),
 ];
 
 /// The dev genesis's starter policy: moves within custody and up to 100 units (in base
@@ -862,7 +950,8 @@ pub fn dev_keys(data_dir: &Path) -> PathBuf {
 }
 
 /// On a dev stack with no governance yet: make the dev genesis (members ada, bob and cy
-/// admins with a quorum of two, ann and al approvers, sec a security officer; ETH and the dev
+/// admins with a quorum of two, ann and al approvers, sec a security officer, exchange the
+/// exchange backend's API client, an operator; ETH and the dev
 /// USDT registered) with its keys in [`dev_keys`], and the starter policy signed by two
 /// admins. Returns the entries to install; nothing when a genesis is pinned already.
 pub fn make_dev_genesis(data_dir: &Path, env: &dyn Env) -> anyhow::Result<Vec<Entry>> {

@@ -1075,6 +1075,220 @@ max_fee = "10000000000000000"
     drop(dev);
 }
 
+/// Issue "Signers decide (2)", point 4, end to end: the exchange's backend signs each
+/// withdrawal request with its API client key (the dev genesis's `exchange`, an operator), the
+/// server keeps the signature beside the withdrawal and the engine hands it to the signer
+/// processes. Under a policy that requires it, a request signed once is one withdrawal, a
+/// withdrawal edited in the database after the exchange signed it is refused by the nodes
+/// (and `audit verify` sees the edit), and a withdrawal nobody signed is refused.
+#[test]
+fn dev_withdrawals_signed_by_the_exchange_reach_the_nodes_and_edits_are_refused() {
+    let Some(chain) = start_anvil(&["--block-time", "1"]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let dev =
+        start_dev_with(&data, &["--eth-rpc", chain.url.as_str(), "--confirmations", "1"], &[]);
+    let keys = data.join("governance/keys");
+    let key = |id: &str| keys.join(format!("{id}.key")).to_str().unwrap().to_owned();
+    let pin =
+        std::fs::read_to_string(data.join("governance/genesis.pin")).unwrap().trim().to_owned();
+    let envs = [
+        ("STRONGROOM_ADDR", dev.url.clone()),
+        ("STRONGROOM_CACERT", dev.ca.clone()),
+        ("STRONGROOM_TOKEN_FILE", data.join("operator.token").to_str().unwrap().to_owned()),
+    ];
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let sign = |who: &str| {
+        run(&["governance", "sign", "--member", who, "--key", &key(who), "--pin", &pin, "--yes"])
+    };
+    let commit = |args: &[&str], by: &[&str]| {
+        let (ok, out) = run(args);
+        assert!(ok, "{out}");
+        let mut last = String::new();
+        for who in by {
+            let (ok, out) = sign(who);
+            assert!(ok, "{out}");
+            last = out;
+        }
+        assert!(last.contains("committed"), "{last}");
+    };
+    // Policy 2: the starter policy, and the initiator's signature required.
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        r#"
+version = 2
+require_initiation = true
+[[rules]]
+name = "internal"
+when = { destinations = ["internal"] }
+action = { kind = "allow" }
+[[rules]]
+name = "up-to-100"
+when = { max_amount = "100000000000000000000" }
+action = { kind = "allow" }
+[[rules]]
+name = "larger"
+action = { kind = "approvals", count = 2, roles = ["approver"] }
+[[fees]]
+chain = "eip155:31337"
+fee_asset = "ETH"
+max_fee = "100000000000000000"
+"#,
+    )
+    .unwrap();
+    commit(
+        &["governance", "propose", "policy", "--file", policy.to_str().unwrap()],
+        &["ada", "bob"],
+    );
+
+    let c = api(&dev, "POST", "/v1/customers", Some(serde_json::json!({"external_id": "ivy"})));
+    let cid = c["id"].as_str().unwrap().to_owned();
+    let credit = serde_json::json!({
+        "customer_id": cid, "asset": "ETH", "amount": "1", "reference": "dev faucet"});
+    api(&dev, "POST", "/v1/deposits", Some(credit));
+    let dest = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+    let get = |id: &str| api(&dev, "GET", &format!("/v1/withdrawals/{id}"), None);
+    let wait = |id: &str, done: &dyn Fn(&serde_json::Value) -> bool, secs: u64| {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let w = get(id);
+            if done(&w) {
+                return w;
+            }
+            assert!(Instant::now() < deadline, "{w}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    let exchange_key = key("exchange");
+    let initiate = |amount: &str, extra: &[&str]| {
+        let mut args = vec![
+            "withdrawal",
+            "initiate",
+            "--customer",
+            &cid,
+            "--asset",
+            "ETH",
+            "--destination",
+            dest,
+            "--amount",
+            amount,
+            "--member",
+            "exchange",
+            "--key",
+            &exchange_key,
+        ];
+        args.extend(["--pin", &pin]);
+        args.extend(extra);
+        run(&args)
+    };
+
+    // The exchange's backend asks; the nodes check its signature against the intent.
+    let (ok, out) = initiate("0.05", &[]);
+    assert!(ok, "{out}");
+    let w: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let id = w["id"].as_str().unwrap().to_owned();
+    wait(&id, &|w| w["state"] == "settled", 120);
+
+    // A security officer freezes ETH; the next signed request waits for the freeze.
+    commit(&["governance", "propose", "freeze", "--scope", "asset:ETH"], &["sec"]);
+    let (ok, printed) = initiate("0.02", &["--print"]);
+    assert!(ok, "{printed}");
+    let initiation: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    let body = serde_json::json!({
+        "customer_id": cid, "asset": "ETH", "destination": dest, "amount": "0.02",
+        "initiation": initiation});
+    let held = api(&dev, "POST", "/v1/withdrawals", Some(body.clone()));
+    let held_id = held["id"].as_str().unwrap().to_owned();
+    assert_eq!(held_id, initiation["requested"]["request_id"], "the request id names it");
+    // The same signed request again (another idempotency key): one request, one withdrawal.
+    let again = api(&dev, "POST", "/v1/withdrawals", Some(body.clone()));
+    assert_eq!(again["error"]["code"], "initiation_reused", "{again}");
+    // The request signed for 0.02 sent with another amount: refused before anything moves.
+    let mut more = body;
+    more["amount"] = "0.03".into();
+    let refused = api(&dev, "POST", "/v1/withdrawals", Some(more));
+    assert_eq!(refused["error"]["code"], "initiation_refused", "{refused}");
+
+    // Someone with the database edits the held withdrawal to pay them instead, keeping the
+    // row consistent (intent, its hash, the copied columns).
+    let w = get(&held_id);
+    let mut intent =
+        strongroom_core::Intent::decode(&hex::decode(w["intent"].as_str().unwrap()).unwrap())
+            .unwrap();
+    let thief = "0x90F79bf6EB2c4f870365E785982E1f101E93b906";
+    intent.destination = strongroom_units::Address::parse(&intent.chain, thief).unwrap();
+    let hash = intent.hash().unwrap().to_hex();
+    let json = serde_json::to_string(&intent).unwrap();
+    let edit = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=30); \
+             c.execute('update withdrawals set intent=?, intent_hash=?, destination=? where id=?', \
+             (sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])); c.commit()",
+            data.join("strongroom.db").to_str().unwrap(),
+            &json,
+            &hash,
+            intent.destination.as_str(),
+            &held_id,
+        ])
+        .status()
+        .unwrap();
+    assert!(edit.success());
+    // The freeze is lifted; the engine builds the edited withdrawal, and every node refuses:
+    // the intent is not what the exchange signed.
+    commit(&["governance", "propose", "unfreeze", "--scope", "asset:ETH"], &["ada", "bob"]);
+    let w = wait(&held_id, &|w| !w["signer_refusal"].is_null(), 120);
+    let why = &w["signer_refusal"]["reason"];
+    assert_eq!(why["code"], "initiation", "{w}");
+    assert_eq!(
+        (why["error"]["problem"].as_str(), why["error"]["field"].as_str()),
+        (Some("mismatch"), Some("destination")),
+        "{w}"
+    );
+    assert_ne!(w["state"], "settled");
+
+    // A withdrawal nobody signed (the API's own word only): the policy requires the
+    // initiator's signature, and the nodes say so.
+    let unsigned = api(
+        &dev,
+        "POST",
+        "/v1/withdrawals",
+        Some(
+            serde_json::json!({"customer_id": cid, "asset": "ETH", "destination": dest, "amount": "0.01"}),
+        ),
+    );
+    let unsigned = unsigned["id"].as_str().unwrap().to_owned();
+    let w = wait(&unsigned, &|w| !w["signer_refusal"].is_null(), 120);
+    assert_eq!(
+        (
+            w["signer_refusal"]["reason"]["code"].as_str(),
+            w["signer_refusal"]["reason"]["block"]["kind"].as_str()
+        ),
+        (Some("blocked"), Some("unattested")),
+        "{w}"
+    );
+
+    // The edit itself shows in `audit verify`.
+    let out = Command::new(BIN)
+        .args(["audit", "verify", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && text.contains(&held_id), "{text}");
+    drop(dev);
+}
+
 /// `strongroom risk eval` on a labelled CSV: the AUCs, and a clear message for a column that
 /// is not numeric.
 #[test]

@@ -95,12 +95,16 @@ pub trait TxSigner: Send + Sync {
 
 /// What the signer nodes need, beyond the transaction, to decide under governance: the
 /// approvals submitted for the intent, the governance log (nodes append what they lack
-/// after verifying all of it) and whose withdrawal it is. Nodes trust none of it blindly.
+/// after verifying all of it), whose withdrawal it is and who asked for it. Nodes trust none
+/// of it blindly.
 #[derive(Debug, Clone, Default)]
 pub struct SignAuth {
     pub approvals: Vec<strongroom_governance::approval::Approval>,
     pub governance: Vec<strongroom_governance::log::Entry>,
     pub customer_id: Option<String>,
+    /// The initiator's signed request, when the withdrawal came with one: the nodes check
+    /// the intent against it and take who asked from it.
+    pub initiation: Option<strongroom_governance::initiation::Initiation>,
 }
 
 /// Where a test may stop the engine on a withdrawal, as if the process died there.
@@ -376,8 +380,9 @@ impl EthWithdrawals {
             customer_id: w.customer_id,
             own_destination: own,
         };
+        let initiation = if w.withdrawal { self.store.initiation(w.id).await? } else { None };
         match gate(self.store.as_ref(), &m, self.env.now()).await? {
-            Gate::Ungoverned => Ok(Ok(SignAuth { customer_id, ..SignAuth::default() })),
+            Gate::Ungoverned => Ok(Ok(SignAuth { customer_id, initiation, ..SignAuth::default() })),
             Gate::Invalid(why) => {
                 tracing::error!(
                     alert = true,
@@ -388,7 +393,7 @@ impl EthWithdrawals {
             }
             Gate::Decided { decision, .. } if !decision.allowed() => Ok(Err(decision.explain())),
             Gate::Decided { approvals, entries, .. } => {
-                Ok(Ok(SignAuth { approvals, governance: entries, customer_id }))
+                Ok(Ok(SignAuth { approvals, governance: entries, customer_id, initiation }))
             }
         }
     }

@@ -140,9 +140,10 @@ pub struct Policy {
     /// The message kinds (not transactions) the signers may sign; none unless listed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub messages: Vec<MessageKind>,
-    /// Signers sign only movements whose initiator signed the request themselves
-    /// ([`crate::initiation`]): the exchange's backend with its API client key, or a staff
-    /// member, a member of the log with the operator's role. Off by default for now.
+    /// Signers sign only movements leaving custody whose initiator signed the request
+    /// themselves ([`crate::initiation`]): the exchange's backend with its API client key, or
+    /// a staff member, a member of the log with the operator's role. Movements within custody
+    /// (internal destinations) need none. Off by default for now.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub require_initiation: bool,
 }
@@ -395,7 +396,10 @@ pub fn evaluate(
         |outcome, rule: &str| Decision { outcome, rule: rule.to_owned(), version: policy.version };
     let intent = req.intent;
     let asset = intent.asset.symbol.as_str();
+    // What stays in custody (sweeps home, hot to cold) is the engine's own movement: its fee
+    // is bounded and counted like any other, and it needs no initiator's signature.
     if policy.require_initiation
+        && req.destination != Destination::Internal
         && !matches!(req.initiator, Initiator::Attested { .. } | Initiator::NotChecked)
     {
         let claimed = req.initiator.member().map(str::to_owned);

@@ -851,17 +851,23 @@ fn an_initiator_must_be_proven_when_the_policy_says_so_and_roles_come_from_the_l
     let now = Timestamp::from_unix_ms(T0 + 3_600_000);
     let spent = |_: &VelocityLimit| Amount::ZERO;
     let roles = s.members.get("ops").unwrap().roles.clone();
-    let run = |p: &Policy, initiator: Initiator<'_>| {
+    let run_to = |p: &Policy, initiator: Initiator<'_>, destination| {
         let req = Request {
             intent: &i,
             intent_hash: i.hash().unwrap(),
             tier: Tier::Hot,
-            destination: Destination::External,
+            destination,
             initiator,
             fee: None,
         };
         evaluate(p, &s.members, &req, &[], &spent, now).outcome
     };
+    let run = |p: &Policy, initiator| run_to(p, initiator, Destination::External);
+    // What stays in custody (a sweep to cold) needs no initiator.
+    assert_eq!(
+        run_to(&strict, Initiator::Unknown, Destination::Internal),
+        Outcome::Wait { have: 0, need: 2, not_counted: vec![] }
+    );
     let attested = Initiator::Attested { member: "ops", roles: &roles };
     assert_eq!(run(&strict, attested), Outcome::Allow);
     // The online estimate leaves the proof to the signers (and knows no roles).

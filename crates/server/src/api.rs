@@ -12,7 +12,7 @@ use strongroom_core::withdrawal::{
     plan_withdrawal, Withdrawal, WithdrawalRequest, WithdrawalState,
 };
 use strongroom_store::{
-    Balance, Customer, Deposit, Idempotency, LedgerLine, NewCustomer, NewDeposit, Role,
+    Balance, Customer, Deposit, Idempotency, LedgerLine, NewCustomer, NewDeposit, Role, StoreError,
     WithdrawalFilter, WriteCtx, MAX_IDEMPOTENCY_KEY_LEN,
 };
 use strongroom_units::Amount;
@@ -256,6 +256,14 @@ pub struct CreateWithdrawal {
     /// The customer's IP address the request came from (for the risk engine).
     #[serde(default)]
     pub ip: Option<String>,
+    /// The exchange backend's (or a staff operator's) signature over this request
+    /// (`governance::initiation`: request id, chain, asset, contract, destination, amount in
+    /// base units, customer id), by a member of the governance log with the operator's role.
+    /// The withdrawal takes the request id as its id; the signer nodes check the intent
+    /// against it and refuse anything edited after it was signed.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub initiation: Option<strongroom_governance::initiation::Initiation>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -808,6 +816,7 @@ async fn me_withdrawal(
         amount: req.body.amount,
         device_id: req.body.device_id,
         ip: req.client_ip.map(|i| i.to_string()),
+        initiation: None,
     };
     let req = Write {
         body,
@@ -831,14 +840,20 @@ async fn place_withdrawal(
         destination: req.body.destination,
         amount: req.body.amount,
     };
-    let planned = plan_withdrawal(
-        state.registry(),
-        state.rules(),
-        &request,
-        new_id(env),
-        new_id(env),
-        env.now(),
-    )?;
+    let initiation = req.body.initiation.clone();
+    // A signed request names the withdrawal's id: one signed request, one withdrawal.
+    let id = initiation.as_ref().map_or_else(|| new_id(env), |i| i.requested.request_id);
+    let planned =
+        plan_withdrawal(state.registry(), state.rules(), &request, id, new_id(env), env.now())?;
+    if let Some(i) = &initiation {
+        crate::governance::check_initiation(
+            state,
+            i,
+            &planned.withdrawal.intent,
+            request.customer_id,
+        )
+        .await?;
+    }
     // Paying one of our own addresses would move nothing for the customer but a fee.
     let dest = &planned.withdrawal.intent.destination;
     let own_deposit =
@@ -866,7 +881,25 @@ async fn place_withdrawal(
     )
     .await?;
     let (device_id, ip) = (req.body.device_id.clone(), req.body.ip.clone());
-    let w = state.store().request_withdrawal(&req.ctx, Some(&req.idem), planned).await?;
+    let w = match initiation {
+        // A second withdrawal from one signed request is refused (a retry with the same
+        // idempotency key gets the first one back).
+        Some(i) => state
+            .store()
+            .request_initiated_withdrawal(&req.ctx, Some(&req.idem), planned, i)
+            .await
+            .map_err(|e| match e {
+                StoreError::Constraint { ref table, unique: true } if table == "withdrawals" => {
+                    ApiError::new(
+                        StatusCode::CONFLICT,
+                        "initiation_reused",
+                        format!("request {id} was already made into a withdrawal"),
+                    )
+                }
+                other => other.into(),
+            })?,
+        None => state.store().request_withdrawal(&req.ctx, Some(&req.idem), planned).await?,
+    };
     // The device and address it came from, for the risk engine (one that arrives without
     // them is treated as coming from an unknown device).
     if device_id.is_some() || ip.is_some() {

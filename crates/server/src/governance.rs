@@ -467,6 +467,36 @@ pub(crate) async fn authorize_credit(
     Ok(format!("governance:{seq}"))
 }
 
+/// Check the initiator's signed request against the intent the server planned for it and
+/// the governance in force: the member, the signature, every field, and the customer. The
+/// signer nodes check the same again; this refuses a bad one before anything is reserved.
+pub(crate) async fn check_initiation(
+    state: &AppState,
+    initiation: &strongroom_governance::initiation::Initiation,
+    intent: &strongroom_core::Intent,
+    customer_id: uuid::Uuid,
+) -> Result<(), ApiError> {
+    let rec = state.store().governance().await?;
+    let Some(gov) = state_of(&rec, state.env().now())? else {
+        return Err(ApiError::bad_request(
+            "initiation_not_governed",
+            "an initiation is checked against the governance log, and none is installed",
+        ));
+    };
+    let refused =
+        |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "initiation_refused", m);
+    initiation.verify(&gov, intent).map_err(|e| refused(e.to_string()))?;
+    let customer = customer_id.to_string();
+    if initiation.requested.customer_id.as_deref() != Some(customer.as_str()) {
+        return Err(refused(format!(
+            "{} signed a request for customer {}, not {customer}",
+            initiation.initiator,
+            initiation.requested.customer_id.as_deref().unwrap_or("none")
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) async fn policy_status(
     state: &AppState,
     w: &Withdrawal,

@@ -26,6 +26,7 @@ mod auth;
 mod chain;
 mod deposits;
 mod governance;
+mod initiations;
 mod refusals;
 mod risk;
 mod sweeps;
@@ -1149,6 +1150,28 @@ impl Store for SqlStore {
         self.settle(result.and_then(from_json), idem).await
     }
 
+    async fn request_initiated_withdrawal(
+        &self,
+        ctx: &WriteCtx,
+        idem: Option<&Idempotency>,
+        planned: PlannedWithdrawal,
+        initiation: strongroom_governance::initiation::Initiation,
+    ) -> Result<Withdrawal> {
+        let job = job(move |w, ctx| {
+            let (planned, initiation) = (planned.clone(), initiation.clone());
+            Box::pin(async move { initiations::stage_request(w, ctx, planned, initiation).await })
+        });
+        let result = self.submit(ctx, idem, job).await;
+        self.settle(result.and_then(from_json), idem).await
+    }
+
+    async fn initiation(
+        &self,
+        withdrawal_id: Uuid,
+    ) -> Result<Option<strongroom_governance::initiation::Initiation>> {
+        self.read_initiation(withdrawal_id).await
+    }
+
     async fn transition_withdrawal(
         &self,
         ctx: &WriteCtx,
@@ -1859,6 +1882,7 @@ impl Store for SqlStore {
         self.sweep_entity_states(&mut out).await?;
         self.approval_entity_states(&mut out).await?;
         self.refusal_entity_states(&mut out).await?;
+        self.initiation_entity_states(&mut out).await?;
         self.governance_entity_states(&mut out).await?;
         self.risk_entity_states(&mut out).await?;
         self.contact_entity_states(&mut out).await?;

@@ -124,6 +124,7 @@ conformance!(
     sweeps_share_the_chain_path_and_move_nothing_but_the_fee,
     the_governance_log_keeps_order_one_proposal_and_one_genesis,
     risk_reviews_are_assessed_once_and_decided_once,
+    initiated_withdrawals_keep_the_signed_request_beside_them,
 );
 
 fn env() -> FixedEnv {
@@ -448,11 +449,19 @@ async fn run_command(
             .map(|_| ()),
         4 => store.build_tx(&now, build(w, 0)).await.map(|_| ()),
         5 => store.record_signed(&now, w, signed_tx(w, 1)).await.map(|_| ()),
-        _ => store.conclude_tx(&now, w, conclusion(true, 21_000)).await.map(|_| ()),
+        6 => store.conclude_tx(&now, w, conclusion(true, 21_000)).await.map(|_| ()),
+        _ => {
+            let p = plan(c, "0.01");
+            let i = initiation(&p);
+            store
+                .request_initiated_withdrawal(&now, Some(&idem(&format!("i-{tag}"), "h")), p, i)
+                .await
+                .map(|_| ())
+        }
     }
 }
 
-const COMMAND_POINTS: [&[&str]; 7] = [
+const COMMAND_POINTS: [&[&str]; 8] = [
     &["customer.after_insert", "audit.after_append"],
     &["deposit.after_postings", "audit.after_append"],
     &["withdrawal.after_reserve", "withdrawal.after_insert", "audit.after_append"],
@@ -460,7 +469,61 @@ const COMMAND_POINTS: [&[&str]; 7] = [
     &["withdrawal.after_fee_reserve", "withdrawal.after_build", "audit.after_append"],
     &["withdrawal.after_signed", "audit.after_append"],
     &["withdrawal.after_conclude_entries", "audit.after_append"],
+    &[
+        "withdrawal.after_reserve",
+        "withdrawal.after_insert",
+        "withdrawal.after_initiation",
+        "audit.after_append",
+    ],
 ];
+
+/// An initiation of `p` (the store keeps it; it does not check signatures).
+fn initiation(
+    p: &strongroom_core::withdrawal::PlannedWithdrawal,
+) -> strongroom_governance::initiation::Initiation {
+    use strongroom_governance::initiation::{Initiation, Requested};
+    let customer = Some(p.withdrawal.customer_id.to_string());
+    Initiation {
+        initiator: "exchange".into(),
+        requested: Requested::of(&p.withdrawal.intent, customer),
+        signature: "ab".repeat(64),
+        webauthn: None,
+    }
+}
+
+async fn initiated_withdrawals_keep_the_signed_request_beside_them(store: Arc<SqlStore>) {
+    let c = customer(&store, "u").await;
+    deposit(&store, c, 10u128.pow(18)).await;
+    let p = plan(c, "0.1");
+    let i = initiation(&p);
+    let w =
+        store.request_initiated_withdrawal(&ctx(env().now()), None, p, i.clone()).await.unwrap();
+    assert_eq!(w.state, WithdrawalState::Reserved);
+    assert_eq!(store.initiation(w.id).await.unwrap(), Some(i.clone()));
+    let plain = store.request_withdrawal(&ctx(env().now()), None, plan(c, "0.1")).await.unwrap();
+    assert_eq!(store.initiation(plain.id).await.unwrap(), None);
+    assert_intact(&store).await;
+    // The request edited by hand (say, to match an edited withdrawal): `audit verify` sees it.
+    store
+        .pool()
+        .execute(
+            format!(
+                "UPDATE withdrawal_initiations SET initiation = replace(initiation, 'exchange', 'mallory') WHERE withdrawal_id = '{}'",
+                w.id
+            )
+            .as_str(),
+        )
+        .await
+        .unwrap();
+    let report = verify_audit(store.as_ref()).await.unwrap();
+    assert_eq!(
+        report.mismatches,
+        vec![verify::StateMismatch {
+            entity: format!("initiation/{}", w.id),
+            kind: MismatchKind::Edited
+        }]
+    );
+}
 
 /// The state command `which` starts from: reserved, or further along the chain path.
 async fn prepare(store: &SqlStore, which: usize, w: Uuid) {
