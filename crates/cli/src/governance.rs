@@ -238,7 +238,8 @@ pub enum ProposeCommand {
         id: String,
     },
     /// Register the passkey a member approves withdrawals with: the JSON from
-    /// `GET /v1/me/passkeys/{id}/governance-key` (the member's console gives it).
+    /// `GET /v1/me/passkeys/{id}/governance-key` (the member's console gives it). The admin
+    /// quorum and the member themselves sign it: only the member can say the key is theirs.
     SetPasskey {
         #[arg(long)]
         member: String,

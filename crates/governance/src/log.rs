@@ -614,6 +614,14 @@ fn apply(
         }
         Change::SetPasskey { id, passkey } => {
             needs_quorum()?;
+            // The passkey's public key reaches the admins from the server; only the member,
+            // who holds the authenticator, can say it is theirs. Their own governance key
+            // signs the entry that names it, or it is not registered.
+            if !signers.contains(id.as_str()) {
+                return Err(fail(format!(
+                    "a passkey is registered for {id} only with {id}'s own signature on the entry"
+                )));
+            }
             let parsed = crate::webauthn::Passkey::parse(passkey).map_err(fail)?;
             let m =
                 state.members.get_mut(id).ok_or_else(|| fail(format!("{id} is not a member")))?;

@@ -535,10 +535,18 @@ fn a_passkey_approval_counts_only_for_its_challenge_origin_party_and_verified_us
         (Change::SetPasskey { id: "ann".into(), passkey: spec.clone() }, vec!["ada"]),
     ]);
     assert!(state_at(&one, T0 + DAY_MS).is_err());
+    // Nor can the quorum alone (the key reached the admins from the server): the member's
+    // own signature says the passkey is theirs.
+    let quorum_only = log_of(vec![
+        (Change::SetPolicy { policy: p.clone() }, vec!["ada", "bob"]),
+        (Change::SetPasskey { id: "ann".into(), passkey: spec.clone() }, vec!["ada", "bob"]),
+    ]);
+    let e = state_at(&quorum_only, T0 + DAY_MS).unwrap_err().to_string();
+    assert!(e.contains("ann's own signature"), "{e}");
     let s = state_at(
         &log_of(vec![
             (Change::SetPolicy { policy: p }, vec!["ada", "bob"]),
-            (Change::SetPasskey { id: "ann".into(), passkey: spec }, vec!["ada", "bob"]),
+            (Change::SetPasskey { id: "ann".into(), passkey: spec }, vec!["ada", "bob", "ann"]),
         ]),
         T0 + DAY_MS,
     )

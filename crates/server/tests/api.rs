@@ -1692,22 +1692,24 @@ async fn a_staff_approver_approves_with_a_passkey_the_governance_log_holds() {
         {"name": "small", "when": {"max_amount": "100000000000000000"}, "action": {"kind": "allow"}},
         {"name": "large", "action": {"kind": "approvals", "count": 1, "roles": ["approver"]}},
     ]});
-    let govern = |change: Value, key: &'static str| {
+    let govern = |change: Value, key: &'static str, by: &'static [(&'static str, u8)]| {
         let s = &s;
         async move {
             let (st, v) = s.post("/v1/governance/proposals", key, json!({"change": change})).await;
             assert_eq!(st, StatusCode::OK, "{v}");
+            for (who, n) in by {
+                let (_, gov, _) =
+                    s.call("GET", "/v1/governance", Some(Role::Auditor), None, None).await;
+                let (st, v) = sign_proposal(s, &gov, who, *n, &format!("{key}-{who}")).await;
+                assert_eq!(st, StatusCode::OK, "{v}");
+            }
             let (_, gov, _) =
                 s.call("GET", "/v1/governance", Some(Role::Auditor), None, None).await;
-            let (st, v) = sign_proposal(s, &gov, "ada", 1, &format!("{key}-ada")).await;
-            assert_eq!(st, StatusCode::OK, "{v}");
-            let (_, gov, _) =
-                s.call("GET", "/v1/governance", Some(Role::Auditor), None, None).await;
-            let (st, v) = sign_proposal(s, &gov, "bob", 2, &format!("{key}-bob")).await;
-            assert_eq!(st, StatusCode::OK, "{v}");
+            gov
         }
     };
-    govern(json!({"change": "set_policy", "policy": policy}), "sp").await;
+    const ADMINS: &[(&str, u8)] = &[("ada", 1), ("bob", 2)];
+    govern(json!({"change": "set_policy", "policy": policy}), "sp", ADMINS).await;
 
     // The approver signs in (password only) and registers a passkey.
     let (st, ann, _) = s.login(json!({"email": "ann@ops.example", "password": password})).await;
@@ -1752,6 +1754,7 @@ async fn a_staff_approver_approves_with_a_passkey_the_governance_log_holds() {
         json!({"change": "ledger_credit", "customer_id": cid, "asset": "ETH",
             "amount": "1000000000000000000", "reference": "0xst:0"}),
         "lc",
+        ADMINS,
     )
     .await;
     let (st, d) = s
@@ -1775,8 +1778,14 @@ async fn a_staff_approver_approves_with_a_passkey_the_governance_log_holds() {
     let (st, v, _) =
         s.session("GET", &format!("/v1/withdrawals/{wid}/approval-challenge"), &ann_pw, None).await;
     assert_eq!((st, code(&v)), (StatusCode::CONFLICT, "no_passkey_in_governance"), "{v}");
-    // The admins put ann's passkey in the log.
-    govern(json!({"change": "set_passkey", "id": "ann", "passkey": spec}), "pk").await;
+    // The admins put ann's passkey in the log, and ann's own governance key says it is hers:
+    // the admins' signatures alone leave it pending.
+    let set = json!({"change": "set_passkey", "id": "ann", "passkey": spec});
+    let gov = govern(set, "pk", ADMINS).await;
+    let waiting = gov["proposal"]["missing"].as_str().unwrap_or_default();
+    assert!(waiting.contains("ann's own signature"), "{gov}");
+    let (st, v) = sign_proposal(&s, &gov, "ann", 4, "pk-ann").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
 
     let (st, ch, _) =
         s.session("GET", &format!("/v1/withdrawals/{wid}/approval-challenge"), &ann_pw, None).await;

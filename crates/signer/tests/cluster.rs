@@ -1351,4 +1351,96 @@ max_fee = "2000000000000000"
             assert!(audit.contains(needle), "no {needle} in the audit logs");
         }
     }
+
+    /// Issue "Signers decide (2)", point 3: a passkey is the member's only with the member's
+    /// own signature. The server hands the admins the passkey key to register; a compromised
+    /// server hands them its own, and the admin quorum signs it. The nodes refuse that log,
+    /// so the server's passkey approvals "as ann" count for nothing; registered with ann's
+    /// own signature, her real passkey's approvals count.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_passkey_counts_only_when_its_member_signed_its_registration() {
+        use strongroom_governance::webauthn::{challenge_b64, Assertion, PasskeySpec};
+
+        let tmp = tempfile::tempdir().unwrap();
+        let now = SystemEnv::new().now().unix_ms();
+        let g = genesis(now);
+        let genesis_file = tmp.path().join("genesis.json");
+        std::fs::write(&genesis_file, serde_json::to_vec(&g).unwrap()).unwrap();
+        let pin = hex::encode(g.hash().unwrap());
+        let (cl, _, _) = prepare(tmp.path(), Some((genesis_file, pin)));
+        let log = |i: u16| tmp.path().join(format!("signer-{i}.log"));
+        let procs: Vec<Proc> =
+            cl.configs.iter().zip(1u16..).map(|(c, i)| start(c, &log(i))).collect();
+        let orch = Orchestrator::new(cl.nodes.clone(), cl.orchestrator_credentials().unwrap());
+        wait_live(&orch, 3).await;
+        orch.aux_info(eid("aux"), &[1, 2, 3]).await.unwrap();
+        let k = orch.keygen(eid("kg"), "hot-eth-1", Scheme::Ecdsa, &[1, 2, 3], 2).await.unwrap();
+        let (o, kk) = (&orch, &k);
+        let sign = move |pair: [u16; 2], req: SignRequest| async move {
+            let p = o.presign(eid("ps"), "hot-eth-1", &pair).await.unwrap();
+            o.sign(eid("sign"), kk, &pair, Some(&p), &req).await
+        };
+
+        let origin = "https://console.example";
+        let spec_of = |a: &authenticator::SoftAuthenticator| PasskeySpec {
+            rp_id: "console.example".into(),
+            origin: origin.into(),
+            credential_id: a.credential_id_b64(),
+            public_key: hex::encode(a.public_key_sec1()),
+        };
+        let mut ann_key = authenticator::SoftAuthenticator::new(origin);
+        let mut servers_key = authenticator::SoftAuthenticator::new(origin);
+        let big = intent(BOB, 2 * ETH, now + 3_600_000);
+        let h = big.hash().unwrap();
+        let until = Timestamp::from_unix_ms(SystemEnv::new().now().unix_ms() + DAY / 2);
+        let by_passkey = |a: &mut authenticator::SoftAuthenticator| {
+            let msg = Approval::message(&h, 1, until);
+            let signed =
+                a.sign_assertion("console.example", &serde_json::json!(challenge_b64(&msg)));
+            let r = &signed["response"];
+            let text = |f: &str| r[f].as_str().unwrap().to_owned();
+            let assertion = Assertion {
+                authenticator_data: text("authenticatorData"),
+                client_data_json: text("clientDataJSON"),
+                signature: text("signature"),
+            };
+            Approval::with_passkey("ann", &h, 1, until, assertion)
+        };
+        let amy = Approval::sign("amy", &key(4), &h, 1, until);
+        let mut base = Vec::new();
+        grow(&g, &mut base, Change::SetPolicy { policy: policy(1, false) }, now - 2 * DAY, ADMINS);
+
+        // The server's key, registered by the admin quorum alone: the log is refused, and
+        // the approvals it makes count for nothing.
+        let mut forged = base.clone();
+        let set = Change::SetPasskey { id: "ann".into(), passkey: spec_of(&servers_key) };
+        grow(&g, &mut forged, set, now - DAY, ADMINS);
+        let approvals = vec![by_passkey(&mut servers_key), amy.clone()];
+        let r = sign([1, 2], request(&big, tx(&big, 0, 1), &forged, approvals)).await.unwrap_err();
+        assert!(
+            matches!(&r.reason, Reason::GovernanceLog { detail } if detail.contains("ann's own signature")),
+            "{r:?}"
+        );
+        // Without the entry the server's passkey is nobody's.
+        let approvals = vec![by_passkey(&mut servers_key), amy.clone()];
+        let r = sign([2, 3], request(&big, tx(&big, 0, 1), &base, approvals)).await.unwrap_err();
+        assert!(matches!(r.reason, Reason::Approvals { have: 1, need: 2, .. }), "{r:?}");
+
+        // Ann's own passkey, registered with her signature beside the admins': it counts.
+        let mut honest = base.clone();
+        let set = Change::SetPasskey { id: "ann".into(), passkey: spec_of(&ann_key) };
+        grow(&g, &mut honest, set, now - DAY, &[("ada", 1), ("bob", 2), ("ann", 3)]);
+        let approvals = vec![by_passkey(&mut servers_key), amy.clone()];
+        let r = sign([1, 3], request(&big, tx(&big, 0, 1), &honest, approvals)).await.unwrap_err();
+        assert!(matches!(r.reason, Reason::Approvals { have: 1, .. }), "{r:?}");
+        let approvals = vec![by_passkey(&mut ann_key), amy];
+        let s = sign([1, 2], request(&big, tx(&big, 0, 1), &honest, approvals)).await.unwrap();
+        verify_ecdsa(&s.public_key, &s.signed_bytes, &s.signature);
+        drop(procs);
+        let audit = audit_of(&cl, 1) + &audit_of(&cl, 2);
+        assert!(audit.contains(r#"\"code\":\"governance_log\""#));
+    }
 }
+
+#[path = "../../server/tests/support/authenticator.rs"]
+mod authenticator;
