@@ -151,7 +151,20 @@ enum Command {
         #[command(subcommand)]
         command: cold::ColdCommand,
     },
-    /// Withdrawals, as an approver: `approve` signs an approval on this machine.
+    /// Make a self-signed mutual-TLS identity and print its pin: a signer node's, an
+    /// orchestrator's, or a member's for `governance push` (the nodes list it in `pushers`).
+    /// Trust is the pin (the certificate's SHA-256), so no CA is involved. Keeps existing
+    /// files: run again, it prints the same pin.
+    Certificate {
+        /// Where to write NAME.pem and NAME-key.pem (the key mode 0600).
+        #[arg(long)]
+        dir: PathBuf,
+        /// e.g. signer-1, orchestrator, pusher-ada.
+        #[arg(long)]
+        name: String,
+    },
+    /// Withdrawals: `initiate` signs a request as the exchange's backend, `approve` signs an
+    /// approval on the approver's machine.
     Withdrawal {
         #[command(subcommand)]
         command: governance::WithdrawalCommand,
@@ -431,6 +444,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     .await?;
             chain::reconcile_command(&data_dir, &store).await
         }
+        Command::Certificate { dir, name } => {
+            let pin = strongroom_signer::tls::self_signed(&dir, &name, SystemEnv::new().now())?;
+            println!("{pin}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Signer { config, exit_with_stdin } => run_signer(&config, exit_with_stdin).await,
         Command::Mpc { command } => signers::mpc(command).await,
         Command::Serve { config } => serve(Config::load(&config)?).await,
@@ -572,8 +590,9 @@ async fn run_signer(config: &Path, exit_with_stdin: bool) -> anyhow::Result<Exit
         })
         .await?;
     } else {
-        tokio::signal::ctrl_c().await?;
+        strongroom_signer::node::shutdown_signal().await?;
     }
+    node.drain(strongroom_signer::node::DRAIN).await;
     Ok(ExitCode::SUCCESS)
 }
 

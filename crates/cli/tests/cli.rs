@@ -206,6 +206,40 @@ fn bad_arguments_get_clear_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("run `strongroom dev` first"));
 }
 
+/// `strongroom certificate`: a self-signed mTLS identity whose printed pin is the SHA-256 of
+/// the certificate, kept on a second run, with its key readable by its owner only.
+#[test]
+fn certificates_are_self_signed_and_named_by_their_pin() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let make = |name: &str| {
+        let out =
+            Command::new(BIN).args(["certificate", "--dir", d, "--name", name]).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, pin, err) = make("pusher-ada");
+    assert!(ok, "{err}");
+    let creds = strongroom_signer::tls::Credentials::load(
+        &dir.path().join("pusher-ada.pem"),
+        &dir.path().join("pusher-ada-key.pem"),
+    )
+    .unwrap();
+    assert_eq!(pin, creds.fingerprint());
+    assert_eq!(pin.len(), 64);
+    assert_eq!(make("pusher-ada").1, pin, "the same identity on a second run");
+    assert_ne!(make("signer-1").1, pin);
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        std::fs::metadata(dir.path().join("pusher-ada-key.pem")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let (ok, _, err) = make("../escape");
+    assert!(!ok && err.contains("a name is letters"), "{err}");
+}
+
 /// The production path: `migrate`, `token create` and `serve --config` against PostgreSQL.
 #[test]
 fn serve_with_a_config_file_on_postgres() {

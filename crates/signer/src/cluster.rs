@@ -84,7 +84,9 @@ pub fn prepare(
     let now = env.now();
     let certs = dir.join("certs");
     let orch_pin = tls::issue(ca_cert, ca_key, &certs, "orchestrator", now)?;
-    let pusher_pin = tls::issue(ca_cert, ca_key, &certs, "pusher", now)?;
+    // A member's own certificate, self-signed as a member would make it (`strongroom
+    // certificate`): the nodes trust its pin, not an issuer.
+    let pusher_pin = tls::self_signed(&certs, "pusher", now)?;
     let mut nodes = Vec::new();
     for (i, addr) in (1..=opts.n).zip(&opts.addrs) {
         let pin = tls::issue(ca_cert, ca_key, &certs, &format!("signer-{i}"), now)?;

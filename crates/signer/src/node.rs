@@ -160,6 +160,8 @@ pub struct Node {
     log: crate::nodelog::NodeLog,
     /// Serializes uses of the prime pool.
     primes_lock: Mutex<()>,
+    /// Set on shutdown: no new session starts; running ones finish.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Node {
@@ -277,6 +279,7 @@ impl Node {
             journal,
             log,
             primes_lock: Mutex::new(()),
+            draining: std::sync::atomic::AtomicBool::new(false),
         });
         node.load_test_primes()?;
         Ok(node)
@@ -717,8 +720,44 @@ impl Node {
         }
     }
 
+    /// Stop taking new sessions and wait (at most `within`) for those running to end, so a
+    /// restart or a host shutdown never cuts a signing session in half. Returns whether every
+    /// session ended.
+    pub async fn drain(&self, within: Duration) -> bool {
+        use std::sync::atomic::Ordering;
+        self.draining.store(true, Ordering::Release);
+        let running = || self.routing.lock().map(|r| r.sessions.len()).unwrap_or(0);
+        let _ = tokio::time::timeout(within, async {
+            while running() > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        let left = running();
+        let _ = self.audit("node.stopped", "node", serde_json::json!({"sessions_cut": left}));
+        if left == 0 {
+            tracing::info!(node = self.cfg.id, "drained: no session running; stopping");
+        } else {
+            tracing::warn!(node = self.cfg.id, left, "stopping with sessions still running");
+        }
+        left == 0
+    }
+
     pub async fn handle(self: &Arc<Self>, req: Request) -> Result<Reply, Refusal> {
         let me = self.cfg.id;
+        let starts_work = matches!(
+            req,
+            Request::AuxInfo { .. }
+                | Request::Keygen { .. }
+                | Request::Presign { .. }
+                | Request::Sign { .. }
+                | Request::Refresh { .. }
+                | Request::Repair { .. }
+        );
+        if starts_work && self.draining.load(std::sync::atomic::Ordering::Acquire) {
+            let detail = "the node is shutting down".to_owned();
+            return Err(Refusal::new(me, Reason::Unreachable { detail }));
+        }
         match req {
             Request::Status => Ok(Reply::Status(NodeStatus {
                 node: me,
@@ -1592,10 +1631,32 @@ fn decode_env<P: serde::de::DeserializeOwned>(
     Ok(Envelope { eid: e.eid, round: e.round, from: e.from, to: e.to, payload })
 }
 
-/// JSON logs on stderr, `RUST_LOG` to filter (default `info`).
+/// Wait for SIGTERM (systemd, container runtimes) or Ctrl-C.
+pub async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            r = tokio::signal::ctrl_c() => r?,
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(tokio::signal::ctrl_c().await?)
+    }
+}
+
+/// How long a stopping node lets running sessions finish.
+pub const DRAIN: Duration = Duration::from_secs(30);
+
+/// JSON logs on stderr, `STRONGROOM_LOG` (or `RUST_LOG`) to filter (default `info`).
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("STRONGROOM_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)

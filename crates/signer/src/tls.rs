@@ -244,6 +244,42 @@ pub fn issue(
     Ok(fingerprint(cert.der()))
 }
 
+/// Make a self-signed certificate for `name` (a signer node, an orchestrator, or a member's
+/// pusher: trust is the pin, so no CA is needed), valid for client and server
+/// authentication for ten years, and write it with its key (mode 0600) as `DIR/NAME.pem` and
+/// `DIR/NAME-key.pem`. Returns its pin (the SHA-256 of the certificate) for the other side's
+/// configuration. Keeps existing files, so running it again prints the same pin.
+pub fn self_signed(
+    dir: &Path,
+    name: &str,
+    now: strongroom_core::Timestamp,
+) -> anyhow::Result<String> {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, SanType};
+    anyhow::ensure!(
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "{name:?}: a name is letters, digits, '-' and '_'"
+    );
+    let cert_path = dir.join(format!("{name}.pem"));
+    let key_path = dir.join(format!("{name}-key.pem"));
+    if cert_path.exists() && key_path.exists() {
+        return Ok(Credentials::load(&cert_path, &key_path)?.fingerprint());
+    }
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec![format!("{name}.strongroom.internal")])?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.subject_alt_names.push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+    params.extended_key_usages =
+        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    let now = time::OffsetDateTime::from_unix_timestamp(now.unix_ms() / 1000)?;
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(3650);
+    let cert = params.self_signed(&key)?;
+    std::fs::create_dir_all(dir)?;
+    write(&key_path, key.serialize_pem().as_bytes(), true)?;
+    write(&cert_path, cert.pem().as_bytes(), false)?;
+    Ok(fingerprint(cert.der()))
+}
+
 /// Write a file, 0600 when it holds a secret.
 pub fn write(path: &Path, bytes: &[u8], secret: bool) -> std::io::Result<()> {
     use std::io::Write;

@@ -513,6 +513,40 @@ async fn three_signer_processes_sign_over_mtls_and_survive_faults() {
     assert_eq!(sealed_keys, 6, "three keys: a sealed share and public facts each");
 }
 
+/// SIGTERM (systemd stopping the unit): the node starts nothing new, lets running sessions
+/// end, says so in its log and audit log, and exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stops_cleanly_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cl, _, _) = prepare(tmp.path(), None);
+    let log = tmp.path().join("signer-1.log");
+    let mut p = start(&cl.configs[0], &log);
+    let orch = Orchestrator::new(cl.nodes.clone(), cl.orchestrator_credentials().unwrap());
+    for _ in 0..200 {
+        if orch.status(1).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    orch.status(1).await.unwrap();
+    let killed = Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let mut status = None;
+    for _ in 0..200 {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = status.expect("the node did not stop within 10 s of SIGTERM");
+    assert!(status.success(), "{status:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("drained"), "{text}");
+    let audit = std::fs::read_to_string(cl.dir.join("signer-1/data/audit.jsonl")).unwrap();
+    assert!(audit.contains("node.stopped"), "{audit}");
+}
+
 mod governance_attack {
     use ed25519_dalek::SigningKey;
     use strongroom_governance::approval::Approval;

@@ -23,6 +23,8 @@ async fn main() -> anyhow::Result<()> {
     let cfg: Config = toml::from_str(&text)?;
     let node = Node::new(cfg, Arc::new(SystemEnv::new()))?;
     node.start().await?;
-    tokio::signal::ctrl_c().await?;
+    // SIGTERM or Ctrl-C: finish what runs, start nothing new, then exit.
+    strongroom_signer::node::shutdown_signal().await?;
+    node.drain(strongroom_signer::node::DRAIN).await;
     Ok(())
 }
