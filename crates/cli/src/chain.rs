@@ -149,6 +149,8 @@ impl TxSigner for OrchestratorSigner {
             customer_id: auth.customer_id.clone(),
             initiation: auth.initiation.clone().map(Box::new),
             governance: auth.governance.clone(),
+            // Customers' keys and signatures are not carried by the engine yet (ADR 0010).
+            ..Default::default()
         };
         let signed = self
             .orch

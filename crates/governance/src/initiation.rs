@@ -149,6 +149,62 @@ impl Initiation {
                 .verify(&message, &Signature::from_bytes(&bytes))
                 .map_err(|_| InitiationError::BadSignature { initiator: who() })?;
         }
+        self.matches(intent)?;
+        Ok(member)
+    }
+
+    /// A customer's own signed request: made with one of `keys` (the customer's passkeys a
+    /// signer holds as usable), naming the customer it is signed as, and asking for exactly
+    /// `intent`. Returns the key that signed.
+    pub fn verify_customer<'k>(
+        &self,
+        customer_id: &str,
+        keys: &'k [crate::webauthn::PasskeySpec],
+        intent: &Intent,
+    ) -> Result<&'k crate::webauthn::PasskeySpec, InitiationError> {
+        let who = || self.initiator.clone();
+        if self.initiator != customer_id
+            || self.requested.customer_id.as_deref() != Some(customer_id)
+        {
+            return Err(InitiationError::Mismatch {
+                initiator: who(),
+                field: "customer_id".into(),
+                requested: self.requested.customer_id.clone().unwrap_or_else(|| "none".into()),
+                intent: customer_id.to_owned(),
+            });
+        }
+        let assertion = self.webauthn.as_ref().ok_or_else(|| InitiationError::BadPasskey {
+            initiator: who(),
+            detail: "a customer signs with a passkey".into(),
+        })?;
+        let message = self.requested.message()?;
+        let mut last = "none of the customer's keys is usable yet".to_owned();
+        let mut signed_with = None;
+        for spec in keys {
+            let key = match crate::webauthn::Passkey::parse(spec) {
+                Ok(k) => k,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            match crate::webauthn::verify(&key, &message, assertion) {
+                Ok(()) => {
+                    signed_with = Some(spec);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let spec = signed_with
+            .ok_or_else(|| InitiationError::BadPasskey { initiator: who(), detail: last })?;
+        self.matches(intent)?;
+        Ok(spec)
+    }
+
+    /// That `intent` says, field by field, what was asked.
+    fn matches(&self, intent: &Intent) -> Result<(), InitiationError> {
+        let who = || self.initiator.clone();
         let asked = &self.requested;
         let actual = Requested::of(intent, asked.customer_id.clone());
         let differs = |field: &str, requested: String, intent: String| {
@@ -191,8 +247,19 @@ impl Initiation {
                 actual.amount.base_units().to_string(),
             );
         }
-        Ok(member)
+        Ok(())
     }
+}
+
+/// A customer's passkey, as the online side registers it with the signers for signing the
+/// customer's own withdrawal requests. A signer uses it only once it has known it for the
+/// governance time-lock (`whitelist_delay_ms`, 24 h by default) on its own clock; from then
+/// on it requires the customer's signature on every withdrawal of theirs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerKey {
+    pub customer_id: String,
+    pub passkey: crate::webauthn::PasskeySpec,
 }
 
 #[cfg(test)]

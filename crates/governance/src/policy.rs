@@ -350,6 +350,10 @@ pub enum Block {
     MessageNotAllowed { message: MessageKind },
     #[error("the intent cannot be hashed: {detail}")]
     Intent { detail: String },
+    /// The customer has a passkey the signer has held past its time-lock, and the request
+    /// carries no signature of theirs.
+    #[error("customer {customer_id} signs their own withdrawals (a registered passkey), and this request carries no signature of theirs")]
+    CustomerNotSigned { customer_id: String },
     /// The policy requires a signed initiation and the request has none (`claimed`: the
     /// member the online side named instead, if any).
     #[error("the policy requires the initiator's own signature on the request{}", claimed.as_deref().map(|c| format!(" ({c} is only named, not proven)")).unwrap_or_default())]

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use strongroom_core::Timestamp;
 use strongroom_governance::gate::{decide, Subject};
-use strongroom_governance::initiation::InitiationError;
+use strongroom_governance::initiation::{CustomerKey, InitiationError};
 use strongroom_governance::log::{first_seen, replay_seen, Entry, Genesis, SeenRecord, State};
 use strongroom_governance::policy::{Block, Initiator, MessageKind, Tier, VelocityLimit};
 use strongroom_units::Amount;
@@ -58,6 +58,13 @@ pub struct Spent {
 /// Most records one peer may send in one exchange (the rest come in the next).
 pub const MAX_RECORDS_PER_EXCHANGE: usize = 10_000;
 
+/// A customer key and when this node first saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct KnownKey {
+    key: CustomerKey,
+    first_seen_ms: i64,
+}
+
 #[derive(Debug)]
 struct Inner {
     entries: Vec<Entry>,
@@ -67,6 +74,8 @@ struct Inner {
     signed: Vec<Spent>,
     /// Per origin, the next sequence number expected (this node's own: the next to write).
     next: BTreeMap<u16, u64>,
+    /// Customers' keys, by customer: once known, never forgotten.
+    customer_keys: BTreeMap<String, Vec<KnownKey>>,
 }
 
 #[derive(Debug)]
@@ -77,6 +86,7 @@ pub struct NodeGovernance {
     log_path: PathBuf,
     seen_path: PathBuf,
     velocity_path: PathBuf,
+    customer_keys_path: PathBuf,
     inner: Mutex<Inner>,
 }
 
@@ -116,6 +126,11 @@ impl NodeGovernance {
         let log_path = data_dir.join("governance.jsonl");
         let seen_path = data_dir.join("governance-seen.jsonl");
         let velocity_path = data_dir.join("velocity.jsonl");
+        let customer_keys_path = data_dir.join("customer-keys.jsonl");
+        let mut customer_keys: BTreeMap<String, Vec<KnownKey>> = BTreeMap::new();
+        for k in read_lines::<KnownKey>(&customer_keys_path)? {
+            customer_keys.entry(k.key.customer_id.clone()).or_default().push(k);
+        }
         let entries: Vec<Entry> = read_lines(&log_path)?;
         let (seen, missing) = first_seen(&entries, read_lines(&seen_path)?, now);
         append_lines(&seen_path, &missing)?;
@@ -136,7 +151,8 @@ impl NodeGovernance {
             log_path,
             seen_path,
             velocity_path,
-            inner: Mutex::new(Inner { entries, seen, state, signed, next }),
+            customer_keys_path,
+            inner: Mutex::new(Inner { entries, seen, state, signed, next, customer_keys }),
         })
     }
 
@@ -252,6 +268,18 @@ impl NodeGovernance {
         }
     }
 
+    /// Record customer keys this node has not seen before (first seen `now`).
+    pub fn learn_customer_keys(&self, keys: &[CustomerKey], now: Timestamp) -> Result<(), Reason> {
+        let mut inner = self.lock()?;
+        learn(&mut inner, &self.customer_keys_path, keys, now)
+    }
+
+    /// Every customer key this node knows (for its peers).
+    pub fn customer_keys(&self) -> Result<Vec<CustomerKey>, Reason> {
+        let inner = self.lock()?;
+        Ok(inner.customer_keys.values().flatten().map(|k| k.key.clone()).collect())
+    }
+
     /// The next sequence number of `peer`'s records this node lacks.
     pub fn cursor(&self, peer: u16) -> Result<u64, Reason> {
         Ok(self.lock()?.next.get(&peer).copied().unwrap_or(0))
@@ -332,6 +360,32 @@ impl NodeGovernance {
     }
 }
 
+fn learn(
+    inner: &mut Inner,
+    path: &Path,
+    keys: &[CustomerKey],
+    now: Timestamp,
+) -> Result<(), Reason> {
+    let mut fresh = Vec::new();
+    for k in keys {
+        let known = inner.customer_keys.get(&k.customer_id);
+        let seen = known.is_some_and(|v| v.iter().any(|x| x.key == *k))
+            || fresh.iter().any(|x: &KnownKey| x.key == *k);
+        if !seen {
+            fresh.push(KnownKey { key: k.clone(), first_seen_ms: now.unix_ms() });
+        }
+    }
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    append_lines(path, &fresh)
+        .map_err(|e| Reason::Internal { detail: format!("cannot record customer keys: {e}") })?;
+    for k in fresh {
+        inner.customer_keys.entry(k.key.customer_id.clone()).or_default().push(k);
+    }
+    Ok(())
+}
+
 /// The policy, whitelist, fee and freeze check, for nodes configured with a governance
 /// genesis.
 #[derive(Debug)]
@@ -351,6 +405,7 @@ impl PreSignCheck for GovernanceCheck {
         let req = &ctx.request;
         let own = own_address(ctx.key, intent)?;
         let fee = ctx.tx.movement.max_fee;
+        learn(&mut inner, &self.gov.customer_keys_path, &req.customer_keys, ctx.now)?;
         // Who asked, from the initiator's own signature and the log; never the request's word.
         let (initiator, customer_id) = match &req.initiation {
             Some(init) => {
@@ -370,7 +425,55 @@ impl PreSignCheck for GovernanceCheck {
                 }
                 (Initiator::Attested { member: &member.id, roles: &member.roles }, signed)
             }
-            None => (Initiator::Unknown, req.customer_id.as_deref()),
+            None => (
+                Initiator::Unknown,
+                req.customer_approval
+                    .as_ref()
+                    .and_then(|a| a.requested.customer_id.as_deref())
+                    .or(req.customer_id.as_deref()),
+            ),
+        };
+        // A customer with a key this node has held past the time-lock signs their own
+        // withdrawals: whoever else asked, the customer's signature must be there too. A
+        // valid one is also who asked, when no member did.
+        let delay = inner.state.whitelist_delay_ms;
+        let usable: Vec<strongroom_governance::webauthn::PasskeySpec> = customer_id
+            .and_then(|c| inner.customer_keys.get(c))
+            .map(|keys| {
+                keys.iter()
+                    .filter(|k| k.first_seen_ms.saturating_add(delay) <= ctx.now.unix_ms())
+                    .map(|k| k.key.passkey.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let initiator = match (customer_id, &req.customer_approval) {
+            (Some(c), Some(approval)) => {
+                approval
+                    .verify_customer(c, &usable, intent)
+                    .map_err(|error| Reason::Initiation { error })?;
+                match initiator {
+                    Initiator::Unknown => Initiator::Attested { member: c, roles: &[] },
+                    member => member,
+                }
+            }
+            (Some(c), None) if !usable.is_empty() => {
+                return Err(Reason::Blocked {
+                    rule: "customer".into(),
+                    version: inner.state.policy.as_ref().map_or(0, |p| p.version),
+                    block: Block::CustomerNotSigned { customer_id: c.to_owned() },
+                });
+            }
+            (None, Some(approval)) => {
+                return Err(Reason::Initiation {
+                    error: InitiationError::Mismatch {
+                        initiator: approval.initiator.clone(),
+                        field: "customer_id".into(),
+                        requested: approval.requested.customer_id.clone().unwrap_or_default(),
+                        intent: "none".into(),
+                    },
+                });
+            }
+            _ => initiator,
         };
         let subject = Subject {
             intent,

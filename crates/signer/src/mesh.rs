@@ -80,7 +80,12 @@ impl Mesh {
     pub fn answer(&self, head: &Head, since: u64) -> Result<MeshState, Reason> {
         let mine = self.gov.head()?;
         let entries = if mine.seq > head.seq { self.gov.entries_after(head.seq)? } else { vec![] };
-        Ok(MeshState { head: mine, entries, records: self.gov.own_records(since)? })
+        Ok(MeshState {
+            head: mine,
+            entries,
+            records: self.gov.own_records(since)?,
+            customer_keys: self.gov.customer_keys()?,
+        })
     }
 
     /// One exchange with `peer`, keeping what it sends.
@@ -98,6 +103,9 @@ impl Mesh {
             Err(_) => return unreachable(format!("no answer within {:?}", self.timeout)),
         };
         let now = self.env.now();
+        if let Err(reason) = self.gov.learn_customer_keys(&state.customer_keys, now) {
+            return Exchange::Refused { peer: peer.id, reason };
+        }
         let records = match self.gov.merge(peer.id, state.records) {
             Ok(n) => n,
             Err(reason) => return Exchange::Refused { peer: peer.id, reason },

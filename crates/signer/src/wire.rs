@@ -100,10 +100,22 @@ pub struct SignRequest {
     /// Governance log entries; a node appends those it lacks after verifying all of them.
     #[serde(default)]
     pub governance: Vec<strongroom_governance::log::Entry>,
+    /// The customer's passkeys, as registered online: a node records when it first saw each
+    /// and, once it has held one for the governance time-lock, requires the customer's own
+    /// signature on their withdrawals.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub customer_keys: Vec<strongroom_governance::initiation::CustomerKey>,
+    /// The customer's own signed request (`initiator` is the customer id; a passkey
+    /// assertion whose challenge is the request's message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_approval: Option<Box<strongroom_governance::initiation::Initiation>>,
 }
 
+/// (A signing request is the largest; a request is decoded once from its frame and moved, so
+/// boxing it would buy nothing, as with [`Frame`].)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
+#[allow(clippy::large_enum_variant)]
 pub enum Request {
     Status,
     /// CGGMP21 auxiliary info for this node group (once per group).
@@ -216,6 +228,10 @@ pub struct MeshState {
     pub entries: Vec<strongroom_governance::log::Entry>,
     #[serde(default)]
     pub records: Vec<crate::governance::Spent>,
+    /// Every customer key the node knows (each node runs its own time-lock from when it
+    /// first saw a key).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub customer_keys: Vec<strongroom_governance::initiation::CustomerKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

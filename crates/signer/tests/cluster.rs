@@ -1474,6 +1474,156 @@ max_fee = "2000000000000000"
         let audit = audit_of(&cl, 1) + &audit_of(&cl, 2);
         assert!(audit.contains(r#"\"code\":\"governance_log\""#));
     }
+
+    /// Issue "Signers decide (2)", point 6: a customer with a passkey signs their own
+    /// withdrawals, and the nodes hold them to it. Once a node has known the customer's key
+    /// for the governance time-lock, no withdrawal of theirs signs without their signature
+    /// over exactly that request, whoever else asked (the exchange's backend included) and
+    /// whatever the orchestrator leaves out; a key the attacker registers waits out the same
+    /// time-lock. A key one node saw reaches the others over the mesh.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_customer_with_a_passkey_signs_their_own_withdrawals() {
+        use strongroom_governance::initiation::{
+            CustomerKey, Initiation, InitiationError, Requested,
+        };
+        use strongroom_governance::log::MemberSpec;
+        use strongroom_governance::webauthn::{challenge_b64, Assertion, PasskeySpec};
+        use strongroom_governance::Role;
+
+        const LOCK_MS: i64 = 4_000;
+        let tmp = tempfile::tempdir().unwrap();
+        let now = SystemEnv::new().now().unix_ms();
+        let mut g = genesis(now);
+        g.whitelist_delay_ms = LOCK_MS;
+        g.members.push(MemberSpec {
+            id: "exchange".into(),
+            public_key: hex::encode(key(5).verifying_key().to_bytes()),
+            roles: vec![Role::Operator],
+            passkey: None,
+        });
+        let genesis_file = tmp.path().join("genesis.json");
+        std::fs::write(&genesis_file, serde_json::to_vec(&g).unwrap()).unwrap();
+        let pin = hex::encode(g.hash().unwrap());
+        let (cl, _, _) = prepare(tmp.path(), Some((genesis_file, pin)));
+        let log = |i: u16| tmp.path().join(format!("signer-{i}.log"));
+        let procs: Vec<Proc> =
+            cl.configs.iter().zip(1u16..).map(|(c, i)| start(c, &log(i))).collect();
+        let orch = Orchestrator::new(cl.nodes.clone(), cl.orchestrator_credentials().unwrap());
+        wait_live(&orch, 3).await;
+        orch.aux_info(eid("aux"), &[1, 2, 3]).await.unwrap();
+        let k = orch.keygen(eid("kg"), "hot-eth-1", Scheme::Ecdsa, &[1, 2, 3], 2).await.unwrap();
+        let mut strict = policy(1, false);
+        strict.require_initiation = true;
+        let mut gov = Vec::new();
+        grow(&g, &mut gov, Change::SetPolicy { policy: strict }, now - 2 * DAY, ADMINS);
+        let (o, kk) = (&orch, &k);
+        let sign = move |pair: [u16; 2], req: SignRequest| async move {
+            let p = o.presign(eid("ps"), "hot-eth-1", &pair).await.unwrap();
+            o.sign(eid("sign"), kk, &pair, Some(&p), &req).await
+        };
+
+        let origin = "https://app.example";
+        let spec_of = |a: &authenticator::SoftAuthenticator| PasskeySpec {
+            rp_id: "app.example".into(),
+            origin: origin.into(),
+            credential_id: a.credential_id_b64(),
+            public_key: hex::encode(a.public_key_sec1()),
+        };
+        let mut ivy = authenticator::SoftAuthenticator::new(origin);
+        let mut thief = authenticator::SoftAuthenticator::new(origin);
+        let ivy_key = CustomerKey { customer_id: "ivy".into(), passkey: spec_of(&ivy) };
+        let far = now + 3_600_000;
+        let asked = |i: &Intent| Requested::of(i, Some("ivy".into()));
+        let by_exchange = |i: &Intent| Initiation::sign("exchange", &key(5), asked(i)).unwrap();
+        let by_customer = |a: &mut authenticator::SoftAuthenticator, r: Requested| {
+            let msg = r.message().unwrap();
+            let signed = a.sign_assertion("app.example", &serde_json::json!(challenge_b64(&msg)));
+            let resp = &signed["response"];
+            let text = |f: &str| resp[f].as_str().unwrap().to_owned();
+            Initiation {
+                initiator: "ivy".into(),
+                requested: r,
+                signature: String::new(),
+                webauthn: Some(Assertion {
+                    authenticator_data: text("authenticatorData"),
+                    client_data_json: text("clientDataJSON"),
+                    signature: text("signature"),
+                }),
+            }
+        };
+        let req = |i: &Intent,
+                   exchange: Option<Initiation>,
+                   customer: Option<Initiation>,
+                   keys: Vec<CustomerKey>| {
+            let mut r = request(i, tx(i, 0, 1), &gov, vec![]);
+            r.initiation = exchange.map(Box::new);
+            r.customer_approval = customer.map(Box::new);
+            r.customer_keys = keys;
+            r.customer_id = Some("ivy".into());
+            r
+        };
+
+        // Ivy registers her passkey; nodes 1 and 2 see it with the first withdrawal, which
+        // signs without her signature while the key is in its time-lock.
+        let first = intent(BOB, ETH / 10, far);
+        let s = sign([1, 2], req(&first, Some(by_exchange(&first)), None, vec![ivy_key.clone()]))
+            .await
+            .unwrap();
+        verify_ecdsa(&s.public_key, &s.signed_bytes, &s.signature);
+        tokio::time::sleep(Duration::from_millis(LOCK_MS as u64 + 2_500)).await;
+
+        // From now on: the exchange's signature alone, with the key left out of the request,
+        // is refused, by node 3 too (it learnt the key from its peers).
+        let second = intent(BOB, ETH / 10, far);
+        let r =
+            sign([2, 3], req(&second, Some(by_exchange(&second)), None, vec![])).await.unwrap_err();
+        assert!(
+            matches!(&r.reason, Reason::Blocked { block: Block::CustomerNotSigned { customer_id }, .. }
+                if customer_id == "ivy"),
+            "{r:?}"
+        );
+        // Ivy's signature over another amount than the intent's: refused.
+        let mut less = asked(&second);
+        less.amount = Amount::from_base_units(ETH / 100).unwrap();
+        let r = sign(
+            [1, 3],
+            req(&second, Some(by_exchange(&second)), Some(by_customer(&mut ivy, less)), vec![]),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&r.reason, Reason::Initiation { error: InitiationError::Mismatch { field, .. } }
+                if field == "amount"),
+            "{r:?}"
+        );
+        // The attacker registers its own key for ivy and signs with it: the key waits out
+        // the time-lock, so its signature is nobody's.
+        let planted = CustomerKey { customer_id: "ivy".into(), passkey: spec_of(&thief) };
+        let forged = by_customer(&mut thief, asked(&second));
+        let r = sign([2, 3], req(&second, Some(by_exchange(&second)), Some(forged), vec![planted]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&r.reason, Reason::Initiation { error: InitiationError::BadPasskey { .. } }),
+            "{r:?}"
+        );
+        // Ivy's own signature over exactly this request: signed.
+        let mine = by_customer(&mut ivy, asked(&second));
+        let s = sign([1, 3], req(&second, Some(by_exchange(&second)), Some(mine), vec![]))
+            .await
+            .unwrap();
+        verify_ecdsa(&s.public_key, &s.signed_bytes, &s.signature);
+        // Her own request, with no member's: she is who asked, and the policy's demand for a
+        // proven initiator is met.
+        let third = intent(BOB, ETH / 10, far);
+        let mine = by_customer(&mut ivy, asked(&third));
+        let s = sign([2, 3], req(&third, None, Some(mine), vec![])).await.unwrap();
+        verify_ecdsa(&s.public_key, &s.signed_bytes, &s.signature);
+
+        drop(procs);
+        let node3 = audit_of(&cl, 3);
+        assert!(node3.contains(r#"\"kind\":\"customer_not_signed\""#), "node 3 refused on its own");
+    }
 }
 
 #[path = "../../server/tests/support/authenticator.rs"]
