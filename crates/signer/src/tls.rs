@@ -213,7 +213,7 @@ pub fn issue(
     name: &str,
     now: strongroom_core::Timestamp,
 ) -> anyhow::Result<String> {
-    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, SanType};
+    use rcgen::{CertificateParams, DnType, KeyPair};
     let cert_path = dir.join(format!("{name}.pem"));
     let key_path = dir.join(format!("{name}-key.pem"));
     if cert_path.exists() && key_path.exists() {
@@ -228,15 +228,7 @@ pub fn issue(
     ca_params.distinguished_name.push(DnType::OrganizationName, "Strongroom");
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
     let ca = ca_params.self_signed(&ca_key)?;
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec![format!("{name}.strongroom.internal")])?;
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.subject_alt_names.push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
-    params.extended_key_usages =
-        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-    let now = time::OffsetDateTime::from_unix_timestamp(now.unix_ms() / 1000)?;
-    params.not_before = now - time::Duration::hours(1);
-    params.not_after = now + time::Duration::days(365);
+    let (key, params) = leaf(name, now, 365)?;
     let cert = params.signed_by(&key, &ca, &ca_key)?;
     std::fs::create_dir_all(dir)?;
     write(&cert_path, cert.pem().as_bytes(), false)?;
@@ -254,7 +246,6 @@ pub fn self_signed(
     name: &str,
     now: strongroom_core::Timestamp,
 ) -> anyhow::Result<String> {
-    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, SanType};
     anyhow::ensure!(
         !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
         "{name:?}: a name is letters, digits, '-' and '_'"
@@ -264,6 +255,22 @@ pub fn self_signed(
     if cert_path.exists() && key_path.exists() {
         return Ok(Credentials::load(&cert_path, &key_path)?.fingerprint());
     }
+    let (key, params) = leaf(name, now, 3650)?;
+    let cert = params.self_signed(&key)?;
+    std::fs::create_dir_all(dir)?;
+    write(&key_path, key.serialize_pem().as_bytes(), true)?;
+    write(&cert_path, cert.pem().as_bytes(), false)?;
+    Ok(fingerprint(cert.der()))
+}
+
+/// A new key and the certificate parameters for `name`: client and server authentication,
+/// valid from an hour before `now` for `days`.
+fn leaf(
+    name: &str,
+    now: strongroom_core::Timestamp,
+    days: i64,
+) -> anyhow::Result<(rcgen::KeyPair, rcgen::CertificateParams)> {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, SanType};
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(vec![format!("{name}.strongroom.internal")])?;
     params.distinguished_name.push(DnType::CommonName, name);
@@ -272,12 +279,8 @@ pub fn self_signed(
         vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     let now = time::OffsetDateTime::from_unix_timestamp(now.unix_ms() / 1000)?;
     params.not_before = now - time::Duration::hours(1);
-    params.not_after = now + time::Duration::days(3650);
-    let cert = params.self_signed(&key)?;
-    std::fs::create_dir_all(dir)?;
-    write(&key_path, key.serialize_pem().as_bytes(), true)?;
-    write(&cert_path, cert.pem().as_bytes(), false)?;
-    Ok(fingerprint(cert.der()))
+    params.not_after = now + time::Duration::days(days);
+    Ok((key, params))
 }
 
 /// Write a file, 0600 when it holds a secret.

@@ -821,6 +821,49 @@ max_amount = "{daily}"
         }
     }
 
+    /// Three signer processes pinning `g` (in a folder of their own), with a fresh 2-of-3
+    /// ECDSA key `hot-eth-1`.
+    struct Governed {
+        _tmp: tempfile::TempDir,
+        cl: Cluster,
+        procs: Vec<Proc>,
+        orch: Orchestrator,
+        key: KeyInfo,
+    }
+
+    impl Governed {
+        async fn start(g: &Genesis) -> Governed {
+            let tmp = tempfile::tempdir().unwrap();
+            let genesis_file = tmp.path().join("genesis.json");
+            std::fs::write(&genesis_file, serde_json::to_vec(g).unwrap()).unwrap();
+            let pin = hex::encode(g.hash().unwrap());
+            let (cl, _, _) = prepare(tmp.path(), Some((genesis_file, pin)));
+            let log = |i: u16| tmp.path().join(format!("signer-{i}.log"));
+            let procs = cl.configs.iter().zip(1u16..).map(|(c, i)| start(c, &log(i))).collect();
+            let orch = Orchestrator::new(cl.nodes.clone(), cl.orchestrator_credentials().unwrap());
+            wait_live(&orch, 3).await;
+            orch.aux_info(eid("aux"), &[1, 2, 3]).await.unwrap();
+            let key =
+                orch.keygen(eid("kg"), "hot-eth-1", Scheme::Ecdsa, &[1, 2, 3], 2).await.unwrap();
+            Governed { _tmp: tmp, cl, procs, orch, key }
+        }
+
+        /// A fresh presignature for `pair`, then the signature.
+        async fn sign(
+            &self,
+            pair: [u16; 2],
+            req: SignRequest,
+        ) -> Result<strongroom_signer::Signed, Refusal> {
+            let p = self.orch.presign(eid("ps"), "hot-eth-1", &pair).await.unwrap();
+            self.orch.sign(eid("sign"), &self.key, &pair, Some(&p), &req).await
+        }
+
+        /// Stop the processes (their audit logs are then complete).
+        fn stop(&mut self) {
+            self.procs.clear();
+        }
+    }
+
     fn audit_of(cl: &Cluster, node: u16) -> String {
         let path = cl.dir.join(format!("signer-{node}/data/audit.jsonl"));
         strongroom_signer::nodelog::verify(&path).unwrap();
@@ -1074,29 +1117,14 @@ max_amount = "{daily}"
     /// node refuses at once. Pushers and peers can do nothing else.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn nodes_share_velocity_and_governance_over_their_mesh() {
-        let tmp = tempfile::tempdir().unwrap();
         let now = SystemEnv::new().now().unix_ms();
         let g = genesis(now);
-        let genesis_file = tmp.path().join("genesis.json");
-        std::fs::write(&genesis_file, serde_json::to_vec(&g).unwrap()).unwrap();
-        let pin = hex::encode(g.hash().unwrap());
-        let (cl, _, _) = prepare(tmp.path(), Some((genesis_file, pin)));
-        let log = |i: u16| tmp.path().join(format!("signer-{i}.log"));
-        let procs: Vec<Proc> =
-            cl.configs.iter().zip(1u16..).map(|(c, i)| start(c, &log(i))).collect();
-        let orch = Orchestrator::new(cl.nodes.clone(), cl.orchestrator_credentials().unwrap());
-        wait_live(&orch, 3).await;
-        orch.aux_info(eid("aux"), &[1, 2, 3]).await.unwrap();
-        let k = orch.keygen(eid("kg"), "hot-eth-1", Scheme::Ecdsa, &[1, 2, 3], 2).await.unwrap();
+        let mut gc = Governed::start(&g).await;
         let mut gov = Vec::new();
         let limited = policy_limited(1, false, 3 * ETH);
         grow(&g, &mut gov, Change::SetPolicy { policy: limited }, now - 2 * DAY, ADMINS);
         let far = now + 3_600_000;
-        let (o, kk) = (&orch, &k);
-        let sign = move |pair: [u16; 2], req: SignRequest| async move {
-            let p = o.presign(eid("ps"), "hot-eth-1", &pair).await.unwrap();
-            o.sign(eid("sign"), kk, &pair, Some(&p), &req).await
-        };
+        let sign = |pair: [u16; 2], req: SignRequest| gc.sign(pair, req);
 
         // Point 5. A daily limit of 3 ETH, 0.9 ETH at a time, each pair in turn. Counting
         // only what it signed itself, each node would allow a fourth (1.8 + 0.9 ETH on
@@ -1142,8 +1170,8 @@ max_amount = "{daily}"
         let mut frozen = gov.clone();
         let scope = strongroom_governance::log::FreezeScope::Global;
         grow(&g, &mut frozen, Change::Freeze { scope }, now, &[("ada", 1)]);
-        let node3: Vec<_> = cl.nodes.iter().filter(|n| n.id == 3).cloned().collect();
-        let member = Orchestrator::new(node3, cl.pusher_credentials().unwrap());
+        let node3: Vec<_> = gc.cl.nodes.iter().filter(|n| n.id == 3).cloned().collect();
+        let member = Orchestrator::new(node3, gc.cl.pusher_credentials().unwrap());
         let pushed = member.push_governance(&frozen, Duration::from_secs(5)).await;
         let head = match &pushed[..] {
             [(3, Ok(h))] => h.clone(),
@@ -1162,7 +1190,7 @@ max_amount = "{daily}"
         for _ in 0..100 {
             let mut heads = Vec::new();
             for n in 1..=3 {
-                heads.push(orch.status(n).await.unwrap().governance.unwrap());
+                heads.push(gc.orch.status(n).await.unwrap().governance.unwrap());
             }
             if heads.iter().all(|h| *h == head) {
                 break;
@@ -1170,7 +1198,7 @@ max_amount = "{daily}"
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         for n in 1..=3 {
-            assert_eq!(orch.status(n).await.unwrap().governance.unwrap(), head, "node {n}");
+            assert_eq!(gc.orch.status(n).await.unwrap().governance.unwrap(), head, "node {n}");
         }
 
         // A tampered push is refused, and changes nothing.
@@ -1195,7 +1223,7 @@ max_amount = "{daily}"
             matches!(&r.reason, Reason::BadRequest { detail } if detail.contains("Pusher")),
             "{r:?}"
         );
-        let mut as_node2 = impersonate(&cl, 2, 1).await;
+        let mut as_node2 = impersonate(&gc.cl, 2, 1).await;
         let frame = |id, body| Frame::Control(wire::Control::Request { id, body });
         wire::write_frame(&mut as_node2, &frame(7, sign_req)).await.unwrap();
         let push = Request::Push { entries: frozen.clone() };
@@ -1210,8 +1238,8 @@ max_amount = "{daily}"
             assert!(matches!(r.reason, Reason::BadRequest { .. }), "{r:?}");
         }
 
-        drop(procs);
-        let (a1, a2, a3) = (audit_of(&cl, 1), audit_of(&cl, 2), audit_of(&cl, 3));
+        gc.stop();
+        let (a1, a2, a3) = (audit_of(&gc.cl, 1), audit_of(&gc.cl, 2), audit_of(&gc.cl, 3));
         assert!(a3.contains("governance.pushed") && a3.contains("governance.push_refused"));
         assert!(a1.contains("governance.learnt") && a2.contains("governance.learnt"));
         assert!(a1.contains("request.refused"), "the peer's sign request is audited");
@@ -1233,7 +1261,6 @@ max_amount = "{daily}"
         use strongroom_governance::log::MemberSpec;
         use strongroom_governance::Role;
 
-        let tmp = tempfile::tempdir().unwrap();
         let now = SystemEnv::new().now().unix_ms();
         let mut g = genesis(now);
         let member = |id: &str, n: u8, roles: Vec<Role>| MemberSpec {
@@ -1244,17 +1271,7 @@ max_amount = "{daily}"
         };
         g.members.push(member("exchange", 5, vec![Role::Operator]));
         g.members.push(member("ops", 6, vec![Role::Operator, Role::Approver]));
-        let genesis_file = tmp.path().join("genesis.json");
-        std::fs::write(&genesis_file, serde_json::to_vec(&g).unwrap()).unwrap();
-        let pin = hex::encode(g.hash().unwrap());
-        let (cl, _, _) = prepare(tmp.path(), Some((genesis_file, pin)));
-        let log = |i: u16| tmp.path().join(format!("signer-{i}.log"));
-        let procs: Vec<Proc> =
-            cl.configs.iter().zip(1u16..).map(|(c, i)| start(c, &log(i))).collect();
-        let orch = Orchestrator::new(cl.nodes.clone(), cl.orchestrator_credentials().unwrap());
-        wait_live(&orch, 3).await;
-        orch.aux_info(eid("aux"), &[1, 2, 3]).await.unwrap();
-        let k = orch.keygen(eid("kg"), "hot-eth-1", Scheme::Ecdsa, &[1, 2, 3], 2).await.unwrap();
+        let mut gc = Governed::start(&g).await;
         let policy = Policy::from_toml(
             r#"
 version = 1
@@ -1276,11 +1293,7 @@ max_fee = "2000000000000000"
         let mut gov = Vec::new();
         grow(&g, &mut gov, Change::SetPolicy { policy }, now - 2 * DAY, ADMINS);
         let far = now + 3_600_000;
-        let (o, kk) = (&orch, &k);
-        let sign = move |pair: [u16; 2], req: SignRequest| async move {
-            let p = o.presign(eid("ps"), "hot-eth-1", &pair).await.unwrap();
-            o.sign(eid("sign"), kk, &pair, Some(&p), &req).await
-        };
+        let sign = |pair: [u16; 2], req: SignRequest| gc.sign(pair, req);
         let signed_by = |who: &str, n: u8, i: &Intent, customer: Option<&str>| {
             Initiation::sign(who, &key(n), Requested::of(i, customer.map(str::to_owned))).unwrap()
         };
@@ -1374,8 +1387,8 @@ max_fee = "2000000000000000"
         let s = sign([1, 3], honest).await.unwrap();
         verify_ecdsa(&s.public_key, &s.signed_bytes, &s.signature);
 
-        drop(procs);
-        let audit = audit_of(&cl, 1) + &audit_of(&cl, 2) + &audit_of(&cl, 3);
+        gc.stop();
+        let audit = audit_of(&gc.cl, 1) + &audit_of(&gc.cl, 2) + &audit_of(&gc.cl, 3);
         for needle in [
             r#"\"code\":\"initiation\""#,
             r#"\"problem\":\"mismatch\""#,
@@ -1395,25 +1408,10 @@ max_fee = "2000000000000000"
     async fn a_passkey_counts_only_when_its_member_signed_its_registration() {
         use strongroom_governance::webauthn::{challenge_b64, Assertion, PasskeySpec};
 
-        let tmp = tempfile::tempdir().unwrap();
         let now = SystemEnv::new().now().unix_ms();
         let g = genesis(now);
-        let genesis_file = tmp.path().join("genesis.json");
-        std::fs::write(&genesis_file, serde_json::to_vec(&g).unwrap()).unwrap();
-        let pin = hex::encode(g.hash().unwrap());
-        let (cl, _, _) = prepare(tmp.path(), Some((genesis_file, pin)));
-        let log = |i: u16| tmp.path().join(format!("signer-{i}.log"));
-        let procs: Vec<Proc> =
-            cl.configs.iter().zip(1u16..).map(|(c, i)| start(c, &log(i))).collect();
-        let orch = Orchestrator::new(cl.nodes.clone(), cl.orchestrator_credentials().unwrap());
-        wait_live(&orch, 3).await;
-        orch.aux_info(eid("aux"), &[1, 2, 3]).await.unwrap();
-        let k = orch.keygen(eid("kg"), "hot-eth-1", Scheme::Ecdsa, &[1, 2, 3], 2).await.unwrap();
-        let (o, kk) = (&orch, &k);
-        let sign = move |pair: [u16; 2], req: SignRequest| async move {
-            let p = o.presign(eid("ps"), "hot-eth-1", &pair).await.unwrap();
-            o.sign(eid("sign"), kk, &pair, Some(&p), &req).await
-        };
+        let mut gc = Governed::start(&g).await;
+        let sign = |pair: [u16; 2], req: SignRequest| gc.sign(pair, req);
 
         let origin = "https://console.example";
         let spec_of = |a: &authenticator::SoftAuthenticator| PasskeySpec {
@@ -1470,8 +1468,8 @@ max_fee = "2000000000000000"
         let approvals = vec![by_passkey(&mut ann_key), amy];
         let s = sign([1, 2], request(&big, tx(&big, 0, 1), &honest, approvals)).await.unwrap();
         verify_ecdsa(&s.public_key, &s.signed_bytes, &s.signature);
-        drop(procs);
-        let audit = audit_of(&cl, 1) + &audit_of(&cl, 2);
+        gc.stop();
+        let audit = audit_of(&gc.cl, 1) + &audit_of(&gc.cl, 2);
         assert!(audit.contains(r#"\"code\":\"governance_log\""#));
     }
 
@@ -1491,7 +1489,6 @@ max_fee = "2000000000000000"
         use strongroom_governance::Role;
 
         const LOCK_MS: i64 = 4_000;
-        let tmp = tempfile::tempdir().unwrap();
         let now = SystemEnv::new().now().unix_ms();
         let mut g = genesis(now);
         g.whitelist_delay_ms = LOCK_MS;
@@ -1501,26 +1498,12 @@ max_fee = "2000000000000000"
             roles: vec![Role::Operator],
             passkey: None,
         });
-        let genesis_file = tmp.path().join("genesis.json");
-        std::fs::write(&genesis_file, serde_json::to_vec(&g).unwrap()).unwrap();
-        let pin = hex::encode(g.hash().unwrap());
-        let (cl, _, _) = prepare(tmp.path(), Some((genesis_file, pin)));
-        let log = |i: u16| tmp.path().join(format!("signer-{i}.log"));
-        let procs: Vec<Proc> =
-            cl.configs.iter().zip(1u16..).map(|(c, i)| start(c, &log(i))).collect();
-        let orch = Orchestrator::new(cl.nodes.clone(), cl.orchestrator_credentials().unwrap());
-        wait_live(&orch, 3).await;
-        orch.aux_info(eid("aux"), &[1, 2, 3]).await.unwrap();
-        let k = orch.keygen(eid("kg"), "hot-eth-1", Scheme::Ecdsa, &[1, 2, 3], 2).await.unwrap();
+        let mut gc = Governed::start(&g).await;
         let mut strict = policy(1, false);
         strict.require_initiation = true;
         let mut gov = Vec::new();
         grow(&g, &mut gov, Change::SetPolicy { policy: strict }, now - 2 * DAY, ADMINS);
-        let (o, kk) = (&orch, &k);
-        let sign = move |pair: [u16; 2], req: SignRequest| async move {
-            let p = o.presign(eid("ps"), "hot-eth-1", &pair).await.unwrap();
-            o.sign(eid("sign"), kk, &pair, Some(&p), &req).await
-        };
+        let sign = |pair: [u16; 2], req: SignRequest| gc.sign(pair, req);
 
         let origin = "https://app.example";
         let spec_of = |a: &authenticator::SoftAuthenticator| PasskeySpec {
@@ -1620,8 +1603,8 @@ max_fee = "2000000000000000"
         let s = sign([2, 3], req(&third, None, Some(mine), vec![])).await.unwrap();
         verify_ecdsa(&s.public_key, &s.signed_bytes, &s.signature);
 
-        drop(procs);
-        let node3 = audit_of(&cl, 3);
+        gc.stop();
+        let node3 = audit_of(&gc.cl, 3);
         assert!(node3.contains(r#"\"kind\":\"customer_not_signed\""#), "node 3 refused on its own");
     }
 }
