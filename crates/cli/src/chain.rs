@@ -149,8 +149,8 @@ impl TxSigner for OrchestratorSigner {
             customer_id: auth.customer_id.clone(),
             initiation: auth.initiation.clone().map(Box::new),
             governance: auth.governance.clone(),
-            // Customers' keys and signatures are not carried by the engine yet (ADR 0010).
-            ..Default::default()
+            customer_keys: auth.customer_keys.clone(),
+            customer_approval: auth.customer_approval.clone().map(Box::new),
         };
         let signed = self
             .orch

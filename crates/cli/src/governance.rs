@@ -955,7 +955,11 @@ pub fn dev_keys(data_dir: &Path) -> PathBuf {
 /// exchange backend's API client, an operator; ETH and the dev
 /// USDT registered) with its keys in [`dev_keys`], and the starter policy signed by two
 /// admins. Returns the entries to install; nothing when a genesis is pinned already.
-pub fn make_dev_genesis(data_dir: &Path, env: &dyn Env) -> anyhow::Result<Vec<Entry>> {
+pub fn make_dev_genesis(
+    data_dir: &Path,
+    env: &dyn Env,
+    delay_secs: u64,
+) -> anyhow::Result<Vec<Entry>> {
     let here = files(&data_dir.join("governance"));
     if here.pin.exists() {
         return Ok(Vec::new());
@@ -991,7 +995,7 @@ pub fn make_dev_genesis(data_dir: &Path, env: &dyn Env) -> anyhow::Result<Vec<En
     let genesis = Genesis {
         members,
         quorum: 2,
-        whitelist_delay_ms: 86_400_000,
+        whitelist_delay_ms: i64::try_from(delay_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
         created_at: now,
         assets: vec![
             asset("ETH", 18, None),

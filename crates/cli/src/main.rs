@@ -119,6 +119,11 @@ enum Command {
         /// off) takes effect.
         #[arg(long, default_value_t = 86_400)]
         whitelist_delay_secs: u64,
+        /// The dev genesis's time-lock, in seconds: how long a new whitelist entry, asset or
+        /// customer passkey waits before the signer nodes use it (only when this start makes
+        /// the dev genesis).
+        #[arg(long, default_value_t = 86_400)]
+        governance_delay_secs: u64,
         /// The console's origin, for WebAuthn passkeys (default `https://localhost:<port>`).
         #[arg(long)]
         public_url: Option<String>,
@@ -397,6 +402,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             risk_geo,
             withdrawal_lock_secs,
             whitelist_delay_secs,
+            governance_delay_secs,
             public_url,
             treasury,
             hot_eth_low,
@@ -431,7 +437,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 whitelist_delay_secs: Some(whitelist_delay_secs),
             }
             .rules(listen.port())?;
-            dev(&data_dir, listen, signers, chain, governance.as_deref(), risk, accounts).await
+            let governance = match governance {
+                Some(dir) => DevGovernance::Pinned(dir),
+                None => DevGovernance::Own { delay_secs: governance_delay_secs },
+            };
+            dev(&data_dir, listen, signers, chain, &governance, risk, accounts).await
         }
         Command::Governance { command } => governance::run(command).await,
         Command::Withdrawal { command } => governance::withdrawal(command).await,
@@ -596,12 +606,20 @@ async fn run_signer(config: &Path, exit_with_stdin: bool) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
+/// Whose governance a dev stack runs under.
+enum DevGovernance {
+    /// A genesis made with `strongroom governance init` (`--governance DIR`).
+    Pinned(PathBuf),
+    /// Its own dev genesis, with this time-lock.
+    Own { delay_secs: u64 },
+}
+
 async fn dev(
     data_dir: &Path,
     listen: std::net::SocketAddr,
     signer_opts: Option<(u16, Option<PathBuf>)>,
     chain_opts: Option<(Option<String>, u64, Option<chain::DevTreasury>)>,
-    governance_dir: Option<&Path>,
+    governance: &DevGovernance,
     risk_opts: risk::RiskOptions,
     accounts: strongroom_server::accounts::AccountRules,
 ) -> anyhow::Result<ExitCode> {
@@ -648,9 +666,11 @@ async fn dev(
     // Without `--governance`, a dev stack governs itself: a dev genesis whose members' keys
     // it keeps (DATA/governance/keys), with a starter policy, so the nodes decide from the
     // first start.
-    let starter = match governance_dir {
-        None => governance::make_dev_genesis(&data_dir, env.as_ref())?,
-        Some(_) => Vec::new(),
+    let (starter, governance_dir) = match governance {
+        DevGovernance::Own { delay_secs } => {
+            (governance::make_dev_genesis(&data_dir, env.as_ref(), *delay_secs)?, None)
+        }
+        DevGovernance::Pinned(dir) => (Vec::new(), Some(dir.as_path())),
     };
     let self_governed = governance::dev_keys(&data_dir).is_dir();
     let governance = governance::dev_pin(&data_dir, governance_dir)?;

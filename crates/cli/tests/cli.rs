@@ -1873,6 +1873,130 @@ fn call(
     (status.parse().unwrap(), serde_json::from_str(json).unwrap_or(serde_json::Value::Null))
 }
 
+/// Issue "Signers decide (2)", point 6, end to end: a customer registers a passkey; the
+/// engine hands it to the signer processes with the customer's withdrawals; once the nodes
+/// have held it for the time-lock, the customer signs each withdrawal request with it
+/// (`POST /v1/me/withdrawals/challenge`, then the assertion as `signature`), and a withdrawal
+/// of theirs without that signature is refused by the nodes, not just the API.
+#[test]
+fn dev_a_customer_with_a_passkey_signs_their_withdrawals_for_the_nodes() {
+    let Some(chain) = start_anvil(&["--block-time", "1"]) else { return };
+    const LOCK_SECS: u64 = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let dev = start_dev_with(
+        &data,
+        &[
+            "--eth-rpc",
+            chain.url.as_str(),
+            "--confirmations",
+            "1",
+            "--withdrawal-lock-secs",
+            "1",
+            "--governance-delay-secs",
+            &LOCK_SECS.to_string(),
+        ],
+        &[],
+    );
+    let port = dev.url.rsplit(':').next().unwrap().trim_end_matches('/').to_owned();
+    let origin = format!("https://localhost:{port}");
+    let (st, reg) = call(
+        &dev,
+        "POST",
+        "/v1/auth/register",
+        None,
+        Some(
+            serde_json::json!({"email": "ivy@customer.example", "password": "a passphrase of some length"}),
+        ),
+    );
+    assert_eq!(st, 201, "{reg}");
+    let token = reg["token"].as_str().unwrap().to_owned();
+    let cid = reg["customer_id"].as_str().unwrap().to_owned();
+    let mut key = authenticator::SoftAuthenticator::new(&origin);
+    let (_, opts) = call(&dev, "POST", "/v1/me/passkeys/options", Some(&token), None);
+    let cred = key.create(&opts["options"]);
+    let (st, pk) = call(
+        &dev,
+        "POST",
+        "/v1/me/passkeys",
+        Some(&token),
+        Some(serde_json::json!({"ceremony_id": opts["ceremony_id"], "credential": cred})),
+    );
+    assert_eq!(st, 201, "{pk}");
+    let credit = serde_json::json!({
+        "customer_id": cid, "asset": "ETH", "amount": "1", "reference": "dev faucet"});
+    api(&dev, "POST", "/v1/deposits", Some(credit));
+    std::thread::sleep(Duration::from_millis(1_500));
+    let dest = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+    let get = |id: &str| api(&dev, "GET", &format!("/v1/withdrawals/{id}"), None);
+    let wait = |id: &str, done: &dyn Fn(&serde_json::Value) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let w = get(id);
+            if done(&w) {
+                return w;
+            }
+            assert!(Instant::now() < deadline, "{w}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    let withdraw = |amount: &str, signature: Option<serde_json::Value>| {
+        let mut body = serde_json::json!({"asset": "ETH", "destination": dest, "amount": amount});
+        if let Some(s) = signature {
+            body["signature"] = s;
+        }
+        let (st, w) = call(&dev, "POST", "/v1/me/withdrawals", Some(&token), Some(body));
+        assert_eq!(st, 201, "{w}");
+        w["id"].as_str().unwrap().to_owned()
+    };
+    let signed = |amount: &str, key: &mut authenticator::SoftAuthenticator| {
+        let ask = serde_json::json!({"asset": "ETH", "destination": dest, "amount": amount});
+        let (st, ch) = call(&dev, "POST", "/v1/me/withdrawals/challenge", Some(&token), Some(ask));
+        assert_eq!(st, 200, "{ch}");
+        let a = key.get(&ch["options"]);
+        let r = &a["response"];
+        serde_json::json!({"initiator": cid, "requested": ch["requested"], "webauthn": {
+            "authenticator_data": r["authenticatorData"], "client_data_json": r["clientDataJSON"],
+            "signature": r["signature"]}})
+    };
+
+    // While the nodes have known the key for less than the time-lock, a withdrawal without
+    // the customer's signature still signs (and teaches the nodes the key).
+    let first = withdraw("0.01", None);
+    wait(&first, &|w| w["state"] == "settled");
+    std::thread::sleep(Duration::from_secs(LOCK_SECS + 1));
+
+    // Signed by the customer's passkey: settled. A signature over another amount is refused
+    // by the API before anything is reserved.
+    let mine = signed("0.02", &mut key);
+    let (st, v) = call(
+        &dev,
+        "POST",
+        "/v1/me/withdrawals",
+        Some(&token),
+        Some(
+            serde_json::json!({"asset": "ETH", "destination": dest, "amount": "0.03", "signature": mine.clone()}),
+        ),
+    );
+    assert_eq!((st, v["error"]["code"].as_str()), (422, Some("initiation_refused")), "{v}");
+    let second = withdraw("0.02", Some(mine));
+    assert_eq!(get(&second)["id"], second);
+    wait(&second, &|w| w["state"] == "settled");
+
+    // Without it: the API takes the request (the customer is signed in), and every node
+    // refuses it, naming the customer.
+    let unsigned = withdraw("0.01", None);
+    let w = wait(&unsigned, &|w| !w["signer_refusal"].is_null());
+    let why = &w["signer_refusal"]["reason"];
+    assert_eq!(
+        (why["code"].as_str(), why["block"]["kind"].as_str(), why["block"]["customer_id"].as_str()),
+        (Some("blocked"), Some("customer_not_signed"), Some(cid.as_str())),
+        "{w}"
+    );
+    assert_audit_intact(&data);
+    drop(dev);
+}
+
 /// Issue 7's "Done when" through the real binary and a real SMTP server: a new customer
 /// registers, turns on TOTP and a passkey, sets an anti-phishing code, gets a login alert
 /// e-mail (headed by the code) for a new device, lists and revokes devices, adds a whitelist

@@ -105,6 +105,10 @@ pub struct SignAuth {
     /// The initiator's signed request, when the withdrawal came with one: the nodes check
     /// the intent against it and take who asked from it.
     pub initiation: Option<strongroom_governance::initiation::Initiation>,
+    /// The customer's own signed request, and their passkeys (the nodes require the
+    /// customer's signature once they have known one of the keys for the time-lock).
+    pub customer_approval: Option<strongroom_governance::initiation::Initiation>,
+    pub customer_keys: Vec<strongroom_governance::initiation::CustomerKey>,
 }
 
 /// Where a test may stop the engine on a withdrawal, as if the process died there.
@@ -380,9 +384,25 @@ impl EthWithdrawals {
             customer_id: w.customer_id,
             own_destination: own,
         };
-        let initiation = if w.withdrawal { self.store.initiation(w.id).await? } else { None };
+        let signed = if w.withdrawal {
+            self.store.initiations(w.id).await?
+        } else {
+            strongroom_store::Initiations::default()
+        };
+        let customer_keys = match (w.withdrawal, w.customer_id) {
+            (true, Some(c)) => self.customer_keys(c).await?,
+            _ => Vec::new(),
+        };
+        let auth = |approvals, governance| SignAuth {
+            approvals,
+            governance,
+            customer_id: customer_id.clone(),
+            initiation: signed.member.clone(),
+            customer_approval: signed.customer.clone(),
+            customer_keys: customer_keys.clone(),
+        };
         match gate(self.store.as_ref(), &m, self.env.now()).await? {
-            Gate::Ungoverned => Ok(Ok(SignAuth { customer_id, initiation, ..SignAuth::default() })),
+            Gate::Ungoverned => Ok(Ok(auth(Vec::new(), Vec::new()))),
             Gate::Invalid(why) => {
                 tracing::error!(
                     alert = true,
@@ -392,10 +412,34 @@ impl EthWithdrawals {
                 Ok(Err(why))
             }
             Gate::Decided { decision, .. } if !decision.allowed() => Ok(Err(decision.explain())),
-            Gate::Decided { approvals, entries, .. } => {
-                Ok(Ok(SignAuth { approvals, governance: entries, customer_id, initiation }))
+            Gate::Decided { approvals, entries, .. } => Ok(Ok(auth(approvals, entries))),
+        }
+    }
+
+    /// The customer's passkeys as the signer nodes see them (kept with each passkey).
+    async fn customer_keys(
+        &self,
+        customer_id: Uuid,
+    ) -> Result<Vec<strongroom_governance::initiation::CustomerKey>, EngineError> {
+        let records = self
+            .store
+            .auth_records(strongroom_store::CUSTOMER_KEY_RECORD, &customer_id.to_string())
+            .await?;
+        let mut keys = Vec::with_capacity(records.len());
+        for r in records {
+            // A record that does not parse is left out: the nodes then know one key fewer,
+            // which never loosens what they require of keys they already hold.
+            match serde_json::from_value(r.body) {
+                Ok(passkey) => keys.push(strongroom_governance::initiation::CustomerKey {
+                    customer_id: customer_id.to_string(),
+                    passkey,
+                }),
+                Err(e) => {
+                    tracing::error!(%customer_id, error = %e, "unreadable customer key record")
+                }
             }
         }
+        Ok(keys)
     }
 
     async fn build(&self, w: &Job) -> Result<Step, EngineError> {

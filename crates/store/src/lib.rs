@@ -123,20 +123,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         idem: Option<&Idempotency>,
         planned: PlannedWithdrawal,
     ) -> Result<Withdrawal>;
-    /// [`Store::request_withdrawal`] with the initiator's signed request, kept beside the
-    /// withdrawal in the same transaction (its id is the request's id).
+    /// [`Store::request_withdrawal`] with the signed requests for it (the initiating member's,
+    /// the customer's own), kept beside the withdrawal in the same transaction (its id is the
+    /// requests' id).
     async fn request_initiated_withdrawal(
         &self,
         ctx: &WriteCtx,
         idem: Option<&Idempotency>,
         planned: PlannedWithdrawal,
-        initiation: strongroom_governance::initiation::Initiation,
+        signed: Initiations,
     ) -> Result<Withdrawal>;
-    /// The initiator's signed request for a withdrawal, if it came with one.
-    async fn initiation(
-        &self,
-        withdrawal_id: Uuid,
-    ) -> Result<Option<strongroom_governance::initiation::Initiation>>;
+    /// The signed requests a withdrawal came with.
+    async fn initiations(&self, withdrawal_id: Uuid) -> Result<Initiations>;
     /// Move a withdrawal to `to`, with the ledger entry that transition needs (release for
     /// `Cancelled`, settle for `Settled`).
     async fn transition_withdrawal(

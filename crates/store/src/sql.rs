@@ -1155,21 +1155,18 @@ impl Store for SqlStore {
         ctx: &WriteCtx,
         idem: Option<&Idempotency>,
         planned: PlannedWithdrawal,
-        initiation: strongroom_governance::initiation::Initiation,
+        signed: Initiations,
     ) -> Result<Withdrawal> {
         let job = job(move |w, ctx| {
-            let (planned, initiation) = (planned.clone(), initiation.clone());
-            Box::pin(async move { initiations::stage_request(w, ctx, planned, initiation).await })
+            let (planned, signed) = (planned.clone(), signed.clone());
+            Box::pin(async move { initiations::stage_request(w, ctx, planned, signed).await })
         });
         let result = self.submit(ctx, idem, job).await;
         self.settle(result.and_then(from_json), idem).await
     }
 
-    async fn initiation(
-        &self,
-        withdrawal_id: Uuid,
-    ) -> Result<Option<strongroom_governance::initiation::Initiation>> {
-        self.read_initiation(withdrawal_id).await
+    async fn initiations(&self, withdrawal_id: Uuid) -> Result<Initiations> {
+        self.read_initiations(withdrawal_id).await
     }
 
     async fn transition_withdrawal(

@@ -587,3 +587,16 @@ impl AuthWrite {
         self
     }
 }
+
+/// The signed requests for one withdrawal: the initiating member's (the exchange's backend, a
+/// staff operator) and the customer's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Initiations {
+    pub member: Option<strongroom_governance::initiation::Initiation>,
+    pub customer: Option<strongroom_governance::initiation::Initiation>,
+}
+
+/// The auth-record kind under which a customer's passkeys are kept as the signer nodes see
+/// them (`governance::webauthn::PasskeySpec`, owner: the customer id), written with the
+/// passkey itself.
+pub const CUSTOMER_KEY_RECORD: &str = "customer_key";

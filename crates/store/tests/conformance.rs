@@ -452,7 +452,7 @@ async fn run_command(
         6 => store.conclude_tx(&now, w, conclusion(true, 21_000)).await.map(|_| ()),
         _ => {
             let p = plan(c, "0.01");
-            let i = initiation(&p);
+            let i = Initiations { member: Some(initiation(&p)), customer: None };
             store
                 .request_initiated_withdrawal(&now, Some(&idem(&format!("i-{tag}"), "h")), p, i)
                 .await
@@ -495,20 +495,22 @@ async fn initiated_withdrawals_keep_the_signed_request_beside_them(store: Arc<Sq
     let c = customer(&store, "u").await;
     deposit(&store, c, 10u128.pow(18)).await;
     let p = plan(c, "0.1");
-    let i = initiation(&p);
+    let mut customers = initiation(&p);
+    customers.initiator = c.to_string();
+    let both = Initiations { member: Some(initiation(&p)), customer: Some(customers) };
     let w =
-        store.request_initiated_withdrawal(&ctx(env().now()), None, p, i.clone()).await.unwrap();
+        store.request_initiated_withdrawal(&ctx(env().now()), None, p, both.clone()).await.unwrap();
     assert_eq!(w.state, WithdrawalState::Reserved);
-    assert_eq!(store.initiation(w.id).await.unwrap(), Some(i.clone()));
+    assert_eq!(store.initiations(w.id).await.unwrap(), both);
     let plain = store.request_withdrawal(&ctx(env().now()), None, plan(c, "0.1")).await.unwrap();
-    assert_eq!(store.initiation(plain.id).await.unwrap(), None);
+    assert_eq!(store.initiations(plain.id).await.unwrap(), Initiations::default());
     assert_intact(&store).await;
     // The request edited by hand (say, to match an edited withdrawal): `audit verify` sees it.
     store
         .pool()
         .execute(
             format!(
-                "UPDATE withdrawal_initiations SET initiation = replace(initiation, 'exchange', 'mallory') WHERE withdrawal_id = '{}'",
+                "UPDATE withdrawal_initiations SET initiation = replace(initiation, 'exchange', 'mallory') WHERE withdrawal_id = '{}' AND kind = 'member'",
                 w.id
             )
             .as_str(),
@@ -519,7 +521,7 @@ async fn initiated_withdrawals_keep_the_signed_request_beside_them(store: Arc<Sq
     assert_eq!(
         report.mismatches,
         vec![verify::StateMismatch {
-            entity: format!("initiation/{}", w.id),
+            entity: format!("initiation/{}/member", w.id),
             kind: MismatchKind::Edited
         }]
     );

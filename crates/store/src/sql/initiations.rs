@@ -1,22 +1,25 @@
-//! The initiator's signed request for a withdrawal (`governance::initiation::Initiation`),
-//! kept beside the withdrawal it asked for and written in the same transaction, so that the
-//! engine can hand it to the signer nodes, which check the intent against it. Nothing online
-//! decides on it: the nodes do.
+//! Who asked for a withdrawal, signed (`governance::initiation::Initiation`): the initiating
+//! member's request (the exchange's backend, a staff operator) and the customer's own, kept
+//! beside the withdrawal and written in the same transaction, so that the engine can hand
+//! them to the signer nodes, which check the intent against them. Nothing online decides on
+//! them: the nodes do.
 
 use strongroom_governance::initiation::Initiation;
 
 use super::*;
+use crate::Initiations;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub(super) struct InitiationRow {
     withdrawal_id: String,
+    kind: String,
     initiation: String,
     created_at_ms: i64,
 }
 
 impl InitiationRow {
     fn entity(&self) -> String {
-        format!("initiation/{}", self.withdrawal_id)
+        format!("initiation/{}/{}", self.withdrawal_id, self.kind)
     }
 
     fn parse(&self) -> Result<Initiation> {
@@ -25,50 +28,61 @@ impl InitiationRow {
     }
 }
 
-const COLUMNS: &str = "withdrawal_id, initiation, created_at_ms";
+const COLUMNS: &str = "withdrawal_id, kind, initiation, created_at_ms";
+const MEMBER: &str = "member";
+const CUSTOMER: &str = "customer";
 
-/// The withdrawal and its initiation, in one transaction.
+/// The withdrawal and its signed requests, in one transaction.
 pub(super) async fn stage_request(
     w: &mut WriteTx,
     ctx: &WriteCtx,
     planned: PlannedWithdrawal,
-    initiation: Initiation,
+    signed: Initiations,
 ) -> Result<Staged> {
     let withdrawal_id = planned.withdrawal.id;
     let mut staged = stage_withdrawal(w, ctx, planned).await?;
-    let row = InitiationRow {
-        withdrawal_id: withdrawal_id.to_string(),
-        initiation: serde_json::to_string(&initiation)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        created_at_ms: ctx.now.unix_ms(),
-    };
-    w.insert(
-        "withdrawal_initiations",
-        &["withdrawal_id", "initiation", "created_at_ms"],
-        vec![
-            Val::Text(row.withdrawal_id.clone()),
-            Val::Text(row.initiation.clone()),
-            Val::Int(row.created_at_ms),
-        ],
-    )
-    .await?;
-    w.fault("withdrawal.after_initiation")?;
-    w.record(row.entity(), None, Some(hash_of(&row)?));
-    if let Some(d) = staged.detail.as_object_mut() {
-        d.insert("initiator".into(), initiation.initiator.clone().into());
+    for (kind, initiation) in [(MEMBER, &signed.member), (CUSTOMER, &signed.customer)] {
+        let Some(initiation) = initiation else { continue };
+        let row = InitiationRow {
+            withdrawal_id: withdrawal_id.to_string(),
+            kind: kind.to_owned(),
+            initiation: serde_json::to_string(initiation)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            created_at_ms: ctx.now.unix_ms(),
+        };
+        w.insert(
+            "withdrawal_initiations",
+            &["withdrawal_id", "kind", "initiation", "created_at_ms"],
+            vec![
+                Val::Text(row.withdrawal_id.clone()),
+                Val::Text(row.kind.clone()),
+                Val::Text(row.initiation.clone()),
+                Val::Int(row.created_at_ms),
+            ],
+        )
+        .await?;
+        w.fault("withdrawal.after_initiation")?;
+        w.record(row.entity(), None, Some(hash_of(&row)?));
+        if let Some(d) = staged.detail.as_object_mut() {
+            d.insert(format!("{kind}_initiator"), initiation.initiator.clone().into());
+        }
     }
     Ok(staged)
 }
 
 impl SqlStore {
-    pub(super) async fn read_initiation(&self, withdrawal_id: Uuid) -> Result<Option<Initiation>> {
+    pub(super) async fn read_initiations(&self, withdrawal_id: Uuid) -> Result<Initiations> {
         let sql = format!("SELECT {COLUMNS} FROM withdrawal_initiations WHERE withdrawal_id = $1");
-        sqlx::query(&sql)
-            .bind(withdrawal_id.to_string())
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| row_of::<InitiationRow>(&r)?.parse())
-            .transpose()
+        let mut out = Initiations::default();
+        for r in sqlx::query(&sql).bind(withdrawal_id.to_string()).fetch_all(&self.pool).await? {
+            let row = row_of::<InitiationRow>(&r)?;
+            match row.kind.as_str() {
+                MEMBER => out.member = Some(row.parse()?),
+                CUSTOMER => out.customer = Some(row.parse()?),
+                other => return Err(StoreError::Corrupt(format!("initiation kind {other}"))),
+            }
+        }
+        Ok(out)
     }
 
     pub(super) async fn initiation_entity_states(
