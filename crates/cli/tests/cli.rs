@@ -1845,6 +1845,23 @@ fn dev_risk_blocks_listed_addresses_and_pauses_unusual_withdrawals_for_review() 
 #[path = "../../server/tests/support/authenticator.rs"]
 mod authenticator;
 
+/// A passkey from a software authenticator with a real P-256 key, registered for the signed-in
+/// account.
+fn add_passkey(dev: &Dev, token: &str, origin: &str) -> authenticator::SoftAuthenticator {
+    let mut key = authenticator::SoftAuthenticator::new(origin);
+    let (_, opts) = call(dev, "POST", "/v1/me/passkeys/options", Some(token), None);
+    let cred = key.create(&opts["options"]);
+    let (st, pk) = call(
+        dev,
+        "POST",
+        "/v1/me/passkeys",
+        Some(token),
+        Some(serde_json::json!({"ceremony_id": opts["ceremony_id"], "credential": cred})),
+    );
+    assert_eq!(st, 201, "{pk}");
+    key
+}
+
 /// A call as a customer (or anyone): status and JSON body.
 fn call(
     dev: &Dev,
@@ -1912,17 +1929,7 @@ fn dev_a_customer_with_a_passkey_signs_their_withdrawals_for_the_nodes() {
     assert_eq!(st, 201, "{reg}");
     let token = reg["token"].as_str().unwrap().to_owned();
     let cid = reg["customer_id"].as_str().unwrap().to_owned();
-    let mut key = authenticator::SoftAuthenticator::new(&origin);
-    let (_, opts) = call(&dev, "POST", "/v1/me/passkeys/options", Some(&token), None);
-    let cred = key.create(&opts["options"]);
-    let (st, pk) = call(
-        &dev,
-        "POST",
-        "/v1/me/passkeys",
-        Some(&token),
-        Some(serde_json::json!({"ceremony_id": opts["ceremony_id"], "credential": cred})),
-    );
-    assert_eq!(st, 201, "{pk}");
+    let mut key = add_passkey(&dev, &token, &origin);
     let credit = serde_json::json!({
         "customer_id": cid, "asset": "ETH", "amount": "1", "reference": "dev faucet"});
     api(&dev, "POST", "/v1/deposits", Some(credit));
@@ -2058,17 +2065,7 @@ fn dev_customer_account_security_from_registration_to_a_locked_withdrawal() {
     let recovery = rc["recovery_codes"][0].as_str().unwrap().to_owned();
 
     // A passkey, from a software authenticator with a real P-256 key.
-    let mut key = authenticator::SoftAuthenticator::new(&origin);
-    let (_, opts) = call(&dev, "POST", "/v1/me/passkeys/options", Some(&token), None);
-    let cred = key.create(&opts["options"]);
-    let (st, pk) = call(
-        &dev,
-        "POST",
-        "/v1/me/passkeys",
-        Some(&token),
-        Some(serde_json::json!({"ceremony_id": opts["ceremony_id"], "credential": cred})),
-    );
-    assert_eq!(st, 201, "{pk}");
+    let mut key = add_passkey(&dev, &token, &origin);
 
     // The anti-phishing code, then a sign-in from a new device with the passkey.
     let (st, _) = call(
