@@ -200,12 +200,29 @@ pub async fn start_cluster(
     Ok(Signers { children, refill, keys })
 }
 
+/// A progress bar redrawn in place on a terminal; elsewhere (a log file, a journal) one line
+/// when the step is done, and nothing in between.
 fn progress(label: &str, done: usize, total: usize, secs: u64) {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        if done >= total {
+            eprintln!("  {label}: {done}/{total} in {secs}s");
+        }
+        return;
+    }
     let width = 24;
     let filled = (done * width).checked_div(total).unwrap_or(width).min(width);
     let bar: String = "#".repeat(filled) + &"-".repeat(width - filled);
     eprint!("\r  {label:<34} [{bar}] {done}/{total}  {secs:>3}s ");
     let _ = std::io::stderr().flush();
+}
+
+/// End a progress bar's line (on a terminal only: elsewhere it printed whole lines).
+fn progress_done() {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
 }
 
 async fn ensure_keys(orch: &Orchestrator, env: &SystemEnv) -> anyhow::Result<Vec<KeyInfo>> {
@@ -229,7 +246,7 @@ async fn ensure_keys(orch: &Orchestrator, env: &SystemEnv) -> anyhow::Result<Vec
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        eprintln!();
+        progress_done();
         let aux = orch.aux_info(eid(env, "aux"), &[1, 2, 3]);
         tokio::pin!(aux);
         let started = env.monotonic();
@@ -241,7 +258,7 @@ async fn ensure_keys(orch: &Orchestrator, env: &SystemEnv) -> anyhow::Result<Vec
             }
         }
         progress("Auxiliary info (ZK proofs)", 1, 1, (env.monotonic() - started).as_secs());
-        eprintln!();
+        progress_done();
     }
     for (id, scheme) in missing {
         orch.keygen(eid(env, "keygen"), id, *scheme, &[1, 2, 3], 2)

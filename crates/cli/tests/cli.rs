@@ -71,7 +71,7 @@ fn start_dev_with(data_dir: &std::path::Path, extra: &[&str], envs: &[(&str, &st
         ])
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(data_dir.with_extension("stderr.log")).unwrap())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -1915,6 +1915,11 @@ fn dev_a_customer_with_a_passkey_signs_their_withdrawals_for_the_nodes() {
         ],
         &[],
     );
+    // Its first start prepared the threshold keys; with stderr not a terminal, the progress
+    // is one line per step, with no carriage returns for a log to fill up with.
+    let log = std::fs::read_to_string(data.with_extension("stderr.log")).unwrap();
+    assert!(!log.contains('\r'), "{log:?}");
+    assert_eq!(log.matches("Auxiliary info (ZK proofs): 1/1").count(), 1, "{log}");
     let port = dev.url.rsplit(':').next().unwrap().trim_end_matches('/').to_owned();
     let origin = format!("https://localhost:{port}");
     let (st, reg) = call(
