@@ -95,6 +95,19 @@ fn start_dev_with(data_dir: &std::path::Path, extra: &[&str], envs: &[(&str, &st
     Dev { child, url: url.unwrap(), ca: ca.unwrap(), token: token.unwrap() }
 }
 
+/// The CLI with `envs` set: whether it succeeded, and what it printed (stdout, then stderr).
+fn cli_with(args: &[&str], envs: &[(&str, String)]) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
 fn curl(args: &[&str]) -> Option<(bool, String)> {
     let out = Command::new("curl").args(["-sS", "--max-time", "10"]).args(args).output().ok()?;
     Some((
@@ -808,17 +821,7 @@ fn dev_governed_withdrawals_wait_for_two_approvals_and_a_freeze() {
     let gov = dir.path().join("gov");
     let data = dir.path().join("dev");
     let key = |id: &str| dir.path().join(format!("{id}.key")).to_str().unwrap().to_owned();
-    let cli = |args: &[&str], envs: &[(&str, String)]| {
-        let out = Command::new(BIN)
-            .args(args)
-            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.success(), text)
-    };
+    let cli = cli_with;
     let mut members = Vec::new();
     for (id, role) in [
         ("ada", "admin"),
@@ -1131,17 +1134,7 @@ fn dev_withdrawals_signed_by_the_exchange_reach_the_nodes_and_edits_are_refused(
         ("STRONGROOM_CACERT", dev.ca.clone()),
         ("STRONGROOM_TOKEN_FILE", data.join("operator.token").to_str().unwrap().to_owned()),
     ];
-    let run = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .args(args)
-            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.success(), text)
-    };
+    let run = |args: &[&str]| cli_with(args, &envs);
     let sign = |who: &str| {
         run(&["governance", "sign", "--member", who, "--key", &key(who), "--pin", &pin, "--yes"])
     };

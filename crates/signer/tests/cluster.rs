@@ -1272,24 +1272,10 @@ max_amount = "{daily}"
         g.members.push(member("exchange", 5, vec![Role::Operator]));
         g.members.push(member("ops", 6, vec![Role::Operator, Role::Approver]));
         let mut gc = Governed::start(&g).await;
-        let policy = Policy::from_toml(
-            r#"
-version = 1
-require_initiation = true
-[[rules]]
-name = "small"
-when = { max_amount = "1000000000000000000", initiator_roles = ["operator"] }
-action = { kind = "allow" }
-[[rules]]
-name = "large"
-action = { kind = "approvals", count = 2, roles = ["approver"] }
-[[fees]]
-chain = "eip155:31337"
-fee_asset = "ETH"
-max_fee = "2000000000000000"
-"#,
-        )
-        .unwrap();
+        // The starter policy, with small amounts only for operators, and who asked proven.
+        let mut policy = policy(1, false);
+        policy.require_initiation = true;
+        policy.rules[0].when.initiator_roles = Some(vec![Role::Operator]);
         let mut gov = Vec::new();
         grow(&g, &mut gov, Change::SetPolicy { policy }, now - 2 * DAY, ADMINS);
         let far = now + 3_600_000;
