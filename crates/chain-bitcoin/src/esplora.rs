@@ -46,9 +46,25 @@ fn backend(e: impl std::fmt::Display) -> BtcError {
 }
 
 impl Esplora {
+    /// A client for `base`; an `https://` server must chain to the platform's trust roots.
     pub fn new(base: &str) -> Result<Self, BtcError> {
-        let http =
-            reqwest::Client::builder().timeout(Duration::from_secs(15)).build().map_err(backend)?;
+        Self::with_ca(base, None)
+    }
+
+    /// A client for `base` that also trusts the CA certificates in `extra_ca_pem`.
+    pub fn with_ca(base: &str, extra_ca_pem: Option<&[u8]>) -> Result<Self, BtcError> {
+        let mut builder =
+            reqwest::Client::builder().use_rustls_tls().timeout(Duration::from_secs(15));
+        if let Some(pem) = extra_ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(backend)?;
+            if certs.is_empty() {
+                return Err(backend("CA file: no certificate in it"));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder.build().map_err(backend)?;
         Ok(Esplora { base: base.trim_end_matches('/').to_owned(), http, attempts: 4 })
     }
 

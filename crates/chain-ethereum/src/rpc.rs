@@ -47,11 +47,31 @@ pub struct FeeQuote {
 }
 
 impl EthRpc {
+    /// A client for `url`; an `https://` endpoint must chain to the platform's trust roots.
     pub fn new(url: &str, chain: ChainId, retry: Retry) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .timeout(retry.timeout)
-            .build()
-            .map_err(|e| fatal(format!("HTTP client: {e}")))?;
+        Self::with_ca(url, chain, retry, None)
+    }
+
+    /// A client for `url` that also trusts the CA certificates in `extra_ca_pem` (a private
+    /// PKI's root, for an `https://` node inside the exchange).
+    pub fn with_ca(
+        url: &str,
+        chain: ChainId,
+        retry: Retry,
+        extra_ca_pem: Option<&[u8]>,
+    ) -> Result<Self, ClientError> {
+        let mut builder = reqwest::Client::builder().use_rustls_tls().timeout(retry.timeout);
+        if let Some(pem) = extra_ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| fatal(format!("CA file: {e}")))?;
+            if certs.is_empty() {
+                return Err(fatal("CA file: no certificate in it".to_owned()));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder.build().map_err(|e| fatal(format!("HTTP client: {e}")))?;
         let codec = EthCodec::new(chain).map_err(|e| fatal(e.to_string()))?;
         Ok(EthRpc { url: url.to_owned(), http, codec, retry })
     }
@@ -79,13 +99,10 @@ impl EthRpc {
 
     async fn call_once(&self, method: &str, params: &Value) -> Result<Value, ClientError> {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let resp = self
-            .http
-            .post(&self.url)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| ClientError { message: format!("{method}: {e}"), retryable: true })?;
+        let resp = self.http.post(&self.url).json(&body).send().await.map_err(|e| ClientError {
+            message: format!("{method}: {}", with_causes(&e)),
+            retryable: true,
+        })?;
         let status = resp.status();
         if status.is_server_error() || status.as_u16() == 429 {
             return Err(ClientError {
@@ -337,6 +354,19 @@ impl ChainClient for EthRpc {
         }
         Ok(out)
     }
+}
+
+/// An error and its causes, `: `-separated (reqwest names only the outermost: "error
+/// sending request"; the cause says which certificate or connection failed).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
 }
 
 fn fatal(message: String) -> ClientError {

@@ -66,7 +66,6 @@ pub async fn run(
         base_port,
         Some(primes.clone()),
         None,
-        None,
     )
     .await?;
     let orch = crate::signers::ClusterFile::load(tmp.path())?.orchestrator()?;

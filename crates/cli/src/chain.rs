@@ -1,31 +1,24 @@
-//! The dev stack's Ethereum side: anvil (started from the project's pinned install, or a
+//! The dev stack's Ethereum preset: anvil (started from the project's pinned install, or a
 //! node named with `--eth-rpc`), the hot wallet funded for gas from a dev faucet that the
-//! ledger records as treasury money, the withdrawal engine driving withdrawals through the
-//! signer nodes, and `strongroom reconcile`.
+//! ledger records as treasury money, the dev test token, the dev cold wallet (a Safe), and
+//! `strongroom reconcile`. The engine itself is the runtime's (`strongroom_runtime`), the
+//! same as `serve` runs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use strongroom_chain::ChainClient;
+use strongroom_chain::{ChainClient, TxCodec};
 use strongroom_chain_ethereum::anvil::{self, Anvil};
 use strongroom_chain_ethereum::rpc::{EthRpc, Retry};
 use strongroom_core::ledger::TREASURY_CUSTOMER;
-use strongroom_core::{new_id, Env, Intent, SystemEnv, WalletId};
-use strongroom_engine::deposits::{DepositWatcher, WatchConfig};
-use strongroom_engine::sweeps::{SweepConfig, Sweeper};
-use strongroom_engine::treasury::{Action, ColdRatio, Treasury, TreasuryConfig, Watermarks};
-use strongroom_engine::{
-    EngineError, EthConfig, EthWithdrawals, SignAuth, SignError, StopPoint, TxSigner,
-};
-use strongroom_mpc::ecdsa::MasterPublic;
-use strongroom_signer::wire::{KeyInfo, SignRequest, TxFormat};
-use strongroom_signer::Orchestrator;
-use strongroom_store::{NewDeposit, SqlStore, Store, WriteCtx};
+use strongroom_core::{new_id, Env, WalletId};
+use strongroom_engine::TxSigner;
+use strongroom_runtime::settings::{ChainKind, ChainSettings, WatermarkSettings};
+use strongroom_runtime::signing::OrchestratorSigner;
+use strongroom_store::{NewDeposit, Store, WriteCtx};
 use strongroom_units::{Address, Amount, AssetSymbol, ChainId};
 
 /// The dev chain's id (anvil's default).
@@ -33,185 +26,24 @@ pub const DEV_CHAIN: &str = "eip155:31337";
 /// What the dev faucet gives the treasury on first start, in wei (100 ETH).
 const DEV_FAUCET_WEI: u128 = 100 * 1_000_000_000_000_000_000;
 
-/// The signer nodes as the engine's `TxSigner`: two live nodes that hold the wallet's key
-/// each decode the transaction and check it against the intent, then sign from a
-/// presignature.
-pub struct OrchestratorSigner {
-    orch: Orchestrator,
-    env: SystemEnv,
-}
-
-impl std::fmt::Debug for OrchestratorSigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OrchestratorSigner").finish_non_exhaustive()
-    }
-}
-
-impl OrchestratorSigner {
-    pub fn new(orch: Orchestrator) -> Self {
-        OrchestratorSigner { orch, env: SystemEnv::new() }
-    }
-
-    async fn key(&self, wallet: &WalletId) -> Result<(KeyInfo, Vec<u16>), SignError> {
-        let mut reports = Vec::new();
-        for n in self.orch.live_nodes().await {
-            if let Ok(s) = self.orch.status(n).await {
-                if let Some(k) = s.keys.into_iter().find(|k| k.key_id == wallet.as_str()) {
-                    reports.push((n, k));
-                }
-            }
-        }
-        agreed_key(wallet, reports)
-    }
-}
-
-/// The key the live nodes hold for `wallet`, and a threshold of them to sign. Every node
-/// must report the same public key and chain code: one node lying about them would
-/// otherwise redirect deposit addresses.
-fn agreed_key(
-    wallet: &WalletId,
-    reports: Vec<(u16, KeyInfo)>,
-) -> Result<(KeyInfo, Vec<u16>), SignError> {
-    let (first_node, info) = reports.first().cloned().ok_or_else(|| SignError::Other {
-        message: format!("no live signer node holds a key for wallet {}", wallet.as_str()),
-        retryable: true,
-    })?;
-    if let Some((n, _)) = reports
-        .iter()
-        .find(|(_, k)| (&k.public_key, &k.chain_code) != (&info.public_key, &info.chain_code))
-    {
-        return Err(SignError::Other {
-            message: format!(
-                "signer node {n} reports another key for {} than node {first_node}: refusing to use either",
-                wallet.as_str()
-            ),
-            retryable: false,
-        });
-    }
-    let mut holders: Vec<u16> = reports.iter().map(|(n, _)| *n).collect();
-    if holders.len() < usize::from(info.threshold) {
-        return Err(SignError::Other {
-            message: format!(
-                "only {} of the {} signer nodes needed for {} are up",
-                holders.len(),
-                info.threshold,
-                wallet.as_str()
-            ),
-            retryable: true,
-        });
-    }
-    holders.truncate(usize::from(info.threshold));
-    Ok((info, holders))
-}
-
-#[async_trait]
-impl TxSigner for OrchestratorSigner {
-    async fn public_key(&self, wallet: &WalletId) -> Result<Vec<u8>, SignError> {
-        let (info, _) = self.key(wallet).await?;
-        hex::decode(&info.public_key)
-            .map_err(|_| SignError::other("malformed key from signers", false))
-    }
-
-    async fn master(&self, wallet: &WalletId) -> Result<MasterPublic, SignError> {
-        let (info, _) = self.key(wallet).await?;
-        let bad =
-            |what: &str| SignError::other(format!("signers report a malformed {what}"), false);
-        let public_key = hex::decode(&info.public_key)
-            .ok()
-            .and_then(|b| <[u8; 33]>::try_from(b).ok())
-            .ok_or_else(|| bad("public key"))?;
-        let chain_code = info
-            .chain_code
-            .as_deref()
-            .and_then(|c| hex::decode(c).ok())
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or_else(|| bad("chain code"))?;
-        Ok(MasterPublic { public_key, chain_code })
-    }
-
-    async fn sign(
-        &self,
-        wallet: &WalletId,
-        path: &[u32],
-        intent: &Intent,
-        unsigned: &[u8],
-        auth: &SignAuth,
-    ) -> Result<Vec<u8>, SignError> {
-        let (info, signers) = self.key(wallet).await?;
-        let request = SignRequest {
-            intent: hex::encode(
-                intent.encode().map_err(|e| SignError::other(e.to_string(), false))?,
-            ),
-            format: TxFormat::Eip1559,
-            tx: hex::encode(unsigned),
-            path: path.to_vec(),
-            approvals: auth.approvals.clone(),
-            customer_id: auth.customer_id.clone(),
-            initiation: auth.initiation.clone().map(Box::new),
-            governance: auth.governance.clone(),
-            customer_keys: auth.customer_keys.clone(),
-            customer_approval: auth.customer_approval.clone().map(Box::new),
-        };
-        let signed = self
-            .orch
-            .sign_pooled(&self.env, &info, &signers, &request)
-            .await
-            .map_err(|r| SignError::Refused(Box::new(r)))?;
-        Ok(signed.signature)
-    }
-}
-
-/// Where the dev chain is, for `strongroom reconcile` and scripts (`DATA/chain.json`).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ChainFile {
-    pub rpc_url: String,
-    pub chain: String,
-    pub wallets: Vec<(String, String)>,
-}
-
-impl ChainFile {
-    pub fn path(data_dir: &Path) -> PathBuf {
-        data_dir.join("chain.json")
-    }
-    pub fn load(data_dir: &Path) -> anyhow::Result<Self> {
-        let p = Self::path(data_dir);
-        let text = std::fs::read_to_string(&p)
-            .with_context(|| format!("{}: run `strongroom dev` with a chain first", p.display()))?;
-        Ok(serde_json::from_str(&text)?)
-    }
-}
-
-/// The running dev chain and engine.
+/// The dev chain, ready for the runtime.
 #[derive(Debug)]
 pub struct DevChain {
-    _anvil: Option<Anvil>,
-    engine: tokio::task::JoinHandle<()>,
-    watcher: tokio::task::JoinHandle<()>,
-    reconciler: tokio::task::JoinHandle<()>,
-    pub rpc_url: String,
-    pub hot_wallet: Address,
-    /// The dev cold wallet (a Safe), when the treasury runs.
-    pub cold_wallet: Option<String>,
+    /// The anvil this start runs (stopped when dropped), if it started one.
+    pub _anvil: Option<Anvil>,
+    pub settings: ChainSettings,
+    pub marks: Vec<WatermarkSettings>,
+    pub hot: Address,
 }
 
-impl DevChain {
-    pub fn stop(self) {
-        self.engine.abort();
-        self.watcher.abort();
-        self.reconciler.abort();
-    }
-}
-
-/// Start (or connect to) the dev chain, fund the hot wallet once, and run the engine.
-#[allow(clippy::too_many_arguments)]
-pub async fn start_dev_chain(
+/// Start (or connect to) the dev chain; on first start fund the hot wallet, deploy the test
+/// token and, with a treasury, the dev cold wallet.
+pub async fn prepare_dev_chain(
     data_dir: &Path,
-    store: Arc<SqlStore>,
-    orch: Orchestrator,
+    store: &dyn Store,
+    signer: Arc<OrchestratorSigner>,
     rpc_url: Option<String>,
     confirmations: u64,
-    api: &strongroom_server::AppState,
-    require_risk: bool,
     treasury: Option<DevTreasury>,
 ) -> anyhow::Result<Option<DevChain>> {
     let chain = ChainId::parse(DEV_CHAIN)?;
@@ -239,138 +71,46 @@ pub async fn start_dev_chain(
     let rpc =
         EthRpc::new(&url, chain.clone(), Retry::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
     rpc.check_chain().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-
-    let signer = Arc::new(OrchestratorSigner::new(orch));
-    let env: Arc<dyn Env> = Arc::new(SystemEnv::new());
-    let stop_at = match std::env::var("STRONGROOM_TEST_STOP_AFTER") {
-        Ok(v) => Some(StopPoint::parse(&v).context("STRONGROOM_TEST_STOP_AFTER: signed or sent")?),
-        Err(_) => None,
-    };
-    let cfg = EthConfig {
-        chain: chain.clone(),
-        fee_asset: AssetSymbol::parse("ETH")?,
-        confirmations,
-        stop_at,
-        require_risk,
-    };
-    let engine = EthWithdrawals::new(store.clone(), rpc.clone(), signer.clone(), env.clone(), cfg);
+    let env = strongroom_core::SystemEnv::new();
     let wallet = WalletId::parse("hot-eth-1")?;
-    let (_, hot) =
-        engine.wallet(&wallet).await.map_err(|e| anyhow::anyhow!("hot wallet key: {e}"))?;
-    fund_treasury(store.as_ref(), &rpc, env.as_ref(), &hot).await?;
+    let pk =
+        signer.public_key(&wallet).await.map_err(|e| anyhow::anyhow!("hot wallet key: {e}"))?;
+    let hot = rpc.codec().address_of(&pk).map_err(|e| anyhow::anyhow!("{e}"))?;
+    fund_treasury(store, &rpc, &env, &hot).await?;
     deploy_dev_token(&rpc).await;
-
-    // Deposit addresses through the API; the watcher credits what arrives in them.
-    let registry = strongroom_units::AssetRegistry::dev();
-    api.set_deposit_addresses(Arc::new(DevAddresses {
-        hot: hot.clone(),
-        store: store.clone(),
-        signer: signer.clone(),
-        env: env.clone(),
-        chain: chain.clone(),
-        wallet: wallet.clone(),
-    }));
-    let tokens: Vec<(AssetSymbol, Address)> = registry
-        .iter()
-        .filter(|a| a.chain == chain)
-        .filter_map(|a| a.contract.clone().map(|c| (a.symbol.clone(), c)))
-        .collect();
-    let watch = WatchConfig {
-        chain: chain.clone(),
-        confirmations,
-        native: AssetSymbol::parse("ETH")?,
-        tokens,
-        hot_wallets: vec![hot.clone()],
-        start_block: 0,
-        max_blocks: 200,
-        reorg_window: 64,
+    let (cold, marks) = match treasury {
+        Some(t) => match dev_cold_safe(data_dir, &rpc, &env).await {
+            Ok(safe) => {
+                let marks = vec![WatermarkSettings {
+                    asset: "ETH".into(),
+                    low: t.low,
+                    target: t.target,
+                    high: t.high,
+                    min_cold_bps: t.min_cold_bps,
+                }];
+                (Some(safe.address), marks)
+            }
+            Err(e) => {
+                eprintln!("  No dev cold wallet, so no treasury: {e:#}");
+                (None, Vec::new())
+            }
+        },
+        None => (None, Vec::new()),
     };
-    let sweep_cfg = SweepConfig {
-        chain: chain.clone(),
-        wallet: wallet.clone(),
-        hot: hot.clone(),
-        native: (AssetSymbol::parse("ETH")?, 18),
-        tokens: registry
-            .iter()
-            .filter(|a| a.chain == chain)
-            .filter_map(|a| a.contract.clone().map(|c| (a.symbol.clone(), a.decimals, c)))
-            .collect(),
-        min_native: 1_000_000_000_000_000,
-        token_gas: 100_000,
-        ttl_ms: 3_600_000,
-    };
-    let treasury = match treasury {
-        Some(t) => {
-            match dev_treasury(data_dir, store.clone(), &rpc, env.clone(), &sweep_cfg, &t).await {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    eprintln!("  No dev cold wallet, so no treasury: {e:#}");
-                    None
-                }
-            }
-        }
-        None => None,
-    };
-    let cold_wallet = treasury.as_ref().map(|(_, cold)| cold.clone());
-    let sweeper = Sweeper::new(store.clone(), rpc.clone(), env.clone(), sweep_cfg);
-    let state = api.clone();
-    let watcher = DepositWatcher::new(store.clone(), Arc::new(rpc.clone()), env.clone(), watch);
-    let watcher = tokio::spawn(async move {
-        loop {
-            if let Err(e) = sweeper.plan().await {
-                tracing::warn!(error = %e, "sweep planning failed");
-            }
-            if let Some((t, cold)) = &treasury {
-                match t.run_once().await {
-                    Ok(report) => state.record_treasury(cold, readings(report)),
-                    Err(e) => tracing::warn!(error = %e, "treasury pass failed"),
-                }
-            }
-            match watcher.run_once().await {
-                Ok(r) if r.credited + r.reversed + r.held + r.dropped > 0 => tracing::info!(
-                    credited = r.credited,
-                    reversed = r.reversed,
-                    held = r.held,
-                    dropped = r.dropped,
-                    "deposit watcher"
-                ),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "deposit watcher pass failed"),
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    });
-    let mut wallets = vec![(wallet.as_str().to_owned(), hot.as_str().to_owned())];
-    if let Some(cold) = &cold_wallet {
-        wallets.push(("cold-eth-1".into(), cold.clone()));
-    }
-    let file = ChainFile { rpc_url: url.clone(), chain: chain.as_str().into(), wallets };
-    std::fs::write(ChainFile::path(data_dir), serde_json::to_vec_pretty(&file)?)?;
-    let reconciler = spawn_reconcile(store.clone(), rpc.clone(), chain.clone(), file);
-
-    let engine = tokio::spawn(async move {
-        loop {
-            match engine.run_once().await {
-                Ok(_) => {}
-                Err(EngineError::Stopped(p)) => {
-                    // A test asked for a crash here: die like a killed process would.
-                    eprintln!("engine: stopping at {p:?} as STRONGROOM_TEST_STOP_AFTER asks");
-                    std::process::abort();
-                }
-                Err(e) => tracing::warn!(error = %e, "engine pass failed"),
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    });
-    Ok(Some(DevChain {
-        _anvil: node,
-        engine,
-        watcher,
-        reconciler,
+    let settings = ChainSettings {
+        kind: ChainKind::Ethereum,
+        chain: DEV_CHAIN.into(),
         rpc_url: url,
-        hot_wallet: hot,
-        cold_wallet,
-    }))
+        ca_file: None,
+        confirmations,
+        hot_wallet: wallet.as_str().into(),
+        fee_asset: "ETH".into(),
+        start_block: 0,
+        cold_address: cold,
+        cold_wallet: Some("cold-eth-1".into()),
+        min_sweep_native: 1_000_000_000_000_000,
+    };
+    Ok(Some(DevChain { _anvil: node, settings, marks, hot }))
 }
 
 /// The dev treasury's settings: the hot wallet's ETH watermarks (decimal ETH) and the cold
@@ -452,101 +192,6 @@ fn restrict(_: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-async fn dev_treasury(
-    data_dir: &Path,
-    store: Arc<SqlStore>,
-    rpc: &EthRpc,
-    env: Arc<dyn Env>,
-    sweep: &SweepConfig,
-    t: &DevTreasury,
-) -> anyhow::Result<(Treasury, String)> {
-    let safe = dev_cold_safe(data_dir, rpc, env.as_ref()).await?;
-    let cold = Address::parse(&sweep.chain, &safe.address)?;
-    let eth = |s: &str| {
-        Amount::parse_decimal(s, 18).with_context(|| format!("{s:?} is not an ETH amount"))
-    };
-    let marks = Watermarks {
-        asset: AssetSymbol::parse("ETH")?,
-        decimals: 18,
-        contract: None,
-        low: eth(&t.low)?,
-        target: eth(&t.target)?,
-        high: eth(&t.high)?,
-        min_cold_bps: t.min_cold_bps,
-    };
-    let cfg = TreasuryConfig { sweep: sweep.clone(), cold, marks: vec![marks] };
-    let treasury =
-        Treasury::new(store, rpc.clone(), env, cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok((treasury, safe.address))
-}
-
-/// A treasury pass as the API shows it.
-fn readings(report: Vec<ColdRatio>) -> Vec<strongroom_server::treasury::TreasuryReading> {
-    report
-        .into_iter()
-        .map(|r| {
-            let (action, amount) = match r.action {
-                Action::Hold => ("hold", None),
-                Action::Sweep { amount } => ("sweep", Some(amount.base_units())),
-                Action::SweepUnderWay => ("sweep_under_way", None),
-                Action::SweepFailed { .. } => ("sweep_failed", None),
-                Action::Refill { amount } => ("refill", Some(amount.base_units())),
-            };
-            strongroom_server::treasury::TreasuryReading {
-                asset: r.asset.as_str().to_owned(),
-                hot: r.hot.base_units(),
-                cold: r.cold.base_units(),
-                cold_bps: r.cold_bps,
-                min_cold_bps: r.min_cold_bps,
-                action: action.to_owned(),
-                action_amount: amount,
-                at_ms: r.at_ms,
-            }
-        })
-        .collect()
-}
-
-/// Customers' deposit addresses on the dev chain, for the API.
-#[derive(Debug)]
-struct DevAddresses {
-    hot: Address,
-    store: Arc<SqlStore>,
-    signer: Arc<OrchestratorSigner>,
-    env: Arc<dyn Env>,
-    chain: ChainId,
-    wallet: WalletId,
-}
-
-#[async_trait]
-impl strongroom_server::DepositAddresses for DevAddresses {
-    fn is_hot_wallet(&self, address: &Address) -> bool {
-        address == &self.hot
-    }
-
-    async fn deposit_address(
-        &self,
-        customer_id: uuid::Uuid,
-        asset: &strongroom_units::Asset,
-    ) -> Result<strongroom_store::DepositAddress, String> {
-        if asset.chain != self.chain {
-            return Err(format!(
-                "{} is on {}, which this server does not watch",
-                asset.symbol, asset.chain
-            ));
-        }
-        strongroom_engine::deposits::deposit_address(
-            self.store.as_ref(),
-            self.signer.as_ref(),
-            self.env.as_ref(),
-            &self.chain,
-            &self.wallet,
-            customer_id,
-        )
-        .await
-        .map_err(|e| e.to_string())
-    }
-}
-
 /// Deploy the dev test ERC-20 (USDT, 6 decimals) where the dev asset list expects it: the
 /// first contract of anvil's first account. Minting to anvil's accounts lets developers
 /// "deposit" it. Skipped, with a note, when that account has been used already.
@@ -623,17 +268,16 @@ async fn fund_treasury(
     Ok(())
 }
 
-/// `strongroom reconcile`: ledger custody against the chain, per asset, over the hot wallet
-/// and every deposit address; exit 1 on any difference.
+/// `strongroom reconcile`: ledger custody against the chain, per asset, over the hot and
+/// cold wallets and every deposit address (as `DATA/chain.json` names them); exit 1 on any
+/// difference.
 pub async fn reconcile_command(
     data_dir: &Path,
     store: &dyn Store,
+    registry: &strongroom_units::AssetRegistry,
 ) -> anyhow::Result<std::process::ExitCode> {
-    let file = ChainFile::load(data_dir)?;
-    let chain = ChainId::parse(&file.chain)?;
-    let rpc = EthRpc::new(&file.rpc_url, chain.clone(), Retry::default())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let report = reconcile_chain(store, &rpc, &chain, &file).await?;
+    let file = strongroom_runtime::ethereum::ChainFile::load(data_dir)?;
+    let report = strongroom_runtime::ethereum::reconcile(store, registry, &file).await?;
     let mut ok = true;
     for h in &report {
         let verdict = if h.matches() { "match" } else { "DIFFERENT" };
@@ -654,83 +298,4 @@ pub async fn reconcile_command(
         );
     }
     Ok(if ok { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
-}
-
-/// Reconcile the dev chain's assets over its hot wallets and deposit addresses.
-async fn reconcile_chain(
-    store: &dyn Store,
-    rpc: &EthRpc,
-    chain: &ChainId,
-    file: &ChainFile,
-) -> anyhow::Result<Vec<strongroom_engine::reconcile::Holding>> {
-    let mut addresses = file
-        .wallets
-        .iter()
-        .map(|(_, a)| Address::parse(chain, a))
-        .collect::<Result<Vec<_>, _>>()?;
-    for d in store.deposit_addresses(chain).await? {
-        addresses.push(Address::parse(chain, &d.address)?);
-    }
-    let assets: Vec<(AssetSymbol, Option<Address>)> = strongroom_units::AssetRegistry::dev()
-        .iter()
-        .filter(|a| &a.chain == chain)
-        .map(|a| (a.symbol.clone(), a.contract.clone()))
-        .collect();
-    strongroom_engine::reconcile::reconcile(store, rpc, chain, &assets, &addresses)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))
-}
-
-/// Every 30 s, reconcile; a difference while nothing is in motion is logged as an alert.
-fn spawn_reconcile(
-    store: Arc<SqlStore>,
-    rpc: EthRpc,
-    chain: ChainId,
-    file: ChainFile,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            match reconcile_chain(store.as_ref(), &rpc, &chain, &file).await {
-                Ok(report) => {
-                    for h in report.iter().filter(|h| h.settled() && !h.matches()) {
-                        tracing::error!(asset = %h.asset, ledger = %h.ledger, chain = %h.chain, "ALERT: ledger and chain differ");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "reconciliation failed"),
-            }
-        }
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use strongroom_signer::wire::Scheme;
-
-    fn info(pk: &str, cc: &str) -> KeyInfo {
-        KeyInfo {
-            key_id: "hot-eth-1".into(),
-            scheme: Scheme::Ecdsa,
-            threshold: 2,
-            parties: vec![1, 2, 3],
-            public_key: pk.into(),
-            chain_code: Some(cc.into()),
-        }
-    }
-
-    #[test]
-    fn nodes_must_agree_on_the_key_and_chain_code() {
-        let w = WalletId::parse("hot-eth-1").unwrap();
-        let (k, signers) =
-            agreed_key(&w, vec![(1, info("02aa", "cc")), (3, info("02aa", "cc"))]).unwrap();
-        assert_eq!((k.public_key.as_str(), signers), ("02aa", vec![1, 3]));
-        // One node reporting another chain code (which would move every deposit address).
-        let e = agreed_key(&w, vec![(1, info("02aa", "cc")), (2, info("02aa", "dd"))]).unwrap_err();
-        assert!(!e.retryable() && e.to_string().contains("node 2 reports another key"), "{e}");
-        // Too few nodes up: retry later.
-        let e = agreed_key(&w, vec![(1, info("02aa", "cc"))]).unwrap_err();
-        assert!(e.retryable() && e.to_string().contains("only 1 of the 2"), "{e}");
-        assert!(agreed_key(&w, vec![]).unwrap_err().retryable());
-    }
 }

@@ -9,9 +9,7 @@ mod bench_mpc;
 mod chain;
 mod client;
 mod cold;
-mod config;
 mod governance;
-mod mail;
 mod risk;
 mod signers;
 
@@ -21,15 +19,23 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use strongroom_core::withdrawal::WithdrawalRules;
 use strongroom_core::Env;
 use strongroom_crypto::generate_token;
-use strongroom_server::{pki::DevPki, tls, AppState};
+use strongroom_runtime::settings::{AccountsSettings, AlertSettings, RiskSettings, SmtpSettings};
+use strongroom_runtime::{Runtime, Settings};
+use strongroom_server::pki::DevPki;
 use strongroom_store::{verify::MismatchKind, NewApiToken, Role, SqlStore, Store, WriteCtx};
 use strongroom_units::AssetRegistry;
 
-use crate::config::{Config, LogFormat};
 use strongroom_core::SystemEnv;
+
+/// Log format on stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    #[default]
+    Json,
+    Pretty,
+}
 
 /// Default data folder of `strongroom dev`, relative to the working directory.
 pub(crate) const DEV_DATA_DIR: &str = ".strongroom/dev";
@@ -167,6 +173,10 @@ enum Command {
         /// e.g. signer-1, orchestrator, pusher-ada.
         #[arg(long)]
         name: String,
+        /// A DNS name or IP address the certificate is also valid for (repeatable): a
+        /// node's address on its own host.
+        #[arg(long)]
+        host: Vec<String>,
     },
     /// Withdrawals: `initiate` signs a request as the exchange's backend, `approve` signs an
     /// approval on the approver's machine.
@@ -179,16 +189,25 @@ enum Command {
         #[command(subcommand)]
         command: risk::RiskCommand,
     },
-    /// Compare ledger custody with on-chain balances (the dev chain's hot wallet); exits 1
-    /// on any difference.
+    /// Compare ledger custody with on-chain balances (hot and cold wallets and deposit
+    /// addresses of the chain the runtime last ran); exits 1 on any difference.
     Reconcile {
+        /// A `serve` configuration (its database, data folder and assets).
+        #[arg(long, conflicts_with = "data_dir")]
+        config: Option<PathBuf>,
+        /// A dev stack's data folder.
         #[arg(long, default_value = DEV_DATA_DIR)]
         data_dir: PathBuf,
     },
-    /// Run one MPC signer node (what `strongroom-signer` runs).
+    /// Run one MPC signer node (what `strongroom-signer` runs), or set one up
+    /// (`strongroom signer init`).
+    #[command(args_conflicts_with_subcommands = true)]
     Signer {
+        #[command(subcommand)]
+        command: Option<signers::SignerCommand>,
+        /// The node's configuration (`strongroom signer init` writes it).
         #[arg(long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
         /// Exit when standard input closes (used by `strongroom dev` for its children).
         #[arg(long, hide = true)]
         exit_with_stdin: bool,
@@ -198,7 +217,8 @@ enum Command {
         #[command(subcommand)]
         command: signers::MpcCommand,
     },
-    /// Run the API server from a configuration file (PostgreSQL via `database_url`).
+    /// Run the API and the engine runtime from a configuration file (PostgreSQL via
+    /// `database_url`); `STRONGROOM_<KEY>` environment variables override it.
     Serve {
         #[arg(long)]
         config: PathBuf,
@@ -263,6 +283,10 @@ enum StaffCommand {
 
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
+    /// Make the personal-data key (DATA/personal-data.key, mode 0600, or the configuration's
+    /// `[personal_data] key_file`) once; `serve` refuses to start without one. Keep a copy
+    /// offline: without it, sealed personal data cannot be read.
+    Init(DbArgs),
     /// Make a new personal-data key and re-seal everything under it (contacts, e-mail
     /// addresses and their index, TOTP seeds, devices, API signing keys). Run it with the
     /// server stopped; if interrupted, run it again: it finishes with the same new key
@@ -322,7 +346,7 @@ impl DbArgs {
             return Ok(url.clone());
         }
         if let Some(path) = &self.config {
-            return Ok(Config::load(path)?.database_url);
+            return Ok(Settings::load(path, std::env::vars())?.database_url);
         }
         let db = self.data_dir.join("strongroom.db");
         if !db.exists() {
@@ -331,7 +355,15 @@ impl DbArgs {
                 db.display()
             );
         }
-        Ok(Config::sqlite_url(&absolute(&self.data_dir)?))
+        Ok(Settings::sqlite_url(&absolute(&self.data_dir)?))
+    }
+
+    /// The personal-data key's file: the configuration's, else the data folder's.
+    pub(crate) fn key_file(&self) -> anyhow::Result<PathBuf> {
+        if let Some(path) = &self.config {
+            return Ok(Settings::load(path, std::env::vars())?.personal_data_key_file());
+        }
+        Ok(absolute(&self.data_dir)?.join("personal-data.key"))
     }
 
     pub(crate) async fn open(&self) -> anyhow::Result<SqlStore> {
@@ -418,50 +450,73 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 min_cold_bps,
             });
             let chain = (!no_chain && !no_signers).then_some((eth_rpc, confirmations, treasury));
-            let risk = risk::RiskOptions {
-                lists: risk_lists,
-                rules: risk_rules,
-                webhook: risk_webhook.zip(risk_webhook_secret),
-                mail: alert_smtp.map(|relay| {
-                    let smtp =
-                        mail::Smtp { relay, from: alert_email_from, starttls_ca: alert_smtp_ca };
-                    (smtp, alert_email_to)
+            let mut settings = Settings::dev(&absolute(&data_dir)?, listen);
+            settings.risk =
+                RiskSettings { lists: risk_lists, rules: risk_rules, geo: risk_geo, nats };
+            settings.alerts = AlertSettings {
+                webhook_url: risk_webhook,
+                webhook_secret_file: risk_webhook_secret,
+                webhook_ca_file: None,
+                smtp: alert_smtp.map(|relay| SmtpSettings {
+                    relay,
+                    from: alert_email_from,
+                    starttls_ca: alert_smtp_ca,
                 }),
-                nats,
-                geo: risk_geo,
-                personal_data: None,
+                security_team: alert_email_to,
             };
-            let accounts = config::AccountsConfig {
+            settings.accounts = AccountsSettings {
                 public_url,
                 withdrawal_lock_secs: Some(withdrawal_lock_secs),
                 whitelist_delay_secs: Some(whitelist_delay_secs),
-            }
-            .rules(listen.port())?;
+            };
             let governance = match governance {
                 Some(dir) => DevGovernance::Pinned(dir),
                 None => DevGovernance::Own { delay_secs: governance_delay_secs },
             };
-            dev(&data_dir, listen, signers, chain, &governance, risk, accounts).await
+            dev(settings, signers, chain, &governance).await
         }
         Command::Governance { command } => governance::run(command).await,
         Command::Withdrawal { command } => governance::withdrawal(command).await,
         Command::Cold { command } => cold::run(command).await,
         Command::Risk { command } => risk::run(command).await,
-        Command::Reconcile { data_dir } => {
-            let data_dir = absolute(&data_dir)?;
-            let store =
-                SqlStore::connect(&Config::sqlite_url(&data_dir), strongroom_store::sql_options(2))
-                    .await?;
-            chain::reconcile_command(&data_dir, &store).await
+        Command::Reconcile { config, data_dir } => {
+            let (url, data_dir, registry) = match config {
+                Some(path) => {
+                    let s = Settings::load(&path, std::env::vars())?;
+                    let registry = AssetRegistry::from_specs(&s.assets)?;
+                    (s.database_url, s.data_dir, registry)
+                }
+                None => {
+                    let data_dir = absolute(&data_dir)?;
+                    (Settings::sqlite_url(&data_dir), data_dir, AssetRegistry::dev())
+                }
+            };
+            let store = SqlStore::connect(&url, strongroom_store::sql_options(2))
+                .await
+                .with_context(|| format!("connecting to {}", redact_url(&url)))?;
+            chain::reconcile_command(&data_dir, &store, &registry).await
         }
-        Command::Certificate { dir, name } => {
-            let pin = strongroom_signer::tls::self_signed(&dir, &name, SystemEnv::new().now())?;
+        Command::Certificate { dir, name, host } => {
+            let pin = strongroom_signer::tls::self_signed_for(
+                &dir,
+                &name,
+                &host,
+                SystemEnv::new().now(),
+            )?;
             println!("{pin}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Signer { config, exit_with_stdin } => run_signer(&config, exit_with_stdin).await,
+        Command::Signer { command: Some(c), .. } => signers::signer(c),
+        Command::Signer { command: None, config: Some(config), exit_with_stdin } => {
+            run_signer(&config, exit_with_stdin).await
+        }
+        Command::Signer { command: None, config: None, .. } => {
+            anyhow::bail!(
+                "strongroom signer --config FILE runs a node; `strongroom signer init` sets one up"
+            )
+        }
         Command::Mpc { command } => signers::mpc(command).await,
-        Command::Serve { config } => serve(Config::load(&config)?).await,
+        Command::Serve { config } => serve(Settings::load(&config, std::env::vars())?).await,
         Command::Migrate(db) => {
             db.open().await?;
             println!("migrations applied");
@@ -484,6 +539,26 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Token { command } => token(command).await,
         Command::Keys { command: KeysCommand::Rotate(db) } => rotate_keys(db).await,
+        Command::Keys { command: KeysCommand::Init(db) } => {
+            let file = db.key_file()?;
+            if file.exists() {
+                anyhow::bail!(
+                    "{} exists already: a second key would orphan what the first sealed",
+                    file.display()
+                );
+            }
+            if let Some(dir) = file.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let env = SystemEnv::new();
+            let k = strongroom_crypto::seal::SoftwareKek::generate(&env);
+            write_secret(&file, &k.expose_hex())?;
+            println!(
+                "personal-data key written to {} (mode 0600); keep a copy offline",
+                file.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Staff {
             command: StaffCommand::Add { email, role, member, password_file, db },
         } => {
@@ -494,7 +569,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             );
             let password =
                 strongroom_crypto::SecretString::new(text.trim_end_matches('\n').to_owned());
-            let kek = personal_data_key(&absolute(&db.data_dir)?, None)?;
+            let kek = personal_data_key(&db.key_file()?, None)?;
             let store = db.open().await?;
             let id = strongroom_server::accounts::create_staff(
                 &store, &kek, &env, &email, &password, role, member,
@@ -526,66 +601,6 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-struct Started {
-    running: tls::Running,
-    ca: Option<PathBuf>,
-    state: AppState,
-}
-
-async fn start(
-    config: &Config,
-    store: Arc<SqlStore>,
-    env: Arc<SystemEnv>,
-) -> anyhow::Result<Started> {
-    let (cert, key, ca) = match (&config.tls.cert, &config.tls.key) {
-        (Some(c), Some(k)) => (c.clone(), k.clone(), None),
-        _ => {
-            let pki = DevPki::in_dir(&config.data_dir.join("tls"));
-            let hosts = vec!["localhost".to_string()];
-            if pki.ensure(&hosts, env.now())? {
-                tracing::info!(ca = %pki.ca_cert.display(), "created development CA and server certificate");
-            }
-            (pki.server_cert, pki.server_key, Some(pki.ca_cert))
-        }
-    };
-    let tls_config = tls::server_config(&cert, &key)?;
-    let registry = AssetRegistry::from_specs(&config.assets).context("[[assets]]")?;
-    let rules =
-        WithdrawalRules { intent_ttl_ms: i64::from(config.withdrawals.intent_ttl_secs) * 1000 };
-    let state = AppState::new(store, env, registry, rules);
-    let (app, _) = strongroom_server::app(state.clone());
-    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
-        format!("cannot listen on {} (is another server running? pass --listen)", config.listen)
-    })?;
-    let running = tls::serve(listener, tls_config, app)?;
-    Ok(Started { running, ca, state })
-}
-
-async fn wait_for_signal(running: tls::Running) {
-    let stop = running.shutdown_handle();
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => {
-                        let _ = ctrl_c.await;
-                        let _ = stop.send(true);
-                        return;
-                    }
-                };
-            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-        }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
-        tracing::info!("shutting down");
-        let _ = stop.send(true);
-    });
-    running.wait().await;
-}
-
 async fn run_signer(config: &Path, exit_with_stdin: bool) -> anyhow::Result<ExitCode> {
     let text =
         std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
@@ -615,31 +630,18 @@ enum DevGovernance {
 }
 
 async fn dev(
-    data_dir: &Path,
-    listen: std::net::SocketAddr,
+    mut settings: Settings,
     signer_opts: Option<(u16, Option<PathBuf>)>,
     chain_opts: Option<(Option<String>, u64, Option<chain::DevTreasury>)>,
     governance: &DevGovernance,
-    risk_opts: risk::RiskOptions,
-    accounts: strongroom_server::accounts::AccountRules,
 ) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(data_dir)
+    let data_dir = settings.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
-    let data_dir = absolute(data_dir)?;
-    let config = Config {
-        listen,
-        database_url: Config::sqlite_url(&data_dir),
-        data_dir: data_dir.clone(),
-        tls: Default::default(),
-        max_db_connections: 8,
-        assets: strongroom_units::chain::dev_specs(),
-        withdrawals: Default::default(),
-        accounts: Default::default(),
-    };
     let env = Arc::new(SystemEnv::new());
     let store = SqlStore::connect(
-        &config.database_url,
-        strongroom_store::sql_options(config.max_db_connections),
+        &settings.database_url,
+        strongroom_store::sql_options(settings.max_db_connections),
     )
     .await?;
     store.migrate().await?;
@@ -703,27 +705,13 @@ async fn dev(
     let governed = governance.is_some();
     // The personal-data key: STRONGROOM_PERSONAL_DATA_KEY (hex), or a key made on first start
     // in DATA/personal-data.key (mode 0600).
-    let kek = personal_data_key(&data_dir, Some(env.as_ref()))?;
-    let kek: Arc<dyn strongroom_crypto::seal::KeyEncryptionKey> = Arc::new(kek);
-    let mut risk_opts = risk_opts;
-    risk_opts.personal_data = Some(kek.clone());
-    let started = start(&config, store.clone(), env).await?;
-    if self_governed {
-        // The dev genesis's keys are all on this machine, so a quorum-signed credit would
-        // prove nothing: operators may credit customers by hand here. A genesis of your own
-        // (`--governance`) turns that off.
-        started.state.set_hand_credits(strongroom_server::HandCredits::Always);
-    }
-    started.state.set_personal_data_key(kek);
-    started.state.set_accounts(
-        strongroom_server::accounts::Accounts::new(accounts).map_err(anyhow::Error::msg)?,
-    );
-    // The risk engine: screens destinations at the API and assesses every withdrawal before
-    // the engine may build it.
-    let risk_worker = risk::start_worker(store.clone(), risk_opts, &started.state).await?;
+    let kek = personal_data_key(&settings.personal_data_key_file(), Some(env.as_ref()))?;
+
+    // What a developer's machine lacks: three local signer processes and a local chain.
     let signers = match signer_opts {
         Some((port, primes)) => {
-            let pki = DevPki::in_dir(&config.data_dir.join("tls"));
+            let pki = DevPki::in_dir(&data_dir.join("tls"));
+            pki.ensure(&["localhost".to_string()], env.now())?;
             Some(
                 signers::start_cluster(
                     &data_dir,
@@ -731,7 +719,6 @@ async fn dev(
                     &pki.ca_key,
                     port,
                     primes,
-                    Some(2),
                     governance.map(|(file, pin, _)| (file, pin)),
                 )
                 .await?,
@@ -739,32 +726,60 @@ async fn dev(
         }
         None => None,
     };
-    let chain = match (&signers, chain_opts) {
-        (Some(_), Some((rpc, confirmations, treasury))) => {
-            let orch = signers::ClusterFile::load(&data_dir)?.orchestrator()?;
-            chain::start_dev_chain(
+    let mut dev_chain = None;
+    if let Some(s) = &signers {
+        settings.signers = Some(s.settings());
+        if let Some((rpc, confirmations, treasury)) = chain_opts {
+            let orch = strongroom_runtime::signing::orchestrator(&s.settings())?;
+            let signer =
+                Arc::new(strongroom_runtime::signing::OrchestratorSigner::new(orch, env.clone()));
+            dev_chain = chain::prepare_dev_chain(
                 &data_dir,
-                store.clone(),
-                orch,
+                store.as_ref(),
+                signer,
                 rpc,
                 confirmations,
-                &started.state,
-                true,
                 treasury,
             )
-            .await?
+            .await?;
         }
-        _ => None,
+    }
+    if let Some(c) = &dev_chain {
+        settings.chains.push(c.settings.clone());
+        settings.treasury.assets = c.marks.clone();
+    }
+    let stop_at = match std::env::var("STRONGROOM_TEST_STOP_AFTER") {
+        Ok(v) => Some(
+            strongroom_engine::StopPoint::parse(&v)
+                .context("STRONGROOM_TEST_STOP_AFTER: signed or sent")?,
+        ),
+        Err(_) => None,
     };
-    let url = format!("https://{}", started.running.addr);
-    let ca = started.ca.map(|p| p.display().to_string()).unwrap_or_default();
+    let options = strongroom_runtime::Options {
+        personal_data_key: Some(Arc::new(kek)),
+        // The dev genesis's keys are all on this machine, so a quorum-signed credit would
+        // prove nothing: operators may credit customers by hand here. A genesis of your own
+        // (`--governance`) turns that off.
+        hand_credits: if self_governed {
+            strongroom_server::HandCredits::Always
+        } else {
+            strongroom_server::HandCredits::Never
+        },
+        dev_pki: true,
+        engine: strongroom_runtime::ethereum::EngineOptions { stop_at },
+    };
+    // The same runtime `serve` runs.
+    let runtime = Runtime::start(&settings, store.clone(), env.clone(), options).await?;
+
+    let url = format!("https://{}", runtime.addr());
+    let ca = runtime.ca.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
     println!("Strongroom dev server is running.");
     println!();
     println!("  URL:            {url}");
     println!("  CA certificate: {ca}");
     println!("  Operator token: {}", token.token.expose_secret());
     println!("  (also in {}; a new token is made at every start)", token_path.display());
-    println!("  Database:       {}", config.database_url);
+    println!("  Database:       {}", settings.database_url);
     println!("  OpenAPI:        {url}/v1/openapi.json");
     if let Some(s) = &signers {
         println!("  Signer nodes:   3 (2-of-3), logs in {}", data_dir.join("signers").display());
@@ -772,10 +787,10 @@ async fn dev(
             println!("  Key {:<10}  {:?} {}", k.key_id, k.scheme, k.public_key);
         }
     }
-    if let Some(c) = &chain {
-        println!("  Ethereum:       {} (chain {})", c.rpc_url, chain::DEV_CHAIN);
-        println!("  Hot wallet:     hot-eth-1 {}", c.hot_wallet.as_str());
-        if let Some(cold) = &c.cold_wallet {
+    if let Some(c) = &dev_chain {
+        println!("  Ethereum:       {} (chain {})", c.settings.rpc_url, chain::DEV_CHAIN);
+        println!("  Hot wallet:     hot-eth-1 {}", c.hot.as_str());
+        if let Some(cold) = &c.settings.cold_address {
             println!(
                 "  Cold wallet:    cold-eth-1 {cold} (2-of-3 Safe; dev owner keys sealed in {})",
                 data_dir.join("cold").display()
@@ -807,15 +822,19 @@ async fn dev(
     }
     println!();
     println!("Stop with Ctrl-C. Data stays in {}.", data_dir.display());
-    wait_for_signal(started.running).await;
-    risk_worker.abort();
-    if let Some(c) = chain {
-        c.stop();
-    }
+    runtime.run_until(stop_signal()).await;
     if let Some(s) = signers {
         s.stop().await;
     }
+    drop(dev_chain);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    if let Err(e) = strongroom_signer::node::shutdown_signal().await {
+        tracing::warn!(error = %e, "no signal handler; stopping");
+    }
 }
 
 pub(crate) fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -833,26 +852,26 @@ pub(crate) fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
+    settings.check_production()?;
     let env = Arc::new(SystemEnv::new());
     let store = SqlStore::connect(
-        &config.database_url,
-        strongroom_store::sql_options(config.max_db_connections),
+        &settings.database_url,
+        strongroom_store::sql_options(settings.max_db_connections),
     )
     .await
-    .with_context(|| format!("connecting to {}", redact_url(&config.database_url)))?;
+    .with_context(|| format!("connecting to {}", redact_url(&settings.database_url)))?;
     store.migrate().await.context("migrating")?;
-    let started = start(&config, Arc::new(store), env.clone()).await?;
-    // Personal data and secrets at rest: STRONGROOM_PERSONAL_DATA_KEY, or DATA/personal-data.key
-    // (made there, mode 0600, on first start). Accounts and contacts need it.
-    let kek = personal_data_key(&config.data_dir, Some(env.as_ref()))?;
-    started.state.set_personal_data_key(Arc::new(kek));
-    started.state.set_accounts(
-        strongroom_server::accounts::Accounts::new(config.accounts.rules(config.listen.port())?)
-            .map_err(anyhow::Error::msg)?,
-    );
-    tracing::info!(addr = %started.running.addr, database = %redact_url(&config.database_url), "serving HTTPS (TLS 1.3 only)");
-    wait_for_signal(started.running).await;
+    // Personal data and secrets at rest: STRONGROOM_PERSONAL_DATA_KEY, or the key file that
+    // `strongroom keys init` made. Never made here: a new key would orphan sealed data.
+    let kek = personal_data_key(&settings.personal_data_key_file(), None)?;
+    let options = strongroom_runtime::Options {
+        personal_data_key: Some(Arc::new(kek)),
+        ..Default::default()
+    };
+    tracing::info!(database = %redact_url(&settings.database_url), chains = settings.chains.len(), "starting");
+    let runtime = Runtime::start(&settings, Arc::new(store), env, options).await?;
+    runtime.run_until(stop_signal()).await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -897,27 +916,27 @@ async fn audit_verify(store: &SqlStore) -> anyhow::Result<ExitCode> {
 }
 
 /// The key that seals personal data and secrets at rest: STRONGROOM_PERSONAL_DATA_KEY (64 hex
-/// digits), else DATA/personal-data.key; made there (mode 0600) when `make` gives randomness.
+/// digits), else `key_file`; made there (mode 0600) when `make` gives randomness (dev only:
+/// `serve` needs `strongroom keys init`).
 fn personal_data_key(
-    data_dir: &Path,
+    key_file: &Path,
     make: Option<&dyn strongroom_core::Env>,
 ) -> anyhow::Result<strongroom_crypto::seal::SoftwareKek> {
-    let key_file = data_dir.join("personal-data.key");
     Ok(match (std::env::var("STRONGROOM_PERSONAL_DATA_KEY"), make) {
         (Ok(_), _) => {
             strongroom_crypto::seal::SoftwareKek::from_env_var("STRONGROOM_PERSONAL_DATA_KEY")?
         }
         (Err(_), _) if key_file.exists() => {
-            strongroom_crypto::seal::SoftwareKek::from_file(&key_file)?
+            strongroom_crypto::seal::SoftwareKek::from_file(key_file)?
         }
         (Err(_), Some(env)) => {
             let k = strongroom_crypto::seal::SoftwareKek::generate(env);
-            write_secret(&key_file, &k.expose_hex())?;
+            write_secret(key_file, &k.expose_hex())?;
             k
         }
         (Err(_), None) => anyhow::bail!(
-            "no personal-data key: set STRONGROOM_PERSONAL_DATA_KEY or run `strongroom dev` in {}",
-            data_dir.display()
+            "no personal-data key at {}: run `strongroom keys init` once (or set STRONGROOM_PERSONAL_DATA_KEY)",
+            key_file.display()
         ),
     })
 }
@@ -926,8 +945,9 @@ async fn rotate_keys(db: DbArgs) -> anyhow::Result<ExitCode> {
     use strongroom_crypto::seal::{KeyEncryptionKey, SoftwareKek};
     let env = SystemEnv::new();
     let data_dir = absolute(&db.data_dir)?;
-    let old = personal_data_key(&data_dir, None)?;
-    let next_file = data_dir.join("personal-data.key.next");
+    let key_file = db.key_file()?;
+    let old = personal_data_key(&key_file, None)?;
+    let next_file = key_file.with_extension("key.next");
     let new = if next_file.exists() {
         SoftwareKek::from_file(&next_file)?
     } else {
@@ -982,7 +1002,7 @@ async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
             let t = generate_token(&env);
             let mut signing_key = None;
             let sealed = if sign {
-                let kek = personal_data_key(&db.data_dir, None)?;
+                let kek = personal_data_key(&db.key_file()?, None)?;
                 let mut key = zeroize::Zeroizing::new([0u8; 32]);
                 env.fill_random(key.as_mut());
                 let sealed =
@@ -1046,18 +1066,17 @@ mod tests {
     #[test]
     fn example_config_parses() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/strongroom.example.toml");
-        let c = Config::load(Path::new(path)).unwrap();
+        let c = Settings::load(Path::new(path), []).unwrap();
         assert!(c.database_url.starts_with("postgres://"));
+        c.check_production().unwrap();
         AssetRegistry::from_specs(&c.assets).unwrap();
         let rules = c.accounts.rules(c.listen.port()).unwrap();
         assert_eq!(
             (rules.rp_id.as_str(), rules.withdrawal_lock_ms),
             ("custody.example.com", 86_400_000)
         );
-        let plain = config::AccountsConfig {
-            public_url: Some("http://x.example".into()),
-            ..Default::default()
-        };
+        let plain =
+            AccountsSettings { public_url: Some("http://x.example".into()), ..Default::default() };
         assert!(plain.rules(8443).is_err(), "WebAuthn needs an https origin");
     }
 }

@@ -90,45 +90,16 @@ pub fn pusher(
 
 /// `ID@HOST:PORT#CERT_SHA256`.
 fn parse_node(s: &str) -> anyhow::Result<NodeAddr> {
-    let bad = || anyhow::anyhow!("{s:?}: a node is ID@HOST:PORT#CERT_SHA256");
-    let (id, rest) = s.split_once('@').ok_or_else(bad)?;
-    let (addr, pin) = rest.split_once('#').ok_or_else(bad)?;
-    let pin = pin.to_lowercase();
-    anyhow::ensure!(
-        pin.len() == 64 && pin.chars().all(|c| c.is_ascii_hexdigit()),
-        "{s:?}: the pin is the certificate's SHA-256 in hex (64 characters)"
-    );
-    Ok(NodeAddr { id: id.parse().map_err(|_| bad())?, addr: addr.parse()?, cert_sha256: pin })
+    let p = strongroom_signer::provision::parse_peer(s)?;
+    Ok(NodeAddr { id: p.id, addr: p.addr, cert_sha256: p.cert_sha256 })
 }
 
 /// Running signer processes; killed when dropped.
 #[derive(Debug)]
 pub struct Signers {
     children: Vec<tokio::process::Child>,
-    refill: Option<tokio::task::JoinHandle<()>>,
     pub keys: Vec<KeyInfo>,
-}
-
-/// Keep `target` presignatures of `hot-eth-1` ready for every pair of live nodes.
-fn spawn_refill(orch: Orchestrator, target: usize) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let env = SystemEnv::new();
-        loop {
-            let live = orch.live_nodes().await;
-            for (i, a) in live.iter().enumerate() {
-                for b in live.iter().skip(i + 1) {
-                    match orch.fill_pool(&env, "hot-eth-1", &[*a, *b], target, 1).await {
-                        Ok(0) => {}
-                        Ok(n) => {
-                            tracing::info!(signers = ?[a, b], made = n, "presignature pool refilled")
-                        }
-                        Err(e) => tracing::warn!(error = %e, "presignature refill failed"),
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-    })
+    pub file: ClusterFile,
 }
 
 fn eid(env: &dyn Env, kind: &str) -> ExecutionId {
@@ -145,7 +116,6 @@ pub async fn start_cluster(
     ca_key: &Path,
     base_port: u16,
     test_primes: Option<PathBuf>,
-    refill: Option<usize>,
     governance: Option<(PathBuf, String)>,
 ) -> anyhow::Result<Signers> {
     let env = SystemEnv::new();
@@ -193,11 +163,7 @@ pub async fn start_cluster(
         dir.display()
     );
     let keys = ensure_keys(&orch, &env).await?;
-    let refill = match refill {
-        Some(target) => Some(spawn_refill(file.orchestrator()?, target)),
-        None => None,
-    };
-    Ok(Signers { children, refill, keys })
+    Ok(Signers { children, keys, file })
 }
 
 /// A progress bar redrawn in place on a terminal; elsewhere (a log file, a journal) one line
@@ -231,34 +197,7 @@ async fn ensure_keys(orch: &Orchestrator, env: &SystemEnv) -> anyhow::Result<Vec
         DEV_KEYS.iter().filter(|(id, _)| !status.keys.iter().any(|k| k.key_id == *id)).collect();
     if !status.aux_ready {
         eprintln!("First start: preparing threshold keys (2-of-3) on the three signer nodes.");
-        let start = env.monotonic();
-        // Each node finds its Paillier primes in the background; wait for all three.
-        loop {
-            let mut ready = 0;
-            for n in 1..=3 {
-                if let Ok(s) = orch.status(n).await {
-                    ready += usize::from(s.primes_ready > 0 || s.aux_ready);
-                }
-            }
-            progress("Paillier primes (per node)", ready, 3, (env.monotonic() - start).as_secs());
-            if ready == 3 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        progress_done();
-        let aux = orch.aux_info(eid(env, "aux"), &[1, 2, 3]);
-        tokio::pin!(aux);
-        let started = env.monotonic();
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tokio::select! {
-                r = &mut aux => { r.map_err(|e| anyhow::anyhow!("auxiliary info: {e}"))?; break; }
-                _ = tick.tick() => progress("Auxiliary info (ZK proofs)", 0, 1, (env.monotonic() - started).as_secs()),
-            }
-        }
-        progress("Auxiliary info (ZK proofs)", 1, 1, (env.monotonic() - started).as_secs());
-        progress_done();
+        aux_info(orch, env).await?;
     }
     for (id, scheme) in missing {
         orch.keygen(eid(env, "keygen"), id, *scheme, &[1, 2, 3], 2)
@@ -270,16 +209,67 @@ async fn ensure_keys(orch: &Orchestrator, env: &SystemEnv) -> anyhow::Result<Vec
     Ok(status.keys)
 }
 
+/// Wait until every node has Paillier primes (each finds them in the background), then run
+/// auxiliary info across all of them, showing progress.
+async fn aux_info(orch: &Orchestrator, env: &SystemEnv) -> anyhow::Result<()> {
+    let nodes = orch.node_ids();
+    let start = env.monotonic();
+    loop {
+        let mut ready = 0;
+        for n in &nodes {
+            if let Ok(s) = orch.status(*n).await {
+                ready += usize::from(s.primes_ready > 0 || s.aux_ready);
+            }
+        }
+        let secs = (env.monotonic() - start).as_secs();
+        progress("Paillier primes (per node)", ready, nodes.len(), secs);
+        if ready == nodes.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    progress_done();
+    let aux = orch.aux_info(eid(env, "aux"), &nodes);
+    tokio::pin!(aux);
+    let started = env.monotonic();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            r = &mut aux => { r.map_err(|e| anyhow::anyhow!("auxiliary info: {e}"))?; break; }
+            _ = tick.tick() => progress("Auxiliary info (ZK proofs)", 0, 1, (env.monotonic() - started).as_secs()),
+        }
+    }
+    progress("Auxiliary info (ZK proofs)", 1, 1, (env.monotonic() - started).as_secs());
+    progress_done();
+    Ok(())
+}
+
 impl Signers {
     /// Process ids of the nodes, in node order.
     pub fn pids(&self) -> Vec<String> {
         self.children.iter().filter_map(|c| c.id()).map(|p| p.to_string()).collect()
     }
 
-    pub async fn stop(mut self) {
-        if let Some(r) = self.refill.take() {
-            r.abort();
+    /// The runtime's `[signers]` for these nodes.
+    pub fn settings(&self) -> strongroom_runtime::settings::SignersSettings {
+        strongroom_runtime::settings::SignersSettings {
+            cert: self.file.orchestrator_cert.clone(),
+            key: self.file.orchestrator_key.clone(),
+            nodes: self
+                .file
+                .nodes
+                .iter()
+                .map(|(id, addr, pin)| strongroom_runtime::settings::NodeSettings {
+                    id: *id,
+                    addr: *addr,
+                    pin: pin.clone(),
+                })
+                .collect(),
+            presignatures: 2,
         }
+    }
+
+    pub async fn stop(mut self) {
         for c in &mut self.children {
             let _ = c.kill().await;
         }
@@ -287,19 +277,96 @@ impl Signers {
 }
 
 /// The intent a dev raw-message request carries: nothing moves (amount and fee cap zero).
+/// Which nodes an `mpc` command talks to: a `serve` configuration's `[signers]`, or a dev
+/// stack's cluster.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodesArgs {
+    /// A `serve` configuration: the nodes and orchestrator certificate of its `[signers]`.
+    #[arg(long, conflicts_with = "data_dir")]
+    config: Option<PathBuf>,
+    /// A dev stack's data folder.
+    #[arg(long, default_value = crate::DEV_DATA_DIR)]
+    data_dir: PathBuf,
+}
+
+impl NodesArgs {
+    fn orchestrator(&self) -> anyhow::Result<Orchestrator> {
+        match &self.config {
+            Some(path) => {
+                let s = strongroom_runtime::Settings::load(path, std::env::vars())?;
+                let signers = s
+                    .signers
+                    .as_ref()
+                    .with_context(|| format!("{}: no [signers]", path.display()))?;
+                Ok(strongroom_runtime::signing::orchestrator(signers)?)
+            }
+            None => ClusterFile::load(&crate::absolute(&self.data_dir)?)?.orchestrator(),
+        }
+    }
+
+    /// The stored governance log (nodes keep what extends their own copy).
+    async fn governance(&self) -> anyhow::Result<Vec<strongroom_governance::log::Entry>> {
+        use strongroom_store::Store;
+        let url = match &self.config {
+            Some(path) => strongroom_runtime::Settings::load(path, std::env::vars())?.database_url,
+            None => strongroom_runtime::Settings::sqlite_url(&crate::absolute(&self.data_dir)?),
+        };
+        let store =
+            strongroom_store::SqlStore::connect(&url, strongroom_store::sql_options(1)).await?;
+        Ok(store.governance().await?.entries)
+    }
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SchemeArg {
+    /// Threshold ECDSA (CGGMP21) on secp256k1: Ethereum, Bitcoin P2WPKH.
+    Ecdsa,
+    /// FROST BIP-340 Schnorr: Bitcoin Taproot.
+    FrostTaproot,
+    /// FROST Ed25519.
+    FrostEd25519,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum MpcCommand {
     /// Each node's keys, presignature pool and readiness.
     Status {
-        #[arg(long, default_value = crate::DEV_DATA_DIR)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        nodes: NodesArgs,
+    },
+    /// Auxiliary info for threshold ECDSA (once per node set, before the first ECDSA key):
+    /// waits until every node has its Paillier primes, then runs the protocol.
+    AuxInfo {
+        #[command(flatten)]
+        nodes: NodesArgs,
+    },
+    /// Generate a threshold key across the nodes (the key ceremony): no node ever holds
+    /// the whole key. Refused if the key id exists.
+    Keygen {
+        #[command(flatten)]
+        nodes: NodesArgs,
+        /// Key id, e.g. hot-eth-1: the wallet name `[[chains]] hot_wallet` uses.
+        #[arg(long)]
+        key: String,
+        #[arg(long, value_enum)]
+        scheme: SchemeArg,
+        /// How many nodes must sign.
+        #[arg(long)]
+        threshold: u16,
+    },
+    /// Refresh a FROST key's shares (same group key, new shares; old ones useless).
+    Refresh {
+        #[command(flatten)]
+        nodes: NodesArgs,
+        #[arg(long)]
+        key: String,
     },
     /// Prove control of a key: the nodes build a statement naming the key and your
     /// challenge, and sign its tagged hash (nodes never sign bytes or digests a caller
     /// supplies; under governance the policy must list `proof_of_control` in `messages`).
     Prove {
-        #[arg(long, default_value = crate::DEV_DATA_DIR)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        nodes: NodesArgs,
         /// Key id, e.g. hot-eth-1 (ECDSA) or hot-btc-1 (FROST Taproot).
         #[arg(long)]
         key: String,
@@ -312,11 +379,108 @@ pub enum MpcCommand {
     },
 }
 
+/// `strongroom signer …` besides running a node.
+#[derive(Debug, Subcommand)]
+pub enum SignerCommand {
+    /// Set up a node on its own host: its folder, a self-signed certificate (trust is its
+    /// pin, printed), a key-encryption key (DIR/kek, mode 0600, unless --kek-env), and
+    /// DIR/signer.toml. Run it first to get the pin to give the other nodes and the API host;
+    /// run it again with their pins and the governance folder. Keys are kept across runs.
+    Init {
+        /// The node's folder, e.g. /var/lib/strongroom-signer.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The node's party number (1..=n), unique in the set.
+        #[arg(long)]
+        id: u16,
+        /// Where it listens for its peers and the orchestrator (mutual TLS).
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Another name or address for the certificate (repeatable).
+        #[arg(long)]
+        host: Vec<String>,
+        /// Another node: ID@HOST:PORT#PIN (repeatable).
+        #[arg(long = "peer")]
+        peers: Vec<String>,
+        /// The orchestrator's certificate pin (the API host's `[signers] cert`; repeatable).
+        #[arg(long = "orchestrator")]
+        orchestrators: Vec<String>,
+        /// A member's pusher certificate pin (`governance push`; repeatable).
+        #[arg(long = "pusher")]
+        pushers: Vec<String>,
+        /// The governance folder `strongroom governance init` wrote: its genesis is pinned.
+        #[arg(long)]
+        governance: Option<PathBuf>,
+        /// Read the key-encryption key from this environment variable (64 hex digits)
+        /// instead of DIR/kek.
+        #[arg(long)]
+        kek_env: Option<String>,
+        /// Serve health and Prometheus metrics here (plain HTTP; loopback).
+        #[arg(long)]
+        metrics_listen: Option<std::net::SocketAddr>,
+        /// TEST ONLY: pregenerated public Paillier primes.
+        #[arg(long, hide = true)]
+        test_primes: Option<PathBuf>,
+    },
+}
+
+/// `strongroom signer init`.
+pub fn signer(cmd: SignerCommand) -> anyhow::Result<std::process::ExitCode> {
+    match cmd {
+        SignerCommand::Init {
+            dir,
+            id,
+            listen,
+            host,
+            peers,
+            orchestrators,
+            pushers,
+            governance,
+            kek_env,
+            metrics_listen,
+            test_primes,
+        } => {
+            let env = SystemEnv::new();
+            let opts = strongroom_signer::provision::InitOptions {
+                dir,
+                id,
+                listen,
+                hosts: host,
+                peers: peers
+                    .iter()
+                    .map(|p| strongroom_signer::provision::parse_peer(p))
+                    .collect::<anyhow::Result<_>>()?,
+                orchestrators: orchestrators.iter().map(|p| p.to_lowercase()).collect(),
+                pushers: pushers.iter().map(|p| p.to_lowercase()).collect(),
+                governance,
+                kek_env,
+                metrics_listen,
+                test_primes_file: test_primes,
+            };
+            let done = strongroom_signer::provision::init(&opts, env.now(), &env)?;
+            println!("{}", done.pin);
+            if done.missing.is_empty() {
+                eprintln!(
+                    "wrote {}: start the node with `strongroom signer --config {0}`",
+                    done.config.display()
+                );
+            } else {
+                eprintln!(
+                    "wrote {}; before it can run it needs {}",
+                    done.config.display(),
+                    done.missing.join(", ")
+                );
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+    }
+}
+
 pub async fn mpc(cmd: MpcCommand) -> anyhow::Result<std::process::ExitCode> {
     let env = SystemEnv::new();
     match cmd {
-        MpcCommand::Status { data_dir } => {
-            let orch = ClusterFile::load(&crate::absolute(&data_dir)?)?.orchestrator()?;
+        MpcCommand::Status { nodes } => {
+            let orch = nodes.orchestrator()?;
             for n in orch.node_ids() {
                 match orch.status(n).await {
                     Ok(s) => println!("{}", serde_json::to_string(&s)?),
@@ -325,19 +489,58 @@ pub async fn mpc(cmd: MpcCommand) -> anyhow::Result<std::process::ExitCode> {
             }
             Ok(std::process::ExitCode::SUCCESS)
         }
-        MpcCommand::Prove { data_dir, key, challenge, signers } => {
-            let data_dir = crate::absolute(&data_dir)?;
-            let orch = ClusterFile::load(&data_dir)?.orchestrator()?;
+        MpcCommand::AuxInfo { nodes } => {
+            let orch = nodes.orchestrator()?;
+            aux_info(&orch, &env).await?;
+            println!("auxiliary info ready on nodes {:?}", orch.node_ids());
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        MpcCommand::Keygen { nodes, key, scheme, threshold } => {
+            let orch = nodes.orchestrator()?;
+            let parties = orch.node_ids();
+            let live = orch.live_nodes().await;
+            anyhow::ensure!(
+                live.len() == parties.len(),
+                "every node must be up for a key ceremony: {} of {} answer",
+                live.len(),
+                parties.len()
+            );
+            anyhow::ensure!(
+                threshold >= 2 && usize::from(threshold) <= parties.len(),
+                "the threshold must be at least 2 and at most the {} nodes",
+                parties.len()
+            );
+            let scheme = match scheme {
+                SchemeArg::Ecdsa => Scheme::Ecdsa,
+                SchemeArg::FrostTaproot => Scheme::FrostTaproot,
+                SchemeArg::FrostEd25519 => Scheme::FrostEd25519,
+            };
+            let info = orch
+                .keygen(eid(&env, "keygen"), &key, scheme, &parties, threshold)
+                .await
+                .map_err(|e| anyhow::anyhow!("key generation for {key}: {e}"))?;
+            println!("{}", serde_json::to_string(&info)?);
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        MpcCommand::Refresh { nodes, key } => {
+            let orch = nodes.orchestrator()?;
+            let first = *orch.live_nodes().await.first().context("no live signer nodes")?;
+            let status = orch.status(first).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let info = status.keys.into_iter().find(|k| k.key_id == key).context("no such key")?;
+            orch.refresh(eid(&env, "refresh"), &info)
+                .await
+                .map_err(|e| anyhow::anyhow!("refreshing {key}: {e}"))?;
+            println!(
+                "{key}: shares refreshed on nodes {:?}; the group key is unchanged",
+                info.parties
+            );
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        MpcCommand::Prove { nodes, key, challenge, signers } => {
+            let orch = nodes.orchestrator()?;
             // Nodes learn the governance log with requests: carry the stored one (each node
             // verifies it against its pin and keeps what extends its own copy).
-            let governance = {
-                use strongroom_store::Store;
-                let url = crate::config::Config::sqlite_url(&data_dir);
-                let store =
-                    strongroom_store::SqlStore::connect(&url, strongroom_store::sql_options(1))
-                        .await?;
-                store.governance().await?.entries
-            };
+            let governance = nodes.governance().await?;
             let live = orch.live_nodes().await;
             let signers =
                 if signers.is_empty() { live.iter().copied().take(2).collect() } else { signers };

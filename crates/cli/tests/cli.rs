@@ -14,7 +14,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_strongroom");
+mod common;
+use common::*;
 
 struct Dev {
     child: Child,
@@ -30,10 +31,6 @@ impl Drop for Dev {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A base port with the two after it free too (for the three signer nodes).
 fn free_port_run() -> u16 {
     loop {
@@ -44,10 +41,6 @@ fn free_port_run() -> u16 {
             return base;
         }
     }
-}
-
-fn primes_fixture() -> String {
-    format!("{}/../mpc/tests/fixtures/test-primes.json", env!("CARGO_MANIFEST_DIR"))
 }
 
 fn start_dev(data_dir: &std::path::Path) -> Dev {
@@ -93,27 +86,6 @@ fn start_dev_with(data_dir: &std::path::Path, extra: &[&str], envs: &[(&str, &st
         token = token.or(value("Operator token:"));
     }
     Dev { child, url: url.unwrap(), ca: ca.unwrap(), token: token.unwrap() }
-}
-
-/// The CLI with `envs` set: whether it succeeded, and what it printed (stdout, then stderr).
-fn cli_with(args: &[&str], envs: &[(&str, String)]) -> (bool, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
-
-fn curl(args: &[&str]) -> Option<(bool, String)> {
-    let out = Command::new("curl").args(["-sS", "--max-time", "10"]).args(args).output().ok()?;
-    Some((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    ))
 }
 
 #[test]
@@ -282,15 +254,40 @@ fn serve_with_a_config_file_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let config = dir.path().join("strongroom.toml");
+    let base_config = format!(
+        "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"{url}\"\ndata_dir = \"{}\"\n\
+         [[assets]]\nsymbol = \"ETH\"\nchain = \"eip155:1\"\ndecimals = 18\n\
+         min_withdrawal = \"0.001\"\nfee_cap = \"5000000000000000\"\n",
+        dir.path().display()
+    );
+    std::fs::write(&config, &base_config).unwrap();
+    let cfg = config.to_str().unwrap();
+    // serve guesses nothing: no certificate, no development CA; no key, no key made.
+    let refused = Command::new(BIN).args(["serve", "--config", cfg]).output().unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("[tls] cert and key are required"), "{err}");
+    let tls = dir.path().join("tls");
+    let made = Command::new(BIN)
+        .args(["certificate", "--dir", tls.to_str().unwrap(), "--name", "api"])
+        .args(["--host", "localhost", "--host", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"{url}\"\ndata_dir = \"{}\"\n",
-            dir.path().display()
+            "{base_config}[tls]\ncert = \"{0}/api.pem\"\nkey = \"{0}/api-key.pem\"\n",
+            tls.display()
         ),
     )
     .unwrap();
-    let cfg = config.to_str().unwrap();
+    let refused = Command::new(BIN).args(["serve", "--config", cfg]).output().unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("strongroom keys init"), "{err}");
+    let init = Command::new(BIN).args(["keys", "init", "--config", cfg]).output().unwrap();
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let again = Command::new(BIN).args(["keys", "init", "--config", cfg]).output().unwrap();
+    assert!(!again.status.success(), "a second key would orphan the first one's data");
 
     let migrated = Command::new(BIN).args(["migrate", "--config", cfg]).output().unwrap();
     assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
@@ -307,7 +304,7 @@ fn serve_with_a_config_file_on_postgres() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let ca = dir.path().join("tls/ca.pem");
+    let ca = tls.join("api.pem");
     let health = format!("https://127.0.0.1:{port}/v1/health");
     let deadline = Instant::now() + Duration::from_secs(240);
     let mut answer = None;
@@ -350,7 +347,10 @@ fn serve_with_a_config_file_on_postgres() {
     assert!(serde_json::from_str::<serde_json::Value>(first).is_ok(), "{first}");
     assert!(!log.contains(token.rsplit('_').next().unwrap()), "token secret in the log");
     assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
-    assert!(String::from_utf8_lossy(&verified.stdout).contains("audit log intact: 2 records"));
+    // The token, the treasury's ledger account (made by the runtime at first start), the
+    // customer.
+    let said = String::from_utf8_lossy(&verified.stdout);
+    assert!(said.contains("audit log intact: 3 records"), "{said}");
 }
 
 /// `strongroom dev` brings up three signer processes with a 2-of-3 ECDSA and a 2-of-3
@@ -461,60 +461,6 @@ fn dev_signers_produce_threshold_signatures_from_the_cli() {
     let db = String::from_utf8_lossy(&db);
     assert!(!db.contains("key_package") && !db.contains("signing_share"));
     drop(dev);
-}
-
-/// A real Ethereum node for a test, or None when anvil is not installed (an error under
-/// STRONGROOM_REQUIRE_ANVIL=1, as in CI).
-struct TestChain {
-    child: Child,
-    url: String,
-}
-
-impl Drop for TestChain {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_anvil(extra: &[&str]) -> Option<TestChain> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let Some(bin) = strongroom_chain_ethereum::anvil::find(root) else {
-        assert!(
-            std::env::var_os("STRONGROOM_REQUIRE_ANVIL").is_none(),
-            "STRONGROOM_REQUIRE_ANVIL is set but anvil is not installed"
-        );
-        println!("SKIPPED: no anvil (scripts/install-eth-tools)");
-        return None;
-    };
-    let mut child = Command::new(bin)
-        .args(["--host", "127.0.0.1", "--port", "0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        let line = lines.next().expect("anvil printed where it listens").unwrap();
-        if let Some(addr) = line.trim().strip_prefix("Listening on ") {
-            break format!("http://{addr}");
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Some(TestChain { child, url })
-}
-
-fn rpc(url: &str, method: &str, params: serde_json::Value) -> serde_json::Value {
-    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-    let (ok, out) =
-        curl(&["-X", "POST", "-H", "Content-Type: application/json", "-d", &body.to_string(), url])
-            .unwrap();
-    assert!(ok, "{out}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert!(v.get("error").is_none(), "{method}: {v}");
-    v["result"].clone()
 }
 
 fn api(dev: &Dev, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {

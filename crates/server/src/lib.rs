@@ -51,17 +51,70 @@ struct Inner {
     registry: AssetRegistry,
     rules: WithdrawalRules,
     metrics: Metrics,
-    /// Set once a chain is connected (the dev stack sets it after its signers are up).
-    deposit_addresses: std::sync::OnceLock<Arc<dyn DepositAddresses>>,
-    screen: std::sync::OnceLock<Arc<dyn DestinationScreen>>,
-    personal_data: std::sync::OnceLock<Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>>,
-    scorer: std::sync::OnceLock<Arc<dyn RiskScorer>>,
-    accounts: std::sync::OnceLock<Arc<accounts::Accounts>>,
-    notifier: std::sync::OnceLock<Arc<dyn accounts::Notifier>>,
+    deposit_addresses: Option<Arc<dyn DepositAddresses>>,
+    screen: Option<Arc<dyn DestinationScreen>>,
+    personal_data: Option<Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>>,
+    scorer: Option<Arc<dyn RiskScorer>>,
+    accounts: Arc<accounts::Accounts>,
+    notifier: Option<Arc<dyn accounts::Notifier>>,
     nonces: clients::Nonces,
     treasury: std::sync::Mutex<treasury::TreasuryLog>,
     /// Credits without chain evidence or a governance quorum (development only).
-    hand_credits: std::sync::OnceLock<HandCredits>,
+    hand_credits: HandCredits,
+}
+
+/// Everything the API needs, given before it serves anything: whoever runs the server
+/// (the runtime) builds it whole, so no part is missing while requests arrive.
+#[derive(Debug)]
+#[must_use]
+pub struct AppStateBuilder {
+    inner: Inner,
+}
+
+impl AppStateBuilder {
+    /// Customers' deposit addresses (without it, `POST /v1/deposit-addresses` says no chain
+    /// is connected).
+    pub fn deposit_addresses(mut self, provider: Arc<dyn DepositAddresses>) -> Self {
+        self.inner.deposit_addresses = Some(provider);
+        self
+    }
+    /// Destination screening against sanctions and scam lists.
+    pub fn destination_screen(mut self, screen: Arc<dyn DestinationScreen>) -> Self {
+        self.inner.screen = Some(screen);
+        self
+    }
+    /// The key that seals personal data (customers' contact details and secrets).
+    pub fn personal_data_key(
+        mut self,
+        kek: Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>,
+    ) -> Self {
+        self.inner.personal_data = Some(kek);
+        self
+    }
+    /// The risk engine for `POST /v1/risk/score`.
+    pub fn risk_scorer(mut self, scorer: Arc<dyn RiskScorer>) -> Self {
+        self.inner.scorer = Some(scorer);
+        self
+    }
+    /// Account settings (the defaults otherwise).
+    pub fn accounts(mut self, accounts: accounts::Accounts) -> Self {
+        self.inner.accounts = Arc::new(accounts);
+        self
+    }
+    /// Customer e-mail.
+    pub fn notifier(mut self, n: Arc<dyn accounts::Notifier>) -> Self {
+        self.inner.notifier = Some(n);
+        self
+    }
+    /// INSECURE unless [`HandCredits::Never`] (the default): let operators credit customers
+    /// by hand, for development and tests.
+    pub fn hand_credits(mut self, h: HandCredits) -> Self {
+        self.inner.hand_credits = h;
+        self
+    }
+    pub fn build(self) -> AppState {
+        AppState(Arc::new(self.inner))
+    }
 }
 
 /// When operators may credit customers with neither chain evidence nor a quorum-signed
@@ -104,7 +157,7 @@ pub trait DestinationScreen: Send + Sync + std::fmt::Debug {
 }
 
 /// Makes customers' deposit addresses. The API server holds no key and talks to no chain:
-/// whoever runs it (the CLI) provides this, deriving addresses from the hot wallet's public
+/// whoever runs it (the runtime) provides this, deriving addresses from the hot wallet's public
 /// key as the signer nodes report it.
 #[async_trait::async_trait]
 pub trait DepositAddresses: Send + Sync + std::fmt::Debug {
@@ -119,85 +172,67 @@ pub trait DepositAddresses: Send + Sync + std::fmt::Debug {
 }
 
 impl AppState {
+    /// A state with nothing connected but the store (tests, benchmarks); see [`Self::builder`].
     pub fn new(
         store: Arc<dyn Store>,
         env: Arc<dyn Env>,
         registry: AssetRegistry,
         rules: WithdrawalRules,
     ) -> Self {
-        AppState(Arc::new(Inner {
-            store,
-            env,
-            registry,
-            rules,
-            metrics: Metrics::default(),
-            deposit_addresses: std::sync::OnceLock::new(),
-            screen: std::sync::OnceLock::new(),
-            personal_data: std::sync::OnceLock::new(),
-            scorer: std::sync::OnceLock::new(),
-            accounts: std::sync::OnceLock::new(),
-            notifier: std::sync::OnceLock::new(),
-            nonces: clients::Nonces::default(),
-            treasury: std::sync::Mutex::default(),
-            hand_credits: std::sync::OnceLock::new(),
-        }))
+        Self::builder(store, env, registry, rules).build()
     }
 
-    /// INSECURE, for development and tests: let operators credit customers by hand
-    /// (once; the default is [`HandCredits::Never`]).
-    pub fn set_hand_credits(&self, h: HandCredits) {
-        let _ = self.0.hand_credits.set(h);
+    /// Start building a state; every part is given before [`AppStateBuilder::build`].
+    pub fn builder(
+        store: Arc<dyn Store>,
+        env: Arc<dyn Env>,
+        registry: AssetRegistry,
+        rules: WithdrawalRules,
+    ) -> AppStateBuilder {
+        AppStateBuilder {
+            inner: Inner {
+                store,
+                env,
+                registry,
+                rules,
+                metrics: Metrics::default(),
+                deposit_addresses: None,
+                screen: None,
+                personal_data: None,
+                scorer: None,
+                accounts: Arc::new(
+                    accounts::Accounts::new(accounts::AccountRules::default()).unwrap_or_else(
+                        |e| unreachable!("the default relying party is valid: {e}"),
+                    ),
+                ),
+                notifier: None,
+                nonces: clients::Nonces::default(),
+                treasury: std::sync::Mutex::default(),
+                hand_credits: HandCredits::Never,
+            },
+        }
     }
 
     pub(crate) fn hand_credits(&self) -> HandCredits {
-        self.0.hand_credits.get().copied().unwrap_or_default()
-    }
-    /// Connect deposit address creation (once).
-    pub fn set_deposit_addresses(&self, provider: Arc<dyn DepositAddresses>) {
-        let _ = self.0.deposit_addresses.set(provider);
+        self.0.hand_credits
     }
     pub fn deposit_addresses(&self) -> Option<&Arc<dyn DepositAddresses>> {
-        self.0.deposit_addresses.get()
-    }
-    /// Connect destination screening (once).
-    pub fn set_destination_screen(&self, screen: Arc<dyn DestinationScreen>) {
-        let _ = self.0.screen.set(screen);
+        self.0.deposit_addresses.as_ref()
     }
     pub fn destination_screen(&self) -> Option<&Arc<dyn DestinationScreen>> {
-        self.0.screen.get()
-    }
-    /// The key that seals personal data (customers' contact details), once.
-    pub fn set_personal_data_key(&self, kek: Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>) {
-        let _ = self.0.personal_data.set(kek);
+        self.0.screen.as_ref()
     }
     pub fn personal_data_key(&self) -> Option<&Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>> {
-        self.0.personal_data.get()
-    }
-    /// Connect the risk engine for `POST /v1/risk/score` (once).
-    pub fn set_risk_scorer(&self, scorer: Arc<dyn RiskScorer>) {
-        let _ = self.0.scorer.set(scorer);
+        self.0.personal_data.as_ref()
     }
     pub fn risk_scorer(&self) -> Option<&Arc<dyn RiskScorer>> {
-        self.0.scorer.get()
-    }
-    /// Account settings (once; the defaults otherwise).
-    pub fn set_accounts(&self, accounts: accounts::Accounts) {
-        let _ = self.0.accounts.set(Arc::new(accounts));
+        self.0.scorer.as_ref()
     }
     pub fn accounts(&self) -> &accounts::Accounts {
-        self.0.accounts.get_or_init(|| {
-            Arc::new(
-                accounts::Accounts::new(accounts::AccountRules::default())
-                    .unwrap_or_else(|e| unreachable!("the default relying party is valid: {e}")),
-            )
-        })
-    }
-    /// Connect customer e-mail (once).
-    pub fn set_notifier(&self, n: Arc<dyn accounts::Notifier>) {
-        let _ = self.0.notifier.set(n);
+        &self.0.accounts
     }
     pub fn notifier(&self) -> Option<&Arc<dyn accounts::Notifier>> {
-        self.0.notifier.get()
+        self.0.notifier.as_ref()
     }
     pub(crate) fn nonces(&self) -> &clients::Nonces {
         &self.0.nonces

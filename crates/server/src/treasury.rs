@@ -1,6 +1,6 @@
 //! `GET /v1/treasury`: per asset, what the hot wallet and the cold wallet hold, the cold
 //! share in basis points against the configured minimum, what the last treasury pass did,
-//! and the share over time. Whoever runs the treasury (the CLI's engine loop) reports each
+//! and the share over time. Whoever runs the treasury (the runtime's chain loop) reports each
 //! pass with [`AppState::record_treasury`]; the same figures are Prometheus gauges
 //! (`strongroom_cold_ratio_bps`, `strongroom_cold_ratio_min_bps`).
 

@@ -151,25 +151,26 @@ impl Server {
         );
         let config = tls::server_config(&pki.server_cert, &pki.server_key).unwrap();
         let kek = Arc::new(strongroom_crypto::seal::SoftwareKek::generate(env.as_ref()));
-        let state =
-            AppState::new(store.clone(), env, AssetRegistry::dev(), WithdrawalRules::default());
-        state.set_hand_credits(hand);
-        state.set_personal_data_key(kek.clone());
         let mails = Arc::new(Mutex::new(Vec::new()));
-        state.set_notifier(Arc::new(Mailbox(mails.clone())));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        // Short locks so a test can wait them out.
-        state.set_accounts(
-            Accounts::new(AccountRules {
-                withdrawal_lock_ms: LOCK_MS,
-                whitelist_delay_ms: LOCK_MS,
-                rp_id: "localhost".into(),
-                rp_origin: format!("https://localhost:{port}"),
-                ..Default::default()
-            })
-            .unwrap(),
-        );
+        let state =
+            AppState::builder(store.clone(), env, AssetRegistry::dev(), WithdrawalRules::default())
+                .hand_credits(hand)
+                .personal_data_key(kek.clone())
+                .notifier(Arc::new(Mailbox(mails.clone())))
+                // Short locks so a test can wait them out.
+                .accounts(
+                    Accounts::new(AccountRules {
+                        withdrawal_lock_ms: LOCK_MS,
+                        whitelist_delay_ms: LOCK_MS,
+                        rp_id: "localhost".into(),
+                        rp_origin: format!("https://localhost:{port}"),
+                        ..Default::default()
+                    })
+                    .unwrap(),
+                )
+                .build();
         let (app, _) = strongroom_server::app(state);
         let running = tls::serve(listener, config, app).unwrap();
         let ca_pem = std::fs::read(&pki.ca_cert).unwrap();

@@ -80,6 +80,13 @@ pub struct Config {
     pub pushers: Vec<String>,
     #[serde(default)]
     pub mesh: MeshConfig,
+    /// Health (`GET /health`) and Prometheus metrics (`GET /metrics`) over plain HTTP on this
+    /// address: loopback only unless `metrics_remote` is set.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Allow `metrics_listen` on a non-loopback (management) address.
+    #[serde(default)]
+    pub metrics_remote: bool,
 }
 
 fn one() -> usize {
@@ -403,12 +410,35 @@ impl Node {
         }
     }
 
+    /// What the node holds and how ready it is (no key material).
+    pub fn status(&self) -> NodeStatus {
+        NodeStatus {
+            node: self.cfg.id,
+            aux_ready: self.vault.has_aux(),
+            primes_ready: self.vault.primes_count(),
+            keys: self.vault.keys(),
+            presignatures: self.vault.presigs(),
+            governance: self.governance.as_ref().and_then(|g| g.head().ok()),
+        }
+    }
+
+    /// Whether the node is finishing its sessions before it stops.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Bind and serve until the process ends. Returns the bound address once listening.
     pub async fn start(self: &Arc<Self>) -> anyhow::Result<SocketAddr> {
         let pins = self.pins();
         let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(&self.creds, pins.clone())?));
         let listener = TcpListener::bind(self.cfg.listen).await?;
         let addr = listener.local_addr()?;
+        if let Some(m) = self.cfg.metrics_listen {
+            crate::health::check_listen(m, self.cfg.metrics_remote)?;
+            let metrics = TcpListener::bind(m).await?;
+            tracing::info!(node = self.cfg.id, addr = %metrics.local_addr()?, "health and metrics");
+            crate::health::spawn(self.clone(), metrics);
+        }
         self.spawn_prime_generator();
         self.spawn_mesh();
         let node = self.clone();
@@ -759,14 +789,7 @@ impl Node {
             return Err(Refusal::new(me, Reason::Unreachable { detail }));
         }
         match req {
-            Request::Status => Ok(Reply::Status(NodeStatus {
-                node: me,
-                aux_ready: self.vault.has_aux(),
-                primes_ready: self.vault.primes_count(),
-                keys: self.vault.keys(),
-                presignatures: self.vault.presigs(),
-                governance: self.governance.as_ref().and_then(|g| g.head().ok()),
-            })),
+            Request::Status => Ok(Reply::Status(self.status())),
             Request::Push { entries } => {
                 let gov = self
                     .governance

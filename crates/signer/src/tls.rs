@@ -246,6 +246,17 @@ pub fn self_signed(
     name: &str,
     now: strongroom_core::Timestamp,
 ) -> anyhow::Result<String> {
+    self_signed_for(dir, name, &[], now)
+}
+
+/// [`self_signed`], also valid for `hosts` (DNS names or IP addresses): a node's or an API
+/// server's address on its own host.
+pub fn self_signed_for(
+    dir: &Path,
+    name: &str,
+    hosts: &[String],
+    now: strongroom_core::Timestamp,
+) -> anyhow::Result<String> {
     anyhow::ensure!(
         !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
         "{name:?}: a name is letters, digits, '-' and '_'"
@@ -255,7 +266,16 @@ pub fn self_signed(
     if cert_path.exists() && key_path.exists() {
         return Ok(Credentials::load(&cert_path, &key_path)?.fingerprint());
     }
-    let (key, params) = leaf(name, now, 3650)?;
+    let (key, mut params) = leaf(name, now, 3650)?;
+    for h in hosts {
+        let san = match h.parse::<std::net::IpAddr>() {
+            Ok(ip) => rcgen::SanType::IpAddress(ip),
+            Err(_) => rcgen::SanType::DnsName(h.as_str().try_into()?),
+        };
+        if !params.subject_alt_names.contains(&san) {
+            params.subject_alt_names.push(san);
+        }
+    }
     let cert = params.self_signed(&key)?;
     std::fs::create_dir_all(dir)?;
     write(&key_path, key.serialize_pem().as_bytes(), true)?;

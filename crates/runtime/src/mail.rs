@@ -4,8 +4,22 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+
+/// Why an e-mail was not sent.
+#[derive(Debug, thiserror::Error)]
+#[error("SMTP: {0}")]
+pub struct MailError(pub String);
+
+impl From<std::io::Error> for MailError {
+    fn from(e: std::io::Error) -> Self {
+        MailError(e.to_string())
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> MailError {
+    MailError(e.to_string())
+}
 
 #[derive(Debug, Clone)]
 pub struct Smtp {
@@ -16,18 +30,20 @@ pub struct Smtp {
     pub starttls_ca: Option<PathBuf>,
 }
 
-async fn reply<R: AsyncRead + Unpin>(r: &mut BufReader<R>, want: u16) -> anyhow::Result<String> {
+async fn reply<R: AsyncRead + Unpin>(r: &mut BufReader<R>, want: u16) -> Result<String, MailError> {
     let mut all = String::new();
     loop {
         let mut line = String::new();
         if r.read_line(&mut line).await? == 0 {
-            anyhow::bail!("the SMTP server closed the connection");
+            return Err(fail("the server closed the connection"));
         }
         all.push_str(&line);
         // "250-..." continues, "250 ..." ends.
         if line.as_bytes().get(3) != Some(&b'-') {
             let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-            anyhow::ensure!(code == want, "SMTP: expected {want}, got {}", all.trim_end());
+            if code != want {
+                return Err(MailError(format!("expected {want}, got {}", all.trim_end())));
+            }
             return Ok(all);
         }
     }
@@ -37,7 +53,7 @@ async fn command<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut BufReader<S>,
     line: &str,
     want: u16,
-) -> anyhow::Result<String> {
+) -> Result<String, MailError> {
     s.get_mut().write_all(format!("{line}\r\n").as_bytes()).await?;
     s.get_mut().flush().await?;
     reply(s, want).await
@@ -73,11 +89,11 @@ async fn deliver<S: AsyncRead + AsyncWrite + Unpin>(
     to: &[String],
     subject: &str,
     body: &str,
-) -> anyhow::Result<()> {
+) -> Result<(), MailError> {
     command(s, &format!("MAIL FROM:<{}>", clean(&smtp.from)), 250).await?;
     for rcpt in to {
         let r = command(s, &format!("RCPT TO:<{}>", clean(rcpt)), 250).await;
-        r.with_context(|| format!("recipient {rcpt}"))?;
+        r.map_err(|e| MailError(format!("recipient {rcpt}: {}", e.0)))?;
     }
     command(s, "DATA", 354).await?;
     s.get_mut().write_all(message(&smtp.from, to, subject, body).as_bytes()).await?;
@@ -87,10 +103,10 @@ async fn deliver<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 impl Smtp {
-    pub async fn send(&self, to: &[String], subject: &str, body: &str) -> anyhow::Result<()> {
+    pub async fn send(&self, to: &[String], subject: &str, body: &str) -> Result<(), MailError> {
         let tcp = tokio::net::TcpStream::connect(&self.relay)
             .await
-            .with_context(|| format!("connecting to the SMTP relay {}", self.relay))?;
+            .map_err(|e| MailError(format!("connecting to the relay {}: {e}", self.relay)))?;
         let mut s = BufReader::new(tcp);
         reply(&mut s, 220).await?;
         command(&mut s, "EHLO strongroom", 250).await?;
@@ -99,22 +115,23 @@ impl Smtp {
         };
         command(&mut s, "STARTTLS", 220).await?;
         let mut roots = rustls::RootCertStore::empty();
-        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        let pem = std::fs::read(ca).map_err(|e| MailError(format!("{}: {e}", ca.display())))?;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            roots.add(cert?)?;
+            roots.add(cert?).map_err(fail)?;
         }
         let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
-        .with_safe_default_protocol_versions()?
+        .with_safe_default_protocol_versions()
+        .map_err(fail)?
         .with_root_certificates(roots)
         .with_no_client_auth();
         let host = self.relay.rsplit_once(':').map_or(self.relay.as_str(), |(h, _)| h).to_owned();
-        let name = rustls::pki_types::ServerName::try_from(host)?;
+        let name = rustls::pki_types::ServerName::try_from(host).map_err(fail)?;
         let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
             .connect(name, s.into_inner())
             .await
-            .context("STARTTLS handshake")?;
+            .map_err(|e| MailError(format!("STARTTLS handshake: {e}")))?;
         let mut s = BufReader::new(tls);
         command(&mut s, "EHLO strongroom", 250).await?;
         deliver(&mut s, self, to, subject, body).await

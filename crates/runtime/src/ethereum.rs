@@ -1,0 +1,445 @@
+//! One Ethereum chain's workers: the withdrawal engine, the deposit watcher, the sweeper,
+//! the treasury and reconciliation, over one JSON-RPC node and the signer nodes' hot key.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use strongroom_chain_ethereum::rpc::{EthRpc, Retry};
+use strongroom_core::{Env, WalletId};
+use strongroom_engine::deposits::{DepositWatcher, WatchConfig};
+use strongroom_engine::sweeps::{SweepConfig, Sweeper};
+use strongroom_engine::treasury::{Action, ColdRatio, Treasury, TreasuryConfig, Watermarks};
+use strongroom_engine::{EngineError, EthConfig, EthWithdrawals, StopPoint};
+use strongroom_store::Store;
+use strongroom_units::{Address, Amount, AssetRegistry, AssetSymbol, ChainId};
+
+use crate::settings::{ChainSettings, WatermarkSettings};
+use crate::signing::OrchestratorSigner;
+use crate::RuntimeError;
+
+/// Where a chain's wallets are, for `strongroom reconcile` and scripts (`DATA/chain.json`,
+/// written by the runtime for its first Ethereum chain).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChainFile {
+    pub rpc_url: String,
+    pub chain: String,
+    /// (name, address): the hot wallet, and the cold wallet when there is one.
+    pub wallets: Vec<(String, String)>,
+    /// The CA file trusted for the node, when it is not under the platform's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl ChainFile {
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join("chain.json")
+    }
+
+    pub fn load(data_dir: &Path) -> Result<Self, RuntimeError> {
+        let p = Self::path(data_dir);
+        let text = std::fs::read_to_string(&p).map_err(|e| {
+            RuntimeError::io(format!("{}: start `strongroom dev` or `serve` first", p.display()), e)
+        })?;
+        serde_json::from_str(&text)
+            .map_err(|e| RuntimeError::Config(format!("{}: {e}", p.display())))
+    }
+
+    /// A client for the chain's node.
+    pub fn rpc(&self) -> Result<(EthRpc, ChainId), RuntimeError> {
+        let chain = ChainId::parse(&self.chain)
+            .map_err(|e| RuntimeError::Config(format!("chain {}: {e}", self.chain)))?;
+        let ca = crate::http::read_ca(self.ca_file.as_deref())?;
+        let rpc = EthRpc::with_ca(&self.rpc_url, chain.clone(), Retry::default(), ca.as_deref())
+            .map_err(|e| RuntimeError::chain(&chain, e))?;
+        Ok((rpc, chain))
+    }
+}
+
+/// A connected Ethereum chain: its node answers with the configured chain id and the signer
+/// nodes agree on its hot key.
+#[derive(Debug)]
+pub struct EthereumChain {
+    pub chain: ChainId,
+    pub rpc: EthRpc,
+    pub settings: ChainSettings,
+    pub wallet: WalletId,
+    pub hot: Address,
+    pub cold: Option<Address>,
+    engine: EthWithdrawals,
+    signer: Arc<OrchestratorSigner>,
+}
+
+/// How the engine runs (tests and development).
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// Die like a killed process at this step (crash tests).
+    pub stop_at: Option<StopPoint>,
+}
+
+impl EthereumChain {
+    /// Reach the node, check its chain id, and learn the hot wallet's address from the signer
+    /// nodes (waiting while too few of them are up).
+    pub async fn connect(
+        settings: &ChainSettings,
+        store: Arc<dyn Store>,
+        signer: Arc<OrchestratorSigner>,
+        env: Arc<dyn Env>,
+        require_risk: bool,
+        opts: &EngineOptions,
+    ) -> Result<EthereumChain, RuntimeError> {
+        let chain = ChainId::parse(&settings.chain)
+            .map_err(|e| RuntimeError::Config(format!("[[chains]] {}: {e}", settings.chain)))?;
+        let ca = crate::http::read_ca(settings.ca_file.as_deref())?;
+        let rpc =
+            EthRpc::with_ca(&settings.rpc_url, chain.clone(), Retry::default(), ca.as_deref())
+                .map_err(|e| RuntimeError::chain(&chain, e))?;
+        rpc.check_chain().await.map_err(|e| RuntimeError::chain(&chain, e))?;
+        let wallet = WalletId::parse(&settings.hot_wallet).map_err(|e| {
+            RuntimeError::Config(format!("hot_wallet {}: {e}", settings.hot_wallet))
+        })?;
+        let fee_asset = AssetSymbol::parse(&settings.fee_asset)
+            .map_err(|e| RuntimeError::Config(format!("fee_asset {}: {e}", settings.fee_asset)))?;
+        let cold = match &settings.cold_address {
+            Some(a) => Some(
+                Address::parse(&chain, a)
+                    .map_err(|e| RuntimeError::Config(format!("cold_address {a}: {e}")))?,
+            ),
+            None => None,
+        };
+        let cfg = EthConfig {
+            chain: chain.clone(),
+            fee_asset,
+            confirmations: settings.confirmations,
+            stop_at: opts.stop_at,
+            require_risk,
+        };
+        let engine = EthWithdrawals::new(store, rpc.clone(), signer.clone(), env, cfg);
+        let mut waited = 0u32;
+        let hot = loop {
+            match engine.wallet(&wallet).await {
+                Ok((_, hot)) => break hot,
+                Err(EngineError::Sign(e)) if e.retryable() => {
+                    if waited % 10 == 0 {
+                        tracing::warn!(wallet = wallet.as_str(), error = %e, "waiting for the signer nodes");
+                    }
+                    waited = waited.saturating_add(1);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    return Err(RuntimeError::Signers(format!(
+                        "hot wallet {}: {e}",
+                        wallet.as_str()
+                    )))
+                }
+            }
+        };
+        Ok(EthereumChain {
+            chain,
+            rpc,
+            settings: settings.clone(),
+            wallet,
+            hot,
+            cold,
+            engine,
+            signer,
+        })
+    }
+
+    /// Customers' deposit addresses on this chain, for the API.
+    pub fn deposit_addresses(&self, store: Arc<dyn Store>, env: Arc<dyn Env>) -> ChainAddresses {
+        ChainAddresses {
+            hot: self.hot.clone(),
+            store,
+            signer: self.signer.clone(),
+            env,
+            chain: self.chain.clone(),
+            wallet: self.wallet.clone(),
+        }
+    }
+
+    /// What `DATA/chain.json` records of this chain.
+    pub fn file(&self) -> ChainFile {
+        let mut wallets = vec![(self.wallet.as_str().to_owned(), self.hot.as_str().to_owned())];
+        if let Some(cold) = &self.cold {
+            let name = self.settings.cold_wallet.clone().unwrap_or_else(|| "cold".into());
+            wallets.push((name, cold.as_str().to_owned()));
+        }
+        ChainFile {
+            rpc_url: self.settings.rpc_url.clone(),
+            chain: self.chain.as_str().to_owned(),
+            wallets,
+            ca_file: self.settings.ca_file.clone(),
+        }
+    }
+
+    /// Start the workers; the treasury's passes are recorded on `api`.
+    pub fn spawn(
+        self,
+        store: Arc<dyn Store>,
+        env: Arc<dyn Env>,
+        registry: &AssetRegistry,
+        marks: &[WatermarkSettings],
+        api: strongroom_server::AppState,
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>, RuntimeError> {
+        let EthereumChain { chain, rpc, settings, wallet, hot, cold, engine, .. } = self;
+        let native =
+            registry.iter().find(|a| a.chain == chain && a.contract.is_none()).ok_or_else(
+                || RuntimeError::Config(format!("[[assets]] names no native asset on {chain}")),
+            )?;
+        let on_chain: Vec<_> = registry.iter().filter(|a| a.chain == chain).collect();
+        let tokens: Vec<(AssetSymbol, Address)> = on_chain
+            .iter()
+            .filter_map(|a| a.contract.clone().map(|c| (a.symbol.clone(), c)))
+            .collect();
+        let watch = WatchConfig {
+            chain: chain.clone(),
+            confirmations: settings.confirmations,
+            native: native.symbol.clone(),
+            tokens,
+            hot_wallets: vec![hot.clone()],
+            start_block: settings.start_block,
+            max_blocks: 200,
+            reorg_window: 64,
+        };
+        let sweep_cfg = SweepConfig {
+            chain: chain.clone(),
+            wallet: wallet.clone(),
+            hot: hot.clone(),
+            native: (native.symbol.clone(), native.decimals),
+            tokens: on_chain
+                .iter()
+                .filter_map(|a| a.contract.clone().map(|c| (a.symbol.clone(), a.decimals, c)))
+                .collect(),
+            min_native: settings.min_sweep_native,
+            token_gas: 100_000,
+            ttl_ms: 3_600_000,
+        };
+        let mut watermarks = Vec::new();
+        for m in marks {
+            let Some(asset) = on_chain.iter().find(|a| a.symbol.as_str() == m.asset) else {
+                continue;
+            };
+            let amount = |s: &str| {
+                Amount::parse_decimal(s, asset.decimals).map_err(|e| {
+                    RuntimeError::Config(format!("[treasury] {}: {s:?}: {e}", m.asset))
+                })
+            };
+            watermarks.push(Watermarks {
+                asset: asset.symbol.clone(),
+                decimals: asset.decimals,
+                contract: asset.contract.clone(),
+                low: amount(&m.low)?,
+                target: amount(&m.target)?,
+                high: amount(&m.high)?,
+                min_cold_bps: m.min_cold_bps,
+            });
+        }
+        let treasury = match (&cold, watermarks.is_empty()) {
+            (Some(cold), false) => {
+                let cfg = TreasuryConfig {
+                    sweep: sweep_cfg.clone(),
+                    cold: cold.clone(),
+                    marks: watermarks,
+                };
+                let t = Treasury::new(store.clone(), rpc.clone(), env.clone(), cfg)
+                    .map_err(|e| RuntimeError::Config(format!("[treasury]: {e}")))?;
+                Some((t, cold.as_str().to_owned()))
+            }
+            (None, false) => {
+                return Err(RuntimeError::Config(format!(
+                    "[treasury] has watermarks for {chain}, whose [[chains]] entry names no cold_address"
+                )))
+            }
+            _ => None,
+        };
+        let sweeper = Sweeper::new(store.clone(), rpc.clone(), env.clone(), sweep_cfg);
+        let watcher = DepositWatcher::new(store.clone(), Arc::new(rpc.clone()), env.clone(), watch);
+        let watching = tokio::spawn(async move {
+            loop {
+                if let Err(e) = sweeper.plan().await {
+                    tracing::warn!(error = %e, "sweep planning failed");
+                }
+                if let Some((t, cold)) = &treasury {
+                    match t.run_once().await {
+                        Ok(report) => api.record_treasury(cold, readings(report)),
+                        Err(e) => tracing::warn!(error = %e, "treasury pass failed"),
+                    }
+                }
+                match watcher.run_once().await {
+                    Ok(r) if r.credited + r.reversed + r.held + r.dropped > 0 => tracing::info!(
+                        credited = r.credited,
+                        reversed = r.reversed,
+                        held = r.held,
+                        dropped = r.dropped,
+                        "deposit watcher"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "deposit watcher pass failed"),
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        let mut addresses = vec![hot];
+        addresses.extend(cold);
+        let assets: Vec<(AssetSymbol, Option<Address>)> =
+            on_chain.iter().map(|a| (a.symbol.clone(), a.contract.clone())).collect();
+        let reconciling = tokio::spawn(reconcile_forever(
+            store.clone(),
+            rpc.clone(),
+            chain.clone(),
+            assets,
+            addresses,
+        ));
+        let withdrawing = tokio::spawn(async move {
+            loop {
+                match engine.run_once().await {
+                    Ok(_) => {}
+                    Err(EngineError::Stopped(p)) => {
+                        // A test asked for a crash here: die like a killed process would.
+                        tracing::error!(point = ?p, "engine: stopping as STRONGROOM_TEST_STOP_AFTER asks");
+                        std::process::abort();
+                    }
+                    Err(e) => tracing::warn!(error = %e, "engine pass failed"),
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        Ok(vec![withdrawing, watching, reconciling])
+    }
+}
+
+/// A treasury pass as the API shows it.
+fn readings(report: Vec<ColdRatio>) -> Vec<strongroom_server::treasury::TreasuryReading> {
+    report
+        .into_iter()
+        .map(|r| {
+            let (action, amount) = match r.action {
+                Action::Hold => ("hold", None),
+                Action::Sweep { amount } => ("sweep", Some(amount.base_units())),
+                Action::SweepUnderWay => ("sweep_under_way", None),
+                Action::SweepFailed { .. } => ("sweep_failed", None),
+                Action::Refill { amount } => ("refill", Some(amount.base_units())),
+            };
+            strongroom_server::treasury::TreasuryReading {
+                asset: r.asset.as_str().to_owned(),
+                hot: r.hot.base_units(),
+                cold: r.cold.base_units(),
+                cold_bps: r.cold_bps,
+                min_cold_bps: r.min_cold_bps,
+                action: action.to_owned(),
+                action_amount: amount,
+                at_ms: r.at_ms,
+            }
+        })
+        .collect()
+}
+
+/// Customers' deposit addresses on one chain, for the API.
+#[derive(Debug)]
+pub struct ChainAddresses {
+    hot: Address,
+    store: Arc<dyn Store>,
+    signer: Arc<OrchestratorSigner>,
+    env: Arc<dyn Env>,
+    chain: ChainId,
+    wallet: WalletId,
+}
+
+/// Every chain's deposit addresses behind the API's one provider.
+#[derive(Debug)]
+pub struct DepositAddresses(pub Vec<ChainAddresses>);
+
+#[async_trait]
+impl strongroom_server::DepositAddresses for DepositAddresses {
+    fn is_hot_wallet(&self, address: &Address) -> bool {
+        self.0.iter().any(|c| &c.hot == address)
+    }
+
+    async fn deposit_address(
+        &self,
+        customer_id: uuid::Uuid,
+        asset: &strongroom_units::Asset,
+    ) -> Result<strongroom_store::DepositAddress, String> {
+        let Some(c) = self.0.iter().find(|c| c.chain == asset.chain) else {
+            return Err(format!(
+                "{} is on {}, which this server does not watch",
+                asset.symbol, asset.chain
+            ));
+        };
+        strongroom_engine::deposits::deposit_address(
+            c.store.as_ref(),
+            c.signer.as_ref(),
+            c.env.as_ref(),
+            &c.chain,
+            &c.wallet,
+            customer_id,
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// Ledger custody against the chain for `file`'s chain: over its wallets and every deposit
+/// address, per asset the registry names on it.
+pub async fn reconcile(
+    store: &dyn Store,
+    registry: &AssetRegistry,
+    file: &ChainFile,
+) -> Result<Vec<strongroom_engine::reconcile::Holding>, RuntimeError> {
+    let (rpc, chain) = file.rpc()?;
+    let mut addresses = Vec::new();
+    for (_, a) in &file.wallets {
+        addresses.push(
+            Address::parse(&chain, a).map_err(|e| RuntimeError::Config(format!("{a}: {e}")))?,
+        );
+    }
+    let assets: Vec<(AssetSymbol, Option<Address>)> = registry
+        .iter()
+        .filter(|a| a.chain == chain)
+        .map(|a| (a.symbol.clone(), a.contract.clone()))
+        .collect();
+    reconcile_once(store, &rpc, &chain, &assets, &addresses).await
+}
+
+async fn reconcile_once(
+    store: &dyn Store,
+    rpc: &EthRpc,
+    chain: &ChainId,
+    assets: &[(AssetSymbol, Option<Address>)],
+    wallets: &[Address],
+) -> Result<Vec<strongroom_engine::reconcile::Holding>, RuntimeError> {
+    let mut addresses = wallets.to_vec();
+    for d in store.deposit_addresses(chain).await? {
+        addresses.push(
+            Address::parse(chain, &d.address)
+                .map_err(|e| RuntimeError::chain(chain, format!("stored address: {e}")))?,
+        );
+    }
+    strongroom_engine::reconcile::reconcile(store, rpc, chain, assets, &addresses)
+        .await
+        .map_err(|e| RuntimeError::chain(chain, e))
+}
+
+/// Every 30 s, reconcile; a difference while nothing is in motion is logged as an alert.
+async fn reconcile_forever(
+    store: Arc<dyn Store>,
+    rpc: EthRpc,
+    chain: ChainId,
+    assets: Vec<(AssetSymbol, Option<Address>)>,
+    wallets: Vec<Address>,
+) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        match reconcile_once(store.as_ref(), &rpc, &chain, &assets, &wallets).await {
+            Ok(report) => {
+                for h in report.iter().filter(|h| h.settled() && !h.matches()) {
+                    tracing::error!(alert = true, asset = %h.asset, ledger = %h.ledger, chain = %h.chain, "ledger and chain differ");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reconciliation failed"),
+        }
+    }
+}

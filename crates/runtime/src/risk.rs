@@ -1,0 +1,808 @@
+//! The risk worker: every reserved withdrawal assessed once (allow, review, block), rejected
+//! and blocked ones cancelled, analysts' decisions fed back, lists reloaded when their files
+//! change, risk events taken from NATS JetStream; and the alerts it raises (signed webhooks,
+//! e-mail to the security team and to customers with their anti-phishing code).
+
+use std::path::PathBuf;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use strongroom_core::withdrawal::{Withdrawal, WithdrawalState};
+use strongroom_core::Env;
+use strongroom_risk::engine::{Assessment, Decision, RiskEngine};
+use strongroom_risk::lists::{ListKind, Lists};
+use strongroom_risk::profile::{Activity, WithdrawalEvent};
+use strongroom_risk::rules::{RuleSet, DEFAULT_RULES};
+use strongroom_store::{RiskReview, RiskState, Store, WithdrawalFilter, WriteCtx};
+use uuid::Uuid;
+
+use crate::RuntimeError;
+
+/// The value at a JSON pointer, or null.
+fn at<'a>(v: &'a serde_json::Value, pointer: &str) -> &'a serde_json::Value {
+    static NULL: serde_json::Value = serde_json::Value::Null;
+    v.pointer(pointer).unwrap_or(&NULL)
+}
+
+/// The security team's webhook: where, the file holding its HMAC secret, and a CA trusted
+/// for it besides the platform's roots.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub url: String,
+    pub secret_file: PathBuf,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Where the risk worker gets its lists and rules, and where it sends alerts.
+#[derive(Debug, Clone, Default)]
+pub struct RiskOptions {
+    /// A folder of lists: `*.txt` one address a line (sanctions when the name says
+    /// "sanction", else scam), `*.csv` with an `address` column (scam). Reloaded when a file
+    /// changes.
+    pub lists: Option<PathBuf>,
+    /// A rule set (TOML); the default rules otherwise.
+    pub rules: Option<PathBuf>,
+    /// The security team's webhook.
+    pub webhook: Option<Webhook>,
+    /// The security team's e-mail: the relay and the recipients.
+    pub mail: Option<(crate::mail::Smtp, Vec<String>)>,
+    /// A NATS server whose JetStream carries risk events.
+    pub nats: Option<String>,
+    /// IPv4 ranges → places (`start_ip,end_ip,lat,lon,country`), for impossible travel.
+    pub geo: Option<PathBuf>,
+    /// The key that opens customers' sealed contact details (for their alert e-mail).
+    pub personal_data: Option<Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>>,
+}
+
+/// Load an IPv4 → place table (CSV `start_ip,end_ip,lat,lon,country`).
+pub fn load_geo(path: &std::path::Path) -> Result<strongroom_risk::geo::GeoTable, RuntimeError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| RuntimeError::io(format!("reading {}", path.display()), e))?;
+    strongroom_risk::geo::GeoTable::from_csv(&text)
+        .map_err(|e| RuntimeError::Config(format!("{}: {e}", path.display())))
+}
+
+/// Load every list in `dir`.
+pub fn load_lists(dir: &std::path::Path) -> Result<Lists, RuntimeError> {
+    let mut lists = Lists::default();
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| RuntimeError::io(format!("reading {}", dir.display()), e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    names.sort();
+    for path in names {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+        if ext != "txt" && ext != "csv" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| RuntimeError::io(format!("reading {}", path.display()), e))?;
+        match ext {
+            "txt" => {
+                let kind = if name.to_lowercase().contains("sanction") {
+                    ListKind::Sanctions
+                } else {
+                    ListKind::Scam
+                };
+                lists.add_lines(kind, &name, &text);
+            }
+            _ => {
+                lists
+                    .add_csv(ListKind::Scam, &name, &text)
+                    .map_err(|e| RuntimeError::Config(format!("{}: {e}", path.display())))?;
+            }
+        }
+    }
+    Ok(lists)
+}
+
+/// The newest modification time among the folder's files (to notice changes).
+fn stamp(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok()?.metadata().ok()?.modified().ok()).max()
+}
+
+/// Signed webhooks to the security team.
+#[derive(Clone)]
+pub struct Alerts {
+    webhook: Option<(String, Arc<zeroize::Zeroizing<Vec<u8>>>)>,
+    mail: Option<(crate::mail::Smtp, Vec<String>)>,
+    client: reqwest::Client,
+    env: Arc<dyn Env>,
+    /// To e-mail customers: their sealed contacts and the key that opens them.
+    customers: Option<(Arc<dyn Store>, Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>)>,
+}
+
+impl std::fmt::Debug for Alerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alerts").field("webhook", &self.webhook.as_ref().map(|w| &w.0)).finish()
+    }
+}
+
+impl Alerts {
+    pub fn new(
+        webhook: Option<Webhook>,
+        mail: Option<(crate::mail::Smtp, Vec<String>)>,
+        env: Arc<dyn Env>,
+    ) -> Result<Self, RuntimeError> {
+        let mut builder =
+            reqwest::Client::builder().use_rustls_tls().timeout(Duration::from_secs(10));
+        let webhook = match webhook {
+            Some(Webhook { url, secret_file: secret, ca_file }) => {
+                if let Some(ca) = ca_file {
+                    for c in crate::http::ca_certificates(&ca)? {
+                        builder = builder.add_root_certificate(c);
+                    }
+                }
+                let s = std::fs::read(&secret)
+                    .map_err(|e| RuntimeError::io(format!("reading {}", secret.display()), e))?;
+                let trimmed = String::from_utf8_lossy(&s).trim().as_bytes().to_vec();
+                Some((url, Arc::new(zeroize::Zeroizing::new(trimmed))))
+            }
+            None => None,
+        };
+        let client = builder
+            .build()
+            .map_err(|e| RuntimeError::Config(format!("webhook HTTP client: {e}")))?;
+        Ok(Alerts { webhook, mail, client, env, customers: None })
+    }
+
+    /// E-mail the customer (when they left an address), with their anti-phishing code first.
+    pub fn notify_customer(&self, customer_id: Uuid, subject: &str, text: &str) {
+        let (Some((smtp, _)), Some((store, kek))) = (self.mail.clone(), self.customers.clone())
+        else {
+            return;
+        };
+        let (subject, text) = (subject.to_owned(), text.to_owned());
+        tokio::spawn(async move {
+            let sealed = match store.customer_contact(customer_id).await {
+                Ok(Some(s)) => s,
+                Ok(None) => return,
+                Err(e) => return tracing::warn!(error = %e, "customer contact unreadable"),
+            };
+            let c = match strongroom_server::contact::open_contact(
+                kek.as_ref(),
+                customer_id,
+                &sealed,
+            ) {
+                Ok(c) => c,
+                Err(e) => {
+                    return tracing::error!(alert = true, error = %e, %customer_id, "a sealed contact does not open")
+                }
+            };
+            let code = match &c.anti_phishing_code {
+                Some(code) => format!("Your anti-phishing code: {code}\n\n"),
+                None => String::new(),
+            };
+            let body = format!("{code}{text}\n\nIf this was not you, contact support at once.\n");
+            for attempt in 0..5u64 {
+                match smtp.send(std::slice::from_ref(&c.email), &subject, &body).await {
+                    Ok(()) => return,
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "customer e-mail not sent"),
+                }
+                tokio::time::sleep(Duration::from_millis(500 * (attempt + 1))).await;
+            }
+        });
+    }
+
+    /// Log the alert and post it to the webhook, signed: header
+    /// `X-Strongroom-Signature: t=<unix ms>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+    pub fn send(&self, kind: &str, detail: serde_json::Value) {
+        let body = serde_json::json!({ "kind": kind, "detail": detail }).to_string();
+        tracing::warn!(alert = true, kind, detail = %body, "security alert");
+        if let Some((smtp, to)) = self.mail.clone() {
+            let subject = format!("[Strongroom] {}", kind.replace('_', " "));
+            let text = format!(
+                "Strongroom security alert: {kind}\n\n{}\n",
+                serde_json::to_string_pretty(&detail).unwrap_or_default()
+            );
+            tokio::spawn(async move {
+                for attempt in 0..5u64 {
+                    match smtp.send(&to, &subject, &text).await {
+                        Ok(()) => return,
+                        Err(e) => {
+                            tracing::warn!(error = %format!("{e:#}"), "alert e-mail not sent")
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(500 * (attempt + 1))).await;
+                }
+            });
+        }
+        let Some((url, secret)) = self.webhook.clone() else { return };
+        let client = self.client.clone();
+        let t = self.env.now().unix_ms();
+        tokio::spawn(async move {
+            use hmac::{Hmac, Mac};
+            let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret.as_slice()) else {
+                return;
+            };
+            mac.update(format!("{t}.{body}").as_bytes());
+            let sig = hex::encode(mac.finalize().into_bytes());
+            for attempt in 0..5u64 {
+                let sent = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("x-strongroom-signature", format!("t={t},v1={sig}"))
+                    .body(body.clone())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().is_success() => return,
+                    Ok(r) => tracing::warn!(status = %r.status(), "webhook refused the alert"),
+                    Err(e) => tracing::warn!(error = %e, "webhook unreachable"),
+                }
+                tokio::time::sleep(Duration::from_millis(500 * (attempt + 1))).await;
+            }
+        });
+    }
+}
+
+impl strongroom_server::accounts::Notifier for Alerts {
+    fn notify_customer(&self, customer_id: Uuid, subject: &str, text: &str) {
+        Alerts::notify_customer(self, customer_id, subject, text)
+    }
+}
+
+/// Screens destinations at the API with the current lists.
+#[derive(Debug)]
+pub struct ListScreen {
+    lists: Arc<RwLock<Arc<Lists>>>,
+    alerts: Alerts,
+}
+
+impl strongroom_server::DestinationScreen for ListScreen {
+    fn screen(&self, customer_id: Uuid, chain: &str, address: &str) -> Option<String> {
+        let lists = self.lists.read().ok()?.clone();
+        let hit = lists.check(address)?;
+        let why = format!("the destination is on the {} list {}", hit.kind.as_str(), hit.source);
+        self.alerts.notify_customer(
+            customer_id,
+            "Your withdrawal was refused",
+            &format!("A withdrawal to {address} was refused: that address is on a sanctions or scam list."),
+        );
+        self.alerts.send(
+            "withdrawal_blocked",
+            serde_json::json!({ "customer_id": customer_id, "chain": chain, "destination": address,
+                "reason": why, "label": hit.label }),
+        );
+        Some(why)
+    }
+}
+
+fn assessment_json(a: &Assessment) -> serde_json::Value {
+    let reasons = |r: &[strongroom_risk::engine::Reason]| -> Vec<serde_json::Value> {
+        r.iter()
+            .map(|r| serde_json::json!({ "source": r.source, "detail": r.detail, "points": r.points }))
+            .collect()
+    };
+    serde_json::json!({
+        "reasons": reasons(&a.reasons),
+        "shadow": reasons(&a.shadow),
+        "features": a.features.iter().map(|(n, v)| serde_json::json!({ "name": n, "value": v })).collect::<Vec<_>>(),
+        "rules_version": a.rules_version,
+    })
+}
+
+fn features_of(review: &RiskReview) -> Vec<f64> {
+    at(&review.assessment, "/features")
+        .as_array()
+        .map(|f| f.iter().map(|x| at(x, "/value").as_f64().unwrap_or(0.0)).collect())
+        .unwrap_or_default()
+}
+
+/// The engine shared by the worker and the API's scoring route.
+#[derive(Debug, Clone)]
+pub struct SharedEngine(Arc<std::sync::Mutex<RiskEngine>>);
+
+impl SharedEngine {
+    pub fn new(engine: RiskEngine) -> Self {
+        SharedEngine(Arc::new(std::sync::Mutex::new(engine)))
+    }
+    fn with<R>(&self, f: impl FnOnce(&mut RiskEngine) -> R) -> R {
+        let mut guard = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut guard)
+    }
+    pub fn assess(&self, ev: &WithdrawalEvent, lists: &Lists) -> Assessment {
+        self.with(|e| e.assess(ev, lists))
+    }
+    pub fn record(&self, ev: &WithdrawalEvent) {
+        self.with(|e| e.record(ev))
+    }
+    fn record_activity(&self, customer: &str, a: &Activity, at_ms: i64) {
+        self.with(|e| e.record_activity(customer, a, at_ms))
+    }
+    fn feedback(&self, features: &[f64], rejected: bool) {
+        self.with(|e| e.feedback(features, rejected))
+    }
+}
+
+/// `POST /v1/risk/score` on the shared engine and the current lists.
+#[derive(Debug)]
+pub struct EngineScorer {
+    pub engine: SharedEngine,
+    pub lists: Arc<RwLock<Arc<Lists>>>,
+}
+
+impl strongroom_server::RiskScorer for EngineScorer {
+    fn score(
+        &self,
+        i: &strongroom_server::ScoreInput,
+        now_ms: i64,
+    ) -> (String, u32, Vec<(String, String, u32)>) {
+        let lists = self.lists.read().map(|l| l.clone()).unwrap_or_default();
+        let ev = WithdrawalEvent {
+            customer: i.customer_id.to_string(),
+            at_ms: now_ms,
+            asset: i.asset.clone(),
+            amount: i.amount,
+            destination: i.destination.clone(),
+            device: i.device_id.clone(),
+            ip: i.ip.clone(),
+        };
+        let a = self.engine.assess(&ev, &lists);
+        let reasons = a.reasons.into_iter().map(|r| (r.source, r.detail, r.points)).collect();
+        (a.decision.as_str().to_owned(), a.score, reasons)
+    }
+}
+
+struct Worker {
+    store: Arc<dyn Store>,
+    engine: SharedEngine,
+    lists: Arc<RwLock<Arc<Lists>>>,
+    alerts: Alerts,
+    /// Device and IP a withdrawal was requested from.
+    contexts: Contexts,
+    last_event_ms: i64,
+    learned: HashSet<Uuid>,
+    /// Rejected or blocked withdrawals already seen out of `reserved` (never read again).
+    closed: HashSet<Uuid>,
+    env: Arc<dyn Env>,
+    /// Opens events' sealed IP addresses.
+    kek: Option<Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>>,
+}
+
+/// Device and IP each withdrawal was requested from.
+pub type Contexts = HashMap<Uuid, (Option<String>, Option<String>)>;
+
+/// A stored withdrawal as the risk engine sees it, with the device and IP it came from.
+pub fn withdrawal_event(w: &Withdrawal, contexts: &Contexts) -> WithdrawalEvent {
+    let (device, ip) = contexts.get(&w.id).cloned().unwrap_or((None, None));
+    WithdrawalEvent {
+        customer: w.customer_id.to_string(),
+        at_ms: w.created_at.unix_ms(),
+        asset: w.intent.asset.symbol.to_string(),
+        amount: w.intent.amount.base_units(),
+        destination: w.intent.destination.as_str().to_owned(),
+        device,
+        ip,
+    }
+}
+
+impl Worker {
+    fn event(&self, w: &Withdrawal) -> WithdrawalEvent {
+        withdrawal_event(w, &self.contexts)
+    }
+
+    fn ctx(&self) -> WriteCtx {
+        WriteCtx { actor: "risk".into(), now: self.env.now(), request_id: None }
+    }
+
+    async fn events(&mut self) -> Result<(), RuntimeError> {
+        loop {
+            let batch = self.store.risk_events(self.last_event_ms, 1000).await?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            for e in batch {
+                self.last_event_ms = self.last_event_ms.max(e.at.unix_ms());
+                let s = |k: &str| at(&e.data, &format!("/{k}")).as_str().map(str::to_owned);
+                let ip =
+                    strongroom_server::risk::event_ip(self.kek.as_deref(), e.customer_id, &e.data);
+                match e.kind.as_str() {
+                    "withdrawal_context" => {
+                        if let Some(id) = s("withdrawal_id").and_then(|i| Uuid::parse_str(&i).ok())
+                        {
+                            self.contexts.insert(id, (s("device_id"), ip));
+                        }
+                    }
+                    "login" => self.engine.record_activity(
+                        &e.customer_id.to_string(),
+                        &Activity::Login { device: s("device_id"), ip },
+                        e.at.unix_ms(),
+                    ),
+                    "security_change" => self.engine.record_activity(
+                        &e.customer_id.to_string(),
+                        &Activity::SecurityChange,
+                        e.at.unix_ms(),
+                    ),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// What already happened: past withdrawals are the customers' usual; analysts'
+    /// decisions teach the model.
+    async fn replay(&mut self) -> Result<(), RuntimeError> {
+        self.events().await?;
+        let mut past = Vec::new();
+        for st in [
+            WithdrawalState::Built,
+            WithdrawalState::Signed,
+            WithdrawalState::Broadcast,
+            WithdrawalState::Settled,
+        ] {
+            past.extend(
+                self.store
+                    .list_withdrawals(&WithdrawalFilter {
+                        customer_id: None,
+                        state: Some(st),
+                        limit: 1000,
+                    })
+                    .await?,
+            );
+        }
+        past.sort_by_key(|w| w.created_at);
+        for w in &past {
+            let ev = self.event(w);
+            self.engine.record(&ev);
+        }
+        self.learn().await
+    }
+
+    async fn learn(&mut self) -> Result<(), RuntimeError> {
+        for st in [RiskState::Released, RiskState::Rejected] {
+            for r in self.store.list_risk_reviews(Some(st), 1000).await? {
+                if self.learned.insert(r.withdrawal_id) {
+                    self.engine.feedback(&features_of(&r), st == RiskState::Rejected);
+                    if st == RiskState::Released {
+                        let w = self.store.get_withdrawal(r.withdrawal_id).await?;
+                        let ev = self.event(&w);
+                        self.engine.record(&ev);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn pass(&mut self) -> Result<(), RuntimeError> {
+        self.events().await?;
+        let lists =
+            self.lists.read().map_err(|_| RuntimeError::Risk("lists poisoned".into()))?.clone();
+        let reserved = self
+            .store
+            .list_withdrawals(&WithdrawalFilter {
+                customer_id: None,
+                state: Some(WithdrawalState::Reserved),
+                limit: 1000,
+            })
+            .await?;
+        for w in reserved {
+            if self.store.risk_review(w.id).await?.is_some() {
+                continue;
+            }
+            let ev = self.event(&w);
+            let a = self.engine.assess(&ev, &lists);
+            let state = match a.decision {
+                Decision::Allow => RiskState::Cleared,
+                Decision::Review => RiskState::Open,
+                Decision::Block => RiskState::Blocked,
+            };
+            let now = self.env.now();
+            let review = RiskReview {
+                withdrawal_id: w.id,
+                customer_id: w.customer_id,
+                decision: a.decision.as_str().into(),
+                state,
+                score: a.score,
+                assessment: assessment_json(&a),
+                assignee: None,
+                notes: Vec::new(),
+                decided_by: None,
+                created_at: now,
+                updated_at: now,
+            };
+            let kept = self.store.assess_withdrawal(&self.ctx(), review).await?;
+            let detail = serde_json::json!({
+                "withdrawal_id": w.id, "customer_id": w.customer_id, "asset": ev.asset,
+                "amount": w.intent.amount.to_string(), "destination": ev.destination,
+                "score": kept.score, "reasons": at(&kept.assessment, "/reasons"),
+            });
+            let what = format!(
+                "{} {} to {}",
+                w.intent.amount.format_decimal(w.intent.asset.decimals).unwrap_or_default(),
+                ev.asset,
+                ev.destination
+            );
+            match kept.state {
+                RiskState::Cleared => self.engine.record(&ev),
+                RiskState::Open => {
+                    self.alerts.notify_customer(
+                        w.customer_id,
+                        "Your withdrawal is on hold for a security review",
+                        &format!("Your withdrawal of {what} is on hold while our security team reviews it."),
+                    );
+                    self.alerts.send("withdrawal_paused", detail)
+                }
+                RiskState::Blocked => {
+                    self.alerts.notify_customer(
+                        w.customer_id,
+                        "Your withdrawal was refused",
+                        &format!("Your withdrawal of {what} was refused by our security checks."),
+                    );
+                    self.alerts.send("withdrawal_blocked", detail)
+                }
+                _ => {}
+            }
+        }
+        // Rejected or blocked withdrawals still reserved are cancelled (funds released).
+        for st in [RiskState::Rejected, RiskState::Blocked] {
+            for r in self.store.list_risk_reviews(Some(st), 1000).await? {
+                if self.closed.contains(&r.withdrawal_id) {
+                    continue;
+                }
+                let w = self.store.get_withdrawal(r.withdrawal_id).await?;
+                if w.state != WithdrawalState::Reserved {
+                    self.closed.insert(w.id);
+                } else {
+                    let entry = strongroom_core::new_id(self.env.as_ref());
+                    match self
+                        .store
+                        .transition_withdrawal(
+                            &self.ctx(),
+                            None,
+                            w.id,
+                            WithdrawalState::Cancelled,
+                            entry,
+                        )
+                        .await
+                    {
+                        Ok(_) | Err(strongroom_store::StoreError::InvalidTransition { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        self.learn().await
+    }
+}
+
+/// The risk engine, built before the API so the API gets its screen, scorer and notifier
+/// at construction; [`Risk::start`] then runs the worker.
+#[derive(Debug)]
+pub struct Risk {
+    store: Arc<dyn Store>,
+    engine: SharedEngine,
+    lists: Arc<RwLock<Arc<Lists>>>,
+    alerts: Alerts,
+    opts: RiskOptions,
+    env: Arc<dyn Env>,
+}
+
+impl Risk {
+    /// Load the rules, lists and geography, and make the alert channels.
+    pub fn new(
+        store: Arc<dyn Store>,
+        opts: RiskOptions,
+        env: Arc<dyn Env>,
+    ) -> Result<Risk, RuntimeError> {
+        let bad = |what: String| {
+            move |e: strongroom_risk::rules::RuleError| RuntimeError::Config(format!("{what}: {e}"))
+        };
+        let rules = match &opts.rules {
+            Some(f) => RuleSet::from_toml(
+                &std::fs::read_to_string(f)
+                    .map_err(|e| RuntimeError::io(format!("reading {}", f.display()), e))?,
+            )
+            .map_err(bad(f.display().to_string()))?,
+            None => RuleSet::from_toml(DEFAULT_RULES).map_err(bad("default rules".into()))?,
+        };
+        let lists = match &opts.lists {
+            Some(dir) => load_lists(dir)?,
+            None => Lists::default(),
+        };
+        tracing::info!(
+            addresses = lists.len(),
+            rules = rules.rules.len(),
+            version = rules.version,
+            "risk engine"
+        );
+        let lists = Arc::new(RwLock::new(Arc::new(lists)));
+        let mut alerts = Alerts::new(opts.webhook.clone(), opts.mail.clone(), env.clone())?;
+        if let Some(kek) = &opts.personal_data {
+            alerts.customers = Some((store.clone(), kek.clone()));
+        }
+        let mut engine = RiskEngine::new(rules);
+        if let Some(g) = &opts.geo {
+            engine.set_geo(load_geo(g)?);
+        }
+        Ok(Risk { store, engine: SharedEngine::new(engine), lists, alerts, opts, env })
+    }
+
+    /// Customer e-mail, for the API.
+    pub fn notifier(&self) -> Arc<dyn strongroom_server::accounts::Notifier> {
+        Arc::new(self.alerts.clone())
+    }
+
+    /// The alerts this engine raises (the runtime's other workers raise theirs here too).
+    pub fn alerts(&self) -> &Alerts {
+        &self.alerts
+    }
+
+    /// Destination screening with the current lists, for the API.
+    pub fn screen(&self) -> Arc<dyn strongroom_server::DestinationScreen> {
+        Arc::new(ListScreen { lists: self.lists.clone(), alerts: self.alerts.clone() })
+    }
+
+    /// `POST /v1/risk/score` on the shared engine, for the API.
+    pub fn scorer(&self) -> Arc<dyn strongroom_server::RiskScorer> {
+        Arc::new(EngineScorer { engine: self.engine.clone(), lists: self.lists.clone() })
+    }
+
+    /// Replay what already happened, then assess withdrawals as they arrive.
+    pub async fn start(self) -> Result<tokio::task::JoinHandle<()>, RuntimeError> {
+        let Risk { store, engine, lists, alerts, opts, env } = self;
+        let mut worker = Worker {
+            store,
+            engine,
+            lists: lists.clone(),
+            alerts,
+            contexts: HashMap::new(),
+            last_event_ms: 0,
+            learned: HashSet::new(),
+            closed: HashSet::new(),
+            env: env.clone(),
+            kek: opts.personal_data.clone(),
+        };
+        worker.replay().await?;
+        let nats = opts.nats.clone().map(|url| {
+            start_nats_ingest(worker.store.clone(), url, opts.personal_data.clone(), env.clone())
+        });
+        let dir = opts.lists.clone();
+        Ok(tokio::spawn(async move {
+            let mut seen = dir.as_deref().and_then(stamp);
+            let mut ticks = 0u64;
+            loop {
+                // Lists reload without a restart when a file in their folder changes.
+                ticks += 1;
+                if let (Some(d), true) = (&dir, ticks % 10 == 0) {
+                    let now = stamp(d);
+                    if now != seen {
+                        match load_lists(d) {
+                            Ok(l) => {
+                                tracing::info!(addresses = l.len(), "risk lists reloaded");
+                                if let Ok(mut w) = lists.write() {
+                                    *w = Arc::new(l);
+                                }
+                                seen = now;
+                            }
+                            Err(e) => tracing::warn!(error = %e, "risk lists not reloaded"),
+                        }
+                    }
+                }
+                if nats.as_ref().is_some_and(|n| n.is_finished()) {
+                    tracing::error!("NATS ingestion ended");
+                }
+                if let Err(e) = worker.pass().await {
+                    tracing::warn!(error = %e, "risk pass failed; will retry");
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }))
+    }
+}
+
+/// The JetStream stream and subjects risk events arrive on, and the durable consumer that
+/// risk workers share (each message goes to one of them).
+pub const NATS_STREAM: &str = "STRONGROOM_RISK";
+pub const NATS_SUBJECTS: &str = "strongroom.risk.events.>";
+pub const NATS_CONSUMER: &str = "risk-workers";
+
+/// A risk event as published on NATS (subject `strongroom.risk.events.<kind>`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NatsEvent {
+    customer_id: Uuid,
+    kind: String,
+    device_id: Option<String>,
+    ip: Option<String>,
+}
+
+/// Take risk events from JetStream into the store (where the risk worker reads them). Each
+/// message is acknowledged only after it is stored; its id comes from its stream sequence,
+/// so a redelivered message is stored once.
+pub fn start_nats_ingest(
+    store: Arc<dyn Store>,
+    url: String,
+    kek: Option<Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>>,
+    env: Arc<dyn Env>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = nats_ingest(store.as_ref(), &url, kek.as_deref(), env.as_ref()).await {
+                tracing::warn!(error = %format!("{e:#}"), url, "NATS ingestion stopped; reconnecting");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+}
+
+async fn nats_ingest(
+    store: &dyn Store,
+    url: &str,
+    kek: Option<&dyn strongroom_crypto::seal::KeyEncryptionKey>,
+    env: &dyn Env,
+) -> Result<(), RuntimeError> {
+    let nats = |e: String| RuntimeError::Risk(format!("NATS: {e}"));
+    use async_nats::jetstream::{self, consumer::pull, stream};
+    use futures_util::StreamExt;
+    let client = async_nats::connect(url).await.map_err(|e| nats(format!("connecting: {e}")))?;
+    let js = jetstream::new(client);
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: NATS_STREAM.into(),
+            subjects: vec![NATS_SUBJECTS.into()],
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| nats(format!("stream {NATS_STREAM}: {e}")))?;
+    let consumer = stream
+        .get_or_create_consumer(
+            NATS_CONSUMER,
+            pull::Config {
+                durable_name: Some(NATS_CONSUMER.into()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| nats(format!("consumer {NATS_CONSUMER}: {e}")))?;
+    tracing::info!(url, stream = NATS_STREAM, "taking risk events from NATS JetStream");
+    let mut messages = consumer.messages().await.map_err(|e| nats(e.to_string()))?;
+    while let Some(m) = messages.next().await {
+        let m = m.map_err(|e| nats(e.to_string()))?;
+        let seq = m.info().map(|i| i.stream_sequence).map_err(|e| nats(e.to_string()))?;
+        match serde_json::from_slice::<NatsEvent>(&m.payload) {
+            Ok(e)
+                if ["login", "security_change", "trade", "deposit"].contains(&e.kind.as_str()) =>
+            {
+                use sha2::Digest;
+                let h = sha2::Sha256::digest(format!("{NATS_STREAM}/{seq}").as_bytes());
+                let id = Uuid::from_slice(h.get(..16).unwrap_or_default()).unwrap_or_default();
+                let ev = strongroom_store::RiskEvent {
+                    id,
+                    customer_id: e.customer_id,
+                    kind: e.kind,
+                    at: env.now(),
+                    data: {
+                        let mut d = strongroom_server::risk::event_data(
+                            kek,
+                            env,
+                            e.customer_id,
+                            e.device_id.as_deref(),
+                            e.ip.as_deref(),
+                        );
+                        d.insert("nats_seq".into(), seq.into());
+                        d.into()
+                    },
+                };
+                let ctx = WriteCtx { actor: "risk:nats".into(), now: env.now(), request_id: None };
+                match store.add_risk_event(&ctx, ev).await {
+                    Ok(_) | Err(strongroom_store::StoreError::Constraint { unique: true, .. }) => {}
+                    Err(strongroom_store::StoreError::Constraint { unique: false, .. }) => {
+                        tracing::warn!(seq, customer = %e.customer_id, "risk event for an unknown customer dropped");
+                    }
+                    // Not acknowledged: it comes again.
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(e) => tracing::warn!(seq, kind = e.kind, "risk event of an unknown kind dropped"),
+            Err(e) => tracing::warn!(seq, error = %e, "malformed risk event dropped"),
+        }
+        m.ack().await.map_err(|e| nats(format!("ack: {e}")))?;
+    }
+    Ok(())
+}
