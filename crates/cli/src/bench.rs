@@ -16,10 +16,11 @@ use strongroom_core::withdrawal::WithdrawalRules;
 use strongroom_core::{new_id, Env};
 use strongroom_crypto::generate_token;
 use strongroom_server::{pki::DevPki, tls, AppState};
-use strongroom_store::{NewApiToken, NewCustomer, NewDeposit, Role, SqlStore, Store, WriteCtx};
+use strongroom_store::{NewApiToken, NewCustomer, NewDeposit, Role, SqlStore, WriteCtx};
 use strongroom_units::{Amount, AssetRegistry, AssetSymbol};
 
 use strongroom_core::SystemEnv;
+use strongroom_store::prelude::*;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {

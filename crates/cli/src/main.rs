@@ -24,10 +24,11 @@ use strongroom_crypto::generate_token;
 use strongroom_runtime::settings::{AccountsSettings, AlertSettings, RiskSettings, SmtpSettings};
 use strongroom_runtime::{Runtime, Settings};
 use strongroom_server::pki::DevPki;
-use strongroom_store::{verify::MismatchKind, NewApiToken, Role, SqlStore, Store, WriteCtx};
+use strongroom_store::{verify::MismatchKind, NewApiToken, Role, SqlStore, WriteCtx};
 use strongroom_units::AssetRegistry;
 
 use strongroom_core::SystemEnv;
+use strongroom_store::prelude::*;
 
 /// Log format on stderr.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]

@@ -121,10 +121,11 @@ use strongroom_risk::rules::{RuleSet, DEFAULT_RULES};
 use strongroom_runtime::risk::{
     load_geo, load_lists, withdrawal_event, Contexts, EngineScorer, SharedEngine,
 };
-use strongroom_store::{RiskReview, RiskState, SqlStore, Store, WithdrawalFilter, WriteCtx};
+use strongroom_store::{RiskReview, RiskState, SqlStore, WithdrawalFilter, WriteCtx};
 use uuid::Uuid;
 
 use crate::client::at;
+use strongroom_store::prelude::*;
 
 /// `strongroom bench risk`: events/s and latency of assess + learn in one thread.
 pub fn bench(events: usize, customers: usize) {

@@ -17,6 +17,7 @@ use strongroom_signer::cluster::{self, Cluster, Options};
 use strongroom_signer::tls::Credentials;
 use strongroom_signer::wire::{KeyInfo, Scheme, SignRequest, TxFormat};
 use strongroom_signer::{NodeAddr, Orchestrator};
+use strongroom_store::prelude::*;
 
 /// The dev keys made on first start.
 pub const DEV_KEYS: [(&str, Scheme); 2] =
@@ -306,7 +307,6 @@ impl NodesArgs {
 
     /// The stored governance log (nodes keep what extends their own copy).
     async fn governance(&self) -> anyhow::Result<Vec<strongroom_governance::log::Entry>> {
-        use strongroom_store::Store;
         let url = match &self.config {
             Some(path) => strongroom_runtime::Settings::load(path, std::env::vars())?.database_url,
             None => strongroom_runtime::Settings::sqlite_url(&crate::absolute(&self.data_dir)?),

@@ -768,29 +768,8 @@ fn dev_governed_withdrawals_wait_for_two_approvals_and_a_freeze() {
     let data = dir.path().join("dev");
     let key = |id: &str| dir.path().join(format!("{id}.key")).to_str().unwrap().to_owned();
     let cli = cli_with;
-    let mut members = Vec::new();
-    for (id, role) in [
-        ("ada", "admin"),
-        ("bob", "admin"),
-        ("cy", "admin"),
-        ("ann", "approver"),
-        ("al", "approver"),
-        ("sec", "security_officer"),
-    ] {
-        let (ok, out) = cli(&["governance", "keygen", "--out", &key(id)], &[]);
-        assert!(ok, "{out}");
-        members.push(format!("{id}:{}:{role}", out.trim()));
-    }
+    let pin = governance_genesis(dir.path(), &gov, "6");
     let g = gov.to_str().unwrap();
-    let mut init =
-        vec!["governance", "init", "--dir", g, "--quorum", "2", "--whitelist-delay-secs", "6"];
-    init.extend(["--asset", "eip155:31337:ETH:18"]);
-    for m in &members {
-        init.extend(["--member", m.as_str()]);
-    }
-    let (ok, out) = cli(&init, &[]);
-    assert!(ok, "{out}");
-    let pin = std::fs::read_to_string(gov.join("genesis.pin")).unwrap().trim().to_owned();
 
     let rpc_args = ["--eth-rpc", chain.url.as_str(), "--confirmations", "1", "--governance", g];
     let dev = start_dev_with(&data, &rpc_args, &[]);
@@ -806,24 +785,8 @@ fn dev_governed_withdrawals_wait_for_two_approvals_and_a_freeze() {
     let policy = dir.path().join("policy.toml");
     std::fs::write(
         &policy,
-        r#"
-version = 1
-[[rules]]
-name = "internal"
-when = { destinations = ["internal"] }
-action = { kind = "allow" }
-[[rules]]
-name = "small-eth"
-when = { assets = ["ETH"], max_amount = "100000000000000000" }
-action = { kind = "allow" }
-[[rules]]
-name = "large-eth"
-when = { assets = ["ETH"] }
-action = { kind = "approvals", count = 2, roles = ["approver"] }
-[[rules]]
-name = "other"
-action = { kind = "block", reason = "no rule for this asset" }
-[[velocity]]
+        eth_tiers_policy(
+            r#"[[velocity]]
 name = "eth-daily"
 asset = "ETH"
 period_secs = 86400
@@ -833,6 +796,7 @@ chain = "eip155:31337"
 fee_asset = "ETH"
 max_fee = "10000000000000000"
 "#,
+        ),
     )
     .unwrap();
     let sign = |who: &str| {

@@ -269,30 +269,7 @@ fn deploy_md_three_signer_hosts_and_serve_on_postgres_move_money() {
 
     // 1. Governance members make their keys; one writes the genesis.
     let key = |id: &str| s(&d(&format!("{id}.key")));
-    let mut init = vec![
-        "governance".to_owned(),
-        "init".into(),
-        "--dir".into(),
-        s(&d("governance")),
-        "--quorum".into(),
-        "2".into(),
-        "--whitelist-delay-secs".into(),
-        "2".into(),
-        "--asset".into(),
-        "eip155:31337:ETH:18".into(),
-    ];
-    for (id, role) in [
-        ("ada", "admin"),
-        ("bob", "admin"),
-        ("cy", "admin"),
-        ("ann", "approver"),
-        ("al", "approver"),
-    ] {
-        let public = ok("keygen", cli(&["governance", "keygen", "--out", &key(id)]));
-        init.extend(["--member".into(), format!("{id}:{}:{role}", public.trim())]);
-    }
-    ok("governance init", cli(&init.iter().map(String::as_str).collect::<Vec<_>>()));
-    let gov_pin = std::fs::read_to_string(d("governance/genesis.pin")).unwrap().trim().to_owned();
+    let gov_pin = governance_genesis(dir.path(), &d("governance"), "2");
 
     // 2. Each signer host makes its identity (on the host: its own address).
     let node_dir = |n: u16| s(&d(&format!("signer-{n}")));
@@ -421,23 +398,7 @@ fee_asset = "ETH"
         std::thread::sleep(Duration::from_millis(500));
     }
     ok("mpc aux-info", cli(&["mpc", "aux-info", "--config", &cfg]));
-    let made = ok(
-        "mpc keygen",
-        cli(&[
-            "mpc",
-            "keygen",
-            "--config",
-            &cfg,
-            "--key",
-            "hot-eth-1",
-            "--scheme",
-            "ecdsa",
-            "--threshold",
-            "2",
-        ]),
-    );
-    assert!(made.contains("\"threshold\":2"), "{made}");
-    let again = cli(&[
+    let keygen = [
         "mpc",
         "keygen",
         "--config",
@@ -448,7 +409,10 @@ fee_asset = "ETH"
         "ecdsa",
         "--threshold",
         "2",
-    ]);
+    ];
+    let made = ok("mpc keygen", cli(&keygen));
+    assert!(made.contains("\"threshold\":2"), "{made}");
+    let again = cli(&keygen);
     assert!(!again.0, "a key id is made once: {}", again.1);
 
     // 6. Start the API and the engine.
@@ -491,31 +455,8 @@ fee_asset = "ETH"
     let run = |args: &[&str]| cli_with(args, &envs);
     ok("governance install", run(&["governance", "install", "--dir", &s(&d("governance"))]));
     let policy = d("policy.toml");
-    std::fs::write(
-        &policy,
-        r#"version = 1
-[[rules]]
-name = "internal"
-when = { destinations = ["internal"] }
-action = { kind = "allow" }
-[[rules]]
-name = "small-eth"
-when = { assets = ["ETH"], max_amount = "100000000000000000" }
-action = { kind = "allow" }
-[[rules]]
-name = "large-eth"
-when = { assets = ["ETH"] }
-action = { kind = "approvals", count = 2, roles = ["approver"] }
-[[rules]]
-name = "other"
-action = { kind = "block", reason = "no rule for this asset" }
-[[fees]]
-chain = "eip155:31337"
-fee_asset = "ETH"
-max_fee = "10000000000000000"
-"#,
-    )
-    .unwrap();
+    let fees = "[[fees]]\nchain = \"eip155:31337\"\nfee_asset = \"ETH\"\nmax_fee = \"10000000000000000\"\n";
+    std::fs::write(&policy, eth_tiers_policy(fees)).unwrap();
     ok("propose", run(&["governance", "propose", "policy", "--file", &s(&policy)]));
     let sign = |who: &str| {
         run(&[

@@ -40,7 +40,8 @@ use strongroom_engine::sweeps::{SweepConfig, Sweeper};
 use strongroom_engine::{
     EngineError, EthConfig, EthWithdrawals, Job, SignError, Step, StopPoint, TxSigner,
 };
-use strongroom_store::{NewCustomer, NewDeposit, SqlStore, Store, SweepKind, WriteCtx};
+use strongroom_store::prelude::*;
+use strongroom_store::{NewCustomer, NewDeposit, SqlStore, SweepKind, WriteCtx};
 use strongroom_units::{Address, Amount, AssetRegistry, AssetSymbol, ChainId};
 use uuid::Uuid;
 

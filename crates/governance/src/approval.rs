@@ -96,7 +96,7 @@ impl Approval {
     /// or their registered passkey for a passkey approval).
     pub fn verify(
         &self,
-        member: &crate::log::Member,
+        member: &crate::member::Member,
         intent: &IntentHash,
         policy_version: u64,
         now: Timestamp,

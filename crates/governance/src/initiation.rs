@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use strongroom_core::Intent;
 use strongroom_units::Amount;
 
-use crate::log::{Member, State};
+use crate::log::State;
+use crate::member::Member;
 use crate::tagged_hash;
 
 pub const INITIATION_TAG: &str = "strongroom/initiation/v1";

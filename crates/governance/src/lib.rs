@@ -23,6 +23,7 @@ pub mod approval;
 pub mod gate;
 pub mod initiation;
 pub mod log;
+pub mod member;
 pub mod policy;
 pub mod refusal;
 pub mod webauthn;

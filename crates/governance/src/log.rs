@@ -14,58 +14,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Verifier};
 use serde::{Deserialize, Serialize};
 use strongroom_core::Timestamp;
 
+pub use crate::member::{Member, MemberSpec};
+pub use crate::policy::FreezeScope;
 use crate::policy::{Policy, PolicyError};
 use crate::{tagged_hash, Role};
 
 pub const GENESIS_TAG: &str = "strongroom/governance/genesis/v1";
 pub const ENTRY_TAG: &str = "strongroom/governance/entry/v1";
-
-/// A member as written in the log: id, Ed25519 public key (hex), roles.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MemberSpec {
-    pub id: String,
-    pub public_key: String,
-    pub roles: Vec<Role>,
-    /// A passkey the member approves withdrawals with (absent from the log's encoding when
-    /// there is none, so older logs keep their hashes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub passkey: Option<crate::webauthn::PasskeySpec>,
-}
-
-/// A member with a parsed key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    pub id: String,
-    pub key: VerifyingKey,
-    pub roles: Vec<Role>,
-    pub passkey: Option<crate::webauthn::Passkey>,
-}
-
-impl Member {
-    fn parse(spec: &MemberSpec) -> Result<Member, GovError> {
-        let bytes: [u8; 32] = hex::decode(&spec.public_key)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| GovError::BadKey(spec.id.clone()))?;
-        let key =
-            VerifyingKey::from_bytes(&bytes).map_err(|_| GovError::BadKey(spec.id.clone()))?;
-        let passkey = spec
-            .passkey
-            .as_ref()
-            .map(crate::webauthn::Passkey::parse)
-            .transpose()
-            .map_err(|_| GovError::BadKey(spec.id.clone()))?;
-        Ok(Member { id: spec.id.clone(), key, roles: spec.roles.clone(), passkey })
-    }
-    pub fn has(&self, role: Role) -> bool {
-        self.roles.contains(&role)
-    }
-}
 
 /// One asset the signers may move: which contract on which chain carries which symbol and
 /// decimals. Signers resolve what a transaction moves from its decoded contract through this
@@ -124,25 +83,6 @@ pub enum WhitelistScope {
     Internal { chain: String },
     /// A customer's withdrawal whitelist.
     Customer { customer_id: String, chain: String },
-}
-
-/// What a freeze stops.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum FreezeScope {
-    Global,
-    Asset { asset: String },
-    Wallet { wallet: String },
-}
-
-impl std::fmt::Display for FreezeScope {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FreezeScope::Global => f.write_str("global"),
-            FreezeScope::Asset { asset } => write!(f, "asset {asset}"),
-            FreezeScope::Wallet { wallet } => write!(f, "wallet {wallet}"),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -453,7 +393,7 @@ pub fn replay_seen(
         at: genesis.created_at,
     };
     for m in &genesis.members {
-        state.members.insert(m.id.clone(), Member::parse(m)?);
+        state.members.insert(m.id.clone(), Member::parse(m).map_err(|b| GovError::BadKey(b.0))?);
     }
     for a in &genesis.assets {
         register(&mut state, a, genesis.created_at)
@@ -605,7 +545,10 @@ fn apply(
             if state.members.contains_key(&member.id) {
                 return Err(fail(format!("{} is already a member", member.id)));
             }
-            state.members.insert(member.id.clone(), Member::parse(member)?);
+            state.members.insert(
+                member.id.clone(),
+                Member::parse(member).map_err(|b| GovError::BadKey(b.0))?,
+            );
         }
         Change::RemoveMember { id } => {
             needs_quorum()?;

@@ -9,7 +9,7 @@ use strongroom_core::{Intent, IntentHash, Timestamp};
 use strongroom_units::Amount;
 
 use crate::approval::Approval;
-use crate::log::Member;
+use crate::member::Member;
 use crate::Role;
 
 /// Where the money sits.
@@ -307,6 +307,25 @@ pub struct Request<'a> {
     pub fee: Option<Amount>,
 }
 
+/// What a freeze stops.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FreezeScope {
+    Global,
+    Asset { asset: String },
+    Wallet { wallet: String },
+}
+
+impl std::fmt::Display for FreezeScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FreezeScope::Global => f.write_str("global"),
+            FreezeScope::Asset { asset } => write!(f, "asset {asset}"),
+            FreezeScope::Wallet { wallet } => write!(f, "wallet {wallet}"),
+        }
+    }
+}
+
 /// Why the governance state stops a movement outright.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -314,7 +333,7 @@ pub struct Request<'a> {
 pub enum Block {
     #[error("frozen by governance ({scope}){}", until_ms.map(|u| format!(" until {u} ms")).unwrap_or_default())]
     Frozen {
-        scope: crate::log::FreezeScope,
+        scope: FreezeScope,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         until_ms: Option<i64>,
     },

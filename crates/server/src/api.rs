@@ -2,18 +2,17 @@
 //! table, so the document cannot drift from what is served.
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use serde::{Deserialize, Serialize};
 use strongroom_core::new_id;
 use strongroom_core::withdrawal::{
     plan_withdrawal, Withdrawal, WithdrawalRequest, WithdrawalState,
 };
 use strongroom_store::{
-    Balance, Customer, Deposit, Idempotency, LedgerLine, NewCustomer, NewDeposit, Role, StoreError,
-    WithdrawalFilter, WriteCtx, MAX_IDEMPOTENCY_KEY_LEN,
+    Balance, Customer, Deposit, LedgerLine, NewCustomer, NewDeposit, Role, StoreError,
+    WithdrawalFilter,
 };
 use strongroom_units::Amount;
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -21,20 +20,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::Principal;
+use crate::auth::{Principal, APPROVERS, OPERATORS, READERS, WRITERS};
 use crate::error::{amount_error, ApiError, ErrorBody};
-use crate::{AppState, RequestId};
-
-pub(crate) const WRITERS: &[Role] = &[Role::Operator, Role::Service];
-pub(crate) const READERS: &[Role] =
-    &[Role::Operator, Role::Service, Role::Auditor, Role::Approver, Role::Analyst, Role::Admin];
-/// Who may submit approvals (staff approvers only as themselves, with 2FA).
-pub(crate) const APPROVERS: &[Role] = &[Role::Operator, Role::Service, Role::Approver];
-/// Who works the risk review queue.
-pub(crate) const ANALYSTS: &[Role] = &[Role::Operator, Role::Analyst];
-pub(crate) const OPERATORS: &[Role] = &[Role::Operator];
-/// Largest request body accepted, in bytes.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+use crate::extract::{path_id, query, Write, WriteBody};
+use crate::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -85,7 +74,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_customer))
         .routes(routes!(get_balances))
         .routes(routes!(create_deposit_address))
-        .routes(routes!(crate::contact::set_contact))
+        .routes(routes!(crate::accounts::set_contact))
         .routes(routes!(get_ledger))
         .routes(routes!(credit_deposit))
         .routes(routes!(list_withdrawals, create_withdrawal))
@@ -388,48 +377,6 @@ pub struct LimitQuery {
 
 // ---------- helpers ----------
 
-pub(crate) fn path_id(p: Result<Path<Uuid>, PathRejection>) -> Result<Uuid, ApiError> {
-    p.map(|Path(id)| id)
-        .map_err(|e| ApiError::bad_request("invalid_id", format!("path id: {}", e.body_text())))
-}
-
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(t)| t).map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
-}
-
-/// Refuse a body that says it is not JSON (one without a content type is read as JSON).
-pub(crate) fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
-    match headers.get(axum::http::header::CONTENT_TYPE) {
-        Some(ct) if !ct.to_str().unwrap_or_default().starts_with("application/json") => {
-            Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send Content-Type: application/json",
-            ))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// A request's body, within [`MAX_BODY_BYTES`].
-pub(crate) async fn body_bytes(body: axum::body::Body) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("bodies are limited to {MAX_BODY_BYTES} bytes"),
-        )
-    })
-}
-
-/// A request body that changes state, and the roles that may send it. Checked before the
-/// body is parsed, so a caller without the role learns nothing about the body's shape.
-pub trait WriteBody: DeserializeOwned + Send {
-    const ROLES: &'static [Role];
-    /// Whether a signed-in customer may send it (for themselves).
-    const CUSTOMERS: bool = false;
-}
-
 impl WriteBody for CreateCustomer {
     const ROLES: &'static [Role] = WRITERS;
 }
@@ -447,68 +394,6 @@ impl WriteBody for CreateWithdrawal {
 }
 impl WriteBody for EmptyBody {
     const ROLES: &'static [Role] = WRITERS;
-}
-
-/// What every POST carries: an authorised caller, an idempotency key scoped to that caller,
-/// and a JSON body (an empty body counts as `{}`).
-#[derive(Debug)]
-pub struct Write<T> {
-    pub(crate) body: T,
-    pub(crate) idem: Idempotency,
-    pub(crate) ctx: WriteCtx,
-    pub principal: Principal,
-    /// The TCP peer.
-    pub client_ip: Option<std::net::IpAddr>,
-}
-
-impl<T: WriteBody> FromRequest<AppState> for Write<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let (mut parts, body) = req.into_parts();
-        let principal = crate::auth::authenticate(&mut parts, state).await?;
-        if !(T::CUSTOMERS && principal.customer.is_some()) {
-            principal.require(T::ROLES)?;
-        }
-        let RequestId(rid) = RequestId::from_request_parts(&mut parts, state).await?;
-        let headers = &parts.headers;
-        require_json(headers)?;
-        let key = headers
-            .get("idempotency-key")
-            .ok_or_else(|| ApiError::bad_request("idempotency_key_required", "every POST needs an Idempotency-Key header"))?
-            .to_str()
-            .ok()
-            .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic()))
-            .ok_or_else(|| ApiError::bad_request("idempotency_key_invalid", format!("Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters")))?
-            .to_owned();
-        let bytes = body_bytes(body).await?;
-        let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
-        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
-            ApiError::bad_request("malformed_json", format!("body is not valid JSON: {e}"))
-        })?;
-        // The request hash covers the parsed body (object keys sorted), so whitespace and key
-        // order do not make a retry look different.
-        let mut h = Sha256::new();
-        h.update(parts.method.as_str());
-        h.update([0]);
-        h.update(parts.uri.path());
-        h.update([0]);
-        h.update(value.to_string());
-        let request_hash = hex::encode(h.finalize());
-        let body: T = serde_json::from_value(value)
-            .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
-        Ok(Write {
-            body,
-            client_ip: parts.extensions.get::<crate::tls::PeerAddr>().map(|p| p.0.ip()),
-            principal: principal.clone(),
-            idem: Idempotency { principal: principal.actor(), key, request_hash },
-            ctx: WriteCtx {
-                actor: principal.actor(),
-                now: state.env().now(),
-                request_id: Some(rid),
-            },
-        })
-    }
 }
 
 fn balance_view(state: &AppState, b: Balance) -> BalanceView {

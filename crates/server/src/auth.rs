@@ -10,6 +10,16 @@ use strongroom_store::{Role, StoreError};
 use crate::error::ApiError;
 use crate::AppState;
 
+/// Who may send what: the role sets routes require.
+pub(crate) const WRITERS: &[Role] = &[Role::Operator, Role::Service];
+pub(crate) const READERS: &[Role] =
+    &[Role::Operator, Role::Service, Role::Auditor, Role::Approver, Role::Analyst, Role::Admin];
+/// Who may submit approvals (staff approvers only as themselves, with 2FA).
+pub(crate) const APPROVERS: &[Role] = &[Role::Operator, Role::Service, Role::Approver];
+/// Who works the risk review queue.
+pub(crate) const ANALYSTS: &[Role] = &[Role::Operator, Role::Analyst];
+pub(crate) const OPERATORS: &[Role] = &[Role::Operator];
+
 /// Who is calling: an API token with a role, or a signed-in customer (a session).
 #[derive(Debug, Clone)]
 pub struct Principal {
@@ -58,8 +68,9 @@ pub(crate) async fn authenticate(
                 .and_then(|h| h.strip_prefix("Bearer "))
                 .map(|t| SecretString::new(t.trim().to_owned()))
                 .ok_or_else(|| ApiError::unauthorized(BAD_TOKEN))?,
-            None => crate::accounts::cookie_token(&parts.headers)
-                .ok_or_else(|| ApiError::unauthorized(BAD_TOKEN))?,
+            None => {
+                cookie_token(&parts.headers).ok_or_else(|| ApiError::unauthorized(BAD_TOKEN))?
+            }
         };
         let id = token_id(token.expose_secret())
             .map_err(|_| ApiError::unauthorized(BAD_TOKEN))?
@@ -68,7 +79,7 @@ pub(crate) async fn authenticate(
             Ok(r) => r,
             Err(StoreError::NotFound { .. }) => {
                 // Not an API token: a customer's session, or nothing.
-                let p = crate::accounts::session_principal(state, &id, &token)
+                let p = session_principal(state, &id, &token)
                     .await?
                     .ok_or_else(|| ApiError::unauthorized(BAD_TOKEN))?;
                 tracing::Span::current().record("principal", p.actor().as_str());
@@ -137,4 +148,60 @@ impl FromRequestParts<AppState> for SignedIn {
         }
         Ok(SignedIn(p))
     }
+}
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "sr_session";
+/// `session/<token id>`: a customer's or staff member's session (the token's hash only).
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct StoredSession {
+    pub(crate) token_hash: String,
+    pub(crate) customer_id: uuid::Uuid,
+    pub(crate) device_id: uuid::Uuid,
+    pub(crate) created_at_ms: i64,
+    pub(crate) expires_at_ms: i64,
+    /// How the customer proved who they are (`password`, `password+totp`, `passkey`, …).
+    pub(crate) via: String,
+    /// Staff sessions: the account's role.
+    #[serde(default)]
+    pub(crate) role: Option<String>,
+}
+
+/// The principal a session token names, if it is live.
+pub(crate) async fn session_principal(
+    state: &AppState,
+    id: &str,
+    token: &SecretString,
+) -> Result<Option<Principal>, ApiError> {
+    let Some(r) = state.store().auth_record("session", id).await? else { return Ok(None) };
+    let s: StoredSession = serde_json::from_value(r.body.clone())
+        .map_err(|e| ApiError::internal(format!("stored session: {e}")))?;
+    if s.expires_at_ms <= state.env().now().unix_ms()
+        || !strongroom_crypto::token_matches(token, &s.token_hash)
+    {
+        return Ok(None);
+    }
+    let role = match &s.role {
+        Some(name) => Some(
+            strongroom_store::Role::parse(name)
+                .ok_or_else(|| ApiError::internal(format!("session with unknown role {name:?}")))?,
+        ),
+        None => None,
+    };
+    Ok(Some(Principal {
+        token_id: r.id,
+        role,
+        customer: role.is_none().then_some(s.customer_id),
+        account: Some(r.owner),
+    }))
+}
+
+/// The session token a request carries in its cookie.
+pub(crate) fn cookie_token(headers: &axum::http::HeaderMap) -> Option<SecretString> {
+    headers.get_all(axum::http::header::COOKIE).iter().find_map(|v| {
+        v.to_str().ok()?.split(';').find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == SESSION_COOKIE).then(|| SecretString::new(v.to_owned()))
+        })
+    })
 }

@@ -102,7 +102,7 @@ pub(crate) async fn digest_if_signed(req: Request) -> Result<Request, ApiError> 
         return Ok(req);
     }
     let (mut parts, body) = req.into_parts();
-    let bytes = crate::api::body_bytes(body).await?;
+    let bytes = crate::body::body_bytes(body).await?;
     parts.extensions.insert(BodyDigest(Sha256::digest(&bytes).into()));
     Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
 }

@@ -16,9 +16,10 @@ use strongroom_governance::policy::Outcome;
 use strongroom_store::{GovernanceRecord, GovernanceWrite, Role};
 use utoipa::ToSchema;
 
-use crate::api::{Write, WriteBody, READERS};
 use crate::auth::Principal;
+use crate::auth::READERS;
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::{Write, WriteBody};
 use crate::AppState;
 
 const GOVERNORS: &[Role] = &[Role::Operator, Role::Admin];

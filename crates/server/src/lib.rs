@@ -12,9 +12,11 @@
 pub mod accounts;
 pub mod api;
 pub mod auth;
+pub mod body;
 pub mod clients;
 pub mod contact;
 pub mod error;
+pub mod extract;
 pub mod governance;
 pub mod metrics;
 pub mod pki;
@@ -386,7 +388,7 @@ pub fn app(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY_BYTES))
+        .layer(axum::extract::DefaultBodyLimit::max(body::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state);
     (router, openapi)

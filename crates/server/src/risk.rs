@@ -12,9 +12,10 @@ use strongroom_store::{ReviewAction, RiskEvent, RiskReview, RiskState, Role};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::api::{path_id, Write, WriteBody, ANALYSTS, READERS, WRITERS};
 use crate::auth::Principal;
+use crate::auth::{ANALYSTS, READERS, WRITERS};
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::{path_id, Write, WriteBody};
 use crate::AppState;
 
 /// A withdrawal's risk decision and review.

@@ -11,8 +11,8 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::api::READERS;
 use crate::auth::Principal;
+use crate::auth::READERS;
 use crate::error::{ApiError, ErrorBody};
 use crate::metrics::AssetLabels;
 use crate::AppState;

@@ -21,7 +21,8 @@ use strongroom_core::{Env, Timestamp};
 use strongroom_crypto::generate_token;
 use strongroom_server::accounts::{AccountRules, Accounts, Notifier};
 use strongroom_server::{pki::DevPki, tls, AppState};
-use strongroom_store::{NewApiToken, Role, SqlStore, Store, WriteCtx};
+use strongroom_store::prelude::*;
+use strongroom_store::{NewApiToken, Role, SqlStore, WriteCtx};
 use strongroom_units::AssetRegistry;
 
 const DEST: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";

@@ -92,13 +92,47 @@ impl StoreError {
     }
 }
 
-/// Everything the API and the CLI need from storage.
-#[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
-    fn backend(&self) -> Backend;
-    /// A cheap round trip to the database, for health checks.
-    async fn ping(&self) -> Result<()>;
+/// Everything the API and the runtime need from storage: every domain's trait. `dyn Store`
+/// reaches all of them; a caller names the domains it uses (`use
+/// strongroom_store::prelude::*`).
+pub trait Store:
+    Ledger
+    + Withdrawals
+    + ChainTxs
+    + Deposits
+    + Sweeps
+    + RiskStore
+    + AccountStore
+    + Tokens
+    + GovernanceStore
+    + AuditStore
+    + Send
+    + Sync
+    + std::fmt::Debug
+{
+}
 
+impl<T> Store for T where
+    T: Ledger
+        + Withdrawals
+        + ChainTxs
+        + Deposits
+        + Sweeps
+        + RiskStore
+        + AccountStore
+        + Tokens
+        + GovernanceStore
+        + AuditStore
+        + Send
+        + Sync
+        + std::fmt::Debug
+{
+}
+
+/// Customers, the double-entry ledger and its balances, deposits credited by hand or
+/// governance, the treasury account.
+#[async_trait]
+pub trait Ledger: Send + Sync {
     async fn create_customer(
         &self,
         ctx: &WriteCtx,
@@ -106,7 +140,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         new: NewCustomer,
     ) -> Result<Customer>;
     async fn get_customer(&self, id: Uuid) -> Result<Customer>;
-
     /// Credit a confirmed deposit to a customer (operator action until chain watchers exist).
     /// The same `(asset, reference)` is credited at most once.
     async fn credit_deposit(
@@ -115,7 +148,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         idem: Option<&Idempotency>,
         new: NewDeposit,
     ) -> Result<Deposit>;
+    /// The treasury's customer row (see `core::ledger::TREASURY_CUSTOMER`); made on first use.
+    async fn ensure_treasury(&self, ctx: &WriteCtx) -> Result<Customer>;
+    async fn balances(&self, customer_id: Uuid) -> Result<Vec<Balance>>;
+    async fn ledger_lines(&self, customer_id: Uuid, limit: u32) -> Result<Vec<LedgerLine>>;
+    /// Totals per asset across all accounts, for the double-entry check.
+    async fn custody_totals(&self) -> Result<Vec<CustodyTotal>>;
+}
 
+/// Withdrawals from request to settlement, who asked (initiations), approvals, and the signer
+/// nodes' latest refusal.
+#[async_trait]
+pub trait Withdrawals: Send + Sync {
     /// Store a planned withdrawal and reserve its funds (available -> pending) atomically.
     async fn request_withdrawal(
         &self,
@@ -145,6 +189,39 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         to: WithdrawalState,
         entry_id: Uuid,
     ) -> Result<Withdrawal>;
+    async fn get_withdrawal(&self, id: Uuid) -> Result<Withdrawal>;
+    async fn list_withdrawals(&self, filter: &WithdrawalFilter) -> Result<Vec<Withdrawal>>;
+    /// Keep an approver's signed approval of a withdrawal (replacing that approver's earlier
+    /// one) and return all of them. The store does not vouch for approvals: whoever uses
+    /// them verifies them against the governance log.
+    async fn add_approval(
+        &self,
+        ctx: &WriteCtx,
+        withdrawal_id: Uuid,
+        approval: strongroom_governance::approval::Approval,
+    ) -> Result<Vec<strongroom_governance::approval::Approval>>;
+    async fn approvals(
+        &self,
+        withdrawal_id: Uuid,
+    ) -> Result<Vec<strongroom_governance::approval::Approval>>;
+    /// Keep the signer nodes' latest refusal of a withdrawal (replacing an earlier one), as the
+    /// node sent it, for the API to show. Nothing decides on it.
+    async fn note_signer_refusal(
+        &self,
+        ctx: &WriteCtx,
+        withdrawal_id: Uuid,
+        refusal: &strongroom_governance::refusal::Refusal,
+    ) -> Result<()>;
+    async fn signer_refusal(
+        &self,
+        withdrawal_id: Uuid,
+    ) -> Result<Option<strongroom_governance::refusal::Refusal>>;
+}
+
+/// Transactions on chain for withdrawals and sweeps: built (nonce reserved), signed, broadcast,
+/// concluded.
+#[async_trait]
+pub trait ChainTxs: Send + Sync {
     /// Reserved → built, atomically, for a withdrawal or a sweep: allocate the sending
     /// account's next nonce, build the unsigned transaction for it, store both, and reserve
     /// the fee from the treasury. Called again once built, it returns the stored
@@ -170,6 +247,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         conclusion: Conclusion,
     ) -> Result<ChainTx>;
     async fn chain_tx(&self, owner_id: Uuid) -> Result<Option<ChainTx>>;
+}
+
+/// Deposit addresses and the deposit watcher: its cursor, the blocks it saw, transfers found,
+/// credited, reversed or orphaned.
+#[async_trait]
+pub trait Deposits: Send + Sync {
     /// The customer's deposit address on `chain`, made (index allocated, address derived)
     /// on first request; the same one after that.
     async fn deposit_address(
@@ -235,31 +318,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         log_index: u64,
         entry_id: Uuid,
     ) -> Result<ChainDeposit>;
-    /// Keep an approver's signed approval of a withdrawal (replacing that approver's earlier
-    /// one) and return all of them. The store does not vouch for approvals: whoever uses
-    /// them verifies them against the governance log.
-    async fn add_approval(
+}
+
+/// Sweeps from deposit addresses to the hot wallet and from hot to cold.
+#[async_trait]
+pub trait Sweeps: Send + Sync {
+    /// Store a planned sweep or top-up (state reserved).
+    async fn create_sweep(&self, ctx: &WriteCtx, sweep: Sweep) -> Result<Sweep>;
+    async fn get_sweep(&self, id: Uuid) -> Result<Sweep>;
+    /// Sweeps on `chain`; with `open`, only those not yet final.
+    async fn list_sweeps(
         &self,
-        ctx: &WriteCtx,
-        withdrawal_id: Uuid,
-        approval: strongroom_governance::approval::Approval,
-    ) -> Result<Vec<strongroom_governance::approval::Approval>>;
-    async fn approvals(
-        &self,
-        withdrawal_id: Uuid,
-    ) -> Result<Vec<strongroom_governance::approval::Approval>>;
-    /// Keep the signer nodes' latest refusal of a withdrawal (replacing an earlier one), as the
-    /// node sent it, for the API to show. Nothing decides on it.
-    async fn note_signer_refusal(
-        &self,
-        ctx: &WriteCtx,
-        withdrawal_id: Uuid,
-        refusal: &strongroom_governance::refusal::Refusal,
-    ) -> Result<()>;
-    async fn signer_refusal(
-        &self,
-        withdrawal_id: Uuid,
-    ) -> Result<Option<strongroom_governance::refusal::Refusal>>;
+        chain: &strongroom_units::ChainId,
+        open: bool,
+    ) -> Result<Vec<Sweep>>;
+}
+
+/// Risk assessments, the review queue and risk events.
+#[async_trait]
+pub trait RiskStore: Send + Sync {
     /// Store the risk engine's assessment of a withdrawal (once; a repeat returns the first).
     async fn assess_withdrawal(&self, ctx: &WriteCtx, review: RiskReview) -> Result<RiskReview>;
     /// An analyst's action on a withdrawal's review (release and reject only while open).
@@ -269,6 +346,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         id: Uuid,
         action: ReviewAction,
     ) -> Result<RiskReview>;
+    async fn risk_review(&self, id: Uuid) -> Result<Option<RiskReview>>;
+    /// Reviews, oldest first; with `state`, only those.
+    async fn list_risk_reviews(
+        &self,
+        state: Option<RiskState>,
+        limit: u32,
+    ) -> Result<Vec<RiskReview>>;
+    async fn add_risk_event(&self, ctx: &WriteCtx, event: RiskEvent) -> Result<RiskEvent>;
+    /// Risk events after `after_ms`, in time order, at most `limit`.
+    async fn risk_events(&self, after_ms: i64, limit: u32) -> Result<Vec<RiskEvent>>;
+}
+
+/// Customers' sealed contact details and account-security records (auth records).
+#[async_trait]
+pub trait AccountStore: Send + Sync {
     /// Keep a customer's contact details, sealed by the caller (the store never sees them).
     async fn set_customer_contact(
         &self,
@@ -297,43 +389,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         subject: &str,
         writes: Vec<AuthWrite>,
     ) -> Result<Vec<AuthRecord>>;
-    async fn risk_review(&self, id: Uuid) -> Result<Option<RiskReview>>;
-    /// Reviews, oldest first; with `state`, only those.
-    async fn list_risk_reviews(
-        &self,
-        state: Option<RiskState>,
-        limit: u32,
-    ) -> Result<Vec<RiskReview>>;
-    async fn add_risk_event(&self, ctx: &WriteCtx, event: RiskEvent) -> Result<RiskEvent>;
-    /// Risk events after `after_ms`, in time order, at most `limit`.
-    async fn risk_events(&self, after_ms: i64, limit: u32) -> Result<Vec<RiskEvent>>;
-    /// The governance log as kept here (see [`GovernanceRecord`]).
-    async fn governance(&self) -> Result<GovernanceRecord>;
-    /// Change the governance record (one audited write) and return it as it now is.
-    async fn write_governance(
-        &self,
-        ctx: &WriteCtx,
-        op: GovernanceWrite,
-    ) -> Result<GovernanceRecord>;
-    /// Store a planned sweep or top-up (state reserved).
-    async fn create_sweep(&self, ctx: &WriteCtx, sweep: Sweep) -> Result<Sweep>;
-    async fn get_sweep(&self, id: Uuid) -> Result<Sweep>;
-    /// Sweeps on `chain`; with `open`, only those not yet final.
-    async fn list_sweeps(
-        &self,
-        chain: &strongroom_units::ChainId,
-        open: bool,
-    ) -> Result<Vec<Sweep>>;
-    /// The treasury's customer row (see `core::ledger::TREASURY_CUSTOMER`); made on first use.
-    async fn ensure_treasury(&self, ctx: &WriteCtx) -> Result<Customer>;
-    async fn get_withdrawal(&self, id: Uuid) -> Result<Withdrawal>;
-    async fn list_withdrawals(&self, filter: &WithdrawalFilter) -> Result<Vec<Withdrawal>>;
+}
 
-    async fn balances(&self, customer_id: Uuid) -> Result<Vec<Balance>>;
-    async fn ledger_lines(&self, customer_id: Uuid, limit: u32) -> Result<Vec<LedgerLine>>;
-    /// Totals per asset across all accounts, for the double-entry check.
-    async fn custody_totals(&self) -> Result<Vec<CustodyTotal>>;
-
+/// API tokens and their restrictions.
+#[async_trait]
+pub trait Tokens: Send + Sync {
     async fn create_token(&self, ctx: &WriteCtx, token: NewApiToken) -> Result<ApiTokenRecord>;
     async fn get_token(&self, id: &str) -> Result<ApiTokenRecord>;
     async fn revoke_token(&self, ctx: &WriteCtx, id: &str) -> Result<ApiTokenRecord>;
@@ -345,9 +405,37 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         id: &str,
         restrictions: Option<TokenRestrictions>,
     ) -> Result<ApiTokenRecord>;
+}
 
+/// The stored governance log (a copy: the signer nodes keep their own).
+#[async_trait]
+pub trait GovernanceStore: Send + Sync {
+    /// The governance log as kept here (see [`GovernanceRecord`]).
+    async fn governance(&self) -> Result<GovernanceRecord>;
+    /// Change the governance record (one audited write) and return it as it now is.
+    async fn write_governance(
+        &self,
+        ctx: &WriteCtx,
+        op: GovernanceWrite,
+    ) -> Result<GovernanceRecord>;
+}
+
+/// The backend, health, and the audit log as `verify_audit` reads it.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    fn backend(&self) -> Backend;
+    /// A cheap round trip to the database, for health checks.
+    async fn ping(&self) -> Result<()>;
     /// Audit records with `seq > after`, in order, at most `limit`.
     async fn audit_page(&self, after: u64, limit: u32) -> Result<Vec<StoredAuditRecord>>;
     /// The current state hash of every entity the audit log tracks, for `verify_audit`.
     async fn entity_states(&self) -> Result<Vec<(String, strongroom_audit::Digest32)>>;
+}
+
+/// Every storage trait, for callers: `use strongroom_store::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        AccountStore, AuditStore, ChainTxs, Deposits, GovernanceStore, Ledger, RiskStore, Store,
+        Sweeps, Tokens, Withdrawals,
+    };
 }

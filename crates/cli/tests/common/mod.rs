@@ -89,3 +89,68 @@ pub fn rpc(url: &str, method: &str, params: serde_json::Value) -> serde_json::Va
     assert!(v.get("error").is_none(), "{method}: {v}");
     v["result"].clone()
 }
+
+/// The members of a test genesis: three admins (quorum 2), two approvers, a security officer.
+pub const MEMBERS: [(&str, &str); 6] = [
+    ("ada", "admin"),
+    ("bob", "admin"),
+    ("cy", "admin"),
+    ("ann", "approver"),
+    ("al", "approver"),
+    ("sec", "security_officer"),
+];
+
+/// Each member makes a key (`DIR/<id>.key`) and one writes the genesis in `gov`, with ETH on
+/// the dev chain and this time-lock; returns the genesis pin.
+pub fn governance_genesis(
+    dir: &std::path::Path,
+    gov: &std::path::Path,
+    delay_secs: &str,
+) -> String {
+    let g = gov.to_str().unwrap();
+    let mut init = vec![
+        "governance".to_owned(),
+        "init".into(),
+        "--dir".into(),
+        g.into(),
+        "--quorum".into(),
+        "2".into(),
+        "--whitelist-delay-secs".into(),
+        delay_secs.into(),
+        "--asset".into(),
+        "eip155:31337:ETH:18".into(),
+    ];
+    for (id, role) in MEMBERS {
+        let key = dir.join(format!("{id}.key"));
+        let (ok, out) = cli_with(&["governance", "keygen", "--out", key.to_str().unwrap()], &[]);
+        assert!(ok, "{out}");
+        init.extend(["--member".into(), format!("{id}:{}:{role}", out.trim())]);
+    }
+    let (ok, out) = cli_with(&init.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert!(ok, "{out}");
+    std::fs::read_to_string(gov.join("genesis.pin")).unwrap().trim().to_owned()
+}
+
+/// A tiered ETH policy: internal movements allowed, up to 0.1 ETH allowed, more needs two
+/// approvers, anything else blocked; `extra` appends velocity limits or fee ceilings.
+pub fn eth_tiers_policy(extra: &str) -> String {
+    format!(
+        r#"version = 1
+[[rules]]
+name = "internal"
+when = {{ destinations = ["internal"] }}
+action = {{ kind = "allow" }}
+[[rules]]
+name = "small-eth"
+when = {{ assets = ["ETH"], max_amount = "100000000000000000" }}
+action = {{ kind = "allow" }}
+[[rules]]
+name = "large-eth"
+when = {{ assets = ["ETH"] }}
+action = {{ kind = "approvals", count = 2, roles = ["approver"] }}
+[[rules]]
+name = "other"
+action = {{ kind = "block", reason = "no rule for this asset" }}
+{extra}"#
+    )
+}

@@ -1,0 +1,61 @@
+//! Transactions on chain for withdrawals and sweeps: built (nonce reserved), signed, broadcast,
+//! concluded.
+
+use super::*;
+
+#[async_trait]
+impl ChainTxs for SqlStore {
+    async fn build_tx(&self, ctx: &WriteCtx, build: BuildTx) -> Result<ChainTx> {
+        let id = build.owner_id;
+        if let Some(tx) = chain::read_chain_tx(&self.pool, self.backend, id).await? {
+            return Ok(tx);
+        }
+        let job = job(move |w, ctx| {
+            let build = build.clone();
+            Box::pin(async move { chain::stage_build(w, ctx, build).await })
+        });
+        self.chain_command(ctx, id, job, |_, _| true).await
+    }
+
+    async fn record_signed(
+        &self,
+        ctx: &WriteCtx,
+        id: Uuid,
+        signed: strongroom_chain::SignedTx,
+    ) -> Result<ChainTx> {
+        let job = job(move |w, ctx| {
+            let signed = signed.clone();
+            Box::pin(async move { chain::stage_signed(w, ctx, id, signed).await })
+        });
+        self.chain_command(ctx, id, job, |tx, _| tx.signed.is_some()).await
+    }
+
+    async fn record_broadcast(&self, ctx: &WriteCtx, id: Uuid) -> Result<ChainTx> {
+        let job =
+            job(move |w, ctx| Box::pin(async move { chain::stage_broadcast(w, ctx, id).await }));
+        self.chain_command(ctx, id, job, |_, state| {
+            matches!(
+                state,
+                WithdrawalState::Broadcast | WithdrawalState::Settled | WithdrawalState::Failed
+            )
+        })
+        .await
+    }
+
+    async fn conclude_tx(
+        &self,
+        ctx: &WriteCtx,
+        id: Uuid,
+        conclusion: Conclusion,
+    ) -> Result<ChainTx> {
+        let job = job(move |w, ctx| {
+            let c = conclusion.clone();
+            Box::pin(async move { chain::stage_conclude(w, ctx, id, c).await })
+        });
+        self.chain_command(ctx, id, job, |_, state| state.is_final()).await
+    }
+
+    async fn chain_tx(&self, owner_id: Uuid) -> Result<Option<ChainTx>> {
+        chain::read_chain_tx(&self.pool, self.backend, owner_id).await
+    }
+}
