@@ -464,19 +464,7 @@ fn dev_signers_produce_threshold_signatures_from_the_cli() {
 }
 
 fn api(dev: &Dev, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
-    let auth = format!("Authorization: Bearer {}", dev.token);
-    let url = format!("{}{path}", dev.url);
-    let key = format!("Idempotency-Key: k-{}", uuid_like());
-    let mut args = vec!["--cacert", &dev.ca, "-X", method, "-H", &auth, "-H", &key];
-    let text;
-    if let Some(b) = &body {
-        text = b.to_string();
-        args.extend(["-H", "Content-Type: application/json", "-d", &text]);
-    }
-    args.push(&url);
-    let (ok, out) = curl(&args).unwrap();
-    assert!(ok, "{out}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    api_call(&dev.url, &dev.ca, &dev.token, method, path, body)
 }
 
 /// `strongroom reconcile` on the dev stack: whether it passed, and what it printed.
@@ -497,12 +485,6 @@ fn assert_audit_intact(data: &std::path::Path) {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-}
-
-fn uuid_like() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
 }
 
 /// The end-to-end run: `strongroom dev` on a real Ethereum node; a customer's ETH

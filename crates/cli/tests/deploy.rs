@@ -188,19 +188,7 @@ struct Api {
 
 impl Api {
     fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
-        let auth = format!("Authorization: Bearer {}", self.token);
-        let url = format!("{}{path}", self.url);
-        let key = format!("Idempotency-Key: deploy-{}-{}", path.len(), rand_suffix());
-        let mut args = vec!["--cacert", &self.ca, "-X", method, "-H", &auth, "-H", &key];
-        let text;
-        if let Some(b) = &body {
-            text = b.to_string();
-            args.extend(["-H", "Content-Type: application/json", "-d", &text]);
-        }
-        args.push(&url);
-        let (ok, out) = curl(&args).unwrap();
-        assert!(ok, "{method} {path}: {out}");
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+        api_call(&self.url, &self.ca, &self.token, method, path, body)
     }
 
     fn wait_state(&self, id: &str, state: &str, secs: u64) -> serde_json::Value {
@@ -214,13 +202,6 @@ impl Api {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
-}
-
-/// A fresh idempotency key for each call.
-fn rand_suffix() -> String {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{}-{n}", std::process::id())
 }
 
 fn balance(url: &str, address: &str) -> u128 {

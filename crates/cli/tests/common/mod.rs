@@ -154,3 +154,35 @@ action = {{ kind = "block", reason = "no rule for this asset" }}
 {extra}"#
     )
 }
+
+/// A fresh idempotency key per call.
+pub fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+/// One API call over HTTPS with curl, trusting `ca`: the JSON answer (a failure to reach
+/// the server fails the test).
+pub fn api_call(
+    base: &str,
+    ca: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let auth = format!("Authorization: Bearer {token}");
+    let url = format!("{base}{path}");
+    let key = format!("Idempotency-Key: k-{}", uuid_like());
+    let mut args = vec!["--cacert", ca, "-X", method, "-H", &auth, "-H", &key];
+    let text;
+    if let Some(b) = &body {
+        text = b.to_string();
+        args.extend(["-H", "Content-Type: application/json", "-d", &text]);
+    }
+    args.push(&url);
+    let (ok, out) = curl(&args).unwrap();
+    assert!(ok, "{method} {path}: {out}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
