@@ -189,7 +189,9 @@ impl Runtime {
             .hand_credits(options.hand_credits)
             .notifier(risk.notifier())
             .destination_screen(risk.screen())
-            .risk_scorer(risk.scorer());
+            .risk_scorer(risk.scorer())
+            .trusted_proxies(settings.trusted_proxies.clone())
+            .map_err(RuntimeError::Config)?;
         if let Some(k) = &options.personal_data_key {
             builder = builder.personal_data_key(k.clone());
         }

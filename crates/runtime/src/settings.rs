@@ -16,8 +16,9 @@ use crate::RuntimeError;
 
 /// The top-level keys environment variables may set (others, such as
 /// `STRONGROOM_PERSONAL_DATA_KEY` or `STRONGROOM_LOG`, mean something else).
-const SECTIONS: [&str; 14] = [
+const SECTIONS: [&str; 15] = [
     "listen",
+    "trusted_proxies",
     "database_url",
     "data_dir",
     "tls",
@@ -42,6 +43,10 @@ pub struct Settings {
     /// Address to listen on (HTTPS).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// The load balancers in front of the API (addresses or CIDR ranges): only from them are
+    /// `Forwarded` and `X-Forwarded-For` believed, for IP allow-lists, limits and logs.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     /// `sqlite://PATH?mode=rwc` or `postgres://USER@HOST:PORT/DB`.
     pub database_url: String,
     /// The server's own files (the personal-data key by default).
@@ -340,6 +345,7 @@ impl Settings {
     pub fn dev(data_dir: &Path, listen: SocketAddr) -> Settings {
         Settings {
             listen,
+            trusted_proxies: Vec::new(),
             database_url: Self::sqlite_url(data_dir),
             data_dir: data_dir.to_path_buf(),
             tls: TlsSettings::default(),
@@ -417,6 +423,7 @@ fee_cap = "5000000000000000"
             vars(&[
                 ("STRONGROOM_DATABASE_URL", "postgres://db/strongroom"),
                 ("STRONGROOM_LISTEN", "0.0.0.0:9443"),
+                ("STRONGROOM_TRUSTED_PROXIES", "[\"10.0.0.0/8\", \"192.0.2.10\"]"),
                 ("STRONGROOM_WITHDRAWALS__INTENT_TTL_SECS", "60"),
                 ("STRONGROOM_TLS__CERT", "/etc/strongroom/api.pem"),
                 ("STRONGROOM_TLS__KEY", "/etc/strongroom/api.key"),
@@ -430,6 +437,7 @@ fee_cap = "5000000000000000"
         assert_eq!(s.database_url, "postgres://db/strongroom");
         assert_eq!(s.listen, "0.0.0.0:9443".parse().unwrap());
         assert_eq!(s.withdrawals.intent_ttl_secs, 60);
+        assert_eq!(s.trusted_proxies, ["10.0.0.0/8", "192.0.2.10"]);
         assert_eq!(s.tls.cert.as_deref(), Some(Path::new("/etc/strongroom/api.pem")));
         assert!(s.check_production().is_ok());
     }

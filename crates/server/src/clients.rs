@@ -107,6 +107,97 @@ pub(crate) async fn digest_if_signed(req: Request) -> Result<Request, ApiError> 
     Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
 }
 
+/// Whether `rule` is an IP address or a CIDR range (`10.0.0.0/8`, `2001:db8::/32`).
+pub fn valid_ip_rule(rule: &str) -> bool {
+    let (addr, bits) = match rule.split_once('/') {
+        Some((a, b)) => (a, Some(b)),
+        None => (rule, None),
+    };
+    match (addr.trim().parse::<IpAddr>(), bits.map(str::parse::<u32>)) {
+        (Ok(_), None) => true,
+        (Ok(IpAddr::V4(_)), Some(Ok(b))) => b <= 32,
+        (Ok(IpAddr::V6(_)), Some(Ok(b))) => b <= 128,
+        _ => false,
+    }
+}
+
+/// One hop of `X-Forwarded-For` or a `for=` of `Forwarded` (RFC 7239): an address, maybe
+/// quoted, bracketed or with a port.
+fn hop(text: &str) -> Option<IpAddr> {
+    let t = text.trim().trim_matches('"');
+    if let Ok(ip) = t.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(sa) = t.parse::<std::net::SocketAddr>() {
+        return Some(sa.ip());
+    }
+    t.strip_prefix('[')
+        .and_then(|r| r.split_once(']'))
+        .and_then(|(v6, _)| v6.parse::<std::net::Ipv6Addr>().ok())
+        .map(IpAddr::V6)
+}
+
+/// The hops a request's proxies recorded, nearest last: `Forwarded`'s `for=` values when
+/// present, else `X-Forwarded-For`; `None` when a hop is not an address.
+fn forwarded_hops(headers: &axum::http::HeaderMap) -> Option<Vec<IpAddr>> {
+    let forwarded: Vec<&str> = headers
+        .get_all(axum::http::header::FORWARDED)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if !forwarded.is_empty() {
+        return forwarded
+            .iter()
+            .flat_map(|v| v.split(','))
+            .filter_map(|element| {
+                element.split(';').find_map(|pair| {
+                    let (k, v) = pair.split_once('=')?;
+                    k.trim().eq_ignore_ascii_case("for").then_some(v)
+                })
+            })
+            .map(hop)
+            .collect();
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(hop)
+        .collect()
+}
+
+/// Where a request came from: the TCP peer, unless the peer is one of `trusted` (the load
+/// balancers the operator named); then the nearest hop the trusted proxies recorded that is
+/// not itself trusted, read from the right, so a client cannot choose its address by
+/// sending the header itself. A malformed header from a trusted proxy leaves the peer.
+pub fn client_ip_from(
+    peer: Option<IpAddr>,
+    headers: &axum::http::HeaderMap,
+    trusted: &[String],
+) -> Option<IpAddr> {
+    let peer = peer?;
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|rule| ip_matches(ip, rule));
+    if !is_trusted(peer) {
+        return Some(peer);
+    }
+    let Some(hops) = forwarded_hops(headers) else { return Some(peer) };
+    let mut nearest = peer;
+    for ip in hops.into_iter().rev() {
+        nearest = ip;
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    Some(nearest)
+}
+
+/// The request's client address under the server's trusted proxies.
+pub(crate) fn client_ip(parts: &Parts, state: &AppState) -> Option<IpAddr> {
+    let peer = parts.extensions.get::<PeerAddr>().map(|p| p.0.ip());
+    client_ip_from(peer, &parts.headers, state.trusted_proxies())
+}
+
 /// Whether `ip` is `rule` (an address) or inside it (a CIDR range).
 fn ip_matches(ip: IpAddr, rule: &str) -> bool {
     let (addr, bits) = match rule.split_once('/') {
@@ -141,7 +232,7 @@ pub(crate) fn check(
     r: &TokenRestrictions,
 ) -> Result<(), ApiError> {
     if let Some(allowed) = &r.allowed_ips {
-        let ip = parts.extensions.get::<PeerAddr>().map(|p| p.0.ip());
+        let ip = client_ip(parts, state);
         if !ip.is_some_and(|ip| allowed.iter().any(|rule| ip_matches(ip, rule))) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -253,6 +344,49 @@ pub fn seal_signing_key(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn the_client_address_comes_from_trusted_proxies_only() {
+        let h = |pairs: &[(&str, &str)]| {
+            let mut m = axum::http::HeaderMap::new();
+            for (k, v) in pairs {
+                m.append(
+                    axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            m
+        };
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let lb = vec!["10.0.0.0/8".to_owned()];
+        let xff = h(&[("x-forwarded-for", "203.0.113.7")]);
+        // A client talking to us directly cannot name another address.
+        assert_eq!(client_ip_from(ip("198.51.100.9"), &xff, &lb), ip("198.51.100.9"));
+        // No proxies configured: the header means nothing.
+        assert_eq!(client_ip_from(ip("10.0.0.2"), &xff, &[]), ip("10.0.0.2"));
+        // Behind the balancer: the address it recorded.
+        assert_eq!(client_ip_from(ip("10.0.0.2"), &xff, &lb), ip("203.0.113.7"));
+        // A client's own header comes first; the balancer appends what it saw: read from the
+        // right, the forged left part is never reached.
+        let forged = h(&[("x-forwarded-for", "192.0.2.1, 203.0.113.7")]);
+        assert_eq!(client_ip_from(ip("10.0.0.2"), &forged, &lb), ip("203.0.113.7"));
+        // Two trusted hops (balancer, then ingress) are skipped.
+        let chain = h(&[("x-forwarded-for", "203.0.113.7, 10.1.2.3")]);
+        assert_eq!(client_ip_from(ip("10.0.0.2"), &chain, &lb), ip("203.0.113.7"));
+        // RFC 7239 wins over X-Forwarded-For; quoted IPv6 with a port.
+        let fwd = h(&[
+            ("forwarded", "for=192.0.2.1;proto=https, for=\"[2001:db8::7]:4711\""),
+            ("x-forwarded-for", "198.51.100.1"),
+        ]);
+        assert_eq!(client_ip_from(ip("10.0.0.2"), &fwd, &lb), ip("2001:db8::7"));
+        // A malformed header from the balancer leaves the balancer's address.
+        let bad = h(&[("x-forwarded-for", "unknown")]);
+        assert_eq!(client_ip_from(ip("10.0.0.2"), &bad, &lb), ip("10.0.0.2"));
+        assert!(
+            valid_ip_rule("10.0.0.0/8") && valid_ip_rule("::1") && !valid_ip_rule("10.0.0.0/33")
+        );
+        assert!(!valid_ip_rule("lb.internal"));
+    }
 
     #[test]
     fn ip_rules_match_addresses_and_ranges() {

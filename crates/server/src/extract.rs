@@ -15,7 +15,6 @@ use uuid::Uuid;
 use crate::auth::Principal;
 pub(crate) use crate::body::{body_bytes, require_json};
 use crate::error::ApiError;
-use crate::tls::PeerAddr;
 use crate::{AppState, RequestId};
 
 pub(crate) fn path_id(p: Result<Path<Uuid>, PathRejection>) -> Result<Uuid, ApiError> {
@@ -85,7 +84,7 @@ impl<T: WriteBody> FromRequest<AppState> for Write<T> {
             .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
         Ok(Write {
             body,
-            client_ip: parts.extensions.get::<PeerAddr>().map(|p| p.0.ip()),
+            client_ip: crate::clients::client_ip(&parts, state),
             principal: principal.clone(),
             idem: Idempotency { principal: principal.actor(), key, request_hash },
             ctx: WriteCtx {
@@ -128,7 +127,7 @@ impl FromRequestParts<AppState> for Client {
         state: &AppState,
     ) -> Result<Self, ApiError> {
         let request_id = RequestId::from_request_parts(parts, state).await?;
-        let ip = parts.extensions.get::<PeerAddr>().map(|p| p.0.ip());
+        let ip = crate::clients::client_ip(parts, state);
         let user_agent = parts
             .headers
             .get(axum::http::header::USER_AGENT)

@@ -63,6 +63,8 @@ struct Inner {
     treasury: std::sync::Mutex<treasury::TreasuryLog>,
     /// Credits without chain evidence or a governance quorum (development only).
     hand_credits: HandCredits,
+    /// Load balancers whose forwarding headers name the client (addresses or CIDR ranges).
+    trusted_proxies: Vec<String>,
 }
 
 /// Everything the API needs, given before it serves anything: whoever runs the server
@@ -113,6 +115,15 @@ impl AppStateBuilder {
     pub fn hand_credits(mut self, h: HandCredits) -> Self {
         self.inner.hand_credits = h;
         self
+    }
+    /// The load balancers in front of the API (addresses or CIDR ranges): only from them are
+    /// `Forwarded` and `X-Forwarded-For` believed. Invalid rules are refused.
+    pub fn trusted_proxies(mut self, rules: Vec<String>) -> Result<Self, String> {
+        if let Some(bad) = rules.iter().find(|r| !clients::valid_ip_rule(r)) {
+            return Err(format!("trusted proxy {bad:?} is not an IP address or CIDR range"));
+        }
+        self.inner.trusted_proxies = rules;
+        Ok(self)
     }
     pub fn build(self) -> AppState {
         AppState(Arc::new(self.inner))
@@ -211,10 +222,14 @@ impl AppState {
                 nonces: clients::Nonces::default(),
                 treasury: std::sync::Mutex::default(),
                 hand_credits: HandCredits::Never,
+                trusted_proxies: Vec::new(),
             },
         }
     }
 
+    pub(crate) fn trusted_proxies(&self) -> &[String] {
+        &self.0.trusted_proxies
+    }
     pub(crate) fn hand_credits(&self) -> HandCredits {
         self.0.hand_credits
     }

@@ -104,12 +104,14 @@ struct Server {
 impl Server {
     async fn start(database_url: Option<String>) -> Server {
         // Most tests fund customers by hand; governance still needs quorum-signed credits.
-        Server::start_with(database_url, strongroom_server::HandCredits::WithoutGovernance).await
+        Server::start_with(database_url, strongroom_server::HandCredits::WithoutGovernance, vec![])
+            .await
     }
 
     async fn start_with(
         database_url: Option<String>,
         hand: strongroom_server::HandCredits,
+        trusted_proxies: Vec<String>,
     ) -> Server {
         logs();
         let env = Arc::new(TestEnv(std::time::Instant::now()));
@@ -158,6 +160,8 @@ impl Server {
         let state =
             AppState::builder(store.clone(), env, AssetRegistry::dev(), WithdrawalRules::default())
                 .hand_credits(hand)
+                .trusted_proxies(trusted_proxies)
+                .unwrap()
                 .personal_data_key(kek.clone())
                 .notifier(Arc::new(Mailbox(mails.clone())))
                 // Short locks so a test can wait them out.
@@ -559,7 +563,7 @@ async fn withdrawal_flow_on_sqlite() {
 /// no governance installed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_production_server_credits_nothing_by_hand() {
-    let s = Server::start_with(None, strongroom_server::HandCredits::Never).await;
+    let s = Server::start_with(None, strongroom_server::HandCredits::Never, vec![]).await;
     let (_, c) = s.post("/v1/customers", "c", json!({"external_id": "eve"})).await;
     let credit =
         json!({"customer_id": c["id"], "asset": "ETH", "amount": "5", "reference": "0xfake:0"});
@@ -1903,4 +1907,56 @@ async fn totp_guessing_locks_and_an_email_change_locks_withdrawals() {
 
 fn code_of(v: &Value) -> String {
     code(v).to_owned()
+}
+
+/// Behind a load balancer the API sees the balancer's address; it believes `X-Forwarded-For`
+/// and `Forwarded` from the proxies it was told to trust, and from no one else, so an IP
+/// allow-list holds for the real client and a client cannot pick its own address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_addresses_count_only_from_trusted_proxies() {
+    let env = TestEnv(std::time::Instant::now());
+    let ctx = WriteCtx { actor: "test".into(), now: env.now(), request_id: None };
+    let mut results = Vec::new();
+    for trusted in [vec!["127.0.0.0/8".to_owned()], vec![]] {
+        let s = Server::start_with(None, strongroom_server::HandCredits::Never, trusted).await;
+        let t = generate_token(&env);
+        let restrictions = strongroom_store::TokenRestrictions {
+            allowed_ips: Some(vec!["203.0.113.7".into()]),
+            ..Default::default()
+        };
+        let token = NewApiToken {
+            id: t.id.clone(),
+            name: "backend".into(),
+            role: Role::Service,
+            token_hash: t.hash.clone(),
+            restrictions: Some(restrictions),
+        };
+        s.store.create_token(&ctx, token).await.unwrap();
+        let mut row = Vec::new();
+        for header in [None, Some("203.0.113.7"), Some("203.0.113.7, 198.51.100.1")] {
+            let mut req =
+                s.client.get(format!("{}/v1/assets", s.base)).bearer_auth(t.token.expose_secret());
+            if let Some(h) = header {
+                req = req.header("x-forwarded-for", h);
+            }
+            let r = req.send().await.unwrap();
+            row.push(r.status());
+        }
+        let fwd = s
+            .client
+            .get(format!("{}/v1/assets", s.base))
+            .bearer_auth(t.token.expose_secret())
+            .header("forwarded", "for=203.0.113.7;proto=https")
+            .send()
+            .await
+            .unwrap();
+        row.push(fwd.status());
+        results.push(row);
+    }
+    let (ok, no) = (StatusCode::OK, StatusCode::FORBIDDEN);
+    // Trusting the balancer (the test connects from 127.0.0.1): the balancer's own address is
+    // not allowed, the client it names is; a client-written prefix is never read.
+    assert_eq!(results[0], vec![no, ok, no, ok]);
+    // Trusting no one: every header is ignored.
+    assert_eq!(results[1], vec![no, no, no, no]);
 }
