@@ -91,7 +91,7 @@ pub(crate) async fn authenticate(
             return Err(ApiError::unauthorized(BAD_TOKEN));
         }
         if let Some(r) = &record.restrictions {
-            crate::clients::check(state, parts, &record.id, r)?;
+            crate::clients::check(state, parts, &record.id, r).await?;
         }
         tracing::Span::current().record("principal", record.id.as_str());
         Ok(Principal {

@@ -12,9 +12,7 @@
 //! A request more than five minutes from the server's clock, or reusing a nonce, is refused:
 //! a captured request cannot be replayed, nor its body or path changed.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::request::Parts;
@@ -37,28 +35,6 @@ pub const SKEW_MS: i64 = 300_000;
 /// SHA-256 of a signed request's body (set by [`digest_body`]).
 #[derive(Debug, Clone, Copy)]
 pub struct BodyDigest(pub [u8; 32]);
-
-/// Nonces seen in the last [`SKEW_MS`] per token (this process's memory).
-#[derive(Debug, Default)]
-pub struct Nonces(Mutex<HashMap<(String, String), i64>>);
-
-impl Nonces {
-    /// Record `nonce` for `token`; false if it was seen within the window.
-    fn fresh(&self, token: &str, nonce: &str, now_ms: i64) -> bool {
-        let Ok(mut map) = self.0.lock() else { return false };
-        if map.len() > 100_000 {
-            map.retain(|_, seen| now_ms.saturating_sub(*seen) <= 2 * SKEW_MS);
-        }
-        let key = (token.to_owned(), nonce.to_owned());
-        match map.get(&key) {
-            Some(seen) if now_ms.saturating_sub(*seen) <= 2 * SKEW_MS => false,
-            _ => {
-                map.insert(key, now_ms);
-                true
-            }
-        }
-    }
-}
 
 /// The `X-Strongroom-Signature` value for a request whose body hashes to `body_sha256`:
 /// `v1=` and the hex HMAC-SHA256 of
@@ -225,7 +201,7 @@ fn ip_matches(ip: IpAddr, rule: &str) -> bool {
 }
 
 /// Check a valid token's restrictions against the request; `open` unseals the signing key.
-pub(crate) fn check(
+pub(crate) async fn check(
     state: &AppState,
     parts: &Parts,
     token_id: &str,
@@ -260,12 +236,12 @@ pub(crate) fn check(
         }
     }
     if let Some(sealed) = &r.signing_key {
-        verify_signature(state, parts, token_id, sealed)?;
+        verify_signature(state, parts, token_id, sealed).await?;
     }
     Ok(())
 }
 
-fn verify_signature(
+async fn verify_signature(
     state: &AppState,
     parts: &Parts,
     token_id: &str,
@@ -318,7 +294,10 @@ fn verify_signature(
             "the request's signature does not match",
         ));
     }
-    if !state.nonces().fresh(token_id, nonce, now) {
+    // Shared by every instance through the database: a request replayed to another API
+    // server is refused too. Kept past the timestamp window on both sides.
+    let fresh = state.store().use_nonce(token_id, nonce, now, now + 2 * SKEW_MS).await?;
+    if !fresh {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "replayed",
@@ -399,17 +378,5 @@ mod tests {
         assert!(!ip_matches(ip("2001:db9::1"), "2001:db8::/32"));
         assert!(ip_matches(ip("8.8.8.8"), "0.0.0.0/0"));
         assert!(!ip_matches(ip("8.8.8.8"), "not an address"));
-    }
-
-    #[test]
-    fn a_nonce_is_accepted_once_per_token_within_the_window() {
-        let n = Nonces::default();
-        assert!(n.fresh("t1", "nonce-aaaaaaaaaaaa", 0));
-        assert!(!n.fresh("t1", "nonce-aaaaaaaaaaaa", 1000));
-        assert!(n.fresh("t2", "nonce-aaaaaaaaaaaa", 1000));
-        assert!(
-            n.fresh("t1", "nonce-aaaaaaaaaaaa", 3 * SKEW_MS),
-            "outside the window the timestamp check refuses it"
-        );
     }
 }

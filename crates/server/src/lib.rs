@@ -59,7 +59,6 @@ struct Inner {
     scorer: Option<Arc<dyn RiskScorer>>,
     accounts: Arc<accounts::Accounts>,
     notifier: Option<Arc<dyn accounts::Notifier>>,
-    nonces: clients::Nonces,
     treasury: std::sync::Mutex<treasury::TreasuryLog>,
     /// Credits without chain evidence or a governance quorum (development only).
     hand_credits: HandCredits,
@@ -219,7 +218,6 @@ impl AppState {
                     ),
                 ),
                 notifier: None,
-                nonces: clients::Nonces::default(),
                 treasury: std::sync::Mutex::default(),
                 hand_credits: HandCredits::Never,
                 trusted_proxies: Vec::new(),
@@ -250,9 +248,6 @@ impl AppState {
     }
     pub fn notifier(&self) -> Option<&Arc<dyn accounts::Notifier>> {
         self.0.notifier.as_ref()
-    }
-    pub(crate) fn nonces(&self) -> &clients::Nonces {
-        &self.0.nonces
     }
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.0.store

@@ -113,6 +113,23 @@ impl Server {
         hand: strongroom_server::HandCredits,
         trusted_proxies: Vec<String>,
     ) -> Server {
+        Server::start_sharing(database_url, hand, trusted_proxies, None).await
+    }
+
+    /// A second API instance on this one's database and personal-data key (as two servers
+    /// behind one load balancer run).
+    async fn twin(&self) -> Server {
+        let url = format!("sqlite://{}?mode=rwc", self.db.display());
+        let hand = strongroom_server::HandCredits::WithoutGovernance;
+        Server::start_sharing(Some(url), hand, vec![], Some(self.kek.clone())).await
+    }
+
+    async fn start_sharing(
+        database_url: Option<String>,
+        hand: strongroom_server::HandCredits,
+        trusted_proxies: Vec<String>,
+        kek: Option<Arc<strongroom_crypto::seal::SoftwareKek>>,
+    ) -> Server {
         logs();
         let env = Arc::new(TestEnv(std::time::Instant::now()));
         let dir = tempfile::tempdir().unwrap();
@@ -153,7 +170,9 @@ impl Server {
             "second start reuses the PKI"
         );
         let config = tls::server_config(&pki.server_cert, &pki.server_key).unwrap();
-        let kek = Arc::new(strongroom_crypto::seal::SoftwareKek::generate(env.as_ref()));
+        let kek = kek.unwrap_or_else(|| {
+            Arc::new(strongroom_crypto::seal::SoftwareKek::generate(env.as_ref()))
+        });
         let mails = Arc::new(Mutex::new(Vec::new()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -1610,6 +1629,34 @@ async fn api_client_tokens_keep_to_their_scopes_addresses_and_signatures() {
     let (st, v) =
         signed("POST", "/v1/customers", body, now, "nonce-0000000001", "/v1/customers").await;
     assert_eq!((st, code(&v)), (StatusCode::UNAUTHORIZED, "replayed"), "{v}");
+    // The same request replayed to a second instance behind the same load balancer: the
+    // nonce is in the shared database, so it is refused there too; a fresh one is accepted.
+    let twin = s.twin().await;
+    let to_twin = |nonce: &str, body: &'static str| {
+        let sig = strongroom_server::clients::sign(
+            &signing_key,
+            "POST",
+            "/v1/customers",
+            &now.to_string(),
+            nonce,
+            body.as_bytes(),
+        );
+        twin.client
+            .post(format!("{}/v1/customers", twin.base))
+            .bearer_auth(signer)
+            .header("idempotency-key", format!("k-{nonce}"))
+            .header("x-strongroom-timestamp", now.to_string())
+            .header("x-strongroom-nonce", nonce)
+            .header("x-strongroom-signature", sig)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+    };
+    let r = to_twin("nonce-0000000001", body).await.unwrap();
+    let (st, v) = (r.status(), r.json::<Value>().await.unwrap());
+    assert_eq!((st, code(&v)), (StatusCode::UNAUTHORIZED, "replayed"), "{v}");
+    let r = to_twin("nonce-0000000003", r#"{"external_id":"signed-3"}"#).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
     // A body, path or time other than the signed one is refused.
     let sig = strongroom_server::clients::sign(
         &signing_key,

@@ -405,6 +405,16 @@ pub trait Tokens: Send + Sync {
         id: &str,
         restrictions: Option<TokenRestrictions>,
     ) -> Result<ApiTokenRecord>;
+    /// Record a signed request's `nonce` for `token_id` until `expires_at_ms`; `false` when it
+    /// was recorded before and has not expired (a replay, on this instance or another).
+    /// Expired nonces are deleted on the way. Not audited: a replay cache, not business state.
+    async fn use_nonce(
+        &self,
+        token_id: &str,
+        nonce: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<bool>;
 }
 
 /// The stored governance log (a copy: the signer nodes keep their own).

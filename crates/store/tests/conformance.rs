@@ -125,6 +125,7 @@ conformance!(
     the_governance_log_keeps_order_one_proposal_and_one_genesis,
     risk_reviews_are_assessed_once_and_decided_once,
     initiated_withdrawals_keep_the_signed_request_beside_them,
+    request_nonces_are_used_once_until_they_expire,
 );
 
 fn env() -> FixedEnv {
@@ -1403,4 +1404,28 @@ fn the_postgres_url_gets_a_fresh_database_name() {
 #[test]
 fn journal_entries_from_core_balance() {
     assert!(JournalEntry::deposit(Uuid::nil(), Uuid::nil(), &eth(), wei(1)).is_ok());
+}
+
+/// A signed request's nonce is accepted once for its token, across every instance that shares
+/// the database, until it expires; another token's identical nonce is its own.
+async fn request_nonces_are_used_once_until_they_expire(store: Arc<SqlStore>) {
+    let (now, keep) = (1_767_225_600_000i64, 600_000i64);
+    assert!(store.use_nonce("tok-a", "n-0001", now, now + keep).await.unwrap());
+    assert!(!store.use_nonce("tok-a", "n-0001", now + 1, now + 1 + keep).await.unwrap());
+    assert!(store.use_nonce("tok-b", "n-0001", now + 2, now + 2 + keep).await.unwrap());
+    assert!(store.use_nonce("tok-a", "n-0002", now + 3, now + 3 + keep).await.unwrap());
+    // Concurrent uses of one nonce: exactly one wins.
+    let mut wins = 0;
+    let tries: Vec<_> = (0..8)
+        .map(|_| {
+            let s = store.clone();
+            tokio::spawn(async move { s.use_nonce("tok-c", "n-race", now, now + keep).await })
+        })
+        .collect();
+    for t in tries {
+        wins += usize::from(t.await.unwrap().unwrap());
+    }
+    assert_eq!(wins, 1);
+    // Past its expiry the row is gone and the nonce is new again.
+    assert!(store.use_nonce("tok-a", "n-0001", now + keep + 10, now + 2 * keep).await.unwrap());
 }

@@ -102,4 +102,27 @@ impl Tokens for SqlStore {
         w.commit(ctx, "token.restrictions_set", subject, serde_json::json!({}), None, &()).await?;
         after.to_domain()
     }
+
+    async fn use_nonce(
+        &self,
+        token_id: &str,
+        nonce: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<bool> {
+        sqlx::query("DELETE FROM request_nonces WHERE expires_at_ms < $1")
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO request_nonces (token_id, nonce, expires_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (token_id, nonce) DO NOTHING",
+        )
+        .bind(token_id)
+        .bind(nonce)
+        .bind(expires_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(inserted.rows_affected() == 1)
+    }
 }
