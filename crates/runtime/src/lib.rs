@@ -152,12 +152,8 @@ impl Runtime {
         let mut connected = Vec::new();
         if let Some(s) = &settings.signers {
             let orch = signing::orchestrator(s)?;
-            tasks.push(tokio::spawn(signing::refill_forever(
-                signing::orchestrator(s)?,
-                env.clone(),
-                s.presignatures,
-            )));
             let signer = Arc::new(signing::OrchestratorSigner::new(orch, env.clone()));
+            tasks.push(tokio::spawn(signing::refill_forever(signer.clone(), s.presignatures)));
             for c in &settings.chains {
                 match c.kind {
                     settings::ChainKind::Ethereum => connected.push(

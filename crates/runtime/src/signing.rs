@@ -169,8 +169,10 @@ impl TxSigner for OrchestratorSigner {
     }
 }
 
-/// Keep `target` presignatures of every ECDSA key ready for every pair of live nodes.
-pub(crate) async fn refill_forever(orch: Orchestrator, env: Arc<dyn Env>, target: usize) {
+/// Keep `target` presignatures of every ECDSA key ready for every pair of live nodes, through
+/// the engine's own orchestrator.
+pub(crate) async fn refill_forever(signer: Arc<OrchestratorSigner>, target: usize) {
+    let (orch, env) = (signer.orchestrator(), signer.env.clone());
     loop {
         let live = orch.live_nodes().await;
         let keys = match live.first() {
