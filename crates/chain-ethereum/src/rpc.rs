@@ -261,14 +261,16 @@ impl ChainClient for EthRpc {
         &self,
         from: u64,
         to: u64,
-        addresses: &[Address],
+        watched: &strongroom_chain::Watched,
         contracts: &[Address],
     ) -> Result<Vec<IncomingTransfer>, ClientError> {
         let mut out = Vec::new();
-        if addresses.is_empty() || from > to {
+        if watched.is_empty() || from > to {
             return Ok(out);
         }
-        let ours: Vec<EthAddress> = addresses.iter().filter_map(|a| eth_address(a).ok()).collect();
+        let ours = |a: EthAddress| {
+            self.codec.address(a).is_ok_and(|address| watched.contains_key(&address))
+        };
         // Native coin: plain transfers to our addresses that succeeded.
         for number in from..=to {
             let b =
@@ -285,7 +287,7 @@ impl ChainClient for EthRpc {
                     continue;
                 };
                 let value = quantity_u256(field(&tx, "value")?)?;
-                if value.is_zero() || !ours.contains(&dest) {
+                if value.is_zero() || !ours(dest) {
                     continue;
                 }
                 let txid = str_field(&tx, "hash")?;
@@ -311,16 +313,23 @@ impl ChainClient for EthRpc {
                 });
             }
         }
-        // Tokens: Transfer events whose recipient is ours.
+        // Tokens: Transfer events whose recipient is ours. A few addresses are named to the
+        // node; many are matched here, over every transfer of the watched tokens.
         if !contracts.is_empty() {
-            let topic_to: Vec<String> = ours
-                .iter()
-                .map(|a| format!("{:#x}", B256::left_padding_from(a.as_slice())))
-                .collect();
+            let recipients = if watched.len() <= NAMED_RECIPIENTS {
+                let topic_to: Vec<String> = watched
+                    .keys()
+                    .filter_map(|a| eth_address(a).ok())
+                    .map(|a| format!("{:#x}", B256::left_padding_from(a.as_slice())))
+                    .collect();
+                Value::from(topic_to)
+            } else {
+                Value::Null
+            };
             let filter = json!({
                 "fromBlock": format!("{from:#x}"), "toBlock": format!("{to:#x}"),
                 "address": contracts.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
-                "topics": [format!("{:#x}", IERC20::Transfer::SIGNATURE_HASH), Value::Null, topic_to],
+                "topics": [format!("{:#x}", IERC20::Transfer::SIGNATURE_HASH), Value::Null, recipients],
             });
             let logs = self.call("eth_getLogs", json!([filter])).await?;
             for log in logs.as_array().cloned().unwrap_or_default() {
@@ -335,6 +344,9 @@ impl ChainClient for EthRpc {
                 let data = hex_bytes(field(&log, "data")?)?;
                 let event = IERC20::Transfer::decode_raw_log(topics, &data)
                     .map_err(|e| fatal(format!("Transfer event: {e}")))?;
+                if !ours(event.to) {
+                    continue;
+                }
                 let contract: EthAddress =
                     str_field(&log, "address")?.parse().map_err(|_| fatal("log address".into()))?;
                 let addr = |a: EthAddress| self.codec.address(a).map_err(|e| fatal(e.to_string()));
@@ -356,9 +368,13 @@ impl ChainClient for EthRpc {
     }
 }
 
+/// Up to this many watched addresses are named to the node in a token-transfer filter;
+/// beyond it, every transfer of the watched tokens is read and matched here.
+const NAMED_RECIPIENTS: usize = 1_000;
+
 /// An error and its causes, `: `-separated (reqwest names only the outermost: "error
 /// sending request"; the cause says which certificate or connection failed).
-fn with_causes(e: &dyn std::error::Error) -> String {
+pub fn with_causes(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut next = e.source();
     while let Some(cause) = next {

@@ -126,15 +126,15 @@ async fn a_transfer_is_broadcast_once_confirmed_and_seen_arriving() {
 
     // The watcher's view: one incoming transfer to DEST, in that block.
     let head = rpc.head().await.unwrap();
-    let seen =
-        rpc.incoming(start.number, head.number, std::slice::from_ref(&dest), &[]).await.unwrap();
+    let watch = |a: &Address| std::iter::once((a.clone(), uuid::Uuid::nil())).collect();
+    let seen = rpc.incoming(start.number, head.number, &watch(&dest), &[]).await.unwrap();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(
         (seen[0].txid.as_str(), seen[0].amount.base_units(), &seen[0].block),
         (signed.txid.as_str(), amount, &block)
     );
     assert_eq!(seen[0].from.as_ref(), Some(&from));
-    assert!(rpc.incoming(start.number, head.number, &[from], &[]).await.unwrap().is_empty());
+    assert!(rpc.incoming(start.number, head.number, &watch(&from), &[]).await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -184,16 +184,20 @@ pub trait ChainClient: Send + Sync {
         address: &Address,
         contract: Option<&Address>,
     ) -> Result<Amount, ClientError>;
-    /// Transfers of the native coin and of `contracts` into `addresses` in blocks
-    /// `from..=to`.
+    /// Transfers of the native coin and of `contracts` into the watched addresses (the keys
+    /// of `watched`, possibly millions: looked up per transfer, never listed to the node
+    /// when there are many) in blocks `from..=to`.
     async fn incoming(
         &self,
         from: u64,
         to: u64,
-        addresses: &[Address],
+        watched: &Watched,
         contracts: &[Address],
     ) -> Result<Vec<IncomingTransfer>, ClientError>;
 }
+
+/// The addresses a deposit watcher watches, each with whose it is.
+pub type Watched = std::collections::HashMap<Address, uuid::Uuid>;
 
 mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};

@@ -47,6 +47,11 @@ pub enum BenchCommand {
         /// Skip pgbench (for a quick look).
         #[arg(long)]
         no_pgbench: bool,
+        /// Also run the saturated ingestion against two API instances on the same database
+        /// (each with its own connection pool and commit queue, as two `serve` processes
+        /// have), clients split between them, and report it against one instance.
+        #[arg(long)]
+        two_instances: bool,
         /// Write the figures as JSON here too.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
@@ -167,6 +172,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         paced_clients,
         load,
         no_pgbench,
+        two_instances,
         json,
     } = command
     else {
@@ -178,18 +184,34 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         println!("pgbench TPC-B (scale 1, {clients} clients, {seconds} s): {:.0} tps, average latency {:.2} ms", pg.tps, pg.latency_avg_ms);
     }
     let saturated = match load {
-        Load::Builtin => ingest(&postgres_url, clients, seconds, None).await?,
+        Load::Builtin => ingest(&postgres_url, clients, seconds, None, 1).await?,
         Load::Wrk => ingest_wrk(&postgres_url, clients, seconds).await?,
     };
     println!(
         "withdrawal ingestion, saturated ({load:?} load): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({} requests, {} errors, {clients} clients)",
         saturated.tps, saturated.p50_ms, saturated.p99_ms, saturated.ok, saturated.errors
     );
+    let two = if two_instances {
+        let two = ingest(&postgres_url, clients, seconds, None, 2).await?;
+        println!(
+            "withdrawal ingestion, saturated, two instances on one database: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({} requests, {} errors); two / one instance: {:.2}{}",
+            two.tps,
+            two.p50_ms,
+            two.p99_ms,
+            two.ok,
+            two.errors,
+            two.tps / saturated.tps.max(1.0),
+            pg.as_ref().map(|p| format!(", two instances / pgbench: {:.2}", two.tps / p.tps)).unwrap_or_default()
+        );
+        Some(two)
+    } else {
+        None
+    };
     // Latency at the target load: half of pgbench's rate, offered at a fixed pace.
     let paced = match &pg {
         Some(pg) => Some((
             pg.tps * 0.5,
-            ingest(&postgres_url, paced_clients, seconds, Some(pg.tps * 0.5)).await?,
+            ingest(&postgres_url, paced_clients, seconds, Some(pg.tps * 0.5), 1).await?,
         )),
         None => None,
     };
@@ -214,10 +236,13 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
             "saturated": saturated.to_json(),
             "paced": paced.as_ref().map(|(offered, p)| serde_json::json!({ "offered_rps": offered, "result": p.to_json() })),
             "ratio": pg.as_ref().map(|p| saturated.tps / p.tps),
+            "two_instances": two.as_ref().map(IngestResult::to_json),
         });
         std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
     }
-    let errors = saturated.errors + paced.as_ref().map_or(0, |(_, p)| p.errors);
+    let errors = saturated.errors
+        + paced.as_ref().map_or(0, |(_, p)| p.errors)
+        + two.as_ref().map_or(0, |t| t.errors);
     Ok(if errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
@@ -255,7 +280,7 @@ end
 /// The same ingestion driven by `wrk` (a C load generator, like pgbench's client) from its
 /// own process, so the server's share of the 2 cores is not also spent on the clients.
 async fn ingest_wrk(url: &str, clients: u32, seconds: u64) -> anyhow::Result<IngestResult> {
-    let f = fixture(url, clients).await?;
+    let f = fixture(url, clients, 1).await?;
     let customers: Vec<String> = f.customers.iter().map(|c| format!("\"{c}\"")).collect();
     let script = format!("customers = {{{}}}\n{WRK_SCRIPT}", customers.join(", "));
     let script_path = f._dir.path().join("withdrawals.lua");
@@ -279,7 +304,7 @@ async fn ingest_wrk(url: &str, clients: u32, seconds: u64) -> anyhow::Result<Ing
                 "-H",
                 "Content-Type: application/json",
             ])
-            .arg(format!("https://127.0.0.1:{}/v1/withdrawals", f.running.addr.port()))
+            .arg(format!("https://127.0.0.1:{}/v1/withdrawals", f.addr(0).port()))
             .output()
     };
     run(2).await.context("running wrk (apt-get install wrk)")?;
@@ -341,13 +366,12 @@ async fn drop_db(url: &str, name: &str) -> anyhow::Result<()> {
 }
 
 /// A fresh database with one service token and `clients` funded customers, served over
-/// HTTPS by an in-process server.
+/// HTTPS by `instances` in-process servers, each with its own store (pool and commit queue).
 struct Fixture {
     server_url: String,
     db_name: String,
     env: Arc<SystemEnv>,
-    store: Arc<SqlStore>,
-    running: tls::Running,
+    instances: Vec<(Arc<SqlStore>, tls::Running)>,
     base: String,
     ca_pem: Vec<u8>,
     auth: String,
@@ -355,7 +379,7 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-async fn fixture(url: &str, clients: u32) -> anyhow::Result<Fixture> {
+async fn fixture(url: &str, clients: u32, instances: usize) -> anyhow::Result<Fixture> {
     let env = Arc::new(SystemEnv::new());
     let (db_name, db_url) = fresh_db(url, "ingest").await?;
     let store = Arc::new(
@@ -406,12 +430,27 @@ async fn fixture(url: &str, clients: u32) -> anyhow::Result<Fixture> {
     let pki = DevPki::in_dir(dir.path());
     pki.ensure(&["localhost".into()], env.now())?;
     let tls_config = tls::server_config(&pki.server_cert, &pki.server_key)?;
-    let state =
-        AppState::new(store.clone(), env.clone(), AssetRegistry::dev(), WithdrawalRules::default());
-    let (app, _) = strongroom_server::app(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let running = tls::serve(listener, tls_config, app)?;
+    let serve = |store: Arc<SqlStore>| {
+        let state =
+            AppState::new(store, env.clone(), AssetRegistry::dev(), WithdrawalRules::default());
+        let (app, _) = strongroom_server::app(state);
+        let config = tls_config.clone();
+        async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            anyhow::Ok(tls::serve(listener, config, app)?)
+        }
+    };
+    let running = serve(store.clone()).await?;
     let base = format!("https://localhost:{}", running.addr.port());
+    // Further instances: their own pools on the same database.
+    let mut more = Vec::new();
+    for _ in 1..instances.max(1) {
+        let other = Arc::new(
+            SqlStore::connect(&db_url, strongroom_store::sql_options(clients.max(4) * 2)).await?,
+        );
+        let r = serve(other.clone()).await?;
+        more.push((other, r));
+    }
 
     let ca_pem = std::fs::read(&pki.ca_cert)?;
     let auth = format!("Bearer {}", token.token.expose_secret());
@@ -419,8 +458,7 @@ async fn fixture(url: &str, clients: u32) -> anyhow::Result<Fixture> {
         server_url: url.to_owned(),
         db_name,
         env,
-        store,
-        running,
+        instances: std::iter::once((store, running)).chain(more).collect(),
         base,
         ca_pem,
         auth,
@@ -430,9 +468,17 @@ async fn fixture(url: &str, clients: u32) -> anyhow::Result<Fixture> {
 }
 
 impl Fixture {
+    /// The address of the instance client `i` talks to (clients are spread round-robin).
+    fn addr(&self, i: usize) -> std::net::SocketAddr {
+        let n = self.instances.len().max(1);
+        self.instances.get(i % n).map_or_else(|| ([127, 0, 0, 1], 0).into(), |(_, r)| r.addr)
+    }
+
     async fn stop(self) {
-        self.running.shutdown().await;
-        self.store.close().await;
+        for (store, running) in self.instances {
+            running.shutdown().await;
+            store.close().await;
+        }
         if let Err(e) = drop_db(&self.server_url, &self.db_name).await {
             tracing::warn!(error = %e, database = %self.db_name, "could not drop the benchmark database");
         }
@@ -447,8 +493,9 @@ async fn ingest(
     clients: u32,
     seconds: u64,
     rate: Option<f64>,
+    instances: usize,
 ) -> anyhow::Result<IngestResult> {
-    let f = fixture(url, clients).await?;
+    let f = fixture(url, clients, instances).await?;
     let env = f.env.clone();
     let ca = reqwest::Certificate::from_pem(&f.ca_pem)?;
     let base = f.base.clone();
@@ -461,7 +508,7 @@ async fn ingest(
             .tls_built_in_root_certs(false)
             .add_root_certificate(ca.clone())
             .min_tls_version(reqwest::tls::Version::TLS_1_3)
-            .resolve("localhost", f.running.addr)
+            .resolve("localhost", f.addr(i))
             .build()?;
         let env = env.clone();
         let url = format!("{base}/v1/withdrawals");

@@ -749,13 +749,6 @@ async fn dev(
         settings.chains.push(c.settings.clone());
         settings.treasury.assets = c.marks.clone();
     }
-    let stop_at = match std::env::var("STRONGROOM_TEST_STOP_AFTER") {
-        Ok(v) => Some(
-            strongroom_engine::StopPoint::parse(&v)
-                .context("STRONGROOM_TEST_STOP_AFTER: signed or sent")?,
-        ),
-        Err(_) => None,
-    };
     let options = strongroom_runtime::Options {
         personal_data_key: Some(Arc::new(kek)),
         // The dev genesis's keys are all on this machine, so a quorum-signed credit would
@@ -767,7 +760,7 @@ async fn dev(
             strongroom_server::HandCredits::Never
         },
         dev_pki: true,
-        engine: strongroom_runtime::ethereum::EngineOptions { stop_at },
+        engine: engine_options()?,
     };
     // The same runtime `serve` runs.
     let runtime = Runtime::start(&settings, store.clone(), env.clone(), options).await?;
@@ -853,6 +846,19 @@ pub(crate) fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Crash tests only: `STRONGROOM_TEST_STOP_AFTER=signed|sent` makes the engine die like a
+/// killed process right after that step of a withdrawal.
+fn engine_options() -> anyhow::Result<strongroom_runtime::ethereum::EngineOptions> {
+    let stop_at = match std::env::var("STRONGROOM_TEST_STOP_AFTER") {
+        Ok(v) => Some(
+            strongroom_engine::StopPoint::parse(&v)
+                .context("STRONGROOM_TEST_STOP_AFTER: signed or sent")?,
+        ),
+        Err(_) => None,
+    };
+    Ok(strongroom_runtime::ethereum::EngineOptions { stop_at })
+}
+
 async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     settings.check_production()?;
     let env = Arc::new(SystemEnv::new());
@@ -868,6 +874,7 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     let kek = personal_data_key(&settings.personal_data_key_file(), None)?;
     let options = strongroom_runtime::Options {
         personal_data_key: Some(Arc::new(kek)),
+        engine: engine_options()?,
         ..Default::default()
     };
     tracing::info!(database = %redact_url(&settings.database_url), chains = settings.chains.len(), "starting");

@@ -91,7 +91,23 @@ pub struct DepositWatcher {
     client: Arc<dyn ChainClient>,
     env: Arc<dyn Env>,
     cfg: WatchConfig,
+    /// Whose each watched address is: the deposit addresses loaded so far (they are only
+    /// ever added, so each pass loads the new ones) and the hot wallets.
+    owners: tokio::sync::Mutex<Owners>,
 }
+
+/// The watched addresses and where the next incremental load starts.
+#[derive(Default)]
+struct Owners {
+    by_address: HashMap<Address, Uuid>,
+    next_index: u64,
+}
+
+/// How many addresses one read of new deposit addresses returns.
+const ADDRESS_PAGE: u32 = 10_000;
+/// How far back each incremental load reads (addresses made concurrently may commit a
+/// little out of index order).
+const ADDRESS_OVERLAP: u64 = 64;
 
 impl std::fmt::Debug for DepositWatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -106,7 +122,34 @@ impl DepositWatcher {
         env: Arc<dyn Env>,
         cfg: WatchConfig,
     ) -> Self {
-        DepositWatcher { store, client, env, cfg }
+        DepositWatcher { store, client, env, cfg, owners: tokio::sync::Mutex::default() }
+    }
+
+    /// Load the deposit addresses made since the last load into `owners`.
+    async fn load_new_addresses(&self, owners: &mut Owners) -> Result<(), EngineError> {
+        let chain = &self.cfg.chain;
+        if owners.by_address.is_empty() {
+            for h in &self.cfg.hot_wallets {
+                owners.by_address.insert(h.clone(), TREASURY_CUSTOMER);
+            }
+        }
+        let mut from = owners.next_index.saturating_sub(ADDRESS_OVERLAP);
+        loop {
+            let page = self.store.deposit_addresses_from(chain, from, ADDRESS_PAGE).await?;
+            let full = page.len() == ADDRESS_PAGE as usize;
+            for a in &page {
+                let address = Address::parse(chain, &a.address)
+                    .map_err(|e| strongroom_store::StoreError::Corrupt(e.to_string()))?;
+                owners.by_address.insert(address, a.customer_id);
+                let next = u64::from(a.path_index).saturating_add(1);
+                owners.next_index = owners.next_index.max(next);
+                from = from.max(u64::from(a.path_index));
+            }
+            if !full {
+                return Ok(());
+            }
+            from = from.saturating_add(1);
+        }
     }
 
     fn ctx(&self) -> WriteCtx {
@@ -165,18 +208,11 @@ impl DepositWatcher {
         let to = last.number;
 
         // Whose each address is (addresses are canonical, so they compare as they are).
-        let mut owners: HashMap<Address, Uuid> = HashMap::new();
-        for a in self.store.deposit_addresses(chain).await? {
-            let address = Address::parse(chain, &a.address)
-                .map_err(|e| strongroom_store::StoreError::Corrupt(e.to_string()))?;
-            owners.insert(address, a.customer_id);
-        }
-        for h in &self.cfg.hot_wallets {
-            owners.insert(h.clone(), TREASURY_CUSTOMER);
-        }
-        let addresses: Vec<Address> = owners.keys().cloned().collect();
+        let mut guard = self.owners.lock().await;
+        self.load_new_addresses(&mut guard).await?;
+        let owners = &guard.by_address;
         let contracts: Vec<Address> = self.cfg.tokens.iter().map(|(_, c)| c.clone()).collect();
-        let incoming = self.client.incoming(from, to, &addresses, &contracts).await?;
+        let incoming = self.client.incoming(from, to, owners, &contracts).await?;
 
         let by_number: HashMap<u64, &BlockRef> = blocks.iter().map(|b| (b.number, b)).collect();
         let mut transfers = Vec::new();

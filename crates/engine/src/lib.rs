@@ -141,6 +141,20 @@ pub struct EthConfig {
     /// Customer withdrawals wait for the risk engine: built only once their review is
     /// cleared or released.
     pub require_risk: bool,
+    /// This process's name in work leases (unique per running instance): several engines on
+    /// one database each take a withdrawal only while they hold its lease.
+    pub worker: String,
+    /// How long the lease on one job lasts unless renewed ([`JOB_LEASE_MS`] by default).
+    pub lease_ms: i64,
+}
+
+/// How long a claim on one withdrawal or sweep lasts unless renewed (it is renewed before
+/// every step; a signing round takes seconds).
+pub const JOB_LEASE_MS: i64 = 20_000;
+
+/// The lease name for one withdrawal or sweep.
+pub fn job_lease(id: Uuid) -> String {
+    format!("job/{id}")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -330,10 +344,40 @@ impl EthWithdrawals {
     }
 
     /// Step one withdrawal or sweep until it waits or is final; returns how many steps it
-    /// moved.
+    /// moved. Only while this engine holds the job's lease (renewed before each step): a
+    /// job another live engine works is left to it, and one whose engine died is taken over
+    /// once its lease runs out. The state each step starts from is read again after the
+    /// lease, and every step is a compare-and-swap on that state, so even a holder that
+    /// stalled past its lease cannot move a job twice.
     pub async fn drive(&self, id: Uuid) -> Result<usize, EngineError> {
+        let name = job_lease(id);
+        let worker = self.cfg.worker.as_str();
+        let now = || self.env.now().unix_ms();
+        let Some(lease) = self.store.acquire_lease(&name, worker, now(), self.cfg.lease_ms).await?
+        else {
+            tracing::debug!(withdrawal = %id, "another engine holds this job");
+            return Ok(0);
+        };
+        let result = self.drive_leased(id, &name, lease.token).await;
+        if !matches!(result, Err(EngineError::Stopped(_))) {
+            if let Err(e) = self.store.release_lease(&name, worker).await {
+                tracing::warn!(withdrawal = %id, error = %e, "job lease not released; it will expire");
+            }
+        }
+        result
+    }
+
+    async fn drive_leased(&self, id: Uuid, name: &str, token: i64) -> Result<usize, EngineError> {
         let mut moved = 0;
         loop {
+            let renewed = self
+                .store
+                .acquire_lease(name, &self.cfg.worker, self.env.now().unix_ms(), self.cfg.lease_ms)
+                .await?;
+            if renewed.map(|l| l.token) != Some(token) {
+                tracing::warn!(withdrawal = %id, "job lease lost to another engine; leaving it");
+                return Ok(moved);
+            }
             let job = self.load(id).await?;
             match self.step(&job).await? {
                 Step::Moved(to) => {

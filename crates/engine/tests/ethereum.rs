@@ -185,6 +185,8 @@ impl World {
             confirmations: 3,
             stop_at,
             require_risk: false,
+            worker: "engine-test".into(),
+            lease_ms: strongroom_engine::JOB_LEASE_MS,
         };
         EthWithdrawals::new(
             self.store.clone(),
@@ -380,6 +382,8 @@ async fn fees_above_the_cap_wait_and_a_dead_node_changes_nothing() {
         confirmations: 3,
         stop_at: None,
         require_risk: false,
+        worker: "engine-test".into(),
+        lease_ms: strongroom_engine::JOB_LEASE_MS,
     };
     let quick = Retry {
         attempts: 2,

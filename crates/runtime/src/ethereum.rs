@@ -16,6 +16,7 @@ use strongroom_engine::{EngineError, EthConfig, EthWithdrawals, StopPoint};
 use strongroom_store::Store;
 use strongroom_units::{Address, Amount, AssetRegistry, AssetSymbol, ChainId};
 
+use crate::lease::{Instance, Leader};
 use crate::settings::{ChainSettings, WatermarkSettings};
 use crate::signing::OrchestratorSigner;
 use crate::RuntimeError;
@@ -89,6 +90,7 @@ impl EthereumChain {
         env: Arc<dyn Env>,
         require_risk: bool,
         opts: &EngineOptions,
+        instance: &Instance,
     ) -> Result<EthereumChain, RuntimeError> {
         let chain = ChainId::parse(&settings.chain)
             .map_err(|e| RuntimeError::Config(format!("[[chains]] {}: {e}", settings.chain)))?;
@@ -115,6 +117,8 @@ impl EthereumChain {
             confirmations: settings.confirmations,
             stop_at: opts.stop_at,
             require_risk,
+            worker: instance.name.clone(),
+            lease_ms: instance.job_ms,
         };
         let engine = EthWithdrawals::new(store, rpc.clone(), signer.clone(), env, cfg);
         let mut waited = 0u32;
@@ -175,6 +179,11 @@ impl EthereumChain {
         }
     }
 
+    /// What readiness and the metrics ask of this chain.
+    pub fn probe(&self, store: Arc<dyn Store>) -> crate::probes::ChainProbe {
+        crate::probes::ChainProbe { chain: self.chain.clone(), rpc: self.rpc.clone(), store }
+    }
+
     /// Start the workers; the treasury's passes are recorded on `api`.
     pub fn spawn(
         self,
@@ -183,6 +192,7 @@ impl EthereumChain {
         registry: &AssetRegistry,
         marks: &[WatermarkSettings],
         api: strongroom_server::AppState,
+        instance: &Instance,
     ) -> Result<Vec<tokio::task::JoinHandle<()>>, RuntimeError> {
         let EthereumChain { chain, rpc, settings, wallet, hot, cold, engine, .. } = self;
         let native =
@@ -257,14 +267,24 @@ impl EthereumChain {
         };
         let sweeper = Sweeper::new(store.clone(), rpc.clone(), env.clone(), sweep_cfg);
         let watcher = DepositWatcher::new(store.clone(), Arc::new(rpc.clone()), env.clone(), watch);
+        // One instance at a time watches the chain, plans sweeps and runs the treasury.
+        let mut leader = instance.leader(store.clone(), env.clone(), &format!("chain/{chain}"));
         let watching = tokio::spawn(async move {
             loop {
+                if !leader.lead().await {
+                    tokio::time::sleep(Duration::from_millis(1_000)).await;
+                    continue;
+                }
                 if let Err(e) = sweeper.plan().await {
                     tracing::warn!(error = %e, "sweep planning failed");
                 }
                 if let Some((t, cold)) = &treasury {
                     match t.run_once().await {
-                        Ok(report) => api.record_treasury(cold, readings(report)),
+                        Ok(report) => {
+                            if let Err(e) = api.record_treasury(cold, readings(report)).await {
+                                tracing::warn!(error = %e, "treasury pass not recorded");
+                            }
+                        }
                         Err(e) => tracing::warn!(error = %e, "treasury pass failed"),
                     }
                 }
@@ -287,6 +307,7 @@ impl EthereumChain {
         let assets: Vec<(AssetSymbol, Option<Address>)> =
             on_chain.iter().map(|a| (a.symbol.clone(), a.contract.clone())).collect();
         let reconciling = tokio::spawn(reconcile_forever(
+            instance.leader(store.clone(), env.clone(), &format!("reconcile/{chain}")),
             store.clone(),
             rpc.clone(),
             chain.clone(),
@@ -423,8 +444,9 @@ async fn reconcile_once(
         .map_err(|e| RuntimeError::chain(chain, e))
 }
 
-/// Every 30 s, reconcile; a difference while nothing is in motion is logged as an alert.
+/// Every 30 s, on the instance that leads it, reconcile; a difference while nothing is in motion is logged as an alert.
 async fn reconcile_forever(
+    mut leader: Leader,
     store: Arc<dyn Store>,
     rpc: EthRpc,
     chain: ChainId,
@@ -433,6 +455,9 @@ async fn reconcile_forever(
 ) {
     loop {
         tokio::time::sleep(Duration::from_secs(30)).await;
+        if !leader.lead().await {
+            continue;
+        }
         match reconcile_once(store.as_ref(), &rpc, &chain, &assets, &wallets).await {
             Ok(report) => {
                 for h in report.iter().filter(|h| h.settled() && !h.matches()) {

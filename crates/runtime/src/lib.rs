@@ -12,7 +12,9 @@
 
 pub mod ethereum;
 pub mod http;
+pub mod lease;
 pub mod mail;
+pub mod probes;
 pub mod risk;
 pub mod settings;
 pub mod signing;
@@ -147,13 +149,24 @@ impl Runtime {
         };
         store.ensure_treasury(&ctx).await?;
 
+        // This process's name in work leases (several instances may share the database).
+        let instance = lease::Instance::new(env.as_ref(), &settings.leases);
+        tracing::info!(instance = instance.name, "instance");
+
         // The signer nodes and every chain.
         let mut tasks = Vec::new();
         let mut connected = Vec::new();
+        let mut probes: Vec<Arc<dyn strongroom_server::ops::Probe>> = Vec::new();
         if let Some(s) = &settings.signers {
             let orch = signing::orchestrator(s)?;
             let signer = Arc::new(signing::OrchestratorSigner::new(orch, env.clone()));
-            tasks.push(tokio::spawn(signing::refill_forever(signer.clone(), s.presignatures)));
+            probes.push(Arc::new(probes::SignerProbe { signer: signer.clone() }));
+            let refill = instance.leader(store.clone(), env.clone(), "presignatures");
+            tasks.push(tokio::spawn(signing::refill_forever(
+                refill,
+                signer.clone(),
+                s.presignatures,
+            )));
             for c in &settings.chains {
                 match c.kind {
                     settings::ChainKind::Ethereum => connected.push(
@@ -164,6 +177,7 @@ impl Runtime {
                             env.clone(),
                             settings.withdrawals.require_risk,
                             &options.engine,
+                            &instance,
                         )
                         .await?,
                     ),
@@ -191,6 +205,12 @@ impl Runtime {
         if let Some(k) = &options.personal_data_key {
             builder = builder.personal_data_key(k.clone());
         }
+        for c in &connected {
+            probes.push(Arc::new(c.probe(store.clone())));
+        }
+        for p in probes {
+            builder = builder.probe(p);
+        }
         if !connected.is_empty() {
             let addresses =
                 connected.iter().map(|c| c.deposit_addresses(store.clone(), env.clone())).collect();
@@ -214,9 +234,10 @@ impl Runtime {
                 &registry,
                 &settings.treasury.assets,
                 state.clone(),
+                &instance,
             )?);
         }
-        tasks.push(risk.start().await?);
+        tasks.extend(risk.start(&instance).await?);
 
         let (app, _) = strongroom_server::app(state.clone());
         let listener = tokio::net::TcpListener::bind(settings.listen).await.map_err(|e| {

@@ -104,15 +104,54 @@ fn stamp(dir: &std::path::Path) -> Option<std::time::SystemTime> {
     std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok()?.metadata().ok()?.modified().ok()).max()
 }
 
-/// Signed webhooks to the security team.
+/// Where an outbox message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// The security team's signed webhook.
+    Webhook,
+    /// The security team's e-mail.
+    TeamMail,
+    /// A customer's own e-mail (their sealed address is opened at delivery).
+    CustomerMail,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 3] = [Channel::Webhook, Channel::TeamMail, Channel::CustomerMail];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Webhook => "webhook",
+            Channel::TeamMail => "team_mail",
+            Channel::CustomerMail => "customer_mail",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Channel> {
+        Channel::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// How long one delivery attempt may hold an outbox message before another instance may
+/// try it.
+const OUTBOX_CLAIM_MS: i64 = 60_000;
+
+/// The wait before the next attempt after `attempts` failures: 1 s doubling to an hour.
+pub fn outbox_backoff_ms(attempts: u32) -> i64 {
+    1_000i64.saturating_mul(1i64 << attempts.min(12)).min(3_600_000)
+}
+
+/// Alerts to the security team (signed webhooks, e-mail) and notices to customers, through
+/// the durable outbox: each is written to the database first, then delivered at least once
+/// by whichever instance claims it, with retries and backoff that survive restarts.
 #[derive(Clone)]
 pub struct Alerts {
+    store: Arc<dyn Store>,
     webhook: Option<(String, Arc<zeroize::Zeroizing<Vec<u8>>>)>,
     mail: Option<(crate::mail::Smtp, Vec<String>)>,
     client: reqwest::Client,
     env: Arc<dyn Env>,
-    /// To e-mail customers: their sealed contacts and the key that opens them.
-    customers: Option<(Arc<dyn Store>, Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>)>,
+    /// To e-mail customers: the key that opens their sealed contacts.
+    customers: Option<Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>>,
 }
 
 impl std::fmt::Debug for Alerts {
@@ -121,8 +160,24 @@ impl std::fmt::Debug for Alerts {
     }
 }
 
+/// Why one delivery attempt failed (kept on the message, retried later).
+#[derive(Debug, thiserror::Error)]
+enum Undelivered {
+    #[error("webhook refused the alert: HTTP {0}")]
+    Refused(u16),
+    #[error("webhook unreachable: {0}")]
+    Unreachable(String),
+    #[error("e-mail not sent: {0}")]
+    Mail(String),
+    #[error("{0}")]
+    Store(#[from] strongroom_store::StoreError),
+    #[error("a sealed contact does not open: {0}")]
+    Contact(String),
+}
+
 impl Alerts {
     pub fn new(
+        store: Arc<dyn Store>,
         webhook: Option<Webhook>,
         mail: Option<(crate::mail::Smtp, Vec<String>)>,
         env: Arc<dyn Env>,
@@ -146,96 +201,212 @@ impl Alerts {
         let client = builder
             .build()
             .map_err(|e| RuntimeError::Config(format!("webhook HTTP client: {e}")))?;
-        Ok(Alerts { webhook, mail, client, env, customers: None })
+        Ok(Alerts { store, webhook, mail, client, env, customers: None })
     }
 
-    /// E-mail the customer (when they left an address), with their anti-phishing code first.
-    pub fn notify_customer(&self, customer_id: Uuid, subject: &str, text: &str) {
-        let (Some((smtp, _)), Some((store, kek))) = (self.mail.clone(), self.customers.clone())
-        else {
-            return;
+    /// Let customer notices be delivered, with the key that opens their sealed addresses.
+    pub fn with_customers(
+        mut self,
+        kek: Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>,
+    ) -> Self {
+        self.customers = Some(kek);
+        self
+    }
+
+    async fn put(
+        &self,
+        id: &str,
+        channel: Channel,
+        kind: &str,
+        body: serde_json::Value,
+    ) -> Result<(), RuntimeError> {
+        let message = strongroom_store::NewOutboxMessage {
+            id: format!("{id}/{}", channel.as_str()),
+            channel: channel.as_str().into(),
+            kind: kind.into(),
+            body,
+            created_at_ms: self.env.now().unix_ms(),
         };
-        let (subject, text) = (subject.to_owned(), text.to_owned());
+        self.store.enqueue(message).await?;
+        Ok(())
+    }
+
+    /// Raise an alert: logged now, and put in the outbox for each channel the team set up,
+    /// under `id` (a step retried after a crash raises the same id, which adds nothing).
+    pub async fn raise(
+        &self,
+        id: &str,
+        kind: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), RuntimeError> {
+        let body = serde_json::json!({ "kind": kind, "detail": detail });
+        tracing::warn!(alert = true, kind, id, detail = %body, "security alert");
+        if self.webhook.is_some() {
+            self.put(id, Channel::Webhook, kind, body.clone()).await?;
+        }
+        if self.mail.is_some() {
+            self.put(id, Channel::TeamMail, kind, body).await?;
+        }
+        Ok(())
+    }
+
+    /// Tell a customer (when mail is set up and they left an address, which is looked up
+    /// at delivery), under `id` as for [`Alerts::raise`].
+    pub async fn tell_customer(
+        &self,
+        id: &str,
+        customer_id: Uuid,
+        subject: &str,
+        text: &str,
+    ) -> Result<(), RuntimeError> {
+        if self.mail.is_none() || self.customers.is_none() {
+            return Ok(());
+        }
+        let body =
+            serde_json::json!({ "customer_id": customer_id, "subject": subject, "text": text });
+        self.put(id, Channel::CustomerMail, "customer_notice", body).await
+    }
+
+    /// [`Alerts::raise`] from code that cannot wait (a fresh id each time).
+    pub fn send(&self, kind: &str, detail: serde_json::Value) {
+        let (alerts, kind) = (self.clone(), kind.to_owned());
+        let id = format!("{kind}/{}", strongroom_core::new_id(self.env.as_ref()));
         tokio::spawn(async move {
-            let sealed = match store.customer_contact(customer_id).await {
-                Ok(Some(s)) => s,
-                Ok(None) => return,
-                Err(e) => return tracing::warn!(error = %e, "customer contact unreadable"),
-            };
-            let c = match strongroom_server::contact::open_contact(
-                kek.as_ref(),
-                customer_id,
-                &sealed,
-            ) {
-                Ok(c) => c,
-                Err(e) => {
-                    return tracing::error!(alert = true, error = %e, %customer_id, "a sealed contact does not open")
-                }
-            };
-            let code = match &c.anti_phishing_code {
-                Some(code) => format!("Your anti-phishing code: {code}\n\n"),
-                None => String::new(),
-            };
-            let body = format!("{code}{text}\n\nIf this was not you, contact support at once.\n");
-            for attempt in 0..5u64 {
-                match smtp.send(std::slice::from_ref(&c.email), &subject, &body).await {
-                    Ok(()) => return,
-                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "customer e-mail not sent"),
-                }
-                tokio::time::sleep(Duration::from_millis(500 * (attempt + 1))).await;
+            if let Err(e) = alerts.raise(&id, &kind, detail).await {
+                tracing::error!(alert = true, kind, error = %e, "alert not queued");
             }
         });
     }
 
-    /// Log the alert and post it to the webhook, signed: header
-    /// `X-Strongroom-Signature: t=<unix ms>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
-    pub fn send(&self, kind: &str, detail: serde_json::Value) {
-        let body = serde_json::json!({ "kind": kind, "detail": detail }).to_string();
-        tracing::warn!(alert = true, kind, detail = %body, "security alert");
-        if let Some((smtp, to)) = self.mail.clone() {
-            let subject = format!("[Strongroom] {}", kind.replace('_', " "));
-            let text = format!(
-                "Strongroom security alert: {kind}\n\n{}\n",
-                serde_json::to_string_pretty(&detail).unwrap_or_default()
-            );
-            tokio::spawn(async move {
-                for attempt in 0..5u64 {
-                    match smtp.send(&to, &subject, &text).await {
-                        Ok(()) => return,
-                        Err(e) => {
-                            tracing::warn!(error = %format!("{e:#}"), "alert e-mail not sent")
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(500 * (attempt + 1))).await;
-                }
-            });
-        }
-        let Some((url, secret)) = self.webhook.clone() else { return };
-        let client = self.client.clone();
-        let t = self.env.now().unix_ms();
+    /// [`Alerts::tell_customer`] from code that cannot wait (a fresh id each time).
+    pub fn notify_customer(&self, customer_id: Uuid, subject: &str, text: &str) {
+        let (alerts, subject, text) = (self.clone(), subject.to_owned(), text.to_owned());
+        let id = format!("notice/{}", strongroom_core::new_id(self.env.as_ref()));
         tokio::spawn(async move {
-            use hmac::{Hmac, Mac};
-            let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret.as_slice()) else {
-                return;
-            };
-            mac.update(format!("{t}.{body}").as_bytes());
-            let sig = hex::encode(mac.finalize().into_bytes());
-            for attempt in 0..5u64 {
-                let sent = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("x-strongroom-signature", format!("t={t},v1={sig}"))
-                    .body(body.clone())
-                    .send()
-                    .await;
-                match sent {
-                    Ok(r) if r.status().is_success() => return,
-                    Ok(r) => tracing::warn!(status = %r.status(), "webhook refused the alert"),
-                    Err(e) => tracing::warn!(error = %e, "webhook unreachable"),
-                }
-                tokio::time::sleep(Duration::from_millis(500 * (attempt + 1))).await;
+            if let Err(e) = alerts.tell_customer(&id, customer_id, &subject, &text).await {
+                tracing::error!(%customer_id, error = %e, "customer notice not queued");
             }
         });
+    }
+
+    /// Deliver what is due, as `worker`; returns how many were delivered.
+    pub async fn deliver_due(&self, worker: &str) -> Result<usize, RuntimeError> {
+        let now = self.env.now().unix_ms();
+        let due = self.store.claim_outbox(worker, now, OUTBOX_CLAIM_MS, 16).await?;
+        let mut delivered = 0;
+        for m in due {
+            let outcome = match Channel::parse(&m.channel) {
+                Some(c) => self.deliver(c, &m).await,
+                None => Err(Undelivered::Mail(format!("unknown channel {}", m.channel))),
+            };
+            let now = self.env.now().unix_ms();
+            match outcome {
+                Ok(()) => {
+                    self.store.outbox_delivered(&m.id, worker, now).await?;
+                    delivered += 1;
+                }
+                Err(e) => {
+                    let next = now.saturating_add(outbox_backoff_ms(m.attempts));
+                    tracing::warn!(id = m.id, attempts = m.attempts + 1, error = %e, "not delivered; will retry");
+                    self.store.outbox_failed(&m.id, worker, &e.to_string(), next).await?;
+                }
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// Deliver from the outbox forever (every instance does; each message is claimed by one).
+    pub fn deliver_forever(self, worker: String) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                match self.deliver_due(&worker).await {
+                    Ok(n) if n > 0 => continue,
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "outbox pass failed"),
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    }
+
+    async fn deliver(
+        &self,
+        channel: Channel,
+        m: &strongroom_store::OutboxMessage,
+    ) -> Result<(), Undelivered> {
+        match channel {
+            Channel::Webhook => {
+                // Set up no longer: nothing to deliver to.
+                let Some((url, secret)) = &self.webhook else { return Ok(()) };
+                self.post(url, secret, &m.body.to_string()).await
+            }
+            Channel::TeamMail => {
+                let Some((smtp, to)) = &self.mail else { return Ok(()) };
+                let kind = m.kind.as_str();
+                let subject = format!("[Strongroom] {}", kind.replace('_', " "));
+                let text = format!(
+                    "Strongroom security alert: {kind}\n\n{}\n",
+                    serde_json::to_string_pretty(at(&m.body, "/detail")).unwrap_or_default()
+                );
+                smtp.send(to, &subject, &text)
+                    .await
+                    .map_err(|e| Undelivered::Mail(format!("{e:#}")))
+            }
+            Channel::CustomerMail => {
+                let (Some((smtp, _)), Some(kek)) = (&self.mail, &self.customers) else {
+                    return Ok(());
+                };
+                let Some(customer_id) =
+                    at(&m.body, "/customer_id").as_str().and_then(|c| Uuid::parse_str(c).ok())
+                else {
+                    return Err(Undelivered::Contact("the notice names no customer".into()));
+                };
+                // No address left: nothing to send.
+                let Some(sealed) = self.store.customer_contact(customer_id).await? else {
+                    return Ok(());
+                };
+                let c =
+                    strongroom_server::contact::open_contact(kek.as_ref(), customer_id, &sealed)
+                        .map_err(|e| Undelivered::Contact(e.to_string()))?;
+                let code = match &c.anti_phishing_code {
+                    Some(code) => format!("Your anti-phishing code: {code}\n\n"),
+                    None => String::new(),
+                };
+                let subject = at(&m.body, "/subject").as_str().unwrap_or("Strongroom");
+                let text = at(&m.body, "/text").as_str().unwrap_or_default();
+                let body =
+                    format!("{code}{text}\n\nIf this was not you, contact support at once.\n");
+                smtp.send(std::slice::from_ref(&c.email), subject, &body)
+                    .await
+                    .map_err(|e| Undelivered::Mail(format!("{e:#}")))
+            }
+        }
+    }
+
+    /// POST the alert, signed: header
+    /// `X-Strongroom-Signature: t=<unix ms>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+    async fn post(&self, url: &str, secret: &[u8], body: &str) -> Result<(), Undelivered> {
+        use hmac::{Hmac, Mac};
+        let t = self.env.now().unix_ms();
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret)
+            .map_err(|e| Undelivered::Unreachable(e.to_string()))?;
+        mac.update(format!("{t}.{body}").as_bytes());
+        let sig = hex::encode(mac.finalize().into_bytes());
+        let sent = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("x-strongroom-signature", format!("t={t},v1={sig}"))
+            .body(body.to_owned())
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(Undelivered::Refused(r.status().as_u16())),
+            Err(e) => {
+                Err(Undelivered::Unreachable(strongroom_chain_ethereum::rpc::with_causes(&e)))
+            }
+        }
     }
 }
 
@@ -355,13 +526,22 @@ struct Worker {
     /// Device and IP a withdrawal was requested from.
     contexts: Contexts,
     last_event_ms: i64,
+    /// Events taken in lately (id → time), so the overlapping reads take each once.
+    seen_events: HashMap<Uuid, i64>,
+    /// Reviews whose outcome the model has taken in (cleared, released, rejected).
     learned: HashSet<Uuid>,
+    /// Assessing and cancelling is one instance's job; every instance keeps its model (for
+    /// the API's scoring) up to date from what the leader writes.
+    leader: crate::lease::Leader,
     /// Rejected or blocked withdrawals already seen out of `reserved` (never read again).
     closed: HashSet<Uuid>,
     env: Arc<dyn Env>,
     /// Opens events' sealed IP addresses.
     kek: Option<Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>>,
 }
+
+/// How far back each read of risk events goes past the newest event seen.
+const EVENT_OVERLAP_MS: i64 = 60_000;
 
 /// Device and IP each withdrawal was requested from.
 pub type Contexts = HashMap<Uuid, (Option<String>, Option<String>)>;
@@ -389,14 +569,20 @@ impl Worker {
         WriteCtx { actor: "risk".into(), now: self.env.now(), request_id: None }
     }
 
+    /// Take in the risk events written since the last read. Instances write events with
+    /// their own clocks and commit them a little later, so each read goes back
+    /// [`EVENT_OVERLAP_MS`] and skips the events it already took.
     async fn events(&mut self) -> Result<(), RuntimeError> {
+        let mut after = self.last_event_ms.saturating_sub(EVENT_OVERLAP_MS);
         loop {
-            let batch = self.store.risk_events(self.last_event_ms, 1000).await?;
-            if batch.is_empty() {
-                return Ok(());
-            }
+            let batch = self.store.risk_events(after, 1000).await?;
+            let full = batch.len() == 1000;
             for e in batch {
+                after = after.max(e.at.unix_ms());
                 self.last_event_ms = self.last_event_ms.max(e.at.unix_ms());
+                if self.seen_events.insert(e.id, e.at.unix_ms()).is_some() {
+                    continue;
+                }
                 let s = |k: &str| at(&e.data, &format!("/{k}")).as_str().map(str::to_owned);
                 let ip =
                     strongroom_server::risk::event_ip(self.kek.as_deref(), e.customer_id, &e.data);
@@ -419,6 +605,11 @@ impl Worker {
                     ),
                     _ => {}
                 }
+            }
+            if !full {
+                let keep = self.last_event_ms.saturating_sub(EVENT_OVERLAP_MS);
+                self.seen_events.retain(|_, at| *at >= keep);
+                return Ok(());
             }
         }
     }
@@ -453,11 +644,13 @@ impl Worker {
     }
 
     async fn learn(&mut self) -> Result<(), RuntimeError> {
-        for st in [RiskState::Released, RiskState::Rejected] {
+        for st in [RiskState::Cleared, RiskState::Released, RiskState::Rejected] {
             for r in self.store.list_risk_reviews(Some(st), 1000).await? {
                 if self.learned.insert(r.withdrawal_id) {
-                    self.engine.feedback(&features_of(&r), st == RiskState::Rejected);
-                    if st == RiskState::Released {
+                    if st != RiskState::Cleared {
+                        self.engine.feedback(&features_of(&r), st == RiskState::Rejected);
+                    }
+                    if st != RiskState::Rejected {
                         let w = self.store.get_withdrawal(r.withdrawal_id).await?;
                         let ev = self.event(&w);
                         self.engine.record(&ev);
@@ -468,8 +661,24 @@ impl Worker {
         Ok(())
     }
 
+    /// At start: the cleared withdrawals already recorded as past ones are not learned twice.
+    async fn seed_learned(&mut self) -> Result<(), RuntimeError> {
+        for r in self.store.list_risk_reviews(Some(RiskState::Cleared), 1000).await? {
+            self.learned.insert(r.withdrawal_id);
+        }
+        Ok(())
+    }
+
     async fn pass(&mut self) -> Result<(), RuntimeError> {
         self.events().await?;
+        if self.leader.lead().await {
+            self.assess().await?;
+        }
+        self.learn().await
+    }
+
+    /// The leader's part: assess new withdrawals, cancel rejected and blocked ones.
+    async fn assess(&mut self) -> Result<(), RuntimeError> {
         let lists =
             self.lists.read().map_err(|_| RuntimeError::Risk("lists poisoned".into()))?.clone();
         let reserved = self
@@ -480,6 +689,9 @@ impl Worker {
                 limit: 1000,
             })
             .await?;
+        // A withdrawal's context event commits with it: read after the list, every listed
+        // withdrawal's context is in.
+        self.events().await?;
         for w in reserved {
             if self.store.risk_review(w.id).await?.is_some() {
                 continue;
@@ -505,11 +717,12 @@ impl Worker {
                 created_at: now,
                 updated_at: now,
             };
-            let kept = self.store.assess_withdrawal(&self.ctx(), review).await?;
+            // The alerts go in the outbox before the review is written, under ids of their
+            // own: a crash between the two assesses again and queues nothing twice.
             let detail = serde_json::json!({
                 "withdrawal_id": w.id, "customer_id": w.customer_id, "asset": ev.asset,
                 "amount": w.intent.amount.to_string(), "destination": ev.destination,
-                "score": kept.score, "reasons": at(&kept.assessment, "/reasons"),
+                "score": review.score, "reasons": at(&review.assessment, "/reasons"),
             });
             let what = format!(
                 "{} {} to {}",
@@ -517,26 +730,27 @@ impl Worker {
                 ev.asset,
                 ev.destination
             );
-            match kept.state {
-                RiskState::Cleared => self.engine.record(&ev),
-                RiskState::Open => {
-                    self.alerts.notify_customer(
-                        w.customer_id,
-                        "Your withdrawal is on hold for a security review",
-                        &format!("Your withdrawal of {what} is on hold while our security team reviews it."),
-                    );
-                    self.alerts.send("withdrawal_paused", detail)
-                }
-                RiskState::Blocked => {
-                    self.alerts.notify_customer(
-                        w.customer_id,
-                        "Your withdrawal was refused",
-                        &format!("Your withdrawal of {what} was refused by our security checks."),
-                    );
-                    self.alerts.send("withdrawal_blocked", detail)
-                }
-                _ => {}
+            let notice = match review.state {
+                RiskState::Open => Some((
+                    "withdrawal_paused",
+                    "Your withdrawal is on hold for a security review",
+                    format!(
+                        "Your withdrawal of {what} is on hold while our security team reviews it."
+                    ),
+                )),
+                RiskState::Blocked => Some((
+                    "withdrawal_blocked",
+                    "Your withdrawal was refused",
+                    format!("Your withdrawal of {what} was refused by our security checks."),
+                )),
+                _ => None,
+            };
+            if let Some((kind, subject, text)) = notice {
+                let id = format!("{kind}/{}", w.id);
+                self.alerts.tell_customer(&id, w.customer_id, subject, &text).await?;
+                self.alerts.raise(&id, kind, detail).await?;
             }
+            self.store.assess_withdrawal(&self.ctx(), review).await?;
         }
         // Rejected or blocked withdrawals still reserved are cancelled (funds released).
         for st in [RiskState::Rejected, RiskState::Blocked] {
@@ -566,7 +780,7 @@ impl Worker {
                 }
             }
         }
-        self.learn().await
+        Ok(())
     }
 }
 
@@ -611,9 +825,10 @@ impl Risk {
             "risk engine"
         );
         let lists = Arc::new(RwLock::new(Arc::new(lists)));
-        let mut alerts = Alerts::new(opts.webhook.clone(), opts.mail.clone(), env.clone())?;
+        let mut alerts =
+            Alerts::new(store.clone(), opts.webhook.clone(), opts.mail.clone(), env.clone())?;
         if let Some(kek) = &opts.personal_data {
-            alerts.customers = Some((store.clone(), kek.clone()));
+            alerts = alerts.with_customers(kek.clone());
         }
         let mut engine = RiskEngine::new(rules);
         if let Some(g) = &opts.geo {
@@ -642,9 +857,15 @@ impl Risk {
         Arc::new(EngineScorer { engine: self.engine.clone(), lists: self.lists.clone() })
     }
 
-    /// Replay what already happened, then assess withdrawals as they arrive.
-    pub async fn start(self) -> Result<tokio::task::JoinHandle<()>, RuntimeError> {
+    /// Replay what already happened, then assess withdrawals as they arrive (while this
+    /// instance leads `risk`), and deliver the outbox.
+    pub async fn start(
+        self,
+        instance: &crate::lease::Instance,
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>, RuntimeError> {
         let Risk { store, engine, lists, alerts, opts, env } = self;
+        let worker_name = instance.name.clone();
+        let leader = instance.leader(store.clone(), env.clone(), "risk");
         let mut worker = Worker {
             store,
             engine,
@@ -652,17 +873,21 @@ impl Risk {
             alerts,
             contexts: HashMap::new(),
             last_event_ms: 0,
+            seen_events: HashMap::new(),
             learned: HashSet::new(),
+            leader,
             closed: HashSet::new(),
             env: env.clone(),
             kek: opts.personal_data.clone(),
         };
+        worker.seed_learned().await?;
         worker.replay().await?;
+        let delivering = worker.alerts.clone().deliver_forever(worker_name);
         let nats = opts.nats.clone().map(|url| {
             start_nats_ingest(worker.store.clone(), url, opts.personal_data.clone(), env.clone())
         });
         let dir = opts.lists.clone();
-        Ok(tokio::spawn(async move {
+        let assessing = tokio::spawn(async move {
             let mut seen = dir.as_deref().and_then(stamp);
             let mut ticks = 0u64;
             loop {
@@ -691,7 +916,8 @@ impl Risk {
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
-        }))
+        });
+        Ok(vec![assessing, delivering])
     }
 }
 

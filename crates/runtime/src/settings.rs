@@ -16,7 +16,7 @@ use crate::RuntimeError;
 
 /// The top-level keys environment variables may set (others, such as
 /// `STRONGROOM_PERSONAL_DATA_KEY` or `STRONGROOM_LOG`, mean something else).
-const SECTIONS: [&str; 15] = [
+const SECTIONS: [&str; 16] = [
     "listen",
     "trusted_proxies",
     "database_url",
@@ -32,6 +32,7 @@ const SECTIONS: [&str; 15] = [
     "risk",
     "alerts",
     "treasury",
+    "leases",
 ];
 
 /// The prefix of overriding environment variables.
@@ -76,6 +77,36 @@ pub struct Settings {
     pub alerts: AlertSettings,
     #[serde(default)]
     pub treasury: TreasurySettings,
+    #[serde(default)]
+    pub leases: LeaseSettings,
+}
+
+/// `[leases]`: how long an instance's claim on work lasts without renewal, that is, how soon
+/// another instance takes over from one that died. Shorter takes over sooner; it must stay
+/// well above the longest step (a signing round) and the instances' clock skew.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseSettings {
+    /// One withdrawal or sweep (renewed before each step).
+    #[serde(default = "default_job_lease_ms")]
+    pub job_ms: i64,
+    /// A singleton job: a chain's watcher and treasury, reconciliation, presignature refill,
+    /// the risk engine's assessments (renewed on every pass).
+    #[serde(default = "default_leader_lease_ms")]
+    pub leader_ms: i64,
+}
+
+impl Default for LeaseSettings {
+    fn default() -> Self {
+        LeaseSettings { job_ms: default_job_lease_ms(), leader_ms: default_leader_lease_ms() }
+    }
+}
+
+fn default_job_lease_ms() -> i64 {
+    strongroom_engine::JOB_LEASE_MS
+}
+fn default_leader_lease_ms() -> i64 {
+    crate::lease::LEADER_LEASE_MS
 }
 
 /// The API's certificate (`[tls]`).
@@ -359,6 +390,7 @@ impl Settings {
             risk: RiskSettings::default(),
             alerts: AlertSettings::default(),
             treasury: TreasurySettings::default(),
+            leases: LeaseSettings::default(),
         }
     }
 

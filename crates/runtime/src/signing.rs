@@ -171,9 +171,18 @@ impl TxSigner for OrchestratorSigner {
 
 /// Keep `target` presignatures of every ECDSA key ready for every pair of live nodes, through
 /// the engine's own orchestrator.
-pub(crate) async fn refill_forever(signer: Arc<OrchestratorSigner>, target: usize) {
+pub(crate) async fn refill_forever(
+    mut leader: crate::lease::Leader,
+    signer: Arc<OrchestratorSigner>,
+    target: usize,
+) {
     let (orch, env) = (signer.orchestrator(), signer.env.clone());
     loop {
+        // One instance refills (two would race the nodes for the same pool slots).
+        if !leader.lead().await {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            continue;
+        }
         let live = orch.live_nodes().await;
         let keys = match live.first() {
             Some(n) => orch.status(*n).await.map(|s| s.keys).unwrap_or_default(),

@@ -2,7 +2,9 @@
 //! Outbound HTTPS against a local endpoint: a JSON-RPC node and a webhook behind a
 //! certificate from a private CA are refused under the platform's roots alone, and reached
 //! once the CA is trusted (per endpoint, or as the platform's roots through
-//! `SSL_CERT_FILE`). One test in this binary, because it sets the environment.
+//! `SSL_CERT_FILE`); alerts to a webhook go through the durable outbox, and one that
+//! failed is kept and delivered later. One test in this binary, because it sets the
+//! environment.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -88,20 +90,44 @@ async fn https_endpoints_need_a_trusted_ca_and_work_with_one() {
         secret_file: secret.clone(),
         ca_file,
     };
-    let refused = Alerts::new(Some(hook(None)), None, env.clone()).unwrap();
-    refused.send("drill_untrusted", serde_json::json!({"n": 1}));
-    let alerts = Alerts::new(Some(hook(Some(pki.ca_cert.clone()))), None, env).unwrap();
-    alerts.send("drill", serde_json::json!({"n": 2}));
-    let mut got = Vec::new();
-    for _ in 0..100 {
-        got = seen.lock().unwrap().clone();
-        if !got.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Alerts go through the durable outbox: written first, delivered by whoever claims them.
+    let store = strongroom_store::SqlStore::connect(
+        &format!("sqlite://{}?mode=rwc", dir.path().join("outbox.db").display()),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let store: Arc<dyn strongroom_store::Store> = Arc::new(store);
+    let refused = Alerts::new(store.clone(), Some(hook(None)), None, env.clone()).unwrap();
+    refused.raise("drill/1", "drill_untrusted", serde_json::json!({"n": 1})).await.unwrap();
+    // Raised again (a step retried after a crash): nothing is added.
+    refused.raise("drill/1", "drill_untrusted", serde_json::json!({"n": 1})).await.unwrap();
+    assert_eq!(refused.deliver_due("instance-a").await.unwrap(), 0);
+    let failed = store.outbox_message("drill/1/webhook").await.unwrap().unwrap();
+    assert_eq!((failed.attempts, failed.delivered_at_ms), (1, None));
+    assert!(
+        failed.last_error.as_deref().unwrap_or_default().to_lowercase().contains("certificate"),
+        "{failed:?}"
+    );
+    let alerts =
+        Alerts::new(store.clone(), Some(hook(Some(pki.ca_cert.clone()))), None, env).unwrap();
+    alerts.raise("drill/2", "drill", serde_json::json!({"n": 2})).await.unwrap();
+    // The failed one waits out its backoff; the new one goes now.
+    assert_eq!(alerts.deliver_due("instance-b").await.unwrap(), 1);
+    let got = seen.lock().unwrap().clone();
     assert_eq!(got.len(), 1, "only the trusting client delivers: {got:?}");
     let (sig, body) = &got[0];
     assert!(body.contains("\"kind\":\"drill\""), "{body}");
     assert!(sig.starts_with("t=") && sig.contains(",v1="), "{sig}");
+    // After the backoff, an instance that trusts the CA delivers the one that failed: the
+    // outbox kept it (as it would across a restart).
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(alerts.deliver_due("instance-c").await.unwrap(), 1);
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    assert!(seen.lock().unwrap()[1].1.contains("drill_untrusted"));
+    let done = store.outbox_message("drill/1/webhook").await.unwrap().unwrap();
+    assert!(done.delivered_at_ms.is_some(), "{done:?}");
+    assert_eq!(store.outbox_backlog(0).await.unwrap().0, 0);
+    assert_eq!(alerts.deliver_due("instance-c").await.unwrap(), 0, "delivered once");
 }

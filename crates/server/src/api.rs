@@ -68,6 +68,7 @@ impl utoipa::Modify for BearerAuth {
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
+        .routes(routes!(crate::ops::ready))
         .routes(routes!(metrics))
         .routes(routes!(list_assets))
         .routes(routes!(create_customer))
@@ -410,7 +411,8 @@ fn balance_view(state: &AppState, b: Balance) -> BalanceView {
 
 // ---------- handlers ----------
 
-/// Liveness and database reachability.
+/// Liveness and database reachability (readiness, with the chains and signer nodes, is
+/// `/v1/ready`).
 #[utoipa::path(get, path = "/v1/health", tag = "system",
     responses((status = 200, body = HealthView), (status = 503, body = ErrorBody)))]
 async fn health(State(state): State<AppState>) -> Result<Json<HealthView>, ApiError> {
@@ -429,6 +431,8 @@ async fn metrics(
     State(state): State<AppState>,
     _p: Principal,
 ) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    // The shared gauges (backlogs, queues, leases, chains, signers) are read now.
+    let _ = crate::ops::observe(&state).await;
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -792,50 +796,47 @@ async fn place_withdrawal(
         dest.as_str(),
     )
     .await?;
-    let (device_id, ip) = (req.body.device_id.clone(), req.body.ip.clone());
-    let w = match signed {
-        strongroom_store::Initiations { member: None, customer: None } => {
-            state.store().request_withdrawal(&req.ctx, Some(&req.idem), planned).await?
-        }
-        // A second withdrawal from one signed request is refused (a retry with the same
-        // idempotency key gets the first one back).
-        signed => state
-            .store()
-            .request_initiated_withdrawal(&req.ctx, Some(&req.idem), planned, signed)
-            .await
-            .map_err(|e| match e {
-                StoreError::Constraint { ref table, unique: true } if table == "withdrawals" => {
-                    ApiError::new(
-                        StatusCode::CONFLICT,
-                        "initiation_reused",
-                        format!("request {id} was already made into a withdrawal"),
-                    )
-                }
-                other => other.into(),
-            })?,
-    };
     // The device and address it came from, for the risk engine (one that arrives without
-    // them is treated as coming from an unknown device).
-    if device_id.is_some() || ip.is_some() {
-        let event = strongroom_store::RiskEvent {
+    // them is treated as coming from an unknown device), written with the withdrawal.
+    let (device_id, ip) = (req.body.device_id.as_deref(), req.body.ip.as_deref());
+    let context = (device_id.is_some() || ip.is_some()).then(|| {
+        let customer_id = planned.withdrawal.customer_id;
+        let mut data = crate::risk::event_data(
+            state.personal_data_key().map(|k| k.as_ref()),
+            env,
+            customer_id,
+            device_id,
+            ip,
+        );
+        data.insert("withdrawal_id".into(), planned.withdrawal.id.to_string().into());
+        strongroom_store::RiskEvent {
             id: new_id(env),
-            customer_id: w.customer_id,
+            customer_id,
             kind: "withdrawal_context".into(),
             at: env.now(),
-            data: {
-                let mut d = crate::risk::event_data(
-                    state.personal_data_key().map(|k| k.as_ref()),
-                    env,
-                    w.customer_id,
-                    device_id.as_deref(),
-                    ip.as_deref(),
-                );
-                d.insert("withdrawal_id".into(), w.id.to_string().into());
-                d.into()
-            },
-        };
-        state.store().add_risk_event(&req.ctx, event).await?;
-    }
+            data: data.into(),
+        }
+    });
+    let initiated = signed.member.is_some() || signed.customer.is_some();
+    let records = strongroom_store::WithdrawalRecords { signed, context };
+    // A second withdrawal from one signed request is refused (a retry with the same
+    // idempotency key gets the first one back).
+    let w = state
+        .store()
+        .request_withdrawal_with(&req.ctx, Some(&req.idem), planned, records)
+        .await
+        .map_err(|e| match e {
+            StoreError::Constraint { ref table, unique: true }
+                if initiated && table == "withdrawals" =>
+            {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "initiation_reused",
+                    format!("request {id} was already made into a withdrawal"),
+                )
+            }
+            other => other.into(),
+        })?;
     state
         .metrics()
         .withdrawals_requested

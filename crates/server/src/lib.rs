@@ -19,6 +19,7 @@ pub mod error;
 pub mod extract;
 pub mod governance;
 pub mod metrics;
+pub mod ops;
 pub mod pki;
 pub mod risk;
 pub mod rotate;
@@ -59,11 +60,12 @@ struct Inner {
     scorer: Option<Arc<dyn RiskScorer>>,
     accounts: Arc<accounts::Accounts>,
     notifier: Option<Arc<dyn accounts::Notifier>>,
-    treasury: std::sync::Mutex<treasury::TreasuryLog>,
     /// Credits without chain evidence or a governance quorum (development only).
     hand_credits: HandCredits,
     /// Load balancers whose forwarding headers name the client (addresses or CIDR ranges).
     trusted_proxies: Vec<String>,
+    /// What readiness and the metrics ask beside the database (chains, signer nodes).
+    probes: Vec<Arc<dyn ops::Probe>>,
 }
 
 /// Everything the API needs, given before it serves anything: whoever runs the server
@@ -123,6 +125,11 @@ impl AppStateBuilder {
         }
         self.inner.trusted_proxies = rules;
         Ok(self)
+    }
+    /// A part of the deployment that readiness and the metrics check (chains, signers).
+    pub fn probe(mut self, p: Arc<dyn ops::Probe>) -> Self {
+        self.inner.probes.push(p);
+        self
     }
     pub fn build(self) -> AppState {
         AppState(Arc::new(self.inner))
@@ -218,13 +225,16 @@ impl AppState {
                     ),
                 ),
                 notifier: None,
-                treasury: std::sync::Mutex::default(),
                 hand_credits: HandCredits::Never,
                 trusted_proxies: Vec::new(),
+                probes: Vec::new(),
             },
         }
     }
 
+    pub(crate) fn probes(&self) -> &[Arc<dyn ops::Probe>] {
+        &self.0.probes
+    }
     pub(crate) fn trusted_proxies(&self) -> &[String] {
         &self.0.trusted_proxies
     }
@@ -263,9 +273,6 @@ impl AppState {
     }
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
-    }
-    pub(crate) fn treasury_log(&self) -> &std::sync::Mutex<treasury::TreasuryLog> {
-        &self.0.treasury
     }
 }
 

@@ -30,6 +30,27 @@ pub struct CodeLabels {
     pub code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LeaseLabels {
+    pub lease: String,
+    pub holder: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChainLabels {
+    pub chain: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    pub node: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 0.25 ms .. ~8 s.
     Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
@@ -46,6 +67,17 @@ pub struct Metrics {
     /// The cold share of holdings per asset, in basis points, and the configured minimum.
     pub cold_ratio_bps: Family<AssetLabels, Gauge>,
     pub cold_ratio_min_bps: Family<AssetLabels, Gauge>,
+    // Read from the database at each scrape (the same on every instance).
+    pub withdrawals_unfinished: Family<StateLabels, Gauge>,
+    pub withdrawals_oldest_seconds: Family<StateLabels, Gauge>,
+    pub review_queue: Gauge,
+    pub outbox_backlog: Gauge,
+    pub outbox_oldest_seconds: Gauge,
+    pub leader_leases: Family<LeaseLabels, Gauge>,
+    // Set by the runtime's probes at each scrape.
+    pub chain_head_lag_blocks: Family<ChainLabels, Gauge>,
+    pub signer_node_up: Family<NodeLabels, Gauge>,
+    pub presignatures: Family<NodeLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -92,8 +124,71 @@ impl Default for Metrics {
             "Configured minimum cold share, basis points",
             cold_ratio_min_bps.clone(),
         );
+        let withdrawals_unfinished = Family::<StateLabels, Gauge>::default();
+        let withdrawals_oldest_seconds = Family::<StateLabels, Gauge>::default();
+        let review_queue = Gauge::default();
+        let outbox_backlog = Gauge::default();
+        let outbox_oldest_seconds = Gauge::default();
+        let leader_leases = Family::<LeaseLabels, Gauge>::default();
+        let chain_head_lag_blocks = Family::<ChainLabels, Gauge>::default();
+        let signer_node_up = Family::<NodeLabels, Gauge>::default();
+        let presignatures = Family::<NodeLabels, Gauge>::default();
+        registry.register(
+            "withdrawals_unfinished",
+            "Withdrawals in each unfinished state",
+            withdrawals_unfinished.clone(),
+        );
+        registry.register(
+            "withdrawals_oldest_seconds",
+            "Age of the oldest withdrawal in each unfinished state",
+            withdrawals_oldest_seconds.clone(),
+        );
+        registry.register(
+            "risk_review_queue",
+            "Withdrawals waiting for an analyst",
+            review_queue.clone(),
+        );
+        registry.register(
+            "outbox_backlog",
+            "Alerts and notices not delivered yet",
+            outbox_backlog.clone(),
+        );
+        registry.register(
+            "outbox_oldest_seconds",
+            "Age of the oldest undelivered alert or notice",
+            outbox_oldest_seconds.clone(),
+        );
+        registry.register(
+            "leader_lease",
+            "Singleton jobs' leases: 1 while the holder's lease is live",
+            leader_leases.clone(),
+        );
+        registry.register(
+            "chain_head_lag_blocks",
+            "Blocks between the node's head and the deposit watcher's cursor",
+            chain_head_lag_blocks.clone(),
+        );
+        registry.register(
+            "signer_node_up",
+            "Signer nodes answering status (1) or not (0)",
+            signer_node_up.clone(),
+        );
+        registry.register(
+            "presignatures",
+            "Presignatures ready on each signer node",
+            presignatures.clone(),
+        );
         Metrics {
             registry,
+            withdrawals_unfinished,
+            withdrawals_oldest_seconds,
+            review_queue,
+            outbox_backlog,
+            outbox_oldest_seconds,
+            leader_leases,
+            chain_head_lag_blocks,
+            signer_node_up,
+            presignatures,
             http_requests,
             http_duration,
             withdrawals_requested,

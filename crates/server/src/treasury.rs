@@ -1,14 +1,13 @@
 //! `GET /v1/treasury`: per asset, what the hot wallet and the cold wallet hold, the cold
 //! share in basis points against the configured minimum, what the last treasury pass did,
-//! and the share over time. Whoever runs the treasury (the runtime's chain loop) reports each
-//! pass with [`AppState::record_treasury`]; the same figures are Prometheus gauges
+//! and the share over time. Whoever runs the treasury (the runtime's chain loop, on the
+//! instance that leads it) reports each pass with [`AppState::record_treasury`], into the
+//! database, so every instance shows the same; the same figures are Prometheus gauges
 //! (`strongroom_cold_ratio_bps`, `strongroom_cold_ratio_min_bps`).
-
-use std::collections::VecDeque;
 
 use axum::extract::State;
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::Principal;
@@ -52,7 +51,7 @@ pub struct TreasuryAsset {
     pub at_ms: i64,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TreasuryPoint {
     pub asset: String,
     pub cold_bps: u32,
@@ -68,39 +67,90 @@ pub struct TreasuryView {
     pub history: Vec<TreasuryPoint>,
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct TreasuryLog {
+/// The job report the treasury keeps (`job_reports`).
+const REPORT: &str = "treasury";
+
+/// One reading as kept (amounts as decimal strings: they pass through JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredReading {
+    asset: String,
+    hot: String,
+    cold: String,
+    cold_bps: u32,
+    min_cold_bps: u32,
+    action: String,
+    action_amount: Option<String>,
+    at_ms: i64,
+}
+
+impl From<&TreasuryReading> for StoredReading {
+    fn from(r: &TreasuryReading) -> Self {
+        StoredReading {
+            asset: r.asset.clone(),
+            hot: r.hot.to_string(),
+            cold: r.cold.to_string(),
+            cold_bps: r.cold_bps,
+            min_cold_bps: r.min_cold_bps,
+            action: r.action.clone(),
+            action_amount: r.action_amount.map(|a| a.to_string()),
+            at_ms: r.at_ms,
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct TreasuryLog {
     cold_address: Option<String>,
-    last: Vec<TreasuryReading>,
-    history: VecDeque<TreasuryPoint>,
+    last: Vec<StoredReading>,
+    history: Vec<TreasuryPoint>,
+}
+
+async fn load(state: &AppState) -> Result<TreasuryLog, strongroom_store::StoreError> {
+    match state.store().report(REPORT).await? {
+        Some(v) => serde_json::from_value(v)
+            .map_err(|e| strongroom_store::StoreError::Corrupt(format!("treasury report: {e}"))),
+        None => Ok(TreasuryLog::default()),
+    }
+}
+
+/// The cold-ratio gauges from the last pass (every instance, at each scrape).
+pub(crate) async fn set_gauges(state: &AppState) -> Result<(), strongroom_store::StoreError> {
+    let m = state.metrics();
+    for r in &load(state).await?.last {
+        let labels = AssetLabels { asset: r.asset.clone() };
+        m.cold_ratio_bps.get_or_create(&labels).set(i64::from(r.cold_bps));
+        m.cold_ratio_min_bps.get_or_create(&labels).set(i64::from(r.min_cold_bps));
+    }
+    Ok(())
 }
 
 impl AppState {
-    /// Record one treasury pass (the gauges follow).
-    pub fn record_treasury(&self, cold_address: &str, readings: Vec<TreasuryReading>) {
-        let m = self.metrics();
-        for r in &readings {
-            let labels = AssetLabels { asset: r.asset.clone() };
-            m.cold_ratio_bps.get_or_create(&labels).set(i64::from(r.cold_bps));
-            m.cold_ratio_min_bps.get_or_create(&labels).set(i64::from(r.min_cold_bps));
-        }
-        let Ok(mut log) = self.treasury_log().lock() else { return };
+    /// Record one treasury pass, for every instance to show.
+    pub async fn record_treasury(
+        &self,
+        cold_address: &str,
+        readings: Vec<TreasuryReading>,
+    ) -> Result<(), strongroom_store::StoreError> {
+        let mut log = load(self).await?;
         for r in &readings {
             let last = log.history.iter().rev().find(|p| p.asset == r.asset);
             let due = last.is_none_or(|p| p.cold_bps != r.cold_bps || r.at_ms - p.at_ms >= 60_000);
             if due {
-                log.history.push_back(TreasuryPoint {
+                log.history.push(TreasuryPoint {
                     asset: r.asset.clone(),
                     cold_bps: r.cold_bps,
                     at_ms: r.at_ms,
                 });
             }
         }
-        while log.history.len() > HISTORY {
-            log.history.pop_front();
-        }
+        let excess = log.history.len().saturating_sub(HISTORY);
+        log.history.drain(..excess);
         log.cold_address = Some(cold_address.to_owned());
-        log.last = readings;
+        log.last = readings.iter().map(StoredReading::from).collect();
+        let body = serde_json::to_value(&log)
+            .map_err(|e| strongroom_store::StoreError::Corrupt(e.to_string()))?;
+        self.store().put_report(REPORT, &body, self.env().now().unix_ms()).await?;
+        set_gauges(self).await
     }
 }
 
@@ -112,10 +162,7 @@ pub(crate) async fn get_treasury(
     p: Principal,
 ) -> Result<Json<TreasuryView>, ApiError> {
     p.require(READERS)?;
-    let log = state
-        .treasury_log()
-        .lock()
-        .map_err(|_| ApiError::internal("the treasury log is poisoned"))?;
+    let log = load(&state).await?;
     let decimal = |asset: &str, v: u128| {
         let decimals = state.registry().get(asset).map_or(0, |a| a.decimals);
         strongroom_units::Amount::from_base_units(v)
@@ -126,23 +173,22 @@ pub(crate) async fn get_treasury(
     let assets = log
         .last
         .iter()
-        .map(|r| TreasuryAsset {
-            asset: r.asset.clone(),
-            hot: r.hot.to_string(),
-            cold: r.cold.to_string(),
-            hot_decimal: decimal(&r.asset, r.hot),
-            cold_decimal: decimal(&r.asset, r.cold),
-            cold_bps: r.cold_bps,
-            min_cold_bps: r.min_cold_bps,
-            meets_minimum: r.cold_bps >= r.min_cold_bps,
-            action: r.action.clone(),
-            action_amount: r.action_amount.map(|a| a.to_string()),
-            at_ms: r.at_ms,
+        .map(|r| {
+            let amount = |v: &str| v.parse::<u128>().unwrap_or_default();
+            TreasuryAsset {
+                asset: r.asset.clone(),
+                hot: r.hot.clone(),
+                cold: r.cold.clone(),
+                hot_decimal: decimal(&r.asset, amount(&r.hot)),
+                cold_decimal: decimal(&r.asset, amount(&r.cold)),
+                cold_bps: r.cold_bps,
+                min_cold_bps: r.min_cold_bps,
+                meets_minimum: r.cold_bps >= r.min_cold_bps,
+                action: r.action.clone(),
+                action_amount: r.action_amount.clone(),
+                at_ms: r.at_ms,
+            }
         })
         .collect();
-    Ok(Json(TreasuryView {
-        cold_address: log.cold_address.clone(),
-        assets,
-        history: log.history.iter().cloned().collect(),
-    }))
+    Ok(Json(TreasuryView { cold_address: log.cold_address, assets, history: log.history }))
 }

@@ -342,6 +342,7 @@ async fn every_documented_route_enforces_authentication_and_roles() {
     assert_eq!(doc["openapi"].as_str().unwrap().chars().next(), Some('3'));
     let public = [
         "/v1/health",
+        "/v1/ready",
         "/v1/auth/register",
         "/v1/auth/login",
         "/v1/auth/passkey/options",
@@ -1497,6 +1498,52 @@ async fn brute_force_hits_the_account_and_ip_limits() {
         assert_eq!(v["error"]["message"], "wrong e-mail address or password");
     }
     assert!(limited, "20 failures from one address are limited");
+    s.stop().await;
+}
+
+/// Two API instances behind one load balancer share every limit: password guesses sent in
+/// parallel to both are each counted (the account locks after exactly five, on both), and
+/// one address's failures add up across both to one limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guesses_across_instances_hit_one_shared_limit() {
+    let s = Server::start(None).await;
+    let twin = s.twin().await;
+    let password = "correct horse battery staple";
+    s.register("dee@example.com", password).await;
+    let guess = |i: usize| {
+        let to = if i % 2 == 0 { &s } else { &twin };
+        to.login(json!({"email": "dee@example.com", "password": format!("parallel guess {i}")}))
+    };
+    let (a, b, c, d, e) = tokio::join!(guess(0), guess(1), guess(2), guess(3), guess(4));
+    for (st, v, _) in [a, b, c, d, e] {
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "every guess is answered and counted: {v}");
+    }
+    for server in [&s, &twin] {
+        let (st, v, _) =
+            server.login(json!({"email": "dee@example.com", "password": password})).await;
+        assert_eq!((st, code(&v)), (StatusCode::LOCKED, "account_locked"), "{v}");
+    }
+    // The address has 5 failures; 15 more across both instances reach the limit of 20.
+    for i in 0..16 {
+        let to = if i % 2 == 0 { &s } else { &twin };
+        let (st, v, _) = to
+            .login(json!({"email": format!("nobody{i}@example.com"), "password": password}))
+            .await;
+        if i < 15 {
+            assert_eq!(st, StatusCode::UNAUTHORIZED, "failure {i}: {v}");
+        } else {
+            assert_eq!((st, code(&v)), (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"), "{v}");
+        }
+    }
+    let (st, v, _) = s.login(json!({"email": "nobody@example.com", "password": password})).await;
+    assert_eq!((st, code(&v)), (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"), "{v}");
+    // Readiness (no chains or signers here: the database decides) and the shared gauges.
+    let r = twin.client.get(format!("{}/v1/ready", twin.base)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let ready: Value = r.json().await.unwrap();
+    assert_eq!(ready["ready"], true, "{ready}");
+    assert_eq!(ready["checks"][0]["component"], "database", "{ready}");
+    twin.stop().await;
     s.stop().await;
 }
 

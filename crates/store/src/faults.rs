@@ -13,6 +13,7 @@ pub const POINTS: &[&str] = &[
     "deposit.after_postings",
     "withdrawal.after_reserve",
     "withdrawal.after_insert",
+    "withdrawal.after_context",
     "withdrawal.after_initiation",
     "withdrawal.after_transition",
     "withdrawal.after_fee_reserve",

@@ -104,6 +104,7 @@ pub trait Store:
     + RiskStore
     + AccountStore
     + Tokens
+    + Coordination
     + GovernanceStore
     + AuditStore
     + Send
@@ -121,6 +122,7 @@ impl<T> Store for T where
         + RiskStore
         + AccountStore
         + Tokens
+        + Coordination
         + GovernanceStore
         + AuditStore
         + Send
@@ -167,18 +169,22 @@ pub trait Withdrawals: Send + Sync {
         idem: Option<&Idempotency>,
         planned: PlannedWithdrawal,
     ) -> Result<Withdrawal>;
-    /// [`Store::request_withdrawal`] with the signed requests for it (the initiating member's,
-    /// the customer's own), kept beside the withdrawal in the same transaction (its id is the
-    /// requests' id).
-    async fn request_initiated_withdrawal(
+    /// [`Store::request_withdrawal`] with what is kept beside it in the same transaction: the
+    /// signed requests for it (the initiating member's, the customer's own; its id is the
+    /// requests' id) and the risk event with the device and address it came from. A crash
+    /// leaves all of them or none, and a retry with the same idempotency key gets the first
+    /// withdrawal back without a second event.
+    async fn request_withdrawal_with(
         &self,
         ctx: &WriteCtx,
         idem: Option<&Idempotency>,
         planned: PlannedWithdrawal,
-        signed: Initiations,
+        records: WithdrawalRecords,
     ) -> Result<Withdrawal>;
     /// The signed requests a withdrawal came with.
     async fn initiations(&self, withdrawal_id: Uuid) -> Result<Initiations>;
+    /// How many withdrawals are in each unfinished state, and how old the oldest is.
+    async fn withdrawal_backlog(&self, now_ms: i64) -> Result<Vec<StateBacklog>>;
     /// Move a withdrawal to `to`, with the ledger entry that transition needs (release for
     /// `Cancelled`, settle for `Settled`).
     async fn transition_withdrawal(
@@ -263,6 +269,14 @@ pub trait Deposits: Send + Sync {
     async fn deposit_addresses(
         &self,
         chain: &strongroom_units::ChainId,
+    ) -> Result<Vec<DepositAddress>>;
+    /// Up to `limit` deposit addresses on `chain` whose path index is at least `from_index`,
+    /// in index order (the watcher loads new addresses this way, not all of them each pass).
+    async fn deposit_addresses_from(
+        &self,
+        chain: &strongroom_units::ChainId,
+        from_index: u64,
+        limit: u32,
     ) -> Result<Vec<DepositAddress>>;
     /// The deposit address `address` on `chain` (compared case-insensitively), if it is one.
     async fn find_deposit_address(
@@ -354,6 +368,8 @@ pub trait RiskStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<RiskReview>>;
     async fn add_risk_event(&self, ctx: &WriteCtx, event: RiskEvent) -> Result<RiskEvent>;
+    /// Reviews waiting for an analyst (open).
+    async fn review_queue(&self) -> Result<u64>;
     /// Risk events after `after_ms`, in time order, at most `limit`.
     async fn risk_events(&self, after_ms: i64, limit: u32) -> Result<Vec<RiskEvent>>;
 }
@@ -417,6 +433,67 @@ pub trait Tokens: Send + Sync {
     ) -> Result<bool>;
 }
 
+/// What several instances on one database coordinate through (migration 0016): leases on
+/// work, shared counters for limits, and the outbox of messages to deliver. Not audited:
+/// coordination state, not business state (a lost lease or counter costs a retry, never
+/// money: every money-moving write is still a compare-and-swap on its own row).
+#[async_trait]
+pub trait Coordination: Send + Sync {
+    /// Take or renew the lease `name` for `holder` until `now_ms + ttl_ms`. `None` while
+    /// another holder's lease is live. A change of holder raises the lease's token.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<Lease>>;
+    /// Give the lease up, if `holder` has it (the next holder need not wait for it to expire).
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+    /// Every lease whose name starts with `prefix`, live or not.
+    async fn leases(&self, prefix: &str) -> Result<Vec<Lease>>;
+    /// Count one hit on `name` in its current fixed window of `window_ms` (a new window starts
+    /// when the last one is over) and return the hits in the window, this one included.
+    /// Windows longer than [`MAX_RATE_WINDOW_MS`] are refused.
+    async fn count_hit(&self, name: &str, now_ms: i64, window_ms: i64) -> Result<u64>;
+    /// The hits on `name` in its current window (0 when it is over), without counting one.
+    async fn hits(&self, name: &str, now_ms: i64, window_ms: i64) -> Result<u64>;
+    /// Put a message in the outbox; a message whose id is already there is left as it is
+    /// (so a step that is retried after a crash does not send twice). `true` if added.
+    async fn enqueue(&self, message: NewOutboxMessage) -> Result<bool>;
+    /// Claim up to `limit` due, undelivered messages for `holder` until `now_ms + claim_ms`;
+    /// a message claimed by an instance that died is claimable again once its claim ends.
+    async fn claim_outbox(
+        &self,
+        holder: &str,
+        now_ms: i64,
+        claim_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxMessage>>;
+    /// Mark a claimed message delivered.
+    async fn outbox_delivered(&self, id: &str, holder: &str, now_ms: i64) -> Result<()>;
+    /// Record a failed attempt; the message is due again at `next_attempt_ms`.
+    async fn outbox_failed(
+        &self,
+        id: &str,
+        holder: &str,
+        error: &str,
+        next_attempt_ms: i64,
+    ) -> Result<()>;
+    /// One message, delivered or not.
+    async fn outbox_message(&self, id: &str) -> Result<Option<OutboxMessage>>;
+    /// Undelivered messages, and the age in ms of the oldest (for metrics).
+    async fn outbox_backlog(&self, now_ms: i64) -> Result<(u64, i64)>;
+    /// Replace what the job `name` last reported.
+    async fn put_report(&self, name: &str, body: &serde_json::Value, now_ms: i64) -> Result<()>;
+    /// What the job `name` last reported, if it ever did.
+    async fn report(&self, name: &str) -> Result<Option<serde_json::Value>>;
+}
+
+/// The longest window [`Coordination::count_hit`] keeps (counters older than this are
+/// deleted as others are counted).
+pub const MAX_RATE_WINDOW_MS: i64 = 24 * 3_600_000;
+
 /// The stored governance log (a copy: the signer nodes keep their own).
 #[async_trait]
 pub trait GovernanceStore: Send + Sync {
@@ -445,7 +522,7 @@ pub trait AuditStore: Send + Sync {
 /// Every storage trait, for callers: `use strongroom_store::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        AccountStore, AuditStore, ChainTxs, Deposits, GovernanceStore, Ledger, RiskStore, Store,
-        Sweeps, Tokens, Withdrawals,
+        AccountStore, AuditStore, ChainTxs, Coordination, Deposits, GovernanceStore, Ledger,
+        RiskStore, Store, Sweeps, Tokens, Withdrawals,
     };
 }

@@ -596,7 +596,62 @@ pub struct Initiations {
     pub customer: Option<strongroom_governance::initiation::Initiation>,
 }
 
+/// What is written beside a withdrawal, in its transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WithdrawalRecords {
+    pub signed: Initiations,
+    /// The `withdrawal_context` risk event (device and address the request came from).
+    pub context: Option<RiskEvent>,
+}
+
 /// The auth-record kind under which a customer's passkeys are kept as the signer nodes see
 /// them (`governance::webauthn::PasskeySpec`, owner: the customer id), written with the
 /// passkey itself.
 pub const CUSTOMER_KEY_RECORD: &str = "customer_key";
+
+/// A lease on a piece of work (see [`crate::Coordination`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lease {
+    pub name: String,
+    pub holder: String,
+    /// Raised each time the lease changes holder.
+    pub token: i64,
+    pub expires_at_ms: i64,
+}
+
+/// A message to put in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewOutboxMessage {
+    /// Chosen by the caller so that a retried step does not add the message twice
+    /// (`withdrawal_paused/<withdrawal id>`).
+    pub id: String,
+    /// Which sender delivers it (`webhook`, `mail`).
+    pub channel: String,
+    pub kind: String,
+    pub body: serde_json::Value,
+    pub created_at_ms: i64,
+}
+
+/// A message in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxMessage {
+    pub id: String,
+    pub channel: String,
+    pub kind: String,
+    pub body: serde_json::Value,
+    pub created_at_ms: i64,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+    pub delivered_at_ms: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// Unfinished withdrawals in one state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateBacklog {
+    pub state: strongroom_core::withdrawal::WithdrawalState,
+    pub count: u64,
+    /// Age of the oldest, in ms.
+    pub oldest_ms: i64,
+}

@@ -126,6 +126,9 @@ conformance!(
     risk_reviews_are_assessed_once_and_decided_once,
     initiated_withdrawals_keep_the_signed_request_beside_them,
     request_nonces_are_used_once_until_they_expire,
+    leases_have_one_holder_until_they_expire,
+    shared_counters_count_every_hit_once_per_window,
+    outbox_messages_are_claimed_once_and_retried_until_delivered,
 );
 
 fn env() -> FixedEnv {
@@ -453,9 +456,12 @@ async fn run_command(
         6 => store.conclude_tx(&now, w, conclusion(true, 21_000)).await.map(|_| ()),
         _ => {
             let p = plan(c, "0.01");
-            let i = Initiations { member: Some(initiation(&p)), customer: None };
+            let records = WithdrawalRecords {
+                signed: Initiations { member: Some(initiation(&p)), customer: None },
+                context: Some(context_event(&p)),
+            };
             store
-                .request_initiated_withdrawal(&now, Some(&idem(&format!("i-{tag}"), "h")), p, i)
+                .request_withdrawal_with(&now, Some(&idem(&format!("i-{tag}"), "h")), p, records)
                 .await
                 .map(|_| ())
         }
@@ -473,10 +479,22 @@ const COMMAND_POINTS: [&[&str]; 8] = [
     &[
         "withdrawal.after_reserve",
         "withdrawal.after_insert",
+        "withdrawal.after_context",
         "withdrawal.after_initiation",
         "audit.after_append",
     ],
 ];
+
+/// The device and address a withdrawal was requested from, as the API records them.
+fn context_event(p: &strongroom_core::withdrawal::PlannedWithdrawal) -> RiskEvent {
+    RiskEvent {
+        id: Uuid::new_v4(),
+        customer_id: p.withdrawal.customer_id,
+        kind: "withdrawal_context".into(),
+        at: p.withdrawal.created_at,
+        data: serde_json::json!({ "withdrawal_id": p.withdrawal.id.to_string(), "device_id": "d-1" }),
+    }
+}
 
 /// An initiation of `p` (the store keeps it; it does not check signatures).
 fn initiation(
@@ -499,10 +517,14 @@ async fn initiated_withdrawals_keep_the_signed_request_beside_them(store: Arc<Sq
     let mut customers = initiation(&p);
     customers.initiator = c.to_string();
     let both = Initiations { member: Some(initiation(&p)), customer: Some(customers) };
-    let w =
-        store.request_initiated_withdrawal(&ctx(env().now()), None, p, both.clone()).await.unwrap();
+    let event = context_event(&p);
+    let records = WithdrawalRecords { signed: both.clone(), context: Some(event.clone()) };
+    let w = store.request_withdrawal_with(&ctx(env().now()), None, p, records).await.unwrap();
     assert_eq!(w.state, WithdrawalState::Reserved);
     assert_eq!(store.initiations(w.id).await.unwrap(), both);
+    // The risk context went in with it.
+    let events = store.risk_events(0, 100).await.unwrap();
+    assert!(events.contains(&event), "{events:?}");
     let plain = store.request_withdrawal(&ctx(env().now()), None, plan(c, "0.1")).await.unwrap();
     assert_eq!(store.initiations(plain.id).await.unwrap(), Initiations::default());
     assert_intact(&store).await;
@@ -1428,4 +1450,133 @@ async fn request_nonces_are_used_once_until_they_expire(store: Arc<SqlStore>) {
     assert_eq!(wins, 1);
     // Past its expiry the row is gone and the nonce is new again.
     assert!(store.use_nonce("tok-a", "n-0001", now + keep + 10, now + 2 * keep).await.unwrap());
+}
+
+/// A lease has one holder at a time: others are refused while it is live, take it once it
+/// expires (its token rises), and the holder renews it; concurrent takers get one winner.
+async fn leases_have_one_holder_until_they_expire(store: Arc<SqlStore>) {
+    let (now, ttl) = (1_767_225_600_000i64, 10_000i64);
+    let a = store.acquire_lease("leader/watcher/eth", "a", now, ttl).await.unwrap().unwrap();
+    assert_eq!((a.holder.as_str(), a.token, a.expires_at_ms), ("a", 1, now + ttl));
+    assert_eq!(store.acquire_lease("leader/watcher/eth", "b", now + 1, ttl).await.unwrap(), None);
+    // The holder renews (same token, later expiry).
+    let renewed =
+        store.acquire_lease("leader/watcher/eth", "a", now + 5, ttl).await.unwrap().unwrap();
+    assert_eq!((renewed.token, renewed.expires_at_ms), (1, now + 5 + ttl));
+    assert_eq!(store.acquire_lease("leader/watcher/eth", "b", now + ttl, ttl).await.unwrap(), None);
+    // Expired: b takes it over with a higher token, and a's renewal is refused.
+    let b =
+        store.acquire_lease("leader/watcher/eth", "b", now + 5 + ttl, ttl).await.unwrap().unwrap();
+    assert_eq!((b.holder.as_str(), b.token), ("b", 2));
+    assert_eq!(
+        store.acquire_lease("leader/watcher/eth", "a", now + 6 + ttl, ttl).await.unwrap(),
+        None
+    );
+    // Another lease is independent; releasing by a non-holder does nothing.
+    assert!(store.acquire_lease("withdrawal/1", "a", now, ttl).await.unwrap().is_some());
+    store.release_lease("withdrawal/1", "b").await.unwrap();
+    assert_eq!(store.acquire_lease("withdrawal/1", "b", now + 1, ttl).await.unwrap(), None);
+    store.release_lease("withdrawal/1", "a").await.unwrap();
+    assert!(store.acquire_lease("withdrawal/1", "b", now + 2, ttl).await.unwrap().is_some());
+    let listed = store.leases("leader/").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].holder, "b");
+    // Eight instances race for one lease: exactly one holds it.
+    let tries: Vec<_> = (0..8)
+        .map(|i| {
+            let s = store.clone();
+            tokio::spawn(
+                async move { s.acquire_lease("leader/race", &format!("i{i}"), now, ttl).await },
+            )
+        })
+        .collect();
+    let mut holders = Vec::new();
+    for t in tries {
+        if let Some(l) = t.await.unwrap().unwrap() {
+            holders.push(l.holder);
+        }
+    }
+    assert_eq!(holders.len(), 1, "{holders:?}");
+}
+
+/// A shared counter counts each hit once however many callers race, restarts with a new
+/// window, and refuses windows it would not keep.
+async fn shared_counters_count_every_hit_once_per_window(store: Arc<SqlStore>) {
+    let (now, window) = (1_767_225_600_000i64, 60_000i64);
+    assert_eq!(store.hits("signin_ip/192.0.2.1", now, window).await.unwrap(), 0);
+    assert_eq!(store.count_hit("signin_ip/192.0.2.1", now, window).await.unwrap(), 1);
+    assert_eq!(store.count_hit("signin_ip/192.0.2.1", now + 10, window).await.unwrap(), 2);
+    assert_eq!(store.hits("signin_ip/192.0.2.1", now + 20, window).await.unwrap(), 2);
+    assert_eq!(store.hits("signin_ip/192.0.2.2", now + 20, window).await.unwrap(), 0);
+    let tries: Vec<_> = (0..16)
+        .map(|_| {
+            let s = store.clone();
+            tokio::spawn(async move { s.count_hit("signin_ip/192.0.2.1", now + 30, window).await })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for t in tries {
+        seen.push(t.await.unwrap().unwrap());
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (3..=18).collect::<Vec<u64>>(), "every racing hit counted once");
+    // The window is over: reading says 0, the next hit starts a new window.
+    assert_eq!(store.hits("signin_ip/192.0.2.1", now + window, window).await.unwrap(), 0);
+    assert_eq!(store.count_hit("signin_ip/192.0.2.1", now + window, window).await.unwrap(), 1);
+    assert!(matches!(
+        store.count_hit("x", now, MAX_RATE_WINDOW_MS + 1).await,
+        Err(StoreError::Refused(_))
+    ));
+}
+
+/// An outbox message is added once per id, claimed by one instance at a time, claimable
+/// again when its claimer dies, retried after a failure, and never claimed once delivered.
+async fn outbox_messages_are_claimed_once_and_retried_until_delivered(store: Arc<SqlStore>) {
+    let now = 1_767_225_600_000i64;
+    let msg = |id: &str| NewOutboxMessage {
+        id: id.into(),
+        channel: "webhook".into(),
+        kind: "withdrawal_paused".into(),
+        body: serde_json::json!({ "withdrawal_id": id }),
+        created_at_ms: now,
+    };
+    assert!(store.enqueue(msg("m1")).await.unwrap());
+    assert!(!store.enqueue(msg("m1")).await.unwrap(), "the same id is not added twice");
+    assert!(store.enqueue(msg("m2")).await.unwrap());
+    assert_eq!(store.outbox_backlog(now + 5).await.unwrap(), (2, 5));
+    // Two instances claim at once: each message goes to one of them.
+    let (a, b) = tokio::join!(
+        store.claim_outbox("a", now, 30_000, 10),
+        store.claim_outbox("b", now, 30_000, 10)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.len() + b.len(), 2, "{a:?} {b:?}");
+    let claimed: Vec<(&str, OutboxMessage)> =
+        a.into_iter().map(|m| ("a", m)).chain(b.into_iter().map(|m| ("b", m))).collect();
+    assert!(claimed.iter().all(|(_, m)| m.body == serde_json::json!({ "withdrawal_id": m.id })));
+    assert!(store.claim_outbox("c", now + 1, 30_000, 10).await.unwrap().is_empty());
+    // m1 is delivered; m2 fails and is due again later.
+    for (holder, m) in &claimed {
+        if m.id == "m1" {
+            store.outbox_delivered("m1", holder, now + 2).await.unwrap();
+        } else {
+            store.outbox_failed(&m.id, holder, "connection refused", now + 1_000).await.unwrap();
+        }
+    }
+    let m2 = store.outbox_message("m2").await.unwrap().unwrap();
+    assert_eq!((m2.attempts, m2.next_attempt_ms), (1, now + 1_000));
+    assert_eq!(m2.last_error.as_deref(), Some("connection refused"));
+    assert!(store.claim_outbox("c", now + 999, 30_000, 10).await.unwrap().is_empty());
+    let again = store.claim_outbox("c", now + 1_000, 30_000, 10).await.unwrap();
+    assert_eq!(again.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["m2"]);
+    // c dies holding it: after its claim ends, d gets it, and c's late report is ignored.
+    let taken = store.claim_outbox("d", now + 31_000, 30_000, 10).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    store.outbox_delivered("m2", "c", now + 31_001).await.unwrap();
+    assert_eq!(store.outbox_message("m2").await.unwrap().unwrap().delivered_at_ms, None);
+    store.outbox_delivered("m2", "d", now + 31_002).await.unwrap();
+    let m1 = store.outbox_message("m1").await.unwrap().unwrap();
+    assert_eq!(m1.delivered_at_ms, Some(now + 2));
+    assert_eq!(store.outbox_backlog(now + 40_000).await.unwrap().0, 0);
+    assert!(store.claim_outbox("e", now + 100_000, 30_000, 10).await.unwrap().is_empty());
 }

@@ -2,6 +2,9 @@
 //! CLI and curl, and a local anvil.
 #![allow(dead_code)] // Each test binary uses its own part.
 
+pub mod deployment;
+pub use deployment::*;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 

@@ -2,40 +2,57 @@
 
 use super::*;
 
-/// Count a failure against the account (and lock it after too many), and the IP.
+/// Count a failure against the account (and lock it after too many), and the IP. The
+/// account's count is a compare-and-swap on its record: a failure that races another
+/// (guesses sent in parallel, to one instance or several) reads the record again and counts
+/// again, so no guess goes uncounted.
 pub(super) async fn failed(
     state: &AppState,
     record: &AuthRecord,
-    mut a: Account,
+    a: Account,
     client: &Client,
 ) -> Result<(), ApiError> {
     let rules = &accounts(state).rules;
     let now = state.env().now().unix_ms();
-    accounts(state).ip_failed(client.ip, now);
-    a.failures = a.failures.saturating_add(1);
-    if a.failures >= rules.max_failures {
-        a.failures = 0;
-        a.locked_until_ms = now.saturating_add(rules.lockout_ms);
-        notify(
-            state,
-            a.customer_id,
-            "Your Strongroom account is locked",
-            &format!(
-                "Too many wrong passwords or codes: sign-in is locked until {}.",
-                at(a.locked_until_ms)
-            ),
-        );
+    ip_failed(state, client.ip, now).await?;
+    let (mut record, mut a) = (record.clone(), a);
+    for _ in 0..16 {
+        a.failures = a.failures.saturating_add(1);
+        let locks = a.failures >= rules.max_failures;
+        if locks {
+            a.failures = 0;
+            a.locked_until_ms = now.saturating_add(rules.lockout_ms);
+        }
+        let c = ctx(state, format!("account:{}", record.id), &client.request_id);
+        let writes = vec![AuthWrite::update(&record, body(&a)?)];
+        let subject = format!("account/{}", record.id);
+        let written = state.store().write_auth(&c, "account.login_failed", &subject, writes).await;
+        match written {
+            Ok(_) => {
+                if locks {
+                    notify(
+                        state,
+                        a.customer_id,
+                        "Your Strongroom account is locked",
+                        &format!(
+                            "Too many wrong passwords or codes: sign-in is locked until {}.",
+                            at(a.locked_until_ms)
+                        ),
+                    );
+                }
+                return Ok(());
+            }
+            Err(StoreError::Stale { .. }) => {
+                let Some(fresh) = state.store().auth_record(&record.kind, &record.id).await? else {
+                    return Ok(());
+                };
+                a = account_of(&fresh)?;
+                record = fresh;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
-    commit(
-        state,
-        format!("account:{}", record.id),
-        client,
-        "account.login_failed",
-        &record.id,
-        vec![AuthWrite::update(record, body(&a)?)],
-    )
-    .await?;
-    Ok(())
+    Err(ApiError::internal("the account changed too often to count a failed sign-in"))
 }
 
 pub(super) const BAD_LOGIN: &str = "wrong e-mail address or password";
@@ -219,12 +236,12 @@ pub(crate) async fn login(
     Body(b): Body<Login>,
 ) -> Result<Response, ApiError> {
     let now = state.env().now().unix_ms();
-    accounts(&state).check_ip(client.ip, now)?;
+    check_ip(&state, client.ip, now).await?;
     let email = normalize_email(&b.email).map_err(|_| ApiError::unauthorized(BAD_LOGIN))?;
     let index = email_index(&state, &email)?;
     let Some(record) = state.store().auth_record_by_lookup("account", &index).await? else {
         burn_time(&b.password);
-        accounts(&state).ip_failed(client.ip, now);
+        ip_failed(&state, client.ip, now).await?;
         return Err(ApiError::unauthorized(BAD_LOGIN));
     };
     let mut a = account_of(&record)?;
@@ -262,7 +279,7 @@ pub(crate) async fn passkey_options(
     Body(b): Body<PasskeyStart>,
 ) -> Result<Json<CeremonyView>, ApiError> {
     let now = state.env().now().unix_ms();
-    accounts(&state).check_ip(client.ip, now)?;
+    check_ip(&state, client.ip, now).await?;
     let no = || ApiError::unauthorized("no passkey sign-in for this e-mail address");
     let email = normalize_email(&b.email).map_err(|_| no())?;
     let record = state
@@ -337,7 +354,7 @@ pub(crate) async fn passkey_login(
     Body(b): Body<PasskeyLogin>,
 ) -> Result<Response, ApiError> {
     let now = state.env().now().unix_ms();
-    accounts(&state).check_ip(client.ip, now)?;
+    check_ip(&state, client.ip, now).await?;
     let (cer_rec, cer) = take_ceremony(&state, b.ceremony_id, None).await?;
     let st = cer
         .authentication

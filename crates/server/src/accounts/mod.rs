@@ -15,9 +15,8 @@
 //! Every write is compare-and-swap on the record's version, so two concurrent logins cannot
 //! both use one TOTP step, recovery code or WebAuthn challenge.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -107,12 +106,11 @@ pub trait Notifier: Send + Sync + std::fmt::Debug {
     fn notify_customer(&self, customer_id: Uuid, subject: &str, text: &str);
 }
 
-/// Account settings and the state that is not stored: the WebAuthn relying party and the
-/// per-IP failure counts.
+/// Account settings and the WebAuthn relying party (all state is in the store, shared by
+/// every API instance).
 pub struct Accounts {
     rules: AccountRules,
     webauthn: Webauthn,
-    ip_failures: Mutex<HashMap<IpAddr, (i64, u32)>>,
 }
 
 impl std::fmt::Debug for Accounts {
@@ -127,44 +125,40 @@ impl Accounts {
         let webauthn = WebauthnBuilder::new(&rules.rp_id, &origin)
             .and_then(|b| b.rp_name("Strongroom").build())
             .map_err(|e| format!("WebAuthn relying party {}: {e}", rules.rp_id))?;
-        Ok(Accounts { rules, webauthn, ip_failures: Mutex::new(HashMap::new()) })
+        Ok(Accounts { rules, webauthn })
     }
     pub fn rules(&self) -> &AccountRules {
         &self.rules
     }
+}
 
-    /// Refuse an IP address that failed too often in the current window.
-    fn check_ip(&self, ip: Option<IpAddr>, now_ms: i64) -> Result<(), ApiError> {
-        let Some(ip) = ip else { return Ok(()) };
-        let map = self.ip_failures.lock().map_err(|_| ApiError::internal("limiter poisoned"))?;
-        match map.get(&ip) {
-            Some((start, n))
-                if now_ms.saturating_sub(*start) < self.rules.ip_window_ms
-                    && *n >= self.rules.ip_failures =>
-            {
-                Err(ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_attempts",
-                    "too many failed sign-ins from this address; wait and try again",
-                ))
-            }
-            _ => Ok(()),
-        }
-    }
+/// The shared counter of failed sign-ins from `ip` (one for every API instance), named by a
+/// keyed hash: the database holds no client address in the clear.
+fn ip_counter(state: &AppState, ip: IpAddr) -> Result<String, ApiError> {
+    Ok(format!("signin_ip/{}", kek(state)?.blind_index("signin_ip", ip.to_string().as_bytes())))
+}
 
-    fn ip_failed(&self, ip: Option<IpAddr>, now_ms: i64) {
-        let Some(ip) = ip else { return };
-        let Ok(mut map) = self.ip_failures.lock() else { return };
-        if map.len() > 100_000 {
-            let window = self.rules.ip_window_ms;
-            map.retain(|_, (start, _)| now_ms.saturating_sub(*start) < window);
-        }
-        let e = map.entry(ip).or_insert((now_ms, 0));
-        if now_ms.saturating_sub(e.0) >= self.rules.ip_window_ms {
-            *e = (now_ms, 0);
-        }
-        e.1 = e.1.saturating_add(1);
+/// Refuse an IP address that failed too often in the current window (counted in the
+/// database, so the limit is one limit across every API instance).
+async fn check_ip(state: &AppState, ip: Option<IpAddr>, now_ms: i64) -> Result<(), ApiError> {
+    let Some(ip) = ip else { return Ok(()) };
+    let rules = &accounts(state).rules;
+    let hits = state.store().hits(&ip_counter(state, ip)?, now_ms, rules.ip_window_ms).await?;
+    if hits >= u64::from(rules.ip_failures) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            "too many failed sign-ins from this address; wait and try again",
+        ));
     }
+    Ok(())
+}
+
+async fn ip_failed(state: &AppState, ip: Option<IpAddr>, now_ms: i64) -> Result<(), ApiError> {
+    let Some(ip) = ip else { return Ok(()) };
+    let window = accounts(state).rules.ip_window_ms;
+    state.store().count_hit(&ip_counter(state, ip)?, now_ms, window).await?;
+    Ok(())
 }
 
 // ---------- stored bodies ----------

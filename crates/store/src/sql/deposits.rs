@@ -533,6 +533,24 @@ impl SqlStore {
         rows.iter().map(|r| row_of::<DepositAddressRow>(r)?.to_domain()).collect()
     }
 
+    pub(super) async fn read_deposit_addresses_from(
+        &self,
+        chain: &ChainId,
+        from_index: u64,
+        limit: u32,
+    ) -> Result<Vec<DepositAddress>> {
+        let sql = format!(
+            "SELECT {ADDRESS_COLUMNS} FROM deposit_addresses WHERE chain = $1 AND path_index >= $2 ORDER BY path_index LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(chain.as_str())
+            .bind(i64::try_from(from_index).unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| row_of::<DepositAddressRow>(r)?.to_domain()).collect()
+    }
+
     pub(super) async fn read_cursor(&self, chain: &ChainId) -> Result<Option<u64>> {
         let row = sqlx::query("SELECT next_block FROM chain_cursors WHERE chain = $1")
             .bind(chain.as_str())

@@ -7,7 +7,7 @@
 use strongroom_governance::initiation::Initiation;
 
 use super::*;
-use crate::Initiations;
+use crate::{Initiations, WithdrawalRecords};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub(super) struct InitiationRow {
@@ -32,15 +32,20 @@ const COLUMNS: &str = "withdrawal_id, kind, initiation, created_at_ms";
 const MEMBER: &str = "member";
 const CUSTOMER: &str = "customer";
 
-/// The withdrawal and its signed requests, in one transaction.
+/// The withdrawal, its signed requests and its risk context, in one transaction.
 pub(super) async fn stage_request(
     w: &mut WriteTx,
     ctx: &WriteCtx,
     planned: PlannedWithdrawal,
-    signed: Initiations,
+    records: WithdrawalRecords,
 ) -> Result<Staged> {
+    let WithdrawalRecords { signed, context } = records;
     let withdrawal_id = planned.withdrawal.id;
     let mut staged = stage_withdrawal(w, ctx, planned).await?;
+    if let Some(event) = context {
+        super::risk::stage_event(w, ctx, event).await?;
+        w.fault("withdrawal.after_context")?;
+    }
     for (kind, initiation) in [(MEMBER, &signed.member), (CUSTOMER, &signed.customer)] {
         let Some(initiation) = initiation else { continue };
         let row = InitiationRow {

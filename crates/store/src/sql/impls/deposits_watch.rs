@@ -39,6 +39,15 @@ impl Deposits for SqlStore {
         self.read_deposit_addresses(chain).await
     }
 
+    async fn deposit_addresses_from(
+        &self,
+        chain: &strongroom_units::ChainId,
+        from_index: u64,
+        limit: u32,
+    ) -> Result<Vec<DepositAddress>> {
+        self.read_deposit_addresses_from(chain, from_index, limit).await
+    }
+
     async fn find_deposit_address(
         &self,
         chain: &strongroom_units::ChainId,

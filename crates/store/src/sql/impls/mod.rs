@@ -6,6 +6,7 @@ use super::*;
 mod accounts;
 mod audit;
 mod chain_txs;
+mod coordination;
 mod deposits_watch;
 mod governance_store;
 mod ledger;

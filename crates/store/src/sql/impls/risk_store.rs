@@ -45,6 +45,15 @@ impl RiskStore for SqlStore {
         self.submit(ctx, None, job).await.and_then(from_json)
     }
 
+    async fn review_queue(&self) -> Result<u64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM risk_reviews WHERE state = $1")
+            .bind(RiskState::Open.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        let n: i64 = row.try_get("n")?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn risk_events(&self, after_ms: i64, limit: u32) -> Result<Vec<RiskEvent>> {
         self.read_risk_events(after_ms, limit).await
     }

@@ -19,16 +19,16 @@ impl Withdrawals for SqlStore {
         self.settle(result.and_then(from_json), idem).await
     }
 
-    async fn request_initiated_withdrawal(
+    async fn request_withdrawal_with(
         &self,
         ctx: &WriteCtx,
         idem: Option<&Idempotency>,
         planned: PlannedWithdrawal,
-        signed: Initiations,
+        records: WithdrawalRecords,
     ) -> Result<Withdrawal> {
         let job = job(move |w, ctx| {
-            let (planned, signed) = (planned.clone(), signed.clone());
-            Box::pin(async move { initiations::stage_request(w, ctx, planned, signed).await })
+            let (planned, records) = (planned.clone(), records.clone());
+            Box::pin(async move { initiations::stage_request(w, ctx, planned, records).await })
         });
         let result = self.submit(ctx, idem, job).await;
         self.settle(result.and_then(from_json), idem).await
@@ -36,6 +36,31 @@ impl Withdrawals for SqlStore {
 
     async fn initiations(&self, withdrawal_id: Uuid) -> Result<Initiations> {
         self.read_initiations(withdrawal_id).await
+    }
+
+    async fn withdrawal_backlog(&self, now_ms: i64) -> Result<Vec<StateBacklog>> {
+        let mut out = Vec::new();
+        for state in [
+            WithdrawalState::Reserved,
+            WithdrawalState::Built,
+            WithdrawalState::Signed,
+            WithdrawalState::Broadcast,
+        ] {
+            let row = sqlx::query(
+                "SELECT COUNT(*) AS n, MIN(created_at_ms) AS oldest FROM withdrawals WHERE state = $1",
+            )
+            .bind(state.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+            let n: i64 = row.try_get("n")?;
+            let oldest: Option<i64> = row.try_get("oldest")?;
+            out.push(StateBacklog {
+                state,
+                count: u64::try_from(n).unwrap_or(0),
+                oldest_ms: oldest.map_or(0, |o| now_ms.saturating_sub(o)),
+            });
+        }
+        Ok(out)
     }
 
     async fn transition_withdrawal(

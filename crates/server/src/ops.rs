@@ -1,0 +1,98 @@
+//! What operators watch: readiness (`GET /v1/ready`, distinct from liveness at
+//! `/v1/health`) and the gauges read at every scrape of `/metrics` from the database and
+//! from the runtime's probes (chains, signer nodes). Nothing here is kept between requests:
+//! every instance reports the same shared state.
+
+use async_trait::async_trait;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::metrics::{LeaseLabels, Metrics, StateLabels};
+use crate::AppState;
+
+/// One readiness check.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Check {
+    /// `database`, `chain:<id>`, `signers`.
+    pub component: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// A part of the deployment the API cannot see for itself (a chain's node, the signer
+/// nodes): it sets its gauges on `metrics` and says whether it is fit to serve.
+#[async_trait]
+pub trait Probe: Send + Sync + std::fmt::Debug {
+    async fn probe(&self, metrics: &Metrics) -> Vec<Check>;
+}
+
+/// `GET /v1/ready`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyView {
+    pub ready: bool,
+    pub checks: Vec<Check>,
+}
+
+/// Read the shared gauges from the database; returns the database check.
+async fn database(state: &AppState) -> Check {
+    let store = state.store();
+    let m = state.metrics();
+    let now = state.env().now().unix_ms();
+    let read = async {
+        store.ping().await?;
+        for b in store.withdrawal_backlog(now).await? {
+            let labels = StateLabels { state: b.state.as_str().into() };
+            m.withdrawals_unfinished.get_or_create(&labels).set(gauge(b.count));
+            m.withdrawals_oldest_seconds.get_or_create(&labels).set(b.oldest_ms / 1000);
+        }
+        m.review_queue.set(gauge(store.review_queue().await?));
+        let (backlog, oldest) = store.outbox_backlog(now).await?;
+        m.outbox_backlog.set(gauge(backlog));
+        m.outbox_oldest_seconds.set(oldest / 1000);
+        let live: Vec<_> = store.leases("leader/").await?;
+        // Leases that ended are shown as 0, so a job nobody leads stands out.
+        m.leader_leases.clear();
+        for l in live {
+            let held = i64::from(l.expires_at_ms > now);
+            m.leader_leases
+                .get_or_create(&LeaseLabels { lease: l.name, holder: l.holder })
+                .set(held);
+        }
+        crate::treasury::set_gauges(state).await?;
+        Ok::<_, strongroom_store::StoreError>(())
+    };
+    match read.await {
+        Ok(()) => {
+            Check { component: "database".into(), ok: true, detail: store.backend().name().into() }
+        }
+        Err(e) => Check { component: "database".into(), ok: false, detail: e.to_string() },
+    }
+}
+
+fn gauge(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Run every check and set every gauge.
+pub async fn observe(state: &AppState) -> Vec<Check> {
+    let mut checks = vec![database(state).await];
+    for p in state.probes() {
+        checks.extend(p.probe(state.metrics()).await);
+    }
+    checks
+}
+
+/// Readiness: this instance can do its work now (database, chains, signer quorum). A load
+/// balancer sends traffic only to ready instances; liveness is `/v1/health`.
+#[utoipa::path(get, path = "/v1/ready", tag = "system",
+    responses((status = 200, body = ReadyView), (status = 503, body = ReadyView)))]
+pub(crate) async fn ready(State(state): State<AppState>) -> Response {
+    let checks = observe(&state).await;
+    let ready = checks.iter().all(|c| c.ok);
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(ReadyView { ready, checks })).into_response()
+}
