@@ -175,3 +175,34 @@ async fn refusals_and_outages_are_clear_errors() {
     let e = down.head().await.unwrap_err();
     assert!(e.retryable && e.message.contains("eth_blockNumber"), "{e}");
 }
+
+/// Token transfers into watched addresses are found whether the watched set is small (named
+/// to the node in the log filter) or large (every transfer of the token read and matched
+/// here): the same transfer either way, and none to an address nobody watches.
+#[tokio::test]
+async fn token_transfers_are_found_in_small_and_large_watched_sets() {
+    let Some(node) = node().await else { return };
+    let rpc = EthRpc::new(&node.url, chain(), Retry::default()).unwrap();
+    let accounts = rpc.call("eth_accounts", json!([])).await.unwrap();
+    let from = accounts[0].as_str().unwrap().to_owned();
+    let token = anvil::deploy_test_token(&rpc, &from, "Test", "TST", 6).await.unwrap();
+    let start = rpc.head().await.unwrap().number;
+    let dest = Address::parse(&chain(), DEST).unwrap();
+    let stranger = Address::parse(&chain(), "0x00000000000000000000000000000000000000aa").unwrap();
+    anvil::mint_test_token(&rpc, &from, &token, &dest, 7_000_000).await.unwrap();
+    anvil::mint_test_token(&rpc, &from, &token, &stranger, 5).await.unwrap();
+    let head = rpc.head().await.unwrap().number;
+    let contracts = [token.clone()];
+    let small: strongroom_chain::Watched = [(dest.clone(), uuid::Uuid::nil())].into();
+    let mut large = small.clone();
+    for i in 0..1_500u64 {
+        let a = Address::parse(&chain(), &format!("0x{:040x}", 0x1000 + i)).unwrap();
+        large.insert(a, uuid::Uuid::nil());
+    }
+    for watched in [&small, &large] {
+        let seen = rpc.incoming(start, head, watched, &contracts).await.unwrap();
+        assert_eq!(seen.len(), 1, "{} watched: {seen:?}", watched.len());
+        assert_eq!((&seen[0].to, seen[0].amount.base_units()), (&dest, 7_000_000));
+        assert_eq!(seen[0].contract.as_ref(), Some(&token));
+    }
+}

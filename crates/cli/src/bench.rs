@@ -82,6 +82,19 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         http_seconds: u64,
     },
+    /// The deposit watcher's cost per block with many watched addresses (PostgreSQL, anvil),
+    /// against 1,000 addresses in the same run.
+    Watcher {
+        #[arg(long, env = "STRONGROOM_BENCH_POSTGRES_URL")]
+        postgres_url: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        addresses: usize,
+        #[arg(long, default_value_t = 20)]
+        blocks: usize,
+        /// Transfers per block (a tenth of them to watched addresses).
+        #[arg(long, default_value_t = 50)]
+        transfers: usize,
+    },
     /// What a sign-in costs the server in one thread: an Argon2id password check at the
     /// production parameters and a TOTP check, against a session-token check (SHA-256) as the
     /// baseline, in the same run.
@@ -159,6 +172,10 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         if let Some(clients) = http_clients {
             crate::risk::bench_http(clients, http_seconds, customers).await?;
         }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let BenchCommand::Watcher { postgres_url, addresses, blocks, transfers } = command {
+        crate::bench_watcher::run(&postgres_url, addresses, blocks, transfers).await?;
         return Ok(ExitCode::SUCCESS);
     }
     if let BenchCommand::Mpc { presignatures, signatures, primes, base_port } = command {
@@ -347,7 +364,7 @@ struct PgbenchResult {
 
 /// A new database named for this process, so that two benchmarks on one server never
 /// share (or drop) each other's. Returns its name and URL.
-async fn fresh_db(url: &str, kind: &str) -> anyhow::Result<(String, String)> {
+pub(crate) async fn fresh_db(url: &str, kind: &str) -> anyhow::Result<(String, String)> {
     sqlx::any::install_default_drivers();
     let name = format!("strongroom_bench_{kind}_{}", std::process::id());
     let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(url)
@@ -359,7 +376,7 @@ async fn fresh_db(url: &str, kind: &str) -> anyhow::Result<(String, String)> {
     Ok((name, db_url))
 }
 
-async fn drop_db(url: &str, name: &str) -> anyhow::Result<()> {
+pub(crate) async fn drop_db(url: &str, name: &str) -> anyhow::Result<()> {
     let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(url).await?;
     admin.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await?;
     Ok(())
@@ -496,6 +513,17 @@ async fn ingest(
     instances: usize,
 ) -> anyhow::Result<IngestResult> {
     let f = fixture(url, clients, instances).await?;
+    let size = |store: Arc<SqlStore>| async move {
+        let row = sqlx::query(
+            "SELECT pg_database_size(current_database()) AS bytes, pg_total_relation_size('audit_log') AS audit",
+        )
+        .fetch_one(store.pool())
+        .await?;
+        use sqlx::Row;
+        anyhow::Ok((row.try_get::<i64, _>("bytes")?, row.try_get::<i64, _>("audit")?))
+    };
+    let first_store = f.instances.first().map(|(s, _)| s.clone()).context("no instance")?;
+    let (base_bytes, base_audit) = size(first_store.clone()).await?;
     let env = f.env.clone();
     let ca = reqwest::Certificate::from_pem(&f.ca_pem)?;
     let base = f.base.clone();
@@ -558,6 +586,20 @@ async fn ingest(
         let (l, e) = t.await?;
         all.extend(l);
         errors += e;
+    }
+    // What the database grew by per withdrawal (withdrawal, journal, postings, idempotency
+    // key, audit record, indexes), for the capacity figures in docs/scale.md.
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM withdrawals")
+        .fetch_one(first_store.pool())
+        .await?;
+    let (bytes, audit) = size(first_store).await?;
+    if n > 0 {
+        println!(
+            "  database: {n} withdrawals grew it by {:.1} MiB: {} bytes per withdrawal in all, {} of them the audit log's",
+            (bytes - base_bytes) as f64 / 1_048_576.0,
+            (bytes - base_bytes) / n,
+            (audit - base_audit) / n
+        );
     }
     f.stop().await;
     all.sort();

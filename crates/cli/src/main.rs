@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_mpc;
+mod bench_watcher;
 mod chain;
 mod client;
 mod cold;
