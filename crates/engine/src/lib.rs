@@ -352,32 +352,33 @@ impl EthWithdrawals {
     pub async fn drive(&self, id: Uuid) -> Result<usize, EngineError> {
         let name = job_lease(id);
         let worker = self.cfg.worker.as_str();
-        let now = || self.env.now().unix_ms();
-        let Some(lease) = self.store.acquire_lease(&name, worker, now(), self.cfg.lease_ms).await?
+        let now = self.env.now().unix_ms();
+        let Some(lease) = self.store.acquire_lease(&name, worker, now, self.cfg.lease_ms).await?
         else {
             tracing::debug!(withdrawal = %id, "another engine holds this job");
             return Ok(0);
         };
-        let result = self.drive_leased(id, &name, lease.token).await;
-        if !matches!(result, Err(EngineError::Stopped(_))) {
+        let (moved, done) = self.drive_leased(id, &name, lease.token).await?;
+        // A job that waits keeps its lease (this engine renews it on its next pass; if this
+        // engine dies, it runs out); a finished one gives it up.
+        if done {
             if let Err(e) = self.store.release_lease(&name, worker).await {
                 tracing::warn!(withdrawal = %id, error = %e, "job lease not released; it will expire");
             }
         }
-        result
+        Ok(moved)
     }
 
-    async fn drive_leased(&self, id: Uuid, name: &str, token: i64) -> Result<usize, EngineError> {
+    /// Step a leased job; returns the steps moved and whether the job is finished (for this
+    /// engine). The lease is renewed after every step that moved.
+    async fn drive_leased(
+        &self,
+        id: Uuid,
+        name: &str,
+        token: i64,
+    ) -> Result<(usize, bool), EngineError> {
         let mut moved = 0;
         loop {
-            let renewed = self
-                .store
-                .acquire_lease(name, &self.cfg.worker, self.env.now().unix_ms(), self.cfg.lease_ms)
-                .await?;
-            if renewed.map(|l| l.token) != Some(token) {
-                tracing::warn!(withdrawal = %id, "job lease lost to another engine; leaving it");
-                return Ok(moved);
-            }
             let job = self.load(id).await?;
             match self.step(&job).await? {
                 Step::Moved(to) => {
@@ -386,9 +387,16 @@ impl EthWithdrawals {
                 }
                 Step::Waiting(why) => {
                     tracing::debug!(withdrawal = %id, why, "withdrawal waits");
-                    return Ok(moved);
+                    return Ok((moved, false));
                 }
-                Step::Idle => return Ok(moved),
+                Step::Idle => return Ok((moved, true)),
+            }
+            let now = self.env.now().unix_ms();
+            let renewed =
+                self.store.acquire_lease(name, &self.cfg.worker, now, self.cfg.lease_ms).await?;
+            if renewed.map(|l| l.token) != Some(token) {
+                tracing::warn!(withdrawal = %id, "job lease lost to another engine; leaving it");
+                return Ok((moved, false));
             }
         }
     }

@@ -528,8 +528,11 @@ struct Worker {
     last_event_ms: i64,
     /// Events taken in lately (id → time), so the overlapping reads take each once.
     seen_events: HashMap<Uuid, i64>,
-    /// Reviews whose outcome the model has taken in (cleared, released, rejected).
-    learned: HashSet<Uuid>,
+    /// Reviews whose outcome the model has taken in lately (cleared, released, rejected:
+    /// final states), with when they changed, so the overlapping reads take each once.
+    learned: HashMap<Uuid, i64>,
+    /// The newest review change taken in.
+    reviews_after_ms: i64,
     /// Assessing and cancelling is one instance's job; every instance keeps its model (for
     /// the API's scoring) up to date from what the leader writes.
     leader: crate::lease::Leader,
@@ -640,33 +643,45 @@ impl Worker {
             let ev = self.event(w);
             self.engine.record(&ev);
         }
-        self.learn().await
+        self.learn(true).await
     }
 
-    async fn learn(&mut self) -> Result<(), RuntimeError> {
-        for st in [RiskState::Cleared, RiskState::Released, RiskState::Rejected] {
-            for r in self.store.list_risk_reviews(Some(st), 1000).await? {
-                if self.learned.insert(r.withdrawal_id) {
-                    if st != RiskState::Cleared {
-                        self.engine.feedback(&features_of(&r), st == RiskState::Rejected);
-                    }
-                    if st != RiskState::Rejected {
-                        let w = self.store.get_withdrawal(r.withdrawal_id).await?;
-                        let ev = self.event(&w);
-                        self.engine.record(&ev);
-                    }
+    /// Take in the reviews decided since the last read, in the order they changed (on every
+    /// instance: the leader writes them, every model follows). Cleared and released
+    /// withdrawals become the customer's usual; analysts' decisions (released, rejected)
+    /// teach the model. While replaying at start, the withdrawals were already recorded as
+    /// past ones, so only the decisions are taken in.
+    async fn learn(&mut self, replaying: bool) -> Result<(), RuntimeError> {
+        let mut after = self.reviews_after_ms.saturating_sub(EVENT_OVERLAP_MS);
+        loop {
+            let batch = self.store.risk_reviews_since(after, 1000).await?;
+            let full = batch.len() == 1000;
+            for r in batch {
+                let at = r.updated_at.unix_ms();
+                after = after.max(at);
+                self.reviews_after_ms = self.reviews_after_ms.max(at);
+                let decided = matches!(
+                    r.state,
+                    RiskState::Cleared | RiskState::Released | RiskState::Rejected
+                );
+                if !decided || self.learned.insert(r.withdrawal_id, at).is_some() {
+                    continue;
+                }
+                if r.state != RiskState::Cleared {
+                    self.engine.feedback(&features_of(&r), r.state == RiskState::Rejected);
+                }
+                if r.state != RiskState::Rejected && !replaying {
+                    let w = self.store.get_withdrawal(r.withdrawal_id).await?;
+                    let ev = self.event(&w);
+                    self.engine.record(&ev);
                 }
             }
+            if !full {
+                let keep = self.reviews_after_ms.saturating_sub(EVENT_OVERLAP_MS);
+                self.learned.retain(|_, at| *at >= keep);
+                return Ok(());
+            }
         }
-        Ok(())
-    }
-
-    /// At start: the cleared withdrawals already recorded as past ones are not learned twice.
-    async fn seed_learned(&mut self) -> Result<(), RuntimeError> {
-        for r in self.store.list_risk_reviews(Some(RiskState::Cleared), 1000).await? {
-            self.learned.insert(r.withdrawal_id);
-        }
-        Ok(())
     }
 
     async fn pass(&mut self) -> Result<(), RuntimeError> {
@@ -674,7 +689,7 @@ impl Worker {
         if self.leader.lead().await {
             self.assess().await?;
         }
-        self.learn().await
+        self.learn(false).await
     }
 
     /// The leader's part: assess new withdrawals, cancel rejected and blocked ones.
@@ -874,13 +889,13 @@ impl Risk {
             contexts: HashMap::new(),
             last_event_ms: 0,
             seen_events: HashMap::new(),
-            learned: HashSet::new(),
+            learned: HashMap::new(),
+            reviews_after_ms: 0,
             leader,
             closed: HashSet::new(),
             env: env.clone(),
             kek: opts.personal_data.clone(),
         };
-        worker.seed_learned().await?;
         worker.replay().await?;
         let delivering = worker.alerts.clone().deliver_forever(worker_name);
         let nats = opts.nats.clone().map(|url| {

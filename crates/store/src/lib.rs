@@ -367,6 +367,12 @@ pub trait RiskStore: Send + Sync {
         state: Option<RiskState>,
         limit: u32,
     ) -> Result<Vec<RiskReview>>;
+    /// Up to `limit` reviews changed after `updated_after_ms`, oldest change first.
+    async fn risk_reviews_since(
+        &self,
+        updated_after_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<RiskReview>>;
     async fn add_risk_event(&self, ctx: &WriteCtx, event: RiskEvent) -> Result<RiskEvent>;
     /// Reviews waiting for an analyst (open).
     async fn review_queue(&self) -> Result<u64>;

@@ -1302,6 +1302,13 @@ async fn risk_reviews_are_assessed_once_and_decided_once(store: Arc<SqlStore>) {
     );
     let twice = store.review_withdrawal(&ctx(env().now()), w.id, ReviewAction::Reject(None)).await;
     assert!(matches!(twice, Err(StoreError::InvalidTransition { .. })), "{twice:?}");
+    // Followed by when it changed: the review, as released; nothing changed after that.
+    let since = store.risk_reviews_since(0, 10).await.unwrap();
+    assert_eq!(
+        since.iter().map(|x| (x.withdrawal_id, x.state)).collect::<Vec<_>>(),
+        vec![(w.id, RiskState::Released)]
+    );
+    assert!(store.risk_reviews_since(env().now().unix_ms(), 10).await.unwrap().is_empty());
     let missing = store
         .review_withdrawal(&ctx(env().now()), Uuid::new_v4(), ReviewAction::Note("x".into()))
         .await;

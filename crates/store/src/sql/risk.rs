@@ -257,6 +257,20 @@ impl SqlStore {
         rows.iter().map(|r| row_of::<ReviewRow>(r).and_then(|r| r.to_domain())).collect()
     }
 
+    pub(super) async fn read_risk_reviews_since(
+        &self,
+        updated_after_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<RiskReview>> {
+        let sql = format!("SELECT {REVIEW_COLUMNS} FROM risk_reviews WHERE updated_at_ms > $1 ORDER BY updated_at_ms, withdrawal_id LIMIT $2");
+        let rows = sqlx::query(&sql)
+            .bind(updated_after_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| row_of::<ReviewRow>(r).and_then(|r| r.to_domain())).collect()
+    }
+
     pub(super) async fn read_risk_events(
         &self,
         after_ms: i64,

@@ -37,6 +37,14 @@ impl RiskStore for SqlStore {
         self.read_risk_reviews(state, limit).await
     }
 
+    async fn risk_reviews_since(
+        &self,
+        updated_after_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<RiskReview>> {
+        self.read_risk_reviews_since(updated_after_ms, limit).await
+    }
+
     async fn add_risk_event(&self, ctx: &WriteCtx, event: RiskEvent) -> Result<RiskEvent> {
         let job = job(move |w, ctx| {
             let e = event.clone();
