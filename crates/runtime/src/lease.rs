@@ -104,16 +104,4 @@ impl Leader {
         self.token = token;
         token.is_some()
     }
-
-    /// Whether the last [`Leader::lead`] found this instance leading.
-    pub fn leading(&self) -> bool {
-        self.token.is_some()
-    }
-
-    /// Give the lease up (a clean shutdown: the next leader need not wait).
-    pub async fn resign(&mut self) {
-        if self.token.take().is_some() {
-            let _ = self.store.release_lease(&self.name, &self.holder).await;
-        }
-    }
 }
