@@ -301,6 +301,10 @@ pub struct WithdrawalView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub signer_refusal: Option<strongroom_governance::refusal::Refusal>,
+    /// The approvals submitted so far (single-withdrawal reads; not yet verified: the policy
+    /// line says which count).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<Vec<ApprovalView>>,
 }
 
 /// A withdrawal's transaction.
@@ -350,6 +354,7 @@ impl From<&Withdrawal> for WithdrawalView {
             policy: None,
             risk: None,
             signer_refusal: None,
+            approvals: None,
         }
     }
 }
@@ -890,6 +895,8 @@ async fn get_withdrawal(
     if matches!(w.state, WithdrawalState::Reserved | WithdrawalState::Built) {
         view.signer_refusal = state.store().signer_refusal(id).await?;
     }
+    view.approvals =
+        Some(state.store().approvals(id).await?.into_iter().map(ApprovalView::from).collect());
     Ok(Json(view))
 }
 
@@ -919,6 +926,16 @@ pub struct ApprovalView {
     pub approver: String,
     pub policy_version: u64,
     pub expires_at_ms: i64,
+}
+
+impl From<strongroom_governance::approval::Approval> for ApprovalView {
+    fn from(a: strongroom_governance::approval::Approval) -> Self {
+        ApprovalView {
+            approver: a.approver,
+            policy_version: a.policy_version,
+            expires_at_ms: a.expires_at.unix_ms(),
+        }
+    }
 }
 
 /// Submit an approval. The server checks its form and that it names this withdrawal's
@@ -990,15 +1007,7 @@ async fn submit_approval(
         webauthn: b.webauthn,
     };
     let all = state.store().add_approval(&req.ctx, id, approval).await?;
-    Ok(Json(
-        all.into_iter()
-            .map(|a| ApprovalView {
-                approver: a.approver,
-                policy_version: a.policy_version,
-                expires_at_ms: a.expires_at.unix_ms(),
-            })
-            .collect(),
-    ))
+    Ok(Json(all.into_iter().map(ApprovalView::from).collect()))
 }
 
 /// Cancel a reserved withdrawal: its funds return to available.

@@ -69,7 +69,10 @@ pub(crate) async fn authenticate(
                 .map(|t| SecretString::new(t.trim().to_owned()))
                 .ok_or_else(|| ApiError::unauthorized(BAD_TOKEN))?,
             None => {
-                cookie_token(&parts.headers).ok_or_else(|| ApiError::unauthorized(BAD_TOKEN))?
+                let token = cookie_token(&parts.headers)
+                    .ok_or_else(|| ApiError::unauthorized(BAD_TOKEN))?;
+                check_csrf(parts, &token)?;
+                token
             }
         };
         let id = token_id(token.expose_secret())
@@ -194,6 +197,34 @@ pub(crate) async fn session_principal(
         customer: role.is_none().then_some(s.customer_id),
         account: Some(r.owner),
     }))
+}
+
+/// A request signed in by its cookie that may change something must carry the session's
+/// CSRF token (the console sends it from the `sr_csrf` cookie): another site's page can make
+/// the browser send the cookie, but cannot read it to send the token. Bearer tokens are never
+/// sent by a browser on its own, so they need none.
+fn check_csrf(parts: &Parts, session: &SecretString) -> Result<(), ApiError> {
+    use axum::http::Method;
+    if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let want = crate::console::csrf_token(session.expose_secret());
+    let sent = parts.headers.get(crate::console::CSRF_HEADER).and_then(|v| v.to_str().ok());
+    match sent {
+        Some(t) if bool::from(subtle::ConstantTimeEq::ct_eq(t.as_bytes(), want.as_bytes())) => {
+            Ok(())
+        }
+        Some(_) => Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "csrf_token_invalid",
+            "the X-CSRF-Token header does not match this session",
+        )),
+        None => Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "csrf_token_required",
+            "a request signed in by the session cookie that changes something needs the X-CSRF-Token header (the sr_csrf cookie's value)",
+        )),
+    }
 }
 
 /// The session token a request carries in its cookie.

@@ -14,6 +14,7 @@ pub mod api;
 pub mod auth;
 pub mod body;
 pub mod clients;
+pub mod console;
 pub mod contact;
 pub mod error;
 pub mod extract;
@@ -361,6 +362,15 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
     h.insert("strict-transport-security", HeaderValue::from_static("max-age=31536000"));
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     h.insert("cache-control", HeaderValue::from_static("no-store"));
+    if !h.contains_key(axum::http::header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            axum::http::header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(console::API_CSP),
+        );
+    }
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
     state
         .metrics()
         .http_requests
@@ -390,7 +400,7 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// The whole application: API routes, `/v1/openapi.json`, fallbacks and middleware.
+/// The whole application: API routes, `/v1/openapi.json`, the console, fallbacks and middleware.
 pub fn app(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let (router, mut openapi) = api::routes().split_for_parts();
     openapi.info.version = env!("CARGO_PKG_VERSION").into();
@@ -403,6 +413,7 @@ pub fn app(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
                 async move { Json(doc.as_ref().clone()) }
             }),
         )
+        .merge(console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(body::MAX_BODY_BYTES))

@@ -493,6 +493,9 @@ async fn withdrawal_flow(s: &Server) {
     let (st, got, _) =
         s.call("GET", &format!("/v1/withdrawals/{wid}"), Some(Role::Auditor), None, None).await;
     assert_eq!(st, StatusCode::OK);
+    // A single read adds what the withdrawal gathered since: none yet.
+    let mut got = got;
+    assert_eq!(got.as_object_mut().unwrap().remove("approvals"), Some(json!([])));
     assert_eq!(got, w);
     let (_, list, _) = s
         .call(
@@ -1498,6 +1501,116 @@ async fn brute_force_hits_the_account_and_ip_limits() {
         assert_eq!(v["error"]["message"], "wrong e-mail address or password");
     }
     assert!(limited, "20 failures from one address are limited");
+    s.stop().await;
+}
+
+/// The console's session cookie cannot be used by another site: a request that changes
+/// something and is signed in only by the cookie needs the session's CSRF token (from the
+/// readable `sr_csrf` cookie, which another origin cannot read); reads and bearer tokens need
+/// none. The console's files come with a strict Content-Security-Policy, and every response
+/// refuses to be framed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_sessions_need_the_csrf_token_and_the_console_is_locked_down() {
+    let s = Server::start(None).await;
+    let reg = s.register("csrf@example.com", "a long enough passphrase").await;
+    let token = reg["token"].as_str().unwrap().to_owned();
+    let (st, _, headers) =
+        s.login(json!({"email": "csrf@example.com", "password": "a long enough passphrase"})).await;
+    assert_eq!(st, StatusCode::OK);
+    let cookies: Vec<String> = headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .collect();
+    let get = |name: &str| {
+        cookies.iter().find_map(|c| c.strip_prefix(&format!("{name}="))).unwrap().to_owned()
+    };
+    let (session, csrf) = (get("sr_session"), get("sr_csrf"));
+    assert_eq!(csrf.len(), 64, "{cookies:?}");
+    let csrf_flags = headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|c| c.starts_with("sr_csrf="))
+        .unwrap()
+        .to_owned();
+    assert!(csrf_flags.contains("Secure") && csrf_flags.contains("SameSite=Strict"));
+    assert!(!csrf_flags.contains("HttpOnly"), "the console's script reads it");
+    let cookie = format!("sr_session={session}; sr_csrf={csrf}");
+    let with_cookie = |method: &str, path: &str, csrf: Option<&str>| {
+        let mut req = s
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", s.base))
+            .header("cookie", cookie.clone());
+        if let Some(t) = csrf {
+            req = req.header("x-csrf-token", t);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let st = resp.status();
+            (st, serde_json::from_str::<Value>(&resp.text().await.unwrap()).unwrap_or(Value::Null))
+        }
+    };
+    // Reads need no token. The cookie's session ends the registration's session (A) only
+    // with the token.
+    let (st, me) = with_cookie("GET", "/v1/me", None).await;
+    assert_eq!(st, StatusCode::OK, "{me}");
+    let (_, listed, _) = s.session("GET", "/v1/me/sessions", &token, None).await;
+    let a = listed.as_array().unwrap().iter().find(|x| x["current"] == true).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let end_a = format!("/v1/me/sessions/{a}");
+    let (st, v) = with_cookie("DELETE", &end_a, None).await;
+    assert_eq!((st, code(&v)), (StatusCode::FORBIDDEN, "csrf_token_required"), "{v}");
+    let other = strongroom_server::console::csrf_token(&token);
+    let (st, v) = with_cookie("DELETE", &end_a, Some(&other)).await;
+    assert_eq!((st, code(&v)), (StatusCode::FORBIDDEN, "csrf_token_invalid"), "{v}");
+    let (st, v, _) = s.session("GET", "/v1/me", &token, None).await;
+    assert_eq!(st, StatusCode::OK, "session A lives on: {v}");
+    let (st, v) = with_cookie("DELETE", &end_a, Some(&csrf)).await;
+    assert!(st.is_success(), "{v}");
+    let (st, _, _) = s.session("GET", "/v1/me", &token, None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "session A ended");
+    // A bearer token needs no CSRF token (a browser never sends one on its own).
+    let (st, v, _) =
+        s.login(json!({"email": "csrf@example.com", "password": "a long enough passphrase"})).await;
+    assert_eq!(st, StatusCode::OK);
+    let bearer = v["token"].as_str().unwrap();
+    let (st, v, _) = s
+        .session(
+            "POST",
+            "/v1/me/anti-phishing-code",
+            bearer,
+            Some(json!({"anti_phishing_code": "red-fox-4"})),
+        )
+        .await;
+    assert!(st.is_success(), "{v}");
+
+    // The console: / leads there; its files carry the strict policy; JSON refuses framing.
+    let resp = s.client.get(format!("{}/", s.base)).send().await.unwrap();
+    assert_eq!(resp.url().path(), "/console/");
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert_eq!(csp, strongroom_server::console::CONSOLE_CSP);
+    assert_eq!(resp.headers()["x-frame-options"], "DENY");
+    let page = resp.text().await.unwrap();
+    assert!(page.contains(r#"<script type="module" src="/console/app.js">"#));
+    assert!(!page.contains("<script>"), "no inline script");
+    for (file, mime) in [
+        ("app.js", "text/javascript"),
+        ("intent.js", "text/javascript"),
+        ("console.css", "text/css"),
+    ] {
+        let r = s.client.get(format!("{}/console/{file}", s.base)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{file}");
+        assert!(r.headers()["content-type"].to_str().unwrap().starts_with(mime), "{file}");
+        assert_eq!(r.headers()["content-security-policy"], strongroom_server::console::CONSOLE_CSP);
+    }
+    let r = s.client.get(format!("{}/console/..%2Fsecret", s.base)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = s.client.get(format!("{}/v1/health", s.base)).send().await.unwrap();
+    assert_eq!(r.headers()["content-security-policy"], strongroom_server::console::API_CSP);
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
     s.stop().await;
 }
 

@@ -4,6 +4,9 @@
 
 pub mod deployment;
 pub use deployment::*;
+pub mod dev;
+#[allow(unused_imports)] // Not every test binary starts a dev stack.
+pub use dev::*;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -406,6 +406,8 @@ pub(crate) async fn logout(
             .await?;
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
-    resp.headers_mut().insert(axum::http::header::SET_COOKIE, session_cookie("", 0)?);
+    let h = resp.headers_mut();
+    h.append(axum::http::header::SET_COOKIE, session_cookie("", 0)?);
+    h.append(axum::http::header::SET_COOKIE, csrf_cookie("", 0)?);
     Ok(resp)
 }

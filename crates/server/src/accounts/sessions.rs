@@ -9,6 +9,17 @@ pub(super) fn session_cookie(token: &str, max_age_s: i64) -> Result<HeaderValue,
     .map_err(|_| ApiError::internal("cookie"))
 }
 
+/// The session's CSRF token, in a cookie the console's script can read (it sends it back in
+/// `X-CSRF-Token`); empty when the session ends.
+pub(super) fn csrf_cookie(token: &str, max_age_s: i64) -> Result<HeaderValue, ApiError> {
+    let value = if token.is_empty() { String::new() } else { crate::console::csrf_token(token) };
+    HeaderValue::from_str(&format!(
+        "{}={value}; Path=/; Max-Age={max_age_s}; Secure; SameSite=Strict",
+        crate::console::CSRF_COOKIE
+    ))
+    .map_err(|_| ApiError::internal("cookie"))
+}
+
 /// Make a session (and the device, if it is new) after a successful login.
 pub(super) async fn open_session(
     state: &AppState,
@@ -87,9 +98,8 @@ pub(super) async fn open_session(
         new_device: known.is_none(),
     };
     let mut resp = Json(view).into_response();
-    resp.headers_mut().insert(
-        axum::http::header::SET_COOKIE,
-        session_cookie(t.token.expose_secret(), ttl / 1000)?,
-    );
+    let h = resp.headers_mut();
+    h.append(axum::http::header::SET_COOKIE, session_cookie(t.token.expose_secret(), ttl / 1000)?);
+    h.append(axum::http::header::SET_COOKIE, csrf_cookie(t.token.expose_secret(), ttl / 1000)?);
     Ok(resp)
 }

@@ -1,0 +1,251 @@
+//! The console as an approver uses it, in a real browser (Debian's chromium, driven by
+//! `tools/browser/console.test.mjs` through playwright-core) against `strongroom dev` on a real
+//! Ethereum node with governance: the approver signs in, finds the withdrawal in their inbox,
+//! sees it decoded and hashed in the browser, makes a passkey whose key the admins put in the
+//! governance log, and approves with it; a second approver approves from the CLI and the
+//! withdrawal settles on chain. A lying server (fields that disagree with the intent, a
+//! challenge that is not the approval's message) is caught by the page. axe-core finds no
+//! serious accessibility violation on any page it visits.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::print_stdout,
+    clippy::print_stderr
+)] // Test code.
+#![allow(clippy::disallowed_methods)] // A test of a real process waits on the real clock.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+mod common;
+use common::*;
+
+/// The browser and the pinned tools (`scripts/install-browser-for-tests`), or None to skip
+/// (a failure where `STRONGROOM_REQUIRE_BROWSER` is set, as in `scripts/test`).
+fn browser_tools() -> Option<(PathBuf, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tools = root.join("tools/browser");
+    let chromium =
+        std::env::var("STRONGROOM_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let ready = Path::new(&chromium).exists()
+        && tools.join("node_modules/playwright-core/package.json").exists()
+        && tools.join("node_modules/axe-core/axe.min.js").exists();
+    if !ready {
+        assert!(
+            std::env::var_os("STRONGROOM_REQUIRE_BROWSER").is_none(),
+            "the browser tests are required: run scripts/install-browser-for-tests"
+        );
+        eprintln!("skipped: no chromium or browser tools (scripts/install-browser-for-tests)");
+        return None;
+    }
+    Some((tools, chromium))
+}
+
+/// One phase of the browser script; its JSON answer.
+fn browser(
+    tools: &Path,
+    chromium: &str,
+    phase: &str,
+    envs: &[(&str, String)],
+) -> serde_json::Value {
+    let out = Command::new("node")
+        .arg(tools.join("console.test.mjs"))
+        .arg(phase)
+        .env("CHROMIUM", chromium)
+        .env(
+            "VECTORS",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/vectors/intent-v1.json"),
+        )
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "browser phase {phase} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[test]
+fn an_approver_checks_and_approves_a_withdrawal_in_the_console_with_a_passkey() {
+    let Some((tools, chromium)) = browser_tools() else { return };
+    let Some(chain) = start_anvil(&["--block-time", "1"]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let gov = dir.path().join("gov");
+    let data = dir.path().join("dev");
+    let key = |id: &str| dir.path().join(format!("{id}.key")).to_str().unwrap().to_owned();
+    let pin = governance_genesis(dir.path(), &gov, "6");
+    let g = gov.to_str().unwrap();
+    let rpc_args = ["--eth-rpc", chain.url.as_str(), "--confirmations", "1", "--governance", g];
+    let dev = start_dev_with(&data, &rpc_args, &[]);
+    let envs = vec![
+        ("STRONGROOM_ADDR", dev.url.clone()),
+        ("STRONGROOM_CACERT", dev.ca.clone()),
+        ("STRONGROOM_TOKEN_FILE", data.join("operator.token").to_str().unwrap().to_owned()),
+    ];
+    let run = |args: &[&str]| cli_with(args, &envs);
+    let sign = |who: &str| {
+        run(&["governance", "sign", "--member", who, "--key", &key(who), "--pin", &pin, "--yes"])
+    };
+    let d = data.to_str().unwrap();
+    let push = || {
+        let (ok, out) = run(&["governance", "push", "--pin", &pin, "--data-dir", d]);
+        assert!(ok, "{out}");
+    };
+
+    // Governance: the tiered policy (more than 0.1 ETH needs two approvers) with a fee
+    // ceiling, 2 ETH credited.
+    let policy = dir.path().join("policy.toml");
+    let fees = "[[fees]]\nchain = \"eip155:31337\"\nfee_asset = \"ETH\"\nmax_fee = \"10000000000000000\"\n";
+    std::fs::write(&policy, eth_tiers_policy(fees)).unwrap();
+    assert!(run(&["governance", "propose", "policy", "--file", policy.to_str().unwrap()]).0);
+    assert!(sign("ada").0);
+    assert!(sign("bob").1.contains("committed"));
+    let c = api(&dev, "POST", "/v1/customers", Some(serde_json::json!({"external_id": "gus"})));
+    let cid = c["id"].as_str().unwrap().to_owned();
+    let (ok, out) = run(&[
+        "governance",
+        "propose",
+        "ledger-credit",
+        "--customer",
+        &cid,
+        "--asset",
+        "ETH",
+        "--amount",
+        "2000000000000000000",
+        "--reference",
+        "dev faucet",
+    ]);
+    assert!(ok, "{out}");
+    assert!(sign("ada").0);
+    assert!(sign("bob").1.contains("committed"));
+    let credit = serde_json::json!({"customer_id": cid, "asset": "ETH", "amount": "2",
+        "reference": "dev faucet", "adjustment": 2});
+    assert_eq!(api(&dev, "POST", "/v1/deposits", Some(credit))["reference"], "governance:2");
+    push();
+
+    // Ann, a staff approver, added from the command line.
+    let email = "ann@exchange.example";
+    let password = "ann's staff passphrase";
+    let pw_file = dir.path().join("ann.pw");
+    std::fs::write(&pw_file, password).unwrap();
+    let (ok, out) = cli_with(
+        &[
+            "staff",
+            "add",
+            "--email",
+            email,
+            "--role",
+            "approver",
+            "--member",
+            "ann",
+            "--password-file",
+            pw_file.to_str().unwrap(),
+            "--data-dir",
+            d,
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+
+    // A withdrawal of 0.5 ETH: two approvers must approve it.
+    let dest = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+    let before = balance(&chain.url, dest);
+    let w = api(
+        &dev,
+        "POST",
+        "/v1/withdrawals",
+        Some(
+            serde_json::json!({"customer_id": cid, "asset": "ETH", "destination": dest, "amount": "0.5"}),
+        ),
+    );
+    let id = w["id"].as_str().unwrap_or_else(|| panic!("{w}")).to_owned();
+    let port = dev.url.rsplit(':').next().unwrap().to_owned();
+    let work = dir.path().join("browser");
+    std::fs::create_dir_all(&work).unwrap();
+    let page_env = vec![
+        ("CONSOLE_URL", format!("https://localhost:{port}")),
+        ("WORK", work.to_str().unwrap().to_owned()),
+        ("EMAIL", email.to_owned()),
+        ("PASSWORD", password.to_owned()),
+        ("WITHDRAWAL", id.clone()),
+        ("DESTINATION", dest.to_owned()),
+        // The script's own requests (playwright's route.fetch) trust the dev CA.
+        ("NODE_EXTRA_CA_CERTS", dev.ca.clone()),
+    ];
+
+    // In the browser: the decoder against the vectors, sign-in, the inbox, the decoded
+    // detail, a lying server caught, and a passkey made.
+    let first = browser(&tools, &chromium, "check-and-enrol", &page_env);
+    println!("console phase 1: {first}");
+    let ungoverned = first["before_governance"].as_str().unwrap();
+    assert!(ungoverned.contains("no_passkey_in_governance"), "{ungoverned}");
+    for page in ["axe_signin", "axe_inbox", "axe_detail", "axe_security"] {
+        assert!(first[page].is_u64(), "{page} was checked: {first}");
+    }
+
+    // The admins put ann's passkey in the governance log, and ann signs that it is hers with
+    // her governance key; the nodes learn it.
+    let key_file = dir.path().join("ann-passkey.json");
+    std::fs::write(&key_file, first["governance_key"].to_string()).unwrap();
+    let (ok, out) = run(&[
+        "governance",
+        "propose",
+        "set-passkey",
+        "--member",
+        "ann",
+        "--file",
+        key_file.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    assert!(sign("ada").0);
+    let (ok, out) = sign("bob");
+    assert!(ok && out.contains("ann's own signature"), "the admins alone cannot: {out}");
+    let (ok, out) = sign("ann");
+    assert!(ok && out.contains("committed"), "{out}");
+    push();
+
+    // In the browser again, with the same passkey: a password-only session may not approve;
+    // signed in with the passkey, a forged challenge is refused and the honest approval made.
+    let mut env2 = page_env.clone();
+    env2.push(("CREDENTIAL", first["credential"].to_string()));
+    let second = browser(&tools, &chromium, "approve", &env2);
+    println!("console phase 2: {second}");
+    let no_2fa = second["without_2fa"].as_str().unwrap();
+    assert!(no_2fa.contains("two_factor_required"), "{no_2fa}");
+
+    // The engine counts ann's approval (verified against her passkey in governance); al
+    // approves from his own machine; the nodes sign and the withdrawal settles.
+    let view = api(&dev, "GET", &format!("/v1/withdrawals/{id}"), None);
+    assert_eq!(view["approvals"][0]["approver"], "ann", "{view}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = api(&dev, "GET", &format!("/v1/withdrawals/{id}"), None);
+        if v["policy"]["approvals"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ann's approval never counted: {v}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (ok, out) =
+        run(&["withdrawal", "approve", &id, "--member", "al", "--key", &key("al"), "--yes"]);
+    assert!(ok, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let v = api(&dev, "GET", &format!("/v1/withdrawals/{id}"), None);
+        if v["state"] == "settled" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never settled: {v}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let paid = balance(&chain.url, dest) - before;
+    assert_eq!(paid, ETH / 2, "0.5 ETH reached the destination");
+    drop(dev);
+}

@@ -1,0 +1,503 @@
+// The Strongroom console. Plain ES modules, no framework, nothing from another origin.
+//
+// Rules this file keeps: every value from the server goes into the page as text (never as
+// markup); every request that changes something carries the session's CSRF token; what an
+// approver approves is what intent.js decoded from the intent bytes, and the passkey signs only
+// a challenge this page recomputed from those bytes.
+
+import {
+  approvalMessage,
+  base64url,
+  formatUnits,
+  fromBase64url,
+  verifyWithdrawal,
+} from "./intent.js";
+
+const main = document.getElementById("main");
+const nav = document.getElementById("nav");
+const who = document.getElementById("who");
+let me = null;
+
+// ---------- DOM ----------
+
+/** An element: `attrs` are attributes (`text` sets its text); children are nodes or text. */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "text") el.textContent = String(v);
+    else if (k === "on") for (const [ev, fn] of Object.entries(v)) el.addEventListener(ev, fn);
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+function show(title, ...children) {
+  document.title = `${title} · Strongroom console`;
+  main.replaceChildren(h("h1", { text: title }), ...children);
+  main.focus();
+}
+
+function notice(kind, text) {
+  return h("div", { class: `notice ${kind}`, role: kind === "bad" ? "alert" : "status", text });
+}
+
+function row(label, ...value) {
+  return [h("dt", { text: label }), h("dd", {}, ...value)];
+}
+
+function when(ms) {
+  return new Date(ms).toLocaleString();
+}
+
+// ---------- the API ----------
+
+class ApiFailure extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+function cookie(name) {
+  for (const part of document.cookie.split(";")) {
+    const [k, ...v] = part.trim().split("=");
+    if (k === name) return v.join("=");
+  }
+  return "";
+}
+
+async function api(method, path, body, { idempotent = false } = {}) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method !== "GET") headers["X-CSRF-Token"] = cookie("sr_csrf");
+  if (idempotent) headers["Idempotency-Key"] = crypto.randomUUID();
+  const resp = await fetch(path, {
+    method,
+    headers,
+    credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await resp.text();
+  const json = text ? JSON.parse(text) : null;
+  if (!resp.ok) {
+    const e = json && json.error ? json.error : { code: "http_" + resp.status, message: resp.statusText };
+    throw new ApiFailure(resp.status, e.code, e.message);
+  }
+  return json;
+}
+
+function failure(e) {
+  return notice("bad", e instanceof ApiFailure ? `${e.message} (${e.code})` : String(e.message || e));
+}
+
+// ---------- WebAuthn: options from JSON (base64url) to what the browser takes, and back ----------
+
+function creationOptions(o) {
+  const pk = structuredClone(o.publicKey);
+  pk.challenge = fromBase64url(pk.challenge);
+  pk.user.id = fromBase64url(pk.user.id);
+  pk.excludeCredentials = (pk.excludeCredentials || []).map((c) => ({ ...c, id: fromBase64url(c.id) }));
+  return { publicKey: pk };
+}
+
+function requestOptions(o, challenge) {
+  const pk = structuredClone(o.publicKey);
+  pk.challenge = challenge || fromBase64url(pk.challenge);
+  pk.allowCredentials = (pk.allowCredentials || []).map((c) => ({ ...c, id: fromBase64url(c.id) }));
+  return { publicKey: pk };
+}
+
+function b64(buf) {
+  return base64url(new Uint8Array(buf));
+}
+
+function credentialJson(c) {
+  const r = c.response;
+  const response = { clientDataJSON: b64(r.clientDataJSON) };
+  if (r.attestationObject) response.attestationObject = b64(r.attestationObject);
+  if (r.authenticatorData) response.authenticatorData = b64(r.authenticatorData);
+  if (r.signature) response.signature = b64(r.signature);
+  if (r.userHandle) response.userHandle = b64(r.userHandle);
+  return { id: c.id, rawId: b64(c.rawId), type: c.type, response, extensions: {} };
+}
+
+// ---------- signing in ----------
+
+async function loadMe() {
+  try {
+    me = await api("GET", "/v1/me");
+  } catch (e) {
+    if (!(e instanceof ApiFailure) || e.status !== 401) throw e;
+    me = null;
+  }
+  renderChrome();
+}
+
+function renderChrome() {
+  nav.replaceChildren();
+  who.replaceChildren();
+  if (!me) return;
+  const here = location.hash || "#/";
+  const link = (href, text) =>
+    h("a", { href, text, "aria-current": here.startsWith(href) ? "page" : null });
+  if (me.role === "approver") nav.append(link("#/approvals", "Approvals"));
+  nav.append(link("#/security", "Security"));
+  const label = me.role ? `${me.email} · ${me.role}${me.member ? ` (${me.member})` : ""}` : me.email;
+  who.append(
+    h("span", { text: label }),
+    h("button", { class: "secondary", type: "button", on: { click: signOut } }, "Sign out"),
+  );
+}
+
+async function signOut() {
+  try {
+    await api("POST", "/v1/auth/logout");
+  } finally {
+    me = null;
+    renderChrome();
+    location.hash = "#/signin";
+  }
+}
+
+function signIn() {
+  const email = h("input", { id: "email", name: "email", type: "email", autocomplete: "username webauthn", required: true });
+  const password = h("input", { id: "password", name: "password", type: "password", autocomplete: "current-password" });
+  const code = h("input", { id: "code", name: "code", inputmode: "numeric", autocomplete: "one-time-code" });
+  const out = h("div", { "aria-live": "polite" });
+  const done = async () => {
+    await loadMe();
+    location.hash = home();
+    route();
+  };
+  const form = h(
+    "form",
+    {
+      on: {
+        submit: async (ev) => {
+          ev.preventDefault();
+          out.replaceChildren();
+          const body = { email: email.value, password: password.value, device_name: "console" };
+          if (code.value.trim()) body.totp_code = code.value.trim();
+          try {
+            await api("POST", "/v1/auth/login", body);
+            await done();
+          } catch (e) {
+            out.replaceChildren(failure(e));
+          }
+        },
+      },
+    },
+    h("label", { for: "email" }, "E-mail", email),
+    h("label", { for: "password" }, "Password", password),
+    h("label", { for: "code" }, "Two-factor code (if you use one)", code),
+    h("div", { class: "actions" },
+      h("button", { type: "submit" }, "Sign in"),
+      h("button", {
+        type: "button",
+        class: "secondary",
+        on: {
+          click: async () => {
+            out.replaceChildren();
+            try {
+              const start = await api("POST", "/v1/auth/passkey/options", { email: email.value });
+              const cred = await navigator.credentials.get(requestOptions(start.options));
+              await api("POST", "/v1/auth/passkey/login", {
+                ceremony_id: start.ceremony_id,
+                credential: credentialJson(cred),
+                device_name: "console",
+              });
+              await done();
+            } catch (e) {
+              out.replaceChildren(failure(e));
+            }
+          },
+        },
+      }, "Sign in with a passkey"),
+    ),
+  );
+  show("Sign in", form, out);
+}
+
+function home() {
+  if (!me) return "#/signin";
+  return me.role === "approver" ? "#/approvals" : "#/security";
+}
+
+// ---------- approvers ----------
+
+async function approvals() {
+  show("Withdrawals waiting for approval", h("p", { text: "Loading…" }));
+  const waiting = [];
+  const reserved = await api("GET", "/v1/withdrawals?state=reserved&limit=1000");
+  for (const w of reserved) {
+    const full = await api("GET", `/v1/withdrawals/${encodeURIComponent(w.id)}`);
+    const mine = (full.approvals || []).some((a) => a.approver === me.member);
+    if (full.policy && full.policy.outcome === "wait" && !mine) waiting.push(full);
+  }
+  if (waiting.length === 0) {
+    show("Withdrawals waiting for approval", h("p", { text: "Nothing waits for your approval." }));
+    return;
+  }
+  const rows = [];
+  for (const w of waiting) {
+    let amount;
+    let destination;
+    try {
+      const { intent, mismatches } = await verifyWithdrawal(w);
+      amount = `${formatUnits(intent.amount, intent.asset.decimals)} ${intent.asset.symbol}`;
+      destination = h("span", { class: "mono", text: intent.destination });
+      if (mismatches.length) amount += " (the server's fields disagree with the intent)";
+    } catch (e) {
+      amount = `cannot decode: ${e.message}`;
+      destination = "";
+    }
+    rows.push(
+      h("tr", {},
+        h("td", {}, h("a", { href: `#/withdrawals/${w.id}`, text: w.id.slice(0, 8) })),
+        h("td", { text: amount }),
+        h("td", {}, destination),
+        h("td", { text: `${w.policy.approvals} of ${w.policy.approvals_needed}` }),
+        h("td", { text: when(w.created_at_ms) }),
+      ),
+    );
+  }
+  show(
+    "Withdrawals waiting for approval",
+    h("table", {},
+      h("thead", {}, h("tr", {}, ...["Withdrawal", "Amount", "Destination", "Approvals", "Requested"].map((t) => h("th", { scope: "col", text: t })))),
+      h("tbody", {}, rows),
+    ),
+  );
+}
+
+async function withdrawal(id) {
+  const w = await api("GET", `/v1/withdrawals/${encodeURIComponent(id)}`);
+  let checked;
+  try {
+    checked = await verifyWithdrawal(w);
+  } catch (e) {
+    show("Withdrawal", notice("bad", `This withdrawal's intent cannot be decoded here: ${e.message}. Do not approve it.`));
+    return;
+  }
+  const { intent, hash, mismatches } = checked;
+  const expired = intent.expires_at_ms <= Date.now();
+  const parts = [];
+  if (mismatches.length) {
+    parts.push(
+      h("div", { class: "notice bad", role: "alert", id: "verification" },
+        h("strong", { text: "The server's description of this withdrawal does not match its intent. Do not approve it." }),
+        h("ul", {}, mismatches.map((m) => h("li", { text: `${m.field}: the intent says ${m.ours}, the server says ${m.theirs}` }))),
+      ),
+    );
+  } else {
+    parts.push(notice("ok", `Decoded and hashed in this browser: intent hash ${hash} matches.`));
+    parts.at(-1).id = "verification";
+  }
+  const fee = intent.chain.startsWith("eip155:") ? `${formatUnits(intent.fee_cap, 18)} ETH` : `${intent.fee_cap} sat`;
+  parts.push(
+    h("h2", { text: "What is signed" }),
+    h("dl", { id: "intent" },
+      row("Amount", `${formatUnits(intent.amount, intent.asset.decimals)} ${intent.asset.symbol}`),
+      row("Destination", h("span", { class: "mono", text: intent.destination })),
+      row("Chain", intent.chain),
+      row("Asset", `${intent.asset.symbol}, ${intent.asset.decimals} decimals${intent.asset.contract ? ", contract " : ", native"}`,
+        intent.asset.contract ? h("span", { class: "mono", text: intent.asset.contract }) : ""),
+      row("From wallet", intent.source_wallet),
+      row("Network fee at most", fee),
+      row("Expires", `${when(intent.expires_at_ms)}${expired ? " (expired)" : ""}`),
+      row("Request", h("span", { class: "mono", text: intent.request_id })),
+      row("Intent hash", h("span", { class: "mono", text: hash })),
+    ),
+    h("h2", { text: "State" }),
+    h("dl", {}, row("State", w.state), row("Customer", h("span", { class: "mono", text: w.customer_id }))),
+  );
+  if (w.policy) {
+    parts.push(
+      h("h2", { text: "Policy" }),
+      h("dl", { id: "policy" },
+        row("Decision", w.policy.outcome),
+        row("Rule", `${w.policy.rule} (policy version ${w.policy.version})`),
+        row("Approvals", `${w.policy.approvals} of ${w.policy.approvals_needed}`),
+        row("Why", w.policy.explanation),
+      ),
+    );
+  }
+  parts.push(h("h2", { text: "Approvals so far" }));
+  const got = w.approvals || [];
+  parts.push(
+    got.length
+      ? h("ul", { id: "approvals" }, got.map((a) => h("li", { text: `${a.approver} (policy version ${a.policy_version})` })))
+      : h("p", { id: "approvals", text: "None yet." }),
+  );
+  if (w.risk) {
+    const reasons = (w.risk.assessment && w.risk.assessment.reasons) || [];
+    parts.push(
+      h("h2", { text: "Risk" }),
+      h("dl", {}, row("Decision", `${w.risk.decision}, score ${w.risk.score}`), row("Review", w.risk.state)),
+      reasons.length ? h("ul", {}, reasons.map((r) => h("li", { text: `${r.source}: ${r.detail} (${r.points})` }))) : null,
+    );
+  }
+  const out = h("div", { "aria-live": "polite" });
+  const mine = got.some((a) => a.approver === me.member);
+  if (me.role === "approver" && w.state === "reserved" && !mine) {
+    const blocked = mismatches.length > 0 || expired;
+    const approve = h("button", { type: "button", disabled: blocked }, "Approve with my passkey");
+    approve.addEventListener("click", async () => {
+      approve.disabled = true;
+      out.replaceChildren(notice("ok", "Waiting for your passkey…"));
+      try {
+        await approveWith(w, hash);
+        out.replaceChildren(notice("ok", "Approved: your approval is recorded; the signer nodes check it themselves."));
+        await withdrawal(id);
+      } catch (e) {
+        out.replaceChildren(failure(e));
+        approve.disabled = false;
+      }
+    });
+    parts.push(h("div", { class: "actions" }, approve));
+  }
+  parts.push(out);
+  show(`Withdrawal ${w.id.slice(0, 8)}`, ...parts);
+}
+
+/**
+ * Approve with the approver's passkey. The server proposes the approval (policy version,
+ * expiry) and the WebAuthn options; the page signs only if the challenge is the approval
+ * message it computes itself from the intent hash it computed from the bytes.
+ */
+async function approveWith(w, hash) {
+  const ch = await api("GET", `/v1/withdrawals/${encodeURIComponent(w.id)}/approval-challenge`);
+  if (ch.intent_hash !== hash) throw new Error("the server asked to approve another intent; refused");
+  if (ch.approver !== me.member) throw new Error(`the server asked to approve as ${ch.approver}; refused`);
+  const now = Date.now();
+  if (!(ch.expires_at_ms > now && ch.expires_at_ms <= now + 2 * 3600 * 1000)) {
+    throw new Error("the approval's expiry is not within the next two hours; refused");
+  }
+  const message = await approvalMessage(hash, ch.policy_version, ch.expires_at_ms);
+  if (ch.options.publicKey.challenge !== base64url(message)) {
+    throw new Error("the server's challenge is not this approval's message; refused");
+  }
+  const cred = await navigator.credentials.get(requestOptions(ch.options, message));
+  const r = cred.response;
+  await api(
+    "POST",
+    `/v1/withdrawals/${encodeURIComponent(w.id)}/approvals`,
+    {
+      approver: ch.approver,
+      intent_hash: hash,
+      policy_version: ch.policy_version,
+      expires_at_ms: ch.expires_at_ms,
+      webauthn: {
+        authenticator_data: b64(r.authenticatorData),
+        client_data_json: b64(r.clientDataJSON),
+        signature: b64(r.signature),
+      },
+    },
+    { idempotent: true },
+  );
+}
+
+// ---------- security settings ----------
+
+async function security() {
+  const keys = await api("GET", "/v1/me/passkeys");
+  const out = h("div", { "aria-live": "polite" });
+  const list = keys.length
+    ? h("ul", { id: "passkeys" }, keys.map((k) => {
+        const item = h("li", {}, `${k.name}, added ${k.added_at} `);
+        if (me.role) {
+          const btn = h("button", { type: "button", class: "secondary" }, `Governance key for ${k.name}`);
+          btn.addEventListener("click", async () => {
+            try {
+              const spec = await api("GET", `/v1/me/passkeys/${encodeURIComponent(k.id)}/governance-key`);
+              item.append(
+                h("p", { class: "hint", text: "Give this to the admins: they add it to the governance log (set_passkey) so the signer nodes verify your approvals." }),
+                h("pre", { class: "governance-key", text: JSON.stringify(spec, null, 2) }),
+              );
+              btn.disabled = true;
+            } catch (e) {
+              out.replaceChildren(failure(e));
+            }
+          });
+          item.append(btn);
+        }
+        return item;
+      }))
+    : h("p", { id: "passkeys", text: "No passkeys yet." });
+  const name = h("input", { id: "passkey-name", name: "passkey-name", value: "console passkey" });
+  const add = h(
+    "form",
+    {
+      on: {
+        submit: async (ev) => {
+          ev.preventDefault();
+          out.replaceChildren();
+          try {
+            const start = await api("POST", "/v1/me/passkeys/options");
+            const cred = await navigator.credentials.create(creationOptions(start.options));
+            await api("POST", "/v1/me/passkeys", {
+              ceremony_id: start.ceremony_id,
+              credential: credentialJson(cred),
+              name: name.value,
+            });
+            await loadMe();
+            await security();
+          } catch (e) {
+            out.replaceChildren(failure(e));
+          }
+        },
+      },
+    },
+    h("label", { for: "passkey-name" }, "Name for a new passkey", name),
+    h("div", { class: "actions" }, h("button", { type: "submit" }, "Add a passkey")),
+  );
+  show(
+    "Security",
+    h("dl", {},
+      row("Signed in as", me.email),
+      me.role ? row("Role", me.role) : null,
+      me.member ? row("Approves as", me.member) : null,
+      row("Two-factor code (TOTP)", me.totp_enabled ? "on" : "off"),
+      row("Passkeys", String(me.passkeys)),
+    ),
+    h("h2", { text: "Passkeys" }),
+    list,
+    add,
+    out,
+  );
+}
+
+// ---------- routing ----------
+
+async function route() {
+  const hash = location.hash || "#/";
+  renderChrome();
+  try {
+    if (!me && hash !== "#/signin") {
+      location.hash = "#/signin";
+      return;
+    }
+    if (hash === "#/signin") return signIn();
+    if (hash === "#/approvals") return await approvals();
+    if (hash === "#/security") return await security();
+    const m = hash.match(/^#\/withdrawals\/([0-9a-f-]{36})$/);
+    if (m) return await withdrawal(m[1]);
+    location.hash = home();
+  } catch (e) {
+    if (e instanceof ApiFailure && e.status === 401) {
+      me = null;
+      location.hash = "#/signin";
+      return;
+    }
+    show("Something went wrong", failure(e));
+  }
+}
+
+window.addEventListener("hashchange", route);
+loadMe().then(route, (e) => show("Something went wrong", failure(e)));

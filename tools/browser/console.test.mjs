@@ -1,0 +1,299 @@
+// The console in a real browser (Debian's chromium, driven by playwright-core), one phase per
+// run; crates/cli/tests/console.rs sets up `strongroom dev` and calls each phase with:
+//   CONSOLE_URL   https://localhost:PORT
+//   CHROMIUM      the browser (never a downloaded one)
+//   WORK          a folder for this run (screenshots on failure)
+//   VECTORS       crates/core/tests/vectors/intent-v1.json
+//   DESTINATION   the withdrawal's destination
+//   EMAIL, PASSWORD, WITHDRAWAL, CREDENTIAL (phase "approve": the exported passkey, JSON)
+// It prints one JSON line with what the Rust test needs next, and exits non-zero on the first
+// failed check.
+
+import { createHash, X509Certificate } from "node:crypto";
+import { readFileSync, writeFileSync } from "node:fs";
+import tls from "node:tls";
+import { createRequire } from "node:module";
+import { chromium } from "playwright-core";
+
+const require = createRequire(import.meta.url);
+const env = (k) => {
+  const v = process.env[k];
+  if (!v) throw new Error(`${k} is not set`);
+  return v;
+};
+const base = env("CONSOLE_URL");
+const phase = process.argv[2];
+
+function check(ok, what) {
+  if (!ok) throw new Error(`check failed: ${what}`);
+}
+
+/** The SHA-256 of the server certificate's public key (base64), as chromium's
+ * --ignore-certificate-errors-spki-list takes it. */
+async function serverSpki() {
+  const url = new URL(base);
+  const socket = tls.connect({ host: url.hostname, port: Number(url.port), servername: url.hostname, rejectUnauthorized: false });
+  await new Promise((ok, fail) => {
+    socket.once("secureConnect", ok);
+    socket.once("error", fail);
+  });
+  const cert = new X509Certificate(socket.getPeerCertificate(true).raw);
+  socket.destroy();
+  const spki = cert.publicKey.export({ type: "spki", format: "der" });
+  return createHash("sha256").update(spki).digest("base64");
+}
+
+async function launch() {
+  const spki = await serverSpki();
+  const browser = await chromium.launch({
+    executablePath: env("CHROMIUM"),
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      // The dev CA's certificate, by its key: trusted like a real one (WebAuthn refuses pages
+      // with certificate errors, so ignoring errors would not do).
+      `--ignore-certificate-errors-spki-list=${spki}`,
+    ],
+  });
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const violations = [];
+  page.on("console", (m) => {
+    if (/Content Security Policy|Refused to/.test(m.text())) violations.push(m.text());
+  });
+  page.on("pageerror", (e) => violations.push(`page error: ${e.message}`));
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("WebAuthn.enable");
+  const { authenticatorId } = await cdp.send("WebAuthn.addVirtualAuthenticator", {
+    options: {
+      protocol: "ctap2",
+      transport: "internal",
+      hasResidentKey: true,
+      hasUserVerification: true,
+      isUserVerified: true,
+      automaticPresenceSimulation: true,
+    },
+  });
+  return { browser, page, cdp, authenticatorId, violations };
+}
+
+/** axe-core on the page as it is: no serious or critical violation. */
+async function accessible(page, where) {
+  await page.evaluate(readFileSync(require.resolve("axe-core/axe.min.js"), "utf8"));
+  const r = await page.evaluate(() => window.axe.run(document, { resultTypes: ["violations"] }));
+  const bad = r.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+  check(bad.length === 0, `${where}: accessibility: ${JSON.stringify(bad.map((v) => [v.id, v.nodes.map((n) => n.target)]))}`);
+  return r.violations.length;
+}
+
+async function signInWithPassword(page) {
+  await page.goto(`${base}/`);
+  await page.getByLabel("E-mail").fill(env("EMAIL"));
+  await page.getByLabel("Password").fill(env("PASSWORD"));
+  await page.getByRole("button", { name: "Sign in", exact: true }).click();
+  await page.getByRole("link", { name: "Approvals" }).waitFor();
+}
+
+async function openWithdrawal(page, id) {
+  // A fresh load, so nothing shown before can pass for this page.
+  await page.goto("about:blank");
+  await page.goto(`${base}/console/#/withdrawals/${id}`);
+  await page.locator("#verification").waitFor();
+}
+
+/** Phase 1: headers, the decoder against the published vectors, sign-in, the inbox, the
+ * detail and its checks, accessibility, a lying server, and a passkey made for governance. */
+async function check_and_enrol() {
+  const { browser, page, cdp, authenticatorId, violations } = await launch();
+  const out = {};
+  try {
+    // The page and its headers: strict CSP, no framing, the root sends you to the console.
+    const resp = await page.goto(`${base}/`);
+    check(resp.url() === `${base}/console/`, `/ leads to the console (${resp.url()})`);
+    const csp = resp.headers()["content-security-policy"] || "";
+    check(csp.includes("script-src 'self'") && csp.includes("frame-ancestors 'none'") && !csp.includes("unsafe"), `console CSP: ${csp}`);
+    check(resp.headers()["x-frame-options"] === "DENY", "X-Frame-Options");
+    const apiCsp = await page.evaluate(async () => (await fetch("/v1/health")).headers.get("content-security-policy"));
+    check((apiCsp || "").includes("default-src 'none'"), `API CSP: ${apiCsp}`);
+
+    // The decoder, in this browser, against the published vectors.
+    const vectors = JSON.parse(readFileSync(env("VECTORS"), "utf8"));
+    const results = await page.evaluate(async (v) => {
+      const m = await import("/console/intent.js");
+      const valid = [];
+      for (const t of v.valid) {
+        const bytes = m.hexToBytes(t.encoding_hex);
+        const d = m.decodeIntent(bytes);
+        valid.push({
+          hash: await m.intentHash(bytes),
+          destination: d.destination,
+          amount: d.amount,
+          request_id: d.request_id,
+          contract: d.asset.contract,
+        });
+      }
+      const invalid = v.invalid.map((t) => {
+        try {
+          m.decodeIntent(m.hexToBytes(t.encoding_hex));
+          return "accepted";
+        } catch (e) {
+          return e.message;
+        }
+      });
+      const keccakEmpty = m.bytesToHex(m.keccak256(new Uint8Array(0)));
+      const keccakAbc = m.bytesToHex(m.keccak256(new TextEncoder().encode("abc")));
+      const long = m.bytesToHex(m.keccak256(new Uint8Array(200).fill(0x61)));
+      return { valid, invalid, keccakEmpty, keccakAbc, long };
+    }, vectors);
+    vectors.valid.forEach((t, i) => {
+      const got = results.valid[i];
+      check(got.hash === t.hash_hex, `vector ${t.description}: hash ${got.hash}`);
+      check(got.destination === t.intent.destination.canonical, `vector ${t.description}: destination`);
+      check(got.amount === t.intent.amount, `vector ${t.description}: amount`);
+      check(got.request_id === t.intent.request_id, `vector ${t.description}: request id`);
+      check(got.contract === (t.intent.asset.contract ? t.intent.asset.contract.canonical : null), `vector ${t.description}: contract`);
+    });
+    vectors.invalid.forEach((t, i) => check(results.invalid[i] === t.error, `invalid vector ${t.description}: ${results.invalid[i]}`));
+    check(results.keccakEmpty === "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470", "keccak256('')");
+    check(results.keccakAbc === "4e03657aea45a94fc7d47ba826c8d667c0d1e6e33a64a036ec44f58fa12d6c45", "keccak256('abc')");
+    // Two blocks (200 bytes of "a"), as pycryptodome's Keccak-256 computes it.
+    check(results.long === "96ea54061def936c4be90b518992fdc6f12f535068a256229aca54267b4d084d", "keccak256 over two blocks");
+
+    // Signing in; a wrong password is refused with the server's reason.
+    await page.getByLabel("E-mail").fill(env("EMAIL"));
+    await page.getByLabel("Password").fill("not the password at all");
+    await page.getByRole("button", { name: "Sign in", exact: true }).click();
+    await page.getByRole("alert").waitFor();
+    out.axe_signin = await accessible(page, "sign-in");
+    await signInWithPassword(page);
+
+    // The inbox lists the withdrawal, decoded here.
+    const id = env("WITHDRAWAL");
+    await page.getByRole("link", { name: "Approvals" }).click();
+    const link = page.getByRole("link", { name: id.slice(0, 8) });
+    await link.waitFor();
+    const rowText = await page.locator("tbody tr").filter({ has: link }).innerText();
+    check(rowText.includes("0.5 ETH") && rowText.includes("0 of 2"), `inbox row: ${rowText}`);
+    out.axe_inbox = await accessible(page, "inbox");
+
+    // The detail: decoded from the bytes, hash recomputed, the policy's reason.
+    await link.click();
+    await page.locator("#verification").waitFor();
+    const verified = await page.locator("#verification").innerText();
+    check(verified.includes("matches"), `verification: ${verified}`);
+    const intent = await page.locator("#intent").innerText();
+    check(intent.includes("0.5 ETH") && intent.includes(env("DESTINATION")), `intent: ${intent}`);
+    const policy = await page.locator("#policy").innerText();
+    check(policy.includes("large-eth") && policy.includes("0 of 2"), `policy: ${policy}`);
+    out.axe_detail = await accessible(page, "withdrawal");
+
+    // Until the admins put the approver's passkey in governance, there is nothing to sign
+    // with, and the page says why.
+    await page.getByRole("button", { name: "Approve with my passkey" }).click();
+    await page.getByRole("alert").waitFor();
+    out.before_governance = await page.getByRole("alert").innerText();
+
+    // A lying server: the withdrawal's fields say another destination than its intent. The
+    // page says so and will not approve.
+    const attacker = "0x000000000000000000000000000000000000dEaD";
+    await page.route(`${base}/v1/withdrawals/${id}`, async (route) => {
+      const r = await route.fetch();
+      const json = await r.json();
+      json.destination = attacker;
+      await route.fulfill({ response: r, json });
+    });
+    await openWithdrawal(page, id);
+    const lie = await page.locator("#verification").innerText();
+    check(lie.includes("does not match") && lie.includes(attacker), `lie shown: ${lie}`);
+    check(await page.getByRole("button", { name: "Approve with my passkey" }).isDisabled(), "approve disabled on a lie");
+    // The shown destination is the intent's, not the server's.
+    check(!(await page.locator("#intent").innerText()).includes(attacker), "the intent's destination is shown");
+    await page.unroute(`${base}/v1/withdrawals/${id}`);
+
+    // A passkey for governance: made on the security page, its governance key shown.
+    await page.getByRole("link", { name: "Security" }).click();
+    await page.getByRole("button", { name: "Add a passkey" }).click();
+    await page.locator("#passkeys li").first().waitFor();
+    out.axe_security = await accessible(page, "security");
+    await page.getByRole("button", { name: /^Governance key for/ }).click();
+    out.governance_key = JSON.parse(await page.locator("pre.governance-key").innerText());
+    const { credentials } = await cdp.send("WebAuthn.getCredentials", { authenticatorId });
+    check(credentials.length === 1, "one credential on the authenticator");
+    out.credential = credentials[0];
+    check(violations.length === 0, `CSP violations or page errors: ${violations.join(" | ")}`);
+  } catch (e) {
+    await page.screenshot({ path: `${env("WORK")}/check-and-enrol.png` }).catch(() => {});
+    throw e;
+  } finally {
+    await browser.close();
+  }
+  return out;
+}
+
+/** Phase 2: the passkey is in governance now. Sign in with it (a second factor), refuse a
+ * challenge that is not the approval's message, then approve. */
+async function approve() {
+  const { browser, page, cdp, authenticatorId, violations } = await launch();
+  const out = {};
+  try {
+    await cdp.send("WebAuthn.addCredential", { authenticatorId, credential: JSON.parse(env("CREDENTIAL")) });
+    const id = env("WITHDRAWAL");
+    const signCount = async () => (await cdp.send("WebAuthn.getCredentials", { authenticatorId })).credentials[0].signCount;
+
+    // Signed in with a password only: the passkey signs, but the server keeps approvals to
+    // sessions with a second factor.
+    await signInWithPassword(page);
+    await openWithdrawal(page, id);
+    await page.getByRole("button", { name: "Approve with my passkey" }).click();
+    await page.getByRole("alert").waitFor();
+    out.without_2fa = await page.getByRole("alert").innerText();
+    await page.getByRole("button", { name: "Sign out" }).click();
+
+    // Signed in with the passkey.
+    await page.getByLabel("E-mail").fill(env("EMAIL"));
+    await page.getByRole("button", { name: "Sign in with a passkey" }).click();
+    await page.getByRole("link", { name: "Approvals" }).waitFor();
+
+    // A lying server asks the passkey to sign for another policy version than it says: the
+    // page recomputes the message, sees the challenge is not it, and never asks the passkey.
+    await page.route(`${base}/v1/withdrawals/${id}/approval-challenge`, async (route) => {
+      const r = await route.fetch();
+      const json = await r.json();
+      json.policy_version += 1;
+      await route.fulfill({ response: r, json });
+    });
+    await openWithdrawal(page, id);
+    const before = await signCount();
+    await page.getByRole("button", { name: "Approve with my passkey" }).click();
+    await page.getByRole("alert").waitFor();
+    out.refused = await page.getByRole("alert").innerText();
+    check(out.refused.includes("refused"), `refusal: ${out.refused}`);
+    check((await signCount()) === before, "the passkey signed nothing");
+    await page.unroute(`${base}/v1/withdrawals/${id}/approval-challenge`);
+
+    // The honest path.
+    await openWithdrawal(page, id);
+    await page.getByRole("button", { name: "Approve with my passkey" }).click();
+    await page.locator("#approvals li").first().waitFor();
+    out.approvals = await page.locator("#approvals").innerText();
+    check(out.approvals.includes("ann"), `approvals: ${out.approvals}`);
+    check((await signCount()) > before, "the passkey signed the approval");
+    check(violations.length === 0, `CSP violations or page errors: ${violations.join(" | ")}`);
+  } catch (e) {
+    await page.screenshot({ path: `${env("WORK")}/approve.png` }).catch(() => {});
+    throw e;
+  } finally {
+    await browser.close();
+  }
+  return out;
+}
+
+const phases = { "check-and-enrol": check_and_enrol, approve };
+if (!phases[phase]) throw new Error(`unknown phase ${phase}`);
+const result = await phases[phase]();
+writeFileSync(1, JSON.stringify(result) + "\n");
