@@ -5,7 +5,8 @@
 //   WORK          a folder for this run (screenshots on failure)
 //   VECTORS       crates/core/tests/vectors/intent-v1.json
 //   DESTINATION   the withdrawal's destination
-//   EMAIL, PASSWORD, WITHDRAWAL, CREDENTIAL (phase "approve": the exported passkey, JSON)
+//   EMAIL, PASSWORD, WITHDRAWAL, CREDENTIAL (phase "approve": the exported passkey, JSON),
+//   WITHDRAWAL2 (phase "approve": one to deny)
 // It prints one JSON line with what the Rust test needs next, and exits non-zero on the first
 // failed check.
 
@@ -188,6 +189,8 @@ async function check_and_enrol() {
     check(verified.includes("matches"), `verification: ${verified}`);
     const intent = await page.locator("#intent").innerText();
     check(intent.includes("0.5 ETH") && intent.includes(env("DESTINATION")), `intent: ${intent}`);
+    const note = await page.locator("#destination-note").innerText();
+    check(note.includes("not on any whitelist") && note.includes("first withdrawal"), `destination note: ${note}`);
     const policy = await page.locator("#policy").innerText();
     check(policy.includes("large-eth") && policy.includes("0 of 2"), `policy: ${policy}`);
     out.axe_detail = await accessible(page, "withdrawal");
@@ -283,6 +286,17 @@ async function approve() {
     out.approvals = await page.locator("#approvals").innerText();
     check(out.approvals.includes("ann"), `approvals: ${out.approvals}`);
     check((await signCount()) > before, "the passkey signed the approval");
+
+    // Another withdrawal, denied with a reason: cancelled for everyone, and the page says who
+    // denied it and why.
+    const other = env("WITHDRAWAL2");
+    await openWithdrawal(page, other);
+    await page.getByLabel(/^Why/).fill("the customer says this is not theirs");
+    out.axe_deny = await accessible(page, "deny");
+    await page.getByRole("button", { name: "Deny this withdrawal" }).click();
+    await page.getByText(/^Denied by ann/).waitFor();
+    out.denied = await page.getByText(/^Denied by ann/).innerText();
+    check(!(await page.getByRole("button", { name: "Deny this withdrawal" }).count()), "no deny button once cancelled");
     check(violations.length === 0, `CSP violations or page errors: ${violations.join(" | ")}`);
   } catch (e) {
     await page.screenshot({ path: `${env("WORK")}/approve.png` }).catch(() => {});

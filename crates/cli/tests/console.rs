@@ -213,12 +213,26 @@ fn an_approver_checks_and_approves_a_withdrawal_in_the_console_with_a_passkey() 
 
     // In the browser again, with the same passkey: a password-only session may not approve;
     // signed in with the passkey, a forged challenge is refused and the honest approval made.
+    // A second withdrawal, which ann will deny.
+    let w2 = api(
+        &dev,
+        "POST",
+        "/v1/withdrawals",
+        Some(
+            serde_json::json!({"customer_id": cid, "asset": "ETH", "destination": dest, "amount": "0.3"}),
+        ),
+    );
+    let id2 = w2["id"].as_str().unwrap_or_else(|| panic!("{w2}")).to_owned();
     let mut env2 = page_env.clone();
     env2.push(("CREDENTIAL", first["credential"].to_string()));
+    env2.push(("WITHDRAWAL2", id2.clone()));
     let second = browser(&tools, &chromium, "approve", &env2);
     println!("console phase 2: {second}");
     let no_2fa = second["without_2fa"].as_str().unwrap();
     assert!(no_2fa.contains("two_factor_required"), "{no_2fa}");
+    let denied = api(&dev, "GET", &format!("/v1/withdrawals/{id2}"), None);
+    assert_eq!(denied["state"], "cancelled", "{denied}");
+    assert_eq!(denied["denial"]["reason"], "the customer says this is not theirs", "{denied}");
 
     // The engine counts ann's approval (verified against her passkey in governance); al
     // approves from his own machine; the nodes sign and the withdrawal settles.

@@ -304,7 +304,7 @@ async function withdrawal(id) {
     h("h2", { text: "What is signed" }),
     h("dl", { id: "intent" },
       row("Amount", `${formatUnits(intent.amount, intent.asset.decimals)} ${intent.asset.symbol}`),
-      row("Destination", h("span", { class: "mono", text: intent.destination })),
+      row("Destination", h("span", { class: "mono", text: intent.destination }), h("br"), destinationNote(w)),
       row("Chain", intent.chain),
       row("Asset", `${intent.asset.symbol}, ${intent.asset.decimals} decimals${intent.asset.contract ? ", contract " : ", native"}`,
         intent.asset.contract ? h("span", { class: "mono", text: intent.asset.contract }) : ""),
@@ -343,6 +343,9 @@ async function withdrawal(id) {
       reasons.length ? h("ul", {}, reasons.map((r) => h("li", { text: `${r.source}: ${r.detail} (${r.points})` }))) : null,
     );
   }
+  if (w.denial) {
+    parts.unshift(notice("bad", `Denied by ${w.denial.by} at ${when(w.denial.at_ms)}: ${w.denial.reason}`));
+  }
   const out = h("div", { "aria-live": "polite" });
   const mine = got.some((a) => a.approver === me.member);
   if (me.role === "approver" && w.state === "reserved" && !mine) {
@@ -362,8 +365,27 @@ async function withdrawal(id) {
     });
     parts.push(h("div", { class: "actions" }, approve));
   }
+  if (me.role === "approver" && w.state === "reserved") {
+    parts.push(denyForm(w, out));
+  }
   parts.push(out);
   show(`Withdrawal ${w.id.slice(0, 8)}`, ...parts);
+}
+
+/** What is known about the destination: its whitelist label, and whether it is new. */
+function destinationNote(w) {
+  const notes = [];
+  const wl = w.destination_whitelist;
+  if (wl) {
+    const whose = wl.scope === "internal" ? "our own wallet" : "on the customer's whitelist";
+    notes.push(`${wl.label} (${whose}, usable from ${when(wl.usable_from_ms)})`);
+  } else {
+    notes.push("not on any whitelist");
+  }
+  const features = (w.risk && w.risk.assessment && w.risk.assessment.features) || [];
+  const fresh = features.find((f) => f.name === "new_destination");
+  if (fresh && fresh.value >= 1) notes.push("the first withdrawal to this address");
+  return h("span", { class: "hint", id: "destination-note", text: notes.join("; ") });
 }
 
 /**
@@ -400,6 +422,32 @@ async function approveWith(w, hash) {
       },
     },
     { idempotent: true },
+  );
+}
+
+/** Deny with a reason: the withdrawal is cancelled for everyone. */
+function denyForm(w, out) {
+  const reason = h("textarea", { id: "deny-reason", name: "deny-reason", rows: 2, maxlength: 500, required: true });
+  return h(
+    "form",
+    {
+      class: "deny",
+      on: {
+        submit: async (ev) => {
+          ev.preventDefault();
+          out.replaceChildren();
+          try {
+            await api("POST", `/v1/withdrawals/${encodeURIComponent(w.id)}/deny`, { reason: reason.value }, { idempotent: true });
+            await withdrawal(w.id);
+          } catch (e) {
+            out.replaceChildren(failure(e));
+          }
+        },
+      },
+    },
+    h("h2", { text: "Deny" }),
+    h("label", { for: "deny-reason" }, "Why (the withdrawal is cancelled for everyone)", reason),
+    h("div", { class: "actions" }, h("button", { type: "submit", class: "danger" }, "Deny this withdrawal")),
   );
 }
 

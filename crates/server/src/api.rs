@@ -81,6 +81,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_withdrawals, create_withdrawal))
         .routes(routes!(get_withdrawal))
         .routes(routes!(cancel_withdrawal))
+        .routes(routes!(deny_withdrawal))
         .routes(routes!(submit_approval))
         .routes(routes!(crate::risk::add_event, crate::risk::list_events))
         .routes(routes!(crate::risk::list_reviews))
@@ -305,6 +306,20 @@ pub struct WithdrawalView {
     /// line says which count).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approvals: Option<Vec<ApprovalView>>,
+    /// Who denied it and why, if an approver did (single-withdrawal reads).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denial: Option<DenialView>,
+    /// The governance whitelist's entry for the destination, if it has one (single reads).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination_whitelist: Option<crate::governance::WhitelistMatch>,
+}
+
+/// An approver's denial.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DenialView {
+    pub by: String,
+    pub reason: String,
+    pub at_ms: i64,
 }
 
 /// A withdrawal's transaction.
@@ -355,6 +370,8 @@ impl From<&Withdrawal> for WithdrawalView {
             risk: None,
             signer_refusal: None,
             approvals: None,
+            denial: None,
+            destination_whitelist: None,
         }
     }
 }
@@ -397,6 +414,9 @@ impl WriteBody for CreditDeposit {
 }
 impl WriteBody for CreateWithdrawal {
     const ROLES: &'static [Role] = WRITERS;
+}
+impl WriteBody for DenyWithdrawal {
+    const ROLES: &'static [Role] = APPROVERS;
 }
 impl WriteBody for EmptyBody {
     const ROLES: &'static [Role] = WRITERS;
@@ -897,6 +917,12 @@ async fn get_withdrawal(
     }
     view.approvals =
         Some(state.store().approvals(id).await?.into_iter().map(ApprovalView::from).collect());
+    view.destination_whitelist = crate::governance::destination_whitelist(&state, &w).await?;
+    view.denial = state.store().withdrawal_denial(id).await?.map(|d| DenialView {
+        by: d.by,
+        reason: d.reason,
+        at_ms: d.at.unix_ms(),
+    });
     Ok(Json(view))
 }
 
@@ -1008,6 +1034,58 @@ async fn submit_approval(
     };
     let all = state.store().add_approval(&req.ctx, id, approval).await?;
     Ok(Json(all.into_iter().map(ApprovalView::from).collect()))
+}
+
+/// Why an approver denies a withdrawal.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DenyWithdrawal {
+    /// 1 to 500 characters, kept with the withdrawal and in the audit log.
+    pub reason: String,
+}
+
+/// Deny a withdrawal waiting for approvals: it is cancelled and its funds released, with who
+/// denied it and why, in one transaction. One denial ends the request for everyone; once
+/// built, a withdrawal only goes forward (`invalid_transition`). A staff approver denies as
+/// their governance member, signed in with a second factor.
+#[utoipa::path(post, path = "/v1/withdrawals/{id}/deny", tag = "withdrawals", security(("token" = [])),
+    params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)),
+    request_body = DenyWithdrawal,
+    responses((status = 200, body = WithdrawalView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn deny_withdrawal(
+    State(state): State<AppState>,
+    id: Result<Path<Uuid>, PathRejection>,
+    req: Write<DenyWithdrawal>,
+) -> Result<Json<WithdrawalView>, ApiError> {
+    let id = path_id(id)?;
+    let reason = req.body.reason.trim().to_owned();
+    if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid_reason",
+            "the reason is 1 to 500 printable characters",
+        ));
+    }
+    let by = match &req.principal.account {
+        Some(account) => {
+            let member = crate::accounts::staff_member(&state, account).await?;
+            crate::accounts::check_staff_approval(
+                &state,
+                account,
+                &req.principal.token_id,
+                &member,
+            )
+            .await?;
+            format!("{member} ({})", req.ctx.actor)
+        }
+        None => req.ctx.actor.clone(),
+    };
+    let denial = strongroom_store::Denial { by, reason, at: state.env().now() };
+    let w = state
+        .store()
+        .deny_withdrawal(&req.ctx, Some(&req.idem), id, denial, new_id(state.env()))
+        .await?;
+    Ok(Json((&w).into()))
 }
 
 /// Cancel a reserved withdrawal: its funds return to available.

@@ -498,6 +498,49 @@ pub(crate) async fn check_initiation(
     Ok(())
 }
 
+/// A withdrawal's destination as the governance whitelist names it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WhitelistMatch {
+    pub label: String,
+    /// `internal` (our own wallets) or `customer` (the customer's own whitelist).
+    pub scope: String,
+    /// When the entry's time-lock ended (or ends).
+    pub usable_from_ms: i64,
+}
+
+/// The governance whitelist's entry for a withdrawal's destination, if it has one (internal,
+/// or the withdrawal's customer's own).
+pub(crate) async fn destination_whitelist(
+    state: &AppState,
+    w: &Withdrawal,
+) -> Result<Option<WhitelistMatch>, ApiError> {
+    use strongroom_governance::log::WhitelistScope;
+    let rec = state.store().governance().await?;
+    let Some(gov) = state_of(&rec, state.env().now())? else { return Ok(None) };
+    let chain = w.intent.chain.as_str();
+    let customer = w.customer_id.to_string();
+    Ok(gov
+        .whitelist
+        .iter()
+        .filter(|e| e.address.eq_ignore_ascii_case(w.intent.destination.as_str()))
+        .find_map(|e| {
+            let scope = match &e.scope {
+                WhitelistScope::Internal { chain: c } if c == chain => "internal",
+                WhitelistScope::Customer { customer_id, chain: c }
+                    if c == chain && *customer_id == customer =>
+                {
+                    "customer"
+                }
+                _ => return None,
+            };
+            Some(WhitelistMatch {
+                label: e.label.clone(),
+                scope: scope.into(),
+                usable_from_ms: e.usable_from.unix_ms(),
+            })
+        }))
+}
+
 pub(crate) async fn policy_status(
     state: &AppState,
     w: &Withdrawal,

@@ -404,7 +404,7 @@ async fn every_documented_route_enforces_authentication_and_roles() {
                     &[Role::Admin]
                 } else if path.starts_with("/v1/risk/reviews/") {
                     &[Role::Analyst]
-                } else if path.ends_with("/approvals") {
+                } else if path.ends_with("/approvals") || path.ends_with("/deny") {
                     &[Role::Approver]
                 } else {
                     &[]
@@ -2045,6 +2045,26 @@ async fn a_staff_approver_approves_with_a_passkey_the_governance_log_holds() {
     let (_, w, _) =
         s.call("GET", &format!("/v1/withdrawals/{wid}"), Some(Role::Auditor), None, None).await;
     assert_eq!(w["policy"]["outcome"], "allow", "{w}");
+
+    // Ann changes her mind before it is built: a denial needs a second factor and a reason,
+    // cancels the withdrawal for everyone, and says who and why.
+    let deny = format!("/v1/withdrawals/{wid}/deny");
+    let (st, v, _) =
+        s.session("POST", &deny, &ann_pw, Some(json!({"reason": "wrong payee"}))).await;
+    assert_eq!((st, code(&v)), (StatusCode::FORBIDDEN, "two_factor_required"), "{v}");
+    let (st, v, _) = s.session("POST", &deny, &ann_2fa, Some(json!({"reason": "  "}))).await;
+    assert_eq!((st, code(&v)), (StatusCode::BAD_REQUEST, "invalid_reason"), "{v}");
+    let (st, v, _) =
+        s.session("POST", &deny, &ann_2fa, Some(json!({"reason": "wrong payee"}))).await;
+    assert_eq!((st, v["state"].as_str()), (StatusCode::OK, Some("cancelled")), "{v}");
+    let (_, w, _) =
+        s.call("GET", &format!("/v1/withdrawals/{wid}"), Some(Role::Auditor), None, None).await;
+    assert_eq!(w["denial"]["reason"], "wrong payee", "{w}");
+    assert!(w["denial"]["by"].as_str().unwrap().starts_with("ann ("), "{w}");
+    let (st, v, _) = s
+        .call("POST", &deny, Some(Role::Approver), Some("d2"), Some(json!({"reason": "me too"})))
+        .await;
+    assert_eq!((st, code(&v)), (StatusCode::CONFLICT, "invalid_transition"), "{v}");
     s.stop().await;
 }
 

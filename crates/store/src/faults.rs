@@ -16,6 +16,7 @@ pub const POINTS: &[&str] = &[
     "withdrawal.after_context",
     "withdrawal.after_initiation",
     "withdrawal.after_transition",
+    "withdrawal.after_denial",
     "withdrawal.after_fee_reserve",
     "withdrawal.after_build",
     "withdrawal.after_signed",

@@ -195,6 +195,18 @@ pub trait Withdrawals: Send + Sync {
         to: WithdrawalState,
         entry_id: Uuid,
     ) -> Result<Withdrawal>;
+    /// An approver denies a reserved withdrawal: it is cancelled (its funds released) and the
+    /// denial kept with it, in one transaction. One denial ends the request for everyone.
+    async fn deny_withdrawal(
+        &self,
+        ctx: &WriteCtx,
+        idem: Option<&Idempotency>,
+        id: Uuid,
+        denial: Denial,
+        entry_id: Uuid,
+    ) -> Result<Withdrawal>;
+    /// Who denied a withdrawal, and why (None: not denied).
+    async fn withdrawal_denial(&self, id: Uuid) -> Result<Option<Denial>>;
     async fn get_withdrawal(&self, id: Uuid) -> Result<Withdrawal>;
     async fn list_withdrawals(&self, filter: &WithdrawalFilter) -> Result<Vec<Withdrawal>>;
     /// Keep an approver's signed approval of a withdrawal (replacing that approver's earlier

@@ -25,6 +25,7 @@ use crate::{Faults, Result, StoreError};
 mod approvals;
 mod auth;
 mod chain;
+mod denials;
 mod deposits;
 mod governance;
 mod impls;

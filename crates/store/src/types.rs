@@ -479,6 +479,16 @@ pub struct ReviewNote {
     pub text: String,
 }
 
+/// An approver's denial of a withdrawal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Denial {
+    /// Who denied it (the actor: a token or a staff account).
+    pub by: String,
+    /// In the approver's words (1 to 500 characters).
+    pub reason: String,
+    pub at: Timestamp,
+}
+
 /// The risk engine's decision on a withdrawal and the review that follows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RiskReview {

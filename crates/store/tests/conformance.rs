@@ -109,6 +109,7 @@ conformance!(
     overdraft_is_refused_and_writes_nothing,
     idempotency_keys_replay_or_conflict,
     cancel_releases_and_settle_leaves_custody,
+    a_denial_cancels_once_and_says_who_and_why,
     injected_faults_leave_no_partial_write,
     audit_chain_verifies_and_catches_tampering,
     concurrent_withdrawals_never_overdraw,
@@ -355,6 +356,58 @@ async fn idempotency_keys_replay_or_conflict(store: Arc<SqlStore>) {
     assert_intact(&store).await;
 }
 
+/// A denial cancels a reserved withdrawal and keeps who denied it and why, together; it is
+/// refused once the withdrawal moved on (and writes nothing), and a retry under the same key
+/// replays it.
+async fn a_denial_cancels_once_and_says_who_and_why(store: Arc<SqlStore>) {
+    let c = customer(&store, "u").await;
+    deposit(&store, c, 10u128.pow(18)).await;
+    fund_treasury(&store).await;
+    let a = store.request_withdrawal(&ctx(env().now()), None, plan(c, "0.1")).await.unwrap();
+    let key = idem("deny-a", "h");
+    let denied = store
+        .deny_withdrawal(
+            &ctx(env().now()),
+            Some(&key),
+            a.id,
+            denial("unknown payee"),
+            Uuid::new_v4(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(denied.state, WithdrawalState::Cancelled);
+    assert_eq!(balance(&store, c).await, (10u128.pow(18), 0), "the funds are available again");
+    assert_eq!(store.withdrawal_denial(a.id).await.unwrap(), Some(denial("unknown payee")));
+    let replay = store
+        .deny_withdrawal(
+            &ctx(env().now()),
+            Some(&key),
+            a.id,
+            denial("unknown payee"),
+            Uuid::new_v4(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(replay.state, WithdrawalState::Cancelled, "the same request replays");
+    // A second denial (another approver) finds it ended.
+    let again = store
+        .deny_withdrawal(&ctx(env().now()), None, a.id, denial("me too"), Uuid::new_v4())
+        .await;
+    assert!(matches!(again, Err(StoreError::InvalidTransition { .. })), "{again:?}");
+    assert_eq!(store.withdrawal_denial(a.id).await.unwrap().unwrap().reason, "unknown payee");
+    // Once built, a withdrawal only goes forward: a denial is refused and writes nothing.
+    let b = store.request_withdrawal(&ctx(env().now()), None, plan(c, "0.2")).await.unwrap();
+    store.build_tx(&ctx(env().now()), build(b.id, 0)).await.unwrap();
+    let before = snapshot(&store).await;
+    let late = store
+        .deny_withdrawal(&ctx(env().now()), None, b.id, denial("too late"), Uuid::new_v4())
+        .await;
+    assert!(matches!(late, Err(StoreError::InvalidTransition { from: "built", .. })), "{late:?}");
+    assert_eq!(snapshot(&store).await, before);
+    assert_eq!(store.withdrawal_denial(b.id).await.unwrap(), None);
+    assert_intact(&store).await;
+}
+
 async fn cancel_releases_and_settle_leaves_custody(store: Arc<SqlStore>) {
     let c = customer(&store, "u").await;
     deposit(&store, c, 10u128.pow(18)).await;
@@ -454,6 +507,10 @@ async fn run_command(
         4 => store.build_tx(&now, build(w, 0)).await.map(|_| ()),
         5 => store.record_signed(&now, w, signed_tx(w, 1)).await.map(|_| ()),
         6 => store.conclude_tx(&now, w, conclusion(true, 21_000)).await.map(|_| ()),
+        8 => store
+            .deny_withdrawal(&now, None, w, denial("not this one"), Uuid::new_v4())
+            .await
+            .map(|_| ()),
         _ => {
             let p = plan(c, "0.01");
             let records = WithdrawalRecords {
@@ -468,7 +525,7 @@ async fn run_command(
     }
 }
 
-const COMMAND_POINTS: [&[&str]; 8] = [
+const COMMAND_POINTS: [&[&str]; 9] = [
     &["customer.after_insert", "audit.after_append"],
     &["deposit.after_postings", "audit.after_append"],
     &["withdrawal.after_reserve", "withdrawal.after_insert", "audit.after_append"],
@@ -483,7 +540,12 @@ const COMMAND_POINTS: [&[&str]; 8] = [
         "withdrawal.after_initiation",
         "audit.after_append",
     ],
+    &["withdrawal.after_transition", "withdrawal.after_denial", "audit.after_append"],
 ];
+
+fn denial(reason: &str) -> Denial {
+    Denial { by: "account:ann".into(), reason: reason.into(), at: env().now() }
+}
 
 /// The device and address a withdrawal was requested from, as the API records them.
 fn context_event(p: &strongroom_core::withdrawal::PlannedWithdrawal) -> RiskEvent {
@@ -553,10 +615,10 @@ async fn initiated_withdrawals_keep_the_signed_request_beside_them(store: Arc<Sq
 /// The state command `which` starts from: reserved, or further along the chain path.
 async fn prepare(store: &SqlStore, which: usize, w: Uuid) {
     let now = ctx(env().now());
-    if which >= 5 {
+    if which == 5 || which == 6 {
         store.build_tx(&now, build(w, 0)).await.unwrap();
     }
-    if which >= 6 {
+    if which == 6 {
         store.record_signed(&now, w, signed_tx(w, 1)).await.unwrap();
         store.record_broadcast(&now, w).await.unwrap();
     }

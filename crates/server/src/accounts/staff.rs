@@ -46,6 +46,16 @@ pub async fn create_staff(
     Ok(id)
 }
 
+/// The governance member a staff approver's account approves (and denies) as.
+pub(crate) async fn staff_member(state: &AppState, account: &str) -> Result<String, ApiError> {
+    let r = state
+        .store()
+        .auth_record("account", account)
+        .await?
+        .ok_or_else(|| ApiError::forbidden("no such account"))?;
+    account_of(&r)?.member.ok_or_else(|| ApiError::forbidden("only a staff approver may do this"))
+}
+
 /// A staff session may submit an approval only as its own governance member, and only when
 /// it signed in with a second factor (TOTP, a recovery code or a passkey).
 pub(crate) async fn check_staff_approval(

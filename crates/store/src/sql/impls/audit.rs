@@ -125,6 +125,7 @@ impl AuditStore for SqlStore {
         self.sweep_entity_states(&mut out).await?;
         self.approval_entity_states(&mut out).await?;
         self.refusal_entity_states(&mut out).await?;
+        self.denial_entity_states(&mut out).await?;
         self.initiation_entity_states(&mut out).await?;
         self.governance_entity_states(&mut out).await?;
         self.risk_entity_states(&mut out).await?;

@@ -78,6 +78,26 @@ impl Withdrawals for SqlStore {
         self.settle(result.and_then(from_json), idem).await
     }
 
+    async fn deny_withdrawal(
+        &self,
+        ctx: &WriteCtx,
+        idem: Option<&Idempotency>,
+        id: Uuid,
+        denial: crate::types::Denial,
+        entry_id: Uuid,
+    ) -> Result<Withdrawal> {
+        let job = job(move |w, ctx| {
+            let d = denial.clone();
+            Box::pin(async move { denials::stage_deny(w, ctx, id, d, entry_id).await })
+        });
+        let result = self.submit(ctx, idem, job).await;
+        self.settle(result.and_then(from_json), idem).await
+    }
+
+    async fn withdrawal_denial(&self, id: Uuid) -> Result<Option<crate::types::Denial>> {
+        self.read_denial(id).await
+    }
+
     async fn get_withdrawal(&self, id: Uuid) -> Result<Withdrawal> {
         let row =
             sqlx::query(&format!("SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals WHERE id = $1"))
