@@ -307,7 +307,59 @@ async function approve() {
   return out;
 }
 
-const phases = { "check-and-enrol": check_and_enrol, approve };
+/** An analyst works the review queue: two paused withdrawals (REVIEW1, REVIEW2); the first
+ * assigned, noted and released, the second rejected with a note. */
+async function analyst() {
+  const { browser, page, violations } = await launch();
+  const out = {};
+  try {
+    await page.goto(`${base}/`);
+    await page.getByLabel("E-mail").fill(env("EMAIL"));
+    await page.getByLabel("Password").fill(env("PASSWORD"));
+    await page.getByRole("button", { name: "Sign in", exact: true }).click();
+    await page.getByRole("link", { name: "Review queue" }).waitFor();
+    const [first, second] = [env("REVIEW1"), env("REVIEW2")];
+    await page.getByRole("link", { name: first.slice(0, 8) }).waitFor();
+    check((await page.locator("tbody tr").count()) === 2, "two withdrawals wait for a review");
+    out.queue = await page.locator("tbody").innerText();
+    check(out.queue.includes("rule:new-destination"), `queue: ${out.queue}`);
+    out.axe_queue = await accessible(page, "review queue");
+
+    await page.getByRole("link", { name: first.slice(0, 8) }).click();
+    await page.locator("#reasons").waitFor();
+    out.reasons = await page.locator("#reasons").innerText();
+    check(out.reasons.includes("rule:new-destination"), `reasons: ${out.reasons}`);
+    check((await page.locator("#features").innerText()).includes("new_destination"), "features shown");
+    check((await page.locator("#history tbody tr").count()) === 2, "the customer's history");
+    check((await page.locator("#review").innerText()).includes("0.2 ETH"), "the amount, decoded");
+    out.axe_review = await accessible(page, "review");
+    await page.getByRole("button", { name: "Assign to me" }).click();
+    await page.locator("#review").getByText(env("EMAIL_SHOWN")).waitFor();
+    await page.getByLabel(/^Note/).fill("called the customer: it is theirs");
+    await page.getByRole("button", { name: "Add note" }).click();
+    await page.locator("#notes li").first().waitFor();
+    out.notes = await page.locator("#notes").innerText();
+    check(out.notes.includes("called the customer"), `notes: ${out.notes}`);
+    await page.getByRole("button", { name: "Release" }).click();
+    await page.locator("#review").getByText(/^released/).waitFor();
+
+    await page.goto("about:blank");
+    await page.goto(`${base}/console/#/reviews/${second}`);
+    await page.getByLabel(/^Note/).fill("the customer did not ask for this");
+    await page.getByRole("button", { name: "Reject" }).click();
+    await page.locator("#review").getByText(/^rejected/).waitFor();
+    check(!(await page.getByRole("button", { name: "Release" }).count()), "decided: no more actions");
+    check(violations.length === 0, `CSP violations or page errors: ${violations.join(" | ")}`);
+  } catch (e) {
+    await page.screenshot({ path: `${env("WORK")}/analyst.png` }).catch(() => {});
+    throw e;
+  } finally {
+    await browser.close();
+  }
+  return out;
+}
+
+const phases = { "check-and-enrol": check_and_enrol, approve, analyst };
 if (!phases[phase]) throw new Error(`unknown phase ${phase}`);
 const result = await phases[phase]();
 writeFileSync(1, JSON.stringify(result) + "\n");

@@ -263,3 +263,110 @@ fn an_approver_checks_and_approves_a_withdrawal_in_the_console_with_a_passkey() 
     assert_eq!(paid, ETH / 2, "0.5 ETH reached the destination");
     drop(dev);
 }
+
+/// An analyst works the risk review queue on the console: a rule pauses every first payment
+/// to an address; of two paused withdrawals, one is assigned, noted and released (it settles
+/// on chain), the other rejected with a note (cancelled, its funds back).
+#[test]
+fn an_analyst_releases_and_rejects_paused_withdrawals_in_the_console() {
+    let Some((tools, chromium)) = browser_tools() else { return };
+    let Some(chain) = start_anvil(&["--block-time", "1"]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "version = 2\nreview_at = 50\nblock_at = 100\n[[rules]]\nname = \"new-destination\"\nall = [{ feature = \"new_destination\", at_least = 1.0 }]\naction = \"review\"\nscore = 50\n",
+    )
+    .unwrap();
+    let args = [
+        "--eth-rpc",
+        chain.url.as_str(),
+        "--confirmations",
+        "1",
+        "--risk-rules",
+        rules.to_str().unwrap(),
+    ];
+    let dev = start_dev_with(&data, &args, &[]);
+    let email = "sam@exchange.example";
+    let password = "sam's analyst passphrase";
+    let pw_file = dir.path().join("sam.pw");
+    std::fs::write(&pw_file, password).unwrap();
+    let d = data.to_str().unwrap();
+    let (ok, out) = cli_with(
+        &[
+            "staff",
+            "add",
+            "--email",
+            email,
+            "--role",
+            "analyst",
+            "--password-file",
+            pw_file.to_str().unwrap(),
+            "--data-dir",
+            d,
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    let c = api(&dev, "POST", "/v1/customers", Some(serde_json::json!({"external_id": "rita"})));
+    let cid = c["id"].as_str().unwrap().to_owned();
+    let credit = serde_json::json!({"customer_id": cid, "asset": "ETH", "amount": "2", "reference": "faucet"});
+    api(&dev, "POST", "/v1/deposits", Some(credit));
+    let to_release = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+    let to_reject = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359";
+    let before = balance(&chain.url, to_release);
+    let mut ids = Vec::new();
+    for (dest, amount) in [(to_release, "0.2"), (to_reject, "0.3")] {
+        let w = api(
+            &dev,
+            "POST",
+            "/v1/withdrawals",
+            Some(
+                serde_json::json!({"customer_id": cid, "asset": "ETH", "destination": dest, "amount": amount}),
+            ),
+        );
+        ids.push(w["id"].as_str().unwrap_or_else(|| panic!("{w}")).to_owned());
+    }
+    // Both wait in the queue (the risk worker assesses them).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let q = api(&dev, "GET", "/v1/risk/reviews?state=open", None);
+        if q.as_array().map_or(0, Vec::len) == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never paused: {q}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let port = dev.url.rsplit(':').next().unwrap().to_owned();
+    let work = dir.path().join("browser");
+    std::fs::create_dir_all(&work).unwrap();
+    let page_env = vec![
+        ("CONSOLE_URL", format!("https://localhost:{port}")),
+        ("WORK", work.to_str().unwrap().to_owned()),
+        ("EMAIL", email.to_owned()),
+        ("EMAIL_SHOWN", "s***@exchange.example".to_owned()),
+        ("PASSWORD", password.to_owned()),
+        ("REVIEW1", ids[0].clone()),
+        ("REVIEW2", ids[1].clone()),
+        ("NODE_EXTRA_CA_CERTS", dev.ca.clone()),
+    ];
+    let seen = browser(&tools, &chromium, "analyst", &page_env);
+    println!("console analyst: {seen}");
+
+    let rejected = api(&dev, "GET", &format!("/v1/risk/reviews/{}", ids[1]), None);
+    assert_eq!(rejected["state"], "rejected", "{rejected}");
+    assert!(rejected["notes"].to_string().contains("did not ask for this"), "{rejected}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let a = api(&dev, "GET", &format!("/v1/withdrawals/{}", ids[0]), None);
+        let b = api(&dev, "GET", &format!("/v1/withdrawals/{}", ids[1]), None);
+        if a["state"] == "settled" && b["state"] == "cancelled" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{a}\n{b}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert_eq!(balance(&chain.url, to_release) - before, ETH / 5, "the released one was paid");
+    drop(dev);
+}

@@ -147,6 +147,7 @@ function renderChrome() {
   const link = (href, text) =>
     h("a", { href, text, "aria-current": here.startsWith(href) ? "page" : null });
   if (me.role === "approver") nav.append(link("#/approvals", "Approvals"));
+  if (me.role === "analyst" || me.role === "operator") nav.append(link("#/reviews", "Review queue"));
   nav.append(link("#/security", "Security"));
   const label = me.role ? `${me.email} · ${me.role}${me.member ? ` (${me.member})` : ""}` : me.email;
   who.append(
@@ -226,7 +227,9 @@ function signIn() {
 
 function home() {
   if (!me) return "#/signin";
-  return me.role === "approver" ? "#/approvals" : "#/security";
+  if (me.role === "approver") return "#/approvals";
+  if (me.role === "analyst" || me.role === "operator") return "#/reviews";
+  return "#/security";
 }
 
 // ---------- approvers ----------
@@ -451,6 +454,106 @@ function denyForm(w, out) {
   );
 }
 
+// ---------- analysts ----------
+
+async function reviews() {
+  const open = await api("GET", "/v1/risk/reviews?state=open&limit=1000");
+  if (open.length === 0) {
+    show("Review queue", h("p", { text: "No withdrawal waits for a review." }));
+    return;
+  }
+  show(
+    "Review queue",
+    h("table", {},
+      h("thead", {}, h("tr", {}, ...["Withdrawal", "Score", "Why", "Assigned to", "Paused"].map((t) => h("th", { scope: "col", text: t })))),
+      h("tbody", {}, open.map((r) => {
+        const reasons = ((r.assessment && r.assessment.reasons) || []).map((x) => x.source).join(", ");
+        return h("tr", {},
+          h("td", {}, h("a", { href: `#/reviews/${r.withdrawal_id}`, text: r.withdrawal_id.slice(0, 8) })),
+          h("td", { text: String(r.score) }),
+          h("td", { text: reasons }),
+          h("td", { text: r.assignee || "nobody" }),
+          h("td", { text: when(r.created_at_ms) }),
+        );
+      })),
+    ),
+  );
+}
+
+async function review(id) {
+  const r = await api("GET", `/v1/risk/reviews/${encodeURIComponent(id)}`);
+  const w = await api("GET", `/v1/withdrawals/${encodeURIComponent(id)}`);
+  const history = await api("GET", `/v1/withdrawals?customer_id=${encodeURIComponent(w.customer_id)}&limit=20`);
+  let what = `${w.amount_decimal} ${w.asset} to ${w.destination}`;
+  try {
+    const { intent, mismatches } = await verifyWithdrawal(w);
+    what = `${formatUnits(intent.amount, intent.asset.decimals)} ${intent.asset.symbol} to ${intent.destination}`;
+    if (mismatches.length) what += " (the server's fields disagree with the intent)";
+  } catch (e) {
+    what += ` (the intent cannot be decoded: ${e.message})`;
+  }
+  const a = r.assessment || {};
+  const out = h("div", { "aria-live": "polite" });
+  const parts = [
+    h("dl", { id: "review" },
+      row("Withdrawal", what),
+      row("State", `${r.state} (withdrawal ${w.state})`),
+      row("Decision", `${r.decision}, score ${r.score}`),
+      row("Assigned to", r.assignee || "nobody"),
+      r.decided_by ? row("Decided by", r.decided_by) : null,
+    ),
+    h("h2", { text: "Why it was paused" }),
+    h("ul", { id: "reasons" }, (a.reasons || []).map((x) => h("li", { text: `${x.source}: ${x.detail} (${x.points} points)` }))),
+  ];
+  if ((a.shadow || []).length) {
+    parts.push(h("h2", { text: "Shadow rules (not counted)" }), h("ul", {}, a.shadow.map((x) => h("li", { text: `${x.source}: ${x.detail}` }))));
+  }
+  parts.push(
+    h("h2", { text: "Features" }),
+    h("table", { id: "features" },
+      h("thead", {}, h("tr", {}, h("th", { scope: "col", text: "Feature" }), h("th", { scope: "col", text: "Value" }))),
+      h("tbody", {}, (a.features || []).map((f) => h("tr", {}, h("td", { text: f.name }), h("td", { text: String(f.value) })))),
+    ),
+    h("h2", { text: "The customer's recent withdrawals" }),
+    h("table", { id: "history" },
+      h("thead", {}, h("tr", {}, ...["When", "Amount", "Destination", "State"].map((t) => h("th", { scope: "col", text: t })))),
+      h("tbody", {}, history.map((x) => h("tr", {},
+        h("td", { text: when(x.created_at_ms) }),
+        h("td", { text: `${x.amount_decimal} ${x.asset}` }),
+        h("td", {}, h("span", { class: "mono", text: x.destination })),
+        h("td", { text: x.id === w.id ? `${x.state} (this one)` : x.state }),
+      ))),
+    ),
+    h("h2", { text: "Notes" }),
+    (r.notes || []).length
+      ? h("ul", { id: "notes" }, r.notes.map((n) => h("li", { text: `${n.by}, ${when(n.at_ms)}: ${n.text}` })))
+      : h("p", { id: "notes", text: "No notes yet." }),
+  );
+  if (r.state === "open") {
+    const text = h("textarea", { id: "review-note", name: "review-note", rows: 3, maxlength: 2000 });
+    const act = (verb, path, body) => async () => {
+      out.replaceChildren();
+      try {
+        await api("POST", `/v1/risk/reviews/${encodeURIComponent(id)}/${path}`, body(), { idempotent: true });
+        await review(id);
+      } catch (e) {
+        out.replaceChildren(failure(e));
+      }
+    };
+    parts.push(
+      h("label", { for: "review-note" }, "Note (kept with the review; sent with a decision)", text),
+      h("div", { class: "actions" },
+        h("button", { type: "button", class: "secondary", on: { click: act("assign", "assign", () => ({ assignee: me.email })) } }, "Assign to me"),
+        h("button", { type: "button", class: "secondary", on: { click: act("note", "notes", () => ({ text: text.value })) } }, "Add note"),
+        h("button", { type: "button", on: { click: act("release", "release", () => ({ text: text.value || null })) } }, "Release"),
+        h("button", { type: "button", class: "danger", on: { click: act("reject", "reject", () => ({ text: text.value || null })) } }, "Reject"),
+      ),
+    );
+  }
+  parts.push(out);
+  show(`Review of ${id.slice(0, 8)}`, ...parts);
+}
+
 // ---------- security settings ----------
 
 async function security() {
@@ -534,6 +637,9 @@ async function route() {
     if (hash === "#/signin") return signIn();
     if (hash === "#/approvals") return await approvals();
     if (hash === "#/security") return await security();
+    if (hash === "#/reviews") return await reviews();
+    const rv = hash.match(/^#\/reviews\/([0-9a-f-]{36})$/);
+    if (rv) return await review(rv[1]);
     const m = hash.match(/^#\/withdrawals\/([0-9a-f-]{36})$/);
     if (m) return await withdrawal(m[1]);
     location.hash = home();
