@@ -16,6 +16,7 @@ import {
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
 const who = document.getElementById("who");
+const phish = document.getElementById("anti-phishing");
 let me = null;
 
 // ---------- DOM ----------
@@ -142,12 +143,19 @@ async function loadMe() {
 function renderChrome() {
   nav.replaceChildren();
   who.replaceChildren();
+  phish.replaceChildren();
+  phish.hidden = true;
   if (!me) return;
+  if (me.anti_phishing_code) {
+    phish.append("Your anti-phishing code: ", h("strong", { text: me.anti_phishing_code }), ". If a page or an e-mail from us does not show it, it is not from us.");
+    phish.hidden = false;
+  }
   const here = location.hash || "#/";
   const link = (href, text) =>
     h("a", { href, text, "aria-current": here.startsWith(href) ? "page" : null });
   if (me.role === "approver") nav.append(link("#/approvals", "Approvals"));
   if (me.role === "analyst" || me.role === "operator") nav.append(link("#/reviews", "Review queue"));
+  if (!me.role) nav.append(link("#/mine", "My withdrawals"));
   nav.append(link("#/security", "Security"));
   const label = me.role ? `${me.email} · ${me.role}${me.member ? ` (${me.member})` : ""}` : me.email;
   who.append(
@@ -229,6 +237,7 @@ function home() {
   if (!me) return "#/signin";
   if (me.role === "approver") return "#/approvals";
   if (me.role === "analyst" || me.role === "operator") return "#/reviews";
+  if (!me.role) return "#/mine";
   return "#/security";
 }
 
@@ -554,6 +563,186 @@ async function review(id) {
   show(`Review of ${id.slice(0, 8)}`, ...parts);
 }
 
+// ---------- customers ----------
+
+async function mine() {
+  const list = await api("GET", "/v1/me/withdrawals");
+  const parts = [];
+  if (me.withdrawals_locked_until) {
+    parts.push(notice("bad", `Withdrawals are locked until ${new Date(me.withdrawals_locked_until).toLocaleString()} after a security change (${me.last_security_change || "a change to your account"}). This protects you if someone else made it.`));
+    parts.at(-1).id = "lock";
+  }
+  if (me.whitelist_only) {
+    parts.push(h("p", { id: "whitelist-only", text: "Whitelist-only mode is on: we pay only addresses on your whitelist." }));
+  }
+  parts.push(
+    list.length
+      ? h("table", { id: "mine" },
+          h("thead", {}, h("tr", {}, ...["Requested", "Amount", "Destination", "Where it stands", "Transaction"].map((t) => h("th", { scope: "col", text: t })))),
+          h("tbody", {}, list.map((w) => h("tr", {},
+            h("td", { text: when(w.created_at_ms) }),
+            h("td", { text: `${w.amount_decimal} ${w.asset}` }),
+            h("td", {}, h("span", { class: "mono", text: w.destination })),
+            h("td", { text: w.status }),
+            h("td", {}, w.txid ? h("span", { class: "mono", text: w.txid }) : "—"),
+          ))),
+        )
+      : h("p", { id: "mine", text: "No withdrawals yet." }),
+  );
+  show("My withdrawals", ...parts);
+}
+
+/** A form of labelled fields: `fields` are [id, label, attrs]; `submit` gets the values. */
+function smallForm(title, fields, button, submit, out) {
+  const inputs = fields.map(([id, label, attrs]) => [id, label, h("input", { id, name: id, ...(attrs || {}) })]);
+  return h(
+    "form",
+    {
+      on: {
+        submit: async (ev) => {
+          ev.preventDefault();
+          out.replaceChildren();
+          try {
+            await submit(Object.fromEntries(inputs.map(([id, , el]) => [id, el.value.trim()])));
+          } catch (e) {
+            out.replaceChildren(failure(e));
+          }
+        },
+      },
+    },
+    title ? h("h3", { text: title }) : null,
+    inputs.map(([id, label, el]) => h("label", { for: id }, label, el)),
+    h("div", { class: "actions" }, h("button", { type: "submit" }, button)),
+  );
+}
+
+/** The customer's own security settings: two-factor codes, the anti-phishing code, devices
+ * and the withdrawal whitelist. */
+async function customerSecurity(out) {
+  const parts = [];
+  const refresh = async () => {
+    await loadMe();
+    await security();
+  };
+  // Two-factor codes (TOTP).
+  parts.push(h("h2", { text: "Two-factor codes" }));
+  if (me.totp_enabled) {
+    parts.push(
+      h("p", { text: `On. ${me.recovery_codes_left} recovery codes left.` }),
+      smallForm(null, [["totp-off", "A current code, to turn it off", { inputmode: "numeric", autocomplete: "one-time-code" }]], "Turn off two-factor codes",
+        async (v) => {
+          await api("POST", "/v1/me/totp/disable", { code: v["totp-off"] });
+          await refresh();
+        }, out),
+    );
+  } else {
+    const start = h("button", { type: "button" }, "Turn on two-factor codes");
+    const area = h("div", { id: "totp-setup" });
+    start.addEventListener("click", async () => {
+      out.replaceChildren();
+      try {
+        const setup = await api("POST", "/v1/me/totp");
+        start.disabled = true;
+        area.replaceChildren(
+          h("p", { text: "Add this key to your authenticator app, then enter the code it shows." }),
+          h("p", {}, "Key: ", h("code", { id: "totp-secret", text: setup.secret })),
+          h("p", {}, "Or this address: ", h("code", { text: setup.otpauth_uri })),
+          smallForm(null, [["totp-code", "Code from the app", { inputmode: "numeric", autocomplete: "one-time-code" }]], "Confirm",
+            async (v) => {
+              const r = await api("POST", "/v1/me/totp/confirm", { code: v["totp-code"] });
+              await loadMe();
+              renderChrome();
+              area.replaceChildren(
+                notice("ok", "Two-factor codes are on. Keep these recovery codes somewhere safe: each works once, and they are shown only now."),
+                h("ul", { id: "recovery-codes", class: "codes" }, r.recovery_codes.map((c) => h("li", { text: c }))),
+              );
+            }, out),
+        );
+      } catch (e) {
+        out.replaceChildren(failure(e));
+      }
+    });
+    parts.push(h("p", { text: "Off." }), h("div", { class: "actions" }, start), area);
+  }
+  // The anti-phishing code.
+  parts.push(
+    h("h2", { text: "Anti-phishing code" }),
+    h("p", { class: "hint", text: "A word only you and we know: shown on every page here and at the top of every e-mail we send you." }),
+    smallForm(null, [["anti-phishing-code", "Your code (4 to 32 characters)", { value: me.anti_phishing_code || "", maxlength: 32 }]], "Save code",
+      async (v) => {
+        await api("POST", "/v1/me/anti-phishing-code", { anti_phishing_code: v["anti-phishing-code"] });
+        await refresh();
+      }, out),
+  );
+  // Devices.
+  const devices = await api("GET", "/v1/me/devices");
+  parts.push(
+    h("h2", { text: "Devices" }),
+    h("ul", { id: "devices" }, devices.map((d) => {
+      const item = h("li", {}, `${d.name}, last seen ${d.last_seen} from ${d.last_ip}${d.current ? " (this one)" : ""} `);
+      if (!d.current) {
+        item.append(h("button", { type: "button", class: "secondary", "aria-label": `Revoke ${d.name}`, on: { click: async () => {
+          try {
+            await api("DELETE", `/v1/me/devices/${encodeURIComponent(d.id)}`);
+            await security();
+          } catch (e) {
+            out.replaceChildren(failure(e));
+          }
+        } } }, "Revoke"));
+      }
+      return item;
+    })),
+  );
+  // The withdrawal whitelist and whitelist-only mode.
+  const list = await api("GET", "/v1/me/whitelist");
+  parts.push(
+    h("h2", { text: "Withdrawal whitelist" }),
+    list.length
+      ? h("ul", { id: "whitelist" }, list.map((e) => h("li", {},
+          `${e.label || "(no label)"}: `,
+          h("span", { class: "mono", text: e.address }),
+          ` on ${e.chain}, ${e.usable ? "usable" : `usable from ${new Date(e.usable_at).toLocaleString()}`} `,
+          h("button", { type: "button", class: "secondary", "aria-label": `Remove ${e.label || e.address}`, on: { click: async () => {
+            try {
+              await api("DELETE", `/v1/me/whitelist/${encodeURIComponent(e.id)}`);
+              await refresh();
+            } catch (err) {
+              out.replaceChildren(failure(err));
+            }
+          } } }, "Remove"),
+        )))
+      : h("p", { id: "whitelist", text: "No addresses yet." }),
+    smallForm("Add an address", [["wl-asset", "Asset", { value: "ETH" }], ["wl-address", "Address"], ["wl-label", "Label"]], "Add to whitelist",
+      async (v) => {
+        await api("POST", "/v1/me/whitelist", { asset: v["wl-asset"], address: v["wl-address"], label: v["wl-label"] || null });
+        await refresh();
+      }, out),
+  );
+  const mode = me.whitelist_only
+    ? me.whitelist_off_at
+      ? `On until ${new Date(me.whitelist_off_at).toLocaleString()} (turning off waits out the delay).`
+      : "On: only whitelisted addresses are paid."
+    : "Off: any address may be paid.";
+  parts.push(h("p", { id: "whitelist-mode", text: `Whitelist-only mode: ${mode}` }));
+  if (!me.whitelist_only) {
+    parts.push(h("div", { class: "actions" }, h("button", { type: "button", on: { click: async () => {
+      try {
+        await api("POST", "/v1/me/whitelist/mode", { enabled: true });
+        await refresh();
+      } catch (e) {
+        out.replaceChildren(failure(e));
+      }
+    } } }, "Turn on whitelist-only mode")));
+  } else if (!me.whitelist_off_at) {
+    parts.push(smallForm(null, [["wl-off-code", "A current two-factor code, to turn it off", { inputmode: "numeric" }]], "Turn off whitelist-only mode",
+      async (v) => {
+        await api("POST", "/v1/me/whitelist/mode", { enabled: false, totp_code: v["wl-off-code"] });
+        await refresh();
+      }, out));
+  }
+  return parts;
+}
+
 // ---------- security settings ----------
 
 async function security() {
@@ -608,6 +797,7 @@ async function security() {
     h("label", { for: "passkey-name" }, "Name for a new passkey", name),
     h("div", { class: "actions" }, h("button", { type: "submit" }, "Add a passkey")),
   );
+  const mineOnly = me.role ? [] : await customerSecurity(out);
   show(
     "Security",
     h("dl", {},
@@ -617,6 +807,7 @@ async function security() {
       row("Two-factor code (TOTP)", me.totp_enabled ? "on" : "off"),
       row("Passkeys", String(me.passkeys)),
     ),
+    ...mineOnly,
     h("h2", { text: "Passkeys" }),
     list,
     add,
@@ -638,6 +829,7 @@ async function route() {
     if (hash === "#/approvals") return await approvals();
     if (hash === "#/security") return await security();
     if (hash === "#/reviews") return await reviews();
+    if (hash === "#/mine") return await mine();
     const rv = hash.match(/^#\/reviews\/([0-9a-f-]{36})$/);
     if (rv) return await review(rv[1]);
     const m = hash.match(/^#\/withdrawals\/([0-9a-f-]{36})$/);

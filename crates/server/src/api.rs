@@ -117,7 +117,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::accounts::whitelist, crate::accounts::add_whitelist))
         .routes(routes!(crate::accounts::remove_whitelist))
         .routes(routes!(crate::accounts::whitelist_mode))
-        .routes(routes!(me_withdrawal))
+        .routes(routes!(me_withdrawal, my_withdrawals))
         .routes(routes!(crate::accounts::withdrawal_challenge))
         .routes(routes!(crate::accounts::passkey_governance_key))
         .routes(routes!(crate::accounts::approval_challenge))
@@ -718,6 +718,78 @@ pub struct MyWithdrawal {
 impl WriteBody for MyWithdrawal {
     const ROLES: &'static [Role] = &[];
     const CUSTOMERS: bool = true;
+}
+
+/// One of the signed-in customer's withdrawals, as they see it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MyWithdrawalView {
+    pub id: Uuid,
+    /// `reserved`, `built`, `signed`, `broadcast`, `settled`, `failed` or `cancelled`.
+    pub state: String,
+    /// In words, with why it waits or ended (a security review, a denial).
+    pub status: String,
+    pub asset: String,
+    pub amount_decimal: String,
+    pub destination: String,
+    pub created_at_ms: i64,
+    pub txid: Option<String>,
+}
+
+/// The signed-in customer's own withdrawals, newest first (at most 100), each with where it
+/// stands and why.
+#[utoipa::path(get, path = "/v1/me/withdrawals", tag = "accounts", security(("token" = [])),
+    responses((status = 200, body = Vec<MyWithdrawalView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn my_withdrawals(
+    State(state): State<AppState>,
+    crate::auth::Customer(p): crate::auth::Customer,
+) -> Result<Json<Vec<MyWithdrawalView>>, ApiError> {
+    let customer_id =
+        p.customer.ok_or_else(|| ApiError::forbidden("only a signed-in customer may do this"))?;
+    let filter = WithdrawalFilter { customer_id: Some(customer_id), state: None, limit: 100 };
+    let mut out = Vec::new();
+    for w in state.store().list_withdrawals(&filter).await? {
+        let review = state.store().risk_review(w.id).await?.map(|r| r.state);
+        let status = match w.state {
+            WithdrawalState::Reserved if review == Some(strongroom_store::RiskState::Open) => {
+                "held for a security review".to_owned()
+            }
+            WithdrawalState::Reserved => "waiting to be approved and signed".to_owned(),
+            WithdrawalState::Built | WithdrawalState::Signed => "being signed and sent".to_owned(),
+            WithdrawalState::Broadcast => "sent; waiting for confirmations".to_owned(),
+            WithdrawalState::Settled => "paid".to_owned(),
+            WithdrawalState::Failed => {
+                "failed on chain; the amount is back in your balance".to_owned()
+            }
+            WithdrawalState::Cancelled => {
+                if state.store().withdrawal_denial(w.id).await?.is_some() {
+                    "cancelled: our approvers denied it".to_owned()
+                } else if matches!(
+                    review,
+                    Some(
+                        strongroom_store::RiskState::Rejected
+                            | strongroom_store::RiskState::Blocked
+                    )
+                ) {
+                    "cancelled after a security review".to_owned()
+                } else {
+                    "cancelled".to_owned()
+                }
+            }
+        };
+        let txid = state.store().chain_tx(w.id).await?.and_then(|t| t.signed.map(|s| s.txid));
+        let i = &w.intent;
+        out.push(MyWithdrawalView {
+            id: w.id,
+            state: w.state.as_str().into(),
+            status,
+            asset: i.asset.symbol.to_string(),
+            amount_decimal: i.amount.format_decimal(i.asset.decimals).unwrap_or_default(),
+            destination: i.destination.to_string(),
+            created_at_ms: w.created_at.unix_ms(),
+            txid,
+        });
+    }
+    Ok(Json(out))
 }
 
 /// Request a withdrawal from the signed-in customer's own balance: the same checks as

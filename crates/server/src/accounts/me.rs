@@ -19,6 +19,7 @@ pub(super) fn view(state: &AppState, id: &str, a: &Account) -> Result<AccountVie
         last_security_change: a.security_change.clone(),
         role: a.role.clone(),
         member: a.member.clone(),
+        anti_phishing_code: None,
     })
 }
 
@@ -38,7 +39,16 @@ pub(crate) async fn me(
     SignedIn(p): SignedIn,
 ) -> Result<Json<AccountView>, ApiError> {
     let r = account_record(&state, account_id(&p)?).await?;
-    Ok(Json(view(&state, &r.id, &account_of(&r)?)?))
+    let a = account_of(&r)?;
+    let mut v = view(&state, &r.id, &a)?;
+    if a.role.is_none() {
+        if let Some(sealed) = state.store().customer_contact(a.customer_id).await? {
+            let c = crate::contact::open_contact(kek(&state)?.as_ref(), a.customer_id, &sealed)
+                .map_err(|e| ApiError::internal(format!("contact: {e}")))?;
+            v.anti_phishing_code = c.anti_phishing_code.clone();
+        }
+    }
+    Ok(Json(v))
 }
 
 /// Change the password: other sessions end, and withdrawals lock.

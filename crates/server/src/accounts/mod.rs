@@ -425,6 +425,10 @@ pub struct AccountView {
     /// Staff: their role and the governance member they approve as.
     pub role: Option<String>,
     pub member: Option<String>,
+    /// The customer's anti-phishing code (`GET /v1/me` only): the console shows it on every
+    /// page after sign-in, as our e-mails do, so a look-alike site cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anti_phishing_code: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
