@@ -453,7 +453,37 @@ async function customer() {
   return out;
 }
 
-const phases = { "check-and-enrol": check_and_enrol, approve, analyst, customer };
+/** An operator's dashboard: the checks, the withdrawals waiting by state, the queues and who
+ * leads each job. */
+async function dashboard() {
+  const { browser, page, violations } = await launch();
+  const out = {};
+  try {
+    await page.goto(`${base}/`);
+    await page.getByLabel("E-mail").fill(env("EMAIL"));
+    await page.getByLabel("Password").fill(env("PASSWORD"));
+    await page.getByRole("button", { name: "Sign in", exact: true }).click();
+    await page.locator("#checks").waitFor();
+    out.checks = await page.locator("#checks tbody").innerText();
+    check(/database\tok/.test(out.checks) && /signers\tok/.test(out.checks), `checks: ${out.checks}`);
+    out.backlog = await page.locator("#backlog").innerText();
+    check(/reserved\t2\t/.test(out.backlog), `backlog: ${out.backlog}`);
+    out.queues = await page.locator("#queues").innerText();
+    check(out.queues.includes("Risk reviews waiting\n2"), `queues: ${out.queues}`);
+    out.leaders = await page.locator("#leaders tbody").innerText();
+    check(out.leaders.includes("leader/risk") && out.leaders.includes("yes"), `leaders: ${out.leaders}`);
+    out.axe_dashboard = await accessible(page, "dashboard");
+    check(violations.length === 0, `CSP violations or page errors: ${violations.join(" | ")}`);
+  } catch (e) {
+    await page.screenshot({ path: `${env("WORK")}/dashboard.png` }).catch(() => {});
+    throw e;
+  } finally {
+    await browser.close();
+  }
+  return out;
+}
+
+const phases = { "check-and-enrol": check_and_enrol, approve, analyst, customer, dashboard };
 if (!phases[phase]) throw new Error(`unknown phase ${phase}`);
 const result = await phases[phase]();
 writeFileSync(1, JSON.stringify(result) + "\n");

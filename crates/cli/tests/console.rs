@@ -265,8 +265,9 @@ fn an_approver_checks_and_approves_a_withdrawal_in_the_console_with_a_passkey() 
 }
 
 /// An analyst works the risk review queue on the console: a rule pauses every first payment
-/// to an address; of two paused withdrawals, one is assigned, noted and released (it settles
-/// on chain), the other rejected with a note (cancelled, its funds back).
+/// to an address; an operator's dashboard shows both waiting; of the two, one is assigned,
+/// noted and released (it settles on chain), the other rejected with a note (cancelled, its
+/// funds back).
 #[test]
 fn an_analyst_releases_and_rejects_paused_withdrawals_in_the_console() {
     let Some((tools, chromium)) = browser_tools() else { return };
@@ -351,6 +352,31 @@ fn an_analyst_releases_and_rejects_paused_withdrawals_in_the_console() {
         ("REVIEW2", ids[1].clone()),
         ("NODE_EXTRA_CA_CERTS", dev.ca.clone()),
     ];
+    // First an operator looks at the dashboard: both wait, in the review queue.
+    let ops_pw = dir.path().join("olga.pw");
+    std::fs::write(&ops_pw, "olga's operator passphrase").unwrap();
+    let (ok, out) = cli_with(
+        &[
+            "staff",
+            "add",
+            "--email",
+            "olga@exchange.example",
+            "--role",
+            "operator",
+            "--password-file",
+            ops_pw.to_str().unwrap(),
+            "--data-dir",
+            d,
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    let mut ops_env = page_env.clone();
+    ops_env.retain(|(k, _)| *k != "EMAIL" && *k != "PASSWORD");
+    ops_env.push(("EMAIL", "olga@exchange.example".into()));
+    ops_env.push(("PASSWORD", "olga's operator passphrase".into()));
+    let board = browser(&tools, &chromium, "dashboard", &ops_env);
+    println!("console dashboard: {board}");
     let seen = browser(&tools, &chromium, "analyst", &page_env);
     println!("console analyst: {seen}");
 

@@ -156,6 +156,7 @@ function renderChrome() {
   if (me.role === "approver") nav.append(link("#/approvals", "Approvals"));
   if (me.role === "analyst" || me.role === "operator") nav.append(link("#/reviews", "Review queue"));
   if (!me.role) nav.append(link("#/mine", "My withdrawals"));
+  if (me.role) nav.append(link("#/dashboard", "Dashboard"));
   nav.append(link("#/security", "Security"));
   const label = me.role ? `${me.email} · ${me.role}${me.member ? ` (${me.member})` : ""}` : me.email;
   who.append(
@@ -236,9 +237,9 @@ function signIn() {
 function home() {
   if (!me) return "#/signin";
   if (me.role === "approver") return "#/approvals";
-  if (me.role === "analyst" || me.role === "operator") return "#/reviews";
+  if (me.role === "analyst") return "#/reviews";
   if (!me.role) return "#/mine";
-  return "#/security";
+  return "#/dashboard";
 }
 
 // ---------- approvers ----------
@@ -563,6 +564,53 @@ async function review(id) {
   show(`Review of ${id.slice(0, 8)}`, ...parts);
 }
 
+// ---------- operators and auditors ----------
+
+function ago(seconds) {
+  if (seconds < 120) return `${seconds} s`;
+  if (seconds < 7200) return `${Math.round(seconds / 60)} min`;
+  return `${Math.round(seconds / 3600)} h`;
+}
+
+function table(id, head, rows) {
+  return h("table", { id },
+    h("thead", {}, h("tr", {}, head.map((t) => h("th", { scope: "col", text: t })))),
+    h("tbody", {}, rows.map((r) => h("tr", {}, r.map((c) => h("td", {}, c))))),
+  );
+}
+
+async function dashboard() {
+  const [t, s] = await Promise.all([api("GET", "/v1/treasury"), api("GET", "/v1/ops/summary")]);
+  const pct = (bps) => `${(bps / 100).toFixed(2)}%`;
+  const failing = s.checks.filter((c) => !c.ok);
+  show(
+    "Dashboard",
+    failing.length
+      ? notice("bad", `Not ready: ${failing.map((c) => `${c.component} (${c.detail})`).join("; ")}`)
+      : notice("ok", "Every check passes: database, chains, signer nodes."),
+    h("h2", { text: "Hot and cold" }),
+    t.assets.length
+      ? table("treasury", ["Asset", "Hot", "Cold", "Cold share", "Floor", "", "Next"], t.assets.map((a) => [
+          a.asset, a.hot_decimal, a.cold_decimal, pct(a.cold_bps), pct(a.min_cold_bps),
+          a.meets_minimum ? "meets the floor" : "below the floor", a.action_amount ? `${a.action} ${a.action_amount}` : a.action,
+        ]))
+      : h("p", { id: "treasury", text: "No treasury runs on this deployment (no cold wallet is configured)." }),
+    h("h2", { text: "Withdrawals not yet final" }),
+    s.withdrawals.length
+      ? table("backlog", ["State", "How many", "Oldest"], s.withdrawals.map((b) => [b.state, String(b.count), ago(b.oldest_seconds)]))
+      : h("p", { id: "backlog", text: "None." }),
+    h("h2", { text: "Queues" }),
+    h("dl", { id: "queues" },
+      row("Risk reviews waiting", String(s.review_queue)),
+      row("Alerts not yet delivered", `${s.outbox_backlog}${s.outbox_backlog ? `, oldest ${ago(s.outbox_oldest_seconds)}` : ""}`),
+    ),
+    h("h2", { text: "Checks" }),
+    table("checks", ["Part", "State", "Detail"], s.checks.map((c) => [c.component, c.ok ? "ok" : "failing", c.detail])),
+    h("h2", { text: "Who leads each job" }),
+    table("leaders", ["Job", "Instance", "Live"], s.leaders.map((l) => [l.lease, l.holder, l.held ? "yes" : "no (nobody leads it)"])),
+  );
+}
+
 // ---------- customers ----------
 
 async function mine() {
@@ -830,6 +878,7 @@ async function route() {
     if (hash === "#/security") return await security();
     if (hash === "#/reviews") return await reviews();
     if (hash === "#/mine") return await mine();
+    if (hash === "#/dashboard") return await dashboard();
     const rv = hash.match(/^#\/reviews\/([0-9a-f-]{36})$/);
     if (rv) return await review(rv[1]);
     const m = hash.match(/^#\/withdrawals\/([0-9a-f-]{36})$/);

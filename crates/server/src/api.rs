@@ -69,6 +69,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
         .routes(routes!(crate::ops::ready))
+        .routes(routes!(crate::ops::summary))
         .routes(routes!(metrics))
         .routes(routes!(list_assets))
         .routes(routes!(create_customer))

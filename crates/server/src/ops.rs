@@ -109,3 +109,70 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(ReadyView { ready, checks })).into_response()
 }
+
+/// Unfinished withdrawals in one state.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BacklogView {
+    pub state: String,
+    pub count: u64,
+    pub oldest_seconds: i64,
+}
+
+/// A singleton job and who leads it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LeaderView {
+    pub lease: String,
+    pub holder: String,
+    /// Whether the lease is live now (a job nobody leads shows `false`).
+    pub held: bool,
+}
+
+/// What the operators' dashboard shows beside the treasury: every check, the withdrawals not
+/// yet final by state and age, the queues, and who leads each singleton job.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SummaryView {
+    pub checks: Vec<Check>,
+    pub withdrawals: Vec<BacklogView>,
+    pub review_queue: u64,
+    pub outbox_backlog: u64,
+    pub outbox_oldest_seconds: i64,
+    pub leaders: Vec<LeaderView>,
+}
+
+/// The operators' summary (the same figures `/metrics` exports, as JSON for the console).
+#[utoipa::path(get, path = "/v1/ops/summary", tag = "system", security(("token" = [])),
+    responses((status = 200, body = SummaryView), (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody)))]
+pub(crate) async fn summary(
+    State(state): State<AppState>,
+    p: crate::auth::Principal,
+) -> Result<Json<SummaryView>, crate::error::ApiError> {
+    p.require(crate::auth::READERS)?;
+    let checks = checks(&state).await;
+    let store = state.store();
+    let now = state.env().now().unix_ms();
+    let withdrawals = store
+        .withdrawal_backlog(now)
+        .await?
+        .into_iter()
+        .map(|b| BacklogView {
+            state: b.state.as_str().into(),
+            count: b.count,
+            oldest_seconds: b.oldest_ms / 1000,
+        })
+        .collect();
+    let (outbox_backlog, oldest) = store.outbox_backlog(now).await?;
+    let leaders = store
+        .leases("leader/")
+        .await?
+        .into_iter()
+        .map(|l| LeaderView { held: l.expires_at_ms > now, lease: l.name, holder: l.holder })
+        .collect();
+    Ok(Json(SummaryView {
+        checks,
+        withdrawals,
+        review_queue: store.review_queue().await?,
+        outbox_backlog,
+        outbox_oldest_seconds: oldest / 1000,
+        leaders,
+    }))
+}
