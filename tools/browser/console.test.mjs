@@ -483,7 +483,56 @@ async function dashboard() {
   return out;
 }
 
-const phases = { "check-and-enrol": check_and_enrol, approve, analyst, customer, dashboard };
+/** Governance, as an admin sees it: a pending policy change shown as a diff against the live
+ * policy ("review"), or a freeze proposed from the page ("freeze"). */
+async function governance(mode) {
+  const { browser, page, violations } = await launch();
+  const out = {};
+  try {
+    await page.goto(`${base}/`);
+    await page.getByLabel("E-mail").fill(env("EMAIL"));
+    await page.getByLabel("Password").fill(env("PASSWORD"));
+    await page.getByRole("button", { name: "Sign in", exact: true }).click();
+    await page.getByRole("link", { name: "Governance" }).click();
+    await page.locator("#head").waitFor();
+    if (mode === "review") {
+      out.diff = await page.locator("#diff").innerText();
+      check(out.diff.includes("policy version 1 → 2"), `diff: ${out.diff}`);
+      check(out.diff.includes('changes rule small-eth: when.max_amount "100000000000000000" → "200000000000000000"'), `diff: ${out.diff}`);
+      check(!out.diff.includes("large-eth"), `unchanged rules are not listed: ${out.diff}`);
+      out.proposal = await page.locator("#proposal").innerText();
+      out.members = await page.locator("#members tbody tr").count();
+      out.log = await page.locator("#log tbody").innerText();
+      check(!(await page.locator("#freeze-form").count()), "no second proposal while one waits");
+      out.axe_governance = await accessible(page, "governance");
+    } else {
+      await page.getByLabel("What").selectOption("asset");
+      await page.getByLabel(/^Asset or wallet/).fill("ETH");
+      await page.getByLabel(/^For how many minutes/).fill("60");
+      await page.getByRole("button", { name: "Propose the freeze" }).click();
+      await page.locator("#diff").waitFor();
+      out.diff = await page.locator("#diff").innerText();
+      check(out.diff.includes("freezes asset ETH until"), `freeze: ${out.diff}`);
+    }
+    check(violations.length === 0, `CSP violations or page errors: ${violations.join(" | ")}`);
+  } catch (e) {
+    await page.screenshot({ path: `${env("WORK")}/governance-${mode}.png` }).catch(() => {});
+    throw e;
+  } finally {
+    await browser.close();
+  }
+  return out;
+}
+
+const phases = {
+  "check-and-enrol": check_and_enrol,
+  approve,
+  analyst,
+  customer,
+  dashboard,
+  "governance-review": () => governance("review"),
+  "governance-freeze": () => governance("freeze"),
+};
 if (!phases[phase]) throw new Error(`unknown phase ${phase}`);
 const result = await phases[phase]();
 writeFileSync(1, JSON.stringify(result) + "\n");

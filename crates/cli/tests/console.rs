@@ -261,6 +261,52 @@ fn an_approver_checks_and_approves_a_withdrawal_in_the_console_with_a_passkey() 
     }
     let paid = balance(&chain.url, dest) - before;
     assert_eq!(paid, ETH / 2, "0.5 ETH reached the destination");
+
+    // An admin's governance page: a policy change waits, shown as a diff against the live
+    // policy; once the quorum signs it, the admin proposes a time-boxed freeze from the page
+    // and one security officer's signature commits it.
+    let admin_pw = dir.path().join("adam.pw");
+    std::fs::write(&admin_pw, "adam's admin passphrase").unwrap();
+    let (ok, out) = cli_with(
+        &[
+            "staff",
+            "add",
+            "--email",
+            "adam@exchange.example",
+            "--role",
+            "admin",
+            "--password-file",
+            admin_pw.to_str().unwrap(),
+            "--data-dir",
+            d,
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    let looser = eth_tiers_policy(fees).replace("version = 1", "version = 2").replacen(
+        "100000000000000000",
+        "200000000000000000",
+        1,
+    );
+    std::fs::write(&policy, looser).unwrap();
+    let (ok, out) = run(&["governance", "propose", "policy", "--file", policy.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let mut admin_env = page_env.clone();
+    admin_env.retain(|(k, _)| *k != "EMAIL" && *k != "PASSWORD");
+    admin_env.push(("EMAIL", "adam@exchange.example".into()));
+    admin_env.push(("PASSWORD", "adam's admin passphrase".into()));
+    let review = browser(&tools, &chromium, "governance-review", &admin_env);
+    println!("console governance: {review}");
+    assert_eq!(review["members"], 6, "{review}");
+    assert!(sign("ada").0);
+    assert!(sign("bob").1.contains("committed"));
+    let freeze = browser(&tools, &chromium, "governance-freeze", &admin_env);
+    println!("console freeze: {freeze}");
+    let (ok, out) = sign("sec");
+    assert!(ok && out.contains("committed"), "one security officer commits a freeze: {out}");
+    let (ok, out) = run(&["governance", "show", "--pin", &pin]);
+    assert!(ok && out.contains("policy: version 2"), "{out}");
+    assert!(out.contains("asset ETH"), "the freeze is in force: {out}");
     drop(dev);
 }
 

@@ -156,7 +156,7 @@ function renderChrome() {
   if (me.role === "approver") nav.append(link("#/approvals", "Approvals"));
   if (me.role === "analyst" || me.role === "operator") nav.append(link("#/reviews", "Review queue"));
   if (!me.role) nav.append(link("#/mine", "My withdrawals"));
-  if (me.role) nav.append(link("#/dashboard", "Dashboard"));
+  if (me.role) nav.append(link("#/dashboard", "Dashboard"), link("#/governance", "Governance"));
   nav.append(link("#/security", "Security"));
   const label = me.role ? `${me.email} · ${me.role}${me.member ? ` (${me.member})` : ""}` : me.email;
   who.append(
@@ -611,6 +611,172 @@ async function dashboard() {
   );
 }
 
+// ---------- governance ----------
+
+const scopeText = (sc) => (sc.kind === "global" ? "everything" : sc.kind === "asset" ? `asset ${sc.asset}` : `wallet ${sc.wallet}`);
+const wlScope = (sc) => (sc.kind === "internal" ? `our own wallets on ${sc.chain}` : `customer ${sc.customer_id} on ${sc.chain}`);
+
+/** `path: old → new` for every leaf that differs between two JSON values. */
+function fieldDiff(x, y) {
+  const flat = (v, prefix, out) => {
+    if (v && typeof v === "object" && !Array.isArray(v)) {
+      for (const [k, w] of Object.entries(v)) flat(w, prefix ? `${prefix}.${k}` : k, out);
+    } else {
+      out[prefix] = JSON.stringify(v ?? null);
+    }
+    return out;
+  };
+  const [a, b] = [flat(x, "", {}), flat(y, "", {})];
+  const keys = [...new Set([...Object.keys(a), ...Object.keys(b)])];
+  return keys.filter((k) => (a[k] ?? "null") !== (b[k] ?? "null")).map((k) => `${k} ${a[k] ?? "null"} → ${b[k] ?? "null"}`);
+}
+
+/** What a proposed change does, against what is live: one line per difference. */
+function describeChange(c, g) {
+  switch (c.change) {
+    case "set_policy": {
+      const lines = [];
+      const live = (g.policy && g.policy.rules) || [];
+      const next = c.policy.rules || [];
+      const byName = (rules) => new Map(rules.map((r) => [r.name, r]));
+      const [a, b] = [byName(live), byName(next)];
+      for (const [name, r] of b) {
+        if (!a.has(name)) lines.push(`adds rule ${name}: ${JSON.stringify(r)}`);
+        else {
+          const changed = fieldDiff(a.get(name), r);
+          if (changed.length) lines.push(`changes rule ${name}: ${changed.join(", ")}`);
+        }
+      }
+      for (const name of a.keys()) if (!b.has(name)) lines.push(`removes rule ${name}`);
+      const order = (rules) => rules.map((r) => r.name).join(", ");
+      if (order(live) !== order(next) && lines.length === 0) lines.push(`reorders the rules: ${order(next)}`);
+      for (const k of ["velocity", "fees", "max_approval_lifetime_secs", "messages"]) {
+        const [x, y] = [JSON.stringify((g.policy || {})[k] ?? null), JSON.stringify(c.policy[k] ?? null)];
+        if (x !== y) lines.push(`changes ${k}: ${x} → ${y}`);
+      }
+      return [`policy version ${(g.policy && g.policy.version) || "none"} → ${c.policy.version}`, ...lines];
+    }
+    case "add_member":
+      return [`adds member ${c.member.id} (${(c.member.roles || []).join(", ")}) with key ${c.member.public_key}`];
+    case "remove_member":
+      return [`removes member ${c.id}`];
+    case "set_passkey":
+      return [`sets ${c.id}'s passkey: credential ${c.passkey.credential_id} for ${c.passkey.origin}`];
+    case "set_quorum":
+      return [`admin quorum ${g.quorum} → ${c.quorum}`];
+    case "whitelist_add":
+      return [`whitelists ${c.label} ${c.address} for ${wlScope(c.scope)}, usable ${Math.round(g.whitelist_delay_ms / 3600000)} h after it is committed`];
+    case "whitelist_remove":
+      return [`removes ${c.address} from the whitelist for ${wlScope(c.scope)}`];
+    case "cancel_pending":
+      return [`cancels the whitelist addition made by entry ${c.seq}`];
+    case "asset_add":
+      return [`registers ${JSON.stringify(c.asset)}`];
+    case "asset_remove":
+      return [`removes asset ${c.symbol} on ${c.chain}`];
+    case "ledger_credit":
+      return [`credits ${c.amount} base units of ${c.asset} to customer ${c.customer_id} (${c.reference})`];
+    case "freeze":
+      return [`freezes ${scopeText(c.scope)} until lifted`];
+    case "freeze_until":
+      return [`freezes ${scopeText(c.scope)} until ${when(c.until)} (cannot be lifted earlier)`];
+    case "unfreeze":
+      return [`lifts the freeze on ${scopeText(c.scope)}`];
+    default:
+      return [JSON.stringify(c)];
+  }
+}
+
+/** One line for a committed entry (a policy is named, not compared with today's). */
+function logLine(c, g) {
+  if (c.change === "set_policy") return `policy version ${c.policy.version} (${c.policy.rules.length} rules)`;
+  if (c.change === "set_quorum") return `admin quorum ${c.quorum}`;
+  return describeChange(c, g)[0];
+}
+
+async function governance() {
+  const g = await api("GET", "/v1/governance");
+  if (!g.installed) {
+    show("Governance", h("p", { text: "No governance is installed: the signer nodes sign under no policy." }));
+    return;
+  }
+  const out = h("div", { "aria-live": "polite" });
+  const parts = [
+    h("dl", { id: "head" },
+      row("Entries", String(g.seq)),
+      row("Genesis pin", h("span", { class: "mono", text: g.pin })),
+      row("Admin quorum", String(g.quorum)),
+      row("Whitelist time-lock", `${Math.round(g.whitelist_delay_ms / 60000)} min`),
+    ),
+    h("h2", { text: "Waiting for signatures" }),
+  ];
+  if (g.proposal) {
+    const p = g.proposal;
+    parts.push(
+      h("div", { id: "proposal" },
+        h("p", { text: `Entry ${p.seq}, proposed ${when(p.entry.at)}:` }),
+        h("ul", { id: "diff" }, describeChange(p.entry.change, g).map((l) => h("li", { text: l }))),
+        h("p", { text: `Signed by ${p.signed_by.length ? p.signed_by.join(", ") : "nobody yet"}; ${p.missing || "complete"}.` }),
+        h("p", {}, "Entry hash: ", h("span", { class: "mono", text: p.hash })),
+        h("p", { class: "hint", text: "Members sign on their own machines (strongroom governance sign), which recomputes this hash from the entry; the page holds no member's key." }),
+      ),
+    );
+  } else {
+    parts.push(h("p", { id: "proposal", text: "Nothing." }));
+  }
+  const timed = new Set(g.frozen_until.map((f) => JSON.stringify(f.scope)));
+  const freezes = g.freezes.filter((f) => !timed.has(JSON.stringify(f))).map((f) => `${scopeText(f)}, until lifted`);
+  const boxed = g.frozen_until.map((f) => `${scopeText(f.scope)} until ${when(f.until_ms)}`);
+  parts.push(
+    h("h2", { text: "Freezes" }),
+    freezes.length || boxed.length
+      ? h("ul", { id: "freezes" }, [...freezes, ...boxed].map((t) => h("li", { text: t })))
+      : h("p", { id: "freezes", text: "None: withdrawals move under the policy." }),
+  );
+  if (!g.proposal && (me.role === "operator" || me.role === "admin")) {
+    const scope = h("select", { id: "freeze-scope", name: "freeze-scope" },
+      h("option", { value: "global" }, "Everything"), h("option", { value: "asset" }, "One asset"), h("option", { value: "wallet" }, "One wallet"));
+    const what = h("input", { id: "freeze-what", name: "freeze-what", placeholder: "ETH or hot-eth-1" });
+    const minutes = h("input", { id: "freeze-minutes", name: "freeze-minutes", inputmode: "numeric" });
+    parts.push(h("form", { id: "freeze-form", on: { submit: async (ev) => {
+      ev.preventDefault();
+      out.replaceChildren();
+      try {
+        const sc = scope.value === "global" ? { kind: "global" } : scope.value === "asset" ? { kind: "asset", asset: what.value.trim() } : { kind: "wallet", wallet: what.value.trim() };
+        const m = minutes.value.trim();
+        const change = m ? { change: "freeze_until", scope: sc, until: Date.now() + Number(m) * 60000 } : { change: "freeze", scope: sc };
+        await api("POST", "/v1/governance/proposals", { change }, { idempotent: true });
+        await governance();
+      } catch (e) {
+        out.replaceChildren(failure(e));
+      }
+    } } },
+      h("h3", { text: "Propose a freeze" }),
+      h("label", { for: "freeze-scope" }, "What", scope),
+      h("label", { for: "freeze-what" }, "Asset or wallet (not for everything)", what),
+      h("label", { for: "freeze-minutes" }, "For how many minutes (empty: until lifted by the quorum)", minutes),
+      h("div", { class: "actions" }, h("button", { type: "submit", class: "danger" }, "Propose the freeze")),
+      h("p", { class: "hint", text: "One security officer's signature commits it; push it to the nodes with strongroom governance push." }),
+    ));
+  }
+  parts.push(
+    h("h2", { text: "Members" }),
+    table("members", ["Member", "Roles", "Key"], g.members.map((m) => [m.id, m.roles.join(", "), h("span", { class: "mono", text: `${m.public_key.slice(0, 16)}…` })])),
+    h("h2", { text: "Policy" }),
+    g.policy
+      ? table("rules", ["Rule", "When", "Then"], g.policy.rules.map((r) => [r.name, JSON.stringify(r.when || {}), JSON.stringify(r.action)]))
+      : h("p", { id: "rules", text: "No policy: every withdrawal is blocked." }),
+    h("h2", { text: "Whitelist" }),
+    g.whitelist.length
+      ? table("whitelist", ["Label", "Address", "For", "Usable"], g.whitelist.map((w) => [w.label, h("span", { class: "mono", text: w.address }), wlScope(w.scope), w.usable ? "yes" : `from ${when(w.usable_from_ms)}`]))
+      : h("p", { id: "whitelist", text: "Empty." }),
+    h("h2", { text: "The log" }),
+    table("log", ["Entry", "When", "Change", "Signed by"], g.entries.map((e) => [String(e.seq), when(e.at), logLine(e.change, g), e.signoffs.map((x) => x.member).join(", ")])),
+    out,
+  );
+  show("Governance", ...parts);
+}
+
 // ---------- customers ----------
 
 async function mine() {
@@ -879,6 +1045,7 @@ async function route() {
     if (hash === "#/reviews") return await reviews();
     if (hash === "#/mine") return await mine();
     if (hash === "#/dashboard") return await dashboard();
+    if (hash === "#/governance") return await governance();
     const rv = hash.match(/^#\/reviews\/([0-9a-f-]{36})$/);
     if (rv) return await review(rv[1]);
     const m = hash.match(/^#\/withdrawals\/([0-9a-f-]{36})$/);
