@@ -473,6 +473,24 @@ async function dashboard() {
     out.leaders = await page.locator("#leaders tbody").innerText();
     check(out.leaders.includes("leader/risk") && out.leaders.includes("yes"), `leaders: ${out.leaders}`);
     out.axe_dashboard = await accessible(page, "dashboard");
+
+    // The customer, by the exchange's id: balances, withdrawals, the ledger.
+    await page.getByRole("link", { name: "Customers" }).click();
+    await page.getByLabel("The exchange's customer id").fill(env("CUSTOMER"));
+    await page.getByRole("button", { name: "Find" }).click();
+    await page.locator("#customer-withdrawals").waitFor();
+    check((await page.locator("#customer-withdrawals tbody tr").count()) === 2, "the customer's two withdrawals");
+    out.ledger = await page.locator("#ledger tbody").innerText();
+    check(out.ledger.includes("+2000000000000000000 ETH") && out.ledger.includes("withdrawal_reserve"), `ledger: ${out.ledger}`);
+    out.axe_customers = await accessible(page, "customers");
+
+    // The audit log verifies.
+    await page.getByRole("link", { name: "Audit log" }).click();
+    await page.locator("#verdict").waitFor();
+    out.verdict = await page.locator("#verdict").innerText();
+    check(out.verdict.startsWith("Intact"), `verdict: ${out.verdict}`);
+    check((await page.locator("#records tbody tr").count()) > 5, "the latest records");
+    out.axe_audit = await accessible(page, "audit");
     check(violations.length === 0, `CSP violations or page errors: ${violations.join(" | ")}`);
   } catch (e) {
     await page.screenshot({ path: `${env("WORK")}/dashboard.png` }).catch(() => {});
@@ -524,7 +542,29 @@ async function governance(mode) {
   return out;
 }
 
+/** After a row was edited behind Strongroom's back: the audit page says where. */
+async function auditBroken() {
+  const { browser, page } = await launch();
+  try {
+    await page.goto(`${base}/`);
+    await page.getByLabel("E-mail").fill(env("EMAIL"));
+    await page.getByLabel("Password").fill(env("PASSWORD"));
+    await page.getByRole("button", { name: "Sign in", exact: true }).click();
+    await page.getByRole("link", { name: "Audit log" }).click();
+    await page.locator("#verdict").waitFor();
+    const verdict = await page.locator("#verdict").innerText();
+    check(verdict.includes("does not verify") && verdict.includes(`${env("EDITED")}: edited`), `verdict: ${verdict}`);
+    return { verdict };
+  } catch (e) {
+    await page.screenshot({ path: `${env("WORK")}/audit-broken.png` }).catch(() => {});
+    throw e;
+  } finally {
+    await browser.close();
+  }
+}
+
 const phases = {
+  "audit-broken": auditBroken,
   "check-and-enrol": check_and_enrol,
   approve,
   analyst,

@@ -421,6 +421,7 @@ fn an_analyst_releases_and_rejects_paused_withdrawals_in_the_console() {
     ops_env.retain(|(k, _)| *k != "EMAIL" && *k != "PASSWORD");
     ops_env.push(("EMAIL", "olga@exchange.example".into()));
     ops_env.push(("PASSWORD", "olga's operator passphrase".into()));
+    ops_env.push(("CUSTOMER", "rita".into()));
     let board = browser(&tools, &chromium, "dashboard", &ops_env);
     println!("console dashboard: {board}");
     let seen = browser(&tools, &chromium, "analyst", &page_env);
@@ -440,6 +441,19 @@ fn an_analyst_releases_and_rejects_paused_withdrawals_in_the_console() {
         std::thread::sleep(Duration::from_secs(1));
     }
     assert_eq!(balance(&chain.url, to_release) - before, ETH / 5, "the released one was paid");
+
+    // Someone edits the customer's row behind Strongroom's back: the operator's audit page
+    // says the log does not verify, and which row.
+    let db = data.join("strongroom.db");
+    let edit = format!(
+        "import sqlite3; c=sqlite3.connect({:?}); c.execute(\"update customers set external_id='mallory' where id='{cid}'\"); c.commit()",
+        db.to_str().unwrap()
+    );
+    let edited = Command::new("python3").args(["-c", &edit]).status().unwrap();
+    assert!(edited.success());
+    ops_env.push(("EDITED", format!("customer/{cid}")));
+    let broken = browser(&tools, &chromium, "audit-broken", &ops_env);
+    println!("console audit: {broken}");
     drop(dev);
 }
 

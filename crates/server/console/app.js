@@ -156,7 +156,9 @@ function renderChrome() {
   if (me.role === "approver") nav.append(link("#/approvals", "Approvals"));
   if (me.role === "analyst" || me.role === "operator") nav.append(link("#/reviews", "Review queue"));
   if (!me.role) nav.append(link("#/mine", "My withdrawals"));
-  if (me.role) nav.append(link("#/dashboard", "Dashboard"), link("#/governance", "Governance"));
+  if (me.role) {
+    nav.append(link("#/dashboard", "Dashboard"), link("#/customers", "Customers"), link("#/governance", "Governance"), link("#/audit", "Audit log"));
+  }
   nav.append(link("#/security", "Security"));
   const label = me.role ? `${me.email} · ${me.role}${me.member ? ` (${me.member})` : ""}` : me.email;
   who.append(
@@ -611,6 +613,68 @@ async function dashboard() {
   );
 }
 
+// ---------- customers and the audit log, for operators and auditors ----------
+
+async function customers(externalId) {
+  const box = h("input", { id: "external-id", name: "external-id", value: externalId });
+  const form = h("form", { role: "search", on: { submit: (ev) => {
+    ev.preventDefault();
+    location.hash = `#/customers/${encodeURIComponent(box.value.trim())}`;
+  } } }, h("label", { for: "external-id" }, "The exchange's customer id", box), h("div", { class: "actions" }, h("button", { type: "submit" }, "Find")));
+  if (!externalId) {
+    show("Customers", form);
+    return;
+  }
+  const found = await api("GET", `/v1/customers?external_id=${encodeURIComponent(externalId)}`);
+  if (found.length === 0) {
+    show("Customers", form, h("p", { id: "customer", text: `No customer ${externalId}.` }));
+    return;
+  }
+  const c = found[0];
+  const [balances, withdrawals, ledger] = await Promise.all([
+    api("GET", `/v1/customers/${c.id}/balances`),
+    api("GET", `/v1/withdrawals?customer_id=${c.id}&limit=100`),
+    api("GET", `/v1/customers/${c.id}/ledger?limit=100`),
+  ]);
+  show(
+    "Customers",
+    form,
+    h("dl", { id: "customer" }, row("Customer", `${c.external_id}`), row("Id", h("span", { class: "mono", text: c.id })), row("Since", when(c.created_at_ms))),
+    h("h2", { text: "Balances" }),
+    table("balances", ["Asset", "Available", "In flight"], balances.map((b) => [b.asset, b.available_decimal, b.pending_decimal])),
+    h("h2", { text: "Withdrawals" }),
+    table("customer-withdrawals", ["Requested", "Withdrawal", "Amount", "Destination", "State"], withdrawals.map((w) => [
+      when(w.created_at_ms), h("a", { href: `#/withdrawals/${w.id}`, text: w.id.slice(0, 8) }), `${w.amount_decimal} ${w.asset}`, h("span", { class: "mono", text: w.destination }), w.state,
+    ])),
+    h("h2", { text: "Ledger (deposits, withdrawals, fees)" }),
+    table("ledger", ["When", "Kind", "Reference", "Account", "Change", "Balance after"], ledger.map((l) => [
+      when(l.created_at_ms), l.kind, h("span", { class: "mono", text: l.reference }), l.account, `${l.side === "credit" ? "+" : "−"}${l.amount} ${l.asset}`, l.balance_after,
+    ])),
+  );
+}
+
+async function audit() {
+  show("Audit log", h("p", { text: "Verifying every record and every row…" }));
+  const v = await api("GET", "/v1/audit/verify");
+  const after = Math.max(0, v.records - 50);
+  const records = await api("GET", `/v1/audit?after=${after}&limit=100`);
+  const verdict = v.intact
+    ? notice("ok", `Intact: ${v.records} records chain up to ${v.head}, and every row matches its last audited state.`)
+    : h("div", { class: "notice bad", role: "alert" },
+        h("strong", { text: "The audit log does not verify." }),
+        v.chain_break ? h("p", { text: `The hash chain breaks at record ${v.chain_break_at}: ${v.chain_break}. ${v.records} records verified before it.` }) : null,
+        v.mismatch_count ? h("p", { text: `${v.mismatch_count} rows differ from their last audited state:` }) : null,
+        v.mismatches.length ? h("ul", {}, v.mismatches.map((m) => h("li", { text: `${m.entity}: ${m.kind}` }))) : null,
+      );
+  verdict.id = "verdict";
+  show(
+    "Audit log",
+    verdict,
+    h("h2", { text: "Latest records" }),
+    table("records", ["#", "When", "Who", "What", "On"], records.reverse().map((r) => [String(r.seq), when(r.at_ms), r.actor, r.action, r.subject])),
+  );
+}
+
 // ---------- governance ----------
 
 const scopeText = (sc) => (sc.kind === "global" ? "everything" : sc.kind === "asset" ? `asset ${sc.asset}` : `wallet ${sc.wallet}`);
@@ -1046,6 +1110,8 @@ async function route() {
     if (hash === "#/mine") return await mine();
     if (hash === "#/dashboard") return await dashboard();
     if (hash === "#/governance") return await governance();
+    if (hash === "#/audit") return await audit();
+    if (hash.startsWith("#/customers")) return await customers(decodeURIComponent(hash.slice("#/customers".length).replace(/^\//, "")));
     const rv = hash.match(/^#\/reviews\/([0-9a-f-]{36})$/);
     if (rv) return await review(rv[1]);
     const m = hash.match(/^#\/withdrawals\/([0-9a-f-]{36})$/);

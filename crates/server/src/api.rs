@@ -72,7 +72,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::ops::summary))
         .routes(routes!(metrics))
         .routes(routes!(list_assets))
-        .routes(routes!(create_customer))
+        .routes(routes!(create_customer, find_customers))
+        .routes(routes!(crate::audit::records))
+        .routes(routes!(crate::audit::verify))
         .routes(routes!(get_customer))
         .routes(routes!(get_balances))
         .routes(routes!(create_deposit_address))
@@ -579,6 +581,28 @@ async fn get_customer(
 ) -> Result<Json<CustomerView>, ApiError> {
     p.require(READERS)?;
     Ok(Json(state.store().get_customer(path_id(id)?).await?.into()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CustomerQuery {
+    /// The exchange's own id for the customer.
+    pub external_id: String,
+}
+
+/// Find a customer by the exchange's own id: a list of none or one.
+#[utoipa::path(get, path = "/v1/customers", tag = "customers", security(("token" = [])),
+    params(CustomerQuery),
+    responses((status = 200, body = Vec<CustomerView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn find_customers(
+    State(state): State<AppState>,
+    p: Principal,
+    q: Result<Query<CustomerQuery>, QueryRejection>,
+) -> Result<Json<Vec<CustomerView>>, ApiError> {
+    p.require(READERS)?;
+    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let found = state.store().customer_by_external_id(&q.external_id).await?;
+    Ok(Json(found.into_iter().map(CustomerView::from).collect()))
 }
 
 /// A customer's balances per asset.

@@ -11,6 +11,7 @@
 
 pub mod accounts;
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod clients;

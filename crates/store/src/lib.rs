@@ -142,6 +142,8 @@ pub trait Ledger: Send + Sync {
         new: NewCustomer,
     ) -> Result<Customer>;
     async fn get_customer(&self, id: Uuid) -> Result<Customer>;
+    /// The customer with the exchange's own id (None: no such customer).
+    async fn customer_by_external_id(&self, external_id: &str) -> Result<Option<Customer>>;
     /// Credit a confirmed deposit to a customer (operator action until chain watchers exist).
     /// The same `(asset, reference)` is credited at most once.
     async fn credit_deposit(

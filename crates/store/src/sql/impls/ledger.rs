@@ -31,6 +31,15 @@ impl Ledger for SqlStore {
         row_of::<CustomerRow>(&row)?.to_domain()
     }
 
+    async fn customer_by_external_id(&self, external_id: &str) -> Result<Option<Customer>> {
+        sqlx::query("SELECT id, external_id, created_at_ms FROM customers WHERE external_id = $1")
+            .bind(external_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| row_of::<CustomerRow>(&row)?.to_domain())
+            .transpose()
+    }
+
     async fn credit_deposit(
         &self,
         ctx: &WriteCtx,
