@@ -221,6 +221,8 @@ async fn customers_are_created_once(store: Arc<SqlStore>) {
         .await;
     assert!(matches!(again, Err(StoreError::CustomerExists(_))), "{again:?}");
     assert!(matches!(store.get_customer(Uuid::new_v4()).await, Err(StoreError::NotFound { .. })));
+    assert_eq!(store.customer_by_external_id("user-1").await.unwrap().map(|x| x.id), Some(c));
+    assert_eq!(store.customer_by_external_id("user-2").await.unwrap(), None);
     assert_eq!(audit_len(&store).await, 1);
     assert_intact(&store).await;
 }
