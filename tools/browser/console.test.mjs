@@ -519,6 +519,8 @@ async function governance(mode) {
       check(out.diff.includes('changes rule small-eth: when.max_amount "100000000000000000" → "200000000000000000"'), `diff: ${out.diff}`);
       check(!out.diff.includes("large-eth"), `unchanged rules are not listed: ${out.diff}`);
       out.proposal = await page.locator("#proposal").innerText();
+      out.nodes = await page.locator("#nodes").innerText();
+      for (const n of [1, 2, 3]) check(out.nodes.includes(`node ${n} at entry 3 (`), `the nodes' heads: ${out.nodes}`);
       out.members = await page.locator("#members tbody tr").count();
       out.log = await page.locator("#log tbody").innerText();
       check(!(await page.locator("#freeze-form").count()), "no second proposal while one waits");

@@ -65,11 +65,21 @@ impl Probe for SignerProbe {
         let orch = self.signer.orchestrator();
         let mut up = 0;
         let mut quorum = 1usize;
+        // What each node holds of the governance log, as it reports it.
+        let mut heads = Vec::new();
         for node in orch.node_ids() {
             let labels = NodeLabels { node: node.to_string() };
             match orch.status(node).await {
                 Ok(s) => {
                     up += 1;
+                    heads.push(match &s.governance {
+                        Some(h) => format!(
+                            "node {node} at entry {} ({}…)",
+                            h.seq,
+                            h.hash.get(..12).unwrap_or(&h.hash)
+                        ),
+                        None => format!("node {node} without governance"),
+                    });
                     for k in &s.keys {
                         quorum = quorum.max(usize::from(k.threshold));
                     }
@@ -81,6 +91,7 @@ impl Probe for SignerProbe {
                         .set(i64::try_from(ready).unwrap_or(i64::MAX));
                 }
                 Err(_) => {
+                    heads.push(format!("node {node} unreachable"));
                     metrics.signer_node_up.get_or_create(&labels).set(0);
                 }
             }
@@ -88,7 +99,11 @@ impl Probe for SignerProbe {
         vec![Check {
             component: "signers".into(),
             ok: up >= quorum,
-            detail: format!("{up} of {} nodes answer; {quorum} needed", orch.node_ids().len()),
+            detail: format!(
+                "{up} of {} nodes answer; {quorum} needed; {}",
+                orch.node_ids().len(),
+                heads.join(", ")
+            ),
         }]
     }
 }

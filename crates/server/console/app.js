@@ -759,7 +759,8 @@ function logLine(c, g) {
 }
 
 async function governance() {
-  const g = await api("GET", "/v1/governance");
+  const [g, summary] = await Promise.all([api("GET", "/v1/governance"), api("GET", "/v1/ops/summary")]);
+  const signers = summary.checks.find((c) => c.component === "signers");
   if (!g.installed) {
     show("Governance", h("p", { text: "No governance is installed: the signer nodes sign under no policy." }));
     return;
@@ -771,6 +772,7 @@ async function governance() {
       row("Genesis pin", h("span", { class: "mono", text: g.pin })),
       row("Admin quorum", String(g.quorum)),
       row("Whitelist time-lock", `${Math.round(g.whitelist_delay_ms / 60000)} min`),
+      row("The signer nodes", h("span", { id: "nodes", text: signers ? signers.detail : "no signer nodes are configured" })),
     ),
     h("h2", { text: "Waiting for signatures" }),
   ];
