@@ -529,10 +529,11 @@ async function governance(mode) {
       await page.getByLabel("What").selectOption("asset");
       await page.getByLabel(/^Asset or wallet/).fill("ETH");
       await page.getByLabel(/^For how many minutes/).fill("60");
+      await page.getByLabel(/^Why/).fill("withdrawals to an address we do not know, drill");
       await page.getByRole("button", { name: "Propose the freeze" }).click();
       await page.locator("#diff").waitFor();
       out.diff = await page.locator("#diff").innerText();
-      check(out.diff.includes("freezes asset ETH until"), `freeze: ${out.diff}`);
+      check(out.diff.includes("freezes asset ETH until") && out.diff.includes("drill"), `freeze: ${out.diff}`);
     }
     check(violations.length === 0, `CSP violations or page errors: ${violations.join(" | ")}`);
   } catch (e) {

@@ -221,6 +221,9 @@ pub enum ProposeCommand {
         /// even the admin quorum, can lift it before (at most 90 days).
         #[arg(long)]
         for_minutes: Option<i64>,
+        /// Why: kept in the log with the freeze, for everyone who reads it.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Lift a freeze: needs the quorum.
     Unfreeze {
@@ -415,11 +418,12 @@ fn change_of(change: ProposeCommand, now: strongroom_core::Timestamp) -> anyhow:
         ProposeCommand::WhitelistRemove { scope, chain, address } => {
             Change::WhitelistRemove { scope: whitelist_scope(&scope, &chain)?, address }
         }
-        ProposeCommand::Freeze { scope, for_minutes: None } => {
-            Change::Freeze { scope: freeze_scope(&scope)? }
+        ProposeCommand::Freeze { scope, for_minutes: None, reason } => {
+            Change::Freeze { scope: freeze_scope(&scope)?, reason }
         }
-        ProposeCommand::Freeze { scope, for_minutes: Some(m) } => Change::FreezeUntil {
+        ProposeCommand::Freeze { scope, for_minutes: Some(m), reason } => Change::FreezeUntil {
             scope: freeze_scope(&scope)?,
+            reason,
             until: now.plus_ms(m.checked_mul(60_000).context("--for-minutes is too long")?),
         },
         ProposeCommand::Unfreeze { scope } => Change::Unfreeze { scope: freeze_scope(&scope)? },

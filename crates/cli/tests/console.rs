@@ -307,6 +307,9 @@ fn an_approver_checks_and_approves_a_withdrawal_in_the_console_with_a_passkey() 
     let (ok, out) = run(&["governance", "show", "--pin", &pin]);
     assert!(ok && out.contains("policy: version 2"), "{out}");
     assert!(out.contains("asset ETH"), "the freeze is in force: {out}");
+    let (_, g) = call(&dev, "GET", "/v1/governance", Some(&dev.token), None);
+    let last = g["entries"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["change"]["reason"], "withdrawals to an address we do not know, drill", "{last}");
     drop(dev);
 }
 

@@ -137,12 +137,18 @@ pub enum Change {
     },
     Freeze {
         scope: FreezeScope,
+        /// Why, in the words of whoever froze it (kept in the log; absent in older entries,
+        /// whose hashes it therefore leaves unchanged).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// Freeze until a set time: nobody, not even the admin quorum, can lift it before then
     /// (it ends by itself). One security officer or admin suffices, as for a freeze.
     FreezeUntil {
         scope: FreezeScope,
         until: Timestamp,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     Unfreeze {
         scope: FreezeScope,
@@ -242,6 +248,8 @@ pub struct Frozen {
 
 /// The longest a time-boxed freeze may be set for (it cannot be lifted early).
 pub const MAX_FREEZE_MS: i64 = 90 * 86_400_000;
+/// The longest reason a freeze may give.
+pub const MAX_FREEZE_REASON: usize = 500;
 
 /// Whether an address may be paid as whitelisted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -500,17 +508,25 @@ fn apply(
         }
     };
     let needs_one_admin = || if admins >= 1 { Ok(()) } else { Err(fail("needs an admin".into())) };
+    let reason_ok = |reason: &Option<String>| match reason {
+        Some(r) if r.chars().count() > MAX_FREEZE_REASON || r.chars().any(char::is_control) => Err(
+            fail(format!("a freeze's reason is at most {MAX_FREEZE_REASON} printable characters")),
+        ),
+        _ => Ok(()),
+    };
     match &e.change {
-        Change::Freeze { scope } => {
+        Change::Freeze { scope, reason } => {
             if admins + officers == 0 {
                 return Err(fail("needs a security officer or an admin".into()));
             }
+            reason_ok(reason)?;
             state.freezes.insert(scope.clone());
         }
-        Change::FreezeUntil { scope, until } => {
+        Change::FreezeUntil { scope, until, reason } => {
             if admins + officers == 0 {
                 return Err(fail("needs a security officer or an admin".into()));
             }
+            reason_ok(reason)?;
             if *until <= e.at || until.unix_ms() - e.at.unix_ms() > MAX_FREEZE_MS {
                 return Err(fail(format!(
                     "a time-boxed freeze ends after its entry and within {} days",

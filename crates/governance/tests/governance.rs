@@ -359,9 +359,10 @@ fn the_log_refuses_edits_insertions_missing_quorums_and_strangers() {
     );
 
     // A signer who is not a member.
-    let mut stranger = state_at(&[], T0)
-        .unwrap()
-        .propose(Change::Freeze { scope: FreezeScope::Global }, Timestamp::from_unix_ms(T0 + 1));
+    let mut stranger = state_at(&[], T0).unwrap().propose(
+        Change::Freeze { scope: FreezeScope::Global, reason: None },
+        Timestamp::from_unix_ms(T0 + 1),
+    );
     stranger.sign("mallory", &key(66)).unwrap();
     assert!(state_at(&[stranger], T0 + 1).unwrap_err().to_string().contains("not a member"));
 }
@@ -406,13 +407,13 @@ fn a_whitelist_entry_is_usable_only_after_its_time_lock_and_can_be_cancelled() {
 #[test]
 fn one_officer_freezes_at_once_and_only_a_quorum_unfreezes() {
     let scope = FreezeScope::Asset { asset: "ETH".into() };
-    let frozen = log_of(vec![(Change::Freeze { scope: scope.clone() }, vec!["sec"])]);
+    let frozen = log_of(vec![(Change::Freeze { scope: scope.clone(), reason: None }, vec!["sec"])]);
     let s = state_at(&frozen, T0 + DAY_MS).unwrap();
     let now = Timestamp::from_unix_ms(T0 + DAY_MS);
     assert_eq!(s.frozen("ETH", "hot-eth-1", now).map(|f| f.scope), Some(scope.clone()));
     assert_eq!(s.frozen("BTC", "hot-btc-1", now), None);
     let one = log_of(vec![
-        (Change::Freeze { scope: scope.clone() }, vec!["sec"]),
+        (Change::Freeze { scope: scope.clone(), reason: None }, vec!["sec"]),
         (Change::Unfreeze { scope: scope.clone() }, vec!["ada"]),
     ]);
     assert!(state_at(&one, T0 + DAY_MS)
@@ -420,7 +421,7 @@ fn one_officer_freezes_at_once_and_only_a_quorum_unfreezes() {
         .to_string()
         .contains("needs 2 distinct admins"));
     let two = log_of(vec![
-        (Change::Freeze { scope: scope.clone() }, vec!["sec"]),
+        (Change::Freeze { scope: scope.clone(), reason: None }, vec!["sec"]),
         (Change::Unfreeze { scope }, vec!["ada", "bob"]),
     ]);
     assert_eq!(
@@ -432,8 +433,24 @@ fn one_officer_freezes_at_once_and_only_a_quorum_unfreezes() {
         None
     );
     // An approver cannot freeze (nor an operator): only officers and admins.
-    let by_approver = log_of(vec![(Change::Freeze { scope: FreezeScope::Global }, vec!["ann"])]);
-    assert!(state_at(&by_approver, T0 + DAY_MS).is_err());
+    let by_approver =
+        log_of(vec![(Change::Freeze { scope: FreezeScope::Global, reason: None }, vec!["ann"])]);
+    assert!(state_at(&by_approver, T0 + DAY_MS).is_err()); // A reason is kept with the freeze; an entry without one hashes as before the field
+                                                           // existed; a reason past the limit (or with control characters) is refused.
+    let why =
+        Change::Freeze { scope: FreezeScope::Global, reason: Some("hot wallet drain".into()) };
+    assert!(state_at(&log_of(vec![(why.clone(), vec!["sec"])]), T0 + DAY_MS).is_ok());
+    assert!(serde_json::to_string(&why).unwrap().contains("hot wallet drain"));
+    let plain = Change::Freeze { scope: FreezeScope::Global, reason: None };
+    assert_eq!(
+        serde_json::to_string(&plain).unwrap(),
+        r#"{"change":"freeze","scope":{"kind":"global"}}"#
+    );
+    let long = "x".repeat(strongroom_governance::log::MAX_FREEZE_REASON + 1);
+    for bad in [long, "line\nbreak".to_owned()] {
+        let c = Change::Freeze { scope: FreezeScope::Global, reason: Some(bad) };
+        assert!(state_at(&log_of(vec![(c, vec!["sec"])]), T0 + DAY_MS).is_err());
+    }
 }
 
 proptest! {
@@ -498,7 +515,7 @@ proptest! {
             vec!["ada", "bob"],
         )];
         if kind == 3 {
-            changes.push((Change::Freeze { scope: FreezeScope::Global }, vec!["sec"]));
+            changes.push((Change::Freeze { scope: FreezeScope::Global, reason: None }, vec!["sec"]));
         }
         changes.push((change, vec![id]));
         let log = log_of(changes);
@@ -819,7 +836,7 @@ fn the_asset_registry_names_what_moves() {
 #[test]
 fn a_time_boxed_freeze_cannot_be_lifted_before_its_end() {
     let until = Timestamp::from_unix_ms(T0 + DAY_MS);
-    let boxed = Change::FreezeUntil { scope: FreezeScope::Global, until };
+    let boxed = Change::FreezeUntil { scope: FreezeScope::Global, until, reason: None };
     let log = log_of(vec![(boxed.clone(), vec!["sec"])]);
     let s = state_at(&log, T0 + 120_000).unwrap();
     let at = |ms: i64| Timestamp::from_unix_ms(ms);
@@ -835,7 +852,11 @@ fn a_time_boxed_freeze_cannot_be_lifted_before_its_end() {
     // At its end it is over, with nothing to sign.
     assert_eq!(s.frozen("ETH", "hot-eth-1", until), None);
     // A freeze for ever, or for longer than 90 days, is not a time-boxed one.
-    let forever = Change::FreezeUntil { scope: FreezeScope::Global, until: at(T0 + 200 * DAY_MS) };
+    let forever = Change::FreezeUntil {
+        scope: FreezeScope::Global,
+        until: at(T0 + 200 * DAY_MS),
+        reason: None,
+    };
     assert!(state_at(&log_of(vec![(forever, vec!["sec"])]), T0 + DAY_MS).is_err());
     // One approver cannot set one either.
     assert!(state_at(&log_of(vec![(boxed, vec!["ann"])]), T0 + DAY_MS).is_err());

@@ -741,9 +741,9 @@ function describeChange(c, g) {
     case "ledger_credit":
       return [`credits ${c.amount} base units of ${c.asset} to customer ${c.customer_id} (${c.reference})`];
     case "freeze":
-      return [`freezes ${scopeText(c.scope)} until lifted`];
+      return [`freezes ${scopeText(c.scope)} until lifted${c.reason ? `: ${c.reason}` : ""}`];
     case "freeze_until":
-      return [`freezes ${scopeText(c.scope)} until ${when(c.until)} (cannot be lifted earlier)`];
+      return [`freezes ${scopeText(c.scope)} until ${when(c.until)} (cannot be lifted earlier)${c.reason ? `: ${c.reason}` : ""}`];
     case "unfreeze":
       return [`lifts the freeze on ${scopeText(c.scope)}`];
     default:
@@ -790,9 +790,15 @@ async function governance() {
   } else {
     parts.push(h("p", { id: "proposal", text: "Nothing." }));
   }
+  // Each freeze's reason, from the entry that made it (the latest for its scope).
+  const why = (scope) => {
+    const key = JSON.stringify(scope);
+    const e = [...g.entries].reverse().find((x) => (x.change.change === "freeze" || x.change.change === "freeze_until") && JSON.stringify(x.change.scope) === key);
+    return e && e.change.reason ? `: ${e.change.reason}` : "";
+  };
   const timed = new Set(g.frozen_until.map((f) => JSON.stringify(f.scope)));
-  const freezes = g.freezes.filter((f) => !timed.has(JSON.stringify(f))).map((f) => `${scopeText(f)}, until lifted`);
-  const boxed = g.frozen_until.map((f) => `${scopeText(f.scope)} until ${when(f.until_ms)}`);
+  const freezes = g.freezes.filter((f) => !timed.has(JSON.stringify(f))).map((f) => `${scopeText(f)}, until lifted${why(f)}`);
+  const boxed = g.frozen_until.map((f) => `${scopeText(f.scope)} until ${when(f.until_ms)}${why(f.scope)}`);
   parts.push(
     h("h2", { text: "Freezes" }),
     freezes.length || boxed.length
@@ -804,13 +810,17 @@ async function governance() {
       h("option", { value: "global" }, "Everything"), h("option", { value: "asset" }, "One asset"), h("option", { value: "wallet" }, "One wallet"));
     const what = h("input", { id: "freeze-what", name: "freeze-what", placeholder: "ETH or hot-eth-1" });
     const minutes = h("input", { id: "freeze-minutes", name: "freeze-minutes", inputmode: "numeric" });
+    const reason = h("textarea", { id: "freeze-reason", name: "freeze-reason", rows: 2, maxlength: 500, required: true });
     parts.push(h("form", { id: "freeze-form", on: { submit: async (ev) => {
       ev.preventDefault();
       out.replaceChildren();
       try {
         const sc = scope.value === "global" ? { kind: "global" } : scope.value === "asset" ? { kind: "asset", asset: what.value.trim() } : { kind: "wallet", wallet: what.value.trim() };
         const m = minutes.value.trim();
-        const change = m ? { change: "freeze_until", scope: sc, until: Date.now() + Number(m) * 60000 } : { change: "freeze", scope: sc };
+        const why = reason.value.trim();
+        const change = m
+          ? { change: "freeze_until", scope: sc, until: Date.now() + Number(m) * 60000, reason: why }
+          : { change: "freeze", scope: sc, reason: why };
         await api("POST", "/v1/governance/proposals", { change }, { idempotent: true });
         await governance();
       } catch (e) {
@@ -821,6 +831,7 @@ async function governance() {
       h("label", { for: "freeze-scope" }, "What", scope),
       h("label", { for: "freeze-what" }, "Asset or wallet (not for everything)", what),
       h("label", { for: "freeze-minutes" }, "For how many minutes (empty: until lifted by the quorum)", minutes),
+      h("label", { for: "freeze-reason" }, "Why (kept in the log with the freeze)", reason),
       h("div", { class: "actions" }, h("button", { type: "submit", class: "danger" }, "Propose the freeze")),
       h("p", { class: "hint", text: "One security officer's signature commits it; push it to the nodes with strongroom governance push." }),
     ));

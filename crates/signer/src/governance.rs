@@ -793,7 +793,10 @@ max_amount = "10000000000000000000"
     fn a_freeze_holds_and_cannot_be_rolled_back_by_a_shorter_log() {
         let n = node();
         let mut log = with_policy();
-        grow(&mut log, vec![(Change::Freeze { scope: FreezeScope::Global }, &["sec"])]);
+        grow(
+            &mut log,
+            vec![(Change::Freeze { scope: FreezeScope::Global, reason: None }, &["sec"])],
+        );
         let i = intent(DEST, ETH / 2, 1);
         let frozen = |r: Result<(), Reason>| {
             matches!(r, Err(Reason::Blocked { block: Block::Frozen { .. }, .. }))

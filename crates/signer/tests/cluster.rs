@@ -1070,7 +1070,7 @@ max_amount = "{daily}"
         let real_now = SystemEnv::new().now().unix_ms();
         let until = Timestamp::from_unix_ms(real_now + 6_000);
         let scope = strongroom_governance::log::FreezeScope::Asset { asset: "ETH".into() };
-        let boxed = Change::FreezeUntil { scope: scope.clone(), until };
+        let boxed = Change::FreezeUntil { scope: scope.clone(), until, reason: None };
         grow(&g, &mut gov, boxed, real_now, &[("ada", 1)]);
         let small = intent(BOB, ETH / 10, far);
         let r = sign([1, 2], request(&small, tx(&small, 0, 1), &gov, vec![])).await.unwrap_err();
@@ -1169,7 +1169,7 @@ max_amount = "{daily}"
         verify_ecdsa(&s.public_key, &s.signed_bytes, &s.signature);
         let mut frozen = gov.clone();
         let scope = strongroom_governance::log::FreezeScope::Global;
-        grow(&g, &mut frozen, Change::Freeze { scope }, now, &[("ada", 1)]);
+        grow(&g, &mut frozen, Change::Freeze { scope, reason: None }, now, &[("ada", 1)]);
         let node3: Vec<_> = gc.cl.nodes.iter().filter(|n| n.id == 3).cloned().collect();
         let member = Orchestrator::new(node3, gc.cl.pusher_credentials().unwrap());
         let pushed = member.push_governance(&frozen, Duration::from_secs(5)).await;

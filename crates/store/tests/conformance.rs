@@ -1261,7 +1261,7 @@ async fn the_governance_log_keeps_order_one_proposal_and_one_genesis(store: Arc<
         seq,
         prev: "00".into(),
         at: Timestamp::from_unix_ms(2),
-        change: Change::Freeze { scope: FreezeScope::Global },
+        change: Change::Freeze { scope: FreezeScope::Global, reason: None },
         signoffs: (0..signed)
             .map(|i| strongroom_governance::log::Signoff {
                 member: format!("m{i}"),
