@@ -93,11 +93,17 @@ async function accessible(page, where) {
   return r.violations.map((v) => `${v.id} (${v.impact})`);
 }
 
-async function signInWithPassword(page) {
+/** Open the console and sign in with EMAIL and PASSWORD (and a two-factor code). */
+async function signIn(page, code) {
   await page.goto(`${base}/`);
   await page.getByLabel("E-mail").fill(env("EMAIL"));
   await page.getByLabel("Password").fill(env("PASSWORD"));
+  if (code) await page.getByLabel(/^Two-factor code/).fill(code);
   await page.getByRole("button", { name: "Sign in", exact: true }).click();
+}
+
+async function signInWithPassword(page) {
+  await signIn(page);
   await page.getByRole("link", { name: "Approvals" }).waitFor();
 }
 
@@ -314,10 +320,7 @@ async function analyst() {
   const { browser, page, violations } = await launch();
   const out = {};
   try {
-    await page.goto(`${base}/`);
-    await page.getByLabel("E-mail").fill(env("EMAIL"));
-    await page.getByLabel("Password").fill(env("PASSWORD"));
-    await page.getByRole("button", { name: "Sign in", exact: true }).click();
+    await signIn(page);
     await page.getByRole("link", { name: "Review queue" }).waitFor();
     const [first, second] = [env("REVIEW1"), env("REVIEW2")];
     await page.getByRole("link", { name: first.slice(0, 8) }).waitFor();
@@ -378,15 +381,8 @@ function totp(secret, at = Date.now()) {
 async function customer() {
   const { browser, page, violations } = await launch();
   const out = {};
-  const signIn = async (code) => {
-    await page.getByLabel("E-mail").fill(env("EMAIL"));
-    await page.getByLabel("Password").fill(env("PASSWORD"));
-    if (code) await page.getByLabel(/^Two-factor code/).fill(code);
-    await page.getByRole("button", { name: "Sign in", exact: true }).click();
-  };
   try {
-    await page.goto(`${base}/`);
-    await signIn();
+    await signIn(page);
     await page.locator("#mine").waitFor();
     out.mine = await page.locator("#mine").innerText();
     check(out.mine.includes("0.05 ETH") && out.mine.includes("paid") && out.mine.includes(env("TXID")), `my withdrawals: ${out.mine}`);
@@ -435,12 +431,11 @@ async function customer() {
 
     // Signing in again now needs the second factor.
     await page.getByRole("button", { name: "Sign out" }).click();
-    await signIn();
+    await signIn(page);
     await page.getByRole("alert").waitFor();
     out.needs_code = await page.getByRole("alert").innerText();
     await page.goto("about:blank");
-    await page.goto(`${base}/`);
-    await signIn(totp(secret, Date.now() + 30_000));
+    await signIn(page, totp(secret, Date.now() + 30_000));
     await page.locator("#mine").waitFor();
     check((await page.locator("#anti-phishing").innerText()).includes("green-lynx-7"), "the code after signing in again");
     check(violations.length === 0, `CSP violations or page errors: ${violations.join(" | ")}`);
@@ -459,10 +454,7 @@ async function dashboard() {
   const { browser, page, violations } = await launch();
   const out = {};
   try {
-    await page.goto(`${base}/`);
-    await page.getByLabel("E-mail").fill(env("EMAIL"));
-    await page.getByLabel("Password").fill(env("PASSWORD"));
-    await page.getByRole("button", { name: "Sign in", exact: true }).click();
+    await signIn(page);
     await page.locator("#checks").waitFor();
     out.checks = await page.locator("#checks tbody").innerText();
     check(/database\tok/.test(out.checks) && /signers\tok/.test(out.checks), `checks: ${out.checks}`);
@@ -507,10 +499,7 @@ async function governance(mode) {
   const { browser, page, violations } = await launch();
   const out = {};
   try {
-    await page.goto(`${base}/`);
-    await page.getByLabel("E-mail").fill(env("EMAIL"));
-    await page.getByLabel("Password").fill(env("PASSWORD"));
-    await page.getByRole("button", { name: "Sign in", exact: true }).click();
+    await signIn(page);
     await page.getByRole("link", { name: "Governance" }).click();
     await page.locator("#head").waitFor();
     if (mode === "review") {
@@ -549,10 +538,7 @@ async function governance(mode) {
 async function auditBroken() {
   const { browser, page } = await launch();
   try {
-    await page.goto(`${base}/`);
-    await page.getByLabel("E-mail").fill(env("EMAIL"));
-    await page.getByLabel("Password").fill(env("PASSWORD"));
-    await page.getByRole("button", { name: "Sign in", exact: true }).click();
+    await signIn(page);
     await page.getByRole("link", { name: "Audit log" }).click();
     await page.locator("#verdict").waitFor();
     const verdict = await page.locator("#verdict").innerText();

@@ -745,20 +745,7 @@ max_fee = "10000000000000000"
         "customer_id": cid, "asset": "ETH", "amount": "2", "reference": "dev faucet"});
     let refused = api(&dev, "POST", "/v1/deposits", Some(credit.clone()));
     assert_eq!(refused["error"]["code"], "credit_not_governed", "{refused}");
-    let (ok, out) = run(&[
-        "governance",
-        "propose",
-        "ledger-credit",
-        "--customer",
-        &cid,
-        "--asset",
-        "ETH",
-        "--amount",
-        "2000000000000000000",
-        "--reference",
-        "dev faucet",
-    ]);
-    assert!(ok, "{out}");
+    propose_ledger_credit(&envs, &cid, "2000000000000000000", "dev faucet");
     assert!(sign("ada").0);
     assert!(sign("bob").1.contains("committed"));
     let mut governed = credit;

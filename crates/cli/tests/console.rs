@@ -72,6 +72,46 @@ fn browser(
         .unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
+/// A staff account made with `strongroom staff add` (its password in a file under `dir`).
+fn add_staff(
+    dir: &Path,
+    data: &Path,
+    email: &str,
+    role: &str,
+    member: Option<&str>,
+    password: &str,
+) {
+    let pw_file = dir.join(format!("{email}.pw"));
+    std::fs::write(&pw_file, password).unwrap();
+    let mut args = vec!["staff", "add", "--email", email, "--role", role];
+    if let Some(m) = member {
+        args.extend(["--member", m]);
+    }
+    args.extend([
+        "--password-file",
+        pw_file.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let (ok, out) = cli_with(&args, &[]);
+    assert!(ok, "{out}");
+}
+
+/// What every browser phase needs: the console's origin (`localhost`: the passkeys' relying
+/// party), a folder for screenshots, who signs in, and the dev CA for the script's own requests.
+fn console_env(dev: &Dev, dir: &Path, email: &str, password: &str) -> Vec<(&'static str, String)> {
+    let port = dev.url.rsplit(':').next().unwrap().to_owned();
+    let work = dir.join("browser");
+    std::fs::create_dir_all(&work).unwrap();
+    vec![
+        ("CONSOLE_URL", format!("https://localhost:{port}")),
+        ("WORK", work.to_str().unwrap().to_owned()),
+        ("EMAIL", email.to_owned()),
+        ("PASSWORD", password.to_owned()),
+        ("NODE_EXTRA_CA_CERTS", dev.ca.clone()),
+    ]
+}
+
 #[test]
 fn an_approver_checks_and_approves_a_withdrawal_in_the_console_with_a_passkey() {
     let Some((tools, chromium)) = browser_tools() else { return };
@@ -109,20 +149,7 @@ fn an_approver_checks_and_approves_a_withdrawal_in_the_console_with_a_passkey() 
     assert!(sign("bob").1.contains("committed"));
     let c = api(&dev, "POST", "/v1/customers", Some(serde_json::json!({"external_id": "gus"})));
     let cid = c["id"].as_str().unwrap().to_owned();
-    let (ok, out) = run(&[
-        "governance",
-        "propose",
-        "ledger-credit",
-        "--customer",
-        &cid,
-        "--asset",
-        "ETH",
-        "--amount",
-        "2000000000000000000",
-        "--reference",
-        "dev faucet",
-    ]);
-    assert!(ok, "{out}");
+    propose_ledger_credit(&envs, &cid, "2000000000000000000", "dev faucet");
     assert!(sign("ada").0);
     assert!(sign("bob").1.contains("committed"));
     let credit = serde_json::json!({"customer_id": cid, "asset": "ETH", "amount": "2",
@@ -133,26 +160,7 @@ fn an_approver_checks_and_approves_a_withdrawal_in_the_console_with_a_passkey() 
     // Ann, a staff approver, added from the command line.
     let email = "ann@exchange.example";
     let password = "ann's staff passphrase";
-    let pw_file = dir.path().join("ann.pw");
-    std::fs::write(&pw_file, password).unwrap();
-    let (ok, out) = cli_with(
-        &[
-            "staff",
-            "add",
-            "--email",
-            email,
-            "--role",
-            "approver",
-            "--member",
-            "ann",
-            "--password-file",
-            pw_file.to_str().unwrap(),
-            "--data-dir",
-            d,
-        ],
-        &[],
-    );
-    assert!(ok, "{out}");
+    add_staff(dir.path(), &data, email, "approver", Some("ann"), password);
 
     // A withdrawal of 0.5 ETH: two approvers must approve it.
     let dest = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
@@ -166,19 +174,8 @@ fn an_approver_checks_and_approves_a_withdrawal_in_the_console_with_a_passkey() 
         ),
     );
     let id = w["id"].as_str().unwrap_or_else(|| panic!("{w}")).to_owned();
-    let port = dev.url.rsplit(':').next().unwrap().to_owned();
-    let work = dir.path().join("browser");
-    std::fs::create_dir_all(&work).unwrap();
-    let page_env = vec![
-        ("CONSOLE_URL", format!("https://localhost:{port}")),
-        ("WORK", work.to_str().unwrap().to_owned()),
-        ("EMAIL", email.to_owned()),
-        ("PASSWORD", password.to_owned()),
-        ("WITHDRAWAL", id.clone()),
-        ("DESTINATION", dest.to_owned()),
-        // The script's own requests (playwright's route.fetch) trust the dev CA.
-        ("NODE_EXTRA_CA_CERTS", dev.ca.clone()),
-    ];
+    let mut page_env = console_env(&dev, dir.path(), email, password);
+    page_env.extend([("WITHDRAWAL", id.clone()), ("DESTINATION", dest.to_owned())]);
 
     // In the browser: the decoder against the vectors, sign-in, the inbox, the decoded
     // detail, a lying server caught, and a passkey made.
@@ -265,24 +262,7 @@ fn an_approver_checks_and_approves_a_withdrawal_in_the_console_with_a_passkey() 
     // An admin's governance page: a policy change waits, shown as a diff against the live
     // policy; once the quorum signs it, the admin proposes a time-boxed freeze from the page
     // and one security officer's signature commits it.
-    let admin_pw = dir.path().join("adam.pw");
-    std::fs::write(&admin_pw, "adam's admin passphrase").unwrap();
-    let (ok, out) = cli_with(
-        &[
-            "staff",
-            "add",
-            "--email",
-            "adam@exchange.example",
-            "--role",
-            "admin",
-            "--password-file",
-            admin_pw.to_str().unwrap(),
-            "--data-dir",
-            d,
-        ],
-        &[],
-    );
-    assert!(ok, "{out}");
+    add_staff(dir.path(), &data, "adam@exchange.example", "admin", None, "adam's admin passphrase");
     let looser = eth_tiers_policy(fees).replace("version = 1", "version = 2").replacen(
         "100000000000000000",
         "200000000000000000",
@@ -291,10 +271,8 @@ fn an_approver_checks_and_approves_a_withdrawal_in_the_console_with_a_passkey() 
     std::fs::write(&policy, looser).unwrap();
     let (ok, out) = run(&["governance", "propose", "policy", "--file", policy.to_str().unwrap()]);
     assert!(ok, "{out}");
-    let mut admin_env = page_env.clone();
-    admin_env.retain(|(k, _)| *k != "EMAIL" && *k != "PASSWORD");
-    admin_env.push(("EMAIL", "adam@exchange.example".into()));
-    admin_env.push(("PASSWORD", "adam's admin passphrase".into()));
+    let admin_env =
+        console_env(&dev, dir.path(), "adam@exchange.example", "adam's admin passphrase");
     let review = browser(&tools, &chromium, "governance-review", &admin_env);
     println!("console governance: {review}");
     assert_eq!(review["members"], 6, "{review}");
@@ -309,7 +287,10 @@ fn an_approver_checks_and_approves_a_withdrawal_in_the_console_with_a_passkey() 
     assert!(out.contains("asset ETH"), "the freeze is in force: {out}");
     let (_, g) = call(&dev, "GET", "/v1/governance", Some(&dev.token), None);
     let last = g["entries"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!(last["change"]["reason"], "withdrawals to an address we do not know, drill", "{last}");
+    assert_eq!(
+        last["change"]["reason"], "withdrawals to an address we do not know, drill",
+        "{last}"
+    );
     drop(dev);
 }
 
@@ -340,25 +321,7 @@ fn an_analyst_releases_and_rejects_paused_withdrawals_in_the_console() {
     let dev = start_dev_with(&data, &args, &[]);
     let email = "sam@exchange.example";
     let password = "sam's analyst passphrase";
-    let pw_file = dir.path().join("sam.pw");
-    std::fs::write(&pw_file, password).unwrap();
-    let d = data.to_str().unwrap();
-    let (ok, out) = cli_with(
-        &[
-            "staff",
-            "add",
-            "--email",
-            email,
-            "--role",
-            "analyst",
-            "--password-file",
-            pw_file.to_str().unwrap(),
-            "--data-dir",
-            d,
-        ],
-        &[],
-    );
-    assert!(ok, "{out}");
+    add_staff(dir.path(), &data, email, "analyst", None, password);
     let c = api(&dev, "POST", "/v1/customers", Some(serde_json::json!({"external_id": "rita"})));
     let cid = c["id"].as_str().unwrap().to_owned();
     let credit = serde_json::json!({"customer_id": cid, "asset": "ETH", "amount": "2", "reference": "faucet"});
@@ -388,42 +351,23 @@ fn an_analyst_releases_and_rejects_paused_withdrawals_in_the_console() {
         assert!(Instant::now() < deadline, "never paused: {q}");
         std::thread::sleep(Duration::from_millis(500));
     }
-    let port = dev.url.rsplit(':').next().unwrap().to_owned();
-    let work = dir.path().join("browser");
-    std::fs::create_dir_all(&work).unwrap();
-    let page_env = vec![
-        ("CONSOLE_URL", format!("https://localhost:{port}")),
-        ("WORK", work.to_str().unwrap().to_owned()),
-        ("EMAIL", email.to_owned()),
+    let mut page_env = console_env(&dev, dir.path(), email, password);
+    page_env.extend([
         ("EMAIL_SHOWN", "s***@exchange.example".to_owned()),
-        ("PASSWORD", password.to_owned()),
         ("REVIEW1", ids[0].clone()),
         ("REVIEW2", ids[1].clone()),
-        ("NODE_EXTRA_CA_CERTS", dev.ca.clone()),
-    ];
+    ]);
     // First an operator looks at the dashboard: both wait, in the review queue.
-    let ops_pw = dir.path().join("olga.pw");
-    std::fs::write(&ops_pw, "olga's operator passphrase").unwrap();
-    let (ok, out) = cli_with(
-        &[
-            "staff",
-            "add",
-            "--email",
-            "olga@exchange.example",
-            "--role",
-            "operator",
-            "--password-file",
-            ops_pw.to_str().unwrap(),
-            "--data-dir",
-            d,
-        ],
-        &[],
+    add_staff(
+        dir.path(),
+        &data,
+        "olga@exchange.example",
+        "operator",
+        None,
+        "olga's operator passphrase",
     );
-    assert!(ok, "{out}");
-    let mut ops_env = page_env.clone();
-    ops_env.retain(|(k, _)| *k != "EMAIL" && *k != "PASSWORD");
-    ops_env.push(("EMAIL", "olga@exchange.example".into()));
-    ops_env.push(("PASSWORD", "olga's operator passphrase".into()));
+    let mut ops_env =
+        console_env(&dev, dir.path(), "olga@exchange.example", "olga's operator passphrase");
     ops_env.push(("CUSTOMER", "rita".into()));
     let board = browser(&tools, &chromium, "dashboard", &ops_env);
     println!("console dashboard: {board}");
@@ -505,18 +449,11 @@ fn a_customer_secures_their_account_in_the_console() {
         assert!(Instant::now() < deadline, "never settled: {v}");
         std::thread::sleep(Duration::from_secs(1));
     };
-    let port = dev.url.rsplit(':').next().unwrap().to_owned();
-    let work = dir.path().join("browser");
-    std::fs::create_dir_all(&work).unwrap();
-    let page_env = vec![
-        ("CONSOLE_URL", format!("https://localhost:{port}")),
-        ("WORK", work.to_str().unwrap().to_owned()),
-        ("EMAIL", email.to_owned()),
-        ("PASSWORD", password.to_owned()),
+    let mut page_env = console_env(&dev, dir.path(), email, password);
+    page_env.extend([
         ("DESTINATION", "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359".to_owned()),
         ("TXID", txid),
-        ("NODE_EXTRA_CA_CERTS", dev.ca.clone()),
-    ];
+    ]);
     let seen = browser(&tools, &chromium, "customer", &page_env);
     println!("console customer: {seen}");
     let needs = seen["needs_code"].as_str().unwrap();

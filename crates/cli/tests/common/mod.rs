@@ -161,6 +161,28 @@ action = {{ kind = "block", reason = "no rule for this asset" }}
     )
 }
 
+/// Propose a `ledger_credit` of `wei` base units of ETH for customer `cid` (members then
+/// sign it); what the CLI printed must say it succeeded.
+pub fn propose_ledger_credit(envs: &[(&str, String)], cid: &str, wei: &str, reference: &str) {
+    let (ok, out) = cli_with(
+        &[
+            "governance",
+            "propose",
+            "ledger-credit",
+            "--customer",
+            cid,
+            "--asset",
+            "ETH",
+            "--amount",
+            wei,
+            "--reference",
+            reference,
+        ],
+        envs,
+    );
+    assert!(ok, "{out}");
+}
+
 /// A fresh idempotency key per call.
 pub fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
