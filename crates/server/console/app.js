@@ -97,6 +97,21 @@ function failure(e) {
   return notice("bad", e instanceof ApiFailure ? `${e.message} (${e.code})` : String(e.message || e));
 }
 
+/** A form's `on`: the page stays put, the last message goes, and a failure is shown in `out`. */
+function submitting(out, fn) {
+  return {
+    submit: async (ev) => {
+      ev.preventDefault();
+      out.replaceChildren();
+      try {
+        await fn(ev);
+      } catch (e) {
+        out.replaceChildren(failure(e));
+      }
+    },
+  };
+}
+
 // ---------- WebAuthn: options from JSON (base64url) to what the browser takes, and back ----------
 
 function creationOptions(o) {
@@ -190,20 +205,12 @@ function signIn() {
   const form = h(
     "form",
     {
-      on: {
-        submit: async (ev) => {
-          ev.preventDefault();
-          out.replaceChildren();
-          const body = { email: email.value, password: password.value, device_name: "console" };
-          if (code.value.trim()) body.totp_code = code.value.trim();
-          try {
-            await api("POST", "/v1/auth/login", body);
-            await done();
-          } catch (e) {
-            out.replaceChildren(failure(e));
-          }
-        },
-      },
+      on: submitting(out, async () => {
+        const body = { email: email.value, password: password.value, device_name: "console" };
+        if (code.value.trim()) body.totp_code = code.value.trim();
+        await api("POST", "/v1/auth/login", body);
+        await done();
+      }),
     },
     h("label", { for: "email" }, "E-mail", email),
     h("label", { for: "password" }, "Password", password),
@@ -447,18 +454,10 @@ function denyForm(w, out) {
     "form",
     {
       class: "deny",
-      on: {
-        submit: async (ev) => {
-          ev.preventDefault();
-          out.replaceChildren();
-          try {
-            await api("POST", `/v1/withdrawals/${encodeURIComponent(w.id)}/deny`, { reason: reason.value }, { idempotent: true });
-            await withdrawal(w.id);
-          } catch (e) {
-            out.replaceChildren(failure(e));
-          }
-        },
-      },
+      on: submitting(out, async () => {
+        await api("POST", `/v1/withdrawals/${encodeURIComponent(w.id)}/deny`, { reason: reason.value }, { idempotent: true });
+        await withdrawal(w.id);
+      }),
     },
     h("h2", { text: "Deny" }),
     h("label", { for: "deny-reason" }, "Why (the withdrawal is cancelled for everyone)", reason),
@@ -811,10 +810,7 @@ async function governance() {
     const what = h("input", { id: "freeze-what", name: "freeze-what", placeholder: "ETH or hot-eth-1" });
     const minutes = h("input", { id: "freeze-minutes", name: "freeze-minutes", inputmode: "numeric" });
     const reason = h("textarea", { id: "freeze-reason", name: "freeze-reason", rows: 2, maxlength: 500, required: true });
-    parts.push(h("form", { id: "freeze-form", on: { submit: async (ev) => {
-      ev.preventDefault();
-      out.replaceChildren();
-      try {
+    parts.push(h("form", { id: "freeze-form", on: submitting(out, async () => {
         const sc = scope.value === "global" ? { kind: "global" } : scope.value === "asset" ? { kind: "asset", asset: what.value.trim() } : { kind: "wallet", wallet: what.value.trim() };
         const m = minutes.value.trim();
         const why = reason.value.trim();
@@ -823,10 +819,7 @@ async function governance() {
           : { change: "freeze", scope: sc, reason: why };
         await api("POST", "/v1/governance/proposals", { change }, { idempotent: true });
         await governance();
-      } catch (e) {
-        out.replaceChildren(failure(e));
-      }
-    } } },
+    }) },
       h("h3", { text: "Propose a freeze" }),
       h("label", { for: "freeze-scope" }, "What", scope),
       h("label", { for: "freeze-what" }, "Asset or wallet (not for everything)", what),
@@ -888,19 +881,9 @@ function smallForm(title, fields, button, submit, out) {
   const inputs = fields.map(([id, label, attrs]) => [id, label, h("input", { id, name: id, ...(attrs || {}) })]);
   return h(
     "form",
-    {
-      on: {
-        submit: async (ev) => {
-          ev.preventDefault();
-          out.replaceChildren();
-          try {
+    { on: submitting(out, async () => {
             await submit(Object.fromEntries(inputs.map(([id, , el]) => [id, el.value.trim()])));
-          } catch (e) {
-            out.replaceChildren(failure(e));
-          }
-        },
-      },
-    },
+}) },
     title ? h("h3", { text: title }) : null,
     inputs.map(([id, label, el]) => h("label", { for: id }, label, el)),
     h("div", { class: "actions" }, h("button", { type: "submit" }, button)),
@@ -1064,12 +1047,7 @@ async function security() {
   const name = h("input", { id: "passkey-name", name: "passkey-name", value: "console passkey" });
   const add = h(
     "form",
-    {
-      on: {
-        submit: async (ev) => {
-          ev.preventDefault();
-          out.replaceChildren();
-          try {
+    { on: submitting(out, async () => {
             const start = await api("POST", "/v1/me/passkeys/options");
             const cred = await navigator.credentials.create(creationOptions(start.options));
             await api("POST", "/v1/me/passkeys", {
@@ -1079,12 +1057,7 @@ async function security() {
             });
             await loadMe();
             await security();
-          } catch (e) {
-            out.replaceChildren(failure(e));
-          }
-        },
-      },
-    },
+}) },
     h("label", { for: "passkey-name" }, "Name for a new passkey", name),
     h("div", { class: "actions" }, h("button", { type: "submit" }, "Add a passkey")),
   );
