@@ -196,6 +196,8 @@ async function check_and_enrol() {
     check(verified.includes("matches"), `verification: ${verified}`);
     const intent = await page.locator("#intent").innerText();
     check(intent.includes("0.5 ETH") && intent.includes(env("DESTINATION")), `intent: ${intent}`);
+    out.registry = await page.locator("#registry").innerText();
+    check(out.registry === "in the signed asset registry", `registry: ${out.registry}`);
     const note = await page.locator("#destination-note").innerText();
     check(note.includes("not on any whitelist") && note.includes("first withdrawal"), `destination note: ${note}`);
     const policy = await page.locator("#policy").innerText();

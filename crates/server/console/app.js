@@ -298,8 +298,24 @@ async function approvals() {
   );
 }
 
+/** Whether the governance log's asset registry (genesis and asset entries) names this exact
+ * asset: chain, symbol, decimals and contract. */
+function registered(g, intent) {
+  if (!g.installed || !g.genesis) return "no governance: no signed registry";
+  const key = (a) => [a.chain, a.symbol, a.decimals, (a.contract || "").toLowerCase()].join("|");
+  const want = key({ chain: intent.chain, ...intent.asset });
+  const live = new Set((g.genesis.assets || []).map(key));
+  for (const e of g.entries) {
+    if (e.change.change === "asset_add") live.add(key(e.change.asset));
+    if (e.change.change === "asset_remove") {
+      for (const k of [...live]) if (k.startsWith(`${e.change.chain}|${e.change.symbol}|`)) live.delete(k);
+    }
+  }
+  return live.has(want) ? "in the signed asset registry" : "NOT in the signed asset registry";
+}
+
 async function withdrawal(id) {
-  const w = await api("GET", `/v1/withdrawals/${encodeURIComponent(id)}`);
+  const [w, g] = await Promise.all([api("GET", `/v1/withdrawals/${encodeURIComponent(id)}`), api("GET", "/v1/governance")]);
   let checked;
   try {
     checked = await verifyWithdrawal(w);
@@ -329,7 +345,8 @@ async function withdrawal(id) {
       row("Destination", h("span", { class: "mono", text: intent.destination }), h("br"), destinationNote(w)),
       row("Chain", intent.chain),
       row("Asset", `${intent.asset.symbol}, ${intent.asset.decimals} decimals${intent.asset.contract ? ", contract " : ", native"}`,
-        intent.asset.contract ? h("span", { class: "mono", text: intent.asset.contract }) : ""),
+        intent.asset.contract ? h("span", { class: "mono", text: intent.asset.contract }) : "",
+        h("br"), h("span", { class: "hint", id: "registry", text: registered(g, intent) })),
       row("From wallet", intent.source_wallet),
       row("Network fee at most", fee),
       row("Expires", `${when(intent.expires_at_ms)}${expired ? " (expired)" : ""}`),
@@ -371,7 +388,7 @@ async function withdrawal(id) {
   const out = h("div", { "aria-live": "polite" });
   const mine = got.some((a) => a.approver === me.member);
   if (me.role === "approver" && w.state === "reserved" && !mine) {
-    const blocked = mismatches.length > 0 || expired;
+    const blocked = mismatches.length > 0 || expired || registered(g, intent).startsWith("NOT");
     const approve = h("button", { type: "button", disabled: blocked }, "Approve with my passkey");
     approve.addEventListener("click", async () => {
       approve.disabled = true;
