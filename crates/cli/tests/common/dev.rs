@@ -69,7 +69,17 @@ pub fn start_dev_with(data_dir: &std::path::Path, extra: &[&str], envs: &[(&str,
     while url.is_none() || ca.is_none() || token.is_none() {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("strongroom dev printed its banner");
+            .unwrap_or_else(|e| {
+                // Say why: the end of what the process wrote on stderr.
+                let log = std::fs::read_to_string(data_dir.with_extension("stderr.log"))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "strongroom dev printed no banner ({e}); its stderr ends:\n{}",
+                    tail.join("\n")
+                )
+            });
         let value = |prefix: &str| line.trim().strip_prefix(prefix).map(|v| v.trim().to_owned());
         url = url.or(value("URL:"));
         ca = ca.or(value("CA certificate:"));
