@@ -516,6 +516,15 @@ async function governance(mode) {
       out.log = await page.locator("#log tbody").innerText();
       check(!(await page.locator("#freeze-form").count()), "no second proposal while one waits");
       out.axe_governance = await accessible(page, "governance");
+    } else if (mode === "whitelist") {
+      await page.getByLabel("Chain (CAIP-2)").fill("eip155:31337");
+      await page.locator("#whitelist-form").getByLabel("Address").fill(env("COLD"));
+      await page.locator("#whitelist-form").getByLabel("Label").fill("cold-2");
+      await page.getByRole("button", { name: "Propose the address" }).click();
+      await page.locator("#diff").waitFor();
+      out.diff = await page.locator("#diff").innerText();
+      check(out.diff.includes(`whitelists cold-2 ${env("COLD")} for our own wallets on eip155:31337`), `whitelist: ${out.diff}`);
+      out.axe_proposal = await accessible(page, "governance with a proposal");
     } else {
       await page.getByLabel("What").selectOption("asset");
       await page.getByLabel(/^Asset or wallet/).fill("ETH");
@@ -563,6 +572,7 @@ const phases = {
   dashboard,
   "governance-review": () => governance("review"),
   "governance-freeze": () => governance("freeze"),
+  "governance-whitelist": () => governance("whitelist"),
 };
 if (!phases[phase]) throw new Error(`unknown phase ${phase}`);
 const result = await phases[phase]();

@@ -291,6 +291,18 @@ fn an_approver_checks_and_approves_a_withdrawal_in_the_console_with_a_passkey() 
         last["change"]["reason"], "withdrawals to an address we do not know, drill",
         "{last}"
     );
+
+    // A whitelist address for our own wallets, proposed in the page; the quorum commits it,
+    // and it waits out its time-lock.
+    let cold = "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB";
+    let mut wl_env = admin_env.clone();
+    wl_env.push(("COLD", cold.to_owned()));
+    let wl = browser(&tools, &chromium, "governance-whitelist", &wl_env);
+    println!("console whitelist: {wl}");
+    assert!(sign("ada").0);
+    assert!(sign("bob").1.contains("committed"));
+    let (ok, out) = run(&["governance", "show", "--pin", &pin]);
+    assert!(ok && out.contains("cold-2): usable from"), "in its time-lock: {out}");
     drop(dev);
 }
 

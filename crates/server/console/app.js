@@ -745,7 +745,7 @@ function describeChange(c, g) {
     case "set_quorum":
       return [`admin quorum ${g.quorum} → ${c.quorum}`];
     case "whitelist_add":
-      return [`whitelists ${c.label} ${c.address} for ${wlScope(c.scope)}, usable ${Math.round(g.whitelist_delay_ms / 3600000)} h after it is committed`];
+      return [`whitelists ${c.label} ${c.address} for ${wlScope(c.scope)}, usable ${ago(Math.round(g.whitelist_delay_ms / 1000))} after it is committed`];
     case "whitelist_remove":
       return [`removes ${c.address} from the whitelist for ${wlScope(c.scope)}`];
     case "cancel_pending":
@@ -787,7 +787,7 @@ async function governance() {
       row("Entries", String(g.seq)),
       row("Genesis pin", h("span", { class: "mono", text: g.pin })),
       row("Admin quorum", String(g.quorum)),
-      row("Whitelist time-lock", `${Math.round(g.whitelist_delay_ms / 60000)} min`),
+      row("Whitelist time-lock", ago(Math.round(g.whitelist_delay_ms / 1000))),
       row("The signer nodes", h("span", { id: "nodes", text: signers ? signers.detail : "no signer nodes are configured" })),
     ),
     h("h2", { text: "Waiting for signatures" }),
@@ -844,6 +844,28 @@ async function governance() {
       h("label", { for: "freeze-reason" }, "Why (kept in the log with the freeze)", reason),
       h("div", { class: "actions" }, h("button", { type: "submit", class: "danger" }, "Propose the freeze")),
       h("p", { class: "hint", text: "One security officer's signature commits it; push it to the nodes with strongroom governance push." }),
+    ));
+    // A whitelist addition: our own wallets (internal) on a chain, or one customer's.
+    const wlChain = h("input", { id: "wl-chain", name: "wl-chain", value: "eip155:1" });
+    const wlAddress = h("input", { id: "wl-address", name: "wl-address", required: true });
+    const wlLabel = h("input", { id: "wl-label", name: "wl-label", required: true, maxlength: 64 });
+    const wlCustomer = h("input", { id: "wl-customer", name: "wl-customer" });
+    parts.push(h("form", { id: "whitelist-form", on: submitting(out, async () => {
+      const customer = wlCustomer.value.trim();
+      const scope = customer
+        ? { kind: "customer", customer_id: customer, chain: wlChain.value.trim() }
+        : { kind: "internal", chain: wlChain.value.trim() };
+      const change = { change: "whitelist_add", scope, address: wlAddress.value.trim(), label: wlLabel.value.trim() };
+      await api("POST", "/v1/governance/proposals", { change }, { idempotent: true });
+      await governance();
+    }) },
+      h("h3", { text: "Propose a whitelist address" }),
+      h("label", { for: "wl-chain" }, "Chain (CAIP-2)", wlChain),
+      h("label", { for: "wl-address" }, "Address", wlAddress),
+      h("label", { for: "wl-label" }, "Label", wlLabel),
+      h("label", { for: "wl-customer" }, "For one customer (their id; empty: our own wallets)", wlCustomer),
+      h("div", { class: "actions" }, h("button", { type: "submit" }, "Propose the address")),
+      h("p", { class: "hint", text: "The admin quorum signs it; it is usable only after the time-lock." }),
     ));
   }
   parts.push(
