@@ -1107,7 +1107,7 @@ async fn submit_approval(
             &state,
             account,
             &req.principal.token_id,
-            &b.approver,
+            Some(&b.approver),
         )
         .await?;
     }
@@ -1165,12 +1165,11 @@ async fn deny_withdrawal(
     }
     let by = match &req.principal.account {
         Some(account) => {
-            let member = crate::accounts::staff_member(&state, account).await?;
-            crate::accounts::check_staff_approval(
+            let member = crate::accounts::check_staff_approval(
                 &state,
                 account,
                 &req.principal.token_id,
-                &member,
+                None,
             )
             .await?;
             format!("{member} ({})", req.ctx.actor)

@@ -46,34 +46,26 @@ pub async fn create_staff(
     Ok(id)
 }
 
-/// The governance member a staff approver's account approves (and denies) as.
-pub(crate) async fn staff_member(state: &AppState, account: &str) -> Result<String, ApiError> {
-    let r = state
-        .store()
-        .auth_record("account", account)
-        .await?
-        .ok_or_else(|| ApiError::forbidden("no such account"))?;
-    account_of(&r)?.member.ok_or_else(|| ApiError::forbidden("only a staff approver may do this"))
-}
-
-/// A staff session may submit an approval only as its own governance member, and only when
-/// it signed in with a second factor (TOTP, a recovery code or a passkey).
+/// A staff session may approve (or deny) only as its own governance member, and only when it
+/// signed in with a second factor (TOTP, a recovery code or a passkey). `approver`: the member
+/// the request names, if it names one. Returns the account's member.
 pub(crate) async fn check_staff_approval(
     state: &AppState,
     account: &str,
     session: &str,
-    approver: &str,
-) -> Result<(), ApiError> {
+    approver: Option<&str>,
+) -> Result<String, ApiError> {
     let r = state
         .store()
         .auth_record("account", account)
         .await?
         .ok_or_else(|| ApiError::forbidden("no such account"))?;
-    let a = account_of(&r)?;
-    if a.member.as_deref() != Some(approver) {
+    let member = account_of(&r)?
+        .member
+        .ok_or_else(|| ApiError::forbidden("only a staff approver may do this"))?;
+    if approver.is_some_and(|a| a != member) {
         return Err(ApiError::forbidden(format!(
-            "this account approves only as governance member {}",
-            a.member.as_deref().unwrap_or("(none)")
+            "this account approves only as governance member {member}"
         )));
     }
     let s: Session = match state.store().auth_record("session", session).await? {
@@ -87,7 +79,7 @@ pub(crate) async fn check_staff_approval(
             "staff who approve must sign in with two-factor authentication (TOTP or a passkey)",
         ));
     }
-    Ok(())
+    Ok(member)
 }
 
 /// What admins put in the governance log for a staff member's passkey
