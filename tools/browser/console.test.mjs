@@ -3,6 +3,7 @@
 //   CONSOLE_URL   https://localhost:PORT
 //   CHROMIUM      the browser (never a downloaded one)
 //   WORK          a folder for this run (screenshots on failure)
+//   SCREENSHOTS   optional: a folder for a screenshot of each main page (docs/screenshots)
 //   VECTORS       crates/core/tests/vectors/intent-v1.json
 //   DESTINATION   the withdrawal's destination
 //   EMAIL, PASSWORD, WITHDRAWAL, CREDENTIAL (phase "approve": the exported passkey, JSON),
@@ -81,6 +82,15 @@ async function launch() {
     },
   });
   return { browser, page, cdp, authenticatorId, violations };
+}
+
+/** A screenshot of a main page as it is now, for the docs (when SCREENSHOTS is set). */
+async function shot(page, name) {
+  const dir = process.env.SCREENSHOTS;
+  if (!dir) return;
+  await page.setViewportSize({ width: 1200, height: 900 });
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: `${dir}/${name}.png`, fullPage: false });
 }
 
 /** axe-core on the page as it is: no serious or critical violation. */
@@ -188,6 +198,7 @@ async function check_and_enrol() {
     const rowText = await page.locator("tbody tr").filter({ has: link }).innerText();
     check(rowText.includes("0.5 ETH") && rowText.includes("0 of 2"), `inbox row: ${rowText}`);
     out.axe_inbox = await accessible(page, "inbox");
+    await shot(page, "approver-inbox");
 
     // The detail: decoded from the bytes, hash recomputed, the policy's reason.
     await link.click();
@@ -203,6 +214,7 @@ async function check_and_enrol() {
     const policy = await page.locator("#policy").innerText();
     check(policy.includes("large-eth") && policy.includes("0 of 2"), `policy: ${policy}`);
     out.axe_detail = await accessible(page, "withdrawal");
+    await shot(page, "approver-withdrawal");
 
     // Until the admins put the approver's passkey in governance, there is nothing to sign
     // with, and the page says why.
@@ -339,6 +351,7 @@ async function analyst() {
     check((await page.locator("#history tbody tr").count()) === 2, "the customer's history");
     check((await page.locator("#review").innerText()).includes("0.2 ETH"), "the amount, decoded");
     out.axe_review = await accessible(page, "review");
+    await shot(page, "analyst-review");
     await page.getByRole("button", { name: "Assign to me" }).click();
     await page.locator("#review").getByText(env("EMAIL_SHOWN")).waitFor();
     await page.getByLabel(/^Note/).fill("called the customer: it is theirs");
@@ -405,6 +418,7 @@ async function customer() {
     out.recovery_codes = await page.locator("#recovery-codes li").count();
     check(out.recovery_codes === 10, `ten recovery codes: ${out.recovery_codes}`);
     out.axe_security = await accessible(page, "customer security");
+    await shot(page, "customer-security");
 
     await page.goto("about:blank");
     await page.goto(`${base}/console/#/security`);
@@ -430,6 +444,7 @@ async function customer() {
     check(out.lock.includes("locked until"), `lock: ${out.lock}`);
     check(await page.locator("#whitelist-only").isVisible(), "whitelist-only mode shown");
     check((await page.locator("#anti-phishing").innerText()).includes("green-lynx-7"), "the code on every page");
+    await shot(page, "customer-withdrawals");
 
     // Signing in again now needs the second factor.
     await page.getByRole("button", { name: "Sign out" }).click();
@@ -467,6 +482,7 @@ async function dashboard() {
     out.leaders = await page.locator("#leaders tbody").innerText();
     check(out.leaders.includes("leader/risk") && out.leaders.includes("yes"), `leaders: ${out.leaders}`);
     out.axe_dashboard = await accessible(page, "dashboard");
+    await shot(page, "operator-dashboard");
 
     // The customer, by the exchange's id: balances, withdrawals, the ledger.
     await page.getByRole("link", { name: "Customers" }).click();
@@ -477,6 +493,7 @@ async function dashboard() {
     out.ledger = await page.locator("#ledger tbody").innerText();
     check(out.ledger.includes("+2000000000000000000 ETH") && out.ledger.includes("withdrawal_reserve"), `ledger: ${out.ledger}`);
     out.axe_customers = await accessible(page, "customers");
+    await shot(page, "operator-customer");
 
     // The audit log verifies.
     await page.getByRole("link", { name: "Audit log" }).click();
@@ -485,6 +502,7 @@ async function dashboard() {
     check(out.verdict.startsWith("Intact"), `verdict: ${out.verdict}`);
     check((await page.locator("#records tbody tr").count()) > 5, "the latest records");
     out.axe_audit = await accessible(page, "audit");
+    await shot(page, "auditor-audit-log");
     check(violations.length === 0, `CSP violations or page errors: ${violations.join(" | ")}`);
   } catch (e) {
     await page.screenshot({ path: `${env("WORK")}/dashboard.png` }).catch(() => {});
@@ -495,8 +513,101 @@ async function dashboard() {
   return out;
 }
 
+/** A security officer (a staff admin linked to governance member `sec`) makes a passkey for
+ * governance on the security page: its governance key and the credential for later phases. */
+async function officerEnrol() {
+  const { browser, page, cdp, authenticatorId, violations } = await launch();
+  const out = {};
+  try {
+    await signIn(page);
+    await page.getByRole("link", { name: "Governance" }).waitFor();
+    await page.getByRole("link", { name: "Security" }).click();
+    await page.getByRole("button", { name: "Add a passkey" }).click();
+    await page.locator("#passkeys li").first().waitFor();
+    await page.getByRole("button", { name: /^Governance key for/ }).click();
+    out.governance_key = JSON.parse(await page.locator("pre.governance-key").innerText());
+    const { credentials } = await cdp.send("WebAuthn.getCredentials", { authenticatorId });
+    check(credentials.length === 1, "one credential on the authenticator");
+    out.credential = credentials[0];
+    check(violations.length === 0, `CSP violations or page errors: ${violations.join(" | ")}`);
+  } catch (e) {
+    await page.screenshot({ path: `${env("WORK")}/officer-enrol.png` }).catch(() => {});
+    throw e;
+  } finally {
+    await browser.close();
+  }
+  return out;
+}
+
+/** The officer, signed in with the passkey the log registers for them, freezes ETH from the
+ * page: proposes the time-boxed freeze and signs it with the passkey. A lying server (entry
+ * bytes that do not hash to the hash it claims) is caught first, and the passkey signs
+ * nothing for it. */
+async function officerFreeze() {
+  const { browser, page, cdp, authenticatorId, violations } = await launch();
+  const out = {};
+  try {
+    await cdp.send("WebAuthn.addCredential", { authenticatorId, credential: JSON.parse(env("CREDENTIAL")) });
+    const signCount = async () => (await cdp.send("WebAuthn.getCredentials", { authenticatorId })).credentials[0].signCount;
+    await page.goto(`${base}/`);
+    await page.getByLabel("E-mail").fill(env("EMAIL"));
+    await page.getByRole("button", { name: "Sign in with a passkey" }).click();
+    await page.getByRole("link", { name: "Governance" }).click();
+    await page.locator("#head").waitFor();
+    await page.getByLabel("What").selectOption("asset");
+    await page.getByLabel(/^Asset or wallet/).fill("ETH");
+    await page.getByLabel(/^For how many minutes/).fill("60");
+    await page.getByLabel(/^Why/).fill("withdrawals to an address we do not know, drill");
+    await page.getByRole("button", { name: "Propose the freeze" }).click();
+    await page.locator("#diff").waitFor();
+    out.diff = await page.locator("#diff").innerText();
+    check(out.diff.includes("freezes asset ETH until") && out.diff.includes("drill"), `freeze: ${out.diff}`);
+    out.axe_proposal = await accessible(page, "governance with a proposal");
+    await shot(page, "officer-governance-freeze");
+
+    // A lying server shows the freeze but hands over the bytes of a global freeze under the
+    // freeze's hash: the page hashes the bytes, refuses, and offers nothing to sign.
+    const before = await signCount();
+    await page.route(`${base}/v1/governance`, async (route) => {
+      const r = await route.fetch();
+      const json = await r.json();
+      const entry = JSON.parse(Buffer.from(json.proposal.signed, "base64url").toString("utf8"));
+      entry.change = { change: "freeze", scope: { kind: "global" } };
+      json.proposal.signed = Buffer.from(JSON.stringify(entry)).toString("base64url");
+      await route.fulfill({ response: r, json });
+    });
+    await page.goto("about:blank");
+    await page.goto(`${base}/console/#/governance`);
+    await page.locator("#proposal").waitFor();
+    out.lie = await page.locator("#proposal").innerText();
+    check(out.lie.includes("do not hash to the hash the server claims"), `lie: ${out.lie}`);
+    check(!(await page.locator("#sign-proposal").count()), "nothing to sign on a lie");
+    check((await signCount()) === before, "the passkey signed nothing");
+    await page.unroute(`${base}/v1/governance`);
+
+    // The honest proposal: signed with the passkey, committed by the officer alone.
+    await page.goto("about:blank");
+    await page.goto(`${base}/console/#/governance`);
+    await page.getByRole("button", { name: "Sign as sec with my passkey" }).click();
+    await page.getByText(/is committed/).waitFor();
+    check((await signCount()) > before, "the passkey signed the entry");
+    out.freezes = await page.locator("#freezes").innerText();
+    check(out.freezes.includes("asset ETH until") && out.freezes.includes("drill"), `freezes: ${out.freezes}`);
+    out.log = await page.locator("#log tbody").innerText();
+    check(out.log.includes("sec (passkey)"), `log: ${out.log}`);
+    await shot(page, "officer-governance-frozen");
+    check(violations.length === 0, `CSP violations or page errors: ${violations.join(" | ")}`);
+  } catch (e) {
+    await page.screenshot({ path: `${env("WORK")}/officer-freeze.png` }).catch(() => {});
+    throw e;
+  } finally {
+    await browser.close();
+  }
+  return out;
+}
+
 /** Governance, as an admin sees it: a pending policy change shown as a diff against the live
- * policy ("review"), or a freeze proposed from the page ("freeze"). */
+ * policy ("review"), or a whitelist address proposed from the page ("whitelist"). */
 async function governance(mode) {
   const { browser, page, violations } = await launch();
   const out = {};
@@ -516,8 +627,9 @@ async function governance(mode) {
       out.log = await page.locator("#log tbody").innerText();
       check(!(await page.locator("#freeze-form").count()), "no second proposal while one waits");
       out.axe_governance = await accessible(page, "governance");
+      await shot(page, "admin-governance-diff");
     } else if (mode === "whitelist") {
-      await page.getByLabel("Chain (CAIP-2)").fill("eip155:31337");
+      await page.locator("#whitelist-form").getByLabel("Chain (CAIP-2)").fill("eip155:31337");
       await page.locator("#whitelist-form").getByLabel("Address").fill(env("COLD"));
       await page.locator("#whitelist-form").getByLabel("Label").fill("cold-2");
       await page.getByRole("button", { name: "Propose the address" }).click();
@@ -525,15 +637,24 @@ async function governance(mode) {
       out.diff = await page.locator("#diff").innerText();
       check(out.diff.includes(`whitelists cold-2 ${env("COLD")} for our own wallets on eip155:31337`), `whitelist: ${out.diff}`);
       out.axe_proposal = await accessible(page, "governance with a proposal");
-    } else {
-      await page.getByLabel("What").selectOption("asset");
-      await page.getByLabel(/^Asset or wallet/).fill("ETH");
-      await page.getByLabel(/^For how many minutes/).fill("60");
-      await page.getByLabel(/^Why/).fill("withdrawals to an address we do not know, drill");
-      await page.getByRole("button", { name: "Propose the freeze" }).click();
+    } else if (mode === "asset") {
+      // A policy that is not JSON is refused in the page, and nothing is proposed.
+      await page.getByLabel(/^The policy in force/).fill("{ not json");
+      await page.getByRole("button", { name: "Propose the policy" }).click();
+      await page.getByRole("alert").waitFor();
+      out.bad_policy = await page.getByRole("alert").innerText();
+      check(out.bad_policy.includes("not JSON"), `bad policy: ${out.bad_policy}`);
+      check((await page.locator("#proposal").innerText()) === "Nothing.", "nothing proposed");
+      await page.locator("#asset-form").getByLabel("Chain (CAIP-2)").fill("eip155:31337");
+      await page.getByLabel("Symbol").fill("USDC");
+      await page.getByLabel("Decimals").fill("6");
+      await page.getByLabel(/^Token contract/).fill(env("TOKEN"));
+      await page.getByRole("button", { name: "Propose the asset" }).click();
       await page.locator("#diff").waitFor();
       out.diff = await page.locator("#diff").innerText();
-      check(out.diff.includes("freezes asset ETH until") && out.diff.includes("drill"), `freeze: ${out.diff}`);
+      check(out.diff.includes('registers {"chain":"eip155:31337","symbol":"USDC","decimals":6,"contract":'), `asset: ${out.diff}`);
+    } else {
+      throw new Error(`unknown governance mode ${mode}`);
     }
     check(violations.length === 0, `CSP violations or page errors: ${violations.join(" | ")}`);
   } catch (e) {
@@ -554,6 +675,7 @@ async function auditBroken() {
     await page.locator("#verdict").waitFor();
     const verdict = await page.locator("#verdict").innerText();
     check(verdict.includes("does not verify") && verdict.includes(`${env("EDITED")}: edited`), `verdict: ${verdict}`);
+    await shot(page, "auditor-audit-log-broken");
     return { verdict };
   } catch (e) {
     await page.screenshot({ path: `${env("WORK")}/audit-broken.png` }).catch(() => {});
@@ -571,8 +693,10 @@ const phases = {
   customer,
   dashboard,
   "governance-review": () => governance("review"),
-  "governance-freeze": () => governance("freeze"),
+  "officer-enrol": officerEnrol,
+  "officer-freeze": officerFreeze,
   "governance-whitelist": () => governance("whitelist"),
+  "governance-asset": () => governance("asset"),
 };
 if (!phases[phase]) throw new Error(`unknown phase ${phase}`);
 const result = await phases[phase]();

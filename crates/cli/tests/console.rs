@@ -4,8 +4,11 @@
 //! sees it decoded and hashed in the browser, makes a passkey whose key the admins put in the
 //! governance log, and approves with it; a second approver approves from the CLI and the
 //! withdrawal settles on chain. A lying server (fields that disagree with the intent, a
-//! challenge that is not the approval's message) is caught by the page. axe-core finds no
-//! serious accessibility violation on any page it visits.
+//! challenge that is not the approval's message, governance bytes that do not hash to the
+//! hash it claims) is caught by the page. A security officer freezes ETH from the page,
+//! signing with the passkey the log registers for them, and a waiting withdrawal stops.
+//! axe-core finds no serious accessibility violation on any page it visits.
+//! `STRONGROOM_SCREENSHOTS=docs/screenshots` saves a screenshot of each main page.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -51,7 +54,14 @@ fn browser(
     phase: &str,
     envs: &[(&str, String)],
 ) -> serde_json::Value {
-    let out = Command::new("node")
+    let mut cmd = Command::new("node");
+    // STRONGROOM_SCREENSHOTS=<folder>: a screenshot of each main page (docs/screenshots).
+    if let Some(dir) = std::env::var_os("STRONGROOM_SCREENSHOTS") {
+        let dir = std::path::absolute(Path::new(&dir)).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        cmd.env("SCREENSHOTS", dir);
+    }
+    let out = cmd
         .arg(tools.join("console.test.mjs"))
         .arg(phase)
         .env("CHROMIUM", chromium)
@@ -260,8 +270,7 @@ fn an_approver_checks_and_approves_a_withdrawal_in_the_console_with_a_passkey() 
     assert_eq!(paid, ETH / 2, "0.5 ETH reached the destination");
 
     // An admin's governance page: a policy change waits, shown as a diff against the live
-    // policy; once the quorum signs it, the admin proposes a time-boxed freeze from the page
-    // and one security officer's signature commits it.
+    // policy; the quorum signs it.
     add_staff(dir.path(), &data, "adam@exchange.example", "admin", None, "adam's admin passphrase");
     let looser = eth_tiers_policy(fees).replace("version = 1", "version = 2").replacen(
         "100000000000000000",
@@ -278,10 +287,47 @@ fn an_approver_checks_and_approves_a_withdrawal_in_the_console_with_a_passkey() 
     assert_eq!(review["members"], 6, "{review}");
     assert!(sign("ada").0);
     assert!(sign("bob").1.contains("committed"));
-    let freeze = browser(&tools, &chromium, "governance-freeze", &admin_env);
+
+    // A withdrawal waits for its two approvals.
+    let w3 = api(
+        &dev,
+        "POST",
+        "/v1/withdrawals",
+        Some(
+            serde_json::json!({"customer_id": cid, "asset": "ETH", "destination": dest, "amount": "0.4"}),
+        ),
+    );
+    let id3 = w3["id"].as_str().unwrap_or_else(|| panic!("{w3}")).to_owned();
+
+    // Sam, the security officer, makes a passkey on the console; the admins and sam (with
+    // the key sam holds) put it in the log.
+    let officer = "sam@exchange.example";
+    add_staff(dir.path(), &data, officer, "admin", Some("sec"), "sam's officer passphrase");
+    let officer_env = console_env(&dev, dir.path(), officer, "sam's officer passphrase");
+    let enrolled = browser(&tools, &chromium, "officer-enrol", &officer_env);
+    let key_file = dir.path().join("sec-passkey.json");
+    std::fs::write(&key_file, enrolled["governance_key"].to_string()).unwrap();
+    let (ok, out) = run(&[
+        "governance",
+        "propose",
+        "set-passkey",
+        "--member",
+        "sec",
+        "--file",
+        key_file.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    assert!(sign("ada").0);
+    assert!(sign("bob").0);
+    assert!(sign("sec").1.contains("committed"));
+    push();
+
+    // Signed in with that passkey, sam freezes ETH from the page: proposes it and signs it
+    // with the passkey; the officer's signature alone commits it.
+    let mut freeze_env = officer_env.clone();
+    freeze_env.push(("CREDENTIAL", enrolled["credential"].to_string()));
+    let freeze = browser(&tools, &chromium, "officer-freeze", &freeze_env);
     println!("console freeze: {freeze}");
-    let (ok, out) = sign("sec");
-    assert!(ok && out.contains("committed"), "one security officer commits a freeze: {out}");
     let (ok, out) = run(&["governance", "show", "--pin", &pin]);
     assert!(ok && out.contains("policy: version 2"), "{out}");
     assert!(out.contains("asset ETH"), "the freeze is in force: {out}");
@@ -291,6 +337,26 @@ fn an_approver_checks_and_approves_a_withdrawal_in_the_console_with_a_passkey() 
         last["change"]["reason"], "withdrawals to an address we do not know, drill",
         "{last}"
     );
+    assert_eq!(last["signoffs"][0]["member"], "sec", "{last}");
+    assert!(last["signoffs"][0]["passkey"]["client_data_json"].is_string(), "{last}");
+
+    // The waiting withdrawal gets its two approvals, and stops: the freeze blocks it (the
+    // nodes would refuse it too), and nothing is paid while block after block is mined.
+    let before = balance(&chain.url, dest);
+    for who in ["ann", "al"] {
+        let (ok, out) =
+            run(&["withdrawal", "approve", &id3, "--member", who, "--key", &key(who), "--yes"]);
+        assert!(ok, "{out}");
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let stopped = api(&dev, "GET", &format!("/v1/withdrawals/{id3}"), None);
+    assert_eq!(stopped["approvals"].as_array().map(Vec::len), Some(2), "{stopped}");
+    assert_eq!(stopped["policy"]["outcome"], "block", "{stopped}");
+    let why = stopped["policy"]["explanation"].as_str().unwrap();
+    assert!(why.contains("frozen by governance (asset ETH)"), "{stopped}");
+    assert_eq!(stopped["state"], "reserved", "{stopped}");
+    assert!(stopped["transaction"].is_null(), "{stopped}");
+    assert_eq!(balance(&chain.url, dest), before, "nothing paid under the freeze");
 
     // A whitelist address for our own wallets, proposed in the page; the quorum commits it,
     // and it waits out its time-lock.
@@ -303,6 +369,20 @@ fn an_approver_checks_and_approves_a_withdrawal_in_the_console_with_a_passkey() 
     assert!(sign("bob").1.contains("committed"));
     let (ok, out) = run(&["governance", "show", "--pin", &pin]);
     assert!(ok && out.contains("cold-2): usable from"), "in its time-lock: {out}");
+
+    // A token for the asset registry, proposed in the page (after a policy that is not JSON
+    // is refused there); the quorum commits it.
+    let token = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
+    let mut asset_env = admin_env.clone();
+    asset_env.push(("TOKEN", token.to_owned()));
+    let asset = browser(&tools, &chromium, "governance-asset", &asset_env);
+    println!("console asset: {asset}");
+    assert!(sign("ada").0);
+    assert!(sign("bob").1.contains("committed"));
+    let (_, g) = call(&dev, "GET", "/v1/governance", Some(&dev.token), None);
+    let last = g["entries"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["change"]["asset"]["symbol"], "USDC", "{last}");
+    assert_eq!(last["change"]["asset"]["contract"], token, "{last}");
     drop(dev);
 }
 

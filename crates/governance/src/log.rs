@@ -97,7 +97,8 @@ pub enum Change {
     RemoveMember {
         id: String,
     },
-    /// Register (or replace) the passkey a member approves withdrawals with.
+    /// Register (or replace) the passkey a member approves withdrawals with (and signs
+    /// entries with, except those that change who governs).
     SetPasskey {
         id: String,
         passkey: crate::webauthn::PasskeySpec,
@@ -155,12 +156,64 @@ pub enum Change {
     },
 }
 
-/// One member's signature on an entry.
+/// One member's signature on an entry: with the Ed25519 key they hold (`signature`, hex), or
+/// with the passkey registered for them in the log (`passkey`: a WebAuthn assertion whose
+/// challenge is the entry's hash). Exactly one of the two.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Signoff {
     pub member: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub signature: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passkey: Option<crate::webauthn::Assertion>,
+}
+
+/// What a signoff's signature was made with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof<'a> {
+    /// An Ed25519 signature (hex) by the member's governance key.
+    Key(&'a str),
+    /// An assertion by the member's registered passkey.
+    Passkey(&'a crate::webauthn::Assertion),
+}
+
+impl Signoff {
+    /// A signature by `member`'s governance key (64 bytes).
+    pub fn key(member: &str, signature: &[u8; 64]) -> Signoff {
+        Signoff { member: member.to_owned(), signature: hex::encode(signature), passkey: None }
+    }
+
+    /// A signature by `member`'s registered passkey.
+    pub fn passkey(member: &str, assertion: crate::webauthn::Assertion) -> Signoff {
+        Signoff { member: member.to_owned(), signature: String::new(), passkey: Some(assertion) }
+    }
+
+    /// Which kind of signature this is; `Err` if it carries both or neither.
+    pub fn proof(&self) -> Result<Proof<'_>, &'static str> {
+        match (self.signature.is_empty(), &self.passkey) {
+            (false, None) => Ok(Proof::Key(&self.signature)),
+            (true, Some(a)) => Ok(Proof::Passkey(a)),
+            (false, Some(_)) => Err("carries both a key signature and a passkey assertion"),
+            (true, None) => Err("carries no signature"),
+        }
+    }
+}
+
+impl Change {
+    /// Whether the change decides who governs or how (members, their keys, the quorum).
+    /// Those need signatures by the keys members hold: a passkey signs in a page the server
+    /// delivers, so a server that changes the page could ask for a signature on something
+    /// other than what it shows, and must never be able to take over governance that way.
+    pub fn changes_who_governs(&self) -> bool {
+        matches!(
+            self,
+            Change::AddMember { .. }
+                | Change::RemoveMember { .. }
+                | Change::SetPasskey { .. }
+                | Change::SetQuorum { .. }
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,18 +237,23 @@ struct Signed<'a> {
 }
 
 impl Entry {
-    /// The hash members sign, and the next entry's `prev`.
+    /// The hash members sign, and the next entry's `prev`: the [`ENTRY_TAG`] tagged hash of
+    /// [`Entry::signed_bytes`].
     pub fn hash(&self) -> Result<[u8; 32], GovError> {
-        let s = Signed { seq: self.seq, prev: &self.prev, at: self.at, change: &self.change };
-        Ok(tagged_hash(ENTRY_TAG, &canonical(&s)?))
+        Ok(tagged_hash(ENTRY_TAG, &self.signed_bytes()?))
+    }
+
+    /// The bytes the hash covers: the JSON of the sequence number, the link, the time and
+    /// the change (a page that shows a proposal reads it from these and hashes them itself).
+    pub fn signed_bytes(&self) -> Result<Vec<u8>, GovError> {
+        canonical(&Signed { seq: self.seq, prev: &self.prev, at: self.at, change: &self.change })
     }
 
     /// Add `member`'s signature.
     pub fn sign(&mut self, member: &str, key: &ed25519_dalek::SigningKey) -> Result<(), GovError> {
         use ed25519_dalek::Signer;
         let sig = key.sign(&self.hash()?);
-        self.signoffs
-            .push(Signoff { member: member.to_owned(), signature: hex::encode(sig.to_bytes()) });
+        self.signoffs.push(Signoff::key(member, &sig.to_bytes()));
         Ok(())
     }
 }
@@ -446,6 +504,44 @@ pub fn extend(
     Ok(Some((new, state)))
 }
 
+/// Check one signoff on entry `e` (whose hash is `hash`) against the members in force; the
+/// member who signed, or why the signoff does not stand.
+pub fn check_signoff<'m>(
+    members: &'m BTreeMap<String, Member>,
+    e: &Entry,
+    hash: &[u8; 32],
+    s: &Signoff,
+) -> Result<&'m Member, String> {
+    let m = members.get(&s.member).ok_or_else(|| format!("{} is not a member", s.member))?;
+    match s.proof().map_err(|why| format!("{}'s signoff {why}", s.member))? {
+        Proof::Key(signature) => {
+            let sig: [u8; 64] = hex::decode(signature)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| format!("{}'s signature is malformed", s.member))?;
+            m.key
+                .verify(hash, &Signature::from_bytes(&sig))
+                .map_err(|_| format!("{}'s signature does not verify", s.member))?;
+        }
+        Proof::Passkey(assertion) => {
+            if e.change.changes_who_governs() {
+                return Err(format!(
+                    "{}'s passkey cannot sign a change to members, passkeys or the quorum: that \
+                     takes the key they hold",
+                    s.member
+                ));
+            }
+            let passkey = m
+                .passkey
+                .as_ref()
+                .ok_or_else(|| format!("{} has no passkey in governance to sign with", s.member))?;
+            crate::webauthn::verify(passkey, hash, assertion)
+                .map_err(|why| format!("{}'s passkey signature refused: {why}", s.member))?;
+        }
+    }
+    Ok(m)
+}
+
 fn check_quorum(state: &State, seq: u64) -> Result<(), GovError> {
     let admins = state.members.values().filter(|m| m.has(Role::Admin)).count();
     if state.quorum < MIN_QUORUM || usize::from(state.quorum) > admins {
@@ -482,17 +578,7 @@ fn apply(
     let hash = e.hash()?;
     let mut signers: BTreeSet<&str> = BTreeSet::new();
     for s in &e.signoffs {
-        let m = state
-            .members
-            .get(&s.member)
-            .ok_or_else(|| fail(format!("{} is not a member", s.member)))?;
-        let sig: [u8; 64] = hex::decode(&s.signature)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| fail(format!("{}'s signature is malformed", s.member)))?;
-        m.key
-            .verify(&hash, &Signature::from_bytes(&sig))
-            .map_err(|_| fail(format!("{}'s signature does not verify", s.member)))?;
+        let m = check_signoff(&state.members, e, &hash, s).map_err(fail)?;
         signers.insert(m.id.as_str());
     }
     let count = |role: Role| {

@@ -631,6 +631,138 @@ fn a_passkey_approval_counts_only_for_its_challenge_origin_party_and_verified_us
     }
 }
 
+/// A member signs a governance entry with their registered passkey (the challenge is the
+/// entry's hash): it counts like their key for that entry only, with the user verified, and
+/// never for a change to who governs (members, passkeys, the quorum), which takes the keys
+/// members hold.
+#[test]
+fn a_passkey_signs_a_governance_entry_but_never_one_that_changes_who_governs() {
+    use strongroom_governance::log::Signoff;
+    use strongroom_governance::webauthn::{challenge_b64, Assertion, PasskeySpec};
+    let origin = "https://console.example";
+    let mut keys = std::collections::BTreeMap::new();
+    let mut passkeys = Vec::new();
+    for who in ["sec", "ada", "bob"] {
+        let k = authenticator::SoftAuthenticator::new(origin);
+        let spec = PasskeySpec {
+            rp_id: "console.example".into(),
+            origin: origin.into(),
+            credential_id: k.credential_id_b64(),
+            public_key: hex::encode(k.public_key_sec1()),
+        };
+        passkeys
+            .push((Change::SetPasskey { id: who.into(), passkey: spec }, vec!["ada", "bob", who]));
+        keys.insert(who, k);
+    }
+    let mut entries = log_of(passkeys);
+    let g = genesis();
+    let pinned = hex::encode(g.hash().unwrap());
+    let at = |i: i64| Timestamp::from_unix_ms(T0 + DAY_MS + i);
+    let state = replay(&g, &pinned, &entries, at(0)).unwrap();
+    let assertion = |k: &mut authenticator::SoftAuthenticator, challenge: &[u8; 32]| {
+        let a = k.sign_assertion("console.example", &serde_json::json!(challenge_b64(challenge)));
+        let text = |f: &str| a["response"][f].as_str().unwrap().to_owned();
+        Assertion {
+            authenticator_data: text("authenticatorData"),
+            client_data_json: text("clientDataJSON"),
+            signature: text("signature"),
+        }
+    };
+    let asset = FreezeScope::Asset { asset: "ETH".into() };
+    let freeze = state.propose(Change::Freeze { scope: asset.clone(), reason: None }, at(1));
+    let with = |e: &Entry, signoffs: Vec<Signoff>| {
+        let mut e = e.clone();
+        e.signoffs = signoffs;
+        let mut all = entries.clone();
+        all.push(e);
+        replay(&g, &pinned, &all, at(2))
+    };
+    let sec = |k: &mut authenticator::SoftAuthenticator, challenge: &[u8; 32]| {
+        Signoff::passkey("sec", assertion(k, challenge))
+    };
+
+    // An assertion for another entry's hash (what a lying page would ask for), one without
+    // user verification, one by another authenticator, one claimed for a member whose
+    // passkey it is not: refused, each saying why.
+    let other = state.propose(Change::Freeze { scope: FreezeScope::Global, reason: None }, at(1));
+    let refused = |r: Result<State, GovError>, want: &str| {
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains(want), "{e} should say {want}");
+    };
+    let sk = keys.get_mut("sec").unwrap();
+    refused(with(&freeze, vec![sec(sk, &other.hash().unwrap())]), "another challenge");
+    sk.user_verified = false;
+    refused(with(&freeze, vec![sec(sk, &freeze.hash().unwrap())]), "UV");
+    sk.user_verified = true;
+    let mut stranger = authenticator::SoftAuthenticator::new(origin);
+    refused(with(&freeze, vec![sec(&mut stranger, &freeze.hash().unwrap())]), "does not verify");
+    let ann = Signoff::passkey("ann", assertion(sk, &freeze.hash().unwrap()));
+    refused(with(&freeze, vec![ann]), "ann has no passkey");
+    // A signoff that carries both kinds, or neither.
+    let mut both = sec(sk, &freeze.hash().unwrap());
+    both.signature = "00".repeat(64);
+    refused(with(&freeze, vec![both]), "both");
+    refused(
+        with(
+            &freeze,
+            vec![Signoff { member: "sec".into(), signature: String::new(), passkey: None }],
+        ),
+        "no signature",
+    );
+
+    // The honest signoff: the officer's passkey alone freezes ETH.
+    let good = sec(sk, &freeze.hash().unwrap());
+    let frozen = with(&freeze, vec![good.clone()]).unwrap();
+    assert!(frozen.frozen("ETH", "hot-eth-1", at(2)).is_some());
+    // It survives the trip through JSON (the API, the nodes' wire, the stored log).
+    let mut signed = freeze.clone();
+    signed.signoffs = vec![good];
+    let back: Entry = serde_json::from_str(&serde_json::to_string(&signed).unwrap()).unwrap();
+    assert_eq!(back, signed);
+    entries.push(back);
+    let state = replay(&g, &pinned, &entries, at(3)).unwrap();
+
+    // Two admins' passkeys make a quorum for an unfreeze, but not for adding a member, nor
+    // for changing the quorum or a passkey: those need the keys the admins hold.
+    let unfreeze = state.propose(Change::Unfreeze { scope: asset }, at(4));
+    let h = unfreeze.hash().unwrap();
+    let both_admins =
+        |keys: &mut std::collections::BTreeMap<&str, authenticator::SoftAuthenticator>,
+         h: &[u8; 32]| {
+            vec![
+                Signoff::passkey("ada", assertion(keys.get_mut("ada").unwrap(), h)),
+                Signoff::passkey("bob", assertion(keys.get_mut("bob").unwrap(), h)),
+            ]
+        };
+    let mut e = unfreeze.clone();
+    e.signoffs = both_admins(&mut keys, &h);
+    let mut all = entries.clone();
+    all.push(e);
+    let lifted = replay(&g, &pinned, &all, at(5)).unwrap();
+    assert!(lifted.frozen("ETH", "hot-eth-1", at(5)).is_none());
+    for change in [
+        Change::AddMember { member: spec("eve", 9, &[Role::Admin]) },
+        Change::SetQuorum { quorum: 3 },
+        Change::RemoveMember { id: "cy".into() },
+    ] {
+        let e = state.propose(change, at(4));
+        let signoffs = both_admins(&mut keys, &e.hash().unwrap());
+        let mut all = entries.clone();
+        let mut e2 = e.clone();
+        e2.signoffs = signoffs;
+        all.push(e2);
+        let why = replay(&g, &pinned, &all, at(5)).unwrap_err().to_string();
+        assert!(why.contains("takes the key they hold"), "{why}");
+        // The same change with the admins' keys stands.
+        let mut e3 = e;
+        e3.sign("ada", &member_key("ada")).unwrap();
+        e3.sign("bob", &member_key("bob")).unwrap();
+        let mut all = entries.clone();
+        all.push(e3);
+        replay(&g, &pinned, &all, at(5)).unwrap();
+    }
+}
+
 const FEES: &str = r#"
 [[fees]]
 chain = "eip155:1"

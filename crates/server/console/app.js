@@ -8,8 +8,10 @@
 import {
   approvalMessage,
   base64url,
+  bytesToHex,
   formatUnits,
   fromBase64url,
+  readEntry,
   verifyWithdrawal,
 } from "./intent.js";
 
@@ -711,6 +713,14 @@ function fieldDiff(x, y) {
   return keys.filter((k) => (a[k] ?? "null") !== (b[k] ?? "null")).map((k) => `${k} ${a[k] ?? "null"} → ${b[k] ?? "null"}`);
 }
 
+/** JSON with every object's keys sorted: equal values give equal text, whatever the order
+ * their keys came in (the live policy's and the signed entry's differ). */
+function stable(v) {
+  if (Array.isArray(v)) return `[${v.map(stable).join(",")}]`;
+  if (v && typeof v === "object") return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${stable(v[k])}`).join(",")}}`;
+  return JSON.stringify(v);
+}
+
 /** What a proposed change does, against what is live: one line per difference. */
 function describeChange(c, g) {
   switch (c.change) {
@@ -731,7 +741,7 @@ function describeChange(c, g) {
       const order = (rules) => rules.map((r) => r.name).join(", ");
       if (order(live) !== order(next) && lines.length === 0) lines.push(`reorders the rules: ${order(next)}`);
       for (const k of ["velocity", "fees", "max_approval_lifetime_secs", "messages"]) {
-        const [x, y] = [JSON.stringify((g.policy || {})[k] ?? null), JSON.stringify(c.policy[k] ?? null)];
+        const [x, y] = [stable((g.policy || {})[k] ?? null), stable(c.policy[k] ?? null)];
         if (x !== y) lines.push(`changes ${k}: ${x} → ${y}`);
       }
       return [`policy version ${(g.policy && g.policy.version) || "none"} → ${c.policy.version}`, ...lines];
@@ -767,6 +777,158 @@ function describeChange(c, g) {
   }
 }
 
+/** `v` without its null fields (a rule's unset conditions). */
+function compact(v) {
+  return Object.fromEntries(Object.entries(v).filter(([, x]) => x !== null && x !== undefined));
+}
+
+/** Propose a change (it waits for its signatures like any other). */
+async function proposeChange(change) {
+  await api("POST", "/v1/governance/proposals", { change }, { idempotent: true });
+  await governance();
+}
+
+/**
+ * The other changes an admin proposes from the page: a new policy (the live one, edited as
+ * JSON), an asset for the registry, a member added or removed, a freeze lifted. Each is a
+ * proposal like the CLI's; members sign it on their own side.
+ */
+function otherProposals(g, out) {
+  const forms = [];
+  const policy = h("textarea", { id: "policy-json", name: "policy-json", rows: 12, spellcheck: "false", class: "mono" });
+  const live = g.policy ? structuredClone(g.policy) : { version: 0, rules: [] };
+  live.version += 1;
+  policy.value = JSON.stringify(live, null, 2);
+  forms.push(h("form", { id: "policy-form", on: submitting(out, async () => {
+    let next;
+    try {
+      next = JSON.parse(policy.value);
+    } catch (e) {
+      throw new Error(`the policy is not JSON: ${e.message}`);
+    }
+    await proposeChange({ change: "set_policy", policy: next });
+  }) },
+    h("h3", { text: "Propose a policy" }),
+    h("label", { for: "policy-json" }, "The policy in force with its version raised; edit it (JSON)", policy),
+    h("div", { class: "actions" }, h("button", { type: "submit" }, "Propose the policy")),
+    h("p", { class: "hint", text: "The proposal is shown as a diff against the policy in force; the admin quorum signs it." }),
+  ));
+
+  const chain = h("input", { id: "asset-chain", name: "asset-chain", value: "eip155:1", required: true });
+  const symbol = h("input", { id: "asset-symbol", name: "asset-symbol", required: true, maxlength: 16 });
+  const decimals = h("input", { id: "asset-decimals", name: "asset-decimals", inputmode: "numeric", required: true });
+  const contract = h("input", { id: "asset-contract", name: "asset-contract" });
+  forms.push(h("form", { id: "asset-form", on: submitting(out, async () => {
+    const d = Number(decimals.value.trim());
+    if (!Number.isInteger(d) || d < 0 || d > 77) throw new Error("decimals are a whole number from 0 to 77");
+    const asset = { chain: chain.value.trim(), symbol: symbol.value.trim(), decimals: d };
+    if (contract.value.trim()) asset.contract = contract.value.trim();
+    await proposeChange({ change: "asset_add", asset });
+  }) },
+    h("h3", { text: "Propose an asset" }),
+    h("label", { for: "asset-chain" }, "Chain (CAIP-2)", chain),
+    h("label", { for: "asset-symbol" }, "Symbol", symbol),
+    h("label", { for: "asset-decimals" }, "Decimals", decimals),
+    h("label", { for: "asset-contract" }, "Token contract (empty: the chain's native coin)", contract),
+    h("div", { class: "actions" }, h("button", { type: "submit" }, "Propose the asset")),
+    h("p", { class: "hint", text: "The signer nodes move it only once it is registered and its time-lock has run." }),
+  ));
+
+  const id = h("input", { id: "member-id", name: "member-id", required: true, maxlength: 64 });
+  const key = h("input", { id: "member-key", name: "member-key", required: true, class: "mono", pattern: "[0-9a-fA-F]{64}" });
+  const roles = ["admin", "security_officer", "approver", "operator"].map((r) =>
+    h("label", { class: "check" }, h("input", { type: "checkbox", name: "member-role", value: r }), ` ${r.replace("_", " ")}`));
+  forms.push(h("form", { id: "member-form", on: submitting(out, async () => {
+    const chosen = roles.map((l) => l.querySelector("input")).filter((c) => c.checked).map((c) => c.value);
+    if (!chosen.length) throw new Error("choose at least one role");
+    await proposeChange({ change: "add_member", member: { id: id.value.trim(), public_key: key.value.trim().toLowerCase(), roles: chosen } });
+  }) },
+    h("h3", { text: "Propose a member" }),
+    h("label", { for: "member-id" }, "Member id", id),
+    h("label", { for: "member-key" }, "Their Ed25519 public key (hex, from strongroom governance keygen on their machine)", key),
+    h("fieldset", {}, h("legend", { text: "Roles" }), roles),
+    h("div", { class: "actions" }, h("button", { type: "submit" }, "Propose the member")),
+    h("p", { class: "hint", text: "A change to who governs: the admin quorum signs it with the keys they hold, not with passkeys." }),
+  ));
+
+  const removable = h("select", { id: "member-remove", name: "member-remove" }, g.members.map((m) => h("option", { value: m.id }, m.id)));
+  forms.push(h("form", { id: "member-remove-form", on: submitting(out, () => proposeChange({ change: "remove_member", id: removable.value })) },
+    h("h3", { text: "Propose removing a member" }),
+    h("label", { for: "member-remove" }, "Member", removable),
+    h("div", { class: "actions" }, h("button", { type: "submit", class: "danger" }, "Propose the removal")),
+  ));
+
+  // Freezes until lifted: the quorum lifts them (time-boxed ones end by themselves).
+  const timed = new Set(g.frozen_until.map((f) => JSON.stringify(f.scope)));
+  for (const f of g.freezes.filter((x) => !timed.has(JSON.stringify(x)))) {
+    forms.push(h("form", { class: "unfreeze", on: submitting(out, () => proposeChange({ change: "unfreeze", scope: f })) },
+      h("div", { class: "actions" }, h("button", { type: "submit" }, `Propose lifting the freeze on ${scopeText(f)}`)),
+    ));
+  }
+  return forms;
+}
+
+/** Changes that decide who governs: only the keys members hold sign them, never a passkey. */
+const WHO_GOVERNS = new Set(["add_member", "remove_member", "set_passkey", "set_quorum"]);
+
+/**
+ * The open proposal, read from the bytes its hash covers and hashed here: what is shown is
+ * what a member signs. A member whose passkey is in governance signs it here (the passkey's
+ * challenge is the hash this page computed); the page never holds a member's key.
+ */
+async function proposal(g, out) {
+  const p = g.proposal;
+  let read;
+  try {
+    read = await readEntry(p.signed, p.hash);
+  } catch (e) {
+    return h("div", { id: "proposal" }, notice("error", `Entry ${p.seq}: ${e.message}`));
+  }
+  const { entry, hash } = read;
+  const mine = me.member && g.members.find((m) => m.id === me.member);
+  const parts = [
+    h("p", { text: `Entry ${entry.seq}, proposed ${when(entry.at)}:` }),
+    h("ul", { id: "diff" }, describeChange(entry.change, g).map((l) => h("li", { text: l }))),
+    h("p", { id: "signed-by", text: `Signed by ${p.signed_by.length ? p.signed_by.join(", ") : "nobody yet"}; ${p.missing || "complete"}.` }),
+    h("p", {}, "Entry hash (computed in this browser from the entry): ", h("span", { class: "mono", text: bytesToHex(hash) })),
+  ];
+  if (WHO_GOVERNS.has(entry.change.change)) {
+    parts.push(h("p", { class: "hint", text: "A change to members, passkeys or the quorum is signed with the keys members hold (strongroom governance sign), never with a passkey." }));
+  } else if (mine && mine.passkey && !p.signed_by.includes(mine.id)) {
+    const button = h("button", { type: "button", id: "sign-proposal" }, `Sign as ${mine.id} with my passkey`);
+    button.addEventListener("click", async () => {
+      out.replaceChildren(notice("ok", "Waiting for your passkey…"));
+      button.disabled = true;
+      try {
+        const cred = await navigator.credentials.get({ publicKey: {
+          challenge: hash,
+          rpId: mine.passkey.rp_id,
+          allowCredentials: [{ type: "public-key", id: fromBase64url(mine.passkey.credential_id) }],
+          userVerification: "required",
+          timeout: 300000,
+        } });
+        const r = cred.response;
+        const done = await api("POST", `/v1/governance/proposals/${entry.seq}/signoffs`, {
+          member: mine.id,
+          passkey: {
+            authenticator_data: b64(r.authenticatorData),
+            client_data_json: b64(r.clientDataJSON),
+            signature: b64(r.signature),
+          },
+        }, { idempotent: true });
+        await governance(done.committed ? `Signed: entry ${entry.seq} is committed.` : `Signed: entry ${entry.seq} waits for more signatures.`);
+      } catch (e) {
+        button.disabled = false;
+        out.replaceChildren(failure(e));
+      }
+    });
+    parts.push(h("div", { class: "actions" }, button));
+  } else if (!mine || !mine.passkey) {
+    parts.push(h("p", { class: "hint", text: "Members sign on their own machines (strongroom governance sign), or here with a passkey the log registers for them; the page holds no member's key." }));
+  }
+  return h("div", { id: "proposal" }, ...parts);
+}
+
 /** One line for a committed entry (a policy is named, not compared with today's). */
 function logLine(c, g) {
   if (c.change === "set_policy") return `policy version ${c.policy.version} (${c.policy.rules.length} rules)`;
@@ -774,14 +936,14 @@ function logLine(c, g) {
   return describeChange(c, g)[0];
 }
 
-async function governance() {
+async function governance(done) {
   const [g, summary] = await Promise.all([api("GET", "/v1/governance"), api("GET", "/v1/ops/summary")]);
   const signers = summary.checks.find((c) => c.component === "signers");
   if (!g.installed) {
     show("Governance", h("p", { text: "No governance is installed: the signer nodes sign under no policy." }));
     return;
   }
-  const out = h("div", { "aria-live": "polite" });
+  const out = h("div", { "aria-live": "polite" }, done ? notice("ok", done) : null);
   const parts = [
     h("dl", { id: "head" },
       row("Entries", String(g.seq)),
@@ -793,19 +955,11 @@ async function governance() {
     h("h2", { text: "Waiting for signatures" }),
   ];
   if (g.proposal) {
-    const p = g.proposal;
-    parts.push(
-      h("div", { id: "proposal" },
-        h("p", { text: `Entry ${p.seq}, proposed ${when(p.entry.at)}:` }),
-        h("ul", { id: "diff" }, describeChange(p.entry.change, g).map((l) => h("li", { text: l }))),
-        h("p", { text: `Signed by ${p.signed_by.length ? p.signed_by.join(", ") : "nobody yet"}; ${p.missing || "complete"}.` }),
-        h("p", {}, "Entry hash: ", h("span", { class: "mono", text: p.hash })),
-        h("p", { class: "hint", text: "Members sign on their own machines (strongroom governance sign), which recomputes this hash from the entry; the page holds no member's key." }),
-      ),
-    );
+    parts.push(await proposal(g, out));
   } else {
     parts.push(h("p", { id: "proposal", text: "Nothing." }));
   }
+  parts.push(out);
   // Each freeze's reason, from the entry that made it (the latest for its scope).
   const why = (scope) => {
     const key = JSON.stringify(scope);
@@ -814,7 +968,7 @@ async function governance() {
   };
   const timed = new Set(g.frozen_until.map((f) => JSON.stringify(f.scope)));
   const freezes = g.freezes.filter((f) => !timed.has(JSON.stringify(f))).map((f) => `${scopeText(f)}, until lifted${why(f)}`);
-  const boxed = g.frozen_until.map((f) => `${scopeText(f.scope)} until ${when(f.until_ms)}${why(f.scope)}`);
+  const boxed = g.frozen_until.map((f) => `${scopeText(f.scope)} until ${when(f.until_ms)} (${ago(Math.max(0, Math.round((f.until_ms - Date.now()) / 1000)))} left)${why(f.scope)}`);
   parts.push(
     h("h2", { text: "Freezes" }),
     freezes.length || boxed.length
@@ -867,21 +1021,21 @@ async function governance() {
       h("div", { class: "actions" }, h("button", { type: "submit" }, "Propose the address")),
       h("p", { class: "hint", text: "The admin quorum signs it; it is usable only after the time-lock." }),
     ));
+    parts.push(...otherProposals(g, out));
   }
   parts.push(
     h("h2", { text: "Members" }),
-    table("members", ["Member", "Roles", "Key"], g.members.map((m) => [m.id, m.roles.join(", "), h("span", { class: "mono", text: `${m.public_key.slice(0, 16)}…` })])),
+    table("members", ["Member", "Roles", "Key", "Passkey"], g.members.map((m) => [m.id, m.roles.join(", "), h("span", { class: "mono", text: `${m.public_key.slice(0, 16)}…` }), m.passkey ? `for ${m.passkey.origin}` : "none"])),
     h("h2", { text: "Policy" }),
     g.policy
-      ? table("rules", ["Rule", "When", "Then"], g.policy.rules.map((r) => [r.name, JSON.stringify(r.when || {}), JSON.stringify(r.action)]))
+      ? table("rules", ["Rule", "When", "Then"], g.policy.rules.map((r) => [r.name, stable(compact(r.when || {})), stable(r.action)]))
       : h("p", { id: "rules", text: "No policy: every withdrawal is blocked." }),
     h("h2", { text: "Whitelist" }),
     g.whitelist.length
-      ? table("whitelist", ["Label", "Address", "For", "Usable"], g.whitelist.map((w) => [w.label, h("span", { class: "mono", text: w.address }), wlScope(w.scope), w.usable ? "yes" : `from ${when(w.usable_from_ms)}`]))
+      ? table("whitelist", ["Label", "Address", "For", "Usable"], g.whitelist.map((w) => [w.label, h("span", { class: "mono", text: w.address }), wlScope(w.scope), w.usable ? "yes" : `from ${when(w.usable_from_ms)} (in ${ago(Math.max(0, Math.round((w.usable_from_ms - Date.now()) / 1000)))})`]))
       : h("p", { id: "whitelist", text: "Empty." }),
     h("h2", { text: "The log" }),
-    table("log", ["Entry", "When", "Change", "Signed by"], g.entries.map((e) => [String(e.seq), when(e.at), logLine(e.change, g), e.signoffs.map((x) => x.member).join(", ")])),
-    out,
+    table("log", ["Entry", "When", "Change", "Signed by"], g.entries.map((e) => [String(e.seq), when(e.at), logLine(e.change, g), e.signoffs.map((x) => (x.passkey ? `${x.member} (passkey)` : x.member)).join(", ")])),
   );
   show("Governance", ...parts);
 }

@@ -72,6 +72,27 @@ export async function approvalMessage(intentHashHex, policyVersion, expiresAtMs)
   return taggedHash(APPROVAL_TAG, concat(h, u64be(policyVersion), u64be(expiresAtMs)));
 }
 
+/** The tag of a governance entry's hash (governance::log::ENTRY_TAG). */
+export const ENTRY_TAG = "strongroom/governance/entry/v1";
+
+/**
+ * A governance proposal as members sign it: `signedB64` (base64url) is the exact JSON the
+ * entry hash covers. Returns the entry read from those bytes and its hash computed here, or
+ * throws if the bytes do not hash to `claimedHex` (what the server says members sign).
+ */
+export async function readEntry(signedB64, claimedHex) {
+  const bytes = fromBase64url(signedB64);
+  const hash = await taggedHash(ENTRY_TAG, bytes);
+  if (bytesToHex(hash) !== String(claimedHex).toLowerCase()) {
+    throw new IntentError("the proposal's bytes do not hash to the hash the server claims; refused");
+  }
+  const entry = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
+  if (!entry || typeof entry !== "object" || !entry.change || typeof entry.change.change !== "string") {
+    throw new IntentError("the proposal's bytes are not a governance entry");
+  }
+  return { entry, hash };
+}
+
 export function base64url(bytes) {
   let s = "";
   for (const b of bytes) s += String.fromCharCode(b);

@@ -59,6 +59,18 @@ pub struct MemberView {
     pub id: String,
     pub public_key: String,
     pub roles: Vec<String>,
+    /// The passkey registered for the member in the log, if any: they approve withdrawals
+    /// with it and may sign entries with it (not those that change who governs).
+    pub passkey: Option<PasskeyView>,
+}
+
+/// A member's registered passkey: what a browser needs to ask for an assertion.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PasskeyView {
+    pub rp_id: String,
+    pub origin: String,
+    /// Base64url.
+    pub credential_id: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -81,6 +93,9 @@ pub struct ProposalView {
     pub entry: serde_json::Value,
     pub seq: u64,
     pub hash: String,
+    /// Base64url of the exact bytes `hash` covers (the JSON of `seq`, `prev`, `at`,
+    /// `change`): a page reads what it shows from these and hashes them itself.
+    pub signed: String,
     pub signed_by: Vec<String>,
     /// What it still lacks, as the log's rules say (e.g. "needs 2 distinct admins, has 1").
     pub missing: Option<String>,
@@ -113,13 +128,21 @@ impl WriteBody for Propose {
     const ROLES: &'static [Role] = GOVERNORS;
 }
 
-/// A member's Ed25519 signature over the proposal's entry hash.
+/// A member's signature over the proposal's entry hash: Ed25519 by the key they hold
+/// (`signature`), or an assertion by their registered passkey whose challenge is the hash
+/// (`passkey`). Exactly one.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddSignoff {
     pub member: String,
     /// Hex, 64 bytes.
-    pub signature: String,
+    #[serde(default)]
+    pub signature: Option<String>,
+    /// `{authenticator_data, client_data_json, signature}`, base64url, as
+    /// `navigator.credentials.get` returned them.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub passkey: Option<strongroom_governance::webauthn::Assertion>,
 }
 
 impl WriteBody for AddSignoff {
@@ -193,6 +216,10 @@ fn view(rec: &GovernanceRecord, now: Timestamp) -> Result<GovernanceView, ApiErr
             entry: to_json(p),
             seq: p.seq,
             hash: hex::encode(p.hash().map_err(invalid)?),
+            signed: base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                p.signed_bytes().map_err(invalid)?,
+            ),
             signed_by: p.signoffs.iter().map(|s| s.member.clone()).collect(),
             missing: missing(rec, p, now),
         }),
@@ -215,6 +242,11 @@ fn view(rec: &GovernanceRecord, now: Timestamp) -> Result<GovernanceView, ApiErr
                     .iter()
                     .map(|r| to_json(r).as_str().unwrap_or_default().to_owned())
                     .collect(),
+                passkey: m.passkey.as_ref().map(|k| PasskeyView {
+                    rp_id: k.rp_id.clone(),
+                    origin: k.origin.clone(),
+                    credential_id: k.credential_id.clone(),
+                }),
             })
             .collect(),
         policy: state.policy.as_ref().map(to_json),
@@ -360,24 +392,48 @@ pub(crate) async fn add_signoff(
     let rec = state.store().governance().await?;
     let gov = state_of(&rec, now)?.ok_or_else(not_installed)?;
     let expected = open_proposal(&rec, seq)?;
-    let member = gov.members.get(&req.body.member).ok_or_else(|| {
-        ApiError::bad_request("unknown_member", format!("{} is not a member", req.body.member))
+    let b = req.body;
+    let member = gov.members.get(&b.member).ok_or_else(|| {
+        ApiError::bad_request("unknown_member", format!("{} is not a member", b.member))
     })?;
-    let sig: [u8; 64] =
-        hex::decode(&req.body.signature).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| {
-            ApiError::bad_request("invalid_signature", "signature must be 64 bytes of hex")
-        })?;
-    let hash = expected.hash().map_err(invalid)?;
-    use ed25519_dalek::Verifier;
-    member.key.verify(&hash, &ed25519_dalek::Signature::from_bytes(&sig)).map_err(|_| {
-        ApiError::bad_request(
-            "invalid_signature",
-            format!("the signature is not {}'s over proposal {seq}'s hash", member.id),
+    // A staff account signs only as its own member, after signing in with a second factor.
+    if let Some(account) = &req.principal.account {
+        crate::accounts::check_staff_approval(
+            &state,
+            account,
+            &req.principal.token_id,
+            Some(&member.id),
         )
-    })?;
+        .await?;
+    }
+    let signoff = match (b.signature, b.passkey) {
+        (Some(hex_sig), None) => {
+            let sig: [u8; 64] =
+                hex::decode(&hex_sig).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| {
+                    ApiError::bad_request("invalid_signature", "signature must be 64 bytes of hex")
+                })?;
+            Signoff::key(&member.id, &sig)
+        }
+        (None, Some(assertion)) => Signoff::passkey(&member.id, assertion),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_signature",
+                "give either a signature (the member's key) or a passkey assertion",
+            ))
+        }
+    };
+    let hash = expected.hash().map_err(invalid)?;
+    strongroom_governance::log::check_signoff(&gov.members, &expected, &hash, &signoff).map_err(
+        |why| {
+            ApiError::bad_request(
+                "invalid_signature",
+                format!("not a signature by {} on proposal {seq}: {why}", member.id),
+            )
+        },
+    )?;
     let mut entry = expected.clone();
     entry.signoffs.retain(|s| s.member != member.id);
-    entry.signoffs.push(Signoff { member: member.id.clone(), signature: hex::encode(sig) });
+    entry.signoffs.push(signoff);
     let (op, committed) = match missing(&rec, &entry, now) {
         None => (GovernanceWrite::Commit { expected, entry }, true),
         Some(_) => (GovernanceWrite::Update { expected, entry }, false),

@@ -14,6 +14,8 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine as _;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use strongroom_core::withdrawal::WithdrawalRules;
@@ -2065,6 +2067,142 @@ async fn a_staff_approver_approves_with_a_passkey_the_governance_log_holds() {
         .call("POST", &deny, Some(Role::Approver), Some("d2"), Some(json!({"reason": "me too"})))
         .await;
     assert_eq!((st, code(&v)), (StatusCode::CONFLICT, "invalid_transition"), "{v}");
+    s.stop().await;
+}
+
+/// A security officer with a staff account signs a governance entry with the passkey the
+/// log registers for them: only as their own member, only after signing in with a second
+/// factor, only over the entry's hash, and never for a change to who governs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staff_officer_signs_governance_with_a_passkey_only_as_themselves() {
+    use strongroom_governance::Role as G;
+    let s = Server::start(None).await;
+    let env = TestEnv(std::time::Instant::now());
+    let password = "officer passphrase long enough";
+    let pw = strongroom_crypto::SecretString::new(password.into());
+    strongroom_server::accounts::create_staff(
+        s.store.as_ref(),
+        s.kek.as_ref(),
+        &env,
+        "sam@ops.example",
+        &pw,
+        Role::Admin,
+        Some("sec".into()),
+    )
+    .await
+    .unwrap();
+    let (genesis, pin) =
+        gov_genesis(&[("ada", 1, G::Admin), ("bob", 2, G::Admin), ("sec", 3, G::SecurityOfficer)]);
+    let (st, v) =
+        s.post("/v1/governance/genesis", "sg", json!({"genesis": genesis, "pin": pin})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let propose = |change: Value, key: &'static str| {
+        let s = &s;
+        async move {
+            let (st, v) = s.post("/v1/governance/proposals", key, json!({"change": change})).await;
+            assert_eq!(st, StatusCode::OK, "{v}");
+            let (_, gov, _) =
+                s.call("GET", "/v1/governance", Some(Role::Auditor), None, None).await;
+            gov
+        }
+    };
+
+    // Sam registers a passkey; the admins and sam's own key put it in the log.
+    let (_, sam, _) = s.login(json!({"email": "sam@ops.example", "password": password})).await;
+    let sam_pw = sam["token"].as_str().unwrap().to_owned();
+    let mut key = authenticator::SoftAuthenticator::new(&s.base);
+    let (_, opts, _) = s.session("POST", "/v1/me/passkeys/options", &sam_pw, None).await;
+    let cred = key.create(&opts["options"]);
+    let (st, pk, _) = s
+        .session(
+            "POST",
+            "/v1/me/passkeys",
+            &sam_pw,
+            Some(json!({"ceremony_id": opts["ceremony_id"], "credential": cred})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{pk}");
+    let governance_key = format!("/v1/me/passkeys/{}/governance-key", pk["id"].as_str().unwrap());
+    let (_, spec, _) = s.session("GET", &governance_key, &sam_pw, None).await;
+    let gov = propose(json!({"change": "set_passkey", "id": "sec", "passkey": spec}), "pk").await;
+    for (who, n) in [("ada", 1), ("bob", 2), ("sec", 3)] {
+        let (st, v) = sign_proposal(&s, &gov, who, n, &format!("pk-{who}")).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+    }
+    let (_, gov, _) = s.call("GET", "/v1/governance", Some(Role::Auditor), None, None).await;
+    let sec = gov["members"].as_array().unwrap().iter().find(|m| m["id"] == "sec").unwrap();
+    assert_eq!(sec["passkey"]["credential_id"], spec["credential_id"], "{gov}");
+
+    // Sam signs in with the passkey (a second factor).
+    let (_, opts, _) = s
+        .call(
+            "POST",
+            "/v1/auth/passkey/options",
+            None,
+            None,
+            Some(json!({"email": "sam@ops.example"})),
+        )
+        .await;
+    let login = key.get(&opts["options"]);
+    let (st, sam2, _) = s
+        .call(
+            "POST",
+            "/v1/auth/passkey/login",
+            None,
+            None,
+            Some(json!({"ceremony_id": opts["ceremony_id"], "credential": login})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{sam2}");
+    let sam_2fa = sam2["token"].as_str().unwrap().to_owned();
+    // A freeze waits; the page reads it from the signed bytes, which hash to the hash.
+    let gov = propose(json!({"change": "freeze", "scope": {"kind": "global"}}), "fz").await;
+    let p = &gov["proposal"];
+    let signed = B64URL.decode(p["signed"].as_str().unwrap()).unwrap();
+    let hash = strongroom_governance::tagged_hash(strongroom_governance::log::ENTRY_TAG, &signed);
+    assert_eq!(hex::encode(hash), p["hash"].as_str().unwrap());
+    let read: Value = serde_json::from_slice(&signed).unwrap();
+    assert_eq!(read["change"], json!({"change": "freeze", "scope": {"kind": "global"}}));
+    let path = format!("/v1/governance/proposals/{}/signoffs", p["entry"]["seq"]);
+    let mut assertion = |challenge: &[u8]| {
+        let a =
+            key.sign_assertion(spec["rp_id"].as_str().unwrap(), &json!(B64URL.encode(challenge)));
+        let r = &a["response"];
+        json!({"authenticator_data": r["authenticatorData"], "client_data_json": r["clientDataJSON"],
+            "signature": r["signature"]})
+    };
+    let honest = assertion(&hash);
+    let body = |member: &str, passkey: &Value| json!({"member": member, "passkey": passkey});
+    // Signed in with a password only: refused.
+    let (st, v, _) = s.session("POST", &path, &sam_pw, Some(body("sec", &honest))).await;
+    assert_eq!((st, code(&v)), (StatusCode::FORBIDDEN, "two_factor_required"), "{v}");
+    // As another member: refused.
+    let (st, v, _) = s.session("POST", &path, &sam_2fa, Some(body("ada", &honest))).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    // An assertion over something else than this entry's hash, and one with both kinds.
+    let other = assertion(&[7u8; 32]);
+    let (st, v, _) = s.session("POST", &path, &sam_2fa, Some(body("sec", &other))).await;
+    assert_eq!((st, code(&v)), (StatusCode::BAD_REQUEST, "invalid_signature"), "{v}");
+    assert!(v.to_string().contains("another challenge"), "{v}");
+    let both = json!({"member": "sec", "passkey": honest, "signature": "00".repeat(64)});
+    let (st, v, _) = s.session("POST", &path, &sam_2fa, Some(both)).await;
+    assert_eq!((st, code(&v)), (StatusCode::BAD_REQUEST, "invalid_signature"), "{v}");
+    // The honest signature commits the freeze: one officer suffices.
+    let (st, v, _) = s.session("POST", &path, &sam_2fa, Some(body("sec", &honest))).await;
+    assert_eq!((st, v["committed"].as_bool()), (StatusCode::OK, Some(true)), "{v}");
+    assert_eq!(v["governance"]["freezes"], json!([{"kind": "global"}]), "{v}");
+
+    // A new member: a passkey may not sign it.
+    let eve = json!({"id": "eve", "public_key": hex::encode(gov_key(9).verifying_key().to_bytes()),
+        "roles": ["admin"]});
+    let gov = propose(json!({"change": "add_member", "member": eve}), "am").await;
+    let p = &gov["proposal"];
+    let signed = B64URL.decode(p["signed"].as_str().unwrap()).unwrap();
+    let hash = strongroom_governance::tagged_hash(strongroom_governance::log::ENTRY_TAG, &signed);
+    let path = format!("/v1/governance/proposals/{}/signoffs", p["entry"]["seq"]);
+    let (st, v, _) = s.session("POST", &path, &sam_2fa, Some(body("sec", &assertion(&hash)))).await;
+    assert_eq!((st, code(&v)), (StatusCode::BAD_REQUEST, "invalid_signature"), "{v}");
+    assert!(v.to_string().contains("takes the key they hold"), "{v}");
     s.stop().await;
 }
 

@@ -1459,6 +1459,104 @@ max_amount = "{daily}"
         assert!(audit.contains(r#"\"code\":\"governance_log\""#));
     }
 
+    /// An admin signs a freeze in the console with their registered passkey (the challenge
+    /// is the entry's hash). The nodes take the freeze from that signature alone and refuse
+    /// to pay; they refuse a log whose passkey signoff answers another entry's hash (what a
+    /// lying page would ask for), and one where a passkey signs a change to who governs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_passkey_signs_a_freeze_but_never_a_change_to_who_governs() {
+        use strongroom_governance::log::{FreezeScope, MemberSpec, Signoff};
+        use strongroom_governance::webauthn::{challenge_b64, Assertion, PasskeySpec};
+        use strongroom_governance::Role;
+
+        let now = SystemEnv::new().now().unix_ms();
+        let g = genesis(now);
+        let gc = Governed::start(&g).await;
+        let origin = "https://console.example";
+        let mut ada_key = authenticator::SoftAuthenticator::new(origin);
+        let spec = PasskeySpec {
+            rp_id: "console.example".into(),
+            origin: origin.into(),
+            credential_id: ada_key.credential_id_b64(),
+            public_key: hex::encode(ada_key.public_key_sec1()),
+        };
+        let mut base = Vec::new();
+        grow(&g, &mut base, Change::SetPolicy { policy: policy(1, false) }, now - 2 * DAY, ADMINS);
+        grow(
+            &g,
+            &mut base,
+            Change::SetPasskey { id: "ada".into(), passkey: spec },
+            now - DAY,
+            ADMINS,
+        );
+        let state =
+            replay(&g, &hex::encode(g.hash().unwrap()), &base, Timestamp::from_unix_ms(now))
+                .unwrap();
+        let mut by_passkey = |change: Change, challenge_of: Option<&Entry>| {
+            let mut e = state.propose(change, Timestamp::from_unix_ms(now - 1_000));
+            let h = challenge_of.unwrap_or(&e).hash().unwrap();
+            let signed =
+                ada_key.sign_assertion("console.example", &serde_json::json!(challenge_b64(&h)));
+            let text = |f: &str| signed["response"][f].as_str().unwrap().to_owned();
+            let assertion = Assertion {
+                authenticator_data: text("authenticatorData"),
+                client_data_json: text("clientDataJSON"),
+                signature: text("signature"),
+            };
+            e.signoffs.push(Signoff::passkey("ada", assertion));
+            let mut log = base.clone();
+            log.push(e);
+            log
+        };
+        let freeze = || Change::Freeze {
+            scope: FreezeScope::Asset { asset: "ETH".into() },
+            reason: Some("drill".into()),
+        };
+        let small = intent(BOB, ETH / 2, now + 3_600_000);
+
+        // The page asked the passkey to sign another entry (a global freeze's hash) and the
+        // server put the assertion on this one.
+        let other = state.propose(
+            Change::Freeze { scope: FreezeScope::Global, reason: None },
+            Timestamp::from_unix_ms(now),
+        );
+        let forged = by_passkey(freeze(), Some(&other));
+        let r =
+            gc.sign([1, 2], request(&small, tx(&small, 0, 1), &forged, vec![])).await.unwrap_err();
+        assert!(
+            matches!(&r.reason, Reason::GovernanceLog { detail } if detail.contains("another challenge")),
+            "{r:?}"
+        );
+        // A passkey's signature on a new member, with the other admin's key beside it.
+        let mut added = by_passkey(
+            Change::AddMember {
+                member: MemberSpec {
+                    id: "eve".into(),
+                    public_key: hex::encode(key(9).verifying_key().to_bytes()),
+                    roles: vec![Role::Admin],
+                    passkey: None,
+                },
+            },
+            None,
+        );
+        added.last_mut().unwrap().sign("bob", &key(2)).unwrap();
+        let r =
+            gc.sign([2, 3], request(&small, tx(&small, 0, 1), &added, vec![])).await.unwrap_err();
+        assert!(
+            matches!(&r.reason, Reason::GovernanceLog { detail } if detail.contains("takes the key they hold")),
+            "{r:?}"
+        );
+        // Before the freeze the same withdrawal signs; with the honest passkey-signed freeze
+        // in the log, the nodes refuse it.
+        let s = gc.sign([1, 3], request(&small, tx(&small, 0, 1), &base, vec![])).await.unwrap();
+        verify_ecdsa(&s.public_key, &s.signed_bytes, &s.signature);
+        let frozen = by_passkey(freeze(), None);
+        let again = intent(BOB, ETH / 2, now + 3_600_000);
+        let r =
+            gc.sign([1, 2], request(&again, tx(&again, 1, 1), &frozen, vec![])).await.unwrap_err();
+        assert!(matches!(&r.reason, Reason::Blocked { block: Block::Frozen { .. }, .. }), "{r:?}");
+    }
+
     /// Issue "Signers decide (2)", point 6: a customer with a passkey signs their own
     /// withdrawals, and the nodes hold them to it. Once a node has known the customer's key
     /// for the governance time-lock, no withdrawal of theirs signs without their signature

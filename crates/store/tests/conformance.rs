@@ -1266,6 +1266,7 @@ async fn the_governance_log_keeps_order_one_proposal_and_one_genesis(store: Arc<
             .map(|i| strongroom_governance::log::Signoff {
                 member: format!("m{i}"),
                 signature: "ff".into(),
+                passkey: None,
             })
             .collect(),
     };

@@ -46,8 +46,8 @@ pub async fn create_staff(
     Ok(id)
 }
 
-/// A staff session may approve (or deny) only as its own governance member, and only when it
-/// signed in with a second factor (TOTP, a recovery code or a passkey). `approver`: the member
+/// A staff session may approve, deny or sign governance only as its own governance member, and
+/// only when it signed in with a second factor (TOTP, a recovery code or a passkey). `approver`: the member
 /// the request names, if it names one. Returns the account's member.
 pub(crate) async fn check_staff_approval(
     state: &AppState,
@@ -60,12 +60,12 @@ pub(crate) async fn check_staff_approval(
         .auth_record("account", account)
         .await?
         .ok_or_else(|| ApiError::forbidden("no such account"))?;
-    let member = account_of(&r)?
-        .member
-        .ok_or_else(|| ApiError::forbidden("only a staff approver may do this"))?;
+    let member = account_of(&r)?.member.ok_or_else(|| {
+        ApiError::forbidden("only a staff account linked to a governance member may do this")
+    })?;
     if approver.is_some_and(|a| a != member) {
         return Err(ApiError::forbidden(format!(
-            "this account approves only as governance member {member}"
+            "this account acts only as governance member {member}"
         )));
     }
     let s: Session = match state.store().auth_record("session", session).await? {
@@ -76,7 +76,7 @@ pub(crate) async fn check_staff_approval(
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "two_factor_required",
-            "staff who approve must sign in with two-factor authentication (TOTP or a passkey)",
+            "staff who approve or sign must sign in with two-factor authentication (TOTP or a passkey)",
         ));
     }
     Ok(member)
