@@ -434,7 +434,7 @@ async function customer() {
     await page.getByRole("button", { name: "Add to whitelist" }).click();
     await page.locator("#whitelist li").first().waitFor();
     out.whitelist = await page.locator("#whitelist").innerText();
-    check(out.whitelist.includes("my hardware wallet") && out.whitelist.includes("usable from"), `whitelist: ${out.whitelist}`);
+    check(out.whitelist.includes("my hardware wallet") && /usable from .* \(in (2[34] h|\d+ min)\)/.test(out.whitelist), `whitelist and its countdown: ${out.whitelist}`);
     await page.getByRole("button", { name: "Turn on whitelist-only mode" }).click();
     await page.locator("#whitelist-mode").getByText(/only whitelisted addresses/).waitFor();
 

@@ -592,6 +592,11 @@ function ago(seconds) {
   return `${Math.round(seconds / 3600)} h`;
 }
 
+/** How long until `at` (a time-lock's end: ms or an ISO time), by this browser's clock. */
+function remaining(at) {
+  return ago(Math.max(0, Math.round((new Date(at).getTime() - Date.now()) / 1000)));
+}
+
 function table(id, head, rows) {
   return h("table", { id },
     h("thead", {}, h("tr", {}, head.map((t) => h("th", { scope: "col", text: t })))),
@@ -968,7 +973,7 @@ async function governance(done) {
   };
   const timed = new Set(g.frozen_until.map((f) => JSON.stringify(f.scope)));
   const freezes = g.freezes.filter((f) => !timed.has(JSON.stringify(f))).map((f) => `${scopeText(f)}, until lifted${why(f)}`);
-  const boxed = g.frozen_until.map((f) => `${scopeText(f.scope)} until ${when(f.until_ms)} (${ago(Math.max(0, Math.round((f.until_ms - Date.now()) / 1000)))} left)${why(f.scope)}`);
+  const boxed = g.frozen_until.map((f) => `${scopeText(f.scope)} until ${when(f.until_ms)} (${remaining(f.until_ms)} left)${why(f.scope)}`);
   parts.push(
     h("h2", { text: "Freezes" }),
     freezes.length || boxed.length
@@ -1032,7 +1037,7 @@ async function governance(done) {
       : h("p", { id: "rules", text: "No policy: every withdrawal is blocked." }),
     h("h2", { text: "Whitelist" }),
     g.whitelist.length
-      ? table("whitelist", ["Label", "Address", "For", "Usable"], g.whitelist.map((w) => [w.label, h("span", { class: "mono", text: w.address }), wlScope(w.scope), w.usable ? "yes" : `from ${when(w.usable_from_ms)} (in ${ago(Math.max(0, Math.round((w.usable_from_ms - Date.now()) / 1000)))})`]))
+      ? table("whitelist", ["Label", "Address", "For", "Usable"], g.whitelist.map((w) => [w.label, h("span", { class: "mono", text: w.address }), wlScope(w.scope), w.usable ? "yes" : `from ${when(w.usable_from_ms)} (in ${remaining(w.usable_from_ms)})`]))
       : h("p", { id: "whitelist", text: "Empty." }),
     h("h2", { text: "The log" }),
     table("log", ["Entry", "When", "Change", "Signed by"], g.entries.map((e) => [String(e.seq), when(e.at), logLine(e.change, g), e.signoffs.map((x) => (x.passkey ? `${x.member} (passkey)` : x.member)).join(", ")])),
@@ -1046,7 +1051,7 @@ async function mine() {
   const list = await api("GET", "/v1/me/withdrawals");
   const parts = [];
   if (me.withdrawals_locked_until) {
-    parts.push(notice("bad", `Withdrawals are locked until ${new Date(me.withdrawals_locked_until).toLocaleString()} after a security change (${me.last_security_change || "a change to your account"}). This protects you if someone else made it.`));
+    parts.push(notice("bad", `Withdrawals are locked until ${new Date(me.withdrawals_locked_until).toLocaleString()} (${remaining(me.withdrawals_locked_until)} from now) after a security change (${me.last_security_change || "a change to your account"}). This protects you if someone else made it.`));
     parts.at(-1).id = "lock";
   }
   if (me.whitelist_only) {
@@ -1168,7 +1173,7 @@ async function customerSecurity(out) {
       ? h("ul", { id: "whitelist" }, list.map((e) => h("li", {},
           `${e.label || "(no label)"}: `,
           h("span", { class: "mono", text: e.address }),
-          ` on ${e.chain}, ${e.usable ? "usable" : `usable from ${new Date(e.usable_at).toLocaleString()}`} `,
+          ` on ${e.chain}, ${e.usable ? "usable" : `usable from ${new Date(e.usable_at).toLocaleString()} (in ${remaining(e.usable_at)})`} `,
           h("button", { type: "button", class: "secondary", "aria-label": `Remove ${e.label || e.address}`, on: { click: async () => {
             try {
               await api("DELETE", `/v1/me/whitelist/${encodeURIComponent(e.id)}`);
@@ -1187,7 +1192,7 @@ async function customerSecurity(out) {
   );
   const mode = me.whitelist_only
     ? me.whitelist_off_at
-      ? `On until ${new Date(me.whitelist_off_at).toLocaleString()} (turning off waits out the delay).`
+      ? `On until ${new Date(me.whitelist_off_at).toLocaleString()}, ${remaining(me.whitelist_off_at)} from now (turning off waits out the delay).`
       : "On: only whitelisted addresses are paid."
     : "Off: any address may be paid.";
   parts.push(h("p", { id: "whitelist-mode", text: `Whitelist-only mode: ${mode}` }));
