@@ -9,18 +9,26 @@ use clap::Subcommand;
 #[derive(Debug, Subcommand)]
 pub enum RiskCommand {
     /// Progressive validation over a labelled CSV (plain or gzipped, numeric feature
-    /// columns): score each row, then learn from it; print ROC AUC and PR AUC.
+    /// columns), or over every data set a folder's `datasets.toml` names: score each row,
+    /// then learn from it; print each model's ROC AUC, PR AUC and rows per second.
     Eval {
-        file: PathBuf,
-        /// The label column (0/1 or true/false); every other column is a feature.
+        /// A CSV file, or a folder with `datasets.toml` (`[[dataset]]`: name, file, label,
+        /// skip, limit, missing_as_missing); `scripts/risk-datasets` makes one.
+        path: PathBuf,
+        /// The label column (0/1 or true/false); every other column is a feature. Needed
+        /// for a file.
         #[arg(long)]
-        label_column: String,
+        label_column: Option<String>,
         /// Only the first N rows.
         #[arg(long)]
         limit: Option<usize>,
         /// Leave a column out (repeatable), e.g. an id or a text column.
         #[arg(long = "skip-column")]
         skip: Vec<String>,
+        /// Take empty cells (and NA, NaN, ?, null) as missing values, a signal of their
+        /// own, instead of stopping at the first one.
+        #[arg(long)]
+        missing_as_missing: bool,
     },
     /// Replay the stored withdrawals (and logins, security changes) through a candidate
     /// rule set beside the current one, before publishing it: decisions of each, what
@@ -68,41 +76,84 @@ pub async fn run(cmd: RiskCommand) -> anyhow::Result<std::process::ExitCode> {
             let kek = kek.as_ref().map(|k| k as &dyn strongroom_crypto::seal::KeyEncryptionKey);
             backtest(&store, current, candidate, &lists, geo, kek).await?;
         }
-        RiskCommand::Eval { file, label_column, limit, skip } => {
-            let input = std::fs::File::open(&file)
-                .with_context(|| format!("opening {}", file.display()))?;
-            let table = strongroom_risk::eval::read_table(
-                std::io::BufReader::new(input),
-                &label_column,
-                &skip,
-                limit,
-            )?;
-            use strongroom_core::Env;
-            let env = strongroom_core::SystemEnv::new();
-            let started = env.monotonic();
-            let report = strongroom_risk::eval::evaluate(&table, &Default::default())?;
-            let secs = env.monotonic().saturating_sub(started).as_secs_f64().max(1e-9);
-            println!(
-                "{} rows ({} positive), {} features: {}",
-                report.rows,
-                report.positives,
-                report.features.len(),
-                report.features.join(", ")
-            );
-            println!("{:<40} {:>8} {:>8}", "model", "ROC AUC", "PR AUC");
-            for m in &report.models {
-                println!("{:<40} {:>8.4} {:>8.4}", m.name, m.roc_auc, m.pr_auc);
+        RiskCommand::Eval { path, label_column, limit, skip, missing_as_missing } => {
+            let specs = if path.is_dir() {
+                let toml_path = path.join("datasets.toml");
+                let text = std::fs::read_to_string(&toml_path)
+                    .with_context(|| format!("reading {}", toml_path.display()))?;
+                strongroom_risk::eval::read_suite(&text)?
+            } else {
+                let label = label_column.context("--label-column names the label of a file")?;
+                vec![strongroom_risk::eval::DatasetSpec {
+                    name: path.file_name().map_or("data".into(), |n| n.to_string_lossy().into()),
+                    file: path.to_string_lossy().into(),
+                    label,
+                    skip,
+                    limit,
+                    missing_as_missing,
+                }]
+            };
+            let folder = if path.is_dir() { path.clone() } else { PathBuf::new() };
+            let mut table = Vec::new();
+            for spec in &specs {
+                let file = folder.join(&spec.file);
+                let input = std::fs::File::open(&file)
+                    .with_context(|| format!("opening {}", file.display()))?;
+                let data = strongroom_risk::eval::read_table_with(
+                    std::io::BufReader::new(input),
+                    &spec.label,
+                    &spec.skip,
+                    spec.limit.or(limit),
+                    spec.missing_as_missing || missing_as_missing,
+                )
+                .with_context(|| format!("data set {}", spec.name))?;
+                use strongroom_core::Env;
+                let env = strongroom_core::SystemEnv::new();
+                let clock = || env.monotonic();
+                let report =
+                    strongroom_risk::eval::evaluate_timed(&data, &Default::default(), Some(&clock))
+                        .with_context(|| format!("data set {}", spec.name))?;
+                println!(
+                    "{}: {} rows ({} positive), {} features: {}",
+                    spec.name,
+                    report.rows,
+                    report.positives,
+                    report.features.len(),
+                    report.features.join(", ")
+                );
+                table.push((spec.name.clone(), report));
             }
-            if let Some(best) = report.best() {
-                println!("ROC AUC {:.4}", best.roc_auc);
-                println!("PR AUC {:.4}", best.pr_auc);
-                println!("best: {}", best.name);
-            }
+            println!();
             println!(
-                "{:.0} rows/s through all models (each row scored and learned by each); models hold {} bytes",
-                report.rows as f64 / secs,
-                report.model_bytes
+                "{:<16} {:<36} {:>8} {:>8} {:>10} {:>10}",
+                "data set", "model", "ROC AUC", "PR AUC", "rows/s", "bytes"
             );
+            for (name, report) in &table {
+                for m in &report.models {
+                    println!(
+                        "{:<16} {:<36} {:>8.4} {:>8.4} {:>10.0} {:>10}",
+                        name,
+                        m.name,
+                        m.roc_auc,
+                        m.pr_auc,
+                        m.rows_per_sec.unwrap_or(0.0),
+                        m.bytes
+                    );
+                }
+            }
+            if let [(_, report)] = table.as_slice() {
+                if let Some(best) = report.best() {
+                    println!("ROC AUC {:.4}", best.roc_auc);
+                    println!("PR AUC {:.4}", best.pr_auc);
+                    println!("best: {}", best.name);
+                }
+            } else {
+                for (name, report) in &table {
+                    if let Some(best) = report.best() {
+                        println!("best on {name}: {} (ROC AUC {:.4})", best.name, best.roc_auc);
+                    }
+                }
+            }
         }
     }
     Ok(std::process::ExitCode::SUCCESS)

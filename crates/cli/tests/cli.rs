@@ -1145,6 +1145,37 @@ fn risk_eval_reports_auc_and_names_a_bad_column() {
     assert!(out.contains("300 rows (30 positive), 2 features: amount_ratio, new_device"), "{out}");
     let auc: f64 = out.lines().find_map(|l| l.strip_prefix("ROC AUC ")).unwrap().parse().unwrap();
     assert!(auc > 0.9, "an easy stream: {out}");
+
+    // A folder of data sets: one table for all, each model's rows per second, the best per
+    // data set. The second has missing cells (bad rows miss the amount), taken as missing.
+    let mut gaps = String::from("amount,hour,bad\n");
+    for i in 0..300u32 {
+        let bad = i % 6 == 0;
+        let amount = if bad { String::new() } else { format!("{}", 10u64.pow(i % 9)) };
+        gaps.push_str(&format!("{amount},{},{}\n", i % 24, u8::from(bad)));
+    }
+    std::fs::write(dir.path().join("gaps.csv"), gaps).unwrap();
+    std::fs::write(
+        dir.path().join("datasets.toml"),
+        "[[dataset]]\nname = \"events\"\nfile = \"events.csv\"\nlabel = \"label\"\nskip = [\"id\"]\n\n[[dataset]]\nname = \"gaps\"\nfile = \"gaps.csv\"\nlabel = \"bad\"\nmissing_as_missing = true\n",
+    )
+    .unwrap();
+    let out =
+        Command::new(BIN).args(["risk", "eval", dir.path().to_str().unwrap()]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("gaps: 300 rows (50 positive), 2 features: amount, hour"), "{text}");
+    let row = |set: &str, model: &str| -> Vec<f64> {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(set) && l.contains(model))
+            .unwrap_or_else(|| panic!("no {set} {model} in {text}"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        words[words.len() - 4..].iter().map(|w| w.parse().unwrap()).collect()
+    };
+    let forest = row("gaps", "prepared: online forest");
+    assert!(forest.iter().all(|v| *v > 0.0) && forest[0] > 0.9, "AUCs, rows/s, bytes: {text}");
+    assert!(text.contains("best on events:") && text.contains("best on gaps: prepared"), "{text}");
 }
 
 /// A real SMTP server (Python's aiosmtpd, Debian's python3-aiosmtpd) writing what it

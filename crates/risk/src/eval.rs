@@ -4,9 +4,11 @@
 
 use std::io::Read;
 
+use crate::forest::{ForestConfig, OnlineForest};
 use crate::ftrl::{Ftrl, FtrlConfig};
 use crate::hst::{HalfSpaceTrees, HstConfig};
 use crate::metrics::{pr_auc, roc_auc};
+use crate::prep::Prep;
 use crate::scale::MinMax;
 
 #[derive(Debug, thiserror::Error)]
@@ -16,7 +18,7 @@ pub enum EvalError {
     Read(String),
     #[error("no column named {0:?} (columns: {1})")]
     NoLabel(String, String),
-    #[error("row {row}, column {column:?}: {value:?} is not a number (leave the column out with --skip-column {column})")]
+    #[error("row {row}, column {column:?}: {value:?} is not a number (leave the column out with --skip-column {column}, or take empty cells as missing with --missing-as-missing)")]
     NotNumeric { row: usize, column: String, value: String },
     #[error("row {row}: label {value:?} is not 0/1 or true/false")]
     BadLabel { row: usize, value: String },
@@ -32,6 +34,10 @@ pub struct ModelResult {
     pub name: &'static str,
     pub roc_auc: f64,
     pub pr_auc: f64,
+    /// Rows scored and learned per second (when timed).
+    pub rows_per_sec: Option<f64>,
+    /// Bytes the model holds at the end (fixed, whatever the stream's length).
+    pub bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +57,40 @@ impl Report {
     }
 }
 
+/// One labelled data set of an evaluation folder (`datasets.toml`, `[[dataset]]` tables).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSpec {
+    pub name: String,
+    /// The CSV (plain or gzip), relative to the folder.
+    pub file: String,
+    /// The label column (0/1 or true/false).
+    pub label: String,
+    #[serde(default)]
+    pub skip: Vec<String>,
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Take empty and `NA`-like cells as missing values.
+    #[serde(default)]
+    pub missing_as_missing: bool,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Suite {
+    dataset: Vec<DatasetSpec>,
+}
+
+/// The data sets a folder's `datasets.toml` names, in order.
+pub fn read_suite(toml_text: &str) -> Result<Vec<DatasetSpec>, EvalError> {
+    let suite: Suite =
+        toml::from_str(toml_text).map_err(|e| EvalError::Read(format!("datasets.toml: {e}")))?;
+    if suite.dataset.is_empty() {
+        return Err(EvalError::Read("datasets.toml names no [[dataset]]".into()));
+    }
+    Ok(suite.dataset)
+}
+
 /// Labelled rows read from a CSV.
 #[derive(Debug, Clone)]
 pub struct Table {
@@ -62,10 +102,25 @@ pub struct Table {
 /// Read `input` (gzip is detected by its magic bytes), take `label` as the label column and
 /// every other column not in `skip` as a numeric feature, at most `limit` rows.
 pub fn read_table(
+    input: impl Read,
+    label: &str,
+    skip: &[String],
+    limit: Option<usize>,
+) -> Result<Table, EvalError> {
+    read_table_with(input, label, skip, limit, false)
+}
+
+/// The cells taken as missing with `missing_as_missing`.
+pub const MISSING: [&str; 6] = ["", "NA", "NaN", "nan", "?", "null"];
+
+/// [`read_table`]; with `missing_as_missing`, a cell in [`MISSING`] is a missing value
+/// (`NaN`, which the prepared models see as its own signal) instead of an error.
+pub fn read_table_with(
     mut input: impl Read,
     label: &str,
     skip: &[String],
     limit: Option<usize>,
+    missing_as_missing: bool,
 ) -> Result<Table, EvalError> {
     let mut bytes = Vec::new();
     input.read_to_end(&mut bytes).map_err(|e| EvalError::Read(e.to_string()))?;
@@ -112,6 +167,10 @@ pub fn read_table(
         let mut row = Vec::with_capacity(used.len());
         for (i, name) in used.iter().zip(&features) {
             let text = cell(*i);
+            if missing_as_missing && MISSING.contains(&text) {
+                row.push(f64::NAN);
+                continue;
+            }
             let v: f64 = text.parse().ok().filter(|v: &f64| v.is_finite()).ok_or_else(|| {
                 EvalError::NotNumeric { row: row_no, column: name.clone(), value: text.to_owned() }
             })?;
@@ -127,57 +186,222 @@ pub fn read_table(
 pub struct Models {
     pub hst: HstConfig,
     pub ftrl: FtrlConfig,
+    pub forest: ForestConfig,
+}
+
+/// A model under progressive validation: score a row, then learn it.
+trait Learner {
+    fn score(&mut self, x: &[f64]) -> f64;
+    fn learn(&mut self, x: &[f64], bad: bool);
+    fn memory_bytes(&self) -> usize;
+}
+
+/// Min-max scaled, missing cells at 0 (the old models' input).
+fn scaled(s: &MinMax, x: &[f64]) -> Vec<f64> {
+    s.transform(x).into_iter().map(|v| if v.is_finite() { v } else { 0.0 }).collect()
+}
+
+struct HstModel(MinMax, HalfSpaceTrees);
+
+impl Learner for HstModel {
+    fn score(&mut self, x: &[f64]) -> f64 {
+        self.1.score(&scaled(&self.0, x))
+    }
+    fn learn(&mut self, x: &[f64], _: bool) {
+        self.0.learn(x);
+        self.1.learn(&scaled(&self.0, x));
+    }
+    fn memory_bytes(&self) -> usize {
+        self.1.memory_bytes()
+    }
+}
+
+struct FtrlModel(MinMax, Ftrl);
+
+impl Learner for FtrlModel {
+    fn score(&mut self, x: &[f64]) -> f64 {
+        self.1.predict(&scaled(&self.0, x))
+    }
+    fn learn(&mut self, x: &[f64], bad: bool) {
+        self.0.learn(x);
+        self.1.learn(&scaled(&self.0, x), bad);
+    }
+    fn memory_bytes(&self) -> usize {
+        self.1.memory_bytes()
+    }
+}
+
+/// FTRL with the unsupervised score as one more feature.
+struct FtrlHstModel {
+    scaler: MinMax,
+    hst: HalfSpaceTrees,
+    ftrl: Ftrl,
+    anomaly: f64,
+}
+
+impl Learner for FtrlHstModel {
+    fn score(&mut self, x: &[f64]) -> f64 {
+        let mut with = scaled(&self.scaler, x);
+        self.anomaly = self.hst.score(&with);
+        with.push(self.anomaly);
+        self.ftrl.predict(&with)
+    }
+    fn learn(&mut self, x: &[f64], bad: bool) {
+        self.scaler.learn(x);
+        let mut with = scaled(&self.scaler, x);
+        self.hst.learn(&with);
+        with.push(self.anomaly);
+        self.ftrl.learn(&with, bad);
+    }
+    fn memory_bytes(&self) -> usize {
+        self.hst.memory_bytes() + self.ftrl.memory_bytes()
+    }
+}
+
+/// FTRL over prepared features (signed logs standardised, missing flags).
+struct PrepFtrl(Prep, Ftrl);
+
+impl Learner for PrepFtrl {
+    fn score(&mut self, x: &[f64]) -> f64 {
+        self.1.predict(&self.0.transform(x))
+    }
+    fn learn(&mut self, x: &[f64], bad: bool) {
+        self.0.learn(x);
+        self.1.learn(&self.0.transform(x), bad);
+    }
+    fn memory_bytes(&self) -> usize {
+        self.0.memory_bytes() + self.1.memory_bytes()
+    }
+}
+
+/// The online forest over prepared features.
+struct PrepForest(Prep, OnlineForest);
+
+impl Learner for PrepForest {
+    fn score(&mut self, x: &[f64]) -> f64 {
+        self.1.predict(&self.0.transform(x))
+    }
+    fn learn(&mut self, x: &[f64], bad: bool) {
+        self.0.learn(x);
+        self.1.learn(&self.0.transform(x), bad);
+    }
+    fn memory_bytes(&self) -> usize {
+        self.0.memory_bytes() + self.1.memory_bytes()
+    }
+}
+
+/// The forest and FTRL over the same prepared features, their probabilities averaged.
+struct Blend(Prep, OnlineForest, Ftrl);
+
+impl Learner for Blend {
+    fn score(&mut self, x: &[f64]) -> f64 {
+        let p = self.0.transform(x);
+        0.5 * (self.1.predict(&p) + self.2.predict(&p))
+    }
+    fn learn(&mut self, x: &[f64], bad: bool) {
+        self.0.learn(x);
+        let p = self.0.transform(x);
+        self.1.learn(&p, bad);
+        self.2.learn(&p, bad);
+    }
+    fn memory_bytes(&self) -> usize {
+        self.0.memory_bytes() + self.1.memory_bytes() + self.2.memory_bytes()
+    }
 }
 
 /// Progressive validation of every model over `table`.
 pub fn evaluate(table: &Table, models: &Models) -> Result<Report, EvalError> {
+    evaluate_timed(table, models, None)
+}
+
+/// [`evaluate`], timing each model with `clock` (a monotonic clock) for its rows per second.
+pub fn evaluate_timed(
+    table: &Table,
+    models: &Models,
+    clock: Option<&dyn Fn() -> std::time::Duration>,
+) -> Result<Report, EvalError> {
     let positives = table.labels.iter().filter(|l| **l).count();
     if positives == 0 || positives == table.labels.len() {
         return Err(EvalError::OneClass { rows: table.labels.len(), positives });
     }
     let d = table.features.len();
-    let mut scaler = MinMax::new(d);
-    let mut hst = HalfSpaceTrees::new(d, &models.hst);
-    let mut ftrl = Ftrl::new(&table.features, models.ftrl.clone());
-    // The supervised model with the unsupervised score as one more feature.
-    let mut names = table.features.clone();
-    names.push("hst_score".into());
-    let mut both = Ftrl::new(&names, models.ftrl.clone());
+    let mut with_hst = table.features.clone();
+    with_hst.push("hst_score".into());
+    let prepared = Prep::names(&table.features);
+    let learners: Vec<(&'static str, Box<dyn Learner>)> = vec![
+        (
+            "half-space trees (unsupervised)",
+            Box::new(HstModel(MinMax::new(d), HalfSpaceTrees::new(d, &models.hst))),
+        ),
+        (
+            "ftrl logistic regression (labels)",
+            Box::new(FtrlModel(MinMax::new(d), Ftrl::new(&table.features, models.ftrl.clone()))),
+        ),
+        (
+            "ftrl + half-space trees score",
+            Box::new(FtrlHstModel {
+                scaler: MinMax::new(d),
+                hst: HalfSpaceTrees::new(d, &models.hst),
+                ftrl: Ftrl::new(&with_hst, models.ftrl.clone()),
+                anomaly: 0.0,
+            }),
+        ),
+        (
+            "prepared: ftrl with pairs",
+            Box::new(PrepFtrl(Prep::new(d), Ftrl::new(&prepared, models.ftrl.clone()))),
+        ),
+        (
+            "prepared: online forest",
+            Box::new(PrepForest(
+                Prep::new(d),
+                OnlineForest::new(prepared.len(), models.forest.clone()),
+            )),
+        ),
+        (
+            "prepared: ftrl (no pairs)",
+            Box::new(PrepFtrl(
+                Prep::new(d),
+                Ftrl::new(&prepared, FtrlConfig { pairs: false, ..models.ftrl.clone() }),
+            )),
+        ),
+        (
+            "prepared: forest + ftrl blend",
+            Box::new(Blend(
+                Prep::new(d),
+                OnlineForest::new(prepared.len(), models.forest.clone()),
+                Ftrl::new(&prepared, FtrlConfig { pairs: false, ..models.ftrl.clone() }),
+            )),
+        ),
+    ];
     let n = table.rows.len();
-    let (mut s_hst, mut s_ftrl, mut s_both) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    for (x, bad) in table.rows.iter().zip(&table.labels) {
-        // Score first...
-        let scaled = scaler.transform(x);
-        let anomaly = hst.score(&scaled);
-        let mut with = scaled.clone();
-        with.push(anomaly);
-        s_hst.push(anomaly);
-        s_ftrl.push(ftrl.predict(&scaled));
-        s_both.push(both.predict(&with));
-        // ...then learn (the label only now).
-        scaler.learn(x);
-        let scaled = scaler.transform(x);
-        hst.learn(&scaled);
-        ftrl.learn(&scaled, *bad);
-        let mut with = scaled;
-        with.push(anomaly);
-        both.learn(&with, *bad);
+    let mut results = Vec::new();
+    let mut model_bytes = 0;
+    for (name, mut m) in learners {
+        let started = clock.map(|c| c());
+        let mut scores = Vec::with_capacity(n);
+        for (x, bad) in table.rows.iter().zip(&table.labels) {
+            // Score first, then learn (the label only now).
+            scores.push(m.score(x));
+            m.learn(x, *bad);
+        }
+        let rows_per_sec = match (clock, started) {
+            (Some(c), Some(s)) => Some(n as f64 / c().saturating_sub(s).as_secs_f64().max(1e-9)),
+            _ => None,
+        };
+        model_bytes += m.memory_bytes();
+        results.push(ModelResult {
+            name,
+            roc_auc: roc_auc(&scores, &table.labels).unwrap_or(0.5),
+            pr_auc: pr_auc(&scores, &table.labels).unwrap_or(0.0),
+            rows_per_sec,
+            bytes: m.memory_bytes(),
+        });
     }
-    let result = |name, s: &[f64]| ModelResult {
-        name,
-        roc_auc: roc_auc(s, &table.labels).unwrap_or(0.5),
-        pr_auc: pr_auc(s, &table.labels).unwrap_or(0.0),
-    };
     Ok(Report {
         rows: n,
         positives,
         features: table.features.clone(),
-        models: vec![
-            result("half-space trees (unsupervised)", &s_hst),
-            result("ftrl logistic regression (labels)", &s_ftrl),
-            result("ftrl + half-space trees score", &s_both),
-        ],
-        model_bytes: hst.memory_bytes() + ftrl.memory_bytes() + both.memory_bytes(),
+        models: results,
+        model_bytes,
     })
 }

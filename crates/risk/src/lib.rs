@@ -7,6 +7,10 @@
 //! - [`ftrl::Ftrl`]: FTRL-Proximal logistic regression (McMahan et al. 2013) over the scaled
 //!   features and their pairwise products, learning from analysts' decisions one at a time;
 //!   every score comes with each feature's contribution.
+//! - [`prep::Prep`]: feature preparation for money, learned in the same pass: signed logs,
+//!   online standardisation, winsorising, missing cells as their own signal.
+//! - [`forest::OnlineForest`]: an online random forest of Hoeffding trees (online bagging,
+//!   random feature subsets, naive-Bayes-adaptive leaves), bounded in memory.
 //! - [`metrics`]: ROC AUC (ties averaged) and PR AUC (average precision).
 //! - [`eval`]: progressive validation over a labelled CSV: score each row with every model,
 //!   then let them learn from it (the supervised model sees the label only after scoring).
@@ -22,11 +26,13 @@
 
 pub mod engine;
 pub mod eval;
+pub mod forest;
 pub mod ftrl;
 pub mod geo;
 pub mod hst;
 pub mod lists;
 pub mod metrics;
+pub mod prep;
 pub mod profile;
 pub mod rules;
 pub mod scale;

@@ -79,6 +79,100 @@ fn the_csv_reader_names_what_it_cannot_use() {
     assert!(matches!(evaluate(&t, &Models::default()), Err(EvalError::OneClass { .. })));
 }
 
+/// Money-like features: amounts over ten orders of magnitude, and a cell that is sometimes
+/// missing. The bad rows sit in a band of amounts (no single threshold draws it) or miss the
+/// cell. Min-max scaling squeezes the band into a sliver a linear model cannot see; prepared
+/// features (signed logs, standardised, missing flags) and the online forest find it.
+#[test]
+fn prepared_features_and_the_forest_find_a_band_in_heavy_tailed_amounts() {
+    let mut rng = Rng::new(11);
+    let mut rows = Vec::new();
+    let mut labels = Vec::new();
+    for _ in 0..6000 {
+        let magnitude = rng.unit() * 10.0;
+        let amount = 10f64.powf(magnitude);
+        let missing = rng.unit() < 0.05;
+        let count = (rng.unit() * 50.0).floor();
+        let bad = (4.0..5.5).contains(&magnitude) || missing;
+        rows.push(vec![amount, if missing { f64::NAN } else { count }, rng.unit()]);
+        labels.push(bad);
+    }
+    let t = strongroom_risk::eval::Table {
+        features: vec!["amount".into(), "count".into(), "noise".into()],
+        rows,
+        labels,
+    };
+    let r = evaluate(&t, &Models::default()).unwrap();
+    let auc = |name: &str| r.models.iter().find(|m| m.name == name).unwrap().roc_auc;
+    for m in &r.models {
+        println!("{:<40} ROC AUC {:.4}  PR AUC {:.4}", m.name, m.roc_auc, m.pr_auc);
+    }
+    assert!(auc("ftrl logistic regression (labels)") < 0.8, "min-max scaling hides the band");
+    assert!(auc("prepared: online forest") > 0.97, "{r:?}");
+    assert!(r.best().unwrap().name.starts_with("prepared"), "{r:?}");
+}
+
+#[test]
+fn missing_cells_stop_the_reader_unless_asked_and_a_folder_names_its_data_sets() {
+    use strongroom_risk::eval::{read_suite, read_table_with};
+    let text = csv("a,b,y\n1,,0\n2,NA,1\n3,4,0\n");
+    let err = read_table_with(text.as_slice(), "y", &[], None, false).unwrap_err();
+    assert!(err.to_string().contains("--missing-as-missing"), "{err}");
+    let t = read_table_with(text.as_slice(), "y", &[], None, true).unwrap();
+    assert!(t.rows[0][1].is_nan() && t.rows[1][1].is_nan() && t.rows[2][1] == 4.0);
+    // A word is still not a number, even with missing cells allowed.
+    let err =
+        read_table_with(csv("a,y\n1,0\nmaybe,1\n").as_slice(), "y", &[], None, true).unwrap_err();
+    assert!(matches!(err, EvalError::NotNumeric { row: 3, .. }), "{err}");
+    let suite = read_suite(
+        "[[dataset]]\nname = \"a\"\nfile = \"a.csv\"\nlabel = \"y\"\nlimit = 5\n\n[[dataset]]\nname = \"b\"\nfile = \"b.csv.gz\"\nlabel = \"bad\"\nskip = [\"id\"]\nmissing_as_missing = true\n",
+    )
+    .unwrap();
+    assert_eq!(
+        (suite.len(), suite[0].limit, suite[1].skip.clone()),
+        (2, Some(5), vec!["id".to_owned()])
+    );
+    assert!(suite[1].missing_as_missing);
+    assert!(read_suite("").is_err() && read_suite("[[dataset]]\nname = \"x\"\n").is_err());
+}
+
+/// The data sets `scripts/risk-datasets` writes (`STRONGROOM_RISK_DATASETS`; required where
+/// `STRONGROOM_REQUIRE_RISK_DATASETS` is set, as in `scripts/test`): on each, the best model
+/// reaches the ROC AUC river's best streaming model reached on the same rows in the same order
+/// (`scripts/risk-compare`, recorded in docs/benchmarks.md).
+#[test]
+fn on_five_public_data_sets_the_best_model_matches_rivers_best() {
+    use strongroom_risk::eval::{read_suite, read_table_with};
+    let Some(dir) = std::env::var_os("STRONGROOM_RISK_DATASETS").map(std::path::PathBuf::from)
+    else {
+        assert!(
+            std::env::var_os("STRONGROOM_REQUIRE_RISK_DATASETS").is_none(),
+            "the data sets are required: run scripts/risk-datasets DIR and set STRONGROOM_RISK_DATASETS"
+        );
+        println!("SKIPPED: no data sets (scripts/risk-datasets DIR; STRONGROOM_RISK_DATASETS=DIR)");
+        return;
+    };
+    let rivers_best = [
+        ("shuttle", 0.9835),
+        ("phishing", 0.9601),
+        ("banana", 0.9526),
+        ("segment", 0.9923),
+        ("breast-cancer", 0.9869),
+    ];
+    let suite = read_suite(&std::fs::read_to_string(dir.join("datasets.toml")).unwrap()).unwrap();
+    assert_eq!(suite.len(), rivers_best.len());
+    for (spec, (name, river)) in suite.iter().zip(rivers_best) {
+        assert_eq!(spec.name, name);
+        let file = std::fs::File::open(dir.join(&spec.file)).unwrap();
+        let t = read_table_with(file, &spec.label, &spec.skip, spec.limit, spec.missing_as_missing)
+            .unwrap();
+        let r = evaluate(&t, &Models::default()).unwrap();
+        let best = r.best().unwrap();
+        println!("{name}: {} ROC AUC {:.4} (river's best {river})", best.name, best.roc_auc);
+        assert!(best.roc_auc >= river, "{name}: {best:?} below river's {river}");
+    }
+}
+
 /// `../shared/data/river/shuttle.csv.gz` beside the repository (the project does not copy
 /// it), or `STRONGROOM_SHUTTLE`.
 fn shuttle() -> Option<std::path::PathBuf> {
