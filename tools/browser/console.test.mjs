@@ -124,6 +124,20 @@ async function openWithdrawal(page, id) {
   await page.locator("#verification").waitFor();
 }
 
+/** A passkey made on the security page (`whileShown` runs with its list on the page): its
+ * governance key, which the admins put in the log, and the credential for later phases. */
+async function governancePasskey(page, cdp, authenticatorId, whileShown = async () => {}) {
+  await page.getByRole("link", { name: "Security" }).click();
+  await page.getByRole("button", { name: "Add a passkey" }).click();
+  await page.locator("#passkeys li").first().waitFor();
+  await whileShown();
+  await page.getByRole("button", { name: /^Governance key for/ }).click();
+  const governance_key = JSON.parse(await page.locator("pre.governance-key").innerText());
+  const { credentials } = await cdp.send("WebAuthn.getCredentials", { authenticatorId });
+  check(credentials.length === 1, "one credential on the authenticator");
+  return { governance_key, credential: credentials[0] };
+}
+
 /** Phase 1: headers, the decoder against the published vectors, sign-in, the inbox, the
  * detail and its checks, accessibility, a lying server, and a passkey made for governance. */
 async function check_and_enrol() {
@@ -240,15 +254,9 @@ async function check_and_enrol() {
     await page.unroute(`${base}/v1/withdrawals/${id}`);
 
     // A passkey for governance: made on the security page, its governance key shown.
-    await page.getByRole("link", { name: "Security" }).click();
-    await page.getByRole("button", { name: "Add a passkey" }).click();
-    await page.locator("#passkeys li").first().waitFor();
-    out.axe_security = await accessible(page, "security");
-    await page.getByRole("button", { name: /^Governance key for/ }).click();
-    out.governance_key = JSON.parse(await page.locator("pre.governance-key").innerText());
-    const { credentials } = await cdp.send("WebAuthn.getCredentials", { authenticatorId });
-    check(credentials.length === 1, "one credential on the authenticator");
-    out.credential = credentials[0];
+    Object.assign(out, await governancePasskey(page, cdp, authenticatorId, async () => {
+      out.axe_security = await accessible(page, "security");
+    }));
     check(violations.length === 0, `CSP violations or page errors: ${violations.join(" | ")}`);
   } catch (e) {
     await page.screenshot({ path: `${env("WORK")}/check-and-enrol.png` }).catch(() => {});
@@ -521,14 +529,7 @@ async function officerEnrol() {
   try {
     await signIn(page);
     await page.getByRole("link", { name: "Governance" }).waitFor();
-    await page.getByRole("link", { name: "Security" }).click();
-    await page.getByRole("button", { name: "Add a passkey" }).click();
-    await page.locator("#passkeys li").first().waitFor();
-    await page.getByRole("button", { name: /^Governance key for/ }).click();
-    out.governance_key = JSON.parse(await page.locator("pre.governance-key").innerText());
-    const { credentials } = await cdp.send("WebAuthn.getCredentials", { authenticatorId });
-    check(credentials.length === 1, "one credential on the authenticator");
-    out.credential = credentials[0];
+    Object.assign(out, await governancePasskey(page, cdp, authenticatorId));
     check(violations.length === 0, `CSP violations or page errors: ${violations.join(" | ")}`);
   } catch (e) {
     await page.screenshot({ path: `${env("WORK")}/officer-enrol.png` }).catch(() => {});

@@ -258,54 +258,65 @@ impl Learner for FtrlHstModel {
     }
 }
 
-/// FTRL over prepared features (signed logs standardised, missing flags).
-struct PrepFtrl(Prep, Ftrl);
+/// A model that learns from labels, fed prepared features.
+trait Supervised {
+    fn predict(&self, x: &[f64]) -> f64;
+    fn learn(&mut self, x: &[f64], bad: bool);
+    fn memory_bytes(&self) -> usize;
+}
 
-impl Learner for PrepFtrl {
-    fn score(&mut self, x: &[f64]) -> f64 {
-        self.1.predict(&self.0.transform(x))
+impl Supervised for Ftrl {
+    fn predict(&self, x: &[f64]) -> f64 {
+        Ftrl::predict(self, x)
     }
     fn learn(&mut self, x: &[f64], bad: bool) {
-        self.0.learn(x);
-        self.1.learn(&self.0.transform(x), bad);
+        Ftrl::learn(self, x, bad);
+    }
+    fn memory_bytes(&self) -> usize {
+        Ftrl::memory_bytes(self)
+    }
+}
+
+impl Supervised for OnlineForest {
+    fn predict(&self, x: &[f64]) -> f64 {
+        OnlineForest::predict(self, x)
+    }
+    fn learn(&mut self, x: &[f64], bad: bool) {
+        OnlineForest::learn(self, x, bad);
+    }
+    fn memory_bytes(&self) -> usize {
+        OnlineForest::memory_bytes(self)
+    }
+}
+
+/// Two models over the same inputs, their probabilities averaged.
+impl<A: Supervised, B: Supervised> Supervised for (A, B) {
+    fn predict(&self, x: &[f64]) -> f64 {
+        0.5 * (self.0.predict(x) + self.1.predict(x))
+    }
+    fn learn(&mut self, x: &[f64], bad: bool) {
+        self.0.learn(x, bad);
+        self.1.learn(x, bad);
     }
     fn memory_bytes(&self) -> usize {
         self.0.memory_bytes() + self.1.memory_bytes()
     }
 }
 
-/// The online forest over prepared features.
-struct PrepForest(Prep, OnlineForest);
+/// A supervised model over prepared features (signed logs standardised, missing flags).
+struct Prepared<M>(Prep, M);
 
-impl Learner for PrepForest {
+impl<M: Supervised> Learner for Prepared<M> {
     fn score(&mut self, x: &[f64]) -> f64 {
         self.1.predict(&self.0.transform(x))
-    }
-    fn learn(&mut self, x: &[f64], bad: bool) {
-        self.0.learn(x);
-        self.1.learn(&self.0.transform(x), bad);
-    }
-    fn memory_bytes(&self) -> usize {
-        self.0.memory_bytes() + self.1.memory_bytes()
-    }
-}
-
-/// The forest and FTRL over the same prepared features, their probabilities averaged.
-struct Blend(Prep, OnlineForest, Ftrl);
-
-impl Learner for Blend {
-    fn score(&mut self, x: &[f64]) -> f64 {
-        let p = self.0.transform(x);
-        0.5 * (self.1.predict(&p) + self.2.predict(&p))
     }
     fn learn(&mut self, x: &[f64], bad: bool) {
         self.0.learn(x);
         let p = self.0.transform(x);
         self.1.learn(&p, bad);
-        self.2.learn(&p, bad);
     }
     fn memory_bytes(&self) -> usize {
-        self.0.memory_bytes() + self.1.memory_bytes() + self.2.memory_bytes()
+        self.0.memory_bytes() + self.1.memory_bytes()
     }
 }
 
@@ -348,28 +359,30 @@ pub fn evaluate_timed(
         ),
         (
             "prepared: ftrl with pairs",
-            Box::new(PrepFtrl(Prep::new(d), Ftrl::new(&prepared, models.ftrl.clone()))),
+            Box::new(Prepared(Prep::new(d), Ftrl::new(&prepared, models.ftrl.clone()))),
         ),
         (
             "prepared: online forest",
-            Box::new(PrepForest(
+            Box::new(Prepared(
                 Prep::new(d),
                 OnlineForest::new(prepared.len(), models.forest.clone()),
             )),
         ),
         (
             "prepared: ftrl (no pairs)",
-            Box::new(PrepFtrl(
+            Box::new(Prepared(
                 Prep::new(d),
                 Ftrl::new(&prepared, FtrlConfig { pairs: false, ..models.ftrl.clone() }),
             )),
         ),
         (
             "prepared: forest + ftrl blend",
-            Box::new(Blend(
+            Box::new(Prepared(
                 Prep::new(d),
-                OnlineForest::new(prepared.len(), models.forest.clone()),
-                Ftrl::new(&prepared, FtrlConfig { pairs: false, ..models.ftrl.clone() }),
+                (
+                    OnlineForest::new(prepared.len(), models.forest.clone()),
+                    Ftrl::new(&prepared, FtrlConfig { pairs: false, ..models.ftrl.clone() }),
+                ),
             )),
         ),
     ];

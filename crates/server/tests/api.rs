@@ -1933,26 +1933,7 @@ async fn a_staff_approver_approves_with_a_passkey_the_governance_log_holds() {
     let (_, me, _) = s.session("GET", "/v1/me", &ann_pw, None).await;
     assert_eq!((me["role"].as_str(), me["member"].as_str()), (Some("approver"), Some("ann")));
     let mut key = authenticator::SoftAuthenticator::new(&s.base);
-    let (_, opts, _) = s.session("POST", "/v1/me/passkeys/options", &ann_pw, None).await;
-    let cred = key.create(&opts["options"]);
-    let (st, pk, _) = s
-        .session(
-            "POST",
-            "/v1/me/passkeys",
-            &ann_pw,
-            Some(json!({"ceremony_id": opts["ceremony_id"], "credential": cred})),
-        )
-        .await;
-    assert_eq!(st, StatusCode::CREATED, "{pk}");
-    let (st, spec, _) = s
-        .session(
-            "GET",
-            &format!("/v1/me/passkeys/{}/governance-key", pk["id"].as_str().unwrap()),
-            &ann_pw,
-            None,
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{spec}");
+    let spec = staff_passkey(&s, &ann_pw, &mut key).await;
     assert_eq!(spec["public_key"], hex::encode(key.public_key_sec1()));
     // Staff are not customers, and have only their role's reach.
     let (st, _, _) = s.session("GET", "/v1/me/whitelist", &ann_pw, None).await;
@@ -2019,27 +2000,7 @@ async fn a_staff_approver_approves_with_a_passkey_the_governance_log_holds() {
     let (st, v, _) = s.session("POST", &path, &ann_pw, Some(body("ann"))).await;
     assert_eq!((st, code(&v)), (StatusCode::FORBIDDEN, "two_factor_required"), "{v}");
     // Signed in with the passkey: only as herself, and then it counts.
-    let (_, opts, _) = s
-        .call(
-            "POST",
-            "/v1/auth/passkey/options",
-            None,
-            None,
-            Some(json!({"email": "ann@ops.example"})),
-        )
-        .await;
-    let login = key.get(&opts["options"]);
-    let (st, ann2, _) = s
-        .call(
-            "POST",
-            "/v1/auth/passkey/login",
-            None,
-            None,
-            Some(json!({"ceremony_id": opts["ceremony_id"], "credential": login})),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{ann2}");
-    let ann_2fa = ann2["token"].as_str().unwrap().to_owned();
+    let ann_2fa = passkey_login(&s, "ann@ops.example", &mut key).await;
     let (st, v, _) = s.session("POST", &path, &ann_2fa, Some(body("bob"))).await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
     let (st, v, _) = s.session("POST", &path, &ann_2fa, Some(body("ann"))).await;
@@ -2068,6 +2029,39 @@ async fn a_staff_approver_approves_with_a_passkey_the_governance_log_holds() {
         .await;
     assert_eq!((st, code(&v)), (StatusCode::CONFLICT, "invalid_transition"), "{v}");
     s.stop().await;
+}
+
+/// A passkey registered by the signed-in staff member `token`, made by `key`: its governance
+/// key (what `set_passkey` puts in the log).
+async fn staff_passkey(
+    s: &Server,
+    token: &str,
+    key: &mut authenticator::SoftAuthenticator,
+) -> Value {
+    let (_, opts, _) = s.session("POST", "/v1/me/passkeys/options", token, None).await;
+    let cred = key.create(&opts["options"]);
+    let body = json!({"ceremony_id": opts["ceremony_id"], "credential": cred});
+    let (st, pk, _) = s.session("POST", "/v1/me/passkeys", token, Some(body)).await;
+    assert_eq!(st, StatusCode::CREATED, "{pk}");
+    let path = format!("/v1/me/passkeys/{}/governance-key", pk["id"].as_str().unwrap());
+    let (st, spec, _) = s.session("GET", &path, token, None).await;
+    assert_eq!(st, StatusCode::OK, "{spec}");
+    spec
+}
+
+/// Sign in as `email` with the passkey `key` (a second factor): the session's token.
+async fn passkey_login(
+    s: &Server,
+    email: &str,
+    key: &mut authenticator::SoftAuthenticator,
+) -> String {
+    let body = json!({"email": email});
+    let (_, opts, _) = s.call("POST", "/v1/auth/passkey/options", None, None, Some(body)).await;
+    let login = key.get(&opts["options"]);
+    let body = json!({"ceremony_id": opts["ceremony_id"], "credential": login});
+    let (st, v, _) = s.call("POST", "/v1/auth/passkey/login", None, None, Some(body)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    v["token"].as_str().unwrap().to_owned()
 }
 
 /// A security officer with a staff account signs a governance entry with the passkey the
@@ -2111,19 +2105,7 @@ async fn a_staff_officer_signs_governance_with_a_passkey_only_as_themselves() {
     let (_, sam, _) = s.login(json!({"email": "sam@ops.example", "password": password})).await;
     let sam_pw = sam["token"].as_str().unwrap().to_owned();
     let mut key = authenticator::SoftAuthenticator::new(&s.base);
-    let (_, opts, _) = s.session("POST", "/v1/me/passkeys/options", &sam_pw, None).await;
-    let cred = key.create(&opts["options"]);
-    let (st, pk, _) = s
-        .session(
-            "POST",
-            "/v1/me/passkeys",
-            &sam_pw,
-            Some(json!({"ceremony_id": opts["ceremony_id"], "credential": cred})),
-        )
-        .await;
-    assert_eq!(st, StatusCode::CREATED, "{pk}");
-    let governance_key = format!("/v1/me/passkeys/{}/governance-key", pk["id"].as_str().unwrap());
-    let (_, spec, _) = s.session("GET", &governance_key, &sam_pw, None).await;
+    let spec = staff_passkey(&s, &sam_pw, &mut key).await;
     let gov = propose(json!({"change": "set_passkey", "id": "sec", "passkey": spec}), "pk").await;
     for (who, n) in [("ada", 1), ("bob", 2), ("sec", 3)] {
         let (st, v) = sign_proposal(&s, &gov, who, n, &format!("pk-{who}")).await;
@@ -2134,27 +2116,7 @@ async fn a_staff_officer_signs_governance_with_a_passkey_only_as_themselves() {
     assert_eq!(sec["passkey"]["credential_id"], spec["credential_id"], "{gov}");
 
     // Sam signs in with the passkey (a second factor).
-    let (_, opts, _) = s
-        .call(
-            "POST",
-            "/v1/auth/passkey/options",
-            None,
-            None,
-            Some(json!({"email": "sam@ops.example"})),
-        )
-        .await;
-    let login = key.get(&opts["options"]);
-    let (st, sam2, _) = s
-        .call(
-            "POST",
-            "/v1/auth/passkey/login",
-            None,
-            None,
-            Some(json!({"ceremony_id": opts["ceremony_id"], "credential": login})),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{sam2}");
-    let sam_2fa = sam2["token"].as_str().unwrap().to_owned();
+    let sam_2fa = passkey_login(&s, "sam@ops.example", &mut key).await;
     // A freeze waits; the page reads it from the signed bytes, which hash to the hash.
     let gov = propose(json!({"change": "freeze", "scope": {"kind": "global"}}), "fz").await;
     let p = &gov["proposal"];
