@@ -417,6 +417,9 @@ async function customer() {
     await page.getByLabel(/^Your code/).fill("green-lynx-7");
     await page.getByRole("button", { name: "Save code" }).click();
     await page.locator("#anti-phishing").getByText("green-lynx-7").waitFor();
+    // The banner changes first; the security page is then drawn again (its code field now
+    // holds the saved code): act only on the new page.
+    await page.locator('#anti-phishing-code[value="green-lynx-7"]').waitFor();
 
     await page.getByRole("button", { name: "Turn on two-factor codes" }).click();
     const secret = await page.locator("#totp-secret").innerText();

@@ -11,6 +11,8 @@
 //!   online standardisation, winsorising, missing cells as their own signal.
 //! - [`forest::OnlineForest`]: an online random forest of Hoeffding trees (online bagging,
 //!   random feature subsets, naive-Bayes-adaptive leaves), bounded in memory.
+//! - [`drift::Drift`]: the population stability index of a score or feature's current window
+//!   against a reference window (deciles), with the level that raises an alert.
 //! - [`metrics`]: ROC AUC (ties averaged) and PR AUC (average precision).
 //! - [`eval`]: progressive validation over a labelled CSV: score each row with every model,
 //!   then let them learn from it (the supervised model sees the label only after scoring).
@@ -24,6 +26,7 @@
 //! Scores are `f64`: they are probabilities and ranks, never money. Pure apart from reading
 //! the CSV given to [`eval`]; randomness comes from a seed.
 
+pub mod drift;
 pub mod engine;
 pub mod eval;
 pub mod forest;
