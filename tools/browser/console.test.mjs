@@ -531,7 +531,21 @@ async function officerEnrol() {
   const out = {};
   try {
     await signIn(page);
-    await page.getByRole("link", { name: "Governance" }).waitFor();
+    await page.getByRole("link", { name: "Governance" }).click();
+    await page.locator("#head").waitFor();
+    // A page still loading when the user goes elsewhere is not drawn over where they went:
+    // the dashboard's data arrives 1.5 s late, after the security page was drawn.
+    await page.route(`${base}/v1/ops/summary`, async (route) => {
+      await new Promise((done) => setTimeout(done, 1500));
+      await route.continue();
+    });
+    await page.getByRole("link", { name: "Dashboard" }).click();
+    await page.getByRole("link", { name: "Security" }).click();
+    await page.getByRole("button", { name: "Add a passkey" }).waitFor();
+    await page.waitForTimeout(2500);
+    out.title_after_late_page = await page.title();
+    check(out.title_after_late_page.startsWith("Security"), `a late page drew over this one: ${out.title_after_late_page}`);
+    await page.unroute(`${base}/v1/ops/summary`);
     Object.assign(out, await governancePasskey(page, cdp, authenticatorId));
     check(violations.length === 0, `CSP violations or page errors: ${violations.join(" | ")}`);
   } catch (e) {

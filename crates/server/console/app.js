@@ -39,7 +39,28 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+/** Which address each page's title belongs to (a prefix of `location.hash`). */
+const PAGE_ROUTES = [
+  ["Sign in", "#/signin"],
+  ["Withdrawals waiting for approval", "#/approvals"],
+  ["Withdrawal", "#/withdrawals/"],
+  ["Review queue", "#/reviews"],
+  ["Review of", "#/reviews/"],
+  ["Dashboard", "#/dashboard"],
+  ["Customers", "#/customers"],
+  ["Audit log", "#/audit"],
+  ["Governance", "#/governance"],
+  ["My withdrawals", "#/mine"],
+  ["Security", "#/security"],
+];
+
+/**
+ * Draw a page. A page that was still loading when the user went elsewhere is not drawn over
+ * the page they went to (its title's address is no longer the one in the address bar).
+ */
 function show(title, ...children) {
+  const route = PAGE_ROUTES.find(([t]) => title === t || title.startsWith(`${t} `));
+  if (route && !(location.hash || "#/").startsWith(route[1])) return;
   document.title = `${title} · Strongroom console`;
   main.replaceChildren(h("h1", { text: title }), ...children);
   main.focus();
