@@ -123,37 +123,7 @@ pub async fn run(cmd: RiskCommand) -> anyhow::Result<std::process::ExitCode> {
                 );
                 table.push((spec.name.clone(), report));
             }
-            println!();
-            println!(
-                "{:<16} {:<36} {:>8} {:>8} {:>10} {:>10}",
-                "data set", "model", "ROC AUC", "PR AUC", "rows/s", "bytes"
-            );
-            for (name, report) in &table {
-                for m in &report.models {
-                    println!(
-                        "{:<16} {:<36} {:>8.4} {:>8.4} {:>10.0} {:>10}",
-                        name,
-                        m.name,
-                        m.roc_auc,
-                        m.pr_auc,
-                        m.rows_per_sec.unwrap_or(0.0),
-                        m.bytes
-                    );
-                }
-            }
-            if let [(_, report)] = table.as_slice() {
-                if let Some(best) = report.best() {
-                    println!("ROC AUC {:.4}", best.roc_auc);
-                    println!("PR AUC {:.4}", best.pr_auc);
-                    println!("best: {}", best.name);
-                }
-            } else {
-                for (name, report) in &table {
-                    if let Some(best) = report.best() {
-                        println!("best on {name}: {} (ROC AUC {:.4})", best.name, best.roc_auc);
-                    }
-                }
-            }
+            print!("\n{}", strongroom_risk::eval::table(&table));
         }
     }
     Ok(std::process::ExitCode::SUCCESS)

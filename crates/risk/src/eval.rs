@@ -91,6 +91,54 @@ pub fn read_suite(toml_text: &str) -> Result<Vec<DatasetSpec>, EvalError> {
     Ok(suite.dataset)
 }
 
+/// One table for the reports of several data sets: each model's ROC AUC, PR AUC, rows per
+/// second and bytes; then the best model (for one data set: its ROC and PR AUC on lines of
+/// their own, for scripts).
+pub fn table(reports: &[(String, Report)]) -> String {
+    use std::fmt::Write;
+    let mut out = format!(
+        "{:<16} {:<36} {:>8} {:>8} {:>10} {:>10}\n",
+        "data set", "model", "ROC AUC", "PR AUC", "rows/s", "bytes"
+    );
+    for (name, report) in reports {
+        for m in &report.models {
+            let _ = writeln!(
+                out,
+                "{:<16} {:<36} {:>8.4} {:>8.4} {:>10.0} {:>10}",
+                name,
+                m.name,
+                m.roc_auc,
+                m.pr_auc,
+                m.rows_per_sec.unwrap_or(0.0),
+                m.bytes
+            );
+        }
+    }
+    match reports {
+        [(_, report)] => {
+            if let Some(best) = report.best() {
+                let _ = writeln!(
+                    out,
+                    "ROC AUC {:.4}\nPR AUC {:.4}\nbest: {}",
+                    best.roc_auc, best.pr_auc, best.name
+                );
+            }
+        }
+        _ => {
+            for (name, report) in reports {
+                if let Some(best) = report.best() {
+                    let _ = writeln!(
+                        out,
+                        "best on {name}: {} (ROC AUC {:.4})",
+                        best.name, best.roc_auc
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Labelled rows read from a CSV.
 #[derive(Debug, Clone)]
 pub struct Table {

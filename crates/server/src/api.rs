@@ -1102,15 +1102,7 @@ async fn submit_approval(
         _ => {}
     }
     // A staff member approves only as themselves, and only after signing in with 2FA.
-    if let Some(account) = &req.principal.account {
-        crate::accounts::check_staff_approval(
-            &state,
-            account,
-            &req.principal.token_id,
-            Some(&b.approver),
-        )
-        .await?;
-    }
+    crate::accounts::staff_member(&state, &req.principal, Some(&b.approver)).await?;
     if b.expires_at_ms <= state.env().now().unix_ms() {
         return Err(ApiError::bad_request("approval_expired", "the approval has expired"));
     }
@@ -1163,17 +1155,8 @@ async fn deny_withdrawal(
             "the reason is 1 to 500 printable characters",
         ));
     }
-    let by = match &req.principal.account {
-        Some(account) => {
-            let member = crate::accounts::check_staff_approval(
-                &state,
-                account,
-                &req.principal.token_id,
-                None,
-            )
-            .await?;
-            format!("{member} ({})", req.ctx.actor)
-        }
+    let by = match crate::accounts::staff_member(&state, &req.principal, None).await? {
+        Some(member) => format!("{member} ({})", req.ctx.actor),
         None => req.ctx.actor.clone(),
     };
     let denial = strongroom_store::Denial { by, reason, at: state.env().now() };

@@ -397,15 +397,7 @@ pub(crate) async fn add_signoff(
         ApiError::bad_request("unknown_member", format!("{} is not a member", b.member))
     })?;
     // A staff account signs only as its own member, after signing in with a second factor.
-    if let Some(account) = &req.principal.account {
-        crate::accounts::check_staff_approval(
-            &state,
-            account,
-            &req.principal.token_id,
-            Some(&member.id),
-        )
-        .await?;
-    }
+    crate::accounts::staff_member(&state, &req.principal, Some(&member.id)).await?;
     let signoff = match (b.signature, b.passkey) {
         (Some(hex_sig), None) => {
             let sig: [u8; 64] =

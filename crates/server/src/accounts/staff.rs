@@ -49,7 +49,7 @@ pub async fn create_staff(
 /// A staff session may approve, deny or sign governance only as its own governance member, and
 /// only when it signed in with a second factor (TOTP, a recovery code or a passkey). `approver`: the member
 /// the request names, if it names one. Returns the account's member.
-pub(crate) async fn check_staff_approval(
+async fn check_staff_approval(
     state: &AppState,
     account: &str,
     session: &str,
@@ -80,6 +80,22 @@ pub(crate) async fn check_staff_approval(
         ));
     }
     Ok(member)
+}
+
+/// [`check_staff_approval`] for whoever calls: `Some(member)` for a staff session that may act
+/// (as `acting_as`, when the request names a member), `None` for an API token (its role
+/// already decided).
+pub(crate) async fn staff_member(
+    state: &AppState,
+    principal: &crate::auth::Principal,
+    acting_as: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    match &principal.account {
+        Some(account) => {
+            check_staff_approval(state, account, &principal.token_id, acting_as).await.map(Some)
+        }
+        None => Ok(None),
+    }
 }
 
 /// What admins put in the governance log for a staff member's passkey
