@@ -81,6 +81,15 @@ pub enum BenchCommand {
         http_clients: Option<u32>,
         #[arg(long, default_value_t = 10)]
         http_seconds: u64,
+        /// Also measure this many customers' profiles: encoded size, and kept in and read
+        /// back from a database (SQLite; PostgreSQL too with `--postgres-url`).
+        #[arg(long)]
+        profiles: Option<usize>,
+        /// Withdrawals in each of those customers' histories.
+        #[arg(long, default_value_t = 40)]
+        profile_withdrawals: usize,
+        #[arg(long, env = "STRONGROOM_BENCH_POSTGRES_URL")]
+        postgres_url: Option<String>,
     },
     /// The deposit watcher's cost per block with many watched addresses (PostgreSQL, anvil),
     /// against 1,000 addresses in the same run.
@@ -167,8 +176,20 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         login(rounds)?;
         return Ok(ExitCode::SUCCESS);
     }
-    if let BenchCommand::Risk { events, customers, http_clients, http_seconds } = command {
+    if let BenchCommand::Risk {
+        events,
+        customers,
+        http_clients,
+        http_seconds,
+        profiles,
+        profile_withdrawals,
+        postgres_url,
+    } = command
+    {
         crate::risk::bench(events, customers);
+        if let Some(n) = profiles {
+            crate::bench_profiles::run(n, profile_withdrawals, postgres_url.as_deref()).await?;
+        }
         if let Some(clients) = http_clients {
             crate::risk::bench_http(clients, http_seconds, customers).await?;
         }

@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_mpc;
+mod bench_profiles;
 mod bench_watcher;
 mod chain;
 mod client;
@@ -453,8 +454,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             });
             let chain = (!no_chain && !no_signers).then_some((eth_rpc, confirmations, treasury));
             let mut settings = Settings::dev(&absolute(&data_dir)?, listen);
-            settings.risk =
-                RiskSettings { lists: risk_lists, rules: risk_rules, geo: risk_geo, nats };
+            settings.risk = RiskSettings {
+                lists: risk_lists,
+                rules: risk_rules,
+                geo: risk_geo,
+                nats,
+                drift_window: None,
+            };
             settings.alerts = AlertSettings {
                 webhook_url: risk_webhook,
                 webhook_secret_file: risk_webhook_secret,

@@ -252,14 +252,12 @@ pub fn bench(events: usize, customers: usize) {
         rate / base_rate.max(1e-9)
     );
     let per_customer =
-        RiskEngine::new(RuleSet::from_toml(DEFAULT_RULES).unwrap_or_else(|_| RuleSet {
-            version: 0,
-            review_at: 1,
-            block_at: 1,
-            rules: vec![],
-        }))
-        .max_bytes_per_customer();
-    println!("  memory per customer: at most {per_customer} bytes (bounded histories)");
+        RiskEngine::new(RuleSet { version: 0, review_at: 1, block_at: 1, rules: vec![] })
+            .max_bytes_per_customer();
+    println!(
+        "  memory per customer: at most {per_customer} bytes in memory, {} encoded (fixed-size histories and digests)",
+        strongroom_risk::profile::MAX_ENCODED
+    );
 }
 
 /// Replay what is stored through `current` and `candidate` side by side.
@@ -464,7 +462,7 @@ pub async fn bench_http(clients: u32, seconds: u64, customers: usize) -> anyhow:
         strongroom_units::AssetRegistry::dev(),
         Default::default(),
     )
-    .risk_scorer(Arc::new(EngineScorer { engine: SharedEngine::new(engine), lists }))
+    .risk_scorer(Arc::new(EngineScorer { engine: SharedEngine::new(engine), lists, store: None }))
     .build();
     let pki = DevPki::in_dir(dir.path());
     pki.ensure(&["localhost".into()], env.now())?;

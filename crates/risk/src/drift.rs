@@ -12,7 +12,7 @@ pub const ALERT_PSI: f64 = 0.25;
 const BINS: usize = 10;
 
 /// One monitored quantity.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Drift {
     window: usize,
     /// The reference window's values until it is full, then empty.
@@ -24,6 +24,8 @@ pub struct Drift {
     /// The current window's values in arrival order are not kept: it restarts when full.
     seen: usize,
     last_psi: Option<f64>,
+    /// Current windows completed so far.
+    windows: u64,
 }
 
 impl Drift {
@@ -38,6 +40,7 @@ impl Drift {
             current: [0; BINS],
             seen: 0,
             last_psi: None,
+            windows: 0,
         }
     }
 
@@ -80,7 +83,13 @@ impl Drift {
         self.current = [0; BINS];
         self.seen = 0;
         self.last_psi = Some(psi);
+        self.windows += 1;
         Some(psi)
+    }
+
+    /// How many current windows have completed (the number of the last one).
+    pub fn windows(&self) -> u64 {
+        self.windows
     }
 
     /// The PSI of the last complete window.

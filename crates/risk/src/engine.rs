@@ -1,13 +1,21 @@
 //! The decision on one withdrawal: lists first (a hit blocks), then the rules and the models
 //! over the customer's features. Every decision carries its reasons.
+//!
+//! The engine holds the customers' profiles in a bounded cache: whoever runs it loads a
+//! customer's profile before it is used ([`RiskEngine::load_profile`]) and keeps what was
+//! learned ([`RiskEngine::take_dirty_profiles`], [`RiskEngine::take_models`]) outside the
+//! process, so a restart or another instance carries on from the same state.
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
+use crate::drift::{Drift, ALERT_PSI};
 use crate::ftrl::{Ftrl, FtrlConfig};
 use crate::geo::GeoTable;
 use crate::hst::{HalfSpaceTrees, HstConfig};
 use crate::lists::Lists;
-use crate::profile::{Activity, Bounds, Profile, WithdrawalEvent, FEATURES};
+use crate::profile::{Activity, Bounds, Profile, ProfileError, WithdrawalEvent, FEATURES};
 use crate::rules::{Hard, RuleSet};
 use crate::scale::MinMax;
 
@@ -53,16 +61,116 @@ pub struct Assessment {
 /// Analysts' labels needed before the supervised model's score counts.
 const MIN_LABELS: usize = 10;
 
-#[derive(Debug)]
-pub struct RiskEngine {
-    rules: RuleSet,
-    bounds: Bounds,
-    profiles: HashMap<String, Profile>,
+/// Profiles kept in memory by default (the rest are loaded when needed).
+pub const DEFAULT_CACHED_PROFILES: usize = 100_000;
+
+/// Assessments in each drift window (the first window is the reference).
+pub const DEFAULT_DRIFT_WINDOW: usize = 1_000;
+
+/// What the models learned from every customer's events: shared, fixed in size.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Models {
     scaler: MinMax,
     hst: HalfSpaceTrees,
     ftrl: Ftrl,
     labels: usize,
-    models: bool,
+    /// The score's drift, then each feature's, in [`FEATURES`] order.
+    drift: Vec<Drift>,
+}
+
+/// A shift in what the engine sees, worth an alert: the score's or a feature's population
+/// stability index over a completed window against the reference window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriftAlert {
+    /// `score` or a feature's name.
+    pub what: &'static str,
+    pub psi: f64,
+    /// The window's number (1 for the first after the reference): with `what`, the alert's
+    /// identity.
+    pub window: u64,
+}
+
+/// The models' snapshot encoding version (the first byte).
+const MODELS_ENCODING: u8 = 1;
+
+/// Why a models snapshot was not taken back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("a models snapshot of version {0} (this build reads version {MODELS_ENCODING})")]
+    Version(u8),
+    #[error("a malformed models snapshot: {0}")]
+    Malformed(String),
+    #[error("the snapshot's models take {found} features; this engine computes {expected}")]
+    Features { found: usize, expected: usize },
+}
+
+fn drifts(window: usize) -> Vec<Drift> {
+    (0..=FEATURES.len()).map(|_| Drift::new(window)).collect()
+}
+
+#[derive(Debug)]
+struct Slot {
+    profile: Profile,
+    /// Changed since it was last taken by [`RiskEngine::take_dirty_profiles`].
+    dirty: bool,
+    /// When it was last loaded or learned from (a counter), for eviction.
+    used: u64,
+}
+
+/// The active customers' profiles, at most `capacity` of them unless more are waiting to
+/// be kept; the least recently loaded or learned unchanged ones go first.
+#[derive(Debug)]
+struct ProfileCache {
+    slots: HashMap<String, Slot>,
+    capacity: usize,
+    clock: u64,
+}
+
+impl ProfileCache {
+    fn touch(&mut self, customer: &str) -> &mut Slot {
+        self.clock += 1;
+        let clock = self.clock;
+        if !self.slots.contains_key(customer) {
+            self.evict();
+        }
+        let slot = self.slots.entry(customer.to_owned()).or_insert_with(|| Slot {
+            profile: Profile::default(),
+            dirty: false,
+            used: clock,
+        });
+        slot.used = clock;
+        slot
+    }
+
+    /// Make room for one more: drop the oldest tenth of the unchanged profiles at once (so
+    /// eviction costs O(1) a profile, amortised).
+    fn evict(&mut self) {
+        if self.slots.len() < self.capacity.max(1) {
+            return;
+        }
+        let mut clean: Vec<(u64, &String)> =
+            self.slots.iter().filter(|(_, s)| !s.dirty).map(|(k, s)| (s.used, k)).collect();
+        if clean.is_empty() {
+            return;
+        }
+        let n = (self.capacity / 10).clamp(1, clean.len());
+        clean.select_nth_unstable(n - 1);
+        let gone: Vec<String> = clean.iter().take(n).map(|(_, k)| (*k).clone()).collect();
+        for k in gone {
+            self.slots.remove(&k);
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct RiskEngine {
+    rules: RuleSet,
+    bounds: Bounds,
+    profiles: ProfileCache,
+    models: Models,
+    /// The models learned since [`RiskEngine::take_models`].
+    models_changed: bool,
+    use_models: bool,
     geo: Option<GeoTable>,
 }
 
@@ -72,17 +180,147 @@ impl RiskEngine {
         RiskEngine {
             rules,
             bounds: Bounds::default(),
-            profiles: HashMap::new(),
-            scaler: MinMax::new(FEATURES.len()),
-            hst: HalfSpaceTrees::new(
-                FEATURES.len(),
-                &HstConfig { window: 64, ..HstConfig::default() },
-            ),
-            ftrl: Ftrl::new(&names, FtrlConfig::default()),
-            labels: 0,
-            models: true,
+            profiles: ProfileCache {
+                slots: HashMap::new(),
+                capacity: DEFAULT_CACHED_PROFILES,
+                clock: 0,
+            },
+            models: Models {
+                scaler: MinMax::new(FEATURES.len()),
+                hst: HalfSpaceTrees::new(
+                    FEATURES.len(),
+                    &HstConfig { window: 64, ..HstConfig::default() },
+                ),
+                ftrl: Ftrl::new(&names, FtrlConfig::default()),
+                labels: 0,
+                drift: drifts(DEFAULT_DRIFT_WINDOW),
+            },
+            models_changed: false,
+            use_models: true,
             geo: None,
         }
+    }
+
+    /// Compare windows of `n` assessments (at least 100) for drift, from a new reference.
+    pub fn set_drift_window(&mut self, n: usize) {
+        self.models.drift = drifts(n);
+    }
+
+    /// Take in an assessment as made (once per withdrawal): the score's and features' drift.
+    /// Returns the shifts past [`ALERT_PSI`] that this assessment completed a window on.
+    pub fn observe(&mut self, a: &Assessment) -> Vec<DriftAlert> {
+        let values =
+            std::iter::once(("score", f64::from(a.score))).chain(a.features.iter().copied());
+        let mut out = Vec::new();
+        for (d, (what, v)) in self.models.drift.iter_mut().zip(values) {
+            if let Some(psi) = d.observe(v) {
+                if psi >= ALERT_PSI {
+                    out.push(DriftAlert { what, psi, window: d.windows() });
+                }
+            }
+        }
+        self.models_changed = true;
+        out
+    }
+
+    /// Keep at most `n` unchanged profiles in memory.
+    pub fn set_profile_capacity(&mut self, n: usize) {
+        self.profiles.capacity = n.max(1);
+    }
+
+    /// Profiles in memory now.
+    pub fn cached_profiles(&self) -> usize {
+        self.profiles.slots.len()
+    }
+
+    /// Whether `customer`'s profile is in memory (else load it before assessing or learning).
+    pub fn has_profile(&self, customer: &str) -> bool {
+        self.profiles.slots.contains_key(customer)
+    }
+
+    /// `customer`'s profile as kept (loaded, learned or new), if in memory.
+    pub fn profile(&self, customer: &str) -> Option<&Profile> {
+        self.profiles.slots.get(customer).map(|s| &s.profile)
+    }
+
+    /// Put `customer`'s stored profile in memory (replacing what was there).
+    pub fn load_profile(&mut self, customer: &str, profile: Profile) {
+        let slot = self.profiles.touch(customer);
+        slot.profile = profile;
+        slot.dirty = false;
+    }
+
+    /// Decode and load a stored profile.
+    pub fn load_encoded_profile(
+        &mut self,
+        customer: &str,
+        bytes: &[u8],
+    ) -> Result<(), ProfileError> {
+        let p = Profile::decode(bytes, &self.bounds)?;
+        self.load_profile(customer, p);
+        Ok(())
+    }
+
+    /// Drop `customer`'s profile from memory (another instance changed it).
+    pub fn forget_profile(&mut self, customer: &str) {
+        self.profiles.slots.remove(customer);
+    }
+
+    /// Drop every profile from memory.
+    pub fn forget_profiles(&mut self) {
+        self.profiles.slots.clear();
+    }
+
+    /// The profiles changed since the last call, encoded, to keep outside the process; they
+    /// count as kept from now on.
+    pub fn take_dirty_profiles(&mut self) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        for (k, s) in self.profiles.slots.iter_mut().filter(|(_, s)| s.dirty) {
+            s.dirty = false;
+            out.push((k.clone(), s.profile.encode()));
+        }
+        out.sort();
+        out
+    }
+
+    /// The models, encoded, if they learned since the last call.
+    pub fn take_models(&mut self) -> Option<Vec<u8>> {
+        if !self.models_changed {
+            return None;
+        }
+        self.models_changed = false;
+        Some(self.models_snapshot())
+    }
+
+    /// The models, encoded (a version byte, then postcard).
+    pub fn models_snapshot(&self) -> Vec<u8> {
+        let mut out = vec![MODELS_ENCODING];
+        out.extend(postcard::to_allocvec(&self.models).unwrap_or_default());
+        out
+    }
+
+    /// Take back models from [`RiskEngine::models_snapshot`].
+    pub fn restore_models(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        let (v, rest) = bytes.split_first().ok_or(SnapshotError::Malformed("empty".into()))?;
+        if *v != MODELS_ENCODING {
+            return Err(SnapshotError::Version(*v));
+        }
+        let m: Models =
+            postcard::from_bytes(rest).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+        if m.scaler.features() != FEATURES.len() {
+            return Err(SnapshotError::Features {
+                found: m.scaler.features(),
+                expected: FEATURES.len(),
+            });
+        }
+        self.models = m;
+        self.models_changed = false;
+        Ok(())
+    }
+
+    /// Analysts' labels the supervised model has learned from.
+    pub fn labels(&self) -> usize {
+        self.models.labels
     }
 
     /// Place IP addresses with this table (impossible travel, new countries).
@@ -92,7 +330,7 @@ impl RiskEngine {
 
     /// Turn the models off (lists and rules only): the baseline of `strongroom bench risk`.
     pub fn set_models(&mut self, on: bool) {
-        self.models = on;
+        self.use_models = on;
     }
 
     pub fn rules(&self) -> &RuleSet {
@@ -105,8 +343,8 @@ impl RiskEngine {
     }
 
     fn features(&self, ev: &WithdrawalEvent) -> Vec<f64> {
-        match self.profiles.get(&ev.customer) {
-            Some(p) => p.features(ev, self.geo.as_ref()),
+        match self.profiles.slots.get(&ev.customer) {
+            Some(s) => s.profile.features(ev, self.geo.as_ref()),
             None => Profile::default().features(ev, self.geo.as_ref()),
         }
     }
@@ -154,8 +392,8 @@ impl RiskEngine {
             };
             reasons.push(reason);
         }
-        let scaled = self.scaler.transform(&features);
-        let anomaly = if self.models { self.hst.score(&scaled) } else { 0.0 };
+        let scaled = self.models.scaler.transform(&features);
+        let anomaly = if self.use_models { self.models.hst.score(&scaled) } else { 0.0 };
         if anomaly >= 0.8 {
             reasons.push(Reason {
                 source: "model:half-space-trees".into(),
@@ -163,12 +401,16 @@ impl RiskEngine {
                 points: (anomaly * 30.0).round() as u32,
             });
         }
-        let p =
-            if self.models && self.labels >= MIN_LABELS { self.ftrl.predict(&scaled) } else { 0.0 };
+        let p = if self.use_models && self.models.labels >= MIN_LABELS {
+            self.models.ftrl.predict(&scaled)
+        } else {
+            0.0
+        };
         // Only what is more likely bad than not counts: p = 0.5 adds nothing, p = 1 adds 50.
         let points = ((p - 0.5).max(0.0) * 100.0).round() as u32;
         if points > 0 {
             let why: Vec<String> = self
+                .models
                 .ftrl
                 .explain(&scaled, 3)
                 .into_iter()
@@ -205,34 +447,85 @@ impl RiskEngine {
     /// Learn `ev` as having happened (after it was assessed).
     pub fn record(&mut self, ev: &WithdrawalEvent) {
         let features = self.features(ev);
-        self.scaler.learn(&features);
-        if self.models {
-            let scaled = self.scaler.transform(&features);
-            self.hst.learn(&scaled);
+        self.models.scaler.learn(&features);
+        if self.use_models {
+            let scaled = self.models.scaler.transform(&features);
+            self.models.hst.learn(&scaled);
         }
+        self.models_changed = true;
+        let (bounds, geo) = (self.bounds, self.geo.as_ref());
+        let slot = self.profiles.touch(&ev.customer);
+        slot.profile.record_withdrawal(ev, &bounds, geo);
+        slot.dirty = true;
+    }
+
+    /// [`RiskEngine::record`] once per `id`: `false` (nothing learned) if the customer's
+    /// profile took `id` in already, as when a pass is read again after a restart.
+    pub fn record_once(&mut self, id: &str, ev: &WithdrawalEvent) -> bool {
+        if !self.mark(&ev.customer, id) {
+            return false;
+        }
+        self.record(ev);
+        true
+    }
+
+    fn mark(&mut self, customer: &str, id: &str) -> bool {
         let bounds = self.bounds;
-        let geo = self.geo.as_ref();
-        self.profiles.entry(ev.customer.clone()).or_default().record_withdrawal(ev, &bounds, geo);
+        let slot = self.profiles.touch(customer);
+        if !slot.profile.mark_applied(id, &bounds) {
+            return false;
+        }
+        slot.dirty = true;
+        true
     }
 
     pub fn record_activity(&mut self, customer: &str, a: &Activity, at_ms: i64) {
-        let bounds = self.bounds;
-        let geo = self.geo.as_ref();
-        self.profiles
-            .entry(customer.to_owned())
-            .or_default()
-            .record_activity(a, at_ms, &bounds, geo);
+        let (bounds, geo) = (self.bounds, self.geo.as_ref());
+        let slot = self.profiles.touch(customer);
+        slot.profile.record_activity(a, at_ms, &bounds, geo);
+        slot.dirty = true;
+    }
+
+    /// [`RiskEngine::record_activity`] once per event `id`.
+    pub fn record_activity_once(
+        &mut self,
+        id: &str,
+        customer: &str,
+        a: &Activity,
+        at_ms: i64,
+    ) -> bool {
+        if !self.mark(customer, id) {
+            return false;
+        }
+        self.record_activity(customer, a, at_ms);
+        true
     }
 
     /// An analyst's decision on an assessed withdrawal (`features` as assessed).
     pub fn feedback(&mut self, features: &[f64], rejected: bool) {
-        let scaled = self.scaler.transform(features);
-        self.ftrl.learn(&scaled, rejected);
-        self.labels += 1;
+        let scaled = self.models.scaler.transform(features);
+        self.models.ftrl.learn(&scaled, rejected);
+        self.models.labels += 1;
+        self.models_changed = true;
     }
 
-    /// Memory one customer's profile can take at most (identifiers up to 64 bytes).
+    /// [`RiskEngine::feedback`] once per `id` (noted in `customer`'s profile).
+    pub fn feedback_once(
+        &mut self,
+        id: &str,
+        customer: &str,
+        features: &[f64],
+        rejected: bool,
+    ) -> bool {
+        if !self.mark(customer, id) {
+            return false;
+        }
+        self.feedback(features, rejected);
+        true
+    }
+
+    /// Memory one customer's profile can take at most.
     pub fn max_bytes_per_customer(&self) -> usize {
-        Profile::max_bytes(&self.bounds, 64)
+        Profile::max_bytes(&self.bounds)
     }
 }

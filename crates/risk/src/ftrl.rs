@@ -3,7 +3,7 @@
 //! It learns one labelled event at a time; `explain` gives each term's contribution to the
 //! log-odds, which reviewers see beside the score.
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FtrlConfig {
     pub alpha: f64,
     pub beta: f64,
@@ -19,7 +19,7 @@ impl Default for FtrlConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Ftrl {
     cfg: FtrlConfig,
     names: Vec<String>,

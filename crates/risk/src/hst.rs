@@ -6,7 +6,7 @@
 
 use crate::Rng;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Node {
     feature: usize,
     split: f64,
@@ -15,12 +15,12 @@ struct Node {
 }
 
 /// A full binary tree of `height` levels in an array (children of `i` at `2i+1`, `2i+2`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Tree {
     nodes: Vec<Node>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct HalfSpaceTrees {
     trees: Vec<Tree>,
     height: u32,

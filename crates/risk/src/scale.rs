@@ -1,7 +1,7 @@
 //! Online min-max scaling.
 
 /// Scales each feature to `[0, 1]` by the smallest and largest values seen so far.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct MinMax {
     min: Vec<f64>,
     max: Vec<f64>,
@@ -10,6 +10,11 @@ pub struct MinMax {
 impl MinMax {
     pub fn new(features: usize) -> Self {
         MinMax { min: vec![f64::INFINITY; features], max: vec![f64::NEG_INFINITY; features] }
+    }
+
+    /// How many features it scales.
+    pub fn features(&self) -> usize {
+        self.min.len()
     }
 
     pub fn learn(&mut self, x: &[f64]) {

@@ -202,9 +202,14 @@ fn progressive_validation_on_shuttle_beats_loda() {
 }
 
 mod engine {
-    use strongroom_risk::engine::{Decision, RiskEngine};
+    use strongroom_risk::drift::ALERT_PSI;
+    use strongroom_risk::engine::{Decision, RiskEngine, SnapshotError};
+    use strongroom_risk::geo::GeoTable;
     use strongroom_risk::lists::{ListKind, Lists};
-    use strongroom_risk::profile::{Activity, WithdrawalEvent};
+    use strongroom_risk::profile::{
+        amount_of, log_amount, Activity, Bounds, Profile, ProfileError, WithdrawalEvent,
+        MAX_ENCODED,
+    };
     use strongroom_risk::rules::{RuleError, RuleSet, DEFAULT_RULES};
 
     const ETH: u128 = 1_000_000_000_000_000_000;
@@ -300,15 +305,205 @@ mod engine {
         for i in 0..300 {
             e.record(&ev(i, ETH / 10, &format!("0x{:040x}", i + 1), "phone-1"));
         }
-        // The first destination was forgotten (256 kept), the last is remembered.
+        // The first destination was forgotten (128 kept), the last is remembered.
         let lists = Lists::default();
         let first = e.assess(&ev(400, ETH / 10, &format!("0x{:040x}", 1), "phone-1"), &lists);
+        let kept =
+            e.assess(&ev(400, ETH / 10, &format!("0x{:040x}", 300 - 127), "phone-1"), &lists);
         let last = e.assess(&ev(400, ETH / 10, &format!("0x{:040x}", 300), "phone-1"), &lists);
         let new_dest = |a: &strongroom_risk::engine::Assessment| {
             a.features.iter().find(|(n, _)| *n == "new_destination").unwrap().1
         };
-        assert_eq!((new_dest(&first), new_dest(&last)), (1.0, 0.0));
-        assert!(e.max_bytes_per_customer() < 64 * 1024, "{}", e.max_bytes_per_customer());
+        assert_eq!((new_dest(&first), new_dest(&kept), new_dest(&last)), (1.0, 0.0, 0.0));
+        assert!(e.max_bytes_per_customer() <= 8 * 1024, "{}", e.max_bytes_per_customer());
+        let p = e.profile("c1").unwrap();
+        assert!(p.heap_bytes() <= e.max_bytes_per_customer(), "{}", p.heap_bytes());
+    }
+
+    /// A profile with every list at its bound: many assets, destinations, devices, IP
+    /// addresses, countries and events.
+    fn full_profile() -> Profile {
+        let b = Bounds::default();
+        let g = GeoTable::from_csv(
+            &(0..40)
+                .map(|i| format!("10.{i}.0.0,10.{i}.255.255,{}.5,{}.25,C{i}\n", i % 80, i * 4))
+                .collect::<String>(),
+        )
+        .unwrap();
+        let mut p = Profile::default();
+        for i in 0..1_000u32 {
+            let w = WithdrawalEvent {
+                customer: "c".into(),
+                at_ms: 1_800_000_000_000 + i64::from(i) * 1_000,
+                asset: format!("TOKEN{}", i % 20),
+                amount: u128::MAX / u128::from(i + 1),
+                destination: format!("bc1q{i:060}"),
+                device: Some(format!("device-{i}")),
+                ip: Some(format!("10.{}.{}.{}", i % 40, i % 250, i % 200)),
+            };
+            p.record_withdrawal(&w, &b, Some(&g));
+            p.record_activity(&Activity::SecurityChange, w.at_ms, &b, Some(&g));
+            assert!(p.mark_applied(&format!("event-{i}"), &b));
+        }
+        p
+    }
+
+    #[test]
+    fn a_full_profile_encodes_in_at_most_4_kib_and_decodes_to_itself() {
+        let b = Bounds::default();
+        let p = full_profile();
+        let bytes = p.encode();
+        assert!(bytes.len() <= MAX_ENCODED && MAX_ENCODED <= 4096, "{} bytes", bytes.len());
+        assert!(bytes.len() > 2_000, "every list is full: {} bytes", bytes.len());
+        println!("a full profile: {} bytes encoded, {} in memory", bytes.len(), p.heap_bytes());
+        assert_eq!(Profile::decode(&bytes, &b).unwrap(), p);
+        // The last events are known, older ones forgotten (bounded).
+        assert!(p.has_applied("event-999") && !p.has_applied("event-0"));
+        // Refused: another version, truncated bytes, lists beyond the bounds.
+        let mut other = bytes.clone();
+        other[0] = 9;
+        assert_eq!(Profile::decode(&other, &b), Err(ProfileError::Version(9)));
+        assert!(matches!(
+            Profile::decode(&bytes[..bytes.len() / 2], &b),
+            Err(ProfileError::Malformed(_))
+        ));
+        assert_eq!(Profile::decode(&[], &b), Err(ProfileError::Empty));
+        let tight = Bounds { destinations: 10, ..b };
+        assert_eq!(
+            Profile::decode(&bytes, &tight),
+            Err(ProfileError::Unbounded { what: "destination" })
+        );
+    }
+
+    #[test]
+    fn amounts_are_kept_to_within_a_fraction_of_a_percent() {
+        for a in [1u128, 7, 1_000, 123_456_789, ETH, 37 * ETH / 10, u128::MAX / 3] {
+            let back = amount_of(log_amount(a));
+            let err = (back - a as f64).abs() / a as f64;
+            assert!(err < 0.0014, "{a}: {back} ({err})");
+        }
+        assert_eq!((log_amount(0), amount_of(0)), (0, 0.0));
+        assert!(log_amount(ETH) < log_amount(ETH + ETH / 100), "1% more is a larger code");
+    }
+
+    #[test]
+    fn a_stored_profile_and_models_give_the_same_decision_after_a_restart() {
+        let lists = Lists::default();
+        let mut e = engine_with_history();
+        for k in 0..12 {
+            let mut f = vec![0.0; strongroom_risk::profile::FEATURES.len()];
+            f[0] = if k % 2 == 0 { 30.0 } else { 1.0 };
+            e.feedback(&f, k % 2 == 0);
+        }
+        let odd = ev(20_000, 2 * ETH, "0x000000000000000000000000000000000000dEaD", "laptop");
+        let before = e.assess(&odd, &lists);
+        let profiles = e.take_dirty_profiles();
+        assert_eq!(profiles.len(), 1);
+        assert!(e.take_dirty_profiles().is_empty(), "taken once");
+        let models = e.take_models().expect("the models learned");
+        assert!(e.take_models().is_none());
+        // A new process: nothing in memory, then what was kept.
+        let mut fresh = RiskEngine::new(RuleSet::from_toml(DEFAULT_RULES).unwrap());
+        let cold = fresh.assess(&odd, &lists);
+        assert_ne!(cold.features, before.features, "without the profile, no history");
+        fresh.restore_models(&models).unwrap();
+        for (c, bytes) in &profiles {
+            fresh.load_encoded_profile(c, bytes).unwrap();
+        }
+        let after = fresh.assess(&odd, &lists);
+        assert_eq!((after.decision, after.score), (before.decision, before.score), "{after:?}");
+        assert_eq!(after.features, before.features);
+        assert_eq!(after.reasons, before.reasons);
+        assert_eq!(fresh.labels(), 12);
+        assert!(matches!(fresh.restore_models(&[7, 1, 2]), Err(SnapshotError::Version(7))));
+    }
+
+    #[test]
+    fn an_event_read_twice_is_learned_once() {
+        let lists = Lists::default();
+        let mut e = engine_with_history();
+        let w = ev(20_000, ETH / 10, USUAL, "phone-1");
+        let count = |e: &RiskEngine| {
+            let a = e.assess(&ev(20_001, ETH / 10, USUAL, "phone-1"), &lists);
+            a.features.iter().find(|(n, _)| *n == "count_1h").unwrap().1
+        };
+        assert_eq!(count(&e), 0.0);
+        assert!(e.record_once("withdrawal-1", &w));
+        assert!(!e.record_once("withdrawal-1", &w), "the same id again");
+        assert_eq!(count(&e), 1.0);
+        let login = Activity::Login { device: Some("tablet".into()), ip: None };
+        assert!(e.record_activity_once("login-1", "c1", &login, w.at_ms));
+        assert!(!e.record_activity_once("login-1", "c1", &login, w.at_ms));
+        let f = vec![0.0; strongroom_risk::profile::FEATURES.len()];
+        assert!(e.feedback_once("label-1", "c1", &f, true));
+        assert!(!e.feedback_once("label-1", "c1", &f, true));
+        assert_eq!(e.labels(), 1);
+        // Through a stored copy too.
+        let kept = e.take_dirty_profiles();
+        let mut fresh = RiskEngine::new(RuleSet::from_toml(DEFAULT_RULES).unwrap());
+        fresh.load_encoded_profile("c1", &kept[0].1).unwrap();
+        assert!(!fresh.record_once("withdrawal-1", &w));
+    }
+
+    #[test]
+    fn a_shift_in_what_the_engine_sees_is_alerted_once_per_window_and_survives_a_restart() {
+        let lists = Lists::default();
+        let mut e = engine_with_history();
+        e.set_drift_window(100);
+        // The reference window: usual withdrawals. Then a window like it: no alert.
+        let mut alerts = Vec::new();
+        for k in 0..200 {
+            let a = e.assess(&ev(20_000 + k, ETH / 10, USUAL, "phone-1"), &lists);
+            alerts.extend(e.observe(&a));
+        }
+        assert!(alerts.is_empty(), "{alerts:?}");
+        let models = e.take_models().unwrap();
+        // Restarted from the kept models: the next window (twenty times the usual, to new
+        // addresses from a new device) is compared with the same reference.
+        let mut e2 = RiskEngine::new(RuleSet::from_toml(DEFAULT_RULES).unwrap());
+        e2.restore_models(&models).unwrap();
+        for (c, b) in e.take_dirty_profiles() {
+            e2.load_encoded_profile(&c, &b).unwrap();
+        }
+        for k in 0..100 {
+            let odd = ev(30_000 + k, 2 * ETH, &format!("0x{:040x}", k + 7), "laptop");
+            let a = e2.assess(&odd, &lists);
+            alerts.extend(e2.observe(&a));
+        }
+        let what: Vec<&str> = alerts.iter().map(|a| a.what).collect();
+        assert!(what.contains(&"score") && what.contains(&"amount_vs_median"), "{alerts:?}");
+        assert!(what.contains(&"new_destination") && what.contains(&"new_device"), "{alerts:?}");
+        assert!(!what.contains(&"hours_since_security_change"), "unchanged: {alerts:?}");
+        assert!(alerts.iter().all(|a| a.window == 2 && a.psi >= ALERT_PSI), "{alerts:?}");
+    }
+
+    #[test]
+    fn the_cache_keeps_active_customers_and_never_drops_what_is_not_kept_yet() {
+        let mut e = RiskEngine::new(RuleSet::from_toml(DEFAULT_RULES).unwrap());
+        e.set_profile_capacity(100);
+        let mut w = ev(0, ETH, USUAL, "phone-1");
+        for c in 0..250 {
+            w.customer = format!("c{c}");
+            e.record(&w);
+        }
+        // All changed and not yet kept: none may go.
+        assert_eq!(e.cached_profiles(), 250);
+        assert_eq!(e.take_dirty_profiles().len(), 250);
+        for c in 250..300 {
+            w.customer = format!("c{c}");
+            e.record(&w);
+        }
+        assert!(
+            e.cached_profiles() <= 300 && e.cached_profiles() >= 100,
+            "{}",
+            e.cached_profiles()
+        );
+        for c in 250..300 {
+            assert!(e.has_profile(&format!("c{c}")), "the newest stay");
+        }
+        assert!(!e.has_profile("c0"), "the oldest kept ones went");
+        e.forget_profiles();
+        assert_eq!(e.cached_profiles(), 0);
     }
 
     #[test]

@@ -307,5 +307,6 @@ fn risk_options(
         nats: settings.risk.nats.clone(),
         geo: settings.risk.geo.clone(),
         personal_data,
+        drift_window: settings.risk.drift_window,
     })
 }

@@ -54,6 +54,8 @@ pub struct RiskOptions {
     pub geo: Option<PathBuf>,
     /// The key that opens customers' sealed contact details (for their alert e-mail).
     pub personal_data: Option<Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>>,
+    /// Assessments per drift window (the engine's default otherwise).
+    pub drift_window: Option<usize>,
 }
 
 /// Load an IPv4 → place table (CSV `start_ip,end_ip,lat,lon,country`).
@@ -481,11 +483,34 @@ impl SharedEngine {
     pub fn record(&self, ev: &WithdrawalEvent) {
         self.with(|e| e.record(ev))
     }
-    fn record_activity(&self, customer: &str, a: &Activity, at_ms: i64) {
-        self.with(|e| e.record_activity(customer, a, at_ms))
-    }
-    fn feedback(&self, features: &[f64], rejected: bool) {
-        self.with(|e| e.feedback(features, rejected))
+
+    /// Put the kept profiles of those of `customers` not in memory into memory (a customer
+    /// with none starts empty).
+    pub async fn load_profiles(
+        &self,
+        store: &dyn Store,
+        customers: impl IntoIterator<Item = String>,
+    ) -> Result<(), RuntimeError> {
+        let mut missing: Vec<String> =
+            self.with(|e| customers.into_iter().filter(|c| !e.has_profile(c)).collect());
+        missing.sort();
+        missing.dedup();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let found = store.risk_profiles(&missing).await?;
+        self.with(|e| {
+            for (c, bytes) in &found {
+                if e.has_profile(c) {
+                    continue; // learned meanwhile: newer than what was read
+                }
+                if let Err(err) = e.load_encoded_profile(c, bytes) {
+                    // Derived state: start the customer afresh rather than stop scoring.
+                    tracing::error!(customer = c, error = %err, "a kept risk profile does not decode; starting it afresh");
+                }
+            }
+        });
+        Ok(())
     }
 }
 
@@ -494,14 +519,17 @@ impl SharedEngine {
 pub struct EngineScorer {
     pub engine: SharedEngine,
     pub lists: Arc<RwLock<Arc<Lists>>>,
+    /// Where customers' profiles are kept (none: only what is in memory).
+    pub store: Option<Arc<dyn Store>>,
 }
 
+#[async_trait::async_trait]
 impl strongroom_server::RiskScorer for EngineScorer {
-    fn score(
+    async fn score(
         &self,
         i: &strongroom_server::ScoreInput,
         now_ms: i64,
-    ) -> (String, u32, Vec<(String, String, u32)>) {
+    ) -> Result<(String, u32, Vec<(String, String, u32)>), String> {
         let lists = self.lists.read().map(|l| l.clone()).unwrap_or_default();
         let ev = WithdrawalEvent {
             customer: i.customer_id.to_string(),
@@ -512,30 +540,51 @@ impl strongroom_server::RiskScorer for EngineScorer {
             device: i.device_id.clone(),
             ip: i.ip.clone(),
         };
+        if let Some(store) = &self.store {
+            self.engine
+                .load_profiles(store.as_ref(), [ev.customer.clone()])
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         let a = self.engine.assess(&ev, &lists);
         let reasons = a.reasons.into_iter().map(|r| (r.source, r.detail, r.points)).collect();
-        (a.decision.as_str().to_owned(), a.score, reasons)
+        Ok((a.decision.as_str().to_owned(), a.score, reasons))
     }
 }
+
+/// How far the worker has read the event streams (kept in the same commits as what it
+/// learned from them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Cursor {
+    /// The newest risk event taken in.
+    events_ms: i64,
+    /// The newest review change taken in.
+    reviews_ms: i64,
+}
+
+/// Named states in the risk worker's commits.
+const MODELS: &str = "models";
+const CURSOR: &str = "cursor";
+
+/// Profiles changed by other instances' commits above which a follower drops its whole
+/// cache instead of each one.
+const FORGET_ALL_ABOVE: u32 = 10_000;
 
 struct Worker {
     store: Arc<dyn Store>,
     engine: SharedEngine,
     lists: Arc<RwLock<Arc<Lists>>>,
     alerts: Alerts,
-    /// Device and IP a withdrawal was requested from.
-    contexts: Contexts,
-    last_event_ms: i64,
-    /// Events taken in lately (id → time), so the overlapping reads take each once.
-    seen_events: HashMap<Uuid, i64>,
-    /// Reviews whose outcome the model has taken in lately (cleared, released, rejected:
-    /// final states), with when they changed, so the overlapping reads take each once.
-    learned: HashMap<Uuid, i64>,
-    /// The newest review change taken in.
-    reviews_after_ms: i64,
-    /// Assessing and cancelling is one instance's job; every instance keeps its model (for
-    /// the API's scoring) up to date from what the leader writes.
+    /// Where the streams have been read up to.
+    cursor: Cursor,
+    /// The cursor as last committed or read.
+    kept_cursor: Cursor,
+    /// The commit the engine's state is based on.
+    version: i64,
+    /// Learning and assessing is one instance's job (it commits what it learned); every
+    /// other instance follows its commits, for the API's scoring.
     leader: crate::lease::Leader,
+    leading: bool,
     /// Rejected or blocked withdrawals already seen out of `reserved` (never read again).
     closed: HashSet<Uuid>,
     env: Arc<dyn Env>,
@@ -543,7 +592,9 @@ struct Worker {
     kek: Option<Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>>,
 }
 
-/// How far back each read of risk events goes past the newest event seen.
+/// How far back each read of risk events and reviews goes past the newest one seen:
+/// instances write them with their own clocks and commit them a little later. What is read
+/// twice is learned once (each profile keeps the ids it took in).
 const EVENT_OVERLAP_MS: i64 = 60_000;
 
 /// Device and IP each withdrawal was requested from.
@@ -564,132 +615,196 @@ pub fn withdrawal_event(w: &Withdrawal, contexts: &Contexts) -> WithdrawalEvent 
 }
 
 impl Worker {
-    fn event(&self, w: &Withdrawal) -> WithdrawalEvent {
-        withdrawal_event(w, &self.contexts)
+    /// `w` as the engine sees it, with the device and IP of its context event (found by the
+    /// id derived from the withdrawal's).
+    async fn event(&self, w: &Withdrawal) -> Result<WithdrawalEvent, RuntimeError> {
+        let mut contexts = Contexts::new();
+        if let Some(e) =
+            self.store.risk_event(strongroom_store::RiskEvent::context_id(w.id)).await?
+        {
+            let device = at(&e.data, "/device_id").as_str().map(str::to_owned);
+            let ip = strongroom_server::risk::event_ip(self.kek.as_deref(), e.customer_id, &e.data);
+            contexts.insert(w.id, (device, ip));
+        }
+        Ok(withdrawal_event(w, &contexts))
     }
 
     fn ctx(&self) -> WriteCtx {
         WriteCtx { actor: "risk".into(), now: self.env.now(), request_id: None }
     }
 
-    /// Take in the risk events written since the last read. Instances write events with
-    /// their own clocks and commit them a little later, so each read goes back
-    /// [`EVENT_OVERLAP_MS`] and skips the events it already took.
+    /// Take the last commit's state: the models, the cursor, and which kept profiles in
+    /// memory are out of date.
+    async fn follow(&mut self) -> Result<(), RuntimeError> {
+        let version = self.store.risk_learning_version().await?;
+        if version == self.version {
+            return Ok(());
+        }
+        // The commit first, then what changed since ours: a commit landing in between is
+        // counted as changed too (dropping a profile too many costs one read).
+        let kept = self.store.risk_learning().await?;
+        let changed = self
+            .store
+            .risk_profiles_changed(self.version.max(0), FORGET_ALL_ABOVE.saturating_add(1))
+            .await?;
+        let all = self.version < 0 || changed.len() > FORGET_ALL_ABOVE as usize;
+        self.engine.with(|e| {
+            if all {
+                e.forget_profiles();
+            } else {
+                for c in &changed {
+                    e.forget_profile(c);
+                }
+            }
+            if let Some(m) = kept.state.get(MODELS) {
+                if let Err(err) = e.restore_models(m) {
+                    tracing::error!(error = %err, "the kept risk models do not load; keeping these");
+                }
+            }
+        });
+        self.cursor =
+            kept.state.get(CURSOR).and_then(|c| serde_json::from_slice(c).ok()).unwrap_or_default();
+        self.kept_cursor = self.cursor;
+        self.version = kept.version;
+        Ok(())
+    }
+
+    /// Start from what was kept: every profile read again when needed.
+    async fn resync(&mut self) -> Result<(), RuntimeError> {
+        self.engine.with(|e| e.forget_profiles());
+        self.version = -1;
+        self.follow().await
+    }
+
+    /// Keep what this pass learned, with the cursor, on top of the last commit.
+    async fn commit(&mut self) -> Result<(), RuntimeError> {
+        let (profiles, models) = self.engine.with(|e| (e.take_dirty_profiles(), e.take_models()));
+        if profiles.is_empty() && models.is_none() && self.cursor == self.kept_cursor {
+            return Ok(());
+        }
+        let cursor = serde_json::to_vec(&self.cursor).unwrap_or_default();
+        let mut state = vec![(CURSOR.to_owned(), cursor)];
+        if let Some(m) = models {
+            state.push((MODELS.to_owned(), m));
+        }
+        let now = self.env.now().unix_ms();
+        match self.store.commit_risk_learning(self.version, now, profiles, state).await {
+            Ok(v) => {
+                self.version = v;
+                self.kept_cursor = self.cursor;
+                Ok(())
+            }
+            Err(strongroom_store::StoreError::Stale { .. }) => {
+                // Another instance led meanwhile: what this pass learned is learned again
+                // from the streams by whoever leads, on top of what was kept.
+                tracing::warn!("risk learning committed by another instance; reading it again");
+                self.resync().await
+            }
+            Err(e) => {
+                // Not kept: start again from what was.
+                self.resync().await?;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Take in the risk events written since the last read.
     async fn events(&mut self) -> Result<(), RuntimeError> {
-        let mut after = self.last_event_ms.saturating_sub(EVENT_OVERLAP_MS);
+        let mut after = self.cursor.events_ms.saturating_sub(EVENT_OVERLAP_MS);
         loop {
             let batch = self.store.risk_events(after, 1000).await?;
             let full = batch.len() == 1000;
+            self.engine
+                .load_profiles(self.store.as_ref(), batch.iter().map(|e| e.customer_id.to_string()))
+                .await?;
             for e in batch {
                 after = after.max(e.at.unix_ms());
-                self.last_event_ms = self.last_event_ms.max(e.at.unix_ms());
-                if self.seen_events.insert(e.id, e.at.unix_ms()).is_some() {
-                    continue;
-                }
+                self.cursor.events_ms = self.cursor.events_ms.max(e.at.unix_ms());
                 let s = |k: &str| at(&e.data, &format!("/{k}")).as_str().map(str::to_owned);
-                let ip =
-                    strongroom_server::risk::event_ip(self.kek.as_deref(), e.customer_id, &e.data);
-                match e.kind.as_str() {
-                    "withdrawal_context" => {
-                        if let Some(id) = s("withdrawal_id").and_then(|i| Uuid::parse_str(&i).ok())
-                        {
-                            self.contexts.insert(id, (s("device_id"), ip));
-                        }
-                    }
-                    "login" => self.engine.record_activity(
-                        &e.customer_id.to_string(),
-                        &Activity::Login { device: s("device_id"), ip },
-                        e.at.unix_ms(),
-                    ),
-                    "security_change" => self.engine.record_activity(
-                        &e.customer_id.to_string(),
-                        &Activity::SecurityChange,
-                        e.at.unix_ms(),
-                    ),
-                    _ => {}
-                }
+                let activity = match e.kind.as_str() {
+                    "login" => Activity::Login {
+                        device: s("device_id"),
+                        ip: strongroom_server::risk::event_ip(
+                            self.kek.as_deref(),
+                            e.customer_id,
+                            &e.data,
+                        ),
+                    },
+                    "security_change" => Activity::SecurityChange,
+                    _ => continue,
+                };
+                let (id, customer) = (e.id.to_string(), e.customer_id.to_string());
+                self.engine
+                    .with(|en| en.record_activity_once(&id, &customer, &activity, e.at.unix_ms()));
             }
             if !full {
-                let keep = self.last_event_ms.saturating_sub(EVENT_OVERLAP_MS);
-                self.seen_events.retain(|_, at| *at >= keep);
                 return Ok(());
             }
         }
     }
 
-    /// What already happened: past withdrawals are the customers' usual; analysts'
-    /// decisions teach the model.
-    async fn replay(&mut self) -> Result<(), RuntimeError> {
-        self.events().await?;
-        let mut past = Vec::new();
-        for st in [
-            WithdrawalState::Built,
-            WithdrawalState::Signed,
-            WithdrawalState::Broadcast,
-            WithdrawalState::Settled,
-        ] {
-            past.extend(
-                self.store
-                    .list_withdrawals(&WithdrawalFilter {
-                        customer_id: None,
-                        state: Some(st),
-                        limit: 1000,
-                    })
-                    .await?,
-            );
-        }
-        past.sort_by_key(|w| w.created_at);
-        for w in &past {
-            let ev = self.event(w);
-            self.engine.record(&ev);
-        }
-        self.learn(true).await
-    }
-
-    /// Take in the reviews decided since the last read, in the order they changed (on every
-    /// instance: the leader writes them, every model follows). Cleared and released
-    /// withdrawals become the customer's usual; analysts' decisions (released, rejected)
-    /// teach the model. While replaying at start, the withdrawals were already recorded as
-    /// past ones, so only the decisions are taken in.
-    async fn learn(&mut self, replaying: bool) -> Result<(), RuntimeError> {
-        let mut after = self.reviews_after_ms.saturating_sub(EVENT_OVERLAP_MS);
+    /// Take in the reviews decided since the last read, in the order they changed. Cleared
+    /// and released withdrawals become the customer's usual; analysts' decisions (released,
+    /// rejected) teach the model.
+    async fn learn(&mut self) -> Result<(), RuntimeError> {
+        let mut after = self.cursor.reviews_ms.saturating_sub(EVENT_OVERLAP_MS);
         loop {
             let batch = self.store.risk_reviews_since(after, 1000).await?;
             let full = batch.len() == 1000;
+            self.engine
+                .load_profiles(self.store.as_ref(), batch.iter().map(|r| r.customer_id.to_string()))
+                .await?;
             for r in batch {
                 let at = r.updated_at.unix_ms();
                 after = after.max(at);
-                self.reviews_after_ms = self.reviews_after_ms.max(at);
+                self.cursor.reviews_ms = self.cursor.reviews_ms.max(at);
                 let decided = matches!(
                     r.state,
                     RiskState::Cleared | RiskState::Released | RiskState::Rejected
                 );
-                if !decided || self.learned.insert(r.withdrawal_id, at).is_some() {
+                if !decided {
                     continue;
                 }
+                let customer = r.customer_id.to_string();
                 if r.state != RiskState::Cleared {
-                    self.engine.feedback(&features_of(&r), r.state == RiskState::Rejected);
+                    let id = format!("label/{}", r.withdrawal_id);
+                    let features = features_of(&r);
+                    let rejected = r.state == RiskState::Rejected;
+                    self.engine.with(|e| e.feedback_once(&id, &customer, &features, rejected));
                 }
-                if r.state != RiskState::Rejected && !replaying {
+                if r.state != RiskState::Rejected {
+                    let id = format!("withdrawal/{}", r.withdrawal_id);
+                    if self
+                        .engine
+                        .with(|e| e.profile(&customer).is_some_and(|p| p.has_applied(&id)))
+                    {
+                        continue;
+                    }
                     let w = self.store.get_withdrawal(r.withdrawal_id).await?;
-                    let ev = self.event(&w);
-                    self.engine.record(&ev);
+                    let ev = self.event(&w).await?;
+                    self.engine.with(|e| e.record_once(&id, &ev));
                 }
             }
             if !full {
-                let keep = self.reviews_after_ms.saturating_sub(EVENT_OVERLAP_MS);
-                self.learned.retain(|_, at| *at >= keep);
                 return Ok(());
             }
         }
     }
 
     async fn pass(&mut self) -> Result<(), RuntimeError> {
-        self.events().await?;
-        if self.leader.lead().await {
-            self.assess().await?;
+        let leading = self.leader.lead().await;
+        if leading && !self.leading {
+            // Taking over: from what the last leader kept.
+            self.resync().await?;
         }
-        self.learn(false).await
+        self.leading = leading;
+        if !leading {
+            return self.follow().await;
+        }
+        self.events().await?;
+        self.assess().await?;
+        self.learn().await?;
+        self.commit().await
     }
 
     /// The leader's part: assess new withdrawals, cancel rejected and blocked ones.
@@ -704,14 +819,14 @@ impl Worker {
                 limit: 1000,
             })
             .await?;
-        // A withdrawal's context event commits with it: read after the list, every listed
-        // withdrawal's context is in.
-        self.events().await?;
+        self.engine
+            .load_profiles(self.store.as_ref(), reserved.iter().map(|w| w.customer_id.to_string()))
+            .await?;
         for w in reserved {
             if self.store.risk_review(w.id).await?.is_some() {
                 continue;
             }
-            let ev = self.event(&w);
+            let ev = self.event(&w).await?;
             let a = self.engine.assess(&ev, &lists);
             let state = match a.decision {
                 Decision::Allow => RiskState::Cleared,
@@ -766,6 +881,16 @@ impl Worker {
                 self.alerts.raise(&id, kind, detail).await?;
             }
             self.store.assess_withdrawal(&self.ctx(), review).await?;
+            // What the engine sees, watched for drift: an alert per shifted quantity and
+            // window (its id is both, so a window read again after a crash adds nothing).
+            for d in self.engine.with(|e| e.observe(&a)) {
+                let id = format!("risk_drift/{}/{}", d.what, d.window);
+                let detail = serde_json::json!({
+                    "what": d.what, "psi": d.psi, "window": d.window,
+                    "threshold": strongroom_risk::drift::ALERT_PSI,
+                });
+                self.alerts.raise(&id, "risk_drift", detail).await?;
+            }
         }
         // Rejected or blocked withdrawals still reserved are cancelled (funds released).
         for st in [RiskState::Rejected, RiskState::Blocked] {
@@ -849,6 +974,9 @@ impl Risk {
         if let Some(g) = &opts.geo {
             engine.set_geo(load_geo(g)?);
         }
+        if let Some(n) = opts.drift_window {
+            engine.set_drift_window(n);
+        }
         Ok(Risk { store, engine: SharedEngine::new(engine), lists, alerts, opts, env })
     }
 
@@ -869,11 +997,16 @@ impl Risk {
 
     /// `POST /v1/risk/score` on the shared engine, for the API.
     pub fn scorer(&self) -> Arc<dyn strongroom_server::RiskScorer> {
-        Arc::new(EngineScorer { engine: self.engine.clone(), lists: self.lists.clone() })
+        Arc::new(EngineScorer {
+            engine: self.engine.clone(),
+            lists: self.lists.clone(),
+            store: Some(self.store.clone()),
+        })
     }
 
-    /// Replay what already happened, then assess withdrawals as they arrive (while this
-    /// instance leads `risk`), and deliver the outbox.
+    /// Start from what the risk worker last kept, then assess withdrawals as they arrive
+    /// and learn from what happens (while this instance leads `risk`, committing what it
+    /// learned; otherwise following those commits), and deliver the outbox.
     pub async fn start(
         self,
         instance: &crate::lease::Instance,
@@ -886,17 +1019,17 @@ impl Risk {
             engine,
             lists: lists.clone(),
             alerts,
-            contexts: HashMap::new(),
-            last_event_ms: 0,
-            seen_events: HashMap::new(),
-            learned: HashMap::new(),
-            reviews_after_ms: 0,
+            cursor: Cursor::default(),
+            kept_cursor: Cursor::default(),
+            version: -1,
             leader,
+            leading: false,
             closed: HashSet::new(),
             env: env.clone(),
             kek: opts.personal_data.clone(),
         };
-        worker.replay().await?;
+        // What was kept: the models and the cursor (profiles are read when needed).
+        worker.resync().await?;
         let delivering = worker.alerts.clone().deliver_forever(worker_name);
         let nats = opts.nats.clone().map(|url| {
             start_nats_ingest(worker.store.clone(), url, opts.personal_data.clone(), env.clone())

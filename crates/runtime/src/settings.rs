@@ -233,6 +233,9 @@ pub struct RiskSettings {
     pub geo: Option<PathBuf>,
     /// A NATS server whose JetStream carries risk events.
     pub nats: Option<String>,
+    /// Assessments per drift window: the score's and each feature's distribution over a
+    /// window is compared with the first window's, and a shift raises a `risk_drift` alert.
+    pub drift_window: Option<usize>,
 }
 
 /// `[alerts]`: where the security team hears of incidents.

@@ -932,7 +932,7 @@ async fn place_withdrawal(
         );
         data.insert("withdrawal_id".into(), planned.withdrawal.id.to_string().into());
         strongroom_store::RiskEvent {
-            id: new_id(env),
+            id: strongroom_store::RiskEvent::context_id(planned.withdrawal.id),
             customer_id,
             kind: "withdrawal_context".into(),
             at: env.now(),

@@ -165,9 +165,15 @@ pub struct ScoreInput {
 }
 
 /// The risk engine as the API sees it (whoever runs it provides it).
+#[async_trait::async_trait]
 pub trait RiskScorer: Send + Sync + std::fmt::Debug {
-    /// Decision (`allow`, `review`, `block`), score, and reasons as (source, detail, points).
-    fn score(&self, input: &ScoreInput, now_ms: i64) -> (String, u32, Vec<(String, String, u32)>);
+    /// Decision (`allow`, `review`, `block`), score, and reasons as (source, detail, points);
+    /// an error when the customer's profile cannot be read.
+    async fn score(
+        &self,
+        input: &ScoreInput,
+        now_ms: i64,
+    ) -> Result<(String, u32, Vec<(String, String, u32)>), String>;
 }
 
 /// Screens withdrawal destinations against sanctions and scam lists before anything is

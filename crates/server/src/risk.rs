@@ -429,7 +429,11 @@ pub(crate) async fn score(
         device_id: b.device_id,
         ip: b.ip,
     };
-    let (decision, score, reasons) = scorer.score(&input, req.ctx.now.unix_ms());
+    let (decision, score, reasons) =
+        scorer.score(&input, req.ctx.now.unix_ms()).await.map_err(|e| {
+            tracing::warn!(error = %e, "risk score unavailable");
+            ApiError::unavailable("the customer's risk profile cannot be read now")
+        })?;
     Ok(Json(ScoreView {
         decision,
         score,

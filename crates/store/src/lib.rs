@@ -392,6 +392,25 @@ pub trait RiskStore: Send + Sync {
     async fn review_queue(&self) -> Result<u64>;
     /// Risk events after `after_ms`, in time order, at most `limit`.
     async fn risk_events(&self, after_ms: i64, limit: u32) -> Result<Vec<RiskEvent>>;
+    async fn risk_event(&self, id: Uuid) -> Result<Option<RiskEvent>>;
+    /// The kept profiles of those of `customers` that have one (encoded by the risk crate).
+    async fn risk_profiles(&self, customers: &[String]) -> Result<Vec<(String, Vec<u8>)>>;
+    /// Customers whose profile a commit after `after_version` changed (at most `limit`).
+    async fn risk_profiles_changed(&self, after_version: i64, limit: u32) -> Result<Vec<String>>;
+    /// The version of the risk worker's last commit (0: none yet).
+    async fn risk_learning_version(&self) -> Result<i64>;
+    /// The risk worker's last commit: its version and named states.
+    async fn risk_learning(&self) -> Result<RiskLearning>;
+    /// Keep a pass of the risk worker, all or nothing: `profiles` (customer, bytes) and
+    /// named `state`, as commit `base + 1`. Refused with [`StoreError::Stale`] unless the
+    /// last commit is `base` (another instance committed meanwhile). Returns the new version.
+    async fn commit_risk_learning(
+        &self,
+        base: i64,
+        now_ms: i64,
+        profiles: Vec<(String, Vec<u8>)>,
+        state: Vec<(String, Vec<u8>)>,
+    ) -> Result<i64>;
 }
 
 /// Customers' sealed contact details and account-security records (auth records).

@@ -529,6 +529,27 @@ pub struct RiskEvent {
     pub data: serde_json::Value,
 }
 
+impl RiskEvent {
+    /// The id of a withdrawal's `withdrawal_context` event, derived from the withdrawal's
+    /// (the risk worker finds the context of any withdrawal by it, however old).
+    pub fn context_id(withdrawal_id: Uuid) -> Uuid {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(format!("strongroom/withdrawal_context/{withdrawal_id}"));
+        let mut b = [0u8; 16];
+        b.copy_from_slice(h.get(..16).unwrap_or(&[0; 16]));
+        uuid::Builder::from_random_bytes(b).into_uuid()
+    }
+}
+
+/// What the risk worker last kept (see [`crate::RiskStore::commit_risk_learning`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RiskLearning {
+    /// The last commit (0: none yet).
+    pub version: i64,
+    /// Named states (`models`, `cursor`), encoded by their owner.
+    pub state: std::collections::BTreeMap<String, Vec<u8>>,
+}
+
 /// One account-security record (see migration 0010): `kind` names what it is (`account`,
 /// `session`, `device`, …), `owner` the account it belongs to, and `lookup` an optional
 /// unique key within its kind (a blind index, never plaintext). The store does not read

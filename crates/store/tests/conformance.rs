@@ -130,7 +130,77 @@ conformance!(
     leases_have_one_holder_until_they_expire,
     shared_counters_count_every_hit_once_per_window,
     outbox_messages_are_claimed_once_and_retried_until_delivered,
+    risk_learning_commits_all_or_nothing_on_top_of_the_last_only,
 );
+
+async fn risk_learning_commits_all_or_nothing_on_top_of_the_last_only(store: Arc<SqlStore>) {
+    assert_eq!(store.risk_learning().await.unwrap(), RiskLearning::default());
+    let big: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect(); // every byte value
+    let v1 = store
+        .commit_risk_learning(
+            0,
+            1_000,
+            vec![("c1".into(), big.clone()), ("c2".into(), vec![0, 1, 2])],
+            vec![("models".into(), vec![9; 70_000]), ("cursor".into(), b"{}".to_vec())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(v1, 1);
+    let mut got = store.risk_profiles(&["c1".into(), "c2".into(), "c3".into()]).await.unwrap();
+    got.sort();
+    assert_eq!(got, vec![("c1".into(), big.clone()), ("c2".into(), vec![0, 1, 2])]);
+    // A second instance that read version 0 cannot write over version 1; nothing of it lands.
+    let stale = store
+        .commit_risk_learning(
+            0,
+            2_000,
+            vec![("c1".into(), vec![7])],
+            vec![("cursor".into(), vec![7])],
+        )
+        .await;
+    assert!(matches!(stale, Err(StoreError::Stale { .. })), "{stale:?}");
+    assert_eq!(store.risk_profiles(&["c1".into()]).await.unwrap()[0].1, big);
+    let kept = store.risk_learning().await.unwrap();
+    assert_eq!((kept.version, kept.state["cursor"].as_slice()), (1, b"{}".as_slice()));
+    assert_eq!(kept.state["models"].len(), 70_000);
+    // On top of the last: only what changed is written, and says which commit wrote it.
+    let v2 = store
+        .commit_risk_learning(
+            1,
+            3_000,
+            vec![("c2".into(), vec![3])],
+            vec![("cursor".into(), vec![1])],
+        )
+        .await
+        .unwrap();
+    assert_eq!((v2, store.risk_learning_version().await.unwrap()), (2, 2));
+    assert_eq!(store.risk_profiles_changed(1, 100).await.unwrap(), vec!["c2".to_owned()]);
+    let mut all = store.risk_profiles_changed(0, 100).await.unwrap();
+    all.sort();
+    assert_eq!(all, vec!["c1".to_owned(), "c2".to_owned()]);
+    // Many at once, in chunks.
+    let many: Vec<(String, Vec<u8>)> = (0..1_200).map(|i| (format!("m{i}"), vec![1; 10])).collect();
+    store.commit_risk_learning(2, 4_000, many, vec![]).await.unwrap();
+    let names: Vec<String> = (0..1_200).map(|i| format!("m{i}")).collect();
+    assert_eq!(store.risk_profiles(&names).await.unwrap().len(), 1_200);
+    // Two committers racing from the same base: exactly one wins.
+    let (a, b) = tokio::join!(
+        store.commit_risk_learning(3, 5_000, vec![("c1".into(), vec![1])], vec![]),
+        store.commit_risk_learning(3, 5_000, vec![("c1".into(), vec![2])], vec![]),
+    );
+    assert_eq!(u8::from(a.is_ok()) + u8::from(b.is_ok()), 1, "{a:?} {b:?}");
+    let winner = if a.is_ok() { 1 } else { 2 };
+    assert_eq!(store.risk_profiles(&["c1".into()]).await.unwrap()[0].1, vec![winner]);
+    // The context event of a withdrawal is found by the id derived from the withdrawal's.
+    let c = customer(&store, "risk-ctx").await;
+    let p = plan(c, "0.1");
+    let mut ev = context_event(&p);
+    ev.id = RiskEvent::context_id(p.withdrawal.id);
+    store.add_risk_event(&ctx(env().now()), ev.clone()).await.unwrap();
+    assert_eq!(store.risk_event(ev.id).await.unwrap(), Some(ev));
+    assert_eq!(store.risk_event(Uuid::new_v4()).await.unwrap(), None);
+    assert_ne!(RiskEvent::context_id(p.withdrawal.id), RiskEvent::context_id(Uuid::new_v4()));
+}
 
 fn env() -> FixedEnv {
     FixedEnv::new(Timestamp::from_unix_ms(1_767_225_600_000), 42)

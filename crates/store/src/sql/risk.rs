@@ -199,6 +199,17 @@ struct EventRow {
     data: String,
 }
 
+fn event_of(r: &sqlx::any::AnyRow) -> Result<RiskEvent> {
+    let row = row_of::<EventRow>(r)?;
+    Ok(RiskEvent {
+        id: uuid(&row.id)?,
+        customer_id: uuid(&row.customer_id)?,
+        kind: row.kind,
+        at: Timestamp::from_unix_ms(row.at_ms),
+        data: serde_json::from_str(&row.data).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+    })
+}
+
 pub(super) async fn stage_event(w: &mut WriteTx, _ctx: &WriteCtx, ev: RiskEvent) -> Result<Staged> {
     let row = EventRow {
         id: ev.id.to_string(),
@@ -281,19 +292,17 @@ impl SqlStore {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                let row = row_of::<EventRow>(r)?;
-                Ok(RiskEvent {
-                    id: uuid(&row.id)?,
-                    customer_id: uuid(&row.customer_id)?,
-                    kind: row.kind,
-                    at: Timestamp::from_unix_ms(row.at_ms),
-                    data: serde_json::from_str(&row.data)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                })
-            })
-            .collect()
+        rows.iter().map(event_of).collect()
+    }
+
+    pub(super) async fn read_risk_event(&self, id: Uuid) -> Result<Option<RiskEvent>> {
+        sqlx::query("SELECT id, customer_id, kind, at_ms, data FROM risk_events WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(event_of)
+            .transpose()
     }
 
     pub(super) async fn risk_entity_states(&self, out: &mut Vec<(String, Digest32)>) -> Result<()> {
