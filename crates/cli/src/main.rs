@@ -13,6 +13,7 @@ mod client;
 mod cold;
 mod governance;
 mod risk;
+mod risk_models;
 mod signers;
 
 use std::path::{Path, PathBuf};

@@ -49,10 +49,17 @@ pub enum RiskCommand {
         #[command(flatten)]
         db: crate::DbArgs,
     },
+    /// The model registry: train a candidate on analysts' decisions, score it in shadow,
+    /// compare, promote, roll back (each move audited).
+    Models {
+        #[command(subcommand)]
+        command: crate::risk_models::ModelsCommand,
+    },
 }
 
 pub async fn run(cmd: RiskCommand) -> anyhow::Result<std::process::ExitCode> {
     match cmd {
+        RiskCommand::Models { command } => return crate::risk_models::run(command).await,
         RiskCommand::Backtest { rules, current, lists, geo, db } => {
             let read = |p: &PathBuf| -> anyhow::Result<RuleSet> {
                 Ok(RuleSet::from_toml(
@@ -225,6 +232,12 @@ pub fn bench(events: usize, customers: usize) {
         }
         let secs = env.monotonic().saturating_sub(start).as_secs_f64().max(1e-9);
         lat.sort_unstable();
+        if models {
+            println!(
+                "  the models' snapshot (kept with each commit that changed them): {} bytes",
+                engine.models_snapshot().len()
+            );
+        }
         (stream.len() as f64 / secs, lat, paused)
     };
     let pct = |l: &[u64], p: f64| {

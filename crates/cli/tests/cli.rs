@@ -1668,6 +1668,30 @@ fn dev_risk_blocks_listed_addresses_and_pauses_unusual_withdrawals_for_review() 
     assert_eq!(line("current v1"), "3 2 0", "{text}");
     assert_eq!(line("candidate v2"), "2 3 0", "{text}");
     assert!(text.contains("changed decisions: 1"), "{text}");
+    // The model registry from the command line: the analysts' two decisions train a
+    // candidate; promoting it before it ran in shadow is refused, and says why.
+    let models = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["risk", "models"])
+            .args(args)
+            .args(["--data-dir", data.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, text) = models(&["list"]);
+    assert!(ok && text.contains("the built-in model (version 0) is live"), "{text}");
+    let (ok, text) = models(&["train", "--by", "ann"]);
+    assert!(ok && text.contains("version   1  candidate"), "{text}");
+    assert!(text.contains("\"labels\":2"), "{text}");
+    let (ok, text) = models(&["promote", "1", "--by", "ann"]);
+    assert!(!ok && text.contains("version 1 is not the shadow model"), "{text}");
+    let (ok, text) = models(&["shadow", "1", "--by", "ann"]);
+    assert!(ok && text.contains("version   1  shadow"), "{text}");
+    let (ok, text) = models(&["compare"]);
+    assert!(ok && text.contains("shadow version 1: 0 labelled decisions"), "{text}");
     assert_audit_intact(&data);
 }
 

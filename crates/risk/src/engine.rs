@@ -10,14 +10,13 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::deployed::Deployed;
 use crate::drift::{Drift, ALERT_PSI};
-use crate::ftrl::{Ftrl, FtrlConfig};
 use crate::geo::GeoTable;
-use crate::hst::{HalfSpaceTrees, HstConfig};
+use crate::hst::HstConfig;
 use crate::lists::Lists;
 use crate::profile::{Activity, Bounds, Profile, ProfileError, WithdrawalEvent, FEATURES};
 use crate::rules::{Hard, RuleSet};
-use crate::scale::MinMax;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -40,7 +39,7 @@ impl Decision {
 /// One reason, as reviewers see it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reason {
-    /// `list:sanctions`, `rule:NAME`, `model:half-space-trees`, `model:ftrl`.
+    /// `list:sanctions`, `rule:NAME`, `model:half-space-trees`, `model:forest+ftrl`.
     pub source: String,
     pub detail: String,
     pub points: u32,
@@ -56,6 +55,82 @@ pub struct Assessment {
     /// The features, by name, as scored.
     pub features: Vec<(&'static str, f64)>,
     pub rules_version: u64,
+    /// The live model's figures (with the models on).
+    pub model: Option<ModelScore>,
+    /// The shadow model's, scored beside it without deciding.
+    pub shadow_model: Option<ModelScore>,
+}
+
+/// What one version of the model said about a withdrawal.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelScore {
+    /// Its version in the registry (0: the built-in starting model).
+    pub version: i64,
+    /// Calibrated probability that analysts would reject it.
+    pub probability: f64,
+    pub anomaly: f64,
+}
+
+/// A model trained on labelled history, ready to register.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    /// The model's encoding (what [`RiskEngine::install_live`] takes).
+    pub model: Vec<u8>,
+    pub labels: usize,
+    pub positives: usize,
+    /// Progressive validation over the history (each label scored before it was learned).
+    pub roc_auc: Option<f64>,
+    pub pr_auc: Option<f64>,
+}
+
+/// The deployed model's encoding version (the first byte).
+const MODEL_ENCODING: u8 = 1;
+
+/// Encode a model for the registry.
+pub fn encode_model(d: &Deployed) -> Vec<u8> {
+    let mut out = vec![MODEL_ENCODING];
+    out.extend(postcard::to_allocvec(d).unwrap_or_default());
+    out
+}
+
+/// A model from [`encode_model`]'s bytes, over the engine's features.
+pub fn decode_model(bytes: &[u8]) -> Result<Deployed, SnapshotError> {
+    let (v, rest) = bytes.split_first().ok_or(SnapshotError::Malformed("empty".into()))?;
+    if *v != MODEL_ENCODING {
+        return Err(SnapshotError::Version(*v));
+    }
+    let d: Deployed =
+        postcard::from_bytes(rest).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+    if d.features() != FEATURES.len() {
+        return Err(SnapshotError::Features { found: d.features(), expected: FEATURES.len() });
+    }
+    Ok(d)
+}
+
+/// A fresh deployed model over the engine's features.
+pub fn new_model() -> Deployed {
+    let names: Vec<String> = FEATURES.iter().map(|f| (*f).to_owned()).collect();
+    Deployed::new(&names, &HstConfig { window: 64, ..HstConfig::default() })
+}
+
+/// Train a fresh model on labelled history (features as assessed, whether analysts rejected
+/// it), oldest first, with progressive validation.
+pub fn train(history: &[(Vec<f64>, bool)]) -> Trained {
+    let mut m = new_model();
+    let mut scores = Vec::with_capacity(history.len());
+    let labels: Vec<bool> = history.iter().map(|(_, b)| *b).collect();
+    for (x, bad) in history {
+        scores.push(m.probability(x));
+        m.observe(x);
+        m.learn(x, *bad);
+    }
+    Trained {
+        model: encode_model(&m),
+        labels: history.len(),
+        positives: labels.iter().filter(|b| **b).count(),
+        roc_auc: crate::metrics::roc_auc(&scores, &labels),
+        pr_auc: crate::metrics::pr_auc(&scores, &labels),
+    }
 }
 
 /// Analysts' labels needed before the supervised model's score counts.
@@ -70,12 +145,14 @@ pub const DEFAULT_DRIFT_WINDOW: usize = 1_000;
 /// What the models learned from every customer's events: shared, fixed in size.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Models {
-    scaler: MinMax,
-    hst: HalfSpaceTrees,
-    ftrl: Ftrl,
-    labels: usize,
+    /// Prepared features, anomaly trees, forest and FTRL, calibration.
+    deployed: Deployed,
     /// The score's drift, then each feature's, in [`FEATURES`] order.
     drift: Vec<Drift>,
+    /// The live model's version in the registry (0: the built-in starting model).
+    live_version: i64,
+    /// The shadow model and its version.
+    shadow: Option<(i64, Deployed)>,
 }
 
 /// A shift in what the engine sees, worth an alert: the score's or a feature's population
@@ -176,7 +253,6 @@ pub struct RiskEngine {
 
 impl RiskEngine {
     pub fn new(rules: RuleSet) -> Self {
-        let names: Vec<String> = FEATURES.iter().map(|f| (*f).to_owned()).collect();
         RiskEngine {
             rules,
             bounds: Bounds::default(),
@@ -186,14 +262,10 @@ impl RiskEngine {
                 clock: 0,
             },
             models: Models {
-                scaler: MinMax::new(FEATURES.len()),
-                hst: HalfSpaceTrees::new(
-                    FEATURES.len(),
-                    &HstConfig { window: 64, ..HstConfig::default() },
-                ),
-                ftrl: Ftrl::new(&names, FtrlConfig::default()),
-                labels: 0,
+                deployed: new_model(),
                 drift: drifts(DEFAULT_DRIFT_WINDOW),
+                live_version: 0,
+                shadow: None,
             },
             models_changed: false,
             use_models: true,
@@ -307,9 +379,9 @@ impl RiskEngine {
         }
         let m: Models =
             postcard::from_bytes(rest).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
-        if m.scaler.features() != FEATURES.len() {
+        if m.deployed.features() != FEATURES.len() {
             return Err(SnapshotError::Features {
-                found: m.scaler.features(),
+                found: m.deployed.features(),
                 expected: FEATURES.len(),
             });
         }
@@ -318,9 +390,46 @@ impl RiskEngine {
         Ok(())
     }
 
+    /// Make registry version `version` (bytes from [`encode_model`]) the live model; it goes
+    /// on learning from here. The shadow, if it was that version, is the one taken (with what
+    /// it learned while in shadow).
+    pub fn install_live(&mut self, version: i64, bytes: &[u8]) -> Result<(), SnapshotError> {
+        let model = match self.models.shadow.take() {
+            Some((v, m)) if v == version => m,
+            other => {
+                self.models.shadow = other;
+                decode_model(bytes)?
+            }
+        };
+        self.models.deployed = model;
+        self.models.live_version = version;
+        self.models_changed = true;
+        Ok(())
+    }
+
+    /// Score registry version `version` beside the live model (none: no shadow).
+    pub fn install_shadow(&mut self, shadow: Option<(i64, &[u8])>) -> Result<(), SnapshotError> {
+        self.models.shadow = match shadow {
+            Some((v, bytes)) => Some((v, decode_model(bytes)?)),
+            None => None,
+        };
+        self.models_changed = true;
+        Ok(())
+    }
+
+    /// The live model's registry version (0: the built-in one).
+    pub fn live_version(&self) -> i64 {
+        self.models.live_version
+    }
+
+    /// The shadow model's registry version.
+    pub fn shadow_version(&self) -> Option<i64> {
+        self.models.shadow.as_ref().map(|(v, _)| *v)
+    }
+
     /// Analysts' labels the supervised model has learned from.
     pub fn labels(&self) -> usize {
-        self.models.labels
+        self.models.deployed.labels()
     }
 
     /// Place IP addresses with this table (impossible travel, new countries).
@@ -392,8 +501,8 @@ impl RiskEngine {
             };
             reasons.push(reason);
         }
-        let scaled = self.models.scaler.transform(&features);
-        let anomaly = if self.use_models { self.models.hst.score(&scaled) } else { 0.0 };
+        let model = &self.models.deployed;
+        let anomaly = if self.use_models { model.anomaly(&features) } else { 0.0 };
         if anomaly >= 0.8 {
             reasons.push(Reason {
                 source: "model:half-space-trees".into(),
@@ -401,23 +510,21 @@ impl RiskEngine {
                 points: (anomaly * 30.0).round() as u32,
             });
         }
-        let p = if self.use_models && self.models.labels >= MIN_LABELS {
-            self.models.ftrl.predict(&scaled)
+        let p = if self.use_models && model.labels() >= MIN_LABELS {
+            model.probability(&features)
         } else {
             0.0
         };
         // Only what is more likely bad than not counts: p = 0.5 adds nothing, p = 1 adds 50.
         let points = ((p - 0.5).max(0.0) * 100.0).round() as u32;
         if points > 0 {
-            let why: Vec<String> = self
-                .models
-                .ftrl
-                .explain(&scaled, 3)
+            let why: Vec<String> = model
+                .explain(&features, 3)
                 .into_iter()
                 .map(|(n, c)| format!("{n} {c:+.2}"))
                 .collect();
             reasons.push(Reason {
-                source: "model:ftrl".into(),
+                source: "model:forest+ftrl".into(),
                 detail: format!(
                     "like withdrawals analysts rejected: p = {p:.2} ({})",
                     why.join(", ")
@@ -434,6 +541,19 @@ impl RiskEngine {
             _ if score >= self.rules.review_at => Decision::Review,
             _ => Decision::Allow,
         };
+        let score_of = |version: i64, m: &Deployed| ModelScore {
+            version,
+            probability: m.probability(&features),
+            anomaly: m.anomaly(&features),
+        };
+        let (model, shadow_model) = if self.use_models {
+            (
+                Some(score_of(self.models.live_version, model)),
+                self.models.shadow.as_ref().map(|(v, m)| score_of(*v, m)),
+            )
+        } else {
+            (None, None)
+        };
         Assessment {
             decision,
             score,
@@ -441,16 +561,19 @@ impl RiskEngine {
             shadow,
             features: named,
             rules_version: self.rules.version,
+            model,
+            shadow_model,
         }
     }
 
     /// Learn `ev` as having happened (after it was assessed).
     pub fn record(&mut self, ev: &WithdrawalEvent) {
         let features = self.features(ev);
-        self.models.scaler.learn(&features);
         if self.use_models {
-            let scaled = self.models.scaler.transform(&features);
-            self.models.hst.learn(&scaled);
+            self.models.deployed.observe(&features);
+            if let Some((_, s)) = &mut self.models.shadow {
+                s.observe(&features);
+            }
         }
         self.models_changed = true;
         let (bounds, geo) = (self.bounds, self.geo.as_ref());
@@ -503,9 +626,10 @@ impl RiskEngine {
 
     /// An analyst's decision on an assessed withdrawal (`features` as assessed).
     pub fn feedback(&mut self, features: &[f64], rejected: bool) {
-        let scaled = self.models.scaler.transform(features);
-        self.models.ftrl.learn(&scaled, rejected);
-        self.models.labels += 1;
+        self.models.deployed.learn(features, rejected);
+        if let Some((_, s)) = &mut self.models.shadow {
+            s.learn(features, rejected);
+        }
         self.models_changed = true;
     }
 

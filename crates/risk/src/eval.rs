@@ -4,6 +4,7 @@
 
 use std::io::Read;
 
+use crate::deployed::Deployed;
 use crate::forest::{ForestConfig, OnlineForest};
 use crate::ftrl::{Ftrl, FtrlConfig};
 use crate::hst::{HalfSpaceTrees, HstConfig};
@@ -351,6 +352,29 @@ impl<A: Supervised, B: Supervised> Supervised for (A, B) {
     }
 }
 
+/// The model the engine deploys ([`Deployed`]): its calibrated probability, or with `.1`
+/// its anomaly score alone (unsupervised).
+struct DeployedModel(Deployed, bool);
+
+impl Learner for DeployedModel {
+    fn score(&mut self, x: &[f64]) -> f64 {
+        if self.1 {
+            self.0.anomaly(x)
+        } else {
+            self.0.probability(x)
+        }
+    }
+    fn learn(&mut self, x: &[f64], bad: bool) {
+        self.0.observe(x);
+        if !self.1 {
+            self.0.learn(x, bad);
+        }
+    }
+    fn memory_bytes(&self) -> usize {
+        self.0.memory_bytes()
+    }
+}
+
 /// A supervised model over prepared features (signed logs standardised, missing flags).
 struct Prepared<M>(Prep, M);
 
@@ -432,6 +456,14 @@ pub fn evaluate_timed(
                     Ftrl::new(&prepared, FtrlConfig { pairs: false, ..models.ftrl.clone() }),
                 ),
             )),
+        ),
+        (
+            "deployed: calibrated forest + ftrl",
+            Box::new(DeployedModel(Deployed::new(&table.features, &models.hst), false)),
+        ),
+        (
+            "deployed: half-space trees (prepared)",
+            Box::new(DeployedModel(Deployed::new(&table.features, &models.hst), true)),
         ),
     ];
     let n = table.rows.len();

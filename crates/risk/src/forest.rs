@@ -16,7 +16,7 @@
 
 use crate::Rng;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ForestConfig {
     pub trees: usize,
     /// The mean of the Poisson weight each tree gives an event.
@@ -52,7 +52,7 @@ impl Default for ForestConfig {
 }
 
 /// A weighted running Gaussian of one feature within one class.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Gauss {
     n: f64,
     mean: f64,
@@ -126,7 +126,7 @@ fn entropy(a: f64, b: f64) -> f64 {
     [a, b].iter().filter(|c| **c > 0.0).map(|c| -(c / n) * (c / n).log2()).sum()
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Leaf {
     /// Weight seen per class (0: good, 1: bad).
     counts: [f64; 2],
@@ -176,7 +176,7 @@ impl Leaf {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum Node {
     Leaf(Leaf),
     Split { feature: usize, threshold: f64, left: usize, right: usize },
@@ -191,7 +191,7 @@ struct SplitPlan {
     depth: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Tree {
     nodes: Vec<Node>,
     rng: Rng,
@@ -339,7 +339,7 @@ fn plan_split(leaf: &Leaf, cfg: &ForestConfig) -> Option<SplitPlan> {
 }
 
 /// The forest.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct OnlineForest {
     cfg: ForestConfig,
     trees: Vec<Tree>,

@@ -11,6 +11,9 @@
 //!   online standardisation, winsorising, missing cells as their own signal.
 //! - [`forest::OnlineForest`]: an online random forest of Hoeffding trees (online bagging,
 //!   random feature subsets, naive-Bayes-adaptive leaves), bounded in memory.
+//! - [`deployed::Deployed`]: what the engine runs: prepared features, Half-Space Trees over
+//!   them, the forest and FTRL averaged and calibrated (online Platt scaling), with
+//!   per-feature explanations.
 //! - [`drift::Drift`]: the population stability index of a score or feature's current window
 //!   against a reference window (deciles), with the level that raises an alert.
 //! - [`metrics`]: ROC AUC (ties averaged) and PR AUC (average precision).
@@ -26,6 +29,7 @@
 //! Scores are `f64`: they are probabilities and ranks, never money. Pure apart from reading
 //! the CSV given to [`eval`]; randomness comes from a seed.
 
+pub mod deployed;
 pub mod drift;
 pub mod engine;
 pub mod eval;
@@ -41,7 +45,7 @@ pub mod rules;
 pub mod scale;
 
 /// SplitMix64: a small seeded generator, so models are reproducible.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Rng(u64);
 
 impl Rng {

@@ -20,7 +20,7 @@ pub fn signed_log(v: f64) -> f64 {
     v.signum() * v.abs().ln_1p()
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Running {
     n: f64,
     mean: f64,
@@ -47,7 +47,7 @@ impl Running {
 
 /// The online preparation of `d` raw features into `2d` model inputs: `d` standardised
 /// signed logs, then `d` missing flags (0 or 1).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Prep {
     stats: Vec<Running>,
 }

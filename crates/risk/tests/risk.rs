@@ -167,6 +167,9 @@ fn on_five_public_data_sets_the_best_model_matches_rivers_best() {
         let t = read_table_with(file, &spec.label, &spec.skip, spec.limit, spec.missing_as_missing)
             .unwrap();
         let r = evaluate(&t, &Models::default()).unwrap();
+        for m in &r.models {
+            println!("  {name}: {:<40} ROC AUC {:.4} PR AUC {:.4}", m.name, m.roc_auc, m.pr_auc);
+        }
         let best = r.best().unwrap();
         println!("{name}: {} ROC AUC {:.4} (river's best {river})", best.name, best.roc_auc);
         assert!(best.roc_auc >= river, "{name}: {best:?} below river's {river}");
@@ -443,6 +446,87 @@ mod engine {
         let mut fresh = RiskEngine::new(RuleSet::from_toml(DEFAULT_RULES).unwrap());
         fresh.load_encoded_profile("c1", &kept[0].1).unwrap();
         assert!(!fresh.record_once("withdrawal-1", &w));
+    }
+
+    /// The features of an assessment, in order.
+    fn f(a: &strongroom_risk::engine::Assessment) -> Vec<f64> {
+        a.features.iter().map(|(_, v)| *v).collect()
+    }
+
+    /// A usual withdrawal's assessment, and twenty times the usual (its assessment, itself).
+    fn usual_and_big(
+        e: &RiskEngine,
+    ) -> (strongroom_risk::engine::Assessment, strongroom_risk::engine::Assessment, WithdrawalEvent)
+    {
+        let lists = Lists::default();
+        let usual = e.assess(&ev(20_000, ETH / 10, USUAL, "phone-1"), &lists);
+        let odd = ev(20_000, 2 * ETH, USUAL, "phone-1");
+        (usual, e.assess(&odd, &lists), odd)
+    }
+
+    #[test]
+    fn analysts_decisions_teach_a_calibrated_model_whose_reason_names_the_features() {
+        let lists = Lists::default();
+        let mut e = engine_with_history();
+        // Analysts rejected withdrawals of twenty times the usual and released usual ones.
+        let (usual, big, odd) = usual_and_big(&e);
+        assert!(!big.reasons.iter().any(|r| r.source.starts_with("model:")), "no labels yet");
+        for _ in 0..40 {
+            e.feedback(&f(&big), true);
+            e.feedback(&f(&usual), false);
+        }
+        let again = e.assess(&odd, &lists);
+        let reason = again
+            .reasons
+            .iter()
+            .find(|r| r.source == "model:forest+ftrl")
+            .unwrap_or_else(|| panic!("{again:?}"));
+        assert!(reason.detail.contains("amount_vs_median"), "{reason:?}");
+        assert!(reason.points > 20, "a calibrated p well above one half: {reason:?}");
+        let fine = e.assess(&ev(20_001, ETH / 10, USUAL, "phone-1"), &lists);
+        assert!(!fine.reasons.iter().any(|r| r.source.starts_with("model:")), "{fine:?}");
+    }
+
+    #[test]
+    fn a_model_trained_on_history_is_scored_in_shadow_then_promoted_with_what_it_learned() {
+        let lists = Lists::default();
+        let mut e = engine_with_history();
+        let (usual, big, odd) = usual_and_big(&e);
+        // Trained on the analysts' decisions so far (progressive validation on them).
+        let history: Vec<(Vec<f64>, bool)> = (0..60)
+            .map(|k| if k % 3 == 0 { (f(&big), true) } else { (f(&usual), false) })
+            .collect();
+        let t = strongroom_risk::engine::train(&history);
+        assert_eq!((t.labels, t.positives), (60, 20));
+        assert!(t.roc_auc.unwrap() > 0.9, "{:?}", t.roc_auc);
+        // In shadow: scored on every assessment, deciding nothing.
+        e.install_shadow(Some((7, &t.model))).unwrap();
+        let a = e.assess(&odd, &lists);
+        let (live, shadow) = (a.model.unwrap(), a.shadow_model.unwrap());
+        assert_eq!((live.version, shadow.version), (0, 7));
+        assert!(shadow.probability > 0.8 && live.probability < shadow.probability, "{a:?}");
+        assert!(
+            !a.reasons.iter().any(|r| r.source.starts_with("model:forest")),
+            "the shadow decides nothing: {a:?}"
+        );
+        // Both learn the next labels; the snapshot keeps both.
+        for _ in 0..5 {
+            e.feedback(&f(&big), true);
+        }
+        let snap = e.models_snapshot();
+        let mut back = RiskEngine::new(RuleSet::from_toml(DEFAULT_RULES).unwrap());
+        back.restore_models(&snap).unwrap();
+        assert_eq!((back.live_version(), back.shadow_version()), (0, Some(7)));
+        // Promoted: the shadow (with what it learned in shadow) becomes live.
+        let in_shadow = e.assess(&odd, &lists).shadow_model.unwrap().probability;
+        e.install_live(7, &t.model).unwrap();
+        let a = e.assess(&odd, &lists);
+        assert_eq!((a.model.unwrap().version, a.shadow_model), (7, None));
+        assert_eq!(a.model.unwrap().probability, in_shadow);
+        assert!(a.reasons.iter().any(|r| r.source == "model:forest+ftrl"), "{a:?}");
+        // Rolled back to the built-in model's registered copy: garbage refused, nothing changed.
+        assert!(e.install_live(0, &[1, 2, 3]).is_err());
+        assert_eq!(e.live_version(), 7);
     }
 
     #[test]

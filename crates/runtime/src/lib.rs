@@ -16,6 +16,7 @@ pub mod lease;
 pub mod mail;
 pub mod probes;
 pub mod risk;
+pub mod risk_models;
 pub mod settings;
 pub mod signing;
 
@@ -54,6 +55,9 @@ pub enum RuntimeError {
     Signers(String),
     #[error("risk: {0}")]
     Risk(String),
+    /// A move in the risk model registry was refused.
+    #[error("risk model: {0}")]
+    Model(#[from] risk_models::ModelRefusal),
     #[error("TLS: {0}")]
     Tls(String),
 }

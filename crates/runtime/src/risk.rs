@@ -15,7 +15,7 @@ use strongroom_risk::engine::{Assessment, Decision, RiskEngine};
 use strongroom_risk::lists::{ListKind, Lists};
 use strongroom_risk::profile::{Activity, WithdrawalEvent};
 use strongroom_risk::rules::{RuleSet, DEFAULT_RULES};
-use strongroom_store::{RiskReview, RiskState, Store, WithdrawalFilter, WriteCtx};
+use strongroom_store::{ModelStatus, RiskReview, RiskState, Store, WithdrawalFilter, WriteCtx};
 use uuid::Uuid;
 
 use crate::RuntimeError;
@@ -444,6 +444,10 @@ impl strongroom_server::DestinationScreen for ListScreen {
     }
 }
 
+fn model_json(m: strongroom_risk::engine::ModelScore) -> serde_json::Value {
+    serde_json::json!({ "version": m.version, "probability": m.probability, "anomaly": m.anomaly })
+}
+
 fn assessment_json(a: &Assessment) -> serde_json::Value {
     let reasons = |r: &[strongroom_risk::engine::Reason]| -> Vec<serde_json::Value> {
         r.iter()
@@ -455,10 +459,13 @@ fn assessment_json(a: &Assessment) -> serde_json::Value {
         "shadow": reasons(&a.shadow),
         "features": a.features.iter().map(|(n, v)| serde_json::json!({ "name": n, "value": v })).collect::<Vec<_>>(),
         "rules_version": a.rules_version,
+        "model": a.model.map(model_json),
+        "shadow_model": a.shadow_model.map(model_json),
     })
 }
 
-fn features_of(review: &RiskReview) -> Vec<f64> {
+/// The features of an assessed withdrawal, as assessed.
+pub(crate) fn features_of(review: &RiskReview) -> Vec<f64> {
     at(&review.assessment, "/features")
         .as_array()
         .map(|f| f.iter().map(|x| at(x, "/value").as_f64().unwrap_or(0.0)).collect())
@@ -791,6 +798,34 @@ impl Worker {
         }
     }
 
+    /// Install what the registry says: its live model and its shadow (each instance does;
+    /// the leader's next commit keeps them with what they learn).
+    async fn registry(&mut self) -> Result<(), RuntimeError> {
+        let models = self.store.risk_models().await?;
+        let of = |s: ModelStatus| models.iter().find(|m| m.status == s).map(|m| m.version);
+        let (live, shadow) = (of(ModelStatus::Live), of(ModelStatus::Shadow));
+        let (now_live, now_shadow) = self.engine.with(|e| (e.live_version(), e.shadow_version()));
+        if let Some(v) = live.filter(|v| *v != now_live) {
+            let state = self.store.risk_model_state(v).await?.unwrap_or_default();
+            self.engine
+                .with(|e| e.install_live(v, &state))
+                .map_err(|e| RuntimeError::Risk(format!("model version {v}: {e}")))?;
+            tracing::info!(version = v, "risk model live");
+        }
+        let now_shadow = if live == now_shadow && live.is_some() { None } else { now_shadow };
+        if shadow != now_shadow {
+            let state = match shadow {
+                Some(v) => Some((v, self.store.risk_model_state(v).await?.unwrap_or_default())),
+                None => None,
+            };
+            self.engine
+                .with(|e| e.install_shadow(state.as_ref().map(|(v, s)| (*v, s.as_slice()))))
+                .map_err(|e| RuntimeError::Risk(format!("shadow model: {e}")))?;
+            tracing::info!(version = ?shadow, "risk shadow model");
+        }
+        Ok(())
+    }
+
     async fn pass(&mut self) -> Result<(), RuntimeError> {
         let leading = self.leader.lead().await;
         if leading && !self.leading {
@@ -799,8 +834,10 @@ impl Worker {
         }
         self.leading = leading;
         if !leading {
-            return self.follow().await;
+            self.follow().await?;
+            return self.registry().await;
         }
+        self.registry().await?;
         self.events().await?;
         self.assess().await?;
         self.learn().await?;

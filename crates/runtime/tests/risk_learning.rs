@@ -110,6 +110,23 @@ async fn kept_profile(store: &SqlStore, c: Uuid) -> Option<Profile> {
     rows.first().map(|(_, b)| Profile::decode(b, &Bounds::default()).unwrap())
 }
 
+/// A customer with `wei` of ETH deposited.
+async fn funded_customer(store: &SqlStore, env: &dyn Env, wei: u128, reference: &str) -> Uuid {
+    let c = Uuid::new_v4();
+    let new = NewCustomer { id: c, external_id: format!("rita-{reference}") };
+    store.create_customer(&ctx(env), None, new).await.unwrap();
+    let deposit = NewDeposit {
+        id: Uuid::new_v4(),
+        entry_id: Uuid::new_v4(),
+        customer_id: c,
+        asset: AssetSymbol::parse("ETH").unwrap(),
+        amount: Amount::from_base_units(wei).unwrap(),
+        reference: reference.into(),
+    };
+    store.credit_deposit(&ctx(env), None, deposit).await.unwrap();
+    c
+}
+
 fn instance(name: &str) -> Instance {
     Instance { name: name.into(), job_ms: 3_000, leader_ms: 1_500 }
 }
@@ -117,24 +134,7 @@ fn instance(name: &str) -> Instance {
 async fn two_instances_share_what_the_risk_worker_learned(store: Arc<SqlStore>) {
     let env: Arc<dyn Env> = Arc::new(SystemEnv::new());
     let dyn_store: Arc<dyn Store> = store.clone();
-    let c = Uuid::new_v4();
-    store
-        .create_customer(
-            &ctx(env.as_ref()),
-            None,
-            NewCustomer { id: c, external_id: "rita".into() },
-        )
-        .await
-        .unwrap();
-    let deposit = NewDeposit {
-        id: Uuid::new_v4(),
-        entry_id: Uuid::new_v4(),
-        customer_id: c,
-        asset: AssetSymbol::parse("ETH").unwrap(),
-        amount: Amount::from_base_units(10u128.pow(19)).unwrap(),
-        reference: "0xfeed:1".into(),
-    };
-    store.credit_deposit(&ctx(env.as_ref()), None, deposit).await.unwrap();
+    let c = funded_customer(&store, env.as_ref(), 10u128.pow(19), "0xfeed:1").await;
 
     // Instance A leads: three usual withdrawals are cleared and learned, and kept.
     let a = Risk::new(dyn_store.clone(), RiskOptions::default(), env.clone()).unwrap();
@@ -223,24 +223,7 @@ async fn a_shift_in_withdrawals_raises_a_drift_alert() {
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite(dir.path()).await;
     let env: Arc<dyn Env> = Arc::new(SystemEnv::new());
-    let c = Uuid::new_v4();
-    store
-        .create_customer(
-            &ctx(env.as_ref()),
-            None,
-            NewCustomer { id: c, external_id: "rita".into() },
-        )
-        .await
-        .unwrap();
-    let deposit = NewDeposit {
-        id: Uuid::new_v4(),
-        entry_id: Uuid::new_v4(),
-        customer_id: c,
-        asset: AssetSymbol::parse("ETH").unwrap(),
-        amount: Amount::from_base_units(10u128.pow(22)).unwrap(),
-        reference: "0xfeed:2".into(),
-    };
-    store.credit_deposit(&ctx(env.as_ref()), None, deposit).await.unwrap();
+    let c = funded_customer(&store, env.as_ref(), 10u128.pow(22), "0xfeed:2").await;
     let secret = dir.path().join("hook.secret");
     std::fs::write(&secret, "s3cret").unwrap();
     let opts = RiskOptions {
@@ -310,6 +293,147 @@ async fn a_shift_in_withdrawals_raises_a_drift_alert() {
     assert!(body.contains("\"psi\""), "{body}");
     for t in tasks {
         t.abort();
+    }
+}
+
+/// Every withdrawal waits for an analyst (so each one gets a label).
+const REVIEW_ALL: &str = "version = 1\nreview_at = 50\nblock_at = 100\n[[rules]]\nname = \"everything\"\nall = [{ feature = \"count_24h\", at_least = 0.0 }]\naction = \"review\"\nscore = 0\n";
+
+/// `n` withdrawals, alternately usual (released by the analyst) and 50 times the usual to a
+/// new address (rejected), each assessed then decided; returns their assessments.
+async fn labelled(
+    store: &SqlStore,
+    env: &dyn Env,
+    c: Uuid,
+    n: usize,
+    from: usize,
+) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for k in from..from + n {
+        let bad = k % 2 == 1;
+        let to = if bad { format!("0x{:040x}", k + 1) } else { USUAL.to_owned() };
+        let id = withdraw(store, env, c, if bad { "5" } else { "0.1" }, &to, "phone-1").await;
+        until("assessed", 30, || async { store.risk_review(id).await.unwrap().is_some() }).await;
+        let action = if bad { ReviewAction::Reject(None) } else { ReviewAction::Release(None) };
+        let r = store.review_withdrawal(&ctx(env), id, action).await.unwrap();
+        out.push(r.assessment);
+    }
+    out
+}
+
+async fn the_model_registry_trains_shadows_promotes_and_rolls_back(store: Arc<SqlStore>) {
+    use strongroom_runtime::risk_models::{self, ModelRefusal};
+    use strongroom_runtime::RuntimeError;
+    let dir = tempfile::tempdir().unwrap();
+    let env: Arc<dyn Env> = Arc::new(SystemEnv::new());
+    let c = funded_customer(&store, env.as_ref(), 10u128.pow(22), "0xfeed:3").await;
+    let ctx = ctx(env.as_ref());
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(&rules, REVIEW_ALL).unwrap();
+    let opts = RiskOptions { rules: Some(rules), ..Default::default() };
+    let risk = Risk::new(store.clone(), opts, env.clone()).unwrap();
+    let tasks = risk.start(&instance("a")).await.unwrap();
+    let refused = |r: Result<strongroom_store::RiskModel, RuntimeError>| match r {
+        Err(RuntimeError::Model(m)) => m,
+        other => panic!("{other:?}"),
+    };
+    // Nothing labelled: nothing to train on.
+    assert_eq!(
+        refused(risk_models::train_candidate(store.as_ref(), &ctx, "x").await),
+        ModelRefusal::NoHistory
+    );
+    let first = labelled(&store, env.as_ref(), c, 30, 0).await;
+    assert_eq!(first[0]["model"]["version"], 0, "the built-in model: {}", first[0]);
+    assert!(first[0]["shadow_model"].is_null());
+
+    // v1: trained on the 30 decisions; promoting it before it ran in shadow is refused.
+    let v1 = risk_models::train_candidate(store.as_ref(), &ctx, "first training").await.unwrap();
+    assert_eq!((v1.version, v1.trained_on["labels"].as_u64()), (1, Some(30)));
+    // Progressive: the first decisions are scored before anything was learned.
+    assert!(v1.trained_on["progressive_roc_auc"].as_f64().unwrap() > 0.7, "{}", v1.trained_on);
+    assert_eq!(
+        refused(risk_models::promote(store.as_ref(), &ctx, 1, None).await),
+        ModelRefusal::NotShadow(1)
+    );
+    risk_models::shadow(store.as_ref(), &ctx, 1, "compare").await.unwrap();
+    let r = refused(risk_models::promote(store.as_ref(), &ctx, 1, None).await);
+    assert!(matches!(r, ModelRefusal::TooFewLabels { have: 0, need: 20, .. }), "{r:?}");
+    // In shadow: every assessment carries its score beside the live one's.
+    let second = labelled(&store, env.as_ref(), c, 24, 30).await;
+    let scored = second.iter().filter(|a| a["shadow_model"]["version"] == 1).count();
+    assert!(scored >= 20, "{scored}: {}", second[23]);
+    let cmp = risk_models::compare_shadow(store.as_ref()).await.unwrap().unwrap();
+    assert!(cmp.labels >= 20 && cmp.rejected >= 10, "{cmp:?}");
+    let promoted = risk_models::promote(store.as_ref(), &ctx, 1, None).await.unwrap();
+    assert!(promoted.note.starts_with("compared in shadow on"), "{}", promoted.note);
+    let third = labelled(&store, env.as_ref(), c, 2, 54).await;
+    assert_eq!(third[1]["model"]["version"], 1, "the worker installed it: {}", third[1]);
+
+    // v2, trained on the decisions turned around: in shadow it ranks worse, and is refused.
+    let history = risk_models::labelled_history(store.as_ref()).await.unwrap();
+    let flipped: Vec<(Vec<f64>, bool)> =
+        history.iter().map(|l| (l.features.clone(), !l.rejected)).collect();
+    let bad = strongroom_risk::engine::train(&flipped);
+    let v2 = store
+        .register_risk_model(
+            &ctx,
+            NewRiskModel {
+                params: serde_json::json!({}),
+                trained_on: serde_json::json!({"labels": "flipped"}),
+                state: bad.model,
+                note: "a bad one".into(),
+            },
+        )
+        .await
+        .unwrap();
+    risk_models::shadow(store.as_ref(), &ctx, v2.version, "compare").await.unwrap();
+    labelled(&store, env.as_ref(), c, 24, 56).await;
+    let r = refused(risk_models::promote(store.as_ref(), &ctx, v2.version, None).await);
+    assert!(matches!(r, ModelRefusal::Worse { .. }), "{r:?}");
+    // Forced anyway (the reason is kept), then rolled back to v1.
+    let forced = risk_models::promote(store.as_ref(), &ctx, v2.version, Some("incident 7 drill"))
+        .await
+        .unwrap();
+    assert_eq!(forced.note, "forced: incident 7 drill");
+    let back = risk_models::rollback(store.as_ref(), &ctx, "false positives").await.unwrap();
+    assert_eq!((back.version, back.note.as_str()), (1, "rollback: false positives"));
+    let after = labelled(&store, env.as_ref(), c, 2, 80).await;
+    assert_eq!(after[1]["model"]["version"], 1, "{}", after[1]);
+    let audit: Vec<String> = store
+        .audit_page(0, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.record.action)
+        .filter(|a| a.starts_with("risk.model_"))
+        .collect();
+    assert_eq!(
+        audit,
+        [
+            "risk.model_registered",
+            "risk.model_shadow",
+            "risk.model_live",
+            "risk.model_registered",
+            "risk.model_shadow",
+            "risk.model_live",
+            "risk.model_live"
+        ]
+    );
+    for t in tasks {
+        t.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_registry_trains_shadows_promotes_and_rolls_back_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    the_model_registry_trains_shadows_promotes_and_rolls_back(sqlite(dir.path()).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_registry_trains_shadows_promotes_and_rolls_back_on_postgres() {
+    if let Some(store) = postgres().await {
+        the_model_registry_trains_shadows_promotes_and_rolls_back(store).await;
     }
 }
 

@@ -411,6 +411,23 @@ pub trait RiskStore: Send + Sync {
         profiles: Vec<(String, Vec<u8>)>,
         state: Vec<(String, Vec<u8>)>,
     ) -> Result<i64>;
+    /// Register a version of the risk model (a candidate, numbered after the last).
+    async fn register_risk_model(&self, ctx: &WriteCtx, model: NewRiskModel) -> Result<RiskModel>;
+    /// Move a version: to `Shadow` (from candidate or retired; a previous shadow is retired),
+    /// to `Live` (from any other; the previous live one is retired, and so is a shadow that is
+    /// promoted), to `Retired` (a candidate or shadow; the live one only goes when another
+    /// takes its place). Audited with `note`.
+    async fn set_risk_model_status(
+        &self,
+        ctx: &WriteCtx,
+        version: i64,
+        to: ModelStatus,
+        note: String,
+    ) -> Result<RiskModel>;
+    /// Every version, oldest first (without their states).
+    async fn risk_models(&self) -> Result<Vec<RiskModel>>;
+    /// A version's state.
+    async fn risk_model_state(&self, version: i64) -> Result<Option<Vec<u8>>>;
 }
 
 /// Customers' sealed contact details and account-security records (auth records).

@@ -32,6 +32,7 @@ mod impls;
 mod initiations;
 mod refusals;
 mod risk;
+mod risk_models;
 mod sweeps;
 
 /// Which database a store talks to.

@@ -541,6 +541,65 @@ impl RiskEvent {
     }
 }
 
+/// Where a version of the risk model stands (see the registry, migration 0020).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelStatus {
+    /// Registered, not scored.
+    Candidate,
+    /// Scored beside the live model on every assessment, without deciding.
+    Shadow,
+    /// Decides.
+    Live,
+    /// Kept to roll back to.
+    Retired,
+}
+
+impl ModelStatus {
+    pub const ALL: [ModelStatus; 4] =
+        [ModelStatus::Candidate, ModelStatus::Shadow, ModelStatus::Live, ModelStatus::Retired];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelStatus::Candidate => "candidate",
+            ModelStatus::Shadow => "shadow",
+            ModelStatus::Live => "live",
+            ModelStatus::Retired => "retired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// A version of the risk model in the registry (its state is read apart:
+/// [`crate::RiskStore::risk_model_state`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RiskModel {
+    pub version: i64,
+    pub status: ModelStatus,
+    /// The parameters it was built with.
+    pub params: serde_json::Value,
+    /// What it was trained on (labels, their time span, its figures on them).
+    pub trained_on: serde_json::Value,
+    /// Why it was last changed, by whom it says in the audit log.
+    pub note: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// When it last became live.
+    pub live_since: Option<Timestamp>,
+}
+
+/// A model to register.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRiskModel {
+    pub params: serde_json::Value,
+    pub trained_on: serde_json::Value,
+    pub state: Vec<u8>,
+    pub note: String,
+}
+
 /// What the risk worker last kept (see [`crate::RiskStore::commit_risk_learning`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RiskLearning {

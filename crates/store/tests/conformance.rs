@@ -131,7 +131,81 @@ conformance!(
     shared_counters_count_every_hit_once_per_window,
     outbox_messages_are_claimed_once_and_retried_until_delivered,
     risk_learning_commits_all_or_nothing_on_top_of_the_last_only,
+    the_risk_model_registry_keeps_one_live_and_one_shadow_and_audits_each_move,
 );
+
+async fn the_risk_model_registry_keeps_one_live_and_one_shadow_and_audits_each_move(
+    store: Arc<SqlStore>,
+) {
+    let c = ctx(env().now());
+    let new = |n: u8| NewRiskModel {
+        params: json!({ "trees": n }),
+        trained_on: json!({ "labels": 100 * u32::from(n) }),
+        state: vec![n; 50_000],
+        note: format!("trained {n}"),
+    };
+    let v1 = store.register_risk_model(&c, new(1)).await.unwrap();
+    let v2 = store.register_risk_model(&c, new(2)).await.unwrap();
+    assert_eq!((v1.version, v2.version), (1, 2));
+    assert_eq!(v2.status, ModelStatus::Candidate);
+    assert_eq!(store.risk_model_state(2).await.unwrap(), Some(vec![2; 50_000]));
+    assert_eq!(store.risk_model_state(3).await.unwrap(), None);
+    let status = |all: &[RiskModel]| all.iter().map(|m| m.status).collect::<Vec<_>>();
+    let live = store.set_risk_model_status(&c, 1, ModelStatus::Live, "first".into()).await.unwrap();
+    assert!(live.live_since.is_some());
+    store.set_risk_model_status(&c, 2, ModelStatus::Shadow, "compare".into()).await.unwrap();
+    assert_eq!(
+        status(&store.risk_models().await.unwrap()),
+        [ModelStatus::Live, ModelStatus::Shadow]
+    );
+    // Promoted: the shadow decides, the old live one is kept to roll back to.
+    store
+        .set_risk_model_status(&c, 2, ModelStatus::Live, "better on 40 labels".into())
+        .await
+        .unwrap();
+    let all = store.risk_models().await.unwrap();
+    assert_eq!(status(&all), [ModelStatus::Retired, ModelStatus::Live]);
+    assert_eq!(all[0].note, "replaced by version 2");
+    assert_eq!(all[1].params, json!({ "trees": 2 }));
+    // Refused: the live one retired without a successor, back to candidate, unknown versions.
+    for (v, to) in [(2, ModelStatus::Retired), (1, ModelStatus::Candidate), (2, ModelStatus::Live)]
+    {
+        let r = store.set_risk_model_status(&c, v, to, "no".into()).await;
+        assert!(matches!(r, Err(StoreError::InvalidTransition { .. })), "{v} {to:?}: {r:?}");
+    }
+    let r = store.set_risk_model_status(&c, 9, ModelStatus::Live, "no".into()).await;
+    assert!(matches!(r, Err(StoreError::NotFound { .. })), "{r:?}");
+    // Rolled back: version 1 decides again.
+    store
+        .set_risk_model_status(&c, 1, ModelStatus::Live, "rollback: false positives".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        status(&store.risk_models().await.unwrap()),
+        [ModelStatus::Live, ModelStatus::Retired]
+    );
+    // Each move is in the audit log, and the log verifies.
+    let actions: Vec<String> = store
+        .audit_page(0, 1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.record.action)
+        .filter(|a| a.starts_with("risk.model_"))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "risk.model_registered",
+            "risk.model_registered",
+            "risk.model_live",
+            "risk.model_shadow",
+            "risk.model_live",
+            "risk.model_live"
+        ]
+    );
+    assert_intact(&store).await;
+}
 
 async fn risk_learning_commits_all_or_nothing_on_top_of_the_last_only(store: Arc<SqlStore>) {
     assert_eq!(store.risk_learning().await.unwrap(), RiskLearning::default());

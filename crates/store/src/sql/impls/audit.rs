@@ -129,6 +129,7 @@ impl AuditStore for SqlStore {
         self.initiation_entity_states(&mut out).await?;
         self.governance_entity_states(&mut out).await?;
         self.risk_entity_states(&mut out).await?;
+        self.risk_model_entity_states(&mut out).await?;
         self.contact_entity_states(&mut out).await?;
         self.auth_entity_states(&mut out).await?;
         Ok(out)

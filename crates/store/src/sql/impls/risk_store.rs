@@ -173,4 +173,34 @@ impl RiskStore for SqlStore {
         w.commit().await?;
         Ok(version)
     }
+
+    async fn register_risk_model(&self, ctx: &WriteCtx, model: NewRiskModel) -> Result<RiskModel> {
+        let job = job(move |w, ctx| {
+            let m = model.clone();
+            Box::pin(async move { risk_models::stage_register(w, ctx, m).await })
+        });
+        self.submit(ctx, None, job).await.and_then(from_json)
+    }
+
+    async fn set_risk_model_status(
+        &self,
+        ctx: &WriteCtx,
+        version: i64,
+        to: ModelStatus,
+        note: String,
+    ) -> Result<RiskModel> {
+        let job = job(move |w, ctx| {
+            let n = note.clone();
+            Box::pin(async move { risk_models::stage_status(w, ctx, version, to, n).await })
+        });
+        self.submit(ctx, None, job).await.and_then(from_json)
+    }
+
+    async fn risk_models(&self) -> Result<Vec<RiskModel>> {
+        self.read_risk_models().await
+    }
+
+    async fn risk_model_state(&self, version: i64) -> Result<Option<Vec<u8>>> {
+        self.read_risk_model_state(version).await
+    }
 }
