@@ -461,6 +461,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 geo: risk_geo,
                 nats,
                 drift_window: None,
+                retrain_labels: None,
+                auto_promote: false,
             };
             settings.alerts = AlertSettings {
                 webhook_url: risk_webhook,

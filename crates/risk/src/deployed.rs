@@ -175,6 +175,54 @@ mod tests {
         ["amount", "new_destination", "noise"].iter().map(|s| (*s).to_owned()).collect()
     }
 
+    /// Gaussian noise (Box–Muller).
+    fn normal(rng: &mut Rng) -> f64 {
+        let (u, v) = (rng.unit().max(1e-12), rng.unit());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+
+    #[test]
+    fn the_anomaly_score_is_not_fooled_by_heavy_tails() {
+        use crate::metrics::roc_auc;
+        use crate::scale::MinMax;
+        // Amounts and counts are log-normal: most withdrawals are around 10^3, one in a few
+        // hundred is a whale far out in the tail. The anomalies (1%) are amounts where
+        // almost nothing is (10^7.5, 4.5 σ in log terms) with usual counts.
+        let mut rng = Rng::new(21);
+        let rows: Vec<(Vec<f64>, bool)> = (0..20_000)
+            .map(|_| {
+                let anomaly = rng.unit() < 0.01;
+                let amount = if anomaly {
+                    10f64.powf(7.5 + 0.2 * normal(&mut rng))
+                } else if rng.unit() < 0.003 {
+                    10f64.powf(11.0 + normal(&mut rng)) // a whale
+                } else {
+                    10f64.powf(3.0 + normal(&mut rng))
+                };
+                let count = (2.0 + normal(&mut rng)).exp().round();
+                (vec![amount, count, rng.unit()], anomaly)
+            })
+            .collect();
+        let mut prepared = Deployed::new(&names(), &HstConfig::default());
+        let mut scaler = MinMax::new(3);
+        let mut minmax = HalfSpaceTrees::new(3, &HstConfig::default());
+        let (mut a, mut b, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+        for (x, anomaly) in &rows {
+            a.push(prepared.anomaly(x));
+            let s = scaler.transform(x);
+            b.push(minmax.score(
+                &s.iter().map(|v| if v.is_finite() { *v } else { 0.0 }).collect::<Vec<_>>(),
+            ));
+            labels.push(*anomaly);
+            prepared.observe(x);
+            scaler.learn(x);
+            minmax.learn(&scaler.transform(x));
+        }
+        let (prep_auc, minmax_auc) = (roc_auc(&a, &labels).unwrap(), roc_auc(&b, &labels).unwrap());
+        assert!(prep_auc > 0.9, "prepared {prep_auc}, min-max {minmax_auc}");
+        assert!(prep_auc > minmax_auc + 0.2, "prepared {prep_auc}, min-max {minmax_auc}");
+    }
+
     #[test]
     fn calibrated_probabilities_match_how_often_it_was_bad_and_explanations_name_the_cause() {
         let mut m = Deployed::new(&names(), &HstConfig::default());

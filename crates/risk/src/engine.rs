@@ -153,6 +153,8 @@ struct Models {
     live_version: i64,
     /// The shadow model and its version.
     shadow: Option<(i64, Deployed)>,
+    /// Analysts' labels taken in, whichever model was live.
+    labels_seen: u64,
 }
 
 /// A shift in what the engine sees, worth an alert: the score's or a feature's population
@@ -266,6 +268,7 @@ impl RiskEngine {
                 drift: drifts(DEFAULT_DRIFT_WINDOW),
                 live_version: 0,
                 shadow: None,
+                labels_seen: 0,
             },
             models_changed: false,
             use_models: true,
@@ -415,6 +418,11 @@ impl RiskEngine {
         };
         self.models_changed = true;
         Ok(())
+    }
+
+    /// Analysts' labels the engine has taken in, whichever model was live.
+    pub fn labels_seen(&self) -> u64 {
+        self.models.labels_seen
     }
 
     /// The live model's registry version (0: the built-in one).
@@ -627,6 +635,7 @@ impl RiskEngine {
     /// An analyst's decision on an assessed withdrawal (`features` as assessed).
     pub fn feedback(&mut self, features: &[f64], rejected: bool) {
         self.models.deployed.learn(features, rejected);
+        self.models.labels_seen += 1;
         if let Some((_, s)) = &mut self.models.shadow {
             s.learn(features, rejected);
         }

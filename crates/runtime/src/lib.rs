@@ -312,5 +312,7 @@ fn risk_options(
         geo: settings.risk.geo.clone(),
         personal_data,
         drift_window: settings.risk.drift_window,
+        retrain_labels: settings.risk.retrain_labels,
+        auto_promote: settings.risk.auto_promote,
     })
 }

@@ -56,6 +56,11 @@ pub struct RiskOptions {
     pub personal_data: Option<Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>>,
     /// Assessments per drift window (the engine's default otherwise).
     pub drift_window: Option<usize>,
+    /// Train a candidate model and put it in shadow each time this many more analysts'
+    /// decisions have come in than the newest registered version was trained on.
+    pub retrain_labels: Option<u64>,
+    /// Promote a shadow as soon as its comparison with the live model allows it.
+    pub auto_promote: bool,
 }
 
 /// Load an IPv4 → place table (CSV `start_ip,end_ip,lat,lon,country`).
@@ -597,6 +602,10 @@ struct Worker {
     env: Arc<dyn Env>,
     /// Opens events' sealed IP addresses.
     kek: Option<Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>>,
+    retrain_labels: Option<u64>,
+    auto_promote: bool,
+    /// Labels seen when the shadow was last compared (to compare again only after more).
+    compared_at: u64,
 }
 
 /// How far back each read of risk events and reviews goes past the newest one seen:
@@ -841,7 +850,55 @@ impl Worker {
         self.events().await?;
         self.assess().await?;
         self.learn().await?;
-        self.commit().await
+        self.commit().await?;
+        self.retrain().await
+    }
+
+    /// Retraining on its own (`retrain_labels`): a candidate trained on every labelled
+    /// decision goes into shadow once enough new ones came in; with `auto_promote`, a shadow
+    /// is promoted as soon as its comparison allows. Audited as `risk:retrain`; a refused
+    /// promotion waits for more labels.
+    async fn retrain(&mut self) -> Result<(), RuntimeError> {
+        let Some(every) = self.retrain_labels.filter(|n| *n > 0) else { return Ok(()) };
+        let seen = self.engine.with(|e| e.labels_seen());
+        let ctx = WriteCtx { actor: "risk:retrain".into(), now: self.env.now(), request_id: None };
+        let models = self.store.risk_models().await?;
+        if let Some(shadow) = models.iter().find(|m| m.status == ModelStatus::Shadow) {
+            if self.auto_promote && seen > self.compared_at {
+                self.compared_at = seen;
+                match crate::risk_models::promote(self.store.as_ref(), &ctx, shadow.version, None)
+                    .await
+                {
+                    Ok(m) => {
+                        tracing::info!(version = m.version, note = m.note, "risk model promoted")
+                    }
+                    Err(RuntimeError::Model(why)) => {
+                        tracing::debug!(%why, "shadow not promoted yet")
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(());
+        }
+        let trained = models
+            .iter()
+            .filter_map(|m| m.trained_on.get("labels").and_then(serde_json::Value::as_u64))
+            .max()
+            .unwrap_or(0);
+        if seen < trained.saturating_add(every) {
+            return Ok(());
+        }
+        let note = format!("retrained after {} new labelled decisions", seen - trained);
+        let m = crate::risk_models::train_candidate(self.store.as_ref(), &ctx, &note).await?;
+        crate::risk_models::shadow(
+            self.store.as_ref(),
+            &ctx,
+            m.version,
+            "retrained: compare with the live model",
+        )
+        .await?;
+        tracing::info!(version = m.version, "risk model retrained and in shadow");
+        Ok(())
     }
 
     /// The leader's part: assess new withdrawals, cancel rejected and blocked ones.
@@ -1064,6 +1121,9 @@ impl Risk {
             closed: HashSet::new(),
             env: env.clone(),
             kek: opts.personal_data.clone(),
+            retrain_labels: opts.retrain_labels,
+            auto_promote: opts.auto_promote,
+            compared_at: 0,
         };
         // What was kept: the models and the cursor (profiles are read when needed).
         worker.resync().await?;

@@ -236,6 +236,12 @@ pub struct RiskSettings {
     /// Assessments per drift window: the score's and each feature's distribution over a
     /// window is compared with the first window's, and a shift raises a `risk_drift` alert.
     pub drift_window: Option<usize>,
+    /// Train a candidate model and put it in shadow each time this many more analysts'
+    /// decisions have come in than the newest registered version was trained on.
+    pub retrain_labels: Option<u64>,
+    /// Promote a shadow once it ranked at least as well as the live model on enough labels.
+    #[serde(default)]
+    pub auto_promote: bool,
 }
 
 /// `[alerts]`: where the security team hears of incidents.

@@ -424,6 +424,66 @@ async fn the_model_registry_trains_shadows_promotes_and_rolls_back(store: Arc<Sq
     }
 }
 
+/// With `retrain_labels` and `auto_promote`, the worker retrains, shadows and promotes on its
+/// own, each move audited as `risk:retrain`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_retrains_on_new_labels_and_promotes_after_the_comparison() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(dir.path()).await;
+    let env: Arc<dyn Env> = Arc::new(SystemEnv::new());
+    let c = funded_customer(&store, env.as_ref(), 10u128.pow(22), "0xfeed:4").await;
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(&rules, REVIEW_ALL).unwrap();
+    let opts = RiskOptions {
+        rules: Some(rules),
+        retrain_labels: Some(10),
+        auto_promote: true,
+        ..Default::default()
+    };
+    let risk = Risk::new(store.clone(), opts, env.clone()).unwrap();
+    let tasks = risk.start(&instance("a")).await.unwrap();
+    let status = || async {
+        store.risk_models().await.unwrap().iter().map(|m| (m.version, m.status)).collect::<Vec<_>>()
+    };
+    labelled(&store, env.as_ref(), c, 8, 0).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(status().await.is_empty(), "8 labels: not yet");
+    labelled(&store, env.as_ref(), c, 2, 8).await;
+    until("a retrained shadow", 30, || async { status().await == [(1, ModelStatus::Shadow)] })
+        .await;
+    let v1 = store.risk_models().await.unwrap().remove(0);
+    assert_eq!(v1.trained_on["labels"], 10, "{}", v1.trained_on);
+    // Twenty-two more decisions, scored by the shadow too: promoted on the comparison.
+    labelled(&store, env.as_ref(), c, 22, 10).await;
+    until("the shadow promoted", 30, || async {
+        status().await.first() == Some(&(1, ModelStatus::Live))
+    })
+    .await;
+    let live = store.risk_models().await.unwrap().remove(0);
+    assert!(live.note.starts_with("compared in shadow on 2"), "{}", live.note);
+    let moves: Vec<(String, String)> = store
+        .audit_page(0, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.record.action.starts_with("risk.model_"))
+        .map(|r| (r.record.actor, r.record.action))
+        .take(3)
+        .collect();
+    let retrain = |a: &str| ("risk:retrain".to_owned(), a.to_owned());
+    assert_eq!(
+        moves,
+        [
+            retrain("risk.model_registered"),
+            retrain("risk.model_shadow"),
+            retrain("risk.model_live")
+        ]
+    );
+    for t in tasks {
+        t.abort();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_model_registry_trains_shadows_promotes_and_rolls_back_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
