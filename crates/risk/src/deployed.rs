@@ -97,6 +97,14 @@ impl Deployed {
         self.blend_prepared(&self.prepared(x))
     }
 
+    /// The anomaly score and the calibrated probability, preparing `x` once.
+    pub fn scores(&self, x: &[f64]) -> (f64, f64) {
+        let p = self.prepared(x);
+        let anomaly = self.hst.score(&Self::squashed(&p));
+        let probability = self.platt.predict(&[logit(self.blend_prepared(&p))]);
+        (anomaly, probability)
+    }
+
     /// The calibrated probability that `x` is bad.
     pub fn probability(&self, x: &[f64]) -> f64 {
         self.platt.predict(&[logit(self.raw(x))])

@@ -510,7 +510,19 @@ impl RiskEngine {
             reasons.push(reason);
         }
         let model = &self.models.deployed;
-        let anomaly = if self.use_models { model.anomaly(&features) } else { 0.0 };
+        let score_of = |version: i64, m: &Deployed| {
+            let (anomaly, probability) = m.scores(&features);
+            ModelScore { version, probability, anomaly }
+        };
+        let (live, shadow_model) = if self.use_models {
+            (
+                Some(score_of(self.models.live_version, model)),
+                self.models.shadow.as_ref().map(|(v, m)| score_of(*v, m)),
+            )
+        } else {
+            (None, None)
+        };
+        let anomaly = live.map_or(0.0, |l| l.anomaly);
         if anomaly >= 0.8 {
             reasons.push(Reason {
                 source: "model:half-space-trees".into(),
@@ -518,10 +530,9 @@ impl RiskEngine {
                 points: (anomaly * 30.0).round() as u32,
             });
         }
-        let p = if self.use_models && model.labels() >= MIN_LABELS {
-            model.probability(&features)
-        } else {
-            0.0
+        let p = match live {
+            Some(l) if model.labels() >= MIN_LABELS => l.probability,
+            _ => 0.0,
         };
         // Only what is more likely bad than not counts: p = 0.5 adds nothing, p = 1 adds 50.
         let points = ((p - 0.5).max(0.0) * 100.0).round() as u32;
@@ -549,19 +560,6 @@ impl RiskEngine {
             _ if score >= self.rules.review_at => Decision::Review,
             _ => Decision::Allow,
         };
-        let score_of = |version: i64, m: &Deployed| ModelScore {
-            version,
-            probability: m.probability(&features),
-            anomaly: m.anomaly(&features),
-        };
-        let (model, shadow_model) = if self.use_models {
-            (
-                Some(score_of(self.models.live_version, model)),
-                self.models.shadow.as_ref().map(|(v, m)| score_of(*v, m)),
-            )
-        } else {
-            (None, None)
-        };
         Assessment {
             decision,
             score,
@@ -569,7 +567,7 @@ impl RiskEngine {
             shadow,
             features: named,
             rules_version: self.rules.version,
-            model,
+            model: live,
             shadow_model,
         }
     }

@@ -59,11 +59,26 @@ struct Gauss {
     m2: f64,
     min: f64,
     max: f64,
+    /// The floored spread and its logarithm, kept from the last `learn` (scoring is far more
+    /// frequent than learning, which needs a label).
+    floored_sd: f64,
+    ln_sd: f64,
 }
+
+/// The spread below which a class's values count as one value.
+const MIN_SD: f64 = 1e-2;
 
 impl Default for Gauss {
     fn default() -> Self {
-        Gauss { n: 0.0, mean: 0.0, m2: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY }
+        Gauss {
+            n: 0.0,
+            mean: 0.0,
+            m2: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            floored_sd: MIN_SD,
+            ln_sd: MIN_SD.ln(),
+        }
     }
 }
 
@@ -75,6 +90,8 @@ impl Gauss {
         self.m2 += w * d * (v - self.mean);
         self.min = self.min.min(v);
         self.max = self.max.max(v);
+        self.floored_sd = self.sd().max(MIN_SD);
+        self.ln_sd = self.floored_sd.ln();
     }
 
     fn sd(&self) -> f64 {
@@ -96,9 +113,8 @@ impl Gauss {
 
     /// ln of the density at `v` (the spread floored, so one repeated value is not certain).
     fn log_density(&self, v: f64) -> f64 {
-        let sd = self.sd().max(1e-2);
-        let z = (v - self.mean) / sd;
-        -0.5 * z * z - sd.ln() - 0.918_938_533_204_672_7
+        let z = (v - self.mean) / self.floored_sd;
+        -0.5 * z * z - self.ln_sd - 0.918_938_533_204_672_7
     }
 }
 
