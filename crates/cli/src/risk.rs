@@ -264,9 +264,7 @@ pub fn bench(events: usize, customers: usize) {
         "  full ÷ baseline throughput: {:.2}; paused or blocked: {paused}",
         rate / base_rate.max(1e-9)
     );
-    let per_customer =
-        RiskEngine::new(RuleSet { version: 0, review_at: 1, block_at: 1, rules: vec![] })
-            .max_bytes_per_customer();
+    let per_customer = strongroom_risk::profile::Profile::max_bytes(&Default::default());
     println!(
         "  memory per customer: at most {per_customer} bytes in memory, {} encoded (fixed-size histories and digests)",
         strongroom_risk::profile::MAX_ENCODED
@@ -364,7 +362,7 @@ async fn backtest(
                 }
             }
         }
-        let ev = withdrawal_event(w, &contexts);
+        let ev = withdrawal_event(w, contexts.get(&w.id).cloned().unwrap_or_default());
         let (a, b) = (cur_engine.assess(&ev, lists), cand_engine.assess(&ev, lists));
         let outcome = reviews.get(&w.id).map(|r| r.state);
         for (t, x) in [(&mut cur, &a), (&mut cand, &b)] {

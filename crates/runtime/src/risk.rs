@@ -492,10 +492,6 @@ impl SharedEngine {
     pub fn assess(&self, ev: &WithdrawalEvent, lists: &Lists) -> Assessment {
         self.with(|e| e.assess(ev, lists))
     }
-    pub fn record(&self, ev: &WithdrawalEvent) {
-        self.with(|e| e.record(ev))
-    }
-
     /// Put the kept profiles of those of `customers` not in memory into memory (a customer
     /// with none starts empty).
     pub async fn load_profiles(
@@ -617,8 +613,10 @@ const EVENT_OVERLAP_MS: i64 = 60_000;
 pub type Contexts = HashMap<Uuid, (Option<String>, Option<String>)>;
 
 /// A stored withdrawal as the risk engine sees it, with the device and IP it came from.
-pub fn withdrawal_event(w: &Withdrawal, contexts: &Contexts) -> WithdrawalEvent {
-    let (device, ip) = contexts.get(&w.id).cloned().unwrap_or((None, None));
+pub fn withdrawal_event(
+    w: &Withdrawal,
+    (device, ip): (Option<String>, Option<String>),
+) -> WithdrawalEvent {
     WithdrawalEvent {
         customer: w.customer_id.to_string(),
         at_ms: w.created_at.unix_ms(),
@@ -634,15 +632,19 @@ impl Worker {
     /// `w` as the engine sees it, with the device and IP of its context event (found by the
     /// id derived from the withdrawal's).
     async fn event(&self, w: &Withdrawal) -> Result<WithdrawalEvent, RuntimeError> {
-        let mut contexts = Contexts::new();
-        if let Some(e) =
-            self.store.risk_event(strongroom_store::RiskEvent::context_id(w.id)).await?
-        {
-            let device = at(&e.data, "/device_id").as_str().map(str::to_owned);
-            let ip = strongroom_server::risk::event_ip(self.kek.as_deref(), e.customer_id, &e.data);
-            contexts.insert(w.id, (device, ip));
-        }
-        Ok(withdrawal_event(w, &contexts))
+        let context = self
+            .store
+            .risk_event(strongroom_store::RiskEvent::context_id(w.id))
+            .await?
+            .map(|e| {
+                let device = at(&e.data, "/device_id").as_str().map(str::to_owned);
+                (
+                    device,
+                    strongroom_server::risk::event_ip(self.kek.as_deref(), e.customer_id, &e.data),
+                )
+            })
+            .unwrap_or_default();
+        Ok(withdrawal_event(w, context))
     }
 
     fn ctx(&self) -> WriteCtx {
@@ -809,7 +811,7 @@ impl Worker {
 
     /// Install what the registry says: its live model and its shadow (each instance does;
     /// the leader's next commit keeps them with what they learn).
-    async fn registry(&mut self) -> Result<(), RuntimeError> {
+    async fn registry(&mut self) -> Result<Vec<strongroom_store::RiskModel>, RuntimeError> {
         let models = self.store.risk_models().await?;
         let of = |s: ModelStatus| models.iter().find(|m| m.status == s).map(|m| m.version);
         let (live, shadow) = (of(ModelStatus::Live), of(ModelStatus::Shadow));
@@ -832,7 +834,7 @@ impl Worker {
                 .map_err(|e| RuntimeError::Risk(format!("shadow model: {e}")))?;
             tracing::info!(version = ?shadow, "risk shadow model");
         }
-        Ok(())
+        Ok(models)
     }
 
     async fn pass(&mut self) -> Result<(), RuntimeError> {
@@ -844,25 +846,27 @@ impl Worker {
         self.leading = leading;
         if !leading {
             self.follow().await?;
-            return self.registry().await;
+            return self.registry().await.map(drop);
         }
-        self.registry().await?;
+        let models = self.registry().await?;
         self.events().await?;
         self.assess().await?;
         self.learn().await?;
         self.commit().await?;
-        self.retrain().await
+        self.retrain(&models).await
     }
 
     /// Retraining on its own (`retrain_labels`): a candidate trained on every labelled
     /// decision goes into shadow once enough new ones came in; with `auto_promote`, a shadow
     /// is promoted as soon as its comparison allows. Audited as `risk:retrain`; a refused
     /// promotion waits for more labels.
-    async fn retrain(&mut self) -> Result<(), RuntimeError> {
+    async fn retrain(
+        &mut self,
+        models: &[strongroom_store::RiskModel],
+    ) -> Result<(), RuntimeError> {
         let Some(every) = self.retrain_labels.filter(|n| *n > 0) else { return Ok(()) };
         let seen = self.engine.with(|e| e.labels_seen());
         let ctx = WriteCtx { actor: "risk:retrain".into(), now: self.env.now(), request_id: None };
-        let models = self.store.risk_models().await?;
         if let Some(shadow) = models.iter().find(|m| m.status == ModelStatus::Shadow) {
             if self.auto_promote && seen > self.compared_at {
                 self.compared_at = seen;
