@@ -225,6 +225,39 @@ pub enum ProposeCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Take a signer node out of the group at once (an incident): every other node refuses
+    /// sessions with it and messages from its certificate, and discards presignatures made
+    /// with it. One security officer suffices. It is never lifted: a replacement joins under
+    /// a new number (`mpc refresh`, then `mpc repair --node NEW`).
+    Quarantine {
+        /// The node's party number.
+        #[arg(long)]
+        node: u16,
+        /// Why: kept in the log, for everyone who reads it.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Move everything a key holds to a new key (the way out for a threshold ECDSA key, which
+    /// cannot be refreshed): the signers then let the old key and its deposit addresses pay
+    /// only the new key's address. Needs the quorum. The new key's public key is the one
+    /// `strongroom mpc status` reports.
+    MigrateKey {
+        /// The key being left, e.g. hot-eth-1.
+        #[arg(long)]
+        from: String,
+        /// The new key, e.g. hot-eth-2.
+        #[arg(long)]
+        to: String,
+        /// The new key's public key (hex).
+        #[arg(long)]
+        public_key: String,
+    },
+    /// Retire a key: the signers never use it again. One admin, at once.
+    RetireKey {
+        /// The key, e.g. hot-eth-1.
+        #[arg(long)]
+        key: String,
+    },
     /// Lift a freeze: needs the quorum.
     Unfreeze {
         #[arg(long)]
@@ -427,6 +460,11 @@ fn change_of(change: ProposeCommand, now: strongroom_core::Timestamp) -> anyhow:
             until: now.plus_ms(m.checked_mul(60_000).context("--for-minutes is too long")?),
         },
         ProposeCommand::Unfreeze { scope } => Change::Unfreeze { scope: freeze_scope(&scope)? },
+        ProposeCommand::Quarantine { node, reason } => Change::QuarantineNode { node, reason },
+        ProposeCommand::MigrateKey { from, to, public_key } => {
+            Change::MigrateKey { from, to, to_public_key: public_key.to_lowercase() }
+        }
+        ProposeCommand::RetireKey { key } => Change::RetireKey { key },
         ProposeCommand::SetQuorum { quorum } => Change::SetQuorum { quorum },
         ProposeCommand::AddMember { member: m } => Change::AddMember { member: member(&m)? },
         ProposeCommand::RemoveMember { id } => Change::RemoveMember { id },

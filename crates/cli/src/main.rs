@@ -296,6 +296,24 @@ enum KeysCommand {
     /// server stopped; if interrupted, run it again: it finishes with the same new key
     /// (DATA/personal-data.key.next) and then replaces DATA/personal-data.key.
     Rotate(DbArgs),
+    /// Create a key-encryption key inside a hardware security module (PKCS#11): an AES-256
+    /// key and an HMAC key, generated in the token, sensitive and never extractable. Point a
+    /// signer node's `kek_pkcs11` or the server's `[personal_data.pkcs11]` at it. The PIN is
+    /// read from the environment variable named.
+    HsmInit {
+        /// The vendor's PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so.
+        #[arg(long)]
+        module: PathBuf,
+        /// The token's label.
+        #[arg(long)]
+        token: String,
+        /// The key's label in the token.
+        #[arg(long)]
+        key: String,
+        /// The environment variable that holds the user PIN.
+        #[arg(long, default_value = "STRONGROOM_HSM_PIN")]
+        pin_env: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -550,6 +568,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Token { command } => token(command).await,
         Command::Keys { command: KeysCommand::Rotate(db) } => rotate_keys(db).await,
+        Command::Keys { command: KeysCommand::HsmInit { module, token, key, pin_env } } => {
+            use strongroom_crypto::seal::KeyEncryptionKey;
+            let cfg = strongroom_hsm::Pkcs11Config { module, token, key, pin_env };
+            let pin = strongroom_hsm::Pkcs11Kek::pin(&cfg)?;
+            let kek = strongroom_hsm::Pkcs11Kek::create(&cfg, &pin)?;
+            println!("{}", kek.id());
+            eprintln!(
+                "created key {:?} in token {:?} (not extractable); configure kek_pkcs11 / [personal_data.pkcs11] with it",
+                cfg.key, cfg.token
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Keys { command: KeysCommand::Init(db) } => {
             let file = db.key_file()?;
             if file.exists() {
@@ -872,6 +902,18 @@ fn engine_options() -> anyhow::Result<strongroom_runtime::ethereum::EngineOption
 async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     settings.check_production()?;
     let env = Arc::new(SystemEnv::new());
+    // Personal data and secrets at rest: the key in a hardware security module
+    // ([personal_data.pkcs11]), STRONGROOM_PERSONAL_DATA_KEY, or the key file that
+    // `strongroom keys init` made. Never made here: a new key would orphan sealed data. Checked
+    // before anything touches the database.
+    let kek: Arc<dyn strongroom_crypto::seal::KeyEncryptionKey> =
+        match &settings.personal_data.pkcs11 {
+            Some(p11) => Arc::new(
+                strongroom_hsm::Pkcs11Kek::open(p11)
+                    .context("the personal-data key in the hardware security module")?,
+            ),
+            None => Arc::new(personal_data_key(&settings.personal_data_key_file(), None)?),
+        };
     let store = SqlStore::connect(
         &settings.database_url,
         strongroom_store::sql_options(settings.max_db_connections),
@@ -879,11 +921,8 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     .await
     .with_context(|| format!("connecting to {}", redact_url(&settings.database_url)))?;
     store.migrate().await.context("migrating")?;
-    // Personal data and secrets at rest: STRONGROOM_PERSONAL_DATA_KEY, or the key file that
-    // `strongroom keys init` made. Never made here: a new key would orphan sealed data.
-    let kek = personal_data_key(&settings.personal_data_key_file(), None)?;
     let options = strongroom_runtime::Options {
-        personal_data_key: Some(Arc::new(kek)),
+        personal_data_key: Some(kek),
         engine: engine_options()?,
         ..Default::default()
     };

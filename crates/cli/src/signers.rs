@@ -354,12 +354,28 @@ pub enum MpcCommand {
         #[arg(long)]
         threshold: u16,
     },
-    /// Refresh a FROST key's shares (same group key, new shares; old ones useless).
+    /// Refresh a FROST key's shares (same group key, new shares; old ones useless). Nodes
+    /// governance quarantined are left out: their shares stop counting.
     Refresh {
         #[command(flatten)]
         nodes: NodesArgs,
+        /// Key id, e.g. hot-btc-1.
         #[arg(long)]
         key: String,
+    },
+    /// Rebuild a node's lost share of a FROST key from the others (none of them learns it),
+    /// or enrol a new node: with `--node` a party of the key, its share is rebuilt; with a
+    /// node outside the key, every party helps it join (after quarantining a node, refresh
+    /// first). The node must hold no copy of the key.
+    Repair {
+        #[command(flatten)]
+        nodes: NodesArgs,
+        /// Key id, e.g. hot-btc-1.
+        #[arg(long)]
+        key: String,
+        /// The node whose share is rebuilt, or which joins.
+        #[arg(long)]
+        node: u16,
     },
     /// Prove control of a key: the nodes build a statement naming the key and your
     /// challenge, and sign its tagged hash (nodes never sign bytes or digests a caller
@@ -476,6 +492,29 @@ pub fn signer(cmd: SignerCommand) -> anyhow::Result<std::process::ExitCode> {
     }
 }
 
+/// A key as the live nodes report it (from the first that holds it), and the nodes any of
+/// them knows to be quarantined.
+async fn key_as_nodes_see_it(
+    orch: &strongroom_signer::Orchestrator,
+    key: &str,
+) -> anyhow::Result<(strongroom_signer::wire::KeyInfo, Vec<u16>)> {
+    let mut statuses = Vec::new();
+    for n in orch.live_nodes().await {
+        if let Ok(status) = orch.status(n).await {
+            statuses.push(status);
+        }
+    }
+    let quarantined: std::collections::BTreeSet<u16> =
+        statuses.iter().flat_map(|s| s.quarantined.iter().copied()).collect();
+    // A quarantined node's word on the key counts for nothing.
+    let info = statuses
+        .into_iter()
+        .filter(|s| !quarantined.contains(&s.node))
+        .find_map(|s| s.keys.into_iter().find(|k| k.key_id == key))
+        .with_context(|| format!("no live signer node holds {key}"))?;
+    Ok((info, quarantined.into_iter().collect()))
+}
+
 pub async fn mpc(cmd: MpcCommand) -> anyhow::Result<std::process::ExitCode> {
     let env = SystemEnv::new();
     match cmd {
@@ -524,16 +563,50 @@ pub async fn mpc(cmd: MpcCommand) -> anyhow::Result<std::process::ExitCode> {
         }
         MpcCommand::Refresh { nodes, key } => {
             let orch = nodes.orchestrator()?;
-            let first = *orch.live_nodes().await.first().context("no live signer nodes")?;
-            let status = orch.status(first).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            let info = status.keys.into_iter().find(|k| k.key_id == key).context("no such key")?;
-            orch.refresh(eid(&env, "refresh"), &info)
+            let (info, quarantined) = key_as_nodes_see_it(&orch, &key).await?;
+            let parties: Vec<u16> =
+                info.parties.iter().copied().filter(|p| !quarantined.contains(p)).collect();
+            let now = orch
+                .refresh(eid(&env, "refresh"), &info, &parties)
                 .await
                 .map_err(|e| anyhow::anyhow!("refreshing {key}: {e}"))?;
+            let left: Vec<u16> =
+                info.parties.iter().copied().filter(|p| !now.parties.contains(p)).collect();
             println!(
-                "{key}: shares refreshed on nodes {:?}; the group key is unchanged",
-                info.parties
+                "{key}: shares refreshed on nodes {:?}{}; the group key is unchanged",
+                now.parties,
+                if left.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (quarantined node {left:?} left out: its share no longer signs)")
+                }
             );
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        MpcCommand::Repair { nodes, key, node } => {
+            let orch = nodes.orchestrator()?;
+            let (info, quarantined) = key_as_nodes_see_it(&orch, &key).await?;
+            anyhow::ensure!(
+                !quarantined.contains(&node),
+                "node {node} is quarantined: it never rejoins (enrol a new node instead)"
+            );
+            let now = if info.parties.contains(&node) {
+                let helpers: Vec<u16> = info
+                    .parties
+                    .iter()
+                    .copied()
+                    .filter(|p| *p != node && !quarantined.contains(p))
+                    .take(usize::from(info.threshold))
+                    .collect();
+                orch.repair(eid(&env, "repair"), &info, &helpers, node)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("repairing node {node}'s share of {key}: {e}"))?
+            } else {
+                orch.enrol(eid(&env, "enrol"), &info, node)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("enrolling node {node} into {key}: {e}"))?
+            };
+            println!("{key}: node {node} holds its share; parties {:?}", now.parties);
             Ok(std::process::ExitCode::SUCCESS)
         }
         MpcCommand::Prove { nodes, key, challenge, signers } => {

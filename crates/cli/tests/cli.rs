@@ -2686,3 +2686,88 @@ fn cold_safe_withdrawal_from_intent_to_execution_through_the_cli() {
 fn rpc_accounts(url: &str) -> String {
     rpc(url, "eth_accounts", serde_json::json!([]))[0].as_str().unwrap().to_owned()
 }
+
+/// `keys hsm-init` makes the personal-data key inside a PKCS#11 token (SoftHSM2); `serve`
+/// configured with it refuses to start when the token is missing or the PIN is not given,
+/// before it touches the database.
+#[test]
+fn the_personal_data_key_lives_in_a_token_and_serve_needs_it() {
+    let Some(module) = strongroom_hsm::softhsm::module() else {
+        assert!(
+            std::env::var("STRONGROOM_REQUIRE_SOFTHSM").is_err(),
+            "SoftHSM2 is required (scripts/install-softhsm-for-tests)"
+        );
+        println!("SKIPPED: SoftHSM2 is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let conf =
+        strongroom_hsm::softhsm::init_token(&dir.path().join("hsm"), "server", "9876").unwrap();
+    let init = |pin: &str| {
+        Command::new(BIN)
+            .args(["keys", "hsm-init", "--module", module.to_str().unwrap()])
+            .args(["--token", "server", "--key", "personal-data"])
+            .env("SOFTHSM2_CONF", &conf)
+            .env("STRONGROOM_HSM_PIN", pin)
+            .output()
+            .unwrap()
+    };
+    let wrong = init("1111");
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("refused the login"));
+    let made = init("9876");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(String::from_utf8_lossy(&made.stdout).trim().starts_with("p11-"));
+    let again = init("9876");
+    assert!(!again.status.success(), "a second key under one label is refused");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a key"));
+
+    // serve with the key in a token that is not plugged in, or with no PIN: refused before
+    // the database (which does not exist) is opened.
+    let tls = dir.path().join("tls");
+    let cert = Command::new(BIN)
+        .args(["certificate", "--dir", tls.to_str().unwrap(), "--name", "api"])
+        .args(["--host", "localhost"])
+        .output()
+        .unwrap();
+    assert!(cert.status.success(), "{}", String::from_utf8_lossy(&cert.stderr));
+    let config = dir.path().join("strongroom.toml");
+    let write = |token: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{}\"\ndatabase_url = \"postgres://nobody@127.0.0.1:1/none\"\n\
+                 data_dir = \"{}\"\n[[assets]]\nsymbol = \"ETH\"\nchain = \"eip155:1\"\ndecimals = 18\n\
+                 min_withdrawal = \"0.001\"\nfee_cap = \"5000000000000000\"\n[tls]\ncert = \"{2}/api.pem\"\nkey = \"{2}/api-key.pem\"\n\
+                 [personal_data.pkcs11]\nmodule = {3:?}\ntoken = \"{token}\"\nkey = \"personal-data\"\n\
+                 pin_env = \"STRONGROOM_HSM_PIN\"\n",
+                free_port(),
+                dir.path().display(),
+                tls.display(),
+                module,
+            ),
+        )
+        .unwrap();
+    };
+    let serve = |pin: Option<&str>| {
+        let mut c = Command::new(BIN);
+        c.args(["serve", "--config", config.to_str().unwrap()]).env("SOFTHSM2_CONF", &conf);
+        match pin {
+            Some(p) => c.env("STRONGROOM_HSM_PIN", p),
+            None => c.env_remove("STRONGROOM_HSM_PIN"),
+        };
+        c.output().unwrap()
+    };
+    write("server-gone");
+    let out = serve(Some("9876"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no token labelled \"server-gone\""), "{err}");
+    write("server");
+    let out = serve(None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("STRONGROOM_HSM_PIN"), "{err}");
+    // With the token and its PIN the key opens, and serve goes on to the database.
+    let out = serve(Some("9876"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("connecting to"), "{err}");
+}

@@ -5,10 +5,12 @@
 //! Who must sign:
 //! - a freeze: one security officer or admin (it takes effect at once); a time-boxed one
 //!   cannot be lifted before its end, even by the quorum;
-//! - removing a whitelist entry or an asset, or cancelling a pending whitelist entry: one
-//!   admin (at once);
+//! - quarantining a signer node: one security officer or admin (at once, for good);
+//! - removing a whitelist entry or an asset, cancelling a pending whitelist entry, or
+//!   retiring a key: one admin (at once);
 //! - everything else (policy, members, quorum, unfreeze, adding a whitelist entry or an
-//!   asset, a ledger credit without chain evidence): a quorum of distinct admins. A new
+//!   asset, a ledger credit without chain evidence, moving a key's funds to another key): a
+//!   quorum of distinct admins. A new
 //!   whitelist entry or asset becomes usable only after the genesis's delay (the time-lock);
 //!   until then a whitelist entry can be cancelled.
 
@@ -153,6 +155,29 @@ pub enum Change {
     },
     Unfreeze {
         scope: FreezeScope,
+    },
+    /// Take signer node `node` out of the group at once (an incident: its host or share is
+    /// suspected). Every other node then refuses any session that includes it and any
+    /// message from its certificate, and discards the presignatures made with it. One
+    /// security officer or admin suffices, as for a freeze; it is never lifted: a
+    /// replacement joins under a new party number.
+    QuarantineNode {
+        node: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Move everything key `from` holds to key `to` (whose public key, hex, the quorum names):
+    /// from now on the signers let `from` and its deposit addresses pay only `to`'s own
+    /// address, as an internal movement. The way out for a threshold ECDSA key whose shares
+    /// cannot be refreshed (a quarantined node held one).
+    MigrateKey {
+        from: String,
+        to: String,
+        to_public_key: String,
+    },
+    /// Retire a key: the signers never use it again. One admin, at once.
+    RetireKey {
+        key: String,
     },
 }
 
@@ -318,6 +343,15 @@ pub enum Listed {
     No,
 }
 
+/// A key on its way out: what it may still pay, and since which entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyMigration {
+    pub to: String,
+    /// The new key's public key (hex), as the quorum named it.
+    pub to_public_key: String,
+    pub seq: u64,
+}
+
 /// The governance state in force after the last entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct State {
@@ -331,6 +365,12 @@ pub struct State {
     pub frozen_until: BTreeMap<FreezeScope, Timestamp>,
     /// The asset registry.
     pub assets: Vec<RegisteredAsset>,
+    /// Signer nodes taken out of the group, and the entry that did it.
+    pub quarantined: BTreeMap<u16, u64>,
+    /// Keys moving to another key, by the key they leave.
+    pub migrations: BTreeMap<String, KeyMigration>,
+    /// Keys the signers never use again, and the entry that retired each.
+    pub retired: BTreeMap<String, u64>,
     /// Hex hash of the last entry (or the genesis): the next entry's `prev`.
     pub head: String,
     pub seq: u64,
@@ -374,6 +414,15 @@ impl State {
             .iter()
             .find(|(f, until)| covers(f) && **until > now)
             .map(|(f, until)| Frozen { scope: f.clone(), until: Some(*until) })
+    }
+
+    /// The quarantined nodes among `parties`, with the first entry that quarantined one of
+    /// them; `None` when none is.
+    pub fn quarantined_among(&self, parties: &[u16]) -> Option<(Vec<u16>, u64)> {
+        let hit: Vec<(u16, u64)> =
+            parties.iter().filter_map(|p| self.quarantined.get(p).map(|seq| (*p, *seq))).collect();
+        let seq = hit.iter().map(|(_, s)| *s).min()?;
+        Some((hit.into_iter().map(|(p, _)| p).collect(), seq))
     }
 
     /// A fresh unsigned entry for `change` on top of this state.
@@ -454,6 +503,9 @@ pub fn replay_seen(
         freezes: BTreeSet::new(),
         frozen_until: BTreeMap::new(),
         assets: Vec::new(),
+        quarantined: BTreeMap::new(),
+        migrations: BTreeMap::new(),
+        retired: BTreeMap::new(),
         head,
         seq: 0,
         at: genesis.created_at,
@@ -595,9 +647,9 @@ fn apply(
     };
     let needs_one_admin = || if admins >= 1 { Ok(()) } else { Err(fail("needs an admin".into())) };
     let reason_ok = |reason: &Option<String>| match reason {
-        Some(r) if r.chars().count() > MAX_FREEZE_REASON || r.chars().any(char::is_control) => Err(
-            fail(format!("a freeze's reason is at most {MAX_FREEZE_REASON} printable characters")),
-        ),
+        Some(r) if r.chars().count() > MAX_FREEZE_REASON || r.chars().any(char::is_control) => {
+            Err(fail(format!("a reason is at most {MAX_FREEZE_REASON} printable characters")))
+        }
         _ => Ok(()),
     };
     match &e.change {
@@ -622,6 +674,49 @@ fn apply(
             // A freeze only tightens: a later end wins.
             let end = state.frozen_until.entry(scope.clone()).or_insert(*until);
             *end = (*end).max(*until);
+        }
+        Change::QuarantineNode { node, reason } => {
+            if admins + officers == 0 {
+                return Err(fail("needs a security officer or an admin".into()));
+            }
+            reason_ok(reason)?;
+            if *node == 0 {
+                return Err(fail("signer nodes are numbered from 1".into()));
+            }
+            if state.quarantined.insert(*node, e.seq).is_some() {
+                return Err(fail(format!("signer node {node} is already quarantined")));
+            }
+        }
+        Change::MigrateKey { from, to, to_public_key } => {
+            needs_quorum()?;
+            if from.is_empty() || to.is_empty() || from == to {
+                return Err(fail("a migration names two different keys".into()));
+            }
+            let public = hex::decode(to_public_key).unwrap_or_default();
+            if !(32..=65).contains(&public.len()) {
+                return Err(fail("the new key's public key must be hex (32 to 65 bytes)".into()));
+            }
+            for key in [from, to] {
+                if state.retired.contains_key(key) {
+                    return Err(fail(format!("key {key} is retired")));
+                }
+            }
+            if state.migrations.contains_key(from) || state.migrations.contains_key(to) {
+                return Err(fail(format!("key {from} or {to} is already moving to another key")));
+            }
+            state.migrations.insert(
+                from.clone(),
+                KeyMigration { to: to.clone(), to_public_key: to_public_key.clone(), seq: e.seq },
+            );
+        }
+        Change::RetireKey { key } => {
+            needs_one_admin()?;
+            if state.retired.insert(key.clone(), e.seq).is_some() {
+                return Err(fail(format!("key {key} is already retired")));
+            }
+            if state.migrations.values().any(|m| &m.to == key) {
+                return Err(fail(format!("key {key} is where another key's funds are moving")));
+            }
         }
         Change::Unfreeze { scope } => {
             needs_quorum()?;

@@ -377,6 +377,9 @@ pub enum Block {
     /// member the online side named instead, if any).
     #[error("the policy requires the initiator's own signature on the request{}", claimed.as_deref().map(|c| format!(" ({c} is only named, not proven)")).unwrap_or_default())]
     Unattested { claimed: Option<String> },
+    /// Governance moves this key's funds to another key: it pays only that key's address.
+    #[error("key {key} is moving to {to} (governance entry {seq}): it pays only {address}")]
+    KeyMigrating { key: String, to: String, address: String, seq: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

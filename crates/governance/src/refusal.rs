@@ -66,6 +66,13 @@ pub enum Reason {
     /// This node already signed a different transaction for the same intent.
     #[error("intent {request_id} was already signed as a transaction with digest {signed}; signing another ({offered}) would pay it twice")]
     AlreadySigned { request_id: String, signed: String, offered: String },
+    /// The session includes a signer node that governance took out of the group (entry
+    /// `seq`), or the message came from one.
+    #[error("signer node(s) {nodes:?} are quarantined by governance entry {seq}: they take no part in any session")]
+    Quarantined { nodes: Vec<u16>, seq: u64 },
+    /// Governance retired the key (entry `seq`): it is never used again.
+    #[error("key {key} is retired by governance entry {seq}: it signs nothing")]
+    KeyRetired { key: String, seq: u64 },
     /// The node could not hear from enough of its peers over the node mesh to know what the
     /// group signed and which governance is newest (it needs `need` peers; it reached
     /// `reached`). Every set of signers shares a node with the nodes it heard from only when
@@ -115,6 +122,8 @@ impl Reason {
         "blocked",
         "approvals",
         "already_signed",
+        "quarantined",
+        "key_retired",
         "mesh_incomplete",
         "culprit",
         "aborted",
@@ -140,6 +149,8 @@ impl Reason {
             Reason::Blocked { .. } => "blocked",
             Reason::Approvals { .. } => "approvals",
             Reason::AlreadySigned { .. } => "already_signed",
+            Reason::Quarantined { .. } => "quarantined",
+            Reason::KeyRetired { .. } => "key_retired",
             Reason::MeshIncomplete { .. } => "mesh_incomplete",
             Reason::Culprit { .. } => "culprit",
             Reason::Aborted { .. } => "aborted",
@@ -225,6 +236,8 @@ mod tests {
                 signed: "a".into(),
                 offered: "b".into(),
             },
+            Reason::Quarantined { nodes: vec![3], seq: 7 },
+            Reason::KeyRetired { key: "hot-eth-1".into(), seq: 9 },
             Reason::MeshIncomplete { reached: vec![2], need: 2 },
             Reason::Culprit { detail: "x".into() },
             Reason::Aborted { by: 0, detail: "x".into() },

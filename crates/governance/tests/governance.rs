@@ -964,6 +964,81 @@ fn the_asset_registry_names_what_moves() {
     assert!(state_at(&alone, T0 + DAY_MS).is_err());
 }
 
+/// Quarantining a signer node: one security officer, at once, never twice, never node 0.
+#[test]
+fn one_security_officer_quarantines_a_signer_node() {
+    let q = |node: u16| Change::QuarantineNode { node, reason: Some("host compromised".into()) };
+    let s = state_at(&log_of(vec![(q(3), vec!["sec"])]), T0 + 120_000).unwrap();
+    assert_eq!(s.quarantined.get(&3), Some(&1));
+    assert_eq!(s.quarantined_among(&[1, 2]), None);
+    assert_eq!(s.quarantined_among(&[1, 3]), Some((vec![3], 1)));
+    // An approver cannot; the same node twice, or node 0, is refused.
+    assert!(state_at(&log_of(vec![(q(3), vec!["ann"])]), T0 + 120_000).is_err());
+    let twice = log_of(vec![(q(3), vec!["sec"]), (q(3), vec!["ada"])]);
+    let err = state_at(&twice, T0 + 120_000).unwrap_err().to_string();
+    assert!(err.contains("already quarantined"), "{err}");
+    assert!(state_at(&log_of(vec![(q(0), vec!["sec"])]), T0 + 120_000).is_err());
+    // A reason with control characters is refused, like a freeze's.
+    let bad = Change::QuarantineNode { node: 2, reason: Some("a\u{7}b".into()) };
+    assert!(state_at(&log_of(vec![(bad, vec!["sec"])]), T0 + 120_000).is_err());
+}
+
+/// Moving a key's funds to a new key takes the quorum; retiring one takes one admin; neither
+/// can be undone or chained into a loop.
+#[test]
+fn a_key_moves_to_another_with_the_quorum_and_is_retired_by_one_admin() {
+    let pk = "02".to_owned() + &"ab".repeat(32);
+    let migrate = |from: &str, to: &str| Change::MigrateKey {
+        from: from.into(),
+        to: to.into(),
+        to_public_key: pk.clone(),
+    };
+    let retire = |key: &str| Change::RetireKey { key: key.into() };
+    const LATER: i64 = T0 + DAY_MS;
+    let s = state_at(&log_of(vec![(migrate("hot-eth-1", "hot-eth-2"), vec!["ada", "bob"])]), LATER)
+        .unwrap();
+    let m = s.migrations.get("hot-eth-1").unwrap();
+    assert_eq!((m.to.as_str(), m.to_public_key.as_str(), m.seq), ("hot-eth-2", pk.as_str(), 1));
+    // One admin cannot start one; a key cannot move to itself, twice, or with a bad key.
+    assert!(
+        state_at(&log_of(vec![(migrate("hot-eth-1", "hot-eth-2"), vec!["ada"])]), LATER).is_err()
+    );
+    assert!(state_at(
+        &log_of(vec![(migrate("hot-eth-1", "hot-eth-1"), vec!["ada", "bob"])]),
+        LATER
+    )
+    .is_err());
+    let bad = Change::MigrateKey {
+        from: "hot-eth-1".into(),
+        to: "hot-eth-2".into(),
+        to_public_key: "zz".into(),
+    };
+    assert!(state_at(&log_of(vec![(bad, vec!["ada", "bob"])]), LATER).is_err());
+    let twice = log_of(vec![
+        (migrate("hot-eth-1", "hot-eth-2"), vec!["ada", "bob"]),
+        (migrate("hot-eth-1", "hot-eth-3"), vec!["ada", "bob"]),
+    ]);
+    assert!(state_at(&twice, LATER).unwrap_err().to_string().contains("already moving"));
+    // Retired by one admin, at once; never twice; never the key funds are moving to; a
+    // retired key is no migration's end.
+    let done = log_of(vec![
+        (migrate("hot-eth-1", "hot-eth-2"), vec!["ada", "bob"]),
+        (retire("hot-eth-1"), vec!["cy"]),
+    ]);
+    assert_eq!(state_at(&done, LATER).unwrap().retired.get("hot-eth-1"), Some(&2));
+    assert!(state_at(&log_of(vec![(retire("hot-eth-1"), vec!["sec"])]), LATER).is_err());
+    let target = log_of(vec![
+        (migrate("hot-eth-1", "hot-eth-2"), vec!["ada", "bob"]),
+        (retire("hot-eth-2"), vec!["cy"]),
+    ]);
+    assert!(state_at(&target, LATER).is_err());
+    let onto_retired = log_of(vec![
+        (retire("hot-eth-9"), vec!["cy"]),
+        (migrate("hot-eth-1", "hot-eth-9"), vec!["ada", "bob"]),
+    ]);
+    assert!(state_at(&onto_retired, LATER).unwrap_err().to_string().contains("retired"));
+}
+
 /// A time-boxed freeze holds until its end whoever signs an unfreeze, and then ends by itself.
 #[test]
 fn a_time_boxed_freeze_cannot_be_lifted_before_its_end() {

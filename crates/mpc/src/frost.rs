@@ -204,20 +204,28 @@ impl<C: Ciphersuite> Dkg<C> {
         ))
     }
 
-    /// Start refreshing `old` among all `n` parties of its key (same threshold, same group
-    /// key, fresh shares). Every party must take part.
+    /// Start refreshing `old` among `parties` (same threshold, same group key, fresh
+    /// shares). Every party named must take part; a party of the key left out (a
+    /// quarantined node) keeps an old share that no longer combines with the new ones.
     pub fn start_refresh(
         eid: ExecutionId,
         old: &KeyShare<C>,
-        n: u16,
+        parties: BTreeSet<u16>,
         rng: impl rand_core::RngCore + rand_core::CryptoRng,
     ) -> Result<(Self, Outbox<DkgPayload<C>>), MpcError> {
         let me = old.me;
         let t = *old.key_package.min_signers();
-        if t < 2 || t > n || !(1..=n).contains(&me) {
-            return Err(MpcError::Parameters(format!("party {me} of a {t}-of-{n} key")));
+        let n = u16::try_from(parties.len()).map_err(|_| MpcError::Parameters("n".into()))?;
+        if t < 2 || t > n || !parties.contains(&me) {
+            return Err(MpcError::Parameters(format!(
+                "party {me} refreshing a {t}-of-n key among {parties:?}"
+            )));
         }
-        let parties: BTreeSet<u16> = (1..=n).collect();
+        for p in &parties {
+            if !old.public.verifying_shares().contains_key(&ident(*p)?) {
+                return Err(MpcError::Parameters(format!("party {p} holds no share of this key")));
+            }
+        }
         let (secret, package) =
             frost_core::keys::refresh::refresh_dkg_part1::<C, _>(ident(me)?, n, t, rng)
                 .map_err(|e| misbehaved(e, &parties))?;
@@ -332,6 +340,60 @@ impl<C: Ciphersuite> Dkg<C> {
             DkgStage::Over => Err(MpcError::Finished),
         }
     }
+}
+
+/// A field element from a party number (double and add: no serialization assumed).
+fn scalar_of<C: Ciphersuite>(n: u16) -> frost_core::Scalar<C> {
+    use frost_core::Field;
+    let one = <<C::Group as frost_core::Group>::Field>::one();
+    let mut acc = <<C::Group as frost_core::Group>::Field>::zero();
+    for bit in (0..16).rev() {
+        acc = acc + acc;
+        if n >> bit & 1 == 1 {
+            acc = acc + one;
+        }
+    }
+    acc
+}
+
+/// `public` with a verifying share for party `new`: the helpers' verifying shares
+/// interpolated at `new` (Lagrange in the exponent), the public image of the share a repair
+/// computes for it.
+fn with_new_party<C: Ciphersuite>(
+    public: &PublicKeyPackage<C>,
+    helpers: &BTreeSet<u16>,
+    new: u16,
+) -> Result<PublicKeyPackage<C>, MpcError> {
+    use frost_core::{Field, Group};
+    type F<C> = <<C as Ciphersuite>::Group as Group>::Field;
+    let bad = |m: String| MpcError::Parameters(m);
+    let x = scalar_of::<C>(new);
+    let mut y = <C::Group as Group>::identity();
+    for h in helpers {
+        let share = public
+            .verifying_shares()
+            .get(&ident(*h)?)
+            .ok_or_else(|| bad(format!("helper {h} holds no share of this key")))?;
+        let xh = scalar_of::<C>(*h);
+        let (mut num, mut den) = (F::<C>::one(), F::<C>::one());
+        for j in helpers.iter().filter(|j| *j != h) {
+            let xj = scalar_of::<C>(*j);
+            num = num * (x - xj);
+            den = den * (xh - xj);
+        }
+        let lambda = num * F::<C>::invert(&den).map_err(|e| bad(format!("{e:?}")))?;
+        let bytes = share.serialize().map_err(|e| bad(e.to_string()))?;
+        let ser = <C::Group as Group>::Serialization::try_from(bytes.as_slice())
+            .map_err(|_| bad("a verifying share of the wrong length".into()))?;
+        let element = <C::Group as Group>::deserialize(&ser).map_err(|e| bad(format!("{e:?}")))?;
+        y = y + element * lambda;
+    }
+    let ser = <C::Group as Group>::serialize(&y).map_err(|e| bad(format!("{e:?}")))?;
+    let share = frost_core::keys::VerifyingShare::<C>::deserialize(ser.as_ref())
+        .map_err(|e| bad(e.to_string()))?;
+    let mut shares = public.verifying_shares().clone();
+    shares.insert(ident(new)?, share);
+    Ok(PublicKeyPackage::new(shares, *public.verifying_key(), public.min_signers()))
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -503,6 +565,8 @@ pub struct Repair<'k, C: Ciphersuite> {
     deltas: BTreeMap<u16, frost_core::keys::repairable::Delta<C>>,
     sigmas: BTreeMap<u16, frost_core::keys::repairable::Sigma<C>>,
     public: Option<PublicKeyPackage<C>>,
+    /// A helper enrolling a new party: the group's public keys with its verifying share.
+    enrolled: bool,
     done: bool,
 }
 
@@ -517,7 +581,10 @@ impl<C: Ciphersuite> std::fmt::Debug for Repair<'_, C> {
 }
 
 impl<'k, C: Ciphersuite> Repair<'k, C> {
-    /// Start as a helper holding `key`. Returns one delta for every other helper.
+    /// Start as a helper holding `key`. Returns one delta for every other helper. When
+    /// `lost` holds no share of the key, this enrols it as a new party: the same
+    /// polynomial's value at `lost`, with its verifying share interpolated from the
+    /// helpers' (every helper computes the same one), so that every party can check it.
     pub fn start_helper(
         eid: ExecutionId,
         key: &'k KeyShare<C>,
@@ -540,6 +607,12 @@ impl<'k, C: Ciphersuite> Repair<'k, C> {
             ident(lost)?,
         )
         .map_err(|e| misbehaved(e, &helpers))?;
+        let enrolled = !key.public.verifying_shares().contains_key(&ident(lost)?);
+        let public = if enrolled {
+            with_new_party(&key.public, &helpers, lost)?
+        } else {
+            key.public.clone()
+        };
         let mut me = Repair {
             eid,
             me: key.me,
@@ -548,7 +621,8 @@ impl<'k, C: Ciphersuite> Repair<'k, C> {
             key: Some(key),
             deltas: BTreeMap::new(),
             sigmas: BTreeMap::new(),
-            public: Some(key.public.clone()),
+            public: Some(public),
+            enrolled,
             done: false,
         };
         let mut out = Vec::new();
@@ -585,7 +659,21 @@ impl<'k, C: Ciphersuite> Repair<'k, C> {
             deltas: BTreeMap::new(),
             sigmas: BTreeMap::new(),
             public: None,
+            enrolled: false,
             done: false,
+        })
+    }
+
+    /// A helper that enrolled a new party: its own share with the group's public keys
+    /// that now include the new party (to keep once every party has it). `None` for a
+    /// repair, or before the helper has sent its part.
+    pub fn enrolled(&self) -> Option<KeyShare<C>> {
+        let key = self.key?;
+        let public = self.public.clone()?;
+        (self.enrolled && self.done).then(|| KeyShare {
+            me: key.me,
+            key_package: key.key_package.clone(),
+            public,
         })
     }
 

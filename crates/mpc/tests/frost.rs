@@ -282,7 +282,7 @@ fn refresh_keeps_the_key_and_retires_old_shares() {
     let mut parties = BTreeMap::new();
     let mut queue = VecDeque::new();
     for s in &old {
-        let (p, out) = Dkg::start_refresh(eid, s, 3, EnvRng(&e)).unwrap();
+        let (p, out) = Dkg::start_refresh(eid, s, [1, 2, 3].into(), EnvRng(&e)).unwrap();
         parties.insert(s.me, p);
         queue.extend(out);
     }
@@ -303,6 +303,92 @@ fn refresh_keeps_the_key_and_retires_old_shares() {
         KeyShare::<Secp256k1Taproot>::from_bytes(&new[2].to_bytes().unwrap()).unwrap(),
     ];
     assert!(sign(&mixed, &[1, 3], b"mixed", 14).is_err());
+}
+
+/// Run a repair (or an enrolment) to the end; the rebuilt share and the helpers' states.
+fn run_repair<'k, C: Ciphersuite>(
+    shares: &'k [KeyShare<C>],
+    helpers: &[u16],
+    lost: u16,
+    seed: u64,
+) -> (KeyShare<C>, Vec<Repair<'k, C>>) {
+    let e = env(seed);
+    let eid = ExecutionId::derive("repair", &lost.to_be_bytes(), b"");
+    let set: BTreeSet<u16> = helpers.iter().copied().collect();
+    let mut target = Repair::<C>::start_lost(eid, lost, set.clone()).unwrap();
+    let mut machines = BTreeMap::new();
+    let mut queue = VecDeque::new();
+    for s in shares.iter().filter(|s| set.contains(&s.me)) {
+        let (m, out) = Repair::start_helper(eid, s, set.clone(), lost, EnvRng(&e)).unwrap();
+        machines.insert(s.me, m);
+        queue.extend(out);
+    }
+    let mut restored = None;
+    while let Some(msg) = queue.pop_front() {
+        let step = match msg.to {
+            Some(to) if to == lost => target.handle(msg).unwrap(),
+            Some(to) => machines.get_mut(&to).unwrap().handle(msg).unwrap(),
+            None => panic!("repairs send no broadcast"),
+        };
+        match step {
+            Step::Send(out) => queue.extend(out),
+            Step::Finished(Repaired::Restored(k)) => restored = Some(k),
+            Step::Wait | Step::Finished(Repaired::Helped) => {}
+        }
+    }
+    (restored.expect("the party got its share"), machines.into_values().collect())
+}
+
+fn copy<C: Ciphersuite>(k: &KeyShare<C>) -> KeyShare<C> {
+    KeyShare::from_bytes(&k.to_bytes().unwrap()).unwrap()
+}
+
+/// Node 3 is compromised: nodes 1 and 2 refresh without it (same group key, its share
+/// dead), then enrol node 4, whose share is checked against a verifying share every helper
+/// computes alike; {1, 4} and {2, 4} sign under the old group key, node 3's share never
+/// again.
+#[test]
+fn refresh_without_a_party_then_enrol_a_new_one() {
+    let old = dkg::<Secp256k1Taproot>(3, 2, 41);
+    let e = env(42);
+    let eid = ExecutionId::derive("refresh", b"without-3", b"");
+    let mut parties = BTreeMap::new();
+    let mut queue = VecDeque::new();
+    for s in old.iter().filter(|s| s.me != 3) {
+        let (p, out) = Dkg::start_refresh(eid, s, [1, 2].into(), EnvRng(&e)).unwrap();
+        parties.insert(s.me, p);
+        queue.extend(out);
+    }
+    // A refresh with too few parties, or with one that holds no share, does not start.
+    assert!(Dkg::start_refresh(eid, &old[0], [1].into(), EnvRng(&e)).is_err());
+    assert!(Dkg::start_refresh(eid, &old[0], [1, 4].into(), EnvRng(&e)).is_err());
+    let new = run_dkg(parties, queue).unwrap();
+    assert_eq!(new.len(), 2);
+    assert_eq!(new[0].public.verifying_shares().len(), 2, "party 3 is out of the group");
+    assert_eq!(new[0].group_key().unwrap(), old[0].group_key().unwrap());
+    // Party 3's share signs with neither new share.
+    assert!(sign(&[copy(&new[0]), copy(&old[2])], &[1, 3], b"old", 43).is_err());
+    assert!(sign(&[copy(&new[1]), copy(&old[2])], &[2, 3], b"old", 44).is_err());
+
+    let (four, helpers) = run_repair(&new, &[1, 2], 4, 45);
+    let grown: Vec<KeyShare<Secp256k1Taproot>> =
+        helpers.iter().map(|h| h.enrolled().expect("a helper that enrolled")).collect();
+    assert!(grown.iter().all(|g| g.public == four.public), "every party sees the same group");
+    assert_eq!(four.public.verifying_shares().len(), 3);
+    let group = four.group_key().unwrap();
+    let key = k256::schnorr::VerifyingKey::from_bytes(&group[group.len() - 32..]).unwrap();
+    let all = vec![copy(&grown[0]), copy(&grown[1]), copy(&four)];
+    for pair in [[1, 4], [2, 4], [1, 2]] {
+        let sig = sign(&all, &pair, b"after enrolment", 46).unwrap();
+        key.verify_raw(
+            b"after enrolment",
+            &k256::schnorr::Signature::try_from(sig.as_slice()).unwrap(),
+        )
+        .unwrap();
+    }
+    // A repair of a party that holds a share (not an enrolment) changes no helper's group.
+    let (_, helpers) = run_repair(&all, &[1, 4], 2, 47);
+    assert!(helpers.iter().all(|h| h.enrolled().is_none()));
 }
 
 #[test]

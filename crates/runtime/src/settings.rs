@@ -157,6 +157,10 @@ pub struct AccountsSettings {
 pub struct PersonalDataSettings {
     /// Default: `DATA/personal-data.key`.
     pub key_file: Option<PathBuf>,
+    /// The key inside a hardware security module instead (`[personal_data.pkcs11]`: module,
+    /// token, key label, the environment variable with the PIN). The server does not start
+    /// when the token is missing.
+    pub pkcs11: Option<strongroom_hsm::Pkcs11Config>,
 }
 
 /// How to reach the signer nodes (`[signers]`): the orchestrator's client certificate,

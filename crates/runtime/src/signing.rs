@@ -10,7 +10,7 @@ use strongroom_core::{Env, Intent, WalletId};
 use strongroom_engine::{SignAuth, SignError, TxSigner};
 use strongroom_mpc::ecdsa::MasterPublic;
 use strongroom_signer::tls::Credentials;
-use strongroom_signer::wire::{KeyInfo, Scheme, SignRequest, TxFormat};
+use strongroom_signer::wire::{KeyInfo, NodeStatus, Scheme, SignRequest, TxFormat};
 use strongroom_signer::{NodeAddr, Orchestrator};
 
 use crate::settings::SignersSettings;
@@ -61,16 +61,30 @@ impl OrchestratorSigner {
     }
 
     async fn key(&self, wallet: &WalletId) -> Result<(KeyInfo, Vec<u16>), SignError> {
-        let mut reports = Vec::new();
+        let mut statuses = Vec::new();
         for n in self.orch.live_nodes().await {
             if let Ok(s) = self.orch.status(n).await {
-                if let Some(k) = s.keys.into_iter().find(|k| k.key_id == wallet.as_str()) {
-                    reports.push((n, k));
-                }
+                statuses.push(s);
             }
         }
+        // A node any node knows to be quarantined is asked nothing (the others would
+        // refuse a session with it anyway).
+        let quarantined = quarantined(&statuses);
+        let reports = statuses
+            .into_iter()
+            .filter(|s| !quarantined.contains(&s.node))
+            .filter_map(|s| {
+                let node = s.node;
+                s.keys.into_iter().find(|k| k.key_id == wallet.as_str()).map(|k| (node, k))
+            })
+            .collect();
         agreed_key(wallet, reports)
     }
+}
+
+/// The nodes any of `statuses` reports quarantined by governance.
+pub fn quarantined(statuses: &[NodeStatus]) -> std::collections::BTreeSet<u16> {
+    statuses.iter().flat_map(|s| s.quarantined.iter().copied()).collect()
 }
 
 /// The key the live nodes hold for `wallet`, and a threshold of them to sign. Every node
@@ -183,11 +197,19 @@ pub(crate) async fn refill_forever(
             tokio::time::sleep(Duration::from_secs(2)).await;
             continue;
         }
-        let live = orch.live_nodes().await;
-        let keys = match live.first() {
-            Some(n) => orch.status(*n).await.map(|s| s.keys).unwrap_or_default(),
-            None => Vec::new(),
-        };
+        let mut statuses = Vec::new();
+        for n in orch.live_nodes().await {
+            if let Ok(s) = orch.status(n).await {
+                statuses.push(s);
+            }
+        }
+        let out = quarantined(&statuses);
+        let live: Vec<u16> = statuses.iter().map(|s| s.node).filter(|n| !out.contains(n)).collect();
+        let keys = statuses
+            .into_iter()
+            .find(|s| !out.contains(&s.node))
+            .map(|s| s.keys)
+            .unwrap_or_default();
         for key in keys.iter().filter(|k| k.scheme == Scheme::Ecdsa) {
             let holders: Vec<u16> =
                 live.iter().copied().filter(|n| key.parties.contains(n)).collect();

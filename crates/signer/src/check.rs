@@ -54,6 +54,9 @@ pub struct CheckContext<'a> {
     /// This node already signed this very transaction (the engine asking again after a
     /// crash): every check runs again, but nothing is counted twice.
     pub repeat: bool,
+    /// The address of the key governance moves this key's funds to, if it does: the one
+    /// place its deposit addresses may pay besides their own wallet.
+    pub new_home: Option<strongroom_units::Address>,
 }
 
 /// One of a node's own reasons to refuse a transaction.
@@ -155,7 +158,8 @@ impl PreSignCheck for TxMatchesIntent {
             // A child key holds a customer's deposits: it may pay only its own wallet (a
             // sweep), never anyone else.
             let own = own_address(ctx.key, intent)?;
-            if ctx.tx.movement.destination != own {
+            let dest = &ctx.tx.movement.destination;
+            if dest != &own && ctx.new_home.as_ref() != Some(dest) {
                 return Err(Reason::ChildKeyPaysOut {
                     own: own.as_str().to_owned(),
                     destination: ctx.tx.movement.destination.as_str().to_owned(),
@@ -173,6 +177,14 @@ pub fn own_address(key: &KeyInfo, intent: &Intent) -> Result<strongroom_units::A
         .map_err(|_| internal("this node's key has a malformed public key".into()))?;
     let codec = EthCodec::new(intent.chain.clone()).map_err(from_chain)?;
     codec.address_of(&master).map_err(|e| internal(e.to_string()))
+}
+
+/// The Ethereum address of a public key (hex) on the intent's chain.
+pub fn address_of(public_key: &str, intent: &Intent) -> Result<strongroom_units::Address, Reason> {
+    let internal = |d: String| Reason::Internal { detail: d };
+    let key = hex::decode(public_key).map_err(|_| internal("a malformed public key".into()))?;
+    let codec = EthCodec::new(intent.chain.clone()).map_err(from_chain)?;
+    codec.address_of(&key).map_err(|e| internal(e.to_string()))
 }
 
 /// The intent a request carries.
@@ -262,6 +274,7 @@ mod tests {
             digest: &decoded.bytes,
             now: Timestamp::from_unix_ms(now),
             repeat: false,
+            new_home: None,
         })
     }
 

@@ -331,31 +331,99 @@ impl Orchestrator {
         Ok(first)
     }
 
-    /// Refresh a FROST key's shares on all its nodes, then commit everywhere; if any node
-    /// fails, every node discards its new share and keeps the old one.
-    pub async fn refresh(&self, eid: ExecutionId, key: &KeyInfo) -> Result<(), Refusal> {
+    /// Refresh a FROST key's shares among `parties` (its parties, less any node governance
+    /// quarantined), then commit everywhere; if any node fails, every node discards its new
+    /// share and keeps the old one. Returns the key as it now stands.
+    pub async fn refresh(
+        &self,
+        eid: ExecutionId,
+        key: &KeyInfo,
+        parties: &[u16],
+    ) -> Result<KeyInfo, Refusal> {
         let replies = self
             .fan_out_session(
                 &eid,
-                &key.parties,
-                |_| Request::Refresh { eid: eid_hex(&eid), key_id: key.key_id.clone() },
+                parties,
+                |_| Request::Refresh {
+                    eid: eid_hex(&eid),
+                    key_id: key.key_id.clone(),
+                    parties: parties.to_vec(),
+                },
                 Duration::from_secs(60),
             )
             .await;
         let failure = self.first_failure(&eid, &replies).await;
+        let next = replies.iter().find_map(|(_, r)| match r {
+            Ok(Reply::KeyUpdated(k)) => Some(k.clone()),
+            _ => None,
+        });
+        self.finish(&key.key_id, parties, failure, next).await
+    }
+
+    /// Commit a new share on `nodes` (or discard it everywhere after `failure`).
+    async fn finish(
+        &self,
+        key_id: &str,
+        nodes: &[u16],
+        failure: Option<Refusal>,
+        next: Option<KeyInfo>,
+    ) -> Result<KeyInfo, Refusal> {
+        let key_id = key_id.to_owned();
         let finish = if failure.is_some() {
-            Request::DiscardRefresh { key_id: key.key_id.clone() }
+            Request::DiscardRefresh { key_id }
         } else {
-            Request::CommitRefresh { key_id: key.key_id.clone() }
+            Request::CommitRefresh { key_id }
         };
-        let done = self.fan_out(&key.parties, |_| finish.clone(), Duration::from_secs(10)).await;
+        let done = self.fan_out(nodes, |_| finish.clone(), Duration::from_secs(10)).await;
         if let Some(f) = failure {
             return Err(f);
         }
-        match done.into_iter().find_map(|(_, r)| r.err()) {
-            Some(f) => Err(f),
-            None => Ok(()),
+        if let Some(f) = done.into_iter().find_map(|(_, r)| r.err()) {
+            return Err(f);
         }
+        next.ok_or_else(|| {
+            Refusal::new(0, Reason::Internal { detail: "no node reported the key".into() })
+        })
+    }
+
+    /// Enrol node `new` into a FROST key: every party of the key helps build its share
+    /// (none of them learns it), checks it against the verifying share they compute alike,
+    /// then every party keeps the grown group. Returns the key as it now stands.
+    pub async fn enrol(
+        &self,
+        eid: ExecutionId,
+        key: &KeyInfo,
+        new: u16,
+    ) -> Result<KeyInfo, Refusal> {
+        let helpers = key.parties.clone();
+        let mut nodes = helpers.clone();
+        nodes.push(new);
+        let replies = self
+            .fan_out_session(
+                &eid,
+                &nodes,
+                |_| Request::Repair {
+                    eid: eid_hex(&eid),
+                    key_id: key.key_id.clone(),
+                    scheme: key.scheme,
+                    helpers: helpers.clone(),
+                    lost: new,
+                },
+                Duration::from_secs(60),
+            )
+            .await;
+        let mut failure = self.first_failure(&eid, &replies).await;
+        let joined = replies.iter().find_map(|(n, r)| match r {
+            Ok(Reply::KeyUpdated(k)) if *n == new => Some(k.clone()),
+            _ => None,
+        });
+        if failure.is_none() && joined.as_ref().is_none_or(|k| k.public_key != key.public_key) {
+            failure = Some(Refusal::new(
+                new,
+                Reason::Culprit { detail: "the enrolled share is not for this key".into() },
+            ));
+        }
+        self.finish(&key.key_id, &helpers, failure, joined).await
     }
 
     /// Rebuild node `lost`'s share of a FROST key from `helpers` (at least the threshold).

@@ -312,6 +312,35 @@ impl NodeGovernance {
         Ok(n)
     }
 
+    /// Refuse a session with any of `parties` quarantined by governance.
+    pub fn refuse_quarantined(&self, parties: &[u16]) -> Result<(), Reason> {
+        match self.lock()?.state.quarantined_among(parties) {
+            Some((nodes, seq)) => Err(Reason::Quarantined { nodes, seq }),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuse any use of a key governance retired.
+    pub fn refuse_retired(&self, key_id: &str) -> Result<(), Reason> {
+        match self.lock()?.state.retired.get(key_id) {
+            Some(seq) => Err(Reason::KeyRetired { key: key_id.to_owned(), seq: *seq }),
+            None => Ok(()),
+        }
+    }
+
+    /// Where governance moves this key's funds, if it does.
+    pub fn migration(
+        &self,
+        key_id: &str,
+    ) -> Result<Option<strongroom_governance::log::KeyMigration>, Reason> {
+        Ok(self.lock()?.state.migrations.get(key_id).cloned())
+    }
+
+    /// The signer nodes governance took out of the group.
+    pub fn quarantined(&self) -> Result<Vec<u16>, Reason> {
+        Ok(self.lock()?.state.quarantined.keys().copied().collect())
+    }
+
     pub fn state(&self) -> Result<State, Reason> {
         Ok(self.lock()?.state.clone())
     }
@@ -405,6 +434,27 @@ impl PreSignCheck for GovernanceCheck {
         let req = &ctx.request;
         let own = own_address(ctx.key, intent)?;
         let fee = ctx.tx.movement.max_fee;
+        // A key governance moves to another key pays only that key's own address, and that
+        // movement stays in custody.
+        let home = match inner.state.migrations.get(&ctx.key.key_id) {
+            Some(m) => {
+                let home = crate::check::address_of(&m.to_public_key, intent)?;
+                if ctx.tx.movement.destination != home {
+                    return Err(Reason::Blocked {
+                        rule: "migration".into(),
+                        version: inner.state.policy.as_ref().map_or(0, |p| p.version),
+                        block: Block::KeyMigrating {
+                            key: ctx.key.key_id.clone(),
+                            to: m.to.clone(),
+                            address: home.as_str().to_owned(),
+                            seq: m.seq,
+                        },
+                    });
+                }
+                home
+            }
+            None => own,
+        };
         learn(&mut inner, &self.gov.customer_keys_path, &req.customer_keys, ctx.now)?;
         // Who asked, from the initiator's own signature and the log; never the request's word.
         let (initiator, customer_id) = match &req.initiation {
@@ -481,7 +531,7 @@ impl PreSignCheck for GovernanceCheck {
         let subject = Subject {
             intent,
             tier: Tier::Hot,
-            own_destination: ctx.tx.movement.destination == own,
+            own_destination: ctx.tx.movement.destination == home,
             customer_id,
             initiator,
             fee: Some(fee),
@@ -720,6 +770,7 @@ max_amount = "10000000000000000000"
             digest: &decoded.bytes,
             now,
             repeat: false,
+            new_home: None,
         };
         TxMatchesIntent.check(&ctx)?;
         GovernanceCheck { gov: n.gov.clone() }.check(&ctx)

@@ -157,10 +157,13 @@ impl Mesh {
 
     /// An exchange with each of `among` (every peer when `None`), all at once.
     pub async fn exchange_all(&self, among: Option<&[u16]>) -> Vec<Exchange> {
+        // A quarantined node is neither asked nor believed.
+        let quarantined = self.gov.quarantined().unwrap_or_default();
         let peers: Vec<&PeerConfig> = self
             .peers
             .iter()
             .filter(|p| p.id != self.me && among.is_none_or(|a| a.contains(&p.id)))
+            .filter(|p| !quarantined.contains(&p.id))
             .collect();
         // Together: one slow peer costs one timeout, not one per peer.
         crate::client::futures_join_all(peers.into_iter().map(|p| self.exchange(p))).await

@@ -70,6 +70,7 @@ impl Vault {
         }
         let vault = Vault { dir: dir.to_path_buf(), node, kek };
         vault.drop_claimed(&dir.join("presig"))?;
+        vault.finish_commits()?;
         Ok(vault)
     }
 
@@ -202,23 +203,41 @@ impl Vault {
         self.put_sealed(&sealed, "key", &aad_slot, share, env)
     }
 
-    /// Keep a refreshed share beside the current one (`ID.next.sealed`).
+    /// Keep a refreshed share beside the current one (`ID.next.sealed`), with the key's
+    /// public facts unchanged.
     pub fn put_next_share(
         &self,
         key_id: &str,
         share: &[u8],
         env: &dyn Env,
     ) -> Result<(), VaultError> {
-        check_name(key_id)?;
-        let public_path = self.dir.join("keys").join(format!("{key_id}.json"));
-        let public = std::fs::read(&public_path)
+        let info = self.key_info(key_id)?;
+        self.put_next(&info, share, env)
+    }
+
+    /// Keep a new share for `info.key_id` beside the current one, with new public facts
+    /// (`ID.next.json`, when the parties change: a refresh without a quarantined node, a
+    /// node enrolled). Nothing changes until [`Vault::commit_next_share`].
+    pub fn put_next(&self, info: &KeyInfo, share: &[u8], env: &dyn Env) -> Result<(), VaultError> {
+        check_name(&info.key_id)?;
+        let key_id = &info.key_id;
+        let dir = self.dir.join("keys");
+        let current = std::fs::read(dir.join(format!("{key_id}.json")))
             .map_err(|_| VaultError::NotFound(format!("key {key_id}")))?;
+        let public =
+            serde_json::to_vec_pretty(info).map_err(|e| VaultError::Invalid(e.to_string()))?;
+        let next_json = dir.join(format!("{key_id}.next.json"));
+        self.discard_next_share(key_id)?;
+        if public != current {
+            self.write_atomic(&next_json, &public, false)?;
+        }
         let slot = format!("{key_id}:{}", hex::encode(sha2_256(&public)));
-        let path = self.dir.join("keys").join(format!("{key_id}.next.sealed"));
+        let path = dir.join(format!("{key_id}.next.sealed"));
         self.put_sealed(&path, "key", &slot, share, env)
     }
 
-    /// Make the refreshed share current (a rename: atomic). `Ok(false)` if there was none.
+    /// Make the new share (and its public facts) current: renames, share first. A crash
+    /// between the two renames is finished by [`Vault::open`]. `Ok(false)` if there was none.
     pub fn commit_next_share(&self, key_id: &str) -> Result<bool, VaultError> {
         check_name(key_id)?;
         let dir = self.dir.join("keys");
@@ -228,17 +247,52 @@ impl Vault {
         }
         let current = dir.join(format!("{key_id}.sealed"));
         std::fs::rename(&next, &current).map_err(io(&current))?;
+        let next_json = dir.join(format!("{key_id}.next.json"));
+        if next_json.exists() {
+            let json = dir.join(format!("{key_id}.json"));
+            std::fs::rename(&next_json, &json).map_err(io(&json))?;
+        }
         Ok(true)
     }
 
+    /// Drop a new share not committed (its public facts first, so that a crash leaves
+    /// nothing [`Vault::open`] could take for a commit in progress).
     pub fn discard_next_share(&self, key_id: &str) -> Result<(), VaultError> {
         check_name(key_id)?;
-        let next = self.dir.join("keys").join(format!("{key_id}.next.sealed"));
-        match std::fs::remove_file(&next) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(VaultError::Io { path: next, source: e }),
+        for name in [format!("{key_id}.next.json"), format!("{key_id}.next.sealed")] {
+            let path = self.dir.join("keys").join(name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(VaultError::Io { path, source: e }),
+            }
         }
+        Ok(())
+    }
+
+    /// A commit cut between its two renames leaves `ID.next.json` without `ID.next.sealed`,
+    /// and `ID.sealed` bound to it: finish it. The same file left by a `put_next` cut short
+    /// (`ID.sealed` does not open under it) is dropped.
+    fn finish_commits(&self) -> Result<(), VaultError> {
+        let dir = self.dir.join("keys");
+        let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(()) };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(key_id) = name.strip_suffix(".next.json") else { continue };
+            if dir.join(format!("{key_id}.next.sealed")).exists() {
+                continue;
+            }
+            let public = std::fs::read(e.path()).map_err(io(&e.path()))?;
+            let slot = format!("{key_id}:{}", hex::encode(sha2_256(&public)));
+            let sealed = dir.join(format!("{key_id}.sealed"));
+            if self.get_sealed(&sealed, "key", &slot).is_ok() {
+                let json = dir.join(format!("{key_id}.json"));
+                std::fs::rename(e.path(), &json).map_err(io(&json))?;
+            } else {
+                std::fs::remove_file(e.path()).map_err(io(&e.path()))?;
+            }
+        }
+        Ok(())
     }
 
     pub fn key_info(&self, key_id: &str) -> Result<KeyInfo, VaultError> {
@@ -269,7 +323,10 @@ impl Vault {
             .map(|d| {
                 d.flatten()
                     .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .filter(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        !name.starts_with('.') && !name.ends_with(".next.json")
+                    })
                     .filter_map(|e| std::fs::read(e.path()).ok())
                     .filter_map(|b| serde_json::from_slice(&b).ok())
                     .collect()
@@ -328,6 +385,18 @@ impl Vault {
                 Err(e)
             }
         }
+    }
+
+    /// Delete every presignature made with `node` (quarantined: its half of each is in
+    /// hands no longer trusted). Returns how many went.
+    pub fn discard_presigs_with(&self, node: u16) -> Result<usize, VaultError> {
+        let mut gone = 0;
+        for entry in self.presigs().into_iter().filter(|e| e.signers.contains(&node)) {
+            let dir = self.presig_dir(&entry.key_id, &entry.signers);
+            gone += entry.ids.len();
+            std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        }
+        Ok(gone)
     }
 
     pub fn presigs(&self) -> Vec<crate::wire::PoolEntry> {
@@ -456,5 +525,59 @@ mod tests {
         v.put_next_share("k", b"new", &env).unwrap();
         assert!(v.commit_next_share("k").unwrap());
         assert_eq!(v.key_share("k").unwrap().1.as_slice(), b"new");
+    }
+
+    #[test]
+    fn new_parties_commit_with_their_share_even_across_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = FixedEnv::new(Timestamp::from_unix_ms(0), 4);
+        let v = vault(dir.path(), 1);
+        let info = KeyInfo {
+            key_id: "k".into(),
+            scheme: crate::wire::Scheme::FrostTaproot,
+            threshold: 2,
+            parties: vec![1, 2, 3],
+            public_key: "00".into(),
+            chain_code: None,
+        };
+        v.put_key(&info, b"old", &env).unwrap();
+        let without_3 = KeyInfo { parties: vec![1, 2], ..info.clone() };
+        v.put_next(&without_3, b"new", &env).unwrap();
+        assert_eq!(v.keys(), vec![info.clone()], "the next facts are not a key of their own");
+        assert_eq!(v.key_share("k").unwrap().0, info, "old until committed");
+        // A put cut short (facts written, share not): dropped at the next open.
+        std::fs::remove_file(dir.path().join("keys/k.next.sealed")).unwrap();
+        drop(v);
+        let v = vault(dir.path(), 1);
+        assert!(!dir.path().join("keys/k.next.json").exists());
+        assert_eq!(v.key_share("k").unwrap().1.as_slice(), b"old");
+        // A commit cut between its renames (share current, facts still next): finished.
+        v.put_next(&without_3, b"new", &env).unwrap();
+        std::fs::rename(dir.path().join("keys/k.next.sealed"), dir.path().join("keys/k.sealed"))
+            .unwrap();
+        drop(v);
+        let v = vault(dir.path(), 1);
+        let (now, share) = v.key_share("k").unwrap();
+        assert_eq!((now.parties, share.as_slice()), (vec![1, 2], b"new".as_slice()));
+        // A whole commit.
+        let with_4 = KeyInfo { parties: vec![1, 2, 4], ..without_3 };
+        v.put_next(&with_4, b"newer", &env).unwrap();
+        assert!(v.commit_next_share("k").unwrap());
+        assert_eq!(v.key_share("k").unwrap().0, with_4);
+    }
+
+    #[test]
+    fn presignatures_with_a_quarantined_node_are_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = FixedEnv::new(Timestamp::from_unix_ms(0), 5);
+        let v = vault(dir.path(), 1);
+        v.put_presig("k", &[1, 2], "a", b"A", &env).unwrap();
+        v.put_presig("k", &[1, 3], "b", b"B", &env).unwrap();
+        v.put_presig("k", &[1, 3], "c", b"C", &env).unwrap();
+        assert_eq!(v.discard_presigs_with(3).unwrap(), 2);
+        assert_eq!(v.discard_presigs_with(3).unwrap(), 0);
+        let left: Vec<Vec<u16>> = v.presigs().into_iter().map(|e| e.signers).collect();
+        assert_eq!(left, vec![vec![1, 2]]);
+        assert!(v.claim_presig("k", &[1, 3], "b").is_err());
     }
 }

@@ -151,11 +151,14 @@ pub enum Request {
         eid: String,
         reason: String,
     },
-    /// Refresh a FROST key's shares among all its parties (same group key). The new share
-    /// is kept beside the old one until [`Request::CommitRefresh`].
+    /// Refresh a FROST key's shares among `parties` (empty: all its parties; only nodes
+    /// governance quarantined may be left out), same group key. The new share is kept beside
+    /// the old one until [`Request::CommitRefresh`].
     Refresh {
         eid: String,
         key_id: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        parties: Vec<u16>,
     },
     /// Make the refreshed share the current one and destroy the old one. Idempotent.
     CommitRefresh {
@@ -180,7 +183,9 @@ pub enum Request {
         since: u64,
     },
     /// Rebuild node `lost`'s share of a FROST key with the help of `helpers` (at least the
-    /// threshold). Sent to the helpers and to the node being repaired.
+    /// threshold). Sent to the helpers and to the node being repaired. When `lost` holds no
+    /// share of the key this enrols it as a new party: every party helps, and keeps the
+    /// group's grown public keys beside its own until [`Request::CommitRefresh`].
     Repair {
         eid: String,
         key_id: String,
@@ -244,6 +249,9 @@ pub struct NodeStatus {
     /// The node's governance head (none on a node without governance).
     #[serde(default)]
     pub governance: Option<Head>,
+    /// Signer nodes governance quarantined, as this node knows it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quarantined: Vec<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

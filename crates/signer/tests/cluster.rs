@@ -6,62 +6,24 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // Test code.
 #![allow(clippy::disallowed_methods)] // Tests time fault handling with the real clock.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use sha3::Digest;
 use strongroom_chain::TxCodec;
 use strongroom_chain_ethereum::{EthCodec, EthParams};
 use strongroom_core::{Env, Intent, IntentAsset, SystemEnv, Timestamp, WalletId};
-use strongroom_mpc::ExecutionId;
-use strongroom_signer::cluster::{self, Cluster, Options};
+use strongroom_signer::cluster::Cluster;
 use strongroom_signer::tls::{self, Credentials};
 use strongroom_signer::wire::{
     self, Frame, KeyInfo, Reason, Refusal, Request, Scheme, SignRequest, TxFormat,
 };
 use strongroom_signer::Orchestrator;
 use strongroom_units::{Address, Amount, AssetSymbol, ChainId};
-use tokio::net::TcpStream;
 
-struct Proc {
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
-fn start(config: &Path, log: &Path) -> Proc {
-    let child = Command::new(env!("CARGO_BIN_EXE_strongroom-signer"))
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    Proc { child }
-}
-
-fn primes_fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../mpc/tests/fixtures/test-primes.json")
-}
-
-fn eid(tag: &str) -> ExecutionId {
-    let mut r = [0u8; 16];
-    SystemEnv::new().fill_random(&mut r);
-    ExecutionId::derive(tag, &r, b"")
-}
+mod common;
+use common::*;
 
 fn intent(to: &str, amount: u128, expires_ms: i64) -> Intent {
     let chain = ChainId::parse("eip155:31337").unwrap();
@@ -79,13 +41,6 @@ fn intent(to: &str, amount: u128, expires_ms: i64) -> Intent {
         expires_at: Timestamp::from_unix_ms(expires_ms),
         request_id: fresh_id(),
     }
-}
-
-/// A new request id: each intent is signed at most once by the nodes' journals.
-fn fresh_id() -> uuid::Uuid {
-    let mut r = [0u8; 16];
-    SystemEnv::new().fill_random(&mut r);
-    uuid::Uuid::from_bytes(r)
 }
 
 const ALICE: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
@@ -120,94 +75,12 @@ fn eth_request_to(to: &str, value: u128, path: Vec<u32>) -> SignRequest {
     }
 }
 
-/// A proof of control with `challenge`: the one kind of message nodes sign.
-fn proof_request(challenge: &[u8]) -> SignRequest {
-    SignRequest {
-        format: TxFormat::ProofOfControl,
-        tx: hex::encode(challenge),
-        ..Default::default()
-    }
-}
-
 /// The 32 bytes a proof of control for `key` and `challenge` signs, computed here.
 fn proof_digest(key: &KeyInfo, challenge: &[u8]) -> [u8; 32] {
     strongroom_governance::tagged_hash(
         strongroom_signer::check::PROOF_OF_CONTROL_TAG,
         strongroom_signer::check::proof_of_control(key, challenge).as_bytes(),
     )
-}
-
-fn verify_ecdsa(pk: &[u8], digest: &[u8], sig: &[u8]) {
-    let pk = secp256k1::PublicKey::from_slice(pk).unwrap();
-    let msg = secp256k1::Message::from_digest(digest.try_into().unwrap());
-    let sig = secp256k1::ecdsa::Signature::from_compact(sig).unwrap();
-    secp256k1::SECP256K1.verify_ecdsa(&msg, &sig, &pk).unwrap();
-}
-
-/// BIP-340 by libsecp256k1 (32-byte messages, as a Taproot sighash is) and by k256.
-fn verify_bip340(pk: &[u8], msg: &[u8], sig: &[u8]) {
-    let xonly = secp256k1::XOnlyPublicKey::from_slice(pk).unwrap();
-    let m = secp256k1::Message::from_digest(msg.try_into().unwrap());
-    let s = secp256k1::schnorr::Signature::from_slice(sig).unwrap();
-    secp256k1::SECP256K1.verify_schnorr(&s, &m, &xonly).unwrap();
-    let vk = k256::schnorr::VerifyingKey::from_bytes(pk).unwrap();
-    let sig = k256::schnorr::Signature::try_from(sig).unwrap();
-    vk.verify_raw(msg, &sig).unwrap();
-}
-
-fn verify_ed25519(pk: &[u8], msg: &[u8], sig: &[u8]) {
-    use ed25519_dalek::Verifier;
-    let vk = ed25519_dalek::VerifyingKey::from_bytes(pk.try_into().unwrap()).unwrap();
-    let sig = ed25519_dalek::Signature::from_slice(sig).unwrap();
-    vk.verify(msg, &sig).unwrap();
-}
-
-/// A dev CA and three nodes' configs and certificates under `dir` (test primes); the CA's
-/// certificate and key paths.
-fn prepare(dir: &Path, governance: Option<(PathBuf, String)>) -> (Cluster, PathBuf, PathBuf) {
-    let env = SystemEnv::new();
-    let ca = dir.join("ca.pem");
-    let ca_key = dir.join("ca-key.pem");
-    cluster::ensure_ca(&ca, &ca_key, env.now()).unwrap();
-    let opts = Options {
-        n: 3,
-        addrs: (0..3).map(|_| free_addr()).collect(),
-        test_primes_file: Some(primes_fixture()),
-        governance,
-    };
-    let cl = cluster::prepare(&dir.join("signers"), &ca, &ca_key, &opts, &env).unwrap();
-    (cl, ca, ca_key)
-}
-
-async fn wait_live(o: &Orchestrator, want: usize) {
-    for _ in 0..200 {
-        if o.live_nodes().await.len() >= want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("nodes did not come up");
-}
-
-/// A client holding node `id`'s certificate: what a compromised node could send.
-async fn impersonate(
-    cluster: &Cluster,
-    id: u16,
-    target: u16,
-) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let certs = cluster.dir.join("certs");
-    let creds = Credentials::load(
-        &certs.join(format!("signer-{id}.pem")),
-        &certs.join(format!("signer-{id}-key.pem")),
-    )
-    .unwrap();
-    let t = cluster.nodes.iter().find(|n| n.id == target).unwrap();
-    let config = tls::client_config(&creds, &t.cert_sha256).unwrap();
-    let tcp = TcpStream::connect(t.addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(tls::server_name(), tcp)
-        .await
-        .unwrap()
 }
 
 fn read_logs(dir: &Path) -> String {
@@ -363,7 +236,7 @@ async fn three_signer_processes_sign_over_mtls_and_survive_faults() {
 
     // Refresh the Taproot key's shares: same key, new shares, still signs.
     let before = std::fs::read(cl.dir.join("signer-1/data/keys/hot-btc-1.sealed")).unwrap();
-    orch.refresh(eid("refresh"), &tr_key).await.unwrap();
+    orch.refresh(eid("refresh"), &tr_key, &[1, 2, 3]).await.unwrap();
     let after = std::fs::read(cl.dir.join("signer-1/data/keys/hot-btc-1.sealed")).unwrap();
     assert_ne!(before, after, "share replaced");
     assert!(!cl.dir.join("signer-1/data/keys/hot-btc-1.next.sealed").exists());
@@ -371,7 +244,7 @@ async fn three_signer_processes_sign_over_mtls_and_survive_faults() {
         orch.sign(eid("frost"), &tr_key, &[2, 3], None, &proof_request(&challenge)).await.unwrap();
     verify_bip340(&s.public_key, &s.signed_bytes, &s.signature);
     // ECDSA keys cannot be refreshed with cggmp21 0.6: a clear refusal, nothing changes.
-    let no = orch.refresh(eid("refresh"), &ecdsa_key).await.unwrap_err();
+    let no = orch.refresh(eid("refresh"), &ecdsa_key, &[1, 2, 3]).await.unwrap_err();
     assert!(matches!(no.reason, Reason::BadRequest { .. }), "{no:?}");
 
     // Kill node 3 in the middle of a presignature session with node 1: the session ends

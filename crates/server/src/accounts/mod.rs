@@ -135,7 +135,10 @@ impl Accounts {
 /// The shared counter of failed sign-ins from `ip` (one for every API instance), named by a
 /// keyed hash: the database holds no client address in the clear.
 fn ip_counter(state: &AppState, ip: IpAddr) -> Result<String, ApiError> {
-    Ok(format!("signin_ip/{}", kek(state)?.blind_index("signin_ip", ip.to_string().as_bytes())))
+    let index = kek(state)?
+        .blind_index("signin_ip", ip.to_string().as_bytes())
+        .map_err(|e| ApiError::internal(format!("key-encryption key: {e}")))?;
+    Ok(format!("signin_ip/{index}"))
 }
 
 /// Refuse an IP address that failed too often in the current window (counted in the
@@ -326,7 +329,9 @@ fn normalize_email(email: &str) -> Result<String, ApiError> {
 }
 
 fn email_index(state: &AppState, email: &str) -> Result<String, ApiError> {
-    Ok(kek(state)?.blind_index("email", email.as_bytes()))
+    kek(state)?
+        .blind_index("email", email.as_bytes())
+        .map_err(|e| ApiError::internal(format!("key-encryption key: {e}")))
 }
 
 fn accounts(state: &AppState) -> &Accounts {

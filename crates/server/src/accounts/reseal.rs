@@ -40,7 +40,7 @@ pub(crate) fn reseal_record(
                 reseal_hex(old, new, &a.email, &format!("account/{}/email", r.id), env)?
             {
                 a.email = sealed;
-                lookup = Some(new.blind_index("email", &email));
+                lookup = Some(new.blind_index("email", &email).map_err(|e| e.to_string())?);
                 changed = true;
             }
             if let Some(mut t) = a.totp.clone() {

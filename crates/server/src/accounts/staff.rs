@@ -34,7 +34,7 @@ pub async fn create_staff(
     let ctx = WriteCtx { actor: "cli:staff".into(), now: env.now(), request_id: None };
     let body = serde_json::to_value(&a).map_err(|e| e.to_string())?;
     let write = AuthWrite::create("account", &id.to_string(), &id.to_string(), body)
-        .with_lookup(kek.blind_index("email", email.as_bytes()));
+        .with_lookup(kek.blind_index("email", email.as_bytes()).map_err(|e| e.to_string())?);
     store.write_auth(&ctx, "staff.created", &format!("account/{id}"), vec![write]).await.map_err(
         |e| match e {
             StoreError::Constraint { unique: true, .. } => {

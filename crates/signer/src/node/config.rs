@@ -22,9 +22,14 @@ pub struct Config {
     /// The key-encryption key: a file holding 64 hex characters…
     #[serde(default)]
     pub kek_file: Option<PathBuf>,
-    /// …or the name of an environment variable holding them.
+    /// …or the name of an environment variable holding them…
     #[serde(default)]
     pub kek_env: Option<String>,
+    /// …or a key inside a hardware security module (PKCS#11): the module, the token's
+    /// label, the key's label and the environment variable holding the PIN. A node whose
+    /// token is missing does not start.
+    #[serde(default)]
+    pub kek_pkcs11: Option<strongroom_hsm::Pkcs11Config>,
     /// Run with no governance genesis: the node then signs whatever matches the
     /// orchestrator's own intent. For development only; the node says so loudly at start
     /// and at every signature. Without it a node refuses to start unpinned.

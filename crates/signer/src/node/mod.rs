@@ -122,10 +122,11 @@ pub fn load_kek(
     cfg: &Config,
 ) -> anyhow::Result<Box<dyn strongroom_crypto::seal::KeyEncryptionKey>> {
     use strongroom_crypto::seal::SoftwareKek;
-    match (&cfg.kek_file, &cfg.kek_env) {
-        (Some(p), None) => Ok(Box::new(SoftwareKek::from_file(p)?)),
-        (None, Some(v)) => Ok(Box::new(SoftwareKek::from_env_var(v)?)),
-        _ => anyhow::bail!("set exactly one of kek_file and kek_env"),
+    match (&cfg.kek_file, &cfg.kek_env, &cfg.kek_pkcs11) {
+        (Some(p), None, None) => Ok(Box::new(SoftwareKek::from_file(p)?)),
+        (None, Some(v), None) => Ok(Box::new(SoftwareKek::from_env_var(v)?)),
+        (None, None, Some(p)) => Ok(Box::new(strongroom_hsm::Pkcs11Kek::open(p)?)),
+        _ => anyhow::bail!("set exactly one of kek_file, kek_env and kek_pkcs11"),
     }
 }
 
@@ -195,6 +196,7 @@ impl Node {
             draining: std::sync::atomic::AtomicBool::new(false),
         });
         node.load_test_primes()?;
+        node.enforce_quarantine();
         Ok(node)
     }
 
@@ -289,6 +291,7 @@ impl Node {
             match x {
                 Exchange::Heard { peer, peer_head, grew, records } => {
                     if *grew {
+                        self.enforce_quarantine();
                         let head = self.mesh.as_ref().and_then(|m| m.governance().head().ok());
                         tracing::info!(node = me, peer, ?head, "governance learnt from a peer");
                         let _ = self.audit(
@@ -325,6 +328,53 @@ impl Node {
             keys: self.vault.keys(),
             presignatures: self.vault.presigs(),
             governance: self.governance.as_ref().and_then(|g| g.head().ok()),
+            quarantined: self
+                .governance
+                .as_ref()
+                .and_then(|g| g.quarantined().ok())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Refuse a session or message that involves a node governance quarantined (audited).
+    pub(crate) fn refuse_quarantined(&self, parties: &[u16]) -> Result<(), Refusal> {
+        let Some(gov) = &self.governance else { return Ok(()) };
+        gov.refuse_quarantined(parties).map_err(|reason| {
+            let r = Refusal::new(self.cfg.id, reason);
+            tracing::warn!(node = self.cfg.id, ?parties, reason = %r.reason, "quarantined node refused");
+            let _ = self.audit(
+                "session.refused",
+                "session",
+                serde_json::json!({"parties": parties, "refusal": r}),
+            );
+            r
+        })
+    }
+
+    /// Discard every presignature made with a quarantined node (its half is in hands no
+    /// longer trusted). Run at start and whenever governance grows.
+    pub(crate) fn enforce_quarantine(&self) {
+        let Some(gov) = &self.governance else { return };
+        for node in gov.quarantined().unwrap_or_default() {
+            match self.vault.discard_presigs_with(node) {
+                Ok(0) => {}
+                Ok(gone) => {
+                    tracing::warn!(
+                        node = self.cfg.id,
+                        quarantined = node,
+                        gone,
+                        "presignatures with a quarantined node discarded"
+                    );
+                    let _ = self.audit(
+                        "presig.discarded",
+                        &format!("node/{node}"),
+                        serde_json::json!({"quarantined": node, "discarded": gone}),
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(node = self.cfg.id, error = %e, "could not discard presignatures")
+                }
+            }
         }
     }
 
@@ -390,6 +440,7 @@ impl Node {
                 }
                 let head = gov.head().map_err(|r| Refusal::new(me, r))?;
                 if head != before {
+                    self.enforce_quarantine();
                     self.audit(
                         "governance.pushed",
                         "governance",
@@ -433,16 +484,22 @@ impl Node {
                 let eid = parse_eid(&eid).map_err(|m| bad_request(me, m))?;
                 self.blocking(move |node| node.run_presign(eid, key_id, signers)).await
             }
-            Request::Refresh { eid, key_id } => {
+            Request::Refresh { eid, key_id, parties } => {
                 let eid = parse_eid(&eid).map_err(|m| bad_request(me, m))?;
-                self.blocking(move |node| node.run_refresh(eid, key_id)).await
+                self.blocking(move |node| node.run_refresh(eid, key_id, parties)).await
             }
             Request::CommitRefresh { key_id } => {
                 let committed =
                     self.vault.commit_next_share(&key_id).map_err(|e| from_vault(me, e))?;
                 if committed {
-                    self.audit("key.refreshed", &format!("key/{key_id}"), serde_json::json!({}))?;
-                    tracing::info!(node = me, key = %key_id, "refreshed share is now current; old share destroyed");
+                    let parties =
+                        self.vault.key_info(&key_id).map(|k| k.parties).unwrap_or_default();
+                    self.audit(
+                        "key.refreshed",
+                        &format!("key/{key_id}"),
+                        serde_json::json!({"parties": parties}),
+                    )?;
+                    tracing::info!(node = me, key = %key_id, ?parties, "new share is now current; old share destroyed");
                 }
                 Ok(Reply::Done)
             }

@@ -139,6 +139,7 @@ impl Node {
         if !parties.contains(&me) {
             return Err(bad_request(me, format!("node {me} is not in {parties:?}")));
         }
+        self.refuse_quarantined(parties)?;
         let others: Vec<u16> = parties.iter().copied().filter(|p| *p != me).collect();
         for p in &others {
             if self.peer(*p).is_none() {
@@ -308,6 +309,9 @@ impl Node {
         let key: ecdsa::KeyShare =
             serde_json::from_slice(&share).map_err(|e| internal(me, e.to_string()))?;
         drop(share);
+        if let Some(gov) = &self.governance {
+            gov.refuse_retired(&key_id).map_err(|r| Refusal::new(me, r))?;
+        }
         let set = ecdsa::Parties::new(signers.iter().copied()).map_err(|e| from_mpc(me, e))?;
         let others = self.others(set.numbers())?;
         let rx = self.open_session(eid)?;
@@ -342,14 +346,36 @@ impl Node {
         self: &Arc<Self>,
         eid: ExecutionId,
         key_id: String,
+        parties: Vec<u16>,
     ) -> Result<Reply, Refusal> {
         let me = self.cfg.id;
         let (info, bytes) = self.vault.key_share(&key_id).map_err(|e| from_vault(me, e))?;
-        let others = self.others(&info.parties)?;
-        let n = u16::try_from(info.parties.len()).map_err(|_| bad_request(me, "n"))?;
+        let parties = if parties.is_empty() { info.parties.clone() } else { parties };
+        // Only a node governance quarantined may be left out: otherwise whoever drives the
+        // orchestrator could shrink the group, one refresh at a time.
+        let quarantined = match &self.governance {
+            Some(g) => g.quarantined().map_err(|r| Refusal::new(me, r))?,
+            None => Vec::new(),
+        };
+        if let Some(p) = parties.iter().find(|p| !info.parties.contains(p)) {
+            return Err(bad_request(me, format!("node {p} holds no share of {key_id}")));
+        }
+        if let Some(p) =
+            info.parties.iter().find(|p| !parties.contains(p) && !quarantined.contains(p))
+        {
+            return Err(bad_request(
+                me,
+                format!("a refresh leaves out only quarantined nodes, and node {p} is not"),
+            ));
+        }
+        let others = self.others(&parties)?;
         match info.scheme {
-            Scheme::FrostTaproot => self.frost_refresh::<Secp256k1Taproot>(eid, &info, &bytes, n, &others),
-            Scheme::FrostEd25519 => self.frost_refresh::<Ed25519>(eid, &info, &bytes, n, &others),
+            Scheme::FrostTaproot => {
+                self.frost_refresh::<Secp256k1Taproot>(eid, &info, &bytes, &parties, &others)
+            }
+            Scheme::FrostEd25519 => {
+                self.frost_refresh::<Ed25519>(eid, &info, &bytes, &parties, &others)
+            }
             Scheme::Ecdsa => Err(bad_request(me, "cggmp21 0.6 cannot refresh t-of-n ECDSA keys: generate a new key and move the funds",
             )),
         }
@@ -360,14 +386,15 @@ impl Node {
         eid: ExecutionId,
         info: &KeyInfo,
         bytes: &[u8],
-        n: u16,
+        parties: &[u16],
         others: &[u16],
     ) -> Result<Reply, Refusal> {
         let me = self.cfg.id;
         let old = frost::KeyShare::<C>::from_bytes(bytes).map_err(|e| from_mpc(me, e))?;
         let rx = self.open_session(eid)?;
+        let set: BTreeSet<u16> = parties.iter().copied().collect();
         let (mut dkg, first) =
-            match frost::Dkg::<C>::start_refresh(eid, &old, n, EnvRng(self.env.as_ref())) {
+            match frost::Dkg::<C>::start_refresh(eid, &old, set, EnvRng(self.env.as_ref())) {
                 Ok(x) => x,
                 Err(e) => {
                     self.close_session(eid);
@@ -382,16 +409,17 @@ impl Node {
             return Err(culprit(me, "refresh produced another group key"));
         }
         let share = new.to_bytes().map_err(|e| from_mpc(me, e))?;
-        self.vault
-            .put_next_share(&info.key_id, &share, self.env.as_ref())
-            .map_err(|e| from_vault(me, e))?;
+        let mut next = info.clone();
+        next.parties = parties.to_vec();
+        next.parties.sort_unstable();
+        self.vault.put_next(&next, &share, self.env.as_ref()).map_err(|e| from_vault(me, e))?;
         self.audit(
             "key.refresh.prepared",
             &format!("key/{}", info.key_id),
-            serde_json::json!({"eid": eid_hex(&eid)}),
+            serde_json::json!({"eid": eid_hex(&eid), "parties": next.parties}),
         )?;
-        tracing::info!(node = me, key = %info.key_id, "refreshed share sealed; waiting for commit");
-        Ok(Reply::KeyUpdated(info.clone()))
+        tracing::info!(node = me, key = %info.key_id, parties = ?next.parties, "refreshed share sealed; waiting for commit");
+        Ok(Reply::KeyUpdated(next))
     }
 
     pub(super) fn run_repair<C: frost_core::Ciphersuite>(
@@ -459,6 +487,19 @@ impl Node {
             let (info, bytes) = self.vault.key_share(&key_id).map_err(|e| from_vault(me, e))?;
             let share = frost::KeyShare::<C>::from_bytes(&bytes).map_err(|e| from_mpc(me, e))?;
             drop(bytes);
+            let enrolling = !info.parties.contains(&lost);
+            if enrolling {
+                // A new party joins: every party must help (each keeps the group's public
+                // keys, which gain the newcomer's), and none may be quarantined (refresh
+                // without it first, or its old share would still count).
+                if let Some(p) = info.parties.iter().find(|p| !helper_set.contains(p)) {
+                    return Err(bad_request(
+                        me,
+                        format!("enrolling node {lost} takes every party of {key_id} as a helper; {p} is missing"),
+                    ));
+                }
+                self.refuse_quarantined(&info.parties)?;
+            }
             let rx = self.open_session(eid)?;
             let started = frost::Repair::start_helper(
                 eid,
@@ -486,6 +527,22 @@ impl Node {
                 };
                 Ok((out, repair.is_done().then_some(())))
             })?;
+            if let Some(grown) = repair.enrolled() {
+                let mut next = info.clone();
+                next.parties.push(lost);
+                next.parties.sort_unstable();
+                let bytes = grown.to_bytes().map_err(|e| from_mpc(me, e))?;
+                self.vault
+                    .put_next(&next, &bytes, self.env.as_ref())
+                    .map_err(|e| from_vault(me, e))?;
+                self.audit(
+                    "key.enrol.prepared",
+                    &format!("key/{key_id}"),
+                    serde_json::json!({"eid": eid_hex(&eid), "helpers": helpers, "new": lost}),
+                )?;
+                tracing::info!(node = me, key = %key_id, new = lost, "helped enrol a new node; waiting for commit");
+                return Ok(Reply::KeyUpdated(next));
+            }
             self.audit(
                 "key.repair.helped",
                 &format!("key/{key_id}"),
@@ -503,6 +560,7 @@ impl Node {
         &self,
         info: &KeyInfo,
         req: &SignRequest,
+        signers: &[u16],
     ) -> Result<check::ToSign, Refusal> {
         let me = self.cfg.id;
         let refuse = |r: Reason| Refusal::new(me, r);
@@ -517,7 +575,17 @@ impl Node {
                 tokio::runtime::Handle::current().block_on(mesh.exchange_all(Some(&info.parties)));
             self.note_exchanges(&exchanges);
             let reached = Mesh::reached(&exchanges);
-            let need = Mesh::needed(&info.parties, info.threshold);
+            // A quarantined party is in no signing set any honest node joins.
+            let quarantined = self
+                .governance
+                .as_ref()
+                .map(|g| g.quarantined())
+                .transpose()
+                .map_err(refuse)?
+                .unwrap_or_default();
+            let live: Vec<u16> =
+                info.parties.iter().copied().filter(|p| !quarantined.contains(p)).collect();
+            let need = Mesh::needed(&live, info.threshold);
             if reached.len() < need {
                 return Err(refuse(Reason::MeshIncomplete {
                     reached: reached.into_iter().collect(),
@@ -527,7 +595,13 @@ impl Node {
         }
         let now = self.env.now();
         if let Some(gov) = &self.governance {
+            let before = gov.head().map_err(refuse)?;
             gov.extend(&req.governance, now).map_err(refuse)?;
+            if gov.head().map_err(refuse)? != before {
+                self.enforce_quarantine();
+            }
+            gov.refuse_quarantined(signers).map_err(refuse)?;
+            gov.refuse_retired(&info.key_id).map_err(refuse)?;
         }
         match &to_sign.decoded {
             check::Decoded::Message { kind, .. } => {
@@ -538,8 +612,13 @@ impl Node {
             check::Decoded::Eip1559 { tx, intent } => {
                 let request_id = intent.request_id.to_string();
                 let repeat = self.journal.signed(&request_id, &to_sign.bytes).map_err(refuse)?;
+                let mut new_home = None;
                 if let Some(gov) = &self.governance {
                     gov.signed_elsewhere(&request_id, &to_sign.bytes).map_err(refuse)?;
+                    if let Some(m) = gov.migration(&info.key_id).map_err(refuse)? {
+                        new_home =
+                            Some(check::address_of(&m.to_public_key, intent).map_err(refuse)?);
+                    }
                 }
                 let ctx = CheckContext {
                     node: me,
@@ -550,6 +629,7 @@ impl Node {
                     digest: &to_sign.bytes,
                     now,
                     repeat,
+                    new_home,
                 };
                 for c in &self.checks {
                     c.check(&ctx).map_err(refuse)?;
@@ -577,7 +657,7 @@ impl Node {
     ) -> Result<Reply, Refusal> {
         let me = self.cfg.id;
         let info = self.vault.key_info(&key_id).map_err(|e| from_vault(me, e))?;
-        let checked = self.precheck(&info, &req);
+        let checked = self.precheck(&info, &req, &signers);
         let to_sign = match checked {
             Ok(t) => t,
             Err(r) => {

@@ -85,6 +85,19 @@ impl Node {
                     break;
                 }
             };
+            // A quarantined node's certificate is no longer heard, whatever it sends.
+            if let (Identity::Node(peer), Some(gov)) = (who, &self.governance) {
+                if let Err(reason) = gov.refuse_quarantined(&[peer]) {
+                    let r = Refusal::new(self.cfg.id, reason);
+                    tracing::warn!(node = self.cfg.id, peer, reason = %r.reason, "frame from a quarantined node refused; closing");
+                    let _ = self.audit(
+                        "peer.refused",
+                        &format!("node/{peer}"),
+                        serde_json::json!({"from": peer, "refusal": r}),
+                    );
+                    break;
+                }
+            }
             match (who, frame) {
                 (Identity::Orchestrator, Frame::Control(Control::Request { id, body })) => {
                     let node = self.clone();
