@@ -497,7 +497,7 @@ fn change_of(change: ProposeCommand, now: strongroom_core::Timestamp) -> anyhow:
 }
 
 /// The server's log, verified here: the genesis against `pin` (when given) and every entry.
-async fn load_api(
+pub(crate) async fn load_api(
     api: &crate::client::Api,
     pin: Option<&str>,
     env: &dyn Env,

@@ -11,6 +11,7 @@ mod bench_watcher;
 mod chain;
 mod client;
 mod cold;
+mod drill;
 mod governance;
 mod risk;
 mod risk_models;
@@ -220,6 +221,11 @@ enum Command {
     Mpc {
         #[command(subcommand)]
         command: signers::MpcCommand,
+    },
+    /// Rehearse an incident on a dev or staging stack and time it (docs/incident-response.md).
+    Drill {
+        #[command(subcommand)]
+        command: drill::DrillCommand,
     },
     /// Run the API and the engine runtime from a configuration file (PostgreSQL via
     /// `database_url`); `STRONGROOM_<KEY>` environment variables override it.
@@ -545,6 +551,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             )
         }
         Command::Mpc { command } => signers::mpc(command).await,
+        Command::Drill { command } => drill::run(command).await,
         Command::Serve { config } => serve(Settings::load(&config, std::env::vars())?).await,
         Command::Migrate(db) => {
             db.open().await?;

@@ -393,6 +393,74 @@ fn dev_signers_produce_threshold_signatures_from_the_cli() {
     drop(dev);
 }
 
+/// Issue "Incident response": `strongroom drill node-compromise` on the dev stack
+/// quarantines node 3 through governance, times the moment no session with it signs,
+/// refreshes the FROST key without it, and checks that nodes 1 and 2 still sign; the
+/// server's audit log holds the entry, node 1's its refusals, and a second run is refused.
+#[test]
+fn a_node_compromise_drill_on_the_dev_stack() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let dev = start_dev(&data);
+    let envs = [
+        ("STRONGROOM_ADDR", dev.url.clone()),
+        ("STRONGROOM_CACERT", dev.ca.clone()),
+        ("STRONGROOM_TOKEN_FILE", data.join("operator.token").to_str().unwrap().to_owned()),
+    ];
+    let drill = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["drill", "node-compromise", "--data-dir", data.to_str().unwrap()])
+            .args(extra)
+            .envs(envs.iter().cloned())
+            .output()
+            .unwrap()
+    };
+    // Without --yes and no terminal: nothing happens.
+    let out = drill(&[]);
+    assert!(!out.status.success());
+    let out = drill(&["--yes", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let contain = report["time_to_contain_ms"].as_u64().unwrap();
+    let steps: Vec<&str> =
+        report["steps"].as_array().unwrap().iter().map(|s| s["what"].as_str().unwrap()).collect();
+    println!("drill: time to contain {contain} ms; {steps:#?}");
+    let order =
+        ["alarm", "committed", "pushed", "contained", "no presignature", "refreshed", "resumed"];
+    let mut at = 0;
+    for word in order {
+        let i = steps
+            .iter()
+            .position(|s| s.contains(word))
+            .unwrap_or_else(|| panic!("{word}: {steps:?}"));
+        assert!(i >= at, "{word} out of order: {steps:?}");
+        at = i;
+    }
+    assert!(contain < 30_000, "{contain} ms");
+    // The nodes agree: node 3 is out, and the FROST key's parties are 1 and 2.
+    let status = Command::new(BIN)
+        .args(["mpc", "status", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    let node1: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(node1["quarantined"], serde_json::json!([3]), "{text}");
+    let btc =
+        node1["keys"].as_array().unwrap().iter().find(|k| k["key_id"] == "hot-btc-1").unwrap();
+    assert_eq!(btc["parties"], serde_json::json!([1, 2]));
+    // The audit trail: the entry in the server's log (verified), refusals in node 1's.
+    let node_audit =
+        std::fs::read_to_string(data.join("signers/signer-1/data/audit.jsonl")).unwrap();
+    assert!(node_audit.contains("quarantined") && node_audit.contains("key.refreshed"));
+    assert_audit_intact(&data);
+    let g = api(&dev, "GET", "/v1/governance", None);
+    assert!(g.to_string().contains("quarantine_node"), "{g}");
+    // Node 3 is quarantined already: a second drill on it is refused.
+    let again = drill(&["--yes"]);
+    assert!(!again.status.success());
+    drop(dev);
+}
+
 /// `strongroom reconcile` on the dev stack: whether it passed, and what it printed.
 fn reconcile(data: &std::path::Path) -> (bool, String) {
     let out = Command::new(BIN)

@@ -1,0 +1,269 @@
+//! `strongroom drill`: incident rehearsals on a dev or staging stack, timed, with every step
+//! recorded where an auditor looks (the governance log, the server's audit log, each node's
+//! own audit log). Nothing here moves money: the drill speaks to the API as the operators
+//! would and to the nodes as the orchestrator and a member's pusher would.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Subcommand;
+use strongroom_core::{Env, SystemEnv};
+use strongroom_governance::log::Change;
+use strongroom_signer::wire::{KeyInfo, Reason, Scheme, SignRequest, TxFormat};
+
+use crate::client::{at, ApiArgs};
+
+#[derive(Debug, Subcommand)]
+pub enum DrillCommand {
+    /// A signer node is compromised: quarantine it through governance (one security
+    /// officer), push the entry to the nodes, wait until no session with it signs, refresh
+    /// every FROST key without it, and check that the others still sign. Prints the timeline
+    /// and the time from the alarm to no further signing. The node stays quarantined: run it
+    /// on a dev or staging stack only.
+    NodeCompromise {
+        /// The node taken to be compromised.
+        #[arg(long, default_value_t = 3)]
+        node: u16,
+        /// The stack's data folder (its signer nodes, its pusher certificate).
+        #[arg(long, default_value = crate::DEV_DATA_DIR)]
+        data_dir: PathBuf,
+        /// The folder with the security officer's governance key `sec.key` (default: the
+        /// dev stack's own keys).
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        /// The member who signs the quarantine.
+        #[arg(long, default_value = "sec")]
+        member: String,
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Print the timeline as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Do not ask: this quarantines the node for good.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// One step of the timeline.
+#[derive(Debug, serde::Serialize)]
+struct Step {
+    at_ms: u128,
+    what: String,
+}
+
+struct Timeline {
+    start: Instant,
+    steps: Vec<Step>,
+    json: bool,
+}
+
+impl Timeline {
+    #[allow(clippy::disallowed_methods)] // A drill times itself with the real clock.
+    fn new(json: bool) -> Self {
+        Timeline { start: Instant::now(), steps: Vec::new(), json }
+    }
+
+    fn ms(&self) -> u128 {
+        self.start.elapsed().as_millis()
+    }
+
+    fn note(&mut self, what: impl Into<String>) {
+        let step = Step { at_ms: self.ms(), what: what.into() };
+        if !self.json {
+            println!("T+{:>6} ms  {}", step.at_ms, step.what);
+        }
+        self.steps.push(step);
+    }
+}
+
+pub async fn run(cmd: DrillCommand) -> anyhow::Result<std::process::ExitCode> {
+    match cmd {
+        DrillCommand::NodeCompromise { node, data_dir, keys, member, api, json, yes } => {
+            let data_dir = crate::absolute(&data_dir)?;
+            let keys = keys.unwrap_or_else(|| crate::governance::dev_keys(&data_dir));
+            node_compromise(node, &data_dir, &keys, &member, &api, json, yes).await
+        }
+    }
+}
+
+/// A proof of control with a fresh challenge, under the log the server holds.
+fn proof(env: &dyn Env, governance: &[strongroom_governance::log::Entry]) -> SignRequest {
+    let mut challenge = [0u8; 32];
+    env.fill_random(&mut challenge);
+    SignRequest {
+        format: TxFormat::ProofOfControl,
+        tx: hex::encode(challenge),
+        governance: governance.to_vec(),
+        ..Default::default()
+    }
+}
+
+async fn node_compromise(
+    node: u16,
+    data_dir: &std::path::Path,
+    keys: &std::path::Path,
+    member: &str,
+    api: &ApiArgs,
+    json: bool,
+    yes: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    let env = SystemEnv::new();
+    let api = api.connect()?;
+    let orch = crate::signers::ClusterFile::load(data_dir)?.orchestrator()?;
+    let key = crate::governance::read_key(&keys.join(format!("{member}.key")))?;
+    if !crate::governance::confirm(
+        yes,
+        &format!("quarantine signer node {node} for good on this stack (a drill)?"),
+    )? {
+        println!("nothing done");
+        return Ok(std::process::ExitCode::FAILURE);
+    }
+    // The keys the nodes hold, and a partner for the suspect node in each.
+    let first = *orch.live_nodes().await.iter().find(|n| **n != node).context("no live node")?;
+    let status = orch.status(first).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let held: Vec<KeyInfo> =
+        status.keys.into_iter().filter(|k| k.parties.contains(&node)).collect();
+    anyhow::ensure!(!held.is_empty(), "node {node} holds no key here: nothing to drill");
+    let (_, v) = crate::governance::load_api(&api, None, &env).await?;
+    let log: Vec<strongroom_governance::log::Entry> =
+        serde_json::from_value(at(&v, "/entries").clone())?;
+    // Before the alarm: the suspect node signs with a partner.
+    let partner = |k: &KeyInfo| k.parties.iter().copied().find(|p| *p != node && *p == first);
+    for k in &held {
+        let pair = [partner(k).context("no partner")?, node];
+        orch.sign_pooled(&env, k, &pair, &proof(&env, &log))
+            .await
+            .map_err(|e| anyhow::anyhow!("before the drill, {} with {pair:?}: {e}", k.key_id))?;
+    }
+
+    let mut t = Timeline::new(json);
+    t.note(format!("alarm: signer node {node} reported compromised"));
+    // Contain: one security officer's entry, through the server (so its log stays the one
+    // every later request carries), then pushed to every node past the orchestrator.
+    let change = Change::QuarantineNode {
+        node,
+        reason: Some(format!("drill: node {node} compromise rehearsal")),
+    };
+    let proposed =
+        api.post("/v1/governance/proposals", &serde_json::json!({ "change": change })).await?;
+    let seq = at(&proposed, "/seq").as_u64().context("the server did not propose")?;
+    let (state, v) = crate::governance::load_api(&api, None, &env).await?;
+    let entry: strongroom_governance::log::Entry =
+        serde_json::from_value(at(&v, "/proposal/entry").clone())
+            .context("the proposal is not pending")?;
+    anyhow::ensure!(
+        entry.seq == seq && entry.seq == state.seq + 1 && entry.prev == state.head,
+        "the proposal does not follow the verified log"
+    );
+    anyhow::ensure!(entry.change == change, "the server proposed something else");
+    use ed25519_dalek::Signer;
+    let signature = key.sign(&entry.hash()?);
+    let signed = api
+        .post(
+            &format!("/v1/governance/proposals/{seq}/signoffs"),
+            &serde_json::json!({ "member": member, "signature": hex::encode(signature.to_bytes()) }),
+        )
+        .await?;
+    anyhow::ensure!(
+        at(&signed, "/committed").as_bool() == Some(true),
+        "the quarantine was not committed: {signed}"
+    );
+    t.note(format!("quarantine of node {node} committed as governance entry {seq} ({member})"));
+    let (_, v) = crate::governance::load_api(&api, None, &env).await?;
+    let log: Vec<strongroom_governance::log::Entry> =
+        serde_json::from_value(at(&v, "/entries").clone())?;
+    let pusher = crate::signers::pusher(data_dir, &[], None, None)?;
+    let pushed = pusher.push_governance(&log, Duration::from_secs(10)).await;
+    let reached = pushed.iter().filter(|(_, r)| r.is_ok()).count();
+    t.note(format!("entry pushed to {reached} of {} nodes", pushed.len()));
+
+    // Contained once a session with the suspect node is refused for it, for every key.
+    let mut contained_ms = None;
+    for _ in 0..300 {
+        let mut all = true;
+        for k in &held {
+            let pair = [partner(k).context("no partner")?, node];
+            // The request carries the log without the entry, as a compromised orchestrator
+            // would send it: the nodes refuse on what they know.
+            let stale: Vec<_> = log.iter().filter(|e| e.seq < seq).cloned().collect();
+            match orch.sign_pooled(&env, k, &pair, &proof(&env, &stale)).await {
+                Err(r) if matches!(r.reason, Reason::Quarantined { .. }) => {}
+                _ => all = false,
+            }
+        }
+        if all {
+            contained_ms = Some(t.ms());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let contained_ms = contained_ms.context("sessions with the quarantined node still sign")?;
+    t.note(format!("contained: every session with node {node} refused (quarantined)"));
+    for n in orch.live_nodes().await.into_iter().filter(|n| *n != node) {
+        let s = orch.status(n).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        anyhow::ensure!(
+            !s.presignatures.iter().any(|p| p.signers.contains(&node) && !p.ids.is_empty()),
+            "node {n} still holds presignatures with node {node}"
+        );
+    }
+    t.note(format!("no presignature with node {node} left on the other nodes"));
+
+    // Recover: FROST keys refreshed without the node; ECDSA keys keep signing without it
+    // and are moved to a new key by the operators (`governance propose migrate-key`).
+    for k in &held {
+        match k.scheme {
+            Scheme::FrostTaproot | Scheme::FrostEd25519 => {
+                let parties: Vec<u16> = k.parties.iter().copied().filter(|p| *p != node).collect();
+                let mut r = [0u8; 16];
+                env.fill_random(&mut r);
+                let eid = strongroom_mpc::ExecutionId::derive("refresh", &r, b"drill");
+                let now = orch
+                    .refresh(eid, k, &parties)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("refreshing {}: {e}", k.key_id))?;
+                t.note(format!(
+                    "{}: shares refreshed among {:?}; node {node}'s share no longer counts",
+                    k.key_id, now.parties
+                ));
+            }
+            Scheme::Ecdsa => t.note(format!(
+                "{}: signs without node {node}; move its funds to a new key (migrate-key)",
+                k.key_id
+            )),
+        }
+    }
+    // Resume: the others sign.
+    let (_, v) = crate::governance::load_api(&api, None, &env).await?;
+    let log: Vec<strongroom_governance::log::Entry> =
+        serde_json::from_value(at(&v, "/entries").clone())?;
+    let others: Vec<u16> = held
+        .first()
+        .map(|k| k.parties.iter().copied().filter(|p| *p != node).collect())
+        .unwrap_or_default();
+    let status = orch.status(first).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    for k in status.keys.iter().filter(|k| held.iter().any(|h| h.key_id == k.key_id)) {
+        let pair: Vec<u16> =
+            others.iter().copied().filter(|p| k.parties.contains(p)).take(2).collect();
+        orch.sign_pooled(&env, k, &pair, &proof(&env, &log))
+            .await
+            .map_err(|e| anyhow::anyhow!("after the drill, {} with {pair:?}: {e}", k.key_id))?;
+    }
+    t.note(format!("resumed: nodes {others:?} sign with every key"));
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "drill": "node-compromise",
+                "node": node,
+                "entry": seq,
+                "time_to_contain_ms": contained_ms,
+                "steps": t.steps,
+            })
+        );
+    } else {
+        println!("time from the alarm to no further signing with node {node}: {contained_ms} ms");
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
