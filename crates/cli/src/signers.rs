@@ -398,6 +398,34 @@ pub enum MpcCommand {
 /// `strongroom signer …` besides running a node.
 #[derive(Debug, Subcommand)]
 pub enum SignerCommand {
+    /// Seal a backup of this node (its key shares, auxiliary info, certificate and key, and
+    /// the governance, journal and audit state it decides with) under a passphrase. Take it
+    /// with the node stopped. Presignatures are never backed up.
+    Backup {
+        /// The node's configuration (signer.toml).
+        #[arg(long)]
+        config: PathBuf,
+        /// Where to write the sealed backup (mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+        /// The environment variable holding the passphrase (at least 12 characters).
+        #[arg(long, default_value = "STRONGROOM_BACKUP_PASSPHRASE")]
+        passphrase_env: String,
+    },
+    /// Restore a sealed backup onto a fresh host: the shares are re-sealed under this host's
+    /// key-encryption key (its signer.toml names it) and the same certificate is put back, so
+    /// the other nodes' pins accept it. Refused for another node or a folder that holds keys.
+    Restore {
+        /// The node's configuration on the new host (same id; its own KEK).
+        #[arg(long)]
+        config: PathBuf,
+        /// The sealed backup.
+        #[arg(long)]
+        backup: PathBuf,
+        /// The environment variable holding the passphrase.
+        #[arg(long, default_value = "STRONGROOM_BACKUP_PASSPHRASE")]
+        passphrase_env: String,
+    },
     /// Set up a node on its own host: its folder, a self-signed certificate (trust is its
     /// pin, printed), a key-encryption key (DIR/kek, mode 0600, unless --kek-env), and
     /// DIR/signer.toml. Run it first to get the pin to give the other nodes and the API host;
@@ -440,9 +468,59 @@ pub enum SignerCommand {
     },
 }
 
-/// `strongroom signer init`.
+/// The backup passphrase from the environment variable named.
+fn backup_passphrase(var: &str) -> anyhow::Result<strongroom_crypto::SecretString> {
+    let p = std::env::var(var).with_context(|| {
+        format!("set ${var} to the backup's passphrase (at least 12 characters)")
+    })?;
+    Ok(strongroom_crypto::SecretString::new(p))
+}
+
+fn node_config(path: &std::path::Path) -> anyhow::Result<strongroom_signer::Config> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{}", path.display()))
+}
+
+/// `strongroom signer init|backup|restore`.
 pub fn signer(cmd: SignerCommand) -> anyhow::Result<std::process::ExitCode> {
     match cmd {
+        SignerCommand::Backup { config, out, passphrase_env } => {
+            let cfg = node_config(&config)?;
+            let pass = backup_passphrase(&passphrase_env)?;
+            let kek = strongroom_signer::node::load_kek(&cfg)?;
+            let (sealed, summary) =
+                strongroom_signer::backup::export(&cfg, kek, &pass, &SystemEnv::new())?;
+            crate::write_secret(&out, &sealed)?;
+            let keys: Vec<&str> = summary.keys.iter().map(|k| k.key_id.as_str()).collect();
+            println!(
+                "node {}: {} keys ({}){} sealed in {}",
+                summary.node,
+                keys.len(),
+                keys.join(", "),
+                if summary.aux { " and its auxiliary info" } else { "" },
+                out.display()
+            );
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        SignerCommand::Restore { config, backup, passphrase_env } => {
+            let cfg = node_config(&config)?;
+            let pass = backup_passphrase(&passphrase_env)?;
+            let sealed = std::fs::read_to_string(&backup)
+                .with_context(|| format!("reading {}", backup.display()))?;
+            let kek = strongroom_signer::node::load_kek(&cfg)?;
+            let summary =
+                strongroom_signer::backup::restore(&cfg, kek, &sealed, &pass, &SystemEnv::new())?;
+            let keys: Vec<&str> = summary.keys.iter().map(|k| k.key_id.as_str()).collect();
+            println!(
+                "node {} restored: {} keys ({}) sealed under this host's key; start it with `strongroom signer --config {}`",
+                summary.node,
+                keys.len(),
+                keys.join(", "),
+                config.display()
+            );
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         SignerCommand::Init {
             dir,
             id,

@@ -458,6 +458,30 @@ fn a_node_compromise_drill_on_the_dev_stack() {
     // Node 3 is quarantined already: a second drill on it is refused.
     let again = drill(&["--yes"]);
     assert!(!again.status.success());
+    // `signer backup` seals node 2 under a passphrase (the whole cycle, with a restore onto
+    // a fresh host, is in crates/signer/tests/lifecycle.rs); a restore onto a folder that
+    // holds keys is refused, and no passphrase, no backup.
+    let config = data.join("signers/signer-2/signer.toml");
+    let out_file = dir.path().join("node-2.backup");
+    let signer = |args: &[&str], pass: Option<&str>| {
+        let mut c = Command::new(BIN);
+        c.arg("signer").args(args).arg("--config").arg(&config);
+        match pass {
+            Some(p) => c.env("STRONGROOM_BACKUP_PASSPHRASE", p),
+            None => c.env_remove("STRONGROOM_BACKUP_PASSPHRASE"),
+        };
+        let out = c.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let out_path = out_file.to_str().unwrap();
+    let (ok, text) = signer(&["backup", "--out", out_path], None);
+    assert!(!ok && text.contains("STRONGROOM_BACKUP_PASSPHRASE"), "{text}");
+    let (ok, text) = signer(&["backup", "--out", out_path], Some("a long drill passphrase"));
+    assert!(ok && text.contains("2 keys (hot-btc-1, hot-eth-1)"), "{text}");
+    let (ok, text) = signer(&["restore", "--backup", out_path], Some("a long drill passphrase"));
+    assert!(!ok && text.contains("holds keys already"), "{text}");
     drop(dev);
 }
 

@@ -14,6 +14,7 @@
 // match on one clumsier.
 #![allow(clippy::result_large_err)]
 
+pub mod backup;
 pub mod check;
 pub mod client;
 pub mod cluster;

@@ -530,3 +530,104 @@ max_amount = "2000000000000000000"
     let s = sign(&new, request(&new, &alice, ETH / 4, vec![], &log)).await.unwrap();
     verify_ecdsa(&s.public_key, &s.signed_bytes, &s.signature);
 }
+
+/// Issue "Incident response": node 2's host is lost. Its sealed backup (taken with the node
+/// stopped) is restored onto a fresh host with a new key-encryption key: the shares are
+/// re-sealed under it, the same certificate is back so the other nodes' pins accept the
+/// node, and it signs again, FROST and ECDSA. A wrong passphrase, a tampered file, another
+/// node's configuration or a folder that holds keys are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_node_is_restored_from_its_sealed_backup_onto_a_fresh_host() {
+    use strongroom_crypto::SecretString;
+    use strongroom_signer::backup::{self, BackupError};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let now = SystemEnv::new().now().unix_ms();
+    let g = genesis(now);
+    let genesis_file = tmp.path().join("genesis.json");
+    std::fs::write(&genesis_file, serde_json::to_vec(&g).unwrap()).unwrap();
+    let (cl, _, _) = prepare(tmp.path(), Some((genesis_file, hex::encode(g.hash().unwrap()))));
+    let log_file = |i: u16| tmp.path().join(format!("signer-{i}.log"));
+    let mut procs: Vec<Proc> =
+        cl.configs.iter().zip(1u16..).map(|(c, i)| start(c, &log_file(i))).collect();
+    let orch = Orchestrator::new(cl.nodes.clone(), cl.orchestrator_credentials().unwrap());
+    wait_live(&orch, 3).await;
+    let mut log = Vec::new();
+    let policy = Policy::from_toml(
+        "version = 1\nmessages = [\"proof_of_control\"]\n[[rules]]\nname = \"none\"\naction = { kind = \"block\", reason = \"proofs only\" }\n",
+    )
+    .unwrap();
+    grow(&g, &mut log, Change::SetPolicy { policy }, &[("ada", 1), ("bob", 2)]);
+    orch.aux_info(eid("aux"), &[1, 2, 3]).await.unwrap();
+    let ecdsa = orch.keygen(eid("kg"), "hot-eth-1", Scheme::Ecdsa, &[1, 2, 3], 2).await.unwrap();
+    let frost =
+        orch.keygen(eid("kg"), "hot-btc-1", Scheme::FrostTaproot, &[1, 2, 3], 2).await.unwrap();
+    orch.sign(eid("sign"), &frost, &[1, 2], None, &proof(&log)).await.unwrap();
+
+    // The backup, with node 2 stopped.
+    drop(procs.remove(1));
+    let read = |p: &Path| -> strongroom_signer::Config {
+        toml::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let cfg2 = read(&cl.configs[1]);
+    let env = SystemEnv::new();
+    let pass = SecretString::new("correct horse battery staple".into());
+    let kek = strongroom_signer::node::load_kek(&cfg2).unwrap();
+    let old_kek = kek.id().to_owned();
+    let (sealed, summary) = backup::export(&cfg2, kek, &pass, &env).unwrap();
+    assert_eq!((summary.node, summary.keys.len(), summary.aux), (2, 2, true));
+    assert!(!sealed.contains("signing_share") && !sealed.contains("PRIVATE KEY"));
+
+    // The host is gone: its data, its key-encryption key and its certificate with it.
+    let home = tmp.path().join("signers/signer-2");
+    std::fs::remove_dir_all(home.join("data")).unwrap();
+    std::fs::remove_file(&cfg2.cert).unwrap();
+    std::fs::remove_file(&cfg2.key).unwrap();
+    let mut fresh = [0u8; 32];
+    env.fill_random(&mut fresh);
+    std::fs::write(cfg2.kek_file.as_ref().unwrap(), hex::encode(fresh)).unwrap();
+    let new_kek = || strongroom_signer::node::load_kek(&cfg2).unwrap();
+    assert_ne!(new_kek().id(), old_kek, "a fresh host has its own key-encryption key");
+
+    // Refused: a wrong passphrase, a tampered backup, another node's configuration.
+    let wrong = SecretString::new("not the passphrase at all".into());
+    assert!(matches!(
+        backup::restore(&cfg2, new_kek(), &sealed, &wrong, &env),
+        Err(BackupError::Sealed(_))
+    ));
+    let mut tampered = sealed.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == '0' { '1' } else { '0' });
+    assert!(matches!(
+        backup::restore(&cfg2, new_kek(), &tampered, &pass, &env),
+        Err(BackupError::Sealed(_))
+    ));
+    let mut cfg3 = read(&cl.configs[2]);
+    cfg3.data_dir = tmp.path().join("fresh-host-3");
+    let k3 = strongroom_signer::node::load_kek(&cfg3).unwrap();
+    assert!(matches!(
+        backup::restore(&cfg3, k3, &sealed, &pass, &env),
+        Err(BackupError::WrongNode { backup: 2, config: 3 })
+    ));
+    // Restored; a second restore onto the same folder is refused.
+    let restored = backup::restore(&cfg2, new_kek(), &sealed, &pass, &env).unwrap();
+    assert_eq!(restored.keys, summary.keys);
+    assert!(matches!(
+        backup::restore(&cfg2, new_kek(), &sealed, &pass, &env),
+        Err(BackupError::NotFresh(_))
+    ));
+    let share = std::fs::read(home.join("data/keys/hot-btc-1.sealed")).unwrap();
+    let new_id = new_kek().id().to_owned();
+    assert!(String::from_utf8_lossy(&share).contains(&new_id), "re-sealed under the new key");
+
+    // Back in the group with the same pin: it signs, FROST and ECDSA.
+    procs.insert(1, start(&cl.configs[1], &log_file(2)));
+    wait_live(&orch, 3).await;
+    let s = orch.sign(eid("sign"), &frost, &[2, 3], None, &proof(&log)).await.unwrap();
+    verify_bip340(&s.public_key, &s.signed_bytes, &s.signature);
+    let p = orch.presign(eid("ps"), "hot-eth-1", &[1, 2]).await.unwrap();
+    let s = orch.sign(eid("sign"), &ecdsa, &[1, 2], Some(&p), &proof(&log)).await.unwrap();
+    verify_ecdsa(&s.public_key, &s.signed_bytes, &s.signature);
+    let audit = audit_of(tmp.path(), 2);
+    assert!(audit.contains("node.restored"), "{audit}");
+}
