@@ -12,6 +12,7 @@
 
 pub mod ethereum;
 pub mod http;
+pub mod incidents;
 pub mod lease;
 pub mod mail;
 pub mod probes;
@@ -241,6 +242,18 @@ impl Runtime {
                 &instance,
             )?);
         }
+        // Incident steps in the governance log: staff alerts, and notices to the customers a
+        // freeze stops.
+        let hot_wallets: Vec<(String, String)> =
+            settings.chains.iter().map(|c| (c.hot_wallet.clone(), c.chain.clone())).collect();
+        tasks.push(tokio::spawn(incidents::notices_forever(
+            instance.leader(store.clone(), env.clone(), "incidents"),
+            store.clone(),
+            risk.alerts().clone(),
+            registry.clone(),
+            hot_wallets,
+            env.clone(),
+        )));
         tasks.extend(risk.start(&instance).await?);
 
         let (app, _) = strongroom_server::app(state.clone());

@@ -274,6 +274,27 @@ impl Alerts {
         self.put(id, Channel::CustomerMail, "customer_notice", body).await
     }
 
+    /// Tell a customer by e-mail (as [`Alerts::tell_customer`]) and the exchange's webhook
+    /// (a `customer_notice` event naming the customer, for the exchange's own channels), under
+    /// `id`.
+    pub async fn tell_customer_everywhere(
+        &self,
+        id: &str,
+        customer_id: Uuid,
+        subject: &str,
+        text: &str,
+    ) -> Result<(), RuntimeError> {
+        self.tell_customer(id, customer_id, subject, text).await?;
+        if self.webhook.is_some() {
+            let body = serde_json::json!({
+                "kind": "customer_notice",
+                "detail": { "customer_id": customer_id, "subject": subject, "text": text },
+            });
+            self.put(id, Channel::Webhook, "customer_notice", body).await?;
+        }
+        Ok(())
+    }
+
     /// [`Alerts::raise`] from code that cannot wait (a fresh id each time).
     pub fn send(&self, kind: &str, detail: serde_json::Value) {
         let (alerts, kind) = (self.clone(), kind.to_owned());

@@ -158,6 +158,15 @@ pub trait Ledger: Send + Sync {
     async fn ledger_lines(&self, customer_id: Uuid, limit: u32) -> Result<Vec<LedgerLine>>;
     /// Totals per asset across all accounts, for the double-entry check.
     async fn custody_totals(&self) -> Result<Vec<CustodyTotal>>;
+    /// Up to `limit` customers (never the treasury) with a balance, available or pending, in
+    /// `asset` (any asset when `None`), in id order after `after`: whom an incident notice
+    /// goes to, a page at a time.
+    async fn holders(
+        &self,
+        asset: Option<&strongroom_units::AssetSymbol>,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Uuid>>;
 }
 
 /// Withdrawals from request to settlement, who asked (initiations), approvals, and the signer

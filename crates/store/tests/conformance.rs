@@ -104,6 +104,7 @@ macro_rules! conformance {
 
 conformance!(
     customers_are_created_once,
+    holders_of_an_asset_come_a_page_at_a_time,
     deposits_credit_available_once,
     withdrawal_reserves_atomically,
     overdraft_is_refused_and_writes_nothing,
@@ -369,6 +370,48 @@ async fn customers_are_created_once(store: Arc<SqlStore>) {
     assert_eq!(store.customer_by_external_id("user-2").await.unwrap(), None);
     assert_eq!(audit_len(&store).await, 1);
     assert_intact(&store).await;
+}
+
+/// Incident notices go to the customers holding the asset a freeze stops, a page at a time;
+/// an empty account, another asset's holder and the treasury are not among them.
+async fn holders_of_an_asset_come_a_page_at_a_time(store: Arc<SqlStore>) {
+    let mut eth_holders = Vec::new();
+    for i in 0..5 {
+        let c = customer(&store, &format!("h{i}")).await;
+        deposit(&store, c, 10 + i).await;
+        eth_holders.push(c);
+    }
+    let usdt = AssetSymbol::parse("USDT").unwrap();
+    let other = customer(&store, "usdt-only").await;
+    let new = NewDeposit {
+        id: Uuid::new_v4(),
+        entry_id: Uuid::new_v4(),
+        customer_id: other,
+        asset: usdt.clone(),
+        amount: wei(7),
+        reference: "0xusdt:1".into(),
+    };
+    store.credit_deposit(&ctx(env().now()), None, new).await.unwrap();
+    let _empty = customer(&store, "empty").await;
+    store.ensure_treasury(&ctx(env().now())).await.unwrap();
+    eth_holders.sort();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.holders(Some(&eth()), after, 2).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 2);
+        after = page.last().copied();
+        seen.extend(page);
+    }
+    assert_eq!(seen, eth_holders);
+    assert_eq!(store.holders(Some(&usdt), None, 10).await.unwrap(), vec![other]);
+    let mut everyone = eth_holders.clone();
+    everyone.push(other);
+    everyone.sort();
+    assert_eq!(store.holders(None, None, 100).await.unwrap(), everyone);
 }
 
 async fn deposits_credit_available_once(store: Arc<SqlStore>) {

@@ -124,6 +124,44 @@ impl Ledger for SqlStore {
             .collect()
     }
 
+    async fn holders(
+        &self,
+        asset: Option<&strongroom_units::AssetSymbol>,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Uuid>> {
+        let base = "SELECT DISTINCT customer_id FROM accounts WHERE customer_id IS NOT NULL \
+                    AND customer_id <> $1 AND customer_id > $2 AND bucket <> 'custody' \
+                    AND balance <> '0'";
+        let after = after.map(|a| a.to_string()).unwrap_or_default();
+        let treasury = strongroom_core::ledger::TREASURY_CUSTOMER.to_string();
+        let rows = match asset {
+            Some(a) => {
+                sqlx::query(&format!("{base} AND asset = $3 ORDER BY customer_id LIMIT $4"))
+                    .bind(treasury)
+                    .bind(after)
+                    .bind(a.as_str().to_owned())
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query(&format!("{base} ORDER BY customer_id LIMIT $3"))
+                    .bind(treasury)
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("customer_id")?;
+                Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
+    }
+
     async fn custody_totals(&self) -> Result<Vec<CustodyTotal>> {
         let rows = sqlx::query("SELECT asset, bucket, balance FROM accounts ORDER BY asset")
             .fetch_all(&self.pool)

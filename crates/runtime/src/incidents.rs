@@ -1,0 +1,164 @@
+//! Incident notices: every governance entry that is an incident step (a freeze, a node
+//! quarantined, a key moved or retired, a freeze lifted) raises a staff alert, and a freeze
+//! that stops customers' withdrawals tells each customer holding the asset, by e-mail (with
+//! their anti-phishing code) and as a webhook event. Through the durable outbox, under ids
+//! derived from the entry (`incident/<seq>/…`), so a pass repeated after a crash, or by
+//! another instance, adds nothing; the last entry handled is kept in the database.
+
+use std::sync::Arc;
+
+use strongroom_governance::log::{Change, Entry};
+use strongroom_governance::policy::FreezeScope;
+use strongroom_store::Store;
+use strongroom_units::{AssetRegistry, AssetSymbol};
+
+use crate::risk::Alerts;
+use crate::RuntimeError;
+
+/// The report under which the last handled entry is kept.
+const CURSOR: &str = "incident-notices";
+/// Customers told per page.
+const PAGE: u32 = 500;
+
+/// What a pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NoticeReport {
+    pub entries: usize,
+    pub staff_alerts: usize,
+    pub customers_told: usize,
+}
+
+/// Whose withdrawals a freeze stops, as assets: every asset for a global freeze, the asset
+/// for an asset freeze, the assets on the chains whose hot wallet it is for a wallet freeze
+/// (a cold wallet's freeze stops no customer).
+fn frozen_assets(
+    scope: &FreezeScope,
+    registry: &AssetRegistry,
+    hot_wallets: &[(String, String)],
+) -> Option<Vec<AssetSymbol>> {
+    match scope {
+        FreezeScope::Global => None,
+        FreezeScope::Asset { asset } => Some(AssetSymbol::parse(asset).into_iter().collect()),
+        FreezeScope::Wallet { wallet } => Some(
+            hot_wallets
+                .iter()
+                .filter(|(w, _)| w == wallet)
+                .flat_map(|(_, chain)| {
+                    registry
+                        .iter()
+                        .filter(move |a| a.chain.as_str() == chain)
+                        .map(|a| a.symbol.clone())
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// One pass: handle every entry after the kept cursor.
+pub async fn notice_once(
+    store: &Arc<dyn Store>,
+    alerts: &Alerts,
+    registry: &AssetRegistry,
+    hot_wallets: &[(String, String)],
+    now_ms: i64,
+) -> Result<NoticeReport, RuntimeError> {
+    let done = store
+        .report(CURSOR)
+        .await?
+        .and_then(|v| v.get("seq").and_then(serde_json::Value::as_u64))
+        .unwrap_or(0);
+    let log = store.governance().await?;
+    let mut report = NoticeReport::default();
+    for e in log.entries.iter().filter(|e| e.seq > done) {
+        handle(store, alerts, registry, hot_wallets, e, &mut report).await?;
+        report.entries += 1;
+        store.put_report(CURSOR, &serde_json::json!({ "seq": e.seq }), now_ms).await?;
+    }
+    Ok(report)
+}
+
+async fn handle(
+    store: &Arc<dyn Store>,
+    alerts: &Alerts,
+    registry: &AssetRegistry,
+    hot_wallets: &[(String, String)],
+    e: &Entry,
+    report: &mut NoticeReport,
+) -> Result<(), RuntimeError> {
+    let signers: Vec<&str> = e.signoffs.iter().map(|s| s.member.as_str()).collect();
+    let step = |what: &str| serde_json::json!({ "entry": e.seq, "step": what, "change": e.change, "signed_by": signers });
+    let (what, frozen) = match &e.change {
+        Change::Freeze { scope, .. } => ("freeze", Some(scope)),
+        Change::FreezeUntil { scope, .. } => ("freeze_until", Some(scope)),
+        Change::Unfreeze { .. } => ("unfreeze", None),
+        Change::QuarantineNode { .. } => ("quarantine_node", None),
+        Change::MigrateKey { .. } => ("migrate_key", None),
+        Change::RetireKey { .. } => ("retire_key", None),
+        _ => return Ok(()),
+    };
+    alerts.raise(&format!("incident/{}/staff", e.seq), "incident_step", step(what)).await?;
+    report.staff_alerts += 1;
+    let Some(scope) = frozen else { return Ok(()) };
+    let assets = frozen_assets(scope, registry, hot_wallets);
+    let names = match &assets {
+        None => "all assets".to_owned(),
+        Some(a) if a.is_empty() => return Ok(()),
+        Some(a) => a.iter().map(AssetSymbol::as_str).collect::<Vec<_>>().join(", "),
+    };
+    let subject = format!("Withdrawals of {names} are paused");
+    // The freeze's own reason stays with the staff: it may name what is being investigated.
+    let text = format!(
+        "Our security team has paused withdrawals of {names} while it checks something. Your \
+         balance is unchanged and deposits are still credited. We will tell you when \
+         withdrawals resume."
+    );
+    let per_asset: Vec<Option<AssetSymbol>> = match assets {
+        None => vec![None],
+        Some(a) => a.into_iter().map(Some).collect(),
+    };
+    let mut told = std::collections::BTreeSet::new();
+    for asset in per_asset {
+        let mut after = None;
+        loop {
+            let page = store.holders(asset.as_ref(), after, PAGE).await?;
+            let Some(last) = page.last().copied() else { break };
+            for customer in page {
+                if !told.insert(customer) {
+                    continue;
+                }
+                let id = format!("incident/{}/customer/{customer}", e.seq);
+                alerts.tell_customer_everywhere(&id, customer, &subject, &text).await?;
+                report.customers_told += 1;
+            }
+            after = Some(last);
+        }
+    }
+    Ok(())
+}
+
+/// On the instance that leads `incidents`, a pass every two seconds.
+pub(crate) async fn notices_forever(
+    mut leader: crate::lease::Leader,
+    store: Arc<dyn Store>,
+    alerts: Alerts,
+    registry: AssetRegistry,
+    hot_wallets: Vec<(String, String)>,
+    env: Arc<dyn strongroom_core::Env>,
+) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        if !leader.lead().await {
+            continue;
+        }
+        match notice_once(&store, &alerts, &registry, &hot_wallets, env.now().unix_ms()).await {
+            Ok(r) if r.entries > 0 => tracing::info!(
+                entries = r.entries,
+                staff_alerts = r.staff_alerts,
+                customers_told = r.customers_told,
+                "incident notices"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "incident notices failed; will retry"),
+        }
+    }
+}
