@@ -44,6 +44,34 @@ pub enum DrillCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// A hot-wallet drain under way: freeze everything through governance (one security
+    /// officer), push it to the nodes, and time until they refuse to sign a payout from the
+    /// hot wallet (asked with a log that lacks the freeze, as a compromised orchestrator
+    /// would). Nothing is signed before the freeze is on every node. `--resume` lifts the
+    /// freeze afterwards with two admins' keys (a dev stack holds them).
+    Drain {
+        /// The hot wallet's key.
+        #[arg(long, default_value = "hot-eth-1")]
+        key: String,
+        #[arg(long, default_value = crate::DEV_DATA_DIR)]
+        data_dir: PathBuf,
+        /// The folder with the members' governance keys (default: the dev stack's).
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        /// The security officer who freezes.
+        #[arg(long, default_value = "sec")]
+        member: String,
+        /// Lift the freeze at the end, signed by these two admins (their keys in `--keys`).
+        #[arg(long, value_delimiter = ',')]
+        resume: Vec<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long)]
+        json: bool,
+        /// Do not ask: this freezes every movement until the quorum lifts it.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// One step of the timeline.
@@ -85,7 +113,186 @@ pub async fn run(cmd: DrillCommand) -> anyhow::Result<std::process::ExitCode> {
             let keys = keys.unwrap_or_else(|| crate::governance::dev_keys(&data_dir));
             node_compromise(node, &data_dir, &keys, &member, &api, json, yes).await
         }
+        DrillCommand::Drain { key, data_dir, keys, member, resume, api, json, yes } => {
+            let data_dir = crate::absolute(&data_dir)?;
+            let keys = keys.unwrap_or_else(|| crate::governance::dev_keys(&data_dir));
+            drain(&key, &data_dir, &keys, &member, &resume, &api, json, yes).await
+        }
     }
+}
+
+/// Commit `change` through the API with the signatures of `members` (keys in `keys`); the
+/// entry's number. What is signed is checked against the log verified here.
+async fn commit(
+    api: &crate::client::Api,
+    env: &dyn Env,
+    keys: &std::path::Path,
+    change: &Change,
+    members: &[&str],
+) -> anyhow::Result<u64> {
+    let proposed =
+        api.post("/v1/governance/proposals", &serde_json::json!({ "change": change })).await?;
+    let seq = at(&proposed, "/seq").as_u64().context("the server did not propose")?;
+    let (state, v) = crate::governance::load_api(api, None, env).await?;
+    let entry: strongroom_governance::log::Entry =
+        serde_json::from_value(at(&v, "/proposal/entry").clone())
+            .context("the proposal is not pending")?;
+    anyhow::ensure!(
+        entry.seq == seq && entry.seq == state.seq + 1 && entry.prev == state.head,
+        "the proposal does not follow the verified log"
+    );
+    anyhow::ensure!(&entry.change == change, "the server proposed something else");
+    let hash = entry.hash()?;
+    let mut committed = false;
+    for member in members {
+        use ed25519_dalek::Signer;
+        let key = crate::governance::read_key(&keys.join(format!("{member}.key")))?;
+        let signed = api
+            .post(
+                &format!("/v1/governance/proposals/{seq}/signoffs"),
+                &serde_json::json!({ "member": member, "signature": hex::encode(key.sign(&hash).to_bytes()) }),
+            )
+            .await?;
+        committed = at(&signed, "/committed").as_bool() == Some(true);
+    }
+    anyhow::ensure!(committed, "entry {seq} was not committed");
+    Ok(seq)
+}
+
+/// The server's verified log.
+async fn server_log(
+    api: &crate::client::Api,
+    env: &dyn Env,
+) -> anyhow::Result<Vec<strongroom_governance::log::Entry>> {
+    let (_, v) = crate::governance::load_api(api, None, env).await?;
+    Ok(serde_json::from_value(at(&v, "/entries").clone())?)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drain(
+    key_id: &str,
+    data_dir: &std::path::Path,
+    keys: &std::path::Path,
+    member: &str,
+    resume: &[String],
+    api: &ApiArgs,
+    json: bool,
+    yes: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    use strongroom_chain::TxCodec;
+    let env = SystemEnv::new();
+    let api = api.connect()?;
+    let orch = crate::signers::ClusterFile::load(data_dir)?.orchestrator()?;
+    anyhow::ensure!(resume.is_empty() || resume.len() >= 2, "--resume names two admins");
+    if !crate::governance::confirm(yes, "freeze every movement on this stack (a drill)?")? {
+        println!("nothing done");
+        return Ok(std::process::ExitCode::FAILURE);
+    }
+    let first = *orch.live_nodes().await.first().context("no live node")?;
+    let status = orch.status(first).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let key = status
+        .keys
+        .iter()
+        .find(|k| k.key_id == key_id && k.scheme == Scheme::Ecdsa)
+        .cloned()
+        .with_context(|| format!("no ECDSA key {key_id} on the nodes"))?;
+    let pair: Vec<u16> = key
+        .parties
+        .iter()
+        .copied()
+        .filter(|p| !status.quarantined.contains(p))
+        .take(usize::from(key.threshold))
+        .collect();
+    // The payout an attacker would push: 1 ETH from the hot wallet to an address of theirs.
+    let chain = strongroom_units::ChainId::parse(crate::chain::DEV_CHAIN)?;
+    let mut id = [0u8; 16];
+    env.fill_random(&mut id);
+    let intent = strongroom_core::Intent {
+        destination: strongroom_units::Address::parse(
+            &chain,
+            "0xa0Ee7A142d267C1f36714E4a8F75612F20a79720",
+        )?,
+        chain: chain.clone(),
+        asset: strongroom_core::IntentAsset {
+            symbol: strongroom_units::AssetSymbol::parse("ETH")?,
+            decimals: 18,
+            contract: None,
+        },
+        source_wallet: strongroom_core::WalletId::parse(key_id)?,
+        amount: strongroom_units::Amount::from_base_units(10u128.pow(18))?,
+        fee_cap: strongroom_units::Amount::from_base_units(21_000 * 2_000_000_000)?,
+        expires_at: env.now().plus_ms(600_000),
+        request_id: uuid::Uuid::from_bytes(id),
+    };
+    let params = strongroom_chain_ethereum::EthParams {
+        nonce: u64::from(u32::MAX),
+        gas_limit: 21_000,
+        max_fee_per_gas: 2_000_000_000,
+        max_priority_fee_per_gas: 1_000_000_000,
+    };
+    let tx = strongroom_chain_ethereum::EthCodec::new(chain)?.build(&intent, &params)?;
+    let before = server_log(&api, &env).await?;
+
+    let mut t = Timeline::new(json);
+    t.note(format!("alarm: a drain of {key_id} is under way"));
+    let freeze = Change::Freeze {
+        scope: strongroom_governance::policy::FreezeScope::Global,
+        reason: Some("drill: hot-wallet drain rehearsal".into()),
+    };
+    let seq = commit(&api, &env, keys, &freeze, &[member]).await?;
+    t.note(format!("global freeze committed as governance entry {seq} ({member})"));
+    let log = server_log(&api, &env).await?;
+    let pusher = crate::signers::pusher(data_dir, &[], None, None)?;
+    let pushed = pusher.push_governance(&log, Duration::from_secs(10)).await;
+    let reached = pushed.iter().filter(|(_, r)| r.as_ref().is_ok_and(|h| h.seq >= seq)).count();
+    t.note(format!("freeze on {reached} of {} nodes", pushed.len()));
+    anyhow::ensure!(
+        pushed.iter().filter(|(n, _)| pair.contains(n)).all(|(_, r)| r.is_ok()),
+        "the freeze did not reach the signing nodes {pair:?}: {pushed:?}"
+    );
+    // Only now is the payout asked for, with the log from before the freeze.
+    let request = SignRequest {
+        intent: hex::encode(intent.encode()?),
+        format: TxFormat::Eip1559,
+        tx: hex::encode(tx),
+        governance: before,
+        ..Default::default()
+    };
+    let refused = orch.sign_pooled(&env, &key, &pair, &request).await;
+    let contained_ms = t.ms();
+    match refused {
+        Err(r)
+            if matches!(
+                r.reason,
+                Reason::Blocked { block: strongroom_governance::policy::Block::Frozen { .. }, .. }
+            ) =>
+        {
+            t.note(format!("contained: node {} refuses the payout (frozen)", r.node))
+        }
+        other => anyhow::bail!("the payout was not refused as frozen: {other:?}"),
+    }
+    if let [a, b, ..] = resume {
+        let lift = Change::Unfreeze { scope: strongroom_governance::policy::FreezeScope::Global };
+        let seq = commit(&api, &env, keys, &lift, &[a.as_str(), b.as_str()]).await?;
+        let log = server_log(&api, &env).await?;
+        pusher.push_governance(&log, Duration::from_secs(10)).await;
+        t.note(format!("freeze lifted as governance entry {seq} ({a}, {b})"));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "drill": "drain",
+                "key": key_id,
+                "entry": seq,
+                "time_to_contain_ms": contained_ms,
+                "steps": t.steps,
+            })
+        );
+    } else {
+        println!("time from the alarm to no further signing from {key_id}: {contained_ms} ms");
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// A proof of control with a fresh challenge, under the log the server holds.
@@ -112,7 +319,6 @@ async fn node_compromise(
     let env = SystemEnv::new();
     let api = api.connect()?;
     let orch = crate::signers::ClusterFile::load(data_dir)?.orchestrator()?;
-    let key = crate::governance::read_key(&keys.join(format!("{member}.key")))?;
     if !crate::governance::confirm(
         yes,
         &format!("quarantine signer node {node} for good on this stack (a drill)?"),
@@ -126,9 +332,7 @@ async fn node_compromise(
     let held: Vec<KeyInfo> =
         status.keys.into_iter().filter(|k| k.parties.contains(&node)).collect();
     anyhow::ensure!(!held.is_empty(), "node {node} holds no key here: nothing to drill");
-    let (_, v) = crate::governance::load_api(&api, None, &env).await?;
-    let log: Vec<strongroom_governance::log::Entry> =
-        serde_json::from_value(at(&v, "/entries").clone())?;
+    let log = server_log(&api, &env).await?;
     // Before the alarm: the suspect node signs with a partner.
     let partner = |k: &KeyInfo| k.parties.iter().copied().find(|p| *p != node && *p == first);
     for k in &held {
@@ -146,34 +350,9 @@ async fn node_compromise(
         node,
         reason: Some(format!("drill: node {node} compromise rehearsal")),
     };
-    let proposed =
-        api.post("/v1/governance/proposals", &serde_json::json!({ "change": change })).await?;
-    let seq = at(&proposed, "/seq").as_u64().context("the server did not propose")?;
-    let (state, v) = crate::governance::load_api(&api, None, &env).await?;
-    let entry: strongroom_governance::log::Entry =
-        serde_json::from_value(at(&v, "/proposal/entry").clone())
-            .context("the proposal is not pending")?;
-    anyhow::ensure!(
-        entry.seq == seq && entry.seq == state.seq + 1 && entry.prev == state.head,
-        "the proposal does not follow the verified log"
-    );
-    anyhow::ensure!(entry.change == change, "the server proposed something else");
-    use ed25519_dalek::Signer;
-    let signature = key.sign(&entry.hash()?);
-    let signed = api
-        .post(
-            &format!("/v1/governance/proposals/{seq}/signoffs"),
-            &serde_json::json!({ "member": member, "signature": hex::encode(signature.to_bytes()) }),
-        )
-        .await?;
-    anyhow::ensure!(
-        at(&signed, "/committed").as_bool() == Some(true),
-        "the quarantine was not committed: {signed}"
-    );
+    let seq = commit(&api, &env, keys, &change, &[member]).await?;
     t.note(format!("quarantine of node {node} committed as governance entry {seq} ({member})"));
-    let (_, v) = crate::governance::load_api(&api, None, &env).await?;
-    let log: Vec<strongroom_governance::log::Entry> =
-        serde_json::from_value(at(&v, "/entries").clone())?;
+    let log = server_log(&api, &env).await?;
     let pusher = crate::signers::pusher(data_dir, &[], None, None)?;
     let pushed = pusher.push_governance(&log, Duration::from_secs(10)).await;
     let reached = pushed.iter().filter(|(_, r)| r.is_ok()).count();
@@ -235,9 +414,7 @@ async fn node_compromise(
         }
     }
     // Resume: the others sign.
-    let (_, v) = crate::governance::load_api(&api, None, &env).await?;
-    let log: Vec<strongroom_governance::log::Entry> =
-        serde_json::from_value(at(&v, "/entries").clone())?;
+    let log = server_log(&api, &env).await?;
     let others: Vec<u16> = held
         .first()
         .map(|k| k.parties.iter().copied().filter(|p| *p != node).collect())

@@ -482,6 +482,25 @@ fn a_node_compromise_drill_on_the_dev_stack() {
     assert!(ok && text.contains("2 keys (hot-btc-1, hot-eth-1)"), "{text}");
     let (ok, text) = signer(&["restore", "--backup", out_path], Some("a long drill passphrase"));
     assert!(!ok && text.contains("holds keys already"), "{text}");
+
+    // A drain under way: one officer freezes everything; the payout the attacker asks for,
+    // with a log that lacks the freeze, is refused by the nodes; two admins lift it.
+    let out = Command::new(BIN)
+        .args(["drill", "drain", "--data-dir", data.to_str().unwrap(), "--yes", "--json"])
+        .args(["--resume", "ada,bob"])
+        .envs(envs.iter().cloned())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let contain = report["time_to_contain_ms"].as_u64().unwrap();
+    let steps = report["steps"].to_string();
+    println!("drain drill: time to contain {contain} ms; {steps}");
+    assert!(steps.contains("refuses the payout (frozen)") && steps.contains("freeze lifted"));
+    assert!(contain < 30_000, "{contain} ms");
+    let g = api(&dev, "GET", "/v1/governance", None).to_string();
+    assert!(g.contains("\"freeze\"") && g.contains("\"unfreeze\""), "{g}");
+    assert_audit_intact(&data);
     drop(dev);
 }
 
