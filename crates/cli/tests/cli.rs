@@ -500,6 +500,34 @@ fn a_node_compromise_drill_on_the_dev_stack() {
     assert!(contain < 30_000, "{contain} ms");
     let g = api(&dev, "GET", "/v1/governance", None).to_string();
     assert!(g.contains("\"freeze\"") && g.contains("\"unfreeze\""), "{g}");
+
+    // A freeze committed through the API alone (as the console's passkey signature does),
+    // with nobody pushing it: the runtime pushes the grown log to the nodes within seconds.
+    let gov = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).envs(envs.iter().cloned()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    gov(&["governance", "propose", "freeze", "--scope", "asset:USDT"]);
+    let sec = data.join("governance/keys/sec.key");
+    let pin = std::fs::read_to_string(data.join("governance/genesis.pin")).unwrap();
+    gov(&["governance", "sign", "--member", "sec", "--key", sec.to_str().unwrap()]
+        .into_iter()
+        .chain(["--pin", pin.trim(), "--yes"])
+        .collect::<Vec<_>>());
+    let head = || {
+        let out = Command::new(BIN)
+            .args(["mpc", "status", "--data-dir", data.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let first = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("{}").to_owned();
+        let v: serde_json::Value = serde_json::from_str(&first).unwrap_or_default();
+        v["governance"]["seq"].as_u64().unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while head() < 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(head(), 5, "node 1 never received the freeze from the runtime");
     assert_audit_intact(&data);
     drop(dev);
 }

@@ -136,13 +136,32 @@ async fn handle(
     Ok(())
 }
 
-/// On the instance that leads `incidents`, a pass every two seconds.
+/// Push the stored log to every signer node (each keeps what extends its own copy).
+async fn push(store: &dyn Store, signers: &crate::signing::OrchestratorSigner) {
+    let entries = match store.governance().await {
+        Ok(g) => g.entries,
+        Err(e) => return tracing::warn!(error = %e, "governance not read for the nodes"),
+    };
+    let pushed =
+        signers.orchestrator().push_governance(&entries, std::time::Duration::from_secs(10)).await;
+    for (node, r) in pushed {
+        match r {
+            Ok(head) => tracing::info!(node, seq = head.seq, "governance pushed to a signer node"),
+            Err(e) => tracing::warn!(node, error = %e, "governance not pushed to a signer node"),
+        }
+    }
+}
+
+/// On the instance that leads `incidents`, a pass every two seconds. Whenever the log grew,
+/// it is also pushed to every signer node: a freeze signed in the console (with a passkey)
+/// reaches the nodes within seconds, not with the next signing request.
 pub(crate) async fn notices_forever(
     mut leader: crate::lease::Leader,
     store: Arc<dyn Store>,
     alerts: Alerts,
     registry: AssetRegistry,
     hot_wallets: Vec<(String, String)>,
+    signers: Option<Arc<crate::signing::OrchestratorSigner>>,
     env: Arc<dyn strongroom_core::Env>,
 ) {
     loop {
@@ -151,12 +170,17 @@ pub(crate) async fn notices_forever(
             continue;
         }
         match notice_once(&store, &alerts, &registry, &hot_wallets, env.now().unix_ms()).await {
-            Ok(r) if r.entries > 0 => tracing::info!(
-                entries = r.entries,
-                staff_alerts = r.staff_alerts,
-                customers_told = r.customers_told,
-                "incident notices"
-            ),
+            Ok(r) if r.entries > 0 => {
+                tracing::info!(
+                    entries = r.entries,
+                    staff_alerts = r.staff_alerts,
+                    customers_told = r.customers_told,
+                    "incident notices"
+                );
+                if let Some(s) = &signers {
+                    push(store.as_ref(), s).await;
+                }
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "incident notices failed; will retry"),
         }

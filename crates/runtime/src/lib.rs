@@ -162,9 +162,11 @@ impl Runtime {
         let mut tasks = Vec::new();
         let mut connected = Vec::new();
         let mut probes: Vec<Arc<dyn strongroom_server::ops::Probe>> = Vec::new();
+        let mut signers = None;
         if let Some(s) = &settings.signers {
             let orch = signing::orchestrator(s)?;
             let signer = Arc::new(signing::OrchestratorSigner::new(orch, env.clone()));
+            signers = Some(signer.clone());
             probes.push(Arc::new(probes::SignerProbe { signer: signer.clone() }));
             let refill = instance.leader(store.clone(), env.clone(), "presignatures");
             tasks.push(tokio::spawn(signing::refill_forever(
@@ -252,6 +254,7 @@ impl Runtime {
             risk.alerts().clone(),
             registry.clone(),
             hot_wallets,
+            signers,
             env.clone(),
         )));
         tasks.extend(risk.start(&instance).await?);
