@@ -25,24 +25,8 @@ pub enum DrillCommand {
         /// The node taken to be compromised.
         #[arg(long, default_value_t = 3)]
         node: u16,
-        /// The stack's data folder (its signer nodes, its pusher certificate).
-        #[arg(long, default_value = crate::DEV_DATA_DIR)]
-        data_dir: PathBuf,
-        /// The folder with the security officer's governance key `sec.key` (default: the
-        /// dev stack's own keys).
-        #[arg(long)]
-        keys: Option<PathBuf>,
-        /// The member who signs the quarantine.
-        #[arg(long, default_value = "sec")]
-        member: String,
         #[command(flatten)]
-        api: ApiArgs,
-        /// Print the timeline as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Do not ask: this quarantines the node for good.
-        #[arg(long)]
-        yes: bool,
+        stack: Stack,
     },
     /// A hot-wallet drain under way: freeze everything through governance (one security
     /// officer), push it to the nodes, and time until they refuse to sign a payout from the
@@ -53,25 +37,35 @@ pub enum DrillCommand {
         /// The hot wallet's key.
         #[arg(long, default_value = "hot-eth-1")]
         key: String,
-        #[arg(long, default_value = crate::DEV_DATA_DIR)]
-        data_dir: PathBuf,
-        /// The folder with the members' governance keys (default: the dev stack's).
-        #[arg(long)]
-        keys: Option<PathBuf>,
-        /// The security officer who freezes.
-        #[arg(long, default_value = "sec")]
-        member: String,
         /// Lift the freeze at the end, signed by these two admins (their keys in `--keys`).
         #[arg(long, value_delimiter = ',')]
         resume: Vec<String>,
         #[command(flatten)]
-        api: ApiArgs,
-        #[arg(long)]
-        json: bool,
-        /// Do not ask: this freezes every movement until the quorum lifts it.
-        #[arg(long)]
-        yes: bool,
+        stack: Stack,
     },
+}
+
+/// The stack a drill runs on, and how it runs.
+#[derive(Debug, clap::Args)]
+pub struct Stack {
+    /// The stack's data folder (its signer nodes, its pusher certificate).
+    #[arg(long, default_value = crate::DEV_DATA_DIR)]
+    data_dir: PathBuf,
+    /// The folder with the members' governance keys, `ID.key` (default: the dev stack's
+    /// own).
+    #[arg(long)]
+    keys: Option<PathBuf>,
+    /// The security officer who signs the containing entry.
+    #[arg(long, default_value = "sec")]
+    member: String,
+    #[command(flatten)]
+    api: ApiArgs,
+    /// Print the timeline as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Do not ask (the drill quarantines or freezes for real on this stack).
+    #[arg(long)]
+    yes: bool,
 }
 
 /// One step of the timeline.
@@ -108,15 +102,15 @@ impl Timeline {
 
 pub async fn run(cmd: DrillCommand) -> anyhow::Result<std::process::ExitCode> {
     match cmd {
-        DrillCommand::NodeCompromise { node, data_dir, keys, member, api, json, yes } => {
-            let data_dir = crate::absolute(&data_dir)?;
-            let keys = keys.unwrap_or_else(|| crate::governance::dev_keys(&data_dir));
-            node_compromise(node, &data_dir, &keys, &member, &api, json, yes).await
+        DrillCommand::NodeCompromise { node, stack: s } => {
+            let data_dir = crate::absolute(&s.data_dir)?;
+            let keys = s.keys.unwrap_or_else(|| crate::governance::dev_keys(&data_dir));
+            node_compromise(node, &data_dir, &keys, &s.member, &s.api, s.json, s.yes).await
         }
-        DrillCommand::Drain { key, data_dir, keys, member, resume, api, json, yes } => {
-            let data_dir = crate::absolute(&data_dir)?;
-            let keys = keys.unwrap_or_else(|| crate::governance::dev_keys(&data_dir));
-            drain(&key, &data_dir, &keys, &member, &resume, &api, json, yes).await
+        DrillCommand::Drain { key, resume, stack: s } => {
+            let data_dir = crate::absolute(&s.data_dir)?;
+            let keys = s.keys.unwrap_or_else(|| crate::governance::dev_keys(&data_dir));
+            drain(&key, &data_dir, &keys, &s.member, &resume, &s.api, s.json, s.yes).await
         }
     }
 }

@@ -614,8 +614,17 @@ pub async fn mpc(cmd: MpcCommand) -> anyhow::Result<std::process::ExitCode> {
         }
         MpcCommand::Keygen { nodes, key, scheme, threshold } => {
             let orch = nodes.orchestrator()?;
-            let parties = orch.node_ids();
-            let live = orch.live_nodes().await;
+            // A node governance quarantined takes part in no new key.
+            let mut quarantined = std::collections::BTreeSet::new();
+            for n in orch.live_nodes().await {
+                if let Ok(s) = orch.status(n).await {
+                    quarantined.extend(s.quarantined);
+                }
+            }
+            let parties: Vec<u16> =
+                orch.node_ids().into_iter().filter(|n| !quarantined.contains(n)).collect();
+            let live: Vec<u16> =
+                orch.live_nodes().await.into_iter().filter(|n| parties.contains(n)).collect();
             anyhow::ensure!(
                 live.len() == parties.len(),
                 "every node must be up for a key ceremony: {} of {} answer",
