@@ -91,6 +91,25 @@ impl Timeline {
         self.start.elapsed().as_millis()
     }
 
+    /// The end of a drill: the time to contain, and (with `--json`) `head` with the figure
+    /// and every step.
+    fn report(
+        self,
+        head: serde_json::Map<String, serde_json::Value>,
+        contained_ms: u128,
+        what: &str,
+    ) -> anyhow::Result<std::process::ExitCode> {
+        if self.json {
+            let mut out = head;
+            out.insert("time_to_contain_ms".into(), serde_json::json!(contained_ms));
+            out.insert("steps".into(), serde_json::to_value(&self.steps)?);
+            println!("{}", serde_json::Value::Object(out));
+        } else {
+            println!("time from the alarm to no further signing {what}: {contained_ms} ms");
+        }
+        Ok(std::process::ExitCode::SUCCESS)
+    }
+
     fn note(&mut self, what: impl Into<String>) {
         let step = Step { at_ms: self.ms(), what: what.into() };
         if !self.json {
@@ -272,21 +291,16 @@ async fn drain(
         pusher.push_governance(&log, Duration::from_secs(10)).await;
         t.note(format!("freeze lifted as governance entry {seq} ({a}, {b})"));
     }
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "drill": "drain",
-                "key": key_id,
-                "entry": seq,
-                "time_to_contain_ms": contained_ms,
-                "steps": t.steps,
-            })
-        );
-    } else {
-        println!("time from the alarm to no further signing from {key_id}: {contained_ms} ms");
-    }
-    Ok(std::process::ExitCode::SUCCESS)
+    t.report(
+        head(&[("drill", "drain".into()), ("key", key_id.into()), ("entry", seq.into())]),
+        contained_ms,
+        &format!("from {key_id}"),
+    )
+}
+
+/// The fields a drill's JSON report starts with.
+fn head(fields: &[(&str, serde_json::Value)]) -> serde_json::Map<String, serde_json::Value> {
+    fields.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
 }
 
 /// A proof of control with a fresh challenge, under the log the server holds.
@@ -422,19 +436,9 @@ async fn node_compromise(
             .map_err(|e| anyhow::anyhow!("after the drill, {} with {pair:?}: {e}", k.key_id))?;
     }
     t.note(format!("resumed: nodes {others:?} sign with every key"));
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "drill": "node-compromise",
-                "node": node,
-                "entry": seq,
-                "time_to_contain_ms": contained_ms,
-                "steps": t.steps,
-            })
-        );
-    } else {
-        println!("time from the alarm to no further signing with node {node}: {contained_ms} ms");
-    }
-    Ok(std::process::ExitCode::SUCCESS)
+    t.report(
+        head(&[("drill", "node-compromise".into()), ("node", node.into()), ("entry", seq.into())]),
+        contained_ms,
+        &format!("with node {node}"),
+    )
 }
