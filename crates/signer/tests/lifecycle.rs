@@ -69,6 +69,26 @@ fn audit_of(dir: &Path, node: u16) -> String {
     std::fs::read_to_string(path).unwrap()
 }
 
+/// `n` signer processes pinning `g` under `dir` (logs in `dir/signer-N.log`), all up.
+async fn governed(
+    dir: &Path,
+    g: &Genesis,
+    n: u16,
+) -> (strongroom_signer::cluster::Cluster, Vec<Proc>, Orchestrator) {
+    let genesis_file = dir.join("genesis.json");
+    std::fs::write(&genesis_file, serde_json::to_vec(g).unwrap()).unwrap();
+    let pin = hex::encode(g.hash().unwrap());
+    let (cl, _, _) = prepare_n(dir, Some((genesis_file, pin)), n);
+    let procs = cl.configs.iter().zip(1u16..).map(|(c, i)| start(c, &log_file(dir, i))).collect();
+    let orch = Orchestrator::new(cl.nodes.clone(), cl.orchestrator_credentials().unwrap());
+    wait_live(&orch, usize::from(n)).await;
+    (cl, procs, orch)
+}
+
+fn log_file(dir: &Path, node: u16) -> std::path::PathBuf {
+    dir.join(format!("signer-{node}.log"))
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap().flatten() {
@@ -96,16 +116,9 @@ async fn a_quarantined_node_is_refused_then_refreshed_out_and_a_new_node_enrolle
     let tmp = tempfile::tempdir().unwrap();
     let now = SystemEnv::new().now().unix_ms();
     let g = genesis(now);
-    let genesis_file = tmp.path().join("genesis.json");
-    std::fs::write(&genesis_file, serde_json::to_vec(&g).unwrap()).unwrap();
-    let pin = hex::encode(g.hash().unwrap());
     // Four nodes configured; the keys are made by 1, 2 and 3. Node 4 is the spare.
-    let (cl, _, _) = prepare_n(tmp.path(), Some((genesis_file, pin)), 4);
-    let log_file = |i: u16| tmp.path().join(format!("signer-{i}.log"));
-    let mut procs: Vec<Proc> =
-        cl.configs.iter().zip(1u16..).map(|(c, i)| start(c, &log_file(i))).collect();
-    let orch = Orchestrator::new(cl.nodes.clone(), cl.orchestrator_credentials().unwrap());
-    wait_live(&orch, 4).await;
+    let (cl, mut procs, orch) = governed(tmp.path(), &g, 4).await;
+    let log_file = |i: u16| log_file(tmp.path(), i);
 
     let mut log = Vec::new();
     let policy = Policy::from_toml(
@@ -383,17 +396,7 @@ async fn an_ecdsa_key_moves_to_a_new_key_then_is_retired() {
         decimals: 18,
         contract: None,
     });
-    let genesis_file = tmp.path().join("genesis.json");
-    std::fs::write(&genesis_file, serde_json::to_vec(&g).unwrap()).unwrap();
-    let (cl, _, _) = prepare(tmp.path(), Some((genesis_file, hex::encode(g.hash().unwrap()))));
-    let _procs: Vec<Proc> = cl
-        .configs
-        .iter()
-        .zip(1u16..)
-        .map(|(c, i)| start(c, &tmp.path().join(format!("signer-{i}.log"))))
-        .collect();
-    let orch = Orchestrator::new(cl.nodes.clone(), cl.orchestrator_credentials().unwrap());
-    wait_live(&orch, 3).await;
+    let (_cl, _procs, orch) = governed(tmp.path(), &g, 3).await;
     let mut log = Vec::new();
     let policy = Policy::from_toml(
         r#"
@@ -544,14 +547,8 @@ async fn a_lost_node_is_restored_from_its_sealed_backup_onto_a_fresh_host() {
     let tmp = tempfile::tempdir().unwrap();
     let now = SystemEnv::new().now().unix_ms();
     let g = genesis(now);
-    let genesis_file = tmp.path().join("genesis.json");
-    std::fs::write(&genesis_file, serde_json::to_vec(&g).unwrap()).unwrap();
-    let (cl, _, _) = prepare(tmp.path(), Some((genesis_file, hex::encode(g.hash().unwrap()))));
-    let log_file = |i: u16| tmp.path().join(format!("signer-{i}.log"));
-    let mut procs: Vec<Proc> =
-        cl.configs.iter().zip(1u16..).map(|(c, i)| start(c, &log_file(i))).collect();
-    let orch = Orchestrator::new(cl.nodes.clone(), cl.orchestrator_credentials().unwrap());
-    wait_live(&orch, 3).await;
+    let (cl, mut procs, orch) = governed(tmp.path(), &g, 3).await;
+    let log_file = |i: u16| log_file(tmp.path(), i);
     let mut log = Vec::new();
     let policy = Policy::from_toml(
         "version = 1\nmessages = [\"proof_of_control\"]\n[[rules]]\nname = \"none\"\naction = { kind = \"block\", reason = \"proofs only\" }\n",
