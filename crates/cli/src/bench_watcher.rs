@@ -153,6 +153,7 @@ async fn run_once(
         native: AssetSymbol::parse("ETH")?,
         tokens: Vec::new(),
         hot_wallets: Vec::new(),
+        wallets: vec![strongroom_core::WalletId::parse("hot-eth-1")?],
         start_block: start,
         max_blocks: 1,
         reorg_window: 64,

@@ -102,11 +102,27 @@ pub struct WithdrawalRequest {
 pub struct WithdrawalRules {
     /// How long an intent stays valid for approval and signing.
     pub intent_ttl_ms: i64,
+    /// The hot wallet that pays out on each chain, where it is not `hot-<family>-1` (after
+    /// a key migration, the new key).
+    pub hot_wallets: std::collections::BTreeMap<strongroom_units::ChainId, WalletId>,
 }
 
 impl Default for WithdrawalRules {
     fn default() -> Self {
-        WithdrawalRules { intent_ttl_ms: 24 * 3600 * 1000 }
+        WithdrawalRules {
+            intent_ttl_ms: 24 * 3600 * 1000,
+            hot_wallets: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+impl WithdrawalRules {
+    /// The hot wallet that pays out `asset`.
+    pub fn hot_wallet(&self, asset: &Asset) -> Result<WalletId, IntentError> {
+        match self.hot_wallets.get(&asset.chain) {
+            Some(w) => Ok(w.clone()),
+            None => hot_wallet_for(asset),
+        }
     }
 }
 
@@ -136,7 +152,8 @@ pub struct PlannedWithdrawal {
     pub reservation: JournalEntry,
 }
 
-/// The hot wallet that pays out an asset. One per chain for now.
+/// The chain's first hot wallet, `hot-<family>-1`: the one that pays out unless the rules
+/// name another.
 pub fn hot_wallet_for(asset: &Asset) -> Result<WalletId, IntentError> {
     let family = match asset.family() {
         strongroom_units::ChainFamily::Ethereum => "eth",
@@ -180,7 +197,7 @@ pub fn plan_withdrawal(
             decimals: asset.decimals,
             contract: asset.contract.clone(),
         },
-        source_wallet: hot_wallet_for(asset)?,
+        source_wallet: rules.hot_wallet(asset)?,
         destination,
         amount,
         fee_cap: asset.fee_cap,

@@ -64,8 +64,11 @@ pub struct WatchConfig {
     pub native: AssetSymbol,
     /// Tokens to watch: symbol and contract.
     pub tokens: Vec<(AssetSymbol, Address)>,
-    /// Our hot wallets: transfers into them are the treasury's.
+    /// Our hot wallets' addresses: transfers into them are the treasury's.
     pub hot_wallets: Vec<Address>,
+    /// The wallets whose customers' deposit addresses are watched: the chain's hot wallet
+    /// and every key migrated into it (their addresses stay watched).
+    pub wallets: Vec<WalletId>,
     /// Where to start on a fresh database.
     pub start_block: u64,
     /// Most blocks read per pass.
@@ -100,7 +103,8 @@ pub struct DepositWatcher {
 #[derive(Default)]
 struct Owners {
     by_address: HashMap<Address, Uuid>,
-    next_index: u64,
+    /// Per wallet, the path index after the highest loaded.
+    next_index: HashMap<WalletId, u64>,
 }
 
 /// How many addresses one read of new deposit addresses returns.
@@ -133,23 +137,31 @@ impl DepositWatcher {
                 owners.by_address.insert(h.clone(), TREASURY_CUSTOMER);
             }
         }
-        let mut from = owners.next_index.saturating_sub(ADDRESS_OVERLAP);
-        loop {
-            let page = self.store.deposit_addresses_from(chain, from, ADDRESS_PAGE).await?;
-            let full = page.len() == ADDRESS_PAGE as usize;
-            for a in &page {
-                let address = Address::parse(chain, &a.address)
-                    .map_err(|e| strongroom_store::StoreError::Corrupt(e.to_string()))?;
-                owners.by_address.insert(address, a.customer_id);
-                let next = u64::from(a.path_index).saturating_add(1);
-                owners.next_index = owners.next_index.max(next);
-                from = from.max(u64::from(a.path_index));
+        for wallet in &self.cfg.wallets {
+            let loaded = owners.next_index.get(wallet).copied().unwrap_or(0);
+            let mut from = loaded.saturating_sub(ADDRESS_OVERLAP);
+            let mut next = loaded;
+            loop {
+                let page = self
+                    .store
+                    .deposit_addresses_from(chain, wallet.as_str(), from, ADDRESS_PAGE)
+                    .await?;
+                let full = page.len() == ADDRESS_PAGE as usize;
+                for a in &page {
+                    let address = Address::parse(chain, &a.address)
+                        .map_err(|e| strongroom_store::StoreError::Corrupt(e.to_string()))?;
+                    owners.by_address.insert(address, a.customer_id);
+                    next = next.max(u64::from(a.path_index).saturating_add(1));
+                    from = from.max(u64::from(a.path_index));
+                }
+                if !full {
+                    break;
+                }
+                from = from.saturating_add(1);
             }
-            if !full {
-                return Ok(());
-            }
-            from = from.saturating_add(1);
+            owners.next_index.insert(wallet.clone(), next);
         }
+        Ok(())
     }
 
     fn ctx(&self) -> WriteCtx {

@@ -31,6 +31,7 @@ use uuid::Uuid;
 
 pub mod deposits;
 pub mod reconcile;
+pub mod rotation;
 pub mod sweeps;
 pub mod treasury;
 
@@ -146,6 +147,9 @@ pub struct EthConfig {
     pub worker: String,
     /// How long the lease on one job lasts unless renewed ([`JOB_LEASE_MS`] by default).
     pub lease_ms: i64,
+    /// The chain's hot wallet in use, when others were migrated into it: their movements
+    /// to its address stay in custody (the signer nodes allow a migrating key nothing else).
+    pub home: Option<WalletId>,
 }
 
 /// How long a claim on one withdrawal or sweep lasts unless renewed (it is renewed before
@@ -169,6 +173,9 @@ pub enum EngineError {
     Sign(#[from] SignError),
     #[error("stopped at {0:?} (test stop point)")]
     Stopped(StopPoint),
+    /// The stored governance cannot say what it must (which key holds a chain's money).
+    #[error("governance: {0}")]
+    Governance(String),
 }
 
 /// What one step did.
@@ -430,6 +437,13 @@ impl EthWithdrawals {
             let (_, home) = self.wallet(&w.intent.source_wallet).await?;
             home == w.intent.destination
         };
+        let migrating = match &self.cfg.home {
+            Some(home) if home != &w.intent.source_wallet => {
+                self.wallet(home).await?.1 == w.intent.destination
+            }
+            _ => false,
+        };
+        let own = own || migrating;
         let m = Movement {
             id: w.id,
             intent: &w.intent,

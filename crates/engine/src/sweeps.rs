@@ -26,6 +26,10 @@ pub struct SweepConfig {
     pub wallet: WalletId,
     /// The wallet key's own address, where sweeps go.
     pub hot: Address,
+    /// Wallets governance migrated into `wallet` (ADR 0017), with their own addresses:
+    /// what they and their deposit addresses hold, and whatever arrives there later, is
+    /// swept into `hot` too.
+    pub former: Vec<(WalletId, Address)>,
     /// The native coin (symbol, decimals).
     pub native: (AssetSymbol, u8),
     /// Tokens to sweep: symbol, decimals, contract.
@@ -65,15 +69,37 @@ impl Sweeper {
         let quote = self.rpc.fee_quote().await?;
         let fee_per_gas =
             quote.base_fee_per_gas.saturating_mul(2).saturating_add(quote.max_priority_fee_per_gas);
-        let mut planned = Vec::new();
+        // What is swept: every deposit address of this wallet and of the wallets migrated
+        // into it, then the migrated wallets' own addresses.
+        let ours = |w: &str| {
+            w == self.cfg.wallet.as_str() || self.cfg.former.iter().any(|(f, _)| f.as_str() == w)
+        };
+        let mut sources = Vec::new();
         for d in self.store.deposit_addresses(chain).await? {
-            if d.wallet != self.cfg.wallet.as_str() || busy(&d.address) {
+            if !ours(&d.wallet) {
                 continue;
             }
-            let address = Address::parse(chain, &d.address).map_err(|e| {
-                EngineError::Store(strongroom_store::StoreError::Corrupt(e.to_string()))
-            })?;
-            let path = deposit_path(d.path_index).to_vec();
+            let wallet = WalletId::parse(&d.wallet).map_err(|e| corrupt(e.to_string()))?;
+            let address = Address::parse(chain, &d.address).map_err(|e| corrupt(e.to_string()))?;
+            sources.push((wallet, deposit_path(d.path_index).to_vec(), address));
+        }
+        // A retired key's own address signs nothing more (its deposit addresses still sweep):
+        // what arrives there stays, counted in custody, for people to decide.
+        let retired = if self.cfg.former.is_empty() {
+            Default::default()
+        } else {
+            crate::rotation::retired(self.store.as_ref(), self.env.now()).await?
+        };
+        for (wallet, address) in &self.cfg.former {
+            if !retired.contains(wallet.as_str()) {
+                sources.push((wallet.clone(), Vec::new(), address.clone()));
+            }
+        }
+        let mut planned = Vec::new();
+        for (wallet, path, address) in sources {
+            if busy(address.as_str()) {
+                continue;
+            }
             let eth = self.rpc.balance(&address, None).await?.base_units();
             let token_fee = u128::from(self.cfg.token_gas).saturating_mul(fee_per_gas);
             let mut next = None;
@@ -87,27 +113,13 @@ impl Sweeper {
                     let top_up = Amount::from_base_units(token_fee - eth).map_err(amount_error)?;
                     let fee_cap = fee(NATIVE_TRANSFER_GAS, fee_per_gas)?;
                     let native = (self.cfg.native.0.clone(), self.cfg.native.1, None);
-                    self.sweep(
-                        SweepKind::TopUp,
-                        Vec::new(),
-                        &self.cfg.hot,
-                        &address,
-                        native,
-                        top_up,
-                        fee_cap,
-                    )?
+                    let from = (self.cfg.wallet.clone(), Vec::new(), &self.cfg.hot);
+                    self.sweep(SweepKind::TopUp, from, &address, native, top_up, fee_cap)?
                 } else {
                     let asset = (symbol.clone(), *decimals, Some(contract.clone()));
                     let fee_cap = fee(self.cfg.token_gas, fee_per_gas)?;
-                    self.sweep(
-                        SweepKind::Sweep,
-                        path.clone(),
-                        &address,
-                        &self.cfg.hot,
-                        asset,
-                        held,
-                        fee_cap,
-                    )?
+                    let from = (wallet.clone(), path.clone(), &address);
+                    self.sweep(SweepKind::Sweep, from, &self.cfg.hot, asset, held, fee_cap)?
                 });
                 break;
             }
@@ -118,10 +130,10 @@ impl Sweeper {
                     let native = (self.cfg.native.0.clone(), self.cfg.native.1, None);
                     let amount = Amount::from_base_units(amount).map_err(amount_error)?;
                     let fee_cap = fee(NATIVE_TRANSFER_GAS, fee_per_gas)?;
+                    let from = (wallet.clone(), path, &address);
                     next = Some(self.sweep(
                         SweepKind::Sweep,
-                        path,
-                        &address,
+                        from,
                         &self.cfg.hot,
                         native,
                         amount,
@@ -139,12 +151,10 @@ impl Sweeper {
     }
 
     /// A new sweep of `kind` (not yet stored).
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn sweep(
         &self,
         kind: SweepKind,
-        path: Vec<u32>,
-        from: &Address,
+        (wallet, path, from): (WalletId, Vec<u32>, &Address),
         to: &Address,
         (symbol, decimals, contract): (AssetSymbol, u8, Option<Address>),
         amount: Amount,
@@ -160,7 +170,7 @@ impl Sweeper {
             intent: Intent {
                 chain: self.cfg.chain.clone(),
                 asset: IntentAsset { symbol, decimals, contract },
-                source_wallet: self.cfg.wallet.clone(),
+                source_wallet: wallet,
                 destination: to.clone(),
                 amount,
                 fee_cap,
@@ -176,6 +186,10 @@ impl Sweeper {
 
 fn fee(gas: u64, per_gas: u128) -> Result<Amount, EngineError> {
     Amount::from_base_units(u128::from(gas).saturating_mul(per_gas)).map_err(amount_error)
+}
+
+fn corrupt(why: String) -> EngineError {
+    EngineError::Store(strongroom_store::StoreError::Corrupt(why))
 }
 
 fn amount_error(e: strongroom_units::AmountError) -> EngineError {

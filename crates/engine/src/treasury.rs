@@ -210,10 +210,10 @@ impl Treasury {
                     .map_err(|e| {
                         EngineError::Chain(strongroom_chain::ChainError::Build(e.to_string()))
                     })?;
+                let from = (self.cfg.sweep.wallet.clone(), Vec::new(), hot_addr);
                 let sweep = self.sweeper.sweep(
                     SweepKind::ToCold,
-                    Vec::new(),
-                    hot_addr,
+                    from,
                     &self.cfg.cold,
                     (m.asset.clone(), m.decimals, m.contract.clone()),
                     *amount,

@@ -187,6 +187,7 @@ impl World {
             require_risk: false,
             worker: "engine-test".into(),
             lease_ms: strongroom_engine::JOB_LEASE_MS,
+            home: None,
         };
         EthWithdrawals::new(
             self.store.clone(),
@@ -384,6 +385,7 @@ async fn fees_above_the_cap_wait_and_a_dead_node_changes_nothing() {
         require_risk: false,
         worker: "engine-test".into(),
         lease_ms: strongroom_engine::JOB_LEASE_MS,
+        home: None,
     };
     let quick = Retry {
         attempts: 2,
@@ -411,6 +413,7 @@ async fn watcher(w: &World, tokens: Vec<(AssetSymbol, Address)>) -> DepositWatch
         native: AssetSymbol::parse("ETH").unwrap(),
         tokens,
         hot_wallets: vec![w.hot.clone()],
+        wallets: vec![WalletId::parse("hot-eth-1").unwrap()],
         start_block: 0,
         max_blocks: 50,
         reorg_window: 64,
@@ -594,6 +597,7 @@ async fn deposit_addresses_are_swept_into_the_hot_wallet_with_gas_top_ups() {
         chain: chain(),
         wallet: wallet.clone(),
         hot: w.hot.clone(),
+        former: Vec::new(),
         native: (AssetSymbol::parse("ETH").unwrap(), 18),
         tokens: vec![(usdt.clone(), USDT_DECIMALS, token.clone())],
         min_native: ETH / 1000,

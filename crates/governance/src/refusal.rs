@@ -70,8 +70,9 @@ pub enum Reason {
     /// `seq`), or the message came from one.
     #[error("signer node(s) {nodes:?} are quarantined by governance entry {seq}: they take no part in any session")]
     Quarantined { nodes: Vec<u16>, seq: u64 },
-    /// Governance retired the key (entry `seq`): it is never used again.
-    #[error("key {key} is retired by governance entry {seq}: it signs nothing")]
+    /// Governance retired the key (entry `seq`): its own address signs nothing again (a
+    /// migrated key's deposit addresses only sweep into its successor).
+    #[error("key {key} is retired by governance entry {seq}: its own address signs nothing")]
     KeyRetired { key: String, seq: u64 },
     /// The node could not hear from enough of its peers over the node mesh to know what the
     /// group signed and which governance is newest (it needs `need` peers; it reached

@@ -66,8 +66,11 @@ pub struct EthereumChain {
     pub chain: ChainId,
     pub rpc: EthRpc,
     pub settings: ChainSettings,
+    /// The hot wallet in use: the configured one, or the key governance migrated it to.
     pub wallet: WalletId,
     pub hot: Address,
+    /// Keys migrated into `wallet`, with their addresses: watched and swept into `hot`.
+    pub former: Vec<(WalletId, Address)>,
     pub cold: Option<Address>,
     engine: EthWithdrawals,
     signer: Arc<OrchestratorSigner>,
@@ -99,9 +102,24 @@ impl EthereumChain {
             EthRpc::with_ca(&settings.rpc_url, chain.clone(), Retry::default(), ca.as_deref())
                 .map_err(|e| RuntimeError::chain(&chain, e))?;
         rpc.check_chain().await.map_err(|e| RuntimeError::chain(&chain, e))?;
-        let wallet = WalletId::parse(&settings.hot_wallet).map_err(|e| {
+        let configured = WalletId::parse(&settings.hot_wallet).map_err(|e| {
             RuntimeError::Config(format!("hot_wallet {}: {e}", settings.hot_wallet))
         })?;
+        // Governance may have migrated the configured key to a new one (ADR 0017).
+        let wallets =
+            strongroom_engine::rotation::hot_wallets(store.as_ref(), &configured, env.now())
+                .await
+                .map_err(|e| RuntimeError::chain(&chain, e))?;
+        let wallet = wallets.current.clone();
+        if !wallets.former.is_empty() {
+            let former: Vec<&str> = wallets.former.iter().map(WalletId::as_str).collect();
+            tracing::info!(
+                chain = %chain,
+                wallet = wallet.as_str(),
+                former = ?former,
+                "hot key migrated by governance: paying out from the new key, sweeping the old ones into it"
+            );
+        }
         let fee_asset = AssetSymbol::parse(&settings.fee_asset)
             .map_err(|e| RuntimeError::Config(format!("fee_asset {}: {e}", settings.fee_asset)))?;
         let cold = match &settings.cold_address {
@@ -119,6 +137,7 @@ impl EthereumChain {
             require_risk,
             worker: instance.name.clone(),
             lease_ms: instance.job_ms,
+            home: (!wallets.former.is_empty()).then(|| wallet.clone()),
         };
         let engine = EthWithdrawals::new(store, rpc.clone(), signer.clone(), env, cfg);
         let mut waited = 0u32;
@@ -140,12 +159,20 @@ impl EthereumChain {
                 }
             }
         };
+        let mut former = Vec::new();
+        for w in wallets.former {
+            let (_, address) = engine.wallet(&w).await.map_err(|e| {
+                RuntimeError::Signers(format!("migrated hot wallet {}: {e}", w.as_str()))
+            })?;
+            former.push((w, address));
+        }
         Ok(EthereumChain {
             chain,
             rpc,
             settings: settings.clone(),
             wallet,
             hot,
+            former,
             cold,
             engine,
             signer,
@@ -156,6 +183,7 @@ impl EthereumChain {
     pub fn deposit_addresses(&self, store: Arc<dyn Store>, env: Arc<dyn Env>) -> ChainAddresses {
         ChainAddresses {
             hot: self.hot.clone(),
+            former: self.former.iter().map(|(_, a)| a.clone()).collect(),
             store,
             signer: self.signer.clone(),
             env,
@@ -167,6 +195,9 @@ impl EthereumChain {
     /// What `DATA/chain.json` records of this chain.
     pub fn file(&self) -> ChainFile {
         let mut wallets = vec![(self.wallet.as_str().to_owned(), self.hot.as_str().to_owned())];
+        for (w, a) in &self.former {
+            wallets.push((w.as_str().to_owned(), a.as_str().to_owned()));
+        }
         if let Some(cold) = &self.cold {
             let name = self.settings.cold_wallet.clone().unwrap_or_else(|| "cold".into());
             wallets.push((name, cold.as_str().to_owned()));
@@ -194,7 +225,7 @@ impl EthereumChain {
         api: strongroom_server::AppState,
         instance: &Instance,
     ) -> Result<Vec<tokio::task::JoinHandle<()>>, RuntimeError> {
-        let EthereumChain { chain, rpc, settings, wallet, hot, cold, engine, .. } = self;
+        let EthereumChain { chain, rpc, settings, wallet, hot, former, cold, engine, .. } = self;
         let native =
             registry.iter().find(|a| a.chain == chain && a.contract.is_none()).ok_or_else(
                 || RuntimeError::Config(format!("[[assets]] names no native asset on {chain}")),
@@ -209,7 +240,12 @@ impl EthereumChain {
             confirmations: settings.confirmations,
             native: native.symbol.clone(),
             tokens,
-            hot_wallets: vec![hot.clone()],
+            hot_wallets: std::iter::once(hot.clone())
+                .chain(former.iter().map(|(_, a)| a.clone()))
+                .collect(),
+            wallets: std::iter::once(wallet.clone())
+                .chain(former.iter().map(|(w, _)| w.clone()))
+                .collect(),
             start_block: settings.start_block,
             max_blocks: 200,
             reorg_window: 64,
@@ -218,6 +254,7 @@ impl EthereumChain {
             chain: chain.clone(),
             wallet: wallet.clone(),
             hot: hot.clone(),
+            former: former.clone(),
             native: (native.symbol.clone(), native.decimals),
             tokens: on_chain
                 .iter()
@@ -303,6 +340,7 @@ impl EthereumChain {
             }
         });
         let mut addresses = vec![hot];
+        addresses.extend(former.into_iter().map(|(_, a)| a));
         addresses.extend(cold);
         let assets: Vec<(AssetSymbol, Option<Address>)> =
             on_chain.iter().map(|a| (a.symbol.clone(), a.contract.clone())).collect();
@@ -362,6 +400,8 @@ fn readings(report: Vec<ColdRatio>) -> Vec<strongroom_server::treasury::Treasury
 #[derive(Debug)]
 pub struct ChainAddresses {
     hot: Address,
+    /// Addresses of keys migrated into the hot wallet: ours too.
+    former: Vec<Address>,
     store: Arc<dyn Store>,
     signer: Arc<OrchestratorSigner>,
     env: Arc<dyn Env>,
@@ -376,7 +416,7 @@ pub struct DepositAddresses(pub Vec<ChainAddresses>);
 #[async_trait]
 impl strongroom_server::DepositAddresses for DepositAddresses {
     fn is_hot_wallet(&self, address: &Address) -> bool {
-        self.0.iter().any(|c| &c.hot == address)
+        self.0.iter().any(|c| &c.hot == address || c.former.contains(address))
     }
 
     async fn deposit_address(

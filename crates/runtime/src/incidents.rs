@@ -54,6 +54,13 @@ fn frozen_assets(
     }
 }
 
+/// What a customer is told about an incident step that touches their assets.
+#[derive(Debug, Clone, Copy)]
+enum Notice {
+    Freeze,
+    NewDepositAddress,
+}
+
 /// One pass: handle every entry after the kept cursor.
 pub async fn notice_once(
     store: &Arc<dyn Store>,
@@ -87,31 +94,51 @@ async fn handle(
 ) -> Result<(), RuntimeError> {
     let signers: Vec<&str> = e.signoffs.iter().map(|s| s.member.as_str()).collect();
     let step = |what: &str| serde_json::json!({ "entry": e.seq, "step": what, "change": e.change, "signed_by": signers });
-    let (what, frozen) = match &e.change {
-        Change::Freeze { scope, .. } => ("freeze", Some(scope)),
-        Change::FreezeUntil { scope, .. } => ("freeze_until", Some(scope)),
+    // What the customers whose assets it touches are told: a freeze stops their
+    // withdrawals; a key migration changes their deposit address.
+    let (what, touched) = match &e.change {
+        Change::Freeze { scope, .. } => ("freeze", Some((scope.clone(), Notice::Freeze))),
+        Change::FreezeUntil { scope, .. } => {
+            ("freeze_until", Some((scope.clone(), Notice::Freeze)))
+        }
         Change::Unfreeze { .. } => ("unfreeze", None),
         Change::QuarantineNode { .. } => ("quarantine_node", None),
-        Change::MigrateKey { .. } => ("migrate_key", None),
+        Change::MigrateKey { from, .. } => (
+            "migrate_key",
+            Some((FreezeScope::Wallet { wallet: from.clone() }, Notice::NewDepositAddress)),
+        ),
         Change::RetireKey { .. } => ("retire_key", None),
         _ => return Ok(()),
     };
     alerts.raise(&format!("incident/{}/staff", e.seq), "incident_step", step(what)).await?;
     report.staff_alerts += 1;
-    let Some(scope) = frozen else { return Ok(()) };
-    let assets = frozen_assets(scope, registry, hot_wallets);
+    let Some((scope, notice)) = touched else { return Ok(()) };
+    let assets = frozen_assets(&scope, registry, hot_wallets);
     let names = match &assets {
         None => "all assets".to_owned(),
         Some(a) if a.is_empty() => return Ok(()),
         Some(a) => a.iter().map(AssetSymbol::as_str).collect::<Vec<_>>().join(", "),
     };
-    let subject = format!("Withdrawals of {names} are paused");
-    // The freeze's own reason stays with the staff: it may name what is being investigated.
-    let text = format!(
-        "Our security team has paused withdrawals of {names} while it checks something. Your \
-         balance is unchanged and deposits are still credited. We will tell you when \
-         withdrawals resume."
-    );
+    // The entry's own reason stays with the staff: it may name what is being investigated.
+    let (subject, text) = match notice {
+        Notice::Freeze => (
+            format!("Withdrawals of {names} are paused"),
+            format!(
+                "Our security team has paused withdrawals of {names} while it checks \
+                 something. Your balance is unchanged and deposits are still credited. We will \
+                 tell you when withdrawals resume."
+            ),
+        ),
+        Notice::NewDepositAddress => (
+            format!("Your deposit address for {names} is changing"),
+            format!(
+                "As a security measure we are moving the keys that hold {names} to new ones. \
+                 Your balance is unchanged. Please ask for your deposit address again before \
+                 your next deposit: a new one is issued. Deposits to your previous address \
+                 still arrive and are credited."
+            ),
+        ),
+    };
     let per_asset: Vec<Option<AssetSymbol>> = match assets {
         None => vec![None],
         Some(a) => a.into_iter().map(Some).collect(),

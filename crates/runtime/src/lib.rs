@@ -131,8 +131,9 @@ impl Runtime {
             tls::server_config(&cert, &key).map_err(|e| RuntimeError::Tls(e.to_string()))?;
         let registry = AssetRegistry::from_specs(&settings.assets)
             .map_err(|e| RuntimeError::Config(format!("[[assets]]: {e}")))?;
-        let rules = WithdrawalRules {
+        let mut rules = WithdrawalRules {
             intent_ttl_ms: i64::from(settings.withdrawals.intent_ttl_secs) * 1000,
+            ..WithdrawalRules::default()
         };
         let accounts = strongroom_server::accounts::Accounts::new(
             settings.accounts.rules(settings.listen.port())?,
@@ -200,6 +201,10 @@ impl Runtime {
             return Err(RuntimeError::Config("[[chains]] needs [signers]".into()));
         }
 
+        // Each chain pays out from its hot wallet in use (after a key migration, the new key).
+        for c in &connected {
+            rules.hot_wallets.insert(c.chain.clone(), c.wallet.clone());
+        }
         // The API, whole.
         let mut builder = AppState::builder(store.clone(), env.clone(), registry.clone(), rules)
             .accounts(accounts)
@@ -234,6 +239,15 @@ impl Runtime {
             std::fs::write(&path, text)
                 .map_err(|e| RuntimeError::io(format!("writing {}", path.display()), e))?;
         }
+        // Every hot wallet by chain, migrated ones too (a freeze names a wallet).
+        let hot_wallets: Vec<(String, String)> = connected
+            .iter()
+            .flat_map(|c| {
+                std::iter::once(&c.wallet)
+                    .chain(c.former.iter().map(|(w, _)| w))
+                    .map(|w| (w.as_str().to_owned(), c.chain.as_str().to_owned()))
+            })
+            .collect();
         for c in connected {
             tasks.extend(c.spawn(
                 store.clone(),
@@ -246,8 +260,6 @@ impl Runtime {
         }
         // Incident steps in the governance log: staff alerts, and notices to the customers a
         // freeze stops.
-        let hot_wallets: Vec<(String, String)> =
-            settings.chains.iter().map(|c| (c.hot_wallet.clone(), c.chain.clone())).collect();
         tasks.push(tokio::spawn(incidents::notices_forever(
             instance.leader(store.clone(), env.clone(), "incidents"),
             store.clone(),

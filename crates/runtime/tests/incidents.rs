@@ -85,7 +85,7 @@ async fn has(store: &SqlStore, id: &str) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn freezes_tell_the_customers_they_stop_and_every_incident_step_tells_the_staff() {
+async fn freezes_and_key_migrations_tell_the_customers_and_every_incident_step_the_staff() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("strongroom.db").display());
     let store = Arc::new(SqlStore::connect(&url, Default::default()).await.unwrap());
@@ -183,4 +183,26 @@ async fn freezes_tell_the_customers_they_stop_and_every_incident_step_tells_the_
     commit(&store, &g, Change::Freeze { scope: cold, reason: None }, &[("sec", 5)]).await;
     let r = pass().await.unwrap();
     assert_eq!((r.staff_alerts, r.customers_told), (1, 0));
+
+    // The quorum migrates the chain's hot key: every holder of an asset on that chain is
+    // told their deposit address changes (and that the old one still credits).
+    let change = Change::MigrateKey {
+        from: "hot-eth-1".into(),
+        to: "hot-eth-2".into(),
+        to_public_key: hex::encode([2u8; 33]),
+    };
+    let m = commit(&store, &g, change, &[("ada", 1), ("bob", 2)]).await;
+    let r = pass().await.unwrap();
+    assert_eq!((r.staff_alerts, r.customers_told), (1, 3), "{r:?}");
+    for c in [eth_a, eth_b, usdt] {
+        let mail = store
+            .outbox_message(&format!("incident/{}/customer/{c}/customer_mail", m.seq))
+            .await
+            .unwrap()
+            .expect("a mail to a holder on the migrated key's chain");
+        let text = mail.body.to_string();
+        assert!(text.contains("Your deposit address for ETH, USDT is changing"), "{text}");
+        assert!(text.contains("previous address still arrive"), "{text}");
+    }
+    assert!(!has(&store, &format!("incident/{}/customer/{nothing}/customer_mail", m.seq)).await);
 }

@@ -320,11 +320,17 @@ impl NodeGovernance {
         }
     }
 
-    /// Refuse any use of a key governance retired.
-    pub fn refuse_retired(&self, key_id: &str) -> Result<(), Reason> {
-        match self.lock()?.state.retired.get(key_id) {
-            Some(seq) => Err(Reason::KeyRetired { key: key_id.to_owned(), seq: *seq }),
-            None => Ok(()),
+    /// Refuse a key governance retired. Its own address signs nothing more; a retired key
+    /// that was migrated keeps one use: its deposit addresses (`child`), which customers
+    /// may still pay, sweep into the successor — the migration check lets them pay nothing
+    /// else. Presignatures (`child` unknown yet) are made only for such a key.
+    pub fn refuse_retired(&self, key_id: &str, child: Option<bool>) -> Result<(), Reason> {
+        let inner = self.lock()?;
+        let Some(seq) = inner.state.retired.get(key_id) else { return Ok(()) };
+        let migrated = inner.state.migrations.contains_key(key_id);
+        match child {
+            Some(true) | None if migrated => Ok(()),
+            _ => Err(Reason::KeyRetired { key: key_id.to_owned(), seq: *seq }),
         }
     }
 

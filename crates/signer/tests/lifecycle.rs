@@ -376,7 +376,8 @@ fn create_key_in_token() {
 /// to a new key. Once the quorum's `migrate_key` entry is in the log the nodes let the old
 /// key, and its deposit addresses, pay only the new key's address (as an internal movement:
 /// no approvals, no velocity beyond its fee), and nothing else; once one admin retires it,
-/// they never use it again; the new key signs as the old one did.
+/// its own address signs nothing again while its deposit addresses still sweep into the new
+/// key; the new key signs as the old one did.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ecdsa_key_moves_to_a_new_key_then_is_retired() {
     use strongroom_chain::TxCodec;
@@ -519,19 +520,28 @@ max_amount = "2000000000000000000"
     let s = sign(&new, request(&new, &alice, ETH / 2, vec![], &log)).await.unwrap();
     verify_ecdsa(&s.public_key, &s.signed_bytes, &s.signature);
 
-    // Retired by one admin: the old key signs nothing, not even the sweep it signed before,
-    // and makes no presignature; the new key goes on.
+    // Retired by one admin: the old key's own address signs nothing, not even the sweep it
+    // signed before; its deposit addresses, which customers may still pay, keep sweeping
+    // into the new key and nowhere else; the new key goes on.
     grow(&g, &mut log, Change::RetireKey { key: "hot-eth-1".into() }, &[("ada", 1)]);
-    let p = orch.presign(eid("ps"), "hot-eth-1", &[1, 2]).await.unwrap();
-    let r = orch
-        .sign(eid("sign"), &old, &[1, 2], Some(&p), &request(&old, &new_home, ETH, vec![], &log))
-        .await
-        .unwrap_err();
+    let r = sign(&old, request(&old, &new_home, ETH, vec![], &log)).await.unwrap_err();
     assert!(matches!(&r.reason, Reason::KeyRetired { key, seq: 3 } if key == "hot-eth-1"), "{r:?}");
-    let r = orch.presign(eid("ps"), "hot-eth-1", &[1, 3]).await.unwrap_err();
-    assert!(matches!(&r.reason, Reason::KeyRetired { .. }), "{r:?}");
+    let s = sign(&old, request(&old, &new_home, 2 * ETH, vec![0, 7], &log)).await.unwrap();
+    verify_ecdsa(&s.public_key, &s.signed_bytes, &s.signature);
+    let r = sign(&old, request(&old, &alice, ETH / 4, vec![0, 7], &log)).await.unwrap_err();
+    assert!(
+        matches!(&r.reason, Reason::ChildKeyPaysOut { destination, .. } if destination == ALICE),
+        "{r:?}"
+    );
     let s = sign(&new, request(&new, &alice, ETH / 4, vec![], &log)).await.unwrap();
     verify_ecdsa(&s.public_key, &s.signed_bytes, &s.signature);
+    // A key retired without a migration is used for nothing, not even a presignature.
+    let spare = orch.keygen(eid("kg"), "hot-eth-3", Scheme::Ecdsa, &[1, 2, 3], 2).await.unwrap();
+    grow(&g, &mut log, Change::RetireKey { key: "hot-eth-3".into() }, &[("bob", 2)]);
+    let r = sign(&spare, request(&spare, &alice, ETH / 4, vec![], &log)).await.unwrap_err();
+    assert!(matches!(&r.reason, Reason::KeyRetired { key, seq: 4 } if key == "hot-eth-3"), "{r:?}");
+    let r = orch.presign(eid("ps"), "hot-eth-3", &[1, 3]).await.unwrap_err();
+    assert!(matches!(&r.reason, Reason::KeyRetired { .. }), "{r:?}");
 }
 
 /// Issue "Incident response": node 2's host is lost. Its sealed backup (taken with the node

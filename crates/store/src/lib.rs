@@ -282,8 +282,9 @@ pub trait ChainTxs: Send + Sync {
 /// credited, reversed or orphaned.
 #[async_trait]
 pub trait Deposits: Send + Sync {
-    /// The customer's deposit address on `chain`, made (index allocated, address derived)
-    /// on first request; the same one after that.
+    /// The customer's deposit address on `chain` from `new.wallet`'s key, made (index
+    /// allocated, address derived) on first request; the same one after that. A customer
+    /// has one per wallet: after a key migration, the new key's, and the old one still.
     async fn deposit_address(
         &self,
         ctx: &WriteCtx,
@@ -293,11 +294,13 @@ pub trait Deposits: Send + Sync {
         &self,
         chain: &strongroom_units::ChainId,
     ) -> Result<Vec<DepositAddress>>;
-    /// Up to `limit` deposit addresses on `chain` whose path index is at least `from_index`,
-    /// in index order (the watcher loads new addresses this way, not all of them each pass).
+    /// Up to `limit` of `wallet`'s deposit addresses on `chain` whose path index is at
+    /// least `from_index`, in index order (the watcher loads new addresses this way, not all
+    /// of them each pass).
     async fn deposit_addresses_from(
         &self,
         chain: &strongroom_units::ChainId,
+        wallet: &str,
         from_index: u64,
         limit: u32,
     ) -> Result<Vec<DepositAddress>>;

@@ -1065,6 +1065,36 @@ async fn watched_deposits_are_credited_once_and_reorganised_ones_reversed_or_hel
     assert_eq!((a.path_index, b.path_index), (0, 1));
     assert_eq!(store.deposit_address(&now, new_address(alice)).await.unwrap(), a);
     assert_eq!(store.deposit_addresses(&chain).await.unwrap().len(), 2);
+    // After a key migration the new wallet's key gives alice a second address, from its
+    // own index 0; the first stays hers, and the watcher pages each wallet by itself.
+    let derive_new: AddressDeriver = Arc::new(|i| Ok(format!("0xnewaddress{i}")));
+    let moved = NewDepositAddress {
+        chain: chain.clone(),
+        wallet: "hot-eth-2".into(),
+        customer_id: alice,
+        derive: derive_new,
+    };
+    let a2 = store.deposit_address(&now, moved.clone()).await.unwrap();
+    assert_eq!(
+        (a2.wallet.as_str(), a2.path_index, a2.address.as_str()),
+        ("hot-eth-2", 0, "0xnewaddress0")
+    );
+    assert_eq!(store.deposit_address(&now, moved).await.unwrap(), a2);
+    assert_eq!(store.deposit_address(&now, new_address(alice)).await.unwrap(), a);
+    assert_eq!(store.deposit_addresses(&chain).await.unwrap().len(), 3);
+    let paged = |w: &'static str| {
+        let store = store.clone();
+        let chain = chain.clone();
+        async move { store.deposit_addresses_from(&chain, w, 0, 10).await.unwrap() }
+    };
+    assert_eq!(paged("hot-eth-1").await, vec![a.clone(), b.clone()]);
+    assert_eq!(paged("hot-eth-2").await, vec![a2.clone()]);
+    assert_eq!(
+        store.find_deposit_address(&chain, "0xNEWADDRESS0").await.unwrap().map(|d| d.customer_id),
+        Some(alice)
+    );
+    let audit = strongroom_store::verify_audit(store.as_ref()).await.unwrap();
+    assert!(audit.mismatches.is_empty() && audit.chain_break.is_none(), "{audit:?}");
 
     // A scan of blocks 1..=3 finds three transfers.
     assert_eq!(store.chain_cursor(&chain).await.unwrap(), None);

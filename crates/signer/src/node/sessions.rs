@@ -310,7 +310,7 @@ impl Node {
             serde_json::from_slice(&share).map_err(|e| internal(me, e.to_string()))?;
         drop(share);
         if let Some(gov) = &self.governance {
-            gov.refuse_retired(&key_id).map_err(|r| Refusal::new(me, r))?;
+            gov.refuse_retired(&key_id, None).map_err(|r| Refusal::new(me, r))?;
         }
         let set = ecdsa::Parties::new(signers.iter().copied()).map_err(|e| from_mpc(me, e))?;
         let others = self.others(set.numbers())?;
@@ -601,7 +601,7 @@ impl Node {
                 self.enforce_quarantine();
             }
             gov.refuse_quarantined(signers).map_err(refuse)?;
-            gov.refuse_retired(&info.key_id).map_err(refuse)?;
+            gov.refuse_retired(&info.key_id, Some(!req.path.is_empty())).map_err(refuse)?;
         }
         match &to_sign.decoded {
             check::Decoded::Message { kind, .. } => {

@@ -22,6 +22,19 @@ pub(super) struct DepositAddressRow {
 }
 
 impl DepositAddressRow {
+    /// The audited entity: `deposit_address/CHAIN/CUSTOMER` for the chain's first hot wallet
+    /// (`hot-<family>-1`, the only one before key migrations, so earlier audit records keep
+    /// their names), `deposit_address/CHAIN/CUSTOMER/WALLET` for any other.
+    fn entity(&self) -> String {
+        let base = format!("deposit_address/{}/{}", self.chain, self.customer_id);
+        let first = if self.chain.starts_with("bip122:") { "hot-btc-1" } else { "hot-eth-1" };
+        if self.wallet == first {
+            base
+        } else {
+            format!("{base}/{}", self.wallet)
+        }
+    }
+
     fn to_domain(&self) -> Result<DepositAddress> {
         Ok(DepositAddress {
             chain: ChainId::parse(&self.chain).map_err(|e| StoreError::Corrupt(e.to_string()))?,
@@ -246,7 +259,7 @@ pub(super) async fn stage_address(
         ],
     )
     .await?;
-    let subject = format!("deposit_address/{}/{}", row.chain, row.customer_id);
+    let subject = row.entity();
     w.record(subject.clone(), None, Some(hash_of(&row)?));
     Ok(Staged {
         action: "deposit_address.created".into(),
@@ -496,13 +509,15 @@ impl SqlStore {
     pub(super) async fn read_deposit_address(
         &self,
         chain: &ChainId,
+        wallet: &str,
         customer: Uuid,
     ) -> Result<Option<DepositAddress>> {
         let sql = format!(
-            "SELECT {ADDRESS_COLUMNS} FROM deposit_addresses WHERE chain = $1 AND customer_id = $2"
+            "SELECT {ADDRESS_COLUMNS} FROM deposit_addresses WHERE chain = $1 AND wallet = $2 AND customer_id = $3"
         );
         let row = sqlx::query(&sql)
             .bind(chain.as_str())
+            .bind(wallet)
             .bind(customer.to_string())
             .fetch_optional(&self.pool)
             .await?;
@@ -527,7 +542,7 @@ impl SqlStore {
         chain: &ChainId,
     ) -> Result<Vec<DepositAddress>> {
         let sql = format!(
-            "SELECT {ADDRESS_COLUMNS} FROM deposit_addresses WHERE chain = $1 ORDER BY path_index"
+            "SELECT {ADDRESS_COLUMNS} FROM deposit_addresses WHERE chain = $1 ORDER BY wallet, path_index"
         );
         let rows = sqlx::query(&sql).bind(chain.as_str()).fetch_all(&self.pool).await?;
         rows.iter().map(|r| row_of::<DepositAddressRow>(r)?.to_domain()).collect()
@@ -536,14 +551,16 @@ impl SqlStore {
     pub(super) async fn read_deposit_addresses_from(
         &self,
         chain: &ChainId,
+        wallet: &str,
         from_index: u64,
         limit: u32,
     ) -> Result<Vec<DepositAddress>> {
         let sql = format!(
-            "SELECT {ADDRESS_COLUMNS} FROM deposit_addresses WHERE chain = $1 AND path_index >= $2 ORDER BY path_index LIMIT $3"
+            "SELECT {ADDRESS_COLUMNS} FROM deposit_addresses WHERE chain = $1 AND wallet = $2 AND path_index >= $3 ORDER BY path_index LIMIT $4"
         );
         let rows = sqlx::query(&sql)
             .bind(chain.as_str())
+            .bind(wallet)
             .bind(i64::try_from(from_index).unwrap_or(i64::MAX))
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
@@ -632,10 +649,7 @@ impl SqlStore {
             .await?
         {
             let row = row_of::<DepositAddressRow>(&r)?;
-            out.push((
-                format!("deposit_address/{}/{}", row.chain, row.customer_id),
-                hash_of(&row)?,
-            ));
+            out.push((row.entity(), hash_of(&row)?));
         }
         for r in
             sqlx::query(&format!("SELECT {} FROM chain_deposits", DEPOSIT_COLUMN_LIST.join(", ")))

@@ -12,7 +12,9 @@ impl Deposits for SqlStore {
     ) -> Result<DepositAddress> {
         // Concurrent first requests race for the next index; the loser sees the winner's.
         for _ in 0..5 {
-            if let Some(a) = self.read_deposit_address(&new.chain, new.customer_id).await? {
+            if let Some(a) =
+                self.read_deposit_address(&new.chain, &new.wallet, new.customer_id).await?
+            {
                 return Ok(a);
             }
             let n = new.clone();
@@ -42,10 +44,11 @@ impl Deposits for SqlStore {
     async fn deposit_addresses_from(
         &self,
         chain: &strongroom_units::ChainId,
+        wallet: &str,
         from_index: u64,
         limit: u32,
     ) -> Result<Vec<DepositAddress>> {
-        self.read_deposit_addresses_from(chain, from_index, limit).await
+        self.read_deposit_addresses_from(chain, wallet, from_index, limit).await
     }
 
     async fn find_deposit_address(
