@@ -509,6 +509,23 @@ impl EthWithdrawals {
     }
 
     async fn build(&self, w: &Job) -> Result<Step, EngineError> {
+        // A payout planned from a key governance has since migrated can never be signed
+        // (the nodes let that key pay only its successor, and the intent, which approvers
+        // signed, names the old key): it is cancelled before a nonce is spent, its funds
+        // released, for the customer to ask again.
+        if w.withdrawal && self.cfg.home.as_ref().is_some_and(|h| h != &w.intent.source_wallet) {
+            let entry = new_id(self.env.as_ref());
+            self.store
+                .transition_withdrawal(&self.ctx(), None, w.id, WithdrawalState::Cancelled, entry)
+                .await?;
+            tracing::warn!(
+                alert = true,
+                withdrawal = %w.id,
+                wallet = w.intent.source_wallet.as_str(),
+                "withdrawal from a migrated key cancelled (funds released): ask again"
+            );
+            return Ok(Step::Moved(WithdrawalState::Cancelled));
+        }
         if w.withdrawal && self.cfg.require_risk {
             match self.store.risk_review(w.id).await? {
                 None => return Ok(Step::Waiting("awaiting the risk assessment".into())),

@@ -179,6 +179,11 @@ impl World {
     }
 
     fn engine(&self, stop_at: Option<StopPoint>) -> EthWithdrawals {
+        self.engine_at_home(stop_at, None)
+    }
+
+    /// An engine whose chain pays out from `home`, a key others were migrated into.
+    fn engine_at_home(&self, stop_at: Option<StopPoint>, home: Option<WalletId>) -> EthWithdrawals {
         let cfg = EthConfig {
             chain: chain(),
             fee_asset: AssetSymbol::parse("ETH").unwrap(),
@@ -187,7 +192,7 @@ impl World {
             require_risk: false,
             worker: "engine-test".into(),
             lease_ms: strongroom_engine::JOB_LEASE_MS,
-            home: None,
+            home,
         };
         EthWithdrawals::new(
             self.store.clone(),
@@ -301,6 +306,35 @@ async fn a_withdrawal_is_built_signed_sent_confirmed_and_settled_to_the_wei() {
     w.ledger_matches_chain().await;
     assert_eq!(w.signer.calls.load(Ordering::SeqCst), 1);
     assert!(strongroom_store::verify::verify_audit(w.store.as_ref()).await.unwrap().is_intact());
+}
+
+/// Issue "Incident response": once governance migrated hot-eth-1 to hot-eth-2, a payout
+/// still planned from hot-eth-1 can never be signed (the nodes let it pay only hot-eth-2,
+/// and approvers signed an intent naming it): the engine cancels it before a nonce is spent
+/// on the old key, and the customer's funds are available again.
+#[tokio::test]
+async fn a_payout_planned_from_a_migrated_key_is_cancelled_before_any_nonce() {
+    let Some(w) = World::new().await else { return };
+    let id = w.withdraw("0.5").await;
+    let eth = AssetSymbol::parse("ETH").unwrap();
+    let available = |b: Vec<strongroom_store::Balance>| {
+        b.into_iter()
+            .find(|b| b.asset == eth)
+            .map(|b| (b.available.base_units(), b.pending.base_units()))
+    };
+    assert_eq!(
+        available(w.store.balances(w.customer).await.unwrap()),
+        Some((3 * ETH / 2, ETH / 2))
+    );
+    let engine = w.engine_at_home(None, Some(WalletId::parse("hot-eth-2").unwrap()));
+    engine.drive(id).await.unwrap();
+    assert_eq!(w.state(id).await, WithdrawalState::Cancelled);
+    assert!(w.store.chain_tx(id).await.unwrap().is_none(), "no nonce spent on the old key");
+    assert_eq!(w.signer.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(available(w.store.balances(w.customer).await.unwrap()), Some((2 * ETH, 0)));
+    // Without a migration the same payout goes ahead.
+    let id = w.withdraw("0.5").await;
+    w.drive_until_broadcast_seen(&w.engine(None), id).await;
 }
 
 #[tokio::test]
