@@ -28,6 +28,19 @@ pub enum DrillCommand {
         #[command(flatten)]
         stack: Stack,
     },
+    /// A signer node's host is lost (disk and key-encryption key gone): take its sealed
+    /// backup, kill it and move its data aside, check that the others still sign, restore
+    /// the backup onto the "fresh host" under a new key-encryption key, and time until it
+    /// signs again, FROST and ECDSA. On a dev stack, whose `strongroom dev` restarts the
+    /// node once the drill lifts its `maintenance` file; what was lost is kept in
+    /// `DATA/drills/` for a look afterwards.
+    LostNode {
+        /// The node whose host is lost.
+        #[arg(long, default_value_t = 2)]
+        node: u16,
+        #[command(flatten)]
+        stack: Stack,
+    },
     /// A hot-wallet drain under way: freeze everything through governance (one security
     /// officer), push it to the nodes, and time until they refuse to sign a payout from the
     /// hot wallet (asked with a log that lacks the freeze, as a compromised orchestrator
@@ -91,21 +104,22 @@ impl Timeline {
         self.start.elapsed().as_millis()
     }
 
-    /// The end of a drill: the time to contain, and (with `--json`) `head` with the figure
-    /// and every step.
+    /// The end of a drill: its figure (`key` in the JSON, `sentence` in words) and (with
+    /// `--json`) `head` with the figure and every step.
     fn report(
         self,
         head: serde_json::Map<String, serde_json::Value>,
-        contained_ms: u128,
-        what: &str,
+        key: &str,
+        figure_ms: u128,
+        sentence: &str,
     ) -> anyhow::Result<std::process::ExitCode> {
         if self.json {
             let mut out = head;
-            out.insert("time_to_contain_ms".into(), serde_json::json!(contained_ms));
+            out.insert(key.into(), serde_json::json!(figure_ms));
             out.insert("steps".into(), serde_json::to_value(&self.steps)?);
             println!("{}", serde_json::Value::Object(out));
         } else {
-            println!("time from the alarm to no further signing {what}: {contained_ms} ms");
+            println!("{sentence}: {figure_ms} ms");
         }
         Ok(std::process::ExitCode::SUCCESS)
     }
@@ -125,6 +139,9 @@ pub async fn run(cmd: DrillCommand) -> anyhow::Result<std::process::ExitCode> {
             let data_dir = crate::absolute(&s.data_dir)?;
             let keys = s.keys.unwrap_or_else(|| crate::governance::dev_keys(&data_dir));
             node_compromise(node, &data_dir, &keys, &s.member, &s.api, s.json, s.yes).await
+        }
+        DrillCommand::LostNode { node, stack: s } => {
+            lost_node(node, &crate::absolute(&s.data_dir)?, &s.api, s.json, s.yes).await
         }
         DrillCommand::Drain { key, resume, stack: s } => {
             let data_dir = crate::absolute(&s.data_dir)?;
@@ -293,8 +310,9 @@ async fn drain(
     }
     t.report(
         head(&[("drill", "drain".into()), ("key", key_id.into()), ("entry", seq.into())]),
+        "time_to_contain_ms",
         contained_ms,
-        &format!("from {key_id}"),
+        &format!("time from the alarm to no further signing from {key_id}"),
     )
 }
 
@@ -438,7 +456,171 @@ async fn node_compromise(
     t.note(format!("resumed: nodes {others:?} sign with every key"));
     t.report(
         head(&[("drill", "node-compromise".into()), ("node", node.into()), ("entry", seq.into())]),
+        "time_to_contain_ms",
         contained_ms,
-        &format!("with node {node}"),
+        &format!("time from the alarm to no further signing with node {node}"),
+    )
+}
+
+/// Wait until `node` answers (`up`) or stops answering, for at most `secs`.
+async fn wait_node(
+    orch: &strongroom_signer::client::Orchestrator,
+    node: u16,
+    up: bool,
+    secs: u64,
+) -> anyhow::Result<()> {
+    for _ in 0..secs * 10 {
+        if orch.live_nodes().await.contains(&node) == up {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!(
+        "node {node} {} within {secs} s",
+        if up { "did not come back" } else { "is still up" }
+    )
+}
+
+/// Sign a proof of control with each of `keys` by `signers`; the keys that signed.
+async fn prove_all(
+    orch: &strongroom_signer::client::Orchestrator,
+    env: &dyn Env,
+    keys: &[KeyInfo],
+    signers: &[u16],
+    log: &[strongroom_governance::log::Entry],
+) -> anyhow::Result<Vec<String>> {
+    let mut signed = Vec::new();
+    for k in keys {
+        orch.sign_pooled(env, k, signers, &proof(env, log))
+            .await
+            .map_err(|r| anyhow::anyhow!("{} by {signers:?}: {r}", k.key_id))?;
+        signed.push(k.key_id.clone());
+    }
+    Ok(signed)
+}
+
+async fn lost_node(
+    node: u16,
+    data_dir: &std::path::Path,
+    api: &ApiArgs,
+    json: bool,
+    yes: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    use strongroom_crypto::SecretString;
+    let env = SystemEnv::new();
+    let api = api.connect()?;
+    let orch = crate::signers::ClusterFile::load(data_dir)?.orchestrator()?;
+    let config = data_dir.join(format!("signers/signer-{node}/signer.toml"));
+    anyhow::ensure!(
+        config.exists(),
+        "{} is missing: this drill runs on a dev stack's node (`strongroom dev`)",
+        config.display()
+    );
+    let cfg: strongroom_signer::Config = toml::from_str(&std::fs::read_to_string(&config)?)?;
+    let kek_file = cfg
+        .kek_file
+        .clone()
+        .context("the drill replaces a key-encryption key file; this node has none")?;
+    let pid: u32 = std::fs::read_to_string(crate::signers::pid_file(&config))
+        .context("no node.pid: is `strongroom dev` running this node?")?
+        .trim()
+        .parse()?;
+    if !crate::governance::confirm(
+        yes,
+        &format!("kill signer node {node} and restore it from a backup (a drill)?"),
+    )? {
+        println!("nothing done");
+        return Ok(std::process::ExitCode::FAILURE);
+    }
+    let status = orch.status(node).await.map_err(|e| anyhow::anyhow!("node {node}: {e}"))?;
+    let quarantined = status.quarantined.clone();
+    let keys: Vec<KeyInfo> =
+        status.keys.into_iter().filter(|k| k.parties.contains(&node)).collect();
+    anyhow::ensure!(!keys.is_empty(), "node {node} holds no key");
+    let log = server_log(&api, &env).await?;
+    let stamp = env.now().unix_ms();
+    let folder = data_dir.join(format!("drills/lost-node-{node}-{stamp}"));
+    std::fs::create_dir_all(&folder)?;
+
+    let mut t = Timeline::new(json);
+    // Taken before the loss, as the runbook says (a backup made during the incident would
+    // come from the host being lost). The passphrase lives only for the drill.
+    let mut pass = [0u8; 24];
+    env.fill_random(&mut pass);
+    let passphrase = SecretString::new(hex::encode(pass));
+    let kek = strongroom_signer::node::load_kek(&cfg)?;
+    let (sealed, summary) = strongroom_signer::backup::export(&cfg, kek, &passphrase, &env)?;
+    crate::write_secret(&folder.join(format!("node-{node}.backup")), &sealed)?;
+    t.note(format!("sealed backup of node {node}: {} keys", summary.keys.len()));
+
+    // The loss: the node dies and its disk with it.
+    std::fs::write(crate::signers::maintenance_file(&config), "drill: lost node\n")?;
+    t.note(format!("alarm: node {node}'s host is lost"));
+    let killed = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status()?;
+    anyhow::ensure!(killed.success(), "could not kill node {node} (pid {pid})");
+    wait_node(&orch, node, false, 10).await?;
+    let lost = folder.join("lost");
+    std::fs::create_dir_all(&lost)?;
+    std::fs::rename(&cfg.data_dir, lost.join("data"))?;
+    std::fs::rename(&kek_file, lost.join("kek"))?;
+    t.note(format!(
+        "node {node} down: its data and key-encryption key gone (kept in {})",
+        lost.display()
+    ));
+
+    // The others go on where a threshold of them is left.
+    let others: Vec<u16> = orch
+        .live_nodes()
+        .await
+        .into_iter()
+        .filter(|n| *n != node && !quarantined.contains(n))
+        .collect();
+    let mut still = Vec::new();
+    for k in &keys {
+        let pick: Vec<u16> = others
+            .iter()
+            .copied()
+            .filter(|n| k.parties.contains(n))
+            .take(usize::from(k.threshold))
+            .collect();
+        if pick.len() == usize::from(k.threshold) {
+            still.extend(prove_all(&orch, &env, std::slice::from_ref(k), &pick, &log).await?);
+        }
+    }
+    t.note(if still.is_empty() {
+        format!("without node {node}: too few nodes left to sign")
+    } else {
+        format!("without node {node}: {} still sign", still.join(", "))
+    });
+
+    // The fresh host: a new key-encryption key, the backup restored under it.
+    let mut k = zeroize::Zeroizing::new([0u8; 32]);
+    env.fill_random(k.as_mut());
+    let text = zeroize::Zeroizing::new(hex::encode(&k[..]));
+    crate::write_secret(&kek_file, &text)?;
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let restored = strongroom_signer::backup::restore(
+        &cfg,
+        strongroom_signer::node::load_kek(&cfg)?,
+        &sealed,
+        &passphrase,
+        &env,
+    )?;
+    t.note(format!(
+        "restored onto the fresh host under a new key-encryption key: {} keys",
+        restored.keys.len()
+    ));
+    std::fs::remove_file(crate::signers::maintenance_file(&config))?;
+    wait_node(&orch, node, true, 30).await?;
+    t.note(format!("node {node} back, with its pin"));
+    let with = others.first().copied().context("no other live node")?;
+    let signed = prove_all(&orch, &env, &keys, &[node, with], &log).await?;
+    let recovered_ms = t.ms();
+    t.note(format!("resumed: node {node} signs again with node {with} ({})", signed.join(", ")));
+    t.report(
+        head(&[("drill", "lost-node".into()), ("node", node.into())]),
+        "time_to_recover_ms",
+        recovered_ms,
+        &format!("time from the alarm to node {node} signing again"),
     )
 }

@@ -95,12 +95,87 @@ fn parse_node(s: &str) -> anyhow::Result<NodeAddr> {
     Ok(NodeAddr { id: p.id, addr: p.addr, cert_sha256: p.cert_sha256 })
 }
 
-/// Running signer processes; killed when dropped.
+/// Running signer processes, watched by `strongroom dev`: one that dies is reported and
+/// started again, unless its folder holds a `maintenance` file (a drill or an operator is
+/// working on it), until that file goes. Killed when dropped.
 #[derive(Debug)]
 pub struct Signers {
-    children: Vec<tokio::process::Child>,
+    nodes: std::sync::Arc<std::sync::Mutex<Vec<NodeProcess>>>,
+    watch: tokio::task::JoinHandle<()>,
     pub keys: Vec<KeyInfo>,
     pub file: ClusterFile,
+}
+
+/// One node process and how to start it again.
+#[derive(Debug)]
+struct NodeProcess {
+    id: u16,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<tokio::process::Child>,
+}
+
+/// The file that keeps `strongroom dev` from restarting a node: `DIR/maintenance`, beside
+/// the node's `signer.toml`.
+pub fn maintenance_file(config: &Path) -> PathBuf {
+    config.parent().unwrap_or(Path::new(".")).join("maintenance")
+}
+
+/// Where `strongroom dev` writes a node's process id: `node.pid` beside its `signer.toml`.
+pub fn pid_file(config: &Path) -> PathBuf {
+    config.parent().unwrap_or(Path::new(".")).join("node.pid")
+}
+
+impl NodeProcess {
+    /// Start the node (it exits when this process's end of its stdin closes).
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let exe = std::env::current_exe()?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = tokio::process::Command::new(&exe)
+            .arg("signer")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--exit-with-stdin")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting signer {}", self.id))?;
+        if let Some(pid) = child.id() {
+            std::fs::write(pid_file(&self.config), format!("{pid}\n"))?;
+        }
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// One look: report a node that exited, start one that is down and not under
+    /// maintenance.
+    fn tend(&mut self) {
+        if let Some(c) = &mut self.child {
+            match c.try_wait() {
+                Ok(None) => return,
+                Ok(Some(status)) => {
+                    tracing::error!(alert = true, node = self.id, %status, "signer node exited");
+                    eprintln!("  signer node {} exited ({status})", self.id);
+                }
+                Err(e) => tracing::warn!(node = self.id, error = %e, "signer node not readable"),
+            }
+            self.child = None;
+        }
+        if maintenance_file(&self.config).exists() {
+            return;
+        }
+        match self.spawn() {
+            Ok(()) => {
+                tracing::warn!(node = self.id, "signer node started again");
+                eprintln!("  signer node {} started again", self.id);
+            }
+            Err(e) => {
+                tracing::error!(alert = true, node = self.id, error = %e, "signer node does not start")
+            }
+        }
+    }
 }
 
 fn eid(env: &dyn Env, kind: &str) -> ExecutionId {
@@ -134,23 +209,30 @@ pub async fn start_cluster(
     };
     std::fs::write(ClusterFile::path(data_dir), serde_json::to_vec_pretty(&file)?)?;
 
-    let exe = std::env::current_exe()?;
-    let mut children = Vec::new();
+    let mut nodes = Vec::new();
     for (config, node) in cl.configs.iter().zip(&cl.nodes) {
-        let log = dir.join(format!("signer-{}.log", node.id));
-        let child = tokio::process::Command::new(&exe)
-            .arg("signer")
-            .arg("--config")
-            .arg(config)
-            .arg("--exit-with-stdin")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting signer {}", node.id))?;
-        children.push(child);
+        let mut p = NodeProcess {
+            id: node.id,
+            config: config.clone(),
+            log: dir.join(format!("signer-{}.log", node.id)),
+            child: None,
+        };
+        // A maintenance file left by an interrupted drill is stale at a fresh start.
+        let _ = std::fs::remove_file(maintenance_file(config));
+        let _ = std::fs::remove_file(&p.log);
+        p.spawn()?;
+        nodes.push(p);
     }
+    let nodes = std::sync::Arc::new(std::sync::Mutex::new(nodes));
+    let watched = nodes.clone();
+    let watch = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Ok(mut nodes) = watched.lock() {
+                nodes.iter_mut().for_each(NodeProcess::tend);
+            }
+        }
+    });
     let orch = file.orchestrator()?;
     for _ in 0..200 {
         if orch.live_nodes().await.len() == 3 {
@@ -164,7 +246,7 @@ pub async fn start_cluster(
         dir.display()
     );
     let keys = ensure_keys(&orch, &env).await?;
-    Ok(Signers { children, keys, file })
+    Ok(Signers { nodes, watch, keys, file })
 }
 
 /// A progress bar redrawn in place on a terminal; elsewhere (a log file, a journal) one line
@@ -248,7 +330,14 @@ async fn aux_info(orch: &Orchestrator, env: &SystemEnv) -> anyhow::Result<()> {
 impl Signers {
     /// Process ids of the nodes, in node order.
     pub fn pids(&self) -> Vec<String> {
-        self.children.iter().filter_map(|c| c.id()).map(|p| p.to_string()).collect()
+        match self.nodes.lock() {
+            Ok(nodes) => nodes
+                .iter()
+                .filter_map(|n| n.child.as_ref().and_then(|c| c.id()))
+                .map(|p| p.to_string())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// The runtime's `[signers]` for these nodes.
@@ -270,8 +359,13 @@ impl Signers {
         }
     }
 
-    pub async fn stop(mut self) {
-        for c in &mut self.children {
+    pub async fn stop(self) {
+        self.watch.abort();
+        let children: Vec<tokio::process::Child> = match self.nodes.lock() {
+            Ok(mut nodes) => nodes.iter_mut().filter_map(|n| n.child.take()).collect(),
+            Err(_) => Vec::new(),
+        };
+        for mut c in children {
             let _ = c.kill().await;
         }
     }
@@ -732,5 +826,12 @@ pub async fn mpc(cmd: MpcCommand) -> anyhow::Result<std::process::ExitCode> {
             );
             Ok(std::process::ExitCode::SUCCESS)
         }
+    }
+}
+
+impl Drop for Signers {
+    fn drop(&mut self) {
+        // The watcher owns the last handles on the processes: they die with it.
+        self.watch.abort();
     }
 }

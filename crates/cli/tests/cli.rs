@@ -407,6 +407,53 @@ fn a_node_compromise_drill_on_the_dev_stack() {
         ("STRONGROOM_CACERT", dev.ca.clone()),
         ("STRONGROOM_TOKEN_FILE", data.join("operator.token").to_str().unwrap().to_owned()),
     ];
+    // A lost host first: node 2 killed, its data and key-encryption key gone; restored from
+    // the sealed backup the drill took, under a new key-encryption key, and `dev` starts it
+    // again once the drill lifts its maintenance file. Nodes 1 and 3 sign meanwhile.
+    let out = Command::new(BIN)
+        .args(["drill", "lost-node", "--node", "2", "--data-dir", data.to_str().unwrap()])
+        .args(["--yes", "--json"])
+        .envs(envs.iter().cloned())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let recover = report["time_to_recover_ms"].as_u64().unwrap();
+    let steps: Vec<&str> =
+        report["steps"].as_array().unwrap().iter().map(|s| s["what"].as_str().unwrap()).collect();
+    println!("lost-node drill: time to recover {recover} ms; {steps:#?}");
+    let order = [
+        "sealed backup",
+        "alarm",
+        "gone",
+        "still sign",
+        "restored",
+        "back, with its pin",
+        "resumed",
+    ];
+    let mut at = 0;
+    for word in order {
+        let i = steps
+            .iter()
+            .position(|s| s.contains(word))
+            .unwrap_or_else(|| panic!("{word}: {steps:?}"));
+        assert!(i >= at, "{word} out of order: {steps:?}");
+        at = i;
+    }
+    let still = steps.iter().find(|s| s.contains("still sign")).unwrap();
+    assert!(still.contains("hot-btc-1") && still.contains("hot-eth-1"), "{still}");
+    let resumed = steps.iter().find(|s| s.contains("resumed")).unwrap();
+    assert!(resumed.contains("hot-btc-1") && resumed.contains("hot-eth-1"), "{resumed}");
+    let node_audit =
+        std::fs::read_to_string(data.join("signers/signer-2/data/audit.jsonl")).unwrap();
+    assert!(node_audit.contains("node.restored"), "the restore is in node 2's own audit log");
+    let drills: Vec<_> = std::fs::read_dir(data.join("drills")).unwrap().flatten().collect();
+    assert!(drills.iter().any(|d| d.path().join("lost/data").is_dir()), "what was lost is kept");
+    // `dev` told its operator about the death and the restart.
+    let said = std::fs::read_to_string(data.with_extension("stderr.log")).unwrap();
+    assert!(said.contains("signer node 2 exited"), "{said}");
+    assert!(said.contains("signer node 2 started again"), "{said}");
+
     let drill = |extra: &[&str]| {
         Command::new(BIN)
             .args(["drill", "node-compromise", "--data-dir", data.to_str().unwrap()])
