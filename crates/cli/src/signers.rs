@@ -280,7 +280,7 @@ async fn ensure_keys(orch: &Orchestrator, env: &SystemEnv) -> anyhow::Result<Vec
         DEV_KEYS.iter().filter(|(id, _)| !status.keys.iter().any(|k| k.key_id == *id)).collect();
     if !status.aux_ready {
         eprintln!("First start: preparing threshold keys (2-of-3) on the three signer nodes.");
-        aux_info(orch, env).await?;
+        aux_info(orch, env, &orch.node_ids()).await?;
     }
     for (id, scheme) in missing {
         orch.keygen(eid(env, "keygen"), id, *scheme, &[1, 2, 3], 2)
@@ -294,8 +294,21 @@ async fn ensure_keys(orch: &Orchestrator, env: &SystemEnv) -> anyhow::Result<Vec
 
 /// Wait until every node has Paillier primes (each finds them in the background), then run
 /// auxiliary info across all of them, showing progress.
-async fn aux_info(orch: &Orchestrator, env: &SystemEnv) -> anyhow::Result<()> {
-    let nodes = orch.node_ids();
+/// The nodes a new key is made among: every configured node governance has not
+/// quarantined (as any of them reports).
+async fn key_parties(orch: &Orchestrator) -> Vec<u16> {
+    let mut quarantined = std::collections::BTreeSet::new();
+    for n in orch.live_nodes().await {
+        if let Ok(s) = orch.status(n).await {
+            quarantined.extend(s.quarantined);
+        }
+    }
+    orch.node_ids().into_iter().filter(|n| !quarantined.contains(n)).collect()
+}
+
+/// Auxiliary info for `nodes` (threshold ECDSA keys are made among a set that has it).
+async fn aux_info(orch: &Orchestrator, env: &SystemEnv, nodes: &[u16]) -> anyhow::Result<()> {
+    let nodes = nodes.to_vec();
     let start = env.monotonic();
     loop {
         let mut ready = 0;
@@ -702,21 +715,16 @@ pub async fn mpc(cmd: MpcCommand) -> anyhow::Result<std::process::ExitCode> {
         }
         MpcCommand::AuxInfo { nodes } => {
             let orch = nodes.orchestrator()?;
-            aux_info(&orch, &env).await?;
-            println!("auxiliary info ready on nodes {:?}", orch.node_ids());
+            // For the nodes a new key would be made among (a quarantined one is left out).
+            let parties = key_parties(&orch).await;
+            aux_info(&orch, &env, &parties).await?;
+            println!("auxiliary info ready on nodes {parties:?}");
             Ok(std::process::ExitCode::SUCCESS)
         }
         MpcCommand::Keygen { nodes, key, scheme, threshold } => {
             let orch = nodes.orchestrator()?;
             // A node governance quarantined takes part in no new key.
-            let mut quarantined = std::collections::BTreeSet::new();
-            for n in orch.live_nodes().await {
-                if let Ok(s) = orch.status(n).await {
-                    quarantined.extend(s.quarantined);
-                }
-            }
-            let parties: Vec<u16> =
-                orch.node_ids().into_iter().filter(|n| !quarantined.contains(n)).collect();
+            let parties = key_parties(&orch).await;
             let live: Vec<u16> =
                 orch.live_nodes().await.into_iter().filter(|n| parties.contains(n)).collect();
             anyhow::ensure!(

@@ -75,6 +75,30 @@ impl Parties {
         Ok(Parties { numbers, at_keygen })
     }
 
+    /// Signers of a key generated among `key_parties`: each signer's index at keygen is
+    /// its place among them (a key made among 1, 2 and 4 has node 4 at index 2).
+    pub fn of_key(
+        signers: impl IntoIterator<Item = u16>,
+        key_parties: &[u16],
+    ) -> Result<Self, MpcError> {
+        let mut p = Parties::new(signers)?;
+        let keyset: BTreeSet<u16> = key_parties.iter().copied().collect();
+        p.at_keygen = p
+            .numbers
+            .iter()
+            .map(|n| {
+                keyset.iter().position(|k| k == n).and_then(|i| u16::try_from(i).ok()).ok_or_else(
+                    || {
+                        MpcError::Parameters(format!(
+                            "signer {n} is not a party of the key {keyset:?}"
+                        ))
+                    },
+                )
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(p)
+    }
+
     pub fn numbers(&self) -> &[u16] {
         &self.numbers
     }
@@ -400,6 +424,11 @@ pub fn keygen<'a, R: RngCore + CryptoRng>(
     Ok(Session::new(*eid, me, parties, Box::new(Typed(sm))))
 }
 
+/// How many parties auxiliary info was made for.
+pub fn aux_parties(aux: &AuxInfo) -> usize {
+    aux.parties.len()
+}
+
 /// Attach auxiliary info to a key generation output.
 pub fn complete(incomplete: IncompleteKeyShare, aux: AuxInfo) -> Result<KeyShare, MpcError> {
     KeyShare::from_parts((incomplete, aux)).map_err(|e| MpcError::Parameters(e.to_string()))
@@ -422,7 +451,7 @@ pub fn presign<'a, R: RngCore + CryptoRng>(
             signers.numbers
         )));
     }
-    if signers.numbers.iter().any(|n| *n > key.n()) {
+    if signers.at_keygen.iter().any(|i| *i >= key.n()) {
         return Err(MpcError::Parameters(format!("signers {:?} beyond n", signers.numbers)));
     }
     let sm = cggmp21::signing(cggmp21::ExecutionId::new(&eid.0), i, &signers.at_keygen, key)

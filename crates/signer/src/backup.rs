@@ -62,6 +62,9 @@ struct Contents {
     key_pem: String,
     /// Hex of the CGGMP21 auxiliary info (secret).
     aux: Option<String>,
+    /// Auxiliary info made for other node sets, with each set (hex, secret).
+    #[serde(default)]
+    aux_sets: Vec<(Vec<u16>, String)>,
     /// Each key's public facts and its share (hex, secret).
     keys: Vec<(KeyInfo, String)>,
     files: BTreeMap<String, String>,
@@ -72,6 +75,9 @@ impl Drop for Contents {
         use zeroize::Zeroize;
         self.key_pem.zeroize();
         if let Some(a) = &mut self.aux {
+            a.zeroize();
+        }
+        for (_, a) in &mut self.aux_sets {
             a.zeroize();
         }
         for (_, share) in &mut self.keys {
@@ -115,6 +121,11 @@ pub fn export(
     } else {
         None
     };
+    let mut aux_sets = Vec::new();
+    for set in vault.aux_sets() {
+        let a = vault.aux_for(&set).map_err(|e| BackupError::Io(e.to_string()))?;
+        aux_sets.push((set, hex::encode(a.as_slice())));
+    }
     let mut files = BTreeMap::new();
     for name in STATE_FILES {
         let path = cfg.data_dir.join(name);
@@ -129,6 +140,7 @@ pub fn export(
         cert_pem: std::fs::read_to_string(&cfg.cert).map_err(io(&cfg.cert))?,
         key_pem: std::fs::read_to_string(&cfg.key).map_err(io(&cfg.key))?,
         aux,
+        aux_sets,
         keys,
         files,
     };
@@ -211,6 +223,10 @@ pub fn restore(
     if let Some(aux) = &contents.aux {
         let aux = Zeroizing::new(hex::decode(aux).map_err(bad)?);
         vault.put_aux(&aux, env).map_err(|e| BackupError::Io(e.to_string()))?;
+    }
+    for (set, aux) in &contents.aux_sets {
+        let aux = Zeroizing::new(hex::decode(aux).map_err(bad)?);
+        vault.put_aux_for(set, &aux, env).map_err(|e| BackupError::Io(e.to_string()))?;
     }
     for (info, share) in &contents.keys {
         let share = Zeroizing::new(hex::decode(share).map_err(bad)?);

@@ -186,6 +186,34 @@ impl Vault {
         self.dir.join("aux.sealed").exists()
     }
 
+    /// Auxiliary info made for another node set than the first (after a quarantine or an
+    /// enrolment): `aux/1-2-4.sealed`, the set in its name and in its sealing slot.
+    pub fn put_aux_for(&self, set: &[u16], json: &[u8], env: &dyn Env) -> Result<(), VaultError> {
+        let slot = set_slot(set);
+        let path = self.dir.join("aux").join(format!("{slot}.sealed"));
+        self.put_sealed(&path, "aux", &slot, json, env)
+    }
+
+    /// The auxiliary info made for `set` by [`Vault::put_aux_for`], if any.
+    pub fn aux_for(&self, set: &[u16]) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        let slot = set_slot(set);
+        self.get_sealed(&self.dir.join("aux").join(format!("{slot}.sealed")), "aux", &slot)
+    }
+
+    /// The node sets with auxiliary info of their own (besides the first).
+    pub fn aux_sets(&self) -> Vec<Vec<u16>> {
+        let Ok(d) = std::fs::read_dir(self.dir.join("aux")) else { return Vec::new() };
+        let mut sets: Vec<Vec<u16>> = d
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.strip_suffix(".sealed")?.to_owned();
+                name.split('-').map(|n| n.parse().ok()).collect()
+            })
+            .collect();
+        sets.sort();
+        sets
+    }
+
     // --- key shares --------------------------------------------------------------------
 
     pub fn put_key(&self, info: &KeyInfo, share: &[u8], env: &dyn Env) -> Result<(), VaultError> {
@@ -456,6 +484,14 @@ fn sha2_256(b: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(b).into()
 }
 
+/// A node set as a file name and sealing slot: `1-2-4`.
+fn set_slot(set: &[u16]) -> String {
+    let mut sorted = set.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    sorted.iter().map(u16::to_string).collect::<Vec<_>>().join("-")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,6 +500,23 @@ mod tests {
 
     fn vault(dir: &Path, node: u16) -> Vault {
         Vault::open(dir, node, Box::new(SoftwareKek::from_bytes([node as u8; 32]))).unwrap()
+    }
+
+    #[test]
+    fn auxiliary_info_is_kept_per_node_set_and_bound_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = FixedEnv::new(Timestamp::from_unix_ms(0), 1);
+        let v = vault(dir.path(), 1);
+        v.put_aux(b"first", &env).unwrap();
+        v.put_aux_for(&[4, 1, 2], b"after the quarantine", &env).unwrap();
+        assert_eq!(v.aux().unwrap().as_slice(), b"first");
+        assert_eq!(v.aux_for(&[1, 2, 4]).unwrap().as_slice(), b"after the quarantine");
+        assert!(matches!(v.aux_for(&[1, 2, 3]), Err(VaultError::NotFound(_))));
+        assert_eq!(v.aux_sets(), vec![vec![1, 2, 4]]);
+        // A sealed file moved to another set's name does not open.
+        let aux = dir.path().join("aux");
+        std::fs::copy(aux.join("1-2-4.sealed"), aux.join("1-2-5.sealed")).unwrap();
+        assert!(v.aux_for(&[1, 2, 5]).is_err());
     }
 
     #[test]

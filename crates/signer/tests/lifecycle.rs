@@ -244,6 +244,26 @@ action = { kind = "block", reason = "proofs of control only" }
         verify_bip340(&s.public_key, &s.signed_bytes, &s.signature);
     }
 
+    // ECDSA shares cannot be refreshed: the funds move to a new key made among 1, 2 and 4,
+    // with auxiliary info made for that set (node 4 had none; nodes 1 and 2 keep theirs for
+    // 1..3 beside it). Auxiliary info that includes node 3 is refused.
+    let r = orch.aux_info(eid("aux"), &[1, 3, 4]).await.unwrap_err();
+    assert!(matches!(r.reason, Reason::Quarantined { .. }), "{r:?}");
+    orch.aux_info(eid("aux"), &[1, 2, 4]).await.unwrap();
+    assert!(audit_of(tmp.path(), 4).contains("aux.ready"));
+    let fresh = orch.keygen(eid("kg"), "hot-eth-2", Scheme::Ecdsa, &[1, 2, 4], 2).await.unwrap();
+    assert_eq!(fresh.parties, vec![1, 2, 4]);
+    for pair in [[1, 4], [2, 4], [1, 2]] {
+        let p = orch.presign(eid("ps"), "hot-eth-2", &pair).await.unwrap();
+        let s = orch.sign(eid("sign"), &fresh, &pair, Some(&p), &proof(&log)).await.unwrap();
+        assert_eq!(hex::encode(&s.public_key), fresh.public_key, "{pair:?}");
+        verify_ecdsa(&s.public_key, &s.signed_bytes, &s.signature);
+    }
+    // The old key still signs among 1 and 2 until its funds have moved.
+    let p = orch.presign(eid("ps"), "hot-eth-1", &[1, 2]).await.unwrap();
+    let s = orch.sign(eid("sign"), &ecdsa, &[1, 2], Some(&p), &proof(&log)).await.unwrap();
+    verify_ecdsa(&s.public_key, &s.signed_bytes, &s.signature);
+
     // The stolen copy, run as node 1, no longer signs with node 2: its share is from before
     // the refresh.
     drop(procs.remove(0));

@@ -149,16 +149,34 @@ impl Node {
         Ok(others)
     }
 
+    /// This node's auxiliary info for `set`: its own file, or the first auxiliary info
+    /// when that was made for exactly this set (nodes 1..=n).
+    fn aux_for(&self, set: &[u16]) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, Refusal> {
+        let me = self.cfg.id;
+        match self.vault.aux_for(set) {
+            Ok(a) => return Ok(Some(a)),
+            Err(VaultError::NotFound(_)) => {}
+            Err(e) => return Err(from_vault(me, e)),
+        }
+        if !self.vault.has_aux() || !contiguous(set) {
+            return Ok(None);
+        }
+        let first = self.vault.aux().map_err(|e| from_vault(me, e))?;
+        let aux: ecdsa::AuxInfo =
+            serde_json::from_slice(&first).map_err(|e| internal(me, e.to_string()))?;
+        Ok((ecdsa::aux_parties(&aux) == set.len()).then_some(first))
+    }
+
     pub(super) fn run_aux(
         self: &Arc<Self>,
         eid: ExecutionId,
         parties: Vec<u16>,
     ) -> Result<Reply, Refusal> {
         let me = self.cfg.id;
-        if self.vault.has_aux() {
+        let set = ecdsa::Parties::new(parties.iter().copied()).map_err(|e| from_mpc(me, e))?;
+        if self.aux_for(set.numbers())?.is_some() {
             return Ok(Reply::AuxReady);
         }
-        let set = ecdsa::Parties::new(parties.iter().copied()).map_err(|e| from_mpc(me, e))?;
         let others = self.others(set.numbers())?;
         let rx = self.open_session(eid)?;
         let primes = {
@@ -182,7 +200,15 @@ impl Node {
         let json = zeroize::Zeroizing::new(
             serde_json::to_vec(&aux).map_err(|e| internal(me, e.to_string()))?,
         );
-        self.vault.put_aux(&json, self.env.as_ref()).map_err(|e| from_vault(me, e))?;
+        // The first auxiliary info, for nodes 1..=n, keeps its old place; any other set
+        // (after a quarantine or an enrolment) has a file of its own.
+        let first = !self.vault.has_aux() && contiguous(set.numbers());
+        if first {
+            self.vault.put_aux(&json, self.env.as_ref())
+        } else {
+            self.vault.put_aux_for(set.numbers(), &json, self.env.as_ref())
+        }
+        .map_err(|e| from_vault(me, e))?;
         self.audit(
             "aux.ready",
             "aux",
@@ -207,17 +233,29 @@ impl Node {
         let set = ecdsa::Parties::new(parties.iter().copied()).map_err(|e| from_mpc(me, e))?;
         let others = self.others(set.numbers())?;
         let n = u16::try_from(set.numbers().len()).map_err(|_| bad_request(me, "n"))?;
-        if set.numbers() != (1..=n).collect::<Vec<_>>().as_slice() {
-            return Err(bad_request(me, "key parties must be nodes 1..=n"));
+        if scheme != Scheme::Ecdsa && !contiguous(set.numbers()) {
+            // FROST keys are made among nodes 1..=n; after a quarantine they are refreshed
+            // without the node and new nodes enrolled.
+            return Err(bad_request(me, "FROST key parties must be nodes 1..=n"));
         }
+        // An ECDSA key needs the auxiliary info made for exactly its parties.
+        let aux_json = match scheme {
+            Scheme::Ecdsa => Some(self.aux_for(set.numbers())?.ok_or_else(|| {
+                not_found(
+                    me,
+                    format!(
+                        "no auxiliary info for nodes {:?}: run aux info for them first",
+                        set.numbers()
+                    ),
+                )
+            })?),
+            _ => None,
+        };
         let rx = self.open_session(eid)?;
         let timeout = self.cfg.timeouts.keygen_ms;
         let (info, share) = match scheme {
             Scheme::Ecdsa => {
-                let aux_json = self.vault.aux().map_err(|_| {
-                    self.close_session(eid);
-                    not_found(me, "auxiliary info is not ready: run aux info first")
-                })?;
+                let aux_json = aux_json.ok_or_else(|| internal(me, "no auxiliary info"))?;
                 let aux: ecdsa::AuxInfo =
                     serde_json::from_slice(&aux_json).map_err(|e| internal(me, e.to_string()))?;
                 let mut rng = EnvRng(self.env.as_ref());
@@ -312,7 +350,8 @@ impl Node {
         if let Some(gov) = &self.governance {
             gov.refuse_retired(&key_id, None).map_err(|r| Refusal::new(me, r))?;
         }
-        let set = ecdsa::Parties::new(signers.iter().copied()).map_err(|e| from_mpc(me, e))?;
+        let set = ecdsa::Parties::of_key(signers.iter().copied(), &info.parties)
+            .map_err(|e| from_mpc(me, e))?;
         let others = self.others(set.numbers())?;
         let rx = self.open_session(eid)?;
         let mut rng = EnvRng(self.env.as_ref());
@@ -854,4 +893,9 @@ pub(super) fn decode_env<P: serde::de::DeserializeOwned>(
         reason: format!("undecodable message: {x}"),
     })?;
     Ok(Envelope { eid: e.eid, round: e.round, from: e.from, to: e.to, payload })
+}
+
+/// Nodes 1..=n, the set the first auxiliary info is made for.
+fn contiguous(set: &[u16]) -> bool {
+    set.iter().zip(1u16..).all(|(a, b)| *a == b)
 }
