@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use strongroom_core::{Timestamp, WalletId};
 
-use strongroom_governance::log::{replay, KeyMigration};
+use strongroom_governance::log::{follow_migrations, replay, KeyMigration};
 use strongroom_store::Store;
 
 use crate::EngineError;
@@ -30,46 +30,18 @@ impl HotWallets {
     }
 }
 
-/// Follow `migrations` (governance's, by the key they leave) through `configured` (a
-/// chain's configured hot wallet, before or after its migration): forwards to the key in
-/// use, and back to every key that was migrated into it.
+/// `strongroom_governance::log::follow_migrations` as wallet ids.
 pub fn follow(
     migrations: &BTreeMap<String, KeyMigration>,
     configured: &WalletId,
 ) -> Result<HotWallets, EngineError> {
     let bad = |why: String| EngineError::Governance(why);
-    let mut current = configured.clone();
-    let mut former = Vec::new();
-    // Forwards: each migration names its successor once (governance refuses a second one).
-    while let Some(m) = migrations.get(current.as_str()) {
-        if former.contains(&current) || former.len() > migrations.len() {
-            return Err(bad(format!(
-                "the key migrations through {} form a loop",
-                configured.as_str()
-            )));
-        }
-        former.push(current.clone());
-        current =
-            WalletId::parse(&m.to).map_err(|e| bad(format!("migration target {:?}: {e}", m.to)))?;
-    }
-    // Backwards: keys migrated into one already on the list.
-    loop {
-        let before = former.len();
-        for (from, m) in migrations {
-            let into_ours = m.to == current.as_str() || former.iter().any(|w| w.as_str() == m.to);
-            if into_ours && !former.iter().any(|w| w.as_str() == from) {
-                former.push(
-                    WalletId::parse(from)
-                        .map_err(|e| bad(format!("migrated key {from:?}: {e}")))?,
-                );
-            }
-        }
-        if former.len() == before {
-            break;
-        }
-    }
-    former.sort_by_key(|w| migrations.get(w.as_str()).map_or(u64::MAX, |m| m.seq));
-    Ok(HotWallets { current, former })
+    let (current, former) = follow_migrations(migrations, configured.as_str()).map_err(bad)?;
+    let parse = |w: &str| WalletId::parse(w).map_err(|e| bad(format!("migrated key {w:?}: {e}")));
+    Ok(HotWallets {
+        current: parse(&current)?,
+        former: former.iter().map(|w| parse(w)).collect::<Result<_, _>>()?,
+    })
 }
 
 /// `configured`'s wallets by the stored governance log (only `configured` when no genesis

@@ -352,6 +352,39 @@ pub struct KeyMigration {
     pub seq: u64,
 }
 
+/// Follow `migrations` (by the key they leave) through `configured`, a wallet key named in
+/// a configuration before or after its migration: forwards to the key in use, and back to
+/// every key migrated into it (oldest first). Returns (in use, former).
+pub fn follow_migrations(
+    migrations: &BTreeMap<String, KeyMigration>,
+    configured: &str,
+) -> Result<(String, Vec<String>), String> {
+    let mut current = configured.to_owned();
+    let mut former: Vec<String> = Vec::new();
+    // Forwards: each key moves once (replay refuses a second migration from it).
+    while let Some(m) = migrations.get(&current) {
+        if former.contains(&current) || former.len() > migrations.len() {
+            return Err(format!("the key migrations through {configured} form a loop"));
+        }
+        former.push(std::mem::replace(&mut current, m.to.clone()));
+    }
+    // Backwards: keys migrated into one already on the list.
+    loop {
+        let before = former.len();
+        for (from, m) in migrations {
+            let into_ours = m.to == current || former.contains(&m.to);
+            if into_ours && !former.contains(from) {
+                former.push(from.clone());
+            }
+        }
+        if former.len() == before {
+            break;
+        }
+    }
+    former.sort_by_key(|w| migrations.get(w).map_or(u64::MAX, |m| m.seq));
+    Ok((current, former))
+}
+
 /// The governance state in force after the last entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct State {

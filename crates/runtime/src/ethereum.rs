@@ -182,13 +182,32 @@ impl EthereumChain {
     /// Customers' deposit addresses on this chain, for the API.
     pub fn deposit_addresses(&self, store: Arc<dyn Store>, env: Arc<dyn Env>) -> ChainAddresses {
         ChainAddresses {
-            hot: self.hot.clone(),
-            former: self.former.iter().map(|(_, a)| a.clone()).collect(),
+            ours: Arc::new(std::sync::RwLock::new(self.addresses())),
             store,
             signer: self.signer.clone(),
             env,
             chain: self.chain.clone(),
             wallet: self.wallet.clone(),
+        }
+    }
+
+    /// The signer client this chain signs through.
+    pub fn signer(&self) -> Arc<OrchestratorSigner> {
+        self.signer.clone()
+    }
+
+    /// The hot wallet's address and those of the keys migrated into it.
+    fn addresses(&self) -> Vec<Address> {
+        std::iter::once(self.hot.clone())
+            .chain(self.former.iter().map(|(_, a)| a.clone()))
+            .collect()
+    }
+
+    /// The hot wallets as they were when this chain connected.
+    pub fn wallets(&self) -> strongroom_engine::rotation::HotWallets {
+        strongroom_engine::rotation::HotWallets {
+            current: self.wallet.clone(),
+            former: self.former.iter().map(|(w, _)| w.clone()).collect(),
         }
     }
 
@@ -399,14 +418,141 @@ fn readings(report: Vec<ColdRatio>) -> Vec<strongroom_server::treasury::Treasury
 /// Customers' deposit addresses on one chain, for the API.
 #[derive(Debug)]
 pub struct ChainAddresses {
-    hot: Address,
-    /// Addresses of keys migrated into the hot wallet: ours too.
-    former: Vec<Address>,
+    /// The hot wallet's address and those of keys migrated into it (kept current by
+    /// [`follow_migrations`]).
+    ours: Arc<std::sync::RwLock<Vec<Address>>>,
     store: Arc<dyn Store>,
     signer: Arc<OrchestratorSigner>,
     env: Arc<dyn Env>,
     chain: ChainId,
     wallet: WalletId,
+}
+
+impl ChainAddresses {
+    /// The shared list of our addresses on this chain, for [`follow_migrations`] to update.
+    pub fn ours(&self) -> Arc<std::sync::RwLock<Vec<Address>>> {
+        self.ours.clone()
+    }
+}
+
+/// What it takes to start a chain's workers again on another key.
+pub struct Follow {
+    pub settings: ChainSettings,
+    pub store: Arc<dyn Store>,
+    pub signer: Arc<OrchestratorSigner>,
+    pub env: Arc<dyn Env>,
+    pub require_risk: bool,
+    pub opts: EngineOptions,
+    pub instance: Instance,
+    pub registry: AssetRegistry,
+    pub marks: Vec<WatermarkSettings>,
+    pub api: strongroom_server::AppState,
+    /// Our addresses as the API sees them.
+    pub ours: Arc<std::sync::RwLock<Vec<Address>>>,
+    /// Where `chain.json` is written, for the first chain.
+    pub chain_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Follow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Follow").field("chain", &self.settings.chain).finish_non_exhaustive()
+    }
+}
+
+/// Aborts the workers it holds when dropped (a runtime stopping, or new workers).
+struct Workers(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.0.iter().for_each(tokio::task::JoinHandle::abort);
+    }
+}
+
+/// Every 5 s, ask the stored governance log which keys are this chain's hot wallets; when a
+/// quorum has migrated the key in use (ADR 0017), connect on the new key and replace the
+/// workers: payouts, deposit addresses and sweeps follow without a restart, on every
+/// instance (each reads the same log).
+pub async fn follow_migrations(
+    f: Follow,
+    running: Vec<tokio::task::JoinHandle<()>>,
+    mut wallets: strongroom_engine::rotation::HotWallets,
+) {
+    let mut workers = Workers(running);
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let now = match strongroom_engine::rotation::hot_wallets(
+            f.store.as_ref(),
+            &wallets.current,
+            f.env.now(),
+        )
+        .await
+        {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "hot wallets not read from governance");
+                continue;
+            }
+        };
+        if now == wallets {
+            continue;
+        }
+        tracing::warn!(
+            alert = true,
+            chain = f.settings.chain.as_str(),
+            from = wallets.current.as_str(),
+            to = now.current.as_str(),
+            "hot key migrated by governance: this chain's workers move to the new key"
+        );
+        let chain = match EthereumChain::connect(
+            &f.settings,
+            f.store.clone(),
+            f.signer.clone(),
+            f.env.clone(),
+            f.require_risk,
+            &f.opts,
+            &f.instance,
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(alert = true, error = %e, "the chain's workers cannot move to the new key; retrying");
+                continue;
+            }
+        };
+        if let Ok(mut ours) = f.ours.write() {
+            *ours = chain.addresses();
+        }
+        if let Some(path) = &f.chain_file {
+            match serde_json::to_vec_pretty(&chain.file()) {
+                Ok(text) => {
+                    if let Err(e) = std::fs::write(path, text) {
+                        tracing::warn!(error = %e, "chain.json not rewritten");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "chain.json not rewritten"),
+            }
+        }
+        let next = chain.wallets();
+        // The old workers stop before the new ones start.
+        drop(std::mem::replace(&mut workers, Workers(Vec::new())));
+        match chain.spawn(
+            f.store.clone(),
+            f.env.clone(),
+            &f.registry,
+            &f.marks,
+            f.api.clone(),
+            &f.instance,
+        ) {
+            Ok(tasks) => {
+                workers = Workers(tasks);
+                wallets = next;
+            }
+            Err(e) => {
+                tracing::error!(alert = true, error = %e, "the chain's workers did not start")
+            }
+        }
+    }
 }
 
 /// Every chain's deposit addresses behind the API's one provider.
@@ -416,7 +562,7 @@ pub struct DepositAddresses(pub Vec<ChainAddresses>);
 #[async_trait]
 impl strongroom_server::DepositAddresses for DepositAddresses {
     fn is_hot_wallet(&self, address: &Address) -> bool {
-        self.0.iter().any(|c| &c.hot == address || c.former.contains(address))
+        self.0.iter().any(|c| c.ours.read().is_ok_and(|ours| ours.contains(address)))
     }
 
     async fn deposit_address(
@@ -430,12 +576,17 @@ impl strongroom_server::DepositAddresses for DepositAddresses {
                 asset.symbol, asset.chain
             ));
         };
+        // From the key in use now: one the quorum migrated gives way to its successor.
+        let wallets =
+            strongroom_engine::rotation::hot_wallets(c.store.as_ref(), &c.wallet, c.env.now())
+                .await
+                .map_err(|e| e.to_string())?;
         strongroom_engine::deposits::deposit_address(
             c.store.as_ref(),
             c.signer.as_ref(),
             c.env.as_ref(),
             &c.chain,
-            &c.wallet,
+            &wallets.current,
             customer_id,
         )
         .await

@@ -223,9 +223,10 @@ impl Runtime {
         for p in probes {
             builder = builder.probe(p);
         }
-        if !connected.is_empty() {
-            let addresses =
-                connected.iter().map(|c| c.deposit_addresses(store.clone(), env.clone())).collect();
+        let addresses: Vec<ethereum::ChainAddresses> =
+            connected.iter().map(|c| c.deposit_addresses(store.clone(), env.clone())).collect();
+        let ours: Vec<_> = addresses.iter().map(ethereum::ChainAddresses::ours).collect();
+        if !addresses.is_empty() {
             builder = builder.deposit_addresses(Arc::new(ethereum::DepositAddresses(addresses)));
         }
         let state = builder.build();
@@ -248,15 +249,32 @@ impl Runtime {
                     .map(|w| (w.as_str().to_owned(), c.chain.as_str().to_owned()))
             })
             .collect();
-        for c in connected {
-            tasks.extend(c.spawn(
+        for (i, (c, ours)) in connected.into_iter().zip(ours).enumerate() {
+            let wallets = c.wallets();
+            let follow = ethereum::Follow {
+                settings: c.settings.clone(),
+                store: store.clone(),
+                signer: c.signer(),
+                env: env.clone(),
+                require_risk: settings.withdrawals.require_risk,
+                opts: options.engine.clone(),
+                instance: instance.clone(),
+                registry: registry.clone(),
+                marks: settings.treasury.assets.clone(),
+                api: state.clone(),
+                ours,
+                chain_file: (i == 0).then(|| ethereum::ChainFile::path(&settings.data_dir)),
+            };
+            let running = c.spawn(
                 store.clone(),
                 env.clone(),
                 &registry,
                 &settings.treasury.assets,
                 state.clone(),
                 &instance,
-            )?);
+            )?;
+            // The workers move to a new key when governance migrates this chain's hot key.
+            tasks.push(tokio::spawn(ethereum::follow_migrations(follow, running, wallets)));
         }
         // Incident steps in the governance log: staff alerts, and notices to the customers a
         // freeze stops.

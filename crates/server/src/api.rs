@@ -883,8 +883,8 @@ async fn place_withdrawal(
         ));
     }
     let id = ids.first().copied().unwrap_or_else(|| new_id(env));
-    let planned =
-        plan_withdrawal(state.registry(), state.rules(), &request, id, new_id(env), env.now())?;
+    let rules = crate::governance::rules_now(state, &request.asset).await?;
+    let planned = plan_withdrawal(state.registry(), &rules, &request, id, new_id(env), env.now())?;
     let intent = &planned.withdrawal.intent;
     if let Some(i) = &signed.member {
         crate::governance::check_initiation(state, i, intent, request.customer_id).await?;

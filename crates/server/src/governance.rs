@@ -519,6 +519,27 @@ pub(crate) async fn authorize_credit(
 /// Check the initiator's signed request against the intent the server planned for it and
 /// the governance in force: the member, the signature, every field, and the customer. The
 /// signer nodes check the same again; this refuses a bad one before anything is reserved.
+/// The withdrawal rules as governance has them now: an asset's chain pays out from the key
+/// its configured hot wallet was migrated to, if the quorum migrated it (ADR 0017). A log
+/// that does not verify changes nothing here (the engine and the nodes refuse anyway).
+pub(crate) async fn rules_now(
+    state: &AppState,
+    asset: &str,
+) -> Result<strongroom_core::withdrawal::WithdrawalRules, ApiError> {
+    let mut rules = state.rules().clone();
+    let Ok(a) = state.registry().get(asset) else { return Ok(rules) };
+    let Ok(configured) = rules.hot_wallet(a) else { return Ok(rules) };
+    let rec = state.store().governance().await?;
+    let Ok(Some(gov)) = state_of(&rec, state.env().now()) else { return Ok(rules) };
+    let (current, _) =
+        strongroom_governance::log::follow_migrations(&gov.migrations, configured.as_str())
+            .map_err(invalid)?;
+    rules
+        .hot_wallets
+        .insert(a.chain.clone(), strongroom_core::WalletId::parse(&current).map_err(invalid)?);
+    Ok(rules)
+}
+
 pub(crate) async fn check_initiation(
     state: &AppState,
     initiation: &strongroom_governance::initiation::Initiation,
