@@ -75,6 +75,29 @@ pub async fn notice_once(
         .and_then(|v| v.get("seq").and_then(serde_json::Value::as_u64))
         .unwrap_or(0);
     let log = store.governance().await?;
+    // Every key each chain's hot wallet has been or become through migrations: a freeze may
+    // name any of them.
+    let mut wallets = hot_wallets.to_vec();
+    if let Some((pin, genesis)) = &log.genesis {
+        // Replayed as of its last entry at least (this instance's clock may lag the one
+        // that committed it).
+        let last = log.entries.last().map_or(now_ms, |e| e.at.unix_ms());
+        let at = strongroom_core::Timestamp::from_unix_ms(now_ms.max(last));
+        if let Ok(state) = strongroom_governance::log::replay(genesis, pin, &log.entries, at) {
+            for (w, chain) in hot_wallets {
+                if let Ok((current, former)) =
+                    strongroom_governance::log::follow_migrations(&state.migrations, w)
+                {
+                    for k in std::iter::once(current).chain(former) {
+                        if !wallets.iter().any(|(x, c)| *x == k && c == chain) {
+                            wallets.push((k, chain.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let hot_wallets = wallets.as_slice();
     let mut report = NoticeReport::default();
     for e in log.entries.iter().filter(|e| e.seq > done) {
         handle(store, alerts, registry, hot_wallets, e, &mut report).await?;

@@ -205,4 +205,9 @@ async fn freezes_and_key_migrations_tell_the_customers_and_every_incident_step_t
         assert!(text.contains("previous address still arrive"), "{text}");
     }
     assert!(!has(&store, &format!("incident/{}/customer/{nothing}/customer_mail", m.seq)).await);
+    // The new key is the chain's hot wallet now: freezing it stops that chain's customers.
+    let scope = FreezeScope::Wallet { wallet: "hot-eth-2".into() };
+    commit(&store, &g, Change::Freeze { scope, reason: None }, &[("sec", 5)]).await;
+    let r = pass().await.unwrap();
+    assert_eq!((r.staff_alerts, r.customers_told), (1, 3), "{r:?}");
 }
