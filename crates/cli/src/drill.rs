@@ -506,7 +506,7 @@ async fn lost_node(
     json: bool,
     yes: bool,
 ) -> anyhow::Result<std::process::ExitCode> {
-    use strongroom_crypto::SecretString;
+    use strongroom_crypto::recovery::RecoverySecret;
     let env = SystemEnv::new();
     let api = api.connect()?;
     let orch = crate::signers::ClusterFile::load(data_dir)?.orchestrator()?;
@@ -544,14 +544,18 @@ async fn lost_node(
 
     let mut t = Timeline::new(json);
     // Taken before the loss, as the runbook says (a backup made during the incident would
-    // come from the host being lost). The passphrase lives only for the drill.
-    let mut pass = [0u8; 24];
-    env.fill_random(&mut pass);
-    let passphrase = SecretString::new(hex::encode(pass));
+    // come from the host being lost), sealed to two of three recovery keys; the keys live
+    // only for the drill.
+    let holders: Vec<RecoverySecret> = (0..3).map(|_| RecoverySecret::generate(&env)).collect();
+    let publics: Vec<_> = holders.iter().map(RecoverySecret::public).collect();
     let kek = strongroom_signer::node::load_kek(&cfg)?;
-    let (sealed, summary) = strongroom_signer::backup::export(&cfg, kek, &passphrase, &env)?;
+    let sealing = strongroom_signer::backup::Sealing::Quorum { holders: &publics, k: 2 };
+    let (sealed, summary) = strongroom_signer::backup::export(&cfg, kek, sealing, &env)?;
     crate::write_secret(&folder.join(format!("node-{node}.backup")), &sealed)?;
-    t.note(format!("sealed backup of node {node}: {} keys", summary.keys.len()));
+    t.note(format!(
+        "sealed backup of node {node}: {} keys, to 2 of 3 recovery keys",
+        summary.keys.len()
+    ));
 
     // The loss: the node dies and its disk with it.
     std::fs::write(crate::signers::maintenance_file(&config), "drill: lost node\n")?;
@@ -599,15 +603,21 @@ async fn lost_node(
     let text = zeroize::Zeroizing::new(hex::encode(&k[..]));
     crate::write_secret(&kek_file, &text)?;
     std::fs::create_dir_all(&cfg.data_dir)?;
+    // Two holders (the first and the third) bring their recovery keys.
+    let quorum: Vec<RecoverySecret> = holders
+        .iter()
+        .step_by(2)
+        .map(|h| RecoverySecret::from_hex(&h.to_hex()))
+        .collect::<Result<_, _>>()?;
     let restored = strongroom_signer::backup::restore(
         &cfg,
         strongroom_signer::node::load_kek(&cfg)?,
         &sealed,
-        &passphrase,
+        strongroom_signer::backup::Unlock::Recovery(&quorum),
         &env,
     )?;
     t.note(format!(
-        "restored onto the fresh host under a new key-encryption key: {} keys",
+        "restored onto the fresh host with 2 recovery keys, under a new key-encryption key: {} keys",
         restored.keys.len()
     ));
     std::fs::remove_file(crate::signers::maintenance_file(&config))?;

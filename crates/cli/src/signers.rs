@@ -506,8 +506,9 @@ pub enum MpcCommand {
 #[derive(Debug, Subcommand)]
 pub enum SignerCommand {
     /// Seal a backup of this node (its key shares, auxiliary info, certificate and key, and
-    /// the governance, journal and audit state it decides with) under a passphrase. Take it
-    /// with the node stopped. Presignatures are never backed up.
+    /// the governance, journal and audit state it decides with) under a passphrase, or to a
+    /// quorum of recovery keys (`--recovery-key` for each holder, `--quorum K`). Take it with
+    /// the node stopped. Presignatures are never backed up.
     Backup {
         /// The node's configuration (signer.toml).
         #[arg(long)]
@@ -518,6 +519,20 @@ pub enum SignerCommand {
         /// The environment variable holding the passphrase (at least 12 characters).
         #[arg(long, default_value = "STRONGROOM_BACKUP_PASSPHRASE")]
         passphrase_env: String,
+        /// Seal to recovery keys instead of a passphrase: a holder's public key (hex, from
+        /// `strongroom signer recovery-key`); repeat for each holder.
+        #[arg(long = "recovery-key", requires = "quorum")]
+        recovery_keys: Vec<String>,
+        /// How many of the recovery keys' holders open it together.
+        #[arg(long, requires = "recovery_keys")]
+        quorum: Option<usize>,
+    },
+    /// Make a recovery key for sealed backups: the secret half goes to FILE (mode 0600) for
+    /// its holder to keep offline; the public half is printed, for `backup --recovery-key`.
+    RecoveryKey {
+        /// Where the secret half is written.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Restore a sealed backup onto a fresh host: the shares are re-sealed under this host's
     /// key-encryption key (its signer.toml names it) and the same certificate is put back, so
@@ -529,6 +544,10 @@ pub enum SignerCommand {
         /// The sealed backup.
         #[arg(long)]
         backup: PathBuf,
+        /// A recovery key holder's secret file, for a backup sealed to recovery keys; repeat
+        /// for as many holders as its quorum needs.
+        #[arg(long = "recovery-secret")]
+        recovery_secrets: Vec<PathBuf>,
         /// The environment variable holding the passphrase.
         #[arg(long, default_value = "STRONGROOM_BACKUP_PASSPHRASE")]
         passphrase_env: String,
@@ -592,32 +611,82 @@ fn node_config(path: &std::path::Path) -> anyhow::Result<strongroom_signer::Conf
 /// `strongroom signer init|backup|restore`.
 pub fn signer(cmd: SignerCommand) -> anyhow::Result<std::process::ExitCode> {
     match cmd {
-        SignerCommand::Backup { config, out, passphrase_env } => {
-            let cfg = node_config(&config)?;
-            let pass = backup_passphrase(&passphrase_env)?;
-            let kek = strongroom_signer::node::load_kek(&cfg)?;
-            let (sealed, summary) =
-                strongroom_signer::backup::export(&cfg, kek, &pass, &SystemEnv::new())?;
-            crate::write_secret(&out, &sealed)?;
-            let keys: Vec<&str> = summary.keys.iter().map(|k| k.key_id.as_str()).collect();
-            println!(
-                "node {}: {} keys ({}){} sealed in {}",
-                summary.node,
-                keys.len(),
-                keys.join(", "),
-                if summary.aux { " and its auxiliary info" } else { "" },
+        SignerCommand::RecoveryKey { out } => {
+            let env = SystemEnv::new();
+            let secret = strongroom_crypto::recovery::RecoverySecret::generate(&env);
+            crate::write_secret(&out, &secret.to_hex())?;
+            println!("{}", secret.public().to_hex());
+            eprintln!(
+                "the secret half is in {} (keep it offline); give the line above to whoever takes backups",
                 out.display()
             );
             Ok(std::process::ExitCode::SUCCESS)
         }
-        SignerCommand::Restore { config, backup, passphrase_env } => {
+        SignerCommand::Backup { config, out, passphrase_env, recovery_keys, quorum } => {
+            use strongroom_signer::backup::Sealing;
             let cfg = node_config(&config)?;
-            let pass = backup_passphrase(&passphrase_env)?;
+            let kek = strongroom_signer::node::load_kek(&cfg)?;
+            let holders = recovery_keys
+                .iter()
+                .map(|k| strongroom_crypto::recovery::RecoveryPublic::parse(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            let pass;
+            let sealing = match quorum {
+                Some(k) => Sealing::Quorum { holders: &holders, k },
+                None => {
+                    pass = backup_passphrase(&passphrase_env)?;
+                    Sealing::Passphrase(&pass)
+                }
+            };
+            let (sealed, summary) =
+                strongroom_signer::backup::export(&cfg, kek, sealing, &SystemEnv::new())?;
+            crate::write_secret(&out, &sealed)?;
+            let keys: Vec<&str> = summary.keys.iter().map(|k| k.key_id.as_str()).collect();
+            println!(
+                "node {}: {} keys ({}){} sealed {} in {}",
+                summary.node,
+                keys.len(),
+                keys.join(", "),
+                if summary.aux { " and its auxiliary info" } else { "" },
+                match quorum {
+                    Some(k) => format!("to {k} of {} recovery keys", holders.len()),
+                    None => "under the passphrase".to_owned(),
+                },
+                out.display()
+            );
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        SignerCommand::Restore { config, backup, passphrase_env, recovery_secrets } => {
+            use strongroom_crypto::recovery::{is_quorum_sealed, RecoverySecret};
+            use strongroom_signer::backup::Unlock;
+            let cfg = node_config(&config)?;
             let sealed = std::fs::read_to_string(&backup)
                 .with_context(|| format!("reading {}", backup.display()))?;
             let kek = strongroom_signer::node::load_kek(&cfg)?;
+            let (pass, secrets);
+            let unlock = if is_quorum_sealed(&sealed) {
+                anyhow::ensure!(
+                    !recovery_secrets.is_empty(),
+                    "{} is sealed to recovery keys: give their holders' --recovery-secret files",
+                    backup.display()
+                );
+                secrets = recovery_secrets
+                    .iter()
+                    .map(|f| {
+                        let text = zeroize::Zeroizing::new(
+                            std::fs::read_to_string(f)
+                                .with_context(|| format!("reading {}", f.display()))?,
+                        );
+                        Ok(RecoverySecret::from_hex(&text)?)
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                Unlock::Recovery(&secrets)
+            } else {
+                pass = backup_passphrase(&passphrase_env)?;
+                Unlock::Passphrase(&pass)
+            };
             let summary =
-                strongroom_signer::backup::restore(&cfg, kek, &sealed, &pass, &SystemEnv::new())?;
+                strongroom_signer::backup::restore(&cfg, kek, &sealed, unlock, &SystemEnv::new())?;
             let keys: Vec<&str> = summary.keys.iter().map(|k| k.key_id.as_str()).collect();
             println!(
                 "node {} restored: {} keys ({}) sealed under this host's key; start it with `strongroom signer --config {}`",

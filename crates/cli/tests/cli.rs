@@ -529,6 +529,33 @@ fn a_node_compromise_drill_on_the_dev_stack() {
     assert!(ok && text.contains("2 keys (hot-btc-1, hot-eth-1)"), "{text}");
     let (ok, text) = signer(&["restore", "--backup", out_path], Some("a long drill passphrase"));
     assert!(!ok && text.contains("holds keys already"), "{text}");
+    // Or sealed to two of three recovery keys, each made by its holder; a restore needs
+    // their secret files.
+    let mut publics = Vec::new();
+    for h in 1..=3 {
+        let key = dir.path().join(format!("holder-{h}.key"));
+        let out = Command::new(BIN)
+            .args(["signer", "recovery-key", "--out", key.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        publics.push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    }
+    let q_file = dir.path().join("node-2.quorum.backup");
+    let q_path = q_file.to_str().unwrap();
+    let mut args = vec!["backup", "--out", q_path, "--quorum", "2"];
+    for p in &publics {
+        args.extend(["--recovery-key", p.as_str()]);
+    }
+    let (ok, text) = signer(&args, None);
+    assert!(ok && text.contains("to 2 of 3 recovery keys"), "{text}");
+    let (ok, text) = signer(&["restore", "--backup", q_path], None);
+    assert!(!ok && text.contains("--recovery-secret"), "{text}");
+    let holder = |h: u8| dir.path().join(format!("holder-{h}.key")).to_str().unwrap().to_owned();
+    let (h1, h3) = (holder(1), holder(3));
+    let args = ["restore", "--backup", q_path, "--recovery-secret", &h1, "--recovery-secret", &h3];
+    let (ok, text) = signer(&args, None);
+    assert!(!ok && text.contains("holds keys already"), "{text}");
 
     // A drain under way: one officer freezes everything; the payout the attacker asks for,
     // with a log that lacks the freeze, is refused by the nodes; two admins lift it.

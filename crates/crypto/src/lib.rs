@@ -7,6 +7,7 @@
 
 pub mod passphrase;
 pub mod password;
+pub mod recovery;
 pub mod seal;
 pub mod totp;
 

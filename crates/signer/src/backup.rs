@@ -1,7 +1,8 @@
 //! Sealed backups of a node: its key shares, auxiliary info and mTLS identity, and the state
 //! it decides with (its copy of the governance log and when it saw each entry, its signing
 //! journal, velocity records, customers' keys, its audit log), sealed under a passphrase
-//! (Argon2id, `strongroom_crypto::passphrase`). A restore on a fresh host re-seals every
+//! (Argon2id, `strongroom_crypto::passphrase`) or to a quorum of recovery keys, any `k` of
+//! whose holders open it together (`strongroom_crypto::recovery`). A restore on a fresh host re-seals every
 //! secret under that host's own key-encryption key and puts the same certificate back, so
 //! the other nodes' pins accept the node as before.
 //!
@@ -42,6 +43,8 @@ pub enum BackupError {
     OtherCertificate { path: String },
     #[error("the backup: {0}")]
     Sealed(#[from] strongroom_crypto::passphrase::PassphraseError),
+    #[error("the backup: {0}")]
+    Recovery(#[from] strongroom_crypto::recovery::RecoveryError),
     #[error("the backup is malformed: {0}")]
     Malformed(String),
     #[error("{0}")]
@@ -99,13 +102,28 @@ fn label(node: u16) -> String {
     format!("signer-backup-node-{node}")
 }
 
-/// Seal a backup of the node `cfg` describes under `passphrase`; `kek` opens its vault.
+/// How a backup is sealed: under a passphrase, or to a quorum of recovery keys (any `k` of
+/// their holders together open it; `strongroom_crypto::recovery`).
+#[derive(Debug, Clone, Copy)]
+pub enum Sealing<'a> {
+    Passphrase(&'a SecretString),
+    Quorum { holders: &'a [strongroom_crypto::recovery::RecoveryPublic], k: usize },
+}
+
+/// What opens a backup: its passphrase, or enough of its recovery keys' secrets.
+#[derive(Debug, Clone, Copy)]
+pub enum Unlock<'a> {
+    Passphrase(&'a SecretString),
+    Recovery(&'a [strongroom_crypto::recovery::RecoverySecret]),
+}
+
+/// Seal a backup of the node `cfg` describes as `sealing` says; `kek` opens its vault.
 /// Best taken with the node stopped (a signature made meanwhile would be missing from the
 /// copied journal, and counted again on the mesh after a restore).
 pub fn export(
     cfg: &Config,
     kek: Box<dyn KeyEncryptionKey>,
-    passphrase: &SecretString,
+    sealing: Sealing<'_>,
     env: &dyn Env,
 ) -> Result<(String, Summary), BackupError> {
     let vault =
@@ -148,7 +166,14 @@ pub fn export(
     let json = Zeroizing::new(
         serde_json::to_vec(&contents).map_err(|e| BackupError::Malformed(e.to_string()))?,
     );
-    let sealed = strongroom_crypto::passphrase::seal(&json, passphrase, &label(cfg.id), env)?;
+    let sealed = match sealing {
+        Sealing::Passphrase(p) => {
+            strongroom_crypto::passphrase::seal(&json, p, &label(cfg.id), env)?
+        }
+        Sealing::Quorum { holders, k } => {
+            strongroom_crypto::recovery::seal(&json, holders, k, &label(cfg.id), env)?
+        }
+    };
     Ok((sealed, summary))
 }
 
@@ -168,7 +193,7 @@ pub fn restore(
     cfg: &Config,
     kek: Box<dyn KeyEncryptionKey>,
     sealed: &str,
-    passphrase: &SecretString,
+    unlock: Unlock<'_>,
     env: &dyn Env,
 ) -> Result<Summary, BackupError> {
     // A folder that holds anything is refused before the (slow) passphrase is tried.
@@ -182,18 +207,29 @@ pub fn restore(
             return Err(BackupError::NotFresh(cfg.data_dir.display().to_string()));
         }
     }
-    let plain = strongroom_crypto::passphrase::open(sealed, passphrase, &label(cfg.id)).map_err(
-        |e| match e {
-            strongroom_crypto::passphrase::PassphraseError::WrongLabel { found, .. } => {
-                let backup = found
-                    .strip_prefix("signer-backup-node-")
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
-                BackupError::WrongNode { backup, config: cfg.id }
-            }
-            other => BackupError::Sealed(other),
-        },
-    )?;
+    let wrong_node = |found: &str| BackupError::WrongNode {
+        backup: found.strip_prefix("signer-backup-node-").and_then(|n| n.parse().ok()).unwrap_or(0),
+        config: cfg.id,
+    };
+    let plain = match unlock {
+        Unlock::Passphrase(p) => strongroom_crypto::passphrase::open(sealed, p, &label(cfg.id))
+            .map_err(|e| match e {
+                strongroom_crypto::passphrase::PassphraseError::WrongLabel { found, .. } => {
+                    wrong_node(&found)
+                }
+                other => BackupError::Sealed(other),
+            })?,
+        Unlock::Recovery(secrets) => {
+            strongroom_crypto::recovery::open(sealed, secrets, &label(cfg.id)).map_err(
+                |e| match e {
+                    strongroom_crypto::recovery::RecoveryError::WrongLabel { found, .. } => {
+                        wrong_node(&found)
+                    }
+                    other => BackupError::Recovery(other),
+                },
+            )?
+        }
+    };
     let contents: Contents =
         serde_json::from_slice(&plain).map_err(|e| BackupError::Malformed(e.to_string()))?;
     if contents.version != 1 {

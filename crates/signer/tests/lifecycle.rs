@@ -601,7 +601,8 @@ async fn a_lost_node_is_restored_from_its_sealed_backup_onto_a_fresh_host() {
     let pass = SecretString::new("correct horse battery staple".into());
     let kek = strongroom_signer::node::load_kek(&cfg2).unwrap();
     let old_kek = kek.id().to_owned();
-    let (sealed, summary) = backup::export(&cfg2, kek, &pass, &env).unwrap();
+    let (sealed, summary) =
+        backup::export(&cfg2, kek, backup::Sealing::Passphrase(&pass), &env).unwrap();
     assert_eq!((summary.node, summary.keys.len(), summary.aux), (2, 2, true));
     assert!(!sealed.contains("signing_share") && !sealed.contains("PRIVATE KEY"));
 
@@ -619,28 +620,30 @@ async fn a_lost_node_is_restored_from_its_sealed_backup_onto_a_fresh_host() {
     // Refused: a wrong passphrase, a tampered backup, another node's configuration.
     let wrong = SecretString::new("not the passphrase at all".into());
     assert!(matches!(
-        backup::restore(&cfg2, new_kek(), &sealed, &wrong, &env),
+        backup::restore(&cfg2, new_kek(), &sealed, backup::Unlock::Passphrase(&wrong), &env),
         Err(BackupError::Sealed(_))
     ));
     let mut tampered = sealed.clone();
     let last = tampered.pop().unwrap();
     tampered.push(if last == '0' { '1' } else { '0' });
     assert!(matches!(
-        backup::restore(&cfg2, new_kek(), &tampered, &pass, &env),
+        backup::restore(&cfg2, new_kek(), &tampered, backup::Unlock::Passphrase(&pass), &env),
         Err(BackupError::Sealed(_))
     ));
     let mut cfg3 = read(&cl.configs[2]);
     cfg3.data_dir = tmp.path().join("fresh-host-3");
     let k3 = strongroom_signer::node::load_kek(&cfg3).unwrap();
     assert!(matches!(
-        backup::restore(&cfg3, k3, &sealed, &pass, &env),
+        backup::restore(&cfg3, k3, &sealed, backup::Unlock::Passphrase(&pass), &env),
         Err(BackupError::WrongNode { backup: 2, config: 3 })
     ));
     // Restored; a second restore onto the same folder is refused.
-    let restored = backup::restore(&cfg2, new_kek(), &sealed, &pass, &env).unwrap();
+    let restored =
+        backup::restore(&cfg2, new_kek(), &sealed, backup::Unlock::Passphrase(&pass), &env)
+            .unwrap();
     assert_eq!(restored.keys, summary.keys);
     assert!(matches!(
-        backup::restore(&cfg2, new_kek(), &sealed, &pass, &env),
+        backup::restore(&cfg2, new_kek(), &sealed, backup::Unlock::Passphrase(&pass), &env),
         Err(BackupError::NotFresh(_))
     ));
     let share = std::fs::read(home.join("data/keys/hot-btc-1.sealed")).unwrap();
