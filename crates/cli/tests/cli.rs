@@ -419,9 +419,6 @@ fn a_node_compromise_drill_on_the_dev_stack() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let recover = report["time_to_recover_ms"].as_u64().unwrap();
-    let steps: Vec<&str> =
-        report["steps"].as_array().unwrap().iter().map(|s| s["what"].as_str().unwrap()).collect();
-    println!("lost-node drill: time to recover {recover} ms; {steps:#?}");
     let order = [
         "sealed backup",
         "alarm",
@@ -431,15 +428,8 @@ fn a_node_compromise_drill_on_the_dev_stack() {
         "back, with its pin",
         "resumed",
     ];
-    let mut at = 0;
-    for word in order {
-        let i = steps
-            .iter()
-            .position(|s| s.contains(word))
-            .unwrap_or_else(|| panic!("{word}: {steps:?}"));
-        assert!(i >= at, "{word} out of order: {steps:?}");
-        at = i;
-    }
+    let steps = drill_steps(&report, &order);
+    println!("lost-node drill: time to recover {recover} ms; {steps:#?}");
     let still = steps.iter().find(|s| s.contains("still sign")).unwrap();
     assert!(still.contains("hot-btc-1") && still.contains("hot-eth-1"), "{still}");
     let resumed = steps.iter().find(|s| s.contains("resumed")).unwrap();
@@ -469,20 +459,10 @@ fn a_node_compromise_drill_on_the_dev_stack() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let contain = report["time_to_contain_ms"].as_u64().unwrap();
-    let steps: Vec<&str> =
-        report["steps"].as_array().unwrap().iter().map(|s| s["what"].as_str().unwrap()).collect();
-    println!("drill: time to contain {contain} ms; {steps:#?}");
     let order =
         ["alarm", "committed", "pushed", "contained", "no presignature", "refreshed", "resumed"];
-    let mut at = 0;
-    for word in order {
-        let i = steps
-            .iter()
-            .position(|s| s.contains(word))
-            .unwrap_or_else(|| panic!("{word}: {steps:?}"));
-        assert!(i >= at, "{word} out of order: {steps:?}");
-        at = i;
-    }
+    let steps = drill_steps(&report, &order);
+    println!("drill: time to contain {contain} ms; {steps:#?}");
     assert!(contain < 30_000, "{contain} ms");
     // The nodes agree: node 3 is out, and the FROST key's parties are 1 and 2.
     let status = Command::new(BIN)
@@ -615,6 +595,26 @@ fn reconcile(data: &std::path::Path) -> (bool, String) {
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
+}
+
+/// A drill's JSON report's steps, which must name `order`'s words in that order.
+fn drill_steps(report: &serde_json::Value, order: &[&str]) -> Vec<String> {
+    let steps: Vec<String> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["what"].as_str().unwrap().to_owned())
+        .collect();
+    let mut at = 0;
+    for word in order {
+        let i = steps
+            .iter()
+            .position(|s| s.contains(word))
+            .unwrap_or_else(|| panic!("{word}: {steps:?}"));
+        assert!(i >= at, "{word} out of order: {steps:?}");
+        at = i;
+    }
+    steps
 }
 
 /// `strongroom audit verify` passes on the dev stack's database.
