@@ -72,6 +72,10 @@ enum Command {
         /// Do not start the signer nodes.
         #[arg(long)]
         no_signers: bool,
+        /// Refresh the FROST keys' shares this often, in seconds (`[signers]
+        /// refresh_every_secs` in a `serve` configuration; none by default).
+        #[arg(long)]
+        refresh_every_secs: Option<u64>,
         /// TEST ONLY: pregenerated Paillier primes for the signer nodes (public, never for
         /// real keys).
         #[arg(long, hide = true)]
@@ -445,6 +449,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             listen,
             signer_base_port,
             no_signers,
+            refresh_every_secs,
             test_primes,
             eth_rpc,
             no_chain,
@@ -470,7 +475,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             hot_eth_high,
             min_cold_bps,
         } => {
-            let signers = (!no_signers).then_some((signer_base_port, test_primes));
+            let signers =
+                (!no_signers).then_some((signer_base_port, test_primes, refresh_every_secs));
             let treasury = treasury.then_some(chain::DevTreasury {
                 low: hot_eth_low,
                 target: hot_eth_target,
@@ -679,7 +685,7 @@ enum DevGovernance {
 
 async fn dev(
     mut settings: Settings,
-    signer_opts: Option<(u16, Option<PathBuf>)>,
+    signer_opts: Option<(u16, Option<PathBuf>, Option<u64>)>,
     chain_opts: Option<(Option<String>, u64, Option<chain::DevTreasury>)>,
     governance: &DevGovernance,
 ) -> anyhow::Result<ExitCode> {
@@ -756,8 +762,9 @@ async fn dev(
     let kek = personal_data_key(&settings.personal_data_key_file(), Some(env.as_ref()))?;
 
     // What a developer's machine lacks: three local signer processes and a local chain.
+    let refresh_every_secs = signer_opts.as_ref().and_then(|o| o.2);
     let signers = match signer_opts {
-        Some((port, primes)) => {
+        Some((port, primes, _)) => {
             let pki = DevPki::in_dir(&data_dir.join("tls"));
             pki.ensure(&["localhost".to_string()], env.now())?;
             Some(
@@ -776,7 +783,9 @@ async fn dev(
     };
     let mut dev_chain = None;
     if let Some(s) = &signers {
-        settings.signers = Some(s.settings());
+        let mut sg = s.settings();
+        sg.refresh_every_secs = refresh_every_secs;
+        settings.signers = Some(sg);
         if let Some((rpc, confirmations, treasury)) = chain_opts {
             let orch = strongroom_runtime::signing::orchestrator(&s.settings())?;
             let signer =

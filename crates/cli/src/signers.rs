@@ -369,6 +369,7 @@ impl Signers {
                 })
                 .collect(),
             presignatures: 2,
+            refresh_every_secs: None,
         }
     }
 

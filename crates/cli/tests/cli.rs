@@ -783,7 +783,9 @@ fn the_ecdsa_hot_key_rotates_by_sweep_and_old_deposit_addresses_stay_swept() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("dev");
     let d = data.to_str().unwrap();
-    let rpc_args = ["--eth-rpc", chain.url.as_str(), "--confirmations", "2"];
+    // The FROST key's shares are refreshed on a schedule meanwhile (every 20 s).
+    let rpc_args =
+        ["--eth-rpc", chain.url.as_str(), "--confirmations", "2", "--refresh-every-secs", "20"];
     let dev = start_dev_with(&data, &rpc_args, &[]);
     let wallets = || -> Vec<(String, String)> {
         let file: serde_json::Value =
@@ -791,6 +793,14 @@ fn the_ecdsa_hot_key_rotates_by_sweep_and_old_deposit_addresses_stay_swept() {
         serde_json::from_value(file["wallets"].clone()).unwrap()
     };
     let old_hot = wallets()[0].1.clone();
+    let status = cli_with(&["mpc", "status", "--data-dir", d], &[]);
+    let node1: serde_json::Value = serde_json::from_str(status.1.lines().next().unwrap()).unwrap();
+    let btc_key =
+        node1["keys"].as_array().unwrap().iter().find(|k| k["key_id"] == "hot-btc-1").unwrap()
+            ["public_key"]
+            .as_str()
+            .unwrap()
+            .to_owned();
     let token = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
     let eth_of = |a: &str| {
         let v = rpc(&chain.url, "eth_getBalance", serde_json::json!([a, "latest"]));
@@ -972,6 +982,19 @@ fn the_ecdsa_hot_key_rotates_by_sweep_and_old_deposit_addresses_stay_swept() {
         b.to_string().contains("\"available\":\"1700000000000000000\"")
             && eth_of(&old_deposit) < dust
     });
+
+    // The scheduled refreshes ran on every node, and the FROST key still proves, under the
+    // same group key.
+    for n in 1..=3 {
+        let audit =
+            std::fs::read_to_string(data.join(format!("signers/signer-{n}/data/audit.jsonl")))
+                .unwrap();
+        assert!(audit.contains("key.refreshed"), "node {n} refreshed no share");
+    }
+    let (ok, out) = prove("hot-btc-1");
+    assert!(ok, "{out}");
+    let proved: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(proved["public_key"].as_str().unwrap(), btc_key, "the same group key");
 
     // Ledger and chain agree over both keys' addresses, for ETH and USDT.
     wait("ledger and chain reconciled", 90, &|| {

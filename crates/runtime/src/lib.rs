@@ -175,6 +175,15 @@ impl Runtime {
                 signer.clone(),
                 s.presignatures,
             )));
+            if let Some(secs) = s.refresh_every_secs {
+                tasks.push(tokio::spawn(signing::refresh_forever(
+                    instance.leader(store.clone(), env.clone(), "frost-refresh"),
+                    signer.clone(),
+                    store.clone(),
+                    risk.alerts().clone(),
+                    std::time::Duration::from_secs(secs.max(1)),
+                )));
+            }
             for c in &settings.chains {
                 match c.kind {
                     settings::ChainKind::Ethereum => connected.push(

@@ -174,6 +174,11 @@ pub struct SignersSettings {
     /// Presignatures kept ready per pair of live nodes for each ECDSA hot key.
     #[serde(default = "default_presignatures")]
     pub presignatures: usize,
+    /// Refresh every FROST key's shares this often (seconds; none by default): the same
+    /// group key, new shares, so a share copied before stops counting. Node backups hold
+    /// shares, so take new ones after each refresh.
+    #[serde(default)]
+    pub refresh_every_secs: Option<u64>,
 }
 
 /// One signer node.

@@ -185,6 +185,89 @@ impl TxSigner for OrchestratorSigner {
 
 /// Keep `target` presignatures of every ECDSA key ready for every pair of live nodes, through
 /// the engine's own orchestrator.
+/// Where the last scheduled refresh is kept (so every instance, and a restart, keeps the
+/// schedule).
+const REFRESHED: &str = "frost-refresh";
+
+/// On the instance that leads `frost-refresh`: every `every` (kept in the database), refresh
+/// each FROST key's shares among its parties not quarantined, once every one of them is up
+/// (a refresh without a live party would leave it out of the key for good). Returns the keys
+/// refreshed on one pass; the staff are told, to take new node backups.
+pub(crate) async fn refresh_once(
+    signer: &OrchestratorSigner,
+    store: &dyn strongroom_store::Store,
+    alerts: &crate::risk::Alerts,
+    every: Duration,
+) -> Result<Vec<String>, RuntimeError> {
+    let (orch, env) = (signer.orchestrator(), signer.env.clone());
+    let now = env.now().unix_ms();
+    let last = store
+        .report(REFRESHED)
+        .await?
+        .and_then(|v| v.get("at_ms").and_then(serde_json::Value::as_i64))
+        .unwrap_or(0);
+    let due = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
+    if now.saturating_sub(last) < due {
+        return Ok(Vec::new());
+    }
+    let mut statuses = Vec::new();
+    for n in orch.live_nodes().await {
+        if let Ok(s) = orch.status(n).await {
+            statuses.push(s);
+        }
+    }
+    let out = quarantined(&statuses);
+    let live: Vec<u16> = statuses.iter().map(|s| s.node).collect();
+    let keys =
+        statuses.into_iter().find(|s| !out.contains(&s.node)).map(|s| s.keys).unwrap_or_default();
+    let mut refreshed = Vec::new();
+    for key in keys.iter().filter(|k| k.scheme != Scheme::Ecdsa) {
+        let parties: Vec<u16> = key.parties.iter().copied().filter(|p| !out.contains(p)).collect();
+        if let Some(down) = parties.iter().find(|p| !live.contains(p)) {
+            tracing::warn!(
+                key = key.key_id,
+                node = down,
+                "scheduled refresh postponed: a party is down"
+            );
+            continue;
+        }
+        let mut r = [0u8; 16];
+        env.fill_random(&mut r);
+        let eid = strongroom_mpc::ExecutionId::derive("refresh", &r, key.key_id.as_bytes());
+        match orch.refresh(eid, key, &parties).await {
+            Ok(_) => refreshed.push(key.key_id.clone()),
+            Err(e) => {
+                tracing::error!(alert = true, key = key.key_id, error = %e, "scheduled refresh failed")
+            }
+        }
+    }
+    if !refreshed.is_empty() {
+        tracing::info!(keys = ?refreshed, "FROST shares refreshed on schedule");
+        let body = serde_json::json!({ "keys": refreshed, "at_ms": now, "step": "shares refreshed on schedule: take new node backups" });
+        alerts.raise(&format!("refresh/{now}"), "shares_refreshed", body).await?;
+    }
+    store.put_report(REFRESHED, &serde_json::json!({ "at_ms": now }), now).await?;
+    Ok(refreshed)
+}
+
+pub(crate) async fn refresh_forever(
+    mut leader: crate::lease::Leader,
+    signer: Arc<OrchestratorSigner>,
+    store: Arc<dyn strongroom_store::Store>,
+    alerts: crate::risk::Alerts,
+    every: Duration,
+) {
+    loop {
+        tokio::time::sleep(every.min(Duration::from_secs(10))).await;
+        if !leader.lead().await {
+            continue;
+        }
+        if let Err(e) = refresh_once(&signer, store.as_ref(), &alerts, every).await {
+            tracing::warn!(error = %e, "scheduled refresh pass failed");
+        }
+    }
+}
+
 pub(crate) async fn refill_forever(
     mut leader: crate::lease::Leader,
     signer: Arc<OrchestratorSigner>,
