@@ -457,8 +457,11 @@ async function customer() {
     check((await page.locator("#anti-phishing").innerText()).includes("green-lynx-7"), "the code on every page");
     await shot(page, "customer-withdrawals");
 
-    // Signing in again now needs the second factor.
+    // Signing in again now needs the second factor. Wait for the sign-in form first: it
+    // shows once the logout request has ended, and navigating sooner could cut that request
+    // short and leave the session alive (seen once in CI under load).
     await page.getByRole("button", { name: "Sign out" }).click();
+    await page.getByLabel("E-mail").waitFor();
     await signIn(page);
     await page.getByRole("alert").waitFor();
     out.needs_code = await page.getByRole("alert").innerText();
