@@ -210,9 +210,7 @@ async fn drain(
     yes: bool,
 ) -> anyhow::Result<std::process::ExitCode> {
     use strongroom_chain::TxCodec;
-    let env = SystemEnv::new();
-    let api = api.connect()?;
-    let orch = crate::signers::ClusterFile::load(data_dir)?.orchestrator()?;
+    let (env, api, orch) = open_stack(data_dir, api)?;
     anyhow::ensure!(resume.is_empty() || resume.len() >= 2, "--resume names two admins");
     if !crate::governance::confirm(yes, "freeze every movement on this stack (a drill)?")? {
         println!("nothing done");
@@ -316,6 +314,16 @@ async fn drain(
     )
 }
 
+/// What every drill works through: the clock and randomness, the stack's API as an
+/// operator, and its signer nodes as the orchestrator.
+fn open_stack(
+    data_dir: &std::path::Path,
+    api: &ApiArgs,
+) -> anyhow::Result<(SystemEnv, crate::client::Api, strongroom_signer::client::Orchestrator)> {
+    let orch = crate::signers::ClusterFile::load(data_dir)?.orchestrator()?;
+    Ok((SystemEnv::new(), api.connect()?, orch))
+}
+
 /// The fields a drill's JSON report starts with.
 fn head(fields: &[(&str, serde_json::Value)]) -> serde_json::Map<String, serde_json::Value> {
     fields.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
@@ -342,9 +350,7 @@ async fn node_compromise(
     json: bool,
     yes: bool,
 ) -> anyhow::Result<std::process::ExitCode> {
-    let env = SystemEnv::new();
-    let api = api.connect()?;
-    let orch = crate::signers::ClusterFile::load(data_dir)?.orchestrator()?;
+    let (env, api, orch) = open_stack(data_dir, api)?;
     if !crate::governance::confirm(
         yes,
         &format!("quarantine signer node {node} for good on this stack (a drill)?"),
@@ -507,9 +513,7 @@ async fn lost_node(
     yes: bool,
 ) -> anyhow::Result<std::process::ExitCode> {
     use strongroom_crypto::recovery::RecoverySecret;
-    let env = SystemEnv::new();
-    let api = api.connect()?;
-    let orch = crate::signers::ClusterFile::load(data_dir)?.orchestrator()?;
+    let (env, api, orch) = open_stack(data_dir, api)?;
     let config = data_dir.join(format!("signers/signer-{node}/signer.toml"));
     anyhow::ensure!(
         config.exists(),
