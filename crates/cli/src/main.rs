@@ -108,6 +108,17 @@ enum Command {
         /// The file holding the webhook's HMAC secret.
         #[arg(long, requires = "risk_webhook")]
         risk_webhook_secret: Option<PathBuf>,
+        /// The exchange's event webhook: withdrawal, deposit, review and governance events as
+        /// Standard Webhooks (every event from the stack's start, each at least once).
+        #[arg(long)]
+        events_webhook: Option<String>,
+        /// The file holding the event webhook's secret (`whsec_` and base64); without it, dev
+        /// writes a new one to DATA_DIR/events-webhook.secret.
+        #[arg(long, requires = "events_webhook")]
+        events_webhook_secret: Option<PathBuf>,
+        /// Attempts before an event delivery becomes a dead letter (GET /v1/events/dead-letters).
+        #[arg(long, requires = "events_webhook")]
+        events_max_attempts: Option<u32>,
         /// An SMTP relay (`host:port`) for the security team's alert e-mail.
         #[arg(long, requires = "alert_email_to")]
         alert_smtp: Option<String>,
@@ -459,6 +470,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             risk_rules,
             risk_webhook,
             risk_webhook_secret,
+            events_webhook,
+            events_webhook_secret,
+            events_max_attempts,
             alert_smtp,
             alert_email_to,
             alert_email_from,
@@ -505,6 +519,27 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }),
                 security_team: alert_email_to,
             };
+            if let Some(url) = events_webhook {
+                let secret = match events_webhook_secret {
+                    Some(file) => file,
+                    None => {
+                        let file = settings.data_dir.join("events-webhook.secret");
+                        if !file.exists() {
+                            std::fs::create_dir_all(&settings.data_dir)?;
+                            let secret = strongroom_runtime::events::new_secret(&SystemEnv::new());
+                            write_secret(&file, &secret)?;
+                        }
+                        file
+                    }
+                };
+                settings.events = strongroom_runtime::settings::EventSettings {
+                    webhook_url: Some(url),
+                    webhook_secret_file: Some(secret),
+                    max_attempts: events_max_attempts,
+                    from_start: true,
+                    ..Default::default()
+                };
+            }
             settings.accounts = AccountsSettings {
                 public_url,
                 withdrawal_lock_secs: Some(withdrawal_lock_secs),
@@ -831,6 +866,11 @@ async fn dev(
     println!("  (also in {}; a new token is made at every start)", token_path.display());
     println!("  Database:       {}", settings.database_url);
     println!("  OpenAPI:        {url}/v1/openapi.json");
+    if let (Some(hook), Some(secret)) =
+        (&settings.events.webhook_url, &settings.events.webhook_secret_file)
+    {
+        println!("  Event webhook:  {hook} (Standard Webhooks; secret in {})", secret.display());
+    }
     if let Some(s) = &signers {
         println!("  Signer nodes:   3 (2-of-3), logs in {}", data_dir.join("signers").display());
         for k in &s.keys {

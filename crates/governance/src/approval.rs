@@ -1,6 +1,5 @@
 //! Signed approvals of one intent under one policy version, until an expiry.
 
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use strongroom_core::{IntentHash, Timestamp};
 
@@ -123,12 +122,10 @@ impl Approval {
             return crate::webauthn::verify(passkey, &message, assertion)
                 .map_err(|e| ApprovalError::BadPasskey(self.approver.clone(), e));
         }
-        let key: &VerifyingKey = &member.key;
-        let bytes: [u8; 64] = hex::decode(&self.signature)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| ApprovalError::BadSignature(who()))?;
-        key.verify(&message, &Signature::from_bytes(&bytes))
-            .map_err(|_| ApprovalError::BadSignature(who()))
+        let bytes = hex::decode(&self.signature).map_err(|_| ApprovalError::BadSignature(who()))?;
+        if !crate::signature::ed25519_verify(&member.key, &message, &bytes) {
+            return Err(ApprovalError::BadSignature(who()));
+        }
+        Ok(())
     }
 }

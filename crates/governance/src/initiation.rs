@@ -9,7 +9,6 @@
 //! [`Requested`] fields in declaration order with no whitespace (`serde_json`), amounts as
 //! base-unit strings: what an exchange's backend reproduces in any language.
 
-use ed25519_dalek::{Signature, Verifier};
 use serde::{Deserialize, Serialize};
 use strongroom_core::Intent;
 use strongroom_units::Amount;
@@ -141,14 +140,11 @@ impl Initiation {
             crate::webauthn::verify(passkey, &message, assertion)
                 .map_err(|detail| InitiationError::BadPasskey { initiator: who(), detail })?;
         } else {
-            let bytes: [u8; 64] = hex::decode(&self.signature)
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| InitiationError::BadSignature { initiator: who() })?;
-            member
-                .key
-                .verify(&message, &Signature::from_bytes(&bytes))
+            let bytes = hex::decode(&self.signature)
                 .map_err(|_| InitiationError::BadSignature { initiator: who() })?;
+            if !crate::signature::ed25519_verify(&member.key, &message, &bytes) {
+                return Err(InitiationError::BadSignature { initiator: who() });
+            }
         }
         self.matches(intent)?;
         Ok(member)

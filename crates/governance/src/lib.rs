@@ -14,6 +14,7 @@
 //!   freezes) from a pinned genesis. [`log::replay`] verifies every link and every quorum and
 //!   yields the state in force; a row written straight into a database changes nothing.
 //! - [`refusal`]: why a signer did not sign, typed from the node to the API.
+//! - [`signature`]: the Ed25519 and passkey (ES256) signature checks everything above makes.
 //! - [`gate`]: the one pre-signing decision (freezes, whitelists and time-locks, policy),
 //!   made by every signer node and, to hold back and explain, by the engine and the API.
 //!
@@ -26,6 +27,7 @@ pub mod log;
 pub mod member;
 pub mod policy;
 pub mod refusal;
+pub mod signature;
 pub mod webauthn;
 
 /// `SHA-256(SHA-256(tag) || SHA-256(tag) || data)`: the BIP-340 tagged hash, so a hash of one

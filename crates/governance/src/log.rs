@@ -16,7 +16,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ed25519_dalek::{Signature, Verifier};
 use serde::{Deserialize, Serialize};
 use strongroom_core::Timestamp;
 
@@ -600,13 +599,13 @@ pub fn check_signoff<'m>(
     let m = members.get(&s.member).ok_or_else(|| format!("{} is not a member", s.member))?;
     match s.proof().map_err(|why| format!("{}'s signoff {why}", s.member))? {
         Proof::Key(signature) => {
-            let sig: [u8; 64] = hex::decode(signature)
+            let sig = hex::decode(signature)
                 .ok()
-                .and_then(|b| b.try_into().ok())
+                .filter(|b| b.len() == 64)
                 .ok_or_else(|| format!("{}'s signature is malformed", s.member))?;
-            m.key
-                .verify(hash, &Signature::from_bytes(&sig))
-                .map_err(|_| format!("{}'s signature does not verify", s.member))?;
+            if !crate::signature::ed25519_verify(&m.key, hash, &sig) {
+                return Err(format!("{}'s signature does not verify", s.member));
+            }
         }
         Proof::Passkey(assertion) => {
             if e.change.changes_who_governs() {

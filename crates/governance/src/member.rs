@@ -35,11 +35,10 @@ pub struct Member {
 impl Member {
     /// Parse a member's keys; `Err` names the member whose key is malformed.
     pub(crate) fn parse(spec: &MemberSpec) -> Result<Member, BadKey> {
-        let bytes: [u8; 32] = hex::decode(&spec.public_key)
+        let key = hex::decode(&spec.public_key)
             .ok()
-            .and_then(|b| b.try_into().ok())
+            .and_then(|b| crate::signature::ed25519_key(&b))
             .ok_or_else(|| BadKey(spec.id.clone()))?;
-        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| BadKey(spec.id.clone()))?;
         let passkey = spec
             .passkey
             .as_ref()

@@ -14,7 +14,6 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -45,8 +44,8 @@ pub struct Passkey {
 impl Passkey {
     pub fn parse(spec: &PasskeySpec) -> Result<Passkey, String> {
         let bytes = hex::decode(&spec.public_key).map_err(|_| "passkey public key is not hex")?;
-        let key = VerifyingKey::from_sec1_bytes(&bytes)
-            .map_err(|_| "passkey public key is not a P-256 point")?;
+        let key =
+            crate::signature::p256_key(&bytes).ok_or("passkey public key is not a P-256 point")?;
         if !spec.origin.starts_with("https://") || spec.rp_id.is_empty() {
             return Err("a passkey needs an https origin and a relying party id".into());
         }
@@ -102,10 +101,15 @@ pub fn verify(key: &Passkey, challenge: &[u8; 32], a: &Assertion) -> Result<(), 
     if flags & UP == 0 || flags & UV == 0 {
         return Err("the authenticator did not verify the user (UP and UV are required)".into());
     }
-    let sig = Signature::from_der(&sig).map_err(|_| "signature is not DER ECDSA")?;
+    if Signature::from_der(&sig).is_err() {
+        return Err("signature is not DER ECDSA".into());
+    }
     let mut signed = auth.clone();
     signed.extend_from_slice(&Sha256::digest(&client_json));
-    key.key.verify(&signed, &sig).map_err(|_| "the passkey's signature does not verify".to_string())
+    if !crate::signature::p256_verify(&key.key, &signed, &sig) {
+        return Err("the passkey's signature does not verify".into());
+    }
+    Ok(())
 }
 
 /// The challenge, as a browser's `PublicKeyCredentialRequestOptions.challenge` carries it.

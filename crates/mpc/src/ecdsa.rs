@@ -12,7 +12,8 @@
 //! Signing is split the CGGMP21 way: presignatures are made ahead of time (the expensive,
 //! interactive part), and a signature needs one non-interactive step per signer
 //! ([`partial_sign`], which consumes the presignature by value) and a [`combine`] that
-//! checks the result against the public key.
+//! checks the result against the public key with [`verify`], the low-`s` ECDSA check that
+//! Wycheproof's vectors run against (`tests/wycheproof.rs`).
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -554,8 +555,8 @@ pub fn partial_sign(
     Ok(presignature.issue_partial_signature(digest_scalar(digest)))
 }
 
-/// Combine `t` partial signatures and check the result against the (child) public key.
-/// Returns the 64-byte compact signature `r ‖ s` with low `s`.
+/// Combine `t` partial signatures and check the result against the (child) public key with
+/// [`verify`]. Returns the 64-byte compact signature `r ‖ s` with low `s`.
 pub fn combine(
     partials: &[PartialSignature],
     public_key: &[u8; 33],
@@ -564,15 +565,54 @@ pub fn combine(
     let sig = PartialSignature::combine(partials)
         .ok_or_else(|| MpcError::Parameters("no partial signatures".into()))?
         .normalize_s();
-    let pk = Point::<Secp256k1>::from_bytes(public_key)
-        .map_err(|_| MpcError::Parameters("bad public key".into()))?;
-    sig.verify(&pk, &digest_scalar(digest)).map_err(|_| MpcError::Misbehaved {
-        culprits: vec![],
-        reason: "combined signature does not verify: a signer sent a bad partial signature".into(),
-    })?;
     let mut out = [0u8; 64];
     sig.write_to_slice(&mut out);
+    verify(public_key, digest, &out).map_err(|e| match e {
+        BadSignature::PublicKey => MpcError::Parameters("bad public key".into()),
+        BadSignature::OutOfRange | BadSignature::HighS | BadSignature::Mismatch => {
+            MpcError::Misbehaved {
+                culprits: vec![],
+                reason: format!(
+                    "combined signature refused ({e}): a signer sent a bad partial signature"
+                ),
+            }
+        }
+    })?;
     Ok(out)
+}
+
+/// Why [`verify`] refused an ECDSA signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BadSignature {
+    #[error("the public key is not the encoding of a secp256k1 point")]
+    PublicKey,
+    #[error("r or s is zero or not below the group order")]
+    OutOfRange,
+    #[error("s is in the upper half of the group order (the malleable second form)")]
+    HighS,
+    #[error("the signature does not verify under the public key")]
+    Mismatch,
+}
+
+/// Check a compact ECDSA signature `r ‖ s` (32 bytes each, big-endian) over a 32-byte digest
+/// under a compressed secp256k1 public key (SEC 1 §4.1.4), with the rules of the signatures
+/// [`combine`] hands out and the chains take: `r` and `s` in [1, n−1], and `s` at most n/2
+/// (Bitcoin's BIP-146 low `s`, Ethereum's EIP-2), so that no signature is accepted in two
+/// forms. The digest becomes a scalar as SEC 1 §4.1.4 step 5 says for a 256-bit hash (taken
+/// modulo n). `combine` checks every signature it returns with this function.
+pub fn verify(
+    public_key: &[u8; 33],
+    digest: &[u8; 32],
+    signature: &[u8; 64],
+) -> Result<(), BadSignature> {
+    let pk = Point::<Secp256k1>::from_bytes(public_key).map_err(|_| BadSignature::PublicKey)?;
+    let sig = cggmp21::Signature::<Secp256k1>::read_from_slice(signature)
+        .ok_or(BadSignature::OutOfRange)?;
+    if sig.normalize_s() != sig {
+        return Err(BadSignature::HighS);
+    }
+    sig.verify(&pk, &digest_scalar(digest)).map_err(|_| BadSignature::Mismatch)
 }
 
 /// A checked partial signature from the wire (JSON).

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ethereum;
+pub mod events;
 pub mod http;
 pub mod incidents;
 pub mod lease;
@@ -296,6 +297,16 @@ impl Runtime {
             signers,
             env.clone(),
         )));
+        // Events into the outbox for the exchange's webhook (the outbox worker delivers).
+        if let Some(hook) = settings.events.hook()? {
+            tasks.push(tokio::spawn(events::project_forever(
+                instance.leader(store.clone(), env.clone(), "events"),
+                store.clone(),
+                env.clone(),
+                hook.families,
+                hook.from_start,
+            )));
+        }
         tasks.extend(risk.start(&instance).await?);
 
         let (app, _) = strongroom_server::app(state.clone());
@@ -369,5 +380,6 @@ fn risk_options(
         drift_window: settings.risk.drift_window,
         retrain_labels: settings.risk.retrain_labels,
         auto_promote: settings.risk.auto_promote,
+        events: settings.events.hook()?,
     })
 }

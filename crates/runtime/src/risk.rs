@@ -61,6 +61,8 @@ pub struct RiskOptions {
     pub retrain_labels: Option<u64>,
     /// Promote a shadow as soon as its comparison with the live model allows it.
     pub auto_promote: bool,
+    /// The exchange's event webhook (delivered by the same outbox worker).
+    pub events: Option<crate::events::HookSettings>,
 }
 
 /// Load an IPv4 → place table (CSV `start_ip,end_ip,lat,lon,country`).
@@ -120,16 +122,20 @@ pub enum Channel {
     TeamMail,
     /// A customer's own e-mail (their sealed address is opened at delivery).
     CustomerMail,
+    /// The exchange's event webhook (Standard Webhooks; [`crate::events`]).
+    Events,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 3] = [Channel::Webhook, Channel::TeamMail, Channel::CustomerMail];
+    pub const ALL: [Channel; 4] =
+        [Channel::Webhook, Channel::TeamMail, Channel::CustomerMail, Channel::Events];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Webhook => "webhook",
             Channel::TeamMail => "team_mail",
             Channel::CustomerMail => "customer_mail",
+            Channel::Events => strongroom_server::events::CHANNEL,
         }
     }
 
@@ -159,6 +165,8 @@ pub struct Alerts {
     env: Arc<dyn Env>,
     /// To e-mail customers: the key that opens their sealed contacts.
     customers: Option<Arc<dyn strongroom_crypto::seal::KeyEncryptionKey>>,
+    /// The exchange's event webhook.
+    events: Option<crate::events::Hook>,
 }
 
 impl std::fmt::Debug for Alerts {
@@ -180,6 +188,15 @@ enum Undelivered {
     Store(#[from] strongroom_store::StoreError),
     #[error("a sealed contact does not open: {0}")]
     Contact(String),
+    #[error("{0}")]
+    Event(#[from] crate::events::HookError),
+}
+
+impl Undelivered {
+    /// No further attempt can succeed.
+    fn is_final(&self) -> bool {
+        matches!(self, Undelivered::Event(crate::events::HookError::Gone))
+    }
 }
 
 impl Alerts {
@@ -208,7 +225,13 @@ impl Alerts {
         let client = builder
             .build()
             .map_err(|e| RuntimeError::Config(format!("webhook HTTP client: {e}")))?;
-        Ok(Alerts { store, webhook, mail, client, env, customers: None })
+        Ok(Alerts { store, webhook, mail, client, env, customers: None, events: None })
+    }
+
+    /// Deliver events to the exchange's webhook.
+    pub fn with_events(mut self, hook: crate::events::Hook) -> Self {
+        self.events = Some(hook);
+        self
     }
 
     /// Let customer notices be delivered, with the key that opens their sealed addresses.
@@ -334,9 +357,19 @@ impl Alerts {
                     delivered += 1;
                 }
                 Err(e) => {
-                    let next = now.saturating_add(outbox_backoff_ms(m.attempts));
-                    tracing::warn!(id = m.id, attempts = m.attempts + 1, error = %e, "not delivered; will retry");
-                    self.store.outbox_failed(&m.id, worker, &e.to_string(), next).await?;
+                    let attempts = m.attempts.saturating_add(1);
+                    let limit = match (&self.events, Channel::parse(&m.channel)) {
+                        (Some(hook), Some(Channel::Events)) => Some(hook.max_attempts),
+                        _ => None,
+                    };
+                    if e.is_final() || limit.is_some_and(|l| attempts >= l) {
+                        tracing::error!(id = m.id, attempts, error = %e, "not delivered; a dead letter now (GET /v1/events/dead-letters)");
+                        self.store.outbox_dead(&m.id, worker, &e.to_string(), now).await?;
+                    } else {
+                        let next = now.saturating_add(outbox_backoff_ms(m.attempts));
+                        tracing::warn!(id = m.id, attempts, error = %e, "not delivered; will retry");
+                        self.store.outbox_failed(&m.id, worker, &e.to_string(), next).await?;
+                    }
                 }
             }
         }
@@ -367,6 +400,13 @@ impl Alerts {
                 // Set up no longer: nothing to deliver to.
                 let Some((url, secret)) = &self.webhook else { return Ok(()) };
                 self.post(url, secret, &m.body.to_string()).await
+            }
+            Channel::Events => {
+                // Set up no longer: nothing to deliver to.
+                let Some(hook) = &self.events else { return Ok(()) };
+                let id = at(&m.body, "/id").as_str().unwrap_or(m.id.as_str());
+                let now_secs = self.env.now().unix_ms() / 1000;
+                Ok(hook.post(id, &m.body.to_string(), now_secs).await?)
             }
             Channel::TeamMail => {
                 let Some((smtp, to)) = &self.mail else { return Ok(()) };
@@ -1088,6 +1128,9 @@ impl Risk {
             Alerts::new(store.clone(), opts.webhook.clone(), opts.mail.clone(), env.clone())?;
         if let Some(kek) = &opts.personal_data {
             alerts = alerts.with_customers(kek.clone());
+        }
+        if let Some(hook) = &opts.events {
+            alerts = alerts.with_events(crate::events::Hook::new(hook)?);
         }
         let mut engine = RiskEngine::new(rules);
         if let Some(g) = &opts.geo {

@@ -16,7 +16,7 @@ use crate::RuntimeError;
 
 /// The top-level keys environment variables may set (others, such as
 /// `STRONGROOM_PERSONAL_DATA_KEY` or `STRONGROOM_LOG`, mean something else).
-const SECTIONS: [&str; 16] = [
+const SECTIONS: [&str; 17] = [
     "listen",
     "trusted_proxies",
     "database_url",
@@ -31,6 +31,7 @@ const SECTIONS: [&str; 16] = [
     "chains",
     "risk",
     "alerts",
+    "events",
     "treasury",
     "leases",
 ];
@@ -75,6 +76,8 @@ pub struct Settings {
     pub risk: RiskSettings,
     #[serde(default)]
     pub alerts: AlertSettings,
+    #[serde(default)]
+    pub events: EventSettings,
     #[serde(default)]
     pub treasury: TreasurySettings,
     #[serde(default)]
@@ -253,6 +256,62 @@ pub struct RiskSettings {
     pub auto_promote: bool,
 }
 
+/// `[events]`: the exchange's event webhook (Standard Webhooks): withdrawal, deposit,
+/// review and governance events, each delivered at least once under its event id.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    pub webhook_url: Option<String>,
+    /// The file holding the Standard Webhooks secret (`whsec_` and base64).
+    pub webhook_secret_file: Option<PathBuf>,
+    /// A CA certificate (PEM) trusted for the receiver besides the platform's roots.
+    pub webhook_ca_file: Option<PathBuf>,
+    /// Only these families: `withdrawal`, `deposit`, `review`, `governance` (all by default).
+    #[serde(default)]
+    pub types: Vec<String>,
+    /// Attempts before a delivery becomes a dead letter.
+    pub max_attempts: Option<u32>,
+    /// On the first start with a webhook, deliver the events already in the audit log too
+    /// (otherwise only later ones; `GET /v1/events` reads every one).
+    #[serde(default)]
+    pub from_start: bool,
+}
+
+impl EventSettings {
+    /// The webhook, when one is set.
+    pub fn hook(&self) -> Result<Option<crate::events::HookSettings>, RuntimeError> {
+        let (url, secret) = match (&self.webhook_url, &self.webhook_secret_file) {
+            (Some(u), Some(s)) => (u.clone(), s.clone()),
+            (None, None) => return Ok(None),
+            _ => {
+                return Err(RuntimeError::Config(
+                    "[events] webhook_url needs webhook_secret_file, and the other way round"
+                        .into(),
+                ))
+            }
+        };
+        let families = self
+            .types
+            .iter()
+            .map(|t| {
+                strongroom_server::events::Family::parse(t).ok_or_else(|| {
+                    RuntimeError::Config(format!(
+                        "[events] types: unknown family {t:?} (withdrawal, deposit, review, governance)"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(crate::events::HookSettings {
+            url,
+            secret_file: secret,
+            ca_file: self.webhook_ca_file.clone(),
+            families,
+            max_attempts: self.max_attempts.unwrap_or(crate::events::DEFAULT_MAX_ATTEMPTS),
+            from_start: self.from_start,
+        }))
+    }
+}
+
 /// `[alerts]`: where the security team hears of incidents.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -407,6 +466,7 @@ impl Settings {
             chains: Vec::new(),
             risk: RiskSettings::default(),
             alerts: AlertSettings::default(),
+            events: EventSettings::default(),
             treasury: TreasurySettings::default(),
             leases: LeaseSettings::default(),
         }

@@ -40,6 +40,7 @@ use crate::AppState;
         (name = "withdrawals", description = "Withdrawal requests and their lifecycle"),
         (name = "risk", description = "Risk events and the review queue of paused withdrawals"),
         (name = "governance", description = "The governance log: members, quorum, policy, whitelists, freezes"),
+        (name = "events", description = "Withdrawal, deposit, review and governance events, a page at a time; the same events go to the exchange's webhook (Standard Webhooks), and failed deliveries wait in the dead-letter view"),
         (name = "treasury", description = "Hot and cold balances, the cold share against its minimum, sweeps and refills"),
     )
 )]
@@ -75,6 +76,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create_customer, find_customers))
         .routes(routes!(crate::audit::records))
         .routes(routes!(crate::audit::verify))
+        .routes(routes!(crate::events::list))
+        .routes(routes!(crate::events::dead_letters))
+        .routes(routes!(crate::events::redeliver))
         .routes(routes!(get_customer))
         .routes(routes!(get_balances))
         .routes(routes!(create_deposit_address))

@@ -18,6 +18,7 @@ pub mod clients;
 pub mod console;
 pub mod contact;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod governance;
 pub mod metrics;

@@ -73,6 +73,7 @@ pub struct Metrics {
     pub review_queue: Gauge,
     pub outbox_backlog: Gauge,
     pub outbox_oldest_seconds: Gauge,
+    pub outbox_dead_letters: Gauge,
     pub leader_leases: Family<LeaseLabels, Gauge>,
     // Set by the runtime's probes at each scrape.
     pub chain_head_lag_blocks: Family<ChainLabels, Gauge>,
@@ -129,6 +130,7 @@ impl Default for Metrics {
         let review_queue = Gauge::default();
         let outbox_backlog = Gauge::default();
         let outbox_oldest_seconds = Gauge::default();
+        let outbox_dead_letters = Gauge::default();
         let leader_leases = Family::<LeaseLabels, Gauge>::default();
         let chain_head_lag_blocks = Family::<ChainLabels, Gauge>::default();
         let signer_node_up = Family::<NodeLabels, Gauge>::default();
@@ -159,6 +161,11 @@ impl Default for Metrics {
             outbox_oldest_seconds.clone(),
         );
         registry.register(
+            "outbox_dead_letters",
+            "Deliveries that ran out of attempts and wait for an operator (GET /v1/events/dead-letters)",
+            outbox_dead_letters.clone(),
+        );
+        registry.register(
             "leader_lease",
             "Singleton jobs' leases: 1 while the holder's lease is live",
             leader_leases.clone(),
@@ -185,6 +192,7 @@ impl Default for Metrics {
             review_queue,
             outbox_backlog,
             outbox_oldest_seconds,
+            outbox_dead_letters,
             leader_leases,
             chain_head_lag_blocks,
             signer_node_up,

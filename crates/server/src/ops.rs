@@ -53,6 +53,7 @@ async fn database(state: &AppState) -> Check {
         let (backlog, oldest) = store.outbox_backlog(now).await?;
         m.outbox_backlog.set(gauge(backlog));
         m.outbox_oldest_seconds.set(oldest / 1000);
+        m.outbox_dead_letters.set(gauge(store.dead_letter_count().await?));
         let live: Vec<_> = store.leases("leader/").await?;
         // Leases that ended are shown as 0, so a job nobody leads stands out.
         m.leader_leases.clear();

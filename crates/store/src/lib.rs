@@ -548,10 +548,27 @@ pub trait Coordination: Send + Sync {
         error: &str,
         next_attempt_ms: i64,
     ) -> Result<()>;
+    /// Record a failed attempt that was the last one the channel allows: the message is a
+    /// dead letter, claimed no more until [`Coordination::redeliver`].
+    async fn outbox_dead(&self, id: &str, holder: &str, error: &str, now_ms: i64) -> Result<()>;
+    /// `channel`'s dead letters, by id, after `after` (a cursor: the last id of the page
+    /// before), at most `limit`.
+    async fn dead_letters(
+        &self,
+        channel: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<OutboxMessage>>;
+    /// Make a dead letter due again now, its attempts counted from zero; `false` when `id`
+    /// is not a dead letter.
+    async fn redeliver(&self, id: &str, now_ms: i64) -> Result<bool>;
     /// One message, delivered or not.
     async fn outbox_message(&self, id: &str) -> Result<Option<OutboxMessage>>;
-    /// Undelivered messages, and the age in ms of the oldest (for metrics).
+    /// Undelivered messages still being retried, and the age in ms of the oldest (for
+    /// metrics); dead letters are counted by [`Coordination::dead_letter_count`].
     async fn outbox_backlog(&self, now_ms: i64) -> Result<(u64, i64)>;
+    /// Dead letters, every channel.
+    async fn dead_letter_count(&self) -> Result<u64>;
     /// Replace what the job `name` last reported.
     async fn put_report(&self, name: &str, body: &serde_json::Value, now_ms: i64) -> Result<()>;
     /// What the job `name` last reported, if it ever did.
@@ -585,6 +602,18 @@ pub trait AuditStore: Send + Sync {
     async fn audit_page(&self, after: u64, limit: u32) -> Result<Vec<StoredAuditRecord>>;
     /// The current state hash of every entity the audit log tracks, for `verify_audit`.
     async fn entity_states(&self) -> Result<Vec<(String, strongroom_audit::Digest32)>>;
+    /// The last audit record's `seq` (0 before the first).
+    async fn audit_head(&self) -> Result<u64>;
+    /// Audit records with `seq > after` whose action starts with one of `prefixes` (the
+    /// events feed), in order, at most `limit`, looking at no more than `scan` records: the
+    /// second value is the last `seq` looked at (the next cursor even when nothing matched).
+    async fn audit_matching(
+        &self,
+        after: u64,
+        prefixes: &[&str],
+        limit: u32,
+        scan: u32,
+    ) -> Result<(Vec<StoredAuditRecord>, u64)>;
 }
 
 /// Every storage trait, for callers: `use strongroom_store::prelude::*;`.

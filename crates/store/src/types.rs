@@ -735,6 +735,8 @@ pub struct OutboxMessage {
     pub next_attempt_ms: i64,
     pub delivered_at_ms: Option<i64>,
     pub last_error: Option<String>,
+    /// When it became a dead letter (its channel's attempts ran out).
+    pub dead_at_ms: Option<i64>,
 }
 
 /// Unfinished withdrawals in one state.

@@ -131,6 +131,8 @@ conformance!(
     leases_have_one_holder_until_they_expire,
     shared_counters_count_every_hit_once_per_window,
     outbox_messages_are_claimed_once_and_retried_until_delivered,
+    dead_letters_wait_until_sent_again,
+    the_events_feed_reads_the_audit_log_by_family_after_a_cursor,
     risk_learning_commits_all_or_nothing_on_top_of_the_last_only,
     the_risk_model_registry_keeps_one_live_and_one_shadow_and_audits_each_move,
 );
@@ -1868,4 +1870,95 @@ async fn outbox_messages_are_claimed_once_and_retried_until_delivered(store: Arc
     assert_eq!(m1.delivered_at_ms, Some(now + 2));
     assert_eq!(store.outbox_backlog(now + 40_000).await.unwrap().0, 0);
     assert!(store.claim_outbox("e", now + 100_000, 30_000, 10).await.unwrap().is_empty());
+}
+
+/// A message whose last allowed attempt failed is a dead letter: never claimed, listed a page
+/// at a time by channel, out of the backlog; sent again, it is due at once with its attempts
+/// counted afresh; a delivered or live message cannot be "sent again".
+async fn dead_letters_wait_until_sent_again(store: Arc<SqlStore>) {
+    let now = 1_767_225_600_000i64;
+    let msg = |id: &str, channel: &str| NewOutboxMessage {
+        id: id.into(),
+        channel: channel.into(),
+        kind: "withdrawal.confirmed".into(),
+        body: serde_json::json!({ "id": id }),
+        created_at_ms: now,
+    };
+    for id in ["evt_1", "evt_2", "evt_3"] {
+        store.enqueue(msg(id, "events")).await.unwrap();
+    }
+    store.enqueue(msg("alert", "webhook")).await.unwrap();
+    let claimed = store.claim_outbox("a", now, 30_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 4);
+    store.outbox_dead("evt_1", "a", "HTTP 500", now + 1).await.unwrap();
+    store.outbox_dead("evt_3", "a", "HTTP 410", now + 2).await.unwrap();
+    // Only the claimer may declare it dead.
+    store.outbox_dead("evt_2", "someone-else", "HTTP 500", now + 2).await.unwrap();
+    store.outbox_failed("evt_2", "a", "HTTP 503", now + 10).await.unwrap();
+    store.outbox_delivered("alert", "a", now + 3).await.unwrap();
+    let dead = store.outbox_message("evt_1").await.unwrap().unwrap();
+    assert_eq!((dead.dead_at_ms, dead.attempts), (Some(now + 1), 1));
+    assert_eq!(dead.last_error.as_deref(), Some("HTTP 500"));
+    assert_eq!(store.outbox_message("evt_2").await.unwrap().unwrap().dead_at_ms, None);
+    // Dead letters are never claimed; the live one is, when due.
+    let later = store.claim_outbox("b", now + 1_000_000, 30_000, 10).await.unwrap();
+    assert_eq!(later.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["evt_2"]);
+    assert_eq!(store.outbox_backlog(now + 1_000_000).await.unwrap().0, 1);
+    assert_eq!(store.dead_letter_count().await.unwrap(), 2);
+    // Listed by channel, a page at a time.
+    let page = store.dead_letters("events", None, 1).await.unwrap();
+    assert_eq!(page.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["evt_1"]);
+    let next = store.dead_letters("events", Some("evt_1"), 1).await.unwrap();
+    assert_eq!(next.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["evt_3"]);
+    assert!(store.dead_letters("events", Some("evt_3"), 10).await.unwrap().is_empty());
+    assert!(store.dead_letters("webhook", None, 10).await.unwrap().is_empty());
+    // Sent again: due now, attempts from zero; twice or for a live message: nothing.
+    assert!(store.redeliver("evt_1", now + 2_000_000).await.unwrap());
+    assert!(!store.redeliver("evt_1", now + 2_000_000).await.unwrap());
+    assert!(!store.redeliver("evt_2", now + 2_000_000).await.unwrap());
+    assert!(!store.redeliver("alert", now + 2_000_000).await.unwrap());
+    let back = store.claim_outbox("c", now + 2_000_000, 30_000, 10).await.unwrap();
+    assert!(back.iter().any(|m| m.id == "evt_1" && m.attempts == 0 && m.dead_at_ms.is_none()));
+    assert_eq!(store.dead_letter_count().await.unwrap(), 1);
+}
+
+/// The events feed reads audit records by action family after a cursor: only matching
+/// actions, in order; a page that fills ends at its last record, one that does not moves the
+/// cursor past every record it looked at (so a long run of other actions is crossed a window
+/// at a time, never re-read).
+async fn the_events_feed_reads_the_audit_log_by_family_after_a_cursor(store: Arc<SqlStore>) {
+    let a = customer(&store, "events-a").await;
+    deposit(&store, a, 1_000).await;
+    customer(&store, "events-b").await;
+    deposit(&store, a, 2_000).await;
+    let all = store.audit_page(0, 10_000).await.unwrap();
+    let head = all.last().unwrap().record.seq;
+    let want: Vec<u64> = all
+        .iter()
+        .filter(|r| r.record.action.starts_with("deposit."))
+        .map(|r| r.record.seq)
+        .collect();
+    assert_eq!(want.len(), 2, "{all:?}");
+    let (page, cursor) = store.audit_matching(0, &["deposit."], 10, 10_000).await.unwrap();
+    assert_eq!(page.iter().map(|r| r.record.seq).collect::<Vec<_>>(), want);
+    assert_eq!(cursor, head, "the whole log was looked at");
+    // A full page ends at its last record.
+    let (first, cursor) = store.audit_matching(0, &["deposit."], 1, 10_000).await.unwrap();
+    assert_eq!((first.len(), cursor), (1, want[0]));
+    let (second, cursor) = store.audit_matching(cursor, &["deposit."], 1, 10_000).await.unwrap();
+    assert_eq!(second.first().map(|r| r.record.seq), Some(want[1]));
+    let (rest, end) = store.audit_matching(cursor, &["deposit."], 1, 10_000).await.unwrap();
+    assert!(rest.is_empty());
+    assert_eq!(end, head);
+    // A window of one record with nothing matching still moves the cursor by one.
+    let customer_created = all.iter().find(|r| r.record.action == "customer.created").unwrap();
+    let before = customer_created.record.seq - 1;
+    let (none, moved) = store.audit_matching(before, &["deposit."], 10, 1).await.unwrap();
+    assert!(none.is_empty());
+    assert_eq!(moved, before + 1);
+    // Prefixes are compared as text: `_` matches only itself.
+    let (odd, _) = store.audit_matching(0, &["deposit_"], 10, 10_000).await.unwrap();
+    assert!(odd.is_empty(), "{odd:?}");
+    // Past the head: nothing, cursor unchanged.
+    assert_eq!(store.audit_matching(head, &["deposit."], 10, 10).await.unwrap(), (vec![], head));
 }

@@ -20,28 +20,58 @@ impl AuditStore for SqlStore {
             .bind(i64::from(limit.clamp(1, 10_000)))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                let seq: i64 = r.try_get("seq")?;
-                let changes: String = r.try_get("changes")?;
-                Ok(StoredAuditRecord {
-                    record: AuditRecord {
-                        seq: u64::try_from(seq)
-                            .map_err(|_| StoreError::Corrupt(format!("audit seq {seq}")))?,
-                        at_ms: r.try_get("at_ms")?,
-                        actor: r.try_get("actor")?,
-                        action: r.try_get("action")?,
-                        subject: r.try_get("subject")?,
-                        changes: serde_json::from_str(&changes).map_err(|e| {
-                            StoreError::Corrupt(format!("audit record {seq} changes: {e}"))
-                        })?,
-                        detail: r.try_get("detail")?,
-                        prev_hash: digest(&r.try_get::<String, _>("prev_hash")?)?,
-                    },
-                    leaf_hash: digest(&r.try_get::<String, _>("leaf_hash")?)?,
-                })
-            })
-            .collect()
+        rows.iter().map(stored_record).collect()
+    }
+
+    async fn audit_head(&self) -> Result<u64> {
+        let head: Option<i64> = sqlx::query("SELECT MAX(seq) AS head FROM audit_log")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("head")?;
+        u64::try_from(head.unwrap_or(0)).map_err(|_| StoreError::Corrupt("audit seq".into()))
+    }
+
+    async fn audit_matching(
+        &self,
+        after: u64,
+        prefixes: &[&str],
+        limit: u32,
+        scan: u32,
+    ) -> Result<(Vec<StoredAuditRecord>, u64)> {
+        let first = i64::try_from(after).map_err(|_| StoreError::Corrupt("seq".into()))?;
+        let head: Option<i64> = sqlx::query("SELECT MAX(seq) AS head FROM audit_log")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("head")?;
+        // Sequence numbers have no gaps: the window is the next `scan` records.
+        let last = head.unwrap_or(0).min(first.saturating_add(i64::from(scan.max(1))));
+        if last <= first || prefixes.is_empty() {
+            return Ok((Vec::new(), after));
+        }
+        // `substr` rather than LIKE: an action's `_` is not a wildcard.
+        let mut n = 3;
+        let mut matches = Vec::new();
+        for p in prefixes {
+            matches.push(format!("substr(action, 1, {}) = ${n}", p.len()));
+            n += 1;
+        }
+        let sql = format!(
+            "SELECT seq, at_ms, actor, action, subject, changes, detail, prev_hash, leaf_hash FROM audit_log \
+             WHERE seq > $1 AND seq <= $2 AND ({}) ORDER BY seq LIMIT ${n}",
+            matches.join(" OR ")
+        );
+        let mut q = sqlx::query(&sql).bind(first).bind(last);
+        for p in prefixes {
+            q = q.bind(*p);
+        }
+        let rows = q.bind(i64::from(limit.clamp(1, 10_000))).fetch_all(&self.pool).await?;
+        let records = rows.iter().map(stored_record).collect::<Result<Vec<_>>>()?;
+        // A full page ends at its last record; otherwise the whole window was looked at.
+        let cursor = match records.last() {
+            Some(r) if records.len() >= limit.clamp(1, 10_000) as usize => r.record.seq,
+            _ => u64::try_from(last).map_err(|_| StoreError::Corrupt("seq".into()))?,
+        };
+        Ok((records, cursor))
     }
 
     async fn entity_states(&self) -> Result<Vec<(String, Digest32)>> {
@@ -134,4 +164,23 @@ impl AuditStore for SqlStore {
         self.auth_entity_states(&mut out).await?;
         Ok(out)
     }
+}
+
+fn stored_record(r: &AnyRow) -> Result<StoredAuditRecord> {
+    let seq: i64 = r.try_get("seq")?;
+    let changes: String = r.try_get("changes")?;
+    Ok(StoredAuditRecord {
+        record: AuditRecord {
+            seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("audit seq {seq}")))?,
+            at_ms: r.try_get("at_ms")?,
+            actor: r.try_get("actor")?,
+            action: r.try_get("action")?,
+            subject: r.try_get("subject")?,
+            changes: serde_json::from_str(&changes)
+                .map_err(|e| StoreError::Corrupt(format!("audit record {seq} changes: {e}")))?,
+            detail: r.try_get("detail")?,
+            prev_hash: digest(&r.try_get::<String, _>("prev_hash")?)?,
+        },
+        leaf_hash: digest(&r.try_get::<String, _>("leaf_hash")?)?,
+    })
 }

@@ -15,7 +15,7 @@ fn lease_of(row: &AnyRow) -> Result<Lease> {
     })
 }
 
-const OUTBOX_COLUMNS: &str = "id, channel, kind, body, created_at_ms, attempts, next_attempt_ms, delivered_at_ms, last_error";
+const OUTBOX_COLUMNS: &str = "id, channel, kind, body, created_at_ms, attempts, next_attempt_ms, delivered_at_ms, last_error, dead_at_ms";
 
 fn message_of(row: &AnyRow) -> Result<OutboxMessage> {
     let body: String = row.try_get("body")?;
@@ -31,6 +31,7 @@ fn message_of(row: &AnyRow) -> Result<OutboxMessage> {
         next_attempt_ms: row.try_get("next_attempt_ms")?,
         delivered_at_ms: row.try_get("delivered_at_ms")?,
         last_error: row.try_get("last_error")?,
+        dead_at_ms: row.try_get("dead_at_ms")?,
     })
 }
 
@@ -148,9 +149,10 @@ impl Coordination for SqlStore {
         let rows = sqlx::query(&format!(
             "UPDATE outbox SET claimed_by = $1, claimed_until_ms = $2 \
              WHERE id IN (SELECT id FROM outbox WHERE delivered_at_ms IS NULL \
+                          AND dead_at_ms IS NULL \
                           AND next_attempt_ms <= $3 AND claimed_until_ms <= $3 \
                           ORDER BY next_attempt_ms, id LIMIT $4) \
-               AND delivered_at_ms IS NULL AND claimed_until_ms <= $3 \
+               AND delivered_at_ms IS NULL AND dead_at_ms IS NULL AND claimed_until_ms <= $3 \
              RETURNING {OUTBOX_COLUMNS}"
         ))
         .bind(holder)
@@ -198,6 +200,61 @@ impl Coordination for SqlStore {
         Ok(())
     }
 
+    async fn outbox_dead(&self, id: &str, holder: &str, error: &str, now_ms: i64) -> Result<()> {
+        let error: String = error.chars().take(500).collect();
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, dead_at_ms = $1, last_error = $2, \
+             claimed_until_ms = 0 WHERE id = $3 AND claimed_by = $4 AND delivered_at_ms IS NULL",
+        )
+        .bind(now_ms)
+        .bind(error)
+        .bind(id)
+        .bind(holder)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn dead_letters(
+        &self,
+        channel: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<OutboxMessage>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE channel = $1 AND dead_at_ms IS NOT NULL \
+             AND delivered_at_ms IS NULL AND id > $2 ORDER BY id LIMIT $3"
+        ))
+        .bind(channel)
+        .bind(after.unwrap_or(""))
+        .bind(i64::from(limit.clamp(1, 1_000)))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(message_of).collect()
+    }
+
+    async fn redeliver(&self, id: &str, now_ms: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE outbox SET dead_at_ms = NULL, attempts = 0, next_attempt_ms = $1, \
+             claimed_until_ms = 0 WHERE id = $2 AND dead_at_ms IS NOT NULL AND delivered_at_ms IS NULL",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn dead_letter_count(&self) -> Result<u64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM outbox WHERE dead_at_ms IS NOT NULL AND delivered_at_ms IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let n: i64 = row.try_get("n")?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn outbox_message(&self, id: &str) -> Result<Option<OutboxMessage>> {
         let row = sqlx::query(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = $1"))
             .bind(id)
@@ -208,7 +265,8 @@ impl Coordination for SqlStore {
 
     async fn outbox_backlog(&self, now_ms: i64) -> Result<(u64, i64)> {
         let row = sqlx::query(
-            "SELECT COUNT(*) AS n, MIN(created_at_ms) AS oldest FROM outbox WHERE delivered_at_ms IS NULL",
+            "SELECT COUNT(*) AS n, MIN(created_at_ms) AS oldest FROM outbox \
+             WHERE delivered_at_ms IS NULL AND dead_at_ms IS NULL",
         )
         .fetch_one(&self.pool)
         .await?;
