@@ -8,6 +8,11 @@
 //! any output the intent does not name; signatures are combined, the inputs finalized by
 //! miniscript, and the transaction checked by Bitcoin Core's consensus code
 //! ([`psbt::finalize`]) before anything can broadcast it.
+//!
+//! Wallets people use can take part: the descriptor (with its BIP-380 checksum) imports into
+//! Sparrow or Bitcoin Core as a watch-only wallet, and a withdrawal's PSBT leaves as a plain
+//! BIP-174 file for a Sparrow or hardware-wallet cosigner, whose signatures
+//! [`psbt::import`] merges back after checking each one.
 
 use std::str::FromStr;
 
@@ -51,6 +56,18 @@ pub enum BtcError {
     Consensus(String),
     #[error("Bitcoin backend: {0}")]
     Backend(String),
+    /// An imported PSBT is for another transaction than the one it should add signatures to
+    /// (someone changed an output, an amount, an input or a field of the unsigned
+    /// transaction): nothing of it is taken.
+    #[error(
+        "the imported PSBT changes the transaction: it is {theirs}, the withdrawal is {ours}; \
+         nothing was imported"
+    )]
+    UnsignedTxChanged { ours: bitcoin::Txid, theirs: bitcoin::Txid },
+    /// An imported PSBT carries a signature that does not check out: not by a key of the
+    /// input's script, not SIGHASH_ALL, or not valid over this transaction.
+    #[error("input {input}: the imported signature by key {key} is refused: {why}")]
+    BadSignature { input: usize, key: String, why: String },
 }
 
 /// The Bitcoin network of a CAIP-2 chain id.

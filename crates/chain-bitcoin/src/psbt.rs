@@ -1,6 +1,11 @@
 //! What a signer does with a PSBT: decode it back against the intent and its own installed
 //! descriptor (nothing in the PSBT is taken on trust), combine signatures, finalize, and
 //! check the result with Bitcoin Core's consensus code.
+//!
+//! PSBTs also leave and enter as plain BIP-174 files ([`to_bip174`], [`from_file`]: binary or
+//! base64), so that a cosigner outside Strongroom (Sparrow, a hardware wallet, Bitcoin Core)
+//! can sign one; [`import`] takes back only the signatures of such a file, each verified,
+//! and only if the unsigned transaction is exactly ours.
 
 use std::collections::BTreeMap;
 
@@ -220,6 +225,23 @@ pub fn combine(mut base: Psbt, others: Vec<Psbt>) -> Result<Psbt, BtcError> {
 /// extract the transaction, and check every input with Bitcoin Core's consensus code
 /// against the amounts and scripts it spends.
 pub fn finalize(mut psbt: Psbt) -> Result<Transaction, BtcError> {
+    // Found by fuzzing (fuzz/corpus/psbt): miniscript 12.3's finalizer takes an input's
+    // previous output from the full previous transaction, when there is no witness UTXO, by
+    // indexing its outputs with the input's `vout` unchecked, so a PSBT from outside (a
+    // bundle coming back) could panic the online side. Every input this wallet spends is
+    // P2WSH and carries its witness UTXO; one that does not, or whose previous transaction
+    // lacks the output it names, is refused here instead.
+    for (n, (txin, input)) in psbt.unsigned_tx.input.iter().zip(&psbt.inputs).enumerate() {
+        let vout = usize::try_from(txin.previous_output.vout).unwrap_or(usize::MAX);
+        if input.witness_utxo.is_none() {
+            return Err(BtcError::Finalize(format!("input {n} has no witness UTXO")));
+        }
+        if input.non_witness_utxo.as_ref().is_some_and(|prev| prev.output.get(vout).is_none()) {
+            return Err(BtcError::Finalize(format!(
+                "input {n}: the previous transaction has no output {vout}"
+            )));
+        }
+    }
     let secp = Secp256k1::verification_only();
     psbt.finalize_mut(&secp).map_err(|errors| {
         let why: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
@@ -250,4 +272,183 @@ pub fn from_base64(text: &str) -> Result<Psbt, BtcError> {
 
 pub fn to_base64(psbt: &Psbt) -> String {
     psbt.to_string()
+}
+
+/// BIP-174's magic bytes: every binary PSBT file starts with them.
+pub const MAGIC: &[u8; 5] = b"psbt\xff";
+
+/// The largest PSBT file read (a cold withdrawal's PSBT, with the full previous
+/// transactions, is a few kilobytes; 4 MB is the most a block can hold).
+pub const FILE_MAX_BYTES: usize = 4_000_000;
+
+/// The PSBT as a BIP-174 file, the binary form Sparrow, Bitcoin Core (`walletprocesspsbt`
+/// takes the base64 of it) and hardware wallets read and write as `.psbt`.
+pub fn to_bip174(psbt: &Psbt) -> Vec<u8> {
+    psbt.serialize()
+}
+
+/// A PSBT from a file in either form wallets save: binary BIP-174 (it starts with
+/// [`MAGIC`]) or its base64 text.
+pub fn from_file(bytes: &[u8]) -> Result<Psbt, BtcError> {
+    if bytes.len() > FILE_MAX_BYTES {
+        return Err(BtcError::Psbt(format!(
+            "the file has {} bytes; a PSBT here is at most {FILE_MAX_BYTES}",
+            bytes.len()
+        )));
+    }
+    if bytes.starts_with(MAGIC) {
+        return Psbt::deserialize(bytes).map_err(|e| BtcError::Psbt(e.to_string()));
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| BtcError::Psbt("neither a binary PSBT (psbt\\xff…) nor base64 text".into()))?;
+    from_base64(text)
+}
+
+/// What an import of an outside cosigner's PSBT added.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    /// Ours with their signatures merged in.
+    pub psbt: Psbt,
+    /// The merged PSBT decoded against the intent, as every signer decodes it.
+    pub decoded: Decoded,
+    /// How many signatures were new.
+    pub added: usize,
+    /// The master fingerprints of the keys that made them (from our own PSBT's BIP-32
+    /// derivations), without repeats.
+    pub signers: Vec<String>,
+}
+
+/// The public keys a P2WSH multisig witness script names, in its order.
+fn script_keys(script: &ScriptBuf) -> Vec<bitcoin::PublicKey> {
+    script
+        .instructions()
+        .filter_map(|i| match i {
+            Ok(bitcoin::script::Instruction::PushBytes(b)) => {
+                bitcoin::PublicKey::from_slice(b.as_bytes()).ok()
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Merge an outside cosigner's partial signatures (`theirs`, e.g. a PSBT that Sparrow or a
+/// hardware wallet signed) into `ours`, the BIP-174 Combiner with our own checks around it:
+///
+/// - `theirs` must be exactly our unsigned transaction, else
+///   [`BtcError::UnsignedTxChanged`] (BIP-174 combiners must refuse a different one; a
+///   cosigner that changed an output or an amount is refused here, before anything else);
+/// - `ours` is first decoded against `intent` and `wallet` ([`decode`], which also checks each
+///   input's witness script against the wallet's own derivation);
+/// - only signatures are taken from `theirs`, each checked before it is merged: by a key of
+///   that input's witness script, SIGHASH_ALL, valid over this input's BIP-143 sighash (else
+///   [`BtcError::BadSignature`]). An input the cosigner already finalized gives up the
+///   signatures in its witness the same way. Everything else in `theirs` (UTXOs, scripts,
+///   derivations, global xpubs, proprietary fields) is ignored: ours are the ones we checked.
+///
+/// The merged PSBT is decoded again before it is returned.
+pub fn import(
+    ours: &Psbt,
+    theirs: &Psbt,
+    intent: &Intent,
+    wallet: &Multisig,
+) -> Result<Imported, BtcError> {
+    if theirs.unsigned_tx != ours.unsigned_tx {
+        return Err(BtcError::UnsignedTxChanged {
+            ours: ours.unsigned_tx.compute_txid(),
+            theirs: theirs.unsigned_tx.compute_txid(),
+        });
+    }
+    if theirs.inputs.len() != ours.inputs.len() {
+        return Err(BtcError::Psbt("the imported PSBT's input maps do not match".into()));
+    }
+    decode(ours, intent, wallet)?;
+
+    let secp = Secp256k1::verification_only();
+    let mut cache = bitcoin::sighash::SighashCache::new(&ours.unsigned_tx);
+    // A PSBT of the same unsigned transaction that carries only the checked signatures: the
+    // combiner merges nothing else.
+    let mut clean = Psbt::from_unsigned_tx(ours.unsigned_tx.clone())
+        .map_err(|e| BtcError::Psbt(e.to_string()))?;
+    let mut added = 0;
+    let mut signers: Vec<String> = Vec::new();
+    for (n, ((mine, their), slot)) in
+        ours.inputs.iter().zip(&theirs.inputs).zip(clean.inputs.iter_mut()).enumerate()
+    {
+        // Present: `decode` refused any input without them.
+        let (Some(script), Some(utxo)) = (&mine.witness_script, &mine.witness_utxo) else {
+            return Err(BtcError::Psbt(format!("input {n} has no witness script or UTXO")));
+        };
+        let keys = script_keys(script);
+        let sighash = cache
+            .p2wsh_signature_hash(n, script, utxo.value, bitcoin::sighash::EcdsaSighashType::All)
+            .map_err(|e| BtcError::Psbt(e.to_string()))?;
+        let msg = bitcoin::secp256k1::Message::from(sighash);
+        let bad =
+            |key: String, why: &str| BtcError::BadSignature { input: n, key, why: why.to_owned() };
+        let check = |key: &bitcoin::PublicKey, sig: &bitcoin::ecdsa::Signature| {
+            if !keys.contains(key) {
+                return Err(bad(key.to_string(), "the key is not in this input's script"));
+            }
+            if sig.sighash_type != bitcoin::sighash::EcdsaSighashType::All {
+                return Err(bad(
+                    key.to_string(),
+                    &format!("it signs with {}; only SIGHASH_ALL is taken", sig.sighash_type),
+                ));
+            }
+            secp.verify_ecdsa(&msg, &sig.signature, &key.inner)
+                .map_err(|_| bad(key.to_string(), "it does not verify over this transaction"))
+        };
+
+        let mut found: Vec<(bitcoin::PublicKey, bitcoin::ecdsa::Signature)> = Vec::new();
+        for (key, sig) in &their.partial_sigs {
+            check(key, sig)?;
+            found.push((*key, *sig));
+        }
+        if their.final_script_sig.as_ref().is_some_and(|s| !s.is_empty()) {
+            return Err(BtcError::Psbt(format!(
+                "input {n} is finalized with a script signature; a P2WSH input has none"
+            )));
+        }
+        if let Some(witness) = &their.final_script_witness {
+            // A finalized P2WSH multisig input: an empty element (CHECKMULTISIG's extra
+            // pop), the signatures, the witness script. Each signature is matched to the
+            // key it verifies under.
+            let elements: Vec<&[u8]> = witness.iter().collect();
+            let Some((last, rest)) = elements.split_last() else {
+                return Err(BtcError::Psbt(format!("input {n} has an empty final witness")));
+            };
+            if *last != script.as_bytes() {
+                return Err(BtcError::Psbt(format!(
+                    "input {n}: the final witness is not for the wallet's witness script"
+                )));
+            }
+            for element in rest.iter().filter(|e| !e.is_empty()) {
+                let sig = bitcoin::ecdsa::Signature::from_slice(element).map_err(|e| {
+                    bad("?".into(), &format!("a final witness element is not a signature: {e}"))
+                })?;
+                let key = keys
+                    .iter()
+                    .find(|k| check(k, &sig).is_ok())
+                    .ok_or_else(|| bad("?".into(), "it verifies under no key of the script"))?;
+                found.push((*key, sig));
+            }
+        }
+        for (key, sig) in found {
+            if mine.partial_sigs.contains_key(&key) || slot.partial_sigs.contains_key(&key) {
+                continue;
+            }
+            slot.partial_sigs.insert(key, sig);
+            added += 1;
+            if let Some((fp, _)) = mine.bip32_derivation.get(&key.inner) {
+                let fp = fp.to_string();
+                if !signers.contains(&fp) {
+                    signers.push(fp);
+                }
+            }
+        }
+    }
+    let mut psbt = ours.clone();
+    psbt.combine(clean).map_err(|e| BtcError::Psbt(e.to_string()))?;
+    let decoded = decode(&psbt, intent, wallet)?;
+    Ok(Imported { psbt, decoded, added, signers })
 }

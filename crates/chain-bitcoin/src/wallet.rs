@@ -66,7 +66,8 @@ impl ColdWallet {
     }
 
     /// An unsigned PSBT paying `intent` at `sat_per_vb`, with change to the wallet's change
-    /// keychain, checked by [`decode`] as a signer will check it (so a fee above the cap is
+    /// keychain, carrying what any BIP-174 signer needs (previous transactions and witness
+    /// UTXOs, witness scripts, BIP-32 derivations, global xpubs), checked by [`decode`] as a signer will check it (so a fee above the cap is
     /// refused here already).
     pub fn prepare(
         &mut self,
@@ -82,7 +83,14 @@ impl ColdWallet {
             BtcError::Build(format!("fee rate {sat_per_vb} sat/vB is out of range"))
         })?;
         let mut builder = self.wallet.build_tx();
-        builder.add_recipient(dest.script_pubkey(), Amount::from_sat(amount)).fee_rate(rate);
+        // The global xpubs (PSBT_GLOBAL_XPUB, each account key with its origin) let a hardware
+        // wallet that co-signs check that the change goes back to this multisig (Coldcard and
+        // BitBox require them); the inputs and the change already carry their witness scripts
+        // and the BIP-32 derivation of every key.
+        builder
+            .add_recipient(dest.script_pubkey(), Amount::from_sat(amount))
+            .fee_rate(rate)
+            .add_global_xpubs();
         let psbt = builder
             .finish_with_aux_rand(&mut EnvRng(env))
             .map_err(|e| BtcError::Build(e.to_string()))?;

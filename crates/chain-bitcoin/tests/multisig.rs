@@ -205,6 +205,112 @@ fn descriptors_round_trip_and_bad_key_sets_are_refused() {
     assert!(r.starts_with("bcrt1q") && r.len() == 64 && r != c);
 }
 
+/// An outside cosigner's PSBT (as Sparrow or a hardware wallet returns it) merged back:
+/// the file forms round-trip, only verified signatures by the input's own keys are taken,
+/// a finalized input gives up its signatures, and a changed transaction is refused with its
+/// own error before anything else.
+#[test]
+fn an_outside_cosigners_psbt_gives_up_only_verified_signatures_on_the_same_transaction() {
+    use bdk_wallet::miniscript::psbt::PsbtExt;
+    use strongroom_chain_bitcoin::psbt::{from_file, import, to_base64, to_bip174, MAGIC};
+
+    let mut s = setup();
+    let i = intent(DEST, 160_000_000, 20_000);
+    let (psbt, _) = s.wallet.prepare(&i, 5, &env(9)).unwrap();
+    // Both file forms, and what is neither.
+    let binary = to_bip174(&psbt);
+    assert!(binary.starts_with(MAGIC));
+    assert_eq!(from_file(&binary).unwrap(), psbt);
+    assert_eq!(from_file(format!("{}\n", to_base64(&psbt)).as_bytes()).unwrap(), psbt);
+    assert!(matches!(from_file(b"not a psbt"), Err(BtcError::Psbt(_))));
+    assert!(matches!(from_file(&binary[..binary.len() - 3]), Err(BtcError::Psbt(_))));
+    // Everything a cosigner needs travels in it.
+    assert_eq!(psbt.xpub.len(), 3, "the three account keys as global xpubs");
+    for input in &psbt.inputs {
+        assert!(input.non_witness_utxo.is_some() && input.witness_utxo.is_some());
+        assert!(input.witness_script.is_some() && input.bip32_derivation.len() == 3);
+    }
+
+    // Holder 2 signs elsewhere; its two signatures come back and are merged.
+    let fp2 = s.secrets[2].fingerprint(NET).unwrap();
+    let mut theirs = psbt.clone();
+    s.secrets[2].sign(&mut theirs, NET).unwrap();
+    let got = import(&psbt, &theirs, &i, &s.multisig).unwrap();
+    assert_eq!((got.added, got.signers.clone()), (2, vec![fp2.clone()]));
+    assert_eq!(got.decoded.amount_sat, 160_000_000);
+    // What we had is kept: a second import of the same signatures adds nothing.
+    assert_eq!(import(&got.psbt, &theirs, &i, &s.multisig).unwrap().added, 0);
+    let mut ours = got.psbt.clone();
+    s.secrets[0].sign(&mut ours, NET).unwrap();
+    let tx = finalize(ours).unwrap();
+    assert_eq!(tx.compute_txid(), psbt.unsigned_tx.compute_txid());
+
+    // A changed transaction: refused with the typed error, whatever it carries.
+    let mut changed = theirs.clone();
+    changed.unsigned_tx.output[0].value =
+        Amount::from_sat(changed.unsigned_tx.output[0].value.to_sat() - 1);
+    let want = (psbt.unsigned_tx.compute_txid(), changed.unsigned_tx.compute_txid());
+    assert!(matches!(
+        import(&psbt, &changed, &i, &s.multisig),
+        Err(BtcError::UnsignedTxChanged { ours, theirs }) if (ours, theirs) == want
+    ));
+    let mut locktime = theirs.clone();
+    locktime.unsigned_tx.lock_time = bitcoin::absolute::LockTime::from_consensus(1);
+    assert!(matches!(
+        import(&psbt, &locktime, &i, &s.multisig),
+        Err(BtcError::UnsignedTxChanged { .. })
+    ));
+
+    let bad = |p: &Psbt| match import(&psbt, p, &i, &s.multisig) {
+        Err(BtcError::BadSignature { why, .. }) => why,
+        other => panic!("expected a refused signature, got {other:?}"),
+    };
+    // A signature by the right key over another transaction (another fee) does not verify.
+    let mut other = psbt.clone();
+    let out = &mut other.unsigned_tx.output[0];
+    out.value = Amount::from_sat(out.value.to_sat() - 1);
+    s.secrets[2].sign(&mut other, NET).unwrap();
+    let mut wrong = theirs.clone();
+    let (key, sig) = other.inputs[0].partial_sigs.pop_first().unwrap();
+    assert_ne!(wrong.inputs[0].partial_sigs.insert(key, sig), Some(sig));
+    assert!(bad(&wrong).contains("does not verify"));
+    // A key that is not in the input's script (the stranger signs its own copy).
+    let stranger = ColdSecret::generate(&env(77));
+    let secp = Secp256k1::new();
+    let stranger_key = bitcoin::PrivateKey::new(
+        Xpriv::new_master(bitcoin::NetworkKind::Test, stranger.expose_bytes()).unwrap().private_key,
+        NET,
+    );
+    let mut outsider = theirs.clone();
+    outsider.inputs[0].partial_sigs.insert(stranger_key.public_key(&secp), sig);
+    assert!(bad(&outsider).contains("not in this input's script"));
+    // A valid signature that is not SIGHASH_ALL.
+    let mut none = theirs.clone();
+    let (k0, s0) = none.inputs[0].partial_sigs.pop_first().unwrap();
+    none.inputs[0].partial_sigs.insert(
+        k0,
+        bitcoin::ecdsa::Signature {
+            signature: s0.signature,
+            sighash_type: bitcoin::sighash::EcdsaSighashType::None,
+        },
+    );
+    assert!(bad(&none).contains("only SIGHASH_ALL"));
+
+    // A cosigner that had two keys' signatures and finalized: the witness's signatures are
+    // matched to their keys and taken like partial ones.
+    let mut finalized = psbt.clone();
+    s.secrets[1].sign(&mut finalized, NET).unwrap();
+    s.secrets[2].sign(&mut finalized, NET).unwrap();
+    finalized.finalize_mut(&Secp256k1::verification_only()).unwrap();
+    assert!(finalized
+        .inputs
+        .iter()
+        .all(|p| p.final_script_witness.is_some() && p.partial_sigs.is_empty()));
+    let got = import(&psbt, &finalized, &i, &s.multisig).unwrap();
+    assert_eq!(got.added, 4);
+    assert_eq!(finalize(got.psbt).unwrap().compute_txid(), psbt.unsigned_tx.compute_txid());
+}
+
 #[derive(serde::Deserialize)]
 struct Bip32Doc {
     vectors: Vec<Bip32Vector>,
@@ -269,4 +375,20 @@ fn bip174_test_vectors() {
         let b64 = strongroom_chain_bitcoin::psbt::to_base64(&psbt);
         assert_eq!(strongroom_chain_bitcoin::psbt::from_base64(&b64).unwrap(), psbt);
     }
+}
+
+/// Found by fuzzing (`fuzz/corpus/psbt`): an input with only its previous transaction and a
+/// `vout` past that transaction's outputs made miniscript's finalizer index out of bounds
+/// (a panic on the online side, from a bundle coming back). `finalize` refuses it first.
+#[test]
+fn finalize_refuses_inputs_it_cannot_find_the_spent_output_of() {
+    let mut s = setup();
+    let (psbt, _) = s.wallet.prepare(&intent(DEST, 160_000_000, 20_000), 5, &env(9)).unwrap();
+    let mut no_witness_utxo = psbt.clone();
+    no_witness_utxo.inputs[0].witness_utxo = None;
+    no_witness_utxo.unsigned_tx.input[0].previous_output.vout = 65_536;
+    assert!(matches!(finalize(no_witness_utxo), Err(BtcError::Finalize(_))));
+    let mut past_the_outputs = psbt;
+    past_the_outputs.unsigned_tx.input[0].previous_output.vout = 65_536;
+    assert!(matches!(finalize(past_the_outputs), Err(BtcError::Finalize(_))));
 }

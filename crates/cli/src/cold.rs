@@ -3,7 +3,9 @@
 //! `prepare` builds the signing bundle (from the cold wallet's coins, read through Esplora)
 //! only once the governance log in force allows it with those approvals; the key holders sign
 //! it offline with `strongroom-cold sign`; `send` combines their bundles, finalizes, checks
-//! with Bitcoin Core's consensus code and broadcasts. For a Safe, `prepare` reads the Safe's
+//! with Bitcoin Core's consensus code and broadcasts. A cosigner outside Strongroom (Sparrow,
+//! a hardware wallet) takes part through `export-psbt` (the bundle's PSBT as a BIP-174 file)
+//! and `import-psbt` (its signatures back into a bundle for `send`). For a Safe, `prepare` reads the Safe's
 //! nonce from a node and `send` checks the owners' signatures against the Safe's current
 //! owners and threshold, then has an account the node unlocks execute it.
 
@@ -21,6 +23,7 @@ use strongroom_chain_ethereum::safe::{
     get_owners_calldata, nonce_calldata, EthAddress, ISafe, U256,
 };
 use strongroom_cold::bundle::{Bundle, Payload};
+use strongroom_cold::interop::{export_psbt, import_psbt, PsbtFormat};
 use strongroom_cold::online::{
     finalize_bitcoin, finalize_safe, prepare_bitcoin, prepare_safe, Request,
 };
@@ -119,6 +122,39 @@ pub enum ColdCommand {
         owners: Vec<String>,
         #[arg(long)]
         threshold: u64,
+    },
+    /// Bitcoin: write a bundle's PSBT (unsigned, or with the signatures it has) as a plain
+    /// BIP-174 file for a cosigner in Sparrow or on a hardware wallet, after decoding it
+    /// against the bundle's intent and the wallet's descriptor.
+    ExportPsbt {
+        /// The bundle from `prepare` (or one already signed by key holders).
+        #[arg(long)]
+        bundle: PathBuf,
+        /// The cold wallet's multipath descriptor (as given to `prepare`).
+        #[arg(long)]
+        descriptor: String,
+        /// Where to write the PSBT (binary `.psbt` unless --base64).
+        #[arg(long)]
+        out: PathBuf,
+        /// Write base64 text instead of binary.
+        #[arg(long)]
+        base64: bool,
+    },
+    /// Bitcoin: merge the signatures of a PSBT an outside cosigner signed (binary or base64)
+    /// into the bundle it was exported from, as a bundle `send` takes. Refused: a PSBT whose
+    /// unsigned transaction is not the bundle's, a signature that does not verify.
+    ImportPsbt {
+        #[arg(long)]
+        bundle: PathBuf,
+        /// The cold wallet's multipath descriptor (as given to `prepare`).
+        #[arg(long)]
+        descriptor: String,
+        /// The PSBT file the cosigner signed.
+        #[arg(long)]
+        psbt: PathBuf,
+        /// Where to write the bundle with the merged signatures.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Combine the key holders' signed bundles, finalize, check and broadcast.
     Send {
@@ -306,6 +342,32 @@ pub async fn run(cmd: ColdCommand) -> anyhow::Result<std::process::ExitCode> {
             sorted.sort();
             anyhow::ensure!(sorted == list, "the deployed Safe reports other owners: {on_chain:?}");
             println!("{}", safe.to_checksum(None));
+        }
+        ColdCommand::ExportPsbt { bundle, descriptor, out, base64 } => {
+            let bundle = Bundle::from_json(&std::fs::read(&bundle)?)?;
+            let network = strongroom_chain_bitcoin::network(&bundle.intent.chain)?;
+            let multisig = Multisig::from_descriptor(&descriptor, network)?;
+            let format = if base64 { PsbtFormat::Base64 } else { PsbtFormat::Binary };
+            let (bytes, decoded) = export_psbt(&bundle, &multisig, format)?;
+            print!("{}", decoded.describe(bundle.intent.asset.symbol.as_str()));
+            strongroom_cold::home::write_atomic(&out, &bytes)?;
+            println!("PSBT written to {} ({} bytes)", out.display(), bytes.len());
+        }
+        ColdCommand::ImportPsbt { bundle, descriptor, psbt, out } => {
+            let bundle = Bundle::from_json(&std::fs::read(&bundle)?)?;
+            let network = strongroom_chain_bitcoin::network(&bundle.intent.chain)?;
+            let multisig = Multisig::from_descriptor(&descriptor, network)?;
+            let file =
+                std::fs::read(&psbt).with_context(|| format!("reading {}", psbt.display()))?;
+            let (merged, imported) = import_psbt(&bundle, &file, &multisig)?;
+            print!("{}", imported.decoded.describe(bundle.intent.asset.symbol.as_str()));
+            write_json(&out, &merged)?;
+            println!(
+                "imported {} signature(s) from key(s) {}; bundle written to {}",
+                imported.added,
+                imported.signers.join(", "),
+                out.display()
+            );
         }
         ColdCommand::Send { bundles, esplora, eth_rpc, from } => {
             let bundles: Vec<Bundle> = bundles

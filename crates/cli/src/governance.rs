@@ -536,11 +536,34 @@ pub(crate) fn confirm(yes: bool, question: &str) -> anyhow::Result<bool> {
 /// whitelist entry runs from that time, so an old one would shorten it.
 const MAX_PROPOSAL_AGE_MS: i64 = 3_600_000;
 
+/// A time for people: RFC 3339 in UTC, and how far from `now`.
+fn when(t: strongroom_core::Timestamp, now: strongroom_core::Timestamp) -> String {
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(
+        i128::from(t.unix_ms()).saturating_mul(1_000_000),
+    )
+    .ok()
+    .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+    .unwrap_or_else(|| format!("{} ms after the Unix epoch", t.unix_ms()));
+    let secs = (t.unix_ms() - now.unix_ms()) / 1000;
+    let span = |s: i64| match s {
+        s if s >= 86_400 => format!("{}d {}h", s / 86_400, s % 86_400 / 3_600),
+        s if s >= 3_600 => format!("{}h {}m", s / 3_600, s % 3_600 / 60),
+        s if s >= 60 => format!("{}m {}s", s / 60, s % 60),
+        s => format!("{s}s"),
+    };
+    if secs >= 0 {
+        format!("{at} (in {})", span(secs))
+    } else {
+        format!("{at} ({} ago)", span(-secs))
+    }
+}
+
 fn print_state(state: &State, now: strongroom_core::Timestamp) {
     println!("entries: {} (head {})", state.seq, state.head);
     println!("quorum: {} admins", state.quorum);
     for m in state.members.values() {
-        println!("member {}: {:?}", m.id, m.roles);
+        let roles: Vec<&str> = m.roles.iter().map(|r| r.as_str()).collect();
+        println!("member {}: {}", m.id, roles.join(", "));
     }
     match &state.policy {
         Some(p) => println!(
@@ -552,30 +575,30 @@ fn print_state(state: &State, now: strongroom_core::Timestamp) {
         None => println!("policy: none"),
     }
     for w in &state.whitelist {
-        let when = if w.usable_from <= now {
+        let usable = if w.usable_from <= now {
             "usable".to_owned()
         } else {
-            format!("usable from {} ms", w.usable_from.unix_ms())
+            format!("usable from {}", when(w.usable_from, now))
         };
-        println!("whitelist {:?} {} ({}): {when}", w.scope, w.address, w.label);
+        println!("whitelist ({}) {} ({}): {usable}", w.scope, w.address, w.label);
     }
     for a in &state.assets {
-        let when = if a.usable_from <= now {
+        let usable = if a.usable_from <= now {
             "usable".to_owned()
         } else {
-            format!("usable from {} ms", a.usable_from.unix_ms())
+            format!("usable from {}", when(a.usable_from, now))
         };
         let contract = a.spec.contract.as_deref().unwrap_or("native");
         println!(
-            "asset {} on {} ({contract}, {} decimals): {when}",
+            "asset {} on {} ({contract}, {} decimals): {usable}",
             a.spec.symbol, a.spec.chain, a.spec.decimals
         );
     }
     for fz in &state.freezes {
-        println!("frozen: {fz:?}");
+        println!("frozen: {fz}");
     }
     for (fz, until) in state.frozen_until.iter().filter(|(_, u)| **u > now) {
-        println!("frozen: {fz:?} until {} ms (cannot be lifted before)", until.unix_ms());
+        println!("frozen: {fz} until {} (cannot be lifted before)", when(*until, now));
     }
 }
 

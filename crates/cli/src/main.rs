@@ -513,9 +513,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 webhook_secret_file: risk_webhook_secret,
                 webhook_ca_file: None,
                 smtp: alert_smtp.map(|relay| SmtpSettings {
-                    relay,
-                    from: alert_email_from,
-                    starttls_ca: alert_smtp_ca,
+                    ca_file: alert_smtp_ca,
+                    ..SmtpSettings::new(relay, alert_email_from)
                 }),
                 security_team: alert_email_to,
             };

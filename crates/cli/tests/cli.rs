@@ -325,9 +325,14 @@ fn dev_signers_produce_threshold_signatures_from_the_cli() {
         vk.verify_prehash(&digest, &sig).unwrap();
     }
 
-    // Kill node 3: nodes 1 and 2 still sign.
+    // Kill node 3 (held down by a `maintenance` file, or dev would start it again): nodes 1
+    // and 2 still sign, and health says the stack is degraded, naming the signers.
     let pid = std::fs::read_dir(data.join("signers")).unwrap().count();
     assert!(pid > 0);
+    let maintenance = data.join("signers/signer-3/maintenance");
+    std::fs::write(&maintenance, "test: node 3 down\n").unwrap();
+    let health = || api(&dev, "GET", "/v1/health", None);
+    assert_eq!(health()["status"], "ok", "{}", health());
     let killed = Command::new("pkill")
         .args(["-f", &format!("{}/signers/signer-3/signer.toml", data.display())])
         .status()
@@ -337,6 +342,22 @@ fn dev_signers_produce_threshold_signatures_from_the_cli() {
     let (pk, msg, sig) = sign("hot-btc-1", "1,2");
     let vk = k256::schnorr::VerifyingKey::from_bytes(&pk).unwrap();
     vk.verify_raw(&msg, &k256::schnorr::Signature::try_from(sig.as_slice()).unwrap()).unwrap();
+    let h = health();
+    assert_eq!(
+        (h["status"].as_str(), h["problems"][0].as_str()),
+        (Some("degraded"), Some("signers")),
+        "{h}"
+    );
+    let ready = api(&dev, "GET", "/v1/ready", None);
+    assert_eq!(ready["ready"], true, "a quorum still answers: {ready}");
+    assert!(ready.to_string().contains("node 3 unreachable"), "{ready}");
+    // Maintenance over: dev starts the node again and health is ok once it answers.
+    std::fs::remove_file(&maintenance).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while health()["status"] != "ok" {
+        assert!(Instant::now() < deadline, "node 3 never came back: {}", health());
+        std::thread::sleep(Duration::from_millis(250));
+    }
 
     // The dev stack governs itself (the README's walkthrough): the nodes pin the dev
     // genesis, whose starter policy is in force, and a change signed with the dev admins'
@@ -1100,7 +1121,15 @@ action = { kind = "approvals", count = 2, roles = ["approver"] }
         "{out}"
     );
     assert!(out.contains("cold-1): usable from"), "the time-lock has not ended: {out}");
-    assert!(out.contains("frozen: Asset"), "{out}");
+    // For people: scopes and roles by name, times in RFC 3339 with how far off they are.
+    assert!(out.contains("frozen: asset ETH"), "{out}");
+    assert!(
+        out.contains("member ada: admin") && out.contains("whitelist (internal on eip155:1)"),
+        "{out}"
+    );
+    let from = out.lines().find(|l| l.contains("cold-1): usable from")).unwrap();
+    assert!(from.contains("T") && from.contains("Z (in "), "{from}");
+    assert!(!out.contains('{') && !out.contains("Some("), "no debug structures: {out}");
 
     // Someone edits the log file: lowers the quorum in the stored policy entry.
     let log = gov.join("log.jsonl");
@@ -1675,11 +1704,46 @@ impl SmtpServer {
         Some(SmtpServer { child, addr, maildir: maildir.to_path_buf() })
     }
 
+    /// The messages received, quoted-printable bodies decoded (lettre encodes a body so when
+    /// a line of it is 76 characters or longer).
     fn messages(&self) -> Vec<String> {
         std::fs::read_dir(self.maildir.join("new"))
-            .map(|d| d.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok()).collect())
+            .map(|d| {
+                d.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                    .map(|m| unquote_body(&m))
+                    .collect()
+            })
             .unwrap_or_default()
     }
+}
+
+/// A message with its quoted-printable body (RFC 2045 §6.7) decoded; others as they are.
+fn unquote_body(message: &str) -> String {
+    let Some((head, body)) = message.split_once("\n\n") else { return message.to_owned() };
+    if !head.lines().any(|l| l.eq_ignore_ascii_case("Content-Transfer-Encoding: quoted-printable"))
+    {
+        return message.to_owned();
+    }
+    let (b, mut out, mut i) = (body.as_bytes(), Vec::new(), 0);
+    while i < b.len() {
+        let rest = &b[i..];
+        if rest.starts_with(b"=\r\n") {
+            i += 3;
+        } else if rest.starts_with(b"=\n") {
+            i += 2;
+        } else if let Some(byte) = rest
+            .get(1..3)
+            .filter(|_| rest[0] == b'=')
+            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(rest[0]);
+            i += 1;
+        }
+    }
+    format!("{head}\n\n{}", String::from_utf8_lossy(&out))
 }
 
 /// A NATS server with JetStream for a test (Debian's nats-server), or None when it is not
@@ -2765,9 +2829,10 @@ mod esplora_server;
 /// A Bitcoin cold withdrawal as the operators do it, on files: governance with a policy
 /// that needs two approvers for cold movements, `strongroom cold intent`, two `cold approve`
 /// on the approvers' machines, `cold prepare` reading the wallet's coins from an Esplora
-/// server (refused with one approval), two offline signatures (the offline signer's library;
-/// the binary itself is tested in `crates/cold/tests`), and `cold send`, which the server
-/// accepts only if Bitcoin Core's consensus code verifies it.
+/// server (refused with one approval), offline signatures (the offline signer's library;
+/// the binary itself is tested in `crates/cold/tests`), one of them through `cold
+/// export-psbt` / `cold import-psbt` as an outside cosigner's, and `cold send`, which the
+/// server accepts only if Bitcoin Core's consensus code verifies it.
 #[test]
 fn cold_bitcoin_withdrawal_from_intent_to_broadcast_through_the_cli() {
     use strongroom_chain_bitcoin::bitcoin::{self, Network};
@@ -2914,8 +2979,55 @@ fn cold_bitcoin_withdrawal_from_intent_to_broadcast_through_the_cli() {
     }
     let (ok, out) = cli(&["cold", "send", "--esplora", &url, "--bundle", &signed[0]]);
     assert!(!ok && out.contains("finalize"), "one signature is not enough: {out}");
+
+    // Holder 2 takes part as a cosigner outside Strongroom would (Sparrow with a hardware
+    // wallet): `cold export-psbt` writes the bundle's PSBT as a plain BIP-174 file, holder 2
+    // signs that file alone, and `cold import-psbt` merges the signature back into a bundle
+    // that `send` takes. A file whose unsigned transaction was changed is refused.
+    let (ok, out) = cli(&[
+        "cold",
+        "export-psbt",
+        "--bundle",
+        &f("bundle.json"),
+        "--descriptor",
+        &descriptor,
+        "--out",
+        &f("withdrawal.psbt"),
+    ]);
+    assert!(ok && out.contains("Send 1.25000000 BTC") && out.contains("PSBT written"), "{out}");
+    let file = std::fs::read(f("withdrawal.psbt")).unwrap();
+    assert!(file.starts_with(b"psbt\xff"), "binary BIP-174");
+    let mut outside = strongroom_chain_bitcoin::psbt::from_file(&file).unwrap();
+    homes[2].unlock(&pass).unwrap().sign(&mut outside, Network::Regtest).unwrap();
+    std::fs::write(f("outside.txt"), strongroom_chain_bitcoin::psbt::to_base64(&outside)).unwrap();
+    let import = |psbt: &str, out: &str| {
+        cli(&[
+            "cold",
+            "import-psbt",
+            "--bundle",
+            &f("bundle.json"),
+            "--descriptor",
+            &descriptor,
+            "--psbt",
+            psbt,
+            "--out",
+            out,
+        ])
+    };
+    let (ok, out) = import(&f("outside.txt"), &f("outside.json"));
+    let fp = &homes[2].config().fingerprint;
+    assert!(ok && out.contains(&format!("imported 1 signature(s) from key(s) {fp}")), "{out}");
+    let mut changed = outside.clone();
+    changed.unsigned_tx.lock_time = bitcoin::absolute::LockTime::from_consensus(1);
+    std::fs::write(f("changed.psbt"), strongroom_chain_bitcoin::psbt::to_bip174(&changed)).unwrap();
+    let (ok, out) = import(&f("changed.psbt"), &f("never.json"));
+    assert!(!ok && out.contains("the imported PSBT changes the transaction"), "{out}");
+    assert!(!std::path::Path::new(&f("never.json")).exists());
+
+    // Holder 0's bundle and the outside cosigner's make the transaction the server takes.
+    let outside = f("outside.json");
     let (ok, out) =
-        cli(&["cold", "send", "--esplora", &url, "--bundle", &signed[0], "--bundle", &signed[1]]);
+        cli(&["cold", "send", "--esplora", &url, "--bundle", &signed[0], "--bundle", &outside]);
     assert!(ok, "{out}");
     let txid: bitcoin::Txid = out.trim().parse().unwrap();
     let sent =
@@ -2927,7 +3039,8 @@ fn cold_bitcoin_withdrawal_from_intent_to_broadcast_through_the_cli() {
         .iter()
         .any(|o| o.script_pubkey == to.script_pubkey() && o.value.to_sat() == 125_000_000));
     assert_eq!(sent.1, None, "in the mempool");
-    // Sending again is harmless.
+    // Sending again is harmless, also with the other pair of signatures (the same
+    // transaction, another witness).
     let (ok, again) =
         cli(&["cold", "send", "--esplora", &url, "--bundle", &signed[0], "--bundle", &signed[1]]);
     assert!(ok && again.trim() == txid.to_string(), "{again}");

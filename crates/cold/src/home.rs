@@ -356,6 +356,36 @@ impl ColdHome {
         Ok(ColdSecret::from_bytes(&seed)?)
     }
 
+    /// The Bitcoin multisig installed as wallet `id` (its descriptor as the key ceremony
+    /// built it, the one this signer checks every PSBT against).
+    pub fn multisig(&self, id: &WalletId) -> Result<Multisig, ColdError> {
+        let wallet = self.wallet(id)?;
+        let WalletKind::BitcoinMultisig { descriptor } = &wallet.kind else {
+            return Err(ColdError::Refused(format!(
+                "wallet {} is not a Bitcoin multisig",
+                id.as_str()
+            )));
+        };
+        Ok(Multisig::from_descriptor(descriptor, network(&wallet.chain)?)?)
+    }
+
+    /// Merge the signatures of an outside cosigner's PSBT `file` (binary BIP-174 or base64)
+    /// into `bundle`, which this signer first reviews in full ([`ColdHome::review`]): a bundle
+    /// it would refuse to sign takes no signatures either. The merged bundle is reviewed
+    /// again and returned with that review.
+    pub fn import_psbt(
+        &mut self,
+        bundle: &Bundle,
+        file: &[u8],
+        now: Timestamp,
+    ) -> Result<(Bundle, Review, crate::interop::Imported), ColdError> {
+        self.review(bundle, now)?;
+        let multisig = self.multisig(&bundle.intent.source_wallet)?;
+        let (merged, imported) = crate::interop::import_psbt(bundle, file, &multisig)?;
+        let review = self.review(&merged, now)?;
+        Ok((merged, review, imported))
+    }
+
     fn wallet(&self, id: &WalletId) -> Result<InstalledWallet, ColdError> {
         self.config.wallets.iter().find(|w| &w.id == id).cloned().ok_or_else(|| {
             ColdError::Refused(format!("this signer holds no key for wallet {}", id.as_str()))

@@ -9,9 +9,12 @@
 //! - [`online`]: the online side: a bundle is produced only once the governance gate allows
 //!   the movement (a quorum has approved), and the returned bundles are combined, finalized
 //!   and checked by Bitcoin Core's consensus code.
+//! - [`interop`]: a bundle's PSBT as a plain BIP-174 file for a cosigner outside Strongroom
+//!   (Sparrow, a hardware wallet), and its signatures merged back after checking.
 
 pub mod bundle;
 pub mod home;
+pub mod interop;
 pub mod online;
 
 /// Why the cold side refused.

@@ -124,8 +124,20 @@ pub enum IntentError {
 }
 
 impl Intent {
-    /// The canonical version-1 encoding.
+    /// The canonical version-1 encoding. What [`Intent::decode`] would refuse is refused
+    /// here too, so every encoding decodes back to its intent: an intent read from JSON (a
+    /// signing bundle) may carry any `u8` as its decimals, and addresses of another chain.
     pub fn encode(&self) -> Result<Vec<u8>, IntentError> {
+        if self.asset.decimals > strongroom_units::MAX_DECIMALS {
+            return Err(IntentError::InvalidField {
+                field: "asset.decimals",
+                reason: format!("{} is too many", self.asset.decimals),
+            });
+        }
+        if let Some(contract) = &self.asset.contract {
+            canonical_address(&self.chain, contract.as_str(), "asset.contract")?;
+        }
+        canonical_address(&self.chain, self.destination.as_str(), "destination")?;
         let mut out = Vec::with_capacity(256);
         out.push(INTENT_VERSION);
         put_str(&mut out, "chain", self.chain.as_str())?;

@@ -194,3 +194,24 @@ fn every_field_changes_the_hash() {
         assert_ne!(v.hash().unwrap(), h, "{v:?}");
     }
 }
+
+/// Found by fuzzing (`fuzz/corpus/intent`): an intent read from JSON with 81 decimals, or
+/// with another chain's address, encoded to bytes that `decode` refuses, so it had a hash no
+/// signer could ever recompute. `encode` now refuses what `decode` refuses.
+#[test]
+fn an_intent_that_would_not_decode_does_not_encode() {
+    let base: Intent = serde_json::from_value(intents()[0].1.clone()).unwrap();
+    let mut i = base.clone();
+    i.asset.decimals = 81;
+    assert!(matches!(i.encode(), Err(IntentError::InvalidField { field: "asset.decimals", .. })));
+    assert!(i.hash().is_err());
+    let mut i = base.clone();
+    let bitcoin =
+        strongroom_units::ChainId::parse("bip122:000000000019d6689c085ae165831e93").unwrap();
+    i.destination =
+        strongroom_units::Address::parse(&bitcoin, "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4")
+            .unwrap();
+    assert!(matches!(i.encode(), Err(IntentError::InvalidField { field: "destination", .. })));
+    let enc = base.encode().unwrap();
+    assert_eq!(Intent::decode(&enc).unwrap(), base);
+}

@@ -57,3 +57,21 @@ pub enum Role {
     /// Requests withdrawals (operators, the exchange's backend).
     Operator,
 }
+
+impl Role {
+    /// The name the log and the CLI use (`admin`, `security_officer`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::SecurityOfficer => "security_officer",
+            Role::Approver => "approver",
+            Role::Operator => "operator",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -86,6 +86,17 @@ pub enum WhitelistScope {
     Customer { customer_id: String, chain: String },
 }
 
+impl std::fmt::Display for WhitelistScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WhitelistScope::Internal { chain } => write!(f, "internal on {chain}"),
+            WhitelistScope::Customer { customer_id, chain } => {
+                write!(f, "customer {customer_id} on {chain}")
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "change", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Change {
@@ -697,7 +708,10 @@ fn apply(
                 return Err(fail("needs a security officer or an admin".into()));
             }
             reason_ok(reason)?;
-            if *until <= e.at || until.unix_ms() - e.at.unix_ms() > MAX_FREEZE_MS {
+            // Saturating: found by fuzzing, a genesis dated near the start of the i64 range
+            // made this subtraction overflow (a panic with overflow checks, and without them
+            // a wrapped, negative length that let a freeze run for ages).
+            if *until <= e.at || until.unix_ms().saturating_sub(e.at.unix_ms()) > MAX_FREEZE_MS {
                 return Err(fail(format!(
                     "a time-boxed freeze ends after its entry and within {} days",
                     MAX_FREEZE_MS / 86_400_000

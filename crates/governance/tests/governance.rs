@@ -1069,6 +1069,28 @@ fn a_time_boxed_freeze_cannot_be_lifted_before_its_end() {
     assert!(state_at(&log_of(vec![(boxed, vec!["ann"])]), T0 + DAY_MS).is_err());
 }
 
+/// Found by fuzzing (`fuzz/corpus/governance`): under a genesis dated near the start of the
+/// i64 range, a time-boxed freeze's length (`until - at`) overflowed: a panic with overflow
+/// checks, and without them a wrapped length that passed as under 90 days. It is refused.
+#[test]
+fn a_time_boxed_freeze_from_the_far_past_is_refused_not_wrapped() {
+    let far = -9_000_000_000_000_000_000;
+    let g = Genesis { created_at: Timestamp::from_unix_ms(far), ..genesis() };
+    let pinned = hex::encode(g.hash().unwrap());
+    let state = replay(&g, &pinned, &[], Timestamp::from_unix_ms(T0)).unwrap();
+    let mut e = state.propose(
+        Change::FreezeUntil {
+            scope: FreezeScope::Global,
+            until: Timestamp::from_unix_ms(-far),
+            reason: None,
+        },
+        Timestamp::from_unix_ms(far),
+    );
+    e.sign("sec", &member_key("sec")).unwrap();
+    let err = replay(&g, &pinned, &[e], Timestamp::from_unix_ms(T0)).unwrap_err().to_string();
+    assert!(err.contains("within 90 days"), "{err}");
+}
+
 /// Issue "Signers decide (2)", point 2: under `require_initiation` only a proven initiator
 /// passes; whatever the caller says, roles are the log's, and a policy written before the
 /// field hashes as it did.

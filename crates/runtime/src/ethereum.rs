@@ -569,18 +569,19 @@ impl strongroom_server::DepositAddresses for DepositAddresses {
         &self,
         customer_id: uuid::Uuid,
         asset: &strongroom_units::Asset,
-    ) -> Result<strongroom_store::DepositAddress, String> {
+    ) -> Result<strongroom_store::DepositAddress, strongroom_server::DepositAddressError> {
+        use strongroom_server::DepositAddressError as E;
         let Some(c) = self.0.iter().find(|c| c.chain == asset.chain) else {
-            return Err(format!(
-                "{} is on {}, which this server does not watch",
-                asset.symbol, asset.chain
-            ));
+            return Err(E::ChainNotWatched {
+                asset: asset.symbol.to_string(),
+                chain: asset.chain.to_string(),
+            });
         };
         // From the key in use now: one the quorum migrated gives way to its successor.
         let wallets =
             strongroom_engine::rotation::hot_wallets(c.store.as_ref(), &c.wallet, c.env.now())
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| E::Unavailable(e.to_string()))?;
         strongroom_engine::deposits::deposit_address(
             c.store.as_ref(),
             c.signer.as_ref(),
@@ -590,7 +591,7 @@ impl strongroom_server::DepositAddresses for DepositAddresses {
             customer_id,
         )
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| E::Unavailable(e.to_string()))
     }
 }
 

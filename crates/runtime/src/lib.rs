@@ -359,16 +359,46 @@ fn risk_options(
             ))
         }
     };
-    let mail = a.smtp.as_ref().map(|s| {
-        (
-            mail::Smtp {
+    let mail = match &a.smtp {
+        Some(s) => {
+            let config = |e: mail::MailError| match e {
+                mail::MailError::Config(what) => {
+                    RuntimeError::Config(format!("[alerts] smtp: {what}"))
+                }
+                other => RuntimeError::Config(format!("[alerts] smtp: {other}")),
+            };
+            let login = match (&s.username, &s.password_file) {
+                (Some(user), Some(file)) => {
+                    Some(mail::Login::from_file(user, file).map_err(config)?)
+                }
+                (None, None) => None,
+                _ => {
+                    return Err(RuntimeError::Config(
+                        "[alerts] smtp: username needs password_file, and the other way round"
+                            .into(),
+                    ))
+                }
+            };
+            // Unset: what a relay with a CA file meant before `tls` existed.
+            let tls = s.tls.unwrap_or(match s.ca_file {
+                Some(_) => mail::Tls::StartTls,
+                None => mail::Tls::None,
+            });
+            let smtp = mail::Smtp::new(mail::SmtpOptions {
                 relay: s.relay.clone(),
                 from: s.from.clone(),
-                starttls_ca: s.starttls_ca.clone(),
-            },
-            a.security_team.clone(),
-        )
-    });
+                tls,
+                ca_file: s.ca_file.clone(),
+                login,
+                timeout: std::time::Duration::from_secs(
+                    s.timeout_secs.unwrap_or(mail::DEFAULT_TIMEOUT_SECS),
+                ),
+            })
+            .map_err(config)?;
+            Some((smtp, a.security_team.clone()))
+        }
+        None => None,
+    };
     Ok(risk::RiskOptions {
         lists: settings.risk.lists.clone(),
         rules: settings.risk.rules.clone(),

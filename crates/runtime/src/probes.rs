@@ -33,13 +33,16 @@ impl Probe for ChainProbe {
                 return vec![Check {
                     component,
                     ok: false,
+                    degraded: false,
                     detail: format!("node unreachable: {e}"),
                 }]
             }
         };
         let cursor = match self.store.chain_cursor(&self.chain).await {
             Ok(c) => c,
-            Err(e) => return vec![Check { component, ok: false, detail: e.to_string() }],
+            Err(e) => {
+                return vec![Check { component, ok: false, degraded: false, detail: e.to_string() }]
+            }
         };
         // Before the first scan the watcher starts at the head.
         let lag = cursor.map_or(0, |next| head.saturating_add(1).saturating_sub(next));
@@ -48,7 +51,8 @@ impl Probe for ChainProbe {
             .get_or_create(&ChainLabels { chain: self.chain.as_str().into() })
             .set(i64::try_from(lag).unwrap_or(i64::MAX));
         let ok = lag <= MAX_HEAD_LAG_BLOCKS;
-        vec![Check { component, ok, detail: format!("head {head}, watcher {lag} blocks behind") }]
+        let detail = format!("head {head}, watcher {lag} blocks behind");
+        vec![Check { component, ok, degraded: false, detail }]
     }
 }
 
@@ -99,6 +103,7 @@ impl Probe for SignerProbe {
         vec![Check {
             component: "signers".into(),
             ok: up >= quorum,
+            degraded: up < orch.node_ids().len(),
             detail: format!(
                 "{up} of {} nodes answer; {quorum} needed; {}",
                 orch.node_ids().len(),

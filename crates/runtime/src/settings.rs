@@ -327,15 +327,42 @@ pub struct AlertSettings {
     pub security_team: Vec<String>,
 }
 
-/// An SMTP relay.
+/// An SMTP relay (sent through lettre, see `crate::mail`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpSettings {
     /// `host:port`.
     pub relay: String,
     pub from: String,
-    /// Upgrade with STARTTLS, trusting this CA certificate (PEM).
-    pub starttls_ca: Option<PathBuf>,
+    /// `"none"` (plain TCP: only for a relay on this host), `"starttls"` (refused when the
+    /// relay does not offer it) or `"implicit"` (TLS from the first byte, usually port 465).
+    /// Unset: `"starttls"` when `ca_file` is set, else `"none"` (the behaviour before this key).
+    pub tls: Option<crate::mail::Tls>,
+    /// A CA certificate (PEM) trusted besides the platform's roots. Its former name,
+    /// `starttls_ca`, is still read (giving both is an error).
+    #[serde(alias = "starttls_ca")]
+    pub ca_file: Option<PathBuf>,
+    /// AUTH (PLAIN or LOGIN, over TLS only) as this user, with `password_file`.
+    pub username: Option<String>,
+    /// The file holding the password (read once at start; trailing line break ignored).
+    pub password_file: Option<PathBuf>,
+    /// The most a whole send may take (30 s when unset).
+    pub timeout_secs: Option<u64>,
+}
+
+impl SmtpSettings {
+    /// A relay with every optional setting unset.
+    pub fn new(relay: impl Into<String>, from: impl Into<String>) -> SmtpSettings {
+        SmtpSettings {
+            relay: relay.into(),
+            from: from.into(),
+            tls: None,
+            ca_file: None,
+            username: None,
+            password_file: None,
+            timeout_secs: None,
+        }
+    }
 }
 
 /// `[treasury]`: hot-wallet watermarks per asset; sweeps go to the asset's chain's

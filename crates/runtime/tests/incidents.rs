@@ -107,11 +107,11 @@ async fn freezes_and_key_migrations_tell_the_customers_and_every_incident_step_t
     std::fs::write(&secret, "s3cret").unwrap();
     let webhook =
         Webhook { url: "https://127.0.0.1:1/hook".into(), secret_file: secret, ca_file: None };
-    let smtp = strongroom_runtime::mail::Smtp {
-        relay: "127.0.0.1:1".into(),
-        from: "security@example.com".into(),
-        starttls_ca: None,
-    };
+    let smtp = strongroom_runtime::mail::Smtp::new(strongroom_runtime::mail::SmtpOptions::local(
+        "127.0.0.1:1",
+        "security@example.com",
+    ))
+    .unwrap();
     let dyn_store: Arc<dyn Store> = store.clone();
     let kek = Arc::new(strongroom_crypto::seal::SoftwareKek::generate(env.as_ref()));
     let alerts = Alerts::new(

@@ -49,9 +49,21 @@ pub struct ApiDoc;
 
 struct BearerAuth;
 
+/// How a token with a signing key signs its requests (`crate::clients`), for the document.
+const REQUEST_SIGNING: &str = "Required, with the bearer token, when the token carries a \
+request-signing key (token restrictions). Three headers: `X-Strongroom-Timestamp`: the \
+client's clock in Unix milliseconds (refused more than five minutes from the server's); \
+`X-Strongroom-Nonce`: 16 to 64 characters of A-Z a-z 0-9 - _, never reused by the token \
+(every instance shares the record); `X-Strongroom-Signature`: `v1=` and the hex \
+HMAC-SHA256, under the token's signing key, of the text `v1` LF METHOD LF PATH?QUERY LF \
+TIMESTAMP LF NONCE LF and the hex SHA-256 of the body (of nothing for a request without \
+one). A missing, stale, replayed or wrong signature is refused with 401 `unauthorized`.";
+
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "token",
@@ -59,8 +71,19 @@ impl utoipa::Modify for BearerAuth {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("srt_<id>_<secret>")
+                    .description(Some(
+                        "An API token, or a customer's or staff member's session. A token with a \
+                         request-signing key must also sign every request (the `signed` scheme).",
+                    ))
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            "signed",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                crate::clients::SIGNATURE,
+                REQUEST_SIGNING,
+            ))),
         );
     }
 }
@@ -132,10 +155,24 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 // ---------- bodies ----------
 
+/// How the deployment is, as `/v1/health` sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// Every part answers.
+    Ok,
+    /// Serving, with a part down (a signer node gone while a quorum still answers).
+    Degraded,
+    /// A part this instance needs is down (`/v1/ready` answers 503).
+    Failing,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthView {
-    #[schema(example = "ok")]
-    pub status: &'static str,
+    pub status: HealthStatus,
+    /// The components down or failing (`signers`, `chain:<id>`, `database`); the details
+    /// are in `/v1/ready`.
+    pub problems: Vec<String>,
     #[schema(example = "sqlite")]
     pub database: &'static str,
     pub version: &'static str,
@@ -387,10 +424,25 @@ impl From<&Withdrawal> for WithdrawalView {
 #[into_params(parameter_in = Query)]
 pub struct ListWithdrawalsQuery {
     pub customer_id: Option<Uuid>,
-    /// `reserved`, `built`, `signed`, `broadcast`, `settled`, `failed` or `cancelled`.
+    /// Only withdrawals in this state.
+    #[param(inline, value_type = Option<WithdrawalStateName>)]
     pub state: Option<String>,
     /// 1 to 1000; default 100.
     pub limit: Option<u32>,
+}
+
+/// A withdrawal's state, as queries name it (the document's copy of
+/// `core::withdrawal::WithdrawalState`; a test keeps the two the same).
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WithdrawalStateName {
+    Reserved,
+    Built,
+    Signed,
+    Broadcast,
+    Settled,
+    Failed,
+    Cancelled,
 }
 
 /// No fields.
@@ -449,8 +501,21 @@ fn balance_view(state: &AppState, b: Balance) -> BalanceView {
     responses((status = 200, body = HealthView), (status = 503, body = ErrorBody)))]
 async fn health(State(state): State<AppState>) -> Result<Json<HealthView>, ApiError> {
     state.store().ping().await.map_err(|e| ApiError::unavailable(e.to_string()))?;
+    // Liveness stays 200 while the database answers; the status says what else is down
+    // (components only: the details are in `/v1/ready` and `/metrics`).
+    let checks = crate::ops::checks(&state).await;
+    let failing: Vec<String> =
+        checks.iter().filter(|c| !c.ok || c.degraded).map(|c| c.component.clone()).collect();
+    let status = if checks.iter().any(|c| !c.ok) {
+        HealthStatus::Failing
+    } else if failing.is_empty() {
+        HealthStatus::Ok
+    } else {
+        HealthStatus::Degraded
+    };
     Ok(Json(HealthView {
-        status: "ok",
+        status,
+        problems: failing,
         database: state.store().backend().name(),
         version: env!("CARGO_PKG_VERSION"),
     }))
@@ -458,7 +523,7 @@ async fn health(State(state): State<AppState>) -> Result<Json<HealthView>, ApiEr
 
 /// Prometheus metrics (text format). Needs a token of any role.
 #[utoipa::path(get, path = "/metrics", tag = "system", security(("token" = [])),
-    responses((status = 200, content_type = "text/plain", body = String), (status = 401, body = ErrorBody)))]
+    responses((status = 200, content_type = "application/openmetrics-text", body = String), (status = 401, body = ErrorBody)))]
 async fn metrics(
     State(state): State<AppState>,
     _p: Principal,
@@ -544,7 +609,7 @@ pub struct DepositAddressView {
     params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)),
     request_body = RequestDepositAddress,
     responses((status = 200, body = DepositAddressView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn create_deposit_address(
     State(state): State<AppState>,
     id: Result<Path<Uuid>, PathRejection>,
@@ -556,14 +621,17 @@ async fn create_deposit_address(
         .get(&req.body.asset)
         .map_err(|e| ApiError::bad_request("unknown_asset", e.to_string()))?;
     state.store().get_customer(id).await?;
+    let not_watched = |m: String| ApiError::new(StatusCode::CONFLICT, "chain_not_watched", m);
     let provider = state.deposit_addresses().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_chain",
-            "no chain is connected to this server",
-        )
+        not_watched(format!(
+            "{} is on {}, and this server watches no chain",
+            asset.symbol, asset.chain
+        ))
     })?;
-    let a = provider.deposit_address(id, asset).await.map_err(ApiError::unavailable)?;
+    let a = provider.deposit_address(id, asset).await.map_err(|e| match e {
+        crate::DepositAddressError::ChainNotWatched { .. } => not_watched(e.to_string()),
+        crate::DepositAddressError::Unavailable(detail) => ApiError::unavailable(detail),
+    })?;
     Ok(Json(DepositAddressView {
         customer_id: a.customer_id,
         chain: a.chain.to_string(),
@@ -635,7 +703,7 @@ async fn get_ledger(
 ) -> Result<Json<Vec<LedgerLineView>>, ApiError> {
     p.require(READERS)?;
     let id = path_id(id)?;
-    let limit = query(q)?.limit.unwrap_or(100);
+    let limit = crate::extract::limit(query(q)?.limit)?;
     let lines: Vec<LedgerLine> = state.store().ledger_lines(id, limit).await?;
     Ok(Json(
         lines
@@ -991,7 +1059,7 @@ async fn list_withdrawals(
     let filter = WithdrawalFilter {
         customer_id: q.customer_id,
         state: state_filter,
-        limit: q.limit.unwrap_or(100),
+        limit: crate::extract::limit(q.limit)?,
     };
     let list = state.store().list_withdrawals(&filter).await?;
     Ok(Json(list.iter().map(WithdrawalView::from).collect()))
@@ -1194,4 +1262,112 @@ async fn cancel_withdrawal(
         )
         .await?;
     Ok(Json((&w).into()))
+}
+
+/// What every operation can answer besides its own responses, and the exact rules of the
+/// inputs every route shares, written into the generated document after the routes are
+/// collected (so a new route gets them too): 400 for any refused input (a malformed path id,
+/// query or body, a bad idempotency key), 401/403 where a token is needed, 404 where the path
+/// names something, 413/415 where a body is read; the `Idempotency-Key` header's characters
+/// and length; every `limit` from 1 to 1000.
+pub(crate) fn document_shared_rules(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let error = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                )
+                .build(),
+        )
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let ops = [
+            item.get.as_mut(),
+            item.post.as_mut(),
+            item.put.as_mut(),
+            item.delete.as_mut(),
+            item.patch.as_mut(),
+        ];
+        for op in ops.into_iter().flatten() {
+            let mut add = |code: &str, description: &str| {
+                op.responses.responses.entry(code.into()).or_insert_with(|| error(description));
+            };
+            add("400", "Refused input (the code says which rule)");
+            if op.security.is_some() {
+                add("401", "No valid token or session");
+                add("403", "The token's role or restrictions do not allow this");
+            }
+            if path.contains('{') {
+                add("404", "Nothing with that id");
+            }
+            if op.request_body.is_some() {
+                add("413", "Body above 64 KiB");
+                add("415", "Content-Type is not application/json");
+            }
+            for p in op.parameters.iter_mut().flatten() {
+                if p.name == "Idempotency-Key" && p.parameter_in == ParameterIn::Header {
+                    p.schema = Some(RefOr::T(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .min_length(Some(1))
+                            .max_length(Some(strongroom_store::MAX_IDEMPOTENCY_KEY_LEN))
+                            .pattern(Some("^[!-~]+$"))
+                            .build()
+                            .into(),
+                    ));
+                }
+                if p.name == "limit" && p.parameter_in == ParameterIn::Query {
+                    p.schema = Some(RefOr::T(
+                        ObjectBuilder::new()
+                            .schema_type(Type::Integer)
+                            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                                utoipa::openapi::KnownFormat::Int32,
+                            )))
+                            .minimum(Some(1))
+                            .maximum(Some(1000))
+                            .build()
+                            .into(),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod document_tests {
+    use super::*;
+
+    /// The document's state names are the ones the query parser takes, all of them.
+    #[test]
+    fn documented_state_names_are_the_domains() {
+        use WithdrawalStateName as N;
+        let names =
+            [N::Reserved, N::Built, N::Signed, N::Broadcast, N::Settled, N::Failed, N::Cancelled];
+        let texts: Vec<String> = names
+            .iter()
+            .map(|n| serde_json::to_value(n).ok().and_then(|v| v.as_str().map(str::to_owned)))
+            .map(Option::unwrap_or_default)
+            .collect();
+        for t in &texts {
+            assert!(WithdrawalState::parse(t).is_some(), "{t}");
+        }
+        let all = [
+            WithdrawalState::Reserved,
+            WithdrawalState::Built,
+            WithdrawalState::Signed,
+            WithdrawalState::Broadcast,
+            WithdrawalState::Settled,
+            WithdrawalState::Failed,
+            WithdrawalState::Cancelled,
+        ];
+        for s in all {
+            assert!(texts.iter().any(|t| t == s.as_str()), "{} not documented", s.as_str());
+        }
+    }
 }

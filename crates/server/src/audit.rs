@@ -31,6 +31,7 @@ pub struct AuditRecordView {
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Records after this sequence number (0: from the first).
+    #[param(maximum = 9_223_372_036_854_775_807_u64)]
     pub after: Option<u64>,
     /// 1 to 1000; default 100.
     pub limit: Option<u32>,
@@ -50,7 +51,11 @@ pub(crate) async fn records(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("invalid_query", "limit must be 1 to 1000"));
     }
-    let page = state.store().audit_page(q.after.unwrap_or(0), limit).await?;
+    let after = q.after.unwrap_or(0);
+    if i64::try_from(after).is_err() {
+        return Err(ApiError::bad_request("invalid_query", "after must be at most 2^63 - 1"));
+    }
+    let page = state.store().audit_page(after, limit).await?;
     Ok(Json(
         page.into_iter()
             .map(|r| AuditRecordView {

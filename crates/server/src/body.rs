@@ -22,13 +22,51 @@ pub(crate) fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiErr
     }
 }
 
-/// A request's body, within [`MAX_BODY_BYTES`].
+/// How much of a body over the limit is read and thrown away so that the client, still
+/// sending, gets the 413 answer instead of a reset connection; beyond this (or
+/// [`DRAIN_TIMEOUT`]) the connection is dropped.
+pub const DRAIN_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// How long draining may take.
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("bodies are limited to {MAX_BODY_BYTES} bytes"),
+    )
+}
+
+/// A request's body, within [`MAX_BODY_BYTES`]. One over it is read to its end (up to
+/// [`DRAIN_MAX_BYTES`], within [`DRAIN_TIMEOUT`]) and refused with 413 `payload_too_large`.
 pub(crate) async fn body_bytes(body: axum::body::Body) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("bodies are limited to {MAX_BODY_BYTES} bytes"),
-        )
-    })
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut kept = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                ApiError::bad_request("malformed_body", format!("the body could not be read: {e}"))
+            })?;
+            let Ok(data) = frame.into_data() else { continue };
+            seen = seen.saturating_add(data.len());
+            if seen <= MAX_BODY_BYTES {
+                kept.extend_from_slice(&data);
+            } else if seen > DRAIN_MAX_BYTES {
+                // Too much to read through: give up on the connection.
+                return Err(too_large());
+            }
+        }
+        if seen > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(DRAIN_TIMEOUT, read).await {
+        Ok(Ok(())) => Ok(kept.freeze()),
+        Ok(Err(e)) => Err(e),
+        Err(_) if seen > MAX_BODY_BYTES => Err(too_large()),
+        Err(_) => Err(ApiError::bad_request("malformed_body", "the body did not arrive in time")),
+    }
 }

@@ -22,6 +22,15 @@ pub(crate) fn path_id(p: Result<Path<Uuid>, PathRejection>) -> Result<Uuid, ApiE
         .map_err(|e| ApiError::bad_request("invalid_id", format!("path id: {}", e.body_text())))
 }
 
+/// A page size: 1 to 1000, 100 when not given.
+pub(crate) fn limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("invalid_query", "limit must be 1 to 1000"));
+    }
+    Ok(limit)
+}
+
 pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(t)| t).map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }

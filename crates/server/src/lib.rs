@@ -184,6 +184,17 @@ pub trait DestinationScreen: Send + Sync + std::fmt::Debug {
     fn screen(&self, customer_id: uuid::Uuid, chain: &str, address: &str) -> Option<String>;
 }
 
+/// Why a deposit address was not given.
+#[derive(Debug, thiserror::Error)]
+pub enum DepositAddressError {
+    /// The asset's chain is not one this server watches: asking again will not help.
+    #[error("{asset} is on {chain}, which this server does not watch")]
+    ChainNotWatched { asset: String, chain: String },
+    /// The signer nodes or the database did not answer: retry later.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
 /// Makes customers' deposit addresses. The API server holds no key and talks to no chain:
 /// whoever runs it (the runtime) provides this, deriving addresses from the hot wallet's public
 /// key as the signer nodes report it.
@@ -194,7 +205,7 @@ pub trait DepositAddresses: Send + Sync + std::fmt::Debug {
         &self,
         customer_id: uuid::Uuid,
         asset: &strongroom_units::Asset,
-    ) -> Result<strongroom_store::DepositAddress, String>;
+    ) -> Result<strongroom_store::DepositAddress, DepositAddressError>;
     /// Whether `address` is one of our hot wallets (withdrawals to it are refused).
     fn is_hot_wallet(&self, address: &strongroom_units::Address) -> bool;
 }
@@ -409,9 +420,29 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// The whole application: API routes, `/v1/openapi.json`, the console, fallbacks and middleware.
-pub fn app(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, mut openapi) = api::routes().split_for_parts();
+/// Read every request's body before any handler answers (within the size limit; one over it
+/// is answered 413 here): a refusal that comes before the body is needed (401, 403) then
+/// still reaches a client that is sending one, instead of a connection closed under it.
+async fn read_body_first(req: Request, next: Next) -> Response {
+    let (parts, b) = req.into_parts();
+    match body::body_bytes(b).await {
+        Ok(bytes) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The OpenAPI document the server serves at `/v1/openapi.json` (committed as
+/// `docs/openapi.json`; a test keeps the two the same).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut openapi) = api::routes().split_for_parts();
     openapi.info.version = env!("CARGO_PKG_VERSION").into();
+    api::document_shared_rules(&mut openapi);
+    openapi
+}
+
+pub fn app(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, _) = api::routes().split_for_parts();
+    let openapi = openapi();
     let doc = Arc::new(openapi.clone());
     let router = router
         .route(
@@ -425,6 +456,7 @@ pub fn app(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(body::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(read_body_first))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state);
     (router, openapi)

@@ -20,6 +20,10 @@ pub struct Check {
     /// `database`, `chain:<id>`, `signers`.
     pub component: String,
     pub ok: bool,
+    /// Fit to serve, but a part is down (a signer node gone while a quorum still answers):
+    /// `/v1/health` says `degraded`.
+    #[serde(default)]
+    pub degraded: bool,
     pub detail: String,
 }
 
@@ -74,7 +78,7 @@ fn database_check(state: &AppState, read: Result<(), strongroom_store::StoreErro
         Ok(()) => (true, state.store().backend().name().to_owned()),
         Err(e) => (false, e.to_string()),
     };
-    Check { component: "database".into(), ok, detail }
+    Check { component: "database".into(), ok, degraded: false, detail }
 }
 
 fn gauge(n: u64) -> i64 {
@@ -92,7 +96,7 @@ pub async fn observe(state: &AppState) -> Vec<Check> {
 
 /// The checks alone (a load balancer asks every few seconds): the database answers, and
 /// each probe.
-async fn checks(state: &AppState) -> Vec<Check> {
+pub(crate) async fn checks(state: &AppState) -> Vec<Check> {
     let mut checks = vec![database_check(state, state.store().ping().await)];
     for p in state.probes() {
         checks.extend(p.probe(state.metrics()).await);

@@ -212,10 +212,36 @@ pub(crate) async fn list_events(
     ))
 }
 
+/// A review's state, as queries name it (the document's copy of `store::RiskState`; a test
+/// keeps the two the same).
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewStateName {
+    Cleared,
+    Open,
+    Released,
+    Rejected,
+    Blocked,
+}
+
+#[cfg(test)]
+#[test]
+fn documented_review_states_are_the_stores() {
+    use ReviewStateName as N;
+    let names = [N::Cleared, N::Open, N::Released, N::Rejected, N::Blocked];
+    for n in names {
+        let t = serde_json::to_value(n).ok().and_then(|v| v.as_str().map(str::to_owned));
+        let t = t.unwrap_or_default();
+        assert_eq!(RiskState::parse(&t).map(RiskState::as_str), Some(t.as_str()));
+    }
+    assert_eq!(names.len(), 5, "RiskState has five states");
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ReviewQuery {
-    /// `open` (the queue), `cleared`, `released`, `rejected` or `blocked`.
+    /// `open` is the queue.
+    #[param(inline, value_type = Option<ReviewStateName>)]
     pub state: Option<String>,
     /// 1 to 1000; default 100.
     pub limit: Option<u32>,

@@ -738,6 +738,31 @@ async fn bad_input_gets_a_stable_code_and_writes_nothing() {
     let r = raw(huge, "application/json", Some("m3")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(code(&r.json().await.unwrap()), "payload_too_large");
+    // Far over the limit, still arriving when the server has decided: the client gets the
+    // 413 answer on HTTP/1.1 and HTTP/2 (the rest is read and thrown away), not a reset.
+    let vast = format!("{{\"x\":\"{}\"}}", "a".repeat(8 * 1024 * 1024));
+    for http1 in [true, false] {
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&s.ca_pem).unwrap())
+            .resolve("localhost", s.addr);
+        b = if http1 { b.http1_only() } else { b.http2_prior_knowledge() };
+        let r = b
+            .build()
+            .unwrap()
+            .post(format!("{}/v1/withdrawals", s.base))
+            .bearer_auth(s.token(Role::Operator))
+            .header("content-type", "application/json")
+            .header("idempotency-key", if http1 { "m4" } else { "m5" })
+            .body(vast.clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("http1 {http1}: {e:?}"));
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE, "http1 {http1}");
+        assert_eq!(r.version() == reqwest::Version::HTTP_11, http1);
+        assert_eq!(code(&r.json().await.unwrap()), "payload_too_large");
+    }
 
     // The same key with a different body.
     let ok = w("0.1", DEST, "ETH");

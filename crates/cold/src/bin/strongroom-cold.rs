@@ -8,6 +8,10 @@
 //! are the keys' Ethereum addresses), `backup` writes an encrypted backup.
 //! Signing: `sign` reads a bundle, checks it, shows it in plain words, asks for "yes", asks
 //! for the passphrase, signs and writes the bundle back.
+//! Outside cosigners (Sparrow, a hardware wallet): `wallet-descriptor` prints an installed
+//! wallet's descriptor for their watch-only import, `export-psbt` writes a checked bundle's
+//! PSBT as a BIP-174 file, `import-psbt` merges the signatures of the file they signed back
+//! into the bundle.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::{BufRead, Write};
@@ -20,6 +24,7 @@ use strongroom_chain_bitcoin::keys::ColdSecret;
 use strongroom_chain_bitcoin::Multisig;
 use strongroom_cold::bundle::Bundle;
 use strongroom_cold::home::{write_atomic, ColdHome};
+use strongroom_cold::interop::{export_psbt, PsbtFormat};
 use strongroom_core::{Env, SystemEnv, WalletId};
 use strongroom_crypto::SecretString;
 use strongroom_governance::log::Genesis;
@@ -100,6 +105,50 @@ enum Cmd {
         passphrase_file: Option<PathBuf>,
         #[arg(long)]
         backup_passphrase_file: Option<PathBuf>,
+    },
+    /// Print an installed wallet's output descriptor (BIP-380, with its checksum), for a
+    /// watch-only import into Sparrow (File > New Wallet > Import) or Bitcoin Core.
+    WalletDescriptor {
+        #[arg(long)]
+        home: PathBuf,
+        /// The wallet id given to install-wallet.
+        #[arg(long)]
+        wallet: String,
+        /// Print the JSON that Bitcoin Core's `importdescriptors` takes instead (the receive
+        /// and change descriptors, each with its checksum).
+        #[arg(long)]
+        bitcoin_core: bool,
+    },
+    /// Check a Bitcoin bundle as `sign` does and write its PSBT as a plain BIP-174 file, for
+    /// a cosigner in Sparrow or on a hardware wallet.
+    ExportPsbt {
+        #[arg(long)]
+        home: PathBuf,
+        /// The bundle from the online side (or one already signed by other holders).
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// Where to write the PSBT (binary `.psbt` unless --base64).
+        #[arg(long)]
+        out: PathBuf,
+        /// Write base64 text instead of binary.
+        #[arg(long)]
+        base64: bool,
+    },
+    /// Merge the signatures of a PSBT that an outside cosigner signed (binary or base64)
+    /// into the bundle, after checking the bundle as `sign` does; refused if the PSBT's
+    /// transaction is not the bundle's or a signature does not verify.
+    ImportPsbt {
+        #[arg(long)]
+        home: PathBuf,
+        /// The bundle the PSBT was exported from.
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// The PSBT file the cosigner signed.
+        #[arg(long)]
+        psbt: PathBuf,
+        /// Where to write the bundle with the merged signatures.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Check a signing bundle, show it, and sign it after confirmation.
     Sign {
@@ -200,6 +249,57 @@ fn run(cmd: Cmd, env: &dyn Env) -> anyhow::Result<()> {
             let text = h.backup(&pass, &backup_pass, env)?;
             write_atomic(&out, format!("{text}\n").as_bytes())?;
             println!("backup of key {} written to {}", h.config().fingerprint, out.display());
+        }
+        Cmd::WalletDescriptor { home, wallet, bitcoin_core } => {
+            let h = ColdHome::open(&home, env.now())?;
+            let m = h.multisig(&WalletId::parse(&wallet)?)?;
+            if bitcoin_core {
+                let import = |keychain, internal: bool| {
+                    serde_json::json!({
+                        "desc": m.keychain_descriptor(keychain),
+                        "active": true,
+                        "internal": internal,
+                        "timestamp": "now",
+                    })
+                };
+                let all = serde_json::json!([
+                    import(strongroom_chain_bitcoin::Keychain::Receive, false),
+                    import(strongroom_chain_bitcoin::Keychain::Change, true),
+                ]);
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                println!("{}", m.descriptor());
+            }
+        }
+        Cmd::ExportPsbt { home, input, out, base64 } => {
+            let mut h = ColdHome::open(&home, env.now())?;
+            let bundle = Bundle::from_json(&std::fs::read(&input)?)?;
+            let review = h.review(&bundle, env.now())?;
+            println!("{}", review.words);
+            let multisig = h.multisig(&bundle.intent.source_wallet)?;
+            let format = if base64 { PsbtFormat::Base64 } else { PsbtFormat::Binary };
+            let (bytes, _) = export_psbt(&bundle, &multisig, format)?;
+            write_atomic(&out, &bytes)?;
+            println!("PSBT written to {} ({} bytes)", out.display(), bytes.len());
+        }
+        Cmd::ImportPsbt { home, input, psbt, out } => {
+            let mut h = ColdHome::open(&home, env.now())?;
+            let bundle = Bundle::from_json(&std::fs::read(&input)?)?;
+            let file =
+                std::fs::read(&psbt).with_context(|| format!("reading {}", psbt.display()))?;
+            let (merged, review, imported) = h.import_psbt(&bundle, &file, env.now())?;
+            println!("{}", review.words);
+            write_atomic(&out, &merged.to_json()?)?;
+            println!(
+                "imported {} signature(s) from key(s) {}; bundle written to {}",
+                imported.added,
+                if imported.signers.is_empty() {
+                    "(unnamed)".to_owned()
+                } else {
+                    imported.signers.join(", ")
+                },
+                out.display()
+            );
         }
         Cmd::Sign { home, input, out, passphrase_file } => {
             let mut h = ColdHome::open(&home, env.now())?;

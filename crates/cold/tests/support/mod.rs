@@ -35,6 +35,30 @@ pub fn netns_available() -> bool {
     ok
 }
 
+/// The Python of tools/interop (`scripts/install-interop-tools`: embit, an independent
+/// Bitcoin implementation) from `STRONGROOM_INTEROP_PYTHON` or `tools/interop/.venv`. Without
+/// it the test is skipped, unless `STRONGROOM_REQUIRE_INTEROP` is set (CI): then it fails.
+#[allow(clippy::print_stderr)] // why a test was skipped
+pub fn interop_python() -> Option<std::path::PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = std::env::var("STRONGROOM_INTEROP_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| root.join("tools/interop/.venv/bin/python"));
+    let ok = Command::new(&python)
+        .args(["-c", "import embit"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("STRONGROOM_REQUIRE_INTEROP").is_none(),
+            "embit is missing: run scripts/install-interop-tools"
+        );
+        eprintln!("skipping: no embit (scripts/install-interop-tools)");
+        return None;
+    }
+    Some(python)
+}
+
 pub fn key(n: u8) -> SigningKey {
     SigningKey::from_bytes(&[n; 32])
 }

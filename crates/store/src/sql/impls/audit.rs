@@ -14,7 +14,8 @@ impl AuditStore for SqlStore {
     }
 
     async fn audit_page(&self, after: u64, limit: u32) -> Result<Vec<StoredAuditRecord>> {
-        let after = i64::try_from(after).map_err(|_| StoreError::Corrupt("seq".into()))?;
+        // Beyond any record: an empty page.
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
         let rows = sqlx::query("SELECT seq, at_ms, actor, action, subject, changes, detail, prev_hash, leaf_hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
             .bind(after)
             .bind(i64::from(limit.clamp(1, 10_000)))
@@ -38,7 +39,7 @@ impl AuditStore for SqlStore {
         limit: u32,
         scan: u32,
     ) -> Result<(Vec<StoredAuditRecord>, u64)> {
-        let first = i64::try_from(after).map_err(|_| StoreError::Corrupt("seq".into()))?;
+        let first = i64::try_from(after).unwrap_or(i64::MAX);
         let head: Option<i64> = sqlx::query("SELECT MAX(seq) AS head FROM audit_log")
             .fetch_one(&self.pool)
             .await?
