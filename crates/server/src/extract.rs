@@ -17,6 +17,14 @@ pub(crate) use crate::body::{body_bytes, require_json};
 use crate::error::ApiError;
 use crate::{AppState, RequestId};
 
+/// A body of the wrong shape, naming the field (`customer_id: UUID parsing failed: …`).
+fn invalid_body(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let message = if path == "." { inner.to_string() } else { format!("{path}: {inner}") };
+    ApiError::bad_request("invalid_body", message)
+}
+
 pub(crate) fn path_id(p: Result<Path<Uuid>, PathRejection>) -> Result<Uuid, ApiError> {
     p.map(|Path(id)| id)
         .map_err(|e| ApiError::bad_request("invalid_id", format!("path id: {}", e.body_text())))
@@ -89,8 +97,7 @@ impl<T: WriteBody> FromRequest<AppState> for Write<T> {
         h.update([0]);
         h.update(value.to_string());
         let request_hash = hex::encode(h.finalize());
-        let body: T = serde_json::from_value(value)
-            .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+        let body: T = serde_path_to_error::deserialize(value).map_err(invalid_body)?;
         Ok(Write {
             body,
             client_ip: crate::clients::client_ip(&parts, state),
@@ -115,9 +122,8 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequest<S> for Body<T> {
         require_json(req.headers())?;
         let bytes = body_bytes(req.into_body()).await?;
         let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
-        serde_json::from_slice(bytes)
-            .map(Body)
-            .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        serde_path_to_error::deserialize(&mut de).map(Body).map_err(invalid_body)
     }
 }
 

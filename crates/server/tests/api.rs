@@ -711,7 +711,20 @@ async fn bad_input_gets_a_stable_code_and_writes_nothing() {
         let (st, v) = s.post("/v1/withdrawals", &format!("bad-{i}"), body).await;
         assert_eq!((st, code(&v)), (status, expected), "{what}: {v}");
         assert!(v["error"]["request_id"].as_str().is_some_and(|r| !r.is_empty()), "{what}");
+        // A field of the wrong type is named.
+        if what == "amount as number" {
+            assert!(v["error"]["message"].as_str().unwrap().starts_with("amount: "), "{v}");
+        }
     }
+    let (st, v) = s
+        .post(
+            "/v1/withdrawals",
+            "bad-id",
+            json!({"customer_id": "nope", "asset": "ETH", "destination": DEST, "amount": "0.1"}),
+        )
+        .await;
+    assert_eq!((st, code(&v)), (StatusCode::BAD_REQUEST, "invalid_body"), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().starts_with("customer_id: "), "{v}");
 
     // Malformed JSON, wrong media type, no key, a huge body.
     let raw = |body: &'static str, ct: &'static str, key: Option<&'static str>| {
