@@ -17,34 +17,15 @@
 )] // Test code.
 #![allow(clippy::disallowed_methods)] // A test of a real process waits on the real clock.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod common;
 use common::*;
 
-/// schemathesis from the interop tools, or None to skip (a failure where
-/// `STRONGROOM_REQUIRE_INTEROP` is set, as in `scripts/test`).
-fn schemathesis() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let python = std::env::var("STRONGROOM_INTEROP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("tools/interop/.venv/bin/python"));
-    let st = python.with_file_name("schemathesis");
-    if !st.exists() {
-        assert!(
-            std::env::var_os("STRONGROOM_REQUIRE_INTEROP").is_none(),
-            "schemathesis is missing: run scripts/install-interop-tools"
-        );
-        eprintln!("skipping: no schemathesis (scripts/install-interop-tools)");
-        return None;
-    }
-    Some(st)
-}
-
 #[test]
 fn every_role_and_a_customer_get_what_the_openapi_document_promises() {
-    let Some(st) = schemathesis() else { return };
+    let Some(python) = interop_python("schemathesis") else { return };
+    let st = python.with_file_name("schemathesis");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("dev");
     let dev = start_dev_with(&data, &["--no-signers"], &[]);

@@ -26,28 +26,6 @@ use std::time::{Duration, Instant};
 mod common;
 use common::*;
 
-/// The interop tools' python, or None to skip (a failure where `STRONGROOM_REQUIRE_INTEROP`
-/// is set, as in `scripts/test`).
-fn interop_python() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let python = std::env::var("STRONGROOM_INTEROP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("tools/interop/.venv/bin/python"));
-    let ok = Command::new(&python)
-        .args(["-c", "import standardwebhooks"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("STRONGROOM_REQUIRE_INTEROP").is_none(),
-            "standardwebhooks is missing: run scripts/install-interop-tools"
-        );
-        eprintln!("skipping: no standardwebhooks (scripts/install-interop-tools)");
-        return None;
-    }
-    Some(python)
-}
-
 struct Receiver {
     child: Child,
     url: String,
@@ -147,7 +125,7 @@ fn wait_for(what: &str, secs: u64, done: &dyn Fn() -> bool) {
 
 #[test]
 fn events_reach_the_webhook_once_per_id_across_a_restart_and_dead_letters_are_sent_again() {
-    let Some(python) = interop_python() else { return };
+    let Some(python) = interop_python("standardwebhooks") else { return };
     let Some(chain) = start_anvil(&["--block-time", "1"]) else { return };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("dev");

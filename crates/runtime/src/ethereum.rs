@@ -145,7 +145,7 @@ impl EthereumChain {
             match engine.wallet(&wallet).await {
                 Ok((_, hot)) => break hot,
                 Err(EngineError::Sign(e)) if e.retryable() => {
-                    if waited % 10 == 0 {
+                    if waited.is_multiple_of(10) {
                         tracing::warn!(wallet = wallet.as_str(), error = %e, "waiting for the signer nodes");
                     }
                     waited = waited.saturating_add(1);

@@ -1206,7 +1206,7 @@ impl Risk {
             loop {
                 // Lists reload without a restart when a file in their folder changes.
                 ticks += 1;
-                if let (Some(d), true) = (&dir, ticks % 10 == 0) {
+                if let (Some(d), true) = (&dir, ticks.is_multiple_of(10)) {
                     let now = stamp(d);
                     if now != seen {
                         match load_lists(d) {

@@ -1664,7 +1664,7 @@ async fn guesses_across_instances_hit_one_shared_limit() {
     let password = "correct horse battery staple";
     s.register("dee@example.com", password).await;
     let guess = |i: usize| {
-        let to = if i % 2 == 0 { &s } else { &twin };
+        let to = if i.is_multiple_of(2) { &s } else { &twin };
         to.login(json!({"email": "dee@example.com", "password": format!("parallel guess {i}")}))
     };
     let (a, b, c, d, e) = tokio::join!(guess(0), guess(1), guess(2), guess(3), guess(4));

@@ -214,3 +214,26 @@ pub fn api_call(
     assert!(ok, "{method} {path}: {out}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
+
+/// The interop tools' python (`scripts/install-interop-tools`) with `module` importable, or
+/// None to skip (a failure where `STRONGROOM_REQUIRE_INTEROP` is set, as in `scripts/test`).
+#[allow(dead_code)] // Not every test binary uses it.
+pub fn interop_python(module: &str) -> Option<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = std::env::var("STRONGROOM_INTEROP_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| root.join("tools/interop/.venv/bin/python"));
+    let ok = Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("STRONGROOM_REQUIRE_INTEROP").is_none(),
+            "{module} is missing: run scripts/install-interop-tools"
+        );
+        eprintln!("skipping: no {module} (scripts/install-interop-tools)");
+        return None;
+    }
+    Some(python)
+}
