@@ -214,38 +214,74 @@ fn safe_bytecode(root: &Path, file: &str) -> Result<String, strongroom_chain::Cl
         .ok_or_else(|| fail(format!("{}: no bytecode", path.display())))
 }
 
-/// Deploy a Safe 1.4.1 (the singleton, then a `SafeProxy` in front of it, then `setup`)
-/// from `from` (an unlocked account) with `owners` and `threshold`; its address.
-pub async fn deploy_safe(
+/// The proxy creation code in the npm artifacts (`SafeProxy.json`), the same bytes as
+/// the factory's `proxyCreationCode()` when both come from one build.
+pub fn safe_proxy_creation_code(root: &Path) -> Result<Vec<u8>, strongroom_chain::ClientError> {
+    let code = safe_bytecode(root, "proxies/SafeProxy.sol/SafeProxy.json")?;
+    hex::decode(code.trim_start_matches("0x")).map_err(|e| strongroom_chain::ClientError {
+        message: format!("SafeProxy.json bytecode: {e}"),
+        retryable: false,
+    })
+}
+
+/// The deterministic `CREATE2` deployer anvil (and most dev nodes) ship
+/// (github.com/Arachnid/deterministic-deployment-proxy): call data `salt ‖ init code`.
+pub const CREATE2_DEPLOYER: alloy_primitives::Address =
+    alloy_primitives::address!("4e59b44847b379578588920ca78fbf26c0b4956c");
+
+/// Dev nodes only: deploy Safe 1.4.1's singleton (`Safe`, the L1 one), `SafeProxyFactory`
+/// and `CompatibilityFallbackHandler` from the npm artifacts under `root`, signed and paid
+/// for by `relayer`. On a public network use [`crate::safe::SafeContracts::CANONICAL`].
+///
+/// Through the node's deterministic deployer (salt 0) when it has one, so every fresh dev
+/// node gets the same three addresses and a contract already there is not deployed again;
+/// otherwise as plain creations from the relayer.
+pub async fn deploy_safe_contracts(
     rpc: &crate::rpc::EthRpc,
+    relayer: &crate::relayer::RelayerKey,
     root: &Path,
-    from: &str,
-    owners: &[alloy_primitives::Address],
-    threshold: u64,
-) -> Result<alloy_primitives::Address, strongroom_chain::ClientError> {
-    use alloy_sol_types::SolValue;
-    let fail = |m: String| strongroom_chain::ClientError { message: m, retryable: false };
-    let created =
-        |r: serde_json::Value| -> Result<alloy_primitives::Address, strongroom_chain::ClientError> {
-            r.get("contractAddress")
-                .and_then(|a| a.as_str())
-                .and_then(|a| a.parse().ok())
-                .ok_or_else(|| fail(format!("no contract address in {r}")))
+) -> Result<crate::safe::SafeContracts, crate::relayer::RelayError> {
+    use crate::relayer::{submit, Relay, RelayError};
+    use crate::safe_node::{has_code, MINED_WITHIN};
+    let deterministic = has_code(rpc, CREATE2_DEPLOYER).await?;
+    let mut deployed = Vec::new();
+    for file in [
+        "Safe.sol/Safe.json",
+        "proxies/SafeProxyFactory.sol/SafeProxyFactory.json",
+        "handler/CompatibilityFallbackHandler.sol/CompatibilityFallbackHandler.json",
+    ] {
+        let code = safe_bytecode(root, file)?;
+        let code = hex::decode(code.trim_start_matches("0x"))
+            .map_err(|e| RelayError::Internal(format!("{file}: {e}")))?;
+        let address = if deterministic {
+            let salt = alloy_primitives::B256::ZERO;
+            let address = CREATE2_DEPLOYER.create2_from_code(salt, &code);
+            if !has_code(rpc, address).await? {
+                let mut data = salt.to_vec();
+                data.extend_from_slice(&code);
+                let relay = Relay { to: Some(CREATE2_DEPLOYER), data, fee_cap_wei: None };
+                submit(rpc, relayer, &relay, MINED_WITHIN).await?;
+                if !has_code(rpc, address).await? {
+                    return Err(RelayError::Internal(format!(
+                        "{file}: the deterministic deployer left no code at {address}"
+                    )));
+                }
+            }
+            address
+        } else {
+            let relay = Relay { to: None, data: code, fee_cap_wei: None };
+            submit(rpc, relayer, &relay, MINED_WITHIN).await?.contract_address.ok_or_else(|| {
+                RelayError::Internal(format!("{file}: no contract address in the receipt"))
+            })?
         };
-    let singleton = safe_bytecode(root, "Safe.sol/Safe.json")?;
-    let r = send_and_wait(
-        rpc,
-        serde_json::json!({"from": from, "data": singleton, "gas": "0x1000000"}),
-    )
-    .await?;
-    let singleton = created(r)?;
-    let proxy = safe_bytecode(root, "proxies/SafeProxy.sol/SafeProxy.json")?;
-    let data = format!("{proxy}{}", hex::encode(singleton.abi_encode()));
-    let r = send_and_wait(rpc, serde_json::json!({"from": from, "data": data, "gas": "0x200000"}))
-        .await?;
-    let safe = created(r)?;
-    let setup = crate::safe::setup_calldata(owners, threshold);
-    let call = serde_json::json!({"from": from, "to": safe.to_string(), "data": format!("0x{}", hex::encode(setup)), "gas": "0x200000"});
-    send_and_wait(rpc, call).await?;
-    Ok(safe)
+        deployed.push(address);
+    }
+    let [singleton, factory, fallback_handler] = deployed.as_slice() else {
+        return Err(RelayError::Internal("three contracts were to be deployed".into()));
+    };
+    Ok(crate::safe::SafeContracts {
+        singleton: *singleton,
+        factory: *factory,
+        fallback_handler: *fallback_handler,
+    })
 }

@@ -8,7 +8,10 @@
 //!   amount)` in its one canonical ABI encoding.
 //!
 //! Contract creation, access lists, another chain id, a priority fee above the max fee and
-//! any non-canonical encoding are refused. With feature `rpc`, [`rpc::EthRpc`] talks to a node.
+//! any non-canonical encoding are refused. With feature `rpc`, [`rpc::EthRpc`] talks to a node,
+//! [`relayer`] signs and sends transactions with the online side's own gas-paying key, and
+//! [`safe_node`] deploys Safes through the standard factory and executes owner-signed Safe
+//! transactions through that relayer.
 
 use alloy_consensus::{SignableTransaction, TxEip1559};
 use alloy_eips::eip2718::Encodable2718;
@@ -21,8 +24,12 @@ use strongroom_units::{Address, Amount, ChainId};
 #[cfg(feature = "rpc")]
 pub mod anvil;
 #[cfg(feature = "rpc")]
+pub mod relayer;
+#[cfg(feature = "rpc")]
 pub mod rpc;
 pub mod safe;
+#[cfg(feature = "rpc")]
+pub mod safe_node;
 
 sol! {
     /// The ERC-20 calls and event the adapter uses.

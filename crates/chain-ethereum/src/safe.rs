@@ -1,6 +1,8 @@
 //! Safe (v1.4.1) multisig transactions for Ethereum cold wallets: the EIP-712 Safe
 //! transaction hash the owners sign, the decoder every signer runs before signing, owner
-//! signatures, and the `execTransaction` call that carries them.
+//! signatures, the `execTransaction` call that carries them, and a new Safe's deployment
+//! through the standard `SafeProxyFactory` ([`SafeDeployment`]), whose address is known
+//! before it is deployed, as Safe{Wallet} and the Safe SDK compute it.
 //!
 //! The decoder accepts exactly one shape per intent and refuses everything else by name:
 //! `DELEGATECALL` (the Bybit theft: a delegatecall behind an innocent-looking transfer
@@ -8,8 +10,8 @@
 //! guard and fallback-handler changes), gas refunds (they pay the executor out of the
 //! Safe), and any call but the intended transfer.
 
-use alloy_primitives::keccak256;
-pub use alloy_primitives::{Address as EthAddress, Bytes, U256};
+use alloy_primitives::{address, b256, keccak256};
+pub use alloy_primitives::{Address as EthAddress, Bytes, B256, U256};
 use alloy_sol_types::{eip712_domain, sol, SolCall, SolStruct};
 use strongroom_chain::ChainError;
 use strongroom_core::Intent;
@@ -40,6 +42,8 @@ sol! {
         function nonce() external view returns (uint256);
         function getOwners() external view returns (address[]);
         function getThreshold() external view returns (uint256);
+        function VERSION() external view returns (string);
+        event ExecutionSuccess(bytes32 indexed txHash, uint256 payment);
         function addOwnerWithThreshold(address owner, uint256 _threshold) external;
         function removeOwner(address prevOwner, address owner, uint256 _threshold) external;
         function swapOwner(address prevOwner, address oldOwner, address newOwner) external;
@@ -48,6 +52,170 @@ sol! {
         function disableModule(address prevModule, address module) external;
         function setGuard(address guard) external;
         function setFallbackHandler(address handler) external;
+    }
+
+    /// The standard factory Safe{Wallet} and the Safe SDK deploy Safes through
+    /// (`SafeProxyFactory.sol`, v1.4.1).
+    interface ISafeProxyFactory {
+        event ProxyCreation(address indexed proxy, address singleton);
+        function createProxyWithNonce(address _singleton, bytes initializer, uint256 saltNonce) external returns (address proxy);
+        function proxyCreationCode() external pure returns (bytes);
+    }
+}
+
+/// The Safe version this module speaks (the `VERSION` a deployed Safe reports).
+pub const SAFE_VERSION: &str = "1.4.1";
+
+/// Where a Safe keeps its fallback handler's address (`FallbackManager.sol`:
+/// `keccak256("fallback_manager.handler.address")`).
+pub const FALLBACK_HANDLER_STORAGE_SLOT: B256 =
+    b256!("6c9a6c4a39284e37ed1cf53d337577d14212a4870fb976a4366c693b939918d5");
+
+/// At most this many owners in a Safe this platform deploys (Safe itself sets no bound).
+pub const MAX_OWNERS: usize = 32;
+
+/// The contracts a Safe is deployed with: the singleton its proxy delegates to, the factory
+/// that creates the proxy, and the fallback handler `setup` installs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SafeContracts {
+    pub singleton: EthAddress,
+    pub factory: EthAddress,
+    pub fallback_handler: EthAddress,
+}
+
+impl SafeContracts {
+    /// Safe 1.4.1's canonical deployment (`safe-deployments`: the same addresses on every
+    /// chain it is deployed to) with the L1 singleton, `Safe`.
+    pub const CANONICAL: SafeContracts = SafeContracts {
+        singleton: address!("41675C099F32341bf84BFc5382aF534df5C7461a"),
+        factory: address!("4e1DCf7AD4e460CfD30791CCC4F9c8a4f820ec67"),
+        fallback_handler: address!("fd0732Dc9E303f09fCEf3a7388Ad10A83459Ec99"),
+    };
+    /// The same with the L2 singleton, `SafeL2` (it also emits an event per transaction),
+    /// which Safe{Wallet} uses on L2 chains.
+    pub const CANONICAL_L2: SafeContracts = SafeContracts {
+        singleton: address!("29fcB43b46531BcA003ddC8FCB67FFE91900C762"),
+        factory: SafeContracts::CANONICAL.factory,
+        fallback_handler: SafeContracts::CANONICAL.fallback_handler,
+    };
+}
+
+/// keccak256 of the runtime code of Safe 1.4.1's release contracts, as the canonical
+/// deployment and the npm package `@safe-global/safe-contracts` 1.4.1 both have them (the
+/// dev contracts deployed from that package hash the same). A contract at a Safe address
+/// whose code hashes to anything else is not the release, whatever its address.
+pub mod code_hash {
+    use super::{b256, B256};
+    /// `Safe` (the L1 singleton).
+    pub const SINGLETON: B256 =
+        b256!("1fe2df852ba3299d6534ef416eefa406e56ced995bca886ab7a553e6d0c5e1c4");
+    /// `SafeL2`.
+    pub const SINGLETON_L2: B256 =
+        b256!("b1f926978a0f44a2c0ec8fe822418ae969bd8c3f18d61e5103100339894f81ff");
+    /// `SafeProxyFactory`.
+    pub const FACTORY: B256 =
+        b256!("50c3cdc4074750a7a974204a716c999edd37482f907608d960b2b025ee0b3317");
+    /// `CompatibilityFallbackHandler`.
+    pub const FALLBACK_HANDLER: B256 =
+        b256!("7c6007a5d711cea8dfd5d91f5940ec29c7f200fe511eb1fc1397b367af3c42f9");
+    /// A `SafeProxy` the factory made (the same code at every address).
+    pub const PROXY: B256 =
+        b256!("d7d408ebcd99b2b70be43e20253d6d92a8ea8fab29bd3be7f55b10032331fb4c");
+}
+
+/// A new Safe: its owners and threshold, the contracts it is made with, and the salt nonce
+/// that, with the initializer, picks its address. It is created by one call,
+/// `factory.createProxyWithNonce(singleton, initializer, saltNonce)` with `setup(…)` as the
+/// initializer, as Safe{Wallet} and the Safe SDK do: there is no moment at which a proxy
+/// exists that someone else could set up first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafeDeployment {
+    contracts: SafeContracts,
+    owners: Vec<EthAddress>,
+    threshold: u64,
+    salt_nonce: U256,
+}
+
+impl SafeDeployment {
+    /// A `threshold`-of-`owners` Safe. The owners keep their order: it is part of the
+    /// initializer, so of the address. Refused as `setup` would refuse it (no owner, a zero
+    /// or sentinel `0x…01` owner, an owner named twice, a threshold of zero or above the
+    /// number of owners) and with more than [`MAX_OWNERS`] owners.
+    pub fn new(
+        contracts: SafeContracts,
+        owners: Vec<EthAddress>,
+        threshold: u64,
+        salt_nonce: U256,
+    ) -> Result<Self, ChainError> {
+        let bad = |why: String| ChainError::Build(format!("not a valid Safe: {why}"));
+        if owners.is_empty() || owners.len() > MAX_OWNERS {
+            return Err(bad(format!("{} owners (1 to {MAX_OWNERS})", owners.len())));
+        }
+        let sentinel = EthAddress::with_last_byte(1);
+        for (n, o) in owners.iter().enumerate() {
+            if *o == EthAddress::ZERO || *o == sentinel {
+                return Err(bad(format!("{o} cannot be an owner")));
+            }
+            if owners.iter().take(n).any(|p| p == o) {
+                return Err(bad(format!("{o} is named twice: a Safe needs distinct owners")));
+            }
+        }
+        let n = u64::try_from(owners.len()).unwrap_or(u64::MAX);
+        if threshold == 0 || threshold > n {
+            return Err(bad(format!("a {threshold}-of-{n} Safe (the threshold must be 1 to {n})")));
+        }
+        Ok(SafeDeployment { contracts, owners, threshold, salt_nonce })
+    }
+
+    pub fn contracts(&self) -> &SafeContracts {
+        &self.contracts
+    }
+    pub fn owners(&self) -> &[EthAddress] {
+        &self.owners
+    }
+    pub fn threshold(&self) -> u64 {
+        self.threshold
+    }
+    pub fn salt_nonce(&self) -> U256 {
+        self.salt_nonce
+    }
+
+    /// The initializer: `setup(owners, threshold, to = 0, data = 0x, fallbackHandler,
+    /// paymentToken = 0, payment = 0, paymentReceiver = 0)`, as Safe{Wallet} encodes it.
+    pub fn initializer(&self) -> Vec<u8> {
+        setup_calldata(&self.owners, self.threshold, self.contracts.fallback_handler)
+    }
+
+    /// The `CREATE2` salt the factory uses: `keccak256(keccak256(initializer) ‖ saltNonce)`
+    /// (`SafeProxyFactory.createProxyWithNonce`, `saltNonce` as a 32-byte word).
+    pub fn salt(&self) -> B256 {
+        let mut packed = [0u8; 64];
+        let (hash, nonce) = packed.split_at_mut(32);
+        hash.copy_from_slice(keccak256(self.initializer()).as_slice());
+        nonce.copy_from_slice(&self.salt_nonce.to_be_bytes::<32>());
+        keccak256(packed)
+    }
+
+    /// The Safe's address before it exists: `CREATE2` by the factory with [`Self::salt`] over
+    /// the proxy's creation code (what `factory.proxyCreationCode()` returns) followed by the
+    /// singleton's address as one 32-byte word (`SafeProxyFactory.deployProxy`).
+    pub fn predict_address(&self, proxy_creation_code: &[u8]) -> EthAddress {
+        let mut init_code = Vec::with_capacity(proxy_creation_code.len().saturating_add(32));
+        init_code.extend_from_slice(proxy_creation_code);
+        init_code.extend_from_slice(
+            B256::left_padding_from(self.contracts.singleton.as_slice()).as_slice(),
+        );
+        self.contracts.factory.create2_from_code(self.salt(), init_code)
+    }
+
+    /// The call data of `factory.createProxyWithNonce(singleton, initializer, saltNonce)`.
+    pub fn create_calldata(&self) -> Vec<u8> {
+        ISafeProxyFactory::createProxyWithNonceCall {
+            _singleton: self.contracts.singleton,
+            initializer: Bytes::from(self.initializer()),
+            saltNonce: self.salt_nonce,
+        }
+        .abi_encode()
     }
 }
 
@@ -225,15 +393,19 @@ pub fn exec_calldata(tx: &SafeTx, signatures: &[(EthAddress, [u8; 65])]) -> Vec<
     .abi_encode()
 }
 
-/// `setup` call data for a new Safe: `owners`, `threshold`, no module, no fallback handler,
-/// no payment.
-pub fn setup_calldata(owners: &[EthAddress], threshold: u64) -> Vec<u8> {
+/// `setup` call data for a new Safe: `owners`, `threshold`, no module (no delegatecall
+/// during setup), `fallback_handler`, no payment.
+pub fn setup_calldata(
+    owners: &[EthAddress],
+    threshold: u64,
+    fallback_handler: EthAddress,
+) -> Vec<u8> {
     ISafe::setupCall {
         _owners: owners.to_vec(),
         _threshold: U256::from(threshold),
         to: EthAddress::ZERO,
         data: Bytes::new(),
-        fallbackHandler: EthAddress::ZERO,
+        fallbackHandler: fallback_handler,
         paymentToken: EthAddress::ZERO,
         payment: U256::ZERO,
         paymentReceiver: EthAddress::ZERO,
@@ -264,6 +436,12 @@ pub fn nonce_calldata() -> Vec<u8> {
 }
 pub fn get_owners_calldata() -> Vec<u8> {
     ISafe::getOwnersCall {}.abi_encode()
+}
+pub fn get_threshold_calldata() -> Vec<u8> {
+    ISafe::getThresholdCall {}.abi_encode()
+}
+pub fn version_calldata() -> Vec<u8> {
+    ISafe::VERSIONCall {}.abi_encode()
 }
 
 /// keccak256, for callers that build Safe data by hand (tests of the decoder).

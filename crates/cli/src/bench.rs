@@ -5,7 +5,7 @@
 //! hashing, then one PostgreSQL transaction holding the reservation, the withdrawal, the
 //! journal entry, the audit record and the idempotency key.
 
-use std::process::ExitCode;
+use crate::exit::Exit;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +33,7 @@ pub enum BenchCommand {
         /// Concurrent clients, for both runs.
         #[arg(long, default_value_t = 8)]
         clients: u32,
+        /// How long each run lasts, in seconds.
         #[arg(long, default_value_t = 15)]
         seconds: u64,
         /// Connections for the paced run (default: `clients`). Latency is counted from each
@@ -59,26 +60,32 @@ pub enum BenchCommand {
     /// Threshold signing: presignature CPU networked vs in process vs libsecp256k1, online
     /// ECDSA and FROST signing latency over mTLS.
     Mpc {
+        /// Presignatures generated for the CPU comparison.
         #[arg(long, default_value_t = 10)]
         presignatures: usize,
+        /// Signatures timed online, for each scheme.
         #[arg(long, default_value_t = 200)]
         signatures: usize,
         /// TEST-ONLY primes for the benchmark's auxiliary info.
         #[arg(long, default_value = "crates/mpc/tests/fixtures/test-primes.json")]
         primes: std::path::PathBuf,
+        /// First of the benchmark nodes' loopback ports (it uses a few from there).
         #[arg(long, default_value_t = 7201)]
         base_port: u16,
     },
     /// Risk scoring in process: assess and learn per withdrawal event, the full engine vs
     /// the same engine with lists and rules only; events/s and latency per event.
     Risk {
+        /// Withdrawal events scored (each assessed, then learnt from).
         #[arg(long, default_value_t = 200_000)]
         events: usize,
+        /// Customers the events are spread over.
         #[arg(long, default_value_t = 10_000)]
         customers: usize,
         /// Also score over HTTPS (`POST /v1/risk/score`) from this many connections.
         #[arg(long)]
         http_clients: Option<u32>,
+        /// How long the HTTPS run lasts, in seconds.
         #[arg(long, default_value_t = 10)]
         http_seconds: u64,
         /// Also measure this many customers' profiles: encoded size, and kept in and read
@@ -88,16 +95,22 @@ pub enum BenchCommand {
         /// Withdrawals in each of those customers' histories.
         #[arg(long, default_value_t = 40)]
         profile_withdrawals: usize,
+        /// A PostgreSQL server URL whose user may create databases, to keep the profiles in
+        /// PostgreSQL too.
         #[arg(long, env = "STRONGROOM_BENCH_POSTGRES_URL")]
         postgres_url: Option<String>,
     },
     /// The deposit watcher's cost per block with many watched addresses (PostgreSQL, anvil),
     /// against 1,000 addresses in the same run.
     Watcher {
+        /// A PostgreSQL server URL whose user may create databases; the benchmark makes and
+        /// drops its own databases there.
         #[arg(long, env = "STRONGROOM_BENCH_POSTGRES_URL")]
         postgres_url: String,
+        /// Deposit addresses watched.
         #[arg(long, default_value_t = 1_000_000)]
         addresses: usize,
+        /// Blocks mined and scanned.
         #[arg(long, default_value_t = 20)]
         blocks: usize,
         /// Transfers per block (a tenth of them to watched addresses).
@@ -108,6 +121,7 @@ pub enum BenchCommand {
     /// production parameters and a TOTP check, against a session-token check (SHA-256) as the
     /// baseline, in the same run.
     Login {
+        /// Sign-ins timed, for each check.
         #[arg(long, default_value_t = 40)]
         rounds: usize,
     },
@@ -171,10 +185,10 @@ fn login(rounds: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(command: BenchCommand) -> anyhow::Result<Exit> {
     if let BenchCommand::Login { rounds } = command {
         login(rounds)?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Exit::Ok);
     }
     if let BenchCommand::Risk {
         events,
@@ -193,15 +207,15 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         if let Some(clients) = http_clients {
             crate::risk::bench_http(clients, http_seconds, customers).await?;
         }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Exit::Ok);
     }
     if let BenchCommand::Watcher { postgres_url, addresses, blocks, transfers } = command {
         crate::bench_watcher::run(&postgres_url, addresses, blocks, transfers).await?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Exit::Ok);
     }
     if let BenchCommand::Mpc { presignatures, signatures, primes, base_port } = command {
         crate::bench_mpc::run(presignatures, signatures, primes, base_port).await?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Exit::Ok);
     }
     let BenchCommand::Ingest {
         postgres_url,
@@ -214,7 +228,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         json,
     } = command
     else {
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Exit::Ok);
     };
     let paced_clients = paced_clients.unwrap_or(clients);
     let pg = if no_pgbench { None } else { Some(pgbench(&postgres_url, clients, seconds).await?) };
@@ -281,7 +295,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     let errors = saturated.errors
         + paced.as_ref().map_or(0, |(_, p)| p.errors)
         + two.as_ref().map_or(0, |t| t.errors);
-    Ok(if errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if errors == 0 { Exit::Ok } else { Exit::Problem })
 }
 
 struct IngestResult {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use strongroom_chain::{ChainClient, TxCodec};
 use strongroom_chain_ethereum::anvil::{self, Anvil};
+use strongroom_chain_ethereum::relayer::RelayerKey;
 use strongroom_chain_ethereum::rpc::{EthRpc, Retry};
 use strongroom_core::ledger::TREASURY_CUSTOMER;
 use strongroom_core::{new_id, Env, WalletId};
@@ -123,26 +124,87 @@ pub struct DevTreasury {
     pub min_cold_bps: u32,
 }
 
-/// The dev cold wallet, as `DATA/cold/safe.json` records it.
+/// The dev cold wallet, as `DATA/cold/safe.json` records it. Files written before the
+/// Safe was created through the factory lack the later fields.
 #[derive(Debug, Serialize, Deserialize)]
 struct DevSafe {
     address: String,
     owners: Vec<String>,
     threshold: u8,
+    /// The contracts it was created with (`SafeProxyFactory.createProxyWithNonce`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    singleton: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    factory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fallback_handler: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    salt_nonce: Option<String>,
+    /// The relayer that pays the gas of `cold send` (its key: `relayer_key_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    relayer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    relayer_key_file: Option<String>,
+}
+
+/// What the dev faucet gives the relayer for gas, in wei (10 ETH). The relayer is not a
+/// custody wallet: the ledger does not count it.
+const DEV_RELAYER_WEI: u128 = 10 * 1_000_000_000_000_000_000;
+
+/// The dev relayer: `DATA/cold/relayer.key` (mode 0600), made on first use, and funded for
+/// gas by the dev faucet when it holds less than a tenth of [`DEV_RELAYER_WEI`].
+async fn dev_relayer(
+    dir: &Path,
+    rpc: &EthRpc,
+    env: &dyn Env,
+) -> anyhow::Result<(RelayerKey, std::path::PathBuf)> {
+    let path = dir.join("relayer.key");
+    let key = if path.exists() {
+        RelayerKey::from_file(&path)?
+    } else {
+        let key = RelayerKey::generate(env)?;
+        key.write_new(&path)?;
+        key
+    };
+    let address = key.address().to_string();
+    let balance = rpc.call("eth_getBalance", json!([address, "latest"])).await?;
+    let balance =
+        u128::from_str_radix(balance.as_str().unwrap_or("0x0").trim_start_matches("0x"), 16)
+            .unwrap_or(0);
+    if balance < DEV_RELAYER_WEI / 10 {
+        rpc.call("anvil_setBalance", json!([address, format!("{DEV_RELAYER_WEI:#x}")]))
+            .await
+            .map_err(|e| anyhow::anyhow!("dev faucet for the relayer (anvil_setBalance): {e}"))?;
+    }
+    Ok((key, path))
 }
 
 /// The dev cold wallet, made at first start: three owner keys, each sealed as a
 /// `strongroom-cold` backup under its own random passphrase (`DATA/cold/owner-N.backup` and
 /// `.passphrase`; `strongroom-cold init --restore` turns one into an offline signer's
-/// home), and a 2-of-3 Safe 1.4.1 with their addresses. Dev only: real cold keys are made
-/// on offline machines (`strongroom-cold init`) and only their addresses come online.
+/// home), and a 2-of-3 Safe 1.4.1 with their addresses, created as Safe{Wallet} creates one:
+/// through `SafeProxyFactory` with `setup` in the creation call, at the address `CREATE2`
+/// predicts. The Safe contracts (singleton, factory, fallback handler) are deployed on the
+/// dev node from the pinned npm artifacts, and every transaction is signed and paid for by
+/// the dev relayer (`DATA/cold/relayer.key`), which `cold send --relayer-key` then uses.
+/// Dev only: real cold keys are made on offline machines (`strongroom-cold init`) and only
+/// their addresses come online.
 async fn dev_cold_safe(data_dir: &Path, rpc: &EthRpc, env: &dyn Env) -> anyhow::Result<DevSafe> {
     use strongroom_chain_bitcoin::keys::ColdSecret;
+    use strongroom_chain_ethereum::safe::{SafeDeployment, U256};
+    use strongroom_chain_ethereum::safe_node;
     use strongroom_cold::home::{owner_address, write_atomic, ColdHome};
     let dir = data_dir.join("cold");
     let file = dir.join("safe.json");
     if file.exists() {
-        return Ok(serde_json::from_slice(&std::fs::read(&file)?)?);
+        let safe: DevSafe = serde_json::from_slice(&std::fs::read(&file)?)?;
+        if safe.relayer_key_file.is_some() {
+            // Top the relayer up again if a developer spent its gas money.
+            if let Err(e) = dev_relayer(&dir, rpc, env).await {
+                eprintln!("  The dev relayer was not topped up: {e:#}");
+            }
+        }
+        return Ok(safe);
     }
     std::fs::create_dir_all(&dir)?;
     let mut owners = Vec::new();
@@ -158,25 +220,37 @@ async fn dev_cold_safe(data_dir: &Path, rpc: &EthRpc, env: &dyn Env) -> anyhow::
         restrict(&pass_file)?;
         owners.push(owner_address(&secret)?);
     }
-    let accounts = rpc.call("eth_accounts", json!([])).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let from = accounts
-        .get(0)
-        .and_then(|a| a.as_str())
-        .context("the node unlocks no account to deploy the Safe from")?
-        .to_owned();
+    let (relayer, relayer_file) = dev_relayer(&dir, rpc, env).await?;
     let root = std::env::current_dir()?;
     let root = if root.ancestors().any(|d| d.join(anvil::SAFE_ARTIFACTS).is_dir()) {
         root
     } else {
         std::env::current_exe()?.parent().map(Path::to_path_buf).unwrap_or_default()
     };
-    let safe = anvil::deploy_safe(rpc, &root, &from, &owners, 2)
+    let contracts = anvil::deploy_safe_contracts(rpc, &relayer, &root)
         .await
-        .map_err(|e| anyhow::anyhow!("deploying the Safe: {e}"))?;
+        .context("deploying the Safe contracts")?;
+    owners.sort();
+    let deployment = SafeDeployment::new(contracts, owners, 2, U256::ZERO)?;
+    let predicted = safe_node::predict_safe(rpc, &deployment).await?;
+    let safe = safe_node::deploy_safe(rpc, &relayer, &deployment)
+        .await
+        .context("deploying the Safe through the factory")?;
+    anyhow::ensure!(
+        safe.address == predicted,
+        "the Safe is at {}, not at {predicted}",
+        safe.address
+    );
     let record = DevSafe {
-        address: safe.to_checksum(None),
-        owners: owners.iter().map(|o| o.to_checksum(None)).collect(),
+        address: safe.address.to_checksum(None),
+        owners: deployment.owners().iter().map(|o| o.to_checksum(None)).collect(),
         threshold: 2,
+        singleton: Some(contracts.singleton.to_checksum(None)),
+        factory: Some(contracts.factory.to_checksum(None)),
+        fallback_handler: Some(contracts.fallback_handler.to_checksum(None)),
+        salt_nonce: Some("0".into()),
+        relayer: Some(relayer.address().to_checksum(None)),
+        relayer_key_file: Some(relayer_file.display().to_string()),
     };
     write_atomic(&file, &serde_json::to_vec_pretty(&record)?)?;
     Ok(record)
@@ -275,13 +349,27 @@ pub async fn reconcile_command(
     data_dir: &Path,
     store: &dyn Store,
     registry: &strongroom_units::AssetRegistry,
-) -> anyhow::Result<std::process::ExitCode> {
+    output: crate::exit::Output,
+) -> anyhow::Result<crate::exit::Exit> {
     let file = strongroom_runtime::ethereum::ChainFile::load(data_dir)?;
     let report = strongroom_runtime::ethereum::reconcile(store, registry, &file).await?;
     let mut ok = true;
+    let mut assets = Vec::new();
     for h in &report {
         let verdict = if h.matches() { "match" } else { "DIFFERENT" };
         ok &= h.matches();
+        assets.push(json!({
+            "asset": h.asset.as_str(),
+            "ledger": h.ledger.base_units().to_string(),
+            "chain": h.chain.base_units().to_string(),
+            "matches": h.matches(),
+            "settled": h.settled(),
+            "withdrawals_in_flight": h.in_flight,
+            "deposits_awaiting_confirmations": h.uncredited_deposits,
+        }));
+        if output.is_json() {
+            continue;
+        }
         let moving = if h.settled() {
             String::new()
         } else {
@@ -297,5 +385,9 @@ pub async fn reconcile_command(
             h.chain.base_units(),
         );
     }
-    Ok(if ok { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
+    if output.is_json() {
+        // Amounts in base units, as strings: they can exceed what a JSON number holds exactly.
+        crate::exit::Output::print_json(&json!({ "matches": ok, "assets": assets }))?;
+    }
+    Ok(if ok { crate::exit::Exit::Ok } else { crate::exit::Exit::Problem })
 }

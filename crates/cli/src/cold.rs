@@ -7,21 +7,23 @@
 //! a hardware wallet) takes part through `export-psbt` (the bundle's PSBT as a BIP-174 file)
 //! and `import-psbt` (its signatures back into a bundle for `send`). For a Safe, `prepare` reads the Safe's
 //! nonce from a node and `send` checks the owners' signatures against the Safe's current
-//! owners and threshold, then has an account the node unlocks execute it.
+//! owners and threshold, then executes it through the relayer: an Ethereum key of the online
+//! side's own (`relayer-key`, a file) that signs the outer EIP-1559 transaction and pays its
+//! gas; it is not an owner and moves nothing by itself. `deploy-safe` creates the Safe the
+//! way Safe{Wallet} and the Safe SDK do, through the standard `SafeProxyFactory` with
+//! `setup` in the creation call, at the address `CREATE2` predicts.
 
 use std::path::{Path, PathBuf};
 
-use alloy_sol_types::SolCall;
 use anyhow::Context;
 use clap::Subcommand;
 use strongroom_chain_bitcoin::esplora::Esplora;
 use strongroom_chain_bitcoin::wallet::ColdWallet;
 use strongroom_chain_bitcoin::Multisig;
-use strongroom_chain_ethereum::anvil::send_and_wait;
+use strongroom_chain_ethereum::relayer::RelayerKey;
 use strongroom_chain_ethereum::rpc::{EthRpc, Retry};
-use strongroom_chain_ethereum::safe::{
-    get_owners_calldata, nonce_calldata, EthAddress, ISafe, U256,
-};
+use strongroom_chain_ethereum::safe::{EthAddress, SafeContracts, SafeDeployment, U256};
+use strongroom_chain_ethereum::safe_node;
 use strongroom_cold::bundle::{Bundle, Payload};
 use strongroom_cold::interop::{export_psbt, import_psbt, PsbtFormat};
 use strongroom_cold::online::{
@@ -39,13 +41,16 @@ pub enum ColdCommand {
         /// CAIP-2 chain, e.g. bip122:0f9188f13cb7b2c71f2a335e3a4fc328 (regtest).
         #[arg(long)]
         chain: String,
+        /// The asset's symbol, as the governance registry names it.
         #[arg(long, default_value = "BTC")]
         asset: String,
+        /// The asset's decimals (8 for BTC, 18 for ETH).
         #[arg(long, default_value_t = 8)]
         decimals: u8,
         /// The cold wallet it leaves (as installed in the offline signers).
         #[arg(long)]
         wallet: String,
+        /// The destination address.
         #[arg(long)]
         to: String,
         /// Decimal, in the asset's units.
@@ -54,38 +59,50 @@ pub enum ColdCommand {
         /// The most the network fee may be, in base units (satoshi).
         #[arg(long)]
         fee_cap: u128,
+        /// How long the intent stays signable, in hours.
         #[arg(long, default_value_t = 24)]
         ttl_hours: i64,
+        /// Where to write the intent (JSON), for the approvers and `prepare`.
         #[arg(long)]
         out: PathBuf,
     },
     /// As an approver, on your own machine: check an intent and sign your approval.
     Approve {
+        /// The intent file `intent` wrote.
         #[arg(long)]
         intent: PathBuf,
         /// The governance folder (`strongroom governance … --dir`), for the policy version.
         #[arg(long)]
         governance: PathBuf,
+        /// The approving member, e.g. ann.
         #[arg(long)]
         member: String,
+        /// The approver's secret key file (`strongroom governance keygen`).
         #[arg(long)]
         key: PathBuf,
+        /// How long the approval stays valid, in minutes (default: a day).
         #[arg(long, default_value_t = 24 * 60)]
         expires_in_minutes: i64,
+        /// Approve without asking. Without it, the movement is shown and a question asked on
+        /// the terminal; with no terminal (a script, a pipe) the command stops at once.
         #[arg(long)]
         yes: bool,
+        /// Where to write the signed approval (JSON), for `prepare --approval`.
         #[arg(long)]
         out: PathBuf,
     },
     /// Build the signing bundle from the cold wallet's coins, once governance allows it.
     Prepare {
+        /// The intent file `intent` wrote.
         #[arg(long)]
         intent: PathBuf,
+        /// The governance folder whose log in force decides.
         #[arg(long)]
         governance: PathBuf,
         /// The member asking for the movement.
         #[arg(long)]
         initiator: String,
+        /// An approval file from `approve`; repeat for each approver.
         #[arg(long = "approval")]
         approvals: Vec<PathBuf>,
         /// Bitcoin: an Esplora server's base URL.
@@ -103,25 +120,80 @@ pub enum ColdCommand {
         /// Aim for confirmation within this many blocks (the server's fee estimate).
         #[arg(long, default_value_t = 6)]
         fee_blocks: u16,
+        /// Where to write the signing bundle (JSON), for the key holders.
         #[arg(long)]
         out: PathBuf,
     },
-    /// Key ceremony, online half: deploy a Safe 1.4.1 (the pinned npm artifacts, from
-    /// `scripts/install-eth-tools`) whose owners are the key holders' addresses
-    /// (`strongroom-cold init --chain eip155:<id>` prints each), and print its address.
-    DeploySafe {
+    /// Make the relayer's key: a new secp256k1 key in a new file (mode 0600, 64 hex
+    /// digits), and print its address. The relayer signs the outer Ethereum transaction of
+    /// `send` and `deploy-safe` and pays their gas; it is not a Safe owner and can move
+    /// nothing of a Safe's. Fund its address with ETH for gas only.
+    RelayerKey {
+        /// Where to write the key (refused if the file exists). Keep it on the online host
+        /// that sends, readable by its user only.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Dev nodes only: deploy Safe 1.4.1's singleton, proxy factory and fallback handler
+    /// from the pinned npm artifacts (`scripts/install-eth-tools`), signed and paid for by
+    /// the relayer, and print their addresses for `deploy-safe`. Public networks have them
+    /// already (Safe's canonical deployment, `deploy-safe`'s defaults).
+    DeploySafeContracts {
+        /// The dev node's JSON-RPC URL.
         #[arg(long)]
         eth_rpc: String,
         /// CAIP-2 chain the node must be on.
         #[arg(long, default_value = "eip155:31337")]
         chain: String,
-        /// The account that deploys (one the node unlocks; it pays the gas).
+        /// The relayer's key file (`cold relayer-key`), which pays the gas.
         #[arg(long)]
-        from: String,
+        relayer_key: PathBuf,
+    },
+    /// Key ceremony, online half: create the cold wallet's Safe 1.4.1 as Safe{Wallet} and the
+    /// Safe SDK do, through `SafeProxyFactory.createProxyWithNonce` with `setup(owners,
+    /// threshold, fallback handler)` in the same call. The owners are the key holders'
+    /// addresses (`strongroom-cold init --chain eip155:<id>` prints each). Prints the Safe's
+    /// address (first line), predicted with `CREATE2` before anything is sent and checked
+    /// against the factory's event and the new Safe's owners, threshold and version after.
+    /// Deploying the same owners, threshold and salt nonce again finds the Safe already there.
+    DeploySafe {
+        /// The node's JSON-RPC URL.
+        #[arg(long)]
+        eth_rpc: String,
+        /// CAIP-2 chain the node must be on.
+        #[arg(long, default_value = "eip155:31337")]
+        chain: String,
+        /// The relayer's key file (`cold relayer-key`): it signs the creation transaction
+        /// and pays its gas. Not needed with --predict.
+        #[arg(long, required_unless_present = "predict")]
+        relayer_key: Option<PathBuf>,
+        /// An owner's address; repeat for each. They are sorted by address, so the same set
+        /// always gives the same Safe.
         #[arg(long = "owner", required = true)]
         owners: Vec<String>,
+        /// How many owners must sign a transaction.
         #[arg(long)]
         threshold: u64,
+        /// The factory's salt nonce (decimal or 0x-hex): another nonce, another address for
+        /// the same owners.
+        #[arg(long, default_value = "0")]
+        salt_nonce: String,
+        /// The Safe singleton (default: Safe 1.4.1's canonical `Safe`, or `SafeL2` with --l2).
+        #[arg(long)]
+        singleton: Option<String>,
+        /// Use the canonical L2 singleton (`SafeL2`), as Safe{Wallet} does on L2 chains.
+        #[arg(long, conflicts_with = "singleton")]
+        l2: bool,
+        /// The `SafeProxyFactory` (default: Safe 1.4.1's canonical factory).
+        #[arg(long)]
+        factory: Option<String>,
+        /// The fallback handler `setup` installs (default: Safe 1.4.1's canonical
+        /// `CompatibilityFallbackHandler`).
+        #[arg(long)]
+        fallback_handler: Option<String>,
+        /// Print the address the Safe will have and send nothing.
+        #[arg(long)]
+        predict: bool,
     },
     /// Bitcoin: write a bundle's PSBT (unsigned, or with the signatures it has) as a plain
     /// BIP-174 file for a cosigner in Sparrow or on a hardware wallet, after decoding it
@@ -144,6 +216,7 @@ pub enum ColdCommand {
     /// into the bundle it was exported from, as a bundle `send` takes. Refused: a PSBT whose
     /// unsigned transaction is not the bundle's, a signature that does not verify.
     ImportPsbt {
+        /// The bundle the PSBT was exported from.
         #[arg(long)]
         bundle: PathBuf,
         /// The cold wallet's multipath descriptor (as given to `prepare`).
@@ -156,20 +229,24 @@ pub enum ColdCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Combine the key holders' signed bundles, finalize, check and broadcast.
+    /// Combine the key holders' signed bundles, finalize, check and broadcast. For a Safe,
+    /// prints the transaction id (first line), then who paid what.
     Send {
+        /// A bundle signed by a key holder (or imported from an outside cosigner); repeat.
         #[arg(long = "bundle", required = true)]
         bundles: Vec<PathBuf>,
         /// Bitcoin: where to broadcast.
-        #[arg(long, conflicts_with = "eth_rpc")]
+        #[arg(long, conflicts_with_all = ["eth_rpc", "relayer_key"])]
         esplora: Option<String>,
         /// Ethereum: the node that executes the Safe transaction.
-        #[arg(long, requires = "from")]
+        #[arg(long, requires = "relayer_key")]
         eth_rpc: Option<String>,
-        /// Ethereum: the account that sends `execTransaction` and pays its gas (one the node
-        /// unlocks; it moves nothing of the Safe's but what the owners signed).
-        #[arg(long)]
-        from: Option<String>,
+        /// Ethereum: the relayer's key file (`cold relayer-key`; 64 hex digits, mode 0600).
+        /// The relayer signs the outer EIP-1559 transaction that calls `execTransaction`,
+        /// sends it with `eth_sendRawTransaction` and pays its gas, within the intent's fee
+        /// cap. It is not an owner: the owners' signatures are what move the Safe's funds.
+        #[arg(long, requires = "eth_rpc")]
+        relayer_key: Option<PathBuf>,
     },
 }
 
@@ -186,15 +263,18 @@ fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result<()>
     Ok(())
 }
 
-/// `eth_call` of `data` on the Safe at `safe`: the returned bytes.
-async fn safe_call(rpc: &EthRpc, safe: EthAddress, data: Vec<u8>) -> anyhow::Result<Vec<u8>> {
-    let call = serde_json::json!([{"to": safe.to_string(), "data": format!("0x{}", hex::encode(data))}, "latest"]);
-    let r = rpc.call("eth_call", call).await?;
-    let text = r.as_str().context("eth_call returned no data")?;
-    Ok(hex::decode(text.trim_start_matches("0x"))?)
+fn parse_address(text: &str, what: &str) -> anyhow::Result<EthAddress> {
+    text.parse::<EthAddress>().with_context(|| format!("{what} {text:?} is not an address"))
 }
 
-pub async fn run(cmd: ColdCommand) -> anyhow::Result<std::process::ExitCode> {
+/// A node for `chain` at `url`, checked to serve that chain.
+async fn eth_node(url: &str, chain: ChainId) -> anyhow::Result<EthRpc> {
+    let rpc = EthRpc::new(url, chain, Retry::default())?;
+    rpc.check_chain().await?;
+    Ok(rpc)
+}
+
+pub async fn run(cmd: ColdCommand) -> anyhow::Result<crate::exit::Exit> {
     let env = SystemEnv::new();
     match cmd {
         ColdCommand::Intent {
@@ -228,6 +308,7 @@ pub async fn run(cmd: ColdCommand) -> anyhow::Result<std::process::ExitCode> {
             println!("intent hash {}", intent.hash()?.to_hex());
         }
         ColdCommand::Approve { intent, governance, member, key, expires_in_minutes, yes, out } => {
+            let confirm = crate::exit::Confirm::new(yes, "cold approve")?;
             let intent: Intent = read_json(&intent)?;
             let (state, _) = crate::governance::load(&governance, &env)?;
             let policy = state.policy.as_ref().context("no policy is in force")?;
@@ -238,9 +319,9 @@ pub async fn run(cmd: ColdCommand) -> anyhow::Result<std::process::ExitCode> {
             let hash = intent.hash()?;
             println!("cold movement {}", crate::governance::describe_intent(&intent));
             println!("intent hash {}", hash.to_hex());
-            if !crate::governance::confirm(yes, "approve this movement?")? {
+            if !confirm.ask("approve this movement?")? {
                 println!("not approved");
-                return Ok(std::process::ExitCode::FAILURE);
+                return Ok(crate::exit::Exit::Problem);
             }
             let expires = env.now().plus_ms(expires_in_minutes.saturating_mul(60_000));
             let a = Approval::sign(&member, &key, &hash, policy.version, expires);
@@ -293,10 +374,9 @@ pub async fn run(cmd: ColdCommand) -> anyhow::Result<std::process::ExitCode> {
                     bundle
                 }
                 (None, None, Some(url), Some(safe)) => {
-                    let rpc = EthRpc::new(&url, intent.chain.clone(), Retry::default())?;
-                    let safe: EthAddress = safe.parse().context("--safe is not an address")?;
-                    let nonce = safe_call(&rpc, safe, nonce_calldata()).await?;
-                    let nonce = u64::try_from(U256::from_be_slice(&nonce)).context("Safe nonce")?;
+                    let rpc = eth_node(&url, intent.chain.clone()).await?;
+                    let safe = parse_address(&safe, "--safe")?;
+                    let nonce = safe_node::read_safe(&rpc, safe).await?.nonce;
                     let bundle = prepare_safe(safe, nonce, &req, &env)?;
                     println!(
                         "cold movement {} from Safe {safe} at nonce {nonce}",
@@ -311,37 +391,94 @@ pub async fn run(cmd: ColdCommand) -> anyhow::Result<std::process::ExitCode> {
             write_json(&out, &bundle)?;
             println!("bundle written to {}: take it to the key holders", out.display());
         }
-        ColdCommand::DeploySafe { eth_rpc, chain, from, owners, threshold } => {
-            let chain = ChainId::parse(&chain)?;
-            let rpc = EthRpc::new(&eth_rpc, chain, Retry::default())?;
-            rpc.check_chain().await?;
+        ColdCommand::RelayerKey { out } => {
+            let key = RelayerKey::generate(&env)?;
+            key.write_new(&out)?;
+            println!("{}", key.address().to_checksum(None));
+            println!(
+                "relayer key written to {} (mode 0600): fund this address with ETH for gas only",
+                out.display()
+            );
+        }
+        ColdCommand::DeploySafeContracts { eth_rpc, chain, relayer_key } => {
+            let rpc = eth_node(&eth_rpc, ChainId::parse(&chain)?).await?;
+            let relayer = RelayerKey::from_file(&relayer_key)?;
+            let root = std::env::current_dir()?;
+            let c = strongroom_chain_ethereum::anvil::deploy_safe_contracts(&rpc, &relayer, &root)
+                .await?;
+            println!("singleton {}", c.singleton.to_checksum(None));
+            println!("factory {}", c.factory.to_checksum(None));
+            println!("fallback-handler {}", c.fallback_handler.to_checksum(None));
+        }
+        ColdCommand::DeploySafe {
+            eth_rpc,
+            chain,
+            relayer_key,
+            owners,
+            threshold,
+            salt_nonce,
+            singleton,
+            l2,
+            factory,
+            fallback_handler,
+            predict,
+        } => {
+            let rpc = eth_node(&eth_rpc, ChainId::parse(&chain)?).await?;
             let mut list = owners
                 .iter()
-                .map(|o| {
-                    o.parse::<EthAddress>().with_context(|| format!("{o:?} is not an address"))
-                })
+                .map(|o| parse_address(o, "--owner"))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             list.sort();
-            list.dedup();
-            anyhow::ensure!(
-                list.len() == owners.len()
-                    && threshold >= 1
-                    && usize::try_from(threshold).is_ok_and(|t| t <= list.len()),
-                "a {threshold}-of-{} Safe with distinct owners is not possible",
-                owners.len()
+            let canonical = if l2 { SafeContracts::CANONICAL_L2 } else { SafeContracts::CANONICAL };
+            let contracts = SafeContracts {
+                singleton: match singleton {
+                    Some(a) => parse_address(&a, "--singleton")?,
+                    None => canonical.singleton,
+                },
+                factory: match factory {
+                    Some(a) => parse_address(&a, "--factory")?,
+                    None => canonical.factory,
+                },
+                fallback_handler: match fallback_handler {
+                    Some(a) => parse_address(&a, "--fallback-handler")?,
+                    None => canonical.fallback_handler,
+                },
+            };
+            let salt_nonce = parse_u256(&salt_nonce).context("--salt-nonce")?;
+            let deployment = SafeDeployment::new(contracts, list, threshold, salt_nonce)?;
+            if predict {
+                let address = safe_node::predict_safe(&rpc, &deployment).await?;
+                println!("{}", address.to_checksum(None));
+                println!(
+                    "predicted (CREATE2 from factory {}, salt nonce {salt_nonce}); nothing was sent",
+                    contracts.factory
+                );
+                return Ok(crate::exit::Exit::Ok);
+            }
+            let relayer_key = relayer_key.context("give --relayer-key (or --predict)")?;
+            let relayer = RelayerKey::from_file(&relayer_key)?;
+            let safe = safe_node::deploy_safe(&rpc, &relayer, &deployment).await?;
+            println!("{}", safe.address.to_checksum(None));
+            match &safe.created_by {
+                Some(tx) => println!(
+                    "created by the factory {} in transaction {} from the relayer {} ({} wei of gas), at the address CREATE2 predicted",
+                    contracts.factory, tx.txid, tx.from, tx.fee_paid_wei
+                ),
+                None => println!("already deployed (same owners, threshold and salt nonce)"),
+            }
+            println!(
+                "Safe {}: {}-of-{}, owners {}, fallback handler {}",
+                safe.state.version,
+                safe.state.threshold,
+                safe.state.owners.len(),
+                safe.state
+                    .owners
+                    .iter()
+                    .map(|o| o.to_checksum(None))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                safe.state.fallback_handler
             );
-            let root = std::env::current_dir()?;
-            let safe =
-                strongroom_chain_ethereum::anvil::deploy_safe(&rpc, &root, &from, &list, threshold)
-                    .await?;
-            // What the chain now says, not what was asked.
-            let on_chain = ISafe::getOwnersCall::abi_decode_returns(
-                &safe_call(&rpc, safe, get_owners_calldata()).await?,
-            )?;
-            let mut sorted = on_chain.clone();
-            sorted.sort();
-            anyhow::ensure!(sorted == list, "the deployed Safe reports other owners: {on_chain:?}");
-            println!("{}", safe.to_checksum(None));
         }
         ColdCommand::ExportPsbt { bundle, descriptor, out, base64 } => {
             let bundle = Bundle::from_json(&std::fs::read(&bundle)?)?;
@@ -369,45 +506,52 @@ pub async fn run(cmd: ColdCommand) -> anyhow::Result<std::process::ExitCode> {
                 out.display()
             );
         }
-        ColdCommand::Send { bundles, esplora, eth_rpc, from } => {
+        ColdCommand::Send { bundles, esplora, eth_rpc, relayer_key } => {
             let bundles: Vec<Bundle> = bundles
                 .iter()
                 .map(|p| Bundle::from_json(&std::fs::read(p)?).map_err(anyhow::Error::from))
                 .collect::<anyhow::Result<_>>()?;
-            match (esplora, eth_rpc, from) {
-                (Some(esplora), None, _) => {
+            match (esplora, eth_rpc, relayer_key) {
+                (Some(esplora), None, None) => {
                     let tx = finalize_bitcoin(&bundles)?;
                     let txid = Esplora::new(&esplora)?.broadcast(&tx).await?;
                     println!("{txid}");
                 }
-                (None, Some(url), Some(from)) => {
+                (None, Some(url), Some(relayer_key)) => {
                     let first = bundles.first().context("no bundles")?;
-                    let rpc = EthRpc::new(&url, first.intent.chain.clone(), Retry::default())?;
                     let Payload::SafeTransaction(p) = &first.transaction else {
                         anyhow::bail!("not a Safe bundle");
                     };
                     let (safe, _) = p.parse()?;
+                    let relayer = RelayerKey::from_file(&relayer_key)?;
+                    let rpc = eth_node(&url, first.intent.chain.clone()).await?;
                     // Owners and threshold as the Safe itself says now.
-                    let owners = ISafe::getOwnersCall::abi_decode_returns(
-                        &safe_call(&rpc, safe, get_owners_calldata()).await?,
-                    )?;
-                    let threshold = U256::from_be_slice(
-                        &safe_call(&rpc, safe, ISafe::getThresholdCall {}.abi_encode()).await?,
+                    let state = safe_node::read_safe(&rpc, safe).await?;
+                    let threshold = usize::try_from(state.threshold).context("Safe threshold")?;
+                    let (safe, data) = finalize_safe(&bundles, &state.owners, threshold)?;
+                    let fee_cap = first.intent.fee_cap.base_units();
+                    let tx = safe_node::execute(&rpc, &relayer, safe, data, fee_cap).await?;
+                    println!("{}", tx.txid);
+                    println!(
+                        "executed by Safe {safe} in block {}; the relayer {} paid {} wei of gas",
+                        tx.block, tx.from, tx.fee_paid_wei
                     );
-                    let threshold = usize::try_from(threshold).context("Safe threshold")?;
-                    let (safe, data) = finalize_safe(&bundles, &owners, threshold)?;
-                    let call = serde_json::json!({
-                        "from": from, "to": safe.to_string(),
-                        "data": format!("0x{}", hex::encode(data)), "gas": "0x100000",
-                    });
-                    let receipt = send_and_wait(&rpc, call).await?;
-                    let hash =
-                        receipt.get("transactionHash").and_then(|h| h.as_str()).unwrap_or_default();
-                    println!("{hash}");
                 }
-                _ => anyhow::bail!("give --esplora (Bitcoin) or --eth-rpc and --from (a Safe)"),
+                _ => anyhow::bail!(
+                    "give --esplora (Bitcoin) or --eth-rpc and --relayer-key (a Safe)"
+                ),
             }
         }
     }
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok(crate::exit::Exit::Ok)
+}
+
+/// A decimal or `0x`-hex unsigned 256-bit number.
+fn parse_u256(text: &str) -> anyhow::Result<U256> {
+    let text = text.trim();
+    let parsed = match text.strip_prefix("0x") {
+        Some(hex) => U256::from_str_radix(hex, 16),
+        None => U256::from_str_radix(text, 10),
+    };
+    parsed.with_context(|| format!("{text:?} is not a number"))
 }

@@ -13,6 +13,7 @@ use strongroom_governance::log::Change;
 use strongroom_signer::wire::{KeyInfo, Reason, Scheme, SignRequest, TxFormat};
 
 use crate::client::{at, ApiArgs};
+use crate::exit::{Confirm, Exit, Output, Problem};
 
 #[derive(Debug, Subcommand)]
 pub enum DrillCommand {
@@ -73,10 +74,12 @@ pub struct Stack {
     member: String,
     #[command(flatten)]
     api: ApiArgs,
-    /// Print the timeline as JSON.
+    /// Print the timeline as JSON: the same as the global `--output json`.
     #[arg(long)]
     json: bool,
-    /// Do not ask (the drill quarantines or freezes for real on this stack).
+    /// Do not ask (the drill quarantines or freezes for real on this stack). Without it, a
+    /// question is asked on the terminal; with no terminal (a script, a pipe) the drill
+    /// stops at once.
     #[arg(long)]
     yes: bool,
 }
@@ -112,7 +115,7 @@ impl Timeline {
         key: &str,
         figure_ms: u128,
         sentence: &str,
-    ) -> anyhow::Result<std::process::ExitCode> {
+    ) -> anyhow::Result<Exit> {
         if self.json {
             let mut out = head;
             out.insert(key.into(), serde_json::json!(figure_ms));
@@ -121,7 +124,7 @@ impl Timeline {
         } else {
             println!("{sentence}: {figure_ms} ms");
         }
-        Ok(std::process::ExitCode::SUCCESS)
+        Ok(Exit::Ok)
     }
 
     fn note(&mut self, what: impl Into<String>) {
@@ -133,22 +136,40 @@ impl Timeline {
     }
 }
 
-pub async fn run(cmd: DrillCommand) -> anyhow::Result<std::process::ExitCode> {
+/// A drill exits 0 when every check passed, 1 when one failed (the node still signed, the
+/// payout was not refused, the restored node does not sign), 2 when it could not run.
+pub async fn run(cmd: DrillCommand, output: Output) -> anyhow::Result<Exit> {
     match cmd {
         DrillCommand::NodeCompromise { node, stack: s } => {
+            let confirm = Confirm::new(s.yes, "drill node-compromise")?;
+            let json = s.json || output.is_json();
             let data_dir = crate::absolute(&s.data_dir)?;
             let keys = s.keys.unwrap_or_else(|| crate::governance::dev_keys(&data_dir));
-            node_compromise(node, &data_dir, &keys, &s.member, &s.api, s.json, s.yes).await
+            node_compromise(node, &data_dir, &keys, &s.member, &s.api, json, confirm).await
         }
         DrillCommand::LostNode { node, stack: s } => {
-            lost_node(node, &crate::absolute(&s.data_dir)?, &s.api, s.json, s.yes).await
+            let confirm = Confirm::new(s.yes, "drill lost-node")?;
+            let json = s.json || output.is_json();
+            lost_node(node, &crate::absolute(&s.data_dir)?, &s.api, json, confirm).await
         }
         DrillCommand::Drain { key, resume, stack: s } => {
+            let confirm = Confirm::new(s.yes, "drill drain")?;
+            let json = s.json || output.is_json();
             let data_dir = crate::absolute(&s.data_dir)?;
             let keys = s.keys.unwrap_or_else(|| crate::governance::dev_keys(&data_dir));
-            drain(&key, &data_dir, &keys, &s.member, &resume, &s.api, s.json, s.yes).await
+            drain(&key, &data_dir, &keys, &s.member, &resume, &s.api, json, confirm).await
         }
     }
+}
+
+/// The answer was no: nothing was done (exit 1).
+fn nothing_done(json: bool) -> anyhow::Result<Exit> {
+    if json {
+        Output::print_json(&serde_json::json!({ "done": false }))?;
+    } else {
+        println!("nothing done");
+    }
+    Ok(Exit::Problem)
 }
 
 /// Commit `change` through the API with the signatures of `members` (keys in `keys`); the
@@ -207,14 +228,13 @@ async fn drain(
     resume: &[String],
     api: &ApiArgs,
     json: bool,
-    yes: bool,
-) -> anyhow::Result<std::process::ExitCode> {
+    confirm: Confirm,
+) -> anyhow::Result<Exit> {
     use strongroom_chain::TxCodec;
     let (env, api, orch) = open_stack(data_dir, api)?;
     anyhow::ensure!(resume.is_empty() || resume.len() >= 2, "--resume names two admins");
-    if !crate::governance::confirm(yes, "freeze every movement on this stack (a drill)?")? {
-        println!("nothing done");
-        return Ok(std::process::ExitCode::FAILURE);
+    if !confirm.ask("freeze every movement on this stack (a drill)?")? {
+        return nothing_done(json);
     }
     let first = *orch.live_nodes().await.first().context("no live node")?;
     let status = orch.status(first).await.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -276,7 +296,7 @@ async fn drain(
     t.note(format!("freeze on {reached} of {} nodes", pushed.len()));
     anyhow::ensure!(
         pushed.iter().filter(|(n, _)| pair.contains(n)).all(|(_, r)| r.is_ok()),
-        "the freeze did not reach the signing nodes {pair:?}: {pushed:?}"
+        Problem(format!("the freeze did not reach the signing nodes {pair:?}: {pushed:?}"))
     );
     // Only now is the payout asked for, with the log from before the freeze.
     let request = SignRequest {
@@ -297,7 +317,9 @@ async fn drain(
         {
             t.note(format!("contained: node {} refuses the payout (frozen)", r.node))
         }
-        other => anyhow::bail!("the payout was not refused as frozen: {other:?}"),
+        other => {
+            return Err(Problem(format!("the payout was not refused as frozen: {other:?}")).into())
+        }
     }
     if let [a, b, ..] = resume {
         let lift = Change::Unfreeze { scope: strongroom_governance::policy::FreezeScope::Global };
@@ -348,15 +370,11 @@ async fn node_compromise(
     member: &str,
     api: &ApiArgs,
     json: bool,
-    yes: bool,
-) -> anyhow::Result<std::process::ExitCode> {
+    confirm: Confirm,
+) -> anyhow::Result<Exit> {
     let (env, api, orch) = open_stack(data_dir, api)?;
-    if !crate::governance::confirm(
-        yes,
-        &format!("quarantine signer node {node} for good on this stack (a drill)?"),
-    )? {
-        println!("nothing done");
-        return Ok(std::process::ExitCode::FAILURE);
+    if !confirm.ask(&format!("quarantine signer node {node} for good on this stack (a drill)?"))? {
+        return nothing_done(json);
     }
     // The keys the nodes hold, and a partner for the suspect node in each.
     let first = *orch.live_nodes().await.iter().find(|n| **n != node).context("no live node")?;
@@ -410,13 +428,14 @@ async fn node_compromise(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let contained_ms = contained_ms.context("sessions with the quarantined node still sign")?;
+    let contained_ms = contained_ms
+        .ok_or_else(|| Problem("sessions with the quarantined node still sign".into()))?;
     t.note(format!("contained: every session with node {node} refused (quarantined)"));
     for n in orch.live_nodes().await.into_iter().filter(|n| *n != node) {
         let s = orch.status(n).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         anyhow::ensure!(
             !s.presignatures.iter().any(|p| p.signers.contains(&node) && !p.ids.is_empty()),
-            "node {n} still holds presignatures with node {node}"
+            Problem(format!("node {n} still holds presignatures with node {node}"))
         );
     }
     t.note(format!("no presignature with node {node} left on the other nodes"));
@@ -457,7 +476,7 @@ async fn node_compromise(
             others.iter().copied().filter(|p| k.parties.contains(p)).take(2).collect();
         orch.sign_pooled(&env, k, &pair, &proof(&env, &log))
             .await
-            .map_err(|e| anyhow::anyhow!("after the drill, {} with {pair:?}: {e}", k.key_id))?;
+            .map_err(|e| Problem(format!("after the drill, {} with {pair:?}: {e}", k.key_id)))?;
     }
     t.note(format!("resumed: nodes {others:?} sign with every key"));
     t.report(
@@ -499,7 +518,7 @@ async fn prove_all(
     for k in keys {
         orch.sign_pooled(env, k, signers, &proof(env, log))
             .await
-            .map_err(|r| anyhow::anyhow!("{} by {signers:?}: {r}", k.key_id))?;
+            .map_err(|r| Problem(format!("{} by {signers:?}: {r}", k.key_id)))?;
         signed.push(k.key_id.clone());
     }
     Ok(signed)
@@ -510,8 +529,8 @@ async fn lost_node(
     data_dir: &std::path::Path,
     api: &ApiArgs,
     json: bool,
-    yes: bool,
-) -> anyhow::Result<std::process::ExitCode> {
+    confirm: Confirm,
+) -> anyhow::Result<Exit> {
     use strongroom_crypto::recovery::RecoverySecret;
     let (env, api, orch) = open_stack(data_dir, api)?;
     let config = data_dir.join(format!("signers/signer-{node}/signer.toml"));
@@ -529,12 +548,8 @@ async fn lost_node(
         .context("no node.pid: is `strongroom dev` running this node?")?
         .trim()
         .parse()?;
-    if !crate::governance::confirm(
-        yes,
-        &format!("kill signer node {node} and restore it from a backup (a drill)?"),
-    )? {
-        println!("nothing done");
-        return Ok(std::process::ExitCode::FAILURE);
+    if !confirm.ask(&format!("kill signer node {node} and restore it from a backup (a drill)?"))? {
+        return nothing_done(json);
     }
     let status = orch.status(node).await.map_err(|e| anyhow::anyhow!("node {node}: {e}"))?;
     let quarantined = status.quarantined.clone();

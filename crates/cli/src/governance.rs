@@ -19,25 +19,31 @@ use strongroom_governance::policy::Policy;
 use strongroom_governance::Role;
 
 use crate::client::{at, ApiArgs};
+use crate::exit::{Confirm, Exit, Output};
 
 #[derive(Debug, Subcommand)]
 pub enum GovernanceCommand {
     /// Make an Ed25519 key (a secret file, mode 0600) and print its public key.
     Keygen {
+        /// Where to write the secret key (hex; mode 0600), e.g. ada.key. Keep it off the
+        /// server.
         #[arg(long)]
         out: PathBuf,
     },
     /// Write the genesis: the first members and the admin quorum. Prints the hash every
     /// signer node pins.
     Init {
+        /// The governance folder to make (genesis.json, genesis.pin; later log.jsonl).
         #[arg(long)]
         dir: PathBuf,
-        /// `ID:PUBLIC_KEY_HEX:ROLE[+ROLE]`, roles: admin, security_officer, approver, operator.
+        /// A member: `ID:PUBLIC_KEY_HEX:ROLE[+ROLE]` (the key from `keygen`), roles: admin,
+        /// security_officer, approver, operator; repeat for each member.
         #[arg(long = "member", required = true)]
         members: Vec<String>,
+        /// How many admins must sign a change (at most the number of admins).
         #[arg(long)]
         quorum: u8,
-        /// How long a new whitelist entry waits before it can be used.
+        /// How long a new whitelist entry waits before it can be used, in hours.
         #[arg(long, default_value_t = 24)]
         whitelist_delay_hours: i64,
         /// The time-lock in seconds instead (for trials and tests).
@@ -52,6 +58,7 @@ pub enum GovernanceCommand {
     /// Install the genesis written by `init` in the server (`--api`). The signer nodes pin
     /// the same hash in their own configuration (`strongroom dev --governance DIR`).
     Install {
+        /// The governance folder `init` wrote.
         #[arg(long)]
         dir: PathBuf,
         #[command(flatten)]
@@ -70,23 +77,30 @@ pub enum GovernanceCommand {
     /// Sign the pending change with a member's key (on the server, the change is appended
     /// to the log once the signatures are enough).
     Sign {
+        /// Sign the change pending in this folder instead of the server's (no question is
+        /// asked for a file).
         #[arg(long)]
         dir: Option<PathBuf>,
         #[command(flatten)]
         api: ApiArgs,
+        /// The member who signs, e.g. ada.
         #[arg(long)]
         member: String,
+        /// The member's secret key file (from `keygen`).
         #[arg(long)]
         key: PathBuf,
         /// The genesis hash to verify the server's log against (default: trust on sight).
         #[arg(long)]
         pin: Option<String>,
-        /// Sign without asking.
+        /// Sign the server's pending change without asking. Without it, the change is shown
+        /// and a question asked on the terminal; with no terminal (a script, a pipe) the
+        /// command stops at once.
         #[arg(long)]
         yes: bool,
     },
     /// Append the pending change to the log, if its signatures are enough (files only).
     Commit {
+        /// The governance folder holding the pending change.
         #[arg(long)]
         dir: PathBuf,
     },
@@ -115,13 +129,17 @@ pub enum GovernanceCommand {
         /// configuration).
         #[arg(long, requires = "key")]
         cert: Option<PathBuf>,
+        /// The key of `--cert` (PEM).
         #[arg(long, requires = "cert")]
         key: Option<PathBuf>,
+        /// A dev stack's data folder: its nodes and pusher certificate, when no `--node` is
+        /// given.
         #[arg(long, default_value = crate::DEV_DATA_DIR)]
         data_dir: PathBuf,
     },
     /// Verify the whole log and print the state in force.
     Show {
+        /// Read the log in this folder instead of the server's.
         #[arg(long)]
         dir: Option<PathBuf>,
         #[command(flatten)]
@@ -139,19 +157,22 @@ pub enum WithdrawalCommand {
     /// signature. The signer nodes check the withdrawal's intent against it, so a withdrawal
     /// edited after it was signed is refused (`docs/adr/0010-signers-decide.md`).
     Initiate {
+        /// The customer's id (a UUID) the withdrawal is for.
         #[arg(long)]
         customer: uuid::Uuid,
         /// The asset's symbol, as the governance registry names it (e.g. ETH).
         #[arg(long)]
         asset: String,
+        /// The address paid, e.g. 0x70997970C51812dc3A010C7d01b50e0d17dc79C8.
         #[arg(long)]
         destination: String,
         /// Decimal amount in the asset's units (e.g. 0.1).
         #[arg(long)]
         amount: String,
-        /// The initiating member (e.g. the exchange's API client) and their key.
+        /// The initiating member (e.g. the exchange's API client).
         #[arg(long)]
         member: String,
+        /// The initiating member's secret key file.
         #[arg(long)]
         key: PathBuf,
         /// The request id, which becomes the withdrawal's id (default: a new one).
@@ -171,13 +192,17 @@ pub enum WithdrawalCommand {
     Approve {
         /// The withdrawal's id.
         id: uuid::Uuid,
+        /// The approving member, e.g. ann.
         #[arg(long)]
         member: String,
+        /// The approver's secret key file.
         #[arg(long)]
         key: PathBuf,
-        /// How long the approval stays valid.
+        /// How long the approval stays valid, in minutes.
         #[arg(long, default_value_t = 60)]
         expires_in_minutes: i64,
+        /// Approve without asking. Without it, the withdrawal is shown and a question asked
+        /// on the terminal; with no terminal (a script, a pipe) the command stops at once.
         #[arg(long)]
         yes: bool,
         #[command(flatten)]
@@ -189,6 +214,7 @@ pub enum WithdrawalCommand {
 pub enum ProposeCommand {
     /// Put a policy (TOML) in force.
     Policy {
+        /// The policy file (TOML: version, rules, velocity limits, fee ceilings).
         #[arg(long)]
         file: PathBuf,
     },
@@ -197,24 +223,31 @@ pub enum ProposeCommand {
         /// `internal` or `customer:ID`.
         #[arg(long)]
         scope: String,
+        /// The CAIP-2 chain, e.g. eip155:1.
         #[arg(long)]
         chain: String,
+        /// The address (checked for the chain, kept in its canonical form).
         #[arg(long)]
         address: String,
+        /// A name for people, e.g. "exchange treasury".
         #[arg(long)]
         label: String,
     },
     /// Remove an address from a whitelist (at once).
     WhitelistRemove {
+        /// `internal` or `customer:ID`.
         #[arg(long)]
         scope: String,
+        /// The CAIP-2 chain, e.g. eip155:1.
         #[arg(long)]
         chain: String,
+        /// The address, as it was added.
         #[arg(long)]
         address: String,
     },
     /// Freeze (`global`, `asset:SYMBOL` or `wallet:ID`): one security officer suffices.
     Freeze {
+        /// What is frozen: `global`, `asset:SYMBOL` (e.g. asset:ETH) or `wallet:ID`.
         #[arg(long)]
         scope: String,
         /// Time-boxed: the freeze ends by itself after this many minutes, and nobody, not
@@ -260,30 +293,39 @@ pub enum ProposeCommand {
     },
     /// Lift a freeze: needs the quorum.
     Unfreeze {
+        /// The frozen scope, as it was frozen: `global`, `asset:SYMBOL` or `wallet:ID`.
         #[arg(long)]
         scope: String,
     },
+    /// Change how many admins must sign a change (needs the current quorum).
     SetQuorum {
+        /// The new quorum, at most the number of admins.
         quorum: u8,
     },
+    /// Add a member (needs the quorum).
     AddMember {
-        /// `ID:PUBLIC_KEY_HEX:ROLE[+ROLE]`.
+        /// `ID:PUBLIC_KEY_HEX:ROLE[+ROLE]`, as for `init --member`.
         member: String,
     },
+    /// Remove a member (needs the quorum; the quorum must stay reachable).
     RemoveMember {
+        /// The member's id, e.g. cy.
         id: String,
     },
     /// Register the passkey a member approves withdrawals with: the JSON from
     /// `GET /v1/me/passkeys/{id}/governance-key` (the member's console gives it). The admin
     /// quorum and the member themselves sign it: only the member can say the key is theirs.
     SetPasskey {
+        /// The member whose passkey it is.
         #[arg(long)]
         member: String,
+        /// The JSON file from the console.
         #[arg(long)]
         file: PathBuf,
     },
     /// Cancel a whitelist addition still in its time-lock (the entry number that added it).
     CancelPending {
+        /// The number of the log entry that added it (`governance show` lists the entries).
         seq: u64,
     },
     /// Register an asset the signers may move (usable after the time-lock).
@@ -293,21 +335,26 @@ pub enum ProposeCommand {
     },
     /// Take an asset off the registry (at once; one admin suffices).
     AssetRemove {
+        /// The CAIP-2 chain, e.g. eip155:1.
         #[arg(long)]
         chain: String,
+        /// The asset's symbol, e.g. USDT.
         #[arg(long)]
         symbol: String,
     },
     /// Credit a customer without chain evidence (a correction): once committed, an
     /// operator credits it with `POST /v1/deposits` and `"adjustment": ENTRY`.
     LedgerCredit {
+        /// The customer's id (a UUID).
         #[arg(long)]
         customer: uuid::Uuid,
+        /// The asset's symbol, e.g. ETH.
         #[arg(long)]
         asset: String,
         /// In base units (wei, satoshi).
         #[arg(long)]
         amount: String,
+        /// Why, for the auditors: a ticket or incident number.
         #[arg(long)]
         reference: String,
     },
@@ -521,29 +568,23 @@ pub(crate) async fn load_api(
     Ok((state, v))
 }
 
-/// Ask on the terminal, unless `yes`.
-pub(crate) fn confirm(yes: bool, question: &str) -> anyhow::Result<bool> {
-    if yes {
-        return Ok(true);
-    }
-    eprint!("{question} [y/N] ");
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line)?;
-    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
-}
-
 /// How far from now a proposal's time may be when a member signs it. The time-lock of a
 /// whitelist entry runs from that time, so an old one would shorten it.
 const MAX_PROPOSAL_AGE_MS: i64 = 3_600_000;
 
-/// A time for people: RFC 3339 in UTC, and how far from `now`.
-fn when(t: strongroom_core::Timestamp, now: strongroom_core::Timestamp) -> String {
-    let at = time::OffsetDateTime::from_unix_timestamp_nanos(
+/// A time as RFC 3339 in UTC.
+fn rfc3339(t: strongroom_core::Timestamp) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(
         i128::from(t.unix_ms()).saturating_mul(1_000_000),
     )
     .ok()
     .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-    .unwrap_or_else(|| format!("{} ms after the Unix epoch", t.unix_ms()));
+    .unwrap_or_else(|| format!("{} ms after the Unix epoch", t.unix_ms()))
+}
+
+/// A time for people: RFC 3339 in UTC, and how far from `now`.
+fn when(t: strongroom_core::Timestamp, now: strongroom_core::Timestamp) -> String {
+    let at = rfc3339(t);
     let secs = (t.unix_ms() - now.unix_ms()) / 1000;
     let span = |s: i64| match s {
         s if s >= 86_400 => format!("{}d {}h", s / 86_400, s % 86_400 / 3_600),
@@ -602,15 +643,97 @@ fn print_state(state: &State, now: strongroom_core::Timestamp) {
     }
 }
 
-pub async fn run(cmd: GovernanceCommand) -> anyhow::Result<std::process::ExitCode> {
+/// The state in force as JSON (`governance show --output json`): times as Unix
+/// milliseconds and RFC 3339, scopes as `governance show` words them.
+fn state_json(state: &State, now: strongroom_core::Timestamp) -> anyhow::Result<serde_json::Value> {
+    use serde_json::json;
+    let time = |t: strongroom_core::Timestamp| json!({ "unix_ms": t.unix_ms(), "utc": rfc3339(t) });
+    let members: Vec<_> = state
+        .members
+        .values()
+        .map(|m| {
+            json!({
+                "id": m.id,
+                "roles": m.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                "public_key": hex::encode(m.key.to_bytes()),
+                "passkey": m.passkey.is_some(),
+            })
+        })
+        .collect();
+    let whitelist: Vec<_> = state
+        .whitelist
+        .iter()
+        .map(|w| {
+            json!({
+                "scope": w.scope.to_string(), "address": w.address, "label": w.label,
+                "entry": w.seq, "usable_from": time(w.usable_from), "usable": w.usable_from <= now,
+            })
+        })
+        .collect();
+    let assets: Vec<_> = state
+        .assets
+        .iter()
+        .map(|a| {
+            json!({
+                "chain": a.spec.chain, "symbol": a.spec.symbol, "decimals": a.spec.decimals,
+                "contract": a.spec.contract, "usable_from": time(a.usable_from),
+                "usable": a.usable_from <= now,
+            })
+        })
+        .collect();
+    let frozen_until: Vec<_> = state
+        .frozen_until
+        .iter()
+        .filter(|(_, u)| **u > now)
+        .map(|(fz, until)| json!({ "scope": fz.to_string(), "until": time(*until) }))
+        .collect();
+    let quarantined: Vec<_> =
+        state.quarantined.iter().map(|(node, seq)| json!({ "node": node, "entry": seq })).collect();
+    let migrations: Vec<_> = state
+        .migrations
+        .iter()
+        .map(|(from, m)| {
+            json!({ "from": from, "to": m.to, "to_public_key": m.to_public_key, "entry": m.seq })
+        })
+        .collect();
+    let retired: Vec<_> =
+        state.retired.iter().map(|(key, seq)| json!({ "key": key, "entry": seq })).collect();
+    Ok(json!({
+        "entries": state.seq,
+        "head": state.head,
+        "at": time(state.at),
+        "quorum": state.quorum,
+        "whitelist_delay_ms": state.whitelist_delay_ms,
+        "members": members,
+        "policy": state.policy.as_ref().map(serde_json::to_value).transpose()?,
+        "whitelist": whitelist,
+        "assets": assets,
+        "freezes": state.freezes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "frozen_until": frozen_until,
+        "quarantined": quarantined,
+        "migrations": migrations,
+        "retired": retired,
+    }))
+}
+
+/// The pending change, beside the state in force.
+fn add_pending(doc: &mut serde_json::Value, pending: serde_json::Value) {
+    if let Some(fields) = doc.as_object_mut() {
+        fields.insert("pending".into(), pending);
+    }
+}
+
+pub async fn run(cmd: GovernanceCommand, output: Output) -> anyhow::Result<Exit> {
     let env = SystemEnv::new();
+    let json = output.is_json();
     match cmd {
         GovernanceCommand::Keygen { out } => {
             let mut secret = zeroize::Zeroizing::new([0u8; 32]);
             env.fill_random(secret.as_mut());
             let key = SigningKey::from_bytes(&secret);
             crate::write_secret(&out, &hex::encode(secret.as_slice()))?;
-            println!("{}", hex::encode(key.verifying_key().to_bytes()));
+            let public = hex::encode(key.verifying_key().to_bytes());
+            output.print(&public, serde_json::json!({ "public_key": public, "key_file": out }))?;
         }
         GovernanceCommand::Init {
             dir,
@@ -643,7 +766,10 @@ pub async fn run(cmd: GovernanceCommand) -> anyhow::Result<std::process::ExitCod
             std::fs::create_dir_all(&dir)?;
             std::fs::write(&f.genesis, serde_json::to_vec_pretty(&genesis)?)?;
             std::fs::write(&f.pin, format!("{pin}\n"))?;
-            println!("genesis written; signer nodes pin {pin}");
+            output.print(
+                &format!("genesis written; signer nodes pin {pin}"),
+                serde_json::json!({ "pin": pin, "dir": dir }),
+            )?;
         }
         GovernanceCommand::Install { dir, api } => {
             let f = files(&dir);
@@ -657,12 +783,14 @@ pub async fn run(cmd: GovernanceCommand) -> anyhow::Result<std::process::ExitCod
                     &serde_json::json!({ "genesis": genesis, "pin": pin }),
                 )
                 .await?;
-            println!(
-                "genesis {} installed: {} members, quorum {}",
-                pin,
-                at(&v, "/members").as_array().map_or(0, Vec::len),
-                at(&v, "/quorum")
-            );
+            let members = at(&v, "/members").as_array().map_or(0, Vec::len);
+            output.print(
+                &format!(
+                    "genesis {pin} installed: {members} members, quorum {}",
+                    at(&v, "/quorum")
+                ),
+                serde_json::json!({ "pin": pin, "members": members, "quorum": at(&v, "/quorum") }),
+            )?;
         }
         GovernanceCommand::Propose { dir: Some(dir), change, .. } => {
             let (state, _) = load(&dir, &env)?;
@@ -674,7 +802,11 @@ pub async fn run(cmd: GovernanceCommand) -> anyhow::Result<std::process::ExitCod
             );
             let entry = state.propose(change_of(change, env.now())?, env.now());
             std::fs::write(&f.pending, serde_json::to_vec_pretty(&entry)?)?;
-            println!("proposed entry {}; hash {}", entry.seq, hex::encode(entry.hash()?));
+            let hash = hex::encode(entry.hash()?);
+            output.print(
+                &format!("proposed entry {}; hash {hash}", entry.seq),
+                serde_json::json!({ "entry": entry.seq, "hash": hash }),
+            )?;
         }
         GovernanceCommand::Propose { dir: None, api, change } => {
             let change = change_of(change, env.now())?;
@@ -682,11 +814,11 @@ pub async fn run(cmd: GovernanceCommand) -> anyhow::Result<std::process::ExitCod
                 .connect()?
                 .post("/v1/governance/proposals", &serde_json::json!({ "change": change }))
                 .await?;
-            println!(
-                "proposed entry {}; hash {}",
-                at(&v, "/seq"),
-                at(&v, "/hash").as_str().unwrap_or_default()
-            );
+            let hash = at(&v, "/hash").as_str().unwrap_or_default();
+            output.print(
+                &format!("proposed entry {}; hash {hash}", at(&v, "/seq")),
+                serde_json::json!({ "entry": at(&v, "/seq"), "hash": hash }),
+            )?;
         }
         GovernanceCommand::Sign { dir: Some(dir), member, key, .. } => {
             let (state, _) = load(&dir, &env)?;
@@ -703,9 +835,20 @@ pub async fn run(cmd: GovernanceCommand) -> anyhow::Result<std::process::ExitCod
             );
             entry.sign(&member, &key)?;
             std::fs::write(&f.pending, serde_json::to_vec_pretty(&entry)?)?;
-            println!("{member} signed entry {} ({} signatures)", entry.seq, entry.signoffs.len());
+            output.print(
+                &format!(
+                    "{member} signed entry {} ({} signatures)",
+                    entry.seq,
+                    entry.signoffs.len()
+                ),
+                serde_json::json!({
+                    "member": member, "entry": entry.seq, "signed": true,
+                    "signatures": entry.signoffs.len(),
+                }),
+            )?;
         }
         GovernanceCommand::Sign { dir: None, api, member, key, pin, yes } => {
+            let confirm = Confirm::new(yes, "governance sign")?;
             let api = api.connect()?;
             let (state, v) = load_api(&api, pin.as_deref(), &env).await?;
             let entry: Entry = serde_json::from_value(at(&v, "/proposal/entry").clone())
@@ -727,12 +870,15 @@ pub async fn run(cmd: GovernanceCommand) -> anyhow::Result<std::process::ExitCod
                 state.members.get(&member).with_context(|| format!("{member} is not a member"))?;
             anyhow::ensure!(m.key == key.verifying_key(), "that key is not {member}'s");
             let hash = entry.hash()?;
-            println!("entry {} (after {}):", entry.seq, entry.prev);
-            println!("{}", serde_json::to_string_pretty(&entry.change)?);
-            println!("hash {}", hex::encode(hash));
-            if !confirm(yes, "sign this change?")? {
-                println!("not signed");
-                return Ok(std::process::ExitCode::FAILURE);
+            output.say(&format!("entry {} (after {}):", entry.seq, entry.prev));
+            output.say(&serde_json::to_string_pretty(&entry.change)?);
+            output.say(&format!("hash {}", hex::encode(hash)));
+            if !confirm.ask("sign this change?")? {
+                output.print(
+                    "not signed",
+                    serde_json::json!({ "member": member, "entry": entry.seq, "signed": false }),
+                )?;
+                return Ok(Exit::Problem);
             }
             use ed25519_dalek::Signer;
             let sig = key.sign(&hash);
@@ -742,12 +888,19 @@ pub async fn run(cmd: GovernanceCommand) -> anyhow::Result<std::process::ExitCod
                     &serde_json::json!({ "member": member, "signature": hex::encode(sig.to_bytes()) }),
                 )
                 .await?;
-            if at(&r, "/committed").as_bool() == Some(true) {
-                println!("{member} signed entry {}: committed", entry.seq);
-            } else {
-                let missing = at(&r, "/governance/proposal/missing").as_str().unwrap_or_default();
-                println!("{member} signed entry {}: waiting ({missing})", entry.seq);
-            }
+            let committed = at(&r, "/committed").as_bool() == Some(true);
+            let missing = at(&r, "/governance/proposal/missing").as_str().unwrap_or_default();
+            output.print(
+                &if committed {
+                    format!("{member} signed entry {}: committed", entry.seq)
+                } else {
+                    format!("{member} signed entry {}: waiting ({missing})", entry.seq)
+                },
+                serde_json::json!({
+                    "member": member, "entry": entry.seq, "signed": true,
+                    "committed": committed, "missing": (!committed).then_some(missing),
+                }),
+            )?;
         }
         GovernanceCommand::Commit { dir } => {
             let (_, mut entries) = load(&dir, &env)?;
@@ -765,7 +918,10 @@ pub async fn run(cmd: GovernanceCommand) -> anyhow::Result<std::process::ExitCod
             }
             log.sync_all()?;
             std::fs::remove_file(&f.pending)?;
-            println!("committed entry {}", entries.len());
+            output.print(
+                &format!("committed entry {}", entries.len()),
+                serde_json::json!({ "entry": entries.len() }),
+            )?;
         }
         GovernanceCommand::Withdraw { api } => {
             let api = api.connect()?;
@@ -773,7 +929,10 @@ pub async fn run(cmd: GovernanceCommand) -> anyhow::Result<std::process::ExitCod
             let seq = at(&v, "/proposal/seq").as_u64().context("nothing is pending")?;
             api.post(&format!("/v1/governance/proposals/{seq}/withdraw"), &serde_json::json!({}))
                 .await?;
-            println!("withdrew entry {seq}");
+            output.print(
+                &format!("withdrew entry {seq}"),
+                serde_json::json!({ "entry": seq, "withdrawn": true }),
+            )?;
         }
         GovernanceCommand::Push { dir, api, pin, nodes, cert, key, data_dir } => {
             let entries = match dir {
@@ -786,37 +945,85 @@ pub async fn run(cmd: GovernanceCommand) -> anyhow::Result<std::process::ExitCod
             let client = crate::signers::pusher(&crate::absolute(&data_dir)?, &nodes, cert, key)?;
             let mut failed = false;
             let pushed = client.push_governance(&entries, std::time::Duration::from_secs(10)).await;
+            let mut nodes = Vec::new();
             for (node, r) in pushed {
                 match r {
-                    Ok(head) => println!("node {node}: {} entries, head {}", head.seq, head.hash),
+                    Ok(head) => {
+                        if !json {
+                            println!("node {node}: {} entries, head {}", head.seq, head.hash);
+                        }
+                        nodes.push(serde_json::json!({
+                            "node": node, "entries": head.seq, "head": head.hash,
+                        }));
+                    }
                     Err(e) => {
                         failed = true;
-                        println!("node {node}: refused: {e}");
+                        if !json {
+                            println!("node {node}: refused: {e}");
+                        }
+                        nodes.push(serde_json::json!({ "node": node, "refused": e.to_string() }));
                     }
                 }
             }
+            if json {
+                Output::print_json(&serde_json::json!({ "accepted": !failed, "nodes": nodes }))?;
+            }
             if failed {
-                return Ok(std::process::ExitCode::FAILURE);
+                return Ok(Exit::Problem);
             }
         }
         GovernanceCommand::Show { dir: Some(dir), .. } => {
             let (state, _) = load(&dir, &env)?;
-            print_state(&state, env.now());
+            let pending = files(&dir).pending;
+            if json {
+                let mut doc = state_json(&state, env.now())?;
+                if let Ok(bytes) = std::fs::read(&pending) {
+                    let entry: Entry = serde_json::from_slice(&bytes)
+                        .with_context(|| format!("{}", pending.display()))?;
+                    let signed_by: Vec<&str> =
+                        entry.signoffs.iter().map(|s| s.member.as_str()).collect();
+                    add_pending(
+                        &mut doc,
+                        serde_json::json!({
+                            "entry": entry.seq, "change": entry.change,
+                            "signed_by": signed_by,
+                        }),
+                    );
+                }
+                Output::print_json(&doc)?;
+            } else {
+                print_state(&state, env.now());
+            }
         }
         GovernanceCommand::Show { dir: None, api, pin } => {
             let (state, v) = load_api(&api.connect()?, pin.as_deref(), &env).await?;
-            print_state(&state, env.now());
-            if let Some(seq) = at(&v, "/proposal/seq").as_u64() {
-                let missing = at(&v, "/proposal/missing").as_str().unwrap_or_default();
-                println!("pending: entry {seq} ({missing})");
+            let pending = at(&v, "/proposal/seq").as_u64();
+            let missing = at(&v, "/proposal/missing").as_str().unwrap_or_default();
+            if json {
+                let mut doc = state_json(&state, env.now())?;
+                if let Some(seq) = pending {
+                    add_pending(
+                        &mut doc,
+                        serde_json::json!({
+                            "entry": seq, "change": at(&v, "/proposal/entry/change"),
+                            "missing": missing,
+                        }),
+                    );
+                }
+                Output::print_json(&doc)?;
+            } else {
+                print_state(&state, env.now());
+                if let Some(seq) = pending {
+                    println!("pending: entry {seq} ({missing})");
+                }
             }
         }
     }
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok(Exit::Ok)
 }
 
 /// `strongroom withdrawal …`.
-pub async fn withdrawal(cmd: WithdrawalCommand) -> anyhow::Result<std::process::ExitCode> {
+pub async fn withdrawal(cmd: WithdrawalCommand, output: Output) -> anyhow::Result<Exit> {
     let env = SystemEnv::new();
     match cmd {
         WithdrawalCommand::Initiate {
@@ -863,17 +1070,20 @@ pub async fn withdrawal(cmd: WithdrawalCommand) -> anyhow::Result<std::process::
             };
             let initiation = Initiation::sign(&member, &read_key(&key)?, requested)?;
             if print {
+                // JSON already, in either output.
                 println!("{}", serde_json::to_string_pretty(&initiation)?);
-                return Ok(std::process::ExitCode::SUCCESS);
+                return Ok(Exit::Ok);
             }
             let body = serde_json::json!({
                 "customer_id": customer, "asset": asset, "destination": destination,
                 "amount": amount, "initiation": initiation,
             });
             let w = api.post("/v1/withdrawals", &body).await?;
-            println!("{}", serde_json::to_string(&w)?);
+            // The server's withdrawal: JSON in either output (one line in text).
+            output.print(&serde_json::to_string(&w)?, w)?;
         }
         WithdrawalCommand::Approve { id, member, key, expires_in_minutes, yes, api } => {
+            let confirm = Confirm::new(yes, "withdrawal approve")?;
             let api = api.connect()?;
             let w = api.get(&format!("/v1/withdrawals/{id}")).await?;
             let encoded = hex::decode(at(&w, "/intent").as_str().unwrap_or_default())
@@ -890,17 +1100,20 @@ pub async fn withdrawal(cmd: WithdrawalCommand) -> anyhow::Result<std::process::
             // does not name, or names otherwise, is not approved.
             strongroom_governance::gate::asset(&state, &intent, env.now())
                 .map_err(|why| anyhow::anyhow!("refusing to approve: {why}"))?;
-            println!("withdrawal {id}");
-            println!("  {}", describe_intent(&intent));
-            println!(
+            output.say(&format!("withdrawal {id}"));
+            output.say(&format!("  {}", describe_intent(&intent)));
+            output.say(&format!(
                 "  asset {} as the governance registry names it on {}",
                 intent.asset.symbol.as_str(),
                 intent.chain.as_str()
-            );
-            println!("  intent hash {}", hash.to_hex());
-            if !confirm(yes, "approve this withdrawal?")? {
-                println!("not approved");
-                return Ok(std::process::ExitCode::FAILURE);
+            ));
+            output.say(&format!("  intent hash {}", hash.to_hex()));
+            if !confirm.ask("approve this withdrawal?")? {
+                output.print(
+                    "not approved",
+                    serde_json::json!({ "withdrawal": id, "member": member, "approved": false }),
+                )?;
+                return Ok(Exit::Problem);
             }
             let key = read_key(&key)?;
             let expires = env.now().plus_ms(expires_in_minutes.saturating_mul(60_000));
@@ -922,10 +1135,17 @@ pub async fn withdrawal(cmd: WithdrawalCommand) -> anyhow::Result<std::process::
             let w = api.get(&format!("/v1/withdrawals/{id}")).await?;
             let now =
                 at(&w, "/policy/explanation").as_str().unwrap_or("no longer waiting for approval");
-            println!("{member} approved under policy v{}; now: {now}", policy.version);
+            output.print(
+                &format!("{member} approved under policy v{}; now: {now}", policy.version),
+                serde_json::json!({
+                    "withdrawal": id, "member": member, "approved": true,
+                    "intent_hash": hash.to_hex(), "policy_version": policy.version,
+                    "status": at(&w, "/status"), "now": now,
+                }),
+            )?;
         }
     }
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok(Exit::Ok)
 }
 
 /// The genesis the dev stack's signer nodes pin: `DATA/governance/genesis.{json,pin}`, copied

@@ -12,6 +12,7 @@ mod chain;
 mod client;
 mod cold;
 mod drill;
+mod exit;
 mod governance;
 mod risk;
 mod risk_models;
@@ -22,7 +23,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use exit::{Exit, Output, Usage};
 use strongroom_core::Env;
 use strongroom_crypto::generate_token;
 use strongroom_runtime::settings::{AccountsSettings, AlertSettings, RiskSettings, SmtpSettings};
@@ -37,8 +39,10 @@ use strongroom_store::prelude::*;
 /// Log format on stderr.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 enum LogFormat {
+    /// One JSON object a line, for a log collector.
     #[default]
     Json,
+    /// Short lines for people (coloured on a terminal only).
     Pretty,
 }
 
@@ -46,11 +50,28 @@ enum LogFormat {
 pub(crate) const DEV_DATA_DIR: &str = ".strongroom/dev";
 
 #[derive(Debug, Parser)]
-#[command(name = "strongroom", version, about = "Self-hosted custody security platform")]
+#[command(
+    name = "strongroom",
+    version,
+    about = "Self-hosted custody security platform",
+    long_about = "Self-hosted custody security platform: the server (`dev`, `serve`), its \
+                  database and keys, governance, withdrawals, the signer nodes and the online \
+                  half of cold storage.\n\n\
+                  Exit codes: 0 done; 1 the command ran and found a problem (tampering, a \
+                  difference, a refusal, a failed drill check, a \"no\" at a prompt); 2 it could \
+                  not run (configuration, server, files, a prompt with no terminal); 64 a wrong \
+                  command line."
+)]
 struct Cli {
-    /// Log format on stderr.
+    /// Log format on stderr (default: `pretty` for `dev`, `json` for everything else).
     #[arg(long, global = true, value_enum)]
     log_format: Option<LogFormat>,
+    /// How to print results: `text` for people, or `json`: one JSON document on stdout and
+    /// nothing else there (what is shown before a confirmation then goes to stderr). For
+    /// commands that print data; `dev`, `serve`, `signer --config` (a node), `cold`, `risk`,
+    /// `bench` and `completions` refuse it (exit 64).
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
     #[command(subcommand)]
     command: Command,
 }
@@ -62,8 +83,10 @@ enum Command {
     /// Run everything on this machine: SQLite in a data folder, a dev CA, an operator token,
     /// and the HTTPS API.
     Dev {
+        /// The folder for the database, keys, certificates and logs; kept across starts.
         #[arg(long, default_value = DEV_DATA_DIR)]
         data_dir: PathBuf,
+        /// Where the HTTPS API listens (address:port).
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: std::net::SocketAddr,
         /// First of the three signer nodes' ports (loopback).
@@ -125,6 +148,7 @@ enum Command {
         /// Who gets alert e-mail (repeatable).
         #[arg(long)]
         alert_email_to: Vec<String>,
+        /// The sender address of alert e-mail.
         #[arg(long, default_value = "strongroom@localhost")]
         alert_email_from: String,
         /// Upgrade the SMTP connection with STARTTLS, trusting this CA certificate (PEM).
@@ -245,6 +269,7 @@ enum Command {
     /// Run the API and the engine runtime from a configuration file (PostgreSQL via
     /// `database_url`); `STRONGROOM_<KEY>` environment variables override it.
     Serve {
+        /// The configuration file (TOML), e.g. docs/strongroom.example.toml.
         #[arg(long)]
         config: PathBuf,
     },
@@ -275,6 +300,12 @@ enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
+    /// Print a shell completion script, e.g. `strongroom completions bash >
+    /// /etc/bash_completion.d/strongroom`, or `source <(strongroom completions bash)`.
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -283,7 +314,11 @@ enum AuditCommand {
     /// intact, 1 when tampering is found.
     Verify(DbArgs),
     /// Check a signer node's own audit log (`DATA/audit.jsonl` in the node's data folder).
-    VerifyNode { file: PathBuf },
+    /// Exit 0 when intact, 1 when broken.
+    VerifyNode {
+        /// The node's audit log, e.g. .strongroom/dev/signers/node-1/audit.jsonl.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -291,8 +326,10 @@ enum StaffCommand {
     /// Add a staff account; it signs in at `/v1/auth/login` and should turn on TOTP or a
     /// passkey at once (approving needs a 2FA sign-in).
     Add {
+        /// The account's e-mail address (its sign-in name).
         #[arg(long)]
         email: String,
+        /// operator, approver, analyst, admin or auditor.
         #[arg(long, value_parser = parse_role)]
         role: Role,
         /// Approvers: the governance member they approve as.
@@ -339,10 +376,13 @@ enum KeysCommand {
 
 #[derive(Debug, Subcommand)]
 enum TokenCommand {
-    /// Create a token and print it once.
+    /// Create a token and print it once (`srt_…`; stdout holds only the token, and with
+    /// `--sign` its signing key on a second line).
     Create {
+        /// A name for people (e.g. backend), shown in the audit log.
         #[arg(long)]
         name: String,
+        /// operator, service, auditor, approver, analyst or admin.
         #[arg(long, value_parser = parse_role)]
         role: Role,
         /// Limit the token to a resource (`withdrawals`, `customers:read`, …; repeatable).
@@ -359,6 +399,7 @@ enum TokenCommand {
     },
     /// Revoke a token by id (the part after `srt_`).
     Revoke {
+        /// The token's id: the part of `srt_ID_SECRET` between the underscores.
         id: String,
         #[command(flatten)]
         db: DbArgs,
@@ -375,10 +416,13 @@ fn parse_role(s: &str) -> Result<Role, String> {
 /// data folder's SQLite file.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct DbArgs {
+    /// A `serve` configuration: its `database_url` and key file.
     #[arg(long, conflicts_with = "database_url")]
     config: Option<PathBuf>,
+    /// The database, e.g. postgres://strongroom@db/strongroom or sqlite:///var/lib/x.db.
     #[arg(long, env = "STRONGROOM_DATABASE_URL")]
     database_url: Option<String>,
+    /// A dev stack's data folder (its `strongroom.db` and `personal-data.key`).
     #[arg(long, default_value = DEV_DATA_DIR)]
     data_dir: PathBuf,
 }
@@ -420,7 +464,14 @@ impl DbArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version are not errors; a wrong command line is a usage error (64).
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { Exit::Usage } else { Exit::Ok }.into();
+        }
+    };
     let default_format = match cli.command {
         Command::Dev { .. } => LogFormat::Pretty,
         _ => LogFormat::Json,
@@ -430,30 +481,62 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return Exit::Failed.into();
         }
     };
-    match runtime.block_on(run(cli.command)) {
-        Ok(code) => code,
+    match runtime.block_on(run(cli.command, cli.output)) {
+        Ok(exit) => exit.into(),
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            Exit::of(&e).into()
         }
     }
 }
 
 fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("STRONGROOM_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn,rustls=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only for a person at a terminal: a log file or a journal gets plain text
+    // (NO_COLOR, https://no-color.org, turns it off there too).
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
         LogFormat::Pretty => builder.compact().init(),
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<ExitCode> {
+/// Whether `command` can print its result as JSON (`--output json`). The others run a
+/// server or a node, or print for people: risk and bench reports, `cold` (whose files are
+/// JSON already; `strongroom-cold` prints its reviews as JSON), completion scripts.
+fn prints_json(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Dev { .. }
+            | Command::Serve { .. }
+            | Command::Signer { command: None, .. }
+            | Command::Cold { .. }
+            | Command::Risk { .. }
+            | Command::Bench { .. }
+            | Command::Completions { .. }
+    )
+}
+
+async fn run(command: Command, output: Output) -> anyhow::Result<Exit> {
+    if output.is_json() && !prints_json(&command) {
+        return Err(Usage(
+            "--output json: this command prints no JSON (dev, serve, a signer node, cold, risk, \
+             bench and completions print for people)"
+                .into(),
+        )
+        .into());
+    }
+    let json = output.is_json();
     match command {
         Command::Dev {
             data_dir,
@@ -550,8 +633,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             dev(settings, signers, chain, &governance).await
         }
-        Command::Governance { command } => governance::run(command).await,
-        Command::Withdrawal { command } => governance::withdrawal(command).await,
+        Command::Governance { command } => governance::run(command, output).await,
+        Command::Withdrawal { command } => governance::withdrawal(command, output).await,
         Command::Cold { command } => cold::run(command).await,
         Command::Risk { command } => risk::run(command).await,
         Command::Reconcile { config, data_dir } => {
@@ -569,7 +652,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let store = SqlStore::connect(&url, strongroom_store::sql_options(2))
                 .await
                 .with_context(|| format!("connecting to {}", redact_url(&url)))?;
-            chain::reconcile_command(&data_dir, &store, &registry).await
+            chain::reconcile_command(&data_dir, &store, &registry, output).await
         }
         Command::Certificate { dir, name, host } => {
             let pin = strongroom_signer::tls::self_signed_for(
@@ -578,54 +661,79 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 &host,
                 SystemEnv::new().now(),
             )?;
-            println!("{pin}");
-            Ok(ExitCode::SUCCESS)
+            if json {
+                let key = |suffix: &str| dir.join(format!("{name}{suffix}"));
+                Output::print_json(&serde_json::json!({
+                    "pin": pin, "cert": key(".pem"), "key": key("-key.pem"),
+                }))?;
+            } else {
+                println!("{pin}");
+            }
+            Ok(Exit::Ok)
         }
-        Command::Signer { command: Some(c), .. } => signers::signer(c),
+        Command::Signer { command: Some(c), .. } => signers::signer(c, output),
         Command::Signer { command: None, config: Some(config), exit_with_stdin } => {
             run_signer(&config, exit_with_stdin).await
         }
-        Command::Signer { command: None, config: None, .. } => {
-            anyhow::bail!(
-                "strongroom signer --config FILE runs a node; `strongroom signer init` sets one up"
-            )
-        }
-        Command::Mpc { command } => signers::mpc(command).await,
-        Command::Drill { command } => drill::run(command).await,
+        Command::Signer { command: None, config: None, .. } => Err(Usage(
+            "strongroom signer --config FILE runs a node; `strongroom signer init` sets one up"
+                .into(),
+        )
+        .into()),
+        Command::Mpc { command } => signers::mpc(command, output).await,
+        Command::Drill { command } => drill::run(command, output).await,
         Command::Serve { config } => serve(Settings::load(&config, std::env::vars())?).await,
         Command::Migrate(db) => {
             db.open().await?;
-            println!("migrations applied");
-            Ok(ExitCode::SUCCESS)
+            if json {
+                Output::print_json(&serde_json::json!({ "migrated": true }))?;
+            } else {
+                println!("migrations applied");
+            }
+            Ok(Exit::Ok)
         }
         Command::Audit { command: AuditCommand::Verify(db) } => {
-            audit_verify(&db.open().await?).await
+            audit_verify(&db.open().await?, output).await
         }
         Command::Audit { command: AuditCommand::VerifyNode { file } } => {
-            match strongroom_signer::nodelog::verify(&file) {
-                Ok((count, head)) => {
-                    println!("node audit log intact: {count} records, head {}", head.to_hex());
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    println!("node audit log BROKEN: {e:#}");
-                    Ok(ExitCode::from(1))
+            let verified = strongroom_signer::nodelog::verify(&file);
+            if json {
+                let doc = match &verified {
+                    Ok((count, head)) => serde_json::json!({
+                        "intact": true, "records": count, "head": head.to_hex(),
+                    }),
+                    Err(e) => serde_json::json!({ "intact": false, "error": format!("{e:#}") }),
+                };
+                Output::print_json(&doc)?;
+            } else {
+                match &verified {
+                    Ok((count, head)) => {
+                        println!("node audit log intact: {count} records, head {}", head.to_hex())
+                    }
+                    Err(e) => println!("node audit log BROKEN: {e:#}"),
                 }
             }
+            Ok(if verified.is_ok() { Exit::Ok } else { Exit::Problem })
         }
-        Command::Token { command } => token(command).await,
-        Command::Keys { command: KeysCommand::Rotate(db) } => rotate_keys(db).await,
+        Command::Token { command } => token(command, output).await,
+        Command::Keys { command: KeysCommand::Rotate(db) } => rotate_keys(db, output).await,
         Command::Keys { command: KeysCommand::HsmInit { module, token, key, pin_env } } => {
             use strongroom_crypto::seal::KeyEncryptionKey;
             let cfg = strongroom_hsm::Pkcs11Config { module, token, key, pin_env };
             let pin = strongroom_hsm::Pkcs11Kek::pin(&cfg)?;
             let kek = strongroom_hsm::Pkcs11Kek::create(&cfg, &pin)?;
-            println!("{}", kek.id());
+            if json {
+                Output::print_json(&serde_json::json!({
+                    "key_id": kek.id(), "token": cfg.token, "key": cfg.key,
+                }))?;
+            } else {
+                println!("{}", kek.id());
+            }
             eprintln!(
                 "created key {:?} in token {:?} (not extractable); configure kek_pkcs11 / [personal_data.pkcs11] with it",
                 cfg.key, cfg.token
             );
-            Ok(ExitCode::SUCCESS)
+            Ok(Exit::Ok)
         }
         Command::Keys { command: KeysCommand::Init(db) } => {
             let file = db.key_file()?;
@@ -641,11 +749,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let env = SystemEnv::new();
             let k = strongroom_crypto::seal::SoftwareKek::generate(&env);
             write_secret(&file, &k.expose_hex())?;
-            println!(
-                "personal-data key written to {} (mode 0600); keep a copy offline",
-                file.display()
-            );
-            Ok(ExitCode::SUCCESS)
+            if json {
+                Output::print_json(&serde_json::json!({ "key_file": file }))?;
+            } else {
+                println!(
+                    "personal-data key written to {} (mode 0600); keep a copy offline",
+                    file.display()
+                );
+            }
+            Ok(Exit::Ok)
         }
         Command::Staff {
             command: StaffCommand::Add { email, role, member, password_file, db },
@@ -664,10 +776,24 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             )
             .await
             .map_err(anyhow::Error::msg)?;
-            println!("staff account {id} ({}) created for {email}", role.as_str());
-            Ok(ExitCode::SUCCESS)
+            if json {
+                Output::print_json(&serde_json::json!({
+                    "id": id.to_string(), "email": email, "role": role.as_str(),
+                }))?;
+            } else {
+                println!("staff account {id} ({}) created for {email}", role.as_str());
+            }
+            Ok(Exit::Ok)
         }
         Command::Bench { command } => bench::run(command).await,
+        Command::Completions { shell } => {
+            use std::io::Write;
+            // Into a buffer first: clap_complete panics on a write error (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "strongroom", &mut script);
+            std::io::stdout().write_all(&script)?;
+            Ok(Exit::Ok)
+        }
     }
 }
 
@@ -689,7 +815,7 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-async fn run_signer(config: &Path, exit_with_stdin: bool) -> anyhow::Result<ExitCode> {
+async fn run_signer(config: &Path, exit_with_stdin: bool) -> anyhow::Result<Exit> {
     let text =
         std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
     let cfg: strongroom_signer::Config = toml::from_str(&text)?;
@@ -706,7 +832,7 @@ async fn run_signer(config: &Path, exit_with_stdin: bool) -> anyhow::Result<Exit
         strongroom_signer::node::shutdown_signal().await?;
     }
     node.drain(strongroom_signer::node::DRAIN).await;
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok)
 }
 
 /// Whose governance a dev stack runs under.
@@ -722,7 +848,7 @@ async fn dev(
     signer_opts: Option<(u16, Option<PathBuf>, Option<u64>)>,
     chain_opts: Option<(Option<String>, u64, Option<chain::DevTreasury>)>,
     governance: &DevGovernance,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<Exit> {
     let data_dir = settings.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -916,7 +1042,7 @@ async fn dev(
         s.stop().await;
     }
     drop(dev_chain);
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok)
 }
 
 /// Ctrl-C or SIGTERM.
@@ -954,7 +1080,7 @@ fn engine_options() -> anyhow::Result<strongroom_runtime::ethereum::EngineOption
     Ok(strongroom_runtime::ethereum::EngineOptions { stop_at })
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
+async fn serve(settings: Settings) -> anyhow::Result<Exit> {
     settings.check_production()?;
     let env = Arc::new(SystemEnv::new());
     // Personal data and secrets at rest: the key in a hardware security module
@@ -984,11 +1110,49 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     tracing::info!(database = %redact_url(&settings.database_url), chains = settings.chains.len(), "starting");
     let runtime = Runtime::start(&settings, Arc::new(store), env, options).await?;
     runtime.run_until(stop_signal()).await;
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok)
 }
 
-async fn audit_verify(store: &SqlStore) -> anyhow::Result<ExitCode> {
+/// `audit verify`: exit 0 when the chain is intact and every row matches its audited state,
+/// 1 (a problem found) otherwise.
+async fn audit_verify(store: &SqlStore, output: Output) -> anyhow::Result<Exit> {
     let report = strongroom_store::verify_audit(store).await?;
+    let what = |kind: &MismatchKind| match kind {
+        MismatchKind::Edited => "changed outside Strongroom".to_owned(),
+        MismatchKind::NotAudited => "exists but was never audited (inserted by hand?)".to_owned(),
+        MismatchKind::Missing => "audited but missing (deleted by hand?)".to_owned(),
+        MismatchKind::Rewritten { seq } => format!(
+            "audit record {seq} re-created it over a state it never left (deleted by hand, \
+             then its key reused?)"
+        ),
+    };
+    let intact = report.chain_break.is_none() && report.mismatch_count == 0;
+    if output.is_json() {
+        let mismatches: Vec<serde_json::Value> = report
+            .mismatches
+            .iter()
+            .map(|m| {
+                let kind = match &m.kind {
+                    MismatchKind::Edited => "edited",
+                    MismatchKind::NotAudited => "not_audited",
+                    MismatchKind::Missing => "missing",
+                    MismatchKind::Rewritten { .. } => "rewritten",
+                };
+                serde_json::json!({
+                    "entity": m.entity.to_string(), "kind": kind, "what": what(&m.kind),
+                })
+            })
+            .collect();
+        Output::print_json(&serde_json::json!({
+            "intact": intact,
+            "records": report.records,
+            "head": report.head.to_hex(),
+            "chain_break": report.chain_break.as_ref().map(ToString::to_string),
+            "mismatch_count": report.mismatch_count,
+            "mismatches": mismatches,
+        }))?;
+        return Ok(if intact { Exit::Ok } else { Exit::Problem });
+    }
     if let Some(b) = &report.chain_break {
         println!("AUDIT LOG BROKEN: {b}");
         println!(
@@ -996,7 +1160,7 @@ async fn audit_verify(store: &SqlStore) -> anyhow::Result<ExitCode> {
             report.records,
             report.head.to_hex()
         );
-        return Ok(ExitCode::from(1));
+        return Ok(Exit::Problem);
     }
     if report.mismatch_count > 0 {
         println!(
@@ -1004,27 +1168,16 @@ async fn audit_verify(store: &SqlStore) -> anyhow::Result<ExitCode> {
             report.records, report.mismatch_count
         );
         for m in &report.mismatches {
-            let what = match &m.kind {
-                MismatchKind::Edited => "changed outside Strongroom".to_owned(),
-                MismatchKind::NotAudited => {
-                    "exists but was never audited (inserted by hand?)".to_owned()
-                }
-                MismatchKind::Missing => "audited but missing (deleted by hand?)".to_owned(),
-                MismatchKind::Rewritten { seq } => format!(
-                    "audit record {seq} re-created it over a state it never left (deleted by \
-                     hand, then its key reused?)"
-                ),
-            };
-            println!("  {}: {what}", m.entity);
+            println!("  {}: {}", m.entity, what(&m.kind));
         }
-        return Ok(ExitCode::from(1));
+        return Ok(Exit::Problem);
     }
     println!(
         "audit log intact: {} records, head {}; every row matches its audited state",
         report.records,
         report.head.to_hex()
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok)
 }
 
 /// The key that seals personal data and secrets at rest: STRONGROOM_PERSONAL_DATA_KEY (64 hex
@@ -1053,7 +1206,7 @@ fn personal_data_key(
     })
 }
 
-async fn rotate_keys(db: DbArgs) -> anyhow::Result<ExitCode> {
+async fn rotate_keys(db: DbArgs, output: Output) -> anyhow::Result<Exit> {
     use strongroom_crypto::seal::{KeyEncryptionKey, SoftwareKek};
     let env = SystemEnv::new();
     let data_dir = absolute(&db.data_dir)?;
@@ -1075,31 +1228,48 @@ async fn rotate_keys(db: DbArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(anyhow::Error::msg)
         .context("re-sealing (nothing is lost: run `keys rotate` again to finish)")?;
-    println!(
-        "re-sealed under {}: {} contacts, {} accounts, {} devices, {} API signing keys ({} already were)",
-        new.id(),
-        r.contacts,
-        r.accounts,
-        r.devices,
-        r.tokens,
-        r.unchanged
-    );
-    if std::env::var_os("STRONGROOM_PERSONAL_DATA_KEY").is_some() {
+    let json = output.is_json();
+    if !json {
         println!(
+            "re-sealed under {}: {} contacts, {} accounts, {} devices, {} API signing keys ({} already were)",
+            new.id(),
+            r.contacts,
+            r.accounts,
+            r.devices,
+            r.tokens,
+            r.unchanged
+        );
+    }
+    let in_env = std::env::var_os("STRONGROOM_PERSONAL_DATA_KEY").is_some();
+    let key_file = data_dir.join("personal-data.key");
+    if in_env {
+        let say = format!(
             "set STRONGROOM_PERSONAL_DATA_KEY to the key in {}, then delete that file",
             next_file.display()
         );
+        if json {
+            eprintln!("{say}");
+        } else {
+            println!("{say}");
+        }
     } else {
-        std::fs::rename(&next_file, data_dir.join("personal-data.key"))?;
-        println!(
-            "{} now holds the new key; the old one is gone",
-            data_dir.join("personal-data.key").display()
-        );
+        std::fs::rename(&next_file, &key_file)?;
+        if !json {
+            println!("{} now holds the new key; the old one is gone", key_file.display());
+        }
     }
-    Ok(ExitCode::SUCCESS)
+    if json {
+        Output::print_json(&serde_json::json!({
+            "key_id": new.id().to_string(),
+            "contacts": r.contacts, "accounts": r.accounts, "devices": r.devices,
+            "tokens": r.tokens, "unchanged": r.unchanged,
+            "key_file": if in_env { &next_file } else { &key_file },
+        }))?;
+    }
+    Ok(Exit::Ok)
 }
 
-async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
+async fn token(command: TokenCommand, output: Output) -> anyhow::Result<Exit> {
     let env = SystemEnv::new();
     let ctx = WriteCtx { actor: "cli".into(), now: env.now(), request_id: None };
     match command {
@@ -1144,9 +1314,18 @@ async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
                     },
                 )
                 .await?;
-            println!("{}", t.token.expose_secret());
-            if let Some(k) = &signing_key {
-                println!("{}", k.as_str());
+            if output.is_json() {
+                Output::print_json(&serde_json::json!({
+                    "id": t.id,
+                    "token": t.token.expose_secret(),
+                    "role": role.as_str(),
+                    "signing_key": signing_key.as_ref().map(|k| k.as_str()),
+                }))?;
+            } else {
+                println!("{}", t.token.expose_secret());
+                if let Some(k) = &signing_key {
+                    println!("{}", k.as_str());
+                }
             }
             eprintln!(
                 "token {} ({}) created; it is shown only once{}",
@@ -1158,10 +1337,14 @@ async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
         TokenCommand::Revoke { id, db } => {
             let store = db.open().await?;
             store.revoke_token(&ctx, &id).await?;
-            println!("token {id} revoked");
+            if output.is_json() {
+                Output::print_json(&serde_json::json!({ "id": id, "revoked": true }))?;
+            } else {
+                println!("token {id} revoked");
+            }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok)
 }
 
 #[cfg(test)]

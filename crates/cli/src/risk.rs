@@ -57,7 +57,7 @@ pub enum RiskCommand {
     },
 }
 
-pub async fn run(cmd: RiskCommand) -> anyhow::Result<std::process::ExitCode> {
+pub async fn run(cmd: RiskCommand) -> anyhow::Result<crate::exit::Exit> {
     match cmd {
         RiskCommand::Models { command } => return crate::risk_models::run(command).await,
         RiskCommand::Backtest { rules, current, lists, geo, db } => {
@@ -133,7 +133,7 @@ pub async fn run(cmd: RiskCommand) -> anyhow::Result<std::process::ExitCode> {
             print!("\n{}", strongroom_risk::eval::table(&table));
         }
     }
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok(crate::exit::Exit::Ok)
 }
 
 use std::collections::HashMap;

@@ -1,7 +1,7 @@
 //! `strongroom risk models`: the risk model registry from the command line (the operations
 //! are `runtime::risk_models`; every move is audited under `cli:<who>`).
 
-use std::process::ExitCode;
+use crate::exit::Exit;
 
 use clap::Subcommand;
 use strongroom_core::{Env, SystemEnv};
@@ -30,7 +30,9 @@ pub enum ModelsCommand {
     /// Score a version in shadow beside the live model on every assessment (it decides
     /// nothing); replaces any other shadow.
     Shadow {
+        /// The model version (`risk models list`).
         version: i64,
+        /// Why (kept with the version and in the audit log).
         #[arg(long, default_value = "compare with the live model")]
         note: String,
         #[command(flatten)]
@@ -46,6 +48,7 @@ pub enum ModelsCommand {
     /// Make the shadow version live, if it ranked at least as well as the live model on
     /// enough labelled decisions while in shadow.
     Promote {
+        /// The model version (`risk models list`), the one in shadow.
         version: i64,
         /// Promote without the comparison, for this reason (kept in the audit log).
         #[arg(long)]
@@ -89,7 +92,7 @@ fn show(m: &RiskModel) {
     );
 }
 
-pub async fn run(cmd: ModelsCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(cmd: ModelsCommand) -> anyhow::Result<Exit> {
     match cmd {
         ModelsCommand::List { db } => {
             let store = db.open().await?;
@@ -138,5 +141,5 @@ pub async fn run(cmd: ModelsCommand) -> anyhow::Result<ExitCode> {
             show(&risk_models::rollback(&store, &ctx(&who), &note).await?);
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok)
 }

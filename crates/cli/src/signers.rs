@@ -19,6 +19,8 @@ use strongroom_signer::wire::{KeyInfo, Scheme, SignRequest, TxFormat};
 use strongroom_signer::{NodeAddr, Orchestrator};
 use strongroom_store::prelude::*;
 
+use crate::exit::{Exit, Output};
+
 /// The dev keys made on first start.
 pub const DEV_KEYS: [(&str, Scheme); 2] =
     [("hot-eth-1", Scheme::Ecdsa), ("hot-btc-1", Scheme::FrostTaproot)];
@@ -456,6 +458,7 @@ pub enum MpcCommand {
         /// Key id, e.g. hot-eth-1: the wallet name `[[chains]] hot_wallet` uses.
         #[arg(long)]
         key: String,
+        /// The threshold signature scheme (which chains the key serves).
         #[arg(long, value_enum)]
         scheme: SchemeArg,
         /// How many nodes must sign.
@@ -610,18 +613,20 @@ fn node_config(path: &std::path::Path) -> anyhow::Result<strongroom_signer::Conf
 }
 
 /// `strongroom signer init|backup|restore`.
-pub fn signer(cmd: SignerCommand) -> anyhow::Result<std::process::ExitCode> {
+pub fn signer(cmd: SignerCommand, output: Output) -> anyhow::Result<Exit> {
     match cmd {
         SignerCommand::RecoveryKey { out } => {
             let env = SystemEnv::new();
             let secret = strongroom_crypto::recovery::RecoverySecret::generate(&env);
             crate::write_secret(&out, &secret.to_hex())?;
-            println!("{}", secret.public().to_hex());
+            let public = secret.public().to_hex();
+            output
+                .print(&public, serde_json::json!({ "public_key": public, "secret_file": out }))?;
             eprintln!(
                 "the secret half is in {} (keep it offline); give the line above to whoever takes backups",
                 out.display()
             );
-            Ok(std::process::ExitCode::SUCCESS)
+            Ok(Exit::Ok)
         }
         SignerCommand::Backup { config, out, passphrase_env, recovery_keys, quorum } => {
             use strongroom_signer::backup::Sealing;
@@ -643,19 +648,30 @@ pub fn signer(cmd: SignerCommand) -> anyhow::Result<std::process::ExitCode> {
                 strongroom_signer::backup::export(&cfg, kek, sealing, &SystemEnv::new())?;
             crate::write_secret(&out, &sealed)?;
             let keys: Vec<&str> = summary.keys.iter().map(|k| k.key_id.as_str()).collect();
-            println!(
-                "node {}: {} keys ({}){} sealed {} in {}",
-                summary.node,
-                keys.len(),
-                keys.join(", "),
-                if summary.aux { " and its auxiliary info" } else { "" },
-                match quorum {
-                    Some(k) => format!("to {k} of {} recovery keys", holders.len()),
-                    None => "under the passphrase".to_owned(),
-                },
-                out.display()
-            );
-            Ok(std::process::ExitCode::SUCCESS)
+            output.print(
+                &format!(
+                    "node {}: {} keys ({}){} sealed {} in {}",
+                    summary.node,
+                    keys.len(),
+                    keys.join(", "),
+                    if summary.aux { " and its auxiliary info" } else { "" },
+                    match quorum {
+                        Some(k) => format!("to {k} of {} recovery keys", holders.len()),
+                        None => "under the passphrase".to_owned(),
+                    },
+                    out.display()
+                ),
+                serde_json::json!({
+                    "node": summary.node, "keys": keys, "aux_info": summary.aux, "out": out,
+                    "sealed_to": match quorum {
+                        Some(k) => {
+                            serde_json::json!({ "recovery_keys": holders.len(), "quorum": k })
+                        }
+                        None => serde_json::json!("passphrase"),
+                    },
+                }),
+            )?;
+            Ok(Exit::Ok)
         }
         SignerCommand::Restore { config, backup, passphrase_env, recovery_secrets } => {
             use strongroom_crypto::recovery::{is_quorum_sealed, RecoverySecret};
@@ -689,14 +705,17 @@ pub fn signer(cmd: SignerCommand) -> anyhow::Result<std::process::ExitCode> {
             let summary =
                 strongroom_signer::backup::restore(&cfg, kek, &sealed, unlock, &SystemEnv::new())?;
             let keys: Vec<&str> = summary.keys.iter().map(|k| k.key_id.as_str()).collect();
-            println!(
-                "node {} restored: {} keys ({}) sealed under this host's key; start it with `strongroom signer --config {}`",
-                summary.node,
-                keys.len(),
-                keys.join(", "),
-                config.display()
-            );
-            Ok(std::process::ExitCode::SUCCESS)
+            output.print(
+                &format!(
+                    "node {} restored: {} keys ({}) sealed under this host's key; start it with `strongroom signer --config {}`",
+                    summary.node,
+                    keys.len(),
+                    keys.join(", "),
+                    config.display()
+                ),
+                serde_json::json!({ "node": summary.node, "keys": keys, "config": config }),
+            )?;
+            Ok(Exit::Ok)
         }
         SignerCommand::Init {
             dir,
@@ -729,7 +748,12 @@ pub fn signer(cmd: SignerCommand) -> anyhow::Result<std::process::ExitCode> {
                 test_primes_file: test_primes,
             };
             let done = strongroom_signer::provision::init(&opts, env.now(), &env)?;
-            println!("{}", done.pin);
+            output.print(
+                &done.pin,
+                serde_json::json!({
+                    "pin": done.pin, "config": done.config, "missing": done.missing,
+                }),
+            )?;
             if done.missing.is_empty() {
                 eprintln!(
                     "wrote {}: start the node with `strongroom signer --config {0}`",
@@ -742,7 +766,7 @@ pub fn signer(cmd: SignerCommand) -> anyhow::Result<std::process::ExitCode> {
                     done.missing.join(", ")
                 );
             }
-            Ok(std::process::ExitCode::SUCCESS)
+            Ok(Exit::Ok)
         }
     }
 }
@@ -770,26 +794,41 @@ async fn key_as_nodes_see_it(
     Ok((info, quarantined.into_iter().collect()))
 }
 
-pub async fn mpc(cmd: MpcCommand) -> anyhow::Result<std::process::ExitCode> {
+pub async fn mpc(cmd: MpcCommand, output: Output) -> anyhow::Result<Exit> {
     let env = SystemEnv::new();
     match cmd {
+        // Text: one JSON object a line, a node each. JSON: one array of them.
         MpcCommand::Status { nodes } => {
             let orch = nodes.orchestrator()?;
+            let mut all = Vec::new();
             for n in orch.node_ids() {
-                match orch.status(n).await {
-                    Ok(s) => println!("{}", serde_json::to_string(&s)?),
-                    Err(e) => println!("{{\"node\":{n},\"error\":{:?}}}", e.to_string()),
+                let (line, status) = match orch.status(n).await {
+                    Ok(s) => (serde_json::to_string(&s)?, serde_json::to_value(&s)?),
+                    Err(e) => {
+                        let v = serde_json::json!({ "node": n, "error": e.to_string() });
+                        (v.to_string(), v)
+                    }
+                };
+                if !output.is_json() {
+                    println!("{line}");
                 }
+                all.push(status);
             }
-            Ok(std::process::ExitCode::SUCCESS)
+            if output.is_json() {
+                Output::print_json(&serde_json::Value::Array(all))?;
+            }
+            Ok(Exit::Ok)
         }
         MpcCommand::AuxInfo { nodes } => {
             let orch = nodes.orchestrator()?;
             // For the nodes a new key would be made among (a quarantined one is left out).
             let parties = key_parties(&orch).await;
             aux_info(&orch, &env, &parties).await?;
-            println!("auxiliary info ready on nodes {parties:?}");
-            Ok(std::process::ExitCode::SUCCESS)
+            output.print(
+                &format!("auxiliary info ready on nodes {parties:?}"),
+                serde_json::json!({ "aux_info": true, "nodes": parties }),
+            )?;
+            Ok(Exit::Ok)
         }
         MpcCommand::Keygen { nodes, key, scheme, threshold } => {
             let orch = nodes.orchestrator()?;
@@ -817,8 +856,9 @@ pub async fn mpc(cmd: MpcCommand) -> anyhow::Result<std::process::ExitCode> {
                 .keygen(eid(&env, "keygen"), &key, scheme, &parties, threshold)
                 .await
                 .map_err(|e| anyhow::anyhow!("key generation for {key}: {e}"))?;
-            println!("{}", serde_json::to_string(&info)?);
-            Ok(std::process::ExitCode::SUCCESS)
+            // JSON already: one line in text, the document in JSON.
+            output.print(&serde_json::to_string(&info)?, serde_json::to_value(&info)?)?;
+            Ok(Exit::Ok)
         }
         MpcCommand::Refresh { nodes, key } => {
             let orch = nodes.orchestrator()?;
@@ -831,16 +871,19 @@ pub async fn mpc(cmd: MpcCommand) -> anyhow::Result<std::process::ExitCode> {
                 .map_err(|e| anyhow::anyhow!("refreshing {key}: {e}"))?;
             let left: Vec<u16> =
                 info.parties.iter().copied().filter(|p| !now.parties.contains(p)).collect();
-            println!(
-                "{key}: shares refreshed on nodes {:?}{}; the group key is unchanged",
-                now.parties,
-                if left.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (quarantined node {left:?} left out: its share no longer signs)")
-                }
-            );
-            Ok(std::process::ExitCode::SUCCESS)
+            output.print(
+                &format!(
+                    "{key}: shares refreshed on nodes {:?}{}; the group key is unchanged",
+                    now.parties,
+                    if left.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (quarantined node {left:?} left out: its share no longer signs)")
+                    }
+                ),
+                serde_json::json!({ "key": key, "parties": now.parties, "left_out": left }),
+            )?;
+            Ok(Exit::Ok)
         }
         MpcCommand::Repair { nodes, key, node } => {
             let orch = nodes.orchestrator()?;
@@ -865,8 +908,11 @@ pub async fn mpc(cmd: MpcCommand) -> anyhow::Result<std::process::ExitCode> {
                     .await
                     .map_err(|e| anyhow::anyhow!("enrolling node {node} into {key}: {e}"))?
             };
-            println!("{key}: node {node} holds its share; parties {:?}", now.parties);
-            Ok(std::process::ExitCode::SUCCESS)
+            output.print(
+                &format!("{key}: node {node} holds its share; parties {:?}", now.parties),
+                serde_json::json!({ "key": key, "node": node, "parties": now.parties }),
+            )?;
+            Ok(Exit::Ok)
         }
         MpcCommand::Prove { nodes, key, challenge, signers } => {
             let orch = nodes.orchestrator()?;
@@ -890,19 +936,18 @@ pub async fn mpc(cmd: MpcCommand) -> anyhow::Result<std::process::ExitCode> {
                 .sign_pooled(&env, &info, &signers, &req)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!(
-                "{}",
-                serde_json::json!({
-                    "key": key,
-                    "scheme": info.scheme,
-                    "signers": signed.signers,
-                    "public_key": hex::encode(&signed.public_key),
-                    "statement": strongroom_signer::check::proof_of_control(&info, &challenge_bytes),
-                    "signed": hex::encode(&signed.signed_bytes),
-                    "signature": hex::encode(&signed.signature),
-                })
-            );
-            Ok(std::process::ExitCode::SUCCESS)
+            let proof = serde_json::json!({
+                "key": key,
+                "scheme": info.scheme,
+                "signers": signed.signers,
+                "public_key": hex::encode(&signed.public_key),
+                "statement": strongroom_signer::check::proof_of_control(&info, &challenge_bytes),
+                "signed": hex::encode(&signed.signed_bytes),
+                "signature": hex::encode(&signed.signature),
+            });
+            // JSON already: one line in text, the document in JSON.
+            output.print(&proof.to_string(), proof)?;
+            Ok(Exit::Ok)
         }
     }
 }

@@ -67,19 +67,55 @@ fn dev_serves_tls13_only_and_audit_verify_catches_a_hand_edit() {
         .unwrap();
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     assert!(String::from_utf8_lossy(&made.stdout).trim().starts_with("srt_"));
+    // The same as one JSON document, its secret in it once.
+    let made = Command::new(BIN)
+        .args(["token", "create", "--name", "b2", "--role", "auditor", "--output", "json"])
+        .args(["--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(made.status.code(), Some(0), "{}", String::from_utf8_lossy(&made.stderr));
+    let made: serde_json::Value = serde_json::from_slice(&made.stdout).unwrap();
+    let secret = made["token"].as_str().unwrap();
+    assert!(secret.starts_with(&format!("srt_{}_", made["id"].as_str().unwrap())), "{made}");
+    assert_eq!(made["role"], "auditor");
 
-    let verify = || {
-        Command::new(BIN)
-            .args(["audit", "verify", "--data-dir", data.to_str().unwrap()])
-            .output()
-            .unwrap()
+    // Exit 0 when intact, 1 when tampering is found; `--output json` says the same.
+    let verify = |json: bool| {
+        let mut c = Command::new(BIN);
+        c.args(["audit", "verify", "--data-dir", data.to_str().unwrap()]);
+        if json {
+            c.args(["--output", "json"]);
+        }
+        c.output().unwrap()
     };
-    let out = verify();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = verify(false);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stdout).contains("audit log intact"));
+    let out = verify(true);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["intact"].as_bool(), report["mismatch_count"].as_u64()),
+        (Some(true), Some(0))
+    );
+    assert!(report["records"].as_u64().unwrap() > 0, "{report}");
 
     // Someone edits the customer row behind Strongroom's back.
     drop(dev);
+    // Its log went to a file: plain text, no terminal colour codes (nor in the nodes' logs).
+    let mut logs = vec![data.with_extension("stderr.log")];
+    for entry in std::fs::read_dir(data.join("signers")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "log") {
+            logs.push(path);
+        }
+    }
+    assert!(logs.len() >= 2, "{logs:?}");
+    for log in &logs {
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(!text.trim().is_empty(), "{} is empty", log.display());
+        assert!(!text.contains('\x1b'), "ANSI escape codes in {}:\n{text}", log.display());
+    }
     let db = data.join("strongroom.db");
     // One row (the dev stack keeps more than one customer, and external ids are unique).
     let edited = Command::new("python3")
@@ -88,10 +124,16 @@ fn dev_serves_tls13_only_and_audit_verify_catches_a_hand_edit() {
     match edited {
         Ok(s) => {
             assert!(s.success(), "the hand edit itself failed");
-            let out = verify();
+            let out = verify(false);
             assert_eq!(out.status.code(), Some(1));
             let text = String::from_utf8_lossy(&out.stdout);
             assert!(text.contains("changed outside Strongroom"), "{text}");
+            let out = verify(true);
+            assert_eq!(out.status.code(), Some(1));
+            let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(report["intact"], false, "{report}");
+            let edited = report["mismatches"].as_array().unwrap();
+            assert!(edited.iter().any(|m| m["kind"] == "edited"), "{report}");
         }
         Err(_) => println!("SKIPPED the hand-edit part: python3 is not installed"),
     }
@@ -607,14 +649,28 @@ fn a_node_compromise_drill_on_the_dev_stack() {
     drop(dev);
 }
 
-/// `strongroom reconcile` on the dev stack: whether it passed, and what it printed.
+/// `strongroom reconcile` on the dev stack: whether it passed, and what it printed. It ran
+/// either way: exit 0 when every balance matches, 1 when one differs, never 2. Its JSON
+/// report (run after it) names the same assets and agrees with its own exit code.
 fn reconcile(data: &std::path::Path) -> (bool, String) {
-    let out = Command::new(BIN)
-        .args(["reconcile", "--data-dir", data.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["reconcile", "--data-dir", data.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{text}");
+    let json = run(&["--output", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&json.stdout)));
+    assert_eq!(report["matches"].as_bool(), Some(json.status.code() == Some(0)), "{report}");
+    for asset in report["assets"].as_array().unwrap() {
+        assert!(text.contains(asset["asset"].as_str().unwrap()), "{report}\n{text}");
+    }
     (out.status.success(), text)
 }
 
@@ -3046,10 +3102,13 @@ fn cold_bitcoin_withdrawal_from_intent_to_broadcast_through_the_cli() {
     assert!(ok && again.trim() == txid.to_string(), "{again}");
 }
 
-/// The same on Ethereum: a 2-of-3 Safe on a real node (anvil) with three offline owners;
-/// `cold intent`, two approvals, `cold prepare --eth-rpc --safe` (the nonce from the Safe),
-/// two offline signatures, and `cold send`, which checks them against the Safe's own owners
-/// and threshold and has it move the ETH.
+/// The same on Ethereum: a 2-of-3 Safe on a real node (anvil) with three offline owners,
+/// created as Safe{Wallet} creates one (`SafeProxyFactory.createProxyWithNonce` with `setup`
+/// in the call) at the address `deploy-safe --predict` gave beforehand; `cold intent`, two
+/// approvals, `cold prepare --eth-rpc --safe` (the nonce from the Safe), two offline
+/// signatures, and `cold send`, which checks them against the Safe's own owners and
+/// threshold and has the relayer (the online side's own key file, none of the node's
+/// accounts) sign and pay for the transaction that has the Safe move the ETH.
 #[test]
 fn cold_safe_withdrawal_from_intent_to_execution_through_the_cli() {
     use strongroom_chain_bitcoin::keys::ColdSecret;
@@ -3084,37 +3143,111 @@ fn cold_safe_withdrawal_from_intent_to_execution_through_the_cli() {
         homes.push(h);
     }
     let owners: Vec<String> = homes.iter().map(|h| h.config().account_key.clone()).collect();
-    // The Safe, from the owners' addresses only.
-    let from = rpc_accounts(&chain.url);
-    let mut deploy = vec![
-        "cold",
-        "deploy-safe",
-        "--eth-rpc",
-        chain.url.as_str(),
-        "--from",
-        from.as_str(),
-        "--threshold",
-        "2",
-    ];
-    for o in &owners {
-        deploy.extend(["--owner", o.as_str()]);
+    let first_line = |out: &str| out.lines().next().unwrap_or_default().trim().to_owned();
+
+    // The relayer: a key of the online side's own in a file only its user may read. It is
+    // none of the accounts the node unlocks, and the key itself is never printed.
+    let relayer_key = f("relayer.key");
+    let (ok, out) = cli_run(&["cold", "relayer-key", "--out", &relayer_key]);
+    assert!(ok && out.contains("fund this address with ETH for gas only"), "{out}");
+    let relayer = first_line(&out);
+    assert!(relayer.starts_with("0x") && relayer.len() == 42, "{out}");
+    let secret = std::fs::read_to_string(&relayer_key).unwrap();
+    assert!(!out.contains(secret.trim()), "the key is never printed");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&relayer_key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
-    let (ok, out) = cli_run(&deploy);
+    let (ok, out) = cli_run(&["cold", "relayer-key", "--out", &relayer_key]);
+    assert!(!ok && out.contains("exists"), "an existing key is never overwritten: {out}");
+    assert_eq!(std::fs::read_to_string(&relayer_key).unwrap(), secret);
+    let unlocked = eth_accounts(&chain.url);
+    assert!(!unlocked.contains(&relayer.to_lowercase()), "{unlocked:?}");
+    let set_balance = |a: &str, wei: &str| {
+        rpc(&chain.url, "anvil_setBalance", serde_json::json!([a, wei]));
+    };
+
+    // The Safe contracts on the dev node, signed and paid for by the relayer: refused with
+    // a clear error while it has no ETH for gas.
+    let contracts =
+        ["cold", "deploy-safe-contracts", "--eth-rpc", &chain.url, "--relayer-key", &relayer_key];
+    let (ok, out) = cli_run(&contracts);
+    assert!(!ok && out.contains("send the relayer ETH for gas"), "{out}");
+    assert!(out.contains(&format!("the relayer {relayer} holds 0 wei")), "{out}");
+    set_balance(&relayer, "0x8ac7230489e80000");
+    let (ok, out) = cli_run(&contracts);
     assert!(ok, "{out}");
-    let safe = out.trim().to_owned();
+    let named = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+            .trim()
+            .to_owned()
+    };
+    let (singleton, factory, handler) =
+        (named("singleton"), named("factory"), named("fallback-handler"));
+
+    // The Safe, from the owners' addresses only: its address is known before it exists.
+    let deploy = |extra: &[&str]| {
+        let mut args = vec![
+            "cold",
+            "deploy-safe",
+            "--eth-rpc",
+            chain.url.as_str(),
+            "--singleton",
+            singleton.as_str(),
+            "--factory",
+            factory.as_str(),
+            "--fallback-handler",
+            handler.as_str(),
+            "--threshold",
+            "2",
+        ];
+        for o in &owners {
+            args.extend(["--owner", o.as_str()]);
+        }
+        args.extend(extra);
+        cli_run(&args)
+    };
+    let (ok, out) = deploy(&["--predict"]);
+    assert!(ok && out.contains("nothing was sent"), "{out}");
+    let predicted = first_line(&out);
+    let code = rpc(&chain.url, "eth_getCode", serde_json::json!([predicted, "latest"]));
+    assert_eq!(code, "0x", "nothing there yet");
+    let (ok, out) = deploy(&["--relayer-key", &relayer_key]);
+    assert!(ok && out.contains("at the address CREATE2 predicted"), "{out}");
+    let safe = first_line(&out);
+    assert_eq!(safe, predicted);
+    assert!(out.contains("Safe 1.4.1: 2-of-3") && out.contains(&handler), "{out}");
+    // The creation was the relayer's own EIP-1559 transaction to the factory.
+    let txid = out
+        .split_whitespace()
+        .skip_while(|w| *w != "transaction")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no transaction in {out}"));
+    let tx = rpc(&chain.url, "eth_getTransactionByHash", serde_json::json!([txid]));
+    assert_eq!(tx["from"].as_str().unwrap(), relayer.to_lowercase());
+    assert_eq!(tx["to"].as_str().unwrap(), factory.to_lowercase());
+    assert_eq!(tx["type"], "0x2");
     let threshold = rpc(
         &chain.url,
         "eth_call",
         serde_json::json!([{"to": safe, "data": "0xe75235b8"}, "latest"]),
     );
     assert_eq!(threshold, format!("0x{:064x}", 2), "getThreshold()");
+    // Again: the same Safe is found, not made twice.
+    let (ok, out) = deploy(&["--relayer-key", &relayer_key]);
+    assert!(ok && first_line(&out) == safe && out.contains("already deployed"), "{out}");
     let (ok, out) = cli_run(&[
         "cold",
         "deploy-safe",
         "--eth-rpc",
         &chain.url,
-        "--from",
-        &from,
+        "--relayer-key",
+        &relayer_key,
+        "--factory",
+        &factory,
         "--threshold",
         "3",
         "--owner",
@@ -3125,7 +3258,7 @@ fn cold_safe_withdrawal_from_intent_to_execution_through_the_cli() {
         &owners[1],
     ]);
     assert!(!ok && out.contains("distinct owners"), "{out}");
-    rpc(&chain.url, "anvil_setBalance", serde_json::json!([safe, "0x1bc16d674ec80000"]));
+    set_balance(&safe, "0x1bc16d674ec80000");
     for h in &mut homes {
         h.install_safe(strongroom_core::WalletId::parse("cold-eth-1").unwrap(), &safe, &owners, 2)
             .unwrap();
@@ -3205,16 +3338,15 @@ fn cold_safe_withdrawal_from_intent_to_execution_through_the_cli() {
         std::fs::write(&path, s.to_json().unwrap()).unwrap();
         signed.push(path);
     }
-    let (ok, out) = cli_run(&[
-        "cold",
-        "send",
-        "--eth-rpc",
-        &chain.url,
-        "--from",
-        &from,
-        "--bundle",
-        &signed[0],
-    ]);
+    let send = |bundles: &[&str]| {
+        let mut args =
+            vec!["cold", "send", "--eth-rpc", chain.url.as_str(), "--relayer-key", &relayer_key];
+        for b in bundles {
+            args.extend(["--bundle", b]);
+        }
+        cli_run(&args)
+    };
+    let (ok, out) = send(&[&signed[0]]);
     assert!(!ok && out.contains("1 of 2 owners"), "{out}");
     let balance = |a: &str| {
         u128::from_str_radix(
@@ -3226,27 +3358,51 @@ fn cold_safe_withdrawal_from_intent_to_execution_through_the_cli() {
         )
         .unwrap()
     };
+    // A relayer out of gas money: a clear error, and nothing moves.
+    let gas_money = balance(&relayer);
+    set_balance(&relayer, "0x3e8");
+    let (ok, out) = send(&[&signed[0], &signed[1]]);
+    assert!(
+        !ok && out.contains(&format!("the relayer {relayer} holds 1000 wei"))
+            && out.contains("send the relayer ETH for gas"),
+        "{out}"
+    );
+    assert_eq!(balance(&safe), 2_000_000_000_000_000_000);
+    set_balance(&relayer, &format!("{gas_money:#x}"));
     let before = balance(dest);
-    let (ok, out) = cli_run(&[
-        "cold",
-        "send",
-        "--eth-rpc",
-        &chain.url,
-        "--from",
-        &from,
-        "--bundle",
-        &signed[0],
-        "--bundle",
-        &signed[1],
-    ]);
-    assert!(ok && out.trim().starts_with("0x"), "{out}");
+    let (ok, out) = send(&[&signed[0], &signed[1]]);
+    assert!(ok && out.contains(&format!("the relayer {relayer} paid")), "{out}");
+    let txid = first_line(&out);
+    assert!(txid.starts_with("0x") && txid.len() == 66, "{out}");
     assert_eq!(balance(dest) - before, 750_000_000_000_000_000);
     assert_eq!(balance(&safe), 2_000_000_000_000_000_000 - 750_000_000_000_000_000);
+    // Sent by the relayer, signed by its own key (EIP-1559), to the Safe, with no value:
+    // the owners' signatures inside the call moved the ETH, the relayer paid only gas.
+    let tx = rpc(&chain.url, "eth_getTransactionByHash", serde_json::json!([txid]));
+    assert_eq!(tx["from"].as_str().unwrap(), relayer.to_lowercase());
+    assert_eq!(tx["to"].as_str().unwrap(), safe.to_lowercase());
+    assert_eq!((tx["type"].as_str(), tx["value"].as_str()), (Some("0x2"), Some("0x0")));
+    assert!(!eth_accounts(&chain.url).contains(&relayer.to_lowercase()));
+    let receipt = rpc(&chain.url, "eth_getTransactionReceipt", serde_json::json!([txid]));
+    let fee =
+        u128::from_str_radix(receipt["gasUsed"].as_str().unwrap().trim_start_matches("0x"), 16)
+            .unwrap()
+            * u128::from_str_radix(
+                receipt["effectiveGasPrice"].as_str().unwrap().trim_start_matches("0x"),
+                16,
+            )
+            .unwrap();
+    assert_eq!(gas_money - balance(&relayer), fee);
+    // The same signatures again: the Safe's nonce moved on, so nothing is sent.
+    let (ok, out) = send(&[&signed[0], &signed[1]]);
+    assert!(!ok && out.contains("would fail, so it was not sent"), "{out}");
+    assert_eq!(gas_money - balance(&relayer), fee);
 }
 
-/// The node's first unlocked account.
-fn rpc_accounts(url: &str) -> String {
-    rpc(url, "eth_accounts", serde_json::json!([]))[0].as_str().unwrap().to_owned()
+/// The accounts the node unlocks, lowercase.
+fn eth_accounts(url: &str) -> Vec<String> {
+    let accounts = rpc(url, "eth_accounts", serde_json::json!([]));
+    accounts.as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_lowercase()).collect()
 }
 
 /// `keys hsm-init` makes the personal-data key inside a PKCS#11 token (SoftHSM2); `serve`

@@ -87,6 +87,14 @@ pub struct Review {
     txid: String,
 }
 
+impl Review {
+    /// The id of the transaction this review is about: the Bitcoin txid, or the Safe
+    /// transaction's hash.
+    pub fn txid(&self) -> &str {
+        &self.txid
+    }
+}
+
 #[derive(Debug)]
 pub struct ColdHome {
     dir: PathBuf,

@@ -11,8 +11,11 @@
 //!   and checked by Bitcoin Core's consensus code.
 //! - [`interop`]: a bundle's PSBT as a plain BIP-174 file for a cosigner outside Strongroom
 //!   (Sparrow, a hardware wallet), and its signatures merged back after checking.
+//! - [`cli`]: the `strongroom-cold` command line (its flags and their help), so that tests
+//!   and completion scripts see the same command the binary parses.
 
 pub mod bundle;
+pub mod cli;
 pub mod home;
 pub mod interop;
 pub mod online;
@@ -31,6 +34,34 @@ pub enum ColdError {
     Malformed(String),
     #[error("{0}")]
     Io(String),
+}
+
+impl ColdError {
+    /// Whether this is a finding about what was offered (a bundle or PSBT that the checks
+    /// refused, or that does not parse), rather than a failure to run: the binaries exit 1
+    /// for it, not 2.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            ColdError::Refused(_) | ColdError::Malformed(_) => true,
+            ColdError::Bitcoin(b) => is_bitcoin_refusal(b),
+            ColdError::Key(_) | ColdError::Io(_) => false,
+        }
+    }
+}
+
+/// Whether a Bitcoin error refuses what was offered (a PSBT that changes the transaction, a
+/// signature or a transaction that does not verify, a PSBT that does not parse), as
+/// [`ColdError::is_refusal`] does.
+pub fn is_bitcoin_refusal(e: &strongroom_chain_bitcoin::BtcError) -> bool {
+    use strongroom_chain_bitcoin::BtcError;
+    matches!(
+        e,
+        BtcError::Refused(_)
+            | BtcError::Psbt(_)
+            | BtcError::Consensus(_)
+            | BtcError::UnsignedTxChanged { .. }
+            | BtcError::BadSignature { .. }
+    )
 }
 
 impl From<std::io::Error> for ColdError {

@@ -179,8 +179,9 @@ fn a_two_of_three_cold_withdrawal_signed_offline_passes_bitcoin_core() {
     assert!(tx.input.iter().all(|i| i.witness.len() == 4), "0, two signatures, the witness script");
 
     // Refusals, each offline; none writes a bundle.
-    let refused = |home: &Path, pass: &Path, b: &Bundle, answer: &str, why: &str| {
-        refused_offline(dir.path(), home, pass, b, answer, why)
+    // Exit 1 when the checks refuse the bundle, 2 when signing could not run.
+    let refused = |home: &Path, pass: &Path, b: &Bundle, yes: bool, why: &str, code: i32| {
+        assert_eq!(refused_offline(dir.path(), home, pass, b, yes, why), Some(code), "{why}")
     };
     // An extra output to an address the intent does not name, paid from the change.
     let mut extra = bundle.clone();
@@ -198,11 +199,11 @@ fn a_two_of_three_cold_withdrawal_signed_offline_passes_bitcoin_core() {
         .push(TxOut { value: Amount::from_sat(5_000_000), script_pubkey: thief.script_pubkey() });
     ps.outputs.push(Default::default());
     extra.transaction = Payload::BitcoinPsbt { psbt: to_base64(&ps) };
-    refused(&homes[1], &passes[1], &extra, "yes\n", "which the intent does not name");
+    refused(&homes[1], &passes[1], &extra, true, "which the intent does not name", 1);
     // One approval stripped: the signer's own governance check refuses.
     let mut fewer = bundle.clone();
     fewer.approvals.truncate(1);
-    refused(&homes[1], &passes[1], &fewer, "yes\n", "1 of 2 approvals");
+    refused(&homes[1], &passes[1], &fewer, true, "1 of 2 approvals", 1);
     // The asset relabelled: approvers were shown (and signed) "XBT", but the registry the
     // signer pins names the regtest chain's coin BTC.
     let mut relabelled = bundle.clone();
@@ -211,19 +212,21 @@ fn a_two_of_three_cold_withdrawal_signed_offline_passes_bitcoin_core() {
         approve("ann", 3, &relabelled.intent, now),
         approve("ops", 4, &relabelled.intent, now),
     ];
-    refused(&homes[1], &passes[1], &relabelled, "yes\n", "registered as BTC");
+    refused(&homes[1], &passes[1], &relabelled, true, "registered as BTC", 1);
     // A governance log that does not chain to the pinned genesis.
     let mut forged = bundle.clone();
     forged.governance[0].signoffs.pop();
-    refused(&homes[1], &passes[1], &forged, "yes\n", "governance");
-    // The holder does not confirm; then a wrong passphrase.
-    refused(&homes[1], &passes[1], &bundle, "no\n", "the answer was not yes");
-    refused(&homes[1], &passes[0], &bundle, "yes\n", "wrong passphrase");
+    refused(&homes[1], &passes[1], &forged, true, "governance", 1);
+    // No terminal to confirm on and no --yes: it stops at once rather than read the end of
+    // stdin as an answer. Then a wrong passphrase.
+    let no_tty = "`strongroom-cold sign` needs confirmation: pass --yes (stdin is not a terminal)";
+    refused(&homes[1], &passes[1], &bundle, false, no_tty, 2);
+    refused(&homes[1], &passes[0], &bundle, true, "wrong passphrase", 2);
     // Holder 1 signed request 1 already; the same request as another transaction is refused.
     wallet.cancel(&from_base64(psbt).unwrap());
     let (again, _) = prepare_bitcoin(&mut wallet, &req(two), 7, &env).unwrap();
     assert_ne!(again.transaction, bundle.transaction);
-    refused(&homes[0], &passes[0], &again, "yes\n", "signing another would pay it twice");
+    refused(&homes[0], &passes[0], &again, true, "signing another would pay it twice", 1);
 
     // Backup and restore: the restored key is the same key.
     let backup = dir.path().join("holder-1.backup");
@@ -544,8 +547,9 @@ fn a_sparrow_style_cosigner_signs_the_exported_psbt_with_embit() {
             p(&f("both.json")),
             "--passphrase-file",
             p(&passes[0]),
+            "--yes",
         ],
-        "yes\n",
+        "",
     );
     assert!(o.ok, "{} {}", o.stdout, o.stderr);
     let both = Bundle::from_json(&std::fs::read(f("both.json")).unwrap()).unwrap();
@@ -692,4 +696,114 @@ fn the_offline_signer_links_no_networking_crate() {
     ];
     let found: Vec<&&str> = networking.iter().filter(|n| crates.contains(**n)).collect();
     assert!(found.is_empty(), "networking crates in strongroom-cold's tree: {found:?}");
+}
+
+/// Every subcommand and every flag of `strongroom-cold` says what it is (`--help` shows it):
+/// the key holders' tool is used rarely, on a machine with nothing else to ask.
+#[test]
+fn every_subcommand_and_flag_of_strongroom_cold_has_help() {
+    fn walk(cmd: &clap::Command, path: &str, seen: &mut Vec<String>, bare: &mut Vec<String>) {
+        for a in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+            let name = format!(
+                "{path} {}",
+                a.get_long().map_or(a.get_id().to_string(), |l| format!("--{l}"))
+            );
+            if a.get_help().is_none() && a.get_long_help().is_none() {
+                bare.push(name.clone());
+            }
+            seen.push(name);
+        }
+        for sub in cmd.get_subcommands() {
+            let name = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                bare.push(name.clone());
+            }
+            seen.push(name.clone());
+            walk(sub, &name, seen, bare);
+        }
+    }
+    let mut cmd = strongroom_cold::cli::command();
+    cmd.build();
+    let (mut seen, mut bare) = (Vec::new(), Vec::new());
+    walk(&cmd, "strongroom-cold", &mut seen, &mut bare);
+    assert!(bare.is_empty(), "without help text: {bare:#?}");
+    // The walk did see the tree.
+    for expected in [
+        "strongroom-cold sign --yes",
+        "strongroom-cold init --pin",
+        "strongroom-cold completions shell",
+    ] {
+        assert!(seen.iter().any(|s| s == expected), "{expected} not in {seen:#?}");
+    }
+}
+
+/// The command line as scripts use it: completion scripts, one JSON document on stdout with
+/// `--output json`, a confirmation that cannot be asked for failing at once (exit 2), and a
+/// wrong command line exiting 64.
+#[test]
+fn strongroom_cold_completes_prints_json_and_exits_with_distinct_codes() {
+    let o = cold(false, &["completions", "bash"], "");
+    assert!(o.ok, "{}", o.stderr);
+    for word in ["strongroom-cold", "sign", "export-psbt", "wallet-descriptor", "--passphrase-file"]
+    {
+        assert!(o.stdout.contains(word), "{word} not in the bash script");
+    }
+
+    assert_eq!(cold(false, &["--help"], "").code, Some(0));
+    let o = cold(false, &["sing"], "");
+    assert_eq!(o.code, Some(64), "a wrong command line: {}", o.stderr);
+    assert_eq!(cold(false, &["sign", "--home", "h"], "").code, Some(64), "missing --in, --out");
+
+    // No terminal and no --yes: stopped before anything is read, even with "yes" piped in.
+    let o = cold(false, &["sign", "--home", "h", "--in", "b.json", "--out", "o.json"], "yes\n");
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("needs confirmation: pass --yes (stdin is not a terminal)"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stdout.is_empty());
+
+    // A home, its account key and a 1-of-1 descriptor, each as one JSON document.
+    let dir = tempfile::tempdir().unwrap();
+    let gov = governance(SystemEnv::new().now());
+    let genesis = dir.path().join("genesis.json");
+    std::fs::write(&genesis, serde_json::to_vec(&gov.genesis).unwrap()).unwrap();
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "a passphrase long enough\n").unwrap();
+    let home = dir.path().join("home");
+    let json = |args: &[&str]| {
+        let o = cold(false, &[args, &["--output", "json"]].concat(), "");
+        assert!(o.ok, "{args:?}: {}", o.stderr);
+        serde_json::from_str::<serde_json::Value>(&o.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not one JSON document ({e}): {}", o.stdout))
+    };
+    let made = json(&[
+        "init",
+        "--home",
+        p(&home),
+        "--chain",
+        BITCOIN_REGTEST,
+        "--genesis",
+        p(&genesis),
+        "--pin",
+        &gov.pin,
+        "--passphrase-file",
+        p(&pass),
+    ]);
+    let account_key = made["account_key"].as_str().unwrap().to_owned();
+    assert!(account_key.contains("]tpub"), "{made}");
+    let shown = json(&["account-key", "--home", p(&home)]);
+    assert_eq!(shown["account_key"], account_key.as_str());
+    assert_eq!(shown["fingerprint"], made["fingerprint"]);
+    let d = json(&[
+        "descriptor",
+        "--chain",
+        BITCOIN_REGTEST,
+        "--threshold",
+        "1",
+        "--key",
+        &account_key,
+    ]);
+    assert!(d["descriptor"].as_str().unwrap().starts_with("wsh(sortedmulti(1,"), "{d}");
 }

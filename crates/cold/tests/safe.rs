@@ -1,11 +1,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 #![allow(clippy::disallowed_methods)]
 //! An Ethereum cold wallet end to end: three key holders make their keys offline, a 2-of-3
-//! Safe 1.4.1 (the npm artifacts) is deployed with their addresses on a real node (anvil),
-//! a quorum approves moving ETH, two `strongroom-cold` processes in network namespaces sign
-//! the Safe transaction, and `execTransaction` moves the ETH. A Bybit-style bundle — an
-//! innocent intent with a delegatecall behind it — and an owner change are refused by the
-//! offline signer even with valid approvals.
+//! Safe 1.4.1 (the npm artifacts) is created with their addresses on a real node (anvil)
+//! through `SafeProxyFactory`, as Safe{Wallet} creates one, a quorum approves moving ETH, two
+//! `strongroom-cold` processes in network namespaces sign the Safe transaction, and
+//! `execTransaction` moves the ETH, sent by the online side's relayer in an EIP-1559
+//! transaction it signs itself. A Bybit-style bundle — an innocent intent with a delegatecall
+//! behind it — and an owner change are refused by the offline signer even with valid
+//! approvals.
 
 mod support;
 
@@ -14,12 +16,14 @@ use std::path::Path;
 use alloy_sol_types::SolCall;
 use serde_json::json;
 use strongroom_chain::ChainClient;
-use strongroom_chain_ethereum::anvil::{self, deploy_safe, send_and_wait};
+use strongroom_chain_ethereum::anvil;
+use strongroom_chain_ethereum::relayer::{RelayError, RelayerKey};
 use strongroom_chain_ethereum::rpc::{EthRpc, Retry};
 use strongroom_chain_ethereum::safe::{
     get_transaction_hash_calldata, nonce_calldata, safe_tx_hash, transfer_tx, EthAddress, ISafe,
-    DELEGATECALL, U256,
+    SafeDeployment, DELEGATECALL, U256,
 };
+use strongroom_chain_ethereum::safe_node;
 use strongroom_cold::bundle::{Bundle, Payload, SafePayload};
 use strongroom_cold::online::{finalize_safe, prepare_safe, Request};
 use strongroom_core::{Env, Intent, IntentAsset, SystemEnv, Timestamp, WalletId};
@@ -53,6 +57,10 @@ fn intent(wei: u128, request: u128, now: Timestamp) -> Intent {
         expires_at: Timestamp::from_unix_ms(now.unix_ms() + 86_400_000),
         request_id: uuid::Uuid::from_u128(request),
     }
+}
+
+fn relayer_addr(chain: &ChainId, relayer: &RelayerKey) -> Address {
+    Address::parse(chain, &relayer.address().to_checksum(None)).unwrap()
 }
 
 async fn eth_call(rpc: &EthRpc, to: EthAddress, data: Vec<u8>) -> Vec<u8> {
@@ -89,10 +97,29 @@ async fn a_two_of_three_safe_moves_eth_after_two_offline_signatures_and_refuses_
     }
     let owner_addrs: Vec<EthAddress> = owners.iter().map(|o| o.parse().unwrap()).collect();
 
-    // Online: deploy the Safe from the public addresses and fund it with 5 ETH.
-    let accounts = rpc.call("eth_accounts", json!([])).await.unwrap();
-    let from = accounts[0].as_str().unwrap().to_owned();
-    let safe = deploy_safe(&rpc, root, &from, &owner_addrs, 2).await.unwrap();
+    // Online: the relayer (a key of the online side's own, none of the node's accounts) gets
+    // gas money; the Safe contracts go on the dev node; the Safe is created through the
+    // factory from the public addresses, where CREATE2 said, and funded with 5 ETH.
+    let relayer_file = dir.path().join("relayer.key");
+    RelayerKey::generate(&env).unwrap().write_new(&relayer_file).unwrap();
+    let relayer = RelayerKey::from_file(&relayer_file).unwrap();
+    let unlocked = rpc.call("eth_accounts", json!([])).await.unwrap();
+    let unlocked: Vec<EthAddress> =
+        unlocked.as_array().unwrap().iter().map(|a| a.as_str().unwrap().parse().unwrap()).collect();
+    assert!(!unlocked.contains(&relayer.address()));
+    let fund = |wei: &'static str| {
+        let (rpc, a) = (rpc.clone(), relayer.address());
+        async move { rpc.call("anvil_setBalance", json!([a.to_string(), wei])).await.unwrap() }
+    };
+    fund("0x8ac7230489e80000").await;
+    let contracts = anvil::deploy_safe_contracts(&rpc, &relayer, root).await.unwrap();
+    let deployment = SafeDeployment::new(contracts, owner_addrs.clone(), 2, U256::ZERO).unwrap();
+    let predicted = safe_node::predict_safe(&rpc, &deployment).await.unwrap();
+    let deployed = safe_node::deploy_safe(&rpc, &relayer, &deployment).await.unwrap();
+    let safe = deployed.address;
+    assert_eq!(safe, predicted);
+    assert_eq!((deployed.state.version.as_str(), deployed.state.threshold), ("1.4.1", 2));
+    assert_eq!(deployed.state.fallback_handler, contracts.fallback_handler);
     rpc.call("anvil_setBalance", json!([safe.to_string(), "0x4563918244f40000"])).await.unwrap();
     let owners_on_chain = eth_call(&rpc, safe, ISafe::getOwnersCall {}.abi_encode()).await;
     let owners_on_chain = ISafe::getOwnersCall::abi_decode_returns(&owners_on_chain).unwrap();
@@ -168,16 +195,35 @@ async fn a_two_of_three_safe_moves_eth_after_two_offline_signatures_and_refuses_
     assert_eq!(to, safe);
     let dest = Address::parse(&chain, DEST).unwrap();
     let before = rpc.balance(&dest, None).await.unwrap().base_units();
-    let call = json!({"from": from, "to": safe.to_string(), "data": format!("0x{}", hex::encode(&data)), "gas": "0x100000"});
-    send_and_wait(&rpc, call).await.unwrap();
+    // A relayer without gas money is refused with the amounts, before anything is sent.
+    let fee_cap = i.fee_cap.base_units();
+    fund("0x0").await;
+    let e = safe_node::execute(&rpc, &relayer, safe, data.clone(), fee_cap).await.unwrap_err();
+    assert!(matches!(e, RelayError::Underfunded { balance_wei: 0, .. }), "{e}");
+    assert!(e.to_string().contains("send the relayer ETH for gas"), "{e}");
+    assert_eq!(U256::from_be_slice(&eth_call(&rpc, safe, nonce_calldata()).await), U256::ZERO);
+    // Funded, it sends `execTransaction` in its own signed EIP-1559 transaction.
+    fund("0x8ac7230489e80000").await;
+    let relayer_before = rpc.balance(&relayer_addr(&chain, &relayer), None).await.unwrap();
+    let tx = safe_node::execute(&rpc, &relayer, safe, data.clone(), fee_cap).await.unwrap();
+    let sent = rpc.call("eth_getTransactionByHash", json!([tx.txid])).await.unwrap();
+    assert_eq!(sent["from"].as_str().unwrap().parse::<EthAddress>().unwrap(), relayer.address());
+    assert_eq!(sent["to"].as_str().unwrap().parse::<EthAddress>().unwrap(), safe);
+    assert_eq!((sent["type"].as_str(), sent["value"].as_str()), (Some("0x2"), Some("0x0")));
+    assert!(!unlocked.contains(&tx.from));
+    // The relayer paid the gas and only the gas, within the intent's fee cap.
+    let relayer_after = rpc.balance(&relayer_addr(&chain, &relayer), None).await.unwrap();
+    assert_eq!(relayer_before.base_units() - relayer_after.base_units(), tx.fee_paid_wei);
+    assert!(tx.fee_paid_wei <= fee_cap);
     let after = rpc.balance(&dest, None).await.unwrap().base_units();
     assert_eq!(after - before, 3 * ETH / 2);
     let safe_addr = Address::parse(&chain, &safe_text).unwrap();
     assert_eq!(rpc.balance(&safe_addr, None).await.unwrap().base_units(), 5 * ETH - 3 * ETH / 2);
     assert_eq!(U256::from_be_slice(&eth_call(&rpc, safe, nonce_calldata()).await), U256::from(1));
-    // The same signatures cannot be replayed: the nonce moved on.
-    let call = json!({"from": from, "to": safe.to_string(), "data": format!("0x{}", hex::encode(&data)), "gas": "0x100000"});
-    assert!(send_and_wait(&rpc, call).await.is_err());
+    // The same signatures cannot be replayed: the nonce moved on, the node's simulation
+    // fails and the relayer sends nothing.
+    let e = safe_node::execute(&rpc, &relayer, safe, data.clone(), fee_cap).await.unwrap_err();
+    assert!(matches!(e, RelayError::WouldFail(_)), "{e}");
 
     // Bybit: the approvers approved "send 0.001 ETH to DEST"; the bundle's Safe transaction
     // is a delegatecall to another contract. The offline signer refuses it.
@@ -187,8 +233,10 @@ async fn a_two_of_three_safe_moves_eth_after_two_offline_signatures_and_refuses_
     let Payload::SafeTransaction(honest_payload) = &honest.transaction else {
         panic!("a Safe bundle")
     };
-    let refused =
-        |b: &Bundle, why: &str| refused_offline(dir.path(), &homes[0], &passes[0], b, "yes\n", why);
+    let refused = |b: &Bundle, why: &str| {
+        let code = refused_offline(dir.path(), &homes[0], &passes[0], b, true, why);
+        assert_eq!(code, Some(1), "a refused bundle is a finding (exit 1)");
+    };
     let attacker = EthAddress::repeat_byte(0x96);
     let mut bybit = honest_payload.clone();
     bybit.to = attacker.to_checksum(None);

@@ -15,153 +15,21 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use strongroom_chain_bitcoin::keys::ColdSecret;
 use strongroom_chain_bitcoin::Multisig;
 use strongroom_cold::bundle::Bundle;
+use strongroom_cold::cli::{Cli, Cmd, Output};
 use strongroom_cold::home::{write_atomic, ColdHome};
 use strongroom_cold::interop::{export_psbt, PsbtFormat};
 use strongroom_core::{Env, SystemEnv, WalletId};
 use strongroom_crypto::SecretString;
 use strongroom_governance::log::Genesis;
 use strongroom_units::ChainId;
-
-#[derive(Parser, Debug)]
-#[command(name = "strongroom-cold", version, about = "Strongroom offline signer (no network code)")]
-struct Args {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Subcommand, Debug)]
-enum Cmd {
-    /// Make this machine's cold key (or restore it from a backup) and seal it under a passphrase.
-    Init {
-        #[arg(long)]
-        home: PathBuf,
-        /// CAIP-2 chain, e.g. bip122:0f9188f13cb7b2c71f2a335e3a4fc328 (regtest).
-        #[arg(long)]
-        chain: String,
-        /// The governance genesis file, and its hash as pinned in every signer.
-        #[arg(long)]
-        genesis: PathBuf,
-        #[arg(long)]
-        pin: String,
-        #[arg(long)]
-        passphrase_file: Option<PathBuf>,
-        /// Restore the key from this backup instead of making a new one.
-        #[arg(long)]
-        restore: Option<PathBuf>,
-        #[arg(long)]
-        backup_passphrase_file: Option<PathBuf>,
-    },
-    /// Print this key's account key with its origin (the only thing to copy off the machine).
-    AccountKey {
-        #[arg(long)]
-        home: PathBuf,
-    },
-    /// Build the k-of-n wallet descriptor from the key holders' account keys.
-    Descriptor {
-        #[arg(long)]
-        chain: String,
-        #[arg(long)]
-        threshold: usize,
-        #[arg(long = "key", required = true)]
-        keys: Vec<String>,
-    },
-    /// Install a wallet this key co-signs for.
-    InstallWallet {
-        #[arg(long)]
-        home: PathBuf,
-        #[arg(long)]
-        wallet: String,
-        #[arg(long)]
-        descriptor: String,
-    },
-    /// Install a Safe this key owns (its address, all its owners, its threshold).
-    InstallSafe {
-        #[arg(long)]
-        home: PathBuf,
-        #[arg(long)]
-        wallet: String,
-        #[arg(long)]
-        safe: String,
-        #[arg(long = "owner", required = true)]
-        owners: Vec<String>,
-        #[arg(long)]
-        threshold: u8,
-    },
-    /// Write an encrypted backup of the key, under its own passphrase.
-    Backup {
-        #[arg(long)]
-        home: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long)]
-        passphrase_file: Option<PathBuf>,
-        #[arg(long)]
-        backup_passphrase_file: Option<PathBuf>,
-    },
-    /// Print an installed wallet's output descriptor (BIP-380, with its checksum), for a
-    /// watch-only import into Sparrow (File > New Wallet > Import) or Bitcoin Core.
-    WalletDescriptor {
-        #[arg(long)]
-        home: PathBuf,
-        /// The wallet id given to install-wallet.
-        #[arg(long)]
-        wallet: String,
-        /// Print the JSON that Bitcoin Core's `importdescriptors` takes instead (the receive
-        /// and change descriptors, each with its checksum).
-        #[arg(long)]
-        bitcoin_core: bool,
-    },
-    /// Check a Bitcoin bundle as `sign` does and write its PSBT as a plain BIP-174 file, for
-    /// a cosigner in Sparrow or on a hardware wallet.
-    ExportPsbt {
-        #[arg(long)]
-        home: PathBuf,
-        /// The bundle from the online side (or one already signed by other holders).
-        #[arg(long = "in")]
-        input: PathBuf,
-        /// Where to write the PSBT (binary `.psbt` unless --base64).
-        #[arg(long)]
-        out: PathBuf,
-        /// Write base64 text instead of binary.
-        #[arg(long)]
-        base64: bool,
-    },
-    /// Merge the signatures of a PSBT that an outside cosigner signed (binary or base64)
-    /// into the bundle, after checking the bundle as `sign` does; refused if the PSBT's
-    /// transaction is not the bundle's or a signature does not verify.
-    ImportPsbt {
-        #[arg(long)]
-        home: PathBuf,
-        /// The bundle the PSBT was exported from.
-        #[arg(long = "in")]
-        input: PathBuf,
-        /// The PSBT file the cosigner signed.
-        #[arg(long)]
-        psbt: PathBuf,
-        /// Where to write the bundle with the merged signatures.
-        #[arg(long)]
-        out: PathBuf,
-    },
-    /// Check a signing bundle, show it, and sign it after confirmation.
-    Sign {
-        #[arg(long)]
-        home: PathBuf,
-        #[arg(long = "in")]
-        input: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long)]
-        passphrase_file: Option<PathBuf>,
-    },
-}
 
 fn read_line(prompt: &str) -> anyhow::Result<String> {
     eprint!("{prompt}");
@@ -189,7 +57,87 @@ fn passphrase(file: Option<&Path>, what: &str) -> anyhow::Result<SecretString> {
     Ok(SecretString::new(text.lines().next().unwrap_or_default().to_owned()))
 }
 
-fn run(cmd: Cmd, env: &dyn Env) -> anyhow::Result<()> {
+/// How `strongroom-cold` ends: the same numbers as `strongroom` (whose `exit` module has the
+/// table): 0 done; 1 a check refused what was offered or the answer was no; 2 it could not
+/// run; 64 a wrong command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    Ok,
+    Problem,
+    Failed,
+    Usage,
+}
+
+impl Exit {
+    /// A refusal of the bundle or PSBT (or a "no" at the prompt) is a finding, 1; anything
+    /// else stopped the command from running, 2.
+    fn of(e: &anyhow::Error) -> Exit {
+        let finding = e.chain().any(|cause| {
+            cause.is::<Declined>()
+                || cause
+                    .downcast_ref::<strongroom_cold::ColdError>()
+                    .is_some_and(strongroom_cold::ColdError::is_refusal)
+                || cause
+                    .downcast_ref::<strongroom_chain_bitcoin::BtcError>()
+                    .is_some_and(strongroom_cold::is_bitcoin_refusal)
+        });
+        if finding {
+            Exit::Problem
+        } else {
+            Exit::Failed
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> Self {
+        ExitCode::from(match e {
+            Exit::Ok => 0,
+            Exit::Problem => 1,
+            Exit::Failed => 2,
+            Exit::Usage => 64,
+        })
+    }
+}
+
+/// The holder did not type "yes": nothing was signed (exit 1).
+#[derive(Debug)]
+struct Declined;
+
+impl std::fmt::Display for Declined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not signed: the answer was not yes")
+    }
+}
+
+impl std::error::Error for Declined {}
+
+/// What a command prints: `text` for people, or `json` as the one document on stdout.
+fn emit(output: Output, text: &str, json: serde_json::Value) -> anyhow::Result<()> {
+    match output {
+        Output::Text => println!("{text}"),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&json)?),
+    }
+    Ok(())
+}
+
+/// A review as JSON: what is signed (the intent and its hash, the transaction id), the
+/// governance decision, and the words shown to the holder.
+fn review_json(
+    bundle: &Bundle,
+    review: &strongroom_cold::home::Review,
+) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::json!({
+        "intent": bundle.intent,
+        "intent_hash": bundle.intent.hash()?.to_hex(),
+        "txid": review.txid(),
+        "decision": review.decision,
+        "words": review.words,
+    }))
+}
+
+fn run(cmd: Cmd, output: Output, env: &dyn Env) -> anyhow::Result<Exit> {
+    let json = output == Output::Json;
     match cmd {
         Cmd::Init {
             home,
@@ -201,11 +149,15 @@ fn run(cmd: Cmd, env: &dyn Env) -> anyhow::Result<()> {
             backup_passphrase_file,
         } => {
             let id = ChainId::parse(&c)?;
-            let genesis: Genesis = serde_json::from_slice(&std::fs::read(&genesis)?)
-                .context("reading the governance genesis")?;
+            let genesis: Genesis = serde_json::from_slice(
+                &std::fs::read(&genesis)
+                    .with_context(|| format!("reading {}", genesis.display()))?,
+            )
+            .context("reading the governance genesis")?;
             let secret = match restore {
                 Some(b) => ColdHome::open_backup(
-                    &std::fs::read_to_string(&b)?,
+                    &std::fs::read_to_string(&b)
+                        .with_context(|| format!("reading {}", b.display()))?,
                     &passphrase(backup_passphrase_file.as_deref(), "backup passphrase")?,
                 )?,
                 None => ColdSecret::generate(env),
@@ -218,29 +170,60 @@ fn run(cmd: Cmd, env: &dyn Env) -> anyhow::Result<()> {
                 }
             }
             let h = ColdHome::create(&home, &secret, &pass, id, genesis, &pin, env)?;
-            println!("{}", h.config().account_key);
+            let c = h.config();
+            emit(
+                output,
+                &c.account_key,
+                serde_json::json!({
+                    "home": home, "chain": c.chain.as_str(), "fingerprint": c.fingerprint,
+                    "account_key": c.account_key,
+                }),
+            )?;
         }
         Cmd::AccountKey { home } => {
-            println!("{}", ColdHome::open(&home, env.now())?.config().account_key);
+            let h = ColdHome::open(&home, env.now())?;
+            let c = h.config();
+            emit(
+                output,
+                &c.account_key,
+                serde_json::json!({
+                    "chain": c.chain.as_str(), "fingerprint": c.fingerprint,
+                    "account_key": c.account_key,
+                }),
+            )?;
         }
         Cmd::Descriptor { chain: c, threshold, keys } => {
             let net = strongroom_chain_bitcoin::network(&ChainId::parse(&c)?)?;
-            println!("{}", Multisig::new(threshold, &keys, net)?.descriptor());
+            let descriptor = Multisig::new(threshold, &keys, net)?.descriptor();
+            emit(output, &descriptor, serde_json::json!({ "descriptor": descriptor }))?;
         }
         Cmd::InstallWallet { home, wallet, descriptor } => {
             let mut h = ColdHome::open(&home, env.now())?;
             let m = h.install_wallet(WalletId::parse(&wallet)?, &descriptor)?;
-            println!(
-                "installed {wallet}: {}-of-{}, first receive address {}",
-                m.threshold(),
-                m.keys().len(),
-                m.address(strongroom_chain_bitcoin::Keychain::Receive, 0)?
-            );
+            let first = m.address(strongroom_chain_bitcoin::Keychain::Receive, 0)?;
+            emit(
+                output,
+                &format!(
+                    "installed {wallet}: {}-of-{}, first receive address {first}",
+                    m.threshold(),
+                    m.keys().len(),
+                ),
+                serde_json::json!({
+                    "wallet": wallet, "threshold": m.threshold(), "keys": m.keys().len(),
+                    "first_receive_address": first.to_string(),
+                }),
+            )?;
         }
         Cmd::InstallSafe { home, wallet, safe, owners, threshold } => {
             let mut h = ColdHome::open(&home, env.now())?;
             h.install_safe(WalletId::parse(&wallet)?, &safe, &owners, threshold)?;
-            println!("installed {wallet}: Safe {safe}, {threshold}-of-{}", owners.len());
+            emit(
+                output,
+                &format!("installed {wallet}: Safe {safe}, {threshold}-of-{}", owners.len()),
+                serde_json::json!({
+                    "wallet": wallet, "safe": safe, "threshold": threshold, "owners": owners,
+                }),
+            )?;
         }
         Cmd::Backup { home, out, passphrase_file, backup_passphrase_file } => {
             let h = ColdHome::open(&home, env.now())?;
@@ -248,7 +231,12 @@ fn run(cmd: Cmd, env: &dyn Env) -> anyhow::Result<()> {
             let backup_pass = passphrase(backup_passphrase_file.as_deref(), "backup passphrase")?;
             let text = h.backup(&pass, &backup_pass, env)?;
             write_atomic(&out, format!("{text}\n").as_bytes())?;
-            println!("backup of key {} written to {}", h.config().fingerprint, out.display());
+            let fingerprint = &h.config().fingerprint;
+            emit(
+                output,
+                &format!("backup of key {fingerprint} written to {}", out.display()),
+                serde_json::json!({ "fingerprint": fingerprint, "out": out }),
+            )?;
         }
         Cmd::WalletDescriptor { home, wallet, bitcoin_core } => {
             let h = ColdHome::open(&home, env.now())?;
@@ -262,76 +250,140 @@ fn run(cmd: Cmd, env: &dyn Env) -> anyhow::Result<()> {
                         "timestamp": "now",
                     })
                 };
+                // Already JSON: what `importdescriptors` takes, in either output.
                 let all = serde_json::json!([
                     import(strongroom_chain_bitcoin::Keychain::Receive, false),
                     import(strongroom_chain_bitcoin::Keychain::Change, true),
                 ]);
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else {
-                println!("{}", m.descriptor());
+                let descriptor = m.descriptor();
+                emit(
+                    output,
+                    &descriptor,
+                    serde_json::json!({ "wallet": wallet, "descriptor": descriptor }),
+                )?;
             }
         }
         Cmd::ExportPsbt { home, input, out, base64 } => {
             let mut h = ColdHome::open(&home, env.now())?;
-            let bundle = Bundle::from_json(&std::fs::read(&input)?)?;
+            let bundle = read_bundle(&input)?;
             let review = h.review(&bundle, env.now())?;
-            println!("{}", review.words);
+            if !json {
+                println!("{}", review.words);
+            }
             let multisig = h.multisig(&bundle.intent.source_wallet)?;
             let format = if base64 { PsbtFormat::Base64 } else { PsbtFormat::Binary };
             let (bytes, _) = export_psbt(&bundle, &multisig, format)?;
             write_atomic(&out, &bytes)?;
-            println!("PSBT written to {} ({} bytes)", out.display(), bytes.len());
+            emit(
+                output,
+                &format!("PSBT written to {} ({} bytes)", out.display(), bytes.len()),
+                serde_json::json!({
+                    "review": review_json(&bundle, &review)?, "out": out, "bytes": bytes.len(),
+                    "format": if base64 { "base64" } else { "binary" },
+                }),
+            )?;
         }
         Cmd::ImportPsbt { home, input, psbt, out } => {
             let mut h = ColdHome::open(&home, env.now())?;
-            let bundle = Bundle::from_json(&std::fs::read(&input)?)?;
+            let bundle = read_bundle(&input)?;
             let file =
                 std::fs::read(&psbt).with_context(|| format!("reading {}", psbt.display()))?;
             let (merged, review, imported) = h.import_psbt(&bundle, &file, env.now())?;
-            println!("{}", review.words);
+            if !json {
+                println!("{}", review.words);
+            }
             write_atomic(&out, &merged.to_json()?)?;
-            println!(
-                "imported {} signature(s) from key(s) {}; bundle written to {}",
-                imported.added,
-                if imported.signers.is_empty() {
-                    "(unnamed)".to_owned()
-                } else {
-                    imported.signers.join(", ")
-                },
-                out.display()
-            );
+            emit(
+                output,
+                &format!(
+                    "imported {} signature(s) from key(s) {}; bundle written to {}",
+                    imported.added,
+                    if imported.signers.is_empty() {
+                        "(unnamed)".to_owned()
+                    } else {
+                        imported.signers.join(", ")
+                    },
+                    out.display()
+                ),
+                serde_json::json!({
+                    "review": review_json(&merged, &review)?, "added": imported.added,
+                    "signers": imported.signers, "out": out,
+                }),
+            )?;
         }
-        Cmd::Sign { home, input, out, passphrase_file } => {
+        Cmd::Sign { home, input, out, passphrase_file, yes } => {
+            use std::io::IsTerminal;
+            // With no one to ask, stop before anything is read: never take the end of a
+            // pipe for an answer.
+            if !yes && !std::io::stdin().is_terminal() {
+                bail!(
+                    "`strongroom-cold sign` needs confirmation: pass --yes (stdin is not a \
+                     terminal)"
+                );
+            }
             let mut h = ColdHome::open(&home, env.now())?;
-            let bundle = Bundle::from_json(&std::fs::read(&input)?)?;
+            let bundle = read_bundle(&input)?;
             let review = h.review(&bundle, env.now())?;
-            println!("{}", review.words);
-            let answer = read_line("Sign this with key? Type yes to sign: ")?;
-            if answer.trim() != "yes" {
-                bail!("not signed: the answer was not yes");
+            // The holder reads what they sign before the question; in JSON the words go to
+            // stderr, beside the question, and the document says it all at the end.
+            match (json, yes) {
+                (false, _) => println!("{}", review.words),
+                (true, false) => eprintln!("{}", review.words),
+                (true, true) => {}
+            }
+            if !yes {
+                let answer = read_line("Sign this with key? Type yes to sign: ")?;
+                if answer.trim() != "yes" {
+                    return Err(Declined.into());
+                }
             }
             let pass = passphrase(passphrase_file.as_deref(), "passphrase")?;
             let secret = h.unlock(&pass)?;
             let signed = h.sign(&bundle, &review, &secret, env.now())?;
             write_atomic(&out, &signed.to_json()?)?;
-            println!(
-                "signed with key {}; bundle written to {}",
-                h.config().fingerprint,
-                out.display()
-            );
+            let fingerprint = &h.config().fingerprint;
+            emit(
+                output,
+                &format!("signed with key {fingerprint}; bundle written to {}", out.display()),
+                serde_json::json!({
+                    "review": review_json(&bundle, &review)?, "signed_by": fingerprint,
+                    "signatures": signed.signed_by.len(), "out": out,
+                }),
+            )?;
+        }
+        Cmd::Completions { shell } => {
+            // Into a buffer first: clap_complete panics on a write error (a closed pipe).
+            let mut script = Vec::new();
+            let mut cmd = strongroom_cold::cli::command();
+            clap_complete::generate(shell, &mut cmd, "strongroom-cold", &mut script);
+            std::io::stdout().write_all(&script)?;
         }
     }
-    Ok(())
+    Ok(Exit::Ok)
+}
+
+fn read_bundle(path: &Path) -> anyhow::Result<Bundle> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Bundle::from_json(&bytes)?)
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version are not errors; a wrong command line is a usage error (64).
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { Exit::Usage } else { Exit::Ok }.into();
+        }
+    };
     let env = SystemEnv::new();
-    match run(args.cmd, &env) {
-        Ok(()) => ExitCode::SUCCESS,
+    match run(cli.cmd, cli.output, &env) {
+        Ok(exit) => exit.into(),
         Err(e) => {
             eprintln!("strongroom-cold: {e:#}");
-            ExitCode::FAILURE
+            Exit::of(&e).into()
         }
     }
 }

@@ -128,6 +128,8 @@ pub fn approve(who: &str, n: u8, intent: &Intent, now: Timestamp) -> Approval {
 
 pub struct Out {
     pub ok: bool,
+    /// The exit code: 0 done, 1 refused (a finding), 2 could not run, 64 a wrong command line.
+    pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
@@ -153,6 +155,7 @@ pub fn cold(netns: bool, args: &[&str], stdin: &str) -> Out {
     let out = child.wait_with_output().unwrap();
     Out {
         ok: out.status.success(),
+        code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
@@ -166,23 +169,16 @@ pub fn write_bundle(path: &Path, b: &Bundle) {
     std::fs::write(path, b.to_json().unwrap()).unwrap();
 }
 
-/// `strongroom-cold sign` in a network namespace, answering `answer` at the prompt.
-pub fn sign_offline(home: &Path, input: &Path, out: &Path, pass: &Path, answer: &str) -> Out {
-    cold(
-        true,
-        &[
-            "sign",
-            "--home",
-            p(home),
-            "--in",
-            p(input),
-            "--out",
-            p(out),
-            "--passphrase-file",
-            p(pass),
-        ],
-        answer,
-    )
+/// `strongroom-cold sign` in a network namespace, with `--yes` when `yes` (stdin is a pipe:
+/// without `--yes` it must stop and ask for it).
+pub fn sign_offline(home: &Path, input: &Path, out: &Path, pass: &Path, yes: bool) -> Out {
+    let mut args =
+        vec!["sign", "--home", p(home), "--in", p(input), "--out", p(out), "--passphrase-file"];
+    args.push(p(pass));
+    if yes {
+        args.push("--yes");
+    }
+    cold(true, &args, "")
 }
 
 /// `strongroom-cold init` in a network namespace.
@@ -206,30 +202,32 @@ pub fn init_offline(home: &Path, chain: &str, genesis: &Path, pin: &str, pass: &
     )
 }
 
-/// `bundle` offered to the signer at `home` (in a namespace, answering `answer`) is refused
-/// with a message containing `why`, and no signed bundle is written.
+/// `bundle` offered to the signer at `home` (in a namespace, with `--yes` when `yes`) is
+/// refused with a message containing `why`, and no signed bundle is written. Returns the
+/// exit code: 1 for a refusal of the bundle, 2 when it could not run.
 pub fn refused_offline(
     dir: &Path,
     home: &Path,
     pass: &Path,
     bundle: &Bundle,
-    answer: &str,
+    yes: bool,
     why: &str,
-) {
+) -> Option<i32> {
     let f = dir.join("offered.json");
     let out = dir.join("never.json");
     write_bundle(&f, bundle);
-    let o = sign_offline(home, &f, &out, pass, answer);
+    let o = sign_offline(home, &f, &out, pass, yes);
     assert!(!o.ok, "signed: {}", o.stdout);
     assert!(o.stderr.contains(why), "expected {why:?}, got: {}", o.stderr);
     assert!(!out.exists());
+    o.code
 }
 
-/// `strongroom-cold sign` of `bundle` at `home` in a network namespace, answering "yes": it
+/// `strongroom-cold sign --yes` of `bundle` at `home` in a network namespace: it
 /// must run with only a loopback interface, show each of `words`, and write a bundle signed
 /// by one more key, which is returned.
 pub fn sign_showing(home: &Path, bundle: &Path, out: &Path, pass: &Path, words: &[&str]) -> Bundle {
-    let o = sign_offline(home, bundle, out, pass, "yes\n");
+    let o = sign_offline(home, bundle, out, pass, true);
     assert!(o.ok, "{}\n{}", o.stdout, o.stderr);
     assert!(o.stdout.starts_with("interfaces: lo \n"), "{}", o.stdout);
     for w in words {
