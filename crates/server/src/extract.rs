@@ -123,7 +123,10 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequest<S> for Body<T> {
         let bytes = body_bytes(req.into_body()).await?;
         let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
         let mut de = serde_json::Deserializer::from_slice(bytes);
-        serde_path_to_error::deserialize(&mut de).map(Body).map_err(invalid_body)
+        let body = serde_path_to_error::deserialize(&mut de).map_err(invalid_body)?;
+        // Nothing may follow the JSON value but whitespace.
+        de.end().map_err(|e| ApiError::bad_request("malformed_json", e.to_string()))?;
+        Ok(Body(body))
     }
 }
 

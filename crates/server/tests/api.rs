@@ -776,6 +776,21 @@ async fn bad_input_gets_a_stable_code_and_writes_nothing() {
         assert_eq!(r.version() == reqwest::Version::HTTP_11, http1);
         assert_eq!(code(&r.json().await.unwrap()), "payload_too_large");
     }
+    // Nothing may follow the JSON value (on the account routes' extractor too).
+    for path in ["/v1/auth/login", "/v1/withdrawals"] {
+        let r = s
+            .client
+            .post(format!("{}{path}", s.base))
+            .bearer_auth(s.token(Role::Operator))
+            .header("content-type", "application/json")
+            .header("idempotency-key", "trailing")
+            .body(r#"{"email":"a@b.example","password":"x"} trailing"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(code(&r.json().await.unwrap()), "malformed_json", "{path}");
+    }
 
     // The same key with a different body.
     let ok = w("0.1", DEST, "ETH");
