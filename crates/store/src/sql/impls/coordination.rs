@@ -186,33 +186,11 @@ impl Coordination for SqlStore {
         error: &str,
         next_attempt_ms: i64,
     ) -> Result<()> {
-        let error: String = error.chars().take(500).collect();
-        sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = $1, last_error = $2, \
-             claimed_until_ms = 0 WHERE id = $3 AND claimed_by = $4 AND delivered_at_ms IS NULL",
-        )
-        .bind(next_attempt_ms)
-        .bind(error)
-        .bind(id)
-        .bind(holder)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.record_failure(id, holder, error, "next_attempt_ms", next_attempt_ms).await
     }
 
     async fn outbox_dead(&self, id: &str, holder: &str, error: &str, now_ms: i64) -> Result<()> {
-        let error: String = error.chars().take(500).collect();
-        sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, dead_at_ms = $1, last_error = $2, \
-             claimed_until_ms = 0 WHERE id = $3 AND claimed_by = $4 AND delivered_at_ms IS NULL",
-        )
-        .bind(now_ms)
-        .bind(error)
-        .bind(id)
-        .bind(holder)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.record_failure(id, holder, error, "dead_at_ms", now_ms).await
     }
 
     async fn dead_letters(
@@ -299,5 +277,31 @@ impl Coordination for SqlStore {
         serde_json::from_str(&body)
             .map(Some)
             .map_err(|e| StoreError::Corrupt(format!("job report {name}: {e}")))
+    }
+}
+
+impl SqlStore {
+    /// A failed attempt by the message's claimer: counted, its error kept (500 characters at
+    /// most), the claim released, and `column` (when it is due again, or when it died) set.
+    async fn record_failure(
+        &self,
+        id: &str,
+        holder: &str,
+        error: &str,
+        column: &'static str,
+        at_ms: i64,
+    ) -> Result<()> {
+        let error: String = error.chars().take(500).collect();
+        sqlx::query(&format!(
+            "UPDATE outbox SET attempts = attempts + 1, {column} = $1, last_error = $2, \
+             claimed_until_ms = 0 WHERE id = $3 AND claimed_by = $4 AND delivered_at_ms IS NULL"
+        ))
+        .bind(at_ms)
+        .bind(error)
+        .bind(id)
+        .bind(holder)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }
