@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
+use serde_json::json;
 use strongroom_chain_bitcoin::esplora::Esplora;
 use strongroom_chain_bitcoin::wallet::ColdWallet;
 use strongroom_chain_bitcoin::Multisig;
@@ -33,6 +34,8 @@ use strongroom_core::{new_id, Env, Intent, IntentAsset, SystemEnv, WalletId};
 use strongroom_governance::approval::Approval;
 use strongroom_governance::Role;
 use strongroom_units::{Address, Amount, AssetSymbol, ChainId};
+
+use crate::exit::Output;
 
 #[derive(Debug, Subcommand)]
 pub enum ColdCommand {
@@ -274,9 +277,12 @@ async fn eth_node(url: &str, chain: ChainId) -> anyhow::Result<EthRpc> {
     Ok(rpc)
 }
 
-pub async fn run(cmd: ColdCommand) -> anyhow::Result<crate::exit::Exit> {
+/// Run a `cold` command. Lines for people go through `output.say` (stderr under `--output
+/// json`); with `--output json` the command's result is one JSON document on stdout.
+pub async fn run(cmd: ColdCommand, output: Output) -> anyhow::Result<crate::exit::Exit> {
     let env = SystemEnv::new();
-    match cmd {
+    let say = |line: &str| output.say(line.trim_end_matches('\n'));
+    let json = match cmd {
         ColdCommand::Intent {
             chain,
             asset,
@@ -304,8 +310,11 @@ pub async fn run(cmd: ColdCommand) -> anyhow::Result<crate::exit::Exit> {
                 request_id: new_id(&env),
             };
             write_json(&out, &intent)?;
-            println!("{}", crate::governance::describe_intent(&intent));
-            println!("intent hash {}", intent.hash()?.to_hex());
+            let hash = intent.hash()?.to_hex();
+            say(&crate::governance::describe_intent(&intent));
+            say(&format!("intent hash {hash}"));
+            json!({"intent_hash": hash, "intent": crate::governance::describe_intent(&intent),
+                "out": out})
         }
         ColdCommand::Approve { intent, governance, member, key, expires_in_minutes, yes, out } => {
             let confirm = crate::exit::Confirm::new(yes, "cold approve")?;
@@ -317,16 +326,21 @@ pub async fn run(cmd: ColdCommand) -> anyhow::Result<crate::exit::Exit> {
             let key = crate::governance::read_key(&key)?;
             anyhow::ensure!(m.key == key.verifying_key(), "that key is not {member}'s");
             let hash = intent.hash()?;
-            println!("cold movement {}", crate::governance::describe_intent(&intent));
-            println!("intent hash {}", hash.to_hex());
+            say(&format!("cold movement {}", crate::governance::describe_intent(&intent)));
+            say(&format!("intent hash {}", hash.to_hex()));
             if !confirm.ask("approve this movement?")? {
-                println!("not approved");
+                say("not approved");
+                if output.is_json() {
+                    Output::print_json(&json!({"approved": false, "intent_hash": hash.to_hex()}))?;
+                }
                 return Ok(crate::exit::Exit::Problem);
             }
             let expires = env.now().plus_ms(expires_in_minutes.saturating_mul(60_000));
             let a = Approval::sign(&member, &key, &hash, policy.version, expires);
             write_json(&out, &a)?;
-            println!("{member} approved under policy v{}", policy.version);
+            say(&format!("{member} approved under policy v{}", policy.version));
+            json!({"approved": true, "member": member, "policy_version": policy.version,
+                "intent_hash": hash.to_hex(), "expires_at_ms": expires.unix_ms(), "out": out})
         }
         ColdCommand::Prepare {
             intent,
@@ -359,7 +373,7 @@ pub async fn run(cmd: ColdCommand) -> anyhow::Result<crate::exit::Exit> {
                 state: &state,
                 moved: &moved,
             };
-            let bundle = match (esplora, descriptor, eth_rpc, safe) {
+            let (bundle, source) = match (esplora, descriptor, eth_rpc, safe) {
                 (Some(esplora), Some(descriptor), None, None) => {
                     let network = strongroom_chain_bitcoin::network(&intent.chain)?;
                     let multisig = Multisig::from_descriptor(&descriptor, network)?;
@@ -369,36 +383,39 @@ pub async fn run(cmd: ColdCommand) -> anyhow::Result<crate::exit::Exit> {
                     let coins = esplora.sync(&mut wallet, 20, seen).await?;
                     let rate = esplora.fee_rate(fee_blocks).await?;
                     let (bundle, decoded) = prepare_bitcoin(&mut wallet, &req, rate, &env)?;
-                    println!("{coins} coin(s) found; {rate} sat/vB");
-                    print!("{}", decoded.describe(intent.asset.symbol.as_str()));
-                    bundle
+                    say(&format!("{coins} coin(s) found; {rate} sat/vB"));
+                    say(&decoded.describe(intent.asset.symbol.as_str()));
+                    (bundle, json!({"coins": coins, "fee_rate_sat_vb": rate}))
                 }
                 (None, None, Some(url), Some(safe)) => {
                     let rpc = eth_node(&url, intent.chain.clone()).await?;
                     let safe = parse_address(&safe, "--safe")?;
                     let nonce = safe_node::read_safe(&rpc, safe).await?.nonce;
                     let bundle = prepare_safe(safe, nonce, &req, &env)?;
-                    println!(
+                    say(&format!(
                         "cold movement {} from Safe {safe} at nonce {nonce}",
                         crate::governance::describe_intent(&intent)
-                    );
-                    bundle
+                    ));
+                    (bundle, json!({"safe": safe.to_checksum(None), "nonce": nonce.to_string()}))
                 }
                 _ => anyhow::bail!(
                     "give --esplora and --descriptor (Bitcoin) or --eth-rpc and --safe (a Safe)"
                 ),
             };
             write_json(&out, &bundle)?;
-            println!("bundle written to {}: take it to the key holders", out.display());
+            say(&format!("bundle written to {}: take it to the key holders", out.display()));
+            json!({"out": out, "intent_hash": intent.hash()?.to_hex(), "source": source})
         }
         ColdCommand::RelayerKey { out } => {
             let key = RelayerKey::generate(&env)?;
             key.write_new(&out)?;
-            println!("{}", key.address().to_checksum(None));
-            println!(
+            let address = key.address().to_checksum(None);
+            say(&address);
+            say(&format!(
                 "relayer key written to {} (mode 0600): fund this address with ETH for gas only",
                 out.display()
-            );
+            ));
+            json!({"address": address, "out": out})
         }
         ColdCommand::DeploySafeContracts { eth_rpc, chain, relayer_key } => {
             let rpc = eth_node(&eth_rpc, ChainId::parse(&chain)?).await?;
@@ -406,9 +423,15 @@ pub async fn run(cmd: ColdCommand) -> anyhow::Result<crate::exit::Exit> {
             let root = std::env::current_dir()?;
             let c = strongroom_chain_ethereum::anvil::deploy_safe_contracts(&rpc, &relayer, &root)
                 .await?;
-            println!("singleton {}", c.singleton.to_checksum(None));
-            println!("factory {}", c.factory.to_checksum(None));
-            println!("fallback-handler {}", c.fallback_handler.to_checksum(None));
+            let (singleton, factory, fallback_handler) = (
+                c.singleton.to_checksum(None),
+                c.factory.to_checksum(None),
+                c.fallback_handler.to_checksum(None),
+            );
+            say(&format!("singleton {singleton}"));
+            say(&format!("factory {factory}"));
+            say(&format!("fallback-handler {fallback_handler}"));
+            json!({"singleton": singleton, "factory": factory, "fallback_handler": fallback_handler})
         }
         ColdCommand::DeploySafe {
             eth_rpc,
@@ -448,37 +471,49 @@ pub async fn run(cmd: ColdCommand) -> anyhow::Result<crate::exit::Exit> {
             let deployment = SafeDeployment::new(contracts, list, threshold, salt_nonce)?;
             if predict {
                 let address = safe_node::predict_safe(&rpc, &deployment).await?;
-                println!("{}", address.to_checksum(None));
-                println!(
+                say(&address.to_checksum(None));
+                say(&format!(
                     "predicted (CREATE2 from factory {}, salt nonce {salt_nonce}); nothing was sent",
                     contracts.factory
-                );
+                ));
+                if output.is_json() {
+                    Output::print_json(&json!({"address": address.to_checksum(None),
+                        "predicted": true, "factory": contracts.factory.to_checksum(None),
+                        "salt_nonce": salt_nonce.to_string()}))?;
+                }
                 return Ok(crate::exit::Exit::Ok);
             }
             let relayer_key = relayer_key.context("give --relayer-key (or --predict)")?;
             let relayer = RelayerKey::from_file(&relayer_key)?;
             let safe = safe_node::deploy_safe(&rpc, &relayer, &deployment).await?;
-            println!("{}", safe.address.to_checksum(None));
+            say(&safe.address.to_checksum(None));
             match &safe.created_by {
-                Some(tx) => println!(
+                Some(tx) => say(&format!(
                     "created by the factory {} in transaction {} from the relayer {} ({} wei of gas), at the address CREATE2 predicted",
                     contracts.factory, tx.txid, tx.from, tx.fee_paid_wei
-                ),
-                None => println!("already deployed (same owners, threshold and salt nonce)"),
+                )),
+                None => say("already deployed (same owners, threshold and salt nonce)"),
             }
-            println!(
+            let owners: Vec<String> =
+                safe.state.owners.iter().map(|o| o.to_checksum(None)).collect();
+            say(&format!(
                 "Safe {}: {}-of-{}, owners {}, fallback handler {}",
                 safe.state.version,
                 safe.state.threshold,
-                safe.state.owners.len(),
-                safe.state
-                    .owners
-                    .iter()
-                    .map(|o| o.to_checksum(None))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                owners.len(),
+                owners.join(", "),
                 safe.state.fallback_handler
-            );
+            ));
+            json!({
+                "address": safe.address.to_checksum(None),
+                "created_by": safe.created_by.as_ref().map(|tx| json!({
+                    "txid": tx.txid.to_string(), "from": tx.from.to_string(),
+                    "fee_paid_wei": tx.fee_paid_wei.to_string()})),
+                "version": safe.state.version.to_string(),
+                "threshold": safe.state.threshold.to_string(),
+                "owners": owners,
+                "fallback_handler": safe.state.fallback_handler.to_string(),
+            })
         }
         ColdCommand::ExportPsbt { bundle, descriptor, out, base64 } => {
             let bundle = Bundle::from_json(&std::fs::read(&bundle)?)?;
@@ -486,9 +521,10 @@ pub async fn run(cmd: ColdCommand) -> anyhow::Result<crate::exit::Exit> {
             let multisig = Multisig::from_descriptor(&descriptor, network)?;
             let format = if base64 { PsbtFormat::Base64 } else { PsbtFormat::Binary };
             let (bytes, decoded) = export_psbt(&bundle, &multisig, format)?;
-            print!("{}", decoded.describe(bundle.intent.asset.symbol.as_str()));
+            say(&decoded.describe(bundle.intent.asset.symbol.as_str()));
             strongroom_cold::home::write_atomic(&out, &bytes)?;
-            println!("PSBT written to {} ({} bytes)", out.display(), bytes.len());
+            say(&format!("PSBT written to {} ({} bytes)", out.display(), bytes.len()));
+            json!({"out": out, "bytes": bytes.len(), "base64": base64})
         }
         ColdCommand::ImportPsbt { bundle, descriptor, psbt, out } => {
             let bundle = Bundle::from_json(&std::fs::read(&bundle)?)?;
@@ -497,14 +533,15 @@ pub async fn run(cmd: ColdCommand) -> anyhow::Result<crate::exit::Exit> {
             let file =
                 std::fs::read(&psbt).with_context(|| format!("reading {}", psbt.display()))?;
             let (merged, imported) = import_psbt(&bundle, &file, &multisig)?;
-            print!("{}", imported.decoded.describe(bundle.intent.asset.symbol.as_str()));
+            say(&imported.decoded.describe(bundle.intent.asset.symbol.as_str()));
             write_json(&out, &merged)?;
-            println!(
+            say(&format!(
                 "imported {} signature(s) from key(s) {}; bundle written to {}",
                 imported.added,
                 imported.signers.join(", "),
                 out.display()
-            );
+            ));
+            json!({"added": imported.added, "signers": imported.signers, "out": out})
         }
         ColdCommand::Send { bundles, esplora, eth_rpc, relayer_key } => {
             let bundles: Vec<Bundle> = bundles
@@ -515,7 +552,8 @@ pub async fn run(cmd: ColdCommand) -> anyhow::Result<crate::exit::Exit> {
                 (Some(esplora), None, None) => {
                     let tx = finalize_bitcoin(&bundles)?;
                     let txid = Esplora::new(&esplora)?.broadcast(&tx).await?;
-                    println!("{txid}");
+                    say(&txid.to_string());
+                    json!({"txid": txid.to_string()})
                 }
                 (None, Some(url), Some(relayer_key)) => {
                     let first = bundles.first().context("no bundles")?;
@@ -531,17 +569,23 @@ pub async fn run(cmd: ColdCommand) -> anyhow::Result<crate::exit::Exit> {
                     let (safe, data) = finalize_safe(&bundles, &state.owners, threshold)?;
                     let fee_cap = first.intent.fee_cap.base_units();
                     let tx = safe_node::execute(&rpc, &relayer, safe, data, fee_cap).await?;
-                    println!("{}", tx.txid);
-                    println!(
+                    say(&tx.txid.to_string());
+                    say(&format!(
                         "executed by Safe {safe} in block {}; the relayer {} paid {} wei of gas",
                         tx.block, tx.from, tx.fee_paid_wei
-                    );
+                    ));
+                    json!({"txid": tx.txid.to_string(), "safe": safe.to_checksum(None),
+                        "block": tx.block, "from": tx.from.to_string(),
+                        "fee_paid_wei": tx.fee_paid_wei.to_string()})
                 }
                 _ => anyhow::bail!(
                     "give --esplora (Bitcoin) or --eth-rpc and --relayer-key (a Safe)"
                 ),
             }
         }
+    };
+    if output.is_json() {
+        Output::print_json(&json)?;
     }
     Ok(crate::exit::Exit::Ok)
 }

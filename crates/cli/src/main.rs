@@ -512,15 +512,13 @@ fn init_logging(format: LogFormat) {
 }
 
 /// Whether `command` can print its result as JSON (`--output json`). The others run a
-/// server or a node, or print for people: risk and bench reports, `cold` (whose files are
-/// JSON already; `strongroom-cold` prints its reviews as JSON), completion scripts.
+/// server or a node, or print for people: risk and bench reports, completion scripts.
 fn prints_json(command: &Command) -> bool {
     !matches!(
         command,
         Command::Dev { .. }
             | Command::Serve { .. }
             | Command::Signer { command: None, .. }
-            | Command::Cold { .. }
             | Command::Risk { .. }
             | Command::Bench { .. }
             | Command::Completions { .. }
@@ -530,8 +528,8 @@ fn prints_json(command: &Command) -> bool {
 async fn run(command: Command, output: Output) -> anyhow::Result<Exit> {
     if output.is_json() && !prints_json(&command) {
         return Err(Usage(
-            "--output json: this command prints no JSON (dev, serve, a signer node, cold, risk, \
-             bench and completions print for people)"
+            "--output json: this command prints no JSON (dev, serve, a signer node, risk, bench \
+             and completions print for people)"
                 .into(),
         )
         .into());
@@ -635,7 +633,7 @@ async fn run(command: Command, output: Output) -> anyhow::Result<Exit> {
         }
         Command::Governance { command } => governance::run(command, output).await,
         Command::Withdrawal { command } => governance::withdrawal(command, output).await,
-        Command::Cold { command } => cold::run(command).await,
+        Command::Cold { command } => cold::run(command, output).await,
         Command::Risk { command } => risk::run(command).await,
         Command::Reconcile { config, data_dir } => {
             let (url, data_dir, registry) = match config {

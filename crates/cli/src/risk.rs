@@ -296,6 +296,7 @@ async fn backtest(
                 .list_withdrawals(&WithdrawalFilter {
                     customer_id: None,
                     state: Some(st),
+                    after: None,
                     limit: 1000,
                 })
                 .await?,
@@ -303,7 +304,7 @@ async fn backtest(
     }
     withdrawals.sort_by_key(|w| (w.created_at, w.id));
     let reviews: HashMap<Uuid, RiskReview> = store
-        .list_risk_reviews(None, 1000)
+        .list_risk_reviews(None, None, 1000)
         .await?
         .into_iter()
         .map(|r| (r.withdrawal_id, r))

@@ -2085,7 +2085,10 @@ fn dev_risk_blocks_listed_addresses_and_pauses_unusual_withdrawals_for_review() 
         assert!(reasons.contains("rule:soon-after-a-security-change"), "{reasons}");
     }
     let queue = api(&dev, "GET", "/v1/risk/reviews?state=open", None);
-    assert!(queue.as_array().unwrap().iter().any(|r| r["withdrawal_id"] == id.as_str()), "{queue}");
+    assert!(
+        queue["data"].as_array().unwrap().iter().any(|r| r["withdrawal_id"] == id.as_str()),
+        "{queue}"
+    );
     std::thread::sleep(Duration::from_secs(2));
     let w = wait(&id, &|_| true, 1);
     assert_eq!(w["state"], "reserved", "paused: nothing built while in review: {w}");
@@ -2138,7 +2141,7 @@ fn dev_risk_blocks_listed_addresses_and_pauses_unusual_withdrawals_for_review() 
     assert_eq!(r["state"], "rejected", "{r}");
     wait(&id2, &|w| w["state"] == "cancelled", 30);
     let after = api(&dev, "GET", &format!("/v1/customers/{cid}/balances"), None);
-    assert_eq!(before[0]["available"], after[0]["available"], "{before} {after}");
+    assert_eq!(before["data"][0]["available"], after["data"][0]["available"], "{before} {after}");
 
     // The security team got signed alerts for the block and both pauses.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -2522,7 +2525,7 @@ fn dev_customer_account_security_from_registration_to_a_locked_withdrawal() {
 
     // Devices: both listed; the tablet revoked, and its session with it.
     let (_, devices) = call(&dev, "GET", "/v1/me/devices", Some(&token), None);
-    assert_eq!(devices.as_array().unwrap().len(), 2, "{devices}");
+    assert_eq!(devices["data"].as_array().unwrap().len(), 2, "{devices}");
     let tablet_id = tablet["device_id"].as_str().unwrap();
     let (st, _) = call(&dev, "DELETE", &format!("/v1/me/devices/{tablet_id}"), Some(&token), None);
     assert_eq!(st, 204);
@@ -2661,7 +2664,7 @@ fn dev_customer_account_security_from_registration_to_a_locked_withdrawal() {
     );
     let (_, devices) = call(&dev, "GET", "/v1/me/devices", Some(token), None);
     let names: Vec<&str> =
-        devices.as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+        devices["data"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"dora's laptop") && names.contains(&"dora's new phone"), "{names:?}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !smtp

@@ -437,7 +437,7 @@ fn an_analyst_releases_and_rejects_paused_withdrawals_in_the_console() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let q = api(&dev, "GET", "/v1/risk/reviews?state=open", None);
-        if q.as_array().map_or(0, Vec::len) == 2 {
+        if q["data"].as_array().map_or(0, Vec::len) == 2 {
             break;
         }
         assert!(Instant::now() < deadline, "never paused: {q}");

@@ -319,4 +319,41 @@ fn output_json_is_one_document_on_stdout() {
     let pin = text(&run(&["certificate", "--dir", d, "--name", "pusher-ada"]).stdout);
     let cert = json(&["certificate", "--dir", d, "--name", "pusher-ada"]);
     assert_eq!(cert["pin"], pin.trim());
+
+    // The key holders' file commands: the intent's hash and the relayer's address as JSON,
+    // the lines for people on stderr.
+    let intent = dir.path().join("intent.json");
+    let args = [
+        "cold",
+        "intent",
+        "--chain",
+        "eip155:1",
+        "--asset",
+        "ETH",
+        "--decimals",
+        "18",
+        "--wallet",
+        "cold-eth-1",
+        "--to",
+        "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+        "--amount",
+        "1.5",
+        "--fee-cap",
+        "1000000000000000",
+        "--out",
+        intent.to_str().unwrap(),
+    ];
+    let made = json(&args);
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&intent).unwrap()).unwrap();
+    assert_eq!(made["out"], intent.to_str().unwrap());
+    assert_eq!(made["intent_hash"].as_str().unwrap().len(), 64, "{made}");
+    assert_eq!(written["amount"], "1500000000000000000", "{written}");
+    let out = run(&[&["--output", "json"], &args[..]].concat());
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("intent hash"), "{}", text(&out.stderr));
+    let relayer = dir.path().join("relayer.key");
+    let made = json(&["cold", "relayer-key", "--out", relayer.to_str().unwrap()]);
+    assert!(made["address"].as_str().unwrap().starts_with("0x"), "{made}");
+    assert!(relayer.exists());
 }

@@ -334,6 +334,7 @@ impl EthWithdrawals {
                 .list_withdrawals(&WithdrawalFilter {
                     customer_id: None,
                     state: Some(state),
+                    after: None,
                     limit: 1000,
                 })
                 .await?;

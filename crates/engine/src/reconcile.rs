@@ -47,7 +47,8 @@ pub async fn reconcile(
     let totals = store.custody_totals().await?;
     let mut in_flight_by_asset: Vec<AssetSymbol> = Vec::new();
     for state in [WithdrawalState::Built, WithdrawalState::Signed, WithdrawalState::Broadcast] {
-        let f = WithdrawalFilter { customer_id: None, state: Some(state), limit: 1000 };
+        let f =
+            WithdrawalFilter { customer_id: None, state: Some(state), after: None, limit: 1000 };
         in_flight_by_asset
             .extend(store.list_withdrawals(&f).await?.into_iter().map(|w| w.intent.asset.symbol));
     }

@@ -16,7 +16,7 @@ use strongroom_core::withdrawal::{plan_withdrawal, WithdrawalRequest, Withdrawal
 use strongroom_core::Intent;
 use strongroom_governance::approval::Approval;
 use strongroom_governance::log::{check_signoff, replay, Change, FreezeScope, Genesis, Signoff};
-use strongroom_server::{accounts, api, audit, events, governance, risk};
+use strongroom_server::{accounts, api, audit, events, governance, page, risk};
 use strongroom_units::AssetRegistry;
 use uuid::Uuid;
 
@@ -124,12 +124,12 @@ pub const API_BODIES: &[(&str, Body)] = &[
     ("POST /v1/me/whitelist/mode", |b| {
         body::<accounts::WhitelistMode>(b).map_or(Verdict::Malformed, |_| Verdict::Accepted)
     }),
-    ("GET /v1/withdrawals?…", |b| query::<api::ListWithdrawalsQuery>(b)),
-    ("GET /v1/customers/{id}/ledger?limit=", |b| query::<api::LimitQuery>(b)),
+    ("GET /v1/withdrawals?…", |b| listed::<api::ListWithdrawalsQuery>(b, |q| q.after.as_deref())),
+    ("GET /v1/customers/{id}/ledger?…", |b| listed::<page::PageQuery>(b, |q| q.after.as_deref())),
     ("GET /v1/customers?…", |b| query::<api::CustomerQuery>(b)),
     ("GET /v1/audit?…", |b| query::<audit::AuditQuery>(b)),
-    ("GET /v1/risk/events?…", |b| query::<risk::EventQuery>(b)),
-    ("GET /v1/risk/reviews?…", |b| query::<risk::ReviewQuery>(b)),
+    ("GET /v1/risk/events?…", |b| listed::<risk::EventQuery>(b, |q| q.after.as_deref())),
+    ("GET /v1/risk/reviews?…", |b| listed::<risk::ReviewQuery>(b, |q| q.after.as_deref())),
     ("POST /v1/events/dead-letters/{id}/redeliver (empty)", |b| {
         write::<events::RedeliverBody>(b).map_or(Verdict::Malformed, |_| Verdict::Accepted)
     }),
@@ -220,6 +220,23 @@ fn query<T: DeserializeOwned>(bytes: &[u8]) -> Verdict {
     match serde_urlencoded::from_bytes::<T>(bytes) {
         Ok(_) => Verdict::Accepted,
         Err(_) => Verdict::Malformed,
+    }
+}
+
+/// A list's query: it parses, and its `after` cursor is one this API hands out (a cursor
+/// read back names the same row).
+fn listed<T: DeserializeOwned>(bytes: &[u8], after: fn(&T) -> Option<&str>) -> Verdict {
+    let Ok(q) = serde_urlencoded::from_bytes::<T>(bytes) else { return Verdict::Malformed };
+    match page::after(after(&q)) {
+        Ok(Some(key)) => {
+            let again = page::after(Some(&page::cursor(&key))).ok().flatten();
+            ensure(again.as_ref() == Some(&key), || {
+                format!("cursor for {key:?} reads back as {again:?}")
+            });
+            Verdict::Accepted
+        }
+        Ok(None) => Verdict::Accepted,
+        Err(_) => Verdict::Refused,
     }
 }
 

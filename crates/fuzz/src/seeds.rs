@@ -698,7 +698,13 @@ fn api(fx: &Fixtures, s: &mut Seeds) -> Result<(), String> {
     ];
     let queries: Vec<(&str, String)> = vec![
         ("GET /v1/withdrawals?…", format!("customer_id={customer}&state=reserved&limit=10")),
-        ("GET /v1/customers/{id}/ledger?limit=", "limit=100".to_owned()),
+        ("GET /v1/customers/{id}/ledger?…", "limit=100".to_owned()),
+        // The next page: a cursor as the API hands it out (time, posting number, entry id).
+        (
+            "GET /v1/customers/{id}/ledger?…",
+            "after=MTc2NzIyNTYwMDAwMDoxOjBmOGUyYzRhLTViN2QtNGUxZi05YTNjLTJkNmI4ZTBmMWE0Yw&limit=2"
+                .to_owned(),
+        ),
         ("GET /v1/customers?…", "external_id=user-42".to_owned()),
         ("GET /v1/audit?…", "after=10&limit=100".to_owned()),
         ("GET /v1/risk/events?…", format!("customer_id={customer}")),
@@ -725,5 +731,13 @@ fn api(fx: &Fixtures, s: &mut Seeds) -> Result<(), String> {
             Verdict::Accepted,
         );
     }
+    // Another list's cursor (an event id) is not a cursor here.
+    let name = "GET /v1/withdrawals?…";
+    s.add(
+        "api_body",
+        name,
+        [vec![index(name)?], b"after=evt_12".to_vec()].concat(),
+        Verdict::Refused,
+    );
     Ok(())
 }

@@ -975,6 +975,7 @@ impl Worker {
             .list_withdrawals(&WithdrawalFilter {
                 customer_id: None,
                 state: Some(WithdrawalState::Reserved),
+                after: None,
                 limit: 1000,
             })
             .await?;
@@ -1053,7 +1054,7 @@ impl Worker {
         }
         // Rejected or blocked withdrawals still reserved are cancelled (funds released).
         for st in [RiskState::Rejected, RiskState::Blocked] {
-            for r in self.store.list_risk_reviews(Some(st), 1000).await? {
+            for r in self.store.list_risk_reviews(Some(st), None, 1000).await? {
                 if self.closed.contains(&r.withdrawal_id) {
                     continue;
                 }

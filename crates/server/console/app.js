@@ -279,7 +279,7 @@ function home() {
 async function approvals() {
   show("Withdrawals waiting for approval", h("p", { text: "Loading…" }));
   const waiting = [];
-  const reserved = await api("GET", "/v1/withdrawals?state=reserved&limit=1000");
+  const reserved = await apiAll("/v1/withdrawals?state=reserved");
   for (const w of reserved) {
     const full = await api("GET", `/v1/withdrawals/${encodeURIComponent(w.id)}`);
     const mine = (full.approvals || []).some((a) => a.approver === me.member);
@@ -508,7 +508,7 @@ function denyForm(w, out) {
 // ---------- analysts ----------
 
 async function reviews() {
-  const open = await api("GET", "/v1/risk/reviews?state=open&limit=1000");
+  const open = await apiAll("/v1/risk/reviews?state=open");
   if (open.length === 0) {
     show("Review queue", h("p", { text: "No withdrawal waits for a review." }));
     return;
@@ -534,7 +534,7 @@ async function reviews() {
 async function review(id) {
   const r = await api("GET", `/v1/risk/reviews/${encodeURIComponent(id)}`);
   const w = await api("GET", `/v1/withdrawals/${encodeURIComponent(id)}`);
-  const history = await api("GET", `/v1/withdrawals?customer_id=${encodeURIComponent(w.customer_id)}&limit=20`);
+  const history = (await api("GET", `/v1/withdrawals?customer_id=${encodeURIComponent(w.customer_id)}&limit=20`)).data;
   let what = `${w.amount_decimal} ${w.asset} to ${w.destination}`;
   try {
     const { intent, mismatches } = await verifyWithdrawal(w);
@@ -625,6 +625,47 @@ function table(id, head, rows) {
   );
 }
 
+/** `path` with `after` (a list's cursor) and `limit` added to its query. */
+function pageOf(path, after, limit) {
+  const q = new URLSearchParams({ limit: String(limit) });
+  if (after) q.set("after", after);
+  return `${path}${path.includes("?") ? "&" : "?"}${q}`;
+}
+
+/** Every row of a list, following its cursor page by page (the work queues: nothing in
+ * them may be left out). */
+async function apiAll(path) {
+  const rows = [];
+  let after = null;
+  for (;;) {
+    const page = await api("GET", pageOf(path, after, 1000));
+    rows.push(...page.data);
+    if (!page.has_more) return rows;
+    after = page.next_cursor;
+  }
+}
+
+/** A table of a list's first page, and a button that adds the next page below while more
+ * follow (`empty`: what to say instead of an empty table). */
+async function pagedTable(id, head, path, rowOf, empty) {
+  const first = await api("GET", pageOf(path, null, 100));
+  if (empty && first.data.length === 0) return h("p", { id, text: empty });
+  const t = table(id, head, first.data.map(rowOf));
+  const body = t.querySelector("tbody");
+  const more = h("button", { type: "button", id: `${id}-more`, text: "Show older" });
+  let after = first.next_cursor;
+  more.hidden = !first.has_more;
+  more.addEventListener("click", async () => {
+    more.disabled = true;
+    const page = await api("GET", pageOf(path, after, 100));
+    for (const r of page.data.map(rowOf)) body.append(h("tr", {}, r.map((c) => h("td", {}, c))));
+    after = page.next_cursor;
+    more.hidden = !page.has_more;
+    more.disabled = false;
+  });
+  return h("div", {}, t, more);
+}
+
 async function dashboard() {
   const [t, s] = await Promise.all([api("GET", "/v1/treasury"), api("GET", "/v1/ops/summary")]);
   const pct = (bps) => `${(bps / 100).toFixed(2)}%`;
@@ -669,16 +710,20 @@ async function customers(externalId) {
     show("Customers", form);
     return;
   }
-  const found = await api("GET", `/v1/customers?external_id=${encodeURIComponent(externalId)}`);
+  const found = (await api("GET", `/v1/customers?external_id=${encodeURIComponent(externalId)}`)).data;
   if (found.length === 0) {
     show("Customers", form, h("p", { id: "customer", text: `No customer ${externalId}.` }));
     return;
   }
   const c = found[0];
   const [balances, withdrawals, ledger] = await Promise.all([
-    api("GET", `/v1/customers/${c.id}/balances`),
-    api("GET", `/v1/withdrawals?customer_id=${c.id}&limit=100`),
-    api("GET", `/v1/customers/${c.id}/ledger?limit=100`),
+    api("GET", `/v1/customers/${c.id}/balances`).then((p) => p.data),
+    pagedTable("customer-withdrawals", ["Requested", "Withdrawal", "Amount", "Destination", "State"], `/v1/withdrawals?customer_id=${c.id}`, (w) => [
+      when(w.created_at_ms), h("a", { href: `#/withdrawals/${w.id}`, text: w.id.slice(0, 8) }), `${w.amount_decimal} ${w.asset}`, h("span", { class: "mono", text: w.destination }), w.state,
+    ]),
+    pagedTable("ledger", ["When", "Kind", "Reference", "Account", "Change", "Balance after"], `/v1/customers/${c.id}/ledger`, (l) => [
+      when(l.created_at_ms), l.kind, h("span", { class: "mono", text: l.reference }), l.account, `${l.side === "credit" ? "+" : "−"}${l.amount} ${l.asset}`, l.balance_after,
+    ]),
   ]);
   show(
     "Customers",
@@ -687,13 +732,9 @@ async function customers(externalId) {
     h("h2", { text: "Balances" }),
     table("balances", ["Asset", "Available", "In flight"], balances.map((b) => [b.asset, b.available_decimal, b.pending_decimal])),
     h("h2", { text: "Withdrawals" }),
-    table("customer-withdrawals", ["Requested", "Withdrawal", "Amount", "Destination", "State"], withdrawals.map((w) => [
-      when(w.created_at_ms), h("a", { href: `#/withdrawals/${w.id}`, text: w.id.slice(0, 8) }), `${w.amount_decimal} ${w.asset}`, h("span", { class: "mono", text: w.destination }), w.state,
-    ])),
+    withdrawals,
     h("h2", { text: "Ledger (deposits, withdrawals, fees)" }),
-    table("ledger", ["When", "Kind", "Reference", "Account", "Change", "Balance after"], ledger.map((l) => [
-      when(l.created_at_ms), l.kind, h("span", { class: "mono", text: l.reference }), l.account, `${l.side === "credit" ? "+" : "−"}${l.amount} ${l.asset}`, l.balance_after,
-    ])),
+    ledger,
   );
 }
 
@@ -701,7 +742,7 @@ async function audit() {
   show("Audit log", h("p", { text: "Verifying every record and every row…" }));
   const v = await api("GET", "/v1/audit/verify");
   const after = Math.max(0, v.records - 50);
-  const records = await api("GET", `/v1/audit?after=${after}&limit=100`);
+  const records = (await api("GET", `/v1/audit?after=${after}&limit=100`)).data;
   const verdict = v.intact
     ? notice("ok", `Intact: ${v.records} records chain up to ${v.head}, and every row matches its last audited state.`)
     : h("div", { class: "notice bad", role: "alert" },
@@ -1069,7 +1110,6 @@ async function governance(done) {
 // ---------- customers ----------
 
 async function mine() {
-  const list = await api("GET", "/v1/me/withdrawals");
   const parts = [];
   if (me.withdrawals_locked_until) {
     parts.push(notice("bad", `Withdrawals are locked until ${new Date(me.withdrawals_locked_until).toLocaleString()} (${remaining(me.withdrawals_locked_until)} from now) after a security change (${me.last_security_change || "a change to your account"}). This protects you if someone else made it.`));
@@ -1078,20 +1118,13 @@ async function mine() {
   if (me.whitelist_only) {
     parts.push(h("p", { id: "whitelist-only", text: "Whitelist-only mode is on: we pay only addresses on your whitelist." }));
   }
-  parts.push(
-    list.length
-      ? h("table", { id: "mine" },
-          h("thead", {}, h("tr", {}, ...["Requested", "Amount", "Destination", "Where it stands", "Transaction"].map((t) => h("th", { scope: "col", text: t })))),
-          h("tbody", {}, list.map((w) => h("tr", {},
-            h("td", { text: when(w.created_at_ms) }),
-            h("td", { text: `${w.amount_decimal} ${w.asset}` }),
-            h("td", {}, h("span", { class: "mono", text: w.destination })),
-            h("td", { text: w.status }),
-            h("td", {}, w.txid ? h("span", { class: "mono", text: w.txid }) : "—"),
-          ))),
-        )
-      : h("p", { id: "mine", text: "No withdrawals yet." }),
-  );
+  parts.push(await pagedTable("mine", ["Requested", "Amount", "Destination", "Where it stands", "Transaction"], "/v1/me/withdrawals", (w) => [
+    when(w.created_at_ms),
+    `${w.amount_decimal} ${w.asset}`,
+    h("span", { class: "mono", text: w.destination }),
+    w.status,
+    w.txid ? h("span", { class: "mono", text: w.txid }) : "—",
+  ], "No withdrawals yet."));
   show("My withdrawals", ...parts);
 }
 
@@ -1168,7 +1201,7 @@ async function customerSecurity(out) {
       }, out),
   );
   // Devices.
-  const devices = await api("GET", "/v1/me/devices");
+  const devices = (await api("GET", "/v1/me/devices")).data;
   parts.push(
     h("h2", { text: "Devices" }),
     h("ul", { id: "devices" }, devices.map((d) => {
@@ -1187,7 +1220,7 @@ async function customerSecurity(out) {
     })),
   );
   // The withdrawal whitelist and whitelist-only mode.
-  const list = await api("GET", "/v1/me/whitelist");
+  const list = (await api("GET", "/v1/me/whitelist")).data;
   parts.push(
     h("h2", { text: "Withdrawal whitelist" }),
     list.length
@@ -1239,7 +1272,7 @@ async function customerSecurity(out) {
 // ---------- security settings ----------
 
 async function security() {
-  const keys = await api("GET", "/v1/me/passkeys");
+  const keys = (await api("GET", "/v1/me/passkeys")).data;
   const out = h("div", { "aria-live": "polite" });
   const list = keys.length
     ? h("ul", { id: "passkeys" }, keys.map((k) => {

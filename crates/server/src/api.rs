@@ -11,7 +11,7 @@ use strongroom_core::withdrawal::{
     plan_withdrawal, Withdrawal, WithdrawalRequest, WithdrawalState,
 };
 use strongroom_store::{
-    Balance, Customer, Deposit, LedgerLine, NewCustomer, NewDeposit, Role, StoreError,
+    Balance, Customer, Deposit, Keyset, LedgerLine, NewCustomer, NewDeposit, Role, StoreError,
     WithdrawalFilter,
 };
 use strongroom_units::Amount;
@@ -23,6 +23,7 @@ use uuid::Uuid;
 use crate::auth::{Principal, APPROVERS, OPERATORS, READERS, WRITERS};
 use crate::error::{amount_error, ApiError, ErrorBody};
 use crate::extract::{path_id, query, Write, WriteBody};
+use crate::page::{self, Page, PageQuery};
 use crate::AppState;
 
 #[derive(OpenApi)]
@@ -427,6 +428,8 @@ pub struct ListWithdrawalsQuery {
     /// Only withdrawals in this state.
     #[param(inline, value_type = Option<WithdrawalStateName>)]
     pub state: Option<String>,
+    /// The `next_cursor` of the page before; from the newest when absent.
+    pub after: Option<String>,
     /// 1 to 1000; default 100.
     pub limit: Option<u32>,
 }
@@ -449,13 +452,6 @@ pub enum WithdrawalStateName {
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmptyBody {}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct LimitQuery {
-    /// 1 to 1000; default 100.
-    pub limit: Option<u32>,
-}
 
 // ---------- helpers ----------
 
@@ -541,11 +537,11 @@ async fn metrics(
 
 /// The assets this deployment handles.
 #[utoipa::path(get, path = "/v1/assets", tag = "system", security(("token" = [])),
-    responses((status = 200, body = Vec<AssetView>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Page<AssetView>), (status = 401, body = ErrorBody)))]
 async fn list_assets(
     State(state): State<AppState>,
     p: Principal,
-) -> Result<Json<Vec<AssetView>>, ApiError> {
+) -> Result<Json<Page<AssetView>>, ApiError> {
     p.require(READERS)?;
     let assets = state
         .registry()
@@ -559,7 +555,7 @@ async fn list_assets(
             min_withdrawal_decimal: a.min_withdrawal.format_decimal(a.decimals).unwrap_or_default(),
         })
         .collect();
-    Ok(Json(assets))
+    Ok(Json(Page::all(assets)))
 }
 
 /// Create a customer account.
@@ -662,50 +658,58 @@ pub struct CustomerQuery {
     pub external_id: String,
 }
 
-/// Find a customer by the exchange's own id: a list of none or one.
+/// Find a customer by the exchange's own id: a page of none or one.
 #[utoipa::path(get, path = "/v1/customers", tag = "customers", security(("token" = [])),
     params(CustomerQuery),
-    responses((status = 200, body = Vec<CustomerView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Page<CustomerView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn find_customers(
     State(state): State<AppState>,
     p: Principal,
     q: Result<Query<CustomerQuery>, QueryRejection>,
-) -> Result<Json<Vec<CustomerView>>, ApiError> {
+) -> Result<Json<Page<CustomerView>>, ApiError> {
     p.require(READERS)?;
     let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let found = state.store().customer_by_external_id(&q.external_id).await?;
-    Ok(Json(found.into_iter().map(CustomerView::from).collect()))
+    Ok(Json(Page::all(found.into_iter().map(CustomerView::from).collect())))
 }
 
 /// A customer's balances per asset.
 #[utoipa::path(get, path = "/v1/customers/{id}/balances", tag = "customers", security(("token" = [])),
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = Vec<BalanceView>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Page<BalanceView>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_balances(
     State(state): State<AppState>,
     p: Principal,
     id: Result<Path<Uuid>, PathRejection>,
-) -> Result<Json<Vec<BalanceView>>, ApiError> {
+) -> Result<Json<Page<BalanceView>>, ApiError> {
     p.require(READERS)?;
     let balances = state.store().balances(path_id(id)?).await?;
-    Ok(Json(balances.into_iter().map(|b| balance_view(&state, b)).collect()))
+    Ok(Json(Page::all(balances.into_iter().map(|b| balance_view(&state, b)).collect())))
 }
 
-/// A customer's ledger postings, newest first.
+/// A customer's ledger postings, newest first, a page at a time.
 #[utoipa::path(get, path = "/v1/customers/{id}/ledger", tag = "customers", security(("token" = [])),
-    params(("id" = Uuid, Path), LimitQuery),
-    responses((status = 200, body = Vec<LedgerLineView>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("id" = Uuid, Path), PageQuery),
+    responses((status = 200, body = Page<LedgerLineView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_ledger(
     State(state): State<AppState>,
     p: Principal,
     id: Result<Path<Uuid>, PathRejection>,
-    q: Result<Query<LimitQuery>, QueryRejection>,
-) -> Result<Json<Vec<LedgerLineView>>, ApiError> {
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<Page<LedgerLineView>>, ApiError> {
     p.require(READERS)?;
     let id = path_id(id)?;
-    let limit = crate::extract::limit(query(q)?.limit)?;
-    let lines: Vec<LedgerLine> = state.store().ledger_lines(id, limit).await?;
-    Ok(Json(
+    let q = query(q)?;
+    let limit = crate::extract::limit(q.limit)?;
+    let after = page::after(q.after.as_deref())?;
+    let lines: Vec<LedgerLine> =
+        state.store().ledger_lines(id, after.as_ref(), page::read_size(limit)).await?;
+    let (lines, next) = page::split(lines, limit, |l| Keyset {
+        at_ms: l.created_at.unix_ms(),
+        id: l.entry_id.to_string(),
+        n: l.n,
+    });
+    Ok(Json(Page::new(
         lines
             .into_iter()
             .map(|l| LedgerLineView {
@@ -720,7 +724,8 @@ async fn get_ledger(
                 created_at_ms: l.created_at.unix_ms(),
             })
             .collect(),
-    ))
+        next,
+    )))
 }
 
 /// Credit a customer without chain evidence (the deposit watcher credits what it sees on
@@ -832,19 +837,30 @@ pub struct MyWithdrawalView {
     pub txid: Option<String>,
 }
 
-/// The signed-in customer's own withdrawals, newest first (at most 100), each with where it
-/// stands and why.
+/// The signed-in customer's own withdrawals, newest first, a page at a time, each with where
+/// it stands and why.
 #[utoipa::path(get, path = "/v1/me/withdrawals", tag = "accounts", security(("token" = [])),
-    responses((status = 200, body = Vec<MyWithdrawalView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    params(PageQuery),
+    responses((status = 200, body = Page<MyWithdrawalView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn my_withdrawals(
     State(state): State<AppState>,
     crate::auth::Customer(p): crate::auth::Customer,
-) -> Result<Json<Vec<MyWithdrawalView>>, ApiError> {
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<Page<MyWithdrawalView>>, ApiError> {
     let customer_id =
         p.customer.ok_or_else(|| ApiError::forbidden("only a signed-in customer may do this"))?;
-    let filter = WithdrawalFilter { customer_id: Some(customer_id), state: None, limit: 100 };
+    let q = query(q)?;
+    let limit = crate::extract::limit(q.limit)?;
+    let filter = WithdrawalFilter {
+        customer_id: Some(customer_id),
+        state: None,
+        after: page::after(q.after.as_deref())?,
+        limit: page::read_size(limit),
+    };
+    let (list, next) =
+        page::split(state.store().list_withdrawals(&filter).await?, limit, withdrawal_key);
     let mut out = Vec::new();
-    for w in state.store().list_withdrawals(&filter).await? {
+    for w in list {
         let review = state.store().risk_review(w.id).await?.map(|r| r.state);
         let status = match w.state {
             WithdrawalState::Reserved if review == Some(strongroom_store::RiskState::Open) => {
@@ -886,7 +902,7 @@ async fn my_withdrawals(
             txid,
         });
     }
-    Ok(Json(out))
+    Ok(Json(Page::new(out, next)))
 }
 
 /// Request a withdrawal from the signed-in customer's own balance: the same checks as
@@ -1039,15 +1055,15 @@ async fn place_withdrawal(
     Ok(w)
 }
 
-/// List withdrawals, newest first.
+/// List withdrawals, newest first, a page at a time.
 #[utoipa::path(get, path = "/v1/withdrawals", tag = "withdrawals", security(("token" = [])),
     params(ListWithdrawalsQuery),
-    responses((status = 200, body = Vec<WithdrawalView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Page<WithdrawalView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn list_withdrawals(
     State(state): State<AppState>,
     p: Principal,
     q: Result<Query<ListWithdrawalsQuery>, QueryRejection>,
-) -> Result<Json<Vec<WithdrawalView>>, ApiError> {
+) -> Result<Json<Page<WithdrawalView>>, ApiError> {
     p.require(READERS)?;
     let q = query(q)?;
     let state_filter = match q.state.as_deref() {
@@ -1056,13 +1072,21 @@ async fn list_withdrawals(
             ApiError::bad_request("invalid_query", format!("unknown state {s:?}"))
         })?),
     };
+    let limit = crate::extract::limit(q.limit)?;
     let filter = WithdrawalFilter {
         customer_id: q.customer_id,
         state: state_filter,
-        limit: crate::extract::limit(q.limit)?,
+        after: page::after(q.after.as_deref())?,
+        limit: page::read_size(limit),
     };
-    let list = state.store().list_withdrawals(&filter).await?;
-    Ok(Json(list.iter().map(WithdrawalView::from).collect()))
+    let (list, next) =
+        page::split(state.store().list_withdrawals(&filter).await?, limit, withdrawal_key);
+    Ok(Json(Page::new(list.iter().map(WithdrawalView::from).collect(), next)))
+}
+
+/// Where a list of withdrawals (newest first) goes on after `w`.
+fn withdrawal_key(w: &Withdrawal) -> Keyset {
+    Keyset { at_ms: w.created_at.unix_ms(), id: w.id.to_string(), n: 0 }
 }
 
 /// Get a withdrawal.

@@ -12,6 +12,7 @@ use strongroom_store::verify::MismatchKind;
 
 use crate::auth::{Principal, READERS};
 use crate::error::ApiError;
+use crate::page::Page;
 use crate::AppState;
 
 /// One audit record.
@@ -30,21 +31,22 @@ pub struct AuditRecordView {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
-    /// Records after this sequence number (0: from the first).
+    /// Records after this sequence number (0: from the first); the `next_cursor` of the page
+    /// before is the last one it listed.
     #[param(maximum = 9_223_372_036_854_775_807_u64)]
     pub after: Option<u64>,
     /// 1 to 1000; default 100.
     pub limit: Option<u32>,
 }
 
-/// Audit records in order, after `after`.
+/// Audit records in order, after `after`, a page at a time.
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", security(("token" = [])), params(AuditQuery),
-    responses((status = 200, body = Vec<AuditRecordView>), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = Page<AuditRecordView>), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody)))]
 pub(crate) async fn records(
     State(state): State<AppState>,
     p: Principal,
     q: Result<Query<AuditQuery>, QueryRejection>,
-) -> Result<Json<Vec<AuditRecordView>>, ApiError> {
+) -> Result<Json<Page<AuditRecordView>>, ApiError> {
     p.require(READERS)?;
     let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let limit = q.limit.unwrap_or(100);
@@ -55,8 +57,11 @@ pub(crate) async fn records(
     if i64::try_from(after).is_err() {
         return Err(ApiError::bad_request("invalid_query", "after must be at most 2^63 - 1"));
     }
-    let page = state.store().audit_page(after, limit).await?;
-    Ok(Json(
+    let mut page = state.store().audit_page(after, limit.saturating_add(1)).await?;
+    let more = page.len() > limit as usize;
+    page.truncate(limit as usize);
+    let next = page.last().filter(|_| more).map(|r| r.record.seq.to_string());
+    Ok(Json(Page::new(
         page.into_iter()
             .map(|r| AuditRecordView {
                 seq: r.record.seq,
@@ -68,7 +73,8 @@ pub(crate) async fn records(
                 leaf_hash: r.leaf_hash.to_hex(),
             })
             .collect(),
-    ))
+        next,
+    )))
 }
 
 /// A row that differs from its last audited state.

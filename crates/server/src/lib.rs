@@ -23,6 +23,7 @@ pub mod extract;
 pub mod governance;
 pub mod metrics;
 pub mod ops;
+pub mod page;
 pub mod pki;
 pub mod risk;
 pub mod rotate;

@@ -8,14 +8,15 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use strongroom_core::new_id;
-use strongroom_store::{ReviewAction, RiskEvent, RiskReview, RiskState, Role};
+use strongroom_store::{Keyset, ReviewAction, RiskEvent, RiskReview, RiskState, Role};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::auth::{ANALYSTS, READERS, WRITERS};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{path_id, Write, WriteBody};
+use crate::extract::{path_id, query, Write, WriteBody};
+use crate::page::{self, Page};
 use crate::AppState;
 
 /// A withdrawal's risk decision and review.
@@ -180,36 +181,57 @@ pub(crate) async fn add_event(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct EventQuery {
     pub customer_id: Uuid,
+    /// The `next_cursor` of the page before; from the newest when absent.
+    pub after: Option<String>,
+    /// 1 to 1000; default 100.
+    pub limit: Option<u32>,
 }
 
-/// A customer's recent risk events (from the API or NATS), oldest first.
+/// A risk event as the API shows it (a sealed address opened for staff).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RiskEventView {
+    pub id: Uuid,
+    /// `login`, `security_change`, `withdrawal_context`, `trade`, `deposit`.
+    pub kind: String,
+    pub at_ms: i64,
+    /// What the event carries; `ip` in the clear for staff.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+/// A customer's risk events (from the API or NATS), newest first, a page at a time.
 #[utoipa::path(get, path = "/v1/risk/events", tag = "risk", security(("token" = [])), params(EventQuery),
-    responses((status = 200, body = Vec<Object>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Page<RiskEventView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(crate) async fn list_events(
     State(state): State<AppState>,
     p: Principal,
     q: Result<Query<EventQuery>, QueryRejection>,
-) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+) -> Result<Json<Page<RiskEventView>>, ApiError> {
     p.require(READERS)?;
-    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let since = state.env().now().unix_ms().saturating_sub(30 * 86_400_000);
-    let events = state.store().risk_events(since, 10_000).await?;
-    Ok(Json(
-        events
-            .into_iter()
-            .filter(|e| e.customer_id == q.customer_id)
-            .map(|mut e| {
-                let ip = event_ip(state.personal_data_key().map(|k| k.as_ref()), e.customer_id, &e.data);
-                if let Some(obj) = e.data.as_object_mut() {
-                    obj.remove("ip_sealed");
-                    obj.insert("ip".into(), ip.into());
-                }
-                serde_json::json!({ "id": e.id, "kind": e.kind, "at_ms": e.at.unix_ms(), "data": e.data })
-            })
-            .collect(),
-    ))
+    let q = query(q)?;
+    let limit = crate::extract::limit(q.limit)?;
+    let after = page::after(q.after.as_deref())?;
+    let events = state
+        .store()
+        .customer_risk_events(q.customer_id, after.as_ref(), page::read_size(limit))
+        .await?;
+    let (events, next) = page::split(events, limit, |e| Keyset {
+        at_ms: e.at.unix_ms(),
+        id: e.id.to_string(),
+        n: 0,
+    });
+    let key = state.personal_data_key().map(|k| k.as_ref());
+    Ok(Json(Page::new(events, next).map(|mut e| {
+        let ip = event_ip(key, e.customer_id, &e.data);
+        if let Some(obj) = e.data.as_object_mut() {
+            obj.remove("ip_sealed");
+            obj.insert("ip".into(), ip.into());
+        }
+        RiskEventView { id: e.id, kind: e.kind, at_ms: e.at.unix_ms(), data: e.data }
+    })))
 }
 
 /// A review's state, as queries name it (the document's copy of `store::RiskState`; a test
@@ -243,32 +265,37 @@ pub struct ReviewQuery {
     /// `open` is the queue.
     #[param(inline, value_type = Option<ReviewStateName>)]
     pub state: Option<String>,
+    /// The `next_cursor` of the page before; from the oldest when absent.
+    pub after: Option<String>,
     /// 1 to 1000; default 100.
     pub limit: Option<u32>,
 }
 
-/// The review queue (`?state=open`), oldest first.
+/// The review queue (`?state=open`), oldest first, a page at a time.
 #[utoipa::path(get, path = "/v1/risk/reviews", tag = "risk", security(("token" = [])), params(ReviewQuery),
-    responses((status = 200, body = Vec<ReviewView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Page<ReviewView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(crate) async fn list_reviews(
     State(state): State<AppState>,
     p: Principal,
     q: Result<Query<ReviewQuery>, QueryRejection>,
-) -> Result<Json<Vec<ReviewView>>, ApiError> {
+) -> Result<Json<Page<ReviewView>>, ApiError> {
     p.require(READERS)?;
-    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let q = query(q)?;
     let st = match q.state.as_deref() {
         None => None,
         Some(s) => Some(RiskState::parse(s).ok_or_else(|| {
             ApiError::bad_request("invalid_query", format!("unknown state {s:?}"))
         })?),
     };
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_query", "limit must be 1 to 1000"));
-    }
-    let list = state.store().list_risk_reviews(st, limit).await?;
-    Ok(Json(list.into_iter().map(ReviewView::from).collect()))
+    let limit = crate::extract::limit(q.limit)?;
+    let after = page::after(q.after.as_deref())?;
+    let list = state.store().list_risk_reviews(st, after.as_ref(), page::read_size(limit)).await?;
+    let (list, next) = page::split(list, limit, |r| Keyset {
+        at_ms: r.created_at.unix_ms(),
+        id: r.withdrawal_id.to_string(),
+        n: 0,
+    });
+    Ok(Json(Page::new(list, next).map(ReviewView::from)))
 }
 
 fn not_assessed(id: Uuid) -> ApiError {

@@ -475,7 +475,7 @@ async fn withdrawal_flow(s: &Server) {
         .await;
     assert_eq!(
         b,
-        json!([{"asset": "ETH", "available": "1400000000000000000", "pending": "100000000000000000", "available_decimal": "1.4", "pending_decimal": "0.1"}])
+        json!({"data": [{"asset": "ETH", "available": "1400000000000000000", "pending": "100000000000000000", "available_decimal": "1.4", "pending_decimal": "0.1"}], "next_cursor": null, "has_more": false})
     );
     let (_, lines, _) = s
         .call(
@@ -487,7 +487,7 @@ async fn withdrawal_flow(s: &Server) {
         )
         .await;
     assert_eq!(
-        lines.as_array().unwrap().len(),
+        lines["data"].as_array().unwrap().len(),
         3,
         "deposit credit + reservation debit and credit: {lines}"
     );
@@ -508,7 +508,8 @@ async fn withdrawal_flow(s: &Server) {
             None,
         )
         .await;
-    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert_eq!((&list["has_more"], &list["next_cursor"]), (&json!(false), &json!(null)));
 
     // Approvals are kept as submitted (one per approver) when they name this intent; the
     // engine and the signer nodes verify them.
@@ -566,8 +567,8 @@ async fn withdrawal_flow(s: &Server) {
     let (_, b, _) = s
         .call("GET", &format!("/v1/customers/{cid}/balances"), Some(Role::Auditor), None, None)
         .await;
-    assert_eq!(b[0]["available"], "1500000000000000000");
-    assert_eq!(b[0]["pending"], "0");
+    assert_eq!(b["data"][0]["available"], "1500000000000000000");
+    assert_eq!(b["data"][0]["pending"], "0");
     let report = strongroom_store::verify_audit(s.store.as_ref()).await.unwrap();
     assert!(report.is_intact(), "{report:?}");
     assert_eq!(
@@ -581,7 +582,98 @@ async fn withdrawal_flow(s: &Server) {
 async fn withdrawal_flow_on_sqlite() {
     let s = Server::start(None).await;
     withdrawal_flow(&s).await;
+    lists_come_a_page_at_a_time(&s).await;
     s.stop().await;
+}
+
+/// Every row of a list, `limit` at a time, following `next_cursor`; with the pages' sizes.
+async fn walk(s: &Server, path: &str, limit: u32) -> (Vec<Value>, Vec<usize>) {
+    let (mut rows, mut sizes, mut after) = (Vec::new(), Vec::new(), String::new());
+    let sep = if path.contains('?') { '&' } else { '?' };
+    loop {
+        let mut url = format!("{path}{sep}limit={limit}");
+        if !after.is_empty() {
+            url = format!("{url}&after={after}");
+        }
+        let (st, page, _) = s.call("GET", &url, Some(Role::Auditor), None, None).await;
+        assert_eq!(st, StatusCode::OK, "{url}: {page}");
+        let data = page["data"].as_array().unwrap();
+        sizes.push(data.len());
+        rows.extend(data.iter().cloned());
+        match (page["has_more"].as_bool().unwrap(), page["next_cursor"].as_str()) {
+            (true, Some(next)) => after = next.to_owned(),
+            (false, None) => return (rows, sizes),
+            other => panic!("has_more and next_cursor disagree: {other:?} {page}"),
+        }
+    }
+}
+
+/// Lists come a page at a time from a cursor: every row once, in order, whatever the page
+/// size, and rows added between pages shift nothing.
+async fn lists_come_a_page_at_a_time(s: &Server) {
+    let (_, c) = s.post("/v1/customers", "pager", json!({"external_id": "pager"})).await;
+    let cid = c["id"].as_str().unwrap().to_owned();
+    let credit =
+        json!({"customer_id": cid, "asset": "ETH", "amount": "1", "reference": "0xfeed:9"});
+    let (st, _) = s.post("/v1/deposits", "pager-d", credit).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let withdraw = |n: u32| {
+        let body =
+            json!({"customer_id": cid, "asset": "ETH", "destination": DEST, "amount": "0.01"});
+        async move {
+            let (st, w) = s.post("/v1/withdrawals", &format!("pager-w{n}"), body).await;
+            assert_eq!(st, StatusCode::CREATED, "{w}");
+            w["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let mut made = Vec::new();
+    for n in 0..7 {
+        made.push(withdraw(n).await);
+    }
+    let list = format!("/v1/withdrawals?customer_id={cid}");
+    let (whole, sizes) = walk(s, &list, 1000).await;
+    assert_eq!(sizes, vec![7]);
+    let ids: Vec<&str> = whole.iter().map(|w| w["id"].as_str().unwrap()).collect();
+    let mut want: Vec<&str> = made.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, want, "each withdrawal once");
+    let at: Vec<i64> = whole.iter().map(|w| w["created_at_ms"].as_i64().unwrap()).collect();
+    assert!(at.windows(2).all(|p| p[0] >= p[1]), "newest first: {at:?}");
+    for limit in [1, 2, 3] {
+        let (rows, sizes) = walk(s, &list, limit).await;
+        assert_eq!(rows, whole, "pages of {limit}");
+        assert!(sizes.iter().all(|n| *n <= limit as usize), "{sizes:?}");
+    }
+    // A withdrawal made after the first page was read is newer: it does not push an older one
+    // into the next page again.
+    let url = format!("{list}&limit=3");
+    let (_, first, _) = s.call("GET", &url, Some(Role::Auditor), None, None).await;
+    let newer = withdraw(7).await;
+    let next = first["next_cursor"].as_str().unwrap();
+    let (_, second, _) =
+        s.call("GET", &format!("{url}&after={next}"), Some(Role::Auditor), None, None).await;
+    let seen: Vec<&Value> = first["data"].as_array().unwrap().iter().collect();
+    for w in second["data"].as_array().unwrap() {
+        assert!(!seen.contains(&w) && w["id"] != newer.as_str(), "{w}");
+    }
+    assert_eq!(second["data"].as_array().unwrap()[0], whole[3]);
+    // The ledger (the deposit, two postings per reservation) and the audit log walk the same way.
+    let ledger = format!("/v1/customers/{cid}/ledger");
+    let (lines, _) = walk(s, &ledger, 1000).await;
+    assert_eq!(lines.len(), 1 + 2 * 8, "{lines:?}");
+    assert_eq!(walk(s, &ledger, 4).await.0, lines);
+    let (records, _) = walk(s, "/v1/audit", 1000).await;
+    let (paged, sizes) = walk(s, "/v1/audit", 7).await;
+    assert_eq!(paged, records);
+    assert!(sizes.len() > 2, "{sizes:?}");
+    // A cursor not from this API is refused with its own code.
+    for bad in ["evt_3", "bm9wZQ", "MTo6"] {
+        let (st, v, _) =
+            s.call("GET", &format!("{list}&after={bad}"), Some(Role::Auditor), None, None).await;
+        assert_eq!((st, code(&v)), (StatusCode::BAD_REQUEST, "invalid_cursor"), "{bad}: {v}");
+    }
 }
 
 /// A production server (no hand credits) credits nothing without chain evidence, even with
@@ -603,7 +695,7 @@ async fn a_production_server_credits_nothing_by_hand() {
             None,
         )
         .await;
-    assert!(b.as_array().unwrap().iter().all(|x| x["available"] == "0"), "{b}");
+    assert!(b["data"].as_array().unwrap().iter().all(|x| x["available"] == "0"), "{b}");
     s.stop().await;
 }
 
@@ -628,6 +720,7 @@ async fn withdrawal_flow_on_postgres() {
     assert_eq!(h["database"], "postgres");
     eprintln!("withdrawal_flow_on_postgres on database {name}");
     withdrawal_flow(&s).await;
+    lists_come_a_page_at_a_time(&s).await;
     s.stop().await;
     admin.execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str()).await.unwrap();
 }
@@ -806,7 +899,7 @@ async fn bad_input_gets_a_stable_code_and_writes_nothing() {
     let (_, b, _) = s
         .call("GET", &format!("/v1/customers/{cid}/balances"), Some(Role::Auditor), None, None)
         .await;
-    assert_eq!(b[0]["available"], "900000000000000000");
+    assert_eq!(b["data"][0]["available"], "900000000000000000");
 
     // Routing errors are JSON too.
     let (st, v, _) =
@@ -1360,12 +1453,12 @@ async fn a_customer_secures_their_account_and_withdrawals_wait_out_the_locks() {
 
     // Devices and sessions: listed, and the phone revoked (its session ends with it).
     let (_, devices, _) = s.session("GET", "/v1/me/devices", &token, None).await;
-    let devices = devices.as_array().unwrap().clone();
+    let devices = devices["data"].as_array().unwrap().clone();
     assert_eq!(devices.len(), 2, "{devices:?}");
     let phone_dev = devices.iter().find(|d| d["name"] == "ann's phone").unwrap();
     assert_eq!(phone_dev["last_ip"], "127.0.0.1");
     let (_, sessions, _) = s.session("GET", "/v1/me/sessions", &token, None).await;
-    assert!(sessions.as_array().unwrap().iter().any(|x| x["via"] == "passkey"));
+    assert!(sessions["data"].as_array().unwrap().iter().any(|x| x["via"] == "passkey"));
     let phone_token = phone["token"].as_str().unwrap();
     let (st, _, _) = s.session("GET", "/v1/me", phone_token, None).await;
     assert_eq!(st, StatusCode::OK);
@@ -1470,7 +1563,7 @@ async fn a_customer_secures_their_account_and_withdrawals_wait_out_the_locks() {
     // After the lock and the whitelist delay: only the whitelisted address is paid.
     tokio::time::sleep(std::time::Duration::from_millis(LOCK_MS as u64 + 300)).await;
     let (_, list, _) = s.session("GET", "/v1/me/whitelist", &token, None).await;
-    assert_eq!(list[0]["usable"], true);
+    assert_eq!(list["data"][0]["usable"], true);
     let other = json!({"asset": "ETH", "destination": "0x00000000000000000000000000000000000000aa", "amount": "0.1"});
     let (st, v, _) = s.session("POST", "/v1/me/withdrawals", &token, Some(other)).await;
     assert_eq!((st, code(&v)), (StatusCode::FORBIDDEN, "destination_not_whitelisted"), "{v}");
@@ -1611,7 +1704,7 @@ async fn cookie_sessions_need_the_csrf_token_and_the_console_is_locked_down() {
     let (st, me) = with_cookie("GET", "/v1/me", None).await;
     assert_eq!(st, StatusCode::OK, "{me}");
     let (_, listed, _) = s.session("GET", "/v1/me/sessions", &token, None).await;
-    let a = listed.as_array().unwrap().iter().find(|x| x["current"] == true).unwrap()["id"]
+    let a = listed["data"].as_array().unwrap().iter().find(|x| x["current"] == true).unwrap()["id"]
         .as_str()
         .unwrap()
         .to_owned();

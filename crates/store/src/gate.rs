@@ -63,7 +63,8 @@ pub async fn gate(store: &dyn Store, m: &Movement<'_>, now: Timestamp) -> Result
             WithdrawalState::Broadcast,
             WithdrawalState::Settled,
         ] {
-            let filter = WithdrawalFilter { customer_id: None, state: Some(st), limit: 1000 };
+            let filter =
+                WithdrawalFilter { customer_id: None, state: Some(st), after: None, limit: 1000 };
             recent.extend(store.list_withdrawals(&filter).await?);
         }
     }

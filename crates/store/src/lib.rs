@@ -155,7 +155,14 @@ pub trait Ledger: Send + Sync {
     /// The treasury's customer row (see `core::ledger::TREASURY_CUSTOMER`); made on first use.
     async fn ensure_treasury(&self, ctx: &WriteCtx) -> Result<Customer>;
     async fn balances(&self, customer_id: Uuid) -> Result<Vec<Balance>>;
-    async fn ledger_lines(&self, customer_id: Uuid, limit: u32) -> Result<Vec<LedgerLine>>;
+    /// A customer's postings, newest first (then by entry id and posting number), after
+    /// `after` when given, at most `limit` (up to 1,001: a page and a look past it).
+    async fn ledger_lines(
+        &self,
+        customer_id: Uuid,
+        after: Option<&Keyset>,
+        limit: u32,
+    ) -> Result<Vec<LedgerLine>>;
     /// Totals per asset across all accounts, for the double-entry check.
     async fn custody_totals(&self) -> Result<Vec<CustodyTotal>>;
     /// Up to `limit` customers (never the treasury) with a balance, available or pending, in
@@ -387,10 +394,12 @@ pub trait RiskStore: Send + Sync {
         action: ReviewAction,
     ) -> Result<RiskReview>;
     async fn risk_review(&self, id: Uuid) -> Result<Option<RiskReview>>;
-    /// Reviews, oldest first; with `state`, only those.
+    /// Reviews, oldest first (then by withdrawal id), after `after` when given; with `state`,
+    /// only those.
     async fn list_risk_reviews(
         &self,
         state: Option<RiskState>,
+        after: Option<&Keyset>,
         limit: u32,
     ) -> Result<Vec<RiskReview>>;
     /// Up to `limit` reviews changed after `updated_after_ms`, oldest change first.
@@ -405,6 +414,13 @@ pub trait RiskStore: Send + Sync {
     /// Risk events after `after_ms`, in time order, at most `limit`.
     async fn risk_events(&self, after_ms: i64, limit: u32) -> Result<Vec<RiskEvent>>;
     async fn risk_event(&self, id: Uuid) -> Result<Option<RiskEvent>>;
+    /// One customer's risk events, newest first (then by id), after `after` when given.
+    async fn customer_risk_events(
+        &self,
+        customer_id: Uuid,
+        after: Option<&Keyset>,
+        limit: u32,
+    ) -> Result<Vec<RiskEvent>>;
     /// The kept profiles of those of `customers` that have one (encoded by the risk crate).
     async fn risk_profiles(&self, customers: &[String]) -> Result<Vec<(String, Vec<u8>)>>;
     /// Customers whose profile a commit after `after_version` changed (at most `limit`).

@@ -82,6 +82,8 @@ pub struct LedgerLine {
     pub amount: Amount,
     pub balance_after: Amount,
     pub created_at: Timestamp,
+    /// The posting's number within its entry.
+    pub n: i64,
 }
 
 /// Custody vs. the sum of what customers own, per asset. Equal in a sound ledger.
@@ -96,7 +98,19 @@ pub struct CustodyTotal {
 pub struct WithdrawalFilter {
     pub customer_id: Option<Uuid>,
     pub state: Option<strongroom_core::withdrawal::WithdrawalState>,
+    /// Only those listed after this one (newest first: older, or as old with a greater id).
+    pub after: Option<Keyset>,
     pub limit: u32,
+}
+
+/// Where a page of a list starts: just past the row with this sort key — its time, its id and,
+/// for a ledger posting, its number within the entry (0 elsewhere). The API hands it out as an
+/// opaque cursor; rows added later never shift a page already read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keyset {
+    pub at_ms: i64,
+    pub id: String,
+    pub n: i64,
 }
 
 /// What an API token may do.

@@ -18,7 +18,7 @@ use serde_json::json;
 use sqlx::Executor;
 use strongroom_core::ledger::JournalEntry;
 use strongroom_core::withdrawal::{
-    plan_withdrawal, WithdrawalRequest, WithdrawalRules, WithdrawalState,
+    plan_withdrawal, Withdrawal, WithdrawalRequest, WithdrawalRules, WithdrawalState,
 };
 use strongroom_core::{Env, FixedEnv, Timestamp};
 use strongroom_store::faults::POINTS;
@@ -126,6 +126,7 @@ conformance!(
     sweeps_share_the_chain_path_and_move_nothing_but_the_fee,
     the_governance_log_keeps_order_one_proposal_and_one_genesis,
     risk_reviews_are_assessed_once_and_decided_once,
+    lists_come_a_page_at_a_time_from_a_cursor,
     initiated_withdrawals_keep_the_signed_request_beside_them,
     request_nonces_are_used_once_until_they_expire,
     leases_have_one_holder_until_they_expire,
@@ -443,7 +444,7 @@ async fn deposits_credit_available_once(store: Arc<SqlStore>) {
         Err(StoreError::NotFound { .. })
     ));
     assert_eq!(balance(&store, c).await, (1_000, 0));
-    let lines = store.ledger_lines(c, 10).await.unwrap();
+    let lines = store.ledger_lines(c, None, 10).await.unwrap();
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0].kind, "deposit");
     assert_eq!(lines[0].balance_after, wei(1_000));
@@ -464,6 +465,7 @@ async fn withdrawal_reserves_atomically(store: Arc<SqlStore>) {
         .list_withdrawals(&WithdrawalFilter {
             customer_id: Some(c),
             state: Some(WithdrawalState::Reserved),
+            after: None,
             limit: 10,
         })
         .await
@@ -473,6 +475,7 @@ async fn withdrawal_reserves_atomically(store: Arc<SqlStore>) {
         .list_withdrawals(&WithdrawalFilter {
             customer_id: Some(c),
             state: Some(WithdrawalState::Settled),
+            after: None,
             limit: 10,
         })
         .await
@@ -1544,6 +1547,149 @@ async fn the_governance_log_keeps_order_one_proposal_and_one_genesis(store: Arc<
     assert!(!report.is_intact(), "{report:?}");
 }
 
+/// Read a list `size` rows at a time, each page from the key of the last row of the one before.
+async fn walk<T, F, Fut>(size: u32, key: impl Fn(&T) -> Keyset, read: F) -> Vec<T>
+where
+    F: Fn(Option<Keyset>, u32) -> Fut,
+    Fut: std::future::Future<Output = Vec<T>>,
+{
+    let mut out: Vec<T> = Vec::new();
+    loop {
+        let page = read(out.last().map(&key), size).await;
+        assert!(page.len() <= size as usize);
+        let done = page.len() < size as usize;
+        out.extend(page);
+        if done {
+            return out;
+        }
+    }
+}
+
+async fn lists_come_a_page_at_a_time_from_a_cursor(store: Arc<SqlStore>) {
+    let (c, other) = (customer(&store, "u").await, customer(&store, "v").await);
+    deposit(&store, c, 10u128.pow(18)).await;
+    deposit(&store, other, 10u128.pow(18)).await;
+    // Seven withdrawals over four milliseconds (ties are broken by id), and another
+    // customer's in between.
+    let base = env().now().unix_ms();
+    let mut made = Vec::new();
+    for i in 0..7 {
+        let at = Timestamp::from_unix_ms(base + i / 2);
+        made.push(store.request_withdrawal(&ctx(at), None, plan(c, "0.01")).await.unwrap());
+        let r = review_of(&made[made.len() - 1], c);
+        store.assess_withdrawal(&ctx(at), r).await.unwrap();
+        let e = RiskEvent {
+            id: Uuid::new_v4(),
+            customer_id: if i == 3 { other } else { c },
+            kind: "login".into(),
+            at,
+            data: json!({"n": i}),
+        };
+        store.add_risk_event(&ctx(at), e).await.unwrap();
+    }
+    let theirs = store
+        .request_withdrawal(&ctx(Timestamp::from_unix_ms(base + 1)), None, plan(other, "0.01"))
+        .await
+        .unwrap();
+    let wkey =
+        |w: &Withdrawal| Keyset { at_ms: w.created_at.unix_ms(), id: w.id.to_string(), n: 0 };
+    let filter = |after: Option<Keyset>, limit: u32| WithdrawalFilter {
+        customer_id: Some(c),
+        state: None,
+        after,
+        limit,
+    };
+    let all = store.list_withdrawals(&filter(None, 1000)).await.unwrap();
+    let mut want = made.clone();
+    want.sort_by(|a, b| {
+        let newer = b.created_at.unix_ms().cmp(&a.created_at.unix_ms());
+        newer.then(a.id.to_string().cmp(&b.id.to_string()))
+    });
+    assert_eq!(all, want, "newest first, then by id");
+    for size in [1, 2, 3, 7] {
+        let paged = walk(size, wkey, |after, limit| {
+            let store = store.clone();
+            let f = filter(after, limit);
+            async move { store.list_withdrawals(&f).await.unwrap() }
+        })
+        .await;
+        assert_eq!(paged, all, "pages of {size}");
+    }
+    // Without a customer: theirs among them, in its place.
+    let everyone = walk(2, wkey, |after, limit| {
+        let store = store.clone();
+        let f = WithdrawalFilter { after, limit, ..Default::default() };
+        async move { store.list_withdrawals(&f).await.unwrap() }
+    })
+    .await;
+    assert_eq!(everyone.len(), 8);
+    assert!(everyone.contains(&theirs));
+    // The ledger: the deposit and two postings per reservation, by time, entry and number.
+    let lkey = |l: &LedgerLine| Keyset {
+        at_ms: l.created_at.unix_ms(),
+        id: l.entry_id.to_string(),
+        n: l.n,
+    };
+    let lines = store.ledger_lines(c, None, 1000).await.unwrap();
+    assert_eq!(lines.len(), 1 + 2 * 7, "{lines:?}");
+    for size in [1, 2, 4] {
+        let paged = walk(size, lkey, |after, limit| {
+            let store = store.clone();
+            async move { store.ledger_lines(c, after.as_ref(), limit).await.unwrap() }
+        })
+        .await;
+        assert_eq!(paged, lines, "ledger pages of {size}");
+    }
+    // Reviews, oldest first; open ones only when asked.
+    let rkey = |r: &RiskReview| Keyset {
+        at_ms: r.created_at.unix_ms(),
+        id: r.withdrawal_id.to_string(),
+        n: 0,
+    };
+    let reviews = store.list_risk_reviews(Some(RiskState::Open), None, 1000).await.unwrap();
+    assert_eq!(reviews.len(), 7);
+    assert!(reviews.windows(2).all(|w| rkey(&w[0]).at_ms <= rkey(&w[1]).at_ms));
+    let paged = walk(3, rkey, |after, limit| {
+        let store = store.clone();
+        async move {
+            store.list_risk_reviews(Some(RiskState::Open), after.as_ref(), limit).await.unwrap()
+        }
+    })
+    .await;
+    assert_eq!(paged, reviews);
+    assert!(store.list_risk_reviews(Some(RiskState::Cleared), None, 10).await.unwrap().is_empty());
+    // One customer's risk events, newest first; the other customer's stay out.
+    let ekey = |e: &RiskEvent| Keyset { at_ms: e.at.unix_ms(), id: e.id.to_string(), n: 0 };
+    let events = store.customer_risk_events(c, None, 1000).await.unwrap();
+    assert_eq!(events.len(), 6);
+    assert!(events.windows(2).all(|w| w[0].at.unix_ms() >= w[1].at.unix_ms()));
+    assert!(events.iter().all(|e| e.customer_id == c));
+    let paged = walk(4, ekey, |after, limit| {
+        let store = store.clone();
+        async move { store.customer_risk_events(c, after.as_ref(), limit).await.unwrap() }
+    })
+    .await;
+    assert_eq!(paged, events);
+    assert_eq!(store.customer_risk_events(other, None, 10).await.unwrap().len(), 1);
+    assert_intact(&store).await;
+}
+
+fn review_of(w: &Withdrawal, customer_id: Uuid) -> RiskReview {
+    RiskReview {
+        withdrawal_id: w.id,
+        customer_id,
+        decision: "review".into(),
+        state: RiskState::Open,
+        score: 60,
+        assessment: json!({"reasons": []}),
+        assignee: None,
+        notes: vec![],
+        decided_by: None,
+        created_at: Timestamp::from_unix_ms(0),
+        updated_at: Timestamp::from_unix_ms(0),
+    }
+}
+
 async fn risk_reviews_are_assessed_once_and_decided_once(store: Arc<SqlStore>) {
     let c = customer(&store, "u").await;
     deposit(&store, c, 10u128.pow(18)).await;
@@ -1570,7 +1716,10 @@ async fn risk_reviews_are_assessed_once_and_decided_once(store: Arc<SqlStore>) {
     let again =
         store.assess_withdrawal(&ctx(env().now()), review(RiskState::Cleared, 1)).await.unwrap();
     assert_eq!((again.state, again.score), (RiskState::Open, 60));
-    assert_eq!(store.list_risk_reviews(Some(RiskState::Open), 10).await.unwrap(), vec![first]);
+    assert_eq!(
+        store.list_risk_reviews(Some(RiskState::Open), None, 10).await.unwrap(),
+        vec![first]
+    );
     let r = store
         .review_withdrawal(&ctx(env().now()), w.id, ReviewAction::Assign("ana".into()))
         .await

@@ -276,27 +276,27 @@ pub(crate) async fn passkey_register(
 
 /// The customer's passkeys.
 #[utoipa::path(get, path = "/v1/me/passkeys", tag = "accounts", security(("token" = [])),
-    responses((status = 200, body = Vec<PasskeyView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Page<PasskeyView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(crate) async fn passkeys(
     State(state): State<AppState>,
     SignedIn(p): SignedIn,
-) -> Result<Json<Vec<PasskeyView>>, ApiError> {
+) -> Result<Json<Page<PasskeyView>>, ApiError> {
     let a = account_of(&account_record(&state, account_id(&p)?).await?)?;
-    Ok(Json(
+    Ok(Json(Page::all(
         a.passkeys
             .iter()
             .map(|k| PasskeyView { id: k.id, name: k.name.clone(), added_at: at(k.added_at_ms) })
             .collect(),
-    ))
+    )))
 }
 
 /// The customer's devices.
 #[utoipa::path(get, path = "/v1/me/devices", tag = "accounts", security(("token" = [])),
-    responses((status = 200, body = Vec<DeviceView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Page<DeviceView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(crate) async fn devices(
     State(state): State<AppState>,
     SignedIn(p): SignedIn,
-) -> Result<Json<Vec<DeviceView>>, ApiError> {
+) -> Result<Json<Page<DeviceView>>, ApiError> {
     let owner = account_id(&p)?.to_string();
     let current = match state.store().auth_record("session", &p.token_id).await? {
         Some(s) => Some(parse::<Session>(&s)?.device_id),
@@ -317,7 +317,7 @@ pub(crate) async fn devices(
             current: current == Some(id),
         });
     }
-    Ok(Json(out))
+    Ok(Json(Page::all(out)))
 }
 
 /// Revoke a device: its sessions end, and its next sign-in alerts as a new device.
@@ -346,11 +346,11 @@ pub(crate) async fn revoke_device(
 
 /// The customer's sessions.
 #[utoipa::path(get, path = "/v1/me/sessions", tag = "accounts", security(("token" = [])),
-    responses((status = 200, body = Vec<SessionInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Page<SessionInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(crate) async fn sessions(
     State(state): State<AppState>,
     SignedIn(p): SignedIn,
-) -> Result<Json<Vec<SessionInfo>>, ApiError> {
+) -> Result<Json<Page<SessionInfo>>, ApiError> {
     let owner = account_id(&p)?.to_string();
     let now = state.env().now().unix_ms();
     let mut out = Vec::new();
@@ -367,7 +367,7 @@ pub(crate) async fn sessions(
             });
         }
     }
-    Ok(Json(out))
+    Ok(Json(Page::all(out)))
 }
 
 /// End a session.

@@ -45,6 +45,7 @@ use webauthn_rs::{Webauthn, WebauthnBuilder};
 use crate::auth::{Customer, Principal, SignedIn, StoredSession as Session, SESSION_COOKIE};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Body, Client};
+use crate::page::Page;
 use crate::{AppState, RequestId};
 
 mod contact;

@@ -17,15 +17,15 @@ pub(super) fn entry_view(r: &AuthRecord, now: i64) -> Result<WhitelistView, ApiE
 
 /// The customer's withdrawal addresses.
 #[utoipa::path(get, path = "/v1/me/whitelist", tag = "accounts", security(("token" = [])),
-    responses((status = 200, body = Vec<WhitelistView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Page<WhitelistView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(crate) async fn whitelist(
     State(state): State<AppState>,
     Customer(p): Customer,
-) -> Result<Json<Vec<WhitelistView>>, ApiError> {
+) -> Result<Json<Page<WhitelistView>>, ApiError> {
     let owner = customer_of(&p)?.to_string();
     let now = state.env().now().unix_ms();
     let list = state.store().auth_records("whitelist", &owner).await?;
-    Ok(Json(list.iter().map(|r| entry_view(r, now)).collect::<Result<_, _>>()?))
+    Ok(Json(Page::all(list.iter().map(|r| entry_view(r, now)).collect::<Result<_, _>>()?)))
 }
 
 /// Add a withdrawal address: usable after the whitelist delay (24 h by default).

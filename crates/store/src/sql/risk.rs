@@ -249,22 +249,21 @@ impl SqlStore {
     pub(super) async fn read_risk_reviews(
         &self,
         state: Option<RiskState>,
+        after: Option<&Keyset>,
         limit: u32,
     ) -> Result<Vec<RiskReview>> {
-        let rows = match state {
-            Some(s) => {
-                let sql = format!("SELECT {REVIEW_COLUMNS} FROM risk_reviews WHERE state = $1 ORDER BY created_at_ms, withdrawal_id LIMIT $2");
-                sqlx::query(&sql)
-                    .bind(s.as_str())
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-            None => {
-                let sql = format!("SELECT {REVIEW_COLUMNS} FROM risk_reviews ORDER BY created_at_ms, withdrawal_id LIMIT $1");
-                sqlx::query(&sql).bind(i64::from(limit)).fetch_all(&self.pool).await?
-            }
-        };
+        let sql = format!(
+            "SELECT {REVIEW_COLUMNS} FROM risk_reviews WHERE (CAST($1 AS TEXT) IS NULL OR state = $1) \
+             AND (CAST($2 AS BIGINT) IS NULL OR created_at_ms > $2 OR (created_at_ms = $2 AND withdrawal_id > $3)) \
+             ORDER BY created_at_ms, withdrawal_id LIMIT $4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(state.map(|s| s.as_str()))
+            .bind(after.map(|k| k.at_ms))
+            .bind(after.map_or("", |k| k.id.as_str()))
+            .bind(i64::from(limit.clamp(1, 1001)))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(|r| row_of::<ReviewRow>(r).and_then(|r| r.to_domain())).collect()
     }
 
@@ -292,6 +291,26 @@ impl SqlStore {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
+        rows.iter().map(event_of).collect()
+    }
+
+    pub(super) async fn read_customer_risk_events(
+        &self,
+        customer_id: Uuid,
+        after: Option<&Keyset>,
+        limit: u32,
+    ) -> Result<Vec<RiskEvent>> {
+        let rows = sqlx::query(
+            "SELECT id, customer_id, kind, at_ms, data FROM risk_events WHERE customer_id = $1 \
+             AND (CAST($2 AS BIGINT) IS NULL OR at_ms < $2 OR (at_ms = $2 AND id > $3)) \
+             ORDER BY at_ms DESC, id LIMIT $4",
+        )
+        .bind(customer_id.to_string())
+        .bind(after.map(|k| k.at_ms))
+        .bind(after.map_or("", |k| k.id.as_str()))
+        .bind(i64::from(limit.clamp(1, 1001)))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(event_of).collect()
     }
 

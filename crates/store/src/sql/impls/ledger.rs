@@ -96,15 +96,25 @@ impl Ledger for SqlStore {
         Ok(out)
     }
 
-    async fn ledger_lines(&self, customer_id: Uuid, limit: u32) -> Result<Vec<LedgerLine>> {
+    async fn ledger_lines(
+        &self,
+        customer_id: Uuid,
+        after: Option<&Keyset>,
+        limit: u32,
+    ) -> Result<Vec<LedgerLine>> {
         self.get_customer(customer_id).await?;
         let rows = sqlx::query(
-            "SELECT p.entry_id, e.kind, e.reference, p.account_key, p.asset, p.side, p.amount, p.balance_after, e.created_at_ms \
+            "SELECT p.entry_id, p.n, e.kind, e.reference, p.account_key, p.asset, p.side, p.amount, p.balance_after, e.created_at_ms \
              FROM postings p JOIN journal_entries e ON e.id = p.entry_id JOIN accounts a ON a.key = p.account_key \
-             WHERE a.customer_id = $1 ORDER BY e.created_at_ms DESC, p.entry_id, p.n LIMIT $2",
+             WHERE a.customer_id = $1 AND (CAST($2 AS BIGINT) IS NULL OR e.created_at_ms < $2 \
+               OR (e.created_at_ms = $2 AND (p.entry_id > $3 OR (p.entry_id = $3 AND p.n > $4)))) \
+             ORDER BY e.created_at_ms DESC, p.entry_id, p.n LIMIT $5",
         )
         .bind(customer_id.to_string())
-        .bind(i64::from(limit.clamp(1, 1000)))
+        .bind(after.map(|k| k.at_ms))
+        .bind(after.map_or("", |k| k.id.as_str()))
+        .bind(after.map_or(0, |k| k.n))
+        .bind(i64::from(limit.clamp(1, 1001)))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -119,6 +129,7 @@ impl Ledger for SqlStore {
                     amount: amount(&r.try_get::<String, _>("amount")?)?,
                     balance_after: amount(&r.try_get::<String, _>("balance_after")?)?,
                     created_at: Timestamp::from_unix_ms(r.try_get("created_at_ms")?),
+                    n: r.try_get("n")?,
                 })
             })
             .collect()

@@ -32,9 +32,10 @@ impl RiskStore for SqlStore {
     async fn list_risk_reviews(
         &self,
         state: Option<RiskState>,
+        after: Option<&Keyset>,
         limit: u32,
     ) -> Result<Vec<RiskReview>> {
-        self.read_risk_reviews(state, limit).await
+        self.read_risk_reviews(state, after, limit).await
     }
 
     async fn risk_reviews_since(
@@ -68,6 +69,15 @@ impl RiskStore for SqlStore {
 
     async fn risk_event(&self, id: Uuid) -> Result<Option<RiskEvent>> {
         self.read_risk_event(id).await
+    }
+
+    async fn customer_risk_events(
+        &self,
+        customer_id: Uuid,
+        after: Option<&Keyset>,
+        limit: u32,
+    ) -> Result<Vec<RiskEvent>> {
+        self.read_customer_risk_events(customer_id, after, limit).await
     }
 
     async fn risk_profiles(&self, customers: &[String]) -> Result<Vec<(String, Vec<u8>)>> {

@@ -112,12 +112,16 @@ impl Withdrawals for SqlStore {
         let sql = format!(
             "SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals \
              WHERE (CAST($1 AS TEXT) IS NULL OR customer_id = $1) AND (CAST($2 AS TEXT) IS NULL OR state = $2) \
-             ORDER BY created_at_ms DESC, id LIMIT $3"
+             AND (CAST($3 AS BIGINT) IS NULL OR created_at_ms < $3 OR (created_at_ms = $3 AND id > $4)) \
+             ORDER BY created_at_ms DESC, id LIMIT $5"
         );
+        let after = filter.after.as_ref();
         let rows = sqlx::query(&sql)
             .bind(filter.customer_id.map(|c| c.to_string()))
             .bind(filter.state.map(|s| s.as_str().to_string()))
-            .bind(i64::from(filter.limit.clamp(1, 1000)))
+            .bind(after.map(|k| k.at_ms))
+            .bind(after.map_or("", |k| k.id.as_str()))
+            .bind(i64::from(filter.limit.clamp(1, 1001)))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(|r| row_of::<WithdrawalRow>(r)?.to_domain()).collect()
