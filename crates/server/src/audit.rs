@@ -49,10 +49,7 @@ pub(crate) async fn records(
 ) -> Result<Json<Page<AuditRecordView>>, ApiError> {
     p.require(READERS)?;
     let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_query", "limit must be 1 to 1000"));
-    }
+    let limit = crate::extract::limit(q.limit)?;
     let after = q.after.unwrap_or(0);
     if i64::try_from(after).is_err() {
         return Err(ApiError::bad_request("invalid_query", "after must be at most 2^63 - 1"));

@@ -215,14 +215,6 @@ fn cursor(after: Option<&str>) -> Result<u64, ApiError> {
     }
 }
 
-fn limit(limit: Option<u32>) -> Result<u32, ApiError> {
-    let limit = limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_query", "limit must be 1 to 1000"));
-    }
-    Ok(limit)
-}
-
 /// Events in the order their changes committed, after a cursor.
 #[utoipa::path(get, path = "/v1/events", tag = "events", security(("token" = [])), params(EventsQuery),
     responses((status = 200, body = EventPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
@@ -235,7 +227,7 @@ pub(crate) async fn list(
     let q = query(q)?;
     let families = families(q.family.as_deref())?;
     let after = cursor(q.after.as_deref())?;
-    let limit = limit(q.limit)?;
+    let limit = crate::extract::limit(q.limit)?;
     let prefixes = audit_prefixes(&families);
     let (records, next) = state.store().audit_matching(after, &prefixes, limit, SCAN).await?;
     let full = records.len() >= limit as usize;
@@ -295,7 +287,7 @@ pub(crate) async fn dead_letters(
 ) -> Result<Json<DeadLetterPage>, ApiError> {
     p.require(READERS)?;
     let q = query(q)?;
-    let limit = limit(q.limit)?;
+    let limit = crate::extract::limit(q.limit)?;
     let after = match q.after.as_deref() {
         None | Some("") => None,
         Some(a) => Some(outbox_id(&event_id(cursor(Some(a))?))),
