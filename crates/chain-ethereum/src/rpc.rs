@@ -336,11 +336,7 @@ impl ChainClient for EthRpc {
                 if log.get("removed").and_then(Value::as_bool) == Some(true) {
                     continue;
                 }
-                let topics: Vec<B256> = log
-                    .get("topics")
-                    .and_then(Value::as_array)
-                    .map(|t| t.iter().filter_map(|x| x.as_str()?.parse().ok()).collect())
-                    .unwrap_or_default();
+                let topics = log_topics(&log);
                 let data = hex_bytes(field(&log, "data")?)?;
                 let event = IERC20::Transfer::decode_raw_log(topics, &data)
                     .map_err(|e| fatal(format!("Transfer event: {e}")))?;
@@ -417,6 +413,14 @@ fn quantity_u64(v: &Value) -> Result<u64, ClientError> {
 fn amount(v: U256) -> Result<Amount, ClientError> {
     let v = u128::try_from(v).map_err(|_| fatal("amount above 2^128".into()))?;
     Amount::from_base_units(v).map_err(|e| fatal(e.to_string()))
+}
+
+/// A JSON-RPC log's topics (those that are not 32-byte hex are left out).
+pub(crate) fn log_topics(log: &Value) -> Vec<B256> {
+    log.get("topics")
+        .and_then(Value::as_array)
+        .map(|t| t.iter().filter_map(|x| x.as_str()?.parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 fn hex_bytes(v: &Value) -> Result<Vec<u8>, ClientError> {

@@ -261,11 +261,7 @@ fn proxy_created(receipt: &Value, factory: EthAddress) -> Result<EthAddress, Rel
         if !from_factory {
             continue;
         }
-        let topics: Vec<B256> = log
-            .get("topics")
-            .and_then(Value::as_array)
-            .map(|t| t.iter().filter_map(|x| x.as_str()?.parse().ok()).collect())
-            .unwrap_or_default();
+        let topics = crate::rpc::log_topics(log);
         let data = log.get("data").and_then(Value::as_str).unwrap_or_default();
         let data = hex::decode(data.trim_start_matches("0x")).unwrap_or_default();
         if let Ok(event) = ISafeProxyFactory::ProxyCreation::decode_raw_log(topics, &data) {
