@@ -40,6 +40,11 @@ pub enum ChainError {
     /// The transaction does something the intent does not say.
     #[error("transaction {field} is {tx} but the intent says {intent}")]
     Mismatch { field: &'static str, tx: String, intent: String },
+    /// A part of the transaction no intent accounts for (a foreign input, an output the
+    /// intent does not name, a previous output stated falsely, a sighash type other than
+    /// the default), typed so a signer's refusal names it.
+    #[error("transaction refused: {0}")]
+    Refused(strongroom_core::TxRefusal),
     #[error("maximum fee {max_fee} exceeds the fee cap {cap}")]
     FeeAboveCap { max_fee: u128, cap: u128 },
     /// The intent or the parameters cannot be turned into a transaction.

@@ -10,9 +10,11 @@ pub mod intent;
 pub mod ledger;
 #[cfg(feature = "system")]
 pub mod sysenv;
+pub mod tx;
 pub mod withdrawal;
 
 pub use env::{new_id, Env, FixedEnv, Timestamp};
 pub use intent::{Intent, IntentAsset, IntentError, IntentHash, WalletId};
 #[cfg(feature = "system")]
 pub use sysenv::SystemEnv;
+pub use tx::TxRefusal;

@@ -287,6 +287,59 @@ fn sign_request(
     })
 }
 
+/// A Bitcoin hot-wallet spend from the fixtures' hot key (a P2WPKH PSBT), as a signing
+/// request; and the same with an attacker's output taken out of the change.
+fn bitcoin_hot(fx: &Fixtures) -> Result<(SignRequest, SignRequest), String> {
+    use strongroom_chain_bitcoin::bitcoin::{
+        absolute, transaction, Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut,
+    };
+    use strongroom_chain_bitcoin::hot::{HotCodec, HotCoin, HotParams};
+    let intent = crate::fixtures::make_intent(
+        strongroom_units::chain::BITCOIN_REGTEST,
+        "BTC",
+        8,
+        None,
+        "hot-eth-1",
+        BTC_DEST,
+        150_000,
+        10_000,
+        7,
+    )?;
+    let public = hex::decode(&fx.key_info.public_key).map_err(err)?;
+    let codec = HotCodec::p2wpkh(intent.chain.clone(), &public).map_err(err)?;
+    let funding = Transaction {
+        version: transaction::Version::TWO,
+        lock_time: absolute::LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint::null(),
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }],
+        output: [120_000, 50_000]
+            .map(|v| TxOut { value: Amount::from_sat(v), script_pubkey: codec.script().clone() })
+            .to_vec(),
+    };
+    let coins = vec![HotCoin { tx: funding.clone(), vout: 0 }, HotCoin { tx: funding, vout: 1 }];
+    let unsigned = codec.build(&intent, &HotParams { coins, fee_rate: 2 }).map_err(err)?;
+    let mut attacked = Psbt::deserialize(&unsigned).map_err(err)?;
+    let change = attacked.unsigned_tx.output.get_mut(1).ok_or("no change output")?;
+    change.value = Amount::from_sat(change.value.to_sat().saturating_sub(5_000));
+    attacked.unsigned_tx.output.push(TxOut {
+        value: Amount::from_sat(5_000),
+        script_pubkey: ScriptBuf::new_p2wsh(&ScriptBuf::new().wscript_hash()),
+    });
+    attacked.outputs.push(Default::default());
+    let request = |tx: &[u8]| SignRequest {
+        intent: intent.encode().map(hex::encode).unwrap_or_default(),
+        format: TxFormat::BitcoinPsbt,
+        tx: hex::encode(tx),
+        input: 1,
+        ..SignRequest::default()
+    };
+    Ok((request(&unsigned), request(&attacked.serialize())))
+}
+
 fn body(frame: &Frame) -> Result<Vec<u8>, String> {
     frame.encode().map_err(err)?.get(4..).map(<[u8]>::to_vec).ok_or_else(|| "short frame".into())
 }
@@ -298,7 +351,10 @@ fn signer(fx: &Fixtures, eth: &Eth, s: &mut Seeds) -> Result<(), String> {
     let raw = sign_request(fx, &fx.eth_intent, TxFormat::RawMessage, &[0x42; 32])?;
     // The token transaction under the native intent: a typed mismatch.
     let mismatch = sign_request(fx, &fx.eth_intent, TxFormat::Eip1559, &eth.token)?;
+    let (btc, btc_attacked) = bitcoin_hot(fx)?;
     for (what, r, expect) in [
+        ("BTC hot spend", &btc, Verdict::Accepted),
+        ("BTC hot spend with an attacker's output (refused)", &btc_attacked, Verdict::Refused),
         ("ETH", &native, Verdict::Accepted),
         ("USDT", &token, Verdict::Accepted),
         ("proof of control", &proof, Verdict::Accepted),

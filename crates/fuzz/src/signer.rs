@@ -4,7 +4,7 @@
 
 use strongroom_chain_ethereum::safe::keccak;
 use strongroom_signer::check::{decode, CheckContext, Decoded, PreSignCheck, TxMatchesIntent};
-use strongroom_signer::wire::{Control, Frame, Reason, Request, SignRequest};
+use strongroom_signer::wire::{Control, Frame, KeyInfo, Reason, Request, SignRequest, TxFormat};
 
 use crate::fixtures::fixtures;
 use crate::{broken, ensure, json_round_trip, Verdict};
@@ -67,25 +67,64 @@ fn check_request(request: &SignRequest) -> Verdict {
         Err(reason) => return refused(&reason),
     };
     match &to_sign.decoded {
-        Decoded::Eip1559 { tx, intent } => {
+        Decoded::Tx { movement, intent, identity } => {
             let Ok(bytes) = hex::decode(&request.tx) else {
                 broken(format_args!("check::decode accepted transaction bytes that are not hex"))
             };
-            ensure(to_sign.bytes == keccak(&bytes), || {
-                "the digest is not the transaction's".into()
-            });
-            match strongroom_chain_ethereum::EthCodec::new(intent.chain.clone())
-                .and_then(|c| c.parse(&bytes))
-            {
-                Ok(again) => ensure(&again == tx, || "check::decode and the codec disagree".into()),
-                Err(e) => broken(format_args!("the codec refuses what check::decode read: {e}")),
+            match request.format {
+                TxFormat::Eip1559 => {
+                    ensure(to_sign.bytes == keccak(&bytes), || {
+                        "the digest is not the transaction's".into()
+                    });
+                    ensure(identity == &to_sign.bytes, || {
+                        "an Ethereum transaction is journalled by its digest".into()
+                    });
+                    match strongroom_chain_ethereum::EthCodec::new(intent.chain.clone())
+                        .and_then(|c| c.parse(&bytes))
+                    {
+                        Ok(again) => ensure(&again.movement == movement, || {
+                            "check::decode and the codec disagree".into()
+                        }),
+                        Err(e) => {
+                            broken(format_args!("the codec refuses what check::decode read: {e}"))
+                        }
+                    }
+                }
+                TxFormat::BitcoinPsbt => {
+                    let again = hot_key(&fx.key_info, &request.path).and_then(|pk| {
+                        strongroom_chain_bitcoin::hot::HotCodec::p2wpkh(intent.chain.clone(), &pk)
+                            .and_then(|c| c.parse(&bytes))
+                            .map_err(|e| e.to_string())
+                    });
+                    match again {
+                        Ok(tx) => {
+                            use strongroom_chain_bitcoin::bitcoin::hashes::Hash;
+                            ensure(&tx.movement == movement, || {
+                                "check::decode and the codec disagree".into()
+                            });
+                            let input = usize::try_from(request.input).unwrap_or(usize::MAX);
+                            ensure(
+                                tx.digests.get(input).map(|d| d.to_vec())
+                                    == Some(to_sign.bytes.clone()),
+                                || "the digest is not the input's BIP-143 digest".into(),
+                            );
+                            ensure(identity == &tx.txid.to_byte_array().to_vec(), || {
+                                "a Bitcoin transaction is journalled by its id".into()
+                            });
+                        }
+                        Err(e) => {
+                            broken(format_args!("the codec refuses what check::decode read: {e}"))
+                        }
+                    }
+                }
+                other => broken(format_args!("{other:?} decoded as a transaction")),
             }
             let ctx = CheckContext {
                 node: 1,
                 key: &fx.key_info,
                 intent,
                 request,
-                tx,
+                movement,
                 digest: &to_sign.bytes,
                 now: fx.now,
                 repeat: false,
@@ -113,4 +152,13 @@ fn refused(reason: &Reason) -> Verdict {
         Reason::Undecodable { .. } => Verdict::Malformed,
         _ => Verdict::Refused,
     }
+}
+
+/// The public key a request's path names below the fixtures' key.
+fn hot_key(key: &KeyInfo, path: &[u32]) -> Result<Vec<u8>, String> {
+    if path.is_empty() {
+        return hex::decode(&key.public_key).map_err(|e| e.to_string());
+    }
+    let master = strongroom_signer::check::master_public(key)?;
+    master.derive(path).map(|k| k.to_vec()).map_err(|e| e.to_string())
 }

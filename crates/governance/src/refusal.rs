@@ -37,6 +37,10 @@ pub enum Reason {
     /// The decoded transaction does something the intent does not say.
     #[error("the transaction's {field} is {tx} but the intent says {intent}")]
     TxMismatch { field: String, tx: String, intent: String },
+    /// The decoder refused the transaction's shape: an input or output the intent cannot
+    /// account for (`refusal.problem` says which, ADR 0010).
+    #[error("transaction refused: {refusal}")]
+    TxRefused { refusal: strongroom_core::TxRefusal },
     /// The decoded transaction may pay more in fees than the intent's own cap.
     #[error("the transaction may pay {max_fee} in fees, above the intent's cap of {cap}")]
     FeeAboveIntentCap { max_fee: Amount, cap: Amount },
@@ -64,7 +68,7 @@ pub enum Reason {
     #[error("policy v{version} rule {rule}: {have} of {need} approvals{}", not_counted_note(.not_counted))]
     Approvals { rule: String, version: u64, have: usize, need: usize, not_counted: Vec<String> },
     /// This node already signed a different transaction for the same intent.
-    #[error("intent {request_id} was already signed as a transaction with digest {signed}; signing another ({offered}) would pay it twice")]
+    #[error("intent {request_id} was already signed as transaction {signed} (its digest or id); signing another ({offered}) would pay it twice")]
     AlreadySigned { request_id: String, signed: String, offered: String },
     /// The session includes a signer node that governance took out of the group (entry
     /// `seq`), or the message came from one.
@@ -113,6 +117,7 @@ impl Reason {
     pub const CODES: &'static [&'static str] = &[
         "undecodable",
         "tx_mismatch",
+        "tx_refused",
         "fee_above_intent_cap",
         "expired",
         "wrong_key",
@@ -140,6 +145,7 @@ impl Reason {
         match self {
             Reason::Undecodable { .. } => "undecodable",
             Reason::TxMismatch { .. } => "tx_mismatch",
+            Reason::TxRefused { .. } => "tx_refused",
             Reason::FeeAboveIntentCap { .. } => "fee_above_intent_cap",
             Reason::Expired { .. } => "expired",
             Reason::WrongKey { .. } => "wrong_key",
@@ -215,6 +221,7 @@ mod tests {
         let all = [
             Reason::Undecodable { what: "intent".into(), detail: "x".into() },
             Reason::TxMismatch { field: "amount".into(), tx: "1".into(), intent: "2".into() },
+            Reason::TxRefused { refusal: strongroom_core::TxRefusal::MissingPrevious { input: 1 } },
             Reason::FeeAboveIntentCap { max_fee: Amount::ZERO, cap: Amount::ZERO },
             Reason::Expired { expires_at_ms: 1, now_ms: 2 },
             Reason::WrongKey { wallet: "a".into(), key: "b".into() },

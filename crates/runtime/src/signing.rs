@@ -167,6 +167,7 @@ impl TxSigner for OrchestratorSigner {
             format: TxFormat::Eip1559,
             tx: hex::encode(unsigned),
             path: path.to_vec(),
+            input: 0,
             approvals: auth.approvals.clone(),
             customer_id: auth.customer_id.clone(),
             initiation: auth.initiation.clone().map(Box::new),

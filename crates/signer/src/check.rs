@@ -3,18 +3,23 @@
 //! every [`PreSignCheck`] on the decoded transaction and the approved intent. One "no"
 //! and the node refuses with a typed [`Reason`]; the session ends for everyone.
 //!
-//! Implemented now: the transaction must do exactly what the intent says (chain, asset,
-//! destination, amount, fee cap, expiry), read by the chain adapter's own decoder
-//! (`strongroom-chain-ethereum`, the same code the engine builds with), and be signed by the
-//! intent's source wallet; governance ([`crate::governance`]) and the signing journal
-//! ([`crate::journal`]) come after. Besides transactions a node signs only messages it
-//! builds itself ([`proof_of_control`]); caller-supplied bytes are refused.
+//! Every chain goes through the same boundary ([`codecs`]): the request's format picks the
+//! chain adapter's own decoder (`strongroom-chain-ethereum` for EIP-1559,
+//! `strongroom-chain-bitcoin`'s hot codec for a P2WPKH PSBT — the same code the engine
+//! builds with), which reads the bytes into one [`Movement`]; the checks after it
+//! (the movement against the intent, the source wallet, a deposit key paying only its
+//! wallet, governance ([`crate::governance`]) and the signing journal ([`crate::journal`]))
+//! are the same for every chain. Besides transactions a node signs only messages it builds
+//! itself ([`proof_of_control`]); caller-supplied bytes are refused.
 
 use sha3::{Digest, Keccak256};
-use strongroom_chain::{check_movement, ChainError, TxCodec};
-use strongroom_chain_ethereum::{EthCodec, ParsedTx};
+use strongroom_chain::{check_movement, ChainError, Movement, TxCodec};
+use strongroom_chain_bitcoin::hot::HotCodec;
+use strongroom_chain_ethereum::EthCodec;
 use strongroom_core::{Intent, Timestamp};
 use strongroom_governance::policy::MessageKind;
+use strongroom_mpc::ecdsa;
+use strongroom_units::{Address, ChainFamily, ChainId};
 
 use crate::wire::{KeyInfo, Reason, Scheme, SignRequest, TxFormat};
 
@@ -27,8 +32,14 @@ pub const PROOF_OF_CONTROL_TAG: &str = "strongroom/proof-of-control/v1";
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(clippy::large_enum_variant)]
 pub enum Decoded {
-    /// A transaction, decoded, for the intent it carries.
-    Eip1559 { tx: ParsedTx, intent: Intent },
+    /// A transaction, decoded by its chain's codec, for the intent it carries.
+    Tx {
+        movement: Movement,
+        intent: Intent,
+        /// The one transaction this is, as the journal records it against the intent:
+        /// its signing digest (Ethereum), or its id whichever input is signed (Bitcoin).
+        identity: Vec<u8>,
+    },
     /// A message the node built itself.
     Message { kind: MessageKind, text: String },
 }
@@ -47,16 +58,18 @@ pub struct CheckContext<'a> {
     pub key: &'a KeyInfo,
     pub intent: &'a Intent,
     pub request: &'a SignRequest,
-    pub tx: &'a ParsedTx,
+    /// What the transaction does, as its chain's codec read it.
+    pub movement: &'a Movement,
     /// What the node will sign for it (the transaction's signing digest).
     pub digest: &'a [u8],
     pub now: Timestamp,
     /// This node already signed this very transaction (the engine asking again after a
-    /// crash): every check runs again, but nothing is counted twice.
+    /// crash, or another input of it): every check runs again, but nothing is counted
+    /// twice.
     pub repeat: bool,
     /// The address of the key governance moves this key's funds to, if it does: the one
     /// place its deposit addresses may pay besides their own wallet.
-    pub new_home: Option<strongroom_units::Address>,
+    pub new_home: Option<Address>,
 }
 
 /// One of a node's own reasons to refuse a transaction.
@@ -75,6 +88,7 @@ pub fn from_chain(e: ChainError) -> Reason {
         ChainError::Mismatch { field, tx, intent } => {
             Reason::TxMismatch { field: field.to_owned(), tx, intent }
         }
+        ChainError::Refused(refusal) => Reason::TxRefused { refusal },
         ChainError::FeeAboveCap { max_fee, cap } => Reason::FeeAboveIntentCap {
             max_fee: strongroom_units::Amount::from_base_units(max_fee)
                 .unwrap_or(strongroom_units::Amount::MAX),
@@ -82,6 +96,63 @@ pub fn from_chain(e: ChainError) -> Reason {
                 .unwrap_or(strongroom_units::Amount::MAX),
         },
         other => undecodable("transaction", other),
+    }
+}
+
+/// The codec registry: which adapter reads which chain, in one place.
+pub mod codecs {
+    use super::*;
+
+    /// The address `public_key` (SEC1, compressed) controls on `chain`, as that chain's
+    /// codec derives it: the Ethereum address, or the P2WPKH address of a hot wallet.
+    pub fn address_on(chain: &ChainId, public_key: &[u8]) -> Result<Address, ChainError> {
+        match chain.family() {
+            ChainFamily::Ethereum => EthCodec::new(chain.clone())?.address_of(public_key),
+            ChainFamily::Bitcoin => HotCodec::p2wpkh(chain.clone(), public_key)?.own_address(),
+        }
+    }
+
+    /// Decode `bytes` in `format` for `intent`, signed by `public_key` (the key itself or
+    /// the child the request's path names): the movement, the digest of input `input`, and
+    /// the transaction's identity for the journal.
+    pub fn decode_tx(
+        format: TxFormat,
+        intent: &Intent,
+        public_key: &[u8],
+        bytes: &[u8],
+        input: u32,
+    ) -> Result<(Movement, Vec<u8>, Vec<u8>), Reason> {
+        let no_input = || Reason::BadRequest {
+            detail: format!("the transaction has no input {input} to sign"),
+        };
+        match format {
+            TxFormat::Eip1559 => {
+                if input != 0 {
+                    return Err(no_input());
+                }
+                let codec = EthCodec::new(intent.chain.clone()).map_err(from_chain)?;
+                let tx = codec.parse(bytes).map_err(from_chain)?;
+                let digest = Keccak256::digest(bytes).to_vec();
+                Ok((tx.movement, digest.clone(), digest))
+            }
+            TxFormat::BitcoinPsbt => {
+                let codec =
+                    HotCodec::p2wpkh(intent.chain.clone(), public_key).map_err(from_chain)?;
+                let tx = codec.parse(bytes).map_err(from_chain)?;
+                let n = usize::try_from(input).map_err(|_| no_input())?;
+                let digest = tx.digests.get(n).ok_or_else(no_input)?.to_vec();
+                let identity = bitcoin_txid(&tx);
+                Ok((tx.movement, digest, identity))
+            }
+            TxFormat::RawMessage | TxFormat::ProofOfControl => {
+                Err(Reason::BadRequest { detail: "not a transaction format".into() })
+            }
+        }
+    }
+
+    fn bitcoin_txid(tx: &strongroom_chain_bitcoin::hot::HotTx) -> Vec<u8> {
+        use strongroom_chain_bitcoin::bitcoin::hashes::Hash;
+        tx.txid.to_byte_array().to_vec()
     }
 }
 
@@ -96,25 +167,55 @@ pub fn proof_of_control(key: &KeyInfo, challenge: &[u8]) -> String {
     )
 }
 
+/// The ECDSA key's public half and chain code, to derive the keys below it.
+pub fn master_public(info: &KeyInfo) -> Result<ecdsa::MasterPublic, String> {
+    let pk = hex::decode(&info.public_key).map_err(|e| e.to_string())?;
+    let cc = hex::decode(info.chain_code.as_deref().ok_or("no chain code")?)
+        .map_err(|e| e.to_string())?;
+    Ok(ecdsa::MasterPublic {
+        public_key: <[u8; 33]>::try_from(pk.as_slice()).map_err(|_| "public key length")?,
+        chain_code: <[u8; 32]>::try_from(cc.as_slice()).map_err(|_| "chain code length")?,
+    })
+}
+
+/// The public key that signs for `path` below `key` (the key itself for an empty path).
+fn signing_key(key: &KeyInfo, path: &[u32]) -> Result<Vec<u8>, Reason> {
+    let internal = |d: String| Reason::Internal { detail: d };
+    if path.is_empty() {
+        return hex::decode(&key.public_key)
+            .map_err(|_| internal("this node's key has a malformed public key".into()));
+    }
+    let master = master_public(key).map_err(internal)?;
+    master
+        .derive(path)
+        .map(|k| k.to_vec())
+        .map_err(|e| Reason::BadRequest { detail: format!("cannot derive {path:?}: {e}") })
+}
+
 /// Decode the request and work out the bytes this scheme signs.
 pub fn decode(key: &KeyInfo, req: &SignRequest) -> Result<ToSign, Reason> {
     let bytes = hex::decode(&req.tx).map_err(|e| undecodable("transaction", e))?;
     match req.format {
-        TxFormat::Eip1559 => {
+        TxFormat::Eip1559 | TxFormat::BitcoinPsbt => {
             if key.scheme != Scheme::Ecdsa {
                 return Err(Reason::BadRequest {
-                    detail: "an Ethereum transaction needs an ECDSA key".into(),
+                    detail: format!("a {:?} transaction needs an ECDSA key", req.format),
                 });
             }
             let intent = intent_of(req)?;
-            let codec = EthCodec::new(intent.chain.clone()).map_err(from_chain)?;
-            let tx = codec.parse(&bytes).map_err(from_chain)?;
-            let digest = Keccak256::digest(&bytes).to_vec();
-            Ok(ToSign { decoded: Decoded::Eip1559 { tx, intent }, bytes: digest })
+            // The key a Bitcoin input must be locked to (Ethereum's decoder needs none: the
+            // sender is whoever signs).
+            let public = match req.format {
+                TxFormat::BitcoinPsbt => signing_key(key, &req.path)?,
+                _ => Vec::new(),
+            };
+            let (movement, digest, identity) =
+                codecs::decode_tx(req.format, &intent, &public, &bytes, req.input)?;
+            Ok(ToSign { decoded: Decoded::Tx { movement, intent, identity }, bytes: digest })
         }
         TxFormat::RawMessage => Err(Reason::RawSigning { format: "raw-message".into() }),
         TxFormat::ProofOfControl => {
-            if !(16..=64).contains(&bytes.len()) || !req.path.is_empty() {
+            if !(16..=64).contains(&bytes.len()) || !req.path.is_empty() || req.input != 0 {
                 return Err(Reason::BadRequest {
                     detail: "a proof of control takes a 16- to 64-byte challenge and no path"
                         .into(),
@@ -158,33 +259,28 @@ impl PreSignCheck for TxMatchesIntent {
             // A child key holds a customer's deposits: it may pay only its own wallet (a
             // sweep), never anyone else.
             let own = own_address(ctx.key, intent)?;
-            let dest = &ctx.tx.movement.destination;
+            let dest = &ctx.movement.destination;
             if dest != &own && ctx.new_home.as_ref() != Some(dest) {
                 return Err(Reason::ChildKeyPaysOut {
                     own: own.as_str().to_owned(),
-                    destination: ctx.tx.movement.destination.as_str().to_owned(),
+                    destination: dest.as_str().to_owned(),
                 });
             }
         }
-        check_movement(&ctx.tx.movement, intent).map_err(from_chain)
+        check_movement(ctx.movement, intent).map_err(from_chain)
     }
 }
 
 /// The wallet's own address on the intent's chain (the key itself, not a child).
-pub fn own_address(key: &KeyInfo, intent: &Intent) -> Result<strongroom_units::Address, Reason> {
-    let internal = |d: String| Reason::Internal { detail: d };
-    let master = hex::decode(&key.public_key)
-        .map_err(|_| internal("this node's key has a malformed public key".into()))?;
-    let codec = EthCodec::new(intent.chain.clone()).map_err(from_chain)?;
-    codec.address_of(&master).map_err(|e| internal(e.to_string()))
+pub fn own_address(key: &KeyInfo, intent: &Intent) -> Result<Address, Reason> {
+    address_of(&key.public_key, intent)
 }
 
-/// The Ethereum address of a public key (hex) on the intent's chain.
-pub fn address_of(public_key: &str, intent: &Intent) -> Result<strongroom_units::Address, Reason> {
+/// The address of a public key (hex) on the intent's chain, by that chain's codec.
+pub fn address_of(public_key: &str, intent: &Intent) -> Result<Address, Reason> {
     let internal = |d: String| Reason::Internal { detail: d };
     let key = hex::decode(public_key).map_err(|_| internal("a malformed public key".into()))?;
-    let codec = EthCodec::new(intent.chain.clone()).map_err(from_chain)?;
-    codec.address_of(&key).map_err(|e| internal(e.to_string()))
+    codecs::address_on(&intent.chain, &key).map_err(|e| internal(e.to_string()))
 }
 
 /// The intent a request carries.
@@ -263,14 +359,16 @@ mod tests {
         };
         let decoded = decode(&key, &request)?;
         assert_eq!(decoded.bytes, Keccak256::digest(hex::decode(&request.tx).unwrap()).to_vec());
-        let Decoded::Eip1559 { tx, intent } = &decoded.decoded else { panic!("not a transaction") };
+        let Decoded::Tx { movement, intent, .. } = &decoded.decoded else {
+            panic!("not a transaction")
+        };
         assert_eq!(intent, approved);
         TxMatchesIntent.check(&CheckContext {
             node: 1,
             key: &key,
             intent: approved,
             request: &request,
-            tx,
+            movement,
             digest: &decoded.bytes,
             now: Timestamp::from_unix_ms(now),
             repeat: false,

@@ -100,7 +100,7 @@ pub fn prepare(
         if !kek.exists() {
             let mut k = zeroize::Zeroizing::new([0u8; 32]);
             env.fill_random(k.as_mut());
-            tls::write(&kek, hex::encode(k.as_ref()).as_bytes(), true)?;
+            tls::write(&kek, hex::encode(&k[..]).as_bytes(), true)?;
         }
         let mut toml = String::new();
         toml.push_str(&format!("id = {}\nlisten = \"{}\"\n", node.id, node.addr));

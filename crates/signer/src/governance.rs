@@ -439,13 +439,13 @@ impl PreSignCheck for GovernanceCheck {
         let (asset, wallet) = (intent.asset.symbol.as_str(), intent.source_wallet.as_str());
         let req = &ctx.request;
         let own = own_address(ctx.key, intent)?;
-        let fee = ctx.tx.movement.max_fee;
+        let fee = ctx.movement.max_fee;
         // A key governance moves to another key pays only that key's own address, and that
         // movement stays in custody.
         let home = match inner.state.migrations.get(&ctx.key.key_id) {
             Some(m) => {
                 let home = crate::check::address_of(&m.to_public_key, intent)?;
-                if ctx.tx.movement.destination != home {
+                if ctx.movement.destination != home {
                     return Err(Reason::Blocked {
                         rule: "migration".into(),
                         version: inner.state.policy.as_ref().map_or(0, |p| p.version),
@@ -537,7 +537,7 @@ impl PreSignCheck for GovernanceCheck {
         let subject = Subject {
             intent,
             tier: Tier::Hot,
-            own_destination: ctx.tx.movement.destination == home,
+            own_destination: ctx.movement.destination == home,
             customer_id,
             initiator,
             fee: Some(fee),
@@ -766,13 +766,13 @@ max_amount = "10000000000000000000"
         let now = Timestamp::from_unix_ms(now);
         n.gov.extend(&request.governance, now)?;
         let decoded = check::decode(&n.key, &request)?;
-        let check::Decoded::Eip1559 { tx, .. } = &decoded.decoded else { panic!("{decoded:?}") };
+        let check::Decoded::Tx { movement, .. } = &decoded.decoded else { panic!("{decoded:?}") };
         let ctx = CheckContext {
             node: 1,
             key: &n.key,
             intent: i,
             request: &request,
-            tx,
+            movement,
             digest: &decoded.bytes,
             now,
             repeat: false,

@@ -65,9 +65,10 @@ impl Journal {
         }
     }
 
-    /// Record that this node signs `digest` for the intent `request_id`, or refuse when it
-    /// signed another transaction for that intent. The same digest again is allowed: it
-    /// is the same transaction, and cannot pay twice.
+    /// Record that this node signs the transaction `digest` names (its signing digest, or
+    /// for a transaction with one signature per input its id) for the intent `request_id`,
+    /// or refuse when it signed another transaction for that intent. The same one again is
+    /// allowed: it is the same transaction, and cannot pay twice.
     pub fn claim(
         &self,
         request_id: &str,

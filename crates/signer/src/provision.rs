@@ -91,7 +91,7 @@ pub fn init(opts: &InitOptions, now: Timestamp, env: &dyn Env) -> anyhow::Result
     if opts.kek_env.is_none() && !kek_file.exists() {
         let mut k = zeroize::Zeroizing::new([0u8; 32]);
         env.fill_random(k.as_mut());
-        let text = zeroize::Zeroizing::new(hex::encode(k.as_ref()));
+        let text = zeroize::Zeroizing::new(hex::encode(&k[..]));
         tls::write(&kek_file, text.as_bytes(), true)?;
     }
     let governance = match &opts.governance {

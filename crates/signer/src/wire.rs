@@ -65,6 +65,11 @@ pub enum TxFormat {
     /// An unsigned EIP-1559 Ethereum transaction (`0x02 || rlp([...])`).
     #[default]
     Eip1559,
+    /// An unsigned Bitcoin transaction from a hot wallet's P2WPKH key (the key itself or a
+    /// deposit child by `path`), as a BIP-174 PSBT whose every input carries the whole
+    /// transaction it spends; the node signs input `input`'s BIP-143 digest after decoding
+    /// all of it (`chain_bitcoin::hot::HotCodec`).
+    BitcoinPsbt,
     /// Caller-supplied bytes or digest. Kept on the wire only so that a node can name it
     /// when it refuses: no node signs bytes it did not decode or build itself.
     RawMessage,
@@ -86,6 +91,11 @@ pub struct SignRequest {
     /// Non-hardened BIP-32 path of the signing key below the master key (ECDSA only).
     #[serde(default)]
     pub path: Vec<u32>,
+    /// Which input's digest to sign, for transactions with one signature per input
+    /// (`bitcoin-psbt`); 0 otherwise. Every input of one transaction counts as the one
+    /// transaction signed for the intent.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub input: u32,
     /// Signed approvals of the intent (nodes with governance verify them themselves).
     #[serde(default)]
     pub approvals: Vec<strongroom_governance::approval::Approval>,
@@ -109,6 +119,10 @@ pub struct SignRequest {
     /// assertion whose challenge is the request's message).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer_approval: Option<Box<strongroom_governance::initiation::Initiation>>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// (A signing request is the largest; a request is decoded once from its frame and moved, so

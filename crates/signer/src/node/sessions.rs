@@ -648,12 +648,12 @@ impl Node {
                     gov.allows_message(*kind).map_err(refuse)?;
                 }
             }
-            check::Decoded::Eip1559 { tx, intent } => {
+            check::Decoded::Tx { movement, intent, identity } => {
                 let request_id = intent.request_id.to_string();
-                let repeat = self.journal.signed(&request_id, &to_sign.bytes).map_err(refuse)?;
+                let repeat = self.journal.signed(&request_id, identity).map_err(refuse)?;
                 let mut new_home = None;
                 if let Some(gov) = &self.governance {
-                    gov.signed_elsewhere(&request_id, &to_sign.bytes).map_err(refuse)?;
+                    gov.signed_elsewhere(&request_id, identity).map_err(refuse)?;
                     if let Some(m) = gov.migration(&info.key_id).map_err(refuse)? {
                         new_home =
                             Some(check::address_of(&m.to_public_key, intent).map_err(refuse)?);
@@ -664,7 +664,7 @@ impl Node {
                     key: info,
                     intent,
                     request: req,
-                    tx,
+                    movement,
                     digest: &to_sign.bytes,
                     now,
                     repeat,
@@ -674,9 +674,7 @@ impl Node {
                     c.check(&ctx).map_err(refuse)?;
                 }
                 let hash = intent.hash().map_err(|e| internal(me, e.to_string()))?.to_hex();
-                self.journal
-                    .claim(&request_id, &hash, &to_sign.bytes, now.unix_ms())
-                    .map_err(refuse)?;
+                self.journal.claim(&request_id, &hash, identity, now.unix_ms()).map_err(refuse)?;
                 if self.governance.is_none() {
                     tracing::warn!(node = me, intent = %hash,
                         "INSECURE: signing with no governance (insecure_no_governance)");
@@ -729,7 +727,7 @@ impl Node {
                 self.others(set.numbers())?;
                 // Issuing a partial signature needs the presignature and the key's public
                 // half only: the share itself stays sealed.
-                let master = master_public(&info).map_err(|m| internal(me, m))?;
+                let master = check::master_public(&info).map_err(|m| internal(me, m))?;
                 let claimed = self
                     .vault
                     .claim_presig(&key_id, set.numbers(), &id)
@@ -812,17 +810,6 @@ impl Node {
             message: hex::encode(message),
         })
     }
-}
-
-/// An ECDSA key's public half from its stored facts.
-pub(super) fn master_public(info: &KeyInfo) -> Result<ecdsa::MasterPublic, String> {
-    let pk = hex::decode(&info.public_key).map_err(|e| e.to_string())?;
-    let cc = hex::decode(info.chain_code.as_deref().ok_or("no chain code")?)
-        .map_err(|e| e.to_string())?;
-    Ok(ecdsa::MasterPublic {
-        public_key: <[u8; 33]>::try_from(pk.as_slice()).map_err(|_| "public key length")?,
-        chain_code: <[u8; 32]>::try_from(cc.as_slice()).map_err(|_| "chain code length")?,
-    })
 }
 
 /// The intent's hash (hex), or a note that it did not decode.

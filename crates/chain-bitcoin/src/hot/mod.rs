@@ -4,6 +4,10 @@
 //! ECDSA key. No node and no orchestrator holds the whole key; the signature over the
 //! BIP-341 sighash comes from the nodes.
 
+mod codec;
+
+pub use codec::{verify_signed, HotCodec, HotCoin, HotParams, HotTx};
+
 use bitcoin::key::{CompressedPublicKey, TweakedPublicKey};
 use bitcoin::secp256k1::XOnlyPublicKey;
 use bitcoin::sighash::{Prevouts, SighashCache, TapSighashType};
