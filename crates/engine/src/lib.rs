@@ -23,7 +23,8 @@ use strongroom_chain_ethereum::{transfer_calldata, EthParams, NATIVE_TRANSFER_GA
 use strongroom_core::withdrawal::{Withdrawal, WithdrawalState};
 use strongroom_core::{new_id, Env, Intent, WalletId};
 use strongroom_store::{
-    account_name, BuildTx, Conclusion, Store, StoreError, Sweep, WithdrawalFilter, WriteCtx,
+    account_name, BuildTx, Conclusion, Store, StoreError, Sweep, SweepKind, WithdrawalFilter,
+    WriteCtx,
 };
 use strongroom_units::{Address, Amount, AssetSymbol, ChainId};
 use tokio::sync::Mutex;
@@ -189,6 +190,18 @@ pub enum Step {
     Idle,
 }
 
+/// What a job moves: the one thing the engine branches on, instead of flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moves {
+    /// A customer's withdrawal: it waits for its risk review, carries the customer's signed
+    /// requests and passkeys to the nodes, keeps the nodes' refusals for the API, and is
+    /// cancelled when planned from a key governance has since migrated.
+    Withdrawal { customer_id: Uuid },
+    /// A movement between our own addresses (a deposit address into the hot wallet, gas to
+    /// a deposit address) or from the hot wallet to cold.
+    Internal(SweepKind),
+}
+
 /// A withdrawal or a sweep, as the engine drives it: both take the same path on chain.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -197,10 +210,7 @@ pub struct Job {
     /// The child key that sends (empty: the wallet's own key).
     pub path: Vec<u32>,
     pub state: WithdrawalState,
-    /// A customer's withdrawal (not a movement between our own addresses).
-    pub withdrawal: bool,
-    /// Whose withdrawal it is (None for sweeps).
-    pub customer_id: Option<Uuid>,
+    pub moves: Moves,
 }
 
 impl From<&Withdrawal> for Job {
@@ -210,8 +220,7 @@ impl From<&Withdrawal> for Job {
             intent: w.intent.clone(),
             path: Vec::new(),
             state: w.state,
-            withdrawal: true,
-            customer_id: Some(w.customer_id),
+            moves: Moves::Withdrawal { customer_id: w.customer_id },
         }
     }
 }
@@ -223,13 +232,25 @@ impl From<&Sweep> for Job {
             intent: s.intent.clone(),
             path: s.path.clone(),
             state: s.state,
-            withdrawal: false,
-            customer_id: None,
+            moves: Moves::Internal(s.kind),
         }
     }
 }
 
 impl Job {
+    /// The customer whose withdrawal this is (none for internal movements).
+    pub fn customer(&self) -> Option<Uuid> {
+        match self.moves {
+            Moves::Withdrawal { customer_id } => Some(customer_id),
+            Moves::Internal(_) => None,
+        }
+    }
+
+    /// A customer's withdrawal, not a movement of our own.
+    pub fn is_withdrawal(&self) -> bool {
+        matches!(self.moves, Moves::Withdrawal { .. })
+    }
+
     /// The sending account, as the store keeps its nonces.
     pub fn account(&self) -> String {
         account_name(self.intent.source_wallet.as_str(), &self.path)
@@ -431,7 +452,7 @@ impl EthWithdrawals {
     /// waits here, before a nonce is spent on it.
     pub async fn authorize(&self, w: &Job) -> Result<Result<SignAuth, String>, EngineError> {
         use strongroom_store::gate::{gate, Gate, Movement};
-        let customer_id = w.customer_id.map(|c| c.to_string());
+        let customer_id = w.customer().map(|c| c.to_string());
         let own = if w.path.is_empty() {
             false
         } else {
@@ -448,17 +469,17 @@ impl EthWithdrawals {
         let m = Movement {
             id: w.id,
             intent: &w.intent,
-            customer_id: w.customer_id,
+            customer_id: w.customer(),
             own_destination: own,
         };
-        let signed = if w.withdrawal {
+        let signed = if w.is_withdrawal() {
             self.store.initiations(w.id).await?
         } else {
             strongroom_store::Initiations::default()
         };
-        let customer_keys = match (w.withdrawal, w.customer_id) {
-            (true, Some(c)) => self.customer_keys(c).await?,
-            _ => Vec::new(),
+        let customer_keys = match w.moves {
+            Moves::Withdrawal { customer_id } => self.customer_keys(customer_id).await?,
+            Moves::Internal(_) => Vec::new(),
         };
         let auth = |approvals, governance| SignAuth {
             approvals,
@@ -514,7 +535,8 @@ impl EthWithdrawals {
         // (the nodes let that key pay only its successor, and the intent, which approvers
         // signed, names the old key): it is cancelled before a nonce is spent, its funds
         // released, for the customer to ask again.
-        if w.withdrawal && self.cfg.home.as_ref().is_some_and(|h| h != &w.intent.source_wallet) {
+        if w.is_withdrawal() && self.cfg.home.as_ref().is_some_and(|h| h != &w.intent.source_wallet)
+        {
             let entry = new_id(self.env.as_ref());
             self.store
                 .transition_withdrawal(&self.ctx(), None, w.id, WithdrawalState::Cancelled, entry)
@@ -527,7 +549,7 @@ impl EthWithdrawals {
             );
             return Ok(Step::Moved(WithdrawalState::Cancelled));
         }
-        if w.withdrawal && self.cfg.require_risk {
+        if w.is_withdrawal() && self.cfg.require_risk {
             match self.store.risk_review(w.id).await? {
                 None => return Ok(Step::Waiting("awaiting the risk assessment".into())),
                 Some(r) if !r.state.may_proceed() => {
@@ -627,7 +649,7 @@ impl EthWithdrawals {
             .await
         {
             Ok(s) => s,
-            Err(SignError::Refused(r)) if w.withdrawal && r.reason.is_decision() => {
+            Err(SignError::Refused(r)) if w.is_withdrawal() && r.reason.is_decision() => {
                 self.note_refusal(w.id, &r).await?;
                 return Err(SignError::Refused(r).into());
             }
@@ -637,7 +659,7 @@ impl EthWithdrawals {
         let signed = self.rpc.codec().attach(&unsigned, &pk, &[signature])?;
         let kept = self.store.record_signed(&self.ctx(), w.id, signed).await?;
         tracing::info!(withdrawal = %w.id, txid = ?kept.signed.as_ref().map(|s| &s.txid), "signed transaction stored");
-        if w.withdrawal && self.cfg.stop_at == Some(StopPoint::AfterSigned) {
+        if w.is_withdrawal() && self.cfg.stop_at == Some(StopPoint::AfterSigned) {
             return Err(EngineError::Stopped(StopPoint::AfterSigned));
         }
         Ok(Step::Moved(WithdrawalState::Signed))
@@ -668,7 +690,7 @@ impl EthWithdrawals {
     async fn send(&self, w: &Job) -> Result<Step, EngineError> {
         let signed = self.stored_signed(w).await?;
         self.rpc.broadcast(&signed).await?;
-        if w.withdrawal && self.cfg.stop_at == Some(StopPoint::AfterSend) {
+        if w.is_withdrawal() && self.cfg.stop_at == Some(StopPoint::AfterSend) {
             return Err(EngineError::Stopped(StopPoint::AfterSend));
         }
         self.store.record_broadcast(&self.ctx(), w.id).await?;
