@@ -95,11 +95,22 @@ impl Orchestrator {
         let id = node.id;
         tokio::spawn(async move {
             let mut rd = BufReader::new(rd);
-            while let Ok(Some(body)) = wire::read_frame(&mut rd).await {
-                if let Ok(Frame::Control(Control::Response { id, body })) = Frame::decode(&body) {
-                    if let Some(waiter) = w.lock().ok().and_then(|mut m| m.remove(&id)) {
-                        let _ = waiter.send(body);
-                    }
+            while let Ok(Some(frame)) = wire::read_frame(&mut rd).await {
+                let (request, reply) = match Frame::decode(&frame) {
+                    Ok(Frame::Control(Control::Response { id: request, body })) => (request, body),
+                    Ok(_) => continue,
+                    // A reply that does not decode fails its request now, naming the node,
+                    // rather than leaving it to wait out its timeout.
+                    Err(e) => match Control::unreadable_response(&frame) {
+                        Some(request) => (
+                            request,
+                            Err(culprit(id, format!("sent a reply that cannot be read: {e}"))),
+                        ),
+                        None => continue,
+                    },
+                };
+                if let Some(waiter) = w.lock().ok().and_then(|mut m| m.remove(&request)) {
+                    let _ = waiter.send(reply);
                 }
             }
             // Connection gone: fail whatever still waits.

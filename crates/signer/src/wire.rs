@@ -309,6 +309,23 @@ pub enum Control {
     Response { id: u64, body: Result<Reply, Refusal> },
 }
 
+impl Control {
+    /// The request id of a response frame whose body does not decode (a node on another
+    /// protocol version sending a reason this side does not know, or one that misbehaves),
+    /// so the request waiting for it can fail at once instead of at its timeout.
+    pub fn unreadable_response(frame_body: &[u8]) -> Option<u64> {
+        let (&kind, rest) = frame_body.split_first()?;
+        if kind != 1 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(rest).ok()?;
+        if v.get("type")?.as_str()? != "response" {
+            return None;
+        }
+        v.get("id")?.as_u64()
+    }
+}
+
 /// One decoded frame. (A control frame is the largest; frames are built once and moved
 /// into a channel, so boxing it would buy nothing.)
 #[derive(Debug, Clone, PartialEq, Eq)]
