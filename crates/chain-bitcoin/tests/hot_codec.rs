@@ -7,8 +7,8 @@ use bitcoin::psbt::{Psbt, PsbtSighashType};
 use bitcoin::secp256k1::{Message, Secp256k1, SecretKey};
 use bitcoin::sighash::EcdsaSighashType;
 use bitcoin::{
-    absolute, transaction, Amount as Sat, Network, OutPoint, ScriptBuf, Sequence, Transaction,
-    TxIn, TxOut, Witness,
+    absolute, Amount as Sat, Network, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut,
+    Witness,
 };
 use strongroom_chain::conformance::{codec_suite, CodecFixture};
 use strongroom_chain::{check_movement, ChainError, TxCodec};
@@ -16,6 +16,9 @@ use strongroom_chain_bitcoin::hot::{self, verify_signed, HotCodec, HotCoin, HotP
 use strongroom_core::{Intent, IntentAsset, Timestamp, TxRefusal, WalletId};
 use strongroom_units::chain::{BITCOIN_REGTEST, BITCOIN_TESTNET};
 use strongroom_units::{Address, Amount, AssetSymbol, ChainId};
+
+#[path = "support/fixtures.rs"]
+mod fixtures;
 
 fn regtest() -> ChainId {
     ChainId::parse(BITCOIN_REGTEST).unwrap()
@@ -61,35 +64,13 @@ fn intent(amount: u128, fee_cap: u128) -> Intent {
     }
 }
 
-/// A transaction that pays `values` to `script` (its one input is made up: only its id
-/// matters to a spender).
-fn funding(script: &ScriptBuf, values: &[u64], salt: u8) -> Transaction {
-    Transaction {
-        version: transaction::Version::TWO,
-        lock_time: absolute::LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: OutPoint {
-                txid: bitcoin::hashes::Hash::from_byte_array([salt; 32]),
-                vout: 0,
-            },
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::MAX,
-            witness: Witness::new(),
-        }],
-        output: values
-            .iter()
-            .map(|v| TxOut { value: Sat::from_sat(*v), script_pubkey: script.clone() })
-            .collect(),
-    }
-}
-
 fn codec() -> HotCodec {
     HotCodec::p2wpkh(regtest(), &public(1)).unwrap()
 }
 
 fn coins(c: &HotCodec) -> Vec<HotCoin> {
-    let a = funding(c.script(), &[50_000, 120_000], 1);
-    let b = funding(c.script(), &[7_000], 2);
+    let a = fixtures::funding_to(c.script(), &[50_000, 120_000], 1);
+    let b = fixtures::funding_to(c.script(), &[7_000], 2);
     vec![HotCoin { tx: a.clone(), vout: 0 }, HotCoin { tx: a, vout: 1 }, HotCoin { tx: b, vout: 0 }]
 }
 
@@ -134,9 +115,10 @@ fn build_picks_coins_pays_change_home_and_keeps_to_the_fee_rate() {
     assert!(matches!(c.build(&intent(200_000, 10_000), &params(&c)), Err(ChainError::Build(_))));
     // A coin of another key among the coins given is refused, not spent.
     let mut foreign = params(&c);
-    foreign
-        .coins
-        .push(HotCoin { tx: funding(&ScriptBuf::new_op_return([1u8; 4]), &[1_000], 3), vout: 0 });
+    foreign.coins.push(HotCoin {
+        tx: fixtures::funding_to(&ScriptBuf::new_op_return([1u8; 4]), &[1_000], 3),
+        vout: 0,
+    });
     assert!(matches!(c.build(&i, &foreign), Err(ChainError::Build(_))));
 }
 
@@ -202,7 +184,7 @@ fn every_refusal_of_the_decoder() {
     assert!(matches!(refusal(&lie), TxRefusal::PreviousMismatch { input: 0, .. }));
     // Another previous transaction than the one spent.
     let swapped = tampered(&i, |p| {
-        p.inputs[0].non_witness_utxo = Some(funding(c.script(), &[1, 120_000], 9))
+        p.inputs[0].non_witness_utxo = Some(fixtures::funding_to(c.script(), &[1, 120_000], 9))
     });
     assert!(matches!(refusal(&swapped), TxRefusal::PreviousMismatch { input: 0, .. }));
     // No previous transaction at all.
@@ -221,7 +203,7 @@ fn every_refusal_of_the_decoder() {
     });
     assert!(c.decode(&all).is_ok());
     // Another key's coin among the inputs (the PSBT saying so does not make it ours).
-    let theirs = funding(&attacker(), &[30_000], 4);
+    let theirs = fixtures::funding_to(&attacker(), &[30_000], 4);
     let foreign = tampered(&i, |p| {
         p.unsigned_tx.input.push(TxIn {
             previous_output: OutPoint { txid: theirs.compute_txid(), vout: 0 },

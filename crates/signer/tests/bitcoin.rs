@@ -12,8 +12,7 @@ use strongroom_chain::TxCodec;
 use strongroom_chain_bitcoin::bitcoin::psbt::{Psbt, PsbtSighashType};
 use strongroom_chain_bitcoin::bitcoin::sighash::EcdsaSighashType;
 use strongroom_chain_bitcoin::bitcoin::{
-    self, absolute, transaction, Amount as Sat, OutPoint, ScriptBuf, Sequence, Transaction, TxIn,
-    TxOut, Witness,
+    self, absolute, Amount as Sat, OutPoint, ScriptBuf, Sequence, TxIn, TxOut, Witness,
 };
 use strongroom_chain_bitcoin::hot::{verify_signed, HotCodec, HotCoin, HotParams};
 use strongroom_core::{Env, Intent, IntentAsset, SystemEnv, Timestamp, WalletId};
@@ -25,12 +24,12 @@ use strongroom_units::{Address, Amount, AssetSymbol, ChainId};
 mod common;
 use common::*;
 
+#[path = "../../chain-bitcoin/tests/support/fixtures.rs"]
+mod fixtures;
+
 fn regtest() -> ChainId {
     ChainId::parse(BITCOIN_REGTEST).unwrap()
 }
-
-/// Someone else's P2WPKH address (BIP-173's example key on regtest).
-const OUTSIDE: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
 
 /// The attacker's own address.
 fn attacker() -> ScriptBuf {
@@ -52,28 +51,6 @@ fn intent(to: &Address, amount: u128) -> Intent {
         fee_cap: Amount::from_base_units(10_000).unwrap(),
         expires_at: Timestamp::from_unix_ms(SystemEnv::new().now().unix_ms() + 3_600_000),
         request_id: fresh_id(),
-    }
-}
-
-/// A transaction paying `values` to `script` (its input is made up: a spender needs only
-/// its id).
-fn funding(script: &ScriptBuf, values: &[u64], salt: u8) -> Transaction {
-    Transaction {
-        version: transaction::Version::TWO,
-        lock_time: absolute::LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: OutPoint {
-                txid: bitcoin::hashes::Hash::from_byte_array([salt; 32]),
-                vout: 0,
-            },
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::MAX,
-            witness: Witness::new(),
-        }],
-        output: values
-            .iter()
-            .map(|v| TxOut { value: Sat::from_sat(*v), script_pubkey: script.clone() })
-            .collect(),
     }
 }
 
@@ -113,10 +90,10 @@ async fn the_nodes_refuse_every_bitcoin_decoder_refusal_and_sign_the_honest_spen
     let codec = HotCodec::p2wpkh(regtest(), &public).unwrap();
     let own = codec.own_address().unwrap();
 
-    let a = funding(codec.script(), &[50_000, 120_000], 1);
+    let a = fixtures::funding_to(codec.script(), &[50_000, 120_000], 1);
     let coins = vec![HotCoin { tx: a.clone(), vout: 0 }, HotCoin { tx: a, vout: 1 }];
     let params = HotParams { coins: coins.clone(), fee_rate: 3 };
-    let outside = Address::parse(&regtest(), OUTSIDE).unwrap();
+    let outside = Address::parse(&regtest(), fixtures::DEST).unwrap();
     let pay = intent(&outside, 150_000);
     let unsigned = codec.build(&pay, &params).unwrap();
     assert_eq!(codec.digests(&unsigned).unwrap().len(), 2, "two coins, two signatures");
@@ -154,7 +131,8 @@ async fn the_nodes_refuse_every_bitcoin_decoder_refusal_and_sign_the_honest_spen
         (
             "previous_mismatch",
             tampered(&unsigned, |t| {
-                t.inputs[1].non_witness_utxo = Some(funding(codec.script(), &[1, 1], 7))
+                t.inputs[1].non_witness_utxo =
+                    Some(fixtures::funding_to(codec.script(), &[1, 1], 7))
             }),
         ),
         ("missing_previous", tampered(&unsigned, |t| t.inputs[1].non_witness_utxo = None)),
@@ -177,7 +155,7 @@ async fn the_nodes_refuse_every_bitcoin_decoder_refusal_and_sign_the_honest_spen
             tampered(&unsigned, |p| p.inputs[0].sighash_type = Some(PsbtSighashType::from(t))),
         ));
     }
-    let theirs = funding(&attacker(), &[30_000], 4);
+    let theirs = fixtures::funding_to(&attacker(), &[30_000], 4);
     attacks.push((
         "foreign_input",
         tampered(&unsigned, |t| {
@@ -256,7 +234,7 @@ async fn the_nodes_refuse_every_bitcoin_decoder_refusal_and_sign_the_honest_spen
     let master = strongroom_signer::check::master_public(&key).unwrap();
     let child_pk = master.derive(&[0, 7]).unwrap();
     let child = HotCodec::p2wpkh(regtest(), &child_pk).unwrap();
-    let deposit = vec![HotCoin { tx: funding(child.script(), &[80_000], 5), vout: 0 }];
+    let deposit = vec![HotCoin { tx: fixtures::funding_to(child.script(), &[80_000], 5), vout: 0 }];
     let deposit_params = HotParams { coins: deposit.clone(), fee_rate: 3 };
     let out = intent(&outside, 60_000);
     let r = orch

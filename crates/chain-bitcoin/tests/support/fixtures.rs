@@ -1,5 +1,5 @@
-//! Regtest intents and outside deposits for the Bitcoin tests (chain-bitcoin's and the cold
-//! crate's, through `#[path]`).
+//! Regtest intents and outside deposits for the Bitcoin tests (chain-bitcoin's, and the cold
+//! crate's and the signer's through `#[path]`).
 #![allow(dead_code)]
 
 use std::str::FromStr;
@@ -44,6 +44,12 @@ pub fn regtest_intent(
 /// A transaction from outside paying `sat` to `to` (its own input, `n` repeated, is never
 /// checked).
 pub fn funding(to: &bitcoin::Address, sat: u64, n: u8) -> Transaction {
+    funding_to(&to.script_pubkey(), &[sat], n)
+}
+
+/// A transaction from outside with one output to `script` per amount in `sats` (its own
+/// input, `n` repeated, is never checked: a spender needs only its id).
+pub fn funding_to(script: &ScriptBuf, sats: &[u64], n: u8) -> Transaction {
     Transaction {
         version: Version::TWO,
         lock_time: LockTime::ZERO,
@@ -56,6 +62,9 @@ pub fn funding(to: &bitcoin::Address, sat: u64, n: u8) -> Transaction {
             sequence: Sequence::MAX,
             witness: Witness::new(),
         }],
-        output: vec![TxOut { value: Amount::from_sat(sat), script_pubkey: to.script_pubkey() }],
+        output: sats
+            .iter()
+            .map(|v| TxOut { value: Amount::from_sat(*v), script_pubkey: script.clone() })
+            .collect(),
     }
 }
