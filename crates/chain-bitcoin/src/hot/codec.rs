@@ -92,6 +92,11 @@ fn decode_err(what: impl std::fmt::Display) -> ChainError {
     ChainError::Decode(what.to_string())
 }
 
+/// Satoshis as an [`Amount`] (always in range: a `u64` fits).
+fn sat(v: u64) -> Result<Amount, ChainError> {
+    Amount::from_base_units(u128::from(v)).map_err(decode_err)
+}
+
 fn unexpected(field: String) -> ChainError {
     refused(TxRefusal::UnexpectedField { field })
 }
@@ -203,8 +208,7 @@ impl HotCodec {
                         || format!("script {}", out.script_pubkey.to_hex_string()),
                         |a| a.to_string(),
                     ),
-                    amount: Amount::from_base_units(u128::from(out.value.to_sat()))
-                        .map_err(decode_err)?,
+                    amount: sat(out.value.to_sat())?,
                 }));
             }
             payment = Some((n, out));
@@ -224,7 +228,6 @@ impl HotCodec {
             return Err(decode_err("amounts overflow"));
         };
         let Some(fee) = total_in.checked_sub(total_out) else {
-            let sat = |v: u64| Amount::from_base_units(u128::from(v)).map_err(decode_err);
             return Err(refused(TxRefusal::OutputsExceedInputs {
                 inputs: sat(total_in)?,
                 outputs: sat(total_out)?,
@@ -244,7 +247,6 @@ impl HotCodec {
                 .map_err(decode_err)?;
             digests.push(h.to_byte_array());
         }
-        let sat = |v: u64| Amount::from_base_units(u128::from(v)).map_err(decode_err);
         Ok(HotTx {
             movement: Movement {
                 chain: self.chain.clone(),
