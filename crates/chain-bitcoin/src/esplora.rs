@@ -259,3 +259,93 @@ impl Esplora {
         Ok(found)
     }
 }
+
+/// A block as the Esplora server names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockInfo {
+    pub height: u32,
+    pub hash: bitcoin::BlockHash,
+}
+
+/// What the server says of one transaction: where it is and the fee it paid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxInfo {
+    pub state: TxState,
+    /// The block it is in, with its hash, when confirmed.
+    pub block: Option<BlockInfo>,
+    /// In satoshis.
+    pub fee: u64,
+}
+
+impl Esplora {
+    /// The best block, height and hash read together (the hash first, then that block's
+    /// height, so a block found meanwhile cannot mix the two).
+    pub async fn tip(&self) -> Result<BlockInfo, BtcError> {
+        let text = self.get("/blocks/tip/hash").await?.ok_or_else(|| backend("no tip"))?;
+        let hash = bitcoin::BlockHash::from_str(text.trim()).map_err(backend)?;
+        let info = self
+            .get(&format!("/block/{hash}"))
+            .await?
+            .ok_or_else(|| backend(format!("the tip {hash} is unknown")))?;
+        let v = Self::json(&info, "block")?;
+        let height = v
+            .get("height")
+            .and_then(|h| h.as_u64())
+            .and_then(|h| u32::try_from(h).ok())
+            .ok_or_else(|| backend("block without height"))?;
+        Ok(BlockInfo { height, hash })
+    }
+
+    /// The hash of the best chain's block at `height`, `None` above the tip.
+    pub async fn block_hash(&self, height: u32) -> Result<Option<bitcoin::BlockHash>, BtcError> {
+        let Some(text) = self.get(&format!("/block-height/{height}")).await? else {
+            return Ok(None);
+        };
+        bitcoin::BlockHash::from_str(text.trim()).map(Some).map_err(backend)
+    }
+
+    /// The block `hash`, whole, checked to be that block (its header hashes to `hash` and its
+    /// transactions to the header's merkle root).
+    pub async fn block(&self, hash: &bitcoin::BlockHash) -> Result<bitcoin::Block, BtcError> {
+        let url = format!("{}/block/{hash}/raw", self.base);
+        let resp = self.http.get(&url).send().await.map_err(backend)?;
+        if !resp.status().is_success() {
+            return Err(backend(format!("GET /block/{hash}/raw: HTTP {}", resp.status())));
+        }
+        let bytes = resp.bytes().await.map_err(backend)?;
+        let block: bitcoin::Block = bitcoin::consensus::deserialize(&bytes).map_err(backend)?;
+        if block.block_hash() != *hash || !block.check_merkle_root() {
+            return Err(backend(format!("the server sent another block than {hash}")));
+        }
+        Ok(block)
+    }
+
+    /// Where `txid` is and what fee it paid (`None` if the server does not know it).
+    pub async fn tx_info(&self, txid: &Txid) -> Result<Option<TxInfo>, BtcError> {
+        let Some(text) = self.get(&format!("/tx/{txid}")).await? else {
+            return Ok(None);
+        };
+        let v = Self::json(&text, "tx")?;
+        let fee = v.get("fee").and_then(|f| f.as_u64()).unwrap_or(0);
+        let status = v.get("status");
+        let confirmed =
+            status.and_then(|s| s.get("confirmed")).and_then(|c| c.as_bool()) == Some(true);
+        let height = status
+            .and_then(|s| s.get("block_height"))
+            .and_then(|h| h.as_u64())
+            .and_then(|h| u32::try_from(h).ok());
+        let hash = status
+            .and_then(|s| s.get("block_hash"))
+            .and_then(|h| h.as_str())
+            .and_then(|h| bitcoin::BlockHash::from_str(h).ok());
+        Ok(Some(match (confirmed, height, hash) {
+            (true, Some(height), Some(hash)) => TxInfo {
+                state: TxState::Confirmed { height },
+                block: Some(BlockInfo { height, hash }),
+                fee,
+            },
+            (true, _, _) => return Err(backend(format!("{txid}: confirmed without its block"))),
+            _ => TxInfo { state: TxState::Mempool, block: None, fee },
+        }))
+    }
+}

@@ -23,10 +23,14 @@ use strongroom_units::chain::{BITCOIN_MAINNET, BITCOIN_REGTEST, BITCOIN_TESTNET}
 use strongroom_units::ChainId;
 
 #[cfg(feature = "esplora")]
+pub mod client;
+#[cfg(feature = "esplora")]
 pub mod esplora;
 pub mod hot;
 pub mod keys;
 pub mod psbt;
+#[cfg(feature = "regtest")]
+pub mod regtest;
 pub mod wallet;
 
 pub use bitcoin;

@@ -351,8 +351,8 @@ pub async fn reconcile_command(
     registry: &strongroom_units::AssetRegistry,
     output: crate::exit::Output,
 ) -> anyhow::Result<crate::exit::Exit> {
-    let file = strongroom_runtime::ethereum::ChainFile::load(data_dir)?;
-    let report = strongroom_runtime::ethereum::reconcile(store, registry, &file).await?;
+    let file = strongroom_runtime::chains::ChainFile::load(data_dir)?;
+    let report = strongroom_runtime::chains::reconcile(store, registry, &file).await?;
     let mut ok = true;
     let mut assets = Vec::new();
     for h in &report {

@@ -1067,7 +1067,7 @@ pub(crate) fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// Crash tests only: `STRONGROOM_TEST_STOP_AFTER=signed|sent` makes the engine die like a
 /// killed process right after that step of a withdrawal.
-fn engine_options() -> anyhow::Result<strongroom_runtime::ethereum::EngineOptions> {
+fn engine_options() -> anyhow::Result<strongroom_runtime::chains::EngineOptions> {
     let stop_at = match std::env::var("STRONGROOM_TEST_STOP_AFTER") {
         Ok(v) => Some(
             strongroom_engine::StopPoint::parse(&v)
@@ -1075,7 +1075,7 @@ fn engine_options() -> anyhow::Result<strongroom_runtime::ethereum::EngineOption
         ),
         Err(_) => None,
     };
-    Ok(strongroom_runtime::ethereum::EngineOptions { stop_at })
+    Ok(strongroom_runtime::chains::EngineOptions { stop_at })
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<Exit> {

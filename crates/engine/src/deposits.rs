@@ -15,7 +15,7 @@ use strongroom_store::{
     AddressDeriver, ChainDepositState, DepositAddress, NewDepositAddress, ScanBatch, SeenTransfer,
     Store, WriteCtx,
 };
-use strongroom_units::{Address, AssetSymbol, ChainId};
+use strongroom_units::{Address, AssetSymbol, ChainFamily, ChainId};
 use uuid::Uuid;
 
 use crate::{EngineError, TxSigner};
@@ -26,12 +26,24 @@ pub fn deposit_path(index: u32) -> [u32; 2] {
     [0, index]
 }
 
-/// Derives Ethereum deposit addresses from a wallet's public key and chain code.
-pub fn eth_deriver(master: MasterPublic, chain: ChainId) -> Result<AddressDeriver, EngineError> {
-    let codec = EthCodec::new(chain)?;
+/// The address a public key controls on one chain.
+type AddressOf = Arc<dyn Fn(&[u8]) -> Result<Address, strongroom_chain::ChainError> + Send + Sync>;
+
+/// Derives deposit addresses on `chain` from a wallet's public key and chain code: the
+/// child key's Ethereum address, or its P2WPKH address on Bitcoin.
+pub fn deriver(master: MasterPublic, chain: ChainId) -> Result<AddressDeriver, EngineError> {
+    let address_of: AddressOf = match chain.family() {
+        ChainFamily::Ethereum => {
+            let codec = EthCodec::new(chain)?;
+            Arc::new(move |pk| codec.address_of(pk))
+        }
+        ChainFamily::Bitcoin => Arc::new(move |pk| {
+            strongroom_chain_bitcoin::hot::HotCodec::p2wpkh(chain.clone(), pk)?.own_address()
+        }),
+    };
     Ok(Arc::new(move |index| {
         let child = master.derive(&deposit_path(index)).map_err(|e| e.to_string())?;
-        codec.address_of(&child).map(|a| a.as_str().to_owned()).map_err(|e| e.to_string())
+        address_of(&child).map(|a| a.as_str().to_owned()).map_err(|e| e.to_string())
     }))
 }
 
@@ -49,7 +61,7 @@ pub async fn deposit_address(
         chain: chain.clone(),
         wallet: wallet.as_str().to_owned(),
         customer_id,
-        derive: eth_deriver(master, chain.clone())?,
+        derive: deriver(master, chain.clone())?,
     };
     let ctx = WriteCtx { actor: "engine".into(), now: env.now(), request_id: None };
     Ok(store.deposit_address(&ctx, new).await?)

@@ -17,19 +17,21 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use strongroom_chain::{ChainClient, ChainError, ClientError, TxCodec, TxStatus};
+use strongroom_chain::{ChainError, ClientError, TxStatus};
 use strongroom_chain_ethereum::rpc::EthRpc;
-use strongroom_chain_ethereum::{transfer_calldata, EthParams, NATIVE_TRANSFER_GAS};
 use strongroom_core::withdrawal::{Withdrawal, WithdrawalState};
 use strongroom_core::{new_id, Env, Intent, WalletId};
 use strongroom_store::{
     account_name, BuildTx, Conclusion, Store, StoreError, Sweep, SweepKind, WithdrawalFilter,
     WriteCtx,
 };
-use strongroom_units::{Address, Amount, AssetSymbol, ChainId};
+use strongroom_units::{Address, AssetSymbol, ChainId};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
+pub use adapter::{BtcAdapter, ChainAdapter, EthAdapter, Plan, Planned};
+
+pub mod adapter;
 pub mod deposits;
 pub mod reconcile;
 pub mod rotation;
@@ -82,15 +84,17 @@ pub trait TxSigner: Send + Sync {
         &self,
         wallet: &WalletId,
     ) -> Result<strongroom_mpc::ecdsa::MasterPublic, SignError>;
-    /// A 64-byte `r || s` ECDSA signature (low s) over the transaction's signing digest by
-    /// the wallet key's child at `path` (empty: the key itself), made by signer nodes that
-    /// each decoded `unsigned` and checked it against `intent`.
+    /// A 64-byte `r || s` ECDSA signature (low s) over digest `input` of the transaction
+    /// (Ethereum has one; a Bitcoin transaction one per input) by the wallet key's child at
+    /// `path` (empty: the key itself), made by signer nodes that each decoded `unsigned` and
+    /// checked it against `intent`.
     async fn sign(
         &self,
         wallet: &WalletId,
         path: &[u32],
         intent: &Intent,
         unsigned: &[u8],
+        input: u32,
         auth: &SignAuth,
     ) -> Result<Vec<u8>, SignError>;
 }
@@ -132,8 +136,9 @@ impl StopPoint {
     }
 }
 
+/// How one chain's withdrawals and sweeps are driven.
 #[derive(Debug, Clone)]
-pub struct EthConfig {
+pub struct ChainConfig {
     pub chain: ChainId,
     /// The chain's native coin, in which fees are paid (and reserved from the treasury).
     pub fee_asset: AssetSymbol,
@@ -260,35 +265,47 @@ impl Job {
 /// A wallet key or one of its children: wallet and path.
 type KeyName = (WalletId, Vec<u32>);
 
-/// Drives Ethereum withdrawals and sweeps.
-pub struct EthWithdrawals {
+/// Drives one chain's withdrawals and sweeps, whichever the chain: what differs is behind
+/// its [`ChainAdapter`].
+pub struct ChainEngine {
     store: Arc<dyn Store>,
-    rpc: EthRpc,
+    adapter: Arc<dyn ChainAdapter>,
     signer: Arc<dyn TxSigner>,
     env: Arc<dyn Env>,
-    cfg: EthConfig,
+    cfg: ChainConfig,
     keys: Mutex<HashMap<KeyName, (Vec<u8>, Address)>>,
 }
 
-impl std::fmt::Debug for EthWithdrawals {
+impl std::fmt::Debug for ChainEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EthWithdrawals").field("chain", &self.cfg.chain).finish_non_exhaustive()
+        f.debug_struct("ChainEngine").field("chain", &self.cfg.chain).finish_non_exhaustive()
     }
 }
 
-impl EthWithdrawals {
+impl ChainEngine {
     pub fn new(
+        store: Arc<dyn Store>,
+        adapter: Arc<dyn ChainAdapter>,
+        signer: Arc<dyn TxSigner>,
+        env: Arc<dyn Env>,
+        cfg: ChainConfig,
+    ) -> Self {
+        ChainEngine { store, adapter, signer, env, cfg, keys: Mutex::new(HashMap::new()) }
+    }
+
+    /// Ethereum's driver over a JSON-RPC node.
+    pub fn ethereum(
         store: Arc<dyn Store>,
         rpc: EthRpc,
         signer: Arc<dyn TxSigner>,
         env: Arc<dyn Env>,
-        cfg: EthConfig,
+        cfg: ChainConfig,
     ) -> Self {
-        EthWithdrawals { store, rpc, signer, env, cfg, keys: Mutex::new(HashMap::new()) }
+        Self::new(store, Arc::new(EthAdapter::new(rpc)), signer, env, cfg)
     }
 
-    pub fn rpc(&self) -> &EthRpc {
-        &self.rpc
+    pub fn adapter(&self) -> &dyn ChainAdapter {
+        self.adapter.as_ref()
     }
 
     fn ctx(&self) -> WriteCtx {
@@ -317,7 +334,7 @@ impl EthWithdrawals {
             let master = self.signer.master(wallet).await?;
             master.derive(path).map_err(SignError::from)?.to_vec()
         };
-        let address = self.rpc.codec().address_of(&pk)?;
+        let address = self.adapter.address_of(&pk)?;
         keys.insert(name, (pk.clone(), address.clone()));
         Ok((pk, address))
     }
@@ -562,68 +579,21 @@ impl EthWithdrawals {
             return Ok(Step::Waiting(why));
         }
         let intent = &w.intent;
-        let (_, from) = self.key_at(&intent.source_wallet, &w.path).await?;
-        let gas_limit = match &intent.asset.contract {
-            // A plain transfer costs 21 000 gas, but paying a contract (a Safe's receive
-            // function) costs more: estimate, with the same margin as for tokens.
-            None => {
-                // A destination that refuses the estimate (it reverts) gets the plain 21 000:
-                // the chain then fails it as it would have, and the withdrawal concludes.
-                let value = intent.amount.base_units();
-                match self.rpc.estimate_gas(&from, &intent.destination, value, &[]).await {
-                    Ok(estimate) if estimate > NATIVE_TRANSFER_GAS => {
-                        estimate.saturating_add(estimate / 5)
-                    }
-                    Ok(_) => NATIVE_TRANSFER_GAS,
-                    Err(e) if !e.retryable => NATIVE_TRANSFER_GAS,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Some(token) => {
-                let data = transfer_calldata(&intent.destination, intent.amount)?;
-                let estimate = self.rpc.estimate_gas(&from, token, 0, &data).await?;
-                // A margin over the estimate: state may change before inclusion.
-                estimate.saturating_add(estimate / 5)
-            }
+        let (key, from) = self.key_at(&intent.source_wallet, &w.path).await?;
+        let planned = match self.adapter.plan(w, &key, &from, self.store.as_ref()).await? {
+            Plan::Ready(p) => p,
+            Plan::Waiting(why) => return Ok(Step::Waiting(why)),
         };
-        let quote = self.rpc.fee_quote().await?;
-        let cap = intent.fee_cap.base_units();
-        let wanted =
-            quote.base_fee_per_gas.saturating_mul(2).saturating_add(quote.max_priority_fee_per_gas);
-        // Pay at most the intent's cap; below the current base fee the transaction would
-        // not be mined, so wait for fees to fall instead.
-        let max_fee_per_gas = wanted.min(cap / u128::from(gas_limit.max(1)));
-        if max_fee_per_gas
-            < quote.base_fee_per_gas.saturating_add(quote.max_priority_fee_per_gas.min(1))
-        {
-            return Ok(Step::Waiting(format!(
-                "network fee (base {} wei/gas) is above the intent's cap of {cap} wei for {gas_limit} gas",
-                quote.base_fee_per_gas
-            )));
-        }
-        let params = EthParams {
-            nonce: 0,
-            gas_limit,
-            max_fee_per_gas,
-            max_priority_fee_per_gas: quote.max_priority_fee_per_gas.min(max_fee_per_gas),
-        };
-        let fee_reserve = params
-            .max_fee()
-            .and_then(|f| Amount::from_base_units(f).ok())
-            .ok_or_else(|| ChainError::Build("fee overflows".into()))?;
-        let codec = self.rpc.codec().clone();
-        let planned = intent.clone();
         let build = BuildTx {
             owner_id: w.id,
             chain: intent.chain.clone(),
             wallet: w.account(),
-            nonce_floor: self.rpc.nonce(&from, true).await?,
+            nonce_floor: planned.nonce_floor,
             fee_asset: self.cfg.fee_asset.clone(),
-            fee_reserve,
+            fee_reserve: planned.fee_reserve,
             fee_entry_id: new_id(self.env.as_ref()),
-            build: Arc::new(move |nonce| {
-                codec.build(&planned, &EthParams { nonce, ..params }).map_err(|e| e.to_string())
-            }),
+            coins: planned.coins,
+            build: planned.build,
         };
         let tx = self.store.build_tx(&self.ctx(), build).await?;
         tracing::info!(withdrawal = %w.id, nonce = tx.nonce, "transaction built");
@@ -643,20 +613,27 @@ impl EthWithdrawals {
             Ok(a) => a,
             Err(why) => return Ok(Step::Waiting(why)),
         };
-        let signature = match self
-            .signer
-            .sign(&w.intent.source_wallet, &w.path, &w.intent, &unsigned, &auth)
-            .await
-        {
-            Ok(s) => s,
-            Err(SignError::Refused(r)) if w.is_withdrawal() && r.reason.is_decision() => {
-                self.note_refusal(w.id, &r).await?;
-                return Err(SignError::Refused(r).into());
+        // One signature per digest (a Bitcoin transaction's inputs are signed one by one;
+        // the nodes bind the intent to the one transaction id, so each input may be signed).
+        let mut signatures = Vec::new();
+        for input in 0..self.adapter.signatures(&pk, &unsigned)? {
+            let input = u32::try_from(input)
+                .map_err(|_| ChainError::Build("too many inputs to sign".into()))?;
+            match self
+                .signer
+                .sign(&w.intent.source_wallet, &w.path, &w.intent, &unsigned, input, &auth)
+                .await
+            {
+                Ok(s) => signatures.push(s),
+                Err(SignError::Refused(r)) if w.is_withdrawal() && r.reason.is_decision() => {
+                    self.note_refusal(w.id, &r).await?;
+                    return Err(SignError::Refused(r).into());
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
-        };
-        // Attaching checks the signature is the wallet's over this transaction.
-        let signed = self.rpc.codec().attach(&unsigned, &pk, &[signature])?;
+        }
+        // Attaching checks each signature is the wallet's over this transaction.
+        let signed = self.adapter.attach(&pk, &unsigned, &signatures)?;
         let kept = self.store.record_signed(&self.ctx(), w.id, signed).await?;
         tracing::info!(withdrawal = %w.id, txid = ?kept.signed.as_ref().map(|s| &s.txid), "signed transaction stored");
         if w.is_withdrawal() && self.cfg.stop_at == Some(StopPoint::AfterSigned) {
@@ -689,7 +666,7 @@ impl EthWithdrawals {
 
     async fn send(&self, w: &Job) -> Result<Step, EngineError> {
         let signed = self.stored_signed(w).await?;
-        self.rpc.broadcast(&signed).await?;
+        self.adapter.client().broadcast(&signed).await?;
         if w.is_withdrawal() && self.cfg.stop_at == Some(StopPoint::AfterSend) {
             return Err(EngineError::Stopped(StopPoint::AfterSend));
         }
@@ -699,10 +676,10 @@ impl EthWithdrawals {
 
     async fn confirm(&self, w: &Job) -> Result<Step, EngineError> {
         let signed = self.stored_signed(w).await?;
-        match self.rpc.status(&signed.txid).await? {
+        match self.adapter.client().status(&signed.txid).await? {
             // The node lost it (restart, reorg, eviction): send the stored one again.
             TxStatus::Unknown => {
-                self.rpc.broadcast(&signed).await?;
+                self.adapter.client().broadcast(&signed).await?;
                 Ok(Step::Waiting("resent: the node did not know the transaction".into()))
             }
             TxStatus::Pending => Ok(Step::Waiting("in the mempool".into())),

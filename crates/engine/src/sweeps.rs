@@ -151,36 +151,53 @@ impl Sweeper {
     }
 
     /// A new sweep of `kind` (not yet stored).
-    pub(crate) fn sweep(
+    fn sweep(
         &self,
         kind: SweepKind,
-        (wallet, path, from): (WalletId, Vec<u32>, &Address),
+        from: (WalletId, Vec<u32>, &Address),
         to: &Address,
-        (symbol, decimals, contract): (AssetSymbol, u8, Option<Address>),
+        asset: (AssetSymbol, u8, Option<Address>),
         amount: Amount,
         fee_cap: Amount,
     ) -> Result<Sweep, EngineError> {
-        let id = new_id(self.env.as_ref());
-        let now = self.env.now();
-        Ok(Sweep {
+        Ok(new_sweep(self.env.as_ref(), &self.cfg, kind, from, to, asset, amount, fee_cap))
+    }
+}
+
+/// A new movement of `kind` between our own addresses on `cfg`'s chain (not yet stored).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn new_sweep(
+    env: &dyn Env,
+    cfg: &SweepConfig,
+    kind: SweepKind,
+    (wallet, path, from): (WalletId, Vec<u32>, &Address),
+    to: &Address,
+    (symbol, decimals, contract): (AssetSymbol, u8, Option<Address>),
+    amount: Amount,
+    fee_cap: Amount,
+) -> Sweep {
+    let id = new_id(env);
+    let now = env.now();
+    {
+        Sweep {
             id,
             kind,
             path,
             from_address: from.as_str().to_owned(),
             intent: Intent {
-                chain: self.cfg.chain.clone(),
+                chain: cfg.chain.clone(),
                 asset: IntentAsset { symbol, decimals, contract },
                 source_wallet: wallet,
                 destination: to.clone(),
                 amount,
                 fee_cap,
-                expires_at: now.plus_ms(self.cfg.ttl_ms),
+                expires_at: now.plus_ms(cfg.ttl_ms),
                 request_id: id,
             },
             state: WithdrawalState::Reserved,
             created_at: now,
             updated_at: now,
-        })
+        }
     }
 }
 

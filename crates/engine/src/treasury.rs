@@ -13,16 +13,13 @@
 use std::sync::Arc;
 
 use serde::Serialize;
-use strongroom_chain::ChainClient;
-use strongroom_chain_ethereum::rpc::EthRpc;
-use strongroom_chain_ethereum::{transfer_calldata, NATIVE_TRANSFER_GAS};
 use strongroom_core::withdrawal::WithdrawalState;
 use strongroom_core::Env;
 use strongroom_store::{Store, SweepKind, WriteCtx};
 use strongroom_units::{Address, Amount, AssetSymbol};
 
-use crate::sweeps::{SweepConfig, Sweeper};
-use crate::EngineError;
+use crate::sweeps::{new_sweep, SweepConfig};
+use crate::{ChainAdapter, EngineError};
 
 /// One asset's watermarks, in base units.
 #[derive(Debug, Clone)]
@@ -138,27 +135,36 @@ pub struct ColdRatio {
     pub at_ms: i64,
 }
 
-#[derive(Debug)]
+/// The treasury of one chain, every asset on it (the native coin and each token), through
+/// the chain's adapter.
 pub struct Treasury {
     store: Arc<dyn Store>,
-    rpc: EthRpc,
+    adapter: Arc<dyn ChainAdapter>,
     env: Arc<dyn Env>,
-    sweeper: Sweeper,
+    /// The hot key's public half (a sweep to cold is planned from it).
+    key: Vec<u8>,
     cfg: TreasuryConfig,
 }
 
+impl std::fmt::Debug for Treasury {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Treasury").field("chain", &self.cfg.sweep.chain).finish_non_exhaustive()
+    }
+}
+
 impl Treasury {
+    /// `key`: the hot wallet key's public half (SEC1, compressed).
     pub fn new(
         store: Arc<dyn Store>,
-        rpc: EthRpc,
+        adapter: Arc<dyn ChainAdapter>,
         env: Arc<dyn Env>,
+        key: Vec<u8>,
         cfg: TreasuryConfig,
     ) -> Result<Self, EngineError> {
         for m in &cfg.marks {
             m.validate().map_err(|e| EngineError::Chain(strongroom_chain::ChainError::Build(e)))?;
         }
-        let sweeper = Sweeper::new(store.clone(), rpc.clone(), env.clone(), cfg.sweep.clone());
-        Ok(Treasury { store, rpc, env, sweeper, cfg })
+        Ok(Treasury { store, adapter, env, key, cfg })
     }
 
     pub fn config(&self) -> &TreasuryConfig {
@@ -180,8 +186,9 @@ impl Treasury {
         let now_ms = self.env.now().unix_ms();
         let mut out = Vec::new();
         for m in &self.cfg.marks {
-            let hot = self.rpc.balance(hot_addr, m.contract.as_ref()).await?;
-            let cold = self.rpc.balance(&self.cfg.cold, m.contract.as_ref()).await?;
+            let client = self.adapter.client();
+            let hot = client.balance(hot_addr, m.contract.as_ref()).await?;
+            let cold = client.balance(&self.cfg.cold, m.contract.as_ref()).await?;
             let mine: Vec<_> =
                 to_cold.iter().filter(|s| s.intent.asset.symbol == m.asset).collect();
             let sweeping = mine.iter().any(|s| !s.state.is_final());
@@ -194,31 +201,22 @@ impl Treasury {
                 .map(|s| s.updated_at.unix_ms());
             let action = decide(hot, m, sweeping, failed_at, now_ms);
             if let Action::Sweep { amount } = &action {
-                let quote = self.rpc.fee_quote().await?;
-                let per_gas = quote
-                    .base_fee_per_gas
-                    .saturating_mul(2)
-                    .saturating_add(quote.max_priority_fee_per_gas);
-                // What the transfer will cost, as the engine will estimate it when it builds.
-                let (to, value, data) = match &m.contract {
-                    None => (&self.cfg.cold, amount.base_units(), Vec::new()),
-                    Some(token) => (token, 0, transfer_calldata(&self.cfg.cold, *amount)?),
-                };
-                let estimate = self.rpc.estimate_gas(hot_addr, to, value, &data).await?;
-                let gas = estimate.max(NATIVE_TRANSFER_GAS).saturating_add(estimate / 5);
-                let fee_cap = Amount::from_base_units(u128::from(gas).saturating_mul(per_gas))
-                    .map_err(|e| {
-                        EngineError::Chain(strongroom_chain::ChainError::Build(e.to_string()))
-                    })?;
+                // What the transfer will cost, as the engine will plan it when it builds.
+                let fee_cap = self
+                    .adapter
+                    .fee_cap(&self.key, hot_addr, &self.cfg.cold, m.contract.as_ref(), *amount)
+                    .await?;
                 let from = (self.cfg.sweep.wallet.clone(), Vec::new(), hot_addr);
-                let sweep = self.sweeper.sweep(
+                let sweep = new_sweep(
+                    self.env.as_ref(),
+                    &self.cfg.sweep,
                     SweepKind::ToCold,
                     from,
                     &self.cfg.cold,
                     (m.asset.clone(), m.decimals, m.contract.clone()),
                     *amount,
                     fee_cap,
-                )?;
+                );
                 let ctx =
                     WriteCtx { actor: "treasury".into(), now: self.env.now(), request_id: None };
                 let s = self.store.create_sweep(&ctx, sweep).await?;

@@ -10,7 +10,7 @@
 //! processes, a dev CA, a dev genesis).
 #![forbid(unsafe_code)]
 
-pub mod ethereum;
+pub mod chains;
 pub mod events;
 pub mod http;
 pub mod incidents;
@@ -83,7 +83,7 @@ pub struct Options {
     /// When `[tls]` names no certificate, make a development CA in `DATA/tls` (dev only;
     /// `serve` refuses instead).
     pub dev_pki: bool,
-    pub engine: ethereum::EngineOptions,
+    pub engine: chains::EngineOptions,
 }
 
 impl std::fmt::Debug for Options {
@@ -104,7 +104,7 @@ pub struct Runtime {
     /// The development CA, when one was made.
     pub ca: Option<PathBuf>,
     /// Each connected chain, as `DATA/chain.json` records the first.
-    pub chains: Vec<ethereum::ChainFile>,
+    pub chains: Vec<chains::ChainFile>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -186,26 +186,18 @@ impl Runtime {
                 )));
             }
             for c in &settings.chains {
-                match c.kind {
-                    settings::ChainKind::Ethereum => connected.push(
-                        ethereum::EthereumChain::connect(
-                            c,
-                            store.clone(),
-                            signer.clone(),
-                            env.clone(),
-                            settings.withdrawals.require_risk,
-                            &options.engine,
-                            &instance,
-                        )
-                        .await?,
-                    ),
-                    settings::ChainKind::Bitcoin => {
-                        return Err(RuntimeError::Config(format!(
-                            "[[chains]] {}: Bitcoin hot wallets are not built yet (cold storage is: `strongroom cold`)",
-                            c.chain
-                        )))
-                    }
-                }
+                connected.push(
+                    chains::HotChain::connect(
+                        c,
+                        store.clone(),
+                        signer.clone(),
+                        env.clone(),
+                        settings.withdrawals.require_risk,
+                        &options.engine,
+                        &instance,
+                    )
+                    .await?,
+                );
             }
         } else if !settings.chains.is_empty() {
             return Err(RuntimeError::Config("[[chains]] needs [signers]".into()));
@@ -233,19 +225,24 @@ impl Runtime {
         for p in probes {
             builder = builder.probe(p);
         }
-        let addresses: Vec<ethereum::ChainAddresses> =
+        let addresses: Vec<chains::ChainAddresses> =
             connected.iter().map(|c| c.deposit_addresses(store.clone(), env.clone())).collect();
-        let ours: Vec<_> = addresses.iter().map(ethereum::ChainAddresses::ours).collect();
+        let ours: Vec<_> = addresses.iter().map(chains::ChainAddresses::ours).collect();
         if !addresses.is_empty() {
-            builder = builder.deposit_addresses(Arc::new(ethereum::DepositAddresses(addresses)));
+            builder = builder.deposit_addresses(Arc::new(chains::DepositAddresses(addresses)));
         }
         let state = builder.build();
 
         // The workers.
-        let chains: Vec<ethereum::ChainFile> = connected.iter().map(|c| c.file()).collect();
+        let chains: Vec<chains::ChainFile> = connected.iter().map(|c| c.file()).collect();
         if let Some(first) = chains.first() {
-            let path = ethereum::ChainFile::path(&settings.data_dir);
+            let path = chains::ChainFile::path(&settings.data_dir);
             let text = serde_json::to_vec_pretty(first)
+                .map_err(|e| RuntimeError::Config(e.to_string()))?;
+            std::fs::write(&path, text)
+                .map_err(|e| RuntimeError::io(format!("writing {}", path.display()), e))?;
+            let path = chains::ChainFile::list_path(&settings.data_dir);
+            let text = serde_json::to_vec_pretty(&chains)
                 .map_err(|e| RuntimeError::Config(e.to_string()))?;
             std::fs::write(&path, text)
                 .map_err(|e| RuntimeError::io(format!("writing {}", path.display()), e))?;
@@ -261,7 +258,7 @@ impl Runtime {
             .collect();
         for (i, (c, ours)) in connected.into_iter().zip(ours).enumerate() {
             let wallets = c.wallets();
-            let follow = ethereum::Follow {
+            let follow = chains::Follow {
                 settings: c.settings.clone(),
                 store: store.clone(),
                 signer: c.signer(),
@@ -273,7 +270,7 @@ impl Runtime {
                 marks: settings.treasury.assets.clone(),
                 api: state.clone(),
                 ours,
-                chain_file: (i == 0).then(|| ethereum::ChainFile::path(&settings.data_dir)),
+                chain_file: (i == 0).then(|| chains::ChainFile::path(&settings.data_dir)),
             };
             let running = c.spawn(
                 store.clone(),
@@ -284,7 +281,7 @@ impl Runtime {
                 &instance,
             )?;
             // The workers move to a new key when governance migrates this chain's hot key.
-            tasks.push(tokio::spawn(ethereum::follow_migrations(follow, running, wallets)));
+            tasks.push(tokio::spawn(chains::follow_migrations(follow, running, wallets)));
         }
         // Incident steps in the governance log: staff alerts, and notices to the customers a
         // freeze stops.

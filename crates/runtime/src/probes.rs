@@ -3,8 +3,6 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use strongroom_chain::ChainClient;
-use strongroom_chain_ethereum::rpc::EthRpc;
 use strongroom_server::metrics::{ChainLabels, Metrics, NodeLabels};
 use strongroom_server::ops::{Check, Probe};
 use strongroom_store::Store;
@@ -19,7 +17,7 @@ pub const MAX_HEAD_LAG_BLOCKS: u64 = 1_000;
 #[derive(Debug)]
 pub struct ChainProbe {
     pub chain: ChainId,
-    pub rpc: EthRpc,
+    pub adapter: Arc<dyn strongroom_engine::ChainAdapter>,
     pub store: Arc<dyn Store>,
 }
 
@@ -27,7 +25,7 @@ pub struct ChainProbe {
 impl Probe for ChainProbe {
     async fn probe(&self, metrics: &Metrics) -> Vec<Check> {
         let component = format!("chain:{}", self.chain);
-        let head = match self.rpc.head().await {
+        let head = match self.adapter.client().head().await {
             Ok(h) => h.number,
             Err(e) => {
                 return vec![Check {

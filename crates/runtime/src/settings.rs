@@ -196,7 +196,7 @@ pub struct NodeSettings {
 }
 
 /// What kind of chain a `[[chains]]` entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChainKind {
     Ethereum,

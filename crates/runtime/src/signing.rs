@@ -157,17 +157,23 @@ impl TxSigner for OrchestratorSigner {
         path: &[u32],
         intent: &Intent,
         unsigned: &[u8],
+        input: u32,
         auth: &SignAuth,
     ) -> Result<Vec<u8>, SignError> {
         let (info, signers) = self.key(wallet).await?;
+        // The nodes decode by the format the request names, and refuse a chain it is not for.
+        let format = match intent.chain.family() {
+            strongroom_units::ChainFamily::Bitcoin => TxFormat::BitcoinPsbt,
+            strongroom_units::ChainFamily::Ethereum => TxFormat::Eip1559,
+        };
         let request = SignRequest {
             intent: hex::encode(
                 intent.encode().map_err(|e| SignError::other(e.to_string(), false))?,
             ),
-            format: TxFormat::Eip1559,
+            format,
             tx: hex::encode(unsigned),
             path: path.to_vec(),
-            input: 0,
+            input,
             approvals: auth.approvals.clone(),
             customer_id: auth.customer_id.clone(),
             initiation: auth.initiation.clone().map(Box::new),

@@ -70,6 +70,10 @@ pub enum StoreError {
     /// its reservation); nothing was written.
     #[error("{0}")]
     Refused(String),
+    /// A build would spend a coin another withdrawal's transaction already spends; nothing
+    /// was written. Choose the coins again.
+    #[error("coin {coin} is already spent by the transaction of {owner}")]
+    CoinTaken { coin: String, owner: String },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
@@ -283,6 +287,13 @@ pub trait ChainTxs: Send + Sync {
         conclusion: Conclusion,
     ) -> Result<ChainTx>;
     async fn chain_tx(&self, owner_id: Uuid) -> Result<Option<ChainTx>>;
+    /// Of `coins` (`txid:vout`) on `chain`, those a built transaction has reserved, with
+    /// their owner.
+    async fn reserved_coins(
+        &self,
+        chain: &strongroom_units::ChainId,
+        coins: &[String],
+    ) -> Result<std::collections::BTreeMap<String, Uuid>>;
 }
 
 /// Deposit addresses and the deposit watcher: its cursor, the blocks it saw, transfers found,

@@ -237,6 +237,12 @@ pub struct BuildTx {
     /// The most the transaction may burn in fees, reserved from the treasury.
     pub fee_reserve: Amount,
     pub fee_entry_id: Uuid,
+    /// The coins the transaction spends (`txid:vout`), on chains of unspent outputs: each is
+    /// reserved for this owner in the same commit, and a coin another owner holds fails the
+    /// build ([`StoreError::CoinTaken`](crate::StoreError::CoinTaken)). Empty on account
+    /// chains, where the nonce orders the account's transactions (on Bitcoin the nonce only
+    /// numbers the wallet's builds).
+    pub coins: Vec<String>,
     pub build: TxBuilder,
 }
 
@@ -246,6 +252,7 @@ impl std::fmt::Debug for BuildTx {
             .field("owner_id", &self.owner_id)
             .field("wallet", &self.wallet)
             .field("nonce_floor", &self.nonce_floor)
+            .field("coins", &self.coins)
             .finish_non_exhaustive()
     }
 }

@@ -121,6 +121,7 @@ conformance!(
     auth_records_are_compare_and_swap_and_all_or_nothing,
     audit_verify_while_writing_reports_no_false_tampering,
     chain_withdrawals_take_each_nonce_once_and_keep_one_signed_tx,
+    builds_never_share_a_coin,
     concurrent_builds_take_distinct_contiguous_nonces,
     watched_deposits_are_credited_once_and_reorganised_ones_reversed_or_held,
     sweeps_share_the_chain_path_and_move_nothing_but_the_fee,
@@ -837,8 +838,52 @@ fn build(w: Uuid, floor: u64) -> BuildTx {
         fee_asset: eth(),
         fee_reserve: wei(FEE_CAP),
         fee_entry_id: Uuid::new_v4(),
+        coins: Vec::new(),
         build: Arc::new(|nonce| Ok(format!("tx-with-nonce-{nonce}").into_bytes())),
     }
+}
+
+/// On a chain of coins: a coin reserved by one withdrawal's build fails another's (nothing
+/// written, the nonce not spent), its owner may build on it again, and the reservations read
+/// back with their owners and verify in the audit.
+async fn builds_never_share_a_coin(store: Arc<SqlStore>) {
+    let now = ctx(env().now());
+    let c = customer(&store, "u").await;
+    deposit(&store, c, 10u128.pow(18)).await;
+    fund_treasury(&store).await;
+    let new = || {
+        let store = store.clone();
+        async move {
+            store.request_withdrawal(&ctx(env().now()), None, plan(c, "0.1")).await.unwrap().id
+        }
+    };
+    let (w1, w2) = (new().await, new().await);
+    let coins = |list: &[&str]| list.iter().map(|c| format!("{}:0", c.repeat(64))).collect();
+    let chain = strongroom_units::ChainId::parse("eip155:31337").unwrap();
+    let mut b1 = build(w1, 0);
+    b1.coins = coins(&["a", "b", "a"]);
+    let t1 = store.build_tx(&now, b1).await.unwrap();
+    let before = snapshot(&store).await;
+    let mut b2 = build(w2, 0);
+    b2.coins = coins(&["c", "b"]);
+    let e = store.build_tx(&now, b2).await.unwrap_err();
+    assert!(
+        matches!(&e, StoreError::CoinTaken { coin, owner } if coin.starts_with("bbbb") && *owner == w1.to_string()),
+        "{e:?}"
+    );
+    assert_eq!(snapshot(&store).await, before, "a refused build writes nothing");
+    assert_eq!(store.get_withdrawal(w2).await.unwrap().state, WithdrawalState::Reserved);
+    let mut b2 = build(w2, 0);
+    b2.coins = coins(&["c"]);
+    let t2 = store.build_tx(&now, b2).await.unwrap();
+    assert_eq!((t1.nonce, t2.nonce), (0, 1), "the refused build spent no nonce");
+    let held = store.reserved_coins(&chain, &coins(&["a", "b", "c", "d"])).await.unwrap();
+    let owners: Vec<Uuid> = held.values().copied().collect();
+    assert_eq!(owners, vec![w1, w1, w2]);
+    assert!(store.reserved_coins(&chain, &[]).await.unwrap().is_empty());
+    let other = strongroom_units::ChainId::parse("eip155:1").unwrap();
+    assert!(store.reserved_coins(&other, &coins(&["a"])).await.unwrap().is_empty());
+    assert_intact(&store).await;
 }
 
 fn signed_tx(w: Uuid, version: u8) -> strongroom_chain::SignedTx {

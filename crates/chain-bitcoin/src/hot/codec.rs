@@ -328,6 +328,15 @@ impl HotCodec {
         Ok(())
     }
 
+    /// The fee a spend of `inputs` of this wallet's coins paying `to`, with change back to the
+    /// wallet, pays at `fee_rate` sat/vB (its signatures at their largest).
+    pub fn fee_for(&self, inputs: usize, to: &Address, fee_rate: u64) -> Result<u64, ChainError> {
+        let to = crate::address(to.as_str(), self.network)
+            .map_err(|e| ChainError::Build(e.to_string()))?
+            .script_pubkey();
+        Ok(Self::vsize(inputs, &[&to, &self.script]).saturating_mul(fee_rate))
+    }
+
     /// The virtual size of a transaction of `inputs` of this wallet's coins and `outputs`,
     /// its signatures at their largest.
     fn vsize(inputs: usize, outputs: &[&ScriptBuf]) -> u64 {

@@ -109,6 +109,45 @@ pub(super) struct NonceRow {
     updated_at_ms: i64,
 }
 
+/// A coin a built transaction spends, and whose transaction it is.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub(super) struct CoinRow {
+    chain: String,
+    coin: String,
+    owner_id: String,
+    created_at_ms: i64,
+}
+
+/// Of `coins` on `chain`, the reserved ones and their owners.
+pub(super) async fn reserved_coins<'e, E>(
+    exec: E,
+    chain: &ChainId,
+    coins: &[String],
+) -> Result<BTreeMap<String, Uuid>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    if coins.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let params: Vec<String> = (2..coins.len().saturating_add(2)).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT chain, coin, owner_id, created_at_ms FROM coin_reservations WHERE chain = $1 AND coin IN ({})",
+        params.join(", ")
+    );
+    let mut q = sqlx::query(&sql).bind(chain.as_str().to_owned());
+    for c in coins {
+        q = q.bind(c.clone());
+    }
+    let mut out = BTreeMap::new();
+    for r in q.fetch_all(exec).await? {
+        let row = row_of::<CoinRow>(&r)?;
+        let owner = uuid(&row.owner_id)?;
+        out.insert(row.coin, owner);
+    }
+    Ok(out)
+}
+
 fn chain_tx_sql(backend: Backend, lock: bool) -> String {
     format!(
         "SELECT {} FROM chain_txs WHERE owner_id = $1{}",
@@ -301,6 +340,46 @@ pub(super) async fn stage_build(w: &mut WriteTx, ctx: &WriteCtx, b: BuildTx) -> 
         existing.as_ref().map(hash_of).transpose()?,
         Some(hash_of(&after_nonce)?),
     );
+    // The coins it spends, each reserved for this owner (builds for one wallet take turns
+    // on its nonce row, so the check and the insert cannot interleave with another's).
+    let mut coins = b.coins.clone();
+    coins.sort();
+    coins.dedup();
+    let held = reserved_coins(&mut *w.tx, &b.chain, &coins).await?;
+    for coin in &coins {
+        match held.get(coin) {
+            Some(o) if *o == b.owner_id => {}
+            Some(o) => {
+                return Err(StoreError::CoinTaken { coin: coin.clone(), owner: o.to_string() })
+            }
+            None => {
+                let row = CoinRow {
+                    chain: b.chain.as_str().to_owned(),
+                    coin: coin.clone(),
+                    owner_id: b.owner_id.to_string(),
+                    created_at_ms: ctx.now.unix_ms(),
+                };
+                w.insert(
+                    "coin_reservations",
+                    &["chain", "coin", "owner_id", "created_at_ms"],
+                    vec![
+                        Val::Text(row.chain.clone()),
+                        Val::Text(row.coin.clone()),
+                        Val::Text(row.owner_id.clone()),
+                        Val::Int(row.created_at_ms),
+                    ],
+                )
+                .await
+                .map_err(|e| {
+                    e.on_unique("coin_reservations", || StoreError::CoinTaken {
+                        coin: coin.clone(),
+                        owner: "another withdrawal".into(),
+                    })
+                })?;
+                w.record(format!("coin/{}/{}", row.chain, row.coin), None, Some(hash_of(&row)?));
+            }
+        }
+    }
     let subject = owner.subject(b.owner_id);
     // The fee, set aside from the treasury (which must hold enough of the fee asset).
     if !b.fee_reserve.is_zero() {
@@ -332,7 +411,7 @@ pub(super) async fn stage_build(w: &mut WriteTx, ctx: &WriteCtx, b: BuildTx) -> 
         action: format!("{}.built", owner.kind()),
         subject,
         detail: serde_json::json!({
-            "chain": row.chain, "wallet": row.wallet, "nonce": nonce,
+            "chain": row.chain, "wallet": row.wallet, "nonce": nonce, "coins": coins,
             "fee_reserved": row.fee_reserved, "fee_asset": row.fee_asset,
         }),
         result: to_json(&row.to_domain()?)?,
@@ -505,6 +584,13 @@ impl SqlStore {
         {
             let row = row_of::<NonceRow>(&r)?;
             out.push((format!("nonce/{}/{}", row.chain, row.wallet), hash_of(&row)?));
+        }
+        for r in sqlx::query("SELECT chain, coin, owner_id, created_at_ms FROM coin_reservations")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let row = row_of::<CoinRow>(&r)?;
+            out.push((format!("coin/{}/{}", row.chain, row.coin), hash_of(&row)?));
         }
         Ok(())
     }

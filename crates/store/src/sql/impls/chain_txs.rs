@@ -58,4 +58,12 @@ impl ChainTxs for SqlStore {
     async fn chain_tx(&self, owner_id: Uuid) -> Result<Option<ChainTx>> {
         chain::read_chain_tx(&self.pool, self.backend, owner_id).await
     }
+
+    async fn reserved_coins(
+        &self,
+        chain: &strongroom_units::ChainId,
+        coins: &[String],
+    ) -> Result<std::collections::BTreeMap<String, Uuid>> {
+        chain::reserved_coins(&self.pool, chain, coins).await
+    }
 }

@@ -1,5 +1,7 @@
-//! One Ethereum chain's workers: the withdrawal engine, the deposit watcher, the sweeper,
-//! the treasury and reconciliation, over one JSON-RPC node and the signer nodes' hot key.
+//! One chain's workers, whichever the chain: the withdrawal engine, the deposit watcher, the
+//! treasury and reconciliation over the chain's adapter (an Ethereum JSON-RPC node, or a
+//! Bitcoin Esplora server) and the signer nodes' hot key; on Ethereum also the sweeper that
+//! consolidates deposit addresses (with gas top-ups).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,24 +9,33 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use strongroom_chain::ChainClient;
+use strongroom_chain_bitcoin::client::BtcClient;
+use strongroom_chain_bitcoin::esplora::Esplora;
 use strongroom_chain_ethereum::rpc::{EthRpc, Retry};
 use strongroom_core::{Env, WalletId};
 use strongroom_engine::deposits::{DepositWatcher, WatchConfig};
 use strongroom_engine::sweeps::{SweepConfig, Sweeper};
 use strongroom_engine::treasury::{Action, ColdRatio, Treasury, TreasuryConfig, Watermarks};
-use strongroom_engine::{EngineError, EthConfig, EthWithdrawals, StopPoint};
+use strongroom_engine::{
+    BtcAdapter, ChainAdapter, ChainConfig, ChainEngine, EngineError, EthAdapter, StopPoint,
+};
 use strongroom_store::Store;
 use strongroom_units::{Address, Amount, AssetRegistry, AssetSymbol, ChainId};
 
 use crate::lease::{Instance, Leader};
-use crate::settings::{ChainSettings, WatermarkSettings};
+use crate::settings::{ChainKind, ChainSettings, WatermarkSettings};
 use crate::signing::OrchestratorSigner;
 use crate::RuntimeError;
 
-/// Where a chain's wallets are, for `strongroom reconcile` and scripts (`DATA/chain.json`,
-/// written by the runtime for its first Ethereum chain).
+/// Where a chain's wallets are, for `strongroom reconcile` and scripts (`DATA/chains.json`
+/// lists every connected chain; `DATA/chain.json` is the first, as before).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChainFile {
+    /// Ethereum unless it says otherwise (files written before Bitcoin do not say).
+    #[serde(default = "ethereum")]
+    pub kind: ChainKind,
+    /// The node's URL: JSON-RPC on Ethereum, the Esplora API on Bitcoin.
     pub rpc_url: String,
     pub chain: String,
     /// (name, address): the hot wallet, and the cold wallet when there is one.
@@ -34,9 +45,49 @@ pub struct ChainFile {
     pub ca_file: Option<PathBuf>,
 }
 
+fn ethereum() -> ChainKind {
+    ChainKind::Ethereum
+}
+
 impl ChainFile {
     pub fn path(data_dir: &Path) -> PathBuf {
         data_dir.join("chain.json")
+    }
+
+    /// Where every connected chain's file is listed.
+    pub fn list_path(data_dir: &Path) -> PathBuf {
+        data_dir.join("chains.json")
+    }
+
+    /// Every connected chain (`chains.json`), or the one `chain.json` names.
+    pub fn load_all(data_dir: &Path) -> Result<Vec<Self>, RuntimeError> {
+        let p = Self::list_path(data_dir);
+        match std::fs::read_to_string(&p) {
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| RuntimeError::Config(format!("{}: {e}", p.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![Self::load(data_dir)?]),
+            Err(e) => Err(RuntimeError::io(format!("reading {}", p.display()), e)),
+        }
+    }
+
+    /// A client for the chain's node, whichever the chain.
+    pub fn client(&self) -> Result<(Arc<dyn ChainClient>, ChainId), RuntimeError> {
+        match self.kind {
+            ChainKind::Ethereum => {
+                let (rpc, chain) = self.rpc()?;
+                Ok((Arc::new(rpc), chain))
+            }
+            ChainKind::Bitcoin => {
+                let chain = ChainId::parse(&self.chain)
+                    .map_err(|e| RuntimeError::Config(format!("chain {}: {e}", self.chain)))?;
+                let ca = crate::http::read_ca(self.ca_file.as_deref())?;
+                let esplora = Esplora::with_ca(&self.rpc_url, ca.as_deref())
+                    .map_err(|e| RuntimeError::chain(&chain, e))?;
+                let client = BtcClient::new(esplora, chain.clone())
+                    .map_err(|e| RuntimeError::chain(&chain, e))?;
+                Ok((Arc::new(client), chain))
+            }
+        }
     }
 
     pub fn load(data_dir: &Path) -> Result<Self, RuntimeError> {
@@ -59,12 +110,14 @@ impl ChainFile {
     }
 }
 
-/// A connected Ethereum chain: its node answers with the configured chain id and the signer
-/// nodes agree on its hot key.
-#[derive(Debug)]
-pub struct EthereumChain {
+/// A connected chain: its node answers for the configured chain and the signer nodes agree
+/// on its hot key.
+pub struct HotChain {
     pub chain: ChainId,
-    pub rpc: EthRpc,
+    /// The chain's adapter (Ethereum or Bitcoin) and its node.
+    pub adapter: Arc<dyn ChainAdapter>,
+    /// The JSON-RPC node, on Ethereum (its sweeper tops deposit addresses up with gas).
+    pub rpc: Option<EthRpc>,
     pub settings: ChainSettings,
     /// The hot wallet in use: the configured one, or the key governance migrated it to.
     pub wallet: WalletId,
@@ -72,8 +125,58 @@ pub struct EthereumChain {
     /// Keys migrated into `wallet`, with their addresses: watched and swept into `hot`.
     pub former: Vec<(WalletId, Address)>,
     pub cold: Option<Address>,
-    engine: EthWithdrawals,
+    /// The hot wallet key's public half.
+    key: Vec<u8>,
+    engine: ChainEngine,
     signer: Arc<OrchestratorSigner>,
+}
+
+impl std::fmt::Debug for HotChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HotChain")
+            .field("chain", &self.chain)
+            .field("wallet", &self.wallet)
+            .field("hot", &self.hot)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reach a chain's node and check it serves `chain`: the chain id on Ethereum, the genesis
+/// block on Bitcoin (a CAIP-2 `bip122:` id is the start of its hash).
+async fn adapter_for(
+    settings: &ChainSettings,
+    chain: &ChainId,
+) -> Result<(Arc<dyn ChainAdapter>, Option<EthRpc>), RuntimeError> {
+    let ca = crate::http::read_ca(settings.ca_file.as_deref())?;
+    match settings.kind {
+        ChainKind::Ethereum => {
+            let rpc =
+                EthRpc::with_ca(&settings.rpc_url, chain.clone(), Retry::default(), ca.as_deref())
+                    .map_err(|e| RuntimeError::chain(chain, e))?;
+            rpc.check_chain().await.map_err(|e| RuntimeError::chain(chain, e))?;
+            Ok((Arc::new(EthAdapter::new(rpc.clone())), Some(rpc)))
+        }
+        ChainKind::Bitcoin => {
+            let esplora = Esplora::with_ca(&settings.rpc_url, ca.as_deref())
+                .map_err(|e| RuntimeError::chain(chain, e))?;
+            let genesis =
+                esplora
+                    .block_hash(0)
+                    .await
+                    .map_err(|e| RuntimeError::chain(chain, e))?
+                    .ok_or_else(|| RuntimeError::chain(chain, "the server has no genesis block"))?;
+            let reference = chain.as_str().trim_start_matches("bip122:");
+            if !genesis.to_string().starts_with(reference) {
+                return Err(RuntimeError::chain(
+                    chain,
+                    format!("the Esplora server's genesis block is {genesis}: another network"),
+                ));
+            }
+            let client = BtcClient::new(esplora, chain.clone())
+                .map_err(|e| RuntimeError::chain(chain, e))?;
+            Ok((Arc::new(BtcAdapter::new(client, 3)), None))
+        }
+    }
 }
 
 /// How the engine runs (tests and development).
@@ -83,9 +186,9 @@ pub struct EngineOptions {
     pub stop_at: Option<StopPoint>,
 }
 
-impl EthereumChain {
-    /// Reach the node, check its chain id, and learn the hot wallet's address from the signer
-    /// nodes (waiting while too few of them are up).
+impl HotChain {
+    /// Reach the node, check it serves the chain, and learn the hot wallet's address from the
+    /// signer nodes (waiting while too few of them are up).
     pub async fn connect(
         settings: &ChainSettings,
         store: Arc<dyn Store>,
@@ -94,14 +197,20 @@ impl EthereumChain {
         require_risk: bool,
         opts: &EngineOptions,
         instance: &Instance,
-    ) -> Result<EthereumChain, RuntimeError> {
+    ) -> Result<HotChain, RuntimeError> {
         let chain = ChainId::parse(&settings.chain)
             .map_err(|e| RuntimeError::Config(format!("[[chains]] {}: {e}", settings.chain)))?;
-        let ca = crate::http::read_ca(settings.ca_file.as_deref())?;
-        let rpc =
-            EthRpc::with_ca(&settings.rpc_url, chain.clone(), Retry::default(), ca.as_deref())
-                .map_err(|e| RuntimeError::chain(&chain, e))?;
-        rpc.check_chain().await.map_err(|e| RuntimeError::chain(&chain, e))?;
+        let expected = match chain.family() {
+            strongroom_units::ChainFamily::Ethereum => ChainKind::Ethereum,
+            strongroom_units::ChainFamily::Bitcoin => ChainKind::Bitcoin,
+        };
+        if settings.kind != expected {
+            return Err(RuntimeError::Config(format!(
+                "[[chains]] {}: kind is {:?}, the chain id is {expected:?}",
+                settings.chain, settings.kind
+            )));
+        }
+        let (adapter, rpc) = adapter_for(settings, &chain).await?;
         let configured = WalletId::parse(&settings.hot_wallet).map_err(|e| {
             RuntimeError::Config(format!("hot_wallet {}: {e}", settings.hot_wallet))
         })?;
@@ -129,7 +238,7 @@ impl EthereumChain {
             ),
             None => None,
         };
-        let cfg = EthConfig {
+        let cfg = ChainConfig {
             chain: chain.clone(),
             fee_asset,
             confirmations: settings.confirmations,
@@ -139,11 +248,11 @@ impl EthereumChain {
             lease_ms: instance.job_ms,
             home: (!wallets.former.is_empty()).then(|| wallet.clone()),
         };
-        let engine = EthWithdrawals::new(store, rpc.clone(), signer.clone(), env, cfg);
+        let engine = ChainEngine::new(store, adapter.clone(), signer.clone(), env, cfg);
         let mut waited = 0u32;
-        let hot = loop {
+        let (key, hot) = loop {
             match engine.wallet(&wallet).await {
-                Ok((_, hot)) => break hot,
+                Ok(k) => break k,
                 Err(EngineError::Sign(e)) if e.retryable() => {
                     if waited.is_multiple_of(10) {
                         tracing::warn!(wallet = wallet.as_str(), error = %e, "waiting for the signer nodes");
@@ -166,14 +275,16 @@ impl EthereumChain {
             })?;
             former.push((w, address));
         }
-        Ok(EthereumChain {
+        Ok(HotChain {
             chain,
+            adapter,
             rpc,
             settings: settings.clone(),
             wallet,
             hot,
             former,
             cold,
+            key,
             engine,
             signer,
         })
@@ -222,6 +333,7 @@ impl EthereumChain {
             wallets.push((name, cold.as_str().to_owned()));
         }
         ChainFile {
+            kind: self.settings.kind,
             rpc_url: self.settings.rpc_url.clone(),
             chain: self.chain.as_str().to_owned(),
             wallets,
@@ -231,7 +343,11 @@ impl EthereumChain {
 
     /// What readiness and the metrics ask of this chain.
     pub fn probe(&self, store: Arc<dyn Store>) -> crate::probes::ChainProbe {
-        crate::probes::ChainProbe { chain: self.chain.clone(), rpc: self.rpc.clone(), store }
+        crate::probes::ChainProbe {
+            chain: self.chain.clone(),
+            adapter: self.adapter.clone(),
+            store,
+        }
     }
 
     /// Start the workers; the treasury's passes are recorded on `api`.
@@ -244,7 +360,10 @@ impl EthereumChain {
         api: strongroom_server::AppState,
         instance: &Instance,
     ) -> Result<Vec<tokio::task::JoinHandle<()>>, RuntimeError> {
-        let EthereumChain { chain, rpc, settings, wallet, hot, former, cold, engine, .. } = self;
+        let HotChain {
+            chain, adapter, rpc, settings, wallet, hot, former, cold, key, engine, ..
+        } = self;
+        let client = adapter.client();
         let native =
             registry.iter().find(|a| a.chain == chain && a.contract.is_none()).ok_or_else(
                 || RuntimeError::Config(format!("[[assets]] names no native asset on {chain}")),
@@ -310,7 +429,7 @@ impl EthereumChain {
                     cold: cold.clone(),
                     marks: watermarks,
                 };
-                let t = Treasury::new(store.clone(), rpc.clone(), env.clone(), cfg)
+                let t = Treasury::new(store.clone(), adapter.clone(), env.clone(), key, cfg)
                     .map_err(|e| RuntimeError::Config(format!("[treasury]: {e}")))?;
                 Some((t, cold.as_str().to_owned()))
             }
@@ -321,8 +440,10 @@ impl EthereumChain {
             }
             _ => None,
         };
-        let sweeper = Sweeper::new(store.clone(), rpc.clone(), env.clone(), sweep_cfg);
-        let watcher = DepositWatcher::new(store.clone(), Arc::new(rpc.clone()), env.clone(), watch);
+        // Deposit addresses are consolidated on Ethereum (Bitcoin's are not yet: their coins
+        // stay there, counted in custody).
+        let sweeper = rpc.map(|rpc| Sweeper::new(store.clone(), rpc, env.clone(), sweep_cfg));
+        let watcher = DepositWatcher::new(store.clone(), client.clone(), env.clone(), watch);
         // One instance at a time watches the chain, plans sweeps and runs the treasury.
         let mut leader = instance.leader(store.clone(), env.clone(), &format!("chain/{chain}"));
         let watching = tokio::spawn(async move {
@@ -331,7 +452,10 @@ impl EthereumChain {
                     tokio::time::sleep(Duration::from_millis(1_000)).await;
                     continue;
                 }
-                if let Err(e) = sweeper.plan().await {
+                if let Some(Err(e)) = match &sweeper {
+                    Some(s) => Some(s.plan().await),
+                    None => None,
+                } {
                     tracing::warn!(error = %e, "sweep planning failed");
                 }
                 if let Some((t, cold)) = &treasury {
@@ -366,7 +490,7 @@ impl EthereumChain {
         let reconciling = tokio::spawn(reconcile_forever(
             instance.leader(store.clone(), env.clone(), &format!("reconcile/{chain}")),
             store.clone(),
-            rpc.clone(),
+            client.clone(),
             chain.clone(),
             assets,
             addresses,
@@ -503,7 +627,7 @@ pub async fn follow_migrations(
             to = now.current.as_str(),
             "hot key migrated by governance: this chain's workers move to the new key"
         );
-        let chain = match EthereumChain::connect(
+        let chain = match HotChain::connect(
             &f.settings,
             f.store.clone(),
             f.signer.clone(),
@@ -602,7 +726,7 @@ pub async fn reconcile(
     registry: &AssetRegistry,
     file: &ChainFile,
 ) -> Result<Vec<strongroom_engine::reconcile::Holding>, RuntimeError> {
-    let (rpc, chain) = file.rpc()?;
+    let (client, chain) = file.client()?;
     let mut addresses = Vec::new();
     for (_, a) in &file.wallets {
         addresses.push(
@@ -614,12 +738,12 @@ pub async fn reconcile(
         .filter(|a| a.chain == chain)
         .map(|a| (a.symbol.clone(), a.contract.clone()))
         .collect();
-    reconcile_once(store, &rpc, &chain, &assets, &addresses).await
+    reconcile_once(store, client.as_ref(), &chain, &assets, &addresses).await
 }
 
 async fn reconcile_once(
     store: &dyn Store,
-    rpc: &EthRpc,
+    client: &dyn ChainClient,
     chain: &ChainId,
     assets: &[(AssetSymbol, Option<Address>)],
     wallets: &[Address],
@@ -631,7 +755,7 @@ async fn reconcile_once(
                 .map_err(|e| RuntimeError::chain(chain, format!("stored address: {e}")))?,
         );
     }
-    strongroom_engine::reconcile::reconcile(store, rpc, chain, assets, &addresses)
+    strongroom_engine::reconcile::reconcile(store, client, chain, assets, &addresses)
         .await
         .map_err(|e| RuntimeError::chain(chain, e))
 }
@@ -640,7 +764,7 @@ async fn reconcile_once(
 async fn reconcile_forever(
     mut leader: Leader,
     store: Arc<dyn Store>,
-    rpc: EthRpc,
+    client: Arc<dyn ChainClient>,
     chain: ChainId,
     assets: Vec<(AssetSymbol, Option<Address>)>,
     wallets: Vec<Address>,
@@ -650,7 +774,7 @@ async fn reconcile_forever(
         if !leader.lead().await {
             continue;
         }
-        match reconcile_once(store.as_ref(), &rpc, &chain, &assets, &wallets).await {
+        match reconcile_once(store.as_ref(), client.as_ref(), &chain, &assets, &wallets).await {
             Ok(report) => {
                 for h in report.iter().filter(|h| h.settled() && !h.matches()) {
                     tracing::error!(alert = true, asset = %h.asset, ledger = %h.ledger, chain = %h.chain, "ledger and chain differ");

@@ -1,6 +1,10 @@
-//! The engine on Ethereum against a real node (anvil), signed here by one local key so the
-//! engine's own behaviour is under test (the threshold signer processes are exercised end to
-//! end in the CLI's tests).
+//! The engine against real nodes: Ethereum (anvil) and Bitcoin (the local regtest backend,
+//! which checks every script with Bitcoin Core's consensus code), signed here by one local
+//! key so the engine's own behaviour is under test (the threshold signer processes are
+//! exercised end to end in the CLI's tests).
+//!
+//! One driver for every chain: the same `ChainEngine` settles an ETH and a BTC withdrawal in
+//! one test; Bitcoin's coins are reserved per withdrawal so two never spend one coin.
 //!
 //! Withdrawals: build, sign, store, send, confirm, settle; a stop after signing or after
 //! sending resumes without a second transaction; a withdrawal whose block is rolled back is
@@ -26,6 +30,7 @@ use async_trait::async_trait;
 use k256::ecdsa::SigningKey;
 use serde_json::json;
 use strongroom_chain::{check_movement, ChainClient, TxCodec};
+use strongroom_chain_bitcoin::hot::HotCodec;
 use strongroom_chain_ethereum::anvil::{self, Anvil};
 use strongroom_chain_ethereum::rpc::{EthRpc, Retry};
 use strongroom_chain_ethereum::EthCodec;
@@ -38,7 +43,7 @@ use strongroom_engine::deposits::{deposit_address, DepositWatcher, WatchConfig};
 use strongroom_engine::reconcile::reconcile;
 use strongroom_engine::sweeps::{SweepConfig, Sweeper};
 use strongroom_engine::{
-    EngineError, EthConfig, EthWithdrawals, Job, SignError, Step, StopPoint, TxSigner,
+    ChainConfig, ChainEngine, EngineError, Job, SignError, Step, StopPoint, TxSigner,
 };
 use strongroom_store::prelude::*;
 use strongroom_store::{NewCustomer, NewDeposit, SqlStore, SweepKind, WriteCtx};
@@ -48,7 +53,8 @@ use uuid::Uuid;
 const DEST: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
 const ETH: u128 = 1_000_000_000_000_000_000;
 
-/// One key, checking like a signer node would: the transaction must match the intent.
+/// One key, checking like a signer node would: the transaction must match the intent
+/// (decoded with the chain's codec: EIP-1559 or the hot wallet's P2WPKH PSBT).
 struct KeySigner {
     key: SigningKey,
     codec: EthCodec,
@@ -73,14 +79,27 @@ impl TxSigner for KeySigner {
         path: &[u32],
         intent: &Intent,
         unsigned: &[u8],
+        input: u32,
         _: &strongroom_engine::SignAuth,
     ) -> Result<Vec<u8>, SignError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let refuse = |m: String| SignError::other(m, false);
-        let m = self.codec.decode(unsigned).map_err(|e| refuse(e.to_string()))?;
+        let key = child_key(&self.key, path);
+        let (m, digests) = match intent.chain.family() {
+            strongroom_units::ChainFamily::Ethereum => (
+                self.codec.decode(unsigned).map_err(|e| refuse(e.to_string()))?,
+                self.codec.digests(unsigned).map_err(|e| refuse(e.to_string()))?,
+            ),
+            strongroom_units::ChainFamily::Bitcoin => {
+                let pk = key.verifying_key().to_encoded_point(true);
+                let codec = HotCodec::p2wpkh(intent.chain.clone(), pk.as_bytes()).unwrap();
+                let tx = codec.parse(unsigned).map_err(|e| refuse(e.to_string()))?;
+                (tx.movement, tx.digests)
+            }
+        };
         check_movement(&m, intent).map_err(|e| refuse(e.to_string()))?;
-        let digest = self.codec.digests(unsigned).map_err(|e| refuse(e.to_string()))?[0];
-        let (sig, _) = child_key(&self.key, path).sign_prehash_recoverable(&digest).unwrap();
+        let digest = digests.get(input as usize).ok_or_else(|| refuse("no such input".into()))?;
+        let (sig, _) = key.sign_prehash_recoverable(digest).unwrap();
         Ok(sig.normalize_s().unwrap_or(sig).to_bytes().to_vec())
     }
 }
@@ -178,13 +197,13 @@ impl World {
         EthRpc::new(&self.node.url, chain(), Retry::default()).unwrap()
     }
 
-    fn engine(&self, stop_at: Option<StopPoint>) -> EthWithdrawals {
+    fn engine(&self, stop_at: Option<StopPoint>) -> ChainEngine {
         self.engine_at_home(stop_at, None)
     }
 
     /// An engine whose chain pays out from `home`, a key others were migrated into.
-    fn engine_at_home(&self, stop_at: Option<StopPoint>, home: Option<WalletId>) -> EthWithdrawals {
-        let cfg = EthConfig {
+    fn engine_at_home(&self, stop_at: Option<StopPoint>, home: Option<WalletId>) -> ChainEngine {
+        let cfg = ChainConfig {
             chain: chain(),
             fee_asset: AssetSymbol::parse("ETH").unwrap(),
             confirmations: 3,
@@ -194,7 +213,7 @@ impl World {
             lease_ms: strongroom_engine::JOB_LEASE_MS,
             home,
         };
-        EthWithdrawals::new(
+        ChainEngine::ethereum(
             self.store.clone(),
             self.rpc(),
             self.signer.clone(),
@@ -233,7 +252,7 @@ impl World {
 
     /// Drive until the engine waits for confirmations (anvil mines each transaction a
     /// moment after accepting it).
-    async fn drive_until_broadcast_seen(&self, engine: &EthWithdrawals, id: Uuid) {
+    async fn drive_until_broadcast_seen(&self, engine: &ChainEngine, id: Uuid) {
         for _ in 0..100 {
             engine.drive(id).await.unwrap();
             let tx = self.store.chain_tx(id).await.unwrap().unwrap();
@@ -411,7 +430,7 @@ async fn fees_above_the_cap_wait_and_a_dead_node_changes_nothing() {
     assert!(w.store.chain_tx(id).await.unwrap().is_none(), "no nonce spent, no fee reserved");
 
     // The node goes away: the step fails with a clear error and the withdrawal is as it was.
-    let cfg = EthConfig {
+    let cfg = ChainConfig {
         chain: chain(),
         fee_asset: AssetSymbol::parse("ETH").unwrap(),
         confirmations: 3,
@@ -426,7 +445,7 @@ async fn fees_above_the_cap_wait_and_a_dead_node_changes_nothing() {
         first_delay: std::time::Duration::from_millis(10),
         timeout: std::time::Duration::from_secs(1),
     };
-    let dead = EthWithdrawals::new(
+    let dead = ChainEngine::ethereum(
         w.store.clone(),
         EthRpc::new("http://127.0.0.1:9", chain(), quick).unwrap(),
         w.signer.clone(),
@@ -680,4 +699,273 @@ async fn deposit_addresses_are_swept_into_the_hot_wallet_with_gas_top_ups() {
         .unwrap();
     assert!(report.iter().all(|h| h.matches() && h.settled()), "{report:?}");
     assert!(strongroom_store::verify::verify_audit(c).await.unwrap().is_intact());
+}
+
+// ---------------------------------------------------------------------------------------
+// Bitcoin through the same driver.
+
+const SAT: u128 = 1;
+const BTC: u128 = 100_000_000 * SAT;
+
+fn regtest_chain() -> ChainId {
+    ChainId::parse(strongroom_units::chain::BITCOIN_REGTEST).unwrap()
+}
+
+/// The regtest backend over HTTP, and the same store, customer and key as `w`: the hot key's
+/// P2WPKH address holds the customer's 0.5 BTC and the treasury's 0.01 BTC in two coins.
+struct Btc {
+    node: strongroom_chain_bitcoin::regtest::Regtest,
+    adapter: Arc<strongroom_engine::BtcAdapter>,
+    hot: Address,
+}
+
+impl Btc {
+    async fn new(w: &World) -> Btc {
+        use strongroom_chain_bitcoin::{client::BtcClient, esplora::Esplora, regtest::Regtest};
+        let node = Regtest::new().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(node.clone().serve(listener));
+        let client = BtcClient::new(Esplora::new(&url).unwrap(), regtest_chain()).unwrap();
+        let adapter = Arc::new(strongroom_engine::BtcAdapter::new(client, 3));
+        let pk = w.signer.public_key(&WalletId::parse("hot-btc-1").unwrap()).await.unwrap();
+        let hot = strongroom_engine::ChainAdapter::address_of(adapter.as_ref(), &pk).unwrap();
+        let b = Btc { node, adapter, hot };
+        for sats in [30_000_000u64, 21_000_000] {
+            b.node.fund(&b.btc_address(&b.hot), sats).unwrap();
+        }
+        b.node.mine(1, None).unwrap();
+        let c = ctx(w.env.as_ref());
+        for (who, amount, reference) in
+            [(w.customer, BTC / 2, "seed-btc-1"), (TREASURY_CUSTOMER, BTC / 100, "seed-btc-2")]
+        {
+            let d = NewDeposit {
+                id: new_id(w.env.as_ref()),
+                entry_id: new_id(w.env.as_ref()),
+                customer_id: who,
+                asset: AssetSymbol::parse("BTC").unwrap(),
+                amount: Amount::from_base_units(amount).unwrap(),
+                reference: reference.into(),
+            };
+            w.store.credit_deposit(&c, None, d).await.unwrap();
+        }
+        b
+    }
+
+    fn btc_address(&self, a: &Address) -> strongroom_chain_bitcoin::bitcoin::Address {
+        strongroom_chain_bitcoin::address(
+            a.as_str(),
+            strongroom_chain_bitcoin::bitcoin::Network::Regtest,
+        )
+        .unwrap()
+    }
+
+    fn engine(&self, w: &World, stop_at: Option<StopPoint>) -> ChainEngine {
+        let cfg = ChainConfig {
+            chain: regtest_chain(),
+            fee_asset: AssetSymbol::parse("BTC").unwrap(),
+            confirmations: 2,
+            stop_at,
+            require_risk: false,
+            worker: "engine-test".into(),
+            lease_ms: strongroom_engine::JOB_LEASE_MS,
+            home: None,
+        };
+        ChainEngine::new(
+            w.store.clone(),
+            self.adapter.clone(),
+            w.signer.clone(),
+            w.env.clone(),
+            cfg,
+        )
+    }
+
+    async fn withdraw(&self, w: &World, amount: &str) -> Uuid {
+        let req = WithdrawalRequest {
+            customer_id: w.customer,
+            asset: "BTC".into(),
+            destination: "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080".into(),
+            amount: amount.into(),
+        };
+        let env = w.env.as_ref();
+        let planned = plan_withdrawal(
+            &AssetRegistry::dev(),
+            &WithdrawalRules::default(),
+            &req,
+            new_id(env),
+            new_id(env),
+            env.now(),
+        )
+        .unwrap();
+        w.store.request_withdrawal(&ctx(env), None, planned).await.unwrap().id
+    }
+
+    async fn ledger_matches_chain(&self, w: &World) {
+        let report = reconcile(
+            w.store.as_ref(),
+            strongroom_engine::ChainAdapter::client(self.adapter.as_ref()).as_ref(),
+            &regtest_chain(),
+            &[(AssetSymbol::parse("BTC").unwrap(), None)],
+            std::slice::from_ref(&self.hot),
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.len(), 1);
+        assert!(report[0].matches(), "ledger and chain differ: {report:?}");
+        assert_eq!(report[0].in_flight, 0);
+    }
+
+    /// The inputs of `id`'s stored transaction.
+    async fn inputs(&self, w: &World, id: Uuid) -> Vec<String> {
+        let tx = w.store.chain_tx(id).await.unwrap().unwrap();
+        let psbt = strongroom_chain_bitcoin::bitcoin::psbt::Psbt::deserialize(
+            &hex::decode(tx.unsigned_tx).unwrap(),
+        )
+        .unwrap();
+        psbt.unsigned_tx.input.iter().map(|i| i.previous_output.to_string()).collect()
+    }
+}
+
+async fn btc_balance(w: &World, c: Uuid) -> (u128, u128) {
+    let b = w.store.balances(c).await.unwrap();
+    let btc = b.iter().find(|b| b.asset.as_str() == "BTC").unwrap();
+    (btc.available.base_units(), btc.pending.base_units())
+}
+
+#[tokio::test]
+async fn one_driver_settles_an_eth_and_a_btc_withdrawal_to_the_wei_and_the_satoshi() {
+    let Some(w) = World::new().await else { return };
+    let btc = Btc::new(&w).await;
+    btc.ledger_matches_chain(&w).await;
+    w.ledger_matches_chain().await;
+    let (eth_engine, btc_engine) = (w.engine(None), btc.engine(&w, None));
+
+    let eth_id = w.withdraw("0.25").await;
+    // 0.4 BTC takes both coins: the nodes are asked once per input.
+    let btc_id = btc.withdraw(&w, "0.4").await;
+    let calls = w.signer.calls.load(Ordering::SeqCst);
+    w.drive_until_broadcast_seen(&eth_engine, eth_id).await;
+    assert_eq!(btc_engine.drive(btc_id).await.unwrap(), 3, "built, signed, broadcast");
+    assert_eq!(w.signer.calls.load(Ordering::SeqCst), calls + 1 + 2);
+    assert_eq!(btc.inputs(&w, btc_id).await.len(), 2);
+    // Each engine leaves the other chain's withdrawal alone.
+    let other = Job::from(&w.store.get_withdrawal(btc_id).await.unwrap());
+    assert_eq!(eth_engine.step(&other).await.unwrap(), Step::Idle);
+    assert_eq!((btc_balance(&w, w.customer).await), (BTC / 10, 4 * BTC / 10));
+
+    let step = btc_engine.step(&other).await.unwrap();
+    assert!(matches!(&step, Step::Waiting(m) if m.contains("mempool")), "{step:?}");
+    btc.node.mine(1, None).unwrap();
+    let step = btc_engine.step(&other).await.unwrap();
+    assert!(matches!(&step, Step::Waiting(m) if m.contains("1 of 2 confirmations")), "{step:?}");
+    btc.node.mine(1, None).unwrap();
+    w.mine(3).await;
+    btc_engine.drive(btc_id).await.unwrap();
+    eth_engine.drive(eth_id).await.unwrap();
+    assert_eq!(w.state(eth_id).await, WithdrawalState::Settled);
+    assert_eq!(w.state(btc_id).await, WithdrawalState::Settled);
+
+    // To the satoshi: the customer's 0.4 BTC left, the fee left the treasury, and the hot
+    // wallet's change is what the ledger still holds.
+    let signed = w.store.chain_tx(btc_id).await.unwrap().unwrap();
+    let fee = signed.fee_paid.unwrap().base_units();
+    assert!(fee > 0 && fee < 10_000, "{fee} sat");
+    assert_eq!(btc_balance(&w, w.customer).await, (BTC / 10, 0));
+    assert_eq!(btc_balance(&w, TREASURY_CUSTOMER).await, (BTC / 100 - fee, 0));
+    let client = strongroom_engine::ChainAdapter::client(btc.adapter.as_ref());
+    let paid = client
+        .balance(
+            &Address::parse(&regtest_chain(), "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080")
+                .unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(paid.base_units(), 4 * BTC / 10);
+    btc.ledger_matches_chain(&w).await;
+    w.ledger_matches_chain().await;
+}
+
+#[tokio::test]
+async fn bitcoin_withdrawals_never_share_a_coin_and_wait_for_fees_and_coins() {
+    let Some(w) = World::new().await else { return };
+    let btc = Btc::new(&w).await;
+    let engine = btc.engine(&w, None);
+    // Two withdrawals, each payable from one coin: built on different coins.
+    let (a, b) = (btc.withdraw(&w, "0.2").await, btc.withdraw(&w, "0.15").await);
+    let store = w.store.clone();
+    let job = |id| {
+        let store = store.clone();
+        async move { Job::from(&store.get_withdrawal(id).await.unwrap()) }
+    };
+    assert_eq!(engine.step(&job(a).await).await.unwrap(), Step::Moved(WithdrawalState::Built));
+    assert_eq!(engine.step(&job(b).await).await.unwrap(), Step::Moved(WithdrawalState::Built));
+    let (ia, ib) = (btc.inputs(&w, a).await, btc.inputs(&w, b).await);
+    assert_eq!((ia.len(), ib.len()), (1, 1));
+    assert_ne!(ia, ib, "two withdrawals never spend one coin");
+    let chain = regtest_chain();
+    let held = w.store.reserved_coins(&chain, &[ia[0].clone(), ib[0].clone()]).await.unwrap();
+    assert_eq!(held.get(&ia[0]), Some(&a));
+    assert_eq!(held.get(&ib[0]), Some(&b));
+
+    // A third finds no free coin (the change of the others is not confirmed): it waits, and
+    // nothing is reserved for it.
+    let c = btc.withdraw(&w, "0.1").await;
+    let step = engine.step(&job(c).await).await.unwrap();
+    assert!(matches!(&step, Step::Waiting(m) if m.contains("free confirmed coins")), "{step:?}");
+    assert!(w.store.chain_tx(c).await.unwrap().is_none());
+
+    // Settle the first two; their change confirms and pays the third, unless fees are above
+    // its cap: then it waits, no coin reserved, until they fall.
+    for id in [a, b] {
+        engine.drive(id).await.unwrap();
+    }
+    btc.node.mine(2, None).unwrap();
+    for id in [a, b] {
+        engine.drive(id).await.unwrap();
+        assert_eq!(w.state(id).await, WithdrawalState::Settled);
+    }
+    btc.node.set_fee_estimates([(1u16, 5_000.0), (6, 4_000.0)].into_iter().collect());
+    let step = engine.step(&job(c).await).await.unwrap();
+    assert!(matches!(&step, Step::Waiting(m) if m.contains("above the intent's cap")), "{step:?}");
+    assert!(w.store.chain_tx(c).await.unwrap().is_none());
+    btc.node.set_fee_estimates([(1u16, 3.0), (6, 2.0)].into_iter().collect());
+    engine.drive(c).await.unwrap();
+    btc.node.mine(2, None).unwrap();
+    engine.drive(c).await.unwrap();
+    assert_eq!(w.state(c).await, WithdrawalState::Settled);
+    btc.ledger_matches_chain(&w).await;
+}
+
+#[tokio::test]
+async fn a_bitcoin_withdrawal_stopped_after_sending_or_dropped_by_a_reorg_settles_once() {
+    let Some(w) = World::new().await else { return };
+    let btc = Btc::new(&w).await;
+    let id = btc.withdraw(&w, "0.05").await;
+    // The engine dies right after sending: the transaction is out, the store says signed.
+    let e = btc.engine(&w, Some(StopPoint::AfterSend)).drive(id).await.unwrap_err();
+    assert!(matches!(e, EngineError::Stopped(StopPoint::AfterSend)), "{e}");
+    assert_eq!(w.state(id).await, WithdrawalState::Signed);
+    let txid = w.store.chain_tx(id).await.unwrap().unwrap().signed.unwrap().txid;
+    assert_eq!(btc.node.mempool().len(), 1);
+    // A new engine sends the same stored transaction again: no second one.
+    let engine = btc.engine(&w, None);
+    engine.drive(id).await.unwrap();
+    assert_eq!(
+        btc.node.mempool().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        vec![txid.clone()]
+    );
+    btc.node.mine(1, None).unwrap();
+    engine.drive(id).await.unwrap();
+    assert_eq!(w.state(id).await, WithdrawalState::Broadcast);
+    // A reorganisation drops its block and the transaction with it: the engine sends the
+    // stored one again and it settles once, after its confirmations on the new branch.
+    btc.node.reorg(1, false).unwrap();
+    assert!(btc.node.mempool().is_empty());
+    engine.drive(id).await.unwrap();
+    assert_eq!(btc.node.mempool().iter().map(ToString::to_string).collect::<Vec<_>>(), vec![txid]);
+    btc.node.mine(2, None).unwrap();
+    engine.drive(id).await.unwrap();
+    assert_eq!(w.state(id).await, WithdrawalState::Settled);
+    btc.ledger_matches_chain(&w).await;
 }
