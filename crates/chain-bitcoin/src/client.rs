@@ -3,8 +3,10 @@
 //! watcher read Bitcoin as they read Ethereum.
 //!
 //! A deposit is an output paying a watched address: its index is the output's position
-//! (`vout`), so `(txid, vout)` names it once. Coinbase outputs are not deposits (they
-//! cannot be spent for 100 blocks, and no customer mines into an exchange's address).
+//! (`vout`), so `(txid, vout)` names it once, and its payer is the address of a coin the
+//! transaction spends (a watched one if any: then it is our own transaction, its change or a
+//! sweep, which the watcher does not credit). Coinbase outputs are not deposits (they cannot
+//! be spent for 100 blocks, and no customer mines into an exchange's address).
 
 use std::collections::BTreeMap;
 
@@ -85,6 +87,41 @@ impl BtcClient {
             out.push((u, tx));
         }
         Ok(out)
+    }
+
+    fn address_of(&self, script: &bitcoin::ScriptBuf) -> Option<Address> {
+        let a = bitcoin::Address::from_script(script, self.network).ok()?;
+        Address::parse(&self.chain, &a.to_string()).ok()
+    }
+
+    /// Who paid `tx`, as far as a deposit watcher needs to know: one of the watched addresses
+    /// if any input spends its coin (our own transaction: its change or a sweep is no deposit),
+    /// else the first input's address. Looked up only for transactions that pay a watched
+    /// address.
+    async fn payer(
+        &self,
+        tx: &Transaction,
+        watched: &Watched,
+    ) -> Result<Option<Address>, ClientError> {
+        let mut first = None;
+        for input in &tx.input {
+            let prev = self
+                .esplora
+                .transaction(&input.previous_output.txid)
+                .await
+                .map_err(client_error)?;
+            let spent = usize::try_from(input.previous_output.vout)
+                .ok()
+                .and_then(|n| prev.output.get(n))
+                .and_then(|o| self.address_of(&o.script_pubkey));
+            if let Some(a) = spent {
+                if watched.contains_key(&a) {
+                    return Ok(Some(a));
+                }
+                first = first.or(Some(a));
+            }
+        }
+        Ok(first)
     }
 
     /// A fee rate for confirmation within `blocks`, in sat/vB.
@@ -178,25 +215,26 @@ impl ChainClient for BtcClient {
             let block = self.esplora.block(&hash).await.map_err(client_error)?;
             for tx in block.txdata.iter().filter(|t| !t.is_coinbase()) {
                 let txid = tx.compute_txid().to_string();
+                let mut from = None;
                 for (vout, out) in tx.output.iter().enumerate() {
-                    let Ok(a) = bitcoin::Address::from_script(&out.script_pubkey, self.network)
-                    else {
+                    let Some(to) = self.address_of(&out.script_pubkey) else {
                         continue;
                     };
-                    let Ok(to) = Address::parse(&self.chain, &a.to_string()) else {
+                    if !watched.contains_key(&to) {
                         continue;
-                    };
-                    if watched.contains_key(&to) {
-                        found.push(IncomingTransfer {
-                            block: block_ref.clone(),
-                            txid: txid.clone(),
-                            index: u64::try_from(vout).unwrap_or(u64::MAX),
-                            contract: None,
-                            from: None,
-                            to,
-                            amount: sat(out.value.to_sat())?,
-                        });
                     }
+                    if from.is_none() {
+                        from = Some(self.payer(tx, watched).await?);
+                    }
+                    found.push(IncomingTransfer {
+                        block: block_ref.clone(),
+                        txid: txid.clone(),
+                        index: u64::try_from(vout).unwrap_or(u64::MAX),
+                        contract: None,
+                        from: from.clone().flatten(),
+                        to,
+                        amount: sat(out.value.to_sat())?,
+                    });
                 }
             }
         }

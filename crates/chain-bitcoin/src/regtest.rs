@@ -70,6 +70,10 @@ struct Node {
     /// Blocks mined so far, counting orphaned ones: each coinbase differs, so a block mined
     /// to replace another has another hash.
     mined: u64,
+    /// The unspent coins and where each confirmed transaction is, kept with the tip.
+    view: View,
+    /// Where the chain is kept between runs (rewritten after every change), if anywhere.
+    file: Option<std::path::PathBuf>,
 }
 
 /// What the chain holds at its tip: unspent coins and where each transaction is.
@@ -79,6 +83,36 @@ struct View {
     confirmed: BTreeMap<Txid, (u32, usize)>,
 }
 
+impl View {
+    /// The view of `blocks`, genesis first.
+    fn replay(blocks: &[Block]) -> View {
+        let mut v = View::default();
+        for (height, block) in blocks.iter().enumerate() {
+            v.apply(block, u32::try_from(height).unwrap_or(u32::MAX));
+        }
+        v
+    }
+
+    /// Move the tip onto `block` at `height`.
+    fn apply(&mut self, block: &Block, height: u32) {
+        for (n, tx) in block.txdata.iter().enumerate() {
+            let txid = tx.compute_txid();
+            let coinbase = tx.is_coinbase();
+            if !coinbase {
+                for i in &tx.input {
+                    self.utxos.remove(&i.previous_output);
+                }
+            }
+            for (vout, out) in tx.output.iter().enumerate() {
+                let vout = u32::try_from(vout).unwrap_or(u32::MAX);
+                self.utxos
+                    .insert(OutPoint { txid, vout }, Coin { out: out.clone(), height, coinbase });
+            }
+            self.confirmed.insert(txid, (height, n));
+        }
+    }
+}
+
 impl Node {
     fn new(network: Network) -> Result<Node, BtcError> {
         let seed = sha256::Hash::hash(b"strongroom regtest faucet");
@@ -86,44 +120,87 @@ impl Node {
         let compressed = CompressedPublicKey(faucet_key.public_key(&Secp256k1::signing_only()));
         let faucet_script = ScriptBuf::new_p2wpkh(&compressed.wpubkey_hash());
         let fee_estimates = [(1u16, 12.3), (3, 8.0), (6, 4.1), (144, 1.0)].into_iter().collect();
+        let blocks = vec![genesis_block(network)];
+        let view = View::replay(&blocks);
         Ok(Node {
             network,
-            blocks: vec![genesis_block(network)],
+            blocks,
             mempool: Vec::new(),
             fee_estimates,
             faucet_key,
             faucet_script,
             mined: 0,
+            view,
+            file: None,
         })
+    }
+
+    /// Write the chain to its file, if it has one (a new file, then renamed over the old).
+    fn save(&self) -> Result<(), BtcError> {
+        let Some(path) = &self.file else {
+            return Ok(());
+        };
+        let body = serde_json::json!({
+            "blocks": self.blocks.iter().map(|b| hex::encode(serialize(b))).collect::<Vec<_>>(),
+            "mempool": self.mempool.iter().map(serialize_hex).collect::<Vec<_>>(),
+            "mined": self.mined,
+        });
+        let tmp = path.with_extension("tmp");
+        let io = |e: std::io::Error| BtcError::Backend(format!("{}: {e}", path.display()));
+        std::fs::write(&tmp, body.to_string()).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// The chain kept in `path`, checked block by block (each on its parent, its proof of
+    /// work and merkle root valid) and its mempool taken again.
+    fn load(&mut self, path: &std::path::Path) -> Result<(), BtcError> {
+        let bad = |why: String| BtcError::Backend(format!("{}: {why}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let list = |k: &str| -> Result<Vec<Vec<u8>>, BtcError> {
+            v.get(k)
+                .and_then(|l| l.as_array())
+                .ok_or_else(|| bad(format!("no {k}")))?
+                .iter()
+                .map(|h| {
+                    hex::decode(h.as_str().unwrap_or_default()).map_err(|e| bad(e.to_string()))
+                })
+                .collect()
+        };
+        let mut blocks: Vec<Block> = Vec::new();
+        for raw in list("blocks")? {
+            let b: Block = bitcoin::consensus::deserialize(&raw).map_err(|e| bad(e.to_string()))?;
+            let parent = blocks.last().map(Block::block_hash);
+            let linked = parent.is_none_or(|p| b.header.prev_blockhash == p);
+            if !linked
+                || !b.check_merkle_root()
+                || b.header.validate_pow(b.header.target()).is_err()
+            {
+                return Err(bad(format!("block {} does not fit the chain", b.block_hash())));
+            }
+            blocks.push(b);
+        }
+        if blocks.first().map(Block::block_hash) != Some(genesis_block(self.network).block_hash()) {
+            return Err(bad("another network's chain".into()));
+        }
+        self.blocks = blocks;
+        self.view = View::replay(&self.blocks);
+        self.mined = v.get("mined").and_then(|m| m.as_u64()).unwrap_or(0);
+        self.mempool.clear();
+        for raw in list("mempool")? {
+            let tx: Transaction =
+                bitcoin::consensus::deserialize(&raw).map_err(|e| bad(e.to_string()))?;
+            let _ = self.accept(tx);
+        }
+        Ok(())
     }
 
     fn tip_height(&self) -> u32 {
         u32::try_from(self.blocks.len().saturating_sub(1)).unwrap_or(u32::MAX)
     }
 
-    fn view(&self) -> View {
-        let mut v = View::default();
-        for (height, block) in self.blocks.iter().enumerate() {
-            let height = u32::try_from(height).unwrap_or(u32::MAX);
-            for (n, tx) in block.txdata.iter().enumerate() {
-                let txid = tx.compute_txid();
-                let coinbase = tx.is_coinbase();
-                if !coinbase {
-                    for i in &tx.input {
-                        v.utxos.remove(&i.previous_output);
-                    }
-                }
-                for (vout, out) in tx.output.iter().enumerate() {
-                    let vout = u32::try_from(vout).unwrap_or(u32::MAX);
-                    v.utxos.insert(
-                        OutPoint { txid, vout },
-                        Coin { out: out.clone(), height, coinbase },
-                    );
-                }
-                v.confirmed.insert(txid, (height, n));
-            }
-        }
-        v
+    fn view(&self) -> &View {
+        &self.view
     }
 
     /// The outputs the mempool creates and the ones it spends.
@@ -167,11 +244,10 @@ impl Node {
     }
 
     fn find_tx(&self, txid: &Txid) -> Option<&Transaction> {
-        self.blocks
-            .iter()
-            .flat_map(|b| b.txdata.iter())
-            .chain(self.mempool.iter())
-            .find(|t| t.compute_txid() == *txid)
+        match self.view.confirmed.get(txid) {
+            Some((height, n)) => self.blocks.get(usize::try_from(*height).ok()?)?.txdata.get(*n),
+            None => self.mempool.iter().find(|t| t.compute_txid() == *txid),
+        }
     }
 
     /// Take `tx` into the mempool as Bitcoin Core would (without its standardness rules).
@@ -225,7 +301,7 @@ impl Node {
             }
         }
         if !conflicts.is_empty() {
-            self.replace(&tx, fee, &conflicts, &view)?;
+            self.replace(&tx, fee, &conflicts)?;
         }
         self.mempool.push(tx);
         Ok(txid)
@@ -238,7 +314,6 @@ impl Node {
         tx: &Transaction,
         fee: u64,
         conflicts: &BTreeSet<Txid>,
-        view: &View,
     ) -> Result<(), BtcError> {
         let mut evicted = conflicts.clone();
         loop {
@@ -257,7 +332,7 @@ impl Node {
             if conflicts.contains(&t.compute_txid()) && !t.is_explicitly_rbf() {
                 return Err(refuse("txn-mempool-conflict"));
             }
-            old_fees = old_fees.saturating_add(self.fee_of(t, view).unwrap_or(0));
+            old_fees = old_fees.saturating_add(self.fee_of(t, &self.view).unwrap_or(0));
         }
         if fee <= old_fees {
             return Err(refuse(format!(
@@ -282,7 +357,7 @@ impl Node {
     fn mine_one(&mut self, to: &ScriptBuf) -> Result<BlockHash, BtcError> {
         let view = self.view();
         let height = self.tip_height().saturating_add(1);
-        let fees: u64 = self.mempool.iter().filter_map(|t| self.fee_of(t, &view)).sum();
+        let fees: u64 = self.mempool.iter().filter_map(|t| self.fee_of(t, view)).sum();
         self.mined = self.mined.saturating_add(1);
         let coinbase = Transaction {
             version: transaction::Version::TWO,
@@ -323,6 +398,7 @@ impl Node {
             block.header.nonce = block.header.nonce.wrapping_add(1);
         }
         let hash = block.block_hash();
+        self.view.apply(&block, height);
         self.blocks.push(block);
         Ok(hash)
     }
@@ -341,6 +417,7 @@ impl Node {
             return Err(refuse(format!("cannot replace {depth} of {} blocks", self.blocks.len())));
         }
         let orphaned = self.blocks.split_off(self.blocks.len().saturating_sub(depth));
+        self.view = View::replay(&self.blocks);
         let pool = std::mem::take(&mut self.mempool);
         if keep {
             for tx in orphaned.into_iter().flat_map(|b| b.txdata).filter(|t| !t.is_coinbase()) {
@@ -492,8 +569,31 @@ impl Regtest {
         Ok(Regtest { node: Arc::new(Mutex::new(node)) })
     }
 
+    /// The chain kept in `path` (a development stack's, across restarts): loaded and checked
+    /// when the file exists, a new one (101 blocks to the faucet) otherwise; rewritten after
+    /// every change.
+    pub fn open(path: &std::path::Path) -> Result<Regtest, BtcError> {
+        let mut node = Node::new(Network::Regtest)?;
+        if path.exists() {
+            node.load(path)?;
+        } else {
+            node.mine(101, None)?;
+        }
+        node.file = Some(path.to_path_buf());
+        node.save()?;
+        Ok(Regtest { node: Arc::new(Mutex::new(node)) })
+    }
+
     fn lock(&self) -> MutexGuard<'_, Node> {
         self.node.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Run a change and keep the chain (when it has a file).
+    fn change<T>(&self, f: impl FnOnce(&mut Node) -> Result<T, BtcError>) -> Result<T, BtcError> {
+        let mut node = self.lock();
+        let out = f(&mut node)?;
+        node.save()?;
+        Ok(out)
     }
 
     /// Mine `blocks` blocks (every mempool transaction goes into the first), the coinbase to
@@ -503,22 +603,22 @@ impl Regtest {
         blocks: u32,
         to: Option<&bitcoin::Address>,
     ) -> Result<Vec<BlockHash>, BtcError> {
-        self.lock().mine(blocks, to.map(bitcoin::Address::script_pubkey))
+        self.change(|n| n.mine(blocks, to.map(bitcoin::Address::script_pubkey)))
     }
 
     /// Replace the last `depth` blocks by a longer branch; see the module's documentation.
     pub fn reorg(&self, depth: u32, keep_transactions: bool) -> Result<Vec<BlockHash>, BtcError> {
-        self.lock().reorg(depth, keep_transactions)
+        self.change(|n| n.reorg(depth, keep_transactions))
     }
 
     /// Pay `sats` to `to` from the faucet (into the mempool; mine to confirm it).
     pub fn fund(&self, to: &bitcoin::Address, sats: u64) -> Result<Txid, BtcError> {
-        self.lock().fund(to.script_pubkey(), sats)
+        self.change(|n| n.fund(to.script_pubkey(), sats))
     }
 
     /// Submit a raw transaction, as `POST /tx` does.
     pub fn submit(&self, tx: Transaction) -> Result<Txid, BtcError> {
-        self.lock().accept(tx)
+        self.change(|n| n.accept(tx))
     }
 
     pub fn tip_height(&self) -> u32 {
@@ -621,7 +721,7 @@ async fn block_raw(State(r): State<Regtest>, Path(hash): Path<String>) -> Answer
 async fn submit(State(r): State<Regtest>, body: String) -> Answer {
     let tx: Transaction =
         deserialize_hex(body.trim()).map_err(|e| bad(format!("TX decode failed: {e}")))?;
-    let txid = r.lock().accept(tx).map_err(|e| {
+    let txid = r.submit(tx).map_err(|e| {
         bad(format!(
             "sendrawtransaction RPC error: {}",
             e.to_string().trim_start_matches("refused: ")
@@ -639,7 +739,7 @@ async fn tx_info(State(r): State<Regtest>, Path(txid): Path<String>) -> Answer {
     let node = r.lock();
     let view = node.view();
     let tx = node.find_tx(&txid).ok_or_else(|| not_found("Transaction"))?;
-    let status = node.status_json(&txid, &view).ok_or_else(|| not_found("Transaction"))?;
+    let status = node.status_json(&txid, view).ok_or_else(|| not_found("Transaction"))?;
     let vout: Vec<serde_json::Value> = tx
         .output
         .iter()
@@ -651,7 +751,7 @@ async fn tx_info(State(r): State<Regtest>, Path(txid): Path<String>) -> Answer {
             })
         })
         .collect();
-    let fee = if tx.is_coinbase() { Some(0) } else { node.fee_of(tx, &view) };
+    let fee = if tx.is_coinbase() { Some(0) } else { node.fee_of(tx, view) };
     json(serde_json::json!({
         "txid": txid.to_string(), "version": tx.version.0, "locktime": tx.lock_time.to_consensus_u32(),
         "vout": vout, "fee": fee, "weight": tx.weight().to_wu(), "status": status,
@@ -669,7 +769,7 @@ async fn tx_status(State(r): State<Regtest>, Path(txid): Path<String>) -> Answer
     let txid = parse_txid(&txid)?;
     let node = r.lock();
     let view = node.view();
-    json(node.status_json(&txid, &view).ok_or_else(|| not_found("Transaction"))?)
+    json(node.status_json(&txid, view).ok_or_else(|| not_found("Transaction"))?)
 }
 
 fn parse_address(node: &Node, a: &str) -> Result<ScriptBuf, (StatusCode, String)> {
@@ -739,9 +839,8 @@ struct MineBody {
 }
 
 async fn mine(State(r): State<Regtest>, Json(b): Json<MineBody>) -> Answer {
-    let mut node = r.lock();
-    let to = b.address.as_deref().map(|a| parse_address(&node, a)).transpose()?;
-    let hashes = node.mine(b.blocks.min(1_000), to).map_err(bad)?;
+    let to = b.address.as_deref().map(|a| parse_address(&r.lock(), a)).transpose()?;
+    let hashes = r.change(|n| n.mine(b.blocks.min(1_000), to)).map_err(bad)?;
     let hashes: Vec<String> = hashes.iter().map(ToString::to_string).collect();
     json(serde_json::json!(hashes))
 }
@@ -754,7 +853,7 @@ struct ReorgBody {
 }
 
 async fn reorg(State(r): State<Regtest>, Json(b): Json<ReorgBody>) -> Answer {
-    let hashes = r.lock().reorg(b.depth, b.keep_transactions).map_err(bad)?;
+    let hashes = r.reorg(b.depth, b.keep_transactions).map_err(bad)?;
     let hashes: Vec<String> = hashes.iter().map(ToString::to_string).collect();
     json(serde_json::json!(hashes))
 }
@@ -766,9 +865,8 @@ struct FundBody {
 }
 
 async fn fund(State(r): State<Regtest>, Json(b): Json<FundBody>) -> Answer {
-    let mut node = r.lock();
-    let to = parse_address(&node, &b.address)?;
-    let txid = node.fund(to, b.sats).map_err(bad)?;
+    let to = parse_address(&r.lock(), &b.address)?;
+    let txid = r.change(|n| n.fund(to, b.sats)).map_err(bad)?;
     text(txid.to_string())
 }
 

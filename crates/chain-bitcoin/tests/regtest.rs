@@ -293,3 +293,33 @@ async fn reorganisations_drop_or_remine_transactions() {
     assert_eq!(client.fee_rate(6).await.unwrap(), 9);
     let _ = bitcoin::Txid::from_str(&kept).unwrap();
 }
+
+#[tokio::test]
+async fn a_kept_chain_comes_back_after_a_restart_and_a_tampered_one_is_refused() {
+    let dir = std::env::temp_dir().join(format!("regtest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("chain.json");
+    let _ = std::fs::remove_file(&path);
+    let node = Regtest::open(&path).unwrap();
+    let paid = node.fund(&btc_address(1), 40_000).unwrap();
+    node.mine(1, None).unwrap();
+    let waiting = node.fund(&btc_address(2), 30_000).unwrap();
+    let tip = node.tip_height();
+    drop(node);
+    let again = Regtest::open(&path).unwrap();
+    assert_eq!(again.tip_height(), tip);
+    assert_eq!(again.utxos(&btc_address(1)).len(), 1, "the mined payment is there");
+    assert_eq!(again.mempool(), vec![waiting], "and the waiting one is in the mempool again");
+    assert_ne!(paid, waiting);
+    drop(again);
+    // A block changed on disk no longer fits its chain.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let block = v["blocks"][50].as_str().unwrap().to_owned();
+    let flipped = format!("{}{}", &block[..100], if &block[100..101] == "0" { "1" } else { "0" });
+    v["blocks"][50] = serde_json::Value::String(format!("{flipped}{}", &block[101..]));
+    std::fs::write(&path, v.to_string()).unwrap();
+    let e = Regtest::open(&path).unwrap_err();
+    assert!(e.to_string().contains("does not fit the chain"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

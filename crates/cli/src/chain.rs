@@ -190,10 +190,9 @@ async fn dev_relayer(
 /// Dev only: real cold keys are made on offline machines (`strongroom-cold init`) and only
 /// their addresses come online.
 async fn dev_cold_safe(data_dir: &Path, rpc: &EthRpc, env: &dyn Env) -> anyhow::Result<DevSafe> {
-    use strongroom_chain_bitcoin::keys::ColdSecret;
     use strongroom_chain_ethereum::safe::{SafeDeployment, U256};
     use strongroom_chain_ethereum::safe_node;
-    use strongroom_cold::home::{owner_address, write_atomic, ColdHome};
+    use strongroom_cold::home::{owner_address, write_atomic};
     let dir = data_dir.join("cold");
     let file = dir.join("safe.json");
     if file.exists() {
@@ -206,18 +205,8 @@ async fn dev_cold_safe(data_dir: &Path, rpc: &EthRpc, env: &dyn Env) -> anyhow::
         }
         return Ok(safe);
     }
-    std::fs::create_dir_all(&dir)?;
     let mut owners = Vec::new();
-    for n in 1..=3 {
-        let secret = ColdSecret::generate(env);
-        let mut pass = [0u8; 20];
-        env.fill_random(&mut pass);
-        let pass = strongroom_crypto::SecretString::new(hex::encode(pass));
-        let backup = ColdHome::seal_backup(&secret, &pass, env)?;
-        write_atomic(&dir.join(format!("owner-{n}.backup")), format!("{backup}\n").as_bytes())?;
-        let pass_file = dir.join(format!("owner-{n}.passphrase"));
-        write_atomic(&pass_file, format!("{}\n", pass.expose_secret()).as_bytes())?;
-        restrict(&pass_file)?;
+    for secret in dev_owners(data_dir, env)? {
         owners.push(owner_address(&secret)?);
     }
     let (relayer, relayer_file) = dev_relayer(&dir, rpc, env).await?;
@@ -254,6 +243,45 @@ async fn dev_cold_safe(data_dir: &Path, rpc: &EthRpc, env: &dyn Env) -> anyhow::
     };
     write_atomic(&file, &serde_json::to_vec_pretty(&record)?)?;
     Ok(record)
+}
+
+/// The three dev owner keys (of the Ethereum Safe and the Bitcoin multisig alike): made at
+/// first use, each sealed as a `strongroom-cold` backup under its own random passphrase
+/// (`DATA/cold/owner-N.backup` and `.passphrase`, mode 0600); opened from them afterwards.
+pub fn dev_owners(
+    data_dir: &Path,
+    env: &dyn Env,
+) -> anyhow::Result<Vec<strongroom_chain_bitcoin::keys::ColdSecret>> {
+    use strongroom_chain_bitcoin::keys::ColdSecret;
+    use strongroom_cold::home::{write_atomic, ColdHome};
+    let dir = data_dir.join("cold");
+    std::fs::create_dir_all(&dir)?;
+    let mut owners = Vec::new();
+    for n in 1..=3 {
+        let backup_file = dir.join(format!("owner-{n}.backup"));
+        let pass_file = dir.join(format!("owner-{n}.passphrase"));
+        if backup_file.exists() {
+            let pass = strongroom_crypto::SecretString::new(
+                std::fs::read_to_string(&pass_file)?.trim().to_owned(),
+            );
+            let backup = std::fs::read_to_string(&backup_file)?;
+            owners.push(
+                ColdHome::open_backup(backup.trim(), &pass)
+                    .with_context(|| format!("opening {}", backup_file.display()))?,
+            );
+            continue;
+        }
+        let secret = ColdSecret::generate(env);
+        let mut pass = [0u8; 20];
+        env.fill_random(&mut pass);
+        let pass = strongroom_crypto::SecretString::new(hex::encode(pass));
+        let backup = ColdHome::seal_backup(&secret, &pass, env)?;
+        write_atomic(&backup_file, format!("{backup}\n").as_bytes())?;
+        write_atomic(&pass_file, format!("{}\n", pass.expose_secret()).as_bytes())?;
+        restrict(&pass_file)?;
+        owners.push(secret);
+    }
+    Ok(owners)
 }
 
 #[cfg(unix)]
@@ -342,23 +370,28 @@ async fn fund_treasury(
     Ok(())
 }
 
-/// `strongroom reconcile`: ledger custody against the chain, per asset, over the hot and
-/// cold wallets and every deposit address (as `DATA/chain.json` names them); exit 1 on any
-/// difference.
+/// `strongroom reconcile`: ledger custody against each chain, per asset, over the hot and
+/// cold wallets and every deposit address (as `DATA/chains.json`, or `DATA/chain.json` before
+/// it, names them); exit 1 on any difference.
 pub async fn reconcile_command(
     data_dir: &Path,
     store: &dyn Store,
     registry: &strongroom_units::AssetRegistry,
     output: crate::exit::Output,
 ) -> anyhow::Result<crate::exit::Exit> {
-    let file = strongroom_runtime::chains::ChainFile::load(data_dir)?;
-    let report = strongroom_runtime::chains::reconcile(store, registry, &file).await?;
+    let mut report = Vec::new();
+    for file in strongroom_runtime::chains::ChainFile::load_all(data_dir)? {
+        for h in strongroom_runtime::chains::reconcile(store, registry, &file).await? {
+            report.push((file.chain.clone(), h));
+        }
+    }
     let mut ok = true;
     let mut assets = Vec::new();
-    for h in &report {
+    for (chain, h) in &report {
         let verdict = if h.matches() { "match" } else { "DIFFERENT" };
         ok &= h.matches();
         assets.push(json!({
+            "chain": chain,
             "asset": h.asset.as_str(),
             "ledger": h.ledger.base_units().to_string(),
             "chain": h.chain.base_units().to_string(),

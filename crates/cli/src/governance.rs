@@ -1207,8 +1207,8 @@ const DEV_MEMBERS: [(&str, Role); 7] = [
 ];
 
 /// The dev genesis's starter policy: moves within custody and up to 100 units (in base
-/// units: 100 ETH) sign at once, larger ones need two approvers; fees up to 0.1 ETH; proofs
-/// of control allowed.
+/// units: 100 ETH) sign at once, larger ones need two approvers; fees up to 0.1 ETH and 0.01
+/// BTC; proofs of control allowed.
 pub const DEV_POLICY: &str = r#"
 version = 1
 messages = ["proof_of_control"]
@@ -1227,6 +1227,10 @@ action = { kind = "approvals", count = 2, roles = ["approver"] }
 chain = "eip155:31337"
 fee_asset = "ETH"
 max_fee = "100000000000000000"
+[[fees]]
+chain = "bip122:0f9188f13cb7b2c71f2a335e3a4fc328"
+fee_asset = "BTC"
+max_fee = "1000000"
 "#;
 
 /// Where the dev genesis keeps its members' keys (dev only: whoever reads the folder holds
@@ -1237,8 +1241,8 @@ pub fn dev_keys(data_dir: &Path) -> PathBuf {
 
 /// On a dev stack with no governance yet: make the dev genesis (members ada, bob and cy
 /// admins with a quorum of two, ann and al approvers, sec a security officer, exchange the
-/// exchange backend's API client, an operator; ETH and the dev
-/// USDT registered) with its keys in [`dev_keys`], and the starter policy signed by two
+/// exchange backend's API client, an operator; ETH, the dev USDT and regtest BTC
+/// registered) with its keys in [`dev_keys`], and the starter policy signed by two
 /// admins. Returns the entries to install; nothing when a genesis is pinned already.
 pub fn make_dev_genesis(
     data_dir: &Path,
@@ -1285,6 +1289,12 @@ pub fn make_dev_genesis(
         assets: vec![
             asset("ETH", 18, None),
             asset("USDT", 6, Some(strongroom_units::chain::DEV_TOKEN_CONTRACT)),
+            strongroom_governance::log::AssetSpec {
+                chain: strongroom_units::chain::BITCOIN_REGTEST.into(),
+                symbol: "BTC".into(),
+                decimals: 8,
+                contract: None,
+            },
         ],
     };
     let pin = hex::encode(genesis.hash()?);

@@ -8,6 +8,7 @@ mod bench;
 mod bench_mpc;
 mod bench_profiles;
 mod bench_watcher;
+mod bitcoin;
 mod chain;
 mod client;
 mod cold;
@@ -110,6 +111,17 @@ enum Command {
         /// Run without a chain (no withdrawal engine).
         #[arg(long)]
         no_chain: bool,
+        /// An Esplora server for Bitcoin regtest. Default: the local regtest backend, whose
+        /// chain is kept in DATA_DIR/bitcoin (blocks mined every second while transactions
+        /// wait; `POST URL/regtest/fund`, `/regtest/mine` and `/regtest/reorg` drive it).
+        #[arg(long)]
+        btc_esplora: Option<String>,
+        /// Run without Bitcoin (Ethereum only).
+        #[arg(long)]
+        no_bitcoin: bool,
+        /// Run without Ethereum (Bitcoin only: no anvil needed).
+        #[arg(long)]
+        no_ethereum: bool,
         /// Confirmations before a withdrawal is settled.
         #[arg(long, default_value_t = 2)]
         confirmations: u64,
@@ -191,6 +203,16 @@ enum Command {
         /// Above this much ETH in the hot wallet, the excess is swept to cold.
         #[arg(long, default_value = "5")]
         hot_eth_high: String,
+        /// Below this much BTC in the hot wallet, a refill from cold is requested.
+        #[arg(long, default_value = "0.2")]
+        hot_btc_low: String,
+        /// What the hot wallet keeps after a sweep (BTC).
+        #[arg(long, default_value = "0.5")]
+        hot_btc_target: String,
+        /// Above this much BTC in the hot wallet, the excess is swept to cold (a 2-of-3 P2WSH
+        /// multisig of the dev owner keys).
+        #[arg(long, default_value = "2")]
+        hot_btc_high: String,
         /// The least share of holdings to keep cold, in basis points (9500 = 95%).
         #[arg(long, default_value_t = 9_500)]
         min_cold_bps: u32,
@@ -568,17 +590,39 @@ async fn run(command: Command, output: Output) -> anyhow::Result<Exit> {
             hot_eth_low,
             hot_eth_target,
             hot_eth_high,
+            hot_btc_low,
+            hot_btc_target,
+            hot_btc_high,
+            btc_esplora,
+            no_bitcoin,
+            no_ethereum,
             min_cold_bps,
         } => {
             let signers =
                 (!no_signers).then_some((signer_base_port, test_primes, refresh_every_secs));
+            let btc_treasury = treasury.then_some(chain::DevTreasury {
+                low: hot_btc_low,
+                target: hot_btc_target,
+                high: hot_btc_high,
+                min_cold_bps,
+            });
             let treasury = treasury.then_some(chain::DevTreasury {
                 low: hot_eth_low,
                 target: hot_eth_target,
                 high: hot_eth_high,
                 min_cold_bps,
             });
-            let chain = (!no_chain && !no_signers).then_some((eth_rpc, confirmations, treasury));
+            let chain = (!no_chain && !no_signers && !no_ethereum).then_some((
+                eth_rpc,
+                confirmations,
+                treasury,
+            ));
+            let btc =
+                (!no_chain && !no_signers && !no_bitcoin).then_some(bitcoin::DevBitcoinOptions {
+                    esplora: btc_esplora,
+                    confirmations,
+                    treasury: btc_treasury,
+                });
             let mut settings = Settings::dev(&absolute(&data_dir)?, listen);
             settings.risk = RiskSettings {
                 lists: risk_lists,
@@ -629,7 +673,7 @@ async fn run(command: Command, output: Output) -> anyhow::Result<Exit> {
                 Some(dir) => DevGovernance::Pinned(dir),
                 None => DevGovernance::Own { delay_secs: governance_delay_secs },
             };
-            dev(settings, signers, chain, &governance).await
+            dev(settings, signers, (chain, btc), &governance).await
         }
         Command::Governance { command } => governance::run(command, output).await,
         Command::Withdrawal { command } => governance::withdrawal(command, output).await,
@@ -841,10 +885,13 @@ enum DevGovernance {
     Own { delay_secs: u64 },
 }
 
+/// What `dev` was asked for Ethereum: a node's URL (or anvil), confirmations, a treasury.
+type EthOptions = (Option<String>, u64, Option<chain::DevTreasury>);
+
 async fn dev(
     mut settings: Settings,
     signer_opts: Option<(u16, Option<PathBuf>, Option<u64>)>,
-    chain_opts: Option<(Option<String>, u64, Option<chain::DevTreasury>)>,
+    (chain_opts, btc_opts): (Option<EthOptions>, Option<bitcoin::DevBitcoinOptions>),
     governance: &DevGovernance,
 ) -> anyhow::Result<Exit> {
     let data_dir = settings.data_dir.clone();
@@ -940,28 +987,38 @@ async fn dev(
         None => None,
     };
     let mut dev_chain = None;
+    let mut dev_bitcoin = None;
     if let Some(s) = &signers {
         let mut sg = s.settings();
         sg.refresh_every_secs = refresh_every_secs;
         settings.signers = Some(sg);
+        let orch = strongroom_runtime::signing::orchestrator(&s.settings())?;
+        let signer =
+            Arc::new(strongroom_runtime::signing::OrchestratorSigner::new(orch, env.clone()));
         if let Some((rpc, confirmations, treasury)) = chain_opts {
-            let orch = strongroom_runtime::signing::orchestrator(&s.settings())?;
-            let signer =
-                Arc::new(strongroom_runtime::signing::OrchestratorSigner::new(orch, env.clone()));
             dev_chain = chain::prepare_dev_chain(
                 &data_dir,
                 store.as_ref(),
-                signer,
+                signer.clone(),
                 rpc,
                 confirmations,
                 treasury,
             )
             .await?;
         }
+        if let Some(opts) = btc_opts {
+            dev_bitcoin = Some(
+                bitcoin::prepare(&data_dir, signer, opts).await.context("the dev Bitcoin chain")?,
+            );
+        }
     }
     if let Some(c) = &dev_chain {
         settings.chains.push(c.settings.clone());
         settings.treasury.assets = c.marks.clone();
+    }
+    if let Some(b) = &dev_bitcoin {
+        settings.chains.push(b.settings.clone());
+        settings.treasury.assets.extend(b.marks.clone());
     }
     let options = strongroom_runtime::Options {
         personal_data_key: Some(Arc::new(kek)),
@@ -997,7 +1054,7 @@ async fn dev(
     if let Some(s) = &signers {
         println!("  Signer nodes:   3 (2-of-3), logs in {}", data_dir.join("signers").display());
         for k in &s.keys {
-            println!("  Key {:<10}  {:?} {}", k.key_id, k.scheme, k.public_key);
+            println!("  Key {:<14}  {:?} {}", k.key_id, k.scheme, k.public_key);
         }
     }
     if let Some(c) = &dev_chain {
@@ -1008,6 +1065,17 @@ async fn dev(
                 "  Cold wallet:    cold-eth-1 {cold} (2-of-3 Safe; dev owner keys sealed in {})",
                 data_dir.join("cold").display()
             );
+        }
+    }
+    if let Some(b) = &dev_bitcoin {
+        let local = if b.local.is_some() { " (local regtest backend)" } else { "" };
+        println!(
+            "  Bitcoin:        {} Esplora{local} (chain {})",
+            b.settings.rpc_url, b.settings.chain
+        );
+        println!("  Hot wallet:     {} {}", bitcoin::DEV_HOT_WALLET, b.hot.as_str());
+        if let Some(cold) = &b.settings.cold_address {
+            println!("  Cold wallet:    cold-btc-1 {cold} (2-of-3 P2WSH of the same owner keys)");
         }
     }
     println!();
@@ -1040,6 +1108,7 @@ async fn dev(
         s.stop().await;
     }
     drop(dev_chain);
+    drop(dev_bitcoin);
     Ok(Exit::Ok)
 }
 

@@ -21,9 +21,13 @@ use strongroom_store::prelude::*;
 
 use crate::exit::{Exit, Output};
 
-/// The dev keys made on first start.
-pub const DEV_KEYS: [(&str, Scheme); 2] =
-    [("hot-eth-1", Scheme::Ecdsa), ("hot-btc-1", Scheme::FrostTaproot)];
+/// The dev keys made on first start: Ethereum's hot wallet, Bitcoin's (P2WPKH of an ECDSA
+/// key, so deposit addresses are its children) and a FROST-Taproot key (proofs of control).
+pub const DEV_KEYS: [(&str, Scheme); 3] = [
+    ("hot-eth-1", Scheme::Ecdsa),
+    (crate::bitcoin::DEV_HOT_WALLET, Scheme::Ecdsa),
+    ("hot-btc-1", Scheme::FrostTaproot),
+];
 
 /// What `strongroom mpc` needs to find the nodes (written by `strongroom dev`).
 #[derive(Debug, Serialize, Deserialize)]

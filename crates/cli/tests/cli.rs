@@ -569,7 +569,7 @@ fn a_node_compromise_drill_on_the_dev_stack() {
     let (ok, text) = signer(&["backup", "--out", out_path], None);
     assert!(!ok && text.contains("STRONGROOM_BACKUP_PASSPHRASE"), "{text}");
     let (ok, text) = signer(&["backup", "--out", out_path], Some("a long drill passphrase"));
-    assert!(ok && text.contains("2 keys (hot-btc-1, hot-eth-1)"), "{text}");
+    assert!(ok && text.contains("3 keys (hot-btc-1, hot-btc-wpkh-1, hot-eth-1)"), "{text}");
     let (ok, text) = signer(&["restore", "--backup", out_path], Some("a long drill passphrase"));
     assert!(!ok && text.contains("holds keys already"), "{text}");
     // Or sealed to two of three recovery keys, each made by its holder; a restore needs
@@ -836,7 +836,8 @@ fn dev_withdraws_eth_signed_by_the_signer_processes_and_survives_a_crash_before_
         let (ok, text) = reconcile(&data);
         let left = rpc(&chain.url, "eth_call", serde_json::json!([balance_of, "latest"]));
         let swept = left == format!("0x{:064x}", 0);
-        if swept && ok && text.matches("match").count() == 2 && !text.contains("in flight") {
+        // ETH and USDT, and the dev stack's BTC.
+        if swept && ok && text.matches("match").count() == 3 && !text.contains("in flight") {
             break;
         }
         assert!(Instant::now() < deadline, "swept: {swept}\n{text}");
@@ -1073,10 +1074,10 @@ fn the_ecdsa_hot_key_rotates_by_sweep_and_old_deposit_addresses_stay_swept() {
     let proved: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert_eq!(proved["public_key"].as_str().unwrap(), btc_key, "the same group key");
 
-    // Ledger and chain agree over both keys' addresses, for ETH and USDT.
+    // Ledger and chain agree over both keys' addresses, for ETH and USDT (and the dev BTC).
     wait("ledger and chain reconciled", 90, &|| {
         let (ok, text) = reconcile(&data);
-        ok && text.matches("match").count() == 2 && !text.contains("in flight")
+        ok && text.matches("match").count() == 3 && !text.contains("in flight")
     });
     assert_audit_intact(&data);
     drop(dev);
@@ -2740,7 +2741,8 @@ fn dev_treasury_sweeps_the_hot_wallet_above_its_high_mark_to_cold() {
         let v = api(&dev, "GET", "/v1/treasury", None);
         let cold_balance =
             wei(&rpc(&chain.url, "eth_getBalance", serde_json::json!([cold, "latest"])));
-        let a = &v["assets"][0];
+        let a = v["assets"].as_array().unwrap().iter().find(|a| a["asset"] == "ETH");
+        let a = a.cloned().unwrap_or_default();
         if cold_balance == 97 * eth && a["cold"] == (97 * eth).to_string() && a["action"] == "hold"
         {
             break v;
@@ -2751,8 +2753,8 @@ fn dev_treasury_sweeps_the_hot_wallet_above_its_high_mark_to_cold() {
         );
         std::thread::sleep(Duration::from_millis(500));
     };
-    let a = &view["assets"][0];
-    assert_eq!(view["cold_address"], cold.as_str());
+    let a = view["assets"].as_array().unwrap().iter().find(|a| a["asset"] == "ETH").unwrap();
+    assert_eq!(a["cold_address"], cold.as_str());
     assert_eq!(a["asset"], "ETH");
     assert_eq!(a["cold_decimal"], "97");
     let hot_left = wei(&rpc(&chain.url, "eth_getBalance", serde_json::json!([hot, "latest"])));
@@ -2769,6 +2771,7 @@ fn dev_treasury_sweeps_the_hot_wallet_above_its_high_mark_to_cold() {
         .as_array()
         .unwrap()
         .iter()
+        .filter(|p| p["asset"] == "ETH")
         .map(|p| p["cold_bps"].as_u64().unwrap())
         .collect();
     assert_eq!(history.first(), Some(&0), "{history:?}");
@@ -3491,4 +3494,206 @@ fn the_personal_data_key_lives_in_a_token_and_serve_needs_it() {
     let out = serve(Some("9876"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("connecting to"), "{err}");
+}
+
+/// Until `done` holds, or fail after `secs` saying what did not happen.
+fn wait_until(what: &str, secs: u64, done: &mut dyn FnMut() -> Option<String>) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match done() {
+            None => return,
+            Some(why) => assert!(Instant::now() < deadline, "{what}: {why}"),
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// GET `url` (the local Bitcoin backend's Esplora API), as JSON or text.
+fn esplora_get(url: &str) -> String {
+    let out = Command::new("curl").args(["-s", "-f", url]).output().unwrap();
+    assert!(out.status.success(), "GET {url}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// POST JSON to the local Bitcoin backend's controls.
+fn esplora_post(url: &str, body: serde_json::Value) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-f", "-H", "Content-Type: application/json", "-d", &body.to_string(), url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "POST {url} {body}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Issue 24, through the real binary and the signer processes, on Bitcoin only (no anvil):
+/// `strongroom dev` runs the local regtest backend (Bitcoin Core's consensus code on every
+/// input). The faucet's payment into the hot wallet is credited to the treasury; the treasury
+/// sweeps what is above the high mark to the 2-of-3 P2WSH cold wallet; a customer's deposit to
+/// their own address (a child of the hot key) is credited after its confirmations, and one a
+/// reorganisation drops before them never is; a withdrawal is built on the hot wallet's coins,
+/// signed by two signer processes, mined and settled; ledger and chain reconcile to the
+/// satoshi.
+#[test]
+fn dev_moves_bitcoin_through_the_signer_processes_to_the_satoshi() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let args = [
+        "--no-ethereum",
+        "--confirmations",
+        "2",
+        "--treasury",
+        "--hot-btc-low",
+        "0.1",
+        "--hot-btc-target",
+        "0.3",
+        "--hot-btc-high",
+        "0.5",
+    ];
+    let dev = start_dev_with(&data, &args, &[]);
+    let chains: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("chains.json")).unwrap()).unwrap();
+    let btc = &chains[0];
+    assert_eq!((btc["kind"].as_str(), chains.as_array().unwrap().len()), (Some("bitcoin"), 1));
+    let esplora = btc["rpc_url"].as_str().unwrap().to_owned();
+    let hot = btc["wallets"][0][1].as_str().unwrap().to_owned();
+    let cold = btc["wallets"][1][1].as_str().unwrap().to_owned();
+    assert!(hot.starts_with("bcrt1q") && cold.starts_with("bcrt1q") && cold.len() == 64, "{btc}");
+    let confirmed_sats = |address: &str| -> u64 {
+        let utxos: serde_json::Value =
+            serde_json::from_str(&esplora_get(&format!("{esplora}/address/{address}/utxo")))
+                .unwrap();
+        utxos
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["status"]["confirmed"] == true)
+            .map(|u| u["value"].as_u64().unwrap())
+            .sum()
+    };
+
+    // The faucet's 1 BTC is above the 0.5 BTC mark: 0.7 BTC goes cold, through the nodes.
+    wait_until("swept to cold", 120, &mut || {
+        let v = api(&dev, "GET", "/v1/treasury", None);
+        let a = v["assets"].as_array()?.iter().find(|a| a["asset"] == "BTC").cloned();
+        let a = a.unwrap_or_default();
+        let done = a["cold"] == "70000000" && a["action"] == "hold" && a["cold_address"] == cold;
+        (!done).then(|| v.to_string())
+    });
+    assert_eq!(confirmed_sats(&cold), 70_000_000);
+    let hot_after_sweep = confirmed_sats(&hot);
+    assert!(
+        (29_990_000..30_000_000).contains(&hot_after_sweep),
+        "0.3 BTC less the sweep's fee stays hot: {hot_after_sweep}"
+    );
+
+    // A customer's deposit address: a child of the hot key, P2WPKH.
+    let customer =
+        api(&dev, "POST", "/v1/customers", Some(serde_json::json!({"external_id": "satoshi"})));
+    let customer_id = customer["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/customers/{customer_id}/deposit-address");
+    let address = api(&dev, "POST", &path, Some(serde_json::json!({"asset": "BTC"})));
+    let deposit_to = address["address"].as_str().unwrap().to_owned();
+    assert!(deposit_to.starts_with("bcrt1q") && deposit_to != hot, "{address}");
+    let balances = format!("/v1/customers/{customer_id}/balances");
+    let btc_of = |b: &serde_json::Value, field: &str| -> String {
+        b.as_array()
+            .and_then(|l| l.iter().find(|x| x["asset"] == "BTC"))
+            .map(|x| x[field].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default()
+    };
+    let pay = |sats: u64| {
+        esplora_post(
+            &format!("{esplora}/regtest/fund"),
+            serde_json::json!({"address": deposit_to, "sats": sats}),
+        )
+        .trim()
+        .to_owned()
+    };
+    pay(25_000_000);
+    wait_until("deposit credited", 90, &mut || {
+        let b = api(&dev, "GET", &balances, None);
+        (btc_of(&b["data"], "available") != "25000000").then(|| b.to_string())
+    });
+
+    // A second deposit is mined, then a reorganisation replaces its block before its second
+    // confirmation: it left the chain, and is never credited.
+    let dropped = pay(5_000_000);
+    wait_until("mined", 30, &mut || {
+        let s = esplora_get(&format!("{esplora}/tx/{dropped}/status"));
+        (!s.contains("\"confirmed\":true")).then_some(s)
+    });
+    esplora_post(
+        &format!("{esplora}/regtest/reorg"),
+        serde_json::json!({"depth": 1, "keep_transactions": false}),
+    );
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("{esplora}/tx/{dropped}/status"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "404", "the reorganisation dropped it");
+
+    // The withdrawal: from the hot wallet's coins, signed by two signer processes.
+    let dest = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+    let w = api(
+        &dev,
+        "POST",
+        "/v1/withdrawals",
+        Some(serde_json::json!({
+            "customer_id": customer_id, "asset": "BTC", "destination": dest, "amount": "0.1",
+        })),
+    );
+    let id = w["id"].as_str().unwrap_or_else(|| panic!("{w}")).to_owned();
+    let mut done = serde_json::Value::Null;
+    wait_until("withdrawal settled", 120, &mut || {
+        done = api(&dev, "GET", &format!("/v1/withdrawals/{id}"), None);
+        (done["state"] != "settled").then(|| done.to_string())
+    });
+    let txid = done["transaction"]["txid"].as_str().unwrap().to_owned();
+    let tx: serde_json::Value =
+        serde_json::from_str(&esplora_get(&format!("{esplora}/tx/{txid}"))).unwrap();
+    assert_eq!(tx["status"]["confirmed"], true, "{tx}");
+    let outputs: Vec<(String, u64)> = tx["vout"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (o["scriptpubkey_address"].as_str().unwrap().to_owned(), o["value"].as_u64().unwrap())
+        })
+        .collect();
+    assert!(outputs.contains(&(dest.to_owned(), 10_000_000)), "{outputs:?}");
+    assert!(outputs.iter().all(|(a, _)| a == dest || *a == hot), "change goes home: {outputs:?}");
+    let fee = tx["fee"].as_u64().unwrap();
+    assert!(fee > 0 && fee < 10_000, "{fee} sat");
+    // Two nodes each signed the hot key's input with their share.
+    let signed_by = (1..=3)
+        .filter(|n| {
+            std::fs::read_to_string(data.join(format!("signers/signer-{n}/data/audit.jsonl")))
+                .unwrap()
+                .lines()
+                .filter(|l| l.contains("signature.partial") && l.contains("key/hot-btc-wpkh-1"))
+                .count()
+                >= 2
+        })
+        .count();
+    assert!(signed_by >= 2, "the sweep and the withdrawal, each by two of the three nodes");
+
+    // The customer has the first deposit less the withdrawal; the dropped one never came.
+    let b = api(&dev, "GET", &balances, None);
+    assert_eq!(btc_of(&b["data"], "available"), "15000000", "{b}");
+    assert_eq!(btc_of(&b["data"], "pending"), "0", "{b}");
+
+    // Ledger and chain agree to the satoshi: hot + cold + the deposit address.
+    wait_until("reconciled", 60, &mut || {
+        let (ok, text) = reconcile(&data);
+        (!(ok && text.contains("BTC") && text.contains("match") && !text.contains("in flight")))
+            .then_some(text)
+    });
+    assert_eq!(
+        confirmed_sats(&hot) + confirmed_sats(&cold) + confirmed_sats(&deposit_to),
+        100_000_000 + 25_000_000 - 10_000_000 - fee - (30_000_000 - hot_after_sweep),
+        "every satoshi accounted for"
+    );
+    assert_audit_intact(&data);
+    drop(dev);
 }

@@ -969,3 +969,100 @@ async fn a_bitcoin_withdrawal_stopped_after_sending_or_dropped_by_a_reorg_settle
     assert_eq!(w.state(id).await, WithdrawalState::Settled);
     btc.ledger_matches_chain(&w).await;
 }
+
+#[tokio::test]
+async fn bitcoin_deposits_are_credited_once_our_change_never_and_a_reorg_reverses_one() {
+    let Some(w) = World::new().await else { return };
+    let btc = Btc::new(&w).await;
+    let chain = regtest_chain();
+    let wallet = WalletId::parse("hot-btc-1").unwrap();
+    let ask = || {
+        deposit_address(
+            w.store.as_ref(),
+            w.signer.as_ref(),
+            w.env.as_ref(),
+            &chain,
+            &wallet,
+            w.customer,
+        )
+    };
+    let address = ask().await.unwrap();
+    assert_eq!(ask().await.unwrap(), address, "one address per customer");
+    let alice = Address::parse(&chain, &address.address).unwrap();
+    assert_ne!(alice, btc.hot);
+    // The key's child at [0, index], derived independently with k256, as P2WPKH.
+    let child =
+        child_key(&w.signer.key, &strongroom_engine::deposits::deposit_path(address.path_index));
+    let pk = child.verifying_key().to_encoded_point(true);
+    let expected = strongroom_chain_bitcoin::hot::p2wpkh_address(
+        pk.as_bytes(),
+        strongroom_chain_bitcoin::bitcoin::Network::Regtest,
+    )
+    .unwrap();
+    assert_eq!(alice.as_str(), expected.to_string());
+
+    let cfg = WatchConfig {
+        chain: chain.clone(),
+        confirmations: 2,
+        native: AssetSymbol::parse("BTC").unwrap(),
+        tokens: Vec::new(),
+        hot_wallets: vec![btc.hot.clone()],
+        wallets: vec![wallet.clone()],
+        // The hot wallet's seed coins (block 102) were credited by hand above.
+        start_block: 103,
+        max_blocks: 50,
+        reorg_window: 64,
+    };
+    let client = strongroom_engine::ChainAdapter::client(btc.adapter.as_ref());
+    let watch = DepositWatcher::new(w.store.clone(), client, w.env.clone(), cfg);
+    let before = btc_balance(&w, w.customer).await.0;
+    let treasury_before = btc_balance(&w, TREASURY_CUSTOMER).await.0;
+
+    // Alice pays her address; someone pays the hot wallet; the hot wallet pays out (its change
+    // comes home: our own transaction, no deposit).
+    btc.node.fund(&btc.btc_address(&alice), 3_000_000).unwrap();
+    btc.node.fund(&btc.btc_address(&btc.hot), 1_000_000).unwrap();
+    btc.node.mine(1, None).unwrap();
+    let engine = btc.engine(&w, None);
+    let out = btc.withdraw(&w, "0.01").await;
+    engine.drive(out).await.unwrap();
+    btc.node.mine(1, None).unwrap();
+    let r = watch.run_once().await.unwrap();
+    assert_eq!((r.seen, r.credited), (2, 2), "{r:?}"); // the first block is 2 deep; the change is not seen
+    btc.node.mine(1, None).unwrap();
+    let r = watch.run_once().await.unwrap();
+    assert_eq!((r.seen, r.credited), (0, 0), "credited once: {r:?}");
+    assert_eq!(btc_balance(&w, w.customer).await.0, before + 3_000_000 - BTC / 100);
+    engine.drive(out).await.unwrap();
+    assert_eq!(w.state(out).await, WithdrawalState::Settled);
+    let fee = w.store.chain_tx(out).await.unwrap().unwrap().fee_paid.unwrap().base_units();
+    assert_eq!(btc_balance(&w, TREASURY_CUSTOMER).await.0, treasury_before + 1_000_000 - fee);
+
+    // A second deposit is credited, then a reorganisation drops it: the credit is reversed.
+    let dropped = btc.node.fund(&btc.btc_address(&alice), 700_000).unwrap();
+    btc.node.mine(2, None).unwrap();
+    let r = watch.run_once().await.unwrap();
+    assert_eq!(r.credited, 1, "{r:?}");
+    btc.node.reorg(3, false).unwrap();
+    let r = watch.run_once().await.unwrap();
+    assert!(r.reorganised_from.is_some() && r.reversed == 1, "{r:?}");
+    let deposits = w.store.chain_deposits(&chain, None).await.unwrap();
+    let gone = deposits.iter().find(|d| d.transfer.txid == dropped.to_string()).unwrap();
+    assert_eq!(gone.state, strongroom_store::ChainDepositState::Reversed);
+    assert_eq!(btc_balance(&w, w.customer).await.0, before + 3_000_000 - BTC / 100);
+    // The deposits before the fork stay credited, once, as the new branch grows.
+    watch.run_once().await.unwrap();
+    btc.node.mine(2, None).unwrap();
+    watch.run_once().await.unwrap();
+    assert_eq!(btc_balance(&w, w.customer).await.0, before + 3_000_000 - BTC / 100);
+    let report = reconcile(
+        w.store.as_ref(),
+        strongroom_engine::ChainAdapter::client(btc.adapter.as_ref()).as_ref(),
+        &chain,
+        &[(AssetSymbol::parse("BTC").unwrap(), None)],
+        &[btc.hot.clone(), alice],
+    )
+    .await
+    .unwrap();
+    assert!(report[0].matches(), "{report:?}");
+}

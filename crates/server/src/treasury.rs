@@ -37,6 +37,8 @@ pub struct TreasuryReading {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TreasuryAsset {
     pub asset: String,
+    /// Where this asset's sweeps go (its chain's cold wallet).
+    pub cold_address: Option<String>,
     /// Base units, as decimal strings (like every amount in this API).
     pub hot: String,
     pub cold: String,
@@ -60,7 +62,8 @@ pub struct TreasuryPoint {
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TreasuryView {
-    /// Where sweeps go; absent when no treasury runs.
+    /// Where the latest pass's sweeps go; absent when no treasury runs (each asset names its
+    /// own: a treasury runs per chain).
     pub cold_address: Option<String>,
     pub assets: Vec<TreasuryAsset>,
     /// The cold share over time, oldest first.
@@ -74,6 +77,8 @@ const REPORT: &str = "treasury";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredReading {
     asset: String,
+    #[serde(default)]
+    cold_address: Option<String>,
     hot: String,
     cold: String,
     cold_bps: u32,
@@ -83,10 +88,11 @@ struct StoredReading {
     at_ms: i64,
 }
 
-impl From<&TreasuryReading> for StoredReading {
-    fn from(r: &TreasuryReading) -> Self {
+impl StoredReading {
+    fn new(r: &TreasuryReading, cold_address: &str) -> Self {
         StoredReading {
             asset: r.asset.clone(),
+            cold_address: Some(cold_address.to_owned()),
             hot: r.hot.to_string(),
             cold: r.cold.to_string(),
             cold_bps: r.cold_bps,
@@ -146,7 +152,14 @@ impl AppState {
         let excess = log.history.len().saturating_sub(HISTORY);
         log.history.drain(..excess);
         log.cold_address = Some(cold_address.to_owned());
-        log.last = readings.iter().map(StoredReading::from).collect();
+        // One chain's pass: its assets' readings replace theirs, the other chains' stay.
+        for r in &readings {
+            let new = StoredReading::new(r, cold_address);
+            match log.last.iter_mut().find(|l| l.asset == r.asset) {
+                Some(old) => *old = new,
+                None => log.last.push(new),
+            }
+        }
         let body = serde_json::to_value(&log)
             .map_err(|e| strongroom_store::StoreError::Corrupt(e.to_string()))?;
         self.store().put_report(REPORT, &body, self.env().now().unix_ms()).await?;
@@ -177,6 +190,7 @@ pub(crate) async fn get_treasury(
             let amount = |v: &str| v.parse::<u128>().unwrap_or_default();
             TreasuryAsset {
                 asset: r.asset.clone(),
+                cold_address: r.cold_address.clone(),
                 hot: r.hot.clone(),
                 cold: r.cold.clone(),
                 hot_decimal: decimal(&r.asset, amount(&r.hot)),
