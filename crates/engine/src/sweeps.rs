@@ -1,11 +1,13 @@
 //! Consolidation: money at customers' deposit addresses moves to the hot wallet, so the
 //! hot wallet can pay withdrawals (and, later, the treasury can move it cold).
 //!
-//! Per deposit address, one movement at a time: first each token (after a gas top-up from
-//! the hot wallet when the address has too little ETH), then the ETH itself, less the most
-//! its own transfer can cost. Sweeps are internal: custody does not change, only the fee
-//! leaves it, paid from the treasury. The engine drives them like withdrawals; signer nodes
-//! let a deposit address's key pay only the wallet's own address.
+//! Per deposit address, one movement at a time. On Ethereum ([`Sweeper`]): first each token
+//! (after a gas top-up from the hot wallet when the address has too little ETH), then the ETH
+//! itself, less the most its own transfer can cost. On Bitcoin ([`BtcSweeper`]): every
+//! confirmed coin of the address in one transaction, less the most it can cost. Sweeps are
+//! internal: custody does not change, only the fee leaves it, paid from the treasury. The
+//! engine drives them like withdrawals; signer nodes let a deposit address's key pay only the
+//! wallet's own address.
 
 use std::sync::Arc;
 
@@ -198,6 +200,97 @@ pub(crate) fn new_sweep(
             created_at: now,
             updated_at: now,
         }
+    }
+}
+
+/// Consolidates Bitcoin deposit addresses into the hot wallet: per address with no movement
+/// open, all its confirmed coins at once, paying the hot wallet their value less the fee
+/// the transaction can cost at twice today's estimate (so a rise before it is built does not
+/// strand it; what the fee leaves over above dust comes back to the address as change and is
+/// swept with the next).
+#[derive(Debug)]
+pub struct BtcSweeper {
+    store: Arc<dyn Store>,
+    adapter: Arc<crate::BtcAdapter>,
+    env: Arc<dyn Env>,
+    cfg: SweepConfig,
+    /// The wallet key and its chain code, from which each deposit address's key derives.
+    master: strongroom_mpc::ecdsa::MasterPublic,
+    /// How deep a coin must be before it is swept: the deposit watcher's confirmations, so
+    /// no sweep spends a deposit a reorganisation could still take away.
+    confirmations: u64,
+}
+
+impl BtcSweeper {
+    pub fn new(
+        store: Arc<dyn Store>,
+        adapter: Arc<crate::BtcAdapter>,
+        env: Arc<dyn Env>,
+        cfg: SweepConfig,
+        master: strongroom_mpc::ecdsa::MasterPublic,
+        confirmations: u64,
+    ) -> Self {
+        BtcSweeper { store, adapter, env, cfg, master, confirmations }
+    }
+
+    /// Plan a sweep for every deposit address of the wallet that holds at least the
+    /// configured least amount (after the fee) and has no movement open.
+    pub async fn plan(&self) -> Result<Vec<Sweep>, EngineError> {
+        let chain = &self.cfg.chain;
+        let open = self.store.list_sweeps(chain, true).await?;
+        let btc = self.adapter.btc();
+        let tip = ChainClient::head(btc).await?.number;
+        let deep = |height: Option<u32>| {
+            height.is_some_and(|h| {
+                tip.saturating_sub(u64::from(h)).saturating_add(1) >= self.confirmations
+            })
+        };
+        let mut rate = None;
+        let mut planned = Vec::new();
+        for d in self.store.deposit_addresses(chain).await? {
+            if d.wallet != self.cfg.wallet.as_str()
+                || open.iter().any(|s| s.from_address == d.address)
+            {
+                continue;
+            }
+            let address = Address::parse(chain, &d.address).map_err(|e| corrupt(e.to_string()))?;
+            let coins = btc.coins(&address, false).await?;
+            // Every coin deep enough, or none yet (a sweep spends them all).
+            if coins.is_empty() || !coins.iter().all(|(u, _)| deep(u.height)) {
+                continue;
+            }
+            let total: u128 = coins.iter().map(|(u, _)| u128::from(u.value)).sum();
+            let rate = match rate {
+                Some(r) => r,
+                None => {
+                    let r = btc.fee_rate(3).await?.saturating_mul(2);
+                    rate = Some(r);
+                    r
+                }
+            };
+            let path = deposit_path(d.path_index).to_vec();
+            let key = self.master.derive(&path).map_err(crate::SignError::from)?;
+            let codec = strongroom_chain_bitcoin::hot::HotCodec::p2wpkh(chain.clone(), &key)?;
+            let fee = u128::from(codec.fee_for(coins.len(), &self.cfg.hot, rate)?);
+            let amount = total.saturating_sub(fee);
+            if amount < self.cfg.min_native.max(1) {
+                continue;
+            }
+            let native = (self.cfg.native.0.clone(), self.cfg.native.1, None);
+            let sweep = new_sweep(
+                self.env.as_ref(),
+                &self.cfg,
+                SweepKind::Sweep,
+                (self.cfg.wallet.clone(), path, &address),
+                &self.cfg.hot,
+                native,
+                Amount::from_base_units(amount).map_err(amount_error)?,
+                Amount::from_base_units(fee).map_err(amount_error)?,
+            );
+            let ctx = WriteCtx { actor: "sweeper".into(), now: self.env.now(), request_id: None };
+            planned.push(self.store.create_sweep(&ctx, sweep).await?);
+        }
+        Ok(planned)
     }
 }
 

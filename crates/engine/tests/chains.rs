@@ -1066,3 +1066,76 @@ async fn bitcoin_deposits_are_credited_once_our_change_never_and_a_reorg_reverse
     .unwrap();
     assert!(report[0].matches(), "{report:?}");
 }
+
+#[tokio::test]
+async fn bitcoin_deposit_addresses_are_swept_into_the_hot_wallet_by_their_own_keys() {
+    let Some(w) = World::new().await else { return };
+    let btc = Btc::new(&w).await;
+    let chain = regtest_chain();
+    let wallet = WalletId::parse("hot-btc-1").unwrap();
+    let address = deposit_address(
+        w.store.as_ref(),
+        w.signer.as_ref(),
+        w.env.as_ref(),
+        &chain,
+        &wallet,
+        w.customer,
+    )
+    .await
+    .unwrap();
+    let alice = Address::parse(&chain, &address.address).unwrap();
+    let cfg = SweepConfig {
+        chain: chain.clone(),
+        wallet: wallet.clone(),
+        hot: btc.hot.clone(),
+        former: Vec::new(),
+        native: (AssetSymbol::parse("BTC").unwrap(), 8),
+        tokens: Vec::new(),
+        min_native: 10_000,
+        token_gas: 0,
+        ttl_ms: 3_600_000,
+    };
+    let master = w.signer.master(&wallet).await.unwrap();
+    let sweeper = strongroom_engine::sweeps::BtcSweeper::new(
+        w.store.clone(),
+        btc.adapter.clone(),
+        w.env.clone(),
+        cfg,
+        master,
+        2,
+    );
+    // Two payments to Alice's address (credited as deposits elsewhere; here only the coins
+    // matter). One block deep: not yet swept.
+    for sats in [600_000u64, 400_000] {
+        btc.node.fund(&btc.btc_address(&alice), sats).unwrap();
+    }
+    btc.node.mine(1, None).unwrap();
+    assert!(sweeper.plan().await.unwrap().is_empty(), "a coin one block deep waits");
+    btc.node.mine(1, None).unwrap();
+    let planned = sweeper.plan().await.unwrap();
+    assert_eq!(planned.len(), 1);
+    let s = &planned[0];
+    assert_eq!((s.kind, s.path.clone()), (SweepKind::Sweep, vec![0, address.path_index]));
+    assert_eq!(s.intent.destination, btc.hot);
+    assert_eq!(s.intent.amount.base_units() + s.intent.fee_cap.base_units(), 1_000_000);
+    assert!(sweeper.plan().await.unwrap().is_empty(), "one movement per address at a time");
+
+    // The engine carries it out like a withdrawal, signed by the address's own child key.
+    let hot_before = btc.adapter.btc().coins(&btc.hot, false).await.unwrap().len();
+    let treasury_before = btc_balance(&w, TREASURY_CUSTOMER).await.0;
+    let engine = btc.engine(&w, None);
+    engine.drive(s.id).await.unwrap();
+    assert_eq!(btc.inputs(&w, s.id).await.len(), 2, "every coin of the address");
+    btc.node.mine(2, None).unwrap();
+    engine.drive(s.id).await.unwrap();
+    assert_eq!(w.store.get_sweep(s.id).await.unwrap().state, WithdrawalState::Settled);
+    let client = strongroom_engine::ChainAdapter::client(btc.adapter.as_ref());
+    let left = client.balance(&alice, None).await.unwrap().base_units();
+    let fee = w.store.chain_tx(s.id).await.unwrap().unwrap().fee_paid.unwrap().base_units();
+    assert!(left < 10_000, "at most change below the sweep minimum stays: {left}");
+    assert_eq!(btc.adapter.btc().coins(&btc.hot, false).await.unwrap().len(), hot_before + 1);
+    // Only the fee left custody, from the treasury; nothing to sweep now.
+    assert_eq!(btc_balance(&w, TREASURY_CUSTOMER).await.0, treasury_before - fee);
+    assert_eq!(s.intent.amount.base_units() + left + fee, 1_000_000, "to the satoshi");
+    assert!(sweeper.plan().await.unwrap().is_empty());
+}

@@ -15,10 +15,11 @@ use strongroom_chain_bitcoin::esplora::Esplora;
 use strongroom_chain_ethereum::rpc::{EthRpc, Retry};
 use strongroom_core::{Env, WalletId};
 use strongroom_engine::deposits::{DepositWatcher, WatchConfig};
-use strongroom_engine::sweeps::{SweepConfig, Sweeper};
+use strongroom_engine::sweeps::{BtcSweeper, SweepConfig, Sweeper};
 use strongroom_engine::treasury::{Action, ColdRatio, Treasury, TreasuryConfig, Watermarks};
 use strongroom_engine::{
     BtcAdapter, ChainAdapter, ChainConfig, ChainEngine, EngineError, EthAdapter, StopPoint,
+    TxSigner,
 };
 use strongroom_store::Store;
 use strongroom_units::{Address, Amount, AssetRegistry, AssetSymbol, ChainId};
@@ -116,8 +117,8 @@ pub struct HotChain {
     pub chain: ChainId,
     /// The chain's adapter (Ethereum or Bitcoin) and its node.
     pub adapter: Arc<dyn ChainAdapter>,
-    /// The JSON-RPC node, on Ethereum (its sweeper tops deposit addresses up with gas).
-    pub rpc: Option<EthRpc>,
+    /// The chain's own node, for what only it does (consolidation).
+    pub node: ChainNode,
     pub settings: ChainSettings,
     /// The hot wallet in use: the configured one, or the key governance migrated it to.
     pub wallet: WalletId,
@@ -127,6 +128,8 @@ pub struct HotChain {
     pub cold: Option<Address>,
     /// The hot wallet key's public half.
     key: Vec<u8>,
+    /// With its chain code, on Bitcoin (deposit addresses' keys derive from it).
+    master: Option<strongroom_mpc::ecdsa::MasterPublic>,
     engine: ChainEngine,
     signer: Arc<OrchestratorSigner>,
 }
@@ -141,12 +144,21 @@ impl std::fmt::Debug for HotChain {
     }
 }
 
+/// A chain's node as its kind knows it.
+#[derive(Debug, Clone)]
+pub enum ChainNode {
+    /// A JSON-RPC node: its sweeper tops deposit addresses up with gas.
+    Ethereum(EthRpc),
+    /// An Esplora server: its sweeper spends deposit addresses' coins.
+    Bitcoin(Arc<BtcAdapter>),
+}
+
 /// Reach a chain's node and check it serves `chain`: the chain id on Ethereum, the genesis
 /// block on Bitcoin (a CAIP-2 `bip122:` id is the start of its hash).
 async fn adapter_for(
     settings: &ChainSettings,
     chain: &ChainId,
-) -> Result<(Arc<dyn ChainAdapter>, Option<EthRpc>), RuntimeError> {
+) -> Result<(Arc<dyn ChainAdapter>, ChainNode), RuntimeError> {
     let ca = crate::http::read_ca(settings.ca_file.as_deref())?;
     match settings.kind {
         ChainKind::Ethereum => {
@@ -154,7 +166,7 @@ async fn adapter_for(
                 EthRpc::with_ca(&settings.rpc_url, chain.clone(), Retry::default(), ca.as_deref())
                     .map_err(|e| RuntimeError::chain(chain, e))?;
             rpc.check_chain().await.map_err(|e| RuntimeError::chain(chain, e))?;
-            Ok((Arc::new(EthAdapter::new(rpc.clone())), Some(rpc)))
+            Ok((Arc::new(EthAdapter::new(rpc.clone())), ChainNode::Ethereum(rpc)))
         }
         ChainKind::Bitcoin => {
             let esplora = Esplora::with_ca(&settings.rpc_url, ca.as_deref())
@@ -174,7 +186,8 @@ async fn adapter_for(
             }
             let client = BtcClient::new(esplora, chain.clone())
                 .map_err(|e| RuntimeError::chain(chain, e))?;
-            Ok((Arc::new(BtcAdapter::new(client, 3)), None))
+            let adapter = Arc::new(BtcAdapter::new(client, 3));
+            Ok((adapter.clone(), ChainNode::Bitcoin(adapter)))
         }
     }
 }
@@ -210,7 +223,7 @@ impl HotChain {
                 settings.chain, settings.kind
             )));
         }
-        let (adapter, rpc) = adapter_for(settings, &chain).await?;
+        let (adapter, node) = adapter_for(settings, &chain).await?;
         let configured = WalletId::parse(&settings.hot_wallet).map_err(|e| {
             RuntimeError::Config(format!("hot_wallet {}: {e}", settings.hot_wallet))
         })?;
@@ -275,10 +288,17 @@ impl HotChain {
             })?;
             former.push((w, address));
         }
+        let master = match &node {
+            ChainNode::Bitcoin(_) => Some(signer.master(&wallet).await.map_err(|e| {
+                RuntimeError::Signers(format!("hot wallet {}: {e}", wallet.as_str()))
+            })?),
+            ChainNode::Ethereum(_) => None,
+        };
         Ok(HotChain {
             chain,
             adapter,
-            rpc,
+            node,
+            master,
             settings: settings.clone(),
             wallet,
             hot,
@@ -361,7 +381,18 @@ impl HotChain {
         instance: &Instance,
     ) -> Result<Vec<tokio::task::JoinHandle<()>>, RuntimeError> {
         let HotChain {
-            chain, adapter, rpc, settings, wallet, hot, former, cold, key, engine, ..
+            chain,
+            adapter,
+            node,
+            master,
+            settings,
+            wallet,
+            hot,
+            former,
+            cold,
+            key,
+            engine,
+            ..
         } = self;
         let client = adapter.client();
         let native =
@@ -440,9 +471,24 @@ impl HotChain {
             }
             _ => None,
         };
-        // Deposit addresses are consolidated on Ethereum (Bitcoin's are not yet: their coins
-        // stay there, counted in custody).
-        let sweeper = rpc.map(|rpc| Sweeper::new(store.clone(), rpc, env.clone(), sweep_cfg));
+        let sweeper = match (node, master) {
+            (ChainNode::Ethereum(rpc), _) => {
+                Consolidate::Ethereum(Sweeper::new(store.clone(), rpc, env.clone(), sweep_cfg))
+            }
+            (ChainNode::Bitcoin(btc), Some(master)) => Consolidate::Bitcoin(BtcSweeper::new(
+                store.clone(),
+                btc,
+                env.clone(),
+                sweep_cfg,
+                master,
+                settings.confirmations,
+            )),
+            (ChainNode::Bitcoin(_), None) => {
+                return Err(RuntimeError::Signers(format!(
+                    "{chain}: no chain code for the hot key"
+                )))
+            }
+        };
         let watcher = DepositWatcher::new(store.clone(), client.clone(), env.clone(), watch);
         // One instance at a time watches the chain, plans sweeps and runs the treasury.
         let mut leader = instance.leader(store.clone(), env.clone(), &format!("chain/{chain}"));
@@ -452,10 +498,11 @@ impl HotChain {
                     tokio::time::sleep(Duration::from_millis(1_000)).await;
                     continue;
                 }
-                if let Some(Err(e)) = match &sweeper {
-                    Some(s) => Some(s.plan().await),
-                    None => None,
-                } {
+                let planned = match &sweeper {
+                    Consolidate::Ethereum(s) => s.plan().await,
+                    Consolidate::Bitcoin(s) => s.plan().await,
+                };
+                if let Err(e) = planned {
                     tracing::warn!(error = %e, "sweep planning failed");
                 }
                 if let Some((t, cold)) = &treasury {
@@ -511,6 +558,12 @@ impl HotChain {
         });
         Ok(vec![withdrawing, watching, reconciling])
     }
+}
+
+/// A chain's consolidation of deposit addresses into the hot wallet.
+enum Consolidate {
+    Ethereum(Sweeper),
+    Bitcoin(BtcSweeper),
 }
 
 /// A treasury pass as the API shows it.
