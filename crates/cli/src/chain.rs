@@ -82,13 +82,25 @@ pub async fn prepare_dev_chain(
     let (cold, marks) = match treasury {
         Some(t) => match dev_cold_safe(data_dir, &rpc, &env).await {
             Ok(safe) => {
-                let marks = vec![WatermarkSettings {
-                    asset: "ETH".into(),
-                    low: t.low,
-                    target: t.target,
-                    high: t.high,
-                    min_cold_bps: t.min_cold_bps,
-                }];
+                // ETH as asked, and the dev USDT (which deposit addresses sweep into the hot
+                // wallet) at most 50,000, keeping 10,000 (no refill: the hot wallet starts
+                // with none).
+                let marks = vec![
+                    WatermarkSettings {
+                        asset: "ETH".into(),
+                        low: t.low,
+                        target: t.target,
+                        high: t.high,
+                        min_cold_bps: t.min_cold_bps,
+                    },
+                    WatermarkSettings {
+                        asset: "USDT".into(),
+                        low: "0".into(),
+                        target: "10000".into(),
+                        high: "50000".into(),
+                        min_cold_bps: t.min_cold_bps,
+                    },
+                ];
                 (Some(safe.address), marks)
             }
             Err(e) => {

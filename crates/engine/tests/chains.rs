@@ -1139,3 +1139,161 @@ async fn bitcoin_deposit_addresses_are_swept_into_the_hot_wallet_by_their_own_ke
     assert_eq!(s.intent.amount.base_units() + left + fee, 1_000_000, "to the satoshi");
     assert!(sweeper.plan().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn one_treasury_code_sweeps_eth_an_erc20_and_btc_above_their_high_marks_to_cold() {
+    use strongroom_engine::treasury::{Action, Treasury, TreasuryConfig, Watermarks};
+    let Some(w) = World::new().await else { return };
+    let btc = Btc::new(&w).await;
+    let c = ctx(w.env.as_ref());
+    let amount = |n: u128| Amount::from_base_units(n).unwrap();
+    let marks =
+        |asset: &str, decimals: u8, contract: Option<Address>, low, target, high| Watermarks {
+            asset: AssetSymbol::parse(asset).unwrap(),
+            decimals,
+            contract,
+            low: amount(low),
+            target: amount(target),
+            high: amount(high),
+            min_cold_bps: 9_000,
+        };
+    // The hot wallet holds 2.5 ETH and 1,000 USDT (the treasury's, in the ledger too).
+    let from = funded_account(&w).await;
+    let token = test_usdt(&w, &from).await;
+    anvil::mint_test_token(&w.rpc(), &from, &token, &w.hot, 1_000_000_000).await.unwrap();
+    let usdt = AssetSymbol::parse("USDT").unwrap();
+    let d = NewDeposit {
+        id: new_id(w.env.as_ref()),
+        entry_id: new_id(w.env.as_ref()),
+        customer_id: TREASURY_CUSTOMER,
+        asset: usdt.clone(),
+        amount: amount(1_000_000_000),
+        reference: "seed-usdt".into(),
+    };
+    w.store.credit_deposit(&c, None, d).await.unwrap();
+
+    let sweep_cfg = |chain: ChainId, wallet: &str, hot: &Address, native: (&str, u8)| SweepConfig {
+        chain,
+        wallet: WalletId::parse(wallet).unwrap(),
+        hot: hot.clone(),
+        former: Vec::new(),
+        native: (AssetSymbol::parse(native.0).unwrap(), native.1),
+        tokens: Vec::new(),
+        min_native: 0,
+        token_gas: 100_000,
+        ttl_ms: 3_600_000,
+    };
+    let key = w.signer.public_key(&WalletId::parse("hot-eth-1").unwrap()).await.unwrap();
+    let eth_cold = Address::parse(&chain(), DEST).unwrap();
+    let eth_treasury = Treasury::new(
+        w.store.clone(),
+        Arc::new(strongroom_engine::EthAdapter::new(w.rpc())),
+        w.env.clone(),
+        key.clone(),
+        TreasuryConfig {
+            sweep: sweep_cfg(chain(), "hot-eth-1", &w.hot, ("ETH", 18)),
+            cold: eth_cold.clone(),
+            marks: vec![
+                marks("ETH", 18, None, ETH / 10, ETH / 2, ETH),
+                marks("USDT", 6, Some(token.clone()), 10_000_000, 100_000_000, 500_000_000),
+            ],
+        },
+    )
+    .unwrap();
+    // Bitcoin's cold wallet: a P2WSH address.
+    let script = strongroom_chain_bitcoin::bitcoin::ScriptBuf::from(vec![0x51]);
+    let p2wsh = strongroom_chain_bitcoin::bitcoin::Address::p2wsh(
+        &script,
+        strongroom_chain_bitcoin::bitcoin::Network::Regtest,
+    );
+    let btc_cold = Address::parse(&regtest_chain(), &p2wsh.to_string()).unwrap();
+    let btc_treasury = Treasury::new(
+        w.store.clone(),
+        btc.adapter.clone(),
+        w.env.clone(),
+        key,
+        TreasuryConfig {
+            sweep: sweep_cfg(regtest_chain(), "hot-btc-1", &btc.hot, ("BTC", 8)),
+            cold: btc_cold.clone(),
+            marks: vec![marks("BTC", 8, None, BTC / 10, BTC / 5, 3 * BTC / 10)],
+        },
+    )
+    .unwrap();
+
+    // Every asset above its high mark: a sweep to cold down to the target, one at a time.
+    let sweeping = |r: &[strongroom_engine::treasury::ColdRatio]| -> Vec<(String, Action)> {
+        r.iter().map(|c| (c.asset.to_string(), c.action.clone())).collect()
+    };
+    let eth = eth_treasury.run_once().await.unwrap();
+    assert_eq!(
+        sweeping(&eth),
+        vec![
+            ("ETH".into(), Action::Sweep { amount: amount(2 * ETH) }),
+            ("USDT".into(), Action::Sweep { amount: amount(900_000_000) }),
+        ]
+    );
+    let b = btc_treasury.run_once().await.unwrap();
+    assert_eq!(sweeping(&b), vec![("BTC".into(), Action::Sweep { amount: amount(31_000_000) })]);
+    assert!(eth_treasury
+        .run_once()
+        .await
+        .unwrap()
+        .iter()
+        .all(|c| c.action == Action::SweepUnderWay));
+    assert_eq!(btc_treasury.run_once().await.unwrap()[0].action, Action::SweepUnderWay);
+
+    // The same engine code carries them out; the cold wallets receive them.
+    let (eth_engine, btc_engine) = (w.engine(None), btc.engine(&w, None));
+    for _ in 0..20 {
+        eth_engine.run_once().await.unwrap();
+        btc_engine.run_once().await.unwrap();
+        w.mine(1).await;
+        btc.node.mine(1, None).unwrap();
+        let open = [chain(), regtest_chain()];
+        let mut busy = 0;
+        for ch in &open {
+            busy += w.store.list_sweeps(ch, true).await.unwrap().len();
+        }
+        if busy == 0 {
+            break;
+        }
+    }
+    let eth_client = w.rpc();
+    assert_eq!(eth_client.balance(&eth_cold, None).await.unwrap().base_units(), 2 * ETH);
+    assert_eq!(
+        eth_client.balance(&eth_cold, Some(&token)).await.unwrap().base_units(),
+        900_000_000,
+        "the token went cold too"
+    );
+    let btc_client = strongroom_engine::ChainAdapter::client(btc.adapter.as_ref());
+    assert_eq!(btc_client.balance(&btc_cold, None).await.unwrap().base_units(), 31_000_000);
+    // Between the marks now: hold, with the cold share reported.
+    let eth = eth_treasury.run_once().await.unwrap();
+    assert!(eth.iter().all(|c| c.action == Action::Hold), "{eth:?}");
+    assert_eq!(eth[1].cold_bps, 9_000, "900 of 1,000 USDT cold");
+    let b = btc_treasury.run_once().await.unwrap();
+    assert_eq!(b[0].action, Action::Hold, "{b:?}");
+    assert!(b[0].cold_bps >= 6_000, "{b:?}");
+
+    // Custody did not change: only the fees left, from the treasury.
+    let report = reconcile(
+        w.store.as_ref(),
+        &w.rpc(),
+        &chain(),
+        &[(AssetSymbol::parse("ETH").unwrap(), None), (usdt, Some(token))],
+        &[w.hot.clone(), eth_cold],
+    )
+    .await
+    .unwrap();
+    assert!(report.iter().all(|h| h.matches()), "{report:?}");
+    let report = reconcile(
+        w.store.as_ref(),
+        btc_client.as_ref(),
+        &regtest_chain(),
+        &[(AssetSymbol::parse("BTC").unwrap(), None)],
+        &[btc.hot.clone(), btc_cold],
+    )
+    .await
+    .unwrap();
+    assert!(report[0].matches(), "{report:?}");
+}
