@@ -1430,6 +1430,15 @@ mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/strongroom.example.toml");
         let c = Settings::load(Path::new(path), []).unwrap();
         assert!(c.database_url.starts_with("postgres://"));
+        // Both kinds of chain, with a sweep minimum a TOML integer can say.
+        let kinds: Vec<_> = c.chains.iter().map(|ch| (ch.kind, ch.min_sweep_native)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (strongroom_runtime::settings::ChainKind::Ethereum, 1_000_000_000_000_000),
+                (strongroom_runtime::settings::ChainKind::Bitcoin, 50_000),
+            ]
+        );
         c.check_production().unwrap();
         AssetRegistry::from_specs(&c.assets).unwrap();
         let rules = c.accounts.rules(c.listen.port()).unwrap();

@@ -429,7 +429,7 @@ impl HotChain {
                 .iter()
                 .filter_map(|a| a.contract.clone().map(|c| (a.symbol.clone(), a.decimals, c)))
                 .collect(),
-            min_native: settings.min_sweep_native,
+            min_native: u128::from(settings.min_sweep_native),
             token_gas: 100_000,
             ttl_ms: 3_600_000,
         };
@@ -835,5 +835,49 @@ async fn reconcile_forever(
             }
             Err(e) => tracing::warn!(error = %e, "reconciliation failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn bitcoin(chain: &str, url: &str) -> ChainSettings {
+        ChainSettings {
+            kind: ChainKind::Bitcoin,
+            chain: chain.into(),
+            rpc_url: url.into(),
+            ca_file: None,
+            confirmations: 3,
+            hot_wallet: "hot-btc-wpkh-1".into(),
+            fee_asset: "BTC".into(),
+            start_block: 0,
+            cold_address: None,
+            cold_wallet: None,
+            min_sweep_native: 0,
+        }
+    }
+
+    /// A Bitcoin chain's Esplora server must serve that network: its genesis block is checked
+    /// against the `bip122:` id before anything else is asked of it.
+    #[tokio::test]
+    async fn an_esplora_server_of_another_network_is_refused() {
+        let node = strongroom_chain_bitcoin::regtest::Regtest::new().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(node.serve(listener));
+        let regtest = ChainId::parse(strongroom_units::chain::BITCOIN_REGTEST).unwrap();
+        let (adapter, node) =
+            adapter_for(&bitcoin(regtest.as_str(), &url), &regtest).await.unwrap();
+        assert_eq!(adapter.chain(), &regtest);
+        assert!(matches!(node, ChainNode::Bitcoin(_)));
+        let testnet = ChainId::parse(strongroom_units::chain::BITCOIN_TESTNET).unwrap();
+        let e = adapter_for(&bitcoin(testnet.as_str(), &url), &testnet).await.unwrap_err();
+        assert!(e.to_string().contains("another network"), "{e}");
+        // Nobody listening: a clear error naming the chain, not a hang.
+        let gone = bitcoin(regtest.as_str(), "http://127.0.0.1:9");
+        let e = adapter_for(&gone, &regtest).await.unwrap_err();
+        assert!(e.to_string().contains(regtest.as_str()), "{e}");
     }
 }

@@ -230,7 +230,8 @@ pub struct ChainSettings {
     pub cold_wallet: Option<String>,
     /// Least native balance worth sweeping from a deposit address (base units).
     #[serde(default = "default_min_native")]
-    pub min_sweep_native: u128,
+    /// (TOML integers are 64-bit: up to 18.4 ETH in wei, which is all a sweep minimum needs.)
+    pub min_sweep_native: u64,
 }
 
 /// `[risk]`.
@@ -405,7 +406,7 @@ fn default_presignatures() -> usize {
 fn default_confirmations() -> u64 {
     12
 }
-fn default_min_native() -> u128 {
+fn default_min_native() -> u64 {
     1_000_000_000_000_000
 }
 fn default_min_cold_bps() -> u32 {
