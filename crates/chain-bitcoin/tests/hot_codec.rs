@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // Test code.
 
 use bitcoin::psbt::{Psbt, PsbtSighashType};
-use bitcoin::secp256k1::{Message, Secp256k1, SecretKey};
 use bitcoin::sighash::EcdsaSighashType;
 use bitcoin::{
     absolute, Amount as Sat, Network, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut,
@@ -24,21 +23,10 @@ fn regtest() -> ChainId {
     ChainId::parse(BITCOIN_REGTEST).unwrap()
 }
 
-fn secret(b: u8) -> SecretKey {
-    SecretKey::from_slice(&[b; 32]).unwrap()
-}
-
-fn public(b: u8) -> Vec<u8> {
-    secret(b).public_key(&Secp256k1::new()).serialize().to_vec()
-}
+use fixtures::public;
 
 fn sign_with(b: u8) -> impl Fn(&[u8; 32]) -> Vec<u8> {
-    move |d| {
-        Secp256k1::new()
-            .sign_ecdsa(&Message::from_digest(*d), &secret(b))
-            .serialize_compact()
-            .to_vec()
-    }
+    move |d| fixtures::sign(b, d)
 }
 
 /// An address of someone else's key (by seed byte).

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 
-use bitcoin::secp256k1::{Message, Secp256k1, SecretKey};
+use bitcoin::secp256k1::Secp256k1;
 use bitcoin::{Network, OutPoint, Transaction};
 use strongroom_chain::{ChainClient, TxCodec, TxStatus};
 use strongroom_chain_bitcoin::bitcoin;
@@ -25,12 +25,13 @@ fn chain() -> ChainId {
     ChainId::parse(BITCOIN_REGTEST).unwrap()
 }
 
-fn secret(b: u8) -> SecretKey {
-    SecretKey::from_slice(&[b; 32]).unwrap()
-}
+#[path = "support/fixtures.rs"]
+mod fixtures;
+use fixtures::{public, secret};
 
-fn public(b: u8) -> Vec<u8> {
-    secret(b).public_key(&Secp256k1::new()).serialize().to_vec()
+/// Key `b`'s compact signature over each digest of `unsigned`.
+fn sign_all(codec: &HotCodec, unsigned: &[u8], b: u8) -> Vec<Vec<u8>> {
+    codec.digests(unsigned).unwrap().iter().map(|d| fixtures::sign(b, d)).collect()
 }
 
 fn btc_address(b: u8) -> bitcoin::Address {
@@ -85,16 +86,7 @@ async fn spend(
         .map(|(u, tx)| HotCoin { tx, vout: u.outpoint.vout })
         .collect();
     let unsigned = codec.build(&intent(to, sat), &HotParams { coins, fee_rate }).unwrap();
-    let digests = codec.digests(&unsigned).unwrap();
-    let sigs: Vec<Vec<u8>> = digests
-        .iter()
-        .map(|d| {
-            Secp256k1::new()
-                .sign_ecdsa(&Message::from_digest(*d), &secret(signer))
-                .serialize_compact()
-                .to_vec()
-        })
-        .collect();
+    let sigs = sign_all(&codec, &unsigned, signer);
     if signer == b {
         codec.attach(&unsigned, &public(b), &sigs).unwrap()
     } else {
@@ -212,17 +204,7 @@ async fn the_mempool_refuses_what_bitcoin_core_refuses() {
     let params =
         HotParams { coins: vec![HotCoin { tx: coins[0].1.clone(), vout: 0 }], fee_rate: 2 };
     let unsigned = codec.build(&intent(address(2), 1_000_000), &params).unwrap();
-    let sigs: Vec<Vec<u8>> = codec
-        .digests(&unsigned)
-        .unwrap()
-        .iter()
-        .map(|d| {
-            Secp256k1::new()
-                .sign_ecdsa(&Message::from_digest(*d), &secret(4))
-                .serialize_compact()
-                .to_vec()
-        })
-        .collect();
+    let sigs = sign_all(&codec, &unsigned, 4);
     let signed = codec.attach(&unsigned, &public(4), &sigs).unwrap();
     let e = client.broadcast(&signed).await.unwrap_err();
     assert!(e.message.contains("premature-spend-of-coinbase"), "{e}");
@@ -246,17 +228,7 @@ async fn spend_same_coins(
     }
     let unsigned =
         codec.build(&intent(address(2), 100_000), &HotParams { coins, fee_rate }).unwrap();
-    let sigs: Vec<Vec<u8>> = codec
-        .digests(&unsigned)
-        .unwrap()
-        .iter()
-        .map(|d| {
-            Secp256k1::new()
-                .sign_ecdsa(&Message::from_digest(*d), &secret(1))
-                .serialize_compact()
-                .to_vec()
-        })
-        .collect();
+    let sigs = sign_all(&codec, &unsigned, 1);
     codec.attach(&unsigned, &public(1), &sigs).unwrap()
 }
 

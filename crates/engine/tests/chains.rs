@@ -223,10 +223,15 @@ impl World {
     }
 
     async fn withdraw(&self, amount: &str) -> Uuid {
+        self.withdraw_to("ETH", DEST, amount).await
+    }
+
+    /// The customer's withdrawal of `amount` of `asset` to `destination`, reserved.
+    async fn withdraw_to(&self, asset: &str, destination: &str, amount: &str) -> Uuid {
         let req = WithdrawalRequest {
             customer_id: self.customer,
-            asset: "ETH".into(),
-            destination: DEST.into(),
+            asset: asset.into(),
+            destination: destination.into(),
             amount: amount.into(),
         };
         let env = self.env.as_ref();
@@ -781,23 +786,7 @@ impl Btc {
     }
 
     async fn withdraw(&self, w: &World, amount: &str) -> Uuid {
-        let req = WithdrawalRequest {
-            customer_id: w.customer,
-            asset: "BTC".into(),
-            destination: "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080".into(),
-            amount: amount.into(),
-        };
-        let env = w.env.as_ref();
-        let planned = plan_withdrawal(
-            &AssetRegistry::dev(),
-            &WithdrawalRules::default(),
-            &req,
-            new_id(env),
-            new_id(env),
-            env.now(),
-        )
-        .unwrap();
-        w.store.request_withdrawal(&ctx(env), None, planned).await.unwrap().id
+        w.withdraw_to("BTC", "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080", amount).await
     }
 
     async fn ledger_matches_chain(&self, w: &World) {

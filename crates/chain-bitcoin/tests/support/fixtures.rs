@@ -13,6 +13,24 @@ use strongroom_core::{Intent, IntentAsset, Timestamp, WalletId};
 use strongroom_units::chain::BITCOIN_REGTEST;
 use strongroom_units::{Address, AssetSymbol, ChainId};
 
+/// Test key `b`: the secret `[b; 32]`.
+pub fn secret(b: u8) -> bitcoin::secp256k1::SecretKey {
+    bitcoin::secp256k1::SecretKey::from_slice(&[b; 32]).unwrap()
+}
+
+/// Test key `b`'s public key, compressed.
+pub fn public(b: u8) -> Vec<u8> {
+    secret(b).public_key(&bitcoin::secp256k1::Secp256k1::new()).serialize().to_vec()
+}
+
+/// Test key `b`'s compact (low-s) ECDSA signature over `digest`.
+pub fn sign(b: u8, digest: &[u8; 32]) -> Vec<u8> {
+    bitcoin::secp256k1::Secp256k1::new()
+        .sign_ecdsa(&bitcoin::secp256k1::Message::from_digest(*digest), &secret(b))
+        .serialize_compact()
+        .to_vec()
+}
+
 /// A regtest address of nobody in these tests (BIP-173's P2WPKH example key on regtest).
 pub const DEST: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
 
