@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use strongroom_core::{Env, SystemEnv};
 use strongroom_mpc::{ecdsa, ExecutionId};
-use strongroom_signer::wire::{SignRequest, TxFormat};
+use strongroom_signer::wire::{Scheme, SignRequest, TxFormat};
 
 fn cpu_ticks(pid: &str) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -66,6 +66,7 @@ pub async fn run(
         base_port,
         Some(primes.clone()),
         None,
+        &[("hot-eth-1", Scheme::Ecdsa), ("hot-btc-1", Scheme::FrostTaproot)],
     )
     .await?;
     let orch = crate::signers::ClusterFile::load(tmp.path())?.orchestrator()?;

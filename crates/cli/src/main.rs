@@ -968,6 +968,12 @@ async fn dev(
 
     // What a developer's machine lacks: three local signer processes and a local chain.
     let refresh_every_secs = signer_opts.as_ref().and_then(|o| o.2);
+    // The dev keys, Bitcoin's hot key only when Bitcoin runs.
+    let keys: Vec<_> = signers::DEV_KEYS
+        .iter()
+        .copied()
+        .filter(|(id, _)| btc_opts.is_some() || *id != bitcoin::DEV_HOT_WALLET)
+        .collect();
     let signers = match signer_opts {
         Some((port, primes, _)) => {
             let pki = DevPki::in_dir(&data_dir.join("tls"));
@@ -980,6 +986,7 @@ async fn dev(
                     port,
                     primes,
                     governance.map(|(file, pin, _)| (file, pin)),
+                    &keys,
                 )
                 .await?,
             )

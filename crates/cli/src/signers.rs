@@ -199,6 +199,7 @@ pub async fn start_cluster(
     base_port: u16,
     test_primes: Option<PathBuf>,
     governance: Option<(PathBuf, String)>,
+    keys: &[(&str, Scheme)],
 ) -> anyhow::Result<Signers> {
     let env = SystemEnv::new();
     let addrs: Vec<SocketAddr> =
@@ -251,7 +252,7 @@ pub async fn start_cluster(
         "signer nodes did not start (see {})",
         dir.display()
     );
-    let keys = ensure_keys(&orch, &env).await?;
+    let keys = ensure_keys(&orch, &env, keys).await?;
     Ok(Signers { nodes, watch, keys, file })
 }
 
@@ -280,10 +281,14 @@ fn progress_done() {
     }
 }
 
-async fn ensure_keys(orch: &Orchestrator, env: &SystemEnv) -> anyhow::Result<Vec<KeyInfo>> {
+async fn ensure_keys(
+    orch: &Orchestrator,
+    env: &SystemEnv,
+    keys: &[(&str, Scheme)],
+) -> anyhow::Result<Vec<KeyInfo>> {
     let status = orch.status(1).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let missing: Vec<_> =
-        DEV_KEYS.iter().filter(|(id, _)| !status.keys.iter().any(|k| k.key_id == *id)).collect();
+        keys.iter().filter(|(id, _)| !status.keys.iter().any(|k| k.key_id == *id)).collect();
     if !status.aux_ready {
         eprintln!("First start: preparing threshold keys (2-of-3) on the three signer nodes.");
         aux_info(orch, env, &orch.node_ids()).await?;

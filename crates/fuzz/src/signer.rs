@@ -125,7 +125,7 @@ fn check_request(request: &SignRequest) -> Verdict {
                 intent,
                 request,
                 movement,
-                digest: &to_sign.bytes,
+                identity,
                 now: fx.now,
                 repeat: false,
                 new_home: None,

@@ -60,8 +60,10 @@ pub struct CheckContext<'a> {
     pub request: &'a SignRequest,
     /// What the transaction does, as its chain's codec read it.
     pub movement: &'a Movement,
-    /// What the node will sign for it (the transaction's signing digest).
-    pub digest: &'a [u8],
+    /// The transaction's identity, the same for every signature it needs (its signing digest
+    /// on Ethereum, its id on Bitcoin): what the velocity records and the mesh name as the
+    /// one transaction signed for the intent, as the journal does.
+    pub identity: &'a [u8],
     pub now: Timestamp,
     /// This node already signed this very transaction (the engine asking again after a
     /// crash, or another input of it): every check runs again, but nothing is counted
@@ -369,7 +371,7 @@ mod tests {
             intent: approved,
             request: &request,
             movement,
-            digest: &decoded.bytes,
+            identity: &decoded.bytes,
             now: Timestamp::from_unix_ms(now),
             repeat: false,
             new_home: None,

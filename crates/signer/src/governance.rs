@@ -565,7 +565,7 @@ impl PreSignCheck for GovernanceCheck {
                 seq,
                 request_id: Some(current.clone()),
                 kind,
-                digest: Some(hex::encode(ctx.digest)),
+                digest: Some(hex::encode(ctx.identity)),
                 at_ms: ctx.now.unix_ms(),
                 wallet: wallet.to_owned(),
                 asset: asset.to_owned(),
@@ -766,14 +766,16 @@ max_amount = "10000000000000000000"
         let now = Timestamp::from_unix_ms(now);
         n.gov.extend(&request.governance, now)?;
         let decoded = check::decode(&n.key, &request)?;
-        let check::Decoded::Tx { movement, .. } = &decoded.decoded else { panic!("{decoded:?}") };
+        let check::Decoded::Tx { movement, identity, .. } = &decoded.decoded else {
+            panic!("{decoded:?}")
+        };
         let ctx = CheckContext {
             node: 1,
             key: &n.key,
             intent: i,
             request: &request,
             movement,
-            digest: &decoded.bytes,
+            identity,
             now,
             repeat: false,
             new_home: None,

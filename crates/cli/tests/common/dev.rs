@@ -37,8 +37,14 @@ pub fn start_dev(data_dir: &std::path::Path) -> Dev {
     start_dev_with(data_dir, &[], &[])
 }
 
+/// `strongroom dev` with `extra` arguments. A stack for Ethereum runs without Bitcoin (its key
+/// and presignature pools would only load the machine the other tests share); a test of
+/// Bitcoin passes `--no-ethereum` or a `--btc…`/`--hot-btc…` flag.
 pub fn start_dev_with(data_dir: &std::path::Path, extra: &[&str], envs: &[(&str, &str)]) -> Dev {
     let port = free_port();
+    let bitcoin = extra.iter().any(|a| {
+        a.starts_with("--no-ethereum") || a.starts_with("--btc") || a.starts_with("--hot-btc")
+    });
     let mut child = Command::new(BIN)
         .envs(envs.iter().copied())
         .args([
@@ -53,6 +59,7 @@ pub fn start_dev_with(data_dir: &std::path::Path, extra: &[&str], envs: &[(&str,
             &primes_fixture(),
         ])
         .args(extra)
+        .args(if bitcoin { &[][..] } else { &["--no-bitcoin"][..] })
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(data_dir.with_extension("stderr.log")).unwrap())
         .spawn()

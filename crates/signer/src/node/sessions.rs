@@ -665,7 +665,7 @@ impl Node {
                     intent,
                     request: req,
                     movement,
-                    digest: &to_sign.bytes,
+                    identity,
                     now,
                     repeat,
                     new_home,
