@@ -3704,10 +3704,13 @@ fn dev_moves_bitcoin_through_the_signer_processes_to_the_satoshi() {
     // The deposit address is swept into the hot wallet by its own child key (once its coin
     // is as deep as a deposit's confirmations); the sweep's output is no deposit.
     wait_until("deposit address swept", 180, &mut || {
-        let (left, hot_now) = (confirmed_sats(&deposit_to), confirmed_sats(&hot));
-        // Swept and mined: the coins left the address and arrived in the hot wallet.
-        (left >= 10_000 || hot_now < 25_000_000)
-            .then(|| format!("{left} sat left at {deposit_to}, {hot_now} hot"))
+        let left = confirmed_sats(&deposit_to);
+        let ours = confirmed_sats(&hot) + confirmed_sats(&cold);
+        // Swept and mined: the coins left the address and arrived in the hot wallet (which,
+        // above its high mark again, may have sent the excess on to cold): hot and cold hold
+        // the faucet's coin and the deposits, less the withdrawal and a few fees.
+        (left >= 10_000 || ours < 125_000_000 - 10_000_000 - 10_000)
+            .then(|| format!("{left} sat left at {deposit_to}, {ours} in hot and cold"))
     });
 
     // Ledger and chain agree to the satoshi: hot + cold + the deposit address, every fee paid
