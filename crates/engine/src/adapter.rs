@@ -305,9 +305,7 @@ impl ChainAdapter for BtcAdapter {
             Err(e) => return Err(e.into()),
         };
         let parsed = codec.parse(&unsigned)?;
-        let psbt = strongroom_chain_bitcoin::bitcoin::psbt::Psbt::deserialize(&unsigned)
-            .map_err(|e| ChainError::Decode(e.to_string()))?;
-        let spends = psbt.unsigned_tx.input.iter().map(|i| i.previous_output.to_string()).collect();
+        let spends = parsed.coins.iter().map(ToString::to_string).collect();
         Ok(Plan::Ready(Planned {
             nonce_floor: 0,
             // Exactly the fee it pays: a Bitcoin transaction burns no more than it says.

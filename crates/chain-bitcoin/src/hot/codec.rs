@@ -63,6 +63,8 @@ pub struct HotTx {
     pub digests: Vec<[u8; 32]>,
     /// The amount of each input, in order.
     pub spent: Vec<u64>,
+    /// The coin each input spends, in order.
+    pub coins: Vec<OutPoint>,
 }
 
 /// Sequence numbers a plain transfer uses: final, or opted in to replacement (BIP-125),
@@ -258,6 +260,7 @@ impl HotCodec {
             txid: tx.compute_txid(),
             digests,
             spent,
+            coins: tx.input.iter().map(|i| i.previous_output).collect(),
         })
     }
 
