@@ -147,6 +147,7 @@ async fn run_once(
     let rpc = EthRpc::new(&node.url, chain.clone(), Retry::default())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let cfg = WatchConfig {
+        internal: Vec::new(),
         chain: chain.clone(),
         // Nothing is deep enough to credit: the scan is what is measured.
         confirmations: 1_000_000,

@@ -115,7 +115,7 @@ pub async fn prepare(
                 high: t.high,
                 min_cold_bps: t.min_cold_bps,
             }];
-            (Some(cold.address), marks)
+            (Some(cold), marks)
         }
         None => (None, Vec::new()),
     };
@@ -128,8 +128,10 @@ pub async fn prepare(
         hot_wallet: wallet.as_str().into(),
         fee_asset: "BTC".into(),
         start_block: 0,
-        cold_address: cold,
+        cold_address: cold.as_ref().map(|c| c.address.clone()),
         cold_wallet: Some("cold-btc-1".into()),
+        // The server prepares refills from the dev cold wallet for its owners to sign.
+        cold_descriptor: cold.map(|c| c.descriptor),
         min_sweep_native: 10_000,
     };
     Ok(DevBitcoin { settings, marks, hot, local })

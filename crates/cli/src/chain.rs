@@ -121,6 +121,7 @@ pub async fn prepare_dev_chain(
         start_block: 0,
         cold_address: cold,
         cold_wallet: Some("cold-eth-1".into()),
+        cold_descriptor: None,
         min_sweep_native: 1_000_000_000_000_000,
     };
     Ok(Some(DevChain { _anvil: node, settings, marks, hot }))
@@ -403,7 +404,7 @@ pub async fn reconcile_command(
         let verdict = if h.matches() { "match" } else { "DIFFERENT" };
         ok &= h.matches();
         assets.push(json!({
-            "chain": chain,
+            "chain_id": chain,
             "asset": h.asset.as_str(),
             "ledger": h.ledger.base_units().to_string(),
             "chain": h.chain.base_units().to_string(),

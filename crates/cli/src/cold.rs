@@ -35,6 +35,7 @@ use strongroom_governance::approval::Approval;
 use strongroom_governance::Role;
 use strongroom_units::{Address, Amount, AssetSymbol, ChainId};
 
+use crate::client::at;
 use crate::exit::Output;
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +127,48 @@ pub enum ColdCommand {
         /// Where to write the signing bundle (JSON), for the key holders.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// List the refills of hot wallets from cold storage that the server asked for (the
+    /// treasury asks when a Bitcoin hot wallet falls below its low watermark and the chain
+    /// names its cold_descriptor).
+    Refills {
+        /// Only those still asking (awaiting approvals, or ready to sign).
+        #[arg(long)]
+        open: bool,
+        #[command(flatten)]
+        api: crate::client::ApiArgs,
+    },
+    /// As an approver, on your own machine: fetch a refill's intent from the server, check
+    /// that its hash is the hash of what is shown, sign your approval and send it.
+    RefillApprove {
+        /// The refill's id (from `cold refills`).
+        id: uuid::Uuid,
+        /// The approving member, e.g. ann.
+        #[arg(long)]
+        member: String,
+        /// The approver's secret key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// How long the approval stays valid, in minutes.
+        #[arg(long, default_value_t = 60)]
+        expires_in_minutes: i64,
+        /// Approve without asking. Without it, the refill is shown and a question asked on
+        /// the terminal; with no terminal (a script, a pipe) the command stops at once.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        api: crate::client::ApiArgs,
+    },
+    /// Fetch a refill's signing bundle, once governance allows it, for the key holders
+    /// (`strongroom-cold sign --in FILE`).
+    RefillBundle {
+        /// The refill's id.
+        id: uuid::Uuid,
+        /// Where to write the bundle (JSON).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        api: crate::client::ApiArgs,
     },
     /// Make the relayer's key: a new secp256k1 key in a new file (mode 0600, 64 hex
     /// digits), and print its address. The relayer signs the outer Ethereum transaction of
@@ -405,6 +448,87 @@ pub async fn run(cmd: ColdCommand, output: Output) -> anyhow::Result<crate::exit
             write_json(&out, &bundle)?;
             say(&format!("bundle written to {}: take it to the key holders", out.display()));
             json!({"out": out, "intent_hash": intent.hash()?.to_hex(), "source": source})
+        }
+        ColdCommand::Refills { open, api } => {
+            let api = api.connect()?;
+            let page = api.get(&format!("/v1/treasury/refills?open={open}")).await?;
+            let list = at(&page, "/data").as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                say("no refills");
+            }
+            for r in &list {
+                let s = |p: &str| at(r, p).as_str().unwrap_or_default().to_owned();
+                say(&format!(
+                    "{} {} {} {} from {} to {} ({}){}",
+                    s("/id"),
+                    s("/state"),
+                    s("/amount_decimal"),
+                    s("/asset"),
+                    s("/from_wallet"),
+                    s("/to"),
+                    s("/chain"),
+                    at(r, "/waiting_for").as_str().map(|w| format!(": {w}")).unwrap_or_default()
+                ));
+            }
+            json!({ "refills": list })
+        }
+        ColdCommand::RefillApprove { id, member, key, expires_in_minutes, yes, api } => {
+            let confirm = crate::exit::Confirm::new(yes, "cold refill-approve")?;
+            let api = api.connect()?;
+            let r = api.get(&format!("/v1/treasury/refills/{id}")).await?;
+            let encoded = hex::decode(at(&r, "/intent").as_str().unwrap_or_default())
+                .context("the server sent no intent")?;
+            let intent = Intent::decode(&encoded)?;
+            let hash = intent.hash()?;
+            anyhow::ensure!(
+                at(&r, "/intent_hash").as_str() == Some(hash.to_hex().as_str()),
+                "the server's intent hash is not the hash of its intent: refusing"
+            );
+            let (state, _) = crate::governance::load_api(&api, None, &env).await?;
+            let policy = state.policy.as_ref().context("no policy is in force")?;
+            say(&format!("refill {id}"));
+            say(&format!("  cold movement {}", crate::governance::describe_intent(&intent)));
+            say(&format!("  intent hash {}", hash.to_hex()));
+            if !confirm.ask("approve this refill from cold?")? {
+                say("not approved");
+                if output.is_json() {
+                    Output::print_json(&json!({"approved": false, "refill": id}))?;
+                }
+                return Ok(crate::exit::Exit::Problem);
+            }
+            let key = crate::governance::read_key(&key)?;
+            let expires = env.now().plus_ms(expires_in_minutes.saturating_mul(60_000));
+            let a = Approval::sign(&member, &key, &hash, policy.version, expires);
+            let r = api
+                .post(
+                    &format!("/v1/treasury/refills/{id}/approvals"),
+                    &json!({
+                        "approver": member, "intent_hash": a.intent_hash,
+                        "policy_version": a.policy_version, "expires_at_ms": expires.unix_ms(),
+                        "signature": a.signature,
+                    }),
+                )
+                .await?;
+            say(&format!("{member} approved under policy v{}", policy.version));
+            json!({"approved": true, "refill": id, "member": member,
+                "policy_version": policy.version, "intent_hash": hash.to_hex(),
+                "state": at(&r, "/state")})
+        }
+        ColdCommand::RefillBundle { id, out, api } => {
+            let api = api.connect()?;
+            let bundle = api.get(&format!("/v1/treasury/refills/{id}/bundle")).await?;
+            let text = serde_json::to_vec_pretty(&bundle)?;
+            let parsed = Bundle::from_json(&text)?;
+            let hash = parsed.intent.hash()?.to_hex();
+            let r = api.get(&format!("/v1/treasury/refills/{id}")).await?;
+            anyhow::ensure!(
+                at(&r, "/intent_hash").as_str() == Some(hash.as_str()),
+                "the bundle is for another intent than the refill's: refusing"
+            );
+            strongroom_cold::home::write_atomic(&out, &text)?;
+            say(&format!("cold movement {}", crate::governance::describe_intent(&parsed.intent)));
+            say(&format!("bundle written to {}: take it to the key holders", out.display()));
+            json!({"refill": id, "out": out, "intent_hash": hash})
         }
         ColdCommand::RelayerKey { out } => {
             let key = RelayerKey::generate(&env)?;

@@ -3725,3 +3725,200 @@ fn dev_moves_bitcoin_through_the_signer_processes_to_the_satoshi() {
     assert_audit_intact(&data);
     drop(dev);
 }
+
+/// Issue 24, refill bundles made by the server: the dev hot wallet (1 BTC from the faucet) is
+/// below its 2 BTC low mark, so the treasury asks for 2 BTC from the 2-of-3 P2WSH cold wallet
+/// (`GET /v1/treasury/refills`), which cannot pay yet and says so; an approver approves
+/// through `strongroom cold refill-approve` (the intent fetched, hashed and signed on the
+/// approver's side); once the cold wallet holds coins the server makes the signing bundle,
+/// `cold refill-bundle` fetches it, two of the dev owners sign it offline (their own homes,
+/// pinned to the dev genesis, the wallet installed from its descriptor), and `cold send`
+/// broadcasts what Bitcoin Core's consensus code accepts. The refill ends once the hot wallet
+/// is above its low mark again; it is no deposit (custody does not change: the only
+/// difference reconciliation sees is the outside payment into cold, which nobody credited),
+/// and the change back to cold counts as cold.
+#[test]
+fn dev_refills_the_bitcoin_hot_wallet_from_cold_with_a_bundle_made_by_the_server() {
+    use strongroom_cold::bundle::Bundle;
+    use strongroom_cold::home::ColdHome;
+    use strongroom_core::Env;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let args = [
+        "--no-ethereum",
+        "--confirmations",
+        "1",
+        "--treasury",
+        "--hot-btc-low",
+        "2",
+        "--hot-btc-target",
+        "3",
+        "--hot-btc-high",
+        "5",
+    ];
+    let dev = start_dev_with(&data, &args, &[]);
+    let chains: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("chains.json")).unwrap()).unwrap();
+    let esplora = chains[0]["rpc_url"].as_str().unwrap().to_owned();
+    let hot = chains[0]["wallets"][0][1].as_str().unwrap().to_owned();
+    let cold = chains[0]["wallets"][1][1].as_str().unwrap().to_owned();
+    let envs = vec![
+        ("STRONGROOM_ADDR", dev.url.clone()),
+        ("STRONGROOM_CACERT", dev.ca.clone()),
+        ("STRONGROOM_TOKEN_FILE", data.join("operator.token").to_str().unwrap().to_owned()),
+    ];
+    let run = |args: &[&str]| cli_with(args, &envs);
+    let f = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+
+    // Asked for once, for what brings the hot wallet to its target; the cold wallet is empty.
+    let mut refill = serde_json::Value::Null;
+    wait_until("refill asked for", 240, &mut || {
+        let page = api(&dev, "GET", "/v1/treasury/refills?open=true", None);
+        refill = page["data"][0].clone();
+        (refill["waiting_for"].is_null()).then(|| page.to_string())
+    });
+    let id = refill["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (
+            refill["state"].as_str(),
+            refill["amount"].as_str(),
+            refill["from_wallet"].as_str(),
+            refill["to"].as_str()
+        ),
+        (Some("awaiting_approvals"), Some("200000000"), Some("cold-btc-1"), Some(hot.as_str())),
+        "{refill}"
+    );
+    let why = refill["waiting_for"].as_str().unwrap().to_lowercase();
+    assert!(why.contains("insufficient"), "the cold wallet cannot pay yet: {refill}");
+    let (status, body) =
+        call(&dev, "GET", &format!("/v1/treasury/refills/{id}/bundle"), Some(&dev.token), None);
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("refill_not_ready")), "{body}");
+    std::thread::sleep(Duration::from_secs(2));
+    let page = api(&dev, "GET", "/v1/treasury/refills", None);
+    assert_eq!(page["data"].as_array().unwrap().len(), 1, "asked once: {page}");
+
+    // An approver approves where they are: the server's intent, hashed on their side.
+    let ann = data.join("governance").join("keys").join("ann.key");
+    let (ok, out) = run(&[
+        "cold",
+        "refill-approve",
+        &id,
+        "--member",
+        "ann",
+        "--key",
+        ann.to_str().unwrap(),
+        "--yes",
+    ]);
+    assert!(ok && out.contains("ann approved under policy v1"), "{out}");
+    assert!(out.contains("2 BTC (200000000 base units)"), "{out}");
+
+    // Coins arrive in cold from outside; the server makes the bundle.
+    esplora_post(
+        &format!("{esplora}/regtest/fund"),
+        serde_json::json!({"address": cold, "sats": 300_000_000u64}),
+    );
+    wait_until("bundle made", 120, &mut || {
+        let r = api(&dev, "GET", &format!("/v1/treasury/refills/{id}"), None);
+        (r["state"] != "ready" || r["bundle_ready"] != true).then(|| r.to_string())
+    });
+    let (ok, out) = run(&["cold", "refill-bundle", &id, "--out", &f("bundle.json")]);
+    assert!(ok && out.contains("bundle written"), "{out}");
+    let bundle = Bundle::from_json(&std::fs::read(f("bundle.json")).unwrap()).unwrap();
+    assert_eq!(bundle.intent.destination.as_str(), hot);
+    assert_eq!(
+        bundle.approvals.iter().map(|a| a.approver.as_str()).collect::<Vec<_>>(),
+        vec!["ann"]
+    );
+
+    // Two dev owners sign offline, each in a home of their own pinned to the dev genesis.
+    let env = strongroom_core::SystemEnv::new();
+    let gov = data.join("governance");
+    let genesis: strongroom_governance::log::Genesis =
+        serde_json::from_slice(&std::fs::read(gov.join("genesis.json")).unwrap()).unwrap();
+    let pin = std::fs::read_to_string(gov.join("genesis.pin")).unwrap().trim().to_owned();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("cold").join("bitcoin.json")).unwrap())
+            .unwrap();
+    let descriptor = record["descriptor"].as_str().unwrap();
+    let chain = strongroom_units::ChainId::parse(strongroom_units::chain::BITCOIN_REGTEST).unwrap();
+    let mut signed = Vec::new();
+    for n in 1..=2 {
+        let read = |ext: &str| {
+            std::fs::read_to_string(data.join("cold").join(format!("owner-{n}.{ext}")))
+                .unwrap()
+                .trim()
+                .to_owned()
+        };
+        let pass = strongroom_crypto::SecretString::new(read("passphrase"));
+        let secret = ColdHome::open_backup(&read("backup"), &pass).unwrap();
+        let mut home = ColdHome::create(
+            &dir.path().join(format!("owner-{n}")),
+            &secret,
+            &pass,
+            chain.clone(),
+            genesis.clone(),
+            &pin,
+            &env,
+        )
+        .unwrap();
+        home.install_wallet(strongroom_core::WalletId::parse("cold-btc-1").unwrap(), descriptor)
+            .unwrap();
+        let review = home.review(&bundle, env.now()).unwrap();
+        assert!(review.words.contains("Send 2.00000000 BTC"), "{}", review.words);
+        assert!(review.words.contains(&hot), "{}", review.words);
+        let s = home.sign(&bundle, &review, &home.unlock(&pass).unwrap(), env.now()).unwrap();
+        let path = f(&format!("signed-{n}.json"));
+        std::fs::write(&path, s.to_json().unwrap()).unwrap();
+        signed.push(path);
+    }
+    let (ok, out) = run(&[
+        "cold",
+        "send",
+        "--esplora",
+        &esplora,
+        "--bundle",
+        &signed[0],
+        "--bundle",
+        &signed[1],
+    ]);
+    assert!(ok, "{out}");
+    let txid = out.trim().lines().last().unwrap().to_owned();
+    let tx: serde_json::Value =
+        serde_json::from_str(&esplora_get(&format!("{esplora}/tx/{txid}"))).unwrap();
+    let fee = tx["fee"].as_u64().unwrap();
+    assert!(tx["vout"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o["scriptpubkey_address"] == hot.as_str() && o["value"] == 200_000_000u64));
+
+    // It arrives: the refill is done, the hot wallet at its target, and the change is cold.
+    wait_until("refill done", 180, &mut || {
+        let r = api(&dev, "GET", &format!("/v1/treasury/refills/{id}"), None);
+        (r["state"] != "done").then(|| r.to_string())
+    });
+    wait_until("treasury after the refill", 60, &mut || {
+        let v = api(&dev, "GET", "/v1/treasury", None);
+        let a = v["assets"].as_array()?.iter().find(|a| a["asset"] == "BTC").cloned()?;
+        let want_cold = (100_000_000 - fee).to_string();
+        (a["hot"] != "300000000" || a["cold"] != want_cold.as_str()).then(|| v.to_string())
+    });
+    // No deposit: the ledger moved nothing; the chain holds the 3 BTC paid into cold from
+    // outside (credited to nobody) less the refill's fee, which the treasury did not pay.
+    let json = Command::new(BIN)
+        .args(["reconcile", "--data-dir", data.to_str().unwrap(), "--output", "json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let btc =
+        report["assets"].as_array().unwrap().iter().find(|a| a["asset"] == "BTC").cloned().unwrap();
+    let (ledger, on_chain): (u64, u64) = (
+        btc["ledger"].as_str().unwrap().parse().unwrap(),
+        btc["chain"].as_str().unwrap().parse().unwrap(),
+    );
+    assert_eq!(btc["chain_id"], strongroom_units::chain::BITCOIN_REGTEST, "{report}");
+    assert_eq!(on_chain - ledger, 300_000_000 - fee, "{report}");
+    assert_audit_intact(&data);
+    drop(dev);
+}

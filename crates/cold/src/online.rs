@@ -44,6 +44,13 @@ impl std::fmt::Debug for Request<'_> {
     }
 }
 
+/// The gate's decision on `req` as a cold movement; anything but "allow" is an error (the
+/// check a bundle is made under, for callers that wait for approvals before looking for
+/// coins).
+pub fn allowed(req: &Request<'_>, env: &dyn Env) -> Result<(), ColdError> {
+    gate(req, env)
+}
+
 /// The gate's decision on `req` as a cold movement; anything but "allow" is an error.
 fn gate(req: &Request<'_>, env: &dyn Env) -> Result<(), ColdError> {
     let subject = Subject {

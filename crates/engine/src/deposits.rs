@@ -78,6 +78,9 @@ pub struct WatchConfig {
     pub tokens: Vec<(AssetSymbol, Address)>,
     /// Our hot wallets' addresses: transfers into them are the treasury's.
     pub hot_wallets: Vec<Address>,
+    /// Our other addresses (the cold wallet's): a payment from one of them into a watched
+    /// address (a refill of the hot wallet from cold) moves within custody, no deposit.
+    pub internal: Vec<Address>,
     /// The wallets whose customers' deposit addresses are watched: the chain's hot wallet
     /// and every key migrated into it (their addresses stay watched).
     pub wallets: Vec<WalletId>,
@@ -250,7 +253,10 @@ impl DepositWatcher {
                 return Ok(());
             }
             // A movement between our own addresses (a sweep or a gas top-up) is no deposit.
-            if t.from.as_ref().is_some_and(|f| owners.contains_key(f)) {
+            if t.from
+                .as_ref()
+                .is_some_and(|f| owners.contains_key(f) || self.cfg.internal.contains(f))
+            {
                 continue;
             }
             let Some(customer_id) = owners.get(&t.to).copied() else {

@@ -60,6 +60,9 @@ pub struct TreasuryConfig {
     pub sweep: SweepConfig,
     /// Where sweeps go: a cold wallet's address, on the internal whitelist.
     pub cold: Address,
+    /// The cold wallet's other addresses, whose balances count as cold too (a Bitcoin
+    /// multisig's change addresses, where a refill's change goes).
+    pub cold_also: Vec<Address>,
     pub marks: Vec<Watermarks>,
 }
 
@@ -188,7 +191,12 @@ impl Treasury {
         for m in &self.cfg.marks {
             let client = self.adapter.client();
             let hot = client.balance(hot_addr, m.contract.as_ref()).await?;
-            let cold = client.balance(&self.cfg.cold, m.contract.as_ref()).await?;
+            let mut cold = client.balance(&self.cfg.cold, m.contract.as_ref()).await?;
+            for a in &self.cfg.cold_also {
+                let more = client.balance(a, m.contract.as_ref()).await?;
+                // Amounts are bounded far below overflow; saturate rather than fail a pass.
+                cold = cold.checked_add(more).unwrap_or(Amount::MAX);
+            }
             let mine: Vec<_> =
                 to_cold.iter().filter(|s| s.intent.asset.symbol == m.asset).collect();
             let sweeping = mine.iter().any(|s| !s.state.is_final());

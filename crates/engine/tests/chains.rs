@@ -466,6 +466,7 @@ const USDT_DECIMALS: u8 = 6;
 
 async fn watcher(w: &World, tokens: Vec<(AssetSymbol, Address)>) -> DepositWatcher {
     let cfg = WatchConfig {
+        internal: Vec::new(),
         chain: chain(),
         confirmations: 3,
         native: AssetSymbol::parse("ETH").unwrap(),
@@ -991,6 +992,7 @@ async fn bitcoin_deposits_are_credited_once_our_change_never_and_a_reorg_reverse
     assert_eq!(alice.as_str(), expected.to_string());
 
     let cfg = WatchConfig {
+        internal: Vec::new(),
         chain: chain.clone(),
         confirmations: 2,
         native: AssetSymbol::parse("BTC").unwrap(),
@@ -1180,6 +1182,7 @@ async fn one_treasury_code_sweeps_eth_an_erc20_and_btc_above_their_high_marks_to
         w.env.clone(),
         key.clone(),
         TreasuryConfig {
+            cold_also: Vec::new(),
             sweep: sweep_cfg(chain(), "hot-eth-1", &w.hot, ("ETH", 18)),
             cold: eth_cold.clone(),
             marks: vec![
@@ -1202,6 +1205,7 @@ async fn one_treasury_code_sweeps_eth_an_erc20_and_btc_above_their_high_marks_to
         w.env.clone(),
         key,
         TreasuryConfig {
+            cold_also: Vec::new(),
             sweep: sweep_cfg(regtest_chain(), "hot-btc-1", &btc.hot, ("BTC", 8)),
             cold: btc_cold.clone(),
             marks: vec![marks("BTC", 8, None, BTC / 10, BTC / 5, 3 * BTC / 10)],

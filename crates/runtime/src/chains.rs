@@ -41,6 +41,10 @@ pub struct ChainFile {
     pub chain: String,
     /// (name, address): the hot wallet, and the cold wallet when there is one.
     pub wallets: Vec<(String, String)>,
+    /// The cold wallet's other addresses (a Bitcoin multisig's change addresses): their
+    /// balances are custody too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cold_also: Vec<String>,
     /// The CA file trusted for the node, when it is not under the platform's roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
@@ -126,6 +130,9 @@ pub struct HotChain {
     /// Keys migrated into `wallet`, with their addresses: watched and swept into `hot`.
     pub former: Vec<(WalletId, Address)>,
     pub cold: Option<Address>,
+    /// The cold wallet's other addresses (a Bitcoin multisig's next receive and its change
+    /// addresses, from `cold_descriptor`): counted as cold, and no deposit payer.
+    pub cold_also: Vec<Address>,
     /// The hot wallet key's public half.
     key: Vec<u8>,
     /// With its chain code, on Bitcoin (deposit addresses' keys derive from it).
@@ -294,6 +301,15 @@ impl HotChain {
             })?),
             ChainNode::Ethereum(_) => None,
         };
+        let cold_also = match (&settings.cold_descriptor, &node) {
+            (Some(d), ChainNode::Bitcoin(_)) => crate::refills::cold_addresses(&chain, d)?,
+            (Some(_), ChainNode::Ethereum(_)) => {
+                return Err(RuntimeError::Config(format!(
+                    "{chain}: cold_descriptor is for Bitcoin chains"
+                )))
+            }
+            (None, _) => Vec::new(),
+        };
         Ok(HotChain {
             chain,
             adapter,
@@ -304,6 +320,7 @@ impl HotChain {
             hot,
             former,
             cold,
+            cold_also,
             key,
             engine,
             signer,
@@ -357,6 +374,7 @@ impl HotChain {
             rpc_url: self.settings.rpc_url.clone(),
             chain: self.chain.as_str().to_owned(),
             wallets,
+            cold_also: self.cold_also.iter().map(|a| a.as_str().to_owned()).collect(),
             ca_file: self.settings.ca_file.clone(),
         }
     }
@@ -390,6 +408,7 @@ impl HotChain {
             hot,
             former,
             cold,
+            cold_also,
             key,
             engine,
             ..
@@ -405,6 +424,7 @@ impl HotChain {
             .filter_map(|a| a.contract.clone().map(|c| (a.symbol.clone(), c)))
             .collect();
         let watch = WatchConfig {
+            internal: cold.iter().cloned().chain(cold_also.iter().cloned()).collect(),
             chain: chain.clone(),
             confirmations: settings.confirmations,
             native: native.symbol.clone(),
@@ -458,6 +478,7 @@ impl HotChain {
                 let cfg = TreasuryConfig {
                     sweep: sweep_cfg.clone(),
                     cold: cold.clone(),
+                    cold_also: cold_also.clone(),
                     marks: watermarks,
                 };
                 let t = Treasury::new(store.clone(), adapter.clone(), env.clone(), key, cfg)
@@ -468,6 +489,30 @@ impl HotChain {
                 return Err(RuntimeError::Config(format!(
                     "[treasury] has watermarks for {chain}, whose [[chains]] entry names no cold_address"
                 )))
+            }
+            _ => None,
+        };
+        // Bitcoin with the cold wallet's descriptor: the server prepares refills from cold.
+        let refills = match (&node, &settings.cold_descriptor, &treasury) {
+            (ChainNode::Bitcoin(btc), Some(descriptor), Some(_)) => {
+                let cold_wallet = settings.cold_wallet.as_deref().unwrap_or("cold");
+                let cfg = crate::refills::RefillConfig {
+                    chain: chain.clone(),
+                    wallet: WalletId::parse(cold_wallet).map_err(|e| {
+                        RuntimeError::Config(format!("{chain} cold_wallet {cold_wallet}: {e}"))
+                    })?,
+                    descriptor: descriptor.clone(),
+                    hot: hot.clone(),
+                    native: (native.symbol.clone(), native.decimals),
+                };
+                let esplora = btc.btc().esplora().clone();
+                let r = crate::refills::ColdRefills::new(store.clone(), env.clone(), esplora, cfg)?;
+                if cold.as_ref().map(Address::as_str) != Some(r.cold_address()?.as_str()) {
+                    return Err(RuntimeError::Config(format!(
+                        "{chain}: cold_address is not the cold_descriptor's first receive address"
+                    )));
+                }
+                Some(r)
             }
             _ => None,
         };
@@ -508,6 +553,11 @@ impl HotChain {
                 if let Some((t, cold)) = &treasury {
                     match t.run_once().await {
                         Ok(report) => {
+                            if let Some(r) = &refills {
+                                if let Err(e) = r.pass(&report).await {
+                                    tracing::warn!(error = %e, "refill pass failed");
+                                }
+                            }
                             if let Err(e) = api.record_treasury(cold, readings(report)).await {
                                 tracing::warn!(error = %e, "treasury pass not recorded");
                             }
@@ -532,6 +582,7 @@ impl HotChain {
         let mut addresses = vec![hot];
         addresses.extend(former.into_iter().map(|(_, a)| a));
         addresses.extend(cold);
+        addresses.extend(cold_also);
         let assets: Vec<(AssetSymbol, Option<Address>)> =
             on_chain.iter().map(|a| (a.symbol.clone(), a.contract.clone())).collect();
         let reconciling = tokio::spawn(reconcile_forever(
@@ -781,7 +832,7 @@ pub async fn reconcile(
 ) -> Result<Vec<strongroom_engine::reconcile::Holding>, RuntimeError> {
     let (client, chain) = file.client()?;
     let mut addresses = Vec::new();
-    for (_, a) in &file.wallets {
+    for a in file.wallets.iter().map(|(_, a)| a).chain(&file.cold_also) {
         addresses.push(
             Address::parse(&chain, a).map_err(|e| RuntimeError::Config(format!("{a}: {e}")))?,
         );
@@ -855,6 +906,7 @@ mod tests {
             start_block: 0,
             cold_address: None,
             cold_wallet: None,
+            cold_descriptor: None,
             min_sweep_native: 0,
         }
     }

@@ -17,6 +17,7 @@ pub mod incidents;
 pub mod lease;
 pub mod mail;
 pub mod probes;
+pub mod refills;
 pub mod risk;
 pub mod risk_models;
 pub mod settings;

@@ -226,8 +226,15 @@ pub struct ChainSettings {
     /// The cold wallet's address (on the governance whitelist as internal), where the
     /// treasury sweeps and whose balance counts as custody.
     pub cold_address: Option<String>,
-    /// The cold wallet's name in reports (default `cold`).
+    /// The cold wallet's name in reports (default `cold`); on Bitcoin, the wallet id the key
+    /// holders installed it under (`strongroom-cold install-wallet --wallet`).
     pub cold_wallet: Option<String>,
+    /// Bitcoin: the cold wallet's descriptor (`wsh(sortedmulti(…))`, public keys only). With
+    /// it the server prepares refills of the hot wallet for the offline signers: when the hot
+    /// wallet falls below its low watermark it asks for one, and once governance allows it
+    /// makes the signing bundle from the cold wallet's coins (`GET /v1/treasury/refills`).
+    #[serde(default)]
+    pub cold_descriptor: Option<String>,
     /// Least native balance worth sweeping from a deposit address (base units).
     #[serde(default = "default_min_native")]
     /// (TOML integers are 64-bit: up to 18.4 ETH in wei, which is all a sweep minimum needs.)

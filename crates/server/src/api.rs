@@ -124,6 +124,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::risk::reject))
         .routes(routes!(crate::governance::get_governance))
         .routes(routes!(crate::treasury::get_treasury))
+        .routes(routes!(crate::refills::list_refills))
+        .routes(routes!(crate::refills::get_refill))
+        .routes(routes!(crate::refills::approve_refill))
+        .routes(routes!(crate::refills::refill_bundle))
         .routes(routes!(crate::governance::install_genesis))
         .routes(routes!(crate::governance::propose))
         .routes(routes!(crate::governance::add_signoff))
@@ -1171,7 +1175,22 @@ async fn submit_approval(
     req: Write<SubmitApproval>,
 ) -> Result<Json<Vec<ApprovalView>>, ApiError> {
     let id = path_id(id)?;
-    let b = req.body;
+    let w = state.store().get_withdrawal(id).await?;
+    let approval = checked_approval(&state, &req.principal, req.body, &w.intent_hash).await?;
+    let all = state.store().add_approval(&req.ctx, id, approval).await?;
+    Ok(Json(all.into_iter().map(ApprovalView::from).collect()))
+}
+
+/// A submitted approval of the intent `intent_hash` (a withdrawal's or a refill's), checked
+/// for form: a member id, one kind of signature, not expired, submitted by the approver
+/// themselves when staff. Whether it counts is decided by whoever acts on it (the engine,
+/// every signer node, the offline signers), against the governance log.
+pub(crate) async fn checked_approval(
+    state: &AppState,
+    principal: &Principal,
+    b: SubmitApproval,
+    intent_hash: &str,
+) -> Result<strongroom_governance::approval::Approval, ApiError> {
     let valid_id = !b.approver.is_empty()
         && b.approver.len() <= 64
         && b.approver.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
@@ -1198,27 +1217,24 @@ async fn submit_approval(
         _ => {}
     }
     // A staff member approves only as themselves, and only after signing in with 2FA.
-    crate::accounts::staff_member(&state, &req.principal, Some(&b.approver)).await?;
+    crate::accounts::staff_member(state, principal, Some(&b.approver)).await?;
     if b.expires_at_ms <= state.env().now().unix_ms() {
         return Err(ApiError::bad_request("approval_expired", "the approval has expired"));
     }
-    let w = state.store().get_withdrawal(id).await?;
-    if b.intent_hash != w.intent_hash {
+    if b.intent_hash != intent_hash {
         return Err(ApiError::bad_request(
             "approval_mismatch",
-            "the approval is for another intent than this withdrawal's",
+            "the approval is for another intent than this one's",
         ));
     }
-    let approval = strongroom_governance::approval::Approval {
+    Ok(strongroom_governance::approval::Approval {
         approver: b.approver,
         intent_hash: b.intent_hash,
         policy_version: b.policy_version,
         expires_at: strongroom_core::Timestamp::from_unix_ms(b.expires_at_ms),
         signature: b.signature.to_lowercase(),
         webauthn: b.webauthn,
-    };
-    let all = state.store().add_approval(&req.ctx, id, approval).await?;
-    Ok(Json(all.into_iter().map(ApprovalView::from).collect()))
+    })
 }
 
 /// Why an approver denies a withdrawal.

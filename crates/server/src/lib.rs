@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod ops;
 pub mod page;
 pub mod pki;
+pub mod refills;
 pub mod risk;
 pub mod rotate;
 pub mod tls;

@@ -390,6 +390,23 @@ pub trait Sweeps: Send + Sync {
         chain: &strongroom_units::ChainId,
         open: bool,
     ) -> Result<Vec<Sweep>>;
+    /// Ask for a refill of a hot wallet from cold (state `awaiting_approvals`), unless one is
+    /// already open for the same chain and asset: then that one is returned and nothing is
+    /// written (two treasury passes, or two instances, never ask twice).
+    async fn open_refill(&self, ctx: &WriteCtx, refill: Refill) -> Result<Refill>;
+    async fn get_refill(&self, id: Uuid) -> Result<Refill>;
+    /// Refills, newest first, a page at a time; with `open`, only those still asking.
+    async fn list_refills(
+        &self,
+        open: bool,
+        after: Option<&Keyset>,
+        limit: u32,
+    ) -> Result<Vec<Refill>>;
+    /// Change an open refill. An approval must name the refill's intent; a bundle or an end
+    /// must be a forward step ([`RefillState::may_become`]); a refill that ended takes no
+    /// change (`InvalidTransition`).
+    async fn update_refill(&self, ctx: &WriteCtx, id: Uuid, change: RefillChange)
+        -> Result<Refill>;
 }
 
 /// Risk assessments, the review queue and risk events.

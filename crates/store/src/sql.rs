@@ -30,6 +30,7 @@ mod deposits;
 mod governance;
 mod impls;
 mod initiations;
+mod refills;
 mod refusals;
 mod risk;
 mod risk_models;

@@ -418,6 +418,83 @@ impl Sweep {
     }
 }
 
+/// Where a refill of a hot wallet from cold storage stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefillState {
+    /// Asked for; governance does not allow it yet with the approvals at hand.
+    AwaitingApprovals,
+    /// The signing bundle is ready for the key holders.
+    Ready,
+    /// The hot wallet is back above its low watermark (the refill arrived, or was not needed).
+    Done,
+    /// The intent expired before the refill arrived; the treasury asks again.
+    Expired,
+}
+
+impl RefillState {
+    pub const ALL: [RefillState; 4] = [
+        RefillState::AwaitingApprovals,
+        RefillState::Ready,
+        RefillState::Done,
+        RefillState::Expired,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefillState::AwaitingApprovals => "awaiting_approvals",
+            RefillState::Ready => "ready",
+            RefillState::Done => "done",
+            RefillState::Expired => "expired",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+    /// Still asking: at most one open refill per chain and asset.
+    pub fn is_open(self) -> bool {
+        matches!(self, RefillState::AwaitingApprovals | RefillState::Ready)
+    }
+    /// Whether a refill may go from `self` to `to`: forward only (a bundle, once made, is
+    /// what the key holders sign; a refill that ended stays ended).
+    pub fn may_become(self, to: RefillState) -> bool {
+        use RefillState::*;
+        matches!((self, to), (AwaitingApprovals, Ready | Done | Expired) | (Ready, Done | Expired))
+    }
+}
+
+/// A refill of a hot wallet from cold storage, as the server prepares it for the offline
+/// signers: the cold-tier intent (from the cold wallet to the hot wallet's address), the
+/// approvals people sent for it, and the signing bundle once governance allows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refill {
+    pub id: Uuid,
+    pub intent: strongroom_core::Intent,
+    /// The intent's hash (hex), what approvers sign.
+    pub intent_hash: String,
+    pub state: RefillState,
+    pub approvals: Vec<strongroom_governance::approval::Approval>,
+    /// The signing bundle (`strongroom-cold` JSON) once `state` is `ready`.
+    pub bundle: Option<String>,
+    /// Why there is no bundle yet (the governance gate's explanation, or the cold wallet's
+    /// coins falling short).
+    pub waiting_for: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A change to an open refill, written with [`crate::Sweeps::update_refill`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefillChange {
+    /// Keep this approval (one per approver: a newer one replaces the approver's older one).
+    Approval(strongroom_governance::approval::Approval),
+    /// Note why no bundle can be made yet.
+    Waiting(String),
+    /// The bundle is made: the refill becomes `ready`.
+    Bundle(String),
+    /// The refill ends (`done` or `expired`).
+    End(RefillState),
+}
+
 /// `wallet` for the key itself, `wallet/i/j` for its child at path `[i, j]`.
 pub fn account_name(wallet: &str, path: &[u32]) -> String {
     let mut s = wallet.to_owned();

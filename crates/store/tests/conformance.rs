@@ -125,6 +125,7 @@ conformance!(
     concurrent_builds_take_distinct_contiguous_nonces,
     watched_deposits_are_credited_once_and_reorganised_ones_reversed_or_held,
     sweeps_share_the_chain_path_and_move_nothing_but_the_fee,
+    refills_open_once_per_asset_and_only_move_forward,
     the_governance_log_keeps_order_one_proposal_and_one_genesis,
     risk_reviews_are_assessed_once_and_decided_once,
     lists_come_a_page_at_a_time_from_a_cursor,
@@ -1240,6 +1241,102 @@ async fn watched_deposits_are_credited_once_and_reorganised_ones_reversed_or_hel
         ChainDepositState::Dropped
     );
     assert_intact(&store).await;
+}
+
+/// A refill from cold: one open per chain and asset (asking again, even concurrently, returns
+/// the open one and writes nothing), approvals one per approver and only for its intent, the
+/// bundle once, an end that stays; the list pages newest first; the audit verifies and
+/// catches an edited bundle.
+async fn refills_open_once_per_asset_and_only_move_forward(store: Arc<SqlStore>) {
+    let now = ctx(env().now());
+    let c = customer(&store, "u").await;
+    let new = || {
+        let mut intent = plan(c, "2").withdrawal.intent;
+        intent.source_wallet = strongroom_core::WalletId::parse("cold-eth-1").unwrap();
+        intent.request_id = Uuid::new_v4();
+        Refill {
+            id: Uuid::new_v4(),
+            intent_hash: intent.hash().unwrap().to_hex(),
+            intent,
+            state: RefillState::AwaitingApprovals,
+            approvals: Vec::new(),
+            bundle: None,
+            waiting_for: None,
+            created_at: env().now(),
+            updated_at: env().now(),
+        }
+    };
+    // Two at once: one is opened, both callers get it.
+    let (a, b) = tokio::join!(store.open_refill(&now, new()), store.open_refill(&now, new()));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a, b);
+    assert_eq!(store.open_refill(&now, new()).await.unwrap().id, a.id);
+    assert_eq!(store.list_refills(true, None, 10).await.unwrap(), vec![a.clone()]);
+    // A refill whose hash is not its intent's is refused.
+    let mut forged = new();
+    forged.intent_hash = "00".repeat(32);
+    let other =
+        store.update_refill(&now, a.id, RefillChange::End(RefillState::Done)).await.unwrap();
+    assert_eq!(other.state, RefillState::Done);
+    assert!(store.open_refill(&now, forged).await.is_err());
+    let r = store.open_refill(&now, new()).await.unwrap();
+    assert_ne!(r.id, a.id, "once one ended, the next is a new one");
+
+    let approval = |who: &str, hash: &str| strongroom_governance::approval::Approval {
+        approver: who.into(),
+        intent_hash: hash.into(),
+        policy_version: 1,
+        expires_at: env().now().plus_ms(60_000),
+        signature: "ab".repeat(64),
+        webauthn: None,
+    };
+    let up = |change| store.update_refill(&now, r.id, change);
+    assert!(matches!(
+        up(RefillChange::Approval(approval("ann", &a.intent_hash))).await,
+        Err(StoreError::Refused(_))
+    ));
+    up(RefillChange::Approval(approval("ann", &r.intent_hash))).await.unwrap();
+    let two = up(RefillChange::Approval(approval("ann", &r.intent_hash))).await.unwrap();
+    assert_eq!(two.approvals.len(), 1, "one per approver");
+    let two = up(RefillChange::Approval(approval("al", &r.intent_hash))).await.unwrap();
+    assert_eq!(two.approvals.len(), 2);
+    let waiting = up(RefillChange::Waiting("the cold wallet cannot pay".into())).await.unwrap();
+    assert_eq!(waiting.waiting_for.as_deref(), Some("the cold wallet cannot pay"));
+    let ready = up(RefillChange::Bundle("{\"bundle\":1}".into())).await.unwrap();
+    assert_eq!((ready.state, ready.waiting_for.clone()), (RefillState::Ready, None));
+    assert!(matches!(
+        up(RefillChange::Bundle("{}".into())).await,
+        Err(StoreError::InvalidTransition { .. })
+    ));
+    up(RefillChange::End(RefillState::Expired)).await.unwrap();
+    for late in [
+        RefillChange::Approval(approval("bo", &r.intent_hash)),
+        RefillChange::End(RefillState::Done),
+        RefillChange::Waiting("x".into()),
+    ] {
+        assert!(matches!(up(late).await, Err(StoreError::InvalidTransition { .. })));
+    }
+    let got = store.get_refill(r.id).await.unwrap();
+    assert_eq!((got.state, got.approvals.len()), (RefillState::Expired, 2));
+    assert!(store.list_refills(true, None, 10).await.unwrap().is_empty());
+    // Newest first, a page at a time.
+    let first = store.list_refills(false, None, 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    let key = Keyset { at_ms: first[0].created_at.unix_ms(), id: first[0].id.to_string(), n: 0 };
+    let rest = store.list_refills(false, Some(&key), 10).await.unwrap();
+    let mut ids: Vec<Uuid> = first.iter().chain(rest.iter()).map(|r| r.id).collect();
+    ids.sort();
+    let mut want = vec![a.id, r.id];
+    want.sort();
+    assert_eq!(ids, want);
+    assert_intact(&store).await;
+    store
+        .pool()
+        .execute(format!("UPDATE cold_refills SET bundle = '{{}}' WHERE id = '{}'", r.id).as_str())
+        .await
+        .unwrap();
+    let report = verify_audit(&*store).await.unwrap();
+    assert!(report.mismatches.iter().any(|m| m.entity == format!("refill/{}", r.id)), "{report:?}");
 }
 
 async fn sweeps_share_the_chain_path_and_move_nothing_but_the_fee(store: Arc<SqlStore>) {

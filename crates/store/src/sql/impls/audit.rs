@@ -154,6 +154,7 @@ impl AuditStore for SqlStore {
         self.chain_entity_states(&mut out).await?;
         self.deposit_entity_states(&mut out).await?;
         self.sweep_entity_states(&mut out).await?;
+        self.refill_entity_states(&mut out).await?;
         self.approval_entity_states(&mut out).await?;
         self.refusal_entity_states(&mut out).await?;
         self.denial_entity_states(&mut out).await?;
