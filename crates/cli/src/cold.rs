@@ -143,21 +143,8 @@ pub enum ColdCommand {
     RefillApprove {
         /// The refill's id (from `cold refills`).
         id: uuid::Uuid,
-        /// The approving member, e.g. ann.
-        #[arg(long)]
-        member: String,
-        /// The approver's secret key file.
-        #[arg(long)]
-        key: PathBuf,
-        /// How long the approval stays valid, in minutes.
-        #[arg(long, default_value_t = 60)]
-        expires_in_minutes: i64,
-        /// Approve without asking. Without it, the refill is shown and a question asked on
-        /// the terminal; with no terminal (a script, a pipe) the command stops at once.
-        #[arg(long)]
-        yes: bool,
         #[command(flatten)]
-        api: crate::client::ApiArgs,
+        approver: crate::governance::ApproverArgs,
     },
     /// Fetch a refill's signing bundle, once governance allows it, for the key holders
     /// (`strongroom-cold sign --in FILE`).
@@ -472,20 +459,16 @@ pub async fn run(cmd: ColdCommand, output: Output) -> anyhow::Result<crate::exit
             }
             json!({ "refills": list })
         }
-        ColdCommand::RefillApprove { id, member, key, expires_in_minutes, yes, api } => {
+        ColdCommand::RefillApprove {
+            id,
+            approver: crate::governance::ApproverArgs { member, key, expires_in_minutes, yes, api },
+        } => {
             let confirm = crate::exit::Confirm::new(yes, "cold refill-approve")?;
             let api = api.connect()?;
             let r = api.get(&format!("/v1/treasury/refills/{id}")).await?;
-            let encoded = hex::decode(at(&r, "/intent").as_str().unwrap_or_default())
-                .context("the server sent no intent")?;
-            let intent = Intent::decode(&encoded)?;
-            let hash = intent.hash()?;
-            anyhow::ensure!(
-                at(&r, "/intent_hash").as_str() == Some(hash.to_hex().as_str()),
-                "the server's intent hash is not the hash of its intent: refusing"
-            );
             let (state, _) = crate::governance::load_api(&api, None, &env).await?;
             let policy = state.policy.as_ref().context("no policy is in force")?;
+            let (intent, hash) = crate::governance::served_intent(&r, &state, &env)?;
             say(&format!("refill {id}"));
             say(&format!("  cold movement {}", crate::governance::describe_intent(&intent)));
             say(&format!("  intent hash {}", hash.to_hex()));
@@ -496,19 +479,12 @@ pub async fn run(cmd: ColdCommand, output: Output) -> anyhow::Result<crate::exit
                 }
                 return Ok(crate::exit::Exit::Problem);
             }
-            let key = crate::governance::read_key(&key)?;
-            let expires = env.now().plus_ms(expires_in_minutes.saturating_mul(60_000));
-            let a = Approval::sign(&member, &key, &hash, policy.version, expires);
-            let r = api
-                .post(
-                    &format!("/v1/treasury/refills/{id}/approvals"),
-                    &json!({
-                        "approver": member, "intent_hash": a.intent_hash,
-                        "policy_version": a.policy_version, "expires_at_ms": expires.unix_ms(),
-                        "signature": a.signature,
-                    }),
-                )
-                .await?;
+            let path = format!("/v1/treasury/refills/{id}/approvals");
+            let (v, minutes) = (policy.version, expires_in_minutes);
+            let r = crate::governance::send_approval(
+                &api, &path, &member, &key, &hash, v, minutes, &env,
+            )
+            .await?;
             say(&format!("{member} approved under policy v{}", policy.version));
             json!({"approved": true, "refill": id, "member": member,
                 "policy_version": policy.version, "intent_hash": hash.to_hex(),

@@ -192,22 +192,30 @@ pub enum WithdrawalCommand {
     Approve {
         /// The withdrawal's id.
         id: uuid::Uuid,
-        /// The approving member, e.g. ann.
-        #[arg(long)]
-        member: String,
-        /// The approver's secret key file.
-        #[arg(long)]
-        key: PathBuf,
-        /// How long the approval stays valid, in minutes.
-        #[arg(long, default_value_t = 60)]
-        expires_in_minutes: i64,
-        /// Approve without asking. Without it, the withdrawal is shown and a question asked
-        /// on the terminal; with no terminal (a script, a pipe) the command stops at once.
-        #[arg(long)]
-        yes: bool,
         #[command(flatten)]
-        api: ApiArgs,
+        approver: ApproverArgs,
     },
+}
+
+/// Who approves, with which key, for how long, through which API (`withdrawal approve`,
+/// `cold refill-approve`).
+#[derive(Debug, clap::Args)]
+pub struct ApproverArgs {
+    /// The approving member, e.g. ann.
+    #[arg(long)]
+    pub member: String,
+    /// The approver's secret key file.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// How long the approval stays valid, in minutes.
+    #[arg(long, default_value_t = 60)]
+    pub expires_in_minutes: i64,
+    /// Approve without asking. Without it, what is approved is shown and a question asked on
+    /// the terminal; with no terminal (a script, a pipe) the command stops at once.
+    #[arg(long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -1082,24 +1090,16 @@ pub async fn withdrawal(cmd: WithdrawalCommand, output: Output) -> anyhow::Resul
             // The server's withdrawal: JSON in either output (one line in text).
             output.print(&serde_json::to_string(&w)?, w)?;
         }
-        WithdrawalCommand::Approve { id, member, key, expires_in_minutes, yes, api } => {
+        WithdrawalCommand::Approve {
+            id,
+            approver: ApproverArgs { member, key, expires_in_minutes, yes, api },
+        } => {
             let confirm = Confirm::new(yes, "withdrawal approve")?;
             let api = api.connect()?;
             let w = api.get(&format!("/v1/withdrawals/{id}")).await?;
-            let encoded = hex::decode(at(&w, "/intent").as_str().unwrap_or_default())
-                .context("the server sent no intent")?;
-            let intent = strongroom_core::Intent::decode(&encoded)?;
-            let hash = intent.hash()?;
-            anyhow::ensure!(
-                at(&w, "/intent_hash").as_str() == Some(hash.to_hex().as_str()),
-                "the server's intent hash is not the hash of its intent: refusing"
-            );
             let (state, _) = load_api(&api, None, &env).await?;
             let policy = state.policy.as_ref().context("no policy is in force")?;
-            // What moves is what the registry names at the intent's contract; a contract it
-            // does not name, or names otherwise, is not approved.
-            strongroom_governance::gate::asset(&state, &intent, env.now())
-                .map_err(|why| anyhow::anyhow!("refusing to approve: {why}"))?;
+            let (intent, hash) = served_intent(&w, &state, &env)?;
             output.say(&format!("withdrawal {id}"));
             output.say(&format!("  {}", describe_intent(&intent)));
             output.say(&format!(
@@ -1115,23 +1115,9 @@ pub async fn withdrawal(cmd: WithdrawalCommand, output: Output) -> anyhow::Resul
                 )?;
                 return Ok(Exit::Problem);
             }
-            let key = read_key(&key)?;
-            let expires = env.now().plus_ms(expires_in_minutes.saturating_mul(60_000));
-            let a = strongroom_governance::approval::Approval::sign(
-                &member,
-                &key,
-                &hash,
-                policy.version,
-                expires,
-            );
-            api.post(
-                &format!("/v1/withdrawals/{id}/approvals"),
-                &serde_json::json!({
-                    "approver": member, "intent_hash": a.intent_hash, "policy_version": a.policy_version,
-                    "expires_at_ms": expires.unix_ms(), "signature": a.signature,
-                }),
-            )
-            .await?;
+            let path = format!("/v1/withdrawals/{id}/approvals");
+            let minutes = expires_in_minutes;
+            send_approval(&api, &path, &member, &key, &hash, policy.version, minutes, &env).await?;
             let w = api.get(&format!("/v1/withdrawals/{id}")).await?;
             let now =
                 at(&w, "/policy/explanation").as_str().unwrap_or("no longer waiting for approval");
@@ -1146,6 +1132,60 @@ pub async fn withdrawal(cmd: WithdrawalCommand, output: Output) -> anyhow::Resul
         }
     }
     Ok(Exit::Ok)
+}
+
+/// The intent an API record carries (`/intent`: hex of its canonical encoding), refused
+/// unless it hashes to the record's own `/intent_hash` here, and unless what moves is what the
+/// governance registry names at the intent's contract (a contract it does not name, or names
+/// otherwise, is not approved).
+pub(crate) fn served_intent(
+    record: &serde_json::Value,
+    state: &State,
+    env: &dyn Env,
+) -> anyhow::Result<(strongroom_core::Intent, strongroom_core::IntentHash)> {
+    let encoded = hex::decode(at(record, "/intent").as_str().unwrap_or_default())
+        .context("the server sent no intent")?;
+    let intent = strongroom_core::Intent::decode(&encoded)?;
+    let hash = intent.hash()?;
+    anyhow::ensure!(
+        at(record, "/intent_hash").as_str() == Some(hash.to_hex().as_str()),
+        "the server's intent hash is not the hash of its intent: refusing"
+    );
+    strongroom_governance::gate::asset(state, &intent, env.now())
+        .map_err(|why| anyhow::anyhow!("refusing to approve: {why}"))?;
+    Ok((intent, hash))
+}
+
+/// Sign an approval of `hash` as `member` with the key in the file `key`, under
+/// `policy_version`, valid for `minutes`, and POST it to `path`; the server's answer.
+#[allow(clippy::too_many_arguments)] // The approval's fields, each named where it is called.
+pub(crate) async fn send_approval(
+    api: &crate::client::Api,
+    path: &str,
+    member: &str,
+    key: &Path,
+    hash: &strongroom_core::IntentHash,
+    policy_version: u64,
+    minutes: i64,
+    env: &dyn Env,
+) -> anyhow::Result<serde_json::Value> {
+    let key = read_key(key)?;
+    let expires = env.now().plus_ms(minutes.saturating_mul(60_000));
+    let a = strongroom_governance::approval::Approval::sign(
+        member,
+        &key,
+        hash,
+        policy_version,
+        expires,
+    );
+    api.post(
+        path,
+        &serde_json::json!({
+            "approver": member, "intent_hash": a.intent_hash, "policy_version": a.policy_version,
+            "expires_at_ms": expires.unix_ms(), "signature": a.signature,
+        }),
+    )
+    .await
 }
 
 /// The genesis the dev stack's signer nodes pin: `DATA/governance/genesis.{json,pin}`, copied

@@ -67,7 +67,8 @@ fn check_request(request: &SignRequest) -> Verdict {
         Err(reason) => return refused(&reason),
     };
     match &to_sign.decoded {
-        Decoded::Tx { movement, intent, identity } => {
+        Decoded::Tx { movement, intent, identity, consumes } => {
+            ensure(consumes.len() == 32, || "what a transaction consumes is a 32-byte hash".into());
             let Ok(bytes) = hex::decode(&request.tx) else {
                 broken(format_args!("check::decode accepted transaction bytes that are not hex"))
             };
@@ -126,6 +127,7 @@ fn check_request(request: &SignRequest) -> Verdict {
                 request,
                 movement,
                 identity,
+                consumes,
                 now: fx.now,
                 repeat: false,
                 new_home: None,

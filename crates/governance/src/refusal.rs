@@ -70,6 +70,10 @@ pub enum Reason {
     /// This node already signed a different transaction for the same intent.
     #[error("intent {request_id} was already signed as transaction {signed} (its digest or id); signing another ({offered}) would pay it twice")]
     AlreadySigned { request_id: String, signed: String, offered: String },
+    /// This node signed as many transactions for the intent as it ever will: the first and
+    /// the replacements (fee bumps) that consume what it did.
+    #[error("intent {request_id} was signed as {signed} transactions (a first and its fee bumps), the most this node signs ({max})")]
+    Replacements { request_id: String, signed: usize, max: usize },
     /// The session includes a signer node that governance took out of the group (entry
     /// `seq`), or the message came from one.
     #[error("signer node(s) {nodes:?} are quarantined by governance entry {seq}: they take no part in any session")]
@@ -128,6 +132,7 @@ impl Reason {
         "blocked",
         "approvals",
         "already_signed",
+        "replacements",
         "quarantined",
         "key_retired",
         "mesh_incomplete",
@@ -156,6 +161,7 @@ impl Reason {
             Reason::Blocked { .. } => "blocked",
             Reason::Approvals { .. } => "approvals",
             Reason::AlreadySigned { .. } => "already_signed",
+            Reason::Replacements { .. } => "replacements",
             Reason::Quarantined { .. } => "quarantined",
             Reason::KeyRetired { .. } => "key_retired",
             Reason::MeshIncomplete { .. } => "mesh_incomplete",
@@ -244,6 +250,7 @@ mod tests {
                 signed: "a".into(),
                 offered: "b".into(),
             },
+            Reason::Replacements { request_id: "r".into(), signed: 5, max: 5 },
             Reason::Quarantined { nodes: vec![3], seq: 7 },
             Reason::KeyRetired { key: "hot-eth-1".into(), seq: 9 },
             Reason::MeshIncomplete { reached: vec![2], need: 2 },

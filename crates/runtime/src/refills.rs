@@ -258,9 +258,6 @@ impl ColdRefills {
     /// Make the bundle of a refill awaiting approvals, if governance allows it now; note why
     /// not otherwise.
     async fn advance(&self, refill: Refill) -> Result<(), RuntimeError> {
-        if refill.state != RefillState::AwaitingApprovals {
-            return Ok(());
-        }
         let Some((state, log)) = self.governance().await? else {
             return self.wait(&refill, "no governance genesis is installed".into()).await;
         };
@@ -276,8 +273,12 @@ impl ColdRefills {
         };
         // The gate first: no need to look for coins until governance allows the movement.
         let gate = strongroom_cold::online::allowed(&request(), self.env.as_ref());
-        if let Err(e) = gate {
-            return self.wait(&refill, e.to_string()).await;
+        match (refill.state, gate) {
+            // Not allowed: noted, and a ready bundle governance no longer allows (its
+            // approvals expired, a freeze) withdrawn (the key holders would refuse it).
+            (_, Err(e)) => return self.wait(&refill, e.to_string()).await,
+            (RefillState::Ready, Ok(())) => return Ok(()),
+            (_, Ok(())) => {}
         }
         let now_ms = self.env.now().unix_ms();
         {
@@ -322,10 +323,17 @@ impl ColdRefills {
         }
     }
 
+    /// Note why a refill has no bundle (once per reason); a ready one's bundle is withdrawn.
     async fn wait(&self, refill: &Refill, why: String) -> Result<(), RuntimeError> {
-        if refill.waiting_for.as_deref() != Some(why.as_str()) {
-            self.store.update_refill(&self.ctx(), refill.id, RefillChange::Waiting(why)).await?;
-        }
+        let change = match refill.state {
+            RefillState::Ready => {
+                tracing::warn!(refill = %refill.id, why, "a refill's bundle is withdrawn");
+                RefillChange::Reopen(why)
+            }
+            _ if refill.waiting_for.as_deref() == Some(why.as_str()) => return Ok(()),
+            _ => RefillChange::Waiting(why),
+        };
+        self.store.update_refill(&self.ctx(), refill.id, change).await?;
         Ok(())
     }
 

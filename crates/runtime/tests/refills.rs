@@ -193,6 +193,20 @@ async fn a_refill_waits_for_its_approvals_then_the_server_makes_its_bundle_once(
     refills.pass(&reading(Action::Refill { amount: two })).await.unwrap();
     assert_eq!(store.get_refill(r.id).await.unwrap(), ready);
 
+    // The approvals expire before the key holders sign: the bundle is withdrawn (they would
+    // refuse it), and fresh approvals make it again.
+    fixed.advance_ms(3_600_001);
+    refills.pass(&reading(Action::Refill { amount: two })).await.unwrap();
+    let reopened = store.get_refill(r.id).await.unwrap();
+    assert_eq!((reopened.state, reopened.bundle.clone()), (RefillState::AwaitingApprovals, None));
+    assert!(reopened.waiting_for.as_deref().unwrap().contains("0 of 2 approvals"), "{reopened:?}");
+    let expires = fixed.now().plus_ms(3_600_000);
+    for (who, n) in [("ann", 3), ("al", 4)] {
+        add(Approval::sign(who, &key(n), &hash, 1, expires)).await;
+    }
+    refills.pass(&reading(Action::Refill { amount: two })).await.unwrap();
+    assert_eq!(store.get_refill(r.id).await.unwrap().state, RefillState::Ready);
+
     // The hot wallet is above its low mark again: done.
     refills.pass(&reading(Action::Hold)).await.unwrap();
     assert_eq!(store.get_refill(r.id).await.unwrap().state, RefillState::Done);

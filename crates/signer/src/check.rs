@@ -39,6 +39,10 @@ pub enum Decoded {
         /// The one transaction this is, as the journal records it against the intent:
         /// its signing digest (Ethereum), or its id whichever input is signed (Bitcoin).
         identity: Vec<u8>,
+        /// What the transaction uses up, so that of two transactions consuming the same at
+        /// most one can ever confirm (a fee bump replaces, never adds): the set of coins it
+        /// spends (Bitcoin), or the sending key's nonce (Ethereum), with the key's path.
+        consumes: Vec<u8>,
     },
     /// A message the node built itself.
     Message { kind: MessageKind, text: String },
@@ -64,6 +68,9 @@ pub struct CheckContext<'a> {
     /// on Ethereum, its id on Bitcoin): what the velocity records and the mesh name as the
     /// one transaction signed for the intent, as the journal does.
     pub identity: &'a [u8],
+    /// What the transaction uses up ([`Decoded::Tx`]): a new identity for an intent already
+    /// signed is a replacement only if it consumes exactly this.
+    pub consumes: &'a [u8],
     pub now: Timestamp,
     /// This node already signed this very transaction (the engine asking again after a
     /// crash, or another input of it): every check runs again, but nothing is counted
@@ -105,6 +112,19 @@ pub fn from_chain(e: ChainError) -> Reason {
 pub mod codecs {
     use super::*;
 
+    /// A transaction as its codec read it, for the node's checks and journal.
+    #[derive(Debug)]
+    pub struct DecodedTx {
+        pub movement: Movement,
+        /// The digest this signature signs (the request's input's, on Bitcoin).
+        pub digest: Vec<u8>,
+        /// The transaction's identity (its digest on Ethereum, its id on Bitcoin).
+        pub identity: Vec<u8>,
+        /// What it consumes, before it is named with the signing key (see
+        /// [`super::Decoded::Tx`]).
+        pub consumes: Vec<u8>,
+    }
+
     /// The address `public_key` (SEC1, compressed) controls on `chain`, as that chain's
     /// codec derives it: the Ethereum address, or the P2WPKH address of a hot wallet.
     pub fn address_on(chain: &ChainId, public_key: &[u8]) -> Result<Address, ChainError> {
@@ -116,14 +136,15 @@ pub mod codecs {
 
     /// Decode `bytes` in `format` for `intent`, signed by `public_key` (the key itself or
     /// the child the request's path names): the movement, the digest of input `input`, and
-    /// the transaction's identity for the journal.
+    /// the transaction's identity for the journal, and what it consumes (the coins it
+    /// spends, sorted, or its nonce).
     pub fn decode_tx(
         format: TxFormat,
         intent: &Intent,
         public_key: &[u8],
         bytes: &[u8],
         input: u32,
-    ) -> Result<(Movement, Vec<u8>, Vec<u8>), Reason> {
+    ) -> Result<DecodedTx, Reason> {
         let no_input = || Reason::BadRequest {
             detail: format!("the transaction has no input {input} to sign"),
         };
@@ -135,7 +156,13 @@ pub mod codecs {
                 let codec = EthCodec::new(intent.chain.clone()).map_err(from_chain)?;
                 let tx = codec.parse(bytes).map_err(from_chain)?;
                 let digest = Keccak256::digest(bytes).to_vec();
-                Ok((tx.movement, digest.clone(), digest))
+                let consumes = [b"nonce:".as_slice(), &tx.params.nonce.to_be_bytes()].concat();
+                Ok(DecodedTx {
+                    movement: tx.movement,
+                    digest: digest.clone(),
+                    identity: digest,
+                    consumes,
+                })
             }
             TxFormat::BitcoinPsbt => {
                 let codec =
@@ -144,7 +171,17 @@ pub mod codecs {
                 let n = usize::try_from(input).map_err(|_| no_input())?;
                 let digest = tx.digests.get(n).ok_or_else(no_input)?.to_vec();
                 let identity = bitcoin_txid(&tx);
-                Ok((tx.movement, digest, identity))
+                let mut coins: Vec<Vec<u8>> = tx
+                    .coins
+                    .iter()
+                    .map(|c| {
+                        use strongroom_chain_bitcoin::bitcoin::hashes::Hash;
+                        [c.txid.to_byte_array().as_slice(), &c.vout.to_be_bytes()].concat()
+                    })
+                    .collect();
+                coins.sort();
+                let consumes = [b"coins:".as_slice(), &coins.concat()].concat();
+                Ok(DecodedTx { movement: tx.movement, digest, identity, consumes })
             }
             TxFormat::RawMessage | TxFormat::ProofOfControl => {
                 Err(Reason::BadRequest { detail: "not a transaction format".into() })
@@ -211,9 +248,23 @@ pub fn decode(key: &KeyInfo, req: &SignRequest) -> Result<ToSign, Reason> {
                 TxFormat::BitcoinPsbt => signing_key(key, &req.path)?,
                 _ => Vec::new(),
             };
-            let (movement, digest, identity) =
+            let codecs::DecodedTx { movement, digest, identity, consumes: consumed } =
                 codecs::decode_tx(req.format, &intent, &public, &bytes, req.input)?;
-            Ok(ToSign { decoded: Decoded::Tx { movement, intent, identity }, bytes: digest })
+            // Named with the key that signs (its path): one key's nonce is not another's.
+            let mut h = sha2::Sha256::new();
+            h.update(b"strongroom/consumes/v1");
+            h.update(key.key_id.as_bytes());
+            h.update([0]);
+            for p in &req.path {
+                h.update(p.to_be_bytes());
+            }
+            h.update([0]);
+            h.update(&consumed);
+            let consumes = h.finalize().to_vec();
+            Ok(ToSign {
+                decoded: Decoded::Tx { movement, intent, identity, consumes },
+                bytes: digest,
+            })
         }
         TxFormat::RawMessage => Err(Reason::RawSigning { format: "raw-message".into() }),
         TxFormat::ProofOfControl => {
@@ -372,6 +423,7 @@ mod tests {
             request: &request,
             movement,
             identity: &decoded.bytes,
+            consumes: b"",
             now: Timestamp::from_unix_ms(now),
             repeat: false,
             new_home: None,

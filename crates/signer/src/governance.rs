@@ -49,6 +49,11 @@ pub struct Spent {
     /// another one for it once any node signed one.
     #[serde(default)]
     pub digest: Option<String>,
+    /// What that transaction consumes (hex; see `check::Decoded::Tx`): another transaction
+    /// for the intent is a replacement only if it consumes the same. Absent in records
+    /// written before fee bumps (then none is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumes: Option<String>,
     pub at_ms: i64,
     pub wallet: String,
     pub asset: String,
@@ -249,23 +254,45 @@ impl NodeGovernance {
             .collect())
     }
 
-    /// Whether another node (as its records say) signed a transaction other than `digest` for
-    /// intent `request_id`: then signing this one could pay the intent twice. A node's own
-    /// journal stops that among the sets it belongs to; this stops it among sets that share
-    /// no node (groups where the threshold is at most half the parties).
-    pub fn signed_elsewhere(&self, request_id: &str, digest: &[u8]) -> Result<(), Reason> {
+    /// Whether another node (as its records say) signed a transaction for intent
+    /// `request_id` that `identity` may not join: one consuming something else than
+    /// `consumes` (then both could confirm and pay the intent twice), or so many that this one
+    /// would pass the replacement bound. A node's own journal stops that among the sets it
+    /// belongs to; this stops it among sets that share no node (groups where the threshold is
+    /// at most half the parties).
+    pub fn signed_elsewhere(
+        &self,
+        request_id: &str,
+        identity: &[u8],
+        consumes: &[u8],
+    ) -> Result<(), Reason> {
         let inner = self.lock()?;
-        let offered = hex::encode(digest);
-        let other = inner.signed.iter().find(|r| {
-            r.request_id.as_deref() == Some(request_id)
-                && r.digest.as_deref().is_some_and(|d| d != offered)
-        });
-        match other.and_then(|r| r.digest.clone()) {
-            Some(signed) => {
-                Err(Reason::AlreadySigned { request_id: request_id.to_owned(), signed, offered })
+        let (offered, consumed) = (hex::encode(identity), hex::encode(consumes));
+        let mut versions: Vec<&str> = Vec::new();
+        for r in inner.signed.iter().filter(|r| r.request_id.as_deref() == Some(request_id)) {
+            let Some(d) = r.digest.as_deref() else { continue };
+            if d == offered {
+                continue;
             }
-            None => Ok(()),
+            if r.consumes.as_deref() != Some(consumed.as_str()) {
+                return Err(Reason::AlreadySigned {
+                    request_id: request_id.to_owned(),
+                    signed: d.to_owned(),
+                    offered,
+                });
+            }
+            if !versions.contains(&d) {
+                versions.push(d);
+            }
         }
+        if versions.len() >= crate::journal::MAX_VERSIONS {
+            return Err(Reason::Replacements {
+                request_id: request_id.to_owned(),
+                signed: versions.len(),
+                max: crate::journal::MAX_VERSIONS,
+            });
+        }
+        Ok(())
     }
 
     /// Record customer keys this node has not seen before (first seen `now`).
@@ -368,16 +395,30 @@ impl NodeGovernance {
     }
 
     /// How much of `limit`'s asset the group signed away within its period before `now`, as
-    /// far as this node knows, leaving out `current` (the request being decided, which the
-    /// policy adds itself). Records of one intent from several nodes count once.
-    fn moved(signed: &[Spent], limit: &VelocityLimit, now: Timestamp, current: &str) -> Amount {
-        let mut by_intent: BTreeMap<(&str, SpentKind), &Spent> = BTreeMap::new();
+    /// far as this node knows, leaving out the transaction being decided (`current` intent,
+    /// transaction `identity`: the policy adds its amount and fee itself). Records of one
+    /// intent from several nodes count once: its amount once, and the fee of each of its
+    /// transactions (a fee bump's fee counts besides the one it replaces: either may be the
+    /// one that confirms).
+    fn moved(
+        signed: &[Spent],
+        limit: &VelocityLimit,
+        now: Timestamp,
+        current: &str,
+        identity: &str,
+    ) -> Amount {
+        let mut by_intent: BTreeMap<(&str, SpentKind, &str), &Spent> = BTreeMap::new();
         let mut loose = Vec::new();
         for s in signed {
+            let version = match s.kind {
+                SpentKind::Fee => s.digest.as_deref().unwrap_or(""),
+                SpentKind::Amount => "",
+            };
             match s.request_id.as_deref() {
-                Some(id) if id == current => {}
+                Some(id)
+                    if id == current && (s.kind == SpentKind::Amount || version == identity) => {}
                 Some(id) => {
-                    let e = by_intent.entry((id, s.kind)).or_insert(s);
+                    let e = by_intent.entry((id, s.kind, version)).or_insert(s);
                     if s.amount > e.amount {
                         *e = s;
                     }
@@ -544,7 +585,9 @@ impl PreSignCheck for GovernanceCheck {
         };
         let current = intent.request_id.to_string();
         let signed = &inner.signed;
-        let moved = |l: &VelocityLimit| NodeGovernance::moved(signed, l, ctx.now, &current);
+        let identity = hex::encode(ctx.identity);
+        let moved =
+            |l: &VelocityLimit| NodeGovernance::moved(signed, l, ctx.now, &current, &identity);
         let d = decide(&inner.state, &subject, &req.approvals, &moved, ctx.now);
         if let Some(refused) = Reason::from_decision(&d) {
             return Err(refused);
@@ -566,6 +609,7 @@ impl PreSignCheck for GovernanceCheck {
                 request_id: Some(current.clone()),
                 kind,
                 digest: Some(hex::encode(ctx.identity)),
+                consumes: Some(hex::encode(ctx.consumes)),
                 at_ms: ctx.now.unix_ms(),
                 wallet: wallet.to_owned(),
                 asset: asset.to_owned(),
@@ -766,7 +810,7 @@ max_amount = "10000000000000000000"
         let now = Timestamp::from_unix_ms(now);
         n.gov.extend(&request.governance, now)?;
         let decoded = check::decode(&n.key, &request)?;
-        let check::Decoded::Tx { movement, identity, .. } = &decoded.decoded else {
+        let check::Decoded::Tx { movement, identity, consumes, .. } = &decoded.decoded else {
             panic!("{decoded:?}")
         };
         let ctx = CheckContext {
@@ -776,6 +820,7 @@ max_amount = "10000000000000000000"
             request: &request,
             movement,
             identity,
+            consumes,
             now,
             repeat: false,
             new_home: None,
@@ -937,6 +982,7 @@ max_amount = "10000000000000000000"
                 request_id: Some(uuid::Uuid::from_u128(*id).to_string()),
                 kind: SpentKind::Amount,
                 digest: Some(hex::encode([*id as u8; 32])),
+                consumes: Some(hex::encode([*id as u8; 8])),
                 at_ms: T0 + 60_000,
                 wallet: "hot-eth-1".into(),
                 asset: "ETH".into(),
@@ -982,10 +1028,69 @@ max_amount = "10000000000000000000"
         .unwrap();
         assert_eq!(reopened.cursor(2).unwrap(), 7);
         assert_eq!(reopened.cursor(1).unwrap(), 10);
-        // Another node signed intent 10 as one transaction: no node signs another for it.
+        // Another node signed intent 10 as one transaction: no node signs another for it
+        // that consumes something else; a fee bump on the same coins (or nonce) it may.
         let id = uuid::Uuid::from_u128(10).to_string();
-        reopened.signed_elsewhere(&id, &[10; 32]).unwrap();
-        let e = reopened.signed_elsewhere(&id, &[11; 32]).unwrap_err();
+        reopened.signed_elsewhere(&id, &[10; 32], &[10; 8]).unwrap();
+        let e = reopened.signed_elsewhere(&id, &[11; 32], &[11; 8]).unwrap_err();
         assert!(matches!(e, Reason::AlreadySigned { .. }), "{e}");
+        reopened.signed_elsewhere(&id, &[11; 32], &[10; 8]).unwrap();
+    }
+
+    /// A fee bump's fee counts besides the fee of the transaction it replaces (either may
+    /// confirm); the intent's amount counts once; past the bound, the mesh's records refuse.
+    #[test]
+    fn replacements_count_every_fee_once_and_the_amount_once() {
+        let n = node();
+        let id = uuid::Uuid::from_u128(30).to_string();
+        let spent = |seq: u64, kind: SpentKind, digest: u8, amount: u128| Spent {
+            origin: 2,
+            seq,
+            request_id: Some(id.clone()),
+            kind,
+            digest: Some(hex::encode([digest; 32])),
+            consumes: Some(hex::encode([30u8; 8])),
+            at_ms: T0 + 60_000,
+            wallet: "hot-eth-1".into(),
+            asset: "ETH".into(),
+            amount: Amount::from_base_units(amount).unwrap(),
+        };
+        // Peer 2 signed intent 30 (9 ETH) three times, fees 0.1 ETH each.
+        let records = vec![
+            spent(0, SpentKind::Amount, 1, 9 * ETH),
+            spent(1, SpentKind::Fee, 1, ETH / 10),
+            spent(2, SpentKind::Amount, 2, 9 * ETH),
+            spent(3, SpentKind::Fee, 2, ETH / 10),
+            spent(4, SpentKind::Amount, 3, 9 * ETH),
+            spent(5, SpentKind::Fee, 3, ETH / 10),
+        ];
+        assert_eq!(n.gov.merge(2, records.clone()).unwrap(), 6);
+        let inner = n.gov.lock().unwrap();
+        let limit = strongroom_governance::policy::VelocityLimit {
+            name: "daily".into(),
+            asset: "ETH".into(),
+            wallet: None,
+            period_secs: 86_400,
+            max_amount: Amount::from_base_units(100 * ETH).unwrap(),
+        };
+        let now = Timestamp::from_unix_ms(T0 + 70_000);
+        let moved = |current: &str, identity: &str| {
+            NodeGovernance::moved(&inner.signed, &limit, now, current, identity).base_units()
+        };
+        assert_eq!(moved("other", ""), 9 * ETH + 3 * ETH / 10, "the amount once, every fee");
+        // Deciding a fourth version of intent 30: its own amount and fee are the policy's
+        // to add; the three fees before it still count.
+        assert_eq!(moved(&id, &hex::encode([4u8; 32])), 3 * ETH / 10);
+        // Deciding version 2 again: the other two fees count.
+        assert_eq!(moved(&id, &hex::encode([2u8; 32])), 2 * ETH / 10);
+        drop(inner);
+        // Three versions known; two more may come, the sixth is refused.
+        n.gov.signed_elsewhere(&id, &[4; 32], &[30; 8]).unwrap();
+        let more =
+            vec![spent(6, SpentKind::Fee, 4, ETH / 10), spent(7, SpentKind::Fee, 5, ETH / 10)];
+        assert_eq!(n.gov.merge(2, more).unwrap(), 2);
+        n.gov.signed_elsewhere(&id, &[5; 32], &[30; 8]).unwrap();
+        let e = n.gov.signed_elsewhere(&id, &[6; 32], &[30; 8]).unwrap_err();
+        assert!(matches!(e, Reason::Replacements { signed: 5, max: 5, .. }), "{e}");
     }
 }

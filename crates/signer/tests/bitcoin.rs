@@ -3,9 +3,10 @@
 //! to a foreign script, a lying amount, another previous transaction, none at all, a
 //! signature hash other than the default, a foreign input, outputs above inputs, fields a
 //! plain transfer does not set), a fee above the intent's cap, another destination, a
-//! second transaction for a signed intent and a deposit key paying out are refused by the
-//! nodes with a typed reason; the honest spend is signed 2-of-3 input by input and passes
-//! Bitcoin Core's consensus check.
+//! second transaction for a signed intent on other coins, a sixth version of it and a
+//! deposit key paying out are refused by the nodes with a typed reason; the honest spend is
+//! signed 2-of-3 input by input and passes Bitcoin Core's consensus check, and a fee bump on
+//! the same coins is signed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // Test code.
 
 use strongroom_chain::TxCodec;
@@ -213,24 +214,57 @@ async fn the_nodes_refuse_every_bitcoin_decoder_refusal_and_sign_the_honest_spen
     let signed = codec.attach(&unsigned, &public, &signatures).unwrap();
     verify_signed(&signed.raw, &coins).unwrap();
 
-    // The intent is spent as this transaction: another transaction for it is refused (node
-    // 2 signed the first; node 3, which had not, took the second into its journal before
-    // node 2's refusal ended the session, so it is now bound to that one: a loss of
-    // liveness for this intent, never a second payment, ADR 0010). Asking nodes 1 and 2
-    // again for the same transaction is allowed (a crash retry).
+    // A fee bump: another transaction for the intent on exactly the same coins (so at most
+    // one of them can ever confirm) is signed, by node 2, which signed the first, and node 3,
+    // which had not.
     let p = orch.presign(eid("ps"), "hot-btc-1", &[2, 3]).await.unwrap();
-    let other = codec.build(&pay, &HotParams { coins: coins.clone(), fee_rate: 4 }).unwrap();
-    let second = request(&pay, &other, 0, vec![]);
-    let r = orch.sign(eid("sign"), &key, &[2, 3], Some(&p), &second).await.unwrap_err();
-    assert!(matches!(r.reason, Reason::AlreadySigned { .. }), "{r:?}");
+    let bump =
+        |fee_rate: u64| codec.build(&pay, &HotParams { coins: coins.clone(), fee_rate }).unwrap();
+    let other = bump(4);
+    assert_ne!(other, unsigned);
+    let s = orch
+        .sign(eid("sign"), &key, &[2, 3], Some(&p), &request(&pay, &other, 0, vec![]))
+        .await
+        .unwrap();
+    assert_eq!(s.signed_bytes, codec.digests(&other).unwrap()[0], "the replacement's digest");
+    // One that spends another set of coins could confirm beside the first and pay the
+    // intent twice: refused by every node that signed for the intent.
+    let extra = fixtures::funding_to(codec.script(), &[40_000], 6);
+    // (120,000 and 40,000 sat: both needed, and not the first's pair.)
+    let more_coins = vec![coins[1].clone(), HotCoin { tx: extra, vout: 0 }];
+    let elsewhere = codec.build(&pay, &HotParams { coins: more_coins, fee_rate: 4 }).unwrap();
     let p12 = orch.presign(eid("ps"), "hot-btc-1", &[1, 2]).await.unwrap();
+    let r = orch
+        .sign(eid("sign"), &key, &[1, 2], Some(&p12), &request(&pay, &elsewhere, 0, vec![]))
+        .await
+        .unwrap_err();
+    assert!(matches!(r.reason, Reason::AlreadySigned { .. }), "{r:?}");
+    // Asking nodes 1 and 2 again for the first transaction is allowed (a crash retry).
     let again = orch
         .sign(eid("sign"), &key, &[1, 2], Some(&p12), &request(&pay, &unsigned, 1, vec![]))
         .await
         .unwrap();
     assert_eq!(again.signed_bytes, digests[1]);
+    // Bumps are bounded: node 2 has signed two versions; three more, and the sixth is
+    // refused with a typed reason.
+    for fee_rate in [5, 6, 7] {
+        let p = orch.presign(eid("ps"), "hot-btc-1", &[1, 2]).await.unwrap();
+        orch.sign(eid("sign"), &key, &[1, 2], Some(&p), &request(&pay, &bump(fee_rate), 0, vec![]))
+            .await
+            .unwrap();
+    }
+    let p = orch.presign(eid("ps"), "hot-btc-1", &[1, 2]).await.unwrap();
+    let r = orch
+        .sign(eid("sign"), &key, &[1, 2], Some(&p), &request(&pay, &bump(8), 0, vec![]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(r.reason, Reason::Replacements { signed: 5, max: 5, .. }) && r.node == 2,
+        "{r:?}"
+    );
 
     // A deposit address (the key's child at [0, 7]) spends only into its own wallet.
+    let p = orch.presign(eid("ps"), "hot-btc-1", &[2, 3]).await.unwrap();
     let master = strongroom_signer::check::master_public(&key).unwrap();
     let child_pk = master.derive(&[0, 7]).unwrap();
     let child = HotCodec::p2wpkh(regtest(), &child_pk).unwrap();

@@ -806,7 +806,7 @@ max_amount = "{daily}"
         );
         // The same payment with a fee under the ceiling signs.
         let honest = intent(BOB, ETH / 2, far);
-        let first = tx(&honest, 0, 50_000_000_000);
+        let first = tx(&honest, 0, 40_000_000_000);
         let signed = sign([1, 2], request(&honest, first.clone(), &gov, vec![])).await.unwrap();
         verify_ecdsa(&signed.public_key, &signed.signed_bytes, &signed.signature);
 
@@ -853,6 +853,12 @@ max_amount = "{daily}"
                 "{pair:?}: {r:?}"
             );
         }
+        // A fee bump at the same nonce consumes what the first did (at most one of the two
+        // can ever be mined): signed, as a transaction of its own.
+        let bumped = tx(&honest, 0, 50_000_000_000);
+        let b = sign([1, 2], request(&honest, bumped, &gov, vec![])).await.unwrap();
+        assert_ne!(b.signed_bytes, signed.signed_bytes);
+        verify_ecdsa(&b.public_key, &b.signed_bytes, &b.signature);
         // After a restart of every node the journal still holds; the very same transaction
         // (the engine asking again after a crash) still signs, and is the same transaction.
         drop(procs);

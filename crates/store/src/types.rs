@@ -454,11 +454,16 @@ impl RefillState {
     pub fn is_open(self) -> bool {
         matches!(self, RefillState::AwaitingApprovals | RefillState::Ready)
     }
-    /// Whether a refill may go from `self` to `to`: forward only (a bundle, once made, is
-    /// what the key holders sign; a refill that ended stays ended).
+    /// Whether a refill may go from `self` to `to`: forward, or from ready back to awaiting
+    /// approvals when governance no longer allows its bundle (its approvals expired, a
+    /// freeze); a refill that ended stays ended.
     pub fn may_become(self, to: RefillState) -> bool {
         use RefillState::*;
-        matches!((self, to), (AwaitingApprovals, Ready | Done | Expired) | (Ready, Done | Expired))
+        matches!(
+            (self, to),
+            (AwaitingApprovals, Ready | Done | Expired)
+                | (Ready, AwaitingApprovals | Done | Expired)
+        )
     }
 }
 
@@ -491,6 +496,9 @@ pub enum RefillChange {
     Waiting(String),
     /// The bundle is made: the refill becomes `ready`.
     Bundle(String),
+    /// Governance no longer allows the bundle (why): it is dropped and the refill awaits
+    /// approvals again.
+    Reopen(String),
     /// The refill ends (`done` or `expired`).
     End(RefillState),
 }

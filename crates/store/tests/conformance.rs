@@ -1308,11 +1308,20 @@ async fn refills_open_once_per_asset_and_only_move_forward(store: Arc<SqlStore>)
         up(RefillChange::Bundle("{}".into())).await,
         Err(StoreError::InvalidTransition { .. })
     ));
+    // Governance no longer allows the bundle: withdrawn, awaiting approvals again, remade.
+    let back = up(RefillChange::Reopen("approvals expired".into())).await.unwrap();
+    assert_eq!((back.state, back.bundle.clone()), (RefillState::AwaitingApprovals, None));
+    assert!(matches!(
+        up(RefillChange::Reopen("again".into())).await,
+        Err(StoreError::InvalidTransition { .. })
+    ));
+    assert_eq!(up(RefillChange::Bundle("{}".into())).await.unwrap().state, RefillState::Ready);
     up(RefillChange::End(RefillState::Expired)).await.unwrap();
     for late in [
         RefillChange::Approval(approval("bo", &r.intent_hash)),
         RefillChange::End(RefillState::Done),
         RefillChange::Waiting("x".into()),
+        RefillChange::Reopen("x".into()),
     ] {
         assert!(matches!(up(late).await, Err(StoreError::InvalidTransition { .. })));
     }
@@ -1332,7 +1341,7 @@ async fn refills_open_once_per_asset_and_only_move_forward(store: Arc<SqlStore>)
     assert_intact(&store).await;
     store
         .pool()
-        .execute(format!("UPDATE cold_refills SET bundle = '{{}}' WHERE id = '{}'", r.id).as_str())
+        .execute(format!("UPDATE cold_refills SET bundle = 'edited' WHERE id = '{}'", r.id).as_str())
         .await
         .unwrap();
     let report = verify_audit(&*store).await.unwrap();

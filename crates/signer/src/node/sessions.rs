@@ -648,12 +648,13 @@ impl Node {
                     gov.allows_message(*kind).map_err(refuse)?;
                 }
             }
-            check::Decoded::Tx { movement, intent, identity } => {
+            check::Decoded::Tx { movement, intent, identity, consumes } => {
                 let request_id = intent.request_id.to_string();
-                let repeat = self.journal.signed(&request_id, identity).map_err(refuse)?;
+                let repeat =
+                    self.journal.signed(&request_id, identity, consumes).map_err(refuse)?;
                 let mut new_home = None;
                 if let Some(gov) = &self.governance {
-                    gov.signed_elsewhere(&request_id, identity).map_err(refuse)?;
+                    gov.signed_elsewhere(&request_id, identity, consumes).map_err(refuse)?;
                     if let Some(m) = gov.migration(&info.key_id).map_err(refuse)? {
                         new_home =
                             Some(check::address_of(&m.to_public_key, intent).map_err(refuse)?);
@@ -666,6 +667,7 @@ impl Node {
                     request: req,
                     movement,
                     identity,
+                    consumes,
                     now,
                     repeat,
                     new_home,
@@ -674,7 +676,9 @@ impl Node {
                     c.check(&ctx).map_err(refuse)?;
                 }
                 let hash = intent.hash().map_err(|e| internal(me, e.to_string()))?.to_hex();
-                self.journal.claim(&request_id, &hash, identity, now.unix_ms()).map_err(refuse)?;
+                self.journal
+                    .claim(&request_id, &hash, identity, consumes, now.unix_ms())
+                    .map_err(refuse)?;
                 if self.governance.is_none() {
                     tracing::warn!(node = me, intent = %hash,
                         "INSECURE: signing with no governance (insecure_no_governance)");

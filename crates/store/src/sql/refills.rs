@@ -166,6 +166,15 @@ pub(super) async fn stage_update(
             refill.waiting_for = None;
             ("refill.ready", serde_json::json!({}))
         }
+        RefillChange::Reopen(why) => {
+            if refill.state != RefillState::Ready {
+                return Err(ended(RefillState::AwaitingApprovals));
+            }
+            refill.state = RefillState::AwaitingApprovals;
+            refill.bundle = None;
+            refill.waiting_for = Some(why.clone());
+            ("refill.reopened", serde_json::json!({ "waiting_for": why }))
+        }
         RefillChange::End(to) => {
             if !refill.state.may_become(*to) || to.is_open() {
                 return Err(ended(*to));
