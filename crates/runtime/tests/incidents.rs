@@ -6,9 +6,8 @@
 
 use std::sync::Arc;
 
-use ed25519_dalek::SigningKey;
-use strongroom_core::{Env, SystemEnv, Timestamp};
-use strongroom_governance::log::{replay, Change, Entry, Genesis, MemberSpec};
+use strongroom_core::{Env, SystemEnv};
+use strongroom_governance::log::{replay, Change, Entry, Genesis};
 use strongroom_governance::policy::FreezeScope;
 use strongroom_governance::Role;
 use strongroom_runtime::incidents::notice_once;
@@ -17,32 +16,15 @@ use strongroom_store::*;
 use strongroom_units::{Amount, AssetRegistry, AssetSymbol};
 use uuid::Uuid;
 
-fn key(n: u8) -> SigningKey {
-    SigningKey::from_bytes(&[n; 32])
-}
+mod support;
+use support::{ctx, genesis_of, key};
 
 fn genesis(now: i64) -> Genesis {
-    let m = |id: &str, n: u8, r: Role| MemberSpec {
-        id: id.into(),
-        public_key: hex::encode(key(n).verifying_key().to_bytes()),
-        roles: vec![r],
-        passkey: None,
-    };
-    Genesis {
-        members: vec![
-            m("ada", 1, Role::Admin),
-            m("bob", 2, Role::Admin),
-            m("sec", 5, Role::SecurityOfficer),
-        ],
-        quorum: 2,
-        whitelist_delay_ms: 86_400_000,
-        created_at: Timestamp::from_unix_ms(now - 60_000),
-        assets: vec![],
-    }
-}
-
-fn ctx(env: &dyn Env) -> WriteCtx {
-    WriteCtx { actor: "test".into(), now: env.now(), request_id: None }
+    genesis_of(
+        now,
+        &[("ada", 1, Role::Admin), ("bob", 2, Role::Admin), ("sec", 5, Role::SecurityOfficer)],
+        vec![],
+    )
 }
 
 /// Commit `change`, signed by `by`, to the stored log.

@@ -7,17 +7,16 @@
 
 use std::sync::Arc;
 
-use ed25519_dalek::SigningKey;
 use strongroom_chain_bitcoin::bitcoin::Network;
 use strongroom_chain_bitcoin::esplora::Esplora;
 use strongroom_chain_bitcoin::keys::ColdSecret;
 use strongroom_chain_bitcoin::regtest::Regtest;
 use strongroom_chain_bitcoin::{Keychain, Multisig};
 use strongroom_cold::bundle::{Bundle, Payload};
-use strongroom_core::{Env, FixedEnv, SystemEnv, Timestamp, WalletId};
+use strongroom_core::{Env, FixedEnv, SystemEnv, WalletId};
 use strongroom_engine::treasury::{Action, ColdRatio};
 use strongroom_governance::approval::Approval;
-use strongroom_governance::log::{replay, AssetSpec, Change, Genesis, MemberSpec};
+use strongroom_governance::log::{replay, AssetSpec, Change, Genesis};
 use strongroom_governance::policy::Policy;
 use strongroom_governance::Role;
 use strongroom_runtime::refills::{ColdRefills, RefillConfig, REFILL_TTL_MS};
@@ -25,34 +24,23 @@ use strongroom_store::*;
 use strongroom_units::chain::BITCOIN_REGTEST;
 use strongroom_units::{Address, Amount, AssetSymbol, ChainId};
 
-fn key(n: u8) -> SigningKey {
-    SigningKey::from_bytes(&[n; 32])
-}
+mod support;
+use support::{ctx, genesis_of, key};
 
 fn genesis(now: i64) -> Genesis {
-    let m = |id: &str, n: u8, r: Role| MemberSpec {
-        id: id.into(),
-        public_key: hex::encode(key(n).verifying_key().to_bytes()),
-        roles: vec![r],
-        passkey: None,
+    let members = [
+        ("ada", 1, Role::Admin),
+        ("bob", 2, Role::Admin),
+        ("ann", 3, Role::Approver),
+        ("al", 4, Role::Approver),
+    ];
+    let btc = AssetSpec {
+        chain: BITCOIN_REGTEST.into(),
+        symbol: "BTC".into(),
+        decimals: 8,
+        contract: None,
     };
-    Genesis {
-        members: vec![
-            m("ada", 1, Role::Admin),
-            m("bob", 2, Role::Admin),
-            m("ann", 3, Role::Approver),
-            m("al", 4, Role::Approver),
-        ],
-        quorum: 2,
-        whitelist_delay_ms: 86_400_000,
-        created_at: Timestamp::from_unix_ms(now - 60_000),
-        assets: vec![AssetSpec {
-            chain: BITCOIN_REGTEST.into(),
-            symbol: "BTC".into(),
-            decimals: 8,
-            contract: None,
-        }],
-    }
+    genesis_of(now, &members, vec![btc])
 }
 
 const POLICY: &str = r#"
@@ -69,10 +57,6 @@ chain = "bip122:0f9188f13cb7b2c71f2a335e3a4fc328"
 fee_asset = "BTC"
 max_fee = "50000"
 "#;
-
-fn ctx(env: &dyn Env) -> WriteCtx {
-    WriteCtx { actor: "test".into(), now: env.now(), request_id: None }
-}
 
 fn reading(action: Action) -> Vec<ColdRatio> {
     vec![ColdRatio {

@@ -1341,7 +1341,9 @@ async fn refills_open_once_per_asset_and_only_move_forward(store: Arc<SqlStore>)
     assert_intact(&store).await;
     store
         .pool()
-        .execute(format!("UPDATE cold_refills SET bundle = 'edited' WHERE id = '{}'", r.id).as_str())
+        .execute(
+            format!("UPDATE cold_refills SET bundle = 'edited' WHERE id = '{}'", r.id).as_str(),
+        )
         .await
         .unwrap();
     let report = verify_audit(&*store).await.unwrap();
