@@ -5,14 +5,15 @@
 //! a cold-tier intent from the cold wallet to the hot wallet's address for what brings it
 //! back to its target, stored (`cold_refills`, at most one open per chain and asset) and
 //! shown by the API (`GET /v1/treasury/refills`). Approvers sign the intent where they are
-//! (`strongroom cold approve`) and send their approvals (`POST
+//! and send their approvals (`strongroom cold refill-approve`, `POST
 //! /v1/treasury/refills/{id}/approvals`). Each pass checks the approvals at hand against the
 //! governance log the way the offline signers will; once governance allows the movement, it
 //! finds the cold wallet's coins through Esplora and makes the signing bundle (the unsigned
 //! PSBT with the intent, approvals and governance log), which the key holders fetch (`GET
 //! /v1/treasury/refills/{id}/bundle`), sign offline (`strongroom-cold sign`), and send
-//! (`strongroom cold send`). The refill ends `done` once the hot wallet is above its low mark
-//! again, or `expired` when its intent expires first (the next pass asks again).
+//! (`strongroom cold send`). A bundle governance stops allowing (approvals expired, a freeze)
+//! is withdrawn. The refill ends `done` once the hot wallet is above its low mark again, or
+//! `expired` when its intent expires first (the next pass asks again).
 //!
 //! Nothing here can move cold funds: the server holds no cold key, and each key holder's
 //! offline signer checks the bundle against its own pinned governance and the wallet it
