@@ -489,6 +489,8 @@ async function dashboard() {
     await page.locator("#checks").waitFor();
     out.checks = await page.locator("#checks tbody").innerText();
     check(/database\tok/.test(out.checks) && /signers\tok/.test(out.checks), `checks: ${out.checks}`);
+    out.refills = await page.locator("#refills").innerText();
+    check(out.refills.includes("No refill from cold is asked for."), `refills: ${out.refills}`);
     out.backlog = await page.locator("#backlog").innerText();
     check(/reserved\t2\t/.test(out.backlog), `backlog: ${out.backlog}`);
     out.queues = await page.locator("#queues").innerText();

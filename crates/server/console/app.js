@@ -667,7 +667,9 @@ async function pagedTable(id, head, path, rowOf, empty) {
 }
 
 async function dashboard() {
-  const [t, s] = await Promise.all([api("GET", "/v1/treasury"), api("GET", "/v1/ops/summary")]);
+  const [t, s, refills] = await Promise.all([
+    api("GET", "/v1/treasury"), api("GET", "/v1/ops/summary"), api("GET", "/v1/treasury/refills?open=true"),
+  ]);
   const pct = (bps) => `${(bps / 100).toFixed(2)}%`;
   const failing = s.checks.filter((c) => !c.ok);
   show(
@@ -682,6 +684,13 @@ async function dashboard() {
           a.meets_minimum ? "meets the floor" : "below the floor", a.action_amount ? `${a.action} ${a.action_amount}` : a.action,
         ]))
       : h("p", { id: "treasury", text: "No treasury runs on this deployment (no cold wallet is configured)." }),
+    h("h2", { text: "Refills from cold" }),
+    refills.data.length
+      ? table("refills", ["Asset", "Amount", "To", "State", "Waiting for", "Approvals"], refills.data.map((r) => [
+          r.asset, r.amount_decimal, r.to, r.state.replace("_", " "), r.waiting_for || "",
+          r.approvals.map((a) => a.approver).join(", ") || "none",
+        ]))
+      : h("p", { id: "refills", text: "No refill from cold is asked for." }),
     h("h2", { text: "Withdrawals not yet final" }),
     s.withdrawals.length
       ? table("backlog", ["State", "How many", "Oldest"], s.withdrawals.map((b) => [b.state, String(b.count), ago(b.oldest_seconds)]))
