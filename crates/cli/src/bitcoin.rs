@@ -132,6 +132,8 @@ pub async fn prepare(
         cold_wallet: Some("cold-btc-1".into()),
         // The server prepares refills from the dev cold wallet for its owners to sign.
         cold_descriptor: cold.map(|c| c.descriptor),
+        // The local backend mines while transactions wait; an Esplora server's chain may not.
+        fee_bump_after_secs: Some(600),
         min_sweep_native: 10_000,
     };
     Ok(DevBitcoin { settings, marks, hot, local })

@@ -122,6 +122,7 @@ pub async fn prepare_dev_chain(
         cold_address: cold,
         cold_wallet: Some("cold-eth-1".into()),
         cold_descriptor: None,
+        fee_bump_after_secs: None,
         min_sweep_native: 1_000_000_000_000_000,
     };
     Ok(Some(DevChain { _anvil: node, settings, marks, hot }))

@@ -78,6 +78,18 @@ pub trait ChainAdapter: Send + Sync + std::fmt::Debug {
     /// How many signatures `unsigned` needs from `key` (one per digest: one on Ethereum,
     /// one per input on Bitcoin); the signer nodes are asked for each in turn.
     fn signatures(&self, key: &[u8], unsigned: &[u8]) -> Result<usize, ChainError>;
+    /// A fee bump of `unsigned` (the newest version of a job's transaction, which the network
+    /// leaves waiting), built now: what it consumes, at today's fee estimate, when that pays
+    /// enough more to replace it and stays under the intent's cap; `None` otherwise, and on a
+    /// chain whose engine does not bump.
+    async fn bump(
+        &self,
+        _key: &[u8],
+        _intent: &strongroom_core::Intent,
+        _unsigned: &[u8],
+    ) -> Result<Option<Vec<u8>>, EngineError> {
+        Ok(None)
+    }
     /// The signed transaction, each signature checked to be `key`'s over its digest.
     fn attach(
         &self,
@@ -308,8 +320,9 @@ impl ChainAdapter for BtcAdapter {
         let spends = parsed.coins.iter().map(ToString::to_string).collect();
         Ok(Plan::Ready(Planned {
             nonce_floor: 0,
-            // Exactly the fee it pays: a Bitcoin transaction burns no more than it says.
-            fee_reserve: parsed.movement.max_fee,
+            // The most any version of it may pay (a fee bump needs no new reservation); the
+            // fee the mined one paid is burned, the rest returns to the treasury.
+            fee_reserve: job.intent.fee_cap.max(parsed.movement.max_fee),
             coins: spends,
             build: Arc::new(move |_| Ok(unsigned.clone())),
         }))
@@ -348,6 +361,56 @@ impl ChainAdapter for BtcAdapter {
 
     fn signatures(&self, key: &[u8], unsigned: &[u8]) -> Result<usize, ChainError> {
         self.codec(key)?.digests(unsigned).map(|d| d.len())
+    }
+
+    /// The same coins at today's estimate. BIP-125 takes a replacement only if it pays more
+    /// than the transaction it replaces by at least its own size at the minimum relay rate
+    /// (1 sat/vB); a bump is made only when it pays a quarter more than that too, so that a
+    /// small drift in the estimate sends nothing.
+    async fn bump(
+        &self,
+        key: &[u8],
+        intent: &strongroom_core::Intent,
+        unsigned: &[u8],
+    ) -> Result<Option<Vec<u8>>, EngineError> {
+        use strongroom_chain_bitcoin::bitcoin::psbt::Psbt;
+        let codec = self.codec(key)?;
+        let current = codec.parse(unsigned)?;
+        let psbt = Psbt::deserialize(unsigned)
+            .map_err(|e| ChainError::Decode(format!("stored PSBT: {e}")))?;
+        let coins = psbt
+            .inputs
+            .iter()
+            .zip(&psbt.unsigned_tx.input)
+            .map(|(i, txin)| {
+                i.non_witness_utxo
+                    .clone()
+                    .map(|tx| HotCoin { tx, vout: txin.previous_output.vout })
+                    .ok_or_else(|| {
+                        ChainError::Decode("stored PSBT without a previous transaction".into())
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let fee_rate = self.client.fee_rate(self.target_blocks).await?;
+        let built = match codec.build(intent, &HotParams { coins, fee_rate }) {
+            Ok(b) => b,
+            // Dearer than the cap (or than the coins): the transaction waits as it is.
+            Err(ChainError::FeeAboveCap { .. }) => return Ok(None),
+            Err(ChainError::Build(m)) if m.contains("not enough") => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let next = codec.parse(&built)?;
+        if next.coins != current.coins {
+            // Fewer coins would be another transaction, not a replacement: never.
+            return Ok(None);
+        }
+        let (old, new) =
+            (current.movement.max_fee.base_units(), next.movement.max_fee.base_units());
+        // Its virtual size at 1 sat/vB, its change output (43 vB at most) included.
+        let own_relay =
+            u128::from(codec.fee_for(next.coins.len(), &intent.destination, 1)?).saturating_add(43);
+        let enough = old.saturating_add(own_relay).max(old.saturating_add(old / 4));
+        Ok((new >= enough).then_some(built))
     }
 
     fn attach(

@@ -22,7 +22,7 @@ use strongroom_chain_ethereum::rpc::EthRpc;
 use strongroom_core::withdrawal::{Withdrawal, WithdrawalState};
 use strongroom_core::{new_id, Env, Intent, WalletId};
 use strongroom_store::{
-    account_name, BuildTx, Conclusion, Store, StoreError, Sweep, SweepKind, WithdrawalFilter,
+    account_name, BuildTx, Bump, Conclusion, Store, StoreError, Sweep, SweepKind, WithdrawalFilter,
     WriteCtx,
 };
 use strongroom_units::{Address, AssetSymbol, ChainId};
@@ -156,6 +156,9 @@ pub struct ChainConfig {
     /// The chain's hot wallet in use, when others were migrated into it: their movements
     /// to its address stay in custody (the signer nodes allow a migrating key nothing else).
     pub home: Option<WalletId>,
+    /// After how long in the mempool a transaction gets a fee bump (when today's estimate
+    /// pays enough more; see [`ChainAdapter::bump`]); `None`: never.
+    pub bump_after_ms: Option<i64>,
 }
 
 /// How long a claim on one withdrawal or sweep lasts unless renewed (it is renewed before
@@ -613,15 +616,32 @@ impl ChainEngine {
             Ok(a) => a,
             Err(why) => return Ok(Step::Waiting(why)),
         };
-        // One signature per digest (a Bitcoin transaction's inputs are signed one by one;
-        // the nodes bind the intent to the one transaction id, so each input may be signed).
+        let signed = self.signed_by_nodes(w, &pk, &unsigned, &auth).await?;
+        let kept = self.store.record_signed(&self.ctx(), w.id, signed).await?;
+        tracing::info!(withdrawal = %w.id, txid = ?kept.signed.as_ref().map(|s| &s.txid), "signed transaction stored");
+        if w.is_withdrawal() && self.cfg.stop_at == Some(StopPoint::AfterSigned) {
+            return Err(EngineError::Stopped(StopPoint::AfterSigned));
+        }
+        Ok(Step::Moved(WithdrawalState::Signed))
+    }
+
+    /// `unsigned` signed by the nodes, one signature per digest (a Bitcoin transaction's
+    /// inputs are signed one by one; the nodes bind the intent to the transaction id, so each
+    /// input may be signed), each checked to be the wallet's over this transaction.
+    async fn signed_by_nodes(
+        &self,
+        w: &Job,
+        pk: &[u8],
+        unsigned: &[u8],
+        auth: &SignAuth,
+    ) -> Result<strongroom_chain::SignedTx, EngineError> {
         let mut signatures = Vec::new();
-        for input in 0..self.adapter.signatures(&pk, &unsigned)? {
+        for input in 0..self.adapter.signatures(pk, unsigned)? {
             let input = u32::try_from(input)
                 .map_err(|_| ChainError::Build("too many inputs to sign".into()))?;
             match self
                 .signer
-                .sign(&w.intent.source_wallet, &w.path, &w.intent, &unsigned, input, &auth)
+                .sign(&w.intent.source_wallet, &w.path, &w.intent, unsigned, input, auth)
                 .await
             {
                 Ok(s) => signatures.push(s),
@@ -632,14 +652,7 @@ impl ChainEngine {
                 Err(e) => return Err(e.into()),
             }
         }
-        // Attaching checks each signature is the wallet's over this transaction.
-        let signed = self.adapter.attach(&pk, &unsigned, &signatures)?;
-        let kept = self.store.record_signed(&self.ctx(), w.id, signed).await?;
-        tracing::info!(withdrawal = %w.id, txid = ?kept.signed.as_ref().map(|s| &s.txid), "signed transaction stored");
-        if w.is_withdrawal() && self.cfg.stop_at == Some(StopPoint::AfterSigned) {
-            return Err(EngineError::Stopped(StopPoint::AfterSigned));
-        }
-        Ok(Step::Moved(WithdrawalState::Signed))
+        Ok(self.adapter.attach(pk, unsigned, &signatures)?)
     }
 
     /// Keep a node's refusal on the withdrawal for the API, unless it is the finding already
@@ -676,13 +689,44 @@ impl ChainEngine {
 
     async fn confirm(&self, w: &Job) -> Result<Step, EngineError> {
         let signed = self.stored_signed(w).await?;
-        match self.adapter.client().status(&signed.txid).await? {
-            // The node lost it (restart, reorg, eviction): send the stored one again.
+        let bumps = self.store.bumps(w.id).await?;
+        // Every signed version, newest first: at most one of them can be mined (they spend
+        // the same coins), and whichever is settles the job.
+        let mut versions: Vec<(u32, &strongroom_chain::SignedTx)> =
+            bumps.iter().filter_map(|b| b.signed.as_ref().map(|s| (b.version, s))).collect();
+        versions.reverse();
+        versions.push((0, &signed));
+        let client = self.adapter.client();
+        let mut newest = None;
+        for (version, tx) in &versions {
+            let status = client.status(&tx.txid).await?;
+            if let TxStatus::Included { .. } = status {
+                if *version > 0 && signed.txid != tx.txid {
+                    self.store.adopt_bump(&self.ctx(), w.id, *version).await?;
+                    tracing::info!(withdrawal = %w.id, version, txid = tx.txid, "a fee bump was mined");
+                }
+                return self.included(w, status).await;
+            }
+            newest.get_or_insert((*version, *tx, status));
+        }
+        let Some((version, tx, status)) = newest else {
+            return Err(
+                StoreError::Corrupt(format!("withdrawal {} has no transaction", w.id)).into()
+            );
+        };
+        match status {
+            // The node lost it (restart, reorg, eviction): send the newest version again.
             TxStatus::Unknown => {
-                self.adapter.client().broadcast(&signed).await?;
+                client.broadcast(tx).await?;
                 Ok(Step::Waiting("resent: the node did not know the transaction".into()))
             }
-            TxStatus::Pending => Ok(Step::Waiting("in the mempool".into())),
+            _ => self.bump(w, version, &bumps).await,
+        }
+    }
+
+    /// The transaction is in a block: wait for its confirmations, then conclude.
+    async fn included(&self, w: &Job, status: TxStatus) -> Result<Step, EngineError> {
+        match status {
             TxStatus::Included { confirmations, .. } if confirmations < self.cfg.confirmations => {
                 Ok(Step::Waiting(format!(
                     "{confirmations} of {} confirmations",
@@ -704,7 +748,55 @@ impl ChainEngine {
                     WithdrawalState::Failed
                 }))
             }
+            _ => Ok(Step::Waiting("in the mempool".into())),
         }
+    }
+
+    /// A transaction in the mempool: sign and send a fee bump stored before, or store one
+    /// when it has waited long enough and today's estimate pays enough more.
+    async fn bump(&self, w: &Job, newest: u32, bumps: &[Bump]) -> Result<Step, EngineError> {
+        let waiting = || Ok(Step::Waiting("in the mempool".into()));
+        let Some(after) = self.cfg.bump_after_ms else { return waiting() };
+        let (pk, _) = self.key_at(&w.intent.source_wallet, &w.path).await?;
+        let pending = match bumps.last() {
+            Some(b) if b.signed.is_none() => Some(b.clone()),
+            _ => {
+                let stored = self.store.chain_tx(w.id).await?.ok_or_else(|| {
+                    StoreError::Corrupt(format!("withdrawal {} has no transaction", w.id))
+                })?;
+                // Waited since the newest version was signed (or the first was sent).
+                let since = bumps.last().map_or(stored.updated_at, |b| b.updated_at);
+                if self.env.now().unix_ms().saturating_sub(since.unix_ms()) < after
+                    || bumps.len() >= usize::try_from(strongroom_store::MAX_BUMPS).unwrap_or(0)
+                {
+                    return waiting();
+                }
+                let current = match bumps.iter().rev().find(|b| b.version == newest) {
+                    Some(b) => b.unsigned_tx.clone(),
+                    None => stored.unsigned_tx.clone(),
+                };
+                let current = hex::decode(current)
+                    .map_err(|_| StoreError::Corrupt("unsigned tx is not hex".into()))?;
+                match self.adapter.bump(&pk, &w.intent, &current).await? {
+                    Some(unsigned) => Some(self.store.bump_tx(&self.ctx(), w.id, unsigned).await?),
+                    None => None,
+                }
+            }
+        };
+        let Some(bump) = pending else { return waiting() };
+        let auth = match self.authorize(w).await? {
+            Ok(a) => a,
+            Err(why) => return Ok(Step::Waiting(format!("in the mempool; no fee bump: {why}"))),
+        };
+        let unsigned = hex::decode(&bump.unsigned_tx)
+            .map_err(|_| StoreError::Corrupt("bump is not hex".into()))?;
+        let signed = self.signed_by_nodes(w, &pk, &unsigned, &auth).await?;
+        let kept = self.store.record_bump_signed(&self.ctx(), w.id, bump.version, signed).await?;
+        if let Some(s) = &kept.signed {
+            self.adapter.client().broadcast(s).await?;
+            tracing::info!(withdrawal = %w.id, version = bump.version, txid = s.txid, "fee bump sent");
+        }
+        Ok(Step::Waiting(format!("in the mempool; fee bump {} sent", bump.version)))
     }
 
     async fn stored_signed(&self, w: &Job) -> Result<strongroom_chain::SignedTx, EngineError> {

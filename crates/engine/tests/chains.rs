@@ -204,6 +204,7 @@ impl World {
     /// An engine whose chain pays out from `home`, a key others were migrated into.
     fn engine_at_home(&self, stop_at: Option<StopPoint>, home: Option<WalletId>) -> ChainEngine {
         let cfg = ChainConfig {
+            bump_after_ms: None,
             chain: chain(),
             fee_asset: AssetSymbol::parse("ETH").unwrap(),
             confirmations: 3,
@@ -436,6 +437,7 @@ async fn fees_above_the_cap_wait_and_a_dead_node_changes_nothing() {
 
     // The node goes away: the step fails with a clear error and the withdrawal is as it was.
     let cfg = ChainConfig {
+        bump_after_ms: None,
         chain: chain(),
         fee_asset: AssetSymbol::parse("ETH").unwrap(),
         confirmations: 3,
@@ -767,7 +769,18 @@ impl Btc {
     }
 
     fn engine(&self, w: &World, stop_at: Option<StopPoint>) -> ChainEngine {
+        self.engine_bumping(w, stop_at, None)
+    }
+
+    /// An engine that bumps fees after `bump_after_ms` in the mempool.
+    fn engine_bumping(
+        &self,
+        w: &World,
+        stop_at: Option<StopPoint>,
+        bump_after_ms: Option<i64>,
+    ) -> ChainEngine {
         let cfg = ChainConfig {
+            bump_after_ms,
             chain: regtest_chain(),
             fee_asset: AssetSymbol::parse("BTC").unwrap(),
             confirmations: 2,
@@ -924,6 +937,69 @@ async fn bitcoin_withdrawals_never_share_a_coin_and_wait_for_fees_and_coins() {
     btc.node.mine(2, None).unwrap();
     engine.drive(c).await.unwrap();
     assert_eq!(w.state(c).await, WithdrawalState::Settled);
+    btc.ledger_matches_chain(&w).await;
+}
+
+/// A withdrawal the network leaves waiting while fees rise gets fee bumps: the same coins at
+/// the new estimate, signed by the nodes and sent, each replacing the one before in the
+/// mempool; none while the estimate stands, none past the intent's cap. Only the one mined
+/// settles it: its fee is what the treasury pays, the rest of the reservation returns, and
+/// ledger and chain agree to the satoshi.
+#[tokio::test]
+async fn a_waiting_bitcoin_withdrawal_gets_fee_bumps_on_the_same_coins_and_settles_once() {
+    let Some(w) = World::new().await else { return };
+    let btc = Btc::new(&w).await;
+    let rates = |r: f64| [(1u16, r), (3, r), (6, r)].into_iter().collect();
+    btc.node.set_fee_estimates(rates(2.0));
+    let engine = btc.engine_bumping(&w, None, Some(0));
+    let id = btc.withdraw(&w, "0.05").await;
+    assert_eq!(engine.drive(id).await.unwrap(), 3, "built, signed, broadcast");
+    let first = w.store.chain_tx(id).await.unwrap().unwrap();
+    assert_eq!(first.fee_reserved.base_units(), 100_000, "the intent's cap is set aside");
+    let coins = btc.inputs(&w, id).await;
+    let job = Job::from(&w.store.get_withdrawal(id).await.unwrap());
+    // The estimate stands: it waits as it is.
+    let step = engine.step(&job).await.unwrap();
+    assert_eq!(step, Step::Waiting("in the mempool".into()));
+    assert!(w.store.bumps(id).await.unwrap().is_empty());
+    // Fees rise: a bump on the same coins replaces it; again, and again.
+    let mut sent = Vec::new();
+    for (n, rate) in [(1u32, 20.0), (2, 60.0)] {
+        btc.node.set_fee_estimates(rates(rate));
+        let step = engine.step(&job).await.unwrap();
+        assert_eq!(step, Step::Waiting(format!("in the mempool; fee bump {n} sent")));
+        let bumps = w.store.bumps(id).await.unwrap();
+        let b = bumps.last().unwrap().clone();
+        assert_eq!(b.version, n);
+        let psbt = strongroom_chain_bitcoin::bitcoin::psbt::Psbt::deserialize(
+            &hex::decode(&b.unsigned_tx).unwrap(),
+        )
+        .unwrap();
+        let spends: Vec<String> =
+            psbt.unsigned_tx.input.iter().map(|i| i.previous_output.to_string()).collect();
+        assert_eq!(spends, coins, "a bump spends exactly the first one's coins");
+        let txid = b.signed.unwrap().txid;
+        assert_eq!(
+            btc.node.mempool().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            vec![txid.clone()],
+            "it replaced the one before"
+        );
+        sent.push(txid);
+    }
+    // Past the cap: no bump.
+    btc.node.set_fee_estimates(rates(5_000.0));
+    assert_eq!(engine.step(&job).await.unwrap(), Step::Waiting("in the mempool".into()));
+    assert_eq!(w.store.bumps(id).await.unwrap().len(), 2);
+    // Mined: the second bump is the transaction of record, its fee the one paid.
+    btc.node.mine(2, None).unwrap();
+    engine.drive(id).await.unwrap();
+    assert_eq!(w.state(id).await, WithdrawalState::Settled);
+    let done = w.store.chain_tx(id).await.unwrap().unwrap();
+    assert_eq!(done.signed.as_ref().unwrap().txid, sent[1]);
+    let fee = done.fee_paid.unwrap().base_units();
+    assert!(fee > 60 * 100, "{fee} sat, at 60 sat/vB");
+    assert_eq!(btc_balance(&w, TREASURY_CUSTOMER).await, (BTC / 100 - fee, 0));
+    assert_eq!(btc_balance(&w, w.customer).await, (BTC / 2 - BTC / 20, 0));
     btc.ledger_matches_chain(&w).await;
 }
 

@@ -258,7 +258,15 @@ impl HotChain {
             ),
             None => None,
         };
+        // Bitcoin transactions get fee bumps after `fee_bump_after_secs` in the mempool.
+        let bump_after_ms = match settings.kind {
+            ChainKind::Bitcoin => settings
+                .fee_bump_after_secs
+                .map(|s| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)),
+            ChainKind::Ethereum => None,
+        };
         let cfg = ChainConfig {
+            bump_after_ms,
             chain: chain.clone(),
             fee_asset,
             confirmations: settings.confirmations,
@@ -907,6 +915,7 @@ mod tests {
             cold_address: None,
             cold_wallet: None,
             cold_descriptor: None,
+            fee_bump_after_secs: None,
             min_sweep_native: 0,
         }
     }

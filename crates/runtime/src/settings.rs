@@ -235,6 +235,11 @@ pub struct ChainSettings {
     /// makes the signing bundle from the cold wallet's coins (`GET /v1/treasury/refills`).
     #[serde(default)]
     pub cold_descriptor: Option<String>,
+    /// Bitcoin: after how long in the mempool a withdrawal's or sweep's transaction gets a
+    /// fee bump (the same coins at today's estimate, under the intent's cap), when that pays
+    /// enough more; absent, never.
+    #[serde(default)]
+    pub fee_bump_after_secs: Option<u64>,
     /// Least native balance worth sweeping from a deposit address (base units).
     #[serde(default = "default_min_native")]
     /// (TOML integers are 64-bit: up to 18.4 ETH in wei, which is all a sweep minimum needs.)

@@ -277,6 +277,24 @@ pub trait ChainTxs: Send + Sync {
     ) -> Result<ChainTx>;
     /// Signed → broadcast. Idempotent.
     async fn record_broadcast(&self, ctx: &WriteCtx, id: Uuid) -> Result<ChainTx>;
+    /// Broadcast, still waiting: store an unsigned fee bump (the next version), unless the
+    /// latest one is not signed yet (then that one is returned and nothing is written). At
+    /// most [`MAX_BUMPS`]. The store cannot read a transaction: that a bump spends exactly
+    /// the first one's coins is the engine's to build and every signer node's to check.
+    async fn bump_tx(&self, ctx: &WriteCtx, id: Uuid, unsigned: Vec<u8>) -> Result<Bump>;
+    /// Store a bump's signed transaction (written once; the same again is harmless).
+    async fn record_bump_signed(
+        &self,
+        ctx: &WriteCtx,
+        id: Uuid,
+        version: u32,
+        signed: strongroom_chain::SignedTx,
+    ) -> Result<Bump>;
+    /// The bumps of `id`'s transaction, oldest first.
+    async fn bumps(&self, id: Uuid) -> Result<Vec<Bump>>;
+    /// The signed bump `version` is the one the chain included: it becomes the transaction
+    /// of record (before the withdrawal is concluded). Idempotent.
+    async fn adopt_bump(&self, ctx: &WriteCtx, id: Uuid, version: u32) -> Result<ChainTx>;
     /// Broadcast → settled or failed, with the ledger: for a withdrawal, the customer's
     /// pending funds leave custody (or return, if the transaction reverted); for any, the fee
     /// burned leaves custody from the treasury's reservation and the rest of it returns.

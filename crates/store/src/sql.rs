@@ -24,6 +24,7 @@ use crate::{Faults, Result, StoreError};
 
 mod approvals;
 mod auth;
+mod bumps;
 mod chain;
 mod denials;
 mod deposits;

@@ -217,6 +217,24 @@ pub struct ChainTx {
     pub updated_at: Timestamp,
 }
 
+/// How many fee bumps one transaction may get (with the first, the five versions the signer
+/// nodes sign for one intent at most).
+pub const MAX_BUMPS: u32 = 4;
+
+/// A fee bump of a broadcast transaction: a replacement spending exactly its coins, at a
+/// higher fee (version 1, 2, …; the transaction in [`ChainTx`] is version 0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bump {
+    pub owner_id: Uuid,
+    pub version: u32,
+    /// The unsigned replacement, hex.
+    pub unsigned_tx: String,
+    /// Once the signer nodes signed it.
+    pub signed: Option<strongroom_chain::SignedTx>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
 /// Builds the unsigned transaction for the nonce the store allocates. Pure, and may run
 /// more than once (a batch that fails is replayed).
 pub type TxBuilder = std::sync::Arc<dyn Fn(u64) -> Result<Vec<u8>, String> + Send + Sync>;

@@ -122,6 +122,7 @@ conformance!(
     audit_verify_while_writing_reports_no_false_tampering,
     chain_withdrawals_take_each_nonce_once_and_keep_one_signed_tx,
     builds_never_share_a_coin,
+    fee_bumps_wait_for_their_signatures_one_at_a_time_and_the_mined_one_is_adopted,
     concurrent_builds_take_distinct_contiguous_nonces,
     watched_deposits_are_credited_once_and_reorganised_ones_reversed_or_held,
     sweeps_share_the_chain_path_and_move_nothing_but_the_fee,
@@ -842,6 +843,54 @@ fn build(w: Uuid, floor: u64) -> BuildTx {
         coins: Vec::new(),
         build: Arc::new(|nonce| Ok(format!("tx-with-nonce-{nonce}").into_bytes())),
     }
+}
+
+/// Fee bumps: only for a broadcast transaction; one waiting for signatures at a time (asking
+/// again returns it); a signed one written once; at most `MAX_BUMPS`; the one mined adopted as
+/// the transaction of record (idempotently), then concluded with its fee; the audit verifies.
+async fn fee_bumps_wait_for_their_signatures_one_at_a_time_and_the_mined_one_is_adopted(
+    store: Arc<SqlStore>,
+) {
+    let now = ctx(env().now());
+    let c = customer(&store, "u").await;
+    deposit(&store, c, 10u128.pow(18)).await;
+    fund_treasury(&store).await;
+    let id = store.request_withdrawal(&now, None, plan(c, "0.1")).await.unwrap().id;
+    store.build_tx(&now, build(id, 0)).await.unwrap();
+    let refused = |r: Result<Bump>| matches!(r, Err(StoreError::Refused(_)));
+    assert!(refused(store.bump_tx(&now, id, b"bump-1".to_vec()).await), "not broadcast yet");
+    store.record_signed(&now, id, signed_tx(id, 0)).await.unwrap();
+    store.record_broadcast(&now, id).await.unwrap();
+
+    let b1 = store.bump_tx(&now, id, b"bump-1".to_vec()).await.unwrap();
+    assert_eq!((b1.version, b1.signed.clone()), (1, None));
+    let again = store.bump_tx(&now, id, b"other".to_vec()).await.unwrap();
+    assert_eq!(again, b1, "one waiting for signatures at a time");
+    let s1 = store.record_bump_signed(&now, id, 1, signed_tx(id, 1)).await.unwrap();
+    assert_eq!(s1.signed, Some(signed_tx(id, 1)));
+    let kept = store.record_bump_signed(&now, id, 1, signed_tx(id, 9)).await.unwrap();
+    assert_eq!(kept.signed, Some(signed_tx(id, 1)), "written once");
+    assert!(store.record_bump_signed(&now, id, 7, signed_tx(id, 7)).await.is_err());
+    for v in 2..=MAX_BUMPS {
+        let b = store.bump_tx(&now, id, format!("bump-{v}").into_bytes()).await.unwrap();
+        assert_eq!(b.version, v);
+        let version = u8::try_from(v).unwrap();
+        store.record_bump_signed(&now, id, v, signed_tx(id, version)).await.unwrap();
+    }
+    assert!(refused(store.bump_tx(&now, id, b"one too many".to_vec()).await));
+    assert_eq!(store.bumps(id).await.unwrap().len(), usize::try_from(MAX_BUMPS).unwrap());
+
+    // Bump 2 is mined: it becomes the transaction of record, once.
+    let adopted = store.adopt_bump(&now, id, 2).await.unwrap();
+    assert_eq!(adopted.signed, Some(signed_tx(id, 2)));
+    assert_eq!(hex::decode(&adopted.unsigned_tx).unwrap(), b"bump-2");
+    let records = audit_len(&store).await;
+    assert_eq!(store.adopt_bump(&now, id, 2).await.unwrap(), adopted);
+    assert_eq!(audit_len(&store).await, records, "adopting again writes nothing");
+    store.conclude_tx(&now, id, conclusion(true, 21_000)).await.unwrap();
+    assert!(refused(store.bump_tx(&now, id, b"late".to_vec()).await), "settled");
+    assert!(store.adopt_bump(&now, id, 3).await.is_err(), "settled");
+    assert_intact(&store).await;
 }
 
 /// On a chain of coins: a coin reserved by one withdrawal's build fails another's (nothing

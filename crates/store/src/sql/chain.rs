@@ -45,7 +45,7 @@ pub(super) struct ChainTxRow {
 }
 
 impl ChainTxRow {
-    fn to_domain(&self) -> Result<ChainTx> {
+    pub(super) fn to_domain(&self) -> Result<ChainTx> {
         let corrupt =
             |what: &str| StoreError::Corrupt(format!("chain tx {}: {what}", self.owner_id));
         let signed = match (&self.signed_tx, &self.txid) {
@@ -78,6 +78,23 @@ impl ChainTxRow {
             created_at: Timestamp::from_unix_ms(self.created_at_ms),
             updated_at: Timestamp::from_unix_ms(self.updated_at_ms),
         })
+    }
+
+    /// This row with another version of its transaction (a mined fee bump).
+    pub(super) fn replace_with(&mut self, unsigned: &str, signed: &str, txid: &str, now_ms: i64) {
+        self.unsigned_tx = unsigned.to_owned();
+        self.signed_tx = Some(signed.to_owned());
+        self.txid = Some(txid.to_owned());
+        self.updated_at_ms = now_ms;
+    }
+
+    /// Whether both rows hold the same transaction.
+    pub(super) fn same_transaction(&self, other: &ChainTxRow) -> bool {
+        self.txid == other.txid && self.signed_tx == other.signed_tx
+    }
+
+    pub(super) fn txid(&self) -> Option<&str> {
+        self.txid.as_deref()
     }
 
     fn values(&self) -> Vec<Val> {
@@ -168,7 +185,7 @@ pub(super) async fn read_chain_tx(
     row.map(|r| row_of::<ChainTxRow>(&r)?.to_domain()).transpose()
 }
 
-async fn lock_chain_tx(w: &mut WriteTx, id: Uuid) -> Result<ChainTxRow> {
+pub(super) async fn lock_chain_tx(w: &mut WriteTx, id: Uuid) -> Result<ChainTxRow> {
     let row = sqlx::query(&chain_tx_sql(w.backend, true))
         .bind(id.to_string())
         .fetch_optional(&mut *w.tx)
@@ -196,14 +213,36 @@ async fn update_chain_tx(w: &mut WriteTx, before: &ChainTxRow, after: &ChainTxRo
     Ok(())
 }
 
+/// Replace the transaction of a chain_txs row by another version of it (a mined fee bump)
+/// and note the change.
+pub(super) async fn replace_chain_tx(
+    w: &mut WriteTx,
+    before: &ChainTxRow,
+    after: &ChainTxRow,
+) -> Result<()> {
+    w.write(
+        "UPDATE chain_txs SET unsigned_tx = $1, signed_tx = $2, txid = $3, updated_at_ms = $4 WHERE owner_id = $5".into(),
+        vec![
+            Val::Text(after.unsigned_tx.clone()),
+            Val::OptText(after.signed_tx.clone()),
+            Val::OptText(after.txid.clone()),
+            Val::Int(after.updated_at_ms),
+            Val::Text(after.owner_id.clone()),
+        ],
+    )
+    .await?;
+    w.record(format!("chain_tx/{}", after.owner_id), Some(hash_of(before)?), Some(hash_of(after)?));
+    Ok(())
+}
+
 /// The withdrawal or sweep a chain transaction belongs to, locked for this write.
-enum Owner {
+pub(super) enum Owner {
     Withdrawal(WithdrawalRow, Withdrawal),
     Sweep(SweepRow, Sweep),
 }
 
 impl Owner {
-    fn state(&self) -> WithdrawalState {
+    pub(super) fn state(&self) -> WithdrawalState {
         match self {
             Owner::Withdrawal(_, w) => w.state,
             Owner::Sweep(_, s) => s.state,
@@ -223,13 +262,13 @@ impl Owner {
         }
     }
     /// `withdrawal` or `sweep`: the audit subject's and actions' prefix.
-    fn kind(&self) -> &'static str {
+    pub(super) fn kind(&self) -> &'static str {
         match self {
             Owner::Withdrawal(..) => "withdrawal",
             Owner::Sweep(..) => "sweep",
         }
     }
-    fn subject(&self, id: Uuid) -> String {
+    pub(super) fn subject(&self, id: Uuid) -> String {
         format!("{}/{id}", self.kind())
     }
     fn refuse(&self, to: WithdrawalState) -> StoreError {
@@ -253,7 +292,7 @@ impl Owner {
 }
 
 /// Lock the withdrawal or sweep with this id.
-async fn lock_owner(w: &mut WriteTx, id: Uuid) -> Result<Owner> {
+pub(super) async fn lock_owner(w: &mut WriteTx, id: Uuid) -> Result<Owner> {
     match lock_withdrawal(w, id).await {
         Ok((row, wd)) => Ok(Owner::Withdrawal(row, wd)),
         Err(StoreError::NotFound { .. }) => match sweeps::lock_sweep(w, id).await? {

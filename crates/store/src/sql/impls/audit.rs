@@ -152,6 +152,7 @@ impl AuditStore for SqlStore {
             out.push((format!("posting/{entry_id}"), Digest32::ZERO));
         }
         self.chain_entity_states(&mut out).await?;
+        self.bump_entity_states(&mut out).await?;
         self.deposit_entity_states(&mut out).await?;
         self.sweep_entity_states(&mut out).await?;
         self.refill_entity_states(&mut out).await?;
