@@ -26,14 +26,7 @@ impl BumpRow {
         let corrupt = |w: &str| {
             StoreError::Corrupt(format!("bump {} of {}: {w}", self.version, self.owner_id))
         };
-        let signed = match (&self.signed_tx, &self.txid) {
-            (Some(raw), Some(txid)) => Some(SignedTx {
-                raw: hex::decode(raw).map_err(|_| corrupt("signed_tx is not hex"))?,
-                txid: txid.clone(),
-            }),
-            (None, None) => None,
-            _ => return Err(corrupt("signed_tx and txid disagree")),
-        };
+        let signed = chain::signed_of(&self.signed_tx, &self.txid).map_err(&corrupt)?;
         Ok(Bump {
             owner_id: uuid(&self.owner_id)?,
             version: u32::try_from(self.version).map_err(|_| corrupt("version"))?,

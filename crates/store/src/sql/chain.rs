@@ -48,14 +48,7 @@ impl ChainTxRow {
     pub(super) fn to_domain(&self) -> Result<ChainTx> {
         let corrupt =
             |what: &str| StoreError::Corrupt(format!("chain tx {}: {what}", self.owner_id));
-        let signed = match (&self.signed_tx, &self.txid) {
-            (Some(raw), Some(txid)) => Some(SignedTx {
-                raw: hex::decode(raw).map_err(|_| corrupt("signed_tx is not hex"))?,
-                txid: txid.clone(),
-            }),
-            (None, None) => None,
-            _ => return Err(corrupt("signed_tx and txid disagree")),
-        };
+        let signed = signed_of(&self.signed_tx, &self.txid).map_err(&corrupt)?;
         let block = match (self.block_number, &self.block_hash) {
             (Some(n), Some(h)) => Some(BlockRef {
                 number: u64::try_from(n).map_err(|_| corrupt("block number"))?,
@@ -124,6 +117,21 @@ pub(super) struct NonceRow {
     wallet: String,
     next_nonce: i64,
     updated_at_ms: i64,
+}
+
+/// A stored signed transaction from its two columns (both or neither).
+pub(super) fn signed_of(
+    raw: &Option<String>,
+    txid: &Option<String>,
+) -> std::result::Result<Option<SignedTx>, &'static str> {
+    match (raw, txid) {
+        (Some(raw), Some(txid)) => Ok(Some(SignedTx {
+            raw: hex::decode(raw).map_err(|_| "signed_tx is not hex")?,
+            txid: txid.clone(),
+        })),
+        (None, None) => Ok(None),
+        _ => Err("signed_tx and txid disagree"),
+    }
 }
 
 /// A coin a built transaction spends, and whose transaction it is.
