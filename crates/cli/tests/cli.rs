@@ -3898,7 +3898,8 @@ fn dev_refills_the_bitcoin_hot_wallet_from_cold_with_a_bundle_made_by_the_server
         let r = api(&dev, "GET", &format!("/v1/treasury/refills/{id}"), None);
         (r["state"] != "done").then(|| r.to_string())
     });
-    wait_until("treasury after the refill", 60, &mut || {
+    // (The change address is read at most every 30 s.)
+    wait_until("treasury after the refill", 120, &mut || {
         let v = api(&dev, "GET", "/v1/treasury", None);
         let a = v["assets"].as_array()?.iter().find(|a| a["asset"] == "BTC").cloned()?;
         let want_cold = (100_000_000 - fee).to_string();

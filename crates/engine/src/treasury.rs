@@ -147,7 +147,15 @@ pub struct Treasury {
     /// The hot key's public half (a sweep to cold is planned from it).
     key: Vec<u8>,
     cfg: TreasuryConfig,
+    /// Per asset, what the cold wallet's other addresses held when last read, and when: they
+    /// are read at most every [`COLD_ALSO_EVERY_MS`] (a multisig's many addresses would
+    /// otherwise cost a request each on every pass). Only a pace for a report: every instance
+    /// reads the chain for itself, and reconciliation reads them all each time.
+    cold_also_seen: std::sync::Mutex<std::collections::HashMap<AssetSymbol, (i64, Amount)>>,
 }
+
+/// How often the cold wallet's other addresses are read again (see `Treasury`).
+pub const COLD_ALSO_EVERY_MS: i64 = 30_000;
 
 impl std::fmt::Debug for Treasury {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -167,11 +175,42 @@ impl Treasury {
         for m in &cfg.marks {
             m.validate().map_err(|e| EngineError::Chain(strongroom_chain::ChainError::Build(e)))?;
         }
-        Ok(Treasury { store, adapter, env, key, cfg })
+        Ok(Treasury { store, adapter, env, key, cfg, cold_also_seen: Default::default() })
     }
 
     pub fn config(&self) -> &TreasuryConfig {
         &self.cfg
+    }
+
+    /// What the cold wallet's other addresses hold of `m`'s asset: read again when the last
+    /// reading is older than [`COLD_ALSO_EVERY_MS`].
+    async fn cold_also(&self, m: &Watermarks, now_ms: i64) -> Result<Amount, EngineError> {
+        if self.cfg.cold_also.is_empty() {
+            return Ok(Amount::ZERO);
+        }
+        let seen = |s: &Self| {
+            s.cold_also_seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&m.asset)
+                .copied()
+        };
+        if let Some((at, amount)) = seen(self) {
+            if now_ms.saturating_sub(at) < COLD_ALSO_EVERY_MS {
+                return Ok(amount);
+            }
+        }
+        let client = self.adapter.client();
+        let mut total = Amount::ZERO;
+        for a in &self.cfg.cold_also {
+            let more = client.balance(a, m.contract.as_ref()).await?;
+            total = total.checked_add(more).unwrap_or(Amount::MAX);
+        }
+        self.cold_also_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(m.asset.clone(), (now_ms, total));
+        Ok(total)
     }
 
     /// Read balances, plan a sweep to cold where the hot wallet is above its high mark,
@@ -191,12 +230,10 @@ impl Treasury {
         for m in &self.cfg.marks {
             let client = self.adapter.client();
             let hot = client.balance(hot_addr, m.contract.as_ref()).await?;
-            let mut cold = client.balance(&self.cfg.cold, m.contract.as_ref()).await?;
-            for a in &self.cfg.cold_also {
-                let more = client.balance(a, m.contract.as_ref()).await?;
-                // Amounts are bounded far below overflow; saturate rather than fail a pass.
-                cold = cold.checked_add(more).unwrap_or(Amount::MAX);
-            }
+            let cold = client.balance(&self.cfg.cold, m.contract.as_ref()).await?;
+            let also = self.cold_also(m, now_ms).await?;
+            // Amounts are bounded far below overflow; saturate rather than fail a pass.
+            let cold = cold.checked_add(also).unwrap_or(Amount::MAX);
             let mine: Vec<_> =
                 to_cold.iter().filter(|s| s.intent.asset.symbol == m.asset).collect();
             let sweeping = mine.iter().any(|s| !s.state.is_final());
