@@ -91,7 +91,6 @@ pub struct ColdRefills {
     chain: ChainId,
     /// The cold wallet as the key holders installed it.
     wallet: WalletId,
-    descriptor: String,
     multisig: Multisig,
     hot: Address,
     native: (AssetSymbol, u8),
@@ -132,7 +131,6 @@ impl ColdRefills {
             esplora,
             chain,
             wallet,
-            descriptor,
             multisig,
             hot,
             native,
@@ -336,10 +334,5 @@ impl ColdRefills {
         };
         self.store.update_refill(&self.ctx(), refill.id, change).await?;
         Ok(())
-    }
-
-    /// The descriptor of the cold wallet (public).
-    pub fn descriptor(&self) -> &str {
-        &self.descriptor
     }
 }
